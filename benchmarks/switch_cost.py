@@ -1,0 +1,316 @@
+"""What recording one context switch costs on the hot path.
+
+Two measurements, both interleaved round by round:
+
+1. *Bookkeeping per switch* (the figure the README quotes): switchtrace's real
+   patches (SyncToAsync.__call__ and run_in_executor; AsyncToSync.__call__
+   and main_wrap), applied from the same patch table, driven in one thread around minimal
+   stand-ins for asgiref's own bodies, against the same stand-ins called
+   directly. One thread and no executor, so the difference is switchtrace's
+   own CPU time, not the machine's thread scheduling.
+2. *End to end*: real bridge calls with switchtrace uninstalled, installed with no
+request in flight, and installed and recording, interleaved round by round so
+that the machine's drift hits all three alike. Reports, per mechanism, the
+median time per call of each variant (with min-max over the rounds) and the
+cost switchtrace adds per *switch* (a bridge call is two switches): the
+median of the per-round differences, halved.
+
+    python benchmarks/switch_cost.py [--rounds 31] [--calls 2000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+
+from asgiref.sync import async_to_sync, sync_to_async
+
+from switchtrace import tracer
+from switchtrace.tracer import patches
+
+
+def noop():
+    return None
+
+
+async def anoop():
+    return None
+
+
+def measure_sync_to_async(calls: int, recording: bool) -> float:
+    async def main():
+        bridged = sync_to_async(noop)
+        if recording:
+            with tracer.recording(max_events=0):
+                start = time.perf_counter_ns()
+                for _ in range(calls):
+                    await bridged()
+                return time.perf_counter_ns() - start
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            await bridged()
+        return time.perf_counter_ns() - start
+
+    return asyncio.run(main()) / calls
+
+
+def measure_async_to_sync_in_loop(calls: int, recording: bool) -> float:
+    """async_to_sync from a sync_to_async thread: scheduled on the outer loop
+    (the ASGI case), no loop or thread created."""
+
+    def inner():
+        bridged = async_to_sync(anoop)
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            bridged()
+        return time.perf_counter_ns() - start
+
+    async def main():
+        if recording:
+            with tracer.recording(max_events=0):
+                return await sync_to_async(inner)()
+        return await sync_to_async(inner)()
+
+    return asyncio.run(main()) / calls
+
+
+def _drive(coro) -> None:
+    try:
+        coro.send(None)
+    except StopIteration:
+        pass
+
+
+class _Executor:
+    """Stands in for an executor: runs the function at once."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+
+class _SyncToAsync:
+    """asgiref's SyncToAsync reduced to its submission to an executor (what
+    loop.run_in_executor does once it has chosen the executor)."""
+
+    _thread_sensitive = True
+
+    def __init__(self, executor):
+        self.func = noop
+        self.executor = executor
+
+    async def __call__(self):
+        return self.executor.submit(self.thread_handler)
+
+    def thread_handler(self):
+        return self.func()
+
+
+class _AsyncToSync:
+    """asgiref's AsyncToSync reduced to building and running main_wrap."""
+
+    def __init__(self):
+        self.awaitable = anoop
+
+    def __call__(self):
+        _drive(self.main_wrap())
+
+    async def main_wrap(self):
+        return await self.awaitable()
+
+
+def _stand_ins(traced: bool):
+    """Fresh stand-in classes, patched when ``traced`` exactly as switchtrace
+    patches asgiref's and asyncio's classes (same patch table, same factories)."""
+    import wrapt
+
+    executor_cls = type("ThreadPoolExecutor", (_Executor,), {})
+    s2a_cls = type("SyncToAsync", (_SyncToAsync,), {})
+    a2s_cls = type("AsyncToSync", (_AsyncToSync,), {})
+    if traced:
+        how = {(getattr(owner, "__name__", ""), name): h for owner, name, h in patches._targets()}
+        for owner, real, name in (
+            (executor_cls, "ThreadPoolExecutor", "submit"),
+            (s2a_cls, "SyncToAsync", "__call__"),
+            (a2s_cls, "AsyncToSync", "__call__"),
+            (a2s_cls, "AsyncToSync", "main_wrap"),
+        ):
+            original = vars(owner.__mro__[1])[name]
+            h = how[real, name]
+            patched = (
+                h.make(original)
+                if isinstance(h, patches.Fast)
+                else wrapt.FunctionWrapper(original, h)
+            )
+            setattr(owner, name, patched)
+    return executor_cls, s2a_cls, a2s_cls
+
+
+def _timed(traced: bool, calls: int, body) -> float:
+    if traced:
+        with tracer.recording(max_events=0):
+            start = time.perf_counter_ns()
+            body(calls)
+            return (time.perf_counter_ns() - start) / calls
+    start = time.perf_counter_ns()
+    body(calls)
+    return (time.perf_counter_ns() - start) / calls
+
+
+def bookkeeping_sync_to_async(calls: int, traced: bool) -> float:
+    executor_cls, s2a_cls, _ = _stand_ins(traced)
+    bridge = s2a_cls(executor_cls())
+    loop = asyncio.new_event_loop()
+
+    def body(n):
+        # The submission happens on a thread with a running loop, as in life.
+        asyncio.events._set_running_loop(loop)
+        try:
+            for _ in range(n):
+                _drive(bridge())
+        finally:
+            asyncio.events._set_running_loop(None)
+
+    try:
+        return _timed(traced, calls, body)
+    finally:
+        loop.close()
+
+
+def bookkeeping_async_to_sync(calls: int, traced: bool) -> float:
+    _, _, a2s_cls = _stand_ins(traced)
+    bridge = a2s_cls()
+
+    def body(n):
+        for _ in range(n):
+            bridge()
+
+    return _timed(traced, calls, body)
+
+
+BOOKKEEPING = {
+    "sync_to_async": bookkeeping_sync_to_async,
+    "async_to_sync": bookkeeping_async_to_sync,
+}
+
+
+def run_bookkeeping(rounds: int, calls: int) -> dict:
+    results: dict = {}
+    for name, measure in BOOKKEEPING.items():
+        measure(calls, True)  # warm-up
+        measure(calls, False)
+        plain, traced = [], []
+        for _ in range(rounds):
+            plain.append(measure(calls, False))
+            traced.append(measure(calls, True))
+        per_switch = [(t - p) / 2 for t, p in zip(traced, plain, strict=True)]
+        results[name] = {
+            "plain_per_call_ns": statistics.median(plain),
+            "traced_per_call_ns": statistics.median(traced),
+            "added_per_switch_ns": {
+                "median": statistics.median(per_switch),
+                "min": min(per_switch),
+                "max": max(per_switch),
+            },
+        }
+    return results
+
+
+MECHANISMS = {
+    "sync_to_async": measure_sync_to_async,
+    "async_to_sync (outer loop)": measure_async_to_sync_in_loop,
+}
+VARIANTS = ("uninstalled", "installed, idle", "recording")
+
+
+def run(rounds: int, calls: int) -> dict:
+    results: dict = {}
+    for name, measure in MECHANISMS.items():
+        samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for v in VARIANTS:  # warm-up
+            _one(measure, v, calls // 4)
+        for _ in range(rounds):
+            for v in VARIANTS:
+                samples[v].append(_one(measure, v, calls))
+        deltas = [
+            (r - u) / 2 for r, u in zip(samples["recording"], samples["uninstalled"], strict=True)
+        ]
+        results[name] = {
+            "per_call_ns": {
+                v: {"median": statistics.median(s), "min": min(s), "max": max(s)}
+                for v, s in samples.items()
+            },
+            "added_per_switch_ns": {
+                "median": statistics.median(deltas),
+                "min": min(deltas),
+                "max": max(deltas),
+            },
+            "ratio_recording_to_uninstalled": statistics.median(samples["recording"])
+            / statistics.median(samples["uninstalled"]),
+        }
+    return results
+
+
+def _one(measure, variant: str, calls: int) -> float:
+    if variant == "uninstalled":
+        tracer.uninstall()
+    else:
+        tracer.install()
+    try:
+        return measure(calls, recording=variant == "recording")
+    finally:
+        tracer.install()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--calls", type=int, default=20000, help="calls per round (bookkeeping)")
+    parser.add_argument(
+        "--end-to-end-calls",
+        type=int,
+        default=0,
+        help="also time real bridge calls, this many per round (noisy on a shared machine)",
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.calls < 1 or args.end_to_end_calls < 0:
+        parser.error("--rounds and --calls must be at least 1, --end-to-end-calls at least 0")
+    results = {"bookkeeping": run_bookkeeping(args.rounds, args.calls)}
+    if args.end_to_end_calls:
+        results["end_to_end"] = run(args.rounds, args.end_to_end_calls)
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"Bookkeeping: {args.rounds} interleaved rounds of {args.calls} calls")
+    for name, r in results["bookkeeping"].items():
+        d = r["added_per_switch_ns"]
+        print(
+            f"  {name:<14} added per switch: median {d['median'] / 1e3:.2f} µs "
+            f"(min {d['min'] / 1e3:.2f}, max {d['max'] / 1e3:.2f})"
+        )
+    if "end_to_end" not in results:
+        return 0
+    print(f"\nEnd to end: {args.rounds} interleaved rounds of {args.end_to_end_calls} calls, µs")
+    for name, r in results["end_to_end"].items():
+        print(f"  {name}")
+        for v in VARIANTS:
+            s = r["per_call_ns"][v]
+            print(
+                f"    {v:<16} {s['median'] / 1e3:7.2f} per call "
+                f"({s['min'] / 1e3:.2f}-{s['max'] / 1e3:.2f})"
+            )
+        d = r["added_per_switch_ns"]
+        print(
+            f"    added per switch {d['median'] / 1e3:.2f} ({d['min'] / 1e3:.2f} to "
+            f"{d['max'] / 1e3:.2f}), ratio {r['ratio_recording_to_uninstalled']:.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Patches on Django's handlers: where a request's record begins and ends, and
+where its response headers are sent.
+
+- WSGI: the record begins when ``WSGIHandler.__call__`` receives the environ,
+  on the server's worker thread, and ends when the server closes the response
+  (``HttpResponseBase.close``, which sends ``request_finished``) on that same
+  thread, after the body has been iterated.
+- ASGI: the record begins when ``ASGIHandler.__call__`` receives an HTTP scope,
+  in the request's task on the event loop, and ends when that call returns,
+  after ``response.close`` and the exit of the per-request
+  ``ThreadSensitiveContext``.
+- The headers are sent right after ``BaseHandler.get_response`` returns (WSGI,
+  still inside the handler) or when ``ASGIHandler.send_response`` starts
+  (ASGI): the record freezes its figures there, and a response the middleware
+  stamped is stamped again with them.
+
+``BaseHandler.adapt_method_mode`` and ``resolve_request`` are wrapped to name
+what causes a crossing (which middleware an adapter serves, which view).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
+from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpResponseBase
+
+from .. import tracer
+from ..tracer.guard import swallow
+from ..tracer.patches import Patcher, Target
+from . import components
+from .conf import get_config
+from .headers import restamp
+
+#: The response whose close ends a WSGI request's record.
+_closing: weakref.WeakKeyDictionary[HttpResponseBase, tracer.RequestRecord] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _request_attributes(record: tracer.RequestRecord, method: Any, path: Any, query: Any) -> None:
+    record.attributes["http.request.method"] = method
+    record.attributes["url.path"] = path
+    if query:
+        record.attributes["url.query"] = query
+
+
+def _wrap_wsgi_call(wrapped, instance, args, kwargs):
+    # Runs on the WSGI server's worker thread. The server iterates and closes
+    # the response on this thread after we return, so the record stays
+    # current here until HttpResponseBase.close ends it.
+    previous = tracer.current_record()
+    if previous is not None and previous.kind == tracer.WSGI and not previous.finished:
+        # The server never closed the previous response on this thread.
+        tracer.finish_request(previous)
+    record, _token = tracer.start_request(tracer.WSGI, get_config().max_events)
+    try:
+        environ = args[0] if args else kwargs["environ"]
+        _request_attributes(
+            record,
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO"),
+            environ.get("QUERY_STRING"),
+        )
+    except Exception:
+        swallow("WSGI request attributes")
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException:
+        tracer.finish_request(record)
+        raise
+
+
+def _wrap_get_response(wrapped, instance, args, kwargs):
+    # Runs on the WSGI worker thread; the headers are built from the response
+    # as soon as this returns.
+    response = wrapped(*args, **kwargs)
+    record = tracer.current_record()
+    if record is not None and record.kind == tracer.WSGI and not record.finished:
+        try:
+            _at_headers(record, response)
+            _closing[response] = record
+        except Exception:
+            swallow("WSGI headers")
+    return response
+
+
+def _wrap_response_close(wrapped, instance, args, kwargs):
+    # Runs wherever the response is closed: for WSGI, the server's worker
+    # thread once the body is sent.
+    record = _closing.pop(instance, None)
+    if record is None:
+        return wrapped(*args, **kwargs)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        tracer.finish_request(record)
+
+
+def _wrap_asgi_call(wrapped, instance, args, kwargs):
+    scope = args[0] if args else kwargs.get("scope")
+    if not isinstance(scope, dict) or scope.get("type") != "http":
+        return wrapped(*args, **kwargs)
+    return _trace_asgi(wrapped(*args, **kwargs), scope)
+
+
+async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
+    # Runs in the request's task on the event loop. Everything Django does for
+    # the request happens inside ``call``, including tasks it creates (which
+    # copy this context) and the exit of its ThreadSensitiveContext.
+    __traceback_hide__ = True
+    record, token = tracer.start_request(tracer.ASGI, get_config().max_events)
+    try:
+        query = scope.get("query_string", b"")
+        _request_attributes(
+            record,
+            scope.get("method"),
+            scope.get("path"),
+            query.decode("latin-1") if isinstance(query, bytes) else query,
+        )
+    except Exception:
+        swallow("ASGI request attributes")
+    try:
+        return await call
+    finally:
+        tracer.finish_request(record, token)
+
+
+def _wrap_send_response(wrapped, instance, args, kwargs):
+    # Called in the request's task just before the response start message.
+    record = tracer.current_record()
+    if record is not None and not record.finished:
+        try:
+            _at_headers(record, args[0] if args else kwargs["response"])
+        except Exception:
+            swallow("ASGI headers")
+    return wrapped(*args, **kwargs)
+
+
+def _at_headers(record: tracer.RequestRecord, response: Any) -> None:
+    figures = record.mark_headers()
+    status = getattr(response, "status_code", None)
+    if status is not None:
+        record.attributes["http.response.status_code"] = status
+    restamp(response, figures)
+
+
+def _wrap_adapt_method_mode(wrapped, instance, args, kwargs):
+    # Runs once per adapter, when a handler loads its middleware (startup).
+    adapted = wrapped(*args, **kwargs)
+    try:
+        method = args[1] if len(args) > 1 else kwargs.get("method")
+        if adapted is not method:
+            name = kwargs.get("name") if "name" in kwargs else (args[4] if len(args) > 4 else None)
+            components.remember_adapter(adapted, method, name)
+    except Exception:
+        swallow("adapt_method_mode")
+    return adapted
+
+
+def _wrap_resolve_request(wrapped, instance, args, kwargs):
+    resolved = wrapped(*args, **kwargs)
+    record = tracer.current_record()
+    if record is not None and not record.finished:
+        try:
+            request = args[0] if args else kwargs["request"]
+            components.remember_view(record, resolved[0])
+            match = getattr(request, "resolver_match", None)
+            route = getattr(match, "route", None)
+            if route is not None:
+                record.attributes["http.route"] = route
+        except Exception:
+            swallow("resolve_request")
+    return resolved
+
+
+def _targets() -> list[Target]:
+    return [
+        (WSGIHandler, "__call__", _wrap_wsgi_call),
+        (BaseHandler, "get_response", _wrap_get_response),
+        (HttpResponseBase, "close", _wrap_response_close),
+        (ASGIHandler, "__call__", _wrap_asgi_call),
+        (ASGIHandler, "send_response", _wrap_send_response),
+        (BaseHandler, "adapt_method_mode", _wrap_adapt_method_mode),
+        (BaseHandler, "resolve_request", _wrap_resolve_request),
+    ]
+
+
+patcher = Patcher(_targets, "Django")
+
+
+def install() -> None:
+    """Patch asgiref, asyncio, threading and Django's handlers."""
+    tracer.install()
+    patcher.install()
+
+
+def uninstall() -> None:
+    patcher.uninstall()
+    tracer.uninstall()

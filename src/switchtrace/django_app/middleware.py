@@ -1,0 +1,67 @@
+"""SwitchTraceMiddleware: puts the request's figures on its response.
+
+Both sync- and async-capable, so Django never adapts it: it runs in whichever
+mode the chain is in at its place and adds no switch of its own. The figures
+it writes count everything done for the request so far, including what lies
+outside its reach (the ``request_started`` signal, the outer adaptation of the
+middleware chain), and the return trip of every bridge call still in
+progress around it. The handler integration writes them once more at the
+moment the headers are sent, so anything between here and there counts too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.core.exceptions import MiddlewareNotUsed
+
+from .. import tracer
+from ..tracer.guard import swallow
+from .conf import get_config
+from .headers import stamp
+
+
+class SwitchTraceMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        if not get_config().enabled:
+            raise MiddlewareNotUsed("SWITCHTRACE['ENABLED'] is not True")
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        response = self.get_response(request)
+        _stamp(request, response)
+        return response
+
+    async def __acall__(self, request: Any) -> Any:
+        get_response: Callable[[Any], Awaitable[Any]] = self.get_response
+        response = await get_response(request)
+        _stamp(request, response)
+        return response
+
+
+def _stamp(request: Any, response: Any) -> None:
+    record = tracer.current_record()
+    if record is None or record.finished:
+        return
+    try:
+        if _show(request):
+            stamp(response, record.figures())
+    except Exception:
+        swallow("SwitchTraceMiddleware")
+
+
+def _show(request: Any) -> bool:
+    show = get_config().show_headers
+    if show is True or show is False:
+        return show
+    return bool(show(request))

@@ -1,0 +1,154 @@
+"""switchtrace's tracer: patches on asgiref, asyncio and threading, and the
+per-request record they fill.
+
+It knows asgiref, asyncio and threads, and nothing of Django or the
+OpenTelemetry SDK (a test keeps it that way). Integrations open a record when
+their handler receives a request (:func:`start_request`) and finish it when
+the response is closed (:func:`finish_request`); listeners then receive the
+finished record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from collections.abc import Callable, Iterator
+
+from . import patches
+from .guard import set_error_hook, swallow
+from .record import (
+    ASGI,
+    ASYNC_TO_SYNC,
+    ASYNCIO_RUN,
+    DEFAULT_MAX_EVENTS,
+    RUN_IN_EXECUTOR,
+    SYNC_TO_ASYNC,
+    TO_THREAD,
+    WSGI,
+    Clock,
+    Component,
+    Crossing,
+    Figures,
+    LoopCreation,
+    RequestRecord,
+    ThreadStart,
+)
+
+__all__ = [
+    "ASGI",
+    "ASYNCIO_RUN",
+    "ASYNC_TO_SYNC",
+    "DEFAULT_MAX_EVENTS",
+    "RUN_IN_EXECUTOR",
+    "SYNC_TO_ASYNC",
+    "TO_THREAD",
+    "WSGI",
+    "Clock",
+    "Component",
+    "Crossing",
+    "Figures",
+    "LoopCreation",
+    "RequestRecord",
+    "ThreadStart",
+    "add_listener",
+    "current_record",
+    "finish_request",
+    "install",
+    "installed",
+    "missing_hooks",
+    "recording",
+    "remove_listener",
+    "set_error_hook",
+    "start_request",
+    "uninstall",
+]
+
+Listener = Callable[[RequestRecord], None]
+_listeners: list[Listener] = []
+
+
+def install(clock: Clock | None = None) -> None:
+    """Patch asgiref, asyncio and threading. Installing twice wraps once.
+
+    ``clock`` (nanoseconds, monotonic) replaces ``time.perf_counter_ns``,
+    for deterministic tests."""
+    patches.clock = clock or time.perf_counter_ns
+    patches.patcher.install()
+
+
+def uninstall() -> None:
+    """Restore exactly what :func:`install` replaced. Safe to call twice."""
+    patches.patcher.uninstall()
+    patches._clear_pending_loops()
+    patches.clock = time.perf_counter_ns
+
+
+def installed() -> bool:
+    return patches.patcher.installed
+
+
+def missing_hooks() -> list[str]:
+    """Hooks this asgiref/Python does not have (feature-detected at install)."""
+    return list(patches.patcher.missing)
+
+
+def current_record() -> RequestRecord | None:
+    """The record of the request being served in this context, if any."""
+    return patches.record_var.get()
+
+
+def start_request(
+    kind: str, max_events: int = DEFAULT_MAX_EVENTS
+) -> tuple[RequestRecord, contextvars.Token[RequestRecord | None]]:
+    """Open a record and make it current in this context.
+
+    Call :func:`finish_request` with the token from the same context."""
+    record = RequestRecord(kind, patches.clock, max_events)
+    return record, patches.record_var.set(record)
+
+
+def finish_request(
+    record: RequestRecord, token: contextvars.Token[RequestRecord | None] | None = None
+) -> None:
+    """Close the record and hand it to the listeners.
+
+    With a token, the context variable is reset; without one (a WSGI response
+    closed after the handler returned), it is cleared if it still holds
+    ``record``."""
+    if record.finished:
+        return
+    record.finish()
+    try:
+        if token is not None:
+            patches.record_var.reset(token)
+        elif patches.record_var.get() is record:
+            patches.record_var.set(None)
+    except Exception:
+        swallow("finish request")
+    for listener in tuple(_listeners):
+        try:
+            listener(record)
+        except Exception:
+            swallow(f"listener {getattr(listener, '__qualname__', listener)!r}")
+
+
+@contextlib.contextmanager
+def recording(kind: str = "block", max_events: int = DEFAULT_MAX_EVENTS) -> Iterator[RequestRecord]:
+    """Record every crossing made inside the block, as if it were a request."""
+    record, token = start_request(kind, max_events)
+    try:
+        yield record
+    finally:
+        finish_request(record, token)
+
+
+def add_listener(listener: Listener) -> None:
+    """Call ``listener(record)`` with every finished record."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)

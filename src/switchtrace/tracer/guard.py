@@ -1,0 +1,61 @@
+"""The one guard around switchtrace's own bookkeeping.
+
+Every patch does its bookkeeping inside ``try: ... except Exception:
+swallow(where)`` and calls the original *outside* it, so the application's own
+exceptions pass through unchanged and ours never reach the application.
+
+In production a swallowed error is logged once per place and kind. A test
+suite installs an error hook (see ``tests/conftest.py``) that collects what was
+swallowed and fails the test, so that our bugs cannot hide.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+
+logger = logging.getLogger("switchtrace")
+
+ErrorHook = Callable[[BaseException, str], None]
+
+_error_hook: ErrorHook | None = None
+_reported: set[tuple[str, type[BaseException]]] = set()
+_lock = threading.Lock()
+
+
+def set_error_hook(hook: ErrorHook | None) -> ErrorHook | None:
+    """Route swallowed errors to ``hook`` too; returns the previous hook."""
+    global _error_hook
+    previous, _error_hook = _error_hook, hook
+    return previous
+
+
+def swallow(where: str) -> None:
+    """Call from an ``except Exception`` block: log once, never raise."""
+    exc = sys.exc_info()[1]
+    if exc is None:  # pragma: no cover - misuse
+        return
+    hook = _error_hook
+    if hook is not None:
+        try:
+            hook(exc, where)
+        except Exception:  # pragma: no cover - a broken hook must not break requests
+            pass
+    key = (where, type(exc))
+    with _lock:
+        if key in _reported:
+            return
+        _reported.add(key)
+    logger.error(
+        "switchtrace: internal error in %s (logged once; the request goes on untouched)",
+        where,
+        exc_info=exc,
+    )
+
+
+def reset_reported() -> None:
+    """Forget which errors were logged, so the next one is logged again."""
+    with _lock:
+        _reported.clear()

@@ -1,0 +1,545 @@
+"""wrapt patches on asgiref, asyncio and threading that fill the request record.
+
+Where each piece of code runs matters here, so every wrapper says it:
+
+- The *caller* side of a bridge is the thread that calls ``sync_to_async`` (the
+  event loop's thread) or ``async_to_sync`` (a synchronous thread).
+- The *target* side is where the bridged code runs: an executor's thread for
+  ``sync_to_async``, the outer event loop or a new loop in a new thread for
+  ``async_to_sync``.
+
+The request record travels in a context variable that the handler
+integration sets once per request; asgiref copies contexts across its bridges,
+so the record is visible on both sides. Two places do not see it, and are
+handled explicitly:
+
+- An executor's worker thread, before asgiref's ``SyncToAsync.thread_handler``
+  enters the copied context. The submission to the executor
+  (``ThreadPoolExecutor.submit`` or asgiref's ``CurrentThreadExecutor.submit``,
+  called by ``loop.run_in_executor`` on the loop's thread, in the caller's
+  context; patched there rather than on the loop so that uvloop's loop, whose
+  methods cannot be patched, is covered too) hands the executor a thin
+  callable that carries the crossing and notes the start just before it
+  calls ``thread_handler`` on that thread.
+  ``thread_handler`` itself is not patched: telling which call it serves
+  would mean reading asgiref's private arguments, and the extra layer cost
+  0.6 µs per switch (benchmarks/switch_cost.py) for the same moment.
+- A loop created by asgiref's ``asyncio.run`` in a fresh thread. The loop is
+  remembered as unclaimed, and the ``AsyncToSync.main_wrap`` coroutine that
+  first runs in it claims it.
+
+Patches are on classes, never on module functions that Django has already
+bound by name. Every patch passes ``*args, **kwargs`` through untouched, except
+the executors' ``submit``, whose function (asgiref's private partial, or the
+request code's own function) is handed on inside a thin callable that notes
+where and when it starts. The five patches a crossing passes
+through are plain functions (see :class:`Fast` for why); the others are wrapt
+wrappers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import asyncio.runners
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import wrapt
+from asgiref.current_thread_executor import CurrentThreadExecutor
+from asgiref.sync import AsyncToSync, SyncToAsync, markcoroutinefunction
+
+from .guard import swallow
+from .record import (
+    ASYNC_TO_SYNC,
+    ASYNCIO_RUN,
+    LOOP_TO_THREAD,
+    RUN_IN_EXECUTOR,
+    SYNC_TO_ASYNC,
+    THREAD_TO_LOOP,
+    TO_THREAD,
+    Clock,
+    Crossing,
+    LoopCreation,
+    RequestRecord,
+)
+
+logger = logging.getLogger("switchtrace")
+
+#: The record of the request being served in this context (set once, at the
+#: handler).
+record_var: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
+    "switchtrace_record", default=None
+)
+#: The innermost crossing whose bridged code is running in this context: the
+#: parent of any crossing made from here.
+crossing_var: contextvars.ContextVar[Crossing | None] = contextvars.ContextVar(
+    "switchtrace_crossing", default=None
+)
+
+#: Loops created where no request was visible (asgiref's ``asyncio.run`` in a
+#: new executor thread), with their creation time, until a bridge claims them.
+_unclaimed_loops: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+#: Loops created in a request outside any crossing (asyncio.Runner.__enter__),
+#: until the Runner.run that uses them claims them.
+_request_loops: weakref.WeakKeyDictionary[Any, LoopCreation] = weakref.WeakKeyDictionary()
+
+_get_running_loop = asyncio.events._get_running_loop
+_get_ident = threading.get_ident
+_threads_by_ident = threading._active  # type: ignore[attr-defined]
+
+clock: Clock = time.perf_counter_ns
+
+
+def _thread() -> threading.Thread:
+    """threading.current_thread() without its Python-level call."""
+    try:
+        return _threads_by_ident[_get_ident()]
+    except KeyError:
+        return threading.current_thread()
+
+
+def _active_record() -> RequestRecord | None:
+    record = record_var.get()
+    if record is None or record.finished:
+        return None
+    return record
+
+
+# -- sync_to_async: loop -> executor thread -> loop ----------------------------
+
+
+def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Runs in the caller's task, on the event loop's thread. The crossing
+        # is made current *before* asgiref copies the context, so the bridged
+        # code (and any crossing it makes) sees it as its parent.
+        __traceback_hide__ = True
+        record = record_var.get()
+        if record is None or record.finished:
+            return await original(self, *args, **kwargs)
+        crossing = token = None
+        try:
+            crossing = Crossing(
+                SYNC_TO_ASYNC,
+                LOOP_TO_THREAD,
+                self,
+                self.func,
+                _thread(),
+                crossing_var.get(),
+                clock(),
+            )
+            crossing.thread_sensitive = self._thread_sensitive
+            crossing.loop_id = id(_get_running_loop())
+            token = crossing_var.set(crossing)
+        except Exception:
+            swallow("sync_to_async call")
+        try:
+            result = await original(self, *args, **kwargs)
+        except BaseException as exc:
+            _return(record, crossing, token, exc)
+            raise
+        if crossing is not None:
+            try:
+                crossing_var.reset(token)
+                record.close(crossing)
+            except Exception:
+                swallow("sync_to_async return")
+        return result
+
+    return __call__
+
+
+def _return(
+    record: RequestRecord,
+    crossing: Crossing | None,
+    token: contextvars.Token[Crossing | None] | None,
+    exc: BaseException | None,
+) -> None:
+    if crossing is None:
+        return
+    try:
+        if token is not None:
+            crossing_var.reset(token)
+        record.close(crossing, exc)
+    except Exception:
+        swallow(f"{crossing.mechanism} return")
+
+
+class _Arrival:
+    """What an executor runs in place of the function it was given: notes the
+    moment and thread the function starts on, then calls it unchanged."""
+
+    __slots__ = ("crossing", "fn", "record")
+
+    def __init__(self, fn: Callable[..., Any], record: RequestRecord, crossing: Crossing):
+        self.fn = fn
+        self.record = record
+        self.crossing = crossing
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Runs on the executor's worker thread (or, for asgiref's
+        # CurrentThreadExecutor, on the outer synchronous thread): the switch
+        # there. For a bridge, the next call on this thread is asgiref's
+        # SyncToAsync.thread_handler, which enters the copied context and runs
+        # the bridged code.
+        __traceback_hide__ = True
+        record, crossing = self.record, self.crossing
+        try:
+            record.start(crossing, _thread())
+        except Exception:
+            swallow(f"{crossing.mechanism} start")
+        if crossing.bridge is not None:
+            try:
+                return self.fn(*args, **kwargs)
+            finally:
+                crossing.end_ns = clock()
+        # Request code's own offload (asyncio.to_thread, run_in_executor): its
+        # return is not awaited by a bridge of ours, so it is closed here.
+        try:
+            result = self.fn(*args, **kwargs)
+        except BaseException as exc:
+            _offload_done(record, crossing, exc)
+            raise
+        _offload_done(record, crossing, None)
+        return result
+
+
+def _offload_done(record: RequestRecord, crossing: Crossing, exc: BaseException | None) -> None:
+    try:
+        crossing.end_ns = clock()
+        record.close(crossing, exc)
+    except Exception:
+        swallow("offload return")
+
+
+def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        # Runs on the thread that submits: for a crossing, the event loop's
+        # thread, inside loop.run_in_executor (any loop, uvloop included).
+        record = record_var.get()
+        if record is None or record.finished or _get_running_loop() is None:
+            return original(self, fn, *args, **kwargs)
+        arrival = None
+        try:
+            arrival = _arrival_for(record, self, fn)
+        except Exception:
+            swallow("executor submit")
+        return original(self, fn if arrival is None else arrival, *args, **kwargs)
+
+    return submit
+
+
+def _arrival_for(record: RequestRecord, executor: Any, func: Any) -> _Arrival:
+    current = crossing_var.get()
+    if current is not None and current.mechanism is SYNC_TO_ASYNC and current.executor is None:
+        # asgiref's SyncToAsync.__call__ submitting its sync code (a partial
+        # of its thread_handler). A crossing is claimed before its bridged
+        # code can run, so a copy of it seen from inside that code is never
+        # unclaimed.
+        current.executor = _executor_kind(executor, current)
+        return _Arrival(func, record, current)
+    # Request code's own offload from the event loop.
+    mechanism, target = RUN_IN_EXECUTOR, func
+    inner = _to_thread_target(func)
+    if inner is not None:
+        mechanism, target = TO_THREAD, inner
+    crossing = Crossing(mechanism, LOOP_TO_THREAD, None, target, _thread(), current, clock())
+    crossing.executor = _executor_kind(executor, None)
+    crossing.loop_id = id(_get_running_loop())
+    return _Arrival(func, record, crossing)
+
+
+def _to_thread_target(func: Any) -> Any:
+    """asyncio.to_thread submits ``partial(context.run, func, ...)``."""
+    if not isinstance(func, functools.partial):
+        return None
+    runner = func.func
+    if getattr(runner, "__name__", None) == "run" and isinstance(
+        getattr(runner, "__self__", None), contextvars.Context
+    ):
+        return func.args[0] if func.args else None
+    return None
+
+
+def _executor_kind(executor: Any, crossing: Crossing | None) -> str:
+    if isinstance(executor, CurrentThreadExecutor):
+        return "current_thread"
+    if executor is getattr(SyncToAsync, "single_thread_executor", None):
+        return "single_thread"
+    if crossing is not None:
+        if crossing.thread_sensitive:
+            return "thread_sensitive_context"
+        if getattr(crossing.bridge, "_executor", None) is None:
+            return "loop_default"
+    return type(executor).__qualname__
+
+
+# -- async_to_sync: sync thread -> event loop -> sync thread ------------------
+
+
+def _patch_async_to_sync_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Runs on the calling synchronous thread, which blocks (serving any
+        # thread-sensitive work sent back to it) until the awaitable is done.
+        __traceback_hide__ = True
+        record = record_var.get()
+        if record is None or record.finished:
+            return original(self, *args, **kwargs)
+        crossing = token = None
+        try:
+            crossing = Crossing(
+                ASYNC_TO_SYNC,
+                THREAD_TO_LOOP,
+                self,
+                self.awaitable,
+                _thread(),
+                crossing_var.get(),
+                clock(),
+            )
+            token = crossing_var.set(crossing)
+        except Exception:
+            swallow("async_to_sync call")
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException as exc:
+            _return(record, crossing, token, exc)
+            raise
+        _return(record, crossing, token, None)
+        return result
+
+    return __call__
+
+
+def _patch_main_wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+    # A plain function that returns the coroutine, as calling the original
+    # does: it must run now, on the calling thread, where the crossing is
+    # visible. Marked so that asgiref's and asyncio's coroutine detection (and
+    # inspect's, from Python 3.12) still see a coroutine function.
+    @functools.wraps(original)
+    def main_wrap(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = original(self, *args, **kwargs)
+        crossing = crossing_var.get()
+        if crossing is None or crossing.bridge is not self or crossing.start_ns is not None:
+            return call
+        record = record_var.get()
+        if record is None or record.finished:
+            return call
+        return _trace_main_wrap(record, crossing, call)
+
+    return markcoroutinefunction(main_wrap)
+
+
+async def _trace_main_wrap(record: RequestRecord, crossing: Crossing, call: Any) -> Any:
+    # Runs inside the target loop, on the loop's thread: the switch there.
+    __traceback_hide__ = True
+    try:
+        loop = _get_running_loop()
+        crossing.loop_id = id(loop)
+        born = _unclaimed_loops.pop(loop, None) if loop is not None else None
+        thread = _thread()
+        if born is not None and born >= crossing.call_ns:
+            record.loop_created(id(loop), thread, crossing, runs_in_it=True, at_ns=born)
+        record.start(crossing, thread)
+    except Exception:
+        swallow("async_to_sync start")
+    try:
+        return await call
+    finally:
+        crossing.end_ns = clock()
+
+
+# -- asyncio.run from synchronous code: same thread, new loop ------------------
+
+
+def _wrap_asyncio_run(wrapped, instance, args, kwargs):
+    # Runs on the calling synchronous thread, which becomes the loop's thread.
+    __traceback_hide__ = True
+    record = _active_record()
+    if record is None:
+        return wrapped(*args, **kwargs)
+    crossing = token = None
+    try:
+        coro = args[0] if args else kwargs.get("main", kwargs.get("coro"))
+        if _get_running_loop() is None and inspect.iscoroutine(coro):
+            thread = _thread()
+            crossing = record.open(
+                ASYNCIO_RUN, THREAD_TO_LOOP, None, coro, thread, crossing_var.get()
+            )
+            token = crossing_var.set(crossing)
+            if instance is not None:
+                _claim_runner_loop(record, instance, crossing)
+            record.start(crossing, thread)
+    except Exception:
+        swallow("asyncio.run call")
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        _return(record, crossing, token, exc)
+        raise
+    _return(record, crossing, token, None)
+    return result
+
+
+def _claim_runner_loop(record: RequestRecord, runner: Any, crossing: Crossing) -> None:
+    # asyncio.Runner creates its loop in __enter__, before run() is called.
+    try:
+        loop = runner.get_loop()
+    except RuntimeError:  # a closed runner: run() will say so itself
+        return
+    crossing.loop_id = id(loop)
+    creation = _request_loops.pop(loop, None)
+    if creation is not None and creation.crossing is None:
+        creation.crossing = crossing
+        crossing.loop_created = True
+
+
+# -- event loops and threads created during a request --------------------------
+
+
+def _wrap_loop_init(wrapped, instance, args, kwargs):
+    # Runs on whichever thread constructs the loop.
+    wrapped(*args, **kwargs)
+    try:
+        record = _active_record()
+        if record is None:
+            _unclaimed_loops[instance] = clock()
+            return
+        cause = crossing_var.get()
+        runs_in_it = cause is not None and cause.mechanism is ASYNCIO_RUN and not cause.loop_created
+        creation = record.loop_created(id(instance), _thread(), cause, runs_in_it=runs_in_it)
+        if cause is None:
+            _request_loops[instance] = creation
+    except Exception:
+        swallow("event loop creation")
+
+
+def _wrap_thread_start(wrapped, instance, args, kwargs):
+    # Runs on the thread that starts ``instance``.
+    result = wrapped(*args, **kwargs)
+    record = _active_record()
+    if record is not None:
+        try:
+            record.thread_started(instance, crossing_var.get())
+        except Exception:
+            swallow("thread start")
+    return result
+
+
+# -- install / uninstall -------------------------------------------------------
+
+
+class Fast:
+    """A hot-path patch: ``make(original)`` returns the replacement function.
+
+    Crossings pass through these on every bridge call, and wrapt's bound
+    dispatch costs 1.4-1.9 µs per call on the machines this is measured on
+    (benchmarks/switch_cost.py), more than the whole budget of 2 µs per
+    switch. A plain function made with functools.wraps keeps the name,
+    docstring, ``__wrapped__``, signature and async-ness of the original."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        self.make = make
+
+
+#: (owner, attribute, how): ``how`` is a wrapt wrapper
+#: ``(wrapped, instance, args, kwargs)`` or a :class:`Fast` factory.
+Target = tuple[object, str, "Callable[..., Any] | Fast"]
+
+
+def _targets() -> list[Target]:
+    """Every patch of the tracer."""
+    targets: list[Target] = [
+        (SyncToAsync, "__call__", Fast(_patch_sync_to_async_call)),
+        (AsyncToSync, "__call__", Fast(_patch_async_to_sync_call)),
+        (AsyncToSync, "main_wrap", Fast(_patch_main_wrap)),
+        (ThreadPoolExecutor, "submit", Fast(_patch_submit)),
+        (CurrentThreadExecutor, "submit", Fast(_patch_submit)),
+        (asyncio.base_events.BaseEventLoop, "__init__", _wrap_loop_init),
+        (threading.Thread, "start", _wrap_thread_start),
+    ]
+    runner = getattr(asyncio, "Runner", None)
+    if runner is not None:
+        targets.append((runner, "run", _wrap_asyncio_run))
+    else:  # Python 3.10: asyncio.run is a plain function, bound under two names.
+        targets.append((asyncio.runners, "run", _wrap_asyncio_run))
+        targets.append((asyncio, "run", _wrap_asyncio_run))
+    return targets
+
+
+class Patcher:
+    """Applies a set of patches once and restores exactly what was there.
+
+    ``targets`` returns (owner, attribute, how) triples; an attribute the
+    owner does not have is reported in :attr:`missing` and skipped (feature
+    detection, not version comparison)."""
+
+    def __init__(self, targets: Callable[[], list[Target]], what: str) -> None:
+        self._targets = targets
+        self._what = what
+        self._applied: list[tuple[object, str, object, object]] = []
+        self._lock = threading.Lock()
+        self.missing: list[str] = []
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._applied)
+
+    def install(self) -> None:
+        with self._lock:
+            if self._applied:
+                return
+            self.missing = []
+            for owner, name, how in self._targets():
+                original = vars(owner).get(name)
+                if original is None:
+                    owner_name = getattr(owner, "__qualname__", getattr(owner, "__name__", owner))
+                    self.missing.append(f"{owner_name}.{name}")
+                    continue
+                if isinstance(how, Fast):
+                    replacement: object = how.make(original)  # type: ignore[arg-type]
+                else:
+                    replacement = wrapt.FunctionWrapper(original, how)
+                setattr(owner, name, replacement)
+                self._applied.append((owner, name, original, replacement))
+            if self.missing:
+                logger.warning(
+                    "switchtrace: the installed %s lacks %s; what passes there is not "
+                    "recorded, everything else is",
+                    self._what,
+                    ", ".join(self.missing),
+                )
+
+    def uninstall(self) -> None:
+        with self._lock:
+            while self._applied:
+                owner, name, original, replacement = self._applied.pop()
+                if vars(owner).get(name) is replacement:
+                    setattr(owner, name, original)
+                else:  # someone patched over us; leave their patch in place
+                    logger.warning(
+                        "switchtrace: %s.%s was patched again by someone else; left as it is",
+                        owner,
+                        name,
+                    )
+
+
+def _clear_pending_loops() -> None:
+    _unclaimed_loops.clear()
+    _request_loops.clear()
+
+
+patcher = Patcher(_targets, "asgiref/Python")

@@ -1,0 +1,417 @@
+"""The per-request record: a neutral data structure filled by the patches.
+
+Nothing here knows how a crossing was observed, nor how it will be shown.
+Headers, spans, console lines and reports are renderers of a finished
+:class:`RequestRecord`; none of them reaches back into the patches.
+
+Every method that the patches call on the hot path is short and takes the
+record's lock only around the counters, so that the figures stay exact when a
+request touches several threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Mechanisms: how control crossed between synchronous code and an event loop.
+SYNC_TO_ASYNC = "sync_to_async"
+ASYNC_TO_SYNC = "async_to_sync"
+ASYNCIO_RUN = "asyncio.run"
+TO_THREAD = "asyncio.to_thread"
+RUN_IN_EXECUTOR = "run_in_executor"
+
+# Directions, named after where the bridged code runs.
+LOOP_TO_THREAD = "async->sync"
+THREAD_TO_LOOP = "sync->async"
+
+# Kinds of request record.
+WSGI = "wsgi"
+ASGI = "asgi"
+
+DEFAULT_MAX_EVENTS = 1000
+
+Clock = Callable[[], int]
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The four per-request figures, as put on the response headers."""
+
+    context_switches: int
+    thread_hops: int
+    event_loops_created: int
+    threads_started: int
+
+
+class ThreadStart:
+    """An OS thread started on behalf of a request."""
+
+    __slots__ = ("at_ns", "crossing", "thread")
+
+    def __init__(self, at_ns: int, thread: threading.Thread, crossing: Crossing | None):
+        self.at_ns = at_ns
+        self.thread = thread
+        self.crossing = crossing
+
+
+class LoopCreation:
+    """An event loop constructed on behalf of a request."""
+
+    __slots__ = ("at_ns", "crossing", "loop_id", "thread")
+
+    def __init__(
+        self, at_ns: int, loop_id: int, thread: threading.Thread, crossing: Crossing | None
+    ):
+        self.at_ns = at_ns
+        self.loop_id = loop_id
+        self.thread = thread
+        self.crossing = crossing
+
+
+class Crossing:
+    """One bridge call: code handed from one side of the sync/async boundary to
+    the other and back.
+
+    Timestamps are in nanoseconds of the tracer's clock: ``call_ns`` when the
+    caller made the call, ``start_ns`` when the bridged code started on its
+    target thread or loop, ``end_ns`` when it finished there, ``return_ns`` when
+    the caller got control back. ``queue_wait_ns`` is ``start_ns - call_ns``.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "before_headers",
+        "bridge",
+        "call_ns",
+        "component",
+        "direction",
+        "end_ns",
+        "exception",
+        "executor",
+        "func",
+        "index",
+        "loop_created",
+        "loop_id",
+        "mechanism",
+        "parent",
+        "qualname",
+        "return_ns",
+        "source_thread",
+        "start_ns",
+        "target_thread",
+        "thread_sensitive",
+        "threads_started",
+    )
+
+    def __init__(
+        self,
+        mechanism: str,
+        direction: str,
+        bridge: object | None,
+        func: object | None,
+        source_thread: threading.Thread,
+        parent: Crossing | None,
+        call_ns: int,
+    ) -> None:
+        self.mechanism = mechanism
+        self.direction = direction
+        #: The asgiref SyncToAsync/AsyncToSync object, if any (None for offloads
+        #: and asyncio.run).
+        self.bridge = bridge
+        #: The bridged callable (or coroutine, for asyncio.run).
+        self.func = func
+        self.thread_sensitive: bool | None = None
+        #: Which executor ran the sync side: "current_thread" (the outer sync
+        #: thread of an async_to_sync), "thread_sensitive_context",
+        #: "single_thread", "loop_default", or the executor's class name.
+        self.executor: str | None = None
+        self.source_thread = source_thread
+        self.target_thread: threading.Thread | None = None
+        #: ``id()`` of the event loop on the async side: unique among loops
+        #: alive at the same time (a later loop may reuse it).
+        self.loop_id: int | None = None
+        self.loop_created = False
+        self.threads_started = 0
+        self.parent = parent
+        self.index = -1
+        self.call_ns = call_ns
+        self.start_ns: int | None = None
+        self.end_ns: int | None = None
+        self.return_ns: int | None = None
+        #: Name of the exception class that left the bridged code, if any.
+        self.exception: str | None = None
+        self.before_headers = True
+        #: Filled by :meth:`RequestRecord.describe`, after the response.
+        self.qualname: str | None = None
+        self.component: Component | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.start_ns is not None
+
+    @property
+    def hop(self) -> bool:
+        """True when the bridged code ran on another OS thread than its caller."""
+        return self.target_thread is not None and self.target_thread is not self.source_thread
+
+    @property
+    def queue_wait_ns(self) -> int | None:
+        if self.start_ns is None:
+            return None
+        return self.start_ns - self.call_ns
+
+    def __repr__(self) -> str:
+        name = self.qualname or getattr(self.func, "__qualname__", None) or type(self.func).__name__
+        return f"<Crossing {self.mechanism} {name} hop={self.hop} loop_created={self.loop_created}>"
+
+
+@dataclass(frozen=True)
+class Component:
+    """The part of the application that caused a crossing.
+
+    ``kind`` is one of "middleware", "middleware-adapter", "view", "signal",
+    "response", "handler" or "other"; ``name`` names it (a middleware class, a
+    view, a signal); ``hook`` is the middleware hook or method, if any.
+    """
+
+    kind: str
+    name: str
+    hook: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}.{self.hook}" if self.hook else self.name
+
+
+class RequestRecord:
+    """Everything done on behalf of one request, across every thread and loop
+    it touches, from the moment the handler receives it until the response is
+    closed.
+
+    The counters are exact. The lists of crossings, thread starts and loop
+    creations are bounded by ``max_events``; what does not fit is counted in
+    ``dropped``.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_hops_returned",
+        "_hops_started",
+        "_lock",
+        "_loops",
+        "_returned",
+        "_started",
+        "_threads",
+        "at_headers",
+        "attributes",
+        "begin_ns",
+        "clock",
+        "crossings",
+        "dropped",
+        "end_ns",
+        "extra",
+        "finished",
+        "headers_ns",
+        "kind",
+        "loop_creations",
+        "max_events",
+        "thread_starts",
+    )
+
+    def __init__(self, kind: str, clock: Clock, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        self.kind = kind
+        self.clock = clock
+        self.max_events = max_events
+        self.begin_ns = clock()
+        self.end_ns: int | None = None
+        self.crossings: list[Crossing] = []
+        self.thread_starts: list[ThreadStart] = []
+        self.loop_creations: list[LoopCreation] = []
+        self.dropped = 0
+        #: Free-form facts about the request set by integrations, named after
+        #: OpenTelemetry's semantic conventions where one exists
+        #: ("http.request.method", "url.path", "http.route", ...).
+        self.attributes: dict[str, Any] = {}
+        #: Objects integrations attach to describe crossings later (the view,
+        #: for example); never exported.
+        self.extra: dict[str, Any] = {}
+        self.finished = False
+        #: The figures as they stood when the response headers were sent.
+        self.at_headers: Figures | None = None
+        self.headers_ns: int | None = None
+        self._started = 0
+        self._returned = 0
+        self._hops_started = 0
+        self._hops_returned = 0
+        self._loops = 0
+        self._threads = 0
+        self._lock = threading.Lock()
+
+    # -- the figures ---------------------------------------------------------
+
+    @property
+    def context_switches(self) -> int:
+        """One transfer of control between synchronous code and an event loop, in either direction. A completed `sync_to_async` or `async_to_sync` is two switches (there and back); so is `asyncio.run()` called from sync code."""  # noqa: E501
+        return self._started + self._returned
+
+    @property
+    def thread_hops(self) -> int:
+        """A switch after which the code runs on a different OS thread from the one it left."""
+        return self._hops_started + self._hops_returned
+
+    @property
+    def event_loops_created(self) -> int:
+        """A new event loop constructed during the request."""
+        return self._loops
+
+    @property
+    def threads_started(self) -> int:
+        """OS threads started during the request."""
+        return self._threads
+
+    @property
+    def bridge_calls(self) -> int:
+        """Crossings whose bridged code started (each is two switches once it returns)."""
+        return self._started
+
+    def figures(self) -> Figures:
+        """The figures as they stand now, counting the return trip of every
+        crossing still in progress: the code reading them runs inside those
+        crossings, and control will go back through each of them."""
+        with self._lock:
+            return Figures(
+                2 * self._started,
+                2 * self._hops_started,
+                self._loops,
+                self._threads,
+            )
+
+    def totals(self) -> Figures:
+        """The switches and hops that have happened so far (no pending returns)."""
+        with self._lock:
+            return Figures(
+                self._started + self._returned,
+                self._hops_started + self._hops_returned,
+                self._loops,
+                self._threads,
+            )
+
+    # -- filled by the patches (hot path) -------------------------------------
+
+    def open(
+        self,
+        mechanism: str,
+        direction: str,
+        bridge: object | None,
+        func: object | None,
+        source_thread: threading.Thread,
+        parent: Crossing | None,
+    ) -> Crossing:
+        """A call into a bridge: nothing is counted until the bridged code starts."""
+        return Crossing(mechanism, direction, bridge, func, source_thread, parent, self.clock())
+
+    def start(self, crossing: Crossing, target_thread: threading.Thread) -> None:
+        """The bridged code starts on ``target_thread``: the switch there."""
+        crossing.start_ns = self.clock()
+        crossing.target_thread = target_thread
+        lock = self._lock
+        lock.acquire()
+        self._started += 1
+        if target_thread is not crossing.source_thread:
+            self._hops_started += 1
+        crossing.before_headers = self.at_headers is None
+        if len(self.crossings) < self.max_events:
+            crossing.index = len(self.crossings)
+            self.crossings.append(crossing)
+        else:
+            self.dropped += 1
+        lock.release()
+
+    def close(self, crossing: Crossing, exception: BaseException | None = None) -> None:
+        """Control is back with the caller: the switch back, if it ever left."""
+        crossing.return_ns = now = self.clock()
+        if exception is not None:
+            crossing.exception = type(exception).__qualname__
+        if crossing.start_ns is None:
+            return
+        if crossing.end_ns is None:
+            crossing.end_ns = now
+        lock = self._lock
+        lock.acquire()
+        self._returned += 1
+        if crossing.target_thread is not crossing.source_thread:
+            self._hops_returned += 1
+        lock.release()
+
+    def loop_created(
+        self,
+        loop_id: int,
+        thread: threading.Thread,
+        cause: Crossing | None,
+        runs_in_it: bool = False,
+        at_ns: int | None = None,
+    ) -> LoopCreation:
+        """A loop was constructed on behalf of the request; ``cause`` is the
+        crossing in progress, and ``runs_in_it`` says whether that crossing's
+        code runs in the new loop (async_to_sync, asyncio.run)."""
+        if cause is not None and runs_in_it:
+            cause.loop_created = True
+            cause.loop_id = loop_id
+        event = LoopCreation(self.clock() if at_ns is None else at_ns, loop_id, thread, cause)
+        with self._lock:
+            self._loops += 1
+            if len(self.loop_creations) < self.max_events:
+                self.loop_creations.append(event)
+            else:
+                self.dropped += 1
+        return event
+
+    def thread_started(self, thread: threading.Thread, crossing: Crossing | None) -> None:
+        if crossing is not None:
+            crossing.threads_started += 1
+        event = ThreadStart(self.clock(), thread, crossing)
+        with self._lock:
+            self._threads += 1
+            if len(self.thread_starts) < self.max_events:
+                self.thread_starts.append(event)
+            else:
+                self.dropped += 1
+
+    # -- filled by integrations ------------------------------------------------
+
+    def mark_headers(self) -> Figures:
+        """Freeze the figures at the moment the response headers are sent.
+
+        Only the first call counts; it returns the frozen figures."""
+        if self.at_headers is None:
+            self.headers_ns = self.clock()
+            self.at_headers = self.figures()
+        return self.at_headers
+
+    def finish(self) -> None:
+        self.end_ns = self.clock()
+        self.finished = True
+
+    # -- for renderers, after the response ------------------------------------
+
+    def describe(
+        self, resolve: Callable[[Crossing, RequestRecord], Component | None] | None = None
+    ) -> None:
+        """Name every crossing's bridged callable and the component that caused
+        it. Runs after the response, never on the hot path."""
+        from .describe import qualified_name
+
+        for crossing in self.crossings:
+            if crossing.qualname is None:
+                crossing.qualname = qualified_name(crossing.func)
+            if crossing.component is None and resolve is not None:
+                crossing.component = resolve(crossing, self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RequestRecord {self.kind} {self.attributes.get('url.path', '')} "
+            f"switches={self.context_switches} hops={self.thread_hops} "
+            f"loops={self.event_loops_created} threads={self.threads_started}>"
+        )

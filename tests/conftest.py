@@ -1,0 +1,49 @@
+"""Test-wide setup: the example project on the path, Django configured, and
+the guard that turns a swallowed switchtrace error into a failed test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "project"
+sys.path.insert(0, str(EXAMPLE))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from switchtrace import tracer  # noqa: E402
+from switchtrace.tracer import guard  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_swallowed_errors():
+    """switchtrace swallows its own errors in production; here they fail the test."""
+    swallowed: list[tuple[str, BaseException]] = []
+    previous = guard.set_error_hook(lambda exc, where: swallowed.append((where, exc)))
+    yield swallowed
+    guard.set_error_hook(previous)
+    if swallowed:
+        where, exc = swallowed[0]
+        pytest.fail(f"switchtrace swallowed {len(swallowed)} error(s); first in {where}: {exc!r}")
+
+
+@pytest.fixture
+def swallowed(_fail_on_swallowed_errors):
+    """For tests that provoke an internal error on purpose: they empty this list."""
+    return _fail_on_swallowed_errors
+
+
+@pytest.fixture
+def records():
+    """Every request record finished during the test."""
+    finished: list[tracer.RequestRecord] = []
+    tracer.add_listener(finished.append)
+    yield finished
+    tracer.remove_listener(finished.append)

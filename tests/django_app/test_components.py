@@ -1,0 +1,125 @@
+"""Every crossing names its bridged callable and the Django component that caused it."""
+
+from __future__ import annotations
+
+from switchtrace.django_app import components
+
+from ..support import run_asgi, wsgi_request
+from .test_middleware import project
+
+SHIPPED = ["Security", "Session", "Common", "Csrf", "Authentication", "Message"]
+
+
+def described(record):
+    record.describe(components.resolve)
+    return [
+        (c.mechanism, c.qualname, c.component.kind, str(c.component), c.before_headers)
+        for c in record.crossings
+    ]
+
+
+def test_asgi_shipped_middleware_sync_view(records):
+    with project() as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    expected = [
+        ("sync_to_async", "Signal.asend.<locals>.sync_send", "signal", "request_started", True)
+    ]
+    for name in SHIPPED:
+        cls = "CsrfViewMiddleware" if name == "Csrf" else f"{name}Middleware"
+        expected.append(
+            (
+                "sync_to_async",
+                f"{cls}.process_request",
+                "middleware",
+                f"{cls}.process_request",
+                True,
+            )
+        )
+    expected.append(
+        (
+            "sync_to_async",
+            "CsrfViewMiddleware.process_view",
+            "middleware",
+            "CsrfViewMiddleware.process_view",
+            True,
+        )
+    )
+    expected.append(("sync_to_async", "sync_view", "view", "sync_view", True))
+    for name in ["XFrameOptions", "Message", "Csrf", "Common", "Session", "Security"]:
+        cls = "CsrfViewMiddleware" if name == "Csrf" else f"{name}Middleware"
+        expected.append(
+            (
+                "sync_to_async",
+                f"{cls}.process_response",
+                "middleware",
+                f"{cls}.process_response",
+                True,
+            )
+        )
+    expected.append(
+        ("sync_to_async", "HttpResponseBase.close", "response", "HttpResponse.close", False)
+    )
+    [record] = records
+    assert described(record) == expected
+
+
+def test_asgi_sync_only_middleware_names_the_adapters(records):
+    with project("sync-only") as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    assert described(record) == [
+        ("sync_to_async", "Signal.asend.<locals>.sync_send", "signal", "request_started", True),
+        ("sync_to_async", "SwitchTraceMiddleware", "middleware-adapter", "middleware chain", True),
+        (
+            "async_to_sync",
+            "BaseHandler._get_response_async",
+            "middleware-adapter",
+            "XFrameOptionsMiddleware.get_response",
+            True,
+        ),
+        (
+            "sync_to_async",
+            "CsrfViewMiddleware.process_view",
+            "middleware",
+            "CsrfViewMiddleware.process_view",
+            True,
+        ),
+        ("sync_to_async", "sync_view", "view", "sync_view", True),
+        ("sync_to_async", "HttpResponseBase.close", "response", "HttpResponse.close", False),
+    ]
+    executors = [c.executor for c in record.crossings]
+    assert executors == [
+        "thread_sensitive_context",
+        "thread_sensitive_context",
+        None,
+        "current_thread",
+        "current_thread",
+        "thread_sensitive_context",
+    ]
+
+
+def test_wsgi_async_view(records):
+    with project() as (_asgi, wsgi):
+        wsgi_request(wsgi, "/async/")
+    [record] = records
+    assert described(record) == [("async_to_sync", "async_view", "view", "async_view", True)]
+    [crossing] = record.crossings
+    assert crossing.loop_created and crossing.threads_started == 1
+    assert record.attributes == {
+        "http.request.method": "GET",
+        "url.path": "/async/",
+        "http.route": "async/",
+        "http.response.status_code": 200,
+    }
+
+
+def test_the_bridged_callables_code_location():
+    from project.views import sync_view
+
+    from switchtrace.tracer.describe import code_location
+
+    location = code_location(sync_view)
+    assert location.function == "sync_view"
+    assert location.namespace == "project.views"
+    assert location.filepath.endswith("examples/project/project/views.py")
+    assert location.lineno == sync_view.__code__.co_firstlineno

@@ -1,0 +1,195 @@
+"""The middleware and handler integration, through Django's real handlers
+driven in-process (the same figures over real servers are in tests/e2e)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import pytest
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import override_settings
+from django.utils.deprecation import MiddlewareMixin
+from project.settings import STARTPROJECT_MIDDLEWARE
+
+from switchtrace import tracer
+from switchtrace.django_app import headers as headers_module
+from switchtrace.django_app.conf import MIDDLEWARE_PATH
+from switchtrace.tracer import guard
+
+from ..support import run_asgi, wsgi_request
+
+# (server, path, variant) -> (headers: switches, hops, loops, threads), total switches
+EXPECTED = {
+    ("asgi", "/sync/", "shipped"): ((30, 30, 0, 1), 32),
+    ("asgi", "/sync/", "sync-only"): ((10, 10, 0, 1), 12),
+    ("asgi", "/async/", "shipped"): ((28, 28, 0, 1), 30),
+    ("asgi", "/async/", "sync-only"): ((8, 8, 0, 1), 10),
+    ("wsgi", "/sync/", "shipped"): ((0, 0, 0, 0), 0),
+    ("wsgi", "/async/", "shipped"): ((2, 2, 1, 1), 2),
+    ("wsgi", "/async-to-sync/", "shipped"): ((6, 6, 3, 3), 6),
+    ("wsgi", "/asyncio-run/", "shipped"): ((2, 0, 1, 0), 2),
+}
+
+
+@contextlib.contextmanager
+def project(variant: str = "shipped", with_switchtrace_middleware: bool = True, **settings):
+    """Handlers built for one middleware variant of the example project."""
+    middleware = [] if variant == "none" else list(STARTPROJECT_MIDDLEWARE)
+    if with_switchtrace_middleware:
+        middleware.insert(0, MIDDLEWARE_PATH)
+    saved = MiddlewareMixin.async_capable
+    MiddlewareMixin.async_capable = variant != "sync-only"
+    try:
+        with override_settings(MIDDLEWARE=middleware, **settings):
+            yield ASGIHandler(), WSGIHandler()
+    finally:
+        MiddlewareMixin.async_capable = saved
+
+
+def serve(server, handlers, path):
+    asgi, wsgi = handlers
+    return run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
+
+
+@pytest.mark.parametrize(("server", "path", "variant"), list(EXPECTED))
+def test_the_table_in_process(server, path, variant, records):
+    headers, total = EXPECTED[server, path, variant]
+    with project(variant) as handlers:
+        result = serve(server, handlers, path)
+    assert result.status == 200
+    assert result.figures() == headers
+    [record] = records
+    assert record.at_headers == tracer.Figures(*headers)
+    assert record.context_switches == total
+    assert record.finished
+
+
+def test_server_timing_has_one_metric_per_figure():
+    with project() as handlers:
+        result = serve("asgi", handlers, "/sync/")
+    assert result.headers["Server-Timing"] == (
+        'switchtrace-switches;desc="Context switches: 30", '
+        'switchtrace-hops;desc="Thread hops: 30", '
+        'switchtrace-loops;desc="Event loops created: 0", '
+        'switchtrace-threads;desc="Threads started: 1"'
+    )
+
+
+def test_the_applications_own_server_timing_is_kept():
+    with project("none") as handlers:
+        result = serve("wsgi", handlers, "/server-timing/")
+    assert result.headers["Server-Timing"] == (
+        'db;dur=53;desc="Database", '
+        'switchtrace-switches;desc="Context switches: 0", '
+        'switchtrace-hops;desc="Thread hops: 0", '
+        'switchtrace-loops;desc="Event loops created: 0", '
+        'switchtrace-threads;desc="Threads started: 0"'
+    )
+
+
+def only_with_debug_header(request):
+    return request.headers.get("X-Debug") == "1"
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_show_headers_decides_who_gets_them(server, records):
+    with project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": False}) as handlers:
+        assert serve(server, handlers, "/sync/").figures() is None
+    with project(
+        SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    ) as handlers:
+        assert serve(server, handlers, "/sync/").figures() is None
+        asgi, wsgi = handlers
+        if server == "wsgi":
+            shown = wsgi_request(wsgi, "/sync/", HTTP_X_DEBUG="1")
+        else:
+            from asyncio import run
+
+            from ..support import asgi_request
+
+            shown = run(asgi_request(asgi, "/sync/", headers=[(b"x-debug", b"1")]))
+        assert shown.figures() == EXPECTED[server, "/sync/", "shipped"][0]
+    # Every request was still recorded, headers or not.
+    assert len(records) == 3
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+@pytest.mark.parametrize("path", ["/sync/", "/async/", "/async-to-sync/", "/asyncio-run/"])
+def test_the_middleware_adds_no_switch_of_its_own(server, path, records):
+    with project(with_switchtrace_middleware=True) as handlers:
+        with_middleware = serve(server, handlers, path)
+    with project(with_switchtrace_middleware=False) as handlers:
+        without = serve(server, handlers, path)
+    assert with_middleware.figures() is not None
+    assert without.figures() is None
+    assert with_middleware.body == without.body
+    first, second = records
+    assert first.totals() == second.totals()
+    assert first.at_headers == second.at_headers
+
+
+def test_work_after_the_response_started_is_in_the_record_not_the_headers(records):
+    """A 404 under ASGI: Django logs it with a sync_to_async after the
+    middleware chain, before the headers; the handler stamps again there."""
+    with project() as handlers:
+        result = serve("asgi", handlers, "/missing/")
+    assert result.status == 404
+    [record] = records
+    assert result.figures() == tuple(vars(record.at_headers).values())
+    assert record.at_headers.context_switches == record.context_switches - 2
+    logged = [c for c in record.crossings if c.func.__name__ == "log_response"]
+    assert len(logged) == 1 and logged[0].before_headers
+
+
+def test_a_view_exception_still_closes_the_record(records):
+    with project() as handlers:
+        assert serve("asgi", handlers, "/raise/").status == 500
+        assert serve("wsgi", handlers, "/raise/").status == 500
+    assert [r.finished for r in records] == [True, True]
+    assert records[1].context_switches == 0
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_bookkeeping_error_is_logged_once_and_the_request_goes_on(
+    server, swallowed, caplog, monkeypatch
+):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("switchtrace bug")
+
+    monkeypatch.setattr(headers_module, "_write", broken)
+    guard.reset_reported()
+    with caplog.at_level(logging.ERROR, logger="switchtrace"), project() as handlers:
+        first = serve(server, handlers, "/sync/")
+        second = serve(server, handlers, "/sync/")
+    assert (first.status, first.body) == (second.status, second.body) == (200, b"Hello, world\n")
+    assert first.figures() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: internal error in SwitchTraceMiddleware (logged once; the request goes "
+        "on untouched)"
+    ]
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("SwitchTraceMiddleware", ZeroDivisionError)
+    ] * 2
+    swallowed.clear()
+
+
+def test_a_show_callback_that_raises_hides_the_headers(swallowed):
+    def show(request):
+        raise KeyError("app bug in the callback")
+
+    with project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": show}) as handlers:
+        result = serve("wsgi", handlers, "/sync/")
+    assert result.status == 200
+    assert result.figures() is None
+    assert [where for where, _exc in swallowed] == ["SwitchTraceMiddleware"]
+    swallowed.clear()
+
+
+def test_the_middleware_removes_itself_while_disabled():
+    with project(SWITCHTRACE={"ENABLED": False}) as (asgi, wsgi):
+        assert not tracer.installed()
+        assert wsgi_request(wsgi, "/sync/").figures() is None
+        assert run_asgi(asgi, "/sync/").figures() is None
+    assert tracer.installed()

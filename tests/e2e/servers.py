@@ -1,0 +1,97 @@
+"""Start real uvicorn and gunicorn servers on loopback for the e2e tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "project"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, kind: str, variant: str, records: Path, workers: int = 2) -> None:
+        self.kind = kind
+        self.variant = variant
+        self.records = records
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")]
+            ),
+            "DJANGO_SETTINGS_MODULE": "tests.e2e.settings",
+            "SWITCHTRACE_EXAMPLE_MIDDLEWARE": variant,
+            "SWITCHTRACE_TEST_RECORDS": str(records),
+        }
+        bindir = Path(sys.executable).parent
+        if kind.startswith("uvicorn"):
+            loop = "uvloop" if kind == "uvicorn-uvloop" else "asyncio"
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "project.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                "--loop",
+                loop,
+                "--http",
+                "h11",
+            ]
+        else:
+            command = [
+                str(bindir / "gunicorn"),
+                "project.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "8",
+                "--log-level",
+                "warning",
+            ]
+        self.process = subprocess.Popen(command, cwd=EXAMPLE, env=env)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.process.returncode}")
+            try:
+                httpx.get(self.url + "/sync/?ready", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.kind} did not start within 30 s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,116 @@
+"""The issue's table, over real servers on loopback: uvicorn for ASGI, gunicorn
+(gthread workers, forked after the app is loaded in each worker) for WSGI.
+
+Headers are read off the HTTP responses; request totals come from the records
+the servers write through a listener (tests/e2e/apps.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import httpx
+import pytest
+
+from .servers import Server
+
+# (server, variant, path) -> (X-Context-Switches, X-Thread-Hops, X-Event-Loops,
+# X-Threads-Started), request total of context switches.
+TABLE = {
+    ("uvicorn", "shipped", "/sync/"): ((30, 30, 0, 1), 32),
+    ("uvicorn", "sync-only", "/sync/"): ((10, 10, 0, 1), 12),
+    ("uvicorn", "shipped", "/async/"): ((28, 28, 0, 1), 30),
+    ("uvicorn", "sync-only", "/async/"): ((8, 8, 0, 1), 10),
+    ("gunicorn", "shipped", "/sync/"): ((0, 0, 0, 0), 0),
+    ("gunicorn", "shipped", "/async/"): ((2, 2, 1, 1), 2),
+    ("gunicorn", "shipped", "/async-to-sync/"): ((6, 6, 3, 3), 6),
+    ("gunicorn", "shipped", "/asyncio-run/"): ((2, 0, 1, 0), 2),
+}
+# Routes outside the table, measured the same way, for the mixed load.
+MORE = {
+    ("uvicorn", "shipped", "/async-to-sync/"): ((36, 36, 0, 1), 38),
+    ("uvicorn", "shipped", "/asyncio-run/"): ((32, 30, 1, 1), 34),
+    ("uvicorn", "shipped", "/async-io/"): ((28, 28, 0, 1), 30),
+    ("uvicorn", "sync-only", "/async-to-sync/"): ((16, 16, 0, 1), 18),
+    ("uvicorn", "sync-only", "/asyncio-run/"): ((12, 10, 1, 1), 14),
+    ("gunicorn", "shipped", "/async-io/"): ((2, 2, 1, 1), 2),
+}
+# uvicorn's default loop when uvloop is installed: a C event loop whose
+# methods cannot be patched; the figures must not change.
+UVLOOP = {
+    ("uvicorn-uvloop", variant, path): figures
+    for (kind, variant, path), figures in {**TABLE, **MORE}.items()
+    if kind == "uvicorn" and variant == "shipped"
+}
+EXPECTED = {**TABLE, **MORE, **UVLOOP}
+SERVERS = sorted({(kind, variant) for kind, variant, _path in EXPECTED})
+
+
+@pytest.fixture(scope="module", params=SERVERS, ids=lambda s: f"{s[0]}-{s[1]}")
+def server(request, tmp_path_factory):
+    kind, variant = request.param
+    records = tmp_path_factory.mktemp(f"{kind}-{variant}") / "records.jsonl"
+    srv = Server(kind, variant, records)
+    yield srv
+    srv.stop()
+
+
+def read_records(server: Server, expected: int) -> dict[str, dict]:
+    """Records by query string; waits for WSGI records finished after the reply."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = server.records.read_text().splitlines() if server.records.exists() else []
+        found = {r["query"]: r for r in map(json.loads, lines) if r["query"]}
+        found.pop("ready", None)
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def figures(response: httpx.Response) -> tuple[int, ...]:
+    return tuple(
+        int(response.headers[h])
+        for h in ("X-Context-Switches", "X-Thread-Hops", "X-Event-Loops", "X-Threads-Started")
+    )
+
+
+def routes_of(server: Server) -> list[str]:
+    return [p for (k, v, p) in EXPECTED if (k, v) == (server.kind, server.variant)]
+
+
+def test_each_route_gives_the_tables_figures(server):
+    routes = routes_of(server)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for path in routes:
+            response = client.get(f"{path}?seq-{path}")
+            assert response.status_code == 200
+            assert figures(response) == EXPECTED[server.kind, server.variant, path][0], path
+    recorded = read_records(server, len(routes))
+    for path in routes:
+        record = recorded[f"seq-{path}"]
+        headers, total = EXPECTED[server.kind, server.variant, path]
+        assert record["at_headers"] == list(headers), path
+        assert record["totals"][0] == total, path
+
+
+def test_fifty_concurrent_mixed_requests_each_carry_their_own_figures(server):
+    routes = routes_of(server)
+    plan = [(n, routes[n % len(routes)]) for n in range(50)]
+    random.Random(37177).shuffle(plan)
+
+    async def fire():
+        limits = httpx.Limits(max_connections=50)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
+            return await asyncio.gather(*(client.get(f"{path}?c{n}") for n, path in plan))
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * 50
+    for (n, path), response in zip(plan, responses, strict=True):
+        assert figures(response) == EXPECTED[server.kind, server.variant, path][0], (n, path)
+    recorded = read_records(server, len(routes) + 50)
+    for n, path in plan:
+        headers, total = EXPECTED[server.kind, server.variant, path]
+        assert recorded[f"c{n}"]["at_headers"] == list(headers), (n, path)
+        assert recorded[f"c{n}"]["totals"][0] == total, (n, path)

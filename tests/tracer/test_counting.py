@@ -1,0 +1,316 @@
+"""What the tracer records for each mechanism, with exact figures."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+
+import pytest
+from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
+
+from switchtrace import tracer
+
+
+def here() -> threading.Thread:
+    return threading.current_thread()
+
+
+async def anoop() -> None:
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _warm_executors():
+    """asgiref's process-wide single-thread executor and the loop's default
+    executor start their threads on first use; start them before recording."""
+
+    async def warm():
+        await sync_to_async(here)()
+        await sync_to_async(here, thread_sensitive=False)()
+
+    asyncio.run(warm())
+
+
+def test_first_use_of_the_single_thread_executor_starts_its_thread():
+    from asgiref.sync import SyncToAsync
+
+    SyncToAsync.single_thread_executor.shutdown()
+    SyncToAsync.single_thread_executor = type(SyncToAsync.single_thread_executor)(max_workers=1)
+
+    async def main():
+        with tracer.recording() as record:
+            first = await sync_to_async(here)()
+            await sync_to_async(here)()
+        return record, first
+
+    record, first = asyncio.run(main())
+    assert record.totals() == tracer.Figures(4, 4, 0, 1)
+    assert record.thread_starts[0].thread is first
+    assert record.thread_starts[0].crossing is record.crossings[0]
+
+
+def test_sync_to_async_is_two_switches_and_two_hops():
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            target = await sync_to_async(here)()
+        return record, target, loop
+
+    record, target, loop = asyncio.run(main())
+    assert record.totals() == tracer.Figures(2, 2, 0, 0)
+    [crossing] = record.crossings
+    assert crossing.mechanism == "sync_to_async"
+    assert crossing.direction == "async->sync"
+    assert crossing.func is here
+    assert crossing.thread_sensitive is True
+    assert crossing.executor == "single_thread"
+    assert crossing.source_thread is threading.main_thread()
+    assert crossing.target_thread is target
+    assert crossing.loop_id == id(loop)
+    assert crossing.hop is True
+    assert crossing.loop_created is False
+    assert crossing.parent is None
+
+
+def test_thread_sensitive_false_runs_on_the_loop_default_executor():
+    async def main():
+        with tracer.recording() as record:
+            await sync_to_async(here, thread_sensitive=False)()
+        return record
+
+    record = asyncio.run(main())
+    assert record.crossings[0].executor == "loop_default"
+    assert record.crossings[0].thread_sensitive is False
+
+
+def test_thread_sensitive_context_starts_one_thread_for_the_first_call():
+    async def main():
+        with tracer.recording() as record:
+            async with ThreadSensitiveContext():
+                first = await sync_to_async(here)()
+                second = await sync_to_async(here)()
+        return record, first, second
+
+    record, first, second = asyncio.run(main())
+    assert first is second
+    assert [c.executor for c in record.crossings] == ["thread_sensitive_context"] * 2
+    assert [c.threads_started for c in record.crossings] == [1, 0]
+    # The executor's thread, then asgiref's joiner thread started on exit
+    # (asgiref >= 3.12), which no crossing caused.
+    assert record.thread_starts[0].thread is first
+    assert record.thread_starts[0].crossing is record.crossings[0]
+    assert all(start.crossing is None for start in record.thread_starts[1:])
+    assert record.totals().context_switches == 4
+
+
+def test_async_to_sync_without_a_loop_creates_a_loop_and_a_thread():
+    with tracer.recording() as record:
+        async_to_sync(anoop)()
+    assert record.totals() == tracer.Figures(2, 2, 1, 1)
+    [crossing] = record.crossings
+    assert crossing.mechanism == "async_to_sync"
+    assert crossing.direction == "sync->async"
+    assert crossing.loop_created is True
+    assert crossing.threads_started == 1
+    assert crossing.target_thread is record.thread_starts[0].thread
+    assert record.loop_creations[0].crossing is crossing
+    assert record.loop_creations[0].loop_id == crossing.loop_id
+
+
+def test_three_async_to_sync_calls_make_three_loops():
+    with tracer.recording() as record:
+        for _ in range(3):
+            async_to_sync(anoop)()
+    assert record.totals() == tracer.Figures(6, 6, 3, 3)
+    # One new loop for each call (loop ids are id()s, which a later loop may reuse).
+    assert [creation.crossing for creation in record.loop_creations] == record.crossings
+
+
+def test_asyncio_run_is_two_switches_without_a_hop():
+    with tracer.recording() as record:
+        asyncio.run(anoop())
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    [crossing] = record.crossings
+    assert crossing.mechanism == "asyncio.run"
+    assert crossing.loop_created is True
+    assert crossing.target_thread is crossing.source_thread
+
+
+def test_offloads_by_request_code_are_recorded():
+    def work(x):
+        return x * 2
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            assert await asyncio.to_thread(work, 2) == 4
+            assert await loop.run_in_executor(None, work, 3) == 6
+        return record
+
+    record = asyncio.run(main())
+    assert [(c.mechanism, c.func) for c in record.crossings] == [
+        ("asyncio.to_thread", work),
+        ("run_in_executor", work),
+    ]
+    assert record.totals().context_switches == 4
+    assert record.totals().thread_hops == 4
+
+
+def test_nested_crossings_know_their_parent_and_the_outer_thread():
+    """sync_to_async -> async_to_sync -> sync_to_async: the innermost sync code
+    goes back to the thread of the outer sync code (CurrentThreadExecutor)."""
+    threads = {}
+
+    async def middle():
+        threads["loop_side"] = here()
+        threads["inner"] = await sync_to_async(here)()
+
+    def outer():
+        threads["outer"] = here()
+        async_to_sync(middle)()
+
+    async def main():
+        with tracer.recording() as record:
+            await sync_to_async(outer)()
+        return record
+
+    record = asyncio.run(main())
+    s2a_outer, a2s, s2a_inner = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (s2a_outer.mechanism, a2s.mechanism, s2a_inner.mechanism) == (
+        "sync_to_async",
+        "async_to_sync",
+        "sync_to_async",
+    )
+    assert a2s.parent is s2a_outer
+    assert s2a_inner.parent is a2s
+    assert a2s.loop_created is False
+    assert a2s.target_thread is threads["loop_side"] is threading.main_thread()
+    assert s2a_inner.executor == "current_thread"
+    assert s2a_inner.target_thread is threads["outer"] is threads["inner"]
+    assert record.totals() == tracer.Figures(6, 6, 0, 0)
+
+
+def test_a_failed_bridge_call_that_never_switched_counts_nothing():
+    async def main():
+        with tracer.recording() as record:
+            with pytest.raises(RuntimeError, match="same thread as an async event loop"):
+                async_to_sync(anoop)()
+        return record
+
+    record = asyncio.run(main())
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert record.crossings == []
+
+
+def test_an_exception_in_bridged_code_still_counts_the_return():
+    def boom():
+        raise KeyError("x")
+
+    async def main():
+        with tracer.recording() as record:
+            with pytest.raises(KeyError):
+                await sync_to_async(boom)()
+        return record
+
+    record = asyncio.run(main())
+    assert record.totals().context_switches == 2
+    assert record.crossings[0].exception == "KeyError"
+
+
+def test_figures_count_the_return_trip_of_a_call_in_progress():
+    seen = {}
+
+    def inside():
+        record = tracer.current_record()
+        seen["figures"] = record.figures()
+        seen["totals"] = record.totals()
+
+    async def main():
+        with tracer.recording():
+            await sync_to_async(inside)()
+
+    asyncio.run(main())
+    assert seen["figures"] == tracer.Figures(2, 2, 0, 0)
+    assert seen["totals"] == tracer.Figures(1, 1, 0, 0)
+
+
+def test_timestamps_come_from_the_injected_clock():
+    ticks = itertools.count(1000)
+
+    async def main():
+        tracer.install(clock=lambda: next(ticks))  # installed already: only the clock changes
+        try:
+            with tracer.recording() as record:
+                await sync_to_async(here)()
+        finally:
+            tracer.install(clock=time.perf_counter_ns)
+        return record
+
+    record = asyncio.run(main())
+    [c] = record.crossings
+    # begin, call, start, end, return: one tick each, in that order.
+    assert (record.begin_ns, c.call_ns, c.start_ns, c.end_ns, c.return_ns) == (
+        1000,
+        1001,
+        1002,
+        1003,
+        1004,
+    )
+    assert c.queue_wait_ns == 1
+
+
+def test_concurrent_requests_never_mix():
+    async def one(n):
+        with tracer.recording() as record:
+            for _ in range(n):
+                await sync_to_async(here, thread_sensitive=False)()
+                await asyncio.sleep(0)
+        return n, record
+
+    async def main():
+        return await asyncio.gather(*(one(n) for n in range(1, 21)))
+
+    for n, record in asyncio.run(main()):
+        assert record.totals().context_switches == 2 * n
+        assert len(record.crossings) == n
+
+
+def test_concurrent_threads_never_mix():
+    results = {}
+
+    def one(n):
+        with tracer.recording() as record:
+            for _ in range(n):
+                async_to_sync(anoop)()
+        results[n] = record
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n, record in results.items():
+        assert record.totals() == tracer.Figures(2 * n, 2 * n, n, n)
+
+
+def test_the_record_is_bounded_and_counts_what_it_drops():
+    async def main():
+        with tracer.recording(max_events=5) as record:
+            for _ in range(12):
+                await sync_to_async(here, thread_sensitive=False)()
+        return record
+
+    record = asyncio.run(main())
+    assert len(record.crossings) == 5
+    assert record.dropped == 7
+    assert record.totals().context_switches == 24
+
+
+def test_nothing_is_recorded_outside_a_request():
+    async def main():
+        await sync_to_async(here)()
+
+    asyncio.run(main())
+    assert tracer.current_record() is None

@@ -1,0 +1,285 @@
+"""The tracer changes nothing the bridged code can see.
+
+Each scenario runs twice, with switchtrace uninstalled and with it installed
+and recording, and the two observations must be equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import asgiref.sync
+import pytest
+from asgiref.sync import AsyncToSync, SyncToAsync, async_to_sync, sync_to_async
+
+from switchtrace import tracer
+
+var: contextvars.ContextVar[str] = contextvars.ContextVar("app_var", default="unset")
+
+
+def both(scenario: Callable[[], Any]) -> tuple[Any, Any]:
+    """(without switchtrace, with switchtrace recording)."""
+    tracer.uninstall()
+    try:
+        plain = scenario()
+    finally:
+        tracer.install()
+    with tracer.recording() as record:
+        traced = scenario()
+    assert record.totals().context_switches > 0 or scenario.__name__ in NO_SWITCH
+    return plain, traced
+
+
+NO_SWITCH = {"a2s_in_loop", "s2a_of_async", "coroutine_detection"}
+
+
+def frames(exc: BaseException) -> list[tuple[str, str, str | None]]:
+    """The traceback as the application sees it, minus switchtrace's and wrapt's frames."""
+    return [
+        (f.filename, f.name, f.line)
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "/switchtrace/" not in f.filename and "/wrapt/" not in f.filename
+    ]
+
+
+class AppError(Exception):
+    pass
+
+
+def test_return_values_are_the_same_objects():
+    sentinel = object()
+
+    def sync_fn(x):
+        return (x, sentinel)
+
+    async def async_fn(x):
+        return (x, sentinel)
+
+    def returns():
+        async def main():
+            return await sync_to_async(sync_fn)(1)
+
+        return asyncio.run(main()), async_to_sync(async_fn)(2)
+
+    plain, traced = both(returns)
+    assert plain == traced == ((1, sentinel), (2, sentinel))
+
+
+def test_exceptions_and_tracebacks_are_unchanged():
+    def fail_sync():
+        raise AppError("sync side")
+
+    async def fail_async():
+        raise AppError("async side")
+
+    def raises():
+        caught = []
+
+        async def main():
+            try:
+                await sync_to_async(fail_sync)()
+            except AppError as exc:
+                caught.append(exc)
+
+        asyncio.run(main())
+        try:
+            async_to_sync(fail_async)()
+        except AppError as exc:
+            caught.append(exc)
+        return [(type(e), e.args, frames(e)) for e in caught]
+
+    plain, traced = both(raises)
+    assert plain == traced
+    assert [args for _t, args, _f in traced] == [("sync side",), ("async side",)]
+
+
+def test_contextvars_flow_both_ways_as_before():
+    def set_in_sync():
+        assert var.get() == "from async"
+        var.set("from sync")
+
+    async def set_in_async():
+        assert var.get() == "from sync caller"
+        var.set("from async callee")
+
+    def flows():
+        async def main():
+            var.set("from async")
+            await sync_to_async(set_in_sync)()
+            return var.get()
+
+        first = asyncio.run(main())
+        ctx = contextvars.copy_context()
+
+        def sync_caller():
+            var.set("from sync caller")
+            async_to_sync(set_in_async)()
+            return var.get()
+
+        return first, ctx.run(sync_caller)
+
+    plain, traced = both(flows)
+    assert plain == traced == ("from sync", "from async callee")
+
+
+def test_thread_sensitive_code_runs_on_the_same_threads():
+    def where():
+        return threading.current_thread().name
+
+    async def loop_side():
+        return await sync_to_async(where)(), await sync_to_async(where, thread_sensitive=False)()
+
+    def threads():
+        out = {}
+
+        def worker():
+            out["caller"] = where()
+            out["sensitive"], out["insensitive_is_caller"] = async_to_sync(loop_side)()
+            out["insensitive_is_caller"] = out["insensitive_is_caller"] == out["caller"]
+
+        # A new thread does not inherit contextvars: carry the request's context.
+        ctx = contextvars.copy_context()
+        t = threading.Thread(target=ctx.run, args=(worker,), name="app-sync-thread")
+        t.start()
+        t.join()
+        return out
+
+    plain, traced = both(threads)
+    assert plain == traced
+    assert traced["sensitive"] == "app-sync-thread"
+    assert traced["insensitive_is_caller"] is False
+
+
+def test_coroutine_detection_is_unchanged():
+    def f():
+        return 1
+
+    async def g():
+        return 1
+
+    def coroutine_detection():
+        s2a, a2s = sync_to_async(f), async_to_sync(g)
+        return [
+            inspect.iscoroutinefunction(s2a),
+            asgiref.sync.iscoroutinefunction(s2a),
+            inspect.iscoroutinefunction(s2a.__call__),
+            inspect.iscoroutinefunction(a2s),
+            inspect.iscoroutinefunction(SyncToAsync.__call__),
+            # An internal method that nothing inspects; switchtrace replaces it
+            # with a plain function marked as a coroutine function, which
+            # inspect only recognises from Python 3.12.
+            asgiref.sync.iscoroutinefunction(AsyncToSync.main_wrap),
+            sys.version_info < (3, 12) or inspect.iscoroutinefunction(AsyncToSync.main_wrap),
+            inspect.iscoroutinefunction(AsyncToSync.__call__),
+            inspect.isfunction(SyncToAsync.__call__),
+        ]
+
+    plain, traced = both(coroutine_detection)
+    assert plain == traced
+    assert traced[1] is True
+
+
+def test_asgiref_errors_are_unchanged():
+    async def g():
+        return 1
+
+    def a2s_in_loop():
+        async def main():
+            try:
+                async_to_sync(g)()
+            except RuntimeError as exc:
+                return str(exc)
+
+        return asyncio.run(main())
+
+    def s2a_of_async():
+        try:
+            sync_to_async(g)
+        except TypeError as exc:
+            return str(exc)
+
+    for scenario in (a2s_in_loop, s2a_of_async):
+        plain, traced = both(scenario)
+        assert plain == traced
+        assert traced is not None
+
+
+def test_django_async_unsafe_still_raises():
+    from django.core.exceptions import SynchronousOnlyOperation
+    from django.db import connection
+
+    def async_unsafe():
+        async def main():
+            try:
+                connection.cursor()
+            except SynchronousOnlyOperation as exc:
+                return str(exc)
+
+        return asyncio.run(main())
+
+    async_unsafe.__name__ = "a2s_in_loop"  # makes no switch
+    plain, traced = both(async_unsafe)
+    assert plain == traced
+    assert "async context" in traced
+
+
+def test_the_tracer_starts_no_thread_of_its_own():
+    async def g():
+        return None
+
+    def counts():
+        started = []
+        original = threading.Thread.start
+
+        def spy(self, *a, **k):
+            started.append(self.name.split("-")[0])
+            return original(self, *a, **k)
+
+        threading.Thread.start = spy
+        try:
+            async_to_sync(g)()
+
+            async def main():
+                await sync_to_async(lambda: None, thread_sensitive=False)()
+
+            asyncio.run(main())
+        finally:
+            threading.Thread.start = original
+        return sorted(started)
+
+    # The spy above replaces our own patch for the duration, so the count is
+    # only asgiref's and asyncio's threads: equal with and without switchtrace.
+    plain, traced = both(counts)
+    assert plain == traced
+    assert "ThreadPoolExecutor" in traced  # asgiref's thread for async_to_sync
+
+
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+def test_cancellation_still_propagates(thread_sensitive):
+    import time
+
+    def slow():
+        time.sleep(0.05)
+        return "finished"
+
+    def cancels():
+        async def main():
+            task = asyncio.ensure_future(sync_to_async(slow, thread_sensitive=thread_sensitive)())
+            await asyncio.sleep(0.01)
+            task.cancel()
+            try:
+                return await task
+            except asyncio.CancelledError:
+                return "cancelled"
+
+        return asyncio.run(main())
+
+    plain, traced = both(cancels)
+    assert plain == traced

@@ -1,0 +1,10 @@
+from django.urls import path
+from project.urls import urlpatterns as project_urls
+
+from . import views
+
+urlpatterns = [
+    *project_urls,
+    path("server-timing/", views.own_server_timing),
+    path("raise/", views.raising_view),
+]
