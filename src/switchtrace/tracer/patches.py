@@ -175,43 +175,35 @@ def _return(
         swallow(f"{crossing.mechanism} return")
 
 
-class _Arrival:
-    """What an executor runs in place of the function it was given: notes the
-    moment and thread the function starts on, then calls it unchanged."""
-
-    __slots__ = ("crossing", "fn", "record")
-
-    def __init__(self, fn: Callable[..., Any], record: RequestRecord, crossing: Crossing):
-        self.fn = fn
-        self.record = record
-        self.crossing = crossing
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # Runs on the executor's worker thread (or, for asgiref's
-        # CurrentThreadExecutor, on the outer synchronous thread): the switch
-        # there. For a bridge, the next call on this thread is asgiref's
-        # SyncToAsync.thread_handler, which enters the copied context and runs
-        # the bridged code.
-        __traceback_hide__ = True
-        record, crossing = self.record, self.crossing
+def _arrive(
+    fn: Callable[..., Any], record: RequestRecord, crossing: Crossing, *args: Any, **kwargs: Any
+) -> Any:
+    """What an executor runs in place of the function it was given (bound with
+    functools.partial): notes the moment and thread the function starts on,
+    then calls it unchanged."""
+    # Runs on the executor's worker thread (or, for asgiref's
+    # CurrentThreadExecutor, on the outer synchronous thread): the switch
+    # there. For a bridge, ``fn`` is asgiref's SyncToAsync.thread_handler,
+    # which enters the copied context and runs the bridged code.
+    __traceback_hide__ = True
+    try:
+        record.start(crossing, _thread())
+    except Exception:
+        swallow(f"{crossing.mechanism} start")
+    if crossing.bridge is not None:
         try:
-            record.start(crossing, _thread())
-        except Exception:
-            swallow(f"{crossing.mechanism} start")
-        if crossing.bridge is not None:
-            try:
-                return self.fn(*args, **kwargs)
-            finally:
-                crossing.end_ns = clock()
-        # Request code's own offload (asyncio.to_thread, run_in_executor): its
-        # return is not awaited by a bridge of ours, so it is closed here.
-        try:
-            result = self.fn(*args, **kwargs)
-        except BaseException as exc:
-            _offload_done(record, crossing, exc)
-            raise
-        _offload_done(record, crossing, None)
-        return result
+            return fn(*args, **kwargs)
+        finally:
+            crossing.end_ns = clock()
+    # Request code's own offload (asyncio.to_thread, run_in_executor): no
+    # bridge of ours awaits its return, so it is closed here.
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        _offload_done(record, crossing, exc)
+        raise
+    _offload_done(record, crossing, None)
+    return result
 
 
 def _offload_done(record: RequestRecord, crossing: Crossing, exc: BaseException | None) -> None:
@@ -240,24 +232,28 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
     return submit
 
 
-def _arrival_for(record: RequestRecord, executor: Any, func: Any) -> _Arrival:
+def _arrival_for(record: RequestRecord, executor: Any, func: Any) -> functools.partial[Any]:
     current = crossing_var.get()
-    if current is not None and current.mechanism is SYNC_TO_ASYNC and current.executor is None:
+    if (
+        current is not None
+        and current.mechanism is SYNC_TO_ASYNC
+        and current.executor_object is None
+    ):
         # asgiref's SyncToAsync.__call__ submitting its sync code (a partial
         # of its thread_handler). A crossing is claimed before its bridged
         # code can run, so a copy of it seen from inside that code is never
         # unclaimed.
-        current.executor = _executor_kind(executor, current)
-        return _Arrival(func, record, current)
+        current.executor_object = executor
+        return functools.partial(_arrive, func, record, current)
     # Request code's own offload from the event loop.
     mechanism, target = RUN_IN_EXECUTOR, func
     inner = _to_thread_target(func)
     if inner is not None:
         mechanism, target = TO_THREAD, inner
     crossing = Crossing(mechanism, LOOP_TO_THREAD, None, target, _thread(), current, clock())
-    crossing.executor = _executor_kind(executor, None)
+    crossing.executor_object = executor
     crossing.loop_id = id(_get_running_loop())
-    return _Arrival(func, record, crossing)
+    return functools.partial(_arrive, func, record, crossing)
 
 
 def _to_thread_target(func: Any) -> Any:
@@ -272,12 +268,13 @@ def _to_thread_target(func: Any) -> Any:
     return None
 
 
-def _executor_kind(executor: Any, crossing: Crossing | None) -> str:
+def executor_kind(executor: Any, crossing: Crossing | None) -> str:
+    """Name the executor that ran a crossing's sync side (after the response)."""
     if isinstance(executor, CurrentThreadExecutor):
         return "current_thread"
     if executor is getattr(SyncToAsync, "single_thread_executor", None):
         return "single_thread"
-    if crossing is not None:
+    if crossing is not None and crossing.mechanism is SYNC_TO_ASYNC:
         if crossing.thread_sensitive:
             return "thread_sensitive_context"
         if getattr(crossing.bridge, "_executor", None) is None:
@@ -374,8 +371,8 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
         coro = args[0] if args else kwargs.get("main", kwargs.get("coro"))
         if _get_running_loop() is None and inspect.iscoroutine(coro):
             thread = _thread()
-            crossing = record.open(
-                ASYNCIO_RUN, THREAD_TO_LOOP, None, coro, thread, crossing_var.get()
+            crossing = Crossing(
+                ASYNCIO_RUN, THREAD_TO_LOOP, None, coro, thread, crossing_var.get(), clock()
             )
             token = crossing_var.set(crossing)
             if instance is not None:

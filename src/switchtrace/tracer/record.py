@@ -11,6 +11,7 @@ request touches several threads at once.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ ASGI = "asgi"
 DEFAULT_MAX_EVENTS = 1000
 
 Clock = Callable[[], int]
+
+
+def _value(counter: itertools.count) -> int:  # type: ignore[type-arg]
+    """The next value an ``itertools.count`` would give, without taking it."""
+    return int(repr(counter)[6:-1])  # repr is "count(N)"
 
 
 @dataclass(frozen=True)
@@ -79,32 +85,31 @@ class Crossing:
     caller made the call, ``start_ns`` when the bridged code started on its
     target thread or loop, ``end_ns`` when it finished there, ``return_ns`` when
     the caller got control back. ``queue_wait_ns`` is ``start_ns - call_ns``.
+
+    Only what every crossing needs is set in ``__init__``; the rest are class
+    defaults, overridden when they apply (this is on every crossing's path).
     """
 
-    __slots__ = (
-        "__weakref__",
-        "before_headers",
-        "bridge",
-        "call_ns",
-        "component",
-        "direction",
-        "end_ns",
-        "exception",
-        "executor",
-        "func",
-        "index",
-        "loop_created",
-        "loop_id",
-        "mechanism",
-        "parent",
-        "qualname",
-        "return_ns",
-        "source_thread",
-        "start_ns",
-        "target_thread",
-        "thread_sensitive",
-        "threads_started",
-    )
+    #: For sync_to_async: whether the call was thread-sensitive.
+    thread_sensitive: bool | None = None
+    #: The executor object that ran the sync side (see :attr:`executor`).
+    executor_object: object | None = None
+    target_thread: threading.Thread | None = None
+    #: ``id()`` of the event loop on the async side: unique among loops alive
+    #: at the same time (a later loop may reuse it).
+    loop_id: int | None = None
+    loop_created = False
+    threads_started = 0
+    start_ns: int | None = None
+    end_ns: int | None = None
+    return_ns: int | None = None
+    #: Name of the exception class that left the bridged code, if any.
+    exception: str | None = None
+    before_headers = True
+    #: Filled by :meth:`RequestRecord.describe`, after the response.
+    qualname: str | None = None
+    component: Component | None = None
+    _executor: str | None = None
 
     def __init__(
         self,
@@ -123,30 +128,20 @@ class Crossing:
         self.bridge = bridge
         #: The bridged callable (or coroutine, for asyncio.run).
         self.func = func
-        self.thread_sensitive: bool | None = None
-        #: Which executor ran the sync side: "current_thread" (the outer sync
-        #: thread of an async_to_sync), "thread_sensitive_context",
-        #: "single_thread", "loop_default", or the executor's class name.
-        self.executor: str | None = None
         self.source_thread = source_thread
-        self.target_thread: threading.Thread | None = None
-        #: ``id()`` of the event loop on the async side: unique among loops
-        #: alive at the same time (a later loop may reuse it).
-        self.loop_id: int | None = None
-        self.loop_created = False
-        self.threads_started = 0
         self.parent = parent
-        self.index = -1
         self.call_ns = call_ns
-        self.start_ns: int | None = None
-        self.end_ns: int | None = None
-        self.return_ns: int | None = None
-        #: Name of the exception class that left the bridged code, if any.
-        self.exception: str | None = None
-        self.before_headers = True
-        #: Filled by :meth:`RequestRecord.describe`, after the response.
-        self.qualname: str | None = None
-        self.component: Component | None = None
+
+    @property
+    def executor(self) -> str | None:
+        """Which executor ran the sync side: "current_thread" (the outer sync
+        thread of an async_to_sync), "thread_sensitive_context",
+        "single_thread", "loop_default", or the executor's class name."""
+        if self._executor is None and self.executor_object is not None:
+            from .patches import executor_kind
+
+            self._executor = executor_kind(self.executor_object, self)
+        return self._executor
 
     @property
     def started(self) -> bool:
@@ -197,9 +192,9 @@ class RequestRecord:
 
     __slots__ = (
         "__weakref__",
+        "_dropped",
         "_hops_returned",
         "_hops_started",
-        "_lock",
         "_loops",
         "_returned",
         "_started",
@@ -209,7 +204,6 @@ class RequestRecord:
         "begin_ns",
         "clock",
         "crossings",
-        "dropped",
         "end_ns",
         "extra",
         "finished",
@@ -229,7 +223,6 @@ class RequestRecord:
         self.crossings: list[Crossing] = []
         self.thread_starts: list[ThreadStart] = []
         self.loop_creations: list[LoopCreation] = []
-        self.dropped = 0
         #: Free-form facts about the request set by integrations, named after
         #: OpenTelemetry's semantic conventions where one exists
         #: ("http.request.method", "url.path", "http.route", ...).
@@ -241,93 +234,82 @@ class RequestRecord:
         #: The figures as they stood when the response headers were sent.
         self.at_headers: Figures | None = None
         self.headers_ns: int | None = None
-        self._started = 0
-        self._returned = 0
-        self._hops_started = 0
-        self._hops_returned = 0
-        self._loops = 0
-        self._threads = 0
-        self._lock = threading.Lock()
+        # Counters are itertools.count objects: next() is one C call, atomic
+        # under the GIL, so threads of one request never lose an increment and
+        # the hot path takes no lock.
+        self._started = itertools.count()
+        self._returned = itertools.count()
+        self._hops_started = itertools.count()
+        self._hops_returned = itertools.count()
+        self._loops = itertools.count()
+        self._threads = itertools.count()
+        self._dropped = itertools.count()
 
     # -- the figures ---------------------------------------------------------
 
     @property
     def context_switches(self) -> int:
         """One transfer of control between synchronous code and an event loop, in either direction. A completed `sync_to_async` or `async_to_sync` is two switches (there and back); so is `asyncio.run()` called from sync code."""  # noqa: E501
-        return self._started + self._returned
+        return _value(self._started) + _value(self._returned)
 
     @property
     def thread_hops(self) -> int:
         """A switch after which the code runs on a different OS thread from the one it left."""
-        return self._hops_started + self._hops_returned
+        return _value(self._hops_started) + _value(self._hops_returned)
 
     @property
     def event_loops_created(self) -> int:
         """A new event loop constructed during the request."""
-        return self._loops
+        return _value(self._loops)
 
     @property
     def threads_started(self) -> int:
         """OS threads started during the request."""
-        return self._threads
+        return _value(self._threads)
 
     @property
     def bridge_calls(self) -> int:
         """Crossings whose bridged code started (each is two switches once it returns)."""
-        return self._started
+        return _value(self._started)
+
+    @property
+    def dropped(self) -> int:
+        """Crossings, loop creations and thread starts counted but not kept."""
+        return _value(self._dropped)
 
     def figures(self) -> Figures:
         """The figures as they stand now, counting the return trip of every
         crossing still in progress: the code reading them runs inside those
         crossings, and control will go back through each of them."""
-        with self._lock:
-            return Figures(
-                2 * self._started,
-                2 * self._hops_started,
-                self._loops,
-                self._threads,
-            )
+        return Figures(
+            2 * _value(self._started),
+            2 * _value(self._hops_started),
+            _value(self._loops),
+            _value(self._threads),
+        )
 
     def totals(self) -> Figures:
         """The switches and hops that have happened so far (no pending returns)."""
-        with self._lock:
-            return Figures(
-                self._started + self._returned,
-                self._hops_started + self._hops_returned,
-                self._loops,
-                self._threads,
-            )
+        return Figures(
+            self.context_switches, self.thread_hops, self.event_loops_created, self.threads_started
+        )
 
     # -- filled by the patches (hot path) -------------------------------------
-
-    def open(
-        self,
-        mechanism: str,
-        direction: str,
-        bridge: object | None,
-        func: object | None,
-        source_thread: threading.Thread,
-        parent: Crossing | None,
-    ) -> Crossing:
-        """A call into a bridge: nothing is counted until the bridged code starts."""
-        return Crossing(mechanism, direction, bridge, func, source_thread, parent, self.clock())
 
     def start(self, crossing: Crossing, target_thread: threading.Thread) -> None:
         """The bridged code starts on ``target_thread``: the switch there."""
         crossing.start_ns = self.clock()
         crossing.target_thread = target_thread
-        lock = self._lock
-        lock.acquire()
-        self._started += 1
+        next(self._started)
         if target_thread is not crossing.source_thread:
-            self._hops_started += 1
-        crossing.before_headers = self.at_headers is None
-        if len(self.crossings) < self.max_events:
-            crossing.index = len(self.crossings)
-            self.crossings.append(crossing)
+            next(self._hops_started)
+        if self.at_headers is not None:
+            crossing.before_headers = False
+        crossings = self.crossings
+        if len(crossings) < self.max_events:
+            crossings.append(crossing)
         else:
-            self.dropped += 1
-        lock.release()
+            next(self._dropped)
 
     def close(self, crossing: Crossing, exception: BaseException | None = None) -> None:
         """Control is back with the caller: the switch back, if it ever left."""
@@ -338,12 +320,9 @@ class RequestRecord:
             return
         if crossing.end_ns is None:
             crossing.end_ns = now
-        lock = self._lock
-        lock.acquire()
-        self._returned += 1
+        next(self._returned)
         if crossing.target_thread is not crossing.source_thread:
-            self._hops_returned += 1
-        lock.release()
+            next(self._hops_returned)
 
     def loop_created(
         self,
@@ -360,24 +339,22 @@ class RequestRecord:
             cause.loop_created = True
             cause.loop_id = loop_id
         event = LoopCreation(self.clock() if at_ns is None else at_ns, loop_id, thread, cause)
-        with self._lock:
-            self._loops += 1
-            if len(self.loop_creations) < self.max_events:
-                self.loop_creations.append(event)
-            else:
-                self.dropped += 1
+        next(self._loops)
+        if len(self.loop_creations) < self.max_events:
+            self.loop_creations.append(event)
+        else:
+            next(self._dropped)
         return event
 
     def thread_started(self, thread: threading.Thread, crossing: Crossing | None) -> None:
         if crossing is not None:
             crossing.threads_started += 1
         event = ThreadStart(self.clock(), thread, crossing)
-        with self._lock:
-            self._threads += 1
-            if len(self.thread_starts) < self.max_events:
-                self.thread_starts.append(event)
-            else:
-                self.dropped += 1
+        next(self._threads)
+        if len(self.thread_starts) < self.max_events:
+            self.thread_starts.append(event)
+        else:
+            next(self._dropped)
 
     # -- filled by integrations ------------------------------------------------
 
