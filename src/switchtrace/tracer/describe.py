@@ -73,13 +73,13 @@ def code_location(obj: object) -> CodeLocation:
     if not isinstance(func, types.FunctionType):
         call = getattr(type(func), "__call__", None)  # noqa: B004
         func = call if isinstance(call, types.FunctionType) else func
-    code = getattr(func, "__code__", None)
+    func_code = getattr(func, "__code__", None)
     qualname = _qualname_of(func)
     namespace, _, function = qualname.rpartition(".")
     module = getattr(func, "__module__", None) or ""
     return CodeLocation(
         function=function,
         namespace=f"{module}.{namespace}" if namespace else module,
-        filepath=code.co_filename if code is not None else None,
-        lineno=code.co_firstlineno if code is not None else None,
+        filepath=func_code.co_filename if func_code is not None else None,
+        lineno=func_code.co_firstlineno if func_code is not None else None,
     )

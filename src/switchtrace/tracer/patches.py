@@ -150,7 +150,8 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
             raise
         if crossing is not None:
             try:
-                crossing_var.reset(token)
+                if token is not None:
+                    crossing_var.reset(token)
                 record.close(crossing)
             except Exception:
                 swallow("sync_to_async return")
