@@ -46,7 +46,8 @@ async def async_show(request):
                 (
                     "switchtrace.E002",
                     "Unknown key 'SHOW_HEADER' in the SWITCHTRACE setting.",
-                    "Allowed keys: ENABLED, MAX_EVENTS, SHOW_HEADERS.",
+                    "Allowed keys: ENABLED, EXPORTER, FILE_PATH, MAX_EVENTS, OTLP_ENDPOINT, "
+                    "OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, SHOW_HEADERS.",
                 )
             ],
         ),
@@ -121,7 +122,8 @@ def test_a_bad_setting_keeps_switchtrace_disabled_and_logs_why(caplog):
     assert tracer.installed()
     assert caplog.records[0].getMessage() == (
         "switchtrace disabled: Unknown key 'COLOUR' in the SWITCHTRACE setting. "
-        "(switchtrace.E002) Allowed keys: ENABLED, MAX_EVENTS, SHOW_HEADERS."
+        "(switchtrace.E002) Allowed keys: ENABLED, EXPORTER, FILE_PATH, MAX_EVENTS, "
+        "OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, SHOW_HEADERS."
     )
 
 
@@ -154,3 +156,48 @@ def test_missing_or_misplaced_middleware_is_a_warning():
         ]
     with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
         assert own_messages() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "environ", "expected"),
+    [
+        (
+            {"ENABLED": True, "OTLP_ENDPOINT": "localhost:4317"},
+            {},
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'localhost:4317', which is not an http:// or "
+            "https:// URL.",
+        ),
+        (
+            {"ENABLED": True},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:notaport"},
+            "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is "
+            "'http://collector:notaport', which is not an http:// or https:// URL.",
+        ),
+        (
+            {"ENABLED": True},
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "The environment variable OTEL_EXPORTER_OTLP_PROTOCOL is 'http/json', which "
+            "switchtrace does not support.",
+        ),
+    ],
+)
+def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monkeypatch):
+    for name, setting in environ.items():
+        monkeypatch.setenv(name, setting)
+    with override_settings(SWITCHTRACE=value, MIDDLEWARE=BASE_MIDDLEWARE):
+        [(check_id, msg, _hint)] = own_messages()
+    assert (check_id, msg) == ("switchtrace.E006", expected)
+
+
+def test_an_unknown_exporter_names_the_allowed_ones():
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True, "EXPORTER": "jaeger"}, MIDDLEWARE=BASE_MIDDLEWARE
+    ):
+        assert own_messages() == [
+            (
+                "switchtrace.E003",
+                "SWITCHTRACE['EXPORTER'] is 'jaeger', which is not allowed.",
+                "Allowed: None (otlp when an OTLP endpoint is configured, else file), 'otlp', "
+                "'file', 'console', 'memory' or 'none'.",
+            )
+        ]

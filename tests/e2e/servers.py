@@ -22,7 +22,14 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, kind: str, variant: str, records: Path, workers: int = 2) -> None:
+    def __init__(
+        self,
+        kind: str,
+        variant: str,
+        records: Path,
+        workers: int = 2,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.kind = kind
         self.variant = variant
         self.records = records
@@ -36,6 +43,8 @@ class Server:
             "DJANGO_SETTINGS_MODULE": "tests.e2e.settings",
             "SWITCHTRACE_EXAMPLE_MIDDLEWARE": variant,
             "SWITCHTRACE_TEST_RECORDS": str(records),
+            "SWITCHTRACE_EXAMPLE_TRACES": str(records.with_name("traces.jsonl")),
+            **(extra_env or {}),
         }
         bindir = Path(sys.executable).parent
         if kind.startswith("uvicorn"):

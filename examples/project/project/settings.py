@@ -54,7 +54,14 @@ MIDDLEWARE = ["switchtrace.django_app.middleware.SwitchTraceMiddleware"]
 if MIDDLEWARE_VARIANT != "none":
     MIDDLEWARE += STARTPROJECT_MIDDLEWARE
 
-SWITCHTRACE = {"ENABLED": True}
+SWITCHTRACE = {
+    "ENABLED": True,
+    # Spans go to an OTLP collector when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    # (docker-compose.yml points it at Jaeger), else to this file.
+    "FILE_PATH": os.environ.get(
+        "SWITCHTRACE_EXAMPLE_TRACES", str(BASE_DIR / "switchtrace-traces.jsonl")
+    ),
+}
 
 DATABASES = {
     "default": {

@@ -8,4 +8,7 @@ urlpatterns = [
     path("async-io/", views.async_io_view),
     path("async-to-sync/", views.async_to_sync_view),
     path("asyncio-run/", views.asyncio_run_view),
+    path("stream/", views.stream_view),
+    path("async-stream/", views.async_stream_view),
+    path("slow/", views.slow_view),
 ]

@@ -1,7 +1,7 @@
 import asyncio
 
 from asgiref.sync import async_to_sync
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 
 
 async def noop():
@@ -32,3 +32,25 @@ def asyncio_run_view(request):
     """A sync view that runs a coroutine with asyncio.run()."""
     asyncio.run(noop())
     return HttpResponse("Hello, world\n", content_type="text/plain")
+
+
+def stream_view(request):
+    """A streaming response from a sync generator."""
+    return StreamingHttpResponse(f"chunk {n}\n" for n in range(3))
+
+
+async def async_stream_view(request):
+    """A streaming response from an async generator."""
+
+    async def chunks():
+        for n in range(3):
+            await asyncio.sleep(0)
+            yield f"chunk {n}\n"
+
+    return StreamingHttpResponse(chunks())
+
+
+async def slow_view(request):
+    """Sleeps long enough for a client to disconnect (ASGI cancels the view)."""
+    await asyncio.sleep(5)
+    return HttpResponse("too late\n", content_type="text/plain")

@@ -27,7 +27,7 @@ def apply_config() -> None:
     A wrong setting is reported by the system checks; here it is logged once
     and keeps switchtrace disabled, so that a server that does not run the
     checks still serves every request untouched."""
-    from . import integration
+    from . import integration, telemetry
     from .conf import get_config
 
     config = get_config()
@@ -35,7 +35,9 @@ def apply_config() -> None:
         logger.error("switchtrace disabled: %s (%s) %s", problem.msg, problem.id, problem.hint)
     if config.enabled:
         integration.install()
+        telemetry.configure(config.export)
     else:
+        telemetry.shutdown()
         integration.uninstall()
 
 

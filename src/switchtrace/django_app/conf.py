@@ -9,14 +9,17 @@ disabled rather than failing a request.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from ..exporters.pipeline import EXPORTERS, PROTOCOLS, ExportOptions
 from ..tracer import DEFAULT_MAX_EVENTS
 
 SETTING = "SWITCHTRACE"
@@ -54,6 +57,55 @@ OPTIONS: dict[str, Option] = {
             "not touch the database synchronously.",
         ),
         Option(
+            "EXPORTER",
+            None,
+            "None (otlp when an OTLP endpoint is configured, else file), "
+            "'otlp', 'file', 'console', 'memory' or 'none'",
+            "Where each request's spans go: an OTLP collector such as Jaeger, an "
+            "OTLP-JSON file, one line per request on stderr, memory (tests), or "
+            "nowhere. Headers are unaffected.",
+        ),
+        Option(
+            "OTLP_ENDPOINT",
+            None,
+            "None (OTEL_EXPORTER_OTLP_ENDPOINT) or an http:// or https:// URL",
+            "The collector's address, e.g. http://localhost:4317 (gRPC) or "
+            "http://localhost:4318 (HTTP; /v1/traces is appended).",
+        ),
+        Option(
+            "OTLP_PROTOCOL",
+            None,
+            "None (OTEL_EXPORTER_OTLP_PROTOCOL, else 'http/protobuf'), 'grpc' or 'http/protobuf'",
+            "The OTLP transport.",
+        ),
+        Option(
+            "SERVICE_NAME",
+            None,
+            "None (OTEL_SERVICE_NAME, else 'django') or a non-empty string",
+            "The service.name of the spans.",
+        ),
+        Option(
+            "FILE_PATH",
+            "switchtrace-traces.jsonl",
+            "a file path",
+            "Where the file exporter appends OTLP JSON, one export request per line.",
+        ),
+        Option(
+            "SAMPLE_RATE",
+            None,
+            "None (OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG) or a number from 0 to 1",
+            "The share of requests whose spans are recorded (parent-based: an "
+            "incoming sampled traceparent is followed). Headers are computed for "
+            "every request.",
+        ),
+        Option(
+            "QUEUE_SIZE",
+            512,
+            "an integer from 1 to 100000",
+            "Finished requests waiting to be turned into spans. When it is full, "
+            "spans are dropped and counted, never waited for.",
+        ),
+        Option(
             "MAX_EVENTS",
             DEFAULT_MAX_EVENTS,
             "an integer from 0 to 1000000",
@@ -79,6 +131,8 @@ class Config:
     enabled: bool = False
     show_headers: bool | ShowCallback = True
     max_events: int = DEFAULT_MAX_EVENTS
+    #: None when no spans are made (EXPORTER 'none', or OTEL_SDK_DISABLED=true).
+    export: ExportOptions | None = None
     problems: tuple[Problem, ...] = field(default=())
 
 
@@ -126,8 +180,9 @@ def _load_show_callback(value: Any, problems: list[Problem]) -> bool | ShowCallb
     return value  # type: ignore[no-any-return]
 
 
-def build_config(raw: Any) -> Config:
-    """Validate a ``SWITCHTRACE`` value; never raises."""
+def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a ``SWITCHTRACE`` value (and the OTEL_* variables it relies
+    on); never raises."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -159,9 +214,92 @@ def build_config(raw: Any) -> Config:
         problems.append(_wrong("MAX_EVENTS", max_events))
         max_events = DEFAULT_MAX_EVENTS
     show = _load_show_callback(raw.get("SHOW_HEADERS", OPTIONS["SHOW_HEADERS"].default), problems)
+    export = _export_options(raw, os.environ if environ is None else environ, problems)
     if problems:
         return Config(problems=tuple(problems))
-    return Config(enabled=bool(enabled), show_headers=show, max_events=max_events)
+    return Config(enabled=bool(enabled), show_headers=show, max_events=max_events, export=export)
+
+
+def _export_options(
+    raw: dict[str, Any], environ: Mapping[str, str], problems: list[Problem]
+) -> ExportOptions | None:
+    before = len(problems)
+    exporter = raw.get("EXPORTER")
+    if exporter is not None and exporter not in EXPORTERS:
+        problems.append(_wrong("EXPORTER", exporter))
+    endpoint = raw.get("OTLP_ENDPOINT")
+    if endpoint is not None:
+        if not _is_url(endpoint):
+            problems.append(_bad_url("SWITCHTRACE['OTLP_ENDPOINT']", endpoint))
+    else:
+        for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+            if environ.get(name):
+                endpoint = environ[name]
+                if not _is_url(endpoint):
+                    problems.append(_bad_url(f"The environment variable {name}", endpoint))
+                break
+    protocol = raw.get("OTLP_PROTOCOL")
+    if protocol is not None and protocol not in PROTOCOLS:
+        problems.append(_wrong("OTLP_PROTOCOL", protocol))
+    elif protocol is None:
+        protocol = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+        if protocol not in PROTOCOLS:
+            problems.append(
+                Problem(
+                    "switchtrace.E006",
+                    f"The environment variable OTEL_EXPORTER_OTLP_PROTOCOL is {protocol!r}, "
+                    "which switchtrace does not support.",
+                    "Allowed: 'grpc' or 'http/protobuf'.",
+                )
+            )
+    service = raw.get("SERVICE_NAME")
+    if service is not None and (not isinstance(service, str) or not service):
+        problems.append(_wrong("SERVICE_NAME", service))
+    file_path = raw.get("FILE_PATH", OPTIONS["FILE_PATH"].default)
+    if not isinstance(file_path, (str, os.PathLike)) or not os.fspath(file_path):
+        problems.append(_wrong("FILE_PATH", file_path))
+    rate = raw.get("SAMPLE_RATE")
+    if rate is not None and (
+        _is_bool(rate) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1
+    ):
+        problems.append(_wrong("SAMPLE_RATE", rate))
+    queue_size = raw.get("QUEUE_SIZE", OPTIONS["QUEUE_SIZE"].default)
+    if _is_bool(queue_size) or not isinstance(queue_size, int) or not 1 <= queue_size <= 100_000:
+        problems.append(_wrong("QUEUE_SIZE", queue_size))
+    if len(problems) > before:
+        return None
+    if exporter is None:
+        exporter = "otlp" if endpoint else "file"
+    if exporter == "none" or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    return ExportOptions(
+        exporter=exporter,
+        endpoint=endpoint,
+        protocol=protocol,
+        service_name=service or environ.get("OTEL_SERVICE_NAME") or "django",
+        file_path=os.fspath(file_path),
+        sample_rate=None if rate is None else float(rate),
+        queue_size=queue_size,
+    )
+
+
+def _is_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _bad_url(where: str, value: Any) -> Problem:
+    return Problem(
+        "switchtrace.E006",
+        f"{where} is {value!r}, which is not an http:// or https:// URL.",
+        "For example: http://localhost:4317 (OTLP/gRPC) or http://localhost:4318 (OTLP/HTTP).",
+    )
 
 
 def _wrong(key: str, value: Any) -> Problem:

@@ -29,9 +29,10 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponseBase
 
 from .. import tracer
+from ..exporters.pipeline import MAX_PROPAGATION_HEADER
 from ..tracer.guard import swallow
 from ..tracer.patches import Patcher, Target
-from . import components
+from . import components, telemetry
 from .conf import get_config
 from .headers import restamp
 
@@ -65,6 +66,10 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
             environ.get("PATH_INFO"),
             environ.get("QUERY_STRING"),
         )
+        pipeline = telemetry.pipeline()
+        if pipeline is not None:
+            _propagation(record, environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
+            pipeline.capture(record)
     except Exception:
         swallow("WSGI request attributes")
     try:
@@ -121,12 +126,30 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
             scope.get("path"),
             query.decode("latin-1") if isinstance(query, bytes) else query,
         )
+        pipeline = telemetry.pipeline()
+        if pipeline is not None:
+            headers = dict(
+                (name, value)
+                for name, value in scope.get("headers", ())
+                if name in (b"traceparent", b"tracestate")
+            )
+            _propagation(record, headers.get(b"traceparent"), headers.get(b"tracestate"))
+            pipeline.capture(record)
     except Exception:
         swallow("ASGI request attributes")
     try:
         return await call
     finally:
         tracer.finish_request(record, token)
+
+
+def _propagation(record: tracer.RequestRecord, traceparent: Any, tracestate: Any) -> None:
+    """Keep the incoming W3C trace context, if sane, for the span pipeline."""
+    for key, value in (("traceparent", traceparent), ("tracestate", tracestate)):
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if isinstance(value, str) and len(value) <= MAX_PROPAGATION_HEADER:
+            record.extra[key] = value
 
 
 def _wrap_send_response(wrapped, instance, args, kwargs):
@@ -146,6 +169,9 @@ def _at_headers(record: tracer.RequestRecord, response: Any) -> None:
     if status is not None:
         record.attributes["http.response.status_code"] = status
     restamp(response, figures)
+    pipeline = telemetry.pipeline()
+    if pipeline is not None:
+        pipeline.at_headers(record)
 
 
 def _wrap_adapt_method_mode(wrapped, instance, args, kwargs):

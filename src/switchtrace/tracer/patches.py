@@ -424,14 +424,17 @@ def _wrap_loop_init(wrapped, instance, args, kwargs):
 
 
 def _wrap_thread_start(wrapped, instance, args, kwargs):
-    # Runs on the thread that starts ``instance``.
-    result = wrapped(*args, **kwargs)
+    # Runs on the thread that starts ``instance``. The start is timed before
+    # the call: the new thread may already be running code when it returns.
     record = _active_record()
-    if record is not None:
-        try:
-            record.thread_started(instance, crossing_var.get())
-        except Exception:
-            swallow("thread start")
+    if record is None:
+        return wrapped(*args, **kwargs)
+    at_ns = clock()
+    result = wrapped(*args, **kwargs)
+    try:
+        record.thread_started(instance, crossing_var.get(), at_ns)
+    except Exception:
+        swallow("thread start")
     return result
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -212,6 +213,7 @@ class RequestRecord:
         "loop_creations",
         "max_events",
         "thread_starts",
+        "wall_ns",
     )
 
     def __init__(self, kind: str, clock: Clock, max_events: int = DEFAULT_MAX_EVENTS) -> None:
@@ -219,6 +221,9 @@ class RequestRecord:
         self.clock = clock
         self.max_events = max_events
         self.begin_ns = clock()
+        #: Wall-clock time (ns since the epoch) at ``begin_ns``: renderers
+        #: place every timestamp of the record relative to it.
+        self.wall_ns = time.time_ns()
         self.end_ns: int | None = None
         self.crossings: list[Crossing] = []
         self.thread_starts: list[ThreadStart] = []
@@ -346,10 +351,12 @@ class RequestRecord:
             next(self._dropped)
         return event
 
-    def thread_started(self, thread: threading.Thread, crossing: Crossing | None) -> None:
+    def thread_started(
+        self, thread: threading.Thread, crossing: Crossing | None, at_ns: int | None = None
+    ) -> None:
         if crossing is not None:
             crossing.threads_started += 1
-        event = ThreadStart(self.clock(), thread, crossing)
+        event = ThreadStart(self.clock() if at_ns is None else at_ns, thread, crossing)
         next(self._threads)
         if len(self.thread_starts) < self.max_events:
             self.thread_starts.append(event)
@@ -366,6 +373,10 @@ class RequestRecord:
             self.headers_ns = self.clock()
             self.at_headers = self.figures()
         return self.at_headers
+
+    def wall_time(self, ns: int) -> int:
+        """A timestamp of this record's clock as nanoseconds since the epoch."""
+        return self.wall_ns + (ns - self.begin_ns)
 
     def finish(self) -> None:
         self.end_ns = self.clock()

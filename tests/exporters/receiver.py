@@ -1,0 +1,122 @@
+"""A real OTLP trace receiver on loopback, built from opentelemetry-proto:
+a gRPC TraceService and an OTLP/HTTP (protobuf) endpoint. It can also
+misbehave: answer 503/UNAVAILABLE, or hang."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+
+class Received:
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.lock = threading.Lock()
+        self.mode = "ok"  # "ok", "unavailable", "hang"
+        self.release = threading.Event()
+
+    def add(self, request) -> None:
+        with self.lock:
+            self.requests.append(request)
+
+    def spans(self) -> list:
+        with self.lock:
+            return [
+                span
+                for request in self.requests
+                for resource in request.resource_spans
+                for scope in resource.scope_spans
+                for span in scope.spans
+            ]
+
+    def service_names(self) -> set[str]:
+        with self.lock:
+            return {
+                attr.value.string_value
+                for request in self.requests
+                for resource in request.resource_spans
+                for attr in resource.resource.attributes
+                if attr.key == "service.name"
+            }
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            spans = self.spans()
+            if len(spans) >= count:
+                return spans
+            time.sleep(0.05)
+        return self.spans()
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, received: Received) -> None:
+        self.received = received
+
+    def Export(self, request, context):
+        if self.received.mode == "hang":
+            self.received.release.wait(30)
+        if self.received.mode == "unavailable":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "collector unavailable")
+        self.received.add(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class GrpcReceiver:
+    def __init__(self) -> None:
+        self.received = Received()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+            _TraceService(self.received), self.server
+        )
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.server.start()
+
+    def stop(self) -> None:
+        self.received.release.set()
+        self.server.stop(grace=0)
+
+
+class HttpReceiver:
+    def __init__(self) -> None:
+        received = self.received = Received()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if received.mode == "hang":
+                    received.release.wait(30)
+                if self.path != "/v1/traces" or received.mode == "unavailable":
+                    self.send_response(404 if self.path != "/v1/traces" else 503)
+                    self.end_headers()
+                    return
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                received.add(request)
+                payload = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.received.release.set()
+        self.server.shutdown()
+        self.server.server_close()

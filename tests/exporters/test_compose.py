@@ -1,0 +1,60 @@
+"""docker-compose.yml cannot run here (no Docker engine): check it against
+what the code expects instead."""
+
+from __future__ import annotations
+
+import shlex
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from switchtrace.django_app.conf import build_config
+
+from ..conftest import EXAMPLE, ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_jaeger_v2_all_in_one_with_ui_and_both_otlp_ports():
+    jaeger = SERVICES["jaeger"]
+    image, _, tag = jaeger["image"].partition(":")
+    assert image == "jaegertracing/jaeger"
+    assert tag.split(".")[0] == "2"
+    assert sorted(jaeger["ports"]) == ["16686:16686", "4317:4317", "4318:4318"]
+
+
+@pytest.mark.parametrize(
+    ("name", "server", "module", "protocol", "port"),
+    [
+        ("asgi", "uvicorn", "project.asgi:application", "grpc", 4317),
+        ("wsgi", "gunicorn", "project.wsgi:application", "http/protobuf", 4318),
+    ],
+)
+def test_the_example_project_served_twice_exports_to_jaeger(name, server, module, protocol, port):
+    service = SERVICES[name]
+    environment = service["environment"]
+    config = build_config({"ENABLED": True}, environ=environment)
+    assert config.problems == ()
+    assert config.export.exporter == "otlp"
+    assert config.export.protocol == protocol
+    assert config.export.service_name == f"example-{name}"
+    endpoint = urlsplit(config.export.endpoint)
+    assert (endpoint.hostname, endpoint.port) == ("jaeger", port)
+    assert service["depends_on"] == ["jaeger"]
+    assert environment["SWITCHTRACE_EXAMPLE_MIDDLEWARE"] in ("shipped", "sync-only", "none")
+    # The working directory is the example project, and the command serves it.
+    assert service["working_dir"] == "/src/examples/project"
+    assert service["volumes"] == ["./:/src"]
+    words = shlex.split(shlex.split(service["command"])[2])
+    assert words[:5] == ["pip", "install", "--no-cache-dir", "/src", server]
+    assert words[6:8] == [server, module]
+    package, _, _attr = module.partition(":")
+    assert (EXAMPLE / (package.replace(".", "/") + ".py")).exists()
+    published, container = service["ports"][0].split(":")
+    assert published == container
+    if server == "uvicorn":
+        assert words[words.index("--port") + 1] == container
+    else:
+        assert words[words.index("--bind") + 1] == f"0.0.0.0:{container}"

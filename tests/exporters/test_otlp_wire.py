@@ -1,0 +1,79 @@
+"""Spans over the wire: real uvicorn and gunicorn servers export through the
+real OTLP exporters (gRPC and HTTP/protobuf) to a real receiver on loopback,
+and the decoded spans are checked."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from ..e2e.servers import Server
+from .receiver import GrpcReceiver, HttpReceiver
+
+MIDDLEWARE = [
+    "SecurityMiddleware",
+    "SessionMiddleware",
+    "CommonMiddleware",
+    "CsrfViewMiddleware",
+    "AuthenticationMiddleware",
+    "MessageMiddleware",
+]
+
+
+def attrs(span) -> dict:
+    out = {}
+    for kv in span.attributes:
+        value = kv.value
+        out[kv.key] = getattr(value, value.WhichOneof("value"))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("kind", "protocol"),
+    [("uvicorn", "grpc"), ("uvicorn", "http/protobuf"), ("gunicorn", "http/protobuf")],
+)
+def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    server = Server(
+        kind,
+        "shipped",
+        tmp_path / "records.jsonl",
+        extra_env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_SERVICE_NAME": f"example-{kind}",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        },
+    )
+    try:
+        response = httpx.get(server.url + "/sync/?wire", timeout=10)
+        # The readiness probe's request and this one: two requests' spans.
+        expected = 2 * (16 + 1) if kind == "uvicorn" else 2 * 1
+        spans = receiver.received.wait_for(expected)
+    finally:
+        server.stop()
+        receiver.stop()
+    assert response.status_code == 200
+    assert receiver.received.service_names() == {f"example-{kind}"}
+    [request] = [s for s in spans if attrs(s).get("url.query") == "wire"]
+    children = [s for s in spans if s.parent_span_id == request.span_id]
+    a = attrs(request)
+    if kind == "uvicorn":
+        assert len(children) == 16
+        assert sum(attrs(c)["switchtrace.before_headers"] for c in children) == 15
+        names = [c.name for c in sorted(children, key=lambda c: c.start_time_unix_nano)]
+        assert names[0] == "sync_to_async Signal.asend.<locals>.sync_send"
+        assert names[1:7] == [f"sync_to_async {m}.process_request" for m in MIDDLEWARE]
+        assert names[-1] == "sync_to_async HttpResponseBase.close"
+        for child in children:
+            c = attrs(child)
+            assert c["thread.id"] != c["switchtrace.caller.thread.id"]
+            assert child.trace_id == request.trace_id
+        # The request span's counts: the response headers plus the close after them.
+        assert int(response.headers["X-Context-Switches"]) == 30
+        assert a["switchtrace.context_switches_before_headers"] == 30
+        assert a["switchtrace.context_switches"] == 30 + 2
+    else:
+        assert children == []
+        assert a["switchtrace.context_switches"] == 0
+    assert a["http.response.status_code"] == 200

@@ -1,0 +1,173 @@
+"""The file and console exporters, the provider rules and the OTEL_* variables."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from switchtrace.django_app import components, telemetry
+from switchtrace.exporters import format_record
+
+from ..conftest import EXAMPLE, ROOT
+from ..django_app.test_middleware import project
+from ..support import run_asgi, wsgi_request
+
+
+def test_the_file_exporter_writes_otlp_json_lines(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    with project(SWITCHTRACE=settings) as (asgi, wsgi):
+        run_asgi(asgi, "/sync/")
+        wsgi_request(wsgi, "/async-to-sync/")
+        assert telemetry.pipeline().flush(10)
+    lines = path.read_text().splitlines()
+    spans = []
+    for line in lines:
+        message = json.loads(line)
+        spans.extend(
+            s for r in message["resourceSpans"] for c in r["scopeSpans"] for s in c["spans"]
+        )
+        # Hex ids, as OTLP/JSON wants; turned back into bytes it is a valid request.
+        again = json.loads(line)
+        for r in again["resourceSpans"]:
+            for c in r["scopeSpans"]:
+                for span in c["spans"]:
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in span:
+                            span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+        json_format.ParseDict(again, trace_service_pb2.ExportTraceServiceRequest())
+    assert len(spans) == (1 + 16) + (1 + 3)
+    assert all(len(s["traceId"]) == 32 and len(s["spanId"]) == 16 for s in spans)
+    kinds = sorted(s["kind"] for s in spans)
+    assert kinds == [1] * 19 + [2] * 2  # INTERNAL switch spans, two SERVER request spans
+    assert {s["name"] for s in spans} >= {"GET sync/", "GET async-to-sync/", "async_to_sync noop"}
+
+
+def test_the_console_exporter_prints_one_line_per_request():
+    stream = io.StringIO()
+    settings = {"ENABLED": True, "EXPORTER": "console"}
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        assert telemetry.pipeline() is None
+        telemetry._console.stream = stream
+        run_asgi(asgi, "/sync/")
+    assert stream.getvalue() == (
+        "GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, 2 threads; "
+        "top: CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4, "
+        "CommonMiddleware 4, MessageMiddleware 4\n"
+    )
+
+
+def test_format_record_names_the_view_and_adapters(records):
+    with project("sync-only") as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    assert format_record(record, components.resolve) == (
+        "GET /sync/ 200: 12 switches (10 before headers), 12 hops, 0 loops, 2 threads; "
+        "top: request_started 2, middleware chain 2, XFrameOptionsMiddleware 2, "
+        "CsrfViewMiddleware 2, sync_view 2"
+    )
+
+
+def test_exporter_none_makes_no_spans_and_keeps_the_headers():
+    with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "none"}) as (asgi, _wsgi):
+        assert telemetry.pipeline() is None
+        assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+
+
+SETUP = """
+import os, sys
+sys.path[:0] = [{root!r}, {example!r}]
+os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+"""
+REQUEST = """
+import django
+django.setup()
+from django.core.handlers.wsgi import WSGIHandler
+from switchtrace.django_app import telemetry
+from tests.support import wsgi_request
+result = wsgi_request(WSGIHandler(), "/async/")
+pipeline = telemetry.pipeline()
+"""
+
+
+def run_script(before: str, after: str, env: dict[str, str], tmp_path) -> str:
+    script = "\n".join(
+        [
+            SETUP.format(root=str(ROOT), example=str(EXAMPLE)),
+            textwrap.dedent(before),
+            REQUEST,
+            textwrap.dedent(after),
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_an_application_provider_is_used_and_nothing_is_added(tmp_path):
+    before = """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    app_exporter = InMemorySpanExporter()
+    app_provider = TracerProvider()
+    app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+    trace.set_tracer_provider(app_provider)
+    """
+    after = """
+    pipeline.flush(10)
+    print(pipeline.own_provider, pipeline.provider is app_provider,
+          trace.get_tracer_provider() is app_provider,
+          len(app_provider._active_span_processor._span_processors),
+          sorted(s.name for s in app_exporter.get_finished_spans()))
+    """
+    assert run_script(before, after, {}, tmp_path) == (
+        "False True True 1 ['GET async/', 'async_to_sync async_view']"
+    )
+
+
+def test_otel_sdk_disabled_turns_spans_off_not_headers(tmp_path):
+    after = "print(pipeline, result.figures())"
+    assert run_script("", after, {"OTEL_SDK_DISABLED": "true"}, tmp_path) == "None (2, 2, 1, 1)"
+
+
+def test_otel_traces_sampler_is_honoured(tmp_path):
+    after = """
+    pipeline.flush(10)
+    import pathlib
+    path = pathlib.Path(os.environ["SWITCHTRACE_EXAMPLE_TRACES"])
+    print(pipeline.options.exporter, path.exists() and path.read_text() != "")
+    """
+    assert run_script("", after, {"OTEL_TRACES_SAMPLER": "always_off"}, tmp_path) == "file False"
+    assert run_script("", after, {"OTEL_TRACES_SAMPLER": "always_on"}, tmp_path) == "file True"
+
+
+def test_otel_service_name_and_endpoint_choose_otlp(tmp_path):
+    after = (
+        "print(pipeline.options.exporter, pipeline.options.service_name, pipeline.options.protocol)"
+    )
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_SERVICE_NAME": "shop",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+    }
+    assert run_script("", after, env, tmp_path) == "otlp shop grpc"

@@ -1,0 +1,234 @@
+"""Spans built from request records, through the real SDK (memory exporter)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from switchtrace.django_app import telemetry
+
+from ..django_app.test_middleware import project
+from ..support import asgi_request, run_asgi, wsgi_request
+
+
+@pytest.fixture
+def spans():
+    pipeline = telemetry.pipeline()
+    assert pipeline is not None and pipeline.own_provider
+    pipeline.exporter.clear()
+
+    def finished():
+        assert pipeline.flush(10)
+        return list(pipeline.exporter.get_finished_spans())
+
+    return finished
+
+
+def by_name(spans):
+    return {s.name: s for s in spans}
+
+
+def test_asgi_default_stack_sync_view(spans):
+    with project() as (asgi, _wsgi):
+        result = run_asgi(asgi, "/sync/")
+    finished = spans()
+    [request] = [s for s in finished if s.kind is trace.SpanKind.SERVER]
+    switches = [s for s in finished if s is not request]
+    assert request.name == "GET sync/"
+    assert len(switches) == 16
+    assert [s.attributes["switchtrace.before_headers"] for s in switches] == [True] * 15 + [False]
+    assert all(s.parent.span_id == request.context.span_id for s in switches)
+    assert all(s.context.trace_id == request.context.trace_id for s in switches)
+    assert all(
+        s.attributes["thread.id"] != s.attributes["switchtrace.caller.thread.id"] for s in switches
+    )
+    assert switches[1].name == "sync_to_async SecurityMiddleware.process_request"
+    assert switches[1].attributes["switchtrace.component"] == "SecurityMiddleware.process_request"
+    assert switches[1].attributes["switchtrace.component.kind"] == "middleware"
+    assert switches[8].name == "sync_to_async sync_view"
+    assert switches[8].attributes["code.function"] == "sync_view"
+    assert switches[8].attributes["code.namespace"] == "project.views"
+    assert switches[-1].name == "sync_to_async HttpResponseBase.close"
+    assert dict(request.attributes) == {
+        "http.request.method": "GET",
+        "http.route": "sync/",
+        "url.path": "/sync/",
+        "http.response.status_code": 200,
+        "switchtrace.context_switches": 32,
+        "switchtrace.thread_hops": 32,
+        "switchtrace.event_loops_created": 0,
+        "switchtrace.threads_started": 2,
+        "switchtrace.dropped": 0,
+        "switchtrace.context_switches_before_headers": 30,
+        "switchtrace.thread_hops_before_headers": 30,
+    }
+    assert result.figures() == (30, 30, 0, 1)
+    # The thread Django's ThreadSensitiveContext starts is an event on the first crossing.
+    assert [e.name for e in switches[0].events] == [
+        "switchtrace.started",
+        "switchtrace.thread_started",
+    ]
+    for span in switches:
+        started = span.events[0].timestamp
+        assert span.start_time <= started <= span.end_time
+        assert request.start_time <= span.start_time and span.end_time <= request.end_time
+
+
+def test_nesting_is_real(spans):
+    with project("sync-only") as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    named = by_name(spans())
+    outer = named["sync_to_async SwitchTraceMiddleware"]
+    a2s = named["async_to_sync BaseHandler._get_response_async"]
+    view = named["sync_to_async sync_view"]
+    process_view = named["sync_to_async CsrfViewMiddleware.process_view"]
+    assert a2s.parent.span_id == outer.context.span_id
+    assert view.parent.span_id == a2s.context.span_id
+    assert process_view.parent.span_id == a2s.context.span_id
+    assert view.attributes["switchtrace.executor"] == "current_thread"
+
+
+def test_wsgi_async_view_loop_and_thread_are_events_of_its_span(spans):
+    with project() as (_asgi, wsgi):
+        wsgi_request(wsgi, "/async/")
+    named = by_name(spans())
+    a2s = named["async_to_sync async_view"]
+    # Events are added per kind (started, loops, threads); their timestamps
+    # give the order: thread started, loop created in it, code started.
+    events = sorted(a2s.events, key=lambda e: e.timestamp)
+    assert [e.name for e in events] == [
+        "switchtrace.thread_started",
+        "switchtrace.event_loop_created",
+        "switchtrace.started",
+    ]
+    assert a2s.attributes["switchtrace.loop.created"] is True
+    assert a2s.attributes["switchtrace.threads.started"] == 1
+    assert named["GET async/"].attributes["switchtrace.event_loops_created"] == 1
+
+
+def test_an_incoming_traceparent_is_honoured(spans):
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with project() as (asgi, wsgi):
+        asyncio.run(asgi_request(asgi, "/sync/", headers=[(b"traceparent", traceparent.encode())]))
+        wsgi_request(wsgi, "/async/", HTTP_TRACEPARENT=traceparent)
+    requests = [s for s in spans() if s.kind is trace.SpanKind.SERVER]
+    assert len(requests) == 2
+    for request in requests:
+        assert format(request.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+        assert format(request.parent.span_id, "016x") == "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    ["garbage", "00-" + "f" * 600, "00-00000000000000000000000000000000-b7ad6b7169203331-01"],
+)
+def test_a_malformed_or_oversized_traceparent_starts_a_new_trace(spans, traceparent):
+    with project() as (_asgi, wsgi):
+        result = wsgi_request(wsgi, "/sync/", HTTP_TRACEPARENT=traceparent)
+    assert result.status == 200
+    [request] = spans()
+    assert request.parent is None
+    assert request.context.trace_id != 0
+
+
+def test_sample_rate_zero_records_no_spans_but_keeps_the_headers(spans):
+    settings = {"ENABLED": True, "EXPORTER": "memory", "SAMPLE_RATE": 0}
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        result = run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10)
+        assert pipeline.exporter.get_finished_spans() == ()
+    assert result.figures() == (30, 30, 0, 1)
+
+
+def test_spans_nest_under_the_applications_server_span(spans):
+    """As with opentelemetry-instrumentation-asgi: a SERVER span is current
+    while Django handles the request."""
+    app_exporter = InMemorySpanExporter()
+    app_provider = TracerProvider()
+    app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+    app_tracer = app_provider.get_tracer("app")
+
+    async def instrumented(asgi):
+        with app_tracer.start_as_current_span("GET /sync/", kind=trace.SpanKind.SERVER) as span:
+            await asgi_request(asgi, "/sync/")
+        return span
+
+    with project() as (asgi, _wsgi):
+        server_span = asyncio.run(instrumented(asgi))
+    ours = spans()
+    assert len(ours) == 16
+    assert all(s.parent.span_id == server_span.context.span_id for s in ours)
+    [app_span] = app_exporter.get_finished_spans()
+    assert app_span.attributes["switchtrace.context_switches"] == 32
+    assert app_span.attributes["switchtrace.context_switches_before_headers"] == 30
+
+
+@pytest.mark.parametrize(
+    ("server", "path", "status"),
+    [
+        ("asgi", "/raise/", 500),
+        ("wsgi", "/raise/", 500),
+        ("asgi", "/stream/", 200),
+        ("wsgi", "/stream/", 200),
+        ("asgi", "/async-stream/", 200),
+        ("wsgi", "/async-stream/", 200),
+    ],
+)
+def test_exceptions_and_streaming_end_every_span(spans, server, path, status, records):
+    with project() as (asgi, wsgi):
+        result = run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
+    assert result.status == status
+    finished = spans()
+    assert finished and all(s.end_time is not None for s in finished)
+    [record] = records
+    assert len(finished) == len(record.crossings) + 1
+
+
+def test_a_client_disconnect_ends_every_span(spans, records):
+    """ASGI: Django cancels the view when the client goes away."""
+
+    async def disconnect_early(asgi):
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "method": "GET",
+            "scheme": "http",
+            "path": "/slow/",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [],
+            "client": ("127.0.0.1", 1),
+            "server": ("testserver", 80),
+        }
+        messages = [
+            {"type": "http.request", "body": b"", "more_body": False},
+            {"type": "http.disconnect"},
+        ]
+
+        async def receive():
+            if len(messages) == 1:
+                await asyncio.sleep(0.05)
+            return messages.pop(0)
+
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        await asgi(scope, receive, send)
+        return sent
+
+    with project() as (asgi, _wsgi):
+        sent = asyncio.run(disconnect_early(asgi))
+    assert sent == []
+    [record] = records
+    assert record.finished
+    finished = spans()
+    assert all(s.end_time is not None for s in finished)
+    assert {s.name for s in finished} >= {"GET slow/"}
