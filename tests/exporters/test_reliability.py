@@ -75,14 +75,14 @@ def test_requests_are_served_whatever_the_collector_does(collector, monkeypatch,
 def test_a_full_queue_drops_and_counts_instead_of_waiting(monkeypatch, caplog):
     release = threading.Event()
     building = threading.Event()
-    real_emit = pipeline_module.emit_spans
+    real_emit = pipeline_module.SpanPipeline._emit
 
-    def slow_emit(*args, **kwargs):
+    def slow_emit(self, record):
         building.set()
         release.wait(10)
-        return real_emit(*args, **kwargs)
+        return real_emit(self, record)
 
-    monkeypatch.setattr(pipeline_module, "emit_spans", slow_emit)
+    monkeypatch.setattr(pipeline_module.SpanPipeline, "_emit", slow_emit)
     settings = {"ENABLED": True, "EXPORTER": "memory", "QUEUE_SIZE": 3}
     with (
         caplog.at_level(logging.WARNING, logger="switchtrace"),

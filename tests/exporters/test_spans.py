@@ -68,10 +68,11 @@ def test_asgi_default_stack_sync_view(spans):
         "switchtrace.thread_hops_before_headers": 30,
     }
     assert result.figures() == (30, 30, 0, 1)
-    # The thread Django's ThreadSensitiveContext starts is an event on the first crossing.
+    # The thread Django's ThreadSensitiveContext starts is an event on the
+    # first crossing, before its code starts there (events in time order).
     assert [e.name for e in switches[0].events] == [
-        "switchtrace.started",
         "switchtrace.thread_started",
+        "switchtrace.started",
     ]
     for span in switches:
         started = span.events[0].timestamp

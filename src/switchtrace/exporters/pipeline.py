@@ -30,11 +30,12 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .. import __version__, tracer
 from ..tracer.guard import swallow
-from .spans import Resolve, emit_spans, request_attributes
+from .spans import Resolve, emit_readable_spans, emit_spans, request_attributes
 
 logger = logging.getLogger("switchtrace")
 
@@ -120,14 +121,16 @@ class SpanPipeline:
             )
             self.own_provider = True
             self.exporter = build_exporter(options)
+            self.processor: Any = None
             if self.exporter is not None:
-                processor = (
+                self.processor = (
                     SimpleSpanProcessor(self.exporter)
                     if isinstance(self.exporter, InMemorySpanExporter)
                     else BatchSpanProcessor(self.exporter)
                 )
-                self.provider.add_span_processor(processor)
+                self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("switchtrace", __version__)
+        self._scope = InstrumentationScope("switchtrace", __version__)
         self._propagator = TraceContextTextMapPropagator()
         self._start_worker()
         os.register_at_fork(after_in_child=self._start_worker)
@@ -173,18 +176,39 @@ class SpanPipeline:
                 return
             self._idle.clear()
             try:
-                emit_spans(
-                    record,
-                    self.tracer,
-                    parent=self._parent_of(record),
-                    server_span=record.extra.get("otel.server_span"),
-                    resolve=self.resolve,
-                )
+                self._emit(record)
             except Exception:
                 swallow("span building")
             finally:
                 if self._queue.empty():
                     self._idle.set()
+
+    def _emit(self, record: tracer.RequestRecord) -> None:
+        server_span = record.extra.get("otel.server_span")
+        if self.own_provider and server_span is None:
+            if self.processor is None:
+                return
+            emit_readable_spans(
+                record,
+                sampler=self.provider.sampler,
+                ids=self.provider.id_generator,
+                resource=self.provider.resource,
+                scope=self._scope,
+                on_end=self.processor.on_end,
+                parent=self._parent_of(record),
+                resolve=self.resolve,
+            )
+            return
+        # The application's provider: through its tracer, so that its own
+        # processors, limits and sampler see every span.
+        emit_spans(
+            record,
+            self.tracer,
+            parent=self._parent_of(record),
+            server_span=server_span,
+            resolve=self.resolve,
+            pause=_yield_gil,
+        )
 
     def _parent_of(self, record: tracer.RequestRecord) -> Any:
         carrier = {
@@ -233,6 +257,14 @@ class SpanPipeline:
             self._worker.join(timeout)
         if self.own_provider:
             self.provider.shutdown()
+
+
+def _yield_gil() -> None:
+    """Let request threads waiting for the GIL run now, not at the end of the
+    interpreter's 5 ms switch interval: every thread hop of a request waits
+    for the GIL, and a busy pipeline thread would otherwise make each of them
+    wait (measured by benchmarks/request_overhead.py)."""
+    time.sleep(0)
 
 
 def _is_configured(provider: Any) -> bool:

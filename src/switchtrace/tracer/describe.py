@@ -63,8 +63,25 @@ class CodeLocation:
     lineno: int | None
 
 
+_locations: dict[object, CodeLocation] = {}
+
+
 def code_location(obj: object) -> CodeLocation:
+    """Where ``obj`` (through its wrappers) is defined; cached per code object."""
     target = unwrap(obj)
+    func = target.__func__ if isinstance(target, types.MethodType) else target
+    key = getattr(func, "__code__", None)
+    if key is not None:
+        location = _locations.get(key)
+        if location is None:
+            if len(_locations) >= 4096:
+                _locations.clear()
+            location = _locations[key] = _code_location(target)
+        return location
+    return _code_location(target)
+
+
+def _code_location(target: object) -> CodeLocation:
     if inspect.iscoroutine(target):
         code = target.cr_code
         module = getattr(target, "__module__", None) or ""
