@@ -171,3 +171,30 @@ def test_otel_service_name_and_endpoint_choose_otlp(tmp_path):
         "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
     }
     assert run_script("", after, env, tmp_path) == "otlp shop grpc"
+
+
+def test_the_json_encoder_writes_what_the_sdk_encoder_encodes():
+    """to_otlp_json against opentelemetry-exporter-otlp's protobuf encoding of
+    the same spans: parsed back, the two messages are equal field for field."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from switchtrace.exporters import to_otlp_json
+
+    pipeline = telemetry.pipeline()
+    pipeline.exporter.clear()
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with project("sync-only") as (asgi, wsgi):
+        wsgi_request(wsgi, "/async-to-sync/", HTTP_TRACEPARENT=traceparent)
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10)
+    spans = pipeline.exporter.get_finished_spans()
+    assert len(spans) == (1 + 3) + (1 + 6)
+    ours = json.loads(to_otlp_json(spans))
+    for resource in ours["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            for span in scope["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    parsed = json_format.ParseDict(ours, trace_service_pb2.ExportTraceServiceRequest())
+    assert parsed == encode_spans(spans)

@@ -12,32 +12,125 @@ import base64
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from google.protobuf import json_format
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-_ID_KEYS = ("traceId", "spanId", "parentSpanId")
+_REMOTE_KNOWN = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 
 
 def to_otlp_json(spans: Sequence[ReadableSpan]) -> str:
-    message = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
-    for resource_spans in message.get("resourceSpans", ()):
-        for scope_spans in resource_spans.get("scopeSpans", ()):
-            for span in scope_spans.get("spans", ()):
-                _hex_ids(span)
-                for link in span.get("links", ()):
-                    _hex_ids(link)
-    return json.dumps(message, separators=(",", ":"))
+    """One ExportTraceServiceRequest in OTLP/JSON, written directly from the
+    spans: the SDK's protobuf encoding followed by protobuf's JSON printer
+    costs about 300 µs a span here, this about a tenth of it. A test checks
+    that both encode the same message."""
+    grouped: dict[Any, dict[Any, list[dict[str, Any]]]] = {}
+    for span in spans:
+        scopes = grouped.setdefault(span.resource, {})
+        scopes.setdefault(span.instrumentation_scope, []).append(_span(span))
+    resource_spans = []
+    for resource, scopes in grouped.items():
+        entry: dict[str, Any] = {
+            "resource": {"attributes": _attributes(resource.attributes)},
+            "scopeSpans": [_scope_spans(scope, encoded) for scope, encoded in scopes.items()],
+        }
+        if resource.schema_url:
+            entry["schemaUrl"] = resource.schema_url
+        resource_spans.append(entry)
+    return json.dumps({"resourceSpans": resource_spans}, separators=(",", ":"))
 
 
-def _hex_ids(obj: dict[str, Any]) -> None:
-    for key in _ID_KEYS:
-        if key in obj:
-            obj[key] = base64.b64decode(obj[key]).hex()
+def _scope_spans(scope: Any, spans: list[dict[str, Any]]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"spans": spans}
+    if scope is not None:
+        entry["scope"] = {"name": scope.name}
+        if scope.version:
+            entry["scope"]["version"] = scope.version
+        if scope.attributes:
+            entry["scope"]["attributes"] = _attributes(scope.attributes)
+        if scope.schema_url:
+            entry["schemaUrl"] = scope.schema_url
+    return entry
+
+
+def _span(span: ReadableSpan) -> dict[str, Any]:
+    context = span.context
+    parent = span.parent
+    out: dict[str, Any] = {
+        "traceId": f"{context.trace_id:032x}",
+        "spanId": f"{context.span_id:016x}",
+    }
+    if context.trace_state:
+        out["traceState"] = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
+    if parent is not None:
+        out["parentSpanId"] = f"{parent.span_id:016x}"
+    out["flags"] = _REMOTE_KNOWN | (_REMOTE if parent is not None and parent.is_remote else 0)
+    out["name"] = span.name
+    out["kind"] = span.kind.value + 1  # OTLP's SpanKind starts at UNSPECIFIED = 0
+    out["startTimeUnixNano"] = str(span.start_time)
+    out["endTimeUnixNano"] = str(span.end_time)
+    if span.attributes:
+        out["attributes"] = _attributes(span.attributes)
+    if span.dropped_attributes:
+        out["droppedAttributesCount"] = span.dropped_attributes
+    if span.events:
+        out["events"] = [_event(event) for event in span.events]
+    if span.dropped_events:
+        out["droppedEventsCount"] = span.dropped_events
+    if span.links:
+        out["links"] = [_link(link) for link in span.links]
+    if span.dropped_links:
+        out["droppedLinksCount"] = span.dropped_links
+    status: dict[str, Any] = {}
+    if span.status.description:
+        status["message"] = span.status.description
+    if span.status.status_code.value:
+        status["code"] = span.status.status_code.value
+    out["status"] = status
+    return out
+
+
+def _event(event: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"timeUnixNano": str(event.timestamp), "name": event.name}
+    if event.attributes:
+        out["attributes"] = _attributes(event.attributes)
+    if event.dropped_attributes:
+        out["droppedAttributesCount"] = event.dropped_attributes
+    return out
+
+
+def _link(link: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "traceId": f"{link.context.trace_id:032x}",
+        "spanId": f"{link.context.span_id:016x}",
+        "flags": _REMOTE_KNOWN | (_REMOTE if link.context.is_remote else 0),
+    }
+    if link.attributes:
+        out["attributes"] = _attributes(link.attributes)
+    return out
+
+
+def _attributes(attributes: Any) -> list[dict[str, Any]]:
+    return [{"key": key, "value": _value(value)} for key, value in attributes.items()]
+
+
+def _value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, bytes):
+        return {"bytesValue": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {"kvlistValue": {"values": _attributes(value)}}
+    return {"arrayValue": {"values": [_value(item) for item in value]}}
 
 
 class FileSpanExporter(SpanExporter):
