@@ -3,19 +3,12 @@ driven in-process (the same figures over real servers are in tests/e2e)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import pytest
-from django.core.handlers.asgi import ASGIHandler
-from django.core.handlers.wsgi import WSGIHandler
-from django.test import override_settings
-from django.utils.deprecation import MiddlewareMixin
-from project.settings import STARTPROJECT_MIDDLEWARE
 
-from switchtrace import tracer
+from switchtrace import example, tracer
 from switchtrace.django_app import headers as headers_module
-from switchtrace.django_app.conf import MIDDLEWARE_PATH
 from switchtrace.tracer import guard
 
 from ..support import run_asgi, wsgi_request
@@ -33,19 +26,9 @@ EXPECTED = {
 }
 
 
-@contextlib.contextmanager
 def project(variant: str = "shipped", with_switchtrace_middleware: bool = True, **settings):
     """Handlers built for one middleware variant of the example project."""
-    middleware = [] if variant == "none" else list(STARTPROJECT_MIDDLEWARE)
-    if with_switchtrace_middleware:
-        middleware.insert(0, MIDDLEWARE_PATH)
-    saved = MiddlewareMixin.async_capable
-    MiddlewareMixin.async_capable = variant != "sync-only"
-    try:
-        with override_settings(MIDDLEWARE=middleware, **settings):
-            yield ASGIHandler(), WSGIHandler()
-    finally:
-        MiddlewareMixin.async_capable = saved
+    return example.handlers(variant, with_switchtrace_middleware, **settings)
 
 
 def serve(server, handlers, path):

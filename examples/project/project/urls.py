@@ -11,4 +11,6 @@ urlpatterns = [
     path("stream/", views.stream_view),
     path("async-stream/", views.async_stream_view),
     path("slow/", views.slow_view),
+    path("db-sync/", views.db_sync_view),
+    path("db-async/", views.db_async_view),
 ]

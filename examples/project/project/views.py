@@ -1,6 +1,7 @@
 import asyncio
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connection
 from django.http import HttpResponse, StreamingHttpResponse
 
 
@@ -54,3 +55,21 @@ async def slow_view(request):
     """Sleeps long enough for a client to disconnect (ASGI cancels the view)."""
     await asyncio.sleep(5)
     return HttpResponse("too late\n", content_type="text/plain")
+
+
+def _select_one():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone()[0]
+
+
+def db_sync_view(request):
+    """A sync view that queries the database (SQLite)."""
+    return HttpResponse(f"{_select_one()}\n", content_type="text/plain")
+
+
+async def db_async_view(request):
+    """An async view that queries the database: Django's ORM is synchronous,
+    so the query goes through sync_to_async."""
+    value = await sync_to_async(_select_one)()
+    return HttpResponse(f"{value}\n", content_type="text/plain")

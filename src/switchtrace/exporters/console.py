@@ -24,7 +24,12 @@ def top_causes(
     causes: Counter[str] = Counter()
     for crossing in record.crossings:
         component = crossing.component
-        name = component.name if component is not None else str(crossing.qualname)
+        if component is None:
+            name = str(crossing.qualname)
+        elif component.kind in ("middleware", "middleware-adapter", "signal", "view"):
+            name = component.name
+        else:
+            name = str(component)
         started = crossing.start_ns is not None
         causes[name] += (1 if started else 0) + (
             1 if started and crossing.return_ns is not None else 0

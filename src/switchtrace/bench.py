@@ -1,0 +1,803 @@
+"""``switchtrace bench``: the sync-vs-async hello-world benchmark the Django
+tickets asked for (#31224's forum thread, #37177's table).
+
+Matrix: WSGI and ASGI, endpoints, middleware variants, concurrency levels. For
+each cell: sequential µs per request (concurrency 1), requests per second at
+each higher concurrency, peak threads, and the switches, loops and threads
+per request that switchtrace counted. Every cell is measured in each of
+``--rounds`` rounds, the variants interleaved within a round, and reported as
+the median with min-max over the rounds.
+
+Drivers: in-process (Django's ASGIHandler / WSGIHandler driven directly, as
+the ticket did; the default) and ``--server`` (real uvicorn and gunicorn on
+loopback, driven over HTTP by an asyncio load generator with keep-alive
+connections).
+
+``--overhead`` measures instead the same request with switchtrace disabled,
+headers only, and full spans, interleaved, as ratios to disabled.
+``--compare BASELINE.json`` flags every cell slower than the baseline in every
+round (beyond both runs' own spread) and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import example
+
+ENDPOINTS = ("/sync/", "/async/", "/async-io/")
+SERVERS = ("wsgi", "asgi")
+OVERHEAD_VARIANTS = ("disabled", "headers only", "full spans")
+FORMAT_VERSION = 1
+
+
+# -- arguments ---------------------------------------------------------------
+
+
+def _choices(allowed: Sequence[str], what: str) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in items if item not in allowed]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(map(repr, unknown)) or repr(text)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        return items
+
+    return parse
+
+
+def _concurrency(text: str) -> list[int]:
+    try:
+        levels = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        levels = []
+    if not levels or any(level < 1 for level in levels):
+        raise argparse.ArgumentTypeError(
+            f"invalid concurrency {text!r}; allowed: positive integers separated by commas, "
+            "e.g. 1,50,200"
+        )
+    return sorted(set(levels))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: a positive integer")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(
+            f"invalid tolerance {text!r}; allowed: a number from 0 to 10 (0.1 = 10 %)"
+        )
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    all_endpoints = tuple(e for e, _ in _demo_endpoints())
+    parser.add_argument(
+        "--servers", type=_choices(SERVERS, "server"), default=list(SERVERS),
+        help="wsgi,asgi (default: both)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--endpoints", type=_choices(all_endpoints, "endpoint"), default=list(ENDPOINTS),
+        help=f"comma-separated (default: {','.join(ENDPOINTS)}; "
+        f"allowed: {', '.join(all_endpoints)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--variants", type=_choices(example.VARIANTS, "middleware variant"),
+        default=list(example.VARIANTS), help="shipped,sync-only,none (default: all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--concurrency", type=_concurrency, default=[1, 50, 200],
+        help="levels; 1 gives the sequential figure (default: 1,50,200)",
+    )  # fmt: skip
+    parser.add_argument("--requests", type=_positive, default=200, help="per cell and round")
+    parser.add_argument("--rounds", type=_positive, default=3, help="repeated, interleaved")
+    parser.add_argument("--warmup", type=int, default=20, help="requests before measuring")
+    parser.add_argument(
+        "--driver", choices=("in-process", "server"), default="in-process",
+        help="in-process (Django's handlers driven directly; the default) or server "
+        "(uvicorn and gunicorn on loopback, over HTTP)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server", action="store_const", dest="driver", const="server",
+        help="the same as --driver server",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overhead", action="store_true",
+        help="switchtrace disabled vs headers only vs full spans, as ratios",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--compare", metavar="BASELINE.json", help="exit 1 if slower than it")
+    parser.add_argument(
+        "--tolerance", type=_fraction, default=0.1,
+        help="with --compare: a cell counts as slower only beyond this fraction (default 0.1)",
+    )  # fmt: skip
+    parser.add_argument("--project", help="the example project (default: examples/project)")
+
+
+def _demo_endpoints() -> tuple[tuple[str, str], ...]:
+    from .demo import ENDPOINTS as ALL
+
+    return ALL
+
+
+# -- statistics ----------------------------------------------------------------
+
+
+def spread(samples: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
+
+
+# -- progress --------------------------------------------------------------------
+
+
+class Progress:
+    """One updating line on a terminal, nothing when the output is not one."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total = total
+        self.done = 0
+        self.stream = stream
+        self.live = stream.isatty()
+        self.started = time.monotonic()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.live:
+            return
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        self.stream.write(f"\r\x1b[K[{self.done}/{self.total}] {label}  (~{eta:.0f} s left)")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+# -- in-process driver --------------------------------------------------------------
+
+
+class InProcess:
+    name = "in-process"
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, tuple[Any, Any]] = {}
+        self._contexts: list[Any] = []
+
+    def open(self, variant: str) -> None:
+        context = example.handlers(variant)
+        self._handlers[variant] = context.__enter__()
+        self._contexts.append(context)
+
+    def close(self) -> None:
+        while self._contexts:
+            self._contexts.pop().__exit__(None, None, None)
+
+    def run(self, server: str, variant: str, endpoint: str, requests: int, concurrency: int):
+        """(elapsed s, per-request latencies s, peak threads, responses' figures).
+
+        Each variant's handlers were built under its own MIDDLEWARE and
+        async_capable flag, which their middleware chain keeps."""
+        asgi, wsgi = self._handlers[variant]
+        if server == "asgi":
+            return asyncio.run(_asgi_load(asgi, endpoint, requests, concurrency))
+        return _wsgi_load(wsgi, endpoint, requests, concurrency)
+
+
+async def _asgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
+    remaining = requests
+    latencies: list[float] = []
+    peak = threading.active_count()
+    figures: list[Any] = []
+
+    async def worker() -> None:
+        nonlocal remaining, peak
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            result = await example.asgi_request(handler, endpoint)
+            latencies.append(time.perf_counter() - start)
+            figures.append(result.figures())
+            peak = max(peak, threading.active_count())
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start, latencies, peak, figures
+
+
+def _wsgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
+    lock = threading.Lock()
+    remaining = [requests]
+    latencies: list[float] = []
+    figures: list[Any] = []
+    peak = [threading.active_count()]
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if remaining[0] <= 0:
+                    return
+                remaining[0] -= 1
+            start = time.perf_counter()
+            result = example.wsgi_request(handler, endpoint)
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+                figures.append(result.figures())
+                peak[0] = max(peak[0], threading.active_count())
+
+    start = time.perf_counter()
+    if concurrency == 1:
+        worker()
+    else:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for _ in range(concurrency):
+                pool.submit(worker)
+    return time.perf_counter() - start, latencies, peak[0], figures
+
+
+# -- server driver ----------------------------------------------------------------
+
+
+class Servers:
+    """Real servers on loopback: uvicorn for ASGI, gunicorn (gthread) for WSGI,
+    one per variant, started once."""
+
+    name = "server"
+
+    def __init__(self, project: Path, concurrency: int) -> None:
+        self.project = project
+        self.threads = max(concurrency, 1)
+        self._servers: dict[tuple[str, str], tuple[subprocess.Popen[bytes], int]] = {}
+
+    def open(self, variant: str) -> None:
+        for server in SERVERS:
+            self._servers[server, variant] = self._start(server, variant)
+
+    def _start(self, server: str, variant: str) -> tuple[subprocess.Popen[bytes], int]:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "SWITCHTRACE_EXAMPLE_MIDDLEWARE": variant}
+        env["PYTHONPATH"] = os.pathsep.join([str(self.project), env.get("PYTHONPATH", "")])
+        if server == "asgi":
+            command = [sys.executable, "-m", "uvicorn", "project.asgi:application",
+                       "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                       "--no-access-log"]  # fmt: skip
+        else:
+            command = [sys.executable, "-m", "gunicorn", "project.wsgi:application",
+                       "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                       "--worker-class", "gthread", "--threads", str(self.threads),
+                       "--log-level", "warning"]  # fmt: skip
+        process = subprocess.Popen(command, cwd=self.project, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{server} server exited with {process.returncode}")
+            try:
+                asyncio.run(_http_load("127.0.0.1", port, "/sync/", 1, 1))
+                return process, port
+            except OSError:
+                time.sleep(0.1)
+        process.kill()
+        raise RuntimeError(f"{server} server did not start within 30 s")
+
+    def close(self) -> None:
+        for process, _port in self._servers.values():
+            process.terminate()
+        for process, _port in self._servers.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._servers.clear()
+
+    def run(self, server: str, variant: str, endpoint: str, requests: int, concurrency: int):
+        process, port = self._servers[server, variant]
+        stop = threading.Event()
+        peak = [0]
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], _threads_of(process.pid))
+                stop.wait(0.01)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            elapsed, latencies, figures = asyncio.run(
+                _http_load("127.0.0.1", port, endpoint, requests, concurrency)
+            )
+        finally:
+            stop.set()
+            sampler.join()
+        return elapsed, latencies, peak[0], figures
+
+
+def _threads_of(pid: int) -> int:
+    """Threads of a server process and its children (gunicorn's workers)."""
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(child) for child in children]
+    except OSError:
+        pass
+    for each in pids:
+        try:
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("Threads:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+async def _http_load(host: str, port: int, path: str, requests: int, concurrency: int):
+    """A minimal HTTP/1.1 keep-alive load generator: ``concurrency`` connections."""
+    remaining = requests
+    latencies: list[float] = []
+    figures: list[Any] = []
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+
+    async def connection() -> None:
+        nonlocal remaining
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while remaining > 0:
+                remaining -= 1
+                start = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers = _parse_head(head)
+                if "content-length" in headers:
+                    await reader.readexactly(int(headers["content-length"]))
+                else:
+                    await _read_chunked(reader)
+                latencies.append(time.perf_counter() - start)
+                figures.append(_figures(headers))
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(min(concurrency, requests))))
+    return time.perf_counter() - start, latencies, figures
+
+
+def _parse_head(head: bytes) -> dict[str, str]:
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    if status >= 500:
+        raise RuntimeError(f"server answered {lines[0]}")
+    return {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines[1:] if line)
+    }
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> None:
+    while True:
+        size = int((await reader.readline()).strip(), 16)
+        await reader.readexactly(size + 2)
+        if size == 0:
+            return
+
+
+def _figures(headers: dict[str, str]) -> tuple[int, int, int, int] | None:
+    try:
+        return (
+            int(headers["x-context-switches"]),
+            int(headers["x-thread-hops"]),
+            int(headers["x-event-loops"]),
+            int(headers["x-threads-started"]),
+        )
+    except KeyError:
+        return None
+
+
+# -- the matrix ---------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace, driver: Any, progress: Progress) -> list[dict[str, Any]]:
+    cells = [
+        (server, endpoint, variant)
+        for server in args.servers
+        for endpoint in args.endpoints
+        for variant in args.variants
+    ]
+    seq: dict[Any, list[float]] = {cell: [] for cell in cells}
+    rps: dict[Any, dict[int, list[float]]] = {
+        cell: {c: [] for c in args.concurrency if c > 1} for cell in cells
+    }
+    peak: dict[Any, dict[int, int]] = {cell: {} for cell in cells}
+    counted: dict[Any, Any] = {}
+    for server, endpoint, variant in cells:  # warm-up
+        if args.warmup > 0:
+            driver.run(server, variant, endpoint, requests=args.warmup, concurrency=1)
+    for _round in range(args.rounds):
+        for concurrency in args.concurrency:
+            # Interleaved: every cell once per round and concurrency level.
+            for cell in cells:
+                server, endpoint, variant = cell
+                elapsed, latencies, threads, figures = driver.run(
+                    server, variant, endpoint, requests=args.requests, concurrency=concurrency
+                )
+                if concurrency == 1:
+                    seq[cell].append(statistics.median(latencies) * 1e6)
+                    counted[cell] = statistics.median_low(
+                        [f for f in figures if f is not None] or [(0, 0, 0, 0)]
+                    )
+                else:
+                    rps[cell][concurrency].append(len(latencies) / elapsed)
+                peak[cell][concurrency] = max(peak[cell].get(concurrency, 0), threads)
+                progress.step(f"{cell[0].upper()} {cell[1]} {cell[2]} c={concurrency}")
+    results = []
+    for cell in cells:
+        server, endpoint, variant = cell
+        figures = counted.get(cell) or (0, 0, 0, 0)
+        results.append(
+            {
+                "server": server,
+                "endpoint": endpoint,
+                "variant": variant,
+                "seq_us": spread(seq[cell]) if seq[cell] else None,
+                "req_per_s": {str(c): spread(s) for c, s in rps[cell].items()},
+                "peak_threads": {str(c): n for c, n in peak[cell].items()},
+                "switches": figures[0],
+                "hops": figures[1],
+                "loops": figures[2],
+                "threads_started": figures[3],
+            }
+        )
+    return results
+
+
+def render(results: dict[str, Any], out: TextIO) -> None:
+    cells = results["cells"]
+    levels = sorted({int(c) for cell in cells for c in cell["req_per_s"]}) or [1]
+    out.write(
+        f"switchtrace bench ({results['driver']}; {results['rounds']} rounds of "
+        f"{results['requests']} requests; medians, min-max over rounds)\n"
+        f"Python {results['python']}, Django {results['django']}, asgiref {results['asgiref']}\n"
+    )
+    header = ("", "seq us/req", "conc req/s", "peak thr", "switches", "loops", "threads")
+    for level in levels:
+        rows = [(f"c={level}", *header[1:])]
+        for cell in cells:
+            rows.append(
+                (
+                    f"{cell['server'].upper()} {cell['variant']} {cell['endpoint']}",
+                    _fmt(cell["seq_us"], 1),
+                    _fmt(cell["req_per_s"].get(str(level)), 0),
+                    str(cell["peak_threads"].get(str(level), "-")),
+                    str(cell["switches"]),
+                    str(cell["loops"]),
+                    str(cell["threads_started"]),
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        out.write("\n")
+        for row in rows:
+            out.write(
+                row[0].ljust(widths[0])
+                + "".join("  " + cell.rjust(widths[i + 1]) for i, cell in enumerate(row[1:]))
+                + "\n"
+            )
+
+
+def _fmt(stat: dict[str, float] | None, digits: int) -> str:
+    if not stat:
+        return "-"
+    return f"{stat['median']:.{digits}f} ({stat['min']:.{digits}f}-{stat['max']:.{digits}f})"
+
+
+# -- comparison ---------------------------------------------------------------------
+
+
+class BadBaseline(Exception):
+    pass
+
+
+def load_baseline(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BadBaseline(f"--compare: {path} does not exist")
+    except (OSError, ValueError) as exc:
+        raise BadBaseline(f"--compare: {path} is not a JSON file ({exc})")
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != FORMAT_VERSION
+        or not isinstance(data.get("cells"), list)
+        or data.get("mode") != "matrix"
+    ):
+        raise BadBaseline(
+            f"--compare: {path} is not a result of 'switchtrace bench --json' "
+            f"(expected an object with format {FORMAT_VERSION}, mode 'matrix' and a cells list)"
+        )
+    return data
+
+
+def compare(current: dict[str, Any], baseline: dict[str, Any], tolerance: float = 0.0) -> list[str]:
+    """Cells slower than the baseline in every round: the current best is
+    worse than the baseline's worst (beyond both runs' own spread), by more
+    than ``tolerance`` (a fraction)."""
+
+    def key(cell: dict[str, Any]) -> tuple[str, str, str]:
+        return cell["server"], cell["endpoint"], cell["variant"]
+
+    before = {key(cell): cell for cell in baseline["cells"] if isinstance(cell, dict)}
+    slower = []
+    for cell in current["cells"]:
+        old = before.get(key(cell))
+        if old is None:
+            continue
+        name = f"{cell['server'].upper()} {cell['variant']} {cell['endpoint']}"
+        seq, was_seq = cell.get("seq_us"), old.get("seq_us")
+        if seq and was_seq and seq["min"] > was_seq["max"] * (1 + tolerance):
+            slower.append(
+                f"{name}: seq {cell['seq_us']['median']:.1f} us/req, was "
+                f"{old['seq_us']['median']:.1f} (every round slower than the baseline's slowest)"
+            )
+        for level, stat in cell.get("req_per_s", {}).items():
+            was = old.get("req_per_s", {}).get(level)
+            if was and stat["max"] * (1 + tolerance) < was["min"]:
+                slower.append(
+                    f"{name}: c={level} {stat['median']:.0f} req/s, was {was['median']:.0f} "
+                    "(every round slower than the baseline's slowest)"
+                )
+    return slower
+
+
+# -- tracer overhead ------------------------------------------------------------------
+
+
+def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """The same request with switchtrace disabled, headers only, and full
+    spans, interleaved round by round; ratios to disabled."""
+    from django.conf import settings
+
+    from . import tracer
+    from .django_app import integration, telemetry
+    from .django_app.conf import get_config
+
+    spans = get_config().export
+    variant = args.variants[0]
+    handlers = {}
+    for mode in OVERHEAD_VARIANTS:
+        context = example.handlers(variant, switchtrace_middleware=mode != "disabled")
+        handlers[mode] = context.__enter__()
+    otel = _otel_django_handlers(variant)
+    if otel is not None:
+        handlers[OTEL_DJANGO] = otel
+    modes = list(handlers)
+    progress.total = args.rounds * len(args.servers) * len(args.endpoints) * len(modes)
+
+    def enter(mode: str) -> None:
+        if mode in ("disabled", OTEL_DJANGO):
+            telemetry.configure(None)
+            integration.uninstall()
+        else:
+            integration.install()
+            telemetry.configure(spans if mode == "full spans" else None)
+
+    samples: dict[tuple[str, str, str], list[float]] = {}
+    for server in args.servers:
+        for endpoint in args.endpoints:
+            for mode in modes:
+                enter(mode)
+                _serve(handlers[mode], server, endpoint, args.warmup)
+    for _round in range(args.rounds):
+        for server in args.servers:
+            for endpoint in args.endpoints:
+                for mode in modes:
+                    enter(mode)
+                    start = time.perf_counter()
+                    _serve(handlers[mode], server, endpoint, args.requests)
+                    pipeline = telemetry.pipeline()
+                    if pipeline is not None:
+                        pipeline.flush(60)  # the spans' whole cost counts
+                    per_request = (time.perf_counter() - start) / args.requests * 1e6
+                    samples.setdefault((server, endpoint, mode), []).append(per_request)
+                    progress.step(f"{server.upper()} {endpoint} {mode}")
+    enter("headers only" if settings.SWITCHTRACE.get("ENABLED") else "disabled")
+    telemetry.configure(spans)
+    del tracer
+    rows = []
+    for server in args.servers:
+        for endpoint in args.endpoints:
+            base = samples[server, endpoint, "disabled"]
+            for mode in modes:
+                mine = samples[server, endpoint, mode]
+                ratios = [m / b for m, b in zip(mine, base, strict=True)]
+                rows.append(
+                    {
+                        "server": server,
+                        "endpoint": endpoint,
+                        "variant": variant,
+                        "mode": mode,
+                        "us_per_request": spread(mine),
+                        "ratio": spread(ratios),
+                    }
+                )
+    return {"rows": rows}
+
+
+OTEL_DJANGO = "opentelemetry-instrumentation-django"
+OTEL_DJANGO_MIDDLEWARE = (
+    "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
+)
+
+
+def _otel_django_handlers(variant: str) -> tuple[Any, Any] | None:
+    """The same request under opentelemetry-instrumentation-django (one server
+    span per request, batch-exported to a file), when it is installed."""
+    try:
+        from opentelemetry.instrumentation.django import DjangoInstrumentor
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        return None
+    import tempfile
+
+    from .exporters import FileSpanExporter
+
+    provider = TracerProvider()
+    path = Path(tempfile.mkdtemp()) / "otel-django.jsonl"
+    provider.add_span_processor(BatchSpanProcessor(FileSpanExporter(path)))
+    DjangoInstrumentor().instrument(tracer_provider=provider)
+    from django.conf import settings
+
+    middleware = [m for m in settings.STARTPROJECT_MIDDLEWARE] if variant != "none" else []
+    context = example.handlers(
+        variant, switchtrace_middleware=False, MIDDLEWARE=[OTEL_DJANGO_MIDDLEWARE, *middleware]
+    )
+    return context.__enter__()
+
+
+def _serve(handler_pair: tuple[Any, Any], server: str, endpoint: str, requests: int) -> None:
+    asgi, wsgi = handler_pair
+    if server == "asgi":
+
+        async def serve() -> None:
+            for _ in range(requests):
+                await example.asgi_request(asgi, endpoint)
+
+        asyncio.run(serve())
+    else:
+        for _ in range(requests):
+            example.wsgi_request(wsgi, endpoint)
+
+
+def render_overhead(results: dict[str, Any], out: TextIO) -> None:
+    out.write(
+        f"switchtrace bench --overhead ({results['rounds']} interleaved rounds of "
+        f"{results['requests']} requests; µs per request and ratio to disabled, "
+        "medians (min-max) over rounds)\n"
+    )
+    for row in results["rows"]:
+        us, ratio = row["us_per_request"], row["ratio"]
+        out.write(
+            f"  {row['server'].upper()} {row['variant']:<9} {row['endpoint']:<14} "
+            f"{row['mode']:<13} {_fmt(us, 1):>26}   x{ratio['median']:.3f} "
+            f"({ratio['min']:.3f}-{ratio['max']:.3f})\n"
+        )
+
+
+# -- entry point ----------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    baseline = None
+    if args.overhead and args.driver == "server":
+        parser.error("--overhead runs in-process; it does not go with --driver server")
+    if args.compare:
+        if args.overhead:
+            parser.error("--compare goes with the matrix, not with --overhead")
+        try:
+            baseline = load_baseline(args.compare)
+        except BadBaseline as exc:
+            print(f"switchtrace bench: error: {exc}", file=sys.stderr)
+            return 2
+    if args.warmup < 0:
+        parser.error(f"argument --warmup: invalid value {args.warmup}; allowed: 0 or more")
+    project = example.find_project(args.project)
+    example.setup(project)
+    import django
+
+    from . import __version__
+
+    meta: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "switchtrace": __version__,
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "asgiref": _version("asgiref"),
+        "rounds": args.rounds,
+        "requests": args.requests,
+    }
+    if args.overhead:
+        progress = Progress(0)  # its total is known once the variants are
+        try:
+            results = {
+                **meta,
+                "mode": "overhead",
+                "driver": "in-process",
+                **overhead(args, progress),
+            }
+        finally:
+            progress.close()
+        _emit(results, args, render_overhead)
+        return 0
+    cells = len(args.servers) * len(args.endpoints) * len(args.variants)
+    progress = Progress(args.rounds * len(args.concurrency) * cells)
+    if args.driver == "server":
+        driver: Any = Servers(project, max(args.concurrency))
+    else:
+        driver = InProcess()
+    try:
+        for variant in args.variants:
+            driver.open(variant)
+        results = {
+            **meta,
+            "mode": "matrix",
+            "driver": driver.name,
+            "cells": measure(args, driver, progress),
+        }
+    finally:
+        progress.close()
+        driver.close()
+    _emit(results, args, render)
+    if baseline is not None:
+        slower = compare(results, baseline, args.tolerance)
+        for line in slower:
+            print(f"slower: {line}", file=sys.stderr)
+        if slower:
+            return 1
+    return 0
+
+
+def _emit(results: dict[str, Any], args: argparse.Namespace, renderer: Any) -> None:
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        renderer(results, sys.stdout)
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,68 @@
+"""The ``switchtrace`` command (also ``python -m switchtrace``).
+
+Bad arguments get one line naming what is wrong and what is allowed, and
+exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="switchtrace",
+        description="Count the sync/async context switches of Django requests.",
+    )
+    parser.add_argument("--version", action="version", version=f"switchtrace {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    demo = commands.add_parser(
+        "demo",
+        help="serve the example project in-process and show each endpoint's switches",
+        description="Serve the example project in-process under WSGI and ASGI, for each "
+        "endpoint and middleware variant, and print its switches, hops, loops and threads.",
+    )
+    demo.add_argument("--project", help="the example project (default: examples/project)")
+    from .bench import add_arguments
+
+    add_arguments(
+        commands.add_parser(
+            "bench",
+            help="benchmark sync vs async hello-world under WSGI and ASGI",
+            description="Benchmark the example project's endpoints under WSGI and ASGI for "
+            "each middleware variant and concurrency (Django tickets #37177, #31224).",
+        )
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .example import ProjectNotFound
+
+    try:
+        if args.command == "demo":
+            from .demo import run
+
+            return run(args.project, sys.stdout)
+        from .bench import run as bench
+
+        return bench(args, parser)
+    except ProjectNotFound as exc:
+        print(f"switchtrace {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

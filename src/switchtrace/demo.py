@@ -1,0 +1,172 @@
+"""``switchtrace demo``: the example project under WSGI and ASGI, every
+endpoint, every middleware variant, one table per endpoint.
+
+In-process (Django's own handlers driven directly): no server, nothing else
+to install. Each case is served twice and the second request is shown, so
+that one-time costs (a process-wide executor's first thread) do not blur it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from . import example
+
+ENDPOINTS: tuple[tuple[str, str], ...] = (
+    ("/sync/", "a sync view returning a fixed response"),
+    ("/async/", "an async view returning a fixed response"),
+    ("/async-io/", "an async view awaiting asyncio.sleep(0.005)"),
+    ("/async-to-sync/", "a sync view calling async_to_sync three times"),
+    ("/asyncio-run/", "a sync view calling asyncio.run() once"),
+    ("/db-sync/", "a sync view querying SQLite"),
+    ("/db-async/", "an async view querying SQLite through sync_to_async"),
+    ("/stream/", "a streaming response from a sync generator"),
+    ("/async-stream/", "a streaming response from an async generator"),
+)
+SERVERS = ("ASGI", "WSGI")
+
+
+@dataclass
+class Case:
+    server: str
+    variant: str
+    status: int
+    before_headers: int
+    switches: int
+    hops: int
+    loops: int
+    threads: int
+    causes: list[tuple[str, int]]
+
+
+ALL_ENDPOINTS = tuple(endpoint for endpoint, _description in ENDPOINTS)
+
+
+def measure(endpoints: Sequence[str] = ALL_ENDPOINTS) -> dict[str, list[Case]]:
+    """Serve every endpoint under both servers and every variant; Django must
+    be set up with the example project (:func:`example.setup`)."""
+    from . import tracer
+    from .django_app import components
+    from .exporters.console import top_causes
+
+    records: list[tracer.RequestRecord] = []
+    tracer.add_listener(records.append)
+    # Django warns when a view streams the "wrong" kind of iterator for the
+    # server; the demo does that on purpose.
+    warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume")
+    cases: dict[str, list[Case]] = {endpoint: [] for endpoint in endpoints}
+    try:
+        for variant in example.VARIANTS:
+            with example.handlers(variant) as (asgi, wsgi):
+                for endpoint in endpoints:
+                    for server in SERVERS:
+                        for _ in range(2):
+                            if server == "ASGI":
+                                result = asyncio.run(example.asgi_request(asgi, endpoint))
+                            else:
+                                result = example.wsgi_request(wsgi, endpoint)
+                        record = records[-1]
+                        totals = record.totals()
+                        cases[endpoint].append(
+                            Case(
+                                server=server,
+                                variant=variant,
+                                status=result.status,
+                                before_headers=(result.figures() or (0,))[0],
+                                switches=totals.context_switches,
+                                hops=totals.thread_hops,
+                                loops=totals.event_loops_created,
+                                threads=totals.threads_started,
+                                causes=top_causes(record, components.resolve, limit=3),
+                            )
+                        )
+    finally:
+        tracer.remove_listener(records.append)
+    return cases
+
+
+def reading(cases: list[Case]) -> str:
+    """One line saying what the table shows."""
+
+    def find(server: str, variant: str) -> Case:
+        return next(c for c in cases if c.server == server and c.variant == variant)
+
+    shipped, sync_only, none = (find("ASGI", v) for v in example.VARIANTS)
+    wsgi = find("WSGI", "shipped")
+    text = (
+        f"Under ASGI the shipped middleware costs {shipped.before_headers} switches per "
+        f"request before the headers ({shipped.switches} in all); made sync-only "
+        f"{sync_only.before_headers}, without middleware {none.before_headers}. "
+        f"Under WSGI: {wsgi.before_headers}"
+    )
+    created = [
+        f"{n} new {what}{'s' if n > 1 else ''}"
+        for n, what in ((wsgi.loops, "event loop"), (wsgi.threads, "thread"))
+        if n
+    ]
+    if created:
+        text += ", with " + " and ".join(created)
+    return text + "."
+
+
+def render(cases: dict[str, list[Case]], out: TextIO) -> None:
+    descriptions = dict(ENDPOINTS)
+    header = ("server", "middleware", "switches (before headers)", "hops", "loops", "threads")
+    for endpoint, unordered in cases.items():
+        rows = sorted(unordered, key=lambda c: SERVERS.index(c.server))
+        out.write(f"\n{endpoint} — {descriptions.get(endpoint, '')}\n")
+        table = [header] + [
+            (
+                c.server,
+                c.variant,
+                f"{c.switches} ({c.before_headers})",
+                str(c.hops),
+                str(c.loops),
+                str(c.threads),
+            )
+            for c in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for n, row in enumerate(table):
+            line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+            causes = "top causes" if n == 0 else _causes(rows[n - 1].causes)
+            out.write(f"  {line}  {causes}\n".rstrip() + "\n")
+        out.write(f"  → {reading(rows)}\n")
+
+
+def _causes(causes: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in causes) or "-"
+
+
+def run(project: str | None, out: TextIO) -> int:
+    path = example.find_project(project)
+    example.setup(path)
+    from .django_app import telemetry
+
+    out.write(
+        "switchtrace demo: the example project served in-process under WSGI and ASGI,\n"
+        "the seven startproject middleware as shipped, made sync-only, and none.\n"
+        "switches = context switches of the whole request (those before the response\n"
+        "headers, as in X-Context-Switches); hops, loops and threads started likewise.\n"
+    )
+    render(measure(), out)
+    pipeline = telemetry.pipeline()
+    if pipeline is not None:
+        pipeline.flush(30)
+        options = pipeline.options
+        if not pipeline.own_provider:
+            where = "to the application's OpenTelemetry provider"
+        elif options.exporter == "file":
+            where = f"to {options.file_path} (OTLP JSON, one export per line)"
+        elif options.exporter == "otlp":
+            where = (
+                f"over OTLP ({options.protocol}) to {options.endpoint or 'the default endpoint'}"
+            )
+        else:
+            where = f"to the {options.exporter} exporter"
+        out.write(f"\nSpans of every request went {where}.\n")
+    return 0

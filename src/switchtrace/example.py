@@ -1,0 +1,171 @@
+"""Run the example project (``examples/project``) in-process: Django's real
+ASGIHandler and WSGIHandler driven directly, as a server would, for each
+middleware variant. Used by ``switchtrace demo``, ``switchtrace bench`` and the
+tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: The middleware variants of the example project (SWITCHTRACE_EXAMPLE_MIDDLEWARE).
+VARIANTS = ("shipped", "sync-only", "none")
+MIDDLEWARE_PATH = "switchtrace.django_app.middleware.SwitchTraceMiddleware"
+
+
+class ProjectNotFound(Exception):
+    pass
+
+
+def find_project(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The example project: ``explicit``, $SWITCHTRACE_EXAMPLE_PROJECT, or
+    examples/project of the checkout switchtrace is installed from."""
+    candidates = []
+    if explicit is not None:
+        candidates.append(Path(explicit))
+    elif os.environ.get("SWITCHTRACE_EXAMPLE_PROJECT"):
+        candidates.append(Path(os.environ["SWITCHTRACE_EXAMPLE_PROJECT"]))
+    else:
+        here = Path(__file__).resolve()
+        candidates += [
+            here.parents[2] / "examples" / "project",
+            Path.cwd() / "examples" / "project",
+        ]
+    for candidate in candidates:
+        if (candidate / "project" / "settings.py").is_file():
+            return candidate.resolve()
+    raise ProjectNotFound(
+        "cannot find the example project (examples/project with project/settings.py); "
+        f"looked in: {', '.join(str(c) for c in candidates)}. Run from a switchtrace "
+        "checkout, or pass --project PATH."
+    )
+
+
+def setup(project: Path, settings_module: str = "project.settings") -> None:
+    """Configure Django with the example project's settings (once per process)."""
+    if str(project) not in sys.path:
+        sys.path.insert(0, str(project))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
+    os.environ.setdefault("SWITCHTRACE_EXAMPLE_MIDDLEWARE", "shipped")
+    import django
+
+    django.setup()
+
+
+@contextlib.contextmanager
+def handlers(
+    variant: str = "shipped", switchtrace_middleware: bool = True, **settings: Any
+) -> Iterator[tuple[Any, Any]]:
+    """(ASGIHandler, WSGIHandler) for one middleware variant: the seven
+    ``startproject`` middleware as shipped, made sync-only, or none."""
+    from django.conf import settings as django_settings
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test.utils import override_settings
+    from django.utils.deprecation import MiddlewareMixin
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown middleware variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+    startproject = list(django_settings.STARTPROJECT_MIDDLEWARE)
+    middleware = [] if variant == "none" else startproject
+    if switchtrace_middleware:
+        middleware = [MIDDLEWARE_PATH, *middleware]
+    settings.setdefault("MIDDLEWARE", middleware)
+    saved = MiddlewareMixin.async_capable
+    MiddlewareMixin.async_capable = variant != "sync-only"
+    try:
+        with override_settings(**settings):
+            yield ASGIHandler(), WSGIHandler()
+    finally:
+        MiddlewareMixin.async_capable = saved
+
+
+@dataclass
+class Result:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def figures(self) -> tuple[int, int, int, int] | None:
+        if "X-Context-Switches" not in self.headers:
+            return None
+        return (
+            int(self.headers["X-Context-Switches"]),
+            int(self.headers["X-Thread-Hops"]),
+            int(self.headers["X-Event-Loops"]),
+            int(self.headers["X-Threads-Started"]),
+        )
+
+
+async def asgi_request(handler: Any, path: str, headers: list[Any] | None = None) -> Result:
+    """One GET through an ASGI application, as an ASGI server sends it."""
+    query = ""
+    if "?" in path:
+        path, query = path.split("?", 1)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers or [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    sent: list[dict[str, Any]] = []
+    delivered = False
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await handler(scope, receive, send)
+    start = sent[0]
+    return Result(
+        start["status"],
+        {k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]},
+        b"".join(m.get("body", b"") for m in sent[1:]),
+    )
+
+
+def wsgi_request(handler: Any, path: str, **environ: Any) -> Result:
+    """One GET through a WSGI application, iterated and closed as a server does."""
+    from django.test.client import RequestFactory
+
+    query = ""
+    if "?" in path:
+        path, query = path.split("?", 1)
+    env = RequestFactory()._base_environ(
+        PATH_INFO=path, REQUEST_METHOD="GET", QUERY_STRING=query, **environ
+    )
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        captured["status"] = int(status.split()[0])
+        captured["headers"] = dict(headers)
+
+    response = handler(env, start_response)
+    try:
+        body = b"".join(response)
+    finally:
+        response.close()
+    return Result(captured["status"], captured["headers"], body)

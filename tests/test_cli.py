@@ -1,0 +1,188 @@
+"""The switchtrace command, run as users run it: the console script and
+``python -m switchtrace`` in subprocesses."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from switchtrace.bench import compare
+
+SCRIPT = shutil.which("switchtrace", path=str(Path(sys.executable).parent))
+
+
+def run(args: list[str], tmp_path: Path, how: str = "script") -> subprocess.CompletedProcess:
+    command = [SCRIPT] if how == "script" else [sys.executable, "-m", "switchtrace"]
+    env = {
+        **os.environ,
+        "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "traces.jsonl"),
+        "SWITCHTRACE_EXAMPLE_DB": str(tmp_path / "db.sqlite3"),
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return subprocess.run(
+        command + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_demo(how, tmp_path):
+    out = run(["demo"], tmp_path, how)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    text = out.stdout
+    section = text[text.index("/sync/ — ") : text.index("/async/ — ")]
+    rows = [line.split()[:7] for line in section.splitlines()[2:8]]
+    assert rows == [
+        ["ASGI", "shipped", "32", "(30)", "32", "0", "2"],
+        ["ASGI", "sync-only", "12", "(10)", "12", "0", "2"],
+        ["ASGI", "none", "6", "(4)", "6", "0", "2"],
+        ["WSGI", "shipped", "0", "(0)", "0", "0", "0"],
+        ["WSGI", "sync-only", "0", "(0)", "0", "0", "0"],
+        ["WSGI", "none", "0", "(0)", "0", "0", "0"],
+    ]
+    assert (
+        "  → Under ASGI the shipped middleware costs 30 switches per request before the "
+        "headers (32 in all); made sync-only 10, without middleware 4. Under WSGI: 0.\n"
+    ) in section
+    assert "CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4" in section
+    assert "three new" not in text
+    assert "Under WSGI: 6, with 3 new event loops and 3 new threads." in text
+    assert text.endswith(
+        f"Spans of every request went to {tmp_path / 'traces.jsonl'} (OTLP JSON, one export "
+        "per line).\n"
+    )
+    assert len((tmp_path / "traces.jsonl").read_text().splitlines()) >= 1
+
+
+def test_bench_in_process_json(tmp_path):
+    args = ["bench", "--servers", "asgi,wsgi", "--endpoints", "/sync/", "--variants",
+            "shipped,sync-only", "--concurrency", "1,4", "--requests", "8", "--rounds", "2",
+            "--warmup", "2", "--json"]  # fmt: skip
+    out = run(args, tmp_path)
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert (results["format"], results["mode"], results["driver"]) == (1, "matrix", "in-process")
+    cells = {(c["server"], c["variant"]): c for c in results["cells"]}
+    assert sorted(cells) == [
+        ("asgi", "shipped"),
+        ("asgi", "sync-only"),
+        ("wsgi", "shipped"),
+        ("wsgi", "sync-only"),
+    ]
+    assert [cells[k]["switches"] for k in sorted(cells)] == [30, 10, 0, 0]
+    for cell in cells.values():
+        assert set(cell["seq_us"]) == {"median", "min", "max"}
+        assert cell["seq_us"]["min"] <= cell["seq_us"]["median"] <= cell["seq_us"]["max"]
+        assert set(cell["req_per_s"]) == {"4"}
+        assert set(cell["peak_threads"]) == {"1", "4"}
+    # Baselines: an impossibly fast one flags every cell; a slow one, none.
+    fast = json.loads(out.stdout)
+    for cell in fast["cells"]:
+        cell["seq_us"] = {"median": 0.001, "min": 0.001, "max": 0.001}
+        cell["req_per_s"] = {"4": {"median": 1e9, "min": 1e9, "max": 1e9}}
+    (tmp_path / "fast.json").write_text(json.dumps(fast))
+    slow = json.loads(out.stdout)
+    for cell in slow["cells"]:
+        cell["seq_us"] = {"median": 1e9, "min": 1e9, "max": 1e9}
+        cell["req_per_s"] = {"4": {"median": 0.001, "min": 0.001, "max": 0.001}}
+    (tmp_path / "slow.json").write_text(json.dumps(slow))
+    quick = ["bench", "--servers", "wsgi", "--endpoints", "/sync/", "--variants", "none",
+             "--concurrency", "1,4", "--requests", "5", "--rounds", "1",
+             "--warmup", "0"]  # fmt: skip
+    flagged = run([*quick, "--variants", "shipped", "--compare", "fast.json"], tmp_path)
+    assert flagged.returncode == 1
+    assert [line.split(":")[0] for line in flagged.stderr.splitlines()] == ["slower", "slower"]
+    assert "WSGI shipped /sync/: seq" in flagged.stderr
+    assert "WSGI shipped /sync/: c=4" in flagged.stderr
+    calm = run([*quick, "--variants", "shipped", "--compare", "slow.json"], tmp_path)
+    assert (calm.returncode, calm.stderr) == (0, "")
+
+
+def test_bench_over_real_servers(tmp_path):
+    args = ["bench", "--driver", "server", "--endpoints", "/async/", "--variants", "shipped",
+            "--concurrency", "1,3", "--requests", "6", "--rounds", "1", "--warmup", "1",
+            "--json"]  # fmt: skip
+    out = run(args, tmp_path, "module")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert results["driver"] == "server"
+    by_server = {c["server"]: c for c in results["cells"]}
+    assert (by_server["asgi"]["switches"], by_server["asgi"]["loops"]) == (28, 0)
+    assert (by_server["wsgi"]["switches"], by_server["wsgi"]["loops"]) == (2, 1)
+    assert all(c["peak_threads"]["3"] > 1 for c in results["cells"])
+
+
+def test_bench_overhead_mode(tmp_path):
+    args = ["bench", "--overhead", "--servers", "asgi", "--endpoints", "/sync/",
+            "--requests", "5", "--rounds", "2", "--warmup", "1", "--json"]  # fmt: skip
+    out = run(args, tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["rows"]
+    compared = importlib.util.find_spec("opentelemetry.instrumentation.django") is not None
+    assert [r["mode"] for r in rows] == ["disabled", "headers only", "full spans"] + (
+        ["opentelemetry-instrumentation-django"] if compared else []
+    )
+    assert rows[0]["ratio"] == {"median": 1.0, "min": 1.0, "max": 1.0}
+    assert all(r["us_per_request"]["median"] > 0 for r in rows)
+
+
+BAD_INPUT = [
+    (["bench", "--endpoints", "/nope/"],
+     "argument --endpoints: unknown endpoint '/nope/'; allowed: /sync/"),
+    (["bench", "--variants", "fast"],
+     "argument --variants: unknown middleware variant 'fast'; allowed: shipped, sync-only, none"),
+    (["bench", "--driver", "docker"],
+     "argument --driver: invalid choice: 'docker' (choose from"),
+    (["bench", "--concurrency", "0"],
+     "argument --concurrency: invalid concurrency '0'; allowed: positive integers"),
+    (["bench", "--requests", "-3"],
+     "argument --requests: invalid value '-3'; allowed: a positive integer"),
+    (["bench", "--compare", "missing.json"], "--compare: missing.json does not exist"),
+    (["bench", "--compare", "shape.json"],
+     "--compare: shape.json is not a result of 'switchtrace bench --json'"),
+    (["bench", "--overhead", "--compare", "shape.json"],
+     "--compare goes with the matrix, not with --overhead"),
+    (["demo", "--project", "nowhere"], "cannot find the example project"),
+    (["explode"], "argument COMMAND: invalid choice: 'explode'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_status_2(args, message, tmp_path):
+    (tmp_path / "shape.json").write_text('{"cells": "no"}')
+    out = run(args, tmp_path)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert "Traceback" not in out.stderr
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 3  # argparse adds its usage line
+
+
+def cell(seq, rps):
+    return {"server": "asgi", "endpoint": "/sync/", "variant": "shipped", "seq_us": seq,
+            "req_per_s": {"50": rps}}  # fmt: skip
+
+
+def stat(median, low, high):
+    return {"median": median, "min": low, "max": high}
+
+
+def test_compare_flags_only_what_is_slower_beyond_both_spreads():
+    baseline = {"cells": [cell(stat(100, 90, 110), stat(1000, 900, 1100))]}
+    overlapping = {"cells": [cell(stat(115, 105, 130), stat(950, 850, 1000))]}
+    assert compare(overlapping, baseline) == []
+    slower = {"cells": [cell(stat(140, 130, 150), stat(700, 650, 800))]}
+    assert compare(slower, baseline) == [
+        "ASGI shipped /sync/: seq 140.0 us/req, was 100.0 (every round slower than the "
+        "baseline's slowest)",
+        "ASGI shipped /sync/: c=50 700 req/s, was 1000 (every round slower than the "
+        "baseline's slowest)",
+    ]
+    assert compare(slower, baseline, tolerance=0.5) == []
