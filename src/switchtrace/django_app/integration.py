@@ -20,6 +20,7 @@ what causes a crossing (which middleware an adapter serves, which view).
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any
 
@@ -218,6 +219,10 @@ def _targets() -> list[Target]:
 patcher = Patcher(_targets, "Django")
 
 
+_holds = 0
+_holds_lock = threading.Lock()
+
+
 def install() -> None:
     """Patch asgiref, asyncio, threading and Django's handlers."""
     tracer.install()
@@ -225,5 +230,26 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    patcher.uninstall()
-    tracer.uninstall()
+    """Restore everything, unless a test recording holds the patches."""
+    with _holds_lock:
+        if _holds:
+            return
+        patcher.uninstall()
+        tracer.uninstall()
+
+
+def hold() -> None:
+    """Keep the patches installed until :func:`release`, whatever the
+    settings say meanwhile (switchtrace.testing's recordings)."""
+    global _holds
+    with _holds_lock:
+        _holds += 1
+    install()
+
+
+def release() -> None:
+    global _holds
+    with _holds_lock:
+        _holds -= 1
+    if not get_config().enabled:
+        uninstall()

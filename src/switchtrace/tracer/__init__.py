@@ -111,14 +111,18 @@ def start_request(
 def finish_request(
     record: RequestRecord, token: contextvars.Token[RequestRecord | None] | None = None
 ) -> None:
-    """Close the record and hand it to the listeners.
+    """Close the record and hand it to the listeners (once).
 
     With a token, the context variable is reset; without one (a WSGI response
     closed after the handler returned), it is cleared if it still holds
     ``record``."""
-    if record.finished:
-        return
-    record.finish()
+    if not record.finished:
+        record.finish()
+        for listener in tuple(_listeners):
+            try:
+                listener(record)
+            except Exception:
+                swallow(f"listener {getattr(listener, '__qualname__', listener)!r}")
     try:
         if token is not None:
             patches.record_var.reset(token)
@@ -126,11 +130,6 @@ def finish_request(
             patches.record_var.set(None)
     except Exception:
         swallow("finish request")
-    for listener in tuple(_listeners):
-        try:
-            listener(record)
-        except Exception:
-            swallow(f"listener {getattr(listener, '__qualname__', listener)!r}")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,70 @@
+"""The pytest plugin (registered by entry point, so it loads in every test
+run of a project that installs switchtrace: it imports nothing heavy until a
+test uses it).
+
+- ``switchtrace`` fixture: every request the test makes (Django ``Client``,
+  ``AsyncClient``, raw ASGI/WSGI calls), with ``.requests`` and
+  ``.assert_max_switches(n)``.
+- ``@pytest.mark.max_context_switches(n)``: fail a test any of whose requests
+  has more than ``n`` context switches, with a message listing each such
+  request and its causes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+MARKER = "max_context_switches"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(n): fail the test if a request it makes has more than n context "
+        "switches (switchtrace)",
+    )
+
+
+class SwitchTraceFixture:
+    """What the ``switchtrace`` fixture gives a test."""
+
+    def __init__(self, records: list[Any]) -> None:
+        self.requests = records
+
+    def assert_max_switches(self, budget: int) -> None:
+        from .testing import check_budget, over_budget
+
+        message = over_budget(self.requests, check_budget(budget))
+        if message is not None:
+            raise AssertionError(message)
+
+
+@pytest.fixture
+def switchtrace() -> Iterator[SwitchTraceFixture]:
+    from .testing import record_requests
+
+    with record_requests() as records:
+        yield SwitchTraceFixture(records)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    marker = item.get_closest_marker(MARKER)
+    if marker is None:
+        return (yield)
+    from .testing import check_budget, over_budget, record_requests
+
+    raw = marker.args[0] if marker.args else marker.kwargs.get("n")
+    try:
+        budget = check_budget(raw, f"@pytest.mark.{MARKER}(...)")
+    except ValueError as exc:
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
+    with record_requests() as records:
+        result = yield
+    message = over_budget(records, budget)
+    if message is not None:
+        raise pytest.fail.Exception(message, pytrace=False)
+    return result
