@@ -189,3 +189,71 @@ def test_compare_flags_only_what_is_slower_beyond_both_spreads():
         "baseline's slowest)",
     ]
     assert compare(slower, baseline, tolerance=0.5) == []
+
+
+def test_explain_predicts_and_measures(tmp_path):
+    out = run(["explain", "--url", "/sync/", "--measure"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "/sync/ → sync_view (sync view)"
+    assert (
+        "ASGI, sync view: 32 switches (30 before the headers), 32 hops, 0 event loops created"
+        in lines
+    )
+    assert (
+        "WSGI, sync view: 0 switches (0 before the headers), 0 hops, 0 event loops created" in lines
+    )
+    assert lines.count("  measured: 32 switches, 32 hops, 0 loops (as predicted)") == 1
+    assert lines.count("  measured: 0 switches, 0 hops, 0 loops (as predicted)") == 1
+    assert (
+        "     → mark XFrameOptionsMiddleware sync-only (async_capable = False) or give it async "
+        "hooks (saves 20: Django then runs every sync-capable middleware above it "
+        "synchronously too)"
+    ) in lines
+
+
+def test_explain_through_manage_py(tmp_path):
+    from .conftest import EXAMPLE
+
+    env = {**os.environ, "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl")}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    command = [sys.executable, "manage.py", "switchtrace_explain", "--url", "/async/"]
+    out = subprocess.run(command, cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert (
+        "WSGI, async view: 2 switches (2 before the headers), 2 hops, 1 event loops created"
+        in out.stdout
+    )
+    bad = subprocess.run(
+        [*command[:3], "--url", "/nowhere/"], cwd=EXAMPLE, env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "CommandError: the URL '/nowhere/' does not resolve to a view"
+
+
+@pytest.mark.parametrize(
+    ("args", "environ", "message"),
+    [
+        (["explain", "--url", "/nowhere/"], {},
+         "switchtrace explain: error: the URL '/nowhere/' does not resolve to a view"),
+        (["explain", "--measure"], {}, "switchtrace explain: error: --measure needs --url"),
+        (["explain"], {"DJANGO_SETTINGS_MODULE": "tests.broken_settings"},
+         "switchtrace explain: error: MIDDLEWARE entry 'shop.middleware.Missing' cannot be "
+         "imported: No module named 'shop'"),
+    ],
+)  # fmt: skip
+def test_explain_bad_input(args, environ, message, tmp_path):
+    from .conftest import EXAMPLE, ROOT
+
+    extra = {**environ}
+    if environ:
+        extra["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(EXAMPLE)])
+    command = [SCRIPT, *args]
+    env = {**os.environ, "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl"), **extra}
+    if not environ:
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+    out = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == message
+    assert out.stdout == ""

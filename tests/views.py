@@ -13,3 +13,16 @@ class ViewError(Exception):
 
 def raising_view(request):
     raise ViewError("raised by the view")
+
+
+class SyncOnlyMiddleware:
+    """A plain sync-only middleware: no switch of its own under WSGI."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)

@@ -32,6 +32,18 @@ def _parser() -> argparse.ArgumentParser:
         "endpoint and middleware variant, and print its switches, hops, loops and threads.",
     )
     demo.add_argument("--project", help="the example project (default: examples/project)")
+    explain = commands.add_parser(
+        "explain",
+        help="predict each kind of request's switches from MIDDLEWARE, with causes and fixes",
+        description="Predict the context switches of each kind of request from the project's "
+        "MIDDLEWARE (DJANGO_SETTINGS_MODULE; the example project if unset), with their causes "
+        "and fixes.",
+    )
+    explain.add_argument("--url", help="a URL of the project: predict for its view")
+    explain.add_argument(
+        "--measure", action="store_true", help="also serve one request of each kind (needs --url)"
+    )
+    explain.add_argument("--project", help="a directory to put on sys.path first")
     from .bench import add_arguments
 
     add_arguments(
@@ -58,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run
 
             return run(args.project, sys.stdout)
+        if args.command == "explain":
+            return _explain(args)
         from .bench import run as bench
 
         return bench(args, parser)
@@ -66,3 +80,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import os
+
+    from .example import find_project, setup
+
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        if args.project:
+            sys.path.insert(0, args.project)
+        import django
+
+        django.setup()
+    else:
+        setup(find_project(args.project))
+    from .django_app.explain import ExplainError, render
+
+    if args.measure and not args.url:
+        print("switchtrace explain: error: --measure needs --url", file=sys.stderr)
+        return 2
+    try:
+        return render(args.url, args.measure, sys.stdout)
+    except ExplainError as exc:
+        print(f"switchtrace explain: error: {exc}", file=sys.stderr)
+        return 2

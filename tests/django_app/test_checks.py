@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from switchtrace.django_app.conf import MIDDLEWARE_PATH
 
-BASE_MIDDLEWARE = [MIDDLEWARE_PATH, "django.middleware.common.CommonMiddleware"]
+BASE_MIDDLEWARE = [MIDDLEWARE_PATH, "tests.views.SyncOnlyMiddleware"]
 
 
 def own_messages() -> list[tuple[str, str, str | None]]:
@@ -137,7 +137,9 @@ def test_good_settings_give_no_message():
         MIDDLEWARE=BASE_MIDDLEWARE,
     ):
         assert own_messages() == []
-    with override_settings(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": allow_everyone}):
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": allow_everyone}, MIDDLEWARE=BASE_MIDDLEWARE
+    ):
         assert own_messages() == []
 
 
@@ -201,3 +203,51 @@ def test_an_unknown_exporter_names_the_allowed_ones():
                 "'file', 'console', 'memory' or 'none'.",
             )
         ]
+
+
+def test_each_middleware_that_adds_avoidable_switches_under_asgi_is_a_warning():
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=[MIDDLEWARE_PATH, *STARTPROJECT_MIDDLEWARE]
+    ):
+        messages = [m for m in checks.run_checks() if m.id == "switchtrace.W003"]
+    assert [m.obj for m in messages] == STARTPROJECT_MIDDLEWARE
+    assert messages[1].msg == (
+        "SessionMiddleware is async_capable but its process_request and process_response are "
+        "synchronous: under ASGI each request crosses the sync/async boundary 4 more times "
+        "for it (Django ticket #37177)."
+    )
+    assert messages[1].hint == (
+        "Use a subclass of SessionMiddleware with async_capable = False, or give it async "
+        "hooks; 'switchtrace explain' shows what each change saves."
+    )
+    assert messages[-1].msg.startswith(
+        "XFrameOptionsMiddleware is async_capable but its process_response is synchronous: "
+        "under ASGI each request crosses the sync/async boundary 2 more times"
+    )
+
+
+def test_an_unimportable_middleware_is_named():
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH, "shop.middleware.Missing"]):
+        [message] = [m for m in checks.run_checks() if m.id == "switchtrace.E007"]
+    assert message.msg == (
+        "MIDDLEWARE entry 'shop.middleware.Missing' cannot be imported: No module named 'shop'."
+    )
+
+
+def test_deploy_check_warns_when_every_client_gets_the_headers():
+    def deploy_ids():
+        return [
+            m.id
+            for m in checks.run_checks(include_deployment_checks=True)
+            if m.id == "switchtrace.W004"
+        ]
+
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=BASE_MIDDLEWARE):
+        assert deploy_ids() == ["switchtrace.W004"]
+        assert [m for m in checks.run_checks() if m.id == "switchtrace.W004"] == []
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": False}, MIDDLEWARE=BASE_MIDDLEWARE
+    ):
+        assert deploy_ids() == []

@@ -9,8 +9,11 @@
 | switchtrace.E005 | error | ``SHOW_HEADERS`` is an async function |
 | switchtrace.E006 | error | an OTLP endpoint (setting or OTEL_* variable) that is not a URL, or an
   unsupported ``OTEL_EXPORTER_OTLP_PROTOCOL`` |
+| switchtrace.E007 | error | a ``MIDDLEWARE`` entry that cannot be imported |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
 | switchtrace.W002 | warning | the middleware is not first in ``MIDDLEWARE`` |
+| switchtrace.W003 | warning | a middleware that adds avoidable switches under ASGI |
+| switchtrace.W004 | warning | (``check --deploy``) enabled with headers shown to every client |
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
-from .conf import MIDDLEWARE_PATH, build_config
+from .conf import MIDDLEWARE_PATH, build_config, get_config
 
 
 @register()
@@ -52,3 +56,67 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return messages
+
+
+@register()
+def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Ticket #37177's pattern: async_capable middleware with synchronous hooks."""
+    from asgiref.sync import iscoroutinefunction
+    from django.utils.deprecation import MiddlewareMixin
+
+    from .predict import HOOKS
+
+    messages: list[Any] = []
+    for path in list(getattr(settings, "MIDDLEWARE", None) or []):
+        try:
+            cls = import_string(path)
+        except ImportError as exc:
+            messages.append(
+                Error(
+                    f"MIDDLEWARE entry {path!r} cannot be imported: {exc}.",
+                    hint="Fix the dotted path; Django will not start with it.",
+                    id="switchtrace.E007",
+                )
+            )
+            continue
+        if not (
+            isinstance(cls, type)
+            and issubclass(cls, MiddlewareMixin)
+            and getattr(cls, "async_capable", False)
+        ):
+            continue
+        hooks = [h for h in HOOKS if hasattr(cls, h) and not iscoroutinefunction(getattr(cls, h))]
+        if not hooks:
+            continue
+        name = cls.__name__
+        messages.append(
+            Warning(
+                f"{name} is async_capable but its {' and '.join(hooks)} "
+                f"{'is' if len(hooks) == 1 else 'are'} synchronous: under ASGI each request "
+                f"crosses the sync/async boundary {2 * len(hooks)} more times for it "
+                "(Django ticket #37177).",
+                hint=f"Use a subclass of {name} with async_capable = False, or give it async "
+                "hooks; 'switchtrace explain' shows what each change saves.",
+                obj=path,
+                id="switchtrace.W003",
+            )
+        )
+    return messages
+
+
+@register(Tags.security, deploy=True)
+def check_headers_in_production(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    config = get_config()
+    if config.enabled and config.show_headers is True:
+        return [
+            Warning(
+                "switchtrace is enabled with SHOW_HEADERS = True: every client gets "
+                "X-Context-Switches, X-Thread-Hops, X-Event-Loops, X-Threads-Started and "
+                "Server-Timing on every response, which tell how the site is built.",
+                hint="switchtrace is meant for staging. In production set "
+                "SWITCHTRACE['SHOW_HEADERS'] to a callable that lets only your own people "
+                "see them, or False, or disable switchtrace.",
+                id="switchtrace.W004",
+            )
+        ]
+    return []

@@ -1,0 +1,111 @@
+"""``switchtrace explain`` / ``manage.py switchtrace_explain``: the predicted
+switches of each kind of request, their causes and fixes, and, with
+``--measure``, what one real request of each kind measures through Django's
+test client."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TextIO
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .predict import Prediction, predict
+
+CASES = (("asgi", False), ("asgi", True), ("wsgi", False), ("wsgi", True))
+
+
+class ExplainError(Exception):
+    """Bad input: a message naming what is wrong."""
+
+
+def check_middleware(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            raise ExplainError(f"MIDDLEWARE entry {path!r} cannot be imported: {exc}") from None
+
+
+def view_kind(url: str) -> tuple[bool, str]:
+    """(is the view async, its name) for ``url``, or an ExplainError."""
+    from asgiref.sync import iscoroutinefunction
+    from django.urls import Resolver404, resolve
+
+    try:
+        match = resolve(url)
+    except Resolver404:
+        raise ExplainError(f"the URL {url!r} does not resolve to a view") from None
+    func = match.func
+    view_class = getattr(func, "view_class", None)
+    is_async = bool(getattr(view_class, "view_is_async", False)) or iscoroutinefunction(func)
+    return is_async, getattr(func, "__qualname__", repr(func))
+
+
+def measure(server: str, url: str) -> Any:
+    """One request through Django's test client (AsyncClient for ASGI)."""
+    from django.test import AsyncClient, Client
+
+    from ..testing import record_requests
+
+    with record_requests() as records:
+        if server == "asgi":
+            asyncio.run(AsyncClient().get(url))
+        else:
+            Client().get(url)
+    return records[-1]
+
+
+def render(url: str | None, do_measure: bool, out: TextIO) -> int:
+    paths = list(settings.MIDDLEWARE)
+    check_middleware(paths)
+    cases: list[tuple[str, bool]] = list(CASES)
+    if url is not None:
+        is_async, name = view_kind(url)
+        cases = [("asgi", is_async), ("wsgi", is_async)]
+        out.write(f"{url} → {name} ({'async' if is_async else 'sync'} view)\n")
+    out.write(f"MIDDLEWARE: {len(paths)} entries\n")
+    for server, is_async in cases:
+        prediction = predict(server, is_async, paths)
+        _render_case(prediction, out)
+        if do_measure:
+            target = url or ("/" if url is None else url)
+            if url is None:
+                out.write("  measured: pass --url to measure a request of this kind\n")
+            else:
+                record = measure(server, target)
+                same = (record.context_switches, record.event_loops_created) == (
+                    prediction.switches,
+                    prediction.loops,
+                )
+                out.write(
+                    f"  measured: {record.context_switches} switches, {record.thread_hops} "
+                    f"hops, {record.event_loops_created} loops "
+                    f"({'as predicted' if same else 'DIFFERS from the prediction'})\n"
+                )
+    return 0
+
+
+def _render_case(prediction: Prediction, out: TextIO) -> None:
+    out.write(
+        f"\n{prediction.server.upper()}, {prediction.view} view: {prediction.switches} "
+        f"switches ({prediction.before_headers} before the headers), {prediction.hops} hops, "
+        f"{prediction.loops} event loops created\n"
+    )
+    width = max((len(str(c.switches)) for c in prediction.causes), default=1)
+    for cause in prediction.causes:
+        out.write(f"  {cause.switches:>{width}}  {cause.what}\n")
+        if cause.fix:
+            out.write(f"  {'':>{width}}  → {cause.fix}{_saving(cause.switches, cause.saves)}\n")
+
+
+def _saving(own: int, saves: int) -> str:
+    if not saves:
+        return ""
+    if saves > own:
+        return (
+            f" (saves {saves}: Django then runs every sync-capable middleware above it "
+            "synchronously too)"
+        )
+    return f" (saves {saves})"

@@ -1,0 +1,334 @@
+"""Predict a request's context switches from MIDDLEWARE, without running one.
+
+The model follows Django's own rules for the installed version:
+``BaseHandler.load_middleware`` (which mode each middleware runs in, where
+``adapt_method_mode`` puts an adapter), ``MiddlewareMixin.__acall__`` (one
+``sync_to_async`` per synchronous hook when the chain is async, Django ticket
+#37177), the view-middleware adapters, the request signals, the view's own
+adaptation and ``response.close`` under ASGI. It reads classes and signal
+receivers; it instantiates nothing and serves no request.
+
+Every bridge call is two switches and two thread hops. An ``async_to_sync``
+made under WSGI outside any ``sync_to_async`` creates an event loop (and a
+thread); one made inside finds the outer loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+HOOKS = ("process_request", "process_response")
+TICKET = "Django ticket #37177"
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One reason for switches: what, how many per request, and the fix."""
+
+    what: str
+    switches: int
+    loops: int = 0
+    after_headers: bool = False
+    fix: str = ""
+    saves: int = 0
+    #: The middleware it is about, if any (dotted path).
+    middleware: str = ""
+
+
+@dataclass
+class Prediction:
+    server: str  # "wsgi" or "asgi"
+    view: str  # "sync" or "async"
+    causes: list[Cause] = field(default_factory=list)
+
+    @property
+    def switches(self) -> int:
+        return sum(c.switches for c in self.causes)
+
+    @property
+    def before_headers(self) -> int:
+        return sum(c.switches for c in self.causes if not c.after_headers)
+
+    @property
+    def hops(self) -> int:
+        return self.switches  # every bridge in the model hops both ways
+
+    @property
+    def loops(self) -> int:
+        return sum(c.loops for c in self.causes)
+
+
+@dataclass
+class _Bridge:
+    """A bridge call in the request's path, outermost first."""
+
+    kind: str  # "s2a" or "a2s"
+    cause: Cause
+
+
+def _short(path: str) -> str:
+    return path.rpartition(".")[2]
+
+
+def _receivers(signal: Any) -> tuple[bool, bool]:
+    """(has sync receivers, has async receivers), feature-detected."""
+    live = signal._live_receivers(None)
+    if isinstance(live, tuple) and len(live) == 2:
+        sync, asynchronous = live
+        return bool(sync), bool(asynchronous)
+    return bool(live), False  # Django 4.2: every receiver is synchronous
+
+
+def predict(
+    server: str,
+    view_is_async: bool,
+    middleware: list[str] | None = None,
+    *,
+    overrides: dict[str, bool] | None = None,
+    explain: bool = True,
+) -> Prediction:
+    """``overrides`` maps a middleware path to an async_capable value to
+    assume instead of the class's (used to compute what a fix saves)."""
+    from django.core import signals
+
+    is_async = server == "asgi"
+    paths = list(settings.MIDDLEWARE if middleware is None else middleware)
+    prediction = Prediction(server, "async" if view_is_async else "sync")
+    causes = prediction.causes
+    # The request's path, outermost first: (switch-making step, nested inside s2a?)
+    path_steps: list[tuple[str, Cause]] = []
+
+    # load_middleware, innermost first.
+    handler_is_async = is_async
+    chain: list[tuple[str, Any, bool, str | None]] = []  # path, class, async mode, adapter
+    for path in reversed(paths):
+        cls = import_string(path)
+        can_sync = getattr(cls, "sync_capable", True)
+        can_async = (overrides or {}).get(path, getattr(cls, "async_capable", False))
+        middleware_is_async = False if (not handler_is_async and can_sync) else can_async
+        adapter = None
+        if middleware_is_async and not handler_is_async:
+            adapter = "s2a"
+        elif not middleware_is_async and handler_is_async:
+            adapter = "a2s"
+        chain.append((path, cls, middleware_is_async, adapter))
+        handler_is_async = middleware_is_async
+    top = None
+    if is_async and not handler_is_async:
+        top = "s2a"
+    elif not is_async and handler_is_async:
+        top = "a2s"
+    chain.reverse()  # outermost first
+
+    def hooks_of(cls: Any) -> list[str]:
+        return [h for h in HOOKS if hasattr(cls, h) and not iscoroutinefunction(getattr(cls, h))]
+
+    # The request signals, before the chain.
+    started_sync, started_async = _receivers(signals.request_started)
+    finished_sync, finished_async = _receivers(signals.request_finished)
+    if is_async and started_sync:
+        causes.append(
+            Cause(
+                "request_started has synchronous receivers (Django's reset_queries, "
+                "close_old_connections): Signal.asend runs them in one sync_to_async",
+                2,
+            )
+        )
+    if not is_async and started_async:
+        causes.append(
+            Cause(
+                "request_started has async receivers: Signal.send runs them in async_to_sync",
+                2,
+                loops=1,
+            )
+        )
+
+    if top == "s2a":
+        path_steps.append(
+            (
+                "s2a",
+                Cause(
+                    "the middleware chain's outer layer is synchronous: the ASGI handler "
+                    "runs it in sync_to_async",
+                    2,
+                ),
+            )
+        )
+    elif top == "a2s":
+        path_steps.append(
+            (
+                "a2s",
+                Cause(
+                    "the middleware chain's outer layer is async-only: the WSGI handler "
+                    "runs it in async_to_sync, with a new event loop and thread",
+                    2,
+                    loops=1,
+                ),
+            )
+        )
+    from django.utils.deprecation import MiddlewareMixin
+
+    for path, cls, is_async_mode, adapter in chain:
+        name = _short(path)
+        if is_async_mode and issubclass(cls, MiddlewareMixin):
+            hooks = hooks_of(cls)
+            if hooks:
+                n = 2 * len(hooks)
+                fix = (
+                    f"mark {name} sync-only (async_capable = False) or give it async hooks"
+                    if getattr(cls, "sync_capable", True)
+                    else f"give {name} async hooks"
+                )
+                cause = Cause(
+                    f"{name}: async_capable but {' and '.join(hooks)} "
+                    f"{'is' if len(hooks) == 1 else 'are'} synchronous: "
+                    f"{n} switches per request under ASGI ({TICKET})",
+                    n,
+                    fix=fix,
+                    middleware=path,
+                )
+                path_steps.append(("hooks", cause))
+        if adapter == "a2s":
+            path_steps.append(
+                (
+                    "a2s",
+                    Cause(
+                        f"{name} runs synchronously between async code: the handler below "
+                        "it is adapted with async_to_sync",
+                        2,
+                        loops=1,
+                        fix=f"make {name} async-capable, or the middleware next to it "
+                        "sync-only, so the chain changes mode once",
+                        middleware=path,
+                    ),
+                )
+            )
+        elif adapter == "s2a":
+            path_steps.append(
+                (
+                    "s2a",
+                    Cause(
+                        f"{name} runs asynchronously above synchronous code: the handler "
+                        "below it is adapted with sync_to_async",
+                        2,
+                        fix=f"make {name} sync-capable, or the middleware below it async-capable",
+                        middleware=path,
+                    ),
+                )
+            )
+
+    # Inside the innermost handler (_get_response / _get_response_async).
+    for path, cls, _mode, _adapter in chain:
+        hook = getattr(cls, "process_view", None)
+        if hook is None:
+            continue
+        name = _short(path)
+        hook_is_async = iscoroutinefunction(hook)
+        if is_async and not hook_is_async:
+            path_steps.append(
+                (
+                    "s2a",
+                    Cause(
+                        f"{name}.process_view is synchronous: sync_to_async under ASGI",
+                        2,
+                        fix=f"give {name} an async process_view",
+                        middleware=path,
+                    ),
+                )
+            )
+        elif not is_async and hook_is_async:
+            path_steps.append(
+                (
+                    "a2s",
+                    Cause(
+                        f"{name}.process_view is async: async_to_sync under WSGI",
+                        2,
+                        loops=1,
+                        middleware=path,
+                    ),
+                )
+            )
+    if is_async and not view_is_async:
+        view_cause = Cause(
+            "a sync view under ASGI runs in sync_to_async",
+            2,
+            fix="make the view async (if its work is async)",
+        )
+        path_steps.append(("s2a", view_cause))
+    elif not is_async and view_is_async:
+        path_steps.append(
+            (
+                "a2s",
+                Cause(
+                    "an async view under WSGI runs in async_to_sync, with a new event loop "
+                    "and thread",
+                    2,
+                    loops=1,
+                    fix="serve it under ASGI, or make the view sync",
+                ),
+            )
+        )
+
+    # A WSGI async_to_sync creates a loop only outside every sync_to_async.
+    inside_s2a = False
+    for kind, cause in path_steps:
+        if kind == "a2s" and inside_s2a:
+            cause = Cause(cause.what.split(", with a new")[0] + " (on the outer loop)", 2,
+                          fix=cause.fix, middleware=cause.middleware)  # fmt: skip
+        elif kind == "a2s" and is_async:
+            cause = Cause(cause.what, 2, fix=cause.fix, middleware=cause.middleware)
+        if kind == "s2a":
+            inside_s2a = True
+        causes.append(cause)
+
+    if is_async:
+        causes.append(
+            Cause(
+                "response.close() (request_finished) runs in sync_to_async after the response",
+                2,
+                after_headers=True,
+            )
+        )
+    elif finished_async:
+        causes.append(
+            Cause(
+                "request_finished has async receivers: Signal.send runs them in async_to_sync",
+                2,
+                loops=1,
+                after_headers=True,
+            )
+        )
+    del finished_sync
+    if explain:
+        _savings(prediction, paths, overrides or {})
+    return prediction
+
+
+def _savings(prediction: Prediction, paths: list[str], overrides: dict[str, bool]) -> None:
+    """What each middleware fix would save, by predicting again with it applied."""
+    view_is_async = prediction.view == "async"
+    for n, cause in enumerate(prediction.causes):
+        if not cause.middleware or "async_capable" not in cause.fix:
+            continue
+        fixed = predict(
+            prediction.server,
+            view_is_async,
+            paths,
+            overrides={**overrides, cause.middleware: False},
+            explain=False,
+        )
+        saves = prediction.switches - fixed.switches
+        prediction.causes[n] = Cause(
+            cause.what,
+            cause.switches,
+            cause.loops,
+            cause.after_headers,
+            cause.fix,
+            saves,
+            cause.middleware,
+        )

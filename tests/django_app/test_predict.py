@@ -1,0 +1,100 @@
+"""Prediction equals measurement, case by case."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from switchtrace import example
+from switchtrace.django_app.predict import predict
+
+from ..support import run_asgi, wsgi_request
+
+CASES = [
+    (variant, server, path, is_async)
+    for variant in example.VARIANTS
+    for server in ("asgi", "wsgi")
+    for path, is_async in (("/sync/", False), ("/async/", True))
+]
+
+
+@pytest.mark.parametrize(("variant", "server", "path", "is_async"), CASES)
+def test_prediction_equals_measurement(variant, server, path, is_async, records):
+    with example.handlers(variant) as (asgi, wsgi):
+        for _ in range(2):
+            run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
+        # Inside the block: the variant's async_capable flags are in force.
+        prediction = predict(server, is_async, list(settings.MIDDLEWARE))
+    record = records[-1]
+    assert (
+        prediction.switches,
+        prediction.before_headers,
+        prediction.hops,
+        prediction.loops,
+    ) == (
+        record.context_switches,
+        record.at_headers.context_switches,
+        record.thread_hops,
+        record.event_loops_created,
+    )
+
+
+def test_the_table_rows_beyond_the_variants():
+    """WSGI rows of the worked example that the model sees through the view."""
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    shipped = ["switchtrace.django_app.middleware.SwitchTraceMiddleware", *STARTPROJECT_MIDDLEWARE]
+    assert predict("wsgi", False, shipped).switches == 0
+    async_view = predict("wsgi", True, shipped)
+    assert (async_view.switches, async_view.hops, async_view.loops) == (2, 2, 1)
+
+
+def test_causes_and_what_each_fix_saves():
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    prediction = predict("asgi", False, list(STARTPROJECT_MIDDLEWARE))
+    assert [(c.switches, c.saves, c.after_headers) for c in prediction.causes] == [
+        (2, 0, False),  # request_started
+        (4, 0, False),  # SecurityMiddleware: alone, it would only move the adapter
+        (4, 4, False),
+        (4, 8, False),
+        (4, 12, False),
+        (2, 14, False),
+        (4, 18, False),
+        (2, 20, False),  # XFrameOptionsMiddleware: the whole stack turns synchronous
+        (2, 0, False),  # CsrfViewMiddleware.process_view
+        (2, 0, False),  # the sync view
+        (2, 0, True),  # response.close
+    ]
+    assert prediction.causes[2].what == (
+        "SessionMiddleware: async_capable but process_request and process_response are "
+        "synchronous: 4 switches per request under ASGI (Django ticket #37177)"
+    )
+    assert prediction.causes[2].fix == (
+        "mark SessionMiddleware sync-only (async_capable = False) or give it async hooks"
+    )
+    # The saving is exact: applying the fix to XFrameOptionsMiddleware leaves 12.
+    fixed = predict(
+        "asgi",
+        False,
+        list(STARTPROJECT_MIDDLEWARE),
+        overrides={"django.middleware.clickjacking.XFrameOptionsMiddleware": False},
+    )
+    assert fixed.switches == 32 - 20
+
+
+def test_async_only_middleware_under_wsgi_creates_a_loop_per_request(records):
+    middleware = ["tests.test_predict_support.AsyncOnly"]
+    prediction = predict("wsgi", False, middleware)
+    assert (prediction.switches, prediction.loops) == (4, 1)
+    with example.handlers("none", switchtrace_middleware=False, MIDDLEWARE=middleware) as (
+        _asgi,
+        wsgi,
+    ):
+        for _ in range(2):
+            wsgi_request(wsgi, "/sync/")
+    assert (records[-1].context_switches, records[-1].event_loops_created) == (4, 1)
+    assert [c.what.split(":")[0] for c in prediction.causes] == [
+        "the middleware chain's outer layer is async-only",
+        "AsyncOnly runs asynchronously above synchronous code",
+    ]
