@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 from typing import Any
 
-from switchtrace.example import Result, asgi_request, wsgi_request
+from asgiref.sync import ThreadSensitiveContext
 
-__all__ = ["Result", "asgi_request", "run_asgi", "wsgi_request"]
+from switchtrace.example import Result, asgi_request, run_in_server_loop, wsgi_request
+
+__all__ = ["ASGI_THREADS", "Result", "asgi_request", "run_asgi", "wsgi_request"]
+
+#: Threads an ASGI request starts in all: the per-request thread of Django's
+#: ThreadSensitiveContext, and, from asgiref 3.12, the thread that joins it.
+ASGI_THREADS = 2 if "Thread(" in inspect.getsource(ThreadSensitiveContext.__aexit__) else 1
 
 
 def run_asgi(handler: Any, path: str) -> Result:
-    return asyncio.run(asgi_request(handler, path))
+    """One request, in a loop that lives on between requests as a server's does."""
+    return run_in_server_loop(asgi_request(handler, path))

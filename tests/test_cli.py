@@ -15,6 +15,8 @@ import pytest
 
 from switchtrace.bench import compare
 
+from .support import ASGI_THREADS
+
 SCRIPT = shutil.which("switchtrace", path=str(Path(sys.executable).parent))
 
 
@@ -39,10 +41,11 @@ def test_demo(how, tmp_path):
     text = out.stdout
     section = text[text.index("/sync/ — ") : text.index("/async/ — ")]
     rows = [line.split()[:7] for line in section.splitlines()[2:8]]
+    threads = str(ASGI_THREADS)
     assert rows == [
-        ["ASGI", "shipped", "32", "(30)", "32", "0", "2"],
-        ["ASGI", "sync-only", "12", "(10)", "12", "0", "2"],
-        ["ASGI", "none", "6", "(4)", "6", "0", "2"],
+        ["ASGI", "shipped", "32", "(30)", "32", "0", threads],
+        ["ASGI", "sync-only", "12", "(10)", "12", "0", threads],
+        ["ASGI", "none", "6", "(4)", "6", "0", threads],
         ["WSGI", "shipped", "0", "(0)", "0", "0", "0"],
         ["WSGI", "sync-only", "0", "(0)", "0", "0", "0"],
         ["WSGI", "none", "0", "(0)", "0", "0", "0"],

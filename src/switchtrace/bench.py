@@ -207,7 +207,7 @@ class InProcess:
         async_capable flag, which their middleware chain keeps."""
         asgi, wsgi = self._handlers[variant]
         if server == "asgi":
-            return asyncio.run(_asgi_load(asgi, endpoint, requests, concurrency))
+            return example.run_in_server_loop(_asgi_load(asgi, endpoint, requests, concurrency))
         return _wsgi_load(wsgi, endpoint, requests, concurrency)
 
 
@@ -692,7 +692,7 @@ def _serve(handler_pair: tuple[Any, Any], server: str, endpoint: str, requests: 
             for _ in range(requests):
                 await example.asgi_request(asgi, endpoint)
 
-        asyncio.run(serve())
+        example.run_in_server_loop(serve())
     else:
         for _ in range(requests):
             example.wsgi_request(wsgi, endpoint)

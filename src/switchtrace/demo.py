@@ -8,7 +8,6 @@ that one-time costs (a process-wide executor's first thread) do not blur it.
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,7 +65,9 @@ def measure(endpoints: Sequence[str] = ALL_ENDPOINTS) -> dict[str, list[Case]]:
                     for server in SERVERS:
                         for _ in range(2):
                             if server == "ASGI":
-                                result = asyncio.run(example.asgi_request(asgi, endpoint))
+                                result = example.run_in_server_loop(
+                                    example.asgi_request(asgi, endpoint)
+                                )
                             else:
                                 result = example.wsgi_request(wsgi, endpoint)
                         record = records[-1]

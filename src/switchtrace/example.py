@@ -87,6 +87,20 @@ def handlers(
         MiddlewareMixin.async_capable = saved
 
 
+_server_loop: asyncio.AbstractEventLoop | None = None
+
+
+def run_in_server_loop(coroutine: Any) -> Any:
+    """Run ``coroutine`` in one event loop that lives on between calls, as an
+    ASGI server's does (asgiref before 3.9 keeps the loop an adapter first
+    saw, so a new loop per request would make it create loops that a server
+    never would)."""
+    global _server_loop
+    if _server_loop is None or _server_loop.is_closed():
+        _server_loop = asyncio.new_event_loop()
+    return _server_loop.run_until_complete(coroutine)
+
+
 @dataclass
 class Result:
     status: int

@@ -98,3 +98,13 @@ def test_async_only_middleware_under_wsgi_creates_a_loop_per_request(records):
         "the middleware chain's outer layer is async-only",
         "AsyncOnly runs asynchronously above synchronous code",
     ]
+
+
+def test_a_raising_view_costs_exactly_the_conditional_exception_causes(records):
+    with example.handlers("shipped") as (asgi, _wsgi):
+        for _ in range(2):
+            run_asgi(asgi, "/raise/")
+        prediction = predict("asgi", False, list(settings.MIDDLEWARE))
+    exception_path = [c for c in prediction.conditional if "TemplateResponse" not in c.what]
+    assert [c.switches for c in exception_path] == [2, 2, 2]
+    assert records[-1].context_switches == prediction.switches + 6 == 38

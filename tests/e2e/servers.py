@@ -81,6 +81,10 @@ class Server:
                 "--log-level",
                 "warning",
             ]
+            if kind == "gunicorn-preload":
+                # The app (and switchtrace's patches, its span thread) load in
+                # the master, then gunicorn forks the workers.
+                command.append("--preload")
         self.process = subprocess.Popen(command, cwd=EXAMPLE, env=env)
         self._wait_ready()
 

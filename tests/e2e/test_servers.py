@@ -44,7 +44,13 @@ UVLOOP = {
     for (kind, variant, path), figures in {**TABLE, **MORE}.items()
     if kind == "uvicorn" and variant == "shipped"
 }
-EXPECTED = {**TABLE, **MORE, **UVLOOP}
+# gunicorn --preload: installed before fork(); each worker must count its own.
+PRELOAD = {
+    ("gunicorn-preload", variant, path): figures
+    for (kind, variant, path), figures in {**TABLE, **MORE}.items()
+    if kind == "gunicorn"
+}
+EXPECTED = {**TABLE, **MORE, **UVLOOP, **PRELOAD}
 SERVERS = sorted({(kind, variant) for kind, variant, _path in EXPECTED})
 
 

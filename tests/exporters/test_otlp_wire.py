@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from ..django_app.test_components import SIGNAL
 from ..e2e.servers import Server
 from .receiver import GrpcReceiver, HttpReceiver
 
@@ -62,7 +63,7 @@ def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
         assert len(children) == 16
         assert sum(attrs(c)["switchtrace.before_headers"] for c in children) == 15
         names = [c.name for c in sorted(children, key=lambda c: c.start_time_unix_nano)]
-        assert names[0] == "sync_to_async Signal.asend.<locals>.sync_send"
+        assert names[0] == f"sync_to_async {SIGNAL}"
         assert names[1:7] == [f"sync_to_async {m}.process_request" for m in MIDDLEWARE]
         assert names[-1] == "sync_to_async HttpResponseBase.close"
         for child in children:

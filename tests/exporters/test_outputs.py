@@ -17,7 +17,7 @@ from switchtrace.exporters import format_record
 
 from ..conftest import EXAMPLE, ROOT
 from ..django_app.test_middleware import project
-from ..support import run_asgi, wsgi_request
+from ..support import ASGI_THREADS, run_asgi, wsgi_request
 
 
 def test_the_file_exporter_writes_otlp_json_lines(tmp_path):
@@ -58,7 +58,8 @@ def test_the_console_exporter_prints_one_line_per_request():
         telemetry._console.stream = stream
         run_asgi(asgi, "/sync/")
     assert stream.getvalue() == (
-        "GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, 2 threads; "
+        "GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, "
+        f"{ASGI_THREADS} threads; "
         "top: CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4, "
         "CommonMiddleware 4, MessageMiddleware 4\n"
     )
@@ -69,7 +70,8 @@ def test_format_record_names_the_view_and_adapters(records):
         run_asgi(asgi, "/sync/")
     [record] = records
     assert format_record(record, components.resolve) == (
-        "GET /sync/ 200: 12 switches (10 before headers), 12 hops, 0 loops, 2 threads; "
+        "GET /sync/ 200: 12 switches (10 before headers), 12 hops, 0 loops, "
+        f"{ASGI_THREADS} threads; "
         "top: request_started 2, middleware chain 2, XFrameOptionsMiddleware 2, "
         "CsrfViewMiddleware 2, sync_view 2"
     )

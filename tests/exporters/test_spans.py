@@ -11,9 +11,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from switchtrace.django_app import telemetry
+from switchtrace.example import run_in_server_loop
 
 from ..django_app.test_middleware import project
-from ..support import asgi_request, run_asgi, wsgi_request
+from ..support import ASGI_THREADS, asgi_request, run_asgi, wsgi_request
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_asgi_default_stack_sync_view(spans):
         "switchtrace.context_switches": 32,
         "switchtrace.thread_hops": 32,
         "switchtrace.event_loops_created": 0,
-        "switchtrace.threads_started": 2,
+        "switchtrace.threads_started": ASGI_THREADS,
         "switchtrace.dropped": 0,
         "switchtrace.context_switches_before_headers": 30,
         "switchtrace.thread_hops_before_headers": 30,
@@ -99,14 +100,12 @@ def test_wsgi_async_view_loop_and_thread_are_events_of_its_span(spans):
         wsgi_request(wsgi, "/async/")
     named = by_name(spans())
     a2s = named["async_to_sync async_view"]
-    # Events are added per kind (started, loops, threads); their timestamps
-    # give the order: thread started, loop created in it, code started.
-    events = sorted(a2s.events, key=lambda e: e.timestamp)
-    assert [e.name for e in events] == [
-        "switchtrace.thread_started",
-        "switchtrace.event_loop_created",
-        "switchtrace.started",
-    ]
+    # In time order: the new thread and the new loop (asgiref before 3.9 makes
+    # the loop first, in the calling thread; later versions in the new thread),
+    # then the code starting in that loop.
+    events = [e.name for e in sorted(a2s.events, key=lambda e: e.timestamp)]
+    assert sorted(events[:2]) == ["switchtrace.event_loop_created", "switchtrace.thread_started"]
+    assert events[2:] == ["switchtrace.started"]
     assert a2s.attributes["switchtrace.loop.created"] is True
     assert a2s.attributes["switchtrace.threads.started"] == 1
     assert named["GET async/"].attributes["switchtrace.event_loops_created"] == 1
@@ -115,7 +114,9 @@ def test_wsgi_async_view_loop_and_thread_are_events_of_its_span(spans):
 def test_an_incoming_traceparent_is_honoured(spans):
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     with project() as (asgi, wsgi):
-        asyncio.run(asgi_request(asgi, "/sync/", headers=[(b"traceparent", traceparent.encode())]))
+        run_in_server_loop(
+            asgi_request(asgi, "/sync/", headers=[(b"traceparent", traceparent.encode())])
+        )
         wsgi_request(wsgi, "/async/", HTTP_TRACEPARENT=traceparent)
     requests = [s for s in spans() if s.kind is trace.SpanKind.SERVER]
     assert len(requests) == 2
@@ -226,8 +227,11 @@ def test_a_client_disconnect_ends_every_span(spans, records):
         return sent
 
     with project() as (asgi, _wsgi):
-        sent = asyncio.run(disconnect_early(asgi))
-    assert sent == []
+        sent = run_in_server_loop(disconnect_early(asgi))
+    from django.core.handlers.asgi import ASGIHandler
+
+    if hasattr(ASGIHandler, "listen_for_disconnect"):  # Django >= 5.0 cancels the view
+        assert sent == []
     [record] = records
     assert record.finished
     finished = spans()

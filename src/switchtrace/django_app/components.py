@@ -71,6 +71,10 @@ def _describe(func: Any, view: Any) -> Component | None:
     target = unwrap(func)
     if isinstance(target, types.MethodType):
         owner, name = target.__self__, target.__name__
+        from django.dispatch import Signal
+
+        if isinstance(owner, Signal):  # Django 4.2: sync_to_async(signal.send)
+            return Component("signal", _signal_name(owner))
         if name in MIDDLEWARE_HOOKS:
             return Component("middleware", type(owner).__qualname__, name)
         from django.http import HttpResponseBase

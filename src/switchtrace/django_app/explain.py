@@ -98,6 +98,8 @@ def _render_case(prediction: Prediction, out: TextIO) -> None:
         out.write(f"  {cause.switches:>{width}}  {cause.what}\n")
         if cause.fix:
             out.write(f"  {'':>{width}}  → {cause.fix}{_saving(cause.switches, cause.saves)}\n")
+    for cause in prediction.conditional:
+        out.write(f"  +{cause.switches}  {cause.what}\n")
 
 
 def _saving(own: int, saves: int) -> str:

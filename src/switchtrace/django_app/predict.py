@@ -45,6 +45,9 @@ class Prediction:
     server: str  # "wsgi" or "asgi"
     view: str  # "sync" or "async"
     causes: list[Cause] = field(default_factory=list)
+    #: Switches that happen only on some requests (a TemplateResponse, an
+    #: exception in the view): not counted in the figures above.
+    conditional: list[Cause] = field(default_factory=list)
 
     @property
     def switches(self) -> int:
@@ -286,6 +289,30 @@ def predict(
             inside_s2a = True
         causes.append(cause)
 
+    for path, cls, _mode, _adapter in chain:
+        name = _short(path)
+        hook = getattr(cls, "process_template_response", None)
+        if hook is not None and is_async != iscoroutinefunction(hook):
+            bridge = "sync_to_async under ASGI" if is_async else "async_to_sync under WSGI"
+            what = (
+                f"when the view returns a TemplateResponse: {name}.process_template_response "
+                f"runs in {bridge}"
+            )
+            prediction.conditional.append(Cause(what, 2, middleware=path))
+    if is_async:
+        prediction.conditional += [
+            Cause(
+                "when the view raises: process_exception_by_middleware runs in sync_to_async "
+                "(exception middleware are always synchronous)",
+                2,
+            ),
+            Cause(
+                "when an exception becomes the response (the view raised, a 404): "
+                "response_for_exception runs in sync_to_async",
+                2,
+            ),
+            Cause("a 4xx or 5xx response is logged through sync_to_async", 2),
+        ]
     if is_async:
         causes.append(
             Cause(

@@ -263,7 +263,7 @@ def _yield_gil() -> None:
     """Let request threads waiting for the GIL run now, not at the end of the
     interpreter's 5 ms switch interval: every thread hop of a request waits
     for the GIL, and a busy pipeline thread would otherwise make each of them
-    wait (measured by benchmarks/request_overhead.py)."""
+    wait (measured by `switchtrace bench --overhead`)."""
     time.sleep(0)
 
 

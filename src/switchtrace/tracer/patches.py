@@ -415,7 +415,17 @@ def _wrap_loop_init(wrapped, instance, args, kwargs):
             _unclaimed_loops[instance] = clock()
             return
         cause = crossing_var.get()
-        runs_in_it = cause is not None and cause.mechanism is ASYNCIO_RUN and not cause.loop_created
+        # asyncio.run makes its loop here; so does asgiref before 3.9, whose
+        # AsyncToSync creates the loop in the calling thread (later versions
+        # create it in the new thread, where main_wrap claims it).
+        runs_in_it = (
+            cause is not None
+            and not cause.loop_created
+            and (
+                cause.mechanism is ASYNCIO_RUN
+                or (cause.mechanism is ASYNC_TO_SYNC and cause.start_ns is None)
+            )
+        )
         creation = record.loop_created(id(instance), _thread(), cause, runs_in_it=runs_in_it)
         if cause is None:
             _request_loops[instance] = creation
