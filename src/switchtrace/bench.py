@@ -377,12 +377,7 @@ async def _http_load(host: str, port: int, path: str, requests: int, concurrency
                 remaining -= 1
                 start = time.perf_counter()
                 writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                headers = _parse_head(head)
-                if "content-length" in headers:
-                    await reader.readexactly(int(headers["content-length"]))
-                else:
-                    await _read_chunked(reader)
+                _status, headers = await read_response(reader)
                 latencies.append(time.perf_counter() - start)
                 figures.append(_figures(headers))
         finally:
@@ -393,23 +388,26 @@ async def _http_load(host: str, port: int, path: str, requests: int, concurrency
     return time.perf_counter() - start, latencies, figures
 
 
-def _parse_head(head: bytes) -> dict[str, str]:
-    lines = head.decode("latin-1").split("\r\n")
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """Read one HTTP/1.1 response (Content-Length or chunked body): status and
+    lower-cased headers. A 5xx is an error: the benchmark must not time failures."""
+    lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    if status >= 500:
-        raise RuntimeError(f"server answered {lines[0]}")
-    return {
+    headers = {
         name.strip().lower(): value.strip()
         for name, _, value in (line.partition(":") for line in lines[1:] if line)
     }
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> None:
-    while True:
-        size = int((await reader.readline()).strip(), 16)
-        await reader.readexactly(size + 2)
-        if size == 0:
-            return
+    if "content-length" in headers:
+        await reader.readexactly(int(headers["content-length"]))
+    else:
+        while True:
+            size = int((await reader.readline()).strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    if status >= 500:
+        raise RuntimeError(f"server answered {lines[0]}")
+    return status, headers
 
 
 def _figures(headers: dict[str, str]) -> tuple[int, int, int, int] | None:

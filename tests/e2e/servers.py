@@ -29,6 +29,7 @@ class Server:
         records: Path,
         workers: int = 2,
         extra_env: dict[str, str] | None = None,
+        threads: int = 8,
     ) -> None:
         self.kind = kind
         self.variant = variant
@@ -77,7 +78,7 @@ class Server:
                 "--worker-class",
                 "gthread",
                 "--threads",
-                "8",
+                str(threads),
                 "--log-level",
                 "warning",
             ]

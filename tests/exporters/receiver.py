@@ -19,10 +19,16 @@ class Received:
         self.lock = threading.Lock()
         self.mode = "ok"  # "ok", "unavailable", "hang"
         self.release = threading.Event()
+        #: False: count the spans and drop the requests (long load tests).
+        self.keep = True
+        self.span_count = 0
 
     def add(self, request) -> None:
+        count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
         with self.lock:
-            self.requests.append(request)
+            self.span_count += count
+            if self.keep:
+                self.requests.append(request)
 
     def spans(self) -> list:
         with self.lock:
