@@ -120,3 +120,31 @@ def test_fifty_concurrent_mixed_requests_each_carry_their_own_figures(server):
         headers, total = EXPECTED[server.kind, server.variant, path]
         assert recorded[f"c{n}"]["at_headers"] == list(headers), (n, path)
         assert recorded[f"c{n}"]["totals"][0] == total, (n, path)
+
+
+def test_a_client_that_times_out_leaves_a_closed_record_and_a_working_server(tmp_path):
+    """The client gives up on /slow/ (it sleeps 5 s) after 0.3 s: uvicorn tells
+    Django, which cancels the view; the record is closed all the same."""
+    server = Server("uvicorn", "shipped", tmp_path / "records.jsonl")
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.get(server.url + "/slow/?gave-up", timeout=0.3)
+        response = httpx.get(server.url + "/sync/?after", timeout=10)
+        recorded = read_records(server, 2)
+    finally:
+        server.stop()
+    assert figures(response) == (30, 30, 0, 1)
+    gave_up = recorded["gave-up"]
+    assert gave_up["path"] == "/slow/"
+    from django.core.handlers.asgi import ASGIHandler
+
+    if hasattr(ASGIHandler, "listen_for_disconnect"):
+        # Django >= 5.0 cancels the view: no response, so no headers; the
+        # crossings before the (async) view — request_started, six
+        # process_request, process_view — and request_finished on the way out.
+        assert gave_up["at_headers"] is None
+        assert gave_up["totals"][:3] == [2 + 12 + 2 + 2, 18, 0]
+    else:
+        # Django 4.2 lets the view finish and answers nobody: the whole request.
+        assert gave_up["at_headers"][:3] == [28, 28, 0]
+        assert gave_up["totals"][:3] == [30, 30, 0]
