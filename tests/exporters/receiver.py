@@ -50,11 +50,12 @@ class Received:
                 if attr.key == "service.name"
             }
 
-    def wait_for(self, count: int, timeout: float = 20.0) -> list:
+    def wait_until(self, ready, timeout: float = 30.0) -> list:
+        """The spans received, once ``ready(spans)`` holds (or the time is up)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             spans = self.spans()
-            if len(spans) >= count:
+            if ready(spans):
                 return spans
             time.sleep(0.05)
         return self.spans()
