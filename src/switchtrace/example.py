@@ -17,7 +17,6 @@ from typing import Any
 
 #: The middleware variants of the example project (SWITCHTRACE_EXAMPLE_MIDDLEWARE).
 VARIANTS = ("shipped", "sync-only", "none")
-MIDDLEWARE_PATH = "switchtrace.django_app.middleware.SwitchTraceMiddleware"
 
 
 class ProjectNotFound(Exception):
@@ -70,6 +69,8 @@ def handlers(
     from django.core.handlers.wsgi import WSGIHandler
     from django.test.utils import override_settings
     from django.utils.deprecation import MiddlewareMixin
+
+    from .django_app.conf import MIDDLEWARE_PATH
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown middleware variant {variant!r}; allowed: {', '.join(VARIANTS)}")

@@ -145,10 +145,6 @@ class Crossing:
         return self._executor
 
     @property
-    def started(self) -> bool:
-        return self.start_ns is not None
-
-    @property
     def hop(self) -> bool:
         """True when the bridged code ran on another OS thread than its caller."""
         return self.target_thread is not None and self.target_thread is not self.source_thread
@@ -271,11 +267,6 @@ class RequestRecord:
     def threads_started(self) -> int:
         """OS threads started during the request."""
         return _value(self._threads)
-
-    @property
-    def bridge_calls(self) -> int:
-        """Crossings whose bridged code started (each is two switches once it returns)."""
-        return _value(self._started)
 
     @property
     def dropped(self) -> int:
