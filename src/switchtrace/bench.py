@@ -609,6 +609,9 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
             telemetry.configure(spans if mode == "full spans" else None)
 
     samples: dict[tuple[str, str, str], list[float]] = {}
+    # CPU time of the whole process (every thread, the pipeline's included):
+    # steadier than wall time on a shared machine.
+    cpu_samples: dict[tuple[str, str, str], list[float]] = {}
     for server in args.servers:
         for endpoint in args.endpoints:
             for mode in modes:
@@ -619,13 +622,15 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
             for endpoint in args.endpoints:
                 for mode in modes:
                     enter(mode)
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), time.process_time()
                     _serve(handlers[mode], server, endpoint, args.requests)
                     pipeline = telemetry.pipeline()
                     if pipeline is not None:
                         pipeline.flush(60)  # the spans' whole cost counts
                     per_request = (time.perf_counter() - start) / args.requests * 1e6
+                    cpu = (time.process_time() - cpu_start) / args.requests * 1e6
                     samples.setdefault((server, endpoint, mode), []).append(per_request)
+                    cpu_samples.setdefault((server, endpoint, mode), []).append(cpu)
                     progress.step(f"{server.upper()} {endpoint} {mode}")
     enter("headers only" if settings.SWITCHTRACE.get("ENABLED") else "disabled")
     telemetry.configure(spans)
@@ -634,9 +639,10 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     for server in args.servers:
         for endpoint in args.endpoints:
             base = samples[server, endpoint, "disabled"]
+            cpu_base = cpu_samples[server, endpoint, "disabled"]
             for mode in modes:
                 mine = samples[server, endpoint, mode]
-                ratios = [m / b for m, b in zip(mine, base, strict=True)]
+                cpu = cpu_samples[server, endpoint, mode]
                 rows.append(
                     {
                         "server": server,
@@ -644,7 +650,9 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                         "variant": variant,
                         "mode": mode,
                         "us_per_request": spread(mine),
-                        "ratio": spread(ratios),
+                        "ratio": spread([m / b for m, b in zip(mine, base, strict=True)]),
+                        "cpu_us_per_request": spread(cpu),
+                        "cpu_ratio": spread([m / b for m, b in zip(cpu, cpu_base, strict=True)]),
                     }
                 )
     return {"rows": rows}
@@ -699,15 +707,20 @@ def _serve(handler_pair: tuple[Any, Any], server: str, endpoint: str, requests: 
 def render_overhead(results: dict[str, Any], out: TextIO) -> None:
     out.write(
         f"switchtrace bench --overhead ({results['rounds']} interleaved rounds of "
-        f"{results['requests']} requests; µs per request and ratio to disabled, "
-        "medians (min-max) over rounds)\n"
+        f"{results['requests']} requests, the spans' export included; medians "
+        "(min-max) over rounds)\n"
+        "  wall: µs per request, ratio to disabled | cpu: the process's CPU µs per "
+        "request, ratio to disabled\n"
     )
     for row in results["rows"]:
         us, ratio = row["us_per_request"], row["ratio"]
+        cpu, cpu_ratio = row["cpu_us_per_request"], row["cpu_ratio"]
         out.write(
-            f"  {row['server'].upper()} {row['variant']:<9} {row['endpoint']:<14} "
-            f"{row['mode']:<13} {_fmt(us, 1):>26}   x{ratio['median']:.3f} "
-            f"({ratio['min']:.3f}-{ratio['max']:.3f})\n"
+            f"  {row['server'].upper()} {row['variant']} {row['endpoint']} {row['mode']}\n"
+            f"      wall {_fmt(us, 1):>26}  x{ratio['median']:.3f} "
+            f"({ratio['min']:.3f}-{ratio['max']:.3f})   "
+            f"cpu {_fmt(cpu, 1):>26}  x{cpu_ratio['median']:.3f} "
+            f"({cpu_ratio['min']:.3f}-{cpu_ratio['max']:.3f})\n"
         )
 
 

@@ -8,8 +8,10 @@ middleware each adapter built by ``BaseHandler.adapt_method_mode`` serves
 
 from __future__ import annotations
 
+import functools
 import types
 import weakref
+from collections.abc import Hashable
 from typing import Any
 
 from ..tracer import Component, Crossing, RequestRecord
@@ -25,8 +27,11 @@ MIDDLEWARE_HOOKS = frozenset(
     }
 )
 
-#: Adapters built by adapt_method_mode -> the component they serve.
-_adapters: weakref.WeakKeyDictionary[Any, Component] = weakref.WeakKeyDictionary()
+#: Adapters built by adapt_method_mode: id(adapter) -> (a weak reference to
+#: it, the component it serves). Looked up for every crossing described, so a
+#: plain dict rather than a WeakKeyDictionary (whose lookups build a weak
+#: reference each); an entry goes when its adapter does.
+_adapters: dict[int, tuple[weakref.ref[Any], Component]] = {}
 
 
 def remember_adapter(adapter: Any, method: Any, name: str | None) -> None:
@@ -41,8 +46,14 @@ def remember_adapter(adapter: Any, method: Any, name: str | None) -> None:
         component = Component("middleware-adapter", "middleware chain")
     else:
         component = _describe(method, None) or Component("handler", qualified_name(method))
+    key = id(adapter)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        if _adapters.get(key, (None,))[0] is ref:
+            _adapters.pop(key, None)
+
     try:
-        _adapters[adapter] = component
+        _adapters[key] = (weakref.ref(adapter, forget), component)
     except TypeError:  # not weak-referenceable: leave it to the generic rules
         pass
 
@@ -51,18 +62,68 @@ def remember_view(record: RequestRecord, view: Any) -> None:
     record.extra["view"] = view
 
 
-def resolve(crossing: Crossing, record: RequestRecord) -> Component:
-    """The component that caused ``crossing``; always returns one."""
-    if crossing.bridge is not None:
-        try:
-            adapter = _adapters.get(crossing.bridge)
-        except TypeError:
-            adapter = None
+class Resolver:
+    """Callable ``(crossing, record) -> Component``: the component that caused
+    a crossing. Its :meth:`key` names the call site, so that a description is
+    worked out once per site rather than once per crossing."""
+
+    def __call__(self, crossing: Crossing, record: RequestRecord) -> Component:
+        adapter = _adapter(crossing.bridge)
         if adapter is not None:
             return adapter
-    return _describe(crossing.func, record.extra.get("view")) or Component(
-        "other", qualified_name(crossing.func)
-    )
+        return _describe(crossing.func, record.extra.get("view")) or Component(
+            "other", qualified_name(crossing.func)
+        )
+
+    def key(self, crossing: Crossing, record: RequestRecord) -> Hashable | None:
+        """Everything the component and the qualified name depend on, or None
+        when that cannot be told cheaply (the crossing is then described
+        afresh)."""
+        func: Any = crossing.func
+        view = record.extra.get("view")
+        kind = type(func)
+        method = func if kind is types.MethodType else None
+        if method is None and kind is not types.FunctionType:
+            # A decorator object around a bound method (wrapt's, for one).
+            method = getattr(func, "__wrapped__", None)
+            if type(method) is not types.MethodType:
+                return None
+        if method is not None:
+            owner = method.__self__
+            # Per class, except a signal: its name is its identity.
+            owner_key = owner if _is_signal(owner) else type(owner)
+            site: Hashable = (kind, method.__func__, owner_key)
+        elif func.__closure__ is None:
+            site = func
+        else:  # a closure made per call: its code, what it wraps, its signal
+            site = (func.__code__, getattr(func, "__wrapped__", None), _signal_of(func))
+        is_view = view is not None and (
+            func is view
+            or (getattr(func, "__wrapped__", None) is not None and unwrap(func) is unwrap(view))
+        )
+        return (site, _adapter(crossing.bridge), is_view)
+
+
+def _adapter(bridge: Any) -> Component | None:
+    entry = _adapters.get(id(bridge)) if bridge is not None else None
+    if entry is None or entry[0]() is not bridge:
+        return None
+    return entry[1]
+
+
+def _is_signal(obj: Any) -> bool:
+    global _Signal
+    if _Signal is None:
+        from django.dispatch import Signal
+
+        _Signal = Signal
+    return isinstance(obj, _Signal)
+
+
+_Signal: type | None = None
+
+
+resolve = Resolver()
 
 
 def _describe(func: Any, view: Any) -> Component | None:
@@ -97,18 +158,17 @@ def _describe(func: Any, view: Any) -> Component | None:
 
 def _signal_of(func: Any) -> str | None:
     """Signal.send/asend run sync receivers through a closure over the signal."""
-    from django.dispatch import Signal
-
     for cell in getattr(func, "__closure__", None) or ():
         try:
             contents = cell.cell_contents
         except ValueError:
             continue
-        if isinstance(contents, Signal):
+        if _is_signal(contents):
             return _signal_name(contents)
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def _signal_name(signal: Any) -> str:
     from django.core import signals as core_signals
     from django.db.models import signals as model_signals

@@ -18,6 +18,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from .encode import EncodedSpans
+
 _REMOTE_KNOWN = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 
@@ -134,14 +136,22 @@ def _value(value: Any) -> dict[str, Any]:
 
 
 class FileSpanExporter(SpanExporter):
-    """Appends each export as one line of OTLP JSON to ``path``."""
+    """Appends each export as one line of OTLP JSON to ``path``: SDK spans, or
+    an export request switchtrace's pipeline encoded itself (see
+    :mod:`.encode`)."""
+
+    takes_encoded = True
+    encoding = "json"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        line = to_otlp_json(spans) + "\n"
+    def export(self, spans: Sequence[ReadableSpan] | EncodedSpans) -> SpanExportResult:
+        if isinstance(spans, EncodedSpans):
+            line = str(spans.payload) + "\n"
+        else:
+            line = to_otlp_json(spans) + "\n"
         try:
             with self._lock, open(self.path, "a", encoding="utf-8") as out:
                 out.write(line)

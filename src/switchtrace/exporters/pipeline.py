@@ -2,8 +2,16 @@
 
 A request's record is handed to a bounded queue when it finishes (one
 ``put_nowait``); one thread, started when the pipeline is configured (never
-during a request), builds the spans with the record's own timestamps and
-hands them to the OpenTelemetry SDK, whose batch processor exports them.
+during a request), lays out the spans with the record's own timestamps.
+
+With switchtrace's own provider and the file or OTLP exporter, that thread
+encodes the spans itself (:mod:`.encode`) and hands batches of ready export
+requests to the exporter: the real OTLP exporters of
+opentelemetry-exporter-otlp send them, with their own endpoint, headers,
+timeout, retries and TLS. Otherwise (the memory exporter, an OTLP exporter
+version without the hook this relies on, or the application's own provider)
+the spans go through the SDK.
+
 When the queue is full the record's spans are dropped and counted, never
 waited for: a slow or absent collector costs the application nothing.
 """
@@ -28,6 +36,7 @@ from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
     SpanExporter,
+    SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -35,7 +44,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .. import __version__, tracer
 from ..tracer.guard import swallow
-from .spans import Resolve, emit_readable_spans, emit_spans, request_attributes
+from .encode import EncodedSpans, JsonWriter, ProtobufWriter
+from .spans import Resolve, emit_spans, plan_spans, readable_spans, request_attributes
 
 logger = logging.getLogger("switchtrace")
 
@@ -71,19 +81,14 @@ def traces_url(endpoint: str) -> str:
 def build_exporter(options: ExportOptions) -> SpanExporter | None:
     if options.exporter == "otlp":
         if options.protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                OTLPSpanExporter as GrpcExporter,
-            )
-
+            exporter_class = _grpc_exporter_class()
             if options.endpoint is None:
-                return GrpcExporter()
+                return exporter_class()
             parts = urlsplit(options.endpoint)
-            return GrpcExporter(endpoint=parts.netloc, insecure=parts.scheme != "https")
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpExporter,
+            return exporter_class(endpoint=parts.netloc, insecure=parts.scheme != "https")
+        return _http_exporter_class()(
+            endpoint=traces_url(options.endpoint) if options.endpoint else None
         )
-
-        return HttpExporter(endpoint=traces_url(options.endpoint) if options.endpoint else None)
     if options.exporter == "file":
         from .otlp_json import FileSpanExporter
 
@@ -93,14 +98,65 @@ def build_exporter(options: ExportOptions) -> SpanExporter | None:
     return None
 
 
+def _grpc_exporter_class() -> type[Any]:
+    """opentelemetry-exporter-otlp's gRPC exporter, also taking
+    :class:`EncodedSpans` through its ``_translate_data`` step (the step its
+    export goes through to make the request message); the rest (channel,
+    retries, timeout, compression, headers) is the exporter's own."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    class GrpcSpanExporter(OTLPSpanExporter):  # type: ignore[misc]
+        takes_encoded = callable(getattr(OTLPSpanExporter, "_translate_data", None))
+
+        def _translate_data(self, data: Any) -> Any:
+            if isinstance(data, EncodedSpans):
+                return ExportTraceServiceRequest.FromString(data.payload)
+            return super()._translate_data(data)
+
+    return GrpcSpanExporter
+
+
+def _http_exporter_class() -> type[Any]:
+    """opentelemetry-exporter-otlp's HTTP/protobuf exporter, also taking
+    :class:`EncodedSpans`: their bytes go to the exporter's own HTTP client
+    (endpoint, headers, timeout, retries, compression). Versions without that
+    client get the SDK's spans instead (``takes_encoded`` is then False)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    class HttpSpanExporter(OTLPSpanExporter):  # type: ignore[misc]
+        @property
+        def takes_encoded(self) -> bool:
+            return callable(getattr(getattr(self, "_client", None), "export", None))
+
+        def export(self, spans: Any) -> SpanExportResult:
+            if not isinstance(spans, EncodedSpans):
+                return super().export(spans)
+            if getattr(self, "_shutdown", False):
+                return SpanExportResult.FAILURE
+            result = self._client.export(spans.payload)  # type: ignore[arg-type]
+            return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+
+    return HttpSpanExporter
+
+
 class SpanPipeline:
     """A record listener that turns sampled requests into spans."""
+
+    #: Set when the pipeline encodes spans itself (see the module docstring).
+    writer: JsonWriter | ProtobufWriter | None = None
 
     def __init__(self, options: ExportOptions, resolve: Resolve | None = None) -> None:
         self.options = options
         self.resolve = resolve
         self.dropped = 0
         self.exporter: SpanExporter | None = None
+        # As the SDK's batch processor: at most this many spans per export
+        # request, sent at least this often.
+        self._batch_size = _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
+        self._delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self._last_drop_log = 0.0
         current = trace.get_tracer_provider()
         if _is_configured(current):
@@ -122,7 +178,12 @@ class SpanPipeline:
             self.own_provider = True
             self.exporter = build_exporter(options)
             self.processor: Any = None
-            if self.exporter is not None:
+            if self.exporter is not None and getattr(self.exporter, "takes_encoded", False):
+                json_out = getattr(self.exporter, "encoding", "protobuf") == "json"
+                self.writer = (JsonWriter if json_out else ProtobufWriter)(
+                    self.provider.resource, InstrumentationScope("switchtrace", __version__)
+                )
+            elif self.exporter is not None:
                 self.processor = (
                     SimpleSpanProcessor(self.exporter)
                     if isinstance(self.exporter, InMemorySpanExporter)
@@ -162,43 +223,60 @@ class SpanPipeline:
     # -- in the pipeline's thread ---------------------------------------------
 
     def _start_worker(self) -> None:
-        self._queue: queue.Queue[tracer.RequestRecord | None] = queue.Queue(self.options.queue_size)
-        self._idle = threading.Event()
-        self._idle.set()
+        self._queue: queue.Queue[Any] = queue.Queue(self.options.queue_size)
         self._worker = threading.Thread(target=self._run, name="switchtrace-spans", daemon=True)
         self._worker.start()
 
     def _run(self) -> None:
-        # The pipeline's own thread: builds spans one record at a time.
+        # The pipeline's own thread: lays out spans one record at a time and,
+        # when it encodes them itself, exports them in batches.
+        pending: list[Any] = []
+        due = 0.0
         while True:
-            record = self._queue.get()
-            if record is None:
-                return
-            self._idle.clear()
             try:
-                self._emit(record)
+                item = self._queue.get(timeout=max(due - time.monotonic(), 0) if pending else None)
+            except queue.Empty:  # the batch is due
+                self._export(pending)
+                continue
+            if item is None or isinstance(item, threading.Event):  # shutdown, flush
+                self._export(pending)
+                if item is None:
+                    return
+                item.set()
+                continue
+            try:
+                encoded = self._emit(item)
             except Exception:
                 swallow("span building")
-            finally:
-                if self._queue.empty():
-                    self._idle.set()
+                continue
+            if encoded:
+                if not pending:
+                    due = time.monotonic() + self._delay
+                pending += encoded
+                if len(pending) >= self._batch_size:
+                    self._export(pending)
 
-    def _emit(self, record: tracer.RequestRecord) -> None:
+    def _emit(self, record: tracer.RequestRecord) -> list[Any]:
+        """The record's spans: encoded, when the pipeline encodes them (to be
+        exported in a batch), else handed to the SDK here."""
         server_span = record.extra.get("otel.server_span")
         if self.own_provider and server_span is None:
-            if self.processor is None:
-                return
-            emit_readable_spans(
+            if self.writer is None and self.processor is None:
+                return []
+            planned = plan_spans(
                 record,
                 sampler=self.provider.sampler,
                 ids=self.provider.id_generator,
-                resource=self.provider.resource,
-                scope=self._scope,
-                on_end=self.processor.on_end,
                 parent=self._parent_of(record),
                 resolve=self.resolve,
             )
-            return
+            if planned is None:
+                return []
+            if self.writer is not None:
+                return self.writer.spans(planned)  # type: ignore[return-value]
+            for span in readable_spans(planned, resource=self.provider.resource, scope=self._scope):
+                self.processor.on_end(span)
+            return []
         # The application's provider: through its tracer, so that its own
         # processors, limits and sampler see every span.
         emit_spans(
@@ -209,6 +287,18 @@ class SpanPipeline:
             resolve=self.resolve,
             pause=_yield_gil,
         )
+        return []
+
+    def _export(self, pending: list[Any]) -> None:
+        if not pending or self.writer is None or self.exporter is None:
+            pending.clear()
+            return
+        batch = EncodedSpans(self.writer.request(pending), len(pending))
+        pending.clear()
+        try:
+            self.exporter.export(batch)  # type: ignore[arg-type]
+        except Exception:
+            swallow("span export")
 
     def _parent_of(self, record: tracer.RequestRecord) -> Any:
         carrier = {
@@ -236,12 +326,17 @@ class SpanPipeline:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued record is exported (tests, shutdown)."""
+        if not self._worker.is_alive():
+            return self._queue.empty()
         deadline = time.monotonic() + timeout
-        while not (self._queue.empty() and self._idle.is_set()):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        if self.own_provider:
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        if not done.wait(max(deadline - time.monotonic(), 0)):
+            return False
+        if self.own_provider and self.processor is not None:
             remaining = max(deadline - time.monotonic(), 0.001)
             return bool(self.provider.force_flush(int(remaining * 1000)))
         return True
@@ -257,6 +352,8 @@ class SpanPipeline:
             self._worker.join(timeout)
         if self.own_provider:
             self.provider.shutdown()
+            if self.writer is not None and self.exporter is not None:
+                self.exporter.shutdown()
 
 
 def _yield_gil() -> None:
@@ -269,3 +366,13 @@ def _yield_gil() -> None:
 
 def _is_configured(provider: Any) -> bool:
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+def _env_int(name: str, default: int) -> int:
+    """A positive integer from the environment, as the SDK reads its OTEL_BSP_* variables."""
+    try:
+        value = int(os.environ.get(name, default))
+    except ValueError:
+        logger.warning("switchtrace: %s is not an integer; using %d", name, default)
+        return default
+    return value if value > 0 else default

@@ -9,14 +9,21 @@ request span is the application's own server span when one was active
 
 Runs in the pipeline's thread, after the response: never on a request's path.
 
+:func:`plan_spans` lays out the spans of a record once (ids, parents, names,
+times, attributes, events); :func:`readable_spans` makes SDK ``ReadableSpan``
+objects of them, and :mod:`.encode` writes them straight to OTLP protobuf or
+OTLP/JSON. The attributes of a crossing that depend only on its call site
+(what was bridged, by which component, through which executor) are worked out
+once per site and shared.
+
 Attributes use OpenTelemetry's semantic conventions where one exists and the
 ``switchtrace.`` prefix for the rest; the README's "Spans" section lists them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -25,11 +32,22 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace.span import TraceState
 
 from ..tracer import Component, Crossing, RequestRecord
-from ..tracer.describe import code_location
+from ..tracer.describe import MAX_CACHED
 
 Resolve = Callable[[Crossing, RequestRecord], Component | None]
+#: Attributes as (key, value) pairs, in the order they are exported.
+Attributes = tuple[tuple[str, Any], ...]
+
+STARTED = "switchtrace.started"
+LOOP_CREATED = "switchtrace.event_loop_created"
+THREAD_STARTED = "switchtrace.thread_started"
+
+#: OTLP's SpanKind values (SpanKind.INTERNAL is 1, SERVER 2).
+KIND_INTERNAL = trace.SpanKind.INTERNAL.value + 1
+KIND_SERVER = trace.SpanKind.SERVER.value + 1
 
 
 def request_attributes(record: RequestRecord) -> dict[str, Any]:
@@ -70,46 +88,285 @@ def request_span_name(record: RequestRecord) -> str:
     return f"{method} {route}" if route is not None else str(method)
 
 
-def crossing_attributes(crossing: Crossing) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
-        "switchtrace.mechanism": crossing.mechanism,
-        "switchtrace.direction": crossing.direction,
-        "switchtrace.caller.thread.id": crossing.source_thread.ident or 0,
-        "switchtrace.caller.thread.name": crossing.source_thread.name,
-        "switchtrace.thread_hop": crossing.hop,
-        "switchtrace.loop.created": crossing.loop_created,
-        "switchtrace.threads.started": crossing.threads_started,
-        "switchtrace.before_headers": crossing.before_headers,
-    }
-    target = crossing.target_thread
-    if target is not None:
-        attributes["thread.id"] = target.ident or 0
-        attributes["thread.name"] = target.name
-    if crossing.thread_sensitive is not None:
-        attributes["switchtrace.thread_sensitive"] = crossing.thread_sensitive
-    if crossing.executor is not None:
-        attributes["switchtrace.executor"] = crossing.executor
-    if crossing.loop_id is not None:
-        attributes["switchtrace.loop.id"] = crossing.loop_id
-    if crossing.queue_wait_ns is not None:
-        attributes["switchtrace.queue_wait_ns"] = crossing.queue_wait_ns
-    if crossing.component is not None:
-        attributes["switchtrace.component.kind"] = crossing.component.kind
-        attributes["switchtrace.component"] = str(crossing.component)
-    if crossing.exception is not None:
-        attributes["switchtrace.exception"] = crossing.exception
-    try:
-        location = code_location(crossing.func)
-    except Exception:  # an exotic callable: the span goes out without code.*
-        location = None
+# -- a crossing's attributes ------------------------------------------------------
+
+_site_attributes: dict[tuple[Any, ...], tuple[str, Attributes]] = {}
+
+
+def site_attributes(crossing: Crossing) -> tuple[str, Attributes]:
+    """The span name and the attributes that depend only on where the crossing
+    was made (call :meth:`RequestRecord.describe` first). The same tuple
+    object for every crossing of a site."""
+    description = crossing.description
+    executor = crossing.executor
+    thread_sensitive = crossing.thread_sensitive
+    key = (description, crossing.mechanism, crossing.direction, executor, thread_sensitive)
+    cached = _site_attributes.get(key) if description is not None else None
+    if cached is not None:
+        return cached
+    attributes: list[tuple[str, Any]] = [
+        ("switchtrace.mechanism", crossing.mechanism),
+        ("switchtrace.direction", crossing.direction),
+    ]
+    if thread_sensitive is not None:
+        attributes.append(("switchtrace.thread_sensitive", thread_sensitive))
+    if executor is not None:
+        attributes.append(("switchtrace.executor", executor))
+    component = crossing.component
+    if component is not None:
+        attributes.append(("switchtrace.component.kind", component.kind))
+        attributes.append(("switchtrace.component", str(component)))
+    location = description.location if description is not None else None
     if location is not None:
-        attributes["code.function"] = location.function
-        attributes["code.namespace"] = location.namespace
+        attributes.append(("code.function", location.function))
+        attributes.append(("code.namespace", location.namespace))
         if location.filepath is not None:
-            attributes["code.filepath"] = location.filepath
+            attributes.append(("code.filepath", location.filepath))
         if location.lineno is not None:
-            attributes["code.lineno"] = location.lineno
-    return attributes
+            attributes.append(("code.lineno", location.lineno))
+    site = (f"{crossing.mechanism} {crossing.qualname}", tuple(attributes))
+    if description is not None:
+        if len(_site_attributes) >= MAX_CACHED:
+            _site_attributes.clear()
+        _site_attributes[key] = site
+    return site
+
+
+_groups: dict[tuple[Any, ...], Attributes] = {}
+
+
+def _group(key: tuple[Any, ...], make: Callable[[], Attributes]) -> Attributes:
+    """One shared tuple per distinct value of a group of attributes (the few
+    threads and loops a process has), so that encoders can cache them."""
+    group = _groups.get(key)
+    if group is None:
+        if len(_groups) >= MAX_CACHED:
+            _groups.clear()
+        group = _groups[key] = make()
+    return group
+
+
+def call_attributes(crossing: Crossing) -> tuple[Attributes, Attributes, Attributes]:
+    """The attributes particular to this call, in three groups: the threads
+    (shared), the loop and flags (shared), and the timing and outcome."""
+    source = crossing.source_thread
+    target = crossing.target_thread
+    source_id, source_name = source.ident or 0, source.name
+    if target is None:
+        threads = _group(
+            ("caller", source_id, source_name),
+            lambda: (
+                ("switchtrace.caller.thread.id", source_id),
+                ("switchtrace.caller.thread.name", source_name),
+                ("switchtrace.thread_hop", False),
+            ),
+        )
+    else:
+        target_id, target_name = target.ident or 0, target.name
+        hop = target is not source
+        threads = _group(
+            ("threads", source_id, source_name, target_id, target_name, hop),
+            lambda: (
+                ("switchtrace.caller.thread.id", source_id),
+                ("switchtrace.caller.thread.name", source_name),
+                ("thread.id", target_id),
+                ("thread.name", target_name),
+                ("switchtrace.thread_hop", hop),
+            ),
+        )
+    loop_id, created = crossing.loop_id, crossing.loop_created
+    started, before = crossing.threads_started, crossing.before_headers
+    loop = _group(
+        ("loop", loop_id, created, started, before),
+        lambda: (
+            *((("switchtrace.loop.id", loop_id),) if loop_id is not None else ()),
+            ("switchtrace.loop.created", created),
+            ("switchtrace.threads.started", started),
+            ("switchtrace.before_headers", before),
+        ),
+    )
+    own: Attributes = ()
+    if crossing.start_ns is not None:
+        own = (("switchtrace.queue_wait_ns", crossing.start_ns - crossing.call_ns),)
+    if crossing.exception is not None:
+        own += (("switchtrace.exception", crossing.exception),)
+    return threads, loop, own
+
+
+def crossing_attributes(crossing: Crossing) -> dict[str, Any]:
+    """Every attribute of a crossing's span (after :meth:`RequestRecord.describe`)."""
+    threads, loop, own = call_attributes(crossing)
+    return dict(site_attributes(crossing)[1] + threads + loop + own)
+
+
+# -- the spans of a record -------------------------------------------------------
+
+
+class PlannedEvent(NamedTuple):
+    time: int
+    name: str
+    attributes: Attributes
+
+
+class PlannedSpan(NamedTuple):
+    """One span, ready to be written in any format."""
+
+    span_id: int
+    #: The parent's span id (None for a root request span).
+    parent_id: int | None
+    #: Whether the parent is remote (an incoming traceparent).
+    parent_remote: bool
+    name: str
+    kind: int
+    start: int
+    end: int
+    #: Groups of attributes shared with other spans (the same tuple objects:
+    #: the call site's, the threads', the loop's), then the span's own.
+    shared: tuple[Attributes, ...]
+    attributes: Attributes
+    events: Sequence[PlannedEvent]
+
+
+class PlannedSpans(NamedTuple):
+    trace_id: int
+    #: The W3C tracestate header value ("" when there is none).
+    trace_state: str
+    state: TraceState | None
+    #: The crossings' spans, then the request span.
+    spans: list[PlannedSpan]
+
+
+def plan_spans(
+    record: RequestRecord,
+    *,
+    sampler: Sampler,
+    ids: IdGenerator,
+    parent: Context | None = None,
+    resolve: Resolve | None = None,
+) -> PlannedSpans | None:
+    """Lay out the spans of ``record`` under a request span of ours: one
+    sampling decision per request. None when the request is not sampled."""
+    record.describe(resolve)
+    to_wall = record.wall_ns - record.begin_ns  # record clock -> ns since the epoch
+    end_ns = record.end_ns if record.end_ns is not None else record.clock()
+    parent_context = trace.get_current_span(parent).get_span_context() if parent else None
+    if parent_context is not None and not parent_context.is_valid:
+        parent_context = None
+    trace_id = parent_context.trace_id if parent_context else ids.generate_trace_id()
+    name = request_span_name(record)
+    attributes = {**_http_attributes(record), **request_attributes(record)}
+    sampled = sampler.should_sample(parent, trace_id, name, trace.SpanKind.SERVER, attributes)
+    if sampled.decision is not Decision.RECORD_AND_SAMPLE:
+        return None
+    if sampled.attributes:
+        attributes.update(sampled.attributes)
+    state = sampled.trace_state
+    trace_state = ",".join(f"{k}={v}" for k, v in state.items()) if state else ""
+
+    new_id = ids.generate_span_id
+    request_id = new_id()
+    span_ids: dict[int, int] = {}
+    events: dict[int, list[PlannedEvent]] = {}
+    for crossing in record.crossings:
+        span_ids[id(crossing)] = new_id()
+        events[id(crossing)] = (
+            [PlannedEvent(crossing.start_ns + to_wall, STARTED, ())]
+            if crossing.start_ns is not None
+            else []
+        )
+    request_events: list[PlannedEvent] = []
+    for creation in record.loop_creations:
+        target = events.get(id(creation.crossing)) if creation.crossing else None
+        (request_events if target is None else target).append(
+            PlannedEvent(
+                creation.at_ns + to_wall,
+                LOOP_CREATED,
+                (("switchtrace.loop.id", creation.loop_id), ("thread.name", creation.thread.name)),
+            )
+        )
+    for start in record.thread_starts:
+        target = events.get(id(start.crossing)) if start.crossing else None
+        (request_events if target is None else target).append(
+            PlannedEvent(
+                start.at_ns + to_wall,
+                THREAD_STARTED,
+                (("thread.id", start.thread.ident or 0), ("thread.name", start.thread.name)),
+            )
+        )
+    spans = []
+    for crossing in record.crossings:
+        parent_id = span_ids.get(id(crossing.parent)) if crossing.parent is not None else None
+        own = events[id(crossing)]
+        if len(own) > 1:
+            own.sort(key=_time)
+        name_, site = site_attributes(crossing)
+        threads, loop, own_attributes = call_attributes(crossing)
+        spans.append(
+            PlannedSpan(
+                span_ids[id(crossing)],
+                request_id if parent_id is None else parent_id,
+                False,
+                name_,
+                KIND_INTERNAL,
+                crossing.call_ns + to_wall,
+                (crossing.return_ns or crossing.end_ns or end_ns) + to_wall,
+                (site, threads, loop),
+                own_attributes,
+                own,
+            )
+        )
+    request_events.sort(key=_time)
+    spans.append(
+        PlannedSpan(
+            request_id,
+            parent_context.span_id if parent_context else None,
+            bool(parent_context and parent_context.is_remote),
+            name,
+            KIND_SERVER,
+            record.wall_ns,
+            end_ns + to_wall,
+            (),
+            tuple(attributes.items()),
+            request_events,
+        )
+    )
+    return PlannedSpans(trace_id, trace_state, state, spans)
+
+
+def _time(event: PlannedEvent) -> int:
+    return event.time
+
+
+def readable_spans(
+    planned: PlannedSpans, *, resource: Resource, scope: InstrumentationScope
+) -> list[ReadableSpan]:
+    """The planned spans as the SDK's finished ``ReadableSpan`` objects (for
+    the memory exporter and exporters that take nothing else)."""
+    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+    state = planned.state
+
+    def context(span_id: int, remote: bool = False) -> trace.SpanContext:
+        return trace.SpanContext(planned.trace_id, span_id, remote, flags, state)
+
+    kinds = {KIND_INTERNAL: trace.SpanKind.INTERNAL, KIND_SERVER: trace.SpanKind.SERVER}
+    return [
+        ReadableSpan(
+            name=span.name,
+            context=context(span.span_id),
+            parent=None if span.parent_id is None else context(span.parent_id, span.parent_remote),
+            resource=resource,
+            attributes=dict(sum(span.shared, ()) + span.attributes),
+            events=[Event(e.name, dict(e.attributes) or None, e.time) for e in span.events],
+            kind=kinds[span.kind],
+            instrumentation_scope=scope,
+            start_time=span.start,
+            end_time=span.end,
+        )
+        for span in planned.spans
+    ]
+
+
+# -- through a live tracer (an application's provider) ------------------------------
 
 
 def emit_spans(
@@ -129,6 +386,7 @@ def emit_spans(
     many spans were emitted (0 when the request was not sampled)."""
     record.describe(resolve)
     wall = record.wall_time
+    to_wall = record.wall_ns - record.begin_ns
     end_ns = record.end_ns if record.end_ns is not None else record.clock()
     own_request_span = server_span is None
     if own_request_span:
@@ -150,15 +408,16 @@ def emit_spans(
     for crossing in record.crossings:
         parent_span = spans.get(id(crossing.parent)) if crossing.parent is not None else None
         context = trace.set_span_in_context(parent_span) if parent_span else request_context
+        name, _site = site_attributes(crossing)
         span = tracer.start_span(
-            f"{crossing.mechanism} {crossing.qualname}",
+            name,
             context=context,
             kind=trace.SpanKind.INTERNAL,
             attributes=crossing_attributes(crossing),
             start_time=wall(crossing.call_ns),
         )
         if crossing.start_ns is not None:
-            span.add_event("switchtrace.started", timestamp=wall(crossing.start_ns))
+            span.add_event(STARTED, timestamp=crossing.start_ns + to_wall)
         spans[id(crossing)] = span
         emitted += 1
         if pause is not None:
@@ -166,16 +425,16 @@ def emit_spans(
     for creation in record.loop_creations:
         target = spans.get(id(creation.crossing)) if creation.crossing else None
         (target or request_span).add_event(
-            "switchtrace.event_loop_created",
+            LOOP_CREATED,
             {"switchtrace.loop.id": creation.loop_id, "thread.name": creation.thread.name},
-            timestamp=wall(creation.at_ns),
+            timestamp=creation.at_ns + to_wall,
         )
     for start in record.thread_starts:
         target = spans.get(id(start.crossing)) if start.crossing else None
         (target or request_span).add_event(
-            "switchtrace.thread_started",
+            THREAD_STARTED,
             {"thread.id": start.thread.ident or 0, "thread.name": start.thread.name},
-            timestamp=wall(start.at_ns),
+            timestamp=start.at_ns + to_wall,
         )
     for crossing in record.crossings:
         finished = crossing.return_ns or crossing.end_ns or end_ns
@@ -183,103 +442,3 @@ def emit_spans(
     if own_request_span:
         request_span.end(end_time=wall(end_ns))
     return emitted
-
-
-def emit_readable_spans(
-    record: RequestRecord,
-    *,
-    sampler: Sampler,
-    ids: IdGenerator,
-    resource: Resource,
-    scope: InstrumentationScope,
-    on_end: Callable[[ReadableSpan], None],
-    parent: Context | None = None,
-    resolve: Resolve | None = None,
-) -> int:
-    """The same spans as :func:`emit_spans`, built directly as finished
-    ``ReadableSpan`` objects for switchtrace's own provider: one sampling
-    decision per request instead of one per span, and none of the live-span
-    machinery (about 5 µs a span instead of 150 µs here). Returns how many
-    spans were handed to ``on_end``."""
-    record.describe(resolve)
-    wall = record.wall_time
-    end_ns = record.end_ns if record.end_ns is not None else record.clock()
-    parent_context = trace.get_current_span(parent).get_span_context() if parent else None
-    if parent_context is not None and not parent_context.is_valid:
-        parent_context = None
-    trace_id = parent_context.trace_id if parent_context else ids.generate_trace_id()
-    name = request_span_name(record)
-    attributes = {**_http_attributes(record), **request_attributes(record)}
-    sampled = sampler.should_sample(parent, trace_id, name, trace.SpanKind.SERVER, attributes)
-    if sampled.decision is not Decision.RECORD_AND_SAMPLE:
-        return 0
-    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
-    state = sampled.trace_state
-
-    def context() -> trace.SpanContext:
-        return trace.SpanContext(trace_id, ids.generate_span_id(), False, flags, state)
-
-    request_context = context()
-    contexts: dict[int, trace.SpanContext] = {}
-    events: dict[int, list[Event]] = {}
-    for crossing in record.crossings:
-        contexts[id(crossing)] = context()
-        if crossing.start_ns is not None:
-            events[id(crossing)] = [Event("switchtrace.started", None, wall(crossing.start_ns))]
-        else:
-            events[id(crossing)] = []
-    request_events: list[Event] = []
-    for creation in record.loop_creations:
-        target = events.get(id(creation.crossing)) if creation.crossing else None
-        (request_events if target is None else target).append(
-            Event(
-                "switchtrace.event_loop_created",
-                {"switchtrace.loop.id": creation.loop_id, "thread.name": creation.thread.name},
-                wall(creation.at_ns),
-            )
-        )
-    for start in record.thread_starts:
-        target = events.get(id(start.crossing)) if start.crossing else None
-        (request_events if target is None else target).append(
-            Event(
-                "switchtrace.thread_started",
-                {"thread.id": start.thread.ident or 0, "thread.name": start.thread.name},
-                wall(start.at_ns),
-            )
-        )
-    for crossing in record.crossings:
-        parent_span = contexts.get(id(crossing.parent)) if crossing.parent is not None else None
-        finished = crossing.return_ns or crossing.end_ns or end_ns
-        on_end(
-            ReadableSpan(
-                name=f"{crossing.mechanism} {crossing.qualname}",
-                context=contexts[id(crossing)],
-                parent=parent_span or request_context,
-                resource=resource,
-                attributes=crossing_attributes(crossing),
-                events=sorted(events[id(crossing)], key=_timestamp),
-                kind=trace.SpanKind.INTERNAL,
-                instrumentation_scope=scope,
-                start_time=wall(crossing.call_ns),
-                end_time=wall(finished),
-            )
-        )
-    on_end(
-        ReadableSpan(
-            name=name,
-            context=request_context,
-            parent=parent_context,
-            resource=resource,
-            attributes={**attributes, **sampled.attributes} if sampled.attributes else attributes,
-            events=sorted(request_events, key=_timestamp),
-            kind=trace.SpanKind.SERVER,
-            instrumentation_scope=scope,
-            start_time=wall(record.begin_ns),
-            end_time=wall(end_ns),
-        )
-    )
-    return len(record.crossings) + 1
-
-
-def _timestamp(event: Event) -> int:
-    return event.timestamp

@@ -12,9 +12,13 @@ from __future__ import annotations
 import functools
 import inspect
 import types
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any
 
 _MAX_DEPTH = 32
+#: Bound on the cached descriptions and code locations (cleared when full).
+MAX_CACHED = 4096
 
 
 def unwrap(obj: object) -> object:
@@ -74,7 +78,7 @@ def code_location(obj: object) -> CodeLocation:
     if key is not None:
         location = _locations.get(key)
         if location is None:
-            if len(_locations) >= 4096:
+            if len(_locations) >= MAX_CACHED:
                 _locations.clear()
             location = _locations[key] = _code_location(target)
         return location
@@ -100,3 +104,43 @@ def _code_location(target: object) -> CodeLocation:
         filepath=func_code.co_filename if func_code is not None else None,
         lineno=func_code.co_firstlineno if func_code is not None else None,
     )
+
+
+class Description:
+    """What a crossing bridged, named once per call site: the qualified name,
+    the component that caused it and where the callable is defined.
+
+    Shared by every crossing of the same site (compared by identity), so that
+    renderers can cache what they derive from it."""
+
+    __slots__ = ("component", "location", "qualname")
+
+    def __init__(self, qualname: str, component: Any, location: CodeLocation | None) -> None:
+        self.qualname = qualname
+        self.component = component
+        self.location = location
+
+
+_descriptions: dict[Hashable, Description] = {}
+
+
+def describe_crossing(crossing: Any, record: Any, resolve: Any = None) -> Description:
+    """The description of ``crossing``; cached per site when ``resolve`` has a
+    ``key(crossing, record)`` method that names the site (None: not cacheable)."""
+    key_of = getattr(resolve, "key", None)
+    key = (resolve, key_of(crossing, record)) if key_of is not None else None
+    description = _descriptions.get(key) if key is not None and key[1] is not None else None
+    if description is None:
+        func = crossing.func
+        try:
+            location: CodeLocation | None = code_location(func)
+        except Exception:  # an exotic callable: described without code.*
+            location = None
+        description = Description(
+            qualified_name(func), resolve(crossing, record) if resolve else None, location
+        )
+        if key is not None and key[1] is not None:
+            if len(_descriptions) >= MAX_CACHED:
+                _descriptions.clear()
+            _descriptions[key] = description
+    return description

@@ -85,9 +85,44 @@ crossing_var: contextvars.ContextVar[Crossing | None] = contextvars.ContextVar(
     "switchtrace_crossing", default=None
 )
 
-#: Loops created where no request was visible (asgiref's ``asyncio.run`` in a
-#: new executor thread), with their creation time, until a bridge claims them.
-_unclaimed_loops: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+class _LoopBirths:
+    """Loops created where no request was visible (asgiref's ``asyncio.run``
+    in a new executor thread), with their creation time, until a bridge
+    claims them.
+
+    A plain dict keyed by ``id(loop)`` holding a weak reference: every
+    ``async_to_sync`` asks on its path, and a WeakKeyDictionary lookup
+    builds a weak reference per call. An entry goes when its loop dies."""
+
+    __slots__ = ("_births",)
+
+    def __init__(self) -> None:
+        self._births: dict[int, tuple[weakref.ref[Any], int]] = {}
+
+    def add(self, loop: Any, at_ns: int) -> None:
+        key = id(loop)
+        births = self._births
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            if births.get(key, (None,))[0] is ref:
+                births.pop(key, None)
+
+        births[key] = (weakref.ref(loop, forget), at_ns)
+
+    def claim(self, loop: Any) -> int | None:
+        """The loop's creation time, once: None if it was not recorded here
+        or was claimed before."""
+        entry = self._births.pop(id(loop), None)
+        if entry is None or entry[0]() is not loop:
+            return None
+        return entry[1]
+
+    def clear(self) -> None:
+        self._births.clear()
+
+
+_unclaimed_loops = _LoopBirths()
 #: Loops created in a request outside any crossing (asyncio.Runner.__enter__),
 #: until the Runner.run that uses them claims them.
 _request_loops: weakref.WeakKeyDictionary[Any, LoopCreation] = weakref.WeakKeyDictionary()
@@ -138,7 +173,6 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
                 crossing_var.get(),
                 clock(),
             )
-            crossing.thread_sensitive = self._thread_sensitive
             crossing.loop_id = id(_get_running_loop())
             token = crossing_var.set(crossing)
         except Exception:
@@ -221,32 +255,35 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
         # Runs on the thread that submits: for a crossing, the event loop's
         # thread, inside loop.run_in_executor (any loop, uvloop included).
         record = record_var.get()
-        if record is None or record.finished or _get_running_loop() is None:
+        if record is None or record.finished:
             return original(self, fn, *args, **kwargs)
-        arrival = None
         try:
-            arrival = _arrival_for(record, self, fn)
+            current = crossing_var.get()
+            if (
+                current is not None
+                and current.mechanism is SYNC_TO_ASYNC
+                and current.executor_object is None
+            ):
+                # asgiref's SyncToAsync.__call__ submitting its sync code (a
+                # partial of its thread_handler), on the loop's thread. A
+                # crossing is claimed before its bridged code can run, so a
+                # copy of it seen from inside that code is never unclaimed.
+                current.executor_object = self
+                fn = functools.partial(_arrive, fn, record, current)
+            elif _get_running_loop() is not None:
+                fn = _offload(record, self, fn, current)
         except Exception:
             swallow("executor submit")
-        return original(self, fn if arrival is None else arrival, *args, **kwargs)
+        return original(self, fn, *args, **kwargs)
 
     return submit
 
 
-def _arrival_for(record: RequestRecord, executor: Any, func: Any) -> functools.partial[Any]:
-    current = crossing_var.get()
-    if (
-        current is not None
-        and current.mechanism is SYNC_TO_ASYNC
-        and current.executor_object is None
-    ):
-        # asgiref's SyncToAsync.__call__ submitting its sync code (a partial
-        # of its thread_handler). A crossing is claimed before its bridged
-        # code can run, so a copy of it seen from inside that code is never
-        # unclaimed.
-        current.executor_object = executor
-        return functools.partial(_arrive, func, record, current)
-    # Request code's own offload from the event loop.
+def _offload(
+    record: RequestRecord, executor: Any, func: Any, current: Crossing | None
+) -> functools.partial[Any]:
+    """Request code's own offload from the event loop (asyncio.to_thread,
+    loop.run_in_executor)."""
     mechanism, target = RUN_IN_EXECUTOR, func
     inner = _to_thread_target(func)
     if inner is not None:
@@ -267,20 +304,6 @@ def _to_thread_target(func: Any) -> Any:
     ):
         return func.args[0] if func.args else None
     return None
-
-
-def executor_kind(executor: Any, crossing: Crossing | None) -> str:
-    """Name the executor that ran a crossing's sync side (after the response)."""
-    if isinstance(executor, CurrentThreadExecutor):
-        return "current_thread"
-    if executor is getattr(SyncToAsync, "single_thread_executor", None):
-        return "single_thread"
-    if crossing is not None and crossing.mechanism is SYNC_TO_ASYNC:
-        if crossing.thread_sensitive:
-            return "thread_sensitive_context"
-        if getattr(crossing.bridge, "_executor", None) is None:
-            return "loop_default"
-    return type(executor).__qualname__
 
 
 # -- async_to_sync: sync thread -> event loop -> sync thread ------------------
@@ -345,7 +368,7 @@ async def _trace_main_wrap(record: RequestRecord, crossing: Crossing, call: Any)
     try:
         loop = _get_running_loop()
         crossing.loop_id = id(loop)
-        born = _unclaimed_loops.pop(loop, None) if loop is not None else None
+        born = _unclaimed_loops.claim(loop) if loop is not None else None
         thread = _thread()
         if born is not None and born >= crossing.call_ns:
             record.loop_created(id(loop), thread, crossing, runs_in_it=True, at_ns=born)
@@ -367,7 +390,7 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
     record = _active_record()
     if record is None:
         return wrapped(*args, **kwargs)
-    crossing = token = None
+    crossing = token = runner_context = None
     try:
         coro = args[0] if args else kwargs.get("main", kwargs.get("coro"))
         if _get_running_loop() is None and inspect.iscoroutine(coro):
@@ -378,16 +401,43 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
             token = crossing_var.set(crossing)
             if instance is not None:
                 _claim_runner_loop(record, instance, crossing)
+                runner_context = _runner_context(instance, kwargs, crossing)
             record.start(crossing, thread)
     except Exception:
         swallow("asyncio.run call")
     try:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
+        _leave_runner_context(runner_context)
         _return(record, crossing, token, exc)
         raise
+    _leave_runner_context(runner_context)
     _return(record, crossing, token, None)
     return result
+
+
+def _runner_context(runner: Any, kwargs: dict[str, Any], crossing: Crossing) -> Any:
+    """asyncio.Runner runs the coroutine in a context of its own, copied when
+    the runner was set up (before run() is called): the crossing is made
+    current in that context too, so that crossings made by the coroutine are
+    its children. Returns what :func:`_leave_runner_context` needs."""
+    context = kwargs.get("context") or getattr(runner, "_context", None)
+    if not isinstance(context, contextvars.Context):
+        return None
+    try:
+        return context, context.run(crossing_var.set, crossing)
+    except RuntimeError:  # the context is entered elsewhere: leave it alone
+        return None
+
+
+def _leave_runner_context(entered: Any) -> None:
+    if entered is None:
+        return
+    context, token = entered
+    try:
+        context.run(crossing_var.reset, token)
+    except (RuntimeError, ValueError):  # entered elsewhere, or reset already
+        pass
 
 
 def _claim_runner_loop(record: RequestRecord, runner: Any, crossing: Crossing) -> None:
@@ -412,7 +462,7 @@ def _wrap_loop_init(wrapped, instance, args, kwargs):
     try:
         record = _active_record()
         if record is None:
-            _unclaimed_loops[instance] = clock()
+            _unclaimed_loops.add(instance, clock())
             return
         cause = crossing_var.get()
         # asyncio.run makes its loop here; so does asgiref before 3.9, whose

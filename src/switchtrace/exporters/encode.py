@@ -1,0 +1,295 @@
+"""OTLP protobuf and OTLP/JSON written straight from planned spans.
+
+The SDK's path (a ``ReadableSpan`` per span, then opentelemetry-exporter-otlp's
+encoder building a protobuf message per attribute) costs 100-300 µs a span on
+the machines switchtrace is measured on, and a request of Django's default
+stack under ASGI has 17 spans. These writers produce the same bytes (a test
+compares them with the SDK's encoding, byte for byte and field for field)
+from :class:`~.spans.PlannedSpans`, encoding each shared group of attributes
+(a call site's, a pair of threads', a loop's) once and reusing it.
+
+Protobuf field numbers are those of opentelemetry-proto's ``trace.proto``,
+``common.proto`` and ``resource.proto`` (v1).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from ..tracer.describe import MAX_CACHED
+from .spans import Attributes, PlannedEvent, PlannedSpans
+
+_pack_fixed64 = struct.Struct("<Q").pack
+_pack_double = struct.Struct("<d").pack
+_pack_fixed32 = struct.Struct("<I").pack
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+
+_REMOTE_KNOWN = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+
+
+class EncodedSpans:
+    """A batch of spans already encoded as one OTLP export request."""
+
+    __slots__ = ("count", "payload")
+
+    def __init__(self, payload: bytes | str, count: int) -> None:
+        self.payload = payload
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+# -- protobuf ---------------------------------------------------------------------
+
+
+def varint(n: int) -> bytes:
+    if n < 0x80:
+        return _ONE_BYTE[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (strings, bytes, messages)."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def any_value(value: Any) -> bytes:
+    """opentelemetry.proto.common.v1.AnyValue."""
+    if value is True or value is False:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int):
+        return b"\x18" + varint(value & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(value, float):
+        return b"\x21" + _pack_double(value)
+    if isinstance(value, str):
+        return field(1, value.encode("utf-8"))
+    if isinstance(value, bytes):
+        return field(7, value)
+    return field(5, b"".join(field(1, any_value(item)) for item in value))
+
+
+_keys: dict[str, bytes] = {}
+
+
+def key_values(number: int, attributes: Iterable[tuple[str, Any]]) -> bytes:
+    """Repeated KeyValue as field ``number`` of the enclosing message."""
+    out = []
+    for key, value in attributes:
+        encoded_key = _keys.get(key)
+        if encoded_key is None:
+            if len(_keys) >= MAX_CACHED:
+                _keys.clear()
+            encoded_key = _keys[key] = field(1, key.encode("utf-8"))
+        out.append(field(number, encoded_key + field(2, any_value(value))))
+    return b"".join(out)
+
+
+class ProtobufWriter:
+    """``ExportTraceServiceRequest`` bytes for one resource and scope."""
+
+    def __init__(self, resource: Resource, scope: InstrumentationScope) -> None:
+        self._resource = field(1, key_values(1, resource.attributes.items()))
+        if resource.schema_url:
+            self._resource_schema = field(3, resource.schema_url.encode("utf-8"))
+        else:
+            self._resource_schema = b""
+        encoded_scope = field(1, scope.name.encode("utf-8"))
+        if scope.version:
+            encoded_scope += field(2, scope.version.encode("utf-8"))
+        if scope.attributes:
+            encoded_scope += key_values(3, scope.attributes.items())
+        self._scope = field(1, encoded_scope)
+        self._scope_schema = field(3, scope.schema_url.encode("utf-8")) if scope.schema_url else b""
+        self._shared: dict[Attributes, bytes] = {}
+        self._names: dict[str, bytes] = {}
+
+    def spans(self, planned: PlannedSpans) -> list[bytes]:
+        """Each span of a record as a ``ScopeSpans.spans`` field."""
+        prefix = b"\x0a\x10" + planned.trace_id.to_bytes(16, "big") + b"\x12\x08"
+        state = field(3, planned.trace_state.encode("utf-8")) if planned.trace_state else b""
+        shared, names = self._shared, self._names
+        out = []
+        for span in planned.spans:
+            name = names.get(span.name)
+            if name is None:
+                if len(names) >= MAX_CACHED:
+                    names.clear()
+                name = names[span.name] = field(5, span.name.encode("utf-8"))
+            parts = [prefix, span.span_id.to_bytes(8, "big"), state]
+            if span.parent_id is not None:
+                parts.append(b"\x22\x08")
+                parts.append(span.parent_id.to_bytes(8, "big"))
+            parts += (
+                name,
+                b"\x30",
+                _ONE_BYTE[span.kind],
+                b"\x39",
+                _pack_fixed64(span.start),
+                b"\x41",
+                _pack_fixed64(span.end),
+            )
+            for group in span.shared:
+                encoded = shared.get(group)
+                if encoded is None:
+                    if len(shared) >= MAX_CACHED:
+                        shared.clear()
+                    encoded = shared[group] = key_values(9, group)
+                parts.append(encoded)
+            if span.attributes:
+                parts.append(key_values(9, span.attributes))
+            for event in span.events:
+                parts.append(field(11, _event(event)))
+            # An empty Status (UNSET), then the flags (fixed32, field 16).
+            flags = _REMOTE_KNOWN | (_REMOTE if span.parent_remote else 0)
+            parts.append(b"\x7a\x00\x85\x01" + _pack_fixed32(flags))
+            out.append(field(2, b"".join(parts)))
+        return out
+
+    def request(self, spans: Sequence[bytes]) -> bytes:
+        """One ExportTraceServiceRequest holding ``spans`` (from :meth:`spans`)."""
+        scope_spans = self._scope + b"".join(spans) + self._scope_schema
+        resource_spans = self._resource + field(2, scope_spans) + self._resource_schema
+        return field(1, resource_spans)
+
+
+_event_names: dict[str, bytes] = {}
+
+
+def _event(event: PlannedEvent) -> bytes:
+    name = _event_names.get(event.name)
+    if name is None:
+        if len(_event_names) >= MAX_CACHED:
+            _event_names.clear()
+        name = _event_names[event.name] = field(2, event.name.encode("utf-8"))
+    encoded = b"\x09" + _pack_fixed64(event.time) + name
+    if event.attributes:
+        encoded += key_values(3, event.attributes)
+    return encoded
+
+
+# -- OTLP/JSON ------------------------------------------------------------------
+
+
+def json_value(value: Any) -> str:
+    """An AnyValue in OTLP/JSON (64-bit integers as strings, as protobuf's JSON
+    mapping writes them)."""
+    if value is True or value is False:
+        return '{"boolValue":true}' if value else '{"boolValue":false}'
+    if isinstance(value, int):
+        return f'{{"intValue":"{value}"}}'
+    if isinstance(value, float):
+        return f'{{"doubleValue":{json.dumps(value)}}}'
+    if isinstance(value, str):
+        return f'{{"stringValue":{json.dumps(value)}}}'
+    if isinstance(value, bytes):
+        import base64
+
+        return f'{{"bytesValue":"{base64.b64encode(value).decode("ascii")}"}}'
+    values = ",".join(json_value(item) for item in value)
+    return f'{{"arrayValue":{{"values":[{values}]}}}}'
+
+
+_json_keys: dict[str, str] = {}
+
+
+def json_attributes(attributes: Iterable[tuple[str, Any]]) -> str:
+    out = []
+    for key, value in attributes:
+        encoded_key = _json_keys.get(key)
+        if encoded_key is None:
+            if len(_json_keys) >= MAX_CACHED:
+                _json_keys.clear()
+            encoded_key = _json_keys[key] = f'{{"key":{json.dumps(key)},"value":'
+        out.append(f"{encoded_key}{json_value(value)}}}")
+    return ",".join(out)
+
+
+class JsonWriter:
+    """OTLP/JSON export requests (one line each) for one resource and scope:
+    trace and span ids as hex strings, enums as integers."""
+
+    def __init__(self, resource: Resource, scope: InstrumentationScope) -> None:
+        resource_attributes = json_attributes(resource.attributes.items())
+        head = f'{{"resourceSpans":[{{"resource":{{"attributes":[{resource_attributes}]}},'
+        head += '"scopeSpans":[{"scope":{"name":' + json.dumps(scope.name)
+        if scope.version:
+            head += ',"version":' + json.dumps(scope.version)
+        if scope.attributes:
+            head += f',"attributes":[{json_attributes(scope.attributes.items())}]'
+        head += "}"
+        if scope.schema_url:
+            head += ',"schemaUrl":' + json.dumps(scope.schema_url)
+        self._head = head + ',"spans":['
+        tail = "]}]"
+        if resource.schema_url:
+            tail += ',"schemaUrl":' + json.dumps(resource.schema_url)
+        self._tail = tail + "}]}"
+        self._shared: dict[Attributes, str] = {}
+        self._names: dict[str, str] = {}
+
+    def spans(self, planned: PlannedSpans) -> list[str]:
+        trace_id = f'{{"traceId":"{planned.trace_id:032x}","spanId":"'
+        state = f',"traceState":{json.dumps(planned.trace_state)}' if planned.trace_state else ""
+        shared, names = self._shared, self._names
+        out = []
+        for span in planned.spans:
+            name = names.get(span.name)
+            if name is None:
+                if len(names) >= MAX_CACHED:
+                    names.clear()
+                name = names[span.name] = json.dumps(span.name)
+            attributes = []
+            for group in span.shared:
+                encoded = shared.get(group)
+                if encoded is None:
+                    if len(shared) >= MAX_CACHED:
+                        shared.clear()
+                    encoded = shared[group] = json_attributes(group)
+                if encoded:
+                    attributes.append(encoded)
+            if span.attributes:
+                attributes.append(json_attributes(span.attributes))
+            parent = "" if span.parent_id is None else f',"parentSpanId":"{span.parent_id:016x}"'
+            flags = _REMOTE_KNOWN | (_REMOTE if span.parent_remote else 0)
+            text = (
+                f'{trace_id}{span.span_id:016x}"{state}{parent},"flags":{flags},"name":{name},'
+                f'"kind":{span.kind},"startTimeUnixNano":"{span.start}",'
+                f'"endTimeUnixNano":"{span.end}"'
+            )
+            if attributes:
+                text += f',"attributes":[{",".join(attributes)}]'
+            if span.events:
+                text += f',"events":[{",".join(_json_event(e) for e in span.events)}]'
+            out.append(text + ',"status":{}}')
+        return out
+
+    def request(self, spans: Sequence[str]) -> str:
+        return self._head + ",".join(spans) + self._tail
+
+
+_json_event_names: dict[str, str] = {}
+
+
+def _json_event(event: PlannedEvent) -> str:
+    name = _json_event_names.get(event.name)
+    if name is None:
+        if len(_json_event_names) >= MAX_CACHED:
+            _json_event_names.clear()
+        name = _json_event_names[event.name] = json.dumps(event.name)
+    text = f'{{"timeUnixNano":"{event.time}","name":{name}'
+    if event.attributes:
+        text += f',"attributes":[{json_attributes(event.attributes)}]'
+    return text + "}"

@@ -1,0 +1,201 @@
+"""switchtrace's own OTLP writers against opentelemetry-exporter-otlp's encoder.
+
+The pipeline encodes spans itself (exporters/encode.py); the same planned
+spans, made into SDK ReadableSpans and encoded by the SDK, must give the same
+protobuf bytes and the same OTLP/JSON message."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from google.protobuf import json_format
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.propagate import extract
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from switchtrace import tracer
+from switchtrace.django_app import components
+from switchtrace.exporters import to_otlp_json
+from switchtrace.exporters.encode import (
+    EncodedSpans,
+    JsonWriter,
+    ProtobufWriter,
+    any_value,
+    json_value,
+    varint,
+)
+from switchtrace.exporters.spans import plan_spans, readable_spans
+
+from ..django_app.test_middleware import project
+from ..support import run_asgi, wsgi_request
+
+RESOURCE = Resource.create({"service.name": "shop", "deployment.environment": "staging"})
+SCOPE = InstrumentationScope("switchtrace", "9.9.9")
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def failing():
+    raise KeyError("nope")
+
+
+async def bridges_that_fail_and_nest():
+    try:
+        await sync_to_async(failing)()
+    except KeyError:
+        pass
+    await sync_to_async(lambda: async_to_sync(asyncio.sleep)(0))()
+
+
+@pytest.fixture
+def planned(records):
+    """Planned spans of records covering every kind of span content: the ASGI
+    default stack, a WSGI request with new loops and threads (events with
+    attributes) under a remote parent with a tracestate, asyncio.run, and a
+    crossing that raised."""
+    with project() as (asgi, wsgi):
+        run_asgi(asgi, "/sync/")
+        wsgi_request(
+            wsgi, "/async-to-sync/", HTTP_TRACEPARENT=TRACEPARENT, HTTP_TRACESTATE="shop=1,b=2"
+        )
+        wsgi_request(wsgi, "/asyncio-run/")
+    with tracer.recording():
+        asyncio.run(bridges_that_fail_and_nest())
+    parents = [None, extract({"traceparent": TRACEPARENT, "tracestate": "shop=1,b=2"}), None, None]
+    assert len(records) == len(parents)
+    plans = [
+        plan_spans(
+            record,
+            sampler=ALWAYS_ON,
+            ids=RandomIdGenerator(),
+            parent=parent,
+            resolve=components.resolve,
+        )
+        for record, parent in zip(records, parents, strict=True)
+    ]
+    return plans
+
+
+def test_protobuf_bytes_equal_the_sdk_encoding(planned):
+    writer = ProtobufWriter(RESOURCE, SCOPE)
+    ours = writer.request([span for plan in planned for span in writer.spans(plan)])
+    sdk = [
+        span for plan in planned for span in readable_spans(plan, resource=RESOURCE, scope=SCOPE)
+    ]
+    assert len(sdk) == 17 + (1 + 3) + (1 + 1) + (1 + 4)
+    assert ours == encode_spans(sdk).SerializeToString()
+    # And the message reads back whole.
+    message = ExportTraceServiceRequest.FromString(ours)
+    spans = message.resource_spans[0].scope_spans[0].spans
+    assert len(spans) == len(sdk)
+    request = spans[17 + 3]
+    assert request.name == "GET async-to-sync/"
+    assert request.trace_state == "shop=1,b=2"
+    assert request.flags == 0x300  # its parent is remote
+    assert spans[17].flags == 0x100
+
+
+def test_json_equals_the_sdk_spans_in_otlp_json(planned):
+    writer = JsonWriter(RESOURCE, SCOPE)
+    sdk = [
+        span for plan in planned for span in readable_spans(plan, resource=RESOURCE, scope=SCOPE)
+    ]
+    ours = writer.request([span for plan in planned for span in writer.spans(plan)])
+    assert json.loads(ours) == json.loads(to_otlp_json(sdk))
+    # And, ids turned back into base64, protobuf's JSON parser reads the message
+    # the SDK encodes.
+    message = json.loads(ours)
+    for span in message["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        for key in ("traceId", "spanId", "parentSpanId"):
+            if key in span:
+                span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    parsed = json_format.ParseDict(message, ExportTraceServiceRequest())
+    assert parsed == encode_spans(sdk)
+
+
+def test_the_same_site_shares_its_attributes_and_its_encoding(planned):
+    asgi = planned[0].spans
+    assert asgi[1].name == "sync_to_async SecurityMiddleware.process_request"
+    site = asgi[1].shared[0]
+    assert dict(site)["switchtrace.component"] == "SecurityMiddleware.process_request"
+    # The three async_to_sync calls of one view share their site's tuple.
+    calls = planned[1].spans[:3]
+    assert calls[0].shared[0] is calls[1].shared[0] is calls[2].shared[0]
+
+
+def test_a_crossing_that_raised_and_nesting(planned):
+    run, raised, outer, inner, request = planned[3].spans
+    assert dict(raised.attributes)["switchtrace.exception"] == "KeyError"
+    assert "switchtrace.exception" not in dict(outer.attributes)
+    assert inner.parent_id == outer.span_id
+    assert outer.parent_id == run.span_id == raised.parent_id
+    assert run.parent_id == request.span_id
+    assert request.parent_id is None and not request.parent_remote
+
+
+def test_an_unsampled_request_has_no_plan(records):
+    with project() as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    assert plan_spans(record, sampler=ALWAYS_OFF, ids=RandomIdGenerator()) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, AnyValue(int_value=0)),
+        (300, AnyValue(int_value=300)),
+        (-1, AnyValue(int_value=-1)),
+        (2**63 - 1, AnyValue(int_value=2**63 - 1)),
+        (True, AnyValue(bool_value=True)),
+        (False, AnyValue(bool_value=False)),
+        ("", AnyValue(string_value="")),
+        ("é" * 100, AnyValue(string_value="é" * 100)),
+        (b"\x00", AnyValue(bytes_value=b"\x00")),
+        (1.5, AnyValue(double_value=1.5)),
+        (
+            ["a", 1],
+            AnyValue(
+                array_value=ArrayValue(values=[AnyValue(string_value="a"), AnyValue(int_value=1)])
+            ),
+        ),
+    ],
+)
+def test_any_value_is_protobufs_encoding(value, message):
+    assert any_value(value) == message.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (7, '{"intValue":"7"}'),
+        (True, '{"boolValue":true}'),
+        ('a"b', '{"stringValue":"a\\"b"}'),
+        (0.25, '{"doubleValue":0.25}'),
+        (b"\x01", '{"bytesValue":"AQ=="}'),
+        ((1, "x"), '{"arrayValue":{"values":[{"intValue":"1"},{"stringValue":"x"}]}}'),
+    ],
+)
+def test_json_value(value, text):
+    assert json_value(value) == text
+
+
+def test_varint():
+    assert [varint(n) for n in (0, 127, 128, 16384)] == [
+        b"\x00",
+        b"\x7f",
+        b"\x80\x01",
+        b"\x80\x80\x01",
+    ]
+
+
+def test_an_encoded_batch_counts_its_spans():
+    assert len(EncodedSpans(b"", 17)) == 17
