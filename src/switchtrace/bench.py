@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -612,22 +613,33 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     # CPU time of the whole process (every thread, the pipeline's included):
     # steadier than wall time on a shared machine.
     cpu_samples: dict[tuple[str, str, str], list[float]] = {}
+    # CPU time of switchtrace's span pipeline thread per request.
+    pipeline_cpu: dict[tuple[str, str, str], list[float]] = {}
     for server in args.servers:
         for endpoint in args.endpoints:
             for mode in modes:
                 enter(mode)
                 _serve(handlers[mode], server, endpoint, args.warmup)
+    # The order of the modes is shuffled every round (seeded: a run can be
+    # repeated), so that no mode always runs first after a reconfiguration.
+    order = random.Random(0)
     for _round in range(args.rounds):
         for server in args.servers:
             for endpoint in args.endpoints:
-                for mode in modes:
+                for mode in order.sample(modes, len(modes)):
                     enter(mode)
+                    pipeline = telemetry.pipeline()
+                    counted = (pipeline.records, pipeline.cpu_ns) if pipeline else (0, 0)
                     start, cpu_start = time.perf_counter(), time.process_time()
                     _serve(handlers[mode], server, endpoint, args.requests)
                     pipeline = telemetry.pipeline()
                     if pipeline is not None:
                         pipeline.flush(60)  # the spans' whole cost counts
                     per_request = (time.perf_counter() - start) / args.requests * 1e6
+                    if pipeline is not None and pipeline.records > counted[0]:
+                        pipeline_cpu.setdefault((server, endpoint, mode), []).append(
+                            (pipeline.cpu_ns - counted[1]) / (pipeline.records - counted[0]) / 1e3
+                        )
                     cpu = (time.process_time() - cpu_start) / args.requests * 1e6
                     samples.setdefault((server, endpoint, mode), []).append(per_request)
                     cpu_samples.setdefault((server, endpoint, mode), []).append(cpu)
@@ -655,6 +667,10 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                         "cpu_ratio": spread([m / b for m, b in zip(cpu, cpu_base, strict=True)]),
                     }
                 )
+                if (server, endpoint, mode) in pipeline_cpu:
+                    rows[-1]["pipeline_cpu_us_per_request"] = spread(
+                        pipeline_cpu[server, endpoint, mode]
+                    )
     return {"rows": rows}
 
 
@@ -722,6 +738,11 @@ def render_overhead(results: dict[str, Any], out: TextIO) -> None:
             f"cpu {_fmt(cpu, 1):>26}  x{cpu_ratio['median']:.3f} "
             f"({cpu_ratio['min']:.3f}-{cpu_ratio['max']:.3f})\n"
         )
+        if "pipeline_cpu_us_per_request" in row:
+            out.write(
+                "      of which switchtrace's span thread: "
+                f"{_fmt(row['pipeline_cpu_us_per_request'], 1)} CPU µs per request\n"
+            )
 
 
 # -- entry point ----------------------------------------------------------------------

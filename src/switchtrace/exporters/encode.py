@@ -23,7 +23,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ..tracer.describe import MAX_CACHED
-from .spans import Attributes, PlannedEvent, PlannedSpans
+from .spans import QUEUE_WAIT, Attributes, PlannedEvent, PlannedSpans
 
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_double = struct.Struct("<d").pack
@@ -97,6 +97,28 @@ def key_values(number: int, attributes: Iterable[tuple[str, Any]]) -> bytes:
     return b"".join(out)
 
 
+def _shared(
+    cache: dict[int, tuple[Attributes, Any]], groups: tuple[Attributes, ...], encode: Any
+) -> list[Any]:
+    """The encodings of a span's shared attribute groups, cached by each
+    group's identity (they are shared tuples; hashing their contents would
+    cost more than it saves). A hit is checked against the group itself, so
+    a reused id never returns another group's encoding."""
+    out = []
+    for group in groups:
+        entry = cache.get(id(group))
+        if entry is None or entry[0] is not group:
+            if len(cache) >= MAX_CACHED:
+                cache.clear()
+            entry = cache[id(group)] = (group, encode(group))
+        out.append(entry[1])
+    return out
+
+
+def _encode_group(group: Attributes) -> bytes:
+    return key_values(9, group)
+
+
 class ProtobufWriter:
     """``ExportTraceServiceRequest`` bytes for one resource and scope."""
 
@@ -113,7 +135,7 @@ class ProtobufWriter:
             encoded_scope += key_values(3, scope.attributes.items())
         self._scope = field(1, encoded_scope)
         self._scope_schema = field(3, scope.schema_url.encode("utf-8")) if scope.schema_url else b""
-        self._shared: dict[Attributes, bytes] = {}
+        self._shared: dict[int, tuple[Attributes, Any]] = {}
         self._names: dict[str, bytes] = {}
 
     def spans(self, planned: PlannedSpans) -> list[bytes]:
@@ -141,13 +163,8 @@ class ProtobufWriter:
                 b"\x41",
                 _pack_fixed64(span.end),
             )
-            for group in span.shared:
-                encoded = shared.get(group)
-                if encoded is None:
-                    if len(shared) >= MAX_CACHED:
-                        shared.clear()
-                    encoded = shared[group] = key_values(9, group)
-                parts.append(encoded)
+            if span.shared:
+                parts += _shared(shared, span.shared, _encode_group)
             if span.attributes:
                 parts.append(key_values(9, span.attributes))
             for event in span.events:
@@ -237,7 +254,7 @@ class JsonWriter:
         if resource.schema_url:
             tail += ',"schemaUrl":' + json.dumps(resource.schema_url)
         self._tail = tail + "}]}"
-        self._shared: dict[Attributes, str] = {}
+        self._shared: dict[int, tuple[Attributes, Any]] = {}
         self._names: dict[str, str] = {}
 
     def spans(self, planned: PlannedSpans) -> list[str]:
@@ -251,17 +268,14 @@ class JsonWriter:
                 if len(names) >= MAX_CACHED:
                     names.clear()
                 name = names[span.name] = json.dumps(span.name)
-            attributes = []
-            for group in span.shared:
-                encoded = shared.get(group)
-                if encoded is None:
-                    if len(shared) >= MAX_CACHED:
-                        shared.clear()
-                    encoded = shared[group] = json_attributes(group)
-                if encoded:
-                    attributes.append(encoded)
-            if span.attributes:
-                attributes.append(json_attributes(span.attributes))
+            attributes: list[str] = []
+            if span.shared:
+                attributes += filter(None, _shared(shared, span.shared, json_attributes))
+            own = span.attributes
+            if len(own) == 1 and own[0][0] == QUEUE_WAIT:  # most crossings: one integer
+                attributes.append(f'{{"key":"{QUEUE_WAIT}","value":{{"intValue":"{own[0][1]}"}}}}')
+            elif own:
+                attributes.append(json_attributes(own))
             parent = "" if span.parent_id is None else f',"parentSpanId":"{span.parent_id:016x}"'
             flags = _REMOTE_KNOWN | (_REMOTE if span.parent_remote else 0)
             text = (

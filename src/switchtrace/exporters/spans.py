@@ -42,6 +42,7 @@ Resolve = Callable[[Crossing, RequestRecord], Component | None]
 Attributes = tuple[tuple[str, Any], ...]
 
 STARTED = "switchtrace.started"
+QUEUE_WAIT = "switchtrace.queue_wait_ns"
 LOOP_CREATED = "switchtrace.event_loop_created"
 THREAD_STARTED = "switchtrace.thread_started"
 
@@ -132,62 +133,59 @@ def site_attributes(crossing: Crossing) -> tuple[str, Attributes]:
     return site
 
 
-_groups: dict[tuple[Any, ...], Attributes] = {}
+_thread_groups: dict[tuple[Any, ...], Attributes] = {}
+_loop_groups: dict[tuple[Any, ...], Attributes] = {}
 
 
-def _group(key: tuple[Any, ...], make: Callable[[], Attributes]) -> Attributes:
-    """One shared tuple per distinct value of a group of attributes (the few
-    threads and loops a process has), so that encoders can cache them."""
-    group = _groups.get(key)
-    if group is None:
-        if len(_groups) >= MAX_CACHED:
-            _groups.clear()
-        group = _groups[key] = make()
+def _cache(
+    cache: dict[tuple[Any, ...], Attributes], key: tuple[Any, ...], group: Attributes
+) -> Attributes:
+    if len(cache) >= MAX_CACHED:
+        cache.clear()
+    cache[key] = group
     return group
 
 
 def call_attributes(crossing: Crossing) -> tuple[Attributes, Attributes, Attributes]:
     """The attributes particular to this call, in three groups: the threads
-    (shared), the loop and flags (shared), and the timing and outcome."""
+    and the loop and flags (each one shared tuple per distinct value: a
+    process has few threads and loops, so encoders cache them), and the
+    timing and outcome."""
     source = crossing.source_thread
     target = crossing.target_thread
-    source_id, source_name = source.ident or 0, source.name
-    if target is None:
-        threads = _group(
-            ("caller", source_id, source_name),
-            lambda: (
-                ("switchtrace.caller.thread.id", source_id),
-                ("switchtrace.caller.thread.name", source_name),
-                ("switchtrace.thread_hop", False),
+    # Keyed by the thread objects (a thread's ident never changes once it
+    # runs) and their names (which can).
+    key: tuple[Any, ...] = (source, source.name, target, target and target.name)
+    threads = _thread_groups.get(key)
+    if threads is None:
+        threads = (
+            ("switchtrace.caller.thread.id", source.ident or 0),
+            ("switchtrace.caller.thread.name", source.name),
+        )
+        if target is not None:
+            threads += (("thread.id", target.ident or 0), ("thread.name", target.name))
+        threads = _cache(
+            _thread_groups,
+            key,
+            (*threads, ("switchtrace.thread_hop", target is not None and target is not source)),
+        )
+    loop_id = crossing.loop_id
+    key = (loop_id, crossing.loop_created, crossing.threads_started, crossing.before_headers)
+    loop = _loop_groups.get(key)
+    if loop is None:
+        loop = _cache(
+            _loop_groups,
+            key,
+            (
+                *((("switchtrace.loop.id", loop_id),) if loop_id is not None else ()),
+                ("switchtrace.loop.created", key[1]),
+                ("switchtrace.threads.started", key[2]),
+                ("switchtrace.before_headers", key[3]),
             ),
         )
-    else:
-        target_id, target_name = target.ident or 0, target.name
-        hop = target is not source
-        threads = _group(
-            ("threads", source_id, source_name, target_id, target_name, hop),
-            lambda: (
-                ("switchtrace.caller.thread.id", source_id),
-                ("switchtrace.caller.thread.name", source_name),
-                ("thread.id", target_id),
-                ("thread.name", target_name),
-                ("switchtrace.thread_hop", hop),
-            ),
-        )
-    loop_id, created = crossing.loop_id, crossing.loop_created
-    started, before = crossing.threads_started, crossing.before_headers
-    loop = _group(
-        ("loop", loop_id, created, started, before),
-        lambda: (
-            *((("switchtrace.loop.id", loop_id),) if loop_id is not None else ()),
-            ("switchtrace.loop.created", created),
-            ("switchtrace.threads.started", started),
-            ("switchtrace.before_headers", before),
-        ),
-    )
     own: Attributes = ()
     if crossing.start_ns is not None:
-        own = (("switchtrace.queue_wait_ns", crossing.start_ns - crossing.call_ns),)
+        own = ((QUEUE_WAIT, crossing.start_ns - crossing.call_ns),)
     if crossing.exception is not None:
         own += (("switchtrace.exception", crossing.exception),)
     return threads, loop, own

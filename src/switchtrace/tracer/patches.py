@@ -61,10 +61,8 @@ from .guard import swallow
 from .record import (
     ASYNC_TO_SYNC,
     ASYNCIO_RUN,
-    LOOP_TO_THREAD,
     RUN_IN_EXECUTOR,
     SYNC_TO_ASYNC,
-    THREAD_TO_LOOP,
     TO_THREAD,
     Clock,
     Crossing,
@@ -166,7 +164,6 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
         try:
             crossing = Crossing(
                 SYNC_TO_ASYNC,
-                LOOP_TO_THREAD,
                 self,
                 self.func,
                 _thread(),
@@ -288,7 +285,7 @@ def _offload(
     inner = _to_thread_target(func)
     if inner is not None:
         mechanism, target = TO_THREAD, inner
-    crossing = Crossing(mechanism, LOOP_TO_THREAD, None, target, _thread(), current, clock())
+    crossing = Crossing(mechanism, None, target, _thread(), current, clock())
     crossing.executor_object = executor
     crossing.loop_id = id(_get_running_loop())
     return functools.partial(_arrive, func, record, crossing)
@@ -322,7 +319,6 @@ def _patch_async_to_sync_call(original: Callable[..., Any]) -> Callable[..., Any
         try:
             crossing = Crossing(
                 ASYNC_TO_SYNC,
-                THREAD_TO_LOOP,
                 self,
                 self.awaitable,
                 _thread(),
@@ -395,9 +391,7 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
         coro = args[0] if args else kwargs.get("main", kwargs.get("coro"))
         if _get_running_loop() is None and inspect.iscoroutine(coro):
             thread = _thread()
-            crossing = Crossing(
-                ASYNCIO_RUN, THREAD_TO_LOOP, None, coro, thread, crossing_var.get(), clock()
-            )
+            crossing = Crossing(ASYNCIO_RUN, None, coro, thread, crossing_var.get(), clock())
             token = crossing_var.set(crossing)
             if instance is not None:
                 _claim_runner_loop(record, instance, crossing)

@@ -35,6 +35,8 @@ RUN_IN_EXECUTOR = "run_in_executor"
 LOOP_TO_THREAD = "async->sync"
 THREAD_TO_LOOP = "sync->async"
 
+_TO_LOOP = frozenset({ASYNC_TO_SYNC, ASYNCIO_RUN})
+
 # Kinds of request record.
 WSGI = "wsgi"
 ASGI = "asgi"
@@ -98,13 +100,10 @@ class Crossing:
     """
 
     __slots__ = (
-        "_executor",
         "before_headers",
         "bridge",
         "call_ns",
-        "component",
         "description",
-        "direction",
         "end_ns",
         "exception",
         "executor_object",
@@ -113,7 +112,6 @@ class Crossing:
         "loop_id",
         "mechanism",
         "parent",
-        "qualname",
         "return_ns",
         "source_thread",
         "start_ns",
@@ -124,7 +122,6 @@ class Crossing:
     def __init__(
         self,
         mechanism: str,
-        direction: str,
         bridge: object | None,
         func: object | None,
         source_thread: threading.Thread,
@@ -132,7 +129,6 @@ class Crossing:
         call_ns: int,
     ) -> None:
         self.mechanism = mechanism
-        self.direction = direction
         #: The asgiref SyncToAsync/AsyncToSync object, if any (None for offloads
         #: and asyncio.run).
         self.bridge = bridge
@@ -156,19 +152,32 @@ class Crossing:
         self.exception: str | None = None
         self.before_headers = True
         #: Filled by :meth:`RequestRecord.describe`, after the response.
-        self.qualname: str | None = None
-        self.component: Component | None = None
         self.description: Description | None = None
-        self._executor: str | None = None
+
+    @property
+    def direction(self) -> str:
+        """Named after where the bridged code runs: async->sync (it runs in a
+        thread) or sync->async (in an event loop)."""
+        return THREAD_TO_LOOP if self.mechanism in _TO_LOOP else LOOP_TO_THREAD
+
+    @property
+    def qualname(self) -> str | None:
+        """The bridged callable's qualified name (after :meth:`RequestRecord.describe`)."""
+        return self.description.qualname if self.description is not None else None
+
+    @property
+    def component(self) -> Component | None:
+        """The component that caused the crossing (after :meth:`RequestRecord.describe`)."""
+        return self.description.component if self.description is not None else None
 
     @property
     def executor(self) -> str | None:
         """Which executor ran the sync side: "current_thread" (the outer sync
         thread of an async_to_sync), "thread_sensitive_context",
         "single_thread", "loop_default", or the executor's class name."""
-        if self._executor is None and self.executor_object is not None:
-            self._executor = executor_kind(self.executor_object, self)
-        return self._executor
+        if self.executor_object is None:
+            return None
+        return executor_kind(self.executor_object, self)
 
     @property
     def thread_sensitive(self) -> bool | None:
@@ -432,10 +441,7 @@ class RequestRecord:
 
         for crossing in self.crossings:
             if crossing.description is None or (resolve is not None and crossing.component is None):
-                description = describe_crossing(crossing, self, resolve)
-                crossing.description = description
-                crossing.qualname = description.qualname
-                crossing.component = description.component
+                crossing.description = describe_crossing(crossing, self, resolve)
 
     def __repr__(self) -> str:
         return (
