@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from switchtrace import tracer
 from switchtrace.django_app import telemetry
 from switchtrace.exporters import pipeline as pipeline_module
 
@@ -101,38 +100,6 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(monkeypatch, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "switchtrace: span queue full (3 records); 1 requests' spans dropped so far"
     ]
-
-
-def test_spans_wait_for_a_moment_with_no_request_in_flight(monkeypatch):
-    """Span building is left for when no request is in flight (at most
-    IDLE_WAIT seconds); a flush does not wait for it."""
-    monkeypatch.setattr(pipeline_module, "IDLE_WAIT", 60.0)
-    settings = {"ENABLED": True, "EXPORTER": "memory"}
-    with project(SWITCHTRACE=settings) as (_asgi, wsgi):
-        pipeline = telemetry.pipeline()
-        wsgi_request(wsgi, "/sync/")
-        assert pipeline.flush(10)
-        built = pipeline.records
-        record, token = tracer.start_request("block")  # a request in flight
-        try:
-            wsgi_request(wsgi, "/sync/")
-            time.sleep(0.3)
-            assert pipeline.records == built  # left for later
-        finally:
-            tracer.finish_request(record, token)
-        deadline = time.monotonic() + 10
-        while pipeline.records < built + 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert pipeline.records == built + 2  # the queued one, then the block
-        # With a request in flight, a flush builds what is queued at once.
-        record, token = tracer.start_request("block")
-        try:
-            wsgi_request(wsgi, "/sync/")
-            assert pipeline.flush(10)
-            assert pipeline.records == built + 3
-        finally:
-            tracer.finish_request(record, token)
-        assert tracer.requests_in_flight() == 0
 
 
 SHUTDOWN_SCRIPT = textwrap.dedent(

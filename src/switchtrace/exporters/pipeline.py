@@ -51,10 +51,6 @@ logger = logging.getLogger("switchtrace")
 
 EXPORTERS = ("otlp", "file", "console", "memory", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
-#: Longest a finished request's spans wait for a moment with no request in
-#: flight before they are built anyway (seconds), and how often they look.
-IDLE_WAIT = 0.25
-_IDLE_POLL = 0.005
 #: Longest traceparent/tracestate header taken from a request; longer ones are ignored.
 MAX_PROPAGATION_HEADER = 512
 
@@ -231,16 +227,7 @@ class SpanPipeline:
 
     # -- in the pipeline's thread ---------------------------------------------
 
-    def _hurried(self, by: int = 1) -> None:
-        """A flush or shutdown is waiting (1) or gave up (-1)."""
-        with self._lock:
-            self._hurry += by
-
     def _start_worker(self) -> None:
-        self._lock = threading.Lock()
-        #: Flushes and shutdowns waiting in the queue: records are then built
-        #: at once, not left for an idle moment.
-        self._hurry = 0
         self._queue: queue.Queue[Any] = queue.Queue(self.options.queue_size)
         self._worker = threading.Thread(target=self._run, name="switchtrace-spans", daemon=True)
         self._worker.start()
@@ -258,13 +245,10 @@ class SpanPipeline:
                 continue
             if item is None or isinstance(item, threading.Event):  # shutdown, flush
                 self._export(pending)
-                with self._lock:
-                    self._hurry -= 1
                 if item is None:
                     return
                 item.set()
                 continue
-            self._until_idle()
             started = time.thread_time_ns()
             try:
                 encoded = self._emit(item)
@@ -280,20 +264,6 @@ class SpanPipeline:
                 pending += encoded
                 if len(pending) >= self._batch_size:
                     self._export(pending)
-
-    def _until_idle(self) -> None:
-        """Leave the work for a moment when no request is in flight, so that it
-        takes no CPU time or GIL turn from one; but never for longer than
-        IDLE_WAIT, nor while a flush or shutdown waits, nor with the queue
-        half full. Under steady load records are handled IDLE_WAIT late."""
-        deadline = time.monotonic() + IDLE_WAIT
-        while (
-            tracer.requests_in_flight() > 0
-            and not self._hurry
-            and self._queue.qsize() * 2 < self.options.queue_size
-            and time.monotonic() < deadline
-        ):
-            time.sleep(_IDLE_POLL)
 
     def _emit(self, record: tracer.RequestRecord) -> list[Any]:
         """The record's spans: encoded, when the pipeline encodes them (to be
@@ -373,11 +343,9 @@ class SpanPipeline:
             return self._queue.empty()
         deadline = time.monotonic() + timeout
         done = threading.Event()
-        self._hurried()
         try:
             self._queue.put(done, timeout=timeout)
         except queue.Full:
-            self._hurried(-1)
             return False
         if not done.wait(max(deadline - time.monotonic(), 0)):
             return False
@@ -390,11 +358,10 @@ class SpanPipeline:
         """Stop the thread; export what is queued within ``timeout`` seconds."""
         atexit.unregister(self.shutdown)
         if self._worker.is_alive():
-            self._hurried()
             try:
                 self._queue.put(None, timeout=timeout)
             except queue.Full:
-                self._hurried(-1)
+                pass
             self._worker.join(timeout)
         if self.own_provider:
             self.provider.shutdown()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import itertools
 import time
 from collections.abc import Callable, Iterator
 
@@ -34,7 +33,6 @@ from .record import (
     LoopCreation,
     RequestRecord,
     ThreadStart,
-    _value,
 )
 
 __all__ = [
@@ -61,7 +59,6 @@ __all__ = [
     "missing_hooks",
     "recording",
     "remove_listener",
-    "requests_in_flight",
     "set_error_hook",
     "start_request",
     "uninstall",
@@ -69,9 +66,6 @@ __all__ = [
 
 Listener = Callable[[RequestRecord], None]
 _listeners: list[Listener] = []
-# Records opened and finished (itertools.count: atomic next() under the GIL).
-_opened = itertools.count()
-_closed = itertools.count()
 
 
 def install(clock: Clock | None = None) -> None:
@@ -111,7 +105,6 @@ def start_request(
 
     Call :func:`finish_request` with the token from the same context."""
     record = RequestRecord(kind, patches.clock, max_events)
-    next(_opened)
     return record, patches.record_var.set(record)
 
 
@@ -125,7 +118,6 @@ def finish_request(
     ``record``."""
     if not record.finished:
         record.finish()
-        next(_closed)
         for listener in tuple(_listeners):
             try:
                 listener(record)
@@ -148,12 +140,6 @@ def recording(kind: str = "block", max_events: int = DEFAULT_MAX_EVENTS) -> Iter
         yield record
     finally:
         finish_request(record, token)
-
-
-def requests_in_flight() -> int:
-    """Records opened and not finished yet, across the process: the span
-    pipeline leaves its work for moments when this is 0."""
-    return _value(_opened) - _value(_closed)
 
 
 def add_listener(listener: Listener) -> None:
