@@ -23,7 +23,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ..tracer.describe import MAX_CACHED
-from .spans import QUEUE_WAIT, Attributes, PlannedEvent, PlannedSpans
+from .spans import MAX_GROUPS, QUEUE_WAIT, Attributes, PlannedEvent, PlannedSpans
 
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_double = struct.Struct("<d").pack
@@ -108,7 +108,7 @@ def _shared(
     for group in groups:
         entry = cache.get(id(group))
         if entry is None or entry[0] is not group:
-            if len(cache) >= MAX_CACHED:
+            if len(cache) >= MAX_GROUPS:
                 cache.clear()
             entry = cache[id(group)] = (group, encode(group))
         out.append(entry[1])

@@ -102,7 +102,8 @@ def site_attributes(crossing: Crossing) -> tuple[str, Attributes]:
     executor = crossing.executor
     thread_sensitive = crossing.thread_sensitive
     key = (description, crossing.mechanism, crossing.direction, executor, thread_sensitive)
-    cached = _site_attributes.get(key) if description is not None else None
+    shared = description is not None and description.shared
+    cached = _site_attributes.get(key) if shared else None
     if cached is not None:
         return cached
     attributes: list[tuple[str, Any]] = [
@@ -126,13 +127,16 @@ def site_attributes(crossing: Crossing) -> tuple[str, Attributes]:
         if location.lineno is not None:
             attributes.append(("code.lineno", location.lineno))
     site = (f"{crossing.mechanism} {crossing.qualname}", tuple(attributes))
-    if description is not None:
+    if shared:
         if len(_site_attributes) >= MAX_CACHED:
             _site_attributes.clear()
         _site_attributes[key] = site
     return site
 
 
+#: Threads and loops can be made per request (asgiref under WSGI): these
+#: caches stay small.
+MAX_GROUPS = 256
 _thread_groups: dict[tuple[Any, ...], Attributes] = {}
 _loop_groups: dict[tuple[Any, ...], Attributes] = {}
 
@@ -140,7 +144,7 @@ _loop_groups: dict[tuple[Any, ...], Attributes] = {}
 def _cache(
     cache: dict[tuple[Any, ...], Attributes], key: tuple[Any, ...], group: Attributes
 ) -> Attributes:
-    if len(cache) >= MAX_CACHED:
+    if len(cache) >= MAX_GROUPS:
         cache.clear()
     cache[key] = group
     return group
@@ -153,22 +157,24 @@ def call_attributes(crossing: Crossing) -> tuple[Attributes, Attributes, Attribu
     timing and outcome."""
     source = crossing.source_thread
     target = crossing.target_thread
-    # Keyed by the thread objects (a thread's ident never changes once it
-    # runs) and their names (which can).
-    key: tuple[Any, ...] = (source, source.name, target, target and target.name)
+    # Keyed by values, not by the thread objects: a server that starts a
+    # thread per request would otherwise keep thousands of dead ones alive.
+    key: tuple[Any, ...] = (
+        source.ident or 0,
+        source.name,
+        None if target is None else (target.ident or 0),
+        None if target is None else target.name,
+        target is not None and target is not source,
+    )
     threads = _thread_groups.get(key)
     if threads is None:
         threads = (
-            ("switchtrace.caller.thread.id", source.ident or 0),
-            ("switchtrace.caller.thread.name", source.name),
+            ("switchtrace.caller.thread.id", key[0]),
+            ("switchtrace.caller.thread.name", key[1]),
         )
         if target is not None:
-            threads += (("thread.id", target.ident or 0), ("thread.name", target.name))
-        threads = _cache(
-            _thread_groups,
-            key,
-            (*threads, ("switchtrace.thread_hop", target is not None and target is not source)),
-        )
+            threads += (("thread.id", key[2]), ("thread.name", key[3]))
+        threads = _cache(_thread_groups, key, (*threads, ("switchtrace.thread_hop", key[4])))
     loop_id = crossing.loop_id
     key = (loop_id, crossing.loop_created, crossing.threads_started, crossing.before_headers)
     loop = _loop_groups.get(key)

@@ -113,12 +113,15 @@ class Description:
     Shared by every crossing of the same site (compared by identity), so that
     renderers can cache what they derive from it."""
 
-    __slots__ = ("component", "location", "qualname")
+    __slots__ = ("component", "location", "qualname", "shared")
 
     def __init__(self, qualname: str, component: Any, location: CodeLocation | None) -> None:
         self.qualname = qualname
         self.component = component
         self.location = location
+        #: Whether this description is cached for its site (and shared by the
+        #: crossings made there), rather than made for one crossing.
+        self.shared = False
 
 
 _descriptions: dict[Hashable, Description] = {}
@@ -143,4 +146,5 @@ def describe_crossing(crossing: Any, record: Any, resolve: Any = None) -> Descri
             if len(_descriptions) >= MAX_CACHED:
                 _descriptions.clear()
             _descriptions[key] = description
+            description.shared = True
     return description
