@@ -18,12 +18,14 @@ from opentelemetry.propagate import extract
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from switchtrace import tracer
 from switchtrace.django_app import components
+from switchtrace.exporters import pipeline as pipeline_module
 from switchtrace.exporters import to_otlp_json
 from switchtrace.exporters.encode import (
     EncodedSpans,
@@ -33,6 +35,7 @@ from switchtrace.exporters.encode import (
     json_value,
     varint,
 )
+from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
 from switchtrace.exporters.spans import plan_spans, readable_spans
 
 from ..django_app.test_middleware import project
@@ -199,3 +202,52 @@ def test_varint():
 
 def test_an_encoded_batch_counts_its_spans():
     assert len(EncodedSpans(b"", 17)) == 17
+
+
+@pytest.mark.parametrize(
+    ("options", "writer"),
+    [
+        ({"exporter": "file", "file_path": "unused.jsonl"}, JsonWriter),
+        (
+            {"exporter": "otlp", "protocol": "grpc", "endpoint": "http://127.0.0.1:9"},
+            ProtobufWriter,
+        ),
+        ({"exporter": "otlp", "endpoint": "http://127.0.0.1:9"}, ProtobufWriter),
+        ({"exporter": "memory"}, type(None)),
+    ],
+    ids=["file", "otlp-grpc", "otlp-http", "memory"],
+)
+def test_which_exporters_take_encoded_spans(options, writer, tmp_path):
+    """The file and OTLP exporters get spans encoded by switchtrace; the memory
+    exporter gets the SDK's spans."""
+    options = ExportOptions(**{**options, "file_path": str(tmp_path / "t.jsonl")})
+    pipeline = SpanPipeline(options)
+    try:
+        assert type(pipeline.writer) is writer
+        assert (pipeline.processor is None) is (writer is not type(None))
+    finally:
+        pipeline.shutdown(timeout=5)
+
+
+def test_an_otlp_exporter_without_the_hook_gets_sdk_spans(monkeypatch):
+    """An opentelemetry-exporter-otlp version whose HTTP exporter has no
+    ``_client`` (the hook used to send encoded spans) is given SDK spans
+    through a batch processor instead."""
+    real_build = pipeline_module.build_exporter
+    clients = []
+
+    def without_client(options):
+        exporter = real_build(options)
+        clients.append(exporter._client)
+        del exporter._client
+        return exporter
+
+    monkeypatch.setattr(pipeline_module, "build_exporter", without_client)
+    pipeline = SpanPipeline(ExportOptions(exporter="otlp", endpoint="http://127.0.0.1:9"))
+    try:
+        assert pipeline.writer is None
+        assert isinstance(pipeline.processor, BatchSpanProcessor)
+        assert pipeline.exporter.takes_encoded is False
+    finally:
+        pipeline.exporter._client = clients[0]  # for the exporter's own shutdown
+        pipeline.shutdown(timeout=5)
