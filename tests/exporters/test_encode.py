@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.propagate import extract
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -170,6 +170,14 @@ def test_an_unsampled_request_has_no_plan(records):
                 array_value=ArrayValue(values=[AnyValue(string_value="a"), AnyValue(int_value=1)])
             ),
         ),
+        (
+            {"k": True},
+            AnyValue(
+                kvlist_value=KeyValueList(
+                    values=[KeyValue(key="k", value=AnyValue(bool_value=True))]
+                )
+            ),
+        ),
     ],
 )
 def test_any_value_is_protobufs_encoding(value, message):
@@ -185,6 +193,7 @@ def test_any_value_is_protobufs_encoding(value, message):
         (0.25, '{"doubleValue":0.25}'),
         (b"\x01", '{"bytesValue":"AQ=="}'),
         ((1, "x"), '{"arrayValue":{"values":[{"intValue":"1"},{"stringValue":"x"}]}}'),
+        ({"k": 1}, '{"kvlistValue":{"values":[{"key":"k","value":{"intValue":"1"}}]}}'),
     ],
 )
 def test_json_value(value, text):

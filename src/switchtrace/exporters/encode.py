@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -78,6 +78,8 @@ def any_value(value: Any) -> bytes:
         return field(1, value.encode("utf-8"))
     if isinstance(value, bytes):
         return field(7, value)
+    if isinstance(value, Mapping):
+        return field(6, key_values(1, value.items()))
     return field(5, b"".join(field(1, any_value(item)) for item in value))
 
 
@@ -215,6 +217,8 @@ def json_value(value: Any) -> str:
         import base64
 
         return f'{{"bytesValue":"{base64.b64encode(value).decode("ascii")}"}}'
+    if isinstance(value, Mapping):
+        return f'{{"kvlistValue":{{"values":[{json_attributes(value.items())}]}}}}'
     values = ",".join(json_value(item) for item in value)
     return f'{{"arrayValue":{{"values":[{values}]}}}}'
 
