@@ -260,3 +260,15 @@ def test_an_otlp_exporter_without_the_hook_gets_sdk_spans(monkeypatch):
     finally:
         pipeline.exporter._client = clients[0]  # for the exporter's own shutdown
         pipeline.shutdown(timeout=5)
+
+
+def test_a_memo_makes_each_value_once_and_stays_bounded(monkeypatch):
+    from switchtrace.exporters import encode
+
+    made = []
+    memo = encode.Memo(lambda key: made.append(key) or key * 2)
+    assert (memo[3], memo[3], memo[4]) == (6, 6, 8)
+    assert made == [3, 4]
+    monkeypatch.setattr(encode, "MAX_CACHED", 2)
+    assert memo[5] == 10  # full: cleared first
+    assert dict(memo) == {5: 10}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -45,6 +45,21 @@ class EncodedSpans:
 
     def __len__(self) -> int:
         return self.count
+
+
+class Memo(dict[Any, Any]):
+    """``memo[key]``: the encoding of ``key``, made by ``make(key)`` the first
+    time (a plain dict lookup after that), for at most MAX_CACHED keys."""
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key: Any) -> Any:
+        if len(self) >= MAX_CACHED:
+            self.clear()
+        value = self[key] = self.make(key)
+        return value
 
 
 # -- protobuf ---------------------------------------------------------------------
@@ -83,19 +98,14 @@ def any_value(value: Any) -> bytes:
     return field(5, b"".join(field(1, any_value(item)) for item in value))
 
 
-_keys: dict[str, bytes] = {}
+_keys = Memo(lambda key: field(1, key.encode("utf-8")))
 
 
 def key_values(number: int, attributes: Iterable[tuple[str, Any]]) -> bytes:
     """Repeated KeyValue as field ``number`` of the enclosing message."""
     out = []
     for key, value in attributes:
-        encoded_key = _keys.get(key)
-        if encoded_key is None:
-            if len(_keys) >= MAX_CACHED:
-                _keys.clear()
-            encoded_key = _keys[key] = field(1, key.encode("utf-8"))
-        out.append(field(number, encoded_key + field(2, any_value(value))))
+        out.append(field(number, _keys[key] + field(2, any_value(value))))
     return b"".join(out)
 
 
@@ -138,7 +148,7 @@ class ProtobufWriter:
         self._scope = field(1, encoded_scope)
         self._scope_schema = field(3, scope.schema_url.encode("utf-8")) if scope.schema_url else b""
         self._shared: dict[int, tuple[Attributes, Any]] = {}
-        self._names: dict[str, bytes] = {}
+        self._names = Memo(lambda name: field(5, name.encode("utf-8")))
 
     def spans(self, planned: PlannedSpans) -> list[bytes]:
         """Each span of a record as a ``ScopeSpans.spans`` field."""
@@ -147,11 +157,7 @@ class ProtobufWriter:
         shared, names = self._shared, self._names
         out = []
         for span in planned.spans:
-            name = names.get(span.name)
-            if name is None:
-                if len(names) >= MAX_CACHED:
-                    names.clear()
-                name = names[span.name] = field(5, span.name.encode("utf-8"))
+            name = names[span.name]
             parts = [prefix, span.span_id.to_bytes(8, "big"), state]
             if span.parent_id is not None:
                 parts.append(b"\x22\x08")
@@ -184,16 +190,11 @@ class ProtobufWriter:
         return field(1, resource_spans)
 
 
-_event_names: dict[str, bytes] = {}
+_event_names = Memo(lambda name: field(2, name.encode("utf-8")))
 
 
 def _event(event: PlannedEvent) -> bytes:
-    name = _event_names.get(event.name)
-    if name is None:
-        if len(_event_names) >= MAX_CACHED:
-            _event_names.clear()
-        name = _event_names[event.name] = field(2, event.name.encode("utf-8"))
-    encoded = b"\x09" + _pack_fixed64(event.time) + name
+    encoded = b"\x09" + _pack_fixed64(event.time) + _event_names[event.name]
     if event.attributes:
         encoded += key_values(3, event.attributes)
     return encoded
@@ -223,18 +224,13 @@ def json_value(value: Any) -> str:
     return f'{{"arrayValue":{{"values":[{values}]}}}}'
 
 
-_json_keys: dict[str, str] = {}
+_json_keys = Memo(lambda key: f'{{"key":{json.dumps(key)},"value":')
 
 
 def json_attributes(attributes: Iterable[tuple[str, Any]]) -> str:
     out = []
     for key, value in attributes:
-        encoded_key = _json_keys.get(key)
-        if encoded_key is None:
-            if len(_json_keys) >= MAX_CACHED:
-                _json_keys.clear()
-            encoded_key = _json_keys[key] = f'{{"key":{json.dumps(key)},"value":'
-        out.append(f"{encoded_key}{json_value(value)}}}")
+        out.append(f"{_json_keys[key]}{json_value(value)}}}")
     return ",".join(out)
 
 
@@ -259,7 +255,7 @@ class JsonWriter:
             tail += ',"schemaUrl":' + json.dumps(resource.schema_url)
         self._tail = tail + "}]}"
         self._shared: dict[int, tuple[Attributes, Any]] = {}
-        self._names: dict[str, str] = {}
+        self._names = Memo(json.dumps)
 
     def spans(self, planned: PlannedSpans) -> list[str]:
         trace_id = f'{{"traceId":"{planned.trace_id:032x}","spanId":"'
@@ -267,11 +263,7 @@ class JsonWriter:
         shared, names = self._shared, self._names
         out = []
         for span in planned.spans:
-            name = names.get(span.name)
-            if name is None:
-                if len(names) >= MAX_CACHED:
-                    names.clear()
-                name = names[span.name] = json.dumps(span.name)
+            name = names[span.name]
             attributes: list[str] = []
             if span.shared:
                 attributes += filter(None, _shared(shared, span.shared, json_attributes))
@@ -298,16 +290,11 @@ class JsonWriter:
         return self._head + ",".join(spans) + self._tail
 
 
-_json_event_names: dict[str, str] = {}
+_json_event_names = Memo(json.dumps)
 
 
 def _json_event(event: PlannedEvent) -> str:
-    name = _json_event_names.get(event.name)
-    if name is None:
-        if len(_json_event_names) >= MAX_CACHED:
-            _json_event_names.clear()
-        name = _json_event_names[event.name] = json.dumps(event.name)
-    text = f'{{"timeUnixNano":"{event.time}","name":{name}'
+    text = f'{{"timeUnixNano":"{event.time}","name":{_json_event_names[event.name]}'
     if event.attributes:
         text += f',"attributes":[{json_attributes(event.attributes)}]'
     return text + "}"
