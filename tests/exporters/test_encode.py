@@ -124,14 +124,46 @@ def test_json_equals_the_sdk_spans_in_otlp_json(planned):
     assert parsed == encode_spans(sdk)
 
 
+def test_every_span_of_the_default_stack_under_a_remote_parent_with_a_tracestate(records):
+    # The crossings of the ASGI default stack take the writers' shortcut for
+    # the common span; with a tracestate, the protobuf writer's general path.
+    with project() as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    parent = extract({"traceparent": TRACEPARENT, "tracestate": "shop=1"})
+    plan = plan_spans(
+        record,
+        sampler=ALWAYS_ON,
+        ids=RandomIdGenerator(),
+        parent=parent,
+        resolve=components.resolve,
+    )
+    sdk = readable_spans(plan, resource=RESOURCE, scope=SCOPE)
+    assert len(sdk) == 17
+    protobuf = ProtobufWriter(RESOURCE, SCOPE)
+    assert protobuf.request(protobuf.spans(plan)) == encode_spans(sdk).SerializeToString()
+    writer = JsonWriter(RESOURCE, SCOPE)
+    assert json.loads(writer.request(writer.spans(plan))) == json.loads(to_otlp_json(sdk))
+
+
 def test_the_same_site_shares_its_attributes_and_its_encoding(planned):
     asgi = planned[0].spans
     assert asgi[1].name == "sync_to_async SecurityMiddleware.process_request"
-    site = asgi[1].shared[0]
-    assert dict(site)["switchtrace.component"] == "SecurityMiddleware.process_request"
-    # The three async_to_sync calls of one view share their site's tuple.
+    site = asgi[1].groups[0]
+    assert dict(site.attributes)["switchtrace.component"] == "SecurityMiddleware.process_request"
+    # The three async_to_sync calls of one view share their site's group...
     calls = planned[1].spans[:3]
-    assert calls[0].shared[0] is calls[1].shared[0] is calls[2].shared[0]
+    assert calls[0].groups[0] is calls[1].groups[0] is calls[2].groups[0]
+    # ... and each writer encodes it once and keeps the encoding on it.
+    for writer, encoding in (
+        (ProtobufWriter(RESOURCE, SCOPE), "protobuf"),
+        (JsonWriter(RESOURCE, SCOPE), "json"),
+    ):
+        first = writer.spans(planned[1])
+        encoded = getattr(calls[0].groups[0], encoding)
+        assert encoded in first[0] and encoded in first[1]
+        assert writer.spans(planned[1])[0] == first[0]
+        assert getattr(calls[0].groups[0], encoding) is encoded
 
 
 def test_a_crossing_that_raised_and_nesting(planned):
@@ -207,6 +239,13 @@ def test_varint():
         b"\x80\x01",
         b"\x80\x80\x01",
     ]
+    # Every length, at both ends, as protobuf itself encodes it.
+    for bits in range(1, 65):
+        for n in (2 ** (bits - 1), 2**bits - 1):
+            assert (
+                varint(n)
+                == AnyValue(int_value=n - 2**64 if n >= 2**63 else n).SerializeToString()[1:]
+            )
 
 
 def test_an_encoded_batch_counts_its_spans():

@@ -17,21 +17,36 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ..tracer.describe import MAX_CACHED
-from .spans import MAX_GROUPS, QUEUE_WAIT, Attributes, PlannedEvent, PlannedSpans
+from .spans import (
+    QUEUE_WAIT,
+    STARTED,
+    AttributeGroup,
+    PlannedEvent,
+    PlannedSpan,
+    PlannedSpans,
+    span_events,
+)
 
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_double = struct.Struct("<d").pack
 _pack_fixed32 = struct.Struct("<I").pack
+# A span's id, then its parent's (tag and length 0x2208 between them).
+_pack_ids = struct.Struct(">QHQ").pack
+# Its start and end times with their tags (fixed64 fields 7 and 8).
+_pack_times = struct.Struct("<BQBQ").pack
 _ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 
 _REMOTE_KNOWN = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+#: Span.flags by whether the parent is remote.
+_FLAGS = {False: _REMOTE_KNOWN, True: _REMOTE_KNOWN | _REMOTE}
 
 
 class EncodedSpans:
@@ -68,6 +83,10 @@ class Memo(dict[Any, Any]):
 def varint(n: int) -> bytes:
     if n < 0x80:
         return _ONE_BYTE[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -109,26 +128,24 @@ def key_values(number: int, attributes: Iterable[tuple[str, Any]]) -> bytes:
     return b"".join(out)
 
 
-def _shared(
-    cache: dict[int, tuple[Attributes, Any]], groups: tuple[Attributes, ...], encode: Any
-) -> list[Any]:
-    """The encodings of a span's shared attribute groups, cached by each
-    group's identity (they are shared tuples; hashing their contents would
-    cost more than it saves). A hit is checked against the group itself, so
-    a reused id never returns another group's encoding."""
-    out = []
-    for group in groups:
-        entry = cache.get(id(group))
-        if entry is None or entry[0] is not group:
-            if len(cache) >= MAX_GROUPS:
-                cache.clear()
-            entry = cache[id(group)] = (group, encode(group))
-        out.append(entry[1])
-    return out
+def _common(span: PlannedSpan) -> bool:
+    """Whether ``span`` is laid out as most crossings' spans are: a parent, the
+    three shared groups, the queue wait as its only own attribute and the
+    STARTED event alone. Writers write those with one template."""
+    own = span.attributes
+    return (
+        span.parent_id is not None
+        and span.started is not None
+        and not span.events
+        and len(own) == 1
+        and own[0][0] == QUEUE_WAIT
+        and len(span.groups) == 3
+    )
 
 
-def _encode_group(group: Attributes) -> bytes:
-    return key_values(9, group)
+def _protobuf_group(group: AttributeGroup) -> bytes:
+    encoded = group.protobuf = key_values(9, group.attributes)
+    return encoded
 
 
 class ProtobufWriter:
@@ -147,40 +164,67 @@ class ProtobufWriter:
             encoded_scope += key_values(3, scope.attributes.items())
         self._scope = field(1, encoded_scope)
         self._scope_schema = field(3, scope.schema_url.encode("utf-8")) if scope.schema_url else b""
-        self._shared: dict[int, tuple[Attributes, Any]] = {}
         self._names = Memo(lambda name: field(5, name.encode("utf-8")))
 
     def spans(self, planned: PlannedSpans) -> list[bytes]:
         """Each span of a record as a ``ScopeSpans.spans`` field."""
         prefix = b"\x0a\x10" + planned.trace_id.to_bytes(16, "big") + b"\x12\x08"
         state = field(3, planned.trace_state.encode("utf-8")) if planned.trace_state else b""
-        shared, names = self._shared, self._names
+        names = self._names
         out = []
         for span in planned.spans:
-            name = names[span.name]
+            own = span.attributes
+            parent_id = span.parent_id
+            if not state and _common(span):
+                site, threads, loop = span.groups
+                # Most crossings: only the ids, the times and the queue wait vary.
+                wait = varint(own[0][1] & _UINT64)
+                body = b"".join(
+                    (
+                        prefix,
+                        _pack_ids(span.span_id, 0x2208, parent_id),
+                        names[span.name],
+                        b"\x30",
+                        _ONE_BYTE[span.kind],
+                        _pack_times(0x39, span.start, 0x41, span.end),
+                        site.protobuf or _protobuf_group(site),
+                        threads.protobuf or _protobuf_group(threads),
+                        loop.protobuf or _protobuf_group(loop),
+                        _QUEUE_WAIT_FIELDS[len(wait)],
+                        wait,
+                        _STARTED_EVENT,
+                        _pack_fixed64(span.started),
+                        _STARTED_NAME,
+                        _STATUS_AND_FLAGS[span.parent_remote],
+                    )
+                )
+                out.append(b"\x12" + varint(len(body)) + body)
+                continue
             parts = [prefix, span.span_id.to_bytes(8, "big"), state]
-            if span.parent_id is not None:
+            if parent_id is not None:
                 parts.append(b"\x22\x08")
-                parts.append(span.parent_id.to_bytes(8, "big"))
+                parts.append(parent_id.to_bytes(8, "big"))
             parts += (
-                name,
+                names[span.name],
                 b"\x30",
                 _ONE_BYTE[span.kind],
-                b"\x39",
-                _pack_fixed64(span.start),
-                b"\x41",
-                _pack_fixed64(span.end),
+                _pack_times(0x39, span.start, 0x41, span.end),
             )
-            if span.shared:
-                parts += _shared(shared, span.shared, _encode_group)
-            if span.attributes:
-                parts.append(key_values(9, span.attributes))
-            for event in span.events:
-                parts.append(field(11, _event(event)))
+            for group in span.groups:
+                parts.append(group.protobuf or _protobuf_group(group))
+            if own:
+                parts.append(key_values(9, own))
+            if span.events:
+                for event in span_events(span):
+                    parts.append(field(11, _event(event)))
+            elif span.started is not None:  # most crossings: this one event
+                parts.append(_STARTED_EVENT)
+                parts.append(_pack_fixed64(span.started))
+                parts.append(_STARTED_NAME)
             # An empty Status (UNSET), then the flags (fixed32, field 16).
-            flags = _REMOTE_KNOWN | (_REMOTE if span.parent_remote else 0)
-            parts.append(b"\x7a\x00\x85\x01" + _pack_fixed32(flags))
-            out.append(field(2, b"".join(parts)))
+            parts.append(_STATUS_AND_FLAGS[span.parent_remote])
+            body = b"".join(parts)
+            out.append(b"\x12" + varint(len(body)) + body)
         return out
 
     def request(self, spans: Sequence[bytes]) -> bytes:
@@ -191,6 +235,24 @@ class ProtobufWriter:
 
 
 _event_names = Memo(lambda name: field(2, name.encode("utf-8")))
+_STARTED_NAME = _event_names[STARTED]
+# The Span.events field holding the STARTED event, up to its time (fixed64, field 1).
+_STARTED_EVENT = varint(11 << 3 | 2) + varint(9 + len(_STARTED_NAME)) + b"\x09"
+_STATUS_AND_FLAGS = {
+    remote: b"\x7a\x00\x85\x01" + _pack_fixed32(flags) for remote, flags in _FLAGS.items()
+}
+_UINT64 = 0xFFFFFFFFFFFFFFFF
+# The attribute (KeyValue, field 9) of a queue wait whose varint is n bytes
+# long, up to that varint.
+_QUEUE_WAIT_FIELDS = [
+    b"\x4a"
+    + varint(len(_keys[QUEUE_WAIT]) + 3 + n)
+    + _keys[QUEUE_WAIT]
+    + b"\x12"
+    + _ONE_BYTE[1 + n]
+    + b"\x18"
+    for n in range(11)
+]
 
 
 def _event(event: PlannedEvent) -> bytes:
@@ -201,6 +263,9 @@ def _event(event: PlannedEvent) -> bytes:
 
 
 # -- OTLP/JSON ------------------------------------------------------------------
+
+#: A string as JSON (what json.dumps writes for one, without its Python layer).
+_json_string = encode_basestring_ascii
 
 
 def json_value(value: Any) -> str:
@@ -213,7 +278,7 @@ def json_value(value: Any) -> str:
     if isinstance(value, float):
         return f'{{"doubleValue":{json.dumps(value)}}}'
     if isinstance(value, str):
-        return f'{{"stringValue":{json.dumps(value)}}}'
+        return f'{{"stringValue":{_json_string(value)}}}'
     if isinstance(value, bytes):
         import base64
 
@@ -254,35 +319,46 @@ class JsonWriter:
         if resource.schema_url:
             tail += ',"schemaUrl":' + json.dumps(resource.schema_url)
         self._tail = tail + "}]}"
-        self._shared: dict[int, tuple[Attributes, Any]] = {}
         self._names = Memo(json.dumps)
 
     def spans(self, planned: PlannedSpans) -> list[str]:
         trace_id = f'{{"traceId":"{planned.trace_id:032x}","spanId":"'
-        state = f',"traceState":{json.dumps(planned.trace_state)}' if planned.trace_state else ""
-        shared, names = self._shared, self._names
+        state = f',"traceState":{_json_string(planned.trace_state)}' if planned.trace_state else ""
+        names = self._names
         out = []
         for span in planned.spans:
-            name = names[span.name]
-            attributes: list[str] = []
-            if span.shared:
-                attributes += filter(None, _shared(shared, span.shared, json_attributes))
             own = span.attributes
-            if len(own) == 1 and own[0][0] == QUEUE_WAIT:  # most crossings: one integer
-                attributes.append(f'{{"key":"{QUEUE_WAIT}","value":{{"intValue":"{own[0][1]}"}}}}')
-            elif own:
+            parent_id = span.parent_id
+            if _common(span):
+                site, threads, loop = span.groups
+                # Most crossings: this whole template, the only variable parts
+                # being the ids, the times and the queue wait.
+                out.append(
+                    f'{trace_id}{span.span_id:016x}"{state},"parentSpanId":"{parent_id:016x}",'
+                    f'"flags":{_FLAGS[span.parent_remote]},"name":{names[span.name]},'
+                    f'"kind":{span.kind},"startTimeUnixNano":"{span.start}",'
+                    f'"endTimeUnixNano":"{span.end}",'
+                    f'"attributes":[{site.json or _json_group(site)},'
+                    f"{threads.json or _json_group(threads)},{loop.json or _json_group(loop)},"
+                    f'{{"key":"{QUEUE_WAIT}","value":{{"intValue":"{own[0][1]}"}}}}],'
+                    f'"events":[{{"timeUnixNano":"{span.started}","name":"{STARTED}"}}],'
+                    '"status":{}}'
+                )
+                continue
+            attributes = [group.json or _json_group(group) for group in span.groups]
+            if own:
                 attributes.append(json_attributes(own))
-            parent = "" if span.parent_id is None else f',"parentSpanId":"{span.parent_id:016x}"'
-            flags = _REMOTE_KNOWN | (_REMOTE if span.parent_remote else 0)
+            parent = "" if parent_id is None else f',"parentSpanId":"{parent_id:016x}"'
             text = (
-                f'{trace_id}{span.span_id:016x}"{state}{parent},"flags":{flags},"name":{name},'
-                f'"kind":{span.kind},"startTimeUnixNano":"{span.start}",'
-                f'"endTimeUnixNano":"{span.end}"'
+                f'{trace_id}{span.span_id:016x}"{state}{parent},"flags":{_FLAGS[span.parent_remote]},'
+                f'"name":{names[span.name]},"kind":{span.kind},'
+                f'"startTimeUnixNano":"{span.start}","endTimeUnixNano":"{span.end}"'
             )
-            if attributes:
-                text += f',"attributes":[{",".join(attributes)}]'
-            if span.events:
-                text += f',"events":[{",".join(_json_event(e) for e in span.events)}]'
+            if any(attributes):
+                text += f',"attributes":[{",".join(filter(None, attributes))}]'
+            events = span_events(span)
+            if events:
+                text += f',"events":[{",".join(_json_event(e) for e in events)}]'
             out.append(text + ',"status":{}}')
         return out
 
@@ -291,6 +367,11 @@ class JsonWriter:
 
 
 _json_event_names = Memo(json.dumps)
+
+
+def _json_group(group: AttributeGroup) -> str:
+    encoded = group.json = json_attributes(group.attributes)
+    return encoded
 
 
 def _json_event(event: PlannedEvent) -> str:

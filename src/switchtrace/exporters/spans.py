@@ -22,6 +22,7 @@ Attributes use OpenTelemetry's semantic conventions where one exists and the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -91,17 +92,34 @@ def request_span_name(record: RequestRecord) -> str:
 
 # -- a crossing's attributes ------------------------------------------------------
 
-_site_attributes: dict[tuple[Any, ...], tuple[str, Attributes]] = {}
+
+class AttributeGroup:
+    """Attributes that many spans share (a call site's, a pair of threads', a
+    loop's): one object for all of them, so that each encoder encodes a group
+    once and keeps the encoding on it (:attr:`protobuf`, :attr:`json`)."""
+
+    __slots__ = ("attributes", "json", "protobuf")
+
+    def __init__(self, attributes: Attributes) -> None:
+        self.attributes = attributes
+        self.protobuf: bytes | None = None
+        self.json: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<AttributeGroup {dict(self.attributes)!r}>"
 
 
-def site_attributes(crossing: Crossing) -> tuple[str, Attributes]:
+_site_attributes: dict[tuple[Any, ...], tuple[str, AttributeGroup]] = {}
+
+
+def site_attributes(crossing: Crossing) -> tuple[str, AttributeGroup]:
     """The span name and the attributes that depend only on where the crossing
-    was made (call :meth:`RequestRecord.describe` first). The same tuple
+    was made (call :meth:`RequestRecord.describe` first). The same group
     object for every crossing of a site."""
     description = crossing.description
     executor = crossing.executor
     thread_sensitive = crossing.thread_sensitive
-    key = (description, crossing.mechanism, crossing.direction, executor, thread_sensitive)
+    key = (description, crossing.mechanism, executor, thread_sensitive)
     shared = description is not None and description.shared
     cached = _site_attributes.get(key) if shared else None
     if cached is not None:
@@ -126,7 +144,7 @@ def site_attributes(crossing: Crossing) -> tuple[str, Attributes]:
             attributes.append(("code.filepath", location.filepath))
         if location.lineno is not None:
             attributes.append(("code.lineno", location.lineno))
-    site = (f"{crossing.mechanism} {crossing.qualname}", tuple(attributes))
+    site = (f"{crossing.mechanism} {crossing.qualname}", AttributeGroup(tuple(attributes)))
     if shared:
         if len(_site_attributes) >= MAX_CACHED:
             _site_attributes.clear()
@@ -137,26 +155,21 @@ def site_attributes(crossing: Crossing) -> tuple[str, Attributes]:
 #: Threads and loops can be made per request (asgiref under WSGI): these
 #: caches stay small.
 MAX_GROUPS = 256
-_thread_groups: dict[tuple[Any, ...], Attributes] = {}
-_loop_groups: dict[tuple[Any, ...], Attributes] = {}
+_thread_groups: dict[tuple[Any, ...], AttributeGroup] = {}
+_loop_groups: dict[tuple[Any, ...], AttributeGroup] = {}
 
 
 def _cache(
-    cache: dict[tuple[Any, ...], Attributes], key: tuple[Any, ...], group: Attributes
-) -> Attributes:
+    cache: dict[tuple[Any, ...], AttributeGroup], key: tuple[Any, ...], attributes: Attributes
+) -> AttributeGroup:
     if len(cache) >= MAX_GROUPS:
         cache.clear()
-    cache[key] = group
+    group = cache[key] = AttributeGroup(attributes)
     return group
 
 
-def call_attributes(crossing: Crossing) -> tuple[Attributes, Attributes, Attributes]:
-    """The attributes particular to this call, in three groups: the threads
-    and the loop and flags (each one shared tuple per distinct value: a
-    process has few threads and loops, so encoders cache them), and the
-    timing and outcome."""
-    source = crossing.source_thread
-    target = crossing.target_thread
+def thread_group(source: threading.Thread, target: threading.Thread | None) -> AttributeGroup:
+    """The attributes of a crossing's caller and target threads."""
     # Keyed by values, not by the thread objects: a server that starts a
     # thread per request would otherwise keep thousands of dead ones alive.
     key: tuple[Any, ...] = (
@@ -166,20 +179,25 @@ def call_attributes(crossing: Crossing) -> tuple[Attributes, Attributes, Attribu
         None if target is None else target.name,
         target is not None and target is not source,
     )
-    threads = _thread_groups.get(key)
-    if threads is None:
-        threads = (
+    group = _thread_groups.get(key)
+    if group is None:
+        attributes: Attributes = (
             ("switchtrace.caller.thread.id", key[0]),
             ("switchtrace.caller.thread.name", key[1]),
         )
         if target is not None:
-            threads += (("thread.id", key[2]), ("thread.name", key[3]))
-        threads = _cache(_thread_groups, key, (*threads, ("switchtrace.thread_hop", key[4])))
+            attributes += (("thread.id", key[2]), ("thread.name", key[3]))
+        group = _cache(_thread_groups, key, (*attributes, ("switchtrace.thread_hop", key[4])))
+    return group
+
+
+def loop_group(crossing: Crossing) -> AttributeGroup:
+    """The attributes of a crossing's event loop and of what it created."""
     loop_id = crossing.loop_id
     key = (loop_id, crossing.loop_created, crossing.threads_started, crossing.before_headers)
-    loop = _loop_groups.get(key)
-    if loop is None:
-        loop = _cache(
+    group = _loop_groups.get(key)
+    if group is None:
+        group = _cache(
             _loop_groups,
             key,
             (
@@ -189,18 +207,35 @@ def call_attributes(crossing: Crossing) -> tuple[Attributes, Attributes, Attribu
                 ("switchtrace.before_headers", key[3]),
             ),
         )
-    own: Attributes = ()
-    if crossing.start_ns is not None:
-        own = ((QUEUE_WAIT, crossing.start_ns - crossing.call_ns),)
+    return group
+
+
+def own_attributes(crossing: Crossing) -> Attributes:
+    """The attributes of this call alone: its queue wait and outcome."""
+    start_ns = crossing.start_ns
+    own: Attributes = () if start_ns is None else ((QUEUE_WAIT, start_ns - crossing.call_ns),)
     if crossing.exception is not None:
         own += (("switchtrace.exception", crossing.exception),)
-    return threads, loop, own
+    return own
+
+
+def call_attributes(crossing: Crossing) -> tuple[AttributeGroup, AttributeGroup, Attributes]:
+    """The attributes particular to this call, in three groups: the threads',
+    the loop's and flags' (one shared group per distinct value, so that
+    encoders encode each once), and the call's own (its queue wait and
+    outcome)."""
+    return (
+        thread_group(crossing.source_thread, crossing.target_thread),
+        loop_group(crossing),
+        own_attributes(crossing),
+    )
 
 
 def crossing_attributes(crossing: Crossing) -> dict[str, Any]:
     """Every attribute of a crossing's span (after :meth:`RequestRecord.describe`)."""
     threads, loop, own = call_attributes(crossing)
-    return dict(site_attributes(crossing)[1] + threads + loop + own)
+    site = site_attributes(crossing)[1]
+    return dict(site.attributes + threads.attributes + loop.attributes + own)
 
 
 # -- the spans of a record -------------------------------------------------------
@@ -224,11 +259,24 @@ class PlannedSpan(NamedTuple):
     kind: int
     start: int
     end: int
-    #: Groups of attributes shared with other spans (the same tuple objects:
-    #: the call site's, the threads', the loop's), then the span's own.
-    shared: tuple[Attributes, ...]
+    #: Groups of attributes shared with other spans (the same objects: the
+    #: call site's, the threads', the loop's), then the span's own.
+    groups: tuple[AttributeGroup, ...]
     attributes: Attributes
+    #: When the bridged code started on its target (the STARTED event), if it did.
+    started: int | None
+    #: The span's other events (loops created, threads started), in time order.
     events: Sequence[PlannedEvent]
+
+
+def span_events(span: PlannedSpan) -> Sequence[PlannedEvent]:
+    """All the events of a span, in time order."""
+    if span.started is None:
+        return span.events
+    started = PlannedEvent(span.started, STARTED, ())
+    if not span.events:
+        return (started,)
+    return sorted((*span.events, started), key=_time)
 
 
 class PlannedSpans(NamedTuple):
@@ -269,19 +317,15 @@ def plan_spans(
 
     new_id = ids.generate_span_id
     request_id = new_id()
-    span_ids: dict[int, int] = {}
+    crossings = record.crossings
+    span_ids = {id(crossing): new_id() for crossing in crossings}
+    # Loops created and threads started: events of the crossing in progress
+    # (when it is in the record), else of the request span.
     events: dict[int, list[PlannedEvent]] = {}
-    for crossing in record.crossings:
-        span_ids[id(crossing)] = new_id()
-        events[id(crossing)] = (
-            [PlannedEvent(crossing.start_ns + to_wall, STARTED, ())]
-            if crossing.start_ns is not None
-            else []
-        )
     request_events: list[PlannedEvent] = []
     for creation in record.loop_creations:
-        target = events.get(id(creation.crossing)) if creation.crossing else None
-        (request_events if target is None else target).append(
+        cause = id(creation.crossing)
+        (events.setdefault(cause, []) if cause in span_ids else request_events).append(
             PlannedEvent(
                 creation.at_ns + to_wall,
                 LOOP_CREATED,
@@ -289,38 +333,48 @@ def plan_spans(
             )
         )
     for start in record.thread_starts:
-        target = events.get(id(start.crossing)) if start.crossing else None
-        (request_events if target is None else target).append(
+        cause = id(start.crossing)
+        (events.setdefault(cause, []) if cause in span_ids else request_events).append(
             PlannedEvent(
                 start.at_ns + to_wall,
                 THREAD_STARTED,
                 (("thread.id", start.thread.ident or 0), ("thread.name", start.thread.name)),
             )
         )
-    spans = []
-    for crossing in record.crossings:
-        parent_id = span_ids.get(id(crossing.parent)) if crossing.parent is not None else None
-        own = events[id(crossing)]
-        if len(own) > 1:
-            own.sort(key=_time)
+    for own in events.values():
+        own.sort(key=_time)
+    request_events.sort(key=_time)
+    # The thread objects of this record's crossings (few): their groups.
+    threads_of: dict[tuple[Any, Any], AttributeGroup] = {}
+    spans: list[PlannedSpan] = []
+    append = spans.append
+    for crossing in crossings:
+        key = id(crossing)
+        parent_crossing = crossing.parent
         name_, site = site_attributes(crossing)
-        threads, loop, own_attributes = call_attributes(crossing)
-        spans.append(
+        pair = (crossing.source_thread, crossing.target_thread)
+        threads = threads_of.get(pair)
+        if threads is None:
+            threads = threads_of[pair] = thread_group(*pair)
+        start_ns = crossing.start_ns
+        append(
             PlannedSpan(
-                span_ids[id(crossing)],
-                request_id if parent_id is None else parent_id,
+                span_ids[key],
+                request_id
+                if parent_crossing is None
+                else span_ids.get(id(parent_crossing), request_id),
                 False,
                 name_,
                 KIND_INTERNAL,
                 crossing.call_ns + to_wall,
                 (crossing.return_ns or crossing.end_ns or end_ns) + to_wall,
-                (site, threads, loop),
-                own_attributes,
-                own,
+                (site, threads, loop_group(crossing)),
+                own_attributes(crossing),
+                None if start_ns is None else start_ns + to_wall,
+                events.get(key, ()),
             )
         )
-    request_events.sort(key=_time)
-    spans.append(
+    append(
         PlannedSpan(
             request_id,
             parent_context.span_id if parent_context else None,
@@ -331,6 +385,7 @@ def plan_spans(
             end_ns + to_wall,
             (),
             tuple(attributes.items()),
+            None,
             request_events,
         )
     )
@@ -359,8 +414,8 @@ def readable_spans(
             context=context(span.span_id),
             parent=None if span.parent_id is None else context(span.parent_id, span.parent_remote),
             resource=resource,
-            attributes=dict(sum(span.shared, ()) + span.attributes),
-            events=[Event(e.name, dict(e.attributes) or None, e.time) for e in span.events],
+            attributes=dict(sum((group.attributes for group in span.groups), ()) + span.attributes),
+            events=[Event(e.name, dict(e.attributes) or None, e.time) for e in span_events(span)],
             kind=kinds[span.kind],
             instrumentation_scope=scope,
             start_time=span.start,
