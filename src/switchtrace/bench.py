@@ -601,13 +601,19 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     modes = list(handlers)
     progress.total = args.rounds * len(args.servers) * len(args.endpoints) * len(modes)
 
+    # One span pipeline for the whole run, fed records only in the full-spans
+    # mode: a server's lives as long as the process (its thread, its caches).
+    telemetry.configure(spans)
+
     def enter(mode: str) -> None:
+        if mode == "full spans":
+            telemetry.attach()
+        else:
+            telemetry.detach()
         if mode in ("disabled", OTEL_DJANGO):
-            telemetry.configure(None)
             integration.uninstall()
         else:
             integration.install()
-            telemetry.configure(spans if mode == "full spans" else None)
 
     samples: dict[tuple[str, str, str], list[float]] = {}
     # CPU time of the whole process (every thread, the pipeline's included):
@@ -645,7 +651,7 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                     cpu_samples.setdefault((server, endpoint, mode), []).append(cpu)
                     progress.step(f"{server.upper()} {endpoint} {mode}")
     enter("headers only" if settings.SWITCHTRACE.get("ENABLED") else "disabled")
-    telemetry.configure(spans)
+    telemetry.attach()
     del tracer
     rows = []
     for server in args.servers:

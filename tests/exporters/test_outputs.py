@@ -83,6 +83,30 @@ def test_exporter_none_makes_no_spans_and_keeps_the_headers():
         assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
 
 
+def test_a_detached_pipeline_makes_no_spans_until_attached_again(tmp_path):
+    # switchtrace bench --overhead switches modes every round and keeps one
+    # pipeline (its thread, its caches) for the whole run, as a server does.
+    path = tmp_path / "traces.jsonl"
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        telemetry.detach()
+        assert telemetry.pipeline() is None
+        assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+        assert pipeline.flush(10) and pipeline.records == 0
+        assert not path.exists()
+        telemetry.attach()
+        assert telemetry.pipeline() is pipeline
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10) and pipeline.records == 1
+        telemetry.detach()
+    # Settings changed back: the detached pipeline is shut down with them.
+    assert not pipeline._worker.is_alive()
+    assert telemetry.pipeline() is not pipeline
+    [line] = path.read_text().splitlines()
+    assert len(json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 17
+
+
 SETUP = """
 import os, sys
 sys.path[:0] = [{root!r}, {example!r}]

@@ -16,6 +16,8 @@ from . import components
 _lock = threading.Lock()
 _options: ExportOptions | None = None
 _pipeline: SpanPipeline | None = None
+#: A pipeline kept alive but fed no records (see :func:`detach`).
+_detached: SpanPipeline | None = None
 _console: ConsoleReporter | None = None
 
 
@@ -43,8 +45,32 @@ def shutdown() -> None:
         _options = None
 
 
+def detach() -> None:
+    """Stop making spans, as if the exporter were "none", but keep the
+    pipeline (its thread and its caches) for :func:`attach`: ``switchtrace
+    bench --overhead`` switches between modes every round, and a server's
+    pipeline lives as long as the process."""
+    global _pipeline, _detached
+    with _lock:
+        if _pipeline is not None:
+            tracer.remove_listener(_pipeline)
+            _pipeline, _detached = None, _pipeline
+
+
+def attach() -> None:
+    """Make spans again with the pipeline :func:`detach` kept."""
+    global _pipeline, _detached
+    with _lock:
+        if _detached is not None and _pipeline is None:
+            _pipeline, _detached = _detached, None
+            tracer.add_listener(_pipeline)
+
+
 def _stop() -> None:
-    global _pipeline, _console
+    global _pipeline, _detached, _console
+    if _detached is not None:
+        _detached.shutdown()
+        _detached = None
     if _pipeline is not None:
         tracer.remove_listener(_pipeline)
         _pipeline.shutdown()
