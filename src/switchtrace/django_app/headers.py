@@ -26,24 +26,28 @@ HEADERS = (
     ("X-Threads-Started", "threads_started", "switchtrace-threads", "Threads started"),
 )
 
-#: Responses that carry our headers -> the application's own Server-Timing.
-_stamped: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+#: Responses that carry our headers -> (the application's own Server-Timing,
+#: the figures written).
+_stamped: weakref.WeakKeyDictionary[Any, tuple[str | None, Figures]] = weakref.WeakKeyDictionary()
 
 
 def stamp(response: Any, figures: Figures) -> None:
     """Put the figures on ``response`` (a Django HttpResponseBase)."""
-    own = _stamped[response] if response in _stamped else response.get("Server-Timing")
+    own = _stamped[response][0] if response in _stamped else response.get("Server-Timing")
     _write(response, figures, own)
-    _stamped[response] = own
+    _stamped[response] = (own, figures)
 
 
 def restamp(response: Any, figures: Figures) -> None:
-    """Write the figures again if ``response`` was stamped; else do nothing."""
+    """Write the figures again if ``response`` was stamped with others; else
+    do nothing."""
     try:
-        own = _stamped[response]
+        own, written = _stamped[response]
     except (KeyError, TypeError):
         return
-    _write(response, figures, own)
+    if figures != written:
+        _write(response, figures, own)
+        _stamped[response] = (own, figures)
 
 
 def _write(response: Any, figures: Figures, own_server_timing: str | None) -> None:
