@@ -621,37 +621,43 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     cpu_samples: dict[tuple[str, str, str], list[float]] = {}
     # CPU time of switchtrace's span pipeline thread per request.
     pipeline_cpu: dict[tuple[str, str, str], list[float]] = {}
-    for server in args.servers:
-        for endpoint in args.endpoints:
-            for mode in modes:
-                enter(mode)
-                _serve(handlers[mode], server, endpoint, args.warmup)
-    # The order of the modes is shuffled every round (seeded: a run can be
-    # repeated), so that no mode always runs first after a reconfiguration.
-    order = random.Random(0)
-    for _round in range(args.rounds):
+
+    def measure(server: str, endpoint: str, mode: str) -> None:
+        enter(mode)
+        pipeline = telemetry.pipeline()
+        counted = (pipeline.records, pipeline.cpu_ns) if pipeline else (0, 0)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        _serve(handlers[mode], server, endpoint, args.requests)
+        if pipeline is not None:
+            pipeline.flush(60)  # the spans' whole cost counts
+        per_request = (time.perf_counter() - start) / args.requests * 1e6
+        if pipeline is not None and pipeline.records > counted[0]:
+            pipeline_cpu.setdefault((server, endpoint, mode), []).append(
+                (pipeline.cpu_ns - counted[1]) / (pipeline.records - counted[0]) / 1e3
+            )
+        cpu = (time.process_time() - cpu_start) / args.requests * 1e6
+        samples.setdefault((server, endpoint, mode), []).append(per_request)
+        cpu_samples.setdefault((server, endpoint, mode), []).append(cpu)
+        progress.step(f"{server.upper()} {endpoint} {mode}")
+
+    try:
         for server in args.servers:
             for endpoint in args.endpoints:
-                for mode in order.sample(modes, len(modes)):
+                for mode in modes:
                     enter(mode)
-                    pipeline = telemetry.pipeline()
-                    counted = (pipeline.records, pipeline.cpu_ns) if pipeline else (0, 0)
-                    start, cpu_start = time.perf_counter(), time.process_time()
-                    _serve(handlers[mode], server, endpoint, args.requests)
-                    pipeline = telemetry.pipeline()
-                    if pipeline is not None:
-                        pipeline.flush(60)  # the spans' whole cost counts
-                    per_request = (time.perf_counter() - start) / args.requests * 1e6
-                    if pipeline is not None and pipeline.records > counted[0]:
-                        pipeline_cpu.setdefault((server, endpoint, mode), []).append(
-                            (pipeline.cpu_ns - counted[1]) / (pipeline.records - counted[0]) / 1e3
-                        )
-                    cpu = (time.process_time() - cpu_start) / args.requests * 1e6
-                    samples.setdefault((server, endpoint, mode), []).append(per_request)
-                    cpu_samples.setdefault((server, endpoint, mode), []).append(cpu)
-                    progress.step(f"{server.upper()} {endpoint} {mode}")
-    enter("headers only" if settings.SWITCHTRACE.get("ENABLED") else "disabled")
-    telemetry.attach()
+                    _serve(handlers[mode], server, endpoint, args.warmup)
+        # The order of the modes is shuffled every round (seeded: a run can be
+        # repeated), so that no mode always runs first after a reconfiguration.
+        order = random.Random(0)
+        for _round in range(args.rounds):
+            for server in args.servers:
+                for endpoint in args.endpoints:
+                    for mode in order.sample(modes, len(modes)):
+                        measure(server, endpoint, mode)
+    finally:
+        # Back to what the settings say, whatever happened.
+        enter("headers only" if settings.SWITCHTRACE.get("ENABLED") else "disabled")
+        telemetry.attach()
     del tracer
     rows = []
     for server in args.servers:

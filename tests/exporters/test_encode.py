@@ -36,7 +36,13 @@ from switchtrace.exporters.encode import (
     varint,
 )
 from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
-from switchtrace.exporters.spans import plan_spans, readable_spans
+from switchtrace.exporters.spans import (
+    AttributeGroup,
+    PlannedEvent,
+    plan_spans,
+    readable_spans,
+    span_events,
+)
 
 from ..django_app.test_middleware import project
 from ..support import run_asgi, wsgi_request
@@ -140,6 +146,30 @@ def test_every_span_of_the_default_stack_under_a_remote_parent_with_a_tracestate
     )
     sdk = readable_spans(plan, resource=RESOURCE, scope=SCOPE)
     assert len(sdk) == 17
+    protobuf = ProtobufWriter(RESOURCE, SCOPE)
+    assert protobuf.request(protobuf.spans(plan)) == encode_spans(sdk).SerializeToString()
+    writer = JsonWriter(RESOURCE, SCOPE)
+    assert json.loads(writer.request(writer.spans(plan))) == json.loads(to_otlp_json(sdk))
+
+
+def test_spans_off_the_common_layout_an_empty_group_and_simultaneous_events(planned):
+    # Spans the writers' shortcut must not take: an empty shared group, and an
+    # event at the very instant the code started (the start comes first).
+    plan = planned[0]
+    common = plan.spans[1]
+    spans = [
+        common._replace(groups=(common.groups[0], AttributeGroup(()), common.groups[2])),
+        common._replace(
+            events=[PlannedEvent(common.started, "switchtrace.thread.started", (("n", 1),))]
+        ),
+        *plan.spans[2:],
+    ]
+    plan = plan._replace(spans=spans)
+    assert [event.name for event in span_events(spans[1])] == [
+        "switchtrace.started",
+        "switchtrace.thread.started",
+    ]
+    sdk = readable_spans(plan, resource=RESOURCE, scope=SCOPE)
     protobuf = ProtobufWriter(RESOURCE, SCOPE)
     assert protobuf.request(protobuf.spans(plan)) == encode_spans(sdk).SerializeToString()
     writer = JsonWriter(RESOURCE, SCOPE)

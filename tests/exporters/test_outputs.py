@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from switchtrace.django_app import components, telemetry
+from switchtrace.django_app.conf import get_config
 from switchtrace.exporters import format_record
 
 from ..conftest import EXAMPLE, ROOT
@@ -65,6 +66,19 @@ def test_the_console_exporter_prints_one_line_per_request():
     )
 
 
+def test_a_detached_console_exporter_prints_nothing_until_attached_again():
+    stream = io.StringIO()
+    with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}) as (asgi, _wsgi):
+        telemetry._console.stream = stream
+        telemetry.detach()
+        assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+        assert stream.getvalue() == ""
+        telemetry.attach()
+        run_asgi(asgi, "/sync/")
+    assert stream.getvalue().startswith("GET /sync/ 200: 32 switches (30 before headers)")
+    assert stream.getvalue().count("\n") == 1
+
+
 def test_format_record_names_the_view_and_adapters(records):
     with project("sync-only") as (asgi, _wsgi):
         run_asgi(asgi, "/sync/")
@@ -99,12 +113,21 @@ def test_a_detached_pipeline_makes_no_spans_until_attached_again(tmp_path):
         assert telemetry.pipeline() is pipeline
         run_asgi(asgi, "/sync/")
         assert pipeline.flush(10) and pipeline.records == 1
+        # Configured again with the same options while detached: the same
+        # pipeline is attached again, not a new one built.
+        telemetry.detach()
+        telemetry.configure(get_config().export)
+        assert telemetry.pipeline() is pipeline
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10) and pipeline.records == 2
         telemetry.detach()
     # Settings changed back: the detached pipeline is shut down with them.
     assert not pipeline._worker.is_alive()
     assert telemetry.pipeline() is not pipeline
-    [line] = path.read_text().splitlines()
-    assert len(json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 17
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        assert len(json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 17
 
 
 SETUP = """

@@ -16,15 +16,17 @@ from . import components
 _lock = threading.Lock()
 _options: ExportOptions | None = None
 _pipeline: SpanPipeline | None = None
-#: A pipeline kept alive but fed no records (see :func:`detach`).
-_detached: SpanPipeline | None = None
 _console: ConsoleReporter | None = None
+#: False between :func:`detach` and :func:`attach`: the exporter is kept
+#: alive but fed no records.
+_attached = True
 
 
 def configure(options: ExportOptions | None) -> None:
     global _options, _pipeline, _console
     with _lock:
-        if options == _options and (_pipeline or _console or options is None):
+        if options == _options and (_listener() is not None or options is None):
+            _attach()  # the exporter in place is the one asked for
             return
         _stop()
         _options = options
@@ -33,9 +35,9 @@ def configure(options: ExportOptions | None) -> None:
         if options.exporter == "console":
             _console = ConsoleReporter(components.resolve)
             tracer.add_listener(_console)
-            return
-        _pipeline = SpanPipeline(options, resolve=components.resolve)
-        tracer.add_listener(_pipeline)
+        else:
+            _pipeline = SpanPipeline(options, resolve=components.resolve)
+            tracer.add_listener(_pipeline)
 
 
 def shutdown() -> None:
@@ -46,40 +48,48 @@ def shutdown() -> None:
 
 
 def detach() -> None:
-    """Stop making spans, as if the exporter were "none", but keep the
-    pipeline (its thread and its caches) for :func:`attach`: ``switchtrace
-    bench --overhead`` switches between modes every round, and a server's
-    pipeline lives as long as the process."""
-    global _pipeline, _detached
+    """Stop exporting, as if the exporter were "none", but keep the exporter
+    (the pipeline's thread and caches) for :func:`attach` or a
+    :func:`configure` with the same options: ``switchtrace bench --overhead``
+    switches between modes every round, and a server's pipeline lives as
+    long as the process."""
+    global _attached
     with _lock:
-        if _pipeline is not None:
-            tracer.remove_listener(_pipeline)
-            _pipeline, _detached = None, _pipeline
+        listener = _listener()
+        if _attached and listener is not None:
+            tracer.remove_listener(listener)
+        _attached = False
 
 
 def attach() -> None:
-    """Make spans again with the pipeline :func:`detach` kept."""
-    global _pipeline, _detached
+    """Export again with the exporter :func:`detach` kept."""
     with _lock:
-        if _detached is not None and _pipeline is None:
-            _pipeline, _detached = _detached, None
-            tracer.add_listener(_pipeline)
+        _attach()
+
+
+def _listener() -> SpanPipeline | ConsoleReporter | None:
+    return _pipeline if _pipeline is not None else _console
+
+
+def _attach() -> None:
+    global _attached
+    listener = _listener()
+    if not _attached and listener is not None:
+        tracer.add_listener(listener)
+    _attached = True
 
 
 def _stop() -> None:
-    global _pipeline, _detached, _console
-    if _detached is not None:
-        _detached.shutdown()
-        _detached = None
+    global _pipeline, _console, _attached
+    listener = _listener()
+    if _attached and listener is not None:
+        tracer.remove_listener(listener)
     if _pipeline is not None:
-        tracer.remove_listener(_pipeline)
         _pipeline.shutdown()
-        _pipeline = None
-    if _console is not None:
-        tracer.remove_listener(_console)
-        _console = None
+    _pipeline = _console = None
+    _attached = True
 
 
 def pipeline() -> SpanPipeline | None:
     """The span pipeline in use, if spans are being made."""
-    return _pipeline
+    return _pipeline if _attached else None

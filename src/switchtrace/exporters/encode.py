@@ -130,8 +130,8 @@ def key_values(number: int, attributes: Iterable[tuple[str, Any]]) -> bytes:
 
 def _common(span: PlannedSpan) -> bool:
     """Whether ``span`` is laid out as most crossings' spans are: a parent, the
-    three shared groups, the queue wait as its only own attribute and the
-    STARTED event alone. Writers write those with one template."""
+    three shared groups (none empty), the queue wait as its only own attribute
+    and the STARTED event alone. Writers write those with one template."""
     own = span.attributes
     return (
         span.parent_id is not None
@@ -140,6 +140,7 @@ def _common(span: PlannedSpan) -> bool:
         and len(own) == 1
         and own[0][0] == QUEUE_WAIT
         and len(span.groups) == 3
+        and all(group.attributes for group in span.groups)
     )
 
 

@@ -372,9 +372,12 @@ def _yield_gil() -> None:
     """Let request threads waiting for the GIL run now, not at the end of the
     interpreter's 5 ms switch interval: every thread hop of a request waits
     for the GIL, and a busy pipeline thread would otherwise make each of them
-    wait (measured by `switchtrace bench --overhead`). Once per record: a
-    record's spans take a few hundred µs, and each yield is a round trip of
-    the GIL (60-70 µs of the thread's CPU time in that benchmark here)."""
+    wait (measured by `switchtrace bench --overhead`). Once per record when
+    the pipeline encodes the spans itself (a record's spans take a few
+    hundred µs, and each yield is a round trip of the GIL: 60-70 µs of the
+    thread's CPU time in that benchmark here); once per span when they go
+    through the application's SDK provider (:func:`emit_spans`), whose spans
+    cost far more each."""
     time.sleep(0)
 
 

@@ -270,13 +270,14 @@ class PlannedSpan(NamedTuple):
 
 
 def span_events(span: PlannedSpan) -> Sequence[PlannedEvent]:
-    """All the events of a span, in time order."""
+    """All the events of a span, in time order (the start first among
+    events at the same instant)."""
     if span.started is None:
         return span.events
     started = PlannedEvent(span.started, STARTED, ())
     if not span.events:
         return (started,)
-    return sorted((*span.events, started), key=_time)
+    return sorted((started, *span.events), key=_time)
 
 
 class PlannedSpans(NamedTuple):
