@@ -24,7 +24,13 @@ threads waiting for the GIL (a busy span thread delays the request's thread
 hops) is not in these figures; ``switchtrace bench --overhead`` measures
 that, with the machine's noise.
 
-    python benchmarks/instructions.py [--requests 200] [--repeats 2] [--json]
+It also counts, the same way, what ``benchmarks/switch_cost.py``'s
+bookkeeping measurement times: switchtrace's patches around minimal
+stand-ins for asgiref's bodies, ``--calls`` traced calls against as many
+plain ones, per switch (a call is two switches). Set side by side, the two
+show what the real path costs beyond the stand-ins.
+
+    python benchmarks/instructions.py [--requests 200] [--calls 20000] [--repeats 2] [--json]
 
 Needs valgrind (Debian: ``apt-get install valgrind``); about 1-2 minutes a
 child on the machine these figures were measured on.
@@ -45,11 +51,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("disabled", "installed", "headers only", "full spans")
+MECHANISMS = ("sync_to_async", "async_to_sync")
 WARMUP = 30
 COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
-def child(mode: str, requests: int, traces: str) -> None:
+def serve(mode: str, requests: int, traces: str) -> None:
     """Serve ``requests`` measured requests in ``mode`` (inside valgrind)."""
     from switchtrace import bench, example
 
@@ -57,17 +64,14 @@ def child(mode: str, requests: int, traces: str) -> None:
     from django.test.utils import override_settings
 
     from switchtrace.django_app import integration, telemetry
-    from switchtrace.django_app.conf import get_config
 
     settings = {"ENABLED": True, "EXPORTER": "none"}
     if mode == "full spans":
         settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": traces}
+    # The app applies the setting as it changes: patches installed, export set.
     with override_settings(SWITCHTRACE=settings):
-        telemetry.configure(get_config().export if mode == "full spans" else None)
         if mode == "disabled":
             integration.uninstall()
-        else:
-            integration.install()
         middleware = mode in ("headers only", "full spans")
         with example.handlers("shipped", switchtrace_middleware=middleware) as handlers:
             for count in (WARMUP, requests):
@@ -75,12 +79,30 @@ def child(mode: str, requests: int, traces: str) -> None:
                 pipeline = telemetry.pipeline()
                 if pipeline is not None and not pipeline.flush(120):
                     raise SystemExit("the span pipeline did not flush")
-    # Leave without the interpreter's shutdown, whose work is not a request's.
+
+
+def stand_ins(mechanism: str, traced: bool, calls: int) -> None:
+    """switch_cost.py's bookkeeping measurement: ``calls`` calls after a
+    warm-up (inside valgrind)."""
+    import switch_cost  # this script's folder is on sys.path
+
+    measure = switch_cost.BOOKKEEPING[mechanism]
+    measure(WARMUP * 10, traced)
+    if calls:
+        measure(calls, traced)
+
+
+def child(argv: list[str]) -> None:
+    if argv[0] == "requests":
+        serve(argv[1], int(argv[2]), argv[3])
+    else:
+        stand_ins(argv[1], argv[2] == "traced", int(argv[3]))
+    # Leave without the interpreter's shutdown, whose work is not measured.
     sys.stdout.flush()
     os._exit(0)
 
 
-def count(mode: str, requests: int, valgrind: str, work: Path) -> int:
+def count(valgrind: str, work: Path, *what: str) -> int:
     """Instructions valgrind counted for one child."""
     command = [
         valgrind,
@@ -89,14 +111,12 @@ def count(mode: str, requests: int, valgrind: str, work: Path) -> int:
         sys.executable,
         __file__,
         "--child",
-        mode,
-        str(requests),
-        str(work / "traces.jsonl"),
+        *what,
     ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     found = COLLECTED.findall(done.stderr)
     if done.returncode != 0 or not found:
-        raise SystemExit(f"instructions.py: the {mode!r} child failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"instructions.py: the child {what} failed:\n{done.stderr[-2000:]}")
     return int(found[-1])
 
 
@@ -107,13 +127,20 @@ def positive(text: str) -> int:
     return value
 
 
+def rotated(items: tuple[str, ...], by: int) -> tuple[str, ...]:
+    """Each repeat in another order, so that no mode always runs first."""
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["--child"]:
-        child(argv[1], int(argv[2]), argv[3])
+        child(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=positive, default=200)
+    parser.add_argument("--calls", type=positive, default=20000)
     parser.add_argument("--repeats", type=positive, default=2)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
@@ -121,17 +148,25 @@ def main(argv: list[str] | None = None) -> int:
     if valgrind is None:
         parser.exit(2, "instructions.py: error: valgrind not found on PATH\n")
     per_request: dict[str, list[float]] = {mode: [] for mode in MODES}
-    with tempfile.TemporaryDirectory() as work:
+    per_switch: dict[str, list[float]] = {mechanism: [] for mechanism in MECHANISMS}
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        traces = str(work / "traces.jsonl")
         for repeat in range(args.repeats):
-            # Each repeat in another order (seeded by the repeat), so that no
-            # mode always runs first.
-            order = MODES[repeat % len(MODES) :] + MODES[: repeat % len(MODES)]
-            for mode in order:
-                base = count(mode, 0, valgrind, Path(work))
-                total = count(mode, args.requests, valgrind, Path(work))
+            for mode in rotated(MODES, repeat):
+                base = count(valgrind, work, "requests", mode, "0", traces)
+                total = count(valgrind, work, "requests", mode, str(args.requests), traces)
                 per_request[mode].append((total - base) / args.requests)
-                done = per_request[mode][-1]
-                print(f"  repeat {repeat + 1} {mode}: {done:,.0f}", file=sys.stderr)
+                print(f"  {repeat + 1} {mode}: {per_request[mode][-1]:,.0f}", file=sys.stderr)
+            for mechanism in MECHANISMS:
+                added = {}
+                for side in ("plain", "traced"):
+                    base = count(valgrind, work, "stand-ins", mechanism, side, "0")
+                    total = count(valgrind, work, "stand-ins", mechanism, side, str(args.calls))
+                    added[side] = (total - base) / args.calls
+                per_switch[mechanism].append((added["traced"] - added["plain"]) / 2)
+                done = per_switch[mechanism][-1]
+                print(f"  {repeat + 1} {mechanism}: {done:,.0f} a switch", file=sys.stderr)
     base = per_request["disabled"]
     rows = [
         {
@@ -142,8 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         }
         for mode, values in per_request.items()
     ]
+    switches = {
+        mechanism: {"added_per_switch": statistics.median(values), "all": values}
+        for mechanism, values in per_switch.items()
+    }
     if args.json:
-        print(json.dumps({"requests": args.requests, "repeats": args.repeats, "rows": rows}))
+        results = {"requests": args.requests, "calls": args.calls, "repeats": args.repeats}
+        print(json.dumps({**results, "rows": rows, "stand_ins": switches}))
         return 0
     print(
         f"Instructions per request, ASGI default stack, /sync/ ({args.requests} requests, "
@@ -154,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  {row['mode']:<13} {row['instructions_per_request']:>12,.0f}  "
             f"x{row['ratio']:.3f}  (each: {', '.join(f'{v:,.0f}' for v in row['all'])})"
         )
+    print(f"Instructions added per switch, switch_cost.py's stand-ins ({args.calls} calls)")
+    for mechanism, figures in switches.items():
+        each = ", ".join(f"{v:,.0f}" for v in figures["all"])
+        print(f"  {mechanism:<13} {figures['added_per_switch']:>12,.0f}  (each: {each})")
     return 0
 
 

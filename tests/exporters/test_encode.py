@@ -37,6 +37,8 @@ from switchtrace.exporters.encode import (
 )
 from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
 from switchtrace.exporters.spans import (
+    STARTED,
+    THREAD_STARTED,
     AttributeGroup,
     PlannedEvent,
     plan_spans,
@@ -160,15 +162,12 @@ def test_spans_off_the_common_layout_an_empty_group_and_simultaneous_events(plan
     spans = [
         common._replace(groups=(common.groups[0], AttributeGroup(()), common.groups[2])),
         common._replace(
-            events=[PlannedEvent(common.started, "switchtrace.thread.started", (("n", 1),))]
+            events=[PlannedEvent(common.started, THREAD_STARTED, (("thread.name", "w"),))]
         ),
         *plan.spans[2:],
     ]
     plan = plan._replace(spans=spans)
-    assert [event.name for event in span_events(spans[1])] == [
-        "switchtrace.started",
-        "switchtrace.thread.started",
-    ]
+    assert [event.name for event in span_events(spans[1])] == [STARTED, THREAD_STARTED]
     sdk = readable_spans(plan, resource=RESOURCE, scope=SCOPE)
     protobuf = ProtobufWriter(RESOURCE, SCOPE)
     assert protobuf.request(protobuf.spans(plan)) == encode_spans(sdk).SerializeToString()
