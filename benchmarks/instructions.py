@@ -27,10 +27,15 @@ that, with the machine's noise.
 It also counts, the same way, what ``benchmarks/switch_cost.py``'s
 bookkeeping measurement times: switchtrace's patches around minimal
 stand-ins for asgiref's bodies, ``--calls`` traced calls against as many
-plain ones, per switch (a call is two switches). Set side by side, the two
-show what the real path costs beyond the stand-ins.
+plain ones, per switch (a call is two switches); and what recording adds to
+real bridge calls (``switch_cost.py``'s end-to-end measurement: asgiref's
+own ``sync_to_async`` and ``async_to_sync``, an executor's thread and the
+event loop), ``--bridge-calls`` recorded calls against as many with
+switchtrace uninstalled, per switch. Set side by side, they show what the
+real path costs beyond the stand-ins.
 
-    python benchmarks/instructions.py [--requests 200] [--calls 20000] [--repeats 2] [--json]
+    python benchmarks/instructions.py [--requests 200] [--calls 20000] [--bridge-calls 2000]
+                                      [--repeats 2] [--json]
 
 Needs valgrind (Debian: ``apt-get install valgrind``); about 1-2 minutes a
 child on the machine these figures were measured on.
@@ -52,6 +57,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("disabled", "installed", "headers only", "full spans")
 MECHANISMS = ("sync_to_async", "async_to_sync")
+#: switch_cost.py's end-to-end measurements, by mechanism.
+BRIDGES = {"sync_to_async": "sync_to_async", "async_to_sync": "async_to_sync (outer loop)"}
 WARMUP = 30
 COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
@@ -92,9 +99,29 @@ def stand_ins(mechanism: str, traced: bool, calls: int) -> None:
         measure(calls, traced)
 
 
+def bridges(mechanism: str, variant: str, calls: int) -> None:
+    """``calls`` real bridge calls after a warm-up, switchtrace uninstalled
+    or recording (inside valgrind)."""
+    import switch_cost
+
+    from switchtrace import tracer
+
+    if variant == "uninstalled":
+        tracer.uninstall()
+    else:
+        tracer.install()
+    measure = switch_cost.MECHANISMS[BRIDGES[mechanism]]
+    recording = variant == "recording"
+    measure(WARMUP, recording)
+    if calls:
+        measure(calls, recording)
+
+
 def child(argv: list[str]) -> None:
     if argv[0] == "requests":
         serve(argv[1], int(argv[2]), argv[3])
+    elif argv[0] == "bridges":
+        bridges(argv[1], argv[2], int(argv[3]))
     else:
         stand_ins(argv[1], argv[2] == "traced", int(argv[3]))
     # Leave without the interpreter's shutdown, whose work is not measured.
@@ -141,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=positive, default=200)
     parser.add_argument("--calls", type=positive, default=20000)
+    parser.add_argument("--bridge-calls", type=positive, default=2000)
     parser.add_argument("--repeats", type=positive, default=2)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
@@ -149,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, "instructions.py: error: valgrind not found on PATH\n")
     per_request: dict[str, list[float]] = {mode: [] for mode in MODES}
     per_switch: dict[str, list[float]] = {mechanism: [] for mechanism in MECHANISMS}
+    real: dict[str, list[float]] = {mechanism: [] for mechanism in MECHANISMS}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         traces = str(work / "traces.jsonl")
@@ -167,6 +196,15 @@ def main(argv: list[str] | None = None) -> int:
                 per_switch[mechanism].append((added["traced"] - added["plain"]) / 2)
                 done = per_switch[mechanism][-1]
                 print(f"  {repeat + 1} {mechanism}: {done:,.0f} a switch", file=sys.stderr)
+                added = {}
+                for variant in ("uninstalled", "recording"):
+                    calls = str(args.bridge_calls)
+                    base = count(valgrind, work, "bridges", mechanism, variant, "0")
+                    total = count(valgrind, work, "bridges", mechanism, variant, calls)
+                    added[variant] = (total - base) / args.bridge_calls
+                real[mechanism].append((added["recording"] - added["uninstalled"]) / 2)
+                done = real[mechanism][-1]
+                print(f"  {repeat + 1} {mechanism}, real: {done:,.0f} a switch", file=sys.stderr)
     base = per_request["disabled"]
     rows = [
         {
@@ -181,9 +219,19 @@ def main(argv: list[str] | None = None) -> int:
         mechanism: {"added_per_switch": statistics.median(values), "all": values}
         for mechanism, values in per_switch.items()
     }
+    bridge_switches = {
+        mechanism: {"added_per_switch": statistics.median(values), "all": values}
+        for mechanism, values in real.items()
+    }
     if args.json:
-        results = {"requests": args.requests, "calls": args.calls, "repeats": args.repeats}
-        print(json.dumps({**results, "rows": rows, "stand_ins": switches}))
+        results = {
+            "requests": args.requests,
+            "calls": args.calls,
+            "bridge_calls": args.bridge_calls,
+            "repeats": args.repeats,
+        }
+        tables = {"rows": rows, "stand_ins": switches, "bridges": bridge_switches}
+        print(json.dumps({**results, **tables}))
         return 0
     print(
         f"Instructions per request, ASGI default stack, /sync/ ({args.requests} requests, "
@@ -194,10 +242,14 @@ def main(argv: list[str] | None = None) -> int:
             f"  {row['mode']:<13} {row['instructions_per_request']:>12,.0f}  "
             f"x{row['ratio']:.3f}  (each: {', '.join(f'{v:,.0f}' for v in row['all'])})"
         )
-    print(f"Instructions added per switch, switch_cost.py's stand-ins ({args.calls} calls)")
-    for mechanism, figures in switches.items():
-        each = ", ".join(f"{v:,.0f}" for v in figures["all"])
-        print(f"  {mechanism:<13} {figures['added_per_switch']:>12,.0f}  (each: {each})")
+    for title, table in (
+        (f"switch_cost.py's stand-ins ({args.calls} calls)", switches),
+        (f"real bridge calls ({args.bridge_calls} calls)", bridge_switches),
+    ):
+        print(f"Instructions added per switch, {title}")
+        for mechanism, figures in table.items():
+            each = ", ".join(f"{v:,.0f}" for v in figures["all"])
+            print(f"  {mechanism:<13} {figures['added_per_switch']:>12,.0f}  (each: {each})")
     return 0
 
 

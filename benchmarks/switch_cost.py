@@ -2,27 +2,31 @@
 
 Two measurements, both interleaved round by round:
 
-1. *Bookkeeping per switch* (the figure the README quotes; CPU time of the
-   one thread it runs in): switchtrace's real
-   patches (SyncToAsync.__call__ and run_in_executor; AsyncToSync.__call__
-   and main_wrap), applied from the same patch table, driven in one thread around minimal
-   stand-ins for asgiref's own bodies, against the same stand-ins called
-   directly. One thread and no executor, so the difference is switchtrace's
-   own CPU time, not the machine's thread scheduling.
-2. *End to end*: real bridge calls with switchtrace uninstalled, installed with no
-request in flight, and installed and recording, interleaved round by round so
-that the machine's drift hits all three alike. Reports, per mechanism, the
-median time per call of each variant (with min-max over the rounds) and the
-cost switchtrace adds per *switch* (a bridge call is two switches): the
-median of the per-round differences, halved.
+1. *Bookkeeping per switch* (CPU time of the one thread it runs in):
+   switchtrace's real patches (SyncToAsync.__call__ and run_in_executor;
+   AsyncToSync.__call__ and main_wrap), applied from the same patch table,
+   driven in one thread around minimal stand-ins for asgiref's own bodies,
+   against the same stand-ins called directly. One thread and no executor:
+   switchtrace's own work with nothing else around it, hot in the caches.
+2. *End to end* (``--end-to-end-calls N``): real bridge calls with
+   switchtrace uninstalled, installed with no request in flight, and
+   installed and recording, interleaved round by round (the order turning
+   each round) so that the machine's drift hits all three alike. Reports,
+   per mechanism, the median wall time and process CPU time (every thread,
+   the kernel's share included) per call of each variant, and the cost
+   switchtrace adds per *switch* (a bridge call is two switches): the median
+   of the per-round differences, halved. The CPU figure is the cost of
+   recording on the real path: the bookkeeping of (1) plus what it costs
+   there, across two threads and cold caches.
 
-    python benchmarks/switch_cost.py [--rounds 31] [--calls 2000] [--json]
+    python benchmarks/switch_cost.py [--rounds 31] [--calls 2000] [--end-to-end-calls 0] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -42,33 +46,49 @@ async def anoop():
     return None
 
 
-def measure_sync_to_async(calls: int, recording: bool) -> float:
+class _Clocks:
+    """Wall time and process CPU time (all threads) of a block, per call."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+
+    def __enter__(self) -> _Clocks:
+        self.wall = time.perf_counter_ns()
+        self.cpu = time.process_time_ns()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cpu = (time.process_time_ns() - self.cpu) / self.calls
+        self.wall = (time.perf_counter_ns() - self.wall) / self.calls
+
+
+def measure_sync_to_async(calls: int, recording: bool) -> tuple[float, float]:
+    """(wall, CPU) per call, in ns."""
+
     async def main():
         bridged = sync_to_async(noop)
-        if recording:
-            with tracer.recording(max_events=0):
-                start = time.perf_counter_ns()
+        await bridged()  # the executor's thread is started outside the timing
+        with contextlib.ExitStack() as stack:
+            if recording:
+                stack.enter_context(tracer.recording(max_events=0))
+            with _Clocks(calls) as clocks:
                 for _ in range(calls):
                     await bridged()
-                return time.perf_counter_ns() - start
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            await bridged()
-        return time.perf_counter_ns() - start
+        return clocks.wall, clocks.cpu
 
-    return asyncio.run(main()) / calls
+    return asyncio.run(main())
 
 
-def measure_async_to_sync_in_loop(calls: int, recording: bool) -> float:
+def measure_async_to_sync_in_loop(calls: int, recording: bool) -> tuple[float, float]:
     """async_to_sync from a sync_to_async thread: scheduled on the outer loop
-    (the ASGI case), no loop or thread created."""
+    (the ASGI case), no loop or thread created. (wall, CPU) per call, in ns."""
 
     def inner():
         bridged = async_to_sync(anoop)
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            bridged()
-        return time.perf_counter_ns() - start
+        with _Clocks(calls) as clocks:
+            for _ in range(calls):
+                bridged()
+        return clocks.wall, clocks.cpu
 
     async def main():
         if recording:
@@ -76,7 +96,7 @@ def measure_async_to_sync_in_loop(calls: int, recording: bool) -> float:
                 return await sync_to_async(inner)()
         return await sync_to_async(inner)()
 
-    return asyncio.run(main()) / calls
+    return asyncio.run(main())
 
 
 def _drive(coro) -> None:
@@ -235,29 +255,38 @@ VARIANTS = ("uninstalled", "installed, idle", "recording")
 def run(rounds: int, calls: int) -> dict:
     results: dict = {}
     for name, measure in MECHANISMS.items():
-        samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        samples: dict[str, dict[str, list[float]]] = {
+            clock: {v: [] for v in VARIANTS} for clock in ("wall", "cpu")
+        }
         for v in VARIANTS:  # warm-up
             _one(measure, v, calls // 4)
-        for _ in range(rounds):
-            for v in VARIANTS:
-                samples[v].append(_one(measure, v, calls))
-        deltas = [
-            (r - u) / 2 for r, u in zip(samples["recording"], samples["uninstalled"], strict=True)
-        ]
-        results[name] = {
-            "per_call_ns": {
-                v: {"median": statistics.median(s), "min": min(s), "max": max(s)}
-                for v, s in samples.items()
-            },
-            "added_per_switch_ns": {
-                "median": statistics.median(deltas),
-                "min": min(deltas),
-                "max": max(deltas),
-            },
-            "ratio_recording_to_uninstalled": statistics.median(samples["recording"])
-            / statistics.median(samples["uninstalled"]),
-        }
+        for i in range(rounds):
+            # The order turns round by round, so that no variant always runs
+            # first (or last) after the previous one's loop and threads.
+            for v in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:
+                wall, cpu = _one(measure, v, calls)
+                samples["wall"][v].append(wall)
+                samples["cpu"][v].append(cpu)
+        results[name] = {clock: _summary(by_variant) for clock, by_variant in samples.items()}
     return results
+
+
+def _summary(samples: dict[str, list[float]]) -> dict:
+    pairs = zip(samples["recording"], samples["uninstalled"], strict=True)
+    deltas = [(recording - uninstalled) / 2 for recording, uninstalled in pairs]
+    return {
+        "per_call_ns": {
+            v: {"median": statistics.median(s), "min": min(s), "max": max(s)}
+            for v, s in samples.items()
+        },
+        "added_per_switch_ns": {
+            "median": statistics.median(deltas),
+            "min": min(deltas),
+            "max": max(deltas),
+        },
+        "ratio_recording_to_uninstalled": statistics.median(samples["recording"])
+        / statistics.median(samples["uninstalled"]),
+    }
 
 
 def _one(measure, variant: str, calls: int) -> float:
@@ -302,19 +331,22 @@ def main(argv: list[str] | None = None) -> int:
     if "end_to_end" not in results:
         return 0
     print(f"\nEnd to end: {args.rounds} interleaved rounds of {args.end_to_end_calls} calls, µs")
-    for name, r in results["end_to_end"].items():
+    for name, by_clock in results["end_to_end"].items():
         print(f"  {name}")
-        for v in VARIANTS:
-            s = r["per_call_ns"][v]
+        for clock, label in (("wall", "wall time"), ("cpu", "CPU time, all threads")):
+            r = by_clock[clock]
+            print(f"    {label}")
+            for v in VARIANTS:
+                s = r["per_call_ns"][v]
+                print(
+                    f"      {v:<16} {s['median'] / 1e3:7.2f} per call "
+                    f"({s['min'] / 1e3:.2f}-{s['max'] / 1e3:.2f})"
+                )
+            d = r["added_per_switch_ns"]
             print(
-                f"    {v:<16} {s['median'] / 1e3:7.2f} per call "
-                f"({s['min'] / 1e3:.2f}-{s['max'] / 1e3:.2f})"
+                f"      added per switch {d['median'] / 1e3:.2f} ({d['min'] / 1e3:.2f} to "
+                f"{d['max'] / 1e3:.2f}), ratio {r['ratio_recording_to_uninstalled']:.3f}"
             )
-        d = r["added_per_switch_ns"]
-        print(
-            f"    added per switch {d['median'] / 1e3:.2f} ({d['min'] / 1e3:.2f} to "
-            f"{d['max'] / 1e3:.2f}), ratio {r['ratio_recording_to_uninstalled']:.3f}"
-        )
     return 0
 
 

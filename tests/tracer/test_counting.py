@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import itertools
 import threading
 import time
+import weakref
 
 import pytest
 from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
@@ -314,3 +317,69 @@ def test_nothing_is_recorded_outside_a_request():
 
     asyncio.run(main())
     assert tracer.current_record() is None
+
+
+def _switchtrace_variables() -> list[str]:
+    return [var.name for var in contextvars.copy_context() if var.name.startswith("switchtrace")]
+
+
+def test_a_request_adds_one_context_variable_on_every_side():
+    """asgiref visits every context variable twice per sync_to_async (its
+    _restore_context): switchtrace keeps to one, at the request's level and
+    inside bridged code on both sides."""
+    seen = {}
+
+    def sync_side():
+        seen["sync"] = _switchtrace_variables()
+        async_to_sync(async_side)()
+
+    async def async_side():
+        seen["async"] = _switchtrace_variables()
+
+    async def main():
+        with tracer.recording() as record:
+            seen["request"] = _switchtrace_variables()
+            await sync_to_async(sync_side)()
+        return record
+
+    record = asyncio.run(main())
+    assert record.totals().context_switches == 4
+    assert seen == {"request": ["switchtrace"], "sync": ["switchtrace"], "async": ["switchtrace"]}
+
+
+def test_a_crossing_lets_go_of_what_it_ran_once_it_starts():
+    """Crossings outlive the request (spans are built from them): the function
+    handed to the executor (asgiref's partial, holding the bridged call's
+    arguments) is not kept with them."""
+
+    class Payload:
+        pass
+
+    payload = Payload()
+    alive = weakref.ref(payload)
+
+    def use(obj):
+        return type(obj).__name__
+
+    async def main(obj):
+        with tracer.recording() as record:
+            assert await sync_to_async(use)(obj) == "Payload"
+            assert await asyncio.to_thread(use, obj) == "Payload"
+        return record
+
+    record = asyncio.run(main(payload))
+    del payload
+    gc.collect()
+    assert alive() is None
+    assert [c.mechanism for c in record.crossings] == ["sync_to_async", "asyncio.to_thread"]
+
+
+def test_a_thread_started_through_the_class_namespace_is_counted_as_itself():
+    """``vars(Thread)["start"](thread)``, as code that saves and restores the
+    method does, calls the patch unbound: the thread is its first argument."""
+    with tracer.recording() as record:
+        thread = threading.Thread(target=lambda: None)
+        vars(threading.Thread)["start"](thread)
+        thread.join()
+    assert record.totals() == tracer.Figures(0, 0, 0, 1)
+    assert [start.thread for start in record.thread_starts] == [thread]

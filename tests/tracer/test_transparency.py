@@ -237,6 +237,10 @@ def test_the_tracer_starts_no_thread_of_its_own():
     def counts():
         started = []
         original = threading.Thread.start
+        # Put back what the class held: read as an attribute, switchtrace's
+        # wrapt wrapper comes back bound (another object), and putting that
+        # back would leave a wrapper that uninstall() does not recognise.
+        saved = vars(threading.Thread)["start"]
 
         def spy(self, *a, **k):
             started.append(self.name.split("-")[0])
@@ -251,7 +255,7 @@ def test_the_tracer_starts_no_thread_of_its_own():
 
             asyncio.run(main())
         finally:
-            threading.Thread.start = original
+            threading.Thread.start = saved
         return sorted(started)
 
     # The spy above replaces our own patch for the duration, so the count is

@@ -95,21 +95,22 @@ def missing_hooks() -> list[str]:
 
 def current_record() -> RequestRecord | None:
     """The record of the request being served in this context, if any."""
-    return patches.record_var.get()
+    current = patches.here.get()
+    return None if current is None else current[0]
 
 
 def start_request(
     kind: str, max_events: int = DEFAULT_MAX_EVENTS
-) -> tuple[RequestRecord, contextvars.Token[RequestRecord | None]]:
+) -> tuple[RequestRecord, contextvars.Token[patches.Here | None]]:
     """Open a record and make it current in this context.
 
     Call :func:`finish_request` with the token from the same context."""
     record = RequestRecord(kind, patches.clock, max_events)
-    return record, patches.record_var.set(record)
+    return record, patches.here.set((record, None))
 
 
 def finish_request(
-    record: RequestRecord, token: contextvars.Token[RequestRecord | None] | None = None
+    record: RequestRecord, token: contextvars.Token[patches.Here | None] | None = None
 ) -> None:
     """Close the record and hand it to the listeners (once).
 
@@ -125,9 +126,9 @@ def finish_request(
                 swallow(f"listener {getattr(listener, '__qualname__', listener)!r}")
     try:
         if token is not None:
-            patches.record_var.reset(token)
-        elif patches.record_var.get() is record:
-            patches.record_var.set(None)
+            patches.here.reset(token)
+        elif (current := patches.here.get()) is not None and current[0] is record:
+            patches.here.set(None)
     except Exception:
         swallow("finish request")
 

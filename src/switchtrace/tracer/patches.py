@@ -8,9 +8,10 @@ Where each piece of code runs matters here, so every wrapper says it:
   ``sync_to_async``, the outer event loop or a new loop in a new thread for
   ``async_to_sync``.
 
-The request record travels in a context variable that the handler
-integration sets once per request; asgiref copies contexts across its bridges,
-so the record is visible on both sides. Two places do not see it, and are
+The request record and the crossing in progress travel together in one
+context variable (:data:`here`) that the handler integration sets once per
+request and each crossing once more; asgiref copies contexts across its
+bridges, so both are visible on both sides. Two places do not see it, and are
 handled explicitly:
 
 - An executor's worker thread, before asgiref's ``SyncToAsync.thread_handler``
@@ -72,16 +73,19 @@ from .record import (
 
 logger = logging.getLogger("switchtrace")
 
-#: The record of the request being served in this context (set once, at the
-#: handler).
-record_var: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
-    "switchtrace_record", default=None
-)
-#: The innermost crossing whose bridged code is running in this context: the
-#: parent of any crossing made from here.
-crossing_var: contextvars.ContextVar[Crossing | None] = contextvars.ContextVar(
-    "switchtrace_crossing", default=None
-)
+#: What is current in this context: the record of the request being served
+#: and the innermost crossing whose bridged code runs here (the parent of any
+#: crossing made from here; None at the request's own level), or None outside
+#: a request. Set once per request by the handler integration, and once per
+#: crossing. One variable rather than two: asgiref visits every context
+#: variable twice on each sync_to_async (``_restore_context``), which costs
+#: about 3,000 instructions per variable and crossing
+#: (benchmarks/instructions.py).
+Here = tuple[RequestRecord, "Crossing | None"]
+here: contextvars.ContextVar[Here | None] = contextvars.ContextVar("switchtrace", default=None)
+_here_get = here.get
+_here_set = here.set
+_here_reset = here.reset
 
 
 class _LoopBirths:
@@ -128,6 +132,7 @@ _request_loops: weakref.WeakKeyDictionary[Any, LoopCreation] = weakref.WeakKeyDi
 _get_running_loop = asyncio.events._get_running_loop
 _get_ident = threading.get_ident
 _threads_by_ident = threading._active  # type: ignore[attr-defined]
+_threads_get = _threads_by_ident.get
 
 clock: Clock = time.perf_counter_ns
 
@@ -140,11 +145,12 @@ def _thread() -> threading.Thread:
         return threading.current_thread()
 
 
-def _active_record() -> RequestRecord | None:
-    record = record_var.get()
-    if record is None or record.finished:
+def _active() -> Here | None:
+    """What is current in this context, while its request is in flight."""
+    current = _here_get()
+    if current is None or current[0].finished:
         return None
-    return record
+    return current
 
 
 # -- sync_to_async: loop -> executor thread -> loop ----------------------------
@@ -157,21 +163,22 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
         # is made current *before* asgiref copies the context, so the bridged
         # code (and any crossing it makes) sees it as its parent.
         __traceback_hide__ = True
-        record = record_var.get()
-        if record is None or record.finished:
+        current = _here_get()
+        if current is None or current[0].finished:
             return await original(self, *args, **kwargs)
+        record = current[0]
         crossing = token = None
         try:
-            crossing = Crossing(
+            crossing = _Submitted(
                 SYNC_TO_ASYNC,
                 self,
                 self.func,
-                _thread(),
-                crossing_var.get(),
+                _threads_get(_get_ident()) or _thread(),
+                current[1],
                 clock(),
             )
             crossing.loop_id = id(_get_running_loop())
-            token = crossing_var.set(crossing)
+            token = _here_set((record, crossing))
         except Exception:
             swallow("sync_to_async call")
         try:
@@ -181,9 +188,16 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
             raise
         if crossing is not None:
             try:
+                # RequestRecord.close, written out (see RequestRecord.start).
                 if token is not None:
-                    crossing_var.reset(token)
-                record.close(crossing)
+                    _here_reset(token)
+                crossing.return_ns = now = clock()
+                if crossing.start_ns is not None:
+                    if crossing.end_ns is None:
+                        crossing.end_ns = now
+                    next(record._returned)
+                    if crossing.target_thread is not crossing.source_thread:
+                        next(record._hops_returned)
             except Exception:
                 swallow("sync_to_async return")
         return result
@@ -194,48 +208,77 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
 def _return(
     record: RequestRecord,
     crossing: Crossing | None,
-    token: contextvars.Token[Crossing | None] | None,
+    token: contextvars.Token[Here | None] | None,
     exc: BaseException | None,
 ) -> None:
     if crossing is None:
         return
     try:
         if token is not None:
-            crossing_var.reset(token)
+            _here_reset(token)
         record.close(crossing, exc)
     except Exception:
         swallow(f"{crossing.mechanism} return")
 
 
-def _arrive(
-    fn: Callable[..., Any], record: RequestRecord, crossing: Crossing, *args: Any, **kwargs: Any
-) -> Any:
-    """What an executor runs in place of the function it was given (bound with
-    functools.partial): notes the moment and thread the function starts on,
-    then calls it unchanged."""
-    # Runs on the executor's worker thread (or, for asgiref's
-    # CurrentThreadExecutor, on the outer synchronous thread): the switch
-    # there. For a bridge, ``fn`` is asgiref's SyncToAsync.thread_handler,
-    # which enters the copied context and runs the bridged code.
-    __traceback_hide__ = True
-    try:
-        record.start(crossing, _thread())
-    except Exception:
-        swallow(f"{crossing.mechanism} start")
-    if crossing.bridge is not None:
+class _Submitted(Crossing):
+    """A crossing whose code is handed to an executor (``sync_to_async``,
+    request code's offloads).
+
+    The executor runs the crossing's bound :meth:`arrive` in place of the
+    function it was given, rather than a ``functools.partial`` of a function:
+    a few hundred instructions less per switch (benchmarks/instructions.py,
+    about 2 % of recording one)."""
+
+    __slots__ = ("_fn", "_record")
+    # Set when the crossing is submitted, let go of when it arrives.
+    _fn: Any
+    _record: Any
+
+    def arrive(self, *args: Any, **kwargs: Any) -> Any:
+        """Note the moment and thread the function starts on, then call it
+        unchanged."""
+        # Runs on the executor's worker thread (or, for asgiref's
+        # CurrentThreadExecutor, on the outer synchronous thread): the switch
+        # there. For a bridge, the function is asgiref's
+        # SyncToAsync.thread_handler, which enters the copied context and runs
+        # the bridged code. The function (which holds the bridged call's
+        # arguments) and the record are let go of at once: the crossing
+        # outlives the request, spans are built from it.
+        __traceback_hide__ = True
+        fn = self._fn
+        record = self._record
+        self._fn = self._record = None
         try:
-            return fn(*args, **kwargs)
-        finally:
-            crossing.end_ns = clock()
-    # Request code's own offload (asyncio.to_thread, run_in_executor): no
-    # bridge of ours awaits its return, so it is closed here.
-    try:
-        result = fn(*args, **kwargs)
-    except BaseException as exc:
-        _offload_done(record, crossing, exc)
-        raise
-    _offload_done(record, crossing, None)
-    return result
+            # RequestRecord.start, written out (see its docstring).
+            self.start_ns = clock()
+            self.target_thread = target = _threads_get(_get_ident()) or _thread()
+            next(record._started)
+            if target is not self.source_thread:
+                next(record._hops_started)
+            if record.at_headers is not None:
+                self.before_headers = False
+            crossings = record.crossings
+            if len(crossings) < record.max_events:
+                crossings.append(self)
+            else:
+                next(record._dropped)
+        except Exception:
+            swallow(f"{self.mechanism} start")
+        if self.bridge is not None:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.end_ns = clock()
+        # Request code's own offload (asyncio.to_thread, run_in_executor): no
+        # bridge of ours awaits its return, so it is closed here.
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _offload_done(record, self, exc)
+            raise
+        _offload_done(record, self, None)
+        return result
 
 
 def _offload_done(record: RequestRecord, crossing: Crossing, exc: BaseException | None) -> None:
@@ -251,22 +294,20 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
     def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         # Runs on the thread that submits: for a crossing, the event loop's
         # thread, inside loop.run_in_executor (any loop, uvloop included).
-        record = record_var.get()
-        if record is None or record.finished:
+        here = _here_get()
+        if here is None or here[0].finished:
             return original(self, fn, *args, **kwargs)
+        record, current = here
         try:
-            current = crossing_var.get()
-            if (
-                current is not None
-                and current.mechanism is SYNC_TO_ASYNC
-                and current.executor_object is None
-            ):
+            if type(current) is _Submitted and current.executor_object is None:
                 # asgiref's SyncToAsync.__call__ submitting its sync code (a
                 # partial of its thread_handler), on the loop's thread. A
                 # crossing is claimed before its bridged code can run, so a
                 # copy of it seen from inside that code is never unclaimed.
                 current.executor_object = self
-                fn = functools.partial(_arrive, fn, record, current)
+                current._fn = fn
+                current._record = record
+                fn = current.arrive
             elif _get_running_loop() is not None:
                 fn = _offload(record, self, fn, current)
         except Exception:
@@ -278,17 +319,19 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _offload(
     record: RequestRecord, executor: Any, func: Any, current: Crossing | None
-) -> functools.partial[Any]:
+) -> Callable[..., Any]:
     """Request code's own offload from the event loop (asyncio.to_thread,
     loop.run_in_executor)."""
     mechanism, target = RUN_IN_EXECUTOR, func
     inner = _to_thread_target(func)
     if inner is not None:
         mechanism, target = TO_THREAD, inner
-    crossing = Crossing(mechanism, None, target, _thread(), current, clock())
+    crossing = _Submitted(mechanism, None, target, _thread(), current, clock())
     crossing.executor_object = executor
     crossing.loop_id = id(_get_running_loop())
-    return functools.partial(_arrive, func, record, crossing)
+    crossing._fn = func
+    crossing._record = record
+    return crossing.arrive
 
 
 def _to_thread_target(func: Any) -> Any:
@@ -312,20 +355,14 @@ def _patch_async_to_sync_call(original: Callable[..., Any]) -> Callable[..., Any
         # Runs on the calling synchronous thread, which blocks (serving any
         # thread-sensitive work sent back to it) until the awaitable is done.
         __traceback_hide__ = True
-        record = record_var.get()
-        if record is None or record.finished:
+        current = _here_get()
+        if current is None or current[0].finished:
             return original(self, *args, **kwargs)
+        record = current[0]
         crossing = token = None
         try:
-            crossing = Crossing(
-                ASYNC_TO_SYNC,
-                self,
-                self.awaitable,
-                _thread(),
-                crossing_var.get(),
-                clock(),
-            )
-            token = crossing_var.set(crossing)
+            crossing = Crossing(ASYNC_TO_SYNC, self, self.awaitable, _thread(), current[1], clock())
+            token = _here_set((record, crossing))
         except Exception:
             swallow("async_to_sync call")
         try:
@@ -347,11 +384,16 @@ def _patch_main_wrap(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def main_wrap(self: Any, *args: Any, **kwargs: Any) -> Any:
         call = original(self, *args, **kwargs)
-        crossing = crossing_var.get()
-        if crossing is None or crossing.bridge is not self or crossing.start_ns is not None:
+        current = _here_get()
+        if current is None:
             return call
-        record = record_var.get()
-        if record is None or record.finished:
+        record, crossing = current
+        if (
+            crossing is None
+            or crossing.bridge is not self
+            or crossing.start_ns is not None
+            or record.finished
+        ):
             return call
         return _trace_main_wrap(record, crossing, call)
 
@@ -383,19 +425,20 @@ async def _trace_main_wrap(record: RequestRecord, crossing: Crossing, call: Any)
 def _wrap_asyncio_run(wrapped, instance, args, kwargs):
     # Runs on the calling synchronous thread, which becomes the loop's thread.
     __traceback_hide__ = True
-    record = _active_record()
-    if record is None:
+    current = _active()
+    if current is None:
         return wrapped(*args, **kwargs)
+    record = current[0]
     crossing = token = runner_context = None
     try:
         coro = args[0] if args else kwargs.get("main", kwargs.get("coro"))
         if _get_running_loop() is None and inspect.iscoroutine(coro):
             thread = _thread()
-            crossing = Crossing(ASYNCIO_RUN, None, coro, thread, crossing_var.get(), clock())
-            token = crossing_var.set(crossing)
+            crossing = Crossing(ASYNCIO_RUN, None, coro, thread, current[1], clock())
+            token = _here_set((record, crossing))
             if instance is not None:
                 _claim_runner_loop(record, instance, crossing)
-                runner_context = _runner_context(instance, kwargs, crossing)
+                runner_context = _runner_context(instance, kwargs, record, crossing)
             record.start(crossing, thread)
     except Exception:
         swallow("asyncio.run call")
@@ -410,7 +453,9 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
     return result
 
 
-def _runner_context(runner: Any, kwargs: dict[str, Any], crossing: Crossing) -> Any:
+def _runner_context(
+    runner: Any, kwargs: dict[str, Any], record: RequestRecord, crossing: Crossing
+) -> Any:
     """asyncio.Runner runs the coroutine in a context of its own, copied when
     the runner was set up (before run() is called): the crossing is made
     current in that context too, so that crossings made by the coroutine are
@@ -419,7 +464,7 @@ def _runner_context(runner: Any, kwargs: dict[str, Any], crossing: Crossing) -> 
     if not isinstance(context, contextvars.Context):
         return None
     try:
-        return context, context.run(crossing_var.set, crossing)
+        return context, context.run(_here_set, (record, crossing))
     except RuntimeError:  # the context is entered elsewhere: leave it alone
         return None
 
@@ -429,7 +474,7 @@ def _leave_runner_context(entered: Any) -> None:
         return
     context, token = entered
     try:
-        context.run(crossing_var.reset, token)
+        context.run(_here_reset, token)
     except (RuntimeError, ValueError):  # entered elsewhere, or reset already
         pass
 
@@ -454,11 +499,11 @@ def _wrap_loop_init(wrapped, instance, args, kwargs):
     # Runs on whichever thread constructs the loop.
     wrapped(*args, **kwargs)
     try:
-        record = _active_record()
-        if record is None:
+        current = _active()
+        if current is None:
             _unclaimed_loops.add(instance, clock())
             return
-        cause = crossing_var.get()
+        record, cause = current
         # asyncio.run makes its loop here; so does asgiref before 3.9, whose
         # AsyncToSync creates the loop in the calling thread (later versions
         # create it in the new thread, where main_wrap claims it).
@@ -480,13 +525,16 @@ def _wrap_loop_init(wrapped, instance, args, kwargs):
 def _wrap_thread_start(wrapped, instance, args, kwargs):
     # Runs on the thread that starts ``instance``. The start is timed before
     # the call: the new thread may already be running code when it returns.
-    record = _active_record()
-    if record is None:
+    current = _active()
+    # Called through the class's namespace (vars(Thread)["start"](thread)),
+    # the thread comes as the first argument.
+    thread = instance if instance is not None else (args[0] if args else None)
+    if current is None or not isinstance(thread, threading.Thread):
         return wrapped(*args, **kwargs)
     at_ns = clock()
     result = wrapped(*args, **kwargs)
     try:
-        record.thread_started(instance, crossing_var.get(), at_ns)
+        current[0].thread_started(thread, current[1], at_ns)
     except Exception:
         swallow("thread start")
     return result
