@@ -17,7 +17,9 @@ Two measurements, both interleaved round by round:
    switchtrace adds per *switch* (a bridge call is two switches): the median
    of the per-round differences, halved. The CPU figure is the cost of
    recording on the real path: the bookkeeping of (1) plus what it costs
-   there, across two threads and cold caches.
+   there, across two threads and cold caches. Crossings are counted but not
+   kept (``max_events=0``), as in (1): a request also keeps its crossings
+   in a list until its spans are built.
 
     python benchmarks/switch_cost.py [--rounds 31] [--calls 2000] [--end-to-end-calls 0] [--json]
 """
@@ -259,7 +261,7 @@ def run(rounds: int, calls: int) -> dict:
             clock: {v: [] for v in VARIANTS} for clock in ("wall", "cpu")
         }
         for v in VARIANTS:  # warm-up
-            _one(measure, v, calls // 4)
+            _one(measure, v, max(calls // 4, 1))
         for i in range(rounds):
             # The order turns round by round, so that no variant always runs
             # first (or last) after the previous one's loop and threads.
@@ -289,7 +291,7 @@ def _summary(samples: dict[str, list[float]]) -> dict:
     }
 
 
-def _one(measure, variant: str, calls: int) -> float:
+def _one(measure, variant: str, calls: int) -> tuple[float, float]:
     if variant == "uninstalled":
         tracer.uninstall()
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import gc
 import itertools
@@ -383,3 +384,104 @@ def test_a_thread_started_through_the_class_namespace_is_counted_as_itself():
         thread.join()
     assert record.totals() == tracer.Figures(0, 0, 0, 1)
     assert [start.thread for start in record.thread_starts] == [thread]
+
+
+# The rules of RequestRecord.start/close are written out on the sync_to_async
+# path (patches._arrive and the SyncToAsync.__call__ patch); the tests below
+# name the rules each copy must keep, for sync_to_async and for async_to_sync
+# (which goes through the methods).
+
+
+class _OwnThreadExecutor(concurrent.futures.Executor):
+    """An executor switchtrace does not patch: runs the function in a thread
+    of its own, so the crossing's start on the target is never seen."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = concurrent.futures.Future()
+
+        def run():
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+
+        threading.Thread(target=run).start()
+        return future
+
+
+def test_a_crossing_never_seen_to_start_counts_no_return():
+    """A return is counted only for a crossing whose start was counted: an
+    odd number of switches would be nonsense."""
+
+    async def main():
+        with tracer.recording() as record:
+            bridge = sync_to_async(here, thread_sensitive=False, executor=_OwnThreadExecutor())
+            assert await bridge()
+        return record
+
+    record = asyncio.run(main())
+    # The executor's own thread is started on the request's behalf.
+    assert record.totals() == tracer.Figures(0, 0, 0, 1)
+    assert record.crossings == []
+
+
+def test_crossings_started_after_the_headers_are_marked_so():
+    def sync_side():
+        async_to_sync(anoop)()
+
+    async def main():
+        with tracer.recording() as record:
+            await sync_to_async(here)()
+            frozen = record.mark_headers()
+            await sync_to_async(sync_side)()
+        return record, frozen
+
+    record, frozen = asyncio.run(main())
+    assert frozen == tracer.Figures(2, 2, 0, 0)
+    assert [(c.mechanism, c.before_headers) for c in record.crossings] == [
+        ("sync_to_async", True),
+        ("sync_to_async", False),
+        ("async_to_sync", False),
+    ]
+    assert record.totals().context_switches == 6
+
+
+def test_a_call_cancelled_before_it_ran_leaves_nothing_for_the_collector():
+    """What switchtrace hands the executor refers to the crossing, never the
+    other way round: a call cancelled while queued (its function never run)
+    frees its arguments at once, without the cyclic garbage collector."""
+
+    class Payload:
+        pass
+
+    payload = Payload()
+    alive = weakref.ref(payload)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    release = threading.Event()
+
+    async def main(obj):
+        with tracer.recording() as record:
+            busy = asyncio.ensure_future(
+                sync_to_async(release.wait, thread_sensitive=False, executor=pool)()
+            )
+            await asyncio.sleep(0.01)
+            queued = asyncio.ensure_future(
+                sync_to_async(type, thread_sensitive=False, executor=pool)(obj)
+            )
+            await asyncio.sleep(0.01)
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            release.set()
+            assert await busy is True
+        return record
+
+    gc.disable()
+    try:
+        record = asyncio.run(main(payload))
+        pool.shutdown(wait=True)
+        del payload
+        assert alive() is None
+    finally:
+        gc.enable()
+    assert [c.func for c in record.crossings] == [release.wait]

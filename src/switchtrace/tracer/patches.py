@@ -169,7 +169,7 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
         record = current[0]
         crossing = token = None
         try:
-            crossing = _Submitted(
+            crossing = Crossing(
                 SYNC_TO_ASYNC,
                 self,
                 self.func,
@@ -191,7 +191,7 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
                 # RequestRecord.close, written out (see RequestRecord.start).
                 if token is not None:
                     _here_reset(token)
-                crossing.return_ns = now = clock()
+                crossing.return_ns = now = record.clock()
                 if crossing.start_ns is not None:
                     if crossing.end_ns is None:
                         crossing.end_ns = now
@@ -221,64 +221,52 @@ def _return(
         swallow(f"{crossing.mechanism} return")
 
 
-class _Submitted(Crossing):
-    """A crossing whose code is handed to an executor (``sync_to_async``,
-    request code's offloads).
+def _arrive(
+    fn: Callable[..., Any], record: RequestRecord, crossing: Crossing, *args: Any, **kwargs: Any
+) -> Any:
+    """What an executor runs in place of the function it was given (bound with
+    functools.partial): notes the moment and thread the function starts on,
+    then calls it unchanged.
 
-    The executor runs the crossing's bound :meth:`arrive` in place of the
-    function it was given, rather than a ``functools.partial`` of a function:
-    a few hundred instructions less per switch (benchmarks/instructions.py,
-    about 2 % of recording one)."""
-
-    __slots__ = ("_fn", "_record")
-    # Set when the crossing is submitted, let go of when it arrives.
-    _fn: Any
-    _record: Any
-
-    def arrive(self, *args: Any, **kwargs: Any) -> Any:
-        """Note the moment and thread the function starts on, then call it
-        unchanged."""
-        # Runs on the executor's worker thread (or, for asgiref's
-        # CurrentThreadExecutor, on the outer synchronous thread): the switch
-        # there. For a bridge, the function is asgiref's
-        # SyncToAsync.thread_handler, which enters the copied context and runs
-        # the bridged code. The function (which holds the bridged call's
-        # arguments) and the record are let go of at once: the crossing
-        # outlives the request, spans are built from it.
-        __traceback_hide__ = True
-        fn = self._fn
-        record = self._record
-        self._fn = self._record = None
+    A partial rather than anything the crossing holds: the function leads to a
+    copy of the caller's context, which holds the crossing, so a crossing
+    holding the function would be a reference cycle whenever the executor
+    never runs it (a call cancelled while queued, an executor shut down)."""
+    # Runs on the executor's worker thread (or, for asgiref's
+    # CurrentThreadExecutor, on the outer synchronous thread): the switch
+    # there. For a bridge, ``fn`` is asgiref's SyncToAsync.thread_handler,
+    # which enters the copied context and runs the bridged code.
+    __traceback_hide__ = True
+    try:
+        # RequestRecord.start, written out (see its docstring).
+        crossing.start_ns = record.clock()
+        crossing.target_thread = target = _threads_get(_get_ident()) or _thread()
+        next(record._started)
+        if target is not crossing.source_thread:
+            next(record._hops_started)
+        if record.at_headers is not None:
+            crossing.before_headers = False
+        crossings = record.crossings
+        if len(crossings) < record.max_events:
+            crossings.append(crossing)
+        else:
+            next(record._dropped)
+    except Exception:
+        swallow(f"{crossing.mechanism} start")
+    if crossing.bridge is not None:
         try:
-            # RequestRecord.start, written out (see its docstring).
-            self.start_ns = clock()
-            self.target_thread = target = _threads_get(_get_ident()) or _thread()
-            next(record._started)
-            if target is not self.source_thread:
-                next(record._hops_started)
-            if record.at_headers is not None:
-                self.before_headers = False
-            crossings = record.crossings
-            if len(crossings) < record.max_events:
-                crossings.append(self)
-            else:
-                next(record._dropped)
-        except Exception:
-            swallow(f"{self.mechanism} start")
-        if self.bridge is not None:
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.end_ns = clock()
-        # Request code's own offload (asyncio.to_thread, run_in_executor): no
-        # bridge of ours awaits its return, so it is closed here.
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            _offload_done(record, self, exc)
-            raise
-        _offload_done(record, self, None)
-        return result
+            return fn(*args, **kwargs)
+        finally:
+            crossing.end_ns = clock()
+    # Request code's own offload (asyncio.to_thread, run_in_executor): no
+    # bridge of ours awaits its return, so it is closed here.
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        _offload_done(record, crossing, exc)
+        raise
+    _offload_done(record, crossing, None)
+    return result
 
 
 def _offload_done(record: RequestRecord, crossing: Crossing, exc: BaseException | None) -> None:
@@ -299,15 +287,17 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, fn, *args, **kwargs)
         record, current = here
         try:
-            if type(current) is _Submitted and current.executor_object is None:
+            if (
+                current is not None
+                and current.mechanism is SYNC_TO_ASYNC
+                and current.executor_object is None
+            ):
                 # asgiref's SyncToAsync.__call__ submitting its sync code (a
                 # partial of its thread_handler), on the loop's thread. A
                 # crossing is claimed before its bridged code can run, so a
                 # copy of it seen from inside that code is never unclaimed.
                 current.executor_object = self
-                current._fn = fn
-                current._record = record
-                fn = current.arrive
+                fn = functools.partial(_arrive, fn, record, current)
             elif _get_running_loop() is not None:
                 fn = _offload(record, self, fn, current)
         except Exception:
@@ -319,19 +309,17 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _offload(
     record: RequestRecord, executor: Any, func: Any, current: Crossing | None
-) -> Callable[..., Any]:
+) -> functools.partial[Any]:
     """Request code's own offload from the event loop (asyncio.to_thread,
     loop.run_in_executor)."""
     mechanism, target = RUN_IN_EXECUTOR, func
     inner = _to_thread_target(func)
     if inner is not None:
         mechanism, target = TO_THREAD, inner
-    crossing = _Submitted(mechanism, None, target, _thread(), current, clock())
+    crossing = Crossing(mechanism, None, target, _thread(), current, clock())
     crossing.executor_object = executor
     crossing.loop_id = id(_get_running_loop())
-    crossing._fn = func
-    crossing._record = record
-    return crossing.arrive
+    return functools.partial(_arrive, func, record, crossing)
 
 
 def _to_thread_target(func: Any) -> Any:

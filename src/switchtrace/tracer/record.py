@@ -353,10 +353,11 @@ class RequestRecord:
         """The bridged code starts on ``target_thread``: the switch there.
 
         ``sync_to_async`` and offloads, most of a request's switches, apply
-        these rules written out in the patches (``_Submitted.arrive``): the
-        calls to :meth:`start` and :meth:`close` were about 5 % of what
-        recording a crossing costs. The counting tests hold the copies
-        together."""
+        these rules written out in the patches (``_arrive`` and the
+        ``SyncToAsync.__call__`` patch): the calls to :meth:`start` and
+        :meth:`close` were about 5 % of what recording a crossing costs. The
+        tests in ``tests/tracer/test_counting.py`` that name these rules hold
+        the copies together."""
         crossing.start_ns = self.clock()
         crossing.target_thread = target_thread
         next(self._started)
