@@ -485,3 +485,29 @@ def test_a_call_cancelled_before_it_ran_leaves_nothing_for_the_collector():
     finally:
         gc.enable()
     assert [c.func for c in record.crossings] == [release.wait]
+
+
+def test_an_executor_used_inside_code_bridged_elsewhere_claims_nothing():
+    """sync_to_async through an executor switchtrace does not patch never
+    shows its start; a ThreadPoolExecutor used by the bridged code, on another
+    thread, is not that crossing's executor."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def uses_a_pool():
+        return pool.submit(here).result()
+
+    async def main():
+        with tracer.recording() as record:
+            executor = _OwnThreadExecutor()
+            bridge = sync_to_async(uses_a_pool, thread_sensitive=False, executor=executor)
+            assert await bridge() is not threading.current_thread()
+        return record
+
+    try:
+        record = asyncio.run(main())
+    finally:
+        pool.shutdown(wait=True)
+    # The two executors' threads are started on the request's behalf; no
+    # crossing is seen to start.
+    assert record.totals() == tracer.Figures(0, 0, 0, 2)
+    assert record.crossings == []

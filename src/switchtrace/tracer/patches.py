@@ -169,14 +169,10 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
         record = current[0]
         crossing = token = None
         try:
-            crossing = Crossing(
-                SYNC_TO_ASYNC,
-                self,
-                self.func,
-                _threads_get(_get_ident()) or _thread(),
-                current[1],
-                clock(),
-            )
+            ident = _get_ident()
+            source = _threads_get(ident) or _thread()
+            crossing = Crossing(SYNC_TO_ASYNC, self, self.func, source, current[1], clock())
+            crossing.source_ident = ident
             crossing.loop_id = id(_get_running_loop())
             token = _here_set((record, crossing))
         except Exception:
@@ -291,11 +287,15 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
                 current is not None
                 and current.mechanism is SYNC_TO_ASYNC
                 and current.executor_object is None
+                and current.source_ident == _get_ident()
             ):
                 # asgiref's SyncToAsync.__call__ submitting its sync code (a
-                # partial of its thread_handler), on the loop's thread. A
-                # crossing is claimed before its bridged code can run, so a
-                # copy of it seen from inside that code is never unclaimed.
+                # partial of its thread_handler), on the loop's thread, the
+                # thread that made the call. A crossing is claimed before its
+                # bridged code can run, unless the executor is one we do not
+                # patch: then the bridged code, on that executor's thread,
+                # sees it unclaimed, and must not claim it for an executor
+                # of its own (hence the thread).
                 current.executor_object = self
                 fn = functools.partial(_arrive, fn, record, current)
             elif _get_running_loop() is not None:

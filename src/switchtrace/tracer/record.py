@@ -113,6 +113,7 @@ class Crossing:
         "mechanism",
         "parent",
         "return_ns",
+        "source_ident",
         "source_thread",
         "start_ns",
         "target_thread",
@@ -135,6 +136,10 @@ class Crossing:
         #: The bridged callable (or coroutine, for asyncio.run).
         self.func = func
         self.source_thread = source_thread
+        #: ``threading.get_ident()`` of the source thread, where the patches
+        #: need it (sync_to_async: the executor submission is claimed only
+        #: on the thread that made the call).
+        self.source_ident: int | None = None
         self.parent = parent
         self.call_ns = call_ns
         self.start_ns: int | None = None
