@@ -20,6 +20,15 @@ Two measurements, both interleaved round by round:
    there, across two threads and cold caches. Crossings are counted but not
    kept (``max_events=0``), as in (1): a request also keeps its crossings
    in a list until its spans are built.
+3. *Bare patches*, a third end-to-end variant: the same patch points with
+   switchtrace uninstalled and nothing recorded, only what their structure
+   needs (a coroutine layer around ``SyncToAsync.__call__`` and
+   ``AsyncToSync.main_wrap``, a function around ``AsyncToSync.__call__`` and
+   the executors' ``submit``, one context variable set and reset per call
+   and visible at the "request's" level, the executor's function wrapped in
+   a ``functools.partial`` of a Python function that calls it). What it adds
+   per switch is the floor of any recording done from these patch points in
+   Python.
 
     python benchmarks/switch_cost.py [--rounds 31] [--calls 2000] [--end-to-end-calls 0] [--json]
 """
@@ -29,12 +38,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
+import functools
 import json
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.current_thread_executor import CurrentThreadExecutor
+from asgiref.sync import (
+    AsyncToSync,
+    SyncToAsync,
+    async_to_sync,
+    markcoroutinefunction,
+    sync_to_async,
+)
 
 from switchtrace import tracer
 from switchtrace.tracer import patches
@@ -251,7 +270,73 @@ MECHANISMS = {
     "sync_to_async": measure_sync_to_async,
     "async_to_sync (outer loop)": measure_async_to_sync_in_loop,
 }
-VARIANTS = ("uninstalled", "installed, idle", "recording")
+VARIANTS = ("uninstalled", "installed, idle", "bare patches", "recording")
+
+#: The bare patches' context variable: set at the "request's" level, as
+#: switchtrace's is, so that asgiref's context copies carry it too.
+_bare = contextvars.ContextVar("switchtrace-bare", default=None)
+
+
+def _bare_arrive(fn, /, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def bare_patches():
+    """The patch points switchtrace uses for these bridges, recording nothing
+    (see the module's docstring); switchtrace must be uninstalled."""
+    s2a_call = vars(SyncToAsync)["__call__"]
+    a2s_call = vars(AsyncToSync)["__call__"]
+    main_wrap = vars(AsyncToSync)["main_wrap"]
+    submits = [(cls, vars(cls)["submit"]) for cls in (ThreadPoolExecutor, CurrentThreadExecutor)]
+
+    @functools.wraps(s2a_call)
+    async def bare_s2a_call(self, *args, **kwargs):
+        token = _bare.set((1, 2))
+        try:
+            return await s2a_call(self, *args, **kwargs)
+        finally:
+            _bare.reset(token)
+
+    @functools.wraps(a2s_call)
+    def bare_a2s_call(self, *args, **kwargs):
+        token = _bare.set((1, 2))
+        try:
+            return a2s_call(self, *args, **kwargs)
+        finally:
+            _bare.reset(token)
+
+    async def layer(call):
+        return await call
+
+    @functools.wraps(main_wrap)
+    def bare_main_wrap(self, *args, **kwargs):
+        return layer(main_wrap(self, *args, **kwargs))
+
+    def bare_submit(original):
+        @functools.wraps(original)
+        def submit(self, fn, /, *args, **kwargs):
+            if _bare.get() is not None:
+                fn = functools.partial(_bare_arrive, fn)
+            return original(self, fn, *args, **kwargs)
+
+        return submit
+
+    SyncToAsync.__call__ = bare_s2a_call
+    AsyncToSync.__call__ = bare_a2s_call
+    AsyncToSync.main_wrap = markcoroutinefunction(bare_main_wrap)
+    for cls, original in submits:
+        cls.submit = bare_submit(original)
+    token = _bare.set((0, None))
+    try:
+        yield
+    finally:
+        _bare.reset(token)
+        SyncToAsync.__call__ = s2a_call
+        AsyncToSync.__call__ = a2s_call
+        AsyncToSync.main_wrap = main_wrap
+        for cls, original in submits:
+            cls.submit = original
 
 
 def run(rounds: int, calls: int) -> dict:
@@ -265,7 +350,8 @@ def run(rounds: int, calls: int) -> dict:
         for i in range(rounds):
             # The order turns round by round, so that no variant always runs
             # first (or last) after the previous one's loop and threads.
-            for v in VARIANTS[i % 3 :] + VARIANTS[: i % 3]:
+            turn = i % len(VARIANTS)
+            for v in VARIANTS[turn:] + VARIANTS[:turn]:
                 wall, cpu = _one(measure, v, calls)
                 samples["wall"][v].append(wall)
                 samples["cpu"][v].append(cpu)
@@ -273,30 +359,36 @@ def run(rounds: int, calls: int) -> dict:
     return results
 
 
+def _added_per_switch(samples: dict[str, list[float]], variant: str) -> dict:
+    """The median (and range) over rounds of what ``variant`` adds to a call
+    with switchtrace uninstalled, halved: a call is two switches."""
+    pairs = zip(samples[variant], samples["uninstalled"], strict=True)
+    deltas = [(with_it - uninstalled) / 2 for with_it, uninstalled in pairs]
+    return {"median": statistics.median(deltas), "min": min(deltas), "max": max(deltas)}
+
+
 def _summary(samples: dict[str, list[float]]) -> dict:
-    pairs = zip(samples["recording"], samples["uninstalled"], strict=True)
-    deltas = [(recording - uninstalled) / 2 for recording, uninstalled in pairs]
     return {
         "per_call_ns": {
             v: {"median": statistics.median(s), "min": min(s), "max": max(s)}
             for v, s in samples.items()
         },
-        "added_per_switch_ns": {
-            "median": statistics.median(deltas),
-            "min": min(deltas),
-            "max": max(deltas),
-        },
+        "added_per_switch_ns": _added_per_switch(samples, "recording"),
+        "bare_patches_per_switch_ns": _added_per_switch(samples, "bare patches"),
         "ratio_recording_to_uninstalled": statistics.median(samples["recording"])
         / statistics.median(samples["uninstalled"]),
     }
 
 
 def _one(measure, variant: str, calls: int) -> tuple[float, float]:
-    if variant == "uninstalled":
+    if variant in ("uninstalled", "bare patches"):
         tracer.uninstall()
     else:
         tracer.install()
     try:
+        if variant == "bare patches":
+            with bare_patches():
+                return measure(calls, recording=False)
         return measure(calls, recording=variant == "recording")
     finally:
         tracer.install()
@@ -348,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"      added per switch {d['median'] / 1e3:.2f} ({d['min'] / 1e3:.2f} to "
                 f"{d['max'] / 1e3:.2f}), ratio {r['ratio_recording_to_uninstalled']:.3f}"
+            )
+            d = r["bare_patches_per_switch_ns"]
+            print(
+                f"      bare patches alone, per switch {d['median'] / 1e3:.2f} "
+                f"({d['min'] / 1e3:.2f} to {d['max'] / 1e3:.2f})"
             )
     return 0
 

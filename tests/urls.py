@@ -6,5 +6,6 @@ from . import views
 urlpatterns = [
     *project_urls,
     path("server-timing/", views.own_server_timing),
+    path("quoted-server-timing/", views.quoted_server_timing),
     path("raise/", views.raising_view),
 ]

@@ -7,6 +7,13 @@ def own_server_timing(request):
     return response
 
 
+def quoted_server_timing(request):
+    response = HttpResponse("ok")
+    # A comma and escaped quotes inside a quoted desc (RFC 9110 quoted-string).
+    response["Server-Timing"] = 'cache;desc="stored, \\"fresh\\"", db;dur=53'
+    return response
+
+
 class ViewError(Exception):
     pass
 

@@ -72,6 +72,101 @@ def test_the_applications_own_server_timing_is_kept():
     )
 
 
+def cached_project(key_prefix: str, **settings):
+    """Django's per-site cache with its UpdateCacheMiddleware placed before
+    switchtrace's (first, as Django's documentation asks), so that the
+    responses it stores carry switchtrace's headers."""
+    cache = "django.middleware.cache."
+    middleware = [
+        f"{cache}UpdateCacheMiddleware",
+        "switchtrace.django_app.middleware.SwitchTraceMiddleware",
+        f"{cache}FetchFromCacheMiddleware",
+    ]
+    return project(
+        "none",
+        MIDDLEWARE=middleware,
+        CACHE_MIDDLEWARE_SECONDS=60,
+        CACHE_MIDDLEWARE_KEY_PREFIX=key_prefix,
+        **settings,
+    )
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_response_served_from_the_cache_shows_this_requests_figures_once(server, records):
+    """An UpdateCacheMiddleware placed before switchtrace's stores responses
+    that carry switchtrace's headers; served again from the cache, a response
+    gets the figures of the request that got it, once, next to the
+    application's own metrics."""
+    with cached_project(f"cached-{server}") as handlers:
+        first = serve(server, handlers, "/quoted-server-timing/")
+        second = serve(server, handlers, "/quoted-server-timing/")
+    # Under ASGI each synchronous hook is a sync_to_async, two switches: the
+    # request_started signal, FetchFromCacheMiddleware.process_request, the
+    # view (not called for the cached response), and
+    # UpdateCacheMiddleware.process_response; one thread each request, its
+    # ThreadSensitiveContext's.
+    expected = {"asgi": ((8, 8, 0, 1), (6, 6, 0, 1)), "wsgi": ((0, 0, 0, 0), (0, 0, 0, 0))}
+    assert (first.figures(), second.figures()) == expected[server]
+    assert second.headers["Expires"] == first.headers["Expires"]  # the cached copy
+    for result in (first, second):
+        switches, hops, loops, threads = result.figures()
+        assert result.headers["Server-Timing"] == (
+            'cache;desc="stored, \\"fresh\\"", db;dur=53, '
+            f'switchtrace-switches;desc="Context switches: {switches}", '
+            f'switchtrace-hops;desc="Thread hops: {hops}", '
+            f'switchtrace-loops;desc="Event loops created: {loops}", '
+            f'switchtrace-threads;desc="Threads started: {threads}"'
+        )
+    assert len(records) == 2
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_cached_response_for_a_request_not_shown_the_figures_has_none(server, records):
+    """Stored with the figures of a request shown them, then served from the
+    cache to one that is not: switchtrace's headers come off, the
+    application's metrics stay."""
+    with cached_project(
+        f"hidden-{server}",
+        SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"},
+    ) as handlers:
+        asgi, wsgi = handlers
+        if server == "wsgi":
+            shown = wsgi_request(wsgi, "/quoted-server-timing/", HTTP_X_DEBUG="1")
+        else:
+            from asyncio import run
+
+            from ..support import asgi_request
+
+            shown = run(asgi_request(asgi, "/quoted-server-timing/", headers=[(b"x-debug", b"1")]))
+        hidden = serve(server, handlers, "/quoted-server-timing/")
+    assert shown.figures() == {"asgi": (8, 8, 0, 1), "wsgi": (0, 0, 0, 0)}[server]
+    assert hidden.headers["Expires"] == shown.headers["Expires"]  # the cached copy
+    assert hidden.figures() is None
+    assert not [name for name in hidden.headers if name.lower().startswith("x-")]
+    assert hidden.headers["Server-Timing"] == 'cache;desc="stored, \\"fresh\\"", db;dur=53'
+    assert len(records) == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ('switchtrace-switches;desc="Context switches: 2"', None),
+        (
+            'app;desc="a, switchtrace-hops;b", switchtrace-hops;desc="Thread hops: 2"',
+            'app;desc="a, switchtrace-hops;b"',
+        ),
+        (
+            'x;desc="say \\"hi, switchtrace-loops;\\"",switchtrace-loops , y;dur=1',
+            'x;desc="say \\"hi, switchtrace-loops;\\"", y;dur=1',
+        ),
+        ('db;dur=53;desc="Database"', 'db;dur=53;desc="Database"'),
+        (None, None),
+    ],
+)
+def test_only_switchtrace_metrics_are_taken_out_of_a_cached_server_timing(value, kept):
+    assert headers_module._without_ours(value) == kept
+
+
 def only_with_debug_header(request):
     return request.headers.get("X-Debug") == "1"
 

@@ -10,6 +10,9 @@
 and one ``Server-Timing`` metric per figure (``switchtrace-switches``,
 ``switchtrace-hops``, ``switchtrace-loops``, ``switchtrace-threads``), added
 after any metrics the application set itself, so browser devtools show them.
+A response served again from Django's cache may carry switchtrace's headers
+of the request that stored it: they are replaced, not repeated, and taken
+off for a request not shown the figures.
 """
 
 from __future__ import annotations
@@ -33,9 +36,29 @@ _stamped: weakref.WeakKeyDictionary[Any, tuple[str | None, Figures]] = weakref.W
 
 def stamp(response: Any, figures: Figures) -> None:
     """Put the figures on ``response`` (a Django HttpResponseBase)."""
-    own = _stamped[response][0] if response in _stamped else response.get("Server-Timing")
+    if response in _stamped:
+        own = _stamped[response][0]
+    else:
+        own = _without_ours(response.get("Server-Timing"))
     _write(response, figures, own)
     _stamped[response] = (own, figures)
+
+
+def unstamp(response: Any) -> None:
+    """Take switchtrace's headers off ``response`` if it carries them: a
+    response served from Django's cache to a request not shown the figures
+    must not show those of the request that stored it."""
+    if "X-Context-Switches" not in response:
+        return
+    for header, _field, _metric, _label in HEADERS:
+        if header in response:
+            del response[header]
+    own = _without_ours(response.get("Server-Timing"))
+    if own is None:
+        if "Server-Timing" in response:
+            del response["Server-Timing"]
+    else:
+        response["Server-Timing"] = own
 
 
 def restamp(response: Any, figures: Figures) -> None:
@@ -48,6 +71,39 @@ def restamp(response: Any, figures: Figures) -> None:
     if figures != written:
         _write(response, figures, own)
         _stamped[response] = (own, figures)
+
+
+_OURS = frozenset(metric for _header, _field, metric, _label in HEADERS)
+
+
+def _without_ours(server_timing: str | None) -> str | None:
+    """The application's own metrics in a ``Server-Timing`` value: without
+    the ones switchtrace wrote for another request (a response served again
+    from Django's cache, stored by an ``UpdateCacheMiddleware`` placed before
+    switchtrace's), or None if nothing is left."""
+    if not server_timing or "switchtrace-" not in server_timing:
+        return server_timing
+    kept = [m for m in _metrics(server_timing) if m.split(";", 1)[0].strip() not in _OURS]
+    return ", ".join(kept) or None
+
+
+def _metrics(server_timing: str) -> list[str]:
+    """Split a ``Server-Timing`` value into its metrics, minding the commas
+    inside quoted ``desc`` strings (RFC 9110 quoted-string, backslash
+    escapes)."""
+    metrics, start, quoted, escaped = [], 0, False, False
+    for i, char in enumerate(server_timing):
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            metrics.append(server_timing[start:i].strip())
+            start = i + 1
+    metrics.append(server_timing[start:].strip())
+    return [m for m in metrics if m]
 
 
 def _write(response: Any, figures: Figures, own_server_timing: str | None) -> None:

@@ -20,7 +20,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from .. import tracer
 from ..tracer.guard import swallow
 from .conf import get_config
-from .headers import stamp
+from .headers import stamp, unstamp
 
 
 class SwitchTraceMiddleware:
@@ -56,6 +56,8 @@ def _stamp(request: Any, response: Any) -> None:
     try:
         if _show(request):
             stamp(response, record.figures())
+        else:
+            unstamp(response)
     except Exception:
         swallow("SwitchTraceMiddleware")
 
