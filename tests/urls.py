@@ -7,5 +7,6 @@ urlpatterns = [
     *project_urls,
     path("server-timing/", views.own_server_timing),
     path("quoted-server-timing/", views.quoted_server_timing),
+    path("shared/", views.shared_response),
     path("raise/", views.raising_view),
 ]

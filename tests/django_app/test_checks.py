@@ -27,6 +27,18 @@ async def async_show(request):
     return True
 
 
+class _AsyncShow:
+    async def __call__(self, request):
+        return True
+
+
+async_show_object = _AsyncShow()
+
+
+def no_arguments():
+    return True
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -88,21 +100,69 @@ async def async_show(request):
                 (
                     "switchtrace.E004",
                     "SWITCHTRACE['SHOW_HEADERS'] = 'myproject.nowhere.show' cannot be "
-                    "imported: No module named 'myproject'.",
+                    "imported: ModuleNotFoundError: No module named 'myproject'.",
                     "Allowed: True (every response), False (none), or a callable "
                     "`(request) -> bool` given as a dotted path or directly.",
                 )
             ],
         ),
         (
-            {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.async_show"},
+            {"ENABLED": True, "SHOW_HEADERS": "tests.show_raising.show"},
             [
                 (
-                    "switchtrace.E005",
-                    "SWITCHTRACE['SHOW_HEADERS'] is an async function; calling it from the "
-                    "synchronous path would cost the switches switchtrace counts.",
-                    "Give a plain function `(request) -> bool` that reads the request only "
-                    "(headers, META, path), without database access.",
+                    "switchtrace.E004",
+                    "SWITCHTRACE['SHOW_HEADERS'] = 'tests.show_raising.show' cannot be "
+                    "imported: RuntimeError: a bug in the module.",
+                    "Allowed: True (every response), False (none), or a callable "
+                    "`(request) -> bool` given as a dotted path or directly.",
+                )
+            ],
+        ),
+        *(
+            (
+                {"ENABLED": True, "SHOW_HEADERS": show},
+                [
+                    (
+                        "switchtrace.E005",
+                        "SWITCHTRACE['SHOW_HEADERS'] is an async callable; calling it from "
+                        "the synchronous path would cost the switches switchtrace counts.",
+                        "Give a plain function `(request) -> bool` that reads the request "
+                        "only (headers, META, path), without database access.",
+                    )
+                ],
+            )
+            for show in (f"{__name__}.async_show", f"{__name__}.async_show_object")
+        ),
+        (
+            {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.no_arguments"},
+            [
+                (
+                    "switchtrace.E003",
+                    f"SWITCHTRACE['SHOW_HEADERS'] is {no_arguments!r}, which cannot be called "
+                    "with one argument (the request).",
+                    "Allowed: True (every response), False (none), or a callable "
+                    "`(request) -> bool` given as a dotted path or directly.",
+                )
+            ],
+        ),
+        (
+            {"ENABLED": True, "QUEUE_SIZE": 10**5000},
+            [
+                (
+                    "switchtrace.E003",
+                    "SWITCHTRACE['QUEUE_SIZE'] is <int object>, which is not allowed.",
+                    "Allowed: an integer from 1 to 100000.",
+                )
+            ],
+        ),
+        (
+            {"ENABLED": True, "SERVICE_NAME": ["x" * 300]},
+            [
+                (
+                    "switchtrace.E003",
+                    "SWITCHTRACE['SERVICE_NAME'] is ['" + "x" * 195 + "..., which is not allowed.",
+                    "Allowed: None (OTEL_SERVICE_NAME, else service.name in "
+                    "OTEL_RESOURCE_ATTRIBUTES, else 'django') or a non-empty string.",
                 )
             ],
         ),
@@ -251,3 +311,108 @@ def test_deploy_check_warns_when_every_client_gets_the_headers():
         SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": False}, MIDDLEWARE=BASE_MIDDLEWARE
     ):
         assert deploy_ids() == []
+
+
+@pytest.mark.parametrize("where", ["a directory", "a missing directory"])
+def test_a_file_path_the_file_exporter_cannot_write_is_e008(where, tmp_path):
+    path = tmp_path if where == "a directory" else tmp_path / "gone" / "traces.jsonl"
+    reason = (
+        "it is a directory"
+        if where == "a directory"
+        else f"the directory {tmp_path / 'gone'} does not exist"
+    )
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True, "FILE_PATH": str(path)}, MIDDLEWARE=BASE_MIDDLEWARE
+    ):
+        assert own_messages() == [
+            (
+                "switchtrace.E008",
+                f"SWITCHTRACE['FILE_PATH'] is {str(path)!r}, which the file exporter cannot "
+                f"write: {reason}.",
+                "Give a path to a file in an existing directory this process may write to, "
+                "or choose another EXPORTER.",
+            )
+        ]
+    # Not checked when spans go elsewhere.
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True, "FILE_PATH": str(path), "EXPORTER": "console"},
+        MIDDLEWARE=BASE_MIDDLEWARE,
+    ):
+        assert own_messages() == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "endpoint", "protocol", "service_name"),
+    [
+        # The traces-specific endpoint is used as it is; the general one is a base.
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/otlp/traces"},
+            "http://c:4318/otlp/traces",
+            "http/protobuf",
+            "django",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/otlp"},
+            "http://c:4318/otlp/v1/traces",
+            "http/protobuf",
+            "django",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/t",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://other:4318",
+            },
+            "http://c:4318/t",
+            "http/protobuf",
+            "django",
+        ),
+        # The traces-specific protocol wins over the general one.
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            },
+            None,
+            "grpc",
+            "django",
+        ),
+        # service.name: OTEL_SERVICE_NAME, then OTEL_RESOURCE_ATTRIBUTES, then django.
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=staging,"
+                "service.name=shop%20api",
+            },
+            "http://c:4318/v1/traces",
+            "http/protobuf",
+            "shop api",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                "OTEL_RESOURCE_ATTRIBUTES": "service.name=shop",
+                "OTEL_SERVICE_NAME": "checkout",
+            },
+            "http://c:4318/v1/traces",
+            "http/protobuf",
+            "checkout",
+        ),
+    ],
+)
+def test_the_otel_environment_is_read_as_the_specification_says(
+    environ, endpoint, protocol, service_name
+):
+    from switchtrace.django_app.conf import build_config
+    from switchtrace.exporters.pipeline import build_exporter
+
+    config = build_config({"ENABLED": True}, environ=environ)
+    assert config.problems == ()
+    options = config.export
+    assert (options.exporter, options.protocol, options.service_name) == (
+        "otlp",
+        protocol,
+        service_name,
+    )
+    if protocol == "http/protobuf":
+        assert build_exporter(options)._endpoint == endpoint

@@ -9,6 +9,7 @@ import pytest
 
 from switchtrace import example, tracer
 from switchtrace.django_app import headers as headers_module
+from switchtrace.django_app.conf import MIDDLEWARE_PATH
 from switchtrace.tracer import guard
 
 from ..support import run_asgi, wsgi_request
@@ -147,6 +148,69 @@ def test_a_cached_response_for_a_request_not_shown_the_figures_has_none(server, 
     assert len(records) == 2
 
 
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_metrics_added_above_switchtrace_survive_the_second_writing(server, records):
+    """A middleware above switchtrace's adds a metric after switchtrace wrote
+    its own; a 404 under ASGI makes a switch after the middleware chain, so
+    the figures are written again when the headers are sent."""
+    with project("none", MIDDLEWARE=["tests.views.TimingMiddleware", MIDDLEWARE_PATH]) as handlers:
+        result = serve(server, handlers, "/missing/")
+    [record] = records
+    switches, hops, loops, threads = result.figures()
+    assert (switches, hops, loops, threads) == tuple(vars(record.at_headers).values())
+    assert result.headers["Server-Timing"] == (
+        f'switchtrace-switches;desc="Context switches: {switches}", '
+        f'switchtrace-hops;desc="Thread hops: {hops}", '
+        f'switchtrace-loops;desc="Event loops created: {loops}", '
+        f'switchtrace-threads;desc="Threads started: {threads}", '
+        "app;dur=12"
+    )
+    # Under ASGI, two switches each: request_started, the sync-only
+    # TimingMiddleware (sync_to_async), switchtrace's async middleware under
+    # it (async_to_sync), response_for_exception, and the 404's logging after
+    # the chain: the last two are not counted when the middleware writes, but
+    # are when the headers are sent.
+    assert switches == {"asgi": 10, "wsgi": 0}[server]
+
+
+def test_a_response_object_shown_once_is_not_shown_to_a_request_that_may_not_see_it(records):
+    from asyncio import run
+
+    from ..support import asgi_request
+
+    with project(
+        "none",
+        SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"},
+    ) as (asgi, wsgi):
+        shown = wsgi_request(wsgi, "/shared/", HTTP_X_DEBUG="1")
+        # Other figures (under ASGI: request_started, the view, the 404's
+        # logging after the chain), for the same response object.
+        hidden = run(asgi_request(asgi, "/shared/"))
+    assert shown.figures() == (0, 0, 0, 0)
+    assert hidden.figures() is None
+    assert "Server-Timing" not in hidden.headers
+    assert records[1].at_headers.context_switches == 6
+
+
+def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp_path):
+    """django.contrib.staticfiles' WSGI handler answers with its own
+    get_response: the record still ends when the server closes the response."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+
+    (tmp_path / "a.txt").write_text("static\n")
+    with project(DEBUG=True, STATIC_URL="/static/", STATICFILES_DIRS=[str(tmp_path)]) as (
+        _asgi,
+        wsgi,
+    ):
+        result = wsgi_request(StaticFilesHandler(wsgi), "/static/a.txt")
+        assert tracer.current_record() is None
+    assert result.status == 200
+    [record] = records
+    assert record.finished
+    assert record.attributes["url.path"] == "/static/a.txt"
+    assert record.at_headers == tracer.Figures(0, 0, 0, 0)
+
+
 @pytest.mark.parametrize(
     ("value", "kept"),
     [
@@ -262,6 +326,30 @@ def test_a_show_callback_that_raises_hides_the_headers(swallowed):
     assert result.status == 200
     assert result.figures() is None
     assert [where for where, _exc in swallowed] == ["SwitchTraceMiddleware"]
+    swallowed.clear()
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_show_callback_returning_an_awaitable_hides_the_headers(server, swallowed):
+    """A plain function that returns a coroutine passes the checks; its
+    result must not count as True (the coroutine is closed, never awaited)."""
+    import warnings
+
+    async def decide(request):
+        return False
+
+    def show(request):
+        return decide(request)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "coroutine ... was never awaited"
+        with project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": show}) as handlers:
+            result = serve(server, handlers, "/sync/")
+    assert result.status == 200
+    assert result.figures() is None
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("SwitchTraceMiddleware", TypeError)
+    ]
     swallowed.clear()
 
 

@@ -6,10 +6,11 @@
 | switchtrace.E002 | error | an unknown key in ``SWITCHTRACE`` |
 | switchtrace.E003 | error | a key with a value of the wrong type or range |
 | switchtrace.E004 | error | ``SHOW_HEADERS`` is a dotted path that does not import |
-| switchtrace.E005 | error | ``SHOW_HEADERS`` is an async function |
+| switchtrace.E005 | error | ``SHOW_HEADERS`` is an async callable |
 | switchtrace.E006 | error | an OTLP endpoint (setting or OTEL_* variable) that is not a URL, or an
   unsupported ``OTEL_EXPORTER_OTLP_PROTOCOL`` |
 | switchtrace.E007 | error | a ``MIDDLEWARE`` entry that cannot be imported |
+| switchtrace.E008 | error | the file exporter's ``FILE_PATH`` cannot be written |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
 | switchtrace.W002 | warning | the middleware is not first in ``MIDDLEWARE`` |
 | switchtrace.W003 | warning | a middleware that adds avoidable switches under ASGI |

@@ -9,12 +9,13 @@ disabled rather than failing a request.
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -68,26 +69,30 @@ OPTIONS: dict[str, Option] = {
         Option(
             "OTLP_ENDPOINT",
             None,
-            "None (OTEL_EXPORTER_OTLP_ENDPOINT) or an http:// or https:// URL",
+            "None (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT) "
+            "or an http:// or https:// URL",
             "The collector's address, e.g. http://localhost:4317 (gRPC) or "
-            "http://localhost:4318 (HTTP; /v1/traces is appended).",
+            "http://localhost:4318 (HTTP; /v1/traces is appended, except to "
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, which is used as it is).",
         ),
         Option(
             "OTLP_PROTOCOL",
             None,
-            "None (OTEL_EXPORTER_OTLP_PROTOCOL, else 'http/protobuf'), 'grpc' or 'http/protobuf'",
+            "None (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL, "
+            "else 'http/protobuf'), 'grpc' or 'http/protobuf'",
             "The OTLP transport.",
         ),
         Option(
             "SERVICE_NAME",
             None,
-            "None (OTEL_SERVICE_NAME, else 'django') or a non-empty string",
+            "None (OTEL_SERVICE_NAME, else service.name in OTEL_RESOURCE_ATTRIBUTES, "
+            "else 'django') or a non-empty string",
             "The service.name of the spans.",
         ),
         Option(
             "FILE_PATH",
             "switchtrace-traces.jsonl",
-            "a file path",
+            "a path to a file in an existing, writable directory",
             "Where the file exporter appends OTLP JSON, one export request per line.",
         ),
         Option(
@@ -146,37 +151,46 @@ def _load_show_callback(value: Any, problems: list[Problem]) -> bool | ShowCallb
     if isinstance(value, str):
         try:
             value = import_string(value)
-        except ImportError as exc:
+        except Exception as exc:  # the user's module may raise anything on import
             problems.append(
                 Problem(
                     "switchtrace.E004",
-                    f"SWITCHTRACE['SHOW_HEADERS'] = {value!r} cannot be imported: {exc}.",
+                    f"SWITCHTRACE['SHOW_HEADERS'] = {_shown(value)} cannot be imported: "
+                    f"{type(exc).__name__}: {exc}.",
                     f"Allowed: {OPTIONS['SHOW_HEADERS'].allowed}.",
                 )
             )
             return False
     if not callable(value):
-        problems.append(
-            Problem(
-                "switchtrace.E003",
-                f"SWITCHTRACE['SHOW_HEADERS'] is {value!r}, which is not allowed.",
-                f"Allowed: {OPTIONS['SHOW_HEADERS'].allowed}.",
-            )
-        )
+        problems.append(_wrong("SHOW_HEADERS", value))
         return False
     from asgiref.sync import iscoroutinefunction
 
-    if iscoroutinefunction(value):
+    if iscoroutinefunction(value) or iscoroutinefunction(type(value).__call__):
         problems.append(
             Problem(
                 "switchtrace.E005",
-                "SWITCHTRACE['SHOW_HEADERS'] is an async function; calling it from "
+                "SWITCHTRACE['SHOW_HEADERS'] is an async callable; calling it from "
                 "the synchronous path would cost the switches switchtrace counts.",
                 "Give a plain function `(request) -> bool` that reads the request "
                 "only (headers, META, path), without database access.",
             )
         )
         return False
+    try:
+        inspect.signature(value).bind(None)
+    except TypeError:
+        problems.append(
+            Problem(
+                "switchtrace.E003",
+                f"SWITCHTRACE['SHOW_HEADERS'] is {_shown(value)}, which cannot be called "
+                "with one argument (the request).",
+                f"Allowed: {OPTIONS['SHOW_HEADERS'].allowed}.",
+            )
+        )
+        return False
+    except ValueError:  # no signature to read (some builtins): trust it
+        pass
     return value  # type: ignore[no-any-return]
 
 
@@ -228,6 +242,9 @@ def _export_options(
     if exporter is not None and exporter not in EXPORTERS:
         problems.append(_wrong("EXPORTER", exporter))
     endpoint = raw.get("OTLP_ENDPOINT")
+    #: The traces-specific variable names the URL spans go to, as it is; the
+    #: others are a base that gets /v1/traces (OTLP/HTTP).
+    signal_endpoint = False
     if endpoint is not None:
         if not _is_url(endpoint):
             problems.append(_bad_url("SWITCHTRACE['OTLP_ENDPOINT']", endpoint))
@@ -235,6 +252,7 @@ def _export_options(
         for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
             if environ.get(name):
                 endpoint = environ[name]
+                signal_endpoint = name == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
                 if not _is_url(endpoint):
                     problems.append(_bad_url(f"The environment variable {name}", endpoint))
                 break
@@ -242,16 +260,20 @@ def _export_options(
     if protocol is not None and protocol not in PROTOCOLS:
         problems.append(_wrong("OTLP_PROTOCOL", protocol))
     elif protocol is None:
-        protocol = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
-        if protocol not in PROTOCOLS:
-            problems.append(
-                Problem(
-                    "switchtrace.E006",
-                    f"The environment variable OTEL_EXPORTER_OTLP_PROTOCOL is {protocol!r}, "
-                    "which switchtrace does not support.",
-                    "Allowed: 'grpc' or 'http/protobuf'.",
-                )
-            )
+        protocol = "http/protobuf"
+        for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+            if environ.get(name):
+                protocol = environ[name]
+                if protocol not in PROTOCOLS:
+                    problems.append(
+                        Problem(
+                            "switchtrace.E006",
+                            f"The environment variable {name} is {_shown(protocol)}, "
+                            "which switchtrace does not support.",
+                            "Allowed: 'grpc' or 'http/protobuf'.",
+                        )
+                    )
+                break
     service = raw.get("SERVICE_NAME")
     if service is not None and (not isinstance(service, str) or not service):
         problems.append(_wrong("SERVICE_NAME", service))
@@ -272,15 +294,57 @@ def _export_options(
         exporter = "otlp" if endpoint else "file"
     if exporter == "none" or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
+    if exporter == "file":
+        unwritable = _unwritable(os.fspath(file_path))
+        if unwritable:
+            problems.append(
+                Problem(
+                    "switchtrace.E008",
+                    f"SWITCHTRACE['FILE_PATH'] is {_shown(file_path)}, which the file "
+                    f"exporter cannot write: {unwritable}.",
+                    "Give a path to a file in an existing directory this process may "
+                    "write to, or choose another EXPORTER.",
+                )
+            )
+            return None
     return ExportOptions(
         exporter=exporter,
         endpoint=endpoint,
+        endpoint_is_traces_url=signal_endpoint,
         protocol=protocol,
-        service_name=service or environ.get("OTEL_SERVICE_NAME") or "django",
+        service_name=service
+        or environ.get("OTEL_SERVICE_NAME")
+        or _resource_service_name(environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+        or "django",
         file_path=os.fspath(file_path),
         sample_rate=None if rate is None else float(rate),
         queue_size=queue_size,
     )
+
+
+def _unwritable(path: str) -> str | None:
+    """Why the file exporter could not append to ``path``, or None."""
+    if os.path.isdir(path):
+        return "it is a directory"
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"the directory {directory} does not exist"
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            return "the file is not writable"
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        return f"the directory {directory} is not writable"
+    return None
+
+
+def _resource_service_name(resource_attributes: str) -> str | None:
+    """``service.name`` from OTEL_RESOURCE_ATTRIBUTES (comma-separated
+    ``key=value`` pairs, values percent-encoded), as the SDK reads it."""
+    for pair in resource_attributes.split(","):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() == "service.name":
+            return unquote(value.strip()) or None
+    return None
 
 
 def _is_url(value: Any) -> bool:
@@ -297,7 +361,7 @@ def _is_url(value: Any) -> bool:
 def _bad_url(where: str, value: Any) -> Problem:
     return Problem(
         "switchtrace.E006",
-        f"{where} is {value!r}, which is not an http:// or https:// URL.",
+        f"{where} is {_shown(value)}, which is not an http:// or https:// URL.",
         "For example: http://localhost:4317 (OTLP/gRPC) or http://localhost:4318 (OTLP/HTTP).",
     )
 
@@ -305,9 +369,19 @@ def _bad_url(where: str, value: Any) -> Problem:
 def _wrong(key: str, value: Any) -> Problem:
     return Problem(
         "switchtrace.E003",
-        f"SWITCHTRACE[{key!r}] is {value!r}, which is not allowed.",
+        f"SWITCHTRACE[{key!r}] is {_shown(value)}, which is not allowed.",
         f"Allowed: {OPTIONS[key].allowed}.",
     )
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for a message: never raises (an int too long to
+    convert, a broken ``__repr__``), and never longer than ``limit``."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__qualname__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _cache: Config | None = None

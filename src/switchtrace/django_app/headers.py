@@ -29,25 +29,22 @@ HEADERS = (
     ("X-Threads-Started", "threads_started", "switchtrace-threads", "Threads started"),
 )
 
-#: Responses that carry our headers -> (the application's own Server-Timing,
-#: the figures written).
-_stamped: weakref.WeakKeyDictionary[Any, tuple[str | None, Figures]] = weakref.WeakKeyDictionary()
+#: Responses that carry our headers -> the figures written.
+_stamped: weakref.WeakKeyDictionary[Any, Figures] = weakref.WeakKeyDictionary()
 
 
 def stamp(response: Any, figures: Figures) -> None:
     """Put the figures on ``response`` (a Django HttpResponseBase)."""
-    if response in _stamped:
-        own = _stamped[response][0]
-    else:
-        own = _without_ours(response.get("Server-Timing"))
-    _write(response, figures, own)
-    _stamped[response] = (own, figures)
+    _write(response, figures)
+    _stamped[response] = figures
 
 
 def unstamp(response: Any) -> None:
     """Take switchtrace's headers off ``response`` if it carries them: a
     response served from Django's cache to a request not shown the figures
-    must not show those of the request that stored it."""
+    must not show those of the request that stored it (nor get them again
+    when the headers are sent)."""
+    _stamped.pop(response, None)
     if "X-Context-Switches" not in response:
         return
     for header, _field, _metric, _label in HEADERS:
@@ -65,12 +62,12 @@ def restamp(response: Any, figures: Figures) -> None:
     """Write the figures again if ``response`` was stamped with others; else
     do nothing."""
     try:
-        own, written = _stamped[response]
+        written = _stamped[response]
     except (KeyError, TypeError):
         return
     if figures != written:
-        _write(response, figures, own)
-        _stamped[response] = (own, figures)
+        _write(response, figures)
+        _stamped[response] = figures
 
 
 _OURS = frozenset(metric for _header, _field, metric, _label in HEADERS)
@@ -106,11 +103,30 @@ def _metrics(server_timing: str) -> list[str]:
     return [m for m in metrics if m]
 
 
-def _write(response: Any, figures: Figures, own_server_timing: str | None) -> None:
-    metrics = []
+def _write(response: Any, figures: Figures) -> None:
+    """Our headers, and our metrics in ``Server-Timing``: in place of ours if
+    it holds them already (written for this response before, or for
+    another one stored in a cache), else after the application's. Every
+    other metric stays, including those middleware above ours added after
+    we first wrote ours."""
+    ours = []
     for header, field, metric, label in HEADERS:
         value = getattr(figures, field)
         response[header] = str(value)
-        metrics.append(f'{metric};desc="{label}: {value}"')
-    timing = ", ".join(metrics)
-    response["Server-Timing"] = f"{own_server_timing}, {timing}" if own_server_timing else timing
+        ours.append(f'{metric};desc="{label}: {value}"')
+    timing = ", ".join(ours)
+    current = response.get("Server-Timing")
+    if not current:
+        response["Server-Timing"] = timing
+    elif "switchtrace-" not in current:
+        response["Server-Timing"] = f"{current}, {timing}"
+    else:
+        metrics: list[str] = []
+        at: int | None = None
+        for m in _metrics(current):
+            if m.split(";", 1)[0].strip() in _OURS:
+                at = len(metrics) if at is None else at
+            else:
+                metrics.append(m)
+        metrics.insert(len(metrics) if at is None else at, timing)
+        response["Server-Timing"] = ", ".join(metrics)

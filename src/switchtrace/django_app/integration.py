@@ -74,10 +74,15 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
     except Exception:
         swallow("WSGI request attributes")
     try:
-        return wrapped(*args, **kwargs)
+        response = wrapped(*args, **kwargs)
     except BaseException:
         tracer.finish_request(record)
         raise
+    if record.at_headers is None and not record.finished:
+        # A handler whose own get_response bypasses BaseHandler's (the static
+        # files handler of runserver): the headers went out in the call.
+        _wsgi_headers(record, response)
+    return response
 
 
 def _wrap_get_response(wrapped, instance, args, kwargs):
@@ -86,12 +91,18 @@ def _wrap_get_response(wrapped, instance, args, kwargs):
     response = wrapped(*args, **kwargs)
     record = tracer.current_record()
     if record is not None and record.kind == tracer.WSGI and not record.finished:
-        try:
-            _at_headers(record, response)
-            _closing[response] = record
-        except Exception:
-            swallow("WSGI headers")
+        _wsgi_headers(record, response)
     return response
+
+
+def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
+    """The headers are sent: freeze the figures; the server's close of
+    ``response`` ends the record."""
+    try:
+        _at_headers(record, response)
+        _closing[response] = record
+    except Exception:
+        swallow("WSGI headers")
 
 
 def _wrap_response_close(wrapped, instance, args, kwargs):

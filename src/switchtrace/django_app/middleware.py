@@ -11,6 +11,7 @@ moment the headers are sent, so anything between here and there counts too.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -66,4 +67,13 @@ def _show(request: Any) -> bool:
     show = get_config().show_headers
     if show is True or show is False:
         return show
-    return bool(show(request))
+    shown = show(request)
+    if inspect.isawaitable(shown):
+        # The checks turn async callables away; a plain one returning an
+        # awaitable would otherwise show the headers to everyone.
+        if inspect.iscoroutine(shown):
+            shown.close()
+        raise TypeError(
+            "SWITCHTRACE['SHOW_HEADERS'] returned an awaitable; it must return True or False"
+        )
+    return bool(shown)

@@ -62,6 +62,9 @@ class ExportOptions:
 
     exporter: str = "file"
     endpoint: str | None = None
+    #: True when ``endpoint`` came from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:
+    #: OTLP/HTTP then posts to it as it is, without /v1/traces appended.
+    endpoint_is_traces_url: bool = False
     protocol: str = "http/protobuf"
     service_name: str = "django"
     file_path: str = "switchtrace-traces.jsonl"
@@ -86,9 +89,10 @@ def build_exporter(options: ExportOptions) -> SpanExporter | None:
                 return exporter_class()
             parts = urlsplit(options.endpoint)
             return exporter_class(endpoint=parts.netloc, insecure=parts.scheme != "https")
-        return _http_exporter_class()(
-            endpoint=traces_url(options.endpoint) if options.endpoint else None
-        )
+        endpoint = options.endpoint
+        if endpoint and not options.endpoint_is_traces_url:
+            endpoint = traces_url(endpoint)
+        return _http_exporter_class()(endpoint=endpoint or None)
     if options.exporter == "file":
         from .otlp_json import FileSpanExporter
 
