@@ -511,3 +511,138 @@ def test_an_executor_used_inside_code_bridged_elsewhere_claims_nothing():
     # crossing is seen to start.
     assert record.totals() == tracer.Figures(0, 0, 0, 2)
     assert record.crossings == []
+
+
+def test_a_call_cancelled_after_a_worker_took_it_counts_nothing():
+    """The caller gives up (its task is cancelled) while the call is queued;
+    a worker takes it in the loop iteration before asyncio passes the
+    cancellation on to the executor, so the bridged code runs anyway. The
+    caller counted no return, so its start is not counted either."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    release, ran = threading.Event(), threading.Event()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            first = asyncio.ensure_future(
+                sync_to_async(release.wait, thread_sensitive=False, executor=pool)()
+            )
+            await asyncio.sleep(0.01)
+            queued = asyncio.ensure_future(
+                sync_to_async(ran.set, thread_sensitive=False, executor=pool)()
+            )
+            await asyncio.sleep(0.01)
+            queued.cancel()
+
+            def free_the_worker():  # runs before the cancellation reaches the pool
+                release.set()
+                assert ran.wait(5)
+
+            loop.call_soon(free_the_worker)
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            await first
+        return record
+
+    record = asyncio.run(main())
+    pool.shutdown(wait=True)
+    assert ran.is_set()
+    # The first call, and the pool's thread; nothing of the cancelled one.
+    assert record.totals() == tracer.Figures(2, 2, 0, 1)
+    assert [c.func for c in record.crossings] == [release.wait]
+
+
+def test_loop_run_until_complete_from_sync_code_is_two_switches_without_a_hop():
+    with tracer.recording() as record:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(anoop())
+        finally:
+            loop.close()
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    [crossing] = record.crossings
+    assert crossing.mechanism == "loop.run_until_complete"
+    assert crossing.direction == "sync->async"
+    assert crossing.loop_created is True
+    assert crossing.loop_id == id(loop)
+    assert record.loop_creations[0].crossing is crossing
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_a_runner_counts_its_own_run_until_complete_calls_once_per_run():
+    """Runner.run, and Runner.close after the runs, call run_until_complete
+    (asyncio.run on Python 3.10 too, which the test above covers): one
+    crossing, two switches, per run."""
+    with tracer.recording() as record:
+        with asyncio.Runner() as runner:
+            runner.run(anoop())
+            runner.run(anoop())
+    assert record.totals() == tracer.Figures(4, 0, 1, 0)
+    assert [c.mechanism for c in record.crossings] == ["asyncio.run"] * 2
+
+
+def test_what_runs_in_run_in_executor_belongs_to_its_crossing():
+    """loop.run_in_executor does not hand the caller's context to the
+    worker: the crossing is made current there while the function runs."""
+
+    def sync_side():
+        async_to_sync(anoop)()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            await loop.run_in_executor(None, sync_side)
+        return record
+
+    record = asyncio.run(main())
+    offload, a2s = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (offload.mechanism, a2s.mechanism) == ("run_in_executor", "async_to_sync")
+    assert a2s.parent is offload
+    # Two switches each; the async_to_sync's loop and thread, and the
+    # thread of this new loop's default executor.
+    assert record.totals() == tracer.Figures(4, 4, 1, 2)
+    assert record.loop_creations[0].crossing is a2s
+
+
+def test_what_runs_in_to_thread_belongs_to_its_crossing():
+    seen = []
+
+    def sync_side():
+        seen.append(contextvars.copy_context())
+        async_to_sync(anoop)()
+
+    async def main():
+        with tracer.recording() as record:
+            await asyncio.to_thread(sync_side)
+        return record
+
+    record = asyncio.run(main())
+    to_thread, a2s = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert to_thread.mechanism == "asyncio.to_thread"
+    assert a2s.parent is to_thread
+    assert record.totals() == tracer.Figures(4, 4, 1, 2)  # as above
+    # The function ran in the caller's copied context, as asyncio.to_thread
+    # gives it, with the crossing current in it.
+    [context] = seen
+    assert dict(context)[tracer.patches.here] == (record, to_thread)
+
+
+def test_asyncio_run_in_bridged_code_owns_the_loop_it_runs_in():
+    """A sync view under ASGI calling asyncio.run: asyncio.Runner makes its
+    loop before its run() starts the crossing; the loop is still the
+    crossing's."""
+
+    def sync_view():
+        asyncio.run(anoop())
+
+    async def main():
+        with tracer.recording() as record:
+            await sync_to_async(sync_view)()
+        return record
+
+    record = asyncio.run(main())
+    s2a, run = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (run.mechanism, run.parent) == ("asyncio.run", s2a)
+    assert record.totals() == tracer.Figures(4, 2, 1, 0)
+    assert run.loop_created is True
+    assert record.loop_creations[0].crossing is run

@@ -34,8 +34,9 @@ bound by name. Every patch passes ``*args, **kwargs`` through untouched, except
 the executors' ``submit``, whose function (asgiref's private partial, or the
 request code's own function) is handed on inside a thin callable that notes
 where and when it starts. The five patches a crossing passes
-through are plain functions (see :class:`Fast` for why); the others are wrapt
-wrappers.
+through are plain functions (see :class:`Fast` for why), and so is the one on
+``run_until_complete``, which tells asyncio's own runners by its caller's
+frame; the others are wrapt wrappers.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -62,7 +64,10 @@ from .guard import swallow
 from .record import (
     ASYNC_TO_SYNC,
     ASYNCIO_RUN,
+    CLOSED,
     RUN_IN_EXECUTOR,
+    RUN_UNTIL_COMPLETE,
+    STARTED,
     SYNC_TO_ASYNC,
     TO_THREAD,
     Clock,
@@ -173,6 +178,7 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
             source = _threads_get(ident) or _thread()
             crossing = Crossing(SYNC_TO_ASYNC, self, self.func, source, current[1], clock())
             crossing.source_ident = ident
+            crossing.claims = []
             crossing.loop_id = id(_get_running_loop())
             token = _here_set((record, crossing))
         except Exception:
@@ -188,7 +194,9 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
                 if token is not None:
                     _here_reset(token)
                 crossing.return_ns = now = record.clock()
-                if crossing.start_ns is not None:
+                claims = crossing.claims
+                claims.append(CLOSED)  # type: ignore[union-attr]
+                if claims[0] is STARTED:  # type: ignore[index]
                     if crossing.end_ns is None:
                         crossing.end_ns = now
                     next(record._returned)
@@ -234,19 +242,28 @@ def _arrive(
     # which enters the copied context and runs the bridged code.
     __traceback_hide__ = True
     try:
-        # RequestRecord.start, written out (see its docstring).
-        crossing.start_ns = record.clock()
-        crossing.target_thread = target = _threads_get(_get_ident()) or _thread()
-        next(record._started)
-        if target is not crossing.source_thread:
-            next(record._hops_started)
-        if record.at_headers is not None:
-            crossing.before_headers = False
-        crossings = record.crossings
-        if len(crossings) < record.max_events:
-            crossings.append(crossing)
-        else:
-            next(record._dropped)
+        claims = crossing.claims
+        if record.finished:  # the request is over: what runs now is not part of it
+            counted = False
+        elif claims is None:
+            counted = True
+        else:  # not if the caller gave up (cancelled) before this call started
+            claims.append(STARTED)
+            counted = claims[0] is STARTED
+        if counted:
+            # RequestRecord.start, written out (see its docstring).
+            crossing.start_ns = record.clock()
+            crossing.target_thread = target = _threads_get(_get_ident()) or _thread()
+            next(record._started)
+            if target is not crossing.source_thread:
+                next(record._hops_started)
+            if record.at_headers is not None:
+                crossing.before_headers = False
+            crossings = record.crossings
+            if len(crossings) < record.max_events:
+                crossings.append(crossing)
+            else:
+                next(record._dropped)
     except Exception:
         swallow(f"{crossing.mechanism} start")
     if crossing.bridge is not None:
@@ -319,7 +336,28 @@ def _offload(
     crossing = Crossing(mechanism, None, target, _thread(), current, clock())
     crossing.executor_object = executor
     crossing.loop_id = id(_get_running_loop())
-    return functools.partial(_arrive, func, record, crossing)
+    here = (record, crossing)
+    if inner is None:
+        # run_in_executor runs the function in the worker thread's own
+        # context: the crossing is made current there while it runs, so that
+        # what the function does (a bridge, a loop, a thread) is recorded.
+        call: Any = functools.partial(_within, here, func)
+    else:
+        # asyncio.to_thread runs it in a copy of the caller's context, which
+        # holds the caller's crossing: this one is made current inside it.
+        call = functools.partial(func.func, _within, here, *func.args, **func.keywords)
+    return functools.partial(_arrive, call, record, crossing)
+
+
+def _within(here: Here, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func`` with ``here`` current in this context, then put back
+    what was there (the function sees its context as it was given)."""
+    __traceback_hide__ = True
+    token = _here_set(here)
+    try:
+        return func(*args, **kwargs)
+    finally:
+        _here_reset(token)
 
 
 def _to_thread_target(func: Any) -> Any:
@@ -473,11 +511,71 @@ def _claim_runner_loop(record: RequestRecord, runner: Any, crossing: Crossing) -
         loop = runner.get_loop()
     except RuntimeError:  # a closed runner: run() will say so itself
         return
+    _claim_loop(loop, crossing)
+
+
+def _claim_loop(loop: Any, crossing: Crossing) -> None:
+    """``crossing`` runs its code in ``loop``: if the loop was created for
+    the request ahead of it, the creation is this crossing's."""
     crossing.loop_id = id(loop)
     creation = _request_loops.pop(loop, None)
-    if creation is not None and creation.crossing is None:
+    if creation is not None and not crossing.loop_created:
         creation.crossing = crossing
         crossing.loop_created = True
+
+
+# -- loop.run_until_complete from synchronous code: same thread, a loop ---------
+
+
+def _asyncio_own_callers() -> frozenset[Any]:
+    """Code of asyncio's own runners, whose calls to run_until_complete are
+    part of the asyncio.run crossing (or of no crossing: Runner.close after
+    it)."""
+    runners = asyncio.runners
+    functions = [getattr(runners, "run", None), getattr(runners, "_cancel_all_tasks", None)]
+    runner = getattr(runners, "Runner", None)
+    if runner is not None:
+        functions += [vars(runner).get("run"), vars(runner).get("close")]
+    codes = (getattr(inspect.unwrap(f), "__code__", None) for f in functions if f is not None)
+    return frozenset(code for code in codes if code is not None)
+
+
+_ASYNCIO_OWN = _asyncio_own_callers()
+
+
+def _patch_run_until_complete(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def run_until_complete(self: Any, future: Any) -> Any:
+        # Runs on the calling synchronous thread, which becomes the loop's
+        # thread until the future is done.
+        __traceback_hide__ = True
+        current = _here_get()
+        if (
+            current is None
+            or current[0].finished
+            or _get_running_loop() is not None  # it raises: no switch
+            or sys._getframe(1).f_code in _ASYNCIO_OWN
+        ):
+            return original(self, future)
+        record = current[0]
+        crossing = token = None
+        try:
+            thread = _thread()
+            crossing = Crossing(RUN_UNTIL_COMPLETE, None, future, thread, current[1], clock())
+            _claim_loop(self, crossing)
+            token = _here_set((record, crossing))
+            record.start(crossing, thread)
+        except Exception:
+            swallow("run_until_complete call")
+        try:
+            result = original(self, future)
+        except BaseException as exc:
+            _return(record, crossing, token, exc)
+            raise
+        _return(record, crossing, token, None)
+        return result
+
+    return run_until_complete
 
 
 # -- event loops and threads created during a request --------------------------
@@ -504,7 +602,10 @@ def _wrap_loop_init(wrapped, instance, args, kwargs):
             )
         )
         creation = record.loop_created(id(instance), _thread(), cause, runs_in_it=runs_in_it)
-        if cause is None:
+        if not runs_in_it:
+            # Made ahead of the code that runs in it (asyncio.Runner's
+            # __enter__, new_event_loop() before run_until_complete): claimed
+            # by that crossing when it starts.
             _request_loops[instance] = creation
     except Exception:
         swallow("event loop creation")
@@ -560,6 +661,7 @@ def _targets() -> list[Target]:
         (ThreadPoolExecutor, "submit", Fast(_patch_submit)),
         (CurrentThreadExecutor, "submit", Fast(_patch_submit)),
         (asyncio.base_events.BaseEventLoop, "__init__", _wrap_loop_init),
+        (asyncio.base_events.BaseEventLoop, "run_until_complete", Fast(_patch_run_until_complete)),
         (threading.Thread, "start", _wrap_thread_start),
     ]
     runner = getattr(asyncio, "Runner", None)

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 SYNC_TO_ASYNC = "sync_to_async"
 ASYNC_TO_SYNC = "async_to_sync"
 ASYNCIO_RUN = "asyncio.run"
+#: ``loop.run_until_complete()`` called from synchronous code, outside
+#: asyncio.run (whose own calls to it are part of its crossing).
+RUN_UNTIL_COMPLETE = "loop.run_until_complete"
 TO_THREAD = "asyncio.to_thread"
 RUN_IN_EXECUTOR = "run_in_executor"
 
@@ -35,7 +38,11 @@ RUN_IN_EXECUTOR = "run_in_executor"
 LOOP_TO_THREAD = "async->sync"
 THREAD_TO_LOOP = "sync->async"
 
-_TO_LOOP = frozenset({ASYNC_TO_SYNC, ASYNCIO_RUN})
+#: What each side of a crossing appends to :attr:`Crossing.claims`.
+STARTED = "started"
+CLOSED = "closed"
+
+_TO_LOOP = frozenset({ASYNC_TO_SYNC, ASYNCIO_RUN, RUN_UNTIL_COMPLETE})
 
 # Kinds of request record.
 WSGI = "wsgi"
@@ -103,6 +110,7 @@ class Crossing:
         "before_headers",
         "bridge",
         "call_ns",
+        "claims",
         "description",
         "end_ns",
         "exception",
@@ -142,6 +150,13 @@ class Crossing:
         self.source_ident: int | None = None
         self.parent = parent
         self.call_ns = call_ns
+        #: Where the start and the return are noted on different threads
+        #: (sync_to_async: the executor's thread, the caller's loop), each
+        #: side appends to this list (an atomic step under the GIL), and the
+        #: one that comes first decides: the return is counted only if the
+        #: start came first, and a start that comes after the caller gave up
+        #: (a call cancelled after a worker took it) is not counted.
+        self.claims: list[object] | None = None
         self.start_ns: int | None = None
         self.end_ns: int | None = None
         self.return_ns: int | None = None
@@ -383,7 +398,12 @@ class RequestRecord:
         crossing.return_ns = now = self.clock()
         if exception is not None:
             crossing.exception = type(exception).__qualname__
-        if crossing.start_ns is None:
+        claims = crossing.claims
+        if claims is not None:
+            claims.append(CLOSED)
+            if claims[0] is not STARTED:
+                return
+        elif crossing.start_ns is None:
             return
         if crossing.end_ns is None:
             crossing.end_ns = now
