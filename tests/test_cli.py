@@ -251,7 +251,10 @@ def test_explain_bad_input(args, environ, message, tmp_path):
 
     extra = {**environ}
     if environ:
-        extra["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(EXAMPLE)])
+        # The inherited PYTHONPATH kept: it may name the checkout under test.
+        extra["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")]
+        )
     command = [SCRIPT, *args]
     env = {**os.environ, "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl"), **extra}
     if not environ:

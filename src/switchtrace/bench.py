@@ -303,14 +303,17 @@ class Servers:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"{server} server exited with {process.returncode}")
+                raise RuntimeError(
+                    f"the {server.upper()} server ({command[2]}) exited with status "
+                    f"{process.returncode} before answering (its own output is above)"
+                )
             try:
                 asyncio.run(_http_load("127.0.0.1", port, "/sync/", 1, 1))
                 return process, port
             except OSError:
                 time.sleep(0.1)
         process.kill()
-        raise RuntimeError(f"{server} server did not start within 30 s")
+        raise RuntimeError(f"the {server.upper()} server ({command[2]}) did not answer within 30 s")
 
     def close(self) -> None:
         for process, _port in self._servers.values():
@@ -527,12 +530,24 @@ class BadBaseline(Exception):
 
 
 def load_baseline(path: str) -> dict[str, Any]:
+    """The baseline of ``--compare``, checked whole (every field the comparison
+    reads, with its type) before anything is measured; BadBaseline names the
+    file, the cell and the field."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_bytes())
     except FileNotFoundError:
-        raise BadBaseline(f"--compare: {path} does not exist")
-    except (OSError, ValueError) as exc:
-        raise BadBaseline(f"--compare: {path} is not a JSON file ({exc})")
+        raise BadBaseline(f"--compare: {path} does not exist") from None
+    except IsADirectoryError:
+        raise BadBaseline(
+            f"--compare: {path} is a directory; allowed: a file written by "
+            "'switchtrace bench --json'"
+        ) from None
+    except OSError as exc:
+        raise BadBaseline(f"--compare: {path} cannot be read ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise BadBaseline(f"--compare: {path} is not a JSON file (nested too deeply)") from None
+    except ValueError as exc:
+        raise BadBaseline(f"--compare: {path} is not a JSON file ({exc})") from None
     if (
         not isinstance(data, dict)
         or data.get("format") != FORMAT_VERSION
@@ -543,7 +558,71 @@ def load_baseline(path: str) -> dict[str, Any]:
             f"--compare: {path} is not a result of 'switchtrace bench --json' "
             f"(expected an object with format {FORMAT_VERSION}, mode 'matrix' and a cells list)"
         )
+    for index, cell in enumerate(data["cells"]):
+        _check_cell(f"--compare: {path}: cell {index}", cell)
     return data
+
+
+STAT = "an object of numbers median, min and max"
+
+
+def _check_cell(where: str, cell: Any) -> None:
+    if not isinstance(cell, dict):
+        raise BadBaseline(
+            f"{where} is {_kind(cell)}; allowed: an object with server, endpoint, variant, "
+            "seq_us and req_per_s"
+        )
+    for field in ("server", "endpoint", "variant"):
+        if not isinstance(cell.get(field), str):
+            raise BadBaseline(f"{where}: {_field(cell, field)}; allowed: a string")
+    where += f" ({cell['server']} {cell['variant']} {cell['endpoint']})"
+    if cell.get("seq_us") is not None or "seq_us" not in cell:
+        _check_stat(where, cell, "seq_us", "null or " + STAT)
+    if not isinstance(cell.get("req_per_s"), dict):
+        raise BadBaseline(
+            f"{where}: {_field(cell, 'req_per_s')}; allowed: an object of concurrency level: "
+            + STAT
+        )
+    for level in cell["req_per_s"]:
+        if not (level.isascii() and level.isdigit() and level.strip("0")):
+            raise BadBaseline(
+                f"{where}: req_per_s has the key {level!r}; allowed: a concurrency level "
+                "(a positive integer)"
+            )
+        _check_stat(where, cell["req_per_s"], level, STAT, f"req_per_s.{level}")
+
+
+def _check_stat(
+    where: str, holder: dict[str, Any], key: str, allowed: str, name: str | None = None
+) -> None:
+    name = name or key
+    stat = holder.get(key)
+    if not isinstance(stat, dict):
+        raise BadBaseline(f"{where}: {_field(holder, key, name)}; allowed: {allowed}")
+    for part in ("median", "min", "max"):
+        value = stat.get(part)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadBaseline(f"{where}: {_field(stat, part, f'{name}.{part}')}; allowed: a number")
+
+
+def _field(holder: dict[str, Any], key: str, name: str | None = None) -> str:
+    name = name or key
+    if key not in holder:
+        return f"field {name} is missing"
+    return f"field {name} is {_kind(holder[key])}"
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's kind, as the file says it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def compare(current: dict[str, Any], baseline: dict[str, Any], tolerance: float = 0.0) -> list[str]:
@@ -774,6 +853,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return 2
     if args.warmup < 0:
         parser.error(f"argument --warmup: invalid value {args.warmup}; allowed: 0 or more")
+    if args.driver == "server":
+        missing = missing_servers()
+        if missing:
+            print(
+                f"switchtrace bench: error: --driver server needs uvicorn and gunicorn; "
+                f"missing: {', '.join(missing)} (pip install uvicorn gunicorn, or --driver "
+                "in-process)",
+                file=sys.stderr,
+            )
+            return 2
     project = example.find_project(args.project)
     example.setup(project)
     import django
@@ -817,9 +906,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "driver": driver.name,
             "cells": measure(args, driver, progress),
         }
+    except RuntimeError as exc:  # a server that does not start, or answers 5xx
+        failure: RuntimeError | None = exc
+    else:
+        failure = None
     finally:
         progress.close()
         driver.close()
+    if failure is not None:
+        print(f"switchtrace bench: error: {failure}", file=sys.stderr)
+        return 1
     _emit(results, args, render)
     if baseline is not None:
         slower = compare(results, baseline, args.tolerance)
@@ -828,6 +924,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if slower:
             return 1
     return 0
+
+
+def missing_servers() -> list[str]:
+    """The servers of ``--driver server`` that are not installed."""
+    from importlib.util import find_spec
+
+    return [name for name in ("uvicorn", "gunicorn") if find_spec(name) is None]
 
 
 def _emit(results: dict[str, Any], args: argparse.Namespace, renderer: Any) -> None:

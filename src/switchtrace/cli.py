@@ -1,7 +1,10 @@
 """The ``switchtrace`` command (also ``python -m switchtrace``).
 
-Bad arguments get one line naming what is wrong and what is allowed, and
-exit status 2; never a traceback.
+Bad input (arguments, the files they name, DJANGO_SETTINGS_MODULE and the
+settings) gets one line naming what is wrong and what is allowed, and exit
+status 2; an error of the project's own code (a view raising under
+``explain --measure``) one line naming the exception and where, and exit
+status 1; never a traceback.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from .example import ProjectNotFound
+    from .example import ProjectNotFound, SetupError
 
     try:
         if args.command == "demo":
@@ -78,30 +81,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProjectNotFound as exc:
         print(f"switchtrace {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except SetupError as exc:
+        print(f"switchtrace {args.command}: error: {exc}", file=sys.stderr)
+        return exc.status
     except KeyboardInterrupt:
         return 130
 
 
 def _explain(args: argparse.Namespace) -> int:
     import os
+    from pathlib import Path
 
-    from .example import find_project, setup
-
-    if os.environ.get("DJANGO_SETTINGS_MODULE"):
-        if args.project:
-            sys.path.insert(0, args.project)
-        import django
-
-        django.setup()
-    else:
-        setup(find_project(args.project))
-    from .django_app.explain import ExplainError, render
+    from .example import find_project, setup, setup_django
 
     if args.measure and not args.url:
         print("switchtrace explain: error: --measure needs --url", file=sys.stderr)
         return 2
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        if args.project:
+            if not Path(args.project).is_dir():
+                print(
+                    f"switchtrace explain: error: --project {args.project} is not a directory; "
+                    "allowed: a directory to put on sys.path, holding the package of "
+                    "DJANGO_SETTINGS_MODULE",
+                    file=sys.stderr,
+                )
+                return 2
+            sys.path.insert(0, args.project)
+        setup_django()
+    else:
+        setup(find_project(args.project))
+    from .django_app.explain import ApplicationError, ExplainError, render
+
     try:
         return render(args.url, args.measure, sys.stdout)
+    except ApplicationError as exc:
+        sys.stdout.flush()
+        print(f"switchtrace explain: error: {exc}", file=sys.stderr)
+        return 1
     except ExplainError as exc:
         print(f"switchtrace explain: error: {exc}", file=sys.stderr)
         return 2

@@ -47,15 +47,98 @@ def find_project(explicit: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
+class SetupError(Exception):
+    """Django could not be set up. ``status`` 2: the configuration is wrong
+    (the settings module cannot be imported, Django rejects the settings);
+    1: the project's own code raised (an AppConfig.ready())."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def setup(project: Path, settings_module: str = "project.settings") -> None:
-    """Configure Django with the example project's settings (once per process)."""
+    """Configure Django with the example project's settings (once per process);
+    a DJANGO_SETTINGS_MODULE of the environment wins. SetupError if it fails."""
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):  # unset or empty
+        os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     os.environ.setdefault("SWITCHTRACE_EXAMPLE_MIDDLEWARE", "shipped")
-    import django
+    setup_django()
 
-    django.setup()
+
+def setup_django() -> None:
+    """django.setup() for the module DJANGO_SETTINGS_MODULE names, every
+    failure a SetupError naming what went wrong and where (no traceback)."""
+    import importlib
+
+    name = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    what = f"DJANGO_SETTINGS_MODULE={name!r}"
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise SetupError(
+            f"{what} is not a dotted module name; allowed: the dotted name of an importable "
+            "settings module, e.g. mysite.settings"
+        )
+    try:
+        # Imported here first, so that its failures are told apart from Django's.
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise SetupError(
+                f"{what}: no module named {exc.name!r} on the Python path; allowed: the dotted "
+                "name of an importable settings module (add its directory with --project or "
+                "PYTHONPATH)"
+            ) from None
+        raise SetupError(f"{what} cannot be imported: {describe_error(exc)}") from None
+    except SystemExit as exc:  # a settings module refusing its environment
+        said = f"exited with status {exc.code}" if isinstance(exc.code, int) else exc.code
+        raise SetupError(f"{what} cannot be imported: {said}") from None
+    except Exception as exc:
+        raise SetupError(f"{what} cannot be imported: {describe_error(exc)}") from None
+    import django
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        django.setup()
+    except (ImproperlyConfigured, ImportError, SyntaxError) as exc:
+        raise SetupError(f"Django rejects the settings of {what}: {describe_error(exc)}") from None
+    except Exception as exc:
+        raise SetupError(
+            f"django.setup() raised with {what}: {describe_error(exc)}", status=1
+        ) from None
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the exception's class and message, and where it was raised
+    (the innermost frame of real source: importlib's frozen ones are skipped)."""
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    text = f"{name}: {exc}" if str(exc) else name
+    if isinstance(exc, SyntaxError):  # its message names the file and line
+        return text
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith("<"):
+            where = (filename, tb.tb_lineno, tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    if where is None:
+        return text
+    filename, line, function = where
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:  # another drive
+        relative = filename
+    if not relative.startswith(".."):
+        filename = relative
+    inside = "" if function == "<module>" else f", in {function}"
+    return f"{text} ({filename}, line {line}{inside})"
 
 
 @contextlib.contextmanager

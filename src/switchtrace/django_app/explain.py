@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, TextIO
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from ..example import describe_error
 from .predict import Prediction, predict
 
 CASES = (("asgi", False), ("asgi", True), ("wsgi", False), ("wsgi", True))
@@ -20,12 +22,44 @@ class ExplainError(Exception):
     """Bad input: a message naming what is wrong."""
 
 
-def check_middleware(paths: list[str]) -> None:
+class ApplicationError(ExplainError):
+    """The project's own code raised (a view, while measured): a message naming
+    the exception and where it was raised."""
+
+
+def check_middleware(paths: Any) -> list[str]:
+    if isinstance(paths, str) or not isinstance(paths, (list, tuple)):
+        raise ExplainError(
+            f"MIDDLEWARE must be a list of dotted paths; it is a {type(paths).__name__}"
+        )
     for path in paths:
+        if not isinstance(path, str):
+            raise ExplainError(
+                f"MIDDLEWARE entry {path!r} is a {type(path).__name__}; allowed: the dotted "
+                "path of a middleware, as a string"
+            )
         try:
             import_string(path)
         except ImportError as exc:
             raise ExplainError(f"MIDDLEWARE entry {path!r} cannot be imported: {exc}") from None
+        except Exception as exc:  # its module raised something else on import
+            raise ExplainError(
+                f"MIDDLEWARE entry {path!r} cannot be imported: {describe_error(exc)}"
+            ) from None
+    return list(paths)
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(the path to resolve, percent-decoded as Django decodes it; the URL to
+    request: that path with its query string) of ``url``, or an ExplainError
+    if it is not a path."""
+    if not url.startswith("/") or url.startswith("//"):
+        raise ExplainError(
+            f"--url {url!r} is not a path; allowed: a path of the project beginning with "
+            "'/', optionally with a query string, e.g. /sync/ or /search/?q=x"
+        )
+    parts = urlsplit(url)
+    return unquote(parts.path), parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def view_kind(url: str) -> tuple[bool, str]:
@@ -33,10 +67,18 @@ def view_kind(url: str) -> tuple[bool, str]:
     from asgiref.sync import iscoroutinefunction
     from django.urls import Resolver404, resolve
 
+    path, _target = split_url(url)
+    urlconf = getattr(settings, "ROOT_URLCONF", None)
+    if not urlconf:
+        raise ExplainError("--url needs the settings' ROOT_URLCONF, which is not set")
     try:
-        match = resolve(url)
+        match = resolve(path)
     except Resolver404:
         raise ExplainError(f"the URL {url!r} does not resolve to a view") from None
+    except Exception as exc:  # the URLconf (or a module it imports) does not import
+        raise ExplainError(
+            f"ROOT_URLCONF {urlconf!r} cannot be loaded: {describe_error(exc)}"
+        ) from None
     func = match.func
     view_class = getattr(func, "view_class", None)
     is_async = bool(getattr(view_class, "view_is_async", False)) or iscoroutinefunction(func)
@@ -44,24 +86,33 @@ def view_kind(url: str) -> tuple[bool, str]:
 
 
 def measure(server: str, url: str) -> Any:
-    """One request through Django's test client (AsyncClient for ASGI)."""
+    """One request through Django's test client (AsyncClient for ASGI); what
+    the project raises while serving it, an ApplicationError."""
     from django.test import AsyncClient, Client
 
     from ..testing import record_requests
 
     with record_requests() as records:
-        if server == "asgi":
-            asyncio.run(AsyncClient().get(url))
-        else:
-            Client().get(url)
+        try:
+            if server == "asgi":
+                asyncio.run(AsyncClient().get(url))
+            else:
+                Client().get(url)
+        except Exception as exc:
+            raise ApplicationError(
+                f"GET {url} under {server.upper()} raised {describe_error(exc)}"
+            ) from None
+    if not records:
+        raise ApplicationError(f"GET {url} under {server.upper()} was not recorded")
     return records[-1]
 
 
 def render(url: str | None, do_measure: bool, out: TextIO) -> int:
-    paths = list(settings.MIDDLEWARE)
-    check_middleware(paths)
+    paths = check_middleware(settings.MIDDLEWARE)
     cases: list[tuple[str, bool]] = list(CASES)
+    target = None
     if url is not None:
+        _path, target = split_url(url)
         is_async, name = view_kind(url)
         cases = [("asgi", is_async), ("wsgi", is_async)]
         out.write(f"{url} → {name} ({'async' if is_async else 'sync'} view)\n")
@@ -70,8 +121,7 @@ def render(url: str | None, do_measure: bool, out: TextIO) -> int:
         prediction = predict(server, is_async, paths)
         _render_case(prediction, out)
         if do_measure:
-            target = url or ("/" if url is None else url)
-            if url is None:
+            if target is None:
                 out.write("  measured: pass --url to measure a request of this kind\n")
             else:
                 record = measure(server, target)

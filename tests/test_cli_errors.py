@@ -1,0 +1,316 @@
+"""The switchtrace command on bad input and on the project's own errors, run
+as users run it (``python -m switchtrace`` in a subprocess): bad input
+(arguments, the files they name, DJANGO_SETTINGS_MODULE and the settings)
+gets one line naming what is wrong and what is allowed, and exit status 2;
+the project's code raising, one line naming the exception and where, and exit
+status 1. Never a traceback. Nothing here runs a benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from switchtrace import bench, cli
+
+from .conftest import EXAMPLE, ROOT
+
+# Modules of a project of the test's own, in tmp_path/site.
+SITE = {
+    "plain_settings.py": (
+        'SECRET_KEY = "x"\nALLOWED_HOSTS = ["*"]\nROOT_URLCONF = "plain_urls"\n'
+        "INSTALLED_APPS = []\nMIDDLEWARE = []\n"
+    ),
+    "plain_urls.py": (
+        "from django.http import HttpResponse\n"
+        "from django.urls import path\n"
+        "\n"
+        "\n"
+        "def query(request):\n"
+        '    if request.GET.get("a") != "1":\n'
+        '        raise LookupError("no a=1 in the query string")\n'
+        '    return HttpResponse("ok")\n'
+        "\n"
+        "\n"
+        'urlpatterns = [path("q/", query), path("a-b/", query)]\n'
+    ),
+    "raising_settings.py": 'raise RuntimeError("settings bug")\n',
+    "syntax_settings.py": "SECRET_KEY = \n",
+    "string_mw_settings.py": (
+        'from plain_settings import *\nMIDDLEWARE = "django.middleware.common.CommonMiddleware"\n'
+    ),
+    "raising_mw.py": 'raise ValueError("middleware bug")\n',
+    "raising_mw_settings.py": (
+        'from plain_settings import *\nMIDDLEWARE = ["raising_mw.Middleware"]\n'
+    ),
+    "raising_urls.py": 'raise RuntimeError("urls bug")\n',
+    "raising_urls_settings.py": 'from plain_settings import *\nROOT_URLCONF = "raising_urls"\n',
+    "ready_app.py": (
+        "from django.apps import AppConfig\n"
+        "\n"
+        "\n"
+        "class ReadyConfig(AppConfig):\n"
+        '    name = "ready_app"\n'
+        "\n"
+        "    def ready(self):\n"
+        '        raise RuntimeError("ready bug")\n'
+    ),
+    "ready_settings.py": (
+        'from plain_settings import *\nINSTALLED_APPS = ["ready_app.ReadyConfig"]\n'
+    ),
+    "missing_app_settings.py": ('from plain_settings import *\nINSTALLED_APPS = ["shop"]\n'),
+}
+
+
+def switchtrace(args: list[str], tmp_path: Path, **environ: str) -> subprocess.CompletedProcess:
+    """``python -m switchtrace ARGS`` in tmp_path, with tmp_path/site, the
+    repository (tests.settings) and the example project importable."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    for name, text in SITE.items():
+        (site / name).write_text(text)
+    env = {
+        **os.environ,
+        "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "traces.jsonl"),
+        "SWITCHTRACE_EXAMPLE_DB": str(tmp_path / "db.sqlite3"),
+        "PYTHONPATH": os.pathsep.join(
+            [str(site), str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(environ)
+    return subprocess.run(
+        [sys.executable, "-m", "switchtrace", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def one_line(out: subprocess.CompletedProcess, status: int) -> str:
+    assert out.returncode == status, out.stderr
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+EXPLAIN_BAD_INPUT = [
+    # The reviewer's: the settings' package on no path, --project no directory.
+    (["--project", "nonexistent"], {"DJANGO_SETTINGS_MODULE": "project.settings"},
+     "switchtrace explain: error: --project nonexistent is not a directory; allowed: a "
+     "directory to put on sys.path"),
+    (["--project", "site/plain_urls.py"], {"DJANGO_SETTINGS_MODULE": "plain_settings"},
+     "--project site/plain_urls.py is not a directory"),
+    ([], {"DJANGO_SETTINGS_MODULE": "nope.settings"},
+     "switchtrace explain: error: DJANGO_SETTINGS_MODULE='nope.settings': no module named "
+     "'nope' on the Python path; allowed: the dotted name of an importable settings module"),
+    ([], {"DJANGO_SETTINGS_MODULE": "/srv/app/settings.py"},
+     "DJANGO_SETTINGS_MODULE='/srv/app/settings.py' is not a dotted module name; allowed: the "
+     "dotted name of an importable settings module, e.g. mysite.settings"),
+    ([], {"DJANGO_SETTINGS_MODULE": ".settings"},
+     "DJANGO_SETTINGS_MODULE='.settings' is not a dotted module name"),
+    ([], {"DJANGO_SETTINGS_MODULE": "raising_settings"},
+     "DJANGO_SETTINGS_MODULE='raising_settings' cannot be imported: RuntimeError: settings bug "
+     f"(site{os.sep}raising_settings.py, line 1)"),
+    ([], {"DJANGO_SETTINGS_MODULE": "syntax_settings"},
+     "DJANGO_SETTINGS_MODULE='syntax_settings' cannot be imported: SyntaxError: invalid syntax "
+     "(syntax_settings.py, line 1)"),
+    ([], {"DJANGO_SETTINGS_MODULE": "missing_app_settings"},
+     "Django rejects the settings of DJANGO_SETTINGS_MODULE='missing_app_settings': "
+     "ModuleNotFoundError: No module named 'shop'"),
+    # The example project's settings refuse a variant they do not know (SystemExit).
+    ([], {"SWITCHTRACE_EXAMPLE_MIDDLEWARE": "fast"},
+     "DJANGO_SETTINGS_MODULE='project.settings' cannot be imported: "
+     "SWITCHTRACE_EXAMPLE_MIDDLEWARE='fast': allowed are shipped, sync-only, none"),
+    ([], {"DJANGO_SETTINGS_MODULE": "string_mw_settings"},
+     "switchtrace explain: error: MIDDLEWARE must be a list of dotted paths; it is a str"),
+    ([], {"DJANGO_SETTINGS_MODULE": "raising_mw_settings"},
+     "MIDDLEWARE entry 'raising_mw.Middleware' cannot be imported: ValueError: middleware bug "
+     f"(site{os.sep}raising_mw.py, line 1)"),
+    (["--url", "/q/"], {"DJANGO_SETTINGS_MODULE": "raising_urls_settings"},
+     "ROOT_URLCONF 'raising_urls' cannot be loaded: RuntimeError: urls bug "
+     f"(site{os.sep}raising_urls.py, line 1)"),
+    (["--url", "sync/"], {},
+     "switchtrace explain: error: --url 'sync/' is not a path; allowed: a path of the project "
+     "beginning with '/', optionally with a query string, e.g. /sync/ or /search/?q=x"),
+    (["--url", "http://testserver/sync/"], {},
+     "--url 'http://testserver/sync/' is not a path"),
+    (["--url", "//testserver/sync/"], {}, "--url '//testserver/sync/' is not a path"),
+    (["--url", ""], {}, "--url '' is not a path"),
+    (["--url", "/nowhere/?a=1"], {},
+     "switchtrace explain: error: the URL '/nowhere/?a=1' does not resolve to a view"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "environ", "message"), EXPLAIN_BAD_INPUT)
+def test_explain_bad_input_is_one_line_and_exit_status_2(args, environ, message, tmp_path):
+    out = switchtrace(["explain", *args], tmp_path, **environ)
+    assert message in one_line(out, 2)
+    assert out.stdout == ""
+
+
+def test_explain_a_view_that_raises_is_one_line_and_exit_status_1(tmp_path):
+    out = switchtrace(
+        ["explain", "--url", "/raise/", "--measure"], tmp_path,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+    )  # fmt: skip
+    line = one_line(out, 1)
+    assert line.startswith(
+        "switchtrace explain: error: GET /raise/ under ASGI raised tests.views.ViewError: "
+        "raised by the view ("
+    )
+    assert line.endswith(f"tests{os.sep}views.py, line 22, in raising_view)")
+    assert "ASGI, sync view" in out.stdout  # the prediction came before
+
+
+def test_explain_an_app_ready_that_raises_is_exit_status_1(tmp_path):
+    out = switchtrace(["explain"], tmp_path, DJANGO_SETTINGS_MODULE="ready_settings")
+    assert one_line(out, 1) == (
+        "switchtrace explain: error: django.setup() raised with "
+        "DJANGO_SETTINGS_MODULE='ready_settings': RuntimeError: ready bug "
+        f"(site{os.sep}ready_app.py, line 8, in ready)"
+    )
+
+
+@pytest.mark.parametrize("url", ["/q/?a=1", "/a%2Db/?a=1#top"])
+def test_explain_url_with_a_query_string(url, tmp_path):
+    """The query string is split off to resolve (and the path percent-decoded,
+    as Django does), and kept for the measured request: the view raises
+    without it."""
+    out = switchtrace(
+        ["explain", "--url", url, "--measure"], tmp_path, DJANGO_SETTINGS_MODULE="plain_settings"
+    )
+    assert (out.returncode, out.stderr) == (0, "")
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"{url} → query (sync view)"
+    measured = [line for line in lines if line.startswith("  measured: ")]
+    assert len(measured) == 2
+    assert all(line.endswith(" loops (as predicted)") for line in measured)
+
+
+def test_explain_url_without_the_query_string_the_view_needs(tmp_path):
+    out = switchtrace(
+        ["explain", "--url", "/q/", "--measure"], tmp_path, DJANGO_SETTINGS_MODULE="plain_settings"
+    )
+    assert one_line(out, 1) == (
+        "switchtrace explain: error: GET /q/ under ASGI raised LookupError: no a=1 in the query "
+        f"string (site{os.sep}plain_urls.py, line 7, in query)"
+    )
+
+
+def test_demo_bad_settings_module(tmp_path):
+    out = switchtrace(["demo"], tmp_path, DJANGO_SETTINGS_MODULE="nope.settings")
+    assert one_line(out, 2) == (
+        "switchtrace demo: error: DJANGO_SETTINGS_MODULE='nope.settings': no module named 'nope' "
+        "on the Python path; allowed: the dotted name of an importable settings module (add its "
+        "directory with --project or PYTHONPATH)"
+    )
+
+
+def stat(value):
+    return {"median": value, "min": value, "max": value}
+
+
+def good_cell(**fields):
+    return {"server": "asgi", "endpoint": "/sync/", "variant": "shipped",
+            "seq_us": stat(100), "req_per_s": {"50": stat(1000)}, **fields}  # fmt: skip
+
+
+def matrix(*cells):
+    return json.dumps({"format": 1, "mode": "matrix", "cells": list(cells)})
+
+
+BAD_BASELINES = [
+    # The reviewer's: it passed the first look and failed after the benchmark.
+    ('{"format":1,"mode":"matrix","cells":[{"seq_us":5}]}',
+     "--compare: base.json: cell 0: field server is missing; allowed: a string"),
+    (matrix(good_cell(), 7), "--compare: base.json: cell 1 is the number 7; allowed: an object"),
+    (matrix(good_cell(endpoint=["/sync/"])),
+     "--compare: base.json: cell 0: field endpoint is a list; allowed: a string"),
+    (matrix(good_cell(seq_us=5)),
+     "--compare: base.json: cell 0 (asgi shipped /sync/): field seq_us is the number 5; "
+     "allowed: null or an object of numbers median, min and max"),
+    (matrix(good_cell(seq_us={"median": 1, "min": 1})),
+     "cell 0 (asgi shipped /sync/): field seq_us.max is missing; allowed: a number"),
+    (matrix(good_cell(seq_us={"median": 1, "min": True, "max": 1})),
+     "cell 0 (asgi shipped /sync/): field seq_us.min is a boolean; allowed: a number"),
+    (matrix(good_cell(), {k: v for k, v in good_cell().items() if k != "req_per_s"}),
+     "cell 1 (asgi shipped /sync/): field req_per_s is missing; allowed: an object of "
+     "concurrency level: an object of numbers median, min and max"),
+    (matrix(good_cell(req_per_s={"many": stat(1)})),
+     "cell 0 (asgi shipped /sync/): req_per_s has the key 'many'; allowed: a concurrency level "
+     "(a positive integer)"),
+    (matrix(good_cell(req_per_s={"50": {"median": "fast", "min": 1, "max": 1}})),
+     "cell 0 (asgi shipped /sync/): field req_per_s.50.median is the string 'fast'; "
+     "allowed: a number"),
+    ('{"format": 1, "mode": "matrix", "cells": [', "--compare: base.json is not a JSON file ("),
+    ("[" * 100_000, "--compare: base.json is not a JSON file (nested too deeply)"),
+    (b"\xff\xfe\x00", "--compare: base.json is not a JSON file ("),
+    (None, "--compare: base.json is a directory; allowed: a file written by 'switchtrace "
+     "bench --json'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("content", "message"), BAD_BASELINES)
+def test_bad_baseline_is_rejected_before_anything_runs(content, message, tmp_path):
+    """Checked whole before the benchmark: the (missing) example project is
+    not even looked for, so that nothing could have been measured."""
+    base = tmp_path / "base.json"
+    if content is None:
+        base.mkdir()
+    elif isinstance(content, bytes):
+        base.write_bytes(content)
+    else:
+        base.write_text(content)
+    args = ["bench", "--compare", "base.json", "--project", "nowhere", "--servers", "wsgi",
+            "--endpoints", "/sync/", "--variants", "none", "--concurrency", "1",
+            "--requests", "1", "--rounds", "1", "--warmup", "0"]  # fmt: skip
+    out = switchtrace(args, tmp_path)
+    line = one_line(out, 2)
+    assert line.startswith("switchtrace bench: error: ")
+    assert message in line
+    assert out.stdout == ""
+
+
+def test_a_good_baseline_passes_the_check(tmp_path):
+    base = tmp_path / "base.json"
+    base.write_text(matrix(good_cell(), good_cell(seq_us=None, req_per_s={})))
+    assert len(bench.load_baseline(str(base))["cells"]) == 2
+
+
+def test_server_driver_without_its_servers(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "missing_servers", lambda: ["uvicorn"])
+    assert cli.main(["bench", "--driver", "server", "--project", "nowhere"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "switchtrace bench: error: --driver server needs uvicorn and gunicorn; missing: uvicorn "
+        "(pip install uvicorn gunicorn, or --driver in-process)\n"
+    )
+
+
+@pytest.mark.skipif(bench.missing_servers() != [], reason="needs uvicorn and gunicorn")
+def test_server_driver_a_server_that_does_not_start(tmp_path):
+    """The project's WSGI application raises on import: gunicorn exits, and the
+    bench says so in one line (gunicorn's own output comes before), exit 1."""
+    package = tmp_path / "broken" / "project"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text('SECRET_KEY = "x"\nINSTALLED_APPS = []\n')
+    (package / "asgi.py").write_text('raise RuntimeError("asgi bug")\n')
+    (package / "wsgi.py").write_text('raise RuntimeError("wsgi bug")\n')
+    args = ["bench", "--driver", "server", "--project", "broken", "--endpoints", "/sync/",
+            "--variants", "none", "--concurrency", "1", "--requests", "1", "--rounds", "1",
+            "--warmup", "0"]  # fmt: skip
+    out = switchtrace(args, tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("switchtrace bench: error: the WSGI server (gunicorn) exited with status ")
+    )
+    assert out.stderr.strip().endswith(" before answering (its own output is above)")
+    assert "switchtrace/bench.py" not in out.stderr  # no traceback of ours
