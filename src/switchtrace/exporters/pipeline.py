@@ -269,15 +269,18 @@ class SpanPipeline:
         """The record's spans: encoded, when the pipeline encodes them (to be
         exported in a batch), else handed to the SDK here."""
         server_span = record.extra.get("otel.server_span")
-        if self.own_provider and server_span is None:
+        if self.own_provider:
+            # Under our request span, or under the application's server span
+            # (its trace, the crossings its children) when one was active.
             if self.writer is None and self.processor is None:
                 return []
             planned = plan_spans(
                 record,
                 sampler=self.provider.sampler,
                 ids=self.provider.id_generator,
-                parent=self._parent_of(record),
+                parent=None if server_span is not None else self._parent_of(record),
                 resolve=self.resolve,
+                server_span=server_span,
             )
             if planned is None:
                 return []
