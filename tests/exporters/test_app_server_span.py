@@ -42,7 +42,7 @@ def serve_under_an_application_server_span(settings):
         assert pipeline.own_provider
         server_span = asyncio.run(instrumented(asgi))
         assert pipeline.flush(10)
-        assert (pipeline.records, pipeline.dropped) == (1, 0)
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 0, 0)
     [app_span] = app_exporter.get_finished_spans()
     assert app_span.attributes["switchtrace.context_switches"] == 32
     assert app_span.attributes["switchtrace.context_switches_before_headers"] == 30
