@@ -186,6 +186,11 @@ class FileSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
+    def _at_fork_reinit(self) -> None:
+        """In a forked child: the lock may have been held by the parent's
+        export thread at the fork, which the child does not have."""
+        self._lock = threading.Lock()
+
     def shutdown(self) -> None:
         return None
 

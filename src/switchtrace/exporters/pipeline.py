@@ -16,6 +16,10 @@ When the queue is full the record's spans are dropped and counted, never
 waited for: a slow or absent collector costs the application nothing. Spans
 an export fails to deliver are counted too (:attr:`SpanPipeline.failed`), and
 both are logged at most once a minute.
+
+A process forked from one with pipelines (a pre-forking server) gets a new
+thread for each pipeline that is in use and not shut down, and for no other:
+one module-level at-fork hook, holding the pipelines weakly.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -213,7 +218,7 @@ class SpanPipeline:
         self._scope = InstrumentationScope("switchtrace", __version__)
         self._propagator = TraceContextTextMapPropagator()
         self._start_worker()
-        os.register_at_fork(after_in_child=self._start_worker)
+        _pipelines.add(self)
         atexit.register(self.shutdown)
 
     # -- on the request's path (cheap) ----------------------------------------
@@ -245,6 +250,15 @@ class SpanPipeline:
         self._queue: queue.Queue[Any] = queue.Queue(self.options.queue_size)
         self._worker = threading.Thread(target=self._run, name="switchtrace-spans", daemon=True)
         self._worker.start()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: the parent's thread is gone; a new one, a new
+        queue (the parent's records are the parent's), and locks that the
+        parent's thread may have held at the fork released."""
+        reinit = getattr(self.exporter, "_at_fork_reinit", None)
+        if callable(reinit):
+            reinit()
+        self._start_worker()
 
     def _run(self) -> None:
         # The pipeline's own thread: lays out spans one record at a time and,
@@ -409,6 +423,7 @@ class SpanPipeline:
         (an export hanging, a queue too long) is counted as lost, and the
         thread stops as soon as it is free (a daemon thread meanwhile)."""
         atexit.unregister(self.shutdown)
+        _pipelines.discard(self)
         if self._stopping.is_set():
             return
         self._deadline = time.monotonic() + timeout
@@ -469,6 +484,23 @@ class _Counted(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return bool(self._exporter.force_flush(timeout_millis))
+
+
+#: Every pipeline in use and not shut down, held weakly: a forked child gets a
+#: thread for each of them (and only them) from the one at-fork hook below.
+_pipelines: weakref.WeakSet[SpanPipeline] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pipeline in list(_pipelines):
+        try:
+            pipeline._after_fork_in_child()
+        except Exception:
+            swallow("span thread after fork")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _yield_gil() -> None:
