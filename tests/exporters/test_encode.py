@@ -13,6 +13,7 @@ import json
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from google.protobuf import json_format
+from opentelemetry.exporter.otlp.proto.common._internal import _encode_attributes, _encode_value
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.propagate import extract
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -25,14 +26,17 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from switchtrace import tracer
 from switchtrace.django_app import components
+from switchtrace.exporters import otlp_json, to_otlp_json
 from switchtrace.exporters import pipeline as pipeline_module
-from switchtrace.exporters import to_otlp_json
 from switchtrace.exporters.encode import (
     EncodedSpans,
     JsonWriter,
     ProtobufWriter,
     any_value,
+    field,
+    json_attributes,
     json_value,
+    key_values,
     varint,
 )
 from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
@@ -340,3 +344,131 @@ def test_a_memo_makes_each_value_once_and_stays_bounded(monkeypatch):
     monkeypatch.setattr(encode, "MAX_CACHED", 2)
     assert memo[5] == 10  # full: cleared first
     assert dict(memo) == {5: 10}
+
+
+# -- values off the beaten path, against the SDK's encoder ----------------------
+
+#: Values the SDK's ``_encode_value`` encodes.
+ENCODED = [
+    None,
+    ["a", None],
+    [None],
+    {"k": None},
+    {1: "a"},
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    -0.0,
+    1e300,
+    [],
+    (),
+    {},
+    [[]],
+    {"k": {}},
+    [[1, 2], ["x"]],
+    -(2**63),
+    "\u2028\x00😀",
+    b"",
+    bytearray(b"ab"),
+    [True, 1, 1.5],
+]
+#: Values it raises for, leaving out the attribute that holds them.
+REFUSED = [2**63, -(2**63) - 1, 2**64 + 5, [1, 2**70], {"k": 2**63}, [{"k": [2**63]}], {1, 2}]
+
+
+def sdk_json(value):
+    return json.loads(json_format.MessageToJson(_encode_value(value), indent=None))
+
+
+@pytest.mark.parametrize("value", ENCODED, ids=repr)
+def test_values_are_encoded_as_the_sdk_encodes_them(value):
+    assert any_value(value) == _encode_value(value).SerializeToString()
+    # OTLP/JSON as protobuf's JSON mapping writes the SDK's message: NaN and
+    # infinities as strings (valid JSON), empty arrays and lists as {}.
+    assert json.loads(json_value(value)) == sdk_json(value)
+    assert otlp_json._value(value) == sdk_json(value)
+
+
+def test_non_finite_doubles_are_valid_json():
+    assert json_value(float("nan")) == '{"doubleValue":"NaN"}'
+    assert json_value(float("inf")) == '{"doubleValue":"Infinity"}'
+    assert json_value(float("-inf")) == '{"doubleValue":"-Infinity"}'
+    assert json_value([]) == '{"arrayValue":{}}'
+    assert json_value({}) == '{"kvlistValue":{}}'
+    assert json_value(None) == "{}"
+
+
+@pytest.mark.parametrize("value", REFUSED, ids=repr)
+def test_values_the_sdk_refuses_raise(value):
+    with pytest.raises(Exception) as sdk:
+        _encode_value(value)
+    with pytest.raises(type(sdk.value) if type(sdk.value) is not Exception else TypeError):
+        any_value(value)
+    with pytest.raises(type(sdk.value) if type(sdk.value) is not Exception else TypeError):
+        json_value(value)
+    with pytest.raises(type(sdk.value) if type(sdk.value) is not Exception else TypeError):
+        otlp_json._value(value)
+
+
+def test_an_attribute_the_sdk_leaves_out_is_left_out_alone(swallowed):
+    """As the SDK's _encode_attributes: the attribute that cannot be encoded
+    is left out, the others kept (here, one of each value above between two
+    plain ones, and a key that is not a string)."""
+    attributes = {"first": 1}
+    attributes.update({f"ok{n}": value for n, value in enumerate(ENCODED)})
+    attributes.update({f"refused{n}": value for n, value in enumerate(REFUSED)})
+    attributes[3] = "not a string key"
+    attributes["last"] = "x"
+    sdk = _encode_attributes(attributes)
+    assert [kv.key for kv in sdk] == ["first", *(f"ok{n}" for n in range(len(ENCODED))), "last"]
+    expected = b"".join(field(9, kv.SerializeToString()) for kv in sdk)
+    assert key_values(9, attributes.items()) == expected
+    ours_json = json.loads(f"[{json_attributes(attributes.items())}]")
+    assert ours_json == [json.loads(json_format.MessageToJson(kv, indent=None)) for kv in sdk]
+    assert otlp_json._attributes(attributes) == ours_json
+    # Each writer reports each attribute it leaves out (a failed test here,
+    # logged once in production).
+    assert [where for where, _exc in swallowed] == ["span attribute encoding"] * 3 * (
+        len(REFUSED) + 1
+    )
+    assert {type(exc) for _where, exc in swallowed} == {ValueError, TypeError, AttributeError}
+    swallowed.clear()
+
+
+def test_odd_values_in_spans_events_groups_and_the_resource_encode_as_the_sdks(planned, swallowed):
+    """The byte-for-byte and field-for-field comparisons above, with every
+    odd value in a span's own attributes, an event's, a shared group (one
+    whose every attribute is left out, on a span the writers would otherwise
+    write from their template) and the resource's."""
+    odd = tuple((f"ok{n}", value) for n, value in enumerate(ENCODED)) + tuple(
+        (f"refused{n}", value) for n, value in enumerate(REFUSED)
+    )
+    resource = Resource({"service.name": "shop", **dict(odd)})
+    plan = planned[0]
+    common, *rest = plan.spans[1:]
+    request = rest[-1]
+    spans = [
+        plan.spans[0]._replace(attributes=plan.spans[0].attributes + odd),
+        common._replace(
+            groups=(common.groups[0], AttributeGroup((("big", 2**64),)), common.groups[2])
+        ),
+        *rest[:-1],
+        request._replace(events=[PlannedEvent(request.start, THREAD_STARTED, odd)]),
+    ]
+    plan = plan._replace(spans=spans)
+    sdk = readable_spans(plan, resource=resource, scope=SCOPE)
+    protobuf = ProtobufWriter(resource, SCOPE)
+    assert protobuf.request(protobuf.spans(plan)) == encode_spans(sdk).SerializeToString()
+    writer = JsonWriter(resource, SCOPE)
+    text = writer.request(writer.spans(plan))
+    message = json.loads(text)  # valid JSON: no NaN or Infinity literals
+    assert message == json.loads(to_otlp_json(sdk))
+    for span in message["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        for key in ("traceId", "spanId", "parentSpanId"):
+            if key in span:
+                span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    parsed = json_format.ParseDict(message, ExportTraceServiceRequest())
+    # (Compared as bytes: NaN is not equal to itself in the messages.)
+    assert parsed.SerializeToString() == encode_spans(sdk).SerializeToString()
+    assert {where for where, _exc in swallowed} == {"span attribute encoding"}
+    swallowed.clear()

@@ -1,6 +1,7 @@
 """A collector that is down, hangs or fails costs the application nothing:
 every request is served with its figures, the queue is bounded and its drops
-counted, and shutdown ends within the exporter's timeout."""
+counted, the spans of failed exports counted, and shutdown ends within its
+timeout."""
 
 from __future__ import annotations
 
@@ -66,7 +67,11 @@ def test_requests_are_served_whatever_the_collector_does(collector, monkeypatch,
         for _ in range(10):
             assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
             assert wsgi_request(wsgi, "/async/").figures() == (2, 2, 1, 1)
-        assert pipeline.dropped == 0
+        # Every export fails (after the exporter's retries, within its 1 s
+        # timeout each): no request is dropped from the queue, and every span
+        # (17 a request under ASGI, 2 under WSGI) is counted as lost.
+        assert pipeline.flush(60)
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (20, 0, 10 * 17 + 10 * 2)
     # Leaving the settings shuts the pipeline down: bounded by the 1 s export
     # timeout (and its retries), not by the collector. A generous liveness bound.
     assert time.monotonic() - started < 30
@@ -144,3 +149,125 @@ def test_process_exit_with_spans_queued_for_a_hanging_collector_is_bounded(proto
     assert out.returncode == 0, out.stderr
     assert out.stdout == "served\n"
     assert time.monotonic() - started < 20  # liveness: exits, within the timeouts
+
+
+def wait_for(ready, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_shutdown_keeps_to_its_timeout_with_an_export_hanging_and_the_queue_full(
+    protocol, monkeypatch, caplog
+):
+    """The pipeline's thread is stuck in an export (the collector hangs, the
+    exporter's timeout is 30 s) and the queue is full: shutdown(2) returns
+    within its 2 s (not twice that), counts what it could not export, and the
+    thread stops as soon as the export returns."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    receiver.received.mode = "hang"
+    settings = {
+        "ENABLED": True,
+        "OTLP_ENDPOINT": receiver.endpoint,
+        "OTLP_PROTOCOL": protocol,
+        "QUEUE_SIZE": 2,
+    }
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="switchtrace"),
+            project(SWITCHTRACE=settings) as (_asgi, wsgi),
+        ):
+            pipeline = telemetry.pipeline()
+            wsgi_request(wsgi, "/sync/")  # one span, exported alone: the export hangs
+            assert wait_for(lambda: pipeline.records == 1)
+            for _ in range(3):  # two queued, one dropped
+                assert wsgi_request(wsgi, "/sync/").status == 200
+            assert pipeline.dropped == 1
+            started = time.monotonic()
+            pipeline.shutdown(timeout=2)
+            took = time.monotonic() - started
+            # One deadline for the whole shutdown: a generous bound, well
+            # under the 4 s that waiting for room in the queue and then for
+            # the thread took.
+            assert 2 <= took < 3.5
+            # The two records still queued were never made into spans.
+            assert pipeline.dropped == 1 + 2
+            receiver.received.release.set()  # the collector answers at last
+            pipeline._worker.join(10)
+            assert not pipeline._worker.is_alive()
+            assert pipeline.records == 1
+    finally:
+        receiver.stop()
+    messages = [r.getMessage() for r in caplog.records if r.name == "switchtrace"]
+    if protocol == "grpc":
+        # Closing the exporter's channel cancels the RPC in progress: its span
+        # is counted as lost (the receiver, released, may still take it).
+        assert pipeline.failed == 1
+        lost = [
+            "switchtrace: span export failed; 1 spans lost so far "
+            "(and 3 requests' spans dropped by a full queue)"
+        ]
+    else:
+        # The HTTP request in progress was answered: its span delivered.
+        assert pipeline.failed == 0
+        assert receiver.received.span_count == 1
+        lost = []
+    assert messages == [
+        "switchtrace: span queue full (2 records); 1 requests' spans dropped so far",
+        "switchtrace: shut down with 2 requests' spans not made (an export was still in progress)",
+        *lost,
+    ]
+
+
+def test_failed_exports_are_counted_and_logged_at_most_once_a_minute(tmp_path, caplog):
+    # A file that cannot be written: every export fails, deterministically.
+    path = tmp_path / "no-such-directory" / "traces.jsonl"
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    with (
+        caplog.at_level(logging.WARNING, logger="switchtrace"),
+        project(SWITCHTRACE=settings) as (asgi, _wsgi),
+    ):
+        pipeline = telemetry.pipeline()
+        for _ in range(3):
+            assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+            assert pipeline.flush(10)
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (3, 0, 3 * 17)
+    assert not path.parent.exists()
+    assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
+        "switchtrace: span export failed; 17 spans lost so far "
+        "(and 0 requests' spans dropped by a full queue)"
+    ]
+
+
+def test_an_exporter_given_sdk_spans_counts_its_failed_exports_too(monkeypatch, caplog):
+    """An OTLP exporter without the hook for encoded spans gets SDK spans
+    through the SDK's batch processor: its failed exports are counted all the
+    same (here the gRPC exporter, told it has no hook, and a collector that
+    answers UNAVAILABLE)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    real_build = pipeline_module.build_exporter
+
+    def without_the_hook(options):
+        exporter = real_build(options)
+        exporter.takes_encoded = False
+        return exporter
+
+    monkeypatch.setattr(pipeline_module, "build_exporter", without_the_hook)
+    receiver = GrpcReceiver()
+    receiver.received.mode = "unavailable"
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint, "OTLP_PROTOCOL": "grpc"}
+    try:
+        with caplog.at_level(logging.CRITICAL), project(SWITCHTRACE=settings) as (asgi, _wsgi):
+            pipeline = telemetry.pipeline()
+            assert pipeline.writer is None
+            run_asgi(asgi, "/sync/")
+            pipeline.flush(30)
+            assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 0, 17)
+    finally:
+        receiver.stop()

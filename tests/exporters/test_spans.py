@@ -166,6 +166,7 @@ def test_spans_nest_under_the_applications_server_span(spans):
     ours = spans()
     assert len(ours) == 16
     assert all(s.parent.span_id == server_span.context.span_id for s in ours)
+    assert all(s.context.trace_id == server_span.context.trace_id for s in ours)
     [app_span] = app_exporter.get_finished_spans()
     assert app_span.attributes["switchtrace.context_switches"] == 32
     assert app_span.attributes["switchtrace.context_switches_before_headers"] == 30

@@ -10,11 +10,22 @@ from :class:`~.spans.PlannedSpans`, encoding each shared group of attributes
 
 Protobuf field numbers are those of opentelemetry-proto's ``trace.proto``,
 ``common.proto`` and ``resource.proto`` (v1).
+
+Values are encoded as the SDK's ``_encode_value`` encodes them: None as an
+empty AnyValue, a list or tuple as an array, a mapping as a key-value list
+(keys made strings). An attribute the SDK cannot encode (an integer outside
+int64, a value of another type, a key that is not a string) is left out, the
+others and the span kept, as the SDK's ``_encode_attributes`` does; it is
+reported through :func:`~switchtrace.tracer.guard.swallow` (logged once in
+production, a failed test under switchtrace's tests). OTLP/JSON follows
+protobuf's JSON mapping: 64-bit integers as strings, NaN and infinities as
+"NaN", "Infinity" and "-Infinity", empty arrays and lists as ``{}``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
@@ -24,6 +35,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ..tracer.describe import MAX_CACHED
+from ..tracer.guard import swallow
 from .spans import (
     QUEUE_WAIT,
     STARTED,
@@ -100,31 +112,53 @@ def field(number: int, payload: bytes) -> bytes:
     return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
 def any_value(value: Any) -> bytes:
-    """opentelemetry.proto.common.v1.AnyValue."""
+    """opentelemetry.proto.common.v1.AnyValue. Raises for what the SDK's
+    encoder raises for (an integer outside int64: ValueError; another type:
+    TypeError), anywhere in the value."""
     if value is True or value is False:
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(f"integer out of int64 range: {value}")
         return b"\x18" + varint(value & 0xFFFFFFFFFFFFFFFF)
     if isinstance(value, float):
         return b"\x21" + _pack_double(value)
     if isinstance(value, str):
         return field(1, value.encode("utf-8"))
+    if value is None:
+        return b""  # an empty AnyValue, as the SDK writes None
     if isinstance(value, bytes):
         return field(7, value)
+    if isinstance(value, Sequence):  # the SDK's order: a sequence before a mapping
+        return field(5, b"".join(field(1, any_value(item)) for item in value))
     if isinstance(value, Mapping):
-        return field(6, key_values(1, value.items()))
-    return field(5, b"".join(field(1, any_value(item)) for item in value))
+        return field(6, b"".join(field(1, _key_value(str(k), v)) for k, v in value.items()))
+    raise TypeError(f"cannot encode a {type(value).__name__} as an attribute value")
 
 
 _keys = Memo(lambda key: field(1, key.encode("utf-8")))
 
 
+def _key_value(key: str, value: Any) -> bytes:
+    """A KeyValue's body; raises as :func:`any_value` does."""
+    return _keys[key] + field(2, any_value(value))
+
+
 def key_values(number: int, attributes: Iterable[tuple[str, Any]]) -> bytes:
-    """Repeated KeyValue as field ``number`` of the enclosing message."""
+    """Repeated KeyValue as field ``number`` of the enclosing message. An
+    attribute the SDK's encoder would leave out is left out (see the module
+    docstring)."""
     out = []
     for key, value in attributes:
-        out.append(field(number, _keys[key] + field(2, any_value(value))))
+        try:
+            out.append(field(number, _keys[key] + field(2, any_value(value))))
+        except Exception:
+            swallow("span attribute encoding")
     return b"".join(out)
 
 
@@ -270,33 +304,67 @@ _json_string = encode_basestring_ascii
 
 
 def json_value(value: Any) -> str:
-    """An AnyValue in OTLP/JSON (64-bit integers as strings, as protobuf's JSON
-    mapping writes them)."""
+    """An AnyValue in OTLP/JSON, as protobuf's JSON mapping writes it (64-bit
+    integers as strings, NaN and infinities as strings, empty arrays and
+    lists as ``{}``). Raises as :func:`any_value` does."""
     if value is True or value is False:
         return '{"boolValue":true}' if value else '{"boolValue":false}'
     if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(f"integer out of int64 range: {value}")
         return f'{{"intValue":"{value}"}}'
     if isinstance(value, float):
-        return f'{{"doubleValue":{json.dumps(value)}}}'
+        return f'{{"doubleValue":{json_double(value)}}}'
     if isinstance(value, str):
         return f'{{"stringValue":{_json_string(value)}}}'
+    if value is None:
+        return "{}"
     if isinstance(value, bytes):
         import base64
 
         return f'{{"bytesValue":"{base64.b64encode(value).decode("ascii")}"}}'
+    if isinstance(value, Sequence):
+        values = ",".join(json_value(item) for item in value)
+        return f'{{"arrayValue":{{"values":[{values}]}}}}' if values else '{"arrayValue":{}}'
     if isinstance(value, Mapping):
-        return f'{{"kvlistValue":{{"values":[{json_attributes(value.items())}]}}}}'
-    values = ",".join(json_value(item) for item in value)
-    return f'{{"arrayValue":{{"values":[{values}]}}}}'
+        values = ",".join(_json_key_value(str(k), v) for k, v in value.items())
+        return f'{{"kvlistValue":{{"values":[{values}]}}}}' if values else '{"kvlistValue":{}}'
+    raise TypeError(f"cannot encode a {type(value).__name__} as an attribute value")
 
 
-_json_keys = Memo(lambda key: f'{{"key":{json.dumps(key)},"value":')
+def json_double(value: float) -> str:
+    """A double as protobuf's JSON mapping writes it: a number, or "NaN",
+    "Infinity", "-Infinity" (strings: JSON has no such numbers)."""
+    if math.isfinite(value):
+        return float.__repr__(value)
+    if value != value:
+        return '"NaN"'
+    return '"Infinity"' if value > 0 else '"-Infinity"'
+
+
+def _json_key(key: str) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"attribute key {key!r} is not a string")
+    return f'{{"key":{json.dumps(key)},"value":'
+
+
+_json_keys = Memo(_json_key)
+
+
+def _json_key_value(key: str, value: Any) -> str:
+    """A KeyValue in OTLP/JSON; raises as :func:`any_value` does."""
+    return f"{_json_keys[key]}{json_value(value)}}}"
 
 
 def json_attributes(attributes: Iterable[tuple[str, Any]]) -> str:
+    """KeyValues in OTLP/JSON, comma-separated; an attribute the SDK's encoder
+    would leave out is left out (see the module docstring)."""
     out = []
     for key, value in attributes:
-        out.append(f"{_json_keys[key]}{json_value(value)}}}")
+        try:
+            out.append(f"{_json_keys[key]}{json_value(value)}}}")
+        except Exception:
+            swallow("span attribute encoding")
     return ",".join(out)
 
 
@@ -332,20 +400,24 @@ class JsonWriter:
             parent_id = span.parent_id
             if _common(span):
                 site, threads, loop = span.groups
-                # Most crossings: this whole template, the only variable parts
-                # being the ids, the times and the queue wait.
-                out.append(
-                    f'{trace_id}{span.span_id:016x}"{state},"parentSpanId":"{parent_id:016x}",'
-                    f'"flags":{_FLAGS[span.parent_remote]},"name":{names[span.name]},'
-                    f'"kind":{span.kind},"startTimeUnixNano":"{span.start}",'
-                    f'"endTimeUnixNano":"{span.end}",'
-                    f'"attributes":[{site.json or _json_group(site)},'
-                    f"{threads.json or _json_group(threads)},{loop.json or _json_group(loop)},"
-                    f'{{"key":"{QUEUE_WAIT}","value":{{"intValue":"{own[0][1]}"}}}}],'
-                    f'"events":[{{"timeUnixNano":"{span.started}","name":"{STARTED}"}}],'
-                    '"status":{}}'
-                )
-                continue
+                site_json = site.json or _json_group(site)
+                threads_json = threads.json or _json_group(threads)
+                loop_json = loop.json or _json_group(loop)
+                # (A group whose every attribute was left out takes the general path.)
+                if site_json and threads_json and loop_json:
+                    # Most crossings: this whole template, the only variable
+                    # parts being the ids, the times and the queue wait.
+                    out.append(
+                        f'{trace_id}{span.span_id:016x}"{state},"parentSpanId":"{parent_id:016x}",'
+                        f'"flags":{_FLAGS[span.parent_remote]},"name":{names[span.name]},'
+                        f'"kind":{span.kind},"startTimeUnixNano":"{span.start}",'
+                        f'"endTimeUnixNano":"{span.end}",'
+                        f'"attributes":[{site_json},{threads_json},{loop_json},'
+                        f'{{"key":"{QUEUE_WAIT}","value":{{"intValue":"{own[0][1]}"}}}}],'
+                        f'"events":[{{"timeUnixNano":"{span.started}","name":"{STARTED}"}}],'
+                        '"status":{}}'
+                    )
+                    continue
             attributes = [group.json or _json_group(group) for group in span.groups]
             if own:
                 attributes.append(json_attributes(own))
@@ -377,6 +449,7 @@ def _json_group(group: AttributeGroup) -> str:
 
 def _json_event(event: PlannedEvent) -> str:
     text = f'{{"timeUnixNano":"{event.time}","name":{_json_event_names[event.name]}'
-    if event.attributes:
-        text += f',"attributes":[{json_attributes(event.attributes)}]'
+    attributes = json_attributes(event.attributes) if event.attributes else ""
+    if attributes:
+        text += f',"attributes":[{attributes}]'
     return text + "}"

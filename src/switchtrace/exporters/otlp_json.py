@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from ..tracer.guard import swallow
 from .encode import EncodedSpans
 
 _REMOTE_KNOWN = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
@@ -42,7 +44,7 @@ def to_otlp_json(spans: Sequence[ReadableSpan]) -> str:
         if resource.schema_url:
             entry["schemaUrl"] = resource.schema_url
         resource_spans.append(entry)
-    return json.dumps({"resourceSpans": resource_spans}, separators=(",", ":"))
+    return json.dumps({"resourceSpans": resource_spans}, separators=(",", ":"), allow_nan=False)
 
 
 def _scope_spans(scope: Any, spans: list[dict[str, Any]]) -> dict[str, Any]:
@@ -51,8 +53,8 @@ def _scope_spans(scope: Any, spans: list[dict[str, Any]]) -> dict[str, Any]:
         entry["scope"] = {"name": scope.name}
         if scope.version:
             entry["scope"]["version"] = scope.version
-        if scope.attributes:
-            entry["scope"]["attributes"] = _attributes(scope.attributes)
+        if scope.attributes and (attributes := _attributes(scope.attributes)):
+            entry["scope"]["attributes"] = attributes
         if scope.schema_url:
             entry["schemaUrl"] = scope.schema_url
     return entry
@@ -74,8 +76,8 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
     out["kind"] = span.kind.value + 1  # OTLP's SpanKind starts at UNSPECIFIED = 0
     out["startTimeUnixNano"] = str(span.start_time)
     out["endTimeUnixNano"] = str(span.end_time)
-    if span.attributes:
-        out["attributes"] = _attributes(span.attributes)
+    if span.attributes and (attributes := _attributes(span.attributes)):
+        out["attributes"] = attributes
     if span.dropped_attributes:
         out["droppedAttributesCount"] = span.dropped_attributes
     if span.events:
@@ -97,8 +99,8 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
 
 def _event(event: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"timeUnixNano": str(event.timestamp), "name": event.name}
-    if event.attributes:
-        out["attributes"] = _attributes(event.attributes)
+    if event.attributes and (attributes := _attributes(event.attributes)):
+        out["attributes"] = attributes
     if event.dropped_attributes:
         out["droppedAttributesCount"] = event.dropped_attributes
     return out
@@ -110,29 +112,54 @@ def _link(link: Any) -> dict[str, Any]:
         "spanId": f"{link.context.span_id:016x}",
         "flags": _REMOTE_KNOWN | (_REMOTE if link.context.is_remote else 0),
     }
-    if link.attributes:
-        out["attributes"] = _attributes(link.attributes)
+    if link.attributes and (attributes := _attributes(link.attributes)):
+        out["attributes"] = attributes
     return out
 
 
 def _attributes(attributes: Any) -> list[dict[str, Any]]:
-    return [{"key": key, "value": _value(value)} for key, value in attributes.items()]
+    """An attribute the SDK's encoder leaves out is left out here too (see
+    :mod:`.encode`)."""
+    out = []
+    for key, value in attributes.items():
+        try:
+            if not isinstance(key, str):
+                raise TypeError(f"attribute key {key!r} is not a string")
+            out.append({"key": key, "value": _value(value)})
+        except Exception:
+            swallow("span attribute encoding")
+    return out
 
 
 def _value(value: Any) -> dict[str, Any]:
+    """As :func:`.encode.json_value`, as a dict: raises for what the SDK's
+    encoder raises for."""
     if isinstance(value, bool):
         return {"boolValue": value}
     if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"integer out of int64 range: {value}")
         return {"intValue": str(value)}
     if isinstance(value, float):
-        return {"doubleValue": value}
+        # NaN and the infinities as strings, as protobuf's JSON mapping writes them.
+        if math.isfinite(value):
+            return {"doubleValue": value}
+        return {
+            "doubleValue": "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+        }
     if isinstance(value, str):
         return {"stringValue": value}
+    if value is None:
+        return {}
     if isinstance(value, bytes):
         return {"bytesValue": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, Sequence):
+        values = [_value(item) for item in value]
+        return {"arrayValue": {"values": values} if values else {}}
     if isinstance(value, Mapping):
-        return {"kvlistValue": {"values": _attributes(value)}}
-    return {"arrayValue": {"values": [_value(item) for item in value]}}
+        pairs = [{"key": str(k), "value": _value(v)} for k, v in value.items()]
+        return {"kvlistValue": {"values": pairs} if pairs else {}}
+    raise TypeError(f"cannot encode a {type(value).__name__} as an attribute value")
 
 
 class FileSpanExporter(SpanExporter):
@@ -158,6 +185,11 @@ class FileSpanExporter(SpanExporter):
         except OSError:
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
+
+    def _at_fork_reinit(self) -> None:
+        """In a forked child: the lock may have been held by the parent's
+        export thread at the fork, which the child does not have."""
+        self._lock = threading.Lock()
 
     def shutdown(self) -> None:
         return None

@@ -13,7 +13,13 @@ version without the hook this relies on, or the application's own provider)
 the spans go through the SDK.
 
 When the queue is full the record's spans are dropped and counted, never
-waited for: a slow or absent collector costs the application nothing.
+waited for: a slow or absent collector costs the application nothing. Spans
+an export fails to deliver are counted too (:attr:`SpanPipeline.failed`), and
+both are logged at most once a minute.
+
+A process forked from one with pipelines (a pre-forking server) gets a new
+thread for each pipeline that is in use and not shut down, and for no other:
+one module-level at-fork hook, holding the pipelines weakly.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import os
 import queue
 import threading
 import time
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +39,7 @@ from urllib.parse import urlsplit
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider, sampling
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -53,6 +61,8 @@ EXPORTERS = ("otlp", "file", "console", "memory", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
 #: Longest traceparent/tracestate header taken from a request; longer ones are ignored.
 MAX_PROPAGATION_HEADER = 512
+#: At most one warning a minute about spans lost, of each kind.
+LOG_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,14 @@ class SpanPipeline:
     def __init__(self, options: ExportOptions, resolve: Resolve | None = None) -> None:
         self.options = options
         self.resolve = resolve
+        #: Requests whose spans were never made: the queue was full, or they
+        #: were still queued when :meth:`shutdown`'s time ran out.
         self.dropped = 0
+        #: Spans made but not delivered: the exporter reported a failure (the
+        #: collector down, 503 after its retries, a file that cannot be
+        #: written), or they were still waiting for their batch when
+        #: :meth:`shutdown`'s time ran out.
+        self.failed = 0
         #: Records turned into spans, and the CPU time the pipeline's thread
         #: spent on them, exports included (``switchtrace bench --overhead``
         #: reports it per request).
@@ -166,7 +183,10 @@ class SpanPipeline:
         # request, sent at least this often.
         self._batch_size = _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
         self._delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
-        self._last_drop_log = 0.0
+        self._last_drop_log = self._last_fail_log = -LOG_INTERVAL
+        #: Set by :meth:`shutdown`; the thread then stops by ``_deadline``.
+        self._stopping = threading.Event()
+        self._deadline = 0.0
         current = trace.get_tracer_provider()
         if _is_configured(current):
             # The application configured OpenTelemetry itself: use its
@@ -192,18 +212,17 @@ class SpanPipeline:
                 self.writer = (JsonWriter if json_out else ProtobufWriter)(
                     self.provider.resource, InstrumentationScope("switchtrace", __version__)
                 )
+            elif isinstance(self.exporter, InMemorySpanExporter):
+                self.processor = SimpleSpanProcessor(self.exporter)
+                self.provider.add_span_processor(self.processor)
             elif self.exporter is not None:
-                self.processor = (
-                    SimpleSpanProcessor(self.exporter)
-                    if isinstance(self.exporter, InMemorySpanExporter)
-                    else BatchSpanProcessor(self.exporter)
-                )
+                self.processor = BatchSpanProcessor(_Counted(self.exporter, self._fail))
                 self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("switchtrace", __version__)
         self._scope = InstrumentationScope("switchtrace", __version__)
         self._propagator = TraceContextTextMapPropagator()
         self._start_worker()
-        os.register_at_fork(after_in_child=self._start_worker)
+        _pipelines.add(self)
         atexit.register(self.shutdown)
 
     # -- on the request's path (cheap) ----------------------------------------
@@ -236,17 +255,41 @@ class SpanPipeline:
         self._worker = threading.Thread(target=self._run, name="switchtrace-spans", daemon=True)
         self._worker.start()
 
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: the parent's thread is gone; a new one, a new
+        queue (the parent's records are the parent's), and locks that the
+        parent's thread may have held at the fork released."""
+        reinit = getattr(self.exporter, "_at_fork_reinit", None)
+        if callable(reinit):
+            reinit()
+        self._start_worker()
+
     def _run(self) -> None:
         # The pipeline's own thread: lays out spans one record at a time and,
         # when it encodes them itself, exports them in batches.
         pending: list[Any] = []
         due = 0.0
+        stopping = self._stopping
         while True:
-            try:
-                item = self._queue.get(timeout=max(due - time.monotonic(), 0) if pending else None)
-            except queue.Empty:  # the batch is due
-                self._export(pending)
-                continue
+            if stopping.is_set():
+                if time.monotonic() >= self._deadline:
+                    # shutdown() has given up waiting: what is left is lost
+                    # (it counts what is still queued).
+                    self._fail(len(pending))
+                    return
+                # Take what is queued without waiting (the queue may have been
+                # too full for shutdown's sentinel), then stop.
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
+            else:
+                try:
+                    timeout = max(due - time.monotonic(), 0) if pending else None
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:  # the batch is due
+                    self._export(pending)
+                    continue
             if item is None or isinstance(item, threading.Event):  # shutdown, flush
                 self._export(pending)
                 if item is None:
@@ -273,15 +316,18 @@ class SpanPipeline:
         """The record's spans: encoded, when the pipeline encodes them (to be
         exported in a batch), else handed to the SDK here."""
         server_span = record.extra.get("otel.server_span")
-        if self.own_provider and server_span is None:
+        if self.own_provider:
+            # Under our request span, or under the application's server span
+            # (its trace, the crossings its children) when one was active.
             if self.writer is None and self.processor is None:
                 return []
             planned = plan_spans(
                 record,
                 sampler=self.provider.sampler,
                 ids=self.provider.id_generator,
-                parent=self._parent_of(record),
+                parent=None if server_span is not None else self._parent_of(record),
                 resolve=self.resolve,
+                server_span=server_span,
             )
             if planned is None:
                 return []
@@ -309,12 +355,15 @@ class SpanPipeline:
         started = time.thread_time_ns()
         batch = EncodedSpans(self.writer.request(pending), len(pending))
         pending.clear()
+        result = None
         try:
-            self.exporter.export(batch)  # type: ignore[arg-type]
+            result = self.exporter.export(batch)  # type: ignore[arg-type]
         except Exception:
             swallow("span export")
         finally:
             self.cpu_ns += time.thread_time_ns() - started
+        if result is not SpanExportResult.SUCCESS:
+            self._fail(batch.count)
 
     def _parent_of(self, record: tracer.RequestRecord) -> Any:
         carrier = {
@@ -330,11 +379,26 @@ class SpanPipeline:
     def _drop(self) -> None:
         self.dropped += 1
         now = time.monotonic()
-        if now - self._last_drop_log >= 60:
+        if now - self._last_drop_log >= LOG_INTERVAL:
             self._last_drop_log = now
             logger.warning(
                 "switchtrace: span queue full (%d records); %d requests' spans dropped so far",
                 self.options.queue_size,
+                self.dropped,
+            )
+
+    def _fail(self, spans: int) -> None:
+        """``spans`` spans lost after they were made (a failed export)."""
+        if not spans:
+            return
+        self.failed += spans
+        now = time.monotonic()
+        if now - self._last_fail_log >= LOG_INTERVAL:
+            self._last_fail_log = now
+            logger.warning(
+                "switchtrace: span export failed; %d spans lost so far "
+                "(and %d requests' spans dropped by a full queue)",
+                self.failed,
                 self.dropped,
             )
 
@@ -358,18 +422,89 @@ class SpanPipeline:
         return True
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop the thread; export what is queued within ``timeout`` seconds."""
+        """Stop the thread; export what is queued within ``timeout`` seconds,
+        one deadline for the whole shutdown. What is left when it passes
+        (an export hanging, a queue too long) is counted as lost, and the
+        thread stops as soon as it is free (a daemon thread meanwhile)."""
         atexit.unregister(self.shutdown)
+        _pipelines.discard(self)
+        if self._stopping.is_set():
+            return
+        self._deadline = time.monotonic() + timeout
+        self._stopping.set()
+        try:
+            self._queue.put_nowait(None)  # wakes the thread if it waits for records
+        except queue.Full:
+            pass  # it takes what is queued without waiting, then stops
         if self._worker.is_alive():
-            try:
-                self._queue.put(None, timeout=timeout)
-            except queue.Full:
-                pass
-            self._worker.join(timeout)
+            self._worker.join(max(self._deadline - time.monotonic(), 0))
+        if self._worker.is_alive():
+            self._drop_queued()
         if self.own_provider:
             self.provider.shutdown()
             if self.writer is not None and self.exporter is not None:
                 self.exporter.shutdown()
+
+    def _drop_queued(self) -> None:
+        """Count the records still queued as dropped (shutdown's time ran out)."""
+        lost = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and not isinstance(item, threading.Event):
+                lost += 1
+        if lost:
+            self.dropped += lost
+            logger.warning(
+                "switchtrace: shut down with %d requests' spans not made (an export "
+                "was still in progress)",
+                lost,
+            )
+
+
+class _Counted(SpanExporter):
+    """The exporter given to the SDK's batch processor (an OTLP exporter
+    without the hook for encoded spans): spans it fails to export are counted
+    as the pipeline's own exports are."""
+
+    def __init__(self, exporter: SpanExporter, fail: Any) -> None:
+        self._exporter = exporter
+        self._fail = fail
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._exporter.export(spans)
+        except Exception:
+            self._fail(len(spans))
+            raise
+        if result is not SpanExportResult.SUCCESS:
+            self._fail(len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self._exporter.force_flush(timeout_millis))
+
+
+#: Every pipeline in use and not shut down, held weakly: a forked child gets a
+#: thread for each of them (and only them) from the one at-fork hook below.
+_pipelines: weakref.WeakSet[SpanPipeline] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pipeline in list(_pipelines):
+        try:
+            pipeline._after_fork_in_child()
+        except Exception:
+            swallow("span thread after fork")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _yield_gil() -> None:

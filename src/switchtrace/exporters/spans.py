@@ -296,12 +296,20 @@ def plan_spans(
     ids: IdGenerator,
     parent: Context | None = None,
     resolve: Resolve | None = None,
+    server_span: trace.Span | None = None,
 ) -> PlannedSpans | None:
-    """Lay out the spans of ``record`` under a request span of ours: one
-    sampling decision per request. None when the request is not sampled."""
+    """Lay out the spans of ``record`` under a request span of ours, or under
+    ``server_span`` (the application's, active when the request started: its
+    trace, the crossings its children, no request span of ours; ``parent`` is
+    then ignored). One sampling decision per request. None when the request is
+    not sampled, or has no crossing to put under ``server_span``."""
     record.describe(resolve)
     to_wall = record.wall_ns - record.begin_ns  # record clock -> ns since the epoch
     end_ns = record.end_ns if record.end_ns is not None else record.clock()
+    if server_span is not None:
+        if not record.crossings:
+            return None
+        parent = trace.set_span_in_context(server_span)
     parent_context = trace.get_current_span(parent).get_span_context() if parent else None
     if parent_context is not None and not parent_context.is_valid:
         parent_context = None
@@ -317,7 +325,8 @@ def plan_spans(
     trace_state = ",".join(f"{k}={v}" for k, v in state.items()) if state else ""
 
     new_id = ids.generate_span_id
-    request_id = new_id()
+    # Under the application's server span, it stands for our request span.
+    request_id = parent_context.span_id if server_span is not None and parent_context else new_id()
     crossings = record.crossings
     span_ids = {id(crossing): new_id() for crossing in crossings}
     # Loops created and threads started: events of the crossing in progress
@@ -375,6 +384,11 @@ def plan_spans(
                 events.get(key, ()),
             )
         )
+    if server_span is not None:
+        # No request span of ours: loops created and threads started outside
+        # any crossing are left off (the application's span has usually ended
+        # by the time the pipeline's thread gets the record).
+        return PlannedSpans(trace_id, trace_state, state, spans)
     append(
         PlannedSpan(
             request_id,

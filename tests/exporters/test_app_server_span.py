@@ -1,0 +1,88 @@
+"""An application's server span (opentelemetry-instrumentation-asgi or
+-django with a provider of its own that is not the global one) with
+switchtrace's own provider: the crossings' spans nest under it, whatever
+switchtrace exports with; with the file and OTLP exporters they are encoded
+and written by switchtrace's own writer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from switchtrace.django_app import telemetry
+from switchtrace.exporters.encode import JsonWriter, ProtobufWriter
+
+from ..django_app.test_components import SIGNAL
+from ..django_app.test_middleware import project
+from ..support import asgi_request
+from .receiver import GrpcReceiver, HttpReceiver
+
+
+def serve_under_an_application_server_span(settings):
+    """One ASGI request of the default stack under the application's SERVER
+    span; returns that span, once switchtrace's pipeline has exported."""
+    app_exporter = InMemorySpanExporter()
+    app_provider = TracerProvider()
+    app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+    app_tracer = app_provider.get_tracer("app")
+
+    async def instrumented(asgi):
+        with app_tracer.start_as_current_span("GET /sync/", kind=trace.SpanKind.SERVER) as span:
+            await asgi_request(asgi, "/sync/")
+        return span
+
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        assert pipeline.own_provider
+        server_span = asyncio.run(instrumented(asgi))
+        assert pipeline.flush(10)
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 0, 0)
+    [app_span] = app_exporter.get_finished_spans()
+    assert app_span.attributes["switchtrace.context_switches"] == 32
+    assert app_span.attributes["switchtrace.context_switches_before_headers"] == 30
+    return server_span, pipeline
+
+
+def test_the_file_exporter_writes_them(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    server_span, pipeline = serve_under_an_application_server_span(settings)
+    assert type(pipeline.writer) is JsonWriter
+    [line] = path.read_text().splitlines()
+    [resource] = json.loads(line)["resourceSpans"]
+    [scope] = resource["scopeSpans"]
+    spans = scope["spans"]
+    context = server_span.get_span_context()
+    assert len(spans) == 16
+    assert {s["traceId"] for s in spans} == {f"{context.trace_id:032x}"}
+    assert {s["parentSpanId"] for s in spans} == {f"{context.span_id:016x}"}
+    assert {(s["kind"], s["flags"]) for s in spans} == {(1, 0x100)}  # INTERNAL, local parent
+    assert spans[0]["name"] == f"sync_to_async {SIGNAL}"
+    assert spans[-1]["name"] == "sync_to_async HttpResponseBase.close"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_otlp_exporter_sends_them(protocol):
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint, "OTLP_PROTOCOL": protocol}
+    try:
+        server_span, pipeline = serve_under_an_application_server_span(settings)
+        # flush() returns once the export has been answered.
+        spans = receiver.received.spans()
+    finally:
+        receiver.stop()
+    assert type(pipeline.writer) is ProtobufWriter
+    context = server_span.get_span_context()
+    assert len(spans) == 16
+    assert {s.trace_id for s in spans} == {context.trace_id.to_bytes(16, "big")}
+    assert {s.parent_span_id for s in spans} == {context.span_id.to_bytes(8, "big")}
+    assert {(s.kind, s.flags) for s in spans} == {(1, 0x100)}
+    assert len({s.span_id for s in spans}) == 16
+    assert spans[0].name == f"sync_to_async {SIGNAL}"
+    assert spans[-1].name == "sync_to_async HttpResponseBase.close"

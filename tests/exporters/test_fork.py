@@ -1,0 +1,82 @@
+"""A forked child (a pre-forking server's worker) gets a span thread for each
+pipeline in use, and for no other: not for one shut down, and the at-fork
+hook keeps no pipeline alive. os.fork runs in a subprocess of its own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from ..conftest import ROOT
+
+SCRIPT = textwrap.dedent(
+    """
+    import gc, json, os, sys, threading, weakref
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
+    from switchtrace.exporters.spans import KIND_SERVER, PlannedSpan, PlannedSpans
+
+    options = ExportOptions(exporter="file", file_path=sys.argv[1])
+    gone = SpanPipeline(options)
+    gone.shutdown()
+    gone_ref = weakref.ref(gone)
+    del gone
+    kept = SpanPipeline(options)  # shut down, still referenced
+    kept.shutdown()
+    live = SpanPipeline(options)
+    gc.collect()
+
+    def threads():
+        return sorted(t.name for t in threading.enumerate())
+
+    parent = {{"collected": gone_ref() is None, "threads": threads()}}
+    pid = os.fork()
+    if pid == 0:
+        # The child's own spans, through the live pipeline's new thread.
+        planned = PlannedSpans(
+            1, "", None, [PlannedSpan(2, None, False, "child", KIND_SERVER, 1, 2, (), (), None, ())]
+        )
+        live._emit = lambda record: live.writer.spans(planned)
+        class Record:
+            extra = {{}}
+        live(Record())
+        child = {{
+            "threads": threads(),
+            "flushed": live.flush(10),
+            "kept": kept._worker.is_alive(),
+        }}
+        print(json.dumps(child), flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({{**parent, "status": status}}), flush=True)
+    """
+)
+
+
+def test_a_forked_child_gets_a_thread_for_each_live_pipeline_only(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    script = SCRIPT.format(src=str(ROOT / "src"))
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    child, parent = (json.loads(line) for line in out.stdout.splitlines())
+    assert parent == {
+        "collected": True,
+        "threads": ["MainThread", "switchtrace-spans"],
+        "status": 0,
+    }
+    assert child == {
+        "threads": ["MainThread", "switchtrace-spans"],
+        "flushed": True,
+        "kept": False,
+    }
+    [line] = path.read_text().splitlines()
+    [span] = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert span["name"] == "child"
