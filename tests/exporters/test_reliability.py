@@ -226,14 +226,18 @@ def test_shutdown_keeps_to_its_timeout_with_an_export_hanging_and_the_queue_full
 
 
 def test_failed_exports_are_counted_and_logged_at_most_once_a_minute(tmp_path, caplog):
-    # A file that cannot be written: every export fails, deterministically.
-    path = tmp_path / "no-such-directory" / "traces.jsonl"
+    # A file that can no longer be written (its directory was there at
+    # startup, which the checks require, and went away): every export fails,
+    # deterministically.
+    path = tmp_path / "gone" / "traces.jsonl"
+    path.parent.mkdir()
     settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
     with (
         caplog.at_level(logging.WARNING, logger="switchtrace"),
         project(SWITCHTRACE=settings) as (asgi, _wsgi),
     ):
         pipeline = telemetry.pipeline()
+        path.parent.rmdir()
         for _ in range(3):
             assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
             assert pipeline.flush(10)
