@@ -36,8 +36,15 @@ SITE = {
         '    return HttpResponse("ok")\n'
         "\n"
         "\n"
-        'urlpatterns = [path("q/", query), path("a-b/", query)]\n'
+        "\n"
+        "\n"
+        "def multi_line(request):\n"
+        '    raise ConnectionError("connection to db failed\\n\\tIs the server running?")\n'
+        "\n"
+        "\n"
+        'urlpatterns = [path("q/", query), path("a-b/", query), path("multi/", multi_line)]\n'
     ),
+    "exiting_settings.py": "import sys\n\nsys.exit()\n",
     "raising_settings.py": 'raise RuntimeError("settings bug")\n',
     "syntax_settings.py": "SECRET_KEY = \n",
     "string_mw_settings.py": (
@@ -210,6 +217,59 @@ def test_demo_bad_settings_module(tmp_path):
     )
 
 
+def test_explain_a_multi_line_message_is_one_line(tmp_path):
+    out = switchtrace(
+        ["explain", "--url", "/multi/", "--measure"], tmp_path,
+        DJANGO_SETTINGS_MODULE="plain_settings",
+    )  # fmt: skip
+    assert one_line(out, 1) == (
+        "switchtrace explain: error: GET /multi/ under ASGI raised ConnectionError: connection "
+        f"to db failed Is the server running? (site{os.sep}plain_urls.py, line 14, in multi_line)"
+    )
+
+
+def test_a_settings_module_calling_sys_exit_is_named(tmp_path):
+    out = switchtrace(["explain"], tmp_path, DJANGO_SETTINGS_MODULE="exiting_settings")
+    assert one_line(out, 2) == (
+        "switchtrace explain: error: DJANGO_SETTINGS_MODULE='exiting_settings' cannot be "
+        "imported: it called sys.exit()"
+    )
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_demo_and_bench_need_the_example_projects_settings(command, tmp_path):
+    out = switchtrace([command], tmp_path, DJANGO_SETTINGS_MODULE="plain_settings")
+    assert one_line(out, 2) == (
+        f"switchtrace {command}: error: the settings plain_settings have no "
+        "STARTPROJECT_MIDDLEWARE list; allowed: the example project's settings "
+        "(examples/project, or a copy of it given with --project)"
+    )
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_demo_and_bench_when_the_projects_code_raises(command, tmp_path):
+    """A copy of the example project whose URLconf raises: Django cannot even
+    build its 500 response, and the exception leaves the handler."""
+    import shutil
+
+    project = tmp_path / "broken"
+    shutil.copytree(EXAMPLE, project)
+    urls = project / "project" / "urls.py"
+    line = len(urls.read_text().splitlines()) + 1
+    with urls.open("a") as f:
+        f.write('raise ValueError("urls bug")\n')
+    args = [command, "--project", "broken"]
+    if command == "bench":  # one request, the first of which fails
+        args += ["--servers", "wsgi", "--endpoints", "/sync/", "--variants", "none",
+                 "--concurrency", "1", "--requests", "1", "--rounds", "1",
+                 "--warmup", "0"]  # fmt: skip
+    out = switchtrace(args, tmp_path)
+    assert one_line(out, 1) == (
+        f"switchtrace {command}: error: the project raised ValueError: urls bug "
+        f"(broken{os.sep}project{os.sep}urls.py, line {line})"
+    )
+
+
 def stat(value):
     return {"median": value, "min": value, "max": value}
 
@@ -299,7 +359,9 @@ def test_server_driver_a_server_that_does_not_start(tmp_path):
     package = tmp_path / "broken" / "project"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "settings.py").write_text('SECRET_KEY = "x"\nINSTALLED_APPS = []\n')
+    (package / "settings.py").write_text(
+        'SECRET_KEY = "x"\nINSTALLED_APPS = []\nSTARTPROJECT_MIDDLEWARE = []\n'
+    )
     (package / "asgi.py").write_text('raise RuntimeError("asgi bug")\n')
     (package / "wsgi.py").write_text('raise RuntimeError("wsgi bug")\n')
     args = ["bench", "--driver", "server", "--project", "broken", "--endpoints", "/sync/",

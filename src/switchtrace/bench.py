@@ -147,6 +147,10 @@ def _demo_endpoints() -> tuple[tuple[str, str], ...]:
     return ALL
 
 
+class ServerFailed(RuntimeError):
+    """A server under ``--driver server`` did not start, or answered 5xx."""
+
+
 # -- statistics ----------------------------------------------------------------
 
 
@@ -303,7 +307,7 @@ class Servers:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(
+                raise ServerFailed(
                     f"the {server.upper()} server ({command[2]}) exited with status "
                     f"{process.returncode} before answering (its own output is above)"
                 )
@@ -313,7 +317,7 @@ class Servers:
             except OSError:
                 time.sleep(0.1)
         process.kill()
-        raise RuntimeError(f"the {server.upper()} server ({command[2]}) did not answer within 30 s")
+        raise ServerFailed(f"the {server.upper()} server ({command[2]}) did not answer within 30 s")
 
     def close(self) -> None:
         for process, _port in self._servers.values():
@@ -410,7 +414,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
             if size == 0:
                 break
     if status >= 500:
-        raise RuntimeError(f"server answered {lines[0]}")
+        raise ServerFailed(f"server answered {lines[0]}")
     return status, headers
 
 
@@ -906,8 +910,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "driver": driver.name,
             "cells": measure(args, driver, progress),
         }
-    except RuntimeError as exc:  # a server that does not start, or answers 5xx
-        failure: RuntimeError | None = exc
+    except ServerFailed as exc:  # a server that does not start, or answers 5xx
+        failure: ServerFailed | None = exc
     else:
         failure = None
     finally:

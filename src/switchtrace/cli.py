@@ -86,6 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.status
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the project's code raised while it was served
+        from .example import describe_error
+
+        print(
+            f"switchtrace {args.command}: error: the project raised {describe_error(exc)}",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _explain(args: argparse.Namespace) -> int:

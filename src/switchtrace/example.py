@@ -66,6 +66,14 @@ def setup(project: Path, settings_module: str = "project.settings") -> None:
         os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     os.environ.setdefault("SWITCHTRACE_EXAMPLE_MIDDLEWARE", "shipped")
     setup_django()
+    from django.conf import settings
+
+    if not isinstance(getattr(settings, "STARTPROJECT_MIDDLEWARE", None), list):
+        raise SetupError(
+            f"the settings {os.environ['DJANGO_SETTINGS_MODULE']} have no "
+            "STARTPROJECT_MIDDLEWARE list; allowed: the example project's settings "
+            "(examples/project, or a copy of it given with --project)"
+        )
 
 
 def setup_django() -> None:
@@ -92,7 +100,10 @@ def setup_django() -> None:
             ) from None
         raise SetupError(f"{what} cannot be imported: {describe_error(exc)}") from None
     except SystemExit as exc:  # a settings module refusing its environment
-        said = f"exited with status {exc.code}" if isinstance(exc.code, int) else exc.code
+        if exc.code is None or isinstance(exc.code, int):
+            said = f"it called sys.exit({'' if exc.code is None else exc.code})"
+        else:
+            said = " ".join(str(exc.code).split())
         raise SetupError(f"{what} cannot be imported: {said}") from None
     except Exception as exc:
         raise SetupError(f"{what} cannot be imported: {describe_error(exc)}") from None
@@ -118,7 +129,8 @@ def describe_error(exc: BaseException) -> str:
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    text = f"{name}: {exc}" if str(exc) else name
+    message = " ".join(str(exc).split())  # one line, whatever the message holds
+    text = f"{name}: {message}" if message else name
     if isinstance(exc, SyntaxError):  # its message names the file and line
         return text
     where = None

@@ -108,3 +108,12 @@ def test_a_raising_view_costs_exactly_the_conditional_exception_causes(records):
     exception_path = [c for c in prediction.conditional if "TemplateResponse" not in c.what]
     assert [c.switches for c in exception_path] == [2, 2, 2]
     assert records[-1].context_switches == prediction.switches + 6 == 38
+
+
+def test_a_url_is_decoded_for_resolving_as_django_decodes_it():
+    from switchtrace.django_app.explain import split_url
+
+    assert split_url("/caf%C3%A9/?q=1") == ("/café/", "/caf%C3%A9/?q=1")
+    # Not UTF-8: kept percent-encoded, as Django's handlers keep it.
+    assert split_url("/%FF/") == ("/%FF/", "/%FF/")
+    assert split_url("/a%2Db/#top") == ("/a-b/", "/a%2Db/")

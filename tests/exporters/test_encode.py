@@ -373,7 +373,19 @@ ENCODED = [
     [True, 1, 1.5],
 ]
 #: Values it raises for, leaving out the attribute that holds them.
-REFUSED = [2**63, -(2**63) - 1, 2**64 + 5, [1, 2**70], {"k": 2**63}, [{"k": [2**63]}], {1, 2}]
+REFUSED = [
+    2**63,
+    -(2**63) - 1,
+    2**64 + 5,
+    [1, 2**70],
+    {"k": 2**63},
+    [{"k": [2**63]}],
+    {1, 2},
+    # A lone surrogate (a non-UTF-8 file name decoded with surrogateescape):
+    # protobuf cannot encode it, and strict JSON parsers refuse its escape.
+    "/srv/caf\udce9/views.py",
+    ["ok", "\ud800"],
+]
 
 
 def sdk_json(value):
@@ -431,7 +443,12 @@ def test_an_attribute_the_sdk_leaves_out_is_left_out_alone(swallowed):
     assert [where for where, _exc in swallowed] == ["span attribute encoding"] * 3 * (
         len(REFUSED) + 1
     )
-    assert {type(exc) for _where, exc in swallowed} == {ValueError, TypeError, AttributeError}
+    assert {type(exc) for _where, exc in swallowed} == {
+        ValueError,
+        TypeError,
+        AttributeError,
+        UnicodeEncodeError,
+    }
     swallowed.clear()
 
 

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from switchtrace import tracer
 from switchtrace.django_app import telemetry
 from switchtrace.exporters import pipeline as pipeline_module
 
@@ -220,7 +221,7 @@ def test_shutdown_keeps_to_its_timeout_with_an_export_hanging_and_the_queue_full
         lost = []
     assert messages == [
         "switchtrace: span queue full (2 records); 1 requests' spans dropped so far",
-        "switchtrace: shut down with 2 requests' spans not made (an export was still in progress)",
+        "switchtrace: shut down with 2 requests' spans not made (the shutdown's time ran out)",
         *lost,
     ]
 
@@ -275,3 +276,82 @@ def test_an_exporter_given_sdk_spans_counts_its_failed_exports_too(monkeypatch, 
             assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 0, 17)
     finally:
         receiver.stop()
+
+
+def test_shutdown_counts_every_record_it_did_not_make(tmp_path, monkeypatch):
+    """Records made into spans plus records counted as dropped are every
+    record queued, whether the thread ends at the deadline on its own or is
+    still at work when shutdown returns (five shutdowns of 300 records each,
+    the thread laying out a record in about half a millisecond)."""
+    for attempt in range(5):
+        settings = {
+            "ENABLED": True,
+            "EXPORTER": "file",
+            "FILE_PATH": str(tmp_path / f"traces-{attempt}.jsonl"),
+            "QUEUE_SIZE": 1000,
+        }
+        with project(SWITCHTRACE=settings):
+            pipeline = telemetry.pipeline()
+            make = pipeline._emit
+
+            def slowly(record, make=make):
+                busy_until = time.perf_counter() + 0.0005  # holding the GIL
+                while time.perf_counter() < busy_until:
+                    pass
+                return make(record)
+
+            monkeypatch.setattr(pipeline, "_emit", slowly)
+            for _ in range(300):
+                with tracer.recording():
+                    pass
+            pipeline.shutdown(timeout=0.05)
+            pipeline._worker.join(10)
+            assert not pipeline._worker.is_alive()
+            assert pipeline.records + pipeline.dropped == 300, attempt
+
+
+def test_shutdown_keeps_to_its_timeout_through_the_sdks_batch_processor(monkeypatch):
+    """An exporter without the hook for encoded spans gets them through the
+    SDK's batch processor, whose own shutdown waits up to 30 s for an export:
+    shutdown(1) gives it only what is left of its one deadline."""
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    exporting, release = threading.Event(), threading.Event()
+
+    class Hanging(SpanExporter):
+        takes_encoded = False
+
+        def export(self, spans):
+            exporting.set()
+            release.wait(30)  # a collector that does not answer
+            return SpanExportResult.FAILURE
+
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "1")
+    real_build = pipeline_module.build_exporter
+    endpoint = "http://127.0.0.1:9"
+
+    def build(options):  # this test's settings only (not those restored after it)
+        return Hanging() if options.endpoint == endpoint else real_build(options)
+
+    monkeypatch.setattr(pipeline_module, "build_exporter", build)
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": endpoint, "QUEUE_SIZE": 10}
+    try:
+        with project(SWITCHTRACE=settings):
+            pipeline = telemetry.pipeline()
+            assert pipeline.writer is None
+            assert isinstance(pipeline.processor, BatchSpanProcessor)
+            for _ in range(3):
+                with tracer.recording():
+                    pass
+            assert exporting.wait(10)
+            started = time.monotonic()
+            pipeline.shutdown(timeout=1)
+            took = time.monotonic() - started
+    finally:
+        release.set()
+    # A generous bound, far under the SDK's own 30 s for its thread.
+    assert took < 5, took

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, TextIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.conf import settings
+from django.utils.encoding import repercent_broken_unicode
 from django.utils.module_loading import import_string
 
 from ..example import describe_error
@@ -59,7 +60,10 @@ def split_url(url: str) -> tuple[str, str]:
             "'/', optionally with a query string, e.g. /sync/ or /search/?q=x"
         )
     parts = urlsplit(url)
-    return unquote(parts.path), parts.path + (f"?{parts.query}" if parts.query else "")
+    # As Django's handlers and test client: bytes that are not UTF-8 stay
+    # percent-encoded (/%FF/ resolves as "/%FF/", not as a replacement char).
+    path = repercent_broken_unicode(unquote_to_bytes(parts.path)).decode()
+    return path, parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def view_kind(url: str) -> tuple[bool, str]:

@@ -316,6 +316,8 @@ def json_value(value: Any) -> str:
     if isinstance(value, float):
         return f'{{"doubleValue":{json_double(value)}}}'
     if isinstance(value, str):
+        if not value.isascii():
+            value.encode("utf-8")  # a lone surrogate raises, as in the SDK's protobuf
         return f'{{"stringValue":{_json_string(value)}}}'
     if value is None:
         return "{}"
@@ -345,6 +347,8 @@ def json_double(value: float) -> str:
 def _json_key(key: str) -> str:
     if not isinstance(key, str):
         raise TypeError(f"attribute key {key!r} is not a string")
+    if not key.isascii():
+        key.encode("utf-8")  # a lone surrogate raises, as in the SDK's protobuf
     return f'{{"key":{json.dumps(key)},"value":'
 
 

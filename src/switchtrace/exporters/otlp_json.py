@@ -148,6 +148,8 @@ def _value(value: Any) -> dict[str, Any]:
             "doubleValue": "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
         }
     if isinstance(value, str):
+        if not value.isascii():
+            value.encode("utf-8")  # a lone surrogate raises, as in the SDK's protobuf
         return {"stringValue": value}
     if value is None:
         return {}
