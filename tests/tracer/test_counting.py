@@ -646,3 +646,144 @@ def test_asyncio_run_in_bridged_code_owns_the_loop_it_runs_in():
     assert record.totals() == tracer.Figures(4, 2, 1, 0)
     assert run.loop_created is True
     assert record.loop_creations[0].crossing is run
+
+
+async def main_of_nothing():
+    return None
+
+
+class _Client:
+    """A per-request client with a loop of its own, run in a thread of its
+    own, as some database and messaging clients have."""
+
+    def connect(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever)
+        self.thread.start()
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+@pytest.mark.parametrize("offload", ["sync_to_async", "asyncio.to_thread", "run_in_executor"])
+def test_a_loop_made_by_what_a_crossing_ran_is_freed_with_its_request(offload):
+    """A loop created by a crossing's function, held by that function's
+    object: nothing of switchtrace's keeps it once the request is over (the
+    creation waiting to be claimed by code running in the loop is held
+    weakly; holding it strongly kept every such loop for good)."""
+    loops = []
+
+    async def request():
+        client = _Client()
+        with tracer.recording() as record:
+            if offload == "sync_to_async":
+                await sync_to_async(client.connect)()
+            elif offload == "asyncio.to_thread":
+                await asyncio.to_thread(client.connect)
+            else:
+                await asyncio.get_running_loop().run_in_executor(None, client.connect)
+            client.close()
+        loops.append(weakref.ref(client.loop))
+        return record
+
+    for _ in range(20):
+        record = asyncio.run(request())
+        assert record.totals().event_loops_created == 1
+        assert record.loop_creations[0].crossing is record.crossings[0]
+    del record
+    gc.collect()
+    assert [loop() for loop in loops[:-1]] == [None] * 19
+    # The last request's objects can stay referenced from interpreter state
+    # until another request runs (not through anything gc sees: no
+    # referrer of the record is left), and go then.
+    with tracer.recording():
+        asyncio.run(main_of_nothing())
+    gc.collect()
+    assert loops[-1]() is None
+    assert len(tracer.patches._request_loops) == 0
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_asyncio_run_on_a_loop_class_of_its_own_is_still_two_switches():
+    """A loop class overriding run_until_complete (calling the base class's)
+    stands between asyncio's Runner and the patch: its calls are still the
+    asyncio.run crossing's, and Runner.close's are no crossing's."""
+
+    class OwnLoop(asyncio.SelectorEventLoop):
+        def run_until_complete(self, future):
+            return super().run_until_complete(future)
+
+    with tracer.recording() as record:
+        with asyncio.Runner(loop_factory=OwnLoop) as runner:
+            runner.run(anoop())
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    assert [c.mechanism for c in record.crossings] == ["asyncio.run"]
+
+
+def test_run_until_complete_that_raises_at_once_is_no_switch():
+    loop = asyncio.new_event_loop()
+    loop.close()
+    with tracer.recording() as record:
+        coro = anoop()
+        with pytest.raises(RuntimeError, match="closed"):
+            loop.run_until_complete(coro)
+        coro.close()
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+
+
+def test_run_until_complete_called_from_c_with_no_python_caller():
+    """Called straight by a C function at the bottom of a new thread's
+    stack (no Python frame below the patch): it runs, and counts."""
+    import _thread
+
+    with tracer.recording() as record:
+        loop = asyncio.new_event_loop()
+        done = threading.Event()
+        context = contextvars.copy_context()
+
+        def finished(future):
+            done.set()
+
+        task = loop.create_task(anoop())
+        task.add_done_callback(finished)
+        _thread.start_new_thread(context.run, (loop.run_until_complete, task))
+        assert done.wait(5)
+        time.sleep(0.05)  # the thread returns from run_until_complete
+        loop.close()
+    assert record.totals().context_switches == 2
+    assert [c.mechanism for c in record.crossings] == ["loop.run_until_complete"]
+
+
+def test_a_loop_made_in_one_request_and_run_in_another_is_neither_ones_crossings():
+    with tracer.recording() as first:
+        loop = asyncio.new_event_loop()
+    try:
+        with tracer.recording() as second:
+            loop.run_until_complete(anoop())
+    finally:
+        loop.close()
+    assert first.totals() == tracer.Figures(0, 0, 1, 0)
+    assert first.loop_creations[0].crossing is None
+    assert second.totals() == tracer.Figures(2, 0, 0, 0)
+    assert second.crossings[0].loop_created is False
+
+
+def test_an_offloads_keyword_arguments_reach_the_function_whatever_their_names():
+    def work(**kwargs):
+        return kwargs
+
+    async def main():
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        try:
+            with tracer.recording() as record:
+                future = pool.submit(work, fn=1, record=2, crossing=3, here=4, func=5)
+                result = await asyncio.wrap_future(future)
+        finally:
+            pool.shutdown()
+        return record, result
+
+    record, result = asyncio.run(main())
+    assert result == {"fn": 1, "record": 2, "crossing": 3, "here": 4, "func": 5}
+    assert record.totals().context_switches == 2

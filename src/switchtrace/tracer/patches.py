@@ -35,8 +35,7 @@ the executors' ``submit``, whose function (asgiref's private partial, or the
 request code's own function) is handed on inside a thin callable that notes
 where and when it starts. The five patches a crossing passes
 through are plain functions (see :class:`Fast` for why), and so is the one on
-``run_until_complete``, which tells asyncio's own runners by its caller's
-frame; the others are wrapt wrappers.
+``run_until_complete``; the others are wrapt wrappers.
 """
 
 from __future__ import annotations
@@ -48,7 +47,6 @@ import contextvars
 import functools
 import inspect
 import logging
-import sys
 import threading
 import time
 import weakref
@@ -130,9 +128,17 @@ class _LoopBirths:
 
 
 _unclaimed_loops = _LoopBirths()
-#: Loops created in a request outside any crossing (asyncio.Runner.__enter__),
-#: until the Runner.run that uses them claims them.
-_request_loops: weakref.WeakKeyDictionary[Any, LoopCreation] = weakref.WeakKeyDictionary()
+#: Loops created in a request ahead of the code that runs in them
+#: (asyncio.Runner.__enter__, new_event_loop() before run_until_complete),
+#: until the crossing that runs in them claims them: the creation and its
+#: record, both held weakly (a strong hold on the creation would keep its
+#: cause crossing, and whatever that holds, which may hold the loop).
+_request_loops: weakref.WeakKeyDictionary[
+    Any, tuple[weakref.ref[LoopCreation], weakref.ref[RequestRecord]]
+] = weakref.WeakKeyDictionary()
+#: Threads closing an asyncio.Runner: its run_until_complete calls (shutting
+#: down async generators and the default executor) are not crossings.
+_closing_runner = threading.local()
 
 _get_running_loop = asyncio.events._get_running_loop
 _get_ident = threading.get_ident
@@ -226,7 +232,7 @@ def _return(
 
 
 def _arrive(
-    fn: Callable[..., Any], record: RequestRecord, crossing: Crossing, *args: Any, **kwargs: Any
+    fn: Callable[..., Any], record: RequestRecord, crossing: Crossing, /, *args: Any, **kwargs: Any
 ) -> Any:
     """What an executor runs in place of the function it was given (bound with
     functools.partial): notes the moment and thread the function starts on,
@@ -511,36 +517,33 @@ def _claim_runner_loop(record: RequestRecord, runner: Any, crossing: Crossing) -
         loop = runner.get_loop()
     except RuntimeError:  # a closed runner: run() will say so itself
         return
-    _claim_loop(loop, crossing)
+    _claim_loop(loop, record, crossing)
 
 
-def _claim_loop(loop: Any, crossing: Crossing) -> None:
+def _claim_loop(loop: Any, record: RequestRecord, crossing: Crossing) -> None:
     """``crossing`` runs its code in ``loop``: if the loop was created for
-    the request ahead of it, the creation is this crossing's."""
+    the same request ahead of it, the creation is this crossing's."""
     crossing.loop_id = id(loop)
-    creation = _request_loops.pop(loop, None)
-    if creation is not None and not crossing.loop_created:
+    entry = _request_loops.pop(loop, None)
+    if entry is None:
+        return
+    creation, owner = entry[0](), entry[1]()
+    if creation is not None and owner is record and not crossing.loop_created:
         creation.crossing = crossing
         crossing.loop_created = True
 
 
+def _wrap_runner_close(wrapped, instance, args, kwargs):
+    # Runs on the runner's thread: its run_until_complete calls are its own.
+    depth = getattr(_closing_runner, "depth", 0)
+    _closing_runner.depth = depth + 1
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _closing_runner.depth = depth
+
+
 # -- loop.run_until_complete from synchronous code: same thread, a loop ---------
-
-
-def _asyncio_own_callers() -> frozenset[Any]:
-    """Code of asyncio's own runners, whose calls to run_until_complete are
-    part of the asyncio.run crossing (or of no crossing: Runner.close after
-    it)."""
-    runners = asyncio.runners
-    functions = [getattr(runners, "run", None), getattr(runners, "_cancel_all_tasks", None)]
-    runner = getattr(runners, "Runner", None)
-    if runner is not None:
-        functions += [vars(runner).get("run"), vars(runner).get("close")]
-    codes = (getattr(inspect.unwrap(f), "__code__", None) for f in functions if f is not None)
-    return frozenset(code for code in codes if code is not None)
-
-
-_ASYNCIO_OWN = _asyncio_own_callers()
 
 
 def _patch_run_until_complete(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -550,19 +553,14 @@ def _patch_run_until_complete(original: Callable[..., Any]) -> Callable[..., Any
         # thread until the future is done.
         __traceback_hide__ = True
         current = _here_get()
-        if (
-            current is None
-            or current[0].finished
-            or _get_running_loop() is not None  # it raises: no switch
-            or sys._getframe(1).f_code in _ASYNCIO_OWN
-        ):
+        if current is None or current[0].finished or not _switches(self, future, current[1]):
             return original(self, future)
         record = current[0]
         crossing = token = None
         try:
             thread = _thread()
             crossing = Crossing(RUN_UNTIL_COMPLETE, None, future, thread, current[1], clock())
-            _claim_loop(self, crossing)
+            _claim_loop(self, record, crossing)
             token = _here_set((record, crossing))
             record.start(crossing, thread)
         except Exception:
@@ -576,6 +574,30 @@ def _patch_run_until_complete(original: Callable[..., Any]) -> Callable[..., Any
         return result
 
     return run_until_complete
+
+
+def _switches(loop: Any, future: Any, current: Crossing | None) -> bool:
+    """Whether ``loop.run_until_complete(future)``, called here, is a switch
+    of its own: not one that raises at once (a loop closed, or running in
+    this thread or another, something not awaitable), nor one of asyncio's
+    own runners' (the calls asyncio.run and Runner.run make are their
+    crossing's; those Runner.close makes are no crossing's)."""
+    try:
+        if loop.is_closed() or loop.is_running() or _get_running_loop() is not None:
+            return False
+        if not inspect.isawaitable(future):
+            return False
+        if getattr(_closing_runner, "depth", 0):
+            return False
+        return not (
+            current is not None
+            and current.mechanism is ASYNCIO_RUN
+            and current.loop_id == id(loop)
+            and current.return_ns is None
+        )
+    except Exception:
+        swallow("run_until_complete call")
+        return False
 
 
 # -- event loops and threads created during a request --------------------------
@@ -606,7 +628,7 @@ def _wrap_loop_init(wrapped, instance, args, kwargs):
             # Made ahead of the code that runs in it (asyncio.Runner's
             # __enter__, new_event_loop() before run_until_complete): claimed
             # by that crossing when it starts.
-            _request_loops[instance] = creation
+            _request_loops[instance] = (weakref.ref(creation), weakref.ref(record))
     except Exception:
         swallow("event loop creation")
 
@@ -667,6 +689,7 @@ def _targets() -> list[Target]:
     runner = getattr(asyncio, "Runner", None)
     if runner is not None:
         targets.append((runner, "run", _wrap_asyncio_run))
+        targets.append((runner, "close", _wrap_runner_close))
     else:  # Python 3.10: asyncio.run is a plain function, bound under two names.
         targets.append((asyncio.runners, "run", _wrap_asyncio_run))
         targets.append((asyncio, "run", _wrap_asyncio_run))

@@ -82,7 +82,7 @@ class ThreadStart:
 class LoopCreation:
     """An event loop constructed on behalf of a request."""
 
-    __slots__ = ("at_ns", "crossing", "loop_id", "thread")
+    __slots__ = ("__weakref__", "at_ns", "crossing", "loop_id", "thread")
 
     def __init__(
         self, at_ns: int, loop_id: int, thread: threading.Thread, crossing: Crossing | None
