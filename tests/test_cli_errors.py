@@ -265,7 +265,7 @@ def test_demo_and_bench_when_the_projects_code_raises(command, tmp_path):
                  "--warmup", "0"]  # fmt: skip
     out = switchtrace(args, tmp_path)
     assert one_line(out, 1) == (
-        f"switchtrace {command}: error: the project raised ValueError: urls bug "
+        f"switchtrace {command}: error: ValueError: urls bug "
         f"(broken{os.sep}project{os.sep}urls.py, line {line})"
     )
 
@@ -376,3 +376,29 @@ def test_server_driver_a_server_that_does_not_start(tmp_path):
     )
     assert out.stderr.strip().endswith(" before answering (its own output is above)")
     assert "switchtrace/bench.py" not in out.stderr  # no traceback of ours
+
+
+def test_a_reader_that_goes_away_is_no_error(tmp_path):
+    """`switchtrace explain ... | head -1`: the pipe closes under the writer."""
+    script = (
+        "import os, sys\n"
+        "read, write = os.pipe()\n"
+        "os.close(read)\n"
+        "os.dup2(write, 1)\n"
+        "from switchtrace.cli import main\n"
+        "sys.exit(main(['explain', '--url', '/q/?a=1']))\n"
+    )
+    site = tmp_path / "site"
+    site.mkdir()
+    for name, text in SITE.items():
+        (site / name).write_text(text)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "plain_settings",
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-u", "-c", script],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (out.returncode, out.stderr) == (0, "")

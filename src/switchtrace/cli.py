@@ -10,6 +10,7 @@ status 1; never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -86,13 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.status
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # the project's code raised while it was served
+    except BrokenPipeError:  # the reader went away (| head): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # the project's code raised while served, or ours
         from .example import describe_error
 
-        print(
-            f"switchtrace {args.command}: error: the project raised {describe_error(exc)}",
-            file=sys.stderr,
-        )
+        print(f"switchtrace {args.command}: error: {describe_error(exc)}", file=sys.stderr)
         return 1
 
 

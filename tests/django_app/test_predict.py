@@ -117,3 +117,15 @@ def test_a_url_is_decoded_for_resolving_as_django_decodes_it():
     # Not UTF-8: kept percent-encoded, as Django's handlers keep it.
     assert split_url("/%FF/") == ("/%FF/", "/%FF/")
     assert split_url("/a%2Db/#top") == ("/a-b/", "/a%2Db/")
+
+
+def test_a_url_with_bytes_that_are_not_utf8_is_bad_input():
+    """An argument decoded with surrogateescape (a non-UTF-8 locale)."""
+    from switchtrace.django_app.explain import ExplainError, split_url
+
+    with pytest.raises(ExplainError) as refused:
+        split_url("/\udcff/")
+    assert str(refused.value) == (
+        "--url '/\\udcff/' holds bytes that are not UTF-8; allowed: a path in UTF-8, "
+        "with other bytes percent-encoded (e.g. /%FF/)"
+    )

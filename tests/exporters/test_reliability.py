@@ -331,6 +331,7 @@ def test_shutdown_keeps_to_its_timeout_through_the_sdks_batch_processor(monkeypa
             return SpanExportResult.FAILURE
 
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "1")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
     real_build = pipeline_module.build_exporter
     endpoint = "http://127.0.0.1:9"
 
@@ -355,3 +356,65 @@ def test_shutdown_keeps_to_its_timeout_through_the_sdks_batch_processor(monkeypa
         release.set()
     # A generous bound, far under the SDK's own 30 s for its thread.
     assert took < 5, took
+    # One span a request: the one in the hanging export, and the two the
+    # processor still held when its time ran out, are all counted as lost.
+    assert wait_for(lambda: pipeline.failed == 3)
+
+
+def test_the_span_thread_lets_go_of_a_record_once_its_spans_are_made(tmp_path):
+    """Not when the next record comes: until then a request's objects (what
+    its crossings ran, their bound objects) would stay alive."""
+    import gc
+    import weakref
+
+    class Held:
+        pass
+
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(tmp_path / "t.jsonl")}
+    with project(SWITCHTRACE=settings):
+        pipeline = telemetry.pipeline()
+        held = Held()
+        with tracer.recording() as record:
+            record.extra["held"] = held
+        held_ref = weakref.ref(held)
+        del held, record
+        # Made into spans (a flush would hand the thread something else).
+        assert wait_for(lambda: pipeline.records == 1)
+        gc.collect()
+        assert held_ref() is None
+
+
+def test_a_flush_waiting_when_shutdown_gives_up_returns_false_at_once(monkeypatch):
+    """The thread is stuck in an export; a flush waits behind queued records;
+    shutdown's time runs out: the flush learns it failed then, not at the end
+    of its own timeout."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+    receiver = HttpReceiver()
+    receiver.received.mode = "hang"
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint, "QUEUE_SIZE": 10}
+    outcome = {}
+    try:
+        with project(SWITCHTRACE=settings):
+            pipeline = telemetry.pipeline()
+            for _ in range(3):
+                with tracer.recording():
+                    pass
+            assert wait_for(lambda: pipeline.records == 1)  # its export hangs
+
+            def flush():
+                started = time.monotonic()
+                outcome["flushed"] = pipeline.flush(30)
+                outcome["took"] = time.monotonic() - started
+
+            flusher = threading.Thread(target=flush)
+            flusher.start()
+            time.sleep(0.2)
+            pipeline.shutdown(timeout=0.5)
+            flusher.join(10)
+            assert not flusher.is_alive()
+    finally:
+        receiver.received.release.set()
+        receiver.stop()
+    assert outcome["flushed"] is False
+    assert outcome["took"] < 10  # a generous bound, far under its 30 s

@@ -60,9 +60,15 @@ def split_url(url: str) -> tuple[str, str]:
             "'/', optionally with a query string, e.g. /sync/ or /search/?q=x"
         )
     parts = urlsplit(url)
-    # As Django's handlers and test client: bytes that are not UTF-8 stay
-    # percent-encoded (/%FF/ resolves as "/%FF/", not as a replacement char).
-    path = repercent_broken_unicode(unquote_to_bytes(parts.path)).decode()
+    try:
+        # As Django's handlers and test client: bytes that are not UTF-8 stay
+        # percent-encoded (/%FF/ resolves as "/%FF/", not as a replacement char).
+        path = repercent_broken_unicode(unquote_to_bytes(parts.path)).decode()
+    except UnicodeEncodeError:  # undecodable bytes on the command line
+        raise ExplainError(
+            f"--url {url!r} holds bytes that are not UTF-8; allowed: a path in UTF-8, "
+            "with other bytes percent-encoded (e.g. /%FF/)"
+        ) from None
     return path, parts.path + (f"?{parts.query}" if parts.query else "")
 
 

@@ -303,6 +303,9 @@ class SpanPipeline:
             except Exception:
                 swallow("span building")
                 encoded = []
+            # Let go of the record now: this frame would otherwise keep it,
+            # and everything its crossings hold, until the next one comes.
+            item = None
             self.records += 1
             self.cpu_ns += time.thread_time_ns() - started
             _yield_gil()
@@ -417,6 +420,8 @@ class SpanPipeline:
             return False
         if not done.wait(max(deadline - time.monotonic(), 0)):
             return False
+        if getattr(done, "dropped", False):  # shutdown's time ran out first
+            return False
         if self.own_provider and self.processor is not None:
             remaining = max(deadline - time.monotonic(), 0.001)
             return bool(self.provider.force_flush(int(remaining * 1000)))
@@ -461,6 +466,10 @@ class SpanPipeline:
         try:
             if "timeout_millis" in inspect.signature(stop).parameters:
                 stop(timeout_millis=int(seconds * 1000))
+                # Past its timeout it exports no more: what it still holds is lost.
+                left = len(getattr(batch, "_queue", ()))
+                if left:
+                    self._fail(left)
         except Exception:
             swallow("span processor shutdown")
 
@@ -472,7 +481,10 @@ class SpanPipeline:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not None and not isinstance(item, threading.Event):
+            if isinstance(item, threading.Event):  # a flush waiting: it failed
+                item.dropped = True  # type: ignore[attr-defined]
+                item.set()
+            elif item is not None:
                 lost += 1
         if lost:
             self.dropped += lost

@@ -528,9 +528,10 @@ def _claim_loop(loop: Any, record: RequestRecord, crossing: Crossing) -> None:
     if entry is None:
         return
     creation, owner = entry[0](), entry[1]()
-    if creation is not None and owner is record and not crossing.loop_created:
-        creation.crossing = crossing
+    if owner is record and not crossing.loop_created:
         crossing.loop_created = True
+        if creation is not None:  # None: not kept (the record's max_events)
+            creation.crossing = crossing
 
 
 def _wrap_runner_close(wrapped, instance, args, kwargs):
@@ -587,6 +588,8 @@ def _switches(loop: Any, future: Any, current: Crossing | None) -> bool:
             return False
         if not inspect.isawaitable(future):
             return False
+        if asyncio.isfuture(future) and future.get_loop() is not loop:
+            return False  # another loop's future: ValueError before it runs
         if getattr(_closing_runner, "depth", 0):
             return False
         return not (
