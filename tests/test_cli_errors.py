@@ -246,8 +246,9 @@ def test_demo_and_bench_need_the_example_projects_settings(command, tmp_path):
     )
 
 
+@pytest.mark.parametrize("exception", ["ValueError", "BrokenPipeError"])
 @pytest.mark.parametrize("command", ["demo", "bench"])
-def test_demo_and_bench_when_the_projects_code_raises(command, tmp_path):
+def test_demo_and_bench_when_the_projects_code_raises(command, exception, tmp_path):
     """A copy of the example project whose URLconf raises: Django cannot even
     build its 500 response, and the exception leaves the handler."""
     import shutil
@@ -257,7 +258,7 @@ def test_demo_and_bench_when_the_projects_code_raises(command, tmp_path):
     urls = project / "project" / "urls.py"
     line = len(urls.read_text().splitlines()) + 1
     with urls.open("a") as f:
-        f.write('raise ValueError("urls bug")\n')
+        f.write(f'raise {exception}("urls bug")\n')
     args = [command, "--project", "broken"]
     if command == "bench":  # one request, the first of which fails
         args += ["--servers", "wsgi", "--endpoints", "/sync/", "--variants", "none",
@@ -265,7 +266,7 @@ def test_demo_and_bench_when_the_projects_code_raises(command, tmp_path):
                  "--warmup", "0"]  # fmt: skip
     out = switchtrace(args, tmp_path)
     assert one_line(out, 1) == (
-        f"switchtrace {command}: error: ValueError: urls bug "
+        f"switchtrace {command}: error: {exception}: urls bug "
         f"(broken{os.sep}project{os.sep}urls.py, line {line})"
     )
 
@@ -378,18 +379,19 @@ def test_server_driver_a_server_that_does_not_start(tmp_path):
     assert "switchtrace/bench.py" not in out.stderr  # no traceback of ours
 
 
-def test_a_reader_that_goes_away_is_no_error(tmp_path):
-    """`switchtrace explain ... | head -1`: the pipe closes under the writer."""
+def _with_stdout_gone(args: list[str], tmp_path: Path, unbuffered: bool):
+    """``python -m switchtrace ARGS | true``, the reader gone before a byte
+    is written (deterministic, unlike a real pipeline)."""
     script = (
         "import os, sys\n"
         "read, write = os.pipe()\n"
         "os.close(read)\n"
         "os.dup2(write, 1)\n"
         "from switchtrace.cli import main\n"
-        "sys.exit(main(['explain', '--url', '/q/?a=1']))\n"
+        f"sys.exit(main({args!r}))\n"
     )
     site = tmp_path / "site"
-    site.mkdir()
+    site.mkdir(exist_ok=True)
     for name, text in SITE.items():
         (site / name).write_text(text)
     env = {
@@ -397,8 +399,40 @@ def test_a_reader_that_goes_away_is_no_error(tmp_path):
         "DJANGO_SETTINGS_MODULE": "plain_settings",
         "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    out = subprocess.run(
-        [sys.executable, "-u", "-c", script],
+    env.pop("PYTHONUNBUFFERED", None)
+    flags = ["-u"] if unbuffered else []
+    return subprocess.run(
+        [sys.executable, *flags, "-c", script],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("unbuffered", [True, False], ids=["unbuffered", "buffered"])
+def test_a_reader_that_goes_away_is_no_error(unbuffered, tmp_path):
+    """`switchtrace explain ... | head -1`: the pipe closes under the writer,
+    while the report is written (unbuffered) or at its end (buffered)."""
+    out = _with_stdout_gone(["explain", "--url", "/q/?a=1"], tmp_path, unbuffered)
     assert (out.returncode, out.stderr) == (0, "")
+
+
+def test_an_error_after_the_reader_went_away_is_still_told(tmp_path):
+    out = _with_stdout_gone(["explain", "--url", "/q/", "--measure"], tmp_path, False)
+    assert one_line(out, 1).startswith(
+        "switchtrace explain: error: GET /q/ under ASGI raised LookupError: no a=1 in the query "
+        "string"
+    )
+
+
+def test_a_broken_pipe_with_standard_output_intact_is_an_error(monkeypatch, capsys):
+    """Raised by something else than the writes to standard output (here no
+    file descriptor behind it at all): one line, exit 1."""
+
+    def broken(args, parser):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_run", broken)
+    assert cli.main(["explain"]) == 1
+    assert capsys.readouterr().err == (
+        "switchtrace explain: error: BrokenPipeError: [Errno 32] Broken pipe "
+        f"(tests{os.sep}test_cli_errors.py, line {broken.__code__.co_firstlineno + 1}, in broken)\n"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -67,18 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    status = _guarded(args, parser)
+    try:
+        sys.stdout.flush()  # here, not at exit, where a reader gone away is a traceback
+    except BrokenPipeError:
+        _reader_gone()
+    return status
+
+
+def _guarded(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The command's exit status; what goes wrong is one line on stderr."""
     from .example import ProjectNotFound, SetupError
 
     try:
-        if args.command == "demo":
-            from .demo import run
-
-            return run(args.project, sys.stdout)
-        if args.command == "explain":
-            return _explain(args)
-        from .bench import run as bench
-
-        return bench(args, parser)
+        return _run(args, parser)
     except ProjectNotFound as exc:
         print(f"switchtrace {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -87,14 +90,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.status
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # the reader went away (| head): nothing to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except Exception as exc:  # the project's code raised while served, or ours
+        if isinstance(exc, BrokenPipeError) and _reader_gone():
+            return 0  # | head had what it wanted: nothing to say
         from .example import describe_error
 
         print(f"switchtrace {args.command}: error: {describe_error(exc)}", file=sys.stderr)
         return 1
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.command == "demo":
+        from .demo import run
+
+        return run(args.project, sys.stdout)
+    if args.command == "explain":
+        return _explain(args)
+    from .bench import run as bench
+
+    return bench(args, parser)
+
+
+def _reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader went away (a
+    BrokenPipeError raised elsewhere, by the project's code, is an error of
+    its own). If so, what is still buffered for it goes nowhere, so that the
+    interpreter's last flush does not fail too."""
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        gone = any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no file behind it, or no poll()
+        return False
+    if gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+    return gone
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -125,7 +160,10 @@ def _explain(args: argparse.Namespace) -> int:
     try:
         return render(args.url, args.measure, sys.stdout)
     except ApplicationError as exc:
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()  # the report first, then the error after it
+        except BrokenPipeError:
+            pass  # the reader went away: the error still goes to stderr
         print(f"switchtrace explain: error: {exc}", file=sys.stderr)
         return 1
     except ExplainError as exc:

@@ -809,3 +809,34 @@ def test_a_crossing_owns_its_loop_even_when_the_creation_was_not_kept():
     assert record.dropped == 1
     [crossing] = record.crossings
     assert crossing.loop_created is True
+
+
+class _FutureWithoutGetLoop:
+    """A future as asyncio accepted them before get_loop() (it falls back to
+    ``_loop``): a real future behind, its loop told only by ``_loop``."""
+
+    _asyncio_future_blocking = False
+
+    def __init__(self, loop):
+        self._loop = loop
+        self._inner = loop.create_future()
+
+    def __getattr__(self, name):
+        if name == "get_loop":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def __await__(self):
+        return self._inner.__await__()
+
+
+def test_run_until_complete_with_a_future_without_get_loop_is_two_switches():
+    loop = asyncio.new_event_loop()
+    try:
+        with tracer.recording() as record:
+            future = _FutureWithoutGetLoop(loop)
+            loop.call_soon(future.set_result, 7)
+            assert loop.run_until_complete(future) == 7
+    finally:
+        loop.close()
+    assert record.totals() == tracer.Figures(2, 0, 0, 0)

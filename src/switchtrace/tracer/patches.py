@@ -588,8 +588,12 @@ def _switches(loop: Any, future: Any, current: Crossing | None) -> bool:
             return False
         if not inspect.isawaitable(future):
             return False
-        if asyncio.isfuture(future) and future.get_loop() is not loop:
-            return False  # another loop's future: ValueError before it runs
+        if asyncio.isfuture(future):
+            # As asyncio finds a future's loop (get_loop(), else _loop).
+            get_loop = getattr(future, "get_loop", None)
+            owner = get_loop() if get_loop is not None else getattr(future, "_loop", None)
+            if owner is not None and owner is not loop:
+                return False  # another loop's future: ValueError before it runs
         if getattr(_closing_runner, "depth", 0):
             return False
         return not (
