@@ -49,6 +49,17 @@ def serve_under_an_application_server_span(settings):
     return server_span, pipeline
 
 
+def test_the_memory_exporter_gets_them():
+    """As with opentelemetry-instrumentation-asgi: a SERVER span is current
+    while Django handles the request."""
+    settings = {"ENABLED": True, "EXPORTER": "memory"}
+    server_span, pipeline = serve_under_an_application_server_span(settings)
+    ours = pipeline.exporter.get_finished_spans()
+    assert len(ours) == 16
+    assert all(s.parent.span_id == server_span.context.span_id for s in ours)
+    assert all(s.context.trace_id == server_span.context.trace_id for s in ours)
+
+
 def test_the_file_exporter_writes_them(tmp_path):
     path = tmp_path / "traces.jsonl"
     settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}

@@ -6,9 +6,6 @@ import asyncio
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from switchtrace.django_app import telemetry
 from switchtrace.example import run_in_server_loop
@@ -146,30 +143,6 @@ def test_sample_rate_zero_records_no_spans_but_keeps_the_headers(spans):
         assert pipeline.flush(10)
         assert pipeline.exporter.get_finished_spans() == ()
     assert result.figures() == (30, 30, 0, 1)
-
-
-def test_spans_nest_under_the_applications_server_span(spans):
-    """As with opentelemetry-instrumentation-asgi: a SERVER span is current
-    while Django handles the request."""
-    app_exporter = InMemorySpanExporter()
-    app_provider = TracerProvider()
-    app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
-    app_tracer = app_provider.get_tracer("app")
-
-    async def instrumented(asgi):
-        with app_tracer.start_as_current_span("GET /sync/", kind=trace.SpanKind.SERVER) as span:
-            await asgi_request(asgi, "/sync/")
-        return span
-
-    with project() as (asgi, _wsgi):
-        server_span = asyncio.run(instrumented(asgi))
-    ours = spans()
-    assert len(ours) == 16
-    assert all(s.parent.span_id == server_span.context.span_id for s in ours)
-    assert all(s.context.trace_id == server_span.context.trace_id for s in ours)
-    [app_span] = app_exporter.get_finished_spans()
-    assert app_span.attributes["switchtrace.context_switches"] == 32
-    assert app_span.attributes["switchtrace.context_switches_before_headers"] == 30
 
 
 @pytest.mark.parametrize(

@@ -50,12 +50,11 @@ def unstamp(response: Any) -> None:
     for header, _field, _metric, _label in HEADERS:
         if header in response:
             del response[header]
-    own = _without_ours(response.get("Server-Timing"))
-    if own is None:
-        if "Server-Timing" in response:
-            del response["Server-Timing"]
-    else:
+    own = _with_ours(response.get("Server-Timing"), None)
+    if own is not None:
         response["Server-Timing"] = own
+    elif "Server-Timing" in response:
+        del response["Server-Timing"]
 
 
 def restamp(response: Any, figures: Figures) -> None:
@@ -73,14 +72,25 @@ def restamp(response: Any, figures: Figures) -> None:
 _OURS = frozenset(metric for _header, _field, metric, _label in HEADERS)
 
 
-def _without_ours(server_timing: str | None) -> str | None:
-    """The application's own metrics in a ``Server-Timing`` value: without
-    the ones switchtrace wrote for another request (a response served again
-    from Django's cache, stored by an ``UpdateCacheMiddleware`` placed before
-    switchtrace's), or None if nothing is left."""
-    if not server_timing or "switchtrace-" not in server_timing:
-        return server_timing
-    kept = [m for m in _metrics(server_timing) if m.split(";", 1)[0].strip() not in _OURS]
+def _with_ours(server_timing: str | None, ours: str | None) -> str | None:
+    """``server_timing`` with switchtrace's metrics replaced by ``ours``: in
+    their place if it holds some already (written for this response before,
+    or for another one stored in Django's cache), else after the others;
+    taken out if ``ours`` is None. Every other metric stays. None if
+    nothing is left."""
+    if not server_timing:
+        return ours
+    if "switchtrace-" not in server_timing:
+        return f"{server_timing}, {ours}" if ours else server_timing
+    kept: list[str] = []
+    at: int | None = None
+    for metric in _metrics(server_timing):
+        if metric.split(";", 1)[0].strip() in _OURS:
+            at = len(kept) if at is None else at
+        else:
+            kept.append(metric)
+    if ours:
+        kept.insert(len(kept) if at is None else at, ours)
     return ", ".join(kept) or None
 
 
@@ -104,29 +114,12 @@ def _metrics(server_timing: str) -> list[str]:
 
 
 def _write(response: Any, figures: Figures) -> None:
-    """Our headers, and our metrics in ``Server-Timing``: in place of ours if
-    it holds them already (written for this response before, or for
-    another one stored in a cache), else after the application's. Every
-    other metric stays, including those middleware above ours added after
-    we first wrote ours."""
+    """Our headers, and our metrics in ``Server-Timing`` (see
+    :func:`_with_ours`): those middleware above ours added after we first
+    wrote ours stay too."""
     ours = []
     for header, field, metric, label in HEADERS:
         value = getattr(figures, field)
         response[header] = str(value)
         ours.append(f'{metric};desc="{label}: {value}"')
-    timing = ", ".join(ours)
-    current = response.get("Server-Timing")
-    if not current:
-        response["Server-Timing"] = timing
-    elif "switchtrace-" not in current:
-        response["Server-Timing"] = f"{current}, {timing}"
-    else:
-        metrics: list[str] = []
-        at: int | None = None
-        for m in _metrics(current):
-            if m.split(";", 1)[0].strip() in _OURS:
-                at = len(metrics) if at is None else at
-            else:
-                metrics.append(m)
-        metrics.insert(len(metrics) if at is None else at, timing)
-        response["Server-Timing"] = ", ".join(metrics)
+    response["Server-Timing"] = _with_ours(response.get("Server-Timing"), ", ".join(ours))

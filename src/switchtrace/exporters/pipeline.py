@@ -291,7 +291,7 @@ class SpanPipeline:
                 except queue.Empty:  # the batch is due
                     self._export(pending)
                     continue
-            if item is None or isinstance(item, threading.Event):  # shutdown, flush
+            if item is None or isinstance(item, _Flush):  # shutdown, flush
                 self._export(pending)
                 if item is None:
                     return
@@ -413,14 +413,14 @@ class SpanPipeline:
         if not self._worker.is_alive():
             return self._queue.empty()
         deadline = time.monotonic() + timeout
-        done = threading.Event()
+        done = _Flush()
         try:
             self._queue.put(done, timeout=timeout)
         except queue.Full:
             return False
         if not done.wait(max(deadline - time.monotonic(), 0)):
             return False
-        if getattr(done, "dropped", False):  # shutdown's time ran out first
+        if done.dropped:  # shutdown's time ran out first
             return False
         if self.own_provider and self.processor is not None:
             remaining = max(deadline - time.monotonic(), 0.001)
@@ -481,8 +481,8 @@ class SpanPipeline:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, threading.Event):  # a flush waiting: it failed
-                item.dropped = True  # type: ignore[attr-defined]
+            if isinstance(item, _Flush):  # a flush waiting: it failed
+                item.dropped = True
                 item.set()
             elif item is not None:
                 lost += 1
@@ -493,6 +493,13 @@ class SpanPipeline:
                 "shutdown's time ran out)",
                 lost,
             )
+
+
+class _Flush(threading.Event):
+    """Queued by :meth:`SpanPipeline.flush`: set once what was queued before
+    it is exported, or ``dropped`` by a shutdown whose time ran out."""
+
+    dropped = False
 
 
 class _Counted(SpanExporter):
