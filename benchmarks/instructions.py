@@ -32,10 +32,12 @@ real bridge calls (``switch_cost.py``'s end-to-end measurement: asgiref's
 own ``sync_to_async`` and ``async_to_sync``, an executor's thread and the
 event loop), ``--bridge-calls`` recorded calls against as many with
 switchtrace uninstalled, per switch. Set side by side, they show what the
-real path costs beyond the stand-ins.
+real path costs beyond the stand-ins. With ``--floors``, the same count for
+``switch_cost.py``'s floors (bare patches, layers only, context variable
+only): what the patch points cost before anything is recorded.
 
     python benchmarks/instructions.py [--requests 200] [--calls 20000] [--bridge-calls 2000]
-                                      [--repeats 2] [--json]
+                                      [--repeats 2] [--floors] [--json]
 
 Needs valgrind (Debian: ``apt-get install valgrind``); about 1-2 minutes a
 child on the machine these figures were measured on.
@@ -44,6 +46,7 @@ child on the machine these figures were measured on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -106,15 +109,18 @@ def bridges(mechanism: str, variant: str, calls: int) -> None:
 
     from switchtrace import tracer
 
-    if variant == "uninstalled":
+    if variant == "uninstalled" or variant in switch_cost.FLOORS:
         tracer.uninstall()
     else:
         tracer.install()
     measure = switch_cost.MECHANISMS[BRIDGES[mechanism]]
     recording = variant == "recording"
-    measure(WARMUP, recording)
-    if calls:
-        measure(calls, recording)
+    with contextlib.ExitStack() as stack:
+        if variant in switch_cost.FLOORS:
+            stack.enter_context(switch_cost.bare_patches(variant))
+        measure(WARMUP, recording)
+        if calls:
+            measure(calls, recording)
 
 
 def child(argv: list[str]) -> None:
@@ -170,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=positive, default=20000)
     parser.add_argument("--bridge-calls", type=positive, default=2000)
     parser.add_argument("--repeats", type=positive, default=2)
+    parser.add_argument(
+        "--floors",
+        action="store_true",
+        help="also count switch_cost.py's floors on real bridge calls",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     valgrind = shutil.which("valgrind")
@@ -178,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     per_request: dict[str, list[float]] = {mode: [] for mode in MODES}
     per_switch: dict[str, list[float]] = {mechanism: [] for mechanism in MECHANISMS}
     real: dict[str, list[float]] = {mechanism: [] for mechanism in MECHANISMS}
+    floors: tuple[str, ...] = ()
+    if args.floors:
+        import switch_cost  # this script's folder is on sys.path
+
+        floors = switch_cost.FLOORS
+    floor: dict[str, dict[str, list[float]]] = {
+        variant: {mechanism: [] for mechanism in MECHANISMS} for variant in floors
+    }
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         traces = str(work / "traces.jsonl")
@@ -197,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 done = per_switch[mechanism][-1]
                 print(f"  {repeat + 1} {mechanism}: {done:,.0f} a switch", file=sys.stderr)
                 added = {}
-                for variant in ("uninstalled", "recording"):
+                for variant in rotated(("uninstalled", "recording", *floors), repeat):
                     calls = str(args.bridge_calls)
                     base = count(valgrind, work, "bridges", mechanism, variant, "0")
                     total = count(valgrind, work, "bridges", mechanism, variant, calls)
@@ -205,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
                 real[mechanism].append((added["recording"] - added["uninstalled"]) / 2)
                 done = real[mechanism][-1]
                 print(f"  {repeat + 1} {mechanism}, real: {done:,.0f} a switch", file=sys.stderr)
+                for variant in floors:
+                    done = (added[variant] - added["uninstalled"]) / 2
+                    floor[variant][mechanism].append(done)
+                    print(f"  {repeat + 1} {mechanism}, {variant}: {done:,.0f}", file=sys.stderr)
     base = per_request["disabled"]
     rows = [
         {
@@ -223,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         mechanism: {"added_per_switch": statistics.median(values), "all": values}
         for mechanism, values in real.items()
     }
+    floor_switches = {
+        variant: {
+            mechanism: {"added_per_switch": statistics.median(values), "all": values}
+            for mechanism, values in by_mechanism.items()
+        }
+        for variant, by_mechanism in floor.items()
+    }
     if args.json:
         results = {
             "requests": args.requests,
@@ -230,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
             "bridge_calls": args.bridge_calls,
             "repeats": args.repeats,
         }
-        tables = {"rows": rows, "stand_ins": switches, "bridges": bridge_switches}
+        tables = {
+            "rows": rows,
+            "stand_ins": switches,
+            "bridges": bridge_switches,
+            "floors": floor_switches,
+        }
         print(json.dumps({**results, **tables}))
         return 0
     print(
@@ -242,10 +277,13 @@ def main(argv: list[str] | None = None) -> int:
             f"  {row['mode']:<13} {row['instructions_per_request']:>12,.0f}  "
             f"x{row['ratio']:.3f}  (each: {', '.join(f'{v:,.0f}' for v in row['all'])})"
         )
-    for title, table in (
+    tables_shown = [
         (f"switch_cost.py's stand-ins ({args.calls} calls)", switches),
         (f"real bridge calls ({args.bridge_calls} calls)", bridge_switches),
-    ):
+    ]
+    for variant, table in floor_switches.items():
+        tables_shown.append((f"real bridge calls, {variant} ({args.bridge_calls} calls)", table))
+    for title, table in tables_shown:
         print(f"Instructions added per switch, {title}")
         for mechanism, figures in table.items():
             each = ", ".join(f"{v:,.0f}" for v in figures["all"])

@@ -29,6 +29,14 @@ Two measurements, both interleaved round by round:
    a ``functools.partial`` of a Python function that calls it). What it adds
    per switch is the floor of any recording done from these patch points in
    Python.
+4. Two smaller floors, as end-to-end variants too: *layers only*, the bare
+   patches without the ``submit`` wrapper and its partial (the coroutine
+   layer, the function around ``AsyncToSync.__call__`` and the context
+   variable set and reset per call: what would stay in Python if the
+   ``submit`` wrapper, the callable that notes the start and the
+   bookkeeping were written in C), and *context variable only*, nothing
+   patched, one context variable set at the "request's" level (what
+   asgiref's own handling of one more context variable costs).
 
     python benchmarks/switch_cost.py [--rounds 31] [--calls 2000] [--end-to-end-calls 0] [--json]
 """
@@ -270,7 +278,16 @@ MECHANISMS = {
     "sync_to_async": measure_sync_to_async,
     "async_to_sync (outer loop)": measure_async_to_sync_in_loop,
 }
-VARIANTS = ("uninstalled", "installed, idle", "bare patches", "recording")
+VARIANTS = (
+    "uninstalled",
+    "installed, idle",
+    "context variable only",
+    "layers only",
+    "bare patches",
+    "recording",
+)
+#: Variants run with switchtrace uninstalled, and what each puts in its place.
+FLOORS = ("context variable only", "layers only", "bare patches")
 
 #: The bare patches' context variable: set at the "request's" level, as
 #: switchtrace's is, so that asgiref's context copies carry it too.
@@ -282,9 +299,17 @@ def _bare_arrive(fn, /, *args, **kwargs):
 
 
 @contextlib.contextmanager
-def bare_patches():
+def bare_patches(variant: str = "bare patches"):
     """The patch points switchtrace uses for these bridges, recording nothing
-    (see the module's docstring); switchtrace must be uninstalled."""
+    (see the module's docstring), or the smaller floors of ``FLOORS``;
+    switchtrace must be uninstalled."""
+    if variant == "context variable only":
+        token = _bare.set((0, None))
+        try:
+            yield
+        finally:
+            _bare.reset(token)
+        return
     s2a_call = vars(SyncToAsync)["__call__"]
     a2s_call = vars(AsyncToSync)["__call__"]
     main_wrap = vars(AsyncToSync)["main_wrap"]
@@ -325,8 +350,9 @@ def bare_patches():
     SyncToAsync.__call__ = bare_s2a_call
     AsyncToSync.__call__ = bare_a2s_call
     AsyncToSync.main_wrap = markcoroutinefunction(bare_main_wrap)
-    for cls, original in submits:
-        cls.submit = bare_submit(original)
+    if variant == "bare patches":
+        for cls, original in submits:
+            cls.submit = bare_submit(original)
     token = _bare.set((0, None))
     try:
         yield
@@ -375,19 +401,20 @@ def _summary(samples: dict[str, list[float]]) -> dict:
         },
         "added_per_switch_ns": _added_per_switch(samples, "recording"),
         "bare_patches_per_switch_ns": _added_per_switch(samples, "bare patches"),
+        "floors_per_switch_ns": {v: _added_per_switch(samples, v) for v in FLOORS},
         "ratio_recording_to_uninstalled": statistics.median(samples["recording"])
         / statistics.median(samples["uninstalled"]),
     }
 
 
 def _one(measure, variant: str, calls: int) -> tuple[float, float]:
-    if variant in ("uninstalled", "bare patches"):
+    if variant == "uninstalled" or variant in FLOORS:
         tracer.uninstall()
     else:
         tracer.install()
     try:
-        if variant == "bare patches":
-            with bare_patches():
+        if variant in FLOORS:
+            with bare_patches(variant):
                 return measure(calls, recording=False)
         return measure(calls, recording=variant == "recording")
     finally:
@@ -433,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             for v in VARIANTS:
                 s = r["per_call_ns"][v]
                 print(
-                    f"      {v:<16} {s['median'] / 1e3:7.2f} per call "
+                    f"      {v:<22} {s['median'] / 1e3:7.2f} per call "
                     f"({s['min'] / 1e3:.2f}-{s['max'] / 1e3:.2f})"
                 )
             d = r["added_per_switch_ns"]
@@ -441,11 +468,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"      added per switch {d['median'] / 1e3:.2f} ({d['min'] / 1e3:.2f} to "
                 f"{d['max'] / 1e3:.2f}), ratio {r['ratio_recording_to_uninstalled']:.3f}"
             )
-            d = r["bare_patches_per_switch_ns"]
-            print(
-                f"      bare patches alone, per switch {d['median'] / 1e3:.2f} "
-                f"({d['min'] / 1e3:.2f} to {d['max'] / 1e3:.2f})"
-            )
+            for v, d in r["floors_per_switch_ns"].items():
+                print(
+                    f"      {v} alone, per switch {d['median'] / 1e3:.2f} "
+                    f"({d['min'] / 1e3:.2f} to {d['max'] / 1e3:.2f})"
+                )
     return 0
 
 

@@ -581,6 +581,25 @@ def test_a_runner_counts_its_own_run_until_complete_calls_once_per_run():
     assert [c.mechanism for c in record.crossings] == ["asyncio.run"] * 2
 
 
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+@pytest.mark.parametrize("empty", [False, True])
+def test_a_runner_given_a_context_counts_what_runs_in_it(empty):
+    """Runner.run(coro, context=...) runs the coroutine in that context, an
+    empty one too (which is false): its crossings are counted."""
+    context = contextvars.Context() if empty else contextvars.copy_context()
+
+    async def main():
+        await sync_to_async(lambda: None)()
+
+    with tracer.recording() as record:
+        with asyncio.Runner() as runner:
+            runner.run(main(), context=context)
+    assert record.totals().context_switches == 4
+    run, s2a = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (run.mechanism, s2a.mechanism) == ("asyncio.run", "sync_to_async")
+    assert s2a.parent is run
+
+
 def test_what_runs_in_run_in_executor_belongs_to_its_crossing():
     """loop.run_in_executor does not hand the caller's context to the
     worker: the crossing is made current there while the function runs."""

@@ -7,16 +7,19 @@ and recording, and the two observations must be equal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import sys
 import threading
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asgiref.sync
 import pytest
+from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, SyncToAsync, async_to_sync, sync_to_async
 
 from switchtrace import tracer
@@ -209,6 +212,69 @@ def test_asgiref_errors_are_unchanged():
         plain, traced = both(scenario)
         assert plain == traced
         assert traced is not None
+
+
+def _submitted(executor_class: type, call: Callable[[Any], Any]) -> str:
+    """What ``call(executor)`` (a submit) gives, as text: the result of the
+    function it submits, or the error."""
+
+    def g(*args, **kwargs):
+        return f"g{args}{kwargs}"
+
+    if executor_class is CurrentThreadExecutor:
+        parameters = inspect.signature(CurrentThreadExecutor).parameters
+        executor = CurrentThreadExecutor(*([None] if parameters else []))
+    else:
+        executor = executor_class(max_workers=1)
+    outcome: dict[str, Any] = {}
+
+    def submit():  # from another thread than a CurrentThreadExecutor's own
+        try:
+            outcome["future"] = call(executor, g)
+        except Exception as exc:
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+    # In a copy of this context: a recording here is current there too.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(submit,))
+    thread.start()
+    thread.join()
+    try:
+        if "error" in outcome:
+            return outcome["error"]
+        if executor_class is CurrentThreadExecutor:
+            executor.run_until_future(outcome["future"])
+        return outcome["future"].result(timeout=10)
+    finally:
+        if executor_class is not CurrentThreadExecutor:
+            executor.shutdown()
+
+
+@pytest.mark.parametrize("executor_class", [ThreadPoolExecutor, CurrentThreadExecutor])
+@pytest.mark.parametrize("recording", [False, True])
+def test_submit_takes_the_same_arguments(executor_class, recording):
+    """The executors' submit takes what the original takes: ``fn=`` by
+    keyword where the original allows it (asgiref 3.8's
+    CurrentThreadExecutor), and passed on to the function where ``fn`` is
+    positional-only (ThreadPoolExecutor)."""
+    calls = [
+        lambda executor, g: executor.submit(g, 1, k=2),
+        lambda executor, g: executor.submit(fn=g),
+        lambda executor, g: executor.submit(g, fn=3),
+        lambda executor, g: executor.submit(),
+    ]
+
+    def outcomes():
+        return [_submitted(executor_class, call) for call in calls]
+
+    tracer.uninstall()
+    try:
+        plain = outcomes()
+    finally:
+        tracer.install()
+    with tracer.recording() if recording else contextlib.nullcontext():
+        traced = outcomes()
+    assert plain == traced
+    assert traced[0] == "g(1,){'k': 2}"
 
 
 def test_django_async_unsafe_still_raises():

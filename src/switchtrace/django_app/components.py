@@ -15,7 +15,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from ..tracer import Component, Crossing, RequestRecord
-from ..tracer.describe import qualified_name, unwrap
+from ..tracer.describe import Identity, attribute, qualified_name, unwrap
 
 MIDDLEWARE_HOOKS = frozenset(
     {
@@ -40,7 +40,7 @@ def remember_adapter(adapter: Any, method: Any, name: str | None) -> None:
         # The handler below this middleware, adapted to its sync/async mode.
         path = name[len("middleware ") :]
         component = Component("middleware-adapter", path.rpartition(".")[2], "get_response")
-    elif name is None and unwrap(method) is not method and hasattr(unwrap(method), "get_response"):
+    elif name is None and unwrap(method) is not method and _has(unwrap(method), "get_response"):
         # The top of the stack: the whole middleware chain, adapted to the
         # handler's mode (sync_to_async under ASGI when the chain is sync).
         component = Component("middleware-adapter", "middleware chain")
@@ -78,30 +78,63 @@ class Resolver:
     def key(self, crossing: Crossing, record: RequestRecord) -> Hashable | None:
         """Everything the component and the qualified name depend on, or None
         when that cannot be told cheaply (the crossing is then described
-        afresh)."""
+        afresh). Holds none of the application's objects (see
+        :class:`Identity`): code objects, classes, names and signals."""
         func: Any = crossing.func
         view = record.extra.get("view")
         kind = type(func)
         method = func if kind is types.MethodType else None
         if method is None and kind is not types.FunctionType:
             # A decorator object around a bound method (wrapt's, for one).
-            method = getattr(func, "__wrapped__", None)
+            method = attribute(func, "__wrapped__")
             if type(method) is not types.MethodType:
                 return None
+        site: Hashable | None
         if method is not None:
             owner = method.__self__
             # Per class, except a signal: its name is its identity.
-            owner_key = owner if _is_signal(owner) else type(owner)
-            site: Hashable = (kind, method.__func__, owner_key)
-        elif func.__closure__ is None:
-            site = func
-        else:  # a closure made per call: its code, what it wraps, its signal
-            site = (func.__code__, getattr(func, "__wrapped__", None), _signal_of(func))
+            owner_key = Identity(owner) if _is_signal(owner) else type(owner)
+            site = (kind, _function_site(method.__func__), owner_key)
+        else:
+            site = _function_site(func)
+        if site is None:
+            return None
         is_view = view is not None and (
             func is view
-            or (getattr(func, "__wrapped__", None) is not None and unwrap(func) is unwrap(view))
+            or (attribute(func, "__wrapped__") is not None and unwrap(func) is unwrap(view))
         )
         return (site, _adapter(crossing.bridge), is_view)
+
+
+#: How many ``__wrapped__`` a site follows (as :func:`unwrap` does).
+MAX_WRAPPED = 32
+
+
+def _function_site(func: Any, depth: int = 0) -> Hashable | None:
+    """What a function's description depends on, without the function: a
+    function made per call (a closure, a lambda whose defaults hold the
+    request) shares its site with the others of its code."""
+    if type(func) is not types.FunctionType:  # a method's __func__ may be anything
+        try:
+            return Identity(func)
+        except TypeError:
+            return None
+    wrapped = func.__dict__.get("__wrapped__")
+    if wrapped is not None:
+        # What it wraps names it (convert_exception_to_response's inner).
+        if wrapped is func or depth >= MAX_WRAPPED:
+            return None
+        if type(wrapped) is types.FunctionType:
+            inner = _function_site(wrapped, depth + 1)
+        else:
+            try:
+                inner = Identity(wrapped)
+            except TypeError:
+                return None
+    else:
+        inner = None
+    signal = _signal_of(func) if func.__closure__ is not None else None
+    return (func.__code__, func.__qualname__, func.__module__, inner, signal)
 
 
 def _adapter(bridge: Any) -> Component | None:
@@ -147,7 +180,7 @@ def _describe(func: Any, view: Any) -> Component | None:
         if isinstance(owner, BaseHandler):
             return Component("handler", type(owner).__qualname__, name)
         return Component("other", qualified_name(target))
-    if not isinstance(target, types.FunctionType) and hasattr(target, "get_response"):
+    if not isinstance(target, types.FunctionType) and _has(target, "get_response"):
         # A middleware instance (what convert_exception_to_response wraps).
         return Component("middleware", type(target).__qualname__, "__call__")
     signal = _signal_of(target)
@@ -156,9 +189,17 @@ def _describe(func: Any, view: Any) -> Component | None:
     return None
 
 
+def _has(obj: Any, name: str) -> bool:
+    """hasattr, but whatever the object's ``__getattr__`` raises is a no."""
+    try:
+        return hasattr(obj, name)
+    except Exception:
+        return False
+
+
 def _signal_of(func: Any) -> str | None:
     """Signal.send/asend run sync receivers through a closure over the signal."""
-    for cell in getattr(func, "__closure__", None) or ():
+    for cell in attribute(func, "__closure__") or ():
         try:
             contents = cell.cell_contents
         except ValueError:

@@ -17,10 +17,10 @@ off for a request not shown the figures.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from ..tracer import Figures
+from ..tracer.weak import WeakIdentityMap
 
 HEADERS = (
     ("X-Context-Switches", "context_switches", "switchtrace-switches", "Context switches"),
@@ -30,7 +30,7 @@ HEADERS = (
 )
 
 #: Responses that carry our headers -> the figures written.
-_stamped: weakref.WeakKeyDictionary[Any, Figures] = weakref.WeakKeyDictionary()
+_stamped: WeakIdentityMap[Figures] = WeakIdentityMap()
 
 
 def stamp(response: Any, figures: Figures) -> None:
@@ -60,9 +60,8 @@ def unstamp(response: Any) -> None:
 def restamp(response: Any, figures: Figures) -> None:
     """Write the figures again if ``response`` was stamped with others; else
     do nothing."""
-    try:
-        written = _stamped[response]
-    except (KeyError, TypeError):
+    written = _stamped.get(response)
+    if written is None:
         return
     if figures != written:
         _write(response, figures)

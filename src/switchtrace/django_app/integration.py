@@ -21,7 +21,6 @@ what causes a crossing (which middleware an adapter serves, which view).
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler
@@ -33,14 +32,13 @@ from .. import tracer
 from ..exporters.pipeline import MAX_PROPAGATION_HEADER
 from ..tracer.guard import swallow
 from ..tracer.patches import Patcher, Target
+from ..tracer.weak import WeakIdentityMap
 from . import components, telemetry
 from .conf import get_config
 from .headers import restamp
 
 #: The response whose close ends a WSGI request's record.
-_closing: weakref.WeakKeyDictionary[HttpResponseBase, tracer.RequestRecord] = (
-    weakref.WeakKeyDictionary()
-)
+_closing: WeakIdentityMap[tracer.RequestRecord] = WeakIdentityMap()
 
 
 def _request_attributes(record: tracer.RequestRecord, method: Any, path: Any, query: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
+import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +22,23 @@ _MAX_DEPTH = 32
 MAX_CACHED = 4096
 
 
+def attribute(obj: object, name: str, default: Any = None) -> Any:
+    """``getattr(obj, name, default)`` that lets nothing out: the objects named
+    here are the application's, whose ``__getattr__`` (a lazy proxy's, for
+    one) may raise anything, and naming them must never fail."""
+    try:
+        return getattr(obj, name, default)
+    except Exception:
+        return default
+
+
 def unwrap(obj: object) -> object:
     """Follow ``__wrapped__`` and partials to the innermost callable."""
     for _ in range(_MAX_DEPTH):
         if isinstance(obj, functools.partial):
             obj = obj.func
             continue
-        inner = getattr(obj, "__wrapped__", None) if not isinstance(obj, type) else None
+        inner = attribute(obj, "__wrapped__") if not isinstance(obj, type) else None
         if inner is None or inner is obj:
             return obj
         obj = inner
@@ -46,7 +57,7 @@ def qualified_name(obj: object) -> str:
         return _qualname_of(target.__func__)
     if isinstance(target, (types.FunctionType, types.BuiltinFunctionType, type)):
         return _qualname_of(target)
-    qualname = getattr(target, "__qualname__", None)
+    qualname = attribute(target, "__qualname__")
     if isinstance(qualname, str):
         return qualname
     # A callable instance (a middleware object, a handler): name its class.
@@ -54,7 +65,10 @@ def qualified_name(obj: object) -> str:
 
 
 def _qualname_of(func: object) -> str:
-    return str(getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func)))
+    name = attribute(func, "__qualname__") or attribute(func, "__name__")
+    if isinstance(name, str):
+        return name
+    return type(func).__qualname__
 
 
 @dataclass(frozen=True)
@@ -74,8 +88,8 @@ def code_location(obj: object) -> CodeLocation:
     """Where ``obj`` (through its wrappers) is defined; cached per code object."""
     target = unwrap(obj)
     func = target.__func__ if isinstance(target, types.MethodType) else target
-    key = getattr(func, "__code__", None)
-    if key is not None:
+    key = attribute(func, "__code__")
+    if type(key) is types.CodeType:
         location = _locations.get(key)
         if location is None:
             if len(_locations) >= MAX_CACHED:
@@ -88,16 +102,20 @@ def code_location(obj: object) -> CodeLocation:
 def _code_location(target: object) -> CodeLocation:
     if inspect.iscoroutine(target):
         code = target.cr_code
-        module = getattr(target, "__module__", None) or ""
+        module = attribute(target, "__module__") or ""
         return CodeLocation(code.co_name, module, code.co_filename, code.co_firstlineno)
     func = target.__func__ if isinstance(target, types.MethodType) else target
     if not isinstance(func, types.FunctionType):
         call = getattr(type(func), "__call__", None)  # noqa: B004
         func = call if isinstance(call, types.FunctionType) else func
-    func_code = getattr(func, "__code__", None)
+    func_code = attribute(func, "__code__")
+    if type(func_code) is not types.CodeType:
+        func_code = None
     qualname = _qualname_of(func)
     namespace, _, function = qualname.rpartition(".")
-    module = getattr(func, "__module__", None) or ""
+    module = attribute(func, "__module__")
+    if not isinstance(module, str):
+        module = ""
     return CodeLocation(
         function=function,
         namespace=f"{module}.{namespace}" if namespace else module,
@@ -124,6 +142,29 @@ class Description:
         self.shared = False
 
 
+class Identity:
+    """One object as part of a cache key, by identity, without keeping it
+    alive: a key that held the application's objects (a function made per
+    request, whose defaults hold the request) would keep them for as long as
+    the cache does. Equal to another only while both refer to the same live
+    object; hashes by ``id()``, and asks the object nothing."""
+
+    __slots__ = ("_id", "_ref")
+
+    def __init__(self, obj: object) -> None:
+        self._ref = weakref.ref(obj)  # TypeError for what has no weak references
+        self._id = id(obj)
+
+    def __hash__(self) -> int:
+        return self._id
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Identity or other._id != self._id:
+            return False
+        obj = self._ref()
+        return obj is not None and other._ref() is obj
+
+
 _descriptions: dict[Hashable, Description] = {}
 
 
@@ -131,8 +172,14 @@ def describe_crossing(crossing: Any, record: Any, resolve: Any = None) -> Descri
     """The description of ``crossing``; cached per site when ``resolve`` has a
     ``key(crossing, record)`` method that names the site (None: not cacheable)."""
     key_of = getattr(resolve, "key", None)
-    key = (resolve, key_of(crossing, record)) if key_of is not None else None
-    description = _descriptions.get(key) if key is not None and key[1] is not None else None
+    site = key_of(crossing, record) if key_of is not None else None
+    key = None if site is None else (resolve, site)
+    description = None
+    if key is not None:
+        try:
+            description = _descriptions.get(key)
+        except TypeError:  # a part that cannot be hashed (a module that is no str)
+            key = None
     if description is None:
         func = crossing.func
         try:
@@ -142,7 +189,7 @@ def describe_crossing(crossing: Any, record: Any, resolve: Any = None) -> Descri
         description = Description(
             qualified_name(func), resolve(crossing, record) if resolve else None, location
         )
-        if key is not None and key[1] is not None:
+        if key is not None:
             if len(_descriptions) >= MAX_CACHED:
                 _descriptions.clear()
             _descriptions[key] = description

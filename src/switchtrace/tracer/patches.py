@@ -49,6 +49,7 @@ import inspect
 import logging
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,7 @@ from .record import (
     LoopCreation,
     RequestRecord,
 )
+from .weak import WeakIdentityMap
 
 logger = logging.getLogger("switchtrace")
 
@@ -91,51 +93,18 @@ _here_set = here.set
 _here_reset = here.reset
 
 
-class _LoopBirths:
-    """Loops created where no request was visible (asgiref's ``asyncio.run``
-    in a new executor thread), with their creation time, until a bridge
-    claims them.
-
-    A plain dict keyed by ``id(loop)`` holding a weak reference: every
-    ``async_to_sync`` asks on its path, and a WeakKeyDictionary lookup
-    builds a weak reference per call. An entry goes when its loop dies."""
-
-    __slots__ = ("_births",)
-
-    def __init__(self) -> None:
-        self._births: dict[int, tuple[weakref.ref[Any], int]] = {}
-
-    def add(self, loop: Any, at_ns: int) -> None:
-        key = id(loop)
-        births = self._births
-
-        def forget(ref: weakref.ref[Any]) -> None:
-            if births.get(key, (None,))[0] is ref:
-                births.pop(key, None)
-
-        births[key] = (weakref.ref(loop, forget), at_ns)
-
-    def claim(self, loop: Any) -> int | None:
-        """The loop's creation time, once: None if it was not recorded here
-        or was claimed before."""
-        entry = self._births.pop(id(loop), None)
-        if entry is None or entry[0]() is not loop:
-            return None
-        return entry[1]
-
-    def clear(self) -> None:
-        self._births.clear()
-
-
-_unclaimed_loops = _LoopBirths()
+#: Loops created where no request was visible (asgiref's ``asyncio.run`` in a
+#: new executor thread) -> their creation time, until the ``async_to_sync``
+#: that runs in one claims it (a lookup on every ``async_to_sync``'s path).
+_unclaimed_loops: WeakIdentityMap[int] = WeakIdentityMap()
 #: Loops created in a request ahead of the code that runs in them
 #: (asyncio.Runner.__enter__, new_event_loop() before run_until_complete),
 #: until the crossing that runs in them claims them: the creation and its
 #: record, both held weakly (a strong hold on the creation would keep its
 #: cause crossing, and whatever that holds, which may hold the loop).
-_request_loops: weakref.WeakKeyDictionary[
-    Any, tuple[weakref.ref[LoopCreation], weakref.ref[RequestRecord]]
-] = weakref.WeakKeyDictionary()
+_request_loops: WeakIdentityMap[tuple[weakref.ref[LoopCreation], weakref.ref[RequestRecord]]] = (
+    WeakIdentityMap()
+)
 #: Threads closing an asyncio.Runner: its run_until_complete calls (shutting
 #: down async generators and the default executor) are not crossings.
 _closing_runner = threading.local()
@@ -327,7 +296,34 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
             swallow("executor submit")
         return original(self, fn, *args, **kwargs)
 
-    return submit
+    if _fn_is_positional_only(original):
+        return submit
+    return _fn_by_keyword(submit, original)
+
+
+def _fn_is_positional_only(original: Callable[..., Any]) -> bool:
+    try:
+        parameter = inspect.signature(original).parameters.get("fn")
+    except (TypeError, ValueError):
+        return True
+    return parameter is None or parameter.kind is inspect.Parameter.POSITIONAL_ONLY
+
+
+def _fn_by_keyword(submit: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
+    """``submit`` for an original that also takes ``fn=`` by keyword (asgiref
+    3.8's CurrentThreadExecutor.submit): the same calls succeed, and fail,
+    as with the original."""
+
+    @functools.wraps(original)
+    def submit_fn_by_keyword(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if "fn" in kwargs:
+            if args:  # fn twice: the original's own TypeError
+                return original(self, *args, **kwargs)
+            fn = kwargs.pop("fn")
+            return submit(self, fn, **kwargs)
+        return submit(self, *args, **kwargs)
+
+    return submit_fn_by_keyword
 
 
 def _offload(
@@ -367,12 +363,18 @@ def _within(here: Here, func: Callable[..., Any], /, *args: Any, **kwargs: Any) 
 
 
 def _to_thread_target(func: Any) -> Any:
-    """asyncio.to_thread submits ``partial(context.run, func, ...)``."""
-    if not isinstance(func, functools.partial):
+    """asyncio.to_thread submits ``partial(context.run, func, ...)``.
+
+    Asks the request code's objects nothing (their ``__getattr__`` may do
+    anything): a partial's ``func`` and a built-in method's ``__self__`` and
+    ``__name__`` are read from C structures."""
+    if type(func) is not functools.partial:
         return None
     runner = func.func
-    if getattr(runner, "__name__", None) == "run" and isinstance(
-        getattr(runner, "__self__", None), contextvars.Context
+    if (
+        type(runner) is types.BuiltinMethodType
+        and type(runner.__self__) is contextvars.Context
+        and runner.__name__ == "run"
     ):
         return func.args[0] if func.args else None
     return None
@@ -438,7 +440,7 @@ async def _trace_main_wrap(record: RequestRecord, crossing: Crossing, call: Any)
     try:
         loop = _get_running_loop()
         crossing.loop_id = id(loop)
-        born = _unclaimed_loops.claim(loop) if loop is not None else None
+        born = _unclaimed_loops.pop(loop) if loop is not None else None
         thread = _thread()
         if born is not None and born >= crossing.call_ns:
             record.loop_created(id(loop), thread, crossing, runs_in_it=True, at_ns=born)
@@ -492,7 +494,9 @@ def _runner_context(
     the runner was set up (before run() is called): the crossing is made
     current in that context too, so that crossings made by the coroutine are
     its children. Returns what :func:`_leave_runner_context` needs."""
-    context = kwargs.get("context") or getattr(runner, "_context", None)
+    context = kwargs.get("context")
+    if context is None:  # (an empty Context is false: not "or")
+        context = getattr(runner, "_context", None)
     if not isinstance(context, contextvars.Context):
         return None
     try:
@@ -616,7 +620,7 @@ def _wrap_loop_init(wrapped, instance, args, kwargs):
     try:
         current = _active()
         if current is None:
-            _unclaimed_loops.add(instance, clock())
+            _unclaimed_loops[instance] = clock()
             return
         record, cause = current
         # asyncio.run makes its loop here; so does asgiref before 3.9, whose

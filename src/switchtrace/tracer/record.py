@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import SyncToAsync
 
+from .describe import attribute
+
 if TYPE_CHECKING:
     from .describe import Description
 
@@ -219,7 +221,7 @@ class Crossing:
         return self.start_ns - self.call_ns
 
     def __repr__(self) -> str:
-        name = self.qualname or getattr(self.func, "__qualname__", None) or type(self.func).__name__
+        name = self.qualname or attribute(self.func, "__qualname__") or type(self.func).__name__
         return f"<Crossing {self.mechanism} {name} hop={self.hop} loop_created={self.loop_created}>"
 
 

@@ -1,0 +1,204 @@
+"""The application's own objects, as odd as they come: switchtrace hashes none of
+them, keeps none of them alive, and whatever their attributes raise is not
+its error."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import gc
+import threading
+import weakref
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpResponse, StreamingHttpResponse
+from django.test.client import RequestFactory
+from django.test.utils import override_settings
+from django.urls import path
+
+from switchtrace import example, tracer
+from switchtrace.django_app import components, integration, telemetry
+from switchtrace.exporters.console import format_record
+from switchtrace.tracer import describe
+
+from ..support import run_asgi
+
+
+class EqResponse(HttpResponse):
+    """Defines __eq__, so it has no hash; and any two are equal."""
+
+    def __eq__(self, other):
+        return isinstance(other, EqResponse)
+
+
+def eq_view(request):
+    return EqResponse("eq")
+
+
+def stream_view(request):
+    return StreamingHttpResponse(iter([b"a", b"b"]))
+
+
+#: Weak references to the requests the view below served.
+served: list[weakref.ref] = []
+
+
+async def per_request_function_view(request):
+    served.append(weakref.ref(request))
+    # A function made per request (no closure) whose default holds the request.
+    n = await sync_to_async(lambda req=request: len(req.path))()
+    return HttpResponse(str(n))
+
+
+urlpatterns = [
+    path("eq/", eq_view),
+    path("stream/", stream_view),
+    path("per-request-function/", per_request_function_view),
+]
+
+
+class Proxy:
+    """A callable whose __getattr__ raises something else than AttributeError
+    (as lazy proxies and RPC stubs do)."""
+
+    def __call__(self, *args):
+        return "called"
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"no {name}")
+
+
+class Sly(Proxy):
+    """Passes asgiref's and inspect's checks (AttributeError for what they
+    ask), and raises for what naming it asks."""
+
+    def __getattr__(self, name):
+        if name in ("__wrapped__", "get_response"):
+            raise RuntimeError(f"no {name}")
+        raise AttributeError(name)
+
+
+def _environ(path: str) -> dict:
+    return RequestFactory()._base_environ(PATH_INFO=path, REQUEST_METHOD="GET")
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_an_unhashable_response_closes_while_another_is_open(installed, records):
+    # Two WSGI responses open at once (a threaded server), one of them of a
+    # class without a hash: its close must do what it does without
+    # switchtrace, and end its record.
+    def start_response(status, headers, exc_info=None):
+        return None
+
+    closed = {}
+    if not installed:
+        integration.uninstall()
+    try:
+        with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[]):
+            handler = WSGIHandler()
+            streaming = handler(_environ("/stream/"), start_response)
+
+            def serve_eq():
+                response = handler(_environ("/eq/"), start_response)
+                closed["content"] = b"".join(response)
+                response.close()
+                closed["finished"] = [r.attributes["url.path"] for r in records]
+
+            thread = threading.Thread(target=serve_eq)
+            thread.start()
+            thread.join()
+            assert b"".join(streaming) == b"ab"
+            streaming.close()
+    finally:
+        integration.install()
+    assert closed["content"] == b"eq"
+    assert closed["finished"] == (["/eq/"] if installed else [])
+    assert [r.attributes["url.path"] for r in records] == (
+        ["/eq/", "/stream/"] if installed else []
+    )
+
+
+def test_responses_equal_by_their_own_eq_keep_their_own_figures(records):
+    # Two responses that compare equal are still two responses.
+    from switchtrace.django_app import headers
+
+    first, second = EqResponse("a"), EqResponse("b")
+    headers.stamp(first, tracer.Figures(2, 2, 0, 0))
+    headers.restamp(second, tracer.Figures(4, 4, 0, 0))  # never stamped: left alone
+    assert first["X-Context-Switches"] == "2"
+    assert "X-Context-Switches" not in second
+
+
+def test_a_function_made_per_request_does_not_outlive_its_request():
+    served.clear()
+    pipeline = telemetry.pipeline()
+    assert pipeline is not None  # its spans name the function (and cache the name)
+    with example.handlers("none", True, ROOT_URLCONF=__name__) as (asgi, _wsgi):
+        for _ in range(3):
+            assert run_asgi(asgi, "/per-request-function/").status == 200
+            assert pipeline.flush(10)
+    gc.collect()
+    assert [ref() for ref in served] == [None, None, None]
+    # Its site is described once, shared by the three requests.
+    lambdas = [
+        d for d in describe._descriptions.values() if d.qualname.endswith("view.<locals>.<lambda>")
+    ]
+    assert len(lambdas) == 1
+
+
+def test_an_offload_of_a_partial_of_a_proxy_is_counted():
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    pool.submit(lambda: None).result()  # its thread started outside the record
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            assert await loop.run_in_executor(pool, functools.partial(Proxy(), 1)) == "called"
+        return record
+
+    try:
+        record = asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert record.totals() == tracer.Figures(2, 2, 0, 0)
+    assert [c.mechanism for c in record.crossings] == [tracer.RUN_IN_EXECUTOR]
+
+
+def test_a_callable_whose_attributes_raise_is_named_by_its_class():
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    pool.submit(lambda: None).result()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        await sync_to_async(lambda: None)()  # asgiref's executor thread, started unrecorded
+        with tracer.recording() as record:
+            assert await loop.run_in_executor(pool, Proxy()) == "called"
+            assert await sync_to_async(Sly())() == "called"
+        return record
+
+    try:
+        record = asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert record.totals() == tracer.Figures(4, 4, 0, 0)
+    record.describe()
+    assert [c.qualname for c in record.crossings] == ["Proxy", "Sly"]
+    assert format_record(record, components.resolve).endswith("; top: Proxy 2, Sly 2")
+
+
+def test_the_spans_of_a_request_bridging_such_a_callable_are_all_written():
+    pipeline = telemetry.pipeline()
+    assert pipeline is not None
+    pipeline.exporter.clear()
+
+    async def main():
+        with tracer.recording():
+            assert await sync_to_async(Sly())() == "called"
+
+    asyncio.run(main())
+    assert pipeline.flush(10)
+    spans = pipeline.exporter.get_finished_spans()
+    assert sorted(span.name for span in spans) == ["HTTP", "sync_to_async Sly"]
