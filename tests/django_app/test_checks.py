@@ -6,7 +6,7 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
-from switchtrace.django_app.conf import MIDDLEWARE_PATH
+from switchtrace.django_app.conf import MIDDLEWARE_PATH, build_config
 
 BASE_MIDDLEWARE = [MIDDLEWARE_PATH, "tests.views.SyncOnlyMiddleware"]
 
@@ -237,7 +237,10 @@ def test_missing_or_misplaced_middleware_is_a_warning():
         ),
         (
             {"ENABLED": True},
-            {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+            },
             "The environment variable OTEL_EXPORTER_OTLP_PROTOCOL is 'http/json', which "
             "switchtrace does not support.",
         ),
@@ -249,6 +252,26 @@ def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monk
     with override_settings(SWITCHTRACE=value, MIDDLEWARE=BASE_MIDDLEWARE):
         [(check_id, msg, _hint)] = own_messages()
     assert (check_id, msg) == ("switchtrace.E006", expected)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"ENABLED": True, "EXPORTER": "none"},
+        {"ENABLED": True, "EXPORTER": "file"},
+        {"ENABLED": True, "EXPORTER": "console"},
+        {"ENABLED": True},  # no endpoint: the file exporter
+    ],
+)
+def test_otel_variables_matter_only_when_spans_go_out_over_otlp(value, monkeypatch):
+    # Other tools set these, with values switchtrace does not support.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")
+    if "EXPORTER" in value:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")
+    with override_settings(SWITCHTRACE=value, MIDDLEWARE=BASE_MIDDLEWARE):
+        assert own_messages() == []
+        assert build_config(value).enabled is True
 
 
 def test_an_unknown_exporter_names_the_allowed_ones():
@@ -286,6 +309,22 @@ def test_each_middleware_that_adds_avoidable_switches_under_asgi_is_a_warning():
         "XFrameOptionsMiddleware is async_capable but its process_response is synchronous: "
         "under ASGI each request crosses the sync/async boundary 2 more times"
     )
+    csrf = next(m for m in messages if m.obj.endswith("CsrfViewMiddleware"))
+    assert csrf.msg == (
+        "CsrfViewMiddleware is async_capable but its process_request and process_response "
+        "are synchronous: under ASGI each request crosses the sync/async boundary 4 more "
+        "times for it (Django ticket #37177). Its process_view is synchronous too: 2 more "
+        "for each request that reaches a view, which only an async process_view saves."
+    )
+
+
+def test_middleware_costs_are_not_told_while_switchtrace_is_off():
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    with override_settings(
+        SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[MIDDLEWARE_PATH, *STARTPROJECT_MIDDLEWARE]
+    ):
+        assert [m for m in checks.run_checks() if m.id == "switchtrace.W003"] == []
 
 
 def test_an_unimportable_middleware_is_named():

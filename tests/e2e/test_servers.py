@@ -148,3 +148,32 @@ def test_a_client_that_times_out_leaves_a_closed_record_and_a_working_server(tmp
         # Django 4.2 lets the view finish and answers nobody: the whole request.
         assert gave_up["at_headers"][:3] == [28, 28, 0]
         assert gave_up["totals"][:3] == [30, 30, 0]
+
+
+def test_uvicorn_stopped_by_sigterm_writes_the_spans_still_queued(tmp_path):
+    """SIGTERM (docker compose stop, systemd, Kubernetes): uvicorn shuts down
+    gracefully, then raises the signal again with its default action, which
+    skips the exit hooks. The spans still waiting for their batch (five
+    seconds by default) are written all the same, and the process ends as
+    it would have: killed by SIGTERM."""
+    import signal
+
+    server = Server("uvicorn", "shipped", tmp_path / "records.jsonl")
+    traces = tmp_path / "traces.jsonl"
+    try:
+        response = httpx.get(server.url + "/sync/?before-sigterm", timeout=10)
+        assert "before-sigterm" in read_records(server, 1)
+    finally:
+        server.stop()
+    assert figures(response) == (30, 30, 0, 1)
+    assert server.process.returncode == -signal.SIGTERM
+    spans = [
+        span
+        for line in traces.read_text().splitlines()
+        for resource in json.loads(line)["resourceSpans"]
+        for scope in resource["scopeSpans"]
+        for span in scope["spans"]
+    ]
+    # Two requests (the ready probe's and this one), 16 crossings and the
+    # request span each.
+    assert len(spans) == 2 * 17

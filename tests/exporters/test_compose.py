@@ -47,9 +47,30 @@ def test_the_example_project_served_twice_exports_to_jaeger(name, server, module
     # The working directory is the example project, and the command serves it.
     assert service["working_dir"] == "/src/examples/project"
     assert service["volumes"] == ["./:/src"]
-    words = shlex.split(shlex.split(service["command"])[2])
-    assert words[:5] == ["pip", "install", "--no-cache-dir", "/src", server]
-    assert words[6:8] == [server, module]
+    script = shlex.split(shlex.split(service["command"])[2])
+    steps, step = [], []
+    for word in script:
+        if word == "&&":
+            steps.append(step)
+            step = []
+        else:
+            step.append(word)
+    mkdir, copy, install, words = [*steps, step]
+    # Installed from a copy of what the build needs, not built inside the checkout.
+    assert mkdir == ["mkdir", "/tmp/switchtrace"]
+    assert copy == [
+        "cp",
+        "-r",
+        "/src/pyproject.toml",
+        "/src/README.md",
+        "/src/src",
+        "/tmp/switchtrace",
+    ]
+    pyproject = (ROOT / "pyproject.toml").read_text().splitlines()
+    assert 'readme = "README.md"' in pyproject  # (tomllib: Python 3.11+)
+    assert 'where = ["src"]' in pyproject
+    assert install == ["pip", "install", "--no-cache-dir", "/tmp/switchtrace", server]
+    assert words[:2] == [server, module]
     package, _, _attr = module.partition(":")
     assert (EXAMPLE / (package.replace(".", "/") + ".py")).exists()
     published, container = service["ports"][0].split(":")

@@ -6,6 +6,7 @@ timeout."""
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -418,3 +419,38 @@ def test_a_flush_waiting_when_shutdown_gives_up_returns_false_at_once(monkeypatc
         receiver.stop()
     assert outcome["flushed"] is False
     assert outcome["took"] < 10  # a generous bound, far under its 30 s
+
+
+OWN_SIGTERM_SCRIPT = """
+import signal, sys
+sys.path[:0] = [{root!r}]
+def own(signum, frame):
+    print("own handler")
+    sys.exit(0)
+if {own}:
+    signal.signal(signal.SIGTERM, own)
+from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
+pipeline = SpanPipeline(ExportOptions(exporter="file", file_path={path!r}))
+handler = signal.getsignal(signal.SIGTERM)
+print(getattr(handler, "__qualname__", handler))
+signal.raise_signal(signal.SIGTERM)
+"""
+
+
+@pytest.mark.parametrize("own", [False, True])
+def test_a_sigterm_handler_of_the_applications_is_left_alone(own, tmp_path):
+    """switchtrace handles SIGTERM only where nothing does (its default action
+    skips the exit hooks, and with them the queued spans); the application's
+    own handler stays, and runs."""
+    from ..conftest import ROOT
+
+    script = OWN_SIGTERM_SCRIPT.format(
+        root=str(ROOT / "src"), own=own, path=str(tmp_path / "traces.jsonl")
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    if own:
+        assert (out.returncode, out.stdout) == (0, "own\nown handler\n")
+    else:
+        # Nothing queued: the process ends as it would have, by SIGTERM.
+        assert (out.returncode, out.stdout) == (-signal.SIGTERM, "_on_sigterm\n")
+    assert out.stderr == ""

@@ -61,13 +61,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 @register()
 def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """Ticket #37177's pattern: async_capable middleware with synchronous hooks."""
+    """Ticket #37177's pattern: async_capable middleware with synchronous hooks.
+    Only while switchtrace is enabled: installed and turned off (production
+    settings), it keeps quiet."""
     from asgiref.sync import iscoroutinefunction
     from django.utils.deprecation import MiddlewareMixin
 
     from .predict import HOOKS
 
     messages: list[Any] = []
+    if not get_config().enabled:
+        return messages
     for path in list(getattr(settings, "MIDDLEWARE", None) or []):
         try:
             cls = import_string(path)
@@ -90,12 +94,19 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
         if not hooks:
             continue
         name = cls.__name__
+        view_hook = getattr(cls, "process_view", None)
+        also = (
+            " Its process_view is synchronous too: 2 more for each request that reaches a "
+            "view, which only an async process_view saves."
+            if view_hook is not None and not iscoroutinefunction(view_hook)
+            else ""
+        )
         messages.append(
             Warning(
                 f"{name} is async_capable but its {' and '.join(hooks)} "
                 f"{'is' if len(hooks) == 1 else 'are'} synchronous: under ASGI each request "
                 f"crosses the sync/async boundary {2 * len(hooks)} more times for it "
-                "(Django ticket #37177).",
+                f"(Django ticket #37177).{also}",
                 hint=f"Use a subclass of {name} with async_capable = False, or give it async "
                 "hooks; 'switchtrace explain' shows what each change saves.",
                 obj=path,

@@ -245,6 +245,9 @@ def _export_options(
     #: The traces-specific variable names the URL spans go to, as it is; the
     #: others are a base that gets /v1/traces (OTLP/HTTP).
     signal_endpoint = False
+    #: What is wrong in OTEL_* variables: an error only if spans go out over
+    #: OTLP (other tools set these too, with values of their own).
+    environ_problems: list[Problem] = []
     if endpoint is not None:
         if not _is_url(endpoint):
             problems.append(_bad_url("SWITCHTRACE['OTLP_ENDPOINT']", endpoint))
@@ -254,7 +257,7 @@ def _export_options(
                 endpoint = environ[name]
                 signal_endpoint = name == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
                 if not _is_url(endpoint):
-                    problems.append(_bad_url(f"The environment variable {name}", endpoint))
+                    environ_problems.append(_bad_url(f"The environment variable {name}", endpoint))
                 break
     protocol = raw.get("OTLP_PROTOCOL")
     if protocol is not None and protocol not in PROTOCOLS:
@@ -265,7 +268,7 @@ def _export_options(
             if environ.get(name):
                 protocol = environ[name]
                 if protocol not in PROTOCOLS:
-                    problems.append(
+                    environ_problems.append(
                         Problem(
                             "switchtrace.E006",
                             f"The environment variable {name} is {_shown(protocol)}, "
@@ -293,6 +296,9 @@ def _export_options(
     if exporter is None:
         exporter = "otlp" if endpoint else "file"
     if exporter == "none" or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if exporter == "otlp" and environ_problems:
+        problems.extend(environ_problems)
         return None
     if exporter == "file":
         unwritable = _unwritable(os.fspath(file_path))
