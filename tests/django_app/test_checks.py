@@ -124,8 +124,9 @@ def no_arguments():
                 [
                     (
                         "switchtrace.E005",
-                        "SWITCHTRACE['SHOW_HEADERS'] is an async callable; calling it from "
-                        "the synchronous path would cost the switches switchtrace counts.",
+                        f"SWITCHTRACE['SHOW_HEADERS'] is {show!r}, an async callable; calling "
+                        "it from the synchronous path would cost the switches switchtrace "
+                        "counts.",
                         "Give a plain function `(request) -> bool` that reads the request "
                         "only (headers, META, path), without database access.",
                     )
@@ -138,8 +139,8 @@ def no_arguments():
             [
                 (
                     "switchtrace.E003",
-                    f"SWITCHTRACE['SHOW_HEADERS'] is {no_arguments!r}, which cannot be called "
-                    "with one argument (the request).",
+                    f"SWITCHTRACE['SHOW_HEADERS'] is '{__name__}.no_arguments', which cannot "
+                    "be called with one argument (the request).",
                     "Allowed: True (every response), False (none), or a callable "
                     "`(request) -> bool` given as a dotted path or directly.",
                 )

@@ -148,6 +148,7 @@ def _is_bool(value: Any) -> bool:
 def _load_show_callback(value: Any, problems: list[Problem]) -> bool | ShowCallback:
     if _is_bool(value):
         return bool(value)
+    given = value  # named in the messages as the user wrote it (a dotted path)
     if isinstance(value, str):
         try:
             value = import_string(value)
@@ -162,7 +163,7 @@ def _load_show_callback(value: Any, problems: list[Problem]) -> bool | ShowCallb
             )
             return False
     if not callable(value):
-        problems.append(_wrong("SHOW_HEADERS", value))
+        problems.append(_wrong("SHOW_HEADERS", given))
         return False
     from asgiref.sync import iscoroutinefunction
 
@@ -170,7 +171,8 @@ def _load_show_callback(value: Any, problems: list[Problem]) -> bool | ShowCallb
         problems.append(
             Problem(
                 "switchtrace.E005",
-                "SWITCHTRACE['SHOW_HEADERS'] is an async callable; calling it from "
+                f"SWITCHTRACE['SHOW_HEADERS'] is {_shown(given)}, an async callable; "
+                "calling it from "
                 "the synchronous path would cost the switches switchtrace counts.",
                 "Give a plain function `(request) -> bool` that reads the request "
                 "only (headers, META, path), without database access.",
@@ -183,7 +185,7 @@ def _load_show_callback(value: Any, problems: list[Problem]) -> bool | ShowCallb
         problems.append(
             Problem(
                 "switchtrace.E003",
-                f"SWITCHTRACE['SHOW_HEADERS'] is {_shown(value)}, which cannot be called "
+                f"SWITCHTRACE['SHOW_HEADERS'] is {_shown(given)}, which cannot be called "
                 "with one argument (the request).",
                 f"Allowed: {OPTIONS['SHOW_HEADERS'].allowed}.",
             )
