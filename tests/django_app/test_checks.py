@@ -262,17 +262,22 @@ def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monk
         {"ENABLED": True, "EXPORTER": "file"},
         {"ENABLED": True, "EXPORTER": "console"},
         {"ENABLED": True},  # no endpoint: the file exporter
+        {"ENABLED": False},  # installed and off (production settings)
     ],
 )
-def test_otel_variables_matter_only_when_spans_go_out_over_otlp(value, monkeypatch):
+def test_otel_variables_matter_only_when_spans_go_out_over_otlp(value, monkeypatch, tmp_path):
     # Other tools set these, with values switchtrace does not support.
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")
-    if "EXPORTER" in value:
+    if value != {"ENABLED": True}:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")
     with override_settings(SWITCHTRACE=value, MIDDLEWARE=BASE_MIDDLEWARE):
         assert own_messages() == []
-        assert build_config(value).enabled is True
+        assert build_config(value).enabled is value["ENABLED"]
+    # Nor, while off, a FILE_PATH this process cannot write (a read-only
+    # file system in production).
+    off = {"ENABLED": False, "FILE_PATH": str(tmp_path / "missing" / "t.jsonl")}
+    assert build_config(off).problems == ()
 
 
 def test_an_unknown_exporter_names_the_allowed_ones():
@@ -316,6 +321,33 @@ def test_each_middleware_that_adds_avoidable_switches_under_asgi_is_a_warning():
         "are synchronous: under ASGI each request crosses the sync/async boundary 4 more "
         "times for it (Django ticket #37177). Its process_view is synchronous too: 2 more "
         "for each request that reaches a view, which only an async process_view saves."
+    )
+
+
+class ViewOnlyMiddleware:
+    """Not a MiddlewareMixin: only its process_view costs switches under ASGI."""
+
+    sync_capable = async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view, args, kwargs):
+        return None
+
+
+def test_a_middleware_whose_only_synchronous_hook_is_process_view_is_a_warning():
+    path = f"{__name__}.ViewOnlyMiddleware"
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=[MIDDLEWARE_PATH, path]):
+        [message] = [m for m in checks.run_checks() if m.id == "switchtrace.W003"]
+    assert (message.obj, message.msg, message.hint) == (
+        path,
+        "ViewOnlyMiddleware's process_view is synchronous: under ASGI each request that "
+        "reaches a view crosses the sync/async boundary 2 more times for it.",
+        "Give ViewOnlyMiddleware an async process_view; 'switchtrace explain' shows what it saves.",
     )
 
 

@@ -150,30 +150,55 @@ def test_a_client_that_times_out_leaves_a_closed_record_and_a_working_server(tmp
         assert gave_up["totals"][:3] == [30, 30, 0]
 
 
-def test_uvicorn_stopped_by_sigterm_writes_the_spans_still_queued(tmp_path):
-    """SIGTERM (docker compose stop, systemd, Kubernetes): uvicorn shuts down
-    gracefully, then raises the signal again with its default action, which
-    skips the exit hooks. The spans still waiting for their batch (five
-    seconds by default) are written all the same, and the process ends as
-    it would have: killed by SIGTERM."""
-    import signal
-
-    server = Server("uvicorn", "shipped", tmp_path / "records.jsonl")
-    traces = tmp_path / "traces.jsonl"
-    try:
-        response = httpx.get(server.url + "/sync/?before-sigterm", timeout=10)
-        assert "before-sigterm" in read_records(server, 1)
-    finally:
-        server.stop()
-    assert figures(response) == (30, 30, 0, 1)
-    assert server.process.returncode == -signal.SIGTERM
-    spans = [
+def _spans(traces) -> list[dict]:
+    if not traces.exists():
+        return []
+    return [
         span
         for line in traces.read_text().splitlines()
         for resource in json.loads(line)["resourceSpans"]
         for scope in resource["scopeSpans"]
         for span in scope["spans"]
     ]
-    # Two requests (the ready probe's and this one), 16 crossings and the
-    # request span each.
-    assert len(spans) == 2 * 17
+
+
+def test_a_running_uvicorn_writes_its_spans_and_sigterm_then_loses_none(tmp_path):
+    """SIGTERM (docker compose stop, systemd, Kubernetes): uvicorn shuts down
+    gracefully, then raises the signal again with its default action, which
+    skips the exit hooks. The spans are written while it runs (batches wait
+    half a second, not the SDK's five), so none is lost."""
+    import signal
+
+    server = Server("uvicorn", "shipped", tmp_path / "records.jsonl")
+    traces = tmp_path / "traces.jsonl"
+    try:
+        response = httpx.get(server.url + "/sync/?before-sigterm", timeout=10)
+        # The ready probe's request and this one: 16 crossings and the
+        # request span each, written while the server runs.
+        deadline = time.monotonic() + 10
+        while len(_spans(traces)) < 2 * 17 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_spans(traces)) == 2 * 17
+    finally:
+        server.stop()  # SIGTERM
+    assert figures(response) == (30, 30, 0, 1)
+    assert server.process.returncode == -signal.SIGTERM  # as without switchtrace
+    assert len(_spans(traces)) == 2 * 17
+
+
+def test_uvicorn_stopped_by_sigint_writes_the_spans_still_queued(tmp_path):
+    """SIGINT (docker-compose.yml's stop_signal for uvicorn): after the
+    graceful shutdown the exit hooks run, and write what is queued."""
+    import signal
+
+    server = Server("uvicorn", "shipped", tmp_path / "records.jsonl")
+    traces = tmp_path / "traces.jsonl"
+    try:
+        response = httpx.get(server.url + "/sync/?before-sigint", timeout=10)
+        assert "before-sigint" in read_records(server, 1)
+        server.process.send_signal(signal.SIGINT)
+        server.process.wait(timeout=30)
+    finally:
+        server.stop()
+    assert figures(response) == (30, 30, 0, 1)
+    assert len(_spans(traces)) == 2 * 17

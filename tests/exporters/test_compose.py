@@ -55,8 +55,10 @@ def test_the_example_project_served_twice_exports_to_jaeger(name, server, module
             step = []
         else:
             step.append(word)
-    mkdir, copy, install, words = [*steps, step]
-    # Installed from a copy of what the build needs, not built inside the checkout.
+    remove, mkdir, copy, install, words = [*steps, step]
+    # Installed from a copy of what the build needs, not built inside the
+    # checkout; afresh when the container starts again.
+    assert remove == ["rm", "-rf", "/tmp/switchtrace"]
     assert mkdir == ["mkdir", "/tmp/switchtrace"]
     assert copy == [
         "cp",
@@ -77,5 +79,7 @@ def test_the_example_project_served_twice_exports_to_jaeger(name, server, module
     assert published == container
     if server == "uvicorn":
         assert words[words.index("--port") + 1] == container
+        # Its graceful shutdown then runs the exit hooks (tests/e2e/test_servers.py).
+        assert service["stop_signal"] == "SIGINT"
     else:
         assert words[words.index("--bind") + 1] == f"0.0.0.0:{container}"

@@ -421,36 +421,22 @@ def test_a_flush_waiting_when_shutdown_gives_up_returns_false_at_once(monkeypatc
     assert outcome["took"] < 10  # a generous bound, far under its 30 s
 
 
-OWN_SIGTERM_SCRIPT = """
-import signal, sys
-sys.path[:0] = [{root!r}]
-def own(signum, frame):
-    print("own handler")
-    sys.exit(0)
-if {own}:
-    signal.signal(signal.SIGTERM, own)
-from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
-pipeline = SpanPipeline(ExportOptions(exporter="file", file_path={path!r}))
-handler = signal.getsignal(signal.SIGTERM)
-print(getattr(handler, "__qualname__", handler))
-signal.raise_signal(signal.SIGTERM)
-"""
-
-
-@pytest.mark.parametrize("own", [False, True])
-def test_a_sigterm_handler_of_the_applications_is_left_alone(own, tmp_path):
-    """switchtrace handles SIGTERM only where nothing does (its default action
-    skips the exit hooks, and with them the queued spans); the application's
-    own handler stays, and runs."""
-    from ..conftest import ROOT
-
-    script = OWN_SIGTERM_SCRIPT.format(
-        root=str(ROOT / "src"), own=own, path=str(tmp_path / "traces.jsonl")
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    if own:
-        assert (out.returncode, out.stdout) == (0, "own\nown handler\n")
-    else:
-        # Nothing queued: the process ends as it would have, by SIGTERM.
-        assert (out.returncode, out.stdout) == (-signal.SIGTERM, "_on_sigterm\n")
-    assert out.stderr == ""
+def test_batches_wait_half_a_second_unless_told_otherwise(tmp_path, monkeypatch):
+    """What waits for its batch is lost when a signal's default action ends
+    the process (SIGTERM, re-raised by uvicorn): half a second by default,
+    not the SDK's five; OTEL_BSP_SCHEDULE_DELAY still decides."""
+    options = pipeline_module.ExportOptions(exporter="file", file_path=str(tmp_path / "t.jsonl"))
+    monkeypatch.delenv("OTEL_BSP_SCHEDULE_DELAY", raising=False)
+    pipeline = pipeline_module.SpanPipeline(options)
+    try:
+        assert pipeline._delay == 0.5
+    finally:
+        pipeline.shutdown()
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "2000")
+    pipeline = pipeline_module.SpanPipeline(options)
+    try:
+        assert pipeline._delay == 2.0
+    finally:
+        pipeline.shutdown()
+    # No signal handler of switchtrace's: the application sees its own.
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

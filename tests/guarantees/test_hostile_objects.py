@@ -202,3 +202,89 @@ def test_the_spans_of_a_request_bridging_such_a_callable_are_all_written():
     assert pipeline.flush(10)
     spans = pipeline.exporter.get_finished_spans()
     assert sorted(span.name for span in spans) == ["HTTP", "sync_to_async Sly"]
+
+
+class ClassRaises:
+    """isinstance() reads __class__ when the type does not match."""
+
+    @property
+    def __class__(self):
+        raise RuntimeError("no __class__")
+
+    def work(self):
+        return "worked"
+
+
+def test_a_method_of_an_object_whose_class_attribute_raises_is_named():
+    async def main():
+        await sync_to_async(lambda: None)()
+        with tracer.recording() as record:
+            assert await sync_to_async(ClassRaises().work)() == "worked"
+        return record
+
+    record = asyncio.run(main())
+    record.describe(components.resolve)
+    assert [c.qualname for c in record.crossings] == ["ClassRaises.work"]
+
+
+def test_naming_a_closure_does_not_evaluate_a_lazy_object_it_holds():
+    from django.utils.functional import SimpleLazyObject
+
+    evaluated = []
+    lazy = SimpleLazyObject(lambda: evaluated.append("evaluated") or object())
+
+    def make():
+        def uses_it_later():
+            return lazy if False else "done"
+
+        return uses_it_later
+
+    async def main():
+        await sync_to_async(lambda: None)()
+        with tracer.recording() as record:
+            assert await sync_to_async(make())() == "done"
+        return record
+
+    record = asyncio.run(main())
+    record.describe(components.resolve)
+    assert [c.qualname for c in record.crossings] == [
+        "test_naming_a_closure_does_not_evaluate_a_lazy_object_it_holds.<locals>.make."
+        "<locals>.uses_it_later"
+    ]
+    assert evaluated == []
+
+
+def _hook(name):
+    def hook(self, request, *args):
+        return None
+
+    hook.__name__ = name  # its __qualname__ stays make_hook's
+    return hook
+
+
+class MadeHooksMiddleware:
+    process_request = _hook("process_request")
+    process_response = _hook("process_response")
+    other_thing = _hook("other_thing")
+
+
+def test_hooks_made_by_one_factory_keep_their_own_names():
+    # One code object and __qualname__ for three methods: the hook is told by
+    # __name__, which the cached description's key must hold too.
+    middleware = MadeHooksMiddleware()
+
+    async def main():
+        await sync_to_async(lambda: None)()
+        with tracer.recording() as record:
+            for name in ("process_request", "process_response", "other_thing", "process_request"):
+                await sync_to_async(getattr(middleware, name))(None)
+        return record
+
+    record = asyncio.run(main())
+    record.describe(components.resolve)
+    assert [str(c.component) for c in record.crossings] == [
+        "MadeHooksMiddleware.process_request",
+        "MadeHooksMiddleware.process_response",
+        "_hook.<locals>.hook",
+        "MadeHooksMiddleware.process_request",
+    ]

@@ -84,35 +84,43 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
                 )
             )
             continue
-        if not (
-            isinstance(cls, type)
-            and issubclass(cls, MiddlewareMixin)
-            and getattr(cls, "async_capable", False)
-        ):
+        if not isinstance(cls, type):
             continue
-        hooks = [h for h in HOOKS if hasattr(cls, h) and not iscoroutinefunction(getattr(cls, h))]
-        if not hooks:
-            continue
-        name = cls.__name__
         view_hook = getattr(cls, "process_view", None)
-        also = (
-            " Its process_view is synchronous too: 2 more for each request that reaches a "
-            "view, which only an async process_view saves."
-            if view_hook is not None and not iscoroutinefunction(view_hook)
-            else ""
-        )
-        messages.append(
-            Warning(
+        view_is_sync = view_hook is not None and not iscoroutinefunction(view_hook)
+        hooks = []
+        if issubclass(cls, MiddlewareMixin) and getattr(cls, "async_capable", False):
+            hooks = [
+                h for h in HOOKS if hasattr(cls, h) and not iscoroutinefunction(getattr(cls, h))
+            ]
+        name = cls.__name__
+        if hooks:
+            also = (
+                " Its process_view is synchronous too: 2 more for each request that reaches "
+                "a view, which only an async process_view saves."
+                if view_is_sync
+                else ""
+            )
+            message = (
                 f"{name} is async_capable but its {' and '.join(hooks)} "
                 f"{'is' if len(hooks) == 1 else 'are'} synchronous: under ASGI each request "
                 f"crosses the sync/async boundary {2 * len(hooks)} more times for it "
-                f"(Django ticket #37177).{also}",
-                hint=f"Use a subclass of {name} with async_capable = False, or give it async "
-                "hooks; 'switchtrace explain' shows what each change saves.",
-                obj=path,
-                id="switchtrace.W003",
+                f"(Django ticket #37177).{also}"
             )
-        )
+            hint = (
+                f"Use a subclass of {name} with async_capable = False, or give it async "
+                "hooks; 'switchtrace explain' shows what each change saves."
+            )
+        elif view_is_sync:
+            # Adapted to the handler's mode whatever async_capable says.
+            message = (
+                f"{name}'s process_view is synchronous: under ASGI each request that reaches "
+                "a view crosses the sync/async boundary 2 more times for it."
+            )
+            hint = f"Give {name} an async process_view; 'switchtrace explain' shows what it saves."
+        else:
+            continue
+        messages.append(Warning(message, hint=hint, obj=path, id="switchtrace.W003"))
     return messages
 
 

@@ -15,7 +15,8 @@ from collections.abc import Hashable
 from typing import Any
 
 from ..tracer import Component, Crossing, RequestRecord
-from ..tracer.describe import Identity, attribute, qualified_name, unwrap
+from ..tracer.describe import attribute, identity, qualified_name, unwrap
+from ..tracer.weak import WeakIdentityMap
 
 MIDDLEWARE_HOOKS = frozenset(
     {
@@ -79,7 +80,7 @@ class Resolver:
         """Everything the component and the qualified name depend on, or None
         when that cannot be told cheaply (the crossing is then described
         afresh). Holds none of the application's objects (see
-        :class:`Identity`): code objects, classes, names and signals."""
+        :func:`identity`): classes, names and serial numbers."""
         func: Any = crossing.func
         view = record.extra.get("view")
         kind = type(func)
@@ -93,21 +94,42 @@ class Resolver:
         if method is not None:
             owner = method.__self__
             # Per class, except a signal: its name is its identity.
-            owner_key = Identity(owner) if _is_signal(owner) else type(owner)
-            site = (kind, _function_site(method.__func__), owner_key)
+            owner_key = identity(owner) if _is_signal(owner) else type(owner)
+            inner = _function_site(method.__func__)
+            site = None if inner is None or owner_key is None else (kind, inner, owner_key)
         else:
             site = _function_site(func)
         if site is None:
             return None
-        is_view = view is not None and (
-            func is view
-            or (attribute(func, "__wrapped__") is not None and unwrap(func) is unwrap(view))
-        )
-        return (site, _adapter(crossing.bridge), is_view)
+        if view is None:
+            is_view = False
+        elif func is view:
+            is_view = True
+        else:
+            # A function's attributes are in its __dict__, a bound method's in
+            # its function's: read there, no AttributeError is raised (and
+            # caught) for the usual case of none.
+            plain = method.__func__ if method is func else func
+            wrapped = (
+                plain.__dict__.get("__wrapped__")
+                if type(plain) is types.FunctionType
+                else attribute(func, "__wrapped__")
+            )
+            is_view = wrapped is not None and unwrap(func) is unwrap(view)
+        adapter = _adapter(crossing.bridge)
+        # The component's fields, not the component: hashing a dataclass is a
+        # Python call, hashing strings is not.
+        fields = None if adapter is None else (adapter.kind, adapter.name, adapter.hook)
+        return (site, fields, is_view)
 
 
 #: How many ``__wrapped__`` a site follows (as :func:`unwrap` does).
 MAX_WRAPPED = 32
+
+
+#: Sites worked out, per function object (while it lives): Django's own
+#: functions are described once, not once per crossing.
+_function_sites: WeakIdentityMap[Hashable] = WeakIdentityMap()
 
 
 def _function_site(func: Any, depth: int = 0) -> Hashable | None:
@@ -115,11 +137,12 @@ def _function_site(func: Any, depth: int = 0) -> Hashable | None:
     function made per call (a closure, a lambda whose defaults hold the
     request) shares its site with the others of its code."""
     if type(func) is not types.FunctionType:  # a method's __func__ may be anything
-        try:
-            return Identity(func)
-        except TypeError:
-            return None
+        return identity(func)
+    site = _function_sites.get(func)
+    if site is not None:
+        return site
     wrapped = func.__dict__.get("__wrapped__")
+    inner: Hashable | None = None
     if wrapped is not None:
         # What it wraps names it (convert_exception_to_response's inner).
         if wrapped is func or depth >= MAX_WRAPPED:
@@ -127,14 +150,17 @@ def _function_site(func: Any, depth: int = 0) -> Hashable | None:
         if type(wrapped) is types.FunctionType:
             inner = _function_site(wrapped, depth + 1)
         else:
-            try:
-                inner = Identity(wrapped)
-            except TypeError:
-                return None
-    else:
-        inner = None
+            inner = identity(wrapped)
+        if inner is None:
+            return None
+    code = identity(func.__code__)  # (hashing a code object hashes its contents)
+    if code is None:
+        return None
     signal = _signal_of(func) if func.__closure__ is not None else None
-    return (func.__code__, func.__qualname__, func.__module__, inner, signal)
+    # __name__ too: a middleware hook is told by it (see _describe).
+    site = (code, func.__qualname__, func.__name__, func.__module__, inner, signal)
+    _function_sites[func] = site
+    return site
 
 
 def _adapter(bridge: Any) -> Component | None:
@@ -150,7 +176,7 @@ def _is_signal(obj: Any) -> bool:
         from django.dispatch import Signal
 
         _Signal = Signal
-    return isinstance(obj, _Signal)
+    return issubclass(type(obj), _Signal)  # (see describe._is)
 
 
 _Signal: type | None = None
@@ -163,24 +189,23 @@ def _describe(func: Any, view: Any) -> Component | None:
     if view is not None and (func is view or unwrap(func) is unwrap(view)):
         return Component("view", qualified_name(view))
     target = unwrap(func)
-    if isinstance(target, types.MethodType):
-        owner, name = target.__self__, target.__name__
-        from django.dispatch import Signal
+    if type(target) is types.MethodType:
+        owner, name = target.__self__, attribute(target, "__name__")
 
-        if isinstance(owner, Signal):  # Django 4.2: sync_to_async(signal.send)
+        if _is_signal(owner):  # Django 4.2: sync_to_async(signal.send)
             return Component("signal", _signal_name(owner))
         if name in MIDDLEWARE_HOOKS:
             return Component("middleware", type(owner).__qualname__, name)
         from django.http import HttpResponseBase
 
-        if isinstance(owner, HttpResponseBase):
+        if issubclass(type(owner), HttpResponseBase):
             return Component("response", type(owner).__qualname__, name)
         from django.core.handlers.base import BaseHandler
 
-        if isinstance(owner, BaseHandler):
+        if issubclass(type(owner), BaseHandler):
             return Component("handler", type(owner).__qualname__, name)
         return Component("other", qualified_name(target))
-    if not isinstance(target, types.FunctionType) and _has(target, "get_response"):
+    if type(target) is not types.FunctionType and _has(target, "get_response"):
         # A middleware instance (what convert_exception_to_response wraps).
         return Component("middleware", type(target).__qualname__, "__call__")
     signal = _signal_of(target)

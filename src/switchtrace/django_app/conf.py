@@ -230,15 +230,19 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
         problems.append(_wrong("MAX_EVENTS", max_events))
         max_events = DEFAULT_MAX_EVENTS
     show = _load_show_callback(raw.get("SHOW_HEADERS", OPTIONS["SHOW_HEADERS"].default), problems)
-    export = _export_options(raw, os.environ if environ is None else environ, problems)
+    environ = os.environ if environ is None else environ
+    export = _export_options(raw, environ, problems, enabled=bool(enabled))
     if problems:
         return Config(problems=tuple(problems))
     return Config(enabled=bool(enabled), show_headers=show, max_events=max_events, export=export)
 
 
 def _export_options(
-    raw: dict[str, Any], environ: Mapping[str, str], problems: list[Problem]
+    raw: dict[str, Any], environ: Mapping[str, str], problems: list[Problem], *, enabled: bool
 ) -> ExportOptions | None:
+    """Where spans go. The settings are checked always (a wrong value is
+    wrong); the environment (OTEL_* variables, whether FILE_PATH can be
+    written) only when switchtrace is enabled and would use it."""
     before = len(problems)
     exporter = raw.get("EXPORTER")
     if exporter is not None and exporter not in EXPORTERS:
@@ -298,6 +302,8 @@ def _export_options(
     if exporter is None:
         exporter = "otlp" if endpoint else "file"
     if exporter == "none" or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if not enabled:
         return None
     if exporter == "otlp" and environ_problems:
         problems.extend(environ_problems)

@@ -24,13 +24,11 @@ one module-level at-fork hook, holding the pipelines weakly.
 
 from __future__ import annotations
 
-import _thread
 import atexit
 import inspect
 import logging
 import os
 import queue
-import signal
 import threading
 import time
 import weakref
@@ -66,6 +64,9 @@ PROTOCOLS = ("grpc", "http/protobuf")
 MAX_PROPAGATION_HEADER = 512
 #: At most one warning a minute about spans lost, of each kind.
 LOG_INTERVAL = 60.0
+#: How long spans wait for their batch, in ms, unless OTEL_BSP_SCHEDULE_DELAY
+#: says otherwise (the SDK's default is 5000).
+DEFAULT_SCHEDULE_DELAY_MS = 500
 
 
 @dataclass(frozen=True)
@@ -183,9 +184,13 @@ class SpanPipeline:
         self.cpu_ns = 0
         self.exporter: SpanExporter | None = None
         # As the SDK's batch processor: at most this many spans per export
-        # request, sent at least this often.
+        # request, sent at least this often. Half a second rather than its
+        # five by default: what waits for its batch is lost when the process
+        # ends by a signal's default action, without its exit hooks (SIGTERM
+        # from docker compose stop, systemd or Kubernetes, which uvicorn
+        # raises again after its graceful shutdown).
         self._batch_size = _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
-        self._delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
+        self._delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MS) / 1000
         self._last_drop_log = self._last_fail_log = -LOG_INTERVAL
         #: Set by :meth:`shutdown`; the thread then stops by ``_deadline``.
         self._stopping = threading.Event()
@@ -219,7 +224,10 @@ class SpanPipeline:
                 self.processor = SimpleSpanProcessor(self.exporter)
                 self.provider.add_span_processor(self.processor)
             elif self.exporter is not None:
-                self.processor = BatchSpanProcessor(_Counted(self.exporter, self._fail))
+                self.processor = BatchSpanProcessor(
+                    _Counted(self.exporter, self._fail),
+                    schedule_delay_millis=self._delay * 1000,
+                )
                 self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("switchtrace", __version__)
         self._scope = InstrumentationScope("switchtrace", __version__)
@@ -227,7 +235,6 @@ class SpanPipeline:
         self._start_worker()
         _pipelines.add(self)
         atexit.register(self.shutdown)
-        _flush_on_sigterm()
 
     # -- on the request's path (cheap) ----------------------------------------
 
@@ -546,57 +553,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-#: How long a SIGTERM waits for the spans still queued (as the exit hook does).
-SIGTERM_TIMEOUT = 5.0
-
-
-def _flush_on_sigterm() -> None:
-    """SIGTERM's default action ends the process without its exit hooks, and
-    so without the spans still queued: what ``docker compose stop``, systemd
-    and Kubernetes send, and what uvicorn raises again after its graceful
-    shutdown (it restores the handler it found, then re-raises the signal).
-
-    Where nothing handles SIGTERM yet (its action is the default, in the main
-    thread, when the first pipeline starts: at Django's setup, before a server
-    puts its own handler in place), a handler writes the queued spans within
-    :data:`SIGTERM_TIMEOUT`, puts the default action back and raises the signal
-    again: the process ends as it would have, its spans written. A handler of
-    the application's or the server's is left alone."""
-    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-    except (OSError, ValueError):  # an embedded interpreter without signals
-        pass
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    # Runs in the main thread between two bytecodes of whatever it was doing,
-    # which may hold a lock the shutdown needs (the span queue's, in the
-    # middle of a put): the shutdown runs in a thread of its own, started
-    # without threading's locks, and is waited for no longer than its
-    # deadline. A second SIGTERM meanwhile ends the process at once.
-    signal.signal(signum, signal.SIG_DFL)
-    done = threading.Event()
-
-    def shut_down() -> None:
-        try:
-            deadline = time.monotonic() + SIGTERM_TIMEOUT
-            for pipeline in list(_pipelines):
-                pipeline.shutdown(max(deadline - time.monotonic(), 0.0))
-        except Exception:
-            swallow("span export at SIGTERM")
-        finally:
-            done.set()
-
-    try:
-        _thread.start_new_thread(shut_down, ())
-        done.wait(SIGTERM_TIMEOUT + 1.0)
-    finally:
-        signal.raise_signal(signum)
 
 
 def _yield_gil() -> None:

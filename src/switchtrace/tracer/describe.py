@@ -10,12 +10,13 @@ class. Runs after the response, never on the hot path.
 from __future__ import annotations
 
 import functools
-import inspect
+import itertools
 import types
-import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
+
+from .weak import WeakIdentityMap
 
 _MAX_DEPTH = 32
 #: Bound on the cached descriptions and code locations (cleared when full).
@@ -32,13 +33,21 @@ def attribute(obj: object, name: str, default: Any = None) -> Any:
         return default
 
 
-def unwrap(obj: object) -> object:
+def _is(obj: object, cls: type | tuple[type, ...]) -> bool:
+    """isinstance by the object's type alone: isinstance also asks the object
+    for its ``__class__`` when the type does not match, which a lazy object
+    (Django's SimpleLazyObject: ``request.user``) answers by evaluating itself,
+    and a proxy by anything at all."""
+    return issubclass(type(obj), cls)
+
+
+def unwrap(obj: Any) -> Any:
     """Follow ``__wrapped__`` and partials to the innermost callable."""
     for _ in range(_MAX_DEPTH):
-        if isinstance(obj, functools.partial):
+        if _is(obj, functools.partial):
             obj = obj.func
             continue
-        inner = attribute(obj, "__wrapped__") if not isinstance(obj, type) else None
+        inner = attribute(obj, "__wrapped__") if not _is(obj, type) else None
         if inner is None or inner is obj:
             return obj
         obj = inner
@@ -50,12 +59,12 @@ def qualified_name(obj: object) -> str:
     target = unwrap(obj)
     if target is None:
         return "None"
-    if inspect.iscoroutine(target):
+    if _is(target, types.CoroutineType):
         code = target.cr_code
         return getattr(code, "co_qualname", code.co_name)
-    if isinstance(target, types.MethodType):
+    if _is(target, types.MethodType):
         return _qualname_of(target.__func__)
-    if isinstance(target, (types.FunctionType, types.BuiltinFunctionType, type)):
+    if _is(target, (types.FunctionType, types.BuiltinFunctionType, type)):
         return _qualname_of(target)
     qualname = attribute(target, "__qualname__")
     if isinstance(qualname, str):
@@ -87,7 +96,7 @@ _locations: dict[object, CodeLocation] = {}
 def code_location(obj: object) -> CodeLocation:
     """Where ``obj`` (through its wrappers) is defined; cached per code object."""
     target = unwrap(obj)
-    func = target.__func__ if isinstance(target, types.MethodType) else target
+    func = target.__func__ if _is(target, types.MethodType) else target
     key = attribute(func, "__code__")
     if type(key) is types.CodeType:
         location = _locations.get(key)
@@ -99,13 +108,13 @@ def code_location(obj: object) -> CodeLocation:
     return _code_location(target)
 
 
-def _code_location(target: object) -> CodeLocation:
-    if inspect.iscoroutine(target):
+def _code_location(target: Any) -> CodeLocation:
+    if _is(target, types.CoroutineType):
         code = target.cr_code
         module = attribute(target, "__module__") or ""
         return CodeLocation(code.co_name, module, code.co_filename, code.co_firstlineno)
-    func = target.__func__ if isinstance(target, types.MethodType) else target
-    if not isinstance(func, types.FunctionType):
+    func = target.__func__ if _is(target, types.MethodType) else target
+    if not _is(func, types.FunctionType):
         call = getattr(type(func), "__call__", None)  # noqa: B004
         func = call if isinstance(call, types.FunctionType) else func
     func_code = attribute(func, "__code__")
@@ -142,27 +151,27 @@ class Description:
         self.shared = False
 
 
-class Identity:
-    """One object as part of a cache key, by identity, without keeping it
-    alive: a key that held the application's objects (a function made per
-    request, whose defaults hold the request) would keep them for as long as
-    the cache does. Equal to another only while both refer to the same live
-    object; hashes by ``id()``, and asks the object nothing."""
+#: A serial number per object that is part of a site's key, for as long as
+#: the object lives (see :func:`identity`).
+_identities: WeakIdentityMap[int] = WeakIdentityMap()
+_serials = itertools.count()
 
-    __slots__ = ("_id", "_ref")
 
-    def __init__(self, obj: object) -> None:
-        self._ref = weakref.ref(obj)  # TypeError for what has no weak references
-        self._id = id(obj)
-
-    def __hash__(self) -> int:
-        return self._id
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Identity or other._id != self._id:
-            return False
-        obj = self._ref()
-        return obj is not None and other._ref() is obj
+def identity(obj: object) -> int | None:
+    """A number that stands for ``obj`` in a cache key, by identity, without
+    keeping it alive: a key that held the application's objects (a function
+    made per request, whose defaults hold the request) would keep them for
+    as long as the cache does. Never reused, so a key made with it never
+    matches another object's after this one dies; asks the object nothing
+    (no ``__hash__``, no ``__eq__``). None for what has no weak references."""
+    serial = _identities.get(obj)
+    if serial is None:
+        serial = next(_serials)
+        try:
+            _identities[obj] = serial
+        except TypeError:
+            return None
+    return serial
 
 
 _descriptions: dict[Hashable, Description] = {}
@@ -178,7 +187,7 @@ def describe_crossing(crossing: Any, record: Any, resolve: Any = None) -> Descri
     if key is not None:
         try:
             description = _descriptions.get(key)
-        except TypeError:  # a part that cannot be hashed (a module that is no str)
+        except Exception:  # a part that cannot be hashed (a module that is no str)
             key = None
     if description is None:
         func = crossing.func
