@@ -231,7 +231,7 @@ def test_explain_through_manage_py(tmp_path):
         [*command[:3], "--url", "/nowhere/"], cwd=EXAMPLE, env=env, capture_output=True,
         text=True, timeout=60,
     )  # fmt: skip
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # bad input, as for switchtrace explain
     assert bad.stderr.strip() == "CommandError: the URL '/nowhere/' does not resolve to a view"
 
 

@@ -118,6 +118,8 @@ def measure(server: str, url: str) -> Any:
 
 
 def render(url: str | None, do_measure: bool, out: TextIO) -> int:
+    if do_measure and url is None:
+        raise ExplainError("--measure needs --url")
     paths = check_middleware(settings.MIDDLEWARE)
     cases: list[tuple[str, bool]] = list(CASES)
     target = None
@@ -130,20 +132,17 @@ def render(url: str | None, do_measure: bool, out: TextIO) -> int:
     for server, is_async in cases:
         prediction = predict(server, is_async, paths)
         _render_case(prediction, out)
-        if do_measure:
-            if target is None:
-                out.write("  measured: pass --url to measure a request of this kind\n")
-            else:
-                record = measure(server, target)
-                same = (record.context_switches, record.event_loops_created) == (
-                    prediction.switches,
-                    prediction.loops,
-                )
-                out.write(
-                    f"  measured: {record.context_switches} switches, {record.thread_hops} "
-                    f"hops, {record.event_loops_created} loops "
-                    f"({'as predicted' if same else 'DIFFERS from the prediction'})\n"
-                )
+        if target is not None and do_measure:
+            record = measure(server, target)
+            same = (record.context_switches, record.event_loops_created) == (
+                prediction.switches,
+                prediction.loops,
+            )
+            out.write(
+                f"  measured: {record.context_switches} switches, {record.thread_hops} "
+                f"hops, {record.event_loops_created} loops "
+                f"({'as predicted' if same else 'DIFFERS from the prediction'})\n"
+            )
     return 0
 
 
