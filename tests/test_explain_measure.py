@@ -51,7 +51,7 @@ SITE = {
     "any_host_settings.py": 'from fresh_settings import *\nALLOWED_HOSTS = ["*"]\n',
     "no_host_settings.py": "from fresh_settings import *\nDEBUG = False\n",
     "fresh_urls.py": (
-        "from django.http import Http404, HttpResponse\n"
+        "from django.http import Http404, HttpResponse, HttpResponseRedirect\n"
         "from django.urls import path\n"
         "\n"
         "\n"
@@ -63,6 +63,10 @@ SITE = {
         '    raise Http404("no such order")\n'
         "\n"
         "\n"
+        "def moved(request):\n"
+        '    return HttpResponseRedirect("/sync/")\n'
+        "\n"
+        "\n"
         "def raising(request):\n"
         '    raise ValueError("view bug")\n'
         "\n"
@@ -70,6 +74,7 @@ SITE = {
         "urlpatterns = [\n"
         '    path("sync/", sync_view),\n'
         '    path("orders/9/", missing),\n'
+        '    path("moved/", moved),\n'
         '    path("raise/", raising),\n'
         "]\n"
     ),
@@ -83,6 +88,11 @@ COMMANDS = {
     ),
     "manage.py": ([sys.executable, "-m", "django", "switchtrace_explain"], "CommandError: "),
 }
+
+MEASURED = [
+    "  measured: 32 switches, 32 hops, 0 loops (as predicted)",
+    "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
+]
 
 
 def explain(command: str, args: list[str], settings: str, tmp_path: Path):
@@ -99,6 +109,103 @@ def explain(command: str, args: list[str], settings: str, tmp_path: Path):
         [*COMMANDS[command][0], *args],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+def measured(out: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in out.stdout.splitlines() if line.startswith("  measured: ")]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    "settings",
+    ["fresh_settings", "example_com_settings", "subdomains_settings", "any_host_settings"],
+)
+def test_measure_sends_a_host_the_project_allows(command, settings, tmp_path):
+    """The test client's Host, 'testserver', got a 400 (and Django's
+    DisallowedHost traceback) in every one of these but '*'."""
+    out = explain(command, ["--url", "/sync/", "--measure"], settings, tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout.splitlines()[0] == "/sync/ → sync_view (sync view)"
+    assert measured(out) == MEASURED
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_measure_with_no_host_allowed_is_bad_input(command, tmp_path):
+    out = explain(command, ["--url", "/sync/", "--measure"], "no_host_settings", tmp_path)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr == (
+        f"{COMMANDS[command][1]}--measure needs a Host the project accepts, and ALLOWED_HOSTS "
+        "= [] allows none (DEBUG is False: an empty list allows no host); allowed in "
+        "ALLOWED_HOSTS: a host name (e.g. 'localhost'), '.example.com' (a domain and its "
+        "subdomains) or '*'\n"
+    )
+
+
+def test_the_host_is_derived_from_allowed_hosts_as_django_checks_it():
+    from django.test import override_settings
+
+    from switchtrace.django_app.explain import ExplainError, request_host
+
+    for debug, allowed, host in [
+        (True, [], "localhost"),
+        (False, ["*"], "localhost"),
+        (False, [".Example.com"], "example.com"),
+        (False, ["api.example.com:8000", "*.example.com", "", "[::1]"], "[::1]"),
+        (False, ("127.0.0.1",), "127.0.0.1"),
+    ]:
+        with override_settings(DEBUG=debug, ALLOWED_HOSTS=allowed):
+            assert request_host() == host, allowed
+    for allowed, message in [
+        (["api.example.com:8000"], "ALLOWED_HOSTS = ['api.example.com:8000'] allows none;"),
+        ("example.com", "ALLOWED_HOSTS must be a list of host names; it is a str"),
+        (["example.com", 7], "ALLOWED_HOSTS entry 7 is a int; allowed: a host name"),
+    ]:
+        with override_settings(DEBUG=True, ALLOWED_HOSTS=allowed):
+            with pytest.raises(ExplainError) as refused:
+                request_host()
+        assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_error_response_is_told_and_not_compared(command, tmp_path):
+    """A 404 from the view (an order that does not exist): its figures are
+    Django's exception path, not the view's; it said 'DIFFERS from the
+    prediction' with exit status 0."""
+    out = explain(command, ["--url", "/orders/9/", "--measure"], "any_host_settings", tmp_path)
+    assert out.returncode == 1
+    assert measured(out) == [
+        "  measured: 38 switches, 38 hops, 0 loops, of a 404 Not Found response (an error "
+        "response: not compared with the prediction)"
+    ]
+    assert out.stdout.endswith(measured(out)[0] + "\n")  # nothing measured after it
+    assert out.stderr == (
+        f"{COMMANDS[command][1]}GET /orders/9/ under ASGI answered 404 Not Found (Django "
+        'logged "Not Found: /orders/9/"), not a response the view makes normally; measure a '
+        "--url that the view answers with a status below 400\n"
+    )
+
+
+def test_a_redirect_is_measured_and_named(tmp_path):
+    out = explain("switchtrace", ["--url", "/moved/", "--measure"], "fresh_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert measured(out) == [
+        "  measured: 32 switches, 32 hops, 0 loops, of a 302 Found response (as predicted)",
+        "  measured: 0 switches, 0 hops, 0 loops, of a 302 Found response (as predicted)",
+    ]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_raising_view_is_one_line_with_debug_on(command, tmp_path):
+    """With DEBUG = True, Django's django.request logger wrote its 'Internal
+    Server Error' traceback to stderr before switchtrace's line."""
+    out = explain(command, ["--url", "/raise/", "--measure"], "any_host_settings", tmp_path)
+    assert out.returncode == 1
+    assert out.stderr == (
+        f"{COMMANDS[command][1]}GET /raise/ under ASGI raised ValueError: view bug "
+        f"(site{os.sep}fresh_urls.py, line 18, in raising)\n"
+    )
+    assert "ASGI, sync view: 32 switches" in out.stdout  # the prediction came first
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,9 @@ class Command(BaseCommand):
     help = (
         "Predict each kind of request's context switches from MIDDLEWARE, with their "
         "causes and fixes; --measure serves one request of each kind to compare. Exit "
-        "status 2: bad input (an argument, MIDDLEWARE, ROOT_URLCONF); 1: the project's "
-        "code raised."
+        "status 2: bad input (an argument, MIDDLEWARE, ROOT_URLCONF, an ALLOWED_HOSTS that "
+        "no request can pass); 1: the project's code raised, or answered a measured request "
+        "with a status of 400 or more (its figures are then not the view's)."
     )
 
     def add_arguments(self, parser: Any) -> None:
