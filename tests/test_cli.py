@@ -69,7 +69,10 @@ def test_bench_in_process_json(tmp_path):
             "shipped,sync-only", "--concurrency", "1,4", "--requests", "8", "--rounds", "2",
             "--warmup", "2", "--json"]  # fmt: skip
     out = run(args, tmp_path)
-    assert out.returncode == 0, out.stderr
+    assert (out.returncode, out.stderr) == (0, "")
+    # It measures switches and latency, not span export: no spans written
+    # where the project's FILE_PATH points (the checkout, outside the tests).
+    assert not (tmp_path / "traces.jsonl").exists()
     results = json.loads(out.stdout)
     assert (results["format"], results["mode"], results["driver"]) == (1, "matrix", "in-process")
     cells = {(c["server"], c["variant"]): c for c in results["cells"]}
@@ -120,6 +123,7 @@ def test_bench_over_real_servers(tmp_path):
     assert (by_server["asgi"]["switches"], by_server["asgi"]["loops"]) == (28, 0)
     assert (by_server["wsgi"]["switches"], by_server["wsgi"]["loops"]) == (2, 1)
     assert all(c["peak_threads"]["3"] > 1 for c in results["cells"])
+    assert not (tmp_path / "traces.jsonl").exists()  # the servers export no spans either
 
 
 def test_bench_overhead_mode(tmp_path):
@@ -137,6 +141,8 @@ def test_bench_overhead_mode(tmp_path):
     )
     assert rows[0]["ratio"] == {"median": 1.0, "min": 1.0, "max": 1.0}
     assert all(r["us_per_request"]["median"] > 0 for r in rows)
+    # The full-spans mode's spans went to a temporary file, not to FILE_PATH.
+    assert not (tmp_path / "traces.jsonl").exists()
 
 
 BAD_INPUT = [

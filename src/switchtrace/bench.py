@@ -13,8 +13,12 @@ the ticket did; the default) and ``--server`` (real uvicorn and gunicorn on
 loopback, driven over HTTP by an asyncio load generator with keep-alive
 connections).
 
+The matrix exports no spans (the served project's EXPORTER is "none"): its
+figures are switches and latency, and a default run's 33,000 requests would
+otherwise append hundreds of MB to the project's traces file.
 ``--overhead`` measures instead the same request with switchtrace disabled,
-headers only, and full spans, interleaved, as ratios to disabled.
+headers only, and full spans, interleaved, as ratios to disabled; its spans
+go to a temporary file (or to the OTLP collector the settings name).
 ``--compare BASELINE.json`` flags every cell slower than the baseline in every
 round (beyond both runs' own spread) and exits 1.
 """
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -30,9 +36,10 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
@@ -292,7 +299,8 @@ class Servers:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = {**os.environ, "SWITCHTRACE_EXAMPLE_MIDDLEWARE": variant}
+        # No spans (conf: OTEL_SDK_DISABLED=true means none are made), as in-process.
+        env = {**os.environ, "SWITCHTRACE_EXAMPLE_MIDDLEWARE": variant, "OTEL_SDK_DISABLED": "true"}
         env["PYTHONPATH"] = os.pathsep.join([str(self.project), env.get("PYTHONPATH", "")])
         if server == "asgi":
             command = [sys.executable, "-m", "uvicorn", "project.asgi:application",
@@ -492,7 +500,7 @@ def render(results: dict[str, Any], out: TextIO) -> None:
     levels = sorted({int(c) for cell in cells for c in cell["req_per_s"]}) or [1]
     out.write(
         f"switchtrace bench ({results['driver']}; {results['rounds']} rounds of "
-        f"{results['requests']} requests; medians, min-max over rounds)\n"
+        f"{results['requests']} requests; no spans exported; medians, min-max over rounds)\n"
         f"Python {results['python']}, Django {results['django']}, asgiref {results['asgiref']}\n"
     )
     header = ("", "seq us/req", "conc req/s", "peak thr", "switches", "loops", "threads")
@@ -672,7 +680,12 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .django_app import integration, telemetry
     from .django_app.conf import get_config
 
-    spans = get_config().export
+    configured = spans = get_config().export
+    # The spans' cost is measured, not kept: a file exporter writes to a
+    # temporary file, removed after the run.
+    scratch = tempfile.TemporaryDirectory(prefix="switchtrace-overhead-")
+    if spans is not None and spans.exporter == "file":
+        spans = dataclasses.replace(spans, file_path=os.path.join(scratch.name, "spans.jsonl"))
     variant = args.variants[0]
     handlers = {}
     for mode in OVERHEAD_VARIANTS:
@@ -738,9 +751,12 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                     for mode in order.sample(modes, len(modes)):
                         measure(server, endpoint, mode)
     finally:
-        # Back to what the settings say, whatever happened.
+        # Back to what the settings say, whatever happened: the temporary
+        # file's pipeline is shut down (its spans flushed) before the file goes.
         enter("headers only" if settings.SWITCHTRACE.get("ENABLED") else "disabled")
         telemetry.attach()
+        telemetry.configure(configured)
+        scratch.cleanup()
     del tracer
     rows = []
     for server in args.servers:
@@ -784,8 +800,6 @@ def _otel_django_handlers(variant: str) -> tuple[Any, Any] | None:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
         return None
-    import tempfile
-
     from .exporters import FileSpanExporter
 
     provider = TracerProvider()
@@ -901,22 +915,23 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         driver: Any = Servers(project, max(args.concurrency))
     else:
         driver = InProcess()
-    try:
-        for variant in args.variants:
-            driver.open(variant)
-        results = {
-            **meta,
-            "mode": "matrix",
-            "driver": driver.name,
-            "cells": measure(args, driver, progress),
-        }
-    except ServerFailed as exc:  # a server that does not start, or answers 5xx
-        failure: ServerFailed | None = exc
-    else:
-        failure = None
-    finally:
-        progress.close()
-        driver.close()
+    with _no_spans():
+        try:
+            for variant in args.variants:
+                driver.open(variant)
+            results = {
+                **meta,
+                "mode": "matrix",
+                "driver": driver.name,
+                "cells": measure(args, driver, progress),
+            }
+        except ServerFailed as exc:  # a server that does not start, or answers 5xx
+            failure: ServerFailed | None = exc
+        else:
+            failure = None
+        finally:
+            progress.close()
+            driver.close()
     if failure is not None:
         print(f"switchtrace bench: error: {failure}", file=sys.stderr)
         return 1
@@ -928,6 +943,24 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if slower:
             return 1
     return 0
+
+
+@contextlib.contextmanager
+def _no_spans() -> Iterator[None]:
+    """The project served in this process with SWITCHTRACE's EXPORTER "none"
+    (the servers of ``--driver server`` get OTEL_SDK_DISABLED, as they read
+    the settings in their own processes): the matrix measures switches and
+    latency, and exporting spans would add its cost to every figure and
+    write wherever the project's FILE_PATH points (its checkout)."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    configured = getattr(settings, "SWITCHTRACE", None)
+    if not isinstance(configured, dict):  # switchtrace stays disabled: no spans
+        yield
+        return
+    with override_settings(SWITCHTRACE={**configured, "EXPORTER": "none"}):
+        yield
 
 
 def missing_servers() -> list[str]:
