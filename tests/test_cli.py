@@ -111,6 +111,23 @@ def test_bench_in_process_json(tmp_path):
     assert (calm.returncode, calm.stderr) == (0, "")
 
 
+def test_bench_text_header_counts_in_words(tmp_path):
+    """It said '1 rounds of 1 requests'."""
+    args = ["bench", "--servers", "wsgi", "--endpoints", "/sync/", "--variants", "none",
+            "--concurrency", "1", "--requests", "1", "--rounds", "1", "--warmup", "0"]  # fmt: skip
+    out = run(args, tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    lines = out.stdout.splitlines()
+    assert lines[0] == (
+        "switchtrace bench (in-process; 1 round of 1 request; no spans exported; medians, "
+        "min-max over rounds)"
+    )
+    assert lines[3].split() == ["c=1", "seq", "us/req", "conc", "req/s", "peak", "thr",
+                                "switches", "loops", "threads"]  # fmt: skip
+    row = lines[4].split()
+    assert row[:3] + row[5:6] + row[7:] == ["WSGI", "none", "/sync/", "-", "0", "0", "0"]
+
+
 def test_bench_over_real_servers(tmp_path):
     args = ["bench", "--driver", "server", "--endpoints", "/async/", "--variants", "shipped",
             "--concurrency", "1,3", "--requests", "6", "--rounds", "1", "--warmup", "1",

@@ -342,6 +342,43 @@ def test_a_good_baseline_passes_the_check(tmp_path):
     assert len(bench.load_baseline(str(base))["cells"]) == 2
 
 
+BENCH_BAD_INPUT = [
+    # It said "switchtrace: error: argument --warmup: invalid value -3; allowed: 0 or more".
+    (["--warmup", "-3"],
+     "switchtrace bench: error: argument --warmup: invalid value '-3'; allowed: 0 or a "
+     "positive integer"),
+    (["--warmup", "many"],
+     "switchtrace bench: error: argument --warmup: invalid value 'many'; allowed: 0 or a "
+     "positive integer"),
+    (["--overhead", "--driver", "server"],
+     "switchtrace bench: error: --overhead runs in-process; it does not go with --driver server"),
+    (["--overhead", "--compare", "base.json"],
+     "switchtrace bench: error: --compare goes with the matrix, not with --overhead"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), BENCH_BAD_INPUT)
+def test_bench_bad_input_is_one_line_naming_bench(args, message, tmp_path):
+    out = switchtrace(["bench", *args], tmp_path)
+    assert one_line(out, 2) == message
+    assert out.stdout == ""
+
+
+def test_bench_help_shows_the_defaults(tmp_path):
+    out = switchtrace(["bench", "--help"], tmp_path)
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())  # as wide as the terminal: the lines wrap anywhere
+    for option in [
+        "--requests REQUESTS per cell and round (default: 200)",
+        "--rounds ROUNDS every cell is measured once a round, the cells interleaved (default: 3)",
+        "--warmup WARMUP requests per cell before measuring (default: 20)",
+        "--concurrency CONCURRENCY levels; 1 gives the sequential figure (default: 1,50,200)",
+        "(default: in-process)",
+        "this fraction (default: 0.1)",
+    ]:
+        assert option in text
+
+
 def test_server_driver_without_its_servers(monkeypatch, capsys):
     monkeypatch.setattr(bench, "missing_servers", lambda: ["uvicorn"])
     assert cli.main(["bench", "--driver", "server", "--project", "nowhere"]) == 2
@@ -427,7 +464,7 @@ def test_a_broken_pipe_with_standard_output_intact_is_an_error(monkeypatch, caps
     """Raised by something else than the writes to standard output (here no
     file descriptor behind it at all): one line, exit 1."""
 
-    def broken(args, parser):
+    def broken(args):
         raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr(cli, "_run", broken)

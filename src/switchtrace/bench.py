@@ -92,6 +92,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}; allowed: 0 or a positive integer"
+        )
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -123,13 +135,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=_concurrency, default=[1, 50, 200],
         help="levels; 1 gives the sequential figure (default: 1,50,200)",
     )  # fmt: skip
-    parser.add_argument("--requests", type=_positive, default=200, help="per cell and round")
-    parser.add_argument("--rounds", type=_positive, default=3, help="repeated, interleaved")
-    parser.add_argument("--warmup", type=int, default=20, help="requests before measuring")
+    parser.add_argument(
+        "--requests", type=_positive, default=200, help="per cell and round (default: 200)"
+    )
+    parser.add_argument(
+        "--rounds", type=_positive, default=3,
+        help="every cell is measured once a round, the cells interleaved (default: 3)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=_non_negative, default=20,
+        help="requests per cell before measuring (default: 20)",
+    )  # fmt: skip
     parser.add_argument(
         "--driver", choices=("in-process", "server"), default="in-process",
-        help="in-process (Django's handlers driven directly; the default) or server "
-        "(uvicorn and gunicorn on loopback, over HTTP)",
+        help="in-process (Django's handlers driven directly) or server (uvicorn and "
+        "gunicorn on loopback, over HTTP) (default: in-process)",
     )  # fmt: skip
     parser.add_argument(
         "--server", action="store_const", dest="driver", const="server",
@@ -140,10 +160,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="switchtrace disabled vs headers only vs full spans, as ratios",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--compare", metavar="BASELINE.json", help="exit 1 if slower than it")
+    parser.add_argument(
+        "--compare", metavar="BASELINE.json",
+        help="a result of --json to compare with: exit 1 if a cell is slower than in it",
+    )  # fmt: skip
     parser.add_argument(
         "--tolerance", type=_fraction, default=0.1,
-        help="with --compare: a cell counts as slower only beyond this fraction (default 0.1)",
+        help="with --compare: a cell counts as slower only beyond this fraction "
+        "(default: 0.1)",
     )  # fmt: skip
     parser.add_argument("--project", help="the example project (default: examples/project)")
 
@@ -163,6 +187,10 @@ class ServerFailed(RuntimeError):
 
 def spread(samples: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # -- progress --------------------------------------------------------------------
@@ -499,8 +527,9 @@ def render(results: dict[str, Any], out: TextIO) -> None:
     cells = results["cells"]
     levels = sorted({int(c) for cell in cells for c in cell["req_per_s"]}) or [1]
     out.write(
-        f"switchtrace bench ({results['driver']}; {results['rounds']} rounds of "
-        f"{results['requests']} requests; no spans exported; medians, min-max over rounds)\n"
+        f"switchtrace bench ({results['driver']}; {_count(results['rounds'], 'round')} of "
+        f"{_count(results['requests'], 'request')}; no spans exported; medians, min-max over "
+        "rounds)\n"
         f"Python {results['python']}, Django {results['django']}, asgiref {results['asgiref']}\n"
     )
     header = ("", "seq us/req", "conc req/s", "peak thr", "switches", "loops", "threads")
@@ -831,8 +860,8 @@ def _serve(handler_pair: tuple[Any, Any], server: str, endpoint: str, requests: 
 
 def render_overhead(results: dict[str, Any], out: TextIO) -> None:
     out.write(
-        f"switchtrace bench --overhead ({results['rounds']} interleaved rounds of "
-        f"{results['requests']} requests, the spans' export included; medians "
+        f"switchtrace bench --overhead ({_count(results['rounds'], 'interleaved round')} of "
+        f"{_count(results['requests'], 'request')}, the spans' export included; medians "
         "(min-max) over rounds)\n"
         "  wall: µs per request, ratio to disabled | cpu: the process's CPU µs per "
         "request, ratio to disabled\n"
@@ -857,30 +886,26 @@ def render_overhead(results: dict[str, Any], out: TextIO) -> None:
 # -- entry point ----------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def run(args: argparse.Namespace) -> int:
+    """The bench command: its exit status; bad input is one line on stderr
+    and exit status 2, checked before anything is measured."""
     baseline = None
     if args.overhead and args.driver == "server":
-        parser.error("--overhead runs in-process; it does not go with --driver server")
+        return _bad_input("--overhead runs in-process; it does not go with --driver server")
     if args.compare:
         if args.overhead:
-            parser.error("--compare goes with the matrix, not with --overhead")
+            return _bad_input("--compare goes with the matrix, not with --overhead")
         try:
             baseline = load_baseline(args.compare)
         except BadBaseline as exc:
-            print(f"switchtrace bench: error: {exc}", file=sys.stderr)
-            return 2
-    if args.warmup < 0:
-        parser.error(f"argument --warmup: invalid value {args.warmup}; allowed: 0 or more")
+            return _bad_input(str(exc))
     if args.driver == "server":
         missing = missing_servers()
         if missing:
-            print(
-                f"switchtrace bench: error: --driver server needs uvicorn and gunicorn; "
-                f"missing: {', '.join(missing)} (pip install uvicorn gunicorn, or --driver "
-                "in-process)",
-                file=sys.stderr,
+            return _bad_input(
+                f"--driver server needs uvicorn and gunicorn; missing: {', '.join(missing)} "
+                "(pip install uvicorn gunicorn, or --driver in-process)"
             )
-            return 2
     project = example.find_project(args.project)
     example.setup(project)
     import django
@@ -943,6 +968,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if slower:
             return 1
     return 0
+
+
+def _bad_input(message: str) -> int:
+    print(f"switchtrace bench: error: {message}", file=sys.stderr)
+    return 2
 
 
 @contextlib.contextmanager

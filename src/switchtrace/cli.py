@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    status = _guarded(args, parser)
+    status = _guarded(args)
     try:
         sys.stdout.flush()  # here, not at exit, where a reader gone away is a traceback
     except BrokenPipeError:
@@ -81,12 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _guarded(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _guarded(args: argparse.Namespace) -> int:
     """The command's exit status; what goes wrong is one line on stderr."""
     from .example import ProjectNotFound, SetupError
 
     try:
-        return _run(args, parser)
+        return _run(args)
     except ProjectNotFound as exc:
         print(f"switchtrace {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -104,7 +104,7 @@ def _guarded(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run
 
@@ -113,7 +113,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _explain(args)
     from .bench import run as bench
 
-    return bench(args, parser)
+    return bench(args)
 
 
 def _reader_gone() -> bool:
