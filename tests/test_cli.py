@@ -104,11 +104,19 @@ def test_bench_in_process_json(tmp_path):
              "--warmup", "0"]  # fmt: skip
     flagged = run([*quick, "--variants", "shipped", "--compare", "fast.json"], tmp_path)
     assert flagged.returncode == 1
-    assert [line.split(":")[0] for line in flagged.stderr.splitlines()] == ["slower", "slower"]
-    assert "WSGI shipped /sync/: seq" in flagged.stderr
-    assert "WSGI shipped /sync/: c=4" in flagged.stderr
+    lines = flagged.stderr.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["slower", "slower"]
+    assert "WSGI shipped /sync/: seq" in lines[0]
+    assert "WSGI shipped /sync/: c=4" in lines[1]
+    assert lines[2:] == ["compared 1 cell with fast.json: 1 slower"]
     calm = run([*quick, "--variants", "shipped", "--compare", "slow.json"], tmp_path)
-    assert (calm.returncode, calm.stderr) == (0, "")
+    assert (calm.returncode, calm.stderr) == (0, "compared 1 cell with slow.json: none slower\n")
+    # It said nothing of the cells it could not compare (the baseline has no 'none').
+    partly = run([*quick, "--variants", "shipped,none", "--compare", "slow.json"], tmp_path)
+    assert (partly.returncode, partly.stderr) == (
+        0,
+        "compared 1 cell with slow.json (of this run's 2; the others are not in it): none slower\n",
+    )
 
 
 def test_bench_text_header_counts_in_words(tmp_path):

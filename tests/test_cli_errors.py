@@ -336,6 +336,22 @@ def test_bad_baseline_is_rejected_before_anything_runs(content, message, tmp_pat
     assert out.stdout == ""
 
 
+def test_a_baseline_sharing_no_cell_with_the_run_is_bad_input(tmp_path):
+    """It ran the benchmark and exited 0 having compared nothing, silently.
+    Checked before anything runs: the (missing) project is not looked for."""
+    (tmp_path / "base.json").write_text(matrix(good_cell()))
+    args = ["bench", "--compare", "base.json", "--project", "nowhere", "--servers", "wsgi",
+            "--endpoints", "/async/"]  # fmt: skip
+    out = switchtrace(args, tmp_path)
+    assert one_line(out, 2) == (
+        "switchtrace bench: error: --compare: base.json has none of the cells this run "
+        "measures, so nothing would be compared; its cells: ASGI shipped /sync/; this run's: "
+        "WSGI shipped /async/, WSGI sync-only /async/, WSGI none /async/; allowed: the "
+        "--servers, --endpoints and --variants of a run that shares a cell with it"
+    )
+    assert out.stdout == ""
+
+
 def test_a_good_baseline_passes_the_check(tmp_path):
     base = tmp_path / "base.json"
     base.write_text(matrix(good_cell(), good_cell(seq_us=None, req_per_s={})))

@@ -20,7 +20,8 @@ otherwise append hundreds of MB to the project's traces file.
 headers only, and full spans, interleaved, as ratios to disabled; its spans
 go to a temporary file (or to the OTLP collector the settings name).
 ``--compare BASELINE.json`` flags every cell slower than the baseline in every
-round (beyond both runs' own spread) and exits 1.
+round (beyond both runs' own spread) and exits 1; it says how many cells it
+compared, and a run that shares no cell with the baseline is bad input.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
         "--compare", metavar="BASELINE.json",
-        help="a result of --json to compare with: exit 1 if a cell is slower than in it",
+        help="a result of --json to compare with: says (on stderr) how many cells were "
+        "compared and which are slower, and exits 1 if any is",
     )  # fmt: skip
     parser.add_argument(
         "--tolerance", type=_fraction, default=0.1,
@@ -470,12 +472,7 @@ def _figures(headers: dict[str, str]) -> tuple[int, int, int, int] | None:
 
 
 def measure(args: argparse.Namespace, driver: Any, progress: Progress) -> list[dict[str, Any]]:
-    cells = [
-        (server, endpoint, variant)
-        for server in args.servers
-        for endpoint in args.endpoints
-        for variant in args.variants
-    ]
+    cells = planned_cells(args)
     seq: dict[Any, list[float]] = {cell: [] for cell in cells}
     rps: dict[Any, dict[int, list[float]]] = {
         cell: {c: [] for c in args.concurrency if c > 1} for cell in cells
@@ -666,35 +663,88 @@ def _kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
+def cell_key(cell: dict[str, Any]) -> tuple[str, str, str]:
+    return cell["server"], cell["endpoint"], cell["variant"]
+
+
+def cell_name(key: tuple[str, str, str]) -> str:
+    server, endpoint, variant = key
+    return f"{server.upper()} {variant} {endpoint}"
+
+
 def compare(current: dict[str, Any], baseline: dict[str, Any], tolerance: float = 0.0) -> list[str]:
     """Cells slower than the baseline in every round: the current best is
     worse than the baseline's worst (beyond both runs' own spread), by more
-    than ``tolerance`` (a fraction)."""
+    than ``tolerance`` (a fraction). One line per slower figure."""
+    return [line for lines in slower_cells(current, baseline, tolerance).values() for line in lines]
 
-    def key(cell: dict[str, Any]) -> tuple[str, str, str]:
-        return cell["server"], cell["endpoint"], cell["variant"]
 
-    before = {key(cell): cell for cell in baseline["cells"] if isinstance(cell, dict)}
-    slower = []
+def slower_cells(
+    current: dict[str, Any], baseline: dict[str, Any], tolerance: float = 0.0
+) -> dict[str, list[str]]:
+    """:func:`compare`'s lines, by the name of the cell they are about."""
+    before = {cell_key(cell): cell for cell in baseline["cells"] if isinstance(cell, dict)}
+    slower: dict[str, list[str]] = {}
     for cell in current["cells"]:
-        old = before.get(key(cell))
+        old = before.get(cell_key(cell))
         if old is None:
             continue
-        name = f"{cell['server'].upper()} {cell['variant']} {cell['endpoint']}"
+        name = cell_name(cell_key(cell))
+        lines = []
         seq, was_seq = cell.get("seq_us"), old.get("seq_us")
         if seq and was_seq and seq["min"] > was_seq["max"] * (1 + tolerance):
-            slower.append(
+            lines.append(
                 f"{name}: seq {cell['seq_us']['median']:.1f} us/req, was "
                 f"{old['seq_us']['median']:.1f} (every round slower than the baseline's slowest)"
             )
         for level, stat in cell.get("req_per_s", {}).items():
             was = old.get("req_per_s", {}).get(level)
             if was and stat["max"] * (1 + tolerance) < was["min"]:
-                slower.append(
+                lines.append(
                     f"{name}: c={level} {stat['median']:.0f} req/s, was {was['median']:.0f} "
                     "(every round slower than the baseline's slowest)"
                 )
+        if lines:
+            slower[name] = lines
     return slower
+
+
+def planned_cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """The cells a matrix run measures, in its order: (server, endpoint, variant)."""
+    return [
+        (server, endpoint, variant)
+        for server in args.servers
+        for endpoint in args.endpoints
+        for variant in args.variants
+    ]
+
+
+def no_shared_cell(args: argparse.Namespace, baseline: dict[str, Any]) -> str | None:
+    """The error if the run would measure no cell that the baseline has
+    (nothing would be compared), else None."""
+    theirs = [cell_key(cell) for cell in baseline["cells"]]
+    ours = planned_cells(args)
+    if set(ours) & set(theirs):
+        return None
+    return (
+        f"--compare: {args.compare} has none of the cells this run measures, so nothing would "
+        f"be compared; its cells: {', '.join(map(cell_name, theirs)) or 'none'}; this run's: "
+        f"{', '.join(map(cell_name, ours))}; allowed: the --servers, --endpoints and "
+        "--variants of a run that shares a cell with it"
+    )
+
+
+def comparison_summary(
+    results: dict[str, Any], baseline: dict[str, Any], path: str, slower: int
+) -> str:
+    """What the comparison covered, and its outcome, in one line."""
+    theirs = {cell_key(cell) for cell in baseline["cells"]}
+    ours = [cell_key(cell) for cell in results["cells"]]
+    shared = sum(key in theirs for key in ours)
+    text = f"compared {_count(shared, 'cell')} with {path}"
+    if shared < len(ours):
+        text += f" (of this run's {len(ours)}; the others are not in it)"
+    return text + (f": {slower} slower" if slower else ": none slower")
 
 
 # -- tracer overhead ------------------------------------------------------------------
@@ -899,6 +949,9 @@ def run(args: argparse.Namespace) -> int:
             baseline = load_baseline(args.compare)
         except BadBaseline as exc:
             return _bad_input(str(exc))
+        unshared = no_shared_cell(args, baseline)
+        if unshared:
+            return _bad_input(unshared)
     if args.driver == "server":
         missing = missing_servers()
         if missing:
@@ -962,9 +1015,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     _emit(results, args, render)
     if baseline is not None:
-        slower = compare(results, baseline, args.tolerance)
-        for line in slower:
-            print(f"slower: {line}", file=sys.stderr)
+        # On stderr, as the slower lines: standard output may be --json's.
+        slower = slower_cells(results, baseline, args.tolerance)
+        for lines in slower.values():
+            for line in lines:
+                print(f"slower: {line}", file=sys.stderr)
+        print(comparison_summary(results, baseline, args.compare, len(slower)), file=sys.stderr)
         if slower:
             return 1
     return 0
