@@ -428,6 +428,12 @@ async def _http_load(host: str, port: int, path: str, requests: int, concurrency
                 figures.append(_figures(headers))
         finally:
             writer.close()
+            # A connection the server reset leaves its error in the stream's
+            # closed future too: retrieved here, or asyncio may print "Future
+            # exception was never retrieved" when collecting it, as late as at
+            # exit, after the bench's own error line.
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     start = time.perf_counter()
     await asyncio.gather(*(connection() for _ in range(min(concurrency, requests))))
