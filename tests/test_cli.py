@@ -69,7 +69,10 @@ def test_bench_in_process_json(tmp_path):
             "shipped,sync-only", "--concurrency", "1,4", "--requests", "8", "--rounds", "2",
             "--warmup", "2", "--json"]  # fmt: skip
     out = run(args, tmp_path)
-    assert out.returncode == 0, out.stderr
+    assert (out.returncode, out.stderr) == (0, "")
+    # It measures switches and latency, not span export: no spans written
+    # where the project's FILE_PATH points (the checkout, outside the tests).
+    assert not (tmp_path / "traces.jsonl").exists()
     results = json.loads(out.stdout)
     assert (results["format"], results["mode"], results["driver"]) == (1, "matrix", "in-process")
     cells = {(c["server"], c["variant"]): c for c in results["cells"]}
@@ -101,11 +104,36 @@ def test_bench_in_process_json(tmp_path):
              "--warmup", "0"]  # fmt: skip
     flagged = run([*quick, "--variants", "shipped", "--compare", "fast.json"], tmp_path)
     assert flagged.returncode == 1
-    assert [line.split(":")[0] for line in flagged.stderr.splitlines()] == ["slower", "slower"]
-    assert "WSGI shipped /sync/: seq" in flagged.stderr
-    assert "WSGI shipped /sync/: c=4" in flagged.stderr
+    lines = flagged.stderr.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["slower", "slower"]
+    assert "WSGI shipped /sync/: seq" in lines[0]
+    assert "WSGI shipped /sync/: c=4" in lines[1]
+    assert lines[2:] == ["compared 1 cell with fast.json: 1 slower"]
     calm = run([*quick, "--variants", "shipped", "--compare", "slow.json"], tmp_path)
-    assert (calm.returncode, calm.stderr) == (0, "")
+    assert (calm.returncode, calm.stderr) == (0, "compared 1 cell with slow.json: none slower\n")
+    # It said nothing of the cells it could not compare (the baseline has no 'none').
+    partly = run([*quick, "--variants", "shipped,none", "--compare", "slow.json"], tmp_path)
+    assert (partly.returncode, partly.stderr) == (
+        0,
+        "compared 1 cell with slow.json (of this run's 2; the others are not in it): none slower\n",
+    )
+
+
+def test_bench_text_header_counts_in_words(tmp_path):
+    """It said '1 rounds of 1 requests'."""
+    args = ["bench", "--servers", "wsgi", "--endpoints", "/sync/", "--variants", "none",
+            "--concurrency", "1", "--requests", "1", "--rounds", "1", "--warmup", "0"]  # fmt: skip
+    out = run(args, tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    lines = out.stdout.splitlines()
+    assert lines[0] == (
+        "switchtrace bench (in-process; 1 round of 1 request; no spans exported; medians, "
+        "min-max over rounds)"
+    )
+    assert lines[3].split() == ["c=1", "seq", "us/req", "conc", "req/s", "peak", "thr",
+                                "switches", "loops", "threads"]  # fmt: skip
+    row = lines[4].split()
+    assert row[:3] + row[5:6] + row[7:] == ["WSGI", "none", "/sync/", "-", "0", "0", "0"]
 
 
 def test_bench_over_real_servers(tmp_path):
@@ -120,6 +148,7 @@ def test_bench_over_real_servers(tmp_path):
     assert (by_server["asgi"]["switches"], by_server["asgi"]["loops"]) == (28, 0)
     assert (by_server["wsgi"]["switches"], by_server["wsgi"]["loops"]) == (2, 1)
     assert all(c["peak_threads"]["3"] > 1 for c in results["cells"])
+    assert not (tmp_path / "traces.jsonl").exists()  # the servers export no spans either
 
 
 def test_bench_overhead_mode(tmp_path):
@@ -137,6 +166,8 @@ def test_bench_overhead_mode(tmp_path):
     )
     assert rows[0]["ratio"] == {"median": 1.0, "min": 1.0, "max": 1.0}
     assert all(r["us_per_request"]["median"] > 0 for r in rows)
+    # The full-spans mode's spans went to a temporary file, not to FILE_PATH.
+    assert not (tmp_path / "traces.jsonl").exists()
 
 
 BAD_INPUT = [
@@ -231,7 +262,7 @@ def test_explain_through_manage_py(tmp_path):
         [*command[:3], "--url", "/nowhere/"], cwd=EXAMPLE, env=env, capture_output=True,
         text=True, timeout=60,
     )  # fmt: skip
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # bad input, as for switchtrace explain
     assert bad.stderr.strip() == "CommandError: the URL '/nowhere/' does not resolve to a view"
 
 

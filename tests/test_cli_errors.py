@@ -336,10 +336,63 @@ def test_bad_baseline_is_rejected_before_anything_runs(content, message, tmp_pat
     assert out.stdout == ""
 
 
+def test_a_baseline_sharing_no_cell_with_the_run_is_bad_input(tmp_path):
+    """It ran the benchmark and exited 0 having compared nothing, silently.
+    Checked before anything runs: the (missing) project is not looked for."""
+    (tmp_path / "base.json").write_text(matrix(good_cell()))
+    args = ["bench", "--compare", "base.json", "--project", "nowhere", "--servers", "wsgi",
+            "--endpoints", "/async/"]  # fmt: skip
+    out = switchtrace(args, tmp_path)
+    assert one_line(out, 2) == (
+        "switchtrace bench: error: --compare: base.json has none of the cells this run "
+        "measures, so nothing would be compared; its cells: ASGI shipped /sync/; this run's: "
+        "WSGI shipped /async/, WSGI sync-only /async/, WSGI none /async/; allowed: the "
+        "--servers, --endpoints and --variants of a run that shares a cell with it"
+    )
+    assert out.stdout == ""
+
+
 def test_a_good_baseline_passes_the_check(tmp_path):
     base = tmp_path / "base.json"
     base.write_text(matrix(good_cell(), good_cell(seq_us=None, req_per_s={})))
     assert len(bench.load_baseline(str(base))["cells"]) == 2
+
+
+BENCH_BAD_INPUT = [
+    # It said "switchtrace: error: argument --warmup: invalid value -3; allowed: 0 or more".
+    (["--warmup", "-3"],
+     "switchtrace bench: error: argument --warmup: invalid value '-3'; allowed: 0 or a "
+     "positive integer"),
+    (["--warmup", "many"],
+     "switchtrace bench: error: argument --warmup: invalid value 'many'; allowed: 0 or a "
+     "positive integer"),
+    (["--overhead", "--driver", "server"],
+     "switchtrace bench: error: --overhead runs in-process; it does not go with --driver server"),
+    (["--overhead", "--compare", "base.json"],
+     "switchtrace bench: error: --compare goes with the matrix, not with --overhead"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), BENCH_BAD_INPUT)
+def test_bench_bad_input_is_one_line_naming_bench(args, message, tmp_path):
+    out = switchtrace(["bench", *args], tmp_path)
+    assert one_line(out, 2) == message
+    assert out.stdout == ""
+
+
+def test_bench_help_shows_the_defaults(tmp_path):
+    out = switchtrace(["bench", "--help"], tmp_path)
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())  # as wide as the terminal: the lines wrap anywhere
+    for option in [
+        "--requests REQUESTS per cell and round (default: 200)",
+        "--rounds ROUNDS every cell is measured once a round, the cells interleaved (default: 3)",
+        "--warmup WARMUP requests per cell before measuring (default: 20)",
+        "--concurrency CONCURRENCY levels; 1 gives the sequential figure (default: 1,50,200)",
+        "(default: in-process)",
+        "this fraction (default: 0.1)",
+    ]:
+        assert option in text
 
 
 def test_server_driver_without_its_servers(monkeypatch, capsys):
@@ -427,7 +480,7 @@ def test_a_broken_pipe_with_standard_output_intact_is_an_error(monkeypatch, caps
     """Raised by something else than the writes to standard output (here no
     file descriptor behind it at all): one line, exit 1."""
 
-    def broken(args, parser):
+    def broken(args):
         raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr(cli, "_run", broken)

@@ -13,16 +13,23 @@ the ticket did; the default) and ``--server`` (real uvicorn and gunicorn on
 loopback, driven over HTTP by an asyncio load generator with keep-alive
 connections).
 
+The matrix exports no spans (the served project's EXPORTER is "none"): its
+figures are switches and latency, and a default run's 33,000 requests would
+otherwise append hundreds of MB to the project's traces file.
 ``--overhead`` measures instead the same request with switchtrace disabled,
-headers only, and full spans, interleaved, as ratios to disabled.
+headers only, and full spans, interleaved, as ratios to disabled; its spans
+go to a temporary file (or to the OTLP collector the settings name).
 ``--compare BASELINE.json`` flags every cell slower than the baseline in every
-round (beyond both runs' own spread) and exits 1.
+round (beyond both runs' own spread) and exits 1; it says how many cells it
+compared, and a run that shares no cell with the baseline is bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -30,9 +37,10 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
@@ -85,6 +93,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}; allowed: 0 or a positive integer"
+        )
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -116,13 +136,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=_concurrency, default=[1, 50, 200],
         help="levels; 1 gives the sequential figure (default: 1,50,200)",
     )  # fmt: skip
-    parser.add_argument("--requests", type=_positive, default=200, help="per cell and round")
-    parser.add_argument("--rounds", type=_positive, default=3, help="repeated, interleaved")
-    parser.add_argument("--warmup", type=int, default=20, help="requests before measuring")
+    parser.add_argument(
+        "--requests", type=_positive, default=200, help="per cell and round (default: 200)"
+    )
+    parser.add_argument(
+        "--rounds", type=_positive, default=3,
+        help="every cell is measured once a round, the cells interleaved (default: 3)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=_non_negative, default=20,
+        help="requests per cell before measuring (default: 20)",
+    )  # fmt: skip
     parser.add_argument(
         "--driver", choices=("in-process", "server"), default="in-process",
-        help="in-process (Django's handlers driven directly; the default) or server "
-        "(uvicorn and gunicorn on loopback, over HTTP)",
+        help="in-process (Django's handlers driven directly) or server (uvicorn and "
+        "gunicorn on loopback, over HTTP) (default: in-process)",
     )  # fmt: skip
     parser.add_argument(
         "--server", action="store_const", dest="driver", const="server",
@@ -133,10 +161,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="switchtrace disabled vs headers only vs full spans, as ratios",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--compare", metavar="BASELINE.json", help="exit 1 if slower than it")
+    parser.add_argument(
+        "--compare", metavar="BASELINE.json",
+        help="a result of --json to compare with: says (on stderr) how many cells were "
+        "compared and which are slower, and exits 1 if any is",
+    )  # fmt: skip
     parser.add_argument(
         "--tolerance", type=_fraction, default=0.1,
-        help="with --compare: a cell counts as slower only beyond this fraction (default 0.1)",
+        help="with --compare: a cell counts as slower only beyond this fraction "
+        "(default: 0.1)",
     )  # fmt: skip
     parser.add_argument("--project", help="the example project (default: examples/project)")
 
@@ -156,6 +189,10 @@ class ServerFailed(RuntimeError):
 
 def spread(samples: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # -- progress --------------------------------------------------------------------
@@ -292,7 +329,8 @@ class Servers:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = {**os.environ, "SWITCHTRACE_EXAMPLE_MIDDLEWARE": variant}
+        # No spans (conf: OTEL_SDK_DISABLED=true means none are made), as in-process.
+        env = {**os.environ, "SWITCHTRACE_EXAMPLE_MIDDLEWARE": variant, "OTEL_SDK_DISABLED": "true"}
         env["PYTHONPATH"] = os.pathsep.join([str(self.project), env.get("PYTHONPATH", "")])
         if server == "asgi":
             command = [sys.executable, "-m", "uvicorn", "project.asgi:application",
@@ -390,6 +428,12 @@ async def _http_load(host: str, port: int, path: str, requests: int, concurrency
                 figures.append(_figures(headers))
         finally:
             writer.close()
+            # A connection the server reset leaves its error in the stream's
+            # closed future too: retrieved here, or asyncio may print "Future
+            # exception was never retrieved" when collecting it, as late as at
+            # exit, after the bench's own error line.
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     start = time.perf_counter()
     await asyncio.gather(*(connection() for _ in range(min(concurrency, requests))))
@@ -434,12 +478,7 @@ def _figures(headers: dict[str, str]) -> tuple[int, int, int, int] | None:
 
 
 def measure(args: argparse.Namespace, driver: Any, progress: Progress) -> list[dict[str, Any]]:
-    cells = [
-        (server, endpoint, variant)
-        for server in args.servers
-        for endpoint in args.endpoints
-        for variant in args.variants
-    ]
+    cells = planned_cells(args)
     seq: dict[Any, list[float]] = {cell: [] for cell in cells}
     rps: dict[Any, dict[int, list[float]]] = {
         cell: {c: [] for c in args.concurrency if c > 1} for cell in cells
@@ -491,8 +530,9 @@ def render(results: dict[str, Any], out: TextIO) -> None:
     cells = results["cells"]
     levels = sorted({int(c) for cell in cells for c in cell["req_per_s"]}) or [1]
     out.write(
-        f"switchtrace bench ({results['driver']}; {results['rounds']} rounds of "
-        f"{results['requests']} requests; medians, min-max over rounds)\n"
+        f"switchtrace bench ({results['driver']}; {_count(results['rounds'], 'round')} of "
+        f"{_count(results['requests'], 'request')}; no spans exported; medians, min-max over "
+        "rounds)\n"
         f"Python {results['python']}, Django {results['django']}, asgiref {results['asgiref']}\n"
     )
     header = ("", "seq us/req", "conc req/s", "peak thr", "switches", "loops", "threads")
@@ -629,35 +669,88 @@ def _kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
+def cell_key(cell: dict[str, Any]) -> tuple[str, str, str]:
+    return cell["server"], cell["endpoint"], cell["variant"]
+
+
+def cell_name(key: tuple[str, str, str]) -> str:
+    server, endpoint, variant = key
+    return f"{server.upper()} {variant} {endpoint}"
+
+
 def compare(current: dict[str, Any], baseline: dict[str, Any], tolerance: float = 0.0) -> list[str]:
     """Cells slower than the baseline in every round: the current best is
     worse than the baseline's worst (beyond both runs' own spread), by more
-    than ``tolerance`` (a fraction)."""
+    than ``tolerance`` (a fraction). One line per slower figure."""
+    return [line for lines in slower_cells(current, baseline, tolerance).values() for line in lines]
 
-    def key(cell: dict[str, Any]) -> tuple[str, str, str]:
-        return cell["server"], cell["endpoint"], cell["variant"]
 
-    before = {key(cell): cell for cell in baseline["cells"] if isinstance(cell, dict)}
-    slower = []
+def slower_cells(
+    current: dict[str, Any], baseline: dict[str, Any], tolerance: float = 0.0
+) -> dict[str, list[str]]:
+    """:func:`compare`'s lines, by the name of the cell they are about."""
+    before = {cell_key(cell): cell for cell in baseline["cells"] if isinstance(cell, dict)}
+    slower: dict[str, list[str]] = {}
     for cell in current["cells"]:
-        old = before.get(key(cell))
+        old = before.get(cell_key(cell))
         if old is None:
             continue
-        name = f"{cell['server'].upper()} {cell['variant']} {cell['endpoint']}"
+        name = cell_name(cell_key(cell))
+        lines = []
         seq, was_seq = cell.get("seq_us"), old.get("seq_us")
         if seq and was_seq and seq["min"] > was_seq["max"] * (1 + tolerance):
-            slower.append(
+            lines.append(
                 f"{name}: seq {cell['seq_us']['median']:.1f} us/req, was "
                 f"{old['seq_us']['median']:.1f} (every round slower than the baseline's slowest)"
             )
         for level, stat in cell.get("req_per_s", {}).items():
             was = old.get("req_per_s", {}).get(level)
             if was and stat["max"] * (1 + tolerance) < was["min"]:
-                slower.append(
+                lines.append(
                     f"{name}: c={level} {stat['median']:.0f} req/s, was {was['median']:.0f} "
                     "(every round slower than the baseline's slowest)"
                 )
+        if lines:
+            slower[name] = lines
     return slower
+
+
+def planned_cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """The cells a matrix run measures, in its order: (server, endpoint, variant)."""
+    return [
+        (server, endpoint, variant)
+        for server in args.servers
+        for endpoint in args.endpoints
+        for variant in args.variants
+    ]
+
+
+def no_shared_cell(args: argparse.Namespace, baseline: dict[str, Any]) -> str | None:
+    """The error if the run would measure no cell that the baseline has
+    (nothing would be compared), else None."""
+    theirs = [cell_key(cell) for cell in baseline["cells"]]
+    ours = planned_cells(args)
+    if set(ours) & set(theirs):
+        return None
+    return (
+        f"--compare: {args.compare} has none of the cells this run measures, so nothing would "
+        f"be compared; its cells: {', '.join(map(cell_name, theirs)) or 'none'}; this run's: "
+        f"{', '.join(map(cell_name, ours))}; allowed: the --servers, --endpoints and "
+        "--variants of a run that shares a cell with it"
+    )
+
+
+def comparison_summary(
+    results: dict[str, Any], baseline: dict[str, Any], path: str, slower: int
+) -> str:
+    """What the comparison covered, and its outcome, in one line."""
+    theirs = {cell_key(cell) for cell in baseline["cells"]}
+    ours = [cell_key(cell) for cell in results["cells"]]
+    shared = sum(key in theirs for key in ours)
+    text = f"compared {_count(shared, 'cell')} with {path}"
+    if shared < len(ours):
+        text += f" (of this run's {len(ours)}; the others are not in it)"
+    return text + (f": {slower} slower" if slower else ": none slower")
 
 
 # -- tracer overhead ------------------------------------------------------------------
@@ -672,7 +765,12 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .django_app import integration, telemetry
     from .django_app.conf import get_config
 
-    spans = get_config().export
+    configured = spans = get_config().export
+    # The spans' cost is measured, not kept: a file exporter writes to a
+    # temporary file, removed after the run.
+    scratch = tempfile.TemporaryDirectory(prefix="switchtrace-overhead-")
+    if spans is not None and spans.exporter == "file":
+        spans = dataclasses.replace(spans, file_path=os.path.join(scratch.name, "spans.jsonl"))
     variant = args.variants[0]
     handlers = {}
     for mode in OVERHEAD_VARIANTS:
@@ -738,9 +836,12 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                     for mode in order.sample(modes, len(modes)):
                         measure(server, endpoint, mode)
     finally:
-        # Back to what the settings say, whatever happened.
+        # Back to what the settings say, whatever happened: the temporary
+        # file's pipeline is shut down (its spans flushed) before the file goes.
         enter("headers only" if settings.SWITCHTRACE.get("ENABLED") else "disabled")
         telemetry.attach()
+        telemetry.configure(configured)
+        scratch.cleanup()
     del tracer
     rows = []
     for server in args.servers:
@@ -784,8 +885,6 @@ def _otel_django_handlers(variant: str) -> tuple[Any, Any] | None:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
         return None
-    import tempfile
-
     from .exporters import FileSpanExporter
 
     provider = TracerProvider()
@@ -817,8 +916,8 @@ def _serve(handler_pair: tuple[Any, Any], server: str, endpoint: str, requests: 
 
 def render_overhead(results: dict[str, Any], out: TextIO) -> None:
     out.write(
-        f"switchtrace bench --overhead ({results['rounds']} interleaved rounds of "
-        f"{results['requests']} requests, the spans' export included; medians "
+        f"switchtrace bench --overhead ({_count(results['rounds'], 'interleaved round')} of "
+        f"{_count(results['requests'], 'request')}, the spans' export included; medians "
         "(min-max) over rounds)\n"
         "  wall: µs per request, ratio to disabled | cpu: the process's CPU µs per "
         "request, ratio to disabled\n"
@@ -843,30 +942,29 @@ def render_overhead(results: dict[str, Any], out: TextIO) -> None:
 # -- entry point ----------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def run(args: argparse.Namespace) -> int:
+    """The bench command: its exit status; bad input is one line on stderr
+    and exit status 2, checked before anything is measured."""
     baseline = None
     if args.overhead and args.driver == "server":
-        parser.error("--overhead runs in-process; it does not go with --driver server")
+        return _bad_input("--overhead runs in-process; it does not go with --driver server")
     if args.compare:
         if args.overhead:
-            parser.error("--compare goes with the matrix, not with --overhead")
+            return _bad_input("--compare goes with the matrix, not with --overhead")
         try:
             baseline = load_baseline(args.compare)
         except BadBaseline as exc:
-            print(f"switchtrace bench: error: {exc}", file=sys.stderr)
-            return 2
-    if args.warmup < 0:
-        parser.error(f"argument --warmup: invalid value {args.warmup}; allowed: 0 or more")
+            return _bad_input(str(exc))
+        unshared = no_shared_cell(args, baseline)
+        if unshared:
+            return _bad_input(unshared)
     if args.driver == "server":
         missing = missing_servers()
         if missing:
-            print(
-                f"switchtrace bench: error: --driver server needs uvicorn and gunicorn; "
-                f"missing: {', '.join(missing)} (pip install uvicorn gunicorn, or --driver "
-                "in-process)",
-                file=sys.stderr,
+            return _bad_input(
+                f"--driver server needs uvicorn and gunicorn; missing: {', '.join(missing)} "
+                "(pip install uvicorn gunicorn, or --driver in-process)"
             )
-            return 2
     project = example.find_project(args.project)
     example.setup(project)
     import django
@@ -901,33 +999,60 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         driver: Any = Servers(project, max(args.concurrency))
     else:
         driver = InProcess()
-    try:
-        for variant in args.variants:
-            driver.open(variant)
-        results = {
-            **meta,
-            "mode": "matrix",
-            "driver": driver.name,
-            "cells": measure(args, driver, progress),
-        }
-    except ServerFailed as exc:  # a server that does not start, or answers 5xx
-        failure: ServerFailed | None = exc
-    else:
-        failure = None
-    finally:
-        progress.close()
-        driver.close()
+    with _no_spans():
+        try:
+            for variant in args.variants:
+                driver.open(variant)
+            results = {
+                **meta,
+                "mode": "matrix",
+                "driver": driver.name,
+                "cells": measure(args, driver, progress),
+            }
+        except ServerFailed as exc:  # a server that does not start, or answers 5xx
+            failure: ServerFailed | None = exc
+        else:
+            failure = None
+        finally:
+            progress.close()
+            driver.close()
     if failure is not None:
         print(f"switchtrace bench: error: {failure}", file=sys.stderr)
         return 1
     _emit(results, args, render)
     if baseline is not None:
-        slower = compare(results, baseline, args.tolerance)
-        for line in slower:
-            print(f"slower: {line}", file=sys.stderr)
+        # On stderr, as the slower lines: standard output may be --json's.
+        slower = slower_cells(results, baseline, args.tolerance)
+        for lines in slower.values():
+            for line in lines:
+                print(f"slower: {line}", file=sys.stderr)
+        print(comparison_summary(results, baseline, args.compare, len(slower)), file=sys.stderr)
         if slower:
             return 1
     return 0
+
+
+def _bad_input(message: str) -> int:
+    print(f"switchtrace bench: error: {message}", file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def _no_spans() -> Iterator[None]:
+    """The project served in this process with SWITCHTRACE's EXPORTER "none"
+    (the servers of ``--driver server`` get OTEL_SDK_DISABLED, as they read
+    the settings in their own processes): the matrix measures switches and
+    latency, and exporting spans would add its cost to every figure and
+    write wherever the project's FILE_PATH points (its checkout)."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    configured = getattr(settings, "SWITCHTRACE", None)
+    if not isinstance(configured, dict):  # switchtrace stays disabled: no spans
+        yield
+        return
+    with override_settings(SWITCHTRACE={**configured, "EXPORTER": "none"}):
+        yield
 
 
 def missing_servers() -> list[str]:

@@ -3,8 +3,9 @@
 Bad input (arguments, the files they name, DJANGO_SETTINGS_MODULE and the
 settings) gets one line naming what is wrong and what is allowed, and exit
 status 2; an error of the project's own code (a view raising under
-``explain --measure``) one line naming the exception and where, and exit
-status 1; never a traceback.
+``explain --measure``, or answering with a status of 400 or more) one line
+naming the exception and where, or the status, and exit status 1; never a
+traceback.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Predict the context switches of each kind of request from the project's "
         "MIDDLEWARE (DJANGO_SETTINGS_MODULE; the example project if unset), with their causes "
         "and fixes.",
+        epilog="Exit status: 0; 2 for bad input (an argument, DJANGO_SETTINGS_MODULE, "
+        "MIDDLEWARE, ROOT_URLCONF, or an ALLOWED_HOSTS that no request can pass); 1 when the "
+        "project's code raises, or answers a measured request with a status of 400 or more "
+        "(a 404, a 403), whose figures are then not the view's.",
     )
     explain.add_argument("--url", help="a URL of the project: predict for its view")
     explain.add_argument(
@@ -68,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    status = _guarded(args, parser)
+    status = _guarded(args)
     try:
         sys.stdout.flush()  # here, not at exit, where a reader gone away is a traceback
     except BrokenPipeError:
@@ -76,12 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _guarded(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _guarded(args: argparse.Namespace) -> int:
     """The command's exit status; what goes wrong is one line on stderr."""
     from .example import ProjectNotFound, SetupError
 
     try:
-        return _run(args, parser)
+        return _run(args)
     except ProjectNotFound as exc:
         print(f"switchtrace {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -99,7 +104,7 @@ def _guarded(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run
 
@@ -108,7 +113,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _explain(args)
     from .bench import run as bench
 
-    return bench(args, parser)
+    return bench(args)
 
 
 def _reader_gone() -> bool:

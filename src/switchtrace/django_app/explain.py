@@ -1,19 +1,31 @@
 """``switchtrace explain`` / ``manage.py switchtrace_explain``: the predicted
 switches of each kind of request, their causes and fixes, and, with
 ``--measure``, what one real request of each kind measures through Django's
-test client."""
+test client.
+
+Bad input (the arguments, MIDDLEWARE, ROOT_URLCONF, ALLOWED_HOSTS) is an
+ExplainError; the project's code raising, or answering the measured request
+with an error status (400 or more), an ApplicationError: the two commands
+exit with status 2 and 1 for them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.conf import settings
+from django.test import AsyncClient, Client
 from django.utils.encoding import repercent_broken_unicode
 from django.utils.module_loading import import_string
 
 from ..example import describe_error
+from ..tracer import RequestRecord
 from .predict import Prediction, predict
 
 CASES = (("asgi", False), ("asgi", True), ("wsgi", False), ("wsgi", True))
@@ -95,56 +107,182 @@ def view_kind(url: str) -> tuple[bool, str]:
     return is_async, getattr(func, "__qualname__", repr(func))
 
 
-def measure(server: str, url: str) -> Any:
-    """One request through Django's test client (AsyncClient for ASGI); what
-    the project raises while serving it, an ApplicationError."""
-    from django.test import AsyncClient, Client
+def request_host() -> str:
+    """A Host that the project's ALLOWED_HOSTS lets through, checked as
+    ``HttpRequest.get_host()`` checks it (with DEBUG and an empty list Django
+    allows localhost, 127.0.0.1 and [::1]): the test client's own,
+    'testserver', gets a 400 from a project made by startproject. An
+    ExplainError naming ALLOWED_HOSTS if no host can pass."""
+    from django.http.request import split_domain_port, validate_host
 
+    allowed = settings.ALLOWED_HOSTS
+    if not isinstance(allowed, (list, tuple)):
+        raise ExplainError(
+            f"ALLOWED_HOSTS must be a list of host names; it is a {type(allowed).__name__}"
+        )
+    for pattern in allowed:
+        if not isinstance(pattern, str):  # Django's host check would raise on it
+            raise ExplainError(
+                f"ALLOWED_HOSTS entry {pattern!r} is a {type(pattern).__name__}; allowed: a host "
+                "name, '.example.com' or '*', as a string"
+            )
+    patterns = list(allowed)
+    if settings.DEBUG and not patterns:
+        patterns = [".localhost", "127.0.0.1", "[::1]"]  # as get_host() does
+    for pattern in patterns:
+        # '*' matches any host, '.example.com' example.com and its subdomains.
+        candidate = "localhost" if pattern == "*" else pattern.removeprefix(".")
+        domain, _port = split_domain_port(candidate)
+        if domain and validate_host(domain, patterns):
+            return domain
+    empty = " (DEBUG is False: an empty list allows no host)" if not patterns else ""
+    raise ExplainError(
+        f"--measure needs a Host the project accepts, and ALLOWED_HOSTS = {allowed!r} allows "
+        f"none{empty}; allowed in ALLOWED_HOSTS: a host name (e.g. 'localhost'), "
+        "'.example.com' (a domain and its subdomains) or '*'"
+    )
+
+
+class _HostAsyncClient(AsyncClient):
+    """Django's AsyncClient sending the Host ``host``: its generic() always
+    puts 'testserver' in the scope's headers, and a Host given in ``headers``
+    is added beside it (ASGIRequest then joins the two with a comma: an
+    invalid host)."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+
+    async def request(self, **request: Any) -> Any:
+        others = [(name, value) for name, value in request["headers"] if name != b"host"]
+        request["headers"] = [(b"host", self.host.encode("ascii")), *others]
+        return await super().request(**request)
+
+
+@dataclass
+class Measured:
+    """One measured request: its record, and the response's status."""
+
+    record: RequestRecord
+    status: int
+    reason: str
+    #: What Django logged about the response (why a 403, a 400), if anything.
+    logged: str | None
+
+
+def measure(server: str, url: str, host: str) -> Measured:
+    """One request through Django's test client (AsyncClient for ASGI), with
+    the Host ``host``; what the project raises while serving it, an
+    ApplicationError. What Django logs about it is kept, not written: the
+    caller tells the request's outcome in one line."""
     from ..testing import record_requests
 
-    with record_requests() as records:
+    with record_requests() as records, _django_logs() as logged:
         try:
             if server == "asgi":
-                asyncio.run(AsyncClient().get(url))
+                response = asyncio.run(_HostAsyncClient(host).get(url))
             else:
-                Client().get(url)
+                response = Client().get(url, headers={"host": host})
         except Exception as exc:
             raise ApplicationError(
                 f"GET {url} under {server.upper()} raised {describe_error(exc)}"
             ) from None
     if not records:
         raise ApplicationError(f"GET {url} under {server.upper()} was not recorded")
-    return records[-1]
+    said = " ".join(logged[0].getMessage().split()) if logged else None
+    return Measured(records[-1], response.status_code, response.reason_phrase, said)
+
+
+class _Keep(logging.Handler):
+    def __init__(self, kept: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.kept = kept
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.kept.append(record)
+
+
+@contextlib.contextmanager
+def _django_logs() -> Iterator[list[logging.LogRecord]]:
+    """The records Django logs about the requests of the block, kept instead
+    of written: django.request (a raising view's traceback, 'Not Found: ...')
+    and django.security with its children (a rejected Host, a CSRF failure).
+    Their handlers and propagation are put back after the block. The request
+    runs in this thread (WSGI) or in asyncio.run()'s loop and its executor
+    threads (ASGI): all of it inside the block."""
+    kept: list[logging.LogRecord] = []
+    keep = _Keep(kept)
+    saved = []
+    for name in ("django.request", "django.security"):
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.handlers, logger.propagate))
+        logger.handlers = [keep]
+        logger.propagate = False
+    try:
+        yield kept
+    finally:
+        for logger, handlers, propagate in saved:
+            logger.handlers = handlers
+            logger.propagate = propagate
 
 
 def render(url: str | None, do_measure: bool, out: TextIO) -> int:
+    """The prediction of each kind of request (of ``url``'s view), and with
+    ``do_measure`` what one request of each measures. Everything that is bad
+    input is checked before the first line is written."""
+    if do_measure and url is None:
+        raise ExplainError("--measure needs --url")
     paths = check_middleware(settings.MIDDLEWARE)
     cases: list[tuple[str, bool]] = list(CASES)
-    target = None
+    target = host = None
     if url is not None:
         _path, target = split_url(url)
         is_async, name = view_kind(url)
         cases = [("asgi", is_async), ("wsgi", is_async)]
+        if do_measure:
+            host = request_host()
         out.write(f"{url} → {name} ({'async' if is_async else 'sync'} view)\n")
     out.write(f"MIDDLEWARE: {len(paths)} entries\n")
     for server, is_async in cases:
         prediction = predict(server, is_async, paths)
         _render_case(prediction, out)
-        if do_measure:
-            if target is None:
-                out.write("  measured: pass --url to measure a request of this kind\n")
-            else:
-                record = measure(server, target)
-                same = (record.context_switches, record.event_loops_created) == (
-                    prediction.switches,
-                    prediction.loops,
-                )
-                out.write(
-                    f"  measured: {record.context_switches} switches, {record.thread_hops} "
-                    f"hops, {record.event_loops_created} loops "
-                    f"({'as predicted' if same else 'DIFFERS from the prediction'})\n"
-                )
+        if target is not None and host is not None:
+            _render_measured(server, target, host, prediction, out)
     return 0
+
+
+def _render_measured(
+    server: str, target: str, host: str, prediction: Prediction, out: TextIO
+) -> None:
+    measured = measure(server, target, host)
+    record = measured.record
+    figures = (
+        f"{record.context_switches} switches, {record.thread_hops} hops, "
+        f"{record.event_loops_created} loops"
+    )
+    response = f"{measured.status} {measured.reason}"
+    if measured.status >= 400:
+        # Not the view's response: its figures are another path's (Django's
+        # exception handling, a middleware answering first).
+        out.write(
+            f"  measured: {figures}, of a {response} response (an error response: not "
+            "compared with the prediction)\n"
+        )
+        logged = f' (Django logged "{measured.logged}")' if measured.logged else ""
+        raise ApplicationError(
+            f"GET {target} under {server.upper()} answered {response}{logged}, not a response "
+            "the view makes normally; measure a --url that the view answers with a status "
+            "below 400"
+        )
+    same = (record.context_switches, record.event_loops_created) == (
+        prediction.switches,
+        prediction.loops,
+    )
+    status = "" if measured.status < 300 else f", of a {response} response"
+    out.write(
+        f"  measured: {figures}{status} "
+        f"({'as predicted' if same else 'DIFFERS from the prediction'})\n"
+    )
 
 
 def _render_case(prediction: Prediction, out: TextIO) -> None:

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...explain import ExplainError, render
+from ...explain import ApplicationError, ExplainError, render
 
 
 class Command(BaseCommand):
@@ -12,7 +12,10 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
     help = (
         "Predict each kind of request's context switches from MIDDLEWARE, with their "
-        "causes and fixes; --measure serves one request of each kind to compare."
+        "causes and fixes; --measure serves one request of each kind to compare. Exit "
+        "status 2: bad input (an argument, MIDDLEWARE, ROOT_URLCONF, an ALLOWED_HOSTS that "
+        "no request can pass); 1: the project's code raised, or answered a measured request "
+        "with a status of 400 or more (its figures are then not the view's)."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -22,7 +25,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, url: str | None = None, measure: bool = False, **options: Any):
+        # The same messages and exit statuses as ``switchtrace explain``.
         try:
             render(url, measure, self.stdout)
+        except ApplicationError as exc:
+            self.stdout.flush()  # the report first, then the error after it
+            raise CommandError(str(exc), returncode=1) from None
         except ExplainError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(str(exc), returncode=2) from None

@@ -1,0 +1,227 @@
+"""``explain --measure`` in a project as ``django-admin startproject`` makes
+it (DEBUG = True, ALLOWED_HOSTS = [], the seven middleware, switchtrace only
+added to INSTALLED_APPS), through both commands, as users run them:
+``python -m switchtrace explain`` and ``python -m django switchtrace_explain``
+(what manage.py runs) in subprocesses. The measured request must be the
+view's: sent with a Host the project accepts, and told apart when it is an
+error response."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+STARTPROJECT_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+SITE = {
+    "fresh_settings.py": (
+        'SECRET_KEY = "x"\n'
+        "DEBUG = True\n"
+        "ALLOWED_HOSTS = []\n"
+        'ROOT_URLCONF = "fresh_urls"\n'
+        "INSTALLED_APPS = [\n"
+        '    "django.contrib.auth",\n'
+        '    "django.contrib.contenttypes",\n'
+        '    "django.contrib.sessions",\n'
+        '    "django.contrib.messages",\n'
+        '    "switchtrace.django_app",\n'
+        "]\n"
+        f"MIDDLEWARE = {STARTPROJECT_MIDDLEWARE!r}\n"
+    ),
+    "example_com_settings.py": (
+        'from fresh_settings import *\nDEBUG = False\nALLOWED_HOSTS = ["example.com"]\n'
+    ),
+    "subdomains_settings.py": (
+        'from fresh_settings import *\nDEBUG = False\nALLOWED_HOSTS = [".example.com"]\n'
+    ),
+    "any_host_settings.py": 'from fresh_settings import *\nALLOWED_HOSTS = ["*"]\n',
+    "no_host_settings.py": "from fresh_settings import *\nDEBUG = False\n",
+    "fresh_urls.py": (
+        "from django.http import Http404, HttpResponse, HttpResponseRedirect\n"
+        "from django.urls import path\n"
+        "\n"
+        "\n"
+        "def sync_view(request):\n"
+        "    return HttpResponse(request.get_host())\n"
+        "\n"
+        "\n"
+        "def missing(request):\n"
+        '    raise Http404("no such order")\n'
+        "\n"
+        "\n"
+        "def moved(request):\n"
+        '    return HttpResponseRedirect("/sync/")\n'
+        "\n"
+        "\n"
+        "def raising(request):\n"
+        '    raise ValueError("view bug")\n'
+        "\n"
+        "\n"
+        "urlpatterns = [\n"
+        '    path("sync/", sync_view),\n'
+        '    path("orders/9/", missing),\n'
+        '    path("moved/", moved),\n'
+        '    path("raise/", raising),\n'
+        "]\n"
+    ),
+}
+
+#: The command line, and what its error lines begin with.
+COMMANDS = {
+    "switchtrace": (
+        [sys.executable, "-m", "switchtrace", "explain"],
+        "switchtrace explain: error: ",
+    ),
+    "manage.py": ([sys.executable, "-m", "django", "switchtrace_explain"], "CommandError: "),
+}
+
+MEASURED = [
+    "  measured: 32 switches, 32 hops, 0 loops (as predicted)",
+    "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
+]
+
+
+def explain(command: str, args: list[str], settings: str, tmp_path: Path):
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    for name, text in SITE.items():
+        (site / name).write_text(text)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": settings,
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [*COMMANDS[command][0], *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def measured(out: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in out.stdout.splitlines() if line.startswith("  measured: ")]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    "settings",
+    ["fresh_settings", "example_com_settings", "subdomains_settings", "any_host_settings"],
+)
+def test_measure_sends_a_host_the_project_allows(command, settings, tmp_path):
+    """The test client's Host, 'testserver', got a 400 (and Django's
+    DisallowedHost traceback) in every one of these but '*'."""
+    out = explain(command, ["--url", "/sync/", "--measure"], settings, tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout.splitlines()[0] == "/sync/ → sync_view (sync view)"
+    assert measured(out) == MEASURED
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_measure_with_no_host_allowed_is_bad_input(command, tmp_path):
+    out = explain(command, ["--url", "/sync/", "--measure"], "no_host_settings", tmp_path)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr == (
+        f"{COMMANDS[command][1]}--measure needs a Host the project accepts, and ALLOWED_HOSTS "
+        "= [] allows none (DEBUG is False: an empty list allows no host); allowed in "
+        "ALLOWED_HOSTS: a host name (e.g. 'localhost'), '.example.com' (a domain and its "
+        "subdomains) or '*'\n"
+    )
+
+
+def test_the_host_is_derived_from_allowed_hosts_as_django_checks_it():
+    from django.test import override_settings
+
+    from switchtrace.django_app.explain import ExplainError, request_host
+
+    for debug, allowed, host in [
+        (True, [], "localhost"),
+        (False, ["*"], "localhost"),
+        (False, [".Example.com"], "example.com"),
+        (False, ["api.example.com:8000", "*.example.com", "", "[::1]"], "[::1]"),
+        (False, ("127.0.0.1",), "127.0.0.1"),
+    ]:
+        with override_settings(DEBUG=debug, ALLOWED_HOSTS=allowed):
+            assert request_host() == host, allowed
+    for allowed, message in [
+        (["api.example.com:8000"], "ALLOWED_HOSTS = ['api.example.com:8000'] allows none;"),
+        ("example.com", "ALLOWED_HOSTS must be a list of host names; it is a str"),
+        (["example.com", 7], "ALLOWED_HOSTS entry 7 is a int; allowed: a host name"),
+    ]:
+        with override_settings(DEBUG=True, ALLOWED_HOSTS=allowed):
+            with pytest.raises(ExplainError) as refused:
+                request_host()
+        assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_error_response_is_told_and_not_compared(command, tmp_path):
+    """A 404 from the view (an order that does not exist): its figures are
+    Django's exception path, not the view's; it said 'DIFFERS from the
+    prediction' with exit status 0."""
+    out = explain(command, ["--url", "/orders/9/", "--measure"], "any_host_settings", tmp_path)
+    assert out.returncode == 1
+    assert measured(out) == [
+        "  measured: 38 switches, 38 hops, 0 loops, of a 404 Not Found response (an error "
+        "response: not compared with the prediction)"
+    ]
+    assert out.stdout.endswith(measured(out)[0] + "\n")  # nothing measured after it
+    assert out.stderr == (
+        f"{COMMANDS[command][1]}GET /orders/9/ under ASGI answered 404 Not Found (Django "
+        'logged "Not Found: /orders/9/"), not a response the view makes normally; measure a '
+        "--url that the view answers with a status below 400\n"
+    )
+
+
+def test_a_redirect_is_measured_and_named(tmp_path):
+    out = explain("switchtrace", ["--url", "/moved/", "--measure"], "fresh_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert measured(out) == [
+        "  measured: 32 switches, 32 hops, 0 loops, of a 302 Found response (as predicted)",
+        "  measured: 0 switches, 0 hops, 0 loops, of a 302 Found response (as predicted)",
+    ]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_raising_view_is_one_line_with_debug_on(command, tmp_path):
+    """With DEBUG = True, Django's django.request logger wrote its 'Internal
+    Server Error' traceback to stderr before switchtrace's line."""
+    out = explain(command, ["--url", "/raise/", "--measure"], "any_host_settings", tmp_path)
+    assert out.returncode == 1
+    assert out.stderr == (
+        f"{COMMANDS[command][1]}GET /raise/ under ASGI raised ValueError: view bug "
+        f"(site{os.sep}fresh_urls.py, line 18, in raising)\n"
+    )
+    assert "ASGI, sync view: 32 switches" in out.stdout  # the prediction came first
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", "sync/"],
+         "--url 'sync/' is not a path; allowed: a path of the project beginning with '/', "
+         "optionally with a query string, e.g. /sync/ or /search/?q=x"),
+        (["--measure"], "--measure needs --url"),
+        (["--url", "/nowhere/"], "the URL '/nowhere/' does not resolve to a view"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("command", COMMANDS)
+def test_both_commands_say_the_same_of_bad_input(command, args, message, tmp_path):
+    """manage.py said CommandError with exit status 1, and ran --measure
+    without --url, printing 'pass --url' four times, exit status 0."""
+    out = explain(command, args, "fresh_settings", tmp_path)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == f"{COMMANDS[command][1]}{message}\n"
