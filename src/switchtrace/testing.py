@@ -109,9 +109,14 @@ def _wrap_async_client_call(wrapped, instance, args, kwargs):
     return _trace_async_client(wrapped(*args, **kwargs), scope)
 
 
+#: Marks the records of the test AsyncClient's requests (record.extra).
+ASYNC_CLIENT = "switchtrace.async_client"
+
+
 async def _trace_async_client(call: Any, scope: Any) -> Any:
     # Django's test AsyncClient, in the test's event loop.
     record, token = tracer.start_request(tracer.ASGI)
+    record.extra[ASYNC_CLIENT] = True
     _attributes(record, scope, wsgi=False)
     try:
         response = await call
@@ -121,6 +126,33 @@ async def _trace_async_client(call: Any, scope: Any) -> Any:
         return response
     finally:
         tracer.finish_request(record, token)
+
+
+def _wrap_get_response_async(wrapped, instance, args, kwargs):
+    return _headers_after(wrapped(*args, **kwargs))
+
+
+async def _headers_after(call: Any) -> Any:
+    # The AsyncClient has no server to send headers: they would go out when
+    # get_response_async returns, before it closes the response (which sends
+    # request_finished), as the test Client's get_response does for WSGI.
+    response = await call
+    record = tracer.current_record()
+    if (
+        record is not None
+        and record.extra.get(ASYNC_CLIENT)
+        and record.at_headers is None
+        and not record.finished
+    ):
+        try:
+            from .django_app.integration import _at_headers
+
+            _at_headers(record, response)
+        except Exception:
+            from .tracer.guard import swallow
+
+            swallow("test client headers")
+    return response
 
 
 def _attributes(record: tracer.RequestRecord, source: Any, *, wsgi: bool) -> None:
@@ -138,11 +170,13 @@ def _attributes(record: tracer.RequestRecord, source: Any, *, wsgi: bool) -> Non
 
 
 def _client_targets() -> list[Any]:
+    from django.core.handlers.base import BaseHandler
     from django.test.client import AsyncClientHandler, ClientHandler
 
     return [
         (ClientHandler, "__call__", _wrap_client_call),
         (AsyncClientHandler, "__call__", _wrap_async_client_call),
+        (BaseHandler, "get_response_async", _wrap_get_response_async),
     ]
 
 
