@@ -13,3 +13,76 @@ class AsyncOnly:
 
     async def __call__(self, request):
         return await self.get_response(request)
+
+
+# -- what only some requests do, for the prediction tests -------------------------
+
+from django.http import HttpResponse, StreamingHttpResponse  # noqa: E402
+from django.template import engines  # noqa: E402
+from django.template.response import TemplateResponse  # noqa: E402
+from django.urls import path  # noqa: E402
+from django.utils.decorators import async_only_middleware  # noqa: E402
+from django.utils.deprecation import MiddlewareMixin  # noqa: E402
+
+
+def sync_view(request):
+    return HttpResponse("ok")
+
+
+def template_view(request):
+    return TemplateResponse(request, engines["django"].from_string("ok"))
+
+
+def sync_stream_view(request):
+    return StreamingHttpResponse(iter([b"a", b"b"]))
+
+
+async def async_stream_view(request):
+    async def parts():
+        yield b"a"
+        yield b"b"
+
+    return StreamingHttpResponse(parts())
+
+
+def raising_view(request):
+    raise ValueError("raised on purpose")
+
+
+urlpatterns = [
+    path("sync/", sync_view),
+    path("template/", template_view),
+    path("sync-stream/", sync_stream_view),
+    path("async-stream/", async_stream_view),
+    path("raise/", raising_view),
+]
+
+
+class AsyncExceptionMiddleware(MiddlewareMixin):
+    """Sync-only, with an async process_exception (adapted to sync code)."""
+
+    async_capable = False
+
+    async def process_exception(self, request, exception):
+        return None
+
+
+class AsyncTemplateMiddleware(MiddlewareMixin):
+    """Sync-only, with an async process_template_response."""
+
+    async_capable = False
+
+    async def process_template_response(self, request, response):
+        return response
+
+
+@async_only_middleware
+def async_only_function(get_response):
+    async def middleware(request):
+        return await get_response(request)
+
+    return middleware
+
+
+async def async_receiver(sender, **kwargs):
+    return None

@@ -214,11 +214,14 @@ class Result:
         )
 
 
-async def asgi_request(handler: Any, path: str, headers: list[Any] | None = None) -> Result:
-    """One GET through an ASGI application, as an ASGI server sends it."""
-    query = ""
-    if "?" in path:
-        path, query = path.split("?", 1)
+async def asgi_request(
+    handler: Any, path: str, headers: list[Any] | None = None, query: str | None = None
+) -> Result:
+    """One GET through an ASGI application, as an ASGI server sends it.
+    ``path`` may end with the query string, unless ``query`` gives it (then
+    ``path`` is taken whole: a decoded path may hold a '?')."""
+    if query is None:
+        path, _, query = path.partition("?")
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -257,13 +260,14 @@ async def asgi_request(handler: Any, path: str, headers: list[Any] | None = None
     )
 
 
-def wsgi_request(handler: Any, path: str, **environ: Any) -> Result:
-    """One GET through a WSGI application, iterated and closed as a server does."""
+def wsgi_request(handler: Any, path: str, query: str | None = None, **environ: Any) -> Result:
+    """One GET through a WSGI application, iterated and closed as a server
+    does. ``path`` (PATH_INFO) may end with the query string, unless
+    ``query`` gives it."""
     from django.test.client import RequestFactory
 
-    query = ""
-    if "?" in path:
-        path, query = path.split("?", 1)
+    if query is None:
+        path, _, query = path.partition("?")
     env = RequestFactory()._base_environ(
         PATH_INFO=path, REQUEST_METHOD="GET", QUERY_STRING=query, **environ
     )

@@ -71,7 +71,8 @@ def test_causes_and_what_each_fix_saves():
         "synchronous: 4 switches per request under ASGI (Django ticket #37177)"
     )
     assert prediction.causes[2].fix == (
-        "mark SessionMiddleware sync-only (async_capable = False) or give it async hooks"
+        "mark SessionMiddleware sync-only (async_capable = False), or rewrite "
+        "SessionMiddleware as an async middleware (an async __call__)"
     )
     # The saving is exact: applying the fix to XFrameOptionsMiddleware leaves 12.
     fixed = predict(
@@ -105,7 +106,11 @@ def test_a_raising_view_costs_exactly_the_conditional_exception_causes(records):
         for _ in range(2):
             run_asgi(asgi, "/raise/")
         prediction = predict("asgi", False, list(settings.MIDDLEWARE))
-    exception_path = [c for c in prediction.conditional if "TemplateResponse" not in c.what]
+    exception_path = [
+        c
+        for c in prediction.conditional
+        if "raises" in c.what or "exception" in c.what or "4xx" in c.what
+    ]
     assert [c.switches for c in exception_path] == [2, 2, 2]
     assert records[-1].context_switches == prediction.switches + 6 == 38
 
@@ -129,3 +134,78 @@ def test_a_url_with_bytes_that_are_not_utf8_is_bad_input():
         "--url '/\\udcff/' holds bytes that are not UTF-8; allowed: a path in UTF-8, "
         "with other bytes percent-encoded (e.g. /%FF/)"
     )
+
+
+SUPPORT = "tests.test_predict_support"
+
+
+@pytest.mark.parametrize(
+    ("server", "middleware", "path", "receiver", "conditional"),
+    [
+        # (server, MIDDLEWARE, path, (signal, sender) of an async receiver,
+        # what the conditional causes taken add: (switches, loops) or None)
+        ("asgi", [], "/sync-stream/", None, (2, 0)),
+        ("wsgi", [], "/async-stream/", None, (2, 1)),
+        ("asgi", [], "/template/", None, (2, 0)),
+        ("wsgi", [f"{SUPPORT}.AsyncTemplateMiddleware"], "/template/", None, (2, 1)),
+        ("wsgi", [f"{SUPPORT}.AsyncExceptionMiddleware"], "/raise/", None, (2, 1)),
+        ("asgi", [f"{SUPPORT}.AsyncExceptionMiddleware"], "/raise/", None, (8, 0)),
+        ("asgi", [], "/sync/", ("request_finished", None), None),
+        ("wsgi", [], "/sync/", ("request_started", "WSGIHandler"), None),
+        ("wsgi", [], "/sync/", ("request_finished", "WSGIHandler"), None),
+        ("wsgi", [f"{SUPPORT}.async_only_function"], "/sync/", None, None),
+        ("asgi", [f"{SUPPORT}.async_only_function"], "/sync/", None, None),
+    ],
+)
+def test_what_only_some_requests_do_is_predicted(
+    server, middleware, path, receiver, conditional, records
+):
+    """Found by comparing predictions with measurements over random projects:
+    streaming responses, TemplateResponse's render under ASGI, async
+    exception and template-response middleware under WSGI (a loop each),
+    async request_finished receivers under ASGI, receivers connected for
+    the handler's class, function middleware (predict() raised)."""
+    from django.core import signals
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from switchtrace.django_app.explain import _conditionals_taken
+
+    if receiver is not None:
+        from asgiref.sync import iscoroutinefunction
+
+        from ..test_predict_support import async_receiver
+
+        if receiver[0] == "request_finished" and not hasattr(signals.request_finished, "asend"):
+            pytest.skip("Django 4.2 has no async receivers")
+        assert iscoroutinefunction(async_receiver)
+        signal = getattr(signals, receiver[0])
+        sender = WSGIHandler if receiver[1] == "WSGIHandler" else None
+        signal.connect(async_receiver, sender=sender)
+    try:
+        with example.handlers(
+            "none", switchtrace_middleware=False, MIDDLEWARE=middleware, ROOT_URLCONF=SUPPORT
+        ) as (asgi, wsgi):
+            for _ in range(2):
+                run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
+        view_is_async = path == "/async-stream/"
+        prediction = predict(server, view_is_async, middleware)
+    finally:
+        if receiver is not None:
+            getattr(signals, receiver[0]).disconnect(async_receiver, sender=sender)
+    record = records[-1]
+    measured = (record.context_switches, record.event_loops_created)
+    taken = _conditionals_taken(prediction, *measured)
+    assert taken is not None, (prediction, measured)
+    added = (sum(c.switches for c in taken), sum(c.loops for c in taken))
+    assert added == (conditional or (0, 0))
+    # The conditional cause that accounts for it is listed.
+    listed = {
+        "/sync-stream/": "streams from a synchronous iterator",
+        "/async-stream/": "streams from an asynchronous iterator",
+        "/template/": "TemplateResponse",
+        "/raise/": "process_exception is async",
+    }.get(path)
+    if listed is not None:
+        assert any(listed in c.what for c in prediction.conditional)
+    if conditional is None:
+        assert prediction.before_headers == record.at_headers.context_switches

@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.client import responses
 from typing import Any, TextIO
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.conf import settings
-from django.test import AsyncClient, Client
 from django.utils.encoding import repercent_broken_unicode
 from django.utils.module_loading import import_string
 
 from ..example import describe_error
 from ..tracer import RequestRecord
-from .predict import Prediction, predict
+from .predict import Cause, Prediction, predict
 
 CASES = (("asgi", False), ("asgi", True), ("wsgi", False), ("wsgi", True))
 
@@ -143,22 +144,6 @@ def request_host() -> str:
     )
 
 
-class _HostAsyncClient(AsyncClient):
-    """Django's AsyncClient sending the Host ``host``: its generic() always
-    puts 'testserver' in the scope's headers, and a Host given in ``headers``
-    is added beside it (ASGIRequest then joins the two with a comma: an
-    invalid host)."""
-
-    def __init__(self, host: str) -> None:
-        super().__init__()
-        self.host = host
-
-    async def request(self, **request: Any) -> Any:
-        others = [(name, value) for name, value in request["headers"] if name != b"host"]
-        request["headers"] = [(b"host", self.host.encode("ascii")), *others]
-        return await super().request(**request)
-
-
 @dataclass
 class Measured:
     """One measured request: its record, and the response's status."""
@@ -171,26 +156,47 @@ class Measured:
 
 
 def measure(server: str, url: str, host: str) -> Measured:
-    """One request through Django's test client (AsyncClient for ASGI), with
-    the Host ``host``; what the project raises while serving it, an
-    ApplicationError. What Django logs about it is kept, not written: the
-    caller tells the request's outcome in one line."""
+    """One request through Django's own ASGIHandler or WSGIHandler, driven
+    in-process as a server drives it (the body read to its end, streaming
+    included, and the response closed), with the Host ``host``. The view
+    raising (Django answers 500 and logs it), or the project raising out of
+    the handler, is an ApplicationError. What Django logs about it is kept,
+    not written: the caller tells the request's outcome in one line."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from ..example import asgi_request, wsgi_request
     from ..testing import record_requests
 
+    # As a server passes them: the path percent-decoded (ASGI: as UTF-8;
+    # WSGI: its bytes as ISO-8859-1), the query string apart, no fragment.
+    parts = urlsplit(url)
+    path = unquote_to_bytes(parts.path)
     with record_requests() as records, _django_logs() as logged:
         try:
             if server == "asgi":
-                response = asyncio.run(_HostAsyncClient(host).get(url))
+                headers = [(b"host", host.encode("ascii"))]
+                decoded = path.decode("utf-8", "replace")
+                call = asgi_request(ASGIHandler(), decoded, headers, query=parts.query)
+                status = asyncio.run(call).status
             else:
-                response = Client().get(url, headers={"host": host})
+                handler = WSGIHandler()
+                decoded = path.decode("iso-8859-1")
+                status = wsgi_request(handler, decoded, query=parts.query, HTTP_HOST=host).status
         except Exception as exc:
             raise ApplicationError(
                 f"GET {url} under {server.upper()} raised {describe_error(exc)}"
             ) from None
+    for entry in logged:  # the view raised: Django logged it with the exception
+        raised = entry.exc_info[1] if entry.exc_info else None
+        if isinstance(raised, Exception):
+            raise ApplicationError(
+                f"GET {url} under {server.upper()} raised {describe_error(raised)}"
+            )
     if not records:
         raise ApplicationError(f"GET {url} under {server.upper()} was not recorded")
     said = " ".join(logged[0].getMessage().split()) if logged else None
-    return Measured(records[-1], response.status_code, response.reason_phrase, said)
+    return Measured(records[-1], status, responses.get(status, "Unknown Status Code"), said)
 
 
 class _Keep(logging.Handler):
@@ -274,15 +280,38 @@ def _render_measured(
             "the view makes normally; measure a --url that the view answers with a status "
             "below 400"
         )
-    same = (record.context_switches, record.event_loops_created) == (
-        prediction.switches,
-        prediction.loops,
-    )
     status = "" if measured.status < 300 else f", of a {response} response"
-    out.write(
-        f"  measured: {figures}{status} "
-        f"({'as predicted' if same else 'DIFFERS from the prediction'})\n"
-    )
+    extra = _conditionals_taken(prediction, record.context_switches, record.event_loops_created)
+    if extra is None:
+        verdict = "DIFFERS from the prediction"
+    elif extra:
+        # Not named: conditional causes of the same size cannot be told apart.
+        verdict = (
+            f"as predicted, with {sum(c.switches for c in extra)} of the conditional "
+            "switches listed above"
+        )
+    else:
+        verdict = "as predicted"
+    out.write(f"  measured: {figures}{status} ({verdict})\n")
+
+
+def _conditionals_taken(prediction: Prediction, switches: int, loops: int) -> list[Cause] | None:
+    """The fewest of the prediction's conditional causes (a TemplateResponse, a
+    streaming response, ...) that account for the measured figures: [] when
+    the prediction alone does, None when nothing does."""
+    conditional = prediction.conditional[:_MAX_CONDITIONAL]
+    for size in range(len(conditional) + 1):
+        for taken in itertools.combinations(conditional, size):
+            if (
+                prediction.switches + sum(c.switches for c in taken),
+                prediction.loops + sum(c.loops for c in taken),
+            ) == (switches, loops):
+                return list(taken)
+    return None
+
+
+#: How many conditional causes a measurement is matched against (2**n subsets).
+_MAX_CONDITIONAL = 12
 
 
 def _render_case(prediction: Prediction, out: TextIO) -> None:

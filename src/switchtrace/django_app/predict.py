@@ -78,9 +78,12 @@ def _short(path: str) -> str:
     return path.rpartition(".")[2]
 
 
-def _receivers(signal: Any) -> tuple[bool, bool]:
-    """(has sync receivers, has async receivers), feature-detected."""
-    live = signal._live_receivers(None)
+def _receivers(signal: Any, sender: Any) -> tuple[bool, bool]:
+    """(has sync receivers, has async receivers) for what ``sender`` sends
+    (Django sends the request signals with the handler's class as sender:
+    receivers connected for any sender count, and those for that one),
+    feature-detected."""
+    live = signal._live_receivers(sender)
     if isinstance(live, tuple) and len(live) == 2:
         sync, asynchronous = live
         return bool(sync), bool(asynchronous)
@@ -131,9 +134,13 @@ def predict(
     def hooks_of(cls: Any) -> list[str]:
         return [h for h in HOOKS if hasattr(cls, h) and not iscoroutinefunction(getattr(cls, h))]
 
-    # The request signals, before the chain.
-    started_sync, started_async = _receivers(signals.request_started)
-    finished_sync, finished_async = _receivers(signals.request_finished)
+    # The request signals, before the chain, sent with the handler's class.
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
+    handler_class = ASGIHandler if is_async else WSGIHandler
+    started_sync, started_async = _receivers(signals.request_started, handler_class)
+    finished_sync, finished_async = _receivers(signals.request_finished, handler_class)
     if is_async and started_sync:
         causes.append(
             Cause(
@@ -178,14 +185,17 @@ def predict(
 
     for path, cls, is_async_mode, adapter in chain:
         name = _short(path)
-        if is_async_mode and issubclass(cls, MiddlewareMixin):
+        if is_async_mode and isinstance(cls, type) and issubclass(cls, MiddlewareMixin):
             hooks = hooks_of(cls)
             if hooks:
                 n = 2 * len(hooks)
+                # (Not "give it async hooks": MiddlewareMixin runs every hook in
+                # sync_to_async, which refuses a coroutine function.)
+                rewrite = f"rewrite {name} as an async middleware (an async __call__)"
                 fix = (
-                    f"mark {name} sync-only (async_capable = False) or give it async hooks"
+                    f"mark {name} sync-only (async_capable = False), or {rewrite}"
                     if getattr(cls, "sync_capable", True)
-                    else f"give {name} async hooks"
+                    else rewrite
                 )
                 cause = Cause(
                     f"{name}: async_capable but {' and '.join(hooks)} "
@@ -225,7 +235,11 @@ def predict(
                 )
             )
 
-    # Inside the innermost handler (_get_response / _get_response_async).
+    # Inside the innermost handler (_get_response / _get_response_async): its
+    # async_to_sync under WSGI create a loop unless an adapter above already
+    # runs it inside a sync_to_async.
+    region_in_s2a = any(kind == "s2a" for kind, _cause in path_steps)
+    region_loops = 0 if is_async or region_in_s2a else 1
     for path, cls, _mode, _adapter in chain:
         hook = getattr(cls, "process_view", None)
         if hook is None:
@@ -289,6 +303,7 @@ def predict(
             inside_s2a = True
         causes.append(cause)
 
+    conditional = prediction.conditional
     for path, cls, _mode, _adapter in chain:
         name = _short(path)
         hook = getattr(cls, "process_template_response", None)
@@ -298,9 +313,50 @@ def predict(
                 f"when the view returns a TemplateResponse: {name}.process_template_response "
                 f"runs in {bridge}"
             )
-            prediction.conditional.append(Cause(what, 2, middleware=path))
+            conditional.append(Cause(what, 2, loops=region_loops, middleware=path))
     if is_async:
-        prediction.conditional += [
+        conditional.append(
+            Cause(
+                "when the view returns a TemplateResponse: its render() runs in sync_to_async "
+                "under ASGI",
+                2,
+            )
+        )
+    for path, cls, _mode, _adapter in chain:
+        # load_middleware adapts exception middleware to synchronous code.
+        hook = getattr(cls, "process_exception", None)
+        if hook is not None and iscoroutinefunction(hook):
+            name = _short(path)
+            conditional.append(
+                Cause(
+                    f"when the view raises: {name}.process_exception is async, and exception "
+                    "middleware run synchronously: async_to_sync",
+                    2,
+                    loops=region_loops,
+                    middleware=path,
+                )
+            )
+    if is_async:
+        conditional.append(
+            Cause(
+                "when the response streams from a synchronous iterator: Django reads it all "
+                "in one sync_to_async under ASGI",
+                2,
+                after_headers=True,
+            )
+        )
+    else:
+        conditional.append(
+            Cause(
+                "when the response streams from an asynchronous iterator: Django reads it all "
+                "in one async_to_sync under WSGI, with a new event loop and thread",
+                2,
+                loops=1,
+                after_headers=True,
+            )
+        )
+    if is_async:
+        conditional += [
             Cause(
                 "when the view raises: process_exception_by_middleware runs in sync_to_async "
                 "(exception middleware are always synchronous)",
@@ -321,6 +377,15 @@ def predict(
                 after_headers=True,
             )
         )
+        if finished_async:
+            causes.append(
+                Cause(
+                    "request_finished has async receivers: Signal.send, inside that "
+                    "sync_to_async, runs them in async_to_sync (on the outer loop)",
+                    2,
+                    after_headers=True,
+                )
+            )
     elif finished_async:
         causes.append(
             Cause(
