@@ -50,6 +50,22 @@ SITE = {
     ),
     "any_host_settings.py": 'from fresh_settings import *\nALLOWED_HOSTS = ["*"]\n',
     "no_host_settings.py": "from fresh_settings import *\nDEBUG = False\n",
+    # A LOGGING as many projects have it: disable_existing_loggers (True by
+    # default) turns django.request off.
+    "own_logging_settings.py": (
+        "from fresh_settings import *\n"
+        'LOGGING = {"version": 1, "handlers": {"console": '
+        '{"class": "logging.StreamHandler"}}, "root": {"handlers": ["console"]}}\n'
+    ),
+    "ssl_settings.py": (
+        "from fresh_settings import *\n"
+        'DEBUG = False\nALLOWED_HOSTS = ["example.com"]\nSECURE_SSL_REDIRECT = True\n'
+    ),
+    "www_settings.py": "from fresh_settings import *\nPREPEND_WWW = True\n",
+    "file_export_settings.py": (
+        "import os\nfrom fresh_settings import *\n"
+        'SWITCHTRACE = {"ENABLED": True, "FILE_PATH": os.environ["TRACES"]}\n'
+    ),
     "fresh_urls.py": (
         "from django.http import Http404, HttpResponse, HttpResponseRedirect\n"
         "from django.urls import path\n"
@@ -71,11 +87,29 @@ SITE = {
         '    raise ValueError("view bug")\n'
         "\n"
         "\n"
+        "def denied(request):\n"
+        "    from django.core.exceptions import PermissionDenied\n"
+        "\n"
+        '    raise PermissionDenied("not yours")\n'
+        "\n"
+        "\n"
+        "def bridges(request):\n"
+        "    import asyncio\n"
+        "\n"
+        "    from asgiref.sync import async_to_sync\n"
+        "\n"
+        "    async_to_sync(asyncio.sleep)(0)\n"
+        "    async_to_sync(asyncio.sleep)(0)\n"
+        '    return HttpResponse("ok")\n'
+        "\n"
+        "\n"
         "urlpatterns = [\n"
         '    path("sync/", sync_view),\n'
         '    path("orders/9/", missing),\n'
         '    path("moved/", moved),\n'
         '    path("raise/", raising),\n'
+        '    path("denied/", denied),\n'
+        '    path("bridges/", bridges),\n'
         "]\n"
     ),
 }
@@ -95,7 +129,7 @@ MEASURED = [
 ]
 
 
-def explain(command: str, args: list[str], settings: str, tmp_path: Path):
+def explain(command: str, args: list[str], settings: str, tmp_path: Path, **environ: str):
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
     for name, text in SITE.items():
@@ -104,6 +138,7 @@ def explain(command: str, args: list[str], settings: str, tmp_path: Path):
         **os.environ,
         "DJANGO_SETTINGS_MODULE": settings,
         "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        **environ,
     }
     return subprocess.run(
         [*COMMANDS[command][0], *args],
@@ -225,3 +260,78 @@ def test_both_commands_say_the_same_of_bad_input(command, args, message, tmp_pat
     out = explain(command, args, "fresh_settings", tmp_path)
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr == f"{COMMANDS[command][1]}{message}\n"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_raising_view_is_told_whatever_the_projects_logging_does(command, tmp_path):
+    """The project's LOGGING disabled django.request (disable_existing_loggers):
+    Django logged nothing, and the raise was told as a plain 500."""
+    out = explain(command, ["--url", "/raise/", "--measure"], "own_logging_settings", tmp_path)
+    assert out.returncode == 1
+    assert out.stderr == (
+        f"{COMMANDS[command][1]}GET /raise/ under ASGI raised ValueError: view bug "
+        f"(site{os.sep}fresh_urls.py, line 18, in raising)\n"
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_403_from_permission_denied_is_an_error_response_not_a_raise(command, tmp_path):
+    out = explain(command, ["--url", "/denied/", "--measure"], "fresh_settings", tmp_path)
+    assert out.returncode == 1
+    assert out.stdout.splitlines()[-1].endswith(
+        "of a 403 Forbidden response (an error response: not compared with the prediction)"
+    )
+    assert out.stderr == (
+        f"{COMMANDS[command][1]}GET /denied/ under ASGI answered 403 Forbidden "
+        '(Django logged "Forbidden (Permission denied): /denied/"), not a response the view '
+        "makes normally; measure a --url that the view answers with a status below 400\n"
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_switches_the_model_does_not_know_are_not_taken_for_conditional_ones(command, tmp_path):
+    """A plain response below 400 can only make the streaming and template
+    causes it is: 4 switches of the view's own async_to_sync calls were
+    'as predicted, with 4 of the conditional switches' (the exception
+    path's, which a 200 never takes)."""
+    out = explain(command, ["--url", "/bridges/", "--measure"], "fresh_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    measured = [line for line in out.stdout.splitlines() if line.startswith("  measured:")]
+    assert measured == [
+        "  measured: 36 switches, 36 hops, 0 loops (DIFFERS from the prediction)",
+        "  measured: 4 switches, 4 hops, 2 loops (DIFFERS from the prediction)",
+    ]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_redirect_by_middleware_is_not_the_views_measurement(command, tmp_path):
+    """SECURE_SSL_REDIRECT: the request is sent over https, and reaches the view."""
+    out = explain(command, ["--url", "/sync/", "--measure"], "ssl_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert [line for line in out.stdout.splitlines() if line.startswith("  measured:")] == MEASURED
+
+
+def test_measuring_exports_no_span(tmp_path):
+    traces = tmp_path / "traces.jsonl"
+    out = explain(
+        "switchtrace", ["--url", "/sync/", "--measure"], "file_export_settings", tmp_path,
+        TRACES=str(traces),
+    )  # fmt: skip
+    assert (out.returncode, out.stderr) == (0, "")
+    assert not traces.exists()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_middleware_answering_before_the_view_is_told(command, tmp_path):
+    """PREPEND_WWW: CommonMiddleware redirects before the view runs; its 301
+    was measured and compared as if it were the view's."""
+    out = explain(command, ["--url", "/sync/", "--measure"], "www_settings", tmp_path)
+    assert out.returncode == 1
+    assert out.stdout.splitlines()[-1].endswith(
+        "of a 301 Moved Permanently response (a middleware answered before the view ran: "
+        "not compared with the prediction)"
+    )
+    assert out.stderr == (
+        f"{COMMANDS[command][1]}GET /sync/ under ASGI was answered 301 Moved Permanently by "
+        "a middleware, before the view ran; measure a --url that reaches the view\n"
+    )

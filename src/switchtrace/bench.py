@@ -70,15 +70,20 @@ def _choices(allowed: Sequence[str], what: str) -> Callable[[str], list[str]]:
     return parse
 
 
+#: The highest concurrency level: each in-flight request is a task (ASGI) or a
+#: thread (WSGI) of this process.
+MAX_CONCURRENCY = 1000
+
+
 def _concurrency(text: str) -> list[int]:
     try:
-        levels = [int(item) for item in text.split(",") if item.strip()]
+        levels = [int(item) for item in text.split(",")]
     except ValueError:
         levels = []
-    if not levels or any(level < 1 for level in levels):
+    if not levels or any(not 1 <= level <= MAX_CONCURRENCY for level in levels):
         raise argparse.ArgumentTypeError(
-            f"invalid concurrency {text!r}; allowed: positive integers separated by commas, "
-            "e.g. 1,50,200"
+            f"invalid concurrency {text!r}; allowed: integers from 1 to {MAX_CONCURRENCY} "
+            "separated by commas, e.g. 1,50,200"
         )
     return sorted(set(levels))
 

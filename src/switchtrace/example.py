@@ -215,7 +215,11 @@ class Result:
 
 
 async def asgi_request(
-    handler: Any, path: str, headers: list[Any] | None = None, query: str | None = None
+    handler: Any,
+    path: str,
+    headers: list[Any] | None = None,
+    query: str | None = None,
+    scheme: str = "http",
 ) -> Result:
     """One GET through an ASGI application, as an ASGI server sends it.
     ``path`` may end with the query string, unless ``query`` gives it (then
@@ -227,7 +231,7 @@ async def asgi_request(
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "GET",
-        "scheme": "http",
+        "scheme": scheme,
         "path": path,
         "raw_path": path.encode(),
         "query_string": query.encode(),

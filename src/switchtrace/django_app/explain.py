@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.client import responses
@@ -22,6 +23,7 @@ from typing import Any, TextIO
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.conf import settings
+from django.template.response import SimpleTemplateResponse
 from django.utils.encoding import repercent_broken_unicode
 from django.utils.module_loading import import_string
 
@@ -146,57 +148,109 @@ def request_host() -> str:
 
 @dataclass
 class Measured:
-    """One measured request: its record, and the response's status."""
+    """One measured request: its record, and what its response was."""
 
     record: RequestRecord
     status: int
     reason: str
     #: What Django logged about the response (why a 403, a 400), if anything.
     logged: str | None
+    #: Whether a view ran (not a middleware answering first).
+    view_ran: bool = True
+    #: A TemplateResponse.
+    template: bool = False
+    #: A streaming response whose iterator costs switches on this server (a
+    #: synchronous one under ASGI, an asynchronous one under WSGI).
+    streams: bool = False
 
 
 def measure(server: str, url: str, host: str) -> Measured:
     """One request through Django's own ASGIHandler or WSGIHandler, driven
     in-process as a server drives it (the body read to its end, streaming
-    included, and the response closed), with the Host ``host``. The view
-    raising (Django answers 500 and logs it), or the project raising out of
-    the handler, is an ApplicationError. What Django logs about it is kept,
-    not written: the caller tells the request's outcome in one line."""
-    from django.core.handlers.asgi import ASGIHandler
-    from django.core.handlers.wsgi import WSGIHandler
-
+    included, and the response closed), with the Host ``host`` (over https
+    when SECURE_SSL_REDIRECT would redirect plain http), exporting no span.
+    The view raising (Django answers 500 and logs it), or the project
+    raising out of the handler, is an ApplicationError. What Django logs
+    about it is kept, not written: the caller tells the request's outcome in
+    one line."""
     from ..example import asgi_request, wsgi_request
     from ..testing import record_requests
+    from . import telemetry
 
     # As a server passes them: the path percent-decoded (ASGI: as UTF-8;
     # WSGI: its bytes as ISO-8859-1), the query string apart, no fragment.
     parts = urlsplit(url)
     path = unquote_to_bytes(parts.path)
-    with record_requests() as records, _django_logs() as logged:
+    scheme = "https" if getattr(settings, "SECURE_SSL_REDIRECT", False) else "http"
+    seen: list[Any] = []
+    with record_requests() as records, _django_logs() as logged, telemetry.detached():
         try:
             if server == "asgi":
                 headers = [(b"host", host.encode("ascii"))]
                 decoded = path.decode("utf-8", "replace")
-                call = asgi_request(ASGIHandler(), decoded, headers, query=parts.query)
+                call = asgi_request(
+                    _asgi_handler(seen), decoded, headers, query=parts.query, scheme=scheme
+                )
                 status = asyncio.run(call).status
             else:
-                handler = WSGIHandler()
                 decoded = path.decode("iso-8859-1")
-                status = wsgi_request(handler, decoded, query=parts.query, HTTP_HOST=host).status
+                environ = {"HTTP_HOST": host, "wsgi.url_scheme": scheme}
+                status = wsgi_request(
+                    _wsgi_handler(seen), decoded, query=parts.query, **environ
+                ).status
         except Exception as exc:
             raise ApplicationError(
                 f"GET {url} under {server.upper()} raised {describe_error(exc)}"
             ) from None
-    for entry in logged:  # the view raised: Django logged it with the exception
-        raised = entry.exc_info[1] if entry.exc_info else None
-        if isinstance(raised, Exception):
-            raise ApplicationError(
-                f"GET {url} under {server.upper()} raised {describe_error(raised)}"
-            )
+    if status >= 500:  # the view raised: Django logged it with the exception
+        for entry in logged:
+            raised = entry.exc_info[1] if entry.exc_info else None
+            if isinstance(raised, Exception):
+                raise ApplicationError(
+                    f"GET {url} under {server.upper()} raised {describe_error(raised)}"
+                )
     if not records:
         raise ApplicationError(f"GET {url} under {server.upper()} was not recorded")
+    record = records[-1]
     said = " ".join(logged[0].getMessage().split()) if logged else None
-    return Measured(records[-1], status, responses.get(status, "Unknown Status Code"), said)
+    response = seen[-1] if seen else None
+    streaming = bool(getattr(response, "streaming", False))
+    return Measured(
+        record,
+        status,
+        responses.get(status, "Unknown Status Code"),
+        said,
+        view_ran=record.extra.get("view") is not None,
+        template=isinstance(response, SimpleTemplateResponse),
+        # Of the iterator kind that costs on this server (see predict).
+        streams=streaming and bool(getattr(response, "is_async", False)) == (server == "wsgi"),
+    )
+
+
+def _asgi_handler(seen: list[Any]) -> Any:
+    """Django's ASGIHandler, noting the response its get_response_async makes."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    class Handler(ASGIHandler):
+        async def get_response_async(self, request: Any) -> Any:
+            response = await super().get_response_async(request)
+            seen.append(response)
+            return response
+
+    return Handler()
+
+
+def _wsgi_handler(seen: list[Any]) -> Any:
+    """Django's WSGIHandler, noting the response its get_response makes."""
+    from django.core.handlers.wsgi import WSGIHandler
+
+    class Handler(WSGIHandler):
+        def get_response(self, request: Any) -> Any:
+            response = super().get_response(request)
+            seen.append(response)
+            return response
+
+    return Handler()
 
 
 class _Keep(logging.Handler):
@@ -208,28 +262,49 @@ class _Keep(logging.Handler):
         self.kept.append(record)
 
 
+#: One measurement at a time: _django_logs changes loggers for the process.
+_measuring = threading.Lock()
+
+
 @contextlib.contextmanager
 def _django_logs() -> Iterator[list[logging.LogRecord]]:
     """The records Django logs about the requests of the block, kept instead
     of written: django.request (a raising view's traceback, 'Not Found: ...')
-    and django.security with its children (a rejected Host, a CSRF failure).
-    Their handlers and propagation are put back after the block. The request
-    runs in this thread (WSGI) or in asyncio.run()'s loop and its executor
-    threads (ASGI): all of it inside the block."""
+    and django.security with its children (a rejected Host, a CSRF failure),
+    whatever the project's LOGGING did to them (disabled them, raised their
+    level, filtered them). Everything about those loggers is put back after
+    the block. The request runs in this thread (WSGI) or in asyncio.run()'s
+    loop and its executor threads (ASGI): all of it inside the block."""
     kept: list[logging.LogRecord] = []
     keep = _Keep(kept)
-    saved = []
-    for name in ("django.request", "django.security"):
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.handlers, logger.propagate))
-        logger.handlers = [keep]
-        logger.propagate = False
-    try:
-        yield kept
-    finally:
-        for logger, handlers, propagate in saved:
-            logger.handlers = handlers
-            logger.propagate = propagate
+    with _measuring:
+        saved = []
+        for name in ("django.request", "django.security"):
+            logger = logging.getLogger(name)
+            saved.append(
+                (
+                    logger,
+                    logger.handlers,
+                    logger.propagate,
+                    logger.disabled,
+                    logger.level,
+                    logger.filters,
+                )
+            )
+            logger.handlers = [keep]
+            logger.propagate = False
+            logger.disabled = False
+            logger.filters = []
+            logger.setLevel(logging.WARNING)
+        try:
+            yield kept
+        finally:
+            for logger, handlers, propagate, disabled, level, filters in saved:
+                logger.handlers = handlers
+                logger.propagate = propagate
+                logger.disabled = disabled
+                logger.filters = filters
+                logger.setLevel(level)
 
 
 def render(url: str | None, do_measure: bool, out: TextIO) -> int:
@@ -280,8 +355,26 @@ def _render_measured(
             "the view makes normally; measure a --url that the view answers with a status "
             "below 400"
         )
+    if not measured.view_ran:
+        out.write(
+            f"  measured: {figures}, of a {response} response (a middleware answered before "
+            "the view ran: not compared with the prediction)\n"
+        )
+        raise ApplicationError(
+            f"GET {target} under {server.upper()} was answered {response} by a middleware, "
+            "before the view ran; measure a --url that reaches the view"
+        )
     status = "" if measured.status < 300 else f", of a {response} response"
-    extra = _conditionals_taken(prediction, record.context_switches, record.event_loops_created)
+    applicable = [
+        c
+        for c in prediction.conditional
+        if (c.when != "template" or measured.template)
+        and (c.when != "stream" or measured.streams)
+        and c.when != "error"  # (a status below 400 here)
+    ]
+    extra = _conditionals_taken(
+        prediction, record.context_switches, record.event_loops_created, applicable
+    )
     if extra is None:
         verdict = "DIFFERS from the prediction"
     elif extra:
@@ -295,11 +388,16 @@ def _render_measured(
     out.write(f"  measured: {figures}{status} ({verdict})\n")
 
 
-def _conditionals_taken(prediction: Prediction, switches: int, loops: int) -> list[Cause] | None:
-    """The fewest of the prediction's conditional causes (a TemplateResponse, a
-    streaming response, ...) that account for the measured figures: [] when
-    the prediction alone does, None when nothing does."""
-    conditional = prediction.conditional[:_MAX_CONDITIONAL]
+def _conditionals_taken(
+    prediction: Prediction, switches: int, loops: int, applicable: list[Cause] | None = None
+) -> list[Cause] | None:
+    """The fewest of the conditional causes that may apply (``applicable``:
+    those that fit what the response was; all of the prediction's by
+    default) that account for the measured figures: [] when the prediction
+    alone does, None when nothing does."""
+    if applicable is None:
+        applicable = prediction.conditional
+    conditional = applicable[:_MAX_CONDITIONAL]
     for size in range(len(conditional) + 1):
         for taken in itertools.combinations(conditional, size):
             if (

@@ -38,6 +38,11 @@ class Cause:
     saves: int = 0
     #: The middleware it is about, if any (dotted path).
     middleware: str = ""
+    #: For a conditional cause, what kind of request makes it: "template" (a
+    #: TemplateResponse), "stream" (a streaming response, of the iterator kind
+    #: that costs on this server), "raised" (the view raised) or "error" (a
+    #: response of 400 or more).
+    when: str = ""
 
 
 @dataclass
@@ -139,13 +144,19 @@ def predict(
     from django.core.handlers.wsgi import WSGIHandler
 
     handler_class = ASGIHandler if is_async else WSGIHandler
+    # Django 5.0 on: Signal.asend runs the sync receivers; 4.2 runs Signal.send.
+    runs_started = (
+        "Signal.asend runs them"
+        if hasattr(signals.request_started, "asend")
+        else "Django runs Signal.send"
+    )
     started_sync, started_async = _receivers(signals.request_started, handler_class)
     finished_sync, finished_async = _receivers(signals.request_finished, handler_class)
     if is_async and started_sync:
         causes.append(
             Cause(
                 "request_started has synchronous receivers (Django's reset_queries, "
-                "close_old_connections): Signal.asend runs them in one sync_to_async",
+                f"close_old_connections): {runs_started} in one sync_to_async",
                 2,
             )
         )
@@ -313,13 +324,14 @@ def predict(
                 f"when the view returns a TemplateResponse: {name}.process_template_response "
                 f"runs in {bridge}"
             )
-            conditional.append(Cause(what, 2, loops=region_loops, middleware=path))
+            conditional.append(Cause(what, 2, loops=region_loops, middleware=path, when="template"))
     if is_async:
         conditional.append(
             Cause(
                 "when the view returns a TemplateResponse: its render() runs in sync_to_async "
                 "under ASGI",
                 2,
+                when="template",
             )
         )
     for path, cls, _mode, _adapter in chain:
@@ -334,6 +346,7 @@ def predict(
                     2,
                     loops=region_loops,
                     middleware=path,
+                    when="raised",
                 )
             )
     if is_async:
@@ -343,6 +356,7 @@ def predict(
                 "in one sync_to_async under ASGI",
                 2,
                 after_headers=True,
+                when="stream",
             )
         )
     else:
@@ -353,6 +367,7 @@ def predict(
                 2,
                 loops=1,
                 after_headers=True,
+                when="stream",
             )
         )
     if is_async:
@@ -361,13 +376,15 @@ def predict(
                 "when the view raises: process_exception_by_middleware runs in sync_to_async "
                 "(exception middleware are always synchronous)",
                 2,
+                when="raised",
             ),
             Cause(
                 "when an exception becomes the response (the view raised, a 404): "
                 "response_for_exception runs in sync_to_async",
                 2,
+                when="error",
             ),
-            Cause("a 4xx or 5xx response is logged through sync_to_async", 2),
+            Cause("a 4xx or 5xx response is logged through sync_to_async", 2, when="error"),
         ]
     if is_async:
         causes.append(

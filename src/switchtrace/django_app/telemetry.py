@@ -7,7 +7,9 @@ counted as started by a request.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 from .. import tracer
 from ..exporters import ConsoleReporter, ExportOptions, SpanPipeline
@@ -65,6 +67,20 @@ def attach() -> None:
     """Export again with the exporter :func:`detach` kept."""
     with _lock:
         _attach()
+
+
+@contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """Nothing exported in the block (``switchtrace explain --measure``'s
+    requests are not the project's traffic); as it was after."""
+    with _lock:
+        was_attached = _attached
+    detach()
+    try:
+        yield
+    finally:
+        if was_attached:
+            attach()
 
 
 def _listener() -> SpanPipeline | ConsoleReporter | None:
