@@ -400,7 +400,6 @@ def _summary(samples: dict[str, list[float]]) -> dict:
             for v, s in samples.items()
         },
         "added_per_switch_ns": _added_per_switch(samples, "recording"),
-        "bare_patches_per_switch_ns": _added_per_switch(samples, "bare patches"),
         "floors_per_switch_ns": {v: _added_per_switch(samples, v) for v in FLOORS},
         "ratio_recording_to_uninstalled": statistics.median(samples["recording"])
         / statistics.median(samples["uninstalled"]),

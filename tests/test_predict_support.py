@@ -17,7 +17,10 @@ class AsyncOnly:
 
 # -- what only some requests do, for the prediction tests -------------------------
 
-from django.http import HttpResponse, StreamingHttpResponse  # noqa: E402
+import asyncio  # noqa: E402
+import time  # noqa: E402
+
+from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse  # noqa: E402
 from django.template import engines  # noqa: E402
 from django.template.response import TemplateResponse  # noqa: E402
 from django.urls import path  # noqa: E402
@@ -86,3 +89,35 @@ def async_only_function(get_response):
 
 async def async_receiver(sender, **kwargs):
     return None
+
+
+def endless_sync_stream_view(request):
+    def parts():
+        while True:
+            time.sleep(0.01)
+            yield b"event\n"
+
+    return StreamingHttpResponse(parts())
+
+
+async def endless_async_stream_view(request):
+    async def parts():
+        while True:
+            await asyncio.sleep(0.01)
+            yield b"event\n"
+
+    return StreamingHttpResponse(parts())
+
+
+urlpatterns += [
+    path("endless-sync-stream/", endless_sync_stream_view),
+    path("endless-async-stream/", endless_async_stream_view),
+]
+
+
+class AnswersInProcessView(MiddlewareMixin):
+    """Answers before the view runs, as LoginRequiredMiddleware does for an
+    anonymous user."""
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        return HttpResponseRedirect("/elsewhere/")

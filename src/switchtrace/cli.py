@@ -3,9 +3,10 @@
 Bad input (arguments, the files they name, DJANGO_SETTINGS_MODULE and the
 settings) gets one line naming what is wrong and what is allowed, and exit
 status 2; an error of the project's own code (a view raising under
-``explain --measure``, or answering with a status of 400 or more) one line
-naming the exception and where, or the status, and exit status 1; never a
-traceback.
+``explain --measure``, answering with a status of 400 or more, a middleware
+answering before the view, a response still streaming after 30 s) one line
+naming the exception and where, or what was answered, and exit status 1;
+never a traceback.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0; 2 for bad input (an argument, DJANGO_SETTINGS_MODULE, "
         "MIDDLEWARE, ROOT_URLCONF, or an ALLOWED_HOSTS that no request can pass); 1 when the "
         "project's code raises, or answers a measured request with a status of 400 or more "
-        "(a 404, a 403), whose figures are then not the view's.",
+        "(a 404, a 403), from a middleware before the view, or with a stream still going "
+        "after 30 s: figures that are then not the view's.",
     )
     explain.add_argument("--url", help="a URL of the project: predict for its view")
     explain.add_argument(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,9 @@ class Result:
     status: int
     headers: dict[str, str]
     body: bytes
+    #: False when the body was still coming when the reader stopped (see
+    #: wsgi_request's ``seconds``).
+    complete: bool = True
 
     def figures(self) -> tuple[int, int, int, int] | None:
         if "X-Context-Switches" not in self.headers:
@@ -264,10 +268,13 @@ async def asgi_request(
     )
 
 
-def wsgi_request(handler: Any, path: str, query: str | None = None, **environ: Any) -> Result:
+def wsgi_request(
+    handler: Any, path: str, query: str | None = None, seconds: float | None = None, **environ: Any
+) -> Result:
     """One GET through a WSGI application, iterated and closed as a server
     does. ``path`` (PATH_INFO) may end with the query string, unless
-    ``query`` gives it."""
+    ``query`` gives it. With ``seconds``, the body is read for that long at
+    most (an endless stream), then closed as a client going away."""
     from django.test.client import RequestFactory
 
     if query is None:
@@ -282,8 +289,18 @@ def wsgi_request(handler: Any, path: str, query: str | None = None, **environ: A
         captured["headers"] = dict(headers)
 
     response = handler(env, start_response)
+    complete = True
+    parts = []
     try:
-        body = b"".join(response)
+        if seconds is None:
+            parts.extend(response)
+        else:
+            deadline = time.monotonic() + seconds
+            for part in response:
+                parts.append(part)
+                if time.monotonic() > deadline:
+                    complete = False
+                    break
     finally:
         response.close()
-    return Result(captured["status"], captured["headers"], body)
+    return Result(captured["status"], captured["headers"], b"".join(parts), complete)

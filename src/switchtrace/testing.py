@@ -145,9 +145,9 @@ async def _headers_after(call: Any) -> Any:
         and not record.finished
     ):
         try:
-            from .django_app.integration import _at_headers
+            from .django_app.integration import at_headers
 
-            _at_headers(record, response)
+            at_headers(record, response)
         except Exception:
             from .tracer.guard import swallow
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import functools
 import types
-import weakref
 from collections.abc import Hashable
 from typing import Any
 
 from ..tracer import Component, Crossing, RequestRecord
-from ..tracer.describe import attribute, identity, qualified_name, unwrap
+from ..tracer.describe import MAX_DEPTH, attribute, identity, is_of_type, qualified_name, unwrap
 from ..tracer.weak import WeakIdentityMap
 
 MIDDLEWARE_HOOKS = frozenset(
@@ -28,11 +27,9 @@ MIDDLEWARE_HOOKS = frozenset(
     }
 )
 
-#: Adapters built by adapt_method_mode: id(adapter) -> (a weak reference to
-#: it, the component it serves). Looked up for every crossing described, so a
-#: plain dict rather than a WeakKeyDictionary (whose lookups build a weak
-#: reference each); an entry goes when its adapter does.
-_adapters: dict[int, tuple[weakref.ref[Any], Component]] = {}
+#: Adapters built by adapt_method_mode -> the component each serves; an entry
+#: goes when its adapter does. Looked up for every crossing described.
+_adapters: WeakIdentityMap[Component] = WeakIdentityMap()
 
 
 def remember_adapter(adapter: Any, method: Any, name: str | None) -> None:
@@ -47,14 +44,8 @@ def remember_adapter(adapter: Any, method: Any, name: str | None) -> None:
         component = Component("middleware-adapter", "middleware chain")
     else:
         component = _describe(method, None) or Component("handler", qualified_name(method))
-    key = id(adapter)
-
-    def forget(ref: weakref.ref[Any]) -> None:
-        if _adapters.get(key, (None,))[0] is ref:
-            _adapters.pop(key, None)
-
     try:
-        _adapters[key] = (weakref.ref(adapter, forget), component)
+        _adapters[adapter] = component
     except TypeError:  # not weak-referenceable: leave it to the generic rules
         pass
 
@@ -101,30 +92,12 @@ class Resolver:
             site = _function_site(func)
         if site is None:
             return None
-        if view is None:
-            is_view = False
-        elif func is view:
-            is_view = True
-        else:
-            # A function's attributes are in its __dict__, a bound method's in
-            # its function's: read there, no AttributeError is raised (and
-            # caught) for the usual case of none.
-            plain = method.__func__ if method is func else func
-            wrapped = (
-                plain.__dict__.get("__wrapped__")
-                if type(plain) is types.FunctionType
-                else attribute(func, "__wrapped__")
-            )
-            is_view = wrapped is not None and unwrap(func) is unwrap(view)
+        is_view = _is_view(func, view)
         adapter = _adapter(crossing.bridge)
         # The component's fields, not the component: hashing a dataclass is a
         # Python call, hashing strings is not.
         fields = None if adapter is None else (adapter.kind, adapter.name, adapter.hook)
         return (site, fields, is_view)
-
-
-#: How many ``__wrapped__`` a site follows (as :func:`unwrap` does).
-MAX_WRAPPED = 32
 
 
 #: Sites worked out, per function object (while it lives): Django's own
@@ -145,7 +118,7 @@ def _function_site(func: Any, depth: int = 0) -> Hashable | None:
     inner: Hashable | None = None
     if wrapped is not None:
         # What it wraps names it (convert_exception_to_response's inner).
-        if wrapped is func or depth >= MAX_WRAPPED:
+        if wrapped is func or depth >= MAX_DEPTH:
             return None
         if type(wrapped) is types.FunctionType:
             inner = _function_site(wrapped, depth + 1)
@@ -164,10 +137,7 @@ def _function_site(func: Any, depth: int = 0) -> Hashable | None:
 
 
 def _adapter(bridge: Any) -> Component | None:
-    entry = _adapters.get(id(bridge)) if bridge is not None else None
-    if entry is None or entry[0]() is not bridge:
-        return None
-    return entry[1]
+    return _adapters.get(bridge) if bridge is not None else None
 
 
 def _is_signal(obj: Any) -> bool:
@@ -176,7 +146,7 @@ def _is_signal(obj: Any) -> bool:
         from django.dispatch import Signal
 
         _Signal = Signal
-    return issubclass(type(obj), _Signal)  # (see describe._is)
+    return is_of_type(obj, _Signal)
 
 
 _Signal: type | None = None
@@ -185,8 +155,24 @@ _Signal: type | None = None
 resolve = Resolver()
 
 
+def _is_view(func: Any, view: Any) -> bool:
+    """Whether ``func`` is the request's view, decorated or not (the same
+    rule for the description and for its cache key)."""
+    return view is not None and (func is view or _unwrapped(func) is _unwrapped(view))
+
+
+def _unwrapped(func: Any) -> Any:
+    """:func:`unwrap`, with the usual case first: a function's attributes are
+    in its __dict__, a bound method's in its function's, read there without
+    the AttributeError (raised and caught) of asking for a missing one."""
+    plain = func.__func__ if type(func) is types.MethodType else func
+    if type(plain) is types.FunctionType and "__wrapped__" not in plain.__dict__:
+        return func
+    return unwrap(func)
+
+
 def _describe(func: Any, view: Any) -> Component | None:
-    if view is not None and (func is view or unwrap(func) is unwrap(view)):
+    if _is_view(func, view):
         return Component("view", qualified_name(view))
     target = unwrap(func)
     if type(target) is types.MethodType:
@@ -198,11 +184,11 @@ def _describe(func: Any, view: Any) -> Component | None:
             return Component("middleware", type(owner).__qualname__, name)
         from django.http import HttpResponseBase
 
-        if issubclass(type(owner), HttpResponseBase):
+        if is_of_type(owner, HttpResponseBase):
             return Component("response", type(owner).__qualname__, name)
         from django.core.handlers.base import BaseHandler
 
-        if issubclass(type(owner), BaseHandler):
+        if is_of_type(owner, BaseHandler):
             return Component("handler", type(owner).__qualname__, name)
         return Component("other", qualified_name(target))
     if type(target) is not types.FunctionType and _has(target, "get_response"):

@@ -1,12 +1,13 @@
 """``switchtrace explain`` / ``manage.py switchtrace_explain``: the predicted
 switches of each kind of request, their causes and fixes, and, with
 ``--measure``, what one real request of each kind measures through Django's
-test client.
+own ASGIHandler and WSGIHandler, driven in-process as a server drives them.
 
 Bad input (the arguments, MIDDLEWARE, ROOT_URLCONF, ALLOWED_HOSTS) is an
-ExplainError; the project's code raising, or answering the measured request
-with an error status (400 or more), an ApplicationError: the two commands
-exit with status 2 and 1 for them.
+ExplainError; a measured request that is not the view's (the project's code
+raising, an error status of 400 or more, a middleware answering before the
+view, a stream still going after MEASURE_SECONDS) an ApplicationError: the
+two commands exit with status 2 and 1 for them.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ class ExplainError(Exception):
 
 
 class ApplicationError(ExplainError):
-    """The project's own code raised (a view, while measured): a message naming
-    the exception and where it was raised."""
+    """The measured request is not the view's: the project's code raised (a
+    message naming the exception and where), answered 400 or more, answered
+    from a middleware before the view, or still streamed after
+    MEASURE_SECONDS."""
 
 
 def check_middleware(paths: Any) -> list[str]:
@@ -113,9 +116,9 @@ def view_kind(url: str) -> tuple[bool, str]:
 def request_host() -> str:
     """A Host that the project's ALLOWED_HOSTS lets through, checked as
     ``HttpRequest.get_host()`` checks it (with DEBUG and an empty list Django
-    allows localhost, 127.0.0.1 and [::1]): the test client's own,
-    'testserver', gets a 400 from a project made by startproject. An
-    ExplainError naming ALLOWED_HOSTS if no host can pass."""
+    allows localhost, 127.0.0.1 and [::1]; a project made by startproject
+    answers any other Host, 'testserver' too, with a 400). An ExplainError
+    naming ALLOWED_HOSTS if no host can pass."""
     from django.http.request import split_domain_port, validate_host
 
     allowed = settings.ALLOWED_HOSTS
@@ -155,24 +158,34 @@ class Measured:
     reason: str
     #: What Django logged about the response (why a 403, a 400), if anything.
     logged: str | None
-    #: Whether a view ran (not a middleware answering first).
-    view_ran: bool = True
+    #: Whether Django called the view (no middleware answered first).
+    view_called: bool = True
     #: A TemplateResponse.
     template: bool = False
     #: A streaming response whose iterator costs switches on this server (a
     #: synchronous one under ASGI, an asynchronous one under WSGI).
     streams: bool = False
+    #: False when the body was still coming after MEASURE_SECONDS.
+    complete: bool = True
+
+
+#: How long --measure reads a response's body (an endless stream: server-sent
+#: events, a long poll) before it stops, as a client going away.
+MEASURE_SECONDS = 30.0
 
 
 def measure(server: str, url: str, host: str) -> Measured:
     """One request through Django's own ASGIHandler or WSGIHandler, driven
     in-process as a server drives it (the body read to its end, streaming
-    included, and the response closed), with the Host ``host`` (over https
-    when SECURE_SSL_REDIRECT would redirect plain http), exporting no span.
-    The view raising (Django answers 500 and logs it), or the project
-    raising out of the handler, is an ApplicationError. What Django logs
-    about it is kept, not written: the caller tells the request's outcome in
-    one line."""
+    included, for :data:`MEASURE_SECONDS` at most, and the response closed),
+    with the Host ``host`` (over https when SECURE_SSL_REDIRECT would
+    redirect plain http), exporting no span. The view raising (Django
+    answers 500 and logs it), or the project raising out of the handler, is
+    an ApplicationError. What Django logs about it is kept, not written: the
+    caller tells the request's outcome in one line."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
     from ..example import asgi_request, wsgi_request
     from ..testing import record_requests
     from . import telemetry
@@ -182,26 +195,37 @@ def measure(server: str, url: str, host: str) -> Measured:
     parts = urlsplit(url)
     path = unquote_to_bytes(parts.path)
     scheme = "https" if getattr(settings, "SECURE_SSL_REDIRECT", False) else "http"
-    seen: list[Any] = []
+    seen = _Seen()
+    complete = True
+    status: int | None = None
     with record_requests() as records, _django_logs() as logged, telemetry.detached():
         try:
             if server == "asgi":
                 headers = [(b"host", host.encode("ascii"))]
                 decoded = path.decode("utf-8", "replace")
-                call = asgi_request(
-                    _asgi_handler(seen), decoded, headers, query=parts.query, scheme=scheme
-                )
-                status = asyncio.run(call).status
+                handler = seen.watch(ASGIHandler(), "get_response_async")
+                call = asgi_request(handler, decoded, headers, query=parts.query, scheme=scheme)
+                try:
+                    status = asyncio.run(asyncio.wait_for(call, MEASURE_SECONDS)).status
+                except asyncio.TimeoutError:
+                    complete = False
             else:
                 decoded = path.decode("iso-8859-1")
                 environ = {"HTTP_HOST": host, "wsgi.url_scheme": scheme}
-                status = wsgi_request(
-                    _wsgi_handler(seen), decoded, query=parts.query, **environ
-                ).status
+                handler = seen.watch(WSGIHandler(), "get_response")
+                result = wsgi_request(
+                    handler, decoded, query=parts.query, seconds=MEASURE_SECONDS, **environ
+                )
+                status, complete = result.status, result.complete
         except Exception as exc:
             raise ApplicationError(
                 f"GET {url} under {server.upper()} raised {describe_error(exc)}"
             ) from None
+    if not records:
+        raise ApplicationError(f"GET {url} under {server.upper()} was not recorded")
+    record = records[-1]
+    if status is None:  # cancelled while streaming: the status went out with the headers
+        status = int(record.attributes.get("http.response.status_code") or 0)
     if status >= 500:  # the view raised: Django logged it with the exception
         for entry in logged:
             raised = entry.exc_info[1] if entry.exc_info else None
@@ -209,48 +233,53 @@ def measure(server: str, url: str, host: str) -> Measured:
                 raise ApplicationError(
                     f"GET {url} under {server.upper()} raised {describe_error(raised)}"
                 )
-    if not records:
-        raise ApplicationError(f"GET {url} under {server.upper()} was not recorded")
-    record = records[-1]
     said = " ".join(logged[0].getMessage().split()) if logged else None
-    response = seen[-1] if seen else None
+    response = seen.response
     streaming = bool(getattr(response, "streaming", False))
     return Measured(
         record,
         status,
         responses.get(status, "Unknown Status Code"),
         said,
-        view_ran=record.extra.get("view") is not None,
+        view_called=seen.view_called,
         template=isinstance(response, SimpleTemplateResponse),
         # Of the iterator kind that costs on this server (see predict).
         streams=streaming and bool(getattr(response, "is_async", False)) == (server == "wsgi"),
+        complete=complete,
     )
 
 
-def _asgi_handler(seen: list[Any]) -> Any:
-    """Django's ASGIHandler, noting the response its get_response_async makes."""
-    from django.core.handlers.asgi import ASGIHandler
+class _Seen:
+    """What a measured request's handler did: the response its get_response
+    made, and whether it called the view (every process_view let it through:
+    Django makes the view atomic just before calling it). Noted by methods
+    set on the handler instance, not by a subclass: Django sends the request
+    signals with the handler's class as sender, which must stay its own."""
 
-    class Handler(ASGIHandler):
-        async def get_response_async(self, request: Any) -> Any:
-            response = await super().get_response_async(request)
-            seen.append(response)
-            return response
+    def __init__(self) -> None:
+        self.response: Any = None
+        self.view_called = False
 
-    return Handler()
+    def watch(self, handler: Any, get_response: str) -> Any:
+        original = getattr(handler, get_response)
+        make_view_atomic = handler.make_view_atomic
 
+        def view_atomic(view: Any) -> Any:
+            self.view_called = True
+            return make_view_atomic(view)
 
-def _wsgi_handler(seen: list[Any]) -> Any:
-    """Django's WSGIHandler, noting the response its get_response makes."""
-    from django.core.handlers.wsgi import WSGIHandler
+        async def noted_async(request: Any) -> Any:
+            self.response = await original(request)
+            return self.response
 
-    class Handler(WSGIHandler):
-        def get_response(self, request: Any) -> Any:
-            response = super().get_response(request)
-            seen.append(response)
-            return response
+        def noted(request: Any) -> Any:
+            self.response = original(request)
+            return self.response
 
-    return Handler()
+        handler.make_view_atomic = view_atomic
+        is_async = get_response == "get_response_async"
+        setattr(handler, get_response, noted_async if is_async else noted)
+        return handler
 
 
 class _Keep(logging.Handler):
@@ -277,9 +306,17 @@ def _django_logs() -> Iterator[list[logging.LogRecord]]:
     loop and its executor threads (ASGI): all of it inside the block."""
     kept: list[logging.LogRecord] = []
     keep = _Keep(kept)
+    names = ["django.request", "django.security"]
+    # django.security's children the project's LOGGING configured apart
+    # (django.security.DisallowedHost with handlers of its own, say).
+    names += [
+        name
+        for name, logger in list(logging.root.manager.loggerDict.items())
+        if name.startswith("django.security.") and isinstance(logger, logging.Logger)
+    ]
     with _measuring:
         saved = []
-        for name in ("django.request", "django.security"):
+        for name in names:
             logger = logging.getLogger(name)
             saved.append(
                 (
@@ -355,7 +392,16 @@ def _render_measured(
             "the view makes normally; measure a --url that the view answers with a status "
             "below 400"
         )
-    if not measured.view_ran:
+    if not measured.complete:
+        out.write(
+            f"  measured: {figures}, of a {response} response still streaming after "
+            f"{MEASURE_SECONDS:g} s (measured until then: not compared with the prediction)\n"
+        )
+        raise ApplicationError(
+            f"GET {target} under {server.upper()} was still streaming after "
+            f"{MEASURE_SECONDS:g} s; measure a --url whose response ends"
+        )
+    if not measured.view_called:
         out.write(
             f"  measured: {figures}, of a {response} response (a middleware answered before "
             "the view ran: not compared with the prediction)\n"

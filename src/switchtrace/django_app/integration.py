@@ -97,7 +97,7 @@ def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
     """The headers are sent: freeze the figures; the server's close of
     ``response`` ends the record."""
     try:
-        _at_headers(record, response)
+        at_headers(record, response)
         _closing[response] = record
     except Exception:
         swallow("WSGI headers")
@@ -167,13 +167,13 @@ def _wrap_send_response(wrapped, instance, args, kwargs):
     record = tracer.current_record()
     if record is not None and not record.finished:
         try:
-            _at_headers(record, args[0] if args else kwargs["response"])
+            at_headers(record, args[0] if args else kwargs["response"])
         except Exception:
             swallow("ASGI headers")
     return wrapped(*args, **kwargs)
 
 
-def _at_headers(record: tracer.RequestRecord, response: Any) -> None:
+def at_headers(record: tracer.RequestRecord, response: Any) -> None:
     figures = record.mark_headers()
     status = getattr(response, "status_code", None)
     if status is not None:

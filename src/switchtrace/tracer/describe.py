@@ -18,7 +18,7 @@ from typing import Any
 
 from .weak import WeakIdentityMap
 
-_MAX_DEPTH = 32
+MAX_DEPTH = 32
 #: Bound on the cached descriptions and code locations (cleared when full).
 MAX_CACHED = 4096
 
@@ -33,7 +33,7 @@ def attribute(obj: object, name: str, default: Any = None) -> Any:
         return default
 
 
-def _is(obj: object, cls: type | tuple[type, ...]) -> bool:
+def is_of_type(obj: object, cls: type | tuple[type, ...]) -> bool:
     """isinstance by the object's type alone: isinstance also asks the object
     for its ``__class__`` when the type does not match, which a lazy object
     (Django's SimpleLazyObject: ``request.user``) answers by evaluating itself,
@@ -43,11 +43,11 @@ def _is(obj: object, cls: type | tuple[type, ...]) -> bool:
 
 def unwrap(obj: Any) -> Any:
     """Follow ``__wrapped__`` and partials to the innermost callable."""
-    for _ in range(_MAX_DEPTH):
-        if _is(obj, functools.partial):
+    for _ in range(MAX_DEPTH):
+        if is_of_type(obj, functools.partial):
             obj = obj.func
             continue
-        inner = attribute(obj, "__wrapped__") if not _is(obj, type) else None
+        inner = attribute(obj, "__wrapped__") if not is_of_type(obj, type) else None
         if inner is None or inner is obj:
             return obj
         obj = inner
@@ -59,12 +59,12 @@ def qualified_name(obj: object) -> str:
     target = unwrap(obj)
     if target is None:
         return "None"
-    if _is(target, types.CoroutineType):
+    if is_of_type(target, types.CoroutineType):
         code = target.cr_code
         return getattr(code, "co_qualname", code.co_name)
-    if _is(target, types.MethodType):
+    if is_of_type(target, types.MethodType):
         return _qualname_of(target.__func__)
-    if _is(target, (types.FunctionType, types.BuiltinFunctionType, type)):
+    if is_of_type(target, (types.FunctionType, types.BuiltinFunctionType, type)):
         return _qualname_of(target)
     qualname = attribute(target, "__qualname__")
     if isinstance(qualname, str):
@@ -96,7 +96,7 @@ _locations: dict[object, CodeLocation] = {}
 def code_location(obj: object) -> CodeLocation:
     """Where ``obj`` (through its wrappers) is defined; cached per code object."""
     target = unwrap(obj)
-    func = target.__func__ if _is(target, types.MethodType) else target
+    func = target.__func__ if is_of_type(target, types.MethodType) else target
     key = attribute(func, "__code__")
     if type(key) is types.CodeType:
         location = _locations.get(key)
@@ -109,12 +109,12 @@ def code_location(obj: object) -> CodeLocation:
 
 
 def _code_location(target: Any) -> CodeLocation:
-    if _is(target, types.CoroutineType):
+    if is_of_type(target, types.CoroutineType):
         code = target.cr_code
         module = attribute(target, "__module__") or ""
         return CodeLocation(code.co_name, module, code.co_filename, code.co_firstlineno)
-    func = target.__func__ if _is(target, types.MethodType) else target
-    if not _is(func, types.FunctionType):
+    func = target.__func__ if is_of_type(target, types.MethodType) else target
+    if not is_of_type(func, types.FunctionType):
         call = getattr(type(func), "__call__", None)  # noqa: B004
         func = call if isinstance(call, types.FunctionType) else func
     func_code = attribute(func, "__code__")

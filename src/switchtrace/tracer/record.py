@@ -16,15 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import SyncToAsync
 
-from .describe import attribute
-
-if TYPE_CHECKING:
-    from .describe import Description
+from .describe import Description, attribute, describe_crossing
 
 # Mechanisms: how control crossed between synchronous code and an event loop.
 SYNC_TO_ASYNC = "sync_to_async"
@@ -473,8 +470,6 @@ class RequestRecord:
     ) -> None:
         """Name every crossing's bridged callable and the component that caused
         it. Runs after the response, never on the hot path."""
-        from .describe import describe_crossing
-
         for crossing in self.crossings:
             if crossing.description is None or (resolve is not None and crossing.component is None):
                 crossing.description = describe_crossing(crossing, self, resolve)

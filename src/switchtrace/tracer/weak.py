@@ -57,10 +57,6 @@ class WeakIdentityMap(Generic[V]):
             return default
         return entry[1]
 
-    def __contains__(self, obj: Any) -> bool:
-        entry = self._entries.get(id(obj))
-        return entry is not None and entry[0]() is obj
-
     def __len__(self) -> int:
         return len(self._entries)
 

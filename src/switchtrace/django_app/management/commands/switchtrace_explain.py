@@ -15,7 +15,8 @@ class Command(BaseCommand):
         "causes and fixes; --measure serves one request of each kind to compare. Exit "
         "status 2: bad input (an argument, MIDDLEWARE, ROOT_URLCONF, an ALLOWED_HOSTS that "
         "no request can pass); 1: the project's code raised, or answered a measured request "
-        "with a status of 400 or more (its figures are then not the view's)."
+        "with a status of 400 or more, from a middleware before the view, or with a stream "
+        "still going after 30 s (its figures are then not the view's)."
     )
 
     def add_arguments(self, parser: Any) -> None:
