@@ -121,3 +121,26 @@ class AnswersInProcessView(MiddlewareMixin):
 
     def process_view(self, request, view_func, view_args, view_kwargs):
         return HttpResponseRedirect("/elsewhere/")
+
+
+async def slow_view(request):
+    await asyncio.sleep(60)
+    return HttpResponse("late")
+
+
+urlpatterns.append(path("slow/", slow_view))
+
+
+def long_sync_stream_view(request):
+    """Streams for about a second: under ASGI Django reads it whole, in a
+    thread no cancellation stops."""
+
+    def parts():
+        for _ in range(100):
+            time.sleep(0.01)
+            yield b"event\n"
+
+    return StreamingHttpResponse(parts())
+
+
+urlpatterns.append(path("long-sync-stream/", long_sync_stream_view))

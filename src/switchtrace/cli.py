@@ -172,6 +172,9 @@ def _explain(args: argparse.Namespace) -> int:
         except BrokenPipeError:
             pass  # the reader went away: the error still goes to stderr
         print(f"switchtrace explain: error: {exc}", file=sys.stderr)
+        if exc.left_running:  # a thread the interpreter would wait for at exit
+            sys.stderr.flush()
+            os._exit(1)
         return 1
     except ExplainError as exc:
         print(f"switchtrace explain: error: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 from django.core import signals
@@ -73,18 +74,17 @@ def test_an_endless_stream_is_read_for_a_while_then_told(url, server, monkeypatc
     monkeypatch.setattr(explain, "MEASURE_SECONDS", 0.3)
     text, error = render(url) if server == "ASGI" else _wsgi_only(url)
     assert measured_lines(text)[-1].endswith(
-        "of a 200 OK response still streaming after 0.3 s (measured until then: not compared "
+        "of a 200 OK response not ended after 0.3 s (measured until then: not compared "
         "with the prediction)"
     )
     assert str(error) == (
-        f"GET {url} under {server} was still streaming after 0.3 s; measure a --url whose "
-        "response ends"
+        f"GET {url} under {server} had not ended after 0.3 s; measure a --url whose response ends"
     )
 
 
 def _wsgi_only(url: str) -> tuple[str, Exception | None]:
-    """render() measures ASGI first; a sync endless stream hangs there (in
-    Django's own read of it), so the WSGI case is measured directly."""
+    """render() measures ASGI first, where Django reads a sync stream whole
+    (see the test below): the WSGI case is measured directly."""
     out = io.StringIO()
     with override_settings(ROOT_URLCONF=SUPPORT, ALLOWED_HOSTS=["localhost"], MIDDLEWARE=[]):
         prediction = explain.predict("wsgi", False, [])
@@ -93,3 +93,91 @@ def _wsgi_only(url: str) -> tuple[str, Exception | None]:
         except explain.ApplicationError as exc:
             return out.getvalue(), exc
     return out.getvalue(), None
+
+
+def test_a_view_that_gives_no_response_in_time_is_told(monkeypatch):
+    monkeypatch.setattr(explain, "MEASURE_SECONDS", 0.3)
+    text, error = render("/slow/")
+    assert measured_lines(text)[-1].endswith(
+        "no response within 0.3 s (measured until then: not compared with the prediction)"
+    )
+    assert str(error) == (
+        "GET /slow/ under ASGI gave no response within 0.3 s; measure a --url the view answers"
+    )
+
+
+def test_a_stream_django_reads_whole_is_left_running_and_told(monkeypatch):
+    """Under ASGI Django reads a synchronous stream whole, in a thread no
+    cancellation stops: the command hung until it ended (never, for an
+    endless one). Now told, with left_running set (the commands then end
+    the process at once)."""
+    monkeypatch.setattr(explain, "MEASURE_SECONDS", 0.2)
+    monkeypatch.setattr(explain, "CANCEL_SECONDS", 0.2)
+    text, error = render("/long-sync-stream/")
+    assert measured_lines(text) == []
+    assert isinstance(error, explain.ApplicationError) and error.left_running
+    assert str(error).startswith(
+        "GET /long-sync-stream/ under ASGI had not ended after 0.4 s, and cannot be stopped"
+    )
+    # The request ends by itself a little later: its record must not land in
+    # another test's.
+    for thread in threading.enumerate():
+        if thread.name == "switchtrace-measure":
+            thread.join(30)
+            assert not thread.is_alive()
+
+
+ENDLESS_SCRIPT = {
+    "switchtrace": """
+import sys
+from switchtrace.django_app import explain
+explain.MEASURE_SECONDS = explain.CANCEL_SECONDS = 0.2
+from switchtrace import cli
+sys.exit(cli.main(["explain", "--url", "/endless-sync-stream/", "--measure"]))
+""",
+    "manage.py": """
+import django
+django.setup()
+from switchtrace.django_app import explain
+explain.MEASURE_SECONDS = explain.CANCEL_SECONDS = 0.2
+from django.core.management import execute_from_command_line
+execute_from_command_line(["manage.py", "switchtrace_explain", "--url",
+                           "/endless-sync-stream/", "--measure"])
+""",
+}
+
+
+@pytest.mark.parametrize("command", ENDLESS_SCRIPT)
+def test_an_endless_stream_django_reads_whole_ends_the_command(command, tmp_path):
+    """The thread reading it never ends: the interpreter would wait for it at
+    exit, and the command hung; it now ends the process after its line."""
+    import os
+    import subprocess
+    import sys
+
+    from ..conftest import EXAMPLE, ROOT
+
+    (tmp_path / "endless_settings.py").write_text(
+        "from tests.settings import *\n"
+        'ROOT_URLCONF = "tests.test_predict_support"\n'
+        "MIDDLEWARE = []\n"
+        'ALLOWED_HOSTS = ["localhost"]\n'
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "endless_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), str(EXAMPLE)]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", ENDLESS_SCRIPT[command]],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1
+    # (Before it, Django's own warning that it must read the stream whole.)
+    prefix = "switchtrace explain: error: " if command == "switchtrace" else "CommandError: "
+    [error] = [line for line in out.stderr.splitlines() if line.startswith(prefix)]
+    assert error.startswith(
+        f"{prefix}GET /endless-sync-stream/ under ASGI had not ended after 0.4 s, and cannot "
+        "be stopped"
+    )
+    assert out.stderr.endswith(error + "\n")

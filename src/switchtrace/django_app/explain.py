@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.client import responses
 from typing import Any, TextIO
@@ -42,8 +42,13 @@ class ExplainError(Exception):
 class ApplicationError(ExplainError):
     """The measured request is not the view's: the project's code raised (a
     message naming the exception and where), answered 400 or more, answered
-    from a middleware before the view, or still streamed after
+    from a middleware before the view, or had not ended after
     MEASURE_SECONDS."""
+
+    #: True when the request could not be stopped and still runs in a thread
+    #: the interpreter would wait for at exit: the command then ends the
+    #: process at once (os._exit), after its output.
+    left_running = False
 
 
 def check_middleware(paths: Any) -> list[str]:
@@ -205,18 +210,21 @@ def measure(server: str, url: str, host: str) -> Measured:
                 decoded = path.decode("utf-8", "replace")
                 handler = seen.watch(ASGIHandler(), "get_response_async")
                 call = asgi_request(handler, decoded, headers, query=parts.query, scheme=scheme)
-                try:
-                    status = asyncio.run(asyncio.wait_for(call, MEASURE_SECONDS)).status
-                except asyncio.TimeoutError:
-                    complete = False
+                status, complete = _in_thread(lambda: asyncio.run(_bounded(call)), url, server)
             else:
                 decoded = path.decode("iso-8859-1")
                 environ = {"HTTP_HOST": host, "wsgi.url_scheme": scheme}
                 handler = seen.watch(WSGIHandler(), "get_response")
-                result = wsgi_request(
-                    handler, decoded, query=parts.query, seconds=MEASURE_SECONDS, **environ
-                )
-                status, complete = result.status, result.complete
+
+                def serve() -> tuple[int | None, bool]:
+                    result = wsgi_request(
+                        handler, decoded, query=parts.query, seconds=MEASURE_SECONDS, **environ
+                    )
+                    return result.status, result.complete
+
+                status, complete = _in_thread(serve, url, server)
+        except ApplicationError:  # left running: said as it is
+            raise
         except Exception as exc:
             raise ApplicationError(
                 f"GET {url} under {server.upper()} raised {describe_error(exc)}"
@@ -247,6 +255,58 @@ def measure(server: str, url: str, host: str) -> Measured:
         streams=streaming and bool(getattr(response, "is_async", False)) == (server == "wsgi"),
         complete=complete,
     )
+
+
+#: How long a measured request may take to end after MEASURE_SECONDS (an
+#: ASGI one is cancelled then), before it is left running.
+CANCEL_SECONDS = 5.0
+
+
+async def _bounded(call: Any) -> tuple[int | None, bool]:
+    """(status, complete) of an ASGI request, cancelled after MEASURE_SECONDS
+    (the status then None). Told by asyncio.wait, not by a TimeoutError: one
+    of the project's own, let out of the handler, is its error."""
+    task = asyncio.ensure_future(call)
+    done, _pending = await asyncio.wait({task}, timeout=MEASURE_SECONDS)
+    if task in done:
+        return task.result().status, True
+    task.cancel()
+    await asyncio.wait({task})
+    return None, False
+
+
+def _in_thread(serve: Callable[[], tuple[int | None, bool]], url: str, server: str) -> Any:
+    """``serve()``, in a thread of its own, waited for MEASURE_SECONDS and
+    CANCEL_SECONDS more. What no deadline of the reader stops (a stream
+    Django reads whole itself, in a thread no cancellation stops: a
+    synchronous one under ASGI, an asynchronous one under WSGI; a view that
+    takes its time under WSGI) is left running: an ApplicationError says so,
+    with ``left_running`` set, since the interpreter would wait for that
+    thread at exit."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = serve()
+        except BaseException as exc:  # the project's own, raised again below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="switchtrace-measure", daemon=True)
+    thread.start()
+    thread.join(MEASURE_SECONDS + CANCEL_SECONDS)
+    if thread.is_alive():
+        error = ApplicationError(
+            f"GET {url} under {server.upper()} had not ended after "
+            f"{MEASURE_SECONDS + CANCEL_SECONDS:g} s, and cannot be stopped (a stream Django "
+            "reads whole itself, a synchronous one under ASGI or an asynchronous one under "
+            "WSGI, never ends under a server either if it is endless; or the view is that "
+            "slow); measure a --url whose response ends"
+        )
+        error.left_running = True
+        raise error
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 class _Seen:
@@ -392,13 +452,22 @@ def _render_measured(
             "the view makes normally; measure a --url that the view answers with a status "
             "below 400"
         )
+    if not measured.complete and not measured.status:  # cancelled before the headers
+        out.write(
+            f"  measured: {figures}, no response within {MEASURE_SECONDS:g} s (measured until "
+            "then: not compared with the prediction)\n"
+        )
+        raise ApplicationError(
+            f"GET {target} under {server.upper()} gave no response within "
+            f"{MEASURE_SECONDS:g} s; measure a --url the view answers"
+        )
     if not measured.complete:
         out.write(
-            f"  measured: {figures}, of a {response} response still streaming after "
+            f"  measured: {figures}, of a {response} response not ended after "
             f"{MEASURE_SECONDS:g} s (measured until then: not compared with the prediction)\n"
         )
         raise ApplicationError(
-            f"GET {target} under {server.upper()} was still streaming after "
+            f"GET {target} under {server.upper()} had not ended after "
             f"{MEASURE_SECONDS:g} s; measure a --url whose response ends"
         )
     if not measured.view_called:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -31,6 +32,10 @@ class Command(BaseCommand):
             render(url, measure, self.stdout)
         except ApplicationError as exc:
             self.stdout.flush()  # the report first, then the error after it
+            if exc.left_running:  # a thread the interpreter would wait for at exit
+                self.stderr.write(f"CommandError: {exc}")
+                self.stderr.flush()
+                os._exit(1)
             raise CommandError(str(exc), returncode=1) from None
         except ExplainError as exc:
             raise CommandError(str(exc), returncode=2) from None
