@@ -406,7 +406,6 @@ def test_server_driver_without_its_servers(monkeypatch, capsys):
     )
 
 
-@pytest.mark.skipif(bench.missing_servers() != [], reason="needs uvicorn and gunicorn")
 def test_server_driver_a_server_that_does_not_start(tmp_path):
     """The project's WSGI application raises on import: gunicorn exits, and the
     bench says so in one line (gunicorn's own output comes before), exit 1."""

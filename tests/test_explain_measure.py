@@ -14,18 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from project.settings import STARTPROJECT_MIDDLEWARE
 
 from .conftest import ROOT
-
-STARTPROJECT_MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-]
 
 SITE = {
     "fresh_settings.py": (

@@ -81,6 +81,29 @@ class Sly(Proxy):
         raise AttributeError(name)
 
 
+def recorded(*calls) -> tuple[tracer.RequestRecord, list]:
+    """Await each ``call(pool)`` in one recording, in a loop of its own: the
+    record and what each returned. The threads they use (``pool``, one
+    worker; asgiref's executor) are started before, outside the record."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    pool.submit(lambda: None).result()
+
+    async def main():
+        await sync_to_async(lambda: None)()
+        with tracer.recording() as record:
+            results = [await call(pool) for call in calls]
+        return record, results
+
+    try:
+        return asyncio.run(main())
+    finally:
+        pool.shutdown()
+
+
+def _in(pool, func):
+    return asyncio.get_running_loop().run_in_executor(pool, func)
+
+
 def _environ(path: str) -> dict:
     return RequestFactory()._base_environ(PATH_INFO=path, REQUEST_METHOD="GET")
 
@@ -150,39 +173,15 @@ def test_a_function_made_per_request_does_not_outlive_its_request():
 
 
 def test_an_offload_of_a_partial_of_a_proxy_is_counted():
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    pool.submit(lambda: None).result()  # its thread started outside the record
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        with tracer.recording() as record:
-            assert await loop.run_in_executor(pool, functools.partial(Proxy(), 1)) == "called"
-        return record
-
-    try:
-        record = asyncio.run(main())
-    finally:
-        pool.shutdown()
+    record, results = recorded(lambda pool: _in(pool, functools.partial(Proxy(), 1)))
+    assert results == ["called"]
     assert record.totals() == tracer.Figures(2, 2, 0, 0)
     assert [c.mechanism for c in record.crossings] == [tracer.RUN_IN_EXECUTOR]
 
 
 def test_a_callable_whose_attributes_raise_is_named_by_its_class():
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    pool.submit(lambda: None).result()
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        await sync_to_async(lambda: None)()  # asgiref's executor thread, started unrecorded
-        with tracer.recording() as record:
-            assert await loop.run_in_executor(pool, Proxy()) == "called"
-            assert await sync_to_async(Sly())() == "called"
-        return record
-
-    try:
-        record = asyncio.run(main())
-    finally:
-        pool.shutdown()
+    record, results = recorded(lambda pool: _in(pool, Proxy()), lambda pool: sync_to_async(Sly())())
+    assert results == ["called", "called"]
     assert record.totals() == tracer.Figures(4, 4, 0, 0)
     record.describe()
     assert [c.qualname for c in record.crossings] == ["Proxy", "Sly"]
@@ -216,13 +215,9 @@ class ClassRaises:
 
 
 def test_a_method_of_an_object_whose_class_attribute_raises_is_named():
-    async def main():
-        await sync_to_async(lambda: None)()
-        with tracer.recording() as record:
-            assert await sync_to_async(ClassRaises().work)() == "worked"
-        return record
-
-    record = asyncio.run(main())
+    record, results = recorded(lambda pool: sync_to_async(ClassRaises().work)())
+    assert results == ["worked"]
+    assert record.totals() == tracer.Figures(2, 2, 0, 0)
     record.describe(components.resolve)
     assert [c.qualname for c in record.crossings] == ["ClassRaises.work"]
 
@@ -239,13 +234,9 @@ def test_naming_a_closure_does_not_evaluate_a_lazy_object_it_holds():
 
         return uses_it_later
 
-    async def main():
-        await sync_to_async(lambda: None)()
-        with tracer.recording() as record:
-            assert await sync_to_async(make())() == "done"
-        return record
-
-    record = asyncio.run(main())
+    record, results = recorded(lambda pool: sync_to_async(make())())
+    assert results == ["done"]
+    assert record.totals() == tracer.Figures(2, 2, 0, 0)
     record.describe(components.resolve)
     assert [c.qualname for c in record.crossings] == [
         "test_naming_a_closure_does_not_evaluate_a_lazy_object_it_holds.<locals>.make."
@@ -258,7 +249,7 @@ def _hook(name):
     def hook(self, request, *args):
         return None
 
-    hook.__name__ = name  # its __qualname__ stays make_hook's
+    hook.__name__ = name  # its __qualname__ stays _hook.<locals>.hook
     return hook
 
 
@@ -272,15 +263,11 @@ def test_hooks_made_by_one_factory_keep_their_own_names():
     # One code object and __qualname__ for three methods: the hook is told by
     # __name__, which the cached description's key must hold too.
     middleware = MadeHooksMiddleware()
-
-    async def main():
-        await sync_to_async(lambda: None)()
-        with tracer.recording() as record:
-            for name in ("process_request", "process_response", "other_thing", "process_request"):
-                await sync_to_async(getattr(middleware, name))(None)
-        return record
-
-    record = asyncio.run(main())
+    names = ("process_request", "process_response", "other_thing", "process_request")
+    record, _results = recorded(
+        *(lambda pool, name=name: sync_to_async(getattr(middleware, name))(None) for name in names)
+    )
+    assert record.totals() == tracer.Figures(8, 8, 0, 0)
     record.describe(components.resolve)
     assert [str(c.component) for c in record.crossings] == [
         "MadeHooksMiddleware.process_request",

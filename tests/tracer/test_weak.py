@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
 from switchtrace.tracer.weak import WeakIdentityMap
 
@@ -24,21 +25,24 @@ def test_objects_are_told_apart_by_identity_and_never_asked():
     assert (held.pop(first), held.get(first, "none"), len(held)) == (None, "none", 1)
 
 
-def test_an_entry_goes_with_its_object_and_a_new_object_at_its_id_is_not_it():
+def test_an_entry_goes_with_its_object():
     held: WeakIdentityMap[int] = WeakIdentityMap()
     obj = Unhashable()
     held[obj] = 1
-    key = id(obj)
     del obj
     gc.collect()
     assert len(held) == 0
-    # Objects made until one lands at the dead one's id: never its entry.
-    for _ in range(10_000):
-        other = Unhashable()
-        if id(other) == key:
-            assert held.get(other) is None and held.pop(other) is None
-            break
-        del other
+
+
+def test_an_entry_under_an_objects_id_for_another_object_is_not_its():
+    """What an entry left under a reused id looks like (a dead object's whose
+    callback has not run): the weak reference tells it is not this one."""
+    held: WeakIdentityMap[int] = WeakIdentityMap()
+    obj, other = Unhashable(), Unhashable()
+    held._entries[id(obj)] = (weakref.ref(other), 1)
+    assert held.get(obj) is None
+    assert held.pop(obj) is None
+    assert len(held) == 0  # the stale entry is gone with the pop
 
 
 def test_an_entry_replaced_before_its_object_dies_is_not_removed_by_the_old_callback():
