@@ -134,7 +134,7 @@ def test_a_detached_pipeline_makes_no_spans_until_attached_again(tmp_path):
 
 SETUP = """
 import os, sys
-sys.path[:0] = [{root!r}, {example!r}]
+sys.path[:0] = [{root!r} + "/src", {root!r}, {example!r}]
 os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
 """
 REQUEST = """
@@ -192,6 +192,54 @@ def test_an_application_provider_is_used_and_nothing_is_added(tmp_path):
     """
     assert run_script(before, after, {}, tmp_path) == (
         "False True True 1 ['GET async/', 'async_to_sync async_view']"
+    )
+
+
+def test_an_application_provider_set_after_startup_is_used_from_then_on(tmp_path):
+    """As a worker sets it in gunicorn's post_fork hook under --preload (what
+    OpenTelemetry's documentation advises for pre-forking servers), after
+    the app, switchtrace's pipeline with it, was loaded in the master."""
+    script = "\n".join(
+        [
+            SETUP.format(root=str(ROOT), example=str(EXAMPLE)),
+            "import django",
+            "django.setup()",
+            textwrap.dedent(
+                """
+                from opentelemetry import trace
+                from opentelemetry.sdk.trace import TracerProvider
+                from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+                from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+                    InMemorySpanExporter,
+                )
+                app_exporter = InMemorySpanExporter()
+                app_provider = TracerProvider()
+                app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+                trace.set_tracer_provider(app_provider)
+                """
+            ),
+            textwrap.dedent(REQUEST),
+            textwrap.dedent(
+                """
+                pipeline.flush(10)
+                print(pipeline.own_provider, pipeline.provider is app_provider,
+                      trace.get_tracer_provider() is app_provider,
+                      sorted(s.name for s in app_exporter.get_finished_spans()),
+                      os.path.exists(os.environ["SWITCHTRACE_EXAMPLE_TRACES"]))
+                """
+            ),
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"PATH": "/usr/bin:/bin", "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (
+        "False True True ['GET async/', 'async_to_sync async_view'] False"
     )
 
 

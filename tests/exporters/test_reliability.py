@@ -112,7 +112,7 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(monkeypatch, caplog):
 SHUTDOWN_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
-    sys.path[:0] = [{root!r}, {example!r}]
+    sys.path[:0] = [{root!r} + "/src", {root!r}, {example!r}]
     os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
     os.environ["SWITCHTRACE_EXAMPLE_MIDDLEWARE"] = "shipped"
     import django

@@ -10,7 +10,9 @@ requests to the exporter: the real OTLP exporters of
 opentelemetry-exporter-otlp send them, with their own endpoint, headers,
 timeout, retries and TLS. Otherwise (the memory exporter, an OTLP exporter
 version without the hook this relies on, or the application's own provider)
-the spans go through the SDK.
+the spans go through the SDK. A global provider the application sets after
+the pipeline was made (a pre-forking server's ``post_fork`` hook) is used from
+then on.
 
 When the queue is full the record's spans are dropped and counted, never
 waited for: a slow or absent collector costs the application nothing. Spans
@@ -195,6 +197,10 @@ class SpanPipeline:
         #: Set by :meth:`shutdown`; the thread then stops by ``_deadline``.
         self._stopping = threading.Event()
         self._deadline = 0.0
+        #: The provider switchtrace made for itself, if it made one: shut
+        #: down with the pipeline, even once the application's is used.
+        self._made: TracerProvider | None = None
+        self.processor: Any = None
         current = trace.get_tracer_provider()
         if _is_configured(current):
             # The application configured OpenTelemetry itself: use its
@@ -212,9 +218,9 @@ class SpanPipeline:
                 resource=Resource.create({"service.name": options.service_name}),
                 shutdown_on_exit=False,
             )
+            self._made = self.provider
             self.own_provider = True
             self.exporter = build_exporter(options)
-            self.processor: Any = None
             if self.exporter is not None and getattr(self.exporter, "takes_encoded", False):
                 json_out = getattr(self.exporter, "encoding", "protobuf") == "json"
                 self.writer = (JsonWriter if json_out else ProtobufWriter)(
@@ -331,6 +337,8 @@ class SpanPipeline:
         exported in a batch), else handed to the SDK here."""
         server_span = record.extra.get("otel.server_span")
         if self.own_provider:
+            self._follow_application_provider()
+        if self.own_provider:
             # Under our request span, or under the application's server span
             # (its trace, the crossings its children) when one was active.
             if self.writer is None and self.processor is None:
@@ -361,6 +369,20 @@ class SpanPipeline:
             pause=_yield_gil,
         )
         return []
+
+    def _follow_application_provider(self) -> None:
+        """The application set its global provider after this pipeline was
+        made (in gunicorn's ``post_fork`` hook under ``--preload``, as
+        OpenTelemetry's documentation advises for pre-forking servers; in
+        ``wsgi.py`` after ``get_wsgi_application()``): its provider makes
+        the spans of the records from now on, as it would have from the
+        start. What is already encoded is still exported by ours."""
+        current = trace.get_tracer_provider()
+        if current is self.provider or not _is_configured(current):
+            return
+        self.provider = current
+        self.tracer = current.get_tracer("switchtrace", __version__)
+        self.own_provider = False
 
     def _export(self, pending: list[Any]) -> None:
         if not pending or self.writer is None or self.exporter is None:
@@ -432,9 +454,9 @@ class SpanPipeline:
             return False
         if done.dropped:  # shutdown's time ran out first
             return False
-        if self.own_provider and self.processor is not None:
+        if self._made is not None and self.processor is not None:
             remaining = max(deadline - time.monotonic(), 0.001)
-            return bool(self.provider.force_flush(int(remaining * 1000)))
+            return bool(self._made.force_flush(int(remaining * 1000)))
         return True
 
     def shutdown(self, timeout: float = 5.0) -> None:
@@ -457,9 +479,9 @@ class SpanPipeline:
         # Whether the thread ended at the deadline or still works on one
         # record, what it has not taken will not be made.
         self._drop_queued()
-        if self.own_provider:
+        if self._made is not None:
             self._shut_batch_processor(max(self._deadline - time.monotonic(), 0.0))
-            self.provider.shutdown()
+            self._made.shutdown()
             if self.writer is not None and self.exporter is not None:
                 self.exporter.shutdown()
 
