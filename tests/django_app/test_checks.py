@@ -245,6 +245,26 @@ def test_missing_or_misplaced_middleware_is_a_warning():
             "The environment variable OTEL_EXPORTER_OTLP_PROTOCOL is 'http/json', which "
             "switchtrace does not support.",
         ),
+        (
+            # The gRPC exporter raised for it at startup (a traceback from
+            # AppConfig.ready); the HTTP one ignores it.
+            {"ENABLED": True, "OTLP_PROTOCOL": "grpc"},
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "abc",
+            },
+            "The environment variable OTEL_EXPORTER_OTLP_TIMEOUT is 'abc', which is not a "
+            "positive number of seconds.",
+        ),
+        (
+            {"ENABLED": True},
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0",
+            },
+            "The environment variable OTEL_EXPORTER_OTLP_TRACES_TIMEOUT is '0', which is not "
+            "a positive number of seconds.",
+        ),
     ],
 )
 def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monkeypatch):
@@ -253,6 +273,46 @@ def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monk
     with override_settings(SWITCHTRACE=value, MIDDLEWARE=BASE_MIDDLEWARE):
         [(check_id, msg, _hint)] = own_messages()
     assert (check_id, msg) == ("switchtrace.E006", expected)
+
+
+def test_an_otel_variable_the_otlp_exporter_refuses_is_e006_and_leaves_the_headers(
+    monkeypatch, caplog
+):
+    """The gRPC exporter raises for an OTEL_EXPORTER_OTLP_COMPRESSION it does
+    not take: at startup, a traceback out of AppConfig.ready stopped the
+    server; now it is told, spans are off and requests keep their headers."""
+    from switchtrace.django_app import telemetry
+
+    from ..support import wsgi_request
+    from .test_middleware import project
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "bogus")
+    expected = (
+        "The otlp exporter cannot be made, so no spans are exported: "
+        'InvalidCompressionValueException: Invalid value "bogus" for compression envvar '
+        "OTEL_EXPORTER_OTLP_COMPRESSION"
+    )
+    with (
+        caplog.at_level("ERROR", logger="switchtrace"),
+        project(SWITCHTRACE={"ENABLED": True}) as (_asgi, wsgi),
+    ):
+        assert telemetry.pipeline() is None
+        assert wsgi_request(wsgi, "/async/").figures() == (2, 2, 1, 1)
+        with override_settings(MIDDLEWARE=BASE_MIDDLEWARE):
+            assert own_messages() == [
+                (
+                    "switchtrace.E006",
+                    expected + ".",
+                    "Correct or unset the OTEL_EXPORTER_OTLP_* variable it names, or "
+                    "choose another EXPORTER.",
+                )
+            ]
+    assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
+        "switchtrace: " + expected
+    ]
+    assert telemetry.failure() is None  # the suite's own settings back
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,9 @@
 | switchtrace.E003 | error | a key with a value of the wrong type or range |
 | switchtrace.E004 | error | ``SHOW_HEADERS`` is a dotted path that does not import |
 | switchtrace.E005 | error | ``SHOW_HEADERS`` is an async callable |
-| switchtrace.E006 | error | an OTLP endpoint (setting or OTEL_* variable) that is not a URL, or an
-  unsupported ``OTEL_EXPORTER_OTLP_PROTOCOL`` |
+| switchtrace.E006 | error | an OTLP endpoint (setting or OTEL_* variable) that is not a URL, an
+  unsupported ``OTEL_EXPORTER_OTLP_PROTOCOL``, an ``OTEL_EXPORTER_OTLP_TIMEOUT`` that is not a
+  number of seconds, or another OTEL_* variable the OTLP exporter refuses |
 | switchtrace.E007 | error | a ``MIDDLEWARE`` entry that cannot be imported |
 | switchtrace.E008 | error | the file exporter's ``FILE_PATH`` cannot be written |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
@@ -36,6 +37,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     ]
     if not config.enabled:
         return messages
+    from . import telemetry
+
+    failure = telemetry.failure()
+    if failure is not None:
+        messages.append(
+            Error(
+                failure + ".",
+                hint="Correct or unset the OTEL_EXPORTER_OTLP_* variable it names, "
+                "or choose another EXPORTER.",
+                id="switchtrace.E006",
+            )
+        )
     middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     if MIDDLEWARE_PATH not in middleware:
         messages.append(

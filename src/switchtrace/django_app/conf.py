@@ -10,6 +10,7 @@ disabled rather than failing a request.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -283,6 +284,19 @@ def _export_options(
                         )
                     )
                 break
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        # Read by the OTLP exporters themselves: the gRPC one raises at
+        # startup for what is not a number, the HTTP one ignores it.
+        timeout = environ.get(name)
+        if timeout and not _is_seconds(timeout):
+            environ_problems.append(
+                Problem(
+                    "switchtrace.E006",
+                    f"The environment variable {name} is {_shown(timeout)}, which is not "
+                    "a positive number of seconds.",
+                    "For example: 10 (the OTLP exporters' default).",
+                )
+            )
     service = raw.get("SERVICE_NAME")
     if service is not None and (not isinstance(service, str) or not service):
         problems.append(_wrong("SERVICE_NAME", service))
@@ -370,6 +384,14 @@ def _is_url(value: Any) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _is_seconds(value: str) -> bool:
+    try:
+        seconds = float(value)
+    except ValueError:
+        return False
+    return math.isfinite(seconds) and seconds > 0
 
 
 def _bad_url(where: str, value: Any) -> Problem:

@@ -8,6 +8,7 @@ counted as started by a request.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -15,8 +16,13 @@ from .. import tracer
 from ..exporters import ConsoleReporter, ExportOptions, SpanPipeline
 from . import components
 
+logger = logging.getLogger("switchtrace")
+
 _lock = threading.Lock()
 _options: ExportOptions | None = None
+#: Why the exporter asked for could not be made (the OTLP exporter raising
+#: for an OTEL_* variable), or None.
+_failure: str | None = None
 _pipeline: SpanPipeline | None = None
 _console: ConsoleReporter | None = None
 #: False between :func:`detach` and :func:`attach`: the exporter is kept
@@ -25,7 +31,7 @@ _attached = True
 
 
 def configure(options: ExportOptions | None) -> None:
-    global _options, _pipeline, _console
+    global _options, _pipeline, _console, _failure
     with _lock:
         if options == _options and (_listener() is not None or options is None):
             _attach()  # the exporter in place is the one asked for
@@ -37,9 +43,22 @@ def configure(options: ExportOptions | None) -> None:
         if options.exporter == "console":
             _console = ConsoleReporter(components.resolve)
             tracer.add_listener(_console)
-        else:
+            return
+        try:
             _pipeline = SpanPipeline(options, resolve=components.resolve)
-            tracer.add_listener(_pipeline)
+        except Exception as exc:
+            # The OTLP exporters read the OTEL_EXPORTER_OTLP_* variables
+            # themselves, and some raise for a value they do not take
+            # (OTEL_EXPORTER_OTLP_COMPRESSION under gRPC): no spans, the
+            # headers as usual, and the reason told at startup (and by the
+            # system checks, as switchtrace.E006).
+            _failure = (
+                f"The {options.exporter} exporter cannot be made, so no spans are "
+                f"exported: {type(exc).__name__}: {exc}"
+            )
+            logger.error("switchtrace: %s", _failure)
+            return
+        tracer.add_listener(_pipeline)
 
 
 def shutdown() -> None:
@@ -95,8 +114,14 @@ def _attach() -> None:
     _attached = True
 
 
+def failure() -> str | None:
+    """Why the exporter the settings ask for could not be made, if it could not."""
+    return _failure
+
+
 def _stop() -> None:
-    global _pipeline, _console, _attached
+    global _pipeline, _console, _attached, _failure
+    _failure = None
     listener = _listener()
     if _attached and listener is not None:
         tracer.remove_listener(listener)
