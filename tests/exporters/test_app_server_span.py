@@ -103,3 +103,54 @@ def test_the_otlp_exporter_sends_them(protocol):
     assert len({s.span_id for s in spans}) == 16
     assert spans[0].name == f"sync_to_async {SIGNAL}"
     assert spans[-1].name == "sync_to_async HttpResponseBase.close"
+
+
+_app_exporter = InMemorySpanExporter()
+_app_provider = TracerProvider()
+_app_provider.add_span_processor(SimpleSpanProcessor(_app_exporter))
+
+
+class ServerSpanMiddleware:
+    """As opentelemetry-instrumentation-django's middleware, which it puts
+    first in MIDDLEWARE: the request's SERVER span, current while the rest of
+    the chain runs, ended when the response leaves it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        tracer = _app_provider.get_tracer("app")
+        with tracer.start_as_current_span("GET async/", kind=trace.SpanKind.SERVER):
+            return self.get_response(request)
+
+
+def test_a_server_span_started_by_a_middleware_above_switchtraces_is_the_request_span():
+    """WSGI: no server span is active when Django's handler receives the
+    request; opentelemetry-instrumentation-django's middleware starts it.
+    The crossings go under it (they made a request span and a trace of
+    their own), and its figures are those of the response."""
+    from switchtrace.django_app.conf import MIDDLEWARE_PATH
+
+    from ..support import wsgi_request
+
+    _app_exporter.clear()
+    middleware = [f"{__name__}.ServerSpanMiddleware", MIDDLEWARE_PATH]
+    with project("none", MIDDLEWARE=middleware) as (_asgi, wsgi):
+        pipeline = telemetry.pipeline()
+        pipeline.exporter.clear()
+        assert wsgi_request(wsgi, "/async/").figures() == (2, 2, 1, 1)
+        assert pipeline.flush(10)
+        [ours] = pipeline.exporter.get_finished_spans()
+    [app_span] = _app_exporter.get_finished_spans()
+    assert ours.name == "async_to_sync async_view"
+    assert ours.context.trace_id == app_span.context.trace_id
+    assert ours.parent.span_id == app_span.context.span_id
+    assert {k: v for k, v in app_span.attributes.items() if k.startswith("switchtrace.")} == {
+        "switchtrace.context_switches": 2,
+        "switchtrace.thread_hops": 2,
+        "switchtrace.event_loops_created": 1,
+        "switchtrace.threads_started": 1,
+        "switchtrace.dropped": 0,
+        "switchtrace.context_switches_before_headers": 2,
+        "switchtrace.thread_hops_before_headers": 2,
+    }

@@ -20,6 +20,7 @@ from django.core.exceptions import MiddlewareNotUsed
 
 from .. import tracer
 from ..tracer.guard import swallow
+from . import telemetry
 from .conf import get_config
 from .headers import stamp, unstamp
 
@@ -39,15 +40,33 @@ class SwitchTraceMiddleware:
     def __call__(self, request: Any) -> Any:
         if self.async_mode:
             return self.__acall__(request)
+        _capture()
         response = self.get_response(request)
         _stamp(request, response)
         return response
 
     async def __acall__(self, request: Any) -> Any:
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
+        _capture()
         response = await get_response(request)
         _stamp(request, response)
         return response
+
+
+def _capture() -> None:
+    """The application's server span, when a middleware above this one
+    started it (opentelemetry-instrumentation-django's, first in MIDDLEWARE):
+    the request's switch spans go under it, as under one that was already
+    active when the handler received the request."""
+    record = tracer.current_record()
+    if record is None or record.finished or "otel.server_span" in record.extra:
+        return
+    try:
+        pipeline = telemetry.pipeline()
+        if pipeline is not None:
+            pipeline.capture(record)
+    except Exception:
+        swallow("SwitchTraceMiddleware")
 
 
 def _stamp(request: Any, response: Any) -> None:
@@ -55,10 +74,15 @@ def _stamp(request: Any, response: Any) -> None:
     if record is None or record.finished:
         return
     try:
+        figures = record.figures()
         if _show(request):
-            stamp(response, record.figures())
+            stamp(response, figures)
         else:
             unstamp(response)
+        # A server span started by a middleware above this one ends before
+        # the headers are sent: its figures are those of this moment.
+        if "otel.server_span" in record.extra and (pipeline := telemetry.pipeline()):
+            pipeline.at_headers(record, figures)
     except Exception:
         swallow("SwitchTraceMiddleware")
 

@@ -250,10 +250,19 @@ class SpanPipeline:
         if span.is_recording() and getattr(span, "kind", None) is trace.SpanKind.SERVER:
             record.extra["otel.server_span"] = span
 
-    def at_headers(self, record: tracer.RequestRecord) -> None:
+    def at_headers(
+        self, record: tracer.RequestRecord, figures: tracer.Figures | None = None
+    ) -> None:
+        """The figures so far on the application's server span. ``figures``:
+        those the response carries, before the headers are sent (for a span
+        that ends before, started by a middleware above switchtrace's)."""
         span = record.extra.get("otel.server_span")
         if span is not None and span.is_recording():
-            span.set_attributes(request_attributes(record))
+            attributes = request_attributes(record)
+            if figures is not None and record.at_headers is None:
+                attributes["switchtrace.context_switches_before_headers"] = figures.context_switches
+                attributes["switchtrace.thread_hops_before_headers"] = figures.thread_hops
+            span.set_attributes(attributes)
 
     def __call__(self, record: tracer.RequestRecord) -> None:
         """Listener: called in the request's context as its record finishes."""
