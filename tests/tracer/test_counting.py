@@ -600,6 +600,40 @@ def test_a_runner_given_a_context_counts_what_runs_in_it(empty):
     assert s2a.parent is run
 
 
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_run_on_a_closed_runner_raises_at_once_and_is_no_switch():
+    runner = asyncio.Runner()
+    runner.run(anoop())
+    runner.close()
+    with tracer.recording() as record:
+        coro = anoop()
+        with pytest.raises(RuntimeError, match="Runner is closed"):
+            runner.run(coro)
+        coro.close()
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert record.crossings == []
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_a_loop_factory_that_raises_is_called_once_and_is_no_switch():
+    """Runner.run sets the runner up (calling its loop_factory) before any
+    switch: a factory that raises is called once, as without switchtrace,
+    its exception reaches the caller unchanged, and nothing is counted."""
+    calls = []
+
+    def factory():
+        calls.append(None)
+        raise OSError("no loop today")
+
+    with tracer.recording() as record:
+        coro = anoop()
+        with pytest.raises(OSError, match="no loop today"):
+            asyncio.Runner(loop_factory=factory).run(coro)
+        coro.close()
+    assert len(calls) == 1
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+
+
 def test_what_runs_in_run_in_executor_belongs_to_its_crossing():
     """loop.run_in_executor does not hand the caller's context to the
     worker: the crossing is made current there while the function runs."""
