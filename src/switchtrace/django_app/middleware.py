@@ -56,7 +56,7 @@ def _stamp(request: Any, response: Any) -> None:
         return
     try:
         if _show(request):
-            stamp(response, record.figures())
+            stamp(response, record.figures(tracer.current_crossing()))
         else:
             unstamp(response)
     except Exception:

@@ -171,7 +171,7 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
                 crossing.return_ns = now = record.clock()
                 claims = crossing.claims
                 claims.append(CLOSED)  # type: ignore[union-attr]
-                if claims[0] is STARTED:  # type: ignore[index]
+                if claims[0] is STARTED and not record.finished:  # type: ignore[index]
                     if crossing.end_ns is None:
                         crossing.end_ns = now
                     next(record._returned)
