@@ -228,7 +228,7 @@ def test_figures_count_the_return_trip_of_a_call_in_progress():
 
     def inside():
         record = tracer.current_record()
-        seen["figures"] = record.figures()
+        seen["figures"] = record.figures(tracer.current_crossing())
         seen["totals"] = record.totals()
 
     async def main():
@@ -238,6 +238,67 @@ def test_figures_count_the_return_trip_of_a_call_in_progress():
     asyncio.run(main())
     assert seen["figures"] == tracer.Figures(2, 2, 0, 0)
     assert seen["totals"] == tracer.Figures(1, 1, 0, 0)
+
+
+def test_an_offload_left_running_counts_the_switch_it_made_and_no_more():
+    """A fire-and-forget offload (run_in_executor not awaited, an email sent
+    in the background) still running when the headers go out and when the
+    request ends: one switch, there. Its return is not anticipated in the
+    headers (they counted 2 while the record ended with 1), nor counted
+    after the end (the listeners had seen 1; spans built later saw 2)."""
+    started, release = threading.Event(), threading.Event()
+    seen = []
+
+    def send_mail():
+        started.set()
+        release.wait(10)
+
+    async def main():
+        with tracer.recording() as record:
+            asyncio.get_running_loop().run_in_executor(None, send_mail)
+            while not started.is_set():
+                await asyncio.sleep(0)
+            headers = record.mark_headers()
+        seen.append(record.totals())
+        release.set()
+        await asyncio.sleep(0)  # (let the executor's done callback run)
+        return record, headers
+
+    tracer.add_listener(lambda record: seen.append(record.totals()))
+    try:
+        record, headers = asyncio.run(main())  # (shuts the default executor down: waits for it)
+    finally:
+        tracer.remove_listener(tracer._listeners[-1])
+    # (the thread: this new loop's default executor's)
+    assert headers == tracer.Figures(1, 1, 0, 1)
+    assert seen == [tracer.Figures(1, 1, 0, 1)] * 2
+    assert record.totals() == tracer.Figures(1, 1, 0, 1)
+    [offload] = record.crossings
+    assert offload.end_ns is not None  # timed all the same
+
+
+def test_a_bridge_call_returning_after_its_request_ended_leaves_the_figures_alone():
+    """A task the request left running, in a sync_to_async when the request
+    ends: the return comes later and is not counted."""
+    inside, release = threading.Event(), threading.Event()
+
+    def work():
+        inside.set()
+        release.wait(10)
+
+    async def main():
+        with tracer.recording() as record:
+            task = asyncio.ensure_future(sync_to_async(work, thread_sensitive=False)())
+            while not inside.is_set():
+                await asyncio.sleep(0)
+            headers = record.mark_headers()
+        at_end = record.totals()
+        release.set()
+        await task
+        return record, headers, at_end
+
+    record, headers, at_end = asyncio.run(main())
+    assert headers == at_end == record.totals() == tracer.Figures(1, 1, 0, 1)
 
 
 def test_timestamps_come_from_the_injected_clock():
@@ -598,6 +659,40 @@ def test_a_runner_given_a_context_counts_what_runs_in_it(empty):
     run, s2a = sorted(record.crossings, key=lambda c: c.call_ns)
     assert (run.mechanism, s2a.mechanism) == ("asyncio.run", "sync_to_async")
     assert s2a.parent is run
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_run_on_a_closed_runner_raises_at_once_and_is_no_switch():
+    runner = asyncio.Runner()
+    runner.run(anoop())
+    runner.close()
+    with tracer.recording() as record:
+        coro = anoop()
+        with pytest.raises(RuntimeError, match="Runner is closed"):
+            runner.run(coro)
+        coro.close()
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert record.crossings == []
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_a_loop_factory_that_raises_is_called_once_and_is_no_switch():
+    """Runner.run sets the runner up (calling its loop_factory) before any
+    switch: a factory that raises is called once, as without switchtrace,
+    its exception reaches the caller unchanged, and nothing is counted."""
+    calls = []
+
+    def factory():
+        calls.append(None)
+        raise OSError("no loop today")
+
+    with tracer.recording() as record:
+        coro = anoop()
+        with pytest.raises(OSError, match="no loop today"):
+            asyncio.Runner(loop_factory=factory).run(coro)
+        coro.close()
+    assert len(calls) == 1
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
 
 
 def test_what_runs_in_run_in_executor_belongs_to_its_crossing():

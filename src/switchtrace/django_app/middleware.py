@@ -74,7 +74,7 @@ def _stamp(request: Any, response: Any) -> None:
     if record is None or record.finished:
         return
     try:
-        figures = record.figures()
+        figures = record.figures(tracer.current_crossing())
         if _show(request):
             stamp(response, figures)
         else:

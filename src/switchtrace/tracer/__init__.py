@@ -52,6 +52,7 @@ __all__ = [
     "RequestRecord",
     "ThreadStart",
     "add_listener",
+    "current_crossing",
     "current_record",
     "finish_request",
     "install",
@@ -97,6 +98,13 @@ def current_record() -> RequestRecord | None:
     """The record of the request being served in this context, if any."""
     current = patches.here.get()
     return None if current is None else current[0]
+
+
+def current_crossing() -> Crossing | None:
+    """The innermost crossing whose bridged code runs in this context (None
+    at the request's own level, or outside a request)."""
+    current = patches.here.get()
+    return None if current is None else current[1]
 
 
 def start_request(

@@ -171,7 +171,7 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
                 crossing.return_ns = now = record.clock()
                 claims = crossing.claims
                 claims.append(CLOSED)  # type: ignore[union-attr]
-                if claims[0] is STARTED:  # type: ignore[index]
+                if claims[0] is STARTED and not record.finished:  # type: ignore[index]
                     if crossing.end_ns is None:
                         crossing.end_ns = now
                     next(record._returned)
@@ -463,17 +463,32 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
     if current is None:
         return wrapped(*args, **kwargs)
     record = current[0]
-    crossing = token = runner_context = None
+    crossing = token = runner_context = loop = None
     try:
         coro = args[0] if args else kwargs.get("main", kwargs.get("coro"))
         if _get_running_loop() is None and inspect.iscoroutine(coro):
             thread = _thread()
             crossing = Crossing(ASYNCIO_RUN, None, coro, thread, current[1], clock())
             token = _here_set((record, crossing))
-            if instance is not None:
-                _claim_runner_loop(record, instance, crossing)
+    except Exception:
+        swallow("asyncio.run call")
+    if crossing is not None and instance is not None:
+        # Runner.run sets the runner up (asyncio.run's makes its loop here,
+        # with the crossing current) before anything switches; done here,
+        # outside the guard, as run() would do it first: a closed runner or
+        # a loop_factory that raises raises to the caller, once, and nothing
+        # switched.
+        try:
+            loop = instance.get_loop()
+        except BaseException as exc:
+            _return(record, crossing, token, exc)
+            raise
+    try:
+        if crossing is not None:
+            if loop is not None:
+                _claim_loop(loop, record, crossing)
                 runner_context = _runner_context(instance, kwargs, record, crossing)
-            record.start(crossing, thread)
+            record.start(crossing, crossing.source_thread)
     except Exception:
         swallow("asyncio.run call")
     try:
@@ -513,15 +528,6 @@ def _leave_runner_context(entered: Any) -> None:
         context.run(_here_reset, token)
     except (RuntimeError, ValueError):  # entered elsewhere, or reset already
         pass
-
-
-def _claim_runner_loop(record: RequestRecord, runner: Any, crossing: Crossing) -> None:
-    # asyncio.Runner creates its loop in __enter__, before run() is called.
-    try:
-        loop = runner.get_loop()
-    except RuntimeError:  # a closed runner: run() will say so itself
-        return
-    _claim_loop(loop, record, crossing)
 
 
 def _claim_loop(loop: Any, record: RequestRecord, crossing: Crossing) -> None:

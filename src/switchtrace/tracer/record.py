@@ -349,16 +349,23 @@ class RequestRecord:
         """Crossings, loop creations and thread starts counted but not kept."""
         return _value(self._dropped)
 
-    def figures(self) -> Figures:
-        """The figures as they stand now, counting the return trip of every
-        crossing still in progress: the code reading them runs inside those
-        crossings, and control will go back through each of them."""
-        return Figures(
-            2 * _value(self._started),
-            2 * _value(self._hops_started),
-            _value(self._loops),
-            _value(self._threads),
-        )
+    def figures(self, inside: Crossing | None = None) -> Figures:
+        """The figures as they stand now, counting the return trip of
+        ``inside`` and of every crossing around it (its parents) that has
+        started: the code reading them runs inside those crossings, and
+        control will go back through each of them. A crossing in progress
+        elsewhere (an offload the request left running beside it) counts
+        only the switch it has made: its return may come after the request,
+        or never."""
+        switches, hops = self.context_switches, self.thread_hops
+        crossing = inside
+        while crossing is not None:
+            if crossing.start_ns is not None and crossing.return_ns is None:
+                switches += 1
+                if crossing.target_thread is not crossing.source_thread:
+                    hops += 1
+            crossing = crossing.parent
+        return Figures(switches, hops, _value(self._loops), _value(self._threads))
 
     def totals(self) -> Figures:
         """The switches and hops that have happened so far (no pending returns)."""
@@ -406,6 +413,8 @@ class RequestRecord:
             return
         if crossing.end_ns is None:
             crossing.end_ns = now
+        if self.finished:  # the figures were handed on at the end: they stay
+            return
         next(self._returned)
         if crossing.target_thread is not crossing.source_thread:
             next(self._hops_returned)
@@ -447,7 +456,8 @@ class RequestRecord:
     # -- filled by integrations ------------------------------------------------
 
     def mark_headers(self) -> Figures:
-        """Freeze the figures at the moment the response headers are sent.
+        """Freeze the figures at the moment the response headers are sent,
+        by the handler, outside every crossing of the request.
 
         Only the first call counts; it returns the frozen figures."""
         if self.at_headers is None:
