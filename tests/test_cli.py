@@ -245,6 +245,11 @@ BAD_INPUT = [
      "--compare: shape.json is not a result of 'switchtrace bench --json'"),
     (["bench", "--overhead", "--compare", "shape.json"],
      "--compare goes with the matrix, not with --overhead"),
+    (["bench", "--overhead", "--concurrency", "50"],
+     "--overhead serves one request at a time; --concurrency goes with the matrix"),
+    (["bench", "--overhead", "--variants", "sync-only,none"],
+     "--overhead measures one middleware variant, not 2 (sync-only,none); allowed: one of "
+     "shipped, sync-only, none"),
     (["demo", "--project", "nowhere"], "cannot find the example project"),
     (["explode"], "argument COMMAND: invalid choice: 'explode'"),
 ]  # fmt: skip

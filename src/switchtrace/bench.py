@@ -136,11 +136,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--variants", type=_choices(example.VARIANTS, "middleware variant"),
-        default=list(example.VARIANTS), help="shipped,sync-only,none (default: all)",
+        help="shipped,sync-only,none (default: all; with --overhead, one: shipped)",
     )  # fmt: skip
     parser.add_argument(
-        "--concurrency", type=_concurrency, default=[1, 50, 200],
-        help="levels; 1 gives the sequential figure (default: 1,50,200)",
+        "--concurrency", type=_concurrency,
+        help="levels; 1 gives the sequential figure (default: 1,50,200; --overhead serves "
+        "one request at a time)",
     )  # fmt: skip
     parser.add_argument(
         "--requests", type=_positive, default=200, help="per cell and round (default: 200)"
@@ -1044,6 +1045,19 @@ def run(args: argparse.Namespace) -> int:
     baseline = None
     if args.overhead and args.driver == "server":
         return _bad_input("--overhead runs in-process; it does not go with --driver server")
+    if args.overhead and args.concurrency is not None:
+        return _bad_input(
+            "--overhead serves one request at a time; --concurrency goes with the matrix"
+        )
+    if args.overhead and args.variants is not None and len(args.variants) > 1:
+        return _bad_input(
+            f"--overhead measures one middleware variant, not {len(args.variants)} "
+            f"({','.join(args.variants)}); allowed: one of {', '.join(example.VARIANTS)}"
+        )
+    if args.variants is None:
+        args.variants = ["shipped"] if args.overhead else list(example.VARIANTS)
+    if args.concurrency is None:
+        args.concurrency = [1, 50, 200]
     if args.compare:
         if args.overhead:
             return _bad_input("--compare goes with the matrix, not with --overhead")
