@@ -123,7 +123,48 @@ def bridges(mechanism: str, variant: str, calls: int) -> None:
             measure(calls, recording)
 
 
+#: The children's arguments (after ``--child``), by kind.
+CHILDREN = {
+    "requests": "requests MODE COUNT TRACES",
+    "bridges": "bridges MECHANISM VARIANT COUNT",
+    "stand-ins": "stand-ins MECHANISM plain|traced COUNT",
+}
+
+
+def child_arguments(argv: list[str]) -> str | None:
+    """What is wrong with a child's arguments, or None: a mode, mechanism or
+    variant misspelt would otherwise measure another one."""
+    if not argv or argv[0] not in CHILDREN or len(argv) != 4:
+        usage = "; ".join(f"--child {form}" for form in CHILDREN.values())
+        return f"arguments {' '.join(argv)!r}; expected {usage}"
+    kind = argv[0]
+    if kind == "requests":
+        choices = [("MODE", argv[1], MODES)]
+        count = argv[2]
+    else:
+        import switch_cost  # this script's folder is on sys.path
+
+        sides = ("uninstalled", "recording", *switch_cost.FLOORS)
+        choices = [
+            ("MECHANISM", argv[1], MECHANISMS),
+            ("VARIANT", argv[2], sides)
+            if kind == "bridges"
+            else ("side", argv[2], ("plain", "traced")),
+        ]
+        count = argv[3]
+    for name, given, allowed in choices:
+        if given not in allowed:
+            return f"{kind}: {name} {given!r}; allowed: {', '.join(allowed)}"
+    if not count.isdigit():
+        return f"{kind}: COUNT {count!r}; allowed: 0 or a positive integer"
+    return None
+
+
 def child(argv: list[str]) -> None:
+    wrong = child_arguments(argv)
+    if wrong is not None:
+        print(f"instructions.py: error: --child {wrong}", file=sys.stderr)
+        raise SystemExit(2)
     if argv[0] == "requests":
         serve(argv[1], int(argv[2]), argv[3])
     elif argv[0] == "bridges":
@@ -166,12 +207,19 @@ def rotated(items: tuple[str, ...], by: int) -> tuple[str, ...]:
     return items[by:] + items[:by]
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["--child"]:
         child(argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=positive, default=200)
     parser.add_argument("--calls", type=positive, default=20000)
     parser.add_argument("--bridge-calls", type=positive, default=2000)

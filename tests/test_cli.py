@@ -20,12 +20,15 @@ from .support import ASGI_THREADS
 SCRIPT = shutil.which("switchtrace", path=str(Path(sys.executable).parent))
 
 
-def run(args: list[str], tmp_path: Path, how: str = "script") -> subprocess.CompletedProcess:
+def run(
+    args: list[str], tmp_path: Path, how: str = "script", **environ: str
+) -> subprocess.CompletedProcess:
     command = [SCRIPT] if how == "script" else [sys.executable, "-m", "switchtrace"]
     env = {
         **os.environ,
         "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "traces.jsonl"),
         "SWITCHTRACE_EXAMPLE_DB": str(tmp_path / "db.sqlite3"),
+        **environ,
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return subprocess.run(
@@ -151,22 +154,74 @@ def test_bench_over_real_servers(tmp_path):
     assert not (tmp_path / "traces.jsonl").exists()  # the servers export no spans either
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # not even its parent package
+        return False
+
+
+#: opentelemetry-instrumentation-django traces ASGI requests only with
+#: opentelemetry-instrumentation-asgi installed.
+OTEL_DJANGO = _installed("opentelemetry.instrumentation.django")
+OTEL_ASGI = _installed("opentelemetry.instrumentation.asgi")
+
+
 def test_bench_overhead_mode(tmp_path):
+    (tmp_path / "tmp").mkdir()
     args = ["bench", "--overhead", "--servers", "asgi", "--endpoints", "/sync/",
             "--requests", "5", "--rounds", "2", "--warmup", "1", "--json"]  # fmt: skip
-    out = run(args, tmp_path)
+    out = run(args, tmp_path, TMPDIR=str(tmp_path / "tmp"))
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)["rows"]
-    try:
-        compared = importlib.util.find_spec("opentelemetry.instrumentation.django") is not None
-    except ModuleNotFoundError:  # not even opentelemetry.instrumentation
-        compared = False
+    compared = OTEL_DJANGO and OTEL_ASGI
     assert [r["mode"] for r in rows] == ["disabled", "headers only", "full spans"] + (
         ["opentelemetry-instrumentation-django"] if compared else []
     )
     assert rows[0]["ratio"] == {"median": 1.0, "min": 1.0, "max": 1.0}
     assert all(r["us_per_request"]["median"] > 0 for r in rows)
-    # The full-spans mode's spans went to a temporary file, not to FILE_PATH.
+    # Every round's requests had their spans written in that round.
+    assert [r.get("exported_per_request") for r in rows] == [None, None] + [
+        {"median": 1.0, "min": 1.0, "max": 1.0}
+    ] * (2 if compared else 1)
+    if OTEL_DJANGO and not compared:
+        assert out.stderr == (
+            "switchtrace bench: note: no opentelemetry-instrumentation-django row: it makes "
+            "no span for ASGI requests without opentelemetry-instrumentation-asgi (pip install "
+            "opentelemetry-instrumentation-asgi, or --servers wsgi)\n"
+        )
+    # The full-spans mode's spans went to a temporary file, not to FILE_PATH,
+    # and every temporary file is gone.
+    assert not (tmp_path / "traces.jsonl").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.skipif(not OTEL_DJANGO, reason="needs opentelemetry-instrumentation-django")
+def test_bench_overhead_waits_for_opentelemetry_django_spans_in_their_round(tmp_path):
+    # Its batch processor exports every 5 s on its own thread: unflushed, its
+    # spans were written in whichever mode's round was running then.
+    (tmp_path / "tmp").mkdir()
+    args = ["bench", "--overhead", "--servers", "wsgi", "--endpoints", "/sync/",
+            "--requests", "3", "--rounds", "3", "--warmup", "2", "--json"]  # fmt: skip
+    out = run(args, tmp_path, TMPDIR=str(tmp_path / "tmp"))
+    assert out.returncode == 0, out.stderr
+    rows = {r["mode"]: r for r in json.loads(out.stdout)["rows"]}
+    assert rows["opentelemetry-instrumentation-django"]["exported_per_request"] == {
+        "median": 1.0, "min": 1.0, "max": 1.0
+    }  # fmt: skip
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_bench_overhead_exports_spans_whatever_the_settings_export(tmp_path):
+    # OTEL_SDK_DISABLED makes the project export nothing: the full-spans mode
+    # measured headers only under its name.
+    args = ["bench", "--overhead", "--servers", "asgi", "--endpoints", "/sync/",
+            "--requests", "3", "--rounds", "2", "--warmup", "1", "--json"]  # fmt: skip
+    out = run(args, tmp_path, OTEL_SDK_DISABLED="true")
+    assert out.returncode == 0, out.stderr
+    full = next(r for r in json.loads(out.stdout)["rows"] if r["mode"] == "full spans")
+    assert full["exported_per_request"] == {"median": 1.0, "min": 1.0, "max": 1.0}
+    assert full["pipeline_cpu_us_per_request"]["min"] > 0
     assert not (tmp_path / "traces.jsonl").exists()
 
 
@@ -190,6 +245,11 @@ BAD_INPUT = [
      "--compare: shape.json is not a result of 'switchtrace bench --json'"),
     (["bench", "--overhead", "--compare", "shape.json"],
      "--compare goes with the matrix, not with --overhead"),
+    (["bench", "--overhead", "--concurrency", "50"],
+     "--overhead serves one request at a time; --concurrency goes with the matrix"),
+    (["bench", "--overhead", "--variants", "sync-only,none"],
+     "--overhead measures one middleware variant, not 2 (sync-only,none); allowed: one of "
+     "shipped, sync-only, none"),
     (["demo", "--project", "nowhere"], "cannot find the example project"),
     (["explode"], "argument COMMAND: invalid choice: 'explode'"),
 ]  # fmt: skip

@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -135,11 +136,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--variants", type=_choices(example.VARIANTS, "middleware variant"),
-        default=list(example.VARIANTS), help="shipped,sync-only,none (default: all)",
+        help="shipped,sync-only,none (default: all; with --overhead, one: shipped)",
     )  # fmt: skip
     parser.add_argument(
-        "--concurrency", type=_concurrency, default=[1, 50, 200],
-        help="levels; 1 gives the sequential figure (default: 1,50,200)",
+        "--concurrency", type=_concurrency,
+        help="levels; 1 gives the sequential figure (default: 1,50,200; --overhead serves "
+        "one request at a time)",
     )  # fmt: skip
     parser.add_argument(
         "--requests", type=_positive, default=200, help="per cell and round (default: 200)"
@@ -764,26 +766,70 @@ def comparison_summary(
 def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     """The same request with switchtrace disabled, headers only, and full
     spans, interleaved round by round; ratios to disabled."""
-    from django.conf import settings
-
-    from . import tracer
-    from .django_app import integration, telemetry
+    from .django_app import telemetry
     from .django_app.conf import get_config
+    from .exporters import ExportOptions
 
-    configured = spans = get_config().export
-    # The spans' cost is measured, not kept: a file exporter writes to a
-    # temporary file, removed after the run.
-    scratch = tempfile.TemporaryDirectory(prefix="switchtrace-overhead-")
-    if spans is not None and spans.exporter == "file":
-        spans = dataclasses.replace(spans, file_path=os.path.join(scratch.name, "spans.jsonl"))
-    variant = args.variants[0]
-    handlers = {}
-    for mode in OVERHEAD_VARIANTS:
-        context = example.handlers(variant, switchtrace_middleware=mode != "disabled")
-        handlers[mode] = context.__enter__()
-    otel = _otel_django_handlers(variant)
-    if otel is not None:
-        handlers[OTEL_DJANGO] = otel
+    config = get_config()
+    configured = config.export
+    with contextlib.ExitStack() as stack:
+        # The spans' cost is measured, not kept: they go to a temporary file,
+        # removed after the run, unless the settings name an OTLP collector.
+        # Settings that export no spans (EXPORTER "none", "console" or
+        # "memory", OTEL_SDK_DISABLED) get the file too: the full-spans mode
+        # would otherwise measure headers only under its name.
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="switchtrace-overhead-"))
+        spans = configured
+        if spans is None or spans.exporter != "otlp":
+            spans = dataclasses.replace(
+                spans or ExportOptions(),
+                exporter="file",
+                file_path=os.path.join(scratch, "spans.jsonl"),
+            )
+        variant = args.variants[0]
+        handlers = {}
+        for mode in OVERHEAD_VARIANTS:
+            handlers[mode] = stack.enter_context(
+                example.handlers(variant, switchtrace_middleware=mode != "disabled")
+            )
+        otel = stack.enter_context(_otel_django(variant, scratch, args.servers))
+        if otel is not None:
+            handlers[OTEL_DJANGO] = otel.handlers
+        # Back to what the settings say, whatever happens, before the handlers'
+        # settings are restored and the temporary file goes (callbacks run last
+        # in, first out): the temporary file's pipeline is shut down, its spans
+        # flushed, by the configure.
+        stack.callback(telemetry.configure, configured)
+        stack.callback(telemetry.attach)
+        stack.callback(_enter, "headers only" if config.enabled else "disabled")
+        return _overhead_rounds(args, progress, handlers, otel, spans, variant)
+
+
+def _enter(mode: str) -> None:
+    """This process as ``--overhead``'s ``mode`` wants it: the patches
+    installed or not, the span pipeline fed records or not."""
+    from .django_app import integration, telemetry
+
+    if mode == "full spans":
+        telemetry.attach()
+    else:
+        telemetry.detach()
+    if mode in ("disabled", OTEL_DJANGO):
+        integration.uninstall()
+    else:
+        integration.install()
+
+
+def _overhead_rounds(
+    args: argparse.Namespace,
+    progress: Progress,
+    handlers: dict[str, tuple[Any, Any]],
+    otel: _OtelDjango | None,
+    spans: Any,
+    variant: str,
+) -> dict[str, Any]:
+    from .django_app import telemetry
+
     modes = list(handlers)
     progress.total = args.rounds * len(args.servers) * len(args.endpoints) * len(modes)
 
@@ -791,15 +837,23 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     # mode: a server's lives as long as the process (its thread, its caches).
     telemetry.configure(spans)
 
-    def enter(mode: str) -> None:
-        if mode == "full spans":
-            telemetry.attach()
-        else:
-            telemetry.detach()
-        if mode in ("disabled", OTEL_DJANGO):
-            integration.uninstall()
-        else:
-            integration.install()
+    def exported() -> int:
+        """Requests whose spans were written so far, in the mode entered:
+        records the pipeline turned into spans, or the one span a request of
+        opentelemetry-instrumentation-django."""
+        pipeline = telemetry.pipeline()
+        if pipeline is not None:
+            return pipeline.records
+        return otel.exporter.spans if otel is not None else 0
+
+    def written(mode: str) -> None:
+        """Wait until the spans of the requests served are written, so that
+        their whole cost counts in their own round (not in a later one's)."""
+        pipeline = telemetry.pipeline()
+        if pipeline is not None:
+            pipeline.flush(60)
+        if mode == OTEL_DJANGO and otel is not None:
+            otel.provider.force_flush(60_000)
 
     samples: dict[tuple[str, str, str], list[float]] = {}
     # CPU time of the whole process (every thread, the pipeline's included):
@@ -807,47 +861,45 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     cpu_samples: dict[tuple[str, str, str], list[float]] = {}
     # CPU time of switchtrace's span pipeline thread per request.
     pipeline_cpu: dict[tuple[str, str, str], list[float]] = {}
+    # Requests whose spans were written in the round, per request served.
+    exported_share: dict[tuple[str, str, str], list[float]] = {}
 
     def measure(server: str, endpoint: str, mode: str) -> None:
-        enter(mode)
+        _enter(mode)
         pipeline = telemetry.pipeline()
         counted = (pipeline.records, pipeline.cpu_ns) if pipeline else (0, 0)
+        before = exported()
         start, cpu_start = time.perf_counter(), time.process_time()
         _serve(handlers[mode], server, endpoint, args.requests)
-        if pipeline is not None:
-            pipeline.flush(60)  # the spans' whole cost counts
+        written(mode)
         per_request = (time.perf_counter() - start) / args.requests * 1e6
+        cpu = (time.process_time() - cpu_start) / args.requests * 1e6
         if pipeline is not None and pipeline.records > counted[0]:
             pipeline_cpu.setdefault((server, endpoint, mode), []).append(
                 (pipeline.cpu_ns - counted[1]) / (pipeline.records - counted[0]) / 1e3
             )
-        cpu = (time.process_time() - cpu_start) / args.requests * 1e6
+        if mode in ("full spans", OTEL_DJANGO):
+            exported_share.setdefault((server, endpoint, mode), []).append(
+                (exported() - before) / args.requests
+            )
         samples.setdefault((server, endpoint, mode), []).append(per_request)
         cpu_samples.setdefault((server, endpoint, mode), []).append(cpu)
         progress.step(f"{server.upper()} {endpoint} {mode}")
 
-    try:
+    for server in args.servers:
+        for endpoint in args.endpoints:
+            for mode in modes:
+                _enter(mode)
+                _serve(handlers[mode], server, endpoint, args.warmup)
+                written(mode)  # the warm-up's spans are not the first round's
+    # The order of the modes is shuffled every round (seeded: a run can be
+    # repeated), so that no mode always runs first after a reconfiguration.
+    order = random.Random(0)
+    for _round in range(args.rounds):
         for server in args.servers:
             for endpoint in args.endpoints:
-                for mode in modes:
-                    enter(mode)
-                    _serve(handlers[mode], server, endpoint, args.warmup)
-        # The order of the modes is shuffled every round (seeded: a run can be
-        # repeated), so that no mode always runs first after a reconfiguration.
-        order = random.Random(0)
-        for _round in range(args.rounds):
-            for server in args.servers:
-                for endpoint in args.endpoints:
-                    for mode in order.sample(modes, len(modes)):
-                        measure(server, endpoint, mode)
-    finally:
-        # Back to what the settings say, whatever happened: the temporary
-        # file's pipeline is shut down (its spans flushed) before the file goes.
-        enter("headers only" if settings.SWITCHTRACE.get("ENABLED") else "disabled")
-        telemetry.attach()
-        telemetry.configure(configured)
-        scratch.cleanup()
-    del tracer
+                for mode in order.sample(modes, len(modes)):
+                    measure(server, endpoint, mode)
     rows = []
     for server in args.servers:
         for endpoint in args.endpoints:
@@ -872,6 +924,10 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                     rows[-1]["pipeline_cpu_us_per_request"] = spread(
                         pipeline_cpu[server, endpoint, mode]
                     )
+                if (server, endpoint, mode) in exported_share:
+                    rows[-1]["exported_per_request"] = spread(
+                        exported_share[server, endpoint, mode]
+                    )
     return {"rows": rows}
 
 
@@ -881,28 +937,64 @@ OTEL_DJANGO_MIDDLEWARE = (
 )
 
 
-def _otel_django_handlers(variant: str) -> tuple[Any, Any] | None:
+@dataclasses.dataclass
+class _OtelDjango:
+    handlers: tuple[Any, Any]
+    provider: Any
+    #: Counts the spans it wrote in ``spans``.
+    exporter: Any
+
+
+@contextlib.contextmanager
+def _otel_django(variant: str, folder: str, servers: Sequence[str]) -> Iterator[_OtelDjango | None]:
     """The same request under opentelemetry-instrumentation-django (one server
-    span per request, batch-exported to a file), when it is installed."""
+    span per request, batch-exported to a file in ``folder``), when it is
+    installed and makes that span for every server measured (under ASGI only
+    with opentelemetry-instrumentation-asgi: without it, it lets ASGI requests
+    through untraced, and its row would compare a middleware that makes no
+    span); uninstrumented and its provider shut down after."""
     try:
         from opentelemetry.instrumentation.django import DjangoInstrumentor
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
-        return None
-    from .exporters import FileSpanExporter
-
-    provider = TracerProvider()
-    path = Path(tempfile.mkdtemp()) / "otel-django.jsonl"
-    provider.add_span_processor(BatchSpanProcessor(FileSpanExporter(path)))
-    DjangoInstrumentor().instrument(tracer_provider=provider)
+        yield None
+        return
+    if "asgi" in servers and importlib.util.find_spec("opentelemetry.instrumentation.asgi") is None:
+        print(
+            f"switchtrace bench: note: no {OTEL_DJANGO} row: it makes no span for ASGI "
+            "requests without opentelemetry-instrumentation-asgi (pip install "
+            "opentelemetry-instrumentation-asgi, or --servers wsgi)",
+            file=sys.stderr,
+        )
+        yield None
+        return
     from django.conf import settings
 
-    middleware = [m for m in settings.STARTPROJECT_MIDDLEWARE] if variant != "none" else []
-    context = example.handlers(
-        variant, switchtrace_middleware=False, MIDDLEWARE=[OTEL_DJANGO_MIDDLEWARE, *middleware]
-    )
-    return context.__enter__()
+    from .exporters import FileSpanExporter
+
+    class Counting(FileSpanExporter):
+        spans = 0
+
+        def export(self, spans: Any) -> Any:
+            result = super().export(spans)
+            self.spans += len(spans)
+            return result
+
+    exporter = Counting(Path(folder) / "otel-django.jsonl")
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    instrumentor = DjangoInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        middleware = list(settings.STARTPROJECT_MIDDLEWARE) if variant != "none" else []
+        with example.handlers(
+            variant, switchtrace_middleware=False, MIDDLEWARE=[OTEL_DJANGO_MIDDLEWARE, *middleware]
+        ) as handlers:
+            yield _OtelDjango(handlers, provider, exporter)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
 
 
 def _serve(handler_pair: tuple[Any, Any], server: str, endpoint: str, requests: int) -> None:
@@ -953,6 +1045,19 @@ def run(args: argparse.Namespace) -> int:
     baseline = None
     if args.overhead and args.driver == "server":
         return _bad_input("--overhead runs in-process; it does not go with --driver server")
+    if args.overhead and args.concurrency is not None:
+        return _bad_input(
+            "--overhead serves one request at a time; --concurrency goes with the matrix"
+        )
+    if args.overhead and args.variants is not None and len(args.variants) > 1:
+        return _bad_input(
+            f"--overhead measures one middleware variant, not {len(args.variants)} "
+            f"({','.join(args.variants)}); allowed: one of {', '.join(example.VARIANTS)}"
+        )
+    if args.variants is None:
+        args.variants = ["shipped"] if args.overhead else list(example.VARIANTS)
+    if args.concurrency is None:
+        args.concurrency = [1, 50, 200]
     if args.compare:
         if args.overhead:
             return _bad_input("--compare goes with the matrix, not with --overhead")

@@ -1,0 +1,137 @@
+"""The benchmark scripts of benchmarks/: what they compute from their samples,
+and that they run as the README's commands run them (tiny parameters; no
+figure is asserted, and valgrind is never started)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import switch_cost
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_ratio_is_the_median_of_the_rounds_ratios():
+    # Per round: recording 5/1, 3/4 and 11/10. The median of the medians'
+    # ratio (5/4) would pair the first round's recording with the second's
+    # uninstalled call.
+    samples = {v: [1.0, 4.0, 10.0] for v in switch_cost.VARIANTS}
+    samples["recording"] = [5.0, 3.0, 11.0]
+    summary = switch_cost._summary(samples)
+    assert summary["ratio_recording_to_uninstalled"] == pytest.approx(1.1)
+    # What a call is added, halved: a call is two switches.
+    assert summary["added_per_switch_ns"] == {"median": 0.5, "min": -0.5, "max": 2.0}
+
+
+def test_the_bookkeeping_turns_its_order_every_round():
+    runs = []
+
+    def measure(calls, traced):
+        runs.append(traced)
+        return 30.0 if traced else 10.0
+
+    results = switch_cost.run_bookkeeping(4, 7, {"stand-in": measure})
+    # The warm-up (traced, plain), then plain first and traced first in turn.
+    assert runs == [True, False] + [False, True, True, False] * 2
+    assert results["stand-in"] == {
+        "plain_per_call_ns": 10.0,
+        "traced_per_call_ns": 30.0,
+        "added_per_switch_ns": {"median": 10.0, "min": 10.0, "max": 10.0},
+    }
+
+
+def test_switch_cost_prints_what_the_readme_shows():
+    out = script("switch_cost.py", "--rounds", "2", "--calls", "20", "--end-to-end-calls", "2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "Bookkeeping: 2 interleaved rounds of 20 calls"
+    assert [line.split()[:4] for line in lines[1:3]] == [
+        ["sync_to_async", "added", "per", "switch:"],
+        ["async_to_sync", "added", "per", "switch:"],
+    ]
+    assert "End to end: 2 interleaved rounds of 2 calls, µs" in lines
+    for label in ("sync_to_async", "async_to_sync (outer loop)", "CPU time, all threads"):
+        assert f"  {label}" in out.stdout
+    for floor in switch_cost.FLOORS:
+        assert out.stdout.count(f"      {floor} alone, per switch ") == 4
+
+
+def test_switch_cost_json():
+    out = script("switch_cost.py", "--rounds", "1", "--calls", "5", "--json")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert list(results) == ["bookkeeping"]
+    assert list(results["bookkeeping"]) == ["sync_to_async", "async_to_sync"]
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("switch_cost.py", ["--rounds", "0"],
+         "--rounds and --calls must be at least 1, --end-to-end-calls at least 0"),
+        ("switch_cost.py", ["--end-to-end-calls", "x"],
+         "argument --end-to-end-calls: invalid int value: 'x'"),
+        ("instructions.py", ["--requests", "0"], "argument --requests: must be at least 1, got 0"),
+        ("instructions.py", ["--repeats", "two"],
+         "argument --repeats: invalid positive value: 'two'"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_one_line_and_exit_status_2(name, args, message):
+    out = script(name, *args)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr == f"{name}: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    "child",
+    [
+        ["requests", "full spans", "2", "TRACES"],
+        ["requests", "disabled", "0", "TRACES"],
+        ["bridges", "async_to_sync", "bare patches", "2"],
+        ["stand-ins", "sync_to_async", "traced", "2"],
+    ],
+)
+def test_the_valgrind_children_run(child, tmp_path):
+    # What instructions.py runs under valgrind, run without it.
+    child = [str(tmp_path / "traces.jsonl") if a == "TRACES" else a for a in child]
+    out = script("instructions.py", "--child", *child)
+    assert (out.returncode, out.stderr) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("child", "message"),
+    [
+        (["requests", "headers", "100", "t.jsonl"],
+         "requests: MODE 'headers'; allowed: disabled, installed, headers only, full spans"),
+        (["bridges", "sync_to_async", "recorded", "2"],
+         "bridges: VARIANT 'recorded'; allowed: uninstalled, recording, context variable only, "
+         "layers only, bare patches"),
+        (["stand-ins", "async_to_sync", "traced", "-1"],
+         "stand-ins: COUNT '-1'; allowed: 0 or a positive integer"),
+        (["requests", "disabled", "100"],
+         "arguments 'requests disabled 100'; expected --child requests MODE COUNT TRACES; "
+         "--child bridges MECHANISM VARIANT COUNT; --child stand-ins MECHANISM plain|traced "
+         "COUNT"),
+    ],
+)  # fmt: skip
+def test_a_childs_bad_argument_is_one_line_and_exit_status_2(child, message):
+    # A misspelt mode was measured as "installed", a misspelt variant as
+    # switchtrace installed and idle.
+    out = script("instructions.py", "--child", *child)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == f"instructions.py: error: --child {message}\n"
