@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -488,3 +489,56 @@ def test_a_broken_pipe_with_standard_output_intact_is_an_error(monkeypatch, caps
         "switchtrace explain: error: BrokenPipeError: [Errno 32] Broken pipe "
         f"(tests{os.sep}test_cli_errors.py, line {broken.__code__.co_firstlineno + 1}, in broken)\n"
     )
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_ctrl_c_in_the_middle_of_a_request_ends_the_command_at_once(command, tmp_path):
+    """Ctrl-C while a sync view runs under ASGI, in the per-request thread of
+    Django's ThreadSensitiveContext: the interpreter's exit waited for that
+    thread (here for ever, the view never returning) and closed the abandoned
+    request's coroutines in another context, with tracebacks."""
+    import shutil
+    import signal
+
+    project = tmp_path / "stuck"
+    shutil.copytree(EXAMPLE, project)
+    views = project / "project" / "views.py"
+    entered = tmp_path / "entered"
+    views.write_text(
+        views.read_text().replace(
+            "def sync_view(request):\n",
+            "def sync_view(request):\n"
+            "    import pathlib, threading\n"
+            f"    pathlib.Path({str(entered)!r}).touch()\n"
+            "    threading.Event().wait()\n",
+        )
+    )
+    args = [command, "--project", str(project)]
+    if command == "bench":
+        args += ["--servers", "asgi", "--endpoints", "/sync/", "--variants", "none",
+                 "--concurrency", "1", "--requests", "1", "--rounds", "1",
+                 "--warmup", "0"]  # fmt: skip
+    env = {
+        **os.environ,
+        "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "traces.jsonl"),
+        "SWITCHTRACE_EXAMPLE_DB": str(tmp_path / "db.sqlite3"),
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "switchtrace", *args],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(600):  # the view is entered once Django is set up
+            if entered.exists() or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert entered.exists(), process.communicate()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert (process.returncode, err) == (130, f"switchtrace {command}: interrupted\n")
+    if command == "demo":
+        assert out.startswith("switchtrace demo: the example project served in-process")
