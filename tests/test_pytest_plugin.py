@@ -137,6 +137,51 @@ def test_a_budget_that_is_not_a_non_negative_integer_is_named(suite, budget):
     assert "Traceback" not in result.stdout.str()
 
 
+@pytest.mark.parametrize(
+    ("arguments", "given"),
+    [("", "none"), ("budget=0", "budget=0"), ("0, 100", "0, 100"), ("0, n=100", "0, n=100")],
+)
+def test_a_marker_without_exactly_one_budget_is_named(suite, arguments, given):
+    """No argument was told as 'not None'; a keyword other than n, the same;
+    a second argument was ignored."""
+    suite.makepyfile(
+        f"""
+        import pytest
+        from django.test import Client
+
+        @pytest.mark.max_context_switches({arguments})
+        def test_it():
+            Client().get("/async-to-sync/")
+        """
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"@pytest.mark.max_context_switches({arguments}) takes one argument, the budget: a "
+            "non-negative integer (context switches per request), e.g. "
+            f"@pytest.mark.max_context_switches(12); it was given {given}"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_marker_given_n_by_keyword(suite):
+    suite.makepyfile(
+        """
+        import pytest
+        from django.test import Client
+
+        @pytest.mark.max_context_switches(n=5)
+        def test_it():
+            Client().get("/async-to-sync/")
+        """
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["1 of 1 request exceeded the budget of 5 context switches*"])
+
+
 def test_assert_max_switches_outside_pytest(tmp_path):
     script = CONFTEST + textwrap.dedent(
         """
