@@ -371,12 +371,23 @@ BENCH_BAD_INPUT = [
      "switchtrace bench: error: --overhead runs in-process; it does not go with --driver server"),
     (["--overhead", "--compare", "base.json"],
      "switchtrace bench: error: --compare goes with the matrix, not with --overhead"),
+    # These were ignored: --overhead measured one request at a time and the
+    # first variant only, and --tolerance without --compare nothing.
+    (["--overhead", "--concurrency", "50"],
+     "switchtrace bench: error: --overhead serves one request at a time; it does not go "
+     "with --concurrency"),
+    (["--overhead", "--variants", "sync-only,none"],
+     "switchtrace bench: error: --overhead measures one middleware variant; --variants gave "
+     "2 (sync-only, none); allowed: one of shipped, sync-only, none"),
+    (["--tolerance", "0.2"],
+     "switchtrace bench: error: --tolerance goes with --compare, which it is the tolerance of"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("args", "message"), BENCH_BAD_INPUT)
 def test_bench_bad_input_is_one_line_naming_bench(args, message, tmp_path):
-    out = switchtrace(["bench", *args], tmp_path)
+    """Checked before anything runs: the (missing) project is not looked for."""
+    out = switchtrace(["bench", *args, "--project", "nowhere"], tmp_path)
     assert one_line(out, 2) == message
     assert out.stdout == ""
 
@@ -542,3 +553,22 @@ def test_ctrl_c_in_the_middle_of_a_request_ends_the_command_at_once(command, tmp
     assert (process.returncode, err) == (130, f"switchtrace {command}: interrupted\n")
     if command == "demo":
         assert out.startswith("switchtrace demo: the example project served in-process")
+
+
+def test_bench_lists_given_twice_measure_each_cell_once():
+    """--servers wsgi,wsgi measured every cell twice a round, pooling two
+    samples a round into what is reported as the spread over rounds, and
+    printed each row twice."""
+    args = cli._parser().parse_args(
+        ["bench", "--servers", "wsgi,asgi,wsgi", "--endpoints", "/sync/,/sync/",
+         "--variants", "none,shipped,none"]
+    )  # fmt: skip
+    assert (args.servers, args.endpoints, args.variants) == (
+        ["wsgi", "asgi"],
+        ["/sync/"],
+        ["none", "shipped"],
+    )
+    assert bench.planned_cells(args) == [
+        ("wsgi", "/sync/", "none"), ("wsgi", "/sync/", "shipped"),
+        ("asgi", "/sync/", "none"), ("asgi", "/sync/", "shipped"),
+    ]  # fmt: skip

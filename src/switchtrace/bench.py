@@ -51,6 +51,8 @@ ENDPOINTS = ("/sync/", "/async/", "/async-io/")
 SERVERS = ("wsgi", "asgi")
 OVERHEAD_VARIANTS = ("disabled", "headers only", "full spans")
 FORMAT_VERSION = 1
+DEFAULT_CONCURRENCY = (1, 50, 200)
+DEFAULT_TOLERANCE = 0.1
 
 
 # -- arguments ---------------------------------------------------------------
@@ -58,7 +60,9 @@ FORMAT_VERSION = 1
 
 def _choices(allowed: Sequence[str], what: str) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
-        items = [item.strip() for item in text.split(",") if item.strip()]
+        # Each once, in the order given: a cell listed twice would be measured
+        # twice a round, and its spread would no longer be over rounds.
+        items = list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
         unknown = [item for item in items if item not in allowed]
         if unknown or not items:
             raise argparse.ArgumentTypeError(
@@ -133,12 +137,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated (default: {','.join(ENDPOINTS)}; "
         f"allowed: {', '.join(all_endpoints)})",
     )  # fmt: skip
+    # --variants, --concurrency and --tolerance default to None, so that run()
+    # can tell them given where they do not apply.
     parser.add_argument(
         "--variants", type=_choices(example.VARIANTS, "middleware variant"),
-        default=list(example.VARIANTS), help="shipped,sync-only,none (default: all)",
+        help="shipped,sync-only,none (default: all; with --overhead: shipped)",
     )  # fmt: skip
     parser.add_argument(
-        "--concurrency", type=_concurrency, default=[1, 50, 200],
+        "--concurrency", type=_concurrency,
         help="levels; 1 gives the sequential figure (default: 1,50,200)",
     )  # fmt: skip
     parser.add_argument(
@@ -172,7 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "compared and which are slower, and exits 1 if any is",
     )  # fmt: skip
     parser.add_argument(
-        "--tolerance", type=_fraction, default=0.1,
+        "--tolerance", type=_fraction,
         help="with --compare: a cell counts as slower only beyond this fraction "
         "(default: 0.1)",
     )  # fmt: skip
@@ -953,6 +959,21 @@ def run(args: argparse.Namespace) -> int:
     baseline = None
     if args.overhead and args.driver == "server":
         return _bad_input("--overhead runs in-process; it does not go with --driver server")
+    if args.overhead and args.concurrency not in (None, [1]):
+        return _bad_input(
+            "--overhead serves one request at a time; it does not go with --concurrency"
+        )
+    if args.overhead and args.variants is not None and len(args.variants) > 1:
+        return _bad_input(
+            f"--overhead measures one middleware variant; --variants gave "
+            f"{len(args.variants)} ({', '.join(args.variants)}); allowed: one of "
+            f"{', '.join(example.VARIANTS)}"
+        )
+    if args.tolerance is not None and not args.compare:
+        return _bad_input("--tolerance goes with --compare, which it is the tolerance of")
+    args.variants = args.variants or list(example.VARIANTS)
+    args.concurrency = args.concurrency or list(DEFAULT_CONCURRENCY)
+    args.tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if args.compare:
         if args.overhead:
             return _bad_input("--compare goes with the matrix, not with --overhead")
