@@ -572,3 +572,28 @@ def test_bench_lists_given_twice_measure_each_cell_once():
         ("wsgi", "/sync/", "none"), ("wsgi", "/sync/", "shipped"),
         ("asgi", "/sync/", "none"), ("asgi", "/sync/", "shipped"),
     ]  # fmt: skip
+
+
+UNRECOGNIZED = [
+    # Said by the top-level parser ("switchtrace: error: unrecognized arguments:
+    # --bogus"), naming neither the command nor what it takes.
+    (["bench", "--bogus"],
+     "switchtrace bench: error: unrecognized arguments: --bogus; allowed: --help, --servers, "
+     "--endpoints, --variants, --concurrency, --requests, --rounds, --warmup, --driver, "
+     "--server, --overhead, --json, --compare, --tolerance, --project"),
+    (["demo", "extra"],
+     "switchtrace demo: error: unrecognized arguments: extra; allowed: --help, --project"),
+    (["explain", "--url", "/sync/", "--mesure"],
+     "switchtrace explain: error: unrecognized arguments: --mesure; allowed: --help, --url, "
+     "--measure, --project"),
+    (["--bogus", "demo"],
+     "switchtrace: error: unrecognized arguments: --bogus; allowed: --help, --version, and a "
+     "command: demo, explain, bench"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), UNRECOGNIZED)
+def test_an_unrecognized_argument_is_named_with_what_the_command_takes(args, message, tmp_path):
+    out = switchtrace(args, tmp_path)
+    assert one_line(out, 2) == message
+    assert out.stdout == ""

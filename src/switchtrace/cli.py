@@ -73,9 +73,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = _parser()
-        args = parser.parse_args(argv)
+        args, unrecognized = parser.parse_known_args(argv)
     except KeyboardInterrupt:  # while the modules are imported
         _interrupted(None)
+    if unrecognized:
+        _unrecognized(parser, args.command, unrecognized, sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 2
@@ -85,6 +87,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _reader_gone()
     return status
+
+
+def _unrecognized(
+    parser: argparse.ArgumentParser,
+    command: str | None,
+    unrecognized: list[str],
+    argv: Sequence[str],
+) -> NoReturn:
+    """Exit status 2 naming the arguments not understood and the options of
+    the parser they were given to: the command's, or the top level's when
+    they come before the command."""
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    argv = list(argv)
+    target: argparse.ArgumentParser
+    if command is not None and _position(argv, unrecognized[0]) > _position(argv, command):
+        target = commands.choices[command]
+        tail = ""
+    else:
+        target = parser
+        tail = f", and a command: {', '.join(commands.choices)}"
+    options = [
+        max(action.option_strings, key=len) for action in target._actions if action.option_strings
+    ]
+    target.error(
+        f"unrecognized arguments: {' '.join(unrecognized)}; allowed: {', '.join(options)}{tail}"
+    )
+
+
+def _position(argv: list[str], argument: str) -> int:
+    return argv.index(argument) if argument in argv else len(argv)
 
 
 def _guarded(args: argparse.Namespace) -> int:
