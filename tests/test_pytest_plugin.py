@@ -115,6 +115,39 @@ def test_the_fixture_records_every_kind_of_request_without_middleware_or_exporte
     )
 
 
+def test_a_streaming_body_read_by_the_test_is_outside_the_request(suite):
+    """As the README says: the test clients return a streaming response
+    before its body is read, so reading it (Django's sync_to_async over a
+    synchronous iterator under ASGI) and closing it are not counted; served,
+    they are."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import asyncio
+            from django.core.handlers.asgi import ASGIHandler
+            from django.test import AsyncClient
+            from switchtrace.example import asgi_request
+
+
+            def test_stream(switchtrace):
+                async def read():
+                    response = await AsyncClient().get("/stream/")
+                    return b"".join([chunk async for chunk in response])
+
+                asyncio.run(read())
+                asyncio.run(asgi_request(ASGIHandler(), "/stream/"))
+                figures = [
+                    (r.context_switches, r.at_headers.context_switches)
+                    for r in switchtrace.requests
+                ]
+                assert figures == [(30, 30), (34, 30)]
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "-W", "ignore")
+    result.assert_outcomes(passed=1)
+
+
 @pytest.mark.parametrize("budget", ["-1", "'ten'", "2.5", "True"])
 def test_a_budget_that_is_not_a_non_negative_integer_is_named(suite, budget):
     suite.makepyfile(
