@@ -113,6 +113,9 @@ def test_the_fixture_records_every_kind_of_request_without_middleware_or_exporte
             "3 threads; top: noop 6",
         ]
     )
+    # The traceback ends at the test's own line, not in the plugin's frames.
+    assert "switchtrace.assert_max_switches(5)" in result.stdout.str()
+    assert "pytest_plugin.py" not in result.stdout.str()
 
 
 def test_a_streaming_body_read_by_the_test_is_outside_the_request(suite):

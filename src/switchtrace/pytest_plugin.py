@@ -35,6 +35,7 @@ class SwitchTraceFixture:
         self.requests = records
 
     def assert_max_switches(self, budget: int) -> None:
+        __tracebackhide__ = True  # the failure points at the test's line
         from .testing import check_budget, over_budget
 
         message = over_budget(self.requests, check_budget(budget))
