@@ -597,3 +597,29 @@ def test_an_unrecognized_argument_is_named_with_what_the_command_takes(args, mes
     out = switchtrace(args, tmp_path)
     assert one_line(out, 2) == message
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_demo_with_its_collector_down_says_so_in_one_line(protocol, tmp_path):
+    """It printed 'Spans of every request went over OTLP ... to <endpoint>.'
+    and exited 0, below the exporter's retry messages and switchtrace's
+    warning, when no span had gone anywhere."""
+    import re
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    out = switchtrace(
+        ["demo"], tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_EXPORTER_OTLP_TIMEOUT="1",
+    )  # fmt: skip
+    line = one_line(out, 1)
+    assert re.fullmatch(
+        f"switchtrace demo: error: the spans could not all go over OTLP \\({protocol}\\) to "
+        f"{re.escape(endpoint)}: [1-9][0-9]* spans lost; is the collector running\\?",
+        line,
+    ), line
+    assert "/async-stream/ — a streaming response from an async generator" in out.stdout
+    assert "Spans of every request went" not in out.stdout
