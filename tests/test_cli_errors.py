@@ -623,3 +623,27 @@ def test_demo_with_its_collector_down_says_so_in_one_line(protocol, tmp_path):
     ), line
     assert "/async-stream/ — a streaming response from an async generator" in out.stdout
     assert "Spans of every request went" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317"},
+         "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is 'localhost:4317', which is "
+         "not an http:// or https:// URL. (switchtrace.E006)"),
+        ({"SWITCHTRACE_EXAMPLE_TRACES": "{tmp}/missing/traces.jsonl"},
+         "SWITCHTRACE['FILE_PATH'] is '{tmp}/missing/traces.jsonl', which the file exporter "
+         "cannot write: the directory {tmp}/missing does not exist. (switchtrace.E008)"),
+    ],
+)  # fmt: skip
+def test_demo_with_settings_that_keep_switchtrace_disabled(environ, problem, tmp_path):
+    """It measured nothing and ended in 'IndexError: list index out of range
+    (demo.py, line 73, in measure)', exit status 1, under the logged problem."""
+    environ = {name: value.format(tmp=tmp_path) for name, value in environ.items()}
+    out = switchtrace(["demo"], tmp_path, **environ)
+    line = one_line(out, 2)
+    assert line.startswith(
+        "switchtrace demo: error: the settings keep switchtrace disabled: "
+        + problem.format(tmp=tmp_path)
+    ), line
+    assert out.stdout == ""

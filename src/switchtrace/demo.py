@@ -148,8 +148,23 @@ def _causes(causes: list[tuple[str, int]]) -> str:
 
 def run(project: str | None, out: TextIO) -> int:
     path = example.find_project(project)
-    example.setup(path)
+    with _unlogged("switchtrace disabled:"):  # said below, as the command's error
+        example.setup(path)
     from .django_app import telemetry
+    from .django_app.conf import get_config
+
+    config = get_config()
+    if config.problems:
+        first, *others = config.problems
+        more = f" (and {len(others)} more problems)" if others else ""
+        raise example.SetupError(
+            f"the settings keep switchtrace disabled: {first.msg} ({first.id}) {first.hint}{more}"
+        )
+    if not config.enabled:
+        raise example.SetupError(
+            "the settings keep switchtrace disabled: SWITCHTRACE['ENABLED'] is not True; "
+            "allowed: the example project's settings, which enable it"
+        )
 
     out.write(
         "switchtrace demo: the example project served in-process under WSGI and ASGI,\n"
@@ -199,21 +214,29 @@ def _export_failures_unlogged() -> Iterator[None]:
     switchtrace's count of spans lost) held back while the demo runs: it
     says in one line at the end whether the spans went where it says."""
 
-    def keep(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(
-            ("switchtrace: span export failed", "switchtrace: span queue full")
-        )
-
     sdk = logging.getLogger("opentelemetry")
     held = logging.NullHandler()
     propagate = sdk.propagate
-    ours = logging.getLogger("switchtrace")
     sdk.addHandler(held)
     sdk.propagate = False
-    ours.addFilter(keep)
+    try:
+        with _unlogged("switchtrace: span export failed", "switchtrace: span queue full"):
+            yield
+    finally:
+        sdk.propagate = propagate
+        sdk.removeHandler(held)
+
+
+@contextlib.contextmanager
+def _unlogged(*beginnings: str) -> Iterator[None]:
+    """The messages of the ``switchtrace`` logger beginning so, held back."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(beginnings)
+
+    logger = logging.getLogger("switchtrace")
+    logger.addFilter(keep)
     try:
         yield
     finally:
-        ours.removeFilter(keep)
-        sdk.propagate = propagate
-        sdk.removeHandler(held)
+        logger.removeFilter(keep)
