@@ -5,6 +5,7 @@ figure is asserted, and valgrind is never started)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +18,16 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    # The scripts serve the example project: the test settings' module, set in
+    # this process's environment by the test run, must not be inherited (a
+    # DJANGO_SETTINGS_MODULE of the environment wins over the example's).
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     return subprocess.run(
         [sys.executable, str(BENCHMARKS / name), *args],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
 
 

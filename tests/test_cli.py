@@ -246,10 +246,10 @@ BAD_INPUT = [
     (["bench", "--overhead", "--compare", "shape.json"],
      "--compare goes with the matrix, not with --overhead"),
     (["bench", "--overhead", "--concurrency", "50"],
-     "--overhead serves one request at a time; --concurrency goes with the matrix"),
+     "--overhead serves one request at a time; it does not go with --concurrency"),
     (["bench", "--overhead", "--variants", "sync-only,none"],
-     "--overhead measures one middleware variant, not 2 (sync-only,none); allowed: one of "
-     "shipped, sync-only, none"),
+     "--overhead measures one middleware variant; --variants gave 2 (sync-only, none); "
+     "allowed: one of shipped, sync-only, none"),
     (["demo", "--project", "nowhere"], "cannot find the example project"),
     (["explode"], "argument COMMAND: invalid choice: 'explode'"),
 ]  # fmt: skip

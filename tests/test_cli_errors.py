@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -370,12 +371,23 @@ BENCH_BAD_INPUT = [
      "switchtrace bench: error: --overhead runs in-process; it does not go with --driver server"),
     (["--overhead", "--compare", "base.json"],
      "switchtrace bench: error: --compare goes with the matrix, not with --overhead"),
+    # These were ignored: --overhead measured one request at a time and the
+    # first variant only, and --tolerance without --compare nothing.
+    (["--overhead", "--concurrency", "50"],
+     "switchtrace bench: error: --overhead serves one request at a time; it does not go "
+     "with --concurrency"),
+    (["--overhead", "--variants", "sync-only,none"],
+     "switchtrace bench: error: --overhead measures one middleware variant; --variants gave "
+     "2 (sync-only, none); allowed: one of shipped, sync-only, none"),
+    (["--tolerance", "0.2"],
+     "switchtrace bench: error: --tolerance goes with --compare, which it is the tolerance of"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("args", "message"), BENCH_BAD_INPUT)
 def test_bench_bad_input_is_one_line_naming_bench(args, message, tmp_path):
-    out = switchtrace(["bench", *args], tmp_path)
+    """Checked before anything runs: the (missing) project is not looked for."""
+    out = switchtrace(["bench", *args, "--project", "nowhere"], tmp_path)
     assert one_line(out, 2) == message
     assert out.stdout == ""
 
@@ -390,7 +402,7 @@ def test_bench_help_shows_the_defaults(tmp_path):
         "--warmup WARMUP requests per cell before measuring (default: 20)",
         "--concurrency CONCURRENCY levels; 1 gives the sequential figure (default: 1,50,200; "
         "--overhead serves one request at a time)",
-        "--variants VARIANTS shipped,sync-only,none (default: all; with --overhead, one: shipped)",
+        "--variants VARIANTS shipped,sync-only,none (default: all; with --overhead: shipped)",
         "(default: in-process)",
         "this fraction (default: 0.1)",
     ]:
@@ -490,3 +502,150 @@ def test_a_broken_pipe_with_standard_output_intact_is_an_error(monkeypatch, caps
         "switchtrace explain: error: BrokenPipeError: [Errno 32] Broken pipe "
         f"(tests{os.sep}test_cli_errors.py, line {broken.__code__.co_firstlineno + 1}, in broken)\n"
     )
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_ctrl_c_in_the_middle_of_a_request_ends_the_command_at_once(command, tmp_path):
+    """Ctrl-C while a sync view runs under ASGI, in the per-request thread of
+    Django's ThreadSensitiveContext: the interpreter's exit waited for that
+    thread (here for ever, the view never returning) and closed the abandoned
+    request's coroutines in another context, with tracebacks."""
+    import shutil
+    import signal
+
+    project = tmp_path / "stuck"
+    shutil.copytree(EXAMPLE, project)
+    views = project / "project" / "views.py"
+    entered = tmp_path / "entered"
+    views.write_text(
+        views.read_text().replace(
+            "def sync_view(request):\n",
+            "def sync_view(request):\n"
+            "    import pathlib, threading\n"
+            f"    pathlib.Path({str(entered)!r}).touch()\n"
+            "    threading.Event().wait()\n",
+        )
+    )
+    args = [command, "--project", str(project)]
+    if command == "bench":
+        args += ["--servers", "asgi", "--endpoints", "/sync/", "--variants", "none",
+                 "--concurrency", "1", "--requests", "1", "--rounds", "1",
+                 "--warmup", "0"]  # fmt: skip
+    env = {
+        **os.environ,
+        "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "traces.jsonl"),
+        "SWITCHTRACE_EXAMPLE_DB": str(tmp_path / "db.sqlite3"),
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "switchtrace", *args],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(600):  # the view is entered once Django is set up
+            if entered.exists() or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert entered.exists(), process.communicate()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert (process.returncode, err) == (130, f"switchtrace {command}: interrupted\n")
+    if command == "demo":
+        assert out.startswith("switchtrace demo: the example project served in-process")
+
+
+def test_bench_lists_given_twice_measure_each_cell_once():
+    """--servers wsgi,wsgi measured every cell twice a round, pooling two
+    samples a round into what is reported as the spread over rounds, and
+    printed each row twice."""
+    args = cli._parser().parse_args(
+        ["bench", "--servers", "wsgi,asgi,wsgi", "--endpoints", "/sync/,/sync/",
+         "--variants", "none,shipped,none"]
+    )  # fmt: skip
+    assert (args.servers, args.endpoints, args.variants) == (
+        ["wsgi", "asgi"],
+        ["/sync/"],
+        ["none", "shipped"],
+    )
+    assert bench.planned_cells(args) == [
+        ("wsgi", "/sync/", "none"), ("wsgi", "/sync/", "shipped"),
+        ("asgi", "/sync/", "none"), ("asgi", "/sync/", "shipped"),
+    ]  # fmt: skip
+
+
+UNRECOGNIZED = [
+    # Said by the top-level parser ("switchtrace: error: unrecognized arguments:
+    # --bogus"), naming neither the command nor what it takes.
+    (["bench", "--bogus"],
+     "switchtrace bench: error: unrecognized arguments: --bogus; allowed: --help, --servers, "
+     "--endpoints, --variants, --concurrency, --requests, --rounds, --warmup, --driver, "
+     "--server, --overhead, --json, --compare, --tolerance, --project"),
+    (["demo", "extra"],
+     "switchtrace demo: error: unrecognized arguments: extra; allowed: --help, --project"),
+    (["explain", "--url", "/sync/", "--mesure"],
+     "switchtrace explain: error: unrecognized arguments: --mesure; allowed: --help, --url, "
+     "--measure, --project"),
+    (["--bogus", "demo"],
+     "switchtrace: error: unrecognized arguments: --bogus; allowed: --help, --version, and a "
+     "command: demo, explain, bench"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), UNRECOGNIZED)
+def test_an_unrecognized_argument_is_named_with_what_the_command_takes(args, message, tmp_path):
+    out = switchtrace(args, tmp_path)
+    assert one_line(out, 2) == message
+    assert out.stdout == ""
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_demo_with_its_collector_down_says_so_in_one_line(protocol, tmp_path):
+    """It printed 'Spans of every request went over OTLP ... to <endpoint>.'
+    and exited 0, below the exporter's retry messages and switchtrace's
+    warning, when no span had gone anywhere."""
+    import re
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    out = switchtrace(
+        ["demo"], tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_EXPORTER_OTLP_TIMEOUT="1",
+    )  # fmt: skip
+    line = one_line(out, 1)
+    assert re.fullmatch(
+        f"switchtrace demo: error: the spans could not all go over OTLP \\({protocol}\\) to "
+        f"{re.escape(endpoint)}: [1-9][0-9]* spans lost; is the collector running\\?",
+        line,
+    ), line
+    assert "/async-stream/ — a streaming response from an async generator" in out.stdout
+    assert "Spans of every request went" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317"},
+         "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is 'localhost:4317', which is "
+         "not an http:// or https:// URL. (switchtrace.E006)"),
+        ({"SWITCHTRACE_EXAMPLE_TRACES": "{tmp}/missing/traces.jsonl"},
+         "SWITCHTRACE['FILE_PATH'] is '{tmp}/missing/traces.jsonl', which the file exporter "
+         "cannot write: the directory {tmp}/missing does not exist. (switchtrace.E008)"),
+    ],
+)  # fmt: skip
+def test_demo_with_settings_that_keep_switchtrace_disabled(environ, problem, tmp_path):
+    """It measured nothing and ended in 'IndexError: list index out of range
+    (demo.py, line 73, in measure)', exit status 1, under the logged problem."""
+    environ = {name: value.format(tmp=tmp_path) for name, value in environ.items()}
+    out = switchtrace(["demo"], tmp_path, **environ)
+    line = one_line(out, 2)
+    assert line.startswith(
+        "switchtrace demo: error: the settings keep switchtrace disabled: "
+        + problem.format(tmp=tmp_path)
+    ), line
+    assert out.stdout == ""

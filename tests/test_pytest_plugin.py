@@ -113,6 +113,42 @@ def test_the_fixture_records_every_kind_of_request_without_middleware_or_exporte
             "3 threads; top: noop 6",
         ]
     )
+    # The traceback ends at the test's own line, not in the plugin's frames.
+    assert "switchtrace.assert_max_switches(5)" in result.stdout.str()
+    assert "pytest_plugin.py" not in result.stdout.str()
+
+
+def test_a_streaming_body_read_by_the_test_is_outside_the_request(suite):
+    """As the README says: the test clients return a streaming response
+    before its body is read, so reading it (Django's sync_to_async over a
+    synchronous iterator under ASGI) and closing it are not counted; served,
+    they are."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import asyncio
+            from django.core.handlers.asgi import ASGIHandler
+            from django.test import AsyncClient
+            from switchtrace.example import asgi_request
+
+
+            def test_stream(switchtrace):
+                async def read():
+                    response = await AsyncClient().get("/stream/")
+                    return b"".join([chunk async for chunk in response])
+
+                asyncio.run(read())
+                asyncio.run(asgi_request(ASGIHandler(), "/stream/"))
+                figures = [
+                    (r.context_switches, r.at_headers.context_switches)
+                    for r in switchtrace.requests
+                ]
+                assert figures == [(30, 30), (34, 30)]
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "-W", "ignore")
+    result.assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize("budget", ["-1", "'ten'", "2.5", "True"])
@@ -135,6 +171,51 @@ def test_a_budget_that_is_not_a_non_negative_integer_is_named(suite, budget):
         ]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "given"),
+    [("", "none"), ("budget=0", "budget=0"), ("0, 100", "0, 100"), ("0, n=100", "0, n=100")],
+)
+def test_a_marker_without_exactly_one_budget_is_named(suite, arguments, given):
+    """No argument was told as 'not None'; a keyword other than n, the same;
+    a second argument was ignored."""
+    suite.makepyfile(
+        f"""
+        import pytest
+        from django.test import Client
+
+        @pytest.mark.max_context_switches({arguments})
+        def test_it():
+            Client().get("/async-to-sync/")
+        """
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"@pytest.mark.max_context_switches({arguments}) takes one argument, the budget: a "
+            "non-negative integer (context switches per request), e.g. "
+            f"@pytest.mark.max_context_switches(12); it was given {given}"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_marker_given_n_by_keyword(suite):
+    suite.makepyfile(
+        """
+        import pytest
+        from django.test import Client
+
+        @pytest.mark.max_context_switches(n=5)
+        def test_it():
+            Client().get("/async-to-sync/")
+        """
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["1 of 1 request exceeded the budget of 5 context switches*"])
 
 
 def test_assert_max_switches_outside_pytest(tmp_path):

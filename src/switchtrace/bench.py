@@ -52,6 +52,8 @@ ENDPOINTS = ("/sync/", "/async/", "/async-io/")
 SERVERS = ("wsgi", "asgi")
 OVERHEAD_VARIANTS = ("disabled", "headers only", "full spans")
 FORMAT_VERSION = 1
+DEFAULT_CONCURRENCY = (1, 50, 200)
+DEFAULT_TOLERANCE = 0.1
 
 
 # -- arguments ---------------------------------------------------------------
@@ -59,7 +61,9 @@ FORMAT_VERSION = 1
 
 def _choices(allowed: Sequence[str], what: str) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
-        items = [item.strip() for item in text.split(",") if item.strip()]
+        # Each once, in the order given: a cell listed twice would be measured
+        # twice a round, and its spread would no longer be over rounds.
+        items = list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
         unknown = [item for item in items if item not in allowed]
         if unknown or not items:
             raise argparse.ArgumentTypeError(
@@ -134,9 +138,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated (default: {','.join(ENDPOINTS)}; "
         f"allowed: {', '.join(all_endpoints)})",
     )  # fmt: skip
+    # --variants, --concurrency and --tolerance default to None, so that run()
+    # can tell them given where they do not apply.
     parser.add_argument(
         "--variants", type=_choices(example.VARIANTS, "middleware variant"),
-        help="shipped,sync-only,none (default: all; with --overhead, one: shipped)",
+        help="shipped,sync-only,none (default: all; with --overhead: shipped)",
     )  # fmt: skip
     parser.add_argument(
         "--concurrency", type=_concurrency,
@@ -174,7 +180,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "compared and which are slower, and exits 1 if any is",
     )  # fmt: skip
     parser.add_argument(
-        "--tolerance", type=_fraction, default=0.1,
+        "--tolerance", type=_fraction,
         help="with --compare: a cell counts as slower only beyond this fraction "
         "(default: 0.1)",
     )  # fmt: skip
@@ -1045,19 +1051,21 @@ def run(args: argparse.Namespace) -> int:
     baseline = None
     if args.overhead and args.driver == "server":
         return _bad_input("--overhead runs in-process; it does not go with --driver server")
-    if args.overhead and args.concurrency is not None:
+    if args.overhead and args.concurrency not in (None, [1]):
         return _bad_input(
-            "--overhead serves one request at a time; --concurrency goes with the matrix"
+            "--overhead serves one request at a time; it does not go with --concurrency"
         )
     if args.overhead and args.variants is not None and len(args.variants) > 1:
         return _bad_input(
-            f"--overhead measures one middleware variant, not {len(args.variants)} "
-            f"({','.join(args.variants)}); allowed: one of {', '.join(example.VARIANTS)}"
+            f"--overhead measures one middleware variant; --variants gave "
+            f"{len(args.variants)} ({', '.join(args.variants)}); allowed: one of "
+            f"{', '.join(example.VARIANTS)}"
         )
-    if args.variants is None:
-        args.variants = ["shipped"] if args.overhead else list(example.VARIANTS)
-    if args.concurrency is None:
-        args.concurrency = [1, 50, 200]
+    if args.tolerance is not None and not args.compare:
+        return _bad_input("--tolerance goes with --compare, which it is the tolerance of")
+    args.variants = args.variants or list(example.VARIANTS)
+    args.concurrency = args.concurrency or list(DEFAULT_CONCURRENCY)
+    args.tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if args.compare:
         if args.overhead:
             return _bad_input("--compare goes with the matrix, not with --overhead")

@@ -6,7 +6,7 @@ status 2; an error of the project's own code (a view raising under
 ``explain --measure``, answering with a status of 400 or more, a middleware
 answering before the view, a response still streaming after 30 s) one line
 naming the exception and where, or what was answered, and exit status 1;
-never a traceback.
+Ctrl-C one line and exit status 130, at once; never a traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import select
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 
@@ -70,8 +71,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = _parser()
+        args, unrecognized = parser.parse_known_args(argv)
+    except KeyboardInterrupt:  # while the modules are imported
+        _interrupted(None)
+    if unrecognized:
+        _unrecognized(parser, args.command, unrecognized, sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 2
@@ -81,6 +87,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _reader_gone()
     return status
+
+
+def _unrecognized(
+    parser: argparse.ArgumentParser,
+    command: str | None,
+    unrecognized: list[str],
+    argv: Sequence[str],
+) -> NoReturn:
+    """Exit status 2 naming the arguments not understood and the options of
+    the parser they were given to: the command's, or the top level's when
+    they come before the command."""
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    argv = list(argv)
+    target: argparse.ArgumentParser
+    if command is not None and _position(argv, unrecognized[0]) > _position(argv, command):
+        target = commands.choices[command]
+        tail = ""
+    else:
+        target = parser
+        tail = f", and a command: {', '.join(commands.choices)}"
+    options = [
+        max(action.option_strings, key=len) for action in target._actions if action.option_strings
+    ]
+    target.error(
+        f"unrecognized arguments: {' '.join(unrecognized)}; allowed: {', '.join(options)}{tail}"
+    )
+
+
+def _position(argv: list[str], argument: str) -> int:
+    return argv.index(argument) if argument in argv else len(argv)
 
 
 def _guarded(args: argparse.Namespace) -> int:
@@ -96,7 +134,7 @@ def _guarded(args: argparse.Namespace) -> int:
         print(f"switchtrace {args.command}: error: {exc}", file=sys.stderr)
         return exc.status
     except KeyboardInterrupt:
-        return 130
+        _interrupted(args.command)
     except Exception as exc:  # the project's code raised while served, or ours
         if isinstance(exc, BrokenPipeError) and _reader_gone():
             return 0  # | head had what it wanted: nothing to say
@@ -116,6 +154,27 @@ def _run(args: argparse.Namespace) -> int:
     from .bench import run as bench
 
     return bench(args)
+
+
+def _interrupted(command: str | None) -> NoReturn:
+    """Ctrl-C: one line, exit status 130, at once. A request interrupted
+    in the middle leaves its threads behind (the per-request thread of
+    Django's ThreadSensitiveContext, still running the view; an executor's
+    worker started but not yet known to the exit hook that stops it), which
+    the interpreter's exit would wait for, and its coroutines, which it would
+    close in another context, each with a traceback. What the command
+    printed goes out first."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader gone away, a closed stream
+            pass
+    try:
+        prog = f"switchtrace {command}" if command else "switchtrace"
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+    os._exit(130)
 
 
 def _reader_gone() -> bool:

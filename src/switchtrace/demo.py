@@ -8,8 +8,11 @@ that one-time costs (a process-wide executor's first thread) do not blur it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -145,8 +148,23 @@ def _causes(causes: list[tuple[str, int]]) -> str:
 
 def run(project: str | None, out: TextIO) -> int:
     path = example.find_project(project)
-    example.setup(path)
+    with _unlogged("switchtrace disabled:"):  # said below, as the command's error
+        example.setup(path)
     from .django_app import telemetry
+    from .django_app.conf import get_config
+
+    config = get_config()
+    if config.problems:
+        first, *others = config.problems
+        more = f" (and {len(others)} more problems)" if others else ""
+        raise example.SetupError(
+            f"the settings keep switchtrace disabled: {first.msg} ({first.id}) {first.hint}{more}"
+        )
+    if not config.enabled:
+        raise example.SetupError(
+            "the settings keep switchtrace disabled: SWITCHTRACE['ENABLED'] is not True; "
+            "allowed: the example project's settings, which enable it"
+        )
 
     out.write(
         "switchtrace demo: the example project served in-process under WSGI and ASGI,\n"
@@ -154,10 +172,11 @@ def run(project: str | None, out: TextIO) -> int:
         "switches = context switches of the whole request (those before the response\n"
         "headers, as in X-Context-Switches); hops, loops and threads started likewise.\n"
     )
-    render(measure(), out)
-    pipeline = telemetry.pipeline()
+    with _export_failures_unlogged():
+        render(measure(), out)
+        pipeline = telemetry.pipeline()
+        flushed = pipeline.flush(30) if pipeline is not None else True
     if pipeline is not None:
-        pipeline.flush(30)
         options = pipeline.options
         if not pipeline.own_provider:
             where = "to the application's OpenTelemetry provider"
@@ -169,5 +188,55 @@ def run(project: str | None, out: TextIO) -> int:
             )
         else:
             where = f"to the {options.exporter} exporter"
+        if not flushed or pipeline.failed or pipeline.dropped:
+            lost = [f"{pipeline.failed} spans lost"] if pipeline.failed else []
+            if pipeline.dropped:
+                lost.append(f"the spans of {pipeline.dropped} requests dropped")
+            if not flushed:
+                lost.append("some still unsent after 30 s")
+            hint = {
+                "otlp": "; is the collector running?",
+                "file": f"; can {options.file_path} be written?",
+            }.get(options.exporter, "")
+            print(
+                f"switchtrace demo: error: the spans could not all go {where}: "
+                f"{', '.join(lost)}{hint}",
+                file=sys.stderr,
+            )
+            return 1
         out.write(f"\nSpans of every request went {where}.\n")
     return 0
+
+
+@contextlib.contextmanager
+def _export_failures_unlogged() -> Iterator[None]:
+    """The exporters' messages about failed exports (the SDK's retries,
+    switchtrace's count of spans lost) held back while the demo runs: it
+    says in one line at the end whether the spans went where it says."""
+
+    sdk = logging.getLogger("opentelemetry")
+    held = logging.NullHandler()
+    propagate = sdk.propagate
+    sdk.addHandler(held)
+    sdk.propagate = False
+    try:
+        with _unlogged("switchtrace: span export failed", "switchtrace: span queue full"):
+            yield
+    finally:
+        sdk.propagate = propagate
+        sdk.removeHandler(held)
+
+
+@contextlib.contextmanager
+def _unlogged(*beginnings: str) -> Iterator[None]:
+    """The messages of the ``switchtrace`` logger beginning so, held back."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(beginnings)
+
+    logger = logging.getLogger("switchtrace")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)

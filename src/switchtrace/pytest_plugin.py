@@ -35,6 +35,7 @@ class SwitchTraceFixture:
         self.requests = records
 
     def assert_max_switches(self, budget: int) -> None:
+        __tracebackhide__ = True  # the failure points at the test's line
         from .testing import check_budget, over_budget
 
         message = over_budget(self.requests, check_budget(budget))
@@ -55,11 +56,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     marker = item.get_closest_marker(MARKER)
     if marker is None:
         return (yield)
-    from .testing import check_budget, over_budget, record_requests
+    from .testing import over_budget, record_requests
 
-    raw = marker.args[0] if marker.args else marker.kwargs.get("n")
     try:
-        budget = check_budget(raw, f"@pytest.mark.{MARKER}(...)")
+        budget = _budget(marker)
     except ValueError as exc:
         raise pytest.fail.Exception(str(exc), pytrace=False) from None
     with record_requests() as records:
@@ -68,3 +68,20 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if message is not None:
         raise pytest.fail.Exception(message, pytrace=False)
     return result
+
+
+def _budget(marker: pytest.Mark) -> int:
+    """The marker's one argument (positional, or ``n=``) as a budget, or a
+    ValueError naming what the marker was given."""
+    from .testing import check_budget
+
+    if len(marker.args) + len(marker.kwargs) != 1 or set(marker.kwargs) - {"n"}:
+        given = [repr(arg) for arg in marker.args]
+        given += [f"{name}={value!r}" for name, value in marker.kwargs.items()]
+        raise ValueError(
+            f"@pytest.mark.{MARKER}({', '.join(given)}) takes one argument, the budget: a "
+            f"non-negative integer (context switches per request), e.g. "
+            f"@pytest.mark.{MARKER}(12); it was given {', '.join(given) or 'none'}"
+        )
+    raw = marker.args[0] if marker.args else marker.kwargs["n"]
+    return check_budget(raw, f"@pytest.mark.{MARKER}(...)")

@@ -82,6 +82,7 @@ def assert_max_switches(budget: int) -> Iterator[list[tracer.RequestRecord]]:
     """Fail (AssertionError) if a request made in the block has more than
     ``budget`` context switches (the whole request, work after the response
     headers included)."""
+    __tracebackhide__ = True  # under pytest, the failure points at the test's line
     budget = check_budget(budget)
     with record_requests() as records:
         yield records
