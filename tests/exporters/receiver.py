@@ -1,6 +1,6 @@
 """A real OTLP trace receiver on loopback, built from opentelemetry-proto:
 a gRPC TraceService and an OTLP/HTTP (protobuf) endpoint. It can also
-misbehave: answer 503/UNAVAILABLE, or hang."""
+misbehave: answer 503/UNAVAILABLE, refuse (404/UNIMPLEMENTED), or hang."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ class Received:
     def __init__(self) -> None:
         self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.lock = threading.Lock()
-        self.mode = "ok"  # "ok", "unavailable", "hang"
+        self.mode = "ok"  # "ok", "unavailable", "not_found", "hang"
+        #: Export requests that reached the receiver, whatever it answered.
+        self.posts = 0
         self.release = threading.Event()
         #: False: count the spans and drop the requests (long load tests).
         self.keep = True
@@ -66,10 +68,14 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self.received = received
 
     def Export(self, request, context):
+        with self.received.lock:
+            self.received.posts += 1
         if self.received.mode == "hang":
             self.received.release.wait(30)
         if self.received.mode == "unavailable":
             context.abort(grpc.StatusCode.UNAVAILABLE, "collector unavailable")
+        if self.received.mode == "not_found":
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "no trace service here")
         self.received.add(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -97,10 +103,13 @@ class HttpReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with received.lock:
+                    received.posts += 1
                 if received.mode == "hang":
                     received.release.wait(30)
-                if self.path != "/v1/traces" or received.mode == "unavailable":
-                    self.send_response(404 if self.path != "/v1/traces" else 503)
+                refused = self.path != "/v1/traces" or received.mode == "not_found"
+                if refused or received.mode == "unavailable":
+                    self.send_response(404 if refused else 503)
                     self.end_headers()
                     return
                 request = trace_service_pb2.ExportTraceServiceRequest()

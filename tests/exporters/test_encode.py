@@ -45,6 +45,7 @@ from switchtrace.exporters.spans import (
     THREAD_STARTED,
     AttributeGroup,
     PlannedEvent,
+    count_spans,
     plan_spans,
     readable_spans,
     span_events,
@@ -214,6 +215,36 @@ def test_an_unsampled_request_has_no_plan(records):
         run_asgi(asgi, "/sync/")
     [record] = records
     assert plan_spans(record, sampler=ALWAYS_OFF, ids=RandomIdGenerator()) is None
+
+
+def test_the_spans_counted_instead_of_made_are_those_planned(records):
+    """While exports are paused, the pipeline counts a record's spans as lost
+    without making them: as many as plan_spans lays out, after the same
+    sampling decision (an unsampled parent, the application's server span)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    with project() as (asgi, wsgi):
+        run_asgi(asgi, "/sync/")
+        wsgi_request(wsgi, "/async-to-sync/")
+    with tracer.recording():
+        pass
+    server_span = TracerProvider().get_tracer("app").start_span("GET", kind=trace.SpanKind.SERVER)
+    unsampled = extract({"traceparent": TRACEPARENT[:-2] + "00"})
+    sampler = ParentBased(ALWAYS_ON)
+    counts = []
+    for record in records:
+        for parent, span in ((None, None), (unsampled, None), (None, server_span)):
+            plan = plan_spans(
+                record, sampler=sampler, ids=RandomIdGenerator(), parent=parent, server_span=span
+            )
+            count = count_spans(
+                record, sampler=sampler, ids=RandomIdGenerator(), parent=parent, server_span=span
+            )
+            assert count == (0 if plan is None else len(plan.spans))
+            counts.append(count)
+    assert counts == [17, 0, 16, 4, 0, 3, 1, 0, 0]
 
 
 @pytest.mark.parametrize(

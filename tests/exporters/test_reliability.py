@@ -246,7 +246,7 @@ def test_failed_exports_are_counted_and_logged_at_most_once_a_minute(tmp_path, c
         assert (pipeline.records, pipeline.dropped, pipeline.failed) == (3, 0, 3 * 17)
     assert not path.parent.exists()
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
-        "switchtrace: span export failed; 17 spans lost so far "
+        "switchtrace: span export failed; exports paused for 1 s; 17 spans lost so far "
         "(and 0 requests' spans dropped by a full queue)"
     ]
 

@@ -19,6 +19,19 @@ waited for: a slow or absent collector costs the application nothing. Spans
 an export fails to deliver are counted too (:attr:`SpanPipeline.failed`), and
 both are logged at most once a minute.
 
+After one of its exports fails (the collector down, or answering 404 to an
+endpoint without ``/v1/traces``) the thread exports nothing for
+:data:`FAILURE_BACKOFF_S`, twice that after each further failure, up to
+:data:`MAX_FAILURE_BACKOFF_S`; a successful export ends the pause. The OTLP
+exporters log an error of their own for each failed export: without the
+pause, one every half second. Batches that come due meanwhile are not sent
+but counted as failed, and records that finish while the pause has more than
+a batch's delay to run are not made into spans at all (their spans are only
+counted: one sampling decision each). :meth:`SpanPipeline.flush` keeps to the
+pause; :meth:`SpanPipeline.shutdown` tries once more even so (the collector
+may be back, and there is no later). The SDK's batch processor, where it is
+used, keeps its own schedule.
+
 A process forked from one with pipelines (a pre-forking server) gets a new
 thread for each pipeline that is in use and not shut down, and for no other:
 one module-level at-fork hook, holding the pipelines weakly.
@@ -34,7 +47,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,7 +69,14 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from .. import __version__, tracer
 from ..tracer.guard import swallow
 from .encode import EncodedSpans, JsonWriter, ProtobufWriter
-from .spans import Resolve, emit_spans, plan_spans, readable_spans, request_attributes
+from .spans import (
+    Resolve,
+    count_spans,
+    emit_spans,
+    plan_spans,
+    readable_spans,
+    request_attributes,
+)
 
 logger = logging.getLogger("switchtrace")
 
@@ -69,6 +89,10 @@ LOG_INTERVAL = 60.0
 #: How long spans wait for their batch, in ms, unless OTEL_BSP_SCHEDULE_DELAY
 #: says otherwise (the SDK's default is 5000).
 DEFAULT_SCHEDULE_DELAY_MS = 500
+#: After a failed export, no export for this many seconds; twice as long after
+#: each further failure, up to MAX_FAILURE_BACKOFF_S. One success resets it.
+FAILURE_BACKOFF_S = 1.0
+MAX_FAILURE_BACKOFF_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -168,16 +192,23 @@ class SpanPipeline:
     #: Set when the pipeline encodes spans itself (see the module docstring).
     writer: JsonWriter | ProtobufWriter | None = None
 
-    def __init__(self, options: ExportOptions, resolve: Resolve | None = None) -> None:
+    def __init__(
+        self,
+        options: ExportOptions,
+        resolve: Resolve | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.options = options
         self.resolve = resolve
         #: Requests whose spans were never made: the queue was full, or they
         #: were still queued when :meth:`shutdown`'s time ran out.
         self.dropped = 0
-        #: Spans made but not delivered: the exporter reported a failure (the
-        #: collector down, 503 after its retries, a file that cannot be
-        #: written), or they were still waiting for their batch when
-        #: :meth:`shutdown`'s time ran out.
+        #: Spans not delivered: the exporter reported a failure (the
+        #: collector down, 503 after its retries, 404, a file that cannot be
+        #: written), their batch came due while exports were paused after
+        #: one (their spans then only counted, possibly never made), or they
+        #: were still waiting for their batch when :meth:`shutdown`'s time
+        #: ran out.
         self.failed = 0
         #: Records turned into spans, and the CPU time the pipeline's thread
         #: spent on them, exports included (``switchtrace bench --overhead``
@@ -194,6 +225,13 @@ class SpanPipeline:
         self._batch_size = _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
         self._delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MS) / 1000
         self._last_drop_log = self._last_fail_log = -LOG_INTERVAL
+        #: Exports paused after a failure (the module docstring): none before
+        #: ``_retry_at`` on ``_clock``, the pause ``_backoff`` seconds long
+        #: (0 after a success). Only the pipeline's thread changes them, but
+        #: for :meth:`shutdown`'s last attempt.
+        self._clock = clock
+        self._retry_at = 0.0
+        self._backoff = 0.0
         #: Set by :meth:`shutdown`; the thread then stops by ``_deadline``.
         self._stopping = threading.Event()
         self._deadline = 0.0
@@ -323,8 +361,13 @@ class SpanPipeline:
                 item.set()
                 continue
             started = time.thread_time_ns()
+            # Exports paused after a failure for longer than a batch waits:
+            # this record's batch would come due unsent, so its spans are
+            # only counted, not made (shutdown ends the pause, for its last
+            # attempt).
+            paused = self._clock() + self._delay < self._retry_at
             try:
-                encoded = self._emit(item)
+                encoded = [] if paused and self._count_lost(item) else self._emit(item)
             except Exception:
                 swallow("span building")
                 encoded = []
@@ -333,13 +376,34 @@ class SpanPipeline:
             item = None
             self.records += 1
             self.cpu_ns += time.thread_time_ns() - started
-            _yield_gil()
+            if not paused:  # (counting spans takes the thread a few µs: no need)
+                _yield_gil()
             if encoded:
                 if not pending:
                     due = time.monotonic() + self._delay
                 pending += encoded
                 if len(pending) >= self._batch_size:
                     self._export(pending)
+
+    def _count_lost(self, record: tracer.RequestRecord) -> bool:
+        """Exports paused: count the spans the pipeline would encode for the
+        record as failed, after the same sampling decision, without making
+        them. False when its spans would not be encoded here (the
+        application's provider, the SDK's processor): :meth:`_emit` then."""
+        if self.own_provider:
+            self._follow_application_provider()
+        if not self.own_provider or self.writer is None:
+            return False
+        server_span = record.extra.get("otel.server_span")
+        spans = count_spans(
+            record,
+            sampler=self.provider.sampler,
+            ids=self.provider.id_generator,
+            parent=None if server_span is not None else self._parent_of(record),
+            server_span=server_span,
+        )
+        self._fail(spans, self._paused())
+        return True
 
     def _emit(self, record: tracer.RequestRecord) -> list[Any]:
         """The record's spans: encoded, when the pipeline encodes them (to be
@@ -397,6 +461,12 @@ class SpanPipeline:
         if not pending or self.writer is None or self.exporter is None:
             pending.clear()
             return
+        if self._clock() < self._retry_at:
+            # Exports paused after a failure: the batch is not sent.
+            lost = len(pending)
+            pending.clear()
+            self._fail(lost, self._paused())
+            return
         started = time.thread_time_ns()
         batch = EncodedSpans(self.writer.request(pending), len(pending))
         pending.clear()
@@ -407,8 +477,22 @@ class SpanPipeline:
             swallow("span export")
         finally:
             self.cpu_ns += time.thread_time_ns() - started
-        if result is not SpanExportResult.SUCCESS:
+        if result is SpanExportResult.SUCCESS:
+            self._backoff = 0.0
+            return
+        # No export for a while, longer after each failure in a row: the
+        # exporter logs an error of its own for every one that fails.
+        self._backoff = min(self._backoff * 2 or FAILURE_BACKOFF_S, MAX_FAILURE_BACKOFF_S)
+        self._retry_at = self._clock() + self._backoff
+        if self._stopping.is_set():  # no export to pause: the thread is stopping
             self._fail(batch.count)
+        else:
+            self._fail(batch.count, f"span export failed; exports paused for {self._backoff:g} s")
+
+    def _paused(self) -> str:
+        """The warning's start for spans not sent because exports are paused."""
+        left = max(self._retry_at - self._clock(), 0.0)
+        return f"span exports paused after a failed one, for {left:.1f} s more"
 
     def _parent_of(self, record: tracer.RequestRecord) -> Any:
         carrier = {
@@ -432,8 +516,9 @@ class SpanPipeline:
                 self.dropped,
             )
 
-    def _fail(self, spans: int) -> None:
-        """``spans`` spans lost after they were made (a failed export)."""
+    def _fail(self, spans: int, why: str = "span export failed") -> None:
+        """``spans`` spans not delivered (a failed export, exports paused);
+        ``why`` begins the warning."""
         if not spans:
             return
         self.failed += spans
@@ -441,8 +526,9 @@ class SpanPipeline:
         if now - self._last_fail_log >= LOG_INTERVAL:
             self._last_fail_log = now
             logger.warning(
-                "switchtrace: span export failed; %d spans lost so far "
+                "switchtrace: %s; %d spans lost so far "
                 "(and %d requests' spans dropped by a full queue)",
+                why,
                 self.failed,
                 self.dropped,
             )
@@ -450,7 +536,11 @@ class SpanPipeline:
     # -- lifecycle -------------------------------------------------------------
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued record is exported (tests, shutdown)."""
+        """Wait until every record queued before it is dealt with: its spans
+        exported, or counted in :attr:`failed` (the export failed, or
+        exports are paused after a failure: a flush keeps to the pause, as
+        the batches that come due do). False when ``timeout`` passed first or
+        :meth:`shutdown`'s time ran out (tests, ``switchtrace bench``)."""
         if not self._worker.is_alive():
             return self._queue.empty()
         deadline = time.monotonic() + timeout
@@ -472,11 +562,18 @@ class SpanPipeline:
         """Stop the thread; export what is queued within ``timeout`` seconds,
         one deadline for the whole shutdown. What is left when it passes
         (an export hanging, a queue too long) is counted as lost, and the
-        thread stops as soon as it is free (a daemon thread meanwhile)."""
+        thread stops as soon as it is free (a daemon thread meanwhile).
+        Exports paused after a failure are tried once more even so: the
+        collector may be back, and there is no later (if that export fails
+        too, the pause holds for the rest)."""
         atexit.unregister(self.shutdown)
         _pipelines.discard(self)
         if self._stopping.is_set():
             return
+        # The pause ends here, from the caller's thread (the pipeline's may
+        # be waiting for records, or in an export: one that fails now starts
+        # a pause again, and that was the last attempt).
+        self._retry_at = 0.0
         self._deadline = time.monotonic() + timeout
         self._stopping.set()
         try:

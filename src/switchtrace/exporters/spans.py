@@ -289,6 +289,60 @@ class PlannedSpans(NamedTuple):
     spans: list[PlannedSpan]
 
 
+class _Sampled(NamedTuple):
+    """A request sampled in: what its request span is made of."""
+
+    parent_context: trace.SpanContext | None
+    trace_id: int
+    name: str
+    attributes: dict[str, Any]
+    state: TraceState | None
+
+
+def _sample(
+    record: RequestRecord,
+    *,
+    sampler: Sampler,
+    ids: IdGenerator,
+    parent: Context | None,
+    server_span: trace.Span | None,
+) -> _Sampled | None:
+    """The request's one sampling decision: None when it has no spans (not
+    sampled, or no crossing to put under ``server_span``)."""
+    if server_span is not None:
+        if not record.crossings:
+            return None
+        parent = trace.set_span_in_context(server_span)
+    parent_context = trace.get_current_span(parent).get_span_context() if parent else None
+    if parent_context is not None and not parent_context.is_valid:
+        parent_context = None
+    trace_id = parent_context.trace_id if parent_context else ids.generate_trace_id()
+    name = request_span_name(record)
+    attributes = {**_http_attributes(record), **request_attributes(record)}
+    sampled = sampler.should_sample(parent, trace_id, name, trace.SpanKind.SERVER, attributes)
+    if sampled.decision is not Decision.RECORD_AND_SAMPLE:
+        return None
+    if sampled.attributes:
+        attributes.update(sampled.attributes)
+    return _Sampled(parent_context, trace_id, name, attributes, sampled.trace_state)
+
+
+def count_spans(
+    record: RequestRecord,
+    *,
+    sampler: Sampler,
+    ids: IdGenerator,
+    parent: Context | None = None,
+    server_span: trace.Span | None = None,
+) -> int:
+    """How many spans :func:`plan_spans` would lay out for ``record``, after
+    the same sampling decision, without laying them out (spans that would not
+    be sent: the pipeline's exports paused after a failure)."""
+    if _sample(record, sampler=sampler, ids=ids, parent=parent, server_span=server_span) is None:
+        return 0
+    return len(record.crossings) + (server_span is None)
+
+
 def plan_spans(
     record: RequestRecord,
     *,
@@ -306,22 +360,10 @@ def plan_spans(
     record.describe(resolve)
     to_wall = record.wall_ns - record.begin_ns  # record clock -> ns since the epoch
     end_ns = record.end_ns if record.end_ns is not None else record.clock()
-    if server_span is not None:
-        if not record.crossings:
-            return None
-        parent = trace.set_span_in_context(server_span)
-    parent_context = trace.get_current_span(parent).get_span_context() if parent else None
-    if parent_context is not None and not parent_context.is_valid:
-        parent_context = None
-    trace_id = parent_context.trace_id if parent_context else ids.generate_trace_id()
-    name = request_span_name(record)
-    attributes = {**_http_attributes(record), **request_attributes(record)}
-    sampled = sampler.should_sample(parent, trace_id, name, trace.SpanKind.SERVER, attributes)
-    if sampled.decision is not Decision.RECORD_AND_SAMPLE:
+    sampled = _sample(record, sampler=sampler, ids=ids, parent=parent, server_span=server_span)
+    if sampled is None:
         return None
-    if sampled.attributes:
-        attributes.update(sampled.attributes)
-    state = sampled.trace_state
+    parent_context, trace_id, name, attributes, state = sampled
     trace_state = ",".join(f"{k}={v}" for k, v in state.items()) if state else ""
 
     new_id = ids.generate_span_id
