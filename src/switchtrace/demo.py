@@ -220,7 +220,11 @@ def _export_failures_unlogged() -> Iterator[None]:
     sdk.addHandler(held)
     sdk.propagate = False
     try:
-        with _unlogged("switchtrace: span export failed", "switchtrace: span queue full"):
+        with _unlogged(
+            "switchtrace: span export failed",
+            "switchtrace: span exports paused",
+            "switchtrace: span queue full",
+        ):
             yield
     finally:
         sdk.propagate = propagate
@@ -232,7 +236,7 @@ def _unlogged(*beginnings: str) -> Iterator[None]:
     """The messages of the ``switchtrace`` logger beginning so, held back."""
 
     def keep(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(beginnings)
+        return not record.getMessage().startswith(beginnings)
 
     logger = logging.getLogger("switchtrace")
     logger.addFilter(keep)
