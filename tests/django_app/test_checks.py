@@ -275,6 +275,31 @@ def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monk
     assert (check_id, msg) == ("switchtrace.E006", expected)
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_general_timeout_is_not_checked_when_the_traces_one_is_set(protocol, monkeypatch):
+    """The OTLP exporters read OTEL_EXPORTER_OTLP_TRACES_TIMEOUT first and the
+    general variable only without it: a value there they never read (another
+    tool's) kept switchtrace disabled as E006."""
+    from switchtrace.exporters.pipeline import build_exporter
+
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "5",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "5s",
+    }
+    for name, value in environ.items():  # the exporters read os.environ themselves
+        monkeypatch.setenv(name, value)
+    config = build_config({"ENABLED": True})
+    assert (config.problems, config.enabled) == ((), True)
+    exporter = build_exporter(config.export)  # (raised for 5s without the traces one)
+    try:
+        timeout = getattr(exporter, "_timeout", None)  # gRPC's, or the HTTP client's
+        assert (timeout or exporter._client._timeout) == 5.0
+    finally:
+        exporter.shutdown()
+
+
 def test_an_otel_variable_the_otlp_exporter_refuses_is_e006_and_leaves_the_headers(
     monkeypatch, caplog
 ):

@@ -285,18 +285,21 @@ def _export_options(
                     )
                 break
     for name in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
-        # Read by the OTLP exporters themselves: the gRPC one raises at
-        # startup for what is not a number, the HTTP one ignores it.
+        # Read by the OTLP exporters themselves, the traces-specific one
+        # first (the other is then not read): the gRPC one raises at startup
+        # for what is not a number, the HTTP one ignores it.
         timeout = environ.get(name)
-        if timeout and not _is_seconds(timeout):
-            environ_problems.append(
-                Problem(
-                    "switchtrace.E006",
-                    f"The environment variable {name} is {_shown(timeout)}, which is not "
-                    "a positive number of seconds.",
-                    "For example: 10 (the OTLP exporters' default).",
+        if timeout:
+            if not _is_seconds(timeout):
+                environ_problems.append(
+                    Problem(
+                        "switchtrace.E006",
+                        f"The environment variable {name} is {_shown(timeout)}, which is not "
+                        "a positive number of seconds.",
+                        "For example: 10 (the OTLP exporters' default).",
+                    )
                 )
-            )
+            break
     service = raw.get("SERVICE_NAME")
     if service is not None and (not isinstance(service, str) or not service):
         problems.append(_wrong("SERVICE_NAME", service))
