@@ -154,3 +154,35 @@ def test_a_server_span_started_by_a_middleware_above_switchtraces_is_the_request
         "switchtrace.context_switches_before_headers": 2,
         "switchtrace.thread_hops_before_headers": 2,
     }
+
+
+def test_a_middleware_server_span_never_has_fewer_switches_than_before_the_headers():
+    """ASGI, the middleware that starts the span sync-only: switchtrace's
+    runs inside its async_to_sync, itself inside the handler's
+    sync_to_async, and the figures it writes count both return trips. The
+    span, ended before they happen, said 4 switches in all and 6 before the
+    headers."""
+    from switchtrace.django_app.conf import MIDDLEWARE_PATH
+
+    from ..support import run_asgi
+
+    _app_exporter.clear()
+    middleware = [f"{__name__}.ServerSpanMiddleware", MIDDLEWARE_PATH]
+    with project("none", MIDDLEWARE=middleware) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        pipeline.exporter.clear()
+        assert run_asgi(asgi, "/async/").figures() == (6, 6, 0, 1)
+        assert pipeline.flush(10)
+        ours = pipeline.exporter.get_finished_spans()
+    [app_span] = _app_exporter.get_finished_spans()
+    assert {s.context.trace_id for s in ours} == {app_span.context.trace_id}
+    assert len(ours) == 4
+    assert {k: v for k, v in app_span.attributes.items() if k.startswith("switchtrace.")} == {
+        "switchtrace.context_switches": 6,
+        "switchtrace.thread_hops": 6,
+        "switchtrace.event_loops_created": 0,
+        "switchtrace.threads_started": 1,
+        "switchtrace.dropped": 0,
+        "switchtrace.context_switches_before_headers": 6,
+        "switchtrace.thread_hops_before_headers": 6,
+    }

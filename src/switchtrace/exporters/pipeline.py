@@ -298,6 +298,15 @@ class SpanPipeline:
         if span is not None and span.is_recording():
             attributes = request_attributes(record)
             if figures is not None and record.at_headers is None:
+                # Its whole request as far as it can tell: the return trips
+                # of the bridge calls around the middleware, which the
+                # figures count, have not happened yet (the totals would be
+                # below the figures "before the headers"). A span still
+                # recording at the end gets the request's totals then.
+                attributes["switchtrace.context_switches"] = figures.context_switches
+                attributes["switchtrace.thread_hops"] = figures.thread_hops
+                attributes["switchtrace.event_loops_created"] = figures.event_loops_created
+                attributes["switchtrace.threads_started"] = figures.threads_started
                 attributes["switchtrace.context_switches_before_headers"] = figures.context_switches
                 attributes["switchtrace.thread_hops_before_headers"] = figures.thread_hops
             span.set_attributes(attributes)
