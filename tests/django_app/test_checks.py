@@ -265,6 +265,18 @@ def test_missing_or_misplaced_middleware_is_a_warning():
             "The environment variable OTEL_EXPORTER_OTLP_TRACES_TIMEOUT is '0', which is not "
             "a positive number of seconds.",
         ),
+        (
+            # Empty: the gRPC exporter raised for it ("could not convert
+            # string to float: ''"), an E006 naming no variable.
+            {"ENABLED": True, "OTLP_PROTOCOL": "grpc"},
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "10",
+            },
+            "The environment variable OTEL_EXPORTER_OTLP_TRACES_TIMEOUT is '', which is not "
+            "a positive number of seconds.",
+        ),
     ],
 )
 def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monkeypatch):

@@ -287,9 +287,10 @@ def _export_options(
     for name in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
         # Read by the OTLP exporters themselves, the traces-specific one
         # first (the other is then not read): the gRPC one raises at startup
-        # for what is not a number, the HTTP one ignores it.
+        # for what is not a number, even empty; the HTTP one takes an empty
+        # value as unset, and ignores what is not a number.
         timeout = environ.get(name)
-        if timeout:
+        if timeout or (timeout == "" and protocol == "grpc"):
             if not _is_seconds(timeout):
                 environ_problems.append(
                     Problem(
