@@ -194,3 +194,39 @@ def test_the_pause_doubles_up_to_its_longest_and_a_success_ends_it(receiver, mon
         f"switchtrace: span exports paused after a failed one, for 0.5 s more; 10 {lost}",
         f"switchtrace: span export failed; exports paused for 2 s; 11 {lost}",
     ]
+
+
+@pytest.mark.parametrize(
+    "receiver", [("http/protobuf", "ok")], indirect=True, ids=lambda p: "-".join(p)
+)
+def test_an_error_encoding_a_batch_loses_that_batch_not_the_thread(
+    receiver, monkeypatch, swallowed
+):
+    """The export request's encoding ran outside the thread's guard: an
+    error there ended the pipeline's thread, and every later request's spans
+    waited in its queue until it was full."""
+    pause(monkeypatch, 0.0)  # no pause after the failed one: the next is sent
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint}
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        request = pipeline.writer.request
+        calls = []
+
+        def encode_once_wrongly(pending):
+            calls.append(len(pending))
+            if len(calls) == 1:
+                raise ValueError("an encoding bug")
+            return request(pending)
+
+        monkeypatch.setattr(pipeline.writer, "request", encode_once_wrongly)
+        for _ in range(2):
+            run_asgi(asgi, "/sync/")
+            assert pipeline.flush(10)
+        assert calls == [SPANS, SPANS]
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (2, 0, SPANS)
+        assert receiver.received.posts == 1
+        assert receiver.received.span_count == SPANS
+        assert [(where, repr(exc)) for where, exc in swallowed] == [
+            ("span export", "ValueError('an encoding bug')")
+        ]
+        swallowed.clear()

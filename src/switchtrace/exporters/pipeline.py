@@ -477,14 +477,18 @@ class SpanPipeline:
             self._fail(lost, self._paused())
             return
         started = time.thread_time_ns()
-        batch = EncodedSpans(self.writer.request(pending), len(pending))
-        pending.clear()
+        count = len(pending)
         result = None
         try:
+            # The request's encoding inside the guard too: an error there
+            # loses this batch, not the pipeline's thread.
+            batch = EncodedSpans(self.writer.request(pending), count)
+            pending.clear()
             result = self.exporter.export(batch)  # type: ignore[arg-type]
         except Exception:
             swallow("span export")
         finally:
+            pending.clear()
             self.cpu_ns += time.thread_time_ns() - started
         if result is SpanExportResult.SUCCESS:
             self._backoff = 0.0
@@ -494,9 +498,9 @@ class SpanPipeline:
         self._backoff = min(self._backoff * 2 or FAILURE_BACKOFF_S, MAX_FAILURE_BACKOFF_S)
         self._retry_at = self._clock() + self._backoff
         if self._stopping.is_set():  # no export to pause: the thread is stopping
-            self._fail(batch.count)
+            self._fail(count)
         else:
-            self._fail(batch.count, f"span export failed; exports paused for {self._backoff:g} s")
+            self._fail(count, f"span export failed; exports paused for {self._backoff:g} s")
 
     def _paused(self) -> str:
         """The warning's start for spans not sent because exports are paused."""
