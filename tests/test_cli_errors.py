@@ -591,6 +591,13 @@ UNRECOGNIZED = [
     (["--bogus", "demo"],
      "switchtrace: error: unrecognized arguments: --bogus; allowed: --help, --version, and a "
      "command: demo, explain, bench"),
+    # The command's name given again was told by the top level, which listed
+    # that very name among the commands it takes.
+    (["demo", "demo"],
+     "switchtrace demo: error: unrecognized arguments: demo; allowed: --help, --project"),
+    (["explain", "--url", "/sync/", "explain"],
+     "switchtrace explain: error: unrecognized arguments: explain; allowed: --help, --url, "
+     "--measure, --project"),
 ]  # fmt: skip
 
 
