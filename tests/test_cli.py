@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from switchtrace.bench import compare
+from switchtrace.bench import compare, overhead_export
+from switchtrace.exporters import ExportOptions
 
 from .support import ASGI_THREADS
 
@@ -210,6 +212,41 @@ def test_bench_overhead_waits_for_opentelemetry_django_spans_in_their_round(tmp_
         "median": 1.0, "min": 1.0, "max": 1.0
     }  # fmt: skip
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("sample_rate", [None, 0.0, 0.25, 1.0])
+@pytest.mark.parametrize("exporter", ["file", "none", "otlp"])
+def test_bench_overhead_makes_every_requests_spans_whatever_the_settings_sample(
+    exporter, sample_rate
+):
+    """A SAMPLE_RATE or OTEL_TRACES_SAMPLER that keeps some or no request's
+    spans measured some spans, or headers only, under 'full spans' (and its
+    exported_per_request counted the records, sampled out or not: 1.0)."""
+    configured = ExportOptions(
+        exporter=exporter, endpoint="http://127.0.0.1:4318", sample_rate=sample_rate
+    )
+    spans = overhead_export(configured, "/scratch/spans.jsonl")
+    assert spans == dataclasses.replace(
+        configured,
+        exporter="otlp" if exporter == "otlp" else "file",
+        file_path=configured.file_path if exporter == "otlp" else "/scratch/spans.jsonl",
+        sample_rate=1.0,
+    )
+    assert overhead_export(None, "/s.jsonl") == ExportOptions(file_path="/s.jsonl", sample_rate=1.0)
+
+
+@pytest.mark.skipif(not OTEL_DJANGO, reason="needs opentelemetry-instrumentation-django")
+def test_bench_overhead_compares_every_requests_span_whatever_the_sampler(tmp_path):
+    """OTEL_TRACES_SAMPLER=always_off: opentelemetry-instrumentation-django's
+    row measured a middleware that made no span (exported_per_request 0)."""
+    args = ["bench", "--overhead", "--servers", "wsgi", "--endpoints", "/sync/",
+            "--requests", "3", "--rounds", "2", "--warmup", "1", "--json"]  # fmt: skip
+    out = run(args, tmp_path, OTEL_TRACES_SAMPLER="always_off")
+    assert out.returncode == 0, out.stderr
+    rows = {r["mode"]: r for r in json.loads(out.stdout)["rows"]}
+    assert rows["opentelemetry-instrumentation-django"]["exported_per_request"] == {
+        "median": 1.0, "min": 1.0, "max": 1.0
+    }  # fmt: skip
 
 
 def test_bench_overhead_exports_spans_whatever_the_settings_export(tmp_path):

@@ -591,6 +591,13 @@ UNRECOGNIZED = [
     (["--bogus", "demo"],
      "switchtrace: error: unrecognized arguments: --bogus; allowed: --help, --version, and a "
      "command: demo, explain, bench"),
+    # The command's name given again was told by the top level, which listed
+    # that very name among the commands it takes.
+    (["demo", "demo"],
+     "switchtrace demo: error: unrecognized arguments: demo; allowed: --help, --project"),
+    (["explain", "--url", "/sync/", "explain"],
+     "switchtrace explain: error: unrecognized arguments: explain; allowed: --help, --url, "
+     "--measure, --project"),
 ]  # fmt: skip
 
 
@@ -625,6 +632,27 @@ def test_demo_with_its_collector_down_says_so_in_one_line(protocol, tmp_path):
     ), line
     assert "/async-stream/ — a streaming response from an async generator" in out.stdout
     assert "Spans of every request went" not in out.stdout
+
+
+def test_demo_with_an_otlp_exporter_that_cannot_be_made(tmp_path):
+    """An OTEL_EXPORTER_OTLP_* variable the exporter refuses (switchtrace.E006:
+    spans off, headers on): the demo printed the logged error above its
+    tables, exported no span, said nothing of it at the end and exited 0."""
+    out = switchtrace(
+        ["demo"], tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_COMPRESSION="bogus",
+    )  # fmt: skip
+    line = one_line(out, 2)
+    assert line.startswith(
+        "switchtrace demo: error: the settings keep spans off: The otlp exporter cannot be "
+        "made, so no spans are exported: "
+    ), line
+    assert "bogus" in line
+    assert line.endswith(
+        ". (switchtrace.E006) Correct or unset the OTEL_EXPORTER_OTLP_* variable it names, or "
+        "choose another EXPORTER."
+    ), line
+    assert out.stdout == ""
 
 
 @pytest.mark.parametrize(

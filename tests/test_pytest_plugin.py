@@ -218,6 +218,60 @@ def test_a_marker_given_n_by_keyword(suite):
     result.stdout.fnmatch_lines(["1 of 1 request exceeded the budget of 5 context switches*"])
 
 
+def test_assert_max_switches_fails_at_the_tests_line(suite):
+    """switchtrace.testing.assert_max_switches as a context manager: the
+    failure was raised in contextlib's __exit__, which pytest showed as the
+    failing frame under the test's. (As a decorator, it still fails the
+    test.)"""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            from django.test import Client
+            from switchtrace.testing import assert_max_switches
+
+
+            def test_block():
+                with assert_max_switches(5) as records:
+                    Client().get("/async-to-sync/")
+                raise AssertionError("not reached")
+
+
+            @assert_max_switches(5)
+            def test_decorated():
+                Client().get("/async-to-sync/")
+
+
+            def test_within_budget_then_raising():
+                with assert_max_switches(6) as records:
+                    Client().get("/async-to-sync/")
+                assert [r.context_switches for r in records] == [6]
+                with assert_max_switches(0):
+                    raise KeyError("the block's own")
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=3)
+    output = result.stdout.str()
+    block = output.split("test_block")[2].split("test_decorated")[0]
+    assert "contextlib" not in block
+    assert "testing.py" not in block
+    # Nor does the plugin's hook around every test show (here under the
+    # decorated test, whose traceback pytest cannot cut at the test's code).
+    assert "pytest_plugin.py" not in output
+    result.stdout.fnmatch_lines(
+        [
+            ">       with assert_max_switches(5) as records:",
+            "E       AssertionError: 1 of 1 request exceeded the budget of 5 context switches*",
+            "test_assert_max_switches_fails_at_the_tests_line.py:6: AssertionError",
+            "*test_decorated*",
+            "E       AssertionError: 1 of 1 request exceeded the budget of 5 context switches*",
+            "*test_within_budget_then_raising*",
+            'E * KeyError: "the block\'s own"',
+        ]
+    )
+
+
 def test_assert_max_switches_outside_pytest(tmp_path):
     script = CONFTEST + textwrap.dedent(
         """

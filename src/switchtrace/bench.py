@@ -44,9 +44,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import example
+
+if TYPE_CHECKING:
+    from .exporters import ExportOptions
 
 ENDPOINTS = ("/sync/", "/async/", "/async-io/")
 SERVERS = ("wsgi", "asgi")
@@ -774,24 +777,12 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     spans, interleaved round by round; ratios to disabled."""
     from .django_app import telemetry
     from .django_app.conf import get_config
-    from .exporters import ExportOptions
 
     config = get_config()
     configured = config.export
     with contextlib.ExitStack() as stack:
-        # The spans' cost is measured, not kept: they go to a temporary file,
-        # removed after the run, unless the settings name an OTLP collector.
-        # Settings that export no spans (EXPORTER "none", "console" or
-        # "memory", OTEL_SDK_DISABLED) get the file too: the full-spans mode
-        # would otherwise measure headers only under its name.
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="switchtrace-overhead-"))
-        spans = configured
-        if spans is None or spans.exporter != "otlp":
-            spans = dataclasses.replace(
-                spans or ExportOptions(),
-                exporter="file",
-                file_path=os.path.join(scratch, "spans.jsonl"),
-            )
+        spans = overhead_export(configured, os.path.join(scratch, "spans.jsonl"))
         variant = args.variants[0]
         handlers = {}
         for mode in OVERHEAD_VARIANTS:
@@ -809,6 +800,24 @@ def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         stack.callback(telemetry.attach)
         stack.callback(_enter, "headers only" if config.enabled else "disabled")
         return _overhead_rounds(args, progress, handlers, otel, spans, variant)
+
+
+def overhead_export(configured: ExportOptions | None, scratch_file: str) -> ExportOptions:
+    """Where ``--overhead``'s full-spans mode sends its spans, and which.
+
+    The spans' cost is measured, not kept: they go to ``scratch_file``, a
+    temporary file removed after the run, unless the settings name an OTLP
+    collector. Settings that export no spans (EXPORTER "none", "console" or
+    "memory", OTEL_SDK_DISABLED) get the file too, and every request's spans
+    are made whatever the settings sample (SAMPLE_RATE, OTEL_TRACES_SAMPLER):
+    the full-spans mode would otherwise measure headers only, or some
+    requests' spans, under its name."""
+    from .exporters import ExportOptions
+
+    spans = configured or ExportOptions()
+    if spans.exporter != "otlp":
+        spans = dataclasses.replace(spans, exporter="file", file_path=scratch_file)
+    return dataclasses.replace(spans, sample_rate=1.0)
 
 
 def _enter(mode: str) -> None:
@@ -963,6 +972,7 @@ def _otel_django(variant: str, folder: str, servers: Sequence[str]) -> Iterator[
         from opentelemetry.instrumentation.django import DjangoInstrumentor
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
     except ImportError:
         yield None
         return
@@ -988,7 +998,9 @@ def _otel_django(variant: str, folder: str, servers: Sequence[str]) -> Iterator[
             return result
 
     exporter = Counting(Path(folder) / "otel-django.jsonl")
-    provider = TracerProvider(shutdown_on_exit=False)
+    # Every request's span, as switchtrace's full-spans mode, whatever
+    # OTEL_TRACES_SAMPLER says.
+    provider = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     instrumentor = DjangoInstrumentor()
     instrumentor.instrument(tracer_provider=provider)

@@ -102,23 +102,23 @@ def _unrecognized(
         action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
     )
     argv = list(argv)
-    target: argparse.ArgumentParser
-    if command is not None and _position(argv, unrecognized[0]) > _position(argv, command):
-        target = commands.choices[command]
-        tail = ""
-    else:
-        target = parser
-        tail = f", and a command: {', '.join(commands.choices)}"
+    target: argparse.ArgumentParser = parser
+    tail = f", and a command: {', '.join(commands.choices)}"
+    if command is not None:
+        # Before the command stand only options (the top level takes no other
+        # positional): an argument found there was given to the top level; one
+        # found only after it (the command's own name repeated: "demo demo"),
+        # to the command.
+        before = argv[: argv.index(command)] if command in argv else []
+        if unrecognized[0] not in before:
+            target = commands.choices[command]
+            tail = ""
     options = [
         max(action.option_strings, key=len) for action in target._actions if action.option_strings
     ]
     target.error(
         f"unrecognized arguments: {' '.join(unrecognized)}; allowed: {', '.join(options)}{tail}"
     )
-
-
-def _position(argv: list[str], argument: str) -> int:
-    return argv.index(argument) if argument in argv else len(argv)
 
 
 def _guarded(args: argparse.Namespace) -> int:

@@ -147,8 +147,13 @@ def _causes(causes: list[tuple[str, int]]) -> str:
 
 
 def run(project: str | None, out: TextIO) -> int:
+    from .exporters import EXPORTERS
+
     path = example.find_project(project)
-    with _unlogged("switchtrace disabled:"):  # said below, as the command's error
+    # Said below, as the command's error: the settings' problems, and an
+    # exporter that cannot be made (logged by the telemetry's configure).
+    cannot_be_made = tuple(f"switchtrace: The {name} exporter cannot be made" for name in EXPORTERS)
+    with _unlogged("switchtrace disabled:", *cannot_be_made):
         example.setup(path)
     from .django_app import telemetry
     from .django_app.conf import get_config
@@ -164,6 +169,12 @@ def run(project: str | None, out: TextIO) -> int:
         raise example.SetupError(
             "the settings keep switchtrace disabled: SWITCHTRACE['ENABLED'] is not True; "
             "allowed: the example project's settings, which enable it"
+        )
+    failure = telemetry.failure()
+    if failure is not None:  # switchtrace.E006 of the system checks
+        raise example.SetupError(
+            f"the settings keep spans off: {failure}. (switchtrace.E006) Correct or unset the "
+            "OTEL_EXPORTER_OTLP_* variable it names, or choose another EXPORTER."
         )
 
     out.write(

@@ -53,6 +53,10 @@ def switchtrace() -> Iterator[SwitchTraceFixture]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    # Around every test of every suite that has the plugin: a failure pytest
+    # cannot trace to the test's own code (a decorator's, raised after the
+    # test returned) would otherwise show this frame first.
+    __tracebackhide__ = True
     marker = item.get_closest_marker(MARKER)
     if marker is None:
         return (yield)

@@ -77,18 +77,45 @@ def over_budget(records: list[tracer.RequestRecord], budget: int) -> str | None:
     )
 
 
-@contextlib.contextmanager
-def assert_max_switches(budget: int) -> Iterator[list[tracer.RequestRecord]]:
+def assert_max_switches(budget: int) -> _Budget:
     """Fail (AssertionError) if a request made in the block has more than
     ``budget`` context switches (the whole request, work after the response
-    headers included)."""
-    __tracebackhide__ = True  # under pytest, the failure points at the test's line
-    budget = check_budget(budget)
-    with record_requests() as records:
-        yield records
-    message = over_budget(records, budget)
-    if message is not None:
-        raise AssertionError(message)
+    headers included). A context manager (the block's records as its value)
+    and a decorator."""
+    return _Budget(check_budget(budget))
+
+
+class _Budget(contextlib.ContextDecorator):
+    """:func:`assert_max_switches`' context manager: a class, not a
+    generator, so that under pytest the failure points at the test's line
+    (a generator's is raised in contextlib's ``__exit__``, which pytest
+    shows as the failing frame)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._recording: contextlib.AbstractContextManager[list[tracer.RequestRecord]] | None
+        self._recording = None
+        self._records: list[tracer.RequestRecord] = []
+
+    def _recreate_cm(self) -> _Budget:
+        # As a decorator: a fresh one for each call.
+        return _Budget(self.budget)
+
+    def __enter__(self) -> list[tracer.RequestRecord]:
+        self._recording = record_requests()
+        self._records = self._recording.__enter__()
+        return self._records
+
+    def __exit__(self, *exc_info: Any) -> None:
+        __tracebackhide__ = True  # under pytest, the failure points at the test's line
+        recording, self._recording = self._recording, None
+        if recording is not None:
+            recording.__exit__(*exc_info)
+        if exc_info[0] is not None:  # the block raised: that is the failure
+            return
+        message = over_budget(self._records, self.budget)
+        if message is not None:
+            raise AssertionError(message)
 
 
 # -- Django's test client handlers ----------------------------------------------
