@@ -62,11 +62,37 @@ def test_demo(how, tmp_path):
     assert "CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4" in section
     assert "three new" not in text
     assert "Under WSGI: 6, with 3 new event loops and 3 new threads." in text
-    assert text.endswith(
-        f"Spans of every request went to {tmp_path / 'traces.jsonl'} (OTLP JSON, one export "
-        "per line).\n"
+    # The spans the file holds, every one of them: the demo's count is
+    # switchtrace's own exporter's.
+    exports = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
+    spans = sum(
+        len(scope["spans"])
+        for export in exports
+        for resource in export["resourceSpans"]
+        for scope in resource["scopeSpans"]
     )
-    assert len((tmp_path / "traces.jsonl").read_text().splitlines()) >= 1
+    assert text.endswith(
+        f"\n{spans} spans went to {tmp_path / 'traces.jsonl'} (OTLP JSON, one export per line).\n"
+    )
+
+
+def test_demo_with_every_request_sampled_out_says_no_spans_were_made(tmp_path):
+    """It said 'Spans of every request went over OTLP ... to <endpoint>.' when
+    the sampler kept none and nothing listened at the endpoint."""
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = run(
+        ["demo"], tmp_path, OTEL_TRACES_SAMPLER="always_off",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+    )  # fmt: skip
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout.endswith(
+        "\nNo spans were made: the sampler kept none of the requests "
+        "(SWITCHTRACE['SAMPLE_RATE'], or OTEL_TRACES_SAMPLER when it is None).\n"
+    )
 
 
 def test_bench_in_process_json(tmp_path):

@@ -215,7 +215,16 @@ def run(project: str | None, out: TextIO) -> int:
                 file=sys.stderr,
             )
             return 1
-        out.write(f"\nSpans of every request went {where}.\n")
+        if pipeline.writer is None or not pipeline.own_provider:
+            out.write(f"\nSpans of every request went {where}.\n")
+        elif pipeline.exported:
+            out.write(f"\n{_count(pipeline.exported, 'span')} went {where}.\n")
+        else:
+            # Sampled out: nothing was made, so nothing was sent or lost.
+            out.write(
+                "\nNo spans were made: the sampler kept none of the requests "
+                "(SWITCHTRACE['SAMPLE_RATE'], or OTEL_TRACES_SAMPLER when it is None).\n"
+            )
     return 0
 
 
@@ -255,3 +264,7 @@ def _unlogged(*beginnings: str) -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(keep)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -210,6 +210,10 @@ class SpanPipeline:
         #: were still waiting for their batch when :meth:`shutdown`'s time
         #: ran out.
         self.failed = 0
+        #: Spans switchtrace's own exporter delivered (when the pipeline
+        #: encodes them itself, see :attr:`writer`; the SDK's processor keeps
+        #: its own count).
+        self.exported = 0
         #: Records turned into spans, and the CPU time the pipeline's thread
         #: spent on them, exports included (``switchtrace bench --overhead``
         #: reports it per request).
@@ -491,6 +495,7 @@ class SpanPipeline:
             pending.clear()
             self.cpu_ns += time.thread_time_ns() - started
         if result is SpanExportResult.SUCCESS:
+            self.exported += count
             self._backoff = 0.0
             return
         # No export for a while, longer after each failure in a row: the
