@@ -309,7 +309,8 @@ BAD_INPUT = [
     (["bench", "--overhead", "--compare", "shape.json"],
      "--compare goes with the matrix, not with --overhead"),
     (["bench", "--overhead", "--concurrency", "50"],
-     "--overhead serves one request at a time; it does not go with --concurrency"),
+     "--overhead serves one request at a time; --concurrency gave 50; allowed: 1, or no "
+     "--concurrency"),
     (["bench", "--overhead", "--variants", "sync-only,none"],
      "--overhead measures one middleware variant; --variants gave 2 (sync-only, none); "
      "allowed: one of shipped, sync-only, none"),

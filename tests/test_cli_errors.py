@@ -373,9 +373,10 @@ BENCH_BAD_INPUT = [
      "switchtrace bench: error: --compare goes with the matrix, not with --overhead"),
     # These were ignored: --overhead measured one request at a time and the
     # first variant only, and --tolerance without --compare nothing.
-    (["--overhead", "--concurrency", "50"],
-     "switchtrace bench: error: --overhead serves one request at a time; it does not go "
-     "with --concurrency"),
+    # It said "it does not go with --concurrency", though --concurrency 1 is taken.
+    (["--overhead", "--concurrency", "1,50"],
+     "switchtrace bench: error: --overhead serves one request at a time; --concurrency gave "
+     "1,50; allowed: 1, or no --concurrency"),
     (["--overhead", "--variants", "sync-only,none"],
      "switchtrace bench: error: --overhead measures one middleware variant; --variants gave "
      "2 (sync-only, none); allowed: one of shipped, sync-only, none"),

@@ -1065,7 +1065,8 @@ def run(args: argparse.Namespace) -> int:
         return _bad_input("--overhead runs in-process; it does not go with --driver server")
     if args.overhead and args.concurrency not in (None, [1]):
         return _bad_input(
-            "--overhead serves one request at a time; it does not go with --concurrency"
+            f"--overhead serves one request at a time; --concurrency gave "
+            f"{','.join(map(str, args.concurrency))}; allowed: 1, or no --concurrency"
         )
     if args.overhead and args.variants is not None and len(args.variants) > 1:
         return _bad_input(
