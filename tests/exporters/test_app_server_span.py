@@ -186,3 +186,34 @@ def test_a_middleware_server_span_never_has_fewer_switches_than_before_the_heade
         "switchtrace.context_switches_before_headers": 6,
         "switchtrace.thread_hops_before_headers": 6,
     }
+
+
+def test_a_middleware_server_span_has_the_figures_of_the_response_leaving_switchtraces():
+    """What the README says of a span a middleware started: it ends before
+    Django logs a 4xx under ASGI (one sync_to_async, 2 switches), which the
+    headers count and it does not."""
+    from switchtrace.django_app.conf import MIDDLEWARE_PATH
+
+    from ..support import run_asgi
+
+    middleware = [f"{__name__}.ServerSpanMiddleware", MIDDLEWARE_PATH]
+    with project("none", MIDDLEWARE=middleware) as (asgi, _wsgi):
+        run_asgi(asgi, "/nowhere/")  # the executor's first thread started (alone: 2 threads)
+        pipeline = telemetry.pipeline()
+        assert pipeline.flush(10)
+        _app_exporter.clear()
+        pipeline.exporter.clear()
+        result = run_asgi(asgi, "/nowhere/")
+        assert pipeline.flush(10)
+    assert result.status == 404
+    assert result.figures() == (10, 10, 0, 1)
+    [app_span] = _app_exporter.get_finished_spans()
+    assert {k: v for k, v in app_span.attributes.items() if k.startswith("switchtrace.")} == {
+        "switchtrace.context_switches": 8,
+        "switchtrace.thread_hops": 8,
+        "switchtrace.event_loops_created": 0,
+        "switchtrace.threads_started": 1,
+        "switchtrace.dropped": 0,
+        "switchtrace.context_switches_before_headers": 8,
+        "switchtrace.thread_hops_before_headers": 8,
+    }

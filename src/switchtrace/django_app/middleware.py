@@ -7,6 +7,10 @@ outside its reach (the ``request_started`` signal, the outer adaptation of the
 middleware chain), and the return trip of every bridge call still in
 progress around it. The handler integration writes them once more at the
 moment the headers are sent, so anything between here and there counts too.
+
+A server span that a middleware above this one started
+(opentelemetry-instrumentation-django's) becomes the request span, and gets
+the figures written here: it ends before the headers are sent.
 """
 
 from __future__ import annotations

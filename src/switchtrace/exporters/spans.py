@@ -4,8 +4,10 @@ One span per crossing, named after what was bridged
 (``sync_to_async SessionMiddleware.process_request``), from the call to the
 return, with an event at the moment the code started on its target. A
 crossing made inside another crossing's target is that span's child. The
-request span is the application's own server span when one was active
-(opentelemetry-instrumentation-django or -asgi), else one of ours.
+request span is the application's own server span when one was active as
+the handler received the request (opentelemetry-instrumentation-asgi or
+-wsgi) or was started by a middleware above switchtrace's
+(opentelemetry-instrumentation-django), else one of ours.
 
 Runs in the pipeline's thread, after the response: never on a request's path.
 
@@ -353,10 +355,11 @@ def plan_spans(
     server_span: trace.Span | None = None,
 ) -> PlannedSpans | None:
     """Lay out the spans of ``record`` under a request span of ours, or under
-    ``server_span`` (the application's, active when the request started: its
-    trace, the crossings its children, no request span of ours; ``parent`` is
-    then ignored). One sampling decision per request. None when the request is
-    not sampled, or has no crossing to put under ``server_span``."""
+    ``server_span`` (the application's, active when the request started or
+    started by a middleware above switchtrace's: its trace, the crossings its
+    children, no request span of ours; ``parent`` is then ignored). One
+    sampling decision per request. None when the request is not sampled, or
+    has no crossing to put under ``server_span``."""
     record.describe(resolve)
     to_wall = record.wall_ns - record.begin_ns  # record clock -> ns since the epoch
     end_ns = record.end_ns if record.end_ns is not None else record.clock()
