@@ -4,6 +4,11 @@ endpoint, every middleware variant, one table per endpoint.
 In-process (Django's own handlers driven directly): no server, nothing else
 to install. Each case is served twice and the second request is shown, so
 that one-time costs (a process-wide executor's first thread) do not blur it.
+
+Its last line says how many spans went where (or that the sampler kept
+none). Settings that keep switchtrace disabled, or its spans off, are one
+line and exit status 2 before the tables; spans that could not all go where
+they were sent, one line and exit status 1 after them.
 """
 
 from __future__ import annotations
