@@ -8,12 +8,13 @@
 | switchtrace.E004 | error | ``SHOW_HEADERS`` is a dotted path that does not import |
 | switchtrace.E005 | error | ``SHOW_HEADERS`` is an async callable |
 | switchtrace.E006 | error | an OTLP endpoint (setting or OTEL_* variable) that is not a URL, an
-  unsupported ``OTEL_EXPORTER_OTLP_PROTOCOL``, an ``OTEL_EXPORTER_OTLP_TIMEOUT`` that is not a
-  number of seconds, or another OTEL_* variable the OTLP exporter refuses |
-| switchtrace.E007 | error | a ``MIDDLEWARE`` entry that cannot be imported |
+  unsupported ``OTEL_EXPORTER_OTLP_PROTOCOL``, an ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`` (else
+  ``OTEL_EXPORTER_OTLP_TIMEOUT``) that is not a positive number of seconds, or another OTEL_*
+  variable the OTLP exporter refuses (that one leaves the headers on) |
+| switchtrace.E007 | error | (enabled) a ``MIDDLEWARE`` entry that cannot be imported |
 | switchtrace.E008 | error | the file exporter's ``FILE_PATH`` cannot be written |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
-| switchtrace.W002 | warning | the middleware is not first in ``MIDDLEWARE`` |
+| switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first |
 | switchtrace.W003 | warning | a middleware that adds avoidable switches under ASGI |
 | switchtrace.W004 | warning | (``check --deploy``) enabled with headers shown to every client |
 """
