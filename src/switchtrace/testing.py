@@ -80,8 +80,10 @@ def over_budget(records: list[tracer.RequestRecord], budget: int) -> str | None:
 def assert_max_switches(budget: int) -> _Budget:
     """Fail (AssertionError) if a request made in the block has more than
     ``budget`` context switches (the whole request, work after the response
-    headers included). A context manager (the block's records as its value)
-    and a decorator."""
+    headers included, but for the body of a streaming response, which the
+    test clients return unread: reading and closing it happen in the test,
+    outside the request). A context manager (the block's records as its
+    value) and a decorator."""
     return _Budget(check_budget(budget))
 
 
