@@ -678,3 +678,58 @@ def test_demo_with_settings_that_keep_switchtrace_disabled(environ, problem, tmp
         + problem.format(tmp=tmp_path)
     ), line
     assert out.stdout == ""
+
+
+def test_bench_overhead_with_settings_that_keep_switchtrace_disabled(tmp_path):
+    """It measured them anyway, exit status 0: its 'headers only' and 'full
+    spans' rows were served without switchtrace's middleware (it removes
+    itself while disabled), no header on any response, under the logged
+    problem."""
+    out = switchtrace(
+        ["bench", "--overhead", "--servers", "asgi", "--endpoints", "/sync/", "--rounds", "1",
+         "--requests", "1", "--warmup", "0"],
+        tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT="localhost:4317",
+    )  # fmt: skip
+    assert one_line(out, 2) == (
+        "switchtrace bench: error: the settings keep switchtrace disabled: The environment "
+        "variable OTEL_EXPORTER_OTLP_ENDPOINT is 'localhost:4317', which is not an http:// or "
+        "https:// URL. (switchtrace.E006) For example: http://localhost:4317 (OTLP/gRPC) or "
+        "http://localhost:4318 (OTLP/HTTP)."
+    )
+    assert out.stdout == ""
+
+
+def test_bench_matrix_serves_without_the_exporter_the_settings_cannot_make(tmp_path):
+    """The matrix exports no span (EXPORTER "none"): an OTLP endpoint that is
+    not a URL does not concern it, and it measures; it said 'switchtrace
+    disabled: ...' twice above a table measured with switchtrace enabled."""
+    out = switchtrace(
+        ["bench", "--servers", "asgi", "--endpoints", "/sync/", "--variants", "shipped",
+         "--concurrency", "1", "--rounds", "1", "--requests", "1", "--warmup", "0", "--json"],
+        tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT="localhost:4317",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    [cell] = json.loads(out.stdout)["cells"]
+    assert cell["switches"] == 30
+
+
+def test_bench_matrix_with_a_wrong_setting(tmp_path):
+    """It measured with switchtrace disabled by the wrong setting and
+    reported 0 switches for every cell, exit status 0."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "wrong_settings.py").write_text(
+        'from project.settings import *\nSWITCHTRACE = {**SWITCHTRACE, "QUEUE_SIZE": 0}\n'
+    )
+    out = switchtrace(
+        ["bench", "--servers", "asgi", "--endpoints", "/sync/", "--variants", "shipped",
+         "--concurrency", "1", "--rounds", "1", "--requests", "1", "--warmup", "0"],
+        tmp_path, DJANGO_SETTINGS_MODULE="wrong_settings",
+    )  # fmt: skip
+    assert one_line(out, 2) == (
+        "switchtrace bench: error: the settings keep switchtrace disabled: "
+        "SWITCHTRACE['QUEUE_SIZE'] is 0, which is not allowed. (switchtrace.E003) Allowed: an "
+        "integer from 1 to 100000."
+    )
+    assert out.stdout == ""

@@ -1097,7 +1097,12 @@ def run(args: argparse.Namespace) -> int:
                 "(pip install uvicorn gunicorn, or --driver in-process)"
             )
     project = example.find_project(args.project)
-    example.setup(project)
+    # What the settings keep disabled is said below, for the settings the
+    # run is served with (the matrix's export none).
+    with example.unlogged("switchtrace disabled:"):
+        example.setup(project)
+        if args.overhead:
+            example.require_enabled()
     import django
 
     from . import __version__
@@ -1130,7 +1135,10 @@ def run(args: argparse.Namespace) -> int:
         driver: Any = Servers(project, max(args.concurrency))
     else:
         driver = InProcess()
-    with _no_spans():
+    with example.unlogged("switchtrace disabled:"), _no_spans():
+        # A wrong setting would leave every figure 0; a project that does
+        # not enable switchtrace is measured without it, as it asks.
+        example.require_enabled(disabled_ok=True)
         try:
             for variant in args.variants:
                 driver.open(variant)

@@ -158,23 +158,11 @@ def run(project: str | None, out: TextIO) -> int:
     # Said below, as the command's error: the settings' problems, and an
     # exporter that cannot be made (logged by the telemetry's configure).
     cannot_be_made = tuple(f"switchtrace: The {name} exporter cannot be made" for name in EXPORTERS)
-    with _unlogged("switchtrace disabled:", *cannot_be_made):
+    with example.unlogged("switchtrace disabled:", *cannot_be_made):
         example.setup(path)
     from .django_app import telemetry
-    from .django_app.conf import get_config
 
-    config = get_config()
-    if config.problems:
-        first, *others = config.problems
-        more = f" (and {len(others)} more problems)" if others else ""
-        raise example.SetupError(
-            f"the settings keep switchtrace disabled: {first.msg} ({first.id}) {first.hint}{more}"
-        )
-    if not config.enabled:
-        raise example.SetupError(
-            "the settings keep switchtrace disabled: SWITCHTRACE['ENABLED'] is not True; "
-            "allowed: the example project's settings, which enable it"
-        )
+    example.require_enabled()
     failure = telemetry.failure()
     if failure is not None:  # switchtrace.E006 of the system checks
         raise example.SetupError(
@@ -245,7 +233,7 @@ def _export_failures_unlogged() -> Iterator[None]:
     sdk.addHandler(held)
     sdk.propagate = False
     try:
-        with _unlogged(
+        with example.unlogged(
             "switchtrace: span export failed",
             "switchtrace: span exports paused",
             "switchtrace: span queue full",
@@ -254,21 +242,6 @@ def _export_failures_unlogged() -> Iterator[None]:
     finally:
         sdk.propagate = propagate
         sdk.removeHandler(held)
-
-
-@contextlib.contextmanager
-def _unlogged(*beginnings: str) -> Iterator[None]:
-    """The messages of the ``switchtrace`` logger beginning so, held back."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(beginnings)
-
-    logger = logging.getLogger("switchtrace")
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
 
 
 def _count(n: int, noun: str) -> str:

@@ -77,6 +77,45 @@ def setup(project: Path, settings_module: str = "project.settings") -> None:
         )
 
 
+def require_enabled(disabled_ok: bool = False) -> None:
+    """SetupError (exit status 2) naming the first problem, unless the
+    settings as they now stand keep switchtrace enabled: served otherwise,
+    the project would be measured without it (its middleware removes itself
+    while disabled). ``disabled_ok``: only a wrong setting is refused, not
+    switchtrace left disabled on purpose (no SWITCHTRACE, ENABLED False)."""
+    from .django_app.conf import get_config
+
+    config = get_config()
+    if config.problems:
+        first, *others = config.problems
+        more = f" (and {len(others)} more problems)" if others else ""
+        raise SetupError(
+            f"the settings keep switchtrace disabled: {first.msg} ({first.id}) {first.hint}{more}"
+        )
+    if not config.enabled and not disabled_ok:
+        raise SetupError(
+            "the settings keep switchtrace disabled: SWITCHTRACE['ENABLED'] is not True; "
+            "allowed: the example project's settings, which enable it"
+        )
+
+
+@contextlib.contextmanager
+def unlogged(*beginnings: str) -> Iterator[None]:
+    """The messages of the ``switchtrace`` logger beginning so, held back
+    (the commands say what matters to them in one line of their own)."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(beginnings)
+
+    logger = logging.getLogger("switchtrace")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 def setup_django() -> None:
     """django.setup() for the module DJANGO_SETTINGS_MODULE names, every
     failure a SetupError naming what went wrong and where (no traceback)."""
