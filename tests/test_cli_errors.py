@@ -635,6 +635,26 @@ def test_demo_with_its_collector_down_says_so_in_one_line(protocol, tmp_path):
     assert "Spans of every request went" not in out.stdout
 
 
+def test_bench_overhead_with_an_otlp_exporter_that_cannot_be_made(tmp_path):
+    """Its 'full spans' rounds had no span pipeline and measured headers only
+    under that name, exit status 0, below the logged error."""
+    out = switchtrace(
+        ["bench", "--overhead", "--rounds", "1", "--requests", "1", "--warmup", "1"], tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_COMPRESSION="bogus",
+    )  # fmt: skip
+    line = one_line(out, 2)
+    assert line.startswith(
+        "switchtrace bench: error: the settings keep spans off: The otlp exporter cannot be "
+        "made, so no spans are exported: "
+    ), line
+    assert line.endswith(
+        ". (switchtrace.E006) Correct or unset the OTEL_EXPORTER_OTLP_* variable it names, or "
+        "choose another EXPORTER."
+    ), line
+    assert out.stdout == ""
+
+
 def test_demo_with_an_otlp_exporter_that_cannot_be_made(tmp_path):
     """An OTEL_EXPORTER_OTLP_* variable the exporter refuses (switchtrace.E006:
     spans off, headers on): the demo printed the logged error above its

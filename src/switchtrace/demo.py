@@ -163,12 +163,7 @@ def run(project: str | None, out: TextIO) -> int:
     from .django_app import telemetry
 
     example.require_enabled()
-    failure = telemetry.failure()
-    if failure is not None:  # switchtrace.E006 of the system checks
-        raise example.SetupError(
-            f"the settings keep spans off: {failure}. (switchtrace.E006) Correct or unset the "
-            "OTEL_EXPORTER_OTLP_* variable it names, or choose another EXPORTER."
-        )
+    example.require_spans()
 
     out.write(
         "switchtrace demo: the example project served in-process under WSGI and ASGI,\n"

@@ -99,6 +99,20 @@ def require_enabled(disabled_ok: bool = False) -> None:
         )
 
 
+def require_spans() -> None:
+    """SetupError (exit status 2) if the exporter the settings ask for could
+    not be made (switchtrace.E006 of the system checks: an OTEL_EXPORTER_OTLP_*
+    variable the OTLP exporter refuses): spans would be off, headers on."""
+    from .django_app import telemetry
+
+    failure = telemetry.failure()
+    if failure is not None:
+        raise SetupError(
+            f"the settings keep spans off: {failure}. (switchtrace.E006) Correct or unset the "
+            "OTEL_EXPORTER_OTLP_* variable it names, or choose another EXPORTER."
+        )
+
+
 @contextlib.contextmanager
 def unlogged(*beginnings: str) -> Iterator[None]:
     """The messages of the ``switchtrace`` logger beginning so, held back
