@@ -753,3 +753,32 @@ def test_bench_matrix_with_a_wrong_setting(tmp_path):
         "integer from 1 to 100000."
     )
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize("driver", ["server", "in-process"])
+def test_bench_matrix_with_a_wrong_exporter(driver, tmp_path):
+    """The servers of --driver server read the project's own settings (with
+    OTEL_SDK_DISABLED=true): a wrong EXPORTER kept switchtrace disabled there,
+    and the matrix reported 0 switches for every cell, exit status 0, since
+    the check judged the settings as served in-process (EXPORTER "none", which
+    hid it). A wrong value is refused under both drivers alike."""
+    if driver == "server" and bench.missing_servers():
+        pytest.skip("needs uvicorn and gunicorn")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "wrong_settings.py").write_text(
+        'from project.settings import *\nSWITCHTRACE = {**SWITCHTRACE, "EXPORTER": "jaeger"}\n'
+    )
+    out = switchtrace(
+        ["bench", "--driver", driver, "--servers", "asgi", "--endpoints", "/sync/",
+         "--variants", "shipped", "--concurrency", "1", "--rounds", "1", "--requests", "1",
+         "--warmup", "0"],
+        tmp_path, DJANGO_SETTINGS_MODULE="wrong_settings",
+    )  # fmt: skip
+    assert one_line(out, 2) == (
+        "switchtrace bench: error: the settings keep switchtrace disabled: "
+        "SWITCHTRACE['EXPORTER'] is 'jaeger', which is not allowed. (switchtrace.E003) "
+        "Allowed: None (otlp when an OTLP endpoint is configured, else file), 'otlp', 'file', "
+        "'console', 'memory' or 'none'."
+    )
+    assert out.stdout == ""

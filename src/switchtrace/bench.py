@@ -1135,6 +1135,11 @@ def run(args: argparse.Namespace) -> int:
             progress.close()
         _emit(results, args, render_overhead)
         return 0
+    # A wrong setting would leave every figure 0; a project that does not
+    # enable switchtrace is measured without it, as it asks. Judged as the
+    # servers of --driver server read the settings, in processes of their own
+    # that make no spans (in-process, EXPORTER "none" would hide a wrong one).
+    example.require_enabled(disabled_ok=True, without_spans=True)
     cells = len(args.servers) * len(args.endpoints) * len(args.variants)
     progress = Progress(args.rounds * len(args.concurrency) * cells)
     if args.driver == "server":
@@ -1142,9 +1147,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         driver = InProcess()
     with example.unlogged("switchtrace disabled:"), _no_spans():
-        # A wrong setting would leave every figure 0; a project that does
-        # not enable switchtrace is measured without it, as it asks.
-        example.require_enabled(disabled_ok=True)
         try:
             for variant in args.variants:
                 driver.open(variant)

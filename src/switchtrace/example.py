@@ -77,15 +77,25 @@ def setup(project: Path, settings_module: str = "project.settings") -> None:
         )
 
 
-def require_enabled(disabled_ok: bool = False) -> None:
+def require_enabled(disabled_ok: bool = False, without_spans: bool = False) -> None:
     """SetupError (exit status 2) naming the first problem, unless the
     settings as they now stand keep switchtrace enabled: served otherwise,
     the project would be measured without it (its middleware removes itself
     while disabled). ``disabled_ok``: only a wrong setting is refused, not
-    switchtrace left disabled on purpose (no SWITCHTRACE, ENABLED False)."""
-    from .django_app.conf import get_config
+    switchtrace left disabled on purpose (no SWITCHTRACE, ENABLED False).
+    ``without_spans``: the settings as a process that makes no spans reads
+    them (OTEL_SDK_DISABLED=true, as the servers of ``bench --driver
+    server``): what concerns only the export (OTEL_* variables, FILE_PATH's
+    directory) is no problem, a wrong value in SWITCHTRACE still is."""
+    from django.conf import settings
 
-    config = get_config()
+    from .django_app.conf import build_config, get_config
+
+    if without_spans:
+        raw = getattr(settings, "SWITCHTRACE", None)
+        config = build_config(raw, {**os.environ, "OTEL_SDK_DISABLED": "true"})
+    else:
+        config = get_config()
     if config.problems:
         first, *others = config.problems
         more = f" (and {len(others)} more problems)" if others else ""
