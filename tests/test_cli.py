@@ -17,6 +17,7 @@ import pytest
 from switchtrace.bench import compare, overhead_export
 from switchtrace.exporters import ExportOptions
 
+from .conftest import EXAMPLE
 from .support import ASGI_THREADS
 
 SCRIPT = shutil.which("switchtrace", path=str(Path(sys.executable).parent))
@@ -93,6 +94,44 @@ def test_demo_with_every_request_sampled_out_says_no_spans_were_made(tmp_path):
         "\nNo spans were made: the sampler kept none of the requests "
         "(SWITCHTRACE['SAMPLE_RATE'], or OTEL_TRACES_SAMPLER when it is None).\n"
     )
+
+
+def _spans_said(text: str) -> int:
+    """The count of the demo's last line ('N spans went ...')."""
+    last = text.rstrip("\n").rsplit("\n", 1)[-1]
+    count, _, rest = last.partition(" ")
+    assert rest.startswith(("span went ", "spans went ")), last
+    return int(count)
+
+
+@pytest.mark.parametrize("sample_rate", [0, 1])
+def test_demo_through_the_sdk_processor_counts_its_spans(sample_rate, tmp_path):
+    """A copy of the example project exporting to the memory exporter (the
+    SDK's processor, as an OTLP exporter without the encoded-spans hook): the
+    demo said 'Spans of every request went to the memory exporter.' whatever
+    the sampler kept, SAMPLE_RATE 0 included. It now says how many spans the
+    exporter took, the same as the file exporter's, or that none were made."""
+    project = tmp_path / "project-copy"
+    shutil.copytree(
+        EXAMPLE, project, ignore=shutil.ignore_patterns("*.jsonl", "*.sqlite3", "__pycache__")
+    )
+    with open(project / "project" / "settings.py", "a") as settings:
+        settings.write(
+            f'SWITCHTRACE = {{**SWITCHTRACE, "EXPORTER": "memory", "SAMPLE_RATE": {sample_rate}}}\n'
+        )
+    out = run(["demo", "--project", str(project)], tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    if sample_rate == 0:
+        assert out.stdout.endswith(
+            "\nNo spans were made: the sampler kept none of the requests "
+            "(SWITCHTRACE['SAMPLE_RATE'], or OTEL_TRACES_SAMPLER when it is None).\n"
+        )
+        return
+    assert out.stdout.endswith(" went to the memory exporter.\n"), out.stdout[-200:]
+    (tmp_path / "file").mkdir()
+    to_file = run(["demo"], tmp_path / "file")
+    assert (to_file.returncode, to_file.stderr) == (0, "")
+    assert _spans_said(out.stdout) == _spans_said(to_file.stdout) > 0
 
 
 def test_bench_in_process_json(tmp_path):

@@ -203,7 +203,7 @@ def run(project: str | None, out: TextIO) -> int:
                 file=sys.stderr,
             )
             return 1
-        if pipeline.writer is None or not pipeline.own_provider:
+        if not pipeline.own_provider:
             out.write(f"\nSpans of every request went {where}.\n")
         elif pipeline.exported:
             out.write(f"\n{_count(pipeline.exported, 'span')} went {where}.\n")

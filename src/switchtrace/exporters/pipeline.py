@@ -210,9 +210,10 @@ class SpanPipeline:
         #: were still waiting for their batch when :meth:`shutdown`'s time
         #: ran out.
         self.failed = 0
-        #: Spans switchtrace's own exporter delivered (when the pipeline
-        #: encodes them itself, see :attr:`writer`; the SDK's processor keeps
-        #: its own count).
+        #: Spans the exporter switchtrace made delivered, whether the
+        #: pipeline encodes them itself (see :attr:`writer`) or they go
+        #: through the SDK's processor (the application's provider keeps its
+        #: own count).
         self.exported = 0
         #: Records turned into spans, and the CPU time the pipeline's thread
         #: spent on them, exports included (``switchtrace bench --overhead``
@@ -269,11 +270,13 @@ class SpanPipeline:
                     self.provider.resource, InstrumentationScope("switchtrace", __version__)
                 )
             elif isinstance(self.exporter, InMemorySpanExporter):
-                self.processor = SimpleSpanProcessor(self.exporter)
+                self.processor = SimpleSpanProcessor(
+                    _Counted(self.exporter, self._fail, self._delivered)
+                )
                 self.provider.add_span_processor(self.processor)
             elif self.exporter is not None:
                 self.processor = BatchSpanProcessor(
-                    _Counted(self.exporter, self._fail),
+                    _Counted(self.exporter, self._fail, self._delivered),
                     schedule_delay_millis=self._delay * 1000,
                 )
                 self.provider.add_span_processor(self.processor)
@@ -534,6 +537,11 @@ class SpanPipeline:
                 self.dropped,
             )
 
+    def _delivered(self, spans: int) -> None:
+        """``spans`` spans delivered by the SDK's processor (in its thread,
+        or in the one that flushes it: one at a time, under its lock)."""
+        self.exported += spans
+
     def _fail(self, spans: int, why: str = "span export failed") -> None:
         """``spans`` spans not delivered (a failed export, exports paused);
         ``why`` begins the warning."""
@@ -659,13 +667,14 @@ class _Flush(threading.Event):
 
 
 class _Counted(SpanExporter):
-    """The exporter given to the SDK's batch processor (an OTLP exporter
-    without the hook for encoded spans): spans it fails to export are counted
-    as the pipeline's own exports are."""
+    """The exporter given to the SDK's processor (the memory exporter, an
+    OTLP exporter without the hook for encoded spans): spans it exports, or
+    fails to, are counted as the pipeline's own exports are."""
 
-    def __init__(self, exporter: SpanExporter, fail: Any) -> None:
+    def __init__(self, exporter: SpanExporter, fail: Any, delivered: Any) -> None:
         self._exporter = exporter
         self._fail = fail
+        self._delivered = delivered
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
@@ -673,7 +682,9 @@ class _Counted(SpanExporter):
         except Exception:
             self._fail(len(spans))
             raise
-        if result is not SpanExportResult.SUCCESS:
+        if result is SpanExportResult.SUCCESS:
+            self._delivered(len(spans))
+        else:
             self._fail(len(spans))
         return result
 
