@@ -13,6 +13,7 @@ import pytest
 from switchtrace import tracer
 from switchtrace.django_app import telemetry
 from switchtrace.exporters import pipeline as pipeline_module
+from switchtrace.tracer import guard
 
 from ..django_app.test_middleware import project
 from ..support import run_asgi
@@ -230,3 +231,46 @@ def test_an_error_encoding_a_batch_loses_that_batch_not_the_thread(
             ("span export", "ValueError('an encoding bug')")
         ]
         swallowed.clear()
+
+
+@pytest.mark.parametrize(
+    "receiver", [("http/protobuf", "ok")], indirect=True, ids=lambda p: "-".join(p)
+)
+def test_an_error_encoding_a_batch_pauses_no_export(receiver, monkeypatch, swallowed, caplog):
+    """An error of switchtrace's own encoding is not the collector refusing:
+    it paused the exports all the same (an hour here; 1 s, doubling, by
+    default), so the next batch, encoded fine, was not sent but counted as
+    lost, under a warning that a span export failed. Only the batch that
+    could not be encoded is lost now; the next is sent."""
+    pause(monkeypatch, 3600.0)
+    guard.reset_reported()  # logged once per place and kind: this test's too
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint}
+    with caplog.at_level(logging.WARNING), project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        request = pipeline.writer.request
+        calls = []
+
+        def encode_once_wrongly(pending):
+            calls.append(len(pending))
+            if len(calls) == 1:
+                raise ValueError("an encoding bug")
+            return request(pending)
+
+        monkeypatch.setattr(pipeline.writer, "request", encode_once_wrongly)
+        for _ in range(2):
+            run_asgi(asgi, "/sync/")
+            assert pipeline.flush(10)
+        assert calls == [SPANS, SPANS]
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (2, 0, SPANS)
+        assert pipeline.exported == SPANS
+        assert receiver.received.posts == 1
+        assert receiver.received.span_count == SPANS
+        assert [(where, repr(exc)) for where, exc in swallowed] == [
+            ("span export", "ValueError('an encoding bug')")
+        ]
+        swallowed.clear()
+    assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
+        "switchtrace: internal error in span export (logged once; the request goes on untouched)",
+        f"switchtrace: the export request could not be made; {SPANS} spans lost so far "
+        "(and 0 requests' spans dropped by a full queue)",
+    ]

@@ -206,7 +206,9 @@ class SpanPipeline:
         #: Spans not delivered: the exporter reported a failure (the
         #: collector down, 503 after its retries, 404, a file that cannot be
         #: written), their batch came due while exports were paused after
-        #: one (their spans then only counted, possibly never made), or they
+        #: one (their spans then only counted, possibly never made), its
+        #: export request could not be made (a switchtrace error, logged as
+        #: such; no pause follows: no collector refused it), or they
         #: were still waiting for their batch when :meth:`shutdown`'s time
         #: ran out.
         self.failed = 0
@@ -485,7 +487,7 @@ class SpanPipeline:
             return
         started = time.thread_time_ns()
         count = len(pending)
-        result = None
+        batch = result = None
         try:
             # The request's encoding inside the guard too: an error there
             # loses this batch, not the pipeline's thread.
@@ -500,6 +502,11 @@ class SpanPipeline:
         if result is SpanExportResult.SUCCESS:
             self.exported += count
             self._backoff = 0.0
+            return
+        if batch is None:
+            # Our own encoding failed: no collector refused anything, so
+            # nothing to pause; the next batch is sent when it is due.
+            self._fail(count, "the export request could not be made")
             return
         # No export for a while, longer after each failure in a row: the
         # exporter logs an error of its own for every one that fails.
