@@ -9,4 +9,6 @@ urlpatterns = [
     path("quoted-server-timing/", views.quoted_server_timing),
     path("shared/", views.shared_response),
     path("raise/", views.raising_view),
+    path("robust-signal/", views.robust_signal_view),
+    path("async-signal/", views.async_signal_view),
 ]

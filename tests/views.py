@@ -56,3 +56,21 @@ _shared_response = HttpResponseNotFound("shared")
 
 def shared_response(request):
     return _shared_response
+
+
+def robust_signal_view(request):
+    """Sends contrib.auth's user_logged_out with send_robust: its async
+    receivers run in one async_to_sync (Django >= 5.0)."""
+    from django.contrib.auth.signals import user_logged_out
+
+    user_logged_out.send_robust(sender=None, request=request, user=None)
+    return HttpResponse("ok")
+
+
+async def async_signal_view(request):
+    """Sends contrib.auth's user_logged_out with asend: its sync receivers run
+    in one sync_to_async (Django >= 5.0)."""
+    from django.contrib.auth.signals import user_logged_out
+
+    await user_logged_out.asend(sender=None, request=request, user=None)
+    return HttpResponse("ok")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from django.dispatch import Signal
 
 from switchtrace.django_app import components
@@ -12,6 +13,7 @@ from .test_middleware import project
 SHIPPED = ["Security", "Session", "Common", "Csrf", "Authentication", "Message"]
 # Django >= 5.0 runs a signal's sync receivers in a closure of Signal.asend; 4.2
 # bridges Signal.send itself.
+ASYNC_SIGNALS = hasattr(Signal, "asend")
 SIGNAL = "Signal.asend.<locals>.sync_send" if hasattr(Signal, "asend") else "Signal.send"
 
 
@@ -126,3 +128,48 @@ def test_the_bridged_callables_code_location():
     assert location.namespace == "project.views"
     assert location.filepath.endswith("examples/project/project/views.py")
     assert location.lineno == sync_view.__code__.co_firstlineno
+
+
+@pytest.fixture
+def logged_out_receivers():
+    """A sync and an async receiver on contrib.auth's user_logged_out."""
+    from django.contrib.auth.signals import user_logged_out
+
+    def sync_receiver(sender, **kwargs):
+        pass
+
+    async def async_receiver(sender, **kwargs):
+        pass
+
+    user_logged_out.connect(sync_receiver, dispatch_uid="test-sync")
+    user_logged_out.connect(async_receiver, dispatch_uid="test-async")
+    yield
+    user_logged_out.disconnect(dispatch_uid="test-sync")
+    user_logged_out.disconnect(dispatch_uid="test-async")
+
+
+@pytest.mark.skipif(not ASYNC_SIGNALS, reason="async receivers need Django >= 5.0")
+def test_send_robust_names_the_signal_of_its_async_receivers(records, logged_out_receivers):
+    with project() as (_asgi, wsgi):
+        wsgi_request(wsgi, "/robust-signal/")
+    [record] = records
+    assert described(record) == [
+        (
+            "async_to_sync",
+            "Signal.send_robust.<locals>.asend",
+            "signal",
+            "user_logged_out",
+            True,
+        )
+    ]
+
+
+@pytest.mark.skipif(not ASYNC_SIGNALS, reason="Signal.asend needs Django >= 5.0")
+def test_a_contrib_signal_is_named(records, logged_out_receivers):
+    with project() as (_asgi, wsgi):
+        wsgi_request(wsgi, "/async-signal/")
+    [record] = records
+    assert described(record) == [
+        ("async_to_sync", "async_signal_view", "view", "async_signal_view", True),
+        ("sync_to_async", SIGNAL, "signal", "user_logged_out", True),
+    ]

@@ -9,6 +9,7 @@ middleware each adapter built by ``BaseHandler.adapt_method_mode`` serves
 from __future__ import annotations
 
 import functools
+import sys
 import types
 from collections.abc import Hashable
 from typing import Any
@@ -208,8 +209,11 @@ def _has(obj: Any, name: str) -> bool:
         return False
 
 
-def _signal_of(func: Any) -> str | None:
-    """Signal.send/asend run sync receivers through a closure over the signal."""
+def _signal_of(func: Any, nested: bool = False) -> str | None:
+    """Signal.send/asend run sync receivers through a closure over the signal;
+    send_robust's async receivers run in one whose signal is held by another
+    closure it calls (asend_and_wrap_exception): one level down is looked at,
+    no further (closures that hold each other would make it endless)."""
     for cell in attribute(func, "__closure__") or ():
         try:
             contents = cell.cell_contents
@@ -217,15 +221,31 @@ def _signal_of(func: Any) -> str | None:
             continue
         if _is_signal(contents):
             return _signal_name(contents)
+        if type(contents) is types.FunctionType and not nested:
+            signal = _signal_of(contents, nested=True)
+            if signal is not None:
+                return signal
     return None
+
+
+#: Django's modules of signals, looked up only where already imported (a
+#: signal sent has had its module imported).
+SIGNAL_MODULES = (
+    "django.core.signals",
+    "django.db.models.signals",
+    "django.db.backends.signals",
+    "django.contrib.auth.signals",
+    "django.tasks.signals",
+    "django.test.signals",
+)
 
 
 @functools.lru_cache(maxsize=256)
 def _signal_name(signal: Any) -> str:
-    from django.core import signals as core_signals
-    from django.db.models import signals as model_signals
-
-    for module in (core_signals, model_signals):
+    for module_name in SIGNAL_MODULES:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
         for name, value in vars(module).items():
             if value is signal:
                 return name
