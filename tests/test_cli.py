@@ -433,6 +433,33 @@ def test_explain_through_manage_py(tmp_path):
     assert bad.stderr.strip() == "CommandError: the URL '/nowhere/' does not resolve to a view"
 
 
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_explain_finds_the_settings_module_in_the_current_directory(how, tmp_path):
+    """Run from a project's directory with DJANGO_SETTINGS_MODULE set, as
+    manage.py is: the console script finds the project there too, as
+    ``python -m switchtrace`` does (Python puts the directory on its path)."""
+    package = tmp_path / "mysite"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text(
+        "SECRET_KEY = 'x'\nROOT_URLCONF = 'mysite.urls'\n"
+        "MIDDLEWARE = ['switchtrace.django_app.middleware.SwitchTraceMiddleware']\n"
+    )
+    (package / "urls.py").write_text(
+        "from django.http import HttpResponse\nfrom django.urls import path\n\n\n"
+        "def ping(request):\n    return HttpResponse('pong')\n\n\n"
+        "urlpatterns = [path('ping/', ping)]\n"
+    )
+    command = [SCRIPT] if how == "script" else [sys.executable, "-m", "switchtrace"]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mysite.settings"}
+    out = subprocess.run(
+        [*command, "explain", "--url", "/ping/"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "/ping/ → ping (sync view)"
+
+
 @pytest.mark.parametrize(
     ("args", "environ", "message"),
     [

@@ -218,6 +218,12 @@ def _explain(args: argparse.Namespace) -> int:
                 )
                 return 2
             sys.path.insert(0, args.project)
+        elif not {"", os.getcwd()} & set(sys.path):
+            # The console script's path starts at its own bin directory, where
+            # ``python -m switchtrace`` (and manage.py) start at the project's:
+            # find DJANGO_SETTINGS_MODULE from the directory it is run in too,
+            # after what is installed.
+            sys.path.append(os.getcwd())
         setup_django()
     else:
         setup(find_project(args.project))
