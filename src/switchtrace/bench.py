@@ -269,10 +269,18 @@ class InProcess:
         return _wsgi_load(wsgi, endpoint, requests, concurrency)
 
 
+def _threads() -> int:
+    """Threads of this process, less the command line's own (its Ctrl-C
+    watcher): the served project's and the load generator's."""
+    from .cli import own_threads
+
+    return threading.active_count() - own_threads()
+
+
 async def _asgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
     remaining = requests
     latencies: list[float] = []
-    peak = threading.active_count()
+    peak = _threads()
     figures: list[Any] = []
 
     async def worker() -> None:
@@ -283,7 +291,7 @@ async def _asgi_load(handler: Any, endpoint: str, requests: int, concurrency: in
             result = await example.asgi_request(handler, endpoint)
             latencies.append(time.perf_counter() - start)
             figures.append(result.figures())
-            peak = max(peak, threading.active_count())
+            peak = max(peak, _threads())
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -295,7 +303,7 @@ def _wsgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
     remaining = [requests]
     latencies: list[float] = []
     figures: list[Any] = []
-    peak = [threading.active_count()]
+    peak = [_threads()]
 
     def worker() -> None:
         while True:
@@ -309,7 +317,7 @@ def _wsgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
             with lock:
                 latencies.append(elapsed)
                 figures.append(result.figures())
-                peak[0] = max(peak[0], threading.active_count())
+                peak[0] = max(peak[0], _threads())
 
     start = time.perf_counter()
     if concurrency == 1:

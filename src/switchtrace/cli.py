@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -71,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the process's own command, not a call from Python code
+        _watch_for_ctrl_c()
     try:
         parser = _parser()
         args, unrecognized = parser.parse_known_args(argv)
@@ -81,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    global _command
+    _command = args.command
     status = _guarded(args)
     try:
         sys.stdout.flush()  # here, not at exit, where a reader gone away is a traceback
@@ -156,6 +162,54 @@ def _run(args: argparse.Namespace) -> int:
     return bench(args)
 
 
+#: The command running, for the Ctrl-C watcher's line.
+_command: str | None = None
+#: The Ctrl-C watcher's thread (see _watch_for_ctrl_c), when there is one.
+_watcher: threading.Thread | None = None
+#: Taken by the first of the main thread and the watcher to end the process.
+_ending = threading.Lock()
+
+
+def own_threads() -> int:
+    """Threads of this process that are the command line's, not the served
+    project's (``switchtrace bench`` leaves them out of its peak threads)."""
+    return 1 if _watcher is not None and _watcher.is_alive() else 0
+
+
+def _watch_for_ctrl_c() -> None:
+    """The kernel hands a signal sent to the process to any of its threads
+    that does not block it. Taken by another thread than the main one (the
+    per-request thread of a view, an executor's), Python's handler only
+    marks it for the main thread, which may be asleep in the event loop's
+    wait with nothing due (or in a lock, in a view served in it) and never
+    see it: the command went on for ever. Every signal with a Python handler
+    writes its number to the wakeup file descriptor, whichever thread took
+    it; a thread of ours reads it and ends the process at a SIGINT."""
+    global _watcher
+    if _watcher is not None or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except (OSError, ValueError):  # not possible here: the main thread's Ctrl-C as before
+        return
+
+    def watch() -> None:
+        while True:
+            try:
+                taken = os.read(read, 64)
+            except OSError:
+                return
+            if not taken:
+                return
+            if signal.SIGINT in taken:
+                _interrupted(_command)
+
+    _watcher = threading.Thread(target=watch, name="switchtrace Ctrl-C", daemon=True)
+    _watcher.start()
+
+
 def _interrupted(command: str | None) -> NoReturn:
     """Ctrl-C: one line, exit status 130, at once. A request interrupted
     in the middle leaves its threads behind (the per-request thread of
@@ -164,6 +218,7 @@ def _interrupted(command: str | None) -> NoReturn:
     the interpreter's exit would wait for, and its coroutines, which it would
     close in another context, each with a traceback. What the command
     printed goes out first."""
+    _ending.acquire()  # the other one, main thread or watcher, waits for the exit
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
