@@ -152,14 +152,7 @@ def _causes(causes: list[tuple[str, int]]) -> str:
 
 
 def run(project: str | None, out: TextIO) -> int:
-    from .exporters import EXPORTERS
-
-    path = example.find_project(project)
-    # Said below, as the command's error: the settings' problems, and an
-    # exporter that cannot be made (logged by the telemetry's configure).
-    cannot_be_made = tuple(f"switchtrace: The {name} exporter cannot be made" for name in EXPORTERS)
-    with example.unlogged("switchtrace disabled:", *cannot_be_made):
-        example.setup(path)
+    example.setup_unlogged(example.find_project(project))
     from .django_app import telemetry
 
     example.require_enabled()

@@ -123,6 +123,18 @@ def require_spans() -> None:
         )
 
 
+def setup_unlogged(project: Path) -> None:
+    """:func:`setup`, holding back what switchtrace logs at start-up about the
+    settings (a problem that keeps it disabled, an exporter that cannot be
+    made): the commands say it as their error, in one line (see
+    :func:`require_enabled`, :func:`require_spans`)."""
+    from .exporters import EXPORTERS
+
+    cannot_be_made = (f"switchtrace: The {name} exporter cannot be made" for name in EXPORTERS)
+    with unlogged("switchtrace disabled:", *cannot_be_made):
+        setup(project)
+
+
 @contextlib.contextmanager
 def unlogged(*beginnings: str) -> Iterator[None]:
     """The messages of the ``switchtrace`` logger beginning so, held back
