@@ -11,4 +11,5 @@ urlpatterns = [
     path("raise/", views.raising_view),
     path("robust-signal/", views.robust_signal_view),
     path("async-signal/", views.async_signal_view),
+    path("listed-then-streamed/", views.listed_then_streamed_view),
 ]

@@ -74,3 +74,13 @@ async def async_signal_view(request):
 
     await user_logged_out.asend(sender=None, request=request, user=None)
     return HttpResponse("ok")
+
+
+async def listed_then_streamed_view(request):
+    """Request code's own sync_to_async(list), then a body from a sync iterator
+    (which Django reads in a sync_to_async(list) of its own under ASGI)."""
+    from asgiref.sync import sync_to_async
+    from django.http import StreamingHttpResponse
+
+    parts = await sync_to_async(list)(iter([b"a", b"b"]))
+    return StreamingHttpResponse(iter(parts))

@@ -103,6 +103,28 @@ def test_asgi_sync_only_middleware_names_the_adapters(records):
     ]
 
 
+def test_asgi_sync_stream_is_named_after_the_response_reading_it(records):
+    # Both crossings bridge the built-in list: the view's own, before the
+    # headers, names list; Django's reading of the sync iterator after them
+    # names the response class's __aiter__, which makes it.
+    with project("none") as (asgi, _wsgi):
+        result = run_asgi(asgi, "/listed-then-streamed/")
+    assert result.body == b"ab"
+    [record] = records
+    assert described(record) == [
+        ("sync_to_async", SIGNAL, "signal", "request_started", True),
+        ("sync_to_async", "list", "other", "list", True),
+        ("sync_to_async", "list", "response", "StreamingHttpResponse.__aiter__", False),
+        (
+            "sync_to_async",
+            "HttpResponseBase.close",
+            "response",
+            "StreamingHttpResponse.close",
+            False,
+        ),
+    ]
+
+
 def test_wsgi_async_view(records):
     with project() as (_asgi, wsgi):
         wsgi_request(wsgi, "/async/")

@@ -55,6 +55,29 @@ def remember_view(record: RequestRecord, view: Any) -> None:
     record.extra["view"] = view
 
 
+#: record.extra's key for the class of an ASGI response that streams from a
+#: synchronous iterator (see :func:`remember_response`).
+SYNC_STREAM = "sync_stream"
+
+
+def remember_response(record: RequestRecord, response: Any) -> None:
+    """Under ASGI, a streaming response whose iterator is synchronous is read
+    whole by ``StreamingHttpResponse.__aiter__`` in one ``sync_to_async(list)``
+    after the headers: that crossing bridges ``list``, which names nothing."""
+    if attribute(response, "streaming") is True and attribute(response, "is_async") is False:
+        record.extra[SYNC_STREAM] = type(response).__qualname__
+
+
+def _sync_stream(crossing: Crossing, record: RequestRecord) -> str | None:
+    """The streaming response's class, when ``crossing`` is Django reading its
+    synchronous iterator: ``sync_to_async(list)`` after the headers. Request
+    code calling ``sync_to_async(list)`` itself (on a queryset, say) does so
+    before the headers, or inside an asynchronous iterator (not this case)."""
+    if crossing.func is not list or crossing.before_headers or crossing.bridge is None:
+        return None
+    return record.extra.get(SYNC_STREAM)
+
+
 class Resolver:
     """Callable ``(crossing, record) -> Component``: the component that caused
     a crossing. Its :meth:`key` names the call site, so that a description is
@@ -64,6 +87,9 @@ class Resolver:
         adapter = _adapter(crossing.bridge)
         if adapter is not None:
             return adapter
+        stream = _sync_stream(crossing, record)
+        if stream is not None:
+            return Component("response", stream, "__aiter__")
         return _describe(crossing.func, record.extra.get("view")) or Component(
             "other", qualified_name(crossing.func)
         )
@@ -98,7 +124,7 @@ class Resolver:
         # The component's fields, not the component: hashing a dataclass is a
         # Python call, hashing strings is not.
         fields = None if adapter is None else (adapter.kind, adapter.name, adapter.hook)
-        return (site, fields, is_view)
+        return (site, fields, is_view, _sync_stream(crossing, record))
 
 
 #: Sites worked out, per function object (while it lives): Django's own

@@ -178,6 +178,8 @@ def at_headers(record: tracer.RequestRecord, response: Any) -> None:
     status = getattr(response, "status_code", None)
     if status is not None:
         record.attributes["http.response.status_code"] = status
+    if record.kind == tracer.ASGI:
+        components.remember_response(record, response)
     restamp(response, figures)
     pipeline = telemetry.pipeline()
     if pipeline is not None:
