@@ -192,6 +192,51 @@ def test_a_response_object_shown_once_is_not_shown_to_a_request_that_may_not_see
     assert records[1].at_headers.context_switches == 6
 
 
+def test_one_response_object_returned_to_two_threads_ends_each_ones_record(records):
+    """gthread workers: two requests return the view's one response object,
+    and the first server thread closes it while the second is still sending
+    it. Each close ends the record of the request it serves."""
+    import threading
+
+    from django.test.client import RequestFactory
+
+    def environ(query):
+        return RequestFactory()._base_environ(
+            PATH_INFO="/shared/", REQUEST_METHOD="GET", QUERY_STRING=query
+        )
+
+    first_returned, second_returned, first_closed = (threading.Event() for _ in range(3))
+    seen = {}
+
+    def serve_first(wsgi):
+        response = wsgi(environ("first"), lambda status, headers, exc_info=None: None)
+        first_returned.set()
+        second_returned.wait(10)
+        b"".join(response)
+        response.close()
+        seen["first"] = ([r.attributes["url.query"] for r in records], tracer.current_record())
+        first_closed.set()
+
+    def serve_second(wsgi):
+        first_returned.wait(10)
+        response = wsgi(environ("second"), lambda status, headers, exc_info=None: None)
+        second_returned.set()
+        first_closed.wait(10)
+        b"".join(response)
+        response.close()
+        seen["second"] = ([r.attributes["url.query"] for r in records], tracer.current_record())
+
+    with project("none") as (_asgi, wsgi):
+        threads = [
+            threading.Thread(target=serve, args=(wsgi,)) for serve in (serve_first, serve_second)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert seen == {"first": (["first"], None), "second": (["first", "second"], None)}
+
+
 def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp_path):
     """django.contrib.staticfiles' WSGI handler answers with its own
     get_response: the record still ends when the server closes the response."""
