@@ -237,6 +237,44 @@ def test_one_response_object_returned_to_two_threads_ends_each_ones_record(recor
     assert seen == {"first": (["first"], None), "second": (["first", "second"], None)}
 
 
+@pytest.mark.parametrize(
+    ("path", "figures", "total"),
+    [
+        # WsgiToAsgi's sends: the response start, the body (then the
+        # Content-Length is reached), the last empty body: one async_to_sync
+        # from its thread to the loop each.
+        ("/sync/", (0, 0, 0, 0), 6),
+        # The view's async_to_sync runs on the server's loop, which the
+        # thread WsgiToAsgi runs the application in knows: no new loop.
+        ("/async/", (2, 2, 0, 0), 8),
+        # The start, three chunks and the last empty body.
+        ("/stream/", (0, 0, 0, 0), 10),
+    ],
+)
+def test_a_wsgi_application_served_through_asgirefs_wsgi_to_asgi_ends_its_record(
+    path, figures, total, records
+):
+    """WsgiToAsgi never closes the response: each request's record ends when
+    its call returns, after the last body message, and none of it is left
+    for the next request."""
+    from asgiref.wsgi import WsgiToAsgi
+
+    from ..support import asgi_request, run_in_server_loop
+
+    with project() as (_asgi, wsgi):
+        adapted = WsgiToAsgi(wsgi)
+        first = run_in_server_loop(asgi_request(adapted, f"{path}?first"))
+        [record] = records
+        second = run_in_server_loop(asgi_request(adapted, f"{path}?second"))
+    assert first.status == second.status == 200
+    assert [r.attributes["url.query"] for r in records] == ["first", "second"]
+    for record in records:
+        assert record.finished
+        assert record.at_headers == tracer.Figures(*figures)
+        assert record.context_switches == total
+    assert tracer.current_record() is None
+
+
 def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp_path):
     """django.contrib.staticfiles' WSGI handler answers with its own
     get_response: the record still ends when the server closes the response."""

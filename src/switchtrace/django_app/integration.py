@@ -7,7 +7,8 @@ where its response headers are sent.
   thread, after the body has been iterated. One response object may be
   returned by several requests at once (a view's module-level response):
   each close ends the record current where it runs, the request whose
-  server closes it.
+  server closes it. asgiref's ``WsgiToAsgi`` never closes the response: a
+  request it serves ends when its call returns, after the last body message.
 - ASGI: the record begins when ``ASGIHandler.__call__`` receives an HTTP scope,
   in the request's task on the event loop, and ends when that call returns,
   after ``response.close`` and the exit of the per-request
@@ -26,6 +27,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from asgiref.wsgi import WsgiToAsgiInstance
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler
@@ -147,6 +149,27 @@ def _closed_record(response: Any) -> tracer.RequestRecord | None:
         return None
 
 
+def _wrap_wsgi_to_asgi(wrapped, instance, args, kwargs):
+    return _end_adapted_wsgi(wrapped(*args, **kwargs))
+
+
+async def _end_adapted_wsgi(call: Any) -> Any:
+    # Runs in the ASGI server's task. asgiref's WsgiToAsgi calls the WSGI
+    # application in a sync_to_async, iterates the response there, sends the
+    # last body message and returns, but never closes the response: no close
+    # ends the record. The record WSGIHandler opened in that sync_to_async's
+    # thread is current here once the call returns (asgiref copies the
+    # context's changes back to the caller's), and is ended here.
+    __traceback_hide__ = True
+    before = tracer.current_record()
+    try:
+        return await call
+    finally:
+        record = tracer.current_record()
+        if record is not None and record is not before and record.kind == tracer.WSGI:
+            tracer.finish_request(record)
+
+
 def _wrap_asgi_call(wrapped, instance, args, kwargs):
     scope = args[0] if args else kwargs.get("scope")
     if not isinstance(scope, dict) or scope.get("type") != "http":
@@ -250,6 +273,7 @@ def _targets() -> list[Target]:
         (WSGIHandler, "__call__", _wrap_wsgi_call),
         (BaseHandler, "get_response", _wrap_get_response),
         (HttpResponseBase, "close", _wrap_response_close),
+        (WsgiToAsgiInstance, "__call__", _wrap_wsgi_to_asgi),
         (ASGIHandler, "__call__", _wrap_asgi_call),
         (ASGIHandler, "send_response", _wrap_send_response),
         (BaseHandler, "adapt_method_mode", _wrap_adapt_method_mode),
