@@ -192,6 +192,89 @@ def test_a_response_object_shown_once_is_not_shown_to_a_request_that_may_not_see
     assert records[1].at_headers.context_switches == 6
 
 
+def test_one_response_object_returned_to_two_threads_ends_each_ones_record(records):
+    """gthread workers: two requests return the view's one response object,
+    and the first server thread closes it while the second is still sending
+    it. Each close ends the record of the request it serves."""
+    import threading
+
+    from django.test.client import RequestFactory
+
+    def environ(query):
+        return RequestFactory()._base_environ(
+            PATH_INFO="/shared/", REQUEST_METHOD="GET", QUERY_STRING=query
+        )
+
+    first_returned, second_returned, first_closed = (threading.Event() for _ in range(3))
+    seen = {}
+
+    def serve_first(wsgi):
+        response = wsgi(environ("first"), lambda status, headers, exc_info=None: None)
+        first_returned.set()
+        second_returned.wait(10)
+        b"".join(response)
+        response.close()
+        seen["first"] = ([r.attributes["url.query"] for r in records], tracer.current_record())
+        first_closed.set()
+
+    def serve_second(wsgi):
+        first_returned.wait(10)
+        response = wsgi(environ("second"), lambda status, headers, exc_info=None: None)
+        second_returned.set()
+        first_closed.wait(10)
+        b"".join(response)
+        response.close()
+        seen["second"] = ([r.attributes["url.query"] for r in records], tracer.current_record())
+
+    with project("none") as (_asgi, wsgi):
+        threads = [
+            threading.Thread(target=serve, args=(wsgi,)) for serve in (serve_first, serve_second)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert seen == {"first": (["first"], None), "second": (["first", "second"], None)}
+
+
+@pytest.mark.parametrize(
+    ("path", "figures", "total"),
+    [
+        # WsgiToAsgi's sends: the response start, the body (then the
+        # Content-Length is reached), the last empty body: one async_to_sync
+        # from its thread to the loop each.
+        ("/sync/", (0, 0, 0, 0), 6),
+        # The view's async_to_sync runs on the server's loop, which the
+        # thread WsgiToAsgi runs the application in knows: no new loop.
+        ("/async/", (2, 2, 0, 0), 8),
+        # The start, three chunks and the last empty body.
+        ("/stream/", (0, 0, 0, 0), 10),
+    ],
+)
+def test_a_wsgi_application_served_through_asgirefs_wsgi_to_asgi_ends_its_record(
+    path, figures, total, records
+):
+    """WsgiToAsgi never closes the response: each request's record ends when
+    its call returns, after the last body message, and none of it is left
+    for the next request."""
+    from asgiref.wsgi import WsgiToAsgi
+
+    from ..support import asgi_request, run_in_server_loop
+
+    with project() as (_asgi, wsgi):
+        adapted = WsgiToAsgi(wsgi)
+        first = run_in_server_loop(asgi_request(adapted, f"{path}?first"))
+        [record] = records
+        second = run_in_server_loop(asgi_request(adapted, f"{path}?second"))
+    assert first.status == second.status == 200
+    assert [r.attributes["url.query"] for r in records] == ["first", "second"]
+    for record in records:
+        assert record.finished
+        assert record.at_headers == tracer.Figures(*figures)
+        assert record.context_switches == total
+    assert tracer.current_record() is None
+
+
 def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp_path):
     """django.contrib.staticfiles' WSGI handler answers with its own
     get_response: the record still ends when the server closes the response."""

@@ -4,7 +4,11 @@ where its response headers are sent.
 - WSGI: the record begins when ``WSGIHandler.__call__`` receives the environ,
   on the server's worker thread, and ends when the server closes the response
   (``HttpResponseBase.close``, which sends ``request_finished``) on that same
-  thread, after the body has been iterated.
+  thread, after the body has been iterated. One response object may be
+  returned by several requests at once (a view's module-level response):
+  each close ends the record current where it runs, the request whose
+  server closes it. asgiref's ``WsgiToAsgi`` never closes the response: a
+  request it serves ends when its call returns, after the last body message.
 - ASGI: the record begins when ``ASGIHandler.__call__`` receives an HTTP scope,
   in the request's task on the event loop, and ends when that call returns,
   after ``response.close`` and the exit of the per-request
@@ -23,6 +27,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from asgiref.wsgi import WsgiToAsgiInstance
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler
@@ -37,8 +42,10 @@ from . import components, telemetry
 from .conf import get_config
 from .headers import restamp
 
-#: The response whose close ends a WSGI request's record.
-_closing: WeakIdentityMap[tracer.RequestRecord] = WeakIdentityMap()
+#: Response -> the WSGI records its close ends, oldest first: more than one
+#: when requests in several threads returned the same object.
+_closing: WeakIdentityMap[list[tracer.RequestRecord]] = WeakIdentityMap()
+_closing_lock = threading.Lock()
 
 
 def _request_attributes(record: tracer.RequestRecord, method: Any, path: Any, query: Any) -> None:
@@ -98,21 +105,69 @@ def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
     ``response`` ends the record."""
     try:
         at_headers(record, response)
-        _closing[response] = record
+        with _closing_lock:
+            waiting = _closing.get(response)
+            if waiting is None:
+                _closing[response] = [record]
+            else:
+                waiting.append(record)
     except Exception:
         swallow("WSGI headers")
 
 
 def _wrap_response_close(wrapped, instance, args, kwargs):
     # Runs wherever the response is closed: for WSGI, the server's worker
-    # thread once the body is sent.
-    record = _closing.pop(instance, None)
+    # thread once the body is sent, in the context that called the handler.
+    if _closing.get(instance) is None:
+        return wrapped(*args, **kwargs)
+    record = _closed_record(instance)
     if record is None:
         return wrapped(*args, **kwargs)
     try:
         return wrapped(*args, **kwargs)
     finally:
         tracer.finish_request(record)
+
+
+def _closed_record(response: Any) -> tracer.RequestRecord | None:
+    """The record that this close of ``response`` ends: the one current here
+    (the server closes a response on the thread, in the context, that called
+    the handler), else, closed elsewhere, the oldest waiting for it."""
+    try:
+        current = tracer.current_record()
+        with _closing_lock:
+            waiting = _closing.get(response)
+            if not waiting:
+                return None
+            record = next((r for r in waiting if r is current), waiting[0])
+            waiting.remove(record)
+            if not waiting:
+                _closing.pop(response)
+            return record
+    except Exception:
+        swallow("WSGI close")
+        return None
+
+
+def _wrap_wsgi_to_asgi(wrapped, instance, args, kwargs):
+    return _end_adapted_wsgi(wrapped(*args, **kwargs))
+
+
+async def _end_adapted_wsgi(call: Any) -> Any:
+    # Runs in the ASGI server's task. asgiref's WsgiToAsgi calls the WSGI
+    # application in a sync_to_async, iterates the response there, sends the
+    # last body message and returns, but never closes the response: no close
+    # ends the record. The record WSGIHandler opened in that sync_to_async's
+    # thread is current here once the call returns (asgiref copies the
+    # context's changes back to the caller's), and is ended here.
+    __traceback_hide__ = True
+    before = tracer.current_record()
+    try:
+        return await call
+    finally:
+        record = tracer.current_record()
+        if record is not None and record is not before and record.kind == tracer.WSGI:
+            tracer.finish_request(record)
 
 
 def _wrap_asgi_call(wrapped, instance, args, kwargs):
@@ -220,6 +275,7 @@ def _targets() -> list[Target]:
         (WSGIHandler, "__call__", _wrap_wsgi_call),
         (BaseHandler, "get_response", _wrap_get_response),
         (HttpResponseBase, "close", _wrap_response_close),
+        (WsgiToAsgiInstance, "__call__", _wrap_wsgi_to_asgi),
         (ASGIHandler, "__call__", _wrap_asgi_call),
         (ASGIHandler, "send_response", _wrap_send_response),
         (BaseHandler, "adapt_method_mode", _wrap_adapt_method_mode),
