@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 
 from switchtrace.django_app import telemetry
 from switchtrace.example import run_in_server_loop
@@ -211,3 +212,30 @@ def test_a_client_disconnect_ends_every_span(spans, records):
     finished = spans()
     assert all(s.end_time is not None for s in finished)
     assert {s.name for s in finished} >= {"GET slow/"}
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_5xx_response_and_a_raising_crossing_are_errors(spans, server):
+    """HTTP server spans of a 5xx response are errors (OpenTelemetry's HTTP
+    semantic conventions: status Error and error.type the status code), and
+    so is a crossing that an exception left, as the SDK marks a span that an
+    exception leaves; a 404 and every span of a 200 stay unset."""
+    with project() as (asgi, wsgi):
+        for path in ("/raise/", "/missing/", "/sync/"):
+            run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
+    finished = spans()
+    requests = [s for s in finished if s.kind is trace.SpanKind.SERVER]
+    assert [s.attributes["http.response.status_code"] for s in requests] == [500, 404, 200]
+    failed, missing, ok = requests
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["error.type"] == "500"
+    for request in (missing, ok):
+        assert request.status.status_code is StatusCode.UNSET
+        assert "error.type" not in request.attributes
+    raised = [s for s in finished if "switchtrace.exception" in s.attributes]
+    errors = [s for s in finished if s.status.status_code is StatusCode.ERROR]
+    assert errors == [*raised, failed]
+    # Under WSGI the sync views make no crossing.
+    assert [(s.name, s.attributes["switchtrace.exception"]) for s in raised] == (
+        [("sync_to_async raising_view", "ViewError")] if server == "asgi" else []
+    )

@@ -36,6 +36,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.status import Status, StatusCode
 
 from ..tracer import Component, Crossing, RequestRecord
 from ..tracer.describe import MAX_CACHED
@@ -73,7 +74,7 @@ def request_attributes(record: RequestRecord) -> dict[str, Any]:
 
 
 def _http_attributes(record: RequestRecord) -> dict[str, Any]:
-    return {
+    attributes = {
         key: value
         for key in (
             "http.request.method",
@@ -84,6 +85,18 @@ def _http_attributes(record: RequestRecord) -> dict[str, Any]:
         )
         if (value := record.attributes.get(key)) is not None
     }
+    if server_error(record):
+        # The HTTP semantic conventions: a server span of a 5xx response is an
+        # error, its error.type the status code.
+        attributes["error.type"] = str(record.attributes["http.response.status_code"])
+    return attributes
+
+
+def server_error(record: RequestRecord) -> bool:
+    """Whether the request's span is an error: its response is a 5xx (a 4xx
+    is the client's error, and leaves a server span's status unset)."""
+    status = record.attributes.get("http.response.status_code")
+    return isinstance(status, int) and status >= 500
 
 
 def request_span_name(record: RequestRecord) -> str:
@@ -269,6 +282,9 @@ class PlannedSpan(NamedTuple):
     started: int | None
     #: The span's other events (loops created, threads started), in time order.
     events: Sequence[PlannedEvent]
+    #: Status Error: an exception left the bridged code, or the request's
+    #: response is a 5xx (else the status is unset).
+    error: bool = False
 
 
 def span_events(span: PlannedSpan) -> Sequence[PlannedEvent]:
@@ -427,6 +443,7 @@ def plan_spans(
                 own_attributes(crossing),
                 None if start_ns is None else start_ns + to_wall,
                 events.get(key, ()),
+                crossing.exception is not None,
             )
         )
     if server_span is not None:
@@ -447,6 +464,7 @@ def plan_spans(
             tuple(attributes.items()),
             None,
             request_events,
+            server_error(record),
         )
     )
     return PlannedSpans(trace_id, trace_state, state, spans)
@@ -454,6 +472,10 @@ def plan_spans(
 
 def _time(event: PlannedEvent) -> int:
     return event.time
+
+
+_ERROR = Status(StatusCode.ERROR)
+_UNSET = Status(StatusCode.UNSET)
 
 
 def readable_spans(
@@ -478,6 +500,7 @@ def readable_spans(
             events=[Event(e.name, dict(e.attributes) or None, e.time) for e in span_events(span)],
             kind=kinds[span.kind],
             instrumentation_scope=scope,
+            status=_ERROR if span.error else _UNSET,
             start_time=span.start,
             end_time=span.end,
         )
@@ -537,6 +560,8 @@ def emit_spans(
         )
         if crossing.start_ns is not None:
             span.add_event(STARTED, timestamp=crossing.start_ns + to_wall)
+        if crossing.exception is not None:
+            span.set_status(_ERROR)
         spans[id(crossing)] = span
         emitted += 1
         if pause is not None:
@@ -559,5 +584,7 @@ def emit_spans(
         finished = crossing.return_ns or crossing.end_ns or end_ns
         spans[id(crossing)].end(end_time=wall(finished))
     if own_request_span:
+        if server_error(record):
+            request_span.set_status(_ERROR)
         request_span.end(end_time=wall(end_ns))
     return emitted
