@@ -239,3 +239,41 @@ def test_a_5xx_response_and_a_raising_crossing_are_errors(spans, server):
     assert [(s.name, s.attributes["switchtrace.exception"]) for s in raised] == (
         [("sync_to_async raising_view", "ViewError")] if server == "asgi" else []
     )
+
+
+def test_repeated_trace_context_headers_are_one_header_under_asgi_as_under_wsgi(spans):
+    """W3C Trace Context: a tracestate sent as several header fields is their
+    values joined by commas, and two traceparent fields are not a parent. WSGI
+    servers join repeated headers; ASGI passes each field, of which only the
+    last was read: a tracestate lost its first entries, and the second of two
+    traceparents was taken as the parent."""
+    first = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    second = "00-11111111111111111111111111111111-2222222222222222-01"
+    with project() as (asgi, wsgi):
+        run_in_server_loop(
+            asgi_request(
+                asgi,
+                "/sync/",
+                headers=[
+                    (b"traceparent", first.encode()),
+                    (b"tracestate", b"shop=1,b=2"),
+                    (b"tracestate", b"c=3"),
+                ],
+            )
+        )
+        run_in_server_loop(
+            asgi_request(
+                asgi,
+                "/sync/",
+                headers=[(b"traceparent", first.encode()), (b"traceparent", second.encode())],
+            )
+        )
+        wsgi_request(wsgi, "/sync/", HTTP_TRACEPARENT=first, HTTP_TRACESTATE="shop=1,b=2,c=3")
+        wsgi_request(wsgi, "/sync/", HTTP_TRACEPARENT=f"{first},{second}")
+    joined, twice, wsgi_joined, wsgi_twice = [s for s in spans() if s.kind is trace.SpanKind.SERVER]
+    for request in (joined, wsgi_joined):
+        assert format(request.parent.span_id, "016x") == "b7ad6b7169203331"
+        assert dict(request.context.trace_state) == {"shop": "1", "b": "2", "c": "3"}
+    for request in (twice, wsgi_twice):
+        assert request.parent is None
+        assert format(request.context.trace_id, "032x") not in (first[3:35], second[3:35])

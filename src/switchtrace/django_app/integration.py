@@ -138,12 +138,18 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
         )
         pipeline = telemetry.pipeline()
         if pipeline is not None:
-            headers = dict(
-                (name, value)
-                for name, value in scope.get("headers", ())
-                if name in (b"traceparent", b"tracestate")
+            # A header sent as several fields is one value, joined by commas
+            # (RFC 9110), as WSGI servers join them: a tracestate in pieces is
+            # whole, and two traceparents are no parent (W3C Trace Context).
+            fields: dict[bytes, list[bytes]] = {}
+            for name, value in scope.get("headers", ()):
+                if name in (b"traceparent", b"tracestate"):
+                    fields.setdefault(name, []).append(value)
+            _propagation(
+                record,
+                b",".join(fields[b"traceparent"]) if b"traceparent" in fields else None,
+                b",".join(fields[b"tracestate"]) if b"tracestate" in fields else None,
             )
-            _propagation(record, headers.get(b"traceparent"), headers.get(b"tracestate"))
             pipeline.capture(record)
     except Exception:
         swallow("ASGI request attributes")
