@@ -641,10 +641,14 @@ RATE_HINT = "Allowed: a number from 0 to 1, e.g. 0.1 to keep one request in ten.
     ],
 )
 def test_a_sampler_variable_the_sdk_cannot_use_is_e009(environ, expected, monkeypatch):
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
+    # The variables only inside the settings' override: the suite's own
+    # settings, restored at its end, make spans too.
     with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=BASE_MIDDLEWARE):
-        assert own_messages() == [("switchtrace.E009", *expected)]
+        with monkeypatch.context() as patch:
+            for name, value in environ.items():
+                patch.setenv(name, value)
+            messages = own_messages()
+    assert messages == [("switchtrace.E009", *expected)]
 
 
 @pytest.mark.parametrize(
