@@ -6,10 +6,14 @@ import asyncio
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import StatusCode
 
 from switchtrace.django_app import telemetry
 from switchtrace.example import run_in_server_loop
+from switchtrace.exporters.spans import plan_spans, readable_spans
 
 from ..django_app.test_middleware import project
 from ..support import ASGI_THREADS, asgi_request, run_asgi, wsgi_request
@@ -57,6 +61,7 @@ def test_asgi_default_stack_sync_view(spans):
         "http.request.method": "GET",
         "http.route": "sync/",
         "url.path": "/sync/",
+        "url.scheme": "http",
         "http.response.status_code": 200,
         "switchtrace.context_switches": 32,
         "switchtrace.thread_hops": 32,
@@ -277,3 +282,39 @@ def test_repeated_trace_context_headers_are_one_header_under_asgi_as_under_wsgi(
     for request in (twice, wsgi_twice):
         assert request.parent is None
         assert format(request.context.trace_id, "032x") not in (first[3:35], second[3:35])
+
+
+def test_the_request_span_has_the_scheme_and_a_known_method(records, monkeypatch):
+    """OpenTelemetry's HTTP server conventions: url.scheme is required, and a
+    method the instrumentation does not know is _OTHER (the span named HTTP),
+    the method as sent in http.request.method_original; so a client cannot make
+    a span name per made-up method. OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS
+    replaces the list of known methods."""
+    with project() as (asgi, wsgi):
+        run_in_server_loop(asgi_request(asgi, "/sync/", scheme="https"))
+        wsgi_request(wsgi, "/sync/", **{"wsgi.url_scheme": "https"})
+        wsgi_request(wsgi, "/sync/")
+    assert [r.attributes["url.scheme"] for r in records] == ["https", "https", "http"]
+
+    def request_span(record):
+        plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
+        [span] = readable_spans(plan, resource=Resource.create(), scope=None)[-1:]
+        return span.name, {k: v for k, v in span.attributes.items() if "method" in k}
+
+    record = records[0]
+    assert request_span(record) == ("GET sync/", {"http.request.method": "GET"})
+    record.attributes["http.request.method"] = "FOO"
+    assert request_span(record) == (
+        "HTTP sync/",
+        {"http.request.method": "_OTHER", "http.request.method_original": "FOO"},
+    )
+    record.attributes["http.request.method"] = "get"  # methods are case-sensitive
+    assert request_span(record)[0] == "HTTP sync/"
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "FOO, BAR")
+    record.attributes["http.request.method"] = "FOO"
+    assert request_span(record) == ("FOO sync/", {"http.request.method": "FOO"})
+    record.attributes["http.request.method"] = "GET"
+    assert request_span(record) == (
+        "HTTP sync/",
+        {"http.request.method": "_OTHER", "http.request.method_original": "GET"},
+    )

@@ -41,8 +41,11 @@ from .headers import restamp
 _closing: WeakIdentityMap[tracer.RequestRecord] = WeakIdentityMap()
 
 
-def _request_attributes(record: tracer.RequestRecord, method: Any, path: Any, query: Any) -> None:
+def _request_attributes(
+    record: tracer.RequestRecord, method: Any, scheme: Any, path: Any, query: Any
+) -> None:
     record.attributes["http.request.method"] = method
+    record.attributes["url.scheme"] = scheme
     record.attributes["url.path"] = path
     if query:
         record.attributes["url.query"] = query
@@ -62,6 +65,7 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
         _request_attributes(
             record,
             environ.get("REQUEST_METHOD"),
+            environ.get("wsgi.url_scheme"),
             environ.get("PATH_INFO"),
             environ.get("QUERY_STRING"),
         )
@@ -133,6 +137,7 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
         _request_attributes(
             record,
             scope.get("method"),
+            scope.get("scheme") or "http",  # the ASGI specification's default
             scope.get("path"),
             query.decode("latin-1") if isinstance(query, bytes) else query,
         )

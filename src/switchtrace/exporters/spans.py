@@ -24,6 +24,7 @@ Attributes use OpenTelemetry's semantic conventions where one exists and the
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -73,18 +74,49 @@ def request_attributes(record: RequestRecord) -> dict[str, Any]:
     return attributes
 
 
+#: The HTTP methods OpenTelemetry's semantic conventions know by default
+#: (RFC 9110's, PATCH and QUERY); OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS, a
+#: comma-separated list, replaces them.
+KNOWN_METHODS = frozenset(
+    ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
+)
+_known_methods: dict[str | None, frozenset[str]] = {None: KNOWN_METHODS}
+
+
+def known_methods() -> frozenset[str]:
+    """The methods a request span names as they are; any other is ``_OTHER``."""
+    setting = os.environ.get("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS")
+    methods = _known_methods.get(setting)
+    if methods is None:
+        if len(_known_methods) > 8:
+            _known_methods.clear()
+            _known_methods[None] = KNOWN_METHODS
+        methods = _known_methods[setting] = frozenset(
+            name for name in (part.strip() for part in (setting or "").split(",")) if name
+        )
+    return methods
+
+
 def _http_attributes(record: RequestRecord) -> dict[str, Any]:
     attributes = {
         key: value
         for key in (
             "http.request.method",
             "http.route",
+            "url.scheme",
             "url.path",
             "url.query",
             "http.response.status_code",
         )
         if (value := record.attributes.get(key)) is not None
     }
+    method = attributes.get("http.request.method")
+    if method is not None and method not in known_methods():
+        # A method the instrumentation does not know is _OTHER (the semantic
+        # conventions' MUST): a client sending made-up methods cannot fill a
+        # backend with attribute values and span names.
+        attributes["http.request.method"] = "_OTHER"
+        attributes["http.request.method_original"] = method
     if server_error(record):
         # The HTTP semantic conventions: a server span of a 5xx response is an
         # error, its error.type the status code.
@@ -100,7 +132,11 @@ def server_error(record: RequestRecord) -> bool:
 
 
 def request_span_name(record: RequestRecord) -> str:
-    method = record.attributes.get("http.request.method") or "HTTP"
+    """``{method} {route}``, or the method alone without a route; ``HTTP``
+    for a method that is not known (see :func:`known_methods`)."""
+    method = record.attributes.get("http.request.method")
+    if not method or method not in known_methods():
+        method = "HTTP"
     route = record.attributes.get("http.route")
     return f"{method} {route}" if route is not None else str(method)
 
