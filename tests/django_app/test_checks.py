@@ -587,3 +587,95 @@ def test_the_otel_environment_is_read_as_the_specification_says(
     )
     if protocol == "http/protobuf":
         assert build_exporter(options)._endpoint == endpoint
+
+
+SAMPLERS_HINT = (
+    "Allowed: always_on, always_off, traceidratio, parentbased_always_on, "
+    "parentbased_always_off or parentbased_traceidratio (the OpenTelemetry SDK's), "
+    "or set SWITCHTRACE['SAMPLE_RATE'] instead."
+)
+RATE_HINT = "Allowed: a number from 0 to 1, e.g. 0.1 to keep one request in ten."
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        (
+            # A typo, and a sampler of the specification the Python SDK lacks:
+            # it logged a warning and recorded every request.
+            {"OTEL_TRACES_SAMPLER": "always-off"},
+            (
+                "The environment variable OTEL_TRACES_SAMPLER is 'always-off', a sampler "
+                "the OpenTelemetry SDK does not know: it would record every request.",
+                SAMPLERS_HINT,
+            ),
+        ),
+        (
+            {"OTEL_TRACES_SAMPLER": "jaeger_remote"},
+            (
+                "The environment variable OTEL_TRACES_SAMPLER is 'jaeger_remote', a sampler "
+                "the OpenTelemetry SDK does not know: it would record every request.",
+                SAMPLERS_HINT,
+            ),
+        ),
+        (
+            # 10 meant as 10 %: the SDK took 1.0.
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "10"},
+            (
+                "The environment variable OTEL_TRACES_SAMPLER_ARG is '10', which is not a "
+                "number from 0 to 1 (the share of requests OTEL_TRACES_SAMPLER="
+                "'traceidratio' keeps): the OpenTelemetry SDK would record every request.",
+                RATE_HINT,
+            ),
+        ),
+        (
+            {"OTEL_TRACES_SAMPLER": "ParentBased_TraceIdRatio", "OTEL_TRACES_SAMPLER_ARG": "5%"},
+            (
+                "The environment variable OTEL_TRACES_SAMPLER_ARG is '5%', which is not a "
+                "number from 0 to 1 (the share of requests OTEL_TRACES_SAMPLER="
+                "'ParentBased_TraceIdRatio' keeps): the OpenTelemetry SDK would record "
+                "every request.",
+                RATE_HINT,
+            ),
+        ),
+    ],
+)
+def test_a_sampler_variable_the_sdk_cannot_use_is_e009(environ, expected, monkeypatch):
+    # The variables only inside the settings' override: the suite's own
+    # settings, restored at its end, make spans too.
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=BASE_MIDDLEWARE):
+        with monkeypatch.context() as patch:
+            for name, value in environ.items():
+                patch.setenv(name, value)
+            messages = own_messages()
+    assert messages == [("switchtrace.E009", *expected)]
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ"),
+    [
+        # What the SDK takes: its six samplers in any case, no argument or an
+        # empty one for a ratio (1.0, the specification's default), a number
+        # from 0 to 1; and any value where switchtrace does not sample.
+        ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": "ALWAYS_OFF"}),
+        ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": "traceidratio"}),
+        (
+            {"ENABLED": True},
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": ""},
+        ),
+        (
+            {"ENABLED": True},
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"},
+        ),
+        # Not a ratio sampler: the argument is not read.
+        ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": "x"}),
+        ({"ENABLED": True, "SAMPLE_RATE": 0.5}, {"OTEL_TRACES_SAMPLER": "bogus"}),
+        ({"ENABLED": True, "EXPORTER": "console"}, {"OTEL_TRACES_SAMPLER": "bogus"}),
+        ({"ENABLED": True, "EXPORTER": "none"}, {"OTEL_TRACES_SAMPLER": "bogus"}),
+        ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": "bogus", "OTEL_SDK_DISABLED": "true"}),
+        ({"ENABLED": False}, {"OTEL_TRACES_SAMPLER": "bogus"}),
+    ],
+)
+def test_sampler_variables_the_sdk_takes_or_switchtrace_does_not_read_pass(settings, environ):
+    config = build_config(settings, environ=environ)
+    assert config.problems == ()

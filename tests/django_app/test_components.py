@@ -134,6 +134,7 @@ def test_wsgi_async_view(records):
     assert crossing.loop_created and crossing.threads_started == 1
     assert record.attributes == {
         "http.request.method": "GET",
+        "url.scheme": "http",
         "url.path": "/async/",
         "http.route": "async/",
         "http.response.status_code": 200,

@@ -1,9 +1,17 @@
 """A real OTLP trace receiver on loopback, built from opentelemetry-proto:
 a gRPC TraceService and an OTLP/HTTP (protobuf) endpoint. It can also
-misbehave: answer 503/UNAVAILABLE, refuse (404/UNIMPLEMENTED), or hang."""
+misbehave: answer 503/UNAVAILABLE, refuse (404/UNIMPLEMENTED), or hang.
+
+The HTTP endpoint refuses what the OpenTelemetry Collector's OTLP receiver
+refuses: a method other than POST (405), a Content-Type other than
+``application/x-protobuf`` (415; this receiver reads no OTLP/JSON), a
+Content-Encoding it cannot decode or a body that is not an
+ExportTraceServiceRequest (400). It takes gzip as the collector does, and
+keeps each export's request headers (:attr:`Received.headers`)."""
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
 from concurrent import futures
@@ -24,6 +32,8 @@ class Received:
         #: False: count the spans and drop the requests (long load tests).
         self.keep = True
         self.span_count = 0
+        #: The HTTP headers of each export request taken (lower-case names).
+        self.headers: list[dict[str, str]] = []
 
     def add(self, request) -> None:
         count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
@@ -109,11 +119,25 @@ class HttpReceiver:
                     received.release.wait(30)
                 refused = self.path != "/v1/traces" or received.mode == "not_found"
                 if refused or received.mode == "unavailable":
-                    self.send_response(404 if refused else 503)
-                    self.end_headers()
+                    self.answer(404 if refused else 503)
                     return
+                content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+                if content_type != "application/x-protobuf":
+                    self.answer(415)
+                    return
+                encoding = self.headers.get("Content-Encoding", "").strip().lower()
                 request = trace_service_pb2.ExportTraceServiceRequest()
-                request.ParseFromString(body)
+                try:
+                    if encoding == "gzip":
+                        body = gzip.decompress(body)
+                    elif encoding not in ("", "identity"):
+                        raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+                    request.ParseFromString(body)
+                except Exception:
+                    self.answer(400)
+                    return
+                with received.lock:
+                    received.headers.append({k.lower(): v for k, v in self.headers.items()})
                 received.add(request)
                 payload = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
@@ -121,6 +145,14 @@ class HttpReceiver:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                self.answer(405)
+
+            def answer(self, status: int) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args) -> None:
                 pass

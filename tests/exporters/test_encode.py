@@ -19,10 +19,13 @@ from opentelemetry.propagate import extract
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import StatusCode
 
 from switchtrace import tracer
 from switchtrace.django_app import components
@@ -46,6 +49,7 @@ from switchtrace.exporters.spans import (
     AttributeGroup,
     PlannedEvent,
     count_spans,
+    emit_spans,
     plan_spans,
     readable_spans,
     span_events,
@@ -520,3 +524,35 @@ def test_odd_values_in_spans_events_groups_and_the_resource_encode_as_the_sdks(p
     assert parsed.SerializeToString() == encode_spans(sdk).SerializeToString()
     assert {where for where, _exc in swallowed} == {"span attribute encoding"}
     swallowed.clear()
+
+
+def test_error_statuses_encode_as_the_sdks_and_through_an_applications_provider(records):
+    """A 5xx request span and the crossing its view raised in carry status
+    Error in both writers, as in the SDK's encoding, and so do the spans made
+    through an application's provider (emit_spans)."""
+    with project() as (asgi, _wsgi):
+        run_asgi(asgi, "/raise/")
+    [record] = records
+    plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
+    sdk = readable_spans(plan, resource=RESOURCE, scope=SCOPE)
+    errors = {s.name for s in sdk if s.status.status_code is StatusCode.ERROR}
+    assert errors == {"sync_to_async raising_view", "GET raise/"}
+    protobuf = ProtobufWriter(RESOURCE, SCOPE)
+    ours = protobuf.request(protobuf.spans(plan))
+    assert ours == encode_spans(sdk).SerializeToString()
+    spans = ExportTraceServiceRequest.FromString(ours).resource_spans[0].scope_spans[0].spans
+    assert {s.name for s in spans if s.status.code == 2} == errors
+    writer = JsonWriter(RESOURCE, SCOPE)
+    message = json.loads(writer.request(writer.spans(plan)))
+    assert message == json.loads(to_otlp_json(sdk))
+    json_spans = message["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert {s["name"] for s in json_spans if s["status"] == {"code": 2}} == errors
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert emit_spans(record, provider.get_tracer("app"), resolve=components.resolve) == len(sdk)
+    emitted = exporter.get_finished_spans()
+    assert {s.name for s in emitted if s.status.status_code is StatusCode.ERROR} == errors
+    [request] = [s for s in emitted if s.name == "GET raise/"]
+    assert request.attributes["error.type"] == "500"

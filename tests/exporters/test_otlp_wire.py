@@ -4,8 +4,11 @@ and the decoded spans are checked."""
 
 from __future__ import annotations
 
+import gzip
+
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ..django_app.test_components import SIGNAL
 from ..e2e.servers import Server
@@ -85,3 +88,57 @@ def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
         assert children == []
         assert a["switchtrace.context_switches"] == 0
     assert a["http.response.status_code"] == 200
+
+
+def test_the_http_receiver_refuses_what_a_collector_refuses():
+    """Else a test passing against it could hide an export a collector refuses."""
+    receiver = HttpReceiver()
+    url = receiver.endpoint + "/v1/traces"
+    valid = ExportTraceServiceRequest().SerializeToString()
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    try:
+        answers = [
+            httpx.post(
+                url, content=b'{"resourceSpans":[]}', headers={"Content-Type": "text/plain"}
+            ),
+            httpx.post(url, content=b"\xff\xff\xff", headers=protobuf),
+            httpx.post(url, content=valid, headers={**protobuf, "Content-Encoding": "br"}),
+            httpx.post(url, content=b"not gzip", headers={**protobuf, "Content-Encoding": "gzip"}),
+            httpx.get(url),
+            httpx.post(
+                url, content=gzip.compress(valid), headers={**protobuf, "Content-Encoding": "gzip"}
+            ),
+        ]
+    finally:
+        receiver.stop()
+    assert [a.status_code for a in answers] == [415, 400, 400, 400, 405, 200]
+    assert len(receiver.received.requests) == 1
+
+
+def test_http_exports_are_gzipped_and_carry_the_url_decoded_headers(monkeypatch):
+    """OTEL_EXPORTER_OTLP_COMPRESSION and OTEL_EXPORTER_OTLP_HEADERS (values
+    percent-encoded) reach the collector with the spans switchtrace encodes
+    itself, as with the SDK's."""
+    from switchtrace.django_app import telemetry
+
+    from ..django_app.test_middleware import project
+    from ..support import run_asgi
+
+    receiver = HttpReceiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0k%3D,x-tenant=a%2Cb")
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint}
+    try:
+        with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+            pipeline = telemetry.pipeline()
+            assert pipeline.writer is not None  # switchtrace's own encoding
+            run_asgi(asgi, "/sync/")
+            assert pipeline.flush(30)
+            assert (pipeline.exported, pipeline.failed) == (17, 0)
+    finally:
+        receiver.stop()
+    [headers] = receiver.received.headers
+    assert headers["content-type"] == "application/x-protobuf"
+    assert headers["content-encoding"] == "gzip"
+    assert (headers["authorization"], headers["x-tenant"]) == ("Bearer t0k=", "a,b")
+    assert len(receiver.received.spans()) == 17

@@ -6,9 +6,14 @@ import asyncio
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import StatusCode
 
 from switchtrace.django_app import telemetry
 from switchtrace.example import run_in_server_loop
+from switchtrace.exporters.spans import plan_spans, readable_spans
 
 from ..django_app.test_middleware import project
 from ..support import ASGI_THREADS, asgi_request, run_asgi, wsgi_request
@@ -56,6 +61,7 @@ def test_asgi_default_stack_sync_view(spans):
         "http.request.method": "GET",
         "http.route": "sync/",
         "url.path": "/sync/",
+        "url.scheme": "http",
         "http.response.status_code": 200,
         "switchtrace.context_switches": 32,
         "switchtrace.thread_hops": 32,
@@ -211,3 +217,104 @@ def test_a_client_disconnect_ends_every_span(spans, records):
     finished = spans()
     assert all(s.end_time is not None for s in finished)
     assert {s.name for s in finished} >= {"GET slow/"}
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_5xx_response_and_a_raising_crossing_are_errors(spans, server):
+    """HTTP server spans of a 5xx response are errors (OpenTelemetry's HTTP
+    semantic conventions: status Error and error.type the status code), and
+    so is a crossing that an exception left, as the SDK marks a span that an
+    exception leaves; a 404 and every span of a 200 stay unset."""
+    with project() as (asgi, wsgi):
+        for path in ("/raise/", "/missing/", "/sync/"):
+            run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
+    finished = spans()
+    requests = [s for s in finished if s.kind is trace.SpanKind.SERVER]
+    assert [s.attributes["http.response.status_code"] for s in requests] == [500, 404, 200]
+    failed, missing, ok = requests
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["error.type"] == "500"
+    for request in (missing, ok):
+        assert request.status.status_code is StatusCode.UNSET
+        assert "error.type" not in request.attributes
+    raised = [s for s in finished if "switchtrace.exception" in s.attributes]
+    errors = [s for s in finished if s.status.status_code is StatusCode.ERROR]
+    assert errors == [*raised, failed]
+    # Under WSGI the sync views make no crossing.
+    assert [(s.name, s.attributes["switchtrace.exception"]) for s in raised] == (
+        [("sync_to_async raising_view", "ViewError")] if server == "asgi" else []
+    )
+
+
+def test_repeated_trace_context_headers_are_one_header_under_asgi_as_under_wsgi(spans):
+    """W3C Trace Context: a tracestate sent as several header fields is their
+    values joined by commas, and two traceparent fields are not a parent. WSGI
+    servers join repeated headers; ASGI passes each field, of which only the
+    last was read: a tracestate lost its first entries, and the second of two
+    traceparents was taken as the parent."""
+    first = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    second = "00-11111111111111111111111111111111-2222222222222222-01"
+    with project() as (asgi, wsgi):
+        run_in_server_loop(
+            asgi_request(
+                asgi,
+                "/sync/",
+                headers=[
+                    (b"traceparent", first.encode()),
+                    (b"tracestate", b"shop=1,b=2"),
+                    (b"tracestate", b"c=3"),
+                ],
+            )
+        )
+        run_in_server_loop(
+            asgi_request(
+                asgi,
+                "/sync/",
+                headers=[(b"traceparent", first.encode()), (b"traceparent", second.encode())],
+            )
+        )
+        wsgi_request(wsgi, "/sync/", HTTP_TRACEPARENT=first, HTTP_TRACESTATE="shop=1,b=2,c=3")
+        wsgi_request(wsgi, "/sync/", HTTP_TRACEPARENT=f"{first},{second}")
+    joined, twice, wsgi_joined, wsgi_twice = [s for s in spans() if s.kind is trace.SpanKind.SERVER]
+    for request in (joined, wsgi_joined):
+        assert format(request.parent.span_id, "016x") == "b7ad6b7169203331"
+        assert dict(request.context.trace_state) == {"shop": "1", "b": "2", "c": "3"}
+    for request in (twice, wsgi_twice):
+        assert request.parent is None
+        assert format(request.context.trace_id, "032x") not in (first[3:35], second[3:35])
+
+
+def test_the_request_span_has_the_scheme_and_a_known_method(records, monkeypatch):
+    """OpenTelemetry's HTTP server conventions: url.scheme is required, and a
+    method the instrumentation does not know is _OTHER (the span named HTTP),
+    the method as sent in http.request.method_original; so a client cannot make
+    a span name per made-up method. OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS
+    replaces the list of known methods."""
+    with project() as (asgi, wsgi):
+        run_in_server_loop(asgi_request(asgi, "/sync/", scheme="https"))
+        wsgi_request(wsgi, "/sync/", **{"wsgi.url_scheme": "https"})
+        wsgi_request(wsgi, "/sync/")
+    assert [r.attributes["url.scheme"] for r in records] == ["https", "https", "http"]
+
+    def request_span(record):
+        plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
+        [span] = readable_spans(plan, resource=Resource.create(), scope=None)[-1:]
+        return span.name, {k: v for k, v in span.attributes.items() if "method" in k}
+
+    record = records[0]
+    assert request_span(record) == ("GET sync/", {"http.request.method": "GET"})
+    record.attributes["http.request.method"] = "FOO"
+    assert request_span(record) == (
+        "HTTP sync/",
+        {"http.request.method": "_OTHER", "http.request.method_original": "FOO"},
+    )
+    record.attributes["http.request.method"] = "get"  # methods are case-sensitive
+    assert request_span(record)[0] == "HTTP sync/"
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "FOO, BAR")
+    record.attributes["http.request.method"] = "FOO"
+    assert request_span(record) == ("FOO sync/", {"http.request.method": "FOO"})
+    record.attributes["http.request.method"] = "GET"
+    assert request_span(record) == (
+        "HTTP sync/",
+        {"http.request.method": "_OTHER", "http.request.method_original": "GET"},
+    )

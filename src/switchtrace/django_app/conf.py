@@ -326,6 +326,13 @@ def _export_options(
     if exporter == "otlp" and environ_problems:
         problems.extend(environ_problems)
         return None
+    if rate is None and exporter != "console":
+        # switchtrace's provider samples as the SDK's default does, from these
+        # variables; the SDK takes what it cannot use for every request.
+        sampler_problem = _sampler_problem(environ)
+        if sampler_problem is not None:
+            problems.append(sampler_problem)
+            return None
     if exporter == "file":
         unwritable = _unwritable(os.fspath(file_path))
         if unwritable:
@@ -352,6 +359,55 @@ def _export_options(
         sample_rate=None if rate is None else float(rate),
         queue_size=queue_size,
     )
+
+
+#: The samplers the OpenTelemetry SDK builds from OTEL_TRACES_SAMPLER (its
+#: name lowercased); the ratio ones read OTEL_TRACES_SAMPLER_ARG.
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+
+
+def _sampler_problem(environ: Mapping[str, str]) -> Problem | None:
+    """OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG as the SDK reads them:
+    a sampler it does not know, or a ratio that is not a number from 0 to 1
+    (an empty or unset one is 1.0, the specification's default), it replaces
+    with a sampler that records every request, with a log line at most."""
+    sampler = environ.get("OTEL_TRACES_SAMPLER")
+    if sampler is None:
+        return None
+    if sampler.lower() not in SAMPLERS:
+        return Problem(
+            "switchtrace.E009",
+            f"The environment variable OTEL_TRACES_SAMPLER is {_shown(sampler)}, a sampler "
+            "the OpenTelemetry SDK does not know: it would record every request.",
+            "Allowed: " + ", ".join(SAMPLERS[:-1]) + f" or {SAMPLERS[-1]} (the "
+            "OpenTelemetry SDK's), or set SWITCHTRACE['SAMPLE_RATE'] instead.",
+        )
+    argument = environ.get("OTEL_TRACES_SAMPLER_ARG")
+    if sampler.lower() in RATIO_SAMPLERS and argument and not _is_share(argument):
+        return Problem(
+            "switchtrace.E009",
+            f"The environment variable OTEL_TRACES_SAMPLER_ARG is {_shown(argument)}, which "
+            "is not a number from 0 to 1 (the share of requests OTEL_TRACES_SAMPLER="
+            f"{_shown(sampler)} keeps): the OpenTelemetry SDK would record every request.",
+            "Allowed: a number from 0 to 1, e.g. 0.1 to keep one request in ten.",
+        )
+    return None
+
+
+def _is_share(value: str) -> bool:
+    try:
+        share = float(value)
+    except ValueError:
+        return False
+    return 0 <= share <= 1
 
 
 def _unwritable(path: str) -> str | None:

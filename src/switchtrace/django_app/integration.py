@@ -48,8 +48,11 @@ _closing: WeakIdentityMap[list[tracer.RequestRecord]] = WeakIdentityMap()
 _closing_lock = threading.Lock()
 
 
-def _request_attributes(record: tracer.RequestRecord, method: Any, path: Any, query: Any) -> None:
+def _request_attributes(
+    record: tracer.RequestRecord, method: Any, scheme: Any, path: Any, query: Any
+) -> None:
     record.attributes["http.request.method"] = method
+    record.attributes["url.scheme"] = scheme
     record.attributes["url.path"] = path
     if query:
         record.attributes["url.query"] = query
@@ -69,6 +72,7 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
         _request_attributes(
             record,
             environ.get("REQUEST_METHOD"),
+            environ.get("wsgi.url_scheme"),
             environ.get("PATH_INFO"),
             environ.get("QUERY_STRING"),
         )
@@ -188,17 +192,24 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
         _request_attributes(
             record,
             scope.get("method"),
+            scope.get("scheme") or "http",  # the ASGI specification's default
             scope.get("path"),
             query.decode("latin-1") if isinstance(query, bytes) else query,
         )
         pipeline = telemetry.pipeline()
         if pipeline is not None:
-            headers = dict(
-                (name, value)
-                for name, value in scope.get("headers", ())
-                if name in (b"traceparent", b"tracestate")
+            # A header sent as several fields is one value, joined by commas
+            # (RFC 9110), as WSGI servers join them: a tracestate in pieces is
+            # whole, and two traceparents are no parent (W3C Trace Context).
+            fields: dict[bytes, list[bytes]] = {}
+            for name, value in scope.get("headers", ()):
+                if name in (b"traceparent", b"tracestate"):
+                    fields.setdefault(name, []).append(value)
+            _propagation(
+                record,
+                b",".join(fields[b"traceparent"]) if b"traceparent" in fields else None,
+                b",".join(fields[b"tracestate"]) if b"tracestate" in fields else None,
             )
-            _propagation(record, headers.get(b"traceparent"), headers.get(b"tracestate"))
             pipeline.capture(record)
     except Exception:
         swallow("ASGI request attributes")

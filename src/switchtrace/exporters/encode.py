@@ -175,6 +175,7 @@ def _common(span: PlannedSpan) -> bool:
         and own[0][0] == QUEUE_WAIT
         and len(span.groups) == 3
         and all(group.attributes for group in span.groups)
+        and not span.error
     )
 
 
@@ -256,8 +257,10 @@ class ProtobufWriter:
                 parts.append(_STARTED_EVENT)
                 parts.append(_pack_fixed64(span.started))
                 parts.append(_STARTED_NAME)
-            # An empty Status (UNSET), then the flags (fixed32, field 16).
-            parts.append(_STATUS_AND_FLAGS[span.parent_remote])
+            # The Status (empty: UNSET), then the flags (fixed32, field 16).
+            parts.append(
+                (_ERROR_AND_FLAGS if span.error else _STATUS_AND_FLAGS)[span.parent_remote]
+            )
             body = b"".join(parts)
             out.append(b"\x12" + varint(len(body)) + body)
         return out
@@ -275,6 +278,10 @@ _STARTED_NAME = _event_names[STARTED]
 _STARTED_EVENT = varint(11 << 3 | 2) + varint(9 + len(_STARTED_NAME)) + b"\x09"
 _STATUS_AND_FLAGS = {
     remote: b"\x7a\x00\x85\x01" + _pack_fixed32(flags) for remote, flags in _FLAGS.items()
+}
+# The same with Status.code ERROR (2, field 3).
+_ERROR_AND_FLAGS = {
+    remote: b"\x7a\x02\x18\x02\x85\x01" + _pack_fixed32(flags) for remote, flags in _FLAGS.items()
 }
 _UINT64 = 0xFFFFFFFFFFFFFFFF
 # The attribute (KeyValue, field 9) of a queue wait whose varint is n bytes
@@ -436,7 +443,7 @@ class JsonWriter:
             events = span_events(span)
             if events:
                 text += f',"events":[{",".join(_json_event(e) for e in events)}]'
-            out.append(text + ',"status":{}}')
+            out.append(text + (',"status":{"code":2}}' if span.error else ',"status":{}}'))
         return out
 
     def request(self, spans: Sequence[str]) -> str:

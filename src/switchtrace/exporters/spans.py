@@ -24,6 +24,7 @@ Attributes use OpenTelemetry's semantic conventions where one exists and the
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -36,6 +37,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.status import Status, StatusCode
 
 from ..tracer import Component, Crossing, RequestRecord
 from ..tracer.describe import MAX_CACHED
@@ -72,22 +74,69 @@ def request_attributes(record: RequestRecord) -> dict[str, Any]:
     return attributes
 
 
+#: The HTTP methods OpenTelemetry's semantic conventions know by default
+#: (RFC 9110's, PATCH and QUERY); OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS, a
+#: comma-separated list, replaces them.
+KNOWN_METHODS = frozenset(
+    ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
+)
+_known_methods: dict[str | None, frozenset[str]] = {None: KNOWN_METHODS}
+
+
+def known_methods() -> frozenset[str]:
+    """The methods a request span names as they are; any other is ``_OTHER``."""
+    setting = os.environ.get("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS")
+    methods = _known_methods.get(setting)
+    if methods is None:
+        if len(_known_methods) > 8:
+            _known_methods.clear()
+            _known_methods[None] = KNOWN_METHODS
+        methods = _known_methods[setting] = frozenset(
+            name for name in (part.strip() for part in (setting or "").split(",")) if name
+        )
+    return methods
+
+
 def _http_attributes(record: RequestRecord) -> dict[str, Any]:
-    return {
+    attributes = {
         key: value
         for key in (
             "http.request.method",
             "http.route",
+            "url.scheme",
             "url.path",
             "url.query",
             "http.response.status_code",
         )
         if (value := record.attributes.get(key)) is not None
     }
+    method = attributes.get("http.request.method")
+    if method is not None and method not in known_methods():
+        # A method the instrumentation does not know is _OTHER (the semantic
+        # conventions' MUST): a client sending made-up methods cannot fill a
+        # backend with attribute values and span names.
+        attributes["http.request.method"] = "_OTHER"
+        attributes["http.request.method_original"] = method
+    if server_error(record):
+        # The HTTP semantic conventions: a server span of a 5xx response is an
+        # error, its error.type the status code.
+        attributes["error.type"] = str(record.attributes["http.response.status_code"])
+    return attributes
+
+
+def server_error(record: RequestRecord) -> bool:
+    """Whether the request's span is an error: its response is a 5xx (a 4xx
+    is the client's error, and leaves a server span's status unset)."""
+    status = record.attributes.get("http.response.status_code")
+    return isinstance(status, int) and status >= 500
 
 
 def request_span_name(record: RequestRecord) -> str:
-    method = record.attributes.get("http.request.method") or "HTTP"
+    """``{method} {route}``, or the method alone without a route; ``HTTP``
+    for a method that is not known (see :func:`known_methods`)."""
+    method = record.attributes.get("http.request.method")
+    if not method or method not in known_methods():
+        method = "HTTP"
     route = record.attributes.get("http.route")
     return f"{method} {route}" if route is not None else str(method)
 
@@ -269,6 +318,9 @@ class PlannedSpan(NamedTuple):
     started: int | None
     #: The span's other events (loops created, threads started), in time order.
     events: Sequence[PlannedEvent]
+    #: Status Error: an exception left the bridged code, or the request's
+    #: response is a 5xx (else the status is unset).
+    error: bool = False
 
 
 def span_events(span: PlannedSpan) -> Sequence[PlannedEvent]:
@@ -427,6 +479,7 @@ def plan_spans(
                 own_attributes(crossing),
                 None if start_ns is None else start_ns + to_wall,
                 events.get(key, ()),
+                crossing.exception is not None,
             )
         )
     if server_span is not None:
@@ -447,6 +500,7 @@ def plan_spans(
             tuple(attributes.items()),
             None,
             request_events,
+            server_error(record),
         )
     )
     return PlannedSpans(trace_id, trace_state, state, spans)
@@ -454,6 +508,10 @@ def plan_spans(
 
 def _time(event: PlannedEvent) -> int:
     return event.time
+
+
+_ERROR = Status(StatusCode.ERROR)
+_UNSET = Status(StatusCode.UNSET)
 
 
 def readable_spans(
@@ -478,6 +536,7 @@ def readable_spans(
             events=[Event(e.name, dict(e.attributes) or None, e.time) for e in span_events(span)],
             kind=kinds[span.kind],
             instrumentation_scope=scope,
+            status=_ERROR if span.error else _UNSET,
             start_time=span.start,
             end_time=span.end,
         )
@@ -537,6 +596,8 @@ def emit_spans(
         )
         if crossing.start_ns is not None:
             span.add_event(STARTED, timestamp=crossing.start_ns + to_wall)
+        if crossing.exception is not None:
+            span.set_status(_ERROR)
         spans[id(crossing)] = span
         emitted += 1
         if pause is not None:
@@ -559,5 +620,7 @@ def emit_spans(
         finished = crossing.return_ns or crossing.end_ns or end_ns
         spans[id(crossing)].end(end_time=wall(finished))
     if own_request_span:
+        if server_error(record):
+            request_span.set_status(_ERROR)
         request_span.end(end_time=wall(end_ns))
     return emitted
