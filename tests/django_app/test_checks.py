@@ -591,8 +591,9 @@ def test_the_otel_environment_is_read_as_the_specification_says(
 
 SAMPLERS_HINT = (
     "Allowed: always_on, always_off, traceidratio, parentbased_always_on, "
-    "parentbased_always_off or parentbased_traceidratio (the OpenTelemetry SDK's), "
-    "or set SWITCHTRACE['SAMPLE_RATE'] instead."
+    "parentbased_always_off, parentbased_traceidratio (the OpenTelemetry SDK's), the name "
+    "of a sampler an installed package registers (entry point group "
+    "opentelemetry_traces_sampler), or set SWITCHTRACE['SAMPLE_RATE'] instead."
 )
 RATE_HINT = "Allowed: a number from 0 to 1, e.g. 0.1 to keep one request in ten."
 
@@ -679,3 +680,38 @@ def test_a_sampler_variable_the_sdk_cannot_use_is_e009(environ, expected, monkey
 def test_sampler_variables_the_sdk_takes_or_switchtrace_does_not_read_pass(settings, environ):
     config = build_config(settings, environ=environ)
     assert config.problems == ()
+
+
+def keep_none(argument):
+    """A sampler factory, as a package registers one."""
+    from opentelemetry.sdk.trace import sampling
+
+    return sampling.ALWAYS_OFF
+
+
+@pytest.fixture
+def registered_sampler(tmp_path, monkeypatch):
+    """A distribution on the path that registers ``keep_none`` as the
+    sampler ``zz_keep_none`` (what opentelemetry-instrument builds from)."""
+    info = tmp_path / "zz_sampler-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zz-sampler\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        f"[opentelemetry_traces_sampler]\nzz_keep_none = {__name__}:keep_none\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "zz_keep_none"
+
+
+def test_a_sampler_a_package_registers_is_taken_and_used(registered_sampler, monkeypatch):
+    from opentelemetry.sdk.trace import sampling
+
+    from switchtrace.exporters.pipeline import _environ_sampler
+
+    environ = {"OTEL_TRACES_SAMPLER": registered_sampler}
+    assert build_config({"ENABLED": True}, environ=environ).problems == ()
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", registered_sampler)
+    # switchtrace's own provider samples with it (the SDK's default reading
+    # of the variable would record every request).
+    assert _environ_sampler() is sampling.ALWAYS_OFF
+    assert sampling._get_from_env_or_default() is not sampling.ALWAYS_OFF

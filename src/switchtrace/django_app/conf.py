@@ -382,13 +382,14 @@ def _sampler_problem(environ: Mapping[str, str]) -> Problem | None:
     sampler = environ.get("OTEL_TRACES_SAMPLER")
     if sampler is None:
         return None
-    if sampler.lower() not in SAMPLERS:
+    if sampler.lower() not in SAMPLERS and not is_sampler_entry_point(sampler):
         return Problem(
             "switchtrace.E009",
             f"The environment variable OTEL_TRACES_SAMPLER is {_shown(sampler)}, a sampler "
             "the OpenTelemetry SDK does not know: it would record every request.",
-            "Allowed: " + ", ".join(SAMPLERS[:-1]) + f" or {SAMPLERS[-1]} (the "
-            "OpenTelemetry SDK's), or set SWITCHTRACE['SAMPLE_RATE'] instead.",
+            "Allowed: " + ", ".join(SAMPLERS) + " (the OpenTelemetry SDK's), the name "
+            "of a sampler an installed package registers (entry point group "
+            "opentelemetry_traces_sampler), or set SWITCHTRACE['SAMPLE_RATE'] instead.",
         )
     argument = environ.get("OTEL_TRACES_SAMPLER_ARG")
     if sampler.lower() in RATIO_SAMPLERS and argument and not _is_share(argument):
@@ -400,6 +401,18 @@ def _sampler_problem(environ: Mapping[str, str]) -> Problem | None:
             "Allowed: a number from 0 to 1, e.g. 0.1 to keep one request in ten.",
         )
     return None
+
+
+def is_sampler_entry_point(name: str) -> bool:
+    """Whether ``name`` is a sampler a package registers for the SDK's
+    configuration (entry point group ``opentelemetry_traces_sampler``, which
+    ``opentelemetry-instrument`` and switchtrace's own provider build from)."""
+    from importlib.metadata import entry_points
+
+    try:
+        return bool(entry_points(group="opentelemetry_traces_sampler", name=name.strip()))
+    except Exception:  # a broken distribution on the path: not ours to judge
+        return True
 
 
 def _is_share(value: str) -> bool:

@@ -256,7 +256,7 @@ class SpanPipeline:
             sampler = (
                 sampling.ParentBased(sampling.TraceIdRatioBased(options.sample_rate))
                 if options.sample_rate is not None
-                else sampling._get_from_env_or_default()
+                else _environ_sampler()
             )
             self.provider = TracerProvider(
                 sampler=sampler,
@@ -730,6 +730,25 @@ def _yield_gil() -> None:
     through the application's SDK provider (:func:`emit_spans`), whose spans
     cost far more each."""
     time.sleep(0)
+
+
+def _environ_sampler() -> sampling.Sampler:
+    """The sampler OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG name, as
+    the SDK's configuration (``opentelemetry-instrument``) builds it: one of
+    the SDK's, or one a package registers (entry point group
+    ``opentelemetry_traces_sampler``), which the SDK's own default reading of
+    the variables would replace with one that records every request."""
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip()
+    if name and name.lower() not in sampling._KNOWN_SAMPLERS:
+        try:
+            from opentelemetry.sdk._configuration import _import_sampler
+        except ImportError:  # an SDK without it: its default reading below
+            pass
+        else:
+            sampler = _import_sampler(name)
+            if sampler is not None:
+                return sampler
+    return sampling._get_from_env_or_default()
 
 
 def _is_configured(provider: Any) -> bool:
