@@ -31,14 +31,22 @@ def pytest_configure(config: pytest.Config) -> None:
 class SwitchTraceFixture:
     """What the ``switchtrace`` fixture gives a test."""
 
-    def __init__(self, records: list[Any]) -> None:
-        self.requests = records
+    def __init__(self, records: Any) -> None:
+        self._records = records
+
+    @property
+    def requests(self) -> list[Any]:
+        """The records of the requests the test has made so far, in the
+        order they finished (a request a live server still serves is waited
+        for: see :meth:`switchtrace.testing.Recorded.settle`)."""
+        self._records.settle()
+        return list(self._records)
 
     def assert_max_switches(self, budget: int) -> None:
         __tracebackhide__ = True  # the failure points at the test's line
         from .testing import check_budget, over_budget
 
-        message = over_budget(self.requests, check_budget(budget))
+        message = over_budget(self._records, check_budget(budget))
         if message is not None:
             raise AssertionError(message)
 
@@ -68,7 +76,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         raise pytest.fail.Exception(str(exc), pytrace=False) from None
     with record_requests() as records:
         result = yield
-    message = over_budget(records, budget)
+        message = over_budget(records, budget)
     if message is not None:
         raise pytest.fail.Exception(message, pytrace=False)
     return result
