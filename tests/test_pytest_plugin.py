@@ -58,10 +58,16 @@ def test_a_budget_that_holds_passes_and_one_that_does_not_fails_with_the_causes(
             "*  GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, 2 threads; top: "
             "CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4, "
             "CommonMiddleware 4, MessageMiddleware 4",
+            # Where the test is (its decorator's line), as a traceback would end.
+            "test_a_budget_that_holds_passes_and_one_that_does_not_fails_with_the_causes.py:10: "
+            "test_asgi_sync_view_over_budget",
+            "=*short test summary info*=",
         ]
     )
-    # No traceback of the plugin's own frames: the message is the failure.
+    # No traceback of the plugin's own frames: the message is the failure;
+    # and no word of frames hidden (it was all pytest had left to show).
     assert "pytest_plugin.py" not in result.stdout.str()
+    assert "traceback entries are hidden" not in result.stdout.str()
 
 
 def test_the_fixture_records_every_kind_of_request_without_middleware_or_exporter(suite):
@@ -340,10 +346,13 @@ def test_a_marker_without_exactly_one_budget_is_named(suite, arguments, given):
         [
             f"@pytest.mark.max_context_switches({arguments}) takes one argument, the budget: a "
             "non-negative integer (context switches per request), e.g. "
-            f"@pytest.mark.max_context_switches(12); it was given {given}"
+            f"@pytest.mark.max_context_switches(12); it was given {given}",
+            "test_a_marker_without_exactly_one_budget_is_named.py:4: test_it",
+            "=*short test summary info*=",
         ]
     )
     assert "Traceback" not in result.stdout.str()
+    assert "traceback entries are hidden" not in result.stdout.str()
 
 
 def test_a_marker_given_n_by_keyword(suite):

@@ -63,23 +63,36 @@ def switchtrace() -> Iterator[SwitchTraceFixture]:
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     # Around every test of every suite that has the plugin: a failure pytest
     # cannot trace to the test's own code (a decorator's, raised after the
-    # test returned) would otherwise show this frame first.
-    __tracebackhide__ = True
+    # test returned) would otherwise show this frame first. Our own failures
+    # keep it: hidden, it was the only entry, and pytest said "All traceback
+    # entries are hidden. Pass `--full-trace` ..." under the message.
+    __tracebackhide__ = _not_ours
     marker = item.get_closest_marker(MARKER)
     if marker is None:
         return (yield)
     from .testing import over_budget, record_requests
 
+    # Where the test is (its first decorator's line): a failure without a
+    # traceback points there.
+    path, line, _ = item.location
+    where = f"\n{path}:{line + 1}: {item.name}" if line is not None else ""
     try:
         budget = _budget(marker)
     except ValueError as exc:
-        raise pytest.fail.Exception(str(exc), pytrace=False) from None
+        raise pytest.fail.Exception(f"{exc}{where}", pytrace=False) from None
     with record_requests() as records:
         result = yield
         message = over_budget(records, budget)
     if message is not None:
-        raise pytest.fail.Exception(message, pytrace=False)
+        raise pytest.fail.Exception(f"{message}{where}", pytrace=False)
     return result
+
+
+def _not_ours(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    # A failure without a traceback (ours, or pytest.fail(..., pytrace=False)
+    # from the test): pytest shows its message alone.
+    value = excinfo.value
+    return not (isinstance(value, pytest.fail.Exception) and not value.pytrace)
 
 
 def _budget(marker: pytest.Mark) -> int:
