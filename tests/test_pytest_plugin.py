@@ -425,6 +425,50 @@ def test_assert_max_switches_fails_at_the_tests_line(suite):
     )
 
 
+def test_assert_max_switches_decorates_async_tests(suite):
+    """contextlib's ContextDecorator wraps a coroutine function in a sync
+    function: the budget's block ended before the test's coroutine ran, and
+    Django, no longer seeing an async test method, never awaited it (the
+    test passed, its body never run)."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import inspect
+
+            from django.test import SimpleTestCase
+            from switchtrace.testing import assert_max_switches
+
+
+            class Async(SimpleTestCase):
+                @assert_max_switches(1)
+                async def test_over(self):
+                    await self.async_client.get("/async/")
+
+                @assert_max_switches(30)
+                async def test_within(self):
+                    response = await self.async_client.get("/async/")
+                    self.assertEqual(response.status_code, 200)
+
+
+            def test_still_a_coroutine_function():
+                assert inspect.iscoroutinefunction(Async.test_over)
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*Async.test_over*",
+            "E * AssertionError: 1 of 1 request exceeded the budget of 1 context switches per "
+            "request:",
+            "E * GET /async/ 200: 30 switches (28 before headers), 30 hops, 0 loops, "
+            "* threads; top: CsrfViewMiddleware 6, *",
+        ]
+    )
+    assert "never awaited" not in result.stdout.str()
+
+
 def test_assert_max_switches_outside_pytest(tmp_path):
     script = CONFTEST + textwrap.dedent(
         """

@@ -15,9 +15,12 @@ enabled. The pytest plugin (``switchtrace.pytest_plugin``) builds on this.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+from asgiref.sync import iscoroutinefunction
 
 from . import tracer
 
@@ -160,7 +163,7 @@ def assert_max_switches(budget: int) -> _Budget:
     headers included, but for the body of a streaming response, which the
     test clients return unread: reading and closing it happen in the test,
     outside the request). A context manager (the block's records as its
-    value) and a decorator."""
+    value) and a decorator, of sync and async functions alike."""
     return _Budget(check_budget(budget))
 
 
@@ -179,6 +182,22 @@ class _Budget(contextlib.ContextDecorator):
     def _recreate_cm(self) -> _Budget:
         # As a decorator: a fresh one for each call.
         return _Budget(self.budget)
+
+    def __call__(self, func: Any) -> Any:
+        # ContextDecorator's wrapper is synchronous: around a coroutine
+        # function it recorded nothing (the block ended before the coroutine
+        # ran) and hid that the test is async (Django's async test methods
+        # were never awaited, and passed).
+        if not iscoroutinefunction(func):
+            return super().__call__(func)
+
+        @functools.wraps(func)
+        async def inner(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True  # under pytest, the failure points at the test
+            with self._recreate_cm():
+                return await func(*args, **kwargs)
+
+        return inner
 
     def __enter__(self) -> Recorded:
         self._recording = record_requests()
