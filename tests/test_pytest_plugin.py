@@ -355,6 +355,47 @@ def test_a_marker_without_exactly_one_budget_is_named(suite, arguments, given):
     assert "traceback entries are hidden" not in result.stdout.str()
 
 
+def test_the_closest_marker_wins_and_two_on_one_test_are_named(suite):
+    """Two markers on one function: the one written first was silently
+    ignored (the test passed under a budget of 0)."""
+    suite.makepyfile(
+        """
+        import pytest
+        from django.test import Client
+
+        pytestmark = pytest.mark.max_context_switches(100)
+
+
+        @pytest.mark.max_context_switches(0)
+        @pytest.mark.max_context_switches(100)
+        def test_two():
+            Client().get("/async-to-sync/")
+
+
+        @pytest.mark.max_context_switches(5)
+        class TestClass:
+            @pytest.mark.max_context_switches(6)
+            def test_method_over_class(self):
+                Client().get("/async-to-sync/")
+
+            def test_class_over_module(self):
+                Client().get("/async-to-sync/")
+        """
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_two _*",
+            "test_the_closest_marker_wins_and_two_on_one_test_are_named.py::test_two has two "
+            "@pytest.mark.max_context_switches markers (0 and 100): give it one budget",
+            "test_the_closest_marker_wins_and_two_on_one_test_are_named.py:7: test_two",
+            "*_ TestClass.test_class_over_module _*",
+            "1 of 1 request exceeded the budget of 5 context switches per request:",
+        ]
+    )
+
+
 def test_a_marker_given_n_by_keyword(suite):
     suite.makepyfile(
         """

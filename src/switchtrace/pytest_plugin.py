@@ -77,7 +77,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     path, line, _ = item.location
     where = f"\n{path}:{line + 1}: {item.name}" if line is not None else ""
     try:
-        budget = _budget(marker)
+        budget = _budget(item)
     except ValueError as exc:
         raise pytest.fail.Exception(f"{exc}{where}", pytrace=False) from None
     with record_requests() as records:
@@ -95,18 +95,34 @@ def _not_ours(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
     return not (isinstance(value, pytest.fail.Exception) and not value.pytrace)
 
 
-def _budget(marker: pytest.Mark) -> int:
-    """The marker's one argument (positional, or ``n=``) as a budget, or a
-    ValueError naming what the marker was given."""
+def _budget(item: pytest.Item) -> int:
+    """The closest marker's one argument (positional, or ``n=``) as a
+    budget, or a ValueError naming what the marker was given. The closest
+    marker wins (the function's over its class's over its module's); two on
+    one of them are a ValueError too, rather than one silently ignored."""
     from .testing import check_budget
 
-    if len(marker.args) + len(marker.kwargs) != 1 or set(marker.kwargs) - {"n"}:
-        given = [repr(arg) for arg in marker.args]
-        given += [f"{name}={value!r}" for name, value in marker.kwargs.items()]
+    (node, marker), *others = item.iter_markers_with_node(MARKER)
+    twin = next((other for where, other in others if where is node), None)
+    if twin is not None:
         raise ValueError(
-            f"@pytest.mark.{MARKER}({', '.join(given)}) takes one argument, the budget: a "
+            f"{node.nodeid or node.name} has two @pytest.mark.{MARKER} markers "
+            f"({_given(twin)} and {_given(marker)}): give it one budget"
+        )
+
+    if len(marker.args) + len(marker.kwargs) != 1 or set(marker.kwargs) - {"n"}:
+        given = _given(marker)
+        raise ValueError(
+            f"@pytest.mark.{MARKER}({given}) takes one argument, the budget: a "
             f"non-negative integer (context switches per request), e.g. "
-            f"@pytest.mark.{MARKER}(12); it was given {', '.join(given) or 'none'}"
+            f"@pytest.mark.{MARKER}(12); it was given {given or 'none'}"
         )
     raw = marker.args[0] if marker.args else marker.kwargs["n"]
     return check_budget(raw, f"@pytest.mark.{MARKER}(...)")
+
+
+def _given(marker: pytest.Mark) -> str:
+    """The marker's arguments as written."""
+    given = [repr(arg) for arg in marker.args]
+    given += [f"{name}={value!r}" for name, value in marker.kwargs.items()]
+    return ", ".join(given)
