@@ -58,10 +58,16 @@ def test_a_budget_that_holds_passes_and_one_that_does_not_fails_with_the_causes(
             "*  GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, 2 threads; top: "
             "CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4, "
             "CommonMiddleware 4, MessageMiddleware 4",
+            # Where the test is (its decorator's line), as a traceback would end.
+            "test_a_budget_that_holds_passes_and_one_that_does_not_fails_with_the_causes.py:10: "
+            "test_asgi_sync_view_over_budget",
+            "=*short test summary info*=",
         ]
     )
-    # No traceback of the plugin's own frames: the message is the failure.
+    # No traceback of the plugin's own frames: the message is the failure;
+    # and no word of frames hidden (it was all pytest had left to show).
     assert "pytest_plugin.py" not in result.stdout.str()
+    assert "traceback entries are hidden" not in result.stdout.str()
 
 
 def test_the_fixture_records_every_kind_of_request_without_middleware_or_exporter(suite):
@@ -151,6 +157,150 @@ def test_a_streaming_body_read_by_the_test_is_outside_the_request(suite):
     result.assert_outcomes(passed=1)
 
 
+LIVE_SERVER = """
+import threading
+import urllib.request
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+from django.core.signals import request_finished
+
+body_done = threading.Event()
+
+
+async def noop():
+    pass
+
+
+def after_the_body(sender, **kwargs):
+    # On the server's thread, as it closes the response: the client has the
+    # whole body by then, and the test goes on without waiting for this.
+    body_done.wait()
+    async_to_sync(noop)()
+
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def live():
+    # What pytest-django's live_server and Django's LiveServerTestCase run.
+    server = ThreadedWSGIServer(("127.0.0.1", 0), Quiet, allow_reuse_address=False)
+    server.set_app(WSGIHandler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    request_finished.connect(after_the_body)
+    yield f"http://127.0.0.1:{server.server_port}"
+    request_finished.disconnect(after_the_body)
+    server.shutdown()
+    server.server_close()
+
+
+def get(url):
+    body_done.clear()
+    with urllib.request.urlopen(url) as response:
+        return response.read()
+"""
+
+
+def test_a_request_a_live_server_closes_after_the_test_body_is_the_tests(suite):
+    """A live server (a real threaded server) closes the response after the
+    client has the body: what runs then (request_finished's receivers) ran
+    after the test had gone on. The marker let such a request escape its
+    budget, the fixture's requests missed it, and a recording begun
+    meanwhile counted it as its own."""
+    suite.makepyfile(
+        LIVE_SERVER
+        + textwrap.dedent(
+            """
+            from switchtrace import tracer
+            from switchtrace.testing import record_requests
+
+
+            @pytest.mark.max_context_switches(0)
+            def test_marker(live):
+                get(live + "/sync/")
+                body_done.set()
+
+
+            def test_fixture(live, switchtrace):
+                assert get(live + "/sync/") == b"Hello, world\\n"
+                body_done.set()
+                assert [r.context_switches for r in switchtrace.requests] == [2]
+
+
+            def test_begun_before_the_recording(live):
+                finished = threading.Event()
+                get(live + "/sync/")
+                with record_requests() as records:
+                    # After the recording's own listener.
+                    tracer.add_listener(lambda record: finished.set())
+                    body_done.set()
+                    finished.wait()
+                    tracer.remove_listener(tracer._listeners[-1])
+                assert records == []
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_marker _*",
+            "1 of 1 request exceeded the budget of 0 context switches per request:",
+            "  GET /sync/ 200: 2 switches (0 before headers), 2 hops, 1 loops, 1 threads; "
+            "top: noop 2",
+        ]
+    )
+
+
+def test_a_request_a_live_server_has_not_ended_is_judged_on_its_figures_so_far(suite):
+    suite.makepyfile(
+        LIVE_SERVER
+        + textwrap.dedent(
+            """
+            import switchtrace.testing
+
+            crossed = threading.Event()
+
+
+            def cross_then_hang(sender, **kwargs):
+                async_to_sync(noop)()
+                crossed.set()
+                body_done.wait()
+
+
+            @pytest.mark.max_context_switches(1)
+            def test_it(live, monkeypatch):
+                monkeypatch.setattr(switchtrace.testing, "SETTLE_SECONDS", 0.1)
+                request_finished.disconnect(after_the_body)
+                request_finished.connect(cross_then_hang)
+                get(live + "/sync/")
+                crossed.wait()
+
+
+            def test_release(live):
+                request_finished.disconnect(cross_then_hang)
+                request_finished.connect(after_the_body)
+                body_done.set()
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "1 of 1 request exceeded the budget of 1 context switches per request:",
+            "  GET /sync/ 200: 2 switches (0 before headers), 2 hops, 1 loops, 1 threads; "
+            "top: noop 2 (still running: its figures so far)",
+        ]
+    )
+
+
 @pytest.mark.parametrize("budget", ["-1", "'ten'", "2.5", "True"])
 def test_a_budget_that_is_not_a_non_negative_integer_is_named(suite, budget):
     suite.makepyfile(
@@ -196,10 +346,54 @@ def test_a_marker_without_exactly_one_budget_is_named(suite, arguments, given):
         [
             f"@pytest.mark.max_context_switches({arguments}) takes one argument, the budget: a "
             "non-negative integer (context switches per request), e.g. "
-            f"@pytest.mark.max_context_switches(12); it was given {given}"
+            f"@pytest.mark.max_context_switches(12); it was given {given}",
+            "test_a_marker_without_exactly_one_budget_is_named.py:4: test_it",
+            "=*short test summary info*=",
         ]
     )
     assert "Traceback" not in result.stdout.str()
+    assert "traceback entries are hidden" not in result.stdout.str()
+
+
+def test_the_closest_marker_wins_and_two_on_one_test_are_named(suite):
+    """Two markers on one function: the one written first was silently
+    ignored (the test passed under a budget of 0)."""
+    suite.makepyfile(
+        """
+        import pytest
+        from django.test import Client
+
+        pytestmark = pytest.mark.max_context_switches(100)
+
+
+        @pytest.mark.max_context_switches(0)
+        @pytest.mark.max_context_switches(100)
+        def test_two():
+            Client().get("/async-to-sync/")
+
+
+        @pytest.mark.max_context_switches(5)
+        class TestClass:
+            @pytest.mark.max_context_switches(6)
+            def test_method_over_class(self):
+                Client().get("/async-to-sync/")
+
+            def test_class_over_module(self):
+                Client().get("/async-to-sync/")
+        """
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_two _*",
+            "test_the_closest_marker_wins_and_two_on_one_test_are_named.py::test_two has two "
+            "@pytest.mark.max_context_switches markers (0 and 100): give it one budget",
+            "test_the_closest_marker_wins_and_two_on_one_test_are_named.py:7: test_two",
+            "*_ TestClass.test_class_over_module _*",
+            "1 of 1 request exceeded the budget of 5 context switches per request:",
+        ]
+    )
 
 
 def test_a_marker_given_n_by_keyword(suite):
@@ -270,6 +464,50 @@ def test_assert_max_switches_fails_at_the_tests_line(suite):
             'E * KeyError: "the block\'s own"',
         ]
     )
+
+
+def test_assert_max_switches_decorates_async_tests(suite):
+    """contextlib's ContextDecorator wraps a coroutine function in a sync
+    function: the budget's block ended before the test's coroutine ran, and
+    Django, no longer seeing an async test method, never awaited it (the
+    test passed, its body never run)."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import inspect
+
+            from django.test import SimpleTestCase
+            from switchtrace.testing import assert_max_switches
+
+
+            class Async(SimpleTestCase):
+                @assert_max_switches(1)
+                async def test_over(self):
+                    await self.async_client.get("/async/")
+
+                @assert_max_switches(30)
+                async def test_within(self):
+                    response = await self.async_client.get("/async/")
+                    self.assertEqual(response.status_code, 200)
+
+
+            def test_still_a_coroutine_function():
+                assert inspect.iscoroutinefunction(Async.test_over)
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*Async.test_over*",
+            "E * AssertionError: 1 of 1 request exceeded the budget of 1 context switches per "
+            "request:",
+            "E * GET /async/ 200: 30 switches (28 before headers), 30 hops, 0 loops, "
+            "* threads; top: CsrfViewMiddleware 6, *",
+        ]
+    )
+    assert "never awaited" not in result.stdout.str()
 
 
 def test_assert_max_switches_outside_pytest(tmp_path):

@@ -31,14 +31,22 @@ def pytest_configure(config: pytest.Config) -> None:
 class SwitchTraceFixture:
     """What the ``switchtrace`` fixture gives a test."""
 
-    def __init__(self, records: list[Any]) -> None:
-        self.requests = records
+    def __init__(self, records: Any) -> None:
+        self._records = records
+
+    @property
+    def requests(self) -> list[Any]:
+        """The records of the requests the test has made so far, in the
+        order they finished (a request a live server still serves is waited
+        for: see :meth:`switchtrace.testing.Recorded.settle`)."""
+        self._records.settle()
+        return list(self._records)
 
     def assert_max_switches(self, budget: int) -> None:
         __tracebackhide__ = True  # the failure points at the test's line
         from .testing import check_budget, over_budget
 
-        message = over_budget(self.requests, check_budget(budget))
+        message = over_budget(self._records, check_budget(budget))
         if message is not None:
             raise AssertionError(message)
 
@@ -55,37 +63,66 @@ def switchtrace() -> Iterator[SwitchTraceFixture]:
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     # Around every test of every suite that has the plugin: a failure pytest
     # cannot trace to the test's own code (a decorator's, raised after the
-    # test returned) would otherwise show this frame first.
-    __tracebackhide__ = True
+    # test returned) would otherwise show this frame first. Our own failures
+    # keep it: hidden, it was the only entry, and pytest said "All traceback
+    # entries are hidden. Pass `--full-trace` ..." under the message.
+    __tracebackhide__ = _not_ours
     marker = item.get_closest_marker(MARKER)
     if marker is None:
         return (yield)
     from .testing import over_budget, record_requests
 
+    # Where the test is (its first decorator's line): a failure without a
+    # traceback points there.
+    path, line, _ = item.location
+    where = f"\n{path}:{line + 1}: {item.name}" if line is not None else ""
     try:
-        budget = _budget(marker)
+        budget = _budget(item)
     except ValueError as exc:
-        raise pytest.fail.Exception(str(exc), pytrace=False) from None
+        raise pytest.fail.Exception(f"{exc}{where}", pytrace=False) from None
     with record_requests() as records:
         result = yield
-    message = over_budget(records, budget)
+        message = over_budget(records, budget)
     if message is not None:
-        raise pytest.fail.Exception(message, pytrace=False)
+        raise pytest.fail.Exception(f"{message}{where}", pytrace=False)
     return result
 
 
-def _budget(marker: pytest.Mark) -> int:
-    """The marker's one argument (positional, or ``n=``) as a budget, or a
-    ValueError naming what the marker was given."""
+def _not_ours(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    # A failure without a traceback (ours, or pytest.fail(..., pytrace=False)
+    # from the test): pytest shows its message alone.
+    value = excinfo.value
+    return not (isinstance(value, pytest.fail.Exception) and not value.pytrace)
+
+
+def _budget(item: pytest.Item) -> int:
+    """The closest marker's one argument (positional, or ``n=``) as a
+    budget, or a ValueError naming what the marker was given. The closest
+    marker wins (the function's over its class's over its module's); two on
+    one of them are a ValueError too, rather than one silently ignored."""
     from .testing import check_budget
 
-    if len(marker.args) + len(marker.kwargs) != 1 or set(marker.kwargs) - {"n"}:
-        given = [repr(arg) for arg in marker.args]
-        given += [f"{name}={value!r}" for name, value in marker.kwargs.items()]
+    (node, marker), *others = item.iter_markers_with_node(MARKER)
+    twin = next((other for where, other in others if where is node), None)
+    if twin is not None:
         raise ValueError(
-            f"@pytest.mark.{MARKER}({', '.join(given)}) takes one argument, the budget: a "
+            f"{node.nodeid or node.name} has two @pytest.mark.{MARKER} markers "
+            f"({_given(twin)} and {_given(marker)}): give it one budget"
+        )
+
+    if len(marker.args) + len(marker.kwargs) != 1 or set(marker.kwargs) - {"n"}:
+        given = _given(marker)
+        raise ValueError(
+            f"@pytest.mark.{MARKER}({given}) takes one argument, the budget: a "
             f"non-negative integer (context switches per request), e.g. "
-            f"@pytest.mark.{MARKER}(12); it was given {', '.join(given) or 'none'}"
+            f"@pytest.mark.{MARKER}(12); it was given {given or 'none'}"
         )
     raw = marker.args[0] if marker.args else marker.kwargs["n"]
     return check_budget(raw, f"@pytest.mark.{MARKER}(...)")
+
+
+def _given(marker: pytest.Mark) -> str:
+    """The marker's arguments as written."""
+    given = [repr(arg) for arg in marker.args]
+    given += [f"{name}={value!r}" for name, value in marker.kwargs.items()]
+    return ", ".join(given)

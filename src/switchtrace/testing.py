@@ -15,9 +15,12 @@ enabled. The pytest plugin (``switchtrace.pytest_plugin``) builds on this.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+from asgiref.sync import iscoroutinefunction
 
 from . import tracer
 
@@ -34,9 +37,73 @@ def check_budget(budget: Any, where: str = "the budget") -> int:
     return budget
 
 
+#: How long a recording waits, when asked for its records, for the requests
+#: begun in it that another thread is still serving (seconds).
+SETTLE_SECONDS = 10.0
+
+
+class Recorded(list[tracer.RequestRecord]):
+    """The records of the requests begun inside a recording, in the order
+    they finished.
+
+    A request served on another thread (a live server's: pytest-django's
+    ``live_server``, a uvicorn started by the test) ends when that thread
+    closes the response, after the client has read the body and possibly
+    after the test is done with it: :meth:`settle` waits for those.
+    A request that was already being served when the recording began is
+    not one of its requests, even if it ends inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread = threading.get_ident()
+        self._changed = threading.Condition()
+        #: Begun in the recording, not finished: each with the thread it began on.
+        self._open: dict[tracer.RequestRecord, int] = {}
+        self._given_up: set[tracer.RequestRecord] = set()
+
+    def _begun(self, record: tracer.RequestRecord) -> None:
+        # On the thread that opens the record: the test's, or a server's.
+        with self._changed:
+            self._open[record] = threading.get_ident()
+
+    def _finished(self, record: tracer.RequestRecord) -> None:
+        # On the thread that closes the response.
+        with self._changed:
+            if self._open.pop(record, None) is None:
+                return
+            self.append(record)
+            self._changed.notify_all()
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait, up to ``timeout`` seconds (default :data:`SETTLE_SECONDS`),
+        until every request begun in the recording on a thread other than
+        the one that began the recording has finished. (One begun on that
+        thread and not finished is not waited for: nothing else will finish
+        it.) A request still running then is not waited for again."""
+
+        def elsewhere() -> list[tracer.RequestRecord]:
+            return [
+                record
+                for record, thread in self._open.items()
+                if thread != self._thread and record not in self._given_up
+            ]
+
+        with self._changed:
+            self._changed.wait_for(
+                lambda: not elsewhere(), SETTLE_SECONDS if timeout is None else timeout
+            )
+            self._given_up.update(elsewhere())
+
+    def split(self) -> tuple[list[tracer.RequestRecord], list[tracer.RequestRecord]]:
+        """The requests begun in the recording: those finished, and those
+        not finished (yet), taken at one moment."""
+        with self._changed:
+            return list(self), list(self._open)
+
+
 @contextlib.contextmanager
-def record_requests() -> Iterator[list[tracer.RequestRecord]]:
-    """Every request record finished inside the block, in order."""
+def record_requests() -> Iterator[Recorded]:
+    """Every request begun inside the block, as it finishes."""
     global _users
     from .django_app import integration
 
@@ -44,12 +111,14 @@ def record_requests() -> Iterator[list[tracer.RequestRecord]]:
     with _lock:
         client_patcher.install()
         _users += 1
-    records: list[tracer.RequestRecord] = []
-    tracer.add_listener(records.append)
+    records = Recorded()
+    tracer.add_start_listener(records._begun)
+    tracer.add_listener(records._finished)
     try:
         yield records
     finally:
-        tracer.remove_listener(records.append)
+        tracer.remove_start_listener(records._begun)
+        tracer.remove_listener(records._finished)
         with _lock:
             _users -= 1
             if _users == 0:
@@ -64,15 +133,26 @@ def describe_requests(records: list[tracer.RequestRecord]) -> list[str]:
     return [format_record(record, components.resolve) for record in records]
 
 
-def over_budget(records: list[tracer.RequestRecord], budget: int) -> str | None:
-    """The failure message if any request exceeds ``budget``, else None."""
-    over = [record for record in records if record.context_switches > budget]
+def over_budget(records: Recorded | list[tracer.RequestRecord], budget: int) -> str | None:
+    """The failure message if any request exceeds ``budget``, else None.
+
+    A :class:`Recorded` is settled first, and its requests still running
+    are judged on their figures so far."""
+    judged, running = list(records), list[tracer.RequestRecord]()
+    if isinstance(records, Recorded):
+        records.settle()
+        judged, running = records.split()
+    over = [record for record in judged + running if record.context_switches > budget]
     if not over:
         return None
-    lines = describe_requests(over)
-    noun = "request" if len(records) == 1 else "requests"
+    lines = [
+        line + (" (still running: its figures so far)" if record in running else "")
+        for record, line in zip(over, describe_requests(over), strict=True)
+    ]
+    count = len(judged) + len(running)
+    noun = "request" if count == 1 else "requests"
     return (
-        f"{len(over)} of {len(records)} {noun} exceeded the budget of {budget} context "
+        f"{len(over)} of {count} {noun} exceeded the budget of {budget} context "
         "switches per request:\n" + "\n".join(f"  {line}" for line in lines)
     )
 
@@ -83,7 +163,7 @@ def assert_max_switches(budget: int) -> _Budget:
     headers included, but for the body of a streaming response, which the
     test clients return unread: reading and closing it happen in the test,
     outside the request). A context manager (the block's records as its
-    value) and a decorator."""
+    value) and a decorator, of sync and async functions alike."""
     return _Budget(check_budget(budget))
 
 
@@ -95,15 +175,31 @@ class _Budget(contextlib.ContextDecorator):
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self._recording: contextlib.AbstractContextManager[list[tracer.RequestRecord]] | None
+        self._recording: contextlib.AbstractContextManager[Recorded] | None
         self._recording = None
-        self._records: list[tracer.RequestRecord] = []
+        self._records = Recorded()
 
     def _recreate_cm(self) -> _Budget:
         # As a decorator: a fresh one for each call.
         return _Budget(self.budget)
 
-    def __enter__(self) -> list[tracer.RequestRecord]:
+    def __call__(self, func: Any) -> Any:
+        # ContextDecorator's wrapper is synchronous: around a coroutine
+        # function it recorded nothing (the block ended before the coroutine
+        # ran) and hid that the test is async (Django's async test methods
+        # were never awaited, and passed).
+        if not iscoroutinefunction(func):
+            return super().__call__(func)
+
+        @functools.wraps(func)
+        async def inner(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True  # under pytest, the failure points at the test
+            with self._recreate_cm():
+                return await func(*args, **kwargs)
+
+        return inner
+
+    def __enter__(self) -> Recorded:
         self._recording = record_requests()
         self._records = self._recording.__enter__()
         return self._records
@@ -111,11 +207,13 @@ class _Budget(contextlib.ContextDecorator):
     def __exit__(self, *exc_info: Any) -> None:
         __tracebackhide__ = True  # under pytest, the failure points at the test's line
         recording, self._recording = self._recording, None
-        if recording is not None:
-            recording.__exit__(*exc_info)
-        if exc_info[0] is not None:  # the block raised: that is the failure
-            return
-        message = over_budget(self._records, self.budget)
+        message = None
+        try:
+            if exc_info[0] is None:  # else the block raised: that is the failure
+                message = over_budget(self._records, self.budget)
+        finally:
+            if recording is not None:
+                recording.__exit__(*exc_info)
         if message is not None:
             raise AssertionError(message)
 

@@ -52,6 +52,7 @@ __all__ = [
     "RequestRecord",
     "ThreadStart",
     "add_listener",
+    "add_start_listener",
     "current_crossing",
     "current_record",
     "finish_request",
@@ -60,6 +61,7 @@ __all__ = [
     "missing_hooks",
     "recording",
     "remove_listener",
+    "remove_start_listener",
     "set_error_hook",
     "start_request",
     "uninstall",
@@ -67,6 +69,7 @@ __all__ = [
 
 Listener = Callable[[RequestRecord], None]
 _listeners: list[Listener] = []
+_start_listeners: list[Listener] = []
 
 
 def install(clock: Clock | None = None) -> None:
@@ -114,7 +117,14 @@ def start_request(
 
     Call :func:`finish_request` with the token from the same context."""
     record = RequestRecord(kind, patches.clock, max_events)
-    return record, patches.here.set((record, None))
+    token = patches.here.set((record, None))
+    if _start_listeners:
+        for listener in tuple(_start_listeners):
+            try:
+                listener(record)
+            except Exception:
+                swallow(f"start listener {getattr(listener, '__qualname__', listener)!r}")
+    return record, token
 
 
 def finish_request(
@@ -160,3 +170,15 @@ def add_listener(listener: Listener) -> None:
 def remove_listener(listener: Listener) -> None:
     if listener in _listeners:
         _listeners.remove(listener)
+
+
+def add_start_listener(listener: Listener) -> None:
+    """Call ``listener(record)`` with every record as it opens, on the thread
+    that opens it (a server's, for a request served by one)."""
+    if listener not in _start_listeners:
+        _start_listeners.append(listener)
+
+
+def remove_start_listener(listener: Listener) -> None:
+    if listener in _start_listeners:
+        _start_listeners.remove(listener)
