@@ -546,3 +546,114 @@ def test_loading_the_plugin_imports_no_django():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_old_style_hook_wrapper_for_pluggy_before_1_1(suite):
+    # pluggy < 1.1 (older pytest 7 releases) has no new-style hook wrappers:
+    # the plugin then registers this one (and loading it failed there with a
+    # TypeError that broke every test run of a project installing
+    # switchtrace). Registered here by hand, the entry point's plugin off.
+    suite.makeconftest(
+        CONFTEST
+        + textwrap.dedent(
+            """
+            import pytest
+            from switchtrace import pytest_plugin as plugin
+
+            pytest_configure = plugin.pytest_configure
+            pytest_runtest_call = pytest.hookimpl(hookwrapper=True)(
+                plugin._runtest_call_old_style
+            )
+            """
+        )
+    )
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import pytest
+            from django.test import Client
+
+
+            @pytest.mark.max_context_switches(0)
+            def test_within():
+                assert Client().get("/sync/").status_code == 200
+
+
+            @pytest.mark.max_context_switches(1)
+            def test_over():
+                Client().get("/async/")
+
+
+            @pytest.mark.max_context_switches(0)
+            def test_raising():
+                Client().get("/async/")
+                raise KeyError("the test's own")
+
+
+            @pytest.mark.max_context_switches(-1)
+            def test_bad_budget():
+                pass
+
+
+            def test_unmarked():
+                pass
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:switchtrace")
+    result.assert_outcomes(passed=2, failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*1 of 1 request exceeded the budget of 1 context switch per request:",
+            "*  GET /async/ 200: 2 switches (2 before headers), 2 hops, 1 loop, 1 thread; top: "
+            "async_view 2",
+            "test_the_old_style_hook_wrapper_for_pluggy_before_1_1.py:10: test_over",
+        ]
+    )
+    # The test's own failure is its own, not the budget's.
+    result.stdout.fnmatch_lines(['*KeyError: "the test\'s own"'])
+    assert "exceeded the budget of 0" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*max_context_switches(...) must be a non-negative integer*"])
+
+
+def test_without_django_settings_the_budget_and_the_fixture_say_so(pytester, monkeypatch):
+    # No conftest: no DJANGO_SETTINGS_MODULE. The test's own outcome is not
+    # replaced by ImproperlyConfigured from the end of the recording; the
+    # budget fails before the test runs, naming what is missing.
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import pytest
+
+
+            @pytest.mark.max_context_switches(0)
+            def test_marked():
+                raise KeyError("not reached")
+
+
+            def test_fixture(switchtrace):
+                pass
+
+
+            def test_unmarked():
+                pass
+            """
+        )
+    )
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    output = result.stdout.str()
+    assert (
+        output.count("switchtrace records requests only with Django's settings configured: ") == 2
+    )
+    assert "KeyError" not in output
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_marked _*",
+            "switchtrace records requests only with Django's settings configured: Requested "
+            "setting SWITCHTRACE, but settings are not configured.*call django.setup() in a "
+            "conftest.py)",
+            "test_without_django_settings_the_budget_and_the_fixture_say_so.py:4: test_marked",
+        ]
+    )

@@ -12,6 +12,7 @@ test uses it).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,14 +54,14 @@ class SwitchTraceFixture:
 
 @pytest.fixture
 def switchtrace() -> Iterator[SwitchTraceFixture]:
-    from .testing import record_requests
-
-    with record_requests() as records:
+    stack, records = _recording()
+    with stack:
         yield SwitchTraceFixture(records)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+def _runtest_call(item: pytest.Item) -> Iterator[None]:
+    """``pytest_runtest_call`` as a new-style hook wrapper (pluggy >= 1.1):
+    the test's outcome comes back from the ``yield``."""
     # Around every test of every suite that has the plugin: a failure pytest
     # cannot trace to the test's own code (a decorator's, raised after the
     # test returned) would otherwise show this frame first. Our own failures
@@ -70,22 +71,81 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     marker = item.get_closest_marker(MARKER)
     if marker is None:
         return (yield)
-    from .testing import over_budget, record_requests
+    from .testing import over_budget
 
-    # Where the test is (its first decorator's line): a failure without a
-    # traceback points there.
-    path, line, _ = item.location
-    where = f"\n{path}:{line + 1}: {item.name}" if line is not None else ""
-    try:
-        budget = _budget(item)
-    except ValueError as exc:
-        raise pytest.fail.Exception(f"{exc}{where}", pytrace=False) from None
-    with record_requests() as records:
+    budget, where = _budget_of(item)
+    stack, records = _recording(where)
+    with stack:
         result = yield
         message = over_budget(records, budget)
     if message is not None:
         raise pytest.fail.Exception(f"{message}{where}", pytrace=False)
     return result
+
+
+def _runtest_call_old_style(item: pytest.Item) -> Iterator[None]:
+    """The same as an old-style hook wrapper, for pluggy < 1.1 (pytest 7's
+    older releases), which has no new-style ones: the test's outcome is an
+    object, and a failure replaces it."""
+    __tracebackhide__ = _not_ours
+    marker = item.get_closest_marker(MARKER)
+    if marker is None:
+        yield
+        return
+    from .testing import over_budget
+
+    budget, where = _budget_of(item)
+    stack, records = _recording(where)
+    with stack:
+        outcome: Any = yield
+        message = None if outcome.excinfo is not None else over_budget(records, budget)
+    if message is not None:
+        failure = pytest.fail.Exception(f"{message}{where}", pytrace=False)
+        if hasattr(outcome, "force_exception"):
+            outcome.force_exception(failure)
+        else:
+            raise failure
+
+
+def _budget_of(item: pytest.Item) -> tuple[int, str]:
+    """The test's budget and where the test is (its first decorator's line,
+    which a failure without a traceback points at); a marker given no valid
+    budget fails the test with a message naming it."""
+    __tracebackhide__ = True
+    path, line, _ = item.location
+    where = f"\n{path}:{line + 1}: {item.name}" if line is not None else ""
+    try:
+        return _budget(item), where
+    except ValueError as exc:
+        raise pytest.fail.Exception(f"{exc}{where}", pytrace=False) from None
+
+
+def _recording(where: str = "") -> tuple[contextlib.ExitStack, Any]:
+    """:func:`switchtrace.testing.record_requests` entered (leaving the stack
+    leaves it) and its records; or, when Django's settings cannot be read (no
+    DJANGO_SETTINGS_MODULE), a failure saying so."""
+    __tracebackhide__ = True
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .testing import record_requests
+
+    stack = contextlib.ExitStack()
+    try:
+        records = stack.enter_context(record_requests())
+    except ImproperlyConfigured as exc:
+        raise pytest.fail.Exception(
+            f"switchtrace records requests only with Django's settings configured: {exc} "
+            "(pytest-django sets DJANGO_SETTINGS_MODULE from its option or ini setting; "
+            f"or set it and call django.setup() in a conftest.py){where}",
+            pytrace=False,
+        ) from None
+    return stack, records
+
+
+try:
+    pytest_runtest_call = pytest.hookimpl(wrapper=True)(_runtest_call)
+except TypeError:  # pluggy < 1.1: no new-style hook wrappers
+    pytest_runtest_call = pytest.hookimpl(hookwrapper=True)(_runtest_call_old_style)
 
 
 def _not_ours(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:

@@ -106,7 +106,12 @@ def record_requests() -> Iterator[Recorded]:
     """Every request begun inside the block, as it finishes."""
     global _users
     from .django_app import integration
+    from .django_app.conf import get_config
 
+    # Django's settings are read at the end too (integration.release): an
+    # ImproperlyConfigured there would take the place of the block's own
+    # outcome, the test's failure among them. Read now, it comes first.
+    get_config()
     integration.hold()
     with _lock:
         client_patcher.install()
