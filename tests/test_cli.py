@@ -416,12 +416,18 @@ def test_explain_through_manage_py(tmp_path):
     env = {**os.environ, "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl")}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     command = [sys.executable, "manage.py", "switchtrace_explain", "--url", "/async/"]
-    out = subprocess.run(command, cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*command, "--measure"], cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert (
-        "WSGI, async view: 2 switches (2 before the headers), 2 hops, 1 event loops created"
-        in out.stdout
-    )
+        "WSGI, async view: 2 switches (2 before the headers), 2 hops, 1 event loop created\n"
+        "  2  an async view under WSGI runs in async_to_sync, with a new event loop and thread\n"
+        "     → serve it under ASGI, or make the view sync\n"
+        "  +2  when the response streams from an asynchronous iterator: Django reads it all in "
+        "one async_to_sync under WSGI, with a new event loop and thread\n"
+        "  measured: 2 switches, 2 hops, 1 loop (as predicted)\n"
+    ) in out.stdout
     bad = subprocess.run(
         [*command[:3], "--url", "/nowhere/"], cwd=EXAMPLE, env=env, capture_output=True,
         text=True, timeout=60,

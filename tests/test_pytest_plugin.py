@@ -295,7 +295,7 @@ def test_assert_max_switches_outside_pytest(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
-        "1 of 1 request exceeded the budget of 1 context switches per request:",
+        "1 of 1 request exceeded the budget of 1 context switch per request:",
         "the budget must be a non-negative integer (context switches per request), not -2",
     ]
 

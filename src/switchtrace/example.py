@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .plural import count
+
 #: The middleware variants of the example project (SWITCHTRACE_EXAMPLE_MIDDLEWARE).
 VARIANTS = ("shipped", "sync-only", "none")
 
@@ -98,7 +100,7 @@ def require_enabled(disabled_ok: bool = False, without_spans: bool = False) -> N
         config = get_config()
     if config.problems:
         first, *others = config.problems
-        more = f" (and {len(others)} more problems)" if others else ""
+        more = f" (and {count(len(others), 'more problem')})" if others else ""
         raise SetupError(
             f"the settings keep switchtrace disabled: {first.msg} ({first.id}) {first.hint}{more}"
         )

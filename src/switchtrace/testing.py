@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import tracer
+from .plural import count
 
 _lock = threading.Lock()
 _users = 0
@@ -70,10 +71,10 @@ def over_budget(records: list[tracer.RequestRecord], budget: int) -> str | None:
     if not over:
         return None
     lines = describe_requests(over)
-    noun = "request" if len(records) == 1 else "requests"
     return (
-        f"{len(over)} of {len(records)} {noun} exceeded the budget of {budget} context "
-        "switches per request:\n" + "\n".join(f"  {line}" for line in lines)
+        f"{len(over)} of {count(len(records), 'request')} exceeded the budget of "
+        f"{count(budget, 'context switch', 'context switches')} per request:\n"
+        + "\n".join(f"  {line}" for line in lines)
     )
 
 
