@@ -62,6 +62,9 @@ def test_demo(how, tmp_path):
     assert "CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4" in section
     assert "three new" not in text
     assert "Under WSGI: 6, with 3 new event loops and 3 new threads." in text
+    assert (  # /async-stream/: the stream is read after the headers
+        "Under WSGI: 2 before the headers (4 in all), with 2 new event loops and 2 new threads."
+    ) in text
     # The spans the file holds, every one of them: the demo's count is
     # switchtrace's own exporter's.
     exports = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
@@ -491,3 +494,27 @@ def test_explain_bad_input(args, environ, message, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == message
     assert out.stdout == ""
+
+
+def test_the_demo_reading_says_when_wsgi_switches_after_the_headers():
+    """An async stream under WSGI: the view's async_to_sync before the
+    headers, and one more reading the stream after them, with its own loop
+    and thread; the loops and threads are the whole request's."""
+    from switchtrace.demo import Case, reading
+
+    def case(server, variant, before, switches, loops, threads):
+        return Case(server, variant, 200, before, switches, switches, loops, threads, [])
+
+    cases = [
+        case("ASGI", "shipped", 28, 30, 0, 2),
+        case("ASGI", "sync-only", 8, 10, 0, 2),
+        case("ASGI", "none", 2, 4, 0, 2),
+        case("WSGI", "shipped", 2, 4, 2, 2),
+        case("WSGI", "sync-only", 2, 4, 2, 2),
+        case("WSGI", "none", 2, 4, 2, 2),
+    ]
+    assert reading(cases) == (
+        "Under ASGI the shipped middleware costs 28 switches per request before the headers "
+        "(30 in all); made sync-only 8, without middleware 2. Under WSGI: 2 before the "
+        "headers (4 in all), with 2 new event loops and 2 new threads."
+    )

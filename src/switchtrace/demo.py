@@ -113,6 +113,8 @@ def reading(cases: list[Case]) -> str:
         f"{sync_only.before_headers}, without middleware {none.before_headers}. "
         f"Under WSGI: {wsgi.before_headers}"
     )
+    if wsgi.switches != wsgi.before_headers:
+        text += f" before the headers ({wsgi.switches} in all)"
     created = [
         f"{count(n, 'new ' + what)}"
         for n, what in ((wsgi.loops, "event loop"), (wsgi.threads, "thread"))
