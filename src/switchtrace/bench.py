@@ -1146,7 +1146,9 @@ def run(args: argparse.Namespace) -> int:
         driver: Any = Servers(project, max(args.concurrency))
     else:
         driver = InProcess()
-    with example.unlogged("switchtrace disabled:"), _no_spans():
+    # Restoring the settings after _no_spans applies them again: what that
+    # logs about them is no concern of the matrix (see require_enabled).
+    with example.unlogged(*example.settings_messages()), _no_spans():
         try:
             for variant in args.variants:
                 driver.open(variant)

@@ -130,11 +130,23 @@ def setup_unlogged(project: Path) -> None:
     settings (a problem that keeps it disabled, an exporter that cannot be
     made): the commands say it as their error, in one line (see
     :func:`require_enabled`, :func:`require_spans`)."""
+    from .django_app.apps import discard_startup_errors
+
+    with unlogged(*settings_messages()):
+        setup(project)
+    # What start-up held until the handlers are built (a server's log) is
+    # said by the commands, in their own line, or is no concern of theirs.
+    discard_startup_errors()
+
+
+def settings_messages() -> tuple[str, ...]:
+    """The beginnings of what switchtrace logs about the settings when they
+    are applied (at start-up, or changed): one that keeps it disabled, an
+    exporter that cannot be made."""
     from .exporters import EXPORTERS
 
     cannot_be_made = (f"switchtrace: The {name} exporter cannot be made" for name in EXPORTERS)
-    with unlogged("switchtrace disabled:", *cannot_be_made):
-        setup(project)
+    return ("switchtrace disabled:", *cannot_be_made)
 
 
 @contextlib.contextmanager
