@@ -354,6 +354,10 @@ BAD_INPUT = [
      "--overhead measures one middleware variant; --variants gave 2 (sync-only, none); "
      "allowed: one of shipped, sync-only, none"),
     (["demo", "--project", "nowhere"], "cannot find the example project"),
+    (["explain", "--project", "."],
+     "switchtrace explain: error: --project . is not the example project (it has no "
+     "project/settings.py), and DJANGO_SETTINGS_MODULE is not set; for a project of your own, "
+     "set it too, e.g. DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain --project ."),
     (["explode"], "argument COMMAND: invalid choice: 'explode'"),
 ]  # fmt: skip
 
