@@ -62,6 +62,9 @@ def test_demo(how, tmp_path):
     assert "CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4" in section
     assert "three new" not in text
     assert "Under WSGI: 6, with 3 new event loops and 3 new threads." in text
+    assert (  # /async-stream/: the stream is read after the headers
+        "Under WSGI: 2 before the headers (4 in all), with 2 new event loops and 2 new threads."
+    ) in text
     # The spans the file holds, every one of them: the demo's count is
     # switchtrace's own exporter's.
     exports = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
@@ -351,6 +354,10 @@ BAD_INPUT = [
      "--overhead measures one middleware variant; --variants gave 2 (sync-only, none); "
      "allowed: one of shipped, sync-only, none"),
     (["demo", "--project", "nowhere"], "cannot find the example project"),
+    (["explain", "--project", "."],
+     "switchtrace explain: error: --project . is not the example project (it has no "
+     "project/settings.py), and DJANGO_SETTINGS_MODULE is not set; for a project of your own, "
+     "set it too, e.g. DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain --project ."),
     (["explode"], "argument COMMAND: invalid choice: 'explode'"),
 ]  # fmt: skip
 
@@ -416,12 +423,18 @@ def test_explain_through_manage_py(tmp_path):
     env = {**os.environ, "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl")}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     command = [sys.executable, "manage.py", "switchtrace_explain", "--url", "/async/"]
-    out = subprocess.run(command, cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*command, "--measure"], cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert (
-        "WSGI, async view: 2 switches (2 before the headers), 2 hops, 1 event loops created"
-        in out.stdout
-    )
+        "WSGI, async view: 2 switches (2 before the headers), 2 hops, 1 event loop created\n"
+        "  2  an async view under WSGI runs in async_to_sync, with a new event loop and thread\n"
+        "     → serve it under ASGI, or make the view sync\n"
+        "  +2  when the response streams from an asynchronous iterator: Django reads it all in "
+        "one async_to_sync under WSGI, with a new event loop and thread\n"
+        "  measured: 2 switches, 2 hops, 1 loop (as predicted)\n"
+    ) in out.stdout
     bad = subprocess.run(
         [*command[:3], "--url", "/nowhere/"], cwd=EXAMPLE, env=env, capture_output=True,
         text=True, timeout=60,
@@ -485,3 +498,27 @@ def test_explain_bad_input(args, environ, message, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == message
     assert out.stdout == ""
+
+
+def test_the_demo_reading_says_when_wsgi_switches_after_the_headers():
+    """An async stream under WSGI: the view's async_to_sync before the
+    headers, and one more reading the stream after them, with its own loop
+    and thread; the loops and threads are the whole request's."""
+    from switchtrace.demo import Case, reading
+
+    def case(server, variant, before, switches, loops, threads):
+        return Case(server, variant, 200, before, switches, switches, loops, threads, [])
+
+    cases = [
+        case("ASGI", "shipped", 28, 30, 0, 2),
+        case("ASGI", "sync-only", 8, 10, 0, 2),
+        case("ASGI", "none", 2, 4, 0, 2),
+        case("WSGI", "shipped", 2, 4, 2, 2),
+        case("WSGI", "sync-only", 2, 4, 2, 2),
+        case("WSGI", "none", 2, 4, 2, 2),
+    ]
+    assert reading(cases) == (
+        "Under ASGI the shipped middleware costs 28 switches per request before the headers "
+        "(30 in all); made sync-only 8, without middleware 2. Under WSGI: 2 before the "
+        "headers (4 in all), with 2 new event loops and 2 new threads."
+    )

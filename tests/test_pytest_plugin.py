@@ -252,7 +252,7 @@ def test_a_request_a_live_server_closes_after_the_test_body_is_the_tests(suite):
         [
             "*_ test_marker _*",
             "1 of 1 request exceeded the budget of 0 context switches per request:",
-            "  GET /sync/ 200: 2 switches (0 before headers), 2 hops, 1 loops, 1 threads; "
+            "  GET /sync/ 200: 2 switches (0 before headers), 2 hops, 1 loop, 1 thread; "
             "top: noop 2",
         ]
     )
@@ -294,8 +294,8 @@ def test_a_request_a_live_server_has_not_ended_is_judged_on_its_figures_so_far(s
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "1 of 1 request exceeded the budget of 1 context switches per request:",
-            "  GET /sync/ 200: 2 switches (0 before headers), 2 hops, 1 loops, 1 threads; "
+            "1 of 1 request exceeded the budget of 1 context switch per request:",
+            "  GET /sync/ 200: 2 switches (0 before headers), 2 hops, 1 loop, 1 thread; "
             "top: noop 2 (still running: its figures so far)",
         ]
     )
@@ -501,7 +501,7 @@ def test_assert_max_switches_decorates_async_tests(suite):
     result.stdout.fnmatch_lines(
         [
             "*Async.test_over*",
-            "E * AssertionError: 1 of 1 request exceeded the budget of 1 context switches per "
+            "E * AssertionError: 1 of 1 request exceeded the budget of 1 context switch per "
             "request:",
             "E * GET /async/ 200: 30 switches (28 before headers), 30 hops, 0 loops, "
             "* threads; top: CsrfViewMiddleware 6, *",
@@ -533,7 +533,7 @@ def test_assert_max_switches_outside_pytest(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
-        "1 of 1 request exceeded the budget of 1 context switches per request:",
+        "1 of 1 request exceeded the budget of 1 context switch per request:",
         "the budget must be a non-negative integer (context switches per request), not -2",
     ]
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import example
+from .plural import count
 
 if TYPE_CHECKING:
     from .exporters import ExportOptions
@@ -205,10 +206,6 @@ class ServerFailed(RuntimeError):
 
 def spread(samples: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # -- progress --------------------------------------------------------------------
@@ -554,8 +551,8 @@ def render(results: dict[str, Any], out: TextIO) -> None:
     cells = results["cells"]
     levels = sorted({int(c) for cell in cells for c in cell["req_per_s"]}) or [1]
     out.write(
-        f"switchtrace bench ({results['driver']}; {_count(results['rounds'], 'round')} of "
-        f"{_count(results['requests'], 'request')}; no spans exported; medians, min-max over "
+        f"switchtrace bench ({results['driver']}; {count(results['rounds'], 'round')} of "
+        f"{count(results['requests'], 'request')}; no spans exported; medians, min-max over "
         "rounds)\n"
         f"Python {results['python']}, Django {results['django']}, asgiref {results['asgiref']}\n"
     )
@@ -771,7 +768,7 @@ def comparison_summary(
     theirs = {cell_key(cell) for cell in baseline["cells"]}
     ours = [cell_key(cell) for cell in results["cells"]]
     shared = sum(key in theirs for key in ours)
-    text = f"compared {_count(shared, 'cell')} with {path}"
+    text = f"compared {count(shared, 'cell')} with {path}"
     if shared < len(ours):
         text += f" (of this run's {len(ours)}; the others are not in it)"
     return text + (f": {slower} slower" if slower else ": none slower")
@@ -1039,8 +1036,8 @@ def _serve(handler_pair: tuple[Any, Any], server: str, endpoint: str, requests: 
 
 def render_overhead(results: dict[str, Any], out: TextIO) -> None:
     out.write(
-        f"switchtrace bench --overhead ({_count(results['rounds'], 'interleaved round')} of "
-        f"{_count(results['requests'], 'request')}, the spans' export included; medians "
+        f"switchtrace bench --overhead ({count(results['rounds'], 'interleaved round')} of "
+        f"{count(results['requests'], 'request')}, the spans' export included; medians "
         "(min-max) over rounds)\n"
         "  wall: µs per request, ratio to disabled | cpu: the process's CPU µs per "
         "request, ratio to disabled\n"
@@ -1149,7 +1146,9 @@ def run(args: argparse.Namespace) -> int:
         driver: Any = Servers(project, max(args.concurrency))
     else:
         driver = InProcess()
-    with example.unlogged("switchtrace disabled:"), _no_spans():
+    # Restoring the settings after _no_spans applies them again: what that
+    # logs about them is no concern of the matrix (see require_enabled).
+    with example.unlogged(*example.settings_messages()), _no_spans():
         try:
             for variant in args.variants:
                 driver.open(variant)

@@ -257,7 +257,7 @@ def _explain(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from .example import find_project, setup, setup_django
+    from .example import ProjectNotFound, find_project, setup, setup_django
 
     if args.measure and not args.url:
         print("switchtrace explain: error: --measure needs --url", file=sys.stderr)
@@ -281,7 +281,21 @@ def _explain(args: argparse.Namespace) -> int:
             sys.path.append(os.getcwd())
         setup_django()
     else:
-        setup(find_project(args.project))
+        try:
+            project = find_project(args.project)
+        except ProjectNotFound:
+            if args.project is None:
+                raise
+            print(
+                f"switchtrace explain: error: --project {args.project} is not the example "
+                "project (it has no project/settings.py), and DJANGO_SETTINGS_MODULE is not "
+                "set; for a project of your own, set it too, e.g. "
+                f"DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain --project "
+                f"{args.project}",
+                file=sys.stderr,
+            )
+            return 2
+        setup(project)
     from .django_app.explain import ApplicationError, ExplainError, render
 
     try:

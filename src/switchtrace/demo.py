@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from . import example
+from .plural import count
 
 ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("/sync/", "a sync view returning a fixed response"),
@@ -112,8 +113,10 @@ def reading(cases: list[Case]) -> str:
         f"{sync_only.before_headers}, without middleware {none.before_headers}. "
         f"Under WSGI: {wsgi.before_headers}"
     )
+    if wsgi.switches != wsgi.before_headers:
+        text += f" before the headers ({wsgi.switches} in all)"
     created = [
-        f"{n} new {what}{'s' if n > 1 else ''}"
+        f"{count(n, 'new ' + what)}"
         for n, what in ((wsgi.loops, "event loop"), (wsgi.threads, "thread"))
         if n
     ]
@@ -181,9 +184,9 @@ def run(project: str | None, out: TextIO) -> int:
         else:
             where = f"to the {options.exporter} exporter"
         if not flushed or pipeline.failed or pipeline.dropped:
-            lost = [f"{pipeline.failed} spans lost"] if pipeline.failed else []
+            lost = [f"{count(pipeline.failed, 'span')} lost"] if pipeline.failed else []
             if pipeline.dropped:
-                lost.append(f"the spans of {pipeline.dropped} requests dropped")
+                lost.append(f"the spans of {count(pipeline.dropped, 'request')} dropped")
             if not flushed:
                 lost.append("some still unsent after 30 s")
             hint = {
@@ -199,7 +202,7 @@ def run(project: str | None, out: TextIO) -> int:
         if not pipeline.own_provider:
             out.write(f"\nSpans of every request went {where}.\n")
         elif pipeline.exported:
-            out.write(f"\n{_count(pipeline.exported, 'span')} went {where}.\n")
+            out.write(f"\n{count(pipeline.exported, 'span')} went {where}.\n")
         else:
             # Sampled out: nothing was made, so nothing was sent or lost.
             out.write(
@@ -230,7 +233,3 @@ def _export_failures_unlogged() -> Iterator[None]:
     finally:
         sdk.propagate = propagate
         sdk.removeHandler(held)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .plural import count
+
 #: The middleware variants of the example project (SWITCHTRACE_EXAMPLE_MIDDLEWARE).
 VARIANTS = ("shipped", "sync-only", "none")
 
@@ -98,7 +100,7 @@ def require_enabled(disabled_ok: bool = False, without_spans: bool = False) -> N
         config = get_config()
     if config.problems:
         first, *others = config.problems
-        more = f" (and {len(others)} more problems)" if others else ""
+        more = f" (and {count(len(others), 'more problem')})" if others else ""
         raise SetupError(
             f"the settings keep switchtrace disabled: {first.msg} ({first.id}) {first.hint}{more}"
         )
@@ -128,11 +130,23 @@ def setup_unlogged(project: Path) -> None:
     settings (a problem that keeps it disabled, an exporter that cannot be
     made): the commands say it as their error, in one line (see
     :func:`require_enabled`, :func:`require_spans`)."""
+    from .django_app.apps import discard_startup_errors
+
+    with unlogged(*settings_messages()):
+        setup(project)
+    # What start-up held until the handlers are built (a server's log) is
+    # said by the commands, in their own line, or is no concern of theirs.
+    discard_startup_errors()
+
+
+def settings_messages() -> tuple[str, ...]:
+    """The beginnings of what switchtrace logs about the settings when they
+    are applied (at start-up, or changed): one that keeps it disabled, an
+    exporter that cannot be made."""
     from .exporters import EXPORTERS
 
     cannot_be_made = (f"switchtrace: The {name} exporter cannot be made" for name in EXPORTERS)
-    with unlogged("switchtrace disabled:", *cannot_be_made):
-        setup(project)
+    return ("switchtrace disabled:", *cannot_be_made)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction
 
 from . import tracer
+from .plural import count
 
 _lock = threading.Lock()
 _users = 0
@@ -154,11 +155,10 @@ def over_budget(records: Recorded | list[tracer.RequestRecord], budget: int) -> 
         line + (" (still running: its figures so far)" if record in running else "")
         for record, line in zip(over, describe_requests(over), strict=True)
     ]
-    count = len(judged) + len(running)
-    noun = "request" if count == 1 else "requests"
     return (
-        f"{len(over)} of {count} {noun} exceeded the budget of {budget} context "
-        "switches per request:\n" + "\n".join(f"  {line}" for line in lines)
+        f"{len(over)} of {count(len(judged) + len(running), 'request')} exceeded the budget of "
+        f"{count(budget, 'context switch', 'context switches')} per request:\n"
+        + "\n".join(f"  {line}" for line in lines)
     )
 
 

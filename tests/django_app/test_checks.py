@@ -715,3 +715,80 @@ def test_a_sampler_a_package_registers_is_taken_and_used(registered_sampler, mon
     # of the variable would record every request).
     assert _environ_sampler() is sampling.ALWAYS_OFF
     assert sampling._get_from_env_or_default() is not sampling.ALWAYS_OFF
+
+
+# A wrong setting, said once: by the system checks in a command that runs
+# them, by the log once Django's handler is built in a server, which does not.
+_STARTUP = """
+import os, sys
+import django
+from django.conf import settings
+settings.configure(
+    INSTALLED_APPS=["switchtrace.django_app"],
+    MIDDLEWARE={middleware!r},
+    ROOT_URLCONF="tests.urls",
+    ALLOWED_HOSTS=["*"],
+    SWITCHTRACE={{"ENABLED": True, "COLOUR": "red"}},
+)
+django.setup()
+print("set up", file=sys.stderr, flush=True)
+{then}
+"""
+_UNKNOWN_KEY = (
+    "switchtrace disabled: Unknown key 'COLOUR' in the SWITCHTRACE setting. (switchtrace.E002) "
+    "Allowed keys: ENABLED, EXPORTER, FILE_PATH, MAX_EVENTS, OTLP_ENDPOINT, OTLP_PROTOCOL, "
+    "QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, SHOW_HEADERS."
+)
+_HANDLER = "from django.core.handlers.wsgi import WSGIHandler\nhandler = WSGIHandler()\n"
+
+
+def _run_startup(then: str, middleware: list[str]) -> list[str]:
+    import os
+    import subprocess
+    import sys
+
+    from ..conftest import EXAMPLE, ROOT
+
+    code = _STARTUP.format(middleware=middleware, then=then)
+    path = os.pathsep.join([str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stderr.splitlines()
+
+
+def test_a_wrong_setting_is_said_once_by_the_system_checks():
+    lines = _run_startup(
+        "from django.core.management import call_command\n"
+        "try:\n"
+        "    call_command('check')\n"
+        "except Exception as exc:\n"
+        "    print(exc, file=sys.stderr)\n",
+        [MIDDLEWARE_PATH],
+    )
+    assert lines[0] == "set up"
+    assert lines[1] == "SystemCheckError: System check identified some issues:"
+    assert [line for line in lines if "COLOUR" in line] == [
+        "?: (switchtrace.E002) Unknown key 'COLOUR' in the SWITCHTRACE setting."
+    ]
+
+
+def test_a_wrong_setting_is_logged_once_the_handler_is_built():
+    assert _run_startup(_HANDLER, [MIDDLEWARE_PATH]) == ["set up", _UNKNOWN_KEY]
+
+
+def test_without_the_middleware_a_wrong_setting_is_logged_at_the_first_request():
+    lines = _run_startup(
+        _HANDLER + "print('built', file=sys.stderr, flush=True)\n"
+        "from django.test import Client\n"
+        "for _ in range(2):\n"
+        "    assert Client().get('/sync/').status_code == 200\n",
+        [],
+    )
+    assert lines == ["set up", "built", _UNKNOWN_KEY]

@@ -93,7 +93,7 @@ def test_a_refusing_collector_gets_one_export_while_they_are_paused(receiver, mo
             assert len(exporter_errors(caplog)) == 1
         assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
             "switchtrace: span export failed; exports paused for 3600 s; "
-            f"{SPANS} spans lost so far (and 0 requests' spans dropped by a full queue)"
+            f"{SPANS} spans lost so far (and the spans of 0 requests dropped by a full queue)"
         ]
 
 
@@ -181,19 +181,19 @@ def test_the_pause_doubles_up_to_its_longest_and_a_success_ends_it(receiver, mon
         assert (pipeline.records, pipeline.dropped, pipeline.failed) == (12, 0, 11)
     finally:
         pipeline.shutdown()
-    lost = "spans lost so far (and 0 requests' spans dropped by a full queue)"
+    lost = "lost so far (and the spans of 0 requests dropped by a full queue)"
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
-        f"switchtrace: span export failed; exports paused for 1 s; 1 {lost}",
-        f"switchtrace: span exports paused after a failed one, for 1.0 s more; 2 {lost}",
-        f"switchtrace: span exports paused after a failed one, for 0.4 s more; 3 {lost}",
-        f"switchtrace: span export failed; exports paused for 2 s; 4 {lost}",
-        f"switchtrace: span exports paused after a failed one, for 0.1 s more; 5 {lost}",
-        f"switchtrace: span export failed; exports paused for 4 s; 6 {lost}",
-        f"switchtrace: span export failed; exports paused for 4 s; 7 {lost}",
-        f"switchtrace: span exports paused after a failed one, for 0.1 s more; 8 {lost}",
-        f"switchtrace: span export failed; exports paused for 1 s; 9 {lost}",
-        f"switchtrace: span exports paused after a failed one, for 0.5 s more; 10 {lost}",
-        f"switchtrace: span export failed; exports paused for 2 s; 11 {lost}",
+        f"switchtrace: span export failed; exports paused for 1 s; 1 span {lost}",
+        f"switchtrace: span exports paused after a failed one, for 1.0 s more; 2 spans {lost}",
+        f"switchtrace: span exports paused after a failed one, for 0.4 s more; 3 spans {lost}",
+        f"switchtrace: span export failed; exports paused for 2 s; 4 spans {lost}",
+        f"switchtrace: span exports paused after a failed one, for 0.1 s more; 5 spans {lost}",
+        f"switchtrace: span export failed; exports paused for 4 s; 6 spans {lost}",
+        f"switchtrace: span export failed; exports paused for 4 s; 7 spans {lost}",
+        f"switchtrace: span exports paused after a failed one, for 0.1 s more; 8 spans {lost}",
+        f"switchtrace: span export failed; exports paused for 1 s; 9 spans {lost}",
+        f"switchtrace: span exports paused after a failed one, for 0.5 s more; 10 spans {lost}",
+        f"switchtrace: span export failed; exports paused for 2 s; 11 spans {lost}",
     ]
 
 
@@ -239,5 +239,5 @@ def test_an_error_encoding_a_batch_loses_that_batch_only(receiver, monkeypatch, 
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
         "switchtrace: internal error in span export (logged once; the request goes on untouched)",
         f"switchtrace: the export request could not be made; {SPANS} spans lost so far "
-        "(and 0 requests' spans dropped by a full queue)",
+        "(and the spans of 0 requests dropped by a full queue)",
     ]

@@ -93,6 +93,16 @@ def test_format_record_names_the_view_and_adapters(records):
     )
 
 
+def test_format_record_counts_one_loop_and_one_thread_in_the_singular(records):
+    with project("none") as (_asgi, wsgi):
+        wsgi_request(wsgi, "/async/")
+    [record] = records
+    assert format_record(record, components.resolve) == (
+        "GET /async/ 200: 2 switches (2 before headers), 2 hops, 1 loop, 1 thread; "
+        "top: async_view 2"
+    )
+
+
 def test_exporter_none_makes_no_spans_and_keeps_the_headers():
     with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "none"}) as (asgi, _wsgi):
         assert telemetry.pipeline() is None

@@ -105,7 +105,7 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(monkeypatch, caplog):
         assert pipeline.flush(10)
         assert len({s.context.trace_id for s in pipeline.exporter.get_finished_spans()}) == 4
     assert [r.getMessage() for r in caplog.records] == [
-        "switchtrace: span queue full (3 records); 1 requests' spans dropped so far"
+        "switchtrace: span queue full (3 records); the spans of 1 request dropped so far"
     ]
 
 
@@ -212,8 +212,8 @@ def test_shutdown_keeps_to_its_timeout_with_an_export_hanging_and_the_queue_full
         # is counted as lost (the receiver, released, may still take it).
         assert pipeline.failed == 1
         lost = [
-            "switchtrace: span export failed; 1 spans lost so far "
-            "(and 3 requests' spans dropped by a full queue)"
+            "switchtrace: span export failed; 1 span lost so far "
+            "(and the spans of 3 requests dropped by a full queue)"
         ]
     else:
         # The HTTP request in progress was answered: its span delivered.
@@ -221,8 +221,9 @@ def test_shutdown_keeps_to_its_timeout_with_an_export_hanging_and_the_queue_full
         assert receiver.received.span_count == 1
         lost = []
     assert messages == [
-        "switchtrace: span queue full (2 records); 1 requests' spans dropped so far",
-        "switchtrace: shut down with 2 requests' spans not made (the shutdown's time ran out)",
+        "switchtrace: span queue full (2 records); the spans of 1 request dropped so far",
+        "switchtrace: shut down with the spans of 2 requests not made "
+        "(the shutdown's time ran out)",
         *lost,
     ]
 
@@ -247,7 +248,7 @@ def test_failed_exports_are_counted_and_logged_at_most_once_a_minute(tmp_path, c
     assert not path.parent.exists()
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
         "switchtrace: span export failed; exports paused for 1 s; 17 spans lost so far "
-        "(and 0 requests' spans dropped by a full queue)"
+        "(and the spans of 0 requests dropped by a full queue)"
     ]
 
 

@@ -4,7 +4,7 @@ import logging
 from typing import Any
 
 from django.apps import AppConfig
-from django.core.signals import setting_changed
+from django.core.signals import request_started, setting_changed
 
 logger = logging.getLogger("switchtrace")
 
@@ -17,8 +17,52 @@ class SwitchTraceConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
 
+        global _holding
         setting_changed.connect(_setting_changed, dispatch_uid="switchtrace.setting_changed")
-        apply_config()
+        _holding = True
+        try:
+            apply_config()
+        finally:
+            _holding = False
+        if _held:
+            request_started.connect(_release_on_request, dispatch_uid="switchtrace.release")
+
+
+#: What start-up (``ready()``) has to say about the settings, held until
+#: Django's handler is built (the middleware's ``__init__``) or, without the
+#: middleware, a request starts: a server, which runs no system checks, then
+#: logs it, while a command that runs them (``check``, ``migrate``,
+#: ``runserver`` before it builds its handler) says it once, as their message.
+_held: list[str] = []
+_holding = False
+
+
+def startup_error(message: str) -> None:
+    """Log ``message`` on the ``switchtrace`` logger, at level ERROR; at
+    start-up, once the project is served (see ``_held``)."""
+    if _holding:
+        _held.append(message)
+    else:
+        logger.error("%s", message)
+
+
+def release_startup_errors() -> None:
+    """Log what start-up held: the project is being served."""
+    held = _held[:]
+    _held.clear()
+    request_started.disconnect(dispatch_uid="switchtrace.release")
+    for message in held:
+        logger.error("%s", message)
+
+
+def discard_startup_errors() -> None:
+    """The system checks said it: nothing held is logged."""
+    _held.clear()
+    request_started.disconnect(dispatch_uid="switchtrace.release")
+
+
+def _release_on_request(**kwargs: Any) -> None:
+    release_startup_errors()
 
 
 def apply_config() -> None:
@@ -32,7 +76,7 @@ def apply_config() -> None:
 
     config = get_config()
     for problem in config.problems:
-        logger.error("switchtrace disabled: %s (%s) %s", problem.msg, problem.id, problem.hint)
+        startup_error(f"switchtrace disabled: {problem.msg} ({problem.id}) {problem.hint}")
     if config.enabled:
         integration.install()
         telemetry.configure(config.export)

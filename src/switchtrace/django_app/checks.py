@@ -35,6 +35,9 @@ from .conf import MIDDLEWARE_PATH, build_config, get_config
 
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    from .apps import discard_startup_errors
+
+    discard_startup_errors()  # what start-up held back: said here instead
     config = build_config(getattr(settings, "SWITCHTRACE", None))
     messages: list[Any] = [
         Error(problem.msg, hint=problem.hint, id=problem.id) for problem in config.problems

@@ -29,6 +29,7 @@ from django.utils.encoding import repercent_broken_unicode
 from django.utils.module_loading import import_string
 
 from ..example import describe_error
+from ..plural import count
 from ..tracer import RequestRecord
 from .predict import Cause, Prediction, predict
 
@@ -420,7 +421,7 @@ def render(url: str | None, do_measure: bool, out: TextIO) -> int:
         if do_measure:
             host = request_host()
         out.write(f"{url} → {name} ({'async' if is_async else 'sync'} view)\n")
-    out.write(f"MIDDLEWARE: {len(paths)} entries\n")
+    out.write(f"MIDDLEWARE: {count(len(paths), 'entry', 'entries')}\n")
     for server, is_async in cases:
         prediction = predict(server, is_async, paths)
         _render_case(prediction, out)
@@ -435,8 +436,8 @@ def _render_measured(
     measured = measure(server, target, host)
     record = measured.record
     figures = (
-        f"{record.context_switches} switches, {record.thread_hops} hops, "
-        f"{record.event_loops_created} loops"
+        f"{count(record.context_switches, 'switch', 'switches')}, "
+        f"{count(record.thread_hops, 'hop')}, {count(record.event_loops_created, 'loop')}"
     )
     response = f"{measured.status} {measured.reason}"
     if measured.status >= 400:
@@ -529,9 +530,10 @@ _MAX_CONDITIONAL = 12
 
 def _render_case(prediction: Prediction, out: TextIO) -> None:
     out.write(
-        f"\n{prediction.server.upper()}, {prediction.view} view: {prediction.switches} "
-        f"switches ({prediction.before_headers} before the headers), {prediction.hops} hops, "
-        f"{prediction.loops} event loops created\n"
+        f"\n{prediction.server.upper()}, {prediction.view} view: "
+        f"{count(prediction.switches, 'switch', 'switches')} ({prediction.before_headers} "
+        f"before the headers), {count(prediction.hops, 'hop')}, "
+        f"{count(prediction.loops, 'event loop')} created\n"
     )
     width = max((len(str(c.switches)) for c in prediction.causes), default=1)
     for cause in prediction.causes:

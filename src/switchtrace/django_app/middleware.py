@@ -25,6 +25,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from .. import tracer
 from ..tracer.guard import swallow
 from . import telemetry
+from .apps import release_startup_errors
 from .conf import get_config
 from .headers import stamp, unstamp
 
@@ -34,6 +35,10 @@ class SwitchTraceMiddleware:
     async_capable = True
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        # Django's handler is being built: the project is served (no system
+        # checks run in a server), so what start-up held about the settings
+        # is logged now.
+        release_startup_errors()
         if not get_config().enabled:
             raise MiddlewareNotUsed("SWITCHTRACE['ENABLED'] is not True")
         self.get_response = get_response

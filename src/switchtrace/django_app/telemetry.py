@@ -8,15 +8,12 @@ counted as started by a request.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Iterator
 
 from .. import tracer
 from ..exporters import ConsoleReporter, ExportOptions, SpanPipeline
 from . import components
-
-logger = logging.getLogger("switchtrace")
 
 _lock = threading.Lock()
 _options: ExportOptions | None = None
@@ -56,7 +53,9 @@ def configure(options: ExportOptions | None) -> None:
                 f"The {options.exporter} exporter cannot be made, so no spans are "
                 f"exported: {type(exc).__name__}: {exc}"
             )
-            logger.error("switchtrace: %s", _failure)
+            from .apps import startup_error
+
+            startup_error(f"switchtrace: {_failure}")
             return
         tracer.add_listener(_pipeline)
 

@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from typing import TextIO
 
+from ..plural import count
 from ..tracer import RequestRecord
 from .spans import Resolve
 
@@ -45,8 +46,9 @@ def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
     head = f"{method} {path}" + (f" {status}" if status is not None else "")
     before = f" ({record.at_headers.context_switches} before headers)" if record.at_headers else ""
     line = (
-        f"{head}: {totals.context_switches} switches{before}, {totals.thread_hops} hops, "
-        f"{totals.event_loops_created} loops, {totals.threads_started} threads"
+        f"{head}: {count(totals.context_switches, 'switch', 'switches')}{before}, "
+        f"{count(totals.thread_hops, 'hop')}, {count(totals.event_loops_created, 'loop')}, "
+        f"{count(totals.threads_started, 'thread')}"
     )
     causes = top_causes(record, resolve)
     if causes:

@@ -67,6 +67,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .. import __version__, tracer
+from ..plural import count
 from ..tracer.guard import swallow
 from .encode import EncodedSpans, JsonWriter, ProtobufWriter
 from .spans import (
@@ -539,9 +540,9 @@ class SpanPipeline:
         if now - self._last_drop_log >= LOG_INTERVAL:
             self._last_drop_log = now
             logger.warning(
-                "switchtrace: span queue full (%d records); %d requests' spans dropped so far",
-                self.options.queue_size,
-                self.dropped,
+                "switchtrace: span queue full (%s); the spans of %s dropped so far",
+                count(self.options.queue_size, "record"),
+                count(self.dropped, "request"),
             )
 
     def _delivered(self, spans: int) -> None:
@@ -559,11 +560,10 @@ class SpanPipeline:
         if now - self._last_fail_log >= LOG_INTERVAL:
             self._last_fail_log = now
             logger.warning(
-                "switchtrace: %s; %d spans lost so far "
-                "(and %d requests' spans dropped by a full queue)",
+                "switchtrace: %s; %s lost so far (and the spans of %s dropped by a full queue)",
                 why,
-                self.failed,
-                self.dropped,
+                count(self.failed, "span"),
+                count(self.dropped, "request"),
             )
 
     # -- lifecycle -------------------------------------------------------------
@@ -660,9 +660,9 @@ class SpanPipeline:
         if lost:
             self.dropped += lost
             logger.warning(
-                "switchtrace: shut down with %d requests' spans not made (the "
+                "switchtrace: shut down with the spans of %s not made (the "
                 "shutdown's time ran out)",
-                lost,
+                count(lost, "request"),
             )
 
 
