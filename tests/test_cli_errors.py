@@ -170,7 +170,7 @@ def test_explain_a_view_that_raises_is_one_line_and_exit_status_1(tmp_path):
         "switchtrace explain: error: GET /raise/ under ASGI raised tests.views.ViewError: "
         "raised by the view ("
     )
-    assert line.endswith(f"tests{os.sep}views.py, line 22, in raising_view)")
+    assert line.endswith(f"tests{os.sep}views.py, line 23, in raising_view)")
     assert "ASGI, sync view" in out.stdout  # the prediction came before
 
 

@@ -8,6 +8,7 @@ urlpatterns = [
     path("server-timing/", views.own_server_timing),
     path("quoted-server-timing/", views.quoted_server_timing),
     path("shared/", views.shared_response),
+    path("paused-shared/", views.paused_shared_response),
     path("raise/", views.raising_view),
     path("robust-signal/", views.robust_signal_view),
     path("async-signal/", views.async_signal_view),

@@ -1,3 +1,4 @@
+from asgiref.sync import async_to_sync, markcoroutinefunction
 from django.http import HttpResponse, HttpResponseNotFound
 
 
@@ -56,6 +57,66 @@ _shared_response = HttpResponseNotFound("shared")
 
 def shared_response(request):
     return _shared_response
+
+
+class PausingResponse(HttpResponse):
+    """A response whose headers a test can read slowly: ``pause(index)``,
+    when set, runs in the reading thread before ``items()`` fetches header
+    number ``index`` (WSGIHandler builds the list it hands to start_response
+    from them); from index 1 on, the iteration of the headers is under way."""
+
+    pause = None
+
+    def items(self):
+        headers = iter(super().items())
+        index = 0
+        while True:
+            if self.pause is not None:
+                self.pause(index)
+            try:
+                item = next(headers)
+            except StopIteration:
+                return
+            yield item
+            index += 1
+
+
+#: The one object paused_shared_response returns to every request (set by
+#: the tests).
+paused_response = None
+
+
+async def _nothing():
+    pass
+
+
+class PausingAsyncMiddleware:
+    """Async only: for a request whose query has ``pause``, once the
+    response is back from the middleware below, sets ``paused`` and waits for
+    ``resume`` (asyncio.Events the test makes)."""
+
+    sync_capable = False
+    async_capable = True
+    paused = resume = None
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        response = await self.get_response(request)
+        if "pause" in request.GET:
+            PausingAsyncMiddleware.paused.set()
+            await PausingAsyncMiddleware.resume.wait()
+        return response
+
+
+def paused_shared_response(request):
+    """``paused_response``, after one async_to_sync when the query has
+    ``switch``: requests whose figures differ, one response object."""
+    if "switch" in request.GET:
+        async_to_sync(_nothing)()
+    return paused_response
 
 
 def robust_signal_view(request):

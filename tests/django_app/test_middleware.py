@@ -237,6 +237,204 @@ def test_one_response_object_returned_to_two_threads_ends_each_ones_record(recor
     assert seen == {"first": (["first"], None), "second": (["first", "second"], None)}
 
 
+def _ours(figures):
+    switches, hops, loops, threads = figures
+    return (
+        f'switchtrace-switches;desc="Context switches: {switches}", '
+        f'switchtrace-hops;desc="Thread hops: {hops}", '
+        f'switchtrace-loops;desc="Event loops created: {loops}", '
+        f'switchtrace-threads;desc="Threads started: {threads}"'
+    )
+
+
+# One async_to_sync from a WSGI worker thread: a new loop in a new thread.
+SWITCHED = (2, 2, 1, 1)
+OWN = 'db;dur=53;desc="Database"'
+
+
+@pytest.mark.parametrize(
+    ("show", "first", "second"),
+    [
+        # Both shown: the second request writes its figures on the object
+        # while Django reads the first one's.
+        (True, ("switch", {}, SWITCHED), ("", {}, (0, 0, 0, 0))),
+        # Shown, then hidden: the second's taking the headers off must not
+        # reach the first.
+        ("debug", ("switch", {"HTTP_X_DEBUG": "1"}, SWITCHED), ("", {}, None)),
+        # Hidden, then shown: the second's writing must not reach the first.
+        ("debug", ("switch", {}, None), ("", {"HTTP_X_DEBUG": "1"}, (0, 0, 0, 0))),
+    ],
+    ids=["both-shown", "shown-then-hidden", "hidden-then-shown"],
+)
+@pytest.mark.parametrize(
+    "pause_at",
+    # 0: before Django starts reading the headers; 1: with the reading under
+    # way (a header added or taken off then would break Django's iteration).
+    [0, 1],
+)
+def test_one_response_object_read_by_two_threads_sends_each_its_own_headers(
+    show, first, second, pause_at, records
+):
+    """gthread workers: two requests return a view's one response object,
+    and the second one runs whole while Django reads the first one's headers
+    off that object. Each request is sent its own figures, or none if it is
+    not shown them, next to the application's own metric."""
+    import threading
+
+    from .. import views
+
+    views.paused_response = response = views.PausingResponse("shared")
+    response["Server-Timing"] = OWN
+    first_paused, second_done = threading.Event(), threading.Event()
+    results = {}
+
+    def pause(index):
+        if threading.current_thread().name == "first" and index == pause_at:
+            if not first_paused.is_set():
+                first_paused.set()
+                second_done.wait(10)
+
+    def serve(wsgi, name, query, environ):
+        try:
+            results[name] = wsgi_request(wsgi, "/paused-shared/", query=query, **environ)
+        except Exception as error:
+            results[name] = error
+        finally:
+            if name == "second":
+                second_done.set()
+
+    settings = {"SWITCHTRACE": {"ENABLED": True, "SHOW_HEADERS": True}}
+    if show == "debug":
+        settings["SWITCHTRACE"]["SHOW_HEADERS"] = f"{__name__}.only_with_debug_header"
+    try:
+        response.pause = pause
+        with project("none", **settings) as (_asgi, wsgi):
+            threads = {
+                name: threading.Thread(target=serve, args=(wsgi, name, query, environ), name=name)
+                for name, (query, environ, _figures) in (("first", first), ("second", second))
+            }
+            threads["first"].start()
+            assert first_paused.wait(10)
+            threads["second"].start()
+            for thread in threads.values():
+                thread.join(10)
+    finally:
+        views.paused_response = None
+    for name, (_query, _environ, figures) in (("first", first), ("second", second)):
+        result = results[name]
+        assert isinstance(result, example.Result), (name, result)
+        assert result.figures() == figures, name
+        if figures is None:
+            assert result.headers["Server-Timing"] == OWN, name
+            assert not [h for h in result.headers if h.lower().startswith("x-")], name
+        else:
+            assert result.headers["Server-Timing"] == f"{OWN}, {_ours(figures)}", name
+    assert sorted(tuple(vars(record.at_headers).values()) for record in records) == [
+        (0, 0, 0, 0),
+        SWITCHED,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("show", "first", "second"),
+    [
+        ("debug", ("switch&pause", {}, None), ("", {b"x-debug": b"1"}, (4, 4, 0, 1))),
+        ("debug", ("switch&pause", {b"x-debug": b"1"}, (6, 6, 0, 1)), ("", {}, None)),
+        (True, ("switch&pause", {}, (6, 6, 0, 1)), ("", {}, (4, 4, 0, 1))),
+    ],
+    ids=["hidden-then-shown", "shown-then-hidden", "both-shown"],
+)
+def test_one_response_object_returned_by_two_asgi_tasks_sends_each_its_own_headers(
+    show, first, second, records
+):
+    """Under ASGI, two requests' tasks return a view's one response object;
+    the second one runs whole while the first waits in a middleware above
+    switchtrace's. Each request is sent its own figures, or none if it is
+    not shown them."""
+    import asyncio
+
+    from .. import views
+    from ..support import asgi_request, run_in_server_loop
+
+    views.paused_response = views.PausingResponse("shared")
+    views.paused_response["Server-Timing"] = OWN
+    settings = {"SWITCHTRACE": {"ENABLED": True, "SHOW_HEADERS": True}}
+    if show == "debug":
+        settings["SWITCHTRACE"]["SHOW_HEADERS"] = f"{__name__}.only_with_debug_header"
+
+    async def both(asgi):
+        paused = views.PausingAsyncMiddleware.paused = asyncio.Event()
+        resume = views.PausingAsyncMiddleware.resume = asyncio.Event()
+        query, headers, _figures = first
+        waiting = asyncio.ensure_future(
+            asgi_request(asgi, "/paused-shared/", query=query, headers=[*headers.items()])
+        )
+        await asyncio.wait_for(paused.wait(), 10)
+        query, headers, _figures = second
+        try:
+            other = await asgi_request(
+                asgi, "/paused-shared/", query=query, headers=[*headers.items()]
+            )
+        finally:
+            resume.set()
+        return await waiting, other
+
+    middleware = ["tests.views.PausingAsyncMiddleware", MIDDLEWARE_PATH]
+    try:
+        with project("none", MIDDLEWARE=middleware, **settings) as (asgi, _wsgi):
+            results = run_in_server_loop(both(asgi))
+    finally:
+        views.paused_response = None
+        views.PausingAsyncMiddleware.paused = views.PausingAsyncMiddleware.resume = None
+    for (_query, _headers, figures), result in zip((first, second), results, strict=True):
+        assert result.figures() == figures
+        expected = OWN if figures is None else f"{OWN}, {_ours(figures)}"
+        assert result.headers["Server-Timing"] == expected
+
+
+def test_djangos_test_clients_find_the_headers_on_the_response_object():
+    """The test clients have no start_response nor send: the response
+    object carries the request's headers, or none if it is not shown them,
+    the shared one included."""
+    import asyncio
+
+    from django.test import AsyncClient, Client
+
+    from switchtrace.testing import record_requests
+
+    from .. import views
+
+    views.paused_response = views.PausingResponse("shared")
+    views.paused_response["Server-Timing"] = OWN
+    try:
+        with (
+            project(
+                "none",
+                SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"},
+            ),
+            record_requests() as recorded,
+        ):
+            shown = Client().get("/paused-shared/?switch", HTTP_X_DEBUG="1")
+            shown_headers = dict(shown.items())
+            hidden = Client().get("/paused-shared/")
+            hidden_headers = dict(hidden.items())
+            shown_async = asyncio.run(
+                AsyncClient().get("/server-timing/", headers={"X-Debug": "1"})
+            )
+    finally:
+        views.paused_response = None
+    assert len(recorded) == 3
+    # The test Client's async_to_sync: a new loop in a new thread.
+    assert shown_headers["X-Context-Switches"] == "2"
+    assert shown_headers["Server-Timing"] == f"{OWN}, {_ours(SWITCHED)}"
+    assert "X-Context-Switches" not in hidden_headers
+    assert hidden_headers["Server-Timing"] == OWN
+    # The AsyncClient: request_started and the view, a sync_to_async each.
+    async_figures = tuple(vars(recorded[2].at_headers).values())
+    assert async_figures[:3] == (4, 4, 0)
+    assert shown_async["Server-Timing"] == f"{OWN}, {_ours(async_figures)}"
+
+
 @pytest.mark.parametrize(
     ("path", "figures", "total"),
     [

@@ -13,6 +13,14 @@ after any metrics the application set itself, so browser devtools show them.
 A response served again from Django's cache may carry switchtrace's headers
 of the request that stored it: they are replaced, not repeated, and taken
 off for a request not shown the figures.
+
+The figures are written on the response object (:func:`stamp`), where the
+middleware above switchtrace's sees them. Under a WSGI server, what is sent is
+the list Django builds from the object and hands to ``start_response``, and
+several requests may return one object at once (a view's module-level
+response): there the integration rewrites that list for each request
+(:func:`rewritten`), and adds or removes headers on the object only while no
+other request is reading it (``grow``).
 """
 
 from __future__ import annotations
@@ -33,10 +41,19 @@ HEADERS = (
 _stamped: WeakIdentityMap[Figures] = WeakIdentityMap()
 
 
-def stamp(response: Any, figures: Figures) -> None:
-    """Put the figures on ``response`` (a Django HttpResponseBase)."""
+def stamp(response: Any, figures: Figures, *, grow: bool = True) -> None:
+    """Put the figures on ``response`` (a Django HttpResponseBase). Unless
+    ``grow``, only if it carries every header written already: nothing is
+    added to its headers (another thread may be iterating them)."""
+    if not grow and not all(header in response for header in _WRITTEN):
+        return
     _write(response, figures)
     _stamped[response] = figures
+
+
+def stamped(response: Any) -> bool:
+    """Whether ``response`` carries figures that :func:`stamp` wrote."""
+    return _stamped.get(response) is not None
 
 
 def unstamp(response: Any) -> None:
@@ -69,6 +86,43 @@ def restamp(response: Any, figures: Figures) -> None:
 
 
 _OURS = frozenset(metric for _header, _field, metric, _label in HEADERS)
+_WRITTEN = (*(header for header, _field, _metric, _label in HEADERS), "Server-Timing")
+_HEADER_NAMES = frozenset(header.lower() for header, _field, _metric, _label in HEADERS)
+
+
+def rewritten(headers: list[tuple[str, str]], figures: Figures | None) -> list[tuple[str, str]]:
+    """``headers``, the list of ``(name, value)`` that Django built from a
+    response for the WSGI server, with switchtrace's headers carrying
+    ``figures`` (where they are, else after the others) and its metrics
+    merged into ``Server-Timing`` as :func:`_write` does; with them taken
+    out, as :func:`unstamp` does, if ``figures`` is None."""
+    names = {name.lower() for name, _value in headers}
+    if figures is None and "x-context-switches" not in names:
+        return headers
+    ours = dict(_values(figures)) if figures is not None else {}
+    values = {header.lower(): value for header, value in ours.items()}
+    metrics = _metrics_of(figures) if figures is not None else None
+    sent: list[tuple[str, str]] = []
+    done: set[str] = set()
+    for name, value in headers:
+        key = name.lower()
+        if key in _HEADER_NAMES:
+            if key in values and key not in done:
+                sent.append((name, values[key]))
+            done.add(key)
+        elif key == "server-timing":
+            merged = _with_ours(value, None if key in done else metrics)
+            if merged is not None:
+                sent.append((name, merged))
+            done.add(key)
+        else:
+            sent.append((name, value))
+    for header, value in ours.items():
+        if header.lower() not in done:
+            sent.append((header, value))
+    if metrics is not None and "server-timing" not in done:
+        sent.append(("Server-Timing", metrics))
+    return sent
 
 
 def _with_ours(server_timing: str | None, ours: str | None) -> str | None:
@@ -112,13 +166,21 @@ def _metrics(server_timing: str) -> list[str]:
     return [m for m in metrics if m]
 
 
+def _values(figures: Figures) -> list[tuple[str, str]]:
+    return [(header, str(getattr(figures, field))) for header, field, _metric, _label in HEADERS]
+
+
+def _metrics_of(figures: Figures) -> str:
+    return ", ".join(
+        f'{metric};desc="{label}: {getattr(figures, field)}"'
+        for _header, field, metric, label in HEADERS
+    )
+
+
 def _write(response: Any, figures: Figures) -> None:
     """Our headers, and our metrics in ``Server-Timing`` (see
     :func:`_with_ours`): those middleware above ours added after we first
     wrote ours stay too."""
-    ours = []
-    for header, field, metric, label in HEADERS:
-        value = getattr(figures, field)
-        response[header] = str(value)
-        ours.append(f'{metric};desc="{label}: {value}"')
-    response["Server-Timing"] = _with_ours(response.get("Server-Timing"), ", ".join(ours))
+    for header, value in _values(figures):
+        response[header] = value
+    response["Server-Timing"] = _with_ours(response.get("Server-Timing"), _metrics_of(figures))

@@ -17,6 +17,19 @@ where its response headers are sent.
   still inside the handler) or when ``ASGIHandler.send_response`` starts
   (ASGI): the record freezes its figures there, and a response the middleware
   stamped is stamped again with them.
+- The headers sent are a list Django builds from the response object: under
+  WSGI the one ``WSGIHandler`` hands to ``start_response``, under ASGI the one
+  in the ``http.response.start`` message ``send_response`` sends. Django is
+  handed a ``start_response`` (a ``send``) of switchtrace's own that rewrites
+  that list for the request (its figures, or none if it is not shown them):
+  requests that return one response object at once (a view's module-level
+  response, in several threads, or tasks) each get their own. From the
+  moment switchtrace's middleware hands a response up the chain until that
+  list is built, the request's code above the middleware and Django read the
+  object's headers: meanwhile another request adds or takes off none of them
+  (Django's reading would fail), it only writes values (see :func:`show`).
+  Django's test clients have neither: there the object is what is checked,
+  and it carries each request's headers as before.
 
 ``BaseHandler.adapt_method_mode`` and ``resolve_request`` are wrapped to name
 what causes a crossing (which middleware an adapter serves, which view).
@@ -40,12 +53,25 @@ from ..tracer.patches import Patcher, Target
 from ..tracer.weak import WeakIdentityMap
 from . import components, telemetry
 from .conf import get_config
-from .headers import restamp
+from .headers import restamp, rewritten, stamp, stamped, unstamp
 
 #: Response -> the WSGI records its close ends, oldest first: more than one
 #: when requests in several threads returned the same object.
 _closing: WeakIdentityMap[list[tracer.RequestRecord]] = WeakIdentityMap()
 _closing_lock = threading.Lock()
+
+#: record.extra's key on the record of a request whose headers go out
+#: through switchtrace's start_response (WSGI) or send (ASGI): whether the
+#: request is shown the figures, None until the middleware (or the headers)
+#: decide.
+SHOWN = "switchtrace.shown"
+#: record.extra's key for the response whose headers the request is reading.
+_READING = "switchtrace.reading"
+#: Response -> how many requests are reading its headers (from the moment
+#: switchtrace's middleware hands it up the chain, or the headers are sent,
+#: until Django has built the list it sends).
+_readers: WeakIdentityMap[int] = WeakIdentityMap()
+_readers_lock = threading.Lock()
 
 
 def _request_attributes(
@@ -82,16 +108,104 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
             pipeline.capture(record)
     except Exception:
         swallow("WSGI request attributes")
+    args, kwargs = _with_our_start_response(record, args, kwargs)
     try:
         response = wrapped(*args, **kwargs)
     except BaseException:
+        _stop_reading(record)
         tracer.finish_request(record)
         raise
     if record.at_headers is None and not record.finished:
         # A handler whose own get_response bypasses BaseHandler's (the static
         # files handler of runserver): the headers went out in the call.
         _wsgi_headers(record, response)
+    _stop_reading(record)
     return response
+
+
+def _with_our_start_response(
+    record: tracer.RequestRecord, args: Any, kwargs: Any
+) -> tuple[Any, Any]:
+    """``WSGIHandler.__call__``'s arguments with the server's start_response
+    wrapped, and the record marked to be sent through it."""
+    if len(args) > 1:
+        start_response = args[1]
+    elif "start_response" in kwargs:
+        start_response = kwargs["start_response"]
+    else:
+        return args, kwargs
+
+    def start_response_for_the_request(status: Any, headers: Any, *rest: Any, **named: Any) -> Any:
+        # Runs on the WSGI worker thread, called by WSGIHandler once it has
+        # read the headers off the response; returns the server's ``write``.
+        try:
+            _stop_reading(record)
+            headers = _sent_headers(record, headers)
+        except Exception:
+            swallow("WSGI start_response")
+        return start_response(status, headers, *rest, **named)
+
+    record.extra[SHOWN] = None
+    if len(args) > 1:
+        return (args[0], start_response_for_the_request, *args[2:]), kwargs
+    return args, {**kwargs, "start_response": start_response_for_the_request}
+
+
+def _sent_headers(record: tracer.RequestRecord, headers: Any) -> Any:
+    """The headers for this request: Django read them off a response object
+    that other requests may have written their figures on."""
+    shown = record.extra.get(SHOWN)
+    if shown is None or record.at_headers is None:
+        return headers
+    return rewritten(headers, record.at_headers if shown else None)
+
+
+def show(record: tracer.RequestRecord, response: Any, figures: tracer.Figures, shown: bool) -> None:
+    """The middleware's writing, for a request sent through switchtrace's
+    start_response or send: the decision is kept for it. The response's
+    headers grow (shown) or lose switchtrace's (not shown) only if no other
+    request is reading them; a request that is reading them is sent its own
+    anyway."""
+    with _readers_lock:
+        alone = _read(record, response)
+        if shown:
+            stamp(response, figures, grow=alone)
+        elif alone:
+            unstamp(response)
+    record.extra[SHOWN] = shown
+
+
+def _read(record: tracer.RequestRecord, response: Any) -> bool:
+    """Note that ``record``'s request reads ``response``'s headers (a
+    middleware above switchtrace's may have put another response in place of
+    the one it read before); whether no other request reads them. Called
+    under ``_readers_lock``."""
+    reading = record.extra.get(_READING)
+    if reading is not response:
+        if reading is not None:
+            _unread(reading)
+        _readers[response] = (_readers.get(response) or 0) + 1
+        record.extra[_READING] = response
+    return _readers.get(response) == 1
+
+
+def _unread(response: Any) -> None:
+    count = _readers.get(response) or 0
+    if count > 1:
+        _readers[response] = count - 1
+    else:
+        _readers.pop(response)
+
+
+def _stop_reading(record: tracer.RequestRecord) -> None:
+    """Django has built the list of headers it sends (or never will)."""
+    try:
+        with _readers_lock:
+            reading = record.extra.pop(_READING, None)
+            if reading is not None:
+                _unread(reading)
+    except Exception:
+        swallow("headers read")
 
 
 def _wrap_get_response(wrapped, instance, args, kwargs):
@@ -187,6 +301,7 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
     # copy this context) and the exit of its ThreadSensitiveContext.
     __traceback_hide__ = True
     record, token = tracer.start_request(tracer.ASGI, get_config().max_events)
+    record.extra[SHOWN] = None  # send_response's send is wrapped
     try:
         query = scope.get("query_string", b"")
         _request_attributes(
@@ -216,6 +331,7 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
     try:
         return await call
     finally:
+        _stop_reading(record)
         tracer.finish_request(record, token)
 
 
@@ -236,7 +352,52 @@ def _wrap_send_response(wrapped, instance, args, kwargs):
             at_headers(record, args[0] if args else kwargs["response"])
         except Exception:
             swallow("ASGI headers")
+        if SHOWN in record.extra:
+            args, kwargs = _with_our_send(record, args, kwargs)
     return wrapped(*args, **kwargs)
+
+
+def _with_our_send(record: tracer.RequestRecord, args: Any, kwargs: Any) -> tuple[Any, Any]:
+    """``ASGIHandler.send_response``'s arguments with the server's send
+    wrapped."""
+    if len(args) > 1:
+        send = args[1]
+    elif "send" in kwargs:
+        send = kwargs["send"]
+    else:
+        return args, kwargs
+
+    async def send_for_the_request(message: Any) -> Any:
+        # Runs in the request's task, for each message send_response sends;
+        # the start message's headers are those Django read off the response.
+        __traceback_hide__ = True
+        if isinstance(message, dict) and message.get("type") == "http.response.start":
+            try:
+                _stop_reading(record)
+                message = _sent_start(record, message)
+            except Exception:
+                swallow("ASGI send")
+        return await send(message)
+
+    if len(args) > 1:
+        return (args[0], send_for_the_request, *args[2:]), kwargs
+    return args, {**kwargs, "send": send_for_the_request}
+
+
+def _sent_start(record: tracer.RequestRecord, message: dict[str, Any]) -> dict[str, Any]:
+    """The start message with this request's headers (as bytes: Django
+    encodes the names as ASCII, the values as Latin-1)."""
+    headers = message.get("headers")
+    if not isinstance(headers, list):
+        return message
+    text = [
+        (bytes(name).decode("latin-1"), bytes(value).decode("latin-1")) for name, value in headers
+    ]
+    sent = _sent_headers(record, text)
+    if sent is text:
+        return message
+    encoded = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in sent]
+    return {**message, "headers": encoded}
 
 
 def at_headers(record: tracer.RequestRecord, response: Any) -> None:
@@ -246,7 +407,19 @@ def at_headers(record: tracer.RequestRecord, response: Any) -> None:
         record.attributes["http.response.status_code"] = status
     if record.kind == tracer.ASGI:
         components.remember_response(record, response)
-    restamp(response, figures)
+    if SHOWN in record.extra:
+        # Sent through switchtrace's start_response or send, which write the
+        # figures: the object is stamped again only if no other request
+        # reads its headers. A request the middleware made no decision for
+        # gets the figures if the response carries some, as restamp does.
+        with _readers_lock:
+            alone = _read(record, response)
+            if record.extra[SHOWN] is None and stamped(response):
+                record.extra[SHOWN] = True
+            if alone and record.extra[SHOWN]:
+                restamp(response, figures)
+    else:
+        restamp(response, figures)
     pipeline = telemetry.pipeline()
     if pipeline is not None:
         pipeline.at_headers(record)

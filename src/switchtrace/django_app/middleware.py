@@ -6,7 +6,9 @@ it writes count everything done for the request so far, including what lies
 outside its reach (the ``request_started`` signal, the outer adaptation of the
 middleware chain), and the return trip of every bridge call still in
 progress around it. The handler integration writes them once more at the
-moment the headers are sent, so anything between here and there counts too.
+moment the headers are sent, so anything between here and there counts too:
+under a server, in the headers Django sends, whatever other requests that
+returned the same response object wrote on it (see integration.py).
 
 A server span that a middleware above this one started
 (opentelemetry-instrumentation-django's) becomes the request span, and gets
@@ -24,7 +26,7 @@ from django.core.exceptions import MiddlewareNotUsed
 
 from .. import tracer
 from ..tracer.guard import swallow
-from . import telemetry
+from . import integration, telemetry
 from .apps import release_startup_errors
 from .conf import get_config
 from .headers import stamp, unstamp
@@ -84,7 +86,13 @@ def _stamp(request: Any, response: Any) -> None:
         return
     try:
         figures = record.figures(tracer.current_crossing())
-        if _show(request):
+        shown = _show(request)
+        if integration.SHOWN in record.extra:
+            # Served by a server: another request may be reading this
+            # response's headers, in another thread or task (one object
+            # returned by both).
+            integration.show(record, response, figures, shown)
+        elif shown:
             stamp(response, figures)
         else:
             unstamp(response)
