@@ -473,6 +473,57 @@ def test_a_wsgi_application_served_through_asgirefs_wsgi_to_asgi_ends_its_record
     assert tracer.current_record() is None
 
 
+def test_wsgi_to_asgi_keeps_no_record_of_a_response_it_served_before():
+    """A response object that outlives its requests (a view's module-level
+    response) served through WsgiToAsgi, which never closes it: no finished
+    request's record is kept alive by it."""
+    import gc
+    import weakref
+
+    from asgiref.wsgi import WsgiToAsgi
+
+    from ..support import asgi_request, run_in_server_loop
+
+    finished = []
+
+    def keep(record):
+        finished.append(weakref.ref(record))
+
+    tracer.add_listener(keep)
+    try:
+        with project("none") as (_asgi, wsgi):
+            adapted = WsgiToAsgi(wsgi)
+            results = [run_in_server_loop(asgi_request(adapted, "/shared/")) for _ in range(3)]
+    finally:
+        tracer.remove_listener(keep)
+    gc.collect()
+    assert [result.status for result in results] == [404, 404, 404]
+    assert len(finished) == 3
+    assert [ref() for ref in finished] == [None, None, None]
+
+
+def test_wsgi_to_asgi_inside_a_recording_ends_the_requests_record(records):
+    """A WSGI application served through WsgiToAsgi in a task that is
+    already recording (a block, an ASGI request's task): the request's own
+    record ends when the call returns, and the outer one is current again."""
+    from asgiref.wsgi import WsgiToAsgi
+
+    from ..support import asgi_request, run_in_server_loop
+
+    async def inside(adapted):
+        with tracer.recording() as outer:
+            result = await asgi_request(adapted, "/sync/")
+            return result, outer, tracer.current_record()
+
+    with project() as (_asgi, wsgi):
+        result, outer, current = run_in_server_loop(inside(WsgiToAsgi(wsgi)))
+    assert result.status == 200
+    assert current is outer
+    # The request's, then the block's: WsgiToAsgi's sync_to_async.
+    assert [(r.kind, r.context_switches) for r in records] == [("wsgi", 6), ("block", 2)]
+    assert records[0].at_headers == tracer.Figures(0, 0, 0, 0)
+
+
 def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp_path):
     """django.contrib.staticfiles' WSGI handler answers with its own
     get_response: the record still ends when the server closes the response."""
