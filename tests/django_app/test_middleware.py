@@ -27,6 +27,10 @@ EXPECTED = {
 }
 
 
+#: No span pipeline, whose queue would hold the records for a while.
+NO_SPANS = {"ENABLED": True, "EXPORTER": "none"}
+
+
 def project(variant: str = "shipped", with_switchtrace_middleware: bool = True, **settings):
     """Handlers built for one middleware variant of the example project."""
     return example.handlers(variant, with_switchtrace_middleware, **settings)
@@ -235,6 +239,49 @@ def test_one_response_object_returned_to_two_threads_ends_each_ones_record(recor
         for thread in threads:
             thread.join(10)
     assert seen == {"first": (["first"], None), "second": (["first", "second"], None)}
+
+
+def test_a_response_object_keeps_no_record_of_a_request_its_server_refused():
+    """wsgiref (runserver's server) refuses a hop-by-hop header in
+    start_response, and never gets the response to close: a view's one
+    response object, sent fine afterwards, keeps no record of that request."""
+    import gc
+    import io
+    import weakref
+    from wsgiref.handlers import SimpleHandler
+
+    from django.http import HttpResponse
+    from django.test.client import RequestFactory
+
+    from .. import views
+
+    finished = []
+
+    def keep(record):
+        finished.append(weakref.ref(record))
+
+    def serve(wsgi):
+        out = io.BytesIO()
+        environ = RequestFactory()._base_environ(PATH_INFO="/paused-shared/")
+        handler = SimpleHandler(io.BytesIO(), out, io.StringIO(), environ)
+        handler.run(wsgi)
+        return out.getvalue().split(b"\r\n", 1)[0]
+
+    views.paused_response = response = HttpResponse("shared")
+    response["Connection"] = "close"
+    tracer.add_listener(keep)
+    try:
+        with project("none", SWITCHTRACE=NO_SPANS) as (_asgi, wsgi):
+            refused = serve(wsgi)
+            del response["Connection"]
+            sent = [serve(wsgi), serve(wsgi)]
+    finally:
+        tracer.remove_listener(keep)
+        views.paused_response = None
+    gc.collect()
+    assert (refused, sent) == (b"HTTP/1.0 500 Internal Server Error", [b"HTTP/1.0 200 OK"] * 2)
+    assert len(finished) == 3
+    assert [ref() for ref in finished] == [None, None, None]
 
 
 def _ours(figures):
@@ -491,7 +538,7 @@ def test_wsgi_to_asgi_keeps_no_record_of_a_response_it_served_before():
 
     tracer.add_listener(keep)
     try:
-        with project("none") as (_asgi, wsgi):
+        with project("none", SWITCHTRACE=NO_SPANS) as (_asgi, wsgi):
             adapted = WsgiToAsgi(wsgi)
             results = [run_in_server_loop(asgi_request(adapted, "/shared/")) for _ in range(3)]
     finally:

@@ -241,6 +241,9 @@ def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
             if waiting is None:
                 _closing[response] = [record]
             else:
+                # A record finished otherwise waits no more: the server's
+                # start_response raised, or it never closed the response.
+                waiting[:] = [r for r in waiting if not r.finished]
                 waiting.append(record)
     except Exception:
         swallow("WSGI headers")
