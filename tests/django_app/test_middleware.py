@@ -284,6 +284,32 @@ def test_a_response_object_keeps_no_record_of_a_request_its_server_refused():
     assert [ref() for ref in finished] == [None, None, None]
 
 
+@pytest.mark.parametrize("server", ["asgi", "wsgi", "client"])
+def test_a_response_a_middleware_above_put_in_place_gets_no_figures(server, records):
+    """CommonMiddleware above switchtrace's puts a redirect in place of the
+    404 that switchtrace's middleware wrote on (APPEND_SLASH): that response
+    gets no figures, sent by a server as in Django's test client (the
+    headers are written again only on a response that carries them)."""
+    from django.test import Client
+
+    from switchtrace.testing import record_requests
+
+    middleware = ["django.middleware.common.CommonMiddleware", MIDDLEWARE_PATH]
+    with project("none", MIDDLEWARE=middleware) as handlers:
+        if server == "client":
+            with record_requests():
+                response = Client().get("/sync")
+            status, headers = response.status_code, dict(response.items())
+        else:
+            result = serve(server, handlers, "/sync")
+            status, headers = result.status, result.headers
+    assert (status, headers["Location"]) == (301, "/sync/")
+    assert not [name for name in headers if name.startswith("X-")]
+    assert "Server-Timing" not in headers
+    [record] = records
+    assert record.at_headers is not None
+
+
 def _ours(figures):
     switches, hops, loops, threads = figures
     return (
