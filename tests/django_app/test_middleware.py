@@ -27,6 +27,10 @@ EXPECTED = {
 }
 
 
+#: No span pipeline, whose queue would hold the records for a while.
+NO_SPANS = {"ENABLED": True, "EXPORTER": "none"}
+
+
 def project(variant: str = "shipped", with_switchtrace_middleware: bool = True, **settings):
     """Handlers built for one middleware variant of the example project."""
     return example.handlers(variant, with_switchtrace_middleware, **settings)
@@ -235,6 +239,75 @@ def test_one_response_object_returned_to_two_threads_ends_each_ones_record(recor
         for thread in threads:
             thread.join(10)
     assert seen == {"first": (["first"], None), "second": (["first", "second"], None)}
+
+
+def test_a_response_object_keeps_no_record_of_a_request_its_server_refused():
+    """wsgiref (runserver's server) refuses a hop-by-hop header in
+    start_response, and never gets the response to close: a view's one
+    response object, sent fine afterwards, keeps no record of that request."""
+    import gc
+    import io
+    import weakref
+    from wsgiref.handlers import SimpleHandler
+
+    from django.http import HttpResponse
+    from django.test.client import RequestFactory
+
+    from .. import views
+
+    finished = []
+
+    def keep(record):
+        finished.append(weakref.ref(record))
+
+    def serve(wsgi):
+        out = io.BytesIO()
+        environ = RequestFactory()._base_environ(PATH_INFO="/paused-shared/")
+        handler = SimpleHandler(io.BytesIO(), out, io.StringIO(), environ)
+        handler.run(wsgi)
+        return out.getvalue().split(b"\r\n", 1)[0]
+
+    views.paused_response = response = HttpResponse("shared")
+    response["Connection"] = "close"
+    tracer.add_listener(keep)
+    try:
+        with project("none", SWITCHTRACE=NO_SPANS) as (_asgi, wsgi):
+            refused = serve(wsgi)
+            del response["Connection"]
+            sent = [serve(wsgi), serve(wsgi)]
+    finally:
+        tracer.remove_listener(keep)
+        views.paused_response = None
+    gc.collect()
+    assert (refused, sent) == (b"HTTP/1.0 500 Internal Server Error", [b"HTTP/1.0 200 OK"] * 2)
+    assert len(finished) == 3
+    assert [ref() for ref in finished] == [None, None, None]
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi", "client"])
+def test_a_response_a_middleware_above_put_in_place_gets_no_figures(server, records):
+    """CommonMiddleware above switchtrace's puts a redirect in place of the
+    404 that switchtrace's middleware wrote on (APPEND_SLASH): that response
+    gets no figures, sent by a server as in Django's test client (the
+    headers are written again only on a response that carries them)."""
+    from django.test import Client
+
+    from switchtrace.testing import record_requests
+
+    middleware = ["django.middleware.common.CommonMiddleware", MIDDLEWARE_PATH]
+    with project("none", MIDDLEWARE=middleware) as handlers:
+        if server == "client":
+            with record_requests():
+                response = Client().get("/sync")
+            status, headers = response.status_code, dict(response.items())
+        else:
+            result = serve(server, handlers, "/sync")
+            status, headers = result.status, result.headers
+    assert (status, headers["Location"]) == (301, "/sync/")
+    assert not [name for name in headers if name.startswith("X-")]
+    assert "Server-Timing" not in headers
+    [record] = records
+    assert record.at_headers is not None
 
 
 def _ours(figures):
@@ -471,6 +544,57 @@ def test_a_wsgi_application_served_through_asgirefs_wsgi_to_asgi_ends_its_record
         assert record.at_headers == tracer.Figures(*figures)
         assert record.context_switches == total
     assert tracer.current_record() is None
+
+
+def test_wsgi_to_asgi_keeps_no_record_of_a_response_it_served_before():
+    """A response object that outlives its requests (a view's module-level
+    response) served through WsgiToAsgi, which never closes it: no finished
+    request's record is kept alive by it."""
+    import gc
+    import weakref
+
+    from asgiref.wsgi import WsgiToAsgi
+
+    from ..support import asgi_request, run_in_server_loop
+
+    finished = []
+
+    def keep(record):
+        finished.append(weakref.ref(record))
+
+    tracer.add_listener(keep)
+    try:
+        with project("none", SWITCHTRACE=NO_SPANS) as (_asgi, wsgi):
+            adapted = WsgiToAsgi(wsgi)
+            results = [run_in_server_loop(asgi_request(adapted, "/shared/")) for _ in range(3)]
+    finally:
+        tracer.remove_listener(keep)
+    gc.collect()
+    assert [result.status for result in results] == [404, 404, 404]
+    assert len(finished) == 3
+    assert [ref() for ref in finished] == [None, None, None]
+
+
+def test_wsgi_to_asgi_inside_a_recording_ends_the_requests_record(records):
+    """A WSGI application served through WsgiToAsgi in a task that is
+    already recording (a block, an ASGI request's task): the request's own
+    record ends when the call returns, and the outer one is current again."""
+    from asgiref.wsgi import WsgiToAsgi
+
+    from ..support import asgi_request, run_in_server_loop
+
+    async def inside(adapted):
+        with tracer.recording() as outer:
+            result = await asgi_request(adapted, "/sync/")
+            return result, outer, tracer.current_record()
+
+    with project() as (_asgi, wsgi):
+        result, outer, current = run_in_server_loop(inside(WsgiToAsgi(wsgi)))
+    assert result.status == 200
+    assert current is outer
+    # The request's, then the block's: WsgiToAsgi's sync_to_async.
+    assert [(r.kind, r.context_switches) for r in records] == [("wsgi", 6), ("block", 2)]
+    assert records[0].at_headers == tracer.Figures(0, 0, 0, 0)
 
 
 def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp_path):

@@ -15,10 +15,11 @@ of the request that stored it: they are replaced, not repeated, and taken
 off for a request not shown the figures.
 
 The figures are written on the response object (:func:`stamp`), where the
-middleware above switchtrace's sees them. Under a WSGI server, what is sent is
-the list Django builds from the object and hands to ``start_response``, and
-several requests may return one object at once (a view's module-level
-response): there the integration rewrites that list for each request
+middleware above switchtrace's sees them. Under a server, what is sent is the
+list Django builds from the object (WSGI: the one it hands to
+``start_response``; ASGI: the one in the response start message), and several
+requests may return one object at once (a view's module-level response), in
+threads or tasks: there the integration rewrites that list for each request
 (:func:`rewritten`), and adds or removes headers on the object only while no
 other request is reading it (``grow``).
 """
@@ -92,7 +93,7 @@ _HEADER_NAMES = frozenset(header.lower() for header, _field, _metric, _label in 
 
 def rewritten(headers: list[tuple[str, str]], figures: Figures | None) -> list[tuple[str, str]]:
     """``headers``, the list of ``(name, value)`` that Django built from a
-    response for the WSGI server, with switchtrace's headers carrying
+    response for the server (an ASGI one's decoded as Latin-1), with switchtrace's headers carrying
     ``figures`` (where they are, else after the others) and its metrics
     merged into ``Server-Timing`` as :func:`_write` does; with them taken
     out, as :func:`unstamp` does, if ``figures`` is None."""

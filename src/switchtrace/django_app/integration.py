@@ -37,6 +37,7 @@ what causes a crossing (which middleware an adapter serves, which view).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from typing import Any
 
@@ -59,6 +60,12 @@ from .headers import restamp, rewritten, stamp, stamped, unstamp
 #: when requests in several threads returned the same object.
 _closing: WeakIdentityMap[list[tracer.RequestRecord]] = WeakIdentityMap()
 _closing_lock = threading.Lock()
+
+#: Set while asgiref's WsgiToAsgi calls the WSGI application: the records
+#: opened under it, which no close ends (see :func:`_end_adapted_wsgi`).
+_adapted: contextvars.ContextVar[list[tracer.RequestRecord] | None] = contextvars.ContextVar(
+    "switchtrace.wsgi_to_asgi", default=None
+)
 
 #: record.extra's key on the record of a request whose headers go out
 #: through switchtrace's start_response (WSGI) or send (ASGI): whether the
@@ -93,6 +100,10 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
         # The server never closed the previous response on this thread.
         tracer.finish_request(previous)
     record, _token = tracer.start_request(tracer.WSGI, get_config().max_events)
+    adapted = _adapted.get()
+    if adapted is not None:
+        # Served through asgiref's WsgiToAsgi: ended when its call returns.
+        adapted.append(record)
     try:
         environ = args[0] if args else kwargs["environ"]
         _request_attributes(
@@ -223,11 +234,16 @@ def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
     ``response`` ends the record."""
     try:
         at_headers(record, response)
+        if _adapted.get() is not None:
+            return  # WsgiToAsgi closes no response: its call's return ends the record
         with _closing_lock:
             waiting = _closing.get(response)
             if waiting is None:
                 _closing[response] = [record]
             else:
+                # A record finished otherwise waits no more: the server's
+                # start_response raised, or it never closed the response.
+                waiting[:] = [r for r in waiting if not r.finished]
                 waiting.append(record)
     except Exception:
         swallow("WSGI headers")
@@ -275,16 +291,19 @@ async def _end_adapted_wsgi(call: Any) -> Any:
     # Runs in the ASGI server's task. asgiref's WsgiToAsgi calls the WSGI
     # application in a sync_to_async, iterates the response there, sends the
     # last body message and returns, but never closes the response: no close
-    # ends the record. The record WSGIHandler opened in that sync_to_async's
-    # thread is current here once the call returns (asgiref copies the
-    # context's changes back to the caller's), and is ended here.
+    # ends the record. WSGIHandler, in that sync_to_async's thread (in a copy
+    # of this context), puts the record it opens in ``opened``, and it is
+    # ended here. (Not found as the current record once the call returns:
+    # in a task already recording, a request's or a block's, the
+    # sync_to_async is a crossing of that record, which is current again.)
     __traceback_hide__ = True
-    before = tracer.current_record()
+    opened: list[tracer.RequestRecord] = []
+    token = _adapted.set(opened)
     try:
         return await call
     finally:
-        record = tracer.current_record()
-        if record is not None and record is not before and record.kind == tracer.WSGI:
+        _adapted.reset(token)
+        for record in opened:
             tracer.finish_request(record)
 
 
@@ -411,11 +430,16 @@ def at_headers(record: tracer.RequestRecord, response: Any) -> None:
         # Sent through switchtrace's start_response or send, which write the
         # figures: the object is stamped again only if no other request
         # reads its headers. A request the middleware made no decision for
-        # gets the figures if the response carries some, as restamp does.
+        # gets the figures if the response carries some, as restamp does;
+        # so does one whose response a middleware above switchtrace's put in
+        # place of the one it wrote on (a redirect, a 304).
         with _readers_lock:
+            handled = record.extra.get(_READING) is response
             alone = _read(record, response)
             if record.extra[SHOWN] is None and stamped(response):
                 record.extra[SHOWN] = True
+            elif record.extra[SHOWN] and not handled and not stamped(response):
+                record.extra[SHOWN] = None
             if alone and record.extra[SHOWN]:
                 restamp(response, figures)
     else:
