@@ -675,6 +675,10 @@ def test_a_sampler_variable_the_sdk_cannot_use_is_e009(environ, expected, monkey
         ({"ENABLED": True, "EXPORTER": "none"}, {"OTEL_TRACES_SAMPLER": "bogus"}),
         ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": "bogus", "OTEL_SDK_DISABLED": "true"}),
         ({"ENABLED": False}, {"OTEL_TRACES_SAMPLER": "bogus"}),
+        # Empty is unset (the specification's rule for every OTEL_* variable):
+        # the default sampler, parentbased_always_on.
+        ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": ""}),
+        ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": " "}),
     ],
 )
 def test_sampler_variables_the_sdk_takes_or_switchtrace_does_not_read_pass(settings, environ):
@@ -792,3 +796,32 @@ def test_without_the_middleware_a_wrong_setting_is_logged_at_the_first_request()
         [],
     )
     assert lines == ["set up", "built", _UNKNOWN_KEY]
+
+
+@pytest.mark.parametrize(
+    ("value", "argument", "expected"),
+    [
+        # Around the name, what the SDK's default reading of the variable does
+        # not strip (it recorded every request for "always_off " while the
+        # check passed), as opentelemetry-instrument does.
+        ("always_off ", None, "AlwaysOffSampler"),
+        (" TraceIdRatio\r", " 0.25 ", "TraceIdRatioBased{0.25}"),
+        ("parentbased_traceidratio", "", "ParentBased{root:TraceIdRatioBased{1.0},"),
+        ("", None, "ParentBased{root:AlwaysOnSampler,"),
+        (None, None, "ParentBased{root:AlwaysOnSampler,"),
+    ],
+)
+def test_switchtraces_own_provider_samples_with_what_the_check_passed(
+    value, argument, expected, monkeypatch
+):
+    from switchtrace.exporters.pipeline import _environ_sampler
+
+    environ = {"OTEL_TRACES_SAMPLER": value, "OTEL_TRACES_SAMPLER_ARG": argument}
+    for name, setting in environ.items():
+        if setting is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, setting)
+    given = {name: setting for name, setting in environ.items() if setting is not None}
+    assert build_config({"ENABLED": True}, environ=given).problems == ()
+    assert _environ_sampler().get_description().startswith(expected)

@@ -378,11 +378,16 @@ def _sampler_problem(environ: Mapping[str, str]) -> Problem | None:
     """OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG as the SDK reads them:
     a sampler it does not know, or a ratio that is not a number from 0 to 1
     (an empty or unset one is 1.0, the specification's default), it replaces
-    with a sampler that records every request, with a log line at most."""
+    with a sampler that records every request, with a log line at most.
+    Space around a value is not part of it (switchtrace's provider strips
+    it, as ``opentelemetry-instrument`` does), and an empty value is unset
+    (the specification's rule for every ``OTEL_*`` variable): the default
+    sampler, ``parentbased_always_on``."""
     sampler = environ.get("OTEL_TRACES_SAMPLER")
-    if sampler is None:
+    if sampler is None or not sampler.strip():
         return None
-    if sampler.lower() not in SAMPLERS and not is_sampler_entry_point(sampler):
+    name = sampler.strip().lower()
+    if name not in SAMPLERS and not is_sampler_entry_point(sampler):
         return Problem(
             "switchtrace.E009",
             f"The environment variable OTEL_TRACES_SAMPLER is {_shown(sampler)}, a sampler "
@@ -392,7 +397,7 @@ def _sampler_problem(environ: Mapping[str, str]) -> Problem | None:
             "opentelemetry_traces_sampler), or set SWITCHTRACE['SAMPLE_RATE'] instead.",
         )
     argument = environ.get("OTEL_TRACES_SAMPLER_ARG")
-    if sampler.lower() in RATIO_SAMPLERS and argument and not _is_share(argument):
+    if name in RATIO_SAMPLERS and argument and argument.strip() and not _is_share(argument):
         return Problem(
             "switchtrace.E009",
             f"The environment variable OTEL_TRACES_SAMPLER_ARG is {_shown(argument)}, which "
