@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from ..exporters.pipeline import EXPORTERS, PROTOCOLS, ExportOptions
+from ..exporters.pipeline import EXPORTERS, PROTOCOLS, ExportOptions, application_provider
 from ..tracer import DEFAULT_MAX_EVENTS
 
 SETTING = "SWITCHTRACE"
@@ -326,9 +326,11 @@ def _export_options(
     if exporter == "otlp" and environ_problems:
         problems.extend(environ_problems)
         return None
-    if rate is None and exporter != "console":
+    if rate is None and exporter != "console" and not application_provider():
         # switchtrace's provider samples as the SDK's default does, from these
-        # variables; the SDK takes what it cannot use for every request.
+        # variables; the SDK takes what it cannot use for every request. (An
+        # application's provider, set before Django started, samples with its
+        # own sampler: its variables are its concern.)
         sampler_problem = _sampler_problem(environ)
         if sampler_problem is not None:
             problems.append(sampler_problem)

@@ -769,6 +769,14 @@ def _environ_sampler() -> sampling.Sampler:
     return sampling._get_from_env_or_default()
 
 
+def application_provider() -> bool:
+    """Whether the application has set its global TracerProvider (as
+    ``opentelemetry-instrument`` does before the application starts): a
+    pipeline made now uses it, its sampler included, and makes none of its
+    own."""
+    return _is_configured(trace.get_tracer_provider())
+
+
 def _is_configured(provider: Any) -> bool:
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
