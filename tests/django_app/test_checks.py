@@ -733,6 +733,7 @@ settings.configure(
     ROOT_URLCONF="tests.urls",
     ALLOWED_HOSTS=["*"],
     SWITCHTRACE={{"ENABLED": True, "COLOUR": "red"}},
+    SILENCED_SYSTEM_CHECKS={silenced!r},
 )
 django.setup()
 print("set up", file=sys.stderr, flush=True)
@@ -746,14 +747,14 @@ _UNKNOWN_KEY = (
 _HANDLER = "from django.core.handlers.wsgi import WSGIHandler\nhandler = WSGIHandler()\n"
 
 
-def _run_startup(then: str, middleware: list[str]) -> list[str]:
+def _run_startup(then: str, middleware: list[str], silenced: tuple[str, ...] = ()) -> list[str]:
     import os
     import subprocess
     import sys
 
     from ..conftest import EXAMPLE, ROOT
 
-    code = _STARTUP.format(middleware=middleware, then=then)
+    code = _STARTUP.format(middleware=middleware, then=then, silenced=list(silenced))
     path = os.pathsep.join([str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -825,3 +826,14 @@ def test_switchtraces_own_provider_samples_with_what_the_check_passed(
     given = {name: setting for name, setting in environ.items() if setting is not None}
     assert build_config({"ENABLED": True}, environ=given).problems == ()
     assert _environ_sampler().get_description().startswith(expected)
+
+
+def test_a_wrong_setting_whose_check_is_silenced_is_still_logged_once_served():
+    """The checks do not show a silenced error: dropped there as said, it
+    left runserver serving with switchtrace disabled and nothing saying so."""
+    lines = _run_startup(
+        "from django.core.management import call_command\ncall_command('check')\n" + _HANDLER,
+        [MIDDLEWARE_PATH],
+        silenced=("switchtrace.E002",),
+    )
+    assert lines == ["set up", _UNKNOWN_KEY]

@@ -37,7 +37,8 @@ from .conf import MIDDLEWARE_PATH, build_config, get_config
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from .apps import discard_startup_errors
 
-    discard_startup_errors()  # what start-up held back: said here instead
+    # What start-up held back is said here instead (unless silenced).
+    discard_startup_errors(getattr(settings, "SILENCED_SYSTEM_CHECKS", ()))
     config = build_config(getattr(settings, "SWITCHTRACE", None))
     messages: list[Any] = [
         Error(problem.msg, hint=problem.hint, id=problem.id) for problem in config.problems
