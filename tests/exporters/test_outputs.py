@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from switchtrace.django_app import components, telemetry
 from switchtrace.django_app.conf import get_config
 from switchtrace.exporters import format_record
+from switchtrace.plural import count
 
 from ..conftest import EXAMPLE, ROOT
 from ..django_app.test_middleware import project
@@ -53,7 +54,7 @@ def test_the_file_exporter_writes_otlp_json_lines(tmp_path):
 
 CONSOLE_LINE = (
     "GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, "
-    f"{ASGI_THREADS} threads; "
+    f"{count(ASGI_THREADS, 'thread')}; "
     "top: CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4, "
     "CommonMiddleware 4, MessageMiddleware 4\n"
 )
@@ -87,7 +88,7 @@ def test_format_record_names_the_view_and_adapters(records):
     [record] = records
     assert format_record(record, components.resolve) == (
         "GET /sync/ 200: 12 switches (10 before headers), 12 hops, 0 loops, "
-        f"{ASGI_THREADS} threads; "
+        f"{count(ASGI_THREADS, 'thread')}; "
         "top: request_started 2, middleware chain 2, XFrameOptionsMiddleware 2, "
         "CsrfViewMiddleware 2, sync_view 2"
     )
