@@ -353,7 +353,13 @@ BAD_INPUT = [
     (["bench", "--overhead", "--variants", "sync-only,none"],
      "--overhead measures one middleware variant; --variants gave 2 (sync-only, none); "
      "allowed: one of shipped, sync-only, none"),
-    (["demo", "--project", "nowhere"], "cannot find the example project"),
+    (["demo", "--project", "nowhere"],
+     "switchtrace demo: error: --project nowhere is not the example project (no such "
+     "directory); allowed: the examples/project directory of a switchtrace checkout, or a "
+     "copy of it"),
+    (["demo", "--project", "."],
+     "switchtrace demo: error: --project . is not the example project (it has no "
+     "project/settings.py)"),
     (["explain", "--project", "."],
      "switchtrace explain: error: --project . is not the example project (it has no "
      "project/settings.py), and DJANGO_SETTINGS_MODULE is not set; for a project of your own, "

@@ -380,10 +380,35 @@ def test_the_closest_marker_wins_and_two_on_one_test_are_named(suite):
 
             def test_class_over_module(self):
                 Client().get("/async-to-sync/")
+
+
+        class TestSubclassOverBase(TestClass):
+            pytestmark = [pytest.mark.max_context_switches(6)]
+
+            def test_subclass_over_base(self):
+                Client().get("/async-to-sync/")
+
+
+        @pytest.mark.max_context_switches(7)
+        @pytest.mark.max_context_switches(8)
+        class TestTwoOnAClass(TestClass):
+            def test_two_on_the_class(self):
+                Client().get("/async-to-sync/")
         """
     )
     result = suite.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=5, failed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ TestTwoOnAClass.test_two_on_the_class _*",
+            "test_the_closest_marker_wins_and_two_on_one_test_are_named.py::TestTwoOnAClass "
+            "has two @pytest.mark.max_context_switches markers (7 and 8): give it one budget",
+        ]
+    )
+    # A subclass's marker is closer than its base class's (pytest gathers a
+    # class's markers along its MRO, the bases' first): it was taken for a
+    # second marker on the subclass, and before that the base's had won.
+    assert "TestSubclassOverBase has two" not in result.stdout.str()
     result.stdout.fnmatch_lines(
         [
             "*_ test_two _*",

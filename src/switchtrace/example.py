@@ -43,6 +43,13 @@ def find_project(explicit: str | os.PathLike[str] | None = None) -> Path:
     for candidate in candidates:
         if (candidate / "project" / "settings.py").is_file():
             return candidate.resolve()
+    if explicit is not None:
+        # Not "pass --project PATH": it was passed.
+        found = "it has no project/settings.py" if Path(explicit).is_dir() else "no such directory"
+        raise ProjectNotFound(
+            f"--project {explicit} is not the example project ({found}); allowed: the "
+            "examples/project directory of a switchtrace checkout, or a copy of it"
+        )
     raise ProjectNotFound(
         "cannot find the example project (examples/project with project/settings.py); "
         f"looked in: {', '.join(str(c) for c in candidates)}. Run from a switchtrace "

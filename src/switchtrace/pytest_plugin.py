@@ -163,7 +163,16 @@ def _budget(item: pytest.Item) -> int:
     from .testing import check_budget
 
     (node, marker), *others = item.iter_markers_with_node(MARKER)
-    twin = next((other for where, other in others if where is node), None)
+    closest = [marker, *(other for where, other in others if where is node)]
+    if isinstance(node, pytest.Class) and isinstance(node.obj, type):
+        # pytest gives a class the markers of its bases too, theirs first: a
+        # subclass's own marker is the closest, as its attributes are.
+        for cls in node.obj.__mro__:
+            own = _own_markers(cls)
+            if own:
+                closest = own
+                break
+    marker, twin = closest[0], next(iter(closest[1:]), None)
     if twin is not None:
         raise ValueError(
             f"{node.nodeid or node.name} has two @pytest.mark.{MARKER} markers "
@@ -179,6 +188,15 @@ def _budget(item: pytest.Item) -> int:
         )
     raw = marker.args[0] if marker.args else marker.kwargs["n"]
     return check_budget(raw, f"@pytest.mark.{MARKER}(...)")
+
+
+def _own_markers(cls: type) -> list[pytest.Mark]:
+    """The budget markers ``cls`` itself has, not its bases (decorated, or
+    its own ``pytestmark``), in the order pytest stores them."""
+    marks = cls.__dict__.get("pytestmark", [])
+    marks = marks if isinstance(marks, list) else [marks]
+    unpacked = (getattr(mark, "mark", mark) for mark in marks)  # a MarkDecorator's Mark
+    return [mark for mark in unpacked if isinstance(mark, pytest.Mark) and mark.name == MARKER]
 
 
 def _given(marker: pytest.Mark) -> str:

@@ -675,6 +675,10 @@ def test_a_sampler_variable_the_sdk_cannot_use_is_e009(environ, expected, monkey
         ({"ENABLED": True, "EXPORTER": "none"}, {"OTEL_TRACES_SAMPLER": "bogus"}),
         ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": "bogus", "OTEL_SDK_DISABLED": "true"}),
         ({"ENABLED": False}, {"OTEL_TRACES_SAMPLER": "bogus"}),
+        # Empty is unset (the specification's rule for every OTEL_* variable):
+        # the default sampler, parentbased_always_on.
+        ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": ""}),
+        ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": " "}),
     ],
 )
 def test_sampler_variables_the_sdk_takes_or_switchtrace_does_not_read_pass(settings, environ):
@@ -729,6 +733,7 @@ settings.configure(
     ROOT_URLCONF="tests.urls",
     ALLOWED_HOSTS=["*"],
     SWITCHTRACE={{"ENABLED": True, "COLOUR": "red"}},
+    SILENCED_SYSTEM_CHECKS={silenced!r},
 )
 django.setup()
 print("set up", file=sys.stderr, flush=True)
@@ -742,14 +747,14 @@ _UNKNOWN_KEY = (
 _HANDLER = "from django.core.handlers.wsgi import WSGIHandler\nhandler = WSGIHandler()\n"
 
 
-def _run_startup(then: str, middleware: list[str]) -> list[str]:
+def _run_startup(then: str, middleware: list[str], silenced: tuple[str, ...] = ()) -> list[str]:
     import os
     import subprocess
     import sys
 
     from ..conftest import EXAMPLE, ROOT
 
-    code = _STARTUP.format(middleware=middleware, then=then)
+    code = _STARTUP.format(middleware=middleware, then=then, silenced=list(silenced))
     path = os.pathsep.join([str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -792,3 +797,43 @@ def test_without_the_middleware_a_wrong_setting_is_logged_at_the_first_request()
         [],
     )
     assert lines == ["set up", "built", _UNKNOWN_KEY]
+
+
+@pytest.mark.parametrize(
+    ("value", "argument", "expected"),
+    [
+        # Around the name, what the SDK's default reading of the variable does
+        # not strip (it recorded every request for "always_off " while the
+        # check passed), as opentelemetry-instrument does.
+        ("always_off ", None, "AlwaysOffSampler"),
+        (" TraceIdRatio\r", " 0.25 ", "TraceIdRatioBased{0.25}"),
+        ("parentbased_traceidratio", "", "ParentBased{root:TraceIdRatioBased{1.0},"),
+        ("", None, "ParentBased{root:AlwaysOnSampler,"),
+        (None, None, "ParentBased{root:AlwaysOnSampler,"),
+    ],
+)
+def test_switchtraces_own_provider_samples_with_what_the_check_passed(
+    value, argument, expected, monkeypatch
+):
+    from switchtrace.exporters.pipeline import _environ_sampler
+
+    environ = {"OTEL_TRACES_SAMPLER": value, "OTEL_TRACES_SAMPLER_ARG": argument}
+    for name, setting in environ.items():
+        if setting is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, setting)
+    given = {name: setting for name, setting in environ.items() if setting is not None}
+    assert build_config({"ENABLED": True}, environ=given).problems == ()
+    assert _environ_sampler().get_description().startswith(expected)
+
+
+def test_a_wrong_setting_whose_check_is_silenced_is_still_logged_once_served():
+    """The checks do not show a silenced error: dropped there as said, it
+    left runserver serving with switchtrace disabled and nothing saying so."""
+    lines = _run_startup(
+        "from django.core.management import call_command\ncall_command('check')\n" + _HANDLER,
+        [MIDDLEWARE_PATH],
+        silenced=("switchtrace.E002",),
+    )
+    assert lines == ["set up", _UNKNOWN_KEY]

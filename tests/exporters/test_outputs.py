@@ -308,3 +308,31 @@ def test_the_json_encoder_writes_what_the_sdk_encoder_encodes():
                         span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
     parsed = json_format.ParseDict(ours, trace_service_pb2.ExportTraceServiceRequest())
     assert parsed == encode_spans(spans)
+
+
+def test_a_sampler_variable_is_not_switchtraces_concern_under_an_application_provider(tmp_path):
+    """switchtrace.E009 is about the sampler switchtrace's own provider would
+    build from OTEL_TRACES_SAMPLER. An application that set its provider
+    before Django started (opentelemetry-instrument does) samples
+    switchtrace's spans with its own sampler: a value there that the Python
+    SDK does not know (another language's, a variable shared by a
+    deployment) disabled switchtrace, the headers with it."""
+    before = """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider, sampling
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    app_exporter = InMemorySpanExporter()
+    app_provider = TracerProvider(sampler=sampling.ALWAYS_ON)
+    app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+    trace.set_tracer_provider(app_provider)
+    """
+    after = """
+    pipeline.flush(10)
+    print(pipeline.provider is app_provider, result.figures(),
+          sorted(s.name for s in app_exporter.get_finished_spans()))
+    """
+    env = {"OTEL_TRACES_SAMPLER": "parentbased_jaeger_remote"}
+    assert run_script(before, after, env, tmp_path) == (
+        "True (2, 2, 1, 1) ['GET async/', 'async_to_sync async_view']"
+    )

@@ -308,8 +308,17 @@ def test_the_request_span_has_the_scheme_and_a_known_method(records, monkeypatch
         "HTTP sync/",
         {"http.request.method": "_OTHER", "http.request.method_original": "FOO"},
     )
-    record.attributes["http.request.method"] = "get"  # methods are case-sensitive
-    assert request_span(record)[0] == "HTTP sync/"
+    # Methods are case-sensitive, but Django serves "get" as a GET (it
+    # upper-cases them): a framework taking them in any case names the
+    # canonical one, the method as sent in http.request.method_original.
+    record.attributes["http.request.method"] = "get"
+    assert request_span(record) == (
+        "GET sync/",
+        {"http.request.method": "GET", "http.request.method_original": "get"},
+    )
+    # Empty is unset: the default list.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "")
+    assert request_span(record)[0] == "GET sync/"
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "FOO, BAR")
     record.attributes["http.request.method"] = "FOO"
     assert request_span(record) == ("FOO sync/", {"http.request.method": "FOO"})

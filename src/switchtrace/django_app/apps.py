@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from django.apps import AppConfig
@@ -33,15 +34,16 @@ class SwitchTraceConfig(AppConfig):
 #: middleware, a request starts: a server, which runs no system checks, then
 #: logs it, while a command that runs them (``check``, ``migrate``,
 #: ``runserver`` before it builds its handler) says it once, as their message.
-_held: list[str] = []
+#: Each with the id of the system check that says it too.
+_held: list[tuple[str, str]] = []
 _holding = False
 
 
-def startup_error(message: str) -> None:
+def startup_error(message: str, check_id: str) -> None:
     """Log ``message`` on the ``switchtrace`` logger, at level ERROR; at
     start-up, once the project is served (see ``_held``)."""
     if _holding:
-        _held.append(message)
+        _held.append((check_id, message))
     else:
         logger.error("%s", message)
 
@@ -51,14 +53,17 @@ def release_startup_errors() -> None:
     held = _held[:]
     _held.clear()
     request_started.disconnect(dispatch_uid="switchtrace.release")
-    for message in held:
+    for _check_id, message in held:
         logger.error("%s", message)
 
 
-def discard_startup_errors() -> None:
-    """The system checks said it: nothing held is logged."""
-    _held.clear()
-    request_started.disconnect(dispatch_uid="switchtrace.release")
+def discard_startup_errors(silenced: Collection[str] = ()) -> None:
+    """The system checks said it: nothing held is logged, but what they
+    were told not to show (``silenced``, SILENCED_SYSTEM_CHECKS' ids), which
+    is still logged once the project is served, as a server logs it."""
+    _held[:] = [(check_id, message) for check_id, message in _held if check_id in silenced]
+    if not _held:
+        request_started.disconnect(dispatch_uid="switchtrace.release")
 
 
 def _release_on_request(**kwargs: Any) -> None:
@@ -76,7 +81,9 @@ def apply_config() -> None:
 
     config = get_config()
     for problem in config.problems:
-        startup_error(f"switchtrace disabled: {problem.msg} ({problem.id}) {problem.hint}")
+        startup_error(
+            f"switchtrace disabled: {problem.msg} ({problem.id}) {problem.hint}", problem.id
+        )
     if config.enabled:
         integration.install()
         telemetry.configure(config.export)

@@ -13,9 +13,9 @@
   variable the OTLP exporter refuses (that one leaves the headers on) |
 | switchtrace.E007 | error | (enabled) a ``MIDDLEWARE`` entry that cannot be imported |
 | switchtrace.E008 | error | the file exporter's ``FILE_PATH`` cannot be written |
-| switchtrace.E009 | error | (spans made, ``SAMPLE_RATE`` unset) an ``OTEL_TRACES_SAMPLER`` neither
-  the SDK nor an installed package provides, or an ``OTEL_TRACES_SAMPLER_ARG`` of a ratio
-  sampler that is not from 0 to 1 |
+| switchtrace.E009 | error | (spans made by switchtrace's own provider, ``SAMPLE_RATE``
+  unset) an ``OTEL_TRACES_SAMPLER`` neither the SDK nor an installed package provides, or an
+  ``OTEL_TRACES_SAMPLER_ARG`` of a ratio sampler that is not from 0 to 1 |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
 | switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first |
 | switchtrace.W003 | warning | a middleware that adds avoidable switches under ASGI |
@@ -37,7 +37,8 @@ from .conf import MIDDLEWARE_PATH, build_config, get_config
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from .apps import discard_startup_errors
 
-    discard_startup_errors()  # what start-up held back: said here instead
+    # What start-up held back is said here instead (unless silenced).
+    discard_startup_errors(getattr(settings, "SILENCED_SYSTEM_CHECKS", ()))
     config = build_config(getattr(settings, "SWITCHTRACE", None))
     messages: list[Any] = [
         Error(problem.msg, hint=problem.hint, id=problem.id) for problem in config.problems

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from ..exporters.pipeline import EXPORTERS, PROTOCOLS, ExportOptions
+from ..exporters.pipeline import EXPORTERS, PROTOCOLS, ExportOptions, application_provider
 from ..tracer import DEFAULT_MAX_EVENTS
 
 SETTING = "SWITCHTRACE"
@@ -326,9 +326,11 @@ def _export_options(
     if exporter == "otlp" and environ_problems:
         problems.extend(environ_problems)
         return None
-    if rate is None and exporter != "console":
+    if rate is None and exporter != "console" and not application_provider():
         # switchtrace's provider samples as the SDK's default does, from these
-        # variables; the SDK takes what it cannot use for every request.
+        # variables; the SDK takes what it cannot use for every request. (An
+        # application's provider, set before Django started, samples with its
+        # own sampler: its variables are its concern.)
         sampler_problem = _sampler_problem(environ)
         if sampler_problem is not None:
             problems.append(sampler_problem)
@@ -378,11 +380,16 @@ def _sampler_problem(environ: Mapping[str, str]) -> Problem | None:
     """OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG as the SDK reads them:
     a sampler it does not know, or a ratio that is not a number from 0 to 1
     (an empty or unset one is 1.0, the specification's default), it replaces
-    with a sampler that records every request, with a log line at most."""
+    with a sampler that records every request, with a log line at most.
+    Space around a value is not part of it (switchtrace's provider strips
+    it, as ``opentelemetry-instrument`` does), and an empty value is unset
+    (the specification's rule for every ``OTEL_*`` variable): the default
+    sampler, ``parentbased_always_on``."""
     sampler = environ.get("OTEL_TRACES_SAMPLER")
-    if sampler is None:
+    if sampler is None or not sampler.strip():
         return None
-    if sampler.lower() not in SAMPLERS and not is_sampler_entry_point(sampler):
+    name = sampler.strip().lower()
+    if name not in SAMPLERS and not is_sampler_entry_point(sampler):
         return Problem(
             "switchtrace.E009",
             f"The environment variable OTEL_TRACES_SAMPLER is {_shown(sampler)}, a sampler "
@@ -392,7 +399,7 @@ def _sampler_problem(environ: Mapping[str, str]) -> Problem | None:
             "opentelemetry_traces_sampler), or set SWITCHTRACE['SAMPLE_RATE'] instead.",
         )
     argument = environ.get("OTEL_TRACES_SAMPLER_ARG")
-    if sampler.lower() in RATIO_SAMPLERS and argument and not _is_share(argument):
+    if name in RATIO_SAMPLERS and argument and argument.strip() and not _is_share(argument):
         return Problem(
             "switchtrace.E009",
             f"The environment variable OTEL_TRACES_SAMPLER_ARG is {_shown(argument)}, which "

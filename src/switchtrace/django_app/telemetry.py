@@ -55,7 +55,7 @@ def configure(options: ExportOptions | None) -> None:
             )
             from .apps import startup_error
 
-            startup_error(f"switchtrace: {_failure}")
+            startup_error(f"switchtrace: {_failure}", "switchtrace.E006")
             return
         tracer.add_listener(_pipeline)
 

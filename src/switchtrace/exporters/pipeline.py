@@ -49,7 +49,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
@@ -737,9 +737,27 @@ def _environ_sampler() -> sampling.Sampler:
     the SDK's configuration (``opentelemetry-instrument``) builds it: one of
     the SDK's, or one a package registers (entry point group
     ``opentelemetry_traces_sampler``), which the SDK's own default reading of
-    the variables would replace with one that records every request."""
+    the variables would replace with one that records every request. Read
+    as switchtrace.E009 checks them: the space around a value is not part of
+    it, and an empty value is unset (the SDK's default reading takes both
+    for a name it does not know, with a warning: ``always_off `` recorded
+    every request)."""
     name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip()
-    if name and name.lower() not in sampling._KNOWN_SAMPLERS:
+    known = (name or "parentbased_always_on").lower()
+    if known in ("traceidratio", "parentbased_traceidratio"):
+        ratio = (
+            sampling.TraceIdRatioBased
+            if known == "traceidratio"
+            else sampling.ParentBasedTraceIdRatio
+        )
+        argument = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+        try:
+            return ratio(float(argument) if argument else 1.0)
+        except ValueError:  # as the SDK: the specification's default
+            return ratio(1.0)
+    if known in sampling._KNOWN_SAMPLERS:
+        return cast(sampling.Sampler, sampling._KNOWN_SAMPLERS[known])
+    if name:
         try:
             from opentelemetry.sdk._configuration import _import_sampler
         except ImportError:  # an SDK without it: its default reading below
@@ -749,6 +767,14 @@ def _environ_sampler() -> sampling.Sampler:
             if sampler is not None:
                 return sampler
     return sampling._get_from_env_or_default()
+
+
+def application_provider() -> bool:
+    """Whether the application has set its global TracerProvider (as
+    ``opentelemetry-instrument`` does before the application starts): a
+    pipeline made now uses it, its sampler included, and makes none of its
+    own."""
+    return _is_configured(trace.get_tracer_provider())
 
 
 def _is_configured(provider: Any) -> bool:

@@ -84,8 +84,10 @@ _known_methods: dict[str | None, frozenset[str]] = {None: KNOWN_METHODS}
 
 
 def known_methods() -> frozenset[str]:
-    """The methods a request span names as they are; any other is ``_OTHER``."""
-    setting = os.environ.get("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS")
+    """The methods a request span names as they are; any other is ``_OTHER``.
+    (An empty OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is unset, as every
+    ``OTEL_*`` variable: it made every method ``_OTHER``.)"""
+    setting = os.environ.get("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS") or None
     methods = _known_methods.get(setting)
     if methods is None:
         if len(_known_methods) > 8:
@@ -111,17 +113,32 @@ def _http_attributes(record: RequestRecord) -> dict[str, Any]:
         if (value := record.attributes.get(key)) is not None
     }
     method = attributes.get("http.request.method")
-    if method is not None and method not in known_methods():
+    if method is not None:
         # A method the instrumentation does not know is _OTHER (the semantic
         # conventions' MUST): a client sending made-up methods cannot fill a
-        # backend with attribute values and span names.
-        attributes["http.request.method"] = "_OTHER"
-        attributes["http.request.method_original"] = method
+        # backend with attribute values and span names. One Django serves as
+        # a known method (it upper-cases them: "get" is a GET) is that method,
+        # which the conventions ask of a framework taking methods in any case.
+        canonical = _known_method(method)
+        attributes["http.request.method"] = canonical or "_OTHER"
+        if canonical != method:
+            attributes["http.request.method_original"] = method
     if server_error(record):
         # The HTTP semantic conventions: a server span of a 5xx response is an
         # error, its error.type the status code.
         attributes["error.type"] = str(record.attributes["http.response.status_code"])
     return attributes
+
+
+def _known_method(method: Any) -> str | None:
+    """``method`` as the known method Django serves it as, else None."""
+    if not isinstance(method, str) or not method:
+        return None
+    known = known_methods()
+    if method in known:
+        return method
+    upper = method.upper()  # as Django's request.method
+    return upper if upper in known else None
 
 
 def server_error(record: RequestRecord) -> bool:
@@ -133,10 +150,9 @@ def server_error(record: RequestRecord) -> bool:
 
 def request_span_name(record: RequestRecord) -> str:
     """``{method} {route}``, or the method alone without a route; ``HTTP``
-    for a method that is not known (see :func:`known_methods`)."""
-    method = record.attributes.get("http.request.method")
-    if not method or method not in known_methods():
-        method = "HTTP"
+    for a method that is not known (see :func:`known_methods`), upper-cased
+    as Django serves it."""
+    method = _known_method(record.attributes.get("http.request.method")) or "HTTP"
     route = record.attributes.get("http.route")
     return f"{method} {route}" if route is not None else str(method)
 
