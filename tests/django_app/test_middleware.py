@@ -764,3 +764,47 @@ def test_the_middleware_removes_itself_while_disabled():
         assert wsgi_request(wsgi, "/sync/").figures() is None
         assert run_asgi(asgi, "/sync/").figures() is None
     assert tracer.installed()
+
+
+OURS = [
+    ("X-Context-Switches", "30"),
+    ("X-Thread-Hops", "30"),
+    ("X-Event-Loops", "0"),
+    ("X-Threads-Started", "1"),
+]
+OUR_METRICS = (
+    'switchtrace-switches;desc="Context switches: 30", '
+    'switchtrace-hops;desc="Thread hops: 30", '
+    'switchtrace-loops;desc="Event loops created: 0", '
+    'switchtrace-threads;desc="Threads started: 1"'
+)
+
+
+@pytest.mark.parametrize(
+    ("sent", "carries"),
+    [
+        # What the response object carried for this request: sent as it is.
+        ([("Content-Type", "text/plain"), *OURS, ("Server-Timing", OUR_METRICS)], True),
+        ([*OURS, ("Server-Timing", f"app;dur=1, {OUR_METRICS}"), ("Vary", "Cookie")], True),
+        ([*[(n.lower(), v) for n, v in OURS], ("server-timing", OUR_METRICS)], True),
+        # Anything else goes through the rewrite.
+        ([*OURS[:3], ("X-Threads-Started", "2"), ("Server-Timing", OUR_METRICS)], False),
+        ([*OURS, ("Server-Timing", OUR_METRICS.replace("30", "32", 1))], False),
+        ([*OURS, *OURS[:1], ("Server-Timing", OUR_METRICS)], False),
+        ([*OURS[:3], ("Server-Timing", OUR_METRICS)], False),
+        ([*OURS], False),
+        ([*OURS, ("Server-Timing", "app;dur=1"), ("Server-Timing", OUR_METRICS)], False),
+        (
+            [*OURS, ("Server-Timing", f'switchtrace-hops;desc="Thread hops: 2", {OUR_METRICS}')],
+            False,
+        ),
+    ],
+)
+def test_headers_that_carry_the_figures_already_are_sent_as_they_are(sent, carries):
+    figures = tracer.Figures(30, 30, 0, 1)
+    assert headers_module.carries(sent, figures) is carries
+    encoded = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in sent]
+    assert headers_module.carries(encoded, figures, encoded=True) is carries
+    if carries:
+        # What the rewrite, which parses Server-Timing, would have sent.
+        assert headers_module.rewritten(sent, figures) == sent

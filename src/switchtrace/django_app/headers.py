@@ -91,6 +91,39 @@ _WRITTEN = (*(header for header, _field, _metric, _label in HEADERS), "Server-Ti
 _HEADER_NAMES = frozenset(header.lower() for header, _field, _metric, _label in HEADERS)
 
 
+def carries(headers: list[tuple[Any, Any]], figures: Figures, encoded: bool = False) -> bool:
+    """Whether ``headers`` (``(name, value)`` pairs; bytes if ``encoded``, as
+    in an ASGI message) carry ``figures`` exactly as :func:`rewritten` would
+    write them: once each, and switchtrace's metrics last in one
+    ``Server-Timing``. The common case (no other request wrote on the
+    response object), told without parsing ``Server-Timing``: :func:`rewritten`
+    does that, at about twenty times the cost."""
+    expected: dict[Any, Any] = {header.lower(): value for header, value in _values(figures)}
+    metrics: Any = _metrics_of(figures)
+    timing: Any = "server-timing"
+    marker: Any = "switchtrace-"
+    separator: Any = ", "
+    if encoded:
+        expected = {name.encode(): value.encode() for name, value in expected.items()}
+        metrics, timing, marker = metrics.encode(), b"server-timing", b"switchtrace-"
+        separator = b", "
+    seen = timings = 0
+    for name, value in headers:
+        key = name.lower()
+        want = expected.get(key)
+        if want is not None:
+            if value != want:
+                return False
+            seen += 1
+        elif key == timing:
+            timings += 1
+            if not (value == metrics or value.endswith(separator + metrics)):
+                return False
+            if value.count(marker) != len(HEADERS):  # another of ours in it
+                return False
+    return seen == len(HEADERS) and timings == 1
+
+
 def rewritten(headers: list[tuple[str, str]], figures: Figures | None) -> list[tuple[str, str]]:
     """``headers``, the list of ``(name, value)`` that Django built from a
     response for the server (an ASGI one's decoded as Latin-1), with switchtrace's headers carrying

@@ -54,7 +54,7 @@ from ..tracer.patches import Patcher, Target
 from ..tracer.weak import WeakIdentityMap
 from . import components, telemetry
 from .conf import get_config
-from .headers import restamp, rewritten, stamp, stamped, unstamp
+from .headers import carries, restamp, rewritten, stamp, stamped, unstamp
 
 #: Response -> the WSGI records its close ends, oldest first: more than one
 #: when requests in several threads returned the same object.
@@ -167,6 +167,8 @@ def _sent_headers(record: tracer.RequestRecord, headers: Any) -> Any:
     that other requests may have written their figures on."""
     shown = record.extra.get(SHOWN)
     if shown is None or record.at_headers is None:
+        return headers
+    if shown and carries(headers, record.at_headers):
         return headers
     return rewritten(headers, record.at_headers if shown else None)
 
@@ -409,6 +411,13 @@ def _sent_start(record: tracer.RequestRecord, message: dict[str, Any]) -> dict[s
     headers = message.get("headers")
     if not isinstance(headers, list):
         return message
+    figures = record.at_headers
+    if record.extra.get(SHOWN) and figures is not None:
+        try:
+            if carries(headers, figures, encoded=True):
+                return message
+        except (TypeError, AttributeError):  # not bytes: the slow path tells
+            pass
     text = [
         (bytes(name).decode("latin-1"), bytes(value).decode("latin-1")) for name, value in headers
     ]
