@@ -4,6 +4,7 @@ driven in-process (the same figures over real servers are in tests/e2e)."""
 from __future__ import annotations
 
 import logging
+import random
 
 import pytest
 
@@ -808,3 +809,56 @@ def test_headers_that_carry_the_figures_already_are_sent_as_they_are(sent, carri
     if carries:
         # What the rewrite, which parses Server-Timing, would have sent.
         assert headers_module.rewritten(sent, figures) == sent
+
+
+def test_headers_told_to_carry_the_figures_are_what_the_rewrite_would_send():
+    """carries() against rewritten() over generated header lists: names in
+    any case, ours missing, repeated or with other values, Server-Timing
+    with the application's metrics, stale ones of ours or none, once or
+    twice. Whenever carries() says the list can go as it is, the rewrite
+    would send that very list (str pairs, as under WSGI, and bytes pairs,
+    as under ASGI, told alike)."""
+    rng = random.Random(9813600)
+    names = [header for header, _field, _metric, _label in headers_module.HEADERS]
+    app_metrics = [
+        "app;dur=1",
+        'db;desc="a, b"',
+        "cache",
+        'q;desc="x\\"y"',
+        "sw;desc=switchtrace-x",
+    ]
+
+    def figures() -> tracer.Figures:
+        return tracer.Figures(*(rng.randint(0, 3) for _ in range(4)))
+
+    def cased(name: str) -> str:
+        return "".join(rng.choice((c.lower(), c.upper())) for c in name)
+
+    told = {True: 0, False: 0}
+    for _ in range(4000):
+        mine = figures()
+        values = dict(headers_module._values(mine))
+        sent = [
+            (cased(name), values[name] if rng.random() < 0.9 else str(rng.randint(0, 3)))
+            for name in names
+            for _ in range(rng.choice((0, 1, 1, 1, 1, 2)))
+        ]
+        for _ in range(rng.choice((0, 1, 1, 1, 2))):
+            metrics = rng.sample(app_metrics, rng.randint(0, 2))
+            if rng.random() < 0.2:  # stale ones of ours, where they were
+                stale = headers_module._metrics_of(figures()).split(", ")
+                metrics[rng.randint(0, len(metrics)) : 0] = rng.sample(stale, rng.randint(1, 4))
+            if rng.random() < 0.9:
+                metrics.append(
+                    headers_module._metrics_of(mine if rng.random() < 0.8 else figures())
+                )
+            sent.append((cased("Server-Timing"), ", ".join(metrics)))
+        sent += [("Content-Type", "text/plain")] * rng.randint(0, 2)
+        rng.shuffle(sent)
+        carries = headers_module.carries(sent, mine)
+        encoded = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in sent]
+        assert headers_module.carries(encoded, mine, encoded=True) is carries, sent
+        if carries:
+            assert headers_module.rewritten(sent, mine) == sent, sent
+        told[carries] += 1
+    assert told[True] and told[False], told

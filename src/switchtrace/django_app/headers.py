@@ -107,21 +107,22 @@ def carries(headers: list[tuple[Any, Any]], figures: Figures, encoded: bool = Fa
         expected = {name.encode(): value.encode() for name, value in expected.items()}
         metrics, timing, marker = metrics.encode(), b"server-timing", b"switchtrace-"
         separator = b", "
-    seen = timings = 0
+    seen: set[Any] = set()
+    timings = 0
     for name, value in headers:
         key = name.lower()
         want = expected.get(key)
         if want is not None:
-            if value != want:
+            if value != want or key in seen:  # another value, or twice
                 return False
-            seen += 1
+            seen.add(key)
         elif key == timing:
             timings += 1
             if not (value == metrics or value.endswith(separator + metrics)):
                 return False
             if value.count(marker) != len(HEADERS):  # another of ours in it
                 return False
-    return seen == len(HEADERS) and timings == 1
+    return len(seen) == len(HEADERS) and timings == 1
 
 
 def rewritten(headers: list[tuple[str, str]], figures: Figures | None) -> list[tuple[str, str]]:
