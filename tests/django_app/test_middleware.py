@@ -862,3 +862,23 @@ def test_headers_told_to_carry_the_figures_are_what_the_rewrite_would_send():
             assert headers_module.rewritten(sent, mine) == sent, sent
         told[carries] += 1
     assert told[True] and told[False], told
+
+
+def test_a_close_from_elsewhere_ends_a_waiting_record_not_a_finished_one(records):
+    # Two WSGI requests returned one response object; the first one's server
+    # refused its headers (its record finished, left in the waiting list),
+    # and the object is closed outside either request's context: the close
+    # ends the second request's record, the one still waiting.
+    from django.http import HttpResponse
+
+    from switchtrace.django_app import integration
+
+    response = HttpResponse("shared")
+    refused = tracer.RequestRecord(tracer.WSGI, tracer.patches.clock, 10)
+    waiting = tracer.RequestRecord(tracer.WSGI, tracer.patches.clock, 10)
+    tracer.finish_request(refused)
+    integration._closing[response] = [refused, waiting]
+    response.close()
+    assert waiting.finished
+    assert records == [refused, waiting]
+    assert integration._closing.get(response) is None

@@ -268,12 +268,16 @@ def _wrap_response_close(wrapped, instance, args, kwargs):
 def _closed_record(response: Any) -> tracer.RequestRecord | None:
     """The record that this close of ``response`` ends: the one current here
     (the server closes a response on the thread, in the context, that called
-    the handler), else, closed elsewhere, the oldest waiting for it."""
+    the handler), else, closed elsewhere, the oldest still waiting for it
+    (not one already finished: a request whose server refused its headers)."""
     try:
         current = tracer.current_record()
         with _closing_lock:
             waiting = _closing.get(response)
+            if waiting:
+                waiting[:] = [r for r in waiting if not r.finished]
             if not waiting:
+                _closing.pop(response, None)
                 return None
             record = next((r for r in waiting if r is current), waiting[0])
             waiting.remove(record)
