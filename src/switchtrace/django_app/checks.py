@@ -12,13 +12,13 @@
   ``OTEL_EXPORTER_OTLP_TIMEOUT``) that is not a positive number of seconds, or another OTEL_*
   variable the OTLP exporter refuses (that one leaves the headers on) |
 | switchtrace.E007 | error | (enabled) a ``MIDDLEWARE`` entry that cannot be imported |
-| switchtrace.E008 | error | the file exporter's ``FILE_PATH`` cannot be written |
-| switchtrace.E009 | error | (spans made by switchtrace's own provider, ``SAMPLE_RATE``
-  unset) an ``OTEL_TRACES_SAMPLER`` neither the SDK nor an installed package provides, or an
-  ``OTEL_TRACES_SAMPLER_ARG`` of a ratio sampler that is not from 0 to 1 |
+| switchtrace.E008 | error | (enabled) the file exporter's ``FILE_PATH`` cannot be written |
+| switchtrace.E009 | error | (enabled, spans made by switchtrace's own provider,
+  ``SAMPLE_RATE`` unset) an ``OTEL_TRACES_SAMPLER`` neither the SDK nor an installed package
+  provides, or an ``OTEL_TRACES_SAMPLER_ARG`` of a ratio sampler that is not from 0 to 1 |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
 | switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first |
-| switchtrace.W003 | warning | a middleware that adds avoidable switches under ASGI |
+| switchtrace.W003 | warning | (enabled) a middleware that adds avoidable switches under ASGI |
 | switchtrace.W004 | warning | (``check --deploy``) enabled with headers shown to every client |
 """
 
