@@ -319,6 +319,10 @@ def test_the_request_span_has_the_scheme_and_a_known_method(records, monkeypatch
     # Empty is unset: the default list.
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "")
     assert request_span(record)[0] == "GET sync/"
+    # And so is one of space alone (a CRLF env file's "\r"), as for
+    # OTEL_TRACES_SAMPLER: it made every method _OTHER.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", " \r")
+    assert request_span(record)[0] == "GET sync/"
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "FOO, BAR")
     record.attributes["http.request.method"] = "FOO"
     assert request_span(record) == ("FOO sync/", {"http.request.method": "FOO"})

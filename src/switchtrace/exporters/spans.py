@@ -86,8 +86,9 @@ _known_methods: dict[str | None, frozenset[str]] = {None: KNOWN_METHODS}
 def known_methods() -> frozenset[str]:
     """The methods a request span names as they are; any other is ``_OTHER``.
     (An empty OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is unset, as every
-    ``OTEL_*`` variable: it made every method ``_OTHER``.)"""
-    setting = os.environ.get("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS") or None
+    ``OTEL_*`` variable, and so is one of space alone: it made every method
+    ``_OTHER``.)"""
+    setting = os.environ.get("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "").strip() or None
     methods = _known_methods.get(setting)
     if methods is None:
         if len(_known_methods) > 8:
