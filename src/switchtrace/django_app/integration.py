@@ -139,27 +139,40 @@ def _with_our_start_response(
 ) -> tuple[Any, Any]:
     """``WSGIHandler.__call__``'s arguments with the server's start_response
     wrapped, and the record marked to be sent through it."""
-    if len(args) > 1:
-        start_response = args[1]
-    elif "start_response" in kwargs:
-        start_response = kwargs["start_response"]
-    else:
+
+    def ours(start_response: Any) -> Any:
+        def start_response_for_the_request(
+            status: Any, headers: Any, *rest: Any, **named: Any
+        ) -> Any:
+            # Runs on the WSGI worker thread, called by WSGIHandler once it
+            # has read the headers off the response; returns the server's
+            # ``write``.
+            try:
+                _stop_reading(record)
+                headers = _sent_headers(record, headers)
+            except Exception:
+                swallow("WSGI start_response")
+            return start_response(status, headers, *rest, **named)
+
+        return start_response_for_the_request
+
+    replaced = _second_argument_replaced(args, kwargs, "start_response", ours)
+    if replaced is None:
         return args, kwargs
-
-    def start_response_for_the_request(status: Any, headers: Any, *rest: Any, **named: Any) -> Any:
-        # Runs on the WSGI worker thread, called by WSGIHandler once it has
-        # read the headers off the response; returns the server's ``write``.
-        try:
-            _stop_reading(record)
-            headers = _sent_headers(record, headers)
-        except Exception:
-            swallow("WSGI start_response")
-        return start_response(status, headers, *rest, **named)
-
     record.extra[SHOWN] = None
+    return replaced
+
+
+def _second_argument_replaced(
+    args: Any, kwargs: Any, name: str, replace: Any
+) -> tuple[Any, Any] | None:
+    """A call's arguments with its second one (``name`` when given by
+    keyword) replaced by ``replace(it)``; None if the call has none."""
     if len(args) > 1:
-        return (args[0], start_response_for_the_request, *args[2:]), kwargs
-    return args, {**kwargs, "start_response": start_response_for_the_request}
+        return (args[0], replace(args[1]), *args[2:]), kwargs
+    if name in kwargs:
+        return args, {**kwargs, name: replace(kwargs[name])}
+    return None
 
 
 def _sent_headers(record: tracer.RequestRecord, headers: Any) -> Any:
@@ -385,28 +398,24 @@ def _wrap_send_response(wrapped, instance, args, kwargs):
 def _with_our_send(record: tracer.RequestRecord, args: Any, kwargs: Any) -> tuple[Any, Any]:
     """``ASGIHandler.send_response``'s arguments with the server's send
     wrapped."""
-    if len(args) > 1:
-        send = args[1]
-    elif "send" in kwargs:
-        send = kwargs["send"]
-    else:
-        return args, kwargs
 
-    async def send_for_the_request(message: Any) -> Any:
-        # Runs in the request's task, for each message send_response sends;
-        # the start message's headers are those Django read off the response.
-        __traceback_hide__ = True
-        if isinstance(message, dict) and message.get("type") == "http.response.start":
-            try:
-                _stop_reading(record)
-                message = _sent_start(record, message)
-            except Exception:
-                swallow("ASGI send")
-        return await send(message)
+    def ours(send: Any) -> Any:
+        async def send_for_the_request(message: Any) -> Any:
+            # Runs in the request's task, for each message send_response
+            # sends; the start message's headers are those Django read off
+            # the response.
+            __traceback_hide__ = True
+            if isinstance(message, dict) and message.get("type") == "http.response.start":
+                try:
+                    _stop_reading(record)
+                    message = _sent_start(record, message)
+                except Exception:
+                    swallow("ASGI send")
+            return await send(message)
 
-    if len(args) > 1:
-        return (args[0], send_for_the_request, *args[2:]), kwargs
-    return args, {**kwargs, "send": send_for_the_request}
+        return send_for_the_request
+
+    return _second_argument_replaced(args, kwargs, "send", ours) or (args, kwargs)
 
 
 def _sent_start(record: tracer.RequestRecord, message: dict[str, Any]) -> dict[str, Any]:
