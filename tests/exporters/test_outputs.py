@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
@@ -336,3 +337,49 @@ def test_a_sampler_variable_is_not_switchtraces_concern_under_an_application_pro
     assert run_script(before, after, env, tmp_path) == (
         "True (2, 2, 1, 1) ['GET async/', 'async_to_sync async_view']"
     )
+
+
+APP_PROVIDER = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+app_exporter = InMemorySpanExporter()
+app_provider = TracerProvider()
+app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+"""
+
+
+@pytest.mark.parametrize("when", ["before startup", "after startup"])
+def test_a_sample_rate_the_application_provider_does_not_read_is_logged(tmp_path, when):
+    """SAMPLE_RATE is the share of requests switchtrace's own provider
+    samples. Under the application's provider (set before Django starts, as
+    opentelemetry-instrument does, or after, in gunicorn's post_fork hook)
+    its sampler decides: here it records every request, whatever the 0.0
+    asked for, and the log says the key is not used, once."""
+    before = f"""
+    import logging
+    logging.basicConfig(stream=sys.stdout, format="%(levelname)s %(message)s")
+    from django.conf import settings
+    settings.SWITCHTRACE["SAMPLE_RATE"] = 0.0
+    {textwrap.indent(APP_PROVIDER, "    ").strip()}
+    if {when == "before startup"!r}:
+        trace.set_tracer_provider(app_provider)
+    else:
+        import django
+        django.setup()
+        from switchtrace.django_app import telemetry
+        assert telemetry.pipeline().own_provider
+        trace.set_tracer_provider(app_provider)
+    """
+    after = """
+    pipeline.flush(10)
+    print(pipeline.own_provider, sorted(s.name for s in app_exporter.get_finished_spans()))
+    """
+    assert run_script(before, after, {}, tmp_path).splitlines() == [
+        "WARNING switchtrace: SWITCHTRACE['SAMPLE_RATE'] (0.0) is not used: the application's "
+        "TracerProvider makes switchtrace's spans and its sampler decides which requests are "
+        "recorded (set the sampler there, or OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG "
+        "for opentelemetry-instrument)",
+        "False ['GET async/', 'async_to_sync async_view']",
+    ]

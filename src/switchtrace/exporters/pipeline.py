@@ -253,6 +253,7 @@ class SpanPipeline:
             # provider, sampler and exporters, and add nothing of ours.
             self.provider: Any = current
             self.own_provider = False
+            self._say_sample_rate_unused()
         else:
             sampler = (
                 sampling.ParentBased(sampling.TraceIdRatioBased(options.sample_rate))
@@ -475,6 +476,19 @@ class SpanPipeline:
         self.provider = current
         self.tracer = current.get_tracer("switchtrace", __version__)
         self.own_provider = False
+        self._say_sample_rate_unused()
+
+    def _say_sample_rate_unused(self) -> None:
+        """The application's provider samples switchtrace's spans: a
+        SAMPLE_RATE set in the settings is not read, and the log says so."""
+        if self.options.sample_rate is not None:
+            logger.warning(
+                "switchtrace: SWITCHTRACE['SAMPLE_RATE'] (%r) is not used: the application's "
+                "TracerProvider makes switchtrace's spans and its sampler decides which "
+                "requests are recorded (set the sampler there, or OTEL_TRACES_SAMPLER and "
+                "OTEL_TRACES_SAMPLER_ARG for opentelemetry-instrument)",
+                self.options.sample_rate,
+            )
 
     def _export(self, pending: list[Any]) -> None:
         if not pending or self.writer is None or self.exporter is None:
