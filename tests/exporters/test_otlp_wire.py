@@ -50,7 +50,13 @@ def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
         },
     )
     try:
-        response = httpx.get(server.url + "/sync/?wire", timeout=10)
+        response = httpx.get(
+            server.url + "/sync/?wire",
+            # Forwarded, not X-Forwarded-For: uvicorn would make the scope's
+            # client of that one (it trusts a proxy on 127.0.0.1).
+            headers={"User-Agent": "budget-check/1.0", "Forwarded": "for=203.0.113.7;proto=http"},
+            timeout=10,
+        )
     finally:
         # Stopping flushes every worker's spans (gunicorn has two workers;
         # either may have served the request).
@@ -88,6 +94,16 @@ def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
         assert children == []
         assert a["switchtrace.context_switches"] == 0
     assert a["http.response.status_code"] == 200
+    # The HTTP server conventions' server, client and network attributes: the
+    # address the client used (its Host header), the original client a
+    # proxy names, the immediate peer, and the client's User-Agent.
+    assert a["server.address"] == "127.0.0.1"
+    assert a["server.port"] == int(server.url.rpartition(":")[2])
+    assert a["client.address"] == "203.0.113.7"
+    assert a["network.peer.address"] == "127.0.0.1"
+    assert 0 < a["network.peer.port"] != a["server.port"]
+    assert a["network.protocol.version"] == "1.1"
+    assert a["user_agent.original"] == "budget-check/1.0"
 
 
 def test_the_http_receiver_refuses_what_a_collector_refuses():

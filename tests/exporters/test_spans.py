@@ -63,6 +63,12 @@ def test_asgi_default_stack_sync_view(spans):
         "url.path": "/sync/",
         "url.scheme": "http",
         "http.response.status_code": 200,
+        "server.address": "testserver",
+        "server.port": 80,
+        "client.address": "127.0.0.1",
+        "network.peer.address": "127.0.0.1",
+        "network.peer.port": 50000,
+        "network.protocol.version": "1.1",
         "switchtrace.context_switches": 32,
         "switchtrace.thread_hops": 32,
         "switchtrace.event_loops_created": 0,
@@ -331,3 +337,101 @@ def test_the_request_span_has_the_scheme_and_a_known_method(records, monkeypatch
         "HTTP sync/",
         {"http.request.method": "_OTHER", "http.request.method_original": "GET"},
     )
+
+
+ARRIVAL_KEYS = (
+    "server.address",
+    "server.port",
+    "client.address",
+    "network.peer.address",
+    "network.peer.port",
+    "network.protocol.version",
+    "user_agent.original",
+)
+
+
+def test_the_request_span_names_the_server_the_client_and_the_protocol(spans):
+    """The HTTP server conventions' Recommended attributes: server.address and
+    server.port as the client addressed them (a proxy's Forwarded host or
+    X-Forwarded-Host, else the Host header; its port, else the scheme's),
+    client.address the original client (Forwarded for, X-Forwarded-For's
+    first, else the peer), network.peer.* the immediate peer."""
+    asgi_peer = {"network.peer.address": "127.0.0.1", "network.peer.port": 50000}
+    wsgi_peer = {"client.address": "192.0.2.9", "network.peer.address": "192.0.2.9"}
+    cases = [
+        (
+            "asgi",
+            {
+                "headers": [
+                    (b"host", b"shop.example:8443"),
+                    (b"user-agent", b"curl/8.5.0"),
+                    (b"x-forwarded-for", b"203.0.113.7, 10.0.0.2"),
+                ],
+                "scheme": "https",
+            },
+            {
+                "server.address": "shop.example",
+                "server.port": 8443,
+                "client.address": "203.0.113.7",
+                **asgi_peer,
+                "user_agent.original": "curl/8.5.0",
+            },
+        ),
+        # A proxy's Forwarded comes first (quoted, an IPv6 address with its
+        # port); a Host without a port has the scheme's.
+        (
+            "asgi",
+            {
+                "headers": [
+                    (b"host", b"internal:8000"),
+                    (b"forwarded", b'for="[2001:db8::17]:4711";host=shop.example;proto=https'),
+                    (b"forwarded", b"for=10.0.0.2"),
+                    (b"x-forwarded-for", b"198.51.100.1"),
+                ]
+            },
+            {
+                "server.address": "shop.example",
+                "server.port": 80,
+                "client.address": "2001:db8::17",
+                **asgi_peer,
+            },
+        ),
+        # WSGI: an IPv6 Host; a client a proxy could not name is the peer.
+        (
+            "wsgi",
+            {
+                "HTTP_HOST": "[::1]:8000",
+                "HTTP_X_FORWARDED_FOR": "unknown",
+                "HTTP_X_FORWARDED_HOST": "",
+                "REMOTE_ADDR": "192.0.2.9",
+                "REMOTE_PORT": "61000",
+                "SERVER_PROTOCOL": "HTTP/1.0",
+                "HTTP_USER_AGENT": "Mozilla/5.0",
+            },
+            {
+                "server.address": "::1",
+                "server.port": 8000,
+                **wsgi_peer,
+                "network.peer.port": 61000,
+                "network.protocol.version": "1.0",
+                "user_agent.original": "Mozilla/5.0",
+            },
+        ),
+        # No Host at all (HTTP/1.0 allows it): the server's own name and port.
+        (
+            "wsgi",
+            {"SERVER_NAME": "web-1", "SERVER_PORT": "8080", "REMOTE_ADDR": "192.0.2.9"},
+            {"server.address": "web-1", "server.port": 8080, **wsgi_peer},
+        ),
+    ]
+    with project() as (asgi, wsgi):
+        for kind, arguments, expected in cases:
+            if kind == "asgi":
+                run_in_server_loop(asgi_request(asgi, "/sync/", **arguments))
+            else:
+                wsgi_request(wsgi, "/sync/", **arguments)
+            [request] = [s for s in spans() if s.kind is trace.SpanKind.SERVER][-1:]
+            made = {
+                key: request.attributes[key] for key in ARRIVAL_KEYS if key in request.attributes
+            }
+            assert made == {"network.protocol.version": "1.1", **expected}

@@ -49,6 +49,7 @@ from django.http import HttpResponseBase
 
 from .. import tracer
 from ..exporters.pipeline import MAX_PROPAGATION_HEADER
+from ..exporters.spans import ARRIVAL, Arrival
 from ..tracer.guard import swallow
 from ..tracer.patches import Patcher, Target
 from ..tracer.weak import WeakIdentityMap
@@ -116,6 +117,16 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
         pipeline = telemetry.pipeline()
         if pipeline is not None:
             _propagation(record, environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
+            record.extra[ARRIVAL] = Arrival(
+                environ.get("HTTP_HOST"),
+                environ.get("HTTP_FORWARDED"),
+                environ.get("HTTP_X_FORWARDED_HOST"),
+                environ.get("HTTP_X_FORWARDED_FOR"),
+                (environ.get("SERVER_NAME"), environ.get("SERVER_PORT")),
+                (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
+                environ.get("SERVER_PROTOCOL"),
+                environ.get("HTTP_USER_AGENT"),
+            )
             pipeline.capture(record)
     except Exception:
         swallow("WSGI request attributes")
@@ -356,12 +367,19 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
             # whole, and two traceparents are no parent (W3C Trace Context).
             fields: dict[bytes, list[bytes]] = {}
             for name, value in scope.get("headers", ()):
-                if name in (b"traceparent", b"tracestate"):
+                if name in _READ_HEADERS:
                     fields.setdefault(name, []).append(value)
-            _propagation(
-                record,
-                b",".join(fields[b"traceparent"]) if b"traceparent" in fields else None,
-                b",".join(fields[b"tracestate"]) if b"tracestate" in fields else None,
+            joined = {name: b",".join(values) for name, values in fields.items()}
+            _propagation(record, joined.get(b"traceparent"), joined.get(b"tracestate"))
+            record.extra[ARRIVAL] = Arrival(
+                fields[b"host"][0] if b"host" in fields else None,
+                joined.get(b"forwarded"),
+                joined.get(b"x-forwarded-host"),
+                joined.get(b"x-forwarded-for"),
+                scope.get("server"),
+                scope.get("client"),
+                scope.get("http_version"),
+                joined.get(b"user-agent"),
             )
             pipeline.capture(record)
     except Exception:
@@ -371,6 +389,22 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
     finally:
         _stop_reading(record)
         tracer.finish_request(record, token)
+
+
+#: The request headers switchtrace reads under ASGI, while spans are made:
+#: the W3C trace context and what the request span's server, client and
+#: network attributes come from.
+_READ_HEADERS = frozenset(
+    (
+        b"traceparent",
+        b"tracestate",
+        b"host",
+        b"forwarded",
+        b"x-forwarded-host",
+        b"x-forwarded-for",
+        b"user-agent",
+    )
+)
 
 
 def _propagation(record: tracer.RequestRecord, traceparent: Any, tracestate: Any) -> None:

@@ -124,10 +124,150 @@ def _http_attributes(record: RequestRecord) -> dict[str, Any]:
         attributes["http.request.method"] = canonical or "_OTHER"
         if canonical != method:
             attributes["http.request.method_original"] = method
+    attributes.update(_arrival_attributes(record, attributes.get("url.scheme")))
     if server_error(record):
         # The HTTP semantic conventions: a server span of a 5xx response is an
         # error, its error.type the status code.
         attributes["error.type"] = str(record.attributes["http.response.status_code"])
+    return attributes
+
+
+#: record.extra's key for the request's :class:`Arrival`, kept only while
+#: spans are made (a pipeline is attached).
+ARRIVAL = "switchtrace.arrival"
+
+
+class Arrival(NamedTuple):
+    """What the request span's server, client and network attributes are
+    made of, as the server handed them over (str, or bytes under ASGI): kept
+    on the request's path as they are, parsed in the pipeline's thread."""
+
+    #: The Host header, and a proxy's Forwarded / X-Forwarded-Host /
+    #: X-Forwarded-For (each as one value, several fields joined by commas).
+    host: Any
+    forwarded: Any
+    forwarded_host: Any
+    forwarded_for: Any
+    #: (address, port) of the server's listening socket and of the
+    #: immediate client (WSGI: SERVER_NAME/SERVER_PORT, REMOTE_ADDR/
+    #: REMOTE_PORT; ASGI: the scope's server and client), either may be None.
+    server: Any
+    peer: Any
+    #: WSGI's SERVER_PROTOCOL ("HTTP/1.1"), or the ASGI scope's http_version.
+    protocol: Any
+    user_agent: Any
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+#: As servers name them -> as the conventions do.
+HTTP_VERSIONS = {"1.0": "1.0", "1.1": "1.1", "2": "2", "2.0": "2", "3": "3", "3.0": "3"}
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        return None
+    return value.strip() or None
+
+
+def _port(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= 65535 else None
+    text = _text(value)
+    if text is None or not text.isascii() or not text.isdigit():
+        return None
+    return int(text) if int(text) <= 65535 else None
+
+
+def _host_and_port(value: str) -> tuple[str | None, int | None]:
+    """``example.com:8080``, ``[::1]:8000``, ``10.0.0.1`` as (address, port);
+    an IPv6 address without its brackets."""
+    if value.startswith("["):
+        address, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None, None
+        return address or None, _port(rest[1:]) if rest else None
+    if value.count(":") == 1:
+        address, _, port = value.partition(":")
+        return address or None, _port(port)
+    return value, None
+
+
+def _first(value: Any) -> str | None:
+    """The first of a comma-separated list: the one the original client
+    sent, before any proxy added its own."""
+    text = _text(value)
+    return _text(text.partition(",")[0]) if text else None
+
+
+def _forwarded(value: Any, key: str) -> str | None:
+    """``key`` of the first element of a Forwarded header (RFC 7239),
+    unquoted: ``for=192.0.2.60;proto=http, for=...`` has for 192.0.2.60."""
+    first = _first(value)
+    if first is None:
+        return None
+    for pair in first.split(";"):
+        name, equals, found = pair.partition("=")
+        if equals and name.strip().lower() == key:
+            return _text(found.strip().strip('"'))
+    return None
+
+
+def _arrival_attributes(record: RequestRecord, scheme: Any) -> dict[str, Any]:
+    """server.*, client.*, network.* and user_agent.original, as the HTTP
+    server conventions determine them: server.address and server.port from
+    what the client addressed (a proxy's Forwarded host or X-Forwarded-Host,
+    else the Host header; the listening socket without one), client.address
+    from the original client (Forwarded for, X-Forwarded-For, else the peer),
+    network.peer.* the immediate peer."""
+    arrival = record.extra.get(ARRIVAL)
+    if not isinstance(arrival, Arrival):
+        return {}
+    attributes: dict[str, Any] = {}
+    addressed = (
+        _forwarded(arrival.forwarded, "host")
+        or _first(arrival.forwarded_host)
+        or _text(arrival.host)
+    )
+    address = port = None
+    if addressed is not None:
+        address, port = _host_and_port(addressed)
+        if address is not None and port is None:
+            port = DEFAULT_PORTS.get(scheme)
+    elif isinstance(arrival.server, (tuple, list)) and len(arrival.server) == 2:
+        address, port = _text(arrival.server[0]), _port(arrival.server[1])
+    if address is not None:
+        attributes["server.address"] = address
+        if port is not None:
+            attributes["server.port"] = port
+    peer_address = peer_port = None
+    if isinstance(arrival.peer, (tuple, list)) and len(arrival.peer) == 2:
+        peer_address, peer_port = _text(arrival.peer[0]), _port(arrival.peer[1])
+    client = _forwarded(arrival.forwarded, "for") or _first(arrival.forwarded_for)
+    if client is not None:
+        # A port, an IPv6 address's brackets, RFC 7239's "unknown" are not
+        # the client's address.
+        client = _host_and_port(client)[0]
+        if client is not None and client.lower() == "unknown":
+            client = None
+    client = client or peer_address
+    if client is not None:
+        attributes["client.address"] = client
+    if peer_address is not None:
+        attributes["network.peer.address"] = peer_address
+        if peer_port is not None:
+            attributes["network.peer.port"] = peer_port
+    protocol = _text(arrival.protocol)
+    if protocol is not None:
+        version = HTTP_VERSIONS.get(
+            protocol[5:] if protocol.upper().startswith("HTTP/") else protocol
+        )
+        if version is not None:
+            attributes["network.protocol.version"] = version
+    user_agent = _text(arrival.user_agent)
+    if user_agent is not None:
+        attributes["user_agent.original"] = user_agent
     return attributes
 
 
