@@ -19,18 +19,21 @@ waited for: a slow or absent collector costs the application nothing. Spans
 an export fails to deliver are counted too (:attr:`SpanPipeline.failed`), and
 both are logged at most once a minute.
 
-After one of its exports fails (the collector down, or answering 404 to an
-endpoint without ``/v1/traces``) the thread exports nothing for
-:data:`FAILURE_BACKOFF_S`, twice that after each further failure, up to
-:data:`MAX_FAILURE_BACKOFF_S`; a successful export ends the pause. The OTLP
-exporters log an error of their own for each failed export: without the
-pause, one every half second. Batches that come due meanwhile are not sent
-but counted as failed, and records that finish while the pause has more than
-a batch's delay to run are not made into spans at all (their spans are only
-counted: one sampling decision each). :meth:`SpanPipeline.flush` keeps to the
-pause; :meth:`SpanPipeline.shutdown` tries once more even so (the collector
-may be back, and there is no later). The SDK's batch processor, where it is
-used, keeps its own schedule.
+After one of its exports to a collector fails (the collector down, or
+answering 404 to an endpoint without ``/v1/traces``) the thread exports
+nothing for :data:`FAILURE_BACKOFF_S`, twice that after each further
+failure, up to :data:`MAX_FAILURE_BACKOFF_S`; a successful export ends the
+pause. The OTLP exporters log an error of their own for each failed export:
+without the pause, one every half second. Batches that come due meanwhile
+are not sent but counted as failed, and records that finish while the pause
+has more than a batch's delay to run are not made into spans at all (their
+spans are only counted: one sampling decision each). :meth:`SpanPipeline.flush`
+keeps to the pause; :meth:`SpanPipeline.shutdown` tries once more even so
+(the collector may be back, and there is no later). The SDK's batch
+processor, where it is used, keeps its own schedule. The file exporter is
+not paused: a failed append (the disk full, the file's permissions) costs a
+system call and logs nothing of its own, and the next one may succeed once
+the disk has room again; the warning says why it failed.
 
 A process forked from one with pipelines (a pre-forking server) gets a new
 thread for each pipeline that is in use and not shut down, and for no other:
@@ -508,6 +511,12 @@ class SpanPipeline:
             # Our own encoding failed: no collector refused anything, so
             # nothing to pause; the next batch is sent when it is due.
             self._fail(count, "the export request could not be made")
+            return
+        if not getattr(self.exporter, "pause_after_failure", True):
+            # The file exporter: no collector to spare, no error of its own
+            # logged; the next batch is written when it is due (see
+            # FileSpanExporter), and the warning says why this one was not.
+            self._fail(count, f"span export failed ({self.exporter.failure()})")  # type: ignore[attr-defined]
             return
         # No export for a while, longer after each failure in a row: the
         # exporter logs an error of its own for every one that fails.
