@@ -215,7 +215,7 @@ def test_shutdown_keeps_to_its_timeout_with_an_export_hanging_and_the_queue_full
         assert pipeline.failed == 1
         lost = [
             "switchtrace: span export failed; 1 span lost so far "
-            "(and the spans of 3 requests dropped by a full queue)"
+            "(and the spans of 3 requests dropped)"
         ]
     else:
         # The HTTP request in progress was answered: its span delivered.
@@ -250,7 +250,7 @@ def test_failed_exports_are_counted_and_logged_at_most_once_a_minute(tmp_path, c
     assert not path.parent.exists()
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
         f"switchtrace: span export failed (cannot append to {path}: No such file or "
-        "directory); 17 spans lost so far (and the spans of 0 requests dropped by a full queue)"
+        "directory); 17 spans lost so far (and the spans of 0 requests dropped)"
     ]
 
 
@@ -519,3 +519,48 @@ def test_batches_wait_half_a_second_unless_told_otherwise(tmp_path, monkeypatch)
         pipeline.shutdown()
     # No signal handler of switchtrace's: the application sees its own.
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_record_whose_spans_cannot_be_made_is_counted_as_dropped(
+    tmp_path, monkeypatch, swallowed, caplog
+):
+    """An error laying out a record's spans (switchtrace's own, logged as
+    such) lost its spans without a count: the pipeline said it had made
+    them (records), and the warning of lost spans did not count them."""
+    from switchtrace.tracer import guard
+
+    guard.reset_reported()  # logged once per place and kind: this test's too
+    path = tmp_path / "traces.jsonl"
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    with caplog.at_level(logging.WARNING), project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        plan = pipeline_module.plan_spans
+        calls = []
+
+        def plan_once_wrongly(record, **kwargs):
+            calls.append(record.attributes["url.path"])
+            if len(calls) == 1:
+                raise ValueError("a layout bug")
+            return plan(record, **kwargs)
+
+        monkeypatch.setattr(pipeline_module, "plan_spans", plan_once_wrongly)
+        for _ in range(2):
+            assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+            assert pipeline.flush(10)
+        assert calls == ["/sync/", "/sync/"]
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 1, 0)
+        assert pipeline.exported == 17
+        assert [(where, repr(exc)) for where, exc in swallowed] == [
+            ("span building", "ValueError('a layout bug')")
+        ]
+        swallowed.clear()
+        path.unlink()
+        path.mkdir()  # the next export fails: its warning counts the request dropped
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10)
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (2, 1, 17)
+    assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
+        "switchtrace: internal error in span building (logged once; the request goes on untouched)",
+        f"switchtrace: span export failed (cannot append to {path}: Is a directory); "
+        "17 spans lost so far (and the spans of 1 request dropped)",
+    ]

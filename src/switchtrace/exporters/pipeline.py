@@ -204,8 +204,9 @@ class SpanPipeline:
     ) -> None:
         self.options = options
         self.resolve = resolve
-        #: Requests whose spans were never made: the queue was full, or they
-        #: were still queued when :meth:`shutdown`'s time ran out.
+        #: Requests whose spans were never made: the queue was full, they
+        #: were still queued when :meth:`shutdown`'s time ran out, or laying
+        #: them out failed (a switchtrace error, logged as such).
         self.dropped = 0
         #: Spans not delivered: the exporter reported a failure (the
         #: collector down, 503 after its retries, 404, a file that cannot be
@@ -221,7 +222,8 @@ class SpanPipeline:
         #: through the SDK's processor (the application's provider keeps its
         #: own count).
         self.exported = 0
-        #: Records turned into spans, and the CPU time the pipeline's thread
+        #: Records turned into spans (or counted as failed, exports being
+        #: paused), and the CPU time the pipeline's thread
         #: spent on them, exports included (``switchtrace bench --overhead``
         #: reports it per request).
         self.records = 0
@@ -388,15 +390,22 @@ class SpanPipeline:
             # only counted, not made (shutdown ends the pause, for its last
             # attempt).
             paused = self._clock() + self._delay < self._retry_at
+            built = True
             try:
                 encoded = [] if paused and self._count_lost(item) else self._emit(item)
             except Exception:
+                # A switchtrace error (the guard logs it): the record's spans
+                # are not made, and it is counted as dropped.
                 swallow("span building")
                 encoded = []
+                built = False
             # Let go of the record now: this frame would otherwise keep it,
             # and everything its crossings hold, until the next one comes.
             item = None
-            self.records += 1
+            if built:
+                self.records += 1
+            else:
+                self.dropped += 1
             self.cpu_ns += time.thread_time_ns() - started
             if not paused:  # (counting spans takes the thread a few µs: no need)
                 _yield_gil()
@@ -569,7 +578,7 @@ class SpanPipeline:
         if now - self._last_fail_log >= LOG_INTERVAL:
             self._last_fail_log = now
             logger.warning(
-                "switchtrace: %s; %s lost so far (and the spans of %s dropped by a full queue)",
+                "switchtrace: %s; %s lost so far (and the spans of %s dropped)",
                 why,
                 count(self.failed, "span"),
                 count(self.dropped, "request"),
