@@ -327,6 +327,31 @@ def test_bench_overhead_exports_spans_whatever_the_settings_export(tmp_path):
     assert not (tmp_path / "traces.jsonl").exists()
 
 
+def test_bench_overhead_counts_the_requests_whose_spans_were_delivered(tmp_path):
+    """A collector refusing every export (404 here): exported_per_request
+    counted the records the span thread dealt with, and said 1.0 of a run
+    whose spans all went nowhere; opentelemetry-instrumentation-django's
+    row counted the spans handed to its exporter, written or not."""
+    from .exporters.receiver import HttpReceiver
+
+    receiver = HttpReceiver()
+    receiver.received.mode = "not_found"
+    args = ["bench", "--overhead", "--servers", "wsgi", "--endpoints", "/async/",
+            "--requests", "3", "--rounds", "2", "--warmup", "1", "--json"]  # fmt: skip
+    try:
+        out = run(args, tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
+    finally:
+        receiver.stop()
+    assert out.returncode == 0, out.stderr
+    rows = {r["mode"]: r for r in json.loads(out.stdout)["rows"]}
+    assert rows["full spans"]["exported_per_request"] == {"median": 0.0, "min": 0.0, "max": 0.0}
+    assert rows["opentelemetry-instrumentation-django"]["exported_per_request"] == {
+        "median": 1.0, "min": 1.0, "max": 1.0
+    }  # fmt: skip
+    assert receiver.received.posts >= 1
+    assert receiver.received.span_count == 0
+
+
 BAD_INPUT = [
     (["bench", "--endpoints", "/nope/"],
      "argument --endpoints: unknown endpoint '/nope/'; allowed: /sync/"),

@@ -857,14 +857,24 @@ def _overhead_rounds(
     # mode: a server's lives as long as the process (its thread, its caches).
     telemetry.configure(spans)
 
-    def exported() -> int:
-        """Requests whose spans were written so far, in the mode entered:
-        records the pipeline turned into spans, or the one span a request of
-        opentelemetry-instrumentation-django."""
+    def exported() -> tuple[int, int, int]:
+        """What the mode entered has exported so far: (records the pipeline
+        dealt with, spans delivered, spans not delivered); for
+        opentelemetry-instrumentation-django, one span a request, (spans
+        delivered, the same, 0)."""
         pipeline = telemetry.pipeline()
         if pipeline is not None:
-            return pipeline.records
-        return otel.exporter.spans if otel is not None else 0
+            return pipeline.records, pipeline.exported, pipeline.failed
+        delivered = otel.exporter.spans if otel is not None else 0
+        return delivered, delivered, 0
+
+    def delivered(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+        """Requests whose spans were delivered between ``before`` and
+        ``after`` (of :func:`exported`): the records dealt with, in the share
+        of their spans the exporter delivered (a request's spans are as many
+        every time, and a round's exports are its own: it is flushed)."""
+        records, spans, lost = (a - b for a, b in zip(after, before, strict=True))
+        return records * spans / (spans + lost) if spans + lost else 0.0
 
     def written(mode: str) -> None:
         """Wait until the spans of the requests served are written, so that
@@ -881,7 +891,7 @@ def _overhead_rounds(
     cpu_samples: dict[tuple[str, str, str], list[float]] = {}
     # CPU time of switchtrace's span pipeline thread per request.
     pipeline_cpu: dict[tuple[str, str, str], list[float]] = {}
-    # Requests whose spans were written in the round, per request served.
+    # Requests whose spans were delivered in the round, per request served.
     exported_share: dict[tuple[str, str, str], list[float]] = {}
 
     def measure(server: str, endpoint: str, mode: str) -> None:
@@ -900,7 +910,7 @@ def _overhead_rounds(
             )
         if mode in ("full spans", OTEL_DJANGO):
             exported_share.setdefault((server, endpoint, mode), []).append(
-                (exported() - before) / args.requests
+                delivered(before, exported()) / args.requests
             )
         samples.setdefault((server, endpoint, mode), []).append(per_request)
         cpu_samples.setdefault((server, endpoint, mode), []).append(cpu)
@@ -976,7 +986,7 @@ def _otel_django(variant: str, folder: str, servers: Sequence[str]) -> Iterator[
     try:
         from opentelemetry.instrumentation.django import DjangoInstrumentor
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
     except ImportError:
         yield None
@@ -995,11 +1005,13 @@ def _otel_django(variant: str, folder: str, servers: Sequence[str]) -> Iterator[
     from .exporters import FileSpanExporter
 
     class Counting(FileSpanExporter):
+        #: Spans written.
         spans = 0
 
         def export(self, spans: Any) -> Any:
             result = super().export(spans)
-            self.spans += len(spans)
+            if result is SpanExportResult.SUCCESS:
+                self.spans += len(spans)
             return result
 
     exporter = Counting(Path(folder) / "otel-django.jsonl")

@@ -231,6 +231,19 @@ def test_missing_or_misplaced_middleware_is_a_warning():
             "https:// URL.",
         ),
         (
+            # urlsplit drops the '\r': every export over OTLP/HTTP failed.
+            {"ENABLED": True, "OTLP_ENDPOINT": "http://collector:4318\r"},
+            {},
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://collector:4318\\r', which is not an "
+            "http:// or https:// URL.",
+        ),
+        (
+            {"ENABLED": True},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": " http://collector:4318/otlp path "},
+            "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is "
+            "'http://collector:4318/otlp path', which is not an http:// or https:// URL.",
+        ),
+        (
             {"ENABLED": True},
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:notaport"},
             "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is "

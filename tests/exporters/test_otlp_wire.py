@@ -158,3 +158,30 @@ def test_http_exports_are_gzipped_and_carry_the_url_decoded_headers(monkeypatch)
     assert headers["content-encoding"] == "gzip"
     assert (headers["authorization"], headers["x-tenant"]) == ("Bearer t0k=", "a,b")
     assert len(receiver.received.spans()) == 17
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otel_variables_from_a_crlf_env_file_reach_the_collector(protocol, monkeypatch):
+    """An env file written with CRLF line ends gives each value a trailing
+    '\\r'. The endpoint's passed the check (urlsplit drops it) and every
+    export over OTLP/HTTP then failed; 'grpc\\r' kept switchtrace disabled,
+    headers and all, as E006, where the SDK's configuration strips it."""
+    from switchtrace.django_app import telemetry
+
+    from ..django_app.test_middleware import project
+    from ..support import run_asgi
+
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint + "\r")
+    if protocol == "grpc":  # (http/protobuf is the default)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol + "\r")
+    try:
+        with project(SWITCHTRACE={"ENABLED": True}) as (asgi, _wsgi):
+            pipeline = telemetry.pipeline()
+            assert pipeline.options.protocol == protocol
+            assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+            assert pipeline.flush(30)
+            assert (pipeline.exported, pipeline.failed) == (17, 0)
+    finally:
+        receiver.stop()
+    assert len(receiver.received.spans()) == 17

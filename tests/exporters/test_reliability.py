@@ -5,6 +5,7 @@ timeout."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import socket
@@ -20,6 +21,7 @@ from switchtrace import tracer
 from switchtrace.django_app import telemetry
 from switchtrace.exporters import pipeline as pipeline_module
 
+from ..conftest import ROOT
 from ..django_app.test_middleware import project
 from ..support import run_asgi, wsgi_request
 from .receiver import GrpcReceiver, HttpReceiver
@@ -213,7 +215,7 @@ def test_shutdown_keeps_to_its_timeout_with_an_export_hanging_and_the_queue_full
         assert pipeline.failed == 1
         lost = [
             "switchtrace: span export failed; 1 span lost so far "
-            "(and the spans of 3 requests dropped by a full queue)"
+            "(and the spans of 3 requests dropped)"
         ]
     else:
         # The HTTP request in progress was answered: its span delivered.
@@ -247,9 +249,85 @@ def test_failed_exports_are_counted_and_logged_at_most_once_a_minute(tmp_path, c
         assert (pipeline.records, pipeline.dropped, pipeline.failed) == (3, 0, 3 * 17)
     assert not path.parent.exists()
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
-        "switchtrace: span export failed; exports paused for 1 s; 17 spans lost so far "
-        "(and the spans of 0 requests dropped by a full queue)"
+        f"switchtrace: span export failed (cannot append to {path}: No such file or "
+        "directory); 17 spans lost so far (and the spans of 0 requests dropped)"
     ]
+
+
+def test_a_file_that_cannot_be_written_pauses_no_export(tmp_path, monkeypatch):
+    """The pause after a failed export spares a collector and the OTLP
+    exporter's error line; a file that could not be appended to (its
+    directory gone, the disk full) has neither, and the next batch may be
+    written (the directory back, space freed): it is. Before, the next
+    request's spans, made within the pause (an hour here), were lost."""
+    monkeypatch.setattr(pipeline_module, "FAILURE_BACKOFF_S", 3600.0)
+    monkeypatch.setattr(pipeline_module, "MAX_FAILURE_BACKOFF_S", 3600.0)
+    path = tmp_path / "gone" / "traces.jsonl"
+    path.parent.mkdir()
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        path.parent.rmdir()
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10)
+        assert (pipeline.exported, pipeline.failed) == (0, 17)
+        path.parent.mkdir()
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10)
+        assert (pipeline.records, pipeline.dropped) == (2, 0)
+        assert (pipeline.exported, pipeline.failed) == (17, 17)
+    [line] = path.read_text().splitlines()
+    assert len(json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 17
+
+
+TORN_SCRIPT = textwrap.dedent(
+    """
+    import os, resource, signal, sys
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters import FileSpanExporter
+    from switchtrace.exporters.encode import EncodedSpans
+
+    path = sys.argv[1]
+    exporter = FileSpanExporter(path)
+    line = '{{"resourceSpans":[]}}'
+    padded = '{{"resourceSpans":[],"x":"' + "x" * 10000 + '"}}'
+    results = [exporter.export(EncodedSpans(line, 1)).name]
+    # The disk fills up 100 bytes into the next line (a file size limit
+    # here: the write is cut short as on a full disk, then refused).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + 100, hard))
+    results.append(exporter.export(EncodedSpans(padded, 1)).name)
+    results.append(exporter.failure())
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+    results.append(exporter.export(EncodedSpans(line, 1)).name)
+    results.append(exporter.export(EncodedSpans(line, 1)).name)
+    print(results)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a file size limit, as Linux applies it")
+def test_a_line_cut_short_by_a_full_disk_leaves_the_next_lines_readable(tmp_path):
+    """A line written in part (the disk full midway) was followed by the next
+    export's line on the same line: once the disk had room again, that export
+    was reported delivered and could not be read either."""
+    path = tmp_path / "traces.jsonl"
+    out = subprocess.run(
+        [sys.executable, "-c", TORN_SCRIPT.format(src=str(ROOT / "src")), str(path)],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    results = ["SUCCESS", "FAILURE", f"cannot append to {path}: File too large", "SUCCESS"]
+    assert out.stdout == f"{[*results, 'SUCCESS']}\n"
+    lines = path.read_text().split("\n")
+    assert [len(line) for line in lines] == [20, 100, 20, 20, 0]
+    assert [json.loads(line) for line in (lines[0], lines[2], lines[3])] == [
+        {"resourceSpans": []}
+    ] * 3
 
 
 def test_an_exporter_given_sdk_spans_counts_its_failed_exports_too(monkeypatch, caplog):
@@ -441,3 +519,48 @@ def test_batches_wait_half_a_second_unless_told_otherwise(tmp_path, monkeypatch)
         pipeline.shutdown()
     # No signal handler of switchtrace's: the application sees its own.
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_record_whose_spans_cannot_be_made_is_counted_as_dropped(
+    tmp_path, monkeypatch, swallowed, caplog
+):
+    """An error laying out a record's spans (switchtrace's own, logged as
+    such) lost its spans without a count: the pipeline said it had made
+    them (records), and the warning of lost spans did not count them."""
+    from switchtrace.tracer import guard
+
+    guard.reset_reported()  # logged once per place and kind: this test's too
+    path = tmp_path / "traces.jsonl"
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    with caplog.at_level(logging.WARNING), project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        plan = pipeline_module.plan_spans
+        calls = []
+
+        def plan_once_wrongly(record, **kwargs):
+            calls.append(record.attributes["url.path"])
+            if len(calls) == 1:
+                raise ValueError("a layout bug")
+            return plan(record, **kwargs)
+
+        monkeypatch.setattr(pipeline_module, "plan_spans", plan_once_wrongly)
+        for _ in range(2):
+            assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+            assert pipeline.flush(10)
+        assert calls == ["/sync/", "/sync/"]
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 1, 0)
+        assert pipeline.exported == 17
+        assert [(where, repr(exc)) for where, exc in swallowed] == [
+            ("span building", "ValueError('a layout bug')")
+        ]
+        swallowed.clear()
+        path.unlink()
+        path.mkdir()  # the next export fails: its warning counts the request dropped
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10)
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (2, 1, 17)
+    assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
+        "switchtrace: internal error in span building (logged once; the request goes on untouched)",
+        f"switchtrace: span export failed (cannot append to {path}: Is a directory); "
+        "17 spans lost so far (and the spans of 1 request dropped)",
+    ]

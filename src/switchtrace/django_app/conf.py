@@ -260,8 +260,11 @@ def _export_options(
             problems.append(_bad_url("SWITCHTRACE['OTLP_ENDPOINT']", endpoint))
     else:
         for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
-            if environ.get(name):
-                endpoint = environ[name]
+            # Space around a value is not part of it (a CRLF env file's
+            # '\r', which urlsplit drops and the HTTP exporter does not),
+            # and space alone is unset, as for every OTEL_* variable here.
+            if environ.get(name, "").strip():
+                endpoint = environ[name].strip()
                 signal_endpoint = name == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
                 if not _is_url(endpoint):
                     environ_problems.append(_bad_url(f"The environment variable {name}", endpoint))
@@ -272,8 +275,8 @@ def _export_options(
     elif protocol is None:
         protocol = "http/protobuf"
         for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
-            if environ.get(name):
-                protocol = environ[name]
+            if environ.get(name, "").strip():  # stripped, as the SDK's configuration does
+                protocol = environ[name].strip()
                 if protocol not in PROTOCOLS:
                     environ_problems.append(
                         Problem(
@@ -456,7 +459,10 @@ def _resource_service_name(resource_attributes: str) -> str | None:
 
 
 def _is_url(value: Any) -> bool:
-    if not isinstance(value, str):
+    # Space or a control character anywhere (urlsplit drops '\t', '\r' and
+    # '\n', and int() reads a port with space around it) is no URL: the
+    # OTLP/HTTP exporter would send to it and fail every export.
+    if not isinstance(value, str) or any(c.isspace() or not c.isprintable() for c in value):
         return False
     try:
         parts = urlsplit(value)

@@ -167,26 +167,59 @@ def _value(value: Any) -> dict[str, Any]:
 class FileSpanExporter(SpanExporter):
     """Appends each export as one line of OTLP JSON to ``path``: SDK spans, or
     an export request switchtrace's pipeline encoded itself (see
-    :mod:`.encode`)."""
+    :mod:`.encode`).
+
+    Each line goes to the file in one ``write`` on a descriptor opened for
+    appending, so that processes appending to the same file (a pre-forking
+    server's workers) never mix their lines. An append that fails part way
+    (the disk full) leaves part of a line: the next line then starts on a
+    line of its own, so that only the lost export's line cannot be read."""
 
     takes_encoded = True
     encoding = "json"
+    #: A failed append is not followed by a pause of the exports, as a failed
+    #: export to a collector is (see :mod:`.pipeline`): it costs a system
+    #: call, logs nothing of its own, and the next one may succeed (space
+    #: freed on the disk).
+    pause_after_failure = False
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
+        #: Why the last export failed; None after one that succeeded.
+        self.error: OSError | None = None
+        #: The file ends with part of a line this process appended.
+        self._torn = False
 
     def export(self, spans: Sequence[ReadableSpan] | EncodedSpans) -> SpanExportResult:
         if isinstance(spans, EncodedSpans):
-            line = str(spans.payload) + "\n"
+            line = str(spans.payload)
         else:
-            line = to_otlp_json(spans) + "\n"
-        try:
-            with self._lock, open(self.path, "a", encoding="utf-8") as out:
-                out.write(line)
-        except OSError:
-            return SpanExportResult.FAILURE
+            line = to_otlp_json(spans)
+        with self._lock:
+            data = (("\n" if self._torn else "") + line + "\n").encode("utf-8")
+            written = 0
+            try:
+                out = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+                try:
+                    while written < len(data):
+                        written += os.write(out, data[written:])
+                finally:
+                    os.close(out)
+            except OSError as exc:
+                self.error = exc
+                if written:
+                    self._torn = data[written - 1 : written] != b"\n"
+                return SpanExportResult.FAILURE
+            self.error = None
+            self._torn = False
         return SpanExportResult.SUCCESS
+
+    def failure(self) -> str:
+        """Why the last export failed, for the pipeline's warning."""
+        error = self.error
+        reason = error.strerror if error is not None and error.strerror else error
+        return f"cannot append to {self.path}: {reason}"
 
     def _at_fork_reinit(self) -> None:
         """In a forked child: the lock may have been held by the parent's

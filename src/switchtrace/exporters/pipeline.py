@@ -19,18 +19,21 @@ waited for: a slow or absent collector costs the application nothing. Spans
 an export fails to deliver are counted too (:attr:`SpanPipeline.failed`), and
 both are logged at most once a minute.
 
-After one of its exports fails (the collector down, or answering 404 to an
-endpoint without ``/v1/traces``) the thread exports nothing for
-:data:`FAILURE_BACKOFF_S`, twice that after each further failure, up to
-:data:`MAX_FAILURE_BACKOFF_S`; a successful export ends the pause. The OTLP
-exporters log an error of their own for each failed export: without the
-pause, one every half second. Batches that come due meanwhile are not sent
-but counted as failed, and records that finish while the pause has more than
-a batch's delay to run are not made into spans at all (their spans are only
-counted: one sampling decision each). :meth:`SpanPipeline.flush` keeps to the
-pause; :meth:`SpanPipeline.shutdown` tries once more even so (the collector
-may be back, and there is no later). The SDK's batch processor, where it is
-used, keeps its own schedule.
+After one of its exports to a collector fails (the collector down, or
+answering 404 to an endpoint without ``/v1/traces``) the thread exports
+nothing for :data:`FAILURE_BACKOFF_S`, twice that after each further
+failure, up to :data:`MAX_FAILURE_BACKOFF_S`; a successful export ends the
+pause. The OTLP exporters log an error of their own for each failed export:
+without the pause, one every half second. Batches that come due meanwhile
+are not sent but counted as failed, and records that finish while the pause
+has more than a batch's delay to run are not made into spans at all (their
+spans are only counted: one sampling decision each). :meth:`SpanPipeline.flush`
+keeps to the pause; :meth:`SpanPipeline.shutdown` tries once more even so
+(the collector may be back, and there is no later). The SDK's batch
+processor, where it is used, keeps its own schedule. The file exporter is
+not paused: a failed append (the disk full, the file's permissions) costs a
+system call and logs nothing of its own, and the next one may succeed once
+the disk has room again; the warning says why it failed.
 
 A process forked from one with pipelines (a pre-forking server) gets a new
 thread for each pipeline that is in use and not shut down, and for no other:
@@ -201,8 +204,9 @@ class SpanPipeline:
     ) -> None:
         self.options = options
         self.resolve = resolve
-        #: Requests whose spans were never made: the queue was full, or they
-        #: were still queued when :meth:`shutdown`'s time ran out.
+        #: Requests whose spans were never made: the queue was full, they
+        #: were still queued when :meth:`shutdown`'s time ran out, or laying
+        #: them out failed (a switchtrace error, logged as such).
         self.dropped = 0
         #: Spans not delivered: the exporter reported a failure (the
         #: collector down, 503 after its retries, 404, a file that cannot be
@@ -218,7 +222,8 @@ class SpanPipeline:
         #: through the SDK's processor (the application's provider keeps its
         #: own count).
         self.exported = 0
-        #: Records turned into spans, and the CPU time the pipeline's thread
+        #: Records turned into spans (or counted as failed, exports being
+        #: paused), and the CPU time the pipeline's thread
         #: spent on them, exports included (``switchtrace bench --overhead``
         #: reports it per request).
         self.records = 0
@@ -386,15 +391,22 @@ class SpanPipeline:
             # only counted, not made (shutdown ends the pause, for its last
             # attempt).
             paused = self._clock() + self._delay < self._retry_at
+            built = True
             try:
                 encoded = [] if paused and self._count_lost(item) else self._emit(item)
             except Exception:
+                # A switchtrace error (the guard logs it): the record's spans
+                # are not made, and it is counted as dropped.
                 swallow("span building")
                 encoded = []
+                built = False
             # Let go of the record now: this frame would otherwise keep it,
             # and everything its crossings hold, until the next one comes.
             item = None
-            self.records += 1
+            if built:
+                self.records += 1
+            else:
+                self.dropped += 1
             self.cpu_ns += time.thread_time_ns() - started
             if not paused:  # (counting spans takes the thread a few µs: no need)
                 _yield_gil()
@@ -523,6 +535,12 @@ class SpanPipeline:
             # nothing to pause; the next batch is sent when it is due.
             self._fail(count, "the export request could not be made")
             return
+        if not getattr(self.exporter, "pause_after_failure", True):
+            # The file exporter: no collector to spare, no error of its own
+            # logged; the next batch is written when it is due (see
+            # FileSpanExporter), and the warning says why this one was not.
+            self._fail(count, f"span export failed ({self.exporter.failure()})")  # type: ignore[attr-defined]
+            return
         # No export for a while, longer after each failure in a row: the
         # exporter logs an error of its own for every one that fails.
         self._backoff = min(self._backoff * 2 or FAILURE_BACKOFF_S, MAX_FAILURE_BACKOFF_S)
@@ -574,7 +592,7 @@ class SpanPipeline:
         if now - self._last_fail_log >= LOG_INTERVAL:
             self._last_fail_log = now
             logger.warning(
-                "switchtrace: %s; %s lost so far (and the spans of %s dropped by a full queue)",
+                "switchtrace: %s; %s lost so far (and the spans of %s dropped)",
                 why,
                 count(self.failed, "span"),
                 count(self.dropped, "request"),
