@@ -58,8 +58,9 @@ def no_arguments():
                 (
                     "switchtrace.E002",
                     "Unknown key 'SHOW_HEADER' in the SWITCHTRACE setting.",
-                    "Allowed keys: ENABLED, EXPORTER, FILE_PATH, MAX_EVENTS, OTLP_ENDPOINT, "
-                    "OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, SHOW_HEADERS.",
+                    "Allowed keys: ENABLED, EXPORTER, FILE_MAX_BYTES, FILE_PATH, MAX_EVENTS, "
+                    "OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, "
+                    "SHOW_HEADERS.",
                 )
             ],
         ),
@@ -156,6 +157,19 @@ def no_arguments():
                 )
             ],
         ),
+        *(
+            (
+                {"ENABLED": True, "FILE_MAX_BYTES": size},
+                [
+                    (
+                        "switchtrace.E003",
+                        f"SWITCHTRACE['FILE_MAX_BYTES'] is {size!r}, which is not allowed.",
+                        "Allowed: None (no limit) or an integer from 1.",
+                    )
+                ],
+            )
+            for size in (0, "100MB", 1e8, True)
+        ),
         (
             {"ENABLED": True, "SERVICE_NAME": ["x" * 300]},
             [
@@ -183,8 +197,9 @@ def test_a_bad_setting_keeps_switchtrace_disabled_and_logs_why(caplog):
     assert tracer.installed()
     assert caplog.records[0].getMessage() == (
         "switchtrace disabled: Unknown key 'COLOUR' in the SWITCHTRACE setting. "
-        "(switchtrace.E002) Allowed keys: ENABLED, EXPORTER, FILE_PATH, MAX_EVENTS, "
-        "OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, SHOW_HEADERS."
+        "(switchtrace.E002) Allowed keys: ENABLED, EXPORTER, FILE_MAX_BYTES, FILE_PATH, "
+        "MAX_EVENTS, OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, "
+        "SHOW_HEADERS."
     )
 
 
@@ -754,8 +769,8 @@ print("set up", file=sys.stderr, flush=True)
 """
 _UNKNOWN_KEY = (
     "switchtrace disabled: Unknown key 'COLOUR' in the SWITCHTRACE setting. (switchtrace.E002) "
-    "Allowed keys: ENABLED, EXPORTER, FILE_PATH, MAX_EVENTS, OTLP_ENDPOINT, OTLP_PROTOCOL, "
-    "QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, SHOW_HEADERS."
+    "Allowed keys: ENABLED, EXPORTER, FILE_MAX_BYTES, FILE_PATH, MAX_EVENTS, OTLP_ENDPOINT, "
+    "OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, SHOW_HEADERS."
 )
 _HANDLER = "from django.core.handlers.wsgi import WSGIHandler\nhandler = WSGIHandler()\n"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import textwrap
 import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 from switchtrace.django_app import components, telemetry
 from switchtrace.django_app.conf import get_config
@@ -51,6 +53,93 @@ def test_the_file_exporter_writes_otlp_json_lines(tmp_path):
     kinds = sorted(s["kind"] for s in spans)
     assert kinds == [1] * 19 + [2] * 2  # INTERNAL switch spans, two SERVER request spans
     assert {s["name"] for s in spans} >= {"GET sync/", "GET async-to-sync/", "async_to_sync noop"}
+
+
+def spans_in(path) -> list[str]:
+    """The request spans' paths in an OTLP/JSON file, line by line."""
+    return [
+        [
+            attribute["value"]["stringValue"]
+            for r in json.loads(line)["resourceSpans"]
+            for c in r["scopeSpans"]
+            for s in c["spans"]
+            for attribute in s.get("attributes", ())
+            if attribute["key"] == "url.path"
+        ]
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_the_file_is_renamed_when_full_and_a_new_one_started(tmp_path):
+    """FILE_MAX_BYTES: an export that would take the file past it renames the
+    file FILE_PATH.1 (replacing the one before) first, so the disk holds at
+    most about twice it, the newest spans."""
+    path = tmp_path / "traces.jsonl"
+    older = tmp_path / "traces.jsonl.1"
+    # One request's spans are one line: /async/'s about 4 KB, /async-to-sync/'s
+    # 8 KB, the default stack's under ASGI about 30 KB.
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    with project(SWITCHTRACE={**settings, "FILE_MAX_BYTES": 35_000}) as (asgi, wsgi):
+        wsgi_request(wsgi, "/async/")
+        assert telemetry.pipeline().flush(10)
+        assert spans_in(path) == [["/async/"]] and not older.exists()
+        wsgi_request(wsgi, "/async-to-sync/")
+        assert telemetry.pipeline().flush(10)
+        assert spans_in(path) == [["/async/"], ["/async-to-sync/"]]
+        run_asgi(asgi, "/sync/")
+        assert telemetry.pipeline().flush(10)
+        assert spans_in(older) == [["/async/"], ["/async-to-sync/"]]
+        assert spans_in(path) == [["/sync/"]]
+        run_asgi(asgi, "/sync/?again")
+        assert telemetry.pipeline().flush(10)
+        assert spans_in(older) == [["/sync/"]]
+        assert spans_in(path) == [["/sync/"]]
+    # None: no limit.
+    path.unlink()
+    older.unlink()
+    with project(SWITCHTRACE={**settings, "FILE_MAX_BYTES": None}) as (asgi, _wsgi):
+        for _ in range(3):
+            run_asgi(asgi, "/sync/")
+        assert telemetry.pipeline().flush(10)
+    assert [p for line in spans_in(path) for p in line] == ["/sync/"] * 3
+    assert not older.exists()
+
+
+def test_writers_of_one_file_rotate_it_once(tmp_path, caplog):
+    """Writers of one file (the exporters of a server's workers: what they
+    share is the file) that find it full at the same time rename it once, not
+    twice: the later one appends to the file the first started, rather than
+    renaming that one over the spans the first put aside. A file that cannot
+    be renamed is appended to past the limit, and a warning says so once."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    path = tmp_path / "traces.jsonl"
+    older = tmp_path / "traces.jsonl.1"
+    first, second = FileSpanExporter(path, 10), FileSpanExporter(path, 10)
+    first.export(EncodedSpans("a" * 8, 1))  # "aaaaaaaa\n", 9 bytes: full for another
+    # The second has opened the file and found it full, when the first
+    # renames it and starts a new one.
+    opened_before = os.open(path, os.O_WRONLY | os.O_APPEND)
+    first.export(EncodedSpans("b" * 8, 1))
+    assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
+    fresh, rotated = second._rotated(opened_before)
+    os.close(fresh)
+    assert rotated
+    assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
+    assert second.export(EncodedSpans("c" * 8, 1)) is SpanExportResult.SUCCESS
+    assert older.read_text() == "b" * 8 + "\n" and path.read_text() == "c" * 8 + "\n"
+    # FILE_PATH.1 cannot be replaced (here a directory that is not empty).
+    older.unlink()
+    (older / "kept").mkdir(parents=True)
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        for line in ("d" * 8, "e" * 8):
+            assert first.export(EncodedSpans(line, 1)) is SpanExportResult.SUCCESS
+    assert path.read_text() == "".join(c * 8 + "\n" for c in "cde")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"switchtrace: {path} reached SWITCHTRACE['FILE_MAX_BYTES'] (10 bytes) and cannot be "
+        f"renamed to {path}.1 (Is a directory): spans are appended to it past that size"
+    ]
 
 
 CONSOLE_LINE = (

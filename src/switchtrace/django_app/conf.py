@@ -21,7 +21,13 @@ from urllib.parse import unquote, urlsplit
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from ..exporters.pipeline import EXPORTERS, PROTOCOLS, ExportOptions, application_provider
+from ..exporters.pipeline import (
+    DEFAULT_FILE_MAX_BYTES,
+    EXPORTERS,
+    PROTOCOLS,
+    ExportOptions,
+    application_provider,
+)
 from ..tracer import DEFAULT_MAX_EVENTS
 
 SETTING = "SWITCHTRACE"
@@ -95,6 +101,14 @@ OPTIONS: dict[str, Option] = {
             "switchtrace-traces.jsonl",
             "a path to a file in an existing, writable directory",
             "Where the file exporter appends OTLP JSON, one export request per line.",
+        ),
+        Option(
+            "FILE_MAX_BYTES",
+            DEFAULT_FILE_MAX_BYTES,
+            "None (no limit) or an integer from 1",
+            "How large the file exporter's file grows: an export that would take "
+            "it past this first renames it FILE_PATH + '.1' (replacing the one "
+            "before) and starts a new file, so at most about twice this is kept.",
         ),
         Option(
             "SAMPLE_RATE",
@@ -310,6 +324,11 @@ def _export_options(
     file_path = raw.get("FILE_PATH", OPTIONS["FILE_PATH"].default)
     if not isinstance(file_path, (str, os.PathLike)) or not os.fspath(file_path):
         problems.append(_wrong("FILE_PATH", file_path))
+    max_bytes = raw.get("FILE_MAX_BYTES", OPTIONS["FILE_MAX_BYTES"].default)
+    if max_bytes is not None and (
+        _is_bool(max_bytes) or not isinstance(max_bytes, int) or max_bytes < 1
+    ):
+        problems.append(_wrong("FILE_MAX_BYTES", max_bytes))
     rate = raw.get("SAMPLE_RATE")
     if rate is not None and (
         _is_bool(rate) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1
@@ -361,6 +380,7 @@ def _export_options(
         or _resource_service_name(environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
         or "django",
         file_path=os.fspath(file_path),
+        file_max_bytes=max_bytes,
         sample_rate=None if rate is None else float(rate),
         queue_size=queue_size,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import os
 import threading
@@ -22,6 +23,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from ..tracer.guard import swallow
 from .encode import EncodedSpans
 
+logger = logging.getLogger("switchtrace")
+
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT
 _REMOTE_KNOWN = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 
@@ -173,7 +177,14 @@ class FileSpanExporter(SpanExporter):
     appending, so that processes appending to the same file (a pre-forking
     server's workers) never mix their lines. An append that fails part way
     (the disk full) leaves part of a line: the next line then starts on a
-    line of its own, so that only the lost export's line cannot be read."""
+    line of its own, so that only the lost export's line cannot be read.
+
+    With ``max_bytes``, a file that an export would take past it is first
+    renamed ``path + ".1"`` (replacing the one before), and a new file
+    started: the spans on disk stay within about twice ``max_bytes``, the
+    newest kept. Processes appending to the same file rotate it together: one
+    that finds the file it measured already renamed by another does not
+    rename again, but appends to the new one."""
 
     takes_encoded = True
     encoding = "json"
@@ -183,8 +194,12 @@ class FileSpanExporter(SpanExporter):
     #: freed on the disk).
     pause_after_failure = False
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int | None = None) -> None:
         self.path = os.fspath(path)
+        self.max_bytes = max_bytes
+        #: The file could not be renamed once it was full (say, its
+        #: directory is read-only): appended to past max_bytes, and said once.
+        self._unrotatable = False
         self._lock = threading.Lock()
         #: Why the last export failed; None after one that succeeded.
         self.error: OSError | None = None
@@ -200,8 +215,15 @@ class FileSpanExporter(SpanExporter):
             data = (("\n" if self._torn else "") + line + "\n").encode("utf-8")
             written = 0
             try:
-                out = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+                out = os.open(self.path, _APPEND, 0o666)
                 try:
+                    if self.max_bytes is not None:
+                        size = os.fstat(out).st_size
+                        if size and size + len(data) > self.max_bytes:
+                            out, rotated = self._rotated(out)
+                            if rotated and self._torn:
+                                data = data[1:]  # the part line stays in the old file
+                                self._torn = False
                     while written < len(data):
                         written += os.write(out, data[written:])
                 finally:
@@ -214,6 +236,38 @@ class FileSpanExporter(SpanExporter):
             self.error = None
             self._torn = False
         return SpanExportResult.SUCCESS
+
+    def _rotated(self, out: int) -> tuple[int, bool]:
+        """The file open on ``out`` is full: renamed, unless another
+        process did it first, and the file now at the path opened. Whether
+        a new file was started."""
+        try:
+            measured = os.fstat(out)
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and (current.st_ino, current.st_dev) == (
+                measured.st_ino,
+                measured.st_dev,
+            ):
+                os.replace(self.path, self.path + ".1")
+        except OSError as exc:
+            if not self._unrotatable:
+                self._unrotatable = True
+                logger.warning(
+                    "switchtrace: %s reached SWITCHTRACE['FILE_MAX_BYTES'] (%d bytes) and "
+                    "cannot be renamed to %s.1 (%s): spans are appended to it past that size",
+                    self.path,
+                    self.max_bytes,
+                    self.path,
+                    exc.strerror or exc,
+                )
+            return out, False
+        fresh = os.open(self.path, _APPEND, 0o666)  # raising, ``out`` is closed by export
+        os.close(out)
+        self._unrotatable = False
+        return fresh, True
 
     def failure(self) -> str:
         """Why the last export failed, for the pipeline's warning."""
