@@ -13,4 +13,5 @@ urlpatterns = [
     path("robust-signal/", views.robust_signal_view),
     path("async-signal/", views.async_signal_view),
     path("listed-then-streamed/", views.listed_then_streamed_view),
+    path("to-thread/", views.to_thread_view),
 ]

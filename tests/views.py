@@ -145,3 +145,12 @@ async def listed_then_streamed_view(request):
 
     parts = await sync_to_async(list)(iter([b"a", b"b"]))
     return StreamingHttpResponse(iter(parts))
+
+
+async def to_thread_view(request):
+    """Request code's own offload: under WSGI, in the loop asgiref makes for
+    the view, whose default executor asyncio.run then shuts down."""
+    import asyncio
+
+    await asyncio.to_thread(str)
+    return HttpResponse("ok")

@@ -55,6 +55,21 @@ def test_the_table_in_process(server, path, variant, records):
     assert record.finished
 
 
+def test_an_async_view_offloading_under_wsgi_counts_every_thread_it_starts(records):
+    """asgiref's thread and loop for the view, the loop's default executor's
+    worker for asyncio.to_thread, and (asgiref 3.9+) the thread asyncio.run
+    starts to shut that executor down, before the headers."""
+    from ..tracer.test_counting import ASYNCIO_RUN_IN_ASYNC_TO_SYNC
+
+    threads = 3 if ASYNCIO_RUN_IN_ASYNC_TO_SYNC else 2
+    with project("none") as handlers:
+        result = serve("wsgi", handlers, "/to-thread/")
+    assert result.figures() == (4, 4, 1, threads)
+    assert result.headers["Server-Timing"].endswith(f'"Threads started: {threads}"')
+    [record] = records
+    assert record.totals() == tracer.Figures(4, 4, 1, threads)
+
+
 def test_server_timing_has_one_metric_per_figure():
     with project() as handlers:
         result = serve("asgi", handlers, "/sync/")

@@ -6,13 +6,14 @@ import asyncio
 import concurrent.futures
 import contextvars
 import gc
+import inspect
 import itertools
 import threading
 import time
 import weakref
 
 import pytest
-from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
+from asgiref.sync import AsyncToSync, ThreadSensitiveContext, async_to_sync, sync_to_async
 
 from switchtrace import tracer
 
@@ -130,6 +131,28 @@ def test_three_async_to_sync_calls_make_three_loops():
     assert record.totals() == tracer.Figures(6, 6, 3, 3)
     # One new loop for each call (loop ids are id()s, which a later loop may reuse).
     assert [creation.crossing for creation in record.loop_creations] == record.crossings
+
+
+#: Whether asgiref runs an async_to_sync without an outer loop in
+#: asyncio.run (3.9+), which shuts the loop's default executor down in a
+#: thread of its own; 3.8 runs the loop itself and leaves the executor be.
+ASYNCIO_RUN_IN_ASYNC_TO_SYNC = "asyncio.run" in inspect.getsource(AsyncToSync.__call__)
+
+
+def test_the_thread_that_shuts_down_an_async_to_sync_loops_executor_is_counted():
+    """The default executor of the loop asgiref makes for an async_to_sync
+    starts a thread for to_thread; asyncio.run, in asgiref's thread and
+    outside the request's context, starts one more to shut it down (before
+    the call returns: a thread started during the request)."""
+    with tracer.recording() as record:
+        assert async_to_sync(asyncio.to_thread)(here) is not threading.current_thread()
+    shutdown = 1 if ASYNCIO_RUN_IN_ASYNC_TO_SYNC else 0
+    assert record.totals() == tracer.Figures(4, 4, 1, 2 + shutdown)
+    bridge, _offload = record.crossings
+    if shutdown:
+        assert record.thread_starts[-1].crossing is bridge
+        assert record.thread_starts[-1].thread.name.endswith("(_do_shutdown)")
+    assert len(tracer.patches._crossing_loops) == 0  # the loop is gone, and its entry
 
 
 def test_asyncio_run_is_two_switches_without_a_hop():

@@ -105,6 +105,14 @@ _unclaimed_loops: WeakIdentityMap[int] = WeakIdentityMap()
 _request_loops: WeakIdentityMap[tuple[weakref.ref[LoopCreation], weakref.ref[RequestRecord]]] = (
     WeakIdentityMap()
 )
+#: Loops asgiref created for an async_to_sync of a request (its asyncio.run
+#: in a new thread) -> that request and crossing, both held weakly. What
+#: runs there outside the crossing's code, in the thread's own context
+#: where no request is visible, is still the crossing's: asyncio.run
+#: shutting down the loop's default executor starts a thread.
+_crossing_loops: WeakIdentityMap[tuple[weakref.ref[RequestRecord], weakref.ref[Crossing]]] = (
+    WeakIdentityMap()
+)
 #: Threads closing an asyncio.Runner: its run_until_complete calls (shutting
 #: down async generators and the default executor) are not crossings.
 _closing_runner = threading.local()
@@ -444,6 +452,7 @@ async def _trace_main_wrap(record: RequestRecord, crossing: Crossing, call: Any)
         thread = _thread()
         if born is not None and born >= crossing.call_ns:
             record.loop_created(id(loop), thread, crossing, runs_in_it=True, at_ns=born)
+            _crossing_loops[loop] = (weakref.ref(record), weakref.ref(crossing))
         record.start(crossing, thread)
     except Exception:
         swallow("async_to_sync start")
@@ -654,6 +663,8 @@ def _wrap_thread_start(wrapped, instance, args, kwargs):
     # Runs on the thread that starts ``instance``. The start is timed before
     # the call: the new thread may already be running code when it returns.
     current = _active()
+    if current is None and len(_crossing_loops):
+        current = _loop_owner()
     # Called through the class's namespace (vars(Thread)["start"](thread)),
     # the thread comes as the first argument.
     thread = instance if instance is not None else (args[0] if args else None)
@@ -666,6 +677,22 @@ def _wrap_thread_start(wrapped, instance, args, kwargs):
     except Exception:
         swallow("thread start")
     return result
+
+
+def _loop_owner() -> Here | None:
+    """The request and crossing whose loop, made by asgiref for that
+    crossing, runs in this thread, while the crossing is in progress: code
+    of the loop's runner (asyncio.run's shutdown of the default executor,
+    in a thread of its own) runs in the thread's own context, where no
+    request is visible."""
+    loop = _get_running_loop()
+    entry = _crossing_loops.get(loop) if loop is not None else None
+    if entry is None:
+        return None
+    record, crossing = entry[0](), entry[1]()
+    if record is None or crossing is None or record.finished or crossing.return_ns is not None:
+        return None
+    return record, crossing
 
 
 # -- install / uninstall -------------------------------------------------------
@@ -773,6 +800,7 @@ class Patcher:
 def _clear_pending_loops() -> None:
     _unclaimed_loops.clear()
     _request_loops.clear()
+    _crossing_loops.clear()
 
 
 patcher = Patcher(_targets, "asgiref/Python")

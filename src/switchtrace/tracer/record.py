@@ -106,6 +106,7 @@ class Crossing:
     """
 
     __slots__ = (
+        "__weakref__",
         "before_headers",
         "bridge",
         "call_ns",
