@@ -191,8 +191,11 @@ def show(record: tracer.RequestRecord, response: Any, figures: tracer.Figures, s
     start_response or send: the decision is kept for it. The response's
     headers grow (shown) or lose switchtrace's (not shown) only if no other
     request is reading them; a request that is reading them is sent its own
-    anyway."""
+    anyway. Nothing, if the request has ended meanwhile (see
+    :func:`_trace_asgi`)."""
     with _readers_lock:
+        if record.finished:
+            return
         alone = _read(record, response)
         if shown:
             stamp(response, figures, grow=alone)
@@ -369,8 +372,14 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
     try:
         return await call
     finally:
-        _stop_reading(record)
+        # Ended first, then done reading: switchtrace's middleware may still
+        # run in the request's thread (a sync chain), which a cancellation
+        # of this task (twice: once more while ThreadSensitiveContext's exit
+        # awaits that thread) does not wait for; under _readers_lock it
+        # either reads before the line below, which undoes it, or finds the
+        # request ended and reads nothing.
         tracer.finish_request(record, token)
+        _stop_reading(record)
 
 
 def _propagation(record: tracer.RequestRecord, traceparent: Any, tracestate: Any) -> None:
