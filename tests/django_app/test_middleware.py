@@ -410,6 +410,72 @@ def test_one_response_object_read_by_two_threads_sends_each_its_own_headers(
 
 
 @pytest.mark.parametrize(
+    ("earlier", "first", "second"),
+    [
+        # The object carries switchtrace's headers; the second request, not
+        # shown them, would take them off.
+        ({"HTTP_X_DEBUG": "1"}, {"HTTP_X_DEBUG": "1"}, {}),
+        # The object carries none; the second request, shown them, would
+        # add them.
+        ({}, {}, {"HTTP_X_DEBUG": "1"}),
+    ],
+    ids=["taken-off", "added"],
+)
+def test_code_below_the_middleware_iterating_a_shared_responses_headers_is_not_broken(
+    earlier, first, second, records
+):
+    """gthread workers: a view's one response object, returned before; a
+    middleware below switchtrace's lists its headers for one request while
+    another request runs whole. No header is added to the object or taken
+    off it meanwhile (which would make that listing raise 'dictionary
+    changed size during iteration', a 500 that the application does not
+    have without switchtrace): each request still gets its own headers."""
+    import threading
+
+    from .. import views
+
+    views.paused_response = response = views.PausingResponse("shared")
+    first_paused, second_done = threading.Event(), threading.Event()
+    results = {}
+
+    def pause(index):
+        # Only the first request lists the headers until the second is done.
+        if threading.current_thread().name == "first" and views.HeaderListingMiddleware.listing:
+            if index == 1 and not first_paused.is_set():
+                first_paused.set()
+                second_done.wait(10)
+
+    def serve(wsgi, name, environ):
+        try:
+            results[name] = wsgi_request(wsgi, "/paused-shared/", **environ)
+        finally:
+            if name == "second":
+                second_done.set()
+
+    middleware = [MIDDLEWARE_PATH, "tests.views.HeaderListingMiddleware"]
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    try:
+        with project("none", MIDDLEWARE=middleware, SWITCHTRACE=settings) as (_asgi, wsgi):
+            results["earlier"] = wsgi_request(wsgi, "/paused-shared/", **earlier)
+            response.pause = pause
+            threads = {
+                name: threading.Thread(target=serve, args=(wsgi, name, environ), name=name)
+                for name, environ in (("first", first), ("second", second))
+            }
+            threads["first"].start()
+            assert first_paused.wait(10)
+            threads["second"].start()
+            for thread in threads.values():
+                thread.join(10)
+    finally:
+        views.paused_response = None
+    for name, environ in (("earlier", earlier), ("first", first), ("second", second)):
+        assert results[name].status == 200, name
+        assert results[name].figures() == ((0, 0, 0, 0) if environ else None), name
+    assert len(records) == 3
+
+
+@pytest.mark.parametrize(
     ("show", "first", "second"),
     [
         ("debug", ("switch&pause", {}, None), ("", {b"x-debug": b"1"}, (4, 4, 0, 1))),
