@@ -49,6 +49,26 @@ class TimingMiddleware:
         return response
 
 
+class HeaderListingMiddleware:
+    """Lists the response's headers on the way out (as a logging middleware
+    or django-debug-toolbar's headers panel do), iterating them in Python;
+    ``listing`` is true meanwhile."""
+
+    listing = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        HeaderListingMiddleware.listing = True
+        try:
+            request.listed_headers = list(response.items())
+        finally:
+            HeaderListingMiddleware.listing = False
+        return response
+
+
 #: One response object for every request (a view may keep one around); a
 #: 404, which Django logs after the middleware chain under ASGI, so the
 #: figures are written a second time when the headers are sent.

@@ -13,7 +13,7 @@ from switchtrace.django_app import headers as headers_module
 from switchtrace.django_app.conf import MIDDLEWARE_PATH
 from switchtrace.tracer import guard
 
-from ..support import run_asgi, wsgi_request
+from ..support import ASGI_THREADS, run_asgi, wsgi_request
 
 # (server, path, variant) -> (headers: switches, hops, loops, threads), total switches
 EXPECTED = {
@@ -425,6 +425,72 @@ def test_one_response_object_read_by_two_threads_sends_each_its_own_headers(
 
 
 @pytest.mark.parametrize(
+    ("earlier", "first", "second"),
+    [
+        # The object carries switchtrace's headers; the second request, not
+        # shown them, would take them off.
+        ({"HTTP_X_DEBUG": "1"}, {"HTTP_X_DEBUG": "1"}, {}),
+        # The object carries none; the second request, shown them, would
+        # add them.
+        ({}, {}, {"HTTP_X_DEBUG": "1"}),
+    ],
+    ids=["taken-off", "added"],
+)
+def test_code_below_the_middleware_iterating_a_shared_responses_headers_is_not_broken(
+    earlier, first, second, records
+):
+    """gthread workers: a view's one response object, returned before; a
+    middleware below switchtrace's lists its headers for one request while
+    another request runs whole. No header is added to the object or taken
+    off it meanwhile (which would make that listing raise 'dictionary
+    changed size during iteration', a 500 that the application does not
+    have without switchtrace): each request still gets its own headers."""
+    import threading
+
+    from .. import views
+
+    views.paused_response = response = views.PausingResponse("shared")
+    first_paused, second_done = threading.Event(), threading.Event()
+    results = {}
+
+    def pause(index):
+        # Only the first request lists the headers until the second is done.
+        if threading.current_thread().name == "first" and views.HeaderListingMiddleware.listing:
+            if index == 1 and not first_paused.is_set():
+                first_paused.set()
+                second_done.wait(10)
+
+    def serve(wsgi, name, environ):
+        try:
+            results[name] = wsgi_request(wsgi, "/paused-shared/", **environ)
+        finally:
+            if name == "second":
+                second_done.set()
+
+    middleware = [MIDDLEWARE_PATH, "tests.views.HeaderListingMiddleware"]
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    try:
+        with project("none", MIDDLEWARE=middleware, SWITCHTRACE=settings) as (_asgi, wsgi):
+            results["earlier"] = wsgi_request(wsgi, "/paused-shared/", **earlier)
+            response.pause = pause
+            threads = {
+                name: threading.Thread(target=serve, args=(wsgi, name, environ), name=name)
+                for name, environ in (("first", first), ("second", second))
+            }
+            threads["first"].start()
+            assert first_paused.wait(10)
+            threads["second"].start()
+            for thread in threads.values():
+                thread.join(10)
+    finally:
+        views.paused_response = None
+    for name, environ in (("earlier", earlier), ("first", first), ("second", second)):
+        assert results[name].status == 200, name
+        assert results[name].figures() == ((0, 0, 0, 0) if environ else None), name
+    assert len(records) == 3
+
+
+@pytest.mark.parametrize(
     ("show", "first", "second"),
     [
         ("debug", ("switch&pause", {}, None), ("", {b"x-debug": b"1"}, (4, 4, 0, 1))),
@@ -479,6 +545,81 @@ def test_one_response_object_returned_by_two_asgi_tasks_sends_each_its_own_heade
         assert result.figures() == figures
         expected = OWN if figures is None else f"{OWN}, {_ours(figures)}"
         assert result.headers["Server-Timing"] == expected
+
+
+@pytest.mark.skipif(
+    ASGI_THREADS == 1,
+    reason="asgiref < 3.12 joins the per-request thread in ThreadSensitiveContext's exit "
+    "without awaiting: no cancellation can end the request before that thread is done",
+)
+def test_a_request_ended_while_its_middleware_runs_in_its_thread_reads_no_headers(
+    records, monkeypatch
+):
+    """Under ASGI with a sync-only middleware below switchtrace's, the chain
+    runs in the request's thread. The server cancels the request's task
+    (once more while ThreadSensitiveContext's exit awaits that thread: a
+    server that keeps cancelling a request it gave up on) while the middleware is
+    between its check that the request is still open and its writing on the
+    view's one response object: the request ends meanwhile. Its middleware
+    then writes nothing on the object, and leaves no reader behind: a later
+    request not shown the figures still takes switchtrace's headers off it."""
+    import asyncio
+    import threading
+
+    from django.http import HttpResponse
+
+    from switchtrace.django_app import integration
+
+    from .. import views
+    from ..support import asgi_request, run_in_server_loop
+
+    views.paused_response = response = HttpResponse("shared")
+    reached, resume = threading.Event(), threading.Event()
+    show = integration.show
+
+    def paused_show(*args, **kwargs):
+        if not reached.is_set():
+            reached.set()
+            resume.wait(10)
+        return show(*args, **kwargs)
+
+    monkeypatch.setattr(integration, "show", paused_show)
+
+    async def cancelled(asgi):
+        request = asyncio.ensure_future(
+            asgi_request(asgi, "/paused-shared/", headers=[(b"x-debug", b"1")])
+        )
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        assert await asyncio.to_thread(reached.wait, 10)
+        for _ in range(100):  # until the request's task has ended
+            request.cancel()
+            await asyncio.wait({request}, timeout=0.05)
+            if request.done():
+                break
+        resume.set()
+        # Django 5.0-5.2's tasks outlive the request's: the one that ran the
+        # chain finishes now; the one listening for a disconnect never would.
+        leftover = asyncio.all_tasks() - others - {asyncio.current_task()}
+        for task in leftover:
+            if task.get_coro().__name__ == "listen_for_disconnect":
+                task.cancel()
+        if leftover:
+            await asyncio.wait(leftover, timeout=10)
+        return request.cancelled()
+
+    middleware = [MIDDLEWARE_PATH, "tests.views.SyncOnlyMiddleware"]
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    try:
+        with project("none", MIDDLEWARE=middleware, SWITCHTRACE=settings) as (asgi, wsgi):
+            assert run_in_server_loop(cancelled(asgi))
+            hidden = wsgi_request(wsgi, "/paused-shared/")
+    finally:
+        views.paused_response = None
+    assert [record.kind for record in records] == ["asgi", "wsgi"]
+    assert hidden.figures() is None
+    assert integration._readers.get(response) is None
+    assert not [name for name, _value in response.items() if name.startswith("X-")]
+    assert "Server-Timing" not in response
 
 
 def test_djangos_test_clients_find_the_headers_on_the_response_object():

@@ -21,7 +21,7 @@ list Django builds from the object (WSGI: the one it hands to
 requests may return one object at once (a view's module-level response), in
 threads or tasks: there the integration rewrites that list for each request
 (:func:`rewritten`), and adds or removes headers on the object only while no
-other request is reading it (``grow``).
+other request is reading it, nor ever did (``grow``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,10 @@ where its response headers are sent.
   moment switchtrace's middleware hands a response up the chain until that
   list is built, the request's code above the middleware and Django read the
   object's headers: meanwhile another request adds or takes off none of them
-  (Django's reading would fail), it only writes values (see :func:`show`).
+  (Django's reading would fail), it only writes values (see :func:`show`);
+  nor does any request once one has read them (the code of another request
+  that returns that object, below switchtrace's middleware too, may be
+  iterating them).
   Django's test clients have neither: there the object is what is checked,
   and it carries each request's headers as before.
 
@@ -80,6 +83,14 @@ _READING = "switchtrace.reading"
 #: until Django has built the list it sends).
 _readers: WeakIdentityMap[int] = WeakIdentityMap()
 _readers_lock = threading.Lock()
+#: Responses whose headers a request has read: one that another request
+#: reads too is an object several requests return (a view's module-level
+#: response), whose headers the code of any of them, below switchtrace's
+#: middleware as well as above it, may be iterating at any moment.
+_read_before: WeakIdentityMap[bool] = WeakIdentityMap()
+#: record.extra's key: whether the request reading a response's headers is
+#: the first one to read them.
+_FIRST = "switchtrace.first_reader"
 
 
 def _request_attributes(
@@ -201,9 +212,12 @@ def show(record: tracer.RequestRecord, response: Any, figures: tracer.Figures, s
     """The middleware's writing, for a request sent through switchtrace's
     start_response or send: the decision is kept for it. The response's
     headers grow (shown) or lose switchtrace's (not shown) only if no other
-    request is reading them; a request that is reading them is sent its own
-    anyway."""
+    request is reading them, nor ever did (see :func:`_read`); every request
+    is sent its own anyway. Nothing, if the request has ended meanwhile (see
+    :func:`_trace_asgi`)."""
     with _readers_lock:
+        if record.finished:
+            return
         alone = _read(record, response)
         if shown:
             stamp(response, figures, grow=alone)
@@ -215,15 +229,20 @@ def show(record: tracer.RequestRecord, response: Any, figures: tracer.Figures, s
 def _read(record: tracer.RequestRecord, response: Any) -> bool:
     """Note that ``record``'s request reads ``response``'s headers (a
     middleware above switchtrace's may have put another response in place of
-    the one it read before); whether no other request reads them. Called
-    under ``_readers_lock``."""
+    the one it read before); whether headers may be added to it or taken off:
+    no other request reads them, nor ever did (code below switchtrace's
+    middleware, which no count sees, may be iterating the headers of an
+    object that several requests return: only their values are written).
+    Called under ``_readers_lock``."""
     reading = record.extra.get(_READING)
     if reading is not response:
         if reading is not None:
             _unread(reading)
         _readers[response] = (_readers.get(response) or 0) + 1
         record.extra[_READING] = response
-    return _readers.get(response) == 1
+        record.extra[_FIRST] = _read_before.get(response) is None
+        _read_before[response] = True
+    return bool(record.extra[_FIRST]) and _readers.get(response) == 1
 
 
 def _unread(response: Any) -> None:
@@ -387,8 +406,14 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
     try:
         return await call
     finally:
-        _stop_reading(record)
+        # Ended first, then done reading: switchtrace's middleware may still
+        # run in the request's thread (a sync chain), which a cancellation
+        # of this task (twice: once more while ThreadSensitiveContext's exit
+        # awaits that thread) does not wait for; under _readers_lock it
+        # either reads before the line below, which undoes it, or finds the
+        # request ended and reads nothing.
         tracer.finish_request(record, token)
+        _stop_reading(record)
 
 
 #: The request headers switchtrace reads under ASGI, while spans are made:
