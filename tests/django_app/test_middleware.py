@@ -759,6 +759,28 @@ def test_a_show_callback_returning_an_awaitable_hides_the_headers(server, swallo
     swallowed.clear()
 
 
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_the_middleware_without_the_app_says_so(server, caplog):
+    """Without 'switchtrace.django_app' in INSTALLED_APPS nothing is patched
+    in a project (its ready() does that) and no check runs: the middleware
+    says so when the handler is built, and removes itself."""
+    from django.conf import settings
+
+    without_app = [app for app in settings.INSTALLED_APPS if app != "switchtrace.django_app"]
+    with (
+        caplog.at_level(logging.ERROR, logger="switchtrace"),
+        project(INSTALLED_APPS=without_app) as handlers,
+    ):
+        result = serve(server, handlers, "/sync/")
+    assert (result.status, result.body) == (200, b"Hello, world\n")
+    assert result.figures() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace disabled: SwitchTraceMiddleware is in MIDDLEWARE but "
+        "'switchtrace.django_app' is not in INSTALLED_APPS, so nothing is recorded and no "
+        "response carries the headers. Add 'switchtrace.django_app' to INSTALLED_APPS."
+    ] * 2  # one per handler built: ASGIHandler and WSGIHandler
+
+
 def test_the_middleware_removes_itself_while_disabled():
     with project(SWITCHTRACE={"ENABLED": False}) as (asgi, wsgi):
         assert not tracer.installed()

@@ -18,10 +18,12 @@ the figures written here: it ends before the headers are sent.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.apps import apps
 from django.core.exceptions import MiddlewareNotUsed
 
 from .. import tracer
@@ -30,6 +32,8 @@ from . import integration, telemetry
 from .apps import release_startup_errors
 from .conf import get_config
 from .headers import stamp, unstamp
+
+logger = logging.getLogger("switchtrace")
 
 
 class SwitchTraceMiddleware:
@@ -43,6 +47,17 @@ class SwitchTraceMiddleware:
         release_startup_errors()
         if not get_config().enabled:
             raise MiddlewareNotUsed("SWITCHTRACE['ENABLED'] is not True")
+        if not apps.is_installed("switchtrace.django_app"):
+            # Its AppConfig.ready() installs the patches and registers the
+            # system checks: without it nothing is recorded, and nothing
+            # else would say so.
+            logger.error(
+                "switchtrace disabled: SwitchTraceMiddleware is in MIDDLEWARE but "
+                "'switchtrace.django_app' is not in INSTALLED_APPS, so nothing is recorded "
+                "and no response carries the headers. Add 'switchtrace.django_app' to "
+                "INSTALLED_APPS."
+            )
+            raise MiddlewareNotUsed("'switchtrace.django_app' is not in INSTALLED_APPS")
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
