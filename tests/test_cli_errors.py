@@ -237,13 +237,30 @@ def test_a_settings_module_calling_sys_exit_is_named(tmp_path):
     )
 
 
+def test_explain_without_settings_nor_example_project_points_at_django_settings_module(tmp_path):
+    """Run in a project of one's own from an installed switchtrace (no
+    checkout): the way out is DJANGO_SETTINGS_MODULE, not the example."""
+    nowhere = tmp_path / "nowhere"
+    out = switchtrace(["explain"], tmp_path, SWITCHTRACE_EXAMPLE_PROJECT=str(nowhere))
+    assert one_line(out, 2) == (
+        "switchtrace explain: error: DJANGO_SETTINGS_MODULE is not set, and there is no "
+        f"example project to explain instead (looked in: {nowhere}); allowed: "
+        "DJANGO_SETTINGS_MODULE naming your project's settings, e.g. from its directory: "
+        "DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain (or python manage.py "
+        "switchtrace_explain)"
+    )
+
+
 @pytest.mark.parametrize("command", ["demo", "bench"])
 def test_demo_and_bench_need_the_example_projects_settings(command, tmp_path):
+    """A DJANGO_SETTINGS_MODULE exported for the developer's own project wins
+    over the example's: the message says where those settings came from."""
     out = switchtrace([command], tmp_path, DJANGO_SETTINGS_MODULE="plain_settings")
     assert one_line(out, 2) == (
-        f"switchtrace {command}: error: the settings plain_settings have no "
-        "STARTPROJECT_MIDDLEWARE list; allowed: the example project's settings "
-        "(examples/project, or a copy of it given with --project)"
+        f"switchtrace {command}: error: the settings plain_settings (DJANGO_SETTINGS_MODULE, "
+        "set in the environment) have no STARTPROJECT_MIDDLEWARE list; allowed: unset "
+        "DJANGO_SETTINGS_MODULE for the example project's settings (examples/project, or a "
+        "copy of it given with --project)"
     )
 
 

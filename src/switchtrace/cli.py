@@ -283,9 +283,21 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         try:
             project = find_project(args.project)
-        except ProjectNotFound:
+        except ProjectNotFound as exc:
             if args.project is None:
-                raise
+                # Most often run in a project of one's own, from an installed
+                # switchtrace (no checkout, so no example project).
+                print(
+                    "switchtrace explain: error: DJANGO_SETTINGS_MODULE is not set, and there "
+                    "is no example project to explain instead (looked in: "
+                    f"{', '.join(str(path) for path in exc.looked_in)}); allowed: "
+                    "DJANGO_SETTINGS_MODULE naming your "
+                    "project's settings, e.g. from its directory: "
+                    "DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain (or python "
+                    "manage.py switchtrace_explain)",
+                    file=sys.stderr,
+                )
+                return 2
             print(
                 f"switchtrace explain: error: --project {args.project} is not the example "
                 "project (it has no project/settings.py), and DJANGO_SETTINGS_MODULE is not "

@@ -23,7 +23,10 @@ VARIANTS = ("shipped", "sync-only", "none")
 
 
 class ProjectNotFound(Exception):
-    pass
+    def __init__(self, message: str, looked_in: list[Path] | None = None) -> None:
+        super().__init__(message)
+        #: Where the example project was looked for, when no --project was given.
+        self.looked_in = looked_in or []
 
 
 def find_project(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -53,7 +56,8 @@ def find_project(explicit: str | os.PathLike[str] | None = None) -> Path:
     raise ProjectNotFound(
         "cannot find the example project (examples/project with project/settings.py); "
         f"looked in: {', '.join(str(c) for c in candidates)}. Run from a switchtrace "
-        "checkout, or pass --project PATH."
+        "checkout, or pass --project PATH.",
+        candidates,
     )
 
 
@@ -72,16 +76,21 @@ def setup(project: Path, settings_module: str = "project.settings") -> None:
     a DJANGO_SETTINGS_MODULE of the environment wins. SetupError if it fails."""
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))
-    if not os.environ.get("DJANGO_SETTINGS_MODULE"):  # unset or empty
+    from_environment = bool(os.environ.get("DJANGO_SETTINGS_MODULE"))
+    if not from_environment:  # unset or empty
         os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     os.environ.setdefault("SWITCHTRACE_EXAMPLE_MIDDLEWARE", "shipped")
     setup_django()
     from django.conf import settings
 
     if not isinstance(getattr(settings, "STARTPROJECT_MIDDLEWARE", None), list):
+        # A DJANGO_SETTINGS_MODULE exported for a project of one's own wins
+        # over the example project's: say where the settings came from.
+        where = " (DJANGO_SETTINGS_MODULE, set in the environment)" if from_environment else ""
+        unset = "unset DJANGO_SETTINGS_MODULE for " if from_environment else ""
         raise SetupError(
-            f"the settings {os.environ['DJANGO_SETTINGS_MODULE']} have no "
-            "STARTPROJECT_MIDDLEWARE list; allowed: the example project's settings "
+            f"the settings {os.environ['DJANGO_SETTINGS_MODULE']}{where} have no "
+            f"STARTPROJECT_MIDDLEWARE list; allowed: {unset}the example project's settings "
             "(examples/project, or a copy of it given with --project)"
         )
 

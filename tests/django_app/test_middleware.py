@@ -879,20 +879,33 @@ def test_a_bookkeeping_error_is_logged_once_and_the_request_goes_on(
     swallowed.clear()
 
 
-def test_a_show_callback_that_raises_hides_the_headers(swallowed):
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_show_callback_that_raises_hides_the_headers(server, caplog):
+    """The project's callable raising is its error, said so once, not an
+    internal error of switchtrace's."""
+
     def show(request):
         raise KeyError("app bug in the callback")
 
-    with project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": show}) as handlers:
-        result = serve("wsgi", handlers, "/sync/")
-    assert result.status == 200
-    assert result.figures() is None
-    assert [where for where, _exc in swallowed] == ["SwitchTraceMiddleware"]
-    swallowed.clear()
+    with (
+        caplog.at_level(logging.ERROR, logger="switchtrace"),
+        project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": show}) as handlers,
+    ):
+        first = serve(server, handlers, "/sync/")
+        second = serve(server, handlers, "/sync/")
+    assert (first.status, second.status) == (200, 200)
+    assert first.figures() is second.figures() is None
+    [logged] = caplog.records
+    assert logged.getMessage() == (
+        "switchtrace: SWITCHTRACE['SHOW_HEADERS'] (tests.django_app.test_middleware."
+        "test_a_show_callback_that_raises_hides_the_headers.<locals>.show) raised KeyError: "
+        "'app bug in the callback'; the request gets no headers (logged once)"
+    )
+    assert type(logged.exc_info[1]) is KeyError
 
 
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
-def test_a_show_callback_returning_an_awaitable_hides_the_headers(server, swallowed):
+def test_a_show_callback_returning_an_awaitable_hides_the_headers(server, caplog):
     """A plain function that returns a coroutine passes the checks; its
     result must not count as True (the coroutine is closed, never awaited)."""
     import warnings
@@ -903,16 +916,39 @@ def test_a_show_callback_returning_an_awaitable_hides_the_headers(server, swallo
     def show(request):
         return decide(request)
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), caplog.at_level(logging.ERROR, logger="switchtrace"):
         warnings.simplefilter("error")  # "coroutine ... was never awaited"
         with project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": show}) as handlers:
             result = serve(server, handlers, "/sync/")
     assert result.status == 200
     assert result.figures() is None
-    assert [(where, type(exc)) for where, exc in swallowed] == [
-        ("SwitchTraceMiddleware", TypeError)
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: SWITCHTRACE['SHOW_HEADERS'] (tests.django_app.test_middleware."
+        "test_a_show_callback_returning_an_awaitable_hides_the_headers.<locals>.show) returned "
+        "an awaitable; allowed: True or False; the request gets no headers (logged once)"
     ]
-    swallowed.clear()
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_the_middleware_without_the_app_says_so(server, caplog):
+    """Without 'switchtrace.django_app' in INSTALLED_APPS nothing is patched
+    in a project (its ready() does that) and no check runs: the middleware
+    says so when the handler is built, and removes itself."""
+    from django.conf import settings
+
+    without_app = [app for app in settings.INSTALLED_APPS if app != "switchtrace.django_app"]
+    with (
+        caplog.at_level(logging.ERROR, logger="switchtrace"),
+        project(INSTALLED_APPS=without_app) as handlers,
+    ):
+        result = serve(server, handlers, "/sync/")
+    assert (result.status, result.body) == (200, b"Hello, world\n")
+    assert result.figures() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace disabled: SwitchTraceMiddleware is in MIDDLEWARE but "
+        "'switchtrace.django_app' is not in INSTALLED_APPS, so nothing is recorded and no "
+        "response carries the headers. Add 'switchtrace.django_app' to INSTALLED_APPS."
+    ] * 2  # one per handler built: ASGIHandler and WSGIHandler
 
 
 def test_the_middleware_removes_itself_while_disabled():

@@ -84,6 +84,35 @@ def test_causes_and_what_each_fix_saves():
     assert fixed.switches == 32 - 20
 
 
+def test_explain_says_when_making_a_middleware_sync_only_saves_nothing_or_costs_more():
+    """Near the top of the chain, sync-only moves the adapters instead of
+    removing them: the explanation must not read as a saving (it said
+    nothing, or "(saves -2)")."""
+    import io
+
+    from switchtrace.django_app.explain import _render_case
+
+    middleware = [
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        "django.middleware.gzip.GZipMiddleware",
+    ]
+    prediction = predict("asgi", False, middleware)
+    assert [(c.switches, c.saves) for c in prediction.causes[1:3]] == [(2, -2), (2, 0)]
+    out = io.StringIO()
+    _render_case(prediction, out)
+    fixes = [line.strip() for line in out.getvalue().splitlines() if "→" in line]
+    assert fixes == [
+        "→ mark XFrameOptionsMiddleware sync-only (async_capable = False), or rewrite "
+        "XFrameOptionsMiddleware as an async middleware (an async __call__) (made sync-only it "
+        "costs 2 more here, in the adapters Django then puts around it; as an async middleware "
+        "it saves 2)",
+        "→ mark GZipMiddleware sync-only (async_capable = False), or rewrite GZipMiddleware as "
+        "an async middleware (an async __call__) (made sync-only it saves nothing here: the "
+        "adapters Django then puts around it cost as much; as an async middleware it saves 2)",
+        "→ make the view async (if its work is async)",
+    ]
+
+
 def test_async_only_middleware_under_wsgi_creates_a_loop_per_request(records):
     middleware = ["tests.test_predict_support.AsyncOnly"]
     prediction = predict("wsgi", False, middleware)

@@ -539,14 +539,30 @@ def _render_case(prediction: Prediction, out: TextIO) -> None:
     for cause in prediction.causes:
         out.write(f"  {cause.switches:>{width}}  {cause.what}\n")
         if cause.fix:
-            out.write(f"  {'':>{width}}  → {cause.fix}{_saving(cause.switches, cause.saves)}\n")
+            out.write(f"  {'':>{width}}  → {cause.fix}{_saving(cause)}\n")
     for cause in prediction.conditional:
         out.write(f"  +{cause.switches}  {cause.what}\n")
 
 
-def _saving(own: int, saves: int) -> str:
-    if not saves:
-        return ""
+def _saving(cause: Cause) -> str:
+    """What the fix saves. For a middleware's "sync-only, or async" fix,
+    ``saves`` is what marking it sync-only saves (predicted again with it
+    so), and rewriting it as an async middleware saves its own switches."""
+    own, saves = cause.switches, cause.saves
+    if not (cause.middleware and "async_capable" in cause.fix):
+        return f" (saves {saves})" if saves else ""
+    if saves < 0:
+        # Near the top of the chain: Django then adapts the handler below it
+        # with async_to_sync and runs what is above it in sync_to_async.
+        return (
+            f" (made sync-only it costs {-saves} more here, in the adapters Django then puts "
+            f"around it; as an async middleware it saves {own})"
+        )
+    if saves == 0:
+        return (
+            " (made sync-only it saves nothing here: the adapters Django then puts around it "
+            f"cost as much; as an async middleware it saves {own})"
+        )
     if saves > own:
         return (
             f" (saves {saves}: Django then runs every sync-capable middleware above it "

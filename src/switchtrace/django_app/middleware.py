@@ -18,18 +18,22 @@ the figures written here: it ends before the headers are sent.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.apps import apps
 from django.core.exceptions import MiddlewareNotUsed
 
 from .. import tracer
 from ..tracer.guard import swallow
 from . import integration, telemetry
 from .apps import release_startup_errors
-from .conf import get_config
+from .conf import Config, _shown, get_config
 from .headers import stamp, unstamp
+
+logger = logging.getLogger("switchtrace")
 
 
 class SwitchTraceMiddleware:
@@ -43,6 +47,17 @@ class SwitchTraceMiddleware:
         release_startup_errors()
         if not get_config().enabled:
             raise MiddlewareNotUsed("SWITCHTRACE['ENABLED'] is not True")
+        if not apps.is_installed("switchtrace.django_app"):
+            # Its AppConfig.ready() installs the patches and registers the
+            # system checks: without it nothing is recorded, and nothing
+            # else would say so.
+            logger.error(
+                "switchtrace disabled: SwitchTraceMiddleware is in MIDDLEWARE but "
+                "'switchtrace.django_app' is not in INSTALLED_APPS, so nothing is recorded "
+                "and no response carries the headers. Add 'switchtrace.django_app' to "
+                "INSTALLED_APPS."
+            )
+            raise MiddlewareNotUsed("'switchtrace.django_app' is not in INSTALLED_APPS")
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
@@ -105,16 +120,50 @@ def _stamp(request: Any, response: Any) -> None:
 
 
 def _show(request: Any) -> bool:
-    show = get_config().show_headers
+    config = get_config()
+    show = config.show_headers
     if show is True or show is False:
         return show
-    shown = show(request)
-    if inspect.isawaitable(shown):
-        # The checks turn async callables away; a plain one returning an
-        # awaitable would otherwise show the headers to everyone.
-        if inspect.iscoroutine(shown):
-            shown.close()
-        raise TypeError(
-            "SWITCHTRACE['SHOW_HEADERS'] returned an awaitable; it must return True or False"
-        )
-    return bool(shown)
+    # The project's own callable: what goes wrong in it is its error, not
+    # switchtrace's, and is said so; its request gets no headers.
+    try:
+        shown = show(request)
+        if not inspect.isawaitable(shown):
+            return bool(shown)
+    except Exception as exc:
+        _refused(config, f"raised {type(exc).__name__}: {exc}", type(exc), exc)
+        return False
+    # The checks turn async callables away; a plain one returning an
+    # awaitable would otherwise show the headers to everyone.
+    if inspect.iscoroutine(shown):
+        shown.close()
+    _refused(config, "returned an awaitable; allowed: True or False", type(shown), None)
+    return False
+
+
+#: The configuration whose SHOW_HEADERS callable failed, and the kinds of its
+#: failures already logged: each is logged once per configuration.
+_refused_before: tuple[Config | None, set[type]] = (None, set())
+
+
+def _refused(config: Config, what: str, kind: type, exc: BaseException | None) -> None:
+    global _refused_before
+    logged_for, kinds = _refused_before
+    if logged_for is not config:
+        kinds = set()
+        _refused_before = (config, kinds)
+    if kind in kinds:
+        return
+    kinds.add(kind)
+    show = config.show_headers
+    try:
+        name = f"{show.__module__}.{show.__qualname__}"  # type: ignore[union-attr]
+    except Exception:  # an object whose __call__ is the callable
+        name = _shown(show)
+    logger.error(
+        "switchtrace: SWITCHTRACE['SHOW_HEADERS'] (%s) %s; the request gets no headers "
+        "(logged once)",
+        name,
+        what,
+        exc_info=exc,
+    )
