@@ -435,3 +435,37 @@ def test_the_request_span_names_the_server_the_client_and_the_protocol(spans):
                 key: request.attributes[key] for key in ARRIVAL_KEYS if key in request.attributes
             }
             assert made == {"network.protocol.version": "1.1", **expected}
+
+
+def test_a_hostile_port_is_no_port(spans):
+    """A port of thousands of digits (a client's Host or X-Forwarded-Host,
+    a proxy's Forwarded for) is no port: int() refuses strings of more
+    than 4,300 digits, which lost the request's spans in the pipeline's
+    thread."""
+    digits = "9" * 5000
+    with project() as (asgi, wsgi):
+        run_in_server_loop(
+            asgi_request(
+                asgi,
+                "/sync/",
+                headers=[
+                    (b"host", b"testserver"),
+                    (b"x-forwarded-host", b"shop.example:" + digits.encode()),
+                    (b"forwarded", b'for="198.51.100.1:' + digits.encode() + b'"'),
+                ],
+            )
+        )
+        wsgi_request(wsgi, "/sync/", HTTP_HOST="shop.example:0" + digits, REMOTE_PORT=digits)
+    asgi_span, wsgi_span = [s for s in spans() if s.kind is trace.SpanKind.SERVER]
+    assert {key: asgi_span.attributes.get(key) for key in ARRIVAL_KEYS[:3]} == {
+        "server.address": "shop.example",
+        "server.port": None,
+        "client.address": "198.51.100.1",
+    }
+    assert {key: wsgi_span.attributes.get(key) for key in ARRIVAL_KEYS[:5]} == {
+        "server.address": "shop.example",
+        "server.port": None,
+        "client.address": "127.0.0.1",
+        "network.peer.address": "127.0.0.1",
+        "network.peer.port": None,
+    }

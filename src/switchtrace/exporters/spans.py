@@ -175,23 +175,27 @@ def _port(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value if 0 <= value <= 65535 else None
     text = _text(value)
-    if text is None or not text.isascii() or not text.isdigit():
+    # A client writes it (Host, X-Forwarded-Host): int() refuses more than
+    # 4,300 digits, and no port needs more than 5 (leading zeros aside).
+    text = text.lstrip("0") or "0" if text is not None else None
+    if text is None or len(text) > 5 or not text.isascii() or not text.isdigit():
         return None
     return int(text) if int(text) <= 65535 else None
 
 
-def _host_and_port(value: str) -> tuple[str | None, int | None]:
+def _host_and_port(value: str, default: int | None = None) -> tuple[str | None, int | None]:
     """``example.com:8080``, ``[::1]:8000``, ``10.0.0.1`` as (address, port);
-    an IPv6 address without its brackets."""
+    an IPv6 address without its brackets; ``default`` the port of one
+    without a port (not of one whose port is not a port)."""
     if value.startswith("["):
         address, bracket, rest = value[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
             return None, None
-        return address or None, _port(rest[1:]) if rest else None
+        return address or None, _port(rest[1:]) if rest else default
     if value.count(":") == 1:
         address, _, port = value.partition(":")
         return address or None, _port(port)
-    return value, None
+    return value, default
 
 
 def _first(value: Any) -> str | None:
@@ -232,9 +236,7 @@ def _arrival_attributes(record: RequestRecord, scheme: Any) -> dict[str, Any]:
     )
     address = port = None
     if addressed is not None:
-        address, port = _host_and_port(addressed)
-        if address is not None and port is None:
-            port = DEFAULT_PORTS.get(scheme)
+        address, port = _host_and_port(addressed, DEFAULT_PORTS.get(scheme))
     elif isinstance(arrival.server, (tuple, list)) and len(arrival.server) == 2:
         address, port = _text(arrival.server[0]), _port(arrival.server[1])
     if address is not None:
