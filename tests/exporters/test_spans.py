@@ -378,7 +378,8 @@ def test_the_request_span_names_the_server_the_client_and_the_protocol(spans):
             },
         ),
         # A proxy's Forwarded comes first (quoted, an IPv6 address with its
-        # port); a Host without a port has the scheme's.
+        # port); a host without a port has the scheme the client used, the
+        # proxy's proto (the server's own is http here).
         (
             "asgi",
             {
@@ -387,14 +388,41 @@ def test_the_request_span_names_the_server_the_client_and_the_protocol(spans):
                     (b"forwarded", b'for="[2001:db8::17]:4711";host=shop.example;proto=https'),
                     (b"forwarded", b"for=10.0.0.2"),
                     (b"x-forwarded-for", b"198.51.100.1"),
+                    (b"x-forwarded-proto", b"http"),
                 ]
             },
             {
                 "server.address": "shop.example",
-                "server.port": 80,
+                "server.port": 443,
                 "client.address": "2001:db8::17",
                 **asgi_peer,
             },
+        ),
+        # X-Forwarded-Host goes with X-Forwarded-Proto (its first).
+        (
+            "asgi",
+            {
+                "headers": [
+                    (b"host", b"internal:8000"),
+                    (b"x-forwarded-host", b"shop.example"),
+                    (b"x-forwarded-proto", b"HTTPS, http"),
+                ]
+            },
+            {
+                "server.address": "shop.example",
+                "server.port": 443,
+                **asgi_peer,
+                "client.address": "127.0.0.1",
+            },
+        ),
+        (
+            "wsgi",
+            {
+                "HTTP_X_FORWARDED_HOST": "shop.example",
+                "HTTP_X_FORWARDED_PROTO": "https",
+                "REMOTE_ADDR": "192.0.2.9",
+            },
+            {"server.address": "shop.example", "server.port": 443, **wsgi_peer},
         ),
         # WSGI: an IPv6 Host; a client a proxy could not name is the peer.
         (

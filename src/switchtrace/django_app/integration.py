@@ -132,6 +132,7 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
                 environ.get("HTTP_HOST"),
                 environ.get("HTTP_FORWARDED"),
                 environ.get("HTTP_X_FORWARDED_HOST"),
+                environ.get("HTTP_X_FORWARDED_PROTO"),
                 environ.get("HTTP_X_FORWARDED_FOR"),
                 (environ.get("SERVER_NAME"), environ.get("SERVER_PORT")),
                 (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
@@ -394,6 +395,7 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
                 fields[b"host"][0] if b"host" in fields else None,
                 joined.get(b"forwarded"),
                 joined.get(b"x-forwarded-host"),
+                joined.get(b"x-forwarded-proto"),
                 joined.get(b"x-forwarded-for"),
                 scope.get("server"),
                 scope.get("client"),
@@ -426,6 +428,7 @@ _READ_HEADERS = frozenset(
         b"host",
         b"forwarded",
         b"x-forwarded-host",
+        b"x-forwarded-proto",
         b"x-forwarded-for",
         b"user-agent",
     )

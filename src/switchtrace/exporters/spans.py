@@ -143,10 +143,12 @@ class Arrival(NamedTuple):
     on the request's path as they are, parsed in the pipeline's thread."""
 
     #: The Host header, and a proxy's Forwarded / X-Forwarded-Host /
-    #: X-Forwarded-For (each as one value, several fields joined by commas).
+    #: X-Forwarded-Proto / X-Forwarded-For (each as one value, several
+    #: fields joined by commas).
     host: Any
     forwarded: Any
     forwarded_host: Any
+    forwarded_proto: Any
     forwarded_for: Any
     #: (address, port) of the server's listening socket and of the
     #: immediate client (WSGI: SERVER_NAME/SERVER_PORT, REMOTE_ADDR/
@@ -222,21 +224,28 @@ def _arrival_attributes(record: RequestRecord, scheme: Any) -> dict[str, Any]:
     """server.*, client.*, network.* and user_agent.original, as the HTTP
     server conventions determine them: server.address and server.port from
     what the client addressed (a proxy's Forwarded host or X-Forwarded-Host,
-    else the Host header; the listening socket without one), client.address
+    with the port of that proxy's proto or X-Forwarded-Proto if it names
+    none, else the Host header; the listening socket without one), client.address
     from the original client (Forwarded for, X-Forwarded-For, else the peer),
     network.peer.* the immediate peer."""
     arrival = record.extra.get(ARRIVAL)
     if not isinstance(arrival, Arrival):
         return {}
     attributes: dict[str, Any] = {}
-    addressed = (
-        _forwarded(arrival.forwarded, "host")
-        or _first(arrival.forwarded_host)
-        or _text(arrival.host)
-    )
+    # A host a proxy names without a port has the port of the scheme the
+    # client used, which that proxy names beside it (a proxy ending TLS
+    # talks http to the server: its host has port 443, not 80).
+    addressed = _forwarded(arrival.forwarded, "host")
+    if addressed is not None:
+        scheme = _forwarded(arrival.forwarded, "proto") or scheme
+    elif (addressed := _first(arrival.forwarded_host)) is not None:
+        scheme = _first(arrival.forwarded_proto) or scheme
+    else:
+        addressed = _text(arrival.host)
     address = port = None
     if addressed is not None:
-        address, port = _host_and_port(addressed, DEFAULT_PORTS.get(scheme))
+        default = DEFAULT_PORTS.get(scheme.lower()) if isinstance(scheme, str) else None
+        address, port = _host_and_port(addressed, default)
     elif isinstance(arrival.server, (tuple, list)) and len(arrival.server) == 2:
         address, port = _text(arrival.server[0]), _port(arrival.server[1])
     if address is not None:
