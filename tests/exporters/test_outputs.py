@@ -142,6 +142,28 @@ def test_writers_of_one_file_rotate_it_once(tmp_path, caplog):
     ]
 
 
+def test_a_file_path_that_is_a_symlink_stays_one(tmp_path):
+    """A FILE_PATH that is a symbolic link (to a file on a larger disk) has
+    the file it links to renamed, beside it: renaming the link itself put
+    the link aside as FILE_PATH.1 and started a plain file where the link
+    was, so from the first rotation on the spans went to the link's
+    directory and the linked file was never renamed again."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "app").mkdir()
+    path = tmp_path / "app" / "traces.jsonl"
+    path.symlink_to(tmp_path / "logs" / "traces.jsonl")
+    exporter = FileSpanExporter(path, 10)
+    for line in ("a" * 8, "b" * 8, "c" * 8):
+        assert exporter.export(EncodedSpans(line, 1)) is SpanExportResult.SUCCESS
+    assert path.is_symlink()
+    assert sorted(p.name for p in (tmp_path / "app").iterdir()) == ["traces.jsonl"]
+    assert (tmp_path / "logs" / "traces.jsonl.1").read_text() == "b" * 8 + "\n"
+    assert (tmp_path / "logs" / "traces.jsonl").read_text() == "c" * 8 + "\n"
+
+
 CONSOLE_LINE = (
     "GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, "
     f"{count(ASGI_THREADS, 'thread')}; "

@@ -180,7 +180,8 @@ class FileSpanExporter(SpanExporter):
     line of its own, so that only the lost export's line cannot be read.
 
     With ``max_bytes``, a file that an export would take past it is first
-    renamed ``path + ".1"`` (replacing the one before), and a new file
+    renamed ``path + ".1"`` (replacing the one before; if ``path`` is a
+    symbolic link, the file it links to is renamed beside it), and a new file
     started: the spans on disk stay within about twice ``max_bytes``, the
     newest kept. Processes appending to the same file rotate it together: one
     that finds the file it measured already renamed by another does not
@@ -241,17 +242,20 @@ class FileSpanExporter(SpanExporter):
         """The file open on ``out`` is full: renamed, unless another
         process did it first, and the file now at the path opened. Whether
         a new file was started."""
+        # A path that is a symbolic link stays one: the file it links to is
+        # renamed, beside it (on its own disk).
+        target = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
         try:
             measured = os.fstat(out)
             try:
-                current = os.stat(self.path)
+                current = os.stat(target)
             except FileNotFoundError:
                 current = None
             if current is not None and (current.st_ino, current.st_dev) == (
                 measured.st_ino,
                 measured.st_dev,
             ):
-                os.replace(self.path, self.path + ".1")
+                os.replace(target, target + ".1")
         except OSError as exc:
             if not self._unrotatable:
                 self._unrotatable = True
@@ -260,7 +264,7 @@ class FileSpanExporter(SpanExporter):
                     "cannot be renamed to %s.1 (%s): spans are appended to it past that size",
                     self.path,
                     self.max_bytes,
-                    self.path,
+                    target,
                     exc.strerror or exc,
                 )
             return out, False
