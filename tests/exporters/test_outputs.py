@@ -164,6 +164,36 @@ def test_a_file_path_that_is_a_symlink_stays_one(tmp_path):
     assert (tmp_path / "logs" / "traces.jsonl").read_text() == "c" * 8 + "\n"
 
 
+def test_a_file_path_of_the_process_stdout_is_never_renamed(tmp_path):
+    """FILE_PATH /dev/stdout (or a link to it) of a server whose output goes
+    to a file: the file behind it is the server's own log, which rotating
+    renamed (through /proc/self/fd/1) again at every export, to app.log.1,
+    app.log.1.1, ..., as the file the descriptor names kept its size. A path
+    under /dev or /proc, or a link to one, is appended to and never renamed."""
+    (tmp_path / "stdout").symlink_to("/dev/stdout")
+    script = textwrap.dedent(
+        """
+        import sys
+        from switchtrace.exporters.encode import EncodedSpans
+        from switchtrace.exporters.otlp_json import FileSpanExporter
+
+        for path in sys.argv[1:]:
+            exporter = FileSpanExporter(path, 10)
+            for line in ("a" * 8, "b" * 8):
+                assert exporter.export(EncodedSpans(line, 1)).name == "SUCCESS"
+        """
+    )
+    with open(tmp_path / "app.log", "w") as out:
+        subprocess.run(
+            [sys.executable, "-c", script, "/dev/stdout", str(tmp_path / "stdout")],
+            stdout=out,
+            check=True,
+            cwd=tmp_path,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.log", "stdout"]
+    assert (tmp_path / "app.log").read_text() == ("a" * 8 + "\n" + "b" * 8 + "\n") * 2
+
+
 CONSOLE_LINE = (
     "GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, "
     f"{count(ASGI_THREADS, 'thread')}; "

@@ -168,6 +168,23 @@ def _value(value: Any) -> dict[str, Any]:
     raise TypeError(f"cannot encode a {type(value).__name__} as an attribute value")
 
 
+def _stream(path: str) -> bool:
+    """Whether ``path`` is under /dev or /proc, or a symbolic link (of links)
+    to such a path: /dev/stdout, /proc/self/fd/1. Renaming what such a path
+    resolves to would rename the file the server's output goes to."""
+    for _ in range(40):  # as many links as Linux follows
+        path = os.path.abspath(path)
+        if path.startswith(("/dev/", "/proc/")):
+            return True
+        try:
+            if not os.path.islink(path):
+                return False
+            path = os.path.join(os.path.dirname(path), os.readlink(path))
+        except OSError:  # gone meanwhile
+            return False
+    return False
+
+
 class FileSpanExporter(SpanExporter):
     """Appends each export as one line of OTLP JSON to ``path``: SDK spans, or
     an export request switchtrace's pipeline encoded itself (see
@@ -181,9 +198,10 @@ class FileSpanExporter(SpanExporter):
 
     With ``max_bytes``, a file that an export would take past it is first
     renamed ``path + ".1"`` (replacing the one before; if ``path`` is a
-    symbolic link, the file it links to is renamed beside it), and a new file
-    started: the spans on disk stay within about twice ``max_bytes``, the
-    newest kept. Processes appending to the same file rotate it together: one
+    symbolic link, the file it links to is renamed beside it; a path under
+    /dev or /proc, such as /dev/stdout, never is), and a new file started:
+    the spans on disk stay within about twice ``max_bytes``, the newest
+    kept. Processes appending to the same file rotate it together: one
     that finds the file it measured already renamed by another does not
     rename again, but appends to the new one."""
 
@@ -197,7 +215,9 @@ class FileSpanExporter(SpanExporter):
 
     def __init__(self, path: str | os.PathLike[str], max_bytes: int | None = None) -> None:
         self.path = os.fspath(path)
-        self.max_bytes = max_bytes
+        # /dev/stdout and the like name a stream of the process's (whose
+        # file, if any, is the server's own log): appended to, never renamed.
+        self.max_bytes = None if _stream(self.path) else max_bytes
         #: The file could not be renamed once it was full (say, its
         #: directory is read-only): appended to past max_bytes, and said once.
         self._unrotatable = False
