@@ -123,9 +123,9 @@ def test_writers_of_one_file_rotate_it_once(tmp_path, caplog):
     opened_before = os.open(path, os.O_WRONLY | os.O_APPEND)
     first.export(EncodedSpans("b" * 8, 1))
     assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
-    fresh, rotated = second._rotated(opened_before)
+    fresh, _readable = second._rotated(opened_before, False)
+    assert os.fstat(fresh).st_ino == path.stat().st_ino  # the first's new file
     os.close(fresh)
-    assert rotated
     assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
     assert second.export(EncodedSpans("c" * 8, 1)) is SpanExportResult.SUCCESS
     assert older.read_text() == "b" * 8 + "\n" and path.read_text() == "c" * 8 + "\n"

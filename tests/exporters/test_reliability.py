@@ -330,6 +330,61 @@ def test_a_line_cut_short_by_a_full_disk_leaves_the_next_lines_readable(tmp_path
     ] * 3
 
 
+SHARED_TORN_SCRIPT = textwrap.dedent(
+    """
+    import os, resource, signal, sys
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters import FileSpanExporter
+    from switchtrace.exporters.encode import EncodedSpans
+
+    line = '{{"resourceSpans":[]}}'
+    padded = '{{"resourceSpans":[],"x":"' + "x" * 10000 + '"}}'
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    results = []
+    # Two workers' exporters appending to one file; the other one's rotates
+    # the file at 100 bytes in the second.
+    for path, limit in zip(sys.argv[1:], (None, 100)):
+        first, other = FileSpanExporter(path), FileSpanExporter(path, limit)
+        results.append(first.export(EncodedSpans(line, 1)).name)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + 100, hard))
+        results.append(first.export(EncodedSpans(padded, 1)).name)  # cut short
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+        # The other worker appends next.
+        results.append(other.export(EncodedSpans(line, 1)).name)
+        results.append(first.export(EncodedSpans(line, 1)).name)
+    print(results)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a file size limit, as Linux applies it")
+def test_a_line_cut_short_by_one_worker_leaves_the_others_lines_readable(tmp_path):
+    """A line one worker's exporter wrote in part (the disk full midway) was
+    followed, on the same line, by the line another worker's exporter
+    appended next: that export was reported delivered and could not be read.
+    And where the other had rotated the file meanwhile, the worker that cut
+    its line short began its next line in the new file with a newline: an
+    empty line. A line now starts on a line of its own whoever cut the last
+    one short, and a new file with a line."""
+    shared, rotated = tmp_path / "shared.jsonl", tmp_path / "rotated.jsonl"
+    out = subprocess.run(
+        [sys.executable, "-c", SHARED_TORN_SCRIPT.format(src=str(ROOT / "src")), shared, rotated],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{['SUCCESS', 'FAILURE', 'SUCCESS', 'SUCCESS'] * 2}\n"
+    lines = shared.read_text().split("\n")
+    assert [len(line) for line in lines] == [20, 100, 20, 20, 0]
+    assert [json.loads(lines[i]) for i in (0, 2, 3)] == [{"resourceSpans": []}] * 3
+    older = (tmp_path / "rotated.jsonl.1").read_text()
+    assert [len(line) for line in older.split("\n")] == [20, 100]
+    assert rotated.read_text() == '{"resourceSpans":[]}\n' * 2
+
+
 def test_an_exporter_given_sdk_spans_counts_its_failed_exports_too(monkeypatch, caplog):
     """An OTLP exporter without the hook for encoded spans gets SDK spans
     through the SDK's batch processor: its failed exports are counted all the

@@ -25,7 +25,9 @@ from .encode import EncodedSpans
 
 logger = logging.getLogger("switchtrace")
 
-_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+#: Opened for reading too, to see whether the file ends with a whole line.
+_APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT
+_APPEND_ONLY = os.O_WRONLY | os.O_APPEND | os.O_CREAT
 _REMOTE_KNOWN = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 
@@ -193,8 +195,10 @@ class FileSpanExporter(SpanExporter):
     Each line goes to the file in one ``write`` on a descriptor opened for
     appending, so that processes appending to the same file (a pre-forking
     server's workers) never mix their lines. An append that fails part way
-    (the disk full) leaves part of a line: the next line then starts on a
-    line of its own, so that only the lost export's line cannot be read.
+    (the disk full) leaves part of a line: the next line appended to that
+    file, by any of them, then starts on a line of its own (each looks at
+    the file's last byte), so that only the lost export's line cannot be
+    read.
 
     With ``max_bytes``, a file that an export would take past it is first
     renamed ``path + ".1"`` (replacing the one before; if ``path`` is a
@@ -224,7 +228,8 @@ class FileSpanExporter(SpanExporter):
         self._lock = threading.Lock()
         #: Why the last export failed; None after one that succeeded.
         self.error: OSError | None = None
-        #: The file ends with part of a line this process appended.
+        #: The file ends with part of a line this process appended (what
+        #: tells it of a file it cannot read).
         self._torn = False
 
     def export(self, spans: Sequence[ReadableSpan] | EncodedSpans) -> SpanExportResult:
@@ -233,18 +238,17 @@ class FileSpanExporter(SpanExporter):
         else:
             line = to_otlp_json(spans)
         with self._lock:
-            data = (("\n" if self._torn else "") + line + "\n").encode("utf-8")
+            data = (line + "\n").encode("utf-8")
             written = 0
             try:
-                out = os.open(self.path, _APPEND, 0o666)
+                out, readable = self._open()
                 try:
-                    if self.max_bytes is not None:
+                    size = os.fstat(out).st_size
+                    if self.max_bytes is not None and size and size + len(data) > self.max_bytes:
+                        out, readable = self._rotated(out, readable)
                         size = os.fstat(out).st_size
-                        if size and size + len(data) > self.max_bytes:
-                            out, rotated = self._rotated(out)
-                            if rotated and self._torn:
-                                data = data[1:]  # the part line stays in the old file
-                                self._torn = False
+                    if self._ends_in_a_line(out, size, readable):
+                        data = b"\n" + data
                     while written < len(data):
                         written += os.write(out, data[written:])
                 finally:
@@ -258,10 +262,32 @@ class FileSpanExporter(SpanExporter):
             self._torn = False
         return SpanExportResult.SUCCESS
 
-    def _rotated(self, out: int) -> tuple[int, bool]:
-        """The file open on ``out`` is full: renamed, unless another
-        process did it first, and the file now at the path opened. Whether
-        a new file was started."""
+    def _open(self) -> tuple[int, bool]:
+        """The file, opened for appending; whether it can be read too."""
+        try:
+            return os.open(self.path, _APPEND, 0o666), True
+        except PermissionError:  # may be written, not read
+            return os.open(self.path, _APPEND_ONLY, 0o666), False
+
+    def _ends_in_a_line(self, out: int, size: int, readable: bool) -> bool:
+        """Whether the file open on ``out`` ends with part of a line (an
+        append cut short by a full disk, of this process or another one
+        appending to the file): its last byte, or what this process knows
+        of a file it cannot read."""
+        if not size:
+            return False
+        if readable and hasattr(os, "pread"):
+            try:
+                return os.pread(out, 1, size - 1) != b"\n"
+            except OSError:
+                pass
+        return self._torn
+
+    def _rotated(self, out: int, readable: bool) -> tuple[int, bool]:
+        """The file open on ``out`` (``readable`` or not) is full: renamed,
+        unless another process did it first, and the file now at the path
+        opened (what :meth:`_open` returns), or ``out`` again if it could not
+        be renamed."""
         # A path that is a symbolic link stays one: the file it links to is
         # renamed, beside it (on its own disk).
         target = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
@@ -287,11 +313,11 @@ class FileSpanExporter(SpanExporter):
                     target,
                     exc.strerror or exc,
                 )
-            return out, False
-        fresh = os.open(self.path, _APPEND, 0o666)  # raising, ``out`` is closed by export
+            return out, readable
+        fresh = self._open()  # raising, ``out`` is closed by export
         os.close(out)
         self._unrotatable = False
-        return fresh, True
+        return fresh
 
     def failure(self) -> str:
         """Why the last export failed, for the pipeline's warning."""
