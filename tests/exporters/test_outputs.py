@@ -142,6 +142,33 @@ def test_writers_of_one_file_rotate_it_once(tmp_path, caplog):
     ]
 
 
+def test_a_file_another_writer_renames_first_is_not_unrenamable(tmp_path, monkeypatch, caplog):
+    """Two writers of one file find it full at once, and the other renames it
+    between this one's look at the file and its own rename: that rename
+    finds no file. It was taken for a file that cannot be renamed: a warning
+    said so (No such file or directory), and the line went to the file just
+    put aside, FILE_PATH.1. It goes to the new file, without a word."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    path = tmp_path / "traces.jsonl"
+    older = tmp_path / "traces.jsonl.1"
+    exporter = FileSpanExporter(path, 10)
+    exporter.export(EncodedSpans("a" * 8, 1))
+    replace = os.replace
+
+    def the_other_writer_first(source, destination):
+        monkeypatch.setattr(os, "replace", replace)
+        replace(source, destination)  # the other writer's rename
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", the_other_writer_first)
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        assert exporter.export(EncodedSpans("b" * 8, 1)) is SpanExportResult.SUCCESS
+    assert caplog.records == []
+    assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
+
+
 def test_a_file_path_that_is_a_symlink_stays_one(tmp_path):
     """A FILE_PATH that is a symbolic link (to a file on a larger disk) has
     the file it links to renamed, beside it: renaming the link itself put

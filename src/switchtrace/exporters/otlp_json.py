@@ -301,7 +301,10 @@ class FileSpanExporter(SpanExporter):
                 measured.st_ino,
                 measured.st_dev,
             ):
-                os.replace(target, target + ".1")
+                try:
+                    os.replace(target, target + ".1")
+                except FileNotFoundError:
+                    pass  # renamed by another process since: append to its new file
         except OSError as exc:
             if not self._unrotatable:
                 self._unrotatable = True
