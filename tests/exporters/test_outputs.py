@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from google.protobuf import json_format
@@ -158,6 +159,93 @@ def test_the_console_exporter_prints_one_line_per_request():
         telemetry._console.stream = stream
         run_asgi(asgi, "/sync/")
     assert stream.getvalue() == CONSOLE_LINE
+
+
+class BlockedStream(io.StringIO):
+    """A stderr nobody reads (a full pipe): each write blocks until released
+    (10 s at most, so that a write on the request's path shows as a request
+    that waited, not as a hung test)."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.returned = 0
+        self.writers = []
+
+    def write(self, text):
+        self.writers.append(threading.current_thread().name)
+        self.entered.set()
+        self.release.wait(10)
+        self.returned += 1
+        return super().write(text)
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_blocked_stderr_holds_up_no_request(server):
+    """The console line was formatted and written on the request's path (under
+    ASGI on the event loop, every request with it): a stderr pipe nobody
+    reads held up the server. It is written by switchtrace's own thread now,
+    and what is queued is written at shutdown."""
+    stream = BlockedStream()
+    with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}) as (asgi, wsgi):
+        console = telemetry._console
+        console.stream = stream
+        for _ in range(2):
+            if server == "asgi":
+                assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+            else:
+                assert wsgi_request(wsgi, "/sync/").figures() == (0, 0, 0, 0)
+        assert stream.returned == 0  # the requests were served: the line waits
+        stream.release.set()
+    # Leaving the settings shut the console down: both lines written.
+    assert stream.writers == ["switchtrace-console"] * 2
+    line = (
+        CONSOLE_LINE
+        if server == "asgi"
+        else "GET /sync/ 200: 0 switches (0 before headers), 0 hops, 0 loops, 0 threads\n"
+    )
+    assert stream.getvalue() == line * 2
+    assert (console.written, console.dropped, console.failed) == (2, 0, 0)
+
+
+def test_the_console_queue_is_bounded_and_its_drops_counted(caplog):
+    stream = BlockedStream()
+    settings = {"ENABLED": True, "EXPORTER": "console", "QUEUE_SIZE": 1}
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+            console = telemetry._console
+            console.stream = stream
+            run_asgi(asgi, "/sync/")
+            assert stream.entered.wait(10)  # the first line is being written
+            run_asgi(asgi, "/sync/")  # queued
+            run_asgi(asgi, "/sync/")  # the queue is full: dropped
+            run_asgi(asgi, "/sync/")
+            assert console.dropped == 2
+            stream.release.set()
+            assert console.flush(10)
+    assert stream.getvalue() == CONSOLE_LINE * 2
+    assert (console.written, console.dropped, console.failed) == (2, 2, 0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: console queue full (1 record); the lines of 1 request dropped so far"
+    ]
+
+
+def test_a_console_line_the_stream_refuses_is_counted(caplog):
+    read, write = os.pipe()
+    os.close(read)
+    stream = io.TextIOWrapper(io.FileIO(write, "w"))
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}) as (asgi, _wsgi):
+            console = telemetry._console
+            console.stream = stream
+            assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+            assert console.flush(10)
+    assert (console.written, console.dropped, console.failed) == (0, 0, 1)
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: a console line could not be written (BrokenPipeError: [Errno 32] "
+        "Broken pipe); 1 line lost so far"
+    ]
 
 
 def test_a_detached_console_exporter_prints_nothing_until_attached_again():

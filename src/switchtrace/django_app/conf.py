@@ -122,8 +122,8 @@ OPTIONS: dict[str, Option] = {
             "QUEUE_SIZE",
             512,
             "an integer from 1 to 100000",
-            "Finished requests waiting to be turned into spans. When it is full, "
-            "spans are dropped and counted, never waited for.",
+            "Finished requests waiting to be turned into spans (or console lines). "
+            "When it is full, spans are dropped and counted, never waited for.",
         ),
         Option(
             "MAX_EVENTS",
