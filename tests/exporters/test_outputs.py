@@ -437,6 +437,37 @@ def test_otel_sdk_disabled_turns_spans_off_not_headers(tmp_path):
     assert run_script("", after, {"OTEL_SDK_DISABLED": "true"}, tmp_path) == "None (2, 2, 1, 1)"
 
 
+def test_otel_traces_exporter_chooses_where_spans_go(tmp_path):
+    """OpenTelemetry's variable was ignored: none still wrote every request's
+    spans to the file, console too."""
+    after = """
+    print(pipeline and pipeline.options.exporter, telemetry._console is not None,
+          result.figures(), os.path.exists(os.environ["SWITCHTRACE_EXAMPLE_TRACES"]))
+    """
+    environ = {"OTEL_TRACES_EXPORTER": "none"}
+    assert run_script("", after, environ, tmp_path) == "None False (2, 2, 1, 1) False"
+    environ = {"OTEL_TRACES_EXPORTER": "console"}
+    assert run_script("", after, environ, tmp_path) == "None True (2, 2, 1, 1) False"
+    environ = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}
+    assert run_script("", after, environ, tmp_path) == "otlp False (2, 2, 1, 1) False"
+
+
+@pytest.mark.parametrize("value", ["none", "zipkin"])
+def test_otel_traces_exporter_is_the_application_providers_concern(tmp_path, value):
+    """An application's provider set before Django starts (as
+    opentelemetry-instrument sets one, with the exporters it read this
+    variable for) makes switchtrace's spans: the variable is not read again."""
+    before = APP_PROVIDER + "trace.set_tracer_provider(app_provider)\n"
+    after = """
+    pipeline.flush(10)
+    print(pipeline.provider is app_provider, result.figures(),
+          sorted(s.name for s in app_exporter.get_finished_spans()))
+    """
+    assert run_script(before, after, {"OTEL_TRACES_EXPORTER": value}, tmp_path) == (
+        "True (2, 2, 1, 1) ['GET async/', 'async_to_sync async_view']"
+    )
+
+
 def test_otel_traces_sampler_is_honoured(tmp_path):
     after = """
     pipeline.flush(10)
