@@ -472,8 +472,8 @@ class _Open(SpanProcessor):
     [
         # Raised as the third span starts: the request span and two crossings' started.
         ("on_start", "sync_to_async SessionMiddleware.process_request"),
-        # Raised as the first crossing's span ends: 16 more to end.
-        ("on_end", "sync_to_async Signal.asend.<locals>.sync_send"),
+        # Raised as the second crossing's span ends: 15 more to end.
+        ("on_end", "sync_to_async SecurityMiddleware.process_request"),
     ],
 )
 def test_an_application_processor_raising_part_way_leaves_no_span_open(records, hook, name):
