@@ -816,7 +816,7 @@ def test_bench_matrix_with_a_wrong_exporter(driver, tmp_path):
     assert one_line(out, 2) == (
         "switchtrace bench: error: the settings keep switchtrace disabled: "
         "SWITCHTRACE['EXPORTER'] is 'jaeger', which is not allowed. (switchtrace.E003) "
-        "Allowed: None (otlp when an OTLP endpoint is configured, else file), 'otlp', 'file', "
-        "'console', 'memory' or 'none'."
+        "Allowed: None (OTEL_TRACES_EXPORTER's otlp, console or none, else otlp when an OTLP "
+        "endpoint is configured, else file), 'otlp', 'file', 'console', 'memory' or 'none'."
     )
     assert out.stdout == ""

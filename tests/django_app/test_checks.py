@@ -413,8 +413,9 @@ def test_an_unknown_exporter_names_the_allowed_ones():
             (
                 "switchtrace.E003",
                 "SWITCHTRACE['EXPORTER'] is 'jaeger', which is not allowed.",
-                "Allowed: None (otlp when an OTLP endpoint is configured, else file), 'otlp', "
-                "'file', 'console', 'memory' or 'none'.",
+                "Allowed: None (OTEL_TRACES_EXPORTER's otlp, console or none, else otlp when "
+                "an OTLP endpoint is configured, else file), 'otlp', 'file', 'console', "
+                "'memory' or 'none'.",
             )
         ]
 
@@ -865,3 +866,120 @@ def test_a_wrong_setting_whose_check_is_silenced_is_still_logged_once_served():
         silenced=("switchtrace.E002",),
     )
     assert lines == ["set up", _UNKNOWN_KEY]
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ", "exporter"),
+    [
+        # SWITCHTRACE['EXPORTER'] unset: OpenTelemetry's OTEL_TRACES_EXPORTER
+        # chooses, among the exporters switchtrace has (in any case, the
+        # space around it not part of it).
+        ({"ENABLED": True}, {"OTEL_TRACES_EXPORTER": "none"}, None),
+        ({"ENABLED": True}, {"OTEL_TRACES_EXPORTER": "None\r"}, None),
+        ({"ENABLED": True}, {"OTEL_TRACES_EXPORTER": "console"}, "console"),
+        ({"ENABLED": True}, {"OTEL_TRACES_EXPORTER": "otlp"}, "otlp"),
+        ({"ENABLED": True}, {"OTEL_TRACES_EXPORTER": " OTLP , otlp"}, "otlp"),
+        (
+            {"ENABLED": True},
+            {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+            None,
+        ),
+        (
+            {"ENABLED": True},
+            {"OTEL_TRACES_EXPORTER": "console", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+            "console",
+        ),
+        # Empty, or space alone, is unset: otlp with an endpoint, else file.
+        ({"ENABLED": True}, {"OTEL_TRACES_EXPORTER": ""}, "file"),
+        (
+            {"ENABLED": True},
+            {"OTEL_TRACES_EXPORTER": " ", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+            "otlp",
+        ),
+        # The setting, when given, is what is read.
+        ({"ENABLED": True, "EXPORTER": "file"}, {"OTEL_TRACES_EXPORTER": "none"}, "file"),
+        ({"ENABLED": True, "EXPORTER": "memory"}, {"OTEL_TRACES_EXPORTER": "zipkin"}, "memory"),
+        # Not read while no spans are made, or switchtrace is off.
+        ({"ENABLED": True}, {"OTEL_TRACES_EXPORTER": "zipkin", "OTEL_SDK_DISABLED": "true"}, None),
+        ({"ENABLED": False}, {"OTEL_TRACES_EXPORTER": "zipkin"}, None),
+    ],
+)
+def test_otel_traces_exporter_chooses_the_exporter_the_settings_leave_unset(
+    settings, environ, exporter
+):
+    config = build_config(settings, environ=environ)
+    assert config.problems == ()
+    assert config.enabled is settings["ENABLED"]
+    assert (config.export and config.export.exporter) == exporter
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ", "protocol"),
+    [
+        # The Python SDK's names of its two OTLP exporters: otlp, over their protocol...
+        ({"ENABLED": True}, {"OTEL_TRACES_EXPORTER": "otlp_proto_grpc"}, "grpc"),
+        ({"ENABLED": True}, {"OTEL_TRACES_EXPORTER": "otlp_proto_http"}, "http/protobuf"),
+        # ... whatever the protocol variables say (as the SDK's configuration).
+        (
+            {"ENABLED": True},
+            {"OTEL_TRACES_EXPORTER": "otlp_proto_grpc", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "grpc",
+        ),
+        # otlp: the protocol variables, else http/protobuf.
+        (
+            {"ENABLED": True},
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "grpc",
+        ),
+        # The setting, when given, is what is read.
+        (
+            {"ENABLED": True, "OTLP_PROTOCOL": "http/protobuf"},
+            {"OTEL_TRACES_EXPORTER": "otlp_proto_grpc"},
+            "http/protobuf",
+        ),
+    ],
+)
+def test_the_sdks_otlp_exporter_names_choose_their_protocol(settings, environ, protocol):
+    config = build_config(settings, environ=environ)
+    assert config.problems == ()
+    assert (config.export.exporter, config.export.protocol) == ("otlp", protocol)
+
+
+TRACES_EXPORTER_HINT = (
+    "Allowed: 'otlp' (or the Python SDK's 'otlp_proto_grpc', 'otlp_proto_http'), 'console' "
+    "or 'none' (unset or empty: otlp when an OTLP endpoint is configured, else file), or set "
+    "SWITCHTRACE['EXPORTER'], which is then read instead."
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "zipkin",
+            "The environment variable OTEL_TRACES_EXPORTER is 'zipkin', an exporter "
+            "switchtrace does not have (SWITCHTRACE['EXPORTER'] is unset: this variable "
+            "says where its spans go).",
+        ),
+        (
+            "otpl",
+            "The environment variable OTEL_TRACES_EXPORTER is 'otpl', an exporter "
+            "switchtrace does not have (SWITCHTRACE['EXPORTER'] is unset: this variable "
+            "says where its spans go).",
+        ),
+        (
+            "otlp,console",
+            "The environment variable OTEL_TRACES_EXPORTER is 'otlp,console', more than one "
+            "exporter: switchtrace's spans go to one (SWITCHTRACE['EXPORTER'] is unset: this "
+            "variable says where).",
+        ),
+    ],
+)
+def test_an_otel_traces_exporter_switchtrace_cannot_follow_is_e010(value, message, monkeypatch):
+    """OTEL_TRACES_EXPORTER was ignored: "none" still wrote every request's
+    spans to a file, "otlp" without an endpoint too."""
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=BASE_MIDDLEWARE):
+        with monkeypatch.context() as patch:
+            patch.setenv("OTEL_TRACES_EXPORTER", value)
+            messages = own_messages()
+    assert messages == [("switchtrace.E010", message, TRACES_EXPORTER_HINT)]

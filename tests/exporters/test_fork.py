@@ -80,3 +80,54 @@ def test_a_forked_child_gets_a_thread_for_each_live_pipeline_only(tmp_path):
     [line] = path.read_text().splitlines()
     [span] = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert span["name"] == "child"
+
+
+CONSOLE_SCRIPT = textwrap.dedent(
+    """
+    import io, json, os, sys, threading
+    sys.path[:0] = [{src!r}]
+    from switchtrace import tracer
+    from switchtrace.exporters.console import ConsoleReporter
+
+    shut = ConsoleReporter(stream=io.StringIO())
+    shut.shutdown()
+    stream = io.StringIO()
+    live = ConsoleReporter(stream=stream)
+    with tracer.recording() as record:
+        pass
+
+    def threads():
+        return sorted(t.name for t in threading.enumerate())
+
+    parent = threads()
+    pid = os.fork()
+    if pid == 0:
+        live(record)
+        print(json.dumps({{"threads": threads(), "flushed": live.flush(10),
+                          "written": stream.getvalue()}}), flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({{"threads": parent, "status": status}}), flush=True)
+    """
+)
+
+
+def test_a_forked_child_gets_a_console_thread_for_each_live_console_exporter():
+    """The console exporter writes from its own thread: a pre-forking
+    server's worker (gunicorn --preload) gets one, or its lines would queue
+    up unwritten."""
+    out = subprocess.run(
+        [sys.executable, "-c", CONSOLE_SCRIPT.format(src=str(ROOT / "src"))],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    child, parent = (json.loads(line) for line in out.stdout.splitlines())
+    assert parent == {"threads": ["MainThread", "switchtrace-console"], "status": 0}
+    assert child == {
+        "threads": ["MainThread", "switchtrace-console"],
+        "flushed": True,
+        "written": "BLOCK : 0 switches, 0 hops, 0 loops, 0 threads\n",
+    }

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from google.protobuf import json_format
@@ -239,6 +240,93 @@ def test_the_console_exporter_prints_one_line_per_request():
     assert stream.getvalue() == CONSOLE_LINE
 
 
+class BlockedStream(io.StringIO):
+    """A stderr nobody reads (a full pipe): each write blocks until released
+    (10 s at most, so that a write on the request's path shows as a request
+    that waited, not as a hung test)."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.returned = 0
+        self.writers = []
+
+    def write(self, text):
+        self.writers.append(threading.current_thread().name)
+        self.entered.set()
+        self.release.wait(10)
+        self.returned += 1
+        return super().write(text)
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_blocked_stderr_holds_up_no_request(server):
+    """The console line was formatted and written on the request's path (under
+    ASGI on the event loop, every request with it): a stderr pipe nobody
+    reads held up the server. It is written by switchtrace's own thread now,
+    and what is queued is written at shutdown."""
+    stream = BlockedStream()
+    with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}) as (asgi, wsgi):
+        console = telemetry._console
+        console.stream = stream
+        for _ in range(2):
+            if server == "asgi":
+                assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+            else:
+                assert wsgi_request(wsgi, "/sync/").figures() == (0, 0, 0, 0)
+        assert stream.returned == 0  # the requests were served: the line waits
+        stream.release.set()
+    # Leaving the settings shut the console down: both lines written.
+    assert stream.writers == ["switchtrace-console"] * 2
+    line = (
+        CONSOLE_LINE
+        if server == "asgi"
+        else "GET /sync/ 200: 0 switches (0 before headers), 0 hops, 0 loops, 0 threads\n"
+    )
+    assert stream.getvalue() == line * 2
+    assert (console.written, console.dropped, console.failed) == (2, 0, 0)
+
+
+def test_the_console_queue_is_bounded_and_its_drops_counted(caplog):
+    stream = BlockedStream()
+    settings = {"ENABLED": True, "EXPORTER": "console", "QUEUE_SIZE": 1}
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+            console = telemetry._console
+            console.stream = stream
+            run_asgi(asgi, "/sync/")
+            assert stream.entered.wait(10)  # the first line is being written
+            run_asgi(asgi, "/sync/")  # queued
+            run_asgi(asgi, "/sync/")  # the queue is full: dropped
+            run_asgi(asgi, "/sync/")
+            assert console.dropped == 2
+            stream.release.set()
+            assert console.flush(10)
+    assert stream.getvalue() == CONSOLE_LINE * 2
+    assert (console.written, console.dropped, console.failed) == (2, 2, 0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: console queue full (1 record); the lines of 1 request dropped so far"
+    ]
+
+
+def test_a_console_line_the_stream_refuses_is_counted(caplog):
+    read, write = os.pipe()
+    os.close(read)
+    stream = io.TextIOWrapper(io.FileIO(write, "w"))
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}) as (asgi, _wsgi):
+            console = telemetry._console
+            console.stream = stream
+            assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+            assert console.flush(10)
+    assert (console.written, console.dropped, console.failed) == (0, 0, 1)
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: a console line could not be written (BrokenPipeError: [Errno 32] "
+        "Broken pipe); 1 line lost so far"
+    ]
+
+
 def test_a_detached_console_exporter_prints_nothing_until_attached_again():
     stream = io.StringIO()
     with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}) as (asgi, _wsgi):
@@ -426,6 +514,37 @@ def test_an_application_provider_set_after_startup_is_used_from_then_on(tmp_path
 def test_otel_sdk_disabled_turns_spans_off_not_headers(tmp_path):
     after = "print(pipeline, result.figures())"
     assert run_script("", after, {"OTEL_SDK_DISABLED": "true"}, tmp_path) == "None (2, 2, 1, 1)"
+
+
+def test_otel_traces_exporter_chooses_where_spans_go(tmp_path):
+    """OpenTelemetry's variable was ignored: none still wrote every request's
+    spans to the file, console too."""
+    after = """
+    print(pipeline and pipeline.options.exporter, telemetry._console is not None,
+          result.figures(), os.path.exists(os.environ["SWITCHTRACE_EXAMPLE_TRACES"]))
+    """
+    environ = {"OTEL_TRACES_EXPORTER": "none"}
+    assert run_script("", after, environ, tmp_path) == "None False (2, 2, 1, 1) False"
+    environ = {"OTEL_TRACES_EXPORTER": "console"}
+    assert run_script("", after, environ, tmp_path) == "None True (2, 2, 1, 1) False"
+    environ = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}
+    assert run_script("", after, environ, tmp_path) == "otlp False (2, 2, 1, 1) False"
+
+
+@pytest.mark.parametrize("value", ["none", "zipkin"])
+def test_otel_traces_exporter_is_the_application_providers_concern(tmp_path, value):
+    """An application's provider set before Django starts (as
+    opentelemetry-instrument sets one, with the exporters it read this
+    variable for) makes switchtrace's spans: the variable is not read again."""
+    before = APP_PROVIDER + "trace.set_tracer_provider(app_provider)\n"
+    after = """
+    pipeline.flush(10)
+    print(pipeline.provider is app_provider, result.figures(),
+          sorted(s.name for s in app_exporter.get_finished_spans()))
+    """
+    assert run_script(before, after, {"OTEL_TRACES_EXPORTER": value}, tmp_path) == (
+        "True (2, 2, 1, 1) ['GET async/', 'async_to_sync async_view']"
+    )
 
 
 def test_otel_traces_sampler_is_honoured(tmp_path):

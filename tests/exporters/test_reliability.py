@@ -619,3 +619,35 @@ def test_a_record_whose_spans_cannot_be_made_is_counted_as_dropped(
         f"switchtrace: span export failed (cannot append to {path}: Is a directory); "
         "17 spans lost so far (and the spans of 1 request dropped)",
     ]
+
+
+@pytest.mark.parametrize("value", ["", " ", "\r"])
+def test_an_empty_batch_variable_is_unset_and_not_warned_of(value, tmp_path, monkeypatch, caplog):
+    """The OpenTelemetry specification: an empty value is unset. An empty
+    (or space-only) OTEL_BSP_SCHEDULE_DELAY / OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+    logged that it was not an integer."""
+    options = pipeline_module.ExportOptions(exporter="file", file_path=str(tmp_path / "t.jsonl"))
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", value)
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value)
+    with caplog.at_level(logging.DEBUG, logger="switchtrace"):
+        pipeline = pipeline_module.SpanPipeline(options)
+        try:
+            assert (pipeline._delay, pipeline._batch_size) == (0.5, 512)
+        finally:
+            pipeline.shutdown()
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_batch_variable_that_is_not_an_integer_is_warned_of(tmp_path, monkeypatch, caplog):
+    options = pipeline_module.ExportOptions(exporter="file", file_path=str(tmp_path / "t.jsonl"))
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "half a second")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", " 64\r")
+    with caplog.at_level(logging.DEBUG, logger="switchtrace"):
+        pipeline = pipeline_module.SpanPipeline(options)
+        try:
+            assert (pipeline._delay, pipeline._batch_size) == (0.5, 64)
+        finally:
+            pipeline.shutdown()
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: OTEL_BSP_SCHEDULE_DELAY is not an integer; using 500"
+    ]

@@ -7,11 +7,12 @@ import asyncio
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import StatusCode
 
-from switchtrace.django_app import telemetry
+from switchtrace.django_app import components, telemetry
 from switchtrace.example import run_in_server_loop
 from switchtrace.exporters.spans import plan_spans, readable_spans
 
@@ -497,3 +498,69 @@ def test_a_hostile_port_is_no_port(spans):
         "network.peer.address": "127.0.0.1",
         "network.peer.port": None,
     }
+
+
+class _Raising(SpanProcessor):
+    """An application's span processor that raises in on_start or on_end
+    for the span named ``name``."""
+
+    def __init__(self, hook, name):
+        self.hook, self.name = hook, name
+
+    def on_start(self, span, parent_context=None):
+        if self.hook == "on_start" and span.name == self.name:
+            raise RuntimeError(f"{self.hook} of {span.name}")
+
+    def on_end(self, span):
+        if self.hook == "on_end" and span.name == self.name:
+            raise RuntimeError(f"{self.hook} of {span.name}")
+
+
+class _Open(SpanProcessor):
+    """An application's span processor keeping the spans started and not yet ended."""
+
+    def __init__(self):
+        self.open, self.ended = {}, []
+
+    def on_start(self, span, parent_context=None):
+        self.open[span.context.span_id] = span.name
+
+    def on_end(self, span):
+        self.ended.append(self.open.pop(span.context.span_id))
+
+
+@pytest.mark.parametrize(
+    ("hook", "name"),
+    [
+        # Raised as the third span starts: the request span and two crossings' started.
+        ("on_start", "sync_to_async SessionMiddleware.process_request"),
+        # Raised as the second crossing's span ends: 15 more to end.
+        ("on_end", "sync_to_async SecurityMiddleware.process_request"),
+    ],
+)
+def test_an_application_processor_raising_part_way_leaves_no_span_open(records, hook, name):
+    """Under the application's provider, spans go through its processors. One
+    that raised part way (in on_start, or on_end) left every span already
+    started open for ever: in every processor that tracks open spans, and
+    never exported. Each is ended now, and the error goes on to the pipeline
+    (which logs it and counts the request as dropped)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from switchtrace.exporters.spans import emit_spans
+
+    with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "none"}) as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    provider = TracerProvider()
+    opened = _Open()
+    if hook == "on_start":  # as it raises, the span is not the tracker's yet
+        provider.add_span_processor(_Raising(hook, name))
+        provider.add_span_processor(opened)
+    else:  # the tracker sees each end before it raises
+        provider.add_span_processor(opened)
+        provider.add_span_processor(_Raising(hook, name))
+    with pytest.raises(RuntimeError, match=f"{hook} of"):
+        emit_spans(record, provider.get_tracer("switchtrace"), resolve=components.resolve)
+    assert opened.open == {}
+    assert len(opened.ended) == (3 if hook == "on_start" else 17)
+    assert opened.ended[-1] == "GET sync/"

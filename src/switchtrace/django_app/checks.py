@@ -16,6 +16,9 @@
 | switchtrace.E009 | error | (enabled, spans made by switchtrace's own provider,
   ``SAMPLE_RATE`` unset) an ``OTEL_TRACES_SAMPLER`` neither the SDK nor an installed package
   provides, or an ``OTEL_TRACES_SAMPLER_ARG`` of a ratio sampler that is not from 0 to 1 |
+| switchtrace.E010 | error | (enabled, ``EXPORTER`` unset, no application's provider) an
+  ``OTEL_TRACES_EXPORTER`` other than ``otlp`` (``otlp_proto_grpc``, ``otlp_proto_http``),
+  ``console`` and ``none``, or naming more than one |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
 | switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first |
 | switchtrace.W003 | warning | (enabled) a middleware that adds avoidable switches under ASGI |

@@ -67,8 +67,8 @@ OPTIONS: dict[str, Option] = {
         Option(
             "EXPORTER",
             None,
-            "None (otlp when an OTLP endpoint is configured, else file), "
-            "'otlp', 'file', 'console', 'memory' or 'none'",
+            "None (OTEL_TRACES_EXPORTER's otlp, console or none, else otlp when an OTLP "
+            "endpoint is configured, else file), 'otlp', 'file', 'console', 'memory' or 'none'",
             "Where each request's spans go: an OTLP collector such as Jaeger, an "
             "OTLP-JSON file, one line per request on stderr, memory (tests), or "
             "nowhere. Headers are unaffected.",
@@ -122,8 +122,8 @@ OPTIONS: dict[str, Option] = {
             "QUEUE_SIZE",
             512,
             "an integer from 1 to 100000",
-            "Finished requests waiting to be turned into spans. When it is full, "
-            "spans are dropped and counted, never waited for.",
+            "Finished requests waiting to be turned into spans (or console lines). "
+            "When it is full, spans are dropped and counted, never waited for.",
         ),
         Option(
             "MAX_EVENTS",
@@ -283,9 +283,17 @@ def _export_options(
                 if not _is_url(endpoint):
                     environ_problems.append(_bad_url(f"The environment variable {name}", endpoint))
                 break
+    # With EXPORTER unset, OpenTelemetry's OTEL_TRACES_EXPORTER chooses
+    # (unless an application's provider, set before Django started, makes
+    # the spans: its exporters are then the ones it read that variable for).
+    traces_exporter: TracesExporter | None = None
+    if exporter is None and not application_provider():
+        traces_exporter = _traces_exporter(environ)
     protocol = raw.get("OTLP_PROTOCOL")
     if protocol is not None and protocol not in PROTOCOLS:
         problems.append(_wrong("OTLP_PROTOCOL", protocol))
+    elif protocol is None and traces_exporter is not None and traces_exporter.protocol:
+        protocol = traces_exporter.protocol  # otlp_proto_grpc, otlp_proto_http
     elif protocol is None:
         protocol = "http/protobuf"
         for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
@@ -339,12 +347,19 @@ def _export_options(
         problems.append(_wrong("QUEUE_SIZE", queue_size))
     if len(problems) > before:
         return None
-    if exporter is None:
-        exporter = "otlp" if endpoint else "file"
     if exporter == "none" or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     if not enabled:
         return None
+    if traces_exporter is not None:
+        if traces_exporter.problem is not None:
+            problems.append(traces_exporter.problem)
+            return None
+        exporter = traces_exporter.exporter
+        if exporter == "none":
+            return None
+    if exporter is None:
+        exporter = "otlp" if endpoint else "file"
     if exporter == "otlp" and environ_problems:
         problems.extend(environ_problems)
         return None
@@ -384,6 +399,70 @@ def _export_options(
         sample_rate=None if rate is None else float(rate),
         queue_size=queue_size,
     )
+
+
+#: OTEL_TRACES_EXPORTER's names (lowercased) of the exporters switchtrace has:
+#: (its exporter, the OTLP protocol the name fixes). otlp_proto_grpc and
+#: otlp_proto_http are the Python SDK's names of its two OTLP exporters.
+TRACES_EXPORTERS = {
+    "otlp": ("otlp", None),
+    "otlp_proto_grpc": ("otlp", "grpc"),
+    "otlp_proto_http": ("otlp", "http/protobuf"),
+    "console": ("console", None),
+    "none": ("none", None),
+}
+
+
+@dataclass(frozen=True)
+class TracesExporter:
+    """What OTEL_TRACES_EXPORTER asks of switchtrace's spans."""
+
+    #: One of EXPORTERS, or None: unset (the default applies), or a problem.
+    exporter: str | None = None
+    #: The OTLP protocol the name fixes, if it does.
+    protocol: str | None = None
+    problem: Problem | None = None
+
+
+def _traces_exporter(environ: Mapping[str, str]) -> TracesExporter | None:
+    """OTEL_TRACES_EXPORTER, OpenTelemetry's choice of exporter (a
+    comma-separated list for the SDK), read for switchtrace's spans: one of
+    the exporters switchtrace has, in any case; the space around a name is
+    not part of it, and empty, or space alone, is unset (None)."""
+    value = environ.get("OTEL_TRACES_EXPORTER", "")
+    names = {name.strip().lower() for name in value.split(",")} - {""}
+    if not names:
+        return None
+    if len(names) > 1:
+        return TracesExporter(
+            problem=Problem(
+                "switchtrace.E010",
+                f"The environment variable OTEL_TRACES_EXPORTER is {_shown(value)}, more than "
+                "one exporter: switchtrace's spans go to one (SWITCHTRACE['EXPORTER'] is "
+                "unset: this variable says where).",
+                TRACES_EXPORTER_HINT,
+            )
+        )
+    [name] = names
+    if name not in TRACES_EXPORTERS:
+        return TracesExporter(
+            problem=Problem(
+                "switchtrace.E010",
+                f"The environment variable OTEL_TRACES_EXPORTER is {_shown(value)}, an exporter "
+                "switchtrace does not have (SWITCHTRACE['EXPORTER'] is unset: this variable "
+                "says where its spans go).",
+                TRACES_EXPORTER_HINT,
+            )
+        )
+    exporter, protocol = TRACES_EXPORTERS[name]
+    return TracesExporter(exporter, protocol)
+
+
+TRACES_EXPORTER_HINT = (
+    "Allowed: 'otlp' (or the Python SDK's 'otlp_proto_grpc', 'otlp_proto_http'), 'console' "
+    "or 'none' (unset or empty: otlp when an OTLP endpoint is configured, else file), or set "
+    "SWITCHTRACE['EXPORTER'], which is then read instead."
+)
 
 
 #: The samplers the OpenTelemetry SDK builds from OTEL_TRACES_SAMPLER (its

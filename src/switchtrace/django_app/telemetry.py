@@ -38,7 +38,7 @@ def configure(options: ExportOptions | None) -> None:
         if options is None or options.exporter == "none":
             return
         if options.exporter == "console":
-            _console = ConsoleReporter(components.resolve)
+            _console = ConsoleReporter(components.resolve, queue_size=options.queue_size)
             tracer.add_listener(_console)
             return
         try:
@@ -126,6 +126,8 @@ def _stop() -> None:
         tracer.remove_listener(listener)
     if _pipeline is not None:
         _pipeline.shutdown()
+    if _console is not None:
+        _console.shutdown()
     _pipeline = _console = None
     _attached = True
 

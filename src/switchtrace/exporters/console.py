@@ -3,18 +3,33 @@
     GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops,
     2 threads; top: CsrfViewMiddleware 6, SessionMiddleware 4, ...
 
-(one line in the output).
+(one line in the output), formatted and written by its own thread: a request
+only pays for a queue put, and a stderr that is slow or blocked (a pipe
+nobody reads) holds up no request.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import queue
 import sys
+import threading
+import time
+import weakref
 from collections import Counter
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..plural import count
 from ..tracer import RequestRecord
+from ..tracer.guard import swallow
 from .spans import Resolve
+
+logger = logging.getLogger("switchtrace")
+
+#: At most one warning a minute about lines lost, of each kind.
+LOG_INTERVAL = 60.0
 
 
 def top_causes(
@@ -57,13 +72,188 @@ def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
 
 
 class ConsoleReporter:
-    """A record listener printing :func:`format_record` lines."""
+    """A record listener printing :func:`format_record` lines (on ``stream``,
+    else ``sys.stderr`` as it is when the line is written).
 
-    def __init__(self, resolve: Resolve | None = None, stream: TextIO | None = None) -> None:
+    A finished record is handed to a bounded queue (``queue_size``, as the
+    span pipeline's); one thread, started here (never during a request),
+    formats and writes the lines. When the queue is full a line is dropped
+    and counted, never waited for; a line the stream refuses (a closed
+    pipe) is counted too, and both are logged at most once a minute."""
+
+    def __init__(
+        self, resolve: Resolve | None = None, stream: TextIO | None = None, queue_size: int = 512
+    ) -> None:
         self.resolve = resolve
         self.stream = stream
+        self.queue_size = queue_size
+        #: Lines written.
+        self.written = 0
+        #: Requests whose line was never written: the queue was full, or it
+        #: was still queued when :meth:`shutdown`'s time ran out.
+        self.dropped = 0
+        #: Lines the stream refused (an error writing or flushing it).
+        self.failed = 0
+        self._last_drop_log = self._last_fail_log = -LOG_INTERVAL
+        #: Set by :meth:`shutdown`; the thread then stops by ``_deadline``.
+        self._stopping = threading.Event()
+        self._deadline = 0.0
+        self._start_worker()
+        _reporters.add(self)
+        atexit.register(self.shutdown)
+
+    # -- on the request's path (cheap) ----------------------------------------
 
     def __call__(self, record: RequestRecord) -> None:
-        stream = self.stream or sys.stderr
-        stream.write(format_record(record, self.resolve) + "\n")
-        stream.flush()
+        """Listener: called in the request's context as its record finishes."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._drop()
+
+    # -- in the console's thread ------------------------------------------------
+
+    def _start_worker(self) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(self.queue_size)
+        self._worker = threading.Thread(target=self._run, name="switchtrace-console", daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        # The console's own thread: one line per record, written in turn. A
+        # write that blocks holds up this thread alone (the queue fills, and
+        # what does not fit is dropped and counted).
+        stopping = self._stopping
+        while True:
+            if stopping.is_set():
+                if time.monotonic() >= self._deadline:
+                    return  # shutdown() counts what is still queued
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+            else:
+                item = self._queue.get()
+            if item is None:  # shutdown
+                return
+            if isinstance(item, _Flush):
+                item.set()
+                continue
+            try:
+                line = format_record(item, self.resolve) + "\n"
+            except Exception:
+                swallow("console line")
+                self.dropped += 1
+                continue
+            finally:
+                item = None  # let go of the record now
+            stream = self.stream or sys.stderr
+            try:
+                stream.write(line)
+                stream.flush()
+            except (OSError, ValueError) as exc:  # a closed pipe, a closed file
+                self._fail(exc)
+            else:
+                self.written += 1
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= LOG_INTERVAL:
+            self._last_drop_log = now
+            logger.warning(
+                "switchtrace: console queue full (%s); the lines of %s dropped so far",
+                count(self.queue_size, "record"),
+                count(self.dropped, "request"),
+            )
+
+    def _fail(self, exc: Exception) -> None:
+        self.failed += 1
+        now = time.monotonic()
+        if now - self._last_fail_log >= LOG_INTERVAL:
+            self._last_fail_log = now
+            logger.warning(
+                "switchtrace: a console line could not be written (%s: %s); %s lost so far",
+                type(exc).__name__,
+                exc,
+                count(self.failed, "line"),
+            )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every line queued before it is written (or counted as
+        failed); False when ``timeout`` passed first (tests)."""
+        if not self._worker.is_alive():
+            return self._queue.empty()
+        deadline = time.monotonic() + timeout
+        done = _Flush()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(max(deadline - time.monotonic(), 0)) and not done.dropped
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the thread once it has written what is queued, within
+        ``timeout`` seconds; what is left then (a stream still blocked) is
+        counted as dropped, and the thread stops as soon as it is free (a
+        daemon thread meanwhile)."""
+        atexit.unregister(self.shutdown)
+        _reporters.discard(self)
+        if self._stopping.is_set():
+            return
+        self._deadline = time.monotonic() + timeout
+        self._stopping.set()
+        try:
+            self._queue.put_nowait(None)  # wakes the thread if it waits for records
+        except queue.Full:
+            pass  # it takes what is queued without waiting, then stops
+        if self._worker.is_alive():
+            self._worker.join(max(self._deadline - time.monotonic(), 0))
+        lost = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Flush):  # a flush waiting: it failed
+                item.dropped = True
+                item.set()
+            elif item is not None:
+                lost += 1
+        if lost:
+            self.dropped += lost
+            logger.warning(
+                "switchtrace: shut down with the console lines of %s not written (the "
+                "shutdown's time ran out)",
+                count(lost, "request"),
+            )
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: the parent's thread is gone; a new one, with a
+        new queue (the parent's records are the parent's)."""
+        self._start_worker()
+
+
+class _Flush(threading.Event):
+    """Queued by :meth:`ConsoleReporter.flush`: set once what was queued
+    before it is written, or ``dropped`` by a shutdown whose time ran out."""
+
+    dropped = False
+
+
+#: Every reporter in use and not shut down, held weakly: a forked child gets
+#: a thread for each of them (and only them).
+_reporters: weakref.WeakSet[ConsoleReporter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for reporter in list(_reporters):
+        try:
+            reporter._after_fork_in_child()
+        except Exception:
+            swallow("console thread after fork")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

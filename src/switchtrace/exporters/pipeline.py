@@ -821,9 +821,14 @@ def _is_configured(provider: Any) -> bool:
 
 
 def _env_int(name: str, default: int) -> int:
-    """A positive integer from the environment, as the SDK reads its OTEL_BSP_* variables."""
+    """A positive integer from the environment, as the SDK reads its OTEL_BSP_*
+    variables. Empty, or space alone, is unset (the specification's rule for
+    every ``OTEL_*`` variable), without a warning."""
+    setting = os.environ.get(name, "").strip()
+    if not setting:
+        return default
     try:
-        value = int(os.environ.get(name, default))
+        value = int(setting)
     except ValueError:
         logger.warning("switchtrace: %s is not an integer; using %d", name, default)
         return default

@@ -751,44 +751,74 @@ def emit_spans(
     emitted = 1 if own_request_span else 0
     request_context = trace.set_span_in_context(request_span)
     spans: dict[int, trace.Span] = {}
-    for crossing in record.crossings:
-        parent_span = spans.get(id(crossing.parent)) if crossing.parent is not None else None
-        context = trace.set_span_in_context(parent_span) if parent_span else request_context
-        name, _site = site_attributes(crossing)
-        span = tracer.start_span(
-            name,
-            context=context,
-            kind=trace.SpanKind.INTERNAL,
-            attributes=crossing_attributes(crossing),
-            start_time=wall(crossing.call_ns),
-        )
-        if crossing.start_ns is not None:
-            span.add_event(STARTED, timestamp=crossing.start_ns + to_wall)
-        if crossing.exception is not None:
-            span.set_status(_ERROR)
-        spans[id(crossing)] = span
-        emitted += 1
-        if pause is not None:
-            pause()
-    for creation in record.loop_creations:
-        target = spans.get(id(creation.crossing)) if creation.crossing else None
-        (target or request_span).add_event(
-            LOOP_CREATED,
-            {"switchtrace.loop.id": creation.loop_id, "thread.name": creation.thread.name},
-            timestamp=creation.at_ns + to_wall,
-        )
-    for start in record.thread_starts:
-        target = spans.get(id(start.crossing)) if start.crossing else None
-        (target or request_span).add_event(
-            THREAD_STARTED,
-            {"thread.id": start.thread.ident or 0, "thread.name": start.thread.name},
-            timestamp=start.at_ns + to_wall,
-        )
-    for crossing in record.crossings:
-        finished = crossing.return_ns or crossing.end_ns or end_ns
-        spans[id(crossing)].end(end_time=wall(finished))
-    if own_request_span:
-        if server_error(record):
-            request_span.set_status(_ERROR)
-        request_span.end(end_time=wall(end_ns))
+    try:
+        for crossing in record.crossings:
+            parent_span = spans.get(id(crossing.parent)) if crossing.parent is not None else None
+            context = trace.set_span_in_context(parent_span) if parent_span else request_context
+            name, _site = site_attributes(crossing)
+            span = tracer.start_span(
+                name,
+                context=context,
+                kind=trace.SpanKind.INTERNAL,
+                attributes=crossing_attributes(crossing),
+                start_time=wall(crossing.call_ns),
+            )
+            spans[id(crossing)] = span
+            if crossing.start_ns is not None:
+                span.add_event(STARTED, timestamp=crossing.start_ns + to_wall)
+            if crossing.exception is not None:
+                span.set_status(_ERROR)
+            emitted += 1
+            if pause is not None:
+                pause()
+        for creation in record.loop_creations:
+            target = spans.get(id(creation.crossing)) if creation.crossing else None
+            (target or request_span).add_event(
+                LOOP_CREATED,
+                {"switchtrace.loop.id": creation.loop_id, "thread.name": creation.thread.name},
+                timestamp=creation.at_ns + to_wall,
+            )
+        for start in record.thread_starts:
+            target = spans.get(id(start.crossing)) if start.crossing else None
+            (target or request_span).add_event(
+                THREAD_STARTED,
+                {"thread.id": start.thread.ident or 0, "thread.name": start.thread.name},
+                timestamp=start.at_ns + to_wall,
+            )
+    finally:
+        # Every span started is ended, even when the application's span
+        # processor raised part way (in on_start, on_end): one left open
+        # stays in its processors for ever, never exported. The error goes
+        # on (the pipeline logs it, the request counted as dropped).
+        failure = _end_spans(record, spans, request_span if own_request_span else None, end_ns)
+    if failure is not None:
+        raise failure
     return emitted
+
+
+def _end_spans(
+    record: RequestRecord,
+    spans: dict[int, trace.Span],
+    request_span: trace.Span | None,
+    end_ns: int,
+) -> Exception | None:
+    """End the crossings' spans that were started, then ``request_span`` (ours),
+    each with its own end time; the first error raised ending one, if any."""
+    wall = record.wall_time
+    failure: Exception | None = None
+    for crossing in record.crossings:
+        span = spans.get(id(crossing))
+        if span is None:
+            continue
+        try:
+            span.end(end_time=wall(crossing.return_ns or crossing.end_ns or end_ns))
+        except Exception as exc:
+            failure = failure or exc
+    if request_span is not None:
+        try:
+            if server_error(record):
+                request_span.set_status(_ERROR)
+            request_span.end(end_time=wall(end_ns))
+        except Exception as exc:
+            failure = failure or exc
+    return failure
