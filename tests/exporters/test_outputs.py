@@ -170,6 +170,47 @@ def test_a_file_another_writer_renames_first_is_not_unrenamable(tmp_path, monkey
     assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_writers_take_turns_renaming_a_full_file(tmp_path, monkeypatch):
+    """Between one writer's look at the full file and its rename, another
+    writer (another worker, which found the same file full) renamed it and
+    started a new one: the first then renamed that new file over the spans
+    the other had put aside in FILE_PATH.1. They now take turns, a lock on
+    the full file held from the look to the rename: the other writer waits
+    (here, asking not to wait, it is refused), and finds the file renamed."""
+    import fcntl
+
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    path = tmp_path / "traces.jsonl"
+    older = tmp_path / "traces.jsonl.1"
+    exporter = FileSpanExporter(path, 10)
+    exporter.export(EncodedSpans("a" * 8, 1))
+    replace = os.replace
+    other_writer = []
+
+    def the_other_writer_in_between(source, destination):
+        monkeypatch.setattr(os, "replace", replace)
+        full = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            fcntl.flock(full, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other_writer.append("waits")
+        else:
+            replace(path, older)
+            path.write_text("x" * 8 + "\n")
+            other_writer.append("renamed")
+        finally:
+            os.close(full)
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", the_other_writer_in_between)
+    assert exporter.export(EncodedSpans("b" * 8, 1)) is SpanExportResult.SUCCESS
+    assert other_writer == ["waits"]
+    assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
+
+
 def test_a_file_path_that_is_a_symlink_stays_one(tmp_path):
     """A FILE_PATH that is a symbolic link (to a file on a larger disk) has
     the file it links to renamed, beside it: renaming the link itself put

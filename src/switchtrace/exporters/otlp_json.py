@@ -17,6 +17,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -24,6 +29,19 @@ from ..tracer.guard import swallow
 from .encode import EncodedSpans
 
 logger = logging.getLogger("switchtrace")
+
+
+def _lock_file(descriptor: int) -> None:
+    """An exclusive lock on the open file, shared with other processes (none
+    where there is no flock: Windows)."""
+    if fcntl is not None:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+
+
+def _unlock_file(descriptor: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+
 
 #: Opened for reading too, to see whether the file ends with a whole line.
 _APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT
@@ -293,18 +311,26 @@ class FileSpanExporter(SpanExporter):
         target = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
         try:
             measured = os.fstat(out)
+            # Writers that find the file full at once take turns (a lock on
+            # the full file itself): between one's look at the path and its
+            # rename, another could rename the file and start a new one,
+            # which the first would then rename over the spans put aside.
+            _lock_file(out)
             try:
-                current = os.stat(target)
-            except FileNotFoundError:
-                current = None
-            if current is not None and (current.st_ino, current.st_dev) == (
-                measured.st_ino,
-                measured.st_dev,
-            ):
                 try:
-                    os.replace(target, target + ".1")
+                    current = os.stat(target)
                 except FileNotFoundError:
-                    pass  # renamed by another process since: append to its new file
+                    current = None
+                if current is not None and (current.st_ino, current.st_dev) == (
+                    measured.st_ino,
+                    measured.st_dev,
+                ):
+                    try:
+                        os.replace(target, target + ".1")
+                    except FileNotFoundError:
+                        pass  # renamed by another process since: append to its new file
+            finally:
+                _unlock_file(out)
         except OSError as exc:
             if not self._unrotatable:
                 self._unrotatable = True
