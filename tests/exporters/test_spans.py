@@ -446,6 +446,12 @@ def test_the_request_span_names_the_server_the_client_and_the_protocol(spans):
                 "user_agent.original": "Mozilla/5.0",
             },
         ),
+        # An obfuscated identifier (RFC 7239) is no address either.
+        (
+            "wsgi",
+            {"HTTP_FORWARDED": "for=_hidden, for=198.51.100.1", "REMOTE_ADDR": "192.0.2.9"},
+            {"server.address": "testserver", "server.port": 80, **wsgi_peer},
+        ),
         # No Host at all (HTTP/1.0 allows it): the server's own name and port.
         (
             "wsgi",

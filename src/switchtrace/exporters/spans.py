@@ -257,10 +257,11 @@ def _arrival_attributes(record: RequestRecord, scheme: Any) -> dict[str, Any]:
         peer_address, peer_port = _text(arrival.peer[0]), _port(arrival.peer[1])
     client = _forwarded(arrival.forwarded, "for") or _first(arrival.forwarded_for)
     if client is not None:
-        # A port, an IPv6 address's brackets, RFC 7239's "unknown" are not
-        # the client's address.
+        # A port, an IPv6 address's brackets, RFC 7239's "unknown" and its
+        # obfuscated identifiers ("_hidden", "_SEVKISEK") are not the
+        # client's address.
         client = _host_and_port(client)[0]
-        if client is not None and client.lower() == "unknown":
+        if client is not None and (client.lower() == "unknown" or client.startswith("_")):
             client = None
     client = client or peer_address
     if client is not None:
