@@ -36,6 +36,10 @@ from .headers import stamp, unstamp
 logger = logging.getLogger("switchtrace")
 
 
+#: The ERROR of a middleware without its app has been logged.
+_missing_app_told = False
+
+
 class SwitchTraceMiddleware:
     sync_capable = True
     async_capable = True
@@ -50,13 +54,17 @@ class SwitchTraceMiddleware:
         if not apps.is_installed("switchtrace.django_app"):
             # Its AppConfig.ready() installs the patches and registers the
             # system checks: without it nothing is recorded, and nothing
-            # else would say so.
-            logger.error(
-                "switchtrace disabled: SwitchTraceMiddleware is in MIDDLEWARE but "
-                "'switchtrace.django_app' is not in INSTALLED_APPS, so nothing is recorded "
-                "and no response carries the headers. Add 'switchtrace.django_app' to "
-                "INSTALLED_APPS."
-            )
+            # else would say so. Once: Django builds a handler for each test
+            # client too.
+            global _missing_app_told
+            if not _missing_app_told:
+                _missing_app_told = True
+                logger.error(
+                    "switchtrace disabled: SwitchTraceMiddleware is in MIDDLEWARE but "
+                    "'switchtrace.django_app' is not in INSTALLED_APPS, so nothing is recorded "
+                    "and no response carries the headers. Add 'switchtrace.django_app' to "
+                    "INSTALLED_APPS."
+                )
             raise MiddlewareNotUsed("'switchtrace.django_app' is not in INSTALLED_APPS")
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
