@@ -24,6 +24,16 @@ from switchtrace import tracer  # noqa: E402
 from switchtrace.tracer import guard  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _working_directory_of_its_own(tmp_path_factory):
+    """Settings without FILE_PATH write the file exporter's default,
+    switchtrace-traces.jsonl, in the working directory: not the checkout's."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(previous)
+
+
 @pytest.fixture(autouse=True)
 def _fail_on_swallowed_errors():
     """switchtrace swallows its own errors in production; here they fail the test."""

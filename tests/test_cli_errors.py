@@ -509,7 +509,8 @@ def test_an_error_after_the_reader_went_away_is_still_told(tmp_path):
 
 def test_a_broken_pipe_with_standard_output_intact_is_an_error(monkeypatch, capsys):
     """Raised by something else than the writes to standard output (here no
-    file descriptor behind it at all): one line, exit 1."""
+    file descriptor behind it at all): one line, exit 1. (The file is named
+    in full: the tests run in a working directory of their own.)"""
 
     def broken(args):
         raise BrokenPipeError(32, "Broken pipe")
@@ -518,7 +519,7 @@ def test_a_broken_pipe_with_standard_output_intact_is_an_error(monkeypatch, caps
     assert cli.main(["explain"]) == 1
     assert capsys.readouterr().err == (
         "switchtrace explain: error: BrokenPipeError: [Errno 32] Broken pipe "
-        f"(tests{os.sep}test_cli_errors.py, line {broken.__code__.co_firstlineno + 1}, in broken)\n"
+        f"({__file__}, line {broken.__code__.co_firstlineno + 1}, in broken)\n"
     )
 
 
