@@ -198,6 +198,11 @@ def _http_exporter_class() -> type[Any]:
     return HttpSpanExporter
 
 
+class LimitsError(ValueError):
+    """An OTEL_*_LIMIT variable the SDK's ``SpanLimits`` refuses (its message
+    names it and what it takes)."""
+
+
 class SpanPipeline:
     """A record listener that turns sampled requests into spans."""
 
@@ -276,7 +281,10 @@ class SpanPipeline:
                 if options.sample_rate is not None
                 else _environ_sampler()
             )
-            span_limits = SpanLimits()
+            try:
+                span_limits = SpanLimits()
+            except ValueError as exc:  # a provider made now would raise it too
+                raise LimitsError(str(exc)) from None
             self.limits = Limits(span_limits)
             self.provider = TracerProvider(
                 sampler=sampler,
