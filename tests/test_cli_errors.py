@@ -678,7 +678,7 @@ def test_bench_overhead_with_an_otlp_exporter_that_cannot_be_made(tmp_path):
         "made, so no spans are exported: "
     ), line
     assert line.endswith(
-        ". (switchtrace.E006) Correct or unset the OTEL_EXPORTER_OTLP_* variable it names, or "
+        ". (switchtrace.E006) Correct or unset the OTEL_* variable it names, or "
         "choose another EXPORTER."
     ), line
     assert out.stdout == ""
@@ -699,7 +699,7 @@ def test_demo_with_an_otlp_exporter_that_cannot_be_made(tmp_path):
     ), line
     assert "bogus" in line
     assert line.endswith(
-        ". (switchtrace.E006) Correct or unset the OTEL_EXPORTER_OTLP_* variable it names, or "
+        ". (switchtrace.E006) Correct or unset the OTEL_* variable it names, or "
         "choose another EXPORTER."
     ), line
     assert out.stdout == ""

@@ -130,14 +130,15 @@ def require_enabled(disabled_ok: bool = False, without_spans: bool = False) -> N
 def require_spans() -> None:
     """SetupError (exit status 2) if the exporter the settings ask for could
     not be made (switchtrace.E006 of the system checks: an OTEL_EXPORTER_OTLP_*
-    variable the OTLP exporter refuses): spans would be off, headers on."""
+    variable the OTLP exporter refuses, an OTEL_*_LIMIT the SDK refuses): spans
+    would be off, headers on."""
     from .django_app import telemetry
 
     failure = telemetry.failure()
     if failure is not None:
         raise SetupError(
             f"the settings keep spans off: {failure}. (switchtrace.E006) Correct or unset the "
-            "OTEL_EXPORTER_OTLP_* variable it names, or choose another EXPORTER."
+            "OTEL_* variable it names, or choose another EXPORTER."
         )
 
 
@@ -158,11 +159,12 @@ def setup_unlogged(project: Path) -> None:
 def settings_messages() -> tuple[str, ...]:
     """The beginnings of what switchtrace logs about the settings when they
     are applied (at start-up, or changed): one that keeps it disabled, an
-    exporter that cannot be made."""
+    exporter that cannot be made, span limits that cannot be read."""
     from .exporters import EXPORTERS
 
     cannot_be_made = (f"switchtrace: The {name} exporter cannot be made" for name in EXPORTERS)
-    return ("switchtrace disabled:", *cannot_be_made)
+    limits = "switchtrace: The OpenTelemetry span limits cannot be read"
+    return ("switchtrace disabled:", *cannot_be_made, limits)
 
 
 @contextlib.contextmanager

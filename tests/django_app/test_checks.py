@@ -370,14 +370,51 @@ def test_an_otel_variable_the_otlp_exporter_refuses_is_e006_and_leaves_the_heade
                 (
                     "switchtrace.E006",
                     expected + ".",
-                    "Correct or unset the OTEL_EXPORTER_OTLP_* variable it names, or "
-                    "choose another EXPORTER.",
+                    "Correct or unset the OTEL_* variable it names, or choose another EXPORTER.",
                 )
             ]
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
         "switchtrace: " + expected
     ]
     assert telemetry.failure() is None  # the suite's own settings back
+
+
+def test_a_span_limit_the_sdk_refuses_is_e006_naming_it(monkeypatch, caplog, tmp_path):
+    """The SDK's provider refuses an OTEL_*_LIMIT that is not a non-negative
+    integer: spans off, headers on, as for an exporter that cannot be made;
+    but the message blamed the file exporter and the hint an
+    OTEL_EXPORTER_OTLP_* variable. It names the span limits now."""
+    from switchtrace.django_app import telemetry
+
+    from ..support import wsgi_request
+    from .test_middleware import project
+
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4k")
+    expected = (
+        "The OpenTelemetry span limits cannot be read, so no spans are exported: "
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT must be a non-negative integer but got 4k"
+    )
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(tmp_path / "t.jsonl")}
+    with (
+        caplog.at_level("ERROR", logger="switchtrace"),
+        project(SWITCHTRACE=settings) as (_asgi, wsgi),
+    ):
+        assert telemetry.pipeline() is None
+        assert wsgi_request(wsgi, "/async/").figures() == (2, 2, 1, 1)
+        with override_settings(MIDDLEWARE=BASE_MIDDLEWARE):
+            assert own_messages() == [
+                (
+                    "switchtrace.E006",
+                    expected + ".",
+                    "Correct or unset the OTEL_* variable it names, or choose another EXPORTER.",
+                )
+            ]
+        # (For the suite's own settings, made again as this block ends.)
+        monkeypatch.delenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+    assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
+        "switchtrace: " + expected
+    ]
+    assert telemetry.failure() is None
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from google.protobuf import json_format
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common._internal import _encode_attributes, _encode_value
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.propagate import extract
@@ -22,10 +24,16 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    SamplingResult,
+    StaticSampler,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 
 from switchtrace import tracer
 from switchtrace.django_app import components
@@ -44,9 +52,12 @@ from switchtrace.exporters.encode import (
 )
 from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
 from switchtrace.exporters.spans import (
+    CROSSING_ATTRIBUTES,
+    KIND_SERVER,
     STARTED,
     THREAD_STARTED,
     AttributeGroup,
+    Limits,
     PlannedEvent,
     count_spans,
     emit_spans,
@@ -76,11 +87,11 @@ async def bridges_that_fail_and_nest():
 
 
 @pytest.fixture
-def planned(records):
-    """Planned spans of records covering every kind of span content: the ASGI
-    default stack, a WSGI request with new loops and threads (events with
-    attributes) under a remote parent with a tracestate, asyncio.run, and a
-    crossing that raised."""
+def recorded(records):
+    """Records covering every kind of span content: the ASGI default stack, a
+    WSGI request with new loops and threads (events with attributes) under a
+    remote parent with a tracestate, asyncio.run, and a crossing that raised;
+    each with its parent context."""
     with project() as (asgi, wsgi):
         run_asgi(asgi, "/sync/")
         wsgi_request(
@@ -90,8 +101,13 @@ def planned(records):
     with tracer.recording():
         asyncio.run(bridges_that_fail_and_nest())
     parents = [None, extract({"traceparent": TRACEPARENT, "tracestate": "shop=1,b=2"}), None, None]
-    assert len(records) == len(parents)
-    plans = [
+    return list(zip(records, parents, strict=True))
+
+
+@pytest.fixture
+def planned(recorded):
+    """The planned spans of the records above."""
+    return [
         plan_spans(
             record,
             sampler=ALWAYS_ON,
@@ -99,9 +115,8 @@ def planned(records):
             parent=parent,
             resolve=components.resolve,
         )
-        for record, parent in zip(records, parents, strict=True)
+        for record, parent in recorded
     ]
-    return plans
 
 
 def test_protobuf_bytes_equal_the_sdk_encoding(planned):
@@ -556,3 +571,253 @@ def test_error_statuses_encode_as_the_sdks_and_through_an_applications_provider(
     assert {s.name for s in emitted if s.status.status_code is StatusCode.ERROR} == errors
     [request] = [s for s in emitted if s.name == "GET raise/"]
     assert request.attributes["error.type"] == "500"
+
+
+# -- the SDK's span limits -------------------------------------------------------
+
+
+class Sequential(IdGenerator):
+    """Ids 1, 2, 3...: two plans of a record made with one each have the same."""
+
+    def __init__(self) -> None:
+        self._next = itertools.count(1)
+
+    def generate_span_id(self) -> int:
+        return next(self._next)
+
+    def generate_trace_id(self) -> int:
+        return next(self._next) + 2**100
+
+
+class Replayed(IdGenerator):
+    """The ids of planned spans, for the SDK's tracer to make the same spans."""
+
+    def __init__(self, trace_id: int) -> None:
+        self.trace_id = trace_id
+        self.span_id = 0
+
+    def generate_span_id(self) -> int:
+        return self.span_id
+
+    def generate_trace_id(self) -> int:
+        return self.trace_id
+
+
+#: Attribute values with strings inside, which a sampler adds to the request span.
+NESTED = {
+    "switchtrace.test.list": ("abcdefghijklmnop", 7, "xy"),
+    "switchtrace.test.map": {"k": "abcdefghijklmnop", "n": 2, "inner": ["abcdefghijklmnop"]},
+    "switchtrace.test.bytes": b"abcdefghijklmnop",
+    "switchtrace.test.none_inside": ["abcdefghijklmnop", None],
+    "switchtrace.test.float": 1.5,
+    "switchtrace.test.bool": True,
+}
+
+
+class Nesting(StaticSampler):
+    """ALWAYS_ON, adding NESTED to the request span's attributes."""
+
+    def __init__(self) -> None:
+        super().__init__(Decision.RECORD_AND_SAMPLE)
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, **kw):
+        result = super().should_sample(parent_context, trace_id, name, kind, attributes, **kw)
+        return SamplingResult(result.decision, NESTED, result.trace_state)
+
+
+def through_the_sdk(plans):
+    """The planned spans (made without limits) made again by the SDK's own
+    provider, made now (reading the span limits from the environment), with
+    their ids, times, attributes and events in the same order: its finished
+    spans."""
+    exporter = InMemorySpanExporter()
+    flags = TraceFlags(TraceFlags.SAMPLED)
+    for plan in plans:
+        ids = Replayed(plan.trace_id)
+        provider = TracerProvider(sampler=ALWAYS_ON, resource=RESOURCE, id_generator=ids)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer_ = provider.get_tracer(SCOPE.name, SCOPE.version)
+        for span in plan.spans:
+            parent = None
+            if span.parent_id is not None:
+                parent_span = NonRecordingSpan(
+                    SpanContext(
+                        plan.trace_id, span.parent_id, span.parent_remote, flags, plan.state
+                    )
+                )
+                parent = trace.set_span_in_context(parent_span)
+            ids.span_id = span.span_id
+            made = tracer_.start_span(
+                span.name,
+                context=parent,
+                kind=trace.SpanKind.SERVER if span.kind == KIND_SERVER else trace.SpanKind.INTERNAL,
+                attributes=dict(sum((g.attributes for g in span.groups), ()) + span.attributes),
+                start_time=span.start,
+            )
+            for event in span_events(span):
+                made.add_event(event.name, dict(event.attributes), timestamp=event.time)
+            if span.error:
+                made.set_status(StatusCode.ERROR)
+            made.end(end_time=span.end)
+    return exporter.get_finished_spans()
+
+
+LIMITS = {
+    "value-length": {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "8"},
+    "span-and-global-value-lengths": {
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "12",
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "3",
+    },
+    "span-attribute-and-event-counts": {
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "5",
+        "OTEL_SPAN_EVENT_COUNT_LIMIT": "1",
+    },
+    "global-attribute-count": {"OTEL_ATTRIBUTE_COUNT_LIMIT": "1"},
+    "event-attribute-count": {"OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "1"},
+    # At the most a crossing's span has: only the request spans have more.
+    "request-span-only": {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "21"},
+    "zero": {
+        "OTEL_ATTRIBUTE_COUNT_LIMIT": "0",
+        "OTEL_SPAN_EVENT_COUNT_LIMIT": "0",
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "0",
+    },
+    "defaults": {},
+}
+#: Per case: the counts it caps (a span's attributes, its events, an event's
+#: attributes; None: not capped) and whether it leaves anything off here.
+CAPS = {
+    "value-length": ((None, None, None), False),
+    "span-and-global-value-lengths": ((None, None, None), False),
+    "span-attribute-and-event-counts": ((5, 1, None), True),
+    "global-attribute-count": ((1, None, 1), True),
+    "event-attribute-count": ((None, None, 1), True),
+    "request-span-only": ((21, None, None), True),
+    "zero": ((0, 0, None), True),
+    "defaults": ((None, None, None), False),
+}
+
+
+def left_off(plans, caps):
+    """What ``caps`` leave off the spans of ``plans`` (made without limits):
+    attributes of spans, events, attributes of the events kept."""
+    span_cap, event_cap, event_attribute_cap = caps
+    attributes = events = event_attributes = 0
+    for plan in plans:
+        for span in plan.spans:
+            count = sum(len(group.attributes) for group in span.groups) + len(span.attributes)
+            if span_cap is not None:
+                attributes += max(count - span_cap, 0)
+            kept = span_events(span)
+            if event_cap is not None:
+                events += max(len(kept) - event_cap, 0)
+                kept = kept[len(kept) - min(event_cap, len(kept)) :]
+            if event_attribute_cap is not None:
+                event_attributes += sum(
+                    max(len(e.attributes) - event_attribute_cap, 0) for e in kept
+                )
+    return attributes, events, event_attributes
+
+
+LIMIT_VARIABLES = [
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+]
+
+
+@pytest.mark.parametrize("case", LIMITS)
+def test_spans_under_the_sdks_limits_encode_as_the_sdk_makes_and_encodes_them(
+    recorded, case, monkeypatch
+):
+    """Under the span limits of the environment, the spans switchtrace lays
+    out and encodes itself are those the SDK's provider makes of the same
+    spans: values cut, the first attributes and events left off past a count
+    limit, and the counts of what was left off, byte for byte in protobuf and
+    field for field in OTLP/JSON (and its ReadableSpans encode the same)."""
+    for name in LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in LIMITS[case].items():
+        monkeypatch.setenv(name, value)
+    limits = Limits()
+    plans, unlimited = [], []
+    for record, parent in recorded:
+        for made, into in ((limits, plans), (None, unlimited)):
+            into.append(
+                plan_spans(
+                    record,
+                    sampler=Nesting(),
+                    ids=Sequential(),
+                    parent=parent,
+                    resolve=components.resolve,
+                    limits=made,
+                )
+            )
+    sdk = through_the_sdk(unlimited)
+    assert len(sdk) == 17 + (1 + 3) + (1 + 1) + (1 + 4)
+    protobuf = ProtobufWriter(RESOURCE, SCOPE)
+    ours = protobuf.request([span for plan in plans for span in protobuf.spans(plan)])
+    assert ours == encode_spans(sdk).SerializeToString()
+    readable = [
+        span for plan in plans for span in readable_spans(plan, resource=RESOURCE, scope=SCOPE)
+    ]
+    assert encode_spans(readable).SerializeToString() == encode_spans(sdk).SerializeToString()
+    writer = JsonWriter(RESOURCE, SCOPE)
+    message = json.loads(writer.request([span for plan in plans for span in writer.spans(plan)]))
+    assert message == json.loads(to_otlp_json(sdk))
+    # What was left off, as the SDK counts it (and a test that the limits bite).
+    caps, bites = CAPS[case]
+    dropped = left_off(unlimited, caps)
+    assert (
+        sum(s.dropped_attributes for s in sdk),
+        sum(s.dropped_events for s in sdk),
+        sum(e.dropped_attributes for s in sdk for e in s.events),
+    ) == dropped
+    assert any(dropped) is bites
+    requests = [s for s in sdk if s.kind is trace.SpanKind.SERVER]
+    if case == "request-span-only":
+        # Only request spans have more attributes (with the sampler's six).
+        assert all(s.dropped_attributes == 0 for s in sdk if s not in requests)
+        assert [s.dropped_attributes for s in requests] == [
+            max(len(s.attributes) + s.dropped_attributes - 21, 0) for s in requests
+        ]
+        assert requests[0].dropped_attributes > 0
+    [request] = [s for s in requests if s.name == "GET sync/"]
+    if case == "value-length":
+        assert request.attributes["switchtrace.test.list"] == ("abcdefgh", 7, "xy")
+        assert request.attributes["switchtrace.test.map"] == {
+            "k": "abcdefgh",
+            "n": 2,
+            "inner": ("abcdefgh",),
+        }
+        assert request.attributes["switchtrace.test.bytes"] == b"abcdefghijklmnop"
+        assert max(len(s.attributes.get("code.filepath", "")) for s in sdk) == 8
+    if case == "span-and-global-value-lengths":
+        assert request.attributes["switchtrace.test.none_inside"] == ("abcdefghijkl", None)
+        thread_names = {e.attributes["thread.name"] for s in sdk for e in s.events if e.attributes}
+        assert {len(name) for name in thread_names} == {3}
+
+
+def test_without_limits_near_their_defaults_spans_are_left_as_they_are(planned, monkeypatch):
+    """No length limit and counts far below the caps (the defaults): nothing
+    is looked at, the spans are those laid out."""
+    for name in LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    limits = Limits()
+    assert not limits.every_span
+    spans = planned[1].spans
+    assert limits.apply(spans, 128, 128) is spans
+    assert limits.apply(spans, 129, 3) is not spans
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "1000")
+    assert Limits().every_span
+    # The most a crossing's span has (a crossing that raised, with every
+    # attribute of its site), on which the shortcut relies.
+    counts = [
+        sum(len(group.attributes) for group in span.groups) + len(span.attributes)
+        for plan in planned
+        for span in plan.spans
+        if span.kind != KIND_SERVER
+    ]
+    assert max(counts) == CROSSING_ATTRIBUTES == 21

@@ -5,6 +5,7 @@ and the decoded spans are checked."""
 from __future__ import annotations
 
 import gzip
+import json
 
 import httpx
 import pytest
@@ -185,3 +186,75 @@ def test_otel_variables_from_a_crlf_env_file_reach_the_collector(protocol, monke
     finally:
         receiver.stop()
     assert len(receiver.received.spans()) == 17
+
+
+HUGE = 20_000
+
+
+@pytest.mark.parametrize("exporter", ["otlp", "file", "memory"])
+def test_a_huge_user_agent_and_url_are_cut_to_the_attribute_length_limit(
+    exporter, monkeypatch, tmp_path
+):
+    """A client's 20,000-character User-Agent and URL made as long request
+    span attributes, whatever OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT said: one
+    request could take an export past a collector's size limit, the other
+    requests' spans lost with it. They are cut to it now, as the SDK's
+    provider cuts them, by switchtrace's own encoders (protobuf to a real
+    OTLP receiver, OTLP/JSON to the file) and through the SDK's spans (the
+    memory exporter)."""
+    from switchtrace.django_app import telemetry
+    from switchtrace.example import run_in_server_loop
+
+    from ..django_app.test_middleware import project
+    from ..support import asgi_request
+
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100")
+    receiver = HttpReceiver() if exporter == "otlp" else None
+    path = tmp_path / "traces.jsonl"
+    settings = {
+        "otlp": {"ENABLED": True, "OTLP_ENDPOINT": receiver and receiver.endpoint},
+        "file": {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)},
+        "memory": {"ENABLED": True, "EXPORTER": "memory", "SERVICE_NAME": "limited"},
+    }[exporter]
+    agent = "Mozilla/5.0 " + "x" * (HUGE - 12)
+    url_path = "/sync/" + "p" * (HUGE - 6)
+    query = "q=" + "v" * (HUGE - 2)
+    try:
+        with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+            pipeline = telemetry.pipeline()  # made now, under the limit
+            result = run_in_server_loop(
+                asgi_request(
+                    asgi,
+                    url_path,
+                    headers=[(b"host", b"testserver"), (b"user-agent", agent.encode())],
+                    query=query,
+                )
+            )
+            assert result.status == 404
+            assert pipeline.flush(30)
+            assert pipeline.failed == 0
+            if exporter == "memory":
+                spans = [
+                    (s.kind.value + 1, dict(s.attributes), s.dropped_attributes)
+                    for s in pipeline.exporter.get_finished_spans()
+                ]
+    finally:
+        if receiver is not None:
+            receiver.stop()
+    if exporter == "otlp":
+        spans = [(s.kind, attrs(s), s.dropped_attributes_count) for s in receiver.received.spans()]
+    elif exporter == "file":
+        spans = []
+        for line in path.read_text().splitlines():
+            for s in json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+                values = {
+                    a["key"]: next(iter(a["value"].values())) for a in s.get("attributes", ())
+                }
+                spans.append((s["kind"], values, s.get("droppedAttributesCount", 0)))
+    [request] = [attributes for kind, attributes, _dropped in spans if kind == 2]
+    assert request["user_agent.original"] == agent[:100]
+    assert request["url.path"] == url_path[:100]
+    assert request["url.query"] == query[:100]
+    # Lengths only: no attribute or event is left off.
+    assert [dropped for _kind, _attributes, dropped in spans] == [0] * len(spans)
+    assert max(len(v) for _k, a, _d in spans for v in a.values() if isinstance(v, str)) == 100

@@ -10,7 +10,8 @@
 | switchtrace.E006 | error | an OTLP endpoint (setting or OTEL_* variable) that is not a URL, an
   unsupported ``OTEL_EXPORTER_OTLP_PROTOCOL``, an ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`` (else
   ``OTEL_EXPORTER_OTLP_TIMEOUT``) that is not a positive number of seconds, or another OTEL_*
-  variable the OTLP exporter refuses (that one leaves the headers on) |
+  variable the OTLP exporter refuses, or an OTEL_*_LIMIT the SDK's span limits refuse (those two
+  leave the headers on) |
 | switchtrace.E007 | error | (enabled) a ``MIDDLEWARE`` entry that cannot be imported |
 | switchtrace.E008 | error | (enabled) the file exporter's ``FILE_PATH`` cannot be written |
 | switchtrace.E009 | error | (enabled, spans made by switchtrace's own provider,
@@ -55,8 +56,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         messages.append(
             Error(
                 failure + ".",
-                hint="Correct or unset the OTEL_EXPORTER_OTLP_* variable it names, "
-                "or choose another EXPORTER.",
+                hint="Correct or unset the OTEL_* variable it names, or choose another EXPORTER.",
                 id="switchtrace.E006",
             )
         )

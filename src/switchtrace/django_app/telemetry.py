@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from .. import tracer
 from ..exporters import ConsoleReporter, ExportOptions, SpanPipeline
+from ..exporters.pipeline import LimitsError
 from . import components
 
 _lock = threading.Lock()
@@ -49,10 +50,17 @@ def configure(options: ExportOptions | None) -> None:
             # (OTEL_EXPORTER_OTLP_COMPRESSION under gRPC): no spans, the
             # headers as usual, and the reason told at startup (and by the
             # system checks, as switchtrace.E006).
-            _failure = (
-                f"The {options.exporter} exporter cannot be made, so no spans are "
-                f"exported: {type(exc).__name__}: {exc}"
-            )
+            if isinstance(exc, LimitsError):
+                # OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT and the like, which the
+                # SDK's provider reads (and refuses) when it is made.
+                _failure = (
+                    f"The OpenTelemetry span limits cannot be read, so no spans are exported: {exc}"
+                )
+            else:
+                _failure = (
+                    f"The {options.exporter} exporter cannot be made, so no spans are "
+                    f"exported: {type(exc).__name__}: {exc}"
+                )
             from .apps import startup_error
 
             startup_error(f"switchtrace: {_failure}", "switchtrace.E006")

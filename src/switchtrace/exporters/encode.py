@@ -8,6 +8,11 @@ compares them with the SDK's encoding, byte for byte and field for field)
 from :class:`~.spans.PlannedSpans`, encoding each shared group of attributes
 (a call site's, a pair of threads', a loop's) once and reusing it.
 
+The spans are within the SDK's span limits as :func:`~.spans.plan_spans`
+laid them out (:class:`~.spans.Limits`); what those left off is counted in
+``droppedAttributesCount`` and ``droppedEventsCount``, as the SDK's encoder
+reports its spans'.
+
 Protobuf field numbers are those of opentelemetry-proto's ``trace.proto``,
 ``common.proto`` and ``resource.proto`` (v1).
 
@@ -176,6 +181,7 @@ def _common(span: PlannedSpan) -> bool:
         and len(span.groups) == 3
         and all(group.attributes for group in span.groups)
         and not span.error
+        and not span.dropped_attributes
     )
 
 
@@ -250,6 +256,8 @@ class ProtobufWriter:
                 parts.append(group.protobuf or _protobuf_group(group))
             if own:
                 parts.append(key_values(9, own))
+            if span.dropped_attributes:  # (by the span limits: field 10)
+                parts.append(b"\x50" + varint(span.dropped_attributes))
             if span.events:
                 for event in span_events(span):
                     parts.append(field(11, _event(event)))
@@ -257,6 +265,8 @@ class ProtobufWriter:
                 parts.append(_STARTED_EVENT)
                 parts.append(_pack_fixed64(span.started))
                 parts.append(_STARTED_NAME)
+            if span.dropped_events:  # (field 12)
+                parts.append(b"\x60" + varint(span.dropped_events))
             # The Status (empty: UNSET), then the flags (fixed32, field 16).
             parts.append(
                 (_ERROR_AND_FLAGS if span.error else _STATUS_AND_FLAGS)[span.parent_remote]
@@ -301,6 +311,8 @@ def _event(event: PlannedEvent) -> bytes:
     encoded = b"\x09" + _pack_fixed64(event.time) + _event_names[event.name]
     if event.attributes:
         encoded += key_values(3, event.attributes)
+    if event.dropped:  # (by the span limits: field 4)
+        encoded += b"\x20" + varint(event.dropped)
     return encoded
 
 
@@ -440,9 +452,13 @@ class JsonWriter:
             )
             if any(attributes):
                 text += f',"attributes":[{",".join(filter(None, attributes))}]'
+            if span.dropped_attributes:
+                text += f',"droppedAttributesCount":{span.dropped_attributes}'
             events = span_events(span)
             if events:
                 text += f',"events":[{",".join(_json_event(e) for e in events)}]'
+            if span.dropped_events:
+                text += f',"droppedEventsCount":{span.dropped_events}'
             out.append(text + (',"status":{"code":2}}' if span.error else ',"status":{}}'))
         return out
 
@@ -463,4 +479,6 @@ def _json_event(event: PlannedEvent) -> str:
     attributes = json_attributes(event.attributes) if event.attributes else ""
     if attributes:
         text += f',"attributes":[{attributes}]'
+    if event.dropped:
+        text += f',"droppedAttributesCount":{event.dropped}'
     return text + "}"

@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -74,6 +74,7 @@ from ..plural import count
 from ..tracer.guard import swallow
 from .encode import EncodedSpans, JsonWriter, ProtobufWriter
 from .spans import (
+    Limits,
     Resolve,
     count_spans,
     emit_spans,
@@ -197,6 +198,11 @@ def _http_exporter_class() -> type[Any]:
     return HttpSpanExporter
 
 
+class LimitsError(ValueError):
+    """An OTEL_*_LIMIT variable the SDK's ``SpanLimits`` refuses (its message
+    names it and what it takes)."""
+
+
 class SpanPipeline:
     """A record listener that turns sampled requests into spans."""
 
@@ -259,6 +265,9 @@ class SpanPipeline:
         #: down with the pipeline, even once the application's is used.
         self._made: TracerProvider | None = None
         self.processor: Any = None
+        #: The SDK's span limits, read as our provider reads them (once,
+        #: here), for the spans the pipeline lays out itself.
+        self.limits: Limits | None = None
         current = trace.get_tracer_provider()
         if _is_configured(current):
             # The application configured OpenTelemetry itself: use its
@@ -272,10 +281,16 @@ class SpanPipeline:
                 if options.sample_rate is not None
                 else _environ_sampler()
             )
+            try:
+                span_limits = SpanLimits()
+            except ValueError as exc:  # a provider made now would raise it too
+                raise LimitsError(str(exc)) from None
+            self.limits = Limits(span_limits)
             self.provider = TracerProvider(
                 sampler=sampler,
                 resource=Resource.create({"service.name": options.service_name}),
                 shutdown_on_exit=False,
+                span_limits=span_limits,
             )
             self._made = self.provider
             self.own_provider = True
@@ -462,6 +477,7 @@ class SpanPipeline:
                 parent=None if server_span is not None else self._parent_of(record),
                 resolve=self.resolve,
                 server_span=server_span,
+                limits=self.limits,
             )
             if planned is None:
                 return []

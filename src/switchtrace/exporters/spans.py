@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.span import TraceState
 from opentelemetry.trace.status import Status, StatusCode
@@ -465,6 +467,8 @@ class PlannedEvent(NamedTuple):
     time: int
     name: str
     attributes: Attributes
+    #: Attributes left off by the span limits (see :class:`Limits`).
+    dropped: int = 0
 
 
 class PlannedSpan(NamedTuple):
@@ -490,6 +494,9 @@ class PlannedSpan(NamedTuple):
     #: Status Error: an exception left the bridged code, or the request's
     #: response is a 5xx (else the status is unset).
     error: bool = False
+    #: Attributes and events left off by the span limits (see :class:`Limits`).
+    dropped_attributes: int = 0
+    dropped_events: int = 0
 
 
 def span_events(span: PlannedSpan) -> Sequence[PlannedEvent]:
@@ -510,6 +517,151 @@ class PlannedSpans(NamedTuple):
     state: TraceState | None
     #: The crossings' spans, then the request span.
     spans: list[PlannedSpan]
+
+
+# -- the SDK's span limits ---------------------------------------------------------
+
+#: The most attributes a crossing's span has: its site's 10 (mechanism,
+#: direction, thread_sensitive, executor, component.kind, component and four
+#: code.*), its threads' 5, its loop's 4 and its own 2 (queue wait,
+#: exception). An attribute count limit at least this high never cuts one.
+CROSSING_ATTRIBUTES = 21
+#: The attributes of an event other than STARTED (loop created, thread started).
+EVENT_ATTRIBUTES = 2
+
+
+class Limits:
+    """The OpenTelemetry SDK's span limits (its ``SpanLimits``, which read
+    OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT, OTEL_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT and OTEL_SPAN_EVENT_COUNT_LIMIT), applied
+    to planned spans as the SDK's spans apply them: string values (inside
+    sequences and mappings too) cut to the length limit (a span's attributes
+    to the span one, an event's to the global one), and past a count limit
+    the first attributes or events left off (the SDK's make room for the
+    later ones), their number reported as dropped. Read once, as a
+    TracerProvider reads them when it is made."""
+
+    def __init__(self, limits: SpanLimits | None = None) -> None:
+        limits = limits if limits is not None else SpanLimits()
+        self.span_length: int | None = limits.max_span_attribute_length
+        self.event_length: int | None = limits.max_attribute_length
+        self.span_attributes: int | None = limits.max_span_attributes
+        self.event_attributes: int | None = limits.max_event_attributes
+        self.events: int | None = limits.max_events
+        #: Whether any span may be changed: a length limit, or a count limit
+        #: a crossing's span or an event may reach. Else only a record whose
+        #: request span or events reach theirs (the defaults, 128 each, are
+        #: far above what a request makes) is looked at: see :meth:`apply`.
+        self.every_span = (
+            self.span_length is not None
+            or self.event_length is not None
+            or (self.span_attributes is not None and self.span_attributes < CROSSING_ATTRIBUTES)
+            or (self.event_attributes is not None and self.event_attributes < EVENT_ATTRIBUTES)
+        )
+        #: Shared groups with their values cut to the span length limit, so
+        #: that they stay shared (and encoded once).
+        self._groups: dict[AttributeGroup, AttributeGroup] = {}
+
+    def apply(
+        self, spans: list[PlannedSpan], most_attributes: int, most_events: int
+    ) -> list[PlannedSpan]:
+        """``spans`` within the limits; ``most_attributes`` and ``most_events``
+        the most any of them has beside a crossing's usual ones (the request
+        span's attributes; a span's events, STARTED included)."""
+        if not self.every_span and not (
+            self.span_attributes is not None and most_attributes > self.span_attributes
+        ):
+            if self.events is None or most_events <= self.events:
+                return spans  # (the usual case: nothing to do)
+        return [self.span(span) for span in spans]
+
+    def span(self, span: PlannedSpan) -> PlannedSpan:
+        """``span`` within the limits."""
+        groups, own = span.groups, span.attributes
+        length = self.span_length
+        if length is not None:
+            groups = tuple(self._group(group) for group in groups)
+            own = _truncated(own, length)
+        dropped_attributes = 0
+        cap = self.span_attributes
+        if cap is not None:
+            total = sum(len(group.attributes) for group in groups) + len(own)
+            if total > cap:
+                everything: Attributes = sum((group.attributes for group in groups), ()) + own
+                groups, own = (), everything[total - cap :]
+                dropped_attributes = total - cap
+        started, events = span.started, span.events
+        if events and (
+            self.event_length is not None
+            or (self.event_attributes is not None and self.event_attributes < EVENT_ATTRIBUTES)
+        ):
+            events = [self._event(event) for event in events]
+        dropped_events = 0
+        cap = self.events
+        if cap is not None:
+            total = len(events) + (started is not None)
+            if total > cap:
+                kept = span_events(span._replace(events=events))[total - cap :]
+                started, events = None, kept
+                dropped_events = total - cap
+        return span._replace(
+            groups=groups,
+            attributes=own,
+            started=started,
+            events=events,
+            dropped_attributes=dropped_attributes,
+            dropped_events=dropped_events,
+        )
+
+    def _group(self, group: AttributeGroup) -> AttributeGroup:
+        limited = self._groups.get(group)
+        if limited is None:
+            if len(self._groups) >= MAX_CACHED:
+                self._groups.clear()
+            attributes = _truncated(group.attributes, self.span_length)  # type: ignore[arg-type]
+            limited = group if attributes is group.attributes else AttributeGroup(attributes)
+            self._groups[group] = limited
+        return limited
+
+    def _event(self, event: PlannedEvent) -> PlannedEvent:
+        attributes = event.attributes
+        if self.event_length is not None:
+            attributes = _truncated(attributes, self.event_length)
+        cap = self.event_attributes
+        dropped = 0
+        if cap is not None and len(attributes) > cap:
+            dropped = len(attributes) - cap
+            attributes = attributes[dropped:]
+        return event._replace(attributes=attributes, dropped=dropped)
+
+
+def _truncated(attributes: Attributes, length: int) -> Attributes:
+    """``attributes`` with their values cut to ``length`` (the same tuple when
+    none is longer)."""
+    cut = [(key, _truncate(value, length)) for key, value in attributes]
+    if all(new is old for (_key, new), (_key, old) in zip(cut, attributes, strict=True)):
+        return attributes
+    return tuple(cut)
+
+
+def _truncate(value: Any, length: int) -> Any:
+    """``value`` with its strings cut to ``length`` characters, in sequences
+    and mappings too, as the SDK's ``_clean_attribute_value``; the same
+    object when none is longer."""
+    if isinstance(value, str):
+        return value[:length] if len(value) > length else value
+    if value is None or isinstance(value, (bool, int, float, bytes, bytearray)):
+        return value
+    if isinstance(value, Sequence):
+        items = [_truncate(item, length) for item in value]
+        changed = any(new is not old for new, old in zip(items, value, strict=True))
+        return tuple(items) if changed else value
+    if isinstance(value, Mapping):
+        pairs = {key: _truncate(item, length) for key, item in value.items()}
+        changed = any(pairs[key] is not item for key, item in value.items())
+        return pairs if changed else value
+    return value
 
 
 class _Sampled(NamedTuple):
@@ -574,13 +726,15 @@ def plan_spans(
     parent: Context | None = None,
     resolve: Resolve | None = None,
     server_span: trace.Span | None = None,
+    limits: Limits | None = None,
 ) -> PlannedSpans | None:
     """Lay out the spans of ``record`` under a request span of ours, or under
     ``server_span`` (the application's, active when the request started or
     started by a middleware above switchtrace's: its trace, the crossings its
     children, no request span of ours; ``parent`` is then ignored). One
     sampling decision per request. None when the request is not sampled, or
-    has no crossing to put under ``server_span``."""
+    has no crossing to put under ``server_span``. With ``limits``, the spans
+    are within them, as the SDK's provider would record them."""
     record.describe(resolve)
     to_wall = record.wall_ns - record.begin_ns  # record clock -> ns since the epoch
     end_ns = record.end_ns if record.end_ns is not None else record.clock()
@@ -651,10 +805,14 @@ def plan_spans(
                 crossing.exception is not None,
             )
         )
+    # The most events a crossing's span has (STARTED and its own).
+    most_events = max(map(len, events.values()), default=0) + 1
     if server_span is not None:
         # No request span of ours: loops created and threads started outside
         # any crossing are left off (the application's span has usually ended
         # by the time the pipeline's thread gets the record).
+        if limits is not None:
+            spans = limits.apply(spans, 0, most_events)
         return PlannedSpans(trace_id, trace_state, state, spans)
     append(
         PlannedSpan(
@@ -672,6 +830,8 @@ def plan_spans(
             server_error(record),
         )
     )
+    if limits is not None:
+        spans = limits.apply(spans, len(attributes), max(most_events, len(request_events)))
     return PlannedSpans(trace_id, trace_state, state, spans)
 
 
@@ -687,7 +847,8 @@ def readable_spans(
     planned: PlannedSpans, *, resource: Resource, scope: InstrumentationScope
 ) -> list[ReadableSpan]:
     """The planned spans as the SDK's finished ``ReadableSpan`` objects (for
-    the memory exporter and exporters that take nothing else)."""
+    the memory exporter and exporters that take nothing else), with the
+    counts of what the span limits left off where the SDK keeps them."""
     flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
     state = planned.state
 
@@ -701,8 +862,11 @@ def readable_spans(
             context=context(span.span_id),
             parent=None if span.parent_id is None else context(span.parent_id, span.parent_remote),
             resource=resource,
-            attributes=dict(sum((group.attributes for group in span.groups), ()) + span.attributes),
-            events=[Event(e.name, dict(e.attributes) or None, e.time) for e in span_events(span)],
+            attributes=_dropping(
+                sum((group.attributes for group in span.groups), ()) + span.attributes,
+                span.dropped_attributes,
+            ),
+            events=_events(span),
             kind=kinds[span.kind],
             instrumentation_scope=scope,
             status=_ERROR if span.error else _UNSET,
@@ -711,6 +875,32 @@ def readable_spans(
         )
         for span in planned.spans
     ]
+
+
+def _dropping(attributes: Attributes, dropped: int) -> Any:
+    """Attributes as a ReadableSpan or Event takes them: with ``dropped``
+    (left off by the limits), the SDK's bounded mapping that counts them."""
+    if not dropped:
+        return dict(attributes)
+    bounded = BoundedAttributes(None, dict(attributes), immutable=True)
+    bounded.dropped = dropped
+    return bounded
+
+
+def _events(span: PlannedSpan) -> Sequence[Event]:
+    events = [
+        Event(
+            e.name,
+            _dropping(e.attributes, e.dropped) if e.dropped else dict(e.attributes) or None,
+            e.time,
+        )
+        for e in span_events(span)
+    ]
+    if not span.dropped_events:
+        return events
+    bounded = BoundedList.from_seq(None, events)
+    bounded.dropped = span.dropped_events
+    return bounded
 
 
 # -- through a live tracer (an application's provider) ------------------------------
