@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from opentelemetry import trace
@@ -201,12 +202,20 @@ def test_a_middleware_server_span_has_the_figures_of_the_response_leaving_switch
         pipeline = telemetry.pipeline()
         _app_exporter.clear()
         pipeline.exporter.clear()
-        # In a loop of its own, as the threads it starts depend on it: the
-        # request's thread-sensitive thread, and the first thread of the
-        # loop's default executor, where Django logs the 404. (In a loop
-        # that served requests before, the executor starts one or not,
-        # depending on whether one of its threads is idle yet.)
-        result = asyncio.run(asgi_request(asgi, "/nowhere/"))
+
+        # In a loop of its own, whose default executor has one thread, as
+        # the threads the request starts depend on it: its thread-sensitive
+        # thread, and the executor's thread (Django logs the 404 there). An
+        # executor of several threads starts another one for each call made
+        # while none of its threads is idle yet: one or two more, from run
+        # to run, in a new loop, and none or one in a loop that served
+        # requests before.
+        async def served_in_a_loop_of_its_own():
+            one = ThreadPoolExecutor(max_workers=1)
+            asyncio.get_running_loop().set_default_executor(one)
+            return await asgi_request(asgi, "/nowhere/")
+
+        result = asyncio.run(served_in_a_loop_of_its_own())
         assert pipeline.flush(10)
     assert result.status == 404
     assert result.figures() == (10, 10, 0, 2)
