@@ -346,9 +346,47 @@ def test_the_console_queue_is_bounded_and_its_drops_counted(caplog):
             assert console.flush(10)
     assert stream.getvalue() == CONSOLE_LINE * 2
     assert (console.written, console.dropped, console.failed) == (2, 2, 0)
+    # Told by the console's thread once the first line was written (one
+    # warning a minute at most).
     assert [r.getMessage() for r in caplog.records] == [
-        "switchtrace: console queue full (1 record); the lines of 1 request dropped so far"
+        "switchtrace: console queue full (1 record); the lines of 2 requests dropped so far"
     ]
+    assert [r.threadName for r in caplog.records] == ["switchtrace-console"]
+
+
+def test_the_console_queue_full_warning_is_not_written_on_the_requests_path():
+    """The queue fills when the stream is blocked, and the stream is usually
+    stderr, where the warning of the lines dropped goes too (logging's
+    handler of last resort, a console handler): logged on the request's path
+    (under ASGI on the event loop), that warning held up the request, and the
+    server with it, as long as the stream was blocked. The console's thread
+    logs it, once it is free again."""
+    import logging
+
+    stream = BlockedStream()
+    handler = logging.StreamHandler(stream)  # stderr, where the lines go too
+    logger = logging.getLogger("switchtrace")
+    logger.addHandler(handler)
+    settings = {"ENABLED": True, "EXPORTER": "console", "QUEUE_SIZE": 1}
+    try:
+        with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+            console = telemetry._console
+            console.stream = stream
+            run_asgi(asgi, "/sync/")
+            assert stream.entered.wait(10)  # the first line is being written
+            run_asgi(asgi, "/sync/")  # queued
+            run_asgi(asgi, "/sync/")  # the queue is full: dropped
+            assert console.dropped == 1
+            stream.release.set()
+            assert console.flush(10)
+    finally:
+        logger.removeHandler(handler)
+    assert stream.writers == ["switchtrace-console"] * 3
+    assert stream.getvalue() == (
+        CONSOLE_LINE
+        + "switchtrace: console queue full (1 record); the lines of 1 request dropped so far\n"
+        + CONSOLE_LINE
+    )
 
 
 def test_a_console_line_the_stream_refuses_is_counted(caplog):

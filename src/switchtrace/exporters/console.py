@@ -79,7 +79,9 @@ class ConsoleReporter:
     span pipeline's); one thread, started here (never during a request),
     formats and writes the lines. When the queue is full a line is dropped
     and counted, never waited for; a line the stream refuses (a closed
-    pipe) is counted too, and both are logged at most once a minute."""
+    pipe) is counted too, and both are logged at most once a minute, by that
+    thread (the stream that filled the queue is usually stderr, where the
+    warning goes too)."""
 
     def __init__(
         self, resolve: Resolve | None = None, stream: TextIO | None = None, queue_size: int = 512
@@ -94,6 +96,9 @@ class ConsoleReporter:
         self.dropped = 0
         #: Lines the stream refused (an error writing or flushing it).
         self.failed = 0
+        #: Records that did not fit in the queue, and how many of them the
+        #: last warning told of.
+        self._full = self._full_told = 0
         self._last_drop_log = self._last_fail_log = -LOG_INTERVAL
         #: Set by :meth:`shutdown`; the thread then stops by ``_deadline``.
         self._stopping = threading.Event()
@@ -109,7 +114,12 @@ class ConsoleReporter:
         try:
             self._queue.put_nowait(record)
         except queue.Full:
-            self._drop()
+            # Counted only: the queue is full because the stream is slow or
+            # blocked, and that stream is usually stderr, where a warning
+            # logged here would hold up the request. The console's thread
+            # tells of it (see _tell_drops) once it is free again.
+            self._full += 1
+            self.dropped += 1
 
     # -- in the console's thread ------------------------------------------------
 
@@ -154,12 +164,19 @@ class ConsoleReporter:
                 self._fail(exc)
             else:
                 self.written += 1
+            if self._full != self._full_told:
+                # Records dropped while this line was being written (a drop
+                # needs a full queue: there is a next line, and this check
+                # after it).
+                self._tell_drops()
 
-    def _drop(self) -> None:
-        self.dropped += 1
+    def _tell_drops(self) -> None:
+        """In the console's thread: the warning of the records dropped since
+        the last one, at most once a minute."""
         now = time.monotonic()
         if now - self._last_drop_log >= LOG_INTERVAL:
             self._last_drop_log = now
+            self._full_told = self._full
             logger.warning(
                 "switchtrace: console queue full (%s); the lines of %s dropped so far",
                 count(self.queue_size, "record"),
