@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import threading
 import time
 
 import pytest
+from opentelemetry.sdk.trace.export import SpanExportResult
 
 from switchtrace import tracer
 from switchtrace.django_app import telemetry
@@ -651,3 +653,39 @@ def test_a_batch_variable_that_is_not_an_integer_is_warned_of(tmp_path, monkeypa
     assert [r.getMessage() for r in caplog.records] == [
         "switchtrace: OTEL_BSP_SCHEDULE_DELAY is not an integer; using 500"
     ]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_pipe_whose_reader_is_gone_fails_the_export(tmp_path):
+    """FILE_PATH a pipe (/dev/stdout piped to a log shipper, a named pipe):
+    opened for reading too (to see the file's last byte), the exporter was a
+    reader of its own pipe, so with the real reader gone each line went into
+    the pipe's buffer, reported delivered, and once 64 KiB were there the
+    next write waited for ever, the span thread with it. A pipe is opened
+    for writing alone: no reader, a failed export."""
+    from switchtrace.exporters import FileSpanExporter
+    from switchtrace.exporters.encode import EncodedSpans
+
+    line = EncodedSpans('{"resourceSpans":[]}', 1)
+    read, write = os.pipe()
+    try:
+        # /dev/stdout of a server whose output goes to a pipe, its reader gone.
+        os.close(read)
+        exporter = FileSpanExporter(f"/proc/self/fd/{write}", 10)
+        assert exporter.export(line) == SpanExportResult.FAILURE
+        assert exporter.failure() == f"cannot append to /proc/self/fd/{write}: Broken pipe"
+    finally:
+        os.close(write)
+    # A named pipe nobody reads: no reader, and no waiting for one.
+    fifo = tmp_path / "spans"
+    os.mkfifo(fifo)
+    exporter = FileSpanExporter(fifo, 10)
+    assert exporter.export(line) == SpanExportResult.FAILURE
+    assert exporter.failure() == f"cannot append to {fifo}: No such device or address"
+    # With a reader, the line reaches it.
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert exporter.export(line) == SpanExportResult.SUCCESS
+        assert os.read(reader, 100) == b'{"resourceSpans":[]}\n'
+    finally:
+        os.close(reader)

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import stat
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -282,6 +283,20 @@ class FileSpanExporter(SpanExporter):
 
     def _open(self) -> tuple[int, bool]:
         """The file, opened for appending; whether it can be read too."""
+        try:
+            regular = stat.S_ISREG(os.stat(self.path).st_mode)
+        except FileNotFoundError:
+            regular = True  # (created by the open)
+        if not regular:
+            # A pipe (/dev/stdout piped to a log shipper, a named pipe) or a
+            # device: opened for reading too, this process would be a reader
+            # of its own lines, and with the real reader gone they would go
+            # into the pipe's buffer, reported delivered, until a write that
+            # waits for ever. Written alone, a pipe without a reader refuses
+            # the open (ENXIO: not waited for) or the write (EPIPE).
+            out = os.open(self.path, _APPEND_ONLY | os.O_NONBLOCK)
+            os.set_blocking(out, True)  # a slow reader holds up this thread, as a disk does
+            return out, False
         try:
             return os.open(self.path, _APPEND, 0o666), True
         except PermissionError:  # may be written, not read
