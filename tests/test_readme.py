@@ -100,3 +100,18 @@ def test_otel_sdk_disabled_turns_the_console_lines_off_and_sample_rate_is_not_th
     assert build_config(console, {"OTEL_SDK_DISABLED": "true"}).export is None
     config = build_config({**console, "SAMPLE_RATE": 0.0}, {"OTEL_TRACES_SAMPLER": "bogus"})
     assert (config.problems, config.export.exporter) == ((), "console")
+
+
+def test_the_patches_named_plain_functions_are_those_that_are():
+    """How it works: the six patches crossings pass through are plain
+    functions (the others wrapt wrappers), and the README names each."""
+    from switchtrace.tracer.patches import Fast, _targets
+
+    sentence = README.split("The six patches crossings pass through", 1)[1]
+    plain = sentence.split("not wrapt proxies", 1)[0]
+    fast = [(owner, name) for owner, name, how in _targets() if isinstance(how, Fast)]
+    assert len(fast) == 6
+    for owner, name in fast:
+        assert f"`{owner.__name__}.{name}`" in plain or (
+            name == "submit" and "the two executors' `submit`" in plain
+        ), (owner, name)
