@@ -137,8 +137,7 @@ def require_spans() -> None:
     failure = telemetry.failure()
     if failure is not None:
         raise SetupError(
-            f"the settings keep spans off: {failure}. (switchtrace.E006) Correct or unset the "
-            "OTEL_* variable it names, or choose another EXPORTER."
+            f"the settings keep spans off: {failure}. (switchtrace.E006) {telemetry.FAILURE_HINT}"
         )
 
 

@@ -373,8 +373,10 @@ def test_an_otel_variable_the_otlp_exporter_refuses_is_e006_and_leaves_the_heade
                     "Correct or unset the OTEL_* variable it names, or choose another EXPORTER.",
                 )
             ]
+    # As a setting that keeps switchtrace disabled is logged: with the id and hint.
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
-        "switchtrace: " + expected
+        "switchtrace: " + expected + ". (switchtrace.E006) Correct or unset the OTEL_* "
+        "variable it names, or choose another EXPORTER."
     ]
     assert telemetry.failure() is None  # the suite's own settings back
 
@@ -412,7 +414,8 @@ def test_a_span_limit_the_sdk_refuses_is_e006_naming_it(monkeypatch, caplog, tmp
         # (For the suite's own settings, made again as this block ends.)
         monkeypatch.delenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
-        "switchtrace: " + expected
+        "switchtrace: " + expected + ". (switchtrace.E006) Correct or unset the OTEL_* "
+        "variable it names, or choose another EXPORTER."
     ]
     assert telemetry.failure() is None
 

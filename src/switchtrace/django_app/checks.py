@@ -56,7 +56,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         messages.append(
             Error(
                 failure + ".",
-                hint="Correct or unset the OTEL_* variable it names, or choose another EXPORTER.",
+                hint=telemetry.FAILURE_HINT,
                 id="switchtrace.E006",
             )
         )

@@ -21,6 +21,8 @@ _options: ExportOptions | None = None
 #: Why the exporter asked for could not be made (the OTLP exporter raising
 #: for an OTEL_* variable), or None.
 _failure: str | None = None
+#: What to do about it: the hint of switchtrace.E006, which says it.
+FAILURE_HINT = "Correct or unset the OTEL_* variable it names, or choose another EXPORTER."
 _pipeline: SpanPipeline | None = None
 _console: ConsoleReporter | None = None
 #: False between :func:`detach` and :func:`attach`: the exporter is kept
@@ -63,7 +65,11 @@ def configure(options: ExportOptions | None) -> None:
                 )
             from .apps import startup_error
 
-            startup_error(f"switchtrace: {_failure}", "switchtrace.E006")
+            # Logged as a setting that keeps switchtrace disabled is: the
+            # message, the id and the hint of the check that says it.
+            startup_error(
+                f"switchtrace: {_failure}. (switchtrace.E006) {FAILURE_HINT}", "switchtrace.E006"
+            )
             return
         tracer.add_listener(_pipeline)
 

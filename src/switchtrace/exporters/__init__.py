@@ -1,6 +1,8 @@
 """switchtrace's exporters: they own the OpenTelemetry SDK and turn finished
 request records into spans (``otlp``, ``file``, ``memory``) or console lines
-(``console``). Nothing here runs on a request's path but a queue put.
+(``console``). Nothing here runs on a request's path but a queue put, and
+for spans a look for an application's server span (and, under one, setting
+the request's figures on it).
 """
 
 from .console import ConsoleReporter, format_record

@@ -9,7 +9,9 @@ the handler received the request (opentelemetry-instrumentation-asgi or
 -wsgi) or was started by a middleware above switchtrace's
 (opentelemetry-instrumentation-django), else one of ours.
 
-Runs in the pipeline's thread, after the response: never on a request's path.
+Runs in the pipeline's thread, after the response: never on a request's path,
+but for :func:`request_attributes`, the figures the pipeline sets on an
+application's server span as the request ends.
 
 :func:`plan_spans` lays out the spans of a record once (ids, parents, names,
 times, attributes, events); :func:`readable_spans` makes SDK ``ReadableSpan``
