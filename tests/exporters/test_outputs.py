@@ -71,6 +71,24 @@ def spans_in(path) -> list[str]:
     ]
 
 
+def test_an_export_holds_at_most_the_batch_size(tmp_path, monkeypatch):
+    """OTEL_BSP_MAX_EXPORT_BATCH_SIZE caps the spans of an export request, as
+    in the SDK's batch processor (set to stay under a collector's limit on a
+    request's size): a batch took a request's spans whole, and went past it
+    by up to one request's spans."""
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "5")
+    path = tmp_path / "traces.jsonl"
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")  # 17 spans
+        assert telemetry.pipeline().flush(10)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [
+        sum(len(c["spans"]) for r in line["resourceSpans"] for c in r["scopeSpans"])
+        for line in lines
+    ] == [5, 5, 5, 2]
+
+
 def test_the_file_is_renamed_when_full_and_a_new_one_started(tmp_path):
     """FILE_MAX_BYTES: an export that would take the file past it renames the
     file FILE_PATH.1 (replacing the one before) first, so the disk holds at

@@ -436,8 +436,13 @@ class SpanPipeline:
                 if not pending:
                     due = time.monotonic() + self._delay
                 pending += encoded
-                if len(pending) >= self._batch_size:
-                    self._export(pending)
+                # Batches of at most OTEL_BSP_MAX_EXPORT_BATCH_SIZE spans, as
+                # the SDK's processor sends (a limit set to stay under a
+                # collector's size limit): a request's spans may be split.
+                while len(pending) >= self._batch_size:
+                    batch = pending[: self._batch_size]
+                    del pending[: self._batch_size]
+                    self._export(batch)
 
     def _count_lost(self, record: tracer.RequestRecord) -> bool:
         """Exports paused: count the spans the pipeline would encode for the
