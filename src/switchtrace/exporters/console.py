@@ -10,21 +10,18 @@ nobody reads) holds up no request.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import queue
 import sys
-import threading
 import time
-import weakref
 from collections import Counter
-from typing import Any, TextIO
+from typing import TextIO
 
 from ..plural import count
 from ..tracer import RequestRecord
 from ..tracer.guard import swallow
 from .spans import Resolve
+from .worker import Flush, QueueWorker
 
 logger = logging.getLogger("switchtrace")
 
@@ -71,7 +68,7 @@ def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
     return line
 
 
-class ConsoleReporter:
+class ConsoleReporter(QueueWorker):
     """A record listener printing :func:`format_record` lines (on ``stream``,
     else ``sys.stderr`` as it is when the line is written).
 
@@ -82,6 +79,9 @@ class ConsoleReporter:
     pipe) is counted too, and both are logged at most once a minute, by that
     thread (the stream that filled the queue is usually stderr, where the
     warning goes too)."""
+
+    thread_name = "switchtrace-console"
+    lost_what = "the console lines of {} not written"
 
     def __init__(
         self, resolve: Resolve | None = None, stream: TextIO | None = None, queue_size: int = 512
@@ -100,12 +100,7 @@ class ConsoleReporter:
         #: last warning told of.
         self._full = self._full_told = 0
         self._last_drop_log = self._last_fail_log = -LOG_INTERVAL
-        #: Set by :meth:`shutdown`; the thread then stops by ``_deadline``.
-        self._stopping = threading.Event()
-        self._deadline = 0.0
-        self._start_worker()
-        _reporters.add(self)
-        atexit.register(self.shutdown)
+        self._start(queue_size)
 
     # -- on the request's path (cheap) ----------------------------------------
 
@@ -122,11 +117,6 @@ class ConsoleReporter:
             self.dropped += 1
 
     # -- in the console's thread ------------------------------------------------
-
-    def _start_worker(self) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(self.queue_size)
-        self._worker = threading.Thread(target=self._run, name="switchtrace-console", daemon=True)
-        self._worker.start()
 
     def _run(self) -> None:
         # The console's own thread: one line per record, written in turn. A
@@ -145,7 +135,7 @@ class ConsoleReporter:
                 item = self._queue.get()
             if item is None:  # shutdown
                 return
-            if isinstance(item, _Flush):
+            if isinstance(item, Flush):
                 item.set()
                 continue
             try:
@@ -194,83 +184,3 @@ class ConsoleReporter:
                 exc,
                 count(self.failed, "line"),
             )
-
-    # -- lifecycle -------------------------------------------------------------
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every line queued before it is written (or counted as
-        failed); False when ``timeout`` passed first (tests)."""
-        if not self._worker.is_alive():
-            return self._queue.empty()
-        deadline = time.monotonic() + timeout
-        done = _Flush()
-        try:
-            self._queue.put(done, timeout=timeout)
-        except queue.Full:
-            return False
-        return done.wait(max(deadline - time.monotonic(), 0)) and not done.dropped
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop the thread once it has written what is queued, within
-        ``timeout`` seconds; what is left then (a stream still blocked) is
-        counted as dropped, and the thread stops as soon as it is free (a
-        daemon thread meanwhile)."""
-        atexit.unregister(self.shutdown)
-        _reporters.discard(self)
-        if self._stopping.is_set():
-            return
-        self._deadline = time.monotonic() + timeout
-        self._stopping.set()
-        try:
-            self._queue.put_nowait(None)  # wakes the thread if it waits for records
-        except queue.Full:
-            pass  # it takes what is queued without waiting, then stops
-        if self._worker.is_alive():
-            self._worker.join(max(self._deadline - time.monotonic(), 0))
-        lost = 0
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Flush):  # a flush waiting: it failed
-                item.dropped = True
-                item.set()
-            elif item is not None:
-                lost += 1
-        if lost:
-            self.dropped += lost
-            logger.warning(
-                "switchtrace: shut down with the console lines of %s not written (the "
-                "shutdown's time ran out)",
-                count(lost, "request"),
-            )
-
-    def _after_fork_in_child(self) -> None:
-        """In a forked child: the parent's thread is gone; a new one, with a
-        new queue (the parent's records are the parent's)."""
-        self._start_worker()
-
-
-class _Flush(threading.Event):
-    """Queued by :meth:`ConsoleReporter.flush`: set once what was queued
-    before it is written, or ``dropped`` by a shutdown whose time ran out."""
-
-    dropped = False
-
-
-#: Every reporter in use and not shut down, held weakly: a forked child gets
-#: a thread for each of them (and only them).
-_reporters: weakref.WeakSet[ConsoleReporter] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for reporter in list(_reporters):
-        try:
-            reporter._after_fork_in_child()
-        except Exception:
-            swallow("console thread after fork")
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

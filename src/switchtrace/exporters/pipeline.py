@@ -42,14 +42,11 @@ one module-level at-fork hook, holding the pipelines weakly.
 
 from __future__ import annotations
 
-import atexit
 import inspect
 import logging
 import os
 import queue
-import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -82,6 +79,7 @@ from .spans import (
     readable_spans,
     request_attributes,
 )
+from .worker import Flush, QueueWorker
 
 logger = logging.getLogger("switchtrace")
 
@@ -203,8 +201,11 @@ class LimitsError(ValueError):
     names it and what it takes)."""
 
 
-class SpanPipeline:
+class SpanPipeline(QueueWorker):
     """A record listener that turns sampled requests into spans."""
+
+    thread_name = "switchtrace-spans"
+    lost_what = "the spans of {} not made"
 
     #: Set when the pipeline encodes spans itself (see the module docstring).
     writer: JsonWriter | ProtobufWriter | None = None
@@ -258,9 +259,6 @@ class SpanPipeline:
         self._clock = clock
         self._retry_at = 0.0
         self._backoff = 0.0
-        #: Set by :meth:`shutdown`; the thread then stops by ``_deadline``.
-        self._stopping = threading.Event()
-        self._deadline = 0.0
         #: The provider switchtrace made for itself, if it made one: shut
         #: down with the pipeline, even once the application's is used.
         self._made: TracerProvider | None = None
@@ -314,9 +312,7 @@ class SpanPipeline:
         self.tracer = self.provider.get_tracer("switchtrace", __version__)
         self._scope = InstrumentationScope("switchtrace", __version__)
         self._propagator = TraceContextTextMapPropagator()
-        self._start_worker()
-        _pipelines.add(self)
-        atexit.register(self.shutdown)
+        self._start(options.queue_size)
 
     # -- on the request's path (cheap) ----------------------------------------
 
@@ -361,19 +357,13 @@ class SpanPipeline:
 
     # -- in the pipeline's thread ---------------------------------------------
 
-    def _start_worker(self) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(self.options.queue_size)
-        self._worker = threading.Thread(target=self._run, name="switchtrace-spans", daemon=True)
-        self._worker.start()
-
     def _after_fork_in_child(self) -> None:
-        """In a forked child: the parent's thread is gone; a new one, a new
-        queue (the parent's records are the parent's), and locks that the
-        parent's thread may have held at the fork released."""
+        """Also released in the child: locks that the parent's thread may
+        have held at the fork."""
         reinit = getattr(self.exporter, "_at_fork_reinit", None)
         if callable(reinit):
             reinit()
-        self._start_worker()
+        super()._after_fork_in_child()
 
     def _run(self) -> None:
         # The pipeline's own thread: lays out spans one record at a time and,
@@ -401,7 +391,7 @@ class SpanPipeline:
                 except queue.Empty:  # the batch is due
                     self._export(pending)
                     continue
-            if item is None or isinstance(item, _Flush):  # shutdown, flush
+            if item is None or isinstance(item, Flush):  # shutdown, flush
                 self._export(pending)
                 if item is None:
                     return
@@ -634,17 +624,10 @@ class SpanPipeline:
         exports are paused after a failure: a flush keeps to the pause, as
         the batches that come due do). False when ``timeout`` passed first or
         :meth:`shutdown`'s time ran out (tests, ``switchtrace bench``)."""
+        deadline = time.monotonic() + timeout
         if not self._worker.is_alive():
             return self._queue.empty()
-        deadline = time.monotonic() + timeout
-        done = _Flush()
-        try:
-            self._queue.put(done, timeout=timeout)
-        except queue.Full:
-            return False
-        if not done.wait(max(deadline - time.monotonic(), 0)):
-            return False
-        if done.dropped:  # shutdown's time ran out first
+        if not super().flush(timeout):
             return False
         if self._made is not None and self.processor is not None:
             remaining = max(deadline - time.monotonic(), 0.001)
@@ -659,25 +642,13 @@ class SpanPipeline:
         Exports paused after a failure are tried once more even so: the
         collector may be back, and there is no later (if that export fails
         too, the pause holds for the rest)."""
-        atexit.unregister(self.shutdown)
-        _pipelines.discard(self)
         if self._stopping.is_set():
             return
         # The pause ends here, from the caller's thread (the pipeline's may
         # be waiting for records, or in an export: one that fails now starts
         # a pause again, and that was the last attempt).
         self._retry_at = 0.0
-        self._deadline = time.monotonic() + timeout
-        self._stopping.set()
-        try:
-            self._queue.put_nowait(None)  # wakes the thread if it waits for records
-        except queue.Full:
-            pass  # it takes what is queued without waiting, then stops
-        if self._worker.is_alive():
-            self._worker.join(max(self._deadline - time.monotonic(), 0))
-        # Whether the thread ended at the deadline or still works on one
-        # record, what it has not taken will not be made.
-        self._drop_queued()
+        self._stop(timeout)
         if self._made is not None:
             self._shut_batch_processor(max(self._deadline - time.monotonic(), 0.0))
             self._made.shutdown()
@@ -703,34 +674,6 @@ class SpanPipeline:
                     self._fail(left)
         except Exception:
             swallow("span processor shutdown")
-
-    def _drop_queued(self) -> None:
-        """Count the records still queued as dropped (shutdown's time ran out)."""
-        lost = 0
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Flush):  # a flush waiting: it failed
-                item.dropped = True
-                item.set()
-            elif item is not None:
-                lost += 1
-        if lost:
-            self.dropped += lost
-            logger.warning(
-                "switchtrace: shut down with the spans of %s not made (the "
-                "shutdown's time ran out)",
-                count(lost, "request"),
-            )
-
-
-class _Flush(threading.Event):
-    """Queued by :meth:`SpanPipeline.flush`: set once what was queued before
-    it is exported, or ``dropped`` by a shutdown whose time ran out."""
-
-    dropped = False
 
 
 class _Counted(SpanExporter):
@@ -760,23 +703,6 @@ class _Counted(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return bool(self._exporter.force_flush(timeout_millis))
-
-
-#: Every pipeline in use and not shut down, held weakly: a forked child gets a
-#: thread for each of them (and only them) from the one at-fork hook below.
-_pipelines: weakref.WeakSet[SpanPipeline] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for pipeline in list(_pipelines):
-        try:
-            pipeline._after_fork_in_child()
-        except Exception:
-            swallow("span thread after fork")
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _yield_gil() -> None:

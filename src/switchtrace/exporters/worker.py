@@ -1,0 +1,141 @@
+"""What the span pipeline and the console exporter share: finished records
+handed to a bounded queue on the request's path, and one thread of their own
+that deals with them after the response.
+
+:class:`QueueWorker` owns the queue, the thread (started outside any request,
+again in a forked child), :meth:`~QueueWorker.flush`, and the part of
+shutting down that both do: wake the thread, wait for it until the deadline,
+and count what it never took as dropped. What a record becomes (spans, a
+line) and how the thread waits for the next one are the subclass's.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from typing import Any
+
+from ..plural import count
+from ..tracer.guard import swallow
+
+logger = logging.getLogger("switchtrace")
+
+
+class Flush(threading.Event):
+    """Queued by :meth:`QueueWorker.flush`: set once what was queued before it
+    is dealt with, or ``dropped`` by a shutdown whose time ran out."""
+
+    dropped = False
+
+
+class QueueWorker:
+    """A bounded queue of records and the thread that takes them (its
+    ``_run``, which sets a :class:`Flush` when it takes one, and returns on
+    ``None``, or once ``_stopping`` is set and ``_deadline`` passed)."""
+
+    #: The thread's name.
+    thread_name = "switchtrace"
+    #: The warning's words for the records still queued at the end of
+    #: shutdown's time ({} is "N requests").
+    lost_what = "the work of {} not done"
+    #: Records never dealt with (subclasses count their other losses here too).
+    dropped = 0
+
+    def _start(self, queue_size: int) -> None:
+        """Called once by the subclass's ``__init__``, when it is ready."""
+        #: Set by :meth:`_stop`; the thread then stops by ``_deadline``.
+        self._stopping = threading.Event()
+        self._deadline = 0.0
+        self._start_worker(queue_size)
+        _workers.add(self)
+        atexit.register(self.shutdown)
+
+    def _start_worker(self, queue_size: int) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(queue_size)
+        self._worker = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: the parent's thread is gone; a new one, with a
+        new queue (the parent's records are the parent's)."""
+        self._start_worker(self._queue.maxsize)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record queued before it is dealt with; False when
+        ``timeout`` passed first or :meth:`shutdown`'s time ran out (tests,
+        ``switchtrace bench``)."""
+        if not self._worker.is_alive():
+            return self._queue.empty()
+        deadline = time.monotonic() + timeout
+        done = Flush()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(max(deadline - time.monotonic(), 0)) and not done.dropped
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self._stop(timeout)
+
+    def _stop(self, timeout: float) -> bool:
+        """Stop the thread once it has dealt with what is queued, within
+        ``timeout`` seconds; what it has not taken by then is counted as
+        dropped (the thread stops as soon as it is free: a daemon thread
+        meanwhile). False when already stopped."""
+        atexit.unregister(self.shutdown)
+        _workers.discard(self)
+        if self._stopping.is_set():
+            return False
+        self._deadline = time.monotonic() + timeout
+        self._stopping.set()
+        try:
+            self._queue.put_nowait(None)  # wakes the thread if it waits for records
+        except queue.Full:
+            pass  # it takes what is queued without waiting, then stops
+        if self._worker.is_alive():
+            self._worker.join(max(self._deadline - time.monotonic(), 0))
+        # Whether the thread ended at the deadline or still works on one
+        # record, what it has not taken will not be dealt with.
+        lost = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Flush):  # a flush waiting: it failed
+                item.dropped = True
+                item.set()
+            elif item is not None:
+                lost += 1
+        if lost:
+            self.dropped += lost
+            logger.warning(
+                "switchtrace: shut down with %s (the shutdown's time ran out)",
+                self.lost_what.format(count(lost, "request")),
+            )
+        return True
+
+
+#: Every worker in use and not shut down, held weakly: a forked child gets a
+#: thread for each of them (and only them) from the one at-fork hook below.
+_workers: weakref.WeakSet[QueueWorker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for worker in list(_workers):
+        try:
+            worker._after_fork_in_child()
+        except Exception:
+            swallow(f"{worker.thread_name} thread after fork")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
