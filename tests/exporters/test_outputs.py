@@ -767,3 +767,47 @@ def test_a_sample_rate_the_application_provider_does_not_read_is_logged(tmp_path
         "for opentelemetry-instrument)",
         "False ['GET async/', 'async_to_sync async_view']",
     ]
+
+
+def test_an_application_span_processor_raising_is_its_error_not_switchtraces(tmp_path):
+    """Under the application's provider, switchtrace's spans go through its
+    span processors. One that raised was logged as a switchtrace internal
+    error (and failed a test suite that watches for those). It is logged
+    once as the application's, naming where it raised; the requests' spans
+    are counted as dropped, and every span started was ended (its other
+    processors exported them)."""
+    before = f"""
+    import logging
+    class Lines(logging.Handler):
+        def emit(self, record):
+            print(record.levelname, record.getMessage())
+    logging.getLogger().addHandler(Lines())  # the project configures "switchtrace"'s
+    {textwrap.indent(APP_PROVIDER, "    ").strip()}
+    from opentelemetry.sdk.trace import SpanProcessor
+    class Refusing(SpanProcessor):
+        def on_end(self, span):
+            if span.name.startswith("async_to_sync"):
+                raise KeyError(span.name)
+    app_provider.add_span_processor(Refusing())
+    trace.set_tracer_provider(app_provider)
+    """
+    after = """
+    result = wsgi_request(WSGIHandler(), "/async/")
+    pipeline.flush(10)
+    print(pipeline.own_provider, pipeline.records, pipeline.dropped,
+          sorted(s.name for s in app_exporter.get_finished_spans()))
+    """
+    lines = run_script(before, after, {}, tmp_path).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(
+        "WARNING switchtrace: the application's OpenTelemetry code raised while switchtrace "
+        "made a request's spans, in __main__.Refusing.on_end (<string>, line "
+    )
+    assert lines[0].endswith(
+        "): KeyError: 'async_to_sync async_view'; that request's spans are dropped "
+        "(logged once for each place)"
+    )
+    assert lines[1] == (
+        "False 0 2 ['GET async/', 'GET async/', 'async_to_sync async_view', "
+        "'async_to_sync async_view']"
+    )

@@ -46,7 +46,9 @@ import inspect
 import logging
 import os
 import queue
+import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -194,6 +196,55 @@ def _http_exporter_class() -> type[Any]:
             return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
 
     return HttpSpanExporter
+
+
+#: Places in the application's code already logged as raising while spans
+#: were made (module, function, line, exception type), by the span thread.
+_application_errors: set[tuple[str, str, int, type[BaseException]]] = set()
+#: Top-level names of the standard library's modules (Python 3.10+).
+_STDLIB = frozenset(sys.stdlib_module_names) - {"__main__"}
+
+
+def _application_frame(exc: BaseException) -> types.FrameType | None:
+    """The frame of the application's own code that ``exc`` was raised in
+    (its span processor's ``on_start`` / ``on_end``, a sampler it
+    registered), else None: raised in switchtrace's or OpenTelemetry's (ours
+    to report). The innermost frame outside the standard library decides."""
+    culprit = None
+    traceback = exc.__traceback__
+    while traceback is not None:
+        module = traceback.tb_frame.f_globals.get("__name__")
+        if not isinstance(module, str) or module.partition(".")[0] not in _STDLIB:
+            culprit = traceback.tb_frame
+        traceback = traceback.tb_next
+    if culprit is None:
+        return None
+    module = culprit.f_globals.get("__name__")
+    if isinstance(module, str) and module.partition(".")[0] in ("switchtrace", "opentelemetry"):
+        return None
+    return culprit
+
+
+def _log_application_error(exc: BaseException, frame: types.FrameType) -> None:
+    """Once for each place: what raised, where, with its traceback."""
+    code = frame.f_code
+    module = frame.f_globals.get("__name__")
+    key = (str(module), code.co_name, frame.f_lineno, type(exc))
+    if key in _application_errors:
+        return
+    _application_errors.add(key)
+    logger.warning(
+        "switchtrace: the application's OpenTelemetry code raised while switchtrace made a "
+        "request's spans, in %s.%s (%s, line %d): %s: %s; that request's spans are dropped "
+        "(logged once for each place)",
+        module,
+        getattr(code, "co_qualname", code.co_name),
+        code.co_filename,
+        frame.f_lineno,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
 
 
 class LimitsError(ValueError):
@@ -406,10 +457,16 @@ class SpanPipeline(QueueWorker):
             built = True
             try:
                 encoded = [] if paused and self._count_lost(item) else self._emit(item)
-            except Exception:
-                # A switchtrace error (the guard logs it): the record's spans
-                # are not made, and it is counted as dropped.
-                swallow("span building")
+            except Exception as exc:
+                # The record's spans are not made, and it is counted as
+                # dropped. A switchtrace error is the guard's to log; code of
+                # the application's that raised (its span processor, sampler)
+                # is not switchtrace's error, and is logged as its own.
+                culprit = _application_frame(exc)
+                if culprit is None:
+                    swallow("span building")
+                else:
+                    _log_application_error(exc, culprit)
                 encoded = []
                 built = False
             # Let go of the record now: this frame would otherwise keep it,
