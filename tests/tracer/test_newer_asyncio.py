@@ -1,0 +1,190 @@
+"""What the tracer records under asyncio features the Django stack does not
+use itself: eager tasks (Python 3.12+), a TaskGroup cancelling a bridge in
+flight, runners given a loop factory, and thread-sensitive re-entry through
+two async_to_sync. Each figure is worked out from asgiref's and asyncio's
+code in the test's docstring."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+
+from switchtrace import tracer
+
+EAGER = hasattr(asyncio, "eager_task_factory")
+needs_eager = pytest.mark.skipif(not EAGER, reason="asyncio.eager_task_factory: Python 3.12+")
+
+variable: contextvars.ContextVar[str] = contextvars.ContextVar("newer_asyncio", default="unset")
+
+
+def here() -> threading.Thread:
+    return threading.current_thread()
+
+
+@pytest.fixture(autouse=True)
+def _warm_executors():
+    """asgiref's single-thread executor and a loop's default executor start
+    their threads on first use: started before recording."""
+
+    async def warm():
+        await sync_to_async(here)()
+
+    asyncio.run(warm())
+
+
+def eager_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    return loop
+
+
+def mechanisms(record: tracer.RequestRecord) -> list[tuple[str, str | None]]:
+    ordered = sorted(record.crossings, key=lambda c: c.call_ns)
+    return [(c.mechanism, c.parent.mechanism if c.parent else None) for c in ordered]
+
+
+@needs_eager
+@pytest.mark.parametrize("eager", [False, True])
+def test_eager_tasks_count_parent_and_carry_contextvars_as_lazy_ones(eager):
+    """Tasks that start inside create_task (eager_task_factory) make the same
+    crossings: a task's sync_to_async, two gathered, and a sync_to_async
+    whose code calls async_to_sync back into this loop (which asgiref
+    schedules with create_task, so it starts eagerly too): 2 + 4 + 4
+    switches, all hops, no loop or thread; the async_to_sync is the child of
+    the sync_to_async, and the variable the bridged code sets comes back."""
+
+    async def back():
+        return here()
+
+    def calls_back():
+        variable.set("bridged")
+        return async_to_sync(back)()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        if eager:
+            loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        with tracer.recording() as record:
+            await asyncio.create_task(sync_to_async(here)())
+            await asyncio.gather(sync_to_async(here)(), sync_to_async(here)())
+            loop_side = await sync_to_async(calls_back)()
+        return record, loop_side, variable.get()
+
+    record, loop_side, seen = asyncio.run(main())
+    assert record.totals() == tracer.Figures(10, 10, 0, 0)
+    assert mechanisms(record) == [
+        ("sync_to_async", None),
+        ("sync_to_async", None),
+        ("sync_to_async", None),
+        ("sync_to_async", None),
+        ("async_to_sync", "sync_to_async"),
+    ]
+    assert loop_side is threading.main_thread()
+    assert seen == "bridged"
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "TaskGroup"), reason="asyncio.TaskGroup: Python 3.11+")
+def test_a_task_group_cancelling_a_bridge_in_flight_counts_its_two_switches():
+    """A sibling's failure cancels a sync_to_async whose code runs: the caller
+    gets control back at once (asgiref cancels, and does not wait for the
+    thread), so both switches count; the crossing is closed with the
+    cancellation, and the code, left running, ends on its own afterwards
+    (asyncio.run waits for it, shutting the loop's default executor down).
+    That executor's thread, started by the call (a new loop's), is the one
+    thread."""
+    started, release = threading.Event(), threading.Event()
+    finished = []
+
+    def blocks():
+        started.set()
+        release.wait()
+        finished.append(here())
+
+    async def fails_once_it_runs():
+        while not started.is_set():
+            await asyncio.sleep(0)
+        raise ValueError("sibling")
+
+    async def main():
+        with tracer.recording() as record:
+            with pytest.raises(ExceptionGroup) as raised:  # noqa: F821 (a builtin from 3.11)
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(sync_to_async(blocks, thread_sensitive=False)())
+                    group.create_task(fails_once_it_runs())
+            figures = record.totals()
+        release.set()
+        return record, figures, raised.value
+
+    record, figures, group_error = asyncio.run(main())
+    assert [type(e) for e in group_error.exceptions] == [ValueError]
+    assert figures == tracer.Figures(2, 2, 0, 1)
+    [crossing] = record.crossings
+    assert crossing.exception == "CancelledError"
+    assert crossing.return_ns is not None
+    assert len(finished) == 1
+
+
+@needs_eager
+def test_runners_given_a_loop_factory_count_like_asyncio_run():
+    """asyncio.run(..., loop_factory=) and a Runner given one: each run is
+    two switches on the calling thread (no hop); the coroutine's
+    sync_to_async(thread_sensitive=False) two more, hops, on the new loop's
+    default executor, whose thread it starts, and closing the loop starts
+    one more to shut that executor down: (4, 2, 1, 2) for asyncio.run; the
+    runner runs twice on one loop, the second run crossing nothing else."""
+
+    async def offloads():
+        return await sync_to_async(here, thread_sensitive=False)()
+
+    with tracer.recording() as run_record:
+        asyncio.run(offloads(), loop_factory=eager_loop)  # type: ignore[call-arg]
+    assert run_record.totals() == tracer.Figures(4, 2, 1, 2)
+    assert mechanisms(run_record) == [("asyncio.run", None), ("sync_to_async", "asyncio.run")]
+
+    with tracer.recording() as runner_record:
+        with asyncio.Runner(loop_factory=eager_loop) as runner:
+            runner.run(offloads())
+            runner.run(asyncio.sleep(0))
+    assert runner_record.totals() == tracer.Figures(6, 2, 1, 2)
+    assert mechanisms(runner_record) == [
+        ("asyncio.run", None),
+        ("sync_to_async", "asyncio.run"),
+        ("asyncio.run", None),
+    ]
+
+
+def test_thread_sensitive_code_comes_back_to_the_outer_thread_twice():
+    """async_to_sync -> sync_to_async -> async_to_sync -> sync_to_async, from
+    this thread: both thread-sensitive calls run here (the
+    CurrentThreadExecutor of each async_to_sync), both async sides in the
+    loop asgiref made in its new thread. Eight switches, eight hops, one
+    loop, one thread (asgiref's executor's)."""
+    ran_on = []
+
+    def inner():
+        ran_on.append(here())
+
+    async def inner_async():
+        await sync_to_async(inner)()
+
+    def outer():
+        ran_on.append(here())
+        async_to_sync(inner_async)()
+
+    async def outer_async():
+        await sync_to_async(outer)()
+
+    with tracer.recording() as record:
+        async_to_sync(outer_async)()
+    assert ran_on == [threading.main_thread()] * 2
+    assert record.totals() == tracer.Figures(8, 8, 1, 1)
+    assert mechanisms(record) == [
+        ("async_to_sync", None),
+        ("sync_to_async", "async_to_sync"),
+        ("async_to_sync", "sync_to_async"),
+        ("sync_to_async", "async_to_sync"),
+    ]
