@@ -7,6 +7,7 @@ code in the test's docstring."""
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextvars
 import threading
 
@@ -188,3 +189,38 @@ def test_thread_sensitive_code_comes_back_to_the_outer_thread_twice():
         ("async_to_sync", "sync_to_async"),
         ("sync_to_async", "async_to_sync"),
     ]
+
+
+class NotNative(collections.abc.Coroutine):
+    """A coroutine that is not a native one (as Cython compiles them):
+    asyncio.run and Runner.run take any collections.abc.Coroutine."""
+
+    def __init__(self, coro):
+        self.coro = coro
+
+    def send(self, value):
+        return self.coro.send(value)
+
+    def throw(self, *args):
+        return self.coro.throw(*args)
+
+    def close(self):
+        return self.coro.close()
+
+    def __await__(self):
+        return self.coro.__await__()
+
+
+def test_a_coroutine_that_is_not_native_is_run_by_asyncio_run_as_any():
+    """asyncio.run of a coroutine that is not native was counted (by the
+    loop's run_until_complete) but recorded as that, not as asyncio.run, and
+    the sync_to_async inside it had no parent. The same as a native one now:
+    (4, 2, 1, 2), as in the test above."""
+
+    async def offloads():
+        return await sync_to_async(here, thread_sensitive=False)()
+
+    with tracer.recording() as record:
+        asyncio.run(NotNative(offloads()))
+    assert record.totals() == tracer.Figures(4, 2, 1, 2)
+    assert mechanisms(record) == [("asyncio.run", None), ("sync_to_async", "asyncio.run")]

@@ -475,7 +475,9 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
     crossing = token = runner_context = loop = None
     try:
         coro = args[0] if args else kwargs.get("main", kwargs.get("coro"))
-        if _get_running_loop() is None and inspect.iscoroutine(coro):
+        # What asyncio.run and Runner.run accept: any collections.abc.Coroutine
+        # (Cython's, a wrapper class), not only a native coroutine.
+        if _get_running_loop() is None and asyncio.iscoroutine(coro):
             thread = _thread()
             crossing = Crossing(ASYNCIO_RUN, None, coro, thread, current[1], clock())
             token = _here_set((record, crossing))
