@@ -22,8 +22,15 @@ django.setup()
 """
 
 
+#: The plugin without pytest-django (which the test extra installs, and which
+#: would otherwise configure Django in these runs from the
+#: DJANGO_SETTINGS_MODULE this suite exports): Django set up by a conftest.py.
+WITHOUT_PYTEST_DJANGO = "[pytest]\naddopts = -p no:django\n"
+
+
 @pytest.fixture
 def suite(pytester):
+    pytester.makeini(WITHOUT_PYTEST_DJANGO)
     pytester.makeconftest(CONFTEST)
     return pytester
 
@@ -646,6 +653,7 @@ def test_without_django_settings_the_budget_and_the_fixture_say_so(pytester, mon
     # No conftest: no DJANGO_SETTINGS_MODULE. The test's own outcome is not
     # replaced by ImproperlyConfigured from the end of the recording; the
     # budget fails before the test runs, naming what is missing.
+    pytester.makeini(WITHOUT_PYTEST_DJANGO)
     pytester.makepyfile(
         textwrap.dedent(
             """
