@@ -930,3 +930,35 @@ def test_pytest_xdist_workers_with_settings_from_the_ds_option(django_suite):
         if attribute["key"] == "url.path"
     )
     assert paths == ["/async-to-sync/"] * 3 + ["/sync/"] * 3
+
+
+def test_the_fixture_records_the_tests_own_requests_whatever_its_place(suite):
+    """A request made by a fixture the test lists after ``switchtrace`` was
+    one of the test's requests (first in ``requests``), one made by a fixture
+    listed before it was not."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import pytest
+            from django.test import Client
+
+
+            @pytest.fixture
+            def order():
+                Client().get("/async-to-sync/")
+
+
+            def test_fixture_after(switchtrace, order):
+                Client().get("/sync/")
+                assert [r.attributes["url.path"] for r in switchtrace.requests] == ["/sync/"]
+                switchtrace.assert_max_switches(0)
+
+
+            def test_fixture_before(order, switchtrace):
+                Client().get("/sync/")
+                assert [r.attributes["url.path"] for r in switchtrace.requests] == ["/sync/"]
+            """
+        )
+    )
+    result = suite.runpytest_subprocess()
+    result.assert_outcomes(passed=2)
