@@ -3,6 +3,8 @@ example project, as a user's test suite would run it."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 import textwrap
@@ -22,8 +24,15 @@ django.setup()
 """
 
 
+#: The plugin without pytest-django (which the test extra installs, and which
+#: would otherwise configure Django in these runs from the
+#: DJANGO_SETTINGS_MODULE this suite exports): Django set up by a conftest.py.
+WITHOUT_PYTEST_DJANGO = "[pytest]\naddopts = -p no:django\n"
+
+
 @pytest.fixture
 def suite(pytester):
+    pytester.makeini(WITHOUT_PYTEST_DJANGO)
     pytester.makeconftest(CONFTEST)
     return pytester
 
@@ -646,6 +655,7 @@ def test_without_django_settings_the_budget_and_the_fixture_say_so(pytester, mon
     # No conftest: no DJANGO_SETTINGS_MODULE. The test's own outcome is not
     # replaced by ImproperlyConfigured from the end of the recording; the
     # budget fails before the test runs, naming what is missing.
+    pytester.makeini(WITHOUT_PYTEST_DJANGO)
     pytester.makepyfile(
         textwrap.dedent(
             """
@@ -686,3 +696,269 @@ def test_without_django_settings_the_budget_and_the_fixture_say_so(pytester, mon
             "test_without_django_settings_the_budget_and_the_fixture_say_so.py:4: test_marked",
         ]
     )
+
+
+# -- Under pytest-django and pytest-xdist, as Django projects run it in CI -------
+
+needs_pytest_django = pytest.mark.skipif(
+    importlib.util.find_spec("pytest_django") is None or importlib.util.find_spec("xdist") is None,
+    reason="pytest-django and pytest-xdist are not installed (pip install -e '.[test]')",
+)
+
+#: Django configured by pytest-django alone: its ini setting, the example
+#: project on pytest's path, no conftest.py.
+PYTEST_DJANGO_INI = f"""
+[pytest]
+DJANGO_SETTINGS_MODULE = project.settings
+pythonpath = {EXAMPLE} .
+"""
+
+#: README's example: the test marked max_context_switches(4), its decorator
+#: on line 10 of tests/test_views.py.
+README_EXAMPLE = """
+\"\"\"pytest-django's fixtures under budgets.\"\"\"
+
+import asyncio
+
+import pytest
+
+from project.views import async_to_sync_view
+
+
+@pytest.mark.max_context_switches(4)
+def test_sync_view_under_asgi(client, async_client):
+    asyncio.run(async_client.get("/sync/"))
+    assert client.get("/async/").status_code == 200
+
+
+@pytest.mark.max_context_switches(0)
+def test_client_within_budget(client):
+    assert client.get("/sync/").status_code == 200
+
+
+@pytest.mark.anyio
+@pytest.mark.max_context_switches(32)
+async def test_async_client_within_budget(async_client, switchtrace):
+    assert (await async_client.get("/sync/")).status_code == 200
+    figures = [
+        (r.kind, r.context_switches, r.at_headers.context_switches)
+        for r in switchtrace.requests
+    ]
+    assert figures == [("asgi", 32, 30)]
+
+
+@pytest.mark.anyio
+@pytest.mark.max_context_switches(31)
+async def test_async_client_over_budget(async_client):
+    assert (await async_client.get("/sync/")).status_code == 200
+
+
+def test_fixture_over_budget(client, switchtrace):
+    client.get("/async-to-sync/")
+    switchtrace.assert_max_switches(5)
+
+
+@pytest.mark.django_db
+@pytest.mark.max_context_switches(0)
+def test_database(client):
+    assert client.get("/db-sync/").content == b"1\\n"
+
+
+def test_settings_fixture(client, async_client, settings, switchtrace):
+    settings.SWITCHTRACE = {"ENABLED": False}
+    settings.MIDDLEWARE = []
+    client.get("/async-to-sync/")
+    asyncio.run(async_client.get("/sync/"))
+    figures = [(r.kind, r.context_switches) for r in switchtrace.requests]
+    assert figures == [("wsgi", 6), ("asgi", 6)]
+
+
+def test_settings_restored(async_client, switchtrace):
+    asyncio.run(async_client.get("/sync/"))
+    assert [r.context_switches for r in switchtrace.requests] == [32]
+
+
+@pytest.mark.max_context_switches(0)
+def test_request_factory(rf, switchtrace):
+    # A view called with a request: no handler, no request recorded.
+    assert async_to_sync_view(rf.get("/async-to-sync/")).status_code == 200
+    assert switchtrace.requests == []
+"""
+
+
+@pytest.fixture
+def django_suite(pytester, monkeypatch):
+    """A project's test suite configured by pytest-django (not by this
+    suite's DJANGO_SETTINGS_MODULE), its spans in a file of its own."""
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+    monkeypatch.setenv("SWITCHTRACE_EXAMPLE_TRACES", str(pytester.path / "traces.jsonl"))
+    pytester.makeini(PYTEST_DJANGO_INI)
+    return pytester
+
+
+@needs_pytest_django
+def test_pytest_django_client_async_client_rf_django_db_and_settings(django_suite):
+    django_suite.mkpydir("tests")
+    django_suite.makepyfile(**{"tests/test_views": README_EXAMPLE})
+    result = django_suite.runpytest_subprocess("-p", "django", "-p", "anyio")
+    result.assert_outcomes(passed=6, failed=3)
+    # README's failure, word for word (the first ASGI request of the process
+    # starts asgiref's executor thread: 2 threads).
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    shown = readme.split("`max_context_switches(4)` got `/sync/` with `AsyncClient`")[1]
+    shown = shown.split("```\n")[1].splitlines()
+    assert shown[0].startswith("1 of 2 requests exceeded")
+    result.stdout.fnmatch_lines(["*_ test_sync_view_under_asgi _*", *shown, "*_ test_*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_async_client_over_budget* _*",
+            "1 of 1 request exceeded the budget of 31 context switches per request:",
+            "  GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, 1 thread; "
+            "top: CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4, "
+            "CommonMiddleware 4, MessageMiddleware 4",
+            "tests/test_views.py:32: test_async_client_over_budget*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_fixture_over_budget _*",
+            ">       switchtrace.assert_max_switches(5)",
+            "E       AssertionError: 1 of 1 request exceeded the budget of 5 context switches "
+            "per request:",
+            "E         GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, "
+            "3 loops, 3 threads; top: noop 6",
+        ]
+    )
+
+
+WORKERS_SUITE = """
+import asyncio
+import urllib.request
+
+import pytest
+
+
+def get(url):
+    with urllib.request.urlopen(url) as response:
+        return response.read()
+
+
+@pytest.mark.max_context_switches(0)
+def test_live_server_within_budget(live_server):
+    assert get(live_server.url + "/sync/") == b"Hello, world\\n"
+
+
+@pytest.mark.max_context_switches(5)
+def test_live_server_over_budget(live_server):
+    get(live_server.url + "/async-to-sync/")
+
+
+def test_fixture(client, switchtrace):
+    client.get("/async-to-sync/")
+    client.get("/sync/")
+    assert [r.context_switches for r in switchtrace.requests] == [6, 0]
+
+
+def test_fixture_over_budget(client, switchtrace):
+    client.get("/async-to-sync/")
+    switchtrace.assert_max_switches(5)
+
+
+@pytest.mark.max_context_switches(4)
+def test_marker_over_budget(async_client):
+    asyncio.run(async_client.get("/sync/"))
+"""
+
+
+@needs_pytest_django
+def test_pytest_xdist_workers_with_settings_from_the_ds_option(django_suite):
+    """Under ``-n 2`` every test runs in a worker: the budgets hold there,
+    their failures reach the controller's report whole, and the workers'
+    spans (the example project exports them to one file) are all there."""
+    # The live server serves static files from STATIC_URL, which the example
+    # project does not set; --ds wins over the ini setting.
+    django_suite.makepyfile(
+        live_settings="from project.settings import *  # noqa\nSTATIC_URL = '/static/'\n",
+        test_workers=WORKERS_SUITE,
+    )
+    result = django_suite.runpytest_subprocess(
+        "-p", "django", "-p", "xdist", "-n", "2", "--ds", "live_settings"
+    )
+    result.assert_outcomes(passed=2, failed=3)
+    result.stdout.fnmatch_lines(["created: 2/2 workers"])
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_live_server_over_budget _*",
+            "[[]gw?[]] linux -- Python *",
+            "1 of 1 request exceeded the budget of 5 context switches per request:",
+            "  GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, 3 loops, "
+            "3 threads; top: noop 6",
+            "test_workers.py:17: test_live_server_over_budget",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_fixture_over_budget _*",
+            "E       AssertionError: 1 of 1 request exceeded the budget of 5 context switches "
+            "per request:",
+            "E         GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, "
+            "3 loops, 3 threads; top: noop 6",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_marker_over_budget _*",
+            "1 of 1 request exceeded the budget of 4 context switches per request:",
+            "  GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, * thread*; "
+            "top: CsrfViewMiddleware 6, SecurityMiddleware 4, SessionMiddleware 4, "
+            "CommonMiddleware 4, MessageMiddleware 4",
+            "test_workers.py:33: test_marker_over_budget",
+        ]
+    )
+    assert "pytest_plugin.py" not in result.stdout.str()
+    # Both workers appended their requests' spans to the one file, each
+    # export a whole line: every request's server span is there.
+    lines = (django_suite.path / "traces.jsonl").read_text().splitlines()
+    paths = sorted(
+        attribute["value"]["stringValue"]
+        for line in lines
+        for resource in json.loads(line)["resourceSpans"]
+        for scope in resource["scopeSpans"]
+        for span in scope["spans"]
+        if not span.get("parentSpanId")
+        for attribute in span["attributes"]
+        if attribute["key"] == "url.path"
+    )
+    assert paths == ["/async-to-sync/"] * 3 + ["/sync/"] * 3
+
+
+def test_the_fixture_records_the_tests_own_requests_whatever_its_place(suite):
+    """A request made by a fixture the test lists after ``switchtrace`` was
+    one of the test's requests (first in ``requests``), one made by a fixture
+    listed before it was not."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import pytest
+            from django.test import Client
+
+
+            @pytest.fixture
+            def order():
+                Client().get("/async-to-sync/")
+
+
+            def test_fixture_after(switchtrace, order):
+                Client().get("/sync/")
+                assert [r.attributes["url.path"] for r in switchtrace.requests] == ["/sync/"]
+                switchtrace.assert_max_switches(0)
+
+
+            def test_fixture_before(order, switchtrace):
+                Client().get("/sync/")
+                assert [r.attributes["url.path"] for r in switchtrace.requests] == ["/sync/"]
+            """
+        )
+    )
+    result = suite.runpytest_subprocess()
+    result.assert_outcomes(passed=2)

@@ -3,7 +3,8 @@ run of a project that installs switchtrace: it imports nothing heavy until a
 test uses it).
 
 - ``switchtrace`` fixture: every request the test makes (Django ``Client``,
-  ``AsyncClient``, raw ASGI/WSGI calls), with ``.requests`` and
+  ``AsyncClient``, raw ASGI/WSGI calls), from the moment the test function
+  is called (not those of its fixtures), with ``.requests`` and
   ``.assert_max_switches(n)``.
 - ``@pytest.mark.max_context_switches(n)``: fail a test any of whose requests
   has more than ``n`` context switches, with a message listing each such
@@ -68,6 +69,7 @@ def _runtest_call(item: pytest.Item) -> Iterator[None]:
     # keep it: hidden, it was the only entry, and pytest said "All traceback
     # entries are hidden. Pass `--full-trace` ..." under the message.
     __tracebackhide__ = _not_ours
+    _call_begins(item)
     marker = item.get_closest_marker(MARKER)
     if marker is None:
         return (yield)
@@ -88,6 +90,7 @@ def _runtest_call_old_style(item: pytest.Item) -> Iterator[None]:
     older releases), which has no new-style ones: the test's outcome is an
     object, and a failure replaces it."""
     __tracebackhide__ = _not_ours
+    _call_begins(item)
     marker = item.get_closest_marker(MARKER)
     if marker is None:
         yield
@@ -105,6 +108,16 @@ def _runtest_call_old_style(item: pytest.Item) -> Iterator[None]:
             outcome.force_exception(failure)
         else:
             raise failure
+
+
+def _call_begins(item: pytest.Item) -> None:
+    """The test function is about to be called: the ``switchtrace``
+    fixture's requests are the test's from here on. (Recording since the
+    fixture's setup, it had those of the fixtures set up after it, the
+    ones the test lists after it, and not those of the others.)"""
+    fixture = getattr(item, "funcargs", {}).get("switchtrace")
+    if isinstance(fixture, SwitchTraceFixture):
+        fixture._records.restart()
 
 
 def _budget_of(item: pytest.Item) -> tuple[int, str]:

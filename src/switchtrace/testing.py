@@ -95,6 +95,14 @@ class Recorded(list[tracer.RequestRecord]):
             )
             self._given_up.update(elsewhere())
 
+    def restart(self) -> None:
+        """Forget the requests begun so far, finished or not: one still
+        running is no longer the recording's when it ends."""
+        with self._changed:
+            self.clear()
+            self._open.clear()
+            self._given_up.clear()
+
     def split(self) -> tuple[list[tracer.RequestRecord], list[tracer.RequestRecord]]:
         """The requests begun in the recording: those finished, and those
         not finished (yet), taken at one moment."""
