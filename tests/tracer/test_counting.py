@@ -155,6 +155,34 @@ def test_the_thread_that_shuts_down_an_async_to_sync_loops_executor_is_counted()
     assert len(tracer.patches._crossing_loops) == 0  # the loop is gone, and its entry
 
 
+def test_a_thread_an_executor_starts_for_an_offload_is_the_offloads():
+    """A loop's default executor starts its first worker thread as
+    asyncio.to_thread (or run_in_executor) submits the function: that start
+    is the offload's, as the executor's thread for a sync_to_async is the
+    sync_to_async's, not its caller's (here asyncio.run's). The thread that
+    shuts the executor down starts as asyncio.Runner closes, after the run:
+    the request's, of no crossing (Python 3.10's asyncio.run, which has no
+    Runner, starts it inside the run: asyncio.run's)."""
+
+    async def main():
+        await asyncio.to_thread(here)
+        await asyncio.get_running_loop().run_in_executor(None, here)
+
+    with tracer.recording() as record:
+        asyncio.run(main())
+    assert record.totals() == tracer.Figures(6, 4, 1, 2)
+    run, to_thread, in_executor = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (run.mechanism, to_thread.mechanism, in_executor.mechanism) == (
+        "asyncio.run",
+        "asyncio.to_thread",
+        "run_in_executor",
+    )
+    closer = None if hasattr(asyncio, "Runner") else run
+    assert [start.crossing for start in record.thread_starts] == [to_thread, closer]
+    assert (to_thread.threads_started, in_executor.threads_started) == (1, 0)
+    assert run.threads_started == (closer is run)
+
+
 def test_asyncio_run_is_two_switches_without_a_hop():
     with tracer.recording() as record:
         asyncio.run(anoop())

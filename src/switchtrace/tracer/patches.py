@@ -282,6 +282,7 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
         if here is None or here[0].finished:
             return original(self, fn, *args, **kwargs)
         record, current = here
+        offload = None
         try:
             if (
                 current is not None
@@ -299,10 +300,18 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
                 current.executor_object = self
                 fn = functools.partial(_arrive, fn, record, current)
             elif _get_running_loop() is not None:
-                fn = _offload(record, self, fn, current)
+                fn, offload = _offload(record, self, fn, current)
         except Exception:
             swallow("executor submit")
-        return original(self, fn, *args, **kwargs)
+        if offload is None:
+            return original(self, fn, *args, **kwargs)
+        # Request code's own offload: current while the executor takes it,
+        # so that a worker thread it starts for it is the offload's.
+        token = _here_set(offload)
+        try:
+            return original(self, fn, *args, **kwargs)
+        finally:
+            _here_reset(token)
 
     if _fn_is_positional_only(original):
         return submit
@@ -336,9 +345,10 @@ def _fn_by_keyword(submit: Callable[..., Any], original: Callable[..., Any]) -> 
 
 def _offload(
     record: RequestRecord, executor: Any, func: Any, current: Crossing | None
-) -> functools.partial[Any]:
+) -> tuple[functools.partial[Any], Here]:
     """Request code's own offload from the event loop (asyncio.to_thread,
-    loop.run_in_executor)."""
+    loop.run_in_executor): what the executor runs instead of ``func``, and
+    the offload's crossing with its record."""
     mechanism, target = RUN_IN_EXECUTOR, func
     inner = _to_thread_target(func)
     if inner is not None:
@@ -356,7 +366,7 @@ def _offload(
         # asyncio.to_thread runs it in a copy of the caller's context, which
         # holds the caller's crossing: this one is made current inside it.
         call = functools.partial(func.func, _within, here, *func.args, **func.keywords)
-    return functools.partial(_arrive, call, record, crossing)
+    return functools.partial(_arrive, call, record, crossing), here
 
 
 def _within(here: Here, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
