@@ -1,5 +1,7 @@
 """The issue's table, over real servers on loopback: uvicorn for ASGI, gunicorn
-(gthread workers, forked after the app is loaded in each worker) for WSGI.
+(gthread workers, forked after the app is loaded in each worker) for WSGI;
+and for ASGI also gunicorn with uvicorn's worker (forked, with and without
+--preload) and hypercorn.
 
 Headers are read off the HTTP responses; request totals come from the records
 the servers write through a listener (tests/e2e/apps.py)."""
@@ -50,7 +52,16 @@ PRELOAD = {
     for (kind, variant, path), figures in {**TABLE, **MORE}.items()
     if kind == "gunicorn"
 }
-EXPECTED = {**TABLE, **MORE, **UVLOOP, **PRELOAD}
+# ASGI under other servers: uvicorn's server in gunicorn's forked workers
+# (with --preload too: installed before fork()), and hypercorn. The figures
+# are Django's and asgiref's, whatever serves them.
+OTHER_ASGI = {
+    (other, variant, path): figures
+    for (kind, variant, path), figures in {**TABLE, **MORE}.items()
+    if kind == "uvicorn" and variant == "shipped"
+    for other in ("gunicorn-uvicorn", "gunicorn-uvicorn-preload", "hypercorn")
+}
+EXPECTED = {**TABLE, **MORE, **UVLOOP, **PRELOAD, **OTHER_ASGI}
 SERVERS = sorted({(kind, variant) for kind, variant, _path in EXPECTED})
 
 
@@ -61,6 +72,7 @@ def server(request, tmp_path_factory):
     srv = Server(kind, variant, records)
     yield srv
     srv.stop()
+    assert "switchtrace: internal error" not in srv.output()
 
 
 def read_records(server: Server, expected: int) -> dict[str, dict]:
