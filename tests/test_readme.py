@@ -115,3 +115,15 @@ def test_the_patches_named_plain_functions_are_those_that_are():
         assert f"`{owner.__name__}.{name}`" in plain or (
             name == "submit" and "the two executors' `submit`" in plain
         ), (owner, name)
+
+
+def test_the_gunicorn_hook_is_the_example_projects():
+    """The post_worker_init hook of the Servers section is the one the e2e
+    tests run (examples/project/gunicorn.conf.py, less its comments)."""
+    conf = (
+        Path(__file__).resolve().parent.parent / "examples/project/gunicorn.conf.py"
+    ).read_text()
+    code = "\n".join(
+        line for line in conf.splitlines()[1:] if not line.lstrip().startswith("#")
+    ).strip()
+    assert f"```python\n{code}\n```" in README

@@ -1,4 +1,7 @@
-"""Start real uvicorn and gunicorn servers on loopback for the e2e tests."""
+"""Start real servers on loopback for the e2e tests: uvicorn, gunicorn (its
+gthread workers under WSGI, uvicorn's worker under ASGI) and hypercorn.
+
+Each server's output goes to ``server.log`` beside its records."""
 
 from __future__ import annotations
 
@@ -13,6 +16,16 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "project"
+
+
+def uvicorn_worker_class() -> str:
+    """uvicorn's worker for gunicorn: the uvicorn-worker package's, else the
+    one older uvicorns still carry."""
+    try:
+        import uvicorn_worker  # noqa: F401
+    except ImportError:
+        return "uvicorn.workers.UvicornWorker"
+    return "uvicorn_worker.UvicornWorker"
 
 
 def free_port() -> int:
@@ -67,6 +80,31 @@ class Server:
                 "--http",
                 "h11",
             ]
+        elif kind == "hypercorn":
+            command = [
+                str(bindir / "hypercorn"),
+                "project.asgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--log-level",
+                "warning",
+            ]
+        elif kind.startswith("gunicorn-uvicorn"):
+            # ASGI in gunicorn's forked workers: each runs uvicorn's server.
+            command = [
+                str(bindir / "gunicorn"),
+                "project.asgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                uvicorn_worker_class(),
+                "--log-level",
+                "warning",
+            ]
+            if kind == "gunicorn-uvicorn-preload":
+                command.append("--preload")
         else:
             command = [
                 str(bindir / "gunicorn"),
@@ -86,21 +124,31 @@ class Server:
                 # The app (and switchtrace's patches, its span thread) load in
                 # the master, then gunicorn forks the workers.
                 command.append("--preload")
-        self.process = subprocess.Popen(command, cwd=EXAMPLE, env=env)
+        self.log = records.with_name("server.log")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=EXAMPLE, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         self._wait_ready()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.process.returncode}")
+                raise RuntimeError(
+                    f"{self.kind} exited with {self.process.returncode}:\n{self.output()}"
+                )
             try:
                 httpx.get(self.url + "/sync/?ready", timeout=1)
                 return
             except httpx.TransportError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"{self.kind} did not start within 30 s")
+        raise RuntimeError(f"{self.kind} did not start within 30 s:\n{self.output()}")
+
+    def output(self) -> str:
+        """What the server wrote to stdout and stderr so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
         self.process.terminate()

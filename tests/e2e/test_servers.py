@@ -1,5 +1,7 @@
 """The issue's table, over real servers on loopback: uvicorn for ASGI, gunicorn
-(gthread workers, forked after the app is loaded in each worker) for WSGI.
+(gthread workers, forked after the app is loaded in each worker) for WSGI;
+and for ASGI also gunicorn with uvicorn's worker (forked, with and without
+--preload) and hypercorn.
 
 Headers are read off the HTTP responses; request totals come from the records
 the servers write through a listener (tests/e2e/apps.py)."""
@@ -50,7 +52,16 @@ PRELOAD = {
     for (kind, variant, path), figures in {**TABLE, **MORE}.items()
     if kind == "gunicorn"
 }
-EXPECTED = {**TABLE, **MORE, **UVLOOP, **PRELOAD}
+# ASGI under other servers: uvicorn's server in gunicorn's forked workers
+# (with --preload too: installed before fork()), and hypercorn. The figures
+# are Django's and asgiref's, whatever serves them.
+OTHER_ASGI = {
+    (other, variant, path): figures
+    for (kind, variant, path), figures in {**TABLE, **MORE}.items()
+    if kind == "uvicorn" and variant == "shipped"
+    for other in ("gunicorn-uvicorn", "gunicorn-uvicorn-preload", "hypercorn")
+}
+EXPECTED = {**TABLE, **MORE, **UVLOOP, **PRELOAD, **OTHER_ASGI}
 SERVERS = sorted({(kind, variant) for kind, variant, _path in EXPECTED})
 
 
@@ -61,6 +72,7 @@ def server(request, tmp_path_factory):
     srv = Server(kind, variant, records)
     yield srv
     srv.stop()
+    assert "switchtrace: internal error" not in srv.output()
 
 
 def read_records(server: Server, expected: int) -> dict[str, dict]:
@@ -202,3 +214,40 @@ def test_uvicorn_stopped_by_sigint_writes_the_spans_still_queued(tmp_path):
         server.stop()
     assert figures(response) == (30, 30, 0, 1)
     assert len(_spans(traces)) == 2 * 17
+
+
+def _trace_of(traces, query: str) -> list[dict]:
+    """The spans of the trace whose request span has ``query``."""
+    spans = _spans(traces)
+    trace_ids = {
+        span["traceId"]
+        for span in spans
+        for attribute in span["attributes"]
+        if attribute["key"] == "url.query" and attribute["value"]["stringValue"] == query
+    }
+    return [span for span in spans if span["traceId"] in trace_ids]
+
+
+@pytest.mark.parametrize(
+    ("kind", "spans"), [("gunicorn", 1), ("gunicorn-uvicorn", 17), ("hypercorn", 17)]
+)
+def test_sigterm_right_after_a_request_loses_none_of_its_spans(kind, spans, tmp_path):
+    """SIGTERM (docker compose stop, systemd, Kubernetes) while the request's
+    spans still wait for their batch. gunicorn sends its workers SIGTERM: its
+    gthread workers exit through the exit hooks, which write them; uvicorn's
+    worker raises the signal again with its default action after its
+    graceful shutdown, as uvicorn does, unless a post_worker_init hook has
+    set a handler (the example project's gunicorn.conf.py). hypercorn
+    returns from its graceful shutdown."""
+    server = Server(kind, "shipped", tmp_path / "records.jsonl")
+    traces = tmp_path / "traces.jsonl"
+    try:
+        response = httpx.get(server.url + "/sync/?before-sigterm", timeout=10)
+        server.process.terminate()
+        server.process.wait(timeout=10)
+    finally:
+        server.stop()
+    assert figures(response) == EXPECTED[kind, "shipped", "/sync/"][0]
+    assert server.process.returncode == 0
+    assert len(_trace_of(traces, "before-sigterm")) == spans
+    assert "switchtrace" not in server.output()

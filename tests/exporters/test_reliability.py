@@ -157,6 +157,39 @@ def test_process_exit_with_spans_queued_for_a_hanging_collector_is_bounded(proto
     assert time.monotonic() - started < 20  # liveness: exits, within the timeouts
 
 
+def test_process_exit_during_an_export_says_what_it_did_not_export(tmp_path):
+    """The exit hook's shutdown gives up after its 5 s while the export of
+    the 20 requests' spans (one batch, made at shutdown: batches wait a
+    minute here) still waits for a collector that hangs, within the
+    exporter's 30 s. The process exits then, before the pipeline's thread
+    can count those spans as lost: the shutdown says so itself, where
+    nothing in switchtrace's log said they were lost."""
+    from ..conftest import EXAMPLE, ROOT
+
+    receiver = HttpReceiver()
+    receiver.received.mode = "hang"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "30",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "unused.jsonl"),
+    }
+    script = SHUTDOWN_SCRIPT.format(root=str(ROOT), example=str(EXAMPLE))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        receiver.stop()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "served\n"
+    assert [line for line in out.stderr.splitlines() if line.startswith("switchtrace")] == [
+        "switchtrace: shut down with 20 spans not exported yet: an export was still in "
+        "progress when the shutdown's time ran out (lost if the process ends first)"
+    ]
+
+
 def wait_for(ready, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not ready():
@@ -228,6 +261,8 @@ def test_shutdown_keeps_to_its_timeout_with_an_export_hanging_and_the_queue_full
         "switchtrace: span queue full (2 records); the spans of 1 request dropped so far",
         "switchtrace: shut down with the spans of 2 requests not made "
         "(the shutdown's time ran out)",
+        "switchtrace: shut down with 1 span not exported yet: an export was still in "
+        "progress when the shutdown's time ran out (lost if the process ends first)",
         *lost,
     ]
 

@@ -260,6 +260,11 @@ class SpanPipeline(QueueWorker):
 
     #: Set when the pipeline encodes spans itself (see the module docstring).
     writer: JsonWriter | ProtobufWriter | None = None
+    #: Spans in the export the thread is making (0 between exports), and
+    #: those waiting for their batch: what :meth:`shutdown` says is not
+    #: exported yet when its time runs out during an export.
+    _exporting = 0
+    _pending: list[Any] = []
 
     def __init__(
         self,
@@ -420,6 +425,7 @@ class SpanPipeline(QueueWorker):
         # The pipeline's own thread: lays out spans one record at a time and,
         # when it encodes them itself, exports them in batches.
         pending: list[Any] = []
+        self._pending = pending
         due = 0.0
         stopping = self._stopping
         while True:
@@ -595,10 +601,12 @@ class SpanPipeline(QueueWorker):
             # loses this batch, not the pipeline's thread.
             batch = EncodedSpans(self.writer.request(pending), count)
             pending.clear()
+            self._exporting = count
             result = self.exporter.export(batch)  # type: ignore[arg-type]
         except Exception:
             swallow("span export")
         finally:
+            self._exporting = 0
             pending.clear()
             self.cpu_ns += time.thread_time_ns() - started
         if result is SpanExportResult.SUCCESS:
@@ -706,6 +714,16 @@ class SpanPipeline(QueueWorker):
         # a pause again, and that was the last attempt).
         self._retry_at = 0.0
         self._stop(timeout)
+        # Still in an export at the deadline (a collector that hangs, or
+        # answers after the exporter's retries): the thread counts its spans
+        # when the export ends, which a process that exits now never sees.
+        exporting = self._exporting
+        if exporting and self._worker.is_alive():
+            logger.warning(
+                "switchtrace: shut down with %s not exported yet: an export was still in "
+                "progress when the shutdown's time ran out (lost if the process ends first)",
+                count(exporting + len(self._pending), "span"),
+            )
         if self._made is not None:
             self._shut_batch_processor(max(self._deadline - time.monotonic(), 0.0))
             self._made.shutdown()
