@@ -220,3 +220,27 @@ def test_channels_protocol_type_router_serves_django_with_the_same_figures(recor
         (200, (28, 28, 0, 1)),
     ]
     assert [record.context_switches for record in records] == [32, 30]
+
+
+@pytest.mark.parametrize(
+    ("urlconf", "url", "expected"),
+    [
+        ("tests.urls", "/class-view/", (False, "ClassView.get")),
+        ("tests.urls", "/sync/", (False, "sync_view")),
+        ("tests.frameworks", "/orders/", (False, "OrderViewSet.list")),
+        ("tests.frameworks", "/adrf/", (True, "AsyncOrderView.get")),
+        ("tests.frameworks", "/ninja/mixed", (True, "mixed_get")),
+    ],
+)
+def test_explain_names_the_view_as_its_crossing_is_named(urlconf, url, expected):
+    # It said View.as_view.<locals>.view, OrderViewSet, and
+    # PathView.get_view.<locals>.async_view_wrapper.
+    from django.test.utils import override_settings
+
+    from switchtrace.django_app.explain import view_kind
+
+    if urlconf == "tests.frameworks":
+        for package in ("rest_framework", "adrf", "ninja", "channels"):
+            pytest.importorskip(package, reason=f"{package} is not installed")
+    with override_settings(ROOT_URLCONF=urlconf):
+        assert view_kind(url) == expected

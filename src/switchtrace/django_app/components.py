@@ -118,11 +118,13 @@ def view_target(record: RequestRecord) -> ViewTarget | None:
             pass
     if method in targets:
         return targets[method]
-    target = targets[method] = _find_view_target(view, method)
+    target = targets[method] = find_view_target(view, method)
     return target
 
 
-def _find_view_target(view: Any, method: Any) -> ViewTarget | None:
+def find_view_target(view: Any, method: Any) -> ViewTarget | None:
+    """The :class:`ViewTarget` of ``view`` for requests of ``method``
+    (``"GET"``), or None for a view that runs its own code."""
     if not isinstance(method, str):
         return None
     # The attributes are on the function as_view returns, and copied by

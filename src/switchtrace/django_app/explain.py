@@ -31,6 +31,7 @@ from django.utils.module_loading import import_string
 from ..example import describe_error
 from ..plural import count
 from ..tracer import RequestRecord
+from . import components
 from .predict import Cause, Prediction, predict
 
 CASES = (("asgi", False), ("asgi", True), ("wsgi", False), ("wsgi", True))
@@ -116,7 +117,12 @@ def view_kind(url: str) -> tuple[bool, str]:
     func = match.func
     view_class = getattr(func, "view_class", None)
     is_async = bool(getattr(view_class, "view_is_async", False)) or iscoroutinefunction(func)
-    return is_async, getattr(func, "__qualname__", repr(func))
+    # A class-based view or an API framework's dispatcher by the code that
+    # answers GET (the --measure request), as its crossing is named.
+    target = components.find_view_target(func, "GET")
+    return is_async, target.name if target is not None else getattr(
+        func, "__qualname__", repr(func)
+    )
 
 
 def request_host() -> str:
