@@ -53,6 +53,10 @@ SITE = {
         'DEBUG = False\nALLOWED_HOSTS = ["example.com"]\nSECURE_SSL_REDIRECT = True\n'
     ),
     "www_settings.py": "from fresh_settings import *\nPREPEND_WWW = True\n",
+    "recovering_settings.py": (
+        "from fresh_settings import *\n"
+        'MIDDLEWARE = [*MIDDLEWARE, "fresh_urls.RecoveringMiddleware"]\n'
+    ),
     "file_export_settings.py": (
         "import os\nfrom fresh_settings import *\n"
         'SWITCHTRACE = {"ENABLED": True, "FILE_PATH": os.environ["TRACES"]}\n'
@@ -94,8 +98,38 @@ SITE = {
         '    return HttpResponse("ok")\n'
         "\n"
         "\n"
+        "async def one_bridge(request):\n"
+        "    from asgiref.sync import sync_to_async\n"
+        "\n"
+        "    await sync_to_async(str)()\n"
+        '    return HttpResponse("ok")\n'
+        "\n"
+        "\n"
+        "class Recovered(Exception):\n"
+        "    pass\n"
+        "\n"
+        "\n"
+        "def recovered(request):\n"
+        '    raise Recovered("answered by RecoveringMiddleware")\n'
+        "\n"
+        "\n"
+        "class RecoveringMiddleware:\n"
+        "    def __init__(self, get_response):\n"
+        "        self.get_response = get_response\n"
+        "\n"
+        "    def __call__(self, request):\n"
+        "        return self.get_response(request)\n"
+        "\n"
+        "    def process_exception(self, request, exception):\n"
+        "        if isinstance(exception, Recovered):\n"
+        '            return HttpResponse("recovered")\n'
+        "        return None\n"
+        "\n"
+        "\n"
         "urlpatterns = [\n"
         '    path("sync/", sync_view),\n'
+        '    path("one-bridge/", one_bridge),\n'
+        '    path("recovered/", recovered),\n'
         '    path("orders/9/", missing),\n'
         '    path("moved/", moved),\n'
         '    path("raise/", raising),\n'
@@ -291,6 +325,34 @@ def test_switches_the_model_does_not_know_are_not_taken_for_conditional_ones(com
     assert measured == [
         "  measured: 36 switches, 36 hops, 0 loops (DIFFERS from the prediction)",
         "  measured: 4 switches, 4 hops, 2 loops (DIFFERS from the prediction)",
+    ]
+
+
+def test_a_view_that_did_not_raise_does_not_take_the_exception_paths_switches(tmp_path):
+    """An async view's own sync_to_async under ASGI (2 switches, as the
+    example's /db-async/ makes) was 'as predicted, with 2 of the conditional
+    switches' (process_exception_by_middleware's, which a view that did not
+    raise never makes)."""
+    out = explain("switchtrace", ["--url", "/one-bridge/", "--measure"], "fresh_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    measured = [line for line in out.stdout.splitlines() if line.startswith("  measured:")]
+    assert measured == [
+        "  measured: 32 switches, 32 hops, 0 loops (DIFFERS from the prediction)",
+        "  measured: 4 switches, 4 hops, 1 loop (DIFFERS from the prediction)",
+    ]
+
+
+def test_a_view_that_raised_into_process_exception_takes_the_exception_paths_switches(tmp_path):
+    """A middleware's process_exception answering 200: Django's exception
+    path, under ASGI process_exception_by_middleware in sync_to_async."""
+    args = ["--url", "/recovered/", "--measure"]
+    out = explain("switchtrace", args, "recovering_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    measured = [line for line in out.stdout.splitlines() if line.startswith("  measured:")]
+    assert measured == [
+        "  measured: 14 switches, 14 hops, 0 loops (as predicted, with 2 of the conditional "
+        "switches listed above)",
+        "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
     ]
 
 

@@ -14,4 +14,6 @@ urlpatterns = [
     path("async-signal/", views.async_signal_view),
     path("listed-then-streamed/", views.listed_then_streamed_view),
     path("to-thread/", views.to_thread_view),
+    path("class-view/", views.ClassView.as_view()),
+    path("other-class-view/", views.OtherClassView.as_view()),
 ]

@@ -1,5 +1,6 @@
 from asgiref.sync import async_to_sync, markcoroutinefunction
 from django.http import HttpResponse, HttpResponseNotFound
+from django.views import View
 
 
 def own_server_timing(request):
@@ -174,3 +175,19 @@ async def to_thread_view(request):
 
     await asyncio.to_thread(str)
     return HttpResponse("ok")
+
+
+class ClassView(View):
+    """A class-based view: Django's as_view() makes a closure, the same code
+    for every class; its view_class names the view."""
+
+    def get(self, request):
+        return HttpResponse("ok")
+
+
+class OtherClassView(View):
+    """A second one in the same module, whose closure shares every name of
+    ClassView's but the class."""
+
+    def get(self, request):
+        return HttpResponse("other")

@@ -44,6 +44,8 @@ def serve_under_an_application_server_span(settings):
         pipeline = telemetry.pipeline()
         assert pipeline.own_provider
         if isinstance(pipeline.exporter, InMemorySpanExporter):
+            # Earlier tests' requests may still have spans on their way.
+            assert pipeline.flush(10)
             pipeline.exporter.clear()
         before = (pipeline.records, pipeline.dropped, pipeline.failed)
         server_span = asyncio.run(instrumented(asgi))
@@ -138,6 +140,8 @@ def test_a_server_span_started_by_a_middleware_above_switchtraces_is_the_request
     middleware = [f"{__name__}.ServerSpanMiddleware", MIDDLEWARE_PATH]
     with project("none", MIDDLEWARE=middleware) as (_asgi, wsgi):
         pipeline = telemetry.pipeline()
+        # Earlier tests' requests may still have spans on their way.
+        assert pipeline.flush(10)
         pipeline.exporter.clear()
         assert wsgi_request(wsgi, "/async/").figures() == (2, 2, 1, 1)
         assert pipeline.flush(10)
@@ -171,6 +175,8 @@ def test_a_middleware_server_span_never_has_fewer_switches_than_before_the_heade
     middleware = [f"{__name__}.ServerSpanMiddleware", MIDDLEWARE_PATH]
     with project("none", MIDDLEWARE=middleware) as (asgi, _wsgi):
         pipeline = telemetry.pipeline()
+        # Earlier tests' requests may still have spans on their way.
+        assert pipeline.flush(10)
         pipeline.exporter.clear()
         assert run_asgi(asgi, "/async/").figures() == (6, 6, 0, 1)
         assert pipeline.flush(10)
@@ -201,6 +207,8 @@ def test_a_middleware_server_span_has_the_figures_of_the_response_leaving_switch
     with project("none", MIDDLEWARE=middleware) as (asgi, _wsgi):
         pipeline = telemetry.pipeline()
         _app_exporter.clear()
+        # Earlier tests' requests may still have spans on their way.
+        assert pipeline.flush(10)
         pipeline.exporter.clear()
 
         # In a loop of its own, whose default executor has one thread, as

@@ -51,8 +51,151 @@ def remember_adapter(adapter: Any, method: Any, name: str | None) -> None:
         pass
 
 
-def remember_view(record: RequestRecord, view: Any) -> None:
+def remember_view(record: RequestRecord, view: Any, method: Any = None) -> None:
+    """The view the request resolved to, and its method (``request.method``),
+    which picks the code a class-based view or an API framework's view
+    dispatches to (see :class:`ViewTarget`)."""
     record.extra["view"] = view
+    record.extra[VIEW_METHOD] = method
+
+
+#: record.extra's key for the request's method, as the view sees it.
+VIEW_METHOD = "view_method"
+
+
+class ViewTarget:
+    """The application's own code behind a view that is a framework's
+    dispatcher: a class-based view (Django's ``view_class``; Django REST
+    framework's ``cls``, with a viewset's ``actions``) and its handler for the
+    request's method, or a django-ninja operation's function. The view's
+    crossing is named after it (``OrderView.get``, ``OrderViewSet.list``,
+    ``list_orders``) and located in its code, not in the framework's wrapper
+    (``View.as_view.<locals>.view``, ``APIView.dispatch``,
+    ``PathView.get_view.<locals>.sync_view_wrapper``)."""
+
+    __slots__ = ("__weakref__", "cls", "code", "component", "name", "operation")
+
+    def __init__(
+        self, name: str, code: Any, component: Component, cls: Any = None, operation: Any = None
+    ) -> None:
+        self.name = name
+        #: What code.* point at: the handler, or the operation's function.
+        self.code = code
+        self.component = component
+        #: The view class: its instances' methods are the view's too (what an
+        #: async view of adrf runs in sync_to_async: ``self.initial``).
+        self.cls = cls
+        #: The object whose methods run the view's function (django-ninja's
+        #: ``Operation``: ``sync_to_async(operation.run)`` in an async path).
+        self.operation = operation
+
+    def runs(self, owner: Any) -> bool:
+        """Whether a method of ``owner`` runs the view's function itself."""
+        return self.operation is not None and owner is self.operation
+
+    def owns(self, owner: Any) -> bool:
+        """Whether ``owner`` is an instance of the view's class."""
+        return self.cls is not None and is_of_type(owner, self.cls)
+
+
+#: view -> {method: its ViewTarget, or None for a plain view function}; an
+#: entry goes when its view does (a URLconf reloaded).
+_view_targets: WeakIdentityMap[dict[Any, ViewTarget | None]] = WeakIdentityMap()
+
+
+def view_target(record: RequestRecord) -> ViewTarget | None:
+    """The :class:`ViewTarget` of the request's view, if it has one."""
+    view = record.extra.get("view")
+    if view is None:
+        return None
+    method = record.extra.get(VIEW_METHOD)
+    targets = _view_targets.get(view)
+    if targets is None:
+        targets = {}
+        try:
+            _view_targets[view] = targets
+        except TypeError:  # not weak-referenceable: worked out each time
+            pass
+    if method in targets:
+        return targets[method]
+    target = targets[method] = find_view_target(view, method)
+    return target
+
+
+def find_view_target(view: Any, method: Any) -> ViewTarget | None:
+    """The :class:`ViewTarget` of ``view`` for requests of ``method``
+    (``"GET"``), or None for a view that runs its own code."""
+    if not isinstance(method, str):
+        return None
+    # The attributes are on the function as_view returns, and copied by
+    # functools.wraps onto every decorator around it (csrf_exempt,
+    # login_required); a decorator without wraps hides them.
+    for layer in _layers(view):
+        cls = attribute(layer, "view_class")
+        if not is_of_type(cls, type):
+            cls = attribute(layer, "cls")  # DRF's ViewSetMixin.as_view
+        if is_of_type(cls, type):
+            return _class_view_target(cls, attribute(layer, "actions"), method.lower())
+    for layer in _layers(view):
+        target = _operation_target(layer, method)
+        if target is not None:
+            return target
+    return None
+
+
+def _layers(view: Any) -> list[Any]:
+    """The view and what it wraps, outermost first."""
+    layers = [view]
+    for _ in range(MAX_DEPTH):
+        inner = attribute(layers[-1], "__wrapped__")
+        if inner is None or any(inner is layer for layer in layers):
+            break
+        layers.append(inner)
+    return layers
+
+
+def _class_view_target(cls: type, actions: Any, method: str) -> ViewTarget:
+    """What View.dispatch picks: the method's handler, or for a viewset the
+    action its ``actions`` map the method to; HEAD falls back to GET's."""
+    allowed = attribute(cls, "http_method_names") or ()
+    name = cls.__qualname__
+    if type(actions) is dict:
+        action = actions.get(method) or (actions.get("get") if method == "head" else None)
+    elif method in allowed:
+        # View.setup: a view with get and no head answers HEAD with get.
+        action = "get" if method == "head" and attribute(cls, "head") is None else method
+    else:
+        action = None
+    handler = attribute(cls, action) if isinstance(action, str) else None
+    if not isinstance(action, str) or handler is None or not callable(handler):
+        # Not allowed (http_method_not_allowed answers): the class alone.
+        return ViewTarget(name, cls, Component("view", name), cls)
+    return ViewTarget(f"{name}.{action}", handler, Component("view", name, action), cls)
+
+
+def _operation_target(view: Any, method: str) -> ViewTarget | None:
+    """django-ninja's view for a path: a closure over (or, before 1.5, a
+    bound method of) its ``PathView``, whose ``operations`` each run a
+    ``view_func`` for their ``methods``; the first that takes the method
+    runs (``PathView._find_operation``)."""
+    holders = [attribute(view, "__self__")]
+    for cell in attribute(view, "__closure__") or ():
+        try:
+            holders.append(cell.cell_contents)
+        except ValueError:
+            continue
+    for holder in holders:
+        operations = attribute(holder, "operations")
+        if type(operations) is not list:
+            continue
+        for operation in operations:
+            methods = attribute(operation, "methods")
+            func = attribute(operation, "view_func")
+            if isinstance(methods, (list, tuple, set, frozenset)) and callable(func):
+                if method in methods:
+                    name = qualified_name(func)
+                    return ViewTarget(name, func, Component("view", name), operation=operation)
+    return None
 
 
 #: record.extra's key for the class of an ASGI response that streams from a
@@ -90,9 +233,23 @@ class Resolver:
         stream = _sync_stream(crossing, record)
         if stream is not None:
             return Component("response", stream, "__aiter__")
-        return _describe(crossing.func, record.extra.get("view")) or Component(
+        return _describe(crossing.func, record.extra.get("view"), view_target(record)) or Component(
             "other", qualified_name(crossing.func)
         )
+
+    def subject(self, crossing: Crossing, record: RequestRecord) -> tuple[str, Any] | None:
+        """(name, callable) to name and locate the crossing by, when what it
+        bridged is a framework's dispatcher for the request's view rather than
+        the application's code (see :class:`ViewTarget`); None otherwise."""
+        if _adapter(crossing.bridge) is not None:
+            return None
+        target = view_target(record)
+        if target is None:
+            return None
+        func = crossing.func
+        if _is_view(func, record.extra.get("view")) or target.runs(_owner(func)):
+            return target.name, target.code
+        return None
 
     def key(self, crossing: Crossing, record: RequestRecord) -> Hashable | None:
         """Everything the component and the qualified name depend on, or None
@@ -120,11 +277,22 @@ class Resolver:
         if site is None:
             return None
         is_view = _is_view(func, view)
+        target = view_target(record) if view is not None else None
+        if target is not None:
+            # What the view dispatches to for this method, and whether the
+            # bridged method is its own: part of the description.
+            owner = method.__self__ if method is not None else None
+            serial = identity(target)
+            if serial is None:
+                return None
+            view_part: Hashable = (serial, is_view, target.runs(owner), target.owns(owner))
+        else:
+            view_part = is_view
         adapter = _adapter(crossing.bridge)
         # The component's fields, not the component: hashing a dataclass is a
         # Python call, hashing strings is not.
         fields = None if adapter is None else (adapter.kind, adapter.name, adapter.hook)
-        return (site, fields, is_view, _sync_stream(crossing, record))
+        return (site, fields, view_part, _sync_stream(crossing, record))
 
 
 #: Sites worked out, per function object (while it lives): Django's own
@@ -198,12 +366,29 @@ def _unwrapped(func: Any) -> Any:
     return unwrap(func)
 
 
-def _describe(func: Any, view: Any) -> Component | None:
+def _owner(func: Any) -> Any:
+    """The object a bound method (through its wrappers) is bound to, if any."""
+    target = unwrap(func)
+    return target.__self__ if type(target) is types.MethodType else None
+
+
+def _describe(func: Any, view: Any, view_target: ViewTarget | None = None) -> Component | None:
     if _is_view(func, view):
-        return Component("view", qualified_name(view))
+        return (
+            view_target.component
+            if view_target is not None
+            else Component("view", qualified_name(view))
+        )
     target = unwrap(func)
     if type(target) is types.MethodType:
         owner, name = target.__self__, attribute(target, "__name__")
+        if view_target is not None:
+            if view_target.runs(owner):
+                return view_target.component
+            if view_target.owns(owner) and isinstance(name, str):
+                # The view's own method (a class-based async view's
+                # sync_to_async(self.initial)): named after the view's class.
+                return Component("view", type(owner).__qualname__, name)
 
         if _is_signal(owner):  # Django 4.2: sync_to_async(signal.send)
             return Component("signal", _signal_name(owner))

@@ -31,6 +31,7 @@ from django.utils.module_loading import import_string
 from ..example import describe_error
 from ..plural import count
 from ..tracer import RequestRecord
+from . import components
 from .predict import Cause, Prediction, predict
 
 CASES = (("asgi", False), ("asgi", True), ("wsgi", False), ("wsgi", True))
@@ -116,7 +117,12 @@ def view_kind(url: str) -> tuple[bool, str]:
     func = match.func
     view_class = getattr(func, "view_class", None)
     is_async = bool(getattr(view_class, "view_is_async", False)) or iscoroutinefunction(func)
-    return is_async, getattr(func, "__qualname__", repr(func))
+    # A class-based view or an API framework's dispatcher by the code that
+    # answers GET (the --measure request), as its crossing is named.
+    target = components.find_view_target(func, "GET")
+    return is_async, target.name if target is not None else getattr(
+        func, "__qualname__", repr(func)
+    )
 
 
 def request_host() -> str:
@@ -166,6 +172,9 @@ class Measured:
     logged: str | None
     #: Whether Django called the view (no middleware answered first).
     view_called: bool = True
+    #: Whether the view raised (process_exception_by_middleware ran): a
+    #: middleware's process_exception may still answer below 400.
+    view_raised: bool = False
     #: A TemplateResponse.
     template: bool = False
     #: A streaming response whose iterator costs switches on this server (a
@@ -251,6 +260,7 @@ def measure(server: str, url: str, host: str) -> Measured:
         responses.get(status, "Unknown Status Code"),
         said,
         view_called=seen.view_called,
+        view_raised=seen.view_raised,
         template=isinstance(response, SimpleTemplateResponse),
         # Of the iterator kind that costs on this server (see predict).
         streams=streaming and bool(getattr(response, "is_async", False)) == (server == "wsgi"),
@@ -312,22 +322,30 @@ def _in_thread(serve: Callable[[], tuple[int | None, bool]], url: str, server: s
 
 class _Seen:
     """What a measured request's handler did: the response its get_response
-    made, and whether it called the view (every process_view let it through:
-    Django makes the view atomic just before calling it). Noted by methods
-    set on the handler instance, not by a subclass: Django sends the request
-    signals with the handler's class as sender, which must stay its own."""
+    made, whether it called the view (every process_view let it through:
+    Django makes the view atomic just before calling it), and whether the
+    view raised (Django hands the exception to the middleware's
+    process_exception). Noted by methods set on the handler instance, not by
+    a subclass: Django sends the request signals with the handler's class as
+    sender, which must stay its own."""
 
     def __init__(self) -> None:
         self.response: Any = None
         self.view_called = False
+        self.view_raised = False
 
     def watch(self, handler: Any, get_response: str) -> Any:
         original = getattr(handler, get_response)
         make_view_atomic = handler.make_view_atomic
+        process_exception = handler.process_exception_by_middleware
 
         def view_atomic(view: Any) -> Any:
             self.view_called = True
             return make_view_atomic(view)
+
+        def exception_noted(exception: Any, request: Any) -> Any:
+            self.view_raised = True
+            return process_exception(exception, request)
 
         async def noted_async(request: Any) -> Any:
             self.response = await original(request)
@@ -338,6 +356,7 @@ class _Seen:
             return self.response
 
         handler.make_view_atomic = view_atomic
+        handler.process_exception_by_middleware = exception_noted
         is_async = get_response == "get_response_async"
         setattr(handler, get_response, noted_async if is_async else noted)
         return handler
@@ -486,6 +505,7 @@ def _render_measured(
         for c in prediction.conditional
         if (c.when != "template" or measured.template)
         and (c.when != "stream" or measured.streams)
+        and (c.when != "raised" or measured.view_raised)
         and c.when != "error"  # (a status below 400 here)
     ]
     extra = _conditionals_taken(

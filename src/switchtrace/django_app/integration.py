@@ -552,7 +552,7 @@ def _wrap_resolve_request(wrapped, instance, args, kwargs):
     if record is not None and not record.finished:
         try:
             request = args[0] if args else kwargs["request"]
-            components.remember_view(record, resolved[0])
+            components.remember_view(record, resolved[0], getattr(request, "method", None))
             match = getattr(request, "resolver_match", None)
             route = getattr(match, "route", None)
             if route is not None:

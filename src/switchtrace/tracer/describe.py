@@ -190,13 +190,20 @@ def describe_crossing(crossing: Any, record: Any, resolve: Any = None) -> Descri
         except Exception:  # a part that cannot be hashed (a module that is no str)
             key = None
     if description is None:
-        func = crossing.func
+        # A resolver may name the crossing after other code than the callable
+        # bridged: a framework's dispatcher after the application's code it
+        # runs (``subject(crossing, record) -> (name, callable) | None``).
+        subject_of = getattr(resolve, "subject", None)
+        subject = subject_of(crossing, record) if subject_of is not None else None
+        func = crossing.func if subject is None else subject[1]
         try:
             location: CodeLocation | None = code_location(func)
         except Exception:  # an exotic callable: described without code.*
             location = None
         description = Description(
-            qualified_name(func), resolve(crossing, record) if resolve else None, location
+            qualified_name(func) if subject is None else subject[0],
+            resolve(crossing, record) if resolve else None,
+            location,
         )
         if key is not None:
             if len(_descriptions) >= MAX_CACHED:

@@ -1,0 +1,246 @@
+"""Views written with the frameworks Django projects build on: the crossing
+that runs the view is named after the application's code behind the
+framework's dispatcher (the class-based view's handler, a viewset's action,
+a django-ninja operation's function), and the figures are those Django's own
+views get."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchtrace import tracer
+from switchtrace.django_app import telemetry
+
+from ..support import ASGI_THREADS, run_asgi, wsgi_request
+from .test_components import SIGNAL, described
+from .test_middleware import project
+
+SIGNAL_CROSSING = ("sync_to_async", SIGNAL, "signal", "request_started", True)
+
+
+def close(response_class="HttpResponse"):
+    return ("sync_to_async", "HttpResponseBase.close", "response", f"{response_class}.close", False)
+
+
+@pytest.fixture
+def spans():
+    pipeline = telemetry.pipeline()
+    assert pipeline is not None and pipeline.own_provider
+    # Earlier tests' requests may still have spans on their way.
+    assert pipeline.flush(10)
+    pipeline.exporter.clear()
+
+    def finished():
+        assert pipeline.flush(10)
+        return [
+            s
+            for s in pipeline.exporter.get_finished_spans()
+            if "switchtrace.component" in s.attributes
+        ]
+
+    return finished
+
+
+def code_of(span):
+    attributes = span.attributes
+    return (
+        span.name,
+        attributes["code.namespace"],
+        attributes["code.function"],
+        attributes["code.filepath"].replace("\\", "/").rsplit("/", 2)[-2:],
+    )
+
+
+def test_a_class_based_view_is_named_after_its_class_and_handler(records, spans):
+    # Django's as_view() returns one closure, View.as_view.<locals>.view, for
+    # every class: two classes of one module are told apart by view_class.
+    with project("none") as (asgi, _wsgi):
+        assert run_asgi(asgi, "/class-view/").figures() == (4, 4, 0, 1)
+        assert run_asgi(asgi, "/other-class-view/").figures() == (4, 4, 0, 1)
+    first, second = records
+    view = ("sync_to_async", "ClassView.get", "view", "ClassView.get", True)
+    assert described(first) == [SIGNAL_CROSSING, view, close()]
+    other = ("sync_to_async", "OtherClassView.get", "view", "OtherClassView.get", True)
+    assert described(second) == [SIGNAL_CROSSING, other, close()]
+    named = [code_of(s) for s in spans() if s.attributes["switchtrace.component.kind"] == "view"]
+    assert named == [
+        ("sync_to_async ClassView.get", "tests.views.ClassView", "get", ["tests", "views.py"]),
+        (
+            "sync_to_async OtherClassView.get",
+            "tests.views.OtherClassView",
+            "get",
+            ["tests", "views.py"],
+        ),
+    ]
+
+
+def frameworks(*packages):
+    for package in packages:
+        pytest.importorskip(package, reason=f"{package} is not installed")
+    return project("none", ROOT_URLCONF="tests.frameworks")
+
+
+def render():
+    # DRF's Response is a SimpleTemplateResponse: rendered in one more
+    # sync_to_async under ASGI, before the headers.
+    return ("sync_to_async", "SimpleTemplateResponse.render", "response", "Response.render", True)
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/drf/", "OrderView.get"),
+        ("/orders/", "OrderViewSet.list"),
+        ("/orders/5/", "OrderViewSet.retrieve"),
+    ],
+)
+def test_django_rest_framework(path, name, records, spans):
+    # The signal, the view, the render, and after the headers the close.
+    with frameworks("rest_framework") as (asgi, wsgi):
+        asgi_result = run_asgi(asgi, path)
+        wsgi_result = wsgi_request(wsgi, path)
+    assert (asgi_result.status, wsgi_result.status) == (200, 200)
+    assert asgi_result.figures() == (6, 6, 0, 1)
+    assert wsgi_result.figures() == (0, 0, 0, 0)
+    under_asgi, under_wsgi = records
+    assert under_asgi.totals() == tracer.Figures(8, 8, 0, ASGI_THREADS)
+    view = ("sync_to_async", name, "view", name, True)
+    assert described(under_asgi) == [SIGNAL_CROSSING, view, render(), close("Response")]
+    assert described(under_wsgi) == []
+    cls, _, handler = name.partition(".")
+    [span] = [s for s in spans() if s.attributes["switchtrace.component.kind"] == "view"]
+    assert code_of(span) == (
+        f"sync_to_async {name}",
+        f"tests.frameworks.{cls}",
+        handler,
+        ["tests", "frameworks.py"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "cls", "handler"),
+    [("/adrf/", "AsyncOrderView", "get"), ("/async-orders/", "AsyncOrderViewSet", "list")],
+)
+def test_adrf(path, cls, handler, records, spans):
+    # adrf runs DRF's initial() (authentication, permissions, throttles) in
+    # sync_to_async, and awaits the async handler: under ASGI the signal,
+    # initial, the render and the close; under WSGI the view in async_to_sync
+    # (a new loop and thread) and initial inside it.
+    with frameworks("rest_framework", "adrf") as (asgi, wsgi):
+        asgi_result = run_asgi(asgi, path)
+        wsgi_result = wsgi_request(wsgi, path)
+    assert (asgi_result.status, wsgi_result.status) == (200, 200)
+    assert asgi_result.figures() == (6, 6, 0, 1)
+    assert wsgi_result.figures() == (4, 4, 1, 1)
+    under_asgi, under_wsgi = records
+    assert under_asgi.totals() == tracer.Figures(8, 8, 0, ASGI_THREADS)
+    assert under_wsgi.totals() == tracer.Figures(4, 4, 1, 1)
+    initial = ("sync_to_async", "APIView.initial", "view", f"{cls}.initial", True)
+    assert described(under_asgi) == [SIGNAL_CROSSING, initial, render(), close("Response")]
+    view = ("async_to_sync", f"{cls}.{handler}", "view", f"{cls}.{handler}", True)
+    assert described(under_wsgi) == [view, initial]
+    named = [code_of(s) for s in spans() if s.attributes["switchtrace.component.kind"] == "view"]
+    initial_code = ("sync_to_async APIView.initial", "rest_framework.views.APIView", "initial")
+    assert [n[:3] for n in named] == [
+        initial_code,
+        (f"async_to_sync {cls}.{handler}", f"tests.frameworks.{cls}", handler),
+        initial_code,
+    ]
+    assert named[1][3] == ["tests", "frameworks.py"]
+
+
+@pytest.mark.parametrize(
+    ("path", "asgi_figures", "wsgi_figures", "mechanisms", "function"),
+    [
+        # A sync operation: Django's view is sync.
+        ("/ninja/sync", (4, 4, 0, 1), (0, 0, 0, 0), ["sync_to_async"], "list_orders"),
+        # An async one: awaited under ASGI, in async_to_sync under WSGI.
+        ("/ninja/async", (2, 2, 0, 1), (2, 2, 1, 1), ["async_to_sync"], "async_list_orders"),
+        # A sync operation beside an async one: the view is async, and runs
+        # the sync operation in sync_to_async(operation.run).
+        (
+            "/ninja/mixed",
+            (4, 4, 0, 1),
+            (4, 4, 1, 1),
+            ["sync_to_async", "async_to_sync", "sync_to_async"],
+            "mixed_get",
+        ),
+    ],
+)
+def test_django_ninja(path, asgi_figures, wsgi_figures, mechanisms, function, records, spans):
+    with frameworks("ninja") as (asgi, wsgi):
+        asgi_result = run_asgi(asgi, path)
+        wsgi_result = wsgi_request(wsgi, path)
+    assert (asgi_result.status, wsgi_result.status) == (200, 200)
+    assert asgi_result.figures() == asgi_figures
+    assert wsgi_result.figures() == wsgi_figures
+    views = [crossing[:4] for record in records for crossing in described(record)]
+    views = [crossing for crossing in views if crossing[2] == "view"]
+    assert views == [(mechanism, function, "view", function) for mechanism in mechanisms]
+    named = [code_of(s) for s in spans() if s.attributes["switchtrace.component.kind"] == "view"]
+    assert named == [
+        (f"{mechanism} {function}", "tests.frameworks", function, ["tests", "frameworks.py"])
+        for mechanism in mechanisms
+    ]
+
+
+def test_channels_database_sync_to_async_counts_as_sync_to_async(records):
+    # DatabaseSyncToAsync overrides thread_handler (closing old connections
+    # around the call); its crossing is a sync_to_async like any other.
+    with frameworks("channels") as (asgi, wsgi):
+        results = [
+            (run_asgi(asgi, path).figures(), wsgi_request(wsgi, path).figures())
+            for path in ("/channels-db/", "/sync-to-async/")
+        ]
+    assert results == [((4, 4, 0, 1), (4, 4, 1, 1))] * 2
+    crossing = ("sync_to_async", "count_orders", "other", "count_orders", True)
+    under_asgi = [SIGNAL_CROSSING, crossing, close()]
+    view = "channels_db_view"
+    assert [described(record) for record in records] == [
+        under_asgi,
+        [("async_to_sync", view, "view", view, True), crossing],
+        under_asgi,
+        [("async_to_sync", "sync_to_async_view", "view", "sync_to_async_view", True), crossing],
+    ]
+    # Thread-sensitive: Django's per-request thread under ASGI, the thread
+    # waiting in async_to_sync under WSGI.
+    executors = [c.executor for r in records for c in r.crossings if c.qualname == "count_orders"]
+    assert executors == ["thread_sensitive_context", "current_thread"] * 2
+
+
+def test_channels_protocol_type_router_serves_django_with_the_same_figures(records):
+    pytest.importorskip("channels", reason="channels is not installed")
+    from channels.routing import ProtocolTypeRouter
+
+    with project() as (asgi, _wsgi):
+        router = ProtocolTypeRouter({"http": asgi})
+        results = [run_asgi(router, path) for path in ("/sync/", "/async/")]
+    assert [(r.status, r.figures()) for r in results] == [
+        (200, (30, 30, 0, 1)),
+        (200, (28, 28, 0, 1)),
+    ]
+    assert [record.context_switches for record in records] == [32, 30]
+
+
+@pytest.mark.parametrize(
+    ("urlconf", "url", "expected"),
+    [
+        ("tests.urls", "/class-view/", (False, "ClassView.get")),
+        ("tests.urls", "/sync/", (False, "sync_view")),
+        ("tests.frameworks", "/orders/", (False, "OrderViewSet.list")),
+        ("tests.frameworks", "/adrf/", (True, "AsyncOrderView.get")),
+        ("tests.frameworks", "/ninja/mixed", (True, "mixed_get")),
+    ],
+)
+def test_explain_names_the_view_as_its_crossing_is_named(urlconf, url, expected):
+    # It said View.as_view.<locals>.view, OrderViewSet, and
+    # PathView.get_view.<locals>.async_view_wrapper.
+    from django.test.utils import override_settings
+
+    from switchtrace.django_app.explain import view_kind
+
+    if urlconf == "tests.frameworks":
+        for package in ("rest_framework", "adrf", "ninja", "channels"):
+            pytest.importorskip(package, reason=f"{package} is not installed")
+    with override_settings(ROOT_URLCONF=urlconf):
+        assert view_kind(url) == expected
