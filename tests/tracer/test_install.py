@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import wrapt
 from asgiref.sync import AsyncToSync, SyncToAsync
@@ -117,3 +118,70 @@ def test_nothing_is_patched_while_switchtrace_is_disabled():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_patch_put_over_ours_after_install_survives_uninstall_and_install_without_doubling():
+    """sentry-sdk initialised after switchtrace was installed (in asgi.py after
+    get_asgi_application(), in a later app's ready()) patches Thread.start
+    and ThreadPoolExecutor.submit over switchtrace's, each a function closing
+    over the attribute it found. uninstall() cannot take switchtrace's out of
+    those, and leaves them; install() again takes them up again instead of
+    wrapping sentry's (which would count every thread start and crossing
+    twice), and meanwhile the one left in Thread.start passes calls through."""
+    tracer.uninstall()
+    tracer.install()
+    ours_start = vars(threading.Thread)["start"]
+    ours_submit = vars(ThreadPoolExecutor)["submit"]
+    calls = []
+
+    def sentry_style(original):
+        def patched(self, *args, **kwargs):
+            calls.append(original)
+            return original(self, *args, **kwargs)
+
+        return patched
+
+    threading.Thread.start = sentry_style(ours_start)
+    ThreadPoolExecutor.submit = sentry_style(ours_submit)
+    theirs_start, theirs_submit = (
+        vars(threading.Thread)["start"],
+        vars(ThreadPoolExecutor)["submit"],
+    )
+
+    async def main():
+        with tracer.recording() as record:
+            await SyncToAsync(threading.current_thread, thread_sensitive=False)()
+            thread = threading.Thread(target=lambda: None)
+            thread.start()
+            thread.join()
+        return record
+
+    try:
+        tracer.uninstall()
+        assert vars(threading.Thread)["start"] is theirs_start
+        assert vars(ThreadPoolExecutor)["submit"] is theirs_submit
+        with tracer.recording() as record:
+            thread = threading.Thread(target=lambda: None)
+            thread.start()
+            thread.join()
+        assert record.threads_started == 0  # uninstalled: ours, left in theirs, passes through
+        tracer.install()
+        assert vars(threading.Thread)["start"] is theirs_start  # not wrapped a second time
+        assert vars(ThreadPoolExecutor)["submit"] is theirs_submit
+        with ThreadPoolExecutor(1) as executor:
+            loop = asyncio.new_event_loop()
+            loop.set_default_executor(executor)
+            try:
+                record = loop.run_until_complete(main())
+            finally:
+                loop.close()
+        totals = record.totals()
+        # The executor's one thread, the thread started: once each.
+        assert (totals.context_switches, totals.thread_hops, totals.threads_started) == (2, 2, 2)
+        # Their patches are still called, once a call.
+        assert calls.count(ours_submit) == 1
+    finally:
+        threading.Thread.start = ours_start.__wrapped__
+        ThreadPoolExecutor.submit = ours_submit.__wrapped__
+        tracer.uninstall()
+        tracer.install()

@@ -755,6 +755,10 @@ def _targets() -> list[Target]:
 class Patcher:
     """Applies a set of patches once and restores exactly what was there.
 
+    A patch someone put over one of ours, calling it, is left in place by
+    :meth:`uninstall`, and ours in it: the next :meth:`install` takes ours up
+    again rather than wrapping theirs (each call would be recorded twice).
+
     ``targets`` returns (owner, attribute, how) triples; an attribute the
     owner does not have is reported in :attr:`missing` and skipped (feature
     detection, not version comparison)."""
@@ -763,6 +767,9 @@ class Patcher:
         self._targets = targets
         self._what = what
         self._applied: list[tuple[object, str, object, object]] = []
+        #: (owner, attribute) -> the entry of a replacement that uninstall
+        #: could not take out: someone patched over it, their patch calling it.
+        self._left: dict[tuple[object, str], tuple[object, str, object, object]] = {}
         self._lock = threading.Lock()
         self.missing: list[str] = []
 
@@ -781,10 +788,23 @@ class Patcher:
                     owner_name = getattr(owner, "__qualname__", getattr(owner, "__name__", owner))
                     self.missing.append(f"{owner_name}.{name}")
                     continue
+                left = self._left.pop((owner, name), None)
+                if left is not None and _reaches_safely(original, left[3]):
+                    # Ours is still called, under the patch someone put over
+                    # it (sentry-sdk's, initialised after us): taken up again,
+                    # not wrapped a second time, which would record each
+                    # call twice.
+                    self._applied.append(left)
+                    continue
                 if isinstance(how, Fast):
                     replacement: object = how.make(original)  # type: ignore[arg-type]
                 else:
-                    replacement = wrapt.FunctionWrapper(original, how)
+                    # Enabled while installed (``_applied`` not empty, asked
+                    # in C): one that uninstall has to leave under someone
+                    # else's patch passes calls through.
+                    replacement = wrapt.FunctionWrapper(
+                        original, how, enabled=functools.partial(bool, self._applied)
+                    )
                 setattr(owner, name, replacement)
                 self._applied.append((owner, name, original, replacement))
             if self.missing:
@@ -801,12 +821,49 @@ class Patcher:
                 owner, name, original, replacement = self._applied.pop()
                 if vars(owner).get(name) is replacement:
                     setattr(owner, name, original)
-                else:  # someone patched over us; leave their patch in place
-                    logger.warning(
-                        "switchtrace: %s.%s was patched again by someone else; left as it is",
-                        owner,
-                        name,
-                    )
+                    continue
+                # Someone patched over us; their patch, which calls ours, is
+                # left in place, and ours in it: a wrapt one passes calls
+                # through until the next install takes it up again; a Fast
+                # one records nothing, no request being recorded meanwhile.
+                self._left[(owner, name)] = (owner, name, original, replacement)
+                logger.warning(
+                    "switchtrace: %s.%s was patched again by someone else; left as it is",
+                    owner,
+                    name,
+                )
+
+
+def _reaches(patch: Any, ours: object, depth: int = 0) -> bool:
+    """Whether calling ``patch`` calls ``ours``: it is ours, or wraps it
+    (``__wrapped__``, or a closure over it, as sentry-sdk's patches hold what
+    they replaced: read off the class, a wrapt wrapper of ours is one bound
+    to it, whose parent is ours), a few levels down at most."""
+    if patch is ours:
+        return True
+    if depth >= 4:
+        return False
+    inner = [getattr(patch, "__func__", None), getattr(patch, "_self_parent", None)]
+    try:
+        inner.append(inspect.unwrap(patch, stop=lambda f: f is ours))
+    except ValueError:  # a cycle of __wrapped__
+        pass
+    for cell in getattr(patch, "__closure__", None) or ():
+        try:
+            inner.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    return any(
+        candidate is not None and candidate is not patch and _reaches(candidate, ours, depth + 1)
+        for candidate in inner
+    )
+
+
+def _reaches_safely(patch: object, ours: object) -> bool:
+    try:
+        return _reaches(patch, ours)
+    except Exception:  # an object whose attributes raise: not ours, then
+        return False
 
 
 def _clear_pending_loops() -> None:
