@@ -492,6 +492,48 @@ def test_each_middleware_that_adds_avoidable_switches_under_asgi_is_a_warning():
     )
 
 
+class SyncOnlyMiddleware:
+    """Synchronous only, as WhiteNoise's and django-silk's are."""
+
+    sync_capable, async_capable = True, False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+
+def test_middleware_above_a_synchronous_only_one_runs_synchronously_and_is_no_warning():
+    """Under ASGI a synchronous-only middleware makes every middleware above
+    it run synchronously (Django's load_middleware), their hooks then costing
+    no switch: each was still warned of as costing 2 or 4. Those below it
+    still run in async mode; a synchronous process_view costs 2 wherever it
+    is (Django adapts the view middleware to the handler)."""
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    sync_only = f"{__name__}.SyncOnlyMiddleware"
+    security, *below = STARTPROJECT_MIDDLEWARE
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True},
+        MIDDLEWARE=[MIDDLEWARE_PATH, security, sync_only, *below],
+    ):
+        messages = [m for m in checks.run_checks() if m.id == "switchtrace.W003"]
+    assert [m.obj for m in messages] == below
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True},
+        MIDDLEWARE=[MIDDLEWARE_PATH, *STARTPROJECT_MIDDLEWARE, sync_only],
+    ):
+        messages = [m for m in checks.run_checks() if m.id == "switchtrace.W003"]
+    assert [(m.obj, m.msg) for m in messages] == [
+        (
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "CsrfViewMiddleware's process_view is synchronous: under ASGI each request that "
+            "reaches a view crosses the sync/async boundary 2 more times for it.",
+        )
+    ]
+
+
 class ViewOnlyMiddleware:
     """Not a MiddlewareMixin: only its process_view costs switches under ASGI."""
 

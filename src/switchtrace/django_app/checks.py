@@ -91,14 +91,15 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
     from asgiref.sync import iscoroutinefunction
     from django.utils.deprecation import MiddlewareMixin
 
-    from .predict import HOOKS
+    from .predict import HOOKS, middleware_modes
 
     messages: list[Any] = []
     if not get_config().enabled:
         return messages
+    entries: list[tuple[str, Any]] = []
     for path in list(getattr(settings, "MIDDLEWARE", None) or []):
         try:
-            cls = import_string(path)
+            entries.append((path, import_string(path)))
         except ImportError as exc:
             messages.append(
                 Error(
@@ -107,13 +108,25 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
                     id="switchtrace.E007",
                 )
             )
-            continue
+    # Which run in async mode under ASGI: a synchronous-only middleware
+    # (WhiteNoise's) makes those above it run synchronously, their hooks
+    # then costing nothing. With an entry missing, Django does not start.
+    if len(entries) == len(getattr(settings, "MIDDLEWARE", None) or []):
+        modes, _top = middleware_modes([cls for _path, cls in entries], is_async=True)
+        runs_async = [mode for mode, _adapter in modes]
+    else:
+        runs_async = [True] * len(entries)
+    for (path, cls), in_async_mode in zip(entries, runs_async, strict=True):
         if not isinstance(cls, type):
             continue
         view_hook = getattr(cls, "process_view", None)
         view_is_sync = view_hook is not None and not iscoroutinefunction(view_hook)
         hooks = []
-        if issubclass(cls, MiddlewareMixin) and getattr(cls, "async_capable", False):
+        if (
+            in_async_mode
+            and issubclass(cls, MiddlewareMixin)
+            and getattr(cls, "async_capable", False)
+        ):
             hooks = [
                 h for h in HOOKS if hasattr(cls, h) and not iscoroutinefunction(getattr(cls, h))
             ]

@@ -95,6 +95,38 @@ def _receivers(signal: Any, sender: Any) -> tuple[bool, bool]:
     return bool(live), False  # Django 4.2: every receiver is synchronous
 
 
+def middleware_modes(
+    classes: list[Any], is_async: bool, async_capable: list[bool] | None = None
+) -> tuple[list[tuple[bool, str | None]], str | None]:
+    """Django's ``load_middleware`` for ``classes`` (outermost first) under a
+    handler that is async (ASGI) or not: for each, whether it runs in async
+    mode and how the handler it calls is adapted to it ("s2a", "a2s" or
+    None); then how the handler adapts the whole chain. ``async_capable``
+    overrides the classes' own (what a fix would change)."""
+    if async_capable is None:
+        async_capable = [getattr(cls, "async_capable", False) for cls in classes]
+    handler_is_async = is_async
+    modes: list[tuple[bool, str | None]] = []
+    # Innermost first, as load_middleware builds the chain.
+    for cls, can_async in zip(reversed(classes), reversed(async_capable), strict=True):
+        can_sync = getattr(cls, "sync_capable", True)
+        middleware_is_async = False if (not handler_is_async and can_sync) else can_async
+        adapter = None
+        if middleware_is_async and not handler_is_async:
+            adapter = "s2a"
+        elif not middleware_is_async and handler_is_async:
+            adapter = "a2s"
+        modes.append((middleware_is_async, adapter))
+        handler_is_async = middleware_is_async
+    top = None
+    if is_async and not handler_is_async:
+        top = "s2a"
+    elif not is_async and handler_is_async:
+        top = "a2s"
+    modes.reverse()
+    return modes, top
+
+
 def predict(
     server: str,
     view_is_async: bool,
@@ -114,27 +146,14 @@ def predict(
     # The request's path, outermost first: (switch-making step, nested inside s2a?)
     path_steps: list[tuple[str, Cause]] = []
 
-    # load_middleware, innermost first.
-    handler_is_async = is_async
-    chain: list[tuple[str, Any, bool, str | None]] = []  # path, class, async mode, adapter
-    for path in reversed(paths):
-        cls = import_string(path)
-        can_sync = getattr(cls, "sync_capable", True)
-        can_async = (overrides or {}).get(path, getattr(cls, "async_capable", False))
-        middleware_is_async = False if (not handler_is_async and can_sync) else can_async
-        adapter = None
-        if middleware_is_async and not handler_is_async:
-            adapter = "s2a"
-        elif not middleware_is_async and handler_is_async:
-            adapter = "a2s"
-        chain.append((path, cls, middleware_is_async, adapter))
-        handler_is_async = middleware_is_async
-    top = None
-    if is_async and not handler_is_async:
-        top = "s2a"
-    elif not is_async and handler_is_async:
-        top = "a2s"
-    chain.reverse()  # outermost first
+    classes = [import_string(path) for path in paths]
+    capable = [
+        (overrides or {}).get(path, getattr(cls, "async_capable", False))
+        for path, cls in zip(paths, classes, strict=True)
+    ]
+    modes, top = middleware_modes(classes, is_async, capable)
+    # path, class, async mode, adapter; outermost first
+    chain = [(path, cls, *mode) for path, cls, mode in zip(paths, classes, modes, strict=True)]
 
     def hooks_of(cls: Any) -> list[str]:
         return [h for h in HOOKS if hasattr(cls, h) and not iscoroutinefunction(getattr(cls, h))]
