@@ -152,6 +152,12 @@ MEASURED = [
     "  measured: 32 switches, 32 hops, 0 loops (as predicted)",
     "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
 ]
+#: A measurement that differs names the bridge calls no modelled component made.
+NOT_PREDICTED = (
+    "  not in the prediction, bridge calls the code makes itself (a view's, a middleware's or "
+    "a package's own): "
+)
+MEASURED_OR_NOT = ("  measured:", "  not in the prediction")
 
 
 def explain(command: str, args: list[str], settings: str, tmp_path: Path, **environ: str):
@@ -321,10 +327,12 @@ def test_switches_the_model_does_not_know_are_not_taken_for_conditional_ones(com
     path's, which a 200 never takes)."""
     out = explain(command, ["--url", "/bridges/", "--measure"], "fresh_settings", tmp_path)
     assert (out.returncode, out.stderr) == (0, "")
-    measured = [line for line in out.stdout.splitlines() if line.startswith("  measured:")]
+    measured = [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)]
     assert measured == [
         "  measured: 36 switches, 36 hops, 0 loops (DIFFERS from the prediction)",
+        f"{NOT_PREDICTED}sleep 4",
         "  measured: 4 switches, 4 hops, 2 loops (DIFFERS from the prediction)",
+        f"{NOT_PREDICTED}sleep 4",
     ]
 
 
@@ -335,10 +343,12 @@ def test_a_view_that_did_not_raise_does_not_take_the_exception_paths_switches(tm
     raise never makes)."""
     out = explain("switchtrace", ["--url", "/one-bridge/", "--measure"], "fresh_settings", tmp_path)
     assert (out.returncode, out.stderr) == (0, "")
-    measured = [line for line in out.stdout.splitlines() if line.startswith("  measured:")]
+    measured = [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)]
     assert measured == [
         "  measured: 32 switches, 32 hops, 0 loops (DIFFERS from the prediction)",
+        f"{NOT_PREDICTED}str 2",
         "  measured: 4 switches, 4 hops, 1 loop (DIFFERS from the prediction)",
+        f"{NOT_PREDICTED}str 2",
     ]
 
 

@@ -522,6 +522,32 @@ def _render_measured(
     else:
         verdict = "as predicted"
     out.write(f"  measured: {figures}{status} ({verdict})\n")
+    unmodelled = _unmodelled(record) if extra is None else []
+    if unmodelled:
+        out.write(
+            "  not in the prediction, bridge calls the code makes itself (a view's, a "
+            "middleware's or a package's own): "
+            + ", ".join(f"{name} {switches}" for name, switches in unmodelled)
+            + "\n"
+        )
+
+
+def _unmodelled(record: RequestRecord) -> list[tuple[str, int]]:
+    """(bridged code, switches) of the crossings made by code that is none of
+    the Django components the prediction models (a middleware's own
+    sync_to_async of a helper, as django-debug-toolbar's show_toolbar), in
+    the order they were made."""
+    record.describe(components.resolve)
+    switches: dict[str, int] = {}
+    for crossing in record.crossings:
+        component = crossing.component
+        if component is not None and component.kind != "other":
+            continue
+        name = str(component) if component is not None else str(crossing.qualname)
+        started = crossing.start_ns is not None
+        made = (1 if started else 0) + (1 if started and crossing.return_ns is not None else 0)
+        switches[name] = switches.get(name, 0) + made
+    return [(name, n) for name, n in switches.items() if n]
 
 
 def _conditionals_taken(
