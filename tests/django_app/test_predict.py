@@ -130,6 +130,38 @@ def test_async_only_middleware_under_wsgi_creates_a_loop_per_request(records):
     ]
 
 
+def test_the_synchronous_outer_layer_names_the_middleware_that_makes_it(records):
+    """Under ASGI a synchronous-only middleware (WhiteNoise's, django-silk's)
+    makes every middleware above it run synchronously: the chain's outer
+    layer then runs in sync_to_async, which said so without naming it."""
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    sync_only = "tests.django_app.test_checks.SyncOnlyMiddleware"
+    security, *below = STARTPROJECT_MIDDLEWARE
+    layer = "the middleware chain's outer layer is synchronous"
+    for middleware, why in [
+        (
+            [security, sync_only, *below],
+            "SyncOnlyMiddleware is synchronous-only, and Django runs every middleware "
+            "above it synchronously too",
+        ),
+        (
+            [sync_only, *STARTPROJECT_MIDDLEWARE],
+            "its outermost middleware, SyncOnlyMiddleware, is synchronous-only",
+        ),
+    ]:
+        prediction = predict("asgi", False, middleware)
+        [cause] = [c for c in prediction.causes if c.what.startswith(layer)]
+        assert cause.what == f"{layer} ({why}): the ASGI handler runs it in sync_to_async"
+        with example.handlers("none", switchtrace_middleware=False, MIDDLEWARE=middleware) as (
+            asgi,
+            _wsgi,
+        ):
+            for _ in range(2):
+                run_asgi(asgi, "/sync/")
+        assert records[-1].context_switches == prediction.switches
+
+
 def test_a_raising_view_costs_exactly_the_conditional_exception_causes(records):
     with example.handlers("shipped") as (asgi, _wsgi):
         for _ in range(2):

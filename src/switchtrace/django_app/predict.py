@@ -189,11 +189,22 @@ def predict(
         )
 
     if top == "s2a":
+        # The outermost synchronous-only middleware makes the chain above it
+        # synchronous (load_middleware adapts each to the one below).
+        culprit = next((i for i, can_async in enumerate(capable) if not can_async), None)
+        why = ""
+        if culprit == 0:
+            why = f" (its outermost middleware, {_short(paths[0])}, is synchronous-only)"
+        elif culprit is not None:
+            why = (
+                f" ({_short(paths[culprit])} is synchronous-only, and Django runs every "
+                "middleware above it synchronously too)"
+            )
         path_steps.append(
             (
                 "s2a",
                 Cause(
-                    "the middleware chain's outer layer is synchronous: the ASGI handler "
+                    f"the middleware chain's outer layer is synchronous{why}: the ASGI handler "
                     "runs it in sync_to_async",
                     2,
                 ),
