@@ -70,6 +70,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .. import __version__, tracer
 from ..plural import count
+from ..tracer.describe import is_of_type
 from ..tracer.guard import swallow
 from .encode import EncodedSpans, JsonWriter, ProtobufWriter
 from .spans import (
@@ -238,13 +239,38 @@ def _log_application_error(exc: BaseException, frame: types.FrameType) -> None:
         "request's spans, in %s.%s (%s, line %d): %s: %s; that request's spans are dropped "
         "(logged once for each place)",
         module,
-        getattr(code, "co_qualname", code.co_name),
+        _qualified_name(frame),
         code.co_filename,
         frame.f_lineno,
         type(exc).__name__,
         exc,
         exc_info=exc,
     )
+
+
+def _qualified_name(frame: types.FrameType) -> str:
+    """The qualified name of the function ``frame`` runs (``Class.method``).
+    Python 3.10's code objects have no ``co_qualname``: a method's class is
+    found from its first argument (``self``, ``cls``), as the class in its
+    MRO whose attribute of that name runs this code. Asks the objects
+    nothing: their type's ``__mro__`` and the classes' ``__dict__``."""
+    code = frame.f_code
+    qualname = getattr(code, "co_qualname", None)
+    if isinstance(qualname, str):
+        return qualname
+    try:
+        if code.co_argcount:
+            first: Any = frame.f_locals.get(code.co_varnames[0])
+            owner: type = first if is_of_type(first, type) else type(first)
+            for cls in owner.__mro__:
+                function: Any = cls.__dict__.get(code.co_name)
+                if is_of_type(function, (classmethod, staticmethod)):
+                    function = function.__func__
+                if is_of_type(function, types.FunctionType) and function.__code__ is code:
+                    return f"{cls.__qualname__}.{code.co_name}"
+    except Exception:  # a class out of the ordinary: its function's name alone
+        pass
+    return code.co_name
 
 
 class LimitsError(ValueError):
