@@ -813,3 +813,50 @@ def test_an_application_span_processor_raising_is_its_error_not_switchtraces(tmp
         "False 0 2 ['GET async/', 'GET async/', 'async_to_sync async_view', "
         "'async_to_sync async_view']"
     )
+
+
+def test_an_application_span_processor_raising_is_named_at_the_line_that_raised(tmp_path):
+    """The warning named the line its function's frame had last run, which
+    is not the one that raised when the exception went through a ``finally``
+    (or a ``with``'s cleanup) there: here the ``finally``'s last line."""
+    (tmp_path / "app_otel.py").write_text(
+        textwrap.dedent(
+            """\
+            import threading
+            from opentelemetry.sdk.trace import SpanProcessor
+            class Indexing(SpanProcessor):
+                def __init__(self):
+                    self.lock = threading.Lock()
+                    self.seen = {}
+                def on_end(self, span):
+                    self.lock.acquire()
+                    try:
+                        self.seen[span.name] += 1
+                    finally:
+                        self.lock.release()
+            """
+        )
+    )
+    before = f"""
+    import logging
+    class Lines(logging.Handler):
+        def emit(self, record):
+            print(record.levelname, record.getMessage())
+    logging.getLogger().addHandler(Lines())
+    {textwrap.indent(APP_PROVIDER, "    ").strip()}
+    sys.path.insert(0, {str(tmp_path)!r})
+    from app_otel import Indexing
+    app_provider.add_span_processor(Indexing())
+    trace.set_tracer_provider(app_provider)
+    """
+    after = """
+    pipeline.flush(10)
+    print(pipeline.records, pipeline.dropped)
+    """
+    assert run_script(before, after, {}, tmp_path).splitlines() == [
+        "WARNING switchtrace: the application's OpenTelemetry code raised while switchtrace "
+        "made a request's spans, in app_otel.Indexing.on_end "
+        f"({tmp_path / 'app_otel.py'}, line 10): KeyError: 'async_to_sync async_view'; "
+        "that request's spans are dropped (logged once for each place)",
+        "0 1",
+    ]

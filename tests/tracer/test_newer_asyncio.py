@@ -224,3 +224,38 @@ def test_a_coroutine_that_is_not_native_is_run_by_asyncio_run_as_any():
         asyncio.run(NotNative(offloads()))
     assert record.totals() == tracer.Figures(4, 2, 1, 2)
     assert mechanisms(record) == [("asyncio.run", None), ("sync_to_async", "asyncio.run")]
+
+
+@pytest.mark.skipif(
+    not asyncio.iscoroutine((lambda: (yield))()),
+    reason="asyncio takes a generator for a coroutine up to Python 3.11",
+)
+def test_a_generator_run_by_a_loop_is_a_switch_where_asyncio_takes_it():
+    """Up to Python 3.11 asyncio takes a generator for a coroutine:
+    asyncio.run of one was recorded as asyncio.run, and the loop's
+    run_until_complete of one, which runs it in the loop as well, was no
+    switch at all (it is not awaitable). Now as a native coroutine's:
+    (2, 0, 1, 0); and asyncio.run's (4, 2, 1, 2 with an offload, its child)."""
+
+    def steps():
+        yield
+        return here()
+
+    def offloads():
+        return (yield from asyncio.get_running_loop().run_in_executor(None, here))
+
+    with tracer.recording() as record:
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop.run_until_complete(steps()) is here()
+        finally:
+            loop.close()
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    assert mechanisms(record) == [("loop.run_until_complete", None)]
+
+    # The loop's default executor starts its thread for the offload, and
+    # asyncio.run one to shut the executor down.
+    with tracer.recording() as record:
+        assert asyncio.run(offloads()) is not here()
+    assert record.totals() == tracer.Figures(4, 2, 1, 2)
+    assert mechanisms(record) == [("asyncio.run", None), ("run_in_executor", "asyncio.run")]

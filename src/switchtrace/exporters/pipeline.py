@@ -70,6 +70,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .. import __version__, tracer
 from ..plural import count
+from ..tracer.describe import is_of_type
 from ..tracer.guard import swallow
 from .encode import EncodedSpans, JsonWriter, ProtobufWriter
 from .spans import (
@@ -205,9 +206,9 @@ _application_errors: set[tuple[str, str, int, type[BaseException]]] = set()
 _STDLIB = frozenset(sys.stdlib_module_names) - {"__main__"}
 
 
-def _application_frame(exc: BaseException) -> types.FrameType | None:
-    """The frame of the application's own code that ``exc`` was raised in
-    (its span processor's ``on_start`` / ``on_end``, a sampler it
+def _application_frame(exc: BaseException) -> types.TracebackType | None:
+    """The traceback entry of the application's own code that ``exc`` was
+    raised in (its span processor's ``on_start`` / ``on_end``, a sampler it
     registered), else None: raised in switchtrace's or OpenTelemetry's (ours
     to report). The innermost frame outside the standard library decides."""
     culprit = None
@@ -215,36 +216,64 @@ def _application_frame(exc: BaseException) -> types.FrameType | None:
     while traceback is not None:
         module = traceback.tb_frame.f_globals.get("__name__")
         if not isinstance(module, str) or module.partition(".")[0] not in _STDLIB:
-            culprit = traceback.tb_frame
+            culprit = traceback
         traceback = traceback.tb_next
     if culprit is None:
         return None
-    module = culprit.f_globals.get("__name__")
+    module = culprit.tb_frame.f_globals.get("__name__")
     if isinstance(module, str) and module.partition(".")[0] in ("switchtrace", "opentelemetry"):
         return None
     return culprit
 
 
-def _log_application_error(exc: BaseException, frame: types.FrameType) -> None:
-    """Once for each place: what raised, where, with its traceback."""
+def _log_application_error(exc: BaseException, place: types.TracebackType) -> None:
+    """Once for each place: what raised, where (the line the traceback
+    entry names: the frame's own line is where it last ran, a ``finally``
+    or a ``with``'s cleanup after the line that raised), with its traceback."""
+    frame = place.tb_frame
     code = frame.f_code
     module = frame.f_globals.get("__name__")
-    key = (str(module), code.co_name, frame.f_lineno, type(exc))
+    key = (str(module), code.co_name, place.tb_lineno, type(exc))
     if key in _application_errors:
         return
     _application_errors.add(key)
     logger.warning(
         "switchtrace: the application's OpenTelemetry code raised while switchtrace made a "
-        "request's spans, in %s.%s (%s, line %d): %s: %s; that request's spans are dropped "
+        "request's spans, in %s.%s (%s, line %s): %s: %s; that request's spans are dropped "
         "(logged once for each place)",
         module,
-        getattr(code, "co_qualname", code.co_name),
+        _qualified_name(frame),
         code.co_filename,
-        frame.f_lineno,
+        place.tb_lineno,
         type(exc).__name__,
         exc,
         exc_info=exc,
     )
+
+
+def _qualified_name(frame: types.FrameType) -> str:
+    """The qualified name of the function ``frame`` runs (``Class.method``).
+    Python 3.10's code objects have no ``co_qualname``: a method's class is
+    found from its first argument (``self``, ``cls``), as the class in its
+    MRO whose attribute of that name runs this code. Asks the objects
+    nothing: their type's ``__mro__`` and the classes' ``__dict__``."""
+    code = frame.f_code
+    qualname = getattr(code, "co_qualname", None)
+    if isinstance(qualname, str):
+        return qualname
+    try:
+        if code.co_argcount:
+            first: Any = frame.f_locals.get(code.co_varnames[0])
+            owner: type = first if is_of_type(first, type) else type(first)
+            for cls in owner.__mro__:
+                function: Any = cls.__dict__.get(code.co_name)
+                if is_of_type(function, (classmethod, staticmethod)):
+                    function = function.__func__
+                if is_of_type(function, types.FunctionType) and function.__code__ is code:
+                    return f"{cls.__qualname__}.{code.co_name}"
+    except Exception:  # a class out of the ordinary: its function's name alone
+        pass
+    return code.co_name
 
 
 class LimitsError(ValueError):

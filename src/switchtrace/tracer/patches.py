@@ -617,7 +617,9 @@ def _switches(loop: Any, future: Any, current: Crossing | None) -> bool:
     try:
         if loop.is_closed() or loop.is_running() or _get_running_loop() is not None:
             return False
-        if not inspect.isawaitable(future):
+        # What asyncio runs: an awaitable, or what asyncio takes for a
+        # coroutine (a generator too, up to Python 3.11).
+        if not (inspect.isawaitable(future) or asyncio.iscoroutine(future)):
             return False
         if asyncio.isfuture(future):
             # As asyncio finds a future's loop (get_loop(), else _loop).
