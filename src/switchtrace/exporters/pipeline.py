@@ -209,21 +209,37 @@ _STDLIB = frozenset(sys.stdlib_module_names) - {"__main__"}
 def _application_frame(exc: BaseException) -> types.TracebackType | None:
     """The traceback entry of the application's own code that ``exc`` was
     raised in (its span processor's ``on_start`` / ``on_end``, a sampler it
-    registered), else None: raised in switchtrace's or OpenTelemetry's (ours
-    to report). The innermost frame outside the standard library decides."""
-    culprit = None
+    registered), else None: ours to report. The application's only when
+    switchtrace's last frame called into OpenTelemetry (which called the
+    application's processor) or a sampler's ``should_sample``, and the
+    innermost frame outside the standard library is neither switchtrace's
+    nor OpenTelemetry's: what switchtrace's code calls itself (Django's URL
+    resolver, a view's attributes) is switchtrace's concern."""
+    entries: list[types.TracebackType] = []
     traceback = exc.__traceback__
     while traceback is not None:
-        module = traceback.tb_frame.f_globals.get("__name__")
-        if not isinstance(module, str) or module.partition(".")[0] not in _STDLIB:
-            culprit = traceback
+        entries.append(traceback)
         traceback = traceback.tb_next
-    if culprit is None:
+    packages = [_package(entry) for entry in entries]
+    ours = [i for i, package in enumerate(packages) if package == "switchtrace"]
+    if not ours or ours[-1] + 1 >= len(entries):
         return None
-    module = culprit.tb_frame.f_globals.get("__name__")
-    if isinstance(module, str) and module.partition(".")[0] in ("switchtrace", "opentelemetry"):
+    callee = ours[-1] + 1
+    if (
+        packages[callee] != "opentelemetry"
+        and entries[callee].tb_frame.f_code.co_name != "should_sample"
+    ):
         return None
-    return culprit
+    outside = [i for i in range(callee, len(entries)) if packages[i] not in _STDLIB]
+    if not outside or packages[outside[-1]] in ("switchtrace", "opentelemetry"):
+        return None
+    return entries[outside[-1]]
+
+
+def _package(entry: types.TracebackType) -> str:
+    """The top-level package of a traceback entry's code ("" if unknown)."""
+    module = entry.tb_frame.f_globals.get("__name__")
+    return module.partition(".")[0] if isinstance(module, str) else ""
 
 
 def _log_application_error(exc: BaseException, place: types.TracebackType) -> None:
