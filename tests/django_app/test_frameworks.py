@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 from switchtrace import tracer
-from switchtrace.django_app import telemetry
 
 from ..support import ASGI_THREADS, run_asgi, wsgi_request
 from .test_components import SIGNAL, described
@@ -22,23 +21,9 @@ def close(response_class="HttpResponse"):
     return ("sync_to_async", "HttpResponseBase.close", "response", f"{response_class}.close", False)
 
 
-@pytest.fixture
-def spans():
-    pipeline = telemetry.pipeline()
-    assert pipeline is not None and pipeline.own_provider
-    # Earlier tests' requests may still have spans on their way.
-    assert pipeline.flush(10)
-    pipeline.exporter.clear()
-
-    def finished():
-        assert pipeline.flush(10)
-        return [
-            s
-            for s in pipeline.exporter.get_finished_spans()
-            if "switchtrace.component" in s.attributes
-        ]
-
-    return finished
+def view_spans(spans):
+    """The spans of the crossings a view caused, of the ``spans`` fixture's."""
+    return [s for s in spans() if s.attributes.get("switchtrace.component.kind") == "view"]
 
 
 def code_of(span):
@@ -62,7 +47,7 @@ def test_a_class_based_view_is_named_after_its_class_and_handler(records, spans)
     assert described(first) == [SIGNAL_CROSSING, view, close()]
     other = ("sync_to_async", "OtherClassView.get", "view", "OtherClassView.get", True)
     assert described(second) == [SIGNAL_CROSSING, other, close()]
-    named = [code_of(s) for s in spans() if s.attributes["switchtrace.component.kind"] == "view"]
+    named = [code_of(s) for s in view_spans(spans)]
     assert named == [
         ("sync_to_async ClassView.get", "tests.views.ClassView", "get", ["tests", "views.py"]),
         (
@@ -74,9 +59,9 @@ def test_a_class_based_view_is_named_after_its_class_and_handler(records, spans)
     ]
 
 
-def frameworks(*packages):
-    for package in packages:
-        pytest.importorskip(package, reason=f"{package} is not installed")
+def frameworks():
+    """The example project without middleware, serving tests/frameworks.py's
+    views (the test extra installs the frameworks)."""
     return project("none", ROOT_URLCONF="tests.frameworks")
 
 
@@ -96,7 +81,7 @@ def render():
 )
 def test_django_rest_framework(path, name, records, spans):
     # The signal, the view, the render, and after the headers the close.
-    with frameworks("rest_framework") as (asgi, wsgi):
+    with frameworks() as (asgi, wsgi):
         asgi_result = run_asgi(asgi, path)
         wsgi_result = wsgi_request(wsgi, path)
     assert (asgi_result.status, wsgi_result.status) == (200, 200)
@@ -108,7 +93,7 @@ def test_django_rest_framework(path, name, records, spans):
     assert described(under_asgi) == [SIGNAL_CROSSING, view, render(), close("Response")]
     assert described(under_wsgi) == []
     cls, _, handler = name.partition(".")
-    [span] = [s for s in spans() if s.attributes["switchtrace.component.kind"] == "view"]
+    [span] = view_spans(spans)
     assert code_of(span) == (
         f"sync_to_async {name}",
         f"tests.frameworks.{cls}",
@@ -126,7 +111,7 @@ def test_adrf(path, cls, handler, records, spans):
     # sync_to_async, and awaits the async handler: under ASGI the signal,
     # initial, the render and the close; under WSGI the view in async_to_sync
     # (a new loop and thread) and initial inside it.
-    with frameworks("rest_framework", "adrf") as (asgi, wsgi):
+    with frameworks() as (asgi, wsgi):
         asgi_result = run_asgi(asgi, path)
         wsgi_result = wsgi_request(wsgi, path)
     assert (asgi_result.status, wsgi_result.status) == (200, 200)
@@ -139,7 +124,7 @@ def test_adrf(path, cls, handler, records, spans):
     assert described(under_asgi) == [SIGNAL_CROSSING, initial, render(), close("Response")]
     view = ("async_to_sync", f"{cls}.{handler}", "view", f"{cls}.{handler}", True)
     assert described(under_wsgi) == [view, initial]
-    named = [code_of(s) for s in spans() if s.attributes["switchtrace.component.kind"] == "view"]
+    named = [code_of(s) for s in view_spans(spans)]
     initial_code = ("sync_to_async APIView.initial", "rest_framework.views.APIView", "initial")
     assert [n[:3] for n in named] == [
         initial_code,
@@ -168,7 +153,7 @@ def test_adrf(path, cls, handler, records, spans):
     ],
 )
 def test_django_ninja(path, asgi_figures, wsgi_figures, mechanisms, function, records, spans):
-    with frameworks("ninja") as (asgi, wsgi):
+    with frameworks() as (asgi, wsgi):
         asgi_result = run_asgi(asgi, path)
         wsgi_result = wsgi_request(wsgi, path)
     assert (asgi_result.status, wsgi_result.status) == (200, 200)
@@ -177,7 +162,7 @@ def test_django_ninja(path, asgi_figures, wsgi_figures, mechanisms, function, re
     views = [crossing[:4] for record in records for crossing in described(record)]
     views = [crossing for crossing in views if crossing[2] == "view"]
     assert views == [(mechanism, function, "view", function) for mechanism in mechanisms]
-    named = [code_of(s) for s in spans() if s.attributes["switchtrace.component.kind"] == "view"]
+    named = [code_of(s) for s in view_spans(spans)]
     assert named == [
         (f"{mechanism} {function}", "tests.frameworks", function, ["tests", "frameworks.py"])
         for mechanism in mechanisms
@@ -187,7 +172,7 @@ def test_django_ninja(path, asgi_figures, wsgi_figures, mechanisms, function, re
 def test_channels_database_sync_to_async_counts_as_sync_to_async(records):
     # DatabaseSyncToAsync overrides thread_handler (closing old connections
     # around the call); its crossing is a sync_to_async like any other.
-    with frameworks("channels") as (asgi, wsgi):
+    with frameworks() as (asgi, wsgi):
         results = [
             (run_asgi(asgi, path).figures(), wsgi_request(wsgi, path).figures())
             for path in ("/channels-db/", "/sync-to-async/")
@@ -209,7 +194,6 @@ def test_channels_database_sync_to_async_counts_as_sync_to_async(records):
 
 
 def test_channels_protocol_type_router_serves_django_with_the_same_figures(records):
-    pytest.importorskip("channels", reason="channels is not installed")
     from channels.routing import ProtocolTypeRouter
 
     with project() as (asgi, _wsgi):
@@ -239,8 +223,21 @@ def test_explain_names_the_view_as_its_crossing_is_named(urlconf, url, expected)
 
     from switchtrace.django_app.explain import view_kind
 
-    if urlconf == "tests.frameworks":
-        for package in ("rest_framework", "adrf", "ninja", "channels"):
-            pytest.importorskip(package, reason=f"{package} is not installed")
     with override_settings(ROOT_URLCONF=urlconf):
         assert view_kind(url) == expected
+
+
+def test_a_clients_own_methods_are_not_kept_per_view():
+    """A view's targets were kept for every method a request came with, and
+    a method is any token a client sends: one entry per made-up method, for
+    as long as the view lives. Only Django's methods are kept."""
+    from django.urls import resolve
+
+    from switchtrace.django_app import components
+
+    view = resolve("/class-view/").func
+    for method in ("GET", "BREW1", "BREW2", "HEAD"):
+        record = tracer.RequestRecord(tracer.ASGI, tracer.patches.clock, 10)
+        components.remember_view(record, view, method)
+        components.view_target(record)
+    assert sorted(components._view_targets.get(view)) == ["GET", "HEAD"]

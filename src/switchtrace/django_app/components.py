@@ -118,8 +118,14 @@ def view_target(record: RequestRecord) -> ViewTarget | None:
             pass
     if method in targets:
         return targets[method]
-    target = targets[method] = find_view_target(view, method)
+    target = find_view_target(view, method)
+    if method in _METHODS:  # a client's own method is any token: not kept
+        targets[method] = target
     return target
+
+
+#: The methods whose view targets are kept (Django's View.http_method_names).
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"})
 
 
 def find_view_target(view: Any, method: Any) -> ViewTarget | None:
