@@ -59,3 +59,22 @@ def records():
     tracer.add_listener(finished.append)
     yield finished
     tracer.remove_listener(finished.append)
+
+
+@pytest.fixture
+def spans():
+    """Call it for the spans the test suite's memory exporter got since the
+    test began (once the pipeline has flushed)."""
+    from switchtrace.django_app import telemetry
+
+    pipeline = telemetry.pipeline()
+    assert pipeline is not None and pipeline.own_provider
+    # Earlier tests' requests may still have spans on their way.
+    assert pipeline.flush(10)
+    pipeline.exporter.clear()
+
+    def finished():
+        assert pipeline.flush(10)
+        return list(pipeline.exporter.get_finished_spans())
+
+    return finished

@@ -3,7 +3,6 @@ example project, as a user's test suite would run it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -700,11 +699,6 @@ def test_without_django_settings_the_budget_and_the_fixture_say_so(pytester, mon
 
 # -- Under pytest-django and pytest-xdist, as Django projects run it in CI -------
 
-needs_pytest_django = pytest.mark.skipif(
-    importlib.util.find_spec("pytest_django") is None or importlib.util.find_spec("xdist") is None,
-    reason="pytest-django and pytest-xdist are not installed (pip install -e '.[test]')",
-)
-
 #: Django configured by pytest-django alone: its ini setting, the example
 #: project on pytest's path, no conftest.py.
 PYTEST_DJANGO_INI = f"""
@@ -796,7 +790,6 @@ def django_suite(pytester, monkeypatch):
     return pytester
 
 
-@needs_pytest_django
 def test_pytest_django_client_async_client_rf_django_db_and_settings(django_suite):
     django_suite.mkpydir("tests")
     django_suite.makepyfile(**{"tests/test_views": README_EXAMPLE})
@@ -870,7 +863,6 @@ def test_marker_over_budget(async_client):
 """
 
 
-@needs_pytest_django
 def test_pytest_xdist_workers_with_settings_from_the_ds_option(django_suite):
     """Under ``-n 2`` every test runs in a worker: the budgets hold there,
     their failures reach the controller's report whole, and the workers'

@@ -107,7 +107,6 @@ print(json.dumps({"phases": phases, "transactions": len(transactions), "spans": 
 
 @pytest.mark.parametrize("order", ["sentry first", "switchtrace first"])
 def test_sentry_sdk_with_tracing_either_order_and_switchtrace_turned_off_and_on(order):
-    pytest.importorskip("sentry_sdk", reason="sentry-sdk is not installed")
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -347,15 +348,23 @@ def test_a_blocked_stderr_holds_up_no_request(server):
     assert (console.written, console.dropped, console.failed) == (2, 0, 0)
 
 
+@contextlib.contextmanager
+def console_writing_its_first_line(stream):
+    """The console exporter with a queue of one record, writing to ``stream``
+    (a BlockedStream), once it is writing the line of a first request."""
+    settings = {"ENABLED": True, "EXPORTER": "console", "QUEUE_SIZE": 1}
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        console = telemetry._console
+        console.stream = stream
+        run_asgi(asgi, "/sync/")
+        assert stream.entered.wait(10)  # the first line is being written
+        yield asgi, console
+
+
 def test_the_console_queue_is_bounded_and_its_drops_counted(caplog):
     stream = BlockedStream()
-    settings = {"ENABLED": True, "EXPORTER": "console", "QUEUE_SIZE": 1}
     with caplog.at_level("WARNING", logger="switchtrace"):
-        with project(SWITCHTRACE=settings) as (asgi, _wsgi):
-            console = telemetry._console
-            console.stream = stream
-            run_asgi(asgi, "/sync/")
-            assert stream.entered.wait(10)  # the first line is being written
+        with console_writing_its_first_line(stream) as (asgi, console):
             run_asgi(asgi, "/sync/")  # queued
             run_asgi(asgi, "/sync/")  # the queue is full: dropped
             run_asgi(asgi, "/sync/")
@@ -385,13 +394,8 @@ def test_the_console_queue_full_warning_is_not_written_on_the_requests_path():
     handler = logging.StreamHandler(stream)  # stderr, where the lines go too
     logger = logging.getLogger("switchtrace")
     logger.addHandler(handler)
-    settings = {"ENABLED": True, "EXPORTER": "console", "QUEUE_SIZE": 1}
     try:
-        with project(SWITCHTRACE=settings) as (asgi, _wsgi):
-            console = telemetry._console
-            console.stream = stream
-            run_asgi(asgi, "/sync/")
-            assert stream.entered.wait(10)  # the first line is being written
+        with console_writing_its_first_line(stream) as (asgi, console):
             run_asgi(asgi, "/sync/")  # queued
             run_asgi(asgi, "/sync/")  # the queue is full: dropped
             assert console.dropped == 1

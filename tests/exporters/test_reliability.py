@@ -131,21 +131,19 @@ SHUTDOWN_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_process_exit_with_spans_queued_for_a_hanging_collector_is_bounded(protocol, tmp_path):
+def exit_with_a_hanging_collector(receiver, tmp_path, **otel):
+    """SHUTDOWN_SCRIPT run to its end, its spans exported to ``receiver``,
+    which hangs, with the ``otel`` variables: its output."""
     from ..conftest import EXAMPLE, ROOT
 
-    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
     receiver.received.mode = "hang"
     env = {
         "PATH": "/usr/bin:/bin",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
         "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "unused.jsonl"),
+        **otel,
     }
     script = SHUTDOWN_SCRIPT.format(root=str(ROOT), example=str(EXAMPLE))
-    started = time.monotonic()
     try:
         out = subprocess.run(
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
@@ -154,6 +152,16 @@ def test_process_exit_with_spans_queued_for_a_hanging_collector_is_bounded(proto
         receiver.stop()
     assert out.returncode == 0, out.stderr
     assert out.stdout == "served\n"
+    return out
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_process_exit_with_spans_queued_for_a_hanging_collector_is_bounded(protocol, tmp_path):
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    started = time.monotonic()
+    exit_with_a_hanging_collector(
+        receiver, tmp_path, OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_EXPORTER_OTLP_TIMEOUT="1"
+    )
     assert time.monotonic() - started < 20  # liveness: exits, within the timeouts
 
 
@@ -164,26 +172,9 @@ def test_process_exit_during_an_export_says_what_it_did_not_export(tmp_path):
     exporter's 30 s. The process exits then, before the pipeline's thread
     can count those spans as lost: the shutdown says so itself, where
     nothing in switchtrace's log said they were lost."""
-    from ..conftest import EXAMPLE, ROOT
-
-    receiver = HttpReceiver()
-    receiver.received.mode = "hang"
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "30",
-        "OTEL_BSP_SCHEDULE_DELAY": "60000",
-        "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "unused.jsonl"),
-    }
-    script = SHUTDOWN_SCRIPT.format(root=str(ROOT), example=str(EXAMPLE))
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-        )
-    finally:
-        receiver.stop()
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == "served\n"
+    out = exit_with_a_hanging_collector(
+        HttpReceiver(), tmp_path, OTEL_EXPORTER_OTLP_TIMEOUT="30", OTEL_BSP_SCHEDULE_DELAY="60000"
+    )
     assert [line for line in out.stderr.splitlines() if line.startswith("switchtrace")] == [
         "switchtrace: shut down with 20 spans not exported yet: an export was still in "
         "progress when the shutdown's time ran out (lost if the process ends first)"

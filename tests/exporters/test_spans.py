@@ -20,21 +20,6 @@ from ..django_app.test_middleware import project
 from ..support import ASGI_THREADS, asgi_request, run_asgi, wsgi_request
 
 
-@pytest.fixture
-def spans():
-    pipeline = telemetry.pipeline()
-    assert pipeline is not None and pipeline.own_provider
-    # Earlier tests' requests may still have spans on their way.
-    assert pipeline.flush(10)
-    pipeline.exporter.clear()
-
-    def finished():
-        assert pipeline.flush(10)
-        return list(pipeline.exporter.get_finished_spans())
-
-    return finished
-
-
 def by_name(spans):
     return {s.name: s for s in spans}
 
