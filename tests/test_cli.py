@@ -38,14 +38,29 @@ def run(
     )
 
 
+def demo_sync_section(text: str) -> tuple[str, list[list[str]]]:
+    """The demo's /sync/ table, and its rows' first seven cells."""
+    section = text[text.index("/sync/ — ") : text.index("/async/ — ")]
+    return section, [line.split()[:7] for line in section.splitlines()[2:8]]
+
+
+def spans_in(traces: Path) -> int:
+    """How many spans a file exporter's file holds."""
+    return sum(
+        len(scope["spans"])
+        for export in map(json.loads, traces.read_text().splitlines())
+        for resource in export["resourceSpans"]
+        for scope in resource["scopeSpans"]
+    )
+
+
 @pytest.mark.parametrize("how", ["script", "module"])
 def test_demo(how, tmp_path):
     out = run(["demo"], tmp_path, how)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     text = out.stdout
-    section = text[text.index("/sync/ — ") : text.index("/async/ — ")]
-    rows = [line.split()[:7] for line in section.splitlines()[2:8]]
+    section, rows = demo_sync_section(text)
     threads = str(ASGI_THREADS)
     assert rows == [
         ["ASGI", "shipped", "32", "(30)", "32", "0", threads],
@@ -67,13 +82,7 @@ def test_demo(how, tmp_path):
     ) in text
     # The spans the file holds, every one of them: the demo's count is
     # switchtrace's own exporter's.
-    exports = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
-    spans = sum(
-        len(scope["spans"])
-        for export in exports
-        for resource in export["resourceSpans"]
-        for scope in resource["scopeSpans"]
-    )
+    spans = spans_in(tmp_path / "traces.jsonl")
     assert text.endswith(
         f"\n{spans} spans went to {tmp_path / 'traces.jsonl'} (OTLP JSON, one export per line).\n"
     )

@@ -282,7 +282,9 @@ def _explain(args: argparse.Namespace) -> int:
         setup_django()
     else:
         try:
-            project = find_project(args.project)
+            # Not the copy an installed switchtrace carries: run in a project
+            # of one's own, explaining the example instead would mislead.
+            project = find_project(args.project, packaged=False)
         except ProjectNotFound as exc:
             if args.project is None:
                 # Most often run in a project of one's own, from an installed

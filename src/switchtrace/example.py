@@ -29,9 +29,16 @@ class ProjectNotFound(Exception):
         self.looked_in = looked_in or []
 
 
-def find_project(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The example project: ``explicit``, $SWITCHTRACE_EXAMPLE_PROJECT, or
-    examples/project of the checkout switchtrace is installed from."""
+#: The copy of examples/project that an installed switchtrace carries (the
+#: wheel maps it there: pyproject.toml's package-dir).
+PACKAGED = Path(__file__).resolve().parent / "example_project"
+
+
+def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool = True) -> Path:
+    """The example project: ``explicit``, $SWITCHTRACE_EXAMPLE_PROJECT,
+    examples/project of the checkout switchtrace is installed from (editable)
+    or of the current directory, or (``packaged``) the copy an installed
+    switchtrace carries (:data:`PACKAGED`)."""
     candidates = []
     if explicit is not None:
         candidates.append(Path(explicit))
@@ -43,6 +50,8 @@ def find_project(explicit: str | os.PathLike[str] | None = None) -> Path:
             here.parents[2] / "examples" / "project",
             Path.cwd() / "examples" / "project",
         ]
+        if packaged:
+            candidates.append(PACKAGED)
     for candidate in candidates:
         if (candidate / "project" / "settings.py").is_file():
             return candidate.resolve()
@@ -74,6 +83,15 @@ class SetupError(Exception):
 def setup(project: Path, settings_module: str = "project.settings") -> None:
     """Configure Django with the example project's settings (once per process);
     a DJANGO_SETTINGS_MODULE of the environment wins. SetupError if it fails."""
+    if project == PACKAGED:
+        # Installed, not a checkout: what the project writes goes to the
+        # current directory (its traces, as the demo's last line says) or
+        # nowhere (its database, only ever asked SELECT 1), not into
+        # site-packages.
+        os.environ.setdefault(
+            "SWITCHTRACE_EXAMPLE_TRACES", str(Path.cwd() / "switchtrace-traces.jsonl")
+        )
+        os.environ.setdefault("SWITCHTRACE_EXAMPLE_DB", ":memory:")
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))
     from_environment = bool(os.environ.get("DJANGO_SETTINGS_MODULE"))

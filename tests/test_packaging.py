@@ -1,0 +1,117 @@
+"""switchtrace as a wheel, installed without ``-e``: what it carries, and its
+commands working from it, outside any checkout."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import EXAMPLE
+from .support import ASGI_THREADS
+from .test_cli import demo_sync_section, spans_in
+
+ROOT = Path(__file__).resolve().parents[1]
+#: What the example project holds that a wheel leaves out: what it writes.
+WRITTEN = {"db.sqlite3", "switchtrace-traces.jsonl"}
+
+
+def _sources(top: Path) -> set[str]:
+    return {
+        path.relative_to(top).as_posix()
+        for path in top.rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.suffix != ".pyc"
+        and path.name not in WRITTEN
+    }
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel pip builds from a copy of the checkout (the copy keeps the
+    build's by-products out of the checkout), with the setuptools the test
+    extra installs: no package index."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", *WRITTEN)
+    for name in ("src", "examples"):
+        shutil.copytree(ROOT / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--no-index", "--disable-pip-version-check", "-q", "-w", str(work / "dist"),
+         str(source)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (found,) = (work / "dist").glob("switchtrace-*.whl")
+    return found
+
+
+def test_the_wheel_carries_the_package_and_the_example_project(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = {name for name in archive.namelist() if ".dist-info/" not in name}
+    expected = {f"switchtrace/{name}" for name in _sources(ROOT / "src" / "switchtrace")}
+    expected |= {f"switchtrace/example_project/{name}" for name in _sources(EXAMPLE)}
+    assert names == expected
+
+
+def test_demo_from_the_installed_wheel_outside_a_checkout(wheel, tmp_path):
+    """``pip install switchtrace`` then ``switchtrace demo``, in a directory of
+    one's own: the example project comes from the package, its spans go to
+    the current directory, and nothing is written into the installation."""
+    target = tmp_path / "site"
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index",
+         "--disable-pip-version-check", "-q", "--target", str(target), str(wheel)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    cwd = tmp_path / "mine"
+    cwd.mkdir()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("SWITCHTRACE_", "OTEL_")) and name != "DJANGO_SETTINGS_MODULE"
+    }
+    # Ahead of this checkout's editable install (a finder after sys.path).
+    env["PYTHONPATH"] = str(target)
+
+    def python(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    where = python("-c", "import switchtrace; print(switchtrace.__file__)")
+    assert where.stdout == f"{target / 'switchtrace' / '__init__.py'}\n", where.stderr
+    before = _sources(target)
+
+    out = python("-m", "switchtrace", "demo")
+
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    _, rows = demo_sync_section(out.stdout)
+    assert rows[0] == ["ASGI", "shipped", "32", "(30)", "32", "0", str(ASGI_THREADS)]
+    assert rows[3] == ["WSGI", "shipped", "0", "(0)", "0", "0", "0"]
+    traces = cwd / "switchtrace-traces.jsonl"
+    assert out.stdout.endswith(
+        f"\n{spans_in(traces)} spans went to {traces} (OTLP JSON, one export per line).\n"
+    )
+    assert sorted(path.name for path in cwd.iterdir()) == ["switchtrace-traces.jsonl"]
+    assert _sources(target) == before
+
+    # explain, run in a project of one's own, does not explain the carried
+    # example instead: it asks for the project's settings.
+    out = python("-m", "switchtrace", "explain")
+    assert out.returncode == 2
+    assert out.stderr.startswith(
+        "switchtrace explain: error: DJANGO_SETTINGS_MODULE is not set, and there is no "
+        "example project to explain instead"
+    ), out.stderr
