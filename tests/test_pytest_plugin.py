@@ -544,6 +544,60 @@ def test_assert_max_switches_decorates_async_tests(suite):
     assert "never awaited" not in result.stdout.str()
 
 
+def test_assert_max_switches_decorates_a_test_class(suite):
+    """On a class, as Django's override_settings is used, the budget is each
+    test method's: ContextDecorator made the class a function, which neither
+    unittest nor pytest collects (no test of the class ran, and the run
+    passed). A method's own budget wins over its class's."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import inspect
+
+            from django.test import SimpleTestCase
+            from switchtrace.testing import assert_max_switches
+
+
+            @assert_max_switches(1)
+            class Budgeted(SimpleTestCase):
+                def test_within(self):
+                    self.client.get("/sync/")
+
+                def test_over(self):
+                    self.client.get("/async/")
+
+                async def test_async_over(self):
+                    await self.async_client.get("/async/")
+
+                @assert_max_switches(2)
+                def test_own_budget(self):
+                    self.client.get("/async/")
+
+                def helper(self):
+                    pass
+
+
+            def test_still_a_class_whose_helpers_are_untouched():
+                assert inspect.isclass(Budgeted)
+                assert not hasattr(Budgeted.helper, "__wrapped__")
+                assert hasattr(Budgeted.test_within, "__wrapped__")
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3, failed=2)
+    result.stdout.fnmatch_lines_random(
+        ["FAILED *Budgeted::test_over", "FAILED *Budgeted::test_async_over"]
+    )
+    result.stdout.fnmatch_lines_random(
+        [
+            "E * GET /async/ 200: 2 switches (2 before headers), 2 hops, 1 loop, 1 thread; "
+            "top: async_view 2",
+            "E * GET /async/ 200: 30 switches (28 before headers), 30 hops, 0 loops, *",
+        ]
+    )
+
+
 def test_assert_max_switches_outside_pytest(tmp_path):
     script = CONFTEST + textwrap.dedent(
         """

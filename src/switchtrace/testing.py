@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -176,7 +177,8 @@ def assert_max_switches(budget: int) -> _Budget:
     headers included, but for the body of a streaming response, which the
     test clients return unread: reading and closing it happen in the test,
     outside the request). A context manager (the block's records as its
-    value) and a decorator, of sync and async functions alike."""
+    value) and a decorator, of sync and async functions alike, and of a
+    test class (each of its test methods without a budget of its own)."""
     return _Budget(check_budget(budget))
 
 
@@ -197,20 +199,40 @@ class _Budget(contextlib.ContextDecorator):
         return _Budget(self.budget)
 
     def __call__(self, func: Any) -> Any:
+        if isinstance(func, type):
+            return self._decorate_class(func)
         # ContextDecorator's wrapper is synchronous: around a coroutine
         # function it recorded nothing (the block ended before the coroutine
         # ran) and hid that the test is async (Django's async test methods
         # were never awaited, and passed).
         if not iscoroutinefunction(func):
-            return super().__call__(func)
+            inner = super().__call__(func)
+        else:
 
-        @functools.wraps(func)
-        async def inner(*args: Any, **kwargs: Any) -> Any:
-            __tracebackhide__ = True  # under pytest, the failure points at the test
-            with self._recreate_cm():
-                return await func(*args, **kwargs)
+            @functools.wraps(func)
+            async def inner(*args: Any, **kwargs: Any) -> Any:
+                __tracebackhide__ = True  # under pytest, the failure points at the test
+                with self._recreate_cm():
+                    return await func(*args, **kwargs)
 
+        inner._switchtrace_budget = self.budget
         return inner
+
+    def _decorate_class(self, cls: type) -> type:
+        """Each test method gets the budget, as Django's override_settings
+        applies to each test of a class it decorates (ContextDecorator made
+        the class a function, which no test runner collects). A method with
+        a budget of its own keeps it."""
+        prefix = getattr(cls, "testMethodPrefix", "test")
+        for name in dir(cls):
+            method = getattr(cls, name, None)
+            if (
+                name.startswith(prefix)
+                and inspect.isfunction(method)
+                and not hasattr(method, "_switchtrace_budget")
+            ):
+                setattr(cls, name, self(method))
+        return cls
 
     def __enter__(self) -> Recorded:
         self._recording = record_requests()

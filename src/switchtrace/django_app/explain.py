@@ -611,7 +611,9 @@ def _saving(cause: Cause) -> str:
         )
     if saves > own:
         return (
-            f" (saves {saves}: Django then runs every sync-capable middleware above it "
-            "synchronously too)"
+            f" (made sync-only it saves {saves}: Django then runs every sync-capable "
+            f"middleware above it synchronously too; as an async middleware it saves {own})"
         )
+    if saves < own:
+        return f" (made sync-only it saves {saves}; as an async middleware it saves {own})"
     return f" (saves {saves})"
