@@ -43,7 +43,14 @@ SITE = {
         '    raise ConnectionError("connection to db failed\\n\\tIs the server running?")\n'
         "\n"
         "\n"
-        'urlpatterns = [path("q/", query), path("a-b/", query), path("multi/", multi_line)]\n'
+        "def missing_key(request):\n"
+        '    return HttpResponse(request.GET["b"])\n'
+        "\n"
+        "\n"
+        "urlpatterns = [\n"
+        '    path("q/", query), path("a-b/", query), path("multi/", multi_line),\n'
+        '    path("key/", missing_key),\n'
+        "]\n"
     ),
     "exiting_settings.py": "import sys\n\nsys.exit()\n",
     "raising_settings.py": 'raise RuntimeError("settings bug")\n',
@@ -209,6 +216,20 @@ def test_explain_url_without_the_query_string_the_view_needs(tmp_path):
     assert one_line(out, 1) == (
         "switchtrace explain: error: GET /q/ under ASGI raised LookupError: no a=1 in the query "
         f"string (site{os.sep}plain_urls.py, line 7, in query)"
+    )
+
+
+def test_explain_names_the_projects_line_where_django_raised(tmp_path):
+    """Raised inside Django's code, called by the view: the view's line is
+    named, not Django's."""
+    out = switchtrace(
+        ["explain", "--url", "/key/", "--measure"], tmp_path,
+        DJANGO_SETTINGS_MODULE="plain_settings",
+    )  # fmt: skip
+    assert one_line(out, 1) == (
+        "switchtrace explain: error: GET /key/ under ASGI raised "
+        "django.utils.datastructures.MultiValueDictKeyError: 'b' "
+        f"(site{os.sep}plain_urls.py, line 18, in missing_key)"
     )
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import site
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -245,9 +247,22 @@ def setup_django() -> None:
         ) from None
 
 
+def _installed_code() -> tuple[str, ...]:
+    """Where code that is not the project's lives: the standard library,
+    site-packages, and switchtrace."""
+    paths = sysconfig.get_paths()
+    roots = {paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.update(site.getsitepackages())
+    roots.add(str(Path(__file__).resolve().parent))
+    return tuple(os.path.join(os.path.realpath(root), "") for root in roots)
+
+
 def describe_error(exc: BaseException) -> str:
-    """One line: the exception's class and message, and where it was raised
-    (the innermost frame of real source: importlib's frozen ones are skipped)."""
+    """One line: the exception's class and message, and where it was raised:
+    the innermost frame of the project's own code, where the developer would
+    look (a view calling Django's ``get()``, not Django's line that raised
+    DoesNotExist), else the innermost of real source (importlib's frozen
+    frames are skipped)."""
     kind = type(exc)
     name = (
         kind.__qualname__
@@ -258,13 +273,17 @@ def describe_error(exc: BaseException) -> str:
     text = f"{name}: {message}" if message else name
     if isinstance(exc, SyntaxError):  # its message names the file and line
         return text
-    where = None
+    where = own = None
+    installed = _installed_code()
     tb = exc.__traceback__
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
         if not filename.startswith("<"):
             where = (filename, tb.tb_lineno, tb.tb_frame.f_code.co_name)
+            if not os.path.realpath(filename).startswith(installed):
+                own = where
         tb = tb.tb_next
+    where = own or where
     if where is None:
         return text
     filename, line, function = where
