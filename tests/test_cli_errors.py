@@ -209,27 +209,27 @@ def test_explain_url_with_a_query_string(url, tmp_path):
     assert all(line.endswith(" loops (as predicted)") for line in measured)
 
 
-def test_explain_url_without_the_query_string_the_view_needs(tmp_path):
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        # The view's own exception.
+        ("/q/", "LookupError: no a=1 in the query string (site/plain_urls.py, line 7, in query)"),
+        # A message on several lines is one.
+        ("/multi/", "ConnectionError: connection to db failed Is the server running? "
+                    "(site/plain_urls.py, line 14, in multi_line)"),
+        # Raised inside Django's code, called by the view: the view's line,
+        # not Django's.
+        ("/key/", "django.utils.datastructures.MultiValueDictKeyError: 'b' "
+                  "(site/plain_urls.py, line 18, in missing_key)"),
+    ],
+)  # fmt: skip
+def test_explain_names_what_the_view_raised_and_the_projects_line(url, error, tmp_path):
     out = switchtrace(
-        ["explain", "--url", "/q/", "--measure"], tmp_path, DJANGO_SETTINGS_MODULE="plain_settings"
+        ["explain", "--url", url, "--measure"], tmp_path, DJANGO_SETTINGS_MODULE="plain_settings"
     )
     assert one_line(out, 1) == (
-        "switchtrace explain: error: GET /q/ under ASGI raised LookupError: no a=1 in the query "
-        f"string (site{os.sep}plain_urls.py, line 7, in query)"
-    )
-
-
-def test_explain_names_the_projects_line_where_django_raised(tmp_path):
-    """Raised inside Django's code, called by the view: the view's line is
-    named, not Django's."""
-    out = switchtrace(
-        ["explain", "--url", "/key/", "--measure"], tmp_path,
-        DJANGO_SETTINGS_MODULE="plain_settings",
-    )  # fmt: skip
-    assert one_line(out, 1) == (
-        "switchtrace explain: error: GET /key/ under ASGI raised "
-        "django.utils.datastructures.MultiValueDictKeyError: 'b' "
-        f"(site{os.sep}plain_urls.py, line 18, in missing_key)"
+        f"switchtrace explain: error: GET {url} under ASGI raised "
+        + error.replace("site/", f"site{os.sep}")
     )
 
 
@@ -239,17 +239,6 @@ def test_demo_bad_settings_module(tmp_path):
         "switchtrace demo: error: DJANGO_SETTINGS_MODULE='nope.settings': no module named 'nope' "
         "on the Python path; allowed: the dotted name of an importable settings module (add its "
         "directory with --project or PYTHONPATH)"
-    )
-
-
-def test_explain_a_multi_line_message_is_one_line(tmp_path):
-    out = switchtrace(
-        ["explain", "--url", "/multi/", "--measure"], tmp_path,
-        DJANGO_SETTINGS_MODULE="plain_settings",
-    )  # fmt: skip
-    assert one_line(out, 1) == (
-        "switchtrace explain: error: GET /multi/ under ASGI raised ConnectionError: connection "
-        f"to db failed Is the server running? (site{os.sep}plain_urls.py, line 14, in multi_line)"
     )
 
 
