@@ -253,7 +253,7 @@ class Resolver:
         if target is None:
             return None
         func = crossing.func
-        if _is_view(func, record.extra.get("view")) or target.runs(_owner(func)):
+        if is_view(func, record.extra.get("view")) or target.runs(_owner(func)):
             return target.name, target.code
         return None
 
@@ -282,7 +282,7 @@ class Resolver:
             site = _function_site(func)
         if site is None:
             return None
-        is_view = _is_view(func, view)
+        the_view = is_view(func, view)
         target = view_target(record) if view is not None else None
         if target is not None:
             # What the view dispatches to for this method, and whether the
@@ -291,9 +291,9 @@ class Resolver:
             serial = identity(target)
             if serial is None:
                 return None
-            view_part: Hashable = (serial, is_view, target.runs(owner), target.owns(owner))
+            view_part: Hashable = (serial, the_view, target.runs(owner), target.owns(owner))
         else:
-            view_part = is_view
+            view_part = the_view
         adapter = _adapter(crossing.bridge)
         # The component's fields, not the component: hashing a dataclass is a
         # Python call, hashing strings is not.
@@ -356,7 +356,7 @@ _Signal: type | None = None
 resolve = Resolver()
 
 
-def _is_view(func: Any, view: Any) -> bool:
+def is_view(func: Any, view: Any) -> bool:
     """Whether ``func`` is the request's view, decorated or not (the same
     rule for the description and for its cache key)."""
     return view is not None and (func is view or _unwrapped(func) is _unwrapped(view))
@@ -379,7 +379,7 @@ def _owner(func: Any) -> Any:
 
 
 def _describe(func: Any, view: Any, view_target: ViewTarget | None = None) -> Component | None:
-    if _is_view(func, view):
+    if is_view(func, view):
         return (
             view_target.component
             if view_target is not None
