@@ -1,4 +1,5 @@
-from asgiref.sync import async_to_sync, markcoroutinefunction
+from asgiref.sync import async_to_sync, markcoroutinefunction, sync_to_async
+from django.dispatch import Signal
 from django.http import HttpResponse, HttpResponseNotFound
 from django.views import View
 
@@ -155,6 +156,18 @@ async def async_signal_view(request):
     from django.contrib.auth.signals import user_logged_out
 
     await user_logged_out.asend(sender=None, request=request, user=None)
+    return HttpResponse("ok")
+
+
+#: A signal of the project's own, as an app's signals.py defines one.
+order_placed = Signal()
+
+
+async def project_signal_view(request):
+    """Sends the project's own signal with asend (its sync receivers in one
+    sync_to_async) and send (its async receivers in one async_to_sync)."""
+    await order_placed.asend(sender=None)
+    await sync_to_async(order_placed.send)(sender=None)
     return HttpResponse("ok")
 
 

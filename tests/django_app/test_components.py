@@ -196,3 +196,41 @@ def test_a_contrib_signal_is_named(records, logged_out_receivers):
         ("async_to_sync", "async_signal_view", "view", "async_signal_view", True),
         ("sync_to_async", SIGNAL, "signal", "user_logged_out", True),
     ]
+
+
+@pytest.fixture
+def order_placed_receivers():
+    """A sync and an async receiver on the project's own signal."""
+    from ..views import order_placed
+
+    def sync_receiver(sender, **kwargs):
+        pass
+
+    async def async_receiver(sender, **kwargs):
+        pass
+
+    order_placed.connect(sync_receiver, dispatch_uid="test-sync")
+    order_placed.connect(async_receiver, dispatch_uid="test-async")
+    yield
+    order_placed.disconnect(dispatch_uid="test-sync")
+    order_placed.disconnect(dispatch_uid="test-async")
+
+
+@pytest.mark.skipif(not ASYNC_SIGNALS, reason="Signal.asend needs Django >= 5.0")
+def test_a_signal_of_the_projects_own_is_named(records, order_placed_receivers):
+    """Only Django's modules of signals were looked in: a project's own
+    signal was 'signal', in the spans, the console's top causes and the
+    budget messages alike (two of them added up as one)."""
+    with project() as (_asgi, wsgi):
+        wsgi_request(wsgi, "/project-signal/")
+    [record] = records
+    assert described(record) == [
+        ("async_to_sync", "project_signal_view", "view", "project_signal_view", True),
+        ("sync_to_async", SIGNAL, "signal", "order_placed", True),
+        ("sync_to_async", "Signal.send", "signal", "order_placed", True),
+        ("async_to_sync", "Signal.send.<locals>.asend", "signal", "order_placed", True),
+    ]
+    from switchtrace.exporters.console import top_causes
+
+    causes = top_causes(record, components.resolve)
+    assert causes == [("order_placed", 6), ("project_signal_view", 2)]

@@ -446,7 +446,7 @@ def _signal_of(func: Any, nested: bool = False) -> str | None:
 
 
 #: Django's modules of signals, looked up only where already imported (a
-#: signal sent has had its module imported).
+#: signal sent has had its module imported), before the project's.
 SIGNAL_MODULES = (
     "django.core.signals",
     "django.db.models.signals",
@@ -459,6 +459,13 @@ SIGNAL_MODULES = (
 
 @functools.lru_cache(maxsize=256)
 def _signal_name(signal: Any) -> str:
+    """The name a module gives ``signal``: Django's modules of signals first
+    (a project's module importing ``request_started`` does not rename it),
+    then the project's and its packages' (``order_placed`` of an app's
+    ``signals.py``), the modules named ``signals`` before the others, which
+    may import it under another name. Worked out once per signal, after
+    the response: the modules are looked through only for a signal that is
+    not Django's."""
     for module_name in SIGNAL_MODULES:
         module = sys.modules.get(module_name)
         if module is None:
@@ -466,4 +473,15 @@ def _signal_name(signal: Any) -> str:
         for name, value in vars(module).items():
             if value is signal:
                 return name
-    return "signal"
+    found = None
+    for module_name, module in list(sys.modules.items()):
+        namespace = attribute(module, "__dict__")
+        if type(namespace) is not dict:
+            continue
+        for name, value in list(namespace.items()):
+            if value is signal and isinstance(name, str) and not name.startswith("__"):
+                if module_name.rpartition(".")[2] == "signals":
+                    return name
+                found = found or name
+                break
+    return found or "signal"
