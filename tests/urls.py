@@ -13,6 +13,8 @@ urlpatterns = [
     path("robust-signal/", views.robust_signal_view),
     path("async-signal/", views.async_signal_view),
     path("project-signal/", views.project_signal_view),
+    path("members/", views.members_view),
+    path("staff/", views.staff_view),
     path("listed-then-streamed/", views.listed_then_streamed_view),
     path("to-thread/", views.to_thread_view),
     path("class-view/", views.ClassView.as_view()),

@@ -1,4 +1,5 @@
 from asgiref.sync import async_to_sync, markcoroutinefunction, sync_to_async
+from django.contrib.auth.decorators import login_required, user_passes_test
 from django.dispatch import Signal
 from django.http import HttpResponse, HttpResponseNotFound
 from django.views import View
@@ -169,6 +170,19 @@ async def project_signal_view(request):
     await order_placed.asend(sender=None)
     await sync_to_async(order_placed.send)(sender=None)
     return HttpResponse("ok")
+
+
+@login_required
+async def members_view(request):
+    """An async view behind login_required: its test of the user (a lambda
+    of Django's) runs in one sync_to_async."""
+    return HttpResponse("members")
+
+
+@user_passes_test(lambda user: user.is_staff)
+async def staff_view(request):
+    """An async view behind the project's own test, a lambda."""
+    return HttpResponse("staff")
 
 
 async def listed_then_streamed_view(request):

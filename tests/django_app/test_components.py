@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+
+import django
 import pytest
 from django.dispatch import Signal
 
@@ -14,6 +17,7 @@ SHIPPED = ["Security", "Session", "Common", "Csrf", "Authentication", "Message"]
 # Django >= 5.0 runs a signal's sync receivers in a closure of Signal.asend; 4.2
 # bridges Signal.send itself.
 ASYNC_SIGNALS = hasattr(Signal, "asend")
+USER_PASSES_TEST = "user_passes_test" if sys.version_info >= (3, 11) else "decorator"
 SIGNAL = "Signal.asend.<locals>.sync_send" if hasattr(Signal, "asend") else "Signal.send"
 
 
@@ -234,3 +238,39 @@ def test_a_signal_of_the_projects_own_is_named(records, order_placed_receivers):
 
     causes = top_causes(record, components.resolve)
     assert causes == [("order_placed", 6), ("project_signal_view", 2)]
+
+
+@pytest.mark.parametrize(
+    ("path", "view", "decorator", "bridged"),
+    [
+        ("/members/", "members_view", "login_required", "login_required.<locals>.<lambda>"),
+        # Python 3.10's code objects do not say which function made the wrapper.
+        ("/staff/", "staff_view", USER_PASSES_TEST, "<lambda>"),
+    ],
+)
+@pytest.mark.skipif(django.VERSION < (5, 0), reason="login_required of async views: Django 5.0")
+def test_the_test_of_a_decorator_around_an_async_view_is_the_views(
+    path, view, decorator, bridged, records, spans
+):
+    """login_required and user_passes_test run their test of the user in
+    sync_to_async around an async view: it was an 'other' component named
+    after the lambda (a bare '<lambda>' for the project's own), in the spans,
+    the console's top causes and the budget messages."""
+    with project() as (_asgi, wsgi):
+        result = wsgi_request(wsgi, path)
+    assert result.status == 302  # anonymous: sent to the login page
+    [record] = records
+    assert described(record) == [
+        ("async_to_sync", view, "view", view, True),
+        ("sync_to_async", f"{view}.{decorator}", "view", f"{view}.{decorator}", True),
+    ]
+    [test] = [s for s in spans() if s.name.startswith("sync_to_async")]
+    assert test.name == f"sync_to_async {view}.{decorator}"
+    assert test.attributes["switchtrace.component"] == f"{view}.{decorator}"
+    # code.* where the lambda is.
+    namespace, _, function = bridged.rpartition(".")
+    module = "django.contrib.auth.decorators" if namespace else "tests.views"
+    assert (test.attributes["code.namespace"], test.attributes["code.function"]) == (
+        f"{module}.{namespace}" if namespace else module,
+        function,
+    )

@@ -249,11 +249,17 @@ class Resolver:
         the application's code (see :class:`ViewTarget`); None otherwise."""
         if _adapter(crossing.bridge) is not None:
             return None
+        func = crossing.func
+        view = record.extra.get("view")
+        decorator = _decorator_holding(func, view)
+        if decorator is not None and _is_lambda(func):
+            # A lambda names nothing: the view and the decorator do.
+            component = _describe(func, view, view_target(record))
+            return str(component), func
         target = view_target(record)
         if target is None:
             return None
-        func = crossing.func
-        if is_view(func, record.extra.get("view")) or target.runs(_owner(func)):
+        if is_view(func, view) or target.runs(_owner(func)):
             return target.name, target.code
         return None
 
@@ -294,11 +300,18 @@ class Resolver:
             view_part: Hashable = (serial, the_view, target.runs(owner), target.owns(owner))
         else:
             view_part = the_view
+        # A decorator's test of the view's is named after the view: which view.
+        decorator = _decorator_holding(func, view)
+        held: Hashable = None
+        if decorator is not None:
+            held = (identity(view), decorator)
+            if held[0] is None:
+                return None
         adapter = _adapter(crossing.bridge)
         # The component's fields, not the component: hashing a dataclass is a
         # Python call, hashing strings is not.
         fields = None if adapter is None else (adapter.kind, adapter.name, adapter.hook)
-        return (site, fields, view_part, _sync_stream(crossing, record))
+        return (site, fields, view_part, held, _sync_stream(crossing, record))
 
 
 #: Sites worked out, per function object (while it lives): Django's own
@@ -378,6 +391,37 @@ def _owner(func: Any) -> Any:
     return target.__self__ if type(target) is types.MethodType else None
 
 
+def _decorator_holding(func: Any, view: Any) -> str | None:
+    """The decorator around the request's view whose wrapper holds ``func``
+    (login_required's test of the user, which its wrapper around an async
+    view runs in sync_to_async), named after the function that made it: the
+    one ``func`` is local to (``login_required``), else the one the wrapper
+    is (``user_passes_test``). None when ``func`` is not a function that a
+    layer of the view around another holds (the view itself is not)."""
+    if view is None or type(func) is not types.FunctionType or func is view:
+        return None
+    layers = _layers(view)
+    for layer in layers[:-1]:  # the wrappers, not the innermost view
+        for cell in attribute(layer, "__closure__") or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:
+                continue
+            if contents is func:
+                # The wrapper's own __qualname__ is the view's (functools.wraps
+                # copied it): its code's is where it was made (Python 3.11+).
+                code = attribute(layer, "__code__")
+                for qualname in (func.__qualname__, attribute(code, "co_qualname")):
+                    if isinstance(qualname, str) and ".<locals>." in qualname:
+                        return qualname.partition(".<locals>.")[0].rpartition(".")[2]
+                return "decorator"
+    return None
+
+
+def _is_lambda(func: Any) -> bool:
+    return attribute(func, "__name__") == "<lambda>"
+
+
 def _describe(func: Any, view: Any, view_target: ViewTarget | None = None) -> Component | None:
     if is_view(func, view):
         return (
@@ -385,6 +429,10 @@ def _describe(func: Any, view: Any, view_target: ViewTarget | None = None) -> Co
             if view_target is not None
             else Component("view", qualified_name(view))
         )
+    decorator = _decorator_holding(func, view)
+    if decorator is not None:
+        name = view_target.component.name if view_target is not None else qualified_name(view)
+        return Component("view", name, decorator)
     target = unwrap(func)
     if type(target) is types.MethodType:
         owner, name = target.__self__, attribute(target, "__name__")
