@@ -15,6 +15,8 @@ urlpatterns = [
     path("project-signal/", views.project_signal_view),
     path("members/", views.members_view),
     path("staff/", views.staff_view),
+    path("enqueue/", views.enqueue_view),
+    path("aenqueue/", views.aenqueue_view),
     path("listed-then-streamed/", views.listed_then_streamed_view),
     path("to-thread/", views.to_thread_view),
     path("class-view/", views.ClassView.as_view()),

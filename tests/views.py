@@ -185,6 +185,35 @@ async def staff_view(request):
     return HttpResponse("staff")
 
 
+try:  # Django 6.0's Tasks framework
+    from django.tasks import task
+except ImportError:
+    task = None
+else:
+
+    @task
+    def sync_task(number):
+        return number + 1
+
+    @task
+    async def async_task(number):
+        return number + 2
+
+
+def enqueue_view(request):
+    """Enqueues a sync task and an async one on the default backend
+    (ImmediateBackend: each runs at once, the async one in async_to_sync)."""
+    results = [sync_task.enqueue(1), async_task.enqueue(1)]
+    return HttpResponse(" ".join(str(result.return_value) for result in results))
+
+
+async def aenqueue_view(request):
+    """aenqueue runs the backend's enqueue in sync_to_async, inside which
+    ImmediateBackend runs the async task in async_to_sync."""
+    result = await async_task.aenqueue(1)
+    return HttpResponse(str(result.return_value))
+
+
 async def listed_then_streamed_view(request):
     """Request code's own sync_to_async(list), then a body from a sync iterator
     (which Django reads in a sync_to_async(list) of its own under ASGI)."""

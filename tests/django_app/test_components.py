@@ -274,3 +274,91 @@ def test_the_test_of_a_decorator_around_an_async_view_is_the_views(
         f"{module}.{namespace}" if namespace else module,
         function,
     )
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="the Tasks framework: Django 6.0")
+@pytest.mark.parametrize(
+    ("server", "path", "headers", "crossings"),
+    [
+        # A sync view enqueueing a sync task (no crossing) and an async one.
+        (
+            "asgi",
+            "/enqueue/",
+            (6, 6, 0, 1),
+            [
+                ("sync_to_async", SIGNAL, "signal", "request_started", True),
+                ("sync_to_async", "enqueue_view", "view", "enqueue_view", True),
+                ("async_to_sync", "async_task", "other", "async_task", True),
+                (
+                    "sync_to_async",
+                    "HttpResponseBase.close",
+                    "response",
+                    "HttpResponse.close",
+                    False,
+                ),
+            ],
+        ),
+        # Under WSGI the async task gets a loop and a thread of its own.
+        (
+            "wsgi",
+            "/enqueue/",
+            (2, 2, 1, 1),
+            [("async_to_sync", "async_task", "other", "async_task", True)],
+        ),
+        # aenqueue: the backend's enqueue in sync_to_async, the async task
+        # back on the loop inside it.
+        (
+            "asgi",
+            "/aenqueue/",
+            (6, 6, 0, 1),
+            [
+                ("sync_to_async", SIGNAL, "signal", "request_started", True),
+                (
+                    "sync_to_async",
+                    "ImmediateBackend.enqueue",
+                    "other",
+                    "ImmediateBackend.enqueue",
+                    True,
+                ),
+                ("async_to_sync", "async_task", "other", "async_task", True),
+                (
+                    "sync_to_async",
+                    "HttpResponseBase.close",
+                    "response",
+                    "HttpResponse.close",
+                    False,
+                ),
+            ],
+        ),
+        # Under WSGI, in the loop asgiref made for the view: no second loop.
+        (
+            "wsgi",
+            "/aenqueue/",
+            (6, 6, 1, 1),
+            [
+                ("async_to_sync", "aenqueue_view", "view", "aenqueue_view", True),
+                (
+                    "sync_to_async",
+                    "ImmediateBackend.enqueue",
+                    "other",
+                    "ImmediateBackend.enqueue",
+                    True,
+                ),
+                ("async_to_sync", "async_task", "other", "async_task", True),
+            ],
+        ),
+    ],
+)
+def test_tasks_run_by_the_immediate_backend(server, path, headers, crossings, records):
+    with project("none") as (asgi, wsgi):
+        result = run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
+    assert result.body == (b"2 3" if path == "/enqueue/" else b"3")
+    assert result.figures() == headers
+    [record] = records
+    assert described(record) == crossings
+    # The async task's crossing is made inside the one that runs it: the
+    # sync view's under ASGI, the backend's enqueue for aenqueue.
+    parents = {c.qualname: c.parent for c in record.crossings}
+    runner = {"/enqueue/": "enqueue_view", "/aenqueue/": "ImmediateBackend.enqueue"}[path]
+    by_name = {c.qualname: c for c in record.crossings}
+    assert parents["async_task"] is by_name.get(runner)
