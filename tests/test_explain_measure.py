@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.dispatch import Signal
 from project.settings import STARTPROJECT_MIDDLEWARE
 
 from .conftest import ROOT
@@ -98,6 +99,17 @@ SITE = {
         '    return HttpResponse("ok")\n'
         "\n"
         "\n"
+        "async def signalling(request):\n"
+        "    from django.contrib.auth.signals import user_logged_out\n"
+        "\n"
+        "    await user_logged_out.asend(sender=None, request=request, user=None)\n"
+        '    return HttpResponse("ok")\n'
+        "\n"
+        "\n"
+        "def on_logged_out(sender, **kwargs):\n"
+        "    pass\n"
+        "\n"
+        "\n"
         "async def one_bridge(request):\n"
         "    from asgiref.sync import sync_to_async\n"
         "\n"
@@ -126,8 +138,13 @@ SITE = {
         "        return None\n"
         "\n"
         "\n"
+        "from django.contrib.auth.signals import user_logged_out  # noqa: E402\n"
+        "\n"
+        "user_logged_out.connect(on_logged_out)\n"
+        "\n"
         "urlpatterns = [\n"
         '    path("sync/", sync_view),\n'
+        '    path("signalling/", signalling),\n'
         '    path("one-bridge/", one_bridge),\n'
         '    path("recovered/", recovered),\n'
         '    path("orders/9/", missing),\n'
@@ -349,6 +366,23 @@ def test_a_view_that_did_not_raise_does_not_take_the_exception_paths_switches(tm
         f"{NOT_PREDICTED}str 2",
         "  measured: 4 switches, 4 hops, 1 loop (DIFFERS from the prediction)",
         f"{NOT_PREDICTED}str 2",
+    ]
+
+
+@pytest.mark.skipif(not hasattr(Signal, "asend"), reason="Signal.asend needs Django >= 5.0")
+def test_a_signal_the_view_sends_is_not_taken_for_a_modelled_one(tmp_path):
+    """An async view sending contrib.auth's user_logged_out with asend (its
+    sync receiver in one sync_to_async): the measurement DIFFERS, and the
+    line naming what the model does not know left the signal out, as if a
+    component it models had made it (only the request signals are)."""
+    out = explain("switchtrace", ["--url", "/signalling/", "--measure"], "fresh_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    measured = [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)]
+    assert measured == [
+        "  measured: 32 switches, 32 hops, 0 loops (DIFFERS from the prediction)",
+        f"{NOT_PREDICTED}user_logged_out 2",
+        "  measured: 4 switches, 4 hops, 1 loop (DIFFERS from the prediction)",
+        f"{NOT_PREDICTED}user_logged_out 2",
     ]
 
 

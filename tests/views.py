@@ -1,4 +1,6 @@
-from asgiref.sync import async_to_sync, markcoroutinefunction
+from asgiref.sync import async_to_sync, markcoroutinefunction, sync_to_async
+from django.contrib.auth.decorators import login_required, user_passes_test
+from django.dispatch import Signal
 from django.http import HttpResponse, HttpResponseNotFound
 from django.views import View
 
@@ -156,6 +158,60 @@ async def async_signal_view(request):
 
     await user_logged_out.asend(sender=None, request=request, user=None)
     return HttpResponse("ok")
+
+
+#: A signal of the project's own, as an app's signals.py defines one.
+order_placed = Signal()
+
+
+async def project_signal_view(request):
+    """Sends the project's own signal with asend (its sync receivers in one
+    sync_to_async) and send (its async receivers in one async_to_sync)."""
+    await order_placed.asend(sender=None)
+    await sync_to_async(order_placed.send)(sender=None)
+    return HttpResponse("ok")
+
+
+@login_required
+async def members_view(request):
+    """An async view behind login_required: its test of the user (a lambda
+    of Django's) runs in one sync_to_async."""
+    return HttpResponse("members")
+
+
+@user_passes_test(lambda user: user.is_staff)
+async def staff_view(request):
+    """An async view behind the project's own test, a lambda."""
+    return HttpResponse("staff")
+
+
+try:  # Django 6.0's Tasks framework
+    from django.tasks import task
+except ImportError:
+    task = None
+else:
+
+    @task
+    def sync_task(number):
+        return number + 1
+
+    @task
+    async def async_task(number):
+        return number + 2
+
+
+def enqueue_view(request):
+    """Enqueues a sync task and an async one on the default backend
+    (ImmediateBackend: each runs at once, the async one in async_to_sync)."""
+    results = [sync_task.enqueue(1), async_task.enqueue(1)]
+    return HttpResponse(" ".join(str(result.return_value) for result in results))
+
+
+async def aenqueue_view(request):
+    """aenqueue runs the backend's enqueue in sync_to_async, inside which
+    ImmediateBackend runs the async task in async_to_sync."""
+    result = await async_task.aenqueue(1)
+    return HttpResponse(str(result.return_value))
 
 
 async def listed_then_streamed_view(request):

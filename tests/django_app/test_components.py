@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+
+import django
 import pytest
 from django.dispatch import Signal
 
@@ -14,6 +17,7 @@ SHIPPED = ["Security", "Session", "Common", "Csrf", "Authentication", "Message"]
 # Django >= 5.0 runs a signal's sync receivers in a closure of Signal.asend; 4.2
 # bridges Signal.send itself.
 ASYNC_SIGNALS = hasattr(Signal, "asend")
+USER_PASSES_TEST = "user_passes_test" if sys.version_info >= (3, 11) else "decorator"
 SIGNAL = "Signal.asend.<locals>.sync_send" if hasattr(Signal, "asend") else "Signal.send"
 
 
@@ -196,3 +200,165 @@ def test_a_contrib_signal_is_named(records, logged_out_receivers):
         ("async_to_sync", "async_signal_view", "view", "async_signal_view", True),
         ("sync_to_async", SIGNAL, "signal", "user_logged_out", True),
     ]
+
+
+@pytest.fixture
+def order_placed_receivers():
+    """A sync and an async receiver on the project's own signal."""
+    from ..views import order_placed
+
+    def sync_receiver(sender, **kwargs):
+        pass
+
+    async def async_receiver(sender, **kwargs):
+        pass
+
+    order_placed.connect(sync_receiver, dispatch_uid="test-sync")
+    order_placed.connect(async_receiver, dispatch_uid="test-async")
+    yield
+    order_placed.disconnect(dispatch_uid="test-sync")
+    order_placed.disconnect(dispatch_uid="test-async")
+
+
+@pytest.mark.skipif(not ASYNC_SIGNALS, reason="Signal.asend needs Django >= 5.0")
+def test_a_signal_of_the_projects_own_is_named(records, order_placed_receivers):
+    """Only Django's modules of signals were looked in: a project's own
+    signal was 'signal', in the spans, the console's top causes and the
+    budget messages alike (two of them added up as one)."""
+    with project() as (_asgi, wsgi):
+        wsgi_request(wsgi, "/project-signal/")
+    [record] = records
+    assert described(record) == [
+        ("async_to_sync", "project_signal_view", "view", "project_signal_view", True),
+        ("sync_to_async", SIGNAL, "signal", "order_placed", True),
+        ("sync_to_async", "Signal.send", "signal", "order_placed", True),
+        ("async_to_sync", "Signal.send.<locals>.asend", "signal", "order_placed", True),
+    ]
+    from switchtrace.exporters.console import top_causes
+
+    causes = top_causes(record, components.resolve)
+    assert causes == [("order_placed", 6), ("project_signal_view", 2)]
+
+
+@pytest.mark.parametrize(
+    ("path", "view", "decorator", "bridged"),
+    [
+        ("/members/", "members_view", "login_required", "login_required.<locals>.<lambda>"),
+        # Python 3.10's code objects do not say which function made the wrapper.
+        ("/staff/", "staff_view", USER_PASSES_TEST, "<lambda>"),
+    ],
+)
+@pytest.mark.skipif(django.VERSION < (5, 0), reason="login_required of async views: Django 5.0")
+def test_the_test_of_a_decorator_around_an_async_view_is_the_views(
+    path, view, decorator, bridged, records, spans
+):
+    """login_required and user_passes_test run their test of the user in
+    sync_to_async around an async view: it was an 'other' component named
+    after the lambda (a bare '<lambda>' for the project's own), in the spans,
+    the console's top causes and the budget messages."""
+    with project() as (_asgi, wsgi):
+        result = wsgi_request(wsgi, path)
+    assert result.status == 302  # anonymous: sent to the login page
+    [record] = records
+    assert described(record) == [
+        ("async_to_sync", view, "view", view, True),
+        ("sync_to_async", f"{view}.{decorator}", "view", f"{view}.{decorator}", True),
+    ]
+    [test] = [s for s in spans() if s.name.startswith("sync_to_async")]
+    assert test.name == f"sync_to_async {view}.{decorator}"
+    assert test.attributes["switchtrace.component"] == f"{view}.{decorator}"
+    # code.* where the lambda is.
+    namespace, _, function = bridged.rpartition(".")
+    module = "django.contrib.auth.decorators" if namespace else "tests.views"
+    assert (test.attributes["code.namespace"], test.attributes["code.function"]) == (
+        f"{module}.{namespace}" if namespace else module,
+        function,
+    )
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="the Tasks framework: Django 6.0")
+@pytest.mark.parametrize(
+    ("server", "path", "headers", "crossings"),
+    [
+        # A sync view enqueueing a sync task (no crossing) and an async one.
+        (
+            "asgi",
+            "/enqueue/",
+            (6, 6, 0, 1),
+            [
+                ("sync_to_async", SIGNAL, "signal", "request_started", True),
+                ("sync_to_async", "enqueue_view", "view", "enqueue_view", True),
+                ("async_to_sync", "async_task", "other", "async_task", True),
+                (
+                    "sync_to_async",
+                    "HttpResponseBase.close",
+                    "response",
+                    "HttpResponse.close",
+                    False,
+                ),
+            ],
+        ),
+        # Under WSGI the async task gets a loop and a thread of its own.
+        (
+            "wsgi",
+            "/enqueue/",
+            (2, 2, 1, 1),
+            [("async_to_sync", "async_task", "other", "async_task", True)],
+        ),
+        # aenqueue: the backend's enqueue in sync_to_async, the async task
+        # back on the loop inside it.
+        (
+            "asgi",
+            "/aenqueue/",
+            (6, 6, 0, 1),
+            [
+                ("sync_to_async", SIGNAL, "signal", "request_started", True),
+                (
+                    "sync_to_async",
+                    "ImmediateBackend.enqueue",
+                    "other",
+                    "ImmediateBackend.enqueue",
+                    True,
+                ),
+                ("async_to_sync", "async_task", "other", "async_task", True),
+                (
+                    "sync_to_async",
+                    "HttpResponseBase.close",
+                    "response",
+                    "HttpResponse.close",
+                    False,
+                ),
+            ],
+        ),
+        # Under WSGI, in the loop asgiref made for the view: no second loop.
+        (
+            "wsgi",
+            "/aenqueue/",
+            (6, 6, 1, 1),
+            [
+                ("async_to_sync", "aenqueue_view", "view", "aenqueue_view", True),
+                (
+                    "sync_to_async",
+                    "ImmediateBackend.enqueue",
+                    "other",
+                    "ImmediateBackend.enqueue",
+                    True,
+                ),
+                ("async_to_sync", "async_task", "other", "async_task", True),
+            ],
+        ),
+    ],
+)
+def test_tasks_run_by_the_immediate_backend(server, path, headers, crossings, records):
+    with project("none") as (asgi, wsgi):
+        result = run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
+    assert result.body == (b"2 3" if path == "/enqueue/" else b"3")
+    assert result.figures() == headers
+    [record] = records
+    assert described(record) == crossings
+    # The async task's crossing is made inside the one that runs it: the
+    # sync view's under ASGI, the backend's enqueue for aenqueue.
+    parents = {c.qualname: c.parent for c in record.crossings}
+    runner = {"/enqueue/": "enqueue_view", "/aenqueue/": "ImmediateBackend.enqueue"}[path]
+    by_name = {c.qualname: c for c in record.crossings}
+    assert parents["async_task"] is by_name.get(runner)

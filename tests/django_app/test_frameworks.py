@@ -241,3 +241,30 @@ def test_a_clients_own_methods_are_not_kept_per_view():
         components.remember_view(record, view, method)
         components.view_target(record)
     assert sorted(components._view_targets.get(view)) == ["GET", "HEAD"]
+
+
+@pytest.mark.parametrize(
+    ("path", "under_asgi", "under_wsgi"),
+    [
+        # adrf's own sync_to_async(self.initial): named after the view's
+        # class, made by its code, not by Django's adaptation of the view.
+        ("/adrf/", [("AsyncOrderView.initial", 2)], [("AsyncOrderView.initial", 2)]),
+        # django-ninja's async path running a sync operation in
+        # sync_to_async(operation.run): named after the operation's function.
+        ("/ninja/mixed", [("mixed_get", 2)], [("mixed_get", 2)]),
+        # Django's own adaptation of the view (async_to_sync under WSGI) is
+        # what the prediction models.
+        ("/ninja/async", [], []),
+    ],
+)
+def test_explain_lists_what_a_views_code_bridges_itself(path, under_asgi, under_wsgi, records):
+    """explain --measure's 'not in the prediction' left out every crossing
+    whose component is the view, as if Django's adaptation of the view made
+    them all: a measurement that DIFFERS named nothing."""
+    from switchtrace.django_app.explain import _unmodelled
+
+    with frameworks() as (asgi, wsgi):
+        run_asgi(asgi, path)
+        wsgi_request(wsgi, path)
+    asgi_record, wsgi_record = records
+    assert (_unmodelled(asgi_record), _unmodelled(wsgi_record)) == (under_asgi, under_wsgi)

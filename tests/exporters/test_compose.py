@@ -66,11 +66,16 @@ def test_the_example_project_served_twice_exports_to_jaeger(name, server, module
         "/src/pyproject.toml",
         "/src/README.md",
         "/src/src",
+        "/src/examples",
         "/tmp/switchtrace",
     ]
     pyproject = (ROOT / "pyproject.toml").read_text().splitlines()
     assert 'readme = "README.md"' in pyproject  # (tomllib: Python 3.11+)
-    assert 'where = ["src"]' in pyproject
+    # Every directory the packages are mapped from is copied: without
+    # examples/project (the wheel's switchtrace.example_project) pip said
+    # "package directory 'examples/project' does not exist".
+    assert '"" = "src"' in pyproject
+    assert '"switchtrace.example_project" = "examples/project"' in pyproject
     assert install == ["pip", "install", "--no-cache-dir", "/tmp/switchtrace", server]
     assert words[:2] == [server, module]
     package, _, _attr = module.partition(":")

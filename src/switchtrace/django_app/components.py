@@ -249,11 +249,17 @@ class Resolver:
         the application's code (see :class:`ViewTarget`); None otherwise."""
         if _adapter(crossing.bridge) is not None:
             return None
+        func = crossing.func
+        view = record.extra.get("view")
+        decorator = _decorator_holding(func, view)
+        if decorator is not None and _is_lambda(func):
+            # A lambda names nothing: the view and the decorator do.
+            component = _describe(func, view, view_target(record))
+            return str(component), func
         target = view_target(record)
         if target is None:
             return None
-        func = crossing.func
-        if _is_view(func, record.extra.get("view")) or target.runs(_owner(func)):
+        if is_view(func, view) or target.runs(_owner(func)):
             return target.name, target.code
         return None
 
@@ -282,7 +288,7 @@ class Resolver:
             site = _function_site(func)
         if site is None:
             return None
-        is_view = _is_view(func, view)
+        the_view = is_view(func, view)
         target = view_target(record) if view is not None else None
         if target is not None:
             # What the view dispatches to for this method, and whether the
@@ -291,14 +297,21 @@ class Resolver:
             serial = identity(target)
             if serial is None:
                 return None
-            view_part: Hashable = (serial, is_view, target.runs(owner), target.owns(owner))
+            view_part: Hashable = (serial, the_view, target.runs(owner), target.owns(owner))
         else:
-            view_part = is_view
+            view_part = the_view
+        # A decorator's test of the view's is named after the view: which view.
+        decorator = _decorator_holding(func, view)
+        held: Hashable = None
+        if decorator is not None:
+            held = (identity(view), decorator)
+            if held[0] is None:
+                return None
         adapter = _adapter(crossing.bridge)
         # The component's fields, not the component: hashing a dataclass is a
         # Python call, hashing strings is not.
         fields = None if adapter is None else (adapter.kind, adapter.name, adapter.hook)
-        return (site, fields, view_part, _sync_stream(crossing, record))
+        return (site, fields, view_part, held, _sync_stream(crossing, record))
 
 
 #: Sites worked out, per function object (while it lives): Django's own
@@ -356,7 +369,7 @@ _Signal: type | None = None
 resolve = Resolver()
 
 
-def _is_view(func: Any, view: Any) -> bool:
+def is_view(func: Any, view: Any) -> bool:
     """Whether ``func`` is the request's view, decorated or not (the same
     rule for the description and for its cache key)."""
     return view is not None and (func is view or _unwrapped(func) is _unwrapped(view))
@@ -378,13 +391,48 @@ def _owner(func: Any) -> Any:
     return target.__self__ if type(target) is types.MethodType else None
 
 
+def _decorator_holding(func: Any, view: Any) -> str | None:
+    """The decorator around the request's view whose wrapper holds ``func``
+    (login_required's test of the user, which its wrapper around an async
+    view runs in sync_to_async), named after the function that made it: the
+    one ``func`` is local to (``login_required``), else the one the wrapper
+    is (``user_passes_test``). None when ``func`` is not a function that a
+    layer of the view around another holds (the view itself is not)."""
+    if view is None or type(func) is not types.FunctionType or func is view:
+        return None
+    layers = _layers(view)
+    for layer in layers[:-1]:  # the wrappers, not the innermost view
+        for cell in attribute(layer, "__closure__") or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:
+                continue
+            if contents is func:
+                # The wrapper's own __qualname__ is the view's (functools.wraps
+                # copied it): its code's is where it was made (Python 3.11+).
+                code = attribute(layer, "__code__")
+                for qualname in (func.__qualname__, attribute(code, "co_qualname")):
+                    if isinstance(qualname, str) and ".<locals>." in qualname:
+                        return qualname.partition(".<locals>.")[0].rpartition(".")[2]
+                return "decorator"
+    return None
+
+
+def _is_lambda(func: Any) -> bool:
+    return attribute(func, "__name__") == "<lambda>"
+
+
 def _describe(func: Any, view: Any, view_target: ViewTarget | None = None) -> Component | None:
-    if _is_view(func, view):
+    if is_view(func, view):
         return (
             view_target.component
             if view_target is not None
             else Component("view", qualified_name(view))
         )
+    decorator = _decorator_holding(func, view)
+    if decorator is not None:
+        name = view_target.component.name if view_target is not None else qualified_name(view)
+        return Component("view", name, decorator)
     target = unwrap(func)
     if type(target) is types.MethodType:
         owner, name = target.__self__, attribute(target, "__name__")
@@ -446,7 +494,7 @@ def _signal_of(func: Any, nested: bool = False) -> str | None:
 
 
 #: Django's modules of signals, looked up only where already imported (a
-#: signal sent has had its module imported).
+#: signal sent has had its module imported), before the project's.
 SIGNAL_MODULES = (
     "django.core.signals",
     "django.db.models.signals",
@@ -459,6 +507,13 @@ SIGNAL_MODULES = (
 
 @functools.lru_cache(maxsize=256)
 def _signal_name(signal: Any) -> str:
+    """The name a module gives ``signal``: Django's modules of signals first
+    (a project's module importing ``request_started`` does not rename it),
+    then the project's and its packages' (``order_placed`` of an app's
+    ``signals.py``), the modules named ``signals`` before the others, which
+    may import it under another name. Worked out once per signal, after
+    the response: the modules are looked through only for a signal that is
+    not Django's."""
     for module_name in SIGNAL_MODULES:
         module = sys.modules.get(module_name)
         if module is None:
@@ -466,4 +521,15 @@ def _signal_name(signal: Any) -> str:
         for name, value in vars(module).items():
             if value is signal:
                 return name
-    return "signal"
+    found = None
+    for module_name, module in list(sys.modules.items()):
+        namespace = attribute(module, "__dict__")
+        if type(namespace) is not dict:
+            continue
+        for name, value in list(namespace.items()):
+            if value is signal and isinstance(name, str) and not name.startswith("__"):
+                if module_name.rpartition(".")[2] == "signals":
+                    return name
+                found = found or name
+                break
+    return found or "signal"

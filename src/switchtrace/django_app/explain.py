@@ -30,7 +30,7 @@ from django.utils.module_loading import import_string
 
 from ..example import describe_error
 from ..plural import count
-from ..tracer import RequestRecord
+from ..tracer import Crossing, RequestRecord
 from . import components
 from .predict import Cause, Prediction, predict
 
@@ -541,13 +541,35 @@ def _unmodelled(record: RequestRecord) -> list[tuple[str, int]]:
     switches: dict[str, int] = {}
     for crossing in record.crossings:
         component = crossing.component
-        if component is not None and component.kind != "other":
+        if _modelled(crossing, record):
             continue
         name = str(component) if component is not None else str(crossing.qualname)
         started = crossing.start_ns is not None
         made = (1 if started else 0) + (1 if started and crossing.return_ns is not None else 0)
         switches[name] = switches.get(name, 0) + made
     return [(name, n) for name, n in switches.items() if n]
+
+
+#: The signals the prediction models: Django sends them around every request.
+REQUEST_SIGNALS = frozenset({"request_started", "request_finished"})
+
+
+def _modelled(crossing: Crossing, record: RequestRecord) -> bool:
+    """Whether a component the prediction models made ``crossing``: a
+    middleware, its adapters, the handler, the response, the request
+    signals, and Django's adaptation of the view itself. Not another signal
+    (the view's own ``asend`` of one, the receivers of ``user_logged_in``
+    that ``alogin`` sends), nor what the view's code bridges (a class-based
+    view's own method, a framework's ``sync_to_async(operation.run)``),
+    although those are named after a signal or the view."""
+    component = crossing.component
+    if component is None or component.kind == "other":
+        return False
+    if component.kind == "signal":
+        return component.name in REQUEST_SIGNALS
+    if component.kind == "view":
+        return components.is_view(crossing.func, record.extra.get("view"))
+    return True
 
 
 def _conditionals_taken(
