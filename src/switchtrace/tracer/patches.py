@@ -141,6 +141,26 @@ def _active() -> Here | None:
     return current
 
 
+def _caller_level(current: Here, ident: int) -> Here:
+    """``current`` as a caller on thread ``ident`` sees it, once the
+    crossings it holds have set up (a crossing's own submission to its
+    executor, and the thread that starts, are its own).
+
+    A sync_to_async call makes its crossing current in the caller's context
+    until it returns, for asgiref to copy into the bridged code's. Tasks
+    given one context (``create_task(coro, context=ctx)``) share that
+    context: another of them, on the same loop's thread meanwhile, reads the
+    crossing there, though its code is not the crossing's bridged code (which
+    runs on another thread). Such crossings are left out, down to what the
+    first caller saw."""
+    crossing = current[1]
+    if crossing is None or crossing.source_ident != ident:  # (set on sync_to_async's only)
+        return current
+    while crossing is not None and crossing.source_ident == ident:
+        crossing = crossing.parent
+    return (current[0], crossing)
+
+
 # -- sync_to_async: loop -> executor thread -> loop ----------------------------
 
 
@@ -158,8 +178,15 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
         crossing = token = None
         try:
             ident = _get_ident()
+            parent = current[1]
+            if parent is not None and parent.source_ident == ident:
+                # Another task's call in flight, in a context shared with it
+                # (see _caller_level): put back what this caller sees, for the
+                # reset below to come back to.
+                parent = _caller_level(current, ident)[1]
+                _here_set((record, parent))
             source = _threads_get(ident) or _thread()
-            crossing = Crossing(SYNC_TO_ASYNC, self, self.func, source, current[1], clock())
+            crossing = Crossing(SYNC_TO_ASYNC, self, self.func, source, parent, clock())
             crossing.source_ident = ident
             crossing.claims = []
             crossing.loop_id = id(_get_running_loop())
@@ -300,6 +327,7 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
                 current.executor_object = self
                 fn = functools.partial(_arrive, fn, record, current)
             elif _get_running_loop() is not None:
+                current = _caller_level(here, _get_ident())[1]
                 fn, offload = _offload(record, self, fn, current)
         except Exception:
             swallow("executor submit")
