@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import concurrent.futures
 import contextvars
 import threading
 
@@ -273,11 +274,14 @@ def test_tasks_sharing_one_context_each_make_their_own_crossings():
     crossing made current for one call's bridged code was read as the
     other's parent, and left in the context once both returned, the parent
     of every later crossing there. Each is now the request's own: 8
-    switches, all hops; the default executor starts a thread for each of
-    the two calls in flight together, and the two later ones find them idle.
-    What the bridged code sets in the shared context is there afterwards,
-    as without switchtrace."""
+    switches, all hops; the calls run on an executor of two threads started
+    beforehand, and the loop's default executor starts its thread for the
+    to_thread. What the bridged code sets in the shared context is there
+    afterwards, as without switchtrace."""
     first_returned, second_started, released = (threading.Event() for _ in range(3))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    both = threading.Barrier(2)
+    list(pool.map(lambda _: both.wait(), range(2)))
 
     def first():
         second_started.wait()
@@ -292,19 +296,26 @@ def test_tasks_sharing_one_context_each_make_their_own_crossings():
         loop = asyncio.get_running_loop()
         with tracer.recording() as record:
             shared = contextvars.copy_context()
-            a = loop.create_task(sync_to_async(first, thread_sensitive=False)(), context=shared)
-            b = loop.create_task(sync_to_async(second, thread_sensitive=False)(), context=shared)
+            a = loop.create_task(
+                sync_to_async(first, thread_sensitive=False, executor=pool)(), context=shared
+            )
+            b = loop.create_task(
+                sync_to_async(second, thread_sensitive=False, executor=pool)(), context=shared
+            )
             await a
             first_returned.set()
             await b
-            third = sync_to_async(released.wait, thread_sensitive=False)()
+            third = sync_to_async(released.wait, thread_sensitive=False, executor=pool)()
             c = loop.create_task(third, context=shared)
             d = loop.create_task(asyncio.to_thread(released.set), context=shared)
             await asyncio.gather(c, d)
         return record, shared
 
-    record, shared = asyncio.run(main())
-    assert record.totals() == tracer.Figures(8, 8, 0, 2)
+    try:
+        record, shared = asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert record.totals() == tracer.Figures(8, 8, 0, 1)
     assert [(c.mechanism, c.parent) for c in sorted(record.crossings, key=lambda c: c.call_ns)] == [
         ("sync_to_async", None),
         ("sync_to_async", None),
