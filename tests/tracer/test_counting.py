@@ -1005,3 +1005,37 @@ def test_run_until_complete_with_a_future_without_get_loop_is_two_switches():
     finally:
         loop.close()
     assert record.totals() == tracer.Figures(2, 0, 0, 0)
+
+
+@pytest.mark.skipif(
+    "context" not in inspect.signature(sync_to_async).parameters,
+    reason="sync_to_async(context=): asgiref 3.11+",
+)
+@pytest.mark.parametrize("empty", [True, False])
+def test_what_runs_in_a_context_given_to_sync_to_async_belongs_to_its_crossing(empty):
+    """sync_to_async(func, context=...) runs func in that context rather
+    than in a copy of the caller's: an async_to_sync made there was not
+    recorded at all in an empty context, and had no parent in one copied in
+    the request. It is the call's child now: four switches, four hops. The
+    context holds afterwards what switchtrace's variable held before (not
+    even the variable, in an empty one), and what the code set."""
+    variable = contextvars.ContextVar("given", default="unset")
+
+    def calls_back():
+        variable.set("bridged")
+        async_to_sync(anoop)()
+
+    async def main():
+        with tracer.recording() as record:
+            context = contextvars.Context() if empty else contextvars.copy_context()
+            before = dict(context)
+            await sync_to_async(calls_back, context=context)()
+        return record, context, before
+
+    record, context, before = asyncio.run(main())
+    assert record.totals() == tracer.Figures(4, 4, 0, 0)
+    s2a, a2s = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (s2a.mechanism, a2s.mechanism, a2s.parent) == ("sync_to_async", "async_to_sync", s2a)
+    assert context.get(tracer.patches.here) == before.get(tracer.patches.here)
+    assert (tracer.patches.here in context) == (tracer.patches.here in before) == (not empty)
+    assert context[variable] == "bridged"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import concurrent.futures
 import contextvars
 import threading
 
@@ -259,3 +260,67 @@ def test_a_generator_run_by_a_loop_is_a_switch_where_asyncio_takes_it():
         assert asyncio.run(offloads()) is not here()
     assert record.totals() == tracer.Figures(4, 2, 1, 2)
     assert mechanisms(record) == [("asyncio.run", None), ("run_in_executor", "asyncio.run")]
+
+
+@pytest.mark.skipif(
+    "context" not in asyncio.AbstractEventLoop.create_task.__code__.co_varnames,
+    reason="create_task(context=): Python 3.11+",
+)
+def test_tasks_sharing_one_context_each_make_their_own_crossings():
+    """Two tasks given one context (create_task(coro, context=ctx)), each
+    calling sync_to_async while the other's call is in flight (the first
+    returns while the second's code still runs); then a third there, and a
+    fourth task's to_thread while the third's call is in flight: the
+    crossing made current for one call's bridged code was read as the
+    other's parent, and left in the context once both returned, the parent
+    of every later crossing there. Each is now the request's own: 8
+    switches, all hops; the calls run on an executor of two threads started
+    beforehand, and the loop's default executor starts its thread for the
+    to_thread. What the bridged code sets in the shared context is there
+    afterwards, as without switchtrace."""
+    first_returned, second_started, released = (threading.Event() for _ in range(3))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    both = threading.Barrier(2)
+    list(pool.map(lambda _: both.wait(), range(2)))
+
+    def first():
+        second_started.wait()
+        variable.set("first")
+
+    def second():
+        second_started.set()
+        first_returned.wait()
+        variable.set("second")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            shared = contextvars.copy_context()
+            a = loop.create_task(
+                sync_to_async(first, thread_sensitive=False, executor=pool)(), context=shared
+            )
+            b = loop.create_task(
+                sync_to_async(second, thread_sensitive=False, executor=pool)(), context=shared
+            )
+            await a
+            first_returned.set()
+            await b
+            third = sync_to_async(released.wait, thread_sensitive=False, executor=pool)()
+            c = loop.create_task(third, context=shared)
+            d = loop.create_task(asyncio.to_thread(released.set), context=shared)
+            await asyncio.gather(c, d)
+        return record, shared
+
+    try:
+        record, shared = asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert record.totals() == tracer.Figures(8, 8, 0, 1)
+    assert [(c.mechanism, c.parent) for c in sorted(record.crossings, key=lambda c: c.call_ns)] == [
+        ("sync_to_async", None),
+        ("sync_to_async", None),
+        ("sync_to_async", None),
+        ("asyncio.to_thread", None),
+    ]
+    assert shared.run(tracer.current_crossing) is None
+    assert shared.run(variable.get) == "second"

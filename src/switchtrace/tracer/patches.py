@@ -141,6 +141,26 @@ def _active() -> Here | None:
     return current
 
 
+def _caller_level(current: Here, ident: int) -> Here:
+    """``current`` as a caller on thread ``ident`` sees it, once the
+    crossings it holds have set up (a crossing's own submission to its
+    executor, and the thread that starts, are its own).
+
+    A sync_to_async call makes its crossing current in the caller's context
+    until it returns, for asgiref to copy into the bridged code's. Tasks
+    given one context (``create_task(coro, context=ctx)``) share that
+    context: another of them, on the same loop's thread meanwhile, reads the
+    crossing there, though its code is not the crossing's bridged code (which
+    runs on another thread). Such crossings are left out, down to what the
+    first caller saw."""
+    crossing = current[1]
+    if crossing is None or crossing.source_ident != ident:  # (set on sync_to_async's only)
+        return current
+    while crossing is not None and crossing.source_ident == ident:
+        crossing = crossing.parent
+    return (current[0], crossing)
+
+
 # -- sync_to_async: loop -> executor thread -> loop ----------------------------
 
 
@@ -158,8 +178,15 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
         crossing = token = None
         try:
             ident = _get_ident()
+            parent = current[1]
+            if parent is not None and parent.source_ident == ident:
+                # Another task's call in flight, in a context shared with it
+                # (see _caller_level): put back what this caller sees, for the
+                # reset below to come back to.
+                parent = _caller_level(current, ident)[1]
+                _here_set((record, parent))
             source = _threads_get(ident) or _thread()
-            crossing = Crossing(SYNC_TO_ASYNC, self, self.func, source, current[1], clock())
+            crossing = Crossing(SYNC_TO_ASYNC, self, self.func, source, parent, clock())
             crossing.source_ident = ident
             crossing.claims = []
             crossing.loop_id = id(_get_running_loop())
@@ -224,6 +251,7 @@ def _arrive(
     # there. For a bridge, ``fn`` is asgiref's SyncToAsync.thread_handler,
     # which enters the copied context and runs the bridged code.
     __traceback_hide__ = True
+    given = None
     try:
         claims = crossing.claims
         if record.finished:  # the request is over: what runs now is not part of it
@@ -247,6 +275,8 @@ def _arrive(
                 crossings.append(crossing)
             else:
                 next(record._dropped)
+            if _GIVEN_CONTEXTS and crossing.bridge is not None:
+                given = _given_context(crossing.bridge, record, crossing)
     except Exception:
         swallow(f"{crossing.mechanism} start")
     if crossing.bridge is not None:
@@ -254,6 +284,7 @@ def _arrive(
             return fn(*args, **kwargs)
         finally:
             crossing.end_ns = clock()
+            _leave_context(given)
     # Request code's own offload (asyncio.to_thread, run_in_executor): no
     # bridge of ours awaits its return, so it is closed here.
     try:
@@ -263,6 +294,28 @@ def _arrive(
         raise
     _offload_done(record, crossing, None)
     return result
+
+
+#: asgiref 3.11+ takes sync_to_async(..., context=): the code runs in that
+#: context instead of a copy of the caller's.
+_GIVEN_CONTEXTS = "context" in inspect.signature(SyncToAsync.__init__).parameters
+
+
+def _given_context(bridge: Any, record: RequestRecord, crossing: Crossing) -> Any:
+    """A sync_to_async given a context runs its code in it, where the
+    crossing, made current in the caller's context, is not: it is made
+    current there too, on the worker thread just before asgiref enters that
+    context, so that crossings made by the code are recorded, as its
+    children; :func:`_leave_context` puts back what the context held once
+    the code is done. A context entered elsewhere is left alone (asgiref's
+    own call raises). Returns what :func:`_leave_context` needs."""
+    context = getattr(bridge, "context", None)
+    if type(context) is not contextvars.Context:
+        return None
+    try:
+        return context, context.run(_here_set, (record, crossing))
+    except RuntimeError:
+        return None
 
 
 def _offload_done(record: RequestRecord, crossing: Crossing, exc: BaseException | None) -> None:
@@ -300,6 +353,7 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
                 current.executor_object = self
                 fn = functools.partial(_arrive, fn, record, current)
             elif _get_running_loop() is not None:
+                current = _caller_level(here, _get_ident())[1]
                 fn, offload = _offload(record, self, fn, current)
         except Exception:
             swallow("executor submit")
@@ -515,10 +569,10 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
     try:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
-        _leave_runner_context(runner_context)
+        _leave_context(runner_context)
         _return(record, crossing, token, exc)
         raise
-    _leave_runner_context(runner_context)
+    _leave_context(runner_context)
     _return(record, crossing, token, None)
     return result
 
@@ -529,7 +583,7 @@ def _runner_context(
     """asyncio.Runner runs the coroutine in a context of its own, copied when
     the runner was set up (before run() is called): the crossing is made
     current in that context too, so that crossings made by the coroutine are
-    its children. Returns what :func:`_leave_runner_context` needs."""
+    its children. Returns what :func:`_leave_context` needs."""
     context = kwargs.get("context")
     if context is None:  # (an empty Context is false: not "or")
         context = getattr(runner, "_context", None)
@@ -541,7 +595,8 @@ def _runner_context(
         return None
 
 
-def _leave_runner_context(entered: Any) -> None:
+def _leave_context(entered: Any) -> None:
+    """Put back what a context given to a runner or a bridge held."""
     if entered is None:
         return
     context, token = entered
