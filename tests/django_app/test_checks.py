@@ -595,6 +595,24 @@ def test_deploy_check_warns_when_every_client_gets_the_headers():
         assert deploy_ids() == []
 
 
+def test_headers_shown_to_internal_ips_with_none_is_w005():
+    show = {"ENABLED": True, "SHOW_HEADERS": "switchtrace.django_app.headers.internal_ips"}
+
+    def w005(**settings):
+        with override_settings(MIDDLEWARE=BASE_MIDDLEWARE, **settings):
+            return [m for m in checks.run_checks() if m.id == "switchtrace.W005"]
+
+    [message] = w005(SWITCHTRACE=show, INTERNAL_IPS=[])
+    assert (message.msg, message.hint) == (
+        "SWITCHTRACE['SHOW_HEADERS'] shows the headers to the addresses in INTERNAL_IPS, and "
+        "INTERNAL_IPS is empty: no response gets them.",
+        "Add the addresses that may see them to INTERNAL_IPS, e.g. INTERNAL_IPS = ['127.0.0.1'].",
+    )
+    assert w005(SWITCHTRACE=show, INTERNAL_IPS=["127.0.0.1"]) == []
+    assert w005(SWITCHTRACE={**show, "ENABLED": False}, INTERNAL_IPS=[]) == []
+    assert w005(SWITCHTRACE={"ENABLED": True}, INTERNAL_IPS=[]) == []
+
+
 @pytest.mark.parametrize("where", ["a directory", "a missing directory"])
 def test_a_file_path_the_file_exporter_cannot_write_is_e008(where, tmp_path):
     path = tmp_path if where == "a directory" else tmp_path / "gone" / "traces.jsonl"

@@ -820,6 +820,25 @@ def test_show_headers_decides_who_gets_them(server, records):
 
 
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
+@pytest.mark.parametrize("path", ["/sync/", "/async/"])
+def test_show_headers_to_internal_ips(server, path, records):
+    """The ready-made callable, on the sync and the async path: the servers'
+    client is 127.0.0.1."""
+    show = {"ENABLED": True, "SHOW_HEADERS": "switchtrace.django_app.headers.internal_ips"}
+    with project(SWITCHTRACE=show, INTERNAL_IPS=["127.0.0.1"]) as handlers:
+        shown = serve(server, handlers, path)
+    with project(SWITCHTRACE=show, INTERNAL_IPS=["10.0.0.1"]) as handlers:
+        hidden = serve(server, handlers, path)
+    assert shown.figures() == EXPECTED[server, path, "shipped"][0]
+    assert hidden.figures() is None
+    # Recorded alike, the callable costing no switch.
+    assert [tuple(vars(record.at_headers).values()) for record in records] == [
+        shown.figures(),
+        shown.figures(),
+    ]
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
 @pytest.mark.parametrize("path", ["/sync/", "/async/", "/async-to-sync/", "/asyncio-run/"])
 def test_the_middleware_adds_no_switch_of_its_own(server, path, records):
     with project(with_switchtrace_middleware=True) as handlers:

@@ -24,6 +24,7 @@
 | switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first |
 | switchtrace.W003 | warning | (enabled) a middleware that adds avoidable switches under ASGI |
 | switchtrace.W004 | warning | (``check --deploy``) enabled with headers shown to every client |
+| switchtrace.W005 | warning | enabled, headers shown to ``INTERNAL_IPS`` only, and it is empty |
 """
 
 from __future__ import annotations
@@ -174,8 +175,27 @@ def check_headers_in_production(app_configs: Any = None, **kwargs: Any) -> list[
                 "Server-Timing on every response, which tell how the site is built.",
                 hint="switchtrace is meant for staging. In production set "
                 "SWITCHTRACE['SHOW_HEADERS'] to a callable that lets only your own people "
-                "see them, or False, or disable switchtrace.",
+                "see them (e.g. 'switchtrace.django_app.headers.internal_ips', the "
+                "addresses in INTERNAL_IPS), or False, or disable switchtrace.",
                 id="switchtrace.W004",
+            )
+        ]
+    return []
+
+
+@register()
+def check_internal_ips(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    from .headers import internal_ips
+
+    config = get_config()
+    if config.enabled and config.show_headers is internal_ips and not settings.INTERNAL_IPS:
+        return [
+            Warning(
+                "SWITCHTRACE['SHOW_HEADERS'] shows the headers to the addresses in "
+                "INTERNAL_IPS, and INTERNAL_IPS is empty: no response gets them.",
+                hint="Add the addresses that may see them to INTERNAL_IPS, e.g. "
+                "INTERNAL_IPS = ['127.0.0.1'].",
+                id="switchtrace.W005",
             )
         ]
     return []

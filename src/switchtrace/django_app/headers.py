@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from ..tracer import Figures
 from ..tracer.weak import WeakIdentityMap
 
@@ -40,6 +42,15 @@ HEADERS = (
 
 #: Responses that carry our headers -> the figures written.
 _stamped: WeakIdentityMap[Figures] = WeakIdentityMap()
+
+
+def internal_ips(request: Any) -> bool:
+    """A ``SHOW_HEADERS`` callable: the figures for clients whose address is
+    in Django's ``INTERNAL_IPS`` (``REMOTE_ADDR``, as django-debug-toolbar
+    decides; behind a proxy, the proxy's address). It reads the request only,
+    so it works on the async path too, where ``request.user`` would query the
+    database synchronously."""
+    return request.META.get("REMOTE_ADDR") in settings.INTERNAL_IPS
 
 
 def stamp(response: Any, figures: Figures, *, grow: bool = True) -> None:
