@@ -587,7 +587,7 @@ def test_assert_max_switches_decorates_a_test_class(suite):
     result = suite.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, failed=2)
     result.stdout.fnmatch_lines_random(
-        ["FAILED *Budgeted::test_over", "FAILED *Budgeted::test_async_over"]
+        ["FAILED *Budgeted::test_over*", "FAILED *Budgeted::test_async_over*"]
     )
     result.stdout.fnmatch_lines_random(
         [
