@@ -578,6 +578,22 @@ def test_an_unimportable_middleware_is_named():
     )
 
 
+def test_a_middleware_whose_module_raises_on_import_is_named():
+    # Not only an ImportError: a module that checks its settings on import
+    # (ImproperlyConfigured), or has a bug. Before, the check raised it, and
+    # `manage.py check` and `migrate` (which import no middleware) failed
+    # with a traceback. (switchtrace's check alone: Django >= 5.1's auth
+    # check imports the middleware too, and raises it.)
+    from switchtrace.django_app.checks import check_middleware_switches
+
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH, "tests.show_raising.Middleware"]):
+        [message] = [m for m in check_middleware_switches() if m.id == "switchtrace.E007"]
+    assert message.msg == (
+        "MIDDLEWARE entry 'tests.show_raising.Middleware' cannot be imported: "
+        "RuntimeError: a bug in the module."
+    )
+
+
 def test_deploy_check_warns_when_every_client_gets_the_headers():
     def deploy_ids():
         return [

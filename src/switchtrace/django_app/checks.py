@@ -101,10 +101,11 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
     for path in list(getattr(settings, "MIDDLEWARE", None) or []):
         try:
             entries.append((path, import_string(path)))
-        except ImportError as exc:
+        except Exception as exc:  # its module may raise anything on import
+            reason = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
             messages.append(
                 Error(
-                    f"MIDDLEWARE entry {path!r} cannot be imported: {exc}.",
+                    f"MIDDLEWARE entry {path!r} cannot be imported: {reason}.",
                     hint="Fix the dotted path; Django will not start with it.",
                     id="switchtrace.E007",
                 )
