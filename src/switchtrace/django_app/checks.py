@@ -42,11 +42,9 @@ from .conf import MIDDLEWARE_PATH, build_config, get_config
 #: when it instruments Django, above switchtrace's where the settings put
 #: that first: its middleware, whose server span becomes the request span
 #: (see middleware.py), and its SQL commenter. Neither answers a request.
-INSTRUMENTATION_MIDDLEWARE = frozenset(
-    {
-        "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware",
-        "opentelemetry.instrumentation.django.middleware.sqlcommenter_middleware.SqlCommenter",
-    }
+INSTRUMENTATION_MIDDLEWARE = (
+    "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware",
+    "opentelemetry.instrumentation.django.middleware.sqlcommenter_middleware.SqlCommenter",
 )
 
 
@@ -83,7 +81,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="switchtrace.W001",
             )
         )
-    elif set(middleware[: middleware.index(MIDDLEWARE_PATH)]) - INSTRUMENTATION_MIDDLEWARE:
+    elif any(
+        path not in INSTRUMENTATION_MIDDLEWARE
+        for path in middleware[: middleware.index(MIDDLEWARE_PATH)]
+    ):
         messages.append(
             Warning(
                 "SwitchTraceMiddleware is not first in MIDDLEWARE: a middleware above it "
