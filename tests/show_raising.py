@@ -1,3 +1,4 @@
-"""A SHOW_HEADERS module whose import fails with something else than an ImportError."""
+"""A module (of SHOW_HEADERS, of a MIDDLEWARE entry) whose import fails with
+something else than an ImportError."""
 
 raise RuntimeError("a bug in the module")

@@ -598,6 +598,66 @@ def test_assert_max_switches_decorates_a_test_class(suite):
     )
 
 
+def test_a_subclass_budget_wins_over_its_base_class_budget(suite):
+    """The closest budget wins, as with the markers (and as a subclass's
+    override_settings over its base's): the test methods a decorated class
+    inherits from a decorated base get the subclass's budget. They kept the
+    base's, so no subclass could loosen (or tighten) it. A subclass without
+    a budget keeps its base's, and a method's own budget wins over both."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            from django.test import SimpleTestCase
+            from switchtrace.testing import assert_max_switches
+
+
+            @assert_max_switches(1)
+            class Base(SimpleTestCase):
+                def test_async_view(self):
+                    self.client.get("/async/")
+
+                @assert_max_switches(0)
+                def test_own_budget(self):
+                    self.client.get("/async/")
+
+
+            @assert_max_switches(2)
+            class Looser(Base):
+                pass
+
+
+            class Inheriting(Base):
+                pass
+
+
+            @assert_max_switches(0)
+            class Tighter(Looser):
+                pass
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=7)
+    # Each failure's section in the order the tests ran, with its budget.
+    failures = [
+        ("Base.test_async_view", "1 context switch "),
+        ("Base.test_own_budget", "0 context switches"),
+        ("Looser.test_own_budget", "0 context switches"),
+        ("Inheriting.test_async_view", "1 context switch "),
+        ("Inheriting.test_own_budget", "0 context switches"),
+        ("Tighter.test_async_view", "0 context switches"),
+        ("Tighter.test_own_budget", "0 context switches"),
+    ]
+    result.stdout.fnmatch_lines(
+        [
+            line
+            for test, budget in failures
+            for line in (f"_* {test} _*", f"E * exceeded the budget of {budget}*")
+        ]
+    )
+    assert "Looser.test_async_view" not in result.stdout.str()
+
+
 def test_assert_max_switches_outside_pytest(tmp_path):
     script = CONFTEST + textwrap.dedent(
         """

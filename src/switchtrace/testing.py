@@ -222,16 +222,21 @@ class _Budget(contextlib.ContextDecorator):
         """Each test method gets the budget, as Django's override_settings
         applies to each test of a class it decorates (ContextDecorator made
         the class a function, which no test runner collects). A method with
-        a budget of its own keeps it."""
+        a budget of its own keeps it; one inherited with the budget of a
+        decorated base class gets this class's instead (the closest wins, as
+        with the markers)."""
         prefix = getattr(cls, "testMethodPrefix", "test")
         for name in dir(cls):
             method = getattr(cls, name, None)
-            if (
-                name.startswith(prefix)
-                and inspect.isfunction(method)
-                and not hasattr(method, "_switchtrace_budget")
-            ):
-                setattr(cls, name, self(method))
+            if not (name.startswith(prefix) and inspect.isfunction(method)):
+                continue
+            # The method as it was before a base class's budget wrapped it.
+            method = getattr(method, "_switchtrace_class_budget_of", method)
+            if hasattr(method, "_switchtrace_budget"):
+                continue
+            budgeted = self(method)
+            budgeted._switchtrace_class_budget_of = method
+            setattr(cls, name, budgeted)
         return cls
 
     def __enter__(self) -> Recorded:

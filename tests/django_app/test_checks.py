@@ -236,6 +236,34 @@ def test_missing_or_misplaced_middleware_is_a_warning():
         assert own_messages() == []
 
 
+def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w002():
+    """DjangoInstrumentor().instrument() (in manage.py, or under
+    opentelemetry-instrument) inserts its middleware, and with
+    is_sql_commentor_enabled its SQL commenter, at the top of MIDDLEWARE
+    when it runs, above switchtrace's, which the project's settings list
+    first: W002 told the user to move switchtrace's to the top, which no
+    change of theirs could do. Neither answers a request; the server span
+    of the first becomes the request span. Anything else above it still is
+    a W002."""
+    django_instrumentation = pytest.importorskip("opentelemetry.instrumentation.django")
+    instrumentor = django_instrumentation.DjangoInstrumentor()
+
+    def w002() -> list[str]:
+        return [m[0] for m in own_messages() if m[0] == "switchtrace.W002"]
+
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=list(BASE_MIDDLEWARE)):
+        from django.conf import settings
+
+        instrumentor.instrument(is_sql_commentor_enabled=True)
+        try:
+            assert settings.MIDDLEWARE[2:] == BASE_MIDDLEWARE  # both above switchtrace's
+            assert w002() == []
+            settings.MIDDLEWARE.insert(0, "tests.views.SyncOnlyMiddleware")
+            assert w002() == ["switchtrace.W002"]
+        finally:
+            instrumentor.uninstrument()
+
+
 @pytest.mark.parametrize(
     ("value", "environ", "expected"),
     [
@@ -575,6 +603,22 @@ def test_an_unimportable_middleware_is_named():
         [message] = [m for m in checks.run_checks() if m.id == "switchtrace.E007"]
     assert message.msg == (
         "MIDDLEWARE entry 'shop.middleware.Missing' cannot be imported: No module named 'shop'."
+    )
+
+
+def test_a_middleware_whose_module_raises_on_import_is_named():
+    # Not only an ImportError: a module that checks its settings on import
+    # (ImproperlyConfigured), or has a bug. Before, the check raised it, and
+    # `manage.py check` and `migrate` (which import no middleware) failed
+    # with a traceback. (switchtrace's check alone: Django >= 5.1's auth
+    # check imports the middleware too, and raises it.)
+    from switchtrace.django_app.checks import check_middleware_switches
+
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH, "tests.show_raising.Middleware"]):
+        [message] = [m for m in check_middleware_switches() if m.id == "switchtrace.E007"]
+    assert message.msg == (
+        "MIDDLEWARE entry 'tests.show_raising.Middleware' cannot be imported: "
+        "RuntimeError: a bug in the module."
     )
 
 

@@ -21,7 +21,8 @@
   ``OTEL_TRACES_EXPORTER`` other than ``otlp`` (``otlp_proto_grpc``, ``otlp_proto_http``),
   ``console`` and ``none``, or naming more than one |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
-| switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first |
+| switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first (but
+  for opentelemetry-instrumentation-django's) |
 | switchtrace.W003 | warning | (enabled) a middleware that adds avoidable switches under ASGI |
 | switchtrace.W004 | warning | (``check --deploy``) enabled with headers shown to every client |
 | switchtrace.W005 | warning | enabled, headers shown to ``INTERNAL_IPS`` only, and it is empty |
@@ -36,6 +37,15 @@ from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from .conf import MIDDLEWARE_PATH, build_config, get_config
+
+#: What opentelemetry-instrumentation-django inserts at the top of MIDDLEWARE
+#: when it instruments Django, above switchtrace's where the settings put
+#: that first: its middleware, whose server span becomes the request span
+#: (see middleware.py), and its SQL commenter. Neither answers a request.
+INSTRUMENTATION_MIDDLEWARE = (
+    "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware",
+    "opentelemetry.instrumentation.django.middleware.sqlcommenter_middleware.SqlCommenter",
+)
 
 
 @register()
@@ -71,7 +81,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="switchtrace.W001",
             )
         )
-    elif middleware[0] != MIDDLEWARE_PATH:
+    elif any(
+        path not in INSTRUMENTATION_MIDDLEWARE
+        for path in middleware[: middleware.index(MIDDLEWARE_PATH)]
+    ):
         messages.append(
             Warning(
                 "SwitchTraceMiddleware is not first in MIDDLEWARE: a middleware above it "
@@ -101,10 +114,11 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
     for path in list(getattr(settings, "MIDDLEWARE", None) or []):
         try:
             entries.append((path, import_string(path)))
-        except ImportError as exc:
+        except Exception as exc:  # its module may raise anything on import
+            reason = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
             messages.append(
                 Error(
-                    f"MIDDLEWARE entry {path!r} cannot be imported: {exc}.",
+                    f"MIDDLEWARE entry {path!r} cannot be imported: {reason}.",
                     hint="Fix the dotted path; Django will not start with it.",
                     id="switchtrace.E007",
                 )
