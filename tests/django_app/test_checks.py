@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.core import checks
 from django.test import override_settings
@@ -657,21 +659,34 @@ def test_headers_shown_to_internal_ips_with_none_is_w005():
     assert w005(SWITCHTRACE={"ENABLED": True}, INTERNAL_IPS=[]) == []
 
 
-@pytest.mark.parametrize("where", ["a directory", "a missing directory"])
+@pytest.mark.parametrize(
+    "where", ["a directory", "a missing directory", "a NUL character", "a name too long"]
+)
 def test_a_file_path_the_file_exporter_cannot_write_is_e008(where, tmp_path):
-    path = tmp_path if where == "a directory" else tmp_path / "gone" / "traces.jsonl"
-    reason = (
-        "it is a directory"
-        if where == "a directory"
-        else f"the directory {tmp_path / 'gone'} does not exist"
-    )
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+    path, reason = {
+        "a directory": (tmp_path, "it is a directory"),
+        "a missing directory": (
+            tmp_path / "gone" / "traces.jsonl",
+            f"the directory {tmp_path / 'gone'} does not exist",
+        ),
+        "a NUL character": (tmp_path / "traces\0.jsonl", "it contains a NUL character"),
+        # Its rotation's name, NAME.1, one byte too long.
+        "a name too long": (
+            tmp_path / ("t" * (longest - 1)),
+            f"its name, with the .1 of rotation, is longer than the {longest} bytes allowed",
+        ),
+    }[where]
     with override_settings(
         SWITCHTRACE={"ENABLED": True, "FILE_PATH": str(path)}, MIDDLEWARE=BASE_MIDDLEWARE
     ):
+        shown = repr(str(path))
+        if len(shown) > 200:  # the value as messages show it: 200 characters at most
+            shown = shown[:197] + "..."
         assert own_messages() == [
             (
                 "switchtrace.E008",
-                f"SWITCHTRACE['FILE_PATH'] is {str(path)!r}, which the file exporter cannot "
+                f"SWITCHTRACE['FILE_PATH'] is {shown}, which the file exporter cannot "
                 f"write: {reason}.",
                 "Give a path to a file in an existing directory this process may write to, "
                 "or choose another EXPORTER.",

@@ -534,11 +534,20 @@ def _is_share(value: str) -> bool:
 
 def _unwritable(path: str) -> str | None:
     """Why the file exporter could not append to ``path``, or None."""
+    if "\0" in path:  # (os.path's tests take it for a path that is not there)
+        return "it contains a NUL character"
     if os.path.isdir(path):
         return "it is a directory"
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         return f"the directory {directory} does not exist"
+    try:
+        longest = os.pathconf(directory, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no limit
+        longest = -1
+    # Rotation renames the file to NAME.1 (FILE_MAX_BYTES): that must fit too.
+    if 0 < longest < len(os.fsencode(os.path.basename(path) + ".1")):
+        return f"its name, with the .1 of rotation, is longer than the {longest} bytes allowed"
     if os.path.exists(path):
         if not os.access(path, os.W_OK):
             return "the file is not writable"
