@@ -222,16 +222,20 @@ class _Budget(contextlib.ContextDecorator):
         """Each test method gets the budget, as Django's override_settings
         applies to each test of a class it decorates (ContextDecorator made
         the class a function, which no test runner collects). A method with
-        a budget of its own keeps it."""
+        a budget of its own keeps it, and a static or class method (which
+        pytest collects) stays one."""
         prefix = getattr(cls, "testMethodPrefix", "test")
         for name in dir(cls):
-            method = getattr(cls, name, None)
-            if (
-                name.startswith(prefix)
-                and inspect.isfunction(method)
-                and not hasattr(method, "_switchtrace_budget")
-            ):
-                setattr(cls, name, self(method))
+            if not name.startswith(prefix):
+                continue
+            # As defined, not as read: reading a static or class method
+            # gives its function, or a method bound to the class.
+            method = inspect.getattr_static(cls, name, None)
+            kind = type(method) if isinstance(method, (staticmethod, classmethod)) else None
+            func = method.__func__ if kind is not None else method
+            if inspect.isfunction(func) and not hasattr(func, "_switchtrace_budget"):
+                wrapped = self(func)
+                setattr(cls, name, wrapped if kind is None else kind(wrapped))
         return cls
 
     def __enter__(self) -> Recorded:
