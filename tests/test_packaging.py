@@ -38,29 +38,56 @@ def wheel(tmp_path_factory) -> Path:
     build's by-products out of the checkout), with the setuptools the test
     extra installs: no package index."""
     work = tmp_path_factory.mktemp("wheel")
-    source = work / "source"
+    return _build_wheel(_copy_checkout(work / "source"), work / "dist")
+
+
+def _copy_checkout(source: Path) -> Path:
+    """What pip builds from: the checkout's sources, without what running it wrote."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", *WRITTEN)
     for name in ("src", "examples"):
         shutil.copytree(ROOT / name, source / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
+    return source
+
+
+def _build_wheel(source: Path, dist: Path) -> Path:
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-index", "--disable-pip-version-check", "-q", "-w", str(work / "dist"),
-         str(source)],
+         "--no-index", "--disable-pip-version-check", "-q", "-w", str(dist), str(source)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert built.returncode == 0, built.stdout + built.stderr
-    (found,) = (work / "dist").glob("switchtrace-*.whl")
+    (found,) = dist.glob("switchtrace-*.whl")
     return found
 
 
-def test_the_wheel_carries_the_package_and_the_example_project(wheel):
+def _contents(wheel: Path) -> set[str]:
     with zipfile.ZipFile(wheel) as archive:
-        names = {name for name in archive.namelist() if ".dist-info/" not in name}
+        return {name for name in archive.namelist() if ".dist-info/" not in name}
+
+
+def test_the_wheel_carries_the_package_and_the_example_project(wheel):
+    names = _contents(wheel)
     expected = {f"switchtrace/{name}" for name in _sources(ROOT / "src" / "switchtrace")}
     expected |= {f"switchtrace/example_project/{name}" for name in _sources(EXAMPLE)}
     assert names == expected
+
+
+def test_a_wheel_built_from_the_sdist_carries_the_same(wheel, tmp_path):
+    """The sdist (what a release uploads beside the wheel, and what pip builds
+    from where no wheel fits) holds what its wheel needs: examples/project
+    too, which pyproject.toml maps into the package."""
+    source = _copy_checkout(tmp_path / "source")
+    built = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from setuptools import build_meta; "
+         "print(build_meta.build_sdist(sys.argv[1]))", str(tmp_path / "sdist")],
+        cwd=source, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    sdist = tmp_path / "sdist" / built.stdout.splitlines()[-1]
+    assert _contents(_build_wheel(sdist, tmp_path / "dist")) == _contents(wheel)
 
 
 def test_demo_from_the_installed_wheel_outside_a_checkout(wheel, tmp_path):

@@ -658,6 +658,58 @@ def test_a_subclass_budget_wins_over_its_base_class_budget(suite):
     assert "Looser.test_async_view" not in result.stdout.str()
 
 
+def test_assert_max_switches_on_a_class_keeps_static_and_class_methods_what_they_are(suite):
+    """pytest collects a test class's static and class methods too: on the
+    class, the budget made a static test method an instance method (TypeError:
+    takes 0 positional arguments but 1 was given) and left a class method
+    without the budget (its 2 switches passed a budget of 1)."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import inspect
+
+            from django.test import Client
+            from switchtrace.testing import assert_max_switches
+
+
+            @assert_max_switches(1)
+            class TestBudgeted:
+                @staticmethod
+                def test_static_within():
+                    Client().get("/sync/")
+
+                @staticmethod
+                def test_static_over():
+                    Client().get("/async/")
+
+                @classmethod
+                def test_class_over(cls):
+                    assert cls is TestBudgeted
+                    Client().get("/async/")
+
+
+            def test_still_what_they_were():
+                static = inspect.getattr_static(TestBudgeted, "test_static_over")
+                bound = inspect.getattr_static(TestBudgeted, "test_class_over")
+                assert (type(static), type(bound)) == (staticmethod, classmethod)
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines_random(
+        ["FAILED *TestBudgeted::test_static_over*", "FAILED *TestBudgeted::test_class_over*"]
+    )
+    # Each failure's report (the summary's lines are cut to the terminal's
+    # width, unless CI is set).
+    reports = [line for line in result.outlines if line.startswith("E ")]
+    assert [line.split(None, 1)[1] for line in reports if "GET" in line] == 2 * [
+        "GET /async/ 200: 2 switches (2 before headers), 2 hops, 1 loop, 1 thread; "
+        "top: async_view 2"
+    ]
+    assert "TypeError" not in result.stdout.str()
+
+
 def test_assert_max_switches_outside_pytest(tmp_path):
     script = CONFTEST + textwrap.dedent(
         """

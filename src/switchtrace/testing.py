@@ -224,19 +224,26 @@ class _Budget(contextlib.ContextDecorator):
         the class a function, which no test runner collects). A method with
         a budget of its own keeps it; one inherited with the budget of a
         decorated base class gets this class's instead (the closest wins, as
-        with the markers)."""
+        with the markers); a static or class method (which pytest collects)
+        stays one."""
         prefix = getattr(cls, "testMethodPrefix", "test")
         for name in dir(cls):
-            method = getattr(cls, name, None)
-            if not (name.startswith(prefix) and inspect.isfunction(method)):
+            if not name.startswith(prefix):
                 continue
-            # The method as it was before a base class's budget wrapped it.
-            method = getattr(method, "_switchtrace_class_budget_of", method)
-            if hasattr(method, "_switchtrace_budget"):
+            # As defined, not as read: reading a static or class method
+            # gives its function, or a method bound to the class.
+            method = inspect.getattr_static(cls, name, None)
+            kind = type(method) if isinstance(method, (staticmethod, classmethod)) else None
+            func = method.__func__ if kind is not None else method
+            if not inspect.isfunction(func):
                 continue
-            budgeted = self(method)
-            budgeted._switchtrace_class_budget_of = method
-            setattr(cls, name, budgeted)
+            # The function as it was before a base class's budget wrapped it.
+            func = getattr(func, "_switchtrace_class_budget_of", func)
+            if hasattr(func, "_switchtrace_budget"):
+                continue
+            budgeted = self(func)
+            budgeted._switchtrace_class_budget_of = func
+            setattr(cls, name, budgeted if kind is None else kind(budgeted))
         return cls
 
     def __enter__(self) -> Recorded:

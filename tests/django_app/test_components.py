@@ -240,6 +240,43 @@ def test_a_signal_of_the_projects_own_is_named(records, order_placed_receivers):
     assert causes == [("order_placed", 6), ("project_signal_view", 2)]
 
 
+def test_naming_a_projects_signal_loads_no_lazily_imported_module(tmp_path, monkeypatch):
+    """A module that the application imports lazily (importlib.util.LazyLoader,
+    as lazy_loader.load does: executed on its first attribute access) was
+    executed by the look for the name a module gives the signal, which read
+    every module's __dict__ through the module."""
+    import importlib.util
+    import textwrap
+    import types
+
+    # Executed, it leaves a file beside itself.
+    (tmp_path / "st_lazy_heavy.py").write_text(
+        "from pathlib import Path\n\nPath(__file__).with_suffix('.ran').touch()\n"
+    )
+    (tmp_path / "st_shop_signals.py").write_text(
+        textwrap.dedent(
+            """
+            from django.dispatch import Signal
+
+            payment_failed = Signal()
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = importlib.util.find_spec("st_lazy_heavy")
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    lazy = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "st_lazy_heavy", lazy)
+    spec.loader.exec_module(lazy)
+    import st_shop_signals
+
+    monkeypatch.setitem(sys.modules, "st_shop_signals", st_shop_signals)
+
+    assert components._signal_name(st_shop_signals.payment_failed) == "payment_failed"
+    assert type(lazy) is not types.ModuleType  # still waiting for its first use
+    assert not (tmp_path / "st_lazy_heavy.ran").exists()
+
+
 @pytest.mark.parametrize(
     ("path", "view", "decorator", "bridged"),
     [

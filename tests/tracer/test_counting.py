@@ -247,6 +247,35 @@ def test_nested_crossings_know_their_parent_and_the_outer_thread():
     assert record.totals() == tracer.Figures(6, 6, 0, 0)
 
 
+def test_a_coroutine_sent_back_to_the_loop_by_bridged_code_is_the_crossings():
+    """sync code run by sync_to_async hands a coroutine back to the request's
+    loop (asyncio.run_coroutine_threadsafe(...).result(), the pattern older
+    than async_to_sync): the coroutine's task runs on the loop's thread in a
+    copy of the bridged code's context, and what it does there is the
+    crossing's. Its sync_to_async was given the request as its parent, and
+    tracer.current_crossing() there said None (since the change for tasks
+    sharing one context)."""
+
+    async def sent_back():
+        await sync_to_async(here, thread_sensitive=False)()
+        return tracer.current_crossing()
+
+    def bridged(loop):
+        return asyncio.run_coroutine_threadsafe(sent_back(), loop).result()
+
+    async def main():
+        with tracer.recording() as record:
+            seen = await sync_to_async(bridged)(asyncio.get_running_loop())
+        return record, seen
+
+    record, seen = asyncio.run(main())
+    outer, inner = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (outer.parent, inner.parent, seen) == (None, outer, outer)
+    # The inner call starts the new loop's default executor's thread.
+    assert record.totals() == tracer.Figures(4, 4, 0, 1)
+    assert record.thread_starts[0].crossing is inner
+
+
 def test_a_failed_bridge_call_that_never_switched_counts_nothing():
     async def main():
         with tracer.recording() as record:

@@ -523,7 +523,7 @@ def _signal_name(signal: Any) -> str:
                 return name
     found = None
     for module_name, module in list(sys.modules.items()):
-        namespace = attribute(module, "__dict__")
+        namespace = _namespace(module)
         if type(namespace) is not dict:
             continue
         for name, value in list(namespace.items()):
@@ -533,3 +533,15 @@ def _signal_name(signal: Any) -> str:
                 found = found or name
                 break
     return found or "signal"
+
+
+def _namespace(module: Any) -> Any:
+    """A module's ``__dict__``, read past its class: a module imported lazily
+    (importlib.util.LazyLoader's) is executed by any attribute read through
+    it, and sys.modules may hold objects of any kind."""
+    if not is_of_type(module, types.ModuleType):
+        return None
+    try:
+        return object.__getattribute__(module, "__dict__")
+    except Exception:
+        return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -108,7 +107,7 @@ def current_crossing() -> Crossing | None:
     """The innermost crossing whose bridged code runs in this context (None
     at the request's own level, or outside a request)."""
     current = patches.here.get()
-    return None if current is None else patches._caller_level(current, threading.get_ident())[1]
+    return None if current is None else current[1]
 
 
 def start_request(

@@ -141,26 +141,6 @@ def _active() -> Here | None:
     return current
 
 
-def _caller_level(current: Here, ident: int) -> Here:
-    """``current`` as a caller on thread ``ident`` sees it, once the
-    crossings it holds have set up (a crossing's own submission to its
-    executor, and the thread that starts, are its own).
-
-    A sync_to_async call makes its crossing current in the caller's context
-    until it returns, for asgiref to copy into the bridged code's. Tasks
-    given one context (``create_task(coro, context=ctx)``) share that
-    context: another of them, on the same loop's thread meanwhile, reads the
-    crossing there, though its code is not the crossing's bridged code (which
-    runs on another thread). Such crossings are left out, down to what the
-    first caller saw."""
-    crossing = current[1]
-    if crossing is None or crossing.source_ident != ident:  # (set on sync_to_async's only)
-        return current
-    while crossing is not None and crossing.source_ident == ident:
-        crossing = crossing.parent
-    return (current[0], crossing)
-
-
 # -- sync_to_async: loop -> executor thread -> loop ----------------------------
 
 
@@ -178,15 +158,8 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
         crossing = token = None
         try:
             ident = _get_ident()
-            parent = current[1]
-            if parent is not None and parent.source_ident == ident:
-                # Another task's call in flight, in a context shared with it
-                # (see _caller_level): put back what this caller sees, for the
-                # reset below to come back to.
-                parent = _caller_level(current, ident)[1]
-                _here_set((record, parent))
             source = _threads_get(ident) or _thread()
-            crossing = Crossing(SYNC_TO_ASYNC, self, self.func, source, parent, clock())
+            crossing = Crossing(SYNC_TO_ASYNC, self, self.func, source, current[1], clock())
             crossing.source_ident = ident
             crossing.claims = []
             crossing.loop_id = id(_get_running_loop())
@@ -335,7 +308,7 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
         if here is None or here[0].finished:
             return original(self, fn, *args, **kwargs)
         record, current = here
-        offload = None
+        offload = caller = None
         try:
             if (
                 current is not None
@@ -352,11 +325,24 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
                 # of its own (hence the thread).
                 current.executor_object = self
                 fn = functools.partial(_arrive, fn, record, current)
+                caller = (record, current.parent)
             elif _get_running_loop() is not None:
-                current = _caller_level(here, _get_ident())[1]
                 fn, offload = _offload(record, self, fn, current)
         except Exception:
             swallow("executor submit")
+        if caller is not None:
+            future = original(self, fn, *args, **kwargs)
+            # asgiref has copied the caller's context for the bridged code
+            # (which sees the crossing there, and so does what it sends back
+            # to this loop), and the executor has started any thread it
+            # starts for it: the caller's context is given back what the
+            # caller saw. Tasks given that one context
+            # (create_task(coro, context=ctx), Python 3.11+) share it, and
+            # must not read this crossing as the parent of their own calls
+            # while it is in flight, nor get it back when their calls reset
+            # the variable out of order.
+            _here_set(caller)
+            return future
         if offload is None:
             return original(self, fn, *args, **kwargs)
         # Request code's own offload: current while the executor takes it,
