@@ -658,6 +658,45 @@ def test_a_subclass_budget_wins_over_its_base_class_budget(suite):
     assert "Looser.test_async_view" not in result.stdout.str()
 
 
+def test_a_subclass_budget_wins_for_inherited_static_and_class_methods(suite):
+    """Both at once: a decorated subclass re-budgets the static and class
+    methods it inherits from a decorated base, and keeps them what they are."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            from django.test import Client
+            from switchtrace.testing import assert_max_switches
+
+
+            @assert_max_switches(1)
+            class TestBase:
+                @staticmethod
+                def test_static():
+                    Client().get("/async/")
+
+                @classmethod
+                def test_class(cls):
+                    Client().get("/async/")
+
+
+            @assert_max_switches(2)
+            class TestLooser(TestBase):
+                pass
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*TestBase::test_static FAILED*",
+            "*TestBase::test_class FAILED*",
+            "*TestLooser::test_static PASSED*",
+            "*TestLooser::test_class PASSED*",
+        ]
+    )
+
+
 def test_assert_max_switches_on_a_class_keeps_static_and_class_methods_what_they_are(suite):
     """pytest collects a test class's static and class methods too: on the
     class, the budget made a static test method an instance method (TypeError:
