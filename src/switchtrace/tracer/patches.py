@@ -248,7 +248,11 @@ def _arrive(
                 crossings.append(crossing)
             else:
                 next(record._dropped)
-            if _GIVEN_CONTEXTS and crossing.bridge is not None:
+            if (
+                _GIVEN_CONTEXTS
+                and crossing.bridge is not None
+                and type(getattr(crossing.bridge, "context", None)) is contextvars.Context
+            ):
                 given = _given_context(crossing.bridge, record, crossing)
     except Exception:
         swallow(f"{crossing.mechanism} start")
@@ -257,7 +261,8 @@ def _arrive(
             return fn(*args, **kwargs)
         finally:
             crossing.end_ns = clock()
-            _leave_context(given)
+            if given is not None:
+                _leave_context(given)
     # Request code's own offload (asyncio.to_thread, run_in_executor): no
     # bridge of ours awaits its return, so it is closed here.
     try:
