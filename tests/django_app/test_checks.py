@@ -1142,3 +1142,31 @@ def test_an_otel_traces_exporter_switchtrace_cannot_follow_is_e010(value, messag
             patch.setenv("OTEL_TRACES_EXPORTER", value)
             messages = own_messages()
     assert messages == [("switchtrace.E010", message, TRACES_EXPORTER_HINT)]
+
+
+def test_installed_apps_naming_switchtrace_instead_of_its_app_is_e011(tmp_path):
+    """``"switchtrace"`` is not the Django app: nothing is recorded, and
+    ``manage.py check`` found no issue. Django finds switchtrace/apps.py's
+    app for that entry, whose check says so."""
+    import subprocess
+    import sys
+
+    (tmp_path / "misnamed_settings.py").write_text(
+        'SECRET_KEY = "x"\nINSTALLED_APPS = ["switchtrace"]\n'
+        'MIDDLEWARE = ["switchtrace.django_app.middleware.SwitchTraceMiddleware"]\n'
+        'SWITCHTRACE = {"ENABLED": True}\n'
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "django", "check", "--settings", "misnamed_settings"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert (
+        "?: (switchtrace.E011) INSTALLED_APPS has 'switchtrace', which is not switchtrace's "
+        "Django app: nothing is recorded and no header is added.\n"
+        "\tHINT: Replace 'switchtrace' with 'switchtrace.django_app' in INSTALLED_APPS.\n"
+    ) in out.stderr
+    assert "1 issue" in out.stderr

@@ -20,6 +20,7 @@
 | switchtrace.E010 | error | (enabled, ``EXPORTER`` unset, no application's provider) an
   ``OTEL_TRACES_EXPORTER`` other than ``otlp`` (``otlp_proto_grpc``, ``otlp_proto_http``),
   ``console`` and ``none``, or naming more than one |
+| switchtrace.E011 | error | ``INSTALLED_APPS`` names ``"switchtrace"`` (see switchtrace/apps.py) |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
 | switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first (but
   for opentelemetry-instrumentation-django's) |
