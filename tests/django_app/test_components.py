@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import django
@@ -157,10 +158,9 @@ def test_the_bridged_callables_code_location():
     assert location.lineno == sync_view.__code__.co_firstlineno
 
 
-@pytest.fixture
-def logged_out_receivers():
-    """A sync and an async receiver on contrib.auth's user_logged_out."""
-    from django.contrib.auth.signals import user_logged_out
+@contextlib.contextmanager
+def sync_and_async_receivers(signal):
+    """A sync and an async receiver on ``signal``, while the block runs."""
 
     def sync_receiver(sender, **kwargs):
         pass
@@ -168,11 +168,22 @@ def logged_out_receivers():
     async def async_receiver(sender, **kwargs):
         pass
 
-    user_logged_out.connect(sync_receiver, dispatch_uid="test-sync")
-    user_logged_out.connect(async_receiver, dispatch_uid="test-async")
-    yield
-    user_logged_out.disconnect(dispatch_uid="test-sync")
-    user_logged_out.disconnect(dispatch_uid="test-async")
+    signal.connect(sync_receiver, dispatch_uid="test-sync")
+    signal.connect(async_receiver, dispatch_uid="test-async")
+    try:
+        yield
+    finally:
+        signal.disconnect(dispatch_uid="test-sync")
+        signal.disconnect(dispatch_uid="test-async")
+
+
+@pytest.fixture
+def logged_out_receivers():
+    """A sync and an async receiver on contrib.auth's user_logged_out."""
+    from django.contrib.auth.signals import user_logged_out
+
+    with sync_and_async_receivers(user_logged_out):
+        yield
 
 
 @pytest.mark.skipif(not ASYNC_SIGNALS, reason="async receivers need Django >= 5.0")
@@ -207,17 +218,8 @@ def order_placed_receivers():
     """A sync and an async receiver on the project's own signal."""
     from ..views import order_placed
 
-    def sync_receiver(sender, **kwargs):
-        pass
-
-    async def async_receiver(sender, **kwargs):
-        pass
-
-    order_placed.connect(sync_receiver, dispatch_uid="test-sync")
-    order_placed.connect(async_receiver, dispatch_uid="test-async")
-    yield
-    order_placed.disconnect(dispatch_uid="test-sync")
-    order_placed.disconnect(dispatch_uid="test-async")
+    with sync_and_async_receivers(order_placed):
+        yield
 
 
 @pytest.mark.skipif(not ASYNC_SIGNALS, reason="Signal.asend needs Django >= 5.0")

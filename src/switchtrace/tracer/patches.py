@@ -248,12 +248,14 @@ def _arrive(
                 crossings.append(crossing)
             else:
                 next(record._dropped)
-            if (
-                _GIVEN_CONTEXTS
-                and crossing.bridge is not None
-                and type(getattr(crossing.bridge, "context", None)) is contextvars.Context
-            ):
-                given = _given_context(crossing.bridge, record, crossing)
+            if _GIVEN_CONTEXTS and crossing.bridge is not None:
+                # A sync_to_async given a context (rare) runs its code in it,
+                # where the crossing, made current in the caller's context,
+                # is not: it is made current there too, just before asgiref
+                # enters it, so that what the code makes is its children.
+                context = getattr(crossing.bridge, "context", None)
+                if type(context) is contextvars.Context:
+                    given = _enter_context(context, record, crossing)
     except Exception:
         swallow(f"{crossing.mechanism} start")
     if crossing.bridge is not None:
@@ -277,23 +279,6 @@ def _arrive(
 #: asgiref 3.11+ takes sync_to_async(..., context=): the code runs in that
 #: context instead of a copy of the caller's.
 _GIVEN_CONTEXTS = "context" in inspect.signature(SyncToAsync.__init__).parameters
-
-
-def _given_context(bridge: Any, record: RequestRecord, crossing: Crossing) -> Any:
-    """A sync_to_async given a context runs its code in it, where the
-    crossing, made current in the caller's context, is not: it is made
-    current there too, on the worker thread just before asgiref enters that
-    context, so that crossings made by the code are recorded, as its
-    children; :func:`_leave_context` puts back what the context held once
-    the code is done. A context entered elsewhere is left alone (asgiref's
-    own call raises). Returns what :func:`_leave_context` needs."""
-    context = getattr(bridge, "context", None)
-    if type(context) is not contextvars.Context:
-        return None
-    try:
-        return context, context.run(_here_set, (record, crossing))
-    except RuntimeError:
-        return None
 
 
 def _offload_done(record: RequestRecord, crossing: Crossing, exc: BaseException | None) -> None:
@@ -580,14 +565,22 @@ def _runner_context(
         context = getattr(runner, "_context", None)
     if not isinstance(context, contextvars.Context):
         return None
+    return _enter_context(context, record, crossing)
+
+
+def _enter_context(context: contextvars.Context, record: RequestRecord, crossing: Crossing) -> Any:
+    """Make ``crossing`` current in ``context``, the context that code run by
+    asyncio.Runner or a sync_to_async given one runs in; None if the context
+    is entered elsewhere (left alone: the caller's own use of it raises).
+    Returns what :func:`_leave_context` needs to put back what it held."""
     try:
         return context, context.run(_here_set, (record, crossing))
-    except RuntimeError:  # the context is entered elsewhere: leave it alone
+    except RuntimeError:
         return None
 
 
 def _leave_context(entered: Any) -> None:
-    """Put back what a context given to a runner or a bridge held."""
+    """Put back what :func:`_enter_context` changed."""
     if entered is None:
         return
     context, token = entered
