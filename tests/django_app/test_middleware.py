@@ -3,6 +3,7 @@ driven in-process (the same figures over real servers are in tests/e2e)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 
@@ -53,6 +54,25 @@ def test_the_table_in_process(server, path, variant, records):
     assert record.at_headers == tracer.Figures(*headers)
     assert record.context_switches == total
     assert record.finished
+
+
+def test_an_async_view_under_wsgi_with_uvloop_installed_counts_its_loop(records):
+    """uvloop.install() in the project: asgiref's loop for the view is
+    uvloop's, and X-Event-Loops counts it as it does asyncio's."""
+    import uvloop  # in the test extra, for CPython off Windows
+
+    before = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        with project() as handlers:
+            result = serve("wsgi", handlers, "/async/")
+    finally:
+        asyncio.set_event_loop_policy(before)
+    assert result.figures() == EXPECTED["wsgi", "/async/", "shipped"][0] == (2, 2, 1, 1)
+    [record] = records
+    [crossing] = record.crossings
+    assert record.loop_creations[0].crossing is crossing
+    assert crossing.loop_created is True
 
 
 def test_an_async_view_offloading_under_wsgi_counts_every_thread_it_starts(records):

@@ -79,10 +79,12 @@ def install(clock: Clock | None = None) -> None:
     for deterministic tests."""
     patches.clock = clock or time.perf_counter_ns
     patches.patcher.install()
+    patches.install_uvloop()
 
 
 def uninstall() -> None:
     """Restore exactly what :func:`install` replaced. Safe to call twice."""
+    patches.uvloop_patcher.uninstall()
     patches.patcher.uninstall()
     patches._clear_pending_loops()
     patches.clock = time.perf_counter_ns
@@ -94,7 +96,7 @@ def installed() -> bool:
 
 def missing_hooks() -> list[str]:
     """Hooks this asgiref/Python does not have (feature-detected at install)."""
-    return list(patches.patcher.missing)
+    return [*patches.patcher.missing, *patches.uvloop_patcher.missing]
 
 
 def current_record() -> RequestRecord | None:

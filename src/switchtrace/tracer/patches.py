@@ -47,6 +47,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import sys
 import threading
 import time
 import types
@@ -766,9 +767,27 @@ class Fast:
         self.make = make
 
 
+class Added:
+    """A patch of an attribute the owner class inherits rather than defines
+    (uvloop's ``Loop``, a Python class over a C one): ``how`` (a wrapt
+    wrapper or a :class:`Fast` factory) wraps the inherited attribute and is
+    put in the owner's own namespace, from which uninstall takes it out
+    again. Where the owner defines the attribute itself, it is patched as
+    any other."""
+
+    __slots__ = ("how",)
+
+    def __init__(self, how: Callable[..., Any] | Fast) -> None:
+        self.how = how
+
+
 #: (owner, attribute, how): ``how`` is a wrapt wrapper
-#: ``(wrapped, instance, args, kwargs)`` or a :class:`Fast` factory.
-Target = tuple[object, str, "Callable[..., Any] | Fast"]
+#: ``(wrapped, instance, args, kwargs)``, a :class:`Fast` factory, or one of
+#: them :class:`Added` over an inherited attribute.
+Target = tuple[object, str, "Callable[..., Any] | Fast | Added"]
+
+#: What an :class:`Added` patch replaced: nothing in the owner's namespace.
+_INHERITED = object()
 
 
 def _targets() -> list[Target]:
@@ -825,6 +844,11 @@ class Patcher:
             self.missing = []
             for owner, name, how in self._targets():
                 original = vars(owner).get(name)
+                inherited = original is None and isinstance(how, Added)
+                if inherited:
+                    original = getattr(owner, name, None)
+                if isinstance(how, Added):
+                    how = how.how
                 if original is None:
                     owner_name = getattr(owner, "__qualname__", getattr(owner, "__name__", owner))
                     self.missing.append(f"{owner_name}.{name}")
@@ -847,7 +871,9 @@ class Patcher:
                         original, how, enabled=functools.partial(bool, self._applied)
                     )
                 setattr(owner, name, replacement)
-                self._applied.append((owner, name, original, replacement))
+                self._applied.append(
+                    (owner, name, _INHERITED if inherited else original, replacement)
+                )
             if self.missing:
                 logger.warning(
                     "switchtrace: the installed %s lacks %s; what passes there is not "
@@ -861,7 +887,10 @@ class Patcher:
             while self._applied:
                 owner, name, original, replacement = self._applied.pop()
                 if vars(owner).get(name) is replacement:
-                    setattr(owner, name, original)
+                    if original is _INHERITED:
+                        delattr(owner, name)
+                    else:
+                        setattr(owner, name, original)
                     continue
                 # Someone patched over us; their patch, which calls ours, is
                 # left in place, and ours in it: a wrapt one passes calls
@@ -905,6 +934,47 @@ def _reaches_safely(patch: object, ours: object) -> bool:
         return _reaches(patch, ours)
     except Exception:  # an object whose attributes raise: not ours, then
         return False
+
+
+def _uvloop_targets() -> list[Target]:
+    """uvloop's loop, once the application has imported uvloop: a C type
+    under a Python class (``uvloop.Loop``, also what its policy and
+    ``uvloop.run`` make), which the patches on asyncio's ``BaseEventLoop``
+    do not reach. Its loops are counted as created, and its
+    ``run_until_complete`` called from synchronous code is a crossing."""
+    uvloop = sys.modules.get("uvloop")
+    loop = getattr(uvloop, "Loop", None)
+    if not isinstance(loop, type):
+        return []
+    targets: list[Target] = [
+        (loop, "__init__", Added(_wrap_loop_init)),
+        (loop, "run_until_complete", Added(Fast(_patch_run_until_complete))),
+    ]
+    if not hasattr(asyncio, "Runner") and callable(getattr(uvloop, "run", None)):
+        # Python 3.10: uvloop.run is a copy of asyncio.run's body (later, it
+        # calls asyncio's Runner), whose run_until_complete calls are its own.
+        targets.append((uvloop, "run", _wrap_asyncio_run))
+    return targets
+
+
+uvloop_patcher = Patcher(_uvloop_targets, "uvloop")
+_watching_uvloop = False
+
+
+def install_uvloop() -> None:
+    """Patch uvloop's loop now if the application has imported uvloop, else
+    as soon as it does (a post-import hook: switchtrace never imports it)."""
+    global _watching_uvloop
+    if "uvloop" in sys.modules:
+        uvloop_patcher.install()
+    if not _watching_uvloop:
+        _watching_uvloop = True
+        wrapt.register_post_import_hook(_uvloop_imported, "uvloop")
+
+
+def _uvloop_imported(module: types.ModuleType) -> None:
+    if patcher.installed:
+        uvloop_patcher.install()
 
 
 def _clear_pending_loops() -> None:

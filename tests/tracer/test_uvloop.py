@@ -1,0 +1,171 @@
+"""uvloop's event loop, where the application uses it (its policy,
+``uvloop.run``, ``uvloop.new_event_loop``): a C type under a Python class,
+out of reach of the patches on asyncio's ``BaseEventLoop``. Its loops are
+counted as created, and the figures are those of asyncio's own loop."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+import uvloop  # in the test extra, for CPython off Windows
+from asgiref.sync import async_to_sync, sync_to_async
+
+from switchtrace import tracer
+
+
+async def anoop() -> None:
+    return None
+
+
+@pytest.fixture
+def uvloop_policy():
+    """uvloop's policy, as ``uvloop.install()`` sets it: every new loop is uvloop's."""
+    before = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(before)
+
+
+def test_an_async_to_sync_without_a_loop_creates_a_uvloop_loop(uvloop_policy):
+    """An async view under WSGI, with uvloop installed: the loop asgiref makes
+    for it is uvloop's, and is counted."""
+    loops = []
+
+    async def which():
+        loops.append(asyncio.get_running_loop())
+
+    with tracer.recording() as record:
+        async_to_sync(which)()
+    assert type(loops[0]) is uvloop.Loop
+    assert record.totals() == tracer.Figures(2, 2, 1, 1)
+    [crossing] = record.crossings
+    assert crossing.loop_created is True
+    assert crossing.loop_id == id(loops[0])
+    assert record.loop_creations[0].crossing is crossing
+
+
+def test_asyncio_run_under_uvloops_policy_counts_its_loop(uvloop_policy):
+    with tracer.recording() as record:
+        asyncio.run(anoop())
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    [crossing] = record.crossings
+    assert (crossing.mechanism, crossing.loop_created) == ("asyncio.run", True)
+
+
+def test_uvloop_run_counts_its_loop():
+    with tracer.recording() as record:
+        assert uvloop.run(anoop()) is None
+    # Python 3.10's uvloop.run copies asyncio.run's body: its three
+    # run_until_complete calls (the coroutine, then the shutdowns) are one
+    # crossing, as asyncio.run's are.
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    [crossing] = record.crossings
+    assert (crossing.mechanism, crossing.loop_created) == ("asyncio.run", True)
+
+
+def test_run_until_complete_on_a_uvloop_loop_is_two_switches_without_a_hop():
+    # asgiref's single-thread executor starts its thread on first use.
+    asyncio.run(sync_to_async(threading.get_ident)())
+    with tracer.recording() as record:
+        loop = uvloop.new_event_loop()
+        try:
+            result = loop.run_until_complete(sync_to_async(threading.get_ident)())
+        finally:
+            loop.close()
+    assert result != threading.get_ident()
+    # The loop, then the bridge call made in it.
+    assert record.totals() == tracer.Figures(4, 2, 1, 0)
+    run, s2a = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (run.mechanism, run.loop_created, run.loop_id) == (
+        "loop.run_until_complete",
+        True,
+        id(loop),
+    )
+    assert s2a.parent is run
+    assert record.loop_creations[0].crossing is run
+
+
+def test_a_uvloop_loops_errors_are_its_own():
+    """What uvloop raises, it still raises, and raising before anything runs
+    is no switch."""
+
+    async def fails():
+        raise KeyError("inside")
+
+    loop = uvloop.new_event_loop()
+    try:
+        with tracer.recording() as record:
+            with pytest.raises(KeyError, match="inside"):
+                loop.run_until_complete(fails())
+            with pytest.raises(TypeError):
+                loop.run_until_complete(42)
+    finally:
+        loop.close()
+    with tracer.recording() as closed:
+        coro = anoop()
+        with pytest.raises(RuntimeError, match="closed"):
+            loop.run_until_complete(coro)
+        coro.close()
+    assert record.totals() == tracer.Figures(2, 0, 0, 0)
+    assert record.crossings[0].exception == "KeyError"
+    assert closed.totals() == tracer.Figures(0, 0, 0, 0)
+
+
+def test_uninstall_takes_the_patches_out_of_uvloops_class():
+    """uvloop.Loop inherits both methods from its C base: the patches are
+    put in its own namespace, and taken out again, whatever the number of
+    installs."""
+    assert tracer.installed()  # the test session's
+    assert {"__init__", "run_until_complete"} <= set(vars(uvloop.Loop))
+    tracer.install()
+    inner = vars(uvloop.Loop)["run_until_complete"]
+    assert inner.__wrapped__ is uvloop.loop.Loop.run_until_complete
+    try:
+        tracer.uninstall()
+        assert "__init__" not in vars(uvloop.Loop)
+        assert "run_until_complete" not in vars(uvloop.Loop)
+        with tracer.recording() as record:
+            uvloop.run(anoop())
+        assert record.totals() == tracer.Figures(0, 0, 0, 0)
+    finally:
+        tracer.install()
+    assert vars(uvloop.Loop)["run_until_complete"].__wrapped__ is (
+        uvloop.loop.Loop.run_until_complete
+    )
+    assert tracer.missing_hooks() == []
+
+
+def test_uvloop_imported_after_install_is_patched_then():
+    """switchtrace never imports uvloop: an application that imports it
+    after Django has started gets its loops counted from then on."""
+    code = textwrap.dedent(
+        """
+        import asyncio, sys
+        from asgiref.sync import async_to_sync
+        from switchtrace import tracer
+
+        tracer.install()
+        assert "uvloop" not in sys.modules
+        import uvloop
+
+        async def anoop():
+            return None
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        with tracer.recording() as record:
+            async_to_sync(anoop)()
+        print(record.totals())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == repr(tracer.Figures(2, 2, 1, 1))
