@@ -124,7 +124,7 @@ def test_the_fixture_records_every_kind_of_request_without_middleware_or_exporte
             "*AssertionError: 1 of 1 request exceeded the budget of 5 context switches per "
             "request:",
             "*GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, 3 loops, "
-            "3 threads; top: noop 6",
+            "3 threads; top: async_to_sync_view → noop 6",
         ]
     )
     # The traceback ends at the test's own line, not in the plugin's frames.
@@ -1024,7 +1024,7 @@ def test_pytest_django_client_async_client_rf_django_db_and_settings(django_suit
             "E       AssertionError: 1 of 1 request exceeded the budget of 5 context switches "
             "per request:",
             "E         GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, "
-            "3 loops, 3 threads; top: noop 6",
+            "3 loops, 3 threads; top: async_to_sync_view → noop 6",
         ]
     )
 
@@ -1089,7 +1089,7 @@ def test_pytest_xdist_workers_with_settings_from_the_ds_option(django_suite):
             "[[]gw?[]] linux -- Python *",
             "1 of 1 request exceeded the budget of 5 context switches per request:",
             "  GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, 3 loops, "
-            "3 threads; top: noop 6",
+            "3 threads; top: async_to_sync_view → noop 6",
             "test_workers.py:17: test_live_server_over_budget",
         ]
     )
@@ -1099,7 +1099,7 @@ def test_pytest_xdist_workers_with_settings_from_the_ds_option(django_suite):
             "E       AssertionError: 1 of 1 request exceeded the budget of 5 context switches "
             "per request:",
             "E         GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, "
-            "3 loops, 3 threads; top: noop 6",
+            "3 loops, 3 threads; top: async_to_sync_view → noop 6",
         ]
     )
     result.stdout.fnmatch_lines(

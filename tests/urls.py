@@ -10,6 +10,7 @@ urlpatterns = [
     path("shared/", views.shared_response),
     path("paused-shared/", views.paused_shared_response),
     path("raise/", views.raising_view),
+    path("async-bridging/", views.async_bridging_view),
     path("robust-signal/", views.robust_signal_view),
     path("async-signal/", views.async_signal_view),
     path("project-signal/", views.project_signal_view),

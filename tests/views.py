@@ -134,6 +134,35 @@ class PausingAsyncMiddleware:
         return response
 
 
+def middleware_lookup():
+    return None
+
+
+class BridgingAsyncMiddleware:
+    """Async only: bridges a plain function of its own before and after the
+    view (what an async middleware doing a sync lookup does)."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        await sync_to_async(middleware_lookup)()
+        response = await self.get_response(request)
+        await sync_to_async(middleware_lookup)()
+        return response
+
+
+async def async_bridging_view(request):
+    """What an async view using the ORM does: bridges code that names no
+    component (here a plain function; the ORM's QuerySet.get)."""
+    await sync_to_async(middleware_lookup)()
+    return HttpResponse("ok")
+
+
 def paused_shared_response(request):
     """``paused_response``, after one async_to_sync when the query has
     ``switch``: requests whose figures differ, one response object."""

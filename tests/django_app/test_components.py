@@ -10,6 +10,7 @@ import pytest
 from django.dispatch import Signal
 
 from switchtrace.django_app import components
+from switchtrace.exporters.console import top_causes
 
 from ..support import run_asgi, wsgi_request
 from .test_middleware import project
@@ -110,7 +111,7 @@ def test_asgi_sync_only_middleware_names_the_adapters(records):
 
 def test_asgi_sync_stream_is_named_after_the_response_reading_it(records):
     # Both crossings bridge the built-in list: the view's own, before the
-    # headers, names list; Django's reading of the sync iterator after them
+    # headers, is the view's; Django's reading of the sync iterator after them
     # names the response class's __aiter__, which makes it.
     with project("none") as (asgi, _wsgi):
         result = run_asgi(asgi, "/listed-then-streamed/")
@@ -118,7 +119,7 @@ def test_asgi_sync_stream_is_named_after_the_response_reading_it(records):
     [record] = records
     assert described(record) == [
         ("sync_to_async", SIGNAL, "signal", "request_started", True),
-        ("sync_to_async", "list", "other", "list", True),
+        ("sync_to_async", "list", "view", "listed_then_streamed_view", True),
         ("sync_to_async", "list", "response", "StreamingHttpResponse.__aiter__", False),
         (
             "sync_to_async",
@@ -144,6 +145,56 @@ def test_wsgi_async_view(records):
         "http.route": "async/",
         "http.response.status_code": 200,
     }
+
+
+def test_what_the_view_bridges_naming_no_component_is_the_views(records):
+    """An async view's own bridge call (the ORM's aget bridges QuerySet.get)
+    is the view's doing, as are a sync view's async_to_sync calls; what an
+    async middleware bridges before and after the view stays its own
+    callable's ("other")."""
+    middleware = ["tests.views.BridgingAsyncMiddleware"]
+    with project("none", MIDDLEWARE=middleware) as (asgi, _wsgi):
+        run_asgi(asgi, "/async-bridging/")
+    with project("none") as (_asgi, wsgi):
+        wsgi_request(wsgi, "/async-to-sync/")
+    bridging, three_calls = records
+    assert described(bridging) == [
+        ("sync_to_async", SIGNAL, "signal", "request_started", True),
+        ("sync_to_async", "middleware_lookup", "other", "middleware_lookup", True),
+        ("sync_to_async", "middleware_lookup", "view", "async_bridging_view", True),
+        ("sync_to_async", "middleware_lookup", "other", "middleware_lookup", True),
+        ("sync_to_async", "HttpResponseBase.close", "response", "HttpResponse.close", False),
+    ]
+    # The example project's view, under WSGI: async_to_sync(noop) three times.
+    assert (
+        described(three_calls)
+        == [("async_to_sync", "noop", "view", "async_to_sync_view", True)] * 3
+    )
+    # The console's top causes name the view and what it bridged.
+    assert top_causes(bridging, components.resolve) == [
+        ("middleware_lookup", 4),
+        ("request_started", 2),
+        ("async_bridging_view → middleware_lookup", 2),
+        ("HttpResponse.close", 2),
+    ]
+    assert top_causes(three_calls, components.resolve) == [("async_to_sync_view → noop", 6)]
+
+
+def test_after_the_view_raised_what_is_bridged_is_not_the_views(records):
+    """The view ends where Django hands its exception to the middleware:
+    Django's own handling of it after that is not the view's."""
+    with project("none") as (asgi, _wsgi):
+        result = run_asgi(asgi, "/raise/")
+    assert result.status == 500
+    [record] = records
+    assert [(qualname, kind) for _m, qualname, kind, _c, _b in described(record)] == [
+        (SIGNAL, "signal"),
+        ("raising_view", "view"),
+        ("BaseHandler.process_exception_by_middleware", "handler"),
+        ("response_for_exception", "other"),
+        ("log_response", "other"),
+        ("HttpResponseBase.close", "response"),
+    ]
 
 
 def test_the_bridged_callables_code_location():
@@ -327,7 +378,7 @@ def test_the_test_of_a_decorator_around_an_async_view_is_the_views(
             [
                 ("sync_to_async", SIGNAL, "signal", "request_started", True),
                 ("sync_to_async", "enqueue_view", "view", "enqueue_view", True),
-                ("async_to_sync", "async_task", "other", "async_task", True),
+                ("async_to_sync", "async_task", "view", "enqueue_view", True),
                 (
                     "sync_to_async",
                     "HttpResponseBase.close",
@@ -342,7 +393,7 @@ def test_the_test_of_a_decorator_around_an_async_view_is_the_views(
             "wsgi",
             "/enqueue/",
             (2, 2, 1, 1),
-            [("async_to_sync", "async_task", "other", "async_task", True)],
+            [("async_to_sync", "async_task", "view", "enqueue_view", True)],
         ),
         # aenqueue: the backend's enqueue in sync_to_async, the async task
         # back on the loop inside it.
@@ -352,14 +403,8 @@ def test_the_test_of_a_decorator_around_an_async_view_is_the_views(
             (6, 6, 0, 1),
             [
                 ("sync_to_async", SIGNAL, "signal", "request_started", True),
-                (
-                    "sync_to_async",
-                    "ImmediateBackend.enqueue",
-                    "other",
-                    "ImmediateBackend.enqueue",
-                    True,
-                ),
-                ("async_to_sync", "async_task", "other", "async_task", True),
+                ("sync_to_async", "ImmediateBackend.enqueue", "view", "aenqueue_view", True),
+                ("async_to_sync", "async_task", "view", "aenqueue_view", True),
                 (
                     "sync_to_async",
                     "HttpResponseBase.close",
@@ -376,14 +421,8 @@ def test_the_test_of_a_decorator_around_an_async_view_is_the_views(
             (6, 6, 1, 1),
             [
                 ("async_to_sync", "aenqueue_view", "view", "aenqueue_view", True),
-                (
-                    "sync_to_async",
-                    "ImmediateBackend.enqueue",
-                    "other",
-                    "ImmediateBackend.enqueue",
-                    True,
-                ),
-                ("async_to_sync", "async_task", "other", "async_task", True),
+                ("sync_to_async", "ImmediateBackend.enqueue", "view", "aenqueue_view", True),
+                ("async_to_sync", "async_task", "view", "aenqueue_view", True),
             ],
         ),
     ],

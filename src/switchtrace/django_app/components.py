@@ -61,6 +61,44 @@ def remember_view(record: RequestRecord, view: Any, method: Any = None) -> None:
 
 #: record.extra's key for the request's method, as the view sees it.
 VIEW_METHOD = "view_method"
+#: record.extra's key for when the view ran: ``[start, end]`` in the record's
+#: clock, ``end`` None until the view returned or raised (see
+#: :func:`view_started`).
+VIEW_RAN = "view_ran"
+
+
+def view_started(record: RequestRecord) -> None:
+    """Django is about to call the view (it makes it atomic just before): from
+    now until :func:`view_ended`, what the request bridges that names no
+    component of its own is the view's doing (an async view's
+    ``await Book.objects.aget()`` bridges ``QuerySet.get``)."""
+    if VIEW_RAN not in record.extra:
+        record.extra[VIEW_RAN] = [record.clock(), None]
+
+
+def view_ended(record: RequestRecord) -> None:
+    """The view returned (Django checks its response) or raised (Django hands
+    the exception to the middleware)."""
+    ran = record.extra.get(VIEW_RAN)
+    if ran is not None and ran[1] is None:
+        ran[1] = record.clock()
+
+
+def _in_view(crossing: Crossing, record: RequestRecord) -> bool:
+    """Whether ``crossing`` was called while the request's view ran."""
+    ran = record.extra.get(VIEW_RAN)
+    if ran is None:
+        return False
+    start, end = ran
+    return start <= crossing.call_ns and (end is None or crossing.call_ns < end)
+
+
+def _view_component(record: RequestRecord) -> Component | None:
+    view = record.extra.get("view")
+    if view is None:
+        return None
+    target = view_target(record)
+    return target.component if target is not None else Component("view", qualified_name(view))
 
 
 class ViewTarget:
@@ -233,15 +271,24 @@ class Resolver:
     worked out once per site rather than once per crossing."""
 
     def __call__(self, crossing: Crossing, record: RequestRecord) -> Component:
+        component = self.own(crossing, record)
+        if component.kind == "other" and _in_view(crossing, record):
+            # Code that names no component (the ORM's async methods, a
+            # library's function), bridged while the view ran: the view's.
+            return _view_component(record) or component
+        return component
+
+    def own(self, crossing: Crossing, record: RequestRecord) -> Component:
+        """The component the bridged code names by itself, whoever bridged it:
+        "other" (named after the callable) when it names none."""
         adapter = _adapter(crossing.bridge)
         if adapter is not None:
             return adapter
         stream = _sync_stream(crossing, record)
         if stream is not None:
             return Component("response", stream, "__aiter__")
-        return _describe(crossing.func, record.extra.get("view"), view_target(record)) or Component(
-            "other", qualified_name(crossing.func)
-        )
+        component = _describe(crossing.func, record.extra.get("view"), view_target(record))
+        return component or Component("other", qualified_name(crossing.func))
 
     def subject(self, crossing: Crossing, record: RequestRecord) -> tuple[str, Any] | None:
         """(name, callable) to name and locate the crossing by, when what it
@@ -311,7 +358,13 @@ class Resolver:
         # The component's fields, not the component: hashing a dataclass is a
         # Python call, hashing strings is not.
         fields = None if adapter is None else (adapter.kind, adapter.name, adapter.hook)
-        return (site, fields, view_part, held, _sync_stream(crossing, record))
+        # Within the view, code naming no component is the view's: which view.
+        caller: Hashable = None
+        if _in_view(crossing, record):
+            caller = identity(view)
+            if caller is None:
+                return None
+        return (site, fields, view_part, held, _sync_stream(crossing, record), caller)
 
 
 #: Sites worked out, per function object (while it lives): Django's own

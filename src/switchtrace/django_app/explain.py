@@ -540,10 +540,11 @@ def _unmodelled(record: RequestRecord) -> list[tuple[str, int]]:
     record.describe(components.resolve)
     switches: dict[str, int] = {}
     for crossing in record.crossings:
-        component = crossing.component
         if _modelled(crossing, record):
             continue
-        name = str(component) if component is not None else str(crossing.qualname)
+        # Named after the code bridged (its own component: a view's
+        # ``aget`` bridges QuerySet.get, which the view caused).
+        name = str(components.resolve.own(crossing, record))
         started = crossing.start_ns is not None
         made = (1 if started else 0) + (1 if started and crossing.return_ns is not None else 0)
         switches[name] = switches.get(name, 0) + made

@@ -562,6 +562,29 @@ def _wrap_resolve_request(wrapped, instance, args, kwargs):
     return resolved
 
 
+def _noting_the_view(note: Any, what: str) -> Any:
+    """A wrapper that calls ``note(record)`` before the method it wraps."""
+
+    def wrapper(wrapped, instance, args, kwargs):
+        record = tracer.current_record()
+        if record is not None and not record.finished:
+            try:
+                note(record)
+            except Exception:
+                swallow(what)
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+#: make_view_atomic: called by _get_response(_async) just before the view,
+#: once every process_view let the request through.
+_wrap_make_view_atomic = _noting_the_view(components.view_started, "make_view_atomic")
+#: check_response (the view returned) or process_exception_by_middleware (it
+#: raised): the first after the view started ends it.
+_wrap_view_ended = _noting_the_view(components.view_ended, "view end")
+
+
 def _targets() -> list[Target]:
     return [
         (WSGIHandler, "__call__", _wrap_wsgi_call),
@@ -572,6 +595,9 @@ def _targets() -> list[Target]:
         (ASGIHandler, "send_response", _wrap_send_response),
         (BaseHandler, "adapt_method_mode", _wrap_adapt_method_mode),
         (BaseHandler, "resolve_request", _wrap_resolve_request),
+        (BaseHandler, "make_view_atomic", _wrap_make_view_atomic),
+        (BaseHandler, "check_response", _wrap_view_ended),
+        (BaseHandler, "process_exception_by_middleware", _wrap_view_ended),
     ]
 
 

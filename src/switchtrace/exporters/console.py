@@ -32,8 +32,12 @@ LOG_INTERVAL = 60.0
 def top_causes(
     record: RequestRecord, resolve: Resolve | None, limit: int = 5
 ) -> list[tuple[str, int]]:
-    """(cause, switches) for the causes with the most switches, most first."""
+    """(cause, switches) for the causes with the most switches, most first.
+
+    A view's bridge call of code that names no component of its own (an
+    async view's ORM call) is named after both: ``db_view → QuerySet.get``."""
     record.describe(resolve)
+    own = getattr(resolve, "own", None)
     causes: Counter[str] = Counter()
     for crossing in record.crossings:
         component = crossing.component
@@ -41,6 +45,10 @@ def top_causes(
             name = str(crossing.qualname)
         elif component.kind in ("middleware", "middleware-adapter", "signal", "view"):
             name = component.name
+            if component.kind == "view" and own is not None:
+                bridged = own(crossing, record)
+                if bridged.kind == "other":
+                    name = f"{name} → {crossing.qualname}"
         else:
             name = str(component)
         started = crossing.start_ns is not None
