@@ -60,14 +60,17 @@ def test_asyncio_run_under_uvloops_policy_counts_its_loop(uvloop_policy):
 
 
 def test_uvloop_run_counts_its_loop():
+    main = anoop()
     with tracer.recording() as record:
-        assert uvloop.run(anoop()) is None
+        assert uvloop.run(main) is None
     # Python 3.10's uvloop.run copies asyncio.run's body: its three
     # run_until_complete calls (the coroutine, then the shutdowns) are one
     # crossing, as asyncio.run's are.
     assert record.totals() == tracer.Figures(2, 0, 1, 0)
     [crossing] = record.crossings
     assert (crossing.mechanism, crossing.loop_created) == ("asyncio.run", True)
+    # Named after the coroutine given, not after uvloop's wrapper of it.
+    assert crossing.func is main
 
 
 def test_run_until_complete_on_a_uvloop_loop_is_two_switches_without_a_hop():

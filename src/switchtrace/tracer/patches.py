@@ -520,7 +520,7 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
         # (Cython's, a wrapper class), not only a native coroutine.
         if _get_running_loop() is None and asyncio.iscoroutine(coro):
             thread = _thread()
-            crossing = Crossing(ASYNCIO_RUN, None, coro, thread, current[1], clock())
+            crossing = Crossing(ASYNCIO_RUN, None, _given(coro), thread, current[1], clock())
             token = _here_set((record, crossing))
     except Exception:
         swallow("asyncio.run call")
@@ -552,6 +552,24 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
     _leave_context(runner_context)
     _return(record, crossing, token, None)
     return result
+
+
+def _given(coro: Any) -> Any:
+    """The coroutine the application gave: ``uvloop.run(main)`` runs a
+    wrapper of its own awaiting ``main`` (Python 3.11+), which names nothing
+    of the application's. Read from the wrapper's frame, which holds its
+    free variables before it starts."""
+    code = getattr(coro, "cr_code", None)
+    if (
+        code is None
+        or code.co_name != "wrapper"
+        or "main" not in code.co_freevars
+        or not code.co_filename.endswith(("uvloop/__init__.py", "uvloop\\__init__.py"))
+    ):
+        return coro
+    frame = coro.cr_frame
+    main = frame.f_locals.get("main") if frame is not None else None
+    return coro if main is None else main
 
 
 def _runner_context(
