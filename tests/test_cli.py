@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -245,7 +246,9 @@ def test_bench_overhead_mode(tmp_path):
         "disabled", "headers only", "full spans", "opentelemetry-instrumentation-django"
     ]  # fmt: skip
     assert rows[0]["ratio"] == {"median": 1.0, "min": 1.0, "max": 1.0}
+    assert rows[0]["latency_ratio"] == {"median": 1.0, "min": 1.0, "max": 1.0}
     assert all(r["us_per_request"]["median"] > 0 for r in rows)
+    assert all(0 < r["latency_us"]["min"] <= r["latency_us"]["max"] for r in rows)
     # Every round's requests had their spans written in that round.
     assert [r.get("exported_per_request") for r in rows] == [None, None] + [
         {"median": 1.0, "min": 1.0, "max": 1.0}
@@ -254,6 +257,29 @@ def test_bench_overhead_mode(tmp_path):
     # and every temporary file is gone.
     assert not (tmp_path / "traces.jsonl").exists()
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_bench_overhead_text_shows_latency_next_to_wall_and_cpu():
+    from switchtrace.bench import render_overhead
+
+    def figures(median, low, high):
+        return {"median": median, "min": low, "max": high}
+
+    row = {
+        "server": "asgi", "endpoint": "/sync/", "variant": "shipped", "mode": "full spans",
+        "us_per_request": figures(5000, 4000, 6000), "ratio": figures(1.3, 1.1, 1.5),
+        "cpu_us_per_request": figures(5100, 4100, 6100), "cpu_ratio": figures(1.31, 1.2, 1.4),
+        "latency_us": figures(4400, 4200, 4800), "latency_ratio": figures(1.14, 1.05, 1.2),
+        "pipeline_cpu_us_per_request": figures(600, 500, 700),
+    }  # fmt: skip
+    out = io.StringIO()
+    render_overhead({"rounds": 3, "requests": 10, "rows": [row]}, out)
+    lines = out.getvalue().splitlines()
+    assert lines[3] == "  ASGI shipped /sync/ full spans"
+    assert lines[5].split() == ["latency", "4400.0", "(4200.0-4800.0)", "x1.140", "(1.050-1.200)"]
+    assert lines[6].strip() == (
+        "of which switchtrace's span thread: 600.0 (500.0-700.0) CPU µs per request"
+    )
 
 
 def test_no_opentelemetry_django_row_under_asgi_without_its_asgi_package(

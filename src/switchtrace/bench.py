@@ -17,8 +17,11 @@ The matrix exports no spans (the served project's EXPORTER is "none"): its
 figures are switches and latency, and a default run's 33,000 requests would
 otherwise append hundreds of MB to the project's traces file.
 ``--overhead`` measures instead the same request with switchtrace disabled,
-headers only, and full spans, interleaved, as ratios to disabled; its spans
-go to a temporary file (or to the OTLP collector the settings name).
+headers only, and full spans, interleaved, as ratios to disabled: served
+back to back, the spans' export included (wall and CPU time per request),
+and one at a time at an idle server (latency: until the client has the whole
+response; the span thread's work comes after it, between requests); its
+spans go to a temporary file (or to the OTLP collector the settings name).
 ``--compare BASELINE.json`` flags every cell slower than the baseline in every
 round (beyond both runs' own spread) and exits 1; it says how many cells it
 compared, and a run that shares no cell with the baseline is bad input.
@@ -893,6 +896,10 @@ def _overhead_rounds(
     pipeline_cpu: dict[tuple[str, str, str], list[float]] = {}
     # Requests whose spans were delivered in the round, per request served.
     exported_share: dict[tuple[str, str, str], list[float]] = {}
+    # Latency: each request timed alone, at a server that is idle when it
+    # arrives (the spans of the one before written, untimed); the round's
+    # median.
+    latencies: dict[tuple[str, str, str], list[float]] = {}
 
     def measure(server: str, endpoint: str, mode: str) -> None:
         _enter(mode)
@@ -914,6 +921,8 @@ def _overhead_rounds(
             )
         samples.setdefault((server, endpoint, mode), []).append(per_request)
         cpu_samples.setdefault((server, endpoint, mode), []).append(cpu)
+        timed = _latencies(handlers[mode], server, endpoint, args.requests, lambda: written(mode))
+        latencies.setdefault((server, endpoint, mode), []).append(statistics.median(timed) * 1e6)
         progress.step(f"{server.upper()} {endpoint} {mode}")
 
     for server in args.servers:
@@ -935,9 +944,11 @@ def _overhead_rounds(
         for endpoint in args.endpoints:
             base = samples[server, endpoint, "disabled"]
             cpu_base = cpu_samples[server, endpoint, "disabled"]
+            latency_base = latencies[server, endpoint, "disabled"]
             for mode in modes:
                 mine = samples[server, endpoint, mode]
                 cpu = cpu_samples[server, endpoint, mode]
+                latency = latencies[server, endpoint, mode]
                 rows.append(
                     {
                         "server": server,
@@ -948,6 +959,10 @@ def _overhead_rounds(
                         "ratio": spread([m / b for m, b in zip(mine, base, strict=True)]),
                         "cpu_us_per_request": spread(cpu),
                         "cpu_ratio": spread([m / b for m, b in zip(cpu, cpu_base, strict=True)]),
+                        "latency_us": spread(latency),
+                        "latency_ratio": spread(
+                            [m / b for m, b in zip(latency, latency_base, strict=True)]
+                        ),
                     }
                 )
                 if (server, endpoint, mode) in pipeline_cpu:
@@ -1046,6 +1061,42 @@ def _serve(handler_pair: tuple[Any, Any], server: str, endpoint: str, requests: 
             example.wsgi_request(wsgi, endpoint)
 
 
+def _latencies(
+    handler_pair: tuple[Any, Any],
+    server: str,
+    endpoint: str,
+    requests: int,
+    between: Callable[[], None],
+) -> list[float]:
+    """Seconds each of ``requests`` requests took, from the handler's call
+    until the client had the whole response (before Django closes it: its
+    ``request_finished``, and switchtrace handing its record over, come
+    after), with ``between()`` called untimed after each: what a client
+    waits for at a server that is idle when its request arrives."""
+    asgi, wsgi = handler_pair
+    times: list[float] = []
+
+    def timed(start: float, result: example.Result) -> None:
+        if result.received_at is None:
+            raise RuntimeError(f"{endpoint}: the response was never complete")
+        times.append(result.received_at - start)
+        between()
+
+    if server == "asgi":
+
+        async def serve() -> None:
+            for _ in range(requests):
+                start = time.perf_counter()
+                timed(start, await example.asgi_request(asgi, endpoint))
+
+        example.run_in_server_loop(serve())
+    else:
+        for _ in range(requests):
+            start = time.perf_counter()
+            timed(start, example.wsgi_request(wsgi, endpoint))
+    return times
+
+
 def render_overhead(results: dict[str, Any], out: TextIO) -> None:
     out.write(
         f"switchtrace bench --overhead ({count(results['rounds'], 'interleaved round')} of "
@@ -1053,6 +1104,8 @@ def render_overhead(results: dict[str, Any], out: TextIO) -> None:
         "(min-max) over rounds)\n"
         "  wall: µs per request, ratio to disabled | cpu: the process's CPU µs per "
         "request, ratio to disabled\n"
+        "  latency: µs until a client has the whole response, at an idle server (each "
+        "request alone, the spans of the one before written), ratio to disabled\n"
     )
     for row in results["rows"]:
         us, ratio = row["us_per_request"], row["ratio"]
@@ -1063,6 +1116,11 @@ def render_overhead(results: dict[str, Any], out: TextIO) -> None:
             f"({ratio['min']:.3f}-{ratio['max']:.3f})   "
             f"cpu {_fmt(cpu, 1):>26}  x{cpu_ratio['median']:.3f} "
             f"({cpu_ratio['min']:.3f}-{cpu_ratio['max']:.3f})\n"
+        )
+        latency, latency_ratio = row["latency_us"], row["latency_ratio"]
+        out.write(
+            f"      latency {_fmt(latency, 1):>23}  x{latency_ratio['median']:.3f} "
+            f"({latency_ratio['min']:.3f}-{latency_ratio['max']:.3f})\n"
         )
         if "pipeline_cpu_us_per_request" in row:
             out.write(

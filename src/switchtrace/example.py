@@ -349,6 +349,11 @@ class Result:
     #: False when the body was still coming when the reader stopped (see
     #: wsgi_request's ``seconds``).
     complete: bool = True
+    #: ``time.perf_counter()`` when the client had the whole response: the
+    #: last body message sent (ASGI), the body read (WSGI), before Django
+    #: closes the response (``request_finished``, switchtrace's record
+    #: handed over).
+    received_at: float | None = None
 
     def figures(self) -> tuple[int, int, int, int] | None:
         if "X-Context-Switches" not in self.headers:
@@ -399,8 +404,13 @@ async def asgi_request(
         await never.wait()
         return {"type": "http.disconnect"}
 
+    received_at = None
+
     async def send(message: dict[str, Any]) -> None:
+        nonlocal received_at
         sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            received_at = time.perf_counter()
 
     await handler(scope, receive, send)
     start = sent[0]
@@ -408,6 +418,7 @@ async def asgi_request(
         start["status"],
         {k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]},
         b"".join(m.get("body", b"") for m in sent[1:]),
+        received_at=received_at,
     )
 
 
@@ -444,6 +455,7 @@ def wsgi_request(
                 if time.monotonic() > deadline:
                     complete = False
                     break
+        received_at = time.perf_counter() if complete else None
     finally:
         response.close()
-    return Result(captured["status"], captured["headers"], b"".join(parts), complete)
+    return Result(captured["status"], captured["headers"], b"".join(parts), complete, received_at)

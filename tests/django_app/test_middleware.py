@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 
 import pytest
 
@@ -54,6 +55,29 @@ def test_the_table_in_process(server, path, variant, records):
     assert record.at_headers == tracer.Figures(*headers)
     assert record.context_switches == total
     assert record.finished
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_the_drivers_note_when_the_client_had_the_whole_response(server):
+    """Before Django closes the response (request_finished, here a receiver
+    that takes 50 ms): what switchtrace bench --overhead's latency ends at."""
+    from django.core.signals import request_finished
+
+    closed = []
+
+    def slow(sender, **kwargs):
+        time.sleep(0.05)
+        closed.append(time.perf_counter())
+
+    request_finished.connect(slow)
+    try:
+        with project("none") as handlers:
+            start = time.perf_counter()
+            result = serve(server, handlers, "/sync/")
+    finally:
+        request_finished.disconnect(slow)
+    assert result.status == 200
+    assert start < result.received_at <= closed[0] - 0.05
 
 
 def test_an_async_view_under_wsgi_with_uvloop_installed_counts_its_loop(records):
