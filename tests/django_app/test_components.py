@@ -131,6 +131,21 @@ def test_asgi_sync_stream_is_named_after_the_response_reading_it(records):
     ]
 
 
+def test_wsgi_async_stream_is_named_after_the_response_reading_it(records):
+    # Django reads an asynchronous iterator under WSGI in one async_to_sync
+    # of a closure of StreamingHttpResponse.__iter__, after the headers.
+    with project("none") as (_asgi, wsgi):
+        result = wsgi_request(wsgi, "/async-stream/")
+    assert result.status == 200
+    [record] = records
+    reader = "StreamingHttpResponse.__iter__"
+    assert described(record) == [
+        ("async_to_sync", "async_stream_view", "view", "async_stream_view", True),
+        ("async_to_sync", f"{reader}.<locals>.to_list", "response", reader, False),
+    ]
+    assert top_causes(record, components.resolve) == [("async_stream_view", 2), (reader, 2)]
+
+
 def test_wsgi_async_view(records):
     with project() as (_asgi, wsgi):
         wsgi_request(wsgi, "/async/")

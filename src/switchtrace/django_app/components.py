@@ -14,7 +14,7 @@ import types
 from collections.abc import Hashable
 from typing import Any
 
-from ..tracer import Component, Crossing, RequestRecord
+from ..tracer import ASGI, ASYNC_TO_SYNC, WSGI, Component, Crossing, RequestRecord
 from ..tracer.describe import MAX_DEPTH, attribute, identity, is_of_type, qualified_name, unwrap
 from ..tracer.weak import WeakIdentityMap
 
@@ -245,14 +245,25 @@ def _operation_target(view: Any, method: str) -> ViewTarget | None:
 #: record.extra's key for the class of an ASGI response that streams from a
 #: synchronous iterator (see :func:`remember_response`).
 SYNC_STREAM = "sync_stream"
+#: record.extra's key for the class of a WSGI response that streams from an
+#: asynchronous iterator (see :func:`remember_response`).
+ASYNC_STREAM = "async_stream"
 
 
 def remember_response(record: RequestRecord, response: Any) -> None:
-    """Under ASGI, a streaming response whose iterator is synchronous is read
-    whole by ``StreamingHttpResponse.__aiter__`` in one ``sync_to_async(list)``
-    after the headers: that crossing bridges ``list``, which names nothing."""
-    if attribute(response, "streaming") is True and attribute(response, "is_async") is False:
+    """A streaming response whose iterator is of the other kind than the
+    handler's is read whole after the headers in one bridge call: under
+    ASGI a synchronous iterator by ``StreamingHttpResponse.__aiter__``'s
+    ``sync_to_async(list)`` (``list`` names nothing); under WSGI an
+    asynchronous one by ``StreamingHttpResponse.__iter__``'s
+    ``async_to_sync`` of a closure of its own."""
+    if attribute(response, "streaming") is not True:
+        return
+    is_async = attribute(response, "is_async")
+    if record.kind == ASGI and is_async is False:
         record.extra[SYNC_STREAM] = type(response).__qualname__
+    elif record.kind == WSGI and is_async is True:
+        record.extra[ASYNC_STREAM] = type(response).__qualname__
 
 
 def _sync_stream(crossing: Crossing, record: RequestRecord) -> str | None:
@@ -263,6 +274,30 @@ def _sync_stream(crossing: Crossing, record: RequestRecord) -> str | None:
     if crossing.func is not list or crossing.before_headers or crossing.bridge is None:
         return None
     return record.extra.get(SYNC_STREAM)
+
+
+def _async_stream(crossing: Crossing, record: RequestRecord) -> str | None:
+    """The streaming response's class, when ``crossing`` is Django reading its
+    asynchronous iterator under WSGI: an ``async_to_sync`` after the headers,
+    made by the server's iteration of the response (no crossing around it;
+    the iterator's own code runs in the loop, and bridges the other way)."""
+    if (
+        crossing.mechanism is not ASYNC_TO_SYNC
+        or crossing.before_headers
+        or crossing.parent is not None
+    ):
+        return None
+    return record.extra.get(ASYNC_STREAM)
+
+
+def _stream(crossing: Crossing, record: RequestRecord) -> Component | None:
+    stream = _sync_stream(crossing, record)
+    if stream is not None:
+        return Component("response", stream, "__aiter__")
+    stream = _async_stream(crossing, record)
+    if stream is not None:
+        return Component("response", stream, "__iter__")
+    return None
 
 
 class Resolver:
@@ -284,9 +319,9 @@ class Resolver:
         adapter = _adapter(crossing.bridge)
         if adapter is not None:
             return adapter
-        stream = _sync_stream(crossing, record)
+        stream = _stream(crossing, record)
         if stream is not None:
-            return Component("response", stream, "__aiter__")
+            return stream
         component = _describe(crossing.func, record.extra.get("view"), view_target(record))
         return component or Component("other", qualified_name(crossing.func))
 
@@ -364,7 +399,8 @@ class Resolver:
             caller = identity(view)
             if caller is None:
                 return None
-        return (site, fields, view_part, held, _sync_stream(crossing, record), caller)
+        streams = (_sync_stream(crossing, record), _async_stream(crossing, record))
+        return (site, fields, view_part, held, streams, caller)
 
 
 #: Sites worked out, per function object (while it lives): Django's own

@@ -508,8 +508,7 @@ def at_headers(record: tracer.RequestRecord, response: Any) -> None:
     status = getattr(response, "status_code", None)
     if status is not None:
         record.attributes["http.response.status_code"] = status
-    if record.kind == tracer.ASGI:
-        components.remember_response(record, response)
+    components.remember_response(record, response)
     if SHOWN in record.extra:
         # Sent through switchtrace's start_response or send, which write the
         # figures: the object is stamped again only if no other request
