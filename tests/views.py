@@ -156,6 +156,23 @@ class BridgingAsyncMiddleware:
         return response
 
 
+class RetryingAsyncMiddleware:
+    """Async only: has the view called a second time, as a middleware that
+    retries a request does, after a lookup of its own."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        await self.get_response(request)
+        await sync_to_async(middleware_lookup)()
+        return await self.get_response(request)
+
+
 async def async_bridging_view(request):
     """What an async view using the ORM does: bridges code that names no
     component (here a plain function; the ORM's QuerySet.get)."""

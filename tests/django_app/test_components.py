@@ -212,6 +212,43 @@ def test_after_the_view_raised_what_is_bridged_is_not_the_views(records):
     ]
 
 
+def test_a_view_called_again_by_a_retrying_middleware_is_the_views_again(records):
+    """A middleware that calls get_response twice has the view called twice:
+    what the view bridges is the view's both times, the middleware's own
+    lookup between the two is not."""
+    middleware = ["tests.views.RetryingAsyncMiddleware"]
+    with project("none", MIDDLEWARE=middleware) as (asgi, _wsgi):
+        result = run_asgi(asgi, "/async-bridging/")
+    assert result.status == 200
+    [record] = records
+    assert [(qualname, kind) for _m, qualname, kind, _c, _b in described(record)] == [
+        (SIGNAL, "signal"),
+        ("middleware_lookup", "view"),
+        ("middleware_lookup", "other"),
+        ("middleware_lookup", "view"),
+        ("HttpResponseBase.close", "response"),
+    ]
+
+
+def test_a_view_django_refuses_to_call_is_no_view_that_ran(records, monkeypatch):
+    """ATOMIC_REQUESTS with an async view: make_view_atomic raises, and no
+    view runs. Django's answer to that error is not the view's doing."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+    with project("none") as (asgi, _wsgi):
+        result = run_asgi(asgi, "/async-bridging/")
+    assert result.status == 500
+    [record] = records
+    assert [(qualname, kind) for _m, qualname, kind, _c, _b in described(record)] == [
+        (SIGNAL, "signal"),
+        ("response_for_exception", "other"),
+        ("log_response", "other"),
+        ("HttpResponseBase.close", "response"),
+    ]
+    assert components.VIEW_RAN not in record.extra
+
+
 def test_the_bridged_callables_code_location():
     from project.views import sync_view
 

@@ -6,6 +6,8 @@ counted as created, and the figures are those of asyncio's own loop."""
 from __future__ import annotations
 
 import asyncio
+import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,7 @@ import threading
 
 import pytest
 import uvloop  # in the test extra, for CPython off Windows
+import wrapt
 from asgiref.sync import async_to_sync, sync_to_async
 
 from switchtrace import tracer
@@ -172,3 +175,65 @@ def test_uvloop_imported_after_install_is_patched_then():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == repr(tracer.Figures(2, 2, 1, 1))
+
+
+def _run_without_site(code: str, path: list[str]) -> str:
+    """``code`` in a fresh interpreter whose imports are those of ``path``
+    only (no site-packages of its own)."""
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_without_uvloop_installed_the_import_system_is_left_as_it_was(tmp_path):
+    """An environment without uvloop (this one's packages but uvloop's):
+    installing switchtrace puts no post-import hook's finder in
+    sys.meta_path, where no uninstall could take it out again."""
+    site_packages = pathlib.Path(wrapt.__file__).resolve().parent.parent
+    for entry in site_packages.iterdir():
+        if not entry.name.startswith("uvloop"):
+            (tmp_path / entry.name).symlink_to(entry)
+    ours = str(pathlib.Path(tracer.__file__).resolve().parent.parent.parent)
+    out = _run_without_site(
+        """
+        import sys
+        before = list(sys.meta_path)
+        from switchtrace import tracer
+
+        tracer.install()
+        installed = list(sys.meta_path)
+        tracer.uninstall()
+        try:
+            import uvloop
+        except ImportError:
+            print("no uvloop", installed == before, sys.meta_path == before)
+        """,
+        [ours, str(tmp_path)],
+    )
+    assert out == "no uvloop True True"
+
+
+def test_uvloop_imported_before_install_is_patched_at_once_and_not_watched_for():
+    out = _run_without_site(
+        """
+        import sys
+        import uvloop
+        before = list(sys.meta_path)
+        from switchtrace import tracer
+
+        tracer.install()
+        patched = "run_until_complete" in vars(uvloop.Loop)
+        installed = list(sys.meta_path)
+        tracer.uninstall()
+        print(patched, installed == before, "run_until_complete" in vars(uvloop.Loop))
+        """,
+        sys.path,
+    )
+    assert out == "True True False"

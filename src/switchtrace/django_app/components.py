@@ -61,36 +61,38 @@ def remember_view(record: RequestRecord, view: Any, method: Any = None) -> None:
 
 #: record.extra's key for the request's method, as the view sees it.
 VIEW_METHOD = "view_method"
-#: record.extra's key for when the view ran: ``[start, end]`` in the record's
-#: clock, ``end`` None until the view returned or raised (see
-#: :func:`view_started`).
+#: record.extra's key for when the view ran: a ``[start, end]`` in the
+#: record's clock for each time Django called it (a middleware that calls
+#: get_response again, retrying the request, has it called again), ``end``
+#: None until the view returned or raised (see :func:`view_started`).
 VIEW_RAN = "view_ran"
 
 
 def view_started(record: RequestRecord) -> None:
-    """Django is about to call the view (it makes it atomic just before): from
-    now until :func:`view_ended`, what the request bridges that names no
+    """Django is about to call the view (it has made it atomic): from now
+    until :func:`view_ended`, what the request bridges that names no
     component of its own is the view's doing (an async view's
     ``await Book.objects.aget()`` bridges ``QuerySet.get``)."""
-    if VIEW_RAN not in record.extra:
-        record.extra[VIEW_RAN] = [record.clock(), None]
+    ran = record.extra.setdefault(VIEW_RAN, [])
+    if not ran or ran[-1][1] is not None:
+        ran.append([record.clock(), None])
 
 
 def view_ended(record: RequestRecord) -> None:
     """The view returned (Django checks its response) or raised (Django hands
     the exception to the middleware)."""
     ran = record.extra.get(VIEW_RAN)
-    if ran is not None and ran[1] is None:
-        ran[1] = record.clock()
+    if ran and ran[-1][1] is None:
+        ran[-1][1] = record.clock()
 
 
 def _in_view(crossing: Crossing, record: RequestRecord) -> bool:
     """Whether ``crossing`` was called while the request's view ran."""
     ran = record.extra.get(VIEW_RAN)
-    if ran is None:
+    if not ran:
         return False
-    start, end = ran
-    return start <= crossing.call_ns and (end is None or crossing.call_ns < end)
+    called = crossing.call_ns
+    return any(start <= called and (end is None or called < end) for start, end in ran)
 
 
 def _view_component(record: RequestRecord) -> Component | None:

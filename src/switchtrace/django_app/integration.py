@@ -561,27 +561,30 @@ def _wrap_resolve_request(wrapped, instance, args, kwargs):
     return resolved
 
 
-def _noting_the_view(note: Any, what: str) -> Any:
-    """A wrapper that calls ``note(record)`` before the method it wraps."""
-
-    def wrapper(wrapped, instance, args, kwargs):
-        record = tracer.current_record()
-        if record is not None and not record.finished:
-            try:
-                note(record)
-            except Exception:
-                swallow(what)
-        return wrapped(*args, **kwargs)
-
-    return wrapper
+def _note_the_view(note: Any, what: str) -> None:
+    record = tracer.current_record()
+    if record is not None and not record.finished:
+        try:
+            note(record)
+        except Exception:
+            swallow(what)
 
 
-#: make_view_atomic: called by _get_response(_async) just before the view,
-#: once every process_view let the request through.
-_wrap_make_view_atomic = _noting_the_view(components.view_started, "make_view_atomic")
-#: check_response (the view returned) or process_exception_by_middleware (it
-#: raised): the first after the view started ends it.
-_wrap_view_ended = _noting_the_view(components.view_ended, "view end")
+def _wrap_make_view_atomic(wrapped, instance, args, kwargs):
+    # Called by _get_response(_async) once every process_view let the
+    # request through; the view is called as soon as it returns. Noted
+    # after it: when it raises (ATOMIC_REQUESTS with an async view), no
+    # view runs, and what Django bridges to answer the error is not a view's.
+    view = wrapped(*args, **kwargs)
+    _note_the_view(components.view_started, "make_view_atomic")
+    return view
+
+
+def _wrap_view_ended(wrapped, instance, args, kwargs):
+    # check_response (the view returned) or process_exception_by_middleware
+    # (it raised): the first after the view started ends it.
+    _note_the_view(components.view_ended, "view end")
+    return wrapped(*args, **kwargs)
 
 
 def _targets() -> list[Target]:

@@ -976,18 +976,38 @@ def _uvloop_targets() -> list[Target]:
 
 
 uvloop_patcher = Patcher(_uvloop_targets, "uvloop")
-_watching_uvloop = False
+#: Whether install_uvloop has looked for uvloop to watch for its import.
+_looked_for_uvloop = False
 
 
 def install_uvloop() -> None:
     """Patch uvloop's loop now if the application has imported uvloop, else
-    as soon as it does (a post-import hook: switchtrace never imports it)."""
-    global _watching_uvloop
+    as soon as it does (a post-import hook: switchtrace never imports it).
+
+    wrapt's post-import hook puts a finder at the head of ``sys.meta_path``
+    for the rest of the process, which no uninstall can take out: it is
+    registered only where uvloop is installed and not imported yet, so that
+    an application without uvloop sees its import system as it was."""
+    global _looked_for_uvloop
     if "uvloop" in sys.modules:
         uvloop_patcher.install()
-    if not _watching_uvloop:
-        _watching_uvloop = True
+        return
+    if _looked_for_uvloop:
+        return
+    _looked_for_uvloop = True
+    if _importable("uvloop"):
         wrapt.register_post_import_hook(_uvloop_imported, "uvloop")
+
+
+def _importable(name: str) -> bool:
+    """Whether the top-level module ``name`` is installed, found as its
+    import would find it, without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except Exception:  # a finder that raises: watched, as if it were installed
+        return True
 
 
 def _uvloop_imported(module: types.ModuleType) -> None:
