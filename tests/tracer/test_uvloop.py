@@ -177,6 +177,12 @@ def test_uvloop_imported_after_install_is_patched_then():
     assert done.stdout.strip() == repr(tracer.Figures(2, 2, 1, 1))
 
 
+def _ours() -> str:
+    """Where switchtrace is imported from (an editable install finds it
+    through a finder that site sets up)."""
+    return str(pathlib.Path(tracer.__file__).resolve().parent.parent.parent)
+
+
 def _run_without_site(code: str, path: list[str]) -> str:
     """``code`` in a fresh interpreter whose imports are those of ``path``
     only (no site-packages of its own)."""
@@ -200,7 +206,6 @@ def test_without_uvloop_installed_the_import_system_is_left_as_it_was(tmp_path):
     for entry in site_packages.iterdir():
         if not entry.name.startswith("uvloop"):
             (tmp_path / entry.name).symlink_to(entry)
-    ours = str(pathlib.Path(tracer.__file__).resolve().parent.parent.parent)
     out = _run_without_site(
         """
         import sys
@@ -215,7 +220,7 @@ def test_without_uvloop_installed_the_import_system_is_left_as_it_was(tmp_path):
         except ImportError:
             print("no uvloop", installed == before, sys.meta_path == before)
         """,
-        [ours, str(tmp_path)],
+        [_ours(), str(tmp_path)],
     )
     assert out == "no uvloop True True"
 
@@ -234,6 +239,21 @@ def test_uvloop_imported_before_install_is_patched_at_once_and_not_watched_for()
         tracer.uninstall()
         print(patched, installed == before, "run_until_complete" in vars(uvloop.Loop))
         """,
-        sys.path,
+        [_ours(), *sys.path],
     )
     assert out == "True True False"
+
+
+def test_an_error_in_the_import_hook_does_not_fail_the_applications_import(swallowed, monkeypatch):
+    """The hook runs inside the application's `import uvloop`: what goes
+    wrong in it is switchtrace's, swallowed, and the import goes on."""
+
+    def broken():
+        raise ZeroDivisionError("switchtrace bug")
+
+    monkeypatch.setattr(tracer.patches.uvloop_patcher, "install", broken)
+    tracer.patches._uvloop_imported(uvloop)
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("uvloop import hook", ZeroDivisionError)
+    ]
+    swallowed.clear()

@@ -84,8 +84,9 @@ def install(clock: Clock | None = None) -> None:
 
 def uninstall() -> None:
     """Restore exactly what :func:`install` replaced. Safe to call twice."""
-    patches.uvloop_patcher.uninstall()
-    patches.patcher.uninstall()
+    with patches.uvloop_lock:
+        patches.uvloop_patcher.uninstall()
+        patches.patcher.uninstall()
     patches._clear_pending_loops()
     patches.clock = time.perf_counter_ns
 

@@ -1010,9 +1010,21 @@ def _importable(name: str) -> bool:
         return True
 
 
+#: Held while uvloop's patches follow the others': the hook (on whatever
+#: thread imports uvloop) does not patch uvloop after an uninstall that ran
+#: between its look at the patcher and its install.
+uvloop_lock = threading.Lock()
+
+
 def _uvloop_imported(module: types.ModuleType) -> None:
-    if patcher.installed:
-        uvloop_patcher.install()
+    # Runs inside the application's `import uvloop`, which must not fail
+    # for switchtrace's sake.
+    try:
+        with uvloop_lock:
+            if patcher.installed:
+                uvloop_patcher.install()
+    except Exception:
+        swallow("uvloop import hook")
 
 
 def _clear_pending_loops() -> None:
