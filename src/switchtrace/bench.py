@@ -1076,24 +1076,22 @@ def _latencies(
     asgi, wsgi = handler_pair
     times: list[float] = []
 
-    def timed(start: float, result: example.Result) -> None:
-        if result.received_at is None:
+    def timed(result: example.Result) -> None:
+        if result.received_at is None or result.called_at is None:
             raise RuntimeError(f"{endpoint}: the response was never complete")
-        times.append(result.received_at - start)
+        times.append(result.received_at - result.called_at)
         between()
 
     if server == "asgi":
 
         async def serve() -> None:
             for _ in range(requests):
-                start = time.perf_counter()
-                timed(start, await example.asgi_request(asgi, endpoint))
+                timed(await example.asgi_request(asgi, endpoint))
 
         example.run_in_server_loop(serve())
     else:
         for _ in range(requests):
-            start = time.perf_counter()
-            timed(start, example.wsgi_request(wsgi, endpoint))
+            timed(example.wsgi_request(wsgi, endpoint))
     return times
 
 
