@@ -349,6 +349,9 @@ class Result:
     #: False when the body was still coming when the reader stopped (see
     #: wsgi_request's ``seconds``).
     complete: bool = True
+    #: ``time.perf_counter()`` just before the handler was called (the
+    #: request built: a server's parsing, not the application's work).
+    called_at: float | None = None
     #: ``time.perf_counter()`` when the client had the whole response: the
     #: last body message sent (ASGI), the body read (WSGI), before Django
     #: closes the response (``request_finished``, switchtrace's record
@@ -412,12 +415,14 @@ async def asgi_request(
         if message["type"] == "http.response.body" and not message.get("more_body"):
             received_at = time.perf_counter()
 
+    called_at = time.perf_counter()
     await handler(scope, receive, send)
     start = sent[0]
     return Result(
         start["status"],
         {k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]},
         b"".join(m.get("body", b"") for m in sent[1:]),
+        called_at=called_at,
         received_at=received_at,
     )
 
@@ -442,6 +447,7 @@ def wsgi_request(
         captured["status"] = int(status.split()[0])
         captured["headers"] = dict(headers)
 
+    called_at = time.perf_counter()
     response = handler(env, start_response)
     complete = True
     parts = []
@@ -458,4 +464,11 @@ def wsgi_request(
         received_at = time.perf_counter() if complete else None
     finally:
         response.close()
-    return Result(captured["status"], captured["headers"], b"".join(parts), complete, received_at)
+    return Result(
+        captured["status"],
+        captured["headers"],
+        b"".join(parts),
+        complete,
+        called_at=called_at,
+        received_at=received_at,
+    )

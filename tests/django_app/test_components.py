@@ -146,6 +146,26 @@ def test_wsgi_async_stream_is_named_after_the_response_reading_it(records):
     assert top_causes(record, components.resolve) == [("async_stream_view", 2), (reader, 2)]
 
 
+@pytest.mark.skipif(not ASYNC_SIGNALS, reason="async receivers need Django >= 5.0")
+def test_wsgi_async_stream_leaves_request_finished_its_own(records):
+    """request_finished's async receivers run, under WSGI, in an async_to_sync
+    of Signal.send's closure after the headers, with no crossing around it,
+    as Django's reading of the stream does: that crossing was named after the
+    stream, StreamingHttpResponse.__iter__."""
+    from django.core.signals import request_finished
+
+    with sync_and_async_receivers(request_finished), project("none") as (_asgi, wsgi):
+        result = wsgi_request(wsgi, "/async-stream/")
+    assert result.status == 200
+    [record] = records
+    reader = "StreamingHttpResponse.__iter__"
+    assert described(record) == [
+        ("async_to_sync", "async_stream_view", "view", "async_stream_view", True),
+        ("async_to_sync", f"{reader}.<locals>.to_list", "response", reader, False),
+        ("async_to_sync", "Signal.send.<locals>.asend", "signal", "request_finished", False),
+    ]
+
+
 def test_wsgi_async_view(records):
     with project() as (_asgi, wsgi):
         wsgi_request(wsgi, "/async/")

@@ -227,6 +227,49 @@ def test_a_coroutine_that_is_not_native_is_run_by_asyncio_run_as_any():
     assert mechanisms(record) == [("asyncio.run", None), ("sync_to_async", "asyncio.run")]
 
 
+class RaisingCode(NotNative):
+    """A proxy whose attributes come from an object that raises (a lazy
+    proxy's ``__getattr__``), ``cr_code`` among them."""
+
+    @property
+    def cr_code(self):
+        raise RuntimeError("not loaded")
+
+
+class OddCode(NotNative):
+    """A coroutine-like object whose ``cr_code`` is not a code object."""
+
+    cr_code = "wrapper"
+
+
+@pytest.mark.parametrize("kind", [RaisingCode, OddCode])
+def test_a_coroutine_whose_cr_code_is_odd_is_run_by_asyncio_run_as_any(kind):
+    """Reading what a coroutine is named after (uvloop.run's wrapper is named
+    after the coroutine given) looked at cr_code: one that raised, or was no
+    code object, lost asyncio.run's crossing (a bookkeeping error, swallowed).
+    Run off the main thread, as a sync view's is: on it, asyncio.run's
+    SIGINT handling reprs the task, which reads cr_code too and fails."""
+
+    async def offloads():
+        return await sync_to_async(here, thread_sensitive=False)()
+
+    coro = kind(offloads())
+    records = []
+
+    def sync_view():
+        with tracer.recording() as record:
+            asyncio.run(coro)
+        records.append(record)
+
+    worker = threading.Thread(target=sync_view)
+    worker.start()
+    worker.join()
+    [record] = records
+    assert record.totals() == tracer.Figures(4, 2, 1, 2)
+    assert mechanisms(record) == [("asyncio.run", None), ("sync_to_async", "asyncio.run")]
+    assert record.crossings[0].func is coro
+
+
 @pytest.mark.skipif(
     not asyncio.iscoroutine((lambda: (yield))()),
     reason="asyncio takes a generator for a coroutine up to Python 3.11",

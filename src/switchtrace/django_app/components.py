@@ -282,14 +282,33 @@ def _async_stream(crossing: Crossing, record: RequestRecord) -> str | None:
     """The streaming response's class, when ``crossing`` is Django reading its
     asynchronous iterator under WSGI: an ``async_to_sync`` after the headers,
     made by the server's iteration of the response (no crossing around it;
-    the iterator's own code runs in the loop, and bridges the other way)."""
+    the iterator's own code runs in the loop, and bridges the other way), of
+    the closure that ``StreamingHttpResponse.__iter__`` defines. Other
+    crossings look the same but for what they bridge: ``request_finished``'s
+    async receivers (Django >= 5.0), which ``response.close()`` runs in an
+    ``async_to_sync`` of ``Signal.send``'s closure after the headers too."""
     if (
         crossing.mechanism is not ASYNC_TO_SYNC
         or crossing.before_headers
         or crossing.parent is not None
+        or not _defined_by_streaming_iter(crossing.func)
     ):
         return None
     return record.extra.get(ASYNC_STREAM)
+
+
+def _defined_by_streaming_iter(func: Any) -> bool:
+    """Whether ``func`` is a closure that Django's
+    ``StreamingHttpResponse.__iter__`` defines (its ``to_list``): its code is
+    one of that method's constants."""
+    from django.http import StreamingHttpResponse
+
+    code = attribute(func, "__code__")
+    if code is None:
+        return False
+    method = attribute(StreamingHttpResponse, "__iter__")
+    constants = attribute(attribute(unwrap(method), "__code__"), "co_consts") or ()
+    return any(constant is code for constant in constants)
 
 
 def _stream(crossing: Crossing, record: RequestRecord) -> Component | None:

@@ -60,6 +60,7 @@ import wrapt
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, SyncToAsync, markcoroutinefunction
 
+from .describe import attribute
 from .guard import swallow
 from .record import (
     ASYNC_TO_SYNC,
@@ -558,17 +559,19 @@ def _given(coro: Any) -> Any:
     """The coroutine the application gave: ``uvloop.run(main)`` runs a
     wrapper of its own awaiting ``main`` (Python 3.11+), which names nothing
     of the application's. Read from the wrapper's frame, which holds its
-    free variables before it starts."""
-    code = getattr(coro, "cr_code", None)
+    free variables before it starts. What asyncio takes for a coroutine is
+    any ``collections.abc.Coroutine``: its ``cr_code`` may be missing, no code
+    object, or raise (a proxy's), and it is then named after itself."""
+    code = attribute(coro, "cr_code")
     if (
-        code is None
+        type(code) is not types.CodeType
         or code.co_name != "wrapper"
         or "main" not in code.co_freevars
         or not code.co_filename.endswith(("uvloop/__init__.py", "uvloop\\__init__.py"))
     ):
         return coro
-    frame = coro.cr_frame
-    main = frame.f_locals.get("main") if frame is not None else None
+    frame = attribute(coro, "cr_frame")
+    main = frame.f_locals.get("main") if type(frame) is types.FrameType else None
     return coro if main is None else main
 
 
