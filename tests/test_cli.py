@@ -275,6 +275,10 @@ def test_bench_overhead_text_shows_latency_next_to_wall_and_cpu():
     out = io.StringIO()
     render_overhead({"rounds": 3, "requests": 10, "rows": [row]}, out)
     lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "switchtrace bench --overhead (3 interleaved rounds of 10 requests back to back, the "
+        "spans' export included, and as many timed alone; medians (min-max) over rounds)"
+    )
     assert lines[3] == "  ASGI shipped /sync/ full spans"
     # The span thread's CPU is part of the back-to-back figures: its line
     # follows theirs, not the latency's (which leaves it out, between requests).

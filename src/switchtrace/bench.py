@@ -1098,8 +1098,8 @@ def _latencies(
 def render_overhead(results: dict[str, Any], out: TextIO) -> None:
     out.write(
         f"switchtrace bench --overhead ({count(results['rounds'], 'interleaved round')} of "
-        f"{count(results['requests'], 'request')}, the spans' export included; medians "
-        "(min-max) over rounds)\n"
+        f"{count(results['requests'], 'request')} back to back, the spans' export included, "
+        "and as many timed alone; medians (min-max) over rounds)\n"
         "  wall: µs per request, ratio to disabled | cpu: the process's CPU µs per "
         "request, ratio to disabled\n"
         "  latency: µs until a client has the whole response, at an idle server (each "
