@@ -113,18 +113,23 @@ async def _nothing():
     pass
 
 
-class PausingAsyncMiddleware:
-    """Async only: for a request whose query has ``pause``, once the
-    response is back from the middleware below, sets ``paused`` and waits for
-    ``resume`` (asyncio.Events the test makes)."""
+class AsyncOnlyMiddleware:
+    """A middleware Django calls only in async mode: the base of those below."""
 
     sync_capable = False
     async_capable = True
-    paused = resume = None
 
     def __init__(self, get_response):
         self.get_response = get_response
         markcoroutinefunction(self)
+
+
+class PausingAsyncMiddleware(AsyncOnlyMiddleware):
+    """Async only: for a request whose query has ``pause``, once the
+    response is back from the middleware below, sets ``paused`` and waits for
+    ``resume`` (asyncio.Events the test makes)."""
+
+    paused = resume = None
 
     async def __call__(self, request):
         response = await self.get_response(request)
@@ -138,16 +143,9 @@ def middleware_lookup():
     return None
 
 
-class BridgingAsyncMiddleware:
+class BridgingAsyncMiddleware(AsyncOnlyMiddleware):
     """Async only: bridges a plain function of its own before and after the
     view (what an async middleware doing a sync lookup does)."""
-
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        markcoroutinefunction(self)
 
     async def __call__(self, request):
         await sync_to_async(middleware_lookup)()
@@ -156,16 +154,9 @@ class BridgingAsyncMiddleware:
         return response
 
 
-class RetryingAsyncMiddleware:
+class RetryingAsyncMiddleware(AsyncOnlyMiddleware):
     """Async only: has the view called a second time, as a middleware that
     retries a request does, after a lookup of its own."""
-
-    sync_capable = False
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        markcoroutinefunction(self)
 
     async def __call__(self, request):
         await self.get_response(request)

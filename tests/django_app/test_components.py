@@ -31,6 +31,11 @@ def described(record):
     ]
 
 
+def named(record):
+    """(bridged callable, component kind) of each crossing."""
+    return [(qualname, kind) for _m, qualname, kind, _c, _b in described(record)]
+
+
 def test_asgi_shipped_middleware_sync_view(records):
     with project() as (asgi, _wsgi):
         run_asgi(asgi, "/sync/")
@@ -222,7 +227,7 @@ def test_after_the_view_raised_what_is_bridged_is_not_the_views(records):
         result = run_asgi(asgi, "/raise/")
     assert result.status == 500
     [record] = records
-    assert [(qualname, kind) for _m, qualname, kind, _c, _b in described(record)] == [
+    assert named(record) == [
         (SIGNAL, "signal"),
         ("raising_view", "view"),
         ("BaseHandler.process_exception_by_middleware", "handler"),
@@ -241,7 +246,7 @@ def test_a_view_called_again_by_a_retrying_middleware_is_the_views_again(records
         result = run_asgi(asgi, "/async-bridging/")
     assert result.status == 200
     [record] = records
-    assert [(qualname, kind) for _m, qualname, kind, _c, _b in described(record)] == [
+    assert named(record) == [
         (SIGNAL, "signal"),
         ("middleware_lookup", "view"),
         ("middleware_lookup", "other"),
@@ -260,7 +265,7 @@ def test_a_view_django_refuses_to_call_is_no_view_that_ran(records, monkeypatch)
         result = run_asgi(asgi, "/async-bridging/")
     assert result.status == 500
     [record] = records
-    assert [(qualname, kind) for _m, qualname, kind, _c, _b in described(record)] == [
+    assert named(record) == [
         (SIGNAL, "signal"),
         ("response_for_exception", "other"),
         ("log_response", "other"),
