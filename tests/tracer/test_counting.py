@@ -892,6 +892,63 @@ def test_a_loop_made_by_what_a_crossing_ran_is_freed_with_its_request(offload):
     assert len(tracer.patches._request_loops) == 0
 
 
+_KEPT_WAYS = ["new_event_loop", "run_until_complete"]
+if hasattr(asyncio, "Runner"):
+    _KEPT_WAYS += ["Runner.__enter__", "Runner.get_loop", "Runner.run"]
+
+
+@pytest.mark.parametrize("way", _KEPT_WAYS)
+def test_a_loop_kept_after_its_request_keeps_nothing_of_it(way):
+    """A loop or asyncio.Runner made during a request and kept afterwards (a
+    module global of synchronous views): asyncio copies the context into
+    the loop's self-pipe reader, and the runner copies it to run coroutines
+    in; neither copy keeps the request's record once the request is over.
+    Reused in a later request, it counts that request's crossings, those
+    made inside it too."""
+    kept = []
+
+    class Payload:
+        pass
+
+    def request():
+        with tracer.recording() as record:
+            record.extra["payload"] = Payload()
+            if way.startswith("Runner"):
+                runner = asyncio.Runner()
+                kept.append(runner)
+                if way == "Runner.__enter__":
+                    runner.__enter__()
+                elif way == "Runner.get_loop":
+                    runner.get_loop()
+                else:
+                    assert runner.run(anoop()) is None
+            else:
+                loop = asyncio.new_event_loop()
+                kept.append(loop)
+                if way == "run_until_complete":
+                    assert loop.run_until_complete(anoop()) is None
+        return record
+
+    record = request()
+    ran = 2 if way in ("Runner.run", "run_until_complete") else 0
+    assert record.totals() == tracer.Figures(ran, 0, 1, 0)
+    alive = weakref.ref(record.extra["payload"])
+    del record
+    gc.collect()
+    assert alive() is None
+    [kept_one] = kept
+    try:
+        with tracer.recording() as later:
+            run = kept_one.run if way.startswith("Runner") else kept_one.run_until_complete
+            assert run(asyncio.to_thread(here)) is not threading.current_thread()
+        # The loop's default executor starts its worker for the offload.
+        assert later.totals() == tracer.Figures(4, 2, 0, 1)
+        outer, offload = sorted(later.crossings, key=lambda c: c.call_ns)
+        assert offload.parent is outer
+    finally:
+        kept_one.close()
+
+
 @pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
 def test_asyncio_run_on_a_loop_class_of_its_own_is_still_two_switches():
     """A loop class overriding run_until_complete (calling the base class's)

@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.base_events
+import asyncio.proactor_events
 import asyncio.runners
+import asyncio.selector_events
 import contextvars
 import functools
 import inspect
@@ -626,6 +628,45 @@ def _claim_loop(loop: Any, record: RequestRecord, crossing: Crossing) -> None:
             creation.crossing = crossing
 
 
+def _wrap_make_self_pipe(wrapped, instance, args, kwargs):
+    # asyncio's loops register the reader of their self-pipe as they are
+    # constructed (after BaseEventLoop.__init__), a handle holding a copy of
+    # the context it was made in. Made with no request current: a loop kept
+    # after its request (a module global) would otherwise keep the request's
+    # record, and all its crossings hold, for as long as the loop lives.
+    if _here_get() is None:
+        return wrapped(*args, **kwargs)
+    token = _here_set(None)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _here_reset(token)
+
+
+def _wrap_runner_lazy_init(wrapped, instance, args, kwargs):
+    # asyncio.Runner copies the context it runs coroutines in when it sets
+    # itself up (``with Runner()``, get_loop(), the first run()): a runner
+    # kept after the request would keep the request's record in it. Its
+    # copy is its own; switchtrace's variable is cleared there, and each
+    # Runner.run of a request makes its crossing current in it for the call
+    # (run() calls this again, set up already: then it is left alone).
+    before = getattr(instance, "_context", None)
+    result = wrapped(*args, **kwargs)
+    try:
+        context = getattr(instance, "_context", None)
+        if (
+            context is not before
+            and type(context) is contextvars.Context
+            and context.get(here) is not None
+        ):
+            context.run(_here_set, None)
+    except RuntimeError:  # the context is entered elsewhere: left alone
+        pass
+    except Exception:
+        swallow("asyncio.Runner set-up")
+    return result
+
+
 def _wrap_runner_close(wrapped, instance, args, kwargs):
     # Runs on the runner's thread: its run_until_complete calls are its own.
     depth = getattr(_closing_runner, "depth", 0)
@@ -822,11 +863,14 @@ def _targets() -> list[Target]:
         (asyncio.base_events.BaseEventLoop, "__init__", _wrap_loop_init),
         (asyncio.base_events.BaseEventLoop, "run_until_complete", Fast(_patch_run_until_complete)),
         (threading.Thread, "start", _wrap_thread_start),
+        (asyncio.selector_events.BaseSelectorEventLoop, "_make_self_pipe", _wrap_make_self_pipe),
+        (asyncio.proactor_events.BaseProactorEventLoop, "_make_self_pipe", _wrap_make_self_pipe),
     ]
     runner = getattr(asyncio, "Runner", None)
     if runner is not None:
         targets.append((runner, "run", _wrap_asyncio_run))
         targets.append((runner, "close", _wrap_runner_close))
+        targets.append((runner, "_lazy_init", _wrap_runner_lazy_init))
     else:  # Python 3.10: asyncio.run is a plain function, bound under two names.
         targets.append((asyncio.runners, "run", _wrap_asyncio_run))
         targets.append((asyncio, "run", _wrap_asyncio_run))
