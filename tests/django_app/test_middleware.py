@@ -1081,6 +1081,29 @@ def test_headers_that_carry_the_figures_already_are_sent_as_they_are(sent, carri
         assert headers_module.rewritten(sent, figures) == sent
 
 
+def test_the_figures_rendered_as_headers_are_kept_for_a_bounded_number_of_figures():
+    """Rendered figures are kept for the next request with the same figures,
+    for at most _RENDERED_KEPT different ones, and read the same from the
+    cache as freshly rendered."""
+    from django.http import HttpResponse
+
+    headers_module._rendered_by_figures.clear()
+    # Two figures rendered for each n: full after KEPT // 2 of them.
+    for n in range(headers_module._RENDERED_KEPT // 2 + 10):
+        figures = tracer.Figures(n, n, 0, 1)
+        for _ in range(2):  # rendered, then read back
+            response = HttpResponse()
+            headers_module.stamp(response, figures)
+            assert response["X-Context-Switches"] == str(n)
+            assert response["Server-Timing"] == OUR_METRICS.replace("30", str(n))
+            sent = [*response.items()]
+            assert headers_module.carries(sent, figures) is True
+            assert headers_module.carries(sent, tracer.Figures(n, n, 0, 2)) is False
+        assert len(headers_module._rendered_by_figures) <= headers_module._RENDERED_KEPT
+    # Emptied once full, then filled again with the figures met since.
+    assert len(headers_module._rendered_by_figures) == 10 * 2
+
+
 def test_headers_told_to_carry_the_figures_are_what_the_rewrite_would_send():
     """carries() against rewritten() over generated header lists: names in
     any case, ours missing, repeated or with other values, Server-Timing

@@ -26,7 +26,7 @@ other request is reading it, nor ever did (``grow``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 
@@ -109,15 +109,18 @@ def carries(headers: list[tuple[Any, Any]], figures: Figures, encoded: bool = Fa
     ``Server-Timing``. The common case (no other request wrote on the
     response object), told without parsing ``Server-Timing``: :func:`rewritten`
     does that, at about twenty times the cost."""
-    expected: dict[Any, Any] = {header.lower(): value for header, value in _values(figures)}
-    metrics: Any = _metrics_of(figures)
-    timing: Any = "server-timing"
-    marker: Any = "switchtrace-"
-    separator: Any = ", "
+    rendered = _rendered(figures)
+    expected: dict[Any, Any]
+    metrics: Any
+    timing: Any
+    marker: Any
+    separator: Any
     if encoded:
-        expected = {name.encode(): value.encode() for name, value in expected.items()}
-        metrics, timing, marker = metrics.encode(), b"server-timing", b"switchtrace-"
-        separator = b", "
+        expected, metrics = rendered.expected_bytes, rendered.metrics_bytes
+        timing, marker, separator = b"server-timing", b"switchtrace-", b", "
+    else:
+        expected, metrics = rendered.expected, rendered.metrics
+        timing, marker, separator = "server-timing", "switchtrace-", ", "
     seen: set[Any] = set()
     timings = 0
     for name, value in headers:
@@ -212,15 +215,54 @@ def _metrics(server_timing: str) -> list[str]:
     return [m for m in metrics if m]
 
 
+class _Rendered(NamedTuple):
+    """The figures as headers: what :func:`_write` writes, and what
+    :func:`carries` compares, as text and as an ASGI message's bytes."""
+
+    values: list[tuple[str, str]]
+    metrics: str
+    expected: dict[str, str]
+    expected_bytes: dict[bytes, bytes]
+    metrics_bytes: bytes
+
+
+#: Figures -> their rendering. Most requests of a route have the figures of
+#: the one before (rendering them is about a twentieth of what switchtrace
+#: does for a request); emptied when it holds more than _RENDERED_KEPT.
+_rendered_by_figures: dict[Figures, _Rendered] = {}
+_RENDERED_KEPT = 256
+
+
+def _rendered(figures: Figures) -> _Rendered:
+    rendered = _rendered_by_figures.get(figures)
+    if rendered is None:
+        values = [
+            (header, str(getattr(figures, field))) for header, field, _metric, _label in HEADERS
+        ]
+        metrics = ", ".join(
+            f'{metric};desc="{label}: {getattr(figures, field)}"'
+            for _header, field, metric, label in HEADERS
+        )
+        expected = {header.lower(): value for header, value in values}
+        rendered = _Rendered(
+            values,
+            metrics,
+            expected,
+            {name.encode(): value.encode() for name, value in expected.items()},
+            metrics.encode(),
+        )
+        if len(_rendered_by_figures) >= _RENDERED_KEPT:
+            _rendered_by_figures.clear()
+        _rendered_by_figures[figures] = rendered
+    return rendered
+
+
 def _values(figures: Figures) -> list[tuple[str, str]]:
-    return [(header, str(getattr(figures, field))) for header, field, _metric, _label in HEADERS]
+    return _rendered(figures).values
 
 
 def _metrics_of(figures: Figures) -> str:
-    return ", ".join(
-        f'{metric};desc="{label}: {getattr(figures, field)}"'
-        for _header, field, metric, label in HEADERS
-    )
+    return _rendered(figures).metrics
 
 
 def _write(response: Any, figures: Figures) -> None:
