@@ -98,6 +98,34 @@ def test_run_until_complete_on_a_uvloop_loop_is_two_switches_without_a_hop():
     assert record.loop_creations[0].crossing is run
 
 
+def test_a_uvloop_loop_kept_after_its_request_keeps_nothing_of_it():
+    """uvloop's C type makes handles of its own as it is allocated, each
+    with a copy of the context: a loop a request makes and keeps (a module
+    global) keeps nothing of the request. Reused in a later request, it
+    counts that request's crossings."""
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    with tracer.recording() as record:
+        record.extra["payload"] = Payload()
+        loop = uvloop.new_event_loop()
+        assert loop.run_until_complete(anoop()) is None
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    alive = weakref.ref(record.extra["payload"])
+    del record
+    gc.collect()
+    assert alive() is None
+    try:
+        with tracer.recording() as later:
+            assert loop.run_until_complete(anoop()) is None
+        assert later.totals() == tracer.Figures(2, 0, 0, 0)
+    finally:
+        loop.close()
+
+
 def test_a_uvloop_loops_errors_are_its_own():
     """What uvloop raises, it still raises, and raising before anything runs
     is no switch."""
@@ -129,12 +157,13 @@ def test_uninstall_takes_the_patches_out_of_uvloops_class():
     put in its own namespace, and taken out again, whatever the number of
     installs."""
     assert tracer.installed()  # the test session's
-    assert {"__init__", "run_until_complete"} <= set(vars(uvloop.Loop))
+    assert {"__new__", "__init__", "run_until_complete"} <= set(vars(uvloop.Loop))
     tracer.install()
     inner = vars(uvloop.Loop)["run_until_complete"]
     assert inner.__wrapped__ is uvloop.loop.Loop.run_until_complete
     try:
         tracer.uninstall()
+        assert "__new__" not in vars(uvloop.Loop)
         assert "__init__" not in vars(uvloop.Loop)
         assert "run_until_complete" not in vars(uvloop.Loop)
         with tracer.recording() as record:

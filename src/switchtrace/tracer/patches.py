@@ -628,12 +628,15 @@ def _claim_loop(loop: Any, record: RequestRecord, crossing: Crossing) -> None:
             creation.crossing = crossing
 
 
-def _wrap_make_self_pipe(wrapped, instance, args, kwargs):
-    # asyncio's loops register the reader of their self-pipe as they are
-    # constructed (after BaseEventLoop.__init__), a handle holding a copy of
-    # the context it was made in. Made with no request current: a loop kept
-    # after its request (a module global) would otherwise keep the request's
-    # record, and all its crossings hold, for as long as the loop lives.
+def _wrap_loop_handles(wrapped, instance, args, kwargs):
+    # Where an event loop makes handles of its own as it is constructed, each
+    # holding a copy of the context it was made in: asyncio's loops register
+    # the reader of their self-pipe (_make_self_pipe, after
+    # BaseEventLoop.__init__), uvloop's C type makes its idle and check
+    # handles as it is allocated (uvloop.Loop.__new__). Made with no request
+    # current: a loop kept after its request (a module global) would
+    # otherwise keep the request's record, and all its crossings hold, for as
+    # long as the loop lives.
     if _here_get() is None:
         return wrapped(*args, **kwargs)
     token = _here_set(None)
@@ -863,8 +866,8 @@ def _targets() -> list[Target]:
         (asyncio.base_events.BaseEventLoop, "__init__", _wrap_loop_init),
         (asyncio.base_events.BaseEventLoop, "run_until_complete", Fast(_patch_run_until_complete)),
         (threading.Thread, "start", _wrap_thread_start),
-        (asyncio.selector_events.BaseSelectorEventLoop, "_make_self_pipe", _wrap_make_self_pipe),
-        (asyncio.proactor_events.BaseProactorEventLoop, "_make_self_pipe", _wrap_make_self_pipe),
+        (asyncio.selector_events.BaseSelectorEventLoop, "_make_self_pipe", _wrap_loop_handles),
+        (asyncio.proactor_events.BaseProactorEventLoop, "_make_self_pipe", _wrap_loop_handles),
     ]
     runner = getattr(asyncio, "Runner", None)
     if runner is not None:
@@ -1012,6 +1015,7 @@ def _uvloop_targets() -> list[Target]:
     if not isinstance(loop, type):
         return []
     targets: list[Target] = [
+        (loop, "__new__", Added(_wrap_loop_handles)),
         (loop, "__init__", Added(_wrap_loop_init)),
         (loop, "run_until_complete", Added(Fast(_patch_run_until_complete))),
     ]
