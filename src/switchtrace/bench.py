@@ -191,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --compare: a cell counts as slower only beyond this fraction "
         "(default: 0.1)",
     )  # fmt: skip
-    parser.add_argument("--project", help="the example project (default: examples/project)")
+    parser.add_argument("--project", help=example.PROJECT_HELP)
 
 
 def _demo_endpoints() -> tuple[tuple[str, str], ...]:

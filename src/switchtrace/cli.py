@@ -29,6 +29,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .example import PROJECT_HELP
+
     parser = _Parser(
         prog="switchtrace",
         description="Count the sync/async context switches of Django requests.",
@@ -41,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the example project in-process under WSGI and ASGI, for each "
         "endpoint and middleware variant, and print its switches, hops, loops and threads.",
     )
-    demo.add_argument("--project", help="the example project (default: examples/project)")
+    demo.add_argument("--project", help=PROJECT_HELP)
     explain = commands.add_parser(
         "explain",
         help="predict each kind of request's switches from MIDDLEWARE, with causes and fixes",

@@ -31,6 +31,14 @@ class ProjectNotFound(Exception):
         self.looked_in = looked_in or []
 
 
+#: The --project help of demo and bench: where :func:`find_project` looks.
+PROJECT_HELP = (
+    "the example project (default: $SWITCHTRACE_EXAMPLE_PROJECT, else examples/project of "
+    "the switchtrace checkout or of the current directory, else the copy installed with "
+    "switchtrace)"
+)
+
+
 #: The copy of examples/project that an installed switchtrace carries (the
 #: wheel maps it there: pyproject.toml's package-dir).
 PACKAGED = Path(__file__).resolve().parent / "example_project"
