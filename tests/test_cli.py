@@ -596,3 +596,17 @@ def test_the_demo_reading_says_when_wsgi_switches_after_the_headers():
         "(30 in all); made sync-only 8, without middleware 2. Under WSGI: 2 before the "
         "headers (4 in all), with 2 new event loops and 2 new threads."
     )
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_project_help_names_where_the_example_project_is_found(command, tmp_path):
+    """--help said "default: examples/project", where a switchtrace
+    installed from a wheel serves the copy it carries, run from any
+    directory (the README's search order)."""
+    out = run([command, "--help"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (
+        "--project PROJECT the example project (default: $SWITCHTRACE_EXAMPLE_PROJECT, else "
+        "examples/project of the switchtrace checkout or of the current directory, else the "
+        "copy installed with switchtrace)"
+    ) in " ".join(out.stdout.split())

@@ -7,6 +7,7 @@ status 1. Never a traceback. Nothing here runs a benchmark."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -598,6 +599,60 @@ def test_ctrl_c_in_the_middle_of_a_request_ends_the_command_at_once(command, del
     assert (process.returncode, err) == (130, f"switchtrace {command}: interrupted\n")
     if command == "demo":
         assert out.startswith("switchtrace demo: the example project served in-process")
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in children.split()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(
+    ("signum", "status", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+)
+def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, status, said, tmp_path):
+    """``kill -INT`` (Ctrl-C reaches the servers too: they are in its process
+    group) or ``timeout``'s SIGTERM sent to ``bench --driver server`` alone:
+    it exited at once, without the clean-up that stops its uvicorn and
+    gunicorn, which ran on, orphaned, on their loopback ports (SIGTERM
+    killed it with no line at all)."""
+    import signal
+
+    env = {
+        **os.environ,
+        "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "traces.jsonl"),
+        "SWITCHTRACE_EXAMPLE_DB": str(tmp_path / "db.sqlite3"),
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "switchtrace", "bench", "--server", "--project", str(EXAMPLE),
+         "--endpoints", "/sync/", "--variants", "none", "--concurrency", "1",
+         "--requests", "1", "--rounds", "100000", "--warmup", "0"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    servers: list[int] = []
+    try:
+        for _ in range(600):  # both servers started: the rounds have begun
+            servers = _children_of(process.pid)
+            if len(servers) == 2 or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert len(servers) == 2, process.communicate()
+        time.sleep(0.5)
+        process.send_signal(getattr(signal, signum))
+        _, err = process.communicate(timeout=30)
+        left = [pid for pid in servers if os.path.exists(f"/proc/{pid}")]
+    finally:
+        process.kill()
+        process.wait()
+        for pid in servers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert (process.returncode, err) == (status, f"switchtrace bench: {said}\n")
+    assert left == []
 
 
 def test_bench_lists_given_twice_measure_each_cell_once():

@@ -136,9 +136,12 @@ def test_demo_from_the_installed_wheel_outside_a_checkout(wheel, tmp_path):
 
     # explain, run in a project of one's own, does not explain the carried
     # example instead: it asks for the project's settings.
+    # It looked in the current directory only: an installed switchtrace has
+    # no checkout around it (it named site-packages' grandparent's
+    # examples/project, lib/python3.X/examples/project in a virtualenv).
     out = python("-m", "switchtrace", "explain")
     assert out.returncode == 2
     assert out.stderr.startswith(
         "switchtrace explain: error: DJANGO_SETTINGS_MODULE is not set, and there is no "
-        "example project to explain instead"
+        f"example project to explain instead (looked in: {cwd / 'examples' / 'project'}); "
     ), out.stderr

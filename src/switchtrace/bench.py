@@ -191,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --compare: a cell counts as slower only beyond this fraction "
         "(default: 0.1)",
     )  # fmt: skip
-    parser.add_argument("--project", help="the example project (default: examples/project)")
+    parser.add_argument("--project", help=example.PROJECT_HELP)
 
 
 def _demo_endpoints() -> tuple[tuple[str, str], ...]:
@@ -365,10 +365,14 @@ class Servers:
                        "--bind", f"127.0.0.1:{port}", "--workers", "1",
                        "--worker-class", "gthread", "--threads", str(self.threads),
                        "--log-level", "warning"]  # fmt: skip
+        from .cli import adopt, disown
+
         process = subprocess.Popen(command, cwd=self.project, env=env)
+        adopt(process)  # ended with the command if a signal ends it
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
+                disown(process)
                 raise ServerFailed(
                     f"the {server.upper()} server ({command[2]}) exited with status "
                     f"{process.returncode} before answering (its own output is above)"
@@ -379,9 +383,13 @@ class Servers:
             except OSError:
                 time.sleep(0.1)
         process.kill()
+        process.wait()
+        disown(process)
         raise ServerFailed(f"the {server.upper()} server ({command[2]}) did not answer within 30 s")
 
     def close(self) -> None:
+        from .cli import disown
+
         for process, _port in self._servers.values():
             process.terminate()
         for process, _port in self._servers.values():
@@ -389,6 +397,8 @@ class Servers:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+            disown(process)
         self._servers.clear()
 
     def run(self, server: str, variant: str, endpoint: str, requests: int, concurrency: int):

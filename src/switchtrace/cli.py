@@ -6,7 +6,9 @@ status 2; an error of the project's own code (a view raising under
 ``explain --measure``, answering with a status of 400 or more, a middleware
 answering before the view, a response still streaming after 30 s) one line
 naming the exception and where, or what was answered, and exit status 1;
-Ctrl-C one line and exit status 130, at once; never a traceback.
+Ctrl-C one line and exit status 130, at once (SIGTERM, while ``bench
+--driver server`` has its servers running, 143), the servers ended first;
+never a traceback.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +34,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .example import PROJECT_HELP
+
     parser = _Parser(
         prog="switchtrace",
         description="Count the sync/async context switches of Django requests.",
@@ -41,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the example project in-process under WSGI and ASGI, for each "
         "endpoint and middleware variant, and print its switches, hops, loops and threads.",
     )
-    demo.add_argument("--project", help="the example project (default: examples/project)")
+    demo.add_argument("--project", help=PROJECT_HELP)
     explain = commands.add_parser(
         "explain",
         help="predict each kind of request's switches from MIDDLEWARE, with causes and fixes",
@@ -205,20 +212,25 @@ def _watch_for_ctrl_c() -> None:
                 return
             if signal.SIGINT in taken:
                 _interrupted(_command)
+            if signal.SIGTERM in taken:  # only while a handler is set: see adopt()
+                _interrupted(_command, signal.SIGTERM)
 
     _watcher = threading.Thread(target=watch, name="switchtrace Ctrl-C", daemon=True)
     _watcher.start()
 
 
-def _interrupted(command: str | None) -> NoReturn:
-    """Ctrl-C: one line, exit status 130, at once. A request interrupted
-    in the middle leaves its threads behind (the per-request thread of
-    Django's ThreadSensitiveContext, still running the view; an executor's
-    worker started but not yet known to the exit hook that stops it), which
-    the interpreter's exit would wait for, and its coroutines, which it would
-    close in another context, each with a traceback. What the command
-    printed goes out first."""
+def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
+    """Ctrl-C (or SIGTERM, see :func:`adopt`): one line, exit status 128 +
+    the signal's number, at once. A request interrupted in the middle leaves
+    its threads behind (the per-request thread of Django's
+    ThreadSensitiveContext, still running the view; an executor's worker
+    started but not yet known to the exit hook that stops it), which the
+    interpreter's exit would wait for, and its coroutines, which it would
+    close in another context, each with a traceback. The processes the
+    command started are ended first, since the command's own clean-up does
+    not run; what the command printed goes out first."""
     _ending.acquire()  # the other one, main thread or watcher, waits for the exit
+    _end_children()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -226,10 +238,77 @@ def _interrupted(command: str | None) -> NoReturn:
             pass
     try:
         prog = f"switchtrace {command}" if command else "switchtrace"
-        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        said = "terminated" if signum == signal.SIGTERM else "interrupted"
+        print(f"{prog}: {said}", file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
-    os._exit(130)
+    os._exit(128 + signum)
+
+
+#: Processes the command started that would outlive it (the servers of
+#: ``bench --driver server``), see :func:`adopt`.
+_children: set[subprocess.Popen[bytes]] = set()
+#: The SIGTERM handler before :func:`adopt` set ours, while it is set.
+_sigterm_before: Any = None
+
+
+def adopt(process: subprocess.Popen[bytes]) -> None:
+    """End ``process`` with the command if Ctrl-C or SIGTERM ends it: they
+    exit at once (:func:`_interrupted`), without the command's own clean-up,
+    and a server started by the command ran on after it, orphaned (Ctrl-C
+    in a terminal reaches the servers too, but not ``kill -INT``, nor the
+    SIGTERM of ``timeout``, which killed the command without a word).
+    Called from the main thread; :func:`disown` once the command has ended
+    the process itself."""
+    global _sigterm_before
+    _children.add(process)
+    if (
+        _sigterm_before is None
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        # The main thread runs this handler when it can; the watcher (see
+        # _watch_for_ctrl_c) sees the signal on the wakeup descriptor when
+        # the main thread is blocked.
+        _sigterm_before = signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def disown(process: subprocess.Popen[bytes]) -> None:
+    """``process`` was ended by the command: see :func:`adopt`."""
+    global _sigterm_before
+    _children.discard(process)
+    if not _children and _sigterm_before is not None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _sigterm_before)
+            _sigterm_before = None
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _interrupted(_command, signal.SIGTERM)
+
+
+def _end_children(seconds: float = 10) -> None:
+    """Terminate the adopted processes, and kill those that have not exited
+    within ``seconds`` (gunicorn stops its workers before it exits)."""
+    import subprocess
+    import time
+
+    processes = list(_children)
+    for process in processes:
+        try:
+            process.terminate()
+        except OSError:  # gone already
+            pass
+    deadline = time.monotonic() + seconds
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                process.kill()
+                process.wait()
+            except OSError:
+                pass
 
 
 def _reader_gone() -> bool:

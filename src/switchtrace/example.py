@@ -31,6 +31,14 @@ class ProjectNotFound(Exception):
         self.looked_in = looked_in or []
 
 
+#: The --project help of demo and bench: where :func:`find_project` looks.
+PROJECT_HELP = (
+    "the example project (default: $SWITCHTRACE_EXAMPLE_PROJECT, else examples/project of "
+    "the switchtrace checkout or of the current directory, else the copy installed with "
+    "switchtrace)"
+)
+
+
 #: The copy of examples/project that an installed switchtrace carries (the
 #: wheel maps it there: pyproject.toml's package-dir).
 PACKAGED = Path(__file__).resolve().parent / "example_project"
@@ -38,8 +46,8 @@ PACKAGED = Path(__file__).resolve().parent / "example_project"
 
 def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool = True) -> Path:
     """The example project: ``explicit``, $SWITCHTRACE_EXAMPLE_PROJECT,
-    examples/project of the checkout switchtrace is installed from (editable)
-    or of the current directory, or (``packaged``) the copy an installed
+    examples/project of the checkout switchtrace runs from (editable, or on
+    the path) or of the current directory, or (``packaged``) the copy an installed
     switchtrace carries (:data:`PACKAGED`)."""
     candidates = []
     if explicit is not None:
@@ -47,11 +55,14 @@ def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool 
     elif os.environ.get("SWITCHTRACE_EXAMPLE_PROJECT"):
         candidates.append(Path(os.environ["SWITCHTRACE_EXAMPLE_PROJECT"]))
     else:
-        here = Path(__file__).resolve()
-        candidates += [
-            here.parents[2] / "examples" / "project",
-            Path.cwd() / "examples" / "project",
-        ]
+        # A switchtrace installed from a wheel carries the example
+        # (PACKAGED) and has no checkout around it: two levels up from this
+        # file is then site-packages' parent, not worth looking in, nor
+        # naming to the developer as a place looked in.
+        if not PACKAGED.is_dir():
+            checkout = Path(__file__).resolve().parents[2]
+            candidates.append(checkout / "examples" / "project")
+        candidates.append(Path.cwd() / "examples" / "project")
         if packaged:
             candidates.append(PACKAGED)
     for candidate in candidates:

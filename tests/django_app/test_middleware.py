@@ -1029,6 +1029,36 @@ def test_the_middleware_without_the_app_says_so(server, caplog, monkeypatch):
     ]  # not one per handler built (ASGIHandler and WSGIHandler here)
 
 
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_the_middleware_under_the_misnamed_app_logs_e011(server, caplog, monkeypatch):
+    """With ``"switchtrace"`` in INSTALLED_APPS instead of its app, a server
+    logged "Add 'switchtrace.django_app' to INSTALLED_APPS": done beside
+    ``"switchtrace"``, Django then refused to start (two apps labelled
+    switchtrace). It logs what ``manage.py check`` says, E011 and its hint
+    to replace the entry, as the README promises."""
+    from django.conf import settings
+
+    from switchtrace.django_app import middleware
+
+    monkeypatch.setattr(middleware, "_missing_app_told", False)
+
+    misnamed = [
+        "switchtrace" if app == "switchtrace.django_app" else app for app in settings.INSTALLED_APPS
+    ]
+    with (
+        caplog.at_level(logging.ERROR, logger="switchtrace"),
+        project(INSTALLED_APPS=misnamed) as handlers,
+    ):
+        result = serve(server, handlers, "/sync/")
+    assert (result.status, result.body) == (200, b"Hello, world\n")
+    assert result.figures() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace disabled: INSTALLED_APPS has 'switchtrace', which is not switchtrace's "
+        "Django app: nothing is recorded and no header is added. (switchtrace.E011) "
+        "Replace 'switchtrace' with 'switchtrace.django_app' in INSTALLED_APPS."
+    ]
+
+
 def test_the_middleware_removes_itself_while_disabled():
     with project(SWITCHTRACE={"ENABLED": False}) as (asgi, wsgi):
         assert not tracer.installed()

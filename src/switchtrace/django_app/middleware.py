@@ -40,6 +40,23 @@ logger = logging.getLogger("switchtrace")
 _missing_app_told = False
 
 
+def _missing_app_message() -> str:
+    """What a server logs when 'switchtrace.django_app' is not installed:
+    switchtrace.E011 when ``"switchtrace"`` stands in its place (adding the
+    app beside that entry would stop Django: two apps labelled
+    switchtrace), else that the app is missing."""
+    from ..apps import check_app_name
+
+    for error in check_app_name():
+        return f"switchtrace disabled: {error.msg} ({error.id}) {error.hint}"
+    return (
+        "switchtrace disabled: SwitchTraceMiddleware is in MIDDLEWARE but "
+        "'switchtrace.django_app' is not in INSTALLED_APPS, so nothing is recorded "
+        "and no response carries the headers. Add 'switchtrace.django_app' to "
+        "INSTALLED_APPS."
+    )
+
+
 class SwitchTraceMiddleware:
     sync_capable = True
     async_capable = True
@@ -59,12 +76,7 @@ class SwitchTraceMiddleware:
             global _missing_app_told
             if not _missing_app_told:
                 _missing_app_told = True
-                logger.error(
-                    "switchtrace disabled: SwitchTraceMiddleware is in MIDDLEWARE but "
-                    "'switchtrace.django_app' is not in INSTALLED_APPS, so nothing is recorded "
-                    "and no response carries the headers. Add 'switchtrace.django_app' to "
-                    "INSTALLED_APPS."
-                )
+                logger.error(_missing_app_message())
             raise MiddlewareNotUsed("'switchtrace.django_app' is not in INSTALLED_APPS")
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
