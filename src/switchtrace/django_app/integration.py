@@ -375,7 +375,10 @@ async def _end_adapted_wsgi(call: Any) -> Any:
     try:
         return await call
     finally:
-        _adapted.reset(token)
+        try:
+            _adapted.reset(token)
+        except ValueError:  # closed from another context (see tracer.finish_request)
+            pass
         for record in opened:
             tracer.finish_request(record)
 
