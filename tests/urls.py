@@ -20,6 +20,7 @@ urlpatterns = [
     path("aenqueue/", views.aenqueue_view),
     path("listed-then-streamed/", views.listed_then_streamed_view),
     path("to-thread/", views.to_thread_view),
+    path("sub-request/", views.sub_request_view),
     path("class-view/", views.ClassView.as_view()),
     path("other-class-view/", views.OtherClassView.as_view()),
 ]

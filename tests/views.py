@@ -284,3 +284,28 @@ class OtherClassView(View):
 
     def get(self, request):
         return HttpResponse("other")
+
+
+def sub_request_view(request):
+    """A view that serves a sub-request to /async-to-sync/ itself (as batch
+    API endpoints do), through ``?through=`` Django's test Client,
+    BaseHandler.get_response or a WSGIHandler, then bridges once more."""
+    from django.core.handlers.base import BaseHandler
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test import Client, RequestFactory
+    from project.views import noop
+
+    through = request.GET["through"]
+    if through == "client":
+        inner = Client().get("/async-to-sync/")
+    elif through == "get_response":
+        handler = BaseHandler()
+        handler.load_middleware()
+        inner = handler.get_response(RequestFactory().get("/async-to-sync/"))
+    else:
+        environ = RequestFactory()._base_environ(PATH_INFO="/async-to-sync/")
+        body = WSGIHandler()(environ, lambda status, headers, exc_info=None: None)
+        inner = HttpResponse(b"".join(body))
+        body.close()
+    async_to_sync(noop)()
+    return HttpResponse(inner.content)

@@ -124,6 +124,30 @@ def test_an_async_view_offloading_under_wsgi_counts_every_thread_it_starts(recor
     assert record.totals() == tracer.Figures(4, 4, 1, threads)
 
 
+@pytest.mark.parametrize("through", ["client", "get_response", "wsgi_handler"])
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_sub_request_a_view_serves_is_part_of_its_request(server, through, records):
+    """A sync view serving a sub-request itself (through the test Client,
+    BaseHandler.get_response or a WSGIHandler, as batch API endpoints do),
+    then bridging once more: the sub-request's three async_to_sync calls and
+    the view's own one are all the request's, in its headers too. The
+    sub-request neither freezes the request's figures (WSGI) nor ends its
+    record, nor opens one of its own. Under WSGI each async_to_sync makes a
+    loop in a thread; under ASGI it goes back to the server's loop, and the
+    request counts as /sync/ does (4 switches at the headers, 6 in all)
+    eight switches more."""
+    with project("none") as handlers:
+        result = serve(server, handlers, f"/sub-request/?through={through}")
+    assert (result.status, result.body) == (200, b"Hello, world\n")
+    [record] = records
+    if server == "wsgi":
+        assert result.figures() == (8, 8, 4, 4)
+        assert record.at_headers == record.totals() == tracer.Figures(8, 8, 4, 4)
+    else:
+        assert result.figures() == (12, 12, 0, 1)
+        assert record.totals() == tracer.Figures(14, 14, 0, ASGI_THREADS)
+
+
 def test_server_timing_has_one_metric_per_figure():
     with project() as handlers:
         result = serve("asgi", handlers, "/sync/")

@@ -11,11 +11,13 @@ import itertools
 import threading
 import time
 import weakref
+from typing import Any
 
 import pytest
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, async_to_sync, sync_to_async
 
 from switchtrace import tracer
+from switchtrace.tracer.record import RUN_UNTIL_COMPLETE
 
 
 def here() -> threading.Thread:
@@ -1125,3 +1127,60 @@ def test_what_runs_in_a_context_given_to_sync_to_async_belongs_to_its_crossing(e
     assert context.get(tracer.patches.here) == before.get(tracer.patches.here)
     assert (tracer.patches.here in context) == (tracer.patches.here in before) == (not empty)
     assert context[variable] == "bridged"
+
+
+def _destroyed_pending(make: Any) -> None:
+    """Run ``make()``'s coroutine as a task on a loop until it waits on
+    something that never comes back (its result is left queued in the loop),
+    then close the loop: asyncio reports "Task was destroyed but it is
+    pending!" when the garbage collector closes the task's coroutine, here
+    in a context of its own, as a collection does wherever it happens to
+    run."""
+    loop = asyncio.new_event_loop()
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    loop.set_default_executor(executor)
+    tasks = [loop.create_task(make())]
+    loop.run_until_complete(asyncio.sleep(0))
+    executor.shutdown(wait=True)  # the bridged code has run; its result waits in the loop
+    loop.close()
+
+    def collect():
+        tasks.clear()
+        gc.collect()
+
+    contextvars.Context().run(collect)
+
+
+def test_a_bridge_call_whose_task_is_destroyed_pending_counts_its_return(caplog):
+    """The caller of a sync_to_async is closed from another context than the
+    one the call made its crossing current in: nothing of that context is
+    put back there, the return is counted, and no error is switchtrace's."""
+
+    async def main():
+        await sync_to_async(str, thread_sensitive=False)()
+
+    with tracer.recording() as record:
+        _destroyed_pending(main)
+        assert record.totals() == tracer.Figures(4, 2, 1, 1)
+    [run, bridge] = record.crossings
+    assert (run.mechanism, bridge.mechanism) == (RUN_UNTIL_COMPLETE, tracer.SYNC_TO_ASYNC)
+    assert bridge.exception == "GeneratorExit"
+    assert "Task was destroyed but it is pending!" in caplog.text
+
+
+def test_a_request_whose_task_is_destroyed_pending_is_finished_quietly(records):
+    """An ASGI request's task destroyed pending (its loop closed under it):
+    the integration's finish_request, given the token of a context the
+    garbage collector does not run in, ends the record all the same."""
+
+    async def request():
+        record, token = tracer.start_request(tracer.ASGI)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, str)
+        finally:
+            tracer.finish_request(record, token)
+
+    _destroyed_pending(request)
+    [record] = records
+    assert record.finished
+    assert record.totals() == tracer.Figures(2, 2, 0, 1)

@@ -91,6 +91,9 @@ _read_before: WeakIdentityMap[bool] = WeakIdentityMap()
 #: record.extra's key: whether the request reading a response's headers is
 #: the first one to read them.
 _FIRST = "switchtrace.first_reader"
+#: record.extra's key, set when BaseHandler.get_response is first called for
+#: a WSGI request: a call after it is not the request's own.
+_ANSWERED = "switchtrace.answered"
 
 
 def _request_attributes(
@@ -108,6 +111,10 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
     # the response on this thread after we return, so the record stays
     # current here until HttpResponseBase.close ends it.
     previous = tracer.current_record()
+    if previous is not None and _serving(previous):
+        # A request served inside another one (a view calling a WSGI
+        # application): part of it, as the work of its view is.
+        return wrapped(*args, **kwargs)
     if previous is not None and previous.kind == tracer.WSGI and not previous.finished:
         # The server never closed the previous response on this thread.
         tracer.finish_request(previous)
@@ -265,12 +272,28 @@ def _stop_reading(record: tracer.RequestRecord) -> None:
         swallow("headers read")
 
 
+def _serving(record: tracer.RequestRecord) -> bool:
+    """Whether ``record``'s request is still being answered: an ASGI one
+    until its handler call returns, a WSGI one until its headers are sent.
+    A request served meanwhile where it is current (a sub-request that its
+    view serves itself) is part of it."""
+    if record.finished:
+        return False
+    return record.kind == tracer.ASGI or (record.kind == tracer.WSGI and record.at_headers is None)
+
+
 def _wrap_get_response(wrapped, instance, args, kwargs):
     # Runs on the WSGI worker thread; the headers are built from the response
-    # as soon as this returns.
-    response = wrapped(*args, **kwargs)
+    # as soon as this returns. Only the request's own call, the first: one
+    # made inside it (a sub-request its view serves through Django's test
+    # Client or BaseHandler.get_response, as batch API endpoints do) is part
+    # of it, and neither sends its headers nor ends it.
     record = tracer.current_record()
-    if record is not None and record.kind == tracer.WSGI and not record.finished:
+    if record is None or record.kind != tracer.WSGI or record.finished or _ANSWERED in record.extra:
+        return wrapped(*args, **kwargs)
+    record.extra[_ANSWERED] = True
+    response = wrapped(*args, **kwargs)
+    if not record.finished:
         _wsgi_headers(record, response)
     return response
 
@@ -352,7 +375,10 @@ async def _end_adapted_wsgi(call: Any) -> Any:
     try:
         return await call
     finally:
-        _adapted.reset(token)
+        try:
+            _adapted.reset(token)
+        except ValueError:  # closed from another context (see tracer.finish_request)
+            pass
         for record in opened:
             tracer.finish_request(record)
 

@@ -150,6 +150,11 @@ def finish_request(
             patches.here.reset(token)
         elif (current := patches.here.get()) is not None and current[0] is record:
             patches.here.set(None)
+    except ValueError:
+        # A token of another context: the request's coroutine is closed from
+        # elsewhere (its task destroyed pending, closed by the garbage
+        # collector wherever it runs), where there is nothing to put back.
+        pass
     except Exception:
         swallow("finish request")
 

@@ -206,7 +206,14 @@ def _return(
         return
     try:
         if token is not None:
-            _here_reset(token)
+            try:
+                _here_reset(token)
+            except ValueError:
+                # The caller's coroutine is closed from another context: a
+                # task destroyed pending, whose coroutine the garbage
+                # collector closes wherever it runs. Nothing of that context
+                # is the crossing's to put back.
+                pass
         record.close(crossing, exc)
     except Exception:
         swallow(f"{crossing.mechanism} return")
