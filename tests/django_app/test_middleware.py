@@ -1229,3 +1229,34 @@ def test_a_close_from_elsewhere_ends_a_waiting_record_not_a_finished_one(records
     assert waiting.finished
     assert records == [refused, waiting]
     assert integration._closing.get(response) is None
+
+
+def test_a_wsgi_record_left_without_headers_does_not_take_the_next_request(
+    records, swallowed, monkeypatch
+):
+    """A request whose headers switchtrace failed to note (an internal error,
+    swallowed) is left current on the server's thread, unfinished, without
+    figures at its headers: the next request on that thread is a request of
+    its own, not a sub-request of that one (nothing would be recorded on the
+    thread again)."""
+    from switchtrace.django_app import integration
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("switchtrace bug")
+
+    with project("none") as handlers:
+        with monkeypatch.context() as patched:
+            patched.setattr(integration, "at_headers", broken)
+            first = serve("wsgi", handlers, "/async/")
+        assert (first.status, first.figures()) == (200, (2, 2, 1, 1))  # the middleware's
+        assert [(where, type(exc)) for where, exc in swallowed] == [
+            ("WSGI headers", ZeroDivisionError)
+        ] * 2
+        swallowed.clear()
+        assert records == []
+        second = serve("wsgi", handlers, "/async/")
+    assert (second.status, second.figures()) == (200, (2, 2, 1, 1))
+    stale, served = records
+    assert (stale.at_headers, stale.totals()) == (None, tracer.Figures(2, 2, 1, 1))
+    assert served.at_headers == served.totals() == tracer.Figures(2, 2, 1, 1)
+    assert tracer.current_record() is None

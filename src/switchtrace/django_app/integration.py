@@ -94,6 +94,9 @@ _FIRST = "switchtrace.first_reader"
 #: record.extra's key, set when BaseHandler.get_response is first called for
 #: a WSGI request: a call after it is not the request's own.
 _ANSWERED = "switchtrace.answered"
+#: record.extra's key, set once WSGIHandler.__call__ has returned for a WSGI
+#: request: it is served no longer, whatever its bookkeeping noted.
+_HANDLED = "switchtrace.handled"
 
 
 def _request_attributes(
@@ -156,6 +159,10 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
         _stop_reading(record)
         tracer.finish_request(record)
         raise
+    # Served no longer, whatever the bookkeeping below: a record left current
+    # on the thread without its headers (an internal error) must not take
+    # the next request on the thread for a sub-request of its own.
+    record.extra[_HANDLED] = True
     if record.at_headers is None and not record.finished:
         # A handler whose own get_response bypasses BaseHandler's (the static
         # files handler of runserver): the headers went out in the call.
@@ -274,12 +281,15 @@ def _stop_reading(record: tracer.RequestRecord) -> None:
 
 def _serving(record: tracer.RequestRecord) -> bool:
     """Whether ``record``'s request is still being answered: an ASGI one
-    until its handler call returns, a WSGI one until its headers are sent.
-    A request served meanwhile where it is current (a sub-request that its
-    view serves itself) is part of it."""
+    until its handler call returns, a WSGI one until its headers are sent
+    (and its handler call has not returned). A request served meanwhile
+    where it is current (a sub-request that its view serves itself) is part
+    of it."""
     if record.finished:
         return False
-    return record.kind == tracer.ASGI or (record.kind == tracer.WSGI and record.at_headers is None)
+    if record.kind == tracer.ASGI:
+        return True
+    return record.kind == tracer.WSGI and record.at_headers is None and _HANDLED not in record.extra
 
 
 def _wrap_get_response(wrapped, instance, args, kwargs):
