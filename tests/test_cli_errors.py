@@ -655,6 +655,54 @@ def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, status, said,
     assert left == []
 
 
+# A server of the command's that takes a while to stop, and meanwhile sends
+# the command a second signal (a second Ctrl-C, timeout's or systemd's
+# SIGTERM again): it says so on a line, then stops.
+_SLOW_TO_STOP = """
+import os, signal, sys, time
+
+def stop(signum, frame):
+    os.kill(os.getppid(), getattr(signal, sys.argv[1]))
+    time.sleep(0.5)
+    os._exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+# The command line adopting that server, then stopped by SIGTERM.
+_ADOPTING = """
+import os, signal, subprocess, sys, time
+from switchtrace import cli
+
+server = subprocess.Popen(
+    [sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE, text=True
+)
+cli.adopt(server)
+assert server.stdout.readline() == "ready\\n"
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("second", ["SIGTERM", "SIGINT"])
+def test_a_second_signal_while_the_servers_stop_does_not_stop_the_ending(second):
+    """A signal arriving while the command ends its servers (up to 10 s)
+    waited for ever for the ending under way (a second SIGTERM), or broke out
+    of it with a traceback, the servers left running (a second Ctrl-C): it
+    is ignored, and the command ends as the first signal said."""
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", _ADOPTING, _SLOW_TO_STOP, second],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert (out.returncode, out.stderr) == (143, "switchtrace: terminated\n")
+    assert time.monotonic() - started < 10
+
+
 def test_bench_lists_given_twice_measure_each_cell_once():
     """--servers wsgi,wsgi measured every cell twice a round, pooling two
     samples a round into what is reported as the spread over rounds, and

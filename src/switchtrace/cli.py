@@ -228,7 +228,16 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
     interpreter's exit would wait for, and its coroutines, which it would
     close in another context, each with a traceback. The processes the
     command started are ended first, since the command's own clean-up does
-    not run; what the command printed goes out first."""
+    not run; what the command printed goes out first. A signal arriving
+    meanwhile (a second Ctrl-C, SIGTERM again) is ignored: taken by the main
+    thread, which may be the one ending, it would wait for that ending for
+    ever (SIGTERM) or break out of it (KeyboardInterrupt)."""
+    if threading.current_thread() is threading.main_thread():
+        for ignored in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(ignored, signal.SIG_IGN)
+            except (OSError, ValueError):
+                pass
     _ending.acquire()  # the other one, main thread or watcher, waits for the exit
     _end_children()
     for stream in (sys.stdout, sys.stderr):
