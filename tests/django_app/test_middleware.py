@@ -148,6 +148,28 @@ def test_a_sub_request_a_view_serves_is_part_of_its_request(server, through, rec
         assert record.totals() == tracer.Figures(14, 14, 0, ASGI_THREADS)
 
 
+@pytest.mark.parametrize("through", ["client", "get_response", "wsgi_handler"])
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_sub_request_leaves_the_request_its_route_and_its_view(server, through, records):
+    """What Django does for a sub-request the view serves itself (resolving
+    its path, calling its view) is not the request's: the request keeps its
+    route and its view (they named the sub-request's, in the spans too), and
+    its view, still running, makes the async_to_sync after it (the
+    sub-request's view, ending, ended the request's)."""
+    from switchtrace.django_app import components
+
+    from .. import views
+
+    with project("none") as handlers:
+        result = serve(server, handlers, f"/sub-request/?through={through}")
+    assert result.status == 200
+    [record] = records
+    assert record.attributes["http.route"] == "sub-request/"
+    assert record.extra["view"] is views.sub_request_view
+    [*_, last] = [c for c in record.crossings if c.mechanism == tracer.ASYNC_TO_SYNC]
+    assert components.Resolver()(last, record) == tracer.Component("view", "sub_request_view")
+
+
 def test_server_timing_has_one_metric_per_figure():
     with project() as handlers:
         result = serve("asgi", handlers, "/sync/")

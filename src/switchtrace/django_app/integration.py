@@ -94,6 +94,12 @@ _FIRST = "switchtrace.first_reader"
 #: record.extra's key, set when BaseHandler.get_response is first called for
 #: a WSGI request: a call after it is not the request's own.
 _ANSWERED = "switchtrace.answered"
+#: Set while a sub-request that a view serves itself runs (see :func:`_serving`):
+#: what Django does for it (resolving its path, calling its view) is not its
+#: request's, whose route and view stay its own.
+_sub_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "switchtrace.sub_request", default=False
+)
 #: record.extra's key, set once WSGIHandler.__call__ has returned for a WSGI
 #: request: it is served no longer, whatever its bookkeeping noted.
 _HANDLED = "switchtrace.handled"
@@ -117,7 +123,7 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
     if previous is not None and _serving(previous):
         # A request served inside another one (a view calling a WSGI
         # application): part of it, as the work of its view is.
-        return wrapped(*args, **kwargs)
+        return _as_sub_request(wrapped, args, kwargs)
     if previous is not None and previous.kind == tracer.WSGI and not previous.finished:
         # The server never closed the previous response on this thread.
         tracer.finish_request(previous)
@@ -299,13 +305,27 @@ def _wrap_get_response(wrapped, instance, args, kwargs):
     # Client or BaseHandler.get_response, as batch API endpoints do) is part
     # of it, and neither sends its headers nor ends it.
     record = tracer.current_record()
-    if record is None or record.kind != tracer.WSGI or record.finished or _ANSWERED in record.extra:
+    if record is None or record.finished:
+        return wrapped(*args, **kwargs)
+    if record.kind == tracer.ASGI or _ANSWERED in record.extra:
+        # ASGIHandler answers with get_response_async: under ASGI, this is a
+        # sub-request's too.
+        return _as_sub_request(wrapped, args, kwargs)
+    if record.kind != tracer.WSGI:
         return wrapped(*args, **kwargs)
     record.extra[_ANSWERED] = True
     response = wrapped(*args, **kwargs)
     if not record.finished:
         _wsgi_headers(record, response)
     return response
+
+
+def _as_sub_request(wrapped: Any, args: Any, kwargs: Any) -> Any:
+    token = _sub_request.set(True)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _sub_request.reset(token)
 
 
 def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
@@ -584,7 +604,7 @@ def _wrap_adapt_method_mode(wrapped, instance, args, kwargs):
 def _wrap_resolve_request(wrapped, instance, args, kwargs):
     resolved = wrapped(*args, **kwargs)
     record = tracer.current_record()
-    if record is not None and not record.finished:
+    if record is not None and not record.finished and not _sub_request.get():
         try:
             request = args[0] if args else kwargs["request"]
             components.remember_view(record, resolved[0], getattr(request, "method", None))
@@ -599,7 +619,7 @@ def _wrap_resolve_request(wrapped, instance, args, kwargs):
 
 def _note_the_view(note: Any, what: str) -> None:
     record = tracer.current_record()
-    if record is not None and not record.finished:
+    if record is not None and not record.finished and not _sub_request.get():
         try:
             note(record)
         except Exception:
