@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from django.conf import settings
 
@@ -283,9 +285,19 @@ def test_what_only_some_requests_do_is_predicted(
         sender = WSGIHandler if receiver[1] == "WSGIHandler" else None
         signal.connect(async_receiver, sender=sender)
     try:
-        with example.handlers(
-            "none", switchtrace_middleware=False, MIDDLEWARE=middleware, ROOT_URLCONF=SUPPORT
-        ) as (asgi, wsgi):
+        with (
+            warnings.catch_warnings(),
+            example.handlers(
+                "none", switchtrace_middleware=False, MIDDLEWARE=middleware, ROOT_URLCONF=SUPPORT
+            ) as (asgi, wsgi),
+        ):
+            if receiver is not None and not hasattr(signals.request_started, "asend"):
+                # Django 4.2 calls an async receiver as a sync one (what
+                # predict() counts it as): its coroutine is never awaited,
+                # and Python says so.
+                warnings.filterwarnings(
+                    "ignore", "coroutine 'async_receiver' was never awaited", RuntimeWarning
+                )
             for _ in range(2):
                 run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
         view_is_async = path == "/async-stream/"
