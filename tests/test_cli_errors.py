@@ -692,15 +692,14 @@ def test_a_second_signal_while_the_servers_stop_does_not_stop_the_ending(second)
     """A signal arriving while the command ends its servers (up to 10 s)
     waited for ever for the ending under way (a second SIGTERM), or broke out
     of it with a traceback, the servers left running (a second Ctrl-C): it
-    is ignored, and the command ends as the first signal said."""
-    started = time.monotonic()
+    is ignored, and the command ends as the first signal said (a hang is
+    the run's timeout)."""
     out = subprocess.run(
         [sys.executable, "-c", _ADOPTING, _SLOW_TO_STOP, second],
         capture_output=True, text=True, timeout=30,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )  # fmt: skip
     assert (out.returncode, out.stderr) == (143, "switchtrace: terminated\n")
-    assert time.monotonic() - started < 10
 
 
 def test_bench_lists_given_twice_measure_each_cell_once():

@@ -1048,61 +1048,50 @@ def test_a_show_callback_returning_an_awaitable_hides_the_headers(server, caplog
     ]
 
 
+_MISSING_APP = (
+    "switchtrace disabled: SwitchTraceMiddleware is in MIDDLEWARE but "
+    "'switchtrace.django_app' is not in INSTALLED_APPS, so nothing is recorded and no "
+    "response carries the headers. Add 'switchtrace.django_app' to INSTALLED_APPS."
+)
+# With "switchtrace" in its place, adding the app beside it would stop Django
+# (two apps labelled switchtrace): what `manage.py check` says, E011 and its
+# hint to replace the entry, as the README promises.
+_MISNAMED_APP = (
+    "switchtrace disabled: INSTALLED_APPS has 'switchtrace', which is not switchtrace's "
+    "Django app: nothing is recorded and no header is added. (switchtrace.E011) "
+    "Replace 'switchtrace' with 'switchtrace.django_app' in INSTALLED_APPS."
+)
+
+
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
-def test_the_middleware_without_the_app_says_so(server, caplog, monkeypatch):
+@pytest.mark.parametrize(
+    ("instead", "message"), [(None, _MISSING_APP), ("switchtrace", _MISNAMED_APP)]
+)
+def test_the_middleware_without_the_app_says_so(server, instead, message, caplog, monkeypatch):
     """Without 'switchtrace.django_app' in INSTALLED_APPS nothing is patched
     in a project (its ready() does that) and no check runs: the middleware
     says so when the first handler is built (once: Django builds one for
-    every test client too), and removes itself."""
+    every test client too), and removes itself. With ``"switchtrace"``
+    instead, it logs E011: its advice had been to add the app, beside that
+    entry, and Django then refused to start."""
     from django.conf import settings
 
     from switchtrace.django_app import middleware
 
     monkeypatch.setattr(middleware, "_missing_app_told", False)
 
-    without_app = [app for app in settings.INSTALLED_APPS if app != "switchtrace.django_app"]
+    apps = [app for app in settings.INSTALLED_APPS if app != "switchtrace.django_app"]
+    if instead is not None:
+        apps.append(instead)
     with (
         caplog.at_level(logging.ERROR, logger="switchtrace"),
-        project(INSTALLED_APPS=without_app) as handlers,
+        project(INSTALLED_APPS=apps) as handlers,
     ):
         result = serve(server, handlers, "/sync/")
     assert (result.status, result.body) == (200, b"Hello, world\n")
     assert result.figures() is None
-    assert [r.getMessage() for r in caplog.records] == [
-        "switchtrace disabled: SwitchTraceMiddleware is in MIDDLEWARE but "
-        "'switchtrace.django_app' is not in INSTALLED_APPS, so nothing is recorded and no "
-        "response carries the headers. Add 'switchtrace.django_app' to INSTALLED_APPS."
-    ]  # not one per handler built (ASGIHandler and WSGIHandler here)
-
-
-@pytest.mark.parametrize("server", ["asgi", "wsgi"])
-def test_the_middleware_under_the_misnamed_app_logs_e011(server, caplog, monkeypatch):
-    """With ``"switchtrace"`` in INSTALLED_APPS instead of its app, a server
-    logged "Add 'switchtrace.django_app' to INSTALLED_APPS": done beside
-    ``"switchtrace"``, Django then refused to start (two apps labelled
-    switchtrace). It logs what ``manage.py check`` says, E011 and its hint
-    to replace the entry, as the README promises."""
-    from django.conf import settings
-
-    from switchtrace.django_app import middleware
-
-    monkeypatch.setattr(middleware, "_missing_app_told", False)
-
-    misnamed = [
-        "switchtrace" if app == "switchtrace.django_app" else app for app in settings.INSTALLED_APPS
-    ]
-    with (
-        caplog.at_level(logging.ERROR, logger="switchtrace"),
-        project(INSTALLED_APPS=misnamed) as handlers,
-    ):
-        result = serve(server, handlers, "/sync/")
-    assert (result.status, result.body) == (200, b"Hello, world\n")
-    assert result.figures() is None
-    assert [r.getMessage() for r in caplog.records] == [
-        "switchtrace disabled: INSTALLED_APPS has 'switchtrace', which is not switchtrace's "
-        "Django app: nothing is recorded and no header is added. (switchtrace.E011) "
-        "Replace 'switchtrace' with 'switchtrace.django_app' in INSTALLED_APPS."
-    ]
+    # Not one per handler built (ASGIHandler and WSGIHandler here).
+    assert [r.getMessage() for r in caplog.records] == [message]
 
 
 def test_the_middleware_removes_itself_while_disabled():
@@ -1206,7 +1195,7 @@ def test_headers_told_to_carry_the_figures_are_what_the_rewrite_would_send():
     told = {True: 0, False: 0}
     for _ in range(4000):
         mine = figures()
-        values = dict(headers_module._values(mine))
+        values = dict(headers_module._rendered(mine).values)
         sent = [
             (cased(name), values[name] if rng.random() < 0.9 else str(rng.randint(0, 3)))
             for name in names
@@ -1215,11 +1204,11 @@ def test_headers_told_to_carry_the_figures_are_what_the_rewrite_would_send():
         for _ in range(rng.choice((0, 1, 1, 1, 2))):
             metrics = rng.sample(app_metrics, rng.randint(0, 2))
             if rng.random() < 0.2:  # stale ones of ours, where they were
-                stale = headers_module._metrics_of(figures()).split(", ")
+                stale = headers_module._rendered(figures()).metrics.split(", ")
                 metrics[rng.randint(0, len(metrics)) : 0] = rng.sample(stale, rng.randint(1, 4))
             if rng.random() < 0.9:
                 metrics.append(
-                    headers_module._metrics_of(mine if rng.random() < 0.8 else figures())
+                    headers_module._rendered(mine if rng.random() < 0.8 else figures()).metrics
                 )
             sent.append((cased("Server-Timing"), ", ".join(metrics)))
         sent += [("Content-Type", "text/plain")] * rng.randint(0, 2)

@@ -19,6 +19,8 @@ from asgiref.sync import AsyncToSync, ThreadSensitiveContext, async_to_sync, syn
 from switchtrace import tracer
 from switchtrace.tracer.record import RUN_UNTIL_COMPLETE
 
+from ..support import collect_garbage
+
 
 def here() -> threading.Thread:
     return threading.current_thread()
@@ -885,11 +887,7 @@ def test_a_loop_made_by_what_a_crossing_ran_is_freed_with_its_request(offload):
         assert record.totals().event_loops_created == 1
         assert record.loop_creations[0].crossing is record.crossings[0]
     del record
-    from switchtrace.django_app import telemetry
-
-    pipeline = telemetry.pipeline()  # the test settings' span pipeline
-    assert pipeline is None or pipeline.flush(10)
-    gc.collect()
+    collect_garbage()
     assert [loop() for loop in loops] == [None] * 20
     assert len(tracer.patches._request_loops) == 0
 
@@ -936,13 +934,7 @@ def test_a_loop_kept_after_its_request_keeps_nothing_of_it(way):
     assert record.totals() == tracer.Figures(ran, 0, 1, 0)
     alive = weakref.ref(record.extra["payload"])
     del record
-    from switchtrace.django_app import telemetry
-
-    # The test settings' span pipeline holds each record until it has made
-    # its spans.
-    pipeline = telemetry.pipeline()
-    assert pipeline is None or pipeline.flush(10)
-    gc.collect()
+    collect_garbage()
     assert alive() is None
     [kept_one] = kept
     try:

@@ -20,6 +20,8 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from switchtrace import tracer
 
+from ..support import collect_garbage
+
 
 async def anoop() -> None:
     return None
@@ -103,7 +105,6 @@ def test_a_uvloop_loop_kept_after_its_request_keeps_nothing_of_it():
     with a copy of the context: a loop a request makes and keeps (a module
     global) keeps nothing of the request. Reused in a later request, it
     counts that request's crossings."""
-    import gc
     import weakref
 
     class Payload:
@@ -116,13 +117,7 @@ def test_a_uvloop_loop_kept_after_its_request_keeps_nothing_of_it():
     assert record.totals() == tracer.Figures(2, 0, 1, 0)
     alive = weakref.ref(record.extra["payload"])
     del record
-    from switchtrace.django_app import telemetry
-
-    # The test settings' span pipeline holds each record until it has made
-    # its spans.
-    pipeline = telemetry.pipeline()
-    assert pipeline is None or pipeline.flush(10)
-    gc.collect()
+    collect_garbage()
     assert alive() is None
     try:
         with tracer.recording() as later:

@@ -148,9 +148,10 @@ def rewritten(headers: list[tuple[str, str]], figures: Figures | None) -> list[t
     names = {name.lower() for name, _value in headers}
     if figures is None and "x-context-switches" not in names:
         return headers
-    ours = dict(_values(figures)) if figures is not None else {}
-    values = {header.lower(): value for header, value in ours.items()}
-    metrics = _metrics_of(figures) if figures is not None else None
+    rendered = _rendered(figures) if figures is not None else None
+    ours = rendered.values if rendered is not None else []
+    values = rendered.expected if rendered is not None else {}
+    metrics = rendered.metrics if rendered is not None else None
     sent: list[tuple[str, str]] = []
     done: set[str] = set()
     for name, value in headers:
@@ -166,7 +167,7 @@ def rewritten(headers: list[tuple[str, str]], figures: Figures | None) -> list[t
             done.add(key)
         else:
             sent.append((name, value))
-    for header, value in ours.items():
+    for header, value in ours:
         if header.lower() not in done:
             sent.append((header, value))
     if metrics is not None and "server-timing" not in done:
@@ -257,18 +258,11 @@ def _rendered(figures: Figures) -> _Rendered:
     return rendered
 
 
-def _values(figures: Figures) -> list[tuple[str, str]]:
-    return _rendered(figures).values
-
-
-def _metrics_of(figures: Figures) -> str:
-    return _rendered(figures).metrics
-
-
 def _write(response: Any, figures: Figures) -> None:
     """Our headers, and our metrics in ``Server-Timing`` (see
     :func:`_with_ours`): those middleware above ours added after we first
     wrote ours stay too."""
-    for header, value in _values(figures):
+    rendered = _rendered(figures)
+    for header, value in rendered.values:
         response[header] = value
-    response["Server-Timing"] = _with_ours(response.get("Server-Timing"), _metrics_of(figures))
+    response["Server-Timing"] = _with_ours(response.get("Server-Timing"), rendered.metrics)
