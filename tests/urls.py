@@ -21,6 +21,7 @@ urlpatterns = [
     path("listed-then-streamed/", views.listed_then_streamed_view),
     path("to-thread/", views.to_thread_view),
     path("sub-request/", views.sub_request_view),
+    path("async-sub-request/", views.async_sub_request_view),
     path("class-view/", views.ClassView.as_view()),
     path("other-class-view/", views.OtherClassView.as_view()),
 ]

@@ -309,3 +309,31 @@ def sub_request_view(request):
         body.close()
     async_to_sync(noop)()
     return HttpResponse(inner.content)
+
+
+def _sub_request_lookup():
+    return None
+
+
+async def async_sub_request_view(request):
+    """An async view that serves a sub-request to /async-to-sync/ itself, through
+    ``?through=`` Django's test AsyncClient, BaseHandler.get_response_async or
+    an ASGIHandler, then bridges once more."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.base import BaseHandler
+    from django.test import AsyncClient, AsyncRequestFactory
+
+    from switchtrace.example import asgi_request
+
+    through = request.GET["through"]
+    if through == "async_client":
+        inner = (await AsyncClient().get("/async-to-sync/")).content
+    elif through == "get_response_async":
+        handler = BaseHandler()
+        handler.load_middleware(is_async=True)
+        response = await handler.get_response_async(AsyncRequestFactory().get("/async-to-sync/"))
+        inner = response.content
+    else:
+        inner = (await asgi_request(ASGIHandler(), "/async-to-sync/")).body
+    await sync_to_async(_sub_request_lookup)()
+    return HttpResponse(inner)

@@ -170,6 +170,61 @@ def test_a_sub_request_leaves_the_request_its_route_and_its_view(server, through
     assert components.Resolver()(last, record) == tracer.Component("view", "sub_request_view")
 
 
+#: (server, through) -> the request's figures at its headers, and its
+#: switches in all: the async view's own sync_to_async (2), the sub-request's
+#: sync view and its three async_to_sync (8); for the test AsyncClient and an
+#: ASGIHandler, the sub-request's request_started and its response's close
+#: (4; the WSGI request's own request_started is no crossing); under ASGI the
+#: request's own request_started (2) and close (2, after its headers); under
+#: WSGI the async_to_sync that runs the async view (2, in a new loop).
+ASYNC_SUB_REQUEST = {
+    ("asgi", "async_client"): ((16, 16, 0, 1), 18),
+    ("asgi", "get_response_async"): ((12, 12, 0, 1), 14),
+    ("asgi", "asgi_handler"): ((16, 16, 0, 1), 18),
+    ("wsgi", "async_client"): ((16, 16, 1, 2), 16),
+    ("wsgi", "get_response_async"): ((12, 12, 1, 1), 12),
+    ("wsgi", "asgi_handler"): ((16, 16, 1, 1), 16),
+}
+
+
+@pytest.mark.parametrize("through", ["async_client", "get_response_async", "asgi_handler"])
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_sub_request_an_async_view_serves_is_part_of_its_request(server, through, records):
+    """An async view serving a sub-request itself (through the test
+    AsyncClient, BaseHandler.get_response_async or an ASGIHandler), then
+    bridging once more: one record, whose figures count the sub-request's
+    crossings (see ASYNC_SUB_REQUEST), whose route and view stay its own (they
+    were the sub-request's, and an ASGIHandler opened a record of its own for
+    it), and whose view makes the sync_to_async after it. The AsyncClient
+    closes its response in the loop's default executor: under WSGI, a new
+    loop's, whose thread counts (and, from asgiref 3.9, the one asyncio.run
+    starts to shut that executor down); under ASGI, the server's loop's,
+    whose thread the same request served before has started."""
+    from switchtrace.django_app import components
+
+    from .. import views
+    from ..tracer.test_counting import ASYNCIO_RUN_IN_ASYNC_TO_SYNC
+
+    with project("none") as handlers:
+        serve(server, handlers, f"/async-sub-request/?through={through}")
+        result = serve(server, handlers, f"/async-sub-request/?through={through}")
+    assert (result.status, result.body) == (200, b"Hello, world\n")
+    [_, record] = records
+    (*at_headers, threads), switches = ASYNC_SUB_REQUEST[server, through]
+    if server == "wsgi" and through == "async_client" and ASYNCIO_RUN_IN_ASYNC_TO_SYNC:
+        threads += 1
+    assert result.figures() == (*at_headers, threads)
+    assert record.at_headers == tracer.Figures(*at_headers, threads)
+    after = ASGI_THREADS - 1 if server == "asgi" else 0  # the thread joining Django's
+    assert record.totals() == tracer.Figures(switches, switches, at_headers[2], threads + after)
+    assert record.attributes["http.route"] == "async-sub-request/"
+    assert record.extra["view"] is views.async_sub_request_view
+    [lookup] = [c for c in record.crossings if c.func is views._sub_request_lookup]
+    assert components.Resolver()(lookup, record) == tracer.Component(
+        "view", "async_sub_request_view"
+    )
+
+
 def test_server_timing_has_one_metric_per_figure():
     with project() as handlers:
         result = serve("asgi", handlers, "/sync/")

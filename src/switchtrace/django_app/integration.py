@@ -320,12 +320,51 @@ def _wrap_get_response(wrapped, instance, args, kwargs):
     return response
 
 
+def _wrap_get_response_async(wrapped, instance, args, kwargs):
+    # Runs in the task that awaits it. Under ASGI only the request's own call,
+    # the first (ASGIHandler's): one made inside it (a sub-request its view
+    # serves through Django's test AsyncClient or
+    # BaseHandler.get_response_async) is part of it, as under WSGI, whose
+    # handler answers with get_response (an async view under WSGI serving one
+    # runs in its async_to_sync).
+    record = tracer.current_record()
+    if record is None or record.finished:
+        return wrapped(*args, **kwargs)
+    if record.kind == tracer.ASGI and _ANSWERED not in record.extra:
+        record.extra[_ANSWERED] = True
+        return wrapped(*args, **kwargs)
+    if record.kind != tracer.ASGI and record.kind != tracer.WSGI:
+        return wrapped(*args, **kwargs)
+    return _as_sub_request_async(wrapped(*args, **kwargs))
+
+
 def _as_sub_request(wrapped: Any, args: Any, kwargs: Any) -> Any:
     token = _sub_request.set(True)
     try:
         return wrapped(*args, **kwargs)
     finally:
         _sub_request.reset(token)
+
+
+async def _as_sub_request_async(call: Any) -> Any:
+    # Runs in the task that awaits the sub-request; what it does in tasks of
+    # its own (ASGIHandler's) copies this context.
+    __traceback_hide__ = True
+    token = _sub_request.set(True)
+    try:
+        return await call
+    finally:
+        _put_back(_sub_request, token)
+
+
+def _put_back(variable: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
+    """``variable.reset(token)`` in a coroutine's ``finally``, unless the
+    coroutine is closed from another context (a task destroyed pending, see
+    tracer.finish_request): nothing of that context is its to put back."""
+    try:
+        variable.reset(token)
+    except ValueError:
+        pass
 
 
 def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
@@ -405,10 +444,7 @@ async def _end_adapted_wsgi(call: Any) -> Any:
     try:
         return await call
     finally:
-        try:
-            _adapted.reset(token)
-        except ValueError:  # closed from another context (see tracer.finish_request)
-            pass
+        _put_back(_adapted, token)
         for record in opened:
             tracer.finish_request(record)
 
@@ -417,6 +453,11 @@ def _wrap_asgi_call(wrapped, instance, args, kwargs):
     scope = args[0] if args else kwargs.get("scope")
     if not isinstance(scope, dict) or scope.get("type") != "http":
         return wrapped(*args, **kwargs)
+    previous = tracer.current_record()
+    if previous is not None and _serving(previous):
+        # A request served inside another one (a view calling an ASGI
+        # application): part of it, as the work of its view is.
+        return _as_sub_request_async(wrapped(*args, **kwargs))
     return _trace_asgi(wrapped(*args, **kwargs), scope)
 
 
@@ -501,9 +542,10 @@ def _propagation(record: tracer.RequestRecord, traceparent: Any, tracestate: Any
 
 
 def _wrap_send_response(wrapped, instance, args, kwargs):
-    # Called in the request's task just before the response start message.
+    # Called in the request's task just before the response start message
+    # (a sub-request's: the request's headers are not sent now).
     record = tracer.current_record()
-    if record is not None and not record.finished:
+    if record is not None and not record.finished and not _sub_request.get():
         try:
             at_headers(record, args[0] if args else kwargs["response"])
         except Exception:
@@ -647,6 +689,7 @@ def _targets() -> list[Target]:
     return [
         (WSGIHandler, "__call__", _wrap_wsgi_call),
         (BaseHandler, "get_response", _wrap_get_response),
+        (BaseHandler, "get_response_async", _wrap_get_response_async),
         (HttpResponseBase, "close", _wrap_response_close),
         (WsgiToAsgiInstance, "__call__", _wrap_wsgi_to_asgi),
         (ASGIHandler, "__call__", _wrap_asgi_call),
