@@ -1182,3 +1182,72 @@ def test_a_request_whose_task_is_destroyed_pending_is_finished_quietly(records):
     [record] = records
     assert record.finished
     assert record.totals() == tracer.Figures(2, 2, 0, 1)
+
+
+async def _resumed_elsewhere(coro: Any) -> Any:
+    """Drive ``coro`` by hand: its first step in this context, the rest, once
+    what it waits for is done, in a copy of it (an application's own
+    scheduler doing so). Its result, or its exception."""
+    waited = coro.send(None)
+    while not waited.done():
+        await asyncio.sleep(0.001)
+    try:
+        contextvars.copy_context().run(coro.send, None)
+    except StopIteration as stop:
+        return stop.value
+    except Exception as exc:
+        return exc
+    raise AssertionError("the bridge call waited twice")
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["returns", "raises"])
+def test_a_bridge_call_resumed_in_another_context_is_reported(raises, swallowed):
+    """A sync_to_async call whose coroutine is resumed in another context
+    than it started in cannot put back what its crossing made current in the
+    first one: switchtrace's bookkeeping failed there, and says so (in a
+    test, the error fails it), whether the call returned or raised; the
+    return is counted all the same, and the call's outcome is unchanged. Only
+    a coroutine closed from another context (a task destroyed pending, above)
+    has nothing to put back."""
+    failure = ValueError("bridged")
+
+    def bridged():
+        if raises:
+            raise failure
+        return "bridged"
+
+    async def main():
+        return await _resumed_elsewhere(sync_to_async(bridged)())
+
+    with tracer.recording() as record:
+        outcome = asyncio.run(main())
+    assert outcome is failure if raises else outcome == "bridged"
+    assert record.totals() == tracer.Figures(4, 2, 1, 0)
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("sync_to_async return", ValueError)
+    ]
+    swallowed.clear()
+
+
+def test_a_request_resumed_in_another_context_is_reported(records, swallowed):
+    """A request's coroutine resumed in another context than it started in:
+    finish_request cannot put back the record it made current in the first
+    one, and says so; the record is finished all the same."""
+
+    async def request():
+        record, token = tracer.start_request(tracer.ASGI)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, str)
+        finally:
+            tracer.finish_request(record, token)
+        return "served"
+
+    async def main():
+        return await _resumed_elsewhere(request())
+
+    assert asyncio.run(main()) == "served"
+    [record] = records
+    assert record.finished
+    assert record.totals() == tracer.Figures(2, 2, 0, 1)
+    assert [(where, type(exc)) for where, exc in swallowed] == [("finish request", ValueError)]
+    swallowed.clear()

@@ -150,11 +150,13 @@ def finish_request(
             patches.here.reset(token)
         elif (current := patches.here.get()) is not None and current[0] is record:
             patches.here.set(None)
-    except ValueError:
-        # A token of another context: the request's coroutine is closed from
-        # elsewhere (its task destroyed pending, closed by the garbage
-        # collector wherever it runs), where there is nothing to put back.
-        pass
+    except ValueError as error:
+        # A token of another context. The request's coroutine closed from
+        # elsewhere (GeneratorExit: its task destroyed pending, closed by the
+        # garbage collector wherever it runs) has nothing to put back there;
+        # anything else is ours to say.
+        if not isinstance(error.__context__, GeneratorExit):
+            swallow("finish request")
     except Exception:
         swallow("finish request")
 

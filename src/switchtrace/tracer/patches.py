@@ -177,9 +177,12 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
             raise
         if crossing is not None:
             try:
-                # RequestRecord.close, written out (see RequestRecord.start).
                 if token is not None:
-                    _here_reset(token)
+                    try:
+                        _here_reset(token)
+                    except ValueError:  # resumed in another context: see _return
+                        swallow("sync_to_async return")
+                # RequestRecord.close, written out (see RequestRecord.start).
                 crossing.return_ns = now = record.clock()
                 claims = crossing.claims
                 claims.append(CLOSED)  # type: ignore[union-attr]
@@ -209,11 +212,15 @@ def _return(
             try:
                 _here_reset(token)
             except ValueError:
-                # The caller's coroutine is closed from another context: a
-                # task destroyed pending, whose coroutine the garbage
-                # collector closes wherever it runs. Nothing of that context
-                # is the crossing's to put back.
-                pass
+                # The token is of another context than the one the caller's
+                # coroutine ends in. Closed from there (GeneratorExit: a task
+                # destroyed pending, whose coroutine the garbage collector
+                # closes wherever it runs), nothing of that context is the
+                # crossing's to put back. Resumed there (driven by hand), the
+                # crossing stays current in the context it was made in: ours
+                # to say. The return is counted either way.
+                if not isinstance(exc, GeneratorExit):
+                    swallow(f"{crossing.mechanism} return")
         record.close(crossing, exc)
     except Exception:
         swallow(f"{crossing.mechanism} return")
