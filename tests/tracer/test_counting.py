@@ -1166,19 +1166,21 @@ def test_a_bridge_call_whose_task_is_destroyed_pending_counts_its_return(caplog)
     assert "Task was destroyed but it is pending!" in caplog.text
 
 
+async def _request() -> str:
+    """An ASGI request as the integration opens and ends it, offloading once."""
+    record, token = tracer.start_request(tracer.ASGI)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, str)
+    finally:
+        tracer.finish_request(record, token)
+    return "served"
+
+
 def test_a_request_whose_task_is_destroyed_pending_is_finished_quietly(records):
     """An ASGI request's task destroyed pending (its loop closed under it):
     the integration's finish_request, given the token of a context the
     garbage collector does not run in, ends the record all the same."""
-
-    async def request():
-        record, token = tracer.start_request(tracer.ASGI)
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, str)
-        finally:
-            tracer.finish_request(record, token)
-
-    _destroyed_pending(request)
+    _destroyed_pending(_request)
     [record] = records
     assert record.finished
     assert record.totals() == tracer.Figures(2, 2, 0, 1)
@@ -1234,16 +1236,8 @@ def test_a_request_resumed_in_another_context_is_reported(records, swallowed):
     finish_request cannot put back the record it made current in the first
     one, and says so; the record is finished all the same."""
 
-    async def request():
-        record, token = tracer.start_request(tracer.ASGI)
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, str)
-        finally:
-            tracer.finish_request(record, token)
-        return "served"
-
     async def main():
-        return await _resumed_elsewhere(request())
+        return await _resumed_elsewhere(_request())
 
     assert asyncio.run(main()) == "served"
     [record] = records
