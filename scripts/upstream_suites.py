@@ -183,6 +183,10 @@ def compare(name: str, command: list[str], cwd: Path, site: Path, record_all: bo
               f"apart: {count(sum(r[1] for r in started), 'request')}, "
               f"{count(sum(each), 'context switch', 'context switches')}{apart}, "
               f"{count(sum(r[3] for r in started), 'internal error')}")  # fmt: skip
+    if (switches if record_all else requests) == 0:
+        # A suite run with switchtrace that recorded nothing proves nothing.
+        print(f"  {name}: switchtrace recorded no {'switch' if record_all else 'request'}")
+        ok = False
     return ok and errors + sum(r[3] for r in started) == 0
 
 

@@ -92,3 +92,12 @@ def test_an_internal_error_of_the_test_process_fails(
         "  1 process the tests started, recorded apart: 0 requests, 2 context switches, "
         "0 internal errors",
     ]
+
+
+def test_a_run_that_records_nothing_fails(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert compare(tmp_path, "def test_nothing():\n    pass\n") is False
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == [
+        "  with switchtrace: 0 requests recorded, 0 context switches recorded, 0 internal errors",
+        "  small: switchtrace recorded no switch",
+    ]
