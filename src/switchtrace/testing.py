@@ -270,7 +270,12 @@ class _Budget(contextlib.ContextDecorator):
 
 def _wrap_client_call(wrapped, instance, args, kwargs):
     # Django's test Client: the request runs and its response is closed inside
-    # this call (streaming content excepted).
+    # this call (streaming content excepted). One that a view makes (a
+    # sub-request it serves itself) is part of its request, as on a server.
+    from .django_app import integration
+
+    if integration.in_a_request():
+        return integration.as_sub_request(wrapped, args, kwargs)
     record, token = tracer.start_request(tracer.WSGI)
     _attributes(record, args[0] if args else kwargs.get("environ", {}), wsgi=True)
     try:
@@ -280,12 +285,20 @@ def _wrap_client_call(wrapped, instance, args, kwargs):
 
 
 def _wrap_async_client_call(wrapped, instance, args, kwargs):
+    from .django_app import integration
+
+    if integration.in_a_request():
+        # A sub-request a view serves itself: part of its request.
+        return integration.as_sub_request_async(wrapped(*args, **kwargs))
     scope = args[0] if args else kwargs.get("scope", {})
     return _trace_async_client(wrapped(*args, **kwargs), scope)
 
 
 #: Marks the records of the test AsyncClient's requests (record.extra).
 ASYNC_CLIENT = "switchtrace.async_client"
+#: record.extra's key, set when the AsyncClient's request calls
+#: get_response_async: a call after it is a sub-request's.
+_ANSWERED = "switchtrace.async_client_answered"
 
 
 async def _trace_async_client(call: Any, scope: Any) -> Any:
@@ -304,6 +317,13 @@ async def _trace_async_client(call: Any, scope: Any) -> Any:
 
 
 def _wrap_get_response_async(wrapped, instance, args, kwargs):
+    # Runs in the task that awaits it. Only the AsyncClient request's own
+    # call, the first: one made inside it (a sub-request its view serves)
+    # returns the sub-request's response, before the request's headers.
+    record = tracer.current_record()
+    if record is None or not record.extra.get(ASYNC_CLIENT) or _ANSWERED in record.extra:
+        return wrapped(*args, **kwargs)
+    record.extra[_ANSWERED] = True
     return _headers_after(wrapped(*args, **kwargs))
 
 

@@ -225,6 +225,61 @@ def test_a_sub_request_an_async_view_serves_is_part_of_its_request(server, throu
     )
 
 
+@pytest.mark.parametrize(
+    ("path", "through"),
+    [
+        ("/async-sub-request/", "async_client"),
+        ("/async-sub-request/", "get_response_async"),
+        ("/async-sub-request/", "asgi_handler"),
+        ("/sub-request/", "client"),
+        ("/sub-request/", "get_response"),
+        ("/sub-request/", "wsgi_handler"),
+    ],
+)
+def test_a_sub_request_is_part_of_a_request_a_test_client_makes(path, through):
+    """Under switchtrace.testing (the pytest plugin's recording), a request
+    that Django's test AsyncClient (an async view) or Client (a sync one)
+    makes: one record, as on a server, whose headers are frozen when the
+    request's own get_response(_async) returns, with the figures its
+    response carries (the sub-request's test client opened a record of its
+    own, whose crossings the request lost; the AsyncClient's froze the
+    request's headers when the sub-request's get_response_async returned).
+    The figures are a server's (see ASYNC_SUB_REQUEST; the test Client's: a
+    WSGI server's, see test_a_sub_request_a_view_serves_is_part_of_its_request)
+    but for the threads: the requests run in one loop, whose default
+    executor's thread (the AsyncClient's close) the first one started, and
+    outside any ThreadSensitiveContext (the AsyncClient's), but for the
+    ASGIHandler's sub-request, whose context starts a thread (and, from
+    asgiref 3.12, the one that joins it: ASGI_THREADS)."""
+    from django.test import AsyncClient, Client
+
+    from switchtrace.testing import record_requests
+
+    url = f"{path}?through={through}"
+
+    async def twice():
+        await AsyncClient().get(url)
+        return await AsyncClient().get(url)
+
+    with project("none"), record_requests() as recorded:
+        if path == "/sub-request/":
+            Client().get(url)
+            response = Client().get(url)
+        else:
+            response = asyncio.run(twice())
+    assert (response.status_code, response.content) == (200, b"Hello, world\n")
+    [_, record] = recorded
+    if path == "/sub-request/":
+        at_headers, switches = (8, 8, 4, 4), 8
+    else:
+        (*figures, _), switches = ASYNC_SUB_REQUEST["asgi", through]
+        at_headers = (*figures, ASGI_THREADS if through == "asgi_handler" else 0)
+    assert (record.attributes["url.path"], record.attributes["http.route"]) == (path, path[1:])
+    assert record.at_headers == tracer.Figures(*at_headers)
+    assert tuple(int(response[name]) for name, *_ in headers_module.HEADERS) == at_headers
+    assert record.context_switches == switches
+
+
 def test_server_timing_has_one_metric_per_figure():
     with project() as handlers:
         result = serve("asgi", handlers, "/sync/")

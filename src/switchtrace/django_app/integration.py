@@ -123,7 +123,7 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
     if previous is not None and _serving(previous):
         # A request served inside another one (a view calling a WSGI
         # application): part of it, as the work of its view is.
-        return _as_sub_request(wrapped, args, kwargs)
+        return as_sub_request(wrapped, args, kwargs)
     if previous is not None and previous.kind == tracer.WSGI and not previous.finished:
         # The server never closed the previous response on this thread.
         tracer.finish_request(previous)
@@ -298,6 +298,13 @@ def _serving(record: tracer.RequestRecord) -> bool:
     return record.kind == tracer.WSGI and record.at_headers is None and _HANDLED not in record.extra
 
 
+def in_a_request() -> bool:
+    """Whether a request served here (in this thread or task) would be a
+    sub-request: a request is being served where it is current."""
+    previous = tracer.current_record()
+    return previous is not None and _serving(previous)
+
+
 def _wrap_get_response(wrapped, instance, args, kwargs):
     # Runs on the WSGI worker thread; the headers are built from the response
     # as soon as this returns. Only the request's own call, the first: one
@@ -310,7 +317,7 @@ def _wrap_get_response(wrapped, instance, args, kwargs):
     if record.kind == tracer.ASGI or _ANSWERED in record.extra:
         # ASGIHandler answers with get_response_async: under ASGI, this is a
         # sub-request's too.
-        return _as_sub_request(wrapped, args, kwargs)
+        return as_sub_request(wrapped, args, kwargs)
     if record.kind != tracer.WSGI:
         return wrapped(*args, **kwargs)
     record.extra[_ANSWERED] = True
@@ -335,10 +342,10 @@ def _wrap_get_response_async(wrapped, instance, args, kwargs):
         return wrapped(*args, **kwargs)
     if record.kind != tracer.ASGI and record.kind != tracer.WSGI:
         return wrapped(*args, **kwargs)
-    return _as_sub_request_async(wrapped(*args, **kwargs))
+    return as_sub_request_async(wrapped(*args, **kwargs))
 
 
-def _as_sub_request(wrapped: Any, args: Any, kwargs: Any) -> Any:
+def as_sub_request(wrapped: Any, args: Any, kwargs: Any) -> Any:
     token = _sub_request.set(True)
     try:
         return wrapped(*args, **kwargs)
@@ -346,7 +353,7 @@ def _as_sub_request(wrapped: Any, args: Any, kwargs: Any) -> Any:
         _sub_request.reset(token)
 
 
-async def _as_sub_request_async(call: Any) -> Any:
+async def as_sub_request_async(call: Any) -> Any:
     # Runs in the task that awaits the sub-request; what it does in tasks of
     # its own (ASGIHandler's) copies this context.
     __traceback_hide__ = True
@@ -457,7 +464,7 @@ def _wrap_asgi_call(wrapped, instance, args, kwargs):
     if previous is not None and _serving(previous):
         # A request served inside another one (a view calling an ASGI
         # application): part of it, as the work of its view is.
-        return _as_sub_request_async(wrapped(*args, **kwargs))
+        return as_sub_request_async(wrapped(*args, **kwargs))
     return _trace_asgi(wrapped(*args, **kwargs), scope)
 
 
