@@ -1381,3 +1381,24 @@ def test_a_wsgi_record_left_without_headers_does_not_take_the_next_request(
     assert (stale.at_headers, stale.totals()) == (None, tracer.Figures(2, 2, 1, 1))
     assert served.at_headers == served.totals() == tracer.Figures(2, 2, 1, 1)
     assert tracer.current_record() is None
+
+
+def test_a_sub_request_resumed_in_another_context_is_reported(swallowed):
+    """A sub-request's coroutine resumed in another context than it started
+    in cannot put back what it set in the first one, and says so; its result
+    is unchanged."""
+    from switchtrace.django_app import integration
+
+    from ..tracer.test_counting import _resumed_elsewhere
+
+    async def main():
+        record, token = tracer.start_request(tracer.ASGI)
+        try:
+            served = integration.as_sub_request_async(asyncio.sleep(0.01, "served"))
+            return await _resumed_elsewhere(served)
+        finally:
+            tracer.finish_request(record, token)
+
+    assert asyncio.run(main()) == "served"
+    assert [(where, type(exc)) for where, exc in swallowed] == [("sub-request", ValueError)]
+    swallowed.clear()

@@ -361,17 +361,22 @@ async def as_sub_request_async(call: Any) -> Any:
     try:
         return await call
     finally:
-        _put_back(_sub_request, token)
+        _put_back(_sub_request, token, "sub-request")
 
 
-def _put_back(variable: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
-    """``variable.reset(token)`` in a coroutine's ``finally``, unless the
-    coroutine is closed from another context (a task destroyed pending, see
-    tracer.finish_request): nothing of that context is its to put back."""
+def _put_back(
+    variable: contextvars.ContextVar[Any], token: contextvars.Token[Any], where: str
+) -> None:
+    """``variable.reset(token)`` in a coroutine's ``finally``. A coroutine
+    closed from another context (GeneratorExit: a task destroyed pending, see
+    tracer.finish_request) has nothing of that context to put back; one
+    resumed in another context (driven by hand) leaves the variable set in
+    the first: ours to say."""
     try:
         variable.reset(token)
-    except ValueError:
-        pass
+    except ValueError as error:
+        if not isinstance(error.__context__, GeneratorExit):
+            swallow(where)
 
 
 def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
@@ -451,7 +456,7 @@ async def _end_adapted_wsgi(call: Any) -> Any:
     try:
         return await call
     finally:
-        _put_back(_adapted, token)
+        _put_back(_adapted, token, "WsgiToAsgi call")
         for record in opened:
             tracer.finish_request(record)
 
