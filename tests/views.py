@@ -337,3 +337,25 @@ async def async_sub_request_view(request):
         inner = (await asgi_request(ASGIHandler(), "/async-to-sync/")).body
     await sync_to_async(_sub_request_lookup)()
     return HttpResponse(inner)
+
+
+class SubRequestAfterMiddleware:
+    """Sync only, above switchtrace's: for a request whose query has
+    ``after``, serves a sub-request to /async-to-sync/ through the test
+    Client once the response is back (a middleware that warms a cache)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.test import Client
+
+        response = self.get_response(request)
+        if "after" in request.GET:
+            Client().get("/async-to-sync/")
+        return response
+
+
+def shown_but_to_sub_requests(request):
+    """SHOW_HEADERS: every request but the one SubRequestAfterMiddleware serves."""
+    return request.path != "/async-to-sync/"

@@ -1402,3 +1402,22 @@ def test_a_sub_request_resumed_in_another_context_is_reported(swallowed):
     assert asyncio.run(main()) == "served"
     assert [(where, type(exc)) for where, exc in swallowed] == [("sub-request", ValueError)]
     swallowed.clear()
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_sub_request_after_the_middleware_leaves_the_request_its_headers(server, records):
+    """A middleware above switchtrace's serving a sub-request once the
+    response is back: the sub-request, hidden by SHOW_HEADERS, is the
+    request's (its three async_to_sync count in the headers: 6; under ASGI
+    8 more: request_started, the sync middleware's adaptation, sync_to_async
+    above it and async_to_sync below it, and the sync view's sync_to_async),
+    but the decision on who sees the headers is the request's own, which is
+    shown them (they were taken off: the sub-request's decision, made last,
+    was taken for the request's)."""
+    settings = {"ENABLED": True, "SHOW_HEADERS": "tests.views.shown_but_to_sub_requests"}
+    middleware = ["tests.views.SubRequestAfterMiddleware", MIDDLEWARE_PATH]
+    with project("none", SWITCHTRACE=settings, MIDDLEWARE=middleware) as handlers:
+        result = serve(server, handlers, "/sync/?after=1")
+    [record] = records
+    assert record.at_headers == tracer.Figures(*result.figures() or (0, 0, 0, 0))
+    assert result.figures() == ((6, 6, 3, 3) if server == "wsgi" else (14, 14, 0, 1))

@@ -305,6 +305,11 @@ def in_a_request() -> bool:
     return previous is not None and _serving(previous)
 
 
+def serving_a_sub_request() -> bool:
+    """Whether what runs here serves a sub-request of the current request."""
+    return _sub_request.get()
+
+
 def _wrap_get_response(wrapped, instance, args, kwargs):
     # Runs on the WSGI worker thread; the headers are built from the response
     # as soon as this returns. Only the request's own call, the first: one

@@ -122,6 +122,14 @@ def _stamp(request: Any, response: Any) -> None:
     try:
         figures = record.figures(tracer.current_crossing())
         shown = _show(request)
+        if integration.serving_a_sub_request():
+            # A response no server sends: the request's decision, kept for
+            # the headers it is sent, and its server span are its own.
+            if shown:
+                stamp(response, figures)
+            else:
+                unstamp(response)
+            return
         if integration.SHOWN in record.extra:
             # Served by a server: another request may be reading this
             # response's headers, in another thread or task (one object
