@@ -359,3 +359,31 @@ class SubRequestAfterMiddleware:
 def shown_but_to_sub_requests(request):
     """SHOW_HEADERS: every request but the one SubRequestAfterMiddleware serves."""
     return request.path != "/async-to-sync/"
+
+
+def streamed_sub_request_view(request):
+    """A streaming response whose body, between its two chunks, serves a
+    sub-request to /async-to-sync/ through ``?through=`` Django's test Client,
+    a WSGIHandler or an ASGIHandler."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.http import StreamingHttpResponse
+    from django.test import Client, RequestFactory
+
+    from switchtrace.example import asgi_request
+
+    def body():
+        yield b"a"
+        through = request.GET["through"]
+        if through == "client":
+            Client().get("/async-to-sync/")
+        elif through == "wsgi_handler":
+            environ = RequestFactory()._base_environ(PATH_INFO="/async-to-sync/")
+            inner = WSGIHandler()(environ, lambda status, headers, exc_info=None: None)
+            b"".join(inner)
+            inner.close()
+        else:
+            async_to_sync(asgi_request)(ASGIHandler(), "/async-to-sync/")
+        yield b"b"
+
+    return StreamingHttpResponse(body())

@@ -1421,3 +1421,24 @@ def test_a_sub_request_after_the_middleware_leaves_the_request_its_headers(serve
     [record] = records
     assert record.at_headers == tracer.Figures(*result.figures() or (0, 0, 0, 0))
     assert result.figures() == ((6, 6, 3, 3) if server == "wsgi" else (14, 14, 0, 1))
+
+
+@pytest.mark.parametrize("through", ["client", "wsgi_handler", "asgi_handler"])
+def test_a_sub_request_a_streaming_body_serves_is_part_of_its_request(through, records):
+    """Under WSGI, a streaming response's body serving a sub-request after the
+    headers: the request's, after its headers (6 switches, 3 loops, 3 threads:
+    the sub-request's three async_to_sync; through an ASGIHandler, 14
+    switches, 1 loop and 1 thread: the body's async_to_sync, whose loop the
+    three go back to, and the sub-request's request_started, sync view and
+    close). It ended the request's record, taken for a server that never
+    closed its response, and opened one of its own."""
+    with project("none") as handlers:
+        result = serve("wsgi", handlers, f"/streamed-sub-request/?through={through}")
+    assert (result.status, result.body, result.figures()) == (200, b"ab", (0, 0, 0, 0))
+    [record] = records
+    assert record.at_headers == tracer.Figures(0, 0, 0, 0)
+    if through == "asgi_handler":
+        assert record.totals() == tracer.Figures(14, 14, 1, 1)
+    else:
+        assert record.totals() == tracer.Figures(6, 6, 3, 3)
+    assert record.attributes["http.route"] == "streamed-sub-request/"

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import types
+import weakref
 from typing import Any
 
 from asgiref.wsgi import WsgiToAsgiInstance
@@ -53,6 +55,7 @@ from django.http import HttpResponseBase
 from .. import tracer
 from ..exporters.pipeline import MAX_PROPAGATION_HEADER
 from ..exporters.spans import ARRIVAL, Arrival
+from ..tracer.describe import attribute
 from ..tracer.guard import swallow
 from ..tracer.patches import Patcher, Target
 from ..tracer.weak import WeakIdentityMap
@@ -295,7 +298,26 @@ def _serving(record: tracer.RequestRecord) -> bool:
         return False
     if record.kind == tracer.ASGI:
         return True
-    return record.kind == tracer.WSGI and record.at_headers is None and _HANDLED not in record.extra
+    if record.kind != tracer.WSGI:
+        return False
+    if record.at_headers is None and _HANDLED not in record.extra:
+        return True
+    # After its headers, while the generator of its streaming body runs.
+    body = record.extra.get(_BODY)
+    return body is not None and getattr(body(), "gi_running", False) is True
+
+
+#: record.extra's key: a weak reference to the generator a WSGI request's
+#: streaming response iterates, once its headers are sent.
+_BODY = "switchtrace.body"
+
+
+def _note_the_body(record: tracer.RequestRecord, response: Any) -> None:
+    if attribute(response, "streaming") is not True:
+        return
+    body = attribute(response, "_iterator")  # StreamingHttpResponse's, since Django 1.x
+    if type(body) is types.GeneratorType:
+        record.extra[_BODY] = weakref.ref(body)
 
 
 def in_a_request() -> bool:
@@ -389,6 +411,7 @@ def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
     ``response`` ends the record."""
     try:
         at_headers(record, response)
+        _note_the_body(record, response)
         if _adapted.get() is not None:
             return  # WsgiToAsgi closes no response: its call's return ends the record
         with _closing_lock:
