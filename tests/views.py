@@ -364,7 +364,10 @@ def shown_but_to_sub_requests(request):
 def streamed_sub_request_view(request):
     """A streaming response whose body, between its two chunks, serves a
     sub-request to /async-to-sync/ through ``?through=`` Django's test Client,
-    a WSGIHandler or an ASGIHandler."""
+    a WSGIHandler or an ASGIHandler; ``&wrap=`` hands StreamingHttpResponse
+    the generator inside a ``map`` or an ``itertools.chain``."""
+    import itertools
+
     from django.core.handlers.asgi import ASGIHandler
     from django.core.handlers.wsgi import WSGIHandler
     from django.http import StreamingHttpResponse
@@ -386,4 +389,16 @@ def streamed_sub_request_view(request):
             async_to_sync(asgi_request)(ASGIHandler(), "/async-to-sync/")
         yield b"b"
 
+    async def asynchronous_body():
+        yield b"a"
+        await asgi_request(ASGIHandler(), "/async-to-sync/")
+        yield b"b"
+
+    wrap = request.GET.get("wrap")
+    if wrap == "async":
+        return StreamingHttpResponse(asynchronous_body())
+    if wrap == "map":
+        return StreamingHttpResponse(map(bytes, body()))
+    if wrap == "chain":
+        return StreamingHttpResponse(itertools.chain(body()))
     return StreamingHttpResponse(body())
