@@ -237,3 +237,80 @@ def test_a_middleware_server_span_has_the_figures_of_the_response_leaving_switch
         "switchtrace.context_switches_before_headers": 8,
         "switchtrace.thread_hops_before_headers": 8,
     }
+
+
+class PathSpanMiddleware:
+    """As opentelemetry-instrumentation-django's middleware: a SERVER span
+    (named after the path) if no span is current, else an INTERNAL one."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        tracer = _app_provider.get_tracer("app")
+        current = trace.get_current_span().get_span_context().is_valid
+        kind = trace.SpanKind.INTERNAL if current else trace.SpanKind.SERVER
+        with tracer.start_as_current_span(request.path, kind=kind):
+            return self.get_response(request)
+
+
+class SubRequestFirstMiddleware:
+    """First in MIDDLEWARE: for /sync/, serves a sub-request to /async/
+    through the test Client before the request goes on (an internal call
+    that a middleware makes, an authentication's)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from django.test import Client
+
+        if request.path == "/sync/":
+            Client().get("/async/")
+        return self.get_response(request)
+
+
+def test_a_sub_request_before_the_request_span_leaves_it_the_request_span():
+    """A sub-request served above the middleware that starts the request's
+    SERVER span (under WSGI): the sub-request's own handler starts one too,
+    with none current; switchtrace's middleware in the sub-request does not
+    take it for the request's. The request's span gets the figures (the
+    sub-request's async_to_sync: 2 switches) and the crossing span as its
+    child; it got neither, the sub-request's span both."""
+    from switchtrace.django_app.conf import MIDDLEWARE_PATH
+
+    from ..support import wsgi_request
+
+    _app_exporter.clear()
+    middleware = [
+        f"{__name__}.SubRequestFirstMiddleware",
+        f"{__name__}.PathSpanMiddleware",
+        MIDDLEWARE_PATH,
+    ]
+    with project("none", MIDDLEWARE=middleware) as (_asgi, wsgi):
+        pipeline = telemetry.pipeline()
+        assert pipeline.flush(10)
+        pipeline.exporter.clear()
+        assert wsgi_request(wsgi, "/sync/").figures() == (2, 2, 1, 1)
+        assert pipeline.flush(10)
+        [ours] = pipeline.exporter.get_finished_spans()
+    spans = {span.name: span for span in _app_exporter.get_finished_spans()}
+    assert sorted(spans) == ["/async/", "/sync/"]
+    assert ours.name == "async_to_sync async_view"
+    assert ours.parent.span_id == spans["/sync/"].context.span_id
+    figures = {
+        name: {k: v for k, v in span.attributes.items() if k.startswith("switchtrace.")}
+        for name, span in spans.items()
+    }
+    assert figures == {
+        "/async/": {},
+        "/sync/": {
+            "switchtrace.context_switches": 2,
+            "switchtrace.thread_hops": 2,
+            "switchtrace.event_loops_created": 1,
+            "switchtrace.threads_started": 1,
+            "switchtrace.dropped": 0,
+            "switchtrace.context_switches_before_headers": 2,
+            "switchtrace.thread_hops_before_headers": 2,
+        },
+    }

@@ -103,9 +103,14 @@ def _capture() -> None:
     """The application's server span, when a middleware above this one
     started it (opentelemetry-instrumentation-django's, first in MIDDLEWARE):
     the request's switch spans go under it, as under one that was already
-    active when the handler received the request."""
+    active when the handler received the request. Not in a sub-request: a
+    server span current there is the sub-request's (started by that
+    middleware in the handler serving it, where none was current: served
+    above the request's own)."""
     record = tracer.current_record()
     if record is None or record.finished or "otel.server_span" in record.extra:
+        return
+    if integration.serving_a_sub_request():
         return
     try:
         pipeline = telemetry.pipeline()
