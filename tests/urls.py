@@ -23,6 +23,7 @@ urlpatterns = [
     path("sub-request/", views.sub_request_view),
     path("async-sub-request/", views.async_sub_request_view),
     path("streamed-sub-request/", views.streamed_sub_request_view),
+    path("shared-sub-request/", views.shared_sub_request_view),
     path("class-view/", views.ClassView.as_view()),
     path("other-class-view/", views.OtherClassView.as_view()),
 ]

@@ -402,3 +402,14 @@ def streamed_sub_request_view(request):
     if wrap == "chain":
         return StreamingHttpResponse(itertools.chain(body()))
     return StreamingHttpResponse(body())
+
+
+def shared_sub_request_view(request):
+    """Serves a sub-request to /paused-shared/ (``paused_response``, the one
+    object every request to it returns) through Django's test Client, with
+    ``X-Debug`` when the query has ``debug``."""
+    from django.test import Client
+
+    headers = {"X-Debug": "1"} if "debug" in request.GET else {}
+    Client().get("/paused-shared/", headers=headers)
+    return HttpResponse("outer")

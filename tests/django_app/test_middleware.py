@@ -1484,3 +1484,75 @@ def test_a_sub_request_an_asynchronous_streaming_body_serves_is_part_of_its_requ
         (record.at_headers, record.totals(), record.attributes.get("http.route"))
         for record in records
     ] == [(tracer.Figures(0, 0, 0, 0), tracer.Figures(14, 14, 1, 1), "streamed-sub-request/")]
+
+
+@pytest.mark.parametrize(
+    ("first", "sub_request"),
+    [
+        # Shown, then a sub-request hidden them: taking the headers off must
+        # not reach the first request, whose reading is under way.
+        ({"HTTP_X_DEBUG": "1"}, ""),
+        # Hidden, then a sub-request shown them: nor adding them.
+        ({}, "debug"),
+    ],
+    ids=["shown-then-hidden", "hidden-then-shown"],
+)
+def test_a_sub_request_returning_an_object_another_thread_reads_leaves_its_headers(
+    first, sub_request, records
+):
+    """gthread workers: while Django reads the headers of a view's one
+    response object for a request (in thread "first"), another request's
+    view (in thread "second") serves a sub-request to that view: the
+    sub-request's SHOW_HEADERS decision writes on that object only what
+    the main one would (values, no header added or taken off), and each
+    request is sent its own headers."""
+    import threading
+
+    from .. import views
+
+    views.paused_response = response = views.PausingResponse("shared")
+    response["Server-Timing"] = OWN
+    first_paused, second_done = threading.Event(), threading.Event()
+    results = {}
+
+    def pause(index):
+        if threading.current_thread().name == "first" and index == 1:
+            if not first_paused.is_set():
+                first_paused.set()
+                second_done.wait(10)
+
+    def serve(wsgi, name, path, environ):
+        try:
+            results[name] = wsgi_request(wsgi, path, **environ)
+        except Exception as error:
+            results[name] = error
+        finally:
+            if name == "second":
+                second_done.set()
+
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    try:
+        response.pause = pause
+        with project("none", SWITCHTRACE=settings) as (_asgi, wsgi):
+            first_thread = threading.Thread(
+                target=serve, args=(wsgi, "first", "/paused-shared/", first), name="first"
+            )
+            second_thread = threading.Thread(
+                target=serve,
+                args=(wsgi, "second", f"/shared-sub-request/?{sub_request}", {}),
+                name="second",
+            )
+            first_thread.start()
+            assert first_paused.wait(10)
+            second_thread.start()
+            for thread in (first_thread, second_thread):
+                thread.join(10)
+    finally:
+        views.paused_response = None
+    assert isinstance(results["first"], example.Result), results["first"]
+    assert isinstance(results["second"], example.Result), results["second"]
+    assert results["first"].figures() == ((0, 0, 0, 0) if first else None)
+    assert results["second"].figures() is None
+    assert results["first"].headers["Server-Timing"] == (
+        f"{OWN}, {_ours((0, 0, 0, 0))}" if first else OWN
+    )

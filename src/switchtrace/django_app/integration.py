@@ -250,6 +250,24 @@ def show(record: tracer.RequestRecord, response: Any, figures: tracer.Figures, s
     record.extra[SHOWN] = shown
 
 
+def show_to_a_sub_request(response: Any, figures: tracer.Figures, shown: bool) -> None:
+    """The middleware's writing in a sub-request of a request sent through
+    switchtrace's start_response or send: on the sub-request's response,
+    which no server sends, leaving the request its own decision. As in
+    :func:`show`, the response's headers grow or lose switchtrace's only if
+    no request reads them, nor ever did (a view's one response object,
+    whose headers another request's server may be reading); the object is
+    read now (the code of the request the sub-request serves may iterate
+    them)."""
+    with _readers_lock:
+        alone = _read_before.get(response) is None and not _readers.get(response)
+        _read_before[response] = True
+        if shown:
+            stamp(response, figures, grow=alone)
+        elif alone:
+            unstamp(response)
+
+
 def _read(record: tracer.RequestRecord, response: Any) -> bool:
     """Note that ``record``'s request reads ``response``'s headers (a
     middleware above switchtrace's may have put another response in place of

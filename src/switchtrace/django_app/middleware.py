@@ -130,7 +130,11 @@ def _stamp(request: Any, response: Any) -> None:
         if integration.serving_a_sub_request():
             # A response no server sends: the request's decision, kept for
             # the headers it is sent, and its server span are its own.
-            if shown:
+            if integration.SHOWN in record.extra:
+                # Served by a server: another request may be reading this
+                # response's headers (one object returned by both).
+                integration.show_to_a_sub_request(response, figures, shown)
+            elif shown:
                 stamp(response, figures)
             else:
                 unstamp(response)
