@@ -1505,7 +1505,9 @@ def test_a_sub_request_returning_an_object_another_thread_reads_leaves_its_heade
     view (in thread "second") serves a sub-request to that view: the
     sub-request's SHOW_HEADERS decision writes on that object only what
     the main one would (values, no header added or taken off), and each
-    request is sent its own headers."""
+    request is sent its own headers. The test Client's close of the object
+    in the second request ends no record (it ended the first request's, its
+    headers not yet sent)."""
     import threading
 
     from .. import views
@@ -1556,3 +1558,10 @@ def test_a_sub_request_returning_an_object_another_thread_reads_leaves_its_heade
     assert results["first"].headers["Server-Timing"] == (
         f"{OWN}, {_ours((0, 0, 0, 0))}" if first else OWN
     )
+    # The sub-request's close of the object (the test Client's) ends no
+    # record: the first request's ends at its own server's close, after the
+    # second's.
+    assert [record.attributes["url.path"] for record in records] == [
+        "/shared-sub-request/",
+        "/paused-shared/",
+    ]

@@ -502,7 +502,11 @@ def _closed_record(response: Any) -> tracer.RequestRecord | None:
     """The record that this close of ``response`` ends: the one current here
     (the server closes a response on the thread, in the context, that called
     the handler), else, closed elsewhere, the oldest still waiting for it
-    (not one already finished: a request whose server refused its headers)."""
+    (not one already finished: a request whose server refused its headers).
+    None when closed by the code of a request being served where it runs (a
+    view, or the test Client serving it a sub-request, closing what a
+    sub-request returned), which is no server's close of another request's
+    response: a view's one response object, in requests of other threads."""
     try:
         current = tracer.current_record()
         with _closing_lock:
@@ -512,7 +516,11 @@ def _closed_record(response: Any) -> tracer.RequestRecord | None:
             if not waiting:
                 _closing.pop(response, None)
                 return None
-            record = next((r for r in waiting if r is current), waiting[0])
+            record = next((r for r in waiting if r is current), None)
+            if record is None:
+                if current is not None and _serving(current):
+                    return None
+                record = waiting[0]
             waiting.remove(record)
             if not waiting:
                 _closing.pop(response)
