@@ -364,10 +364,8 @@ def shown_but_to_sub_requests(request):
 def streamed_sub_request_view(request):
     """A streaming response whose body, between its two chunks, serves a
     sub-request to /async-to-sync/ through ``?through=`` Django's test Client,
-    a WSGIHandler or an ASGIHandler; ``&wrap=`` hands StreamingHttpResponse
-    the generator inside a ``map`` or an ``itertools.chain``."""
-    import itertools
-
+    a WSGIHandler or an ASGIHandler; ``&wrap=map`` hands StreamingHttpResponse
+    the generator inside a ``map``, ``&wrap=async`` an asynchronous generator."""
     from django.core.handlers.asgi import ASGIHandler
     from django.core.handlers.wsgi import WSGIHandler
     from django.http import StreamingHttpResponse
@@ -399,8 +397,6 @@ def streamed_sub_request_view(request):
         return StreamingHttpResponse(asynchronous_body())
     if wrap == "map":
         return StreamingHttpResponse(map(bytes, body()))
-    if wrap == "chain":
-        return StreamingHttpResponse(itertools.chain(body()))
     return StreamingHttpResponse(body())
 
 

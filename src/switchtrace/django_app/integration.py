@@ -340,41 +340,16 @@ _BODY = "switchtrace.body"
 
 def _note_the_body(record: tracer.RequestRecord, response: Any) -> None:
     """Keep a weak reference to the generator that runs while the server
-    iterates the streaming body (an asynchronous generator: Django consumes
-    it whole in an async_to_sync). A synchronous body that is not a
-    generator itself (a ``map`` or an ``itertools.chain`` around one, which
-    says nothing of the code it runs) is iterated through a generator of
-    switchtrace's that yields its chunks unchanged; that is done only for a
-    request a server iterates (the test Client ends its record before the
-    test reads the body), never for a FileResponse's (a server's
-    ``wsgi.file_wrapper`` may send its file)."""
+    iterates the streaming body: a generator, or an asynchronous one
+    (Django consumes it whole in an async_to_sync). A body that is neither
+    (a ``map`` or an ``itertools.chain`` around one, which says nothing of
+    the code it runs) is not followed: switchtrace does not put an iterator
+    of its own in the response's place."""
     if attribute(response, "streaming") is not True:
         return
     body = attribute(response, "_iterator")  # StreamingHttpResponse's, since Django 1.x
-    if type(body) is types.AsyncGeneratorType:
+    if type(body) is types.GeneratorType or type(body) is types.AsyncGeneratorType:
         record.extra[_BODY] = weakref.ref(body)
-        return
-    if attribute(response, "is_async") is True:
-        return
-    if type(body) is not types.GeneratorType:
-        if (
-            SHOWN not in record.extra
-            or not hasattr(type(body), "__next__")
-            or attribute(response, "file_to_stream") is not None
-        ):
-            return
-        body = _chunks_of(body)
-        response._iterator = body
-    record.extra[_BODY] = weakref.ref(body)
-
-
-def _chunks_of(iterator: Any) -> Any:
-    # Runs where the server iterates the response (its worker thread): the
-    # body's code runs inside this generator's next(). A for loop, not
-    # ``yield from``: closing it closes nothing of the body (Django's close
-    # of the response does that).
-    for chunk in iterator:  # noqa: UP028 (see above)
-        yield chunk
 
 
 def in_a_request() -> bool:
