@@ -127,38 +127,56 @@ class ServerSpanMiddleware:
             return self.get_response(request)
 
 
+def _served(middleware, serve):
+    """One request, ``serve(asgi, wsgi)``, with ``middleware`` above
+    switchtrace's: its result and switchtrace's spans of it (the
+    application's are in ``_app_exporter``, cleared first)."""
+    from switchtrace.django_app.conf import MIDDLEWARE_PATH
+
+    _app_exporter.clear()
+    with project("none", MIDDLEWARE=[*middleware, MIDDLEWARE_PATH]) as handlers:
+        pipeline = telemetry.pipeline()
+        # Earlier tests' requests may still have spans on their way.
+        assert pipeline.flush(10)
+        pipeline.exporter.clear()
+        result = serve(*handlers)
+        assert pipeline.flush(10)
+        return result, pipeline.exporter.get_finished_spans()
+
+
+def _figures(span) -> dict:
+    return {k: v for k, v in span.attributes.items() if k.startswith("switchtrace.")}
+
+
+def _span_figures(switches: int, loops: int, threads: int) -> dict:
+    """A request span's figures, every switch a hop and before the headers."""
+    return {
+        "switchtrace.context_switches": switches,
+        "switchtrace.thread_hops": switches,
+        "switchtrace.event_loops_created": loops,
+        "switchtrace.threads_started": threads,
+        "switchtrace.dropped": 0,
+        "switchtrace.context_switches_before_headers": switches,
+        "switchtrace.thread_hops_before_headers": switches,
+    }
+
+
 def test_a_server_span_started_by_a_middleware_above_switchtraces_is_the_request_span():
     """WSGI: no server span is active when Django's handler receives the
     request; opentelemetry-instrumentation-django's middleware starts it.
     The crossings go under it (they made a request span and a trace of
     their own), and its figures are those of the response."""
-    from switchtrace.django_app.conf import MIDDLEWARE_PATH
-
     from ..support import wsgi_request
 
-    _app_exporter.clear()
-    middleware = [f"{__name__}.ServerSpanMiddleware", MIDDLEWARE_PATH]
-    with project("none", MIDDLEWARE=middleware) as (_asgi, wsgi):
-        pipeline = telemetry.pipeline()
-        # Earlier tests' requests may still have spans on their way.
-        assert pipeline.flush(10)
-        pipeline.exporter.clear()
-        assert wsgi_request(wsgi, "/async/").figures() == (2, 2, 1, 1)
-        assert pipeline.flush(10)
-        [ours] = pipeline.exporter.get_finished_spans()
+    result, [ours] = _served(
+        [f"{__name__}.ServerSpanMiddleware"], lambda _asgi, wsgi: wsgi_request(wsgi, "/async/")
+    )
+    assert result.figures() == (2, 2, 1, 1)
     [app_span] = _app_exporter.get_finished_spans()
     assert ours.name == "async_to_sync async_view"
     assert ours.context.trace_id == app_span.context.trace_id
     assert ours.parent.span_id == app_span.context.span_id
-    assert {k: v for k, v in app_span.attributes.items() if k.startswith("switchtrace.")} == {
-        "switchtrace.context_switches": 2,
-        "switchtrace.thread_hops": 2,
-        "switchtrace.event_loops_created": 1,
-        "switchtrace.threads_started": 1,
-        "switchtrace.dropped": 0,
-        "switchtrace.context_switches_before_headers": 2,
-        "switchtrace.thread_hops_before_headers": 2,
-    }
+    assert _figures(app_span) == _span_figures(2, 1, 1)
 
 
 def test_a_middleware_server_span_never_has_fewer_switches_than_before_the_headers():
@@ -167,76 +185,43 @@ def test_a_middleware_server_span_never_has_fewer_switches_than_before_the_heade
     sync_to_async, and the figures it writes count both return trips. The
     span, ended before they happen, said 4 switches in all and 6 before the
     headers."""
-    from switchtrace.django_app.conf import MIDDLEWARE_PATH
-
     from ..support import run_asgi
 
-    _app_exporter.clear()
-    middleware = [f"{__name__}.ServerSpanMiddleware", MIDDLEWARE_PATH]
-    with project("none", MIDDLEWARE=middleware) as (asgi, _wsgi):
-        pipeline = telemetry.pipeline()
-        # Earlier tests' requests may still have spans on their way.
-        assert pipeline.flush(10)
-        pipeline.exporter.clear()
-        assert run_asgi(asgi, "/async/").figures() == (6, 6, 0, 1)
-        assert pipeline.flush(10)
-        ours = pipeline.exporter.get_finished_spans()
+    result, ours = _served(
+        [f"{__name__}.ServerSpanMiddleware"], lambda asgi, _wsgi: run_asgi(asgi, "/async/")
+    )
+    assert result.figures() == (6, 6, 0, 1)
     [app_span] = _app_exporter.get_finished_spans()
     assert {s.context.trace_id for s in ours} == {app_span.context.trace_id}
     assert len(ours) == 4
-    assert {k: v for k, v in app_span.attributes.items() if k.startswith("switchtrace.")} == {
-        "switchtrace.context_switches": 6,
-        "switchtrace.thread_hops": 6,
-        "switchtrace.event_loops_created": 0,
-        "switchtrace.threads_started": 1,
-        "switchtrace.dropped": 0,
-        "switchtrace.context_switches_before_headers": 6,
-        "switchtrace.thread_hops_before_headers": 6,
-    }
+    assert _figures(app_span) == _span_figures(6, 0, 1)
 
 
 def test_a_middleware_server_span_has_the_figures_of_the_response_leaving_switchtraces():
     """What the README says of a span a middleware started: it ends before
     Django logs a 4xx under ASGI (one sync_to_async, 2 switches), which the
     headers count and it does not."""
-    from switchtrace.django_app.conf import MIDDLEWARE_PATH
-
     from ..support import asgi_request
 
-    middleware = [f"{__name__}.ServerSpanMiddleware", MIDDLEWARE_PATH]
-    with project("none", MIDDLEWARE=middleware) as (asgi, _wsgi):
-        pipeline = telemetry.pipeline()
-        _app_exporter.clear()
-        # Earlier tests' requests may still have spans on their way.
-        assert pipeline.flush(10)
-        pipeline.exporter.clear()
+    # In a loop of its own, whose default executor has one thread, as the
+    # threads the request starts depend on it: its thread-sensitive thread,
+    # and the executor's thread (Django logs the 404 there). An executor of
+    # several threads starts another one for each call made while none of
+    # its threads is idle yet: one or two more, from run to run, in a new
+    # loop, and none or one in a loop that served requests before.
+    async def served_in_a_loop_of_its_own(asgi):
+        one = ThreadPoolExecutor(max_workers=1)
+        asyncio.get_running_loop().set_default_executor(one)
+        return await asgi_request(asgi, "/nowhere/")
 
-        # In a loop of its own, whose default executor has one thread, as
-        # the threads the request starts depend on it: its thread-sensitive
-        # thread, and the executor's thread (Django logs the 404 there). An
-        # executor of several threads starts another one for each call made
-        # while none of its threads is idle yet: one or two more, from run
-        # to run, in a new loop, and none or one in a loop that served
-        # requests before.
-        async def served_in_a_loop_of_its_own():
-            one = ThreadPoolExecutor(max_workers=1)
-            asyncio.get_running_loop().set_default_executor(one)
-            return await asgi_request(asgi, "/nowhere/")
-
-        result = asyncio.run(served_in_a_loop_of_its_own())
-        assert pipeline.flush(10)
+    result, _ours = _served(
+        [f"{__name__}.ServerSpanMiddleware"],
+        lambda asgi, _wsgi: asyncio.run(served_in_a_loop_of_its_own(asgi)),
+    )
     assert result.status == 404
     assert result.figures() == (10, 10, 0, 2)
     [app_span] = _app_exporter.get_finished_spans()
-    assert {k: v for k, v in app_span.attributes.items() if k.startswith("switchtrace.")} == {
-        "switchtrace.context_switches": 8,
-        "switchtrace.thread_hops": 8,
-        "switchtrace.event_loops_created": 0,
-        "switchtrace.threads_started": 2,
-        "switchtrace.dropped": 0,
-        "switchtrace.context_switches_before_headers": 8,
-        "switchtrace.thread_hops_before_headers": 8,
-    }
+    assert _figures(app_span) == _span_figures(8, 0, 2)
 
 
 class PathSpanMiddleware:
@@ -277,40 +262,14 @@ def test_a_sub_request_before_the_request_span_leaves_it_the_request_span():
     take it for the request's. The request's span gets the figures (the
     sub-request's async_to_sync: 2 switches) and the crossing span as its
     child; it got neither, the sub-request's span both."""
-    from switchtrace.django_app.conf import MIDDLEWARE_PATH
-
     from ..support import wsgi_request
 
-    _app_exporter.clear()
-    middleware = [
-        f"{__name__}.SubRequestFirstMiddleware",
-        f"{__name__}.PathSpanMiddleware",
-        MIDDLEWARE_PATH,
-    ]
-    with project("none", MIDDLEWARE=middleware) as (_asgi, wsgi):
-        pipeline = telemetry.pipeline()
-        assert pipeline.flush(10)
-        pipeline.exporter.clear()
-        assert wsgi_request(wsgi, "/sync/").figures() == (2, 2, 1, 1)
-        assert pipeline.flush(10)
-        [ours] = pipeline.exporter.get_finished_spans()
+    middleware = [f"{__name__}.SubRequestFirstMiddleware", f"{__name__}.PathSpanMiddleware"]
+    result, [ours] = _served(middleware, lambda _asgi, wsgi: wsgi_request(wsgi, "/sync/"))
+    assert result.figures() == (2, 2, 1, 1)
     spans = {span.name: span for span in _app_exporter.get_finished_spans()}
     assert sorted(spans) == ["/async/", "/sync/"]
     assert ours.name == "async_to_sync async_view"
     assert ours.parent.span_id == spans["/sync/"].context.span_id
-    figures = {
-        name: {k: v for k, v in span.attributes.items() if k.startswith("switchtrace.")}
-        for name, span in spans.items()
-    }
-    assert figures == {
-        "/async/": {},
-        "/sync/": {
-            "switchtrace.context_switches": 2,
-            "switchtrace.thread_hops": 2,
-            "switchtrace.event_loops_created": 1,
-            "switchtrace.threads_started": 1,
-            "switchtrace.dropped": 0,
-            "switchtrace.context_switches_before_headers": 2,
-            "switchtrace.thread_hops_before_headers": 2,
-        },
-    }
+    assert _figures(spans["/async/"]) == {}
+    assert _figures(spans["/sync/"]) == _span_figures(2, 1, 1)

@@ -148,14 +148,13 @@ def test_the_thread_that_shuts_down_an_async_to_sync_loops_executor_is_counted()
     starts a thread for to_thread; asyncio.run, in asgiref's thread and
     outside the request's context, starts one more to shut it down (before
     the call returns: a thread started during the request). Nothing keeps
-    the loop, nor its entry in switchtrace's map of asgiref's loops (an
-    earlier test's loop may still be there: asgiref keeps the last loop that
-    sent a thread_sensitive call to one of its threads)."""
-    kept = len(tracer.patches._crossing_loops)
+    the loop once the call has returned, and its entry in switchtrace's map
+    of asgiref's loops goes with it."""
     loops = []
 
     async def offload():
-        loops.append(weakref.ref(asyncio.get_running_loop()))
+        loop = asyncio.get_running_loop()
+        loops.append((weakref.ref(loop), tracer.patches._crossing_loops.get(loop) is not None))
         return await asyncio.to_thread(here)
 
     with tracer.recording() as record:
@@ -166,9 +165,9 @@ def test_the_thread_that_shuts_down_an_async_to_sync_loops_executor_is_counted()
     if shutdown:
         assert record.thread_starts[-1].crossing is bridge
         assert record.thread_starts[-1].thread.name.endswith("(_do_shutdown)")
-    [loop] = loops
-    assert loop() is None
-    assert len(tracer.patches._crossing_loops) <= kept
+    [(loop, mapped)] = loops
+    assert mapped is ASYNCIO_RUN_IN_ASYNC_TO_SYNC
+    assert loop() is None  # and so its entry (a WeakIdentityMap's)
 
 
 def test_a_thread_an_executor_starts_for_an_offload_is_the_offloads():

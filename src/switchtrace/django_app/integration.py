@@ -56,7 +56,7 @@ from .. import tracer
 from ..exporters.pipeline import MAX_PROPAGATION_HEADER
 from ..exporters.spans import ARRIVAL, Arrival
 from ..tracer.describe import attribute
-from ..tracer.guard import swallow
+from ..tracer.guard import put_back, swallow
 from ..tracer.patches import Patcher, Target
 from ..tracer.weak import WeakIdentityMap
 from . import components, telemetry
@@ -420,22 +420,7 @@ async def as_sub_request_async(call: Any) -> Any:
     try:
         return await call
     finally:
-        _put_back(_sub_request, token, "sub-request")
-
-
-def _put_back(
-    variable: contextvars.ContextVar[Any], token: contextvars.Token[Any], where: str
-) -> None:
-    """``variable.reset(token)`` in a coroutine's ``finally``. A coroutine
-    closed from another context (GeneratorExit: a task destroyed pending, see
-    tracer.finish_request) has nothing of that context to put back; one
-    resumed in another context (driven by hand) leaves the variable set in
-    the first: ours to say."""
-    try:
-        variable.reset(token)
-    except ValueError as error:
-        if not isinstance(error.__context__, GeneratorExit):
-            swallow(where)
+        put_back(_sub_request, token, "sub-request")
 
 
 def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
@@ -524,7 +509,7 @@ async def _end_adapted_wsgi(call: Any) -> Any:
     try:
         return await call
     finally:
-        _put_back(_adapted, token, "WsgiToAsgi call")
+        put_back(_adapted, token, "WsgiToAsgi call")
         for record in opened:
             tracer.finish_request(record)
 
@@ -533,8 +518,7 @@ def _wrap_asgi_call(wrapped, instance, args, kwargs):
     scope = args[0] if args else kwargs.get("scope")
     if not isinstance(scope, dict) or scope.get("type") != "http":
         return wrapped(*args, **kwargs)
-    previous = tracer.current_record()
-    if previous is not None and _serving(previous):
+    if in_a_request():
         # A request served inside another one (a view calling an ASGI
         # application): part of it, as the work of its view is.
         return as_sub_request_async(wrapped(*args, **kwargs))

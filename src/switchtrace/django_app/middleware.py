@@ -127,27 +127,24 @@ def _stamp(request: Any, response: Any) -> None:
     try:
         figures = record.figures(tracer.current_crossing())
         shown = _show(request)
-        if integration.serving_a_sub_request():
-            # A response no server sends: the request's decision, kept for
-            # the headers it is sent, and its server span are its own.
-            if integration.SHOWN in record.extra:
-                # Served by a server: another request may be reading this
-                # response's headers (one object returned by both).
-                integration.show_to_a_sub_request(response, figures, shown)
-            elif shown:
-                stamp(response, figures)
-            else:
-                unstamp(response)
-            return
+        # A sub-request's response is one no server sends: the request's
+        # decision, kept for the headers it is sent, and its server span are
+        # its own.
+        sub_request = integration.serving_a_sub_request()
         if integration.SHOWN in record.extra:
             # Served by a server: another request may be reading this
             # response's headers, in another thread or task (one object
             # returned by both).
-            integration.show(record, response, figures, shown)
+            if sub_request:
+                integration.show_to_a_sub_request(response, figures, shown)
+            else:
+                integration.show(record, response, figures, shown)
         elif shown:
             stamp(response, figures)
         else:
             unstamp(response)
+        if sub_request:
+            return
         # A server span started by a middleware above this one ends before
         # the headers are sent: its figures are those of this moment.
         if "otel.server_span" in record.extra and (pipeline := telemetry.pipeline()):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from . import patches
-from .guard import set_error_hook, swallow
+from .guard import put_back, set_error_hook, swallow
 from .record import (
     ASGI,
     ASYNC_TO_SYNC,
@@ -147,16 +147,9 @@ def finish_request(
                 swallow(f"listener {getattr(listener, '__qualname__', listener)!r}")
     try:
         if token is not None:
-            patches.here.reset(token)
+            put_back(patches.here, token, "finish request")
         elif (current := patches.here.get()) is not None and current[0] is record:
             patches.here.set(None)
-    except ValueError as error:
-        # A token of another context. The request's coroutine closed from
-        # elsewhere (GeneratorExit: its task destroyed pending, closed by the
-        # garbage collector wherever it runs) has nothing to put back there;
-        # anything else is ours to say.
-        if not isinstance(error.__context__, GeneratorExit):
-            swallow("finish request")
     except Exception:
         swallow("finish request")
 

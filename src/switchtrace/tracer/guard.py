@@ -11,10 +11,12 @@ swallowed and fails the test, so that our bugs cannot hide.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger("switchtrace")
 
@@ -53,6 +55,22 @@ def swallow(where: str) -> None:
         where,
         exc_info=exc,
     )
+
+
+def put_back(
+    variable: contextvars.ContextVar[Any], token: contextvars.Token[Any], where: str
+) -> None:
+    """``variable.reset(token)`` where a coroutine ends (its ``finally``).
+    A coroutine closed from another context (GeneratorExit: a task destroyed
+    pending, whose coroutine the garbage collector closes wherever it runs)
+    has nothing of that context to put back: quiet. One resumed in another
+    context (driven by hand) leaves the variable set in the first: ours to
+    say, as ``where``."""
+    try:
+        variable.reset(token)
+    except ValueError as error:
+        if not isinstance(error.__context__, GeneratorExit):
+            swallow(where)
 
 
 def reset_reported() -> None:

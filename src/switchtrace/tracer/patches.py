@@ -180,7 +180,7 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
                 if token is not None:
                     try:
                         _here_reset(token)
-                    except ValueError:  # resumed in another context: see _return
+                    except ValueError:  # resumed in another context: see guard.put_back
                         swallow("sync_to_async return")
                 # RequestRecord.close, written out (see RequestRecord.start).
                 crossing.return_ns = now = record.clock()
@@ -212,13 +212,10 @@ def _return(
             try:
                 _here_reset(token)
             except ValueError:
-                # The token is of another context than the one the caller's
-                # coroutine ends in. Closed from there (GeneratorExit: a task
-                # destroyed pending, whose coroutine the garbage collector
-                # closes wherever it runs), nothing of that context is the
-                # crossing's to put back. Resumed there (driven by hand), the
-                # crossing stays current in the context it was made in: ours
-                # to say. The return is counted either way.
+                # guard.put_back's rule, without its call on async_to_sync's
+                # every return: quiet for a coroutine closed from another
+                # context, ours to say for one resumed there. The return is
+                # counted either way.
                 if not isinstance(exc, GeneratorExit):
                     swallow(f"{crossing.mechanism} return")
         record.close(crossing, exc)
