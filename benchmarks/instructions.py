@@ -55,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,8 +67,14 @@ WARMUP = 30
 COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
-def serve(mode: str, requests: int, traces: str) -> None:
-    """Serve ``requests`` measured requests in ``mode`` (inside valgrind)."""
+def serve(
+    mode: str,
+    requests: int,
+    traces: str,
+    measured: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+) -> None:
+    """Serve ``requests`` measured requests in ``mode`` (inside valgrind),
+    inside ``measured()``, after the warm-up (bytecodes.py counts there)."""
     from switchtrace import bench, example
 
     example.setup(ROOT / "examples" / "project")
@@ -84,11 +91,12 @@ def serve(mode: str, requests: int, traces: str) -> None:
             integration.uninstall()
         middleware = mode in ("headers only", "full spans")
         with example.handlers("shipped", switchtrace_middleware=middleware) as handlers:
-            for count in (WARMUP, requests):
-                bench._serve(handlers, "asgi", "/sync/", count)
-                pipeline = telemetry.pipeline()
-                if pipeline is not None and not pipeline.flush(120):
-                    raise SystemExit("the span pipeline did not flush")
+            for count, around in ((WARMUP, contextlib.nullcontext), (requests, measured)):
+                with around():
+                    bench._serve(handlers, "asgi", "/sync/", count)
+                    pipeline = telemetry.pipeline()
+                    if pipeline is not None and not pipeline.flush(120):
+                        raise SystemExit("the span pipeline did not flush")
 
 
 def stand_ins(mechanism: str, traced: bool, calls: int) -> None:

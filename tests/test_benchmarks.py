@@ -94,6 +94,10 @@ def test_switch_cost_json():
         ("instructions.py", ["--requests", "0"], "argument --requests: must be at least 1, got 0"),
         ("instructions.py", ["--repeats", "two"],
          "argument --repeats: invalid positive value: 'two'"),
+        ("bytecodes.py", ["--modes", "installed,headers"],
+         "argument --modes: unknown mode 'headers'; allowed: disabled, installed, headers only, "
+         "full spans"),
+        ("bytecodes.py", ["--top", "0"], "argument --top: must be at least 1, got 0"),
     ],
 )  # fmt: skip
 def test_bad_arguments_are_one_line_and_exit_status_2(name, args, message):
@@ -141,3 +145,38 @@ def test_a_childs_bad_argument_is_one_line_and_exit_status_2(child, message):
     out = script("instructions.py", "--child", *child)
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr == f"instructions.py: error: --child {message}\n"
+
+
+def test_bytecodes_finds_switchtraces_code_on_the_request_path_only_when_installed():
+    out = script("bytecodes.py", "--requests", "2", "--modes", "installed", "--json")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert results["requests"] == 2
+    assert list(results["per_request"]) == ["disabled", "installed"]
+    patches = {
+        place.split(" ")[1]
+        for place in results["functions"]["installed"]
+        if place.startswith("switchtrace/tracer/patches.py:")
+    }
+    # Disabled: none of switchtrace's patches, handler integration or
+    # middleware runs (the driver serving the requests is switchtrace's too).
+    request_path = ("tracer/", "django_app/integration.py", "django_app/middleware.py")
+    ran = results["functions"]["disabled"]
+    assert not [p for p in ran if p.startswith(tuple(f"switchtrace/{s}" for s in request_path))]
+    # Installed: the patches the request's 16 crossings go through, and
+    # asgiref's and Django's code around them in both.
+    assert {"__call__", "_arrive", "submit"} <= patches
+    assert any(p.startswith("asgiref/sync.py:") for p in results["functions"]["disabled"])
+    per_request = results["per_request"]
+    assert per_request["installed"] > per_request["disabled"]
+
+
+def test_bytecodes_prints_what_the_readme_shows():
+    out = script("bytecodes.py", "--requests", "1", "--modes", "installed", "--top", "3")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "Bytecodes per request, ASGI default stack, /sync/ (1 requests)"
+    assert [line.split()[0] for line in lines[1:3]] == ["disabled", "installed"]
+    assert lines[3] == "Added per request, by function (the 3 that change most):"
+    assert lines[4].split() == ["installed", "function"]
+    assert len(lines) == 8
