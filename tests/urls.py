@@ -24,6 +24,9 @@ urlpatterns = [
     path("async-sub-request/", views.async_sub_request_view),
     path("streamed-sub-request/", views.streamed_sub_request_view),
     path("shared-sub-request/", views.shared_sub_request_view),
+    path("content-types-export/", views.content_types_export_view),
+    path("file/", views.file_view),
+    path("thread-insensitive/", views.thread_insensitive_view),
     path("class-view/", views.ClassView.as_view()),
     path("other-class-view/", views.OtherClassView.as_view()),
 ]

@@ -1,7 +1,7 @@
 from asgiref.sync import async_to_sync, markcoroutinefunction, sync_to_async
 from django.contrib.auth.decorators import login_required, user_passes_test
 from django.dispatch import Signal
-from django.http import HttpResponse, HttpResponseNotFound
+from django.http import FileResponse, HttpResponse, HttpResponseNotFound
 from django.views import View
 
 
@@ -409,3 +409,34 @@ def shared_sub_request_view(request):
     headers = {"X-Debug": "1"} if "debug" in request.GET else {}
     Client().get("/paused-shared/", headers=headers)
     return HttpResponse("outer")
+
+
+async def content_types_export_view(request):
+    """An export streamed by an async view: its body iterates a QuerySet with
+    ``async for`` (the ORM's one sync_to_async of QuerySet._fetch_all), once
+    the headers are sent."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.http import StreamingHttpResponse
+
+    async def rows():
+        async for content_type in ContentType.objects.order_by("model"):
+            yield f"{content_type.model}\n".encode()
+
+    return StreamingHttpResponse(rows())
+
+
+def file_view(request):
+    """A file sent with FileResponse: WSGIHandler hands it to the server's
+    ``wsgi.file_wrapper`` when the environ has one."""
+    return FileResponse(open(__file__, "rb"))
+
+
+def _unsensitive_lookup():
+    return None
+
+
+async def thread_insensitive_view(request):
+    """Bridges a plain function with ``thread_sensitive=False``: it runs in
+    the event loop's default executor."""
+    await sync_to_async(_unsensitive_lookup, thread_sensitive=False)()
+    return HttpResponse("ok")

@@ -1555,3 +1555,123 @@ def test_a_sub_request_returning_an_object_another_thread_reads_leaves_its_heade
         "/shared-sub-request/",
         "/paused-shared/",
     ]
+
+
+@pytest.fixture
+def content_types(tmp_path, monkeypatch):
+    """The contenttypes table, with three rows, in a database file of the
+    test's own: every thread's connection (the per-request thread's under
+    ASGI) opens the same one, where each would get an empty database of
+    its own from the settings' ``:memory:``."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connection
+
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "NAME", str(tmp_path / "db.sqlite3"))
+    with connection.schema_editor() as editor:
+        editor.create_model(ContentType)
+    for model in ("cart", "order", "product"):
+        ContentType.objects.create(app_label="shop", model=model)
+    yield
+    connection.close()
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume asynchronous iterators")
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_what_an_asynchronous_streaming_body_bridges_is_after_the_headers(
+    server, content_types, records
+):
+    """An async view streaming an export whose body iterates a QuerySet with
+    ``async for``: the ORM's sync_to_async runs once the headers are sent,
+    in the request's total only. Under ASGI from the request's task, as
+    send_response iterates the body (2 switches at the headers: the
+    request_started signal; 6 in all, with the close); under WSGI inside the
+    async_to_sync Django consumes the body in, with a loop and a thread of
+    its own, back to the server's thread (2 at the headers: the view's
+    async_to_sync; 6, 2 loops and 2 threads in all)."""
+    import threading
+
+    with project("none") as handlers:
+        result = serve(server, handlers, "/content-types-export/")
+    assert (result.status, result.body) == (200, b"cart\norder\nproduct\n")
+    [record] = records
+    [fetch] = [c for c in record.crossings if c.func.__qualname__ == "QuerySet._fetch_all"]
+    assert fetch.before_headers is False
+    if server == "asgi":
+        assert result.figures() == (2, 2, 0, 1)
+        assert record.totals() == tracer.Figures(6, 6, 0, ASGI_THREADS)
+        assert fetch.parent is None
+    else:
+        assert result.figures() == (2, 2, 1, 1)
+        assert record.totals() == tracer.Figures(6, 6, 2, 2)
+        assert fetch.parent.func.__qualname__ == "StreamingHttpResponse.__iter__.<locals>.to_list"
+        assert fetch.target_thread is threading.current_thread()
+
+
+def test_a_file_sent_through_the_servers_file_wrapper_ends_its_record_at_its_close(records):
+    """WSGI with a ``wsgi.file_wrapper`` (gunicorn's, wsgiref's): Django hands
+    the server a wrapper around a FileResponse's file, whose close is the
+    response's. The server's close of the wrapper ends the record, with what
+    request_finished's async receiver bridges after the headers (one
+    async_to_sync: 2 switches, a loop and a thread)."""
+    from wsgiref.util import FileWrapper
+
+    from django.core.signals import request_finished
+
+    from .. import views
+
+    if not hasattr(request_finished, "asend"):
+        pytest.skip("async receivers need Django >= 5.0")
+
+    async def receiver(sender, **kwargs):
+        pass
+
+    request_finished.connect(receiver)
+    try:
+        with project("none") as (_asgi, wsgi):
+            result = wsgi_request(wsgi, "/file/", **{"wsgi.file_wrapper": FileWrapper})
+    finally:
+        request_finished.disconnect(receiver)
+    with open(views.__file__, "rb") as sent:
+        assert (result.status, result.body) == (200, sent.read())
+    assert result.figures() == (0, 0, 0, 0)
+    [record] = records
+    assert record.finished
+    assert record.at_headers == tracer.Figures(0, 0, 0, 0)
+    assert record.totals() == tracer.Figures(2, 2, 1, 1)
+    assert [c.func.__qualname__ for c in record.crossings] == ["Signal.send.<locals>.asend"]
+    assert tracer.current_record() is None
+
+
+def test_the_thread_a_thread_insensitive_bridge_starts_is_its_requests(records):
+    """ASGI: an async view's sync_to_async(thread_sensitive=False) runs in the
+    server loop's default executor, which starts its thread for the first
+    such call (asgiref's own run_in_executor: no offload of the request's
+    code, counted once). That start is the request's, and the crossing's;
+    the next request finds the thread idle (X-Threads-Started 2, then 1)."""
+    from ..support import asgi_request
+
+    loop = asyncio.new_event_loop()  # a server's loop, no default executor yet
+    try:
+        with project("none") as (asgi, _wsgi):
+            results = [
+                loop.run_until_complete(asgi_request(asgi, "/thread-insensitive/"))
+                for _ in range(2)
+            ]
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+    assert [result.figures() for result in results] == [(4, 4, 0, 2), (4, 4, 0, 1)]
+    assert [record.totals() for record in records] == [
+        tracer.Figures(6, 6, 0, ASGI_THREADS + 1),
+        tracer.Figures(6, 6, 0, ASGI_THREADS),
+    ]
+    bridged = [
+        [c for c in record.crossings if getattr(c.func, "__name__", None) == "_unsensitive_lookup"]
+        for record in records
+    ]
+    assert [[(c.executor, c.threads_started) for c in b] for b in bridged] == [
+        [("loop_default", 1)],
+        [("loop_default", 0)],
+    ]
+    assert records[0].thread_starts[1].crossing is bridged[0][0]
