@@ -1647,31 +1647,23 @@ def test_the_thread_a_thread_insensitive_bridge_starts_is_its_requests(records):
     """ASGI: an async view's sync_to_async(thread_sensitive=False) runs in the
     server loop's default executor, which starts its thread for the first
     such call (asgiref's own run_in_executor: no offload of the request's
-    code, counted once). That start is the request's, and the crossing's;
-    the next request finds the thread idle (X-Threads-Started 2, then 1)."""
+    code, counted once). That start is the request's, and the crossing's.
+    (Whether a later request finds that thread idle depends on when the
+    thread, once done, next gets the GIL: not asserted.)"""
     from ..support import asgi_request
 
     loop = asyncio.new_event_loop()  # a server's loop, no default executor yet
     try:
         with project("none") as (asgi, _wsgi):
-            results = [
-                loop.run_until_complete(asgi_request(asgi, "/thread-insensitive/"))
-                for _ in range(2)
-            ]
+            result = loop.run_until_complete(asgi_request(asgi, "/thread-insensitive/"))
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
-    assert [result.figures() for result in results] == [(4, 4, 0, 2), (4, 4, 0, 1)]
-    assert [record.totals() for record in records] == [
-        tracer.Figures(6, 6, 0, ASGI_THREADS + 1),
-        tracer.Figures(6, 6, 0, ASGI_THREADS),
+    assert result.figures() == (4, 4, 0, 2)
+    [record] = records
+    assert record.totals() == tracer.Figures(6, 6, 0, ASGI_THREADS + 1)
+    [bridged] = [
+        c for c in record.crossings if getattr(c.func, "__name__", None) == "_unsensitive_lookup"
     ]
-    bridged = [
-        [c for c in record.crossings if getattr(c.func, "__name__", None) == "_unsensitive_lookup"]
-        for record in records
-    ]
-    assert [[(c.executor, c.threads_started) for c in b] for b in bridged] == [
-        [("loop_default", 1)],
-        [("loop_default", 0)],
-    ]
-    assert records[0].thread_starts[1].crossing is bridged[0][0]
+    assert (bridged.executor, bridged.threads_started) == ("loop_default", 1)
+    assert record.thread_starts[1].crossing is bridged
