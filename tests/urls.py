@@ -9,6 +9,7 @@ urlpatterns = [
     path("quoted-server-timing/", views.quoted_server_timing),
     path("shared/", views.shared_response),
     path("paused-shared/", views.paused_shared_response),
+    path("closing-shared/", views.closing_shared_view),
     path("raise/", views.raising_view),
     path("async-bridging/", views.async_bridging_view),
     path("robust-signal/", views.robust_signal_view),

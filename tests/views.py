@@ -179,6 +179,23 @@ def paused_shared_response(request):
     return paused_response
 
 
+def closing_shared_view(request):
+    """Closes ``paused_response`` (the one object /paused-shared/ returns to
+    every request) itself, as code resetting a response it keeps might, and
+    returns it when the query has ``same``; with ``stream``, the generator
+    of the streaming body it returns closes it, after the headers."""
+    from django.http import StreamingHttpResponse
+
+    def body():
+        paused_response.close()
+        yield b"closed"
+
+    if "stream" in request.GET:
+        return StreamingHttpResponse(body())
+    paused_response.close()
+    return paused_response if "same" in request.GET else HttpResponse("closed")
+
+
 def robust_signal_view(request):
     """Sends contrib.auth's user_logged_out with send_robust: its async
     receivers run in one async_to_sync (Django >= 5.0)."""

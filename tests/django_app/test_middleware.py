@@ -1667,3 +1667,78 @@ def test_the_thread_a_thread_insensitive_bridge_starts_is_its_requests(records):
     ]
     assert (bridged.executor, bridged.threads_started) == ("loop_default", 1)
     assert record.thread_starts[1].crossing is bridged
+
+
+@pytest.mark.parametrize(
+    ("query", "second_headers"),
+    [("", (2, 2, 1, 1)), ("same", (2, 2, 1, 1)), ("stream", (0, 0, 0, 0))],
+    ids=["in-the-view", "in-the-view-returning-it", "in-its-streaming-body"],
+)
+def test_a_shared_response_closed_by_a_requests_own_code_ends_no_record(
+    query, second_headers, records
+):
+    """gthread workers: a request to /paused-shared/?switch (in thread
+    "first") returned the view's one response object and was sent its
+    headers; before its server closes it, another request's code closes
+    that object itself: its view (which returns a response of its own, or
+    that object too), or, after its headers, the generator of its streaming
+    body. That close is no server's: it ends no record. Each request's
+    record ends at its own server's close, the second's first. Every close
+    sends request_finished, whose receiver here crosses once (2 switches,
+    a loop, a thread) in the record current where it runs: the first
+    request's at its server's close, after its headers (2 before them: the
+    view's async_to_sync); the second's at its code's close and at its
+    server's. Ended by the second's code, the first record had 2."""
+    import threading
+
+    from asgiref.sync import async_to_sync
+    from django.core.signals import request_finished
+    from django.http import HttpResponse
+    from django.test.client import RequestFactory
+
+    from .. import views
+
+    async def nothing():
+        pass
+
+    def cross(**kwargs):
+        async_to_sync(nothing)()
+
+    first_sent, first_may_close, first_closed = (threading.Event() for _ in range(3))
+    seen = {}
+
+    def serve_first(wsgi):
+        environ = RequestFactory()._base_environ(
+            PATH_INFO="/paused-shared/", REQUEST_METHOD="GET", QUERY_STRING="switch"
+        )
+        sent = {}
+        response = wsgi(environ, lambda status, headers, exc_info=None: sent.update(headers))
+        seen["first"] = example.Result(200, sent, b"").figures()
+        first_sent.set()
+        first_may_close.wait(10)
+        b"".join(response)
+        response.close()
+        first_closed.set()
+
+    views.paused_response = HttpResponse("shared")
+    request_finished.connect(cross)
+    try:
+        with project("none", SWITCHTRACE=NO_SPANS) as (_asgi, wsgi):
+            first = threading.Thread(target=serve_first, args=(wsgi,), name="first")
+            first.start()
+            assert first_sent.wait(10)
+            second = wsgi_request(wsgi, "/closing-shared/", query=query)
+            seen["after the second"] = [r.attributes["url.path"] for r in records]
+            first_may_close.set()
+            first.join(10)
+    finally:
+        request_finished.disconnect(cross)
+        views.paused_response = None
+    assert first_closed.is_set()
+    assert seen == {"first": (2, 2, 1, 1), "after the second": ["/closing-shared/"]}
+    assert second.figures() == second_headers
+    assert [r.attributes["url.path"] for r in records] == ["/closing-shared/", "/paused-shared/"]
+    assert [(r.at_headers, r.totals()) for r in records] == [
+        (tracer.Figures(*second_headers), tracer.Figures(4, 4, 2, 2)),
+        (tracer.Figures(2, 2, 1, 1), tracer.Figures(4, 4, 2, 2)),
+    ]

@@ -20,7 +20,7 @@ from switchtrace.django_app import telemetry
 from switchtrace.exporters.encode import JsonWriter, ProtobufWriter
 
 from ..django_app.test_components import SIGNAL
-from ..django_app.test_middleware import project
+from ..django_app.test_middleware import project, serve
 from ..support import asgi_request
 from .receiver import GrpcReceiver, HttpReceiver
 
@@ -273,3 +273,66 @@ def test_a_sub_request_before_the_request_span_leaves_it_the_request_span():
     assert ours.parent.span_id == spans["/sync/"].context.span_id
     assert _figures(spans["/async/"]) == {}
     assert _figures(spans["/sync/"]) == _span_figures(2, 1, 1)
+
+
+@pytest.fixture
+def otel_django():
+    """opentelemetry-instrumentation-django's own middleware (the test
+    extra's), its spans in ``_app_exporter``: its path in MIDDLEWARE."""
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    from switchtrace.bench import OTEL_DJANGO_MIDDLEWARE
+
+    instrumentor = DjangoInstrumentor()
+    instrumentor.instrument(tracer_provider=_app_provider)
+    try:
+        yield OTEL_DJANGO_MIDDLEWARE
+    finally:
+        instrumentor.uninstrument()
+
+
+@pytest.mark.parametrize("server", ["wsgi", "asgi"])
+@pytest.mark.parametrize("place", ["above", "below"])
+def test_a_sub_request_after_the_response_leaves_the_request_span_its_figures(
+    server, place, otel_django, records
+):
+    """A middleware serving a sub-request (to /async-to-sync/, three
+    async_to_sync: 6 switches, 3 loops, 3 threads under WSGI) once the
+    response of /async/ is back, above opentelemetry-instrumentation-django's
+    middleware (the request's SERVER span has ended: the sub-request's
+    handler starts a SERVER span of its own, in a trace of its own) or below
+    it (the request's span is current: the sub-request's is its INTERNAL
+    child). The sub-request is the request's: its crossings are in the
+    request's headers, record and trace. The request's span has the figures
+    of the response leaving switchtrace's middleware, as any span a
+    middleware started (WSGI: the async view's async_to_sync; ASGI: the
+    request_started signal, the adapters around the sync-only middleware
+    and process_view), never those of the sub-request's leaving it (below
+    opentelemetry's, where its span still records: 8 under WSGI, 14 under
+    ASGI); the sub-request's span has none."""
+    middleware = ["tests.views.SubRequestAfterMiddleware", otel_django]
+    if place == "below":
+        middleware.reverse()
+    result, ours = _served(middleware, lambda *handlers: serve(server, handlers, "/async/?after=1"))
+    [record] = records
+    spans = {span.name: span for span in _app_exporter.get_finished_spans()}
+    assert sorted(spans) == ["GET async-to-sync/", "GET async/"]
+    request_span, sub_request_span = spans["GET async/"], spans["GET async-to-sync/"]
+    assert request_span.kind is trace.SpanKind.SERVER
+    if place == "above":
+        assert sub_request_span.kind is trace.SpanKind.SERVER
+        assert sub_request_span.parent is None
+    else:
+        assert sub_request_span.kind is trace.SpanKind.INTERNAL
+        assert sub_request_span.parent.span_id == request_span.context.span_id
+    if server == "wsgi":
+        assert result.figures() == (8, 8, 4, 4)
+        assert record.context_switches == 8
+        assert _figures(request_span) == _span_figures(2, 1, 1)
+    else:
+        assert result.figures() == (14, 14, 0, 1)
+        assert record.context_switches == 16  # and the response's close
+        assert _figures(request_span) == _span_figures(8, 0, 1)
+    assert _figures(sub_request_span) == {}
+    assert len(ours) == record.context_switches // 2
+    assert {span.context.trace_id for span in ours} == {request_span.context.trace_id}
