@@ -266,6 +266,23 @@ def test_explain_without_settings_nor_example_project_points_at_django_settings_
 
 
 @pytest.mark.parametrize("command", ["demo", "bench"])
+@pytest.mark.parametrize(
+    ("where", "found"),
+    [("nowhere", "no such directory"), ("site", "it has no project/settings.py")],
+)
+def test_demo_and_bench_name_a_wrong_example_project_variable(command, where, found, tmp_path):
+    """$SWITCHTRACE_EXAMPLE_PROJECT, when set, is the only place looked in:
+    the message names it (running from a checkout, the way out it gave,
+    finds nothing while the variable is set)."""
+    out = switchtrace([command], tmp_path, SWITCHTRACE_EXAMPLE_PROJECT=str(tmp_path / where))
+    assert one_line(out, 2) == (
+        f"switchtrace {command}: error: SWITCHTRACE_EXAMPLE_PROJECT={tmp_path / where} is not "
+        f"the example project ({found}); allowed: the examples/project directory of a "
+        "switchtrace checkout, or a copy of it, or the variable unset"
+    )
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
 def test_demo_and_bench_need_the_example_projects_settings(command, tmp_path):
     """A DJANGO_SETTINGS_MODULE exported for the developer's own project wins
     over the example's: the message says where those settings came from."""

@@ -50,10 +50,14 @@ def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool 
     the path) or of the current directory, or (``packaged``) the copy an installed
     switchtrace carries (:data:`PACKAGED`)."""
     candidates = []
+    #: How the one place to look in was given (--project, the variable).
+    given = None
     if explicit is not None:
         candidates.append(Path(explicit))
+        given = f"--project {explicit}"
     elif os.environ.get("SWITCHTRACE_EXAMPLE_PROJECT"):
         candidates.append(Path(os.environ["SWITCHTRACE_EXAMPLE_PROJECT"]))
+        given = f"SWITCHTRACE_EXAMPLE_PROJECT={candidates[0]}"
     else:
         # A switchtrace installed from a wheel carries the example
         # (PACKAGED) and has no checkout around it: two levels up from this
@@ -68,12 +72,15 @@ def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool 
     for candidate in candidates:
         if (candidate / "project" / "settings.py").is_file():
             return candidate.resolve()
-    if explicit is not None:
-        # Not "pass --project PATH": it was passed.
-        found = "it has no project/settings.py" if Path(explicit).is_dir() else "no such directory"
+    if given is not None:
+        # Not "pass --project PATH": it was passed, or the variable wins over it.
+        found = "it has no project/settings.py" if candidates[0].is_dir() else "no such directory"
+        allowed = "the examples/project directory of a switchtrace checkout, or a copy of it"
+        if explicit is None:
+            allowed += ", or the variable unset"
         raise ProjectNotFound(
-            f"--project {explicit} is not the example project ({found}); allowed: the "
-            "examples/project directory of a switchtrace checkout, or a copy of it"
+            f"{given} is not the example project ({found}); allowed: {allowed}",
+            None if explicit is not None else candidates,
         )
     raise ProjectNotFound(
         "cannot find the example project (examples/project with project/settings.py); "
