@@ -200,7 +200,7 @@ def _budget(item: pytest.Item) -> int:
             f"@pytest.mark.{MARKER}(12); it was given {given or 'none'}"
         )
     raw = marker.args[0] if marker.args else marker.kwargs["n"]
-    return check_budget(raw, f"@pytest.mark.{MARKER}(...)")
+    return check_budget(raw, f"@pytest.mark.{MARKER}({_given(marker)})")
 
 
 def _own_markers(cls: type) -> list[pytest.Mark]:
