@@ -280,20 +280,32 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
             # urlsplit drops the '\r': every export over OTLP/HTTP failed.
             {"ENABLED": True, "OTLP_ENDPOINT": "http://collector:4318\r"},
             {},
-            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://collector:4318\\r', which is not an "
-            "http:// or https:// URL.",
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://collector:4318\\r', which has a space or "
+            "a control character in it.",
         ),
         (
             {"ENABLED": True},
             {"OTEL_EXPORTER_OTLP_ENDPOINT": " http://collector:4318/otlp path "},
             "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is "
-            "'http://collector:4318/otlp path', which is not an http:// or https:// URL.",
+            "'http://collector:4318/otlp path', which has a space or a control character in it.",
         ),
         (
             {"ENABLED": True},
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:notaport"},
             "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is "
-            "'http://collector:notaport', which is not an http:// or https:// URL.",
+            "'http://collector:notaport', whose port is not a number from 0 to 65535.",
+        ),
+        (
+            {"ENABLED": True, "OTLP_ENDPOINT": "https://collector:65536"},
+            {},
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'https://collector:65536', whose port is not a "
+            "number from 0 to 65535.",
+        ),
+        (
+            {"ENABLED": True, "OTLP_ENDPOINT": "http://:4318"},
+            {},
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://:4318', which is not an http:// or "
+            "https:// URL.",
         ),
         (
             {"ENABLED": True},

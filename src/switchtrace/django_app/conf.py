@@ -270,8 +270,9 @@ def _export_options(
     #: OTLP (other tools set these too, with values of their own).
     environ_problems: list[Problem] = []
     if endpoint is not None:
-        if not _is_url(endpoint):
-            problems.append(_bad_url("SWITCHTRACE['OTLP_ENDPOINT']", endpoint))
+        why = _not_a_url(endpoint)
+        if why is not None:
+            problems.append(_bad_url("SWITCHTRACE['OTLP_ENDPOINT']", endpoint, why))
     else:
         for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
             # Space around a value is not part of it (a CRLF env file's
@@ -280,8 +281,10 @@ def _export_options(
             if environ.get(name, "").strip():
                 endpoint = environ[name].strip()
                 signal_endpoint = name == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-                if not _is_url(endpoint):
-                    environ_problems.append(_bad_url(f"The environment variable {name}", endpoint))
+                why = _not_a_url(endpoint)
+                if why is not None:
+                    where = f"The environment variable {name}"
+                    environ_problems.append(_bad_url(where, endpoint, why))
                 break
     # With EXPORTER unset, OpenTelemetry's OTEL_TRACES_EXPORTER chooses
     # (unless an application's provider, set before Django started, makes
@@ -566,18 +569,28 @@ def _resource_service_name(resource_attributes: str) -> str | None:
     return None
 
 
-def _is_url(value: Any) -> bool:
+def _not_a_url(value: Any) -> str | None:
+    """What keeps ``value`` from being an http:// or https:// URL an exporter
+    can send to, as the end of a message, or None."""
     # Space or a control character anywhere (urlsplit drops '\t', '\r' and
     # '\n', and int() reads a port with space around it) is no URL: the
     # OTLP/HTTP exporter would send to it and fail every export.
-    if not isinstance(value, str) or any(c.isspace() or not c.isprintable() for c in value):
-        return False
+    if isinstance(value, str) and any(c.isspace() or not c.isprintable() for c in value):
+        return "which has a space or a control character in it"
+    not_a_url = "which is not an http:// or https:// URL"
+    if not isinstance(value, str):
+        return not_a_url
     try:
         parts = urlsplit(value)
+    except ValueError:
+        return not_a_url
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return not_a_url
+    try:
         parts.port  # noqa: B018  (raises on a malformed port)
     except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+        return "whose port is not a number from 0 to 65535"
+    return None
 
 
 def _is_seconds(value: str) -> bool:
@@ -588,10 +601,10 @@ def _is_seconds(value: str) -> bool:
     return math.isfinite(seconds) and seconds > 0
 
 
-def _bad_url(where: str, value: Any) -> Problem:
+def _bad_url(where: str, value: Any, why: str) -> Problem:
     return Problem(
         "switchtrace.E006",
-        f"{where} is {_shown(value)}, which is not an http:// or https:// URL.",
+        f"{where} is {_shown(value)}, {why}.",
         "For example: http://localhost:4317 (OTLP/gRPC) or http://localhost:4318 (OTLP/HTTP).",
     )
 
