@@ -953,3 +953,42 @@ def test_bench_matrix_with_a_wrong_exporter(driver, tmp_path):
         "endpoint is configured, else file), 'otlp', 'file', 'console', 'memory' or 'none'."
     )
     assert out.stdout == ""
+
+
+# Ctrl-C while the command's code runs in asyncio.run.
+_CTRL_C_IN_ASYNCIO_RUN = """
+import asyncio, signal
+from switchtrace import cli
+
+cli._watch_for_ctrl_c()
+
+async def main():
+    print(signal.getsignal(signal.SIGINT).__module__, flush=True)  # whose handler
+    signal.raise_signal(signal.SIGINT)
+    await asyncio.sleep(60)
+
+try:
+    asyncio.run(main())
+except KeyboardInterrupt:
+    cli._interrupted(None)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_inside_asyncio_run_is_the_commands():
+    """asyncio.run (Python 3.11+) put its own SIGINT handler in place of
+    Python's, which cancels the main task wherever the main thread is: a
+    task cancelled inside asyncio.sleep's ending logged an InvalidStateError
+    traceback before the command's line (bench --driver server, whose load
+    runs in asyncio.run, under load). The command's handler stays: Ctrl-C
+    is the one line and exit status 130."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_IN_ASYNCIO_RUN],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert (out.returncode, out.stdout, out.stderr) == (
+        130,
+        "switchtrace.cli\n",
+        "switchtrace: interrupted\n",
+    )

@@ -217,6 +217,20 @@ def _watch_for_ctrl_c() -> None:
 
     _watcher = threading.Thread(target=watch, name="switchtrace Ctrl-C", daemon=True)
     _watcher.start()
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _keyboard_interrupt)
+
+
+def _keyboard_interrupt(signum: int, frame: Any) -> None:
+    """Python's own Ctrl-C (KeyboardInterrupt in the main thread), under
+    another name: asyncio.run (Python 3.11+) puts its handler in place of
+    Python's, and only of Python's. Its handler cancels the main task from
+    wherever the main thread is, and a task cancelled between
+    ``_set_result_unless_cancelled``'s test and its ``set_result`` (an
+    ``asyncio.sleep`` ending) logged "Exception in callback ...
+    InvalidStateError" with a traceback before the command's line (``bench
+    --driver server``, whose load runs in asyncio.run, seen under load)."""
+    raise KeyboardInterrupt
 
 
 def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
