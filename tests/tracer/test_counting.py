@@ -13,6 +13,7 @@ import time
 import weakref
 from typing import Any
 
+import asgiref.sync
 import pytest
 from asgiref.sync import AsyncToSync, ThreadSensitiveContext, async_to_sync, sync_to_async
 
@@ -135,6 +136,61 @@ def test_three_async_to_sync_calls_make_three_loops():
     assert record.totals() == tracer.Figures(6, 6, 3, 3)
     # One new loop for each call (loop ids are id()s, which a later loop may reuse).
     assert [creation.crossing for creation in record.loop_creations] == record.crossings
+
+
+@pytest.mark.skipif(not hasattr(asgiref.sync, "AsyncSingleThreadContext"), reason="asgiref 3.10+")
+def test_async_to_sync_calls_in_one_single_thread_context_share_a_thread_not_a_loop():
+    """Django ticket #36863: asgiref's AsyncSingleThreadContext runs the
+    async_to_sync calls made in it in one thread, each still in a loop of
+    its own (asyncio.run): three calls are 6 switches and 3 loops, as
+    without it, and 1 thread started instead of 3 (by the first call)."""
+    from asgiref.sync import AsyncSingleThreadContext
+
+    threads = []
+
+    async def where():
+        threads.append(here())
+
+    with tracer.recording() as record:
+        with AsyncSingleThreadContext():
+            for _ in range(3):
+                async_to_sync(where)()
+    assert record.totals() == tracer.Figures(6, 6, 3, 1)
+    assert len(set(threads)) == 1
+    assert [crossing.target_thread for crossing in record.crossings] == threads
+    assert [creation.crossing for creation in record.loop_creations] == record.crossings
+    [start] = record.thread_starts
+    assert (start.thread, start.crossing) == (threads[0], record.crossings[0])
+
+
+@pytest.mark.skipif(
+    "force_new_loop" not in inspect.signature(AsyncToSync.__init__).parameters,
+    reason="asgiref without async_to_sync(force_new_loop=)",
+)
+def test_async_to_sync_forced_to_a_new_loop_makes_one_where_it_would_go_back():
+    """In code bridged by sync_to_async, async_to_sync goes back to the
+    caller's loop (no loop, no thread made); with force_new_loop=True it
+    runs in a loop of its own, in a thread of its own. Both are children of
+    the sync_to_async: 6 switches, 6 hops, 1 loop, 1 thread."""
+
+    def bridged():
+        async_to_sync(anoop)()
+        async_to_sync(anoop, force_new_loop=True)()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            await sync_to_async(bridged)()
+        return record, loop
+
+    record, loop = asyncio.run(main())
+    assert record.totals() == tracer.Figures(6, 6, 1, 1)
+    outer, back, forced = sorted(record.crossings, key=lambda crossing: crossing.call_ns)
+    assert (back.parent, forced.parent) == (outer, outer)
+    assert back.loop_id == id(loop)
+    assert (back.loop_created, forced.loop_created) == (False, True)
+    assert (back.threads_started, forced.threads_started) == (0, 1)
+    assert forced.target_thread is record.thread_starts[0].thread
 
 
 #: Whether asgiref runs an async_to_sync without an outer loop in
