@@ -69,25 +69,45 @@ class Counting:
     process starts has it: a thread started earlier (the span pipeline's)
     could not be given a trace function later on Python 3.10 and 3.11. A
     frame entered while off (a thread's loop waiting in a queue) stays
-    uncounted; what it calls is counted."""
+    uncounted; what it calls is counted. Each thread counts in a counter of
+    its own (an increment is several bytecodes, between which another
+    thread may take the GIL)."""
 
     def __init__(self) -> None:
-        self.counts: collections.Counter[Any] = collections.Counter()
         self.on = False
+        self._threads: list[collections.Counter[Any]] = []
+        self._local = threading.local()
         sys.settrace(self._start)
         threading.settrace(self._start)
 
+    @property
+    def counts(self) -> collections.Counter[Any]:
+        total: collections.Counter[Any] = collections.Counter()
+        for counts in self._threads:
+            total.update(counts)
+        return total
+
     def _start(self, frame: Any, event: str, arg: Any) -> Any:
+        # Each call, and each resumption of a generator or coroutine: the
+        # frame counts in the thread it runs in now.
         if not self.on:
             return None
         frame.f_trace_lines = False
         frame.f_trace_opcodes = True
-        return self._opcode
+        try:
+            return self._local.opcode
+        except AttributeError:
+            pass
+        counts: collections.Counter[Any] = collections.Counter()
+        self._threads.append(counts)
 
-    def _opcode(self, frame: Any, event: str, arg: Any) -> Any:
-        if event == "opcode":
-            self.counts[frame.f_code] += 1
-        return self._opcode
+        def opcode(frame: Any, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                counts[frame.f_code] += 1
+            return opcode
+
+        self._local.opcode = opcode
+        return opcode
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
