@@ -992,3 +992,36 @@ def test_ctrl_c_inside_asyncio_run_is_the_commands():
         "switchtrace.cli\n",
         "switchtrace: interrupted\n",
     )
+
+
+# Ctrl-C while the main thread runs a weakref callback (asyncio's WeakSet of
+# tasks dropping one that has ended).
+_CTRL_C_IN_A_WEAKREF_CALLBACK = """
+import signal, time, weakref
+from switchtrace import cli
+
+cli._watch_for_ctrl_c()
+
+class Task:
+    pass
+
+task = Task()
+gone = weakref.ref(task, lambda ref: signal.raise_signal(signal.SIGINT))
+del task
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_inside_a_weakref_callback_is_the_one_line():
+    """Python reports an exception raised in a weakref callback (or a
+    ``__del__``) as "Exception ignored in ..." with a traceback, and drops
+    it: Ctrl-C there (bench --driver server, asyncio's WeakSet._remove as a
+    task of the load ended) printed that traceback before the command's
+    line. It is the one line and exit status 130."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_IN_A_WEAKREF_CALLBACK],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert (out.returncode, out.stdout, out.stderr) == (130, "", "switchtrace: interrupted\n")

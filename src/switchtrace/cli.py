@@ -219,6 +219,9 @@ def _watch_for_ctrl_c() -> None:
     _watcher.start()
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _keyboard_interrupt)
+    global _unraisablehook_before
+    _unraisablehook_before = sys.unraisablehook
+    sys.unraisablehook = _unraisable
 
 
 def _keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -231,6 +234,21 @@ def _keyboard_interrupt(signum: int, frame: Any) -> None:
     InvalidStateError" with a traceback before the command's line (``bench
     --driver server``, whose load runs in asyncio.run, seen under load)."""
     raise KeyboardInterrupt
+
+
+#: The hook :func:`_unraisable` passes on what is not Ctrl-C to.
+_unraisablehook_before: Any = sys.__unraisablehook__
+
+
+def _unraisable(unraisable: Any) -> None:
+    """Ctrl-C taken while the main thread runs a weakref callback or a
+    ``__del__`` (asyncio's WeakSet of tasks dropping one that has ended):
+    Python reports the KeyboardInterrupt raised there as "Exception ignored
+    in ..." with a traceback, and drops it. It ends the command here, as it
+    would have where it was dropped."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _interrupted(_command)
+    _unraisablehook_before(unraisable)
 
 
 def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
