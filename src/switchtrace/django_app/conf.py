@@ -575,11 +575,11 @@ def _not_a_url(value: Any) -> str | None:
     # Space or a control character anywhere (urlsplit drops '\t', '\r' and
     # '\n', and int() reads a port with space around it) is no URL: the
     # OTLP/HTTP exporter would send to it and fail every export.
-    if isinstance(value, str) and any(c.isspace() or not c.isprintable() for c in value):
-        return "which has a space or a control character in it"
     not_a_url = "which is not an http:// or https:// URL"
     if not isinstance(value, str):
         return not_a_url
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "which has a space or a control character in it"
     try:
         parts = urlsplit(value)
     except ValueError:
