@@ -1134,6 +1134,30 @@ def test_a_loop_made_by_the_code_asyncio_run_runs_is_not_the_loop_it_runs_in():
     assert record.totals() == tracer.Figures(2, 0, 2, 0)
 
 
+def test_a_loop_made_by_the_code_async_to_sync_runs_is_not_the_loop_it_runs_in():
+    """async_to_sync going back to the request's loop creates none; a loop
+    its code makes is made ahead of the code that will run in it."""
+    made = []
+
+    async def makes_a_loop():
+        made.append(asyncio.new_event_loop())  # (kept: its id is not reused)
+        made[0].close()
+
+    def sync_side():
+        async_to_sync(makes_a_loop)()
+
+    async def main():
+        with tracer.recording() as record:
+            await sync_to_async(sync_side)()
+        return record, id(asyncio.get_running_loop())
+
+    record, running = asyncio.run(main())
+    _s2a, a2s = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (a2s.mechanism, a2s.loop_created, a2s.loop_id) == ("async_to_sync", False, running)
+    assert [(c.loop_id, c.crossing) for c in record.loop_creations] == [(id(made[0]), a2s)]
+    assert record.totals() == tracer.Figures(4, 4, 1, 0)
+
+
 class _Client:
     """A per-request client with a loop of its own, run in a thread of its
     own, as some database and messaging clients have."""
