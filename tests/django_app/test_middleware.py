@@ -404,15 +404,46 @@ def test_metrics_added_above_switchtrace_survive_the_second_writing(server, reco
     assert switches == {"asgi": 10, "wsgi": 0}[server]
 
 
-def test_a_response_object_shown_once_is_not_shown_to_a_request_that_may_not_see_it(records):
+def shown_with_debug_header_else_raises(request):
+    if request.headers.get("X-Debug") == "1":
+        return True
+    raise KeyError("no debug header")
+
+
+async def _not_shown(request):
+    return False
+
+
+def shown_with_debug_header_else_awaitable(request):
+    if request.headers.get("X-Debug") == "1":
+        return True
+    return _not_shown(request)
+
+
+@pytest.mark.parametrize(
+    ("show", "refused"),
+    [
+        ("only_with_debug_header", 0),
+        ("shown_with_debug_header_else_raises", 1),
+        ("shown_with_debug_header_else_awaitable", 1),
+    ],
+)
+def test_a_response_object_shown_once_is_not_shown_to_a_request_that_may_not_see_it(
+    show, refused, records, caplog
+):
+    """Nor to one whose SHOW_HEADERS callable failed (raised, or returned an
+    awaitable): refused as firmly as by a False."""
     from asyncio import run
 
     from ..support import asgi_request
 
-    with project(
-        "none",
-        SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"},
-    ) as (asgi, wsgi):
+    with (
+        caplog.at_level(logging.ERROR, logger="switchtrace"),
+        project("none", SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": f"{__name__}.{show}"}) as (
+            asgi,
+            wsgi,
+        ),
+    ):
         shown = wsgi_request(wsgi, "/shared/", HTTP_X_DEBUG="1")
         # Other figures (under ASGI: request_started, the view, the 404's
         # logging after the chain), for the same response object.
@@ -421,6 +452,7 @@ def test_a_response_object_shown_once_is_not_shown_to_a_request_that_may_not_see
     assert hidden.figures() is None
     assert "Server-Timing" not in hidden.headers
     assert records[1].at_headers.context_switches == 6
+    assert len(caplog.records) == refused
 
 
 def test_one_response_object_returned_to_two_threads_ends_each_ones_record(records):
@@ -1009,9 +1041,13 @@ def only_with_debug_header(request):
 
 
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
-def test_show_headers_decides_who_gets_them(server, records):
-    with project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": False}) as handlers:
+def test_show_headers_decides_who_gets_them(server, records, caplog):
+    with (
+        caplog.at_level(logging.ERROR, logger="switchtrace"),
+        project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": False}) as handlers,
+    ):
         assert serve(server, handlers, "/sync/").figures() is None
+    assert caplog.records == []  # (False is a decision, not a callable that failed)
     with project(
         SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
     ) as handlers:
@@ -1132,6 +1168,47 @@ def test_a_show_callback_that_raises_hides_the_headers(server, caplog):
         "'app bug in the callback'; the request gets no headers (logged once)"
     )
     assert type(logged.exc_info[1]) is KeyError
+
+
+def test_the_middleware_outside_a_recorded_request_leaves_the_response_alone(records):
+    """Called where no request is recorded (a test's RequestFactory, a
+    handler switchtrace does not serve), in either mode: the view's response,
+    untouched."""
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from switchtrace.django_app.middleware import SwitchTraceMiddleware
+
+    response = HttpResponse("x")
+
+    async def aget_response(request):
+        return response
+
+    request = RequestFactory().get("/sync/")
+    assert SwitchTraceMiddleware(lambda request: response)(request) is response
+    assert asyncio.run(SwitchTraceMiddleware(aget_response)(request)) is response
+    assert dict(response.headers) == {"Content-Type": "text/html; charset=utf-8"}
+    assert records == []
+
+
+def test_a_show_callable_object_that_raises_is_named_by_its_repr(caplog):
+    class Show:
+        def __call__(self, request):
+            raise KeyError("app bug in the callback")
+
+        def __repr__(self):
+            return "<Show>"
+
+    with (
+        caplog.at_level(logging.ERROR, logger="switchtrace"),
+        project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": Show()}) as handlers,
+    ):
+        result = serve("wsgi", handlers, "/sync/")
+    assert result.figures() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: SWITCHTRACE['SHOW_HEADERS'] (<Show>) raised KeyError: "
+        "'app bug in the callback'; the request gets no headers (logged once)"
+    ]
 
 
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])

@@ -3,13 +3,16 @@ cannot change."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import types
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 
 from switchtrace import tracer
 from switchtrace.example import run_in_server_loop
@@ -122,3 +125,94 @@ def test_request_headers_cannot_turn_recording_or_headers_on_or_off(records):
     assert hidden.figures() is None
     assert "Server-Timing" not in hidden.headers
     assert [r.context_switches for r in records] == [32, 2, 32]
+
+
+async def _echo(value):
+    return value
+
+
+def _bridges_back(value):
+    return async_to_sync(_echo)(value)
+
+
+async def _every_kind_of_call():
+    """One call of each kind a request makes from its loop: what each returns."""
+    loop = asyncio.get_running_loop()
+    # One worker: a second offload finding the first worker not idle yet
+    # would start another thread.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    return [
+        await sync_to_async(str)(1),
+        await loop.run_in_executor(None, str, 2),
+        await asyncio.to_thread(str, 3),
+        await sync_to_async(_bridges_back)(4),
+    ]
+
+
+def _broken(*args):
+    raise ZeroDivisionError("broken")
+
+
+def test_bookkeeping_failing_as_a_call_is_made_loses_its_crossing_not_the_call(
+    swallowed, monkeypatch
+):
+    """An error of switchtrace's where a call is made (here: making its
+    crossing) is swallowed there, said where, and the call goes on as
+    without switchtrace."""
+
+    async def main():
+        with tracer.recording() as record:
+            monkeypatch.setattr(patches, "Crossing", _broken)
+            results = await _every_kind_of_call()
+        return record, results
+
+    record, results = asyncio.run(main())
+    assert results == ["1", "2", "3", 4]
+    assert record.crossings == []
+    # A sync_to_async whose crossing failed hands its code to the executor
+    # as the request's own offload would: that crossing fails too.
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("sync_to_async call", ZeroDivisionError),
+        ("executor submit", ZeroDivisionError),
+        ("executor submit", ZeroDivisionError),
+        ("executor submit", ZeroDivisionError),
+        ("sync_to_async call", ZeroDivisionError),
+        ("executor submit", ZeroDivisionError),
+        ("async_to_sync call", ZeroDivisionError),
+    ]
+    swallowed.clear()
+
+
+def test_bookkeeping_failing_on_the_record_loses_the_figures_not_the_call(swallowed):
+    """The record fails wherever it is written (its clock raises): each
+    start, return and loop creation is swallowed where it happened, said
+    where, and counted not at all (never half a crossing); the calls go on
+    as without switchtrace."""
+
+    async def main():
+        with tracer.recording() as record:
+            record.clock = _broken
+            results = await _every_kind_of_call()
+            asyncio.new_event_loop().close()
+            record.clock = patches.clock  # (the record is finished by its clock)
+        return record, results
+
+    record, results = asyncio.run(main())
+    assert results == ["1", "2", "3", 4]
+    # Only the thread of the default executor (its start is timed by the
+    # tracer's clock).
+    assert record.totals() == tracer.Figures(0, 0, 0, 1)
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("sync_to_async start", ZeroDivisionError),
+        ("sync_to_async return", ZeroDivisionError),
+        ("run_in_executor start", ZeroDivisionError),
+        ("offload return", ZeroDivisionError),
+        ("asyncio.to_thread start", ZeroDivisionError),
+        ("offload return", ZeroDivisionError),
+        ("sync_to_async start", ZeroDivisionError),
+        ("async_to_sync start", ZeroDivisionError),
+        ("async_to_sync return", ZeroDivisionError),
+        ("sync_to_async return", ZeroDivisionError),
+        ("event loop creation", ZeroDivisionError),
+    ]
+    swallowed.clear()

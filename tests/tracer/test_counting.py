@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import gc
 import inspect
 import itertools
@@ -262,6 +263,9 @@ def test_asyncio_run_is_two_switches_without_a_hop():
     assert crossing.mechanism == "asyncio.run"
     assert crossing.loop_created is True
     assert crossing.target_thread is crossing.source_thread
+    assert crossing.hop is False
+    # Its code ends where the caller gets control back.
+    assert crossing.end_ns == crossing.return_ns is not None
 
 
 def test_offloads_by_request_code_are_recorded():
@@ -273,15 +277,88 @@ def test_offloads_by_request_code_are_recorded():
         with tracer.recording() as record:
             assert await asyncio.to_thread(work, 2) == 4
             assert await loop.run_in_executor(None, work, 3) == 6
-        return record
+        return record, id(loop)
 
-    record = asyncio.run(main())
-    assert [(c.mechanism, c.func) for c in record.crossings] == [
-        ("asyncio.to_thread", work),
-        ("run_in_executor", work),
+    record, loop_id = asyncio.run(main())
+    assert [(c.mechanism, c.func, c.executor, c.loop_id) for c in record.crossings] == [
+        ("asyncio.to_thread", work, "ThreadPoolExecutor", loop_id),
+        ("run_in_executor", work, "ThreadPoolExecutor", loop_id),
     ]
     assert record.totals().context_switches == 4
     assert record.totals().thread_hops == 4
+
+
+def test_an_exception_in_an_offload_still_counts_the_return():
+    def boom():
+        raise KeyError("x")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        # One worker: a second offload finding the first worker not idle yet
+        # would start another thread.
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+        with tracer.recording() as record:
+            with pytest.raises(KeyError):
+                await loop.run_in_executor(None, boom)
+            with pytest.raises(KeyError):
+                await asyncio.to_thread(boom)
+        return record
+
+    record = asyncio.run(main())
+    # (the thread: the default executor's)
+    assert record.totals() == tracer.Figures(4, 4, 0, 1)
+    assert [(c.mechanism, c.exception) for c in record.crossings] == [
+        ("run_in_executor", "KeyError"),
+        ("asyncio.to_thread", "KeyError"),
+    ]
+
+
+def test_an_offload_leaves_the_callers_context_and_the_workers_as_they_were():
+    """The offload is current where its function runs, and only there: the
+    caller's next call is the request's own, and the worker thread, whose
+    own context run_in_executor runs the function in, keeps nothing of the
+    request once the function has returned."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            await loop.run_in_executor(pool, here)
+            after_offload = tracer.current_crossing()
+            await sync_to_async(here)()
+        return record, after_offload
+
+    try:
+        record, after_offload = asyncio.run(main())
+        on_the_worker = pool.submit(tracer.patches.here.get).result()
+    finally:
+        pool.shutdown(wait=True)
+    assert (after_offload, on_the_worker) == (None, None)
+    offload, bridge = record.crossings
+    assert (offload.mechanism, bridge.mechanism, bridge.parent) == (
+        "run_in_executor",
+        "sync_to_async",
+        None,
+    )
+    assert record.totals() == tracer.Figures(4, 4, 0, 1)
+
+
+def test_an_offload_of_a_contexts_other_method_is_not_taken_for_to_thread():
+    """asyncio.to_thread submits a partial of a context's run(); a partial of
+    another of its methods is an ordinary function, run as given."""
+    variable = contextvars.ContextVar("offloaded")
+    context = contextvars.copy_context()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            got = await loop.run_in_executor(None, functools.partial(context.get, variable, 7))
+        return record, got
+
+    record, got = asyncio.run(main())
+    assert got == 7
+    [offload] = record.crossings
+    assert offload.mechanism == "run_in_executor"
 
 
 def test_nested_crossings_know_their_parent_and_the_outer_thread():
@@ -347,6 +424,29 @@ def test_a_coroutine_sent_back_to_the_loop_by_bridged_code_is_the_crossings():
     assert record.thread_starts[0].crossing is inner
 
 
+def test_an_offload_by_a_coroutine_sent_back_to_the_loop_is_its_own_crossing():
+    """The coroutine sent back (above) runs on the thread that made the
+    crossing, which is current there: an offload it makes is a crossing of
+    its own, the bridge's child, not the bridge submitting its code again."""
+
+    async def sent_back():
+        return await asyncio.get_running_loop().run_in_executor(None, here)
+
+    def bridged(loop):
+        return asyncio.run_coroutine_threadsafe(sent_back(), loop).result()
+
+    async def main():
+        with tracer.recording() as record:
+            await sync_to_async(bridged)(asyncio.get_running_loop())
+        return record
+
+    record = asyncio.run(main())
+    outer, offload = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (offload.mechanism, offload.parent) == ("run_in_executor", outer)
+    # The offload starts the new loop's default executor's thread.
+    assert record.totals() == tracer.Figures(4, 4, 0, 1)
+
+
 def test_a_failed_bridge_call_that_never_switched_counts_nothing():
     async def main():
         with tracer.recording() as record:
@@ -371,6 +471,17 @@ def test_an_exception_in_bridged_code_still_counts_the_return():
 
     record = asyncio.run(main())
     assert record.totals().context_switches == 2
+    assert record.crossings[0].exception == "KeyError"
+
+
+def test_an_exception_in_async_to_syncs_code_still_counts_the_return():
+    async def boom():
+        raise KeyError("x")
+
+    with tracer.recording() as record:
+        with pytest.raises(KeyError):
+            async_to_sync(boom)()
+    assert record.totals() == tracer.Figures(2, 2, 1, 1)
     assert record.crossings[0].exception == "KeyError"
 
 
@@ -430,7 +541,10 @@ def test_an_offload_left_running_counts_the_switch_it_made_and_no_more():
 
 def test_a_bridge_call_returning_after_its_request_ended_leaves_the_figures_alone():
     """A task the request left running, in a sync_to_async when the request
-    ends: the return comes later and is not counted."""
+    ends: the return comes later and is not counted. Nor is a call queued
+    behind it, which the worker starts after the request ended: what runs
+    then is not part of the request, neither a switch nor a crossing."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     inside, release = threading.Event(), threading.Event()
 
     def work():
@@ -439,42 +553,102 @@ def test_a_bridge_call_returning_after_its_request_ended_leaves_the_figures_alon
 
     async def main():
         with tracer.recording() as record:
-            task = asyncio.ensure_future(sync_to_async(work, thread_sensitive=False)())
+            task = asyncio.ensure_future(
+                sync_to_async(work, thread_sensitive=False, executor=pool)()
+            )
             while not inside.is_set():
                 await asyncio.sleep(0)
+            queued = asyncio.ensure_future(
+                sync_to_async(here, thread_sensitive=False, executor=pool)()
+            )
+            await asyncio.sleep(0)  # (the queued call's task submits it to the pool)
             headers = record.mark_headers()
         at_end = record.totals()
         release.set()
         await task
+        assert await queued is not threading.current_thread()  # (it ran, in the pool)
         return record, headers, at_end
 
-    record, headers, at_end = asyncio.run(main())
+    try:
+        record, headers, at_end = asyncio.run(main())
+    finally:
+        pool.shutdown(wait=True)
+    # The first call's start, and the pool's thread.
     assert headers == at_end == record.totals() == tracer.Figures(1, 1, 0, 1)
+    assert [c.func for c in record.crossings] == [work]
+
+
+def test_a_task_left_running_after_its_request_counts_no_thread_or_loop_it_makes():
+    """A task the request started and left running still sees the request
+    in its context: the threads and loops it makes after the request ended
+    are not the request's."""
+    go = asyncio.Event()
+
+    async def left_running():
+        await go.wait()
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        thread.join()
+        asyncio.new_event_loop().close()
+
+    async def main():
+        with tracer.recording() as record:
+            task = asyncio.ensure_future(left_running())
+            await asyncio.sleep(0)
+        at_end = record.totals()
+        go.set()
+        await task
+        return record, at_end
+
+    record, at_end = asyncio.run(main())
+    assert at_end == record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert (record.thread_starts, record.loop_creations) == ([], [])
 
 
 def test_timestamps_come_from_the_injected_clock():
     ticks = itertools.count(1000)
 
+    def sync_side():
+        async_to_sync(anoop)()
+
     async def main():
         tracer.install(clock=lambda: next(ticks))  # installed already: only the clock changes
         try:
             with tracer.recording() as record:
-                await sync_to_async(here)()
+                await sync_to_async(sync_side)()
         finally:
             tracer.install(clock=time.perf_counter_ns)
         return record
 
     record = asyncio.run(main())
-    [c] = record.crossings
-    # begin, call, start, end, return: one tick each, in that order.
-    assert (record.begin_ns, c.call_ns, c.start_ns, c.end_ns, c.return_ns) == (
-        1000,
-        1001,
-        1002,
-        1003,
-        1004,
-    )
-    assert c.queue_wait_ns == 1
+    s2a, a2s = sorted(record.crossings, key=lambda c: c.call_ns)
+    # begin, then one tick each, in that order: the sync_to_async's call and
+    # start; the async_to_sync's call, start and end (in the loop) and
+    # return; the sync_to_async's end and return; the record's end.
+    assert (
+        record.begin_ns,
+        (s2a.call_ns, s2a.start_ns),
+        (a2s.call_ns, a2s.start_ns, a2s.end_ns, a2s.return_ns),
+        (s2a.end_ns, s2a.return_ns),
+        record.end_ns,
+    ) == (1000, (1001, 1002), (1003, 1004, 1005, 1006), (1007, 1008), 1009)
+    assert s2a.queue_wait_ns == 1
+
+
+def test_a_thread_start_is_timed_before_the_thread_runs():
+    """The new thread may run code before start() returns: its start is
+    timed before the call."""
+    ticks = itertools.count(1000)
+    tracer.install(clock=lambda: next(ticks))  # installed already: only the clock changes
+    try:
+        with tracer.recording() as record:
+            thread = threading.Thread(target=lambda: None)
+            thread.start()
+            thread.join()
+    finally:
+        tracer.install(clock=time.perf_counter_ns)
+    [start] = record.thread_starts
+    assert (record.begin_ns, start.at_ns, start.thread) == (1000, 1001, thread)
 
 
 def test_concurrent_requests_never_mix():
@@ -522,6 +696,21 @@ def test_the_record_is_bounded_and_counts_what_it_drops():
     assert len(record.crossings) == 5
     assert record.dropped == 7
     assert record.totals().context_switches == 24
+
+
+def test_the_record_bounds_every_list_it_keeps_and_counts_what_it_drops():
+    """async_to_sync's crossing, its loop and its thread: each list keeps
+    max_events of them, and the figures count all."""
+    with tracer.recording(max_events=2) as record:
+        for _ in range(3):
+            async_to_sync(anoop)()
+    assert record.totals() == tracer.Figures(6, 6, 3, 3)
+    assert (len(record.crossings), len(record.loop_creations), len(record.thread_starts)) == (
+        2,
+        2,
+        2,
+    )
+    assert record.dropped == 3
 
 
 def test_nothing_is_recorded_outside_a_request():
@@ -625,15 +814,25 @@ def test_a_crossing_never_seen_to_start_counts_no_return():
     """A return is counted only for a crossing whose start was counted: an
     odd number of switches would be nonsense."""
 
+    seen = []
+
+    def inside():
+        figures = tracer.current_record().figures(tracer.current_crossing())
+        seen.append((figures.context_switches, figures.thread_hops))
+        return here()
+
     async def main():
         with tracer.recording() as record:
-            bridge = sync_to_async(here, thread_sensitive=False, executor=_OwnThreadExecutor())
+            bridge = sync_to_async(inside, thread_sensitive=False, executor=_OwnThreadExecutor())
             assert await bridge()
         return record
 
     record = asyncio.run(main())
-    # The executor's own thread is started on the request's behalf.
+    # The executor's own thread is started on the request's behalf. The
+    # code's figures anticipate no return for the call (the thread may run
+    # it before its start is counted).
     assert record.totals() == tracer.Figures(0, 0, 0, 1)
+    assert seen == [(0, 0)]
     assert record.crossings == []
 
 
@@ -911,6 +1110,52 @@ def test_asyncio_run_in_bridged_code_owns_the_loop_it_runs_in():
     assert record.totals() == tracer.Figures(4, 2, 1, 0)
     assert run.loop_created is True
     assert record.loop_creations[0].crossing is run
+
+
+def test_a_loop_made_by_the_code_asyncio_run_runs_is_not_the_loop_it_runs_in():
+    """The crossing of asyncio.run made the loop it runs in, and the one its
+    code makes too (for a run_until_complete to come: that one claims it);
+    the crossing's loop stays its own."""
+    made = []
+
+    async def makes_a_loop():
+        made.append(asyncio.new_event_loop())  # (kept: its id is not reused)
+        made[0].close()
+        return id(asyncio.get_running_loop())
+
+    with tracer.recording() as record:
+        running = asyncio.run(makes_a_loop())
+    [run] = record.crossings
+    assert (run.mechanism, run.loop_created, run.loop_id) == ("asyncio.run", True, running)
+    assert [(c.loop_id, c.crossing) for c in record.loop_creations] == [
+        (running, run),
+        (id(made[0]), run),
+    ]
+    assert record.totals() == tracer.Figures(2, 0, 2, 0)
+
+
+def test_a_loop_made_by_the_code_async_to_sync_runs_is_not_the_loop_it_runs_in():
+    """async_to_sync going back to the request's loop creates none; a loop
+    its code makes is made ahead of the code that will run in it."""
+    made = []
+
+    async def makes_a_loop():
+        made.append(asyncio.new_event_loop())  # (kept: its id is not reused)
+        made[0].close()
+
+    def sync_side():
+        async_to_sync(makes_a_loop)()
+
+    async def main():
+        with tracer.recording() as record:
+            await sync_to_async(sync_side)()
+        return record, id(asyncio.get_running_loop())
+
+    record, running = asyncio.run(main())
+    _s2a, a2s = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (a2s.mechanism, a2s.loop_created, a2s.loop_id) == ("async_to_sync", False, running)
+    assert [(c.loop_id, c.crossing) for c in record.loop_creations] == [(id(made[0]), a2s)]
+    assert record.totals() == tracer.Figures(4, 4, 1, 0)
 
 
 class _Client:

@@ -75,6 +75,34 @@ def test_return_values_are_the_same_objects():
     assert plain == traced == ((1, sentinel), (2, sentinel))
 
 
+def test_outside_a_request_calls_pass_through_unchanged():
+    """Installed and recording nothing (start-up code, a management command,
+    a task queue's worker): every call goes straight through the patches."""
+    sentinel = object()
+
+    def sync_fn(x):
+        return (x, sentinel)
+
+    async def async_fn(x):
+        return (x, sentinel)
+
+    def bridges_back(x):
+        return async_to_sync(async_fn)(x)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        return [
+            await sync_to_async(sync_fn)(1),
+            await sync_to_async(bridges_back)(2),
+            await loop.run_in_executor(None, sync_fn, 3),
+            await asyncio.to_thread(sync_fn, 4),
+        ]
+
+    assert tracer.patches.patcher.installed and tracer.current_record() is None
+    assert asyncio.run(main()) == [(1, sentinel), (2, sentinel), (3, sentinel), (4, sentinel)]
+    assert async_to_sync(async_fn)(5) == (5, sentinel)
+
+
 def test_exceptions_and_tracebacks_are_unchanged():
     def fail_sync():
         raise AppError("sync side")
