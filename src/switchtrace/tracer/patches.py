@@ -183,12 +183,12 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
                     except ValueError:  # resumed in another context: see guard.put_back
                         swallow("sync_to_async return")
                 # RequestRecord.close, written out (see RequestRecord.start).
-                crossing.return_ns = now = record.clock()
+                crossing.return_ns = record.clock()
                 claims = crossing.claims
                 claims.append(CLOSED)  # type: ignore[union-attr]
+                # Started means _arrive ran the code: its finally set end_ns
+                # before the executor gave the future its result.
                 if claims[0] is STARTED and not record.finished:  # type: ignore[index]
-                    if crossing.end_ns is None:
-                        crossing.end_ns = now
                     next(record._returned)
                     if crossing.target_thread is not crossing.source_thread:
                         next(record._hops_returned)

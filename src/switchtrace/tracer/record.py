@@ -281,7 +281,6 @@ class RequestRecord:
         "end_ns",
         "extra",
         "finished",
-        "headers_ns",
         "kind",
         "loop_creations",
         "max_events",
@@ -311,7 +310,6 @@ class RequestRecord:
         self.finished = False
         #: The figures as they stood when the response headers were sent.
         self.at_headers: Figures | None = None
-        self.headers_ns: int | None = None
         # Counters are itertools.count objects: next() is one C call, atomic
         # under the GIL, so threads of one request never lose an increment and
         # the hot path takes no lock.
@@ -462,7 +460,6 @@ class RequestRecord:
 
         Only the first call counts; it returns the frozen figures."""
         if self.at_headers is None:
-            self.headers_ns = self.clock()
             self.at_headers = self.figures()
         return self.at_headers
 
