@@ -1501,6 +1501,28 @@ def test_a_sub_request_after_the_middleware_leaves_the_request_its_headers(serve
     assert result.figures() == ((6, 6, 3, 3) if server == "wsgi" else (14, 14, 0, 1))
 
 
+@pytest.mark.parametrize(
+    ("show", "sub_request_sees"),
+    [(True, "figures"), ("tests.views.shown_but_to_sub_requests", "nothing")],
+    ids=["shown", "shown-but-to-sub-requests"],
+)
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_sub_requests_response_carries_its_own_decision(server, show, sub_request_sees):
+    """The response of a sub-request a view serves (through the test Client)
+    carries the figures as they stand when it returns if SHOW_HEADERS shows
+    them to the sub-request, and none if not; the request is shown its own
+    either way. Nothing bridges after the sub-request: its figures are the
+    request's at the headers (under ASGI, counting the return of the sync
+    view's sync_to_async)."""
+    settings = {"ENABLED": True, "SHOW_HEADERS": show}
+    with project("none", SWITCHTRACE=settings) as handlers:
+        result = serve(server, handlers, "/sub-request-headers/")
+    figures = (10, 10, 0, 1) if server == "asgi" else (6, 6, 3, 3)
+    assert result.figures() == figures
+    seen = ",".join(map(str, figures)) if sub_request_sees == "figures" else "-,-,-,-"
+    assert (result.status, result.body.decode()) == (200, seen)
+
+
 @pytest.mark.parametrize("through", ["client", "wsgi_handler", "asgi_handler"])
 def test_a_sub_request_a_streaming_body_serves_is_part_of_its_request(through, records):
     """Under WSGI, a streaming response's body serving a sub-request after the
