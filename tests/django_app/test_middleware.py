@@ -1146,6 +1146,33 @@ def test_a_bookkeeping_error_is_logged_once_and_the_request_goes_on(
 
 
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_bookkeeping_error_noting_the_server_span_is_reported_and_the_request_goes_on(
+    server, swallowed, monkeypatch, records
+):
+    """Noting the application's server span failing (the span pipeline's
+    capture raises) where the handler receives the request and again in
+    the middleware (where one a middleware above started is noted): each
+    swallowed there, said where, and the request goes on as without it,
+    its headers shown."""
+    from switchtrace.exporters.pipeline import SpanPipeline
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("switchtrace bug")
+
+    monkeypatch.setattr(SpanPipeline, "capture", broken)
+    with project() as handlers:
+        result = serve(server, handlers, "/sync/")
+    assert (result.status, result.body) == (200, b"Hello, world\n")
+    assert result.figures() == EXPECTED[server, "/sync/", "shipped"][0]
+    assert [record.finished for record in records] == [True]
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        (f"{server.upper()} request attributes", ZeroDivisionError),
+        ("SwitchTraceMiddleware", ZeroDivisionError),
+    ]
+    swallowed.clear()
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
 def test_a_show_callback_that_raises_hides_the_headers(server, caplog):
     """The project's callable raising is its error, said so once, not an
     internal error of switchtrace's."""
