@@ -25,6 +25,7 @@ urlpatterns = [
     path("async-sub-request/", views.async_sub_request_view),
     path("streamed-sub-request/", views.streamed_sub_request_view),
     path("shared-sub-request/", views.shared_sub_request_view),
+    path("sub-request-headers/", views.sub_request_headers_view),
     path("content-types-export/", views.content_types_export_view),
     path("file/", views.file_view),
     path("thread-insensitive/", views.thread_insensitive_view),

@@ -428,6 +428,18 @@ def shared_sub_request_view(request):
     return HttpResponse("outer")
 
 
+def sub_request_headers_view(request):
+    """Serves a sub-request to /async-to-sync/ through Django's test Client
+    and answers with the switchtrace headers of the sub-request's response
+    (``-`` for one it does not carry), in the order of HEADERS."""
+    from django.test import Client
+
+    from switchtrace.django_app.headers import HEADERS
+
+    inner = Client().get("/async-to-sync/")
+    return HttpResponse(",".join(inner.get(name, "-") for name, *_ in HEADERS))
+
+
 async def content_types_export_view(request):
     """An export streamed by an async view: its body iterates a QuerySet with
     ``async for`` (the ORM's one sync_to_async of QuerySet._fetch_all), once

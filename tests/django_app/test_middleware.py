@@ -1146,6 +1146,33 @@ def test_a_bookkeeping_error_is_logged_once_and_the_request_goes_on(
 
 
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_bookkeeping_error_noting_the_server_span_is_reported_and_the_request_goes_on(
+    server, swallowed, monkeypatch, records
+):
+    """Noting the application's server span failing (the span pipeline's
+    capture raises) where the handler receives the request and again in
+    the middleware (where one a middleware above started is noted): each
+    swallowed there, said where, and the request goes on as without it,
+    its headers shown."""
+    from switchtrace.exporters.pipeline import SpanPipeline
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("switchtrace bug")
+
+    monkeypatch.setattr(SpanPipeline, "capture", broken)
+    with project() as handlers:
+        result = serve(server, handlers, "/sync/")
+    assert (result.status, result.body) == (200, b"Hello, world\n")
+    assert result.figures() == EXPECTED[server, "/sync/", "shipped"][0]
+    assert [record.finished for record in records] == [True]
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        (f"{server.upper()} request attributes", ZeroDivisionError),
+        ("SwitchTraceMiddleware", ZeroDivisionError),
+    ]
+    swallowed.clear()
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
 def test_a_show_callback_that_raises_hides_the_headers(server, caplog):
     """The project's callable raising is its error, said so once, not an
     internal error of switchtrace's."""
@@ -1499,6 +1526,28 @@ def test_a_sub_request_after_the_middleware_leaves_the_request_its_headers(serve
     [record] = records
     assert record.at_headers == tracer.Figures(*result.figures() or (0, 0, 0, 0))
     assert result.figures() == ((6, 6, 3, 3) if server == "wsgi" else (14, 14, 0, 1))
+
+
+@pytest.mark.parametrize(
+    ("show", "sub_request_sees"),
+    [(True, "figures"), ("tests.views.shown_but_to_sub_requests", "nothing")],
+    ids=["shown", "shown-but-to-sub-requests"],
+)
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_sub_requests_response_carries_its_own_decision(server, show, sub_request_sees):
+    """The response of a sub-request a view serves (through the test Client)
+    carries the figures as they stand when it returns if SHOW_HEADERS shows
+    them to the sub-request, and none if not; the request is shown its own
+    either way. Nothing bridges after the sub-request: its figures are the
+    request's at the headers (under ASGI, counting the return of the sync
+    view's sync_to_async)."""
+    settings = {"ENABLED": True, "SHOW_HEADERS": show}
+    with project("none", SWITCHTRACE=settings) as handlers:
+        result = serve(server, handlers, "/sub-request-headers/")
+    figures = (10, 10, 0, 1) if server == "asgi" else (6, 6, 3, 3)
+    assert result.figures() == figures
+    seen = ",".join(map(str, figures)) if sub_request_sees == "figures" else "-,-,-,-"
+    assert (result.status, result.body.decode()) == (200, seen)
 
 
 @pytest.mark.parametrize("through", ["client", "wsgi_handler", "asgi_handler"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import threading
 import types
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -215,4 +216,24 @@ def test_bookkeeping_failing_on_the_record_loses_the_figures_not_the_call(swallo
         ("sync_to_async return", ZeroDivisionError),
         ("event loop creation", ZeroDivisionError),
     ]
+    swallowed.clear()
+
+
+def test_bookkeeping_failing_as_a_thread_starts_loses_its_count_not_the_thread(
+    swallowed, monkeypatch
+):
+    """An error of switchtrace's as the request starts a thread (noting the
+    start) is swallowed there, said where, and the thread runs as without
+    switchtrace: started, and counted not at all."""
+    ran = []
+
+    with tracer.recording() as record:
+        monkeypatch.setattr(tracer.RequestRecord, "thread_started", _broken)
+        thread = threading.Thread(target=ran.append, args=("ran",))
+        thread.start()
+        thread.join()
+        monkeypatch.undo()
+    assert ran == ["ran"]
+    assert (record.totals(), record.thread_starts) == (tracer.Figures(0, 0, 0, 0), [])
+    assert [(where, type(exc)) for where, exc in swallowed] == [("thread start", ZeroDivisionError)]
     swallowed.clear()

@@ -502,6 +502,37 @@ def test_figures_count_the_return_trip_of_a_call_in_progress():
     assert seen["totals"] == tracer.Figures(1, 1, 0, 0)
 
 
+def test_figures_read_in_a_task_that_outlived_its_crossing_count_no_return_trip():
+    """A task the code of an async_to_sync (inside a sync_to_async) left
+    running on the request's loop reads the figures once both crossings have
+    returned: it is still in their context, but no return trip is ahead of
+    it; both returns are counted already, once."""
+    release = asyncio.Event()
+
+    async def late():
+        await release.wait()
+        record = tracer.current_record()
+        return record.figures(tracer.current_crossing()), tracer.current_crossing()
+
+    async def spawn():
+        return asyncio.create_task(late())
+
+    def outer():
+        return async_to_sync(spawn)()
+
+    async def main():
+        with tracer.recording() as record:
+            task = await sync_to_async(outer)()
+            release.set()
+            figures, inside = await task
+        return record, figures, inside
+
+    record, figures, inside = asyncio.run(main())
+    assert inside.mechanism == "async_to_sync"
+    assert inside.return_ns is not None
+    assert figures == record.totals() == tracer.Figures(4, 4, 0, 0)
+
+
 def test_an_offload_left_running_counts_the_switch_it_made_and_no_more():
     """A fire-and-forget offload (run_in_executor not awaited, an email sent
     in the background) still running when the headers go out and when the
