@@ -674,18 +674,28 @@ def test_timestamps_come_from_the_injected_clock():
 
 def test_a_thread_start_is_timed_before_the_thread_runs():
     """The new thread may run code before start() returns: its start is
-    timed before the call."""
+    timed before the call. Here the new thread always takes a tick first
+    once it exists (the clock waits for it there), as it may on a busy
+    machine: a start timed after the call would come after that tick."""
     ticks = itertools.count(1000)
-    tracer.install(clock=lambda: next(ticks))  # installed already: only the clock changes
+    ran = threading.Event()
+    thread = threading.Thread(target=lambda: (next(ticks), ran.set()))
+
+    def clock():
+        if thread.ident is not None and threading.current_thread() is not thread:
+            ran.wait(10)
+        return next(ticks)
+
+    tracer.install(clock=clock)  # installed already: only the clock changes
     try:
         with tracer.recording() as record:
-            thread = threading.Thread(target=lambda: None)
             thread.start()
             thread.join()
     finally:
         tracer.install(clock=time.perf_counter_ns)
     [start] = record.thread_starts
-    assert (record.begin_ns, start.at_ns, start.thread) == (1000, 1001, thread)
+    # begin, the start, the thread's own tick, the end.
+    assert (record.begin_ns, start.at_ns, start.thread, record.end_ns) == (1000, 1001, thread, 1003)
 
 
 def test_concurrent_requests_never_mix():
