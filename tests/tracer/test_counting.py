@@ -658,18 +658,77 @@ def test_timestamps_come_from_the_injected_clock():
     # the loop), its return and the sync_to_async's end (on the worker
     # thread, in that order); the sync_to_async's return; the record's end.
     # The end is timed once asgiref's main_wrap has handed the result to
-    # the worker thread, which may take the GIL first: the three ticks
-    # after the start are theirs, the end's among them wherever it fell.
+    # the worker thread, which may take the GIL first: then the end is the
+    # return's tick (see test_an_async_to_sync_never_ends_after_its_return),
+    # and the one the loop thread took for it is lost.
     assert (
         record.begin_ns,
         (s2a.call_ns, s2a.start_ns),
         (a2s.call_ns, a2s.start_ns),
-        sorted((a2s.end_ns, a2s.return_ns, s2a.end_ns)),
-        a2s.return_ns < s2a.end_ns,
         s2a.return_ns,
         record.end_ns,
-    ) == (1000, (1001, 1002), (1003, 1004), [1005, 1006, 1007], True, 1008, 1009)
+    ) == (1000, (1001, 1002), (1003, 1004), 1008, 1009)
+    assert (a2s.end_ns, a2s.return_ns, s2a.end_ns) in {
+        (1005, 1006, 1007),  # the end timed first
+        (1005, 1005, 1006),  # the return noted first, then the sync_to_async's end
+        (1005, 1005, 1007),  # the return noted first, then the end timed
+    }
     assert s2a.queue_wait_ns == 1
+
+
+@pytest.mark.parametrize("order", ["return noted, then end timed", "end stored mid-return"])
+def test_an_async_to_sync_never_ends_after_its_return(order):
+    """asgiref's main_wrap hands the result to the waiting thread before the
+    async side's end is timed (after it, in the loop): that thread may note
+    the return first, or read its clock for the return and store it only
+    after the end is stored. Either way the end is not later than the
+    return. The clock forces each order: the loop thread's first tick after
+    the async_to_sync's start (the end's) waits for the worker thread's (the
+    return's), which, in the second order, is given only once the end is
+    stored."""
+    ticks = itertools.count(1000)
+    main = threading.current_thread()
+    given: list[int] = []
+    firsts: set[str] = set()
+    return_read = threading.Event()
+    holder: list[tracer.RequestRecord] = []
+
+    def ended() -> bool:
+        return any(c.mechanism == tracer.ASYNC_TO_SYNC and c.end_ns for c in holder[0].crossings)
+
+    def clock() -> int:
+        after_start = len(given) >= 5  # 1000-1004: up to the async_to_sync's start
+        on_main = threading.current_thread() is main
+        if after_start and on_main and "end" not in firsts:
+            firsts.add("end")
+            return_read.wait(10)
+        tick = next(ticks)
+        given.append(tick)
+        if after_start and not on_main and "return" not in firsts:
+            firsts.add("return")
+            return_read.set()
+            if order == "end stored mid-return":
+                deadline = time.monotonic() + 10
+                while not ended() and time.monotonic() < deadline:
+                    time.sleep(0.001)
+        return tick
+
+    def sync_side():
+        async_to_sync(anoop)()
+
+    async def run():
+        tracer.install(clock=clock)  # installed already: only the clock changes
+        try:
+            with tracer.recording() as record:
+                holder.append(record)
+                await sync_to_async(sync_side)()
+        finally:
+            tracer.install(clock=time.perf_counter_ns)
+        return record
+
+    record = asyncio.run(run())
+    [a2s] = [c for c in record.crossings if c.mechanism == tracer.ASYNC_TO_SYNC]
+    assert (a2s.start_ns, a2s.return_ns, a2s.end_ns) == (1004, 1005, 1005)
 
 
 def test_a_thread_start_is_timed_before_the_thread_runs():

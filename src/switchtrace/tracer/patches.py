@@ -514,7 +514,12 @@ async def _trace_main_wrap(record: RequestRecord, crossing: Crossing, call: Any)
     try:
         return await call
     finally:
-        crossing.end_ns = clock()
+        # asgiref's main_wrap has handed the result over: the waiting thread
+        # may have noted the return already (RequestRecord.close takes the
+        # other order), and the end is not later than the return.
+        end = clock()
+        returned = crossing.return_ns
+        crossing.end_ns = end if returned is None or end < returned else returned
 
 
 # -- asyncio.run from synchronous code: same thread, new loop ------------------

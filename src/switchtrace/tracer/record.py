@@ -410,7 +410,8 @@ class RequestRecord:
                 return
         elif crossing.start_ns is None:
             return
-        if crossing.end_ns is None:
+        end = crossing.end_ns
+        if end is None or end > now:  # an async_to_sync's end timed after its return
             crossing.end_ns = now
         if self.finished:  # the figures were handed on at the end: they stay
             return
