@@ -8,7 +8,7 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
-from switchtrace.django_app.conf import MIDDLEWARE_PATH, build_config
+from switchtrace.django_app.conf import MIDDLEWARE_PATH, Config, build_config
 
 BASE_MIDDLEWARE = [MIDDLEWARE_PATH, "tests.views.SyncOnlyMiddleware"]
 
@@ -183,6 +183,44 @@ def no_arguments():
                 )
             ],
         ),
+        (
+            # 200 characters, the most a message shows of a value: whole.
+            {"ENABLED": True, "SERVICE_NAME": ["x" * 196]},
+            [
+                (
+                    "switchtrace.E003",
+                    "SWITCHTRACE['SERVICE_NAME'] is ['" + "x" * 196 + "'], which is not allowed.",
+                    "Allowed: None (OTEL_SERVICE_NAME, else service.name in "
+                    "OTEL_RESOURCE_ATTRIBUTES, else 'django') or a non-empty string.",
+                )
+            ],
+        ),
+        *(
+            (
+                {"ENABLED": True, "MAX_EVENTS": events},
+                [
+                    (
+                        "switchtrace.E003",
+                        f"SWITCHTRACE['MAX_EVENTS'] is {events!r}, which is not allowed.",
+                        "Allowed: an integer from 0 to 1000000.",
+                    )
+                ],
+            )
+            # Past the top, a bool (an int to Python), an int as text.
+            for events in (1_000_001, True, "10")
+        ),
+        (
+            # Wrong, so switchtrace is off: nothing is said of the
+            # environment it would use (here a FILE_PATH it cannot write).
+            {"ENABLED": "yes", "FILE_PATH": "/nonexistent-switchtrace-dir/traces.jsonl"},
+            [
+                (
+                    "switchtrace.E003",
+                    "SWITCHTRACE['ENABLED'] is 'yes', which is not allowed.",
+                    "Allowed: True or False.",
+                )
+            ],
+        ),
     ],
 )
 def test_bad_settings_are_check_errors_naming_the_key(value, expected):
@@ -219,6 +257,14 @@ def test_good_settings_give_no_message():
         SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": allow_everyone}, MIDDLEWARE=BASE_MIDDLEWARE
     ):
         assert own_messages() == []
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True, "MAX_EVENTS": 1_000_000}, MIDDLEWARE=BASE_MIDDLEWARE
+    ):
+        assert own_messages() == []
+    # Unset (None, as a settings module may leave it): switchtrace off, nothing to say.
+    with override_settings(SWITCHTRACE=None, MIDDLEWARE=[]):
+        assert own_messages() == []
+        assert build_config(None) == Config()
 
 
 def test_missing_or_misplaced_middleware_is_a_warning():
@@ -307,6 +353,24 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
             "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://:4318', which is not an http:// or "
             "https:// URL.",
         ),
+        *(
+            (
+                {"ENABLED": True, "OTLP_ENDPOINT": endpoint},
+                {},
+                f"SWITCHTRACE['OTLP_ENDPOINT'] is {endpoint!r}, which is not an http:// or "
+                "https:// URL.",
+            )
+            # Another scheme; not a string (the port alone); what urlsplit
+            # raises ValueError for (an unclosed IPv6 bracket).
+            for endpoint in ("grpc://collector:4317", 4317, "http://[::1:4318")
+        ),
+        (
+            # A control character that is not space (an escape pasted in).
+            {"ENABLED": True, "OTLP_ENDPOINT": "http://collector:4318/\x1b"},
+            {},
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://collector:4318/\\x1b', which has a space "
+            "or a control character in it.",
+        ),
         (
             {"ENABLED": True},
             {
@@ -334,6 +398,16 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
                 "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0",
             },
             "The environment variable OTEL_EXPORTER_OTLP_TRACES_TIMEOUT is '0', which is not "
+            "a positive number of seconds.",
+        ),
+        (
+            # A number, but no timeout an export could wait out.
+            {"ENABLED": True},
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "inf",
+            },
+            "The environment variable OTEL_EXPORTER_OTLP_TIMEOUT is 'inf', which is not "
             "a positive number of seconds.",
         ),
         (
@@ -381,6 +455,17 @@ def test_the_general_timeout_is_not_checked_when_the_traces_one_is_set(protocol,
         assert (timeout or exporter._client._timeout) == 5.0
     finally:
         exporter.shutdown()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_timeout_under_a_second_is_a_positive_number_of_seconds(protocol):
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "0.5",
+    }
+    config = build_config({"ENABLED": True}, environ=environ)
+    assert (config.problems, config.enabled) == ((), True)
 
 
 def test_an_otel_variable_the_otlp_exporter_refuses_is_e006_and_leaves_the_headers(
@@ -713,6 +798,85 @@ def test_a_file_path_the_file_exporter_cannot_write_is_e008(where, tmp_path):
         assert own_messages() == []
 
 
+def _problems_without_root(settings: list[dict]) -> list[list[str]]:
+    """build_config's messages for each of ``settings``, as a process that
+    is not root finds the file system (root may write anywhere: as root, in
+    a forked child that has become nobody)."""
+    import json
+
+    def messages() -> list[list[str]]:
+        return [[p.msg for p in build_config(raw, environ={}).problems] for raw in settings]
+
+    if os.geteuid() != 0:
+        return messages()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing but the check, then out
+        status = 1
+        try:
+            os.close(read)
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, json.dumps(messages()).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        out = pipe.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    return json.loads(out)
+
+
+def test_a_file_or_directory_this_process_may_not_write_is_e008():
+    """A read-only file, or a directory this process may not create the file
+    in (a container's read-only application directory)."""
+    import shutil
+    import tempfile
+
+    top = tempfile.mkdtemp()  # (not under tmp_path, which only root may enter)
+    try:
+        os.chmod(top, 0o755)
+        closed = os.path.join(top, "closed")
+        os.mkdir(closed, 0o555)
+        read_only = os.path.join(top, "traces.jsonl")
+        with open(read_only, "w"):
+            pass
+        os.chmod(read_only, 0o444)
+        writable = os.path.join(top, "open.jsonl")
+        with open(writable, "w"):
+            pass
+        os.chmod(writable, 0o666)
+        paths = [os.path.join(closed, "traces.jsonl"), read_only, writable]
+        problems = _problems_without_root(
+            [{"ENABLED": True, "EXPORTER": "file", "FILE_PATH": path} for path in paths]
+        )
+    finally:
+        shutil.rmtree(top)
+    assert problems == [
+        [
+            f"SWITCHTRACE['FILE_PATH'] is {paths[0]!r}, which the file exporter cannot write: "
+            f"the directory {closed} is not writable."
+        ],
+        [
+            f"SWITCHTRACE['FILE_PATH'] is {read_only!r}, which the file exporter cannot write: "
+            "the file is not writable."
+        ],
+        [],
+    ]
+
+
+def test_a_file_name_whose_rotation_name_just_fits_is_no_e008(tmp_path):
+    """NAME.1, the name rotation gives the file, may be as long as the file
+    system allows, not a byte more (a name one byte longer is E008 above)."""
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+    path = tmp_path / ("t" * (longest - 2))
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True, "FILE_PATH": str(path)}, MIDDLEWARE=BASE_MIDDLEWARE
+    ):
+        assert own_messages() == []
+
+
 @pytest.mark.parametrize(
     ("environ", "endpoint", "protocol", "service_name"),
     [
@@ -759,6 +923,16 @@ def test_a_file_path_the_file_exporter_cannot_write_is_e008(where, tmp_path):
             "http://c:4318/v1/traces",
             "http/protobuf",
             "shop api",
+        ),
+        (
+            # A pair without "=" is skipped, as the SDK skips it (with a warning).
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                "OTEL_RESOURCE_ATTRIBUTES": "service.name,service.name=shop",
+            },
+            "http://c:4318/v1/traces",
+            "http/protobuf",
+            "shop",
         ),
         (
             {
@@ -840,6 +1014,19 @@ RATE_HINT = "Allowed: a number from 0 to 1, e.g. 0.1 to keep one request in ten.
                 RATE_HINT,
             ),
         ),
+        *(
+            (
+                {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": argument},
+                (
+                    f"The environment variable OTEL_TRACES_SAMPLER_ARG is {argument!r}, which "
+                    "is not a number from 0 to 1 (the share of requests OTEL_TRACES_SAMPLER="
+                    "'traceidratio' keeps): the OpenTelemetry SDK would record every request.",
+                    RATE_HINT,
+                ),
+            )
+            # Just outside either end.
+            for argument in ("-0.5", "1.5")
+        ),
     ],
 )
 def test_a_sampler_variable_the_sdk_cannot_use_is_e009(environ, expected, monkeypatch):
@@ -868,6 +1055,19 @@ def test_a_sampler_variable_the_sdk_cannot_use_is_e009(environ, expected, monkey
         (
             {"ENABLED": True},
             {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"},
+        ),
+        # Either end, and space alone (unset: 1.0).
+        (
+            {"ENABLED": True},
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"},
+        ),
+        (
+            {"ENABLED": True},
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1"},
+        ),
+        (
+            {"ENABLED": True},
+            {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": " "},
         ),
         # Not a ratio sampler: the argument is not read.
         ({"ENABLED": True}, {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": "x"}),
@@ -920,6 +1120,21 @@ def test_a_sampler_a_package_registers_is_taken_and_used(registered_sampler, mon
     # of the variable would record every request).
     assert _environ_sampler() is sampling.ALWAYS_OFF
     assert sampling._get_from_env_or_default() is not sampling.ALWAYS_OFF
+
+
+def test_a_broken_distribution_on_the_path_keeps_the_sampler_check_from_judging(
+    tmp_path, monkeypatch
+):
+    """An entry_points.txt importlib.metadata cannot parse (a line without
+    '=') makes every entry point lookup raise TypeError: build_config, which
+    never raises, takes any sampler name then, as not its to judge."""
+    info = tmp_path / "zz_broken-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zz-broken\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[opentelemetry_traces_sampler]\nbroken\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    environ = {"OTEL_TRACES_SAMPLER": "zz_anything"}
+    assert build_config({"ENABLED": True}, environ=environ).problems == ()
 
 
 # A wrong setting, said once: by the system checks in a command that runs
@@ -1009,6 +1224,9 @@ def test_without_the_middleware_a_wrong_setting_is_logged_at_the_first_request()
         ("always_off ", None, "AlwaysOffSampler"),
         (" TraceIdRatio\r", " 0.25 ", "TraceIdRatioBased{0.25}"),
         ("parentbased_traceidratio", "", "ParentBased{root:TraceIdRatioBased{1.0},"),
+        ("traceidratio", " ", "TraceIdRatioBased{1.0}"),
+        ("traceidratio", "0", "TraceIdRatioBased{0.0}"),
+        ("traceidratio", "1", "TraceIdRatioBased{1.0}"),
         ("", None, "ParentBased{root:AlwaysOnSampler,"),
         (None, None, "ParentBased{root:AlwaysOnSampler,"),
     ],
