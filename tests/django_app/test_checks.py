@@ -7,6 +7,7 @@ import os
 import pytest
 from django.core import checks
 from django.test import override_settings
+from django.utils.deprecation import MiddlewareMixin
 
 from switchtrace.django_app.conf import MIDDLEWARE_PATH, Config, build_config
 
@@ -689,6 +690,65 @@ def test_a_middleware_whose_only_synchronous_hook_is_process_view_is_a_warning()
     )
 
 
+class AsyncViewMiddleware(ViewOnlyMiddleware):
+    """Its process_view is async: it costs no switch under ASGI."""
+
+    async def process_view(self, request, view, args, kwargs):
+        return None
+
+
+class HelperMethodsMiddleware:
+    """Not a MiddlewareMixin: methods named as its hooks are its own, which
+    Django does not call (its __call__ could, without a switch)."""
+
+    sync_capable = async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_request(self, request):
+        return None
+
+    def process_response(self, request, response):
+        return response
+
+
+class SyncOnlyMixinMiddleware(MiddlewareMixin):
+    sync_capable, async_capable = True, False
+
+    def process_request(self, request):
+        return None
+
+
+def test_middleware_whose_hooks_cost_no_switch_is_no_warning():
+    for name in ("AsyncViewMiddleware", "HelperMethodsMiddleware"):
+        with override_settings(
+            SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=[MIDDLEWARE_PATH, f"{__name__}.{name}"]
+        ):
+            assert [m for m in checks.run_checks() if m.id == "switchtrace.W003"] == [], name
+
+
+def test_with_an_unimportable_middleware_the_others_are_still_judged():
+    """Django does not start then, so the modes are not worked out: every
+    async_capable middleware is taken to run in async mode (a synchronous-only
+    one still is no warning)."""
+    from switchtrace.django_app.checks import check_middleware_switches
+
+    session = "django.contrib.sessions.middleware.SessionMiddleware"
+    middleware = [
+        MIDDLEWARE_PATH,
+        "shop.middleware.Missing",
+        f"{__name__}.SyncOnlyMixinMiddleware",
+        session,
+    ]
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=middleware):
+        messages = [(m.id, m.obj) for m in check_middleware_switches()]
+    assert messages == [("switchtrace.E007", None), ("switchtrace.W003", session)]
+
+
 def test_middleware_costs_are_not_told_while_switchtrace_is_off():
     from project.settings import STARTPROJECT_MIDDLEWARE
 
@@ -736,6 +796,9 @@ def test_deploy_check_warns_when_every_client_gets_the_headers():
     with override_settings(
         SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": False}, MIDDLEWARE=BASE_MIDDLEWARE
     ):
+        assert deploy_ids() == []
+    # Installed and off (production settings): nothing shown to anyone.
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=BASE_MIDDLEWARE):
         assert deploy_ids() == []
 
 
@@ -1198,6 +1261,24 @@ def test_a_wrong_setting_is_said_once_by_the_system_checks():
     assert [line for line in lines if "COLOUR" in line] == [
         "?: (switchtrace.E002) Unknown key 'COLOUR' in the SWITCHTRACE setting."
     ]
+
+
+def test_a_wrong_setting_the_system_checks_said_is_not_logged_again_once_served():
+    """As runserver does: the checks, then the handler and a request."""
+    lines = _run_startup(
+        "from django.core.management import call_command\n"
+        "try:\n"
+        "    call_command('check')\n"
+        "except Exception as exc:\n"
+        "    print(exc, file=sys.stderr)\n" + _HANDLER + "from django.test import Client\n"
+        "assert Client().get('/sync/').status_code == 200\n"
+        "print('served', file=sys.stderr, flush=True)\n",
+        [MIDDLEWARE_PATH],
+    )
+    assert [line for line in lines if "COLOUR" in line] == [
+        "?: (switchtrace.E002) Unknown key 'COLOUR' in the SWITCHTRACE setting."
+    ]
+    assert lines[-1] == "served"
 
 
 def test_a_wrong_setting_is_logged_once_the_handler_is_built():
