@@ -229,6 +229,62 @@ def test_bad_settings_are_check_errors_naming_the_key(value, expected):
         assert own_messages() == expected
 
 
+EXPORT_HINTS = {
+    "FILE_PATH": "Allowed: a path to a file in an existing, writable directory.",
+    "SERVICE_NAME": "Allowed: None (OTEL_SERVICE_NAME, else service.name in "
+    "OTEL_RESOURCE_ATTRIBUTES, else 'django') or a non-empty string.",
+    "SAMPLE_RATE": "Allowed: None (OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG) or a number "
+    "from 0 to 1.",
+    "QUEUE_SIZE": "Allowed: an integer from 1 to 100000.",
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("FILE_PATH", ""),
+        ("FILE_PATH", 42),
+        ("SERVICE_NAME", ""),
+        # Past either end, a bool (a number to Python), a number as text.
+        *(("SAMPLE_RATE", rate) for rate in (-0.1, 1.1, True, "0.5")),
+        *(("QUEUE_SIZE", size) for size in (0, 100_001, True, "512")),
+    ],
+)
+def test_bad_export_settings_are_e003_naming_what_is_allowed(key, value):
+    with override_settings(SWITCHTRACE={"ENABLED": True, key: value}, MIDDLEWARE=BASE_MIDDLEWARE):
+        assert own_messages() == [
+            (
+                "switchtrace.E003",
+                f"SWITCHTRACE[{key!r}] is {value!r}, which is not allowed.",
+                EXPORT_HINTS[key],
+            )
+        ]
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"SERVICE_NAME": "shop"}, {"service_name": "shop"}),  # over OTEL_SERVICE_NAME
+        ({"FILE_MAX_BYTES": None}, {"file_max_bytes": None}),
+        ({"FILE_MAX_BYTES": 1}, {"file_max_bytes": 1}),
+        # Either end, and an int for a float.
+        ({"SAMPLE_RATE": 0}, {"sample_rate": 0.0}),
+        ({"SAMPLE_RATE": 1}, {"sample_rate": 1.0}),
+        ({"SAMPLE_RATE": 0.25}, {"sample_rate": 0.25}),
+        ({"QUEUE_SIZE": 1}, {"queue_size": 1}),
+        ({"QUEUE_SIZE": 100_000}, {"queue_size": 100_000}),
+    ],
+)
+def test_the_export_settings_allowed_are_taken_as_given(settings, expected, tmp_path):
+    from pathlib import Path
+
+    raw = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": Path(tmp_path / "t.jsonl")}
+    config = build_config({**raw, **settings}, environ={"OTEL_SERVICE_NAME": "other"})
+    assert config.problems == ()
+    assert config.export.file_path == str(tmp_path / "t.jsonl")  # a Path taken too
+    assert {name: getattr(config.export, name) for name in expected} == expected
+
+
 def test_a_bad_setting_keeps_switchtrace_disabled_and_logs_why(caplog):
     from switchtrace import tracer
 
@@ -1025,6 +1081,19 @@ def test_the_otel_environment_is_read_as_the_specification_says(
     )
     if protocol == "http/protobuf":
         assert build_exporter(options)._endpoint == endpoint
+
+
+def test_the_otlp_endpoint_setting_is_a_base_that_gets_v1_traces():
+    """SWITCHTRACE['OTLP_ENDPOINT'] is read as OTEL_EXPORTER_OTLP_ENDPOINT is
+    (OTLP/HTTP appends /v1/traces), and wins over both variables."""
+    from switchtrace.exporters.pipeline import build_exporter
+
+    environ = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://other:4318/t"}
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": "http://c:4318/otlp"}
+    config = build_config(settings, environ=environ)
+    assert config.problems == ()
+    assert config.export.endpoint_is_traces_url is False
+    assert build_exporter(config.export)._endpoint == "http://c:4318/otlp/v1/traces"
 
 
 SAMPLERS_HINT = (
