@@ -429,6 +429,36 @@ def test_the_closest_marker_wins_and_two_on_one_test_are_named(suite):
     )
 
 
+def test_a_class_budget_in_pytestmark_beside_other_markers_or_alone(suite):
+    """A class's own ``pytestmark`` may be one marker, not a list, and may
+    hold other markers beside the budget: only its budget is the class's."""
+    suite.makepyfile(
+        """
+        import pytest
+        from django.test import Client
+
+
+        class TestBase:
+            pytestmark = pytest.mark.max_context_switches(5)
+
+            def test_it(self):
+                Client().get("/async-to-sync/")
+
+
+        class TestSubclass(TestBase):
+            pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.max_context_switches(6)]
+        """
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines_random(
+        ["*TestBase::test_it FAILED*", "*TestSubclass::test_it PASSED*"]
+    )
+    result.stdout.fnmatch_lines(
+        ["1 of 1 request exceeded the budget of 5 context switches per request:"]
+    )
+
+
 def test_a_marker_given_n_by_keyword(suite):
     suite.makepyfile(
         """
@@ -542,6 +572,8 @@ def test_assert_max_switches_decorates_async_tests(suite):
         ]
     )
     assert "never awaited" not in result.stdout.str()
+    # The traceback ends at the test, not in the budget's wrapper.
+    assert "testing.py" not in result.stdout.str()
 
 
 def test_assert_max_switches_decorates_a_test_class(suite):
