@@ -461,6 +461,60 @@ def test_a_response_object_shown_once_is_not_shown_to_a_request_that_may_not_see
     assert len(caplog.records) == refused
 
 
+def wsgi_then_asgi_on_one_response(above, asgi_path, server_timing=None):
+    """A view's one response object (``views.paused_response``) for a
+    request under WSGI, then one under ASGI to ``asgi_path``, with the
+    middleware ``above`` switchtrace's."""
+    from .. import views
+
+    views.paused_response = views.PausingResponse("shared")
+    if server_timing is not None:
+        views.paused_response["Server-Timing"] = server_timing
+    try:
+        with project("none", MIDDLEWARE=[above, MIDDLEWARE_PATH]) as (asgi, wsgi):
+            return wsgi_request(wsgi, "/paused-shared/"), run_asgi(asgi, asgi_path)
+    finally:
+        views.paused_response = None
+
+
+def test_the_middleware_above_sees_each_requests_figures_on_a_shared_response(records):
+    """Code above switchtrace's middleware reads the figures on the response
+    object. On a view's one response object, which an earlier request read
+    (nothing is added to its headers then), the values are still written
+    for each request."""
+    from .. import views
+
+    views.HeaderListingMiddleware.listed = listed = []
+    first, second = wsgi_then_asgi_on_one_response(
+        "tests.views.HeaderListingMiddleware", "/paused-shared/"
+    )
+    assert [first.figures(), second.figures()] == [
+        tuple(vars(record.at_headers).values()) for record in records
+    ]
+    # Under ASGI, two switches each: request_started, the sync-only
+    # middleware above (sync_to_async), switchtrace's async one under it
+    # (async_to_sync), and the view.
+    assert [dict(headers)["X-Context-Switches"] for headers in listed] == ["0", "8"]
+    assert [record.at_headers.context_switches for record in records] == [0, 8]
+
+
+def test_a_shared_response_a_middleware_above_answers_with_gets_the_requests_figures(records):
+    """A middleware above switchtrace's answers a request itself with a view's
+    one response object, which carries switchtrace's headers of an earlier
+    request: switchtrace's middleware made no decision for this request,
+    which is sent its own figures in their place."""
+    first, second = wsgi_then_asgi_on_one_response(
+        "tests.views.ShortCircuitMiddleware", "/paused-shared/?short", OWN
+    )
+    # Under ASGI: request_started and the sync-only middleware, a
+    # sync_to_async each.
+    assert [record.at_headers.context_switches for record in records] == [0, 4]
+    for result, record in zip((first, second), records, strict=True):
+        figures = tuple(vars(record.at_headers).values())
+        assert result.figures() == figures
+        assert result.headers["Server-Timing"] == f"{OWN}, {_ours(figures)}"
+
+
 def test_one_response_object_returned_to_two_threads_ends_each_ones_record(records):
     """gthread workers: two requests return the view's one response object,
     and the first server thread closes it while the second is still sending
@@ -914,6 +968,56 @@ def test_djangos_test_clients_find_the_headers_on_the_response_object():
     assert shown_async["Server-Timing"] == f"{OWN}, {_ours(async_figures)}"
 
 
+def test_a_cached_response_the_test_client_gets_without_the_figures_has_none():
+    """Stored with the figures of a request shown them, then served from the
+    cache to one that is not: the object the test Client checks loses
+    switchtrace's headers, Server-Timing with them when it held only
+    switchtrace's metrics."""
+    from django.test import Client
+
+    from switchtrace.testing import record_requests
+
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    with cached_project("client-hidden", SWITCHTRACE=settings), record_requests() as recorded:
+        shown = Client().get("/sync/", HTTP_X_DEBUG="1")
+        shown_headers = dict(shown.items())
+        hidden = Client().get("/sync/")
+    assert len(recorded) == 2
+    assert shown_headers["X-Context-Switches"] == "0"
+    assert shown_headers["Server-Timing"] == _ours((0, 0, 0, 0))
+    assert hidden["Expires"] == shown_headers["Expires"]  # the cached copy
+    assert not [name for name, _value in hidden.items() if name.lower().startswith("x-")]
+    assert "Server-Timing" not in hidden
+
+
+def test_the_async_test_client_gets_the_figures_of_its_headers_not_of_the_middleware():
+    """A 404 under the AsyncClient makes a switch after the middleware chain
+    (its logging, in a sync_to_async): the object the AsyncClient checks is
+    written again with the figures at the headers, switchtrace's metrics
+    where they were, before those of the middleware above."""
+    import asyncio
+
+    from django.test import AsyncClient
+
+    from switchtrace.testing import record_requests
+
+    with (
+        project("none", MIDDLEWARE=["tests.views.TimingMiddleware", MIDDLEWARE_PATH]),
+        record_requests() as recorded,
+    ):
+        response = asyncio.run(AsyncClient().get("/missing/"))
+    [record] = recorded
+    assert response.status_code == 404
+    # request_started, the sync-only TimingMiddleware (sync_to_async),
+    # switchtrace's async middleware under it (async_to_sync),
+    # response_for_exception, and the 404's logging after the chain.
+    # (Threads: those of executors this process may have started before.)
+    figures = tuple(vars(record.at_headers).values())
+    assert figures[:3] == (10, 10, 0)
+    assert tuple(int(response[name]) for name, *_ in headers_module.HEADERS) == figures
+    assert response["Server-Timing"] == f"{_ours(figures)}, app;dur=12"
+
+
 @pytest.mark.parametrize(
     ("path", "figures", "total"),
     [
@@ -1035,6 +1139,10 @@ def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp
             'x;desc="say \\"hi, switchtrace-loops;\\"", y;dur=1',
         ),
         ('db;dur=53;desc="Database"', 'db;dur=53;desc="Database"'),
+        # An empty metric first (a value built as f"{before}, {metric}").
+        (', switchtrace-hops;desc="Thread hops: 2", app;dur=1', "app;dur=1"),
+        # A backslash outside a quoted string escapes nothing.
+        ("app;desc=C:\\,switchtrace-loops", "app;desc=C:\\"),
         (None, None),
     ],
 )
@@ -1388,6 +1496,60 @@ def test_the_figures_rendered_as_headers_are_kept_for_a_bounded_number_of_figure
         assert len(headers_module._rendered_by_figures) <= headers_module._RENDERED_KEPT
     # Emptied once full, then filled again with the figures met since.
     assert len(headers_module._rendered_by_figures) == 10 * 2
+    # Full at _RENDERED_KEPT exactly: the next figures empty it first.
+    headers_module._rendered_by_figures.clear()
+    for n in range(headers_module._RENDERED_KEPT):
+        headers_module._rendered(tracer.Figures(n, 0, 0, 0))
+    assert len(headers_module._rendered_by_figures) == headers_module._RENDERED_KEPT
+    headers_module._rendered(tracer.Figures(-1, 0, 0, 0))
+    assert [*headers_module._rendered_by_figures] == [tracer.Figures(-1, 0, 0, 0)]
+
+
+@pytest.mark.parametrize(
+    ("headers", "figures", "sent"),
+    [
+        # Figures for a list without any of switchtrace's: after the others.
+        (
+            [("Content-Type", "text/plain")],
+            (30, 30, 0, 1),
+            [("Content-Type", "text/plain"), *OURS, ("Server-Timing", OUR_METRICS)],
+        ),
+        # Figures where others were, once each, in the case found; the
+        # application's metrics first.
+        (
+            [
+                ("x-context-switches", "2"),
+                ("Server-Timing", 'app;dur=1, switchtrace-hops;desc="Thread hops: 2"'),
+                ("X-Context-Switches", "3"),
+                ("Vary", "Cookie"),
+            ],
+            (30, 30, 0, 1),
+            [
+                ("x-context-switches", "30"),
+                ("Server-Timing", f"app;dur=1, {OUR_METRICS}"),
+                ("Vary", "Cookie"),
+                *OURS[1:],
+            ],
+        ),
+        # None: switchtrace's headers taken out, the application's metrics
+        # kept, and no Server-Timing where there was none.
+        (
+            [("X-Context-Switches", "3"), ("Content-Type", "text/plain"), ("X-Thread-Hops", "3")],
+            None,
+            [("Content-Type", "text/plain")],
+        ),
+        (
+            [*OURS, ("Server-Timing", f"{OUR_METRICS}, app;dur=1")],
+            None,
+            [("Server-Timing", "app;dur=1")],
+        ),
+        ([*OURS, ("Server-Timing", OUR_METRICS)], None, []),
+    ],
+)
+def test_the_rewrite_sends_the_requests_figures_or_none(headers, figures, sent):
+    if figures is not None:
+        figures = tracer.Figures(*figures)
+    assert headers_module.rewritten(headers, figures) == sent
 
 
 def test_headers_told_to_carry_the_figures_are_what_the_rewrite_would_send():
