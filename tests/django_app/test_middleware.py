@@ -385,6 +385,47 @@ def test_a_cached_response_for_a_request_not_shown_the_figures_has_none(server, 
     assert len(records) == 2
 
 
+@pytest.mark.parametrize("server", ["asgi", "wsgi", "client"])
+def test_a_copy_a_cache_above_switchtrace_serves_gets_this_requests_figures(server, records):
+    """Django's per-site cache whole above switchtrace's middleware: a
+    response it serves again is a copy of the one it stored, with
+    switchtrace's headers of the request that stored it, and switchtrace's
+    middleware does not run. The request gets its own figures in their
+    place, as for a response object stamped before (not the 6 switches,
+    3 loops of the first request under WSGI: it made none)."""
+    from django.test import Client
+
+    from switchtrace.testing import record_requests
+
+    cache = "django.middleware.cache."
+    middleware = [f"{cache}UpdateCacheMiddleware", f"{cache}FetchFromCacheMiddleware"]
+    with project(
+        "none",
+        MIDDLEWARE=[*middleware, MIDDLEWARE_PATH],
+        CACHE_MIDDLEWARE_SECONDS=60,
+        CACHE_MIDDLEWARE_KEY_PREFIX=f"above-{server}",
+    ) as handlers:
+        if server == "client":
+            with record_requests():
+                first, second = (Client().get("/async-to-sync/") for _ in range(2))
+                sent = [dict(first.items()), dict(second.items())]
+        else:
+            sent = [serve(server, handlers, "/async-to-sync/").headers for _ in range(2)]
+    assert sent[1]["Expires"] == sent[0]["Expires"]  # the cached copy
+    # Under ASGI, two switches each: request_started and the two sync-only
+    # cache middleware; then the three async_to_sync of the view (a loop and
+    # a thread each under WSGI).
+    at_headers = {
+        "asgi": [(14, 14, 0, 1), (6, 6, 0, 1)],
+        "wsgi": [(6, 6, 3, 3), (0, 0, 0, 0)],
+        "client": [(6, 6, 3, 3), (0, 0, 0, 0)],
+    }[server]
+    assert [tuple(vars(record.at_headers).values()) for record in records] == at_headers
+    for headers, figures in zip(sent, at_headers, strict=True):
+        assert tuple(int(headers[name]) for name, *_ in headers_module.HEADERS) == figures
+        assert headers["Server-Timing"] == _ours(figures)
+
+
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
 def test_metrics_added_above_switchtrace_survive_the_second_writing(server, records):
     """A middleware above switchtrace's adds a metric after switchtrace wrote
