@@ -426,6 +426,39 @@ def test_a_copy_a_cache_above_switchtrace_serves_gets_this_requests_figures(serv
         assert headers["Server-Timing"] == _ours(figures)
 
 
+def test_the_middleware_above_sees_no_figures_on_a_cached_response_for_a_request_not_shown():
+    """Served from Django's cache (stored with the figures of a request shown
+    them) to a request that is not: the middleware above switchtrace's,
+    reading the response object, sees none either, nor switchtrace's
+    metrics."""
+    from .. import views
+
+    views.HeaderListingMiddleware.listed = listed = []
+    cache = "django.middleware.cache."
+    middleware = [
+        "tests.views.HeaderListingMiddleware",
+        f"{cache}UpdateCacheMiddleware",
+        MIDDLEWARE_PATH,
+        f"{cache}FetchFromCacheMiddleware",
+    ]
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    with project(
+        "none",
+        MIDDLEWARE=middleware,
+        CACHE_MIDDLEWARE_SECONDS=60,
+        CACHE_MIDDLEWARE_KEY_PREFIX="listed-hidden",
+        SWITCHTRACE=settings,
+    ) as (_asgi, wsgi):
+        shown = wsgi_request(wsgi, "/quoted-server-timing/", HTTP_X_DEBUG="1")
+        hidden = wsgi_request(wsgi, "/quoted-server-timing/")
+    assert (shown.figures(), hidden.figures()) == ((0, 0, 0, 0), None)
+    seen_shown, seen_hidden = map(dict, listed)
+    assert seen_hidden["Expires"] == seen_shown["Expires"]  # the cached copy
+    assert seen_shown["X-Context-Switches"] == "0"
+    assert not [name for name in seen_hidden if name.startswith("X-")]
+    assert seen_hidden["Server-Timing"] == 'cache;desc="stored, \\"fresh\\"", db;dur=53'
+
+
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
 def test_metrics_added_above_switchtrace_survive_the_second_writing(server, records):
     """A middleware above switchtrace's adds a metric after switchtrace wrote
@@ -633,6 +666,9 @@ def test_a_response_object_keeps_no_record_of_a_request_its_server_refused():
     try:
         with project("none", SWITCHTRACE=NO_SPANS) as (_asgi, wsgi):
             refused = serve(wsgi)
+            # Ended when the handler's call raised, not by the next request.
+            assert len(finished) == 1
+            assert tracer.current_record() is None
             del response["Connection"]
             sent = [serve(wsgi), serve(wsgi)]
     finally:
@@ -1148,6 +1184,39 @@ def test_wsgi_to_asgi_inside_a_recording_ends_the_requests_record(records):
     assert records[0].at_headers == tracer.Figures(0, 0, 0, 0)
 
 
+def test_an_asgi_request_inside_a_recording_is_a_request_of_its_own(records):
+    """An ASGI request served in a task that records a block (a block is no
+    request being served): it gets a record and figures of its own, and
+    the block is current again once the call returns, with none of them."""
+    from ..support import asgi_request, run_in_server_loop
+
+    async def inside(asgi):
+        with tracer.recording() as outer:
+            result = await asgi_request(asgi, "/sync/")
+            return result, outer, tracer.current_record()
+
+    with project("none") as (asgi, _wsgi):
+        result, outer, current = run_in_server_loop(inside(asgi))
+    assert current is outer
+    assert result.figures() == (4, 4, 0, 1)
+    assert [(r.kind, r.context_switches) for r in records] == [("asgi", 6), ("block", 0)]
+
+
+def test_djangos_test_client_outside_a_recording_gets_no_figures(records):
+    """With switchtrace's patches on, a test Client request that no
+    recording follows (no record_requests) is served as without them."""
+    from django.test import AsyncClient, Client
+
+    with project("none"):
+        response = Client().get("/async-to-sync/")
+        async_response = asyncio.run(AsyncClient().get("/sync/"))
+    assert (response.status_code, response.content) == (200, b"Hello, world\n")
+    assert async_response.status_code == 200
+    assert "X-Context-Switches" not in response
+    assert "X-Context-Switches" not in async_response
+    assert records == []
+
+
 def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp_path):
     """django.contrib.staticfiles' WSGI handler answers with its own
     get_response: the record still ends when the server closes the response."""
@@ -1646,6 +1715,29 @@ def test_headers_told_to_carry_the_figures_are_what_the_rewrite_would_send():
     assert told[True] and told[False], told
 
 
+def test_the_request_after_one_whose_response_was_closed_elsewhere_is_its_own(records):
+    """A WSGI server that closes the response in another thread than the one
+    that called the handler ends the request's record there; the next
+    request on the handler's thread, where that record is still current, is
+    a request of its own, not part of the one that ended."""
+    import threading
+
+    from django.test.client import RequestFactory
+
+    with project("none") as (_asgi, wsgi):
+        environ = RequestFactory()._base_environ(PATH_INFO="/async-to-sync/")
+        response = wsgi(environ, lambda status, headers, exc_info=None: None)
+        assert b"".join(response) == b"Hello, world\n"
+        closer = threading.Thread(target=response.close)
+        closer.start()
+        closer.join(10)
+        assert [record.finished for record in records] == [True]
+        second = wsgi_request(wsgi, "/async-to-sync/")
+    # Three async_to_sync calls, a loop in a thread each, for each request.
+    assert second.figures() == (6, 6, 3, 3)
+    assert [tuple(vars(record.at_headers).values()) for record in records] == [(6, 6, 3, 3)] * 2
+
+
 def test_a_close_from_elsewhere_ends_a_waiting_record_not_a_finished_one(records):
     # Two WSGI requests returned one response object; the first one's server
     # refused its headers (its record finished, left in the waiting list),
@@ -1890,6 +1982,56 @@ def test_a_sub_request_returning_an_object_another_thread_reads_leaves_its_heade
         "/shared-sub-request/",
         "/paused-shared/",
     ]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("/shared-sub-request/?debug", "/paused-shared/"),
+        ("/paused-shared/", "/shared-sub-request/"),
+    ],
+    ids=["sub-request-first", "request-first"],
+)
+def test_one_response_object_a_sub_request_read_keeps_its_headers(first, second, records):
+    """A view's one response object, shown to a request (a sub-request
+    another request's view serves, or a request of its own), then returned
+    to one not shown the figures (the other way round): switchtrace's
+    headers stay on the object, whose headers the code of the first, below
+    switchtrace's middleware, may be iterating in another thread (see
+    test_a_sub_request_returning_an_object_another_thread_reads_leaves_its_headers);
+    the request not shown them is sent none."""
+    from .. import views
+
+    views.paused_response = response = views.PausingResponse("shared")
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    try:
+        with project("none", SWITCHTRACE=settings) as (_asgi, wsgi):
+            shown = wsgi_request(wsgi, first, HTTP_X_DEBUG="1")
+            hidden = wsgi_request(wsgi, second)
+    finally:
+        views.paused_response = None
+    assert (shown.status, hidden.status) == (200, 200)
+    assert (shown.figures(), hidden.figures()) == ((0, 0, 0, 0), None)
+    assert "Server-Timing" not in hidden.headers
+    assert response["X-Context-Switches"] == "0"
+    assert response["Server-Timing"] == _ours((0, 0, 0, 0))
+    assert len(records) == 2
+
+
+def test_a_cached_response_a_sub_request_is_not_shown_carries_no_figures():
+    """A sub-request that a view serves, not shown the figures, is served
+    from Django's cache a response stored with the figures of a request
+    shown them: the view reads none on it."""
+    with cached_project(
+        "sub-request-hidden",
+        SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"},
+    ) as (_asgi, wsgi):
+        stored = wsgi_request(wsgi, "/async-to-sync/", HTTP_X_DEBUG="1")
+        outer = wsgi_request(wsgi, "/sub-request-headers/", HTTP_X_DEBUG="1")
+    assert stored.figures() == (6, 6, 3, 3)
+    assert (outer.status, outer.body) == (200, b"-,-,-,-")
+    # The sub-request, served from the cache, bridges nothing.
+    assert outer.figures() == (0, 0, 0, 0)
 
 
 @pytest.fixture
