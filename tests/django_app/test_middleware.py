@@ -1202,6 +1202,21 @@ def test_an_asgi_request_inside_a_recording_is_a_request_of_its_own(records):
     assert [(r.kind, r.context_switches) for r in records] == [("asgi", 6), ("block", 0)]
 
 
+def test_a_handlers_get_response_called_inside_a_recording_answers(records):
+    """BaseHandler.get_response(_async) called directly in a recorded block
+    (no request being served): Django's answer, the block's crossings."""
+    from django.test import RequestFactory
+
+    with project("none") as (asgi, wsgi), tracer.recording():
+        response = wsgi.get_response(RequestFactory().get("/async-to-sync/"))
+        async_response = asyncio.run(asgi.get_response_async(RequestFactory().get("/sync/")))
+    assert (response.status_code, response.content) == (200, b"Hello, world\n")
+    assert (async_response.status_code, async_response.content) == (200, b"Hello, world\n")
+    # Two switches each: the view's three async_to_sync calls, then
+    # asyncio.run and the sync view's sync_to_async.
+    assert [(r.kind, r.context_switches) for r in records] == [("block", 10)]
+
+
 def test_djangos_test_client_outside_a_recording_gets_no_figures(records):
     """With switchtrace's patches on, a test Client request that no
     recording follows (no record_requests) is served as without them."""
@@ -1214,6 +1229,50 @@ def test_djangos_test_client_outside_a_recording_gets_no_figures(records):
     assert async_response.status_code == 200
     assert "X-Context-Switches" not in response
     assert "X-Context-Switches" not in async_response
+    assert records == []
+
+
+def test_a_wsgi_request_after_wsgi_to_asgi_in_the_same_task_ends_at_its_close(records):
+    """A task that served a request through asgiref's WsgiToAsgi, then calls
+    the WSGI application itself: that request is not WsgiToAsgi's, and its
+    record ends when its response is closed."""
+    from asgiref.wsgi import WsgiToAsgi
+
+    from ..support import asgi_request, run_in_server_loop
+
+    async def both(wsgi):
+        adapted = await asgi_request(WsgiToAsgi(wsgi), "/sync/")
+        return adapted, wsgi_request(wsgi, "/sync/"), tracer.current_record()
+
+    with project("none") as (_asgi, wsgi):
+        adapted, direct, current = run_in_server_loop(both(wsgi))
+    assert (adapted.status, direct.figures(), current) == (200, (0, 0, 0, 0), None)
+    # WsgiToAsgi's three sends, an async_to_sync each; none for the other.
+    assert [(r.kind, r.context_switches, r.finished) for r in records] == [
+        ("wsgi", 6, True),
+        ("wsgi", 0, True),
+    ]
+
+
+@pytest.mark.parametrize("scope_type", ["lifespan", "websocket"])
+def test_an_asgi_scope_other_than_http_makes_no_record(scope_type, records):
+    """ASGI servers call the application with a lifespan scope at startup
+    (uvicorn's default): Django refuses it, as without switchtrace, and no
+    request is recorded."""
+    from ..support import run_in_server_loop
+
+    async def receive():
+        return {"type": f"{scope_type}.startup"}
+
+    async def send(message):
+        pass
+
+    with project("none") as (asgi, _wsgi):
+        with pytest.raises(ValueError) as refused:
+            run_in_server_loop(asgi({"type": scope_type}, receive, send))
+    assert str(refused.value) == (
+        f"Django can only handle ASGI/HTTP connections, not {scope_type}."
+    )
     assert records == []
 
 
@@ -1715,27 +1774,38 @@ def test_headers_told_to_carry_the_figures_are_what_the_rewrite_would_send():
     assert told[True] and told[False], told
 
 
-def test_the_request_after_one_whose_response_was_closed_elsewhere_is_its_own(records):
-    """A WSGI server that closes the response in another thread than the one
-    that called the handler ends the request's record there; the next
-    request on the handler's thread, where that record is still current, is
-    a request of its own, not part of the one that ended."""
+def test_responses_closed_in_other_threads_end_their_requests_records(records):
+    """A WSGI server that closes a response in another thread than the one
+    that called the handler ends the request's record there, though that
+    record is still current on the handler's thread: the next request there
+    is a request of its own, not part of the one that ended, and a close
+    there of another thread's response ends that request's record."""
     import threading
 
     from django.test.client import RequestFactory
 
-    with project("none") as (_asgi, wsgi):
+    def called(wsgi):
         environ = RequestFactory()._base_environ(PATH_INFO="/async-to-sync/")
         response = wsgi(environ, lambda status, headers, exc_info=None: None)
         assert b"".join(response) == b"Hello, world\n"
-        closer = threading.Thread(target=response.close)
-        closer.start()
-        closer.join(10)
+        return response
+
+    def in_a_thread(call, *args):
+        done = []
+        thread = threading.Thread(target=lambda: done.append(call(*args)))
+        thread.start()
+        thread.join(10)
+        return done[0]
+
+    with project("none") as (_asgi, wsgi):
+        in_a_thread(called(wsgi).close)
         assert [record.finished for record in records] == [True]
-        second = wsgi_request(wsgi, "/async-to-sync/")
+        in_a_thread(called, wsgi).close()
+        assert [record.finished for record in records] == [True, True]
+        third = wsgi_request(wsgi, "/async-to-sync/")
     # Three async_to_sync calls, a loop in a thread each, for each request.
-    assert second.figures() == (6, 6, 3, 3)
-    assert [tuple(vars(record.at_headers).values()) for record in records] == [(6, 6, 3, 3)] * 2
+    assert third.figures() == (6, 6, 3, 3)
+    assert [tuple(vars(record.at_headers).values()) for record in records] == [(6, 6, 3, 3)] * 3
 
 
 def test_a_close_from_elsewhere_ends_a_waiting_record_not_a_finished_one(records):
@@ -1750,11 +1820,14 @@ def test_a_close_from_elsewhere_ends_a_waiting_record_not_a_finished_one(records
     response = HttpResponse("shared")
     refused = tracer.RequestRecord(tracer.WSGI, tracer.patches.clock, 10)
     waiting = tracer.RequestRecord(tracer.WSGI, tracer.patches.clock, 10)
+    later = tracer.RequestRecord(tracer.WSGI, tracer.patches.clock, 10)
     tracer.finish_request(refused)
-    integration._closing[response] = [refused, waiting]
+    integration._closing[response] = [refused, waiting, later]
     response.close()
-    assert waiting.finished
     assert records == [refused, waiting]
+    # The next close from elsewhere ends the next one waiting.
+    response.close()
+    assert records == [refused, waiting, later]
     assert integration._closing.get(response) is None
 
 
