@@ -113,7 +113,8 @@ paused_response = None
 class ShortCircuitMiddleware:
     """Answers a request whose query has ``short`` itself, with
     ``paused_response``, as a maintenance-mode or rate-limiting middleware
-    does: nothing below it runs."""
+    does: nothing below it runs. For one whose query has ``replace``, puts
+    ``paused_response`` in place of the response it gets."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -121,7 +122,8 @@ class ShortCircuitMiddleware:
     def __call__(self, request):
         if "short" in request.GET:
             return paused_response
-        return self.get_response(request)
+        response = self.get_response(request)
+        return paused_response if "replace" in request.GET else response
 
 
 async def _nothing():

@@ -535,6 +535,35 @@ def test_a_response_object_shown_once_is_not_shown_to_a_request_that_may_not_see
     assert len(caplog.records) == refused
 
 
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_response_object_carrying_the_very_figures_is_not_sent_them_unshown(server, records):
+    """A view's one response object, shown to a request, then returned to one
+    not shown the figures, which made the same switches: the headers the
+    object carries are exactly that request's figures, and it is sent none
+    of them all the same."""
+    from .. import views
+
+    views.paused_response = views.PausingResponse("shared")
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    try:
+        with project("none", SWITCHTRACE=settings) as (asgi, wsgi):
+            if server == "asgi":
+                from ..support import asgi_request, run_in_server_loop
+
+                debug = [(b"host", b"testserver"), (b"x-debug", b"1")]
+                shown = run_in_server_loop(asgi_request(asgi, "/paused-shared/", headers=debug))
+            else:
+                shown = wsgi_request(wsgi, "/paused-shared/", HTTP_X_DEBUG="1")
+            hidden = serve(server, (asgi, wsgi), "/paused-shared/")
+    finally:
+        views.paused_response = None
+    # Under ASGI, request_started and the view, a sync_to_async each.
+    figures = (4, 4, 0, 1) if server == "asgi" else (0, 0, 0, 0)
+    assert [tuple(vars(record.at_headers).values()) for record in records] == [figures] * 2
+    assert (shown.figures(), hidden.figures()) == (figures, None)
+    assert "Server-Timing" not in hidden.headers
+
+
 def wsgi_then_asgi_on_one_response(above, asgi_path, server_timing=None):
     """A view's one response object (``views.paused_response``) for a
     request under WSGI, then one under ASGI to ``asgi_path``, with the
@@ -572,17 +601,27 @@ def test_the_middleware_above_sees_each_requests_figures_on_a_shared_response(re
     assert [record.at_headers.context_switches for record in records] == [0, 8]
 
 
-def test_a_shared_response_a_middleware_above_answers_with_gets_the_requests_figures(records):
-    """A middleware above switchtrace's answers a request itself with a view's
-    one response object, which carries switchtrace's headers of an earlier
-    request: switchtrace's middleware made no decision for this request,
-    which is sent its own figures in their place."""
-    first, second = wsgi_then_asgi_on_one_response(
-        "tests.views.ShortCircuitMiddleware", "/paused-shared/?short", OWN
-    )
-    # Under ASGI: request_started and the sync-only middleware, a
-    # sync_to_async each.
-    assert [record.at_headers.context_switches for record in records] == [0, 4]
+@pytest.mark.parametrize(
+    ("path", "switches"),
+    [
+        # Under ASGI: request_started and the sync-only middleware, a
+        # sync_to_async each.
+        ("/paused-shared/?short", 4),
+        # And switchtrace's async middleware under it (async_to_sync), the
+        # view (sync_to_async).
+        ("/sync/?replace", 8),
+    ],
+    ids=["answered", "replaced"],
+)
+def test_a_shared_response_a_middleware_above_answers_with_gets_the_requests_figures(
+    path, switches, records
+):
+    """A middleware above switchtrace's answers a request with a view's one
+    response object, which carries switchtrace's headers of an earlier
+    request, itself or in place of the response switchtrace's middleware
+    wrote on: the request is sent its own figures in their place."""
+    first, second = wsgi_then_asgi_on_one_response("tests.views.ShortCircuitMiddleware", path, OWN)
+    assert [record.at_headers.context_switches for record in records] == [0, switches]
     for result, record in zip((first, second), records, strict=True):
         figures = tuple(vars(record.at_headers).values())
         assert result.figures() == figures
