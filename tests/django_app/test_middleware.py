@@ -1293,6 +1293,22 @@ def test_a_wsgi_request_after_wsgi_to_asgi_in_the_same_task_ends_at_its_close(re
     ]
 
 
+def test_an_asgi_scope_without_a_scheme_is_an_http_request(records):
+    """The ASGI specification makes ``scheme`` optional, "http" by default:
+    a request whose scope has none has the url.scheme "http"."""
+
+    with project("none") as (asgi, _wsgi):
+
+        async def without_scheme(scope, receive, send):
+            del scope["scheme"]
+            return await asgi(scope, receive, send)
+
+        result = run_asgi(without_scheme, "/sync/")
+    assert result.status == 200
+    [record] = records
+    assert (record.attributes["url.scheme"], record.attributes["url.path"]) == ("http", "/sync/")
+
+
 @pytest.mark.parametrize("scope_type", ["lifespan", "websocket"])
 def test_an_asgi_scope_other_than_http_makes_no_record(scope_type, records):
     """ASGI servers call the application with a lifespan scope at startup
