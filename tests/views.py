@@ -55,9 +55,10 @@ class TimingMiddleware:
 class HeaderListingMiddleware:
     """Lists the response's headers on the way out (as a logging middleware
     or django-debug-toolbar's headers panel do), iterating them in Python;
-    ``listing`` is true meanwhile."""
+    ``listing`` is true meanwhile, and each listing is added to ``listed``."""
 
     listing = False
+    listed: list[list[tuple[str, str]]] = []
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -66,7 +67,7 @@ class HeaderListingMiddleware:
         response = self.get_response(request)
         HeaderListingMiddleware.listing = True
         try:
-            request.listed_headers = list(response.items())
+            HeaderListingMiddleware.listed.append(list(response.items()))
         finally:
             HeaderListingMiddleware.listing = False
         return response
@@ -107,6 +108,22 @@ class PausingResponse(HttpResponse):
 #: The one object paused_shared_response returns to every request (set by
 #: the tests).
 paused_response = None
+
+
+class ShortCircuitMiddleware:
+    """Answers a request whose query has ``short`` itself, with
+    ``paused_response``, as a maintenance-mode or rate-limiting middleware
+    does: nothing below it runs. For one whose query has ``replace``, puts
+    ``paused_response`` in place of the response it gets."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "short" in request.GET:
+            return paused_response
+        response = self.get_response(request)
+        return paused_response if "replace" in request.GET else response
 
 
 async def _nothing():

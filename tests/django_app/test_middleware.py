@@ -385,6 +385,80 @@ def test_a_cached_response_for_a_request_not_shown_the_figures_has_none(server, 
     assert len(records) == 2
 
 
+@pytest.mark.parametrize("server", ["asgi", "wsgi", "client"])
+def test_a_copy_a_cache_above_switchtrace_serves_gets_this_requests_figures(server, records):
+    """Django's per-site cache whole above switchtrace's middleware: a
+    response it serves again is a copy of the one it stored, with
+    switchtrace's headers of the request that stored it, and switchtrace's
+    middleware does not run. The request gets its own figures in their
+    place, as for a response object stamped before (not the 6 switches,
+    3 loops of the first request under WSGI: it made none)."""
+    from django.test import Client
+
+    from switchtrace.testing import record_requests
+
+    cache = "django.middleware.cache."
+    middleware = [f"{cache}UpdateCacheMiddleware", f"{cache}FetchFromCacheMiddleware"]
+    with project(
+        "none",
+        MIDDLEWARE=[*middleware, MIDDLEWARE_PATH],
+        CACHE_MIDDLEWARE_SECONDS=60,
+        CACHE_MIDDLEWARE_KEY_PREFIX=f"above-{server}",
+    ) as handlers:
+        if server == "client":
+            with record_requests():
+                first, second = (Client().get("/async-to-sync/") for _ in range(2))
+                sent = [dict(first.items()), dict(second.items())]
+        else:
+            sent = [serve(server, handlers, "/async-to-sync/").headers for _ in range(2)]
+    assert sent[1]["Expires"] == sent[0]["Expires"]  # the cached copy
+    # Under ASGI, two switches each: request_started and the two sync-only
+    # cache middleware; then the three async_to_sync of the view (a loop and
+    # a thread each under WSGI).
+    at_headers = {
+        "asgi": [(14, 14, 0, 1), (6, 6, 0, 1)],
+        "wsgi": [(6, 6, 3, 3), (0, 0, 0, 0)],
+        "client": [(6, 6, 3, 3), (0, 0, 0, 0)],
+    }[server]
+    assert [tuple(vars(record.at_headers).values()) for record in records] == at_headers
+    for headers, figures in zip(sent, at_headers, strict=True):
+        assert tuple(int(headers[name]) for name, *_ in headers_module.HEADERS) == figures
+        assert headers["Server-Timing"] == _ours(figures)
+
+
+def test_the_middleware_above_sees_no_figures_on_a_cached_response_for_a_request_not_shown():
+    """Served from Django's cache (stored with the figures of a request shown
+    them) to a request that is not: the middleware above switchtrace's,
+    reading the response object, sees none either, nor switchtrace's
+    metrics."""
+    from .. import views
+
+    views.HeaderListingMiddleware.listed = listed = []
+    cache = "django.middleware.cache."
+    middleware = [
+        "tests.views.HeaderListingMiddleware",
+        f"{cache}UpdateCacheMiddleware",
+        MIDDLEWARE_PATH,
+        f"{cache}FetchFromCacheMiddleware",
+    ]
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    with project(
+        "none",
+        MIDDLEWARE=middleware,
+        CACHE_MIDDLEWARE_SECONDS=60,
+        CACHE_MIDDLEWARE_KEY_PREFIX="listed-hidden",
+        SWITCHTRACE=settings,
+    ) as (_asgi, wsgi):
+        shown = wsgi_request(wsgi, "/quoted-server-timing/", HTTP_X_DEBUG="1")
+        hidden = wsgi_request(wsgi, "/quoted-server-timing/")
+    assert (shown.figures(), hidden.figures()) == ((0, 0, 0, 0), None)
+    seen_shown, seen_hidden = map(dict, listed)
+    assert seen_hidden["Expires"] == seen_shown["Expires"]  # the cached copy
+    assert seen_shown["X-Context-Switches"] == "0"
+    assert not [name for name in seen_hidden if name.startswith("X-")]
+    assert seen_hidden["Server-Timing"] == 'cache;desc="stored, \\"fresh\\"", db;dur=53'
+
+
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
 def test_metrics_added_above_switchtrace_survive_the_second_writing(server, records):
     """A middleware above switchtrace's adds a metric after switchtrace wrote
@@ -459,6 +533,99 @@ def test_a_response_object_shown_once_is_not_shown_to_a_request_that_may_not_see
     assert "Server-Timing" not in hidden.headers
     assert records[1].at_headers.context_switches == 6
     assert len(caplog.records) == refused
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_response_object_carrying_the_very_figures_is_not_sent_them_unshown(server, records):
+    """A view's one response object, shown to a request, then returned to one
+    not shown the figures, which made the same switches: the headers the
+    object carries are exactly that request's figures, and it is sent none
+    of them all the same."""
+    from .. import views
+
+    views.paused_response = views.PausingResponse("shared")
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    try:
+        with project("none", SWITCHTRACE=settings) as (asgi, wsgi):
+            if server == "asgi":
+                from ..support import asgi_request, run_in_server_loop
+
+                debug = [(b"host", b"testserver"), (b"x-debug", b"1")]
+                shown = run_in_server_loop(asgi_request(asgi, "/paused-shared/", headers=debug))
+            else:
+                shown = wsgi_request(wsgi, "/paused-shared/", HTTP_X_DEBUG="1")
+            hidden = serve(server, (asgi, wsgi), "/paused-shared/")
+    finally:
+        views.paused_response = None
+    # Under ASGI, request_started and the view, a sync_to_async each.
+    figures = (4, 4, 0, 1) if server == "asgi" else (0, 0, 0, 0)
+    assert [tuple(vars(record.at_headers).values()) for record in records] == [figures] * 2
+    assert (shown.figures(), hidden.figures()) == (figures, None)
+    assert "Server-Timing" not in hidden.headers
+
+
+def wsgi_then_asgi_on_one_response(above, asgi_path, server_timing=None):
+    """A view's one response object (``views.paused_response``) for a
+    request under WSGI, then one under ASGI to ``asgi_path``, with the
+    middleware ``above`` switchtrace's."""
+    from .. import views
+
+    views.paused_response = views.PausingResponse("shared")
+    if server_timing is not None:
+        views.paused_response["Server-Timing"] = server_timing
+    try:
+        with project("none", MIDDLEWARE=[above, MIDDLEWARE_PATH]) as (asgi, wsgi):
+            return wsgi_request(wsgi, "/paused-shared/"), run_asgi(asgi, asgi_path)
+    finally:
+        views.paused_response = None
+
+
+def test_the_middleware_above_sees_each_requests_figures_on_a_shared_response(records):
+    """Code above switchtrace's middleware reads the figures on the response
+    object. On a view's one response object, which an earlier request read
+    (nothing is added to its headers then), the values are still written
+    for each request."""
+    from .. import views
+
+    views.HeaderListingMiddleware.listed = listed = []
+    first, second = wsgi_then_asgi_on_one_response(
+        "tests.views.HeaderListingMiddleware", "/paused-shared/"
+    )
+    assert [first.figures(), second.figures()] == [
+        tuple(vars(record.at_headers).values()) for record in records
+    ]
+    # Under ASGI, two switches each: request_started, the sync-only
+    # middleware above (sync_to_async), switchtrace's async one under it
+    # (async_to_sync), and the view.
+    assert [dict(headers)["X-Context-Switches"] for headers in listed] == ["0", "8"]
+    assert [record.at_headers.context_switches for record in records] == [0, 8]
+
+
+@pytest.mark.parametrize(
+    ("path", "switches"),
+    [
+        # Under ASGI: request_started and the sync-only middleware, a
+        # sync_to_async each.
+        ("/paused-shared/?short", 4),
+        # And switchtrace's async middleware under it (async_to_sync), the
+        # view (sync_to_async).
+        ("/sync/?replace", 8),
+    ],
+    ids=["answered", "replaced"],
+)
+def test_a_shared_response_a_middleware_above_answers_with_gets_the_requests_figures(
+    path, switches, records
+):
+    """A middleware above switchtrace's answers a request with a view's one
+    response object, which carries switchtrace's headers of an earlier
+    request, itself or in place of the response switchtrace's middleware
+    wrote on: the request is sent its own figures in their place."""
+    first, second = wsgi_then_asgi_on_one_response("tests.views.ShortCircuitMiddleware", path, OWN)
+    assert [record.at_headers.context_switches for record in records] == [0, switches]
+    for result, record in zip((first, second), records, strict=True):
+        figures = tuple(vars(record.at_headers).values())
+        assert result.figures() == figures
+        assert result.headers["Server-Timing"] == f"{OWN}, {_ours(figures)}"
 
 
 def test_one_response_object_returned_to_two_threads_ends_each_ones_record(records):
@@ -538,6 +705,9 @@ def test_a_response_object_keeps_no_record_of_a_request_its_server_refused():
     try:
         with project("none", SWITCHTRACE=NO_SPANS) as (_asgi, wsgi):
             refused = serve(wsgi)
+            # Ended when the handler's call raised, not by the next request.
+            assert len(finished) == 1
+            assert tracer.current_record() is None
             del response["Connection"]
             sent = [serve(wsgi), serve(wsgi)]
     finally:
@@ -914,6 +1084,56 @@ def test_djangos_test_clients_find_the_headers_on_the_response_object():
     assert shown_async["Server-Timing"] == f"{OWN}, {_ours(async_figures)}"
 
 
+def test_a_cached_response_the_test_client_gets_without_the_figures_has_none():
+    """Stored with the figures of a request shown them, then served from the
+    cache to one that is not: the object the test Client checks loses
+    switchtrace's headers, Server-Timing with them when it held only
+    switchtrace's metrics."""
+    from django.test import Client
+
+    from switchtrace.testing import record_requests
+
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    with cached_project("client-hidden", SWITCHTRACE=settings), record_requests() as recorded:
+        shown = Client().get("/sync/", HTTP_X_DEBUG="1")
+        shown_headers = dict(shown.items())
+        hidden = Client().get("/sync/")
+    assert len(recorded) == 2
+    assert shown_headers["X-Context-Switches"] == "0"
+    assert shown_headers["Server-Timing"] == _ours((0, 0, 0, 0))
+    assert hidden["Expires"] == shown_headers["Expires"]  # the cached copy
+    assert not [name for name, _value in hidden.items() if name.lower().startswith("x-")]
+    assert "Server-Timing" not in hidden
+
+
+def test_the_async_test_client_gets_the_figures_of_its_headers_not_of_the_middleware():
+    """A 404 under the AsyncClient makes a switch after the middleware chain
+    (its logging, in a sync_to_async): the object the AsyncClient checks is
+    written again with the figures at the headers, switchtrace's metrics
+    where they were, before those of the middleware above."""
+    import asyncio
+
+    from django.test import AsyncClient
+
+    from switchtrace.testing import record_requests
+
+    with (
+        project("none", MIDDLEWARE=["tests.views.TimingMiddleware", MIDDLEWARE_PATH]),
+        record_requests() as recorded,
+    ):
+        response = asyncio.run(AsyncClient().get("/missing/"))
+    [record] = recorded
+    assert response.status_code == 404
+    # request_started, the sync-only TimingMiddleware (sync_to_async),
+    # switchtrace's async middleware under it (async_to_sync),
+    # response_for_exception, and the 404's logging after the chain.
+    # (Threads: those of executors this process may have started before.)
+    figures = tuple(vars(record.at_headers).values())
+    assert figures[:3] == (10, 10, 0)
+    assert tuple(int(response[name]) for name, *_ in headers_module.HEADERS) == figures
+    assert response["Server-Timing"] == f"{_ours(figures)}, app;dur=12"
+
+
 @pytest.mark.parametrize(
     ("path", "figures", "total"),
     [
@@ -1003,6 +1223,114 @@ def test_wsgi_to_asgi_inside_a_recording_ends_the_requests_record(records):
     assert records[0].at_headers == tracer.Figures(0, 0, 0, 0)
 
 
+def test_an_asgi_request_inside_a_recording_is_a_request_of_its_own(records):
+    """An ASGI request served in a task that records a block (a block is no
+    request being served): it gets a record and figures of its own, and
+    the block is current again once the call returns, with none of them."""
+    from ..support import asgi_request, run_in_server_loop
+
+    async def inside(asgi):
+        with tracer.recording() as outer:
+            result = await asgi_request(asgi, "/sync/")
+            return result, outer, tracer.current_record()
+
+    with project("none") as (asgi, _wsgi):
+        result, outer, current = run_in_server_loop(inside(asgi))
+    assert current is outer
+    assert result.figures() == (4, 4, 0, 1)
+    assert [(r.kind, r.context_switches) for r in records] == [("asgi", 6), ("block", 0)]
+
+
+def test_a_handlers_get_response_called_inside_a_recording_answers(records):
+    """BaseHandler.get_response(_async) called directly in a recorded block
+    (no request being served): Django's answer, the block's crossings."""
+    from django.test import RequestFactory
+
+    with project("none") as (asgi, wsgi), tracer.recording():
+        response = wsgi.get_response(RequestFactory().get("/async-to-sync/"))
+        async_response = asyncio.run(asgi.get_response_async(RequestFactory().get("/sync/")))
+    assert (response.status_code, response.content) == (200, b"Hello, world\n")
+    assert (async_response.status_code, async_response.content) == (200, b"Hello, world\n")
+    # Two switches each: the view's three async_to_sync calls, then
+    # asyncio.run and the sync view's sync_to_async.
+    assert [(r.kind, r.context_switches) for r in records] == [("block", 10)]
+
+
+def test_djangos_test_client_outside_a_recording_gets_no_figures(records):
+    """With switchtrace's patches on, a test Client request that no
+    recording follows (no record_requests) is served as without them."""
+    from django.test import AsyncClient, Client
+
+    with project("none"):
+        response = Client().get("/async-to-sync/")
+        async_response = asyncio.run(AsyncClient().get("/sync/"))
+    assert (response.status_code, response.content) == (200, b"Hello, world\n")
+    assert async_response.status_code == 200
+    assert "X-Context-Switches" not in response
+    assert "X-Context-Switches" not in async_response
+    assert records == []
+
+
+def test_a_wsgi_request_after_wsgi_to_asgi_in_the_same_task_ends_at_its_close(records):
+    """A task that served a request through asgiref's WsgiToAsgi, then calls
+    the WSGI application itself: that request is not WsgiToAsgi's, and its
+    record ends when its response is closed."""
+    from asgiref.wsgi import WsgiToAsgi
+
+    from ..support import asgi_request, run_in_server_loop
+
+    async def both(wsgi):
+        adapted = await asgi_request(WsgiToAsgi(wsgi), "/sync/")
+        return adapted, wsgi_request(wsgi, "/sync/"), tracer.current_record()
+
+    with project("none") as (_asgi, wsgi):
+        adapted, direct, current = run_in_server_loop(both(wsgi))
+    assert (adapted.status, direct.figures(), current) == (200, (0, 0, 0, 0), None)
+    # WsgiToAsgi's three sends, an async_to_sync each; none for the other.
+    assert [(r.kind, r.context_switches, r.finished) for r in records] == [
+        ("wsgi", 6, True),
+        ("wsgi", 0, True),
+    ]
+
+
+def test_an_asgi_scope_without_a_scheme_is_an_http_request(records):
+    """The ASGI specification makes ``scheme`` optional, "http" by default:
+    a request whose scope has none has the url.scheme "http"."""
+
+    with project("none") as (asgi, _wsgi):
+
+        async def without_scheme(scope, receive, send):
+            del scope["scheme"]
+            return await asgi(scope, receive, send)
+
+        result = run_asgi(without_scheme, "/sync/")
+    assert result.status == 200
+    [record] = records
+    assert (record.attributes["url.scheme"], record.attributes["url.path"]) == ("http", "/sync/")
+
+
+@pytest.mark.parametrize("scope_type", ["lifespan", "websocket"])
+def test_an_asgi_scope_other_than_http_makes_no_record(scope_type, records):
+    """ASGI servers call the application with a lifespan scope at startup
+    (uvicorn's default): Django refuses it, as without switchtrace, and no
+    request is recorded."""
+    from ..support import run_in_server_loop
+
+    async def receive():
+        return {"type": f"{scope_type}.startup"}
+
+    async def send(message):
+        pass
+
+    with project("none") as (asgi, _wsgi):
+        with pytest.raises(ValueError) as refused:
+            run_in_server_loop(asgi({"type": scope_type}, receive, send))
+    assert str(refused.value) == (
+        f"Django can only handle ASGI/HTTP connections, not {scope_type}."
+    )
+    assert records == []
+
+
 def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp_path):
     """django.contrib.staticfiles' WSGI handler answers with its own
     get_response: the record still ends when the server closes the response."""
@@ -1035,6 +1363,10 @@ def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp
             'x;desc="say \\"hi, switchtrace-loops;\\"", y;dur=1',
         ),
         ('db;dur=53;desc="Database"', 'db;dur=53;desc="Database"'),
+        # An empty metric first (a value built as f"{before}, {metric}").
+        (', switchtrace-hops;desc="Thread hops: 2", app;dur=1', "app;dur=1"),
+        # A backslash outside a quoted string escapes nothing.
+        ("app;desc=C:\\,switchtrace-loops", "app;desc=C:\\"),
         (None, None),
     ],
 )
@@ -1388,6 +1720,60 @@ def test_the_figures_rendered_as_headers_are_kept_for_a_bounded_number_of_figure
         assert len(headers_module._rendered_by_figures) <= headers_module._RENDERED_KEPT
     # Emptied once full, then filled again with the figures met since.
     assert len(headers_module._rendered_by_figures) == 10 * 2
+    # Full at _RENDERED_KEPT exactly: the next figures empty it first.
+    headers_module._rendered_by_figures.clear()
+    for n in range(headers_module._RENDERED_KEPT):
+        headers_module._rendered(tracer.Figures(n, 0, 0, 0))
+    assert len(headers_module._rendered_by_figures) == headers_module._RENDERED_KEPT
+    headers_module._rendered(tracer.Figures(-1, 0, 0, 0))
+    assert [*headers_module._rendered_by_figures] == [tracer.Figures(-1, 0, 0, 0)]
+
+
+@pytest.mark.parametrize(
+    ("headers", "figures", "sent"),
+    [
+        # Figures for a list without any of switchtrace's: after the others.
+        (
+            [("Content-Type", "text/plain")],
+            (30, 30, 0, 1),
+            [("Content-Type", "text/plain"), *OURS, ("Server-Timing", OUR_METRICS)],
+        ),
+        # Figures where others were, once each, in the case found; the
+        # application's metrics first.
+        (
+            [
+                ("x-context-switches", "2"),
+                ("Server-Timing", 'app;dur=1, switchtrace-hops;desc="Thread hops: 2"'),
+                ("X-Context-Switches", "3"),
+                ("Vary", "Cookie"),
+            ],
+            (30, 30, 0, 1),
+            [
+                ("x-context-switches", "30"),
+                ("Server-Timing", f"app;dur=1, {OUR_METRICS}"),
+                ("Vary", "Cookie"),
+                *OURS[1:],
+            ],
+        ),
+        # None: switchtrace's headers taken out, the application's metrics
+        # kept, and no Server-Timing where there was none.
+        (
+            [("X-Context-Switches", "3"), ("Content-Type", "text/plain"), ("X-Thread-Hops", "3")],
+            None,
+            [("Content-Type", "text/plain")],
+        ),
+        (
+            [*OURS, ("Server-Timing", f"{OUR_METRICS}, app;dur=1")],
+            None,
+            [("Server-Timing", "app;dur=1")],
+        ),
+        ([*OURS, ("Server-Timing", OUR_METRICS)], None, []),
+    ],
+)
+def test_the_rewrite_sends_the_requests_figures_or_none(headers, figures, sent):
+    if figures is not None:
+        figures = tracer.Figures(*figures)
+    assert headers_module.rewritten(headers, figures) == sent
 
 
 def test_headers_told_to_carry_the_figures_are_what_the_rewrite_would_send():
@@ -1443,6 +1829,40 @@ def test_headers_told_to_carry_the_figures_are_what_the_rewrite_would_send():
     assert told[True] and told[False], told
 
 
+def test_responses_closed_in_other_threads_end_their_requests_records(records):
+    """A WSGI server that closes a response in another thread than the one
+    that called the handler ends the request's record there, though that
+    record is still current on the handler's thread: the next request there
+    is a request of its own, not part of the one that ended, and a close
+    there of another thread's response ends that request's record."""
+    import threading
+
+    from django.test.client import RequestFactory
+
+    def called(wsgi):
+        environ = RequestFactory()._base_environ(PATH_INFO="/async-to-sync/")
+        response = wsgi(environ, lambda status, headers, exc_info=None: None)
+        assert b"".join(response) == b"Hello, world\n"
+        return response
+
+    def in_a_thread(call, *args):
+        done = []
+        thread = threading.Thread(target=lambda: done.append(call(*args)))
+        thread.start()
+        thread.join(10)
+        return done[0]
+
+    with project("none") as (_asgi, wsgi):
+        in_a_thread(called(wsgi).close)
+        assert [record.finished for record in records] == [True]
+        in_a_thread(called, wsgi).close()
+        assert [record.finished for record in records] == [True, True]
+        third = wsgi_request(wsgi, "/async-to-sync/")
+    # Three async_to_sync calls, a loop in a thread each, for each request.
+    assert third.figures() == (6, 6, 3, 3)
+    assert [tuple(vars(record.at_headers).values()) for record in records] == [(6, 6, 3, 3)] * 3
+
+
 def test_a_close_from_elsewhere_ends_a_waiting_record_not_a_finished_one(records):
     # Two WSGI requests returned one response object; the first one's server
     # refused its headers (its record finished, left in the waiting list),
@@ -1455,11 +1875,14 @@ def test_a_close_from_elsewhere_ends_a_waiting_record_not_a_finished_one(records
     response = HttpResponse("shared")
     refused = tracer.RequestRecord(tracer.WSGI, tracer.patches.clock, 10)
     waiting = tracer.RequestRecord(tracer.WSGI, tracer.patches.clock, 10)
+    later = tracer.RequestRecord(tracer.WSGI, tracer.patches.clock, 10)
     tracer.finish_request(refused)
-    integration._closing[response] = [refused, waiting]
+    integration._closing[response] = [refused, waiting, later]
     response.close()
-    assert waiting.finished
     assert records == [refused, waiting]
+    # The next close from elsewhere ends the next one waiting.
+    response.close()
+    assert records == [refused, waiting, later]
     assert integration._closing.get(response) is None
 
 
@@ -1687,6 +2110,56 @@ def test_a_sub_request_returning_an_object_another_thread_reads_leaves_its_heade
         "/shared-sub-request/",
         "/paused-shared/",
     ]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("/shared-sub-request/?debug", "/paused-shared/"),
+        ("/paused-shared/", "/shared-sub-request/"),
+    ],
+    ids=["sub-request-first", "request-first"],
+)
+def test_one_response_object_a_sub_request_read_keeps_its_headers(first, second, records):
+    """A view's one response object, shown to a request (a sub-request
+    another request's view serves, or a request of its own), then returned
+    to one not shown the figures (the other way round): switchtrace's
+    headers stay on the object, whose headers the code of the first, below
+    switchtrace's middleware, may be iterating in another thread (see
+    test_a_sub_request_returning_an_object_another_thread_reads_leaves_its_headers);
+    the request not shown them is sent none."""
+    from .. import views
+
+    views.paused_response = response = views.PausingResponse("shared")
+    settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
+    try:
+        with project("none", SWITCHTRACE=settings) as (_asgi, wsgi):
+            shown = wsgi_request(wsgi, first, HTTP_X_DEBUG="1")
+            hidden = wsgi_request(wsgi, second)
+    finally:
+        views.paused_response = None
+    assert (shown.status, hidden.status) == (200, 200)
+    assert (shown.figures(), hidden.figures()) == ((0, 0, 0, 0), None)
+    assert "Server-Timing" not in hidden.headers
+    assert response["X-Context-Switches"] == "0"
+    assert response["Server-Timing"] == _ours((0, 0, 0, 0))
+    assert len(records) == 2
+
+
+def test_a_cached_response_a_sub_request_is_not_shown_carries_no_figures():
+    """A sub-request that a view serves, not shown the figures, is served
+    from Django's cache a response stored with the figures of a request
+    shown them: the view reads none on it."""
+    with cached_project(
+        "sub-request-hidden",
+        SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"},
+    ) as (_asgi, wsgi):
+        stored = wsgi_request(wsgi, "/async-to-sync/", HTTP_X_DEBUG="1")
+        outer = wsgi_request(wsgi, "/sub-request-headers/", HTTP_X_DEBUG="1")
+    assert stored.figures() == (6, 6, 3, 3)
+    assert (outer.status, outer.body) == (200, b"-,-,-,-")
+    # The sub-request, served from the cache, bridges nothing.
+    assert outer.figures() == (0, 0, 0, 0)
 
 
 @pytest.fixture

@@ -64,8 +64,10 @@ def stamp(response: Any, figures: Figures, *, grow: bool = True) -> None:
 
 
 def stamped(response: Any) -> bool:
-    """Whether ``response`` carries figures that :func:`stamp` wrote."""
-    return _stamped.get(response) is not None
+    """Whether ``response`` carries figures that :func:`stamp` wrote: on it,
+    or on the response it is a copy of (one served again from Django's
+    cache, stored with them by a cache above switchtrace's middleware)."""
+    return _stamped.get(response) is not None or "X-Context-Switches" in response
 
 
 def unstamp(response: Any) -> None:
@@ -87,10 +89,10 @@ def unstamp(response: Any) -> None:
 
 
 def restamp(response: Any, figures: Figures) -> None:
-    """Write the figures again if ``response`` was stamped with others; else
-    do nothing."""
+    """Write the figures again if ``response`` was stamped with others (or
+    is a copy of one that was: see :func:`stamped`); else do nothing."""
     written = _stamped.get(response)
-    if written is None:
+    if written is None and "X-Context-Switches" not in response:
         return
     if figures != written:
         _write(response, figures)

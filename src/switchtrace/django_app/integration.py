@@ -260,7 +260,8 @@ def show_to_a_sub_request(response: Any, figures: tracer.Figures, shown: bool) -
     read now (the code of the request the sub-request serves may iterate
     them)."""
     with _readers_lock:
-        alone = _read_before.get(response) is None and not _readers.get(response)
+        # (A response being read was read before: _read marks both.)
+        alone = _read_before.get(response) is None
         _read_before[response] = True
         if shown:
             stamp(response, figures, grow=alone)
