@@ -11,13 +11,14 @@ import asyncio
 import threading
 from wsgiref.util import setup_testing_defaults
 
+import pytest
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import AsyncRequestFactory, Client, override_settings
 
 from switchtrace import tracer
 from switchtrace.django_app import integration
-from switchtrace.testing import client_patcher, over_budget, record_requests
+from switchtrace.testing import assert_max_switches, client_patcher, over_budget, record_requests
 
 
 def paths(records) -> list[str]:
@@ -195,3 +196,29 @@ def test_over_budget_judges_a_plain_list_of_records():
         "  GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, 3 loops, "
         "3 threads; top: async_to_sync_view \u2192 noop 6"
     )
+
+
+def test_a_block_that_raises_fails_with_its_own_error_not_the_budgets():
+    """The block's error is the failure, even with a request over the
+    budget in it; and the recording ends (the patches come off)."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with pytest.raises(KeyError, match="the test's own"):
+            with assert_max_switches(0):
+                Client().get("/async-to-sync/")
+                raise KeyError("the test's own")
+        assert not client_patcher.installed
+
+
+def test_a_budgets_failure_is_raised_once_its_recording_has_ended():
+    """The patches are off while the failure is held (by pytest, to report
+    it): ended only when the generator is collected, the recording would
+    outlive the failure's traceback, which refers to it."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with pytest.raises(AssertionError) as failure:
+            with assert_max_switches(5):
+                Client().get("/async-to-sync/")
+        assert not client_patcher.installed
+        assert str(failure.value).startswith(
+            "1 of 1 request exceeded the budget of 5 context switches per request:\n"
+            "  GET /async-to-sync/ 200: 6 switches"
+        )
