@@ -57,7 +57,9 @@ def test_a_budget_that_holds_passes_and_one_that_does_not_fails_with_the_causes(
             """
         )
     )
-    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    # --strict-markers: the plugin registers its marker (unregistered, it is
+    # a collection error there, and a warning without it).
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -832,6 +834,7 @@ def test_the_old_style_hook_wrapper_for_pluggy_before_1_1(suite):
             from switchtrace import pytest_plugin as plugin
 
             pytest_configure = plugin.pytest_configure
+            switchtrace = plugin.switchtrace
             pytest_runtest_call = pytest.hookimpl(hookwrapper=True)(
                 plugin._runtest_call_old_style
             )
@@ -868,15 +871,29 @@ def test_the_old_style_hook_wrapper_for_pluggy_before_1_1(suite):
 
             def test_unmarked():
                 pass
+
+
+            @pytest.fixture
+            def made_a_request(switchtrace):
+                Client().get("/async/")
+
+
+            def test_the_fixtures_requests_are_the_tests_own(switchtrace, made_a_request):
+                Client().get("/sync/")
+                assert [r.attributes["url.path"] for r in switchtrace.requests] == ["/sync/"]
             """
         )
     )
     result = suite.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:switchtrace")
-    result.assert_outcomes(passed=2, failed=3)
+    result.assert_outcomes(passed=3, failed=3)
+    # Our failures without the hook wrapper's frame, as with the new-style one.
+    assert "pytest_plugin.py" not in result.stdout.str()
+    # The message alone, as lines of their own (with a traceback, pytest's
+    # own frames came first, and the message after "E   Failed: ").
     result.stdout.fnmatch_lines(
         [
-            "*1 of 1 request exceeded the budget of 1 context switch per request:",
-            "*  GET /async/ 200: 2 switches (2 before headers), 2 hops, 1 loop, 1 thread; top: "
+            "1 of 1 request exceeded the budget of 1 context switch per request:",
+            "  GET /async/ 200: 2 switches (2 before headers), 2 hops, 1 loop, 1 thread; top: "
             "async_view 2",
             "test_the_old_style_hook_wrapper_for_pluggy_before_1_1.py:10: test_over",
         ]

@@ -1,12 +1,24 @@
 """switchtrace.testing in this process: recordings as the pytest plugin
 nests them (the ``switchtrace`` fixture, a marker, ``assert_max_switches``
-inside a test)."""
+inside a test), and what a recording waits for.
+
+The waits are checked without timing: a recording asked to wait an hour
+that waits at all hangs the test, which pytest-timeout then fails."""
 
 from __future__ import annotations
 
-from django.test import Client, override_settings
+import asyncio
+import threading
+from wsgiref.util import setup_testing_defaults
 
-from switchtrace.testing import client_patcher, record_requests
+import pytest
+from django.core.handlers.base import BaseHandler
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import AsyncRequestFactory, Client, override_settings
+
+from switchtrace import tracer
+from switchtrace.django_app import integration
+from switchtrace.testing import assert_max_switches, client_patcher, over_budget, record_requests
 
 
 def paths(records) -> list[str]:
@@ -25,5 +37,188 @@ def test_a_recording_inside_another_leaves_the_outer_one_recording():
             assert client_patcher.installed
             Client().get("/sync/")
         assert not client_patcher.installed
+        # And the patches of Django's handlers, which switchtrace off does not use.
+        assert not integration.patcher.installed
     assert paths(inner) == ["/async-to-sync/"]
     assert paths(outer) == ["/async-to-sync/", "/sync/"]
+
+
+#: Long enough that a wait which should not happen hangs the test.
+AN_HOUR = 3600.0
+
+
+def open_wsgi_request(path: str):
+    """A raw WSGI call whose response is not closed yet: its request is
+    begun and not finished until the body returned is closed."""
+    environ = {"PATH_INFO": path}
+    setup_testing_defaults(environ)
+    return WSGIHandler()(environ, lambda status, headers: None)
+
+
+class ServedElsewhere(threading.Thread):
+    """A request begun on a thread of its own (as a live server's is),
+    finished when the test releases it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.begun = threading.Event()
+        self.release = threading.Event()
+
+    def run(self) -> None:
+        body = open_wsgi_request(self.path)
+        self.begun.set()
+        self.release.wait()
+        body.close()
+
+    def __enter__(self) -> ServedElsewhere:
+        self.start()
+        self.begun.wait()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release.set()
+        self.join()
+
+
+def test_settle_returns_when_the_request_it_waits_for_ends():
+    """Woken by the request's end, not by its timeout. The request is
+    released while the test holds the recording's lock, so that it can end
+    only once settle waits."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as records, ServedElsewhere("/sync/") as served:
+            finished, running = records.split()
+            assert (finished, paths(running)) == ([], ["/sync/"])
+            with records._changed:
+                served.release.set()
+                records.settle(AN_HOUR)
+            assert paths(records) == ["/sync/"]
+
+
+def test_settle_does_not_wait_for_a_request_begun_on_the_recordings_thread():
+    """Nothing else would finish it: a raw WSGI call whose body the test has
+    not closed yet."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as records:
+            body = open_wsgi_request("/sync/")
+            try:
+                records.settle(AN_HOUR)
+                finished, running = records.split()
+                assert (finished, paths(running)) == ([], ["/sync/"])
+            finally:
+                body.close()
+    assert paths(records) == ["/sync/"]
+
+
+def test_a_request_settle_gave_up_on_is_not_waited_for_again():
+    """Given up (still running at the end of a wait), a request is not
+    waited for by the next settle; it is still the recording's when it
+    ends."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as records:
+            with ServedElsewhere("/sync/"):
+                records.settle(0)
+                records.settle(AN_HOUR)
+                finished, running = records.split()
+                assert (finished, paths(running)) == ([], ["/sync/"])
+            assert paths(records) == ["/sync/"]
+
+
+def test_a_request_running_at_a_restart_is_not_the_recordings_when_it_ends():
+    """The fixture's restart as the test function is called: a request its
+    other fixtures began is not the test's, even if it ends in the test."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as records:
+            body = open_wsgi_request("/sync/")
+            records.restart()
+            body.close()
+            Client().get("/async/")
+            assert records.split() == (records[:], [])
+    assert paths(records) == ["/async/"]
+
+
+def test_an_ended_recording_takes_no_more_requests():
+    """Its listeners go with it: one left behind would hold every request
+    made after it (here one an outer recording still records)."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as outer:
+            with record_requests() as inner:
+                pass
+            body = open_wsgi_request("/sync/")
+            try:
+                assert inner.split() == ([], [])
+            finally:
+                body.close()
+            assert inner.split() == ([], [])
+    assert paths(outer) == ["/sync/"]
+
+
+def test_a_streaming_body_the_test_reads_is_outside_the_test_clients_request():
+    """The test Client returns a streaming response unread, its request
+    finished and no longer current: reading the body (an async generator,
+    through async_to_sync) and closing it are the test's, not the
+    request's (left open until the close, it took the read's switch)."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as records:
+            response = Client().get("/async-stream/")
+            assert tracer.current_record() is None
+            assert [record.context_switches for record in records.split()[0]] == [2]
+            assert b"".join(response) == b"chunk 0\nchunk 1\nchunk 2\n"
+            response.close()
+    assert [
+        (record.context_switches, record.at_headers.context_switches) for record in records
+    ] == [(2, 2)]
+
+
+def test_a_handlers_get_response_async_called_outside_a_request_is_left_alone():
+    """As a test calls it with a request of its own (an AsyncRequestFactory's):
+    no request is being recorded there, and none is begun."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as records:
+            handler = BaseHandler()
+            handler.load_middleware(is_async=True)
+            request = AsyncRequestFactory().get("/sync/")
+            response = asyncio.run(handler.get_response_async(request))
+            assert (response.status_code, response.content) == (200, b"Hello, world\n")
+            assert records.split() == ([], [])
+
+
+def test_over_budget_judges_a_plain_list_of_records():
+    """Its records as a list (not a recording, which it settles first): a
+    request over the budget is named, one at it is not."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as records:
+            Client().get("/async-to-sync/")
+            Client().get("/sync/")
+    assert over_budget(list(records), 6) is None
+    assert over_budget(list(records), 5) == (
+        "1 of 2 requests exceeded the budget of 5 context switches per request:\n"
+        "  GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, 3 loops, "
+        "3 threads; top: async_to_sync_view \u2192 noop 6"
+    )
+
+
+def test_a_block_that_raises_fails_with_its_own_error_not_the_budgets():
+    """The block's error is the failure, even with a request over the
+    budget in it; and the recording ends (the patches come off)."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with pytest.raises(KeyError, match="the test's own"):
+            with assert_max_switches(0):
+                Client().get("/async-to-sync/")
+                raise KeyError("the test's own")
+        assert not client_patcher.installed
+
+
+def test_a_budgets_failure_is_raised_once_its_recording_has_ended():
+    """The patches are off while the failure is held (by pytest, to report
+    it): ended only when the generator is collected, the recording would
+    outlive the failure's traceback, which refers to it."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with pytest.raises(AssertionError) as failure:
+            with assert_max_switches(5):
+                Client().get("/async-to-sync/")
+        assert not client_patcher.installed
+        assert str(failure.value).startswith(
+            "1 of 1 request exceeded the budget of 5 context switches per request:\n"
+            "  GET /async-to-sync/ 200: 6 switches"
+        )

@@ -230,6 +230,8 @@ def test_bad_settings_are_check_errors_naming_the_key(value, expected):
 
 
 EXPORT_HINTS = {
+    "OTLP_PROTOCOL": "Allowed: None (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else "
+    "OTEL_EXPORTER_OTLP_PROTOCOL, else 'http/protobuf'), 'grpc' or 'http/protobuf'.",
     "FILE_PATH": "Allowed: a path to a file in an existing, writable directory.",
     "SERVICE_NAME": "Allowed: None (OTEL_SERVICE_NAME, else service.name in "
     "OTEL_RESOURCE_ATTRIBUTES, else 'django') or a non-empty string.",
@@ -242,6 +244,8 @@ EXPORT_HINTS = {
 @pytest.mark.parametrize(
     ("key", "value"),
     [
+        # OTLP/JSON, which the OTLP specification has and switchtrace does not.
+        ("OTLP_PROTOCOL", "http/json"),
         ("FILE_PATH", ""),
         ("FILE_PATH", 42),
         ("SERVICE_NAME", ""),
@@ -510,6 +514,24 @@ def test_the_general_timeout_is_not_checked_when_the_traces_one_is_set(protocol,
     try:
         timeout = getattr(exporter, "_timeout", None)  # gRPC's, or the HTTP client's
         assert (timeout or exporter._client._timeout) == 5.0
+    finally:
+        exporter.shutdown()
+
+
+def test_an_empty_timeout_is_unset_for_the_http_exporter(monkeypatch):
+    """The HTTP exporter takes an empty OTEL_EXPORTER_OTLP_TIMEOUT as unset
+    (its default, 10 seconds): only the gRPC one raises for it, the E006 of
+    test_a_malformed_endpoint_or_protocol_is_e006."""
+    from switchtrace.exporters.pipeline import build_exporter
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "")
+    config = build_config({"ENABLED": True})
+    assert (config.problems, config.enabled) == ((), True)
+    assert (config.export.exporter, config.export.protocol) == ("otlp", "http/protobuf")
+    exporter = build_exporter(config.export)
+    try:
+        assert exporter._client._timeout == 10.0
     finally:
         exporter.shutdown()
 
