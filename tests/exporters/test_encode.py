@@ -10,18 +10,19 @@ import asyncio
 import base64
 import itertools
 import json
+import threading
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from google.protobuf import json_format
-from opentelemetry import trace
+from opentelemetry import baggage, trace
 from opentelemetry.exporter.otlp.proto.common._internal import _encode_attributes, _encode_value
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.propagate import extract
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
@@ -33,7 +34,8 @@ from opentelemetry.sdk.trace.sampling import (
     StaticSampler,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, StatusCode, TraceFlags
+from opentelemetry.trace.status import Status
 
 from switchtrace import tracer
 from switchtrace.django_app import components
@@ -54,6 +56,7 @@ from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
 from switchtrace.exporters.spans import (
     CROSSING_ATTRIBUTES,
     KIND_SERVER,
+    QUEUE_WAIT,
     STARTED,
     THREAD_STARTED,
     AttributeGroup,
@@ -119,6 +122,20 @@ def planned(recorded):
     ]
 
 
+def parsed_json(text):
+    """An OTLP/JSON export request as protobuf's JSON parser reads it (its
+    ids, hex strings in OTLP/JSON, turned into protobuf JSON's base64)."""
+    message = json.loads(text)
+    for resource in message["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            for span in scope["spans"]:
+                for with_ids in (span, *span.get("links", ())):
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in with_ids:
+                            with_ids[key] = base64.b64encode(bytes.fromhex(with_ids[key])).decode()
+    return json_format.ParseDict(message, ExportTraceServiceRequest())
+
+
 def test_protobuf_bytes_equal_the_sdk_encoding(planned):
     writer = ProtobufWriter(RESOURCE, SCOPE)
     ours = writer.request([span for plan in planned for span in writer.spans(plan)])
@@ -145,15 +162,70 @@ def test_json_equals_the_sdk_spans_in_otlp_json(planned):
     ]
     ours = writer.request([span for plan in planned for span in writer.spans(plan)])
     assert json.loads(ours) == json.loads(to_otlp_json(sdk))
-    # And, ids turned back into base64, protobuf's JSON parser reads the message
-    # the SDK encodes.
-    message = json.loads(ours)
-    for span in message["resourceSpans"][0]["scopeSpans"][0]["spans"]:
-        for key in ("traceId", "spanId", "parentSpanId"):
-            if key in span:
-                span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
-    parsed = json_format.ParseDict(message, ExportTraceServiceRequest())
-    assert parsed == encode_spans(sdk)
+    # And protobuf's JSON parser reads the message the SDK encodes.
+    assert parsed_json(ours) == encode_spans(sdk)
+
+
+def test_sdk_spans_with_links_and_a_status_message_in_otlp_json():
+    """to_otlp_json writes any SDK span (an application's, given to the file
+    exporter) as the SDK encodes it: links (remote or not, with attributes,
+    and those the limits left off) and a status with its message too."""
+    provider = TracerProvider(
+        resource=RESOURCE, id_generator=Sequential(), span_limits=SpanLimits(max_links=3)
+    )
+    tracer_ = provider.get_tracer(SCOPE.name, SCOPE.version)
+    remote = SpanContext(2**100, 5, True, TraceFlags(TraceFlags.SAMPLED))
+    local = SpanContext(2**100, 6, False, TraceFlags(TraceFlags.SAMPLED))
+    links = [Link(local), Link(remote, {"why": "retry"}), Link(local), Link(local, {"n": 3})]
+    span = tracer_.start_span("app", links=links, start_time=10)
+    span.set_status(Status(StatusCode.ERROR, "it broke"))
+    span.end(end_time=20)
+    text = to_otlp_json([span])
+    assert parsed_json(text) == encode_spans([span])
+    [written] = json.loads(text)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert written["links"] == [
+        {
+            "traceId": f"{2**100:032x}",
+            "spanId": f"{5:016x}",
+            "flags": 0x300,
+            "attributes": [{"key": "why", "value": {"stringValue": "retry"}}],
+        },
+        {"traceId": f"{2**100:032x}", "spanId": f"{6:016x}", "flags": 0x100},
+        {
+            "traceId": f"{2**100:032x}",
+            "spanId": f"{6:016x}",
+            "flags": 0x100,
+            "attributes": [{"key": "n", "value": {"intValue": "3"}}],
+        },
+    ]
+    assert written["droppedLinksCount"] == 1
+    assert written["status"] == {"code": 2, "message": "it broke"}
+
+
+def test_schema_urls_and_a_scopes_attributes_encode_as_the_sdks(planned):
+    """A resource's schema URL, and a scope's with its attributes (as an
+    application's provider may give them), in both writers."""
+    resource = Resource({"service.name": "shop"}, "https://opentelemetry.io/schemas/1.21.0")
+    scope = InstrumentationScope(
+        "switchtrace", "9.9.9", "https://example.com/scope/2", {"profiler": True, "n": 2}
+    )
+    plan = planned[0]
+    sdk = readable_spans(plan, resource=resource, scope=scope)
+    protobuf = ProtobufWriter(resource, scope)
+    ours = protobuf.request(protobuf.spans(plan))
+    assert ours == encode_spans(sdk).SerializeToString()
+    [resource_spans] = ExportTraceServiceRequest.FromString(ours).resource_spans
+    assert resource_spans.schema_url == "https://opentelemetry.io/schemas/1.21.0"
+    [scope_spans] = resource_spans.scope_spans
+    assert scope_spans.schema_url == "https://example.com/scope/2"
+    assert [(a.key, a.value) for a in scope_spans.scope.attributes] == [
+        ("profiler", AnyValue(bool_value=True)),
+        ("n", AnyValue(int_value=2)),
+    ]
+    writer = JsonWriter(resource, scope)
+    text = writer.request(writer.spans(plan))
+    assert parsed_json(text) == encode_spans(sdk)
+    assert json.loads(text) == json.loads(to_otlp_json(sdk))
 
 
 def test_every_span_of_the_default_stack_under_a_remote_parent_with_a_tracestate(records):
@@ -199,6 +271,56 @@ def test_spans_off_the_common_layout_an_empty_group_and_simultaneous_events(plan
     assert json.loads(writer.request(writer.spans(plan))) == json.loads(to_otlp_json(sdk))
 
 
+#: A crossing's span as most are (a parent, three shared groups, the queue
+#: wait alone, the STARTED event alone), each changed in one way that the
+#: writers' template for such spans cannot write.
+OFF_THE_TEMPLATE = {
+    "no-parent": lambda span: span._replace(parent_id=None),
+    # (The span limits leave STARTED off and the queue wait on.)
+    "not-started": lambda span: span._replace(started=None),
+    "no-own-attribute": lambda span: span._replace(attributes=()),
+    "another-own-attribute": lambda span: span._replace(
+        attributes=(("switchtrace.exception", "KeyError"),)
+    ),
+    "two-own-attributes": lambda span: span._replace(
+        attributes=(*span.attributes, ("switchtrace.exception", "KeyError"))
+    ),
+    "two-groups": lambda span: span._replace(groups=span.groups[:2]),
+    "four-groups": lambda span: span._replace(groups=(*span.groups, AttributeGroup((("n", 1),)))),
+    # A group whose every attribute the SDK's encoder leaves out.
+    **{
+        f"group-{n}-left-out": lambda span, n=n: span._replace(
+            groups=tuple(
+                AttributeGroup((("big", 2**64),)) if i == n else group
+                for i, group in enumerate(span.groups)
+            )
+        )
+        for n in range(3)
+    },
+    "error": lambda span: span._replace(error=True),
+    "dropped-attributes": lambda span: span._replace(dropped_attributes=3),
+    "dropped-events": lambda span: span._replace(dropped_events=2),
+}
+
+
+@pytest.mark.parametrize("change", OFF_THE_TEMPLATE)
+def test_a_span_off_the_template_encodes_as_the_sdks(planned, change, swallowed):
+    plan = planned[0]
+    common = plan.spans[1]
+    assert common.parent_id is not None and common.started is not None and not common.events
+    assert [key for key, _value in common.attributes] == [QUEUE_WAIT]
+    assert len(common.groups) == 3 and all(group.attributes for group in common.groups)
+    plan = plan._replace(spans=[OFF_THE_TEMPLATE[change](common)])
+    sdk = readable_spans(plan, resource=RESOURCE, scope=SCOPE)
+    protobuf = ProtobufWriter(RESOURCE, SCOPE)
+    assert protobuf.request(protobuf.spans(plan)) == encode_spans(sdk).SerializeToString()
+    writer = JsonWriter(RESOURCE, SCOPE)
+    assert parsed_json(writer.request(writer.spans(plan))) == encode_spans(sdk)
+    left_out = {"span attribute encoding"} if change.endswith("left-out") else set()
+    assert {where for where, _exc in swallowed} == left_out
+    swallowed.clear()
+
+
 def test_the_same_site_shares_its_attributes_and_its_encoding(planned):
     asgi = planned[0].spans
     assert asgi[1].name == "sync_to_async SecurityMiddleware.process_request"
@@ -217,6 +339,14 @@ def test_the_same_site_shares_its_attributes_and_its_encoding(planned):
         assert encoded in first[0] and encoded in first[1]
         assert writer.spans(planned[1])[0] == first[0]
         assert getattr(calls[0].groups[0], encoding) is encoded
+        # So with every group, on the spans written from the writers' template
+        # (the ASGI stack's, without a tracestate) as on the others.
+        written = [writer.spans(plan) for plan in planned]
+        groups = [group for plan in planned for span in plan.spans for group in span.groups]
+        kept = [getattr(group, encoding) for group in groups]
+        assert all(kept)
+        assert [writer.spans(plan) for plan in planned] == written
+        assert all(getattr(group, encoding) is was for group, was in zip(groups, kept, strict=True))
 
 
 def test_a_crossing_that_raised_and_nesting(planned):
@@ -391,6 +521,7 @@ def test_a_memo_makes_each_value_once_and_stays_bounded(monkeypatch):
     memo = encode.Memo(lambda key: made.append(key) or key * 2)
     assert (memo[3], memo[3], memo[4]) == (6, 6, 8)
     assert made == [3, 4]
+    assert dict(memo) == {3: 6, 4: 8}
     monkeypatch.setattr(encode, "MAX_CACHED", 2)
     assert memo[5] == 10  # full: cleared first
     assert dict(memo) == {5: 10}
@@ -417,6 +548,7 @@ ENCODED = [
     {"k": {}},
     [[1, 2], ["x"]],
     -(2**63),
+    2**63 - 1,
     "\u2028\x00😀",
     b"",
     bytearray(b"ab"),
@@ -435,6 +567,7 @@ REFUSED = [
     # protobuf cannot encode it, and strict JSON parsers refuse its escape.
     "/srv/caf\udce9/views.py",
     ["ok", "\ud800"],
+    {"caf\udce9": 1},  # (in a key)
 ]
 
 
@@ -475,14 +608,21 @@ def test_values_the_sdk_refuses_raise(value):
 def test_an_attribute_the_sdk_leaves_out_is_left_out_alone(swallowed):
     """As the SDK's _encode_attributes: the attribute that cannot be encoded
     is left out, the others kept (here, one of each value above between two
-    plain ones, and a key that is not a string)."""
+    plain ones, a key that is not a string and one with a lone surrogate)."""
     attributes = {"first": 1}
     attributes.update({f"ok{n}": value for n, value in enumerate(ENCODED)})
     attributes.update({f"refused{n}": value for n, value in enumerate(REFUSED)})
     attributes[3] = "not a string key"
+    attributes["caf\udce9"] = "a key UTF-8 cannot encode"
+    attributes["clé"] = "a key UTF-8 can"
     attributes["last"] = "x"
     sdk = _encode_attributes(attributes)
-    assert [kv.key for kv in sdk] == ["first", *(f"ok{n}" for n in range(len(ENCODED))), "last"]
+    assert [kv.key for kv in sdk] == [
+        "first",
+        *(f"ok{n}" for n in range(len(ENCODED))),
+        "clé",
+        "last",
+    ]
     expected = b"".join(field(9, kv.SerializeToString()) for kv in sdk)
     assert key_values(9, attributes.items()) == expected
     ours_json = json.loads(f"[{json_attributes(attributes.items())}]")
@@ -491,7 +631,7 @@ def test_an_attribute_the_sdk_leaves_out_is_left_out_alone(swallowed):
     # Each writer reports each attribute it leaves out (a failed test here,
     # logged once in production).
     assert [where for where, _exc in swallowed] == ["span attribute encoding"] * 3 * (
-        len(REFUSED) + 1
+        len(REFUSED) + 2
     )
     assert {type(exc) for _where, exc in swallowed} == {
         ValueError,
@@ -528,15 +668,9 @@ def test_odd_values_in_spans_events_groups_and_the_resource_encode_as_the_sdks(p
     assert protobuf.request(protobuf.spans(plan)) == encode_spans(sdk).SerializeToString()
     writer = JsonWriter(resource, SCOPE)
     text = writer.request(writer.spans(plan))
-    message = json.loads(text)  # valid JSON: no NaN or Infinity literals
-    assert message == json.loads(to_otlp_json(sdk))
-    for span in message["resourceSpans"][0]["scopeSpans"][0]["spans"]:
-        for key in ("traceId", "spanId", "parentSpanId"):
-            if key in span:
-                span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
-    parsed = json_format.ParseDict(message, ExportTraceServiceRequest())
+    assert json.loads(text) == json.loads(to_otlp_json(sdk))  # (no NaN or Infinity literals)
     # (Compared as bytes: NaN is not equal to itself in the messages.)
-    assert parsed.SerializeToString() == encode_spans(sdk).SerializeToString()
+    assert parsed_json(text).SerializeToString() == encode_spans(sdk).SerializeToString()
     assert {where for where, _exc in swallowed} == {"span attribute encoding"}
     swallowed.clear()
 
@@ -673,6 +807,9 @@ LIMITS = {
         "OTEL_SPAN_EVENT_COUNT_LIMIT": "1",
     },
     "global-attribute-count": {"OTEL_ATTRIBUTE_COUNT_LIMIT": "1"},
+    # Only the events' count: a crossing's span with an event beside STARTED.
+    "event-count": {"OTEL_SPAN_EVENT_COUNT_LIMIT": "1"},
+    "no-event": {"OTEL_SPAN_EVENT_COUNT_LIMIT": "0"},
     "event-attribute-count": {"OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "1"},
     # At the most a crossing's span has: only the request spans have more.
     "request-span-only": {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "21"},
@@ -690,6 +827,8 @@ CAPS = {
     "span-and-global-value-lengths": ((None, None, None), False),
     "span-attribute-and-event-counts": ((5, 1, None), True),
     "global-attribute-count": ((1, None, 1), True),
+    "event-count": ((None, 1, None), True),
+    "no-event": ((None, 0, None), True),
     "event-attribute-count": ((None, None, 1), True),
     "request-span-only": ((21, None, None), True),
     "zero": ((0, 0, None), True),
@@ -743,20 +882,23 @@ def test_spans_under_the_sdks_limits_encode_as_the_sdk_makes_and_encodes_them(
         monkeypatch.setenv(name, value)
     limits = Limits()
     plans, unlimited = [], []
-    for record, parent in recorded:
+    # (The ASGI request's crossings under an application's server span too.)
+    server_span = TracerProvider().get_tracer("app").start_span("GET", kind=trace.SpanKind.SERVER)
+    for record, parent in [*recorded, (recorded[0][0], server_span)]:
+        under = {"server_span": parent} if parent is server_span else {"parent": parent}
         for made, into in ((limits, plans), (None, unlimited)):
             into.append(
                 plan_spans(
                     record,
                     sampler=Nesting(),
                     ids=Sequential(),
-                    parent=parent,
                     resolve=components.resolve,
                     limits=made,
+                    **under,
                 )
             )
     sdk = through_the_sdk(unlimited)
-    assert len(sdk) == 17 + (1 + 3) + (1 + 1) + (1 + 4)
+    assert len(sdk) == 17 + (1 + 3) + (1 + 1) + (1 + 4) + 16
     protobuf = ProtobufWriter(RESOURCE, SCOPE)
     ours = protobuf.request([span for plan in plans for span in protobuf.spans(plan)])
     assert ours == encode_spans(sdk).SerializeToString()
@@ -800,6 +942,22 @@ def test_spans_under_the_sdks_limits_encode_as_the_sdk_makes_and_encodes_them(
         assert {len(name) for name in thread_names} == {3}
 
 
+def test_an_event_count_limit_of_zero_leaves_off_every_start(records, monkeypatch):
+    """Even of a request none of whose crossings has an event but STARTED."""
+    for name in LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "0")
+    with project() as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    record.thread_starts.clear()  # (its one thread already started, say)
+    plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator(), limits=Limits())
+    assert [(span.started, list(span.events), span.dropped_events) for span in plan.spans] == [
+        *([(None, [], 1)] * 16),
+        (None, [], 0),
+    ]
+
+
 def test_without_limits_near_their_defaults_spans_are_left_as_they_are(planned, monkeypatch):
     """No length limit and counts far below the caps (the defaults): nothing
     is looked at, the spans are those laid out."""
@@ -821,3 +979,90 @@ def test_without_limits_near_their_defaults_spans_are_left_as_they_are(planned, 
         if span.kind != KIND_SERVER
     ]
     assert max(counts) == CROSSING_ATTRIBUTES == 21
+
+
+# -- through an application's provider ---------------------------------------------
+
+
+def as_compared(span):
+    """What a finished SDK span shows in a backend: its events in time order
+    (emit_spans adds a crossing's start first, then the loops it created and
+    the threads it started)."""
+    events = sorted(span.events, key=lambda event: event.timestamp)
+    return (
+        span.name,
+        span.kind,
+        span.context.trace_id,
+        span.context.span_id,
+        span.context.trace_state,
+        span.context.is_remote,
+        None if span.parent is None else (span.parent.span_id, span.parent.is_remote),
+        span.start_time,
+        span.end_time,
+        list(span.attributes.items()),
+        [(e.name, e.timestamp, dict(e.attributes or {})) for e in events],
+        span.status.status_code,
+    )
+
+
+def assert_emitted_as_planned(record, parent, *, ours=True):
+    """The spans emit_spans makes of ``record`` through a provider and those
+    plan_spans lays out: the same, as a backend shows them."""
+    under = {"parent": parent} if ours else {"server_span": parent}
+    plan = plan_spans(
+        record, sampler=ALWAYS_ON, ids=Sequential(), resolve=components.resolve, **under
+    )
+    planned = readable_spans(plan, resource=RESOURCE, scope=SCOPE)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON, resource=RESOURCE, id_generator=Sequential())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer_ = provider.get_tracer(SCOPE.name, SCOPE.version)
+    paused = itertools.count()
+    emitted = emit_spans(
+        record, tracer_, resolve=components.resolve, pause=paused.__next__, **under
+    )
+    assert emitted == len(planned) == len(record.crossings) + ours
+    assert next(paused) == len(record.crossings)  # (called between spans)
+    assert [as_compared(s) for s in exporter.get_finished_spans()] == [
+        as_compared(s) for s in planned
+    ]
+
+
+def test_spans_made_through_an_applications_provider_are_those_planned(recorded):
+    """emit_spans makes, through an application's provider, the spans that
+    plan_spans lays out and the writers encode: the same ids, parents, names,
+    times, attributes, events and statuses, under a request span of ours
+    (with its parent: remote, local, or a context without a span) or under
+    the application's server span (sampled or not: its sampler decides); and
+    none when the request is not sampled."""
+    app_provider = TracerProvider(sampler=ALWAYS_ON, id_generator=Sequential())
+    server_span = app_provider.get_tracer("app").start_span("GET", kind=trace.SpanKind.SERVER)
+    unsampled = NonRecordingSpan(SpanContext(2**100, 7, False, TraceFlags(TraceFlags.DEFAULT)))
+    local = trace.set_span_in_context(server_span)
+    no_span = baggage.set_baggage("tenant", "shop")
+    # A thread started and a loop made outside any crossing: the request span's events.
+    with tracer.recording() as outside:
+        thread = threading.Thread(target=int)
+        thread.start()
+        thread.join()
+        asyncio.new_event_loop().close()
+    asgi = recorded[0][0]
+    cases = [
+        *recorded,
+        (outside, None),
+        (asgi, local),
+        (asgi, no_span),
+        (asgi, server_span),
+        (asgi, unsampled),
+    ]
+    for record, parent in cases:
+        assert_emitted_as_planned(record, parent, ours=parent not in (server_span, unsampled))
+    # A crossing whose caller was gone before it returned ends where its code
+    # ended; one that did not end either, with the request.
+    last = asgi.crossings[-1]
+    last.return_ns = None
+    assert_emitted_as_planned(asgi, None)
+    last.end_ns = None
+    assert_emitted_as_planned(asgi, None)
+    unsampled_provider = TracerProvider(sampler=ALWAYS_OFF)
+    assert emit_spans(asgi, unsampled_provider.get_tracer("app")) == 0

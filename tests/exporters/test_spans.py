@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from opentelemetry import trace
@@ -12,9 +13,16 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import StatusCode
 
+from switchtrace import tracer
 from switchtrace.django_app import components, telemetry
 from switchtrace.example import run_in_server_loop
-from switchtrace.exporters.spans import plan_spans, readable_spans
+from switchtrace.exporters.spans import (
+    LOOP_CREATED,
+    STARTED,
+    THREAD_STARTED,
+    plan_spans,
+    readable_spans,
+)
 
 from ..django_app.test_middleware import project
 from ..support import ASGI_THREADS, asgi_request, run_asgi, wsgi_request
@@ -76,6 +84,146 @@ def test_asgi_default_stack_sync_view(spans):
         started = span.events[0].timestamp
         assert span.start_time <= started <= span.end_time
         assert request.start_time <= span.start_time and span.end_time <= request.end_time
+
+
+def test_a_crossings_span_has_its_times_threads_loop_and_events(spans, records):
+    """Each crossing's span, as its record has it: from the call to the
+    return, the STARTED event when the code started, its caller's and its
+    target's thread and whether they differ, its loop, its queue wait, and
+    an event for each thread it started and loop it created, each at its
+    time, naming its thread; the request span from the record's start to
+    its end."""
+    with project() as (asgi, wsgi):
+        run_asgi(asgi, "/sync/")
+        wsgi_request(wsgi, "/async/")
+        wsgi_request(wsgi, "/asyncio-run/")  # (a new loop in the same thread)
+    with project("sync-only") as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    finished = spans()
+    assert [len(record.crossings) for record in records] == [16, 1, 1, 6]
+    assert len(finished) == 16 + 1 + 1 + 6 + 4
+    hops, made = [], []
+    for record in records:
+        *crossing_spans, request = finished[: len(record.crossings) + 1]
+        del finished[: len(record.crossings) + 1]
+        wall = record.wall_time
+        assert (request.start_time, request.end_time) == (record.wall_ns, wall(record.end_ns))
+        for span, crossing in zip(crossing_spans, record.crossings, strict=True):
+            source, target = crossing.source_thread, crossing.target_thread
+            assert (span.start_time, span.end_time) == (
+                wall(crossing.call_ns),
+                wall(crossing.return_ns),
+            )
+            expected = {
+                "switchtrace.caller.thread.id": source.ident,
+                "switchtrace.caller.thread.name": source.name,
+                "thread.id": target.ident,
+                "thread.name": target.name,
+                "switchtrace.thread_hop": target is not source,
+                "switchtrace.loop.id": crossing.loop_id,
+                "switchtrace.loop.created": crossing.loop_created,
+                "switchtrace.threads.started": crossing.threads_started,
+                "switchtrace.before_headers": crossing.before_headers,
+                "switchtrace.queue_wait_ns": crossing.start_ns - crossing.call_ns,
+            }
+            assert {key: span.attributes[key] for key in expected} == expected
+            events = [
+                (STARTED, wall(crossing.start_ns), {}),
+                *(
+                    (
+                        LOOP_CREATED,
+                        wall(c.at_ns),
+                        {"switchtrace.loop.id": c.loop_id, "thread.name": c.thread.name},
+                    )
+                    for c in record.loop_creations
+                    if c.crossing is crossing
+                ),
+                *(
+                    (
+                        THREAD_STARTED,
+                        wall(t.at_ns),
+                        {"thread.id": t.thread.ident, "thread.name": t.thread.name},
+                    )
+                    for t in record.thread_starts
+                    if t.crossing is crossing
+                ),
+            ]
+            assert [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events] == sorted(
+                events, key=lambda event: event[1]
+            )
+            hops.append(expected["switchtrace.thread_hop"])
+            made.append(sorted(e.name for e in span.events if e.name != STARTED))
+    assert hops == [True] * 17 + [False] + [True] * 6
+    # (The thread of each ASGI request's ThreadSensitiveContext is started by
+    # its first crossing; the loop is made in the calling thread before
+    # asgiref 3.9, in the new one after.)
+    assert made == [
+        *([[THREAD_STARTED]] + [[]] * 15),
+        [LOOP_CREATED, THREAD_STARTED],
+        [LOOP_CREATED],
+        *([[THREAD_STARTED]] + [[]] * 5),
+    ]
+
+
+def test_the_ends_and_events_of_crossings_cut_short_and_of_the_request(records):
+    """A crossing's span ends at its return, else where its code ended (its
+    caller gone), else with the request; one whose code never started has
+    no STARTED event (nor queue wait, nor target thread), its other events
+    in time order; the threads started and loops created outside any
+    crossing are events of the request span, in time order."""
+    with project() as (_asgi, wsgi):
+        wsgi_request(wsgi, "/async/")
+    with tracer.recording():
+        thread = threading.Thread(target=int)
+        thread.start()
+        thread.join()
+        asyncio.new_event_loop().close()
+    wsgi_record, outside = records
+    [crossing] = wsgi_record.crossings
+    wall = wsgi_record.wall_time
+
+    def planned(record):
+        plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
+        return readable_spans(plan, resource=Resource.create(), scope=None)
+
+    code_end = crossing.end_ns
+    crossing.return_ns = None
+    assert planned(wsgi_record)[0].end_time == wall(code_end)
+    crossing.end_ns = None
+    assert planned(wsgi_record)[0].end_time == wall(wsgi_record.end_ns)
+    crossing.start_ns = crossing.target_thread = None
+    span = planned(wsgi_record)[0]
+    assert "switchtrace.queue_wait_ns" not in span.attributes
+    # Nor a target thread: no thread.*, no hop.
+    source = crossing.source_thread
+    assert {k: v for k, v in span.attributes.items() if "thread" in k} == {
+        "switchtrace.caller.thread.id": source.ident,
+        "switchtrace.caller.thread.name": source.name,
+        "switchtrace.thread_hop": False,
+        "switchtrace.threads.started": crossing.threads_started,
+    }
+    assert [(e.name, e.timestamp) for e in span.events] == sorted(
+        [
+            *((LOOP_CREATED, wall(c.at_ns)) for c in wsgi_record.loop_creations),
+            *((THREAD_STARTED, wall(t.at_ns)) for t in wsgi_record.thread_starts),
+        ],
+        key=lambda event: event[1],
+    )
+    [request] = planned(outside)
+    [loop] = outside.loop_creations
+    [started] = outside.thread_starts
+    assert [(e.name, e.timestamp, dict(e.attributes)) for e in request.events] == [
+        (
+            THREAD_STARTED,
+            outside.wall_time(started.at_ns),
+            {"thread.id": thread.ident, "thread.name": thread.name},
+        ),
+        (
+            LOOP_CREATED,
+            outside.wall_time(loop.at_ns),
+            {"switchtrace.loop.id": loop.loop_id, "thread.name": "MainThread"},
+        ),
+    ]
 
 
 def test_nesting_is_real(spans):
@@ -240,6 +388,21 @@ def test_a_5xx_response_and_a_raising_crossing_are_errors(spans, server):
     )
 
 
+def test_a_server_error_is_a_5xx_status_code(records):
+    """499 is the client's error (the span's status unset, no error.type),
+    500 the server's; a status code that is no integer is no error."""
+    with project() as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    made = []
+    for status in (499, 500, "500"):
+        record.attributes["http.response.status_code"] = status
+        plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
+        [span] = readable_spans(plan, resource=Resource.create(), scope=None)[-1:]
+        made.append((span.status.status_code, span.attributes.get("error.type")))
+    assert made == [(StatusCode.UNSET, None), (StatusCode.ERROR, "500"), (StatusCode.UNSET, None)]
+
+
 def test_repeated_trace_context_headers_are_one_header_under_asgi_as_under_wsgi(spans):
     """W3C Trace Context: a tracestate sent as several header fields is their
     values joined by commas, and two traceparent fields are not a parent. WSGI
@@ -325,6 +488,24 @@ def test_the_request_span_has_the_scheme_and_a_known_method(records, monkeypatch
         "HTTP sync/",
         {"http.request.method": "_OTHER", "http.request.method_original": "GET"},
     )
+
+
+def test_the_known_methods_are_kept_for_a_few_settings(monkeypatch):
+    """Each value of OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is read once, for
+    at most 8 values besides the default (a process changing it for ever
+    does not grow the cache for ever), and the default stays known."""
+    from switchtrace.exporters import spans as spans_module
+
+    monkeypatch.setattr(spans_module, "_known_methods", {None: spans_module.KNOWN_METHODS})
+    sizes = []
+    for n in range(20):
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", f"GET, M{n}")
+        assert spans_module.known_methods() == {"GET", f"M{n}"}
+        assert spans_module.known_methods() is spans_module._known_methods[f"GET, M{n}"]
+        sizes.append(len(spans_module._known_methods))
+    assert sizes == [*range(2, 10), *range(2, 10), *range(2, 6)]
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS")
+    assert spans_module.known_methods() is spans_module.KNOWN_METHODS
 
 
 ARRIVAL_KEYS = (
@@ -495,17 +676,17 @@ def test_a_hostile_port_is_no_port(spans):
 
 class _Raising(SpanProcessor):
     """An application's span processor that raises in on_start or on_end
-    for the span named ``name``."""
+    for the span named ``name`` (None: for every span)."""
 
     def __init__(self, hook, name):
         self.hook, self.name = hook, name
 
     def on_start(self, span, parent_context=None):
-        if self.hook == "on_start" and span.name == self.name:
+        if self.hook == "on_start" and self.name in (None, span.name):
             raise RuntimeError(f"{self.hook} of {span.name}")
 
     def on_end(self, span):
-        if self.hook == "on_end" and span.name == self.name:
+        if self.hook == "on_end" and self.name in (None, span.name):
             raise RuntimeError(f"{self.hook} of {span.name}")
 
 
@@ -529,6 +710,10 @@ class _Open(SpanProcessor):
         ("on_start", "sync_to_async SessionMiddleware.process_request"),
         # Raised as the second crossing's span ends: 15 more to end.
         ("on_end", "sync_to_async SecurityMiddleware.process_request"),
+        # Raised as the request span ends, the last.
+        ("on_end", "GET sync/"),
+        # Raised as each ends: the first error goes on.
+        ("on_end", None),
     ],
 )
 def test_an_application_processor_raising_part_way_leaves_no_span_open(records, hook, name):
@@ -552,8 +737,10 @@ def test_an_application_processor_raising_part_way_leaves_no_span_open(records, 
     else:  # the tracker sees each end before it raises
         provider.add_span_processor(opened)
         provider.add_span_processor(_Raising(hook, name))
-    with pytest.raises(RuntimeError, match=f"{hook} of"):
+    with pytest.raises(RuntimeError) as raised:
         emit_spans(record, provider.get_tracer("switchtrace"), resolve=components.resolve)
     assert opened.open == {}
     assert len(opened.ended) == (3 if hook == "on_start" else 17)
     assert opened.ended[-1] == "GET sync/"
+    first = opened.ended[0] if name is None else name  # (the first span ended)
+    assert str(raised.value) == f"{hook} of {first}"

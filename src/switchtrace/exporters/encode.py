@@ -169,8 +169,9 @@ def key_values(number: int, attributes: Iterable[tuple[str, Any]]) -> bytes:
 
 def _common(span: PlannedSpan) -> bool:
     """Whether ``span`` is laid out as most crossings' spans are: a parent, the
-    three shared groups (none empty), the queue wait as its only own attribute
-    and the STARTED event alone. Writers write those with one template."""
+    three shared groups (none empty), the queue wait as its only own attribute,
+    the STARTED event alone, no error and nothing left off by the span limits.
+    Writers write those with one template."""
     own = span.attributes
     return (
         span.parent_id is not None
@@ -182,6 +183,7 @@ def _common(span: PlannedSpan) -> bool:
         and all(group.attributes for group in span.groups)
         and not span.error
         and not span.dropped_attributes
+        and not span.dropped_events
     )
 
 
@@ -363,12 +365,18 @@ def json_double(value: float) -> str:
     return '"Infinity"' if value > 0 else '"-Infinity"'
 
 
-def _json_key(key: str) -> str:
+def checked_key(key: Any) -> str:
+    """``key``, if the SDK's encoder takes it as an attribute key (a string
+    that UTF-8 can encode); else raises as it does."""
     if not isinstance(key, str):
         raise TypeError(f"attribute key {key!r} is not a string")
     if not key.isascii():
         key.encode("utf-8")  # a lone surrogate raises, as in the SDK's protobuf
-    return f'{{"key":{json.dumps(key)},"value":'
+    return key
+
+
+def _json_key(key: str) -> str:
+    return f'{{"key":{json.dumps(checked_key(key))},"value":'
 
 
 _json_keys = Memo(_json_key)

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ..tracer.guard import swallow
-from .encode import EncodedSpans
+from .encode import EncodedSpans, checked_key
 
 logger = logging.getLogger("switchtrace")
 
@@ -148,9 +148,7 @@ def _attributes(attributes: Any) -> list[dict[str, Any]]:
     out = []
     for key, value in attributes.items():
         try:
-            if not isinstance(key, str):
-                raise TypeError(f"attribute key {key!r} is not a string")
-            out.append({"key": key, "value": _value(value)})
+            out.append({"key": checked_key(key), "value": _value(value)})
         except Exception:
             swallow("span attribute encoding")
     return out
@@ -184,7 +182,7 @@ def _value(value: Any) -> dict[str, Any]:
         values = [_value(item) for item in value]
         return {"arrayValue": {"values": values} if values else {}}
     if isinstance(value, Mapping):
-        pairs = [{"key": str(k), "value": _value(v)} for k, v in value.items()]
+        pairs = [{"key": checked_key(str(k)), "value": _value(v)} for k, v in value.items()]
         return {"kvlistValue": {"values": pairs} if pairs else {}}
     raise TypeError(f"cannot encode a {type(value).__name__} as an attribute value")
 
