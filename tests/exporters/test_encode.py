@@ -971,6 +971,25 @@ def test_spans_under_the_sdks_limits_encode_as_the_sdk_makes_and_encodes_them(
         assert {len(s.attributes) for s in sdk if s not in requests} == {5}
 
 
+def test_the_cut_groups_are_made_once_and_stay_bounded(monkeypatch):
+    """A shared group cut to the length limit is cut once, the same object
+    for every span that has it, and the cut groups kept are bounded (thread
+    groups are made anew as threads come and go: a server starting a
+    thread per request would otherwise grow them for ever)."""
+    from switchtrace.exporters import spans as spans_module
+
+    monkeypatch.setattr(spans_module, "MAX_CACHED", 2)
+    limits = Limits(SpanLimits(max_span_attribute_length=3))
+    groups = [AttributeGroup((("k", f"value {n}"),)) for n in range(3)]
+    first = limits._group(groups[0])
+    assert first.attributes == (("k", "val"),)
+    assert limits._group(groups[0]) is first
+    limits._group(groups[1])
+    assert list(limits._groups) == groups[:2]
+    limits._group(groups[2])  # full: cleared first
+    assert list(limits._groups) == groups[2:]
+
+
 async def builtin_in_an_executor():
     await asyncio.get_running_loop().run_in_executor(None, int)
 
