@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import gc
 import inspect
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
@@ -17,6 +20,7 @@ __all__ = [
     "asgi_request",
     "collect_garbage",
     "run_asgi",
+    "run_script",
     "wsgi_request",
 ]
 
@@ -39,3 +43,19 @@ def collect_garbage() -> None:
     pipeline = telemetry.pipeline()
     assert pipeline is None or pipeline.flush(10)
     gc.collect()
+
+
+def run_script(script: str, *args: Any) -> str:
+    """``script`` (a template whose ``{src}`` is this checkout's src/) run by
+    this interpreter in a process of its own, with PATH alone in its
+    environment, given ``args``: what it printed, once it has exited 0."""
+    src = Path(__file__).resolve().parent.parent / "src"
+    out = subprocess.run(
+        [sys.executable, "-c", script.format(src=str(src)), *map(str, args)],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout

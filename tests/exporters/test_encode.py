@@ -741,6 +741,7 @@ class Replayed(IdGenerator):
 NESTED = {
     "switchtrace.test.list": ("abcdefghijklmnop", 7, "xy"),
     "switchtrace.test.map": {"k": "abcdefghijklmnop", "n": 2, "inner": ["abcdefghijklmnop"]},
+    "switchtrace.test.strings": {"k": "abcdefghijklmnop"},
     "switchtrace.test.bytes": b"abcdefghijklmnop",
     "switchtrace.test.none_inside": ["abcdefghijklmnop", None],
     "switchtrace.test.float": 1.5,
@@ -813,6 +814,25 @@ LIMITS = {
     "event-attribute-count": {"OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "1"},
     # At the most a crossing's span has: only the request spans have more.
     "request-span-only": {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "21"},
+    # A span attribute count alone, below a crossing's: the crossings' spans
+    # under the application's server span (no request span of ours) are cut
+    # too. An empty variable is no limit, to the SDK (its "" is unset).
+    "span-attribute-count": {
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "5",
+        "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "",
+    },
+    # Only the events' values: an empty span length is no limit, not the
+    # global one.
+    "event-value-length": {
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "",
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "3",
+        "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "",
+    },
+    "no-count-limits": {
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "",
+        "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "",
+        "OTEL_SPAN_EVENT_COUNT_LIMIT": "",
+    },
     "zero": {
         "OTEL_ATTRIBUTE_COUNT_LIMIT": "0",
         "OTEL_SPAN_EVENT_COUNT_LIMIT": "0",
@@ -831,6 +851,9 @@ CAPS = {
     "no-event": ((None, 0, None), True),
     "event-attribute-count": ((None, None, 1), True),
     "request-span-only": ((21, None, None), True),
+    "span-attribute-count": ((5, None, None), True),
+    "event-value-length": ((None, None, None), False),
+    "no-count-limits": ((None, None, None), False),
     "zero": ((0, 0, None), True),
     "defaults": ((None, None, None), False),
 }
@@ -934,12 +957,69 @@ def test_spans_under_the_sdks_limits_encode_as_the_sdk_makes_and_encodes_them(
             "n": 2,
             "inner": ("abcdefgh",),
         }
+        assert request.attributes["switchtrace.test.strings"] == {"k": "abcdefgh"}
         assert request.attributes["switchtrace.test.bytes"] == b"abcdefghijklmnop"
         assert max(len(s.attributes.get("code.filepath", "")) for s in sdk) == 8
+    thread_names = {e.attributes["thread.name"] for s in sdk for e in s.events if e.attributes}
     if case == "span-and-global-value-lengths":
         assert request.attributes["switchtrace.test.none_inside"] == ("abcdefghijkl", None)
-        thread_names = {e.attributes["thread.name"] for s in sdk for e in s.events if e.attributes}
         assert {len(name) for name in thread_names} == {3}
+    if case == "event-value-length":
+        assert {len(name) for name in thread_names} == {3}
+        assert request.attributes["switchtrace.test.none_inside"] == ("abcdefghijklmnop", None)
+    if case == "span-attribute-count":
+        assert {len(s.attributes) for s in sdk if s not in requests} == {5}
+
+
+def test_the_cut_groups_are_made_once_and_stay_bounded(monkeypatch):
+    """A shared group cut to the length limit is cut once, the same object
+    for every span that has it, and the cut groups kept are bounded (thread
+    groups are made anew as threads come and go: a server starting a
+    thread per request would otherwise grow them for ever)."""
+    from switchtrace.exporters import spans as spans_module
+
+    monkeypatch.setattr(spans_module, "MAX_CACHED", 2)
+    limits = Limits(SpanLimits(max_span_attribute_length=3))
+    groups = [AttributeGroup((("k", f"value {n}"),)) for n in range(3)]
+    first = limits._group(groups[0])
+    assert first.attributes == (("k", "val"),)
+    assert limits._group(groups[0]) is first
+    limits._group(groups[1])
+    assert list(limits._groups) == groups[:2]
+    limits._group(groups[2])  # full: cleared first
+    assert list(limits._groups) == groups[2:]
+
+
+async def builtin_in_an_executor():
+    await asyncio.get_running_loop().run_in_executor(None, int)
+
+
+def test_a_group_whose_every_value_is_too_long_is_cut(records, monkeypatch):
+    """A call site's attributes that are all strings longer than the length
+    limit (a builtin run in an executor: no thread_sensitive, no line
+    number) are all cut, as the SDK cuts them."""
+    for name in LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "2")
+    with tracer.recording():
+        asyncio.run(builtin_in_an_executor())
+    [record] = records
+    plans = [
+        plan_spans(record, sampler=ALWAYS_ON, ids=Sequential(), limits=limits)
+        for limits in (Limits(), None)
+    ]
+    site = plans[0].spans[1].groups[0]
+    assert dict(site.attributes) == {
+        "switchtrace.mechanism": "ru",
+        "switchtrace.direction": "as",
+        "switchtrace.executor": "Th",
+        "code.function": "in",
+        "code.namespace": "bu",
+    }
+    sdk = through_the_sdk(plans[1:])
+    protobuf = ProtobufWriter(RESOURCE, SCOPE)
+    ours = protobuf.request(protobuf.spans(plans[0]))
+    assert ours == encode_spans(sdk).SerializeToString()
 
 
 def test_an_event_count_limit_of_zero_leaves_off_every_start(records, monkeypatch):

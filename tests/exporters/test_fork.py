@@ -5,11 +5,9 @@ hook keeps no pipeline alive. os.fork runs in a subprocess of its own."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
-from ..conftest import ROOT
+from ..support import run_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -57,16 +55,8 @@ SCRIPT = textwrap.dedent(
 
 def test_a_forked_child_gets_a_thread_for_each_live_pipeline_only(tmp_path):
     path = tmp_path / "traces.jsonl"
-    script = SCRIPT.format(src=str(ROOT / "src"))
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(path)],
-        env={"PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    child, parent = (json.loads(line) for line in out.stdout.splitlines())
+    stdout = run_script(SCRIPT, path)
+    child, parent = (json.loads(line) for line in stdout.splitlines())
     assert parent == {
         "collected": True,
         "threads": ["MainThread", "switchtrace-spans"],
@@ -116,18 +106,49 @@ def test_a_forked_child_gets_a_console_thread_for_each_live_console_exporter():
     """The console exporter writes from its own thread: a pre-forking
     server's worker (gunicorn --preload) gets one, or its lines would queue
     up unwritten."""
-    out = subprocess.run(
-        [sys.executable, "-c", CONSOLE_SCRIPT.format(src=str(ROOT / "src"))],
-        env={"PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    child, parent = (json.loads(line) for line in out.stdout.splitlines())
+    stdout = run_script(CONSOLE_SCRIPT)
+    child, parent = (json.loads(line) for line in stdout.splitlines())
     assert parent == {"threads": ["MainThread", "switchtrace-console"], "status": 0}
     assert child == {
         "threads": ["MainThread", "switchtrace-console"],
         "flushed": True,
         "written": "BLOCK : 0 switches, 0 hops, 0 loops, 0 threads\n",
     }
+
+
+LOCKED_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
+
+    pipeline = SpanPipeline(ExportOptions(exporter="file", file_path=sys.argv[1]))
+    exporter = pipeline.exporter
+    # The parent's span thread is in an export as the process forks: the
+    # exporter's lock is held (here by the main thread, which forks).
+    exporter._lock.acquire()
+    pid = os.fork()
+    if pid == 0:
+        locked = exporter._lock.locked()
+        result = None if locked else exporter.export(EncodedSpans('{{"child":1}}', 1)).name
+        print(json.dumps({{"locked": locked, "result": result}}), flush=True)
+        os._exit(0)
+    exporter._lock.release()
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({{"status": status}}), flush=True)
+    """
+)
+
+
+def test_a_forked_child_can_append_while_the_parent_was_appending(tmp_path):
+    """A worker forked while the parent's span thread held the file
+    exporter's lock (in an export) has the lock as it was at the fork, and
+    no thread to release it: without a new lock (_at_fork_reinit) the
+    child's first export waited for ever, and its span thread with it."""
+    path = tmp_path / "traces.jsonl"
+    stdout = run_script(LOCKED_SCRIPT, path)
+    child, parent = (json.loads(line) for line in stdout.splitlines())
+    assert child == {"locked": False, "result": "SUCCESS"}
+    assert parent == {"status": 0}
+    assert path.read_text() == '{"child":1}\n'

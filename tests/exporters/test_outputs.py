@@ -282,6 +282,178 @@ def test_a_file_path_of_the_process_stdout_is_never_renamed(tmp_path):
     assert (tmp_path / "app.log").read_text() == ("a" * 8 + "\n" + "b" * 8 + "\n") * 2
 
 
+def test_the_file_is_renamed_only_once_a_line_would_take_it_past_max_bytes(tmp_path):
+    """A line that takes the file to max_bytes exactly is appended; the next
+    one, past it, goes to a new file. The exporter writes each line as it
+    is given (force_flush has nothing to wait for), and keeps no descriptor
+    of the file open between exports."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    path = tmp_path / "traces.jsonl"
+    older = tmp_path / "traces.jsonl.1"
+    exporter = FileSpanExporter(path, 18)
+    for line in ("a" * 8, "b" * 8):  # 9 bytes each: 18
+        assert exporter.export(EncodedSpans(line, 1)) is SpanExportResult.SUCCESS
+    assert path.read_text() == "a" * 8 + "\n" + "b" * 8 + "\n" and not older.exists()
+    assert exporter.force_flush() is True
+    assert exporter.export(EncodedSpans("c" * 8, 1)) is SpanExportResult.SUCCESS
+    assert older.read_text() == "a" * 8 + "\n" + "b" * 8 + "\n"
+    assert path.read_text() == "c" * 8 + "\n"
+    if os.path.isdir("/proc/self/fd"):
+        names = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                names.add(os.readlink(f"/proc/self/fd/{fd}"))
+        assert not {str(path), str(older)} & names
+
+
+def test_a_file_that_cannot_be_renamed_the_first_time_is_appended_to(tmp_path, caplog):
+    """An exporter whose first export finds the file full (written before
+    it was made) and FILE_PATH.1 impossible to replace appends past the
+    limit and says so once (the warning of a file that cannot be renamed
+    was keyed to an earlier rotation)."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    path = tmp_path / "traces.jsonl"
+    path.write_text("a" * 8 + "\n")
+    (tmp_path / "traces.jsonl.1" / "kept").mkdir(parents=True)
+    exporter = FileSpanExporter(path, 10)
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        for line in ("b" * 8, "c" * 8):
+            assert exporter.export(EncodedSpans(line, 1)) is SpanExportResult.SUCCESS
+    assert path.read_text() == "".join(c * 8 + "\n" for c in "abc")
+    warning = (
+        f"switchtrace: {path} reached SWITCHTRACE['FILE_MAX_BYTES'] (10 bytes) and cannot be "
+        f"renamed to {path}.1 (Is a directory): spans are appended to it past that size"
+    )
+    assert [r.getMessage() for r in caplog.records] == [warning]
+    # Renamed once FILE_PATH.1 can be replaced; said again when it no longer can.
+    older = tmp_path / "traces.jsonl.1"
+    (older / "kept").rmdir()
+    older.rmdir()
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        assert exporter.export(EncodedSpans("d" * 8, 1)) is SpanExportResult.SUCCESS
+        assert older.read_text() == "".join(c * 8 + "\n" for c in "abc")
+        older.unlink()
+        (older / "kept").mkdir(parents=True)
+        assert exporter.export(EncodedSpans("e" * 8, 1)) is SpanExportResult.SUCCESS
+    assert path.read_text() == "d" * 8 + "\n" + "e" * 8 + "\n"
+    assert [r.getMessage() for r in caplog.records] == [warning, warning]
+
+
+def test_a_file_renamed_by_another_writer_and_not_yet_started_again(tmp_path):
+    """Another writer has renamed the full file and not yet started the new
+    one when this one looks: there is nothing to rename, and the line goes
+    to a new file at the path."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    path = tmp_path / "traces.jsonl"
+    older = tmp_path / "traces.jsonl.1"
+    exporter = FileSpanExporter(path, 10)
+    exporter.export(EncodedSpans("a" * 8, 1))
+    opened_before = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.replace(path, older)  # the other writer's rename
+    fresh, _readable = exporter._rotated(opened_before, False)
+    try:
+        assert os.fstat(fresh).st_ino == path.stat().st_ino
+        os.write(fresh, b"b" * 8 + b"\n")
+    finally:
+        os.close(fresh)
+    assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
+
+
+def test_the_exporters_error_is_that_of_its_last_export(tmp_path):
+    """FileSpanExporter.error: why the last export failed (what failure()
+    words for the pipeline's warning), None before any and after one that
+    succeeded."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    path = tmp_path / "gone" / "traces.jsonl"
+    exporter = FileSpanExporter(path)
+    assert exporter.error is None
+    assert exporter.export(EncodedSpans("a", 1)) is SpanExportResult.FAILURE
+    assert isinstance(exporter.error, FileNotFoundError)
+    assert exporter.failure() == f"cannot append to {path}: No such file or directory"
+    path.parent.mkdir()
+    assert exporter.export(EncodedSpans("b", 1)) is SpanExportResult.SUCCESS
+    assert exporter.error is None
+    assert path.read_text() == "b\n"
+
+
+def refuse_reading(monkeypatch):
+    """Files this process may append to and not read (as root, nothing can
+    be made so): os.open refuses to open one for reading too."""
+    real_open = os.open
+
+    def refusing(path, flags, *args):
+        if flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing)
+
+
+def test_a_file_the_exporter_cannot_read_gets_whole_lines(tmp_path, monkeypatch):
+    """A file another process wrote to before (ending with a whole line),
+    which this one may append to and not read, is appended to without an
+    empty line, and so is the next line."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    refuse_reading(monkeypatch)
+    path = tmp_path / "traces.jsonl"
+    path.write_text("a" * 8 + "\n")
+    exporter = FileSpanExporter(path)
+    for line in ("b" * 8, "c" * 8):
+        assert exporter.export(EncodedSpans(line, 1)) is SpanExportResult.SUCCESS
+    assert path.read_text() == "".join(c * 8 + "\n" for c in "abc")
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_a_file_is_made_rw_rw_rw_less_the_umask(tmp_path, monkeypatch, readable):
+    """As open() makes one: rw-r--r-- under the usual umask, whether this
+    process may read the file or not."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    if not readable:
+        refuse_reading(monkeypatch)
+    path = tmp_path / "traces.jsonl"
+    umask = os.umask(0o022)
+    try:
+        assert FileSpanExporter(path).export(EncodedSpans("a", 1)) is SpanExportResult.SUCCESS
+    finally:
+        os.umask(umask)
+    assert (path.read_text(), path.stat().st_mode & 0o777) == ("a\n", 0o644)
+
+
+def test_sdk_spans_given_to_the_file_exporter_are_one_otlp_json_line(tmp_path):
+    """FileSpanExporter under an SDK span processor (an application's own
+    provider): the spans it is given, encoded by to_otlp_json."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from switchtrace.exporters import FileSpanExporter, to_otlp_json
+
+    path = tmp_path / "traces.jsonl"
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.get_tracer("app").start_span("work", attributes={"n": 1}).end()
+    [span] = memory.get_finished_spans()
+    assert path.read_text() == to_otlp_json([span]) + "\n"
+    assert (
+        json.loads(path.read_text())["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"]
+        == "work"
+    )
+
+
 CONSOLE_LINE = (
     "GET /sync/ 200: 32 switches (30 before headers), 32 hops, 0 loops, "
     f"{count(ASGI_THREADS, 'thread')}; "

@@ -25,7 +25,7 @@ from switchtrace.exporters import pipeline as pipeline_module
 
 from ..conftest import ROOT
 from ..django_app.test_middleware import project
-from ..support import run_asgi, wsgi_request
+from ..support import run_asgi, run_script, wsgi_request
 from .receiver import GrpcReceiver, HttpReceiver
 
 
@@ -134,7 +134,7 @@ SHUTDOWN_SCRIPT = textwrap.dedent(
 def exit_with_a_hanging_collector(receiver, tmp_path, **otel):
     """SHUTDOWN_SCRIPT run to its end, its spans exported to ``receiver``,
     which hangs, with the ``otel`` variables: its output."""
-    from ..conftest import EXAMPLE, ROOT
+    from ..conftest import EXAMPLE
 
     receiver.received.mode = "hang"
     env = {
@@ -341,21 +341,68 @@ def test_a_line_cut_short_by_a_full_disk_leaves_the_next_lines_readable(tmp_path
     export's line on the same line: once the disk had room again, that export
     was reported delivered and could not be read either."""
     path = tmp_path / "traces.jsonl"
-    out = subprocess.run(
-        [sys.executable, "-c", TORN_SCRIPT.format(src=str(ROOT / "src")), str(path)],
-        env={"PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    stdout = run_script(TORN_SCRIPT, path)
     results = ["SUCCESS", "FAILURE", f"cannot append to {path}: File too large", "SUCCESS"]
-    assert out.stdout == f"{[*results, 'SUCCESS']}\n"
+    assert stdout == f"{[*results, 'SUCCESS']}\n"
     lines = path.read_text().split("\n")
     assert [len(line) for line in lines] == [20, 100, 20, 20, 0]
     assert [json.loads(line) for line in (lines[0], lines[2], lines[3])] == [
         {"resourceSpans": []}
     ] * 3
+
+
+UNREADABLE_TORN_SCRIPT = textwrap.dedent(
+    """
+    import os, resource, signal, sys
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters import FileSpanExporter
+    from switchtrace.exporters.encode import EncodedSpans
+
+    # A file this process may append to and not read (as root, nothing can
+    # be made so: os.open refuses to open it for reading too).
+    real_open = os.open
+
+    def refusing(path, flags, *args):
+        if flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    os.open = refusing
+    path = sys.argv[1]
+    exporter = FileSpanExporter(path)
+    line = '{{"resourceSpans":[]}}'
+    padded = '{{"resourceSpans":[],"x":"' + "x" * 10000 + '"}}'
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def export(text, room=None):
+        if room is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + room, hard))
+        try:
+            return exporter.export(EncodedSpans(text, 1)).name
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    results = [export(line), export(padded, 100), export(line), export(line)]
+    # Cut short again; then room for one byte: the newline that ends it.
+    results += [export(padded, 100), export(line, 1), export(line)]
+    print(results)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a file size limit, as Linux applies it")
+def test_a_line_cut_short_in_a_file_the_exporter_cannot_read(tmp_path):
+    """What the exporter knows of the end of a file it cannot read (its last
+    byte unseen): a line cut short is ended by a newline ahead of the next
+    line, once; an export cut short after that newline alone leaves the
+    file ending with a whole line, and no empty line follows."""
+    path = tmp_path / "traces.jsonl"
+    stdout = run_script(UNREADABLE_TORN_SCRIPT, path)
+    results = ["SUCCESS", "FAILURE", "SUCCESS", "SUCCESS", "FAILURE", "FAILURE", "SUCCESS"]
+    assert stdout == f"{results}\n"
+    lines = path.read_text().split("\n")
+    assert [len(line) for line in lines] == [20, 100, 20, 20, 100, 20, 0]
 
 
 SHARED_TORN_SCRIPT = textwrap.dedent(
@@ -396,15 +443,8 @@ def test_a_line_cut_short_by_one_worker_leaves_the_others_lines_readable(tmp_pat
     empty line. A line now starts on a line of its own whoever cut the last
     one short, and a new file with a line."""
     shared, rotated = tmp_path / "shared.jsonl", tmp_path / "rotated.jsonl"
-    out = subprocess.run(
-        [sys.executable, "-c", SHARED_TORN_SCRIPT.format(src=str(ROOT / "src")), shared, rotated],
-        env={"PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == f"{['SUCCESS', 'FAILURE', 'SUCCESS', 'SUCCESS'] * 2}\n"
+    stdout = run_script(SHARED_TORN_SCRIPT, shared, rotated)
+    assert stdout == f"{['SUCCESS', 'FAILURE', 'SUCCESS', 'SUCCESS'] * 2}\n"
     lines = shared.read_text().split("\n")
     assert [len(line) for line in lines] == [20, 100, 20, 20, 0]
     assert [json.loads(lines[i]) for i in (0, 2, 3)] == [{"resourceSpans": []}] * 3

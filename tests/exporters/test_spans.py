@@ -17,9 +17,11 @@ from switchtrace import tracer
 from switchtrace.django_app import components, telemetry
 from switchtrace.example import run_in_server_loop
 from switchtrace.exporters.spans import (
+    ARRIVAL,
     LOOP_CREATED,
     STARTED,
     THREAD_STARTED,
+    Arrival,
     plan_spans,
     readable_spans,
 )
@@ -638,6 +640,71 @@ def test_the_request_span_names_the_server_the_client_and_the_protocol(spans):
                 key: request.attributes[key] for key in ARRIVAL_KEYS if key in request.attributes
             }
             assert made == {"network.protocol.version": "1.1", **expected}
+
+
+PEER = {"client.address": "192.0.2.9", "network.peer.address": "192.0.2.9"}
+
+#: What a server may hand over (Arrival's fields; the others None) -> the
+#: request span's server, client and network attributes, for a request
+#: whose url.scheme is http.
+ARRIVALS = [
+    # An ASGI scope without server or client (both optional), no Host.
+    ({}, {}),
+    # A Host of spaces is none: the listening socket's name and port.
+    (
+        {"host": "  ", "server": ("web-1", 8080), "user_agent": " "},
+        {"server.address": "web-1", "server.port": 8080},
+    ),
+    # A True is no port; nor is what is not a pair.
+    ({"server": ("web-1", True)}, {"server.address": "web-1"}),
+    ({"server": ("web-1", 8080, 0), "peer": ("192.0.2.9", 4711, 0)}, {}),
+    # Ports from 0 to 65535, as integers (ASGI) and as text.
+    ({"peer": ("192.0.2.9", 0)}, {**PEER, "network.peer.port": 0}),
+    ({"peer": ("192.0.2.9", 65535)}, {**PEER, "network.peer.port": 65535}),
+    ({"peer": ("192.0.2.9", 65536)}, PEER),
+    ({"peer": ("192.0.2.9", -1)}, PEER),
+    ({"host": "shop.example:0"}, {"server.address": "shop.example", "server.port": 0}),
+    ({"host": "shop.example:000008443"}, {"server.address": "shop.example", "server.port": 8443}),
+    ({"host": "shop.example:65535"}, {"server.address": "shop.example", "server.port": 65535}),
+    *(
+        ({"host": f"shop.example:{port}"}, {"server.address": "shop.example"})
+        for port in ("65536", "-1", "+80", "8a", "\uff18\uff10", "\u00b2")
+    ),
+    # An IPv6 address's brackets: without a port, the scheme's; not closed,
+    # or followed by what is no port, no address at all.
+    ({"host": "[::1]"}, {"server.address": "::1", "server.port": 80}),
+    ({"host": "[::1"}, {}),
+    ({"host": "[::1]x"}, {}),
+    ({"host": "[]:8000"}, {}),
+    ({"host": ":8000"}, {}),
+    # A proxy's host without its proto: the port of the request's scheme.
+    ({"forwarded": "host=shop.example"}, {"server.address": "shop.example", "server.port": 80}),
+    ({"forwarded_host": "shop.example"}, {"server.address": "shop.example", "server.port": 80}),
+    # A Forwarded element without '=' is no pair; a client that is no
+    # address is the peer.
+    ({"forwarded": "for;for=198.51.100.1"}, {"client.address": "198.51.100.1"}),
+    ({"forwarded_for": ":4711", "peer": ("192.0.2.9", None)}, PEER),
+]
+
+
+def test_the_arrival_attributes_of_what_a_server_may_hand_over(records):
+    """The server, client and network attributes of values servers and
+    clients may send (checked one by one against the record of a request,
+    its Arrival replaced): optional ASGI scope keys missing, ports at and
+    past their bounds, text that is no port, malformed brackets and proxy
+    headers. None makes the pipeline's thread raise (which loses the
+    request's spans)."""
+    with project() as (_asgi, wsgi):
+        wsgi_request(wsgi, "/sync/")
+    [record] = records
+    assert record.attributes["url.scheme"] == "http"
+    made = []
+    for given, _expected in ARRIVALS:
+        record.extra[ARRIVAL] = Arrival(**{field: given.get(field) for field in Arrival._fields})
+        plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
+        request = dict(plan.spans[-1].attributes)
+        made.append({key: request[key] for key in ARRIVAL_KEYS if key in request})
+    assert made == [expected for _given, expected in ARRIVALS]
 
 
 def test_a_hostile_port_is_no_port(spans):
