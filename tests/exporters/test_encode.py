@@ -1022,6 +1022,63 @@ def test_a_group_whose_every_value_is_too_long_is_cut(records, monkeypatch):
     assert ours == encode_spans(sdk).SerializeToString()
 
 
+class Odd:
+    """A value of a type no attribute holds, with a string of its own."""
+
+    def __str__(self) -> str:
+        return "odd"
+
+
+#: What a sampler of the application's may add that no attribute can hold as
+#: it is: the SDK's provider cleans it (to a string, or None where the type
+#: has no string of its own, at the version installed), as any attribute.
+UNCLEAN = {
+    "switchtrace.test.odd": Odd(),
+    "switchtrace.test.object": object(),
+    "switchtrace.test.odd_inside": [Odd(), 1],
+    "switchtrace.test.map_of_odd": {"k": Odd()},
+}
+
+
+class Unclean(StaticSampler):
+    """ALWAYS_ON, adding UNCLEAN to the request span's attributes."""
+
+    def __init__(self) -> None:
+        super().__init__(Decision.RECORD_AND_SAMPLE)
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, *a, **kw):
+        result = super().should_sample(parent_context, trace_id, name, kind, attributes, *a, **kw)
+        return SamplingResult(result.decision, UNCLEAN, result.trace_state)
+
+
+def test_a_samplers_attributes_are_cleaned_as_the_sdks_provider_cleans_them(records):
+    """Attribute values a sampler adds that no attribute holds as they are
+    become what the SDK's own provider makes of them (a string, or None),
+    not attributes the writers leave out as switchtrace's own failure."""
+    with project() as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    plan = plan_spans(record, sampler=Unclean(), ids=Sequential(), resolve=components.resolve)
+    request = plan.spans[-1]
+    provider = TracerProvider(sampler=Unclean(), resource=RESOURCE)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.get_tracer(SCOPE.name, SCOPE.version).start_span(request.name).end()
+    [sdk] = exporter.get_finished_spans()
+    ours = dict(request.attributes)
+    assert {key: ours[key] for key in UNCLEAN} == {key: sdk.attributes[key] for key in UNCLEAN}
+    # No value left that an encoder refuses (each would be a swallowed error).
+    protobuf, writer = ProtobufWriter(RESOURCE, SCOPE), JsonWriter(RESOURCE, SCOPE)
+    protobuf.request(protobuf.spans(plan))
+    message = json.loads(writer.request(writer.spans(plan)))
+    [encoded] = [
+        span
+        for span in message["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        if not span.get("parentSpanId")
+    ]
+    assert {a["key"] for a in encoded["attributes"]} >= set(UNCLEAN)
+
+
 def test_an_event_count_limit_of_zero_leaves_off_every_start(records, monkeypatch):
     """Even of a request none of whose crossings has an event but STARTED."""
     for name in LIMIT_VARIABLES:

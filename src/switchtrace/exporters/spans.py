@@ -700,7 +700,11 @@ def _sample(
     if sampled.decision is not Decision.RECORD_AND_SAMPLE:
         return None
     if sampled.attributes:
-        attributes.update(sampled.attributes)
+        # Cleaned as the SDK's provider cleans them (it makes the span's
+        # attributes a BoundedAttributes): a value of a type no attribute
+        # holds becomes its string, or None, rather than an attribute the
+        # writers leave out.
+        attributes.update(BoundedAttributes(attributes=sampled.attributes, immutable=False))
     return _Sampled(parent_context, trace_id, name, attributes, sampled.trace_state)
 
 
