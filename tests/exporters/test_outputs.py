@@ -7,8 +7,10 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 
@@ -257,7 +259,8 @@ def test_a_file_path_of_the_process_stdout_is_never_renamed(tmp_path):
     to a file: the file behind it is the server's own log, which rotating
     renamed (through /proc/self/fd/1) again at every export, to app.log.1,
     app.log.1.1, ..., as the file the descriptor names kept its size. A path
-    under /dev or /proc, or a link to one, is appended to and never renamed."""
+    under /proc, a link under /dev, or a link to one, is appended to and
+    never renamed."""
     (tmp_path / "stdout").symlink_to("/dev/stdout")
     script = textwrap.dedent(
         """
@@ -280,6 +283,35 @@ def test_a_file_path_of_the_process_stdout_is_never_renamed(tmp_path):
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.log", "stdout"]
     assert (tmp_path / "app.log").read_text() == ("a" * 8 + "\n" + "b" * 8 + "\n") * 2
+
+
+@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no writable /dev/shm")
+def test_a_regular_file_under_dev_is_rotated_and_a_device_never_renamed(tmp_path):
+    """A file in /dev/shm (spans kept in memory) is a file like any other:
+    FILE_MAX_BYTES bounds it, as it does a link to it, whose file is renamed
+    beside it. /dev/null, a device, is never renamed (as root, renaming it
+    would take it from every process)."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    assert FileSpanExporter("/dev/null", 10).max_bytes is None
+    assert FileSpanExporter("/dev/stdout", 10).max_bytes is None
+    shm = tempfile.mkdtemp(dir="/dev/shm", prefix="switchtrace-test-")
+    try:
+        (tmp_path / "link").symlink_to(os.path.join(shm, "linked.jsonl"))
+        for path, renamed in (
+            (os.path.join(shm, "traces.jsonl"), os.path.join(shm, "traces.jsonl.1")),
+            (str(tmp_path / "link"), os.path.join(shm, "linked.jsonl.1")),
+        ):
+            exporter = FileSpanExporter(path, 10)
+            assert exporter.max_bytes == 10
+            for line in ("a" * 8, "b" * 8):
+                assert exporter.export(EncodedSpans(line, 1)) is SpanExportResult.SUCCESS
+            with open(renamed) as older, open(path) as newer:
+                assert (older.read(), newer.read()) == ("a" * 8 + "\n", "b" * 8 + "\n")
+        assert (tmp_path / "link").is_symlink()
+    finally:
+        shutil.rmtree(shm)
 
 
 def test_the_file_is_renamed_only_once_a_line_would_take_it_past_max_bytes(tmp_path):

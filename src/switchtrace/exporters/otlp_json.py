@@ -188,19 +188,28 @@ def _value(value: Any) -> dict[str, Any]:
 
 
 def _stream(path: str) -> bool:
-    """Whether ``path`` is under /dev or /proc, or a symbolic link (of links)
-    to such a path: /dev/stdout, /proc/self/fd/1. Renaming what such a path
-    resolves to would rename the file the server's output goes to."""
+    """Whether ``path`` names a stream of the process's or a device, not a
+    file of its own: a path under /proc, a symbolic link under /dev
+    (/dev/stdout, /dev/fd/1), anything under /dev but a regular file
+    (/dev/null, a disk), or a symbolic link (of links) to one of these.
+    Renaming what such a path resolves to would rename the file the
+    server's output goes to, or a device. A regular file under /dev (in
+    /dev/shm, kept in memory) is a file like any other."""
     for _ in range(40):  # as many links as Linux follows
         path = os.path.abspath(path)
-        if path.startswith(("/dev/", "/proc/")):
+        if path.startswith("/proc/"):
             return True
+        device = path.startswith("/dev/")
         try:
             if not os.path.islink(path):
-                return False
+                return device and not stat.S_ISREG(os.stat(path).st_mode)
+            if device:
+                return True
             path = os.path.join(os.path.dirname(path), os.readlink(path))
-        except OSError:  # gone meanwhile
+        except FileNotFoundError:  # gone meanwhile, or made by the first export
             return False
+        except OSError:  # (under /dev: not to be renamed when in doubt)
+            return device
     return False
 
 
@@ -220,7 +229,8 @@ class FileSpanExporter(SpanExporter):
     With ``max_bytes``, a file that an export would take past it is first
     renamed ``path + ".1"`` (replacing the one before; if ``path`` is a
     symbolic link, the file it links to is renamed beside it; a path under
-    /dev or /proc, such as /dev/stdout, never is), and a new file started:
+    /proc, a link or anything but a regular file under /dev, such as
+    /dev/stdout, never is), and a new file started:
     the spans on disk stay within about twice ``max_bytes``, the newest
     kept. Processes appending to the same file rotate it together: one
     that finds the file it measured already renamed by another does not
