@@ -1065,8 +1065,11 @@ def test_a_samplers_attributes_are_cleaned_as_the_sdks_provider_cleans_them(reco
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     provider.get_tracer(SCOPE.name, SCOPE.version).start_span(request.name).end()
     [sdk] = exporter.get_finished_spans()
-    ours = dict(request.attributes)
-    assert {key: ours[key] for key in UNCLEAN} == {key: sdk.attributes[key] for key in UNCLEAN}
+    # (Keyed by what each has: an SDK older than its extended attributes
+    # drops what it cannot hold, and switchtrace then does too.)
+    ours = {key: value for key, value in request.attributes if key in UNCLEAN}
+    assert ours == {key: value for key, value in sdk.attributes.items() if key in UNCLEAN}
+    assert ours or not sdk.attributes.keys() & UNCLEAN.keys()
     # No value left that an encoder refuses (each would be a swallowed error).
     protobuf, writer = ProtobufWriter(RESOURCE, SCOPE), JsonWriter(RESOURCE, SCOPE)
     protobuf.request(protobuf.spans(plan))
@@ -1076,7 +1079,7 @@ def test_a_samplers_attributes_are_cleaned_as_the_sdks_provider_cleans_them(reco
         for span in message["resourceSpans"][0]["scopeSpans"][0]["spans"]
         if not span.get("parentSpanId")
     ]
-    assert {a["key"] for a in encoded["attributes"]} >= set(UNCLEAN)
+    assert {a["key"] for a in encoded["attributes"]} >= set(ours)
 
 
 def test_an_event_count_limit_of_zero_leaves_off_every_start(records, monkeypatch):
