@@ -1511,6 +1511,38 @@ def test_a_bookkeeping_error_noting_the_server_span_is_reported_and_the_request_
 
 
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
+@pytest.mark.parametrize(
+    ("noting", "where"),
+    [
+        ("remember_adapter", "adapt_method_mode"),
+        ("remember_view", "resolve_request"),
+        ("view_started", "make_view_atomic"),
+        ("view_ended", "view end"),
+    ],
+)
+def test_a_bookkeeping_error_naming_what_crossed_is_reported_and_the_request_goes_on(
+    server, noting, where, swallowed, monkeypatch, records
+):
+    """Noting which middleware an adapter serves (as the handlers are built),
+    which view the request resolved to, or when the view started or ended,
+    failing: each swallowed and said where, and the request goes on as
+    without it, its headers shown."""
+    from switchtrace.django_app import components
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("switchtrace bug")
+
+    monkeypatch.setattr(components, noting, broken)
+    with project() as handlers:
+        result = serve(server, handlers, "/sync/")
+    assert (result.status, result.body) == (200, b"Hello, world\n")
+    assert result.figures() == EXPECTED[server, "/sync/", "shipped"][0]
+    assert [record.finished for record in records] == [True]
+    assert [(where, type(exc)) for where, exc in swallowed] == [(where, ZeroDivisionError)]
+    swallowed.clear()
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
 def test_a_show_callback_that_raises_hides_the_headers(server, caplog):
     """The project's callable raising is its error, said so once, not an
     internal error of switchtrace's."""
