@@ -114,7 +114,9 @@ class ShortCircuitMiddleware:
     """Answers a request whose query has ``short`` itself, with
     ``paused_response``, as a maintenance-mode or rate-limiting middleware
     does: nothing below it runs. For one whose query has ``replace``, puts
-    ``paused_response`` in place of the response it gets."""
+    ``paused_response`` in place of the response it gets; for one whose query
+    has ``bridge``, bridges a coroutine (async_to_sync) once it has the
+    response: switches after switchtrace's middleware wrote on it."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -123,6 +125,8 @@ class ShortCircuitMiddleware:
         if "short" in request.GET:
             return paused_response
         response = self.get_response(request)
+        if "bridge" in request.GET:
+            async_to_sync(_nothing)()
         return paused_response if "replace" in request.GET else response
 
 

@@ -1134,6 +1134,39 @@ def test_the_async_test_client_gets_the_figures_of_its_headers_not_of_the_middle
     assert response["Server-Timing"] == f"{_ours(figures)}, app;dur=12"
 
 
+def test_the_test_client_gets_its_figures_on_an_object_written_again_at_the_headers():
+    """A view's one response object, written by switchtrace's middleware
+    (no switch yet) and again at the headers (a middleware above it bridged
+    a coroutine meanwhile), then given to a request that a middleware above
+    switchtrace's answers with it, which made no switch either: the object
+    the test Client checks carries that request's figures, not those the
+    headers of the one before wrote."""
+    from django.http import HttpResponse
+    from django.test import Client
+
+    from switchtrace.testing import record_requests
+
+    from .. import views
+
+    views.paused_response = HttpResponse("shared")
+    try:
+        with (
+            project("none", MIDDLEWARE=["tests.views.ShortCircuitMiddleware", MIDDLEWARE_PATH]),
+            record_requests() as recorded,
+        ):
+            bridged = dict(Client().get("/paused-shared/?bridge").items())
+            answered = dict(Client().get("/paused-shared/?short").items())
+    finally:
+        views.paused_response = None
+    assert [tuple(vars(record.at_headers).values()) for record in recorded] == [
+        SWITCHED,
+        (0, 0, 0, 0),
+    ]
+    assert bridged["Server-Timing"] == _ours(SWITCHED)
+    assert answered["Server-Timing"] == _ours((0, 0, 0, 0))
+    assert [answered[name] for name, *_ in headers_module.HEADERS] == ["0", "0", "0", "0"]
+
+
 @pytest.mark.parametrize(
     ("path", "figures", "total"),
     [
