@@ -966,6 +966,28 @@ def test_one_response_object_returned_by_two_asgi_tasks_sends_each_its_own_heade
         assert result.headers["Server-Timing"] == expected
 
 
+async def _cancelled_until_ended(request, others, resume):
+    """Cancel the request's task until it has ended (a server that keeps
+    cancelling a request it gave up on), then let the request's thread go on
+    (``resume``) and wait for the tasks it left (not ``others``); whether
+    the request's task was cancelled."""
+    for _ in range(100):  # until the request's task has ended
+        request.cancel()
+        await asyncio.wait({request}, timeout=0.05)
+        if request.done():
+            break
+    resume.set()
+    # Django 5.0-5.2's tasks outlive the request's: the one that ran the
+    # chain finishes now; the one listening for a disconnect never would.
+    leftover = asyncio.all_tasks() - others - {asyncio.current_task()}
+    for task in leftover:
+        if task.get_coro().__name__ == "listen_for_disconnect":
+            task.cancel()
+    if leftover:
+        await asyncio.wait(leftover, timeout=10)
+    return request.cancelled()
+
+
 @pytest.mark.skipif(
     ASGI_THREADS == 1,
     reason="asgiref < 3.12 joins the per-request thread in ThreadSensitiveContext's exit "
@@ -1010,21 +1032,7 @@ def test_a_request_ended_while_its_middleware_runs_in_its_thread_reads_no_header
         )
         others = asyncio.all_tasks() - {asyncio.current_task()}
         assert await asyncio.to_thread(reached.wait, 10)
-        for _ in range(100):  # until the request's task has ended
-            request.cancel()
-            await asyncio.wait({request}, timeout=0.05)
-            if request.done():
-                break
-        resume.set()
-        # Django 5.0-5.2's tasks outlive the request's: the one that ran the
-        # chain finishes now; the one listening for a disconnect never would.
-        leftover = asyncio.all_tasks() - others - {asyncio.current_task()}
-        for task in leftover:
-            if task.get_coro().__name__ == "listen_for_disconnect":
-                task.cancel()
-        if leftover:
-            await asyncio.wait(leftover, timeout=10)
-        return request.cancelled()
+        return await _cancelled_until_ended(request, others, resume)
 
     middleware = [MIDDLEWARE_PATH, "tests.views.SyncOnlyMiddleware"]
     settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
@@ -1039,6 +1047,66 @@ def test_a_request_ended_while_its_middleware_runs_in_its_thread_reads_no_header
     assert integration._readers.get(response) is None
     assert not [name for name, _value in response.items() if name.startswith("X-")]
     assert "Server-Timing" not in response
+
+
+@pytest.mark.skipif(
+    ASGI_THREADS == 1,
+    reason="asgiref < 3.12 joins the per-request thread in ThreadSensitiveContext's exit "
+    "without awaiting: no cancellation can end the request before that thread is done",
+)
+def test_a_request_ended_before_its_thread_resolved_it_keeps_no_route_nor_view(
+    records, monkeypatch
+):
+    """Under ASGI with a sync-only middleware below switchtrace's, the chain
+    runs in the request's thread. The server cancels the request's task
+    while that middleware has not yet called the rest of the chain: the
+    request ends, and its thread then resolves the path and calls the view.
+    The ended record (which the span pipeline reads in its own thread) gets
+    neither the route nor the view, nor a time the view ran."""
+    import asyncio
+    import threading
+
+    from switchtrace.django_app import components
+
+    from .. import views
+    from ..support import asgi_request, run_in_server_loop
+
+    reached, resume, answered = threading.Event(), threading.Event(), threading.Event()
+    call = views.SyncOnlyMiddleware.__call__
+    served = []
+
+    def paused_call(self, request):
+        reached.set()
+        resume.wait(10)
+        try:
+            served.append(call(self, request))
+            return served[-1]
+        finally:
+            answered.set()
+
+    monkeypatch.setattr(views.SyncOnlyMiddleware, "__call__", paused_call)
+
+    async def cancelled(asgi):
+        request = asyncio.ensure_future(asgi_request(asgi, "/sync/"))
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        assert await asyncio.to_thread(reached.wait, 10)
+        cancelled = await _cancelled_until_ended(request, others, resume)
+        assert await asyncio.to_thread(answered.wait, 10)
+        return cancelled
+
+    middleware = [MIDDLEWARE_PATH, "tests.views.SyncOnlyMiddleware"]
+    with project("none", MIDDLEWARE=middleware, SWITCHTRACE=NO_SPANS) as (asgi, _wsgi):
+        assert run_in_server_loop(cancelled(asgi))
+    # The view did run, in the request's thread, once the request had ended.
+    assert [(response.status_code, response.content) for response in served] == [
+        (200, b"Hello, world\n")
+    ]
+    [record] = records
+    assert record.kind == "asgi" and record.finished
+    assert record.attributes["url.path"] == "/sync/"
+    assert "http.route" not in record.attributes
+    assert "view" not in record.extra
+    assert components.VIEW_RAN not in record.extra
 
 
 def test_djangos_test_clients_find_the_headers_on_the_response_object():
