@@ -134,6 +134,29 @@ async def _nothing():
     pass
 
 
+class ServerTimingStrippingMiddleware:
+    """Takes Server-Timing off every response (as a project keeping its
+    timings from the public may). For a request whose query has ``pause``,
+    then bridges a coroutine (async_to_sync) and sets ``paused`` and waits
+    for ``resume`` (threading.Events the test makes): the figures at the
+    headers differ from those switchtrace's middleware wrote."""
+
+    paused = resume = None
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "Server-Timing" in response:
+            del response["Server-Timing"]
+        if "pause" in request.GET:
+            async_to_sync(_nothing)()
+            ServerTimingStrippingMiddleware.paused.set()
+            ServerTimingStrippingMiddleware.resume.wait(10)
+        return response
+
+
 class AsyncOnlyMiddleware:
     """A middleware Django calls only in async mode: the base of those below."""
 

@@ -909,6 +909,74 @@ def test_code_below_the_middleware_iterating_a_shared_responses_headers_is_not_b
     assert len(records) == 3
 
 
+def test_a_request_reading_a_shared_response_that_a_middleware_above_pared_is_not_broken(
+    records,
+):
+    """gthread workers: the first request to read a view's one response
+    object (switchtrace's middleware adds its headers to it) has its
+    Server-Timing taken off by a middleware above, which then bridges a
+    coroutine and waits; meanwhile a second request returns that object and
+    is answered whole, and a third returns it and Django lists its headers.
+    The first request's headers are sent while that listing is under way:
+    nothing is added to the object then (putting Server-Timing back would
+    make the listing raise 'dictionary changed size during iteration', a
+    500 the application does not have without switchtrace), and each
+    request is sent its own figures."""
+    import threading
+
+    from .. import views
+
+    views.paused_response = response = views.PausingResponse("shared")
+    stripping = views.ServerTimingStrippingMiddleware
+    stripping.paused, stripping.resume = threading.Event(), threading.Event()
+    third_listing, first_done = threading.Event(), threading.Event()
+    results = {}
+
+    def pause(index):
+        if threading.current_thread().name == "third" and index == 1:
+            third_listing.set()
+            first_done.wait(10)
+
+    def serve(wsgi, name, query):
+        try:
+            results[name] = wsgi_request(wsgi, "/paused-shared/", query=query)
+        except Exception as error:
+            results[name] = error
+        finally:
+            if name == "first":
+                first_done.set()
+
+    middleware = ["tests.views.ServerTimingStrippingMiddleware", MIDDLEWARE_PATH]
+    try:
+        response.pause = pause
+        with project("none", MIDDLEWARE=middleware, SWITCHTRACE=NO_SPANS) as (_asgi, wsgi):
+            threads = {
+                name: threading.Thread(target=serve, args=(wsgi, name, query), name=name)
+                for name, query in (("first", "pause"), ("third", ""))
+            }
+            threads["first"].start()
+            assert stripping.paused.wait(10)
+            serve(wsgi, "second", "")
+            threads["third"].start()
+            assert third_listing.wait(10)
+            stripping.resume.set()
+            for thread in threads.values():
+                thread.join(10)
+    finally:
+        views.paused_response = None
+        stripping.paused = stripping.resume = None
+    for name, figures in (("first", SWITCHED), ("second", (0, 0, 0, 0)), ("third", (0, 0, 0, 0))):
+        result = results[name]
+        assert isinstance(result, example.Result), (name, result)
+        assert (result.status, result.figures()) == (200, figures), name
+        assert result.headers["Server-Timing"] == _ours(figures), name
+    assert sorted(tuple(vars(record.at_headers).values()) for record in records) == [
+        (0, 0, 0, 0),
+        (0, 0, 0, 0),
+        SWITCHED,
+    ]
+
+
 @pytest.mark.parametrize(
     ("show", "first", "second"),
     [
