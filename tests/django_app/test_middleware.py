@@ -1683,25 +1683,30 @@ def test_a_bookkeeping_error_noting_the_server_span_is_reported_and_the_request_
 @pytest.mark.parametrize(
     ("noting", "where"),
     [
-        ("remember_adapter", "adapt_method_mode"),
-        ("remember_view", "resolve_request"),
-        ("view_started", "make_view_atomic"),
-        ("view_ended", "view end"),
+        ("components.remember_adapter", "adapt_method_mode"),
+        ("components.remember_view", "resolve_request"),
+        ("components.view_started", "make_view_atomic"),
+        ("components.view_ended", "view end"),
+        ("integration._unread", "headers read"),
     ],
 )
-def test_a_bookkeeping_error_naming_what_crossed_is_reported_and_the_request_goes_on(
+def test_a_bookkeeping_error_of_the_handler_integration_is_reported_and_the_request_goes_on(
     server, noting, where, swallowed, monkeypatch, records
 ):
     """Noting which middleware an adapter serves (as the handlers are built),
-    which view the request resolved to, or when the view started or ended,
-    failing: each swallowed and said where, and the request goes on as
-    without it, its headers shown."""
-    from switchtrace.django_app import components
+    which view the request resolved to, when the view started or ended, or
+    that Django has read the response's headers (the count of requests
+    reading them going down), failing: each swallowed and said where, and
+    the request goes on as without it, its headers shown."""
+    from switchtrace.django_app import components, integration
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("switchtrace bug")
 
-    monkeypatch.setattr(components, noting, broken)
+    module, name = noting.split(".")
+    monkeypatch.setattr(
+        {"components": components, "integration": integration}[module], name, broken
+    )
     with project() as handlers:
         result = serve(server, handlers, "/sync/")
     assert (result.status, result.body) == (200, b"Hello, world\n")
