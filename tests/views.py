@@ -114,7 +114,9 @@ class ShortCircuitMiddleware:
     """Answers a request whose query has ``short`` itself, with
     ``paused_response``, as a maintenance-mode or rate-limiting middleware
     does: nothing below it runs. For one whose query has ``replace``, puts
-    ``paused_response`` in place of the response it gets."""
+    ``paused_response`` in place of the response it gets; for one whose query
+    has ``bridge``, bridges a coroutine (async_to_sync) once it has the
+    response: switches after switchtrace's middleware wrote on it."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -123,11 +125,36 @@ class ShortCircuitMiddleware:
         if "short" in request.GET:
             return paused_response
         response = self.get_response(request)
+        if "bridge" in request.GET:
+            async_to_sync(_nothing)()
         return paused_response if "replace" in request.GET else response
 
 
 async def _nothing():
     pass
+
+
+class ServerTimingStrippingMiddleware:
+    """Takes Server-Timing off every response (as a project keeping its
+    timings from the public may). For a request whose query has ``pause``,
+    then bridges a coroutine (async_to_sync) and sets ``paused`` and waits
+    for ``resume`` (threading.Events the test makes): the figures at the
+    headers differ from those switchtrace's middleware wrote."""
+
+    paused = resume = None
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "Server-Timing" in response:
+            del response["Server-Timing"]
+        if "pause" in request.GET:
+            async_to_sync(_nothing)()
+            ServerTimingStrippingMiddleware.paused.set()
+            ServerTimingStrippingMiddleware.resume.wait(10)
+        return response
 
 
 class AsyncOnlyMiddleware:

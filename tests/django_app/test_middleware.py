@@ -909,6 +909,74 @@ def test_code_below_the_middleware_iterating_a_shared_responses_headers_is_not_b
     assert len(records) == 3
 
 
+def test_a_request_reading_a_shared_response_that_a_middleware_above_pared_is_not_broken(
+    records,
+):
+    """gthread workers: the first request to read a view's one response
+    object (switchtrace's middleware adds its headers to it) has its
+    Server-Timing taken off by a middleware above, which then bridges a
+    coroutine and waits; meanwhile a second request returns that object and
+    is answered whole, and a third returns it and Django lists its headers.
+    The first request's headers are sent while that listing is under way:
+    nothing is added to the object then (putting Server-Timing back would
+    make the listing raise 'dictionary changed size during iteration', a
+    500 the application does not have without switchtrace), and each
+    request is sent its own figures."""
+    import threading
+
+    from .. import views
+
+    views.paused_response = response = views.PausingResponse("shared")
+    stripping = views.ServerTimingStrippingMiddleware
+    stripping.paused, stripping.resume = threading.Event(), threading.Event()
+    third_listing, first_done = threading.Event(), threading.Event()
+    results = {}
+
+    def pause(index):
+        if threading.current_thread().name == "third" and index == 1:
+            third_listing.set()
+            first_done.wait(10)
+
+    def serve(wsgi, name, query):
+        try:
+            results[name] = wsgi_request(wsgi, "/paused-shared/", query=query)
+        except Exception as error:
+            results[name] = error
+        finally:
+            if name == "first":
+                first_done.set()
+
+    middleware = ["tests.views.ServerTimingStrippingMiddleware", MIDDLEWARE_PATH]
+    try:
+        response.pause = pause
+        with project("none", MIDDLEWARE=middleware, SWITCHTRACE=NO_SPANS) as (_asgi, wsgi):
+            threads = {
+                name: threading.Thread(target=serve, args=(wsgi, name, query), name=name)
+                for name, query in (("first", "pause"), ("third", ""))
+            }
+            threads["first"].start()
+            assert stripping.paused.wait(10)
+            serve(wsgi, "second", "")
+            threads["third"].start()
+            assert third_listing.wait(10)
+            stripping.resume.set()
+            for thread in threads.values():
+                thread.join(10)
+    finally:
+        views.paused_response = None
+        stripping.paused = stripping.resume = None
+    for name, figures in (("first", SWITCHED), ("second", (0, 0, 0, 0)), ("third", (0, 0, 0, 0))):
+        result = results[name]
+        assert isinstance(result, example.Result), (name, result)
+        assert (result.status, result.figures()) == (200, figures), name
+        assert result.headers["Server-Timing"] == _ours(figures), name
+    assert sorted(tuple(vars(record.at_headers).values()) for record in records) == [
+        (0, 0, 0, 0),
+        (0, 0, 0, 0),
+        SWITCHED,
+    ]
+
+
 @pytest.mark.parametrize(
     ("show", "first", "second"),
     [
@@ -966,6 +1034,28 @@ def test_one_response_object_returned_by_two_asgi_tasks_sends_each_its_own_heade
         assert result.headers["Server-Timing"] == expected
 
 
+async def _cancelled_until_ended(request, others, resume):
+    """Cancel the request's task until it has ended (a server that keeps
+    cancelling a request it gave up on), then let the request's thread go on
+    (``resume``) and wait for the tasks it left (not ``others``); whether
+    the request's task was cancelled."""
+    for _ in range(100):  # until the request's task has ended
+        request.cancel()
+        await asyncio.wait({request}, timeout=0.05)
+        if request.done():
+            break
+    resume.set()
+    # Django 5.0-5.2's tasks outlive the request's: the one that ran the
+    # chain finishes now; the one listening for a disconnect never would.
+    leftover = asyncio.all_tasks() - others - {asyncio.current_task()}
+    for task in leftover:
+        if task.get_coro().__name__ == "listen_for_disconnect":
+            task.cancel()
+    if leftover:
+        await asyncio.wait(leftover, timeout=10)
+    return request.cancelled()
+
+
 @pytest.mark.skipif(
     ASGI_THREADS == 1,
     reason="asgiref < 3.12 joins the per-request thread in ThreadSensitiveContext's exit "
@@ -1010,21 +1100,7 @@ def test_a_request_ended_while_its_middleware_runs_in_its_thread_reads_no_header
         )
         others = asyncio.all_tasks() - {asyncio.current_task()}
         assert await asyncio.to_thread(reached.wait, 10)
-        for _ in range(100):  # until the request's task has ended
-            request.cancel()
-            await asyncio.wait({request}, timeout=0.05)
-            if request.done():
-                break
-        resume.set()
-        # Django 5.0-5.2's tasks outlive the request's: the one that ran the
-        # chain finishes now; the one listening for a disconnect never would.
-        leftover = asyncio.all_tasks() - others - {asyncio.current_task()}
-        for task in leftover:
-            if task.get_coro().__name__ == "listen_for_disconnect":
-                task.cancel()
-        if leftover:
-            await asyncio.wait(leftover, timeout=10)
-        return request.cancelled()
+        return await _cancelled_until_ended(request, others, resume)
 
     middleware = [MIDDLEWARE_PATH, "tests.views.SyncOnlyMiddleware"]
     settings = {"ENABLED": True, "SHOW_HEADERS": f"{__name__}.only_with_debug_header"}
@@ -1039,6 +1115,66 @@ def test_a_request_ended_while_its_middleware_runs_in_its_thread_reads_no_header
     assert integration._readers.get(response) is None
     assert not [name for name, _value in response.items() if name.startswith("X-")]
     assert "Server-Timing" not in response
+
+
+@pytest.mark.skipif(
+    ASGI_THREADS == 1,
+    reason="asgiref < 3.12 joins the per-request thread in ThreadSensitiveContext's exit "
+    "without awaiting: no cancellation can end the request before that thread is done",
+)
+def test_a_request_ended_before_its_thread_resolved_it_keeps_no_route_nor_view(
+    records, monkeypatch
+):
+    """Under ASGI with a sync-only middleware below switchtrace's, the chain
+    runs in the request's thread. The server cancels the request's task
+    while that middleware has not yet called the rest of the chain: the
+    request ends, and its thread then resolves the path and calls the view.
+    The ended record (which the span pipeline reads in its own thread) gets
+    neither the route nor the view, nor a time the view ran."""
+    import asyncio
+    import threading
+
+    from switchtrace.django_app import components
+
+    from .. import views
+    from ..support import asgi_request, run_in_server_loop
+
+    reached, resume, answered = threading.Event(), threading.Event(), threading.Event()
+    call = views.SyncOnlyMiddleware.__call__
+    served = []
+
+    def paused_call(self, request):
+        reached.set()
+        resume.wait(10)
+        try:
+            served.append(call(self, request))
+            return served[-1]
+        finally:
+            answered.set()
+
+    monkeypatch.setattr(views.SyncOnlyMiddleware, "__call__", paused_call)
+
+    async def cancelled(asgi):
+        request = asyncio.ensure_future(asgi_request(asgi, "/sync/"))
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        assert await asyncio.to_thread(reached.wait, 10)
+        cancelled = await _cancelled_until_ended(request, others, resume)
+        assert await asyncio.to_thread(answered.wait, 10)
+        return cancelled
+
+    middleware = [MIDDLEWARE_PATH, "tests.views.SyncOnlyMiddleware"]
+    with project("none", MIDDLEWARE=middleware, SWITCHTRACE=NO_SPANS) as (asgi, _wsgi):
+        assert run_in_server_loop(cancelled(asgi))
+    # The view did run, in the request's thread, once the request had ended.
+    assert [(response.status_code, response.content) for response in served] == [
+        (200, b"Hello, world\n")
+    ]
+    [record] = records
+    assert record.kind == "asgi" and record.finished
+    assert record.attributes["url.path"] == "/sync/"
+    assert "http.route" not in record.attributes
+    assert "view" not in record.extra
+    assert components.VIEW_RAN not in record.extra
 
 
 def test_djangos_test_clients_find_the_headers_on_the_response_object():
@@ -1132,6 +1268,39 @@ def test_the_async_test_client_gets_the_figures_of_its_headers_not_of_the_middle
     assert figures[:3] == (10, 10, 0)
     assert tuple(int(response[name]) for name, *_ in headers_module.HEADERS) == figures
     assert response["Server-Timing"] == f"{_ours(figures)}, app;dur=12"
+
+
+def test_the_test_client_gets_its_figures_on_an_object_written_again_at_the_headers():
+    """A view's one response object, written by switchtrace's middleware
+    (no switch yet) and again at the headers (a middleware above it bridged
+    a coroutine meanwhile), then given to a request that a middleware above
+    switchtrace's answers with it, which made no switch either: the object
+    the test Client checks carries that request's figures, not those the
+    headers of the one before wrote."""
+    from django.http import HttpResponse
+    from django.test import Client
+
+    from switchtrace.testing import record_requests
+
+    from .. import views
+
+    views.paused_response = HttpResponse("shared")
+    try:
+        with (
+            project("none", MIDDLEWARE=["tests.views.ShortCircuitMiddleware", MIDDLEWARE_PATH]),
+            record_requests() as recorded,
+        ):
+            bridged = dict(Client().get("/paused-shared/?bridge").items())
+            answered = dict(Client().get("/paused-shared/?short").items())
+    finally:
+        views.paused_response = None
+    assert [tuple(vars(record.at_headers).values()) for record in recorded] == [
+        SWITCHED,
+        (0, 0, 0, 0),
+    ]
+    assert bridged["Server-Timing"] == _ours(SWITCHED)
+    assert answered["Server-Timing"] == _ours((0, 0, 0, 0))
+    assert [answered[name] for name, *_ in headers_module.HEADERS] == ["0", "0", "0", "0"]
 
 
 @pytest.mark.parametrize(
@@ -1507,6 +1676,43 @@ def test_a_bookkeeping_error_noting_the_server_span_is_reported_and_the_request_
         (f"{server.upper()} request attributes", ZeroDivisionError),
         ("SwitchTraceMiddleware", ZeroDivisionError),
     ]
+    swallowed.clear()
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+@pytest.mark.parametrize(
+    ("noting", "where"),
+    [
+        ("components.remember_adapter", "adapt_method_mode"),
+        ("components.remember_view", "resolve_request"),
+        ("components.view_started", "make_view_atomic"),
+        ("components.view_ended", "view end"),
+        ("integration._unread", "headers read"),
+    ],
+)
+def test_a_bookkeeping_error_of_the_handler_integration_is_reported_and_the_request_goes_on(
+    server, noting, where, swallowed, monkeypatch, records
+):
+    """Noting which middleware an adapter serves (as the handlers are built),
+    which view the request resolved to, when the view started or ended, or
+    that Django has read the response's headers (the count of requests
+    reading them going down), failing: each swallowed and said where, and
+    the request goes on as without it, its headers shown."""
+    from switchtrace.django_app import components, integration
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("switchtrace bug")
+
+    module, name = noting.split(".")
+    monkeypatch.setattr(
+        {"components": components, "integration": integration}[module], name, broken
+    )
+    with project() as handlers:
+        result = serve(server, handlers, "/sync/")
+    assert (result.status, result.body) == (200, b"Hello, world\n")
+    assert result.figures() == EXPECTED[server, "/sync/", "shipped"][0]
+    assert [record.finished for record in records] == [True]
+    assert [(where, type(exc)) for where, exc in swallowed] == [(where, ZeroDivisionError)]
     swallowed.clear()
 
 

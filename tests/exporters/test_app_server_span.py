@@ -179,6 +179,52 @@ def test_a_server_span_started_by_a_middleware_above_switchtraces_is_the_request
     assert _figures(app_span) == _span_figures(2, 1, 1)
 
 
+@pytest.mark.parametrize(
+    ("middleware", "path", "figures"),
+    [
+        # A maintenance-mode or rate-limiting middleware above switchtrace's
+        # answers: switchtrace's never runs.
+        (["tests.views.ShortCircuitMiddleware", "switchtrace"], "/paused-shared/?short", (0, 0, 0)),
+        # Spans without the headers: switchtrace's middleware is not used.
+        ([], "/async/", (2, 1, 1)),
+    ],
+    ids=["answered-above", "no-middleware"],
+)
+def test_a_wsgi_server_span_ended_before_the_body_has_the_figures_of_the_headers(
+    middleware, path, figures
+):
+    """WSGI: the application's server span is current when Django's handler
+    receives the request, and ends as soon as the handler returns (a WSGI
+    middleware of the project's own, ``with tracer.start_as_current_span()``
+    around the call), before the body is sent and the response closed. It
+    has the figures as the headers are sent, though switchtrace's
+    middleware did not run."""
+    from django.http import HttpResponse
+
+    from switchtrace.django_app.conf import MIDDLEWARE_PATH
+
+    from .. import views
+    from ..support import wsgi_request
+
+    _app_exporter.clear()
+    views.paused_response = HttpResponse("answered")
+    middleware = [MIDDLEWARE_PATH if name == "switchtrace" else name for name in middleware]
+    try:
+        with project("none", MIDDLEWARE=middleware) as (_asgi, wsgi):
+
+            def instrumented(environ, start_response):
+                tracer = _app_provider.get_tracer("app")
+                with tracer.start_as_current_span("GET", kind=trace.SpanKind.SERVER):
+                    return wsgi(environ, start_response)
+
+            result = wsgi_request(instrumented, path)
+    finally:
+        views.paused_response = None
+    assert result.status == 200
+    [app_span] = _app_exporter.get_finished_spans()
+    assert _figures(app_span) == _span_figures(*figures)
+
+
 def test_a_middleware_server_span_never_has_fewer_switches_than_before_the_headers():
     """ASGI, the middleware that starts the span sync-only: switchtrace's
     runs inside its async_to_sync, itself inside the handler's

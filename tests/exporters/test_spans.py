@@ -16,6 +16,7 @@ from opentelemetry.trace import StatusCode
 from switchtrace import tracer
 from switchtrace.django_app import components, telemetry
 from switchtrace.example import run_in_server_loop
+from switchtrace.exporters.pipeline import MAX_PROPAGATION_HEADER
 from switchtrace.exporters.spans import (
     ARRIVAL,
     LOOP_CREATED,
@@ -283,6 +284,40 @@ def test_a_malformed_or_oversized_traceparent_starts_a_new_trace(spans, tracepar
     [request] = spans()
     assert request.parent is None
     assert request.context.trace_id != 0
+
+
+def test_a_tracestate_of_the_longest_length_taken_is_kept(spans):
+    """A tracestate of MAX_PROPAGATION_HEADER characters (two members of
+    the longest value W3C Trace Context allows) is the request span's, under
+    ASGI and WSGI; one character more, it is ignored and the traceparent
+    still taken (the OpenTelemetry propagator sets no length limit of its
+    own)."""
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    longest = "a=" + "x" * 254 + ",b=" + "y" * 253
+    assert len(longest) == MAX_PROPAGATION_HEADER
+    with project() as (asgi, wsgi):
+        for tracestate in (longest, longest + "y"):
+            run_in_server_loop(
+                asgi_request(
+                    asgi,
+                    "/sync/",
+                    headers=[
+                        (b"traceparent", traceparent.encode()),
+                        (b"tracestate", tracestate.encode()),
+                    ],
+                )
+            )
+            wsgi_request(wsgi, "/sync/", HTTP_TRACEPARENT=traceparent, HTTP_TRACESTATE=tracestate)
+    requests = [s for s in spans() if s.kind is trace.SpanKind.SERVER]
+    assert [format(request.parent.span_id, "016x") for request in requests] == [
+        "b7ad6b7169203331"
+    ] * 4
+    assert [request.context.trace_state.to_header() for request in requests] == [
+        longest,
+        longest,
+        "",
+        "",
+    ]
 
 
 def test_sample_rate_zero_records_no_spans_but_keeps_the_headers(spans):
