@@ -130,6 +130,23 @@ def test_async_to_sync_without_a_loop_creates_a_loop_and_a_thread():
     assert record.loop_creations[0].loop_id == crossing.loop_id
 
 
+def test_a_loop_made_at_the_same_tick_as_the_async_to_sync_call_is_its_own():
+    """asgiref makes the loop in its new thread, where no request is visible;
+    the async_to_sync that runs in it claims it if it was made at or after
+    the call. A clock too coarse to tell them apart (here, one that never
+    moves) gives both the same time: the loop is still the crossing's."""
+    tracer.install(clock=lambda: 7)  # installed already: only the clock changes
+    try:
+        with tracer.recording() as record:
+            async_to_sync(anoop)()
+    finally:
+        tracer.install(clock=time.perf_counter_ns)
+    assert record.totals() == tracer.Figures(2, 2, 1, 1)
+    [crossing] = record.crossings
+    assert crossing.loop_created is True
+    assert [(c.crossing, c.at_ns) for c in record.loop_creations] == [(crossing, 7)]
+
+
 def test_three_async_to_sync_calls_make_three_loops():
     with tracer.recording() as record:
         for _ in range(3):
@@ -636,6 +653,79 @@ def test_a_task_left_running_after_its_request_counts_no_thread_or_loop_it_makes
     assert (record.thread_starts, record.loop_creations) == ([], [])
 
 
+def test_a_task_left_running_after_its_request_makes_no_crossing():
+    """The bridges and offloads a task the request left running makes after
+    the request ended are no crossings: the code they run sees the crossing
+    that was current where the task was made (none, at the request's level)."""
+    go = asyncio.Event()
+
+    async def seen_in_async():
+        return tracer.current_crossing()
+
+    def seen_in_sync():
+        return tracer.current_crossing(), async_to_sync(seen_in_async)()
+
+    async def left_running():
+        await go.wait()
+        loop = asyncio.get_running_loop()
+        return (
+            await sync_to_async(seen_in_sync)(),
+            await sync_to_async(seen_in_sync, thread_sensitive=False)(),
+            await loop.run_in_executor(None, tracer.current_crossing),
+            await asyncio.to_thread(tracer.current_crossing),
+        )
+
+    async def main():
+        with tracer.recording() as record:
+            task = asyncio.ensure_future(left_running())
+            await asyncio.sleep(0)
+        go.set()
+        return record, await task
+
+    record, seen = asyncio.run(main())
+    assert seen == ((None, None), (None, None), None, None)
+    assert record.crossings == []
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+
+
+def test_a_crossing_from_a_thread_threading_did_not_start_has_that_thread_as_source():
+    """A loop run in a thread started with _thread (by C code, an embedding
+    interpreter): threading knows the thread only once it is asked for it
+    there. The crossing's source is the thread threading.current_thread()
+    gives there, not None."""
+    import _thread
+
+    done = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def body():
+        try:
+            loop = asyncio.new_event_loop()
+
+            async def main():
+                seen["known"] = _thread.get_ident() in threading._active  # type: ignore[attr-defined]
+                with tracer.recording() as record:
+                    seen["target"] = await sync_to_async(here, thread_sensitive=False)()
+                return record
+
+            try:
+                seen["record"] = loop.run_until_complete(main())
+            finally:
+                loop.close()
+            seen["thread"] = threading.current_thread()
+        finally:
+            done.set()
+
+    _thread.start_new_thread(body, ())
+    assert done.wait(10)
+    assert seen["known"] is False
+    [crossing] = seen["record"].crossings
+    assert isinstance(seen["thread"], threading._DummyThread)  # type: ignore[attr-defined]
+    assert crossing.source_thread is seen["thread"]
+    assert crossing.target_thread is seen["target"] is not seen["thread"]
+    assert seen["record"].totals() == tracer.Figures(2, 2, 0, 1)
+
+
 def test_timestamps_come_from_the_injected_clock():
     ticks = itertools.count(1000)
 
@@ -674,6 +764,42 @@ def test_timestamps_come_from_the_injected_clock():
         (1005, 1005, 1007),  # the return noted first, then the end timed
     }
     assert s2a.queue_wait_ns == 1
+
+
+def test_an_offloads_timestamps_come_from_the_injected_clock():
+    """An offload's call is timed on the loop's thread, its start, end and
+    return on the worker thread, in that order (no bridge of ours awaits
+    it). One worker, started before the recording: no thread start reads
+    the clock."""
+    ticks = itertools.count(1000)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(pool)
+        await loop.run_in_executor(None, here)
+        tracer.install(clock=lambda: next(ticks))  # installed already: only the clock changes
+        try:
+            with tracer.recording() as record:
+                await asyncio.to_thread(here)
+                await loop.run_in_executor(None, here)
+        finally:
+            tracer.install(clock=time.perf_counter_ns)
+        return record
+
+    try:
+        record = asyncio.run(main())
+    finally:
+        pool.shutdown(wait=True)
+    assert record.begin_ns == 1000
+    assert [
+        (c.mechanism, c.call_ns, c.start_ns, c.end_ns, c.return_ns) for c in record.crossings
+    ] == [
+        ("asyncio.to_thread", 1001, 1002, 1003, 1004),
+        ("run_in_executor", 1005, 1006, 1007, 1008),
+    ]
+    assert record.end_ns == 1009
+    assert record.totals() == tracer.Figures(4, 4, 0, 0)
 
 
 @pytest.mark.parametrize("order", ["return noted, then end timed", "end stored mid-return"])

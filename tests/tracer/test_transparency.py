@@ -13,7 +13,7 @@ import inspect
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -103,6 +103,29 @@ def test_outside_a_request_calls_pass_through_unchanged():
     assert async_to_sync(async_fn)(5) == (5, sentinel)
 
 
+def _caught(
+    awaited: list[Callable[[], Awaitable[Any]]], called: list[Callable[[], Any]]
+) -> list[AppError]:
+    """The AppError each call raised: those in ``awaited`` awaited in turn in
+    one event loop, then those in ``called`` called from here."""
+    caught = []
+
+    async def main():
+        for call in awaited:
+            try:
+                await call()
+            except AppError as exc:
+                caught.append(exc)
+
+    asyncio.run(main())
+    for call in called:
+        try:
+            call()
+        except AppError as exc:
+            caught.append(exc)
+    return caught
+
+
 def test_exceptions_and_tracebacks_are_unchanged():
     def fail_sync():
         raise AppError("sync side")
@@ -111,24 +134,54 @@ def test_exceptions_and_tracebacks_are_unchanged():
         raise AppError("async side")
 
     def raises():
-        caught = []
-
-        async def main():
-            try:
-                await sync_to_async(fail_sync)()
-            except AppError as exc:
-                caught.append(exc)
-
-        asyncio.run(main())
-        try:
-            async_to_sync(fail_async)()
-        except AppError as exc:
-            caught.append(exc)
+        caught = _caught([sync_to_async(fail_sync)], [async_to_sync(fail_async)])
         return [(type(e), e.args, frames(e)) for e in caught]
 
     plain, traced = both(raises)
     assert plain == traced
     assert [args for _t, args, _f in traced] == [("sync side",), ("async side",)]
+
+
+def test_djangos_debug_page_shows_the_same_frames():
+    """Django's technical 500 page leaves out frames whose locals say
+    ``__traceback_hide__`` (asgiref's say so): switchtrace's frames on the
+    way from the code that raised to the caller are left out too, so the
+    page shows what it shows without switchtrace."""
+    from django.views.debug import ExceptionReporter
+
+    def fail_sync(*args):
+        raise AppError("sync side")
+
+    async def fail_async():
+        raise AppError("async side")
+
+    def bridged_back():
+        async_to_sync(fail_async)()
+
+    def shown():
+        caught = _caught(
+            [
+                sync_to_async(fail_sync),
+                sync_to_async(bridged_back),
+                lambda: asyncio.get_running_loop().run_in_executor(None, fail_sync),
+                lambda: asyncio.to_thread(fail_sync),
+            ],
+            [async_to_sync(fail_async)],
+        )
+        return [
+            [
+                (frame["filename"], frame["function"], frame["context_line"])
+                for frame in ExceptionReporter(
+                    None, type(exc), exc, exc.__traceback__
+                ).get_traceback_frames()
+            ]
+            for exc in caught
+        ]
+
+    plain, traced = both(shown)
+    assert plain == traced
+    assert len(traced) == 5
+    assert all(frames[-1][1] in ("fail_sync", "fail_async") for frames in traced)
 
 
 def test_contextvars_flow_both_ways_as_before():
@@ -303,6 +356,46 @@ def test_submit_takes_the_same_arguments(executor_class, recording):
         traced = outcomes()
     assert plain == traced
     assert traced[0] == "g(1,){'k': 2}"
+
+
+def test_a_submit_whose_signature_cannot_be_read_is_patched_as_positional_only():
+    """An executor's submit whose signature inspect cannot read (a C
+    method's, or a replacement's broken ``__signature__``) is still patched,
+    and calls pass through it; its ``fn`` is taken as positional-only, as
+    ThreadPoolExecutor's is, so ``fn=`` by keyword fails as it does there."""
+
+    def original(self, fn, /, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+    original.__signature__ = "unreadable"  # type: ignore[attr-defined]
+    with pytest.raises((TypeError, ValueError)):  # (which one depends on the Python)
+        inspect.signature(original)
+    submit = tracer.patches._patch_submit(original)
+
+    def g(*args, **kwargs):
+        return args, kwargs
+
+    assert submit(None, g, 1, k=2) == ((1,), {"k": 2})
+    with pytest.raises(TypeError):
+        original(None, fn=g)
+    with pytest.raises(TypeError):
+        submit(None, fn=g)
+
+
+def test_a_submit_without_an_fn_parameter_is_patched():
+    """An executor's submit replaced, before switchtrace installs, by a
+    wrapper of someone else's that names no ``fn`` (``*args, **kwargs``,
+    without functools.wraps) is still patched, and calls pass through it."""
+
+    def original(self, *args, **kwargs):
+        return args[0](*args[1:], **kwargs)
+
+    submit = tracer.patches._patch_submit(original)
+
+    def g(*args, **kwargs):
+        return args, kwargs
+
+    assert submit(None, g, 1, k=2) == ((1,), {"k": 2})
 
 
 def test_django_async_unsafe_still_raises():
