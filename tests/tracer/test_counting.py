@@ -285,6 +285,24 @@ def test_asyncio_run_is_two_switches_without_a_hop():
     assert crossing.end_ns == crossing.return_ns is not None
 
 
+def test_asyncio_run_of_an_applications_wrapper_coroutine_names_that_coroutine():
+    """Only uvloop.run's own wrapper is seen through to the coroutine it
+    awaits: an application's coroutine that is also called ``wrapper`` and
+    also closes over a ``main`` is the crossing's func itself."""
+
+    def decorated(main):
+        async def wrapper():
+            return await main()
+
+        return wrapper
+
+    coro = decorated(anoop)()
+    with tracer.recording() as record:
+        asyncio.run(coro)
+    [crossing] = record.crossings
+    assert crossing.func is coro
+
+
 def test_offloads_by_request_code_are_recorded():
     def work(x):
         return x * 2
@@ -587,6 +605,22 @@ def test_an_offload_left_running_counts_the_switch_it_made_and_no_more():
     assert offload.end_ns is not None  # timed all the same
 
 
+def test_an_async_to_sync_whose_request_ends_before_its_code_starts_counts_nothing():
+    """The request ends (on another thread, a server closing its response)
+    between an async_to_sync's call and asgiref's main_wrap: the crossing
+    never starts in the ended record, whose figures were handed on."""
+
+    class EndsTheRequestFirst(AsyncToSync):
+        def main_wrap(self, *args, **kwargs):
+            record.finish()  # what the other thread does at this moment
+            return super().main_wrap(*args, **kwargs)
+
+    with tracer.recording() as record:
+        EndsTheRequestFirst(anoop)()
+    assert record.crossings == []
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+
+
 def test_a_bridge_call_returning_after_its_request_ended_leaves_the_figures_alone():
     """A task the request left running, in a sync_to_async when the request
     ends: the return comes later and is not counted. Nor is a call queued
@@ -802,7 +836,9 @@ def test_an_offloads_timestamps_come_from_the_injected_clock():
     assert record.totals() == tracer.Figures(4, 4, 0, 0)
 
 
-@pytest.mark.parametrize("order", ["return noted, then end timed", "end stored mid-return"])
+@pytest.mark.parametrize(
+    "order", ["return noted, then end timed", "end stored mid-return", "return stored mid-end"]
+)
 def test_an_async_to_sync_never_ends_after_its_return(order):
     """asgiref's main_wrap hands the result to the waiting thread before the
     async side's end is timed (after it, in the loop): that thread may note
@@ -811,12 +847,14 @@ def test_an_async_to_sync_never_ends_after_its_return(order):
     return. The clock forces each order: the loop thread's first tick after
     the async_to_sync's start (the end's) waits for the worker thread's (the
     return's), which, in the second order, is given only once the end is
-    stored."""
+    stored. In the third, the end's tick comes first and is handed back
+    only once the return is stored: the end, the earlier, is kept."""
     ticks = itertools.count(1000)
     main = threading.current_thread()
     given: list[int] = []
     firsts: set[str] = set()
     return_read = threading.Event()
+    end_read, returned = threading.Event(), threading.Event()
     holder: list[tracer.RequestRecord] = []
 
     def ended() -> bool:
@@ -825,6 +863,16 @@ def test_an_async_to_sync_never_ends_after_its_return(order):
     def clock() -> int:
         after_start = len(given) >= 5  # 1000-1004: up to the async_to_sync's start
         on_main = threading.current_thread() is main
+        if order == "return stored mid-end" and after_start:
+            if on_main and "end" not in firsts:
+                firsts.add("end")
+                tick = next(ticks)
+                given.append(tick)
+                end_read.set()
+                returned.wait(10)
+                return tick
+            if not on_main:
+                end_read.wait(10)
         if after_start and on_main and "end" not in firsts:
             firsts.add("end")
             return_read.wait(10)
@@ -841,6 +889,7 @@ def test_an_async_to_sync_never_ends_after_its_return(order):
 
     def sync_side():
         async_to_sync(anoop)()
+        returned.set()
 
     async def run():
         tracer.install(clock=clock)  # installed already: only the clock changes
@@ -854,7 +903,10 @@ def test_an_async_to_sync_never_ends_after_its_return(order):
 
     record = asyncio.run(run())
     [a2s] = [c for c in record.crossings if c.mechanism == tracer.ASYNC_TO_SYNC]
-    assert (a2s.start_ns, a2s.return_ns, a2s.end_ns) == (1004, 1005, 1005)
+    if order == "return stored mid-end":
+        assert (a2s.start_ns, a2s.return_ns, a2s.end_ns) == (1004, 1006, 1005)
+    else:
+        assert (a2s.start_ns, a2s.return_ns, a2s.end_ns) == (1004, 1005, 1005)
 
 
 def test_a_thread_start_is_timed_before_the_thread_runs():
