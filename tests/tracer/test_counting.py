@@ -9,6 +9,7 @@ import functools
 import gc
 import inspect
 import itertools
+import operator
 import threading
 import time
 import weakref
@@ -1573,6 +1574,43 @@ def test_run_until_complete_that_raises_at_once_is_no_switch():
     assert record.totals() == tracer.Figures(0, 0, 0, 0)
 
 
+def _refused(loop: asyncio.AbstractEventLoop, match: str) -> tracer.Figures:
+    """The figures of a recording around ``loop.run_until_complete`` that
+    raises RuntimeError matching ``match`` before running the coroutine."""
+    with tracer.recording() as record:
+        coro = anoop()
+        with pytest.raises(RuntimeError, match=match):
+            loop.run_until_complete(coro)
+        coro.close()
+    return record.totals()
+
+
+def test_run_until_complete_on_a_loop_running_elsewhere_is_no_switch():
+    """A loop running in another thread, or another loop running in this
+    one: run_until_complete raises at once, and nothing switched."""
+    loop = asyncio.new_event_loop()
+    running = threading.Event()
+    loop.call_soon(running.set)
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        assert running.wait(10)
+        assert _refused(loop, "already running") == tracer.Figures(0, 0, 0, 0)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+    async def main():
+        other = asyncio.new_event_loop()
+        try:
+            return _refused(other, "another loop is running")
+        finally:
+            other.close()
+
+    assert asyncio.run(main()) == tracer.Figures(0, 0, 0, 0)
+
+
 def test_run_until_complete_called_from_c_with_no_python_caller():
     """Called straight by a C function at the bottom of a new thread's
     stack (no Python frame below the patch): it runs, and counts."""
@@ -1687,6 +1725,42 @@ def test_run_until_complete_with_a_future_without_get_loop_is_two_switches():
     finally:
         loop.close()
     assert record.totals() == tracer.Figures(2, 0, 0, 0)
+
+
+def test_run_until_complete_with_a_future_of_no_loop_is_no_switch():
+    """A future whose loop is None (no get_loop(), ``_loop`` None): asyncio
+    takes it for another loop's and raises ValueError at once."""
+    loop = asyncio.new_event_loop()
+    try:
+        with tracer.recording() as record:
+            future = _FutureWithoutGetLoop(loop)
+            future._loop = None
+            with pytest.raises(ValueError, match="different loop"):
+                loop.run_until_complete(future)
+    finally:
+        loop.close()
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert record.crossings == []
+
+
+def test_run_until_complete_with_a_future_whose_get_loop_raises_is_no_switch(swallowed):
+    """asyncio asks the future for its loop before running it, and raises
+    what get_loop() raises: no switch. switchtrace, asking the same, reports
+    it as its own error (logged once in production) and lets the call through."""
+    loop = asyncio.new_event_loop()
+    try:
+        with tracer.recording() as record:
+            future = _FutureWithoutGetLoop(loop)
+            future.get_loop = functools.partial(operator.truediv, 1, 0)
+            with pytest.raises(ZeroDivisionError):
+                loop.run_until_complete(future)
+    finally:
+        loop.close()
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("run_until_complete call", ZeroDivisionError)
+    ]
+    swallowed.clear()
 
 
 @pytest.mark.skipif(

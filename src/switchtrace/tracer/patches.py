@@ -732,9 +732,10 @@ def _patch_run_until_complete(original: Callable[..., Any]) -> Callable[..., Any
 def _switches(loop: Any, future: Any, current: Crossing | None) -> bool:
     """Whether ``loop.run_until_complete(future)``, called here, is a switch
     of its own: not one that raises at once (a loop closed, or running in
-    this thread or another, something not awaitable), nor one of asyncio's
-    own runners' (the calls asyncio.run and Runner.run make are their
-    crossing's; those Runner.close makes are no crossing's)."""
+    this thread or another, something not awaitable, a future of another
+    loop or of none), nor one of asyncio's own runners' (the calls
+    asyncio.run and Runner.run make are their crossing's; those
+    Runner.close makes are no crossing's)."""
     try:
         if loop.is_closed() or loop.is_running() or _get_running_loop() is not None:
             return False
@@ -746,8 +747,10 @@ def _switches(loop: Any, future: Any, current: Crossing | None) -> bool:
             # As asyncio finds a future's loop (get_loop(), else _loop).
             get_loop = getattr(future, "get_loop", None)
             owner = get_loop() if get_loop is not None else getattr(future, "_loop", None)
-            if owner is not None and owner is not loop:
-                return False  # another loop's future: ValueError before it runs
+            if owner is not loop:
+                # Another loop's future, or one of no loop (None): asyncio
+                # raises ValueError before it runs.
+                return False
         if getattr(_closing_runner, "depth", 0):
             return False
         return not (
