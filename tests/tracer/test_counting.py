@@ -1611,6 +1611,43 @@ def test_run_until_complete_on_a_loop_running_elsewhere_is_no_switch():
     assert asyncio.run(main()) == tracer.Figures(0, 0, 0, 0)
 
 
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_run_until_complete_in_a_copy_of_a_runs_context_is_a_switch():
+    """A thread that Runner.run's coroutine starts in a copy of its context
+    sees the run's crossing as current: its run_until_complete of another
+    loop while the run is in progress, and of the runner's loop once the run
+    has returned, are switches of their own, not the run's."""
+    first_done, run_returned = threading.Event(), threading.Event()
+
+    def in_thread(runner_loop):
+        other = asyncio.new_event_loop()
+        try:
+            other.run_until_complete(anoop())
+        finally:
+            other.close()
+        first_done.set()
+        assert run_returned.wait(10)
+        runner_loop.run_until_complete(anoop())
+
+    async def main(runner_loop):
+        thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(in_thread, runner_loop)
+        )
+        thread.start()
+        assert first_done.wait(10)  # (blocks the loop: the run is in progress)
+        return thread
+
+    with tracer.recording() as record:
+        with asyncio.Runner() as runner:
+            thread = runner.run(main(runner.get_loop()))
+            run_returned.set()
+            thread.join()
+    run, *others = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert run.mechanism == "asyncio.run"
+    assert [(c.mechanism, c.parent) for c in others] == [(RUN_UNTIL_COMPLETE, run)] * 2
+    assert record.totals().context_switches == 6
+
+
 def test_run_until_complete_called_from_c_with_no_python_caller():
     """Called straight by a C function at the bottom of a new thread's
     stack (no Python frame below the patch): it runs, and counts."""
