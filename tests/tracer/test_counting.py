@@ -485,6 +485,19 @@ def test_an_exception_in_async_to_syncs_code_still_counts_the_return():
     assert record.crossings[0].exception == "KeyError"
 
 
+def test_an_exception_in_asyncio_runs_code_still_counts_the_return():
+    async def boom():
+        raise KeyError("x")
+
+    with tracer.recording() as record:
+        with pytest.raises(KeyError):
+            asyncio.run(boom())
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    [crossing] = record.crossings
+    assert (crossing.mechanism, crossing.exception) == ("asyncio.run", "KeyError")
+    assert crossing.end_ns == crossing.return_ns is not None
+
+
 def test_figures_count_the_return_trip_of_a_call_in_progress():
     seen = {}
 
@@ -634,6 +647,22 @@ def test_a_task_left_running_after_its_request_counts_no_thread_or_loop_it_makes
     record, at_end = asyncio.run(main())
     assert at_end == record.totals() == tracer.Figures(0, 0, 0, 0)
     assert (record.thread_starts, record.loop_creations) == ([], [])
+
+
+def test_a_loop_run_in_a_requests_context_after_it_ended_counts_nothing():
+    """Synchronous code that kept a copy of the request's context runs
+    loops after the request ended: neither run is the request's."""
+    loop = asyncio.new_event_loop()
+    try:
+        with tracer.recording() as record:
+            context = contextvars.copy_context()
+        at_end = record.totals()
+        assert context.run(loop.run_until_complete, anoop()) is None
+        assert context.run(asyncio.run, anoop()) is None
+    finally:
+        loop.close()
+    assert at_end == record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert (record.crossings, record.loop_creations) == ([], [])
 
 
 def test_timestamps_come_from_the_injected_clock():
@@ -829,6 +858,29 @@ def test_nothing_is_recorded_outside_a_request():
 
 def _switchtrace_variables() -> list[str]:
     return [var.name for var in contextvars.copy_context() if var.name.startswith("switchtrace")]
+
+
+async def _variables_of_switchtrace() -> list[str]:
+    return _switchtrace_variables()
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_a_runner_set_up_outside_a_request_gets_no_variable_of_switchtrace():
+    """switchtrace clears its variable in the context an asyncio.Runner
+    copies as it is set up in a request (a runner may be kept after it); a
+    runner set up outside every request runs its coroutines in the context
+    asyncio copied, with nothing of switchtrace's added. In a thread of its
+    own, whose context starts empty."""
+    seen = []
+
+    def outside():
+        with asyncio.Runner() as runner:
+            seen.append(runner.run(_variables_of_switchtrace()))
+
+    thread = threading.Thread(target=outside)
+    thread.start()
+    thread.join()
+    assert seen == [[]]
 
 
 def test_a_request_adds_one_context_variable_on_every_side():
@@ -1127,6 +1179,35 @@ def test_run_on_a_closed_runner_raises_at_once_and_is_no_switch():
         with pytest.raises(RuntimeError, match="Runner is closed"):
             runner.run(coro)
         coro.close()
+        # The call that failed is no longer current: what follows is not
+        # its child.
+        asyncio.run(anoop())
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    assert [c.parent for c in record.crossings] == [None]
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_runner_run_refusing_what_it_is_given_raises_asyncios_error_and_is_no_switch():
+    """Runner.run refuses what is not a coroutine, and a call from a running
+    loop, before it sets itself up: the application gets asyncio's own
+    exception, no loop is made and nothing is counted."""
+
+    async def in_a_running_loop():
+        with tracer.recording() as record:
+            coro = anoop()
+            with pytest.raises(RuntimeError, match="cannot be called from a running event loop"):
+                asyncio.Runner().run(coro)
+            with pytest.raises(RuntimeError, match="cannot be called from a running event loop"):
+                asyncio.run(coro)
+            coro.close()
+        return record
+
+    with tracer.recording() as record:
+        with pytest.raises(ValueError, match="a coroutine was expected, got 42"):
+            asyncio.Runner().run(42)
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert record.crossings == []
+    record = asyncio.run(in_a_running_loop())
     assert record.totals() == tracer.Figures(0, 0, 0, 0)
     assert record.crossings == []
 
@@ -1312,7 +1393,7 @@ def test_a_loop_made_by_what_a_crossing_ran_is_freed_with_its_request(offload):
 
 _KEPT_WAYS = ["new_event_loop", "run_until_complete"]
 if hasattr(asyncio, "Runner"):
-    _KEPT_WAYS += ["Runner.__enter__", "Runner.get_loop", "Runner.run"]
+    _KEPT_WAYS += ["Runner.__enter__", "Runner.get_loop", "Runner.run", "Runner.run raising"]
 
 
 @pytest.mark.parametrize("way", _KEPT_WAYS)
@@ -1328,6 +1409,9 @@ def test_a_loop_kept_after_its_request_keeps_nothing_of_it(way):
     class Payload:
         pass
 
+    async def boom():
+        raise KeyError("x")
+
     def request():
         with tracer.recording() as record:
             record.extra["payload"] = Payload()
@@ -1338,6 +1422,9 @@ def test_a_loop_kept_after_its_request_keeps_nothing_of_it(way):
                     runner.__enter__()
                 elif way == "Runner.get_loop":
                     runner.get_loop()
+                elif way == "Runner.run raising":
+                    with pytest.raises(KeyError):
+                        runner.run(boom())
                 else:
                     assert runner.run(anoop()) is None
             else:
@@ -1348,7 +1435,7 @@ def test_a_loop_kept_after_its_request_keeps_nothing_of_it(way):
         return record
 
     record = request()
-    ran = 2 if way in ("Runner.run", "run_until_complete") else 0
+    ran = 2 if way in ("Runner.run", "Runner.run raising", "run_until_complete") else 0
     assert record.totals() == tracer.Figures(ran, 0, 1, 0)
     alive = weakref.ref(record.extra["payload"])
     del record
