@@ -227,6 +227,47 @@ def test_the_thread_that_shuts_down_an_async_to_sync_loops_executor_is_counted()
     assert loop() is None  # and so its entry (a WeakIdentityMap's)
 
 
+def test_threads_an_async_to_syncs_loop_starts_after_its_request_ended_are_not_counted():
+    """An async_to_sync in a task the request left running, whose loop
+    (asgiref's, in a thread of its own, outside the request's context)
+    starts threads after the request ended: the default executor's worker
+    for to_thread and asyncio.run's shutdown of that executor are not the
+    request's."""
+    go = threading.Event()
+
+    async def bridged(entered):
+        entered()
+        go.wait(10)  # holds asgiref's loop, in its own thread, until the request ended
+        return await asyncio.to_thread(here)
+
+    def sync_side(entered):
+        return async_to_sync(bridged, force_new_loop=True)(entered)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        inside = loop.create_future()
+
+        def entered():
+            loop.call_soon_threadsafe(inside.set_result, None)
+
+        with tracer.recording() as record:
+            task = asyncio.ensure_future(sync_to_async(sync_side)(entered))
+            await inside
+            # The start of asgiref's thread is noted once its start returns,
+            # which may be after the coroutine began in it.
+            while not record.thread_starts:
+                await asyncio.sleep(0)
+        at_end = record.totals()
+        go.set()
+        assert await task is not threading.current_thread()
+        return record, at_end
+
+    record, at_end = asyncio.run(main())
+    # The two calls in progress started; asgiref's loop and its thread.
+    assert at_end == record.totals() == tracer.Figures(2, 2, 1, 1)
+    assert len(record.thread_starts) == 1
+
+
 def test_a_thread_an_executor_starts_for_an_offload_is_the_offloads():
     """A loop's default executor starts its first worker thread as
     asyncio.to_thread (or run_in_executor) submits the function: that start
