@@ -64,6 +64,8 @@ def test_uninstall_leaves_a_wrapper_someone_added_over_ours():
     try:
         tracer.uninstall()
         assert vars(SyncToAsync)["__call__"] is theirs
+        tracer.install()  # ours, found under theirs, is taken up again
+        assert vars(SyncToAsync)["__call__"] is theirs
     finally:
         SyncToAsync.__call__ = ours.__wrapped__
         tracer.uninstall()
@@ -258,6 +260,16 @@ class _Patched:
         return "its own"
 
 
+class _Raising:
+    """A patch whose attributes raise for what Patcher looks at (a proxy's
+    that resolves them lazily), and are missing otherwise."""
+
+    def __getattr__(self, name):
+        if name in ("__func__", "_self_parent"):
+            raise RuntimeError(f"no {name} outside its context")
+        raise AttributeError(name)
+
+
 def _closing_over(original):
     def patched(self, *args, **kwargs):
         return original(self, *args, **kwargs)
@@ -286,6 +298,22 @@ def test_ours_under_four_patches_put_over_it_is_left_said_and_taken_up_again(cap
         patcher.install()
         assert vars(_Patched)["hook"] is theirs
         assert _Patched().hook() == "its own"
+        patcher.uninstall()
+        # Replaced by a patch as deep that no longer calls ours: wrapped.
+        replaced = own
+        for _ in range(4):
+            replaced = _closing_over(replaced)
+        _Patched.hook = replaced
+        patcher.install()
+        assert vars(_Patched)["hook"].__wrapped__ is replaced
+        _Patched.hook = _closing_over(vars(_Patched)["hook"])
+        patcher.uninstall()
+        # That one replaced by an object whose attributes raise (a lazy
+        # proxy's): not taken for one calling ours either.
+        hostile = _Raising()
+        _Patched.hook = hostile
+        patcher.install()
+        assert vars(_Patched)["hook"].__wrapped__ is hostile
     finally:
         patcher.uninstall()
         _Patched.hook = own
