@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import types
 
 import pytest
 import uvloop  # in the test extra, for CPython off Windows
@@ -19,6 +20,7 @@ import wrapt
 from asgiref.sync import async_to_sync, sync_to_async
 
 from switchtrace import tracer
+from switchtrace.tracer import patches
 
 from ..support import collect_garbage
 
@@ -287,3 +289,12 @@ def test_an_error_in_the_import_hook_does_not_fail_the_applications_import(swall
         ("uvloop import hook", ZeroDivisionError)
     ]
     swallowed.clear()
+
+
+def test_a_uvloop_module_without_its_loop_class_is_patched_nowhere(monkeypatch):
+    """A module named uvloop without the Loop class (a stub, or another
+    package of that name): nothing to patch, nothing missing, no error."""
+    monkeypatch.setitem(sys.modules, "uvloop", types.ModuleType("uvloop"))
+    patcher = patches.Patcher(patches._uvloop_targets, "uvloop")
+    patcher.install()
+    assert (patcher.installed, patcher.missing) == (False, [])
