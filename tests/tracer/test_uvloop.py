@@ -180,16 +180,30 @@ def test_uninstall_takes_the_patches_out_of_uvloops_class():
     assert tracer.missing_hooks() == []
 
 
-def test_uvloop_imported_after_install_is_patched_then():
+@pytest.mark.parametrize("finder", ["", "raising"])
+def test_uvloop_imported_after_install_is_patched_then(finder):
     """switchtrace never imports uvloop: an application that imports it
-    after Django has started gets its loops counted from then on."""
+    after Django has started gets its loops counted from then on. Where a
+    finder raised as switchtrace looked for uvloop, uvloop is watched for as
+    if it were installed."""
     code = textwrap.dedent(
         """
         import asyncio, sys
         from asgiref.sync import async_to_sync
         from switchtrace import tracer
 
+        class Raising:
+            def find_spec(self, name, path=None, target=None):
+                if name == "uvloop":
+                    raise RuntimeError("a finder that raises")
+                return None
+
+        raising = Raising()
+        if FINDER == "raising":
+            sys.meta_path.insert(0, raising)
         tracer.install()
+        if FINDER == "raising":
+            sys.meta_path.remove(raising)
         assert "uvloop" not in sys.modules
         import uvloop
 
@@ -201,7 +215,7 @@ def test_uvloop_imported_after_install_is_patched_then():
             async_to_sync(anoop)()
         print(record.totals())
         """
-    )
+    ).replace("FINDER", repr(finder))
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
