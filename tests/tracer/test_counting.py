@@ -706,6 +706,31 @@ def test_a_loop_run_in_a_requests_context_after_it_ended_counts_nothing():
     assert (record.crossings, record.loop_creations) == ([], [])
 
 
+def test_uninstall_forgets_the_loops_it_saw_made():
+    """A loop made outside every request is remembered, with the time it
+    was made, until an async_to_sync running in it looks whether it was
+    made for that call. uninstall forgets it: installed again with a clock
+    of other times, a loop made before is not taken for one made for an
+    async_to_sync that goes back to it."""
+    loop = asyncio.new_event_loop()
+    tracer.uninstall()
+    tracer.install(clock=itertools.count(1).__next__)
+
+    async def main():
+        with tracer.recording() as record:
+            await sync_to_async(async_to_sync(anoop))()
+        return record
+
+    try:
+        record = loop.run_until_complete(main())
+    finally:
+        loop.close()
+        tracer.uninstall()
+        tracer.install()
+    assert record.totals() == tracer.Figures(4, 4, 0, 0)
+    assert [c.loop_created for c in record.crossings] == [False, False]
+
+
 def test_timestamps_come_from_the_injected_clock():
     ticks = itertools.count(1000)
 
