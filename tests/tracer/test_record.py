@@ -4,11 +4,12 @@ anything has happened to it."""
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 
 from switchtrace import tracer
 from switchtrace.tracer.describe import Description
-from switchtrace.tracer.record import SYNC_TO_ASYNC
+from switchtrace.tracer.record import ASYNCIO_RUN, SYNC_TO_ASYNC
 
 
 def test_a_crossing_just_made_holds_only_what_it_was_given():
@@ -38,3 +39,31 @@ def test_a_crossing_is_named_by_its_description_else_its_function():
     crossing.target_thread = threading.Thread()
     crossing.loop_created = True
     assert repr(crossing) == "<Crossing sync_to_async views.index hop=True loop_created=True>"
+
+
+def test_a_record_just_made_holds_nothing_until_it_is_finished():
+    ticks = iter([5, 9])
+    record = tracer.RequestRecord("asgi", lambda: next(ticks))
+    assert (record.kind, record.begin_ns) == ("asgi", 5)
+    assert (record.end_ns, record.finished) == (None, False)
+    assert (record.crossings, record.thread_starts, record.loop_creations) == ([], [], [])
+    assert (record.attributes, record.extra, record.at_headers) == ({}, {}, None)
+    assert (record.max_events, record.dropped) == (1000, 0)
+    assert record.totals() == record.figures() == tracer.Figures(0, 0, 0, 0)
+    record.finish()
+    assert (record.end_ns, record.finished) == (9, True)
+
+
+def test_a_loop_creation_makes_the_loop_its_causes_only_where_the_cause_runs_in_it():
+    record = tracer.RequestRecord("wsgi", itertools.count(10).__next__)
+    thread = threading.current_thread()
+    cause = tracer.Crossing(ASYNCIO_RUN, None, None, thread, None, 0)
+    ahead = record.loop_created(1, thread, cause)
+    assert (cause.loop_created, cause.loop_id) == (False, None)
+    assert (ahead.at_ns, ahead.loop_id, ahead.thread, ahead.crossing) == (11, 1, thread, cause)
+    outside = record.loop_created(2, thread, None, runs_in_it=True)
+    runs = record.loop_created(3, thread, cause, runs_in_it=True, at_ns=4)
+    assert (cause.loop_created, cause.loop_id) == (True, 3)
+    assert [(c.at_ns, c.crossing) for c in (outside, runs)] == [(12, None), (4, cause)]
+    assert record.loop_creations == [ahead, outside, runs]
+    assert record.totals() == tracer.Figures(0, 0, 3, 0)
