@@ -9,7 +9,7 @@ import threading
 
 from switchtrace import tracer
 from switchtrace.tracer.describe import Description
-from switchtrace.tracer.record import ASYNCIO_RUN, SYNC_TO_ASYNC
+from switchtrace.tracer.record import ASYNCIO_RUN, SYNC_TO_ASYNC, Component
 
 
 def test_a_crossing_just_made_holds_only_what_it_was_given():
@@ -50,6 +50,10 @@ def test_a_record_just_made_holds_nothing_until_it_is_finished():
     assert (record.attributes, record.extra, record.at_headers) == ({}, {}, None)
     assert (record.max_events, record.dropped) == (1000, 0)
     assert record.totals() == record.figures() == tracer.Figures(0, 0, 0, 0)
+    # Its clock's times as nanoseconds since the epoch: begin_ns is wall_ns.
+    assert record.wall_time(15) == record.wall_ns + 10
+    record.attributes["url.path"] = "/sync/"
+    assert repr(record) == "<RequestRecord asgi /sync/ switches=0 hops=0 loops=0 threads=0>"
     record.finish()
     assert (record.end_ns, record.finished) == (9, True)
 
@@ -67,3 +71,27 @@ def test_a_loop_creation_makes_the_loop_its_causes_only_where_the_cause_runs_in_
     assert [(c.at_ns, c.crossing) for c in (outside, runs)] == [(12, None), (4, cause)]
     assert record.loop_creations == [ahead, outside, runs]
     assert record.totals() == tracer.Figures(0, 0, 3, 0)
+
+
+def test_describe_names_each_crossing_once_and_asks_until_a_component_is_found():
+    """describe() names a crossing once; given a resolver, it asks it again
+    for a crossing whose component is not known yet, and no more once it is."""
+    record = tracer.RequestRecord("asgi", itertools.count().__next__)
+    crossing = tracer.Crossing(SYNC_TO_ASYNC, None, len, threading.current_thread(), None, 0)
+    record.crossings.append(crossing)
+    view = Component("view", "views.index")
+    asked = []
+
+    def resolve(crossing, record):
+        asked.append(crossing)
+        return None if len(asked) == 1 else view
+
+    record.describe()
+    named = crossing.description
+    assert (crossing.qualname, crossing.component) == ("len", None)
+    record.describe()
+    assert crossing.description is named
+    for _ in range(3):
+        record.describe(resolve)
+    assert asked == [crossing, crossing]
+    assert (crossing.qualname, crossing.component) == ("len", view)
