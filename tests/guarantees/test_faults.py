@@ -242,3 +242,77 @@ def test_bookkeeping_failing_as_a_thread_starts_loses_its_count_not_the_thread(
     assert (record.totals(), record.thread_starts) == (tracer.Figures(0, 0, 0, 0), [])
     assert [(where, type(exc)) for where, exc in swallowed] == [("thread start", ZeroDivisionError)]
     swallowed.clear()
+
+
+def test_bookkeeping_failing_as_a_loop_is_run_from_sync_code_loses_its_crossing_not_the_run(
+    swallowed, monkeypatch
+):
+    """asyncio.run and loop.run_until_complete called from a request's
+    synchronous code: an error of switchtrace's making the crossing is
+    swallowed there, said where, and the coroutine runs as without
+    switchtrace (the loop asyncio.run makes is still counted)."""
+    loop = asyncio.new_event_loop()
+    try:
+        with tracer.recording() as record:
+            monkeypatch.setattr(patches, "Crossing", _broken)
+            results = [asyncio.run(_echo(1)), loop.run_until_complete(_echo(2))]
+            monkeypatch.undo()
+    finally:
+        loop.close()
+    assert results == [1, 2]
+    assert record.crossings == []
+    assert record.totals() == tracer.Figures(0, 0, 1, 0)
+    # The run_until_complete that asyncio.run makes, no longer inside its
+    # crossing, makes one of its own, which fails too.
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("asyncio.run call", ZeroDivisionError),
+        ("run_until_complete call", ZeroDivisionError),
+        ("run_until_complete call", ZeroDivisionError),
+    ]
+    swallowed.clear()
+
+
+def test_bookkeeping_failing_on_the_record_loses_a_sync_runs_figures_not_the_run(swallowed):
+    """asyncio.run and loop.run_until_complete called from a request's
+    synchronous code while the record fails (its clock raises): each start
+    and return is swallowed where it happened, said where, and counted not
+    at all; the coroutines run as without switchtrace."""
+    loop = asyncio.new_event_loop()
+    try:
+        with tracer.recording() as record:
+            record.clock = _broken
+            results = [asyncio.run(_echo(1)), loop.run_until_complete(_echo(2))]
+            record.clock = patches.clock
+    finally:
+        loop.close()
+    assert results == [1, 2]
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("event loop creation", ZeroDivisionError),
+        ("asyncio.run call", ZeroDivisionError),
+        ("asyncio.run return", ZeroDivisionError),
+        ("run_until_complete call", ZeroDivisionError),
+        ("loop.run_until_complete return", ZeroDivisionError),
+    ]
+    swallowed.clear()
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_bookkeeping_failing_as_a_runner_is_set_up_is_said_and_the_runner_runs(
+    swallowed, monkeypatch
+):
+    """An error of switchtrace's as an asyncio.Runner is set up in a request
+    (clearing its variable in the context the runner copied: here the
+    variable cannot be looked up) is swallowed there and said where; the
+    runner runs as without switchtrace, and its run is counted."""
+    with tracer.recording() as record:
+        monkeypatch.setattr(patches, "here", None)
+        with asyncio.Runner() as runner:
+            monkeypatch.undo()
+            result = runner.run(_echo(1))
+    assert result == 1
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("asyncio.Runner set-up", TypeError)
+    ]
+    swallowed.clear()

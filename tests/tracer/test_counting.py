@@ -245,6 +245,47 @@ def test_the_thread_that_shuts_down_an_async_to_sync_loops_executor_is_counted()
     assert loop() is None  # and so its entry (a WeakIdentityMap's)
 
 
+def test_threads_an_async_to_syncs_loop_starts_after_its_request_ended_are_not_counted():
+    """An async_to_sync in a task the request left running, whose loop
+    (asgiref's, in a thread of its own, outside the request's context)
+    starts threads after the request ended: the default executor's worker
+    for to_thread and asyncio.run's shutdown of that executor are not the
+    request's."""
+    go = threading.Event()
+
+    async def bridged(entered):
+        entered()
+        go.wait(10)  # holds asgiref's loop, in its own thread, until the request ended
+        return await asyncio.to_thread(here)
+
+    def sync_side(entered):
+        return async_to_sync(bridged, force_new_loop=True)(entered)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        inside = loop.create_future()
+
+        def entered():
+            loop.call_soon_threadsafe(inside.set_result, None)
+
+        with tracer.recording() as record:
+            task = asyncio.ensure_future(sync_to_async(sync_side)(entered))
+            await inside
+            # The start of asgiref's thread is noted once its start returns,
+            # which may be after the coroutine began in it.
+            while not record.thread_starts:
+                await asyncio.sleep(0)
+        at_end = record.totals()
+        go.set()
+        assert await task is not threading.current_thread()
+        return record, at_end
+
+    record, at_end = asyncio.run(main())
+    # The two calls in progress started; asgiref's loop and its thread.
+    assert at_end == record.totals() == tracer.Figures(2, 2, 1, 1)
+    assert len(record.thread_starts) == 1
+
+
 def test_a_thread_an_executor_starts_for_an_offload_is_the_offloads():
     """A loop's default executor starts its first worker thread as
     asyncio.to_thread (or run_in_executor) submits the function: that start
@@ -521,6 +562,19 @@ def test_an_exception_in_async_to_syncs_code_still_counts_the_return():
     assert record.crossings[0].exception == "KeyError"
 
 
+def test_an_exception_in_asyncio_runs_code_still_counts_the_return():
+    async def boom():
+        raise KeyError("x")
+
+    with tracer.recording() as record:
+        with pytest.raises(KeyError):
+            asyncio.run(boom())
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    [crossing] = record.crossings
+    assert (crossing.mechanism, crossing.exception) == ("asyncio.run", "KeyError")
+    assert crossing.end_ns == crossing.return_ns is not None
+
+
 def test_figures_count_the_return_trip_of_a_call_in_progress():
     seen = {}
 
@@ -759,6 +813,47 @@ def test_a_crossing_from_a_thread_threading_did_not_start_has_that_thread_as_sou
     assert crossing.source_thread is seen["thread"]
     assert crossing.target_thread is seen["target"] is not seen["thread"]
     assert seen["record"].totals() == tracer.Figures(2, 2, 0, 1)
+
+
+def test_a_loop_run_in_a_requests_context_after_it_ended_counts_nothing():
+    """Synchronous code that kept a copy of the request's context runs
+    loops after the request ended: neither run is the request's."""
+    loop = asyncio.new_event_loop()
+    try:
+        with tracer.recording() as record:
+            context = contextvars.copy_context()
+        at_end = record.totals()
+        assert context.run(loop.run_until_complete, anoop()) is None
+        assert context.run(asyncio.run, anoop()) is None
+    finally:
+        loop.close()
+    assert at_end == record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert (record.crossings, record.loop_creations) == ([], [])
+
+
+def test_uninstall_forgets_the_loops_it_saw_made():
+    """A loop made outside every request is remembered, with the time it
+    was made, until an async_to_sync running in it looks whether it was
+    made for that call. uninstall forgets it: installed again with a clock
+    of other times, a loop made before is not taken for one made for an
+    async_to_sync that goes back to it."""
+    loop = asyncio.new_event_loop()
+    tracer.uninstall()
+    tracer.install(clock=itertools.count(1).__next__)
+
+    async def main():
+        with tracer.recording() as record:
+            await sync_to_async(async_to_sync(anoop))()
+        return record
+
+    try:
+        record = loop.run_until_complete(main())
+    finally:
+        loop.close()
+        tracer.uninstall()
+        tracer.install()
+    assert record.totals() == tracer.Figures(4, 4, 0, 0)
+    assert [c.loop_created for c in record.crossings] == [False, False]
 
 
 def test_timestamps_come_from_the_injected_clock():
@@ -1008,6 +1103,29 @@ def test_nothing_is_recorded_outside_a_request():
 
 def _switchtrace_variables() -> list[str]:
     return [var.name for var in contextvars.copy_context() if var.name.startswith("switchtrace")]
+
+
+async def _variables_of_switchtrace() -> list[str]:
+    return _switchtrace_variables()
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_a_runner_set_up_outside_a_request_gets_no_variable_of_switchtrace():
+    """switchtrace clears its variable in the context an asyncio.Runner
+    copies as it is set up in a request (a runner may be kept after it); a
+    runner set up outside every request runs its coroutines in the context
+    asyncio copied, with nothing of switchtrace's added. In a thread of its
+    own, whose context starts empty."""
+    seen = []
+
+    def outside():
+        with asyncio.Runner() as runner:
+            seen.append(runner.run(_variables_of_switchtrace()))
+
+    thread = threading.Thread(target=outside)
+    thread.start()
+    thread.join()
+    assert seen == [[]]
 
 
 def test_a_request_adds_one_context_variable_on_every_side():
@@ -1306,6 +1424,35 @@ def test_run_on_a_closed_runner_raises_at_once_and_is_no_switch():
         with pytest.raises(RuntimeError, match="Runner is closed"):
             runner.run(coro)
         coro.close()
+        # The call that failed is no longer current: what follows is not
+        # its child.
+        asyncio.run(anoop())
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    assert [c.parent for c in record.crossings] == [None]
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")
+def test_runner_run_refusing_what_it_is_given_raises_asyncios_error_and_is_no_switch():
+    """Runner.run refuses what is not a coroutine, and a call from a running
+    loop, before it sets itself up: the application gets asyncio's own
+    exception, no loop is made and nothing is counted."""
+
+    async def in_a_running_loop():
+        with tracer.recording() as record:
+            coro = anoop()
+            with pytest.raises(RuntimeError, match="cannot be called from a running event loop"):
+                asyncio.Runner().run(coro)
+            with pytest.raises(RuntimeError, match="cannot be called from a running event loop"):
+                asyncio.run(coro)
+            coro.close()
+        return record
+
+    with tracer.recording() as record:
+        with pytest.raises(ValueError, match="a coroutine was expected, got 42"):
+            asyncio.Runner().run(42)
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+    assert record.crossings == []
+    record = asyncio.run(in_a_running_loop())
     assert record.totals() == tracer.Figures(0, 0, 0, 0)
     assert record.crossings == []
 
@@ -1491,7 +1638,7 @@ def test_a_loop_made_by_what_a_crossing_ran_is_freed_with_its_request(offload):
 
 _KEPT_WAYS = ["new_event_loop", "run_until_complete"]
 if hasattr(asyncio, "Runner"):
-    _KEPT_WAYS += ["Runner.__enter__", "Runner.get_loop", "Runner.run"]
+    _KEPT_WAYS += ["Runner.__enter__", "Runner.get_loop", "Runner.run", "Runner.run raising"]
 
 
 @pytest.mark.parametrize("way", _KEPT_WAYS)
@@ -1507,6 +1654,9 @@ def test_a_loop_kept_after_its_request_keeps_nothing_of_it(way):
     class Payload:
         pass
 
+    async def boom():
+        raise KeyError("x")
+
     def request():
         with tracer.recording() as record:
             record.extra["payload"] = Payload()
@@ -1517,6 +1667,9 @@ def test_a_loop_kept_after_its_request_keeps_nothing_of_it(way):
                     runner.__enter__()
                 elif way == "Runner.get_loop":
                     runner.get_loop()
+                elif way == "Runner.run raising":
+                    with pytest.raises(KeyError):
+                        runner.run(boom())
                 else:
                     assert runner.run(anoop()) is None
             else:
@@ -1527,7 +1680,7 @@ def test_a_loop_kept_after_its_request_keeps_nothing_of_it(way):
         return record
 
     record = request()
-    ran = 2 if way in ("Runner.run", "run_until_complete") else 0
+    ran = 2 if way in ("Runner.run", "Runner.run raising", "run_until_complete") else 0
     assert record.totals() == tracer.Figures(ran, 0, 1, 0)
     alive = weakref.ref(record.extra["payload"])
     del record

@@ -64,6 +64,8 @@ def test_uninstall_leaves_a_wrapper_someone_added_over_ours():
     try:
         tracer.uninstall()
         assert vars(SyncToAsync)["__call__"] is theirs
+        tracer.install()  # ours, found under theirs, is taken up again
+        assert vars(SyncToAsync)["__call__"] is theirs
     finally:
         SyncToAsync.__call__ = ours.__wrapped__
         tracer.uninstall()
@@ -180,8 +182,138 @@ def test_a_patch_put_over_ours_after_install_survives_uninstall_and_install_with
         assert (totals.context_switches, totals.thread_hops, totals.threads_started) == (2, 2, 2)
         # Their patches are still called, once a call.
         assert calls.count(ours_submit) == 1
+        # Taken up, ours is installed again: the next uninstall leaves it
+        # under theirs once more, and the next install takes it up again.
+        tracer.uninstall()
+        tracer.install()
+        assert vars(threading.Thread)["start"] is theirs_start
+        assert vars(ThreadPoolExecutor)["submit"] is theirs_submit
     finally:
         threading.Thread.start = ours_start.__wrapped__
         ThreadPoolExecutor.submit = ours_submit.__wrapped__
         tracer.uninstall()
         tracer.install()
+
+
+class _Base:
+    def hook(self):
+        return "base's"
+
+
+class _Defines(_Base):
+    def hook(self):
+        return "its own"
+
+
+class _Inherits(_Base):
+    pass
+
+
+class _AlsoInherits(_Base):
+    pass
+
+
+def _passing(wrapped, instance, args, kwargs):
+    return wrapped(*args, **kwargs)
+
+
+def test_a_patch_of_an_inherited_attribute_is_made_and_taken_out_only_where_it_is_said_to():
+    """An Added patch over an attribute the owner inherits goes in the
+    owner's namespace and comes out again; over one the owner defines it is
+    patched and put back as any other. A plain patch of an attribute the
+    owner only inherits is reported missing and not made."""
+    own = vars(_Defines)["hook"]
+    patcher = patches.Patcher(
+        lambda: [
+            (_Defines, "hook", patches.Added(_passing)),
+            (_Inherits, "hook", patches.Added(_passing)),
+            (_AlsoInherits, "hook", _passing),
+        ],
+        "test",
+    )
+    assert patcher.missing == []
+    patcher.install()
+    try:
+        assert patcher.missing == ["_AlsoInherits.hook"]
+        assert vars(_Defines)["hook"].__wrapped__ is own
+        assert vars(_Inherits)["hook"].__wrapped__ is _Base.hook
+        assert "hook" not in vars(_AlsoInherits)
+        assert (_Defines().hook(), _Inherits().hook()) == ("its own", "base's")
+    finally:
+        patcher.uninstall()
+    assert vars(_Defines)["hook"] is own
+    assert "hook" not in vars(_Inherits)
+    assert "hook" not in vars(_AlsoInherits)
+
+
+def test_no_hook_is_reported_missing_before_install_or_without_uvloop():
+    code = (
+        "import sys, switchtrace.tracer as t; print(t.missing_hooks()); t.install(); "
+        "print(t.missing_hooks(), 'uvloop' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["[]", "[] False"]
+
+
+class _Patched:
+    def hook(self):
+        return "its own"
+
+
+class _Raising:
+    """A patch whose attributes raise for what Patcher looks at (a proxy's
+    that resolves them lazily), and are missing otherwise."""
+
+    def __getattr__(self, name):
+        if name in ("__func__", "_self_parent"):
+            raise RuntimeError(f"no {name} outside its context")
+        raise AttributeError(name)
+
+
+def _closing_over(original):
+    def patched(self, *args, **kwargs):
+        return original(self, *args, **kwargs)
+
+    return patched
+
+
+def test_ours_under_four_patches_put_over_it_is_left_said_and_taken_up_again(caplog):
+    """Four patches put over ours, each closing over the one before (the
+    depth Patcher looks down to): uninstall leaves them, ours inside, and
+    says so; install takes ours up again rather than wrapping theirs."""
+    own = vars(_Patched)["hook"]
+    patcher = patches.Patcher(lambda: [(_Patched, "hook", _passing)], "test")
+    patcher.install()
+    theirs = vars(_Patched)["hook"]
+    for _ in range(4):
+        theirs = _closing_over(theirs)
+    _Patched.hook = theirs
+    try:
+        with caplog.at_level("WARNING", logger="switchtrace"):
+            patcher.uninstall()
+        assert [r.getMessage() for r in caplog.records] == [
+            f"switchtrace: {_Patched}.hook was patched again by someone else; left as it is"
+        ]
+        assert vars(_Patched)["hook"] is theirs
+        patcher.install()
+        assert vars(_Patched)["hook"] is theirs
+        assert _Patched().hook() == "its own"
+        patcher.uninstall()
+        # Replaced by a patch as deep that no longer calls ours: wrapped.
+        replaced = own
+        for _ in range(4):
+            replaced = _closing_over(replaced)
+        _Patched.hook = replaced
+        patcher.install()
+        assert vars(_Patched)["hook"].__wrapped__ is replaced
+        _Patched.hook = _closing_over(vars(_Patched)["hook"])
+        patcher.uninstall()
+        # That one replaced by an object whose attributes raise (a lazy
+        # proxy's): not taken for one calling ours either.
+        hostile = _Raising()
+        _Patched.hook = hostile
+        patcher.install()
+        assert vars(_Patched)["hook"].__wrapped__ is hostile
+    finally:
+        patcher.uninstall()
+        _Patched.hook = own

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import types
 
 import pytest
 import uvloop  # in the test extra, for CPython off Windows
@@ -19,6 +20,7 @@ import wrapt
 from asgiref.sync import async_to_sync, sync_to_async
 
 from switchtrace import tracer
+from switchtrace.tracer import patches
 
 from ..support import collect_garbage
 
@@ -178,16 +180,30 @@ def test_uninstall_takes_the_patches_out_of_uvloops_class():
     assert tracer.missing_hooks() == []
 
 
-def test_uvloop_imported_after_install_is_patched_then():
+@pytest.mark.parametrize("finder", ["", "raising"])
+def test_uvloop_imported_after_install_is_patched_then(finder):
     """switchtrace never imports uvloop: an application that imports it
-    after Django has started gets its loops counted from then on."""
+    after Django has started gets its loops counted from then on. Where a
+    finder raised as switchtrace looked for uvloop, uvloop is watched for as
+    if it were installed."""
     code = textwrap.dedent(
         """
         import asyncio, sys
         from asgiref.sync import async_to_sync
         from switchtrace import tracer
 
+        class Raising:
+            def find_spec(self, name, path=None, target=None):
+                if name == "uvloop":
+                    raise RuntimeError("a finder that raises")
+                return None
+
+        raising = Raising()
+        if FINDER == "raising":
+            sys.meta_path.insert(0, raising)
         tracer.install()
+        if FINDER == "raising":
+            sys.meta_path.remove(raising)
         assert "uvloop" not in sys.modules
         import uvloop
 
@@ -199,7 +215,7 @@ def test_uvloop_imported_after_install_is_patched_then():
             async_to_sync(anoop)()
         print(record.totals())
         """
-    )
+    ).replace("FINDER", repr(finder))
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
@@ -287,3 +303,12 @@ def test_an_error_in_the_import_hook_does_not_fail_the_applications_import(swall
         ("uvloop import hook", ZeroDivisionError)
     ]
     swallowed.clear()
+
+
+def test_a_uvloop_module_without_its_loop_class_is_patched_nowhere(monkeypatch):
+    """A module named uvloop without the Loop class (a stub, or another
+    package of that name): nothing to patch, nothing missing, no error."""
+    monkeypatch.setitem(sys.modules, "uvloop", types.ModuleType("uvloop"))
+    patcher = patches.Patcher(patches._uvloop_targets, "uvloop")
+    patcher.install()
+    assert (patcher.installed, patcher.missing) == (False, [])
