@@ -34,10 +34,12 @@ event loop), ``--bridge-calls`` recorded calls against as many with
 switchtrace uninstalled, per switch. Set side by side, they show what the
 real path costs beyond the stand-ins. With ``--floors``, the same count for
 ``switch_cost.py``'s floors (bare patches, layers only, context variable
-only): what the patch points cost before anything is recorded.
+only): what the patch points cost before anything is recorded. With
+``--compiled``, the same count for ``switch_cost.py --compiled``'s variants
+(the recording written in C, built once for the run: needs a C compiler).
 
     python benchmarks/instructions.py [--requests 200] [--calls 20000] [--bridge-calls 2000]
-                                      [--repeats 2] [--floors] [--json]
+                                      [--repeats 2] [--floors] [--compiled] [--json]
 
 Needs valgrind (Debian: ``apt-get install valgrind``); about 1-2 minutes a
 child on the machine these figures were measured on.
@@ -65,6 +67,8 @@ MECHANISMS = ("sync_to_async", "async_to_sync")
 BRIDGES = {"sync_to_async": "sync_to_async", "async_to_sync": "async_to_sync (outer loop)"}
 WARMUP = 30
 COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+#: Where a child finds compiled_floor's extension, built by the parent.
+COMPILED_PATH = "SWITCHTRACE_COMPILED_FLOOR"
 
 
 def serve(
@@ -117,11 +121,21 @@ def bridges(mechanism: str, variant: str, calls: int) -> None:
 
     from switchtrace import tracer
 
+    measure = switch_cost.MECHANISMS[BRIDGES[mechanism]]
+    if variant in switch_cost.COMPILED:
+        import compiled_floor
+
+        floor = compiled_floor.Floor(compiled_floor.load(Path(os.environ[COMPILED_PATH])))
+        tracer.uninstall()
+        with floor.recording(variant):
+            measure(WARMUP, False)
+            if calls:
+                measure(calls, False)
+        return
     if variant == "uninstalled" or variant in switch_cost.FLOORS:
         tracer.uninstall()
     else:
         tracer.install()
-    measure = switch_cost.MECHANISMS[BRIDGES[mechanism]]
     recording = variant == "recording"
     with contextlib.ExitStack() as stack:
         if variant in switch_cost.FLOORS:
@@ -152,7 +166,7 @@ def child_arguments(argv: list[str]) -> str | None:
     else:
         import switch_cost  # this script's folder is on sys.path
 
-        sides = ("uninstalled", "recording", *switch_cost.FLOORS)
+        sides = ("uninstalled", "recording", *switch_cost.FLOORS, *switch_cost.COMPILED)
         choices = [
             ("MECHANISM", argv[1], MECHANISMS),
             ("VARIANT", argv[2], sides)
@@ -163,6 +177,8 @@ def child_arguments(argv: list[str]) -> str | None:
     for name, given, allowed in choices:
         if given not in allowed:
             return f"{kind}: {name} {given!r}; allowed: {', '.join(allowed)}"
+    if kind == "bridges" and argv[2] in switch_cost.COMPILED and not os.environ.get(COMPILED_PATH):
+        return f"bridges: VARIANT {argv[2]!r} needs ${COMPILED_PATH}, the extension's file"
     if not count.isdigit():
         return f"{kind}: COUNT {count!r}; allowed: 0 or a positive integer"
     return None
@@ -237,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also count switch_cost.py's floors on real bridge calls",
     )
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also count switch_cost.py --compiled's variants on real bridge calls",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     valgrind = shutil.which("valgrind")
@@ -246,16 +267,25 @@ def main(argv: list[str] | None = None) -> int:
     per_switch: dict[str, list[float]] = {mechanism: [] for mechanism in MECHANISMS}
     real: dict[str, list[float]] = {mechanism: [] for mechanism in MECHANISMS}
     floors: tuple[str, ...] = ()
-    if args.floors:
-        import switch_cost  # this script's folder is on sys.path
+    import switch_cost  # this script's folder is on sys.path
 
+    if args.floors:
         floors = switch_cost.FLOORS
+    if args.compiled:
+        floors += switch_cost.COMPILED
     floor: dict[str, dict[str, list[float]]] = {
         variant: {mechanism: [] for mechanism in MECHANISMS} for variant in floors
     }
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         traces = str(work / "traces.jsonl")
+        if args.compiled:
+            import compiled_floor
+
+            try:
+                os.environ[COMPILED_PATH] = str(compiled_floor.build(work))
+            except compiled_floor.Unavailable as exc:
+                parser.error(str(exc))
         for repeat in range(args.repeats):
             for mode in rotated(MODES, repeat):
                 base = count(valgrind, work, "requests", mode, "0", traces)

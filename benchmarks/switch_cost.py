@@ -37,8 +37,14 @@ Measurements interleaved round by round (the order turning each round):
    bookkeeping were written in C), and *context variable only*, nothing
    patched, one context variable set at the "request's" level (what
    asgiref's own handling of one more context variable costs).
+5. With ``--compiled``, two more end-to-end variants: the same recording
+   written in C (compiled_floor.c, built for the run; needs a C compiler),
+   in switchtrace's design (*compiled recording*) and in one that never
+   touches the caller's context (*compiled, copied context*): what a
+   compiled hot path would cost, against switchtrace's in the same rounds.
 
-    python benchmarks/switch_cost.py [--rounds 31] [--calls 20000] [--end-to-end-calls 0] [--json]
+    python benchmarks/switch_cost.py [--rounds 31] [--calls 20000] [--end-to-end-calls 0]
+                                     [--compiled] [--json]
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import (
@@ -290,6 +297,8 @@ VARIANTS = (
 )
 #: Variants run with switchtrace uninstalled, and what each puts in its place.
 FLOORS = ("context variable only", "layers only", "bare patches")
+#: Variants of --compiled (compiled_floor.DESIGNS), switchtrace uninstalled.
+COMPILED = ("compiled recording", "compiled, copied context")
 
 #: The bare patches' context variable: set at the "request's" level, as
 #: switchtrace's is, so that asgiref's context copies carry it too.
@@ -367,20 +376,23 @@ def bare_patches(variant: str = "bare patches"):
             cls.submit = original
 
 
-def run(rounds: int, calls: int) -> dict:
+def run(rounds: int, calls: int, floor: Any = None) -> dict:
+    """The end-to-end rounds; ``floor`` (a compiled_floor.Floor) adds the
+    compiled variants."""
+    variants = VARIANTS + (COMPILED if floor is not None else ())
     results: dict = {}
     for name, measure in MECHANISMS.items():
         samples: dict[str, dict[str, list[float]]] = {
-            clock: {v: [] for v in VARIANTS} for clock in ("wall", "cpu")
+            clock: {v: [] for v in variants} for clock in ("wall", "cpu")
         }
-        for v in VARIANTS:  # warm-up
-            _one(measure, v, max(calls // 4, 1))
+        for v in variants:  # warm-up
+            _one(measure, v, max(calls // 4, 1), floor)
         for i in range(rounds):
             # The order turns round by round, so that no variant always runs
             # first (or last) after the previous one's loop and threads.
-            turn = i % len(VARIANTS)
-            for v in VARIANTS[turn:] + VARIANTS[:turn]:
-                wall, cpu = _one(measure, v, calls)
+            turn = i % len(variants)
+            for v in variants[turn:] + variants[:turn]:
+                wall, cpu = _one(measure, v, calls, floor)
                 samples["wall"][v].append(wall)
                 samples["cpu"][v].append(cpu)
         results[name] = {clock: _summary(by_variant) for clock, by_variant in samples.items()}
@@ -403,6 +415,9 @@ def _summary(samples: dict[str, list[float]]) -> dict:
         },
         "added_per_switch_ns": _added_per_switch(samples, "recording"),
         "floors_per_switch_ns": {v: _added_per_switch(samples, v) for v in FLOORS},
+        "compiled_per_switch_ns": {
+            v: _added_per_switch(samples, v) for v in COMPILED if v in samples
+        },
         # The median of the rounds' ratios, as every ratio of the project's
         # benchmarks: a ratio of medians pairs figures of different rounds.
         "ratio_recording_to_uninstalled": statistics.median(
@@ -411,7 +426,21 @@ def _summary(samples: dict[str, list[float]]) -> dict:
     }
 
 
-def _one(measure, variant: str, calls: int) -> tuple[float, float]:
+def _one(measure, variant: str, calls: int, floor: Any = None) -> tuple[float, float]:
+    if variant in COMPILED:
+        tracer.uninstall()
+        try:
+            with floor.recording(variant) as record:
+                timed = measure(calls, recording=False)
+            # Every call, and the one before the timing, recorded whole.
+            if not record.started == record.returned == calls + 1:
+                raise SystemExit(
+                    f"switch_cost.py: {variant} recorded {record.started} starts and "
+                    f"{record.returned} returns of {calls + 1} calls"
+                )
+            return timed
+        finally:
+            tracer.install()
     if variant == "uninstalled" or variant in FLOORS:
         tracer.uninstall()
     else:
@@ -442,13 +471,28 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="also time real bridge calls, this many per round (noisy on a shared machine)",
     )
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also time the same recording compiled from C (with --end-to-end-calls)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.calls < 1 or args.end_to_end_calls < 0:
         parser.error("--rounds and --calls must be at least 1, --end-to-end-calls at least 0")
+    if args.compiled and not args.end_to_end_calls:
+        parser.error("--compiled needs --end-to-end-calls (its variants are end to end)")
+    floor = None
+    if args.compiled:
+        import compiled_floor  # this script's folder is on sys.path
+
+        try:
+            floor = compiled_floor.Floor(compiled_floor.build_and_load())
+        except compiled_floor.Unavailable as exc:
+            parser.error(str(exc))
     results = {"bookkeeping": run_bookkeeping(args.rounds, args.calls)}
     if args.end_to_end_calls:
-        results["end_to_end"] = run(args.rounds, args.end_to_end_calls)
+        results["end_to_end"] = run(args.rounds, args.end_to_end_calls, floor)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
@@ -468,10 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         for clock, label in (("wall", "wall time"), ("cpu", "CPU time, all threads")):
             r = by_clock[clock]
             print(f"    {label}")
-            for v in VARIANTS:
-                s = r["per_call_ns"][v]
+            for v, s in r["per_call_ns"].items():
                 print(
-                    f"      {v:<22} {s['median'] / 1e3:7.2f} per call "
+                    f"      {v:<24} {s['median'] / 1e3:7.2f} per call "
                     f"({s['min'] / 1e3:.2f}-{s['max'] / 1e3:.2f})"
                 )
             d = r["added_per_switch_ns"]
@@ -482,6 +525,11 @@ def main(argv: list[str] | None = None) -> int:
             for v, d in r["floors_per_switch_ns"].items():
                 print(
                     f"      {v} alone, per switch {d['median'] / 1e3:.2f} "
+                    f"({d['min'] / 1e3:.2f} to {d['max'] / 1e3:.2f})"
+                )
+            for v, d in r["compiled_per_switch_ns"].items():
+                print(
+                    f"      {v}, per switch {d['median'] / 1e3:.2f} "
                     f"({d['min'] / 1e3:.2f} to {d['max'] / 1e3:.2f})"
                 )
     return 0

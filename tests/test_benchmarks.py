@@ -4,6 +4,7 @@ figure is asserted, and valgrind is never started)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,17 +12,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 
-from benchmarks import switch_cost
+from benchmarks import compiled_floor, switch_cost
+from switchtrace import tracer
+from switchtrace.tracer import patches
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def script(name: str, *args: str) -> subprocess.CompletedProcess:
+def script(name: str, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     # The scripts serve the example project: the test settings' module, set in
     # this process's environment by the test run, must not be inherited (a
     # DJANGO_SETTINGS_MODULE of the environment wins over the example's).
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, str(BENCHMARKS / name), *args],
         capture_output=True,
@@ -91,6 +96,8 @@ def test_switch_cost_json():
          "--rounds and --calls must be at least 1, --end-to-end-calls at least 0"),
         ("switch_cost.py", ["--end-to-end-calls", "x"],
          "argument --end-to-end-calls: invalid int value: 'x'"),
+        ("switch_cost.py", ["--compiled"],
+         "--compiled needs --end-to-end-calls (its variants are end to end)"),
         ("instructions.py", ["--requests", "0"], "argument --requests: must be at least 1, got 0"),
         ("instructions.py", ["--repeats", "two"],
          "argument --repeats: invalid positive value: 'two'"),
@@ -130,7 +137,10 @@ def test_the_valgrind_children_run(child, tmp_path):
          "requests: MODE 'headers'; allowed: disabled, installed, headers only, full spans"),
         (["bridges", "sync_to_async", "recorded", "2"],
          "bridges: VARIANT 'recorded'; allowed: uninstalled, recording, context variable only, "
-         "layers only, bare patches"),
+         "layers only, bare patches, compiled recording, compiled, copied context"),
+        (["bridges", "sync_to_async", "compiled recording", "2"],
+         "bridges: VARIANT 'compiled recording' needs $SWITCHTRACE_COMPILED_FLOOR, the "
+         "extension's file"),
         (["stand-ins", "async_to_sync", "traced", "-1"],
          "stand-ins: COUNT '-1'; allowed: 0 or a positive integer"),
         (["requests", "disabled", "100"],
@@ -180,3 +190,127 @@ def test_bytecodes_prints_what_the_readme_shows():
     assert lines[3] == "Added per request, by function (the 3 that change most):"
     assert lines[4].split() == ["installed", "function"]
     assert len(lines) == 8
+
+
+# -- switch_cost.py --compiled: the same recording compiled from C -----------
+
+
+@pytest.fixture(scope="module")
+def built_floor(tmp_path_factory):
+    """compiled_floor.c built once for the module: (its file, the Floor)."""
+    path = compiled_floor.build(tmp_path_factory.mktemp("compiled-floor"))
+    return path, compiled_floor.Floor(compiled_floor.load(path))
+
+
+class Refused(Exception):
+    pass
+
+
+async def _answer():
+    return 40
+
+
+async def _refuse():
+    raise Refused("no")
+
+
+def _bridged(calls):
+    # On the executor's thread: two async_to_sync calls back to the loop, the
+    # second raising, and a value computed from the first.
+    answer = async_to_sync(_answer)()
+    try:
+        async_to_sync(_refuse)()
+    except Refused as exc:
+        calls.append(str(exc))
+    return answer + 2
+
+
+def _serve(recording, here):
+    """sync_to_async(_bridged) from a task, inside ``recording()``: what the
+    bridged code returned, whether the caller's context variable ``here``
+    holds what it held before, and the calls' own results; and the record."""
+    calls: list[str] = []
+
+    async def main():
+        with recording() as record:
+            before = here.get()
+            result = await sync_to_async(_bridged)(calls)
+            return (result, here.get() is before, calls), record
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("variant", switch_cost.COMPILED)
+def test_the_compiled_floor_records_what_switchtrace_records(built_floor, variant):
+    # The measurement compares like with like: for the same calls the C
+    # recording counts what switchtrace counts, links each crossing to its
+    # parent and takes its times in order, and the bridged code sees the same.
+    _, floor = built_floor
+    tracer.install()
+    traced, expected = _serve(tracer.recording, patches.here)
+    tracer.uninstall()
+    try:
+        compiled, record = _serve(lambda: floor.recording(variant, 10), compiled_floor.here)
+    finally:
+        tracer.install()
+    assert traced == compiled == (42, True, ["no"])
+    # 3 crossings, 6 switches, all of them thread hops.
+    assert expected.context_switches == expected.thread_hops == 6
+    figures = (record.started, record.returned, record.hops_started, record.hops_returned)
+    assert figures == (3, 3, 3, 3)
+    assert record.dropped == 0
+    outer, first, second = record.crossings
+    assert [c.mechanism for c in record.crossings] == [0, 1, 1]  # sync_to_async, async_to_sync
+    assert outer.parent is None and first.parent is outer and second.parent is outer
+    assert outer.func is _bridged and first.func is _answer and second.func is _refuse
+    assert outer.target_thread is first.source_thread is second.source_thread
+    assert outer.source_thread is first.target_thread is second.target_thread
+    assert outer.target_thread is not outer.source_thread
+    assert outer.executor is not None and first.executor is None
+    for c in record.crossings:
+        assert 0 < c.call_ns < c.start_ns <= c.end_ns <= c.return_ns
+    assert outer.start_ns < first.call_ns and second.return_ns < outer.end_ns
+    assert outer.loop_id == first.loop_id == second.loop_id != 0
+
+
+def test_the_compiled_floor_counts_but_does_not_keep_past_max_events(built_floor):
+    _, floor = built_floor
+    tracer.uninstall()
+    try:
+        _, record = _serve(lambda: floor.recording("compiled recording", 1), compiled_floor.here)
+    finally:
+        tracer.install()
+    assert (record.started, record.returned, record.dropped) == (3, 3, 2)
+    assert len(record.crossings) == 1
+
+
+def test_switch_cost_compiled_prints_its_variants():
+    out = script(
+        "switch_cost.py", "--rounds", "1", "--calls", "5", "--end-to-end-calls", "3", "--compiled"
+    )
+    assert out.returncode == 0, out.stderr
+    # Wall and CPU time, for each mechanism: the variants' calls, and what
+    # each adds per switch.
+    for variant in switch_cost.COMPILED:
+        assert out.stdout.count(f"      {variant:<24} ") == 4
+        assert out.stdout.count(f"      {variant}, per switch ") == 4
+
+
+def test_the_compiled_valgrind_child_runs(built_floor):
+    path, _ = built_floor
+    for variant in switch_cost.COMPILED:
+        out = script(
+            "instructions.py", "--child", "bridges", "sync_to_async", variant, "2",
+            SWITCHTRACE_COMPILED_FLOOR=str(path),
+        )  # fmt: skip
+        assert (out.returncode, out.stderr) == (0, "")
+
+
+def test_the_compiled_floor_never_replaces_switchtraces_patches(built_floor):
+    _, floor = built_floor
+    tracer.install()
+    patched = vars(switch_cost.SyncToAsync)["__call__"]
+    with pytest.raises(RuntimeError, match="switchtrace is installed"):
+        with floor.recording("compiled recording"):
+            pass
+    assert vars(switch_cost.SyncToAsync)["__call__"] is patched
