@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,11 @@ def test_the_compiled_floor_never_replaces_switchtraces_patches(built_floor):
         with floor.recording("compiled recording"):
             pass
     assert vars(switch_cost.SyncToAsync)["__call__"] is patched
+
+
+def test_switch_cost_compiled_without_a_compiler_is_one_line_and_exit_status_2(tmp_path):
+    out = script("switch_cost.py", "--compiled", "--end-to-end-calls", "1", PATH=str(tmp_path))
+    assert (out.returncode, out.stdout) == (2, "")
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    message = f"--compiled needs a C compiler; {compiler!r} is not on PATH"
+    assert out.stderr == f"switch_cost.py: error: {message}\n"
