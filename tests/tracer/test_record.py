@@ -8,7 +8,7 @@ import itertools
 import threading
 
 from switchtrace import tracer
-from switchtrace.tracer.describe import Description
+from switchtrace.tracer.describe import CodeLocation, Description, code_location
 from switchtrace.tracer.record import ASYNCIO_RUN, SYNC_TO_ASYNC, Component
 
 
@@ -95,3 +95,11 @@ def test_describe_names_each_crossing_once_and_asks_until_a_component_is_found()
         record.describe(resolve)
     assert asked == [crossing, crossing]
     assert (crossing.qualname, crossing.component) == ("len", view)
+
+
+def test_a_builtin_method_is_located_in_its_class_alone():
+    """A method of a C type (``{}.get``, a socket's ``recv``) says no module:
+    its namespace is its class, not the class after a dot."""
+    assert code_location({}.get) == CodeLocation("get", "dict", None, None)
+    assert code_location((1).__add__) == CodeLocation("__add__", "int", None, None)
+    assert code_location(len) == CodeLocation("len", "builtins", None, None)
