@@ -16,6 +16,7 @@ urlpatterns = [
     path("async-signal/", views.async_signal_view),
     path("project-signal/", views.project_signal_view),
     path("members/", views.members_view),
+    path("other-members/", views.other_members_view),
     path("staff/", views.staff_view),
     path("enqueue/", views.enqueue_view),
     path("aenqueue/", views.aenqueue_view),
@@ -29,6 +30,9 @@ urlpatterns = [
     path("content-types-export/", views.content_types_export_view),
     path("file/", views.file_view),
     path("thread-insensitive/", views.thread_insensitive_view),
+    path("listing-stream/", views.listing_stream_view),
+    path("made/", views.made_view),
+    path("cached-staff/", views.cached_staff_view),
     path("class-view/", views.ClassView.as_view()),
     path("other-class-view/", views.OtherClassView.as_view()),
 ]

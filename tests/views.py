@@ -3,6 +3,7 @@ from django.contrib.auth.decorators import login_required, user_passes_test
 from django.dispatch import Signal
 from django.http import FileResponse, HttpResponse, HttpResponseNotFound
 from django.views import View
+from django.views.decorators.cache import never_cache
 
 
 def own_server_timing(request):
@@ -277,6 +278,13 @@ async def members_view(request):
     return HttpResponse("members")
 
 
+@login_required
+async def other_members_view(request):
+    """A second view behind login_required: its test of the user is another
+    function of the same code as members_view's."""
+    return HttpResponse("other members")
+
+
 @user_passes_test(lambda user: user.is_staff)
 async def staff_view(request):
     """An async view behind the project's own test, a lambda."""
@@ -320,6 +328,45 @@ async def listed_then_streamed_view(request):
 
     parts = await sync_to_async(list)(iter([b"a", b"b"]))
     return StreamingHttpResponse(iter(parts))
+
+
+async def listing_stream_view(request):
+    """A body from an async iterator that reads its rows in its own
+    sync_to_async(list) (a queryset read in chunks), after the headers."""
+    from django.http import StreamingHttpResponse
+
+    async def rows():
+        yield b"".join(await sync_to_async(list)(iter([b"a", b"b"])))
+
+    return StreamingHttpResponse(rows())
+
+
+def _made_view():
+    """A view made by a factory: a closure over the helper it bridges."""
+
+    def lookup():
+        return None
+
+    async def made(request):
+        await sync_to_async(lookup)()
+        return HttpResponse("made")
+
+    return made
+
+
+made_view = _made_view()
+
+
+def is_staff(user):
+    return user.is_staff
+
+
+@never_cache
+@user_passes_test(is_staff)
+async def cached_staff_view(request):
+    """An async view behind a named test of the user, under one more
+    decorator."""
+    return HttpResponse("staff")
 
 
 async def to_thread_view(request):

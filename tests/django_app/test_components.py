@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 
 import django
 import pytest
 from django.dispatch import Signal
 
+from switchtrace import tracer
 from switchtrace.django_app import components
 from switchtrace.exporters.console import top_causes
 
@@ -522,3 +524,220 @@ def test_tasks_run_by_the_immediate_backend(server, path, headers, crossings, re
     runner = {"/enqueue/": "enqueue_view", "/aenqueue/": "ImmediateBackend.enqueue"}[path]
     by_name = {c.qualname: c for c in record.crossings}
     assert parents["async_task"] is by_name.get(runner)
+
+
+def test_what_an_async_iterator_bridges_after_the_headers_is_its_own(records):
+    """Only a synchronous iterator under ASGI is read by Django's own
+    sync_to_async(list): an asynchronous one's sync_to_async(list), after the
+    headers and after the view, names the list it bridges."""
+    with project("none") as (asgi, _wsgi):
+        result = run_asgi(asgi, "/listing-stream/")
+    assert result.body == b"ab"
+    [record] = records
+    assert described(record) == [
+        ("sync_to_async", SIGNAL, "signal", "request_started", True),
+        ("sync_to_async", "list", "other", "list", False),
+        (
+            "sync_to_async",
+            "HttpResponseBase.close",
+            "response",
+            "StreamingHttpResponse.close",
+            False,
+        ),
+    ]
+    assert components.SYNC_STREAM not in record.extra
+
+
+@pytest.mark.skipif(django.VERSION < (5, 1), reason="user_passes_test of async views: Django 5.1")
+def test_a_views_own_closure_is_no_decorators_and_decorators_are_looked_through(records):
+    """What a view made by a factory bridges from its closure is the view's
+    (the view is no decorator around itself); a test of the user under two
+    decorators is found in the inner one's closure, and keeps its own name."""
+    with project() as (_asgi, wsgi):
+        made = wsgi_request(wsgi, "/made/")
+        staff = wsgi_request(wsgi, "/cached-staff/")
+    assert (made.status, staff.status) == (200, 302)
+    made_record, staff_record = records
+    factory = "_made_view.<locals>"
+    assert described(made_record) == [
+        ("async_to_sync", f"{factory}.made", "view", f"{factory}.made", True),
+        ("sync_to_async", f"{factory}.lookup", "view", f"{factory}.made", True),
+    ]
+    reading_the_user = django.VERSION < (5, 2)
+    view = "cached_staff_view"
+    assert described(staff_record) == [
+        ("async_to_sync", view, "view", view, True),
+        *[("sync_to_async", "get_user", "view", view, True)] * reading_the_user,
+        ("sync_to_async", "is_staff", "view", f"{view}.user_passes_test", True),
+    ]
+
+
+def test_a_view_runs_from_its_start_to_its_end():
+    """Each time Django calls the view is one run, [start, end) in the
+    record's clock: a crossing called at the start is the view's, one called
+    at the end is not. A start while a run is open (its end skipped) starts
+    none; an end with no run open ends none."""
+    from ..views import middleware_lookup
+
+    ticks = iter([0, 10, 20, 25, 30, 40, 50])
+    record = tracer.RequestRecord(tracer.ASGI, lambda: next(ticks))
+    components.remember_view(record, middleware_lookup, "GET")
+    components.view_started(record)
+    components.view_ended(record)
+    assert record.extra[components.VIEW_RAN] == [[10, 20]]
+    components.view_started(record)
+    components.view_started(record)
+    components.view_ended(record)
+    components.view_ended(record)
+    assert record.extra[components.VIEW_RAN] == [[10, 20], [25, 30]]
+    thread = threading.current_thread()
+    kinds = [
+        components.resolve(tracer.Crossing("sync_to_async", None, len, thread, None, at), record)
+        for at in (9, 10, 19, 20, 24, 25, 29, 30)
+    ]
+    assert [component.kind for component in kinds] == ["other", "view", "view", "other"] * 2
+
+
+@pytest.mark.skipif(django.VERSION < (5, 1), reason="login_required of async views: Django 5.1")
+def test_each_site_is_described_once_and_shared_by_its_crossings(records):
+    """Resolver.key names every site of these requests (a middleware's hook,
+    an adapter of the middleware chain, Django's signal closure, a response's
+    close, the view, what the view bridges, a decorator's test of the user, a
+    class-based view), so that a second request's crossings share the
+    first's descriptions."""
+    middleware = ["tests.views.BridgingAsyncMiddleware"]
+    with project() as (asgi, wsgi):
+        for _ in range(2):
+            run_asgi(asgi, "/sync/")
+        for _ in range(2):
+            wsgi_request(wsgi, "/members/")
+        for _ in range(2):
+            run_asgi(asgi, "/class-view/")
+    with project("sync-only") as (asgi, _wsgi):
+        for _ in range(2):
+            run_asgi(asgi, "/sync/")
+    with project("none", MIDDLEWARE=middleware) as (asgi, _wsgi):
+        for _ in range(2):
+            run_asgi(asgi, "/async-bridging/")
+    for record in records:
+        record.describe(components.resolve)
+    first = [c.description for r in records[0::2] for c in r.crossings]
+    second = [c.description for r in records[1::2] for c in r.crossings]
+    # Django 5.1's request.auser() bridges get_user before the test of the user.
+    crossings = 45 + (django.VERSION < (5, 2))
+    assert len(first) == len(second) == crossings
+    assert [d.shared for d in first] == [True] * crossings
+    assert all(one is other for one, other in zip(first, second, strict=True))
+
+
+@pytest.mark.skipif(django.VERSION < (5, 1), reason="login_required of async views: Django 5.1")
+def test_sites_of_one_code_are_told_apart_by_their_view(records):
+    """login_required's test of the user is one code for every view it
+    decorates, and a class-based view one closure for every method: the
+    description of each is its own view's, and its own method's."""
+    from ..views import ClassView
+
+    with project() as (_asgi, wsgi):
+        wsgi_request(wsgi, "/members/")
+        wsgi_request(wsgi, "/other-members/")
+    tests = [described(record)[-1] for record in records]
+    assert [(qualname, component) for _m, qualname, _k, component, _b in tests] == [
+        ("members_view.login_required", "members_view.login_required"),
+        ("other_members_view.login_required", "other_members_view.login_required"),
+    ]
+    view = ClassView.as_view()
+    names = []
+    for method in ("GET", "POST", "GET"):
+        record = tracer.RequestRecord(tracer.ASGI, tracer.patches.clock, 10)
+        components.remember_view(record, view, method)
+        thread = threading.current_thread()
+        record.crossings.append(tracer.Crossing("sync_to_async", None, view, thread, None, 0))
+        names += described(record)
+    assert [(qualname, component) for _m, qualname, _k, component, _b in names] == [
+        ("ClassView.get", "ClassView.get"),
+        ("ClassView", "ClassView"),
+        ("ClassView.get", "ClassView.get"),
+    ]
+
+
+def test_a_class_based_view_made_atomic_is_named_after_its_handler(records, monkeypatch):
+    """ATOMIC_REQUESTS: Django bridges transaction.atomic's wrapper around
+    the view, which is the view still (through __wrapped__)."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+    with project("none") as (asgi, _wsgi):
+        result = run_asgi(asgi, "/class-view/")
+    assert result.status == 200
+    [record] = records
+    assert described(record) == [
+        ("sync_to_async", SIGNAL, "signal", "request_started", True),
+        ("sync_to_async", "ClassView.get", "view", "ClassView.get", True),
+        ("sync_to_async", "HttpResponseBase.close", "response", "HttpResponse.close", False),
+    ]
+
+
+@pytest.mark.skipif(not ASYNC_SIGNALS, reason="Signal.asend needs Django >= 5.0")
+def test_two_signals_sent_alike_are_named_apart(order_placed_receivers, logged_out_receivers):
+    """Signal.asend runs each signal's sync receivers in a closure of the
+    same code: the signal it closes over tells the two apart."""
+    import asyncio
+
+    from django.contrib.auth.signals import user_logged_out
+
+    from ..views import order_placed
+
+    async def main():
+        with tracer.recording() as record:
+            await order_placed.asend(sender=None)
+            await user_logged_out.asend(sender=None)
+        return record
+
+    record = asyncio.run(main())
+    assert described(record) == [
+        ("sync_to_async", SIGNAL, "signal", "order_placed", True),
+        ("sync_to_async", SIGNAL, "signal", "user_logged_out", True),
+    ]
+
+
+def test_a_signal_is_named_as_its_signals_module_names_it(tmp_path, monkeypatch):
+    """A module named signals gives the name, though another module that
+    imports the signal under another name comes first in sys.modules; with
+    no such module, the first module's name; with none, 'signal'."""
+    import textwrap
+
+    package = tmp_path / "st_shop"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "signals.py").write_text(
+        "from django.dispatch import Signal\n\npayment_failed = Signal()\n"
+    )
+    (package / "views.py").write_text(
+        textwrap.dedent(
+            """
+            from django.dispatch import Signal
+
+            refunded = Signal()
+
+
+            def ready():
+                global on_failure
+                from .signals import payment_failed as on_failure
+            """
+        )
+    )
+    (package / "receivers.py").write_text("from .views import refunded as on_refund\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ["st_shop", "st_shop.views", "st_shop.receivers", "st_shop.signals"]
+    try:
+        import st_shop.receivers
+        import st_shop.views
+
+        st_shop.views.ready()
+        assert [name for name in sys.modules if name.partition(".")[0] == "st_shop"] == names
+        assert components._signal_name(st_shop.views.on_failure) == "payment_failed"
+        assert components._signal_name(st_shop.views.refunded) == "refunded"
+        assert components._signal_name(Signal()) == "signal"
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)

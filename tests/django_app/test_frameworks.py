@@ -7,6 +7,8 @@ views get."""
 from __future__ import annotations
 
 import pytest
+from django.http import HttpResponse
+from django.views import View
 
 from switchtrace import tracer
 
@@ -268,3 +270,59 @@ def test_explain_lists_what_a_views_code_bridges_itself(path, under_asgi, under_
         wsgi_request(wsgi, path)
     asgi_record, wsgi_record = records
     assert (_unmodelled(asgi_record), _unmodelled(wsgi_record)) == (under_asgi, under_wsgi)
+
+
+class FormView(View):
+    def get(self, request):
+        return HttpResponse("form")
+
+    def post(self, request):
+        return HttpResponse("sent")
+
+
+class HeadView(View):
+    def get(self, request):
+        return HttpResponse("head")
+
+    def head(self, request):
+        return HttpResponse()
+
+
+@pytest.mark.parametrize(
+    ("cls", "method", "name"),
+    [
+        (FormView, "GET", "FormView.get"),
+        (FormView, "HEAD", "FormView.get"),  # View.setup: no head, get answers
+        (FormView, "POST", "FormView.post"),
+        (FormView, "PUT", "FormView"),  # allowed, but no put: not allowed
+        (FormView, "BREW", "FormView"),  # a client's own method
+        (HeadView, "HEAD", "HeadView.head"),
+    ],
+)
+def test_a_class_based_views_target_is_what_dispatch_picks(cls, method, name):
+    """The handler View.dispatch calls for the method, or the class alone
+    where http_method_not_allowed answers; worked out the first time it is
+    asked for (a view just made), and every time for a client's own method."""
+    from switchtrace.django_app import components
+
+    view = cls.as_view()
+    for _ in range(2):
+        record = tracer.RequestRecord(tracer.ASGI, tracer.patches.clock, 10)
+        components.remember_view(record, view, method)
+        target = components.view_target(record)
+        assert (target.name, str(target.component), target.cls) == (name, name, cls)
+        handler = name.rpartition(".")[2]
+        assert target.code is (getattr(cls, handler) if "." in name else cls)
+
+
+def test_a_viewsets_head_is_its_get_action_before_drf_adds_it():
+    """DRF maps HEAD to the get action in the view's first call (older DRF
+    not at all): before it (switchtrace explain names views no request
+    reached), HEAD is what GET is, and a method with no action the class."""
+    from switchtrace.django_app import components
+    from tests.frameworks import OrderViewSet
+
+    view = OrderViewSet.as_view({"get": "list"})
+    names = [components.find_view_target(view, m).name for m in ("GET", "HEAD", "POST")]
+    assert names == ["OrderViewSet.list", "OrderViewSet.list", "OrderViewSet"]
+    assert view.actions == {"get": "list"}

@@ -186,6 +186,9 @@ def test_a_callable_whose_attributes_raise_is_named_by_its_class():
     record.describe()
     assert [c.qualname for c in record.crossings] == ["Proxy", "Sly"]
     assert format_record(record, components.resolve).endswith("; top: Proxy 2, Sly 2")
+    # What raises for get_response is no middleware.
+    assert [str(c.component) for c in record.crossings] == ["Proxy", "Sly"]
+    assert [c.component.kind for c in record.crossings] == ["other", "other"]
 
 
 def test_the_spans_of_a_request_bridging_such_a_callable_are_all_written():
@@ -278,3 +281,104 @@ def test_hooks_made_by_one_factory_keep_their_own_names():
         "_hook.<locals>.hook",
         "MadeHooksMiddleware.process_request",
     ]
+
+
+class RaisingMeta(type):
+    """A class whose own attributes raise when read (a lazy class proxy's)."""
+
+    def __getattribute__(cls, name):
+        if name == "__call__":
+            raise RuntimeError(f"no {name}")
+        return super().__getattribute__(name)
+
+
+class ClassAttributesRaise(metaclass=RaisingMeta):
+    def __call__(self):
+        return "called"
+
+
+def test_a_callable_that_cannot_be_located_is_named_without_a_location():
+    record, results = recorded(lambda pool: sync_to_async(ClassAttributesRaise())())
+    assert results == ["called"]
+    assert record.totals() == tracer.Figures(2, 2, 0, 0)
+    record.describe(components.resolve)
+    [crossing] = record.crossings
+    assert (crossing.qualname, str(crossing.component)) == (
+        "ClassAttributesRaise",
+        "ClassAttributesRaise",
+    )
+    assert crossing.description.location is None
+
+
+def _empty_cell():
+    """A closure one of whose cells was never filled."""
+
+    def uses_it():
+        return never_set
+
+    if False:
+        never_set = None
+    return uses_it
+
+
+def _holding_each_other():
+    """Two closures, each holding the other."""
+
+    def ping():
+        return pong()
+
+    def pong():
+        return ping()
+
+    return ping
+
+
+def test_closures_with_an_empty_cell_or_holding_each_other_are_named():
+    with pytest.raises(ValueError):
+        _empty_cell().__closure__[0].cell_contents  # noqa: B018
+    for make in (_empty_cell, _holding_each_other):
+        func = make()
+        record = tracer.RequestRecord(tracer.ASGI, tracer.patches.clock, 10)
+        thread = threading.current_thread()
+        record.crossings.append(tracer.Crossing(tracer.SYNC_TO_ASYNC, None, func, thread, None, 0))
+        record.describe(components.resolve)
+        [crossing] = record.crossings
+        assert (crossing.qualname, str(crossing.component)) == (func.__qualname__,) * 2
+
+
+class ViewDecorator:
+    """A decorator that is an object (no closure), functools.update_wrapper's."""
+
+    def __init__(self, view):
+        functools.update_wrapper(self, view)
+
+    def __call__(self, request):
+        return self.__wrapped__(request)
+
+
+def _wrapper_with_an_empty_cell(view):
+    @functools.wraps(view)
+    def wrapper(request):
+        return view(request) if view else an_empty_cell
+
+    if False:
+        an_empty_cell = None
+    return wrapper
+
+
+def test_a_view_behind_wrappers_of_any_kind_has_what_it_bridges_named():
+    """The layers of a view looked through for a decorator's function may be
+    objects without a closure, or closures with a cell never filled."""
+
+    def lookup():
+        return None
+
+    view = _wrapper_with_an_empty_cell(ViewDecorator(_wrapper_with_an_empty_cell(eq_view)))
+    record = tracer.RequestRecord(tracer.ASGI, tracer.patches.clock, 10)
+    components.remember_view(record, view, "GET")
+    thread = threading.current_thread()
+    record.crossings.append(tracer.Crossing(tracer.SYNC_TO_ASYNC, None, lookup, thread, None, 0))
+    record.describe(components.resolve)
+    [crossing] = record.crossings
+    name = "test_a_view_behind_wrappers_of_any_kind_has_what_it_bridges_named.<locals>.lookup"
+    assert (crossing.qualname, str(crossing.component)) == (name, name)

@@ -6,9 +6,19 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
+import types
 
 from switchtrace import tracer
-from switchtrace.tracer.describe import Description
+from switchtrace.tracer import describe
+from switchtrace.tracer.describe import (
+    MAX_DEPTH,
+    CodeLocation,
+    Description,
+    code_location,
+    describe_crossing,
+    identity,
+    qualified_name,
+)
 from switchtrace.tracer.record import ASYNCIO_RUN, SYNC_TO_ASYNC, Component
 
 
@@ -95,3 +105,163 @@ def test_describe_names_each_crossing_once_and_asks_until_a_component_is_found()
         record.describe(resolve)
     assert asked == [crossing, crossing]
     assert (crossing.qualname, crossing.component) == ("len", view)
+
+
+def test_a_builtin_method_is_located_in_its_class_alone():
+    """A method of a C type (``{}.get``, a socket's ``recv``) says no module:
+    its namespace is its class, not the class after a dot."""
+    assert code_location({}.get) == CodeLocation("get", "dict", None, None)
+    assert code_location((1).__add__) == CodeLocation("__add__", "int", None, None)
+    assert code_location(len) == CodeLocation("len", "builtins", None, None)
+
+
+async def module_coroutine():
+    pass
+
+
+class CallableInstance:
+    def __call__(self):
+        pass
+
+
+class OtherCallable:
+    def __call__(self):
+        pass
+
+
+class CalledByC:
+    """Called through a C function, and with a __code__ that is no code object
+    (what a proxy answers)."""
+
+    __call__ = staticmethod(len)
+    __code__ = "no code"
+
+
+class Nameless:
+    """Neither __qualname__ nor __name__: named by its class."""
+
+    def __call__(self, owner):
+        pass
+
+
+class Named(Nameless):
+    def __init__(self):
+        self.__name__ = "named"
+
+
+def _wrapper_chain(layers):
+    """Functions layer0 .. layer<layers>, each wrapping the one before."""
+    inner = None
+    for n in range(layers + 1):
+
+        def layer():
+            pass
+
+        layer.__qualname__ = f"layer{n}"
+        if inner is not None:
+            layer.__wrapped__ = inner
+        inner = layer
+    return inner
+
+
+def test_qualified_name_names_what_is_finally_called():
+    assert qualified_name(functools.partial(functools.partial(len), "ab")) == "len"
+    assert qualified_name(None) == "None"
+    coroutine = module_coroutine()
+    assert qualified_name(coroutine) == "module_coroutine"
+    coroutine.close()
+    assert qualified_name((1).__add__) == "int.__add__"  # a method-wrapper
+    # A callable instance is named by its class, whatever its __name__ says.
+    named = Named()
+    assert (qualified_name(named), qualified_name(Nameless())) == ("Named", "Nameless")
+    # A method is named by its function: its __qualname__, else __name__, else its class.
+    owner = object()
+    bound = (types.MethodType(named, owner), types.MethodType(Nameless(), owner))
+    assert [qualified_name(method) for method in bound] == ["named", "Nameless"]
+    # __wrapped__ is followed MAX_DEPTH layers deep, no further.
+    assert qualified_name(_wrapper_chain(MAX_DEPTH + 8)) == "layer8"
+
+
+def test_code_location_of_what_is_no_function():
+    coroutine = module_coroutine()
+    line = module_coroutine.__code__.co_firstlineno
+    # A coroutine object says no module.
+    assert code_location(coroutine) == CodeLocation("module_coroutine", "", __file__, line)
+    coroutine.close()
+    # A callable instance is located at its class's __call__; two classes' at their own.
+    for cls in (CallableInstance, OtherCallable):
+        line = cls.__call__.__code__.co_firstlineno
+        assert code_location(cls()) == CodeLocation(
+            "__call__", f"{__name__}.{cls.__name__}", __file__, line
+        )
+    assert code_location(CalledByC()) == CodeLocation("CalledByC", __name__, None, None)
+
+
+def test_code_locations_are_kept_per_code_object_and_bounded(monkeypatch):
+    monkeypatch.setattr(describe, "MAX_CACHED", 2)
+    monkeypatch.setattr(describe, "_locations", {})
+    functions = [lambda: 0, lambda: 1, lambda: 2]  # three code objects
+    first = code_location(functions[0])
+    assert code_location(functions[0]) is first
+    code_location(functions[1])
+    assert len(describe._locations) == 2
+    code_location(functions[2])  # full: cleared first
+    assert list(describe._locations.values()) == [code_location(functions[2])]
+
+
+class SiteResolver:
+    """A resolver naming each crossing's site by what it bridged (the key
+    None: not cacheable), its component by its qualified name."""
+
+    def __init__(self, key):
+        self.site = key
+
+    def __call__(self, crossing, record):
+        return Component("other", qualified_name(crossing.func))
+
+    def key(self, crossing, record):
+        return self.site(crossing)
+
+
+def _crossing(func):
+    return tracer.Crossing(SYNC_TO_ASYNC, None, func, threading.current_thread(), None, 0)
+
+
+def test_a_site_is_described_once_and_its_description_shared():
+    record = tracer.RequestRecord("asgi", itertools.count().__next__)
+    alone = describe_crossing(_crossing(len), record)
+    line = _wrapper_chain.__code__.co_firstlineno
+    assert (alone.qualname, alone.component, alone.shared) == ("len", None, False)
+    assert alone.location == CodeLocation("len", "builtins", None, None)
+    assert describe_crossing(_crossing(len), record) is not alone
+    by_func = SiteResolver(lambda crossing: crossing.func)
+    shared = describe_crossing(_crossing(_wrapper_chain), record, by_func)
+    assert (shared.qualname, shared.component, shared.shared) == (
+        "_wrapper_chain",
+        Component("other", "_wrapper_chain"),
+        True,
+    )
+    assert shared.location == CodeLocation("_wrapper_chain", __name__, __file__, line)
+    assert describe_crossing(_crossing(_wrapper_chain), record, by_func) is shared
+    # A key that cannot be hashed, or None, makes a description per crossing.
+    for unhashable in (SiteResolver(lambda crossing: ([],)), SiteResolver(lambda crossing: None)):
+        made = [describe_crossing(_crossing(len), record, unhashable) for _ in range(2)]
+        assert [(d.qualname, d.shared) for d in made] == [("len", False)] * 2
+        assert made[0] is not made[1]
+
+
+def test_the_descriptions_kept_are_bounded(monkeypatch):
+    monkeypatch.setattr(describe, "MAX_CACHED", 2)
+    monkeypatch.setattr(describe, "_descriptions", {})
+    record = tracer.RequestRecord("asgi", itertools.count().__next__)
+    by_func = SiteResolver(lambda crossing: crossing.func)
+    made = [describe_crossing(_crossing(func), record, by_func) for func in (len, abs)]
+    assert list(describe._descriptions.values()) == made
+    last = describe_crossing(_crossing(min), record, by_func)  # full: cleared first
+    assert list(describe._descriptions.values()) == [last]
+
+
+def test_identity_is_a_number_per_live_object_and_none_without_weak_references():
+    first, second = CallableInstance(), CallableInstance()
+    assert identity(first) == identity(first) != identity(second)
+    assert (identity(1), identity("text"), identity(None)) == (None, None, None)

@@ -123,11 +123,11 @@ def _code_location(target: Any) -> CodeLocation:
     qualname = _qualname_of(func)
     namespace, _, function = qualname.rpartition(".")
     module = attribute(func, "__module__")
-    if not isinstance(module, str):
+    if not isinstance(module, str):  # a C type's method ({}.get) says none
         module = ""
     return CodeLocation(
         function=function,
-        namespace=f"{module}.{namespace}" if namespace else module,
+        namespace=f"{module}.{namespace}" if module and namespace else module or namespace,
         filepath=func_code.co_filename if func_code is not None else None,
         lineno=func_code.co_firstlineno if func_code is not None else None,
     )
