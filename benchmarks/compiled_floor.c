@@ -12,7 +12,7 @@
  * counting a start only while the caller waits and a return only after a
  * start (switchtrace's claims). Left out, because they are off the path
  * measured here: a crossing given a context, request code's own offloads,
- * loops created by a crossing, bookkeeping errors (none can happen here),
+ * loops created by a crossing, swallowing its own errors (here they raise),
  * describing call sites, the request's end.
  *
  * Two designs of the sync_to_async side:
