@@ -259,11 +259,158 @@ def test_bench_overhead_mode(tmp_path):
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_bench_overhead_text_shows_latency_next_to_wall_and_cpu():
+def test_bench_overhead_through_real_servers(tmp_path):
+    """--overhead --driver server: one uvicorn or gunicorn process per mode.
+    Every request the full-spans servers got (their start-up probe, the
+    warm-up, both rounds' back-to-back and timed requests: 1 + 1 + 2 * (3 +
+    3) = 14) left its request span in their file."""
+    (tmp_path / "tmp").mkdir()
+    args = ["bench", "--overhead", "--driver", "server", "--servers", "wsgi,asgi",
+            "--endpoints", "/sync/", "--requests", "3", "--rounds", "2", "--warmup", "1",
+            "--json"]  # fmt: skip
+    out = run(args, tmp_path, TMPDIR=str(tmp_path / "tmp"))
+    assert out.returncode == 0, out.stderr
+    # opentelemetry-instrumentation-django is in the test extra.
+    assert out.stderr == (
+        "switchtrace bench: note: no opentelemetry-instrumentation-django row: it is measured "
+        "in-process only (without --driver server)\n"
+    )
+    results = json.loads(out.stdout)
+    assert (results["mode"], results["driver"]) == ("overhead", "server")
+    rows = results["rows"]
+    assert [(r["server"], r["mode"]) for r in rows] == [
+        (server, mode)
+        for server in ("wsgi", "asgi")
+        for mode in ("disabled", "headers only", "full spans")
+    ]
+    one = {"median": 1.0, "min": 1.0, "max": 1.0}
+    for row in rows:
+        assert row["endpoint"] == "/sync/"
+        assert row["variant"] == "shipped"
+        assert 0 < row["us_per_request"]["min"] <= row["us_per_request"]["max"]
+        assert 0 < row["latency_us"]["min"] <= row["latency_us"]["max"]
+        assert row["cpu_us_per_request"]["min"] > 0
+        if row["mode"] == "disabled":
+            assert row["ratio"] == row["latency_ratio"] == row["cpu_ratio"] == one
+        assert row.get("exported_per_request") == (one if row["mode"] == "full spans" else None)
+        assert "served" not in row
+    # The spans went to a temporary file, not to FILE_PATH, and it is gone
+    # with the settings module written for the servers.
+    assert not (tmp_path / "traces.jsonl").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_bench_overhead_servers_stop_without_losing_spans(tmp_path):
+    """The full-spans uvicorn is stopped with SIGINT: with SIGTERM it raises
+    the signal again after its graceful shutdown, whose default action skips
+    the exit hooks, and the spans of its last half second were lost (all 11
+    of these: its start-up probe and 10 requests)."""
+    import asyncio
+
+    from switchtrace import bench
+
+    driver = bench.OverheadServers(EXAMPLE, "shipped", tmp_path, ExportOptions())
+    try:
+        driver.open_modes(["asgi"])
+        _pid, port = driver.port("asgi", "full spans")
+        asyncio.run(bench._http_load("127.0.0.1", port, "/sync/", 10, 1))
+    finally:
+        driver.close()
+    assert bench._request_spans(tmp_path / "spans-asgi.jsonl") == {"/sync/": 11}
+    assert not (tmp_path / "spans-wsgi.jsonl").exists()
+
+
+def test_bench_overhead_server_settings():
+    """What each mode's server changes in the project's settings."""
+    from switchtrace.bench import OVERHEAD_MODE, OVERHEAD_SPANS, overhead_settings
+
+    project = {
+        "MIDDLEWARE": [
+            "switchtrace.django_app.middleware.SwitchTraceMiddleware",
+            "django.middleware.common.CommonMiddleware",
+        ],
+        "SWITCHTRACE": {"ENABLED": True, "EXPORTER": "console", "SAMPLE_RATE": 0.1},
+    }
+    assert overhead_settings(project, {OVERHEAD_MODE: "disabled"}) == {
+        "MIDDLEWARE": ["django.middleware.common.CommonMiddleware"],
+        "SWITCHTRACE": {"ENABLED": False, "EXPORTER": "console", "SAMPLE_RATE": 0.1},
+    }
+    assert overhead_settings(project, {OVERHEAD_MODE: "headers only"}) == {
+        "SWITCHTRACE": {"ENABLED": True, "EXPORTER": "none", "SAMPLE_RATE": 0.1},
+    }
+    spans = {OVERHEAD_MODE: "full spans", OVERHEAD_SPANS: "/scratch/spans-asgi.jsonl"}
+    assert overhead_settings(project, spans) == {
+        "SWITCHTRACE": {
+            "ENABLED": True, "EXPORTER": "file", "SAMPLE_RATE": 1.0,
+            "FILE_PATH": "/scratch/spans-asgi.jsonl", "FILE_MAX_BYTES": None,
+        },
+    }  # fmt: skip
+    # To the OTLP collector the settings name: only the sampling changes.
+    otlp = {**project, "SWITCHTRACE": {"ENABLED": True, "ENDPOINT": "http://127.0.0.1:4318"}}
+    assert overhead_settings(otlp, {OVERHEAD_MODE: "full spans"}) == {
+        "SWITCHTRACE": {"ENABLED": True, "ENDPOINT": "http://127.0.0.1:4318", "SAMPLE_RATE": 1.0}
+    }
+    # The project's own dict is left as it was.
+    assert project["SWITCHTRACE"] == {"ENABLED": True, "EXPORTER": "console", "SAMPLE_RATE": 0.1}
+    with pytest.raises(ValueError) as raised:
+        overhead_settings(project, {OVERHEAD_MODE: "fast"})
+    assert str(raised.value) == (
+        "SWITCHTRACE_BENCH_OVERHEAD='fast'; allowed: disabled, headers only, full spans"
+    )
+
+
+def test_bench_overhead_servers_must_answer_as_their_mode():
+    """A server whose settings did not take its mode would be measured under
+    another's name: the bench stops (exit status 1, one line)."""
+    from switchtrace.bench import ServerFailed, _check_mode
+
+    _check_mode("asgi", "/sync/", "disabled", None)
+    _check_mode("asgi", "/sync/", "full spans", (30, 30, 0, 1))
+    with pytest.raises(ServerFailed) as raised:
+        _check_mode("wsgi", "/async/", "headers only", None)
+    assert str(raised.value) == (
+        "the WSGI server with switchtrace headers only sent no X-Context-Switches on /async/"
+    )
+    with pytest.raises(ServerFailed) as raised:
+        _check_mode("asgi", "/sync/", "disabled", (30, 30, 0, 1))
+    assert str(raised.value) == (
+        "the ASGI server with switchtrace disabled sent its headers on /sync/"
+    )
+
+
+def figures(median: float, low: float, high: float) -> dict[str, float]:
+    return {"median": median, "min": low, "max": high}
+
+
+def test_bench_overhead_text_through_servers():
     from switchtrace.bench import render_overhead
 
-    def figures(median, low, high):
-        return {"median": median, "min": low, "max": high}
+    row = {
+        "server": "wsgi", "endpoint": "/sync/", "variant": "shipped", "mode": "headers only",
+        "us_per_request": figures(900, 800, 1000), "ratio": figures(1.1, 1.0, 1.2),
+        "latency_us": figures(950, 900, 1000), "latency_ratio": figures(1.12, 1.05, 1.2),
+    }  # fmt: skip
+    out = io.StringIO()
+    render_overhead({"driver": "server", "rounds": 2, "requests": 5, "rows": [row]}, out)
+    assert out.getvalue().splitlines() == [
+        "switchtrace bench --overhead --driver server (2 interleaved rounds of 5 requests back "
+        "to back and as many timed alone; medians (min-max) over rounds)",
+        "  each mode served by its own uvicorn (ASGI) or gunicorn (WSGI) process on loopback, "
+        "driven over HTTP",
+        "  wall: µs per request, ratio to disabled | cpu: the server's CPU µs per request, "
+        "ratio to disabled",
+        "  latency: µs until the client has the whole response, each request sent alone, 5 ms "
+        "after the one before, ratio to disabled",
+        "  WSGI shipped /sync/ headers only",
+        # No CPU figure where the system could not say (not Linux).
+        "      wall       900.0 (800.0-1000.0)  x1.100 (1.000-1.200)   cpu               not "
+        "measured",
+        "      latency    950.0 (900.0-1000.0)  x1.120 (1.050-1.200)",
+    ]
+
+
+def test_bench_overhead_text_shows_latency_next_to_wall_and_cpu():
+    from switchtrace.bench import render_overhead
 
     row = {
         "server": "asgi", "endpoint": "/sync/", "variant": "shipped", "mode": "full spans",

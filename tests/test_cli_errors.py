@@ -415,8 +415,6 @@ BENCH_BAD_INPUT = [
     (["--warmup", "many"],
      "switchtrace bench: error: argument --warmup: invalid value 'many'; allowed: 0 or a "
      "positive integer"),
-    (["--overhead", "--driver", "server"],
-     "switchtrace bench: error: --overhead runs in-process; it does not go with --driver server"),
     (["--overhead", "--compare", "base.json"],
      "switchtrace bench: error: --compare goes with the matrix, not with --overhead"),
     # These were ignored: --overhead measured one request at a time and the
@@ -491,6 +489,28 @@ def test_server_driver_a_server_that_does_not_start(tmp_path):
         .startswith("switchtrace bench: error: the WSGI server (gunicorn) exited with status ")
     )
     assert out.stderr.strip().endswith(" before answering (its own output is above)")
+    assert "switchtrace/bench.py" not in out.stderr  # no traceback of ours
+
+
+def test_overhead_through_servers_a_server_that_does_not_start(tmp_path):
+    """The same under --overhead: the line names the mode of the server."""
+    package = tmp_path / "broken" / "project"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text(
+        'SECRET_KEY = "x"\nINSTALLED_APPS = ["switchtrace.django_app"]\n'
+        'STARTPROJECT_MIDDLEWARE = []\nMIDDLEWARE = []\nSWITCHTRACE = {"ENABLED": True}\n'
+    )
+    (package / "asgi.py").write_text('raise RuntimeError("asgi bug")\n')
+    args = ["bench", "--overhead", "--driver", "server", "--servers", "asgi", "--project",
+            "broken", "--endpoints", "/sync/", "--requests", "1", "--rounds", "1"]  # fmt: skip
+    out = switchtrace(args, tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert "RuntimeError: asgi bug" in out.stderr  # uvicorn's own output
+    assert out.stderr.strip().splitlines()[-1] == (
+        "switchtrace bench: error: the ASGI server (uvicorn) with switchtrace disabled exited "
+        "with status 1 before answering (its own output is above)"
+    )
     assert "switchtrace/bench.py" not in out.stderr  # no traceback of ours
 
 

@@ -22,6 +22,9 @@ back to back, the spans' export included (wall and CPU time per request),
 and one at a time at an idle server (latency: until the client has the whole
 response; the span thread's work comes after it, between requests); its
 spans go to a temporary file (or to the OTLP collector the settings name).
+With ``--driver server`` each mode is served by a uvicorn or gunicorn process
+of its own, its settings changed by a module written for the run
+(:func:`overhead_settings`), and driven over HTTP.
 ``--compare BASELINE.json`` flags every cell slower than the baseline in every
 round (beyond both runs' own spread) and exits 1; it says how many cells it
 compared, and a run that shares no cell with the baseline is bad input.
@@ -38,13 +41,14 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -347,15 +351,20 @@ class Servers:
         for server in SERVERS:
             self._servers[server, variant] = self._start(server, variant)
 
-    def _start(self, server: str, variant: str) -> tuple[subprocess.Popen[bytes], int]:
+    def _environ(self, server: str, key: str) -> dict[str, str]:
+        """The environment of ``server`` for ``key`` (a middleware variant)."""
+        # No spans (conf: OTEL_SDK_DISABLED=true means none are made), as in-process.
+        env = {**os.environ, "SWITCHTRACE_EXAMPLE_MIDDLEWARE": key, "OTEL_SDK_DISABLED": "true"}
+        env["PYTHONPATH"] = os.pathsep.join([str(self.project), env.get("PYTHONPATH", "")])
+        return env
+
+    def _start(self, server: str, key: str) -> tuple[subprocess.Popen[bytes], int]:
         import socket
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        # No spans (conf: OTEL_SDK_DISABLED=true means none are made), as in-process.
-        env = {**os.environ, "SWITCHTRACE_EXAMPLE_MIDDLEWARE": variant, "OTEL_SDK_DISABLED": "true"}
-        env["PYTHONPATH"] = os.pathsep.join([str(self.project), env.get("PYTHONPATH", "")])
+        env = self._environ(server, key)
         if server == "asgi":
             command = [sys.executable, "-m", "uvicorn", "project.asgi:application",
                        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
@@ -374,7 +383,7 @@ class Servers:
             if process.poll() is not None:
                 disown(process)
                 raise ServerFailed(
-                    f"the {server.upper()} server ({command[2]}) exited with status "
+                    f"{self._name(server, key, command[2])} exited with status "
                     f"{process.returncode} before answering (its own output is above)"
                 )
             try:
@@ -385,13 +394,20 @@ class Servers:
         process.kill()
         process.wait()
         disown(process)
-        raise ServerFailed(f"the {server.upper()} server ({command[2]}) did not answer within 30 s")
+        raise ServerFailed(f"{self._name(server, key, command[2])} did not answer within 30 s")
+
+    def _name(self, server: str, key: str, program: str) -> str:
+        """The server as the error lines name it."""
+        return f"the {server.upper()} server ({program})"
+
+    def _stop_signal(self, server: str) -> int:
+        return signal.SIGTERM
 
     def close(self) -> None:
         from .cli import disown
 
-        for process, _port in self._servers.values():
-            process.terminate()
+        for (server, _key), (process, _port) in self._servers.items():
+            process.send_signal(self._stop_signal(server))
         for process, _port in self._servers.values():
             try:
                 process.wait(10)
@@ -423,16 +439,21 @@ class Servers:
         return elapsed, latencies, peak[0], figures
 
 
-def _threads_of(pid: int) -> int:
-    """Threads of a server process and its children (gunicorn's workers)."""
-    total = 0
+def _family(pid: int) -> list[int]:
+    """A server process and its children (gunicorn's workers)."""
     pids = [pid]
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         pids += [int(child) for child in children]
     except OSError:
         pass
-    for each in pids:
+    return pids
+
+
+def _threads_of(pid: int) -> int:
+    """Threads of a server process and its children (gunicorn's workers)."""
+    total = 0
+    for each in _family(pid):
         try:
             for line in Path(f"/proc/{each}/status").read_text().splitlines():
                 if line.startswith("Threads:"):
@@ -442,8 +463,30 @@ def _threads_of(pid: int) -> int:
     return total
 
 
-async def _http_load(host: str, port: int, path: str, requests: int, concurrency: int):
-    """A minimal HTTP/1.1 keep-alive load generator: ``concurrency`` connections."""
+def _cpu_of(pid: int) -> float | None:
+    """CPU seconds a server process and its children have used, every thread
+    (ended ones too), to the nanosecond; None where the system cannot say
+    (the figure is then left out)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    total = 0.0
+    try:
+        for each in _family(pid):
+            # The process's CPU-time clock, as clock_getcpuclockid(3) makes it
+            # on Linux (MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)); Python
+            # has no clock_getcpuclockid.
+            total += time.clock_gettime(((~each) << 3) | 2)
+    except OSError:  # the process is gone
+        return None
+    return total
+
+
+async def _http_load(
+    host: str, port: int, path: str, requests: int, concurrency: int, gap: float = 0.0
+):
+    """A minimal HTTP/1.1 keep-alive load generator: ``concurrency``
+    connections; each sends its requests one after the other, ``gap`` seconds
+    after the response before (the first too), untimed."""
     remaining = requests
     latencies: list[float] = []
     figures: list[Any] = []
@@ -455,6 +498,8 @@ async def _http_load(host: str, port: int, path: str, requests: int, concurrency
         try:
             while remaining > 0:
                 remaining -= 1
+                if gap:
+                    await asyncio.sleep(gap)
                 start = time.perf_counter()
                 writer.write(request)
                 _status, headers = await read_response(reader)
@@ -941,49 +986,286 @@ def _overhead_rounds(
                 _enter(mode)
                 _serve(handlers[mode], server, endpoint, args.warmup)
                 written(mode)  # the warm-up's spans are not the first round's
-    # The order of the modes is shuffled every round (seeded: a run can be
-    # repeated), so that no mode always runs first after a reconfiguration.
+    figures = {"us_per_request": samples, "cpu_us_per_request": cpu_samples}
+    rows = _interleaved(args, variant, modes, measure, {**figures, "latency_us": latencies})
+    for row in rows:
+        server, endpoint, mode = row["server"], row["endpoint"], row["mode"]
+        if (server, endpoint, mode) in pipeline_cpu:
+            row["pipeline_cpu_us_per_request"] = spread(pipeline_cpu[server, endpoint, mode])
+        if (server, endpoint, mode) in exported_share:
+            row["exported_per_request"] = spread(exported_share[server, endpoint, mode])
+    return {"rows": rows}
+
+
+#: The figures of --overhead's rows, and the names of their ratios to disabled.
+RATIOS = {
+    "us_per_request": "ratio",
+    "cpu_us_per_request": "cpu_ratio",
+    "latency_us": "latency_ratio",
+}
+
+
+def _interleaved(
+    args: argparse.Namespace,
+    variant: str,
+    modes: Sequence[str],
+    measure: Callable[[str, str, str], None],
+    figures: dict[str, dict[tuple[str, str, str], list[float]]],
+) -> list[dict[str, Any]]:
+    """``measure(server, endpoint, mode)`` for every mode once a round, in an
+    order shuffled every round (seeded: a run can be repeated), so that no
+    mode always runs first after a reconfiguration; then a row for each
+    server, endpoint and mode: the spread over the rounds of each figure
+    ``measure`` added to ``figures``, and that of its ratios to disabled in
+    the same rounds (a figure missing for the mode or for disabled is left
+    out; a round where disabled measured 0 has no ratio)."""
     order = random.Random(0)
     for _round in range(args.rounds):
         for server in args.servers:
             for endpoint in args.endpoints:
-                for mode in order.sample(modes, len(modes)):
+                for mode in order.sample(list(modes), len(modes)):
                     measure(server, endpoint, mode)
     rows = []
     for server in args.servers:
         for endpoint in args.endpoints:
-            base = samples[server, endpoint, "disabled"]
-            cpu_base = cpu_samples[server, endpoint, "disabled"]
-            latency_base = latencies[server, endpoint, "disabled"]
             for mode in modes:
-                mine = samples[server, endpoint, mode]
-                cpu = cpu_samples[server, endpoint, mode]
-                latency = latencies[server, endpoint, mode]
-                rows.append(
-                    {
-                        "server": server,
-                        "endpoint": endpoint,
-                        "variant": variant,
-                        "mode": mode,
-                        "us_per_request": spread(mine),
-                        "ratio": spread([m / b for m, b in zip(mine, base, strict=True)]),
-                        "cpu_us_per_request": spread(cpu),
-                        "cpu_ratio": spread([m / b for m, b in zip(cpu, cpu_base, strict=True)]),
-                        "latency_us": spread(latency),
-                        "latency_ratio": spread(
-                            [m / b for m, b in zip(latency, latency_base, strict=True)]
-                        ),
-                    }
-                )
-                if (server, endpoint, mode) in pipeline_cpu:
-                    rows[-1]["pipeline_cpu_us_per_request"] = spread(
-                        pipeline_cpu[server, endpoint, mode]
-                    )
-                if (server, endpoint, mode) in exported_share:
-                    rows[-1]["exported_per_request"] = spread(
-                        exported_share[server, endpoint, mode]
-                    )
-    return {"rows": rows}
+                row: dict[str, Any] = {
+                    "server": server, "endpoint": endpoint, "variant": variant, "mode": mode
+                }  # fmt: skip
+                for name, samples in figures.items():
+                    mine = samples.get((server, endpoint, mode))
+                    base = samples.get((server, endpoint, "disabled"))
+                    if not mine or not base or len(mine) != len(base):
+                        continue
+                    row[name] = spread(mine)
+                    ratios = [m / b for m, b in zip(mine, base, strict=True) if b]
+                    if ratios:
+                        row[RATIOS[name]] = spread(ratios)
+                rows.append(row)
+    return rows
+
+
+# -- tracer overhead, through real servers ----------------------------------------------
+
+#: The environment variable that tells a server of ``--overhead --driver
+#: server`` its mode (one of OVERHEAD_VARIANTS), read by OVERLAY.
+OVERHEAD_MODE = "SWITCHTRACE_BENCH_OVERHEAD"
+#: Where the full-spans server writes its spans (unset: to the OTLP
+#: collector the settings name).
+OVERHEAD_SPANS = "SWITCHTRACE_BENCH_SPANS"
+#: The settings module of those servers, written for the run into a
+#: temporary folder put first on their path.
+OVERLAY_MODULE = "switchtrace_bench_overhead"
+OVERLAY = f'''"""Written by switchtrace bench --overhead --driver server, removed after
+it: the example project's settings, changed for the mode ${OVERHEAD_MODE} names."""
+
+from project.settings import *  # noqa: F403
+
+from switchtrace.bench import overhead_settings as _overhead_settings
+
+globals().update(_overhead_settings(globals()))
+'''
+#: Seconds between a latency request and the response before it, untimed:
+#: time for the full-spans server's span thread to make the spans of the one
+#: before (about 1 ms of CPU here), so that it is idle when the request
+#: arrives, as in-process (where the spans are flushed between requests).
+IDLE_GAP = 0.005
+
+
+def overhead_settings(
+    namespace: dict[str, Any], environ: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """The settings a server of ``--overhead --driver server`` changes, for
+    the mode ``environ[OVERHEAD_MODE]`` names, in the project's settings
+    (``namespace``): switchtrace disabled (its middleware removed, as
+    in-process), headers only (EXPORTER "none"), or full spans (every
+    request's, to ``environ[OVERHEAD_SPANS]`` if set, a file never rotated,
+    else to the OTLP collector of the settings: see :func:`overhead_export`)."""
+    from .django_app.conf import MIDDLEWARE_PATH
+
+    mode = environ.get(OVERHEAD_MODE)
+    configured = namespace.get("SWITCHTRACE")
+    configured = dict(configured) if isinstance(configured, dict) else {}
+    if mode == "disabled":
+        middleware = [name for name in namespace["MIDDLEWARE"] if name != MIDDLEWARE_PATH]
+        return {"MIDDLEWARE": middleware, "SWITCHTRACE": {**configured, "ENABLED": False}}
+    if mode == "headers only":
+        return {"SWITCHTRACE": {**configured, "EXPORTER": "none"}}
+    if mode == "full spans":
+        spans = {**configured, "SAMPLE_RATE": 1.0}
+        if environ.get(OVERHEAD_SPANS):
+            spans.update(EXPORTER="file", FILE_PATH=environ[OVERHEAD_SPANS], FILE_MAX_BYTES=None)
+        return {"SWITCHTRACE": spans}
+    allowed = ", ".join(OVERHEAD_VARIANTS)
+    raise ValueError(f"{OVERHEAD_MODE}={mode!r}; allowed: {allowed}")
+
+
+class OverheadServers(Servers):
+    """``--overhead --driver server``: for each server measured, one process
+    per mode (switchtrace disabled, headers only, full spans), the same
+    middleware variant, each serving one request at a time."""
+
+    def __init__(self, project: Path, variant: str, folder: Path, spans: ExportOptions) -> None:
+        super().__init__(project, 1)
+        self.variant = variant
+        self.folder = folder
+        #: Where the full-spans server of each server writes (None: OTLP).
+        self.files: dict[str, Path] | None = None
+        if spans.exporter == "file":
+            self.files = {server: folder / f"spans-{server}.jsonl" for server in SERVERS}
+        (folder / f"{OVERLAY_MODULE}.py").write_text(OVERLAY)
+
+    def open_modes(self, servers: Sequence[str]) -> None:
+        for server in servers:
+            for mode in OVERHEAD_VARIANTS:
+                self._servers[server, mode] = self._start(server, mode)
+
+    def _environ(self, server: str, key: str) -> dict[str, str]:
+        env = super()._environ(server, self.variant)
+        env[OVERHEAD_MODE] = key
+        env["DJANGO_SETTINGS_MODULE"] = OVERLAY_MODULE
+        env["PYTHONPATH"] = os.pathsep.join([str(self.folder), env["PYTHONPATH"]])
+        if key == "full spans":
+            # Every request's spans, whatever the environment samples or
+            # switches off (as in-process: overhead_export).
+            for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+                env.pop(name, None)
+            if self.files is not None:
+                env[OVERHEAD_SPANS] = str(self.files[server])
+        return env
+
+    def _name(self, server: str, key: str, program: str) -> str:
+        return f"the {server.upper()} server ({program}) with switchtrace {key}"
+
+    def _stop_signal(self, server: str) -> int:
+        # uvicorn raises SIGTERM again after its graceful shutdown, whose
+        # default action skips the exit hooks: the spans of the last half
+        # second would be lost (README, "Servers"). After SIGINT they run.
+        # gunicorn's gthread workers exit through them on SIGTERM (SIGINT is
+        # its quick shutdown).
+        return signal.SIGINT if server == "asgi" else signal.SIGTERM
+
+    def port(self, server: str, mode: str) -> tuple[int, int]:
+        """(pid, port) of the server measuring ``mode``."""
+        process, port = self._servers[server, mode]
+        return process.pid, port
+
+
+def overhead_through_servers(
+    args: argparse.Namespace, progress: Progress, project: Path
+) -> dict[str, Any]:
+    """``--overhead --driver server``: the same modes as in-process, each
+    served by its own uvicorn or gunicorn process on loopback and driven over
+    HTTP, interleaved round by round; ratios to disabled. Back to back: wall
+    time per request and the server's CPU (its children's included); latency:
+    each request alone, IDLE_GAP after the one before."""
+    from .django_app.conf import get_config
+
+    variant = args.variants[0]
+    if importlib.util.find_spec("opentelemetry.instrumentation.django") is not None:
+        print(
+            f"switchtrace bench: note: no {OTEL_DJANGO} row: it is measured in-process only "
+            "(without --driver server)",
+            file=sys.stderr,
+        )
+    with tempfile.TemporaryDirectory(prefix="switchtrace-overhead-") as scratch:
+        spans = overhead_export(get_config().export, os.path.join(scratch, "unused.jsonl"))
+        driver = OverheadServers(project, variant, Path(scratch), spans)
+        try:
+            driver.open_modes(args.servers)
+            rows = _overhead_server_rounds(args, progress, driver, variant)
+        finally:
+            driver.close()  # the full-spans servers write their last spans as they exit
+        if driver.files is not None:
+            for row in rows:
+                if row["mode"] == "full spans":
+                    served = row.pop("served")
+                    found = _request_spans(driver.files[row["server"]]).get(row["endpoint"], 0)
+                    row["exported_per_request"] = spread([found / served])
+        for row in rows:
+            row.pop("served", None)
+        return {"rows": rows}
+
+
+def _overhead_server_rounds(
+    args: argparse.Namespace, progress: Progress, driver: OverheadServers, variant: str
+) -> list[dict[str, Any]]:
+    modes = list(OVERHEAD_VARIANTS)
+    progress.total = args.rounds * len(args.servers) * len(args.endpoints) * len(modes)
+    wall: dict[tuple[str, str, str], list[float]] = {}
+    cpu: dict[tuple[str, str, str], list[float]] = {}
+    latencies: dict[tuple[str, str, str], list[float]] = {}
+    # Requests each server process got for an endpoint, its start-up probe
+    # included (a /sync/ request).
+    served = {(server, "/sync/", mode): 1 for server in args.servers for mode in modes}
+
+    def load(server: str, endpoint: str, mode: str, requests: int, gap: float = 0.0):
+        _pid, port = driver.port(server, mode)
+        served[server, endpoint, mode] = served.get((server, endpoint, mode), 0) + requests
+        return asyncio.run(_http_load("127.0.0.1", port, endpoint, requests, 1, gap))
+
+    def measure(server: str, endpoint: str, mode: str) -> None:
+        pid, _port = driver.port(server, mode)
+        cpu_start = _cpu_of(pid)
+        elapsed, _latencies, answers = load(server, endpoint, mode, args.requests)
+        _check_mode(server, endpoint, mode, answers[-1])
+        # The span thread's work for the last requests, done by now, is theirs.
+        time.sleep(IDLE_GAP)
+        cpu_end = _cpu_of(pid)
+        wall.setdefault((server, endpoint, mode), []).append(elapsed / args.requests * 1e6)
+        if cpu_start is not None and cpu_end is not None:
+            cpu.setdefault((server, endpoint, mode), []).append(
+                (cpu_end - cpu_start) / args.requests * 1e6
+            )
+        _elapsed, timed, _figures = load(server, endpoint, mode, args.requests, IDLE_GAP)
+        latencies.setdefault((server, endpoint, mode), []).append(statistics.median(timed) * 1e6)
+        progress.step(f"{server.upper()} {endpoint} {mode}")
+
+    for server in args.servers:
+        for endpoint in args.endpoints:
+            for mode in modes:
+                if args.warmup:
+                    _elapsed, _latencies, answers = load(server, endpoint, mode, args.warmup)
+                    _check_mode(server, endpoint, mode, answers[-1])
+    figures = {"us_per_request": wall, "cpu_us_per_request": cpu, "latency_us": latencies}
+    rows = _interleaved(args, variant, modes, measure, figures)
+    for row in rows:
+        row["served"] = served[row["server"], row["endpoint"], row["mode"]]
+    return rows
+
+
+def _check_mode(server: str, endpoint: str, mode: str, figures: Any) -> None:
+    """ServerFailed unless the server answers as its mode should: no
+    switchtrace headers while disabled, its headers otherwise."""
+    if mode == "disabled" and figures is not None:
+        raise ServerFailed(
+            f"the {server.upper()} server with switchtrace disabled sent its headers on {endpoint}"
+        )
+    if mode != "disabled" and figures is None:
+        raise ServerFailed(
+            f"the {server.upper()} server with switchtrace {mode} sent no X-Context-Switches "
+            f"on {endpoint}"
+        )
+
+
+def _request_spans(path: Path) -> dict[str, int]:
+    """Request spans (kind SERVER) in an OTLP/JSON file, by ``url.path``."""
+    found: dict[str, int] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return found
+    for line in lines:
+        for resource in json.loads(line).get("resourceSpans", ()):
+            for scope in resource.get("scopeSpans", ()):
+                for span in scope.get("spans", ()):
+                    if span.get("kind") != 2:  # SPAN_KIND_SERVER
+                        continue
+                    for attribute in span.get("attributes", ()):
+                        if attribute["key"] == "url.path":
+                            where = attribute["value"]["stringValue"]
+                            found[where] = found.get(where, 0) + 1
+    return found
 
 
 OTEL_DJANGO = "opentelemetry-instrumentation-django"
@@ -1106,24 +1388,43 @@ def _latencies(
 
 
 def render_overhead(results: dict[str, Any], out: TextIO) -> None:
-    out.write(
-        f"switchtrace bench --overhead ({count(results['rounds'], 'interleaved round')} of "
-        f"{count(results['requests'], 'request')} back to back, the spans' export included, "
-        "and as many timed alone; medians (min-max) over rounds)\n"
-        "  wall: µs per request, ratio to disabled | cpu: the process's CPU µs per "
-        "request, ratio to disabled\n"
-        "  latency: µs until a client has the whole response, at an idle server (each "
-        "request alone, the spans of the one before written), ratio to disabled\n"
-    )
+    rounds = f"{count(results['rounds'], 'interleaved round')} of "
+    if results.get("driver") == "server":
+        out.write(
+            f"switchtrace bench --overhead --driver server ({rounds}"
+            f"{count(results['requests'], 'request')} back to back and as many timed alone; "
+            "medians (min-max) over rounds)\n"
+            "  each mode served by its own uvicorn (ASGI) or gunicorn (WSGI) process on "
+            "loopback, driven over HTTP\n"
+            "  wall: µs per request, ratio to disabled | cpu: the server's CPU µs per "
+            "request, ratio to disabled\n"
+            "  latency: µs until the client has the whole response, each request sent "
+            f"alone, {IDLE_GAP * 1000:g} ms after the one before, ratio to disabled\n"
+        )
+    else:
+        out.write(
+            f"switchtrace bench --overhead ({rounds}"
+            f"{count(results['requests'], 'request')} back to back, the spans' export "
+            "included, and as many timed alone; medians (min-max) over rounds)\n"
+            "  wall: µs per request, ratio to disabled | cpu: the process's CPU µs per "
+            "request, ratio to disabled\n"
+            "  latency: µs until a client has the whole response, at an idle server (each "
+            "request alone, the spans of the one before written), ratio to disabled\n"
+        )
     for row in results["rows"]:
         us, ratio = row["us_per_request"], row["ratio"]
-        cpu, cpu_ratio = row["cpu_us_per_request"], row["cpu_ratio"]
+        cpu, cpu_ratio = row.get("cpu_us_per_request"), row.get("cpu_ratio")
+        if cpu is None or cpu_ratio is None:
+            cpu_text = f"cpu {'not measured':>26}"
+        else:
+            cpu_text = (
+                f"cpu {_fmt(cpu, 1):>26}  x{cpu_ratio['median']:.3f} "
+                f"({cpu_ratio['min']:.3f}-{cpu_ratio['max']:.3f})"
+            )
         out.write(
             f"  {row['server'].upper()} {row['variant']} {row['endpoint']} {row['mode']}\n"
             f"      wall {_fmt(us, 1):>26}  x{ratio['median']:.3f} "
-            f"({ratio['min']:.3f}-{ratio['max']:.3f})   "
-            f"cpu {_fmt(cpu, 1):>26}  x{cpu_ratio['median']:.3f} "
-            f"({cpu_ratio['min']:.3f}-{cpu_ratio['max']:.3f})\n"
+            f"({ratio['min']:.3f}-{ratio['max']:.3f})   {cpu_text}\n"
         )
         if "pipeline_cpu_us_per_request" in row:
             # Of the back-to-back figures above: the latency leaves the span
@@ -1146,8 +1447,6 @@ def run(args: argparse.Namespace) -> int:
     """The bench command: its exit status; bad input is one line on stderr
     and exit status 2, checked before anything is measured."""
     baseline = None
-    if args.overhead and args.driver == "server":
-        return _bad_input("--overhead runs in-process; it does not go with --driver server")
     if args.overhead and args.concurrency not in (None, [1]):
         return _bad_input(
             f"--overhead serves one request at a time; --concurrency gave "
@@ -1204,15 +1503,20 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.overhead:
         progress = Progress(0)  # its total is known once the variants are
+        failure: ServerFailed | None = None
         try:
-            results = {
-                **meta,
-                "mode": "overhead",
-                "driver": "in-process",
-                **overhead(args, progress),
-            }
+            if args.driver == "server":
+                measured = overhead_through_servers(args, progress, project)
+            else:
+                measured = overhead(args, progress)
+        except ServerFailed as exc:  # a server that does not start, or answers 5xx
+            failure = exc
         finally:
             progress.close()
+        if failure is not None:
+            print(f"switchtrace bench: error: {failure}", file=sys.stderr)
+            return 1
+        results = {**meta, "mode": "overhead", "driver": args.driver, **measured}
         _emit(results, args, render_overhead)
         return 0
     # A wrong setting would leave every figure 0; a project that does not
@@ -1226,6 +1530,7 @@ def run(args: argparse.Namespace) -> int:
         driver: Any = Servers(project, max(args.concurrency))
     else:
         driver = InProcess()
+    failure = None
     # Restoring the settings after _no_spans applies them again: what that
     # logs about them is no concern of the matrix (see require_enabled).
     with example.unlogged(*example.settings_messages()), _no_spans():
@@ -1239,9 +1544,7 @@ def run(args: argparse.Namespace) -> int:
                 "cells": measure(args, driver, progress),
             }
         except ServerFailed as exc:  # a server that does not start, or answers 5xx
-            failure: ServerFailed | None = exc
-        else:
-            failure = None
+            failure = exc
         finally:
             progress.close()
             driver.close()
