@@ -300,6 +300,36 @@ def test_bench_overhead_through_real_servers(tmp_path):
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
+def test_bench_overhead_through_servers_to_the_settings_collector(tmp_path):
+    """With an OTLP collector configured (OTEL_EXPORTER_OTLP_ENDPOINT), the
+    full-spans uvicorn exports there, every request's spans whatever
+    OTEL_TRACES_SAMPLER says: its probe, the warm-up and 2 + 2 requests, 17
+    spans each (16 crossings and the request's); the other modes' servers
+    none. What reached the collector is not counted: no
+    exported_per_request."""
+    from .exporters.receiver import HttpReceiver
+
+    receiver = HttpReceiver()
+    args = ["bench", "--overhead", "--driver", "server", "--servers", "asgi",
+            "--endpoints", "/sync/", "--requests", "2", "--rounds", "1", "--warmup", "1",
+            "--json"]  # fmt: skip
+    try:
+        out = run(
+            args,
+            tmp_path,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_TRACES_SAMPLER="always_off",
+        )
+    finally:
+        receiver.stop()
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["rows"]
+    assert [row["mode"] for row in rows] == ["disabled", "headers only", "full spans"]
+    assert all("exported_per_request" not in row for row in rows)
+    assert receiver.received.span_count == 6 * 17
+    assert not (tmp_path / "traces.jsonl").exists()
+
+
 def test_bench_overhead_servers_stop_without_losing_spans(tmp_path):
     """The full-spans uvicorn is stopped with SIGINT: with SIGTERM it raises
     the signal again after its graceful shutdown, whose default action skips
@@ -309,10 +339,10 @@ def test_bench_overhead_servers_stop_without_losing_spans(tmp_path):
 
     from switchtrace import bench
 
-    driver = bench.OverheadServers(EXAMPLE, "shipped", tmp_path, ExportOptions())
+    driver = bench.OverheadServers(EXAMPLE, "shipped", tmp_path)
     try:
         driver.open_modes(["asgi"])
-        _pid, port = driver.port("asgi", "full spans")
+        _pid, port = driver.address("asgi", "full spans")
         asyncio.run(bench._http_load("127.0.0.1", port, "/sync/", 10, 1))
     finally:
         driver.close()

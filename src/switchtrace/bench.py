@@ -1105,13 +1105,14 @@ class OverheadServers(Servers):
     per mode (switchtrace disabled, headers only, full spans), the same
     middleware variant, each serving one request at a time."""
 
-    def __init__(self, project: Path, variant: str, folder: Path, spans: ExportOptions) -> None:
+    def __init__(self, project: Path, variant: str, folder: Path, to_file: bool = True) -> None:
         super().__init__(project, 1)
         self.variant = variant
         self.folder = folder
-        #: Where the full-spans server of each server writes (None: OTLP).
+        #: Where the full-spans server of each server writes (None: to the
+        #: OTLP collector the settings name).
         self.files: dict[str, Path] | None = None
-        if spans.exporter == "file":
+        if to_file:
             self.files = {server: folder / f"spans-{server}.jsonl" for server in SERVERS}
         (folder / f"{OVERLAY_MODULE}.py").write_text(OVERLAY)
 
@@ -1145,7 +1146,7 @@ class OverheadServers(Servers):
         # its quick shutdown).
         return signal.SIGINT if server == "asgi" else signal.SIGTERM
 
-    def port(self, server: str, mode: str) -> tuple[int, int]:
+    def address(self, server: str, mode: str) -> tuple[int, int]:
         """(pid, port) of the server measuring ``mode``."""
         process, port = self._servers[server, mode]
         return process.pid, port
@@ -1169,19 +1170,20 @@ def overhead_through_servers(
             file=sys.stderr,
         )
     with tempfile.TemporaryDirectory(prefix="switchtrace-overhead-") as scratch:
-        spans = overhead_export(get_config().export, os.path.join(scratch, "unused.jsonl"))
-        driver = OverheadServers(project, variant, Path(scratch), spans)
+        # As in-process, to a temporary file unless the settings name an OTLP collector.
+        to_file = overhead_export(get_config().export, "").exporter == "file"
+        driver = OverheadServers(project, variant, Path(scratch), to_file)
         try:
             driver.open_modes(args.servers)
             rows = _overhead_server_rounds(args, progress, driver, variant)
         finally:
             driver.close()  # the full-spans servers write their last spans as they exit
         if driver.files is not None:
+            found = {server: _request_spans(driver.files[server]) for server in args.servers}
             for row in rows:
                 if row["mode"] == "full spans":
-                    served = row.pop("served")
-                    found = _request_spans(driver.files[row["server"]]).get(row["endpoint"], 0)
-                    row["exported_per_request"] = spread([found / served])
+                    spans = found[row["server"]].get(row["endpoint"], 0)
+                    row["exported_per_request"] = spread([spans / row["served"]])
         for row in rows:
             row.pop("served", None)
         return {"rows": rows}
@@ -1200,12 +1202,12 @@ def _overhead_server_rounds(
     served = {(server, "/sync/", mode): 1 for server in args.servers for mode in modes}
 
     def load(server: str, endpoint: str, mode: str, requests: int, gap: float = 0.0):
-        _pid, port = driver.port(server, mode)
+        _pid, port = driver.address(server, mode)
         served[server, endpoint, mode] = served.get((server, endpoint, mode), 0) + requests
         return asyncio.run(_http_load("127.0.0.1", port, endpoint, requests, 1, gap))
 
     def measure(server: str, endpoint: str, mode: str) -> None:
-        pid, _port = driver.port(server, mode)
+        pid, _port = driver.address(server, mode)
         cpu_start = _cpu_of(pid)
         elapsed, _latencies, answers = load(server, endpoint, mode, args.requests)
         _check_mode(server, endpoint, mode, answers[-1])
