@@ -1133,6 +1133,29 @@ def test_the_otlp_endpoint_setting_is_a_base_that_gets_v1_traces():
     assert build_exporter(config.export)._endpoint == "http://c:4318/otlp/v1/traces"
 
 
+@pytest.mark.parametrize("endpoint", ["http://c:4318/v1/traces", "http://c:4318/otlp/v1/traces/"])
+def test_an_otlp_endpoint_setting_ending_in_v1_traces_is_used_as_it_is(endpoint):
+    """A base that already names the signal's path gets no second one (nor
+    the default endpoint: the exporter's own, localhost)."""
+    from switchtrace.exporters.pipeline import build_exporter
+
+    config = build_config({"ENABLED": True, "OTLP_ENDPOINT": endpoint}, environ={})
+    assert config.problems == ()
+    assert config.export.endpoint_is_traces_url is False
+    assert build_exporter(config.export)._endpoint == endpoint
+
+
+def test_otlp_over_grpc_without_an_endpoint_is_the_exporters_default(monkeypatch):
+    """No endpoint set anywhere: the gRPC exporter's own default, as over
+    OTLP/HTTP (an exporter all the same, not none)."""
+    from switchtrace.exporters.pipeline import ExportOptions, build_exporter
+
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    exporter = build_exporter(ExportOptions(exporter="otlp", protocol="grpc"))
+    assert (exporter._endpoint, exporter.takes_encoded) == ("localhost:4317", True)
+
+
 SAMPLERS_HINT = (
     "Allowed: always_on, always_off, traceidratio, parentbased_always_on, "
     "parentbased_always_off, parentbased_traceidratio (the OpenTelemetry SDK's), the name "

@@ -632,6 +632,24 @@ def test_a_console_line_the_stream_refuses_is_counted(caplog):
     ]
 
 
+def test_a_console_exporter_shut_down_flushes_at_once_what_it_wrote():
+    """flush() once its thread has stopped: True, nothing being queued (its
+    lines written before the shutdown)."""
+    from switchtrace import tracer
+    from switchtrace.exporters import ConsoleReporter
+
+    stream = io.StringIO()
+    console = ConsoleReporter(stream=stream)
+    with tracer.recording() as record:
+        pass
+    console(record)
+    console.shutdown()
+    assert not console._worker.is_alive()
+    assert console.flush(10) is True
+    assert (console.written, console.dropped) == (1, 0)
+    assert len(stream.getvalue().splitlines()) == 1
+
+
 def test_a_detached_console_exporter_prints_nothing_until_attached_again():
     stream = io.StringIO()
     with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}) as (asgi, _wsgi):

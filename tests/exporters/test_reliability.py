@@ -757,3 +757,138 @@ def test_a_pipe_whose_reader_is_gone_fails_the_export(tmp_path):
         assert os.read(reader, 100) == b'{"resourceSpans":[]}\n'
     finally:
         os.close(reader)
+
+
+def test_shutdown_during_an_export_counts_the_spans_waiting_behind_it(monkeypatch, caplog):
+    """Batches of one span: a request's 17 spans are one export in progress
+    (the collector hangs) and 16 waiting for theirs when shutdown's time
+    runs out, and the shutdown's warning says 17 spans, not the one."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+    receiver = HttpReceiver()
+    receiver.received.mode = "hang"
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint}
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="switchtrace"),
+            project(SWITCHTRACE=settings) as (asgi, _wsgi),
+        ):
+            pipeline = telemetry.pipeline()
+            assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+            assert wait_for(lambda: receiver.received.posts == 1)
+            pipeline.shutdown(timeout=0.2)
+            messages = [r.getMessage() for r in caplog.records if r.name == "switchtrace"]
+    finally:
+        receiver.received.release.set()
+        receiver.stop()
+    pipeline._worker.join(10)
+    assert not pipeline._worker.is_alive()
+    assert messages == [
+        "switchtrace: shut down with 17 spans not exported yet: an export was still in "
+        "progress when the shutdown's time ran out (lost if the process ends first)"
+    ]
+
+
+def test_spans_waiting_for_their_batch_when_shutdown_gives_up_are_counted(
+    tmp_path, monkeypatch, caplog
+):
+    """Batches wait an hour; the thread is still laying out the second
+    record when shutdown's time runs out. Both records' spans (one each),
+    waiting for their batch, are never exported: counted as lost, once the
+    thread is free, not left uncounted."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+    path = tmp_path / "traces.jsonl"
+    pipeline = pipeline_module.SpanPipeline(
+        pipeline_module.ExportOptions(exporter="file", file_path=str(path))
+    )
+    building, release = threading.Event(), threading.Event()
+    make = pipeline._emit
+
+    def held_at_the_second(record):
+        if pipeline.records == 1:
+            building.set()
+            release.wait(10)
+        return make(record)
+
+    monkeypatch.setattr(pipeline, "_emit", held_at_the_second)
+    try:
+        with caplog.at_level(logging.WARNING, logger="switchtrace"):
+            for _ in range(2):
+                with tracer.recording() as record:
+                    pass
+                pipeline(record)
+            assert building.wait(10)
+            pipeline.shutdown(timeout=0.1)
+            release.set()
+            pipeline._worker.join(10)
+    finally:
+        release.set()
+    assert not pipeline._worker.is_alive()
+    assert (pipeline.records, pipeline.dropped, pipeline.exported, pipeline.failed) == (2, 0, 0, 2)
+    assert not path.exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: span export failed; 2 spans lost so far (and the spans of 0 requests dropped)"
+    ]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_an_otlp_exporter_given_sdk_spans_delivers_them(protocol, monkeypatch):
+    """An OTLP exporter without the hook for encoded spans (an HTTP exporter
+    whose client has no ``export``, a gRPC one told it has none) gets SDK
+    spans through the SDK's batch processor, and sends them as it would
+    without switchtrace."""
+    real_build = pipeline_module.build_exporter
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+
+    def without_the_hook(options):
+        exporter = real_build(options)
+        if options.endpoint == receiver.endpoint:  # this test's settings only
+            monkeypatch.setattr(type(exporter), "takes_encoded", False)
+        return exporter
+
+    monkeypatch.setattr(pipeline_module, "build_exporter", without_the_hook)
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint, "OTLP_PROTOCOL": protocol}
+    try:
+        with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+            pipeline = telemetry.pipeline()
+            assert pipeline.writer is None
+            run_asgi(asgi, "/sync/")
+            assert pipeline.flush(30)
+            assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 0, 0)
+            assert pipeline.exported == 17
+    finally:
+        receiver.stop()
+    assert receiver.received.span_count == 17
+
+
+def test_a_flush_with_no_room_in_the_queue_returns_false(tmp_path, monkeypatch):
+    """The thread is held laying out a record and the queue (of one) is
+    full: a flush cannot even queue itself, and says it failed when its
+    timeout passes."""
+    pipeline = pipeline_module.SpanPipeline(
+        pipeline_module.ExportOptions(
+            exporter="file", file_path=str(tmp_path / "t.jsonl"), queue_size=1
+        )
+    )
+    building, release = threading.Event(), threading.Event()
+    make = pipeline._emit
+
+    def held(record):
+        building.set()
+        release.wait(10)
+        return make(record)
+
+    monkeypatch.setattr(pipeline, "_emit", held)
+    try:
+        for _ in range(2):
+            with tracer.recording() as record:
+                pass
+            pipeline(record)
+            assert building.wait(10)  # the first is taken, the second queued
+        assert pipeline.flush(0.1) is False
+        release.set()
+        assert pipeline.flush(10) is True
+        assert (pipeline.records, pipeline.dropped) == (2, 0)
+    finally:
+        release.set()
+        pipeline.shutdown()
