@@ -588,6 +588,30 @@ def test_an_otel_variable_the_otlp_exporter_refuses_is_e006_and_leaves_the_heade
     assert telemetry.failure() is None  # the suite's own settings back
 
 
+def test_the_same_export_settings_again_retry_an_exporter_that_could_not_be_made(
+    monkeypatch, caplog
+):
+    """The exporter could not be made (a variable the gRPC exporter refuses);
+    the variable corrected, the same export settings configured again make
+    it, rather than keeping none."""
+    from switchtrace.django_app import telemetry
+
+    from .test_middleware import project
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "bogus")
+    with caplog.at_level("CRITICAL"), project(SWITCHTRACE={"ENABLED": True}):
+        assert telemetry.pipeline() is None
+        options = telemetry._options
+        assert telemetry.failure() is not None
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_COMPRESSION")
+        telemetry.configure(options)
+        assert telemetry.failure() is None
+        assert telemetry.pipeline().options == options
+    assert telemetry.pipeline().options.exporter == "memory"  # the suite's own back
+
+
 def test_a_span_limit_the_sdk_refuses_is_e006_naming_it(monkeypatch, caplog, tmp_path):
     """The SDK's provider refuses an OTEL_*_LIMIT that is not a non-negative
     integer: spans off, headers on, as for an exporter that cannot be made;

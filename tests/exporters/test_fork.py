@@ -23,6 +23,7 @@ SCRIPT = textwrap.dedent(
     del gone
     kept = SpanPipeline(options)  # shut down, still referenced
     kept.shutdown()
+    kept_thread = kept._worker
     live = SpanPipeline(options)
     gc.collect()
 
@@ -44,6 +45,7 @@ SCRIPT = textwrap.dedent(
             "threads": threads(),
             "flushed": live.flush(10),
             "kept": kept._worker.is_alive(),
+            "kept_thread_started": kept._worker is not kept_thread,
         }}
         print(json.dumps(child), flush=True)
         os._exit(0)
@@ -66,6 +68,7 @@ def test_a_forked_child_gets_a_thread_for_each_live_pipeline_only(tmp_path):
         "threads": ["MainThread", "switchtrace-spans"],
         "flushed": True,
         "kept": False,
+        "kept_thread_started": False,
     }
     [line] = path.read_text().splitlines()
     [span] = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]

@@ -861,13 +861,13 @@ def test_an_otlp_exporter_given_sdk_spans_delivers_them(protocol, monkeypatch):
     assert receiver.received.span_count == 17
 
 
-def test_a_flush_with_no_room_in_the_queue_returns_false(tmp_path, monkeypatch):
-    """The thread is held laying out a record and the queue (of one) is
-    full: a flush cannot even queue itself, and says it failed when its
-    timeout passes."""
+def test_a_flush_the_thread_cannot_take_in_time_returns_false(tmp_path, monkeypatch):
+    """The thread is held laying out a record: a flush queued behind it says
+    it failed when its timeout passes, and so does one that finds no room in
+    the queue (of two: the first flush and a record) to queue itself."""
     pipeline = pipeline_module.SpanPipeline(
         pipeline_module.ExportOptions(
-            exporter="file", file_path=str(tmp_path / "t.jsonl"), queue_size=1
+            exporter="file", file_path=str(tmp_path / "t.jsonl"), queue_size=2
         )
     )
     building, release = threading.Event(), threading.Event()
@@ -875,20 +875,41 @@ def test_a_flush_with_no_room_in_the_queue_returns_false(tmp_path, monkeypatch):
 
     def held(record):
         building.set()
-        release.wait(10)
+        release.wait(5)
         return make(record)
+
+    def request() -> None:
+        with tracer.recording() as record:
+            pass
+        pipeline(record)
 
     monkeypatch.setattr(pipeline, "_emit", held)
     try:
-        for _ in range(2):
-            with tracer.recording() as record:
-                pass
-            pipeline(record)
-            assert building.wait(10)  # the first is taken, the second queued
-        assert pipeline.flush(0.1) is False
+        request()
+        assert building.wait(10)  # the thread holds the first record
+        assert pipeline.flush(0.1) is False  # queued, not taken in time
+        request()  # the queue is full
+        assert pipeline.flush(0.1) is False  # not even queued
         release.set()
         assert pipeline.flush(10) is True
         assert (pipeline.records, pipeline.dropped) == (2, 0)
     finally:
         release.set()
+        pipeline.shutdown()
+
+
+def test_the_threads_cpu_time_laying_out_spans_is_counted():
+    """``switchtrace bench --overhead`` reports the span thread's CPU time
+    per request from :attr:`SpanPipeline.cpu_ns`: with the memory exporter
+    (no export of the pipeline's own to count) it is the time laying out
+    the record's spans, never left out."""
+    pipeline = pipeline_module.SpanPipeline(pipeline_module.ExportOptions(exporter="memory"))
+    try:
+        with tracer.recording() as record:
+            pass
+        pipeline(record)
+        assert pipeline.flush(10)
+        assert (pipeline.records, len(pipeline.exporter.get_finished_spans())) == (1, 1)
+        assert pipeline.cpu_ns > 0
+    finally:
         pipeline.shutdown()
