@@ -723,6 +723,52 @@ def test_a_detached_pipeline_makes_no_spans_until_attached_again(tmp_path):
         assert len(json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 17
 
 
+def test_a_detached_block_makes_no_spans_and_leaves_the_exporter_as_it_was(tmp_path):
+    """telemetry.detached(), around switchtrace explain --measure's requests:
+    none of the block's requests is exported, the exporter is attached again
+    after it (not when it was detached already, nor after a block inside
+    another), and with no exporter at all (EXPORTER "none") nothing is
+    attached after it."""
+    path = tmp_path / "traces.jsonl"
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        with telemetry.detached():
+            assert telemetry.pipeline() is None
+            run_asgi(asgi, "/sync/")
+            with telemetry.detached():
+                pass
+            assert telemetry.pipeline() is None
+            run_asgi(asgi, "/sync/")
+        assert telemetry.pipeline() is pipeline
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10) and pipeline.records == 1
+        telemetry.detach()
+        with telemetry.detached():
+            pass
+        assert telemetry.pipeline() is None
+        telemetry.attach()
+    assert len(path.read_text().splitlines()) == 1
+    with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "none"}) as (asgi, _wsgi):
+        with telemetry.detached():
+            run_asgi(asgi, "/sync/")
+        assert telemetry.pipeline() is None
+        assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+
+
+def test_switchtrace_disabled_shuts_the_pipeline_down(tmp_path):
+    """ENABLED turned off (a setting changed): no pipeline, and its thread
+    has stopped."""
+    from django.test import override_settings
+
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(tmp_path / "t.jsonl")}
+    with project(SWITCHTRACE=settings):
+        pipeline = telemetry.pipeline()
+        with override_settings(SWITCHTRACE={"ENABLED": False}):
+            assert telemetry.pipeline() is None
+            assert not pipeline._worker.is_alive()
+
+
 SETUP = """
 import os, sys
 sys.path[:0] = [{root!r} + "/src", {root!r}, {example!r}]
