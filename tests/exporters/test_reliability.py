@@ -918,3 +918,20 @@ def test_the_threads_cpu_time_laying_out_spans_is_counted():
             assert pipeline.cpu_ns <= time.clock_gettime_ns(clock)
     finally:
         pipeline.shutdown()
+
+
+def test_a_pipeline_shut_down_flushes_at_once(tmp_path):
+    """flush() once its thread has stopped: True, nothing being queued (the
+    record's spans exported by the shutdown)."""
+    path = tmp_path / "traces.jsonl"
+    pipeline = pipeline_module.SpanPipeline(
+        pipeline_module.ExportOptions(exporter="file", file_path=str(path))
+    )
+    with tracer.recording() as record:
+        pass
+    pipeline(record)
+    pipeline.shutdown()
+    assert not pipeline._worker.is_alive()
+    assert pipeline.flush(10) is True
+    assert (pipeline.records, pipeline.exported) == (1, 1)
+    assert len(path.read_text().splitlines()) == 1
