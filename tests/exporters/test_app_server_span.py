@@ -70,6 +70,35 @@ def test_the_memory_exporter_gets_them():
     assert all(s.context.trace_id == server_span.context.trace_id for s in ours)
 
 
+def test_an_application_span_that_is_not_a_server_span_is_not_the_request_span():
+    """A span of the application's current when the request starts, but of
+    another kind than SERVER (an INTERNAL span around the call): the
+    request's spans are switchtrace's own, in a trace of their own, and the
+    application's span gets none of the figures."""
+    app_exporter = InMemorySpanExporter()
+    app_provider = TracerProvider()
+    app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+
+    async def instrumented(asgi):
+        with app_provider.get_tracer("app").start_as_current_span("work") as span:
+            await asgi_request(asgi, "/sync/")
+        return span
+
+    with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "memory"}) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        assert pipeline.flush(10)
+        pipeline.exporter.clear()
+        app_span = asyncio.run(instrumented(asgi))
+        assert pipeline.flush(10)
+        ours = pipeline.exporter.get_finished_spans()
+    assert len(ours) == 17
+    assert {s.context.trace_id for s in ours} != {app_span.context.trace_id}
+    [request_span] = [s for s in ours if s.parent is None]
+    assert request_span.kind is trace.SpanKind.SERVER
+    [finished] = app_exporter.get_finished_spans()
+    assert dict(finished.attributes) == {}
+
+
 def test_the_file_exporter_writes_them(tmp_path):
     path = tmp_path / "traces.jsonl"
     settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}

@@ -756,6 +756,20 @@ def test_a_detached_block_makes_no_spans_and_leaves_the_exporter_as_it_was(tmp_p
         assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
 
 
+def test_a_pipeline_replaced_gets_no_more_records(tmp_path):
+    """Settings changed (back to the suite's): the pipeline shut down is no
+    longer a listener, so the requests after do not fill its queue (whose
+    records no thread takes: its queue full, it would warn of drops)."""
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(tmp_path / "t.jsonl")}
+    with project(SWITCHTRACE=settings):
+        pipeline = telemetry.pipeline()
+    with project() as (asgi, _wsgi):
+        assert telemetry.pipeline() is not pipeline
+        run_asgi(asgi, "/sync/")
+    assert pipeline._queue.qsize() == 0
+    assert (pipeline.records, pipeline.dropped) == (0, 0)
+
+
 def test_switchtrace_disabled_shuts_the_pipeline_down(tmp_path):
     """ENABLED turned off (a setting changed): no pipeline, and its thread
     has stopped."""
