@@ -70,17 +70,23 @@ def test_the_memory_exporter_gets_them():
     assert all(s.context.trace_id == server_span.context.trace_id for s in ours)
 
 
-def test_an_application_span_that_is_not_a_server_span_is_not_the_request_span():
+@pytest.mark.parametrize("kind", ["internal", "unsampled-server"])
+def test_an_application_span_that_is_not_a_recording_server_span_is_not_the_request_span(kind):
     """A span of the application's current when the request starts, but of
-    another kind than SERVER (an INTERNAL span around the call): the
-    request's spans are switchtrace's own, in a trace of their own, and the
-    application's span gets none of the figures."""
+    another kind than SERVER (an INTERNAL span around the call), or a SERVER
+    span its sampler did not record: the request's spans are switchtrace's
+    own, in a trace of their own, and the application's span gets none of
+    the figures."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
     app_exporter = InMemorySpanExporter()
-    app_provider = TracerProvider()
+    app_provider = TracerProvider(sampler=ALWAYS_OFF if kind == "unsampled-server" else None)
     app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+    span_kind = trace.SpanKind.SERVER if kind == "unsampled-server" else trace.SpanKind.INTERNAL
 
     async def instrumented(asgi):
-        with app_provider.get_tracer("app").start_as_current_span("work") as span:
+        tracer = app_provider.get_tracer("app")
+        with tracer.start_as_current_span("work", kind=span_kind) as span:
             await asgi_request(asgi, "/sync/")
         return span
 
@@ -92,11 +98,11 @@ def test_an_application_span_that_is_not_a_server_span_is_not_the_request_span()
         assert pipeline.flush(10)
         ours = pipeline.exporter.get_finished_spans()
     assert len(ours) == 17
-    assert {s.context.trace_id for s in ours} != {app_span.context.trace_id}
+    assert {s.context.trace_id for s in ours} != {app_span.get_span_context().trace_id}
     [request_span] = [s for s in ours if s.parent is None]
     assert request_span.kind is trace.SpanKind.SERVER
-    [finished] = app_exporter.get_finished_spans()
-    assert dict(finished.attributes) == {}
+    finished = app_exporter.get_finished_spans()
+    assert [dict(s.attributes) for s in finished] == ([] if kind == "unsampled-server" else [{}])
 
 
 def test_the_file_exporter_writes_them(tmp_path):

@@ -205,3 +205,43 @@ def test_a_forked_child_gets_a_thread_for_a_pipeline_of_the_applications_provide
     }
     assert parent == {"status": 0}
     assert not (tmp_path / "unused.jsonl").exists()
+
+
+FAILING_HOOK_SCRIPT = textwrap.dedent(
+    """
+    import io, json, os, sys, threading
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters.console import ConsoleReporter
+    from switchtrace.tracer import guard
+
+    swallowed = []
+    guard.set_error_hook(lambda exc, where: swallowed.append((where, repr(exc))))
+    broken = ConsoleReporter(stream=io.StringIO())
+
+    def fails():
+        raise RuntimeError("no thread")
+
+    broken._after_fork_in_child = fails
+    live = ConsoleReporter(stream=io.StringIO())
+    pid = os.fork()
+    if pid == 0:
+        threads = sorted(t.name for t in threading.enumerate())
+        print(json.dumps({{"threads": threads, "swallowed": swallowed}}), flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({{"status": status}}), flush=True)
+    """
+)
+
+
+def test_a_worker_whose_thread_cannot_be_started_after_fork_is_told_and_the_others_are_not():
+    """The at-fork hook starting one exporter's thread raises: it is logged
+    as switchtrace's internal error, and the other exporters get their
+    threads all the same."""
+    stdout = run_script(FAILING_HOOK_SCRIPT)
+    child, parent = (json.loads(line) for line in stdout.splitlines())
+    assert child == {
+        "threads": ["MainThread", "switchtrace-console"],
+        "swallowed": [["switchtrace-console thread after fork", "RuntimeError('no thread')"]],
+    }
+    assert parent == {"status": 0}
