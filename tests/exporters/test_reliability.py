@@ -839,8 +839,19 @@ def test_spans_waiting_for_their_batch_when_shutdown_gives_up_are_counted(
     ]
 
 
+def one_request_through_the_sdks_processor(settings) -> pipeline_module.SpanPipeline:
+    """One request to /sync/ with ``settings``, whose exporter gets the SDK's
+    spans: the pipeline, flushed, then shut down as the settings are left."""
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        assert pipeline.writer is None
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(30)
+    return pipeline
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_an_otlp_exporter_given_sdk_spans_delivers_them(protocol, monkeypatch):
+def test_an_otlp_exporter_given_sdk_spans_delivers_them(protocol, monkeypatch, caplog):
     """An OTLP exporter without the hook for encoded spans (an HTTP exporter
     whose client has no ``export``, a gRPC one told it has none) gets SDK
     spans through the SDK's batch processor, and sends them as it would
@@ -857,16 +868,15 @@ def test_an_otlp_exporter_given_sdk_spans_delivers_them(protocol, monkeypatch):
     monkeypatch.setattr(pipeline_module, "build_exporter", without_the_hook)
     settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint, "OTLP_PROTOCOL": protocol}
     try:
-        with project(SWITCHTRACE=settings) as (asgi, _wsgi):
-            pipeline = telemetry.pipeline()
-            assert pipeline.writer is None
-            run_asgi(asgi, "/sync/")
-            assert pipeline.flush(30)
-            assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 0, 0)
-            assert pipeline.exported == 17
+        with caplog.at_level(logging.WARNING):
+            pipeline = one_request_through_the_sdks_processor(settings)
     finally:
         receiver.stop()
+    assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 0, 0)
+    assert pipeline.exported == 17
     assert receiver.received.span_count == 17
+    # Shut down once, by the SDK's processor (the exporter warns of a second time).
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 def test_a_flush_the_thread_cannot_take_in_time_returns_false(tmp_path, monkeypatch):
@@ -948,3 +958,42 @@ def test_a_pipeline_shut_down_flushes_at_once(tmp_path):
     assert pipeline.flush(10) is True
     assert (pipeline.records, pipeline.exported) == (1, 1)
     assert len(path.read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_batch_variable_not_above_zero_is_the_default(value, tmp_path, monkeypatch):
+    """A batch of no span (the thread would export empty batches for ever)
+    or a delay of none is not taken: the defaults are, without a warning."""
+    options = pipeline_module.ExportOptions(exporter="file", file_path=str(tmp_path / "t.jsonl"))
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", value)
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value)
+    pipeline = pipeline_module.SpanPipeline(options)
+    try:
+        assert (pipeline._delay, pipeline._batch_size) == (0.5, 512)
+    finally:
+        pipeline.shutdown()
+
+
+def test_spans_an_exporter_raising_on_sdk_spans_did_not_deliver_are_counted(monkeypatch, caplog):
+    """An exporter without the hook for encoded spans that raises (rather
+    than reporting a failure): the SDK's batch processor logs it, and the
+    pipeline counts the spans as lost."""
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    class Raising(SpanExporter):
+        takes_encoded = False
+
+        def export(self, spans):
+            raise ConnectionError("no route")
+
+    real_build = pipeline_module.build_exporter
+    endpoint = "http://127.0.0.1:9"
+
+    def build(options):  # this test's settings only
+        return Raising() if options.endpoint == endpoint else real_build(options)
+
+    monkeypatch.setattr(pipeline_module, "build_exporter", build)
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": endpoint}
+    with caplog.at_level(logging.CRITICAL):
+        pipeline = one_request_through_the_sdks_processor(settings)
+    assert (pipeline.records, pipeline.exported, pipeline.failed) == (1, 0, 17)
