@@ -588,6 +588,30 @@ def test_an_otel_variable_the_otlp_exporter_refuses_is_e006_and_leaves_the_heade
     assert telemetry.failure() is None  # the suite's own settings back
 
 
+def test_the_same_export_settings_again_retry_an_exporter_that_could_not_be_made(
+    monkeypatch, caplog
+):
+    """The exporter could not be made (a variable the gRPC exporter refuses);
+    the variable corrected, the same export settings configured again make
+    it, rather than keeping none."""
+    from switchtrace.django_app import telemetry
+
+    from .test_middleware import project
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "bogus")
+    with caplog.at_level("CRITICAL"), project(SWITCHTRACE={"ENABLED": True}):
+        assert telemetry.pipeline() is None
+        options = telemetry._options
+        assert telemetry.failure() is not None
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_COMPRESSION")
+        telemetry.configure(options)
+        assert telemetry.failure() is None
+        assert telemetry.pipeline().options == options
+    assert telemetry.pipeline().options.exporter == "memory"  # the suite's own back
+
+
 def test_a_span_limit_the_sdk_refuses_is_e006_naming_it(monkeypatch, caplog, tmp_path):
     """The SDK's provider refuses an OTEL_*_LIMIT that is not a non-negative
     integer: spans off, headers on, as for an exporter that cannot be made;
@@ -1131,6 +1155,29 @@ def test_the_otlp_endpoint_setting_is_a_base_that_gets_v1_traces():
     assert config.problems == ()
     assert config.export.endpoint_is_traces_url is False
     assert build_exporter(config.export)._endpoint == "http://c:4318/otlp/v1/traces"
+
+
+@pytest.mark.parametrize("endpoint", ["http://c:4318/v1/traces", "http://c:4318/otlp/v1/traces/"])
+def test_an_otlp_endpoint_setting_ending_in_v1_traces_is_used_as_it_is(endpoint):
+    """A base that already names the signal's path gets no second one (nor
+    the default endpoint: the exporter's own, localhost)."""
+    from switchtrace.exporters.pipeline import build_exporter
+
+    config = build_config({"ENABLED": True, "OTLP_ENDPOINT": endpoint}, environ={})
+    assert config.problems == ()
+    assert config.export.endpoint_is_traces_url is False
+    assert build_exporter(config.export)._endpoint == endpoint
+
+
+def test_otlp_over_grpc_without_an_endpoint_is_the_exporters_default(monkeypatch):
+    """No endpoint set anywhere: the gRPC exporter's own default, as over
+    OTLP/HTTP (an exporter all the same, not none)."""
+    from switchtrace.exporters.pipeline import ExportOptions, build_exporter
+
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    exporter = build_exporter(ExportOptions(exporter="otlp", protocol="grpc"))
+    assert (exporter._endpoint, exporter.takes_encoded) == ("localhost:4317", True)
 
 
 SAMPLERS_HINT = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -67,6 +68,41 @@ def test_the_memory_exporter_gets_them():
     assert len(ours) == 16
     assert all(s.parent.span_id == server_span.context.span_id for s in ours)
     assert all(s.context.trace_id == server_span.context.trace_id for s in ours)
+
+
+@pytest.mark.parametrize("kind", ["internal", "unsampled-server"])
+def test_an_application_span_that_is_not_a_recording_server_span_is_not_the_request_span(kind):
+    """A span of the application's current when the request starts, but of
+    another kind than SERVER (an INTERNAL span around the call), or a SERVER
+    span its sampler did not record: the request's spans are switchtrace's
+    own, in a trace of their own, and the application's span gets none of
+    the figures."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    app_exporter = InMemorySpanExporter()
+    app_provider = TracerProvider(sampler=ALWAYS_OFF if kind == "unsampled-server" else None)
+    app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+    span_kind = trace.SpanKind.SERVER if kind == "unsampled-server" else trace.SpanKind.INTERNAL
+
+    async def instrumented(asgi):
+        tracer = app_provider.get_tracer("app")
+        with tracer.start_as_current_span("work", kind=span_kind) as span:
+            await asgi_request(asgi, "/sync/")
+        return span
+
+    with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "memory"}) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        assert pipeline.flush(10)
+        pipeline.exporter.clear()
+        app_span = asyncio.run(instrumented(asgi))
+        assert pipeline.flush(10)
+        ours = pipeline.exporter.get_finished_spans()
+    assert len(ours) == 17
+    assert {s.context.trace_id for s in ours} != {app_span.get_span_context().trace_id}
+    [request_span] = [s for s in ours if s.parent is None]
+    assert request_span.kind is trace.SpanKind.SERVER
+    finished = app_exporter.get_finished_spans()
+    assert [dict(s.attributes) for s in finished] == ([] if kind == "unsampled-server" else [{}])
 
 
 def test_the_file_exporter_writes_them(tmp_path):
@@ -161,16 +197,21 @@ def _span_figures(switches: int, loops: int, threads: int) -> dict:
     }
 
 
-def test_a_server_span_started_by_a_middleware_above_switchtraces_is_the_request_span():
+def test_a_server_span_started_by_a_middleware_above_switchtraces_is_the_request_span(caplog):
     """WSGI: no server span is active when Django's handler receives the
     request; opentelemetry-instrumentation-django's middleware starts it.
     The crossings go under it (they made a request span and a trace of
-    their own), and its figures are those of the response."""
+    their own), and its figures are those of the response. The span has
+    ended when the request's record finishes: switchtrace leaves it alone
+    then (the SDK warns "Setting attribute on ended span." otherwise, once
+    a request)."""
     from ..support import wsgi_request
 
-    result, [ours] = _served(
-        [f"{__name__}.ServerSpanMiddleware"], lambda _asgi, wsgi: wsgi_request(wsgi, "/async/")
-    )
+    with caplog.at_level(logging.WARNING):
+        result, [ours] = _served(
+            [f"{__name__}.ServerSpanMiddleware"], lambda _asgi, wsgi: wsgi_request(wsgi, "/async/")
+        )
+    assert [r.getMessage() for r in caplog.records] == []
     assert result.figures() == (2, 2, 1, 1)
     [app_span] = _app_exporter.get_finished_spans()
     assert ours.name == "async_to_sync async_view"

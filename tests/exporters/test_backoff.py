@@ -241,3 +241,75 @@ def test_an_error_encoding_a_batch_loses_that_batch_only(receiver, monkeypatch, 
         f"switchtrace: the export request could not be made; {SPANS} spans lost so far "
         "(and the spans of 0 requests dropped)",
     ]
+
+
+@pytest.mark.parametrize(
+    "receiver", [("http/protobuf", "not_found")], indirect=True, ids=lambda p: "-".join(p)
+)
+def test_an_application_provider_set_while_exports_are_paused_makes_the_spans(
+    receiver, monkeypatch
+):
+    """The application sets its global provider (a post_fork hook) while
+    switchtrace's own exports are paused after a failure: the next record's
+    spans are made by the application's provider, not counted as lost."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    pause(monkeypatch, 3600.0)
+    options = pipeline_module.ExportOptions(exporter="otlp", endpoint=receiver.endpoint)
+    pipeline = pipeline_module.SpanPipeline(options, clock=Clock())
+
+    def request() -> None:
+        with tracer.recording() as record:
+            pass
+        pipeline(record)
+        assert pipeline.flush(10)
+
+    # The test settings' pipeline sees no record here (it would follow the
+    # application's provider too, for the rest of the tests).
+    with telemetry.detached():
+        try:
+            request()  # fails: exports paused for an hour
+            assert (pipeline.records, pipeline.failed, receiver.received.posts) == (1, 1, 1)
+            app_exporter = InMemorySpanExporter()
+            app_provider = TracerProvider()
+            app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+            monkeypatch.setattr(trace, "get_tracer_provider", lambda: app_provider)
+            request()
+            assert (pipeline.own_provider, pipeline.provider) == (False, app_provider)
+            assert (pipeline.records, pipeline.failed, receiver.received.posts) == (2, 1, 1)
+            assert len(app_exporter.get_finished_spans()) == 1
+        finally:
+            pipeline.shutdown()
+
+
+@pytest.mark.parametrize(
+    "receiver", [("http/protobuf", "not_found")], indirect=True, ids=lambda p: "-".join(p)
+)
+def test_spans_counted_while_paused_follow_the_callers_sampling_decision(receiver, monkeypatch):
+    """Exports paused, a record's spans are counted as lost without being
+    made, after the same sampling decision as when they are made: a request
+    whose caller's traceparent says not sampled has none to lose."""
+    pause(monkeypatch, 3600.0)
+    options = pipeline_module.ExportOptions(exporter="otlp", endpoint=receiver.endpoint)
+    pipeline = pipeline_module.SpanPipeline(options, clock=Clock())
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+    def request(traceparent: str | None) -> int:
+        """A request (one span) with ``traceparent``: the spans lost so far."""
+        with tracer.recording() as record:
+            if traceparent is not None:
+                record.extra["traceparent"] = traceparent
+        pipeline(record)
+        assert pipeline.flush(10)
+        return pipeline.failed
+
+    try:
+        assert request(None) == 1  # fails: exports paused for an hour
+        assert request(f"00-{trace_id}-{span_id}-00") == 1  # not sampled
+        assert request(f"00-{trace_id}-{span_id}-01") == 2
+        assert (pipeline.records, pipeline.dropped, receiver.received.posts) == (3, 0, 1)
+    finally:
+        pipeline.shutdown()

@@ -23,6 +23,7 @@ SCRIPT = textwrap.dedent(
     del gone
     kept = SpanPipeline(options)  # shut down, still referenced
     kept.shutdown()
+    kept_thread = kept._worker
     live = SpanPipeline(options)
     gc.collect()
 
@@ -44,6 +45,7 @@ SCRIPT = textwrap.dedent(
             "threads": threads(),
             "flushed": live.flush(10),
             "kept": kept._worker.is_alive(),
+            "kept_thread_started": kept._worker is not kept_thread,
         }}
         print(json.dumps(child), flush=True)
         os._exit(0)
@@ -66,6 +68,7 @@ def test_a_forked_child_gets_a_thread_for_each_live_pipeline_only(tmp_path):
         "threads": ["MainThread", "switchtrace-spans"],
         "flushed": True,
         "kept": False,
+        "kept_thread_started": False,
     }
     [line] = path.read_text().splitlines()
     [span] = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
@@ -152,3 +155,93 @@ def test_a_forked_child_can_append_while_the_parent_was_appending(tmp_path):
     assert child == {"locked": False, "result": "SUCCESS"}
     assert parent == {"status": 0}
     assert path.read_text() == '{"child":1}\n'
+
+
+APP_PROVIDER_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, threading
+    sys.path[:0] = [{src!r}]
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from switchtrace import tracer
+    from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
+
+    app_exporter = InMemorySpanExporter()
+    app_provider = TracerProvider()
+    app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+    trace.set_tracer_provider(app_provider)
+    pipeline = SpanPipeline(ExportOptions(exporter="file", file_path=sys.argv[1]))
+    pid = os.fork()
+    if pid == 0:
+        with tracer.recording() as record:
+            pass
+        pipeline(record)
+        print(json.dumps({{
+            "own_provider": pipeline.own_provider,
+            "threads": sorted(t.name for t in threading.enumerate()),
+            "flushed": pipeline.flush(10),
+            "spans": len(app_exporter.get_finished_spans()),
+        }}), flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({{"status": status}}), flush=True)
+    """
+)
+
+
+def test_a_forked_child_gets_a_thread_for_a_pipeline_of_the_applications_provider(tmp_path):
+    """A pipeline whose spans the application's provider makes (set before
+    the pipeline was) has no exporter of switchtrace's: a forked child gets
+    its thread all the same, and the child's spans are made."""
+    stdout = run_script(APP_PROVIDER_SCRIPT, tmp_path / "unused.jsonl")
+    child, parent = (json.loads(line) for line in stdout.splitlines())
+    assert child == {
+        "own_provider": False,
+        "threads": ["MainThread", "switchtrace-spans"],
+        "flushed": True,
+        "spans": 1,
+    }
+    assert parent == {"status": 0}
+    assert not (tmp_path / "unused.jsonl").exists()
+
+
+FAILING_HOOK_SCRIPT = textwrap.dedent(
+    """
+    import io, json, os, sys, threading
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters.console import ConsoleReporter
+    from switchtrace.tracer import guard
+
+    swallowed = []
+    guard.set_error_hook(lambda exc, where: swallowed.append((where, repr(exc))))
+    broken = ConsoleReporter(stream=io.StringIO())
+
+    def fails():
+        raise RuntimeError("no thread")
+
+    broken._after_fork_in_child = fails
+    live = ConsoleReporter(stream=io.StringIO())
+    pid = os.fork()
+    if pid == 0:
+        threads = sorted(t.name for t in threading.enumerate())
+        print(json.dumps({{"threads": threads, "swallowed": swallowed}}), flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({{"status": status}}), flush=True)
+    """
+)
+
+
+def test_a_worker_whose_thread_cannot_be_started_after_fork_is_told_and_the_others_are_not():
+    """The at-fork hook starting one exporter's thread raises: it is logged
+    as switchtrace's internal error, and the other exporters get their
+    threads all the same."""
+    stdout = run_script(FAILING_HOOK_SCRIPT)
+    child, parent = (json.loads(line) for line in stdout.splitlines())
+    assert child == {
+        "threads": ["MainThread", "switchtrace-console"],
+        "swallowed": [["switchtrace-console thread after fork", "RuntimeError('no thread')"]],
+    }
+    assert parent == {"status": 0}

@@ -632,6 +632,24 @@ def test_a_console_line_the_stream_refuses_is_counted(caplog):
     ]
 
 
+def test_a_console_exporter_shut_down_flushes_at_once_what_it_wrote():
+    """flush() once its thread has stopped: True, nothing being queued (its
+    lines written before the shutdown)."""
+    from switchtrace import tracer
+    from switchtrace.exporters import ConsoleReporter
+
+    stream = io.StringIO()
+    console = ConsoleReporter(stream=stream)
+    with tracer.recording() as record:
+        pass
+    console(record)
+    console.shutdown()
+    assert not console._worker.is_alive()
+    assert console.flush(10) is True
+    assert (console.written, console.dropped) == (1, 0)
+    assert len(stream.getvalue().splitlines()) == 1
+
+
 def test_a_detached_console_exporter_prints_nothing_until_attached_again():
     stream = io.StringIO()
     with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}) as (asgi, _wsgi):
@@ -703,6 +721,66 @@ def test_a_detached_pipeline_makes_no_spans_until_attached_again(tmp_path):
     assert len(lines) == 2
     for line in lines:
         assert len(json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 17
+
+
+def test_a_detached_block_makes_no_spans_and_leaves_the_exporter_as_it_was(tmp_path):
+    """telemetry.detached(), around switchtrace explain --measure's requests:
+    none of the block's requests is exported, the exporter is attached again
+    after it (not when it was detached already, nor after a block inside
+    another), and with no exporter at all (EXPORTER "none") nothing is
+    attached after it."""
+    path = tmp_path / "traces.jsonl"
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(path)}
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        with telemetry.detached():
+            assert telemetry.pipeline() is None
+            run_asgi(asgi, "/sync/")
+            with telemetry.detached():
+                pass
+            assert telemetry.pipeline() is None
+            run_asgi(asgi, "/sync/")
+        assert telemetry.pipeline() is pipeline
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10) and pipeline.records == 1
+        telemetry.detach()
+        with telemetry.detached():
+            pass
+        assert telemetry.pipeline() is None
+        telemetry.attach()
+    assert len(path.read_text().splitlines()) == 1
+    with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "none"}) as (asgi, _wsgi):
+        with telemetry.detached():
+            run_asgi(asgi, "/sync/")
+        assert telemetry.pipeline() is None
+        assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+
+
+def test_a_pipeline_replaced_gets_no_more_records(tmp_path):
+    """Settings changed (back to the suite's): the pipeline shut down is no
+    longer a listener, so the requests after do not fill its queue (whose
+    records no thread takes: its queue full, it would warn of drops)."""
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(tmp_path / "t.jsonl")}
+    with project(SWITCHTRACE=settings):
+        pipeline = telemetry.pipeline()
+    with project() as (asgi, _wsgi):
+        assert telemetry.pipeline() is not pipeline
+        run_asgi(asgi, "/sync/")
+    assert pipeline._queue.qsize() == 0
+    assert (pipeline.records, pipeline.dropped) == (0, 0)
+
+
+def test_switchtrace_disabled_shuts_the_pipeline_down(tmp_path):
+    """ENABLED turned off (a setting changed): no pipeline, and its thread
+    has stopped."""
+    from django.test import override_settings
+
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(tmp_path / "t.jsonl")}
+    with project(SWITCHTRACE=settings):
+        pipeline = telemetry.pipeline()
+        with override_settings(SWITCHTRACE={"ENABLED": False}):
+            assert telemetry.pipeline() is None
+            assert not pipeline._worker.is_alive()
 
 
 SETUP = """

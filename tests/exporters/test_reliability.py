@@ -757,3 +757,243 @@ def test_a_pipe_whose_reader_is_gone_fails_the_export(tmp_path):
         assert os.read(reader, 100) == b'{"resourceSpans":[]}\n'
     finally:
         os.close(reader)
+
+
+def test_shutdown_during_an_export_counts_the_spans_waiting_behind_it(monkeypatch, caplog):
+    """Batches of one span: a request's 17 spans are one export in progress
+    (the collector hangs) and 16 waiting for theirs when shutdown's time
+    runs out, and the shutdown's warning says 17 spans, not the one."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+    receiver = HttpReceiver()
+    receiver.received.mode = "hang"
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint}
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="switchtrace"),
+            project(SWITCHTRACE=settings) as (asgi, _wsgi),
+        ):
+            pipeline = telemetry.pipeline()
+            assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+            assert wait_for(lambda: receiver.received.posts == 1)
+            pipeline.shutdown(timeout=0.2)
+            messages = [r.getMessage() for r in caplog.records if r.name == "switchtrace"]
+    finally:
+        receiver.received.release.set()
+        receiver.stop()
+    pipeline._worker.join(10)
+    assert not pipeline._worker.is_alive()
+    assert messages == [
+        "switchtrace: shut down with 17 spans not exported yet: an export was still in "
+        "progress when the shutdown's time ran out (lost if the process ends first)"
+    ]
+
+
+def test_spans_waiting_for_their_batch_when_shutdown_gives_up_are_counted(
+    tmp_path, monkeypatch, caplog
+):
+    """Batches wait an hour; the first record's span is exported by a
+    flush, and the thread is still laying out the second record when
+    shutdown's time runs out. That record's span, waiting for its batch, is
+    never exported: counted as lost once the thread is free, not left
+    uncounted; and no export being in progress then, the shutdown does not
+    say one was."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+    path = tmp_path / "traces.jsonl"
+    pipeline = pipeline_module.SpanPipeline(
+        pipeline_module.ExportOptions(exporter="file", file_path=str(path))
+    )
+    building, release = threading.Event(), threading.Event()
+    make = pipeline._emit
+
+    def held_at_the_second(record):
+        if pipeline.records == 1:
+            building.set()
+            release.wait(10)
+        return make(record)
+
+    def request() -> None:
+        with tracer.recording() as record:
+            pass
+        pipeline(record)
+
+    monkeypatch.setattr(pipeline, "_emit", held_at_the_second)
+    try:
+        with caplog.at_level(logging.WARNING, logger="switchtrace"):
+            request()
+            assert pipeline.flush(10)
+            request()
+            assert building.wait(10)
+            pipeline.shutdown(timeout=0.1)
+            release.set()
+            pipeline._worker.join(10)
+    finally:
+        release.set()
+    assert not pipeline._worker.is_alive()
+    assert (pipeline.records, pipeline.dropped, pipeline.exported, pipeline.failed) == (2, 0, 1, 1)
+    assert len(path.read_text().splitlines()) == 1
+    # No export failed: the warning says what happened.
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: shut down with spans waiting for their batch (the shutdown's time ran "
+        "out); 1 span lost so far (and the spans of 0 requests dropped)"
+    ]
+
+
+def one_request_through_the_sdks_processor(settings) -> pipeline_module.SpanPipeline:
+    """One request to /sync/ with ``settings``, whose exporter gets the SDK's
+    spans: the pipeline, flushed, then shut down as the settings are left."""
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        assert pipeline.writer is None
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(30)
+    return pipeline
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_an_otlp_exporter_given_sdk_spans_delivers_them(protocol, monkeypatch, caplog):
+    """An OTLP exporter without the hook for encoded spans (an HTTP exporter
+    whose client has no ``export``, a gRPC one told it has none) gets SDK
+    spans through the SDK's batch processor, and sends them as it would
+    without switchtrace."""
+    real_build = pipeline_module.build_exporter
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+
+    def without_the_hook(options):
+        exporter = real_build(options)
+        if options.endpoint == receiver.endpoint:  # this test's settings only
+            monkeypatch.setattr(type(exporter), "takes_encoded", False)
+        return exporter
+
+    monkeypatch.setattr(pipeline_module, "build_exporter", without_the_hook)
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": receiver.endpoint, "OTLP_PROTOCOL": protocol}
+    try:
+        with caplog.at_level(logging.WARNING):
+            pipeline = one_request_through_the_sdks_processor(settings)
+    finally:
+        receiver.stop()
+    assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 0, 0)
+    assert pipeline.exported == 17
+    assert receiver.received.span_count == 17
+    # Shut down once, by the SDK's processor (the exporter warns of a second time).
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_flush_the_thread_cannot_take_in_time_returns_false(tmp_path, monkeypatch):
+    """The thread is held laying out a record: a flush queued behind it says
+    it failed when its timeout passes, and so does one that finds no room in
+    the queue (of two: the first flush and a record) to queue itself."""
+    pipeline = pipeline_module.SpanPipeline(
+        pipeline_module.ExportOptions(
+            exporter="file", file_path=str(tmp_path / "t.jsonl"), queue_size=2
+        )
+    )
+    building, release = threading.Event(), threading.Event()
+    make = pipeline._emit
+
+    def held(record):
+        building.set()
+        release.wait(5)
+        return make(record)
+
+    def request() -> None:
+        with tracer.recording() as record:
+            pass
+        pipeline(record)
+
+    monkeypatch.setattr(pipeline, "_emit", held)
+    try:
+        request()
+        assert building.wait(10)  # the thread holds the first record
+        assert pipeline.flush(0.1) is False  # queued, not taken in time
+        request()  # the queue is full
+        assert pipeline.flush(0.1) is False  # not even queued
+        release.set()
+        assert pipeline.flush(10) is True
+        assert (pipeline.records, pipeline.dropped) == (2, 0)
+    finally:
+        release.set()
+        pipeline.shutdown()
+
+
+@pytest.mark.parametrize("exporter", ["memory", "file"])
+def test_the_threads_cpu_time_laying_out_spans_is_counted(exporter, tmp_path):
+    """``switchtrace bench --overhead`` reports the span thread's CPU time
+    per request from :attr:`SpanPipeline.cpu_ns`: the time laying out the
+    records' spans (with the memory exporter, no export of the pipeline's
+    own to count), never left out, and that of the exports it makes (the
+    file exporter's), within the thread's own CPU time (read from its CPU
+    clock where there is one)."""
+    options = pipeline_module.ExportOptions(
+        exporter=exporter, file_path=str(tmp_path / "traces.jsonl")
+    )
+    pipeline = pipeline_module.SpanPipeline(options)
+    try:
+        for _ in range(5):
+            with tracer.recording() as record:
+                pass
+            pipeline(record)
+        assert pipeline.flush(10)
+        assert (pipeline.records, pipeline.exported) == (5, 5)
+        assert pipeline.cpu_ns > 0
+        if hasattr(time, "pthread_getcpuclockid"):
+            clock = time.pthread_getcpuclockid(pipeline._worker.ident)
+            assert pipeline.cpu_ns <= time.clock_gettime_ns(clock)
+    finally:
+        pipeline.shutdown()
+
+
+def test_a_pipeline_shut_down_flushes_at_once(tmp_path):
+    """flush() once its thread has stopped: True, nothing being queued (the
+    record's spans exported by the shutdown)."""
+    path = tmp_path / "traces.jsonl"
+    pipeline = pipeline_module.SpanPipeline(
+        pipeline_module.ExportOptions(exporter="file", file_path=str(path))
+    )
+    with tracer.recording() as record:
+        pass
+    pipeline(record)
+    pipeline.shutdown()
+    assert not pipeline._worker.is_alive()
+    assert pipeline.flush(10) is True
+    assert (pipeline.records, pipeline.exported) == (1, 1)
+    assert len(path.read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_batch_variable_not_above_zero_is_the_default(value, tmp_path, monkeypatch):
+    """A batch of no span (the thread would export empty batches for ever)
+    or a delay of none is not taken: the defaults are, without a warning."""
+    options = pipeline_module.ExportOptions(exporter="file", file_path=str(tmp_path / "t.jsonl"))
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", value)
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value)
+    pipeline = pipeline_module.SpanPipeline(options)
+    try:
+        assert (pipeline._delay, pipeline._batch_size) == (0.5, 512)
+    finally:
+        pipeline.shutdown()
+
+
+def test_spans_an_exporter_raising_on_sdk_spans_did_not_deliver_are_counted(monkeypatch, caplog):
+    """An exporter without the hook for encoded spans that raises (rather
+    than reporting a failure): the SDK's batch processor logs it, and the
+    pipeline counts the spans as lost."""
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    class Raising(SpanExporter):
+        takes_encoded = False
+
+        def export(self, spans):
+            raise ConnectionError("no route")
+
+    real_build = pipeline_module.build_exporter
+    endpoint = "http://127.0.0.1:9"
+
+    def build(options):  # this test's settings only
+        return Raising() if options.endpoint == endpoint else real_build(options)
+
+    monkeypatch.setattr(pipeline_module, "build_exporter", build)
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": endpoint}
+    with caplog.at_level(logging.CRITICAL):
+        pipeline = one_request_through_the_sdks_processor(settings)
+    assert (pipeline.records, pipeline.exported, pipeline.failed) == (1, 0, 17)

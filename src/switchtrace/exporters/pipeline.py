@@ -478,7 +478,11 @@ class SpanPipeline(QueueWorker):
                 if time.monotonic() >= self._deadline:
                     # shutdown() has given up waiting: what is left is lost
                     # (it counts what is still queued).
-                    self._fail(len(pending))
+                    self._fail(
+                        len(pending),
+                        "shut down with spans waiting for their batch "
+                        "(the shutdown's time ran out)",
+                    )
                     return
                 # Take what is queued without waiting (the queue may have been
                 # too full for shutdown's sentinel), then stop.
