@@ -427,10 +427,10 @@ def test_bench_overhead_text_through_servers():
         "to back and as many timed alone; medians (min-max) over rounds)",
         "  each mode served by its own uvicorn (ASGI) or gunicorn (WSGI) process on loopback, "
         "driven over HTTP",
-        "  wall: µs per request, ratio to disabled | cpu: the server's CPU µs per request, "
-        "ratio to disabled",
-        "  latency: µs until the client has the whole response, each request sent alone, 5 ms "
-        "after the one before, ratio to disabled",
+        "  wall: µs per request, ratio to disabled | cpu: the server's CPU µs per request (its "
+        "span thread's too), ratio to disabled",
+        "  latency: µs until the client has the whole response, each request sent alone once "
+        "the server is idle (its CPU still for 2 ms), ratio to disabled",
         "  WSGI shipped /sync/ headers only",
         # No CPU figure where the system could not say (not Linux).
         "      wall       900.0 (800.0-1000.0)  x1.100 (1.000-1.200)   cpu               not "

@@ -482,11 +482,16 @@ def _cpu_of(pid: int) -> float | None:
 
 
 async def _http_load(
-    host: str, port: int, path: str, requests: int, concurrency: int, gap: float = 0.0
+    host: str,
+    port: int,
+    path: str,
+    requests: int,
+    concurrency: int,
+    pause: Callable[[], None] | None = None,
 ):
     """A minimal HTTP/1.1 keep-alive load generator: ``concurrency``
-    connections; each sends its requests one after the other, ``gap`` seconds
-    after the response before (the first too), untimed."""
+    connections; each sends its requests one after the other, after
+    ``pause()`` (untimed, blocking: for one connection) if given."""
     remaining = requests
     latencies: list[float] = []
     figures: list[Any] = []
@@ -498,8 +503,8 @@ async def _http_load(
         try:
             while remaining > 0:
                 remaining -= 1
-                if gap:
-                    await asyncio.sleep(gap)
+                if pause is not None:
+                    pause()
                 start = time.perf_counter()
                 writer.write(request)
                 _status, headers = await read_response(reader)
@@ -1065,11 +1070,24 @@ from switchtrace.bench import overhead_settings as _overhead_settings
 
 globals().update(_overhead_settings(globals()))
 '''
-#: Seconds between a latency request and the response before it, untimed:
-#: time for the full-spans server's span thread to make the spans of the one
-#: before (about 1 ms of CPU here), so that it is idle when the request
-#: arrives, as in-process (where the spans are flushed between requests).
-IDLE_GAP = 0.005
+#: Seconds a server's CPU clock must (almost) stand still for it to count
+#: as idle: its span thread done with the spans of the requests before, as
+#: in-process, where they are flushed (:func:`_wait_idle`).
+QUIET = 0.002
+
+
+def _wait_idle(pid: int, quiet: float = QUIET, timeout: float = 10.0) -> None:
+    """Return once the server ``pid`` (its children too) has used less than a
+    tenth of ``quiet`` seconds of CPU in ``quiet`` seconds, or after
+    ``timeout`` seconds (at once where its CPU cannot be read)."""
+    deadline = time.monotonic() + timeout
+    last = _cpu_of(pid)
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = _cpu_of(pid)
+        if now is None or now - last < quiet / 10:
+            return
+        last = now
 
 
 def overhead_settings(
@@ -1158,8 +1176,10 @@ def overhead_through_servers(
     """``--overhead --driver server``: the same modes as in-process, each
     served by its own uvicorn or gunicorn process on loopback and driven over
     HTTP, interleaved round by round; ratios to disabled. Back to back: wall
-    time per request and the server's CPU (its children's included); latency:
-    each request alone, IDLE_GAP after the one before."""
+    time per request (the client's: the span thread's work after the last
+    response is not waited for) and the server's CPU (its children's
+    included, the span thread's work too: read once the server is idle);
+    latency: each request alone, sent once the server is idle."""
     from .django_app.conf import get_config
 
     variant = args.variants[0]
@@ -1201,25 +1221,27 @@ def _overhead_server_rounds(
     # included (a /sync/ request).
     served = {(server, "/sync/", mode): 1 for server in args.servers for mode in modes}
 
-    def load(server: str, endpoint: str, mode: str, requests: int, gap: float = 0.0):
-        _pid, port = driver.address(server, mode)
+    def load(server: str, endpoint: str, mode: str, requests: int, alone: bool = False):
+        pid, port = driver.address(server, mode)
         served[server, endpoint, mode] = served.get((server, endpoint, mode), 0) + requests
-        return asyncio.run(_http_load("127.0.0.1", port, endpoint, requests, 1, gap))
+        pause = (lambda: _wait_idle(pid)) if alone else None
+        return asyncio.run(_http_load("127.0.0.1", port, endpoint, requests, 1, pause))
 
     def measure(server: str, endpoint: str, mode: str) -> None:
         pid, _port = driver.address(server, mode)
+        _wait_idle(pid)  # the spans of the requests before are no concern of these
         cpu_start = _cpu_of(pid)
         elapsed, _latencies, answers = load(server, endpoint, mode, args.requests)
         _check_mode(server, endpoint, mode, answers[-1])
-        # The span thread's work for the last requests, done by now, is theirs.
-        time.sleep(IDLE_GAP)
+        # The span thread's work for these requests, done by then, is theirs.
+        _wait_idle(pid)
         cpu_end = _cpu_of(pid)
         wall.setdefault((server, endpoint, mode), []).append(elapsed / args.requests * 1e6)
         if cpu_start is not None and cpu_end is not None:
             cpu.setdefault((server, endpoint, mode), []).append(
                 (cpu_end - cpu_start) / args.requests * 1e6
             )
-        _elapsed, timed, _figures = load(server, endpoint, mode, args.requests, IDLE_GAP)
+        _elapsed, timed, _figures = load(server, endpoint, mode, args.requests, alone=True)
         latencies.setdefault((server, endpoint, mode), []).append(statistics.median(timed) * 1e6)
         progress.step(f"{server.upper()} {endpoint} {mode}")
 
@@ -1399,9 +1421,10 @@ def render_overhead(results: dict[str, Any], out: TextIO) -> None:
             "  each mode served by its own uvicorn (ASGI) or gunicorn (WSGI) process on "
             "loopback, driven over HTTP\n"
             "  wall: µs per request, ratio to disabled | cpu: the server's CPU µs per "
-            "request, ratio to disabled\n"
+            "request (its span thread's too), ratio to disabled\n"
             "  latency: µs until the client has the whole response, each request sent "
-            f"alone, {IDLE_GAP * 1000:g} ms after the one before, ratio to disabled\n"
+            f"alone once the server is idle (its CPU still for {QUIET * 1000:g} ms), ratio "
+            "to disabled\n"
         )
     else:
         out.write(
