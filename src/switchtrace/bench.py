@@ -1203,9 +1203,11 @@ def overhead_through_servers(
             for row in rows:
                 if row["mode"] == "full spans":
                     spans = found[row["server"]].get(row["endpoint"], 0)
-                    row["exported_per_request"] = spread([spans / row["served"]])
-        for row in rows:
-            row.pop("served", None)
+                    # Its start-up probe (a /sync/ request), the warm-up,
+                    # and each round's requests back to back and alone.
+                    probe = 1 if row["endpoint"] == "/sync/" else 0
+                    served = probe + args.warmup + 2 * args.rounds * args.requests
+                    row["exported_per_request"] = spread([spans / served])
         return {"rows": rows}
 
 
@@ -1217,13 +1219,9 @@ def _overhead_server_rounds(
     wall: dict[tuple[str, str, str], list[float]] = {}
     cpu: dict[tuple[str, str, str], list[float]] = {}
     latencies: dict[tuple[str, str, str], list[float]] = {}
-    # Requests each server process got for an endpoint, its start-up probe
-    # included (a /sync/ request).
-    served = {(server, "/sync/", mode): 1 for server in args.servers for mode in modes}
 
     def load(server: str, endpoint: str, mode: str, requests: int, alone: bool = False):
         pid, port = driver.address(server, mode)
-        served[server, endpoint, mode] = served.get((server, endpoint, mode), 0) + requests
         pause = (lambda: _wait_idle(pid)) if alone else None
         return asyncio.run(_http_load("127.0.0.1", port, endpoint, requests, 1, pause))
 
@@ -1252,10 +1250,7 @@ def _overhead_server_rounds(
                     _elapsed, _latencies, answers = load(server, endpoint, mode, args.warmup)
                     _check_mode(server, endpoint, mode, answers[-1])
     figures = {"us_per_request": wall, "cpu_us_per_request": cpu, "latency_us": latencies}
-    rows = _interleaved(args, variant, modes, measure, figures)
-    for row in rows:
-        row["served"] = served[row["server"], row["endpoint"], row["mode"]]
-    return rows
+    return _interleaved(args, variant, modes, measure, figures)
 
 
 def _check_mode(server: str, endpoint: str, mode: str, figures: Any) -> None:
