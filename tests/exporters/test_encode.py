@@ -16,6 +16,7 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from google.protobuf import json_format
 from opentelemetry import baggage, trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common._internal import _encode_attributes, _encode_value
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.propagate import extract
@@ -1080,6 +1081,43 @@ def test_a_samplers_attributes_are_cleaned_as_the_sdks_provider_cleans_them(reco
         if not span.get("parentSpanId")
     ]
     assert {a["key"] for a in encoded["attributes"]} >= set(ours)
+
+
+class Meddling(StaticSampler):
+    """ALWAYS_ON, giving back the attributes it is given with an unclean
+    value added to them in place, and one of switchtrace's replaced by one."""
+
+    def __init__(self) -> None:
+        super().__init__(Decision.RECORD_AND_SAMPLE)
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, *a, **kw):
+        attributes["switchtrace.test.odd"] = Odd()
+        attributes["url.path"] = Odd()
+        return super().should_sample(parent_context, trace_id, name, kind, attributes, *a, **kw)
+
+
+def test_what_a_sampler_adds_to_or_changes_in_the_attributes_it_is_given_is_cleaned(records):
+    """Only what differs from switchtrace's own attributes is cleaned (the
+    SDK's samplers give those back as they are), and that is told by each
+    value, not by its key: a sampler that writes into the mapping it is given
+    changes none of switchtrace's, and a value of switchtrace's it replaces
+    is cleaned too."""
+    with project() as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    plan = plan_spans(record, sampler=Meddling(), ids=Sequential(), resolve=components.resolve)
+    attributes = dict(plan.spans[-1].attributes)
+    # What the SDK's provider makes of such a value, at the version installed.
+    cleaned = BoundedAttributes(attributes={"odd": Odd()}, immutable=False)
+    if "odd" in cleaned:
+        assert (attributes["switchtrace.test.odd"], attributes["url.path"]) == (
+            cleaned["odd"],
+            cleaned["odd"],
+        )
+    else:
+        assert "switchtrace.test.odd" not in attributes
+        assert attributes["url.path"] == "/sync/"
+    assert attributes["http.route"] == "sync/"
 
 
 def test_an_event_count_limit_of_zero_leaves_off_every_start(records, monkeypatch):

@@ -666,6 +666,9 @@ def _truncate(value: Any, length: int) -> Any:
     return value
 
 
+_MISSING = object()
+
+
 class _Sampled(NamedTuple):
     """A request sampled in: what its request span is made of."""
 
@@ -696,15 +699,22 @@ def _sample(
     trace_id = parent_context.trace_id if parent_context else ids.generate_trace_id()
     name = request_span_name(record)
     attributes = {**_http_attributes(record), **request_attributes(record)}
-    sampled = sampler.should_sample(parent, trace_id, name, trace.SpanKind.SERVER, attributes)
+    given = dict(attributes)  # what the sampler does to it is not switchtrace's own
+    sampled = sampler.should_sample(parent, trace_id, name, trace.SpanKind.SERVER, given)
     if sampled.decision is not Decision.RECORD_AND_SAMPLE:
         return None
-    if sampled.attributes:
-        # Cleaned as the SDK's provider cleans them (it makes the span's
-        # attributes a BoundedAttributes): a value of a type no attribute
-        # holds becomes its string, or None, rather than an attribute the
-        # writers leave out.
-        attributes.update(BoundedAttributes(attributes=sampled.attributes, immutable=False))
+    # What the sampler added or changed (the SDK's give back the attributes
+    # they were given, switchtrace's own, clean), cleaned as the SDK's
+    # provider cleans them (it makes the span's attributes a
+    # BoundedAttributes): a value of a type no attribute holds becomes its
+    # string, or None, rather than an attribute the writers leave out.
+    added = {
+        key: value
+        for key, value in (sampled.attributes or {}).items()
+        if attributes.get(key, _MISSING) is not value
+    }
+    if added:
+        attributes.update(BoundedAttributes(attributes=added, immutable=False))
     return _Sampled(parent_context, trace_id, name, attributes, sampled.trace_state)
 
 
