@@ -106,6 +106,13 @@ def test_switch_cost_json():
          "argument --modes: unknown mode 'headers'; allowed: disabled, installed, headers only, "
          "full spans"),
         ("bytecodes.py", ["--top", "0"], "argument --top: must be at least 1, got 0"),
+        ("bytecodes.py", ["--driver", "server", "--modes", "installed"],
+         "argument --modes: 'installed' is counted in-process only; with --driver server: "
+         "disabled, headers only, full spans"),
+        ("bytecodes.py", ["--driver", "server", "--servers", "asgi,http"],
+         "argument --servers: unknown server 'http'; allowed: asgi, wsgi"),
+        ("bytecodes.py", ["--driver", "uvicorn"],
+         "argument --driver: invalid choice: 'uvicorn' (choose from 'in-process', 'server')"),
     ],
 )  # fmt: skip
 def test_bad_arguments_are_one_line_and_exit_status_2(name, args, message):
@@ -191,6 +198,60 @@ def test_bytecodes_prints_what_the_readme_shows():
     assert lines[3] == "Added per request, by function (the 3 that change most):"
     assert lines[4].split() == ["installed", "function"]
     assert len(lines) == 8
+
+
+def test_bytecodes_counts_in_every_process_of_the_servers_until_their_spans_are_written():
+    out = script("bytecodes.py", "--driver", "server", "--requests", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert results["requests"] == 2
+    modes = ["disabled", "headers only", "full spans"]
+    assert {
+        server: list(figures["per_request"]) for server, figures in results["servers"].items()
+    } == {
+        "asgi": modes,
+        "wsgi": modes,
+    }
+
+    def ran(server, mode, where):
+        functions = results["servers"][server]["functions"][mode]
+        return sorted({p.split(" ")[1] for p in functions if p.startswith(f"switchtrace/{where}")})
+
+    for server in ("asgi", "wsgi"):
+        # Disabled: none of switchtrace's request path; its middleware runs
+        # in gunicorn's worker, not in the arbiter the command started.
+        assert ran(server, "disabled", "tracer/") == []
+        assert ran(server, "disabled", "django_app/middleware.py") == []
+        assert "__call__" in ran(server, "headers only", "django_app/middleware.py")
+        # The span thread's work for the measured requests is counted: the
+        # counting stopped once their spans were in the file.
+        assert ran(server, "headers only", "exporters/encode.py") == []
+        assert "spans" in ran(server, "full spans", "exporters/encode.py")
+    # The sync view crosses under ASGI only (gunicorn's own executor, handed
+    # each connection, goes through the executors' patched submit).
+    crossing = {"__call__", "_arrive"}
+    assert crossing | {"submit"} <= set(ran("asgi", "headers only", "tracer/patches.py"))
+    assert not crossing & set(ran("wsgi", "headers only", "tracer/patches.py"))
+
+
+def test_bytecodes_through_servers_prints_a_table_per_server():
+    out = script(
+        "bytecodes.py", "--driver", "server", "--servers", "wsgi,asgi", "--modes",
+        "headers only", "--requests", "1", "--top", "2",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    blocks = [block.splitlines() for block in out.stdout.split("\n\n")]
+    assert [block[0] for block in blocks] == [
+        "Bytecodes per request, WSGI default stack through gunicorn, /sync/ (1 requests)",
+        "Bytecodes per request, ASGI default stack through uvicorn, /sync/ (1 requests)",
+    ]
+    for block in blocks:
+        assert [line.split()[0] for line in block[1:3]] == ["disabled", "headers"]
+        assert block[3:5] == [
+            "Added per request, by function (the 2 that change most):",
+            "    headers only  function",
+        ]
+        assert len(block) == 7
 
 
 # -- switch_cost.py --compiled: the same recording compiled from C -----------

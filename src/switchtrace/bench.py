@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 
 ENDPOINTS = ("/sync/", "/async/", "/async-io/")
 SERVERS = ("wsgi", "asgi")
+#: What serves each (the command run by ``--driver server``).
+PROGRAMS = {"asgi": "uvicorn", "wsgi": "gunicorn"}
 OVERHEAD_VARIANTS = ("disabled", "headers only", "full spans")
 FORMAT_VERSION = 1
 DEFAULT_CONCURRENCY = (1, 50, 200)
@@ -365,15 +367,7 @@ class Servers:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = self._environ(server, key)
-        if server == "asgi":
-            command = [sys.executable, "-m", "uvicorn", "project.asgi:application",
-                       "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                       "--no-access-log"]  # fmt: skip
-        else:
-            command = [sys.executable, "-m", "gunicorn", "project.wsgi:application",
-                       "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                       "--worker-class", "gthread", "--threads", str(self.threads),
-                       "--log-level", "warning"]  # fmt: skip
+        command = self._command(server, port)
         from .cli import adopt, disown
 
         process = subprocess.Popen(command, cwd=self.project, env=env)
@@ -383,7 +377,7 @@ class Servers:
             if process.poll() is not None:
                 disown(process)
                 raise ServerFailed(
-                    f"{self._name(server, key, command[2])} exited with status "
+                    f"{self._name(server, key)} exited with status "
                     f"{process.returncode} before answering (its own output is above)"
                 )
             try:
@@ -394,11 +388,22 @@ class Servers:
         process.kill()
         process.wait()
         disown(process)
-        raise ServerFailed(f"{self._name(server, key, command[2])} did not answer within 30 s")
+        raise ServerFailed(f"{self._name(server, key)} did not answer within 30 s")
 
-    def _name(self, server: str, key: str, program: str) -> str:
+    def _command(self, server: str, port: int) -> list[str]:
+        """The command line of ``server`` listening on ``port``."""
+        if server == "asgi":
+            return [sys.executable, "-m", "uvicorn", "project.asgi:application",
+                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                    "--no-access-log"]  # fmt: skip
+        return [sys.executable, "-m", "gunicorn", "project.wsgi:application",
+                "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                "--worker-class", "gthread", "--threads", str(self.threads),
+                "--log-level", "warning"]  # fmt: skip
+
+    def _name(self, server: str, key: str) -> str:
         """The server as the error lines name it."""
-        return f"the {server.upper()} server ({program})"
+        return f"the {server.upper()} server ({PROGRAMS[server]})"
 
     def _stop_signal(self, server: str) -> int:
         return signal.SIGTERM
@@ -1153,8 +1158,8 @@ class OverheadServers(Servers):
                 env[OVERHEAD_SPANS] = str(self.files[server])
         return env
 
-    def _name(self, server: str, key: str, program: str) -> str:
-        return f"the {server.upper()} server ({program}) with switchtrace {key}"
+    def _name(self, server: str, key: str) -> str:
+        return f"{super()._name(server, key)} with switchtrace {key}"
 
     def _stop_signal(self, server: str) -> int:
         # uvicorn raises SIGTERM again after its graceful shutdown, whose
