@@ -335,9 +335,10 @@ def test_missing_or_misplaced_middleware_is_a_warning():
         assert own_messages() == [
             (
                 "switchtrace.W002",
-                "SwitchTraceMiddleware is not first in MIDDLEWARE: a middleware above it that "
-                "answers a request itself (a cache, a redirect) keeps the headers off that "
-                "response.",
+                "SwitchTraceMiddleware is not first in MIDDLEWARE: a response that a middleware "
+                "above it makes itself (a redirect) gets no headers, and one that a cache above "
+                "it serves gets them only if the request that stored it was shown them, "
+                "whatever SHOW_HEADERS says of this request.",
                 f"Move {MIDDLEWARE_PATH!r} to the top of MIDDLEWARE.",
             )
         ]
