@@ -208,3 +208,48 @@ async def async_view(request):
 
 
 urlpatterns.append(path("async/", async_view))
+
+
+def status_view(request, code):
+    return HttpResponse(status=code)
+
+
+async def one_bridge_view(request):
+    """Its own bridge call, which the model does not know."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(str)(1)
+    return HttpResponse("ok")
+
+
+class AnswersException(MiddlewareMixin):
+    """A process_exception that answers 200: the view raised, the response is fine."""
+
+    def process_exception(self, request, exception):
+        return HttpResponse("recovered")
+
+
+urlpatterns += [
+    path("status/<int:code>/", status_view),
+    path("one-bridge/", one_bridge_view),
+]
+
+
+from django.contrib.sessions.middleware import SessionMiddleware  # noqa: E402
+
+
+class SyncOnlySession(SessionMiddleware):
+    """SessionMiddleware marked sync-only, as switchtrace explain's fix says."""
+
+    async_capable = False
+
+
+class BridgingMiddleware(AsyncOnly):
+    """A sync_to_async of its own, outside the view (as django-debug-toolbar's
+    show_toolbar): a bridge call the model does not know."""
+
+    async def __call__(self, request):
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(str)(1)
+        return await self.get_response(request)

@@ -369,6 +369,17 @@ FULL = {
         ("raised", "error"),
     ),
     "startproject-asgi": ("asgi", "startproject", "/sync/", ()),
+    # Made sync-only, SessionMiddleware saves 2 of its 4 (XFrameOptionsMiddleware
+    # above it turns synchronous, and adapters come around the pair).
+    "sync-only-saves-less-asgi": (
+        "asgi",
+        [
+            "django.middleware.clickjacking.XFrameOptionsMiddleware",
+            "django.contrib.sessions.middleware.SessionMiddleware",
+        ],
+        "/sync/",
+        (),
+    ),
 }
 
 
@@ -443,3 +454,18 @@ def test_request_started_costs_under_asgi_only_for_synchronous_receivers(receive
     ]
     assert (prediction.switches, prediction.loops) == (4, 0)
     assert (records[-1].context_switches, records[-1].event_loops_created) == (4, 0)
+
+
+def test_a_fix_that_saves_part_of_a_middlewares_switches_saves_that_measured(records):
+    """SessionMiddleware below XFrameOptionsMiddleware, made sync-only, saves
+    2 of its 4 (the case sync-only-saves-less-asgi above): 12 become 10."""
+    xframe = "django.middleware.clickjacking.XFrameOptionsMiddleware"
+    with example.handlers(
+        "none",
+        switchtrace_middleware=False,
+        MIDDLEWARE=[xframe, f"{SUPPORT}.SyncOnlySession"],
+        ROOT_URLCONF=SUPPORT,
+    ) as (asgi, _wsgi):
+        for _ in range(2):
+            run_asgi(asgi, "/sync/")
+    assert records[-1].context_switches == 12 - 2
