@@ -144,3 +144,112 @@ def long_sync_stream_view(request):
 
 
 urlpatterns.append(path("long-sync-stream/", long_sync_stream_view))
+
+
+# -- middleware the model must tell apart, for the full predictions ----------------
+
+from asgiref.sync import iscoroutinefunction  # noqa: E402
+
+
+class HybridWithoutMixin:
+    """async_capable and nothing else (sync_capable defaults to True, as in
+    Django's load_middleware): synchronous under WSGI, async under ASGI. Not
+    a MiddlewareMixin, so its own process_request is no hook Django adapts."""
+
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)  # __call__ then returns get_response's coroutine
+
+    def __call__(self, request):
+        self.process_request(request)
+        return self.get_response(request)
+
+    def process_request(self, request):
+        request.seen_by_hybrid = True
+
+
+class OldStyle:
+    """Neither async_capable nor sync_capable: synchronous only."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+
+class AsyncProcessView(MiddlewareMixin):
+    """An async process_view: adapted with async_to_sync under WSGI."""
+
+    async def process_view(self, request, view_func, view_args, view_kwargs):
+        return None
+
+
+class SyncTemplateMiddleware(MiddlewareMixin):
+    """A synchronous process_template_response: sync_to_async under ASGI."""
+
+    def process_template_response(self, request, response):
+        return response
+
+
+class SyncExceptionMiddleware(MiddlewareMixin):
+    """A synchronous process_exception (run as it is: exception middleware
+    are synchronous)."""
+
+    def process_exception(self, request, exception):
+        return None
+
+
+async def async_view(request):
+    return HttpResponse("ok")
+
+
+urlpatterns.append(path("async/", async_view))
+
+
+def status_view(request, code):
+    return HttpResponse(status=code)
+
+
+async def one_bridge_view(request):
+    """Its own bridge call, which the model does not know."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(str)(1)
+    return HttpResponse("ok")
+
+
+class AnswersException(MiddlewareMixin):
+    """A process_exception that answers 200: the view raised, the response is fine."""
+
+    def process_exception(self, request, exception):
+        return HttpResponse("recovered")
+
+
+urlpatterns += [
+    path("status/<int:code>/", status_view),
+    path("one-bridge/", one_bridge_view),
+]
+
+
+from django.contrib.sessions.middleware import SessionMiddleware  # noqa: E402
+
+
+class SyncOnlySession(SessionMiddleware):
+    """SessionMiddleware marked sync-only, as switchtrace explain's fix says."""
+
+    async_capable = False
+
+
+class BridgingMiddleware(AsyncOnly):
+    """A sync_to_async of its own, outside the view (as django-debug-toolbar's
+    show_toolbar): a bridge call the model does not know."""
+
+    async def __call__(self, request):
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(str)(1)
+        return await self.get_response(request)

@@ -766,6 +766,24 @@ def test_middleware_above_a_synchronous_only_one_runs_synchronously_and_is_no_wa
     ]
 
 
+def test_a_middleware_without_either_flag_is_synchronous_only_for_the_check():
+    """A middleware class that sets neither sync_capable nor async_capable
+    is synchronous only, as Django's load_middleware reads it: the
+    startproject middleware above it run synchronously and are no warning."""
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True},
+        MIDDLEWARE=[
+            MIDDLEWARE_PATH,
+            *STARTPROJECT_MIDDLEWARE,
+            "tests.test_predict_support.OldStyle",
+        ],
+    ):
+        messages = [m for m in checks.run_checks() if m.id == "switchtrace.W003"]
+    assert [m.obj for m in messages] == ["django.middleware.csrf.CsrfViewMiddleware"]
+
+
 class ViewOnlyMiddleware:
     """Not a MiddlewareMixin: only its process_view costs switches under ASGI."""
 

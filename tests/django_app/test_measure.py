@@ -181,3 +181,146 @@ def test_an_endless_stream_django_reads_whole_ends_the_command(command, tmp_path
         "be stopped"
     )
     assert out.stderr.endswith(error + "\n")
+
+
+def _headings(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith(" ")]
+
+
+def test_explain_without_a_url_predicts_each_kind_of_request():
+    """No URL: the four kinds of request, after the count of MIDDLEWARE, and
+    exit status 0."""
+    out = io.StringIO()
+    with override_settings(MIDDLEWARE=[f"{SUPPORT}.OldStyle"]):
+        assert explain.render(None, False, out) == 0
+    assert _headings(out.getvalue()) == [
+        "MIDDLEWARE: 1 entry",
+        "",
+        "ASGI, sync view: 10 switches (8 before the headers), 10 hops, 0 event loops created",
+        "",
+        "ASGI, async view: 8 switches (6 before the headers), 8 hops, 0 event loops created",
+        "",
+        "WSGI, sync view: 0 switches (0 before the headers), 0 hops, 0 event loops created",
+        "",
+        "WSGI, async view: 2 switches (2 before the headers), 2 hops, 1 event loop created",
+    ]
+    assert len(out.getvalue().splitlines()) == 35
+
+
+def test_explain_of_a_url_without_measure_measures_nothing():
+    """The URL's view and its two kinds of request, predicted; no request made."""
+    out = io.StringIO()
+    with override_settings(ROOT_URLCONF=SUPPORT, MIDDLEWARE=[]):
+        assert explain.render("/one-bridge/", False, out) == 0
+    assert _headings(out.getvalue()) == [
+        "/one-bridge/ → one_bridge_view (async view)",
+        "MIDDLEWARE: 0 entries",
+        "",
+        "ASGI, async view: 4 switches (2 before the headers), 4 hops, 0 event loops created",
+        "",
+        "WSGI, async view: 2 switches (2 before the headers), 2 hops, 1 event loop created",
+    ]
+    assert "measured" not in out.getvalue()
+
+
+NOT_PREDICTED = (
+    "  not in the prediction, bridge calls the code makes itself (a view's, a middleware's or "
+    "a package's own): "
+)
+
+
+PREDICTED = "  measured: 6 switches, 6 hops, 0 loops"
+WITH_TWO = "(as predicted, with 2 of the conditional switches listed above)"
+
+
+@pytest.mark.parametrize(
+    ("url", "middleware", "lines"),
+    [
+        # Up to 299 the status is not said; from 300 it is.
+        (
+            "/status/299/",
+            [],
+            [
+                f"{PREDICTED} (as predicted)",
+                "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
+            ],
+        ),
+        (
+            "/status/300/",
+            [],
+            [
+                f"{PREDICTED}, of a 300 Multiple Choices response (as predicted)",
+                "  measured: 0 switches, 0 hops, 0 loops, of a 300 Multiple Choices response "
+                "(as predicted)",
+            ],
+        ),
+        # The conditional causes the response takes, and those alone.
+        (
+            "/template/",
+            [],
+            [
+                "  measured: 8 switches, 8 hops, 0 loops " + WITH_TWO,
+                "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
+            ],
+        ),
+        (
+            "/sync-stream/",
+            [],
+            [
+                "  measured: 8 switches, 8 hops, 0 loops " + WITH_TWO,
+                "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
+            ],
+        ),
+        (
+            "/raise/",
+            [f"{SUPPORT}.AnswersException"],
+            [
+                "  measured: 8 switches, 8 hops, 0 loops " + WITH_TWO,
+                "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
+            ],
+        ),
+        # The view's own sync_to_async: no conditional cause of a 200 it makes.
+        (
+            "/one-bridge/",
+            [],
+            [
+                "  measured: 6 switches, 6 hops, 0 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+                "  measured: 4 switches, 4 hops, 1 loop (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+            ],
+        ),
+        # A middleware's own sync_to_async, outside the view: named "other".
+        (
+            "/sync/",
+            [f"{SUPPORT}.BridgingMiddleware"],
+            [
+                "  measured: 8 switches, 8 hops, 0 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+                "  measured: 6 switches, 6 hops, 1 loop (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+            ],
+        ),
+    ],
+)
+def test_what_a_measured_response_is_compared_with(url, middleware, lines):
+    """The measured line's status, verdict and the bridge calls the model does
+    not know, for responses that take a conditional cause or none."""
+    text, error = render(url, MIDDLEWARE=middleware)
+    assert error is None
+    assert [
+        line for line in text.splitlines() if line.startswith(("  measured:", NOT_PREDICTED))
+    ] == lines
+
+
+def test_a_400_is_an_error_response_not_compared():
+    text, error = render("/status/400/")
+    assert measured_lines(text) == [
+        "  measured: 8 switches, 8 hops, 0 loops, of a 400 Bad Request response (an error "
+        "response: not compared with the prediction)"
+    ]
+    assert str(error) == (
+        'GET /status/400/ under ASGI answered 400 Bad Request (Django logged "Bad Request: '
+        '/status/400/"), not a response the view makes normally; measure a --url that the view '
+        "answers with a status below 400"
+    )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import pytest
 from django.conf import settings
 
 from switchtrace import example
+from switchtrace.django_app.explain import _render_case
 from switchtrace.django_app.predict import predict
 
 from ..support import run_asgi, wsgi_request
@@ -322,3 +324,148 @@ def test_what_only_some_requests_do_is_predicted(
         assert any(listed in c.what for c in prediction.conditional)
     if conditional is None:
         assert prediction.before_headers == record.at_headers.context_switches
+
+
+# Each case's prediction as explain writes it, with its conditional causes'
+# (switches, loops, when), which it does not write: in full_predictions.txt,
+# one "## case" section each.
+FULL = {
+    # case: (server, MIDDLEWARE (dotted, or in tests.test_predict_support),
+    # path, the kinds of conditional cause its response takes)
+    "async-capable-alone-wsgi": ("wsgi", ["HybridWithoutMixin"], "/sync/", ()),
+    "async-capable-alone-asgi": ("asgi", ["HybridWithoutMixin"], "/sync/", ()),
+    "no-flags-asgi": ("asgi", ["OldStyle"], "/sync/", ()),
+    "async-process-view-asgi": ("asgi", ["AsyncProcessView"], "/sync/", ()),
+    "async-process-view-wsgi": ("wsgi", ["AsyncProcessView"], "/async/", ()),
+    "sync-above-async-only-wsgi": (
+        "wsgi",
+        ["tests.django_app.test_checks.SyncOnlyMiddleware", "AsyncOnly"],
+        "/sync/",
+        (),
+    ),
+    "async-view-under-async-only-wsgi": ("wsgi", ["AsyncOnly"], "/async/", ()),
+    "template-under-async-only-wsgi": (
+        "wsgi",
+        ["AsyncOnly", "AsyncTemplateMiddleware"],
+        "/template/",
+        ("template",),
+    ),
+    "template-wsgi": (
+        "wsgi",
+        ["AsyncTemplateMiddleware", "OldStyle", "SyncTemplateMiddleware"],
+        "/template/",
+        ("template",),
+    ),
+    "template-asgi": (
+        "asgi",
+        ["SyncTemplateMiddleware", "SyncExceptionMiddleware", "AsyncProcessView"],
+        "/template/",
+        ("template",),
+    ),
+    "raise-asgi": (
+        "asgi",
+        ["AsyncExceptionMiddleware", "OldStyle"],
+        "/raise/",
+        ("raised", "error"),
+    ),
+    "startproject-asgi": ("asgi", "startproject", "/sync/", ()),
+    # Made sync-only, SessionMiddleware saves 2 of its 4 (XFrameOptionsMiddleware
+    # above it turns synchronous, and adapters come around the pair).
+    "sync-only-saves-less-asgi": (
+        "asgi",
+        [
+            "django.middleware.clickjacking.XFrameOptionsMiddleware",
+            "django.contrib.sessions.middleware.SessionMiddleware",
+        ],
+        "/sync/",
+        (),
+    ),
+}
+
+
+def _expected_predictions() -> dict[str, str]:
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "full_predictions.txt").read_text()
+    return {name: body for name, body in (s.split("\n", 1) for s in text.split("## ")[1:])}
+
+
+@pytest.mark.parametrize("case", FULL)
+def test_full_predictions_equal_measurement(case, records):
+    """The causes, their fixes and the conditional causes, in full, for
+    middleware the model must tell apart: async_capable without
+    sync_capable, neither flag, an async process_view, a synchronous one
+    between async ones, template and exception hooks of either kind, each
+    under the server where it costs (or not). Measured, the request costs
+    the prediction plus the conditional causes its response takes."""
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    server, middleware, path, taken = FULL[case]
+    if middleware == "startproject":
+        middleware = list(STARTPROJECT_MIDDLEWARE)
+    middleware = [m if "." in m else f"{SUPPORT}.{m}" for m in middleware]
+    with example.handlers(
+        "none", switchtrace_middleware=False, MIDDLEWARE=middleware, ROOT_URLCONF=SUPPORT
+    ) as (asgi, wsgi):
+        for _ in range(2):
+            run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
+    prediction = predict(server, path.startswith("/async"), middleware)
+    out = io.StringIO()
+    _render_case(prediction, out)
+    conditional = [(c.switches, c.loops, c.when) for c in prediction.conditional]
+    assert f"{out.getvalue()}{conditional!r}\n\n" == "\n" + _expected_predictions()[case]
+    record = records[-1]
+    extra = [c for c in prediction.conditional if c.when in taken]
+    assert (
+        prediction.switches + sum(c.switches for c in extra),
+        prediction.loops + sum(c.loops for c in extra),
+        prediction.before_headers + sum(c.switches for c in extra if not c.after_headers),
+    ) == (record.context_switches, record.event_loops_created, record.at_headers.context_switches)
+
+
+@pytest.mark.parametrize("receivers", ["none", "async"])
+def test_request_started_costs_under_asgi_only_for_synchronous_receivers(receivers, records):
+    """Signal.asend bridges only synchronous receivers: request_started with
+    none (Django's own disconnected), or with an async receiver alone, costs
+    no switch under ASGI (and an async receiver is no WSGI cause there)."""
+    from django.core import signals
+
+    from ..test_predict_support import async_receiver
+
+    if not hasattr(signals.request_started, "asend"):
+        pytest.skip("Django 4.2 runs request_started with Signal.send")
+    signal = signals.request_started
+    saved = signal.receivers
+    signal.receivers = []
+    signal.sender_receivers_cache.clear()
+    if receivers == "async":
+        signal.connect(async_receiver)
+    try:
+        with example.handlers("none", switchtrace_middleware=False) as (asgi, _wsgi):
+            for _ in range(2):
+                run_asgi(asgi, "/sync/")
+        prediction = predict("asgi", False, [])
+    finally:
+        signal.receivers = saved
+        signal.sender_receivers_cache.clear()
+    assert [c.what for c in prediction.causes] == [
+        "a sync view under ASGI runs in sync_to_async",
+        "response.close() (request_finished) runs in sync_to_async after the response",
+    ]
+    assert (prediction.switches, prediction.loops) == (4, 0)
+    assert (records[-1].context_switches, records[-1].event_loops_created) == (4, 0)
+
+
+def test_a_fix_that_saves_part_of_a_middlewares_switches_saves_that_measured(records):
+    """SessionMiddleware below XFrameOptionsMiddleware, made sync-only, saves
+    2 of its 4 (the case sync-only-saves-less-asgi above): 12 become 10."""
+    xframe = "django.middleware.clickjacking.XFrameOptionsMiddleware"
+    with example.handlers(
+        "none",
+        switchtrace_middleware=False,
+        MIDDLEWARE=[xframe, f"{SUPPORT}.SyncOnlySession"],
+        ROOT_URLCONF=SUPPORT,
+    ) as (asgi, _wsgi):
+        for _ in range(2):
+            run_asgi(asgi, "/sync/")
+    assert records[-1].context_switches == 12 - 2
