@@ -265,6 +265,55 @@ def test_explain_without_settings_nor_example_project_points_at_django_settings_
     )
 
 
+def test_explain_from_an_installed_switchtrace_does_not_explain_the_example_it_carries(
+    tmp_path,
+):
+    """Installed from a wheel, switchtrace carries a copy of the example
+    project (for demo and bench): explain without DJANGO_SETTINGS_MODULE,
+    run in a project of one's own, points at the variable rather than
+    explain that copy."""
+    import shutil
+
+    installed = tmp_path / "installed" / "switchtrace"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "src" / "switchtrace", installed, ignore=ignore)
+    shutil.copytree(EXAMPLE, installed / "example_project", ignore=ignore)
+    out = switchtrace(["explain"], tmp_path, PYTHONPATH=str(installed.parent))
+    assert one_line(out, 2).startswith(
+        "switchtrace explain: error: DJANGO_SETTINGS_MODULE is not set, and there is no "
+        f"example project to explain instead (looked in: {tmp_path / 'examples' / 'project'}); "
+        "allowed: DJANGO_SETTINGS_MODULE"
+    )
+
+
+def test_explain_puts_the_project_directory_first_on_the_path(tmp_path):
+    """--project DIR with DJANGO_SETTINGS_MODULE: the settings' package is
+    DIR's, not one of the same name in the working directory (first on
+    ``python -m``'s path) nor on PYTHONPATH (the example project's)."""
+    decoy = tmp_path / "project"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("")
+    (decoy / "settings.py").write_text('raise RuntimeError("the decoy")\n')
+    package = tmp_path / "mine" / "project"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text(
+        "SECRET_KEY = 'x'\nALLOWED_HOSTS = ['*']\nROOT_URLCONF = 'project.urls'\nMIDDLEWARE = []\n"
+    )
+    (package / "urls.py").write_text(
+        "from django.http import HttpResponse\nfrom django.urls import path\n\n\n"
+        "def ping(request):\n    return HttpResponse('pong')\n\n\n"
+        "urlpatterns = [path('ping/', ping)]\n"
+    )
+    out = switchtrace(
+        ["explain", "--project", "mine", "--url", "/ping/"],
+        tmp_path,
+        DJANGO_SETTINGS_MODULE="project.settings",
+    )
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout.splitlines()[0] == "/ping/ → ping (sync view)"
+
+
 @pytest.mark.parametrize("command", ["demo", "bench"])
 @pytest.mark.parametrize(
     ("where", "found"),
@@ -780,6 +829,11 @@ UNRECOGNIZED = [
     (["explain", "--url", "/sync/", "explain"],
      "switchtrace explain: error: unrecognized arguments: explain; allowed: --help, --url, "
      "--measure, --project"),
+    # Some before the command and some after: the first one decides which
+    # parser names them all.
+    (["--bogus", "demo", "extra"],
+     "switchtrace: error: unrecognized arguments: --bogus extra; allowed: --help, --version, "
+     "and a command: demo, explain, bench"),
 ]  # fmt: skip
 
 
@@ -788,6 +842,26 @@ def test_an_unrecognized_argument_is_named_with_what_the_command_takes(args, mes
     out = switchtrace(args, tmp_path)
     assert one_line(out, 2) == message
     assert out.stdout == ""
+
+
+def test_no_command_shows_the_help_and_exit_status_2(tmp_path):
+    """``switchtrace`` alone: what it takes, on standard output (as --help
+    shows it), and the status of bad input."""
+    out = switchtrace([], tmp_path, COLUMNS="80")
+    assert (out.returncode, out.stderr) == (2, "")
+    lines = out.stdout.splitlines()
+    assert lines[:3] == [
+        "usage: switchtrace [-h] [--version] COMMAND ...",
+        "",
+        "Count the sync/async context switches of Django requests.",
+    ]
+    # Each command's line is indented by four, the lines its help wraps onto by more.
+    commands = [line.split()[0] for line in lines if line.startswith("    ") and line[4] != " "]
+    assert commands == [
+        "demo",
+        "explain",
+        "bench",
+    ]
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])

@@ -14,7 +14,7 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler
-from django.test import AsyncRequestFactory, Client, override_settings
+from django.test import AsyncClient, AsyncRequestFactory, Client, override_settings
 
 from switchtrace import tracer
 from switchtrace.django_app import integration
@@ -153,6 +153,20 @@ def test_an_ended_recording_takes_no_more_requests():
     assert paths(outer) == ["/sync/"]
 
 
+def test_a_request_still_running_when_a_recording_ends_is_not_added_to_it():
+    """Its records are those finished when it ended (a budget's, judged then):
+    the recording's listener goes with it, rather than take that request when
+    it finishes, and keep the recording referenced for the rest of the run."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as outer:
+            with record_requests() as inner:
+                Client().get("/sync/")
+                running = open_wsgi_request("/async/")
+            running.close()
+    assert paths(inner) == ["/sync/"]
+    assert paths(outer) == ["/sync/", "/async/"]
+
+
 def test_a_streaming_body_the_test_reads_is_outside_the_test_clients_request():
     """The test Client returns a streaming response unread, its request
     finished and no longer current: reading the body (an async generator,
@@ -222,3 +236,29 @@ def test_a_budgets_failure_is_raised_once_its_recording_has_ended():
             "1 of 1 request exceeded the budget of 5 context switches per request:\n"
             "  GET /async-to-sync/ 200: 6 switches"
         )
+
+
+def test_the_async_clients_headers_failing_in_switchtrace_leave_the_request_its_status(
+    swallowed, monkeypatch
+):
+    """Noting the AsyncClient request's headers (integration.at_headers)
+    raising: the failure is swallowed and reported once, the test gets its
+    response, and the record its status (which a budget's failure names)
+    all the same."""
+
+    def broken(record, response):
+        raise ZeroDivisionError("switchtrace bug")
+
+    monkeypatch.setattr(integration, "at_headers", broken)
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as records:
+            response = asyncio.run(AsyncClient().get("/sync/"))
+    assert (response.status_code, response.content) == (200, b"Hello, world\n")
+    assert [
+        (record.attributes["url.path"], record.attributes.get("http.response.status_code"))
+        for record in records
+    ] == [("/sync/", 200)]
+    assert [(where, type(exc)) for where, exc in swallowed] == [
+        ("test client headers", ZeroDivisionError)
+    ]
+    swallowed.clear()
