@@ -1,0 +1,164 @@
+"""switchtrace.gunicorn's post_worker_init: SIGTERM in uvicorn's worker exits
+through the exit hooks, wherever the signal lands.
+
+Each case runs in a child interpreter that sends itself SIGTERM at one chosen
+point; the exit hooks are an atexit function that prints ``exit hooks ran``.
+The e2e servers' tests (tests/e2e/test_servers.py) run the hook in gunicorn.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+PRELUDE = """
+import asyncio, atexit, signal, socket, sys
+sys.path.insert(0, {src!r})
+from switchtrace.gunicorn import post_worker_init
+
+atexit.register(lambda: print("exit hooks ran", flush=True))
+post_worker_init(object())
+
+
+def new_loop():
+    if {loop!r} == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run(coroutine):
+    # uvicorn's asyncio_run, as its worker runs it.
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        finally:
+            loop.close()
+"""
+
+LOOPS = ["asyncio", "uvloop"]  # uvicorn's two loops
+
+
+def child(body: str, loop: str = "asyncio") -> subprocess.CompletedProcess[str]:
+    pytest.importorskip(loop)
+    code = PRELUDE.format(src=str(SRC), loop=loop) + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_uvicorns_raising_the_signal_again_exits_through_the_exit_hooks(loop):
+    """What uvicorn's Server.serve does after its graceful shutdown: it puts
+    back the handler it found and raises the signal it caught."""
+    done = child(
+        """
+        async def serve():
+            found = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+            # ... the graceful shutdown ...
+            signal.signal(signal.SIGTERM, found)
+            signal.raise_signal(signal.SIGTERM)
+            print("serve returned", flush=True)
+
+        run(serve())
+        print("worker returned", flush=True)
+        sys.exit(0)
+        """,
+        loop,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    # Raised from the loop's next callback: serve() ends first, as it would
+    # with SIGTERM at its default action.
+    assert done.stdout.splitlines()[-1] == "exit hooks ran"
+    assert "serve returned" in done.stdout
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sigterm_before_uvicorn_serves_exits_through_the_exit_hooks(loop):
+    """While the worker's loop runs uvicorn's start-up (config, lifespan),
+    before uvicorn puts a handler of its own."""
+    done = child(
+        """
+        async def start():
+            signal.raise_signal(signal.SIGTERM)
+            print("not interrupted here", flush=True)
+            await asyncio.sleep(30)
+            print("slept", flush=True)
+
+        run(start())
+        print("worker returned", flush=True)
+        """,
+        loop,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == ["not interrupted here", "exit hooks ran"]
+
+
+def test_sigterm_inside_uvloops_own_start_up_ends_the_worker_as_without_the_hook():
+    """The signal lands while uvloop sets up its signal handling, in the
+    Python it calls there (socket.socketpair): a SystemExit raised there left
+    the loop marked running, neither runnable nor closable, and the worker
+    died with a traceback (the e2e test met it in a second worker still
+    starting). No loop is running yet: SIGTERM's default action, as without
+    the hook; the worker has served nothing."""
+    done = child(
+        """
+        sent = []
+
+        def profile(frame, event, arg):
+            if event == "call" and frame.f_code is socket.socketpair.__code__:
+                if not sent:
+                    sent.append(True)
+                    signal.raise_signal(signal.SIGTERM)
+
+        async def serve():
+            print("served", flush=True)
+
+        sys.setprofile(profile)
+        run(serve())
+        """,
+        "uvloop",
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (-signal.SIGTERM, "", "")
+
+
+def test_sigterm_with_no_loop_running_is_sigterms_default_action():
+    done = child(
+        """
+        signal.raise_signal(signal.SIGTERM)
+        print("not reached", flush=True)
+        """
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (-signal.SIGTERM, "", "")
+
+
+def test_a_worker_with_a_handler_of_its_own_is_left_alone():
+    """gunicorn's own workers have put their handler by post_worker_init."""
+    done = child(
+        """
+        def theirs(signum, frame):
+            pass
+
+        signal.signal(signal.SIGTERM, theirs)
+        post_worker_init(object())
+        print(signal.getsignal(signal.SIGTERM) is theirs, flush=True)
+        """
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0,
+        "True\nexit hooks ran\n",
+        "",
+    )
