@@ -87,12 +87,22 @@ class Counting:
     frame entered while off (a thread's loop waiting in a queue) stays
     uncounted; what it calls is counted. Each thread counts in a counter of
     its own (an increment is several bytecodes, between which another
-    thread may take the GIL)."""
+    thread may take the GIL).
+
+    Python 3.12 turns opcode events on only in a ``sys.settrace`` made after
+    some frame has set ``f_trace_opcodes`` (the interpreter's
+    ``f_opcode_trace_set``): frames setting it later get none until a thread
+    starts, and sets the trace again, which gunicorn's gthread worker serving
+    one request at a time does not after its first request (every WSGI
+    figure was 0). So a frame sets it here, before the trace is set."""
 
     def __init__(self) -> None:
         self.on = False
         self._threads: list[collections.Counter[Any]] = []
         self._local = threading.local()
+        here = sys._getframe()
+        here.f_trace_opcodes = True
+        here.f_trace_opcodes = False
         sys.settrace(self._start)
         threading.settrace(self._start)
 
@@ -280,25 +290,12 @@ def _modes(text: str) -> list[str]:
     return chosen
 
 
-#: The servers counted on this Python: on 3.12 (3.12.1 here) the counting
-#: sees nothing in gunicorn's processes, arbiter and worker alike (cause not
-#: found), and would report 0 bytecodes a request.
-COUNTED = tuple(
-    server for server in bench.PROGRAMS if server == "asgi" or sys.version_info[:2] != (3, 12)
-)
-
-
 def _servers(text: str) -> list[str]:
     chosen = [server.strip() for server in text.split(",")]
     wrong = [server for server in chosen if server not in bench.PROGRAMS]
     if wrong:
         raise argparse.ArgumentTypeError(
             f"unknown server {', '.join(map(repr, wrong))}; allowed: {', '.join(bench.PROGRAMS)}"
-        )
-    if "wsgi" in chosen and "wsgi" not in COUNTED:
-        raise argparse.ArgumentTypeError(
-            "wsgi is not counted on Python 3.12 (the counting sees nothing in gunicorn's "
-            "processes there); allowed: asgi, or wsgi on another Python"
         )
     return list(dict.fromkeys(chosen))
 
@@ -361,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servers",
         type=_servers,
-        default=list(COUNTED),
+        default=list(bench.PROGRAMS),
         help="with --driver server: comma-separated, of: asgi (uvicorn), wsgi (gunicorn)",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -200,22 +200,6 @@ def test_bytecodes_prints_what_the_readme_shows():
     assert len(lines) == 8
 
 
-#: benchmarks/bytecodes.py counts nothing in gunicorn on Python 3.12 and refuses it there.
-GUNICORN_COUNTED = sys.version_info[:2] != (3, 12)
-
-
-@pytest.mark.skipif(GUNICORN_COUNTED, reason="gunicorn is counted on this Python")
-def test_bytecodes_refuses_gunicorn_where_it_would_count_nothing():
-    out = script("bytecodes.py", "--driver", "server", "--servers", "wsgi")
-    assert (out.returncode, out.stdout) == (2, "")
-    assert out.stderr == (
-        "bytecodes.py: error: argument --servers: wsgi is not counted on Python 3.12 (the "
-        "counting sees nothing in gunicorn's processes there); allowed: asgi, or wsgi on "
-        "another Python\n"
-    )
-
-
-@pytest.mark.skipif(not GUNICORN_COUNTED, reason="gunicorn is not counted on Python 3.12")
 def test_bytecodes_counts_in_every_process_of_the_servers_until_their_spans_are_written():
     out = script("bytecodes.py", "--driver", "server", "--requests", "2", "--json")
     assert out.returncode == 0, out.stderr
@@ -250,7 +234,6 @@ def test_bytecodes_counts_in_every_process_of_the_servers_until_their_spans_are_
     assert not crossing & set(ran("wsgi", "headers only", "tracer/patches.py"))
 
 
-@pytest.mark.skipif(not GUNICORN_COUNTED, reason="gunicorn is not counted on Python 3.12")
 def test_bytecodes_through_servers_prints_a_table_per_server():
     out = script(
         "bytecodes.py", "--driver", "server", "--servers", "wsgi,asgi", "--modes",
