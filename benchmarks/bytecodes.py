@@ -172,7 +172,11 @@ def server_child(argv: list[str]) -> None:
 
     def off(signum: int, frame: Any) -> None:
         counting.on = False
-        Path(f"{out}.{os.getpid()}").write_text(json.dumps(_by_place(counting.counts)))
+        # Written aside and renamed: the script reads the file as soon as it
+        # exists, and write_text makes it empty before it writes.
+        part = Path(f"{out}.{os.getpid()}.part")
+        part.write_text(json.dumps(_by_place(counting.counts)))
+        part.replace(f"{out}.{os.getpid()}")
 
     signal.signal(COUNT_ON, on)
     signal.signal(COUNT_OFF, off)
