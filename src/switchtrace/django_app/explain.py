@@ -545,10 +545,8 @@ def _unmodelled(record: RequestRecord) -> list[tuple[str, int]]:
         # Named after the code bridged (its own component: a view's
         # ``aget`` bridges QuerySet.get, which the view caused).
         name = str(components.resolve.own(crossing, record))
-        started = crossing.start_ns is not None
-        made = (1 if started else 0) + (1 if started and crossing.return_ns is not None else 0)
-        switches[name] = switches.get(name, 0) + made
-    return [(name, n) for name, n in switches.items() if n]
+        switches[name] = switches.get(name, 0) + record.switches_of(crossing)
+    return list(switches.items())
 
 
 #: The signals the prediction models: Django sends them around every request.

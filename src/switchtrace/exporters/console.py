@@ -35,7 +35,9 @@ def top_causes(
     """(cause, switches) for the causes with the most switches, most first.
 
     A view's bridge call of code that names no component of its own (an
-    async view's ORM call) is named after both: ``db_view → QuerySet.get``."""
+    async view's ORM call) is named after both: ``db_view → QuerySet.get``.
+    A return that came after the request ended (a call the request left
+    running) is not counted, as in the request's figures."""
     record.describe(resolve)
     own = getattr(resolve, "own", None)
     causes: Counter[str] = Counter()
@@ -51,10 +53,7 @@ def top_causes(
                     name = f"{name} → {crossing.qualname}"
         else:
             name = str(component)
-        started = crossing.start_ns is not None
-        causes[name] += (1 if started else 0) + (
-            1 if started and crossing.return_ns is not None else 0
-        )
+        causes[name] += record.switches_of(crossing)
     return causes.most_common(limit)
 
 

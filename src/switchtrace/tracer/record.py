@@ -483,6 +483,14 @@ class RequestRecord:
             if crossing.description is None or (resolve is not None and crossing.component is None):
                 crossing.description = describe_crossing(crossing, self, resolve)
 
+    def switches_of(self, crossing: Crossing) -> int:
+        """The switches of ``crossing``, one of :attr:`crossings` (which holds
+        those that started), that the request's figures count: its start, and
+        its return if that came before the request ended (a call the request
+        left running returns after it, uncounted, or never)."""
+        returned, end = crossing.return_ns, self.end_ns
+        return 2 if returned is not None and (end is None or returned <= end) else 1
+
     def __repr__(self) -> str:
         return (
             f"<RequestRecord {self.kind} {self.attributes.get('url.path', '')} "

@@ -1,0 +1,328 @@
+"""The console exporter's line and its thread: what mutation testing of
+exporters/console.py found unpinned (the rest is in test_outputs.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import gc
+import io
+import sys
+import threading
+import weakref
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from django.test import Client, override_settings
+
+from switchtrace import tracer
+from switchtrace.django_app import components, telemetry
+from switchtrace.exporters import ConsoleReporter, format_record
+from switchtrace.exporters.console import LOG_INTERVAL
+from switchtrace.testing import record_requests
+
+#: The figures of GET /async-to-sync/ in the test project, no middleware.
+ASYNC_TO_SYNC = "GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, 3 loops, 3 threads"
+
+
+@pytest.fixture
+def async_to_sync_record():
+    """The record of a real request whose view bridges code that names no
+    component of its own (async_to_sync of a helper)."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as records:
+            Client().get("/async-to-sync/")
+    [record] = records
+    return record
+
+
+@contextlib.contextmanager
+def recording():
+    """tracer.recording(), the test settings' span pipeline detached: it
+    describes every record in its thread, and these are the console's to
+    describe."""
+    with telemetry.detached(), tracer.recording() as record:
+        yield record
+
+
+def own_less_resolve(crossing, record):
+    """A resolve of the application's own: a plain function, without the
+    ``own`` method of switchtrace's."""
+    return components.resolve(crossing, record)
+
+
+def test_the_top_causes_name_the_bridged_code_as_the_resolve_can(async_to_sync_record):
+    """switchtrace's resolve names the view and what it bridged; a resolve
+    without ``own`` names the view alone; none names the bridged callable
+    (ConsoleReporter's default)."""
+    record = async_to_sync_record
+    assert format_record(record, components.resolve) == (
+        ASYNC_TO_SYNC + "; top: async_to_sync_view \u2192 noop 6"
+    )
+    assert format_record(record, own_less_resolve) == ASYNC_TO_SYNC + "; top: async_to_sync_view 6"
+    # A new record: a crossing described once keeps its component.
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as records:
+            Client().get("/async-to-sync/")
+    assert format_record(records[0]) == ASYNC_TO_SYNC + "; top: noop 6"
+
+
+async def anoop() -> None:
+    pass
+
+
+def returns_at_once() -> None:
+    pass
+
+
+def work_left_running(inside: threading.Event, release: threading.Event) -> None:
+    inside.set()
+    release.wait(10)
+
+
+def test_a_bridge_call_returning_after_its_request_ended_counts_one_switch_in_the_top():
+    """A task the request left running, in a sync_to_async when the request
+    ends: its start is one of the request's switches, and its return, which
+    comes later, is not counted. The top causes counted it once it had come
+    (4 switches of 3), so that the console's line said 1 or 2 for it as its
+    thread formatted it before or after. A call that returned before the
+    end counts both ways, the request running or ended."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    inside, release = threading.Event(), threading.Event()
+    line = (
+        "BLOCK : 3 switches, 3 hops, 0 loops, 1 thread; top: returns_at_once 2, work_left_running 1"
+    )
+
+    async def main():
+        formatted = []
+        try:
+            with recording() as record:
+                await sync_to_async(returns_at_once, thread_sensitive=False, executor=pool)()
+                call = sync_to_async(work_left_running, thread_sensitive=False, executor=pool)
+                task = asyncio.ensure_future(call(inside, release))
+                while not inside.is_set():
+                    await asyncio.sleep(0)
+                formatted.append(format_record(record))  # the request running
+            formatted.append(format_record(record))  # ended, the call never returned
+        finally:
+            release.set()
+        await task
+        formatted.append(format_record(record))  # returned after the request
+        return record, formatted
+
+    try:
+        record, formatted = asyncio.run(main())
+    finally:
+        pool.shutdown(wait=True)
+    assert record.totals() == tracer.Figures(3, 3, 0, 1)
+    assert formatted == [line] * 3
+
+
+# -- the console's thread ------------------------------------------------------
+
+
+@pytest.fixture
+def block_record():
+    """A real record with nothing in it (its line: BLOCK_LINE)."""
+    with recording() as record:
+        pass
+    return record
+
+
+#: The line of ``block_record``.
+BLOCK_LINE = "BLOCK : 0 switches, 0 hops, 0 loops, 0 threads\n"
+
+
+class GatedStream(io.StringIO):
+    """A stream nobody reads (a full pipe): each write tells that it waits
+    (``in_write``) and waits for the test to let it through."""
+
+    def __init__(self):
+        super().__init__()
+        self._gate = threading.Semaphore(0)
+        self._waiting = threading.Semaphore(0)
+
+    def write(self, text):
+        self._waiting.release()
+        assert self._gate.acquire(timeout=10)
+        return super().write(text)
+
+    def in_write(self):
+        """Wait until the console's thread is in its next write."""
+        assert self._waiting.acquire(timeout=10)
+
+    def let_through(self, lines=1):
+        for _ in range(lines):
+            self._gate.release()
+
+
+def warnings_of(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_the_console_queue_holds_512_records_by_default(block_record, caplog):
+    stream = GatedStream()
+    console = ConsoleReporter(stream=stream)
+    try:
+        with caplog.at_level("WARNING", logger="switchtrace"):
+            console(block_record)
+            stream.in_write()  # the first line taken: the queue is empty
+            for _ in range(513):
+                console(block_record)
+            assert console.dropped == 1
+            stream.let_through(513)
+            assert console.flush(10)
+    finally:
+        console.shutdown()
+    assert (console.written, console.dropped, console.failed) == (513, 1, 0)
+    assert stream.getvalue() == BLOCK_LINE * 513
+    assert warnings_of(caplog) == [
+        "switchtrace: console queue full (512 records); the lines of 1 request dropped so far"
+    ]
+
+
+def test_the_lines_dropped_are_told_of_once_a_minute_and_only_new_ones(block_record, caplog):
+    """A minute is not waited for: the time of the last warning is moved back
+    one while the console's thread is held in a write."""
+    stream = GatedStream()
+    console = ConsoleReporter(stream=stream, queue_size=1)
+    told = [
+        "switchtrace: console queue full (1 record); the lines of 1 request dropped so far",
+        "switchtrace: console queue full (1 record); the lines of 2 requests dropped so far",
+    ]
+    try:
+        with caplog.at_level("WARNING", logger="switchtrace"):
+            console(block_record)
+            stream.in_write()
+            console(block_record)  # queued
+            console(block_record)  # dropped
+            stream.let_through()  # that line, then the drop told of
+            stream.in_write()  # the queued line
+            assert warnings_of(caplog) == told[:1]
+            console(block_record)  # queued
+            console(block_record)  # dropped
+            stream.let_through()  # told of no sooner than a minute after the first
+            stream.in_write()
+            assert warnings_of(caplog) == told[:1]
+            console._last_drop_log -= LOG_INTERVAL  # a minute has passed
+            stream.let_through()
+            assert console.flush(10)
+            assert warnings_of(caplog) == told
+            console._last_drop_log -= LOG_INTERVAL  # and another
+            console(block_record)
+            stream.in_write()
+            stream.let_through()  # no drop since the last warning: nothing to tell
+            assert console.flush(10)
+    finally:
+        console.shutdown()
+    assert (console.written, console.dropped, console.failed) == (4, 2, 0)
+    assert stream.getvalue() == BLOCK_LINE * 4
+    assert warnings_of(caplog) == told
+
+
+def test_the_lines_a_stream_refuses_are_told_of_once_a_minute(block_record, caplog):
+    """A closed stream; a minute is not waited for, as above."""
+    stream = io.StringIO()
+    stream.close()
+    with pytest.raises(ValueError) as closed:  # (its words vary with the Python)
+        stream.write("")
+    console = ConsoleReporter(stream=stream)
+    try:
+        with caplog.at_level("WARNING", logger="switchtrace"):
+            console(block_record)
+            console(block_record)
+            assert console.flush(10)
+            console._last_fail_log -= LOG_INTERVAL  # a minute has passed
+            console(block_record)
+            assert console.flush(10)
+    finally:
+        console.shutdown()
+    assert (console.written, console.dropped, console.failed) == (0, 0, 3)
+    assert warnings_of(caplog) == [
+        f"switchtrace: a console line could not be written (ValueError: {closed.value}); "
+        f"{lost} so far"
+        for lost in ("1 line lost", "3 lines lost")
+    ]
+
+
+def test_a_shutdown_writes_the_lines_queued_while_a_line_was_being_written(block_record, caplog):
+    """The console's thread, held in a write when the shutdown begins, writes
+    what is queued once it is free, within the shutdown's time."""
+    stream = GatedStream()
+    console = ConsoleReporter(stream=stream)
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        console(block_record)
+        stream.in_write()
+        console(block_record)
+        stopping = threading.Thread(target=console.shutdown)
+        stopping.start()
+        assert console._stopping.wait(10)
+        stream.let_through(2)
+        stopping.join(10)
+    assert not console._worker.is_alive()
+    assert (console.written, console.dropped, console.failed) == (2, 0, 0)
+    assert stream.getvalue() == BLOCK_LINE * 2
+    assert warnings_of(caplog) == []
+
+
+def test_the_console_lets_go_of_a_record_before_writing_its_line():
+    """A stream slow to take the line, or a server idle after it, holds no
+    record (the request's crossings, its view's objects) in the console's
+    thread."""
+    stream = GatedStream()
+    console = ConsoleReporter(stream=stream)
+    try:
+        with recording() as record:
+            pass
+        collected = weakref.ref(record)
+        console(record)
+        del record
+        stream.in_write()
+        gc.collect()
+        assert collected() is None
+        stream.let_through()
+        assert console.flush(10)
+    finally:
+        console.shutdown()
+    assert (console.written, stream.getvalue()) == (1, BLOCK_LINE)
+
+
+def test_without_a_stream_the_lines_go_to_stderr_as_it_is_when_written(block_record, monkeypatch):
+    console = ConsoleReporter()
+    try:
+        for _ in range(2):
+            stderr = io.StringIO()
+            monkeypatch.setattr(sys, "stderr", stderr)
+            console(block_record)
+            assert console.flush(10)
+            assert stderr.getvalue() == BLOCK_LINE
+    finally:
+        console.shutdown()
+    assert (console.written, console.dropped, console.failed) == (2, 0, 0)
+
+
+class Unresolvable(Exception):
+    pass
+
+
+def failing_resolve(crossing, record):
+    """An application's resolve that fails."""
+    raise Unresolvable("no component")
+
+
+def test_a_line_that_cannot_be_formatted_is_dropped_counted_and_swallowed(block_record, swallowed):
+    with recording() as record:
+        async_to_sync(anoop)()
+    stream = io.StringIO()
+    console = ConsoleReporter(failing_resolve, stream=stream)
+    try:
+        console(record)
+        console(block_record)  # no crossing: nothing to resolve
+        assert console.flush(10)
+    finally:
+        console.shutdown()
+    assert (console.written, console.dropped, console.failed) == (1, 1, 0)
+    assert stream.getvalue() == BLOCK_LINE
+    assert [(where, type(exc)) for where, exc in swallowed] == [("console line", Unresolvable)]
+    swallowed.clear()
