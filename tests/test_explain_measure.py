@@ -236,6 +236,8 @@ def test_the_host_is_derived_from_allowed_hosts_as_django_checks_it():
         (False, [".Example.com"], "example.com"),
         (False, ["api.example.com:8000", "*.example.com", "", "[::1]"], "[::1]"),
         (False, ("127.0.0.1",), "127.0.0.1"),
+        # '' allows no host (it is no name to send): the next pattern's.
+        (False, ["", "*"], "localhost"),
     ]:
         with override_settings(DEBUG=debug, ALLOWED_HOSTS=allowed):
             assert request_host() == host, allowed
@@ -248,6 +250,13 @@ def test_the_host_is_derived_from_allowed_hosts_as_django_checks_it():
             with pytest.raises(ExplainError) as refused:
                 request_host()
         assert message in str(refused.value)
+    # Only with DEBUG does an empty list allow localhost.
+    with override_settings(DEBUG=False, ALLOWED_HOSTS=[]):
+        with pytest.raises(ExplainError) as refused:
+            request_host()
+    assert "ALLOWED_HOSTS = [] allows none (DEBUG is False: an empty list allows no host)" in str(
+        refused.value
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)

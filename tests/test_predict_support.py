@@ -253,3 +253,25 @@ class BridgingMiddleware(AsyncOnly):
 
         await sync_to_async(str)(1)
         return await self.get_response(request)
+
+
+import logging  # noqa: E402
+
+shop_log = logging.getLogger("tests.shop")
+
+
+def logging_view(request):
+    """Logs a warning of the project's own, as a view does."""
+    shop_log.warning("order 9 looked up")
+    return HttpResponse("ok")
+
+
+urlpatterns.append(path("logs/", logging_view))
+
+
+class GoneForServerError(MiddlewareMixin):
+    """Answers 410 in place of a 500: Django logs the view's exception
+    ('Internal Server Error', why) and then the 410."""
+
+    def process_response(self, request, response):
+        return HttpResponse(status=410) if response.status_code == 500 else response

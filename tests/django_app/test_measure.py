@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import threading
 
 import pytest
@@ -123,6 +124,7 @@ def test_a_stream_django_reads_whole_is_left_running_and_told(monkeypatch):
     # another test's.
     for thread in threading.enumerate():
         if thread.name == "switchtrace-measure":
+            assert thread.daemon  # not waited for by the interpreter at exit
             thread.join(30)
             assert not thread.is_alive()
 
@@ -290,6 +292,29 @@ WITH_TWO = "(as predicted, with 2 of the conditional switches listed above)"
                 NOT_PREDICTED + "str 2",
             ],
         ),
+        # A stream costs by its kind of iterator on the server: an async one
+        # under ASGI and a sync one under WSGI take no stream cause, so a
+        # middleware's own 2 switches are not taken for one.
+        (
+            "/async-stream/",
+            [f"{SUPPORT}.BridgingMiddleware"],
+            [
+                "  measured: 6 switches, 6 hops, 0 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+                "  measured: 10 switches, 10 hops, 2 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+            ],
+        ),
+        (
+            "/sync-stream/",
+            [f"{SUPPORT}.BridgingMiddleware"],
+            [
+                "  measured: 10 switches, 10 hops, 0 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+                "  measured: 6 switches, 6 hops, 1 loop (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+            ],
+        ),
         # A middleware's own sync_to_async, outside the view: named "other".
         (
             "/sync/",
@@ -324,3 +349,128 @@ def test_a_400_is_an_error_response_not_compared():
         '/status/400/"), not a response the view makes normally; measure a --url that the view '
         "answers with a status below 400"
     )
+
+
+def _measure(url: str, server: str = "wsgi", host: str = "localhost", middleware=()):
+    with override_settings(
+        ROOT_URLCONF=SUPPORT, ALLOWED_HOSTS=["localhost"], MIDDLEWARE=list(middleware)
+    ):
+        return explain.measure(server, url, host)
+
+
+def test_a_raising_view_is_told_by_its_exception():
+    from ..test_predict_support import raising_view
+
+    text, error = render("/raise/")
+    assert measured_lines(text) == []
+    line = raising_view.__code__.co_firstlineno + 1
+    assert str(error) == (
+        "GET /raise/ under ASGI raised ValueError: raised on purpose "
+        f"({raising_view.__code__.co_filename}, line {line}, in raising_view)"
+    )
+
+
+def _receiver_bug(sender, **kwargs):
+    raise RuntimeError("receiver bug")
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_the_project_raising_out_of_the_handler_is_told_by_its_exception(server):
+    """A request_started receiver raising: out of Django's handler, and out of
+    the thread the request runs in."""
+    signals.request_started.connect(_receiver_bug)
+    try:
+        with pytest.raises(explain.ApplicationError) as raised:
+            _measure("/sync/", server)
+    finally:
+        signals.request_started.disconnect(_receiver_bug)
+    line = _receiver_bug.__code__.co_firstlineno + 1
+    assert str(raised.value) == (
+        f"GET /sync/ under {server.upper()} raised RuntimeError: receiver bug "
+        f"({__file__}, line {line}, in _receiver_bug)"
+    )
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _refuse(record: logging.LogRecord) -> bool:
+    return False
+
+
+def _logger_state(logger: logging.Logger) -> tuple:
+    return (logger.handlers, logger.propagate, logger.disabled, logger.level, logger.filters)
+
+
+def _set_logger_state(logger: logging.Logger, state: tuple) -> None:
+    logger.handlers, logger.propagate, logger.disabled, level, logger.filters = state
+    logger.setLevel(level)
+
+
+def test_what_django_logs_is_kept_whatever_the_projects_logging_and_put_back():
+    """django.request disabled, at ERROR, with a filter refusing everything
+    and a handler of the project's: the 404's 'Not Found' is kept, not
+    written by the project's handlers (nor its parent's), and every one of
+    those is as it was after the request."""
+    logger, parent = logging.getLogger("django.request"), logging.getLogger("django")
+    saved = _logger_state(logger), _logger_state(parent)
+    own, parents = _Kept(), _Kept()
+    projects = ([own], True, True, logging.ERROR, [_refuse])
+    _set_logger_state(logger, projects)
+    parent.addHandler(parents)
+    try:
+        measured = _measure("/nowhere/")
+        after = _logger_state(logger)
+    finally:
+        _set_logger_state(logger, saved[0])
+        _set_logger_state(parent, saved[1])
+    assert (measured.status, measured.logged) == (404, "Not Found: /nowhere/")
+    assert (own.messages, parents.messages) == ([], [])
+    assert after == projects
+
+
+def test_a_rejected_host_is_told_by_what_django_security_logs():
+    """django.security.DisallowedHost configured apart (a handler of its
+    own, not propagating): its record is the one told, not the 'Bad
+    Request' django.request logs after it."""
+    child = logging.getLogger("django.security.DisallowedHost")
+    saved = _logger_state(child)
+    own = _Kept()
+    _set_logger_state(child, ([own], False, False, logging.NOTSET, []))
+    try:
+        measured = _measure(
+            "/sync/", host="evil.example", middleware=["django.middleware.common.CommonMiddleware"]
+        )
+    finally:
+        _set_logger_state(child, saved)
+    assert (measured.status, measured.logged) == (
+        400,
+        "Invalid HTTP_HOST header: 'evil.example'. You may need to add 'evil.example' to "
+        "ALLOWED_HOSTS.",
+    )
+    assert own.messages == []
+
+
+def test_what_django_logged_first_is_told():
+    """Why the response is an error: the first of Django's records."""
+    measured = _measure("/raise/", middleware=[f"{SUPPORT}.GoneForServerError"])
+    assert (measured.status, measured.logged) == (410, "Internal Server Error: /raise/")
+
+
+def test_the_projects_own_log_records_are_neither_kept_nor_held_back():
+    from ..test_predict_support import shop_log
+
+    own = _Kept()
+    shop_log.addHandler(own)
+    try:
+        measured = _measure("/logs/")
+    finally:
+        shop_log.removeHandler(own)
+    assert (measured.status, measured.logged) == (200, None)
+    assert own.messages == ["order 9 looked up"]

@@ -231,6 +231,41 @@ def test_a_url_is_decoded_for_resolving_as_django_decodes_it():
     assert split_url("/a%2Db/#top") == ("/a-b/", "/a%2Db/")
 
 
+@pytest.mark.parametrize("url", ["sync/", "//testserver/sync/", "http://testserver/sync/"])
+def test_a_url_that_is_not_a_path_is_bad_input(url):
+    """Without a leading '/', or with two (a host, for urlsplit)."""
+    from switchtrace.django_app.explain import ExplainError, split_url
+
+    with pytest.raises(ExplainError) as refused:
+        split_url(url)
+    assert str(refused.value) == (
+        f"--url {url!r} is not a path; allowed: a path of the project beginning with '/', "
+        "optionally with a query string, e.g. /sync/ or /search/?q=x"
+    )
+
+
+def test_middleware_that_is_not_a_list_of_importable_paths_is_bad_input():
+    from switchtrace.django_app.explain import ExplainError, check_middleware
+
+    assert check_middleware(("tests.test_predict_support.AsyncOnly",)) == [
+        "tests.test_predict_support.AsyncOnly"
+    ]
+    for middleware, message in [
+        ("tests.test_predict_support.AsyncOnly", "MIDDLEWARE must be a list of dotted paths; "
+         "it is a str"),
+        (None, "MIDDLEWARE must be a list of dotted paths; it is a NoneType"),
+        ({"tests.test_predict_support.AsyncOnly"}, "MIDDLEWARE must be a list of dotted paths; "
+         "it is a set"),
+        ([7], "MIDDLEWARE entry 7 is a int; allowed: the dotted path of a middleware, as a "
+         "string"),
+        (["tests.nowhere.Middleware"], "MIDDLEWARE entry 'tests.nowhere.Middleware' cannot be "
+         "imported: No module named 'tests.nowhere'"),
+    ]:  # fmt: skip
+        with pytest.raises(ExplainError) as refused:
+            check_middleware(middleware)
+        assert str(refused.value) == message
+
+
 def test_a_url_with_bytes_that_are_not_utf8_is_bad_input():
     """An argument decoded with surrogateescape (a non-UTF-8 locale)."""
     from switchtrace.django_app.explain import ExplainError, split_url
