@@ -788,6 +788,196 @@ def test_a_second_signal_while_the_servers_stop_does_not_stop_the_ending(second)
     assert (out.returncode, out.stderr) == (143, "switchtrace: terminated\n")
 
 
+# A server of the command's: it takes a moment to stop at SIGTERM, and says
+# so on standard error (the command's too) once it has stopped.
+_SERVER = """
+import signal, sys, time
+
+def stop(signum, frame):
+    time.sleep(0.5)
+    print(f"server {sys.argv[1]} stopped", file=sys.stderr, flush=True)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+# The main thread blocked (as in a lock, in a view), and a signal sent to
+# another thread meanwhile.
+_BLOCKED = """
+import os, signal, sys, threading, time
+from switchtrace import cli
+
+def blocked(fd):
+    try:
+        os.read(fd, 1)  # for ever: a signal taken by another thread does not end it
+    except KeyboardInterrupt:  # as main() does, should the main thread take it
+        cli._interrupted(None)
+
+def signal_from_another_thread(signum):
+    main = threading.main_thread().ident
+    for _ in range(3000):  # until the main thread is blocked
+        if sys._current_frames()[main].f_code.co_name == "blocked":
+            break
+        time.sleep(0.01)
+    signal.pthread_kill(threading.get_ident(), signum)
+"""
+
+
+# The command line adopting servers, stopping and disowning some itself, then
+# stopped by SIGTERM: from the main thread, or taken by another thread.
+_ADOPTING_SOME = (
+    _BLOCKED
+    + """
+import subprocess
+
+cli._watch_for_ctrl_c()
+if sys.argv[2] == "ignored":  # as inherited from the shell: trap '' TERM
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+servers = {}
+for step in sys.argv[3:]:
+    action, name = step.split(":")
+    if action == "adopt":
+        servers[name] = subprocess.Popen(
+            [sys.executable, "-c", sys.argv[1], name], stdout=subprocess.PIPE, text=True
+        )
+        cli.adopt(servers[name])
+        assert servers[name].stdout.readline() == "ready\\n"
+    elif action == "stop":
+        servers[name].terminate()
+        servers[name].wait()
+        cli.disown(servers[name])
+    elif name == "main thread":
+        os.kill(os.getpid(), signal.SIGTERM)
+    else:
+        read, write = os.pipe()
+        threading.Thread(target=signal_from_another_thread, args=(signal.SIGTERM,)).start()
+        blocked(read)
+print("went on", flush=True)
+"""
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(
+    ("sigterm", "steps", "status", "out", "err"),
+    [
+        # The command's servers are ended first, each given time to stop.
+        ("default", ["adopt:a", "adopt:b", "stop:a", "sigterm:main thread"], 143, "",
+         "server a stopped\nserver b stopped\nswitchtrace: terminated\n"),
+        ("default", ["adopt:a", "sigterm:another thread"], 143, "",
+         "server a stopped\nswitchtrace: terminated\n"),
+        # Once they are all ended, SIGTERM is what it was: the default (killed,
+        # no line), until a server is started again.
+        ("default", ["adopt:a", "stop:a", "sigterm:main thread"], -15, "",
+         "server a stopped\n"),
+        ("default", ["adopt:a", "stop:a", "adopt:b", "sigterm:main thread"], 143, "",
+         "server a stopped\nserver b stopped\nswitchtrace: terminated\n"),
+        # An ignored SIGTERM stays ignored.
+        ("ignored", ["adopt:a", "sigterm:main thread", "stop:a"], 0, "went on\n",
+         "server a stopped\n"),
+    ],
+    ids=["one-left", "another-thread", "all-stopped", "started-again", "ignored"],
+)  # fmt: skip
+def test_sigterm_ends_the_servers_the_command_has_running(sigterm, steps, status, out, err):
+    """SIGTERM (timeout's, systemd's) while ``bench --driver server`` has
+    servers running ends them, each given time to stop, before the line and
+    exit status 143: also when another thread takes it while the main one
+    waits, which then never ran its handler. With none running, SIGTERM is
+    the process's as before switchtrace: ignored if it was, else the
+    default."""
+    ran = subprocess.run(
+        [sys.executable, "-c", _ADOPTING_SOME, _SERVER, sigterm, *steps],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert (ran.returncode, ran.stdout, ran.stderr) == (status, out, err)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_server_that_does_not_stop_at_sigterm_is_killed(monkeypatch):
+    """A server that ignores SIGTERM (or hangs in its shutdown) is killed
+    once the time given is over, rather than holding the command's exit."""
+    import signal
+
+    server = subprocess.Popen(
+        [sys.executable, "-c",
+         "import signal, time\n"
+         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+         "print('ready', flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout.readline() == "ready\n"
+        monkeypatch.setattr(cli, "_children", {server})
+        cli._end_children(0.5)
+        assert server.returncode == -signal.SIGKILL
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+
+
+# The command's watcher, and the project's own unraisable exceptions and
+# signal handlers.
+_PROJECTS_OWN = (
+    _BLOCKED
+    + """
+import fcntl, struct, termios
+
+def hook(unraisable):
+    print("hook:", repr(unraisable.exc_value), flush=True)
+
+sys.unraisablehook = hook  # the project's, or a tool's
+print(cli.own_threads(), threading.active_count(), flush=True)
+cli._watch_for_ctrl_c()
+cli._watch_for_ctrl_c()  # main() called twice: one watcher
+print(cli.own_threads(), threading.active_count(), flush=True)
+
+class Closing:
+    def __del__(self):
+        raise ValueError("the project's own")
+
+Closing()
+signal.signal(signal.SIGUSR1, lambda signum, frame: print("SIGUSR1"))  # flushed at the end
+signal.raise_signal(signal.SIGUSR1)
+# The watcher has read SIGUSR1's byte from the wakeup descriptor when it is
+# empty; then Ctrl-C, taken by another thread, reaches it apart.
+wakeup = signal.set_wakeup_fd(-1)
+signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
+for _ in range(3000):
+    unread = fcntl.ioctl(wakeup, termios.FIONREAD, struct.pack("i", 0))
+    if struct.unpack("i", unread)[0] == 0:
+        break
+    time.sleep(0.01)
+read, write = os.pipe()
+threading.Thread(target=signal_from_another_thread, args=(signal.SIGINT,)).start()
+blocked(read)
+"""
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, FIONREAD")
+def test_the_watcher_leaves_the_projects_own_hook_and_signals_alone():
+    """The Ctrl-C watcher is one thread (bench leaves it out of its peak
+    threads) however often it is started; an unraisable exception that is
+    not Ctrl-C goes to the hook set before it, as without it; a signal the
+    project handles itself does not end the command; Ctrl-C does, what was
+    printed going out first."""
+    ran = subprocess.run(
+        [sys.executable, "-c", _PROJECTS_OWN],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert (ran.returncode, ran.stdout, ran.stderr) == (
+        130,
+        '0 1\n1 2\nhook: ValueError("the project\'s own")\nSIGUSR1\n',
+        "switchtrace: interrupted\n",
+    )
+
+
 def test_bench_lists_given_twice_measure_each_cell_once():
     """--servers wsgi,wsgi measured every cell twice a round, pooling two
     samples a round into what is reported as the spread over rounds, and
