@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -1498,6 +1499,49 @@ def test_switchtraces_own_provider_samples_with_what_the_check_passed(
     given = {name: setting for name, setting in environ.items() if setting is not None}
     assert build_config({"ENABLED": True}, environ=given).problems == ()
     assert _environ_sampler().get_description().startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "argument", "expected"),
+    [
+        ("traceidratio", "0.25", "TraceIdRatioBased{0.25}"),
+        ("parentbased_traceidratio", "0.25", "ParentBased{root:TraceIdRatioBased{0.25},"),
+        # Not a number from 0 to 1 (switchtrace.E009): the specification's
+        # 1.0, as the SDK makes it.
+        ("traceidratio", "abc", "TraceIdRatioBased{1.0}"),
+        ("traceidratio", "1.5", "TraceIdRatioBased{1.0}"),
+        ("parentbased_traceidratio", "-0.1", "ParentBased{root:TraceIdRatioBased{1.0},"),
+        ("traceidratio", "nan", "TraceIdRatioBased{1.0}"),
+        # A sampler neither the SDK nor a package provides (E009): the SDK's
+        # default reading's, with its warning.
+        ("bogus", "0.25", "ParentBased{root:AlwaysOnSampler,"),
+    ],
+)
+def test_switchtraces_own_provider_samples_as_the_sdk_does(value, argument, expected, monkeypatch):
+    """The sampler and ratio of switchtrace's own provider are those the SDK
+    makes of the same variables."""
+    from opentelemetry.sdk.trace import sampling
+
+    from switchtrace.exporters.pipeline import _environ_sampler
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", value)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", argument)
+    description = _environ_sampler().get_description()
+    assert description.startswith(expected)
+    assert description == sampling._get_from_env_or_default().get_description()
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_sampler_variable_is_unset_without_a_warning(value, monkeypatch, caplog):
+    """The specification: an empty value is unset, the default sampler
+    (the SDK's default reading warns that it does not know the name)."""
+    from switchtrace.exporters.pipeline import _environ_sampler
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", value)
+    with caplog.at_level(logging.DEBUG):
+        description = _environ_sampler().get_description()
+    assert description.startswith("ParentBased{root:AlwaysOnSampler,")
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 def test_a_wrong_setting_whose_check_is_silenced_is_still_logged_once_served():

@@ -1101,6 +1101,15 @@ def test_an_application_span_processor_raising_is_its_error_not_switchtraces(tmp
     )
 
 
+#: The log's records printed, one a line (the project configures the
+#: "switchtrace" logger's own handler).
+LOG_LINES = """import logging
+    class Lines(logging.Handler):
+        def emit(self, record):
+            print(record.levelname, record.getMessage())
+    logging.getLogger().addHandler(Lines())"""
+
+
 def test_an_application_span_processor_raising_is_named_at_the_line_that_raised(tmp_path):
     """The warning named the line its function's frame had last run, which
     is not the one that raised when the exception went through a ``finally``
@@ -1124,11 +1133,7 @@ def test_an_application_span_processor_raising_is_named_at_the_line_that_raised(
         )
     )
     before = f"""
-    import logging
-    class Lines(logging.Handler):
-        def emit(self, record):
-            print(record.levelname, record.getMessage())
-    logging.getLogger().addHandler(Lines())
+    {LOG_LINES}
     {textwrap.indent(APP_PROVIDER, "    ").strip()}
     sys.path.insert(0, {str(tmp_path)!r})
     from app_otel import Indexing
@@ -1144,5 +1149,113 @@ def test_an_application_span_processor_raising_is_named_at_the_line_that_raised(
         "made a request's spans, in app_otel.Indexing.on_end "
         f"({tmp_path / 'app_otel.py'}, line 10): KeyError: 'async_to_sync async_view'; "
         "that request's spans are dropped (logged once for each place)",
+        "0 1",
+    ]
+
+
+def test_an_application_sampler_raising_is_named_as_the_applications(tmp_path):
+    """switchtrace's own provider samples with the sampler a package
+    registers for OTEL_TRACES_SAMPLER, and calls its ``should_sample``
+    itself: one that raises is the application's error, logged once naming
+    where it raised, and the request's spans are counted as dropped."""
+    (tmp_path / "app_sampler.py").write_text(
+        textwrap.dedent(
+            """\
+            from opentelemetry.sdk.trace.sampling import Sampler
+            class Refusing(Sampler):
+                def get_description(self):
+                    return "Refusing"
+                def should_sample(self, parent_context, trace_id, name, *args, **kwargs):
+                    raise KeyError(name)
+            def refusing(argument):
+                return Refusing()
+            """
+        )
+    )
+    info = tmp_path / "app_sampler-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: app-sampler\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[opentelemetry_traces_sampler]\napp_refusing = app_sampler:refusing\n"
+    )
+    before = f"""
+    {LOG_LINES}
+    sys.path.insert(0, {str(tmp_path)!r})
+    """
+    after = """
+    pipeline.flush(10)
+    print(pipeline.own_provider, pipeline.provider.sampler.get_description(),
+          pipeline.records, pipeline.dropped)
+    """
+    assert run_script(
+        before, after, {"OTEL_TRACES_SAMPLER": "app_refusing"}, tmp_path
+    ).splitlines() == [
+        "WARNING switchtrace: the application's OpenTelemetry code raised while switchtrace "
+        "made a request's spans, in app_sampler.Refusing.should_sample "
+        f"({tmp_path / 'app_sampler.py'}, line 6): KeyError: 'GET async/'; "
+        "that request's spans are dropped (logged once for each place)",
+        "True Refusing 0 1",
+    ]
+
+
+APP_PROCESSORS = """\
+from opentelemetry.sdk.trace import SpanProcessor
+class Base(SpanProcessor):
+    def on_end(self, span):
+        raise KeyError(span.name)
+class Inheriting(Base):
+    pass
+class Overriding(Base):
+    def on_end(self, span):
+        super().on_end(span)
+class WithClassmethod(SpanProcessor):
+    @classmethod
+    def check(cls, span):
+        raise KeyError(span.name)
+    def on_end(self, span):
+        self.check(span)
+def check(span):
+    raise KeyError(span.name)
+class WithFunction(SpanProcessor):
+    def on_end(self, span):
+        check(span)
+"""
+
+
+@pytest.mark.parametrize(
+    ("processor", "where"),
+    [
+        ("Inheriting", "Base.on_end (line 4)"),
+        ("Overriding", "Base.on_end (line 4)"),
+        ("WithClassmethod", "WithClassmethod.check (line 13)"),
+        ("WithFunction", "check (line 17)"),
+    ],
+)
+def test_an_application_span_processor_raising_is_named_by_its_qualified_name(
+    processor, where, tmp_path
+):
+    """The function that raised, named as Python 3.11 on names it
+    (``co_qualname``), on Python 3.10 too: its class found from its first
+    argument, the one of the instance's classes whose function runs that
+    code (a base class's, a classmethod's), else its name alone."""
+    (tmp_path / "app_otel.py").write_text(APP_PROCESSORS)
+    before = f"""
+    {LOG_LINES}
+    {textwrap.indent(APP_PROVIDER, "    ").strip()}
+    sys.path.insert(0, {str(tmp_path)!r})
+    from app_otel import {processor}
+    app_provider.add_span_processor({processor}())
+    trace.set_tracer_provider(app_provider)
+    """
+    after = """
+    pipeline.flush(10)
+    print(pipeline.records, pipeline.dropped)
+    """
+    name, line = where.split(" (")
+    assert run_script(before, after, {}, tmp_path).splitlines() == [
+        "WARNING switchtrace: the application's OpenTelemetry code raised while switchtrace "
+        f"made a request's spans, in app_otel.{name} ({tmp_path / 'app_otel.py'}, {line}: "
+        "KeyError: 'async_to_sync async_view'; that request's spans are dropped (logged once "
+        "for each place)",
         "0 1",
     ]

@@ -691,6 +691,37 @@ def test_a_record_whose_spans_cannot_be_made_is_counted_as_dropped(
     ]
 
 
+def test_a_switchtrace_error_raised_in_its_own_code_is_its_own(
+    tmp_path, monkeypatch, swallowed, caplog
+):
+    """An error whose last frame is switchtrace's own (here the call that
+    lays out the spans fails in the pipeline's own frame) is switchtrace's,
+    logged as such, and the span thread goes on: telling whose it was (the
+    frame after switchtrace's last, which there is none of) raised
+    IndexError in its except clause, which ended the span thread."""
+    from switchtrace.tracer import guard
+
+    guard.reset_reported()  # logged once per place and kind: this test's too
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(tmp_path / "t.jsonl")}
+    with caplog.at_level(logging.WARNING), project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        monkeypatch.setattr(pipeline_module, "plan_spans", None)
+        assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+        assert pipeline.flush(10)
+        monkeypatch.undo()
+        assert [(where, repr(exc)) for where, exc in swallowed] == [
+            ("span building", "TypeError(\"'NoneType' object is not callable\")")
+        ]
+        swallowed.clear()
+        run_asgi(asgi, "/sync/")
+        assert pipeline.flush(10)
+        assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 1, 0)
+        assert pipeline.exported == 17
+    assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
+        "switchtrace: internal error in span building (logged once; the request goes on untouched)"
+    ]
+
+
 @pytest.mark.parametrize("value", ["", " ", "\r"])
 def test_an_empty_batch_variable_is_unset_and_not_warned_of(value, tmp_path, monkeypatch, caplog):
     """The OpenTelemetry specification: an empty value is unset. An empty
