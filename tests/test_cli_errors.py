@@ -966,11 +966,11 @@ def test_the_watcher_leaves_the_projects_own_hook_and_signals_alone():
     not Ctrl-C goes to the hook set before it, as without it; a signal the
     project handles itself does not end the command; Ctrl-C does, what was
     printed going out first."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("PYTHONUNBUFFERED", None)  # "SIGUSR1" stays in the buffer until the end
     ran = subprocess.run(
-        [sys.executable, "-c", _PROJECTS_OWN],
-        capture_output=True, text=True, timeout=60,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )  # fmt: skip
+        [sys.executable, "-c", _PROJECTS_OWN], capture_output=True, text=True, timeout=60, env=env
+    )
     assert (ran.returncode, ran.stdout, ran.stderr) == (
         130,
         '0 1\n1 2\nhook: ValueError("the project\'s own")\nSIGUSR1\n',
