@@ -1528,6 +1528,8 @@ def test_switchtraces_own_provider_samples_as_the_sdk_does(value, argument, expe
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", argument)
     description = _environ_sampler().get_description()
     assert description.startswith(expected)
+    # ParentBased's description goes on with its four fixed parent cases.
+    assert description == sampling._get_from_env_or_default().get_description()
     assert description == sampling._get_from_env_or_default().get_description()
 
 
