@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -935,6 +936,73 @@ def test_the_servers_here_stop_at_a_sigterm_taken_just_before_they_wait():
         [sys.executable, "-c", server, "a"], capture_output=True, text=True, timeout=30
     )
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, "ready\n", "server a stopped\n")
+
+
+# The command line starting servers with cli.start (as bench does), the
+# signal sent to it while Popen starts the last one: after the fork, before
+# Popen returns. Each server's pid goes to standard output as it is forked.
+_STARTING = (
+    _BLOCKED
+    + """
+import subprocess
+
+cli._watch_for_ctrl_c()
+execute_child = subprocess.Popen._execute_child
+signum = getattr(signal, sys.argv[2])
+servers = int(sys.argv[3])
+
+def forked_then_signalled(self, *args, **kwargs):
+    execute_child(self, *args, **kwargs)
+    print(self.pid, flush=True)
+    if len(started) == servers - 1:
+        os.kill(os.getpid(), signum)  # the handler runs here, on the main thread
+        time.sleep(0.3)  # meanwhile the watcher reads the signal's byte
+
+subprocess.Popen._execute_child = forked_then_signalled
+started = []
+for _ in range(servers):
+    started.append(cli.start(
+        [sys.executable, "-c", sys.argv[1], "x"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ))
+print("went on", flush=True)
+"""
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("servers", [1, 2], ids=["first", "second"])
+@pytest.mark.parametrize(
+    ("signame", "status", "said"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")]
+)
+def test_a_signal_while_a_server_starts_ends_that_server_too(signame, status, said, servers):
+    """Ctrl-C or SIGTERM taken after a server's fork, before Popen returned
+    (the process not yet the command's to end): the command ends it with the
+    others, then says so. Started with Popen then adopted, the server ran on
+    after the command: the handler ended only the servers adopted before it
+    (the watcher too, reading the signal's byte meanwhile), and SIGTERM
+    before the first killed the command at its default action, without a
+    line. A server left running is killed here, and the test fails."""
+    ran = subprocess.run(
+        [sys.executable, "-c", _STARTING, _SERVER, signame, str(servers)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    pids = [int(line) for line in ran.stdout.split() if line.isdigit()]
+    left = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # ended (and waited for) by the command
+            continue
+        left.append(pid)
+    assert (ran.returncode, ran.stderr, len(pids), left, "went on" in ran.stdout) == (
+        status,
+        f"switchtrace: {said}\n",
+        servers,
+        [],
+        False,
+    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

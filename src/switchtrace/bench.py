@@ -368,10 +368,10 @@ class Servers:
             port = s.getsockname()[1]
         env = self._environ(server, key)
         command = self._command(server, port)
-        from .cli import adopt, disown
+        from .cli import disown, start
 
-        process = subprocess.Popen(command, cwd=self.project, env=env)
-        adopt(process)  # ended with the command if a signal ends it
+        # Adopted: ended with the command if a signal ends it.
+        process = start(command, cwd=self.project, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:

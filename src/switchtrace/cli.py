@@ -264,6 +264,8 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
     meanwhile (a second Ctrl-C, SIGTERM again) is ignored: taken by the main
     thread, which may be the one ending, it would wait for that ending for
     ever (SIGTERM) or break out of it (KeyboardInterrupt)."""
+    with _started:  # a process being started is ended too: see start()
+        _started.wait_for(lambda: _starter in (None, threading.get_ident()), 5)
     if threading.current_thread() is threading.main_thread():
         for ignored in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -291,6 +293,61 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
 _children: set[subprocess.Popen[bytes]] = set()
 #: The SIGTERM handler before :func:`adopt` set ours, while it is set.
 _sigterm_before: Any = None
+
+
+#: The thread starting a process with :func:`start`, until it is adopted.
+_starter: int | None = None
+_started = threading.Condition()
+#: The first Ctrl-C or SIGTERM the main thread took while it started one.
+_deferred: int | None = None
+
+
+def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(command, **options)``, adopted (see :func:`adopt`)
+    with no moment at which Ctrl-C or SIGTERM ending the command leaves it
+    running. Started with Popen, then adopted, a process was left running by
+    a signal taken between its fork and Popen's return (the handler ended
+    the processes adopted until then, or, before the first, SIGTERM's
+    default action killed the command without its line). Here the main
+    thread's handlers wait until the process is adopted (the first signal
+    is then acted on), and so does the watcher (in :func:`_interrupted`)."""
+    import subprocess
+
+    global _starter, _deferred, _sigterm_before
+    acted_on = {
+        signal.SIGINT: (_keyboard_interrupt, signal.default_int_handler),
+        signal.SIGTERM: (_on_sigterm, signal.SIG_DFL),  # an ignored one stays ignored
+    }
+    handlers: dict[signal.Signals, Any] = {}
+    with _started:
+        _starter = threading.get_ident()
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for signum, ours in acted_on.items():
+                if signal.getsignal(signum) in ours:
+                    handlers[signum] = signal.signal(signum, _defer)
+        process = subprocess.Popen(command, **options)
+        adopt(process)  # sets no handler of its own while ours is _defer
+    finally:
+        with _started:
+            _starter = None
+            _started.notify_all()
+        # A signal from here on is the handler's, or, until it is back, _defer's.
+        for signum, before in handlers.items():
+            if signum == signal.SIGTERM and _children and _sigterm_before is None:
+                _sigterm_before, before = before, _on_sigterm  # as adopt() does
+            signal.signal(signum, before)
+        deferred, _deferred = _deferred, None
+        if deferred is not None:
+            _interrupted(_command, deferred)
+    return process
+
+
+def _defer(signum: int, frame: Any) -> None:
+    """The main thread's Ctrl-C and SIGTERM while it starts a process."""
+    global _deferred
+    if _deferred is None:
+        _deferred = signum
 
 
 def adopt(process: subprocess.Popen[bytes]) -> None:
