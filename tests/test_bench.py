@@ -1,15 +1,17 @@
 """What ``switchtrace bench`` computes, checks and prints, called with
 constructed inputs (nothing is measured here): its statistics and ratios,
-and its tables."""
+its tables, the baseline of --compare and the comparison, and its
+arguments."""
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 
 import pytest
 
-from switchtrace import bench
+from switchtrace import bench, cli
 
 
 def stat(median: float, low: float, high: float) -> dict[str, float]:
@@ -279,3 +281,372 @@ def test_render_overhead_prints_every_figure_of_a_row():
         "measured",
         "      latency  4400.0 (4200.0-4800.0)  x1.000 (1.000-1.000)",
     ]
+
+
+# -- the baseline of --compare -------------------------------------------------------
+
+
+def baseline_file(tmp_path, data) -> str:
+    path = tmp_path / "base.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def good(**fields):
+    return {"server": "asgi", "endpoint": "/sync/", "variant": "shipped",
+            "seq_us": stat(100, 90, 110), "req_per_s": {"50": stat(1000, 900, 1100)},
+            **fields}  # fmt: skip
+
+
+def refused(tmp_path, data) -> str:
+    path = baseline_file(tmp_path, data)
+    with pytest.raises(bench.BadBaseline) as raised:
+        bench.load_baseline(path)
+    return str(raised.value).replace(path, "base.json")
+
+
+def test_a_baseline_is_taken_whole_with_every_kind_of_figure(tmp_path):
+    data = {"format": 1, "mode": "matrix", "driver": "server", "cells": [
+        good(),
+        good(server="wsgi", seq_us=None, req_per_s={}),
+        good(variant="none", seq_us=stat(1, 0.5, 2), req_per_s={"007": stat(3, 2.5, 4)}),
+    ]}  # fmt: skip
+    assert bench.load_baseline(baseline_file(tmp_path, data)) == data
+
+
+def test_a_path_that_cannot_be_read_says_why(tmp_path):
+    (tmp_path / "file").write_text("{}")
+    with pytest.raises(bench.BadBaseline) as raised:
+        bench.load_baseline(str(tmp_path / "file" / "base.json"))
+    assert str(raised.value) == (
+        f"--compare: {tmp_path / 'file' / 'base.json'} cannot be read (Not a directory)"
+    )
+
+
+SHAPE = (
+    "--compare: base.json is not a result of 'switchtrace bench --json' (expected an object "
+    "with format 1, mode 'matrix' and a cells list)"
+)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        "null",
+        {"format": 2, "mode": "matrix", "cells": []},
+        {"mode": "matrix", "cells": []},
+        {"format": 1, "mode": "matrix", "cells": {}},
+        {"format": 1, "mode": "overhead", "cells": []},
+        {"format": 1, "cells": []},
+    ],
+)
+def test_a_baseline_of_another_shape_is_refused(data, tmp_path):
+    assert refused(tmp_path, data) == SHAPE
+
+
+def matrix(*cells):
+    return {"format": 1, "mode": "matrix", "cells": list(cells)}
+
+
+CELL_ALLOWED = "allowed: an object with server, endpoint, variant, seq_us and req_per_s"
+STAT_ALLOWED = "an object of numbers median, min and max"
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        (None, f"cell 1 is null; {CELL_ALLOWED}"),
+        (True, f"cell 1 is a boolean; {CELL_ALLOWED}"),
+        (2.5, f"cell 1 is the number 2.5; {CELL_ALLOWED}"),
+        ("x" * 50, f"cell 1 is the string '{'x' * 40}'; {CELL_ALLOWED}"),
+        ([good()], f"cell 1 is a list; {CELL_ALLOWED}"),
+        (good(variant={}), "cell 1: field variant is an object; allowed: a string"),
+        (good(server=None), "cell 1: field server is null; allowed: a string"),
+        ({"server": "asgi", "variant": "none"},
+         "cell 1: field endpoint is missing; allowed: a string"),
+        ({k: v for k, v in good().items() if k != "seq_us"},
+         "cell 1 (asgi shipped /sync/): field seq_us is missing; allowed: null or "
+         f"{STAT_ALLOWED}"),
+        (good(seq_us=[]),
+         f"cell 1 (asgi shipped /sync/): field seq_us is a list; allowed: null or {STAT_ALLOWED}"),
+        (good(seq_us={"median": 1, "min": 1}),
+         "cell 1 (asgi shipped /sync/): field seq_us.max is missing; allowed: a number"),
+        (good(seq_us={"median": False, "min": 1, "max": 1}),
+         "cell 1 (asgi shipped /sync/): field seq_us.median is a boolean; allowed: a number"),
+        (good(req_per_s=None),
+         "cell 1 (asgi shipped /sync/): field req_per_s is null; allowed: an object of "
+         f"concurrency level: {STAT_ALLOWED}"),
+        (good(req_per_s={"50": stat(1, 1, 1), "0": stat(1, 1, 1)}),
+         "cell 1 (asgi shipped /sync/): req_per_s has the key '0'; allowed: a concurrency level "
+         "(a positive integer)"),
+        (good(req_per_s={"5a": stat(1, 1, 1)}),
+         "cell 1 (asgi shipped /sync/): req_per_s has the key '5a'; allowed: a concurrency "
+         "level (a positive integer)"),
+        # An Arabic-Indic five: a digit to str.isdigit, no concurrency level.
+        (good(req_per_s={"\u0665": stat(1, 1, 1)}),
+         "cell 1 (asgi shipped /sync/): req_per_s has the key '\u0665'; allowed: a concurrency "
+         "level (a positive integer)"),
+        (good(req_per_s={"50": 7}),
+         "cell 1 (asgi shipped /sync/): field req_per_s.50 is the number 7; allowed: "
+         f"{STAT_ALLOWED}"),
+        (good(req_per_s={"50": {"median": 1, "min": "1", "max": 1}}),
+         "cell 1 (asgi shipped /sync/): field req_per_s.50.min is the string '1'; allowed: a "
+         "number"),
+    ],
+)  # fmt: skip
+def test_a_baseline_cell_names_its_wrong_field(cell, message, tmp_path):
+    assert refused(tmp_path, matrix(good(), cell)) == f"--compare: base.json: {message}"
+
+
+# -- the comparison ------------------------------------------------------------------
+
+
+def cell(server="asgi", variant="shipped", seq=None, **rps):
+    return {"server": server, "endpoint": "/sync/", "variant": variant, "seq_us": seq,
+            "req_per_s": {level[1:]: value for level, value in rps.items()}}  # fmt: skip
+
+
+def test_slower_means_beyond_the_tolerance_and_both_spreads():
+    baseline = {"cells": [cell(seq=stat(100, 90, 100), c50=stat(1000, 1000, 1100))]}
+
+    def slower(current, tolerance):
+        return bench.slower_cells({"cells": [current]}, baseline, tolerance)
+
+    # At the bound: not slower (tolerances exact in binary, so are the bounds).
+    assert slower(cell(seq=stat(130, 125, 140), c50=stat(950, 700, 800)), 0.25) == {}
+    assert slower(cell(seq=stat(130, 100, 140), c50=stat(950, 800, 1000)), 0.0) == {}
+    # Just beyond it.
+    assert slower(cell(seq=stat(130, 126, 140), c50=stat(750, 700, 799)), 0.25) == {
+        "ASGI shipped /sync/": [
+            "ASGI shipped /sync/: seq 130.0 us/req, was 100.0 (every round slower than the "
+            "baseline's slowest)",
+            "ASGI shipped /sync/: c=50 750 req/s, was 1000 (every round slower than the "
+            "baseline's slowest)",
+        ]
+    }
+    assert slower(cell(seq=stat(130, 101, 140)), 0.0) == {
+        "ASGI shipped /sync/": [
+            "ASGI shipped /sync/: seq 130.0 us/req, was 100.0 (every round slower than the "
+            "baseline's slowest)"
+        ]
+    }
+    assert slower(cell(seq=stat(130, 126, 140), c50=stat(750, 700, 799)), 0.5) == {}
+
+
+def test_only_the_figures_both_runs_have_are_compared():
+    """A cell, a level or a sequential figure that one of the runs has not
+    is passed over; the others are compared."""
+    baseline = {"cells": [
+        cell(seq=stat(100, 100, 100), c50=stat(1000, 1000, 1000)),
+        cell(variant="none", seq=None, c200=stat(500, 500, 500)),
+    ]}  # fmt: skip
+    current = {"cells": [
+        cell(seq=None, c50=stat(10, 10, 10), c200=stat(1, 1, 1)),
+        cell(variant="none", seq=stat(999, 999, 999), c200=stat(500, 500, 500)),
+        cell(server="wsgi", seq=stat(999, 999, 999), c50=stat(1, 1, 1)),
+    ]}  # fmt: skip
+    assert bench.slower_cells(current, baseline) == {
+        "ASGI shipped /sync/": [
+            "ASGI shipped /sync/: c=50 10 req/s, was 1000 (every round slower than the "
+            "baseline's slowest)"
+        ]
+    }
+    assert (
+        bench.compare(current, baseline)
+        == bench.slower_cells(current, baseline)["ASGI shipped /sync/"]
+    )
+    assert bench.compare(baseline, baseline) == []
+
+
+def test_compare_lists_every_slower_cells_lines_in_the_runs_order():
+    baseline = {"cells": [cell(variant=v, seq=stat(10, 10, 10)) for v in ("shipped", "none")]}
+    current = {"cells": [cell(variant=v, seq=stat(20, 20, 20)) for v in ("none", "shipped")]}
+    assert bench.compare(current, baseline) == [
+        "ASGI none /sync/: seq 20.0 us/req, was 10.0 (every round slower than the baseline's "
+        "slowest)",
+        "ASGI shipped /sync/: seq 20.0 us/req, was 10.0 (every round slower than the "
+        "baseline's slowest)",
+    ]
+
+
+def test_the_summary_says_how_many_cells_were_compared():
+    baseline = {"cells": [cell(variant="shipped"), cell(variant="none")]}
+    both = {"cells": [cell(variant="none"), cell(variant="shipped")]}
+    assert bench.comparison_summary(both, baseline, "b.json", 0) == (
+        "compared 2 cells with b.json: none slower"
+    )
+    assert bench.comparison_summary(both, baseline, "b.json", 2) == (
+        "compared 2 cells with b.json: 2 slower"
+    )
+    some = {"cells": [cell(variant="none"), cell(variant="sync-only"), cell(server="wsgi")]}
+    assert bench.comparison_summary(some, baseline, "b.json", 1) == (
+        "compared 1 cell with b.json (of this run's 3; the others are not in it): 1 slower"
+    )
+
+
+def bench_args(*argv: str) -> argparse.Namespace:
+    return cli._parser().parse_args(["bench", *argv])
+
+
+def test_a_run_sharing_a_cell_with_the_baseline_is_compared():
+    args = bench_args("--servers", "wsgi,asgi", "--endpoints", "/sync/", "--variants", "none",
+                      "--compare", "b.json")  # fmt: skip
+    assert bench.no_shared_cell(args, {"cells": [cell(variant="none")]}) is None
+    assert bench.no_shared_cell(args, {"cells": []}) == (
+        "--compare: b.json has none of the cells this run measures, so nothing would be "
+        "compared; its cells: none; this run's: WSGI none /sync/, ASGI none /sync/; allowed: "
+        "the --servers, --endpoints and --variants of a run that shares a cell with it"
+    )
+
+
+# -- arguments -------------------------------------------------------------------------
+
+
+def test_the_defaults():
+    assert vars(bench_args()) == {
+        "command": "bench", "servers": ["wsgi", "asgi"],
+        "endpoints": ["/sync/", "/async/", "/async-io/"], "variants": None,
+        "concurrency": None, "requests": 200, "rounds": 3, "warmup": 20,
+        "driver": "in-process", "overhead": False, "json": False, "compare": None,
+        "tolerance": None, "project": None,
+    }  # fmt: skip
+
+
+def test_every_option_is_taken():
+    args = bench_args(
+        "--servers", "asgi", "--endpoints", "/stream/,/sync/", "--variants", "sync-only",
+        "--concurrency", "200,1,50,1", "--requests", "1", "--rounds", "2", "--warmup", "0",
+        "--server", "--overhead", "--json", "--compare", "b.json", "--tolerance", "0",
+        "--project", "p",
+    )  # fmt: skip
+    assert vars(args) == {
+        "command": "bench", "servers": ["asgi"], "endpoints": ["/stream/", "/sync/"],
+        "variants": ["sync-only"], "concurrency": [1, 50, 200], "requests": 1, "rounds": 2,
+        "warmup": 0, "driver": "server", "overhead": True, "json": True, "compare": "b.json",
+        "tolerance": 0.0, "project": "p",
+    }  # fmt: skip
+
+
+def test_a_list_is_its_items_once_each_in_the_order_given():
+    parse = bench._choices(("wsgi", "asgi"), "server")
+    assert parse(" asgi , wsgi,asgi,") == ["asgi", "wsgi"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "unknown server ''; allowed: wsgi, asgi"),
+        (" , ", "unknown server ' , '; allowed: wsgi, asgi"),
+        ("wsgi,http,asgi,h2", "unknown server 'http', 'h2'; allowed: wsgi, asgi"),
+    ],
+)
+def test_a_list_of_unknown_items_names_them(text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        bench._choices(("wsgi", "asgi"), "server")(text)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "value"),
+    [
+        (bench._concurrency, "1000,1", [1, 1000]),
+        (bench._concurrency, "7", [7]),
+        (bench._positive, "1", 1),
+        (bench._positive, " 12 ", 12),
+        (bench._non_negative, "0", 0),
+        (bench._non_negative, "3", 3),
+        (bench._fraction, "0", 0.0),
+        (bench._fraction, "10", 10.0),
+        (bench._fraction, "0.25", 0.25),
+    ],
+)
+def test_a_number_at_its_bounds_is_taken(parse, text, value):
+    assert parse(text) == value
+
+
+CONCURRENCY = "allowed: integers from 1 to 1000 separated by commas, e.g. 1,50,200"
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "message"),
+    [
+        (bench._concurrency, "0", f"invalid concurrency '0'; {CONCURRENCY}"),
+        (bench._concurrency, "1,1001", f"invalid concurrency '1,1001'; {CONCURRENCY}"),
+        (bench._concurrency, "", f"invalid concurrency ''; {CONCURRENCY}"),
+        (bench._concurrency, "1,x", f"invalid concurrency '1,x'; {CONCURRENCY}"),
+        (bench._positive, "0", "invalid value '0'; allowed: a positive integer"),
+        (bench._positive, "x", "invalid value 'x'; allowed: a positive integer"),
+        (bench._non_negative, "-1", "invalid value '-1'; allowed: 0 or a positive integer"),
+        (bench._non_negative, "x", "invalid value 'x'; allowed: 0 or a positive integer"),
+        (bench._fraction, "-0.01", "invalid tolerance '-0.01'; allowed: a number from 0 to 10 "
+         "(0.1 = 10 %)"),
+        (bench._fraction, "10.01", "invalid tolerance '10.01'; allowed: a number from 0 to 10 "
+         "(0.1 = 10 %)"),
+        (bench._fraction, "nan", "invalid tolerance 'nan'; allowed: a number from 0 to 10 "
+         "(0.1 = 10 %)"),
+        (bench._fraction, "x", "invalid tolerance 'x'; allowed: a number from 0 to 10 "
+         "(0.1 = 10 %)"),
+    ],
+)  # fmt: skip
+def test_a_number_out_of_bounds_is_refused(parse, text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        parse(text)
+    assert str(raised.value) == message
+
+
+NOWHERE = (
+    "switchtrace bench: error: --project nowhere is not the example project (no such "
+    "directory); allowed: the examples/project directory of a switchtrace checkout, or a copy "
+    "of it\n"
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--overhead", "--concurrency", "1"],
+        ["--overhead", "--variants", "none"],
+        ["--concurrency", "1,50", "--variants", "none,shipped"],
+        ["--tolerance", "0.5", "--compare", "base.json"],
+        ["--tolerance", "0", "--compare", "base.json"],
+    ],
+)
+def test_what_goes_together_passes_the_checks(argv, tmp_path, monkeypatch, capsys):
+    """Checked before the project is looked for: these get as far as the
+    (missing) project."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.json").write_text(json.dumps(matrix(good(variant="none"))))
+    assert cli.main(["bench", *argv, "--servers", "asgi", "--project", "nowhere"]) == 2
+    assert capsys.readouterr() == ("", NOWHERE)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--overhead", "--concurrency", "2"],
+         "--overhead serves one request at a time; --concurrency gave 2; allowed: 1, or no "
+         "--concurrency"),
+        (["--overhead", "--variants", "sync-only,shipped"],
+         "--overhead measures one middleware variant; --variants gave 2 (sync-only, shipped); "
+         "allowed: one of shipped, sync-only, none"),
+        (["--tolerance", "0", "--overhead"],
+         "--tolerance goes with --compare, which it is the tolerance of"),
+        (["--compare", "base.json", "--variants", "shipped", "--endpoints", "/sync/"],
+         "--compare: base.json has none of the cells this run measures, so nothing would be "
+         "compared; its cells: ASGI none /sync/; this run's: ASGI shipped /sync/; allowed: the "
+         "--servers, --endpoints and --variants of a run that shares a cell with it"),
+        # The variants default to all three, under --compare too.
+        (["--compare", "base.json", "--endpoints", "/async/"],
+         "--compare: base.json has none of the cells this run measures, so nothing would be "
+         "compared; its cells: ASGI none /sync/; this run's: ASGI shipped /async/, ASGI "
+         "sync-only /async/, ASGI none /async/; allowed: the --servers, --endpoints and "
+         "--variants of a run that shares a cell with it"),
+        (["--compare", "missing.json"], "--compare: missing.json does not exist"),
+    ],
+)  # fmt: skip
+def test_what_does_not_go_together_is_bad_input(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.json").write_text(json.dumps(matrix(good(variant="none"))))
+    assert cli.main(["bench", *argv, "--servers", "asgi", "--project", "nowhere"]) == 2
+    assert capsys.readouterr() == ("", f"switchtrace bench: error: {message}\n")

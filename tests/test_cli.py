@@ -220,6 +220,19 @@ def test_bench_text_header_counts_in_words(tmp_path):
     assert row[:3] + row[5:6] + row[7:] == ["WSGI", "none", "/sync/", "-", "0", "0", "0"]
 
 
+def test_bench_measures_the_default_concurrency_levels(tmp_path):
+    """Without --concurrency: 1 (the sequential figure), 50 and 200, as
+    --help says."""
+    args = ["bench", "--servers", "wsgi", "--endpoints", "/sync/", "--variants", "none",
+            "--requests", "1", "--rounds", "1", "--warmup", "0", "--json"]  # fmt: skip
+    out = run(args, tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    [cell] = json.loads(out.stdout)["cells"]
+    assert sorted(cell["peak_threads"], key=int) == ["1", "50", "200"]
+    assert sorted(cell["req_per_s"], key=int) == ["50", "200"]
+    assert set(cell["seq_us"]) == {"median", "min", "max"}
+
+
 def test_bench_over_real_servers(tmp_path):
     args = ["bench", "--driver", "server", "--endpoints", "/async/", "--variants", "shipped",
             "--concurrency", "1,3", "--requests", "6", "--rounds", "1", "--warmup", "1",
