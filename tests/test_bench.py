@@ -182,6 +182,97 @@ def test_latencies_of_a_response_never_complete_is_an_error():
     assert str(raised.value) == "/stream/: the response was never complete"
 
 
+class ScriptedDriver:
+    """A driver whose runs answer as ``script`` says for the cell's variant,
+    the concurrency level and the round ((elapsed s, latencies s, peak
+    threads, each response's figures)), so that what measure makes of them
+    is exact. The calls it got, in order."""
+
+    def __init__(self, script, warmup):
+        self.script, self.warmup, self.calls, self.done = script, warmup, [], {}
+
+    def run(self, server, variant, endpoint, requests, concurrency):
+        self.calls.append((server, endpoint, variant, requests, concurrency))
+        if requests == self.warmup:  # (the tests' warm-up and rounds differ in size)
+            return 1.0, [1.0] * requests, 1, [None] * requests
+        key = (variant, concurrency)
+        self.done[key] = self.done.get(key, -1) + 1
+        return self.script[key][self.done[key]]
+
+
+def test_the_matrix_is_the_spread_over_rounds_of_each_cells_figures():
+    """Sequential: the median latency of a round (µs), its spread over the
+    rounds; under load: requests per second (requests / elapsed); the peak
+    threads of each level over the rounds; the switches, hops, loops and
+    threads started: the median (low) of the responses that sent them, 0
+    where none did."""
+    counted = [(31, 30, 1, 2), None, (30, 30, 0, 2), (32, 31, 0, 3)]
+    script = {
+        ("shipped", 1): [(9.0, [0.0625, 0.25, 0.125], 3, counted),
+                         (9.0, [0.5, 0.5, 0.25], 5, counted)],
+        ("shipped", 2): [(0.5, [1.0] * 5, 7, counted), (0.25, [1.0] * 5, 6, counted)],
+        ("none", 1): [(9.0, [0.125], 1, [None]), (9.0, [0.125], 1, [None])],
+        ("none", 2): [(1.0, [1.0] * 5, 4, [None] * 5), (1.0, [1.0] * 5, 4, [None] * 5)],
+    }  # fmt: skip
+    args = argparse.Namespace(
+        servers=["asgi"], endpoints=["/sync/"], variants=["shipped", "none"],
+        concurrency=[1, 2], rounds=2, warmup=1, requests=5,
+    )  # fmt: skip
+    driver = ScriptedDriver(script, warmup=1)
+    progress = bench.Progress(8, io.StringIO())
+    cells = bench.measure(args, driver, progress)
+    assert cells == [
+        {"server": "asgi", "endpoint": "/sync/", "variant": "shipped",
+         "seq_us": stat(312500.0, 125000.0, 500000.0), "req_per_s": {"2": stat(15.0, 10.0, 20.0)},
+         "peak_threads": {"1": 5, "2": 7}, "switches": 31, "hops": 30, "loops": 1,
+         "threads_started": 2},
+        {"server": "asgi", "endpoint": "/sync/", "variant": "none",
+         "seq_us": stat(125000.0, 125000.0, 125000.0), "req_per_s": {"2": stat(5.0, 5.0, 5.0)},
+         "peak_threads": {"1": 1, "2": 4}, "switches": 0, "hops": 0, "loops": 0,
+         "threads_started": 0},
+    ]  # fmt: skip
+    # The warm-up, one request at a time, then every cell once a level and round.
+    assert driver.calls == [
+        ("asgi", "/sync/", "shipped", 1, 1), ("asgi", "/sync/", "none", 1, 1),
+    ] + [
+        ("asgi", "/sync/", variant, 5, level)
+        for _round in range(2) for level in (1, 2) for variant in ("shipped", "none")
+    ]  # fmt: skip
+    assert progress.done == 8
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_matrix_names_each_cell_on_the_progress_line():
+    script = {("shipped", 1): [(1.0, [0.5], 2, [None])], ("shipped", 3): [(1.0, [0.5], 2, [None])]}
+    args = argparse.Namespace(
+        servers=["wsgi"], endpoints=["/async-io/"], variants=["shipped"], concurrency=[1, 3],
+        rounds=1, warmup=0, requests=1,
+    )  # fmt: skip
+    terminal = Terminal()
+    bench.measure(args, ScriptedDriver(script, warmup=0), bench.Progress(2, terminal))
+    steps = [step.split("  (~")[0] for step in terminal.getvalue().split("\r\x1b[K")[1:]]
+    assert steps == ["[1/2] WSGI /async-io/ shipped c=1", "[2/2] WSGI /async-io/ shipped c=3"]
+
+
+def test_the_matrix_without_a_warmup_or_a_sequential_level():
+    script = {("none", 50): [(2.0, [1.0] * 4, 9, [None] * 4)]}
+    args = argparse.Namespace(
+        servers=["wsgi"], endpoints=["/async/"], variants=["none"], concurrency=[50],
+        rounds=1, warmup=0, requests=4,
+    )  # fmt: skip
+    driver = ScriptedDriver(script, warmup=0)
+    assert bench.measure(args, driver, bench.Progress(1, io.StringIO())) == [
+        {"server": "wsgi", "endpoint": "/async/", "variant": "none", "seq_us": None,
+         "req_per_s": {"50": stat(2.0, 2.0, 2.0)}, "peak_threads": {"50": 9}, "switches": 0,
+         "hops": 0, "loops": 0, "threads_started": 0},
+    ]  # fmt: skip
+    assert driver.calls == [("wsgi", "/async/", "none", 4, 50)]
+
+
 # -- tables ------------------------------------------------------------------------
 
 
