@@ -741,3 +741,28 @@ def test_what_does_not_go_together_is_bad_input(argv, message, tmp_path, monkeyp
     (tmp_path / "base.json").write_text(json.dumps(matrix(good(variant="none"))))
     assert cli.main(["bench", *argv, "--servers", "asgi", "--project", "nowhere"]) == 2
     assert capsys.readouterr() == ("", f"switchtrace bench: error: {message}\n")
+
+
+# -- the servers of --driver server -------------------------------------------------------
+
+
+def test_a_responses_figures_are_its_four_headers():
+    headers = {"x-context-switches": "30", "x-thread-hops": "28", "x-event-loops": "0",
+               "x-threads-started": "2", "content-length": "12"}  # fmt: skip
+    assert bench._figures(headers) == (30, 28, 0, 2)
+    del headers["x-threads-started"]
+    assert bench._figures(headers) is None
+
+
+@pytest.mark.parametrize("configured", [{}, {"SWITCHTRACE": None}, {"SWITCHTRACE": "on"}])
+def test_the_modes_settings_for_a_project_without_a_switchtrace_dict(configured):
+    """SWITCHTRACE missing, or no dict (which the checks report): each mode's
+    settings are made from an empty one."""
+    project = {"MIDDLEWARE": ["switchtrace.django_app.middleware.SwitchTraceMiddleware"],
+               **configured}  # fmt: skip
+    modes = [{bench.OVERHEAD_MODE: mode} for mode in bench.OVERHEAD_VARIANTS]
+    assert [bench.overhead_settings(project, mode) for mode in modes] == [
+        {"MIDDLEWARE": [], "SWITCHTRACE": {"ENABLED": False}},
+        {"SWITCHTRACE": {"EXPORTER": "none"}},
+        {"SWITCHTRACE": {"SAMPLE_RATE": 1.0}},
+    ]
