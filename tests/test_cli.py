@@ -7,9 +7,11 @@ import dataclasses
 import io
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -218,6 +220,19 @@ def test_bench_text_header_counts_in_words(tmp_path):
     assert row[:3] + row[5:6] + row[7:] == ["WSGI", "none", "/sync/", "-", "0", "0", "0"]
 
 
+def test_bench_measures_the_default_concurrency_levels(tmp_path):
+    """Without --concurrency: 1 (the sequential figure), 50 and 200, as
+    --help says."""
+    args = ["bench", "--servers", "wsgi", "--endpoints", "/sync/", "--variants", "none",
+            "--requests", "1", "--rounds", "1", "--warmup", "0", "--json"]  # fmt: skip
+    out = run(args, tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    [cell] = json.loads(out.stdout)["cells"]
+    assert sorted(cell["peak_threads"], key=int) == ["1", "50", "200"]
+    assert sorted(cell["req_per_s"], key=int) == ["50", "200"]
+    assert set(cell["seq_us"]) == {"median", "min", "max"}
+
+
 def test_bench_over_real_servers(tmp_path):
     args = ["bench", "--driver", "server", "--endpoints", "/async/", "--variants", "shipped",
             "--concurrency", "1,3", "--requests", "6", "--rounds", "1", "--warmup", "1",
@@ -237,10 +252,20 @@ def test_bench_overhead_mode(tmp_path):
     (tmp_path / "tmp").mkdir()
     args = ["bench", "--overhead", "--servers", "asgi", "--endpoints", "/sync/",
             "--requests", "5", "--rounds", "2", "--warmup", "1", "--json"]  # fmt: skip
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     out = run(args, tmp_path, TMPDIR=str(tmp_path / "tmp"))
+    took, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     rows = json.loads(out.stdout)["rows"]
+    # Each round's back-to-back requests took part of the command's time and
+    # of its CPU time: all of them together (a row's two rounds, min + max)
+    # no more than the whole.
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    for figure, whole in (("us_per_request", took), ("cpu_us_per_request", cpu)):
+        spent = sum(r[figure]["min"] + r[figure]["max"] for r in rows) * 5 / 1e6
+        assert 0 < spent <= whole, (figure, spent, whole)
+    assert rows[0]["cpu_ratio"] == {"median": 1.0, "min": 1.0, "max": 1.0}
     # opentelemetry-instrumentation-django and -asgi are in the test extra.
     assert [r["mode"] for r in rows] == [
         "disabled", "headers only", "full spans", "opentelemetry-instrumentation-django"
@@ -268,7 +293,9 @@ def test_bench_overhead_through_real_servers(tmp_path):
     args = ["bench", "--overhead", "--driver", "server", "--servers", "wsgi,asgi",
             "--endpoints", "/sync/", "--requests", "3", "--rounds", "2", "--warmup", "1",
             "--json"]  # fmt: skip
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     out = run(args, tmp_path, TMPDIR=str(tmp_path / "tmp"))
+    took, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     assert out.returncode == 0, out.stderr
     # opentelemetry-instrumentation-django is in the test extra.
     assert out.stderr == (
@@ -294,6 +321,14 @@ def test_bench_overhead_through_real_servers(tmp_path):
             assert row["ratio"] == row["latency_ratio"] == row["cpu_ratio"] == one
         assert row.get("exported_per_request") == (one if row["mode"] == "full spans" else None)
         assert "served" not in row
+    # Each round's back-to-back requests took part of the command's time, and
+    # of the CPU time of the servers (waited for by the command, as it is by
+    # this test): all of them together (a row's two rounds, min + max) no more
+    # than the whole.
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    for figure, whole in (("us_per_request", took), ("cpu_us_per_request", cpu)):
+        spent = sum(r[figure]["min"] + r[figure]["max"] for r in rows) * 3 / 1e6
+        assert 0 < spent <= whole, (figure, spent, whole)
     # The spans went to a temporary file, not to FILE_PATH, and it is gone
     # with the settings module written for the servers.
     assert not (tmp_path / "traces.jsonl").exists()
@@ -303,15 +338,16 @@ def test_bench_overhead_through_real_servers(tmp_path):
 def test_bench_overhead_through_servers_to_the_settings_collector(tmp_path):
     """With an OTLP collector configured (OTEL_EXPORTER_OTLP_ENDPOINT), the
     full-spans uvicorn exports there, every request's spans whatever
-    OTEL_TRACES_SAMPLER says: its probe, the warm-up and 2 + 2 requests, 17
+    OTEL_TRACES_SAMPLER says: its probe, the warm-up and 1 + 1 requests, 17
     spans each (16 crossings and the request's); the other modes' servers
     none. What reached the collector is not counted: no
-    exported_per_request."""
+    exported_per_request. One request a round: its mode is checked on the
+    round's only answer."""
     from .exporters.receiver import HttpReceiver
 
     receiver = HttpReceiver()
     args = ["bench", "--overhead", "--driver", "server", "--servers", "asgi",
-            "--endpoints", "/sync/", "--requests", "2", "--rounds", "1", "--warmup", "1",
+            "--endpoints", "/sync/", "--requests", "1", "--rounds", "1", "--warmup", "1",
             "--json"]  # fmt: skip
     try:
         out = run(
@@ -326,7 +362,7 @@ def test_bench_overhead_through_servers_to_the_settings_collector(tmp_path):
     rows = json.loads(out.stdout)["rows"]
     assert [row["mode"] for row in rows] == ["disabled", "headers only", "full spans"]
     assert all("exported_per_request" not in row for row in rows)
-    assert receiver.received.span_count == 6 * 17
+    assert receiver.received.span_count == 4 * 17
     assert not (tmp_path / "traces.jsonl").exists()
 
 

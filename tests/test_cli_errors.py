@@ -564,6 +564,29 @@ def test_overhead_through_servers_a_server_that_does_not_start(tmp_path):
     assert "switchtrace/bench.py" not in out.stderr  # no traceback of ours
 
 
+def test_overhead_through_servers_a_server_not_answering_as_its_mode(tmp_path):
+    """A copy of the example project whose settings show switchtrace's
+    headers to no request: its headers-only server sends none, and is not
+    measured under that name. Without a warm-up, the round's own check of
+    its answers is the one that sees it."""
+    import shutil
+
+    project = tmp_path / "hidden"
+    shutil.copytree(EXAMPLE, project)
+    with (project / "project" / "settings.py").open("a") as f:
+        f.write('SWITCHTRACE["SHOW_HEADERS"] = lambda request: False\n')
+    args = ["bench", "--overhead", "--driver", "server", "--servers", "asgi", "--project",
+            "hidden", "--endpoints", "/sync/", "--requests", "1", "--rounds", "1",
+            "--warmup", "0"]  # fmt: skip
+    out = switchtrace(args, tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "switchtrace bench: error: the ASGI server with switchtrace headers only sent no "
+        "X-Context-Switches on /sync/"
+    )
+    assert "Traceback" not in out.stderr
+
+
 def _with_stdout_gone(args: list[str], tmp_path: Path, unbuffered: bool):
     """``python -m switchtrace ARGS | true``, the reader gone before a byte
     is written (deterministic, unlike a real pipeline)."""

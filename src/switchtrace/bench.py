@@ -936,14 +936,6 @@ def _overhead_rounds(
         delivered = otel.exporter.spans if otel is not None else 0
         return delivered, delivered, 0
 
-    def delivered(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
-        """Requests whose spans were delivered between ``before`` and
-        ``after`` (of :func:`exported`): the records dealt with, in the share
-        of their spans the exporter delivered (a request's spans are as many
-        every time, and a round's exports are its own: it is flushed)."""
-        records, spans, lost = (a - b for a, b in zip(after, before, strict=True))
-        return records * spans / (spans + lost) if spans + lost else 0.0
-
     def written(mode: str) -> None:
         """Wait until the spans of the requests served are written, so that
         their whole cost counts in their own round (not in a later one's)."""
@@ -976,13 +968,13 @@ def _overhead_rounds(
         written(mode)
         per_request = (time.perf_counter() - start) / args.requests * 1e6
         cpu = (time.process_time() - cpu_start) / args.requests * 1e6
-        if pipeline is not None and pipeline.records > counted[0]:
-            pipeline_cpu.setdefault((server, endpoint, mode), []).append(
-                (pipeline.cpu_ns - counted[1]) / (pipeline.records - counted[0]) / 1e3
-            )
+        if pipeline is not None:
+            per_record = _cpu_us_per_record(counted, (pipeline.records, pipeline.cpu_ns))
+            if per_record is not None:
+                pipeline_cpu.setdefault((server, endpoint, mode), []).append(per_record)
         if mode in ("full spans", OTEL_DJANGO):
             exported_share.setdefault((server, endpoint, mode), []).append(
-                delivered(before, exported()) / args.requests
+                _delivered(before, exported()) / args.requests
             )
         samples.setdefault((server, endpoint, mode), []).append(per_request)
         cpu_samples.setdefault((server, endpoint, mode), []).append(cpu)
@@ -1005,6 +997,24 @@ def _overhead_rounds(
         if (server, endpoint, mode) in exported_share:
             row["exported_per_request"] = spread(exported_share[server, endpoint, mode])
     return {"rows": rows}
+
+
+def _delivered(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+    """Requests whose spans were delivered between ``before`` and ``after``
+    (each: records the span pipeline dealt with, spans delivered, spans not
+    delivered): the records dealt with, in the share of their spans the
+    exporter delivered (a request's spans are as many every time, and a
+    round's exports are its own: it is flushed)."""
+    records, spans, lost = (a - b for a, b in zip(after, before, strict=True))
+    return records * spans / (spans + lost) if spans + lost else 0.0
+
+
+def _cpu_us_per_record(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """CPU µs the span thread took per record it dealt with between
+    ``before`` and ``after`` (each: records dealt with, its CPU time in ns);
+    None if it dealt with none."""
+    records, cpu_ns = after[0] - before[0], after[1] - before[1]
+    return cpu_ns / records / 1e3 if records > 0 else None
 
 
 #: The figures of --overhead's rows, and the names of their ratios to disabled.

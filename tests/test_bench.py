@@ -1,0 +1,768 @@
+"""What ``switchtrace bench`` computes, checks and prints, called with
+constructed inputs (nothing is measured here): its statistics and ratios,
+its tables, the baseline of --compare and the comparison, and its
+arguments."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import pytest
+
+from switchtrace import bench, cli
+
+
+def stat(median: float, low: float, high: float) -> dict[str, float]:
+    return {"median": median, "min": low, "max": high}
+
+
+# -- statistics and ratios -------------------------------------------------------
+
+
+def test_spread_is_the_median_min_and_max():
+    assert bench.spread([3.0, 1.0, 2.0, 10.0]) == stat(2.5, 1.0, 10.0)
+    assert bench.spread([7.0]) == stat(7.0, 7.0, 7.0)
+
+
+def interleave(rounds, servers, endpoints, modes, table):
+    """_interleaved over ``table`` ({figure: {(server, endpoint, mode): [a
+    round's value, ...]}}): each call of measure adds its round's values,
+    as the benchmark's measure does. The calls, in order, and the rows."""
+    calls = []
+    figures = {name: {} for name in table}
+
+    def measure(server, endpoint, mode):
+        calls.append((server, endpoint, mode))
+        for name, values in table.items():
+            if (server, endpoint, mode) in values:
+                done = figures[name].setdefault((server, endpoint, mode), [])
+                done.append(values[server, endpoint, mode][len(done)])
+
+    args = argparse.Namespace(rounds=rounds, servers=servers, endpoints=endpoints)
+    rows = bench._interleaved(args, "shipped", modes, measure, figures)
+    return calls, rows
+
+
+def test_interleaved_shuffles_the_modes_every_round_with_a_fixed_seed():
+    modes = ["disabled", "headers only", "full spans"]
+    calls, _rows = interleave(3, ["wsgi", "asgi"], ["/sync/"], modes, {})
+    # Every cell once a round, a server's modes together, in random.Random(0)'s order.
+    assert calls == [
+        ("wsgi", "/sync/", "headers only"), ("wsgi", "/sync/", "full spans"),
+        ("wsgi", "/sync/", "disabled"), ("asgi", "/sync/", "headers only"),
+        ("asgi", "/sync/", "full spans"), ("asgi", "/sync/", "disabled"),
+        ("wsgi", "/sync/", "headers only"), ("wsgi", "/sync/", "full spans"),
+        ("wsgi", "/sync/", "disabled"), ("asgi", "/sync/", "full spans"),
+        ("asgi", "/sync/", "disabled"), ("asgi", "/sync/", "headers only"),
+        ("wsgi", "/sync/", "headers only"), ("wsgi", "/sync/", "disabled"),
+        ("wsgi", "/sync/", "full spans"), ("asgi", "/sync/", "full spans"),
+        ("asgi", "/sync/", "headers only"), ("asgi", "/sync/", "disabled"),
+    ]  # fmt: skip
+
+
+def test_interleaved_ratios_are_the_rounds_own():
+    """Each round's figure is divided by disabled's in the same round, and
+    the spread taken over those ratios: 5/4 would be the ratio of the
+    medians. A round where disabled measured 0 has no ratio; a figure
+    missing for a mode, or measured in fewer rounds than disabled's, is
+    left out of its row."""
+    wsgi = ("wsgi", "/sync/")
+    table = {
+        "us_per_request": {
+            (*wsgi, "disabled"): [4.0, 1.0, 8.0],
+            (*wsgi, "full spans"): [4.0, 5.0, 8.0],
+        },
+        "cpu_us_per_request": {
+            (*wsgi, "disabled"): [2.0, 0.0, 4.0],
+            (*wsgi, "full spans"): [3.0, 9.0, 8.0],
+        },
+        "latency_us": {(*wsgi, "disabled"): [1.0, 2.0, 4.0]},
+    }
+    _calls, rows = interleave(3, ["wsgi"], ["/sync/"], ["disabled", "full spans"], table)
+    assert rows == [
+        {
+            "server": "wsgi", "endpoint": "/sync/", "variant": "shipped", "mode": "disabled",
+            "us_per_request": stat(4.0, 1.0, 8.0), "ratio": stat(1.0, 1.0, 1.0),
+            "cpu_us_per_request": stat(2.0, 0.0, 4.0), "cpu_ratio": stat(1.0, 1.0, 1.0),
+            "latency_us": stat(2.0, 1.0, 4.0), "latency_ratio": stat(1.0, 1.0, 1.0),
+        },
+        {
+            "server": "wsgi", "endpoint": "/sync/", "variant": "shipped", "mode": "full spans",
+            "us_per_request": stat(5.0, 4.0, 8.0), "ratio": stat(1.0, 1.0, 5.0),
+            "cpu_us_per_request": stat(8.0, 3.0, 9.0), "cpu_ratio": stat(1.75, 1.5, 2.0),
+        },
+    ]  # fmt: skip
+
+
+def test_interleaved_leaves_out_what_disabled_did_not_measure():
+    """A figure disabled has not (its server's CPU unreadable), or that
+    disabled measured 0 in every round, gives no ratio; a mode measured in
+    fewer rounds than disabled (cannot be compared round by round) gives
+    neither figure nor ratio."""
+    cell = ("asgi", "/async/")
+    table = {
+        "us_per_request": {(*cell, "disabled"): [0.0, 0.0], (*cell, "headers only"): [3.0, 5.0]},
+        "cpu_us_per_request": {(*cell, "headers only"): [1.0, 2.0]},
+    }
+    _calls, rows = interleave(2, ["asgi"], ["/async/"], ["disabled", "headers only"], table)
+    assert rows == [
+        {"server": "asgi", "endpoint": "/async/", "variant": "shipped", "mode": "disabled",
+         "us_per_request": stat(0.0, 0.0, 0.0)},
+        {"server": "asgi", "endpoint": "/async/", "variant": "shipped", "mode": "headers only",
+         "us_per_request": stat(4.0, 3.0, 5.0)},
+    ]  # fmt: skip
+    uneven = {"latency_us": {(*cell, "disabled"): [2.0, 2.0], (*cell, "full spans"): [3.0]}}
+    figures = {"latency_us": {key: list(values) for key, values in uneven["latency_us"].items()}}
+    args = argparse.Namespace(rounds=0, servers=["asgi"], endpoints=["/async/"])
+    rows = bench._interleaved(args, "none", ["disabled", "full spans"], lambda *cell: None, figures)
+    assert rows == [
+        {"server": "asgi", "endpoint": "/async/", "variant": "none", "mode": "disabled",
+         "latency_us": stat(2.0, 2.0, 2.0), "latency_ratio": stat(1.0, 1.0, 1.0)},
+        {"server": "asgi", "endpoint": "/async/", "variant": "none", "mode": "full spans"},
+    ]  # fmt: skip
+
+
+def test_the_requests_whose_spans_were_delivered():
+    """The records dealt with, in the share of their spans delivered: 10
+    records whose 170 spans made it all, 30 of 40 (a quarter of the spans
+    refused), 4 of 8 (half), none, or no span at all (nothing to share
+    out)."""
+    assert bench._delivered((5, 100, 2), (15, 270, 2)) == 10.0
+    assert bench._delivered((5, 100, 2), (45, 610, 172)) == 30.0
+    assert bench._delivered((0, 0, 0), (8, 68, 68)) == 4.0
+    assert bench._delivered((0, 0, 0), (4, 0, 68)) == 0.0
+    assert bench._delivered((3, 9, 1), (3, 9, 1)) == 0.0
+
+
+def test_the_span_threads_cpu_per_record():
+    assert bench._cpu_us_per_record((10, 4_000_000), (14, 6_000_000)) == 500.0
+    assert bench._cpu_us_per_record((0, 0), (1, 2_500)) == 2.5
+    assert bench._cpu_us_per_record((14, 6_000_000), (14, 6_000_100)) is None
+
+
+def test_latencies_time_each_request_through_the_servers_handler():
+    """The ASGI handler for asgi, the WSGI one for wsgi, ``between`` after
+    each request, and each time within the call's."""
+    import time
+
+    served = []
+
+    async def asgi(scope, receive, send):
+        served.append(("asgi", scope["path"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def wsgi(environ, start_response):
+        served.append(("wsgi", environ["PATH_INFO"]))
+        start_response("200 OK", [])
+        return io.BytesIO(b"ok")  # iterated, then closed
+
+    for server in ("asgi", "wsgi"):
+        served.clear()
+        start = time.perf_counter()
+        times = bench._latencies(
+            (asgi, wsgi), server, "/x/", 3, lambda: served.append(("between", ""))
+        )
+        took = time.perf_counter() - start
+        assert served == [(server, "/x/"), ("between", "")] * 3
+        assert len(times) == 3
+        assert all(0 < t for t in times)
+        assert sum(times) <= took
+
+
+def test_latencies_of_a_response_never_complete_is_an_error():
+    async def unfinished(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"o", "more_body": True})
+
+    with pytest.raises(RuntimeError) as raised:
+        bench._latencies((unfinished, None), "asgi", "/stream/", 1, lambda: None)
+    assert str(raised.value) == "/stream/: the response was never complete"
+
+
+class ScriptedDriver:
+    """A driver whose runs answer as ``script`` says for the cell's variant,
+    the concurrency level and the round ((elapsed s, latencies s, peak
+    threads, each response's figures)), so that what measure makes of them
+    is exact. The calls it got, in order."""
+
+    def __init__(self, script, warmup):
+        self.script, self.warmup, self.calls, self.done = script, warmup, [], {}
+
+    def run(self, server, variant, endpoint, requests, concurrency):
+        self.calls.append((server, endpoint, variant, requests, concurrency))
+        if requests == self.warmup:  # (the tests' warm-up and rounds differ in size)
+            return 1.0, [1.0] * requests, 1, [None] * requests
+        key = (variant, concurrency)
+        self.done[key] = self.done.get(key, -1) + 1
+        return self.script[key][self.done[key]]
+
+
+def test_the_matrix_is_the_spread_over_rounds_of_each_cells_figures():
+    """Sequential: the median latency of a round (µs), its spread over the
+    rounds; under load: requests per second (requests / elapsed); the peak
+    threads of each level over the rounds; the switches, hops, loops and
+    threads started: the median (low) of the responses that sent them, 0
+    where none did."""
+    counted = [(31, 30, 1, 2), None, (30, 30, 0, 2), (32, 31, 0, 3)]
+    script = {
+        ("shipped", 1): [(9.0, [0.0625, 0.25, 0.125], 3, counted),
+                         (9.0, [0.5, 0.5, 0.25], 5, counted)],
+        ("shipped", 2): [(0.5, [1.0] * 5, 7, counted), (0.25, [1.0] * 5, 6, counted)],
+        ("none", 1): [(9.0, [0.125], 1, [None]), (9.0, [0.125], 1, [None])],
+        ("none", 2): [(1.0, [1.0] * 5, 4, [None] * 5), (1.0, [1.0] * 5, 4, [None] * 5)],
+    }  # fmt: skip
+    args = argparse.Namespace(
+        servers=["asgi"], endpoints=["/sync/"], variants=["shipped", "none"],
+        concurrency=[1, 2], rounds=2, warmup=1, requests=5,
+    )  # fmt: skip
+    driver = ScriptedDriver(script, warmup=1)
+    progress = bench.Progress(8, io.StringIO())
+    cells = bench.measure(args, driver, progress)
+    assert cells == [
+        {"server": "asgi", "endpoint": "/sync/", "variant": "shipped",
+         "seq_us": stat(312500.0, 125000.0, 500000.0), "req_per_s": {"2": stat(15.0, 10.0, 20.0)},
+         "peak_threads": {"1": 5, "2": 7}, "switches": 31, "hops": 30, "loops": 1,
+         "threads_started": 2},
+        {"server": "asgi", "endpoint": "/sync/", "variant": "none",
+         "seq_us": stat(125000.0, 125000.0, 125000.0), "req_per_s": {"2": stat(5.0, 5.0, 5.0)},
+         "peak_threads": {"1": 1, "2": 4}, "switches": 0, "hops": 0, "loops": 0,
+         "threads_started": 0},
+    ]  # fmt: skip
+    # The warm-up, one request at a time, then every cell once a level and round.
+    assert driver.calls == [
+        ("asgi", "/sync/", "shipped", 1, 1), ("asgi", "/sync/", "none", 1, 1),
+    ] + [
+        ("asgi", "/sync/", variant, 5, level)
+        for _round in range(2) for level in (1, 2) for variant in ("shipped", "none")
+    ]  # fmt: skip
+    assert progress.done == 8
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_matrix_names_each_cell_on_the_progress_line():
+    script = {("shipped", 1): [(1.0, [0.5], 2, [None])], ("shipped", 3): [(1.0, [0.5], 2, [None])]}
+    args = argparse.Namespace(
+        servers=["wsgi"], endpoints=["/async-io/"], variants=["shipped"], concurrency=[1, 3],
+        rounds=1, warmup=0, requests=1,
+    )  # fmt: skip
+    terminal = Terminal()
+    bench.measure(args, ScriptedDriver(script, warmup=0), bench.Progress(2, terminal))
+    steps = [step.split("  (~")[0] for step in terminal.getvalue().split("\r\x1b[K")[1:]]
+    assert steps == ["[1/2] WSGI /async-io/ shipped c=1", "[2/2] WSGI /async-io/ shipped c=3"]
+
+
+def test_the_matrix_without_a_warmup_or_a_sequential_level():
+    script = {("none", 50): [(2.0, [1.0] * 4, 9, [None] * 4)]}
+    args = argparse.Namespace(
+        servers=["wsgi"], endpoints=["/async/"], variants=["none"], concurrency=[50],
+        rounds=1, warmup=0, requests=4,
+    )  # fmt: skip
+    driver = ScriptedDriver(script, warmup=0)
+    assert bench.measure(args, driver, bench.Progress(1, io.StringIO())) == [
+        {"server": "wsgi", "endpoint": "/async/", "variant": "none", "seq_us": None,
+         "req_per_s": {"50": stat(2.0, 2.0, 2.0)}, "peak_threads": {"50": 9}, "switches": 0,
+         "hops": 0, "loops": 0, "threads_started": 0},
+    ]  # fmt: skip
+    assert driver.calls == [("wsgi", "/async/", "none", 4, 50)]
+
+
+# -- tables ------------------------------------------------------------------------
+
+
+def test_fmt_is_the_median_and_range_to_the_digits_asked():
+    assert bench._fmt(stat(12.345, 10.04, 15.96), 1) == "12.3 (10.0-16.0)"
+    assert bench._fmt(stat(999.5, 900.4, 1000.6), 0) == "1000 (900-1001)"
+    assert bench._fmt(None, 1) == "-"
+    assert bench._fmt({}, 0) == "-"
+
+
+def matrix_cell(server, variant, seq, rps, peak, switches, loops, threads):
+    return {"server": server, "endpoint": "/sync/", "variant": variant, "seq_us": seq,
+            "req_per_s": rps, "peak_threads": peak, "switches": switches, "hops": switches,
+            "loops": loops, "threads_started": threads}  # fmt: skip
+
+
+def test_render_prints_a_table_per_concurrency_level():
+    results = {
+        "driver": "in-process", "rounds": 2, "requests": 50, "python": "3.11.7",
+        "django": "5.2", "asgiref": "3.13.0",
+        "cells": [
+            matrix_cell("asgi", "shipped", stat(412.25, 400.0, 430.75),
+                        {"50": stat(2400.4, 2300.6, 2500.5), "200": stat(2100.0, 2000.0, 2200.0)},
+                        {"1": 3, "50": 12, "200": 12}, 30, 0, 2),
+            matrix_cell("wsgi", "none", None, {"50": stat(9000.0, 8999.5, 9100.0)},
+                        {"50": 50}, 0, 0, 0),
+        ],
+    }  # fmt: skip
+    out = io.StringIO()
+    bench.render(results, out)
+    assert out.getvalue().splitlines() == [
+        "switchtrace bench (in-process; 2 rounds of 50 requests; no spans exported; medians, "
+        "min-max over rounds)",
+        "Python 3.11.7, Django 5.2, asgiref 3.13.0",
+        "",
+        "c=50                          seq us/req        conc req/s  peak thr  switches  loops"
+        "  threads",
+        "ASGI shipped /sync/  412.2 (400.0-430.8)  2400 (2301-2500)        12        30      0"
+        "        2",
+        "WSGI none /sync/                       -  9000 (9000-9100)        50         0      0"
+        "        0",
+        "",
+        "c=200                         seq us/req        conc req/s  peak thr  switches  loops"
+        "  threads",
+        "ASGI shipped /sync/  412.2 (400.0-430.8)  2100 (2000-2200)        12        30      0"
+        "        2",
+        "WSGI none /sync/                       -                 -         -         0      0"
+        "        0",
+    ]
+
+
+def test_render_of_a_sequential_run_has_one_table():
+    """Concurrency 1 alone: no level has a req/s figure, and the one table
+    is c=1's."""
+    results = {
+        "driver": "server", "rounds": 1, "requests": 1, "python": "3.13.0", "django": "6.1",
+        "asgiref": "3.13.0",
+        "cells": [matrix_cell("wsgi", "sync-only", stat(80.0, 80.0, 80.0), {}, {"1": 1}, 0, 0, 0)],
+    }  # fmt: skip
+    out = io.StringIO()
+    bench.render(results, out)
+    assert out.getvalue().splitlines()[2:] == [
+        "",
+        "c=1                          seq us/req  conc req/s  peak thr  switches  loops  threads",
+        "WSGI sync-only /sync/  80.0 (80.0-80.0)           -         1         0      0        0",
+    ]
+
+
+def overhead_row(mode, **figures):
+    return {"server": "asgi", "endpoint": "/sync/", "variant": "shipped", "mode": mode,
+            "us_per_request": stat(5000.04, 4000.25, 6000.75), "ratio": stat(1.3, 1.1, 1.5),
+            "latency_us": stat(4400, 4200, 4800), "latency_ratio": stat(1.0, 1.0, 1.0),
+            **figures}  # fmt: skip
+
+
+def test_render_overhead_prints_every_figure_of_a_row():
+    rows = [
+        overhead_row(
+            "full spans",
+            cpu_us_per_request=stat(5100.06, 4100.5, 6100),
+            cpu_ratio=stat(1.3125, 1.2, 1.4),
+            pipeline_cpu_us_per_request=stat(600.05, 500.5, 700.25),
+        ),
+        # Disabled's CPU read as 0 in every round (a clock's tick is 10 ms): no ratio.
+        overhead_row("disabled", cpu_us_per_request=stat(0, 0, 0)),
+    ]
+    out = io.StringIO()
+    bench.render_overhead({"rounds": 1, "requests": 1, "rows": rows}, out)
+    assert out.getvalue().splitlines()[3:] == [
+        "  ASGI shipped /sync/ full spans",
+        "      wall     5000.0 (4000.2-6000.8)  x1.300 (1.100-1.500)   cpu     5100.1 "
+        "(4100.5-6100.0)  x1.312 (1.200-1.400)",
+        "      of which switchtrace's span thread: 600.0 (500.5-700.2) CPU µs per request",
+        "      latency  4400.0 (4200.0-4800.0)  x1.000 (1.000-1.000)",
+        "  ASGI shipped /sync/ disabled",
+        "      wall     5000.0 (4000.2-6000.8)  x1.300 (1.100-1.500)   cpu               not "
+        "measured",
+        "      latency  4400.0 (4200.0-4800.0)  x1.000 (1.000-1.000)",
+    ]
+
+
+# -- the baseline of --compare -------------------------------------------------------
+
+
+def baseline_file(tmp_path, data) -> str:
+    path = tmp_path / "base.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def good(**fields):
+    return {"server": "asgi", "endpoint": "/sync/", "variant": "shipped",
+            "seq_us": stat(100, 90, 110), "req_per_s": {"50": stat(1000, 900, 1100)},
+            **fields}  # fmt: skip
+
+
+def refused(tmp_path, data) -> str:
+    path = baseline_file(tmp_path, data)
+    with pytest.raises(bench.BadBaseline) as raised:
+        bench.load_baseline(path)
+    return str(raised.value).replace(path, "base.json")
+
+
+def test_a_baseline_is_taken_whole_with_every_kind_of_figure(tmp_path):
+    data = {"format": 1, "mode": "matrix", "driver": "server", "cells": [
+        good(),
+        good(server="wsgi", seq_us=None, req_per_s={}),
+        good(variant="none", seq_us=stat(1, 0.5, 2), req_per_s={"007": stat(3, 2.5, 4)}),
+    ]}  # fmt: skip
+    assert bench.load_baseline(baseline_file(tmp_path, data)) == data
+
+
+def test_a_path_that_cannot_be_read_says_why(tmp_path):
+    (tmp_path / "file").write_text("{}")
+    with pytest.raises(bench.BadBaseline) as raised:
+        bench.load_baseline(str(tmp_path / "file" / "base.json"))
+    assert str(raised.value) == (
+        f"--compare: {tmp_path / 'file' / 'base.json'} cannot be read (Not a directory)"
+    )
+
+
+SHAPE = (
+    "--compare: base.json is not a result of 'switchtrace bench --json' (expected an object "
+    "with format 1, mode 'matrix' and a cells list)"
+)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        "null",
+        {"format": 2, "mode": "matrix", "cells": []},
+        {"mode": "matrix", "cells": []},
+        {"format": 1, "mode": "matrix", "cells": {}},
+        {"format": 1, "mode": "overhead", "cells": []},
+        {"format": 1, "cells": []},
+    ],
+)
+def test_a_baseline_of_another_shape_is_refused(data, tmp_path):
+    assert refused(tmp_path, data) == SHAPE
+
+
+def matrix(*cells):
+    return {"format": 1, "mode": "matrix", "cells": list(cells)}
+
+
+CELL_ALLOWED = "allowed: an object with server, endpoint, variant, seq_us and req_per_s"
+STAT_ALLOWED = "an object of numbers median, min and max"
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        (None, f"cell 1 is null; {CELL_ALLOWED}"),
+        (True, f"cell 1 is a boolean; {CELL_ALLOWED}"),
+        (2.5, f"cell 1 is the number 2.5; {CELL_ALLOWED}"),
+        ("x" * 50, f"cell 1 is the string '{'x' * 40}'; {CELL_ALLOWED}"),
+        ([good()], f"cell 1 is a list; {CELL_ALLOWED}"),
+        (good(variant={}), "cell 1: field variant is an object; allowed: a string"),
+        (good(server=None), "cell 1: field server is null; allowed: a string"),
+        ({"server": "asgi", "variant": "none"},
+         "cell 1: field endpoint is missing; allowed: a string"),
+        ({k: v for k, v in good().items() if k != "seq_us"},
+         "cell 1 (asgi shipped /sync/): field seq_us is missing; allowed: null or "
+         f"{STAT_ALLOWED}"),
+        (good(seq_us=[]),
+         f"cell 1 (asgi shipped /sync/): field seq_us is a list; allowed: null or {STAT_ALLOWED}"),
+        (good(seq_us={"median": 1, "min": 1}),
+         "cell 1 (asgi shipped /sync/): field seq_us.max is missing; allowed: a number"),
+        (good(seq_us={"median": False, "min": 1, "max": 1}),
+         "cell 1 (asgi shipped /sync/): field seq_us.median is a boolean; allowed: a number"),
+        (good(req_per_s=None),
+         "cell 1 (asgi shipped /sync/): field req_per_s is null; allowed: an object of "
+         f"concurrency level: {STAT_ALLOWED}"),
+        (good(req_per_s={"50": stat(1, 1, 1), "0": stat(1, 1, 1)}),
+         "cell 1 (asgi shipped /sync/): req_per_s has the key '0'; allowed: a concurrency level "
+         "(a positive integer)"),
+        (good(req_per_s={"5a": stat(1, 1, 1)}),
+         "cell 1 (asgi shipped /sync/): req_per_s has the key '5a'; allowed: a concurrency "
+         "level (a positive integer)"),
+        # An Arabic-Indic five: a digit to str.isdigit, no concurrency level.
+        (good(req_per_s={"\u0665": stat(1, 1, 1)}),
+         "cell 1 (asgi shipped /sync/): req_per_s has the key '\u0665'; allowed: a concurrency "
+         "level (a positive integer)"),
+        (good(req_per_s={"50": 7}),
+         "cell 1 (asgi shipped /sync/): field req_per_s.50 is the number 7; allowed: "
+         f"{STAT_ALLOWED}"),
+        (good(req_per_s={"50": {"median": 1, "min": "1", "max": 1}}),
+         "cell 1 (asgi shipped /sync/): field req_per_s.50.min is the string '1'; allowed: a "
+         "number"),
+    ],
+)  # fmt: skip
+def test_a_baseline_cell_names_its_wrong_field(cell, message, tmp_path):
+    assert refused(tmp_path, matrix(good(), cell)) == f"--compare: base.json: {message}"
+
+
+# -- the comparison ------------------------------------------------------------------
+
+
+def cell(server="asgi", variant="shipped", seq=None, **rps):
+    return {"server": server, "endpoint": "/sync/", "variant": variant, "seq_us": seq,
+            "req_per_s": {level[1:]: value for level, value in rps.items()}}  # fmt: skip
+
+
+def test_slower_means_beyond_the_tolerance_and_both_spreads():
+    baseline = {"cells": [cell(seq=stat(100, 90, 100), c50=stat(1000, 1000, 1100))]}
+
+    def slower(current, tolerance):
+        return bench.slower_cells({"cells": [current]}, baseline, tolerance)
+
+    # At the bound: not slower (tolerances exact in binary, so are the bounds).
+    assert slower(cell(seq=stat(130, 125, 140), c50=stat(950, 700, 800)), 0.25) == {}
+    assert slower(cell(seq=stat(130, 100, 140), c50=stat(950, 800, 1000)), 0.0) == {}
+    # Just beyond it.
+    assert slower(cell(seq=stat(130, 126, 140), c50=stat(750, 700, 799)), 0.25) == {
+        "ASGI shipped /sync/": [
+            "ASGI shipped /sync/: seq 130.0 us/req, was 100.0 (every round slower than the "
+            "baseline's slowest)",
+            "ASGI shipped /sync/: c=50 750 req/s, was 1000 (every round slower than the "
+            "baseline's slowest)",
+        ]
+    }
+    assert slower(cell(seq=stat(130, 101, 140)), 0.0) == {
+        "ASGI shipped /sync/": [
+            "ASGI shipped /sync/: seq 130.0 us/req, was 100.0 (every round slower than the "
+            "baseline's slowest)"
+        ]
+    }
+    assert slower(cell(seq=stat(130, 126, 140), c50=stat(750, 700, 799)), 0.5) == {}
+
+
+def test_only_the_figures_both_runs_have_are_compared():
+    """A cell, a level or a sequential figure that one of the runs has not
+    is passed over; the others are compared."""
+    baseline = {"cells": [
+        cell(seq=stat(100, 100, 100), c50=stat(1000, 1000, 1000)),
+        cell(variant="none", seq=None, c200=stat(500, 500, 500)),
+    ]}  # fmt: skip
+    current = {"cells": [
+        cell(seq=None, c50=stat(10, 10, 10), c200=stat(1, 1, 1)),
+        cell(variant="none", seq=stat(999, 999, 999), c200=stat(500, 500, 500)),
+        cell(server="wsgi", seq=stat(999, 999, 999), c50=stat(1, 1, 1)),
+    ]}  # fmt: skip
+    assert bench.slower_cells(current, baseline) == {
+        "ASGI shipped /sync/": [
+            "ASGI shipped /sync/: c=50 10 req/s, was 1000 (every round slower than the "
+            "baseline's slowest)"
+        ]
+    }
+    assert (
+        bench.compare(current, baseline)
+        == bench.slower_cells(current, baseline)["ASGI shipped /sync/"]
+    )
+    assert bench.compare(baseline, baseline) == []
+
+
+def test_compare_lists_every_slower_cells_lines_in_the_runs_order():
+    baseline = {"cells": [cell(variant=v, seq=stat(10, 10, 10)) for v in ("shipped", "none")]}
+    current = {"cells": [cell(variant=v, seq=stat(20, 20, 20)) for v in ("none", "shipped")]}
+    assert bench.compare(current, baseline) == [
+        "ASGI none /sync/: seq 20.0 us/req, was 10.0 (every round slower than the baseline's "
+        "slowest)",
+        "ASGI shipped /sync/: seq 20.0 us/req, was 10.0 (every round slower than the "
+        "baseline's slowest)",
+    ]
+
+
+def test_the_summary_says_how_many_cells_were_compared():
+    baseline = {"cells": [cell(variant="shipped"), cell(variant="none")]}
+    both = {"cells": [cell(variant="none"), cell(variant="shipped")]}
+    assert bench.comparison_summary(both, baseline, "b.json", 0) == (
+        "compared 2 cells with b.json: none slower"
+    )
+    assert bench.comparison_summary(both, baseline, "b.json", 2) == (
+        "compared 2 cells with b.json: 2 slower"
+    )
+    some = {"cells": [cell(variant="none"), cell(variant="sync-only"), cell(server="wsgi")]}
+    assert bench.comparison_summary(some, baseline, "b.json", 1) == (
+        "compared 1 cell with b.json (of this run's 3; the others are not in it): 1 slower"
+    )
+
+
+def bench_args(*argv: str) -> argparse.Namespace:
+    return cli._parser().parse_args(["bench", *argv])
+
+
+def test_a_run_sharing_a_cell_with_the_baseline_is_compared():
+    args = bench_args("--servers", "wsgi,asgi", "--endpoints", "/sync/", "--variants", "none",
+                      "--compare", "b.json")  # fmt: skip
+    assert bench.no_shared_cell(args, {"cells": [cell(variant="none")]}) is None
+    assert bench.no_shared_cell(args, {"cells": []}) == (
+        "--compare: b.json has none of the cells this run measures, so nothing would be "
+        "compared; its cells: none; this run's: WSGI none /sync/, ASGI none /sync/; allowed: "
+        "the --servers, --endpoints and --variants of a run that shares a cell with it"
+    )
+
+
+# -- arguments -------------------------------------------------------------------------
+
+
+def test_the_defaults():
+    assert vars(bench_args()) == {
+        "command": "bench", "servers": ["wsgi", "asgi"],
+        "endpoints": ["/sync/", "/async/", "/async-io/"], "variants": None,
+        "concurrency": None, "requests": 200, "rounds": 3, "warmup": 20,
+        "driver": "in-process", "overhead": False, "json": False, "compare": None,
+        "tolerance": None, "project": None,
+    }  # fmt: skip
+
+
+def test_every_option_is_taken():
+    args = bench_args(
+        "--servers", "asgi", "--endpoints", "/stream/,/sync/", "--variants", "sync-only",
+        "--concurrency", "200,1,50,1", "--requests", "1", "--rounds", "2", "--warmup", "0",
+        "--server", "--overhead", "--json", "--compare", "b.json", "--tolerance", "0",
+        "--project", "p",
+    )  # fmt: skip
+    assert vars(args) == {
+        "command": "bench", "servers": ["asgi"], "endpoints": ["/stream/", "/sync/"],
+        "variants": ["sync-only"], "concurrency": [1, 50, 200], "requests": 1, "rounds": 2,
+        "warmup": 0, "driver": "server", "overhead": True, "json": True, "compare": "b.json",
+        "tolerance": 0.0, "project": "p",
+    }  # fmt: skip
+
+
+def test_a_list_is_its_items_once_each_in_the_order_given():
+    parse = bench._choices(("wsgi", "asgi"), "server")
+    assert parse(" asgi , wsgi,asgi,") == ["asgi", "wsgi"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "unknown server ''; allowed: wsgi, asgi"),
+        (" , ", "unknown server ' , '; allowed: wsgi, asgi"),
+        ("wsgi,http,asgi,h2", "unknown server 'http', 'h2'; allowed: wsgi, asgi"),
+    ],
+)
+def test_a_list_of_unknown_items_names_them(text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        bench._choices(("wsgi", "asgi"), "server")(text)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "value"),
+    [
+        (bench._concurrency, "1000,1", [1, 1000]),
+        (bench._concurrency, "7", [7]),
+        (bench._positive, "1", 1),
+        (bench._positive, " 12 ", 12),
+        (bench._non_negative, "0", 0),
+        (bench._non_negative, "3", 3),
+        (bench._fraction, "0", 0.0),
+        (bench._fraction, "10", 10.0),
+        (bench._fraction, "0.25", 0.25),
+    ],
+)
+def test_a_number_at_its_bounds_is_taken(parse, text, value):
+    assert parse(text) == value
+
+
+CONCURRENCY = "allowed: integers from 1 to 1000 separated by commas, e.g. 1,50,200"
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "message"),
+    [
+        (bench._concurrency, "0", f"invalid concurrency '0'; {CONCURRENCY}"),
+        (bench._concurrency, "1,1001", f"invalid concurrency '1,1001'; {CONCURRENCY}"),
+        (bench._concurrency, "", f"invalid concurrency ''; {CONCURRENCY}"),
+        (bench._concurrency, "1,x", f"invalid concurrency '1,x'; {CONCURRENCY}"),
+        (bench._positive, "0", "invalid value '0'; allowed: a positive integer"),
+        (bench._positive, "x", "invalid value 'x'; allowed: a positive integer"),
+        (bench._non_negative, "-1", "invalid value '-1'; allowed: 0 or a positive integer"),
+        (bench._non_negative, "x", "invalid value 'x'; allowed: 0 or a positive integer"),
+        (bench._fraction, "-0.01", "invalid tolerance '-0.01'; allowed: a number from 0 to 10 "
+         "(0.1 = 10 %)"),
+        (bench._fraction, "10.01", "invalid tolerance '10.01'; allowed: a number from 0 to 10 "
+         "(0.1 = 10 %)"),
+        (bench._fraction, "nan", "invalid tolerance 'nan'; allowed: a number from 0 to 10 "
+         "(0.1 = 10 %)"),
+        (bench._fraction, "x", "invalid tolerance 'x'; allowed: a number from 0 to 10 "
+         "(0.1 = 10 %)"),
+    ],
+)  # fmt: skip
+def test_a_number_out_of_bounds_is_refused(parse, text, message):
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        parse(text)
+    assert str(raised.value) == message
+
+
+NOWHERE = (
+    "switchtrace bench: error: --project nowhere is not the example project (no such "
+    "directory); allowed: the examples/project directory of a switchtrace checkout, or a copy "
+    "of it\n"
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--overhead", "--concurrency", "1"],
+        ["--overhead", "--variants", "none"],
+        ["--concurrency", "1,50", "--variants", "none,shipped"],
+        ["--tolerance", "0.5", "--compare", "base.json"],
+        ["--tolerance", "0", "--compare", "base.json"],
+    ],
+)
+def test_what_goes_together_passes_the_checks(argv, tmp_path, monkeypatch, capsys):
+    """Checked before the project is looked for: these get as far as the
+    (missing) project."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.json").write_text(json.dumps(matrix(good(variant="none"))))
+    assert cli.main(["bench", *argv, "--servers", "asgi", "--project", "nowhere"]) == 2
+    assert capsys.readouterr() == ("", NOWHERE)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--overhead", "--concurrency", "2"],
+         "--overhead serves one request at a time; --concurrency gave 2; allowed: 1, or no "
+         "--concurrency"),
+        (["--overhead", "--variants", "sync-only,shipped"],
+         "--overhead measures one middleware variant; --variants gave 2 (sync-only, shipped); "
+         "allowed: one of shipped, sync-only, none"),
+        (["--tolerance", "0", "--overhead"],
+         "--tolerance goes with --compare, which it is the tolerance of"),
+        (["--compare", "base.json", "--variants", "shipped", "--endpoints", "/sync/"],
+         "--compare: base.json has none of the cells this run measures, so nothing would be "
+         "compared; its cells: ASGI none /sync/; this run's: ASGI shipped /sync/; allowed: the "
+         "--servers, --endpoints and --variants of a run that shares a cell with it"),
+        # The variants default to all three, under --compare too.
+        (["--compare", "base.json", "--endpoints", "/async/"],
+         "--compare: base.json has none of the cells this run measures, so nothing would be "
+         "compared; its cells: ASGI none /sync/; this run's: ASGI shipped /async/, ASGI "
+         "sync-only /async/, ASGI none /async/; allowed: the --servers, --endpoints and "
+         "--variants of a run that shares a cell with it"),
+        (["--compare", "missing.json"], "--compare: missing.json does not exist"),
+    ],
+)  # fmt: skip
+def test_what_does_not_go_together_is_bad_input(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.json").write_text(json.dumps(matrix(good(variant="none"))))
+    assert cli.main(["bench", *argv, "--servers", "asgi", "--project", "nowhere"]) == 2
+    assert capsys.readouterr() == ("", f"switchtrace bench: error: {message}\n")
+
+
+# -- the servers of --driver server -------------------------------------------------------
+
+
+def test_a_responses_figures_are_its_four_headers():
+    headers = {"x-context-switches": "30", "x-thread-hops": "28", "x-event-loops": "0",
+               "x-threads-started": "2", "content-length": "12"}  # fmt: skip
+    assert bench._figures(headers) == (30, 28, 0, 2)
+    del headers["x-threads-started"]
+    assert bench._figures(headers) is None
+
+
+@pytest.mark.parametrize("configured", [{}, {"SWITCHTRACE": None}, {"SWITCHTRACE": "on"}])
+def test_the_modes_settings_for_a_project_without_a_switchtrace_dict(configured):
+    """SWITCHTRACE missing, or no dict (which the checks report): each mode's
+    settings are made from an empty one."""
+    project = {"MIDDLEWARE": ["switchtrace.django_app.middleware.SwitchTraceMiddleware"],
+               **configured}  # fmt: skip
+    modes = [{bench.OVERHEAD_MODE: mode} for mode in bench.OVERHEAD_VARIANTS]
+    assert [bench.overhead_settings(project, mode) for mode in modes] == [
+        {"MIDDLEWARE": [], "SWITCHTRACE": {"ENABLED": False}},
+        {"SWITCHTRACE": {"EXPORTER": "none"}},
+        {"SWITCHTRACE": {"SAMPLE_RATE": 1.0}},
+    ]
