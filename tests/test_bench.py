@@ -583,11 +583,43 @@ def bench_args(*argv: str) -> argparse.Namespace:
 def test_a_run_sharing_a_cell_with_the_baseline_is_compared():
     args = bench_args("--servers", "wsgi,asgi", "--endpoints", "/sync/", "--variants", "none",
                       "--compare", "b.json")  # fmt: skip
-    assert bench.no_shared_cell(args, {"cells": [cell(variant="none")]}) is None
+    assert bench.no_shared_cell(args, {"cells": [cell(variant="none", c50=stat(9, 9, 9))]}) is None
     assert bench.no_shared_cell(args, {"cells": []}) == (
         "--compare: b.json has none of the cells this run measures, so nothing would be "
         "compared; its cells: none; this run's: WSGI none /sync/, ASGI none /sync/; allowed: "
         "the --servers, --endpoints and --variants of a run that shares a cell with it"
+    )
+
+
+def test_a_run_sharing_no_figure_with_the_baseline_is_refused():
+    """Cells in common, but no concurrency level measured by both: the run
+    said "compared 1 cell ... none slower" having compared nothing."""
+    args = bench_args("--servers", "asgi", "--endpoints", "/sync/", "--variants", "shipped",
+                      "--concurrency", "1,200", "--compare", "b.json")  # fmt: skip
+    baseline = {"cells": [cell(c50=stat(9, 9, 9)), cell(variant="none", seq=stat(1, 1, 1))]}
+    assert bench.no_shared_cell(args, baseline) == (
+        "--compare: b.json has no figure at this run's concurrency (1, 200) for the cells "
+        "the two share, so nothing would be compared; its levels there: 50; allowed: a "
+        "--concurrency with one of them"
+    )
+    empty = {"cells": [cell()]}
+    assert bench.no_shared_cell(args, empty) == (
+        "--compare: b.json has no figure at this run's concurrency (1, 200) for the cells "
+        "the two share, so nothing would be compared; its levels there: none; allowed: a "
+        "--concurrency with one of them"
+    )
+    # One level in common is enough: sequential (1), or one above it.
+    assert bench.no_shared_cell(args, {"cells": [cell(seq=stat(1, 1, 1))]}) is None
+    assert (
+        bench.no_shared_cell(args, {"cells": [cell(c50=stat(9, 9, 9), c200=stat(9, 9, 9))]}) is None
+    )
+    # Without --concurrency: the default levels, 1, 50 and 200.
+    default = bench_args("--servers", "asgi", "--endpoints", "/sync/", "--variants", "shipped")
+    assert bench.no_shared_cell(default, {"cells": [cell(c50=stat(9, 9, 9))]}) is None
+    assert bench.no_shared_cell(default, {"cells": [cell(c100=stat(9, 9, 9))]}) == (
+        "--compare: None has no figure at this run's concurrency (1, 50, 200) for the cells "
+        "the two share, so nothing would be compared; its levels there: 100; allowed: a "
+        "--concurrency with one of them"
     )
 
 

@@ -815,17 +815,34 @@ def planned_cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 
 
 def no_shared_cell(args: argparse.Namespace, baseline: dict[str, Any]) -> str | None:
-    """The error if the run would measure no cell that the baseline has
-    (nothing would be compared), else None."""
+    """The error if the run would compare nothing with the baseline: it
+    measures none of its cells, or, of those it shares, none of the figures
+    the baseline has (sequential, concurrency 1; requests per second at a
+    level above); else None."""
     theirs = [cell_key(cell) for cell in baseline["cells"]]
     ours = planned_cells(args)
-    if set(ours) & set(theirs):
+    shared = set(ours) & set(theirs)
+    if not shared:
+        return (
+            f"--compare: {args.compare} has none of the cells this run measures, so nothing "
+            f"would be compared; its cells: {', '.join(map(cell_name, theirs)) or 'none'}; "
+            f"this run's: {', '.join(map(cell_name, ours))}; allowed: the --servers, "
+            "--endpoints and --variants of a run that shares a cell with it"
+        )
+    levels = sorted(set(args.concurrency or DEFAULT_CONCURRENCY))
+    measured: set[int] = set()  # the levels the baseline has figures of, in those cells
+    for cell in baseline["cells"]:
+        if cell_key(cell) in shared:
+            if cell.get("seq_us"):
+                measured.add(1)
+            measured.update(level for level in map(int, cell.get("req_per_s", {})) if level > 1)
+    if measured & set(levels):
         return None
     return (
-        f"--compare: {args.compare} has none of the cells this run measures, so nothing would "
-        f"be compared; its cells: {', '.join(map(cell_name, theirs)) or 'none'}; this run's: "
-        f"{', '.join(map(cell_name, ours))}; allowed: the --servers, --endpoints and "
-        "--variants of a run that shares a cell with it"
+        f"--compare: {args.compare} has no figure at this run's concurrency "
+        f"({', '.join(map(str, levels))}) for the cells the two share, so nothing would be "
+        f"compared; its levels there: {', '.join(map(str, sorted(measured))) or 'none'}; "
+        "allowed: a --concurrency with one of them"
     )
 
 
