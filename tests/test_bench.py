@@ -402,7 +402,10 @@ def test_a_baseline_is_taken_whole_with_every_kind_of_figure(tmp_path):
         good(server="wsgi", seq_us=None, req_per_s={}),
         good(variant="none", seq_us=stat(1, 0.5, 2), req_per_s={"007": stat(3, 2.5, 4)}),
     ]}  # fmt: skip
-    assert bench.load_baseline(baseline_file(tmp_path, data)) == data
+    loaded = bench.load_baseline(baseline_file(tmp_path, data))
+    # A level's key as a run writes it, so that this run's finds it.
+    data["cells"][2]["req_per_s"] = {"7": stat(3, 2.5, 4)}
+    assert loaded == data
 
 
 def test_a_path_that_cannot_be_read_says_why(tmp_path):
@@ -591,7 +594,7 @@ def test_a_run_sharing_a_cell_with_the_baseline_is_compared():
     )
 
 
-def test_a_run_sharing_no_figure_with_the_baseline_is_refused():
+def test_a_run_sharing_no_figure_with_the_baseline_is_refused(tmp_path):
     """Cells in common, but no concurrency level measured by both: the run
     said "compared 1 cell ... none slower" having compared nothing."""
     args = bench_args("--servers", "asgi", "--endpoints", "/sync/", "--variants", "shipped",
@@ -613,11 +616,25 @@ def test_a_run_sharing_no_figure_with_the_baseline_is_refused():
     assert (
         bench.no_shared_cell(args, {"cells": [cell(c50=stat(9, 9, 9), c200=stat(9, 9, 9))]}) is None
     )
+    # A baseline's level written with zeros in front is the same level, and
+    # compared as such.
+    padded = {"format": 1, "mode": "matrix", "cells": [cell(c050=stat(9, 9, 9))]}
+    loaded = bench.load_baseline(baseline_file(tmp_path, padded))
+    fifty = bench_args("--servers", "asgi", "--endpoints", "/sync/", "--variants", "shipped",
+                       "--concurrency", "50", "--compare", "b.json")  # fmt: skip
+    assert bench.no_shared_cell(fifty, loaded) is None
+    assert bench.slower_cells({"cells": [cell(c50=stat(5, 5, 5))]}, loaded) == {
+        "ASGI shipped /sync/": [
+            "ASGI shipped /sync/: c=50 5 req/s, was 9 (every round slower than the "
+            "baseline's slowest)"
+        ]
+    }
     # Without --concurrency: the default levels, 1, 50 and 200.
-    default = bench_args("--servers", "asgi", "--endpoints", "/sync/", "--variants", "shipped")
+    default = bench_args("--servers", "asgi", "--endpoints", "/sync/", "--variants", "shipped",
+                         "--compare", "b.json")  # fmt: skip
     assert bench.no_shared_cell(default, {"cells": [cell(c50=stat(9, 9, 9))]}) is None
     assert bench.no_shared_cell(default, {"cells": [cell(c100=stat(9, 9, 9))]}) == (
-        "--compare: None has no figure at this run's concurrency (1, 50, 200) for the cells "
+        "--compare: b.json has no figure at this run's concurrency (1, 50, 200) for the cells "
         "the two share, so nothing would be compared; its levels there: 100; allowed: a "
         "--concurrency with one of them"
     )

@@ -973,13 +973,22 @@ cli._watch_for_ctrl_c()
 execute_child = subprocess.Popen._execute_child
 signum = getattr(signal, sys.argv[2])
 servers = int(sys.argv[3])
+waiting = threading.Event()
+
+class Noted(threading.Condition):
+    def wait_for(self, predicate, timeout=None):
+        if threading.current_thread() is not threading.main_thread():
+            waiting.set()  # the watcher, about to wait for the start to end
+        return super().wait_for(predicate, timeout)
+
+cli._started = Noted()
 
 def forked_then_signalled(self, *args, **kwargs):
     execute_child(self, *args, **kwargs)
     print(self.pid, flush=True)
     if len(started) == servers - 1:
         os.kill(os.getpid(), signum)  # the handler runs here, on the main thread
-        time.sleep(0.3)  # meanwhile the watcher reads the signal's byte
+        waiting.wait(30)  # meanwhile the watcher reads the signal's byte
 
 subprocess.Popen._execute_child = forked_then_signalled
 started = []

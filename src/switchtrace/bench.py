@@ -693,6 +693,8 @@ def load_baseline(path: str) -> dict[str, Any]:
         )
     for index, cell in enumerate(data["cells"]):
         _check_cell(f"--compare: {path}: cell {index}", cell)
+        # Its levels as a run writes them ("050" is 50), to be found by this run's.
+        cell["req_per_s"] = {str(int(level)): stat for level, stat in cell["req_per_s"].items()}
     return data
 
 

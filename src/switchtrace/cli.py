@@ -264,14 +264,14 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
     meanwhile (a second Ctrl-C, SIGTERM again) is ignored: taken by the main
     thread, which may be the one ending, it would wait for that ending for
     ever (SIGTERM) or break out of it (KeyboardInterrupt)."""
-    with _started:  # a process being started is ended too: see start()
-        _started.wait_for(lambda: _starter in (None, threading.get_ident()), 5)
     if threading.current_thread() is threading.main_thread():
         for ignored in (signal.SIGINT, signal.SIGTERM):
             try:
                 signal.signal(ignored, signal.SIG_IGN)
             except (OSError, ValueError):
                 pass
+    with _started:  # a process the main thread is starting is ended too: see start()
+        _started.wait_for(lambda: _starter in (None, threading.get_ident()), 5)
     _ending.acquire()  # the other one, main thread or watcher, waits for the exit
     _end_children()
     for stream in (sys.stdout, sys.stderr):
@@ -295,7 +295,8 @@ _children: set[subprocess.Popen[bytes]] = set()
 _sigterm_before: Any = None
 
 
-#: The thread starting a process with :func:`start`, until it is adopted.
+#: The main thread's ident while it starts a process with :func:`start`,
+#: until the process is adopted.
 _starter: int | None = None
 _started = threading.Condition()
 #: The first Ctrl-C or SIGTERM the main thread took while it started one.
@@ -310,22 +311,28 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
     the processes adopted until then, or, before the first, SIGTERM's
     default action killed the command without its line). Here the main
     thread's handlers wait until the process is adopted (the first signal
-    is then acted on), and so does the watcher (in :func:`_interrupted`)."""
+    is then acted on), and so does the watcher (in :func:`_interrupted`, for
+    up to 5 s). From another thread, as :func:`adopt` is called there: its
+    signals are the main thread's, so it has that moment."""
     import subprocess
 
+    if threading.current_thread() is not threading.main_thread():
+        process = subprocess.Popen(command, **options)
+        adopt(process)
+        return process
     global _starter, _deferred, _sigterm_before
     acted_on = {
-        signal.SIGINT: (_keyboard_interrupt, signal.default_int_handler),
+        # SIGTERM first: restored first, before a Ctrl-C's handler can raise.
         signal.SIGTERM: (_on_sigterm, signal.SIG_DFL),  # an ignored one stays ignored
+        signal.SIGINT: (_keyboard_interrupt, signal.default_int_handler),
     }
     handlers: dict[signal.Signals, Any] = {}
-    with _started:
-        _starter = threading.get_ident()
     try:
-        if threading.current_thread() is threading.main_thread():
-            for signum, ours in acted_on.items():
-                if signal.getsignal(signum) in ours:
-                    handlers[signum] = signal.signal(signum, _defer)
+        with _started:
+            _starter = threading.get_ident()
+        for signum, ours in acted_on.items():
+            if signal.getsignal(signum) in ours:
+                handlers[signum] = signal.signal(signum, _defer)
         process = subprocess.Popen(command, **options)
         adopt(process)  # sets no handler of its own while ours is _defer
     finally:
