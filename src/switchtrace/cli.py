@@ -270,8 +270,9 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
                 signal.signal(ignored, signal.SIG_IGN)
             except (OSError, ValueError):
                 pass
-    with _started:  # a process the main thread is starting is ended too: see start()
-        _started.wait_for(lambda: _starter in (None, threading.get_ident()), 5)
+    if threading.current_thread() is not threading.main_thread():
+        with _started:  # a process the main thread is starting is ended too: see start()
+            _started.wait_for(lambda: not _starting, 5)
     _ending.acquire()  # the other one, main thread or watcher, waits for the exit
     _end_children()
     for stream in (sys.stdout, sys.stderr):
@@ -295,9 +296,9 @@ _children: set[subprocess.Popen[bytes]] = set()
 _sigterm_before: Any = None
 
 
-#: The main thread's ident while it starts a process with :func:`start`,
-#: until the process is adopted.
-_starter: int | None = None
+#: Whether the main thread is starting a process with :func:`start` (until
+#: the process is adopted).
+_starting = False
 _started = threading.Condition()
 #: The first Ctrl-C or SIGTERM the main thread took while it started one.
 _deferred: int | None = None
@@ -320,7 +321,7 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(command, **options)
         adopt(process)
         return process
-    global _starter, _deferred, _sigterm_before
+    global _starting, _deferred, _sigterm_before
     acted_on = {
         # SIGTERM first: restored first, before a Ctrl-C's handler can raise.
         signal.SIGTERM: (_on_sigterm, signal.SIG_DFL),  # an ignored one stays ignored
@@ -329,7 +330,7 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
     handlers: dict[signal.Signals, Any] = {}
     try:
         with _started:
-            _starter = threading.get_ident()
+            _starting = True
         for signum, ours in acted_on.items():
             if signal.getsignal(signum) in ours:
                 handlers[signum] = signal.signal(signum, _defer)
@@ -337,7 +338,7 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
         adopt(process)  # sets no handler of its own while ours is _defer
     finally:
         with _started:
-            _starter = None
+            _starting = False
             _started.notify_all()
         # A signal from here on is the handler's, or, until it is back, _defer's.
         for signum, before in handlers.items():
