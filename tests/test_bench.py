@@ -273,6 +273,26 @@ def test_the_matrix_without_a_warmup_or_a_sequential_level():
     assert driver.calls == [("wsgi", "/async/", "none", 4, 50)]
 
 
+def test_the_matrix_counts_the_switches_without_a_sequential_level():
+    """The figures of the responses at every level, pooled over levels and
+    rounds: a run without --concurrency 1 said 0 switches, 0 loops and 0
+    threads for every cell."""
+    script = {
+        ("shipped", 5): [(1.0, [1.0] * 4, 6, [(2, 2, 1, 1), None, (2, 2, 1, 1), (3, 2, 1, 2)]),
+                         (1.0, [1.0] * 4, 6, [(3, 2, 1, 2)] * 4)],
+        ("shipped", 9): [(1.0, [1.0] * 4, 9, [(2, 2, 1, 1)] * 4),
+                         (1.0, [1.0] * 4, 9, [(4, 3, 2, 2), None, None, None])],
+    }  # fmt: skip
+    args = argparse.Namespace(
+        servers=["wsgi"], endpoints=["/async/"], variants=["shipped"], concurrency=[5, 9],
+        rounds=2, warmup=0, requests=4,
+    )  # fmt: skip
+    [cell] = bench.measure(args, ScriptedDriver(script, warmup=0), bench.Progress(4, io.StringIO()))
+    # 6 of (2, 2, 1, 1), 5 of (3, 2, 1, 2), 1 of (4, 3, 2, 2): the sixth of twelve.
+    assert (cell["switches"], cell["hops"], cell["loops"], cell["threads_started"]) == (2, 2, 1, 1)
+    assert cell["seq_us"] is None
+
+
 # -- tables ------------------------------------------------------------------------
 
 

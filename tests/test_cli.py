@@ -203,6 +203,25 @@ def test_bench_in_process_json(tmp_path):
     )
 
 
+def test_bench_counts_the_switches_without_a_sequential_level(tmp_path):
+    """--concurrency without 1: every cell said 0 switches, loops and threads."""
+    args = ["bench", "--servers", "asgi,wsgi", "--endpoints", "/sync/,/async/", "--variants",
+            "shipped", "--concurrency", "3", "--requests", "6", "--rounds", "1",
+            "--warmup", "1", "--json"]  # fmt: skip
+    out = run(args, tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    cells = {
+        (c["server"], c["endpoint"]): (c["switches"], c["hops"], c["loops"])
+        for c in json.loads(out.stdout)["cells"]
+    }
+    assert cells == {
+        ("asgi", "/sync/"): (30, 30, 0),
+        ("asgi", "/async/"): (28, 28, 0),
+        ("wsgi", "/sync/"): (0, 0, 0),
+        ("wsgi", "/async/"): (2, 2, 1),
+    }
+
+
 def test_bench_text_header_counts_in_words(tmp_path):
     """It said '1 rounds of 1 requests'."""
     args = ["bench", "--servers", "wsgi", "--endpoints", "/sync/", "--variants", "none",

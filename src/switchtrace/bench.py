@@ -573,7 +573,9 @@ def measure(args: argparse.Namespace, driver: Any, progress: Progress) -> list[d
         cell: {c: [] for c in args.concurrency if c > 1} for cell in cells
     }
     peak: dict[Any, dict[int, int]] = {cell: {} for cell in cells}
-    counted: dict[Any, Any] = {}
+    # Every response's figures, of every level and round: the switches are
+    # the same at any concurrency, and a run may have no sequential level.
+    counted: dict[Any, list[tuple[int, int, int, int]]] = {cell: [] for cell in cells}
     for server, endpoint, variant in cells:  # warm-up
         if args.warmup > 0:
             driver.run(server, variant, endpoint, requests=args.warmup, concurrency=1)
@@ -585,11 +587,9 @@ def measure(args: argparse.Namespace, driver: Any, progress: Progress) -> list[d
                 elapsed, latencies, threads, figures = driver.run(
                     server, variant, endpoint, requests=args.requests, concurrency=concurrency
                 )
+                counted[cell].extend(f for f in figures if f is not None)
                 if concurrency == 1:
                     seq[cell].append(statistics.median(latencies) * 1e6)
-                    counted[cell] = statistics.median_low(
-                        [f for f in figures if f is not None] or [(0, 0, 0, 0)]
-                    )
                 else:
                     rps[cell][concurrency].append(len(latencies) / elapsed)
                 peak[cell][concurrency] = max(peak[cell].get(concurrency, 0), threads)
@@ -597,7 +597,7 @@ def measure(args: argparse.Namespace, driver: Any, progress: Progress) -> list[d
     results = []
     for cell in cells:
         server, endpoint, variant = cell
-        figures = counted.get(cell) or (0, 0, 0, 0)
+        figures = statistics.median_low(counted[cell] or [(0, 0, 0, 0)])
         results.append(
             {
                 "server": server,
