@@ -381,7 +381,7 @@ def test_render_overhead_prints_every_figure_of_a_row():
     ]
     out = io.StringIO()
     bench.render_overhead({"rounds": 1, "requests": 1, "rows": rows}, out)
-    assert out.getvalue().splitlines()[3:] == [
+    assert out.getvalue().splitlines()[4:] == [
         "  ASGI shipped /sync/ full spans",
         "      wall     5000.0 (4000.2-6000.8)  x1.300 (1.100-1.500)   cpu     5100.1 "
         "(4100.5-6100.0)  x1.312 (1.200-1.400)",

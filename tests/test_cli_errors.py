@@ -478,6 +478,14 @@ BENCH_BAD_INPUT = [
      "2 (sync-only, none); allowed: one of shipped, sync-only, none"),
     (["--tolerance", "0.2"],
      "switchtrace bench: error: --tolerance goes with --compare, which it is the tolerance of"),
+    # Measured as given, the c=50 and c=200 tables had 5 requests in flight.
+    (["--requests", "5"],
+     "switchtrace bench: error: --requests 5 is fewer than the concurrency level 200 (a "
+     "default one): at most 5 would be in flight; allowed: --requests 200 or more, or "
+     "--concurrency levels up to 5"),
+    (["--requests", "49", "--concurrency", "50,1"],
+     "switchtrace bench: error: --requests 49 is fewer than the concurrency level 50: at most "
+     "49 would be in flight; allowed: --requests 50 or more, or --concurrency levels up to 49"),
 ]  # fmt: skip
 
 
@@ -721,14 +729,23 @@ def _children_of(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize(
-    ("signum", "status", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
-)
-def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, status, said, tmp_path):
-    """``kill -INT`` (Ctrl-C reaches the servers too: they are in its process
-    group) or ``timeout``'s SIGTERM sent to ``bench --driver server`` alone:
-    it exited at once, without the clean-up that stops its uvicorn and
-    gunicorn, which ran on, orphaned, on their loopback ports (SIGTERM
-    killed it with no line at all)."""
+    ("signum", "to", "status", "said"),
+    [("SIGINT", "command", 130, "interrupted"), ("SIGTERM", "command", 143, "terminated"),
+     ("SIGHUP", "command", 129, "hung up"), ("SIGINT", "group", 130, "interrupted"),
+     ("SIGHUP", "group", 129, "hung up")],
+    ids=["kill-INT", "timeout", "kill-HUP", "ctrl-c-in-a-terminal", "terminal-closed"],
+)  # fmt: skip
+def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, to, status, said, tmp_path):
+    """``kill -INT`` or ``timeout``'s SIGTERM sent to ``bench --driver
+    server`` alone: it exited at once, without the clean-up that stops its
+    uvicorn and gunicorn, which ran on, orphaned, on their loopback ports
+    (SIGTERM killed it with no line at all). Ctrl-C in a terminal, sent to
+    the command's process group (``timeout`` sends its signal there too),
+    reached the servers as well: they wrote lines of their own ("Aborted!",
+    "Worker was sent SIGINT!"), and a gunicorn worker signalled twice, by the
+    terminal and by its arbiter, hung at times, left running after the
+    command. SIGHUP (the terminal closing) killed the command at its default
+    action, its servers left running: they are in a session of their own."""
     import signal
 
     env = {
@@ -742,6 +759,7 @@ def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, status, said,
          "--endpoints", "/sync/", "--variants", "none", "--concurrency", "1",
          "--requests", "1", "--rounds", "100000", "--warmup", "0"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its group is its own, as a terminal's job is
     )  # fmt: skip
     servers: list[int] = []
     try:
@@ -751,8 +769,14 @@ def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, status, said,
                 break
             time.sleep(0.1)
         assert len(servers) == 2, process.communicate()
+        # Their own processes too (gunicorn's worker), to be seen gone.
+        servers += [pid for server in servers for pid in _children_of(server)]
+        assert len(servers) == 3
         time.sleep(0.5)
-        process.send_signal(getattr(signal, signum))
+        if to == "group":
+            os.killpg(process.pid, getattr(signal, signum))
+        else:
+            process.send_signal(getattr(signal, signum))
         _, err = process.communicate(timeout=30)
         left = [pid for pid in servers if os.path.exists(f"/proc/{pid}")]
     finally:
@@ -1005,7 +1029,8 @@ print("went on", flush=True)
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("servers", [1, 2], ids=["first", "second"])
 @pytest.mark.parametrize(
-    ("signame", "status", "said"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")]
+    ("signame", "status", "said"),
+    [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted"), ("SIGHUP", 129, "hung up")],
 )
 def test_a_signal_while_a_server_starts_ends_that_server_too(signame, status, said, servers):
     """Ctrl-C or SIGTERM taken after a server's fork, before Popen returned
@@ -1035,6 +1060,51 @@ def test_a_signal_while_a_server_starts_ends_that_server_too(signame, status, sa
         [],
         False,
     )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_server_killed_is_killed_with_what_it_started(monkeypatch):
+    """A server that does not stop in time is killed with its process group
+    (it is started in a session of its own): a gunicorn arbiter waiting for
+    a worker that hangs in its shutdown was killed alone, the worker left
+    running after the command."""
+    import signal
+
+    hangs = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    arbiter = (  # passes SIGTERM on to its worker and waits for it, as gunicorn's does
+        "import signal, subprocess, sys\n"
+        f"worker = subprocess.Popen([sys.executable, '-c', {hangs!r}], stdout=subprocess.PIPE)\n"
+        "signal.signal(signal.SIGTERM, lambda signum, frame: worker.terminate())\n"
+        "worker.stdout.readline()\n"
+        "print(worker.pid, flush=True)\n"
+        "worker.wait()\n"
+    )
+    monkeypatch.setattr(cli, "_children", set())
+    monkeypatch.setattr(cli, "_before", {})
+    server = cli.start([sys.executable, "-c", arbiter], stdout=subprocess.PIPE, text=True)
+    worker = 0
+    try:
+        worker = int(server.stdout.readline())
+        assert os.getsid(server.pid) == os.getpgid(worker) == server.pid != os.getsid(0)
+        cli._end_children(0.5)
+        assert server.returncode == -signal.SIGKILL
+        for _ in range(100):  # the worker's parent is gone: init waits for it
+            if not os.path.exists(f"/proc/{worker}"):
+                break
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{worker}")
+    finally:
+        cli.disown(server)
+        server.kill()
+        server.wait()
+        if worker:
+            with contextlib.suppress(OSError):
+                os.kill(worker, signal.SIGKILL)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

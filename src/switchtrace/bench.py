@@ -368,7 +368,7 @@ class Servers:
             port = s.getsockname()[1]
         env = self._environ(server, key)
         command = self._command(server, port)
-        from .cli import disown, start
+        from .cli import disown, kill, start
 
         # Adopted: ended with the command if a signal ends it.
         process = start(command, cwd=self.project, env=env)
@@ -385,8 +385,7 @@ class Servers:
                 return process, port
             except OSError:
                 time.sleep(0.1)
-        process.kill()
-        process.wait()
+        kill(process)
         disown(process)
         raise ServerFailed(f"{self._name(server, key)} did not answer within 30 s")
 
@@ -409,7 +408,7 @@ class Servers:
         return signal.SIGTERM
 
     def close(self) -> None:
-        from .cli import disown
+        from .cli import disown, kill
 
         for (server, _key), (process, _port) in self._servers.items():
             process.send_signal(self._stop_signal(server))
@@ -417,8 +416,7 @@ class Servers:
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                kill(process)
             disown(process)
         self._servers.clear()
 
@@ -1465,6 +1463,10 @@ def render_overhead(results: dict[str, Any], out: TextIO) -> None:
             "  latency: µs until a client has the whole response, at an idle server (each "
             "request alone, the spans of the one before written), ratio to disabled\n"
         )
+    out.write(
+        "  ratio: each round's figure over disabled's in that round; their median "
+        "(min-max), not the medians' ratio\n"
+    )
     for row in results["rows"]:
         us, ratio = row["us_per_request"], row["ratio"]
         cpu, cpu_ratio = row.get("cpu_us_per_request"), row.get("cpu_ratio")
@@ -1515,6 +1517,15 @@ def run(args: argparse.Namespace) -> int:
     if args.tolerance is not None and not args.compare:
         return _bad_input("--tolerance goes with --compare, which it is the tolerance of")
     args.variants = args.variants or list(example.VARIANTS)
+    if not args.overhead and max(args.concurrency or DEFAULT_CONCURRENCY) > args.requests:
+        # As ab's -n and -c: the level would not be reached.
+        level = max(args.concurrency or DEFAULT_CONCURRENCY)
+        return _bad_input(
+            f"--requests {args.requests} is fewer than the concurrency level {level}"
+            f"{'' if args.concurrency else ' (a default one)'}: at most {args.requests} "
+            f"would be in flight; allowed: --requests {level} or more, or --concurrency "
+            f"levels up to {args.requests}"
+        )
     args.concurrency = args.concurrency or list(DEFAULT_CONCURRENCY)
     args.tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if args.compare:

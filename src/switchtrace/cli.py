@@ -212,8 +212,9 @@ def _watch_for_ctrl_c() -> None:
                 return
             if signal.SIGINT in taken:
                 _interrupted(_command)
-            if signal.SIGTERM in taken:  # only while a handler is set: see adopt()
-                _interrupted(_command, signal.SIGTERM)
+            for signum in _ENDING:  # only while a handler is set: see adopt()
+                if signum in taken:
+                    _interrupted(_command, signum)
 
     _watcher = threading.Thread(target=watch, name="switchtrace Ctrl-C", daemon=True)
     _watcher.start()
@@ -252,8 +253,8 @@ def _unraisable(unraisable: Any) -> None:
 
 
 def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
-    """Ctrl-C (or SIGTERM, see :func:`adopt`): one line, exit status 128 +
-    the signal's number, at once. A request interrupted in the middle leaves
+    """Ctrl-C (or SIGTERM or SIGHUP, see :func:`adopt`): one line, exit
+    status 128 + the signal's number, at once. A request interrupted in the middle leaves
     its threads behind (the per-request thread of Django's
     ThreadSensitiveContext, still running the view; an executor's worker
     started but not yet known to the exit hook that stops it), which the
@@ -265,7 +266,7 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
     thread, which may be the one ending, it would wait for that ending for
     ever (SIGTERM) or break out of it (KeyboardInterrupt)."""
     if threading.current_thread() is threading.main_thread():
-        for ignored in (signal.SIGINT, signal.SIGTERM):
+        for ignored in (signal.SIGINT, *_ENDING):
             try:
                 signal.signal(ignored, signal.SIG_IGN)
             except (OSError, ValueError):
@@ -282,7 +283,7 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
             pass
     try:
         prog = f"switchtrace {command}" if command else "switchtrace"
-        said = "terminated" if signum == signal.SIGTERM else "interrupted"
+        said = _SAID.get(signum, "interrupted")
         print(f"{prog}: {said}", file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
@@ -292,8 +293,15 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
 #: Processes the command started that would outlive it (the servers of
 #: ``bench --driver server``), see :func:`adopt`.
 _children: set[subprocess.Popen[bytes]] = set()
-#: The SIGTERM handler before :func:`adopt` set ours, while it is set.
-_sigterm_before: Any = None
+#: The signals besides Ctrl-C that end the command, its processes first,
+#: while it has some (see :func:`adopt`): ``timeout``'s or systemd's SIGTERM,
+#: and the SIGHUP of the terminal closing, which no longer reaches the
+#: processes themselves (see :func:`start`).
+_ENDING: tuple[int, ...] = (signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
+#: What the line says of each.
+_SAID: dict[int, str] = {signal.SIGTERM: "terminated", getattr(signal, "SIGHUP", -1): "hung up"}
+#: The handlers :func:`adopt` put ours in place of, while ours are set.
+_before: dict[int, Any] = {}
 
 
 #: Whether the main thread is starting a process with :func:`start` (until
@@ -306,8 +314,23 @@ _deferred: int | None = None
 
 def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
     """``subprocess.Popen(command, **options)``, adopted (see :func:`adopt`)
-    with no moment at which Ctrl-C or SIGTERM ending the command leaves it
-    running. Started with Popen, then adopted, a process was left running by
+    with no moment at which Ctrl-C, SIGTERM or SIGHUP ending the command
+    leaves it running.
+
+    The process is started in a session of its own (``start_new_session``),
+    so that what the terminal sends its foreground process group (Ctrl-C,
+    SIGHUP when it closes) reaches the command alone, which then ends its
+    processes one signal each, as it does when it is sent the signal alone.
+    In the command's group, a gunicorn worker took Ctrl-C twice, from the
+    terminal and from its arbiter, and hung at times in the second handler
+    (gthread's thread pool shutdown, taking a lock the first held): the
+    command waited 10 s, killed the arbiter alone and left the worker running;
+    uvicorn and gunicorn wrote their own lines ("Aborted!", "Worker was sent
+    SIGINT!") before the command's one. Its group is its own too, so that
+    what it started (gunicorn's workers) is killed with it if it does not
+    stop in time (see :func:`kill`).
+
+    Started with Popen, then adopted, a process was left running by
     a signal taken between its fork and Popen's return (the handler ended
     the processes adopted until then, or, before the first, SIGTERM's
     default action killed the command without its line). Here the main
@@ -317,17 +340,19 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
     signals are the main thread's, so it has that moment."""
     import subprocess
 
+    options.setdefault("start_new_session", True)
     if threading.current_thread() is not threading.main_thread():
         process = subprocess.Popen(command, **options)
         adopt(process)
         return process
-    global _starting, _deferred, _sigterm_before
-    acted_on = {
-        # SIGTERM first: restored first, before a Ctrl-C's handler can raise.
-        signal.SIGTERM: (_on_sigterm, signal.SIG_DFL),  # an ignored one stays ignored
+    global _starting, _deferred
+    acted_on: dict[int, tuple[Any, Any]] = {
+        # SIGTERM and SIGHUP first: restored first, before a Ctrl-C's handler
+        # can raise. An ignored one stays ignored.
+        **{signum: (_on_signal, signal.SIG_DFL) for signum in _ENDING},
         signal.SIGINT: (_keyboard_interrupt, signal.default_int_handler),
     }
-    handlers: dict[signal.Signals, Any] = {}
+    handlers: dict[int, Any] = {}
     try:
         with _started:
             _starting = True
@@ -342,8 +367,8 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
             _started.notify_all()
         # A signal from here on is the handler's, or, until it is back, _defer's.
         for signum, before in handlers.items():
-            if signum == signal.SIGTERM and _children and _sigterm_before is None:
-                _sigterm_before, before = before, _on_sigterm  # as adopt() does
+            if signum in _ENDING and _children and signum not in _before:
+                _before[signum], before = before, _on_signal  # as adopt() does
             signal.signal(signum, before)
         deferred, _deferred = _deferred, None
         if deferred is not None:
@@ -352,50 +377,66 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
 
 
 def _defer(signum: int, frame: Any) -> None:
-    """The main thread's Ctrl-C and SIGTERM while it starts a process."""
+    """The main thread's Ctrl-C, SIGTERM and SIGHUP while it starts a process."""
     global _deferred
     if _deferred is None:
         _deferred = signum
 
 
 def adopt(process: subprocess.Popen[bytes]) -> None:
-    """End ``process`` with the command if Ctrl-C or SIGTERM ends it: they
-    exit at once (:func:`_interrupted`), without the command's own clean-up,
-    and a server started by the command ran on after it, orphaned (Ctrl-C
-    in a terminal reaches the servers too, but not ``kill -INT``, nor the
-    SIGTERM of ``timeout``, which killed the command without a word).
-    Called from the main thread; :func:`disown` once the command has ended
-    the process itself."""
-    global _sigterm_before
+    """End ``process`` with the command if Ctrl-C, SIGTERM or SIGHUP ends it:
+    they exit at once (:func:`_interrupted`), without the command's own
+    clean-up, and a server started by the command ran on after it, orphaned
+    (``kill -INT``, the SIGTERM of ``timeout``, which killed the command
+    without a word, a terminal closed). SIGTERM and SIGHUP get a handler of
+    the command's while it has processes running, if they had the default
+    action (an ignored one stays ignored). Called from the main thread;
+    :func:`disown` once the command has ended the process itself."""
     _children.add(process)
-    if (
-        _sigterm_before is None
-        and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    ):
-        # The main thread runs this handler when it can; the watcher (see
-        # _watch_for_ctrl_c) sees the signal on the wakeup descriptor when
-        # the main thread is blocked.
-        _sigterm_before = signal.signal(signal.SIGTERM, _on_sigterm)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _ENDING:
+        if signum not in _before and signal.getsignal(signum) == signal.SIG_DFL:
+            # The main thread runs this handler when it can; the watcher (see
+            # _watch_for_ctrl_c) sees the signal on the wakeup descriptor
+            # when the main thread is blocked.
+            _before[signum] = signal.signal(signum, _on_signal)
 
 
 def disown(process: subprocess.Popen[bytes]) -> None:
     """``process`` was ended by the command: see :func:`adopt`."""
-    global _sigterm_before
     _children.discard(process)
-    if not _children and _sigterm_before is not None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _sigterm_before)
-            _sigterm_before = None
+    if not _children and _before and threading.current_thread() is threading.main_thread():
+        for signum, before in _before.items():
+            signal.signal(signum, before)
+        _before.clear()
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    _interrupted(_command, signal.SIGTERM)
+def _on_signal(signum: int, frame: Any) -> None:
+    _interrupted(_command, signum)
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """Kill ``process`` and, if it leads a process group of its own (see
+    :func:`start`), what it started there (gunicorn's workers, which its
+    arbiter waits for), then wait for it."""
+    try:
+        if hasattr(os, "killpg") and os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    except OSError:  # gone already (and not yet waited for)
+        pass
+    try:
+        process.wait()
+    except OSError:
+        pass
 
 
 def _end_children(seconds: float = 10) -> None:
     """Terminate the adopted processes, and kill those that have not exited
-    within ``seconds`` (gunicorn stops its workers before it exits)."""
+    within ``seconds`` (gunicorn stops its workers before it exits), with
+    their groups (:func:`kill`)."""
     import subprocess
     import time
 
@@ -410,11 +451,7 @@ def _end_children(seconds: float = 10) -> None:
         try:
             process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            try:
-                process.kill()
-                process.wait()
-            except OSError:
-                pass
+            kill(process)
 
 
 def _reader_gone() -> bool:
