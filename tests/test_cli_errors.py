@@ -572,6 +572,65 @@ def test_overhead_through_servers_a_server_that_does_not_start(tmp_path):
     assert "switchtrace/bench.py" not in out.stderr  # no traceback of ours
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(
+    ("program", "step", "status", "error"),
+    [
+        ("raise SystemExit(3)", 0, 3, "exited with status 3 before answering"),
+        ("import time; time.sleep(60)", 20, -signal.SIGKILL, "did not answer within 30 s"),
+    ],
+    ids=["exits", "hangs"],
+)
+def test_a_server_that_does_not_start_is_ended_and_disowned(
+    program, step, status, error, monkeypatch
+):
+    """A server of --driver server that exits before answering, or neither
+    answers nor exits (hung in its start-up: killed once its 30 s are over,
+    here on a clock going 20 s a look), is named in the error, waited for and
+    no longer the command's: SIGTERM is the default again (the matrix's
+    close() ends only the servers that started). Without the kill, the
+    command waited for the hung server for ever."""
+    import itertools
+    import types
+
+    class Failing(bench.Servers):
+        def _command(self, server: str, port: int) -> list[str]:
+            return [sys.executable, "-c", program]
+
+    started = []
+
+    def start(command, **options):
+        started.append(real_start(command, **options))
+        return started[-1]
+
+    real_start = cli.start
+    clock = itertools.count(0, step)
+    monkeypatch.setattr(cli, "start", start)
+    monkeypatch.setattr(cli, "_children", set())
+    monkeypatch.setattr(
+        bench,
+        "time",
+        types.SimpleNamespace(
+            monotonic=lambda: next(clock), sleep=time.sleep, perf_counter=time.perf_counter
+        ),
+    )
+    sigterm = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(bench.ServerFailed) as failed:
+            Failing(EXAMPLE, 1)._start("asgi", "none")
+        ended = [(process.returncode, process.poll()) for process in started]
+        handler = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+        for process in started:
+            process.kill()
+            process.wait()
+    assert str(failed.value) == f"the ASGI server (uvicorn) {error}" + (
+        " (its own output is above)" if status == 3 else ""
+    )
+    assert (ended, cli._children, handler) == ([(status, status)], set(), signal.SIG_DFL)
+
+
 def test_overhead_through_servers_a_server_not_answering_as_its_mode(tmp_path):
     """A copy of the example project whose settings show switchtrace's
     headers to no request: its headers-only server sends none, and is not
@@ -884,8 +943,9 @@ def signal_from_another_thread(signum):
 """
 
 
-# The command line adopting servers, stopping and disowning some itself, then
-# stopped by SIGTERM: from the main thread, or taken by another thread.
+# The command line adopting servers (or starting them with cli.start, as
+# bench does), stopping and disowning some itself, then stopped by SIGTERM
+# (or Ctrl-C): from the main thread, or taken by another thread.
 _ADOPTING_SOME = (
     _BLOCKED
     + """
@@ -894,25 +954,42 @@ import subprocess
 cli._watch_for_ctrl_c()
 if sys.argv[2] == "ignored":  # as inherited from the shell: trap '' TERM
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+class Noted(threading.Condition):
+    def wait(self, timeout=None):  # only while the main thread is in cli.start
+        print("the watcher waited for a start", file=sys.stderr, flush=True)
+        return super().wait(timeout)
+
+cli._started = Noted()
 servers = {}
-for step in sys.argv[3:]:
-    action, name = step.split(":")
-    if action == "adopt":
-        servers[name] = subprocess.Popen(
-            [sys.executable, "-c", sys.argv[1], name], stdout=subprocess.PIPE, text=True
-        )
-        cli.adopt(servers[name])
-        assert servers[name].stdout.readline() == "ready\\n"
-    elif action == "stop":
-        servers[name].terminate()
-        servers[name].wait()
-        cli.disown(servers[name])
-    elif name == "main thread":
-        os.kill(os.getpid(), signal.SIGTERM)
-    else:
-        read, write = os.pipe()
-        threading.Thread(target=signal_from_another_thread, args=(signal.SIGTERM,)).start()
-        blocked(read)
+try:
+    for step in sys.argv[3:]:
+        action, name = step.split(":")
+        server = [sys.executable, "-c", sys.argv[1], name]
+        if action == "adopt":
+            servers[name] = subprocess.Popen(server, stdout=subprocess.PIPE, text=True)
+            cli.adopt(servers[name])
+        elif action == "start":
+            servers[name] = cli.start(server, stdout=subprocess.PIPE, text=True)
+        elif action == "fail":  # a program that is not there
+            try:
+                cli.start([os.path.join(os.sep, "nowhere", name)])
+            except FileNotFoundError:
+                continue
+        if action in ("adopt", "start"):
+            assert servers[name].stdout.readline() == "ready\\n"
+        elif action == "stop":
+            servers[name].terminate()
+            servers[name].wait()
+            cli.disown(servers[name])
+        elif name == "main thread":
+            os.kill(os.getpid(), getattr(signal, action.upper()))
+        elif action == "sigterm":
+            read, write = os.pipe()
+            threading.Thread(target=signal_from_another_thread, args=(signal.SIGTERM,)).start()
+            blocked(read)
+except KeyboardInterrupt:  # as main() does
+    cli._interrupted(None)
 print("went on", flush=True)
 """
 )
@@ -936,8 +1013,20 @@ print("went on", flush=True)
         # An ignored SIGTERM stays ignored.
         ("ignored", ["adopt:a", "sigterm:main thread", "stop:a"], 0, "went on\n",
          "server a stopped\n"),
+        # The same with servers started by cli.start, as bench starts them.
+        ("default", ["start:a", "start:b", "stop:a", "sigterm:main thread"], 143, "",
+         "server a stopped\nserver b stopped\nswitchtrace: terminated\n"),
+        ("default", ["start:a", "sigterm:another thread"], 143, "",
+         "server a stopped\nswitchtrace: terminated\n"),
+        ("default", ["start:a", "start:b", "stop:a", "stop:b", "sigterm:main thread"], -15, "",
+         "server a stopped\nserver b stopped\n"),
+        ("default", ["fail:a", "sigterm:main thread"], -15, "", ""),
+        ("ignored", ["start:a", "sigterm:main thread", "sigint:main thread"], 130, "",
+         "server a stopped\nswitchtrace: interrupted\n"),
     ],
-    ids=["one-left", "another-thread", "all-stopped", "started-again", "ignored"],
+    ids=["one-left", "another-thread", "all-stopped", "started-again", "ignored",
+         "start-one-left", "start-another-thread", "start-all-stopped", "start-failed",
+         "start-ignored"],
 )  # fmt: skip
 def test_sigterm_ends_the_servers_the_command_has_running(sigterm, steps, status, out, err):
     """SIGTERM (timeout's, systemd's) while ``bench --driver server`` has
@@ -945,7 +1034,10 @@ def test_sigterm_ends_the_servers_the_command_has_running(sigterm, steps, status
     exit status 143: also when another thread takes it while the main one
     waits, which then never ran its handler. With none running, SIGTERM is
     the process's as before switchtrace: ignored if it was, else the
-    default."""
+    default. The same for servers started by cli.start, as bench starts
+    them: once it has returned, the handlers are the command's again (not
+    its own, which defers a signal), the watcher does not wait for it, and
+    Ctrl-C is Ctrl-C also when SIGTERM is ignored."""
     began = time.monotonic()
     ran = subprocess.run(
         [sys.executable, "-c", _ADOPTING_SOME, _SERVER, sigterm, *steps],
@@ -1060,6 +1152,25 @@ def test_a_signal_while_a_server_starts_ends_that_server_too(signame, status, sa
         [],
         False,
     )
+
+
+def test_a_process_started_from_another_thread_is_adopted(monkeypatch):
+    """cli.start from a thread other than the main one (which alone may set
+    signal handlers) is Popen then adopt, as adopt() from there: the process
+    is started, returned and the command's to end, the handlers untouched."""
+    import threading
+
+    monkeypatch.setattr(cli, "_children", set())
+    handlers = [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)]
+    started = []
+    command = [sys.executable, "-c", "pass"]
+    thread = threading.Thread(target=lambda: started.append(cli.start(command)))
+    thread.start()
+    thread.join()
+    assert len(started) == 1  # not when start() raised in the thread
+    process = started[0]
+    assert (process.wait(30), cli._children) == (0, {process})
+    assert [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)] == handlers
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
