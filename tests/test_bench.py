@@ -815,3 +815,20 @@ def test_the_modes_settings_for_a_project_without_a_switchtrace_dict(configured)
         {"SWITCHTRACE": {"EXPORTER": "none"}},
         {"SWITCHTRACE": {"SAMPLE_RATE": 1.0}},
     ]
+
+
+# -- the drivers and load generators -------------------------------------------------------
+
+
+def test_a_wsgi_request_raising_under_load_stops_the_run():
+    """As one at a time: in the thread pool, the exception was lost with its
+    thread, and the run went on with the requests that did not raise (here
+    none: an empty result)."""
+
+    def app(environ, start_response):
+        raise LookupError("the view's response could not be iterated")
+
+    for concurrency in (1, 2):
+        with pytest.raises(LookupError) as raised:
+            bench._wsgi_load(app, "/x/", 4, concurrency)
+        assert str(raised.value) == "the view's response could not be iterated"

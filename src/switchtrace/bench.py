@@ -330,8 +330,9 @@ def _wsgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
         worker()
     else:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for _ in range(concurrency):
-                pool.submit(worker)
+            workers = [pool.submit(worker) for _ in range(concurrency)]
+        for each in workers:
+            each.result()  # raises what a request raised, as one at a time does
     return time.perf_counter() - start, latencies, peak[0], figures
 
 
