@@ -1,13 +1,18 @@
 """What ``switchtrace bench`` computes, checks and prints, called with
-constructed inputs (nothing is measured here): its statistics and ratios,
+constructed inputs (no figure is measured here): its statistics and ratios,
 its tables, the baseline of --compare and the comparison, and its
-arguments."""
+arguments; its drivers and load generators, driven against applications
+and a loopback server of the tests' own, and reading real processes; and
+how its runs set themselves up."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import sys
+import time
 
 import pytest
 
@@ -142,12 +147,9 @@ def test_the_span_threads_cpu_per_record():
     assert bench._cpu_us_per_record((14, 6_000_000), (14, 6_000_100)) is None
 
 
-def test_latencies_time_each_request_through_the_servers_handler():
-    """The ASGI handler for asgi, the WSGI one for wsgi, ``between`` after
-    each request, and each time within the call's."""
-    import time
-
-    served = []
+def _apps(served: list[tuple[str, str]]):
+    """An ASGI and a WSGI application answering 'ok', each listing in
+    ``served`` the requests it got: (its kind, the path)."""
 
     async def asgi(scope, receive, send):
         served.append(("asgi", scope["path"]))
@@ -159,6 +161,14 @@ def test_latencies_time_each_request_through_the_servers_handler():
         start_response("200 OK", [])
         return io.BytesIO(b"ok")  # iterated, then closed
 
+    return asgi, wsgi
+
+
+def test_latencies_time_each_request_through_the_servers_handler():
+    """The ASGI handler for asgi, the WSGI one for wsgi, ``between`` after
+    each request, and each time within the call's."""
+    served: list[tuple[str, str]] = []
+    asgi, wsgi = _apps(served)
     for server in ("asgi", "wsgi"):
         served.clear()
         start = time.perf_counter()
@@ -835,3 +845,645 @@ def test_the_modes_settings_for_a_project_without_a_switchtrace_dict(configured)
         {"SWITCHTRACE": {"EXPORTER": "none"}},
         {"SWITCHTRACE": {"SAMPLE_RATE": 1.0}},
     ]
+
+
+# -- the drivers and load generators -------------------------------------------------------
+
+
+def _read(data: bytes):
+    """read_response on ``data`` through a real StreamReader: what it returns
+    (or raises), and the bytes it left."""
+    import asyncio
+
+    async def read():
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        try:
+            result = await bench.read_response(reader)
+        except bench.ServerFailed as exc:
+            result = exc
+        return result, await reader.read()
+
+    return asyncio.run(read())
+
+
+def test_a_response_is_read_to_the_end_of_its_content_length():
+    """Its status and its headers, names lower-cased, values stripped, split at
+    the first colon; its body read to its length and no further."""
+    response = (
+        b"HTTP/1.1 200 OK\r\n"
+        b"date: Fri, 04 Dec 2026 13:00:00 GMT\r\n"
+        b"Location: http://127.0.0.1:8000/x/\r\n"
+        b"X-Context-Switches:  30 \r\n"
+        b"Content-Length: 12\r\n"
+        b"\r\n"
+        b"hello\r\n\r\nold"
+    )
+    assert _read(response + b"HTTP/1.1 204") == (
+        (
+            200,
+            {
+                "date": "Fri, 04 Dec 2026 13:00:00 GMT",
+                "location": "http://127.0.0.1:8000/x/",
+                "x-context-switches": "30",
+                "content-length": "12",
+            },
+        ),
+        b"HTTP/1.1 204",
+    )
+
+
+def test_a_chunked_response_is_read_to_its_last_chunk():
+    """Chunk sizes are hexadecimal; each chunk ends with CRLF; the empty one is the last."""
+    response = (
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n10\r\n0123456789abcdef\r\nA\r\n0123456789\r\n0\r\n\r\n"
+    )
+    assert _read(response + b"next") == ((404, {"transfer-encoding": "chunked"}), b"next")
+
+
+def test_a_5xx_response_is_an_error_once_read():
+    for status in (b"500 Internal Server Error", b"503 Service Unavailable"):
+        failed, left = _read(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n\r\nnoNEXT")
+        assert (type(failed), str(failed), left) == (
+            bench.ServerFailed,
+            "server answered HTTP/1.1 " + status.decode(),
+            b"NEXT",
+        )
+    assert _read(b"HTTP/1.1 499 Client Closed\r\nContent-Length: 0\r\n\r\n") == (
+        (499, {"content-length": "0"}),
+        b"",
+    )
+
+
+def _load_through(requests: int, concurrency: int, pause=None):
+    """_http_load against a server of this test's own on loopback, which
+    answers the n-th request it gets with n as its X-Context-Switches and
+    lists what happened in order: each connection it accepted and closed,
+    each request it got, and (through ``pause``) each pause."""
+    import asyncio
+
+    events: list[tuple[str, ...]] = []
+
+    async def answer(reader, writer):
+        me = str(sum(1 for event in events if event[0] == "open"))
+        events.append(("open", me))
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the client closed the connection
+                break
+            events.append(("request", me, head.decode()))
+            served = sum(1 for event in events if event[0] == "request")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Context-Switches: %d\r\n"
+                b"X-Thread-Hops: 7\r\nX-Event-Loops: 1\r\nX-Threads-Started: 0\r\n\r\nok" % served
+            )
+        events.append(("closed", me))
+        writer.close()
+
+    async def load():
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            paused = None if pause is None else (lambda: (events.append(("pause",)), pause()))
+            result = await bench._http_load("127.0.0.1", port, "/x/", requests, concurrency, paused)
+            for _ in range(1000):  # until the server has seen each connection closed
+                if [e[0] for e in events].count("closed") == [e[0] for e in events].count("open"):
+                    break
+                await asyncio.sleep(0.01)
+        return result
+
+    start = time.perf_counter()
+    elapsed, latencies, figures = asyncio.run(load())
+    took = time.perf_counter() - start
+    assert len(latencies) == requests
+    assert 0 < sum(latencies) / concurrency <= elapsed <= took
+    return events, figures
+
+
+def test_http_load_sends_the_requests_over_keep_alive_connections():
+    """Each request once, over ``concurrency`` connections (no more than there
+    are requests), each connection closed after; each response's figures."""
+    events, figures = _load_through(5, 2)
+    assert sorted(figures) == [(n, 7, 1, 0) for n in range(1, 6)]
+    assert sorted(e[0] for e in events) == ["closed"] * 2 + ["open"] * 2 + ["request"] * 5
+    assert {e[2] for e in events if e[0] == "request"} == {
+        "GET /x/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    }
+    assert {e[1] for e in events if e[0] == "request"} == {"0", "1"}
+    events, figures = _load_through(2, 5)
+    assert [e[0] for e in events].count("open") == 2
+    assert sorted(figures) == [(1, 7, 1, 0), (2, 7, 1, 0)]
+
+
+def test_http_load_pauses_before_each_request():
+    events, figures = _load_through(3, 1, pause=lambda: None)
+    assert [e[0] for e in events] == ["open"] + ["pause", "request"] * 3 + ["closed"]
+    assert figures == [(1, 7, 1, 0), (2, 7, 1, 0), (3, 7, 1, 0)]
+
+
+FAMILY = """
+import subprocess, sys, threading, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+for _ in range(2):
+    threading.Thread(target=time.sleep, args=(120,), daemon=True).start()
+sum(range(10**6))
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def family():
+    """A process (three threads) and its child (one), both stopped: their
+    pids. Killed and waited for after the test."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", FAMILY], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        for pid in (child, parent.pid):
+            os.kill(pid, signal.SIGSTOP)
+            while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
+                pass
+        yield parent.pid, child
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+        os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, Linux's CPU clocks")
+def test_a_servers_family_threads_and_cpu(family):
+    """A server's process and its children (gunicorn's workers): their pids,
+    threads, and CPU time, every thread's, to the nanosecond (the sum of
+    what the kernel says each thread has run, in /proc/PID/task/TID/schedstat)."""
+    import os
+
+    parent, child = family
+    assert bench._family(parent) == [parent, child]
+    assert bench._family(child) == [child]
+    assert bench._threads_of(parent) == 3 + 1
+    assert bench._threads_of(child) == 1
+    ran = 0
+    for pid in (parent, child):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            ran += int(open(f"/proc/{pid}/task/{task}/schedstat").read().split()[0])
+    assert bench._cpu_of(parent) == pytest.approx(ran / 1e9, rel=0, abs=1e-9)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, Linux's CPU clocks")
+def test_a_server_gone_has_no_family_threads_or_cpu():
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert bench._family(gone.pid) == [gone.pid]
+    assert bench._threads_of(gone.pid) == 0
+    assert bench._cpu_of(gone.pid) is None
+
+
+BUSY_THEN_STOPPED = """
+import os, signal, time
+print("busy", flush=True)
+start = time.process_time()
+while time.process_time() - start < 0.3:
+    pass
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's CPU clocks")
+def test_waiting_for_a_server_to_be_idle_ends_once_it_is(family):
+    """However long its timeout: for a server stopped (its CPU clock still),
+    for one gone (its CPU unreadable), and for one busy, then stopped, while
+    it waits (each reading compared with the one before, not the first)."""
+    import subprocess
+
+    bench._wait_idle(family[0], timeout=600)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    bench._wait_idle(gone.pid, timeout=600)
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_THEN_STOPPED], stdout=subprocess.PIPE)
+    try:
+        assert busy.stdout.readline() == b"busy\n"
+        bench._wait_idle(busy.pid, timeout=600)
+    finally:
+        busy.kill()
+        busy.wait()
+        busy.stdout.close()
+
+
+def test_request_spans_counts_the_server_spans_by_path(tmp_path):
+    """Spans of kind SERVER (2) alone, by their url.path, over every line,
+    resource and scope of an OTLP/JSON file; none in a file not written."""
+
+    def span(kind, **attributes):
+        return {
+            "kind": kind,
+            "attributes": [{"key": k.replace("_", "."), "value": {"stringValue": v}}
+                           for k, v in attributes.items()],
+        }  # fmt: skip
+
+    lines = [
+        {"resourceSpans": [
+            {"scopeSpans": [{"spans": [span(2, http_method="GET", url_path="/sync/"),
+                                       span(1, url_path="/sync/"), span(3, url_path="/sync/")]},
+                            {"spans": [span(2, url_path="/async/")]}]},
+            {"scopeSpans": [{"spans": [span(2, url_path="/sync/"), span(2)]}]},
+        ]},
+        {"resourceSpans": [{"scopeSpans": [{"spans": [span(2, url_path="/sync/")]}]}]},
+        {},
+    ]  # fmt: skip
+    path = tmp_path / "spans.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert bench._request_spans(path) == {"/sync/": 3, "/async/": 1}
+    assert bench._request_spans(tmp_path / "none.jsonl") == {}
+
+
+def _figured(n: int) -> list[tuple[str, str]]:
+    """The headers of the n-th response: n switches, 1 hop, 0 loops, 2 threads started."""
+    return [("X-Context-Switches", str(n)), ("X-Thread-Hops", "1"), ("X-Event-Loops", "0"),
+            ("X-Threads-Started", "2")]  # fmt: skip
+
+
+def test_asgi_load_serves_each_request_once_concurrency_at_a_time():
+    """4 requests over 2 workers: they arrive in pairs, each request waiting
+    for its pair (so that no worker serves them all); the second request
+    starts a thread, which the peak threads count, after the request."""
+    import asyncio
+    import threading
+
+    arrived: list[str] = []
+    pairs = [asyncio.Event(), asyncio.Event()]
+    release = threading.Event()
+    started: list[threading.Thread] = []
+
+    async def app(scope, receive, send):
+        arrived.append(scope["path"])
+        n = len(arrived)
+        if n % 2 == 0:
+            pairs[n // 2 - 1].set()
+        await asyncio.wait_for(pairs[(n - 1) // 2].wait(), 60)
+        if n == 2:
+            started.append(threading.Thread(target=release.wait, daemon=True))
+            started[0].start()
+        headers = [(k.encode(), v.encode()) for k, v in _figured(n)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    base = bench._threads()
+    start = time.perf_counter()
+    try:
+        elapsed, latencies, peak, figures = asyncio.run(bench._asgi_load(app, "/x/", 4, 2))
+        took = time.perf_counter() - start
+    finally:
+        release.set()
+        for thread in started:
+            thread.join()
+    assert arrived == ["/x/"] * 4
+    assert sorted(figures) == [(n, 1, 0, 2) for n in range(1, 5)]
+    assert peak == base + 1
+    assert len(latencies) == 4
+    assert 0 < sum(latencies) / 2 <= elapsed <= took
+
+
+def test_wsgi_load_serves_each_request_once_concurrency_at_a_time():
+    """4 requests over 2 threads, in pairs (each waits for its pair): the
+    peak threads count both; one at a time they are served in the caller's
+    thread. A response without switchtrace's headers has no figures."""
+    import threading
+
+    served: list[int] = []
+    barrier = threading.Barrier(2, timeout=60)
+    lock = threading.Lock()
+
+    def app(environ, start_response, pairs=True):
+        with lock:
+            served.append(threading.get_ident())
+            n = len(served)
+        if pairs:
+            barrier.wait()
+        start_response("200 OK", _figured(n) if n != 3 else [])
+        return io.BytesIO(b"ok")  # iterated, then closed
+
+    base = bench._threads()
+    start = time.perf_counter()
+    elapsed, latencies, peak, figures = bench._wsgi_load(app, "/x/", 4, 2)
+    took = time.perf_counter() - start
+    assert len(set(served)) == 2 and threading.get_ident() not in served
+    assert sorted(figures, key=str) == [(1, 1, 0, 2), (2, 1, 0, 2), (4, 1, 0, 2), None]
+    assert peak == base + 2
+    assert len(latencies) == 4
+    assert 0 < sum(latencies) / 2 <= elapsed <= took
+    served.clear()
+    start = time.perf_counter()
+    elapsed, latencies, peak, figures = bench._wsgi_load(
+        lambda environ, start_response: app(environ, start_response, pairs=False), "/x/", 3, 1
+    )
+    took = time.perf_counter() - start
+    assert served == [threading.get_ident()] * 3
+    assert figures == [(1, 1, 0, 2), (2, 1, 0, 2), None]
+    assert peak == base
+    assert len(latencies) == 3
+    assert 0 < sum(latencies) <= elapsed <= took
+
+
+def test_a_wsgi_request_raising_under_load_stops_the_run():
+    """As one at a time: in the thread pool, the exception was lost with its
+    thread, and the run went on with the requests that did not raise (here
+    none: an empty result)."""
+
+    def app(environ, start_response):
+        raise LookupError("the view's response could not be iterated")
+
+    for concurrency in (1, 2):
+        with pytest.raises(LookupError) as raised:
+            bench._wsgi_load(app, "/x/", 4, concurrency)
+        assert str(raised.value) == "the view's response could not be iterated"
+
+
+# -- how the runs set themselves up ---------------------------------------------------------
+
+
+def test_the_results_are_json_or_the_renderers_text(capsys):
+    def renderer(results, out):
+        out.write(f"rendered {sorted(results)}\n")
+
+    results = {"format": 1, "rows": [{"mode": "disabled"}]}
+    bench._emit(results, argparse.Namespace(json=True), renderer)
+    assert capsys.readouterr() == (json.dumps(results, indent=2) + "\n", "")
+    bench._emit(results, argparse.Namespace(json=False), renderer)
+    assert capsys.readouterr() == ("rendered ['format', 'rows']\n", "")
+
+
+def test_the_versions_named_in_the_results():
+    import asgiref
+
+    assert bench._version("asgiref") == asgiref.__version__
+    assert bench._version("no-such-distribution-here") == "unknown"
+
+
+def test_the_servers_of_driver_server_missing(monkeypatch):
+    """(None in sys.modules is how Python refuses a module's import.)"""
+    assert bench.missing_servers() == []
+    monkeypatch.setitem(sys.modules, "gunicorn", None)
+    assert bench.missing_servers() == ["gunicorn"]
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    assert bench.missing_servers() == ["uvicorn", "gunicorn"]
+
+
+def test_the_matrix_is_served_without_span_export():
+    """EXPORTER "none" over the project's own SWITCHTRACE, for the run only;
+    no SWITCHTRACE dict (switchtrace disabled) is left as it is."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    configured = {"ENABLED": True, "EXPORTER": "file", "SAMPLE_RATE": 0.5}
+    with override_settings(SWITCHTRACE=configured):
+        with bench._no_spans():
+            assert settings.SWITCHTRACE == {**configured, "EXPORTER": "none"}
+        assert settings.SWITCHTRACE == configured
+    for value in (None, "on"):
+        with override_settings(SWITCHTRACE=value):
+            with bench._no_spans():
+                assert settings.SWITCHTRACE == value
+
+
+def test_the_warm_up_serves_through_the_servers_handler():
+    served: list[tuple[str, str]] = []
+    asgi, wsgi = _apps(served)
+    for server in ("asgi", "wsgi"):
+        served.clear()
+        bench._serve((asgi, wsgi), server, "/x/", 3)
+        assert served == [(server, "/x/")] * 3
+
+
+# -- the servers' command lines, environments and stopping ----------------------------------
+
+
+def test_each_server_is_run_with_its_command_and_environment(tmp_path, monkeypatch):
+    """uvicorn for ASGI, gunicorn (gthread, one worker, a thread per
+    concurrent request, one at least) for WSGI, on loopback; the project
+    first on PYTHONPATH, the variant named, and no spans made."""
+    import os
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
+    driver = bench.Servers(tmp_path, 200)
+    assert driver._command("asgi", 8001) == [
+        sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1",
+        "--port", "8001", "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    assert driver._command("wsgi", 8002) == [
+        sys.executable, "-m", "gunicorn", "project.wsgi:application", "--bind",
+        "127.0.0.1:8002", "--workers", "1", "--worker-class", "gthread", "--threads", "200",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    assert bench.Servers(tmp_path, 0)._command("wsgi", 1)[10:12] == ["--threads", "1"]
+    assert driver._environ("wsgi", "sync-only") == {
+        **os.environ,
+        "SWITCHTRACE_EXAMPLE_MIDDLEWARE": "sync-only",
+        "OTEL_SDK_DISABLED": "true",
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}/elsewhere",
+    }
+    assert [driver._name(server, "none") for server in ("asgi", "wsgi")] == [
+        "the ASGI server (uvicorn)",
+        "the WSGI server (gunicorn)",
+    ]
+
+
+def test_each_overhead_server_is_run_in_its_mode(tmp_path, monkeypatch):
+    """The settings module of the run first on PYTHONPATH, the mode named;
+    the full-spans servers make every request's spans (whatever OTEL_*
+    says) into their own file, or to the settings' collector (no file)."""
+    import os
+
+    for name in ("PYTHONPATH", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
+        monkeypatch.setenv(name, "x")
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    driver = bench.OverheadServers(tmp_path, "shipped", folder)
+    assert (folder / "switchtrace_bench_overhead.py").read_text() == bench.OVERLAY
+    assert driver.threads == 1
+    assert driver.files == {server: folder / f"spans-{server}.jsonl" for server in ("wsgi", "asgi")}
+    common = {
+        **os.environ,
+        "SWITCHTRACE_EXAMPLE_MIDDLEWARE": "shipped",
+        "DJANGO_SETTINGS_MODULE": "switchtrace_bench_overhead",
+        "PYTHONPATH": os.pathsep.join([str(folder), str(tmp_path), "x"]),
+    }
+    assert driver._environ("asgi", "headers only") == {
+        **common, "OTEL_SDK_DISABLED": "true", bench.OVERHEAD_MODE: "headers only"
+    }  # fmt: skip
+    full = {k: v for k, v in common.items() if not k.startswith("OTEL_TRACES_SAMPLER")}
+    assert driver._environ("wsgi", "full spans") == {
+        **full, bench.OVERHEAD_MODE: "full spans", bench.OVERHEAD_SPANS: str(driver.files["wsgi"])
+    }  # fmt: skip
+    to_collector = bench.OverheadServers(tmp_path, "shipped", folder, to_file=False)
+    assert to_collector.files is None
+    assert to_collector._environ("asgi", "full spans") == {
+        **full, bench.OVERHEAD_MODE: "full spans"
+    }  # fmt: skip
+    assert driver._name("wsgi", "disabled") == (
+        "the WSGI server (gunicorn) with switchtrace disabled"
+    )
+
+
+SLEEPER = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_{}); print(flush=True); "
+    "time.sleep(120)"
+)
+
+
+def test_closing_the_servers_stops_each_with_its_signal(tmp_path):
+    """SIGTERM, but SIGINT for --overhead's uvicorn (README, "Servers"); a
+    server that does not stop within 10 s is killed; each is waited for and
+    no longer the command's to end."""
+    import signal
+    import subprocess
+
+    matrix = bench.Servers(tmp_path, 1)
+    overhead = bench.OverheadServers(tmp_path, "shipped", tmp_path)
+    started = []
+    for driver, key, handling in ((matrix, "none", "DFL"), (overhead, "disabled", "DFL"),
+                                  (overhead, "full spans", "IGN")):  # fmt: skip
+        for server in ("wsgi", "asgi"):
+            command = [sys.executable, "-c", SLEEPER.format(handling)]
+            process = cli.start(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            assert process.stdout.readline() == b"\n"  # its SIGTERM handled as it says
+            driver._servers[server, key] = (process, 0)
+            started.append(process)
+    try:
+        for driver in (matrix, overhead):
+            driver.close()
+            assert driver._servers == {}
+        assert [process.returncode for process in started] == [
+            -signal.SIGTERM, -signal.SIGTERM,  # the matrix's wsgi and asgi
+            -signal.SIGTERM, -signal.SIGINT,   # --overhead's
+            -signal.SIGKILL, -signal.SIGINT,   # ignoring SIGTERM
+        ]  # fmt: skip
+        assert not cli._children & set(started)
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+            process.stdout.close()
+
+
+def test_each_overhead_mode_installs_the_patches_and_feeds_the_spans_or_not():
+    """In-process, the modes are told apart by the patches (installed for
+    headers only and full spans) and the span pipeline (fed records in full
+    spans alone). Put back as they were after."""
+    from switchtrace.django_app import integration, telemetry
+
+    def state():
+        return integration.patcher.installed, telemetry._attached
+
+    was = state()
+    try:
+        for mode, wanted in (("disabled", (False, False)), ("headers only", (True, False)),
+                             ("full spans", (True, True)), (bench.OTEL_DJANGO, (False, False)),
+                             ("headers only", (True, False))):  # fmt: skip
+            bench._enter(mode)
+            assert state() == wanted, mode
+    finally:
+        (integration.install if was[0] else integration.uninstall)()
+        (telemetry.attach if was[1] else telemetry.detach)()
+    assert state() == was
+
+
+def test_overhead_in_process_measures_one_variant_with_switchtrace_but_when_disabled(
+    monkeypatch,
+):
+    """The first variant (run leaves all three when --variants is not given:
+    'shipped'), switchtrace's middleware in each mode's handlers but
+    disabled's. What it hands to the rounds, with handlers of this test's;
+    what it puts back after them."""
+    from switchtrace import example
+    from switchtrace.django_app import integration, telemetry
+    from switchtrace.django_app.conf import get_config
+
+    def handlers(variant, switchtrace_middleware=True):
+        return contextlib.nullcontext((variant, switchtrace_middleware))
+
+    def rounds(args, progress, handlers, otel, spans, variant):
+        telemetry.configure(spans)  # as the rounds do: the full-spans mode's export
+        bench._enter("disabled")  # the last round's mode
+        return {"handlers": handlers, "otel": otel, "variant": variant}
+
+    monkeypatch.setattr(example, "handlers", handlers)
+    monkeypatch.setattr(bench, "_otel_django", lambda *args: contextlib.nullcontext(None))
+    monkeypatch.setattr(bench, "_overhead_rounds", rounds)
+    was = integration.patcher.installed, telemetry._attached
+    try:
+        args = argparse.Namespace(variants=list(example.VARIANTS), servers=["wsgi"])
+        assert bench.overhead(args, bench.Progress(0)) == {
+            "handlers": {
+                "disabled": ("shipped", False),
+                "headers only": ("shipped", True),
+                "full spans": ("shipped", True),
+            },
+            "otel": None,
+            "variant": "shipped",
+        }
+        # Then as the settings say: their export, the patches installed if
+        # switchtrace is enabled, the export fed.
+        config = get_config()
+        assert telemetry._options == config.export
+        assert config.enabled
+        assert (integration.patcher.installed, telemetry._attached) == (True, True)
+    finally:
+        (integration.install if was[0] else integration.uninstall)()
+        (telemetry.attach if was[1] else telemetry.detach)()
+
+
+def test_the_opentelemetry_django_row_when_it_can_be_measured(monkeypatch, tmp_path, capsys):
+    """Without opentelemetry-instrumentation-django: no row, and nothing said.
+    Without opentelemetry-instrumentation-asgi, under WSGI alone: the row
+    (only ASGI needs that package), served with its middleware in front of
+    the variant's, not switchtrace's; Django uninstrumented after. (None in sys.modules is how
+    Python refuses a module's import.)"""
+    from django.conf import settings
+    from django.test.utils import override_settings
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.asgi", None)
+    with bench._otel_django("none", str(tmp_path), ["wsgi"]) as otel:
+        assert otel is not None
+        assert otel.exporter.spans == 0
+        # Its middleware alone: the variant's, without switchtrace's.
+        assert settings.MIDDLEWARE == [bench.OTEL_DJANGO_MIDDLEWARE]
+    assert not DjangoInstrumentor().is_instrumented_by_opentelemetry
+    shipped = ["django.middleware.common.CommonMiddleware"]
+    with override_settings(STARTPROJECT_MIDDLEWARE=shipped):
+        with bench._otel_django("shipped", str(tmp_path), ["wsgi"]):
+            assert settings.MIDDLEWARE == [bench.OTEL_DJANGO_MIDDLEWARE, *shipped]
+    monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.django", None)
+    with bench._otel_django("none", str(tmp_path), ["wsgi", "asgi"]) as otel:
+        assert otel is None
+    assert capsys.readouterr() == ("", "")
+
+
+def test_the_spans_the_full_spans_servers_wrote_per_request_served():
+    """Their start-up probe (a /sync/ request), the warm-up, and each round's
+    requests back to back and alone: 1 + 2 + 2 * 3 * 4 = 27 on /sync/, 26
+    elsewhere; an endpoint without spans in the file, 0. The other modes'
+    rows get none."""
+    args = argparse.Namespace(warmup=2, rounds=3, requests=4)
+    rows = [{"server": server, "endpoint": endpoint, "mode": mode}
+            for server in ("wsgi", "asgi") for endpoint in ("/sync/", "/async/")
+            for mode in ("disabled", "full spans")]  # fmt: skip
+    found = {"wsgi": {"/sync/": 27, "/async/": 13}, "asgi": {"/sync/": 54}}
+    bench._exported_through_servers(args, rows, found)
+    assert [row.get("exported_per_request") for row in rows] == [
+        None, stat(1.0, 1.0, 1.0), None, stat(0.5, 0.5, 0.5),
+        None, stat(2.0, 2.0, 2.0), None, stat(0.0, 0.0, 0.0),
+    ]  # fmt: skip

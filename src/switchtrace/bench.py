@@ -330,8 +330,9 @@ def _wsgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
         worker()
     else:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for _ in range(concurrency):
-                pool.submit(worker)
+            workers = [pool.submit(worker) for _ in range(concurrency)]
+        for each in workers:
+            each.result()  # raises what a request raised, as one at a time does
     return time.perf_counter() - start, latencies, peak[0], figures
 
 
@@ -1232,15 +1233,24 @@ def overhead_through_servers(
             driver.close()  # the full-spans servers write their last spans as they exit
         if driver.files is not None:
             found = {server: _request_spans(driver.files[server]) for server in args.servers}
-            for row in rows:
-                if row["mode"] == "full spans":
-                    spans = found[row["server"]].get(row["endpoint"], 0)
-                    # Its start-up probe (a /sync/ request), the warm-up,
-                    # and each round's requests back to back and alone.
-                    probe = 1 if row["endpoint"] == "/sync/" else 0
-                    served = probe + args.warmup + 2 * args.rounds * args.requests
-                    row["exported_per_request"] = spread([spans / served])
+            _exported_through_servers(args, rows, found)
         return {"rows": rows}
+
+
+def _exported_through_servers(
+    args: argparse.Namespace, rows: list[dict[str, Any]], found: dict[str, dict[str, int]]
+) -> None:
+    """Each full-spans row's exported_per_request: the request spans its
+    server wrote for its endpoint (``found``: by server, then path) per
+    request that server served there."""
+    for row in rows:
+        if row["mode"] == "full spans":
+            spans = found[row["server"]].get(row["endpoint"], 0)
+            # Its start-up probe (a /sync/ request), the warm-up, and each
+            # round's requests back to back and alone.
+            probe = 1 if row["endpoint"] == "/sync/" else 0
+            served = probe + args.warmup + 2 * args.rounds * args.requests
+            row["exported_per_request"] = spread([spans / served])
 
 
 def _overhead_server_rounds(
