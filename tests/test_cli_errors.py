@@ -550,6 +550,68 @@ def test_server_driver_a_server_that_does_not_start(tmp_path):
     assert "switchtrace/bench.py" not in out.stderr  # no traceback of ours
 
 
+_ANSWERS_500 = {
+    "wsgi.py": """
+def application(environ, start_response):
+    start_response("500 Internal Server Error", [("Content-Length", "0")])
+    return [b""]
+""",
+    "asgi.py": """
+async def application(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+""",
+}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_server_driver_a_server_answering_500_is_stopped(tmp_path):
+    """A server that answers its first request with a 5xx: the command said
+    'server answered HTTP/1.1 500 ...' without naming which, and left it
+    running after it exited (holding its standard error: a reader waited for
+    it), since the servers the rounds stop are only those that started."""
+    package = tmp_path / "answers500" / "project"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text(
+        'SECRET_KEY = "x"\nINSTALLED_APPS = []\nSTARTPROJECT_MIDDLEWARE = []\n'
+    )
+    for name, text in _ANSWERS_500.items():
+        (package / name).write_text(text)
+    args = ["bench", "--driver", "server", "--project", "answers500", "--endpoints", "/sync/",
+            "--variants", "none", "--concurrency", "1", "--requests", "1", "--rounds", "1",
+            "--warmup", "0"]  # fmt: skip
+
+    def servers() -> list[int]:  # the processes working in the project: its servers
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/cwd") == str(package.parent):
+                    found.append(int(pid))
+        return found
+
+    try:
+        out = switchtrace(args, tmp_path)
+        left = servers()
+    finally:
+        for pid in servers():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert (out.returncode, out.stderr) == (
+        1,
+        "switchtrace bench: error: the WSGI server (gunicorn) answered its first request with "
+        "HTTP/1.1 500 Internal Server Error\n",
+    )
+    assert left == []
+
+
 def test_overhead_through_servers_a_server_that_does_not_start(tmp_path):
     """The same under --overhead: the line names the mode of the server."""
     package = tmp_path / "broken" / "project"

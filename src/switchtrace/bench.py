@@ -384,8 +384,24 @@ class Servers:
             try:
                 asyncio.run(_http_load("127.0.0.1", port, "/sync/", 1, 1))
                 return process, port
-            except OSError:
+            except OSError:  # not listening yet
                 time.sleep(0.1)
+            except Exception as exc:
+                # It answered, but not as a server to measure (5xx): stopped
+                # here, it was left running after the command, which the
+                # rounds' close() does not know of.
+                process.send_signal(self._stop_signal(server))
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    kill(process)
+                disown(process)
+                if isinstance(exc, ServerFailed):
+                    answered = str(exc).removeprefix("server answered ")
+                    raise ServerFailed(
+                        f"{self._name(server, key)} answered its first request with {answered}"
+                    ) from None
+                raise
         kill(process)
         disown(process)
         raise ServerFailed(f"{self._name(server, key)} did not answer within 30 s")
