@@ -853,8 +853,9 @@ def _children_of(pid: int) -> list[int]:
     ("signum", "to", "status", "said"),
     [("SIGINT", "command", 130, "interrupted"), ("SIGTERM", "command", 143, "terminated"),
      ("SIGHUP", "command", 129, "hung up"), ("SIGINT", "group", 130, "interrupted"),
-     ("SIGHUP", "group", 129, "hung up")],
-    ids=["kill-INT", "timeout", "kill-HUP", "ctrl-c-in-a-terminal", "terminal-closed"],
+     ("SIGHUP", "group", 129, "hung up"), ("SIGQUIT", "group", 131, "quit")],
+    ids=["kill-INT", "timeout", "kill-HUP", "ctrl-c-in-a-terminal", "terminal-closed",
+         "ctrl-backslash-in-a-terminal"],
 )  # fmt: skip
 def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, to, status, said, tmp_path):
     """``kill -INT`` or ``timeout``'s SIGTERM sent to ``bench --driver
@@ -866,7 +867,8 @@ def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, to, status, s
     "Worker was sent SIGINT!"), and a gunicorn worker signalled twice, by the
     terminal and by its arbiter, hung at times, left running after the
     command. SIGHUP (the terminal closing) killed the command at its default
-    action, its servers left running: they are in a session of their own."""
+    action, its servers left running: they are in a session of their own.
+    So did Ctrl-\\ (SIGQUIT to the group), which had reached the servers too."""
     import signal
 
     env = {
@@ -1184,8 +1186,9 @@ print("went on", flush=True)
 @pytest.mark.parametrize("servers", [1, 2], ids=["first", "second"])
 @pytest.mark.parametrize(
     ("signame", "status", "said"),
-    [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted"), ("SIGHUP", 129, "hung up")],
-)
+    [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted"), ("SIGHUP", 129, "hung up"),
+     ("SIGQUIT", 131, "quit")],
+)  # fmt: skip
 def test_a_signal_while_a_server_starts_ends_that_server_too(signame, status, said, servers):
     """Ctrl-C or SIGTERM taken after a server's fork, before Popen returned
     (the process not yet the command's to end): the command ends it with the

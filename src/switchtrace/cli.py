@@ -253,9 +253,9 @@ def _unraisable(unraisable: Any) -> None:
 
 
 def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
-    """Ctrl-C (or SIGTERM or SIGHUP, see :func:`adopt`): one line, exit
-    status 128 + the signal's number, at once. A request interrupted in the middle leaves
-    its threads behind (the per-request thread of Django's
+    """Ctrl-C (or SIGTERM, SIGHUP or SIGQUIT, see :func:`adopt`): one line,
+    exit status 128 + the signal's number, at once. A request interrupted in
+    the middle leaves its threads behind (the per-request thread of Django's
     ThreadSensitiveContext, still running the view; an executor's worker
     started but not yet known to the exit hook that stops it), which the
     interpreter's exit would wait for, and its coroutines, which it would
@@ -295,11 +295,19 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
 _children: set[subprocess.Popen[bytes]] = set()
 #: The signals besides Ctrl-C that end the command, its processes first,
 #: while it has some (see :func:`adopt`): ``timeout``'s or systemd's SIGTERM,
-#: and the SIGHUP of the terminal closing, which no longer reaches the
-#: processes themselves (see :func:`start`).
-_ENDING: tuple[int, ...] = (signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
+#: and the terminal's SIGHUP (closed) and SIGQUIT (Ctrl-\), which no longer
+#: reach the processes themselves (see :func:`start`): at their default
+#: action, they killed the command alone and left its servers running.
+_ENDING: tuple[int, ...] = (
+    signal.SIGTERM,
+    *(getattr(signal, name) for name in ("SIGHUP", "SIGQUIT") if hasattr(signal, name)),
+)
 #: What the line says of each.
-_SAID: dict[int, str] = {signal.SIGTERM: "terminated", getattr(signal, "SIGHUP", -1): "hung up"}
+_SAID: dict[int, str] = {
+    signal.SIGTERM: "terminated",
+    getattr(signal, "SIGHUP", -1): "hung up",
+    getattr(signal, "SIGQUIT", -1): "quit",
+}
 #: The handlers :func:`adopt` put ours in place of, while ours are set.
 _before: dict[int, Any] = {}
 
@@ -314,13 +322,16 @@ _deferred: int | None = None
 
 def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
     """``subprocess.Popen(command, **options)``, adopted (see :func:`adopt`)
-    with no moment at which Ctrl-C, SIGTERM or SIGHUP ending the command
-    leaves it running.
+    with no moment at which Ctrl-C, SIGTERM, SIGHUP or SIGQUIT ending the
+    command leaves it running.
 
     The process is started in a session of its own (``start_new_session``),
     so that what the terminal sends its foreground process group (Ctrl-C,
-    SIGHUP when it closes) reaches the command alone, which then ends its
-    processes one signal each, as it does when it is sent the signal alone.
+    Ctrl-\\'s SIGQUIT, SIGHUP when it closes) reaches the command alone,
+    which then ends its processes one signal each, as it does when it is
+    sent the signal alone. What cannot be caught does not reach them either:
+    SIGKILL sent to the command's group (``timeout --kill-after``) leaves
+    them running.
     In the command's group, a gunicorn worker took Ctrl-C twice, from the
     terminal and from its arbiter, and hung at times in the second handler
     (gthread's thread pool shutdown, taking a lock the first held): the
@@ -347,7 +358,7 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
         return process
     global _starting, _deferred
     acted_on: dict[int, tuple[Any, Any]] = {
-        # SIGTERM and SIGHUP first: restored first, before a Ctrl-C's handler
+        # SIGTERM, SIGHUP and SIGQUIT first: restored first, before a Ctrl-C's handler
         # can raise. An ignored one stays ignored.
         **{signum: (_on_signal, signal.SIG_DFL) for signum in _ENDING},
         signal.SIGINT: (_keyboard_interrupt, signal.default_int_handler),
@@ -377,20 +388,20 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
 
 
 def _defer(signum: int, frame: Any) -> None:
-    """The main thread's Ctrl-C, SIGTERM and SIGHUP while it starts a process."""
+    """The main thread's Ctrl-C, SIGTERM, SIGHUP and SIGQUIT while it starts a process."""
     global _deferred
     if _deferred is None:
         _deferred = signum
 
 
 def adopt(process: subprocess.Popen[bytes]) -> None:
-    """End ``process`` with the command if Ctrl-C, SIGTERM or SIGHUP ends it:
-    they exit at once (:func:`_interrupted`), without the command's own
-    clean-up, and a server started by the command ran on after it, orphaned
-    (``kill -INT``, the SIGTERM of ``timeout``, which killed the command
-    without a word, a terminal closed). SIGTERM and SIGHUP get a handler of
-    the command's while it has processes running, if they had the default
-    action (an ignored one stays ignored). Called from the main thread;
+    """End ``process`` with the command if Ctrl-C, SIGTERM, SIGHUP or
+    SIGQUIT ends it: they exit at once (:func:`_interrupted`), without the
+    command's own clean-up, and a server started by the command ran on after
+    it, orphaned (``kill -INT``, the SIGTERM of ``timeout``, which killed the
+    command without a word, a terminal closed, Ctrl-\\). SIGTERM, SIGHUP and
+    SIGQUIT get a handler of the command's while it has processes running,
+    if they had the default action (an ignored one stays ignored). Called from the main thread;
     :func:`disown` once the command has ended the process itself."""
     _children.add(process)
     if threading.current_thread() is not threading.main_thread():
