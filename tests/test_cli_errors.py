@@ -1366,6 +1366,45 @@ def test_the_watcher_leaves_the_projects_own_hook_and_signals_alone():
     )
 
 
+# A project handling SIGHUP or SIGTERM itself (reopening its logs), under
+# the watcher: the signal's byte is read, then SIGUSR1's, which the watcher
+# reads only once it is done with the first.
+_PROJECTS_OWN_ENDING = """
+import fcntl, os, signal, struct, sys, termios, time
+from switchtrace import cli
+
+cli._watch_for_ctrl_c()
+signum = getattr(signal, sys.argv[1])
+signal.signal(signum, lambda signum, frame: print("the project's handler", flush=True))
+signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+wakeup = signal.set_wakeup_fd(-1)
+signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
+for each in (signum, signal.SIGUSR1):
+    signal.raise_signal(each)
+    for _ in range(3000):  # until the watcher has read it
+        unread = fcntl.ioctl(wakeup, termios.FIONREAD, struct.pack("i", 0))
+        if struct.unpack("i", unread)[0] == 0:
+            break
+        time.sleep(0.01)
+print("went on", flush=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, FIONREAD")
+@pytest.mark.parametrize("signame", ["SIGHUP", "SIGTERM"])
+def test_the_watcher_leaves_the_projects_own_sighup_and_sigterm_alone(signame):
+    """The watcher ended the command at a SIGHUP or SIGTERM whatever its
+    handler, as if it were the command's (set while it has servers
+    running): a handler of the project's own ran, then the command said
+    'hung up' (129) or 'terminated' (143) and exited."""
+    ran = subprocess.run(
+        [sys.executable, "-c", _PROJECTS_OWN_ENDING, signame],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "the project's handler\nwent on\n", "")
+
+
 def test_bench_lists_given_twice_measure_each_cell_once():
     """--servers wsgi,wsgi measured every cell twice a round, pooling two
     samples a round into what is reported as the spread over rounds, and

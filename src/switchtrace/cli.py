@@ -213,7 +213,9 @@ def _watch_for_ctrl_c() -> None:
             if signal.SIGINT in taken:
                 _interrupted(_command)
             for signum in _ENDING:  # only while a handler is set: see adopt()
-                if signum in taken:
+                # Not one the project handles itself (a SIGHUP that reopens
+                # its logs): its handler is the main thread's to run.
+                if signum in taken and not _projects_own(signal.getsignal(signum)):
                     _interrupted(_command, signum)
 
     _watcher = threading.Thread(target=watch, name="switchtrace Ctrl-C", daemon=True)
@@ -425,6 +427,11 @@ def disown(process: subprocess.Popen[bytes]) -> None:
 
 def _on_signal(signum: int, frame: Any) -> None:
     _interrupted(_command, signum)
+
+
+def _projects_own(handler: Any) -> bool:
+    """Whether ``handler`` is a Python handler that is not the command's."""
+    return callable(handler) and handler not in (_on_signal, _defer)
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
