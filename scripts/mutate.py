@@ -246,6 +246,11 @@ def run_tests(tests, timeout):
     prefix = os.environ.get("MUT_PYPATH_PREFIX")
     env["PYTHONPATH"] = (prefix + ":" if prefix else "") + f"{WORK}/src:{WORK}"
     env["CI"] = "true"
+    # Inherited by everything the tests start, the servers that ``switchtrace
+    # bench --driver server`` starts in sessions of their own included, which
+    # the group's kill below does not reach: see _kill_leftovers.
+    marker = f"MUT_RUN={os.getpid()}.{time.monotonic_ns()}"
+    env["MUT_RUN"] = marker.split("=", 1)[1]
     cmd = [
         sys.executable,
         "-m",
@@ -274,11 +279,28 @@ def run_tests(tests, timeout):
         status = "survived" if p.returncode == 0 else "killed"
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
+        _kill_leftovers(marker)  # they may hold the output open
         outp, _ = p.communicate()
         status = "timeout"
+    _kill_leftovers(marker)
     tail = [line for line in outp.splitlines() if line.startswith(("FAILED", "ERROR"))][:2]
     last = outp.strip().splitlines()[-1] if outp.strip() else ""
     return status, time.time() - t0, tail, last
+
+
+def _kill_leftovers(marker: str) -> None:
+    """Kill the processes a mutant's run left (those whose environment has
+    ``marker``): a mutant that stops a server badly leaves it running, on its
+    port and with the run's output open, and Linux gives no other way to find
+    a process in a session of its own."""
+    needle = marker.encode() + b"\0"
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def main():
