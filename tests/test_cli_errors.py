@@ -506,8 +506,8 @@ def test_bench_help_shows_the_defaults(tmp_path):
         "--requests REQUESTS per cell and round (default: 200)",
         "--rounds ROUNDS every cell is measured once a round, the cells interleaved (default: 3)",
         "--warmup WARMUP requests per cell before measuring (default: 20)",
-        "--concurrency CONCURRENCY levels; 1 gives the sequential figure (default: 1,50,200; "
-        "--overhead serves one request at a time)",
+        "--concurrency CONCURRENCY levels; 1 gives the sequential figure; none above "
+        "--requests (default: 1,50,200; --overhead serves one request at a time)",
         "--variants VARIANTS shipped,sync-only,none (default: all; with --overhead: shipped)",
         "(default: in-process)",
         "this fraction (default: 0.1)",

@@ -159,8 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--concurrency", type=_concurrency,
-        help="levels; 1 gives the sequential figure (default: 1,50,200; --overhead serves "
-        "one request at a time)",
+        help="levels; 1 gives the sequential figure; none above --requests (default: "
+        "1,50,200; --overhead serves one request at a time)",
     )  # fmt: skip
     parser.add_argument(
         "--requests", type=_positive, default=200, help="per cell and round (default: 200)"
