@@ -1270,6 +1270,26 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+def test_kill_leaves_alone_the_pid_of_a_process_waited_for():
+    """Once waited for, a process's pid may be reused, by another process
+    leading a group of its own: kill() killed that group. Here the reuse is
+    made by hand: the pid of the process waited for is another's."""
+    ended = subprocess.Popen([sys.executable, "-c", ""], start_new_session=True)
+    ended.wait()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             start_new_session=True)  # fmt: skip
+    try:
+        ended.pid = other.pid
+        cli.kill(ended)
+        with pytest.raises(subprocess.TimeoutExpired):  # still running
+            other.wait(0.5)
+        assert ended.returncode == 0
+    finally:
+        other.kill()
+        other.wait()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_server_killed_is_killed_with_what_it_started(monkeypatch):
     """A server that does not stop in time is killed with its process group

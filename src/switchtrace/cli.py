@@ -437,7 +437,10 @@ def _projects_own(handler: Any) -> bool:
 def kill(process: subprocess.Popen[bytes]) -> None:
     """Kill ``process`` and, if it leads a process group of its own (see
     :func:`start`), what it started there (gunicorn's workers, which its
-    arbiter waits for), then wait for it."""
+    arbiter waits for), then wait for it. Not one waited for already: its
+    pid may be another process's by now."""
+    if process.returncode is not None:
+        return
     try:
         if hasattr(os, "killpg") and os.getpgid(process.pid) == process.pid:
             os.killpg(process.pid, signal.SIGKILL)
