@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -849,6 +850,32 @@ def _children_of(pid: int) -> list[int]:
     return [int(child) for child in children.split()]
 
 
+def _servers_of(process: subprocess.Popen[str]) -> list[int]:
+    """The pids of ``bench --driver server``'s uvicorn, gunicorn and gunicorn's
+    worker, once all three run (the rounds have begun), each as the server
+    itself (``python -m uvicorn``), not what starts it (see cli._GUARD)."""
+    servers: list[int] = []
+    for _ in range(600):
+        servers = _children_of(process.pid)
+        servers += [pid for server in servers for pid in _children_of(server)]
+        programs = []
+        for pid in servers[:2]:
+            with contextlib.suppress(OSError):
+                programs.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3])
+        if len(servers) == 3 and sorted(programs) == [[b"-m", b"gunicorn"], [b"-m", b"uvicorn"]]:
+            return servers
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    for pid in servers:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    ended = process.poll() is not None  # else its stderr is not at its end
+    raise AssertionError(
+        (servers, process.poll(), ended and process.stderr and process.stderr.read())
+    )
+
+
 @contextlib.contextmanager
 def _as_a_job() -> Iterator[None]:
     """The processes started inside get Ctrl-C, SIGHUP and SIGQUIT at their
@@ -873,9 +900,10 @@ def _as_a_job() -> Iterator[None]:
     ("signum", "to", "status", "said"),
     [("SIGINT", "command", 130, "interrupted"), ("SIGTERM", "command", 143, "terminated"),
      ("SIGHUP", "command", 129, "hung up"), ("SIGINT", "group", 130, "interrupted"),
-     ("SIGHUP", "group", 129, "hung up"), ("SIGQUIT", "group", 131, "quit")],
+     ("SIGHUP", "group", 129, "hung up"), ("SIGQUIT", "group", 131, "quit"),
+     ("SIGKILL", "group", -9, None)],
     ids=["kill-INT", "timeout", "kill-HUP", "ctrl-c-in-a-terminal", "terminal-closed",
-         "ctrl-backslash-in-a-terminal"],
+         "ctrl-backslash-in-a-terminal", "kill-9-to-the-group"],
 )  # fmt: skip
 def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, to, status, said, tmp_path):
     """``kill -INT`` or ``timeout``'s SIGTERM sent to ``bench --driver
@@ -888,7 +916,10 @@ def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, to, status, s
     terminal and by its arbiter, hung at times, left running after the
     command. SIGHUP (the terminal closing) killed the command at its default
     action, its servers left running: they are in a session of their own.
-    So did Ctrl-\\ (SIGQUIT to the group), which had reached the servers too."""
+    So did Ctrl-\\ (SIGQUIT to the group), which had reached the servers too.
+    SIGKILL to the group (``timeout --kill-after``, ``kill -9 -- -PGID``),
+    which the command cannot act on, left them running: the kernel now sends
+    each SIGTERM when the command ends (see cli._GUARD)."""
     import signal
 
     env = {
@@ -907,29 +938,28 @@ def test_bench_server_stopped_by_a_signal_ends_its_servers(signum, to, status, s
     )  # fmt: skip
     servers: list[int] = []
     try:
-        for _ in range(600):  # both servers started: the rounds have begun
-            servers = _children_of(process.pid)
-            if len(servers) == 2 or process.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert len(servers) == 2, process.communicate()
-        # Their own processes too (gunicorn's worker), to be seen gone.
-        servers += [pid for server in servers for pid in _children_of(server)]
-        assert len(servers) == 3
+        servers = _servers_of(process)
         time.sleep(0.5)
         if to == "group":
             os.killpg(process.pid, getattr(signal, signum))
         else:
             process.send_signal(getattr(signal, signum))
         _, err = process.communicate(timeout=30)
-        left = [pid for pid in servers if os.path.exists(f"/proc/{pid}")]
+        left = [pid for pid in servers if _running(pid)]
+        for _ in range(300 if signum == "SIGKILL" else 0):
+            # The command ended first: the servers end after it (gone, or
+            # zombies where no process 1 reaps orphans).
+            if not left:
+                break
+            time.sleep(0.1)
+            left = [pid for pid in servers if _running(pid)]
     finally:
         process.kill()
         process.wait()
         for pid in servers:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-    assert (process.returncode, err) == (status, f"switchtrace bench: {said}\n")
+    assert (process.returncode, err) == (status, f"switchtrace bench: {said}\n" if said else "")
     assert left == []
 
 
@@ -1288,6 +1318,90 @@ def test_kill_leaves_alone_the_pid_of_a_process_waited_for():
     finally:
         other.kill()
         other.wait()
+
+
+_SEES = (  # what a program started by the command sees of how it was started
+    "grep -E '^(SigIgn|SigBlk|SigCgt|PPid|NSsid)' /proc/$$/status; pwd; echo \"$SEEN\"; "
+    "ls /proc/$$/fd"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG, /proc")
+def test_a_process_started_through_the_guard_sees_what_popen_gives(monkeypatch, tmp_path):
+    """On Linux a server is started through a Python interpreter that asks
+    for SIGTERM when the command ends, then execs it: the program sees what
+    Popen alone gives it (its signal dispositions, SIGPIPE's default
+    included, which that interpreter ignores; its parent, session, directory,
+    environment and descriptors)."""
+    monkeypatch.setattr(cli, "_children", set())
+    monkeypatch.setattr(cli, "_before", {})
+    options = {"cwd": tmp_path, "env": {**os.environ, "SEEN": "yes"}, "stdout": subprocess.PIPE}
+    command = ["/bin/sh", "-c", _SEES]
+    assert cli._with_the_guard(command, options)[:5] == [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        cli._GUARD,
+    ]
+    guarded = cli.start(command, **options)
+    out, _ = guarded.communicate(timeout=30)
+    cli.disown(guarded)
+    alone = subprocess.Popen(command, start_new_session=True, **options)
+    expected, _ = alone.communicate(timeout=30)
+    assert out.decode().replace(
+        f"NSsid:\t{guarded.pid}", "NSsid:\tSID"
+    ) == expected.decode().replace(f"NSsid:\t{alone.pid}", "NSsid:\tSID")
+    assert b"SigIgn:\t0000000000000000" in out  # SIGPIPE and SIGXFSZ at their default
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_the_guard_leaves_alone_what_it_cannot_guard(tmp_path):
+    """Not guarded: a process started from another thread (the kernel's signal
+    comes when the thread that started it ends), a program by a relative name or
+    that cannot run (Popen's own error is kept), or run another way."""
+    command = ["/bin/true"]
+    (tmp_path / "text").write_text("")
+    (tmp_path / "text").chmod(0o644)
+    assert (
+        cli._with_the_guard(command, {})[-1] == "/bin/true" != cli._with_the_guard(command, {})[0]
+    )
+    for leave, options in [
+        (["true"], {}),
+        (["/no/such/program"], {}),
+        ([str(tmp_path / "text")], {}),  # not executable
+        ([str(tmp_path)], {}),  # a directory
+        (command, {"shell": True}),
+        (command, {"executable": "/bin/false"}),
+        (command, {"preexec_fn": os.getpid}),
+        (command, {"restore_signals": False}),
+    ]:
+        assert cli._with_the_guard(leave, options) == leave, (leave, options)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(cli._with_the_guard(command, {})))
+    thread.start()
+    thread.join()
+    assert seen == [command]
+    with pytest.raises(FileNotFoundError):
+        cli.start(["/no/such/program"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_the_guard_does_not_run_a_program_whose_command_has_ended():
+    """The command ended before the guard asked for its signal: the guard's
+    parent is then another process, and the program is not run."""
+    parent = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    ran = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", cli._GUARD, parent.stdout.strip(), "/bin/echo", "ran"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "", "")
+    ran = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", cli._GUARD, str(os.getpid()), "/bin/echo", "ran"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "ran\n", "")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

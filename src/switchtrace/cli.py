@@ -322,6 +322,53 @@ _started = threading.Condition()
 _deferred: int | None = None
 
 
+#: What :func:`start` runs a process through on Linux, in front of it until
+#: it execs it (same pid, same descriptors, same environment): it asks the
+#: kernel for SIGTERM when the thread that started it ends
+#: (``PR_SET_PDEATHSIG``, kept across the exec; not passed on to what the
+#: process starts), so that a command killed by SIGKILL, which it cannot act
+#: on, still ends its servers, in a session of their own. A command that
+#: ended before the request was made is seen as a new parent: the process
+#: is then not run at all. ``-I -S``: only the standard library, and quickly.
+#: SIGPIPE and SIGXFSZ, which this interpreter ignores, are put back to
+#: their default, as Popen's ``restore_signals`` does.
+_GUARD = """\
+import os, signal, sys
+try:
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+except Exception:  # no ctypes, or refused: run it as before
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)
+for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
+    if hasattr(signal, name):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _with_the_guard(command: Sequence[str], options: dict[str, Any]) -> list[str]:
+    """``command`` run through :data:`_GUARD`, where it can be: on Linux,
+    from the main thread (another thread may end before the process), a
+    program given by its absolute path and allowed to run (what Popen
+    would refuse, it is still left to refuse: a missing program is the same
+    OSError), with no option that changes how it is run."""
+    command = list(command)
+    if (
+        not sys.platform.startswith("linux")
+        or not sys.executable
+        or threading.current_thread() is not threading.main_thread()
+        or not command
+        or not os.path.isabs(command[0])
+        or not os.path.isfile(command[0])
+        or not os.access(command[0], os.X_OK)
+        or options.keys() & {"executable", "shell", "preexec_fn", "restore_signals"}
+    ):
+        return command
+    return [sys.executable, "-I", "-S", "-c", _GUARD, str(os.getpid()), *command]
+
+
 def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
     """``subprocess.Popen(command, **options)``, adopted (see :func:`adopt`)
     with no moment at which Ctrl-C, SIGTERM, SIGHUP or SIGQUIT ending the
@@ -332,8 +379,9 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
     Ctrl-\\'s SIGQUIT, SIGHUP when it closes) reaches the command alone,
     which then ends its processes one signal each, as it does when it is
     sent the signal alone. What cannot be caught does not reach them either:
-    SIGKILL sent to the command's group (``timeout --kill-after``) leaves
-    them running.
+    SIGKILL sent to the command's group (``timeout --kill-after``); on
+    Linux the kernel then sends each SIGTERM (see :data:`_GUARD`), elsewhere
+    they are left running.
     In the command's group, a gunicorn worker took Ctrl-C twice, from the
     terminal and from its arbiter, and hung at times in the second handler
     (gthread's thread pool shutdown, taking a lock the first held): the
@@ -359,6 +407,7 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
         adopt(process)
         return process
     global _starting, _deferred
+    command = _with_the_guard(command, options)
     acted_on: dict[int, tuple[Any, Any]] = {
         # SIGTERM, SIGHUP and SIGQUIT first: restored first, before a Ctrl-C's handler
         # can raise. An ignored one stays ignored.
