@@ -1321,8 +1321,10 @@ def test_kill_leaves_alone_the_pid_of_a_process_waited_for():
 
 
 _SEES = (  # what a program started by the command sees of how it was started
-    "grep -E '^(SigIgn|SigBlk|SigCgt|PPid|NSsid)' /proc/$$/status; pwd; echo \"$SEEN\"; "
-    "ls /proc/$$/fd"
+    # Its signal mask read by itself, exec'd by the shell: not the shell's,
+    # read by grep while the shell waits for it, all signals blocked (dash).
+    'pwd; echo "$SEEN"; ls /proc/$$/fd; '
+    "exec grep -E '^(SigIgn|SigBlk|PPid|NSsid)' /proc/self/status"
 )
 
 
