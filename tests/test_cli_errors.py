@@ -1406,6 +1406,31 @@ def test_the_guard_does_not_run_a_program_whose_command_has_ended():
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, "ran\n", "")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+@pytest.mark.parametrize(
+    "locale", [{}, {"LANG": "C"}, {"LC_CTYPE": "POSIX"}], ids=["none", "LANG=C", "LC_CTYPE=POSIX"]
+)
+def test_a_process_started_through_the_guard_gets_the_environment_given(monkeypatch, locale):
+    """In the C locale (no LANG at all: cron, systemd, a bare container) the
+    guard's interpreter coerces it (PEP 538, which -I does not turn off): it
+    set LC_CTYPE=C.UTF-8 in its environment, which the program got through
+    the exec, the server's interpreter then without the UTF-8 mode it has
+    when Popen alone starts it. The program gets the environment given."""
+    monkeypatch.setattr(cli, "_children", set())
+    monkeypatch.setattr(cli, "_before", {})
+    env = {"PATH": os.defpath, **locale, "SEEN": "yes"}
+    expected = "".join(f"{name}={value}\n" for name, value in env.items())
+    for command, seen in [
+        (["/usr/bin/env"], expected),
+        ([sys.executable, "-c", "import sys; print(sys.flags.utf8_mode)"], "1\n"),
+    ]:
+        assert cli._with_the_guard(command, {})[0] == sys.executable
+        guarded = cli.start(command, env=env, stdout=subprocess.PIPE)
+        out, _ = guarded.communicate(timeout=30)
+        cli.disown(guarded)
+        assert out.decode() == seen, command
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_server_killed_is_killed_with_what_it_started(monkeypatch):
     """A server that does not stop in time is killed with its process group

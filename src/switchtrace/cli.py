@@ -331,7 +331,12 @@ _deferred: int | None = None
 #: ended before the request was made is seen as a new parent: the process
 #: is then not run at all. ``-I -S``: only the standard library, and quickly.
 #: SIGPIPE and SIGXFSZ, which this interpreter ignores, are put back to
-#: their default, as Popen's ``restore_signals`` does.
+#: their default, as Popen's ``restore_signals`` does. The environment is
+#: the one it was given (``/proc/self/environ``): in the C locale (no LANG:
+#: cron, systemd, a bare container) the interpreter's coercion (PEP 538,
+#: not turned off by ``-I``) set LC_CTYPE=C.UTF-8 in its own, and a Python
+#: server that got it had no UTF-8 mode; kept as exec'd unless an entry
+#: cannot be passed back (no name, or a name twice).
 _GUARD = """\
 import os, signal, sys
 try:
@@ -344,6 +349,14 @@ if os.getppid() != int(sys.argv[1]):
 for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
     if hasattr(signal, name):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
+try:  # as given, before this interpreter coerced a C locale (LC_CTYPE=C.UTF-8)
+    with open("/proc/self/environ", "rb") as given:
+        entries = given.read().split(b"\\0")[:-1]
+    env = dict(entry.split(b"=", 1) for entry in entries if entry.find(b"=") > 0)
+except OSError:
+    entries = env = None
+if entries is not None and len(env) == len(entries):
+    os.execve(sys.argv[2], sys.argv[2:], env)
 os.execv(sys.argv[2], sys.argv[2:])
 """
 
