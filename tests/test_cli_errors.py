@@ -1389,6 +1389,22 @@ def test_the_guard_leaves_alone_what_it_cannot_guard(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_a_program_the_kernel_will_not_run_through_the_guard_is_one_line(monkeypatch, tmp_path):
+    """A script whose interpreter is missing passes the parent's checks, and
+    the guard's exec fails: one line naming it and status 127, as a shell
+    says it (Popen alone raises FileNotFoundError), not a traceback."""
+    monkeypatch.setattr(cli, "_children", set())
+    monkeypatch.setattr(cli, "_before", {})
+    script = tmp_path / "serve"
+    script.write_text("#!/no/such/interpreter\n")
+    script.chmod(0o755)
+    process = cli.start([str(script)], stderr=subprocess.PIPE)
+    _, err = process.communicate(timeout=30)
+    cli.disown(process)
+    assert (process.returncode, err) == (127, f"{script}: No such file or directory\n".encode())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
 def test_the_guard_does_not_run_a_program_whose_command_has_ended():
     """The command ended before the guard asked for its signal: the guard's
     parent is then another process, and the program is not run."""

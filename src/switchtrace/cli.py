@@ -355,18 +355,26 @@ try:  # as given, before this interpreter coerced a C locale (LC_CTYPE=C.UTF-8)
     env = dict(entry.split(b"=", 1) for entry in entries if entry.find(b"=") > 0)
 except OSError:
     entries = env = None
-if entries is not None and len(env) == len(entries):
-    os.execve(sys.argv[2], sys.argv[2:], env)
-os.execv(sys.argv[2], sys.argv[2:])
+try:
+    if entries is not None and len(env) == len(entries):
+        os.execve(sys.argv[2], sys.argv[2:], env)
+    os.execv(sys.argv[2], sys.argv[2:])
+except OSError as exc:  # a script whose interpreter is missing: as a shell says it
+    try:
+        os.write(2, f"{sys.argv[2]}: {exc.strerror}\\n".encode(errors="replace"))
+    except OSError:
+        pass
+    os._exit(127)
 """
 
 
 def _with_the_guard(command: Sequence[str], options: dict[str, Any]) -> list[str]:
     """``command`` run through :data:`_GUARD`, where it can be: on Linux,
     from the main thread (another thread may end before the process), a
-    program given by its absolute path and allowed to run (what Popen
-    would refuse, it is still left to refuse: a missing program is the same
-    OSError), with no option that changes how it is run."""
+    program given by its absolute path and allowed to run (a missing program
+    is still Popen's OSError; one the kernel then refuses to run, a script
+    whose interpreter is missing, ends with one line naming it and status
+    127, as in a shell), with no option that changes how it is run."""
     command = list(command)
     if (
         not sys.platform.startswith("linux")
