@@ -1358,13 +1358,18 @@ def test_a_process_started_through_the_guard_sees_what_popen_gives(monkeypatch, 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
-def test_the_guard_leaves_alone_what_it_cannot_guard(tmp_path):
+def test_the_guard_leaves_alone_what_it_cannot_guard(monkeypatch, tmp_path):
     """Not guarded: a process started from another thread (the kernel's signal
     comes when the thread that started it ends), a program by a relative name or
     that cannot run (Popen's own error is kept), or run another way."""
     command = ["/bin/true"]
     (tmp_path / "text").write_text("")
     (tmp_path / "text").chmod(0o644)
+    (tmp_path / "true").write_text("#!/bin/sh\n")
+    (tmp_path / "true").chmod(0o755)
+    # A name Popen looks for on PATH, even with a program of that name here:
+    # the guard's exec would run this one.
+    monkeypatch.chdir(tmp_path)
     assert (
         cli._with_the_guard(command, {})[-1] == "/bin/true" != cli._with_the_guard(command, {})[0]
     )
