@@ -157,6 +157,61 @@ def test_a_forked_child_can_append_while_the_parent_was_appending(tmp_path):
     assert path.read_text() == '{"child":1}\n'
 
 
+FILE_LOCKED_SCRIPT = textwrap.dedent(
+    """
+    import fcntl, json, os, sys
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
+
+    path = sys.argv[1]
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    appender = os.fork()
+    if appender == 0:
+        pipeline = SpanPipeline(ExportOptions(exporter="file", file_path=path))
+        exporter = pipeline.exporter
+        exporter.export(EncodedSpans('{{"parent":1}}', 1))
+        # Its span thread is appending as the process forks: it holds the
+        # file's lock (here the main thread, which forks, took it as export
+        # does), on a descriptor the child gets a copy of.
+        out, readable = exporter._open()
+        exporter._locked = out
+        fcntl.flock(out, fcntl.LOCK_EX)
+        if os.fork() == 0:
+            os.write(ready_w, b"x")
+            os.read(done_r, 1)  # a worker that lives on
+            os._exit(0)
+        os.read(ready_r, 1)
+        os._exit(0)  # ended before its append did (killed, say)
+    os.waitpid(appender, 0)
+    # Another worker's append: the file's lock is free, or it would wait.
+    other = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        free = True
+    except BlockingIOError:
+        free = False
+    os.close(other)
+    os.write(done_w, b"x")
+    print(json.dumps({{"free": free}}), flush=True)
+    """
+)
+
+
+def test_a_forked_child_does_not_keep_the_file_lock_the_parent_held(tmp_path):
+    """Appenders to one file take turns with its lock (flock), which belongs
+    to the open file, and a forked child has a descriptor of the parent's:
+    forked while the parent's span thread appended, and the parent ended
+    before the append did, the child would hold the lock as long as it
+    lived (no thread of its own closes that descriptor), and every other
+    appender would wait for it."""
+    path = tmp_path / "traces.jsonl"
+    stdout = run_script(FILE_LOCKED_SCRIPT, path)
+    assert json.loads(stdout) == {"free": True}
+    assert path.read_text() == '{"parent":1}\n'
+
+
 APP_PROVIDER_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, threading

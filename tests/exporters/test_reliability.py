@@ -453,6 +453,44 @@ def test_a_line_cut_short_by_one_worker_leaves_the_others_lines_readable(tmp_pat
     assert rotated.read_text() == '{"resourceSpans":[]}\n' * 2
 
 
+CONCURRENT_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters import FileSpanExporter
+    from switchtrace.exporters.encode import EncodedSpans
+
+    path, exports = sys.argv[1], int(sys.argv[2])
+    # Two workers' exporters appending large lines to one file at once.
+    pid = os.fork()
+    name = "child" if pid == 0 else "parent"
+    exporter = FileSpanExporter(path)
+    line = '{{"resourceSpans":[],"x":"' + name * 4000 + '"}}'
+    results = {{exporter.export(EncodedSpans(line, 1)).name for _ in range(exports)}}
+    if pid == 0:
+        os._exit(0 if results == {{"SUCCESS"}} else 1)
+    _, status = os.waitpid(pid, 0)
+    print(sorted(results), status)
+    """
+)
+
+
+def test_workers_appending_to_one_file_at_once_leave_no_empty_line(tmp_path):
+    """Each worker looked at the file's last byte to see whether a line had
+    been cut short before its own: while another worker's line was still
+    being written, that byte was part of it, and the worker began its line
+    with a newline (an empty line between the two, which a reader of
+    JSON lines refuses). Appenders take turns: every line is a whole one."""
+    path = tmp_path / "traces.jsonl"
+    stdout = run_script(CONCURRENT_SCRIPT, path, 500)
+    assert stdout == "['SUCCESS'] 0\n"
+    lines = path.read_text().split("\n")
+    assert lines.pop() == ""
+    assert (len(lines), sum(not line for line in lines)) == (1000, 0)
+    names = [json.loads(line)["x"][:5] for line in lines]
+    assert (names.count("child"), names.count("paren")) == (500, 500)
+
+
 def test_an_exporter_given_sdk_spans_counts_its_failed_exports_too(monkeypatch, caplog):
     """An OTLP exporter without the hook for encoded spans gets SDK spans
     through the SDK's batch processor: its failed exports are counted all the

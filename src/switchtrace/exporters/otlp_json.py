@@ -224,7 +224,8 @@ class FileSpanExporter(SpanExporter):
     (the disk full) leaves part of a line: the next line appended to that
     file, by any of them, then starts on a line of its own (each looks at
     the file's last byte), so that only the lost export's line cannot be
-    read.
+    read. They take turns (a lock on the file, from that look to the end of
+    the line): a line another one is still writing is not one cut short.
 
     With ``max_bytes``, a file that an export would take past it is first
     renamed ``path + ".1"`` (replacing the one before; if ``path`` is a
@@ -258,6 +259,9 @@ class FileSpanExporter(SpanExporter):
         #: The file ends with part of a line this process appended (what
         #: tells it of a file it cannot read).
         self._torn = False
+        #: The descriptor this process appends on while it holds the file's
+        #: lock, which a forked child's copy of it would hold too.
+        self._locked: int | None = None
 
     def export(self, spans: Sequence[ReadableSpan] | EncodedSpans) -> SpanExportResult:
         if isinstance(spans, EncodedSpans):
@@ -274,11 +278,24 @@ class FileSpanExporter(SpanExporter):
                     if self.max_bytes is not None and size and size + len(data) > self.max_bytes:
                         out, readable = self._rotated(out, readable)
                         size = os.fstat(out).st_size
+                    if readable:
+                        # Appenders take turns from their look at the last
+                        # byte to the end of their line: a line another
+                        # process was still writing would look cut short,
+                        # and this one begin with a newline (an empty line).
+                        self._locked = out
+                        _lock_file(out)
+                        size = os.fstat(out).st_size
                     if self._ends_in_a_line(out, size, readable):
                         data = b"\n" + data
                     while written < len(data):
                         written += os.write(out, data[written:])
                 finally:
+                    if self._locked is not None:
+                        try:
+                            _unlock_file(out)
+                        finally:
+                            self._locked = None
                     os.close(out)
             except OSError as exc:
                 self.error = exc
@@ -379,7 +396,17 @@ class FileSpanExporter(SpanExporter):
 
     def _at_fork_reinit(self) -> None:
         """In a forked child: the lock may have been held by the parent's
-        export thread at the fork, which the child does not have."""
+        export thread at the fork, which the child does not have. So may the
+        file's lock, shared with the parent's descriptor: the child's copy of
+        it, which no thread of the child would ever close, would keep every
+        appender (the parent included) waiting for as long as the child
+        lives."""
+        locked, self._locked = self._locked, None
+        if locked is not None:
+            try:
+                os.close(locked)
+            except OSError:
+                pass
         self._lock = threading.Lock()
 
     def shutdown(self) -> None:
