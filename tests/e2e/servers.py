@@ -1,11 +1,13 @@
 """Start real servers on loopback for the e2e tests: uvicorn, gunicorn (its
-gthread workers under WSGI, uvicorn's worker under ASGI) and hypercorn.
+gthread workers under WSGI, uvicorn's worker under ASGI), hypercorn and
+granian (ASGI and WSGI, in worker processes multiprocessing forks).
 
 Each server's output goes to ``server.log`` beside its records."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +91,26 @@ class Server:
                 "--log-level",
                 "warning",
             ]
+        elif kind.startswith("granian"):
+            # Rust's HTTP server; the application runs in its workers, which
+            # multiprocessing forks (spawns, on Python 3.14), and under WSGI
+            # on threads Rust starts.
+            interface = "wsgi" if kind == "granian-wsgi" else "asgi"
+            command = [
+                str(bindir / "granian"),
+                f"project.{interface}:application",
+                "--interface",
+                interface,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                # Its "Started worker-N" lines: see _wait_ready.
+                "--log-level",
+                "info",
+            ]
         elif kind.startswith("gunicorn-uvicorn"):
             # ASGI in gunicorn's forked workers: each runs uvicorn's server.
             command = [
@@ -124,10 +146,17 @@ class Server:
                 # The app (and switchtrace's patches, its span thread) load in
                 # the master, then gunicorn forks the workers.
                 command.append("--preload")
+        self.workers = workers if kind.startswith("granian") else 0
         self.log = records.with_name("server.log")
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=EXAMPLE, env=env, stdout=log, stderr=subprocess.STDOUT
+                command,
+                cwd=EXAMPLE,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # A granian worker can outlive its main process: see stop.
+                start_new_session=bool(self.workers),
             )
         self._wait_ready()
 
@@ -140,9 +169,16 @@ class Server:
                 )
             try:
                 httpx.get(self.url + "/sync/?ready", timeout=1)
-                return
             except httpx.TransportError:
                 time.sleep(0.1)
+                continue
+            # granian answers once one worker serves. A worker that gets
+            # SIGTERM while it still loads the application waits for
+            # shutdown forever (granian 2.8, with or without switchtrace: the
+            # main process's handler is still the one it has): wait for all.
+            if self.output().count("Started worker-") >= self.workers:
+                return
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.kind} did not start within 30 s:\n{self.output()}")
 
@@ -157,3 +193,9 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.workers:
+            # Its workers, if the main process died or was killed first.
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,7 +1,7 @@
 """The issue's table, over real servers on loopback: uvicorn for ASGI, gunicorn
 (gthread workers, forked after the app is loaded in each worker) for WSGI;
 and for ASGI also gunicorn with uvicorn's worker (forked, with and without
---preload) and hypercorn.
+--preload) and hypercorn, and granian for both.
 
 Headers are read off the HTTP responses; request totals come from the records
 the servers write through a listener (tests/e2e/apps.py)."""
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 
 import httpx
@@ -53,15 +54,22 @@ PRELOAD = {
     if kind == "gunicorn"
 }
 # ASGI under other servers: uvicorn's server in gunicorn's forked workers
-# (with --preload too: installed before fork()), and hypercorn. The figures
-# are Django's and asgiref's, whatever serves them.
+# (with --preload too: installed before fork()), hypercorn and granian. The
+# figures are Django's and asgiref's, whatever serves them.
 OTHER_ASGI = {
     (other, variant, path): figures
     for (kind, variant, path), figures in {**TABLE, **MORE}.items()
     if kind == "uvicorn" and variant == "shipped"
-    for other in ("gunicorn-uvicorn", "gunicorn-uvicorn-preload", "hypercorn")
+    for other in ("gunicorn-uvicorn", "gunicorn-uvicorn-preload", "hypercorn", "granian")
 }
-EXPECTED = {**TABLE, **MORE, **UVLOOP, **PRELOAD, **OTHER_ASGI}
+# WSGI under granian: the view runs on threads Rust started, which Python
+# meets there first.
+OTHER_WSGI = {
+    ("granian-wsgi", variant, path): figures
+    for (kind, variant, path), figures in {**TABLE, **MORE}.items()
+    if kind == "gunicorn"
+}
+EXPECTED = {**TABLE, **MORE, **UVLOOP, **PRELOAD, **OTHER_ASGI, **OTHER_WSGI}
 SERVERS = sorted({(kind, variant) for kind, variant, _path in EXPECTED})
 
 
@@ -228,8 +236,43 @@ def _trace_of(traces, query: str) -> list[dict]:
     return [span for span in spans if span["traceId"] in trace_ids]
 
 
+def _sigterm_after(
+    kind: str, url: str, tmp_path, workers: int = 2
+) -> tuple[Server, httpx.Response, object]:
+    """The server (stopped), its response to one request sent right before
+    its SIGTERM, and its spans' file. The spans wait a minute for their
+    batch: only the shutdown at the worker's exit writes them."""
+    server = Server(
+        kind,
+        "shipped",
+        tmp_path / "records.jsonl",
+        workers=workers,
+        extra_env={"OTEL_BSP_SCHEDULE_DELAY": "60000"},
+    )
+    try:
+        response = httpx.get(server.url + url, timeout=10)
+        if kind.startswith("granian"):
+            # granian stops a worker without waiting for what a request does
+            # after its response is sent (Django closing the response,
+            # request_finished), with or without switchtrace: the request's
+            # record would never end, and nothing of it be exported.
+            assert url.partition("?")[2] in read_records(server, 1)
+        server.process.terminate()
+        server.process.wait(timeout=10)
+    finally:
+        server.stop()
+    return server, response, tmp_path / "traces.jsonl"
+
+
 @pytest.mark.parametrize(
-    ("kind", "spans"), [("gunicorn", 1), ("gunicorn-uvicorn", 17), ("hypercorn", 17)]
+    ("kind", "spans"),
+    [
+        ("gunicorn", 1),
+        ("gunicorn-uvicorn", 17),
+        ("hypercorn", 17),
+        ("granian", 17),
+        ("granian-wsgi", 1),
+    ],
 )
 def test_sigterm_right_after_a_request_loses_none_of_its_spans(kind, spans, tmp_path):
     """SIGTERM (docker compose stop, systemd, Kubernetes) while the request's
@@ -238,16 +281,32 @@ def test_sigterm_right_after_a_request_loses_none_of_its_spans(kind, spans, tmp_
     worker raises the signal again with its default action after its
     graceful shutdown, as uvicorn does, unless a post_worker_init hook has
     set a handler (the example project's gunicorn.conf.py). hypercorn
-    returns from its graceful shutdown."""
-    server = Server(kind, "shipped", tmp_path / "records.jsonl")
-    traces = tmp_path / "traces.jsonl"
-    try:
-        response = httpx.get(server.url + "/sync/?before-sigterm", timeout=10)
-        server.process.terminate()
-        server.process.wait(timeout=10)
-    finally:
-        server.stop()
+    returns from its graceful shutdown. granian's workers, which
+    multiprocessing forks, return from theirs and leave by os._exit, past
+    the exit hooks before Python 3.13: multiprocessing's finalizers write
+    them."""
+    server, response, traces = _sigterm_after(kind, "/sync/?before-sigterm", tmp_path)
     assert figures(response) == EXPECTED[kind, "shipped", "/sync/"][0]
     assert server.process.returncode == 0
     assert len(_trace_of(traces, "before-sigterm")) == spans
     assert "switchtrace" not in server.output()
+
+
+def test_under_granian_wsgi_a_view_runs_on_a_thread_python_did_not_start(tmp_path):
+    """granian runs WSGI views on threads its Rust runtime started: Python
+    names such a thread Dummy-N when it first meets it, and it is not
+    counted as a thread the request started (the executor's thread of the
+    async view's async_to_sync is)."""
+    _, response, traces = _sigterm_after("granian-wsgi", "/async/?dummy", tmp_path, workers=1)
+    assert figures(response) == (2, 2, 1, 1)
+    spans = _trace_of(traces, "dummy")
+    attributes = {
+        span["name"]: {a["key"]: next(iter(a["value"].values())) for a in span["attributes"]}
+        for span in spans
+    }
+    assert sorted(attributes) == ["GET async/", "async_to_sync async_view"]
+    crossing = attributes["async_to_sync async_view"]
+    assert re.fullmatch(r"Dummy-\d+", crossing["switchtrace.caller.thread.name"])
+    assert re.fullmatch(r"ThreadPoolExecutor-\d+_0", crossing["thread.name"])
+    assert crossing["switchtrace.threads.started"] == "1"
+    assert attributes["GET async/"]["switchtrace.threads_started"] == "1"

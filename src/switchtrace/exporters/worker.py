@@ -15,6 +15,7 @@ import atexit
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -54,6 +55,7 @@ class QueueWorker:
         self._start_worker(queue_size)
         _workers.add(self)
         atexit.register(self.shutdown)
+        self._leave_with_multiprocessing(forked=False)
 
     def _start_worker(self, queue_size: int) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
@@ -67,6 +69,44 @@ class QueueWorker:
         """In a forked child: the parent's thread is gone; a new one, with a
         new queue (the parent's records are the parent's)."""
         self._start_worker(self._queue.maxsize)
+        self._leave_with_multiprocessing(forked=True)
+
+    #: Whether a child that multiprocessing forks from this process (or from
+    #: a child of it) calls :meth:`_shut_down_with_multiprocessing`.
+    _multiprocessing_forks = False
+    #: The finalizer of :meth:`_shut_down_with_multiprocessing`, if any.
+    _multiprocessing_exit: Any = None
+
+    def _leave_with_multiprocessing(self, forked: bool) -> None:
+        """Shut down at the end of a process that multiprocessing started
+        (granian's workers, --workers of uvicorn and hypercorn, Django's
+        parallel test runner), as at the end of any other. One it forks
+        (its ``fork`` and ``forkserver`` methods) leaves through os._exit
+        once its target returns: past atexit's hooks before Python 3.13,
+        and on 3.13 past those the parent registered (it clears them).
+        multiprocessing's finalizers run there first, in every version.
+        Nothing where multiprocessing is not imported: a process that it
+        starts, or that starts one, has imported it."""
+        util = sys.modules.get("multiprocessing.util")
+        if util is None:
+            return
+        try:
+            if not self._multiprocessing_forks:
+                # Called in the child after multiprocessing's own at-fork
+                # reset, which drops the finalizers the parent had; once for
+                # this worker in every process that descends from this one.
+                util.register_after_fork(self, QueueWorker._shut_down_with_multiprocessing)
+                self._multiprocessing_forks = True
+            if not forked and util.process.parent_process() is not None:
+                self._shut_down_with_multiprocessing()
+        except Exception:
+            swallow(f"{self.thread_name} thread's exit with multiprocessing")
+
+    def _shut_down_with_multiprocessing(self) -> None:
+        if self._stopping.is_set():
+            return
+        util = sys.modules["multiprocessing.util"]
+        self._multiprocessing_exit = util.Finalize(None, self.shutdown, exitpriority=0)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record queued before it is dealt with; False when
@@ -92,6 +132,9 @@ class QueueWorker:
         meanwhile). False when already stopped."""
         atexit.unregister(self.shutdown)
         _workers.discard(self)
+        if self._multiprocessing_exit is not None:
+            self._multiprocessing_exit.cancel()
+            self._multiprocessing_exit = None
         if self._stopping.is_set():
             return False
         self._deadline = time.monotonic() + timeout
