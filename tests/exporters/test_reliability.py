@@ -5,6 +5,7 @@ timeout."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -489,6 +490,50 @@ def test_workers_appending_to_one_file_at_once_leave_no_empty_line(tmp_path):
     assert (len(lines), sum(not line for line in lines)) == (1000, 0)
     names = [json.loads(line)["x"][:5] for line in lines]
     assert (names.count("child"), names.count("paren")) == (500, 500)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+@pytest.mark.parametrize("refused", ["lock and unlock", "unlock"])
+def test_a_file_system_that_refuses_the_files_lock_still_gets_every_line(
+    refused, tmp_path, monkeypatch
+):
+    """Appenders take turns with flock, which a file system may refuse (NFS
+    without its lock daemon: ENOLCK, "No locks available"), the unlock too.
+    The line is then appended without the lock, as it was before appenders
+    took turns, and the descriptor closed (which frees a lock taken): no
+    export failed, and none left a descriptor open in the application.
+    (When appenders began to take turns, each export failed; and one whose
+    unlock was refused left its descriptor open, locked, so that the next
+    one waited for that lock for ever.)"""
+    import fcntl
+
+    from switchtrace.exporters import otlp_json
+    from switchtrace.exporters.encode import EncodedSpans
+
+    class Refusing:
+        LOCK_EX, LOCK_UN, LOCK_NB = fcntl.LOCK_EX, fcntl.LOCK_UN, fcntl.LOCK_NB
+
+        @staticmethod
+        def flock(descriptor, operation):
+            if operation == fcntl.LOCK_UN or refused == "lock and unlock":
+                raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+            # Not waiting: a lock this process left held is a failure here.
+            fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
+
+    monkeypatch.setattr(otlp_json, "fcntl", Refusing)
+    path = tmp_path / "traces.jsonl"
+    exporter = otlp_json.FileSpanExporter(path)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    results = [exporter.export(EncodedSpans('{"resourceSpans":[]}', 1)) for _ in range(3)]
+    assert results == [SpanExportResult.SUCCESS] * 3
+    assert (exporter.error, exporter._locked) == (None, None)
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert path.read_text() == '{"resourceSpans":[]}\n' * 3
+    other = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: not held by a lost descriptor
+    finally:
+        os.close(other)
 
 
 def test_an_exporter_given_sdk_spans_counts_its_failed_exports_too(monkeypatch, caplog):

@@ -226,6 +226,7 @@ class FileSpanExporter(SpanExporter):
     the file's last byte), so that only the lost export's line cannot be
     read. They take turns (a lock on the file, from that look to the end of
     the line): a line another one is still writing is not one cut short.
+    A file system that refuses the lock gets the line without it.
 
     With ``max_bytes``, a file that an export would take past it is first
     renamed ``path + ".1"`` (replacing the one before; if ``path`` is a
@@ -284,8 +285,15 @@ class FileSpanExporter(SpanExporter):
                         # process was still writing would look cut short,
                         # and this one begin with a newline (an empty line).
                         self._locked = out
-                        _lock_file(out)
-                        size = os.fstat(out).st_size
+                        try:
+                            _lock_file(out)
+                        except OSError:
+                            # A file system that refuses it (NFS without its
+                            # lock daemon: ENOLCK): appended unlocked, as
+                            # before appenders took turns.
+                            self._locked = None
+                        else:
+                            size = os.fstat(out).st_size
                     if self._ends_in_a_line(out, size, readable):
                         data = b"\n" + data
                     while written < len(data):
@@ -294,6 +302,8 @@ class FileSpanExporter(SpanExporter):
                     if self._locked is not None:
                         try:
                             _unlock_file(out)
+                        except OSError:
+                            pass  # closing the descriptor frees it
                         finally:
                             self._locked = None
                     os.close(out)
