@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import textwrap
 
+import pytest
+
 from ..support import run_script
 
 SCRIPT = textwrap.dedent(
@@ -164,26 +166,35 @@ FILE_LOCKED_SCRIPT = textwrap.dedent(
     from switchtrace.exporters.encode import EncodedSpans
     from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
 
-    path = sys.argv[1]
+    path, case = sys.argv[1:]
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
-    appender = os.fork()
-    if appender == 0:
-        pipeline = SpanPipeline(ExportOptions(exporter="file", file_path=path))
-        exporter = pipeline.exporter
-        exporter.export(EncodedSpans('{{"parent":1}}', 1))
-        # Its span thread is appending as the process forks: it holds the
-        # file's lock (here the main thread, which forks, took it as export
-        # does), on a descriptor the child gets a copy of.
-        out, readable = exporter._open()
-        exporter._locked = out
-        fcntl.flock(out, fcntl.LOCK_EX)
+
+    def fork_and_end(*args):
         if os.fork() == 0:
             os.write(ready_w, b"x")
             os.read(done_r, 1)  # a worker that lives on
             os._exit(0)
         os.read(ready_r, 1)
-        os._exit(0)  # ended before its append did (killed, say)
+        os._exit(0)  # ended before its append or rotation did (killed, say)
+
+    appender = os.fork()
+    if appender == 0:
+        options = ExportOptions(exporter="file", file_path=path, file_max_bytes=20)
+        exporter = SpanPipeline(options).exporter
+        exporter.export(EncodedSpans('{{"parent":1}}', 1))
+        if case == "append":
+            # Its span thread is appending as the process forks: it holds
+            # the file's lock (here the main thread, which forks, took it as
+            # export does), on a descriptor the child gets a copy of.
+            out, readable = exporter._open()
+            exporter._locked = out
+            fcntl.flock(out, fcntl.LOCK_EX)
+            fork_and_end()
+        # Its span thread is renaming the full file as the process forks,
+        # with the file's lock (here the main thread rotates).
+        os.replace = fork_and_end
+        exporter.export(EncodedSpans('{{"parent":2}}', 1))
     os.waitpid(appender, 0)
     # Another worker's append: the file's lock is free, or it would wait.
     other = os.open(path, os.O_RDONLY)
@@ -199,15 +210,18 @@ FILE_LOCKED_SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_forked_child_does_not_keep_the_file_lock_the_parent_held(tmp_path):
+@pytest.mark.parametrize("case", ["append", "rotation"])
+def test_a_forked_child_does_not_keep_the_file_lock_the_parent_held(tmp_path, case):
     """Appenders to one file take turns with its lock (flock), which belongs
     to the open file, and a forked child has a descriptor of the parent's:
     forked while the parent's span thread appended, and the parent ended
     before the append did, the child would hold the lock as long as it
     lived (no thread of its own closes that descriptor), and every other
-    appender would wait for it."""
+    appender would wait for it. So for a rotation, which takes the full
+    file's lock too, between its look at the path and its rename (before
+    review22: lock not free)."""
     path = tmp_path / "traces.jsonl"
-    stdout = run_script(FILE_LOCKED_SCRIPT, path)
+    stdout = run_script(FILE_LOCKED_SCRIPT, path, case)
     assert json.loads(stdout) == {"free": True}
     assert path.read_text() == '{"parent":1}\n'
 

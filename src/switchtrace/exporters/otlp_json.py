@@ -365,22 +365,27 @@ class FileSpanExporter(SpanExporter):
             # the full file itself): between one's look at the path and its
             # rename, another could rename the file and start a new one,
             # which the first would then rename over the spans put aside.
-            _lock_file(out)
+            # (Held, as an append's, on a descriptor a forked child closes.)
+            self._locked = out
             try:
+                _lock_file(out)
                 try:
-                    current = os.stat(target)
-                except FileNotFoundError:
-                    current = None
-                if current is not None and (current.st_ino, current.st_dev) == (
-                    measured.st_ino,
-                    measured.st_dev,
-                ):
                     try:
-                        os.replace(target, target + ".1")
+                        current = os.stat(target)
                     except FileNotFoundError:
-                        pass  # renamed by another process since: append to its new file
+                        current = None
+                    if current is not None and (current.st_ino, current.st_dev) == (
+                        measured.st_ino,
+                        measured.st_dev,
+                    ):
+                        try:
+                            os.replace(target, target + ".1")
+                        except FileNotFoundError:
+                            pass  # renamed by another process since: append to its new file
+                finally:
+                    _unlock_file(out)
             finally:
-                _unlock_file(out)
+                self._locked = None
         except OSError as exc:
             if not self._unrotatable:
                 self._unrotatable = True
