@@ -50,6 +50,12 @@ SCRIPT = textwrap.dedent(
     def parents_pipeline(name):
         send(PARENT, name)
 
+    def parents_shut_down(path, name):
+        PARENT.shutdown()
+        send(PARENT, name)  # after its shutdown: not taken
+        from multiprocessing import util
+        print(json.dumps({{"finalizers": len(util._finalizer_registry)}}), flush=True)
+
     def grandchild(context, path, name):
         process = multiprocessing.get_context(context).Process(
             target=parents_pipeline, args=(name + "'s child",)
@@ -60,12 +66,17 @@ SCRIPT = textwrap.dedent(
 
     if __name__ == "__main__":
         case, context, path = sys.argv[1:]
-        if case in ("parents", "grandchild"):
+        if case == "parents-shut":
+            # Imported before the pipeline is made (only by Process.start
+            # otherwise): the after-fork call is registered in the parent.
+            import multiprocessing.util
+        if case in ("parents", "parents-shut", "grandchild"):
             PARENT = SpanPipeline(ExportOptions(exporter="file", file_path=path))
         target, args = {{
             "own": (pipeline_of_its_own, (path, "child")),
             "shut": (shut_down_before, (path, "child")),
             "parents": (parents_pipeline, ("child",)),
+            "parents-shut": (parents_shut_down, (path, "child")),
             "grandchild": (grandchild, (context, path, "child")),
         }}[case]
         process = multiprocessing.get_context(context).Process(target=target, args=args)
@@ -127,9 +138,13 @@ def test_a_child_forked_by_a_forked_child_writes_its_spans_and_so_does_its_paren
     assert sorted(names) == ["child", "child's child"]
 
 
-def test_a_pipeline_shut_down_in_the_child_leaves_no_finalizer_behind(tmp_path):
+@pytest.mark.parametrize("case", ["shut", "parents-shut"])
+def test_a_pipeline_shut_down_in_the_child_leaves_no_finalizer_behind(tmp_path, case):
     """Shut down before the child's end (settings reloaded, tests): nothing
-    of switchtrace's is left for multiprocessing to run, or to hold."""
-    printed, names = run(tmp_path, "shut", "fork")
+    of switchtrace's is left for multiprocessing to run, or to hold; also of
+    a pipeline made in the parent once multiprocessing.util was imported,
+    whose finalizer the child registers once (the at-fork hook and
+    multiprocessing's after-fork call both run there)."""
+    printed, names = run(tmp_path, case, "fork")
     assert printed == [{"finalizers": 0}, {"exitcode": 0}]
     assert names == []
