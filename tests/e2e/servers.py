@@ -82,6 +82,10 @@ class Server:
                 "--http",
                 "h11",
             ]
+            if kind == "uvicorn-workers":
+                # Its supervisor and worker processes that multiprocessing
+                # spawns.
+                command += ["--workers", str(workers)]
         elif kind == "hypercorn":
             command = [
                 str(bindir / "hypercorn"),

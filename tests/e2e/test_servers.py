@@ -209,19 +209,63 @@ def test_a_running_uvicorn_writes_its_spans_and_sigterm_then_loses_none(tmp_path
 def test_uvicorn_stopped_by_sigint_writes_the_spans_still_queued(tmp_path):
     """SIGINT (docker-compose.yml's stop_signal for uvicorn): after the
     graceful shutdown the exit hooks run, and write what is queued."""
-    import signal
 
     server = Server("uvicorn", "shipped", tmp_path / "records.jsonl")
-    traces = tmp_path / "traces.jsonl"
+    response = _sigint_once_recorded(server, "before-sigint")
+    assert figures(response) == (30, 30, 0, 1)
+    assert len(_spans(tmp_path / "traces.jsonl")) == 2 * 17
+
+
+def _sigint_once_recorded(server: Server, query: str) -> httpx.Response:
+    """The server's response to one request; SIGINT once the request's
+    record has ended, and the server stopped."""
+    import signal
+
     try:
-        response = httpx.get(server.url + "/sync/?before-sigint", timeout=10)
-        assert "before-sigint" in read_records(server, 1)
+        response = httpx.get(server.url + f"/sync/?{query}", timeout=10)
+        assert query in read_records(server, 1)
         server.process.send_signal(signal.SIGINT)
         server.process.wait(timeout=30)
     finally:
         server.stop()
+    return response
+
+
+def test_uvicorn_with_workers_loses_the_spans_still_queued_even_on_sigint(tmp_path):
+    """uvicorn --workers: its supervisor stops each worker with SIGTERM,
+    whatever signal stopped it (SIGINT here, as Ctrl-C), and each raises it
+    again with its default action after its graceful shutdown, past every
+    exit hook: the spans still waiting for their batch are lost (here the
+    batch waits a minute), as uvicorn alone loses them on SIGTERM. Those
+    written while it runs are kept (the README says so)."""
+    import signal
+
+    server = Server(
+        "uvicorn-workers",
+        "shipped",
+        tmp_path / "records.jsonl",
+        extra_env={"OTEL_BSP_SCHEDULE_DELAY": "60000"},
+    )
+    response = _sigint_once_recorded(server, "before-sigint")
     assert figures(response) == (30, 30, 0, 1)
-    assert len(_spans(traces)) == 2 * 17
+    assert server.process.returncode == 0
+    assert _spans(tmp_path / "traces.jsonl") == []
+    assert "switchtrace" not in server.output()
+    # Batches waiting half a second, as by default: written while it runs.
+    running = tmp_path / "running"
+    running.mkdir()
+    server = Server("uvicorn-workers", "shipped", running / "records.jsonl")
+    try:
+        httpx.get(server.url + "/sync/?while-running", timeout=10)
+        deadline = time.monotonic() + 10
+        while len(_trace_of(running / "traces.jsonl", "while-running")) < 17:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGINT)
+        server.process.wait(timeout=30)
+    finally:
+        server.stop()
+    assert len(_trace_of(running / "traces.jsonl", "while-running")) == 17
 
 
 def _trace_of(traces, query: str) -> list[dict]:
