@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -1950,3 +1951,47 @@ def test_ctrl_c_inside_a_weakref_callback_is_the_one_line():
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )  # fmt: skip
     assert (out.returncode, out.stdout, out.stderr) == (130, "", "switchtrace: interrupted\n")
+
+
+def test_ctrl_c_between_making_a_coroutine_and_awaiting_it_says_nothing_of_it():
+    """Ctrl-C taken by bench's load (asyncio.open_connection) after asyncio
+    made loop.create_connection's coroutine and before it awaited it: the
+    coroutine, dropped as the KeyboardInterrupt unwound the frames, printed
+    "RuntimeWarning: coroutine 'BaseEventLoop.create_connection' was never
+    awaited" with its source line before the command's line (a fresh-clone
+    CI run, Python 3.12). The command's Ctrl-C, on its way out, says only
+    its line; another warning still says what it says."""
+    script = textwrap.dedent(
+        """
+        import signal, sys, warnings
+        sys.path[:0] = [{src!r}]
+        from switchtrace import cli
+
+        async def create_connection():
+            pass
+
+        def load():
+            coroutine = create_connection()
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C, before the await
+            await_it(coroutine)
+
+        signal.signal(signal.SIGINT, cli._keyboard_interrupt)
+        try:
+            load()
+        except KeyboardInterrupt:
+            pass
+        warnings.warn("another", RuntimeWarning)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script.format(src=str(ROOT / "src"))],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    line, *source = out.stderr.splitlines()
+    assert line.endswith(": RuntimeWarning: another")
+    # The source line of a -c script: shown from Python 3.13 on.
+    assert source in ([], ['  warnings.warn("another", RuntimeWarning)'])
