@@ -1953,6 +1953,17 @@ def test_ctrl_c_inside_a_weakref_callback_is_the_one_line():
     assert (out.returncode, out.stdout, out.stderr) == (130, "", "switchtrace: interrupted\n")
 
 
+def _run_alone(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` (``{src}`` this checkout's src/) run by this interpreter."""
+    return subprocess.run(
+        [sys.executable, "-c", script.format(src=str(ROOT / "src"))],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_ctrl_c_between_making_a_coroutine_and_awaiting_it_says_nothing_of_it():
     """Ctrl-C taken by bench's load (asyncio.open_connection) after asyncio
     made loop.create_connection's coroutine and before it awaited it: the
@@ -1983,15 +1994,41 @@ def test_ctrl_c_between_making_a_coroutine_and_awaiting_it_says_nothing_of_it():
         warnings.warn("another", RuntimeWarning)
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script.format(src=str(ROOT / "src"))],
-        env={"PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _run_alone(script)
     assert out.returncode == 0, out.stderr
     line, *source = out.stderr.splitlines()
     assert line.endswith(": RuntimeWarning: another")
     # The source line of a -c script: shown from Python 3.13 on.
     assert source in ([], ['  warnings.warn("another", RuntimeWarning)'])
+
+
+def test_ctrl_c_that_leaves_a_task_pending_says_nothing_of_it():
+    """Ctrl-C taken by bench's load while asyncio.run closed its loop
+    (shutdown_asyncgens' task not yet done): the task, destroyed pending,
+    was logged ("Task was destroyed but it is pending!") before the
+    command's line (a fresh-clone CI run, Python 3.12). The command's
+    Ctrl-C, on its way out, says only its line."""
+    script = textwrap.dedent(
+        """
+        import asyncio, gc, signal, sys
+        sys.path[:0] = [{src!r}]
+        from switchtrace import cli
+
+        async def pending():
+            await asyncio.sleep(60)
+
+        signal.signal(signal.SIGINT, cli._keyboard_interrupt)
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(pending())
+        loop.call_soon(signal.raise_signal, signal.SIGINT)  # Ctrl-C
+        try:
+            loop.run_forever()
+        except KeyboardInterrupt:
+            pass
+        del task, loop
+        gc.collect()
+        print("collected")
+        """
+    )
+    out = _run_alone(script)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "collected\n", "")

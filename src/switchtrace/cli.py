@@ -14,6 +14,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import select
 import signal
@@ -242,8 +243,11 @@ def _keyboard_interrupt(signum: int, frame: Any) -> None:
     open_connection calling loop.create_connection) is dropped as the
     interrupt unwinds, and would say "coroutine ... was never awaited" with
     its source line before the command's own line: the command is ending,
-    and that warning is no longer said (a fresh-clone CI run, Python 3.12)."""
+    and that warning is no longer said (a fresh-clone CI run, Python 3.12).
+    Nor is asyncio's log of a task it leaves pending ("Task was destroyed
+    but it is pending!": Ctrl-C while asyncio.run closed its loop)."""
     warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+    logging.getLogger("asyncio").disabled = True
     raise KeyboardInterrupt
 
 
