@@ -1,11 +1,13 @@
 """Start real servers on loopback for the e2e tests: uvicorn, gunicorn (its
-gthread workers under WSGI, uvicorn's worker under ASGI), hypercorn and
-granian (ASGI and WSGI, in worker processes multiprocessing forks).
+gthread workers under WSGI, uvicorn's worker under ASGI), hypercorn,
+granian (ASGI and WSGI, in worker processes multiprocessing forks) and
+uWSGI (WSGI, in worker processes forked from C).
 
 Each server's output goes to ``server.log`` beside its records."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -115,6 +117,29 @@ class Server:
                 "--log-level",
                 "info",
             ]
+        elif kind.startswith("uwsgi"):
+            # Its master loads the application, then forks the workers from
+            # C: Python's at-fork hooks do not run in them. --http: its
+            # router process in front, as without a proxy.
+            command = [
+                str(bindir / "uwsgi"),
+                "--http",
+                f"127.0.0.1:{self.port}",
+                "--module",
+                "project.wsgi:application",
+                "--master",
+                "--processes",
+                str(workers),
+                "--need-app",
+                "--disable-logging",
+                # The clients here keep their connections: so does its router.
+                "--http-keepalive",
+                # Which workers serve a request: see idle.
+                "--stats",
+                f"127.0.0.1:{free_port()}",
+            ]
+            if kind == "uwsgi-threads":
+                command += ["--threads", str(threads)]
         elif kind.startswith("gunicorn-uvicorn"):
             # ASGI in gunicorn's forked workers: each runs uvicorn's server.
             command = [
@@ -150,7 +175,11 @@ class Server:
                 # The app (and switchtrace's patches, its span thread) load in
                 # the master, then gunicorn forks the workers.
                 command.append("--preload")
-        self.workers = workers if kind.startswith("granian") else 0
+        # A line each worker logs once it serves (see _wait_ready).
+        self.started = {"granian": "Started worker-", "uwsgi": "spawned uWSGI worker "}.get(
+            kind.partition("-")[0]
+        )
+        self.workers = workers if self.started else 0
         self.log = records.with_name("server.log")
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -159,7 +188,8 @@ class Server:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                # A granian worker can outlive its main process: see stop.
+                # A worker of granian or uWSGI can outlive its main process:
+                # see stop.
                 start_new_session=bool(self.workers),
             )
         self._wait_ready()
@@ -180,18 +210,45 @@ class Server:
             # SIGTERM while it still loads the application waits for
             # shutdown forever (granian 2.8, with or without switchtrace: the
             # main process's handler is still the one it has): wait for all.
-            if self.output().count("Started worker-") >= self.workers:
+            if not self.workers or self.output().count(self.started) >= self.workers:
                 return
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.kind} did not start within 30 s:\n{self.output()}")
+
+    def wait_idle(self) -> bool:
+        """uWSGI: wait until no worker serves a request (a moment after the
+        response, and after the request's record); False after 10 s. A
+        worker stopped while it does skips the exit hooks (uWSGI's doing):
+        what it queued would be lost. Asked of its stats server."""
+        address = self.process.args[self.process.args.index("--stats") + 1]
+        host, _, port = address.rpartition(":")
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.create_connection((host, int(port)), timeout=5) as conn:
+                data = b"".join(iter(lambda: conn.recv(65536), b""))
+            if all(w["status"] == "idle" for w in json.loads(data)["workers"]):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
 
     def output(self) -> str:
         """What the server wrote to stdout and stderr so far."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
-        self.process.terminate()
+        if self.kind.startswith("uwsgi"):
+            # uWSGI 2.0 reloads on SIGTERM (unless die-on-term): SIGINT
+            # stops it, as `uwsgi --stop` does.
+            try:
+                if self.process.poll() is None:
+                    self.wait_idle()
+            except OSError:
+                pass  # its stats server is not up yet: nothing served
+            self.process.send_signal(signal.SIGINT)
+        else:
+            self.process.terminate()
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -1,7 +1,7 @@
 """The issue's table, over real servers on loopback: uvicorn for ASGI, gunicorn
 (gthread workers, forked after the app is loaded in each worker) for WSGI;
 and for ASGI also gunicorn with uvicorn's worker (forked, with and without
---preload) and hypercorn, and granian for both.
+--preload) and hypercorn, granian for both, and uWSGI for WSGI.
 
 Headers are read off the HTTP responses; request totals come from the records
 the servers write through a listener (tests/e2e/apps.py)."""
@@ -12,6 +12,7 @@ import asyncio
 import json
 import random
 import re
+import signal
 import time
 
 import httpx
@@ -63,11 +64,14 @@ OTHER_ASGI = {
     for other in ("gunicorn-uvicorn", "gunicorn-uvicorn-preload", "hypercorn", "granian")
 }
 # WSGI under granian: the view runs on threads Rust started, which Python
-# meets there first.
+# meets there first. Under uWSGI: in workers its master forks from C after
+# loading the application (no at-fork hook of Python's runs there), also
+# with threads of its own in each.
 OTHER_WSGI = {
-    ("granian-wsgi", variant, path): figures
+    (other, variant, path): figures
     for (kind, variant, path), figures in {**TABLE, **MORE}.items()
     if kind == "gunicorn"
+    for other in ("granian-wsgi", "uwsgi", "uwsgi-threads")
 }
 EXPECTED = {**TABLE, **MORE, **UVLOOP, **PRELOAD, **OTHER_ASGI, **OTHER_WSGI}
 SERVERS = sorted({(kind, variant) for kind, variant, _path in EXPECTED})
@@ -187,7 +191,6 @@ def test_a_running_uvicorn_writes_its_spans_and_sigterm_then_loses_none(tmp_path
     gracefully, then raises the signal again with its default action, which
     skips the exit hooks. The spans are written while it runs (batches wait
     half a second, not the SDK's five), so none is lost."""
-    import signal
 
     server = Server("uvicorn", "shipped", tmp_path / "records.jsonl")
     traces = tmp_path / "traces.jsonl"
@@ -216,15 +219,17 @@ def test_uvicorn_stopped_by_sigint_writes_the_spans_still_queued(tmp_path):
     assert len(_spans(tmp_path / "traces.jsonl")) == 2 * 17
 
 
-def _sigint_once_recorded(server: Server, query: str) -> httpx.Response:
-    """The server's response to one request; SIGINT once the request's
-    record has ended, and the server stopped."""
-    import signal
-
+def _sigint_once_recorded(
+    server: Server, query: str, path: str = "/sync/", signum: int = signal.SIGINT
+) -> httpx.Response:
+    """The server's response to one request; SIGINT (or ``signum``) once
+    the request's record has ended, and the server stopped."""
     try:
-        response = httpx.get(server.url + f"/sync/?{query}", timeout=10)
+        response = httpx.get(server.url + f"{path}?{query}", timeout=10)
         assert query in read_records(server, 1)
-        server.process.send_signal(signal.SIGINT)
+        if server.kind.startswith("uwsgi"):
+            assert server.wait_idle()
+        server.process.send_signal(signum)
         server.process.wait(timeout=30)
     finally:
         server.stop()
@@ -238,7 +243,6 @@ def test_uvicorn_with_workers_loses_the_spans_still_queued_even_on_sigint(tmp_pa
     exit hook: the spans still waiting for their batch are lost (here the
     batch waits a minute), as uvicorn alone loses them on SIGTERM. Those
     written while it runs are kept (the README says so)."""
-    import signal
 
     server = Server(
         "uvicorn-workers",
@@ -354,3 +358,30 @@ def test_under_granian_wsgi_a_view_runs_on_a_thread_python_did_not_start(tmp_pat
     assert re.fullmatch(r"ThreadPoolExecutor-\d+_0", crossing["thread.name"])
     assert crossing["switchtrace.threads.started"] == "1"
     assert attributes["GET async/"]["switchtrace.threads_started"] == "1"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGQUIT], ids=["sigint", "sigquit"])
+def test_uwsgi_stopped_right_after_a_request_loses_none_of_its_spans(signum, tmp_path):
+    """uWSGI's master loads the application, then forks its workers from C,
+    past Python's at-fork hooks: the span thread and its queue were the
+    master's, and the workers' spans were never written (none in a
+    minute, and each worker's shutdown waited its 5 s for a thread not in
+    it, then told of the spans it lost). The worker's first record starts
+    its own thread now. Stopped by SIGINT or SIGQUIT (`uwsgi --stop`, what
+    its docs give systemd) once the request has ended, each worker writes
+    what is queued at its exit; the spans wait a minute for their batch."""
+    server = Server(
+        "uwsgi",
+        "shipped",
+        tmp_path / "records.jsonl",
+        extra_env={"OTEL_BSP_SCHEDULE_DELAY": "60000"},
+    )
+    response = _sigint_once_recorded(server, "before-stop", "/async-to-sync/", signum)
+    assert figures(response) == (6, 6, 3, 3)
+    assert server.process.returncode == 0
+    spans = _trace_of(tmp_path / "traces.jsonl", "before-stop")
+    assert sorted(span["name"] for span in spans) == [
+        "GET async-to-sync/",
+        *["async_to_sync noop"] * 3,
+    ]
+    assert "switchtrace" not in server.output()

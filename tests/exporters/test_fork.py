@@ -333,3 +333,146 @@ def test_a_worker_whose_thread_cannot_be_started_after_fork_is_told_and_the_othe
         "swallowed": [["switchtrace-console thread after fork", "RuntimeError('no thread')"]],
     }
     assert parent == {"status": 0}
+
+
+HOOKLESS_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, io, json, os, sys, threading
+    sys.path[:0] = [{src!r}]
+    from switchtrace import tracer
+    from switchtrace.exporters.console import ConsoleReporter
+    from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
+    from switchtrace.exporters.spans import KIND_SERVER, PlannedSpan, PlannedSpans
+    from switchtrace.tracer import guard
+
+    swallowed = []
+    guard.set_error_hook(lambda exc, where: swallowed.append((where, repr(exc))))
+    path, case = sys.argv[1:]
+    pipeline = SpanPipeline(ExportOptions(exporter="file", file_path=path))
+    stream = io.StringIO()
+    console = ConsoleReporter(stream=stream)
+    # fork() from C, as uWSGI's master forks its workers: no at-fork hook of
+    # Python's runs in the child (PyDLL: the GIL stays held across the call).
+    fork = ctypes.PyDLL(None).fork
+    parents = (pipeline._worker, console._worker)
+    starts = []
+    start = threading.Thread.start
+
+    def counted(thread):
+        starts.append(thread.name)
+        start(thread)
+
+    threading.Thread.start = counted
+
+    def planned(record):
+        # One span, named after the record's kind.
+        span = PlannedSpan(2, None, False, record.kind, KIND_SERVER, 1, 2, (), (), None, ())
+        return PlannedSpans(1, "", None, [span])
+
+    pipeline._emit = lambda record: pipeline.writer.spans(planned(record))
+
+    def send(name):
+        with tracer.recording(name) as record:
+            pass
+        pipeline(record)
+        console(record)
+
+    pid = fork()
+    if pid == 0:
+        out = {{"hooked": pipeline._worker is not parents[0] or console._worker is not parents[1]}}
+        if case == "records":
+            send("child")
+            out["flushed"] = [pipeline.flush(10), console.flush(10)]
+            out["written"] = stream.getvalue()
+        elif case == "at-once":
+            # The child's first two requests, on two of its threads: one
+            # thread for each exporter all the same.
+            inside, second = threading.Event(), threading.Event()
+            adopt = pipeline._after_fork_in_child
+
+            def slow_adopt():
+                inside.set()
+                second.wait(5)
+                threading.Event().wait(0.2)  # the second is at the door
+                adopt()
+
+            pipeline._after_fork_in_child = slow_adopt
+
+            def first():
+                send("first")
+
+            def other():
+                inside.wait(5)
+                second.set()
+                send("second")
+
+            threads = [threading.Thread(target=first), threading.Thread(target=other)]
+            for thread in threads:
+                start(thread)
+            for thread in threads:
+                thread.join()
+            out["flushed"] = [pipeline.flush(10), console.flush(10)]
+        else:
+            # Shut down with no record of its own: it does not wait for the
+            # parent's thread, which is not in this process.
+            joined = []
+            for parent in parents:
+                parent.join = lambda timeout=None, name=parent.name: joined.append(name)
+            pipeline.shutdown()
+            console.shutdown()
+            out["joined"] = joined
+            out["flushed"] = [pipeline.flush(10), console.flush(10)]
+        out["starts"] = starts
+        out["dropped"] = [pipeline.dropped, console.dropped]
+        out["swallowed"] = swallowed
+        print(json.dumps(out), flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({{"status": status, "starts": starts}}), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "child", "lines"),
+    [
+        (
+            "records",
+            {
+                "flushed": [True, True],
+                "written": "CHILD : 0 switches, 0 hops, 0 loops, 0 threads\n",
+                "starts": ["switchtrace-spans", "switchtrace-console"],
+            },
+            ["child"],
+        ),
+        (
+            "at-once",
+            {"flushed": [True, True], "starts": ["switchtrace-spans", "switchtrace-console"]},
+            ["first", "second"],
+        ),
+        ("shut-down", {"joined": [], "flushed": [True, True], "starts": []}, []),
+    ],
+)
+def test_a_child_forked_past_the_at_fork_hooks_gets_its_threads_on_its_first_record(
+    tmp_path, case, child, lines
+):
+    """uWSGI forks its workers from C, from the master that loaded the
+    application (unless py-call-osafterfork or py-call-uwsgi-fork-hooks):
+    no at-fork hook runs there, and the threads of the span pipeline and
+    the console exporter are the master's, not in the worker. Before, the
+    worker's records waited in the queue, never exported, until shutdown's
+    time ran out (5 s spent joining a thread that is not there, then
+    counted as dropped). Now the child's first record (or flush) starts
+    them, once however many of its threads come at once, and a shutdown
+    with no record of its own waits for nothing."""
+    path = tmp_path / "traces.jsonl"
+    stdout = run_script(HOOKLESS_SCRIPT, path, case)
+    got, parent = (json.loads(line) for line in stdout.splitlines())
+    assert got == {"hooked": False, **child, "dropped": [0, 0], "swallowed": []}
+    assert parent == {"status": 0, "starts": []}
+    names = sorted(
+        span["name"]
+        for line in (path.read_text().splitlines() if path.exists() else [])
+        for span in json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    )
+    assert names == lines

@@ -1,5 +1,6 @@
 """Spans over the wire: real uvicorn and gunicorn servers (and gunicorn with
-uvicorn's worker, forked after switchtrace's exporter is made) export through the
+uvicorn's worker, and uWSGI's workers, forked after switchtrace's exporter is
+made; uWSGI's from C, past Python's at-fork hooks) export through the
 real OTLP exporters (gRPC and HTTP/protobuf) to a real receiver on loopback,
 and the decoded spans are checked."""
 
@@ -26,6 +27,9 @@ MIDDLEWARE = [
 ]
 
 
+WSGI = ("gunicorn", "uwsgi")
+
+
 def attrs(span) -> dict:
     out = {}
     for kv in span.attributes:
@@ -41,6 +45,8 @@ def attrs(span) -> dict:
         ("uvicorn", "http/protobuf"),
         ("gunicorn", "http/protobuf"),
         ("gunicorn-uvicorn-preload", "grpc"),
+        # The exporter made in uWSGI's master, used in workers it forks from C.
+        ("uwsgi", "grpc"),
     ],
 )
 def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
@@ -72,7 +78,7 @@ def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
         spans = receiver.received.wait_until(
             lambda spans: (
                 any(attrs(s).get("url.query") == "wire" for s in spans)
-                and (kind == "gunicorn" or len(spans) >= 16 + 1)
+                and (kind in WSGI or len(spans) >= 16 + 1)
             )
         )
     finally:
@@ -82,7 +88,7 @@ def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
     [request] = [s for s in spans if attrs(s).get("url.query") == "wire"]
     children = [s for s in spans if s.parent_span_id == request.span_id]
     a = attrs(request)
-    if kind != "gunicorn":  # ASGI
+    if kind not in WSGI:
         assert len(children) == 16
         assert sum(attrs(c)["switchtrace.before_headers"] for c in children) == 15
         names = [c.name for c in sorted(children, key=lambda c: c.start_time_unix_nano)]

@@ -11,6 +11,7 @@ nobody reads) holds up no request.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
 import time
@@ -113,6 +114,8 @@ class ConsoleReporter(QueueWorker):
 
     def __call__(self, record: RequestRecord) -> None:
         """Listener: called in the request's context as its record finishes."""
+        if self._pid != os.getpid():
+            self._here()
         try:
             self._queue.put_nowait(record)
         except queue.Full:

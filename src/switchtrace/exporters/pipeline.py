@@ -451,6 +451,8 @@ class SpanPipeline(QueueWorker):
         span = record.extra.get("otel.server_span")
         if span is not None and span.is_recording():
             span.set_attributes(request_attributes(record))
+        if self._pid != os.getpid():
+            self._here()
         try:
             self._queue.put_nowait(record)
         except queue.Full:
@@ -739,7 +741,7 @@ class SpanPipeline(QueueWorker):
         the batches that come due do). False when ``timeout`` passed first or
         :meth:`shutdown`'s time ran out (tests, ``switchtrace bench``)."""
         deadline = time.monotonic() + timeout
-        if not self._worker.is_alive():
+        if not self._here() or not self._worker.is_alive():
             return self._queue.empty()
         if not super().flush(timeout):
             return False
@@ -767,7 +769,7 @@ class SpanPipeline(QueueWorker):
         # answers after the exporter's retries): the thread counts its spans
         # when the export ends, which a process that exits now never sees.
         exporting = self._exporting
-        if exporting and self._worker.is_alive():
+        if exporting and self._here() and self._worker.is_alive():
             logger.warning(
                 "switchtrace: shut down with %s not exported yet: an export was still in "
                 "progress when the shutdown's time ran out (lost if the process ends first)",

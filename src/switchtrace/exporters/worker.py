@@ -3,15 +3,17 @@ handed to a bounded queue on the request's path, and one thread of their own
 that deals with them after the response.
 
 :class:`QueueWorker` owns the queue, the thread (started outside any request,
-again in a forked child), :meth:`~QueueWorker.flush`, and the part of
-shutting down that both do: wake the thread, wait for it until the deadline,
-and count what it never took as dropped. What a record becomes (spans, a
+again in a forked child; in one forked past Python's at-fork hooks, once its
+first record has ended), :meth:`~QueueWorker.flush`, and the part of shutting
+down that both do: wake the thread, wait for it until the deadline, and count
+what it never took as dropped. What a record becomes (spans, a
 line) and how the thread waits for the next one are the subclass's.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextvars
 import logging
 import os
 import queue
@@ -60,7 +62,28 @@ class QueueWorker:
     def _start_worker(self, queue_size: int) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
         self._worker = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        #: The process the thread runs in: see :meth:`_here`.
+        self._pid = os.getpid()
         self._worker.start()
+
+    def _here(self) -> bool:
+        """Whether the thread runs in this process. In a child forked past
+        Python's at-fork hooks (a fork() from C, which calls no
+        PyOS_AfterFork_Child), it does once this has done there what the
+        hook does, on the child's first record or flush. uWSGI forks its
+        workers so from a master that loaded the application, unless told to
+        call the hooks (``py-call-osafterfork``, ``py-call-uwsgi-fork-hooks``):
+        the thread and the queue there were the master's, and the records of
+        its workers waited unexported until their shutdown's time ran out.
+        The thread starts in an empty context: it is not the request's."""
+        if self._pid != os.getpid():
+            with _adopting:  # the child's first requests, on threads of its own
+                if self._pid != os.getpid() and not self._stopping.is_set():
+                    try:
+                        contextvars.Context().run(self._after_fork_in_child)
+                    except Exception:
+                        swallow(f"{self.thread_name} thread after fork")
+        return self._pid == os.getpid()
 
     def _run(self) -> None:
         raise NotImplementedError
@@ -112,7 +135,7 @@ class QueueWorker:
         """Wait until every record queued before it is dealt with; False when
         ``timeout`` passed first or :meth:`shutdown`'s time ran out (tests,
         ``switchtrace bench``)."""
-        if not self._worker.is_alive():
+        if not self._here() or not self._worker.is_alive():
             return self._queue.empty()
         deadline = time.monotonic() + timeout
         done = Flush()
@@ -139,6 +162,11 @@ class QueueWorker:
             return False
         self._deadline = time.monotonic() + timeout
         self._stopping.set()
+        if self._pid != os.getpid():
+            # Forked past the at-fork hooks, and nothing queued here since:
+            # the thread, and whatever its queue holds, are the parent's.
+            self._queue = queue.Queue(self._queue.maxsize)
+            return True
         try:
             self._queue.put_nowait(None)  # wakes the thread if it waits for records
         except queue.Full:
@@ -172,7 +200,12 @@ class QueueWorker:
 _workers: weakref.WeakSet[QueueWorker] = weakref.WeakSet()
 
 
+#: Held while a child forked past the at-fork hooks gives a worker its thread.
+_adopting = threading.Lock()
+
+
 def _after_fork_in_child() -> None:
+    _adopting._at_fork_reinit()  # type: ignore[attr-defined]
     for worker in list(_workers):
         try:
             worker._after_fork_in_child()
