@@ -1,7 +1,7 @@
 """Start real servers on loopback for the e2e tests: uvicorn, gunicorn (its
 gthread workers under WSGI, uvicorn's worker under ASGI), hypercorn,
-granian (ASGI and WSGI, in worker processes multiprocessing forks) and
-uWSGI (WSGI, in worker processes forked from C).
+granian (ASGI and WSGI, in worker processes multiprocessing forks), uWSGI
+(WSGI, in worker processes forked from C) and waitress (WSGI, on threads).
 
 Each server's output goes to ``server.log`` beside its records."""
 
@@ -140,6 +140,14 @@ class Server:
             ]
             if kind == "uwsgi-threads":
                 command += ["--threads", str(threads)]
+        elif kind == "waitress":
+            # WSGI in one process, on a pool of threads of its own.
+            command = [
+                str(bindir / "waitress-serve"),
+                f"--listen=127.0.0.1:{self.port}",
+                f"--threads={threads}",
+                "project.wsgi:application",
+            ]
         elif kind.startswith("gunicorn-uvicorn"):
             # ASGI in gunicorn's forked workers: each runs uvicorn's server.
             command = [

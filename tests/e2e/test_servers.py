@@ -1,7 +1,8 @@
 """The issue's table, over real servers on loopback: uvicorn for ASGI, gunicorn
 (gthread workers, forked after the app is loaded in each worker) for WSGI;
 and for ASGI also gunicorn with uvicorn's worker (forked, with and without
---preload) and hypercorn, granian for both, and uWSGI for WSGI.
+--preload) and hypercorn, granian for both, and uWSGI and waitress for
+WSGI.
 
 Headers are read off the HTTP responses; request totals come from the records
 the servers write through a listener (tests/e2e/apps.py)."""
@@ -66,12 +67,13 @@ OTHER_ASGI = {
 # WSGI under granian: the view runs on threads Rust started, which Python
 # meets there first. Under uWSGI: in workers its master forks from C after
 # loading the application (no at-fork hook of Python's runs there), also
-# with threads of its own in each.
+# with threads of its own in each. Under waitress: one process, on its pool
+# of threads.
 OTHER_WSGI = {
     (other, variant, path): figures
     for (kind, variant, path), figures in {**TABLE, **MORE}.items()
     if kind == "gunicorn"
-    for other in ("granian-wsgi", "uwsgi", "uwsgi-threads")
+    for other in ("granian-wsgi", "uwsgi", "uwsgi-threads", "waitress")
 }
 EXPECTED = {**TABLE, **MORE, **UVLOOP, **PRELOAD, **OTHER_ASGI, **OTHER_WSGI}
 SERVERS = sorted({(kind, variant) for kind, variant, _path in EXPECTED})
@@ -385,3 +387,32 @@ def test_uwsgi_stopped_right_after_a_request_loses_none_of_its_spans(signum, tmp
         *["async_to_sync noop"] * 3,
     ]
     assert "switchtrace" not in server.output()
+
+
+def test_waitress_on_sigint_writes_the_spans_still_queued_and_dies_by_sigterm(tmp_path):
+    """waitress leaves SIGTERM at its default action: the process dies by
+    it, past the exit hooks, and the spans still waiting for their batch
+    (here a minute) are lost, as with Django's runserver. Stopped by SIGINT
+    (Ctrl-C), it returns through them: each one is written."""
+    quiet = {"OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    (tmp_path / "sigint").mkdir()
+    server = Server("waitress", "shipped", tmp_path / "sigint" / "records.jsonl", extra_env=quiet)
+    response = _sigint_once_recorded(server, "before-sigint", "/async-to-sync/")
+    assert figures(response) == (6, 6, 3, 3)
+    assert server.process.returncode == 0
+    spans = _trace_of(tmp_path / "sigint" / "traces.jsonl", "before-sigint")
+    assert sorted(span["name"] for span in spans) == [
+        "GET async-to-sync/",
+        *["async_to_sync noop"] * 3,
+    ]
+    assert "switchtrace" not in server.output()
+    (tmp_path / "sigterm").mkdir()
+    server = Server("waitress", "shipped", tmp_path / "sigterm" / "records.jsonl", extra_env=quiet)
+    try:
+        response = httpx.get(server.url + "/async-to-sync/?before-sigterm", timeout=10)
+        assert "before-sigterm" in read_records(server, 1)
+    finally:
+        server.stop()
+    assert figures(response) == (6, 6, 3, 3)
+    assert server.process.returncode == -signal.SIGTERM  # as without switchtrace
+    assert _spans(tmp_path / "sigterm" / "traces.jsonl") == []
