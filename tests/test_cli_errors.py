@@ -1984,7 +1984,7 @@ def test_ctrl_c_between_making_a_coroutine_and_awaiting_it_says_nothing_of_it():
         def load():
             coroutine = create_connection()
             signal.raise_signal(signal.SIGINT)  # Ctrl-C, before the await
-            await_it(coroutine)
+            sys.exit("not reached: the Ctrl-C raised")
 
         signal.signal(signal.SIGINT, cli._keyboard_interrupt)
         try:
