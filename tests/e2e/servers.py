@@ -1,5 +1,5 @@
 """Start real servers on loopback for the e2e tests: uvicorn, gunicorn (its
-gthread workers under WSGI, uvicorn's worker under ASGI), hypercorn,
+gthread and gevent workers under WSGI, uvicorn's worker under ASGI), hypercorn,
 granian (ASGI and WSGI, in worker processes multiprocessing forks), uWSGI
 (WSGI, in worker processes forked from C) and waitress (WSGI, on threads).
 
@@ -172,13 +172,15 @@ class Server:
                 f"127.0.0.1:{self.port}",
                 "--workers",
                 str(workers),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(threads),
                 "--log-level",
                 "warning",
             ]
+            if kind == "gunicorn-gevent":
+                # Monkey-patched before the app loads: its threads are
+                # greenlets, threading.Thread a subclass of the standard one.
+                command += ["--worker-class", "gevent"]
+            else:
+                command += ["--worker-class", "gthread", "--threads", str(threads)]
             if kind == "gunicorn-preload":
                 # The app (and switchtrace's patches, its span thread) load in
                 # the master, then gunicorn forks the workers.

@@ -874,6 +874,14 @@ Target = tuple[object, str, "Callable[..., Any] | Fast | Added"]
 _INHERITED = object()
 
 
+def _defining(cls: type, name: str) -> type:
+    """The class of ``cls``'s MRO whose namespace has ``name`` (else
+    ``cls``): the standard library's Thread, where gevent's monkey-patching
+    (gunicorn's gevent workers) made ``threading.Thread`` a subclass of it
+    that inherits ``start``."""
+    return next((c for c in cls.__mro__ if name in vars(c)), cls)
+
+
 def _targets() -> list[Target]:
     """Every patch of the tracer."""
     targets: list[Target] = [
@@ -884,7 +892,7 @@ def _targets() -> list[Target]:
         (CurrentThreadExecutor, "submit", Fast(_patch_submit)),
         (asyncio.base_events.BaseEventLoop, "__init__", _wrap_loop_init),
         (asyncio.base_events.BaseEventLoop, "run_until_complete", Fast(_patch_run_until_complete)),
-        (threading.Thread, "start", _wrap_thread_start),
+        (_defining(threading.Thread, "start"), "start", _wrap_thread_start),
         (asyncio.selector_events.BaseSelectorEventLoop, "_make_self_pipe", _wrap_loop_handles),
         (asyncio.proactor_events.BaseProactorEventLoop, "_make_self_pipe", _wrap_loop_handles),
     ]
