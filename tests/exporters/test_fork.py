@@ -358,8 +358,12 @@ HOOKLESS_SCRIPT = textwrap.dedent(
     starts = []
     start = threading.Thread.start
 
+    before_start = []
+
     def counted(thread):
         starts.append(thread.name)
+        for hook in before_start:
+            hook(thread)
         start(thread)
 
     threading.Thread.start = counted
@@ -412,6 +416,32 @@ HOOKLESS_SCRIPT = textwrap.dedent(
             for thread in threads:
                 thread.join()
             out["flushed"] = [pipeline.flush(10), console.flush(10)]
+        elif case == "flush-while-starting":
+            # Another thread's record, then its flush, while the first record
+            # starts the span thread: the flush waits for that thread, whose
+            # start was not yet done (before, it answered at once, False).
+            starting = threading.Event()
+
+            def slow_start(thread):
+                if thread.name == "switchtrace-spans":
+                    starting.set()
+                    threading.Event().wait(0.2)  # the other is at the door
+
+            before_start.append(slow_start)
+            flushed = []
+
+            def other():
+                starting.wait(5)
+                with tracer.recording("second") as record:
+                    pass
+                pipeline(record)
+                flushed.append(pipeline.flush(10))
+
+            thread = threading.Thread(target=other)
+            start(thread)
+            send("first")
+            thread.join()
+            out["flushed"] = [*flushed, console.flush(10)]
         else:
             # Shut down with no record of its own: it does not wait for the
             # parent's thread, which is not in this process.
@@ -447,6 +477,11 @@ HOOKLESS_SCRIPT = textwrap.dedent(
         ),
         (
             "at-once",
+            {"flushed": [True, True], "starts": ["switchtrace-spans", "switchtrace-console"]},
+            ["first", "second"],
+        ),
+        (
+            "flush-while-starting",
             {"flushed": [True, True], "starts": ["switchtrace-spans", "switchtrace-console"]},
             ["first", "second"],
         ),
