@@ -358,8 +358,12 @@ HOOKLESS_SCRIPT = textwrap.dedent(
     starts = []
     start = threading.Thread.start
 
+    before_start = []
+
     def counted(thread):
         starts.append(thread.name)
+        for hook in before_start:
+            hook(thread)
         start(thread)
 
     threading.Thread.start = counted
@@ -412,6 +416,32 @@ HOOKLESS_SCRIPT = textwrap.dedent(
             for thread in threads:
                 thread.join()
             out["flushed"] = [pipeline.flush(10), console.flush(10)]
+        elif case == "flush-while-starting":
+            # Another thread's record, then its flush, while the first record
+            # starts the span thread: the flush waits for that thread, whose
+            # start was not yet done (before, it answered at once, False).
+            starting = threading.Event()
+
+            def slow_start(thread):
+                if thread.name == "switchtrace-spans":
+                    starting.set()
+                    threading.Event().wait(0.2)  # the other is at the door
+
+            before_start.append(slow_start)
+            flushed = []
+
+            def other():
+                starting.wait(5)
+                with tracer.recording("second") as record:
+                    pass
+                pipeline(record)
+                flushed.append(pipeline.flush(10))
+
+            thread = threading.Thread(target=other)
+            start(thread)
+            send("first")
+            thread.join()
+            out["flushed"] = [*flushed, console.flush(10)]
         else:
             # Shut down with no record of its own: it does not wait for the
             # parent's thread, which is not in this process.
@@ -450,6 +480,11 @@ HOOKLESS_SCRIPT = textwrap.dedent(
             {"flushed": [True, True], "starts": ["switchtrace-spans", "switchtrace-console"]},
             ["first", "second"],
         ),
+        (
+            "flush-while-starting",
+            {"flushed": [True, True], "starts": ["switchtrace-spans", "switchtrace-console"]},
+            ["first", "second"],
+        ),
         ("shut-down", {"joined": [], "flushed": [True, True], "starts": []}, []),
     ],
 )
@@ -476,3 +511,70 @@ def test_a_child_forked_past_the_at_fork_hooks_gets_its_threads_on_its_first_rec
         for span in json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
     )
     assert names == lines
+
+
+EXPORTING_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, json, logging, os, sys, threading
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
+    from switchtrace.exporters.spans import KIND_SERVER, PlannedSpan, PlannedSpans
+
+    pipeline = SpanPipeline(ExportOptions(exporter="file", file_path=sys.argv[1]))
+    span = PlannedSpan(2, None, False, "parent", KIND_SERVER, 1, 2, (), (), None, ())
+    pipeline._emit = lambda record: pipeline.writer.spans(PlannedSpans(1, "", None, [span]))
+    exporting, go_on = threading.Event(), threading.Event()
+    export = pipeline.exporter.export
+
+    def held(batch):
+        exporting.set()
+        go_on.wait(10)
+        return export(batch)
+
+    pipeline.exporter.export = held
+
+    class Record:
+        extra = {{}}
+
+    pipeline(Record())
+    flushing = threading.Thread(target=pipeline.flush, args=(10,))
+    flushing.start()
+    exporting.wait(10)
+    # The parent's span thread is in an export as uWSGI's master forks.
+    pid = ctypes.PyDLL(None).fork()
+    if pid == 0:
+        warnings = []
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                warnings.append(record.getMessage())
+
+        logging.getLogger("switchtrace").addHandler(Handler())
+        pipeline.shutdown()
+        print(json.dumps({{"warnings": warnings, "failed": pipeline.failed}}), flush=True)
+        os._exit(0)
+    go_on.set()
+    flushing.join()
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({{"status": status, "exported": pipeline.exported}}), flush=True)
+    """
+)
+
+
+def test_a_child_forked_past_the_at_fork_hooks_during_an_export_tells_of_no_export_of_its_own(
+    tmp_path,
+):
+    """Forked from C while the parent's span thread was in an export: the
+    child's copy of the pipeline says an export is in progress, in a thread
+    the child does not have (which still looks alive there, no hook having
+    told threading of the fork). Shut down with no record of its own, it
+    warns of no spans not exported: they are the parent's, which exports
+    them."""
+    path = tmp_path / "traces.jsonl"
+    stdout = run_script(EXPORTING_SCRIPT, path)
+    child, parent = (json.loads(line) for line in stdout.splitlines())
+    assert child == {"warnings": [], "failed": 0}
+    assert parent == {"status": 0, "exported": 1}
+    [line] = path.read_text().splitlines()
+    [span] = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert span["name"] == "parent"

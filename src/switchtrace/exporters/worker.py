@@ -62,9 +62,11 @@ class QueueWorker:
     def _start_worker(self, queue_size: int) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
         self._worker = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
-        #: The process the thread runs in: see :meth:`_here`.
-        self._pid = os.getpid()
         self._worker.start()
+        #: The process the thread runs in: see :meth:`_here`. Noted once it
+        #: runs: the child's other threads, which look at it without the
+        #: lock, then find the new queue and a thread that is alive.
+        self._pid = os.getpid()
 
     def _here(self) -> bool:
         """Whether the thread runs in this process. In a child forked past
