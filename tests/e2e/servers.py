@@ -1,5 +1,5 @@
 """Start real servers on loopback for the e2e tests: uvicorn, gunicorn (its
-gthread and gevent workers under WSGI, uvicorn's worker under ASGI), hypercorn,
+sync, gthread and gevent workers under WSGI, uvicorn's worker under ASGI), hypercorn,
 granian (ASGI and WSGI, in worker processes multiprocessing forks), uWSGI
 (WSGI, in worker processes forked from C) and waitress (WSGI, on threads).
 
@@ -179,6 +179,9 @@ class Server:
                 # Monkey-patched before the app loads: its threads are
                 # greenlets, threading.Thread a subclass of the standard one.
                 command += ["--worker-class", "gevent"]
+            elif kind == "gunicorn-sync":
+                # Its default: one request at a time in each worker.
+                command += ["--worker-class", "sync"]
             else:
                 command += ["--worker-class", "gthread", "--threads", str(threads)]
             if kind == "gunicorn-preload":

@@ -68,12 +68,20 @@ OTHER_ASGI = {
 # meets there first. Under uWSGI: in workers its master forks from C after
 # loading the application (no at-fork hook of Python's runs there), also
 # with threads of its own in each. Under waitress: one process, on its pool
-# of threads. Under gunicorn's gevent workers: threads are greenlets.
+# of threads. Under gunicorn's gevent workers: threads are greenlets. Under
+# its default sync workers: one request at a time in each.
 OTHER_WSGI = {
     (other, variant, path): figures
     for (kind, variant, path), figures in {**TABLE, **MORE}.items()
     if kind == "gunicorn"
-    for other in ("granian-wsgi", "uwsgi", "uwsgi-threads", "waitress", "gunicorn-gevent")
+    for other in (
+        "granian-wsgi",
+        "uwsgi",
+        "uwsgi-threads",
+        "waitress",
+        "gunicorn-gevent",
+        "gunicorn-sync",
+    )
 }
 EXPECTED = {**TABLE, **MORE, **UVLOOP, **PRELOAD, **OTHER_ASGI, **OTHER_WSGI}
 SERVERS = sorted({(kind, variant) for kind, variant, _path in EXPECTED})
@@ -325,6 +333,7 @@ def _sigterm_after(
     [
         ("gunicorn", 1),
         ("gunicorn-gevent", 1),
+        ("gunicorn-sync", 1),
         ("gunicorn-uvicorn", 17),
         ("hypercorn", 17),
         ("granian", 17),
