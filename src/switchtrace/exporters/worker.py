@@ -58,6 +58,7 @@ class QueueWorker:
         _workers.add(self)
         atexit.register(self.shutdown)
         self._leave_with_multiprocessing(forked=False)
+        _say_if_threads_cannot_run()
 
     def _start_worker(self, queue_size: int) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
@@ -200,6 +201,29 @@ class QueueWorker:
 #: Every worker in use and not shut down, held weakly: a forked child gets a
 #: thread for each of them (and only them) from the one at-fork hook below.
 _workers: weakref.WeakSet[QueueWorker] = weakref.WeakSet()
+
+
+_said_threads = False
+
+
+def _say_if_threads_cannot_run() -> None:
+    """Warn (once) where the thread cannot run while the process waits:
+    under uWSGI without Python threads (its ``enable-threads``, which uWSGI
+    2.0.21 and older leave off unless asked, and 2.0.30 on turn on), a
+    worker holds the GIL while it waits for requests. Read off uWSGI's own
+    module, which only its processes have (never imported here)."""
+    global _said_threads
+    uwsgi: Any = sys.modules.get("uwsgi")
+    if _said_threads or uwsgi is None or uwsgi.__dict__.get("has_threads", 1):
+        return
+    _said_threads = True
+    logger.warning(
+        "switchtrace: uWSGI runs without Python threads, so switchtrace's thread only runs "
+        "while a worker runs Python code, never while it waits for requests: spans and "
+        "console lines wait for the worker's next requests or its exit, and what does not "
+        "fit in the queue meanwhile is dropped. Turn threads on in uWSGI's options: "
+        "enable-threads = true (or threads = N)."
+    )
 
 
 #: Held while a child forked past the at-fork hooks gives a worker its thread.
