@@ -17,19 +17,15 @@ from ..support import run_script
 
 pytest.importorskip("gevent")  # in the test extra; not on every platform
 
-SCRIPT = textwrap.dedent(
+#: Monkey-patched first, as gunicorn's gevent workers do; what switchtrace
+#: says kept in ``said``.
+PATCHED = textwrap.dedent(
     """
     from gevent import monkey
     monkey.patch_all()
 
     import json, logging, sys, threading
     sys.path[:0] = [{src!r}]
-    from asgiref.sync import async_to_sync
-    from switchtrace import tracer
-    from switchtrace.tracer import guard
-
-    swallowed = []
-    guard.set_error_hook(lambda exc, where: swallowed.append((where, repr(exc))))
     said = []
 
     class Said(logging.Handler):
@@ -37,6 +33,17 @@ SCRIPT = textwrap.dedent(
             said.append(record.getMessage())
 
     logging.getLogger("switchtrace").addHandler(Said())
+    """
+)
+
+SCRIPT = PATCHED + textwrap.dedent(
+    """
+    from asgiref.sync import async_to_sync
+    from switchtrace import tracer
+    from switchtrace.tracer import guard
+
+    swallowed = []
+    guard.set_error_hook(lambda exc, where: swallowed.append((where, repr(exc))))
     tracer.install()
 
     async def noop():
@@ -75,3 +82,52 @@ def test_under_gevents_monkey_patching_threads_started_are_counted():
         "said": [],
         "swallowed": [],
     }
+
+
+SENTRY_SCRIPT = PATCHED + textwrap.dedent(
+    """
+    import sentry_sdk
+    from sentry_sdk.transport import Transport
+    from switchtrace import tracer
+
+    class Kept(Transport):
+        def capture_envelope(self, envelope):
+            pass
+
+    tracer.install()
+    # sentry-sdk's threading integration, after switchtrace: its start goes
+    # on gevent's Thread, over the inherited one of switchtrace's.
+    sentry_sdk.init(dsn="http://key@127.0.0.1:9/1", transport=Kept)
+
+    def started():
+        with tracer.recording() as record:
+            thread = threading.Thread(target=lambda: None)
+            thread.start()
+            thread.join()
+        return record.threads_started
+
+    counts = [started()]
+    tracer.uninstall()
+    counts.append(started())
+    tracer.install()
+    counts.append(started())
+    print(json.dumps({{"counts": counts, "sentry_on_gevents": "start" in vars(threading.Thread),
+                      "said": said}}))
+    """
+)
+
+
+def test_a_thread_counts_once_after_switchtrace_is_turned_off_and_on_under_sentry():
+    """sentry-sdk initialised after switchtrace under gevent puts its start
+    on gevent's Thread, calling the start it found there: switchtrace's, on
+    the standard library's. Turned off, switchtrace restores that one (its
+    own, untouched), but sentry's still holds it; turned on again, a thread
+    counted twice (once through sentry's, once through the old patch under
+    it) would make X-Threads-Started 2 for 1."""
+    result = json.loads(run_script(SENTRY_SCRIPT))
+    assert result["sentry_on_gevents"]
+    assert result["counts"] == [1, 0, 1]
+    assert result["said"] == [
+        "switchtrace: <class 'concurrent.futures.thread.ThreadPoolExecutor'>.submit "
+        "was patched again by someone else; left as it is"
+    ]

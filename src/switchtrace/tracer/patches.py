@@ -921,10 +921,12 @@ class Patcher:
     def __init__(self, targets: Callable[[], list[Target]], what: str) -> None:
         self._targets = targets
         self._what = what
-        self._applied: list[tuple[object, str, object, object]] = []
+        #: (owner, attribute, what was there, ours, its switch): a wrapt
+        #: replacement records while its switch (a list) is not empty.
+        self._applied: list[tuple[object, str, object, object, list[bool]]] = []
         #: (owner, attribute) -> the entry of a replacement that uninstall
         #: could not take out: someone patched over it, their patch calling it.
-        self._left: dict[tuple[object, str], tuple[object, str, object, object]] = {}
+        self._left: dict[tuple[object, str], tuple[object, str, object, object, list[bool]]] = {}
         self._lock = threading.Lock()
         self.missing: list[str] = []
 
@@ -954,20 +956,26 @@ class Patcher:
                     # it (sentry-sdk's, initialised after us): taken up again,
                     # not wrapped a second time, which would record each
                     # call twice.
+                    left[4].append(True)
                     self._applied.append(left)
                     continue
+                switch = [True]
                 if isinstance(how, Fast):
                     replacement: object = how.make(original)  # type: ignore[arg-type]
                 else:
-                    # Enabled while installed (``_applied`` not empty, asked
+                    # Enabled while installed (its switch not empty, asked
                     # in C): one that uninstall has to leave under someone
-                    # else's patch passes calls through.
+                    # else's patch passes calls through, and so does one it
+                    # took out that someone still calls (sentry-sdk's start on
+                    # gevent's Thread calls ours inherited from the standard
+                    # library's): the next install's would record each call
+                    # twice.
                     replacement = wrapt.FunctionWrapper(
-                        original, how, enabled=functools.partial(bool, self._applied)
+                        original, how, enabled=functools.partial(bool, switch)
                     )
                 setattr(owner, name, replacement)
                 self._applied.append(
-                    (owner, name, _INHERITED if inherited else original, replacement)
+                    (owner, name, _INHERITED if inherited else original, replacement, switch)
                 )
             if self.missing:
                 logger.warning(
@@ -980,7 +988,9 @@ class Patcher:
     def uninstall(self) -> None:
         with self._lock:
             while self._applied:
-                owner, name, original, replacement = self._applied.pop()
+                entry = self._applied.pop()
+                owner, name, original, replacement, switch = entry
+                switch.clear()
                 if vars(owner).get(name) is replacement:
                     if original is _INHERITED:
                         delattr(owner, name)
@@ -991,7 +1001,7 @@ class Patcher:
                 # left in place, and ours in it: a wrapt one passes calls
                 # through until the next install takes it up again; a Fast
                 # one records nothing, no request being recorded meanwhile.
-                self._left[(owner, name)] = (owner, name, original, replacement)
+                self._left[(owner, name)] = entry
                 logger.warning(
                     "switchtrace: %s.%s was patched again by someone else; left as it is",
                     owner,
