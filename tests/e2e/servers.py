@@ -257,8 +257,8 @@ class Server:
             try:
                 if self.process.poll() is None:
                     self.wait_idle()
-            except OSError:
-                pass  # its stats server is not up yet: nothing served
+            except (OSError, ValueError, KeyError):
+                pass  # its stats server is not up yet (nothing served), or odd
             self.process.send_signal(signal.SIGINT)
         else:
             self.process.terminate()

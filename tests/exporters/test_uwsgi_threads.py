@@ -1,12 +1,13 @@
-"""uWSGI without Python threads (its enable-threads off: uWSGI 2.0.21 and
-older leave it so unless asked) holds the GIL while a worker waits for
+"""uWSGI without Python threads (its enable-threads off: uWSGI before 2.0.27
+leaves it so unless asked) holds the GIL while a worker waits for
 requests: switchtrace's thread barely runs, and spans wait. It says so once,
 at start-up, naming the option. uWSGI's own module (``uwsgi``, with its
 ``has_threads``) exists only in uWSGI's processes, and the pyuwsgi of the
 test extra has threads on whatever it is told: the script puts a module of
 that name in ``sys.modules`` as uWSGI does. Checked by hand against a real
 uWSGI 2.0.21 (the warning at start-up; none with enable-threads, nor under
-2.0.30 and 2.0.31)."""
+2.0.30 and 2.0.31); its has_threads is 0 by default in 2.0.21, 2.0.25 and
+2.0.26, and 1 in 2.0.27, 2.0.28, 2.0.30 and 2.0.31."""
 
 from __future__ import annotations
 

@@ -209,7 +209,7 @@ _said_threads = False
 def _say_if_threads_cannot_run() -> None:
     """Warn (once) where the thread cannot run while the process waits:
     under uWSGI without Python threads (its ``enable-threads``, which uWSGI
-    2.0.21 and older leave off unless asked, and 2.0.30 on turn on), a
+    before 2.0.27 leaves off unless asked, and 2.0.27 on turns on), a
     worker holds the GIL while it waits for requests. Read off uWSGI's own
     module, which only its processes have (never imported here)."""
     global _said_threads
