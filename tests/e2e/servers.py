@@ -134,7 +134,7 @@ class Server:
                 "--disable-logging",
                 # The clients here keep their connections: so does its router.
                 "--http-keepalive",
-                # Which workers serve a request: see idle.
+                # Which workers serve a request: see wait_idle.
                 "--stats",
                 f"127.0.0.1:{free_port()}",
             ]
