@@ -34,5 +34,7 @@ urlpatterns = [
     path("made/", views.made_view),
     path("cached-staff/", views.cached_staff_view),
     path("class-view/", views.ClassView.as_view()),
+    path("body/", views.body_view),
+    path("spooled-write/", views.spooled_write_view),
     path("other-class-view/", views.OtherClassView.as_view()),
 ]

@@ -560,3 +560,22 @@ async def thread_insensitive_view(request):
     the event loop's default executor."""
     await sync_to_async(_unsensitive_lookup, thread_sensitive=False)()
     return HttpResponse("ok")
+
+
+def body_view(request):
+    """The request's body as the view reads it: its length and digest."""
+    import hashlib
+
+    body = request.body
+    return HttpResponse(f"{len(body)} {hashlib.sha256(body).hexdigest()}")
+
+
+async def spooled_write_view(request):
+    """An async view that bridges a SpooledTemporaryFile's write itself, as
+    Django's ASGIHandler.read_body does (Django >= 6.0)."""
+    import tempfile
+
+    with tempfile.SpooledTemporaryFile(max_size=1) as spooled:
+        spooled.write(b"ab")  # rolled over to disk
+        await sync_to_async(spooled.write, thread_sensitive=False)(b"cd")
+    return HttpResponse(str(len(request.body)))

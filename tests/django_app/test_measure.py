@@ -6,6 +6,7 @@ import io
 import logging
 import threading
 
+import django
 import pytest
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
@@ -206,7 +207,8 @@ def test_explain_without_a_url_predicts_each_kind_of_request():
         "",
         "WSGI, async view: 2 switches (2 before the headers), 2 hops, 1 event loop created",
     ]
-    assert len(out.getvalue().splitlines()) == 35
+    # Django >= 6.0: one conditional cause more in each ASGI case (a large body).
+    assert len(out.getvalue().splitlines()) == (37 if django.VERSION >= (6, 0) else 35)
 
 
 def test_explain_of_a_url_without_measure_measures_nothing():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import asgiref
@@ -458,6 +459,9 @@ def test_full_predictions_equal_measurement(case, records):
             "Signal.asend runs them in one sync_to_async",
             "Django runs Signal.send in one sync_to_async",
         )
+    if django.VERSION < (6, 0):  # a large request body is written in the event loop
+        expected = re.sub(r"  \+2  per body message .*\n", "", expected)
+        expected = expected.replace(", (2, 0, 'body')", "")
     assert f"{out.getvalue()}{conditional!r}\n\n" == "\n" + expected
     record = records[-1]
     extra = [c for c in prediction.conditional if c.when in taken]

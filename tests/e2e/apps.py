@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 from django.apps import AppConfig
 
@@ -29,6 +30,11 @@ class RecorderConfig(AppConfig):
                     if record.at_headers
                     else None,
                     "totals": list(vars(record.totals()).values()),
+                    # Django >= 6.0 writing a large body to disk (ASGIHandler.read_body).
+                    "body_writes": sum(
+                        getattr(c.func, "__func__", None) is tempfile.SpooledTemporaryFile.write
+                        for c in record.crossings
+                    ),
                     "pid": os.getpid(),
                 }
             )

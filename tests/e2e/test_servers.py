@@ -190,6 +190,29 @@ def test_a_client_that_times_out_leaves_a_closed_record_and_a_working_server(tmp
         assert gave_up["totals"][:3] == [30, 30, 0]
 
 
+def test_a_large_upload_under_uvicorn_costs_two_switches_a_message_written_to_disk(tmp_path):
+    """Django >= 6.0 writes a body past FILE_UPLOAD_MAX_MEMORY_SIZE (2.5 MiB)
+    to disk in sync_to_async, once for each body message uvicorn hands over
+    after that (as many as its reads of the socket: not known in advance),
+    before request_started; earlier Djangos write it in the event loop. Here
+    CsrfViewMiddleware refuses the POST, after the body was read: 30 switches
+    before the headers, 32 in all, without a write."""
+    import django
+
+    server = Server("uvicorn", "shipped", tmp_path / "records.jsonl")
+    try:
+        response = httpx.post(server.url + "/sync/?upload", content=bytes(10 << 20), timeout=30)
+        [record] = read_records(server, 1).values()
+    finally:
+        server.stop()
+    assert response.status_code == 403
+    writes = record["body_writes"]
+    assert (writes > 0) is (django.VERSION >= (6, 0))
+    assert figures(response)[:3] == (30 + 2 * writes, 30 + 2 * writes, 0)
+    assert record["at_headers"][:3] == list(figures(response)[:3])
+    assert record["totals"][0] == 32 + 2 * writes
+
+
 def _spans(traces) -> list[dict]:
     if not traces.exists():
         return []

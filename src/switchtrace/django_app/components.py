@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 import sys
+import tempfile
 import types
 from collections.abc import Hashable
 from typing import Any
 
-from ..tracer import ASGI, ASYNC_TO_SYNC, WSGI, Component, Crossing, RequestRecord
+from ..tracer import ASGI, ASYNC_TO_SYNC, SYNC_TO_ASYNC, WSGI, Component, Crossing, RequestRecord
 from ..tracer.describe import MAX_DEPTH, attribute, identity, is_of_type, qualified_name, unwrap
 from ..tracer.weak import WeakIdentityMap
 
@@ -311,6 +312,33 @@ def _defined_by_streaming_iter(func: Any) -> bool:
     return any(constant is code for constant in constants)
 
 
+#: What Django's ASGIHandler.read_body bridges (Django >= 6.0).
+_BODY_WRITE = tempfile.SpooledTemporaryFile.write
+BODY_WRITE = Component("handler", "ASGIHandler", "read_body")
+
+
+def _body_write(crossing: Crossing, record: RequestRecord) -> bool:
+    """Whether ``crossing`` is Django (>= 6.0, ticket #36281) writing a request
+    body that has outgrown FILE_UPLOAD_MAX_MEMORY_SIZE to its temporary file:
+    ``ASGIHandler.read_body`` runs ``sync_to_async(body_file.write)`` for each
+    body message from then on, in the handler's own task (no crossing around
+    it) before Django sends request_started. Taken for it: a
+    ``SpooledTemporaryFile``'s ``write`` bridged so under ASGI before the
+    view first ran."""
+    func = crossing.func
+    if (
+        type(func) is not types.MethodType
+        or func.__func__ is not _BODY_WRITE
+        or crossing.mechanism is not SYNC_TO_ASYNC
+        or crossing.bridge is None
+        or crossing.parent is not None
+        or record.kind != ASGI
+    ):
+        return False
+    ran = record.extra.get(VIEW_RAN)
+    return not ran or crossing.call_ns < ran[0][0]
+
+
 def _stream(crossing: Crossing, record: RequestRecord) -> Component | None:
     stream = _sync_stream(crossing, record)
     if stream is not None:
@@ -343,6 +371,8 @@ class Resolver:
         stream = _stream(crossing, record)
         if stream is not None:
             return stream
+        if _body_write(crossing, record):
+            return BODY_WRITE
         component = _describe(crossing.func, record.extra.get("view"), view_target(record))
         return component or Component("other", qualified_name(crossing.func))
 
@@ -421,7 +451,8 @@ class Resolver:
             if caller is None:
                 return None
         streams = (_sync_stream(crossing, record), _async_stream(crossing, record))
-        return (site, fields, view_part, held, streams, caller)
+        body = _body_write(crossing, record)
+        return (site, fields, view_part, held, streams, body, caller)
 
 
 #: Sites worked out, per function object (while it lives): Django's own

@@ -507,6 +507,7 @@ def _render_measured(
         and (c.when != "stream" or measured.streams)
         and (c.when != "raised" or measured.view_raised)
         and c.when != "error"  # (a status below 400 here)
+        and c.when != "body"  # (a GET, without a body)
     ]
     extra = _conditionals_taken(
         prediction, record.context_switches, record.event_loops_created, applicable

@@ -40,8 +40,9 @@ class Cause:
     middleware: str = ""
     #: For a conditional cause, what kind of request makes it: "template" (a
     #: TemplateResponse), "stream" (a streaming response, of the iterator kind
-    #: that costs on this server), "raised" (the view raised) or "error" (a
-    #: response of 400 or more).
+    #: that costs on this server), "raised" (the view raised), "error" (a
+    #: response of 400 or more) or "body" (a request body too large to keep in
+    #: memory: ``switches`` for each body message past the limit).
     when: str = ""
 
 
@@ -69,6 +70,16 @@ class Prediction:
     @property
     def loops(self) -> int:
         return sum(c.loops for c in self.causes)
+
+
+def _writes_large_bodies_in_sync_to_async() -> bool:
+    """Whether ``ASGIHandler.read_body`` writes a body that has outgrown memory
+    in ``sync_to_async`` (Django 6.0 and later; told from its code, not the
+    version)."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    code = getattr(getattr(ASGIHandler, "read_body", None), "__code__", None)
+    return code is not None and "sync_to_async" in code.co_names
 
 
 @dataclass
@@ -416,6 +427,18 @@ def predict(
             ),
             Cause("a 4xx or 5xx response is logged through sync_to_async", 2, when="error"),
         ]
+        if _writes_large_bodies_in_sync_to_async():
+            limit = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+            size = f"{limit:,} bytes" if isinstance(limit, int) else repr(limit)
+            conditional.append(
+                Cause(
+                    "per body message after the one that takes the request's body past "
+                    f"FILE_UPLOAD_MAX_MEMORY_SIZE ({size}): Django writes each to the "
+                    "body's file on disk in sync_to_async (Django ticket #36281)",
+                    2,
+                    when="body",
+                )
+            )
     if is_async:
         causes.append(
             Cause(
