@@ -315,28 +315,57 @@ def _defined_by_streaming_iter(func: Any) -> bool:
 #: What Django's ASGIHandler.read_body bridges (Django >= 6.0).
 _BODY_WRITE = tempfile.SpooledTemporaryFile.write
 BODY_WRITE = Component("handler", "ASGIHandler", "read_body")
+#: record.extra's key for when Django read a request body: a ``[start, end]``
+#: in the record's clock for each ``ASGIHandler.read_body`` call (the
+#: request's own, and one for each sub-request served through an
+#: ASGIHandler), ``end`` None until it returned or raised.
+BODY_READ = "body_read"
+
+
+def writes_bodies_in_sync_to_async() -> bool:
+    """Whether ``ASGIHandler.read_body`` writes a body that has outgrown memory
+    in ``sync_to_async`` (Django 6.0 and later; told from its code, not the
+    version)."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    code = getattr(getattr(ASGIHandler, "read_body", None), "__code__", None)
+    return code is not None and "sync_to_async" in code.co_names
+
+
+def body_read_started(record: RequestRecord) -> list[int | None]:
+    """Django starts reading a request body (``ASGIHandler.read_body``)."""
+    reading: list[int | None] = [record.clock(), None]
+    record.extra.setdefault(BODY_READ, []).append(reading)
+    return reading
+
+
+def body_read_ended(reading: list[int | None], record: RequestRecord) -> None:
+    reading[1] = record.clock()
 
 
 def _body_write(crossing: Crossing, record: RequestRecord) -> bool:
     """Whether ``crossing`` is Django (>= 6.0, ticket #36281) writing a request
     body that has outgrown FILE_UPLOAD_MAX_MEMORY_SIZE to its temporary file:
     ``ASGIHandler.read_body`` runs ``sync_to_async(body_file.write)`` for each
-    body message from then on, in the handler's own task (no crossing around
-    it) before Django sends request_started. Taken for it: a
-    ``SpooledTemporaryFile``'s ``write`` bridged so under ASGI before the
-    view first ran."""
+    body message from then on. Taken for it: a ``SpooledTemporaryFile``'s
+    ``write`` bridged so under ASGI while a read_body of the request ran (the
+    request's own, before request_started, or a sub-request's: not a
+    middleware's or a view's bridge of the same method, before the view or
+    after it)."""
     func = crossing.func
     if (
         type(func) is not types.MethodType
         or func.__func__ is not _BODY_WRITE
         or crossing.mechanism is not SYNC_TO_ASYNC
         or crossing.bridge is None
-        or crossing.parent is not None
         or record.kind != ASGI
     ):
         return False
-    ran = record.extra.get(VIEW_RAN)
-    return not ran or crossing.call_ns < ran[0][0]
+    read = record.extra.get(BODY_READ)
+    if not read:
+        return False
+    called = crossing.call_ns
+    return any(start <= called and (end is None or called < end) for start, end in read)
 
 
 def _stream(crossing: Crossing, record: RequestRecord) -> Component | None:

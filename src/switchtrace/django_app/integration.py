@@ -750,6 +750,29 @@ def _wrap_view_ended(wrapped, instance, args, kwargs):
     return wrapped(*args, **kwargs)
 
 
+def _wrap_read_body(wrapped, instance, args, kwargs):
+    # Django >= 6.0 writes a body past FILE_UPLOAD_MAX_MEMORY_SIZE in
+    # sync_to_async: noted so that those crossings, and only those, are named
+    # ASGIHandler.read_body (a sub-request's too).
+    record = tracer.current_record()
+    if record is None or record.finished or record.kind != tracer.ASGI:
+        return wrapped(*args, **kwargs)
+    return _reading_body(record, wrapped(*args, **kwargs))
+
+
+async def _reading_body(record: tracer.RequestRecord, call: Any) -> Any:
+    __traceback_hide__ = True
+    try:
+        reading = components.body_read_started(record)
+    except Exception:
+        swallow("read_body")
+        return await call
+    try:
+        return await call
+    finally:
+        components.body_read_ended(reading, record)
+
+
 def _targets() -> list[Target]:
     return [
         (WSGIHandler, "__call__", _wrap_wsgi_call),
@@ -764,6 +787,12 @@ def _targets() -> list[Target]:
         (BaseHandler, "make_view_atomic", _wrap_make_view_atomic),
         (BaseHandler, "check_response", _wrap_view_ended),
         (BaseHandler, "process_exception_by_middleware", _wrap_view_ended),
+        # Only where it bridges: elsewhere no request pays for the wrapper.
+        *(
+            [(ASGIHandler, "read_body", _wrap_read_body)]
+            if components.writes_bodies_in_sync_to_async()
+            else []
+        ),
     ]
 
 

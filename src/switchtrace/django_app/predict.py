@@ -22,6 +22,8 @@ from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from .components import writes_bodies_in_sync_to_async
+
 HOOKS = ("process_request", "process_response")
 TICKET = "Django ticket #37177"
 
@@ -70,16 +72,6 @@ class Prediction:
     @property
     def loops(self) -> int:
         return sum(c.loops for c in self.causes)
-
-
-def _writes_large_bodies_in_sync_to_async() -> bool:
-    """Whether ``ASGIHandler.read_body`` writes a body that has outgrown memory
-    in ``sync_to_async`` (Django 6.0 and later; told from its code, not the
-    version)."""
-    from django.core.handlers.asgi import ASGIHandler
-
-    code = getattr(getattr(ASGIHandler, "read_body", None), "__code__", None)
-    return code is not None and "sync_to_async" in code.co_names
 
 
 @dataclass
@@ -427,7 +419,7 @@ def predict(
             ),
             Cause("a 4xx or 5xx response is logged through sync_to_async", 2, when="error"),
         ]
-        if _writes_large_bodies_in_sync_to_async():
+        if writes_bodies_in_sync_to_async():
             limit = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
             size = f"{limit:,} bytes" if isinstance(limit, int) else repr(limit)
             conditional.append(
