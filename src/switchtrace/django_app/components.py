@@ -315,11 +315,13 @@ def _defined_by_streaming_iter(func: Any) -> bool:
 #: What Django's ASGIHandler.read_body bridges (Django >= 6.0).
 _BODY_WRITE = tempfile.SpooledTemporaryFile.write
 BODY_WRITE = Component("handler", "ASGIHandler", "read_body")
-#: record.extra's key for when Django read a request body: a ``[start, end]``
-#: in the record's clock for each ``ASGIHandler.read_body`` call (the
-#: request's own, and one for each sub-request served through an
-#: ASGIHandler), ``end`` None until it returned or raised.
-BODY_READ = "body_read"
+#: record.extra's key for the request bodies Django wrote to disk (the
+#: request's own, and any sub-request's served through an ASGIHandler): their
+#: files, which the crossings of their writes hold anyway.
+BODY_FILES = "switchtrace.body_files"
+#: record.extra's key set once Django has handed the request to its
+#: middleware (BaseHandler.get_response or get_response_async).
+ANSWERED = "switchtrace.answered"
 
 
 def writes_bodies_in_sync_to_async() -> bool:
@@ -332,40 +334,32 @@ def writes_bodies_in_sync_to_async() -> bool:
     return code is not None and "sync_to_async" in code.co_names
 
 
-def body_read_started(record: RequestRecord) -> list[int | None]:
-    """Django starts reading a request body (``ASGIHandler.read_body``)."""
-    reading: list[int | None] = [record.clock(), None]
-    record.extra.setdefault(BODY_READ, []).append(reading)
-    return reading
-
-
-def body_read_ended(reading: list[int | None], record: RequestRecord) -> None:
-    reading[1] = record.clock()
+def body_on_disk(record: RequestRecord, body: Any) -> None:
+    """Django hands the middleware a request whose body it wrote to disk."""
+    record.extra.setdefault(BODY_FILES, []).append(body)
 
 
 def _body_write(crossing: Crossing, record: RequestRecord) -> bool:
     """Whether ``crossing`` is Django (>= 6.0, ticket #36281) writing a request
     body that has outgrown FILE_UPLOAD_MAX_MEMORY_SIZE to its temporary file:
     ``ASGIHandler.read_body`` runs ``sync_to_async(body_file.write)`` for each
-    body message from then on. Taken for it: a ``SpooledTemporaryFile``'s
-    ``write`` bridged so under ASGI while a read_body of the request ran (the
-    request's own, before request_started, or a sub-request's: not a
-    middleware's or a view's bridge of the same method, before the view or
-    after it)."""
+    body message from then on. Told by the file: the body of a request Django
+    handed its middleware (the request's own, or a sub-request's), or, in an
+    ASGI request that never got that far (the client left while its body
+    came), where nothing but the handler ran, any. The same method bridged by
+    a middleware or a view writes another file."""
     func = crossing.func
     if (
         type(func) is not types.MethodType
         or func.__func__ is not _BODY_WRITE
         or crossing.mechanism is not SYNC_TO_ASYNC
         or crossing.bridge is None
-        or record.kind != ASGI
     ):
         return False
-    read = record.extra.get(BODY_READ)
-    if not read:
-        return False
-    called = crossing.call_ns
-    return any(start <= called and (end is None or called < end) for start, end in read)
+    bodies = record.extra.get(BODY_FILES)
+    if bodies is not None and any(func.__self__ is body for body in bodies):
+        return True
+    return record.kind == ASGI and ANSWERED not in record.extra
 
 
 def _stream(crossing: Crossing, record: RequestRecord) -> Component | None:

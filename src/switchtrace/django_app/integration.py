@@ -96,7 +96,7 @@ _read_before: WeakIdentityMap[bool] = WeakIdentityMap()
 _FIRST = "switchtrace.first_reader"
 #: record.extra's key, set when BaseHandler.get_response is first called for
 #: a WSGI request: a call after it is not the request's own.
-_ANSWERED = "switchtrace.answered"
+_ANSWERED = components.ANSWERED
 #: Set while a sub-request that a view serves itself runs (see :func:`_serving`):
 #: what Django does for it (resolving its path, calling its view) is not its
 #: request's, whose route and view stay its own.
@@ -387,6 +387,10 @@ def _wrap_get_response(wrapped, instance, args, kwargs):
     return response
 
 
+#: Whether Django writes a large request body in sync_to_async (>= 6.0).
+_BODIES_ON_DISK = components.writes_bodies_in_sync_to_async()
+
+
 def _wrap_get_response_async(wrapped, instance, args, kwargs):
     # Runs in the task that awaits it. Under ASGI only the request's own call,
     # the first (ASGIHandler's): one made inside it (a sub-request its view
@@ -397,6 +401,15 @@ def _wrap_get_response_async(wrapped, instance, args, kwargs):
     record = tracer.current_record()
     if record is None or record.finished:
         return wrapped(*args, **kwargs)
+    if _BODIES_ON_DISK and args:
+        # Django >= 6.0 wrote a body that outgrew memory in sync_to_async
+        # (ASGIHandler.read_body): its file tells those writes apart.
+        try:
+            body = getattr(args[0], "_stream", None)
+            if getattr(body, "_rolled", False) is True:
+                components.body_on_disk(record, body)
+        except Exception:
+            swallow("request body")
     if record.kind == tracer.ASGI and _ANSWERED not in record.extra:
         record.extra[_ANSWERED] = True
         return wrapped(*args, **kwargs)
@@ -750,29 +763,6 @@ def _wrap_view_ended(wrapped, instance, args, kwargs):
     return wrapped(*args, **kwargs)
 
 
-def _wrap_read_body(wrapped, instance, args, kwargs):
-    # Django >= 6.0 writes a body past FILE_UPLOAD_MAX_MEMORY_SIZE in
-    # sync_to_async: noted so that those crossings, and only those, are named
-    # ASGIHandler.read_body (a sub-request's too).
-    record = tracer.current_record()
-    if record is None or record.finished or record.kind != tracer.ASGI:
-        return wrapped(*args, **kwargs)
-    return _reading_body(record, wrapped(*args, **kwargs))
-
-
-async def _reading_body(record: tracer.RequestRecord, call: Any) -> Any:
-    __traceback_hide__ = True
-    try:
-        reading = components.body_read_started(record)
-    except Exception:
-        swallow("read_body")
-        return await call
-    try:
-        return await call
-    finally:
-        components.body_read_ended(reading, record)
-
-
 def _targets() -> list[Target]:
     return [
         (WSGIHandler, "__call__", _wrap_wsgi_call),
@@ -787,12 +777,6 @@ def _targets() -> list[Target]:
         (BaseHandler, "make_view_atomic", _wrap_make_view_atomic),
         (BaseHandler, "check_response", _wrap_view_ended),
         (BaseHandler, "process_exception_by_middleware", _wrap_view_ended),
-        # Only where it bridges: elsewhere no request pays for the wrapper.
-        *(
-            [(ASGIHandler, "read_body", _wrap_read_body)]
-            if components.writes_bodies_in_sync_to_async()
-            else []
-        ),
     ]
 
 
