@@ -393,17 +393,21 @@ async def asgi_request(
     headers: list[Any] | None = None,
     query: str | None = None,
     scheme: str = "http",
+    method: str = "GET",
+    body: list[bytes] | None = None,
 ) -> Result:
-    """One GET through an ASGI application, as an ASGI server sends it.
-    ``path`` may end with the query string, unless ``query`` gives it (then
-    ``path`` is taken whole: a decoded path may hold a '?')."""
+    """One request (a GET unless ``method`` says) through an ASGI application,
+    as an ASGI server sends it, its ``body`` in one ``http.request`` message
+    for each part (by default one empty message). ``path`` may end with the query
+    string, unless ``query`` gives it (then ``path`` is taken whole: a decoded
+    path may hold a '?')."""
     if query is None:
         path, _, query = path.partition("?")
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": scheme,
         "path": path,
         "raw_path": path.encode(),
@@ -414,14 +418,18 @@ async def asgi_request(
         "server": ("testserver", 80),
     }
     sent: list[dict[str, Any]] = []
-    delivered = False
+    if not body:
+        pending = [{"type": "http.request", "body": b"", "more_body": False}]
+    else:
+        pending = [
+            {"type": "http.request", "body": part, "more_body": n < len(body) - 1}
+            for n, part in enumerate(body)
+        ]
     never = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+        if pending:
+            return pending.pop(0)
         await never.wait()
         return {"type": "http.disconnect"}
 

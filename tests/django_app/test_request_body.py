@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 
 from switchtrace.django_app.conf import MIDDLEWARE_PATH
 from switchtrace.django_app.predict import predict
-from switchtrace.example import Result, run_in_server_loop
+from switchtrace.example import Result, asgi_request, run_in_server_loop
 
 from ..support import ASGI_THREADS
 from ..test_predict_support import AsyncOnly
@@ -47,46 +47,13 @@ BODY_WRITE = (
 
 
 async def post(handler, path: str, messages: list[bytes]) -> Result:
-    """A POST through an ASGI application, its body in ``messages``, one
-    ``http.request`` message each, as a server hands them over."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/octet-stream"),
-            (b"content-length", str(sum(map(len, messages))).encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    pending = [
-        {"type": "http.request", "body": body, "more_body": n < len(messages) - 1}
-        for n, body in enumerate(messages)
+    """A POST through an ASGI application, its body in ``messages``."""
+    headers = [
+        (b"host", b"testserver"),
+        (b"content-type", b"application/octet-stream"),
+        (b"content-length", str(sum(map(len, messages))).encode()),
     ]
-    sent = []
-
-    async def receive():
-        if pending:
-            return pending.pop(0)
-        await asyncio.Event().wait()
-
-    async def send(message):
-        sent.append(message)
-
-    await handler(scope, receive, send)
-    return Result(
-        sent[0]["status"],
-        {k.decode("latin-1"): v.decode("latin-1") for k, v in sent[0]["headers"]},
-        b"".join(m.get("body", b"") for m in sent[1:]),
-    )
+    return await asgi_request(handler, path, headers, method="POST", body=messages)
 
 
 def post_wsgi(handler, path: str, body: bytes) -> Result:
@@ -147,10 +114,8 @@ def test_each_body_message_written_in_sync_to_async_costs_two_switches(records):
         ("sync_to_async", "body_view", "view", "body_view", True),
         ("sync_to_async", "HttpResponseBase.close", "response", "HttpResponse.close", False),
     ]
-    writes = record.crossings[:WRITES]
-    assert {(c.thread_sensitive, c.executor, c.parent) for c in writes} <= {
-        (False, "loop_default", None)
-    }
+    writes = [(c.thread_sensitive, c.executor, c.parent) for c in record.crossings[:WRITES]]
+    assert writes == [(False, "loop_default", None)] * WRITES
     # Predicted: the request's figures and one conditional cause per write.
     prediction = predict("asgi", False, [MIDDLEWARE_PATH])
     conditional = sum(c.switches for c in prediction.conditional if c.when == "body")
