@@ -37,4 +37,5 @@ urlpatterns = [
     path("body/", views.body_view),
     path("spooled-write/", views.spooled_write_view),
     path("other-class-view/", views.OtherClassView.as_view()),
+    path("error-handling/", views.error_handling_view),
 ]

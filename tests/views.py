@@ -579,3 +579,19 @@ async def spooled_write_view(request):
         spooled.write(b"ab")  # rolled over to disk
         await sync_to_async(spooled.write, thread_sensitive=False)(b"cd")
     return HttpResponse(str(len(request.body)))
+
+
+async def error_handling_view(request):
+    """An async view that bridges the two functions Django's handler bridges
+    for an error response under ASGI, as its own work: it answers 200."""
+    from django.core.handlers.exception import response_for_exception
+    from django.http import Http404
+    from django.utils.log import log_response
+
+    await sync_to_async(log_response, thread_sensitive=False)(
+        "Gone: %s", request.path, response=HttpResponseNotFound(), request=request
+    )
+    response = await sync_to_async(response_for_exception, thread_sensitive=False)(
+        request, Http404()
+    )
+    return HttpResponse(str(response.status_code))

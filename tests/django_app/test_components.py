@@ -233,10 +233,42 @@ def test_after_the_view_raised_what_is_bridged_is_not_the_views(records):
         (SIGNAL, "signal"),
         ("raising_view", "view"),
         ("BaseHandler.process_exception_by_middleware", "handler"),
-        ("response_for_exception", "other"),
-        ("log_response", "other"),
+        ("response_for_exception", "handler"),
+        ("log_response", "handler"),
         ("HttpResponseBase.close", "response"),
     ]
+
+
+def test_djangos_error_response_is_the_handlers_and_a_views_own_bridge_of_it_the_views(records):
+    """Under ASGI Django turns an exception into the response
+    (response_for_exception) and logs a response of 400 or more
+    (log_response) in sync_to_async: the handler's work, named so, whichever
+    request comes first. A view bridging the same two functions as its own
+    work is the view's."""
+    with project() as (asgi, _wsgi):
+        missing = run_asgi(asgi, "/nope/")
+        own = run_asgi(asgi, "/error-handling/")
+        missing_again = run_asgi(asgi, "/nope/")
+    assert (missing.status, own.status, own.body, missing_again.status) == (404, 200, b"404", 404)
+    missing_record, own_record, missing_again_record = records
+    handlers = [
+        ("sync_to_async", "response_for_exception", "handler", "response_for_exception", True),
+        ("sync_to_async", "log_response", "handler", "log_response", True),
+    ]
+    for record in (missing_record, missing_again_record):
+        assert [c for c in described(record) if c[2] == "handler"] == handlers
+        causes = dict(top_causes(record, components.resolve, limit=20))
+        assert (causes["response_for_exception"], causes["log_response"]) == (2, 2)
+        # No process_view and no view; the two above: as many as /sync/'s.
+        assert (record.at_headers.context_switches, record.context_switches) == (30, 32)
+    assert [c for c in described(own_record) if c[3] == "error_handling_view"] == [
+        ("sync_to_async", "log_response", "view", "error_handling_view", True),
+        ("sync_to_async", "response_for_exception", "view", "error_handling_view", True),
+    ]
+    assert [c for c in described(own_record) if c[2] == "handler"] == []
+    assert ("error_handling_view → log_response", 2) in top_causes(
+        own_record, components.resolve, limit=20
+    )
 
 
 def test_a_view_called_again_by_a_retrying_middleware_is_the_views_again(records):
@@ -269,8 +301,8 @@ def test_a_view_django_refuses_to_call_is_no_view_that_ran(records, monkeypatch)
     [record] = records
     assert named(record) == [
         (SIGNAL, "signal"),
-        ("response_for_exception", "other"),
-        ("log_response", "other"),
+        ("response_for_exception", "handler"),
+        ("log_response", "handler"),
         ("HttpResponseBase.close", "response"),
     ]
     assert components.VIEW_RAN not in record.extra

@@ -1519,6 +1519,68 @@ def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp
     assert record.at_headers == tracer.Figures(0, 0, 0, 0)
 
 
+def test_static_files_served_by_the_asgi_static_files_handler(records, tmp_path):
+    """django.contrib.staticfiles' ASGI handler (daphne's runserver, or an
+    asgi.py that wraps the application in it to serve static files under
+    uvicorn) answers a static file before the middleware: no headers, a
+    record of its own. It serves the file in sync_to_async and reads it whole
+    in one more after the headers; a file it does not have is Django's
+    response_for_exception, in sync_to_async too. Any other path goes to the
+    application, whose figures are the same as without it."""
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    from .test_components import SIGNAL, described
+
+    (tmp_path / "a.txt").write_text("static\n")
+    with project(DEBUG=True, STATIC_URL="/static/", STATICFILES_DIRS=[str(tmp_path)]) as (
+        asgi,
+        _wsgi,
+    ):
+        handler = ASGIStaticFilesHandler(asgi)
+        served = [run_asgi(handler, "/static/a.txt") for _ in range(2)]
+        missing = run_asgi(handler, "/static/missing.txt")
+        passed_on = run_asgi(handler, "/sync/")
+    assert [(r.status, r.body, r.figures()) for r in served] == [(200, b"static\n", None)] * 2
+    assert (missing.status, missing.figures()) == (404, None)
+    sync_headers, sync_total = EXPECTED["asgi", "/sync/", "shipped"]
+    assert (passed_on.status, passed_on.figures()) == (200, sync_headers)
+    *served_records, missing_record, passed_on_record = records
+    request_started = ("sync_to_async", SIGNAL, "signal", "request_started", True)
+    read = "ASGIStaticFilesHandler.get_response_async"
+    serve = (
+        "sync_to_async",
+        "StaticFilesHandlerMixin.serve",
+        "handler",
+        "ASGIStaticFilesHandler.serve",
+        True,
+    )
+    for record in served_records:
+        assert record.finished
+        assert record.attributes["url.path"] == "/static/a.txt"
+        at_headers = record.at_headers
+        assert (at_headers.context_switches, at_headers.thread_hops) == (4, 4)
+        assert (at_headers.event_loops_created, record.context_switches) == (0, 8)
+        assert described(record) == [
+            request_started,
+            serve,
+            ("sync_to_async", "list", "handler", read, False),
+            ("sync_to_async", "HttpResponseBase.close", "response", "FileResponse.close", False),
+        ]
+    assert described(missing_record) == [
+        request_started,
+        serve,
+        ("sync_to_async", "response_for_exception", "handler", "response_for_exception", True),
+        (
+            "sync_to_async",
+            "HttpResponseBase.close",
+            "response",
+            "HttpResponseNotFound.close",
+            False,
+        ),
+    ]
+    assert passed_on_record.context_switches == sync_total
+
+
 @pytest.mark.parametrize(
     ("value", "kept"),
     [

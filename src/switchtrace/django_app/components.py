@@ -253,27 +253,53 @@ SYNC_STREAM = "sync_stream"
 ASYNC_STREAM = "async_stream"
 
 
+#: What reads a file that django.contrib.staticfiles' ASGI handler serves.
+STATIC_STREAM = Component("handler", "ASGIStaticFilesHandler", "get_response_async")
+
+
 def remember_response(record: RequestRecord, response: Any) -> None:
     """A streaming response whose iterator is of the other kind than the
     handler's is read whole after the headers in one bridge call: under
     ASGI a synchronous iterator by ``StreamingHttpResponse.__aiter__``'s
-    ``sync_to_async(list)`` (``list`` names nothing); under WSGI an
-    asynchronous one by ``StreamingHttpResponse.__iter__``'s
-    ``async_to_sync`` of a closure of its own."""
+    ``sync_to_async(list)`` (``list`` names nothing), or, for a file that
+    django.contrib.staticfiles' ``ASGIStaticFilesHandler`` serves, by the
+    same call in the asynchronous iterator its ``get_response_async`` puts
+    in the synchronous one's place; under WSGI an asynchronous one by
+    ``StreamingHttpResponse.__iter__``'s ``async_to_sync`` of a closure of
+    its own."""
     if attribute(response, "streaming") is not True:
         return
     is_async = attribute(response, "is_async")
     if record.kind == ASGI and is_async is False:
-        record.extra[SYNC_STREAM] = type(response).__qualname__
+        record.extra[SYNC_STREAM] = Component("response", type(response).__qualname__, "__aiter__")
+    elif record.kind == ASGI and is_async is True:
+        if _made_by_static_files_handler(attribute(response, "_iterator")):
+            record.extra[SYNC_STREAM] = STATIC_STREAM
     elif record.kind == WSGI and is_async is True:
         record.extra[ASYNC_STREAM] = type(response).__qualname__
 
 
-def _sync_stream(crossing: Crossing, record: RequestRecord) -> str | None:
-    """The streaming response's class, when ``crossing`` is Django reading its
-    synchronous iterator: ``sync_to_async(list)`` after the headers. Request
-    code calling ``sync_to_async(list)`` itself (on a queryset, say) does so
-    before the headers, or inside an asynchronous iterator (not this case)."""
+def _made_by_static_files_handler(iterator: Any) -> bool:
+    """Whether ``iterator`` is the asynchronous generator (its ``awrapper``)
+    that ``ASGIStaticFilesHandler.get_response_async`` makes around a
+    response's synchronous iterator: its code is one of that method's
+    constants."""
+    code = attribute(iterator, "ag_code")
+    # Not imported: not what made it (nothing to import on a request's path).
+    handlers = sys.modules.get("django.contrib.staticfiles.handlers")
+    if code is None or handlers is None:
+        return False
+    method = attribute(attribute(handlers, "ASGIStaticFilesHandler"), "get_response_async")
+    constants = attribute(attribute(unwrap(method), "__code__"), "co_consts") or ()
+    return any(constant is code for constant in constants)
+
+
+def _sync_stream(crossing: Crossing, record: RequestRecord) -> Component | None:
+    """What read the streaming response, when ``crossing`` is Django reading
+    its synchronous iterator: ``sync_to_async(list)`` after the headers.
+    Request code calling ``sync_to_async(list)`` itself (on a queryset, say)
+    does so before the headers, or inside an asynchronous iterator (not this
+    case, but for the static files handler's, which is Django's)."""
     if crossing.func is not list or crossing.before_headers or crossing.bridge is None:
         return None
     return record.extra.get(SYNC_STREAM)
@@ -363,12 +389,43 @@ def _body_write(crossing: Crossing, record: RequestRecord) -> bool:
 
 
 def _stream(crossing: Crossing, record: RequestRecord) -> Component | None:
-    stream = _sync_stream(crossing, record)
-    if stream is not None:
-        return Component("response", stream, "__aiter__")
+    reader = _sync_stream(crossing, record)
+    if reader is not None:
+        return reader
     stream = _async_stream(crossing, record)
     if stream is not None:
         return Component("response", stream, "__iter__")
+    return None
+
+
+#: (function, component): Django's functions that its handler bridges under
+#: ASGI (see :func:`_handlers_function`); filled on first use.
+_HANDLERS_FUNCTIONS: list[tuple[Any, Component]] = []
+
+
+def _handlers_function(crossing: Crossing) -> Component | None:
+    """The handler's component, when ``crossing`` bridges one of the
+    functions that Django's handler runs in ``sync_to_async`` under ASGI:
+    ``response_for_exception``, which turns an exception into the response
+    (``convert_exception_to_response`` around each middleware and the view,
+    and the static files handler's 404), and ``log_response``, which logs a
+    response of 400 or more (``get_response_async``). Called only for a
+    crossing made outside the view: the view's own bridge of either is the
+    view's."""
+    if crossing.mechanism is not SYNC_TO_ASYNC or crossing.bridge is None:
+        return None
+    if not _HANDLERS_FUNCTIONS:
+        from django.core.handlers.exception import response_for_exception
+        from django.utils.log import log_response
+
+        _HANDLERS_FUNCTIONS.extend(
+            (function, Component("handler", function.__name__))
+            for function in (response_for_exception, log_response)
+        )
+    func = crossing.func
+    for function, component in _HANDLERS_FUNCTIONS:
+        if func is function:
+            return component
     return None
 
 
@@ -379,11 +436,13 @@ class Resolver:
 
     def __call__(self, crossing: Crossing, record: RequestRecord) -> Component:
         component = self.own(crossing, record)
-        if component.kind == "other" and _in_view(crossing, record):
+        if component.kind != "other":
+            return component
+        if _in_view(crossing, record):
             # Code that names no component (the ORM's async methods, a
             # library's function), bridged while the view ran: the view's.
             return _view_component(record) or component
-        return component
+        return _handlers_function(crossing) or component
 
     def own(self, crossing: Crossing, record: RequestRecord) -> Component:
         """The component the bridged code names by itself, whoever bridged it:
