@@ -38,4 +38,5 @@ urlpatterns = [
     path("spooled-write/", views.spooled_write_view),
     path("other-class-view/", views.OtherClassView.as_view()),
     path("error-handling/", views.error_handling_view),
+    path("offloaded-log/", views.offloaded_log_view),
 ]

@@ -595,3 +595,22 @@ async def error_handling_view(request):
         request, Http404()
     )
     return HttpResponse(str(response.status_code))
+
+
+async def offloaded_log_view(request):
+    """A body from an async iterator that, after the headers (the view has
+    returned), logs a 404 of its own with Django's log_response in
+    asyncio.to_thread: no bridge of Django's handler."""
+    import asyncio
+
+    from django.http import StreamingHttpResponse
+    from django.utils.log import log_response
+
+    async def body():
+        yield b"a"
+        await asyncio.to_thread(
+            log_response, "Gone: %s", request.path, response=HttpResponseNotFound(), request=request
+        )
+        yield b"b"
+
+    return StreamingHttpResponse(body())

@@ -271,6 +271,32 @@ def test_djangos_error_response_is_the_handlers_and_a_views_own_bridge_of_it_the
     )
 
 
+@pytest.mark.parametrize("first", ["/nope/", "/offloaded-log/"])
+def test_djangos_log_response_in_a_thread_of_the_applications_is_no_bridge_of_the_handlers(
+    records, first, monkeypatch
+):
+    """log_response offloaded by the application's own asyncio.to_thread
+    outside the view (an async body, after the headers) is no bridge of
+    Django's handler: 'other', as it is described afresh, whichever request
+    came first. The description is cached per site: the key tells the two
+    apart (the same function, outside the view both times)."""
+    from switchtrace.tracer import describe
+
+    monkeypatch.setattr(describe, "_descriptions", {})  # nothing of earlier tests'
+    paths = [first, *({"/nope/", "/offloaded-log/"} - {first})]
+    with project() as (asgi, _wsgi):
+        results = [run_asgi(asgi, path) for path in paths]
+    by_path = dict(zip(paths, zip(results, records, strict=True), strict=True))
+    missing, missing_record = by_path["/nope/"]
+    offloaded, offloaded_record = by_path["/offloaded-log/"]
+    assert (missing.status, offloaded.status, offloaded.body) == (404, 200, b"ab")
+    logged = [c for c in described(missing_record) if c[1] == "log_response"]
+    assert logged == [("sync_to_async", "log_response", "handler", "log_response", True)]
+    assert [c for c in described(offloaded_record) if c[1] == "log_response"] == [
+        ("asyncio.to_thread", "log_response", "other", "log_response", False)
+    ]
+
+
 def test_a_view_called_again_by_a_retrying_middleware_is_the_views_again(records):
     """A middleware that calls get_response twice has the view called twice:
     what the view bridges is the view's both times, the middleware's own
