@@ -13,6 +13,7 @@ import weakref
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponse, StreamingHttpResponse
 from django.test.client import RequestFactory
@@ -53,8 +54,35 @@ async def per_request_function_view(request):
     return HttpResponse(str(n))
 
 
+class Rows:
+    """An async iterator whose other attributes are another object's, made
+    when first asked for (a lazy cursor): what its __getattr__ is asked."""
+
+    asked: list[str] = []
+
+    def __init__(self):
+        self.left = [b"a", b"b"]
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if not self.left:
+            raise StopAsyncIteration
+        return self.left.pop(0)
+
+    def __getattr__(self, name):
+        Rows.asked.append(name)
+        raise AttributeError(name)
+
+
+async def rows_view(request):
+    return StreamingHttpResponse(Rows())
+
+
 urlpatterns = [
     path("eq/", eq_view),
+    path("rows/", rows_view),
     path("stream/", stream_view),
     path("per-request-function/", per_request_function_view),
 ]
@@ -142,6 +170,26 @@ def test_an_unhashable_response_closes_while_another_is_open(installed, records)
     assert [r.attributes["url.path"] for r in records] == (
         ["/eq/", "/stream/"] if installed else []
     )
+
+
+def test_an_async_bodys_iterator_is_asked_nothing_at_the_headers(records):
+    """Under ASGI, what switchtrace does at the headers of a response with an
+    async body (is it the static files handler's?) asks the application's
+    iterator nothing that Django does not: its __getattr__ may do anything."""
+    asked = []
+    for installed in (False, True):
+        Rows.asked = []
+        if not installed:
+            integration.uninstall()
+        try:
+            with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=[]):
+                result = run_asgi(ASGIHandler(), "/rows/")
+        finally:
+            integration.install()
+        assert (result.status, result.body) == (200, b"ab")
+        asked.append(Rows.asked)
+    assert [r.attributes["url.path"] for r in records] == ["/rows/"]
+    assert asked[1] == asked[0]
 
 
 def test_responses_equal_by_their_own_eq_keep_their_own_figures(records):

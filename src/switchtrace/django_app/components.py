@@ -284,10 +284,14 @@ def _made_by_static_files_handler(iterator: Any) -> bool:
     that ``ASGIStaticFilesHandler.get_response_async`` makes around a
     response's synchronous iterator: its code is one of that method's
     constants."""
-    code = attribute(iterator, "ag_code")
+    if type(iterator) is not types.AsyncGeneratorType:
+        # The application's iterator, asked nothing (its __getattr__ may do
+        # anything, on the request's path).
+        return False
+    code = iterator.ag_code
     # Not imported: not what made it (nothing to import on a request's path).
     handlers = sys.modules.get("django.contrib.staticfiles.handlers")
-    if code is None or handlers is None:
+    if handlers is None:
         return False
     method = attribute(attribute(handlers, "ASGIStaticFilesHandler"), "get_response_async")
     constants = attribute(attribute(unwrap(method), "__code__"), "co_consts") or ()
