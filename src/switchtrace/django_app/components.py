@@ -538,10 +538,10 @@ class Resolver:
                 return None
         streams = (_sync_stream(crossing, record), _async_stream(crossing, record))
         body = _body_write(crossing, record)
-        # Outside the view, Django's handler's functions are the handler's
-        # only in its own bridge (sync_to_async), not in another's of the
-        # same function (asyncio.to_thread): which one.
-        handlers = caller is None and _handlers_function(crossing) is not None
+        # Outside the view, Django's handler's functions (plain functions)
+        # are the handler's only in its own bridge (sync_to_async), not in
+        # another's of the same function (asyncio.to_thread): which one.
+        handlers = caller is None and method is None and _handlers_function(crossing) is not None
         return (site, fields, view_part, held, streams, body, caller, handlers)
 
 
