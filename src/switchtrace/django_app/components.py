@@ -271,7 +271,7 @@ def remember_response(record: RequestRecord, response: Any) -> None:
         return
     is_async = attribute(response, "is_async")
     if record.kind == ASGI and is_async is False:
-        record.extra[SYNC_STREAM] = Component("response", type(response).__qualname__, "__aiter__")
+        record.extra[SYNC_STREAM] = type(response).__qualname__
     elif record.kind == ASGI and is_async is True:
         if _made_by_static_files_handler(attribute(response, "_iterator")):
             record.extra[SYNC_STREAM] = STATIC_STREAM
@@ -298,9 +298,10 @@ def _made_by_static_files_handler(iterator: Any) -> bool:
     return any(constant is code for constant in constants)
 
 
-def _sync_stream(crossing: Crossing, record: RequestRecord) -> Component | None:
+def _sync_stream(crossing: Crossing, record: RequestRecord) -> str | Component | None:
     """What read the streaming response, when ``crossing`` is Django reading
-    its synchronous iterator: ``sync_to_async(list)`` after the headers.
+    its synchronous iterator: ``sync_to_async(list)`` after the headers (the
+    response's class, whose ``__aiter__`` did, or the static files handler).
     Request code calling ``sync_to_async(list)`` itself (on a queryset, say)
     does so before the headers, or inside an asynchronous iterator (not this
     case, but for the static files handler's, which is Django's)."""
@@ -394,6 +395,8 @@ def _body_write(crossing: Crossing, record: RequestRecord) -> bool:
 
 def _stream(crossing: Crossing, record: RequestRecord) -> Component | None:
     reader = _sync_stream(crossing, record)
+    if isinstance(reader, str):
+        return Component("response", reader, "__aiter__")
     if reader is not None:
         return reader
     stream = _async_stream(crossing, record)
