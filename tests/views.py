@@ -341,6 +341,30 @@ async def listing_stream_view(request):
     return StreamingHttpResponse(rows())
 
 
+class _Rows:
+    """An async iterator of the application's own class (no generator) that
+    reads its rows in its own sync_to_async(list), after the headers."""
+
+    def __init__(self):
+        self.read = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self.read:
+            raise StopAsyncIteration
+        self.read = True
+        return b"".join(await sync_to_async(list)(iter([b"a", b"b"])))
+
+
+async def listing_iterator_stream_view(request):
+    """listing_stream_view's body from an iterator of a class of its own."""
+    from django.http import StreamingHttpResponse
+
+    return StreamingHttpResponse(_Rows())
+
+
 def _made_view():
     """A view made by a factory: a closure over the helper it bridges."""
 

@@ -584,12 +584,12 @@ def test_tasks_run_by_the_immediate_backend(server, path, headers, crossings, re
     assert parents["async_task"] is by_name.get(runner)
 
 
-def test_what_an_async_iterator_bridges_after_the_headers_is_its_own(records):
-    """Only a synchronous iterator under ASGI is read by Django's own
-    sync_to_async(list): an asynchronous one's sync_to_async(list), after the
-    headers and after the view, names the list it bridges."""
+def listed_by_the_iterator(records, path):
+    """The request to ``path`` (an async body listing its rows in its own
+    sync_to_async(list) after the headers) has that crossing named 'other',
+    after the list."""
     with project("none") as (asgi, _wsgi):
-        result = run_asgi(asgi, "/listing-stream/")
+        result = run_asgi(asgi, path)
     assert result.body == b"ab"
     [record] = records
     assert described(record) == [
@@ -604,6 +604,27 @@ def test_what_an_async_iterator_bridges_after_the_headers_is_its_own(records):
         ),
     ]
     assert components.SYNC_STREAM not in record.extra
+
+
+def test_what_an_async_iterator_bridges_after_the_headers_is_its_own(records):
+    """Only a synchronous iterator under ASGI is read by Django's own
+    sync_to_async(list): an asynchronous one's sync_to_async(list), after the
+    headers and after the view, names the list it bridges."""
+    listed_by_the_iterator(records, "/listing-stream/")
+
+
+@pytest.mark.parametrize("path", ["/listing-stream/", "/listing-iterator-stream/"])
+def test_an_async_iterator_of_the_applications_is_no_static_files_handlers(records, path):
+    """With django.contrib.staticfiles' handlers loaded (daphne's runserver,
+    an asgi.py that serves static files), an async body's sync_to_async(list)
+    after the headers is still the application's iterator's own, 'other'
+    and list: an async generator of its own (its code is no constant of
+    ASGIStaticFilesHandler.get_response_async) and an async iterator of a
+    class of its own (no generator, not asked) are not the handler's, whose
+    reading of a file is ASGIStaticFilesHandler.get_response_async."""
+    import django.contrib.staticfiles.handlers  # noqa: F401 - loaded, as where it serves
+
+    listed_by_the_iterator(records, path)
 
 
 @pytest.mark.skipif(django.VERSION < (5, 1), reason="user_passes_test of async views: Django 5.1")
