@@ -297,6 +297,40 @@ def test_djangos_log_response_in_a_thread_of_the_applications_is_no_bridge_of_th
     ]
 
 
+def test_the_key_asks_for_the_handlers_bridge_of_a_plain_function_outside_the_view_only(
+    records, monkeypatch
+):
+    """Resolver.key works out whether Django's handler bridged the crossing
+    (_handlers_function) only where that can name it: a plain function (a
+    bound method never is response_for_exception or log_response) outside
+    the view (the view's own bridge of either is the view's), as that runs
+    for every crossing described afresh: not for the middleware's methods
+    nor for the view's own bridges of both functions."""
+    with project() as (asgi, _wsgi):
+        results = [run_asgi(asgi, path) for path in ("/nope/", "/error-handling/")]
+    assert [result.status for result in results] == [404, 200]
+    asked = []
+    handlers_function = components._handlers_function
+
+    def noting(crossing):
+        asked.append(crossing.func.__name__)
+        return handlers_function(crossing)
+
+    monkeypatch.setattr(components, "_handlers_function", noting)
+    keys = {}
+    for record in records:
+        asked.clear()
+        for crossing in record.crossings:
+            assert components.resolve.key(crossing, record) is not None
+        keys[record.attributes["url.path"]] = list(asked)
+    # Django 4.2 bridges the bound Signal.send, later ones a closure.
+    signal = ["sync_send"] if ASYNC_SIGNALS else []
+    assert keys == {
+        "/nope/": [*signal, "response_for_exception", "log_response"],
+        "/error-handling/": signal,
+    }
+
+
 def test_a_view_called_again_by_a_retrying_middleware_is_the_views_again(records):
     """A middleware that calls get_response twice has the view called twice:
     what the view bridges is the view's both times, the middleware's own
