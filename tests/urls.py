@@ -31,6 +31,7 @@ urlpatterns = [
     path("file/", views.file_view),
     path("thread-insensitive/", views.thread_insensitive_view),
     path("listing-stream/", views.listing_stream_view),
+    path("bridged-sync-stream/", views.bridged_sync_stream_view),
     path("listing-iterator-stream/", views.listing_iterator_stream_view),
     path("made/", views.made_view),
     path("cached-staff/", views.cached_staff_view),

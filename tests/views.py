@@ -365,6 +365,25 @@ async def listing_iterator_stream_view(request):
     return StreamingHttpResponse(_Rows())
 
 
+def bridged_sync_stream_view(request):
+    """A body from a sync iterator that, after the headers, bridges back to
+    the loop (async_to_sync) for rows it reads there in a sync_to_async(list)
+    and an asyncio.to_thread(list) of its own: neither is Django's reading of
+    the iterator."""
+    import asyncio
+
+    from django.http import StreamingHttpResponse
+
+    async def rows():
+        first = await sync_to_async(list)(iter([b"a"]))
+        return first + await asyncio.to_thread(list, iter([b"b"]))
+
+    def body():
+        yield from async_to_sync(rows)()
+
+    return StreamingHttpResponse(body())
+
+
 def _made_view():
     """A view made by a factory: a closure over the helper it bridges."""
 

@@ -23,6 +23,14 @@ SHIPPED = ["Security", "Session", "Common", "Csrf", "Authentication", "Message"]
 ASYNC_SIGNALS = hasattr(Signal, "asend")
 USER_PASSES_TEST = "user_passes_test" if sys.version_info >= (3, 11) else "decorator"
 SIGNAL = "Signal.asend.<locals>.sync_send" if hasattr(Signal, "asend") else "Signal.send"
+#: Django closing a streaming response under ASGI, after the headers.
+STREAM_CLOSED = (
+    "sync_to_async",
+    "HttpResponseBase.close",
+    "response",
+    "StreamingHttpResponse.close",
+    False,
+)
 
 
 def described(record):
@@ -128,14 +136,40 @@ def test_asgi_sync_stream_is_named_after_the_response_reading_it(records):
         ("sync_to_async", SIGNAL, "signal", "request_started", True),
         ("sync_to_async", "list", "view", "listed_then_streamed_view", True),
         ("sync_to_async", "list", "response", "StreamingHttpResponse.__aiter__", False),
-        (
-            "sync_to_async",
-            "HttpResponseBase.close",
-            "response",
-            "StreamingHttpResponse.close",
-            False,
-        ),
+        STREAM_CLOSED,
     ]
+
+
+def test_a_sync_streams_own_bridges_back_are_not_djangos_reading_of_it(records):
+    """A synchronous body that bridges to the loop (async_to_sync) and reads
+    rows there in a sync_to_async(list) of its own, after the headers, is
+    no reading of the iterator by Django: under ASGI that is the one
+    sync_to_async(list) its __aiter__ makes, from the loop (no crossing
+    around it), and the body's own list is nested in the body's
+    async_to_sync; under WSGI Django makes none. Each is 'other' and list,
+    as the body's asyncio.to_thread(list) is."""
+    with project("none") as (asgi, wsgi):
+        results = [
+            run_asgi(asgi, "/bridged-sync-stream/"),
+            wsgi_request(wsgi, "/bridged-sync-stream/"),
+        ]
+    assert [(results[0].body, results[1].status)] == [(b"ab", 200)]
+    asgi_record, wsgi_record = records
+    rows = "bridged_sync_stream_view.<locals>.rows"
+    bodys_own = [
+        ("async_to_sync", rows, "other", rows, False),
+        ("sync_to_async", "list", "other", "list", False),
+        ("asyncio.to_thread", "list", "other", "list", False),
+    ]
+    view = "bridged_sync_stream_view"
+    assert described(asgi_record) == [
+        ("sync_to_async", SIGNAL, "signal", "request_started", True),
+        ("sync_to_async", view, "view", view, True),
+        ("sync_to_async", "list", "response", "StreamingHttpResponse.__aiter__", False),
+        *bodys_own,
+        STREAM_CLOSED,
+    ]
+    assert described(wsgi_record) == bodys_own
 
 
 def test_wsgi_async_stream_is_named_after_the_response_reading_it(records):
@@ -629,13 +663,7 @@ def listed_by_the_iterator(records, path):
     assert described(record) == [
         ("sync_to_async", SIGNAL, "signal", "request_started", True),
         ("sync_to_async", "list", "other", "list", False),
-        (
-            "sync_to_async",
-            "HttpResponseBase.close",
-            "response",
-            "StreamingHttpResponse.close",
-            False,
-        ),
+        STREAM_CLOSED,
     ]
     assert components.SYNC_STREAM not in record.extra
 

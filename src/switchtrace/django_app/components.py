@@ -304,8 +304,15 @@ def _sync_stream(crossing: Crossing, record: RequestRecord) -> str | Component |
     response's class, whose ``__aiter__`` did, or the static files handler).
     Request code calling ``sync_to_async(list)`` itself (on a queryset, say)
     does so before the headers, or inside an asynchronous iterator (not this
-    case, but for the static files handler's, which is Django's)."""
-    if crossing.func is not list or crossing.before_headers or crossing.bridge is None:
+    case, but for the static files handler's, which is Django's), or inside
+    the synchronous iterator, in an ``async_to_sync`` of its own: nested in
+    a crossing, where Django's, made from the loop, is not."""
+    if (
+        crossing.func is not list
+        or crossing.before_headers
+        or crossing.bridge is None
+        or crossing.parent is not None
+    ):
         return None
     return record.extra.get(SYNC_STREAM)
 
