@@ -58,6 +58,10 @@ SITE = {
         "from fresh_settings import *\n"
         'MIDDLEWARE = [*MIDDLEWARE, "fresh_urls.RecoveringMiddleware"]\n'
     ),
+    "redirecting_settings.py": (
+        "from fresh_settings import *\n"
+        'MIDDLEWARE = [*MIDDLEWARE, "fresh_urls.LoginRedirectMiddleware"]\n'
+    ),
     "file_export_settings.py": (
         "import os\nfrom fresh_settings import *\n"
         'SWITCHTRACE = {"ENABLED": True, "FILE_PATH": os.environ["TRACES"]}\n'
@@ -86,6 +90,16 @@ SITE = {
         "def denied(request):\n"
         "    from django.core.exceptions import PermissionDenied\n"
         "\n"
+        '    raise PermissionDenied("not yours")\n'
+        "\n"
+        "\n"
+        "def bridging_denied(request):\n"
+        "    import asyncio\n"
+        "\n"
+        "    from asgiref.sync import async_to_sync\n"
+        "    from django.core.exceptions import PermissionDenied\n"
+        "\n"
+        "    async_to_sync(asyncio.sleep)(0)\n"
         '    raise PermissionDenied("not yours")\n'
         "\n"
         "\n"
@@ -138,6 +152,17 @@ SITE = {
         "        return None\n"
         "\n"
         "\n"
+        "class LoginRedirectMiddleware:\n"
+        "    def __init__(self, get_response):\n"
+        "        self.get_response = get_response\n"
+        "\n"
+        "    def __call__(self, request):\n"
+        "        response = self.get_response(request)\n"
+        "        if response.status_code == 403:\n"
+        '            return HttpResponseRedirect("/sync/")\n'
+        "        return response\n"
+        "\n"
+        "\n"
         "from django.contrib.auth.signals import user_logged_out  # noqa: E402\n"
         "\n"
         "user_logged_out.connect(on_logged_out)\n"
@@ -151,6 +176,7 @@ SITE = {
         '    path("moved/", moved),\n'
         '    path("raise/", raising),\n'
         '    path("denied/", denied),\n'
+        '    path("bridging-denied/", bridging_denied),\n'
         '    path("bridges/", bridges),\n'
         "]\n"
     ),
@@ -405,6 +431,39 @@ def test_a_view_that_raised_into_process_exception_takes_the_exception_paths_swi
         "  measured: 14 switches, 14 hops, 0 loops (as predicted, with 2 of the conditional "
         "switches listed above)",
         "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
+    ]
+
+
+def test_a_raising_views_error_response_that_a_middleware_replaced_takes_the_exception_paths(
+    tmp_path,
+):
+    """A view raising PermissionDenied, whose 403 a middleware below
+    switchtrace's turns into a redirect to a login page: under ASGI
+    process_exception_by_middleware and response_for_exception, each in
+    sync_to_async, are conditional switches the prediction lists (not the
+    logging of a 4xx, as the response is a 302). Nothing is named as the
+    code's own: explain's own notes of what Django did keep Django's names."""
+    args = ["--url", "/denied/", "--measure"]
+    out = explain("switchtrace", args, "redirecting_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert measured(out) == [
+        "  measured: 16 switches, 16 hops, 0 loops, of a 302 Found response (as predicted, "
+        "with 4 of the conditional switches listed above)",
+        "  measured: 0 switches, 0 hops, 0 loops, of a 302 Found response (as predicted)",
+    ]
+    assert not any(line.startswith(NOT_PREDICTED) for line in out.stdout.splitlines())
+    # The same with a bridge call of the view's own before it raises: that
+    # call alone is named as not in the prediction.
+    args = ["--url", "/bridging-denied/", "--measure"]
+    out = explain("switchtrace", args, "redirecting_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)] == [
+        "  measured: 18 switches, 18 hops, 0 loops, of a 302 Found response (DIFFERS from the "
+        "prediction)",
+        f"{NOT_PREDICTED}sleep 2",
+        "  measured: 2 switches, 2 hops, 1 loop, of a 302 Found response (DIFFERS from the "
+        "prediction)",
+        f"{NOT_PREDICTED}sleep 2",
     ]
 
 

@@ -406,7 +406,7 @@ FULL = {
         "asgi",
         ["AsyncExceptionMiddleware", "OldStyle"],
         "/raise/",
-        ("raised", "error"),
+        ("raised", "exception", "error"),
     ),
     "startproject-asgi": ("asgi", "startproject", "/sync/", ()),
     # Made sync-only, SessionMiddleware saves 2 of its 4 (XFrameOptionsMiddleware

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -343,6 +344,9 @@ class _Seen:
             self.view_called = True
             return make_view_atomic(view)
 
+        # Django bridges this one (sync_to_async under ASGI): wraps keeps it
+        # named as what it stands for.
+        @functools.wraps(process_exception)
         def exception_noted(exception: Any, request: Any) -> Any:
             self.view_raised = True
             return process_exception(exception, request)
@@ -506,6 +510,9 @@ def _render_measured(
         if (c.when != "template" or measured.template)
         and (c.when != "stream" or measured.streams)
         and (c.when != "raised" or measured.view_raised)
+        # The view's exception became a response, which a middleware above
+        # replaced with this one (a 403 redirected to a login page).
+        and (c.when != "exception" or measured.view_raised)
         and c.when != "error"  # (a status below 400 here)
         and c.when != "body"  # (a GET, without a body)
     ]

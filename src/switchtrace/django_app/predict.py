@@ -42,7 +42,9 @@ class Cause:
     middleware: str = ""
     #: For a conditional cause, what kind of request makes it: "template" (a
     #: TemplateResponse), "stream" (a streaming response, of the iterator kind
-    #: that costs on this server), "raised" (the view raised), "error" (a
+    #: that costs on this server), "raised" (the view raised), "exception"
+    #: (an exception became the response: the view raised and no
+    #: process_exception answered, or no view was found), "error" (a
     #: response of 400 or more) or "body" (a request body too large to keep in
     #: memory: ``switches`` for each body message past the limit).
     when: str = ""
@@ -415,7 +417,7 @@ def predict(
                 "when an exception becomes the response (the view raised, a 404): "
                 "response_for_exception runs in sync_to_async",
                 2,
-                when="error",
+                when="exception",
             ),
             Cause("a 4xx or 5xx response is logged through sync_to_async", 2, when="error"),
         ]
