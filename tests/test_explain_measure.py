@@ -139,6 +139,15 @@ SITE = {
         '    raise Recovered("answered by RecoveringMiddleware")\n'
         "\n"
         "\n"
+        "def bridging_recovered(request):\n"
+        "    import asyncio\n"
+        "\n"
+        "    from asgiref.sync import async_to_sync\n"
+        "\n"
+        "    async_to_sync(asyncio.sleep)(0)\n"
+        '    raise Recovered("answered by RecoveringMiddleware")\n'
+        "\n"
+        "\n"
         "class RecoveringMiddleware:\n"
         "    def __init__(self, get_response):\n"
         "        self.get_response = get_response\n"
@@ -172,6 +181,7 @@ SITE = {
         '    path("signalling/", signalling),\n'
         '    path("one-bridge/", one_bridge),\n'
         '    path("recovered/", recovered),\n'
+        '    path("bridging-recovered/", bridging_recovered),\n'
         '    path("orders/9/", missing),\n'
         '    path("moved/", moved),\n'
         '    path("raise/", raising),\n'
@@ -431,6 +441,19 @@ def test_a_view_that_raised_into_process_exception_takes_the_exception_paths_swi
         "  measured: 14 switches, 14 hops, 0 loops (as predicted, with 2 of the conditional "
         "switches listed above)",
         "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
+    ]
+    # The same with a bridge call of the view's own before it raises: no
+    # exception became the response (process_exception answered), so
+    # response_for_exception's 2 conditional switches are not taken for the
+    # view's 2: that call is named as not in the prediction.
+    args = ["--url", "/bridging-recovered/", "--measure"]
+    out = explain("switchtrace", args, "recovering_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)] == [
+        "  measured: 16 switches, 16 hops, 0 loops (DIFFERS from the prediction)",
+        f"{NOT_PREDICTED}sleep 2",
+        "  measured: 2 switches, 2 hops, 1 loop (DIFFERS from the prediction)",
+        f"{NOT_PREDICTED}sleep 2",
     ]
 
 

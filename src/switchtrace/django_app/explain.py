@@ -176,6 +176,9 @@ class Measured:
     #: Whether the view raised (process_exception_by_middleware ran): a
     #: middleware's process_exception may still answer below 400.
     view_raised: bool = False
+    #: Whether the view's exception became a response (Django's
+    #: response_for_exception): it raised and no process_exception answered.
+    exception_response: bool = False
     #: A TemplateResponse.
     template: bool = False
     #: A streaming response whose iterator costs switches on this server (a
@@ -262,6 +265,7 @@ def measure(server: str, url: str, host: str) -> Measured:
         said,
         view_called=seen.view_called,
         view_raised=seen.view_raised,
+        exception_response=seen.view_raised and not seen.exception_answered,
         template=isinstance(response, SimpleTemplateResponse),
         # Of the iterator kind that costs on this server (see predict).
         streams=streaming and bool(getattr(response, "is_async", False)) == (server == "wsgi"),
@@ -324,9 +328,10 @@ def _in_thread(serve: Callable[[], tuple[int | None, bool]], url: str, server: s
 class _Seen:
     """What a measured request's handler did: the response its get_response
     made, whether it called the view (every process_view let it through:
-    Django makes the view atomic just before calling it), and whether the
+    Django makes the view atomic just before calling it), whether the
     view raised (Django hands the exception to the middleware's
-    process_exception). Noted by methods set on the handler instance, not by
+    process_exception), and whether a process_exception answered it (else
+    the exception becomes the response). Noted by methods set on the handler instance, not by
     a subclass: Django sends the request signals with the handler's class as
     sender, which must stay its own."""
 
@@ -334,6 +339,7 @@ class _Seen:
         self.response: Any = None
         self.view_called = False
         self.view_raised = False
+        self.exception_answered = False
 
     def watch(self, handler: Any, get_response: str) -> Any:
         original = getattr(handler, get_response)
@@ -349,7 +355,11 @@ class _Seen:
         @functools.wraps(process_exception)
         def exception_noted(exception: Any, request: Any) -> Any:
             self.view_raised = True
-            return process_exception(exception, request)
+            response = process_exception(exception, request)
+            # A process_exception's response: no exception became the
+            # response (one that raises instead has its exception do so).
+            self.exception_answered = response is not None
+            return response
 
         async def noted_async(request: Any) -> Any:
             self.response = await original(request)
@@ -511,8 +521,9 @@ def _render_measured(
         and (c.when != "stream" or measured.streams)
         and (c.when != "raised" or measured.view_raised)
         # The view's exception became a response, which a middleware above
-        # replaced with this one (a 403 redirected to a login page).
-        and (c.when != "exception" or measured.view_raised)
+        # replaced with this one (a 403 redirected to a login page); not
+        # when a process_exception answered instead.
+        and (c.when != "exception" or measured.exception_response)
         and c.when != "error"  # (a status below 400 here)
         and c.when != "body"  # (a GET, without a body)
     ]
