@@ -328,12 +328,12 @@ def _in_thread(serve: Callable[[], tuple[int | None, bool]], url: str, server: s
 class _Seen:
     """What a measured request's handler did: the response its get_response
     made, whether it called the view (every process_view let it through:
-    Django makes the view atomic just before calling it), whether the
-    view raised (Django hands the exception to the middleware's
+    Django makes the view atomic just before calling it), whether the view
+    raised (Django hands the exception to the middleware's
     process_exception), and whether a process_exception answered it (else
-    the exception becomes the response). Noted by methods set on the handler instance, not by
-    a subclass: Django sends the request signals with the handler's class as
-    sender, which must stay its own."""
+    the exception becomes the response). Noted by methods set on the
+    handler instance, not by a subclass: Django sends the request signals
+    with the handler's class as sender, which must stay its own."""
 
     def __init__(self) -> None:
         self.response: Any = None
