@@ -153,7 +153,7 @@ def test_a_sync_streams_own_bridges_back_are_not_djangos_reading_of_it(records):
             run_asgi(asgi, "/bridged-sync-stream/"),
             wsgi_request(wsgi, "/bridged-sync-stream/"),
         ]
-    assert [(results[0].body, results[1].status)] == [(b"ab", 200)]
+    assert [(result.status, result.body) for result in results] == [(200, b"ab")] * 2
     asgi_record, wsgi_record = records
     rows = "bridged_sync_stream_view.<locals>.rows"
     bodys_own = [

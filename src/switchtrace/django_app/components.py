@@ -289,6 +289,8 @@ def _made_by_static_files_handler(iterator: Any) -> bool:
         # anything, on the request's path).
         return False
     code = iterator.ag_code
+    if code.co_name != "awrapper":  # the application's own generators, at once
+        return False
     # Not imported: not what made it (nothing to import on a request's path).
     handlers = sys.modules.get("django.contrib.staticfiles.handlers")
     if handlers is None:
