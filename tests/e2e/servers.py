@@ -1,7 +1,8 @@
 """Start real servers on loopback for the e2e tests: uvicorn, gunicorn (its
-sync, gthread and gevent workers under WSGI, uvicorn's worker under ASGI), hypercorn,
-granian (ASGI and WSGI, in worker processes multiprocessing forks), uWSGI
-(WSGI, in worker processes forked from C) and waitress (WSGI, on threads).
+sync, gthread and gevent workers under WSGI, its own and uvicorn's worker
+under ASGI), hypercorn, granian (ASGI and WSGI, in worker processes
+multiprocessing forks), uWSGI (WSGI, in worker processes forked from C) and
+waitress (WSGI, on threads).
 
 Each server's output goes to ``server.log`` beside its records."""
 
@@ -148,6 +149,22 @@ class Server:
                 f"--threads={threads}",
                 "project.wsgi:application",
             ]
+        elif kind == "gunicorn-asgi":
+            # gunicorn's own ASGI worker (gunicorn >= 24): its event loop in
+            # forked workers, uvloop's when installed (--asgi-loop auto).
+            command = [
+                str(bindir / "gunicorn"),
+                "project.asgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "asgi",
+                # Its "ASGI server listening" lines: see _wait_ready.
+                "--log-level",
+                "info",
+            ]
         elif kind.startswith("gunicorn-uvicorn"):
             # ASGI in gunicorn's forked workers: each runs uvicorn's server.
             command = [
@@ -189,9 +206,11 @@ class Server:
                 # the master, then gunicorn forks the workers.
                 command.append("--preload")
         # A line each worker logs once it serves (see _wait_ready).
-        self.started = {"granian": "Started worker-", "uwsgi": "spawned uWSGI worker "}.get(
-            kind.partition("-")[0]
-        )
+        self.started = {
+            "granian": "Started worker-",
+            "uwsgi": "spawned uWSGI worker ",
+            "gunicorn-asgi": "ASGI server listening on ",
+        }.get(kind if kind == "gunicorn-asgi" else kind.partition("-")[0])
         self.workers = workers if self.started else 0
         self.log = records.with_name("server.log")
         with self.log.open("ab") as log:
@@ -223,6 +242,10 @@ class Server:
             # SIGTERM while it still loads the application waits for
             # shutdown forever (granian 2.8, with or without switchtrace: the
             # main process's handler is still the one it has): wait for all.
+            # gunicorn's ASGI worker, too, misses a SIGTERM that comes before
+            # it has set its loop's handlers, and lasts until gunicorn kills
+            # it after --graceful-timeout (gunicorn 27.0, with or without
+            # switchtrace): wait for all there as well.
             if not self.workers or self.output().count(self.started) >= self.workers:
                 return
             time.sleep(0.1)

@@ -1,8 +1,8 @@
 """The issue's table, over real servers on loopback: uvicorn for ASGI, gunicorn
 (gthread workers, forked after the app is loaded in each worker) for WSGI;
-and for ASGI also gunicorn with uvicorn's worker (forked, with and without
---preload) and hypercorn, granian for both, and uWSGI and waitress for
-WSGI.
+and for ASGI also gunicorn's own ASGI worker and uvicorn's worker in
+gunicorn (forked, with and without --preload) and hypercorn, granian for
+both, and uWSGI and waitress for WSGI.
 
 Headers are read off the HTTP responses; request totals come from the records
 the servers write through a listener (tests/e2e/apps.py)."""
@@ -55,14 +55,21 @@ PRELOAD = {
     for (kind, variant, path), figures in {**TABLE, **MORE}.items()
     if kind == "gunicorn"
 }
-# ASGI under other servers: uvicorn's server in gunicorn's forked workers
-# (with --preload too: installed before fork()), hypercorn and granian. The
-# figures are Django's and asgiref's, whatever serves them.
+# ASGI under other servers: gunicorn's own ASGI worker, uvicorn's server in
+# gunicorn's forked workers (with --preload too: installed before fork()),
+# hypercorn and granian. The figures are Django's and asgiref's, whatever
+# serves them.
 OTHER_ASGI = {
     (other, variant, path): figures
     for (kind, variant, path), figures in {**TABLE, **MORE}.items()
     if kind == "uvicorn" and variant == "shipped"
-    for other in ("gunicorn-uvicorn", "gunicorn-uvicorn-preload", "hypercorn", "granian")
+    for other in (
+        "gunicorn-asgi",
+        "gunicorn-uvicorn",
+        "gunicorn-uvicorn-preload",
+        "hypercorn",
+        "granian",
+    )
 }
 # WSGI under granian: the view runs on threads Rust started, which Python
 # meets there first. Under uWSGI: in workers its master forks from C after
@@ -357,6 +364,7 @@ def _sigterm_after(
         ("gunicorn", 1),
         ("gunicorn-gevent", 1),
         ("gunicorn-sync", 1),
+        ("gunicorn-asgi", 17),
         ("gunicorn-uvicorn", 17),
         ("hypercorn", 17),
         ("granian", 17),
@@ -366,7 +374,8 @@ def _sigterm_after(
 def test_sigterm_right_after_a_request_loses_none_of_its_spans(kind, spans, tmp_path):
     """SIGTERM (docker compose stop, systemd, Kubernetes) while the request's
     spans still wait for their batch. gunicorn sends its workers SIGTERM: its
-    gthread workers exit through the exit hooks, which write them; uvicorn's
+    gthread workers, and its ASGI worker once its event loop has stopped,
+    exit through the exit hooks, which write them; uvicorn's
     worker raises the signal again with its default action after its
     graceful shutdown, as uvicorn does, unless a post_worker_init hook has
     set a handler (the example project's gunicorn.conf.py). hypercorn
@@ -399,6 +408,27 @@ def test_under_granian_wsgi_a_view_runs_on_a_thread_python_did_not_start(tmp_pat
     assert re.fullmatch(r"ThreadPoolExecutor-\d+_0", crossing["thread.name"])
     assert crossing["switchtrace.threads.started"] == "1"
     assert attributes["GET async/"]["switchtrace.threads_started"] == "1"
+
+
+def test_gunicorns_asgi_worker_stopped_by_sigint_loses_none_of_its_spans(tmp_path):
+    """gunicorn stopped by SIGINT (Ctrl-C) sends its workers SIGQUIT, which
+    its ASGI worker takes for an immediate shutdown: its event loop stops
+    and the worker exits through the exit hooks, which write the spans
+    still waiting for their batch (here a minute). (uvicorn's worker does
+    not act on SIGQUIT: gunicorn kills it after --graceful-timeout.)"""
+    server = Server(
+        "gunicorn-asgi",
+        "shipped",
+        tmp_path / "records.jsonl",
+        extra_env={"OTEL_BSP_SCHEDULE_DELAY": "60000"},
+    )
+    response = _sigint_once_recorded(server, "before-sigint", "/async-to-sync/")
+    assert figures(response) == (36, 36, 0, 1)
+    assert server.process.returncode == 0
+    spans = _trace_of(tmp_path / "traces.jsonl", "before-sigint")
+    assert len(spans) == 20
+    assert sum(span["name"] == "async_to_sync noop" for span in spans) == 3
+    assert "switchtrace" not in server.output()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGQUIT], ids=["sigint", "sigquit"])
