@@ -149,9 +149,11 @@ class Server:
                 f"--threads={threads}",
                 "project.wsgi:application",
             ]
-        elif kind == "gunicorn-asgi":
-            # gunicorn's own ASGI worker (gunicorn >= 24): its event loop in
-            # forked workers, uvloop's when installed (--asgi-loop auto).
+        elif kind == "gunicorn-asgi" or kind.startswith("gunicorn-uvicorn"):
+            # ASGI in gunicorn's forked workers: gunicorn's own ASGI worker
+            # (gunicorn >= 24; its event loop, uvloop's when installed), or
+            # uvicorn's server in each.
+            own = kind == "gunicorn-asgi"
             command = [
                 str(bindir / "gunicorn"),
                 "project.asgi:application",
@@ -160,24 +162,11 @@ class Server:
                 "--workers",
                 str(workers),
                 "--worker-class",
-                "asgi",
-                # Its "ASGI server listening" lines: see _wait_ready.
+                "asgi" if own else uvicorn_worker_class(),
+                # The ASGI worker's "ASGI server listening" lines: see
+                # _wait_ready.
                 "--log-level",
-                "info",
-            ]
-        elif kind.startswith("gunicorn-uvicorn"):
-            # ASGI in gunicorn's forked workers: each runs uvicorn's server.
-            command = [
-                str(bindir / "gunicorn"),
-                "project.asgi:application",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(workers),
-                "--worker-class",
-                uvicorn_worker_class(),
-                "--log-level",
-                "warning",
+                "info" if own else "warning",
             ]
             if kind == "gunicorn-uvicorn-preload":
                 command.append("--preload")
