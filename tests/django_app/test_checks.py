@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import pytest
 from django.core import checks
@@ -11,6 +12,8 @@ from django.test import override_settings
 from django.utils.deprecation import MiddlewareMixin
 
 from switchtrace.django_app.conf import MIDDLEWARE_PATH, Config, build_config
+
+from .test_predict import BUILTIN, builtin_stack
 
 BASE_MIDDLEWARE = [MIDDLEWARE_PATH, "tests.views.SyncOnlyMiddleware"]
 
@@ -1700,3 +1703,18 @@ def test_installed_apps_naming_switchtrace_instead_of_its_app_is_e011(tmp_path):
         "\tHINT: Replace 'switchtrace' with 'switchtrace.django_app' in INSTALLED_APPS.\n"
     ) in out.stderr
     assert "1 issue" in out.stderr
+
+
+@pytest.mark.parametrize("which", [*BUILTIN, "all"], ids=lambda p: p.rpartition(".")[2])
+def test_the_check_warns_of_each_middleware_django_ships_what_it_costs(which):
+    """switchtrace.W003 names each of Django's own middleware that costs
+    switches under ASGI, no other, and the switches its warnings give add
+    up to what the hooks cost (those of the remote-user middleware before
+    Django 5.2 only)."""
+    from switchtrace.django_app.checks import check_middleware_switches
+
+    middleware, cost = builtin_stack(which)
+    with override_settings(MIDDLEWARE=middleware):
+        warnings_ = check_middleware_switches()
+    assert [w.obj for w in warnings_] == [p for p in middleware if BUILTIN[p][1]]
+    assert sum(int(n) for w in warnings_ for n in re.findall(r"(\d+) more", w.msg)) == cost
