@@ -255,6 +255,90 @@ class BridgingMiddleware(AsyncOnly):
         return await self.get_response(request)
 
 
+class StructlogLike:
+    """django-structlog's RequestMiddleware (11.0): sync- and async-capable,
+    its own __acall__ bridging two of its synchronous methods every request
+    (4 switches under ASGI that no hook of MiddlewareMixin's makes)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        from asgiref.sync import iscoroutinefunction
+
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        from asgiref.sync import iscoroutinefunction
+
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        self.prepare(request)
+        response = self.get_response(request)
+        self.handle_response(request, response)
+        return response
+
+    async def __acall__(self, request):
+        from asgiref import sync
+
+        await sync.sync_to_async(self.prepare)(request)
+        response = await self.get_response(request)
+        await sync.sync_to_async(self.handle_response)(request, response)
+        return response
+
+    def prepare(self, request):
+        request.prepared = True
+
+    def handle_response(self, request, response):
+        response["X-Handled"] = "1"
+
+
+async def _bridge_str():
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(str)(1)
+
+
+class HelperBridgingMiddleware(AsyncOnly):
+    """Bridges in a function its code calls (as django-debug-toolbar's
+    __acall__ through get_show_toolbar): not looked into, not predicted."""
+
+    async def __call__(self, request):
+        await _bridge_str()
+        return await self.get_response(request)
+
+
+class BranchBridgingMiddleware(AsyncOnly):
+    """Bridges repr only for a request that asks (as django-axes does for a
+    locked-out client): a conditional cause that other requests do not take."""
+
+    async def __call__(self, request):
+        from asgiref.sync import sync_to_async
+
+        if "bridge" in request.GET:
+            await sync_to_async(repr)(1)
+        return await self.get_response(request)
+
+
+def note_order(request):
+    request.noted = True
+
+
+@async_only_middleware
+def bridging_function(get_response):
+    """A function middleware whose async middleware bridges a function of
+    its module."""
+    from asgiref.sync import sync_to_async
+
+    async def middleware(request):
+        await sync_to_async(note_order)(request)
+        return await get_response(request)
+
+    return middleware
+
+
 import logging  # noqa: E402
 
 shop_log = logging.getLogger("tests.shop")

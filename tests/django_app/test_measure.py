@@ -296,10 +296,11 @@ WITH_TWO = "(as predicted, with 2 of the conditional switches listed above)"
         ),
         # A stream costs by its kind of iterator on the server: an async one
         # under ASGI and a sync one under WSGI take no stream cause, so a
-        # middleware's own 2 switches are not taken for one.
+        # middleware's own 2 switches (in a function its code calls, which
+        # the prediction does not read) are not taken for one.
         (
             "/async-stream/",
-            [f"{SUPPORT}.BridgingMiddleware"],
+            [f"{SUPPORT}.HelperBridgingMiddleware"],
             [
                 "  measured: 6 switches, 6 hops, 0 loops (DIFFERS from the prediction)",
                 NOT_PREDICTED + "str 2",
@@ -309,7 +310,7 @@ WITH_TWO = "(as predicted, with 2 of the conditional switches listed above)"
         ),
         (
             "/sync-stream/",
-            [f"{SUPPORT}.BridgingMiddleware"],
+            [f"{SUPPORT}.HelperBridgingMiddleware"],
             [
                 "  measured: 10 switches, 10 hops, 0 loops (DIFFERS from the prediction)",
                 NOT_PREDICTED + "str 2",
@@ -317,15 +318,71 @@ WITH_TWO = "(as predicted, with 2 of the conditional switches listed above)"
                 NOT_PREDICTED + "str 2",
             ],
         ),
-        # A middleware's own sync_to_async, outside the view: named "other".
+        # A middleware's own sync_to_async in its async code: a conditional
+        # cause, taken for the crossing that bridged what it names.
         (
             "/sync/",
             [f"{SUPPORT}.BridgingMiddleware"],
+            [
+                "  measured: 8 switches, 8 hops, 0 loops (as predicted, with 2 of the "
+                "conditional switches listed above)",
+                "  measured: 6 switches, 6 hops, 1 loop (as predicted, with 2 of the "
+                "conditional switches listed above)",
+            ],
+        ),
+        # One in a function its code calls is not read: named "other".
+        (
+            "/sync/",
+            [f"{SUPPORT}.HelperBridgingMiddleware"],
             [
                 "  measured: 8 switches, 8 hops, 0 loops (DIFFERS from the prediction)",
                 NOT_PREDICTED + "str 2",
                 "  measured: 6 switches, 6 hops, 1 loop (DIFFERS from the prediction)",
                 NOT_PREDICTED + "str 2",
+            ],
+        ),
+        # The view's own bridge of str is not taken for the middleware's of
+        # repr, which this request does not make; with ?bridge it does, and
+        # only the view's is listed as not in the prediction.
+        (
+            "/one-bridge/",
+            [f"{SUPPORT}.BranchBridgingMiddleware"],
+            [
+                "  measured: 6 switches, 6 hops, 0 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+                "  measured: 8 switches, 8 hops, 1 loop (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+            ],
+        ),
+        (
+            "/one-bridge/?bridge",
+            [f"{SUPPORT}.BranchBridgingMiddleware"],
+            [
+                "  measured: 8 switches, 8 hops, 0 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+                "  measured: 10 switches, 10 hops, 1 loop (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+            ],
+        ),
+        # django-structlog's pattern: two bridges of its own every request.
+        (
+            "/sync/",
+            [f"{SUPPORT}.StructlogLike"],
+            [
+                "  measured: 10 switches, 10 hops, 0 loops (as predicted, with 4 of the "
+                "conditional switches listed above)",
+                "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
+            ],
+        ),
+        # A function middleware's async middleware, bridging a function.
+        (
+            "/sync/",
+            [f"{SUPPORT}.bridging_function"],
+            [
+                "  measured: 8 switches, 8 hops, 0 loops (as predicted, with 2 of the "
+                "conditional switches listed above)",
+                "  measured: 6 switches, 6 hops, 1 loop (as predicted, with 2 of the "
+                "conditional switches listed above)",
             ],
         ),
     ],

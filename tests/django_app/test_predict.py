@@ -615,3 +615,66 @@ def test_every_middleware_django_ships_costs_what_is_predicted(which, path, serv
         record.at_headers.context_switches,
         record.event_loops_created,
     ) == expected
+
+
+def _line_in(code, text: str) -> int:
+    """The line of ``code``'s source (a class, a function) that holds ``text``."""
+    import inspect
+
+    lines, first = inspect.getsourcelines(code)
+    [line] = [first + n for n, source in enumerate(lines) if text in source]
+    return line
+
+
+def test_the_bridges_of_a_middlewares_own_async_code_are_read_from_its_code():
+    """Each sync_to_async call site in the async code a middleware runs
+    itself, and what it bridges, named as the headers name it: a method of
+    its own (as django-structlog's RequestMiddleware bridges prepare and
+    handle_response), a builtin, a function of its module from a function
+    middleware; in a branch too (as django-axes' for a locked-out client).
+    Not Django's MiddlewareMixin (whose hooks the model counts), nor a
+    function the code calls that bridges in turn (as django-debug-toolbar's
+    get_show_toolbar)."""
+    import sys
+
+    from django.contrib.sessions.middleware import SessionMiddleware
+
+    from switchtrace.django_app.predict import OwnBridge, own_bridges
+
+    from .. import test_predict_support as support
+
+    def where(qualname: str) -> str:  # Python 3.10's code objects have no qualname
+        return qualname if sys.version_info >= (3, 11) else qualname.rpartition(".")[2]
+
+    structlog = support.StructlogLike
+    assert own_bridges(structlog) == [
+        OwnBridge(
+            where("StructlogLike.__acall__"),
+            _line_in(structlog, "(self.prepare)"),
+            "StructlogLike.prepare",
+        ),
+        OwnBridge(
+            where("StructlogLike.__acall__"),
+            _line_in(structlog, "(self.handle_response)"),
+            "StructlogLike.handle_response",
+        ),
+    ]
+    bridging = support.BridgingMiddleware
+    assert own_bridges(bridging) == [
+        OwnBridge(where("BridgingMiddleware.__call__"), _line_in(bridging, "(str)"), "str")
+    ]
+    branch = support.BranchBridgingMiddleware
+    assert own_bridges(branch) == [
+        OwnBridge(where("BranchBridgingMiddleware.__call__"), _line_in(branch, "(repr)"), "repr")
+    ]
+    function = support.bridging_function
+    assert own_bridges(function) == [
+        OwnBridge(
+            where("bridging_function.<locals>.middleware"),
+            _line_in(function, "(note_order)"),
+            "note_order",
+        )
+    ]
+    assert own_bridges(support.HelperBridgingMiddleware) == []
+    assert own_bridges(support.AsyncOnly) == []
+    assert own_bridges(SessionMiddleware) == []

@@ -514,10 +514,15 @@ def _render_measured(
             "before the view ran; measure a --url that reaches the view"
         )
     status = "" if measured.status < 300 else f", of a {response} response"
+    unmodelled = _unmodelled(record)
+    # A middleware's own bridge is taken only as often as its code was
+    # bridged, by name (among the crossings no modelled component made).
+    bridged = dict(unmodelled)
     applicable = [
         c
         for c in prediction.conditional
-        if (c.when != "template" or measured.template)
+        if (c.when != "bridges" or _take(bridged, c))
+        and (c.when != "template" or measured.template)
         and (c.when != "stream" or measured.streams)
         and (c.when != "raised" or measured.view_raised)
         # The view's exception became a response, which a middleware above
@@ -541,14 +546,24 @@ def _render_measured(
     else:
         verdict = "as predicted"
     out.write(f"  measured: {figures}{status} ({verdict})\n")
-    unmodelled = _unmodelled(record) if extra is None else []
-    if unmodelled:
+    # Those a middleware's own bridge listed above accounts for aside.
+    unmodelled = [(name, switches) for name, switches in bridged.items() if switches]
+    if unmodelled and extra is None:
         out.write(
             "  not in the prediction, bridge calls the code makes itself (a view's, a "
             "middleware's or a package's own): "
             + ", ".join(f"{name} {switches}" for name, switches in unmodelled)
             + "\n"
         )
+
+
+def _take(bridged: dict[str, int], cause: Cause) -> bool:
+    """Whether the crossings left ``bridged`` (switches by the name of the
+    code bridged) hold one of ``cause``'s; if so it is taken from them."""
+    if bridged.get(cause.bridged, 0) < cause.switches:
+        return False
+    bridged[cause.bridged] -= cause.switches
+    return True
 
 
 def _unmodelled(record: RequestRecord) -> list[tuple[str, int]]:

@@ -15,7 +15,11 @@ thread); one made inside finds the outer loop.
 
 from __future__ import annotations
 
+import builtins
+import dis
+import inspect
 from dataclasses import dataclass, field
+from types import BuiltinFunctionType, CodeType, FunctionType
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
@@ -46,8 +50,12 @@ class Cause:
     #: (an exception became the response: the view raised and no
     #: process_exception answered, or no view was found), "error" (a
     #: response of 400 or more) or "body" (a request body too large to keep in
-    #: memory: ``switches`` for each body message past the limit).
+    #: memory: ``switches`` for each body message past the limit) or
+    #: "bridges" (a middleware's own async code bridging ``bridged``).
     when: str = ""
+    #: For a "bridges" cause, the bridged callable's name as the headers and
+    #: spans name it ("" when the code does not say).
+    bridged: str = ""
 
 
 @dataclass
@@ -98,6 +106,123 @@ def _receivers(signal: Any, sender: Any) -> tuple[bool, bool]:
         sync, asynchronous = live
         return bool(sync), bool(asynchronous)
     return bool(live), False  # Django 4.2: every receiver is synchronous
+
+
+#: The names a middleware's async code calls asgiref's sync_to_async by
+#: (Channels' database_sync_to_async is one).
+BRIDGE_NAMES = frozenset({"sync_to_async", "SyncToAsync", "database_sync_to_async"})
+_FIRST_LOADS = frozenset(
+    {"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME", "LOAD_CLASSDEREF"}
+)
+_ATTR_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_BRIDGE_LOADS = _FIRST_LOADS | _ATTR_LOADS
+
+
+@dataclass(frozen=True)
+class OwnBridge:
+    """A ``sync_to_async`` call site in a middleware's own async code."""
+
+    #: Where: the function's qualified name and the line.
+    where: str
+    line: int
+    #: What it bridges, named as the headers and spans name it ("" when the
+    #: code does not say: a callable it was handed, or computed).
+    bridged: str
+
+
+def own_bridges(middleware: Any) -> list[OwnBridge]:
+    """The ``sync_to_async`` call sites in the async code a middleware runs
+    itself: an async ``__acall__`` or ``__call__`` of its own (not
+    ``MiddlewareMixin``'s, whose hooks the model counts), or the async
+    functions a function middleware's factory defines. Each costs 2
+    switches every time it runs, under ASGI (and under WSGI inside an
+    async-only middleware). Read from the bytecode, not run: a call site in
+    a branch counts as one that runs, one in a loop as one call; a function
+    the code calls that bridges in turn (django-debug-toolbar's
+    ``get_show_toolbar``) is not looked into."""
+    from django.utils.deprecation import MiddlewareMixin
+
+    if isinstance(middleware, type):
+        owner: type | None = middleware
+        functions = []
+        for name in ("__acall__", "__call__"):
+            function = inspect.getattr_static(middleware, name, None)
+            if function is None or function is getattr(MiddlewareMixin, name, None):
+                continue
+            if inspect.iscoroutinefunction(function):
+                functions.append(function)
+                break
+    else:
+        owner, functions = None, [middleware]
+    sites: list[OwnBridge] = []
+    for function in functions:
+        code = getattr(function, "__code__", None)
+        if isinstance(code, CodeType):
+            namespace = getattr(function, "__globals__", {})
+            _bridge_sites(code, owner, namespace, inspect.iscoroutinefunction(function), sites)
+    return sites
+
+
+def _bridge_sites(
+    code: CodeType, owner: type | None, namespace: dict, is_async: bool, sites: list[OwnBridge]
+) -> None:
+    """Appends the bridge call sites of ``code`` (if it is a coroutine's) and
+    of the functions defined in it."""
+    if is_async:
+        instructions = list(dis.get_instructions(code))
+        starts = dict(dis.findlinestarts(code))
+        line = code.co_firstlineno
+        for n, instruction in enumerate(instructions):
+            line = starts.get(instruction.offset) or line
+            if instruction.opname in _BRIDGE_LOADS and instruction.argval in BRIDGE_NAMES:
+                bridged = _bridged(instructions[n + 1 :], code, owner, namespace)
+                where = getattr(code, "co_qualname", code.co_name)  # Python 3.10: no qualname
+                sites.append(OwnBridge(where, line, bridged))
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            _bridge_sites(
+                const, owner, namespace, bool(const.co_flags & inspect.CO_COROUTINE), sites
+            )
+
+
+def _bridged(
+    following: list[dis.Instruction], code: CodeType, owner: type | None, namespace: dict
+) -> str:
+    """The name of what a ``sync_to_async`` call site bridges, from the
+    loads of its first argument (``self.prepare``, ``get_lockout_response``,
+    ``str``); "" when it is anything else."""
+    chain: list[str] = []
+    for instruction in following:
+        if instruction.opname in ("PUSH_NULL", "CACHE", "NOP", "EXTENDED_ARG"):
+            continue
+        if not chain and instruction.opname in _FIRST_LOADS:
+            chain.append(str(instruction.argval))
+        elif chain and instruction.opname in _ATTR_LOADS:
+            chain.append(str(instruction.argval))
+        else:
+            break
+    if not chain:
+        return ""
+    first = chain[0]
+    receiver = code.co_varnames[0] if code.co_argcount else None
+    if owner is not None and first == receiver and len(chain) > 1:
+        target: Any = inspect.getattr_static(owner, chain[1], None)
+        rest = chain[2:]
+        if target is None:
+            return ""  # an instance attribute: what it holds is known when it runs
+    elif first in namespace:
+        target, rest = namespace[first], chain[1:]
+    elif hasattr(builtins, first):
+        target, rest = getattr(builtins, first), chain[1:]
+    else:
+        return ""  # a local or an argument: a callable the code was handed
+    for attribute in rest:  # read without running code of the project's
+        target = inspect.getattr_static(target, attribute, None)
+    if isinstance(target, (classmethod, staticmethod)):
+        target = target.__func__
+    if isinstance(target, (FunctionType, BuiltinFunctionType, type)):
+        return target.__qualname__
+    return ""  # a partial, a callable object: named by what it holds
 
 
 def middleware_modes(
@@ -382,6 +507,21 @@ def predict(
                     loops=region_loops,
                     middleware=path,
                     when="raised",
+                )
+            )
+    for path, cls, is_async_mode, _adapter in chain:
+        if not is_async_mode:
+            continue  # Django calls it synchronously: its async code does not run
+        name = _short(path)
+        for site in own_bridges(cls):
+            conditional.append(
+                Cause(
+                    f"when {name}'s own async code reaches its sync_to_async of "
+                    f"{site.bridged or 'a callable'} ({site.where}, line {site.line})",
+                    2,
+                    middleware=path,
+                    when="bridges",
+                    bridged=site.bridged,
                 )
             )
     if is_async:
