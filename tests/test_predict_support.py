@@ -260,32 +260,35 @@ class StructlogLike:
     its own __acall__ bridging two of its synchronous methods every request
     (4 switches under ASGI that no hook of MiddlewareMixin's makes)."""
 
-    sync_capable = True
-    async_capable = True
+    sync_capable = async_capable = True
 
     def __init__(self, get_response):
         from asgiref.sync import iscoroutinefunction
 
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
+        self.get_response, self.is_async = get_response, iscoroutinefunction(get_response)
+        if self.is_async:
             markcoroutinefunction(self)
 
     def __call__(self, request):
-        from asgiref.sync import iscoroutinefunction
-
-        if iscoroutinefunction(self):
+        if self.is_async:
             return self.__acall__(request)
         self.prepare(request)
-        response = self.get_response(request)
-        self.handle_response(request, response)
-        return response
+        return self.finish(request, self.get_response(request))
 
     async def __acall__(self, request):
         from asgiref import sync
 
         await sync.sync_to_async(self.prepare)(request)
-        response = await self.get_response(request)
-        await sync.sync_to_async(self.handle_response)(request, response)
+        return await self.afinish(request, await self.get_response(request))
+
+    async def afinish(self, request, response):
+        """A helper of its own async code: read too."""
+        from asgiref import sync
+
+        return await sync.sync_to_async(self.finish)(request, response)
+
+    def finish(self, request, response):
+        self.handle_response(request, response)
         return response
 
     def prepare(self, request):

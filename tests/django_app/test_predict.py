@@ -630,8 +630,9 @@ def test_the_bridges_of_a_middlewares_own_async_code_are_read_from_its_code():
     """Each sync_to_async call site in the async code a middleware runs
     itself, and what it bridges, named as the headers name it: a method of
     its own (as django-structlog's RequestMiddleware bridges prepare and
-    handle_response), a builtin, a function of its module from a function
-    middleware; in a branch too (as django-axes' for a locked-out client).
+    handle_response), in an async helper method too, a builtin, a function
+    of its module from a function middleware; in a branch too (as
+    django-axes' for a locked-out client).
     Not Django's MiddlewareMixin (whose hooks the model counts), nor a
     function the code calls that bridges in turn (as django-debug-toolbar's
     get_show_toolbar)."""
@@ -654,9 +655,9 @@ def test_the_bridges_of_a_middlewares_own_async_code_are_read_from_its_code():
             "StructlogLike.prepare",
         ),
         OwnBridge(
-            where("StructlogLike.__acall__"),
-            _line_in(structlog, "(self.handle_response)"),
-            "StructlogLike.handle_response",
+            where("StructlogLike.afinish"),
+            _line_in(structlog, "(self.finish)"),
+            "StructlogLike.finish",
         ),
     ]
     bridging = support.BridgingMiddleware

@@ -132,26 +132,33 @@ class OwnBridge:
 
 def own_bridges(middleware: Any) -> list[OwnBridge]:
     """The ``sync_to_async`` call sites in the async code a middleware runs
-    itself: an async ``__acall__`` or ``__call__`` of its own (not
-    ``MiddlewareMixin``'s, whose hooks the model counts), or the async
-    functions a function middleware's factory defines. Each costs 2
+    itself: the async methods of its class (``__acall__``, an async
+    ``__call__``, the helpers they call; not ``MiddlewareMixin``'s, whose
+    hooks the model counts), or the async functions a function
+    middleware's factory defines. Each costs 2
     switches every time it runs, under ASGI (and under WSGI inside an
     async-only middleware). Read from the bytecode, not run: a call site in
-    a branch counts as one that runs, one in a loop as one call; a function
-    the code calls that bridges in turn (django-debug-toolbar's
-    ``get_show_toolbar``) is not looked into."""
+    a branch counts as one that runs, one in a loop as one call, and one in
+    an async method the request never calls as well; a function of another
+    kind that the code calls and that bridges in turn (django-debug-toolbar's
+    ``get_show_toolbar``, a module function) is not looked into."""
     from django.utils.deprecation import MiddlewareMixin
 
     if isinstance(middleware, type):
         owner: type | None = middleware
         functions = []
-        for name in ("__acall__", "__call__"):
-            function = inspect.getattr_static(middleware, name, None)
-            if function is None or function is getattr(MiddlewareMixin, name, None):
+        seen: set[str] = set()
+        for klass in middleware.__mro__:
+            if klass is object or klass is MiddlewareMixin:
                 continue
-            if inspect.iscoroutinefunction(function):
-                functions.append(function)
-                break
+            for name, value in vars(klass).items():
+                if name in seen:
+                    continue  # overridden
+                seen.add(name)
+                if isinstance(value, (classmethod, staticmethod)):
+                    value = value.__func__
+                if inspect.iscoroutinefunction(value):
+                    functions.append(value)
     else:
         owner, functions = None, [middleware]
     sites: list[OwnBridge] = []
