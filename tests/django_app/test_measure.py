@@ -364,6 +364,29 @@ WITH_TWO = "(as predicted, with 2 of the conditional switches listed above)"
                 NOT_PREDICTED + "str 2",
             ],
         ),
+        # Nor when the names are the same: the view's own bridge of str is
+        # not the middleware's of str, which this request does not make;
+        # with ?bridge it does, and only the view's is listed.
+        (
+            "/one-bridge/",
+            [f"{SUPPORT}.BranchBridgingStrMiddleware"],
+            [
+                "  measured: 6 switches, 6 hops, 0 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+                "  measured: 8 switches, 8 hops, 1 loop (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+            ],
+        ),
+        (
+            "/one-bridge/?bridge",
+            [f"{SUPPORT}.BranchBridgingStrMiddleware"],
+            [
+                "  measured: 8 switches, 8 hops, 0 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+                "  measured: 10 switches, 10 hops, 1 loop (DIFFERS from the prediction)",
+                NOT_PREDICTED + "str 2",
+            ],
+        ),
         # django-structlog's pattern: two bridges of its own every request.
         (
             "/sync/",

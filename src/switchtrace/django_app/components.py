@@ -87,7 +87,7 @@ def view_ended(record: RequestRecord) -> None:
         ran[-1][1] = record.clock()
 
 
-def _in_view(crossing: Crossing, record: RequestRecord) -> bool:
+def in_view(crossing: Crossing, record: RequestRecord) -> bool:
     """Whether ``crossing`` was called while the request's view ran."""
     ran = record.extra.get(VIEW_RAN)
     if not ran:
@@ -454,7 +454,7 @@ class Resolver:
         component = self.own(crossing, record)
         if component.kind != "other":
             return component
-        if _in_view(crossing, record):
+        if in_view(crossing, record):
             # Code that names no component (the ORM's async methods, a
             # library's function), bridged while the view ran: the view's.
             return _view_component(record) or component
@@ -544,7 +544,7 @@ class Resolver:
         fields = None if adapter is None else (adapter.kind, adapter.name, adapter.hook)
         # Within the view, code naming no component is the view's: which view.
         caller: Hashable = None
-        if _in_view(crossing, record):
+        if in_view(crossing, record):
             caller = identity(view)
             if caller is None:
                 return None

@@ -516,12 +516,14 @@ def _render_measured(
     status = "" if measured.status < 300 else f", of a {response} response"
     unmodelled = _unmodelled(record)
     # A middleware's own bridge is taken only as often as its code was
-    # bridged, by name (among the crossings no modelled component made).
+    # bridged, by name (among the crossings no modelled component made),
+    # outside the view: the view's own bridge of the same name is not one.
     bridged = dict(unmodelled)
+    outside = dict(_unmodelled(record, outside_view=True))
     applicable = [
         c
         for c in prediction.conditional
-        if (c.when != "bridges" or _take(bridged, c))
+        if (c.when != "bridges" or _take(outside, bridged, c))
         and (c.when != "template" or measured.template)
         and (c.when != "stream" or measured.streams)
         and (c.when != "raised" or measured.view_raised)
@@ -557,24 +559,29 @@ def _render_measured(
         )
 
 
-def _take(bridged: dict[str, int], cause: Cause) -> bool:
-    """Whether the crossings left ``bridged`` (switches by the name of the
-    code bridged) hold one of ``cause``'s; if so it is taken from them."""
-    if bridged.get(cause.bridged, 0) < cause.switches:
+def _take(outside: dict[str, int], bridged: dict[str, int], cause: Cause) -> bool:
+    """Whether the crossings left ``outside`` (switches by the name of the
+    code bridged, made outside the view) hold one of ``cause``'s; if so it
+    is taken from them and from ``bridged`` (all of them, to be listed)."""
+    if outside.get(cause.bridged, 0) < cause.switches:
         return False
+    outside[cause.bridged] -= cause.switches
     bridged[cause.bridged] -= cause.switches
     return True
 
 
-def _unmodelled(record: RequestRecord) -> list[tuple[str, int]]:
+def _unmodelled(record: RequestRecord, outside_view: bool = False) -> list[tuple[str, int]]:
     """(bridged code, switches) of the crossings made by code that is none of
     the Django components the prediction models (a middleware's own
     sync_to_async of a helper, as django-debug-toolbar's show_toolbar), in
-    the order they were made."""
+    the order they were made; with ``outside_view``, only those made while
+    the view was not running."""
     record.describe(components.resolve)
     switches: dict[str, int] = {}
     for crossing in record.crossings:
         if _modelled(crossing, record):
+            continue
+        if outside_view and components.in_view(crossing, record):
             continue
         # Named after the code bridged (its own component: a view's
         # ``aget`` bridges QuerySet.get, which the view caused).
