@@ -337,6 +337,31 @@ class BranchBridgingStrMiddleware(AsyncOnly):
         return await self.get_response(request)
 
 
+from django.utils.functional import SimpleLazyObject  # noqa: E402
+
+
+def _never_built():
+    raise AssertionError("switchtrace ran the project's code")
+
+
+#: A lazy object (as django.conf.settings is): reading a middleware's code
+#: must not evaluate it.
+LAZY_HANDLER = SimpleLazyObject(_never_built)
+
+
+class LazyHoldingMiddleware(AsyncOnly):
+    """Bridges a lazy object of its module and one its class holds."""
+
+    handler = LAZY_HANDLER
+
+    async def __call__(self, request):
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(LAZY_HANDLER)(request)
+        await sync_to_async(self.handler)(request)
+        return await self.get_response(request)
+
+
 def note_order(request):
     request.noted = True
 

@@ -679,3 +679,23 @@ def test_the_bridges_of_a_middlewares_own_async_code_are_read_from_its_code():
     assert own_bridges(support.HelperBridgingMiddleware) == []
     assert own_bridges(support.AsyncOnly) == []
     assert own_bridges(SessionMiddleware) == []
+
+
+def test_reading_a_middlewares_code_runs_none_of_the_projects():
+    """A lazy object that a middleware's class holds, or its async code
+    bridges, or that a MIDDLEWARE entry names, is read, never evaluated
+    (its factory raises here): a call site of a callable whose name the
+    code does not say."""
+    import sys
+
+    from switchtrace.django_app.predict import OwnBridge, own_bridges
+
+    from .. import test_predict_support as support
+
+    lazy = support.LazyHoldingMiddleware
+    where = "LazyHoldingMiddleware.__call__" if sys.version_info >= (3, 11) else "__call__"
+    assert own_bridges(lazy) == [
+        OwnBridge(where, _line_in(lazy, "(LAZY_HANDLER)"), ""),
+        OwnBridge(where, _line_in(lazy, "(self.handler)"), ""),
+    ]
+    assert own_bridges(support.LAZY_HANDLER) == []

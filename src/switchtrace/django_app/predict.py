@@ -26,6 +26,7 @@ from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from ..tracer.describe import is_of_type
 from .components import writes_bodies_in_sync_to_async
 
 HOOKS = ("process_request", "process_response")
@@ -144,29 +145,32 @@ def own_bridges(middleware: Any) -> list[OwnBridge]:
     ``get_show_toolbar``, a module function) is not looked into."""
     from django.utils.deprecation import MiddlewareMixin
 
-    if isinstance(middleware, type):
-        owner: type | None = middleware
-        functions = []
+    # By the objects' types alone: isinstance and getattr would evaluate a
+    # lazy object (Django's SimpleLazyObject) that the module or the class
+    # holds, running the project's code.
+    owner: type | None = None
+    functions: list[FunctionType] = []
+    if is_of_type(middleware, type):
+        owner = middleware
         seen: set[str] = set()
-        for klass in middleware.__mro__:
+        for klass in type.__getattribute__(middleware, "__mro__"):
             if klass is object or klass is MiddlewareMixin:
                 continue
-            for name, value in vars(klass).items():
+            for name, value in type.__getattribute__(klass, "__dict__").items():
                 if name in seen:
                     continue  # overridden
                 seen.add(name)
-                if isinstance(value, (classmethod, staticmethod)):
+                if is_of_type(value, (classmethod, staticmethod)):
                     value = value.__func__
-                if inspect.iscoroutinefunction(value):
+                if type(value) is FunctionType and value.__code__.co_flags & inspect.CO_COROUTINE:
                     functions.append(value)
-    else:
-        owner, functions = None, [middleware]
+    elif type(middleware) is FunctionType:
+        functions.append(middleware)  # a function middleware's factory
     sites: list[OwnBridge] = []
     for function in functions:
-        code = getattr(function, "__code__", None)
-        if isinstance(code, CodeType):
-            namespace = getattr(function, "__globals__", {})
-            _bridge_sites(code, owner, namespace, inspect.iscoroutinefunction(function), sites)
+        code = function.__code__
+        is_async = bool(code.co_flags & inspect.CO_COROUTINE)
+        _bridge_sites(code, owner, function.__globals__, is_async, sites)
     return sites
 
 
@@ -225,10 +229,12 @@ def _bridged(
         return ""  # a local or an argument: a callable the code was handed
     for attribute in rest:  # read without running code of the project's
         target = inspect.getattr_static(target, attribute, None)
-    if isinstance(target, (classmethod, staticmethod)):
+    if is_of_type(target, (classmethod, staticmethod)):
         target = target.__func__
-    if isinstance(target, (FunctionType, BuiltinFunctionType, type)):
-        return target.__qualname__
+    if is_of_type(target, (FunctionType, BuiltinFunctionType)):
+        return str(target.__qualname__)
+    if is_of_type(target, type):
+        return str(type.__getattribute__(target, "__qualname__"))
     return ""  # a partial, a callable object: named by what it holds
 
 
