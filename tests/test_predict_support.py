@@ -362,6 +362,41 @@ class LazyHoldingMiddleware(AsyncOnly):
         return await self.get_response(request)
 
 
+from functools import partial  # noqa: E402
+
+
+def bridged_helper(request):
+    request.helped = True
+
+
+def pick_helper():
+    return bridged_helper
+
+
+class CallSitesMiddleware(AsyncOnly):
+    """Call sites whose first argument is not itself what is bridged: a
+    partial (named after what it holds), what a call returns, a local that
+    a function of the module shares the name of. And keyword forms that are."""
+
+    def prepare(self, request):
+        request.prepared = True
+
+    def pick(self):
+        return self.prepare
+
+    async def __call__(self, request):
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(partial(self.prepare, request))()
+        await sync_to_async(pick_helper())(request)
+        await sync_to_async(self.pick())(request)
+        bridged_helper = self.prepare
+        await sync_to_async(bridged_helper)(request)
+        await sync_to_async(func=self.prepare)(request)
+        await sync_to_async(self.prepare, thread_sensitive=False)(request)
+        return await self.get_response(request)
+
+
 def note_order(request):
     request.noted = True
 

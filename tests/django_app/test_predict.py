@@ -699,3 +699,29 @@ def test_reading_a_middlewares_code_runs_none_of_the_projects():
         OwnBridge(where, _line_in(lazy, "(self.handler)"), ""),
     ]
     assert own_bridges(support.LAZY_HANDLER) == []
+
+
+def test_a_call_site_names_only_what_its_first_argument_is():
+    """What sync_to_async's first argument evaluates to, not what it calls or
+    holds: a partial of a method was named "partial" (the crossing is named
+    after the method), a call's result after the function that returns it,
+    a local after the module's function of the same name. Those are call
+    sites of a callable the code does not name (""); a keyword func= and a
+    thread_sensitive= after the callable do not change it."""
+    import sys
+
+    from switchtrace.django_app.predict import own_bridges
+
+    from .. import test_predict_support as support
+
+    middleware = support.CallSitesMiddleware
+    where = "CallSitesMiddleware.__call__" if sys.version_info >= (3, 11) else "__call__"
+    prepare = "CallSitesMiddleware.prepare"
+    assert [(site.where, site.line, site.bridged) for site in own_bridges(middleware)] == [
+        (where, _line_in(middleware, "(partial(self.prepare"), ""),
+        (where, _line_in(middleware, "(pick_helper())"), ""),
+        (where, _line_in(middleware, "(self.pick())"), ""),
+        (where, _line_in(middleware, "(bridged_helper)(request)"), ""),
+        (where, _line_in(middleware, "(func=self.prepare)"), prepare),
+        (where, _line_in(middleware, "thread_sensitive=False"), prepare),
+    ]

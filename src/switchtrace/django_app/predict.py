@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import dis
 import inspect
+import sys
 from dataclasses import dataclass, field
 from types import BuiltinFunctionType, CodeType, FunctionType
 from typing import Any
@@ -117,6 +118,7 @@ _FIRST_LOADS = frozenset(
 )
 _ATTR_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 _BRIDGE_LOADS = _FIRST_LOADS | _ATTR_LOADS
+_JUMPS = frozenset(dis.hasjrel) | frozenset(getattr(dis, "hasjabs", ()))
 
 
 @dataclass(frozen=True)
@@ -201,29 +203,53 @@ def _bridged(
 ) -> str:
     """The name of what a ``sync_to_async`` call site bridges, from the
     loads of its first argument (``self.prepare``, ``get_lockout_response``,
-    ``str``); "" when it is anything else."""
+    ``str``); "" when it is anything else: what a call returns
+    (``partial(self.prepare, request)``, ``self.pick()``), an item, a local
+    or an argument (a callable the code was handed)."""
     chain: list[str] = []
-    for instruction in following:
-        if instruction.opname in ("PUSH_NULL", "CACHE", "NOP", "EXTENDED_ARG"):
+    # Values on the stack since sync_to_async's: the chain must leave one
+    # (its first argument), which nothing before the call consumes.
+    depth = 0
+    loaded_by = ""
+    for n, instruction in enumerate(following):
+        opname = instruction.opname
+        if opname in ("CACHE", "NOP", "EXTENDED_ARG", "KW_NAMES"):
             continue
-        if not chain and instruction.opname in _FIRST_LOADS:
+        if opname == "PUSH_NULL" and n == 0 and sys.version_info >= (3, 13):
+            continue  # Python 3.13: sync_to_async's own, above it
+        if instruction.opcode in _JUMPS:
+            return ""
+        try:
+            if instruction.arg is None:
+                depth += dis.stack_effect(instruction.opcode)
+            else:
+                depth += dis.stack_effect(instruction.opcode, instruction.arg)
+        except ValueError:
+            return ""
+        if not chain and opname in _FIRST_LOADS and depth == 1:
             chain.append(str(instruction.argval))
-        elif chain and instruction.opname in _ATTR_LOADS:
+            loaded_by = opname
+        elif chain and opname in _ATTR_LOADS and depth == 1:
             chain.append(str(instruction.argval))
-        else:
-            break
+        elif depth <= 0:
+            break  # sync_to_async's call: the chain was its first argument
+        elif not chain or depth == 1:
+            return ""  # something else made or consumed the first argument
+    else:
+        return ""
     if not chain:
         return ""
     first = chain[0]
     receiver = code.co_varnames[0] if code.co_argcount else None
-    if owner is not None and first == receiver and len(chain) > 1:
+    is_global = loaded_by in ("LOAD_GLOBAL", "LOAD_NAME")
+    if owner is not None and not is_global and first == receiver and len(chain) > 1:
         target: Any = inspect.getattr_static(owner, chain[1], None)
         rest = chain[2:]
         if target is None:
             return ""  # an instance attribute: what it holds is known when it runs
-    elif first in namespace:
+    elif is_global and first in namespace:
         target, rest = namespace[first], chain[1:]
-    elif hasattr(builtins, first):
+    elif is_global and hasattr(builtins, first):
         target, rest = getattr(builtins, first), chain[1:]
     else:
         return ""  # a local or an argument: a callable the code was handed
