@@ -397,6 +397,54 @@ class CallSitesMiddleware(AsyncOnly):
         return await self.get_response(request)
 
 
+class ComprehensionBridgingMiddleware(AsyncOnly):
+    """Bridges in a list comprehension and a generator expression of its
+    async code (inlined in the function from Python 3.12, the list's; code
+    of their own before, and the generator's still)."""
+
+    def prepare(self, request):
+        request.prepared = True
+
+    async def __call__(self, request):
+        from asgiref.sync import sync_to_async
+
+        await asyncio.gather(*[sync_to_async(self.prepare)(request) for _ in range(1)])
+        await asyncio.gather(*(sync_to_async(str)(n) for n in range(1)))
+        return await self.get_response(request)
+
+
+class NamesTheBridgeMiddleware(AsyncOnly):
+    """Names sync_to_async and SyncToAsync in its async code without calling
+    them there: a closure over it (Python 3.13 loads the cell with
+    LOAD_FAST), an isinstance. No call site."""
+
+    async def __call__(self, request):
+        from asgiref.sync import SyncToAsync, sync_to_async
+
+        def later():
+            return sync_to_async
+
+        if isinstance(later(), SyncToAsync):
+            request.bridge_named = True
+        return await self.get_response(request)
+
+
+class DecoratedBridgeMiddleware(AsyncOnly):
+    """Bridges a function its async code defines: a def decorated with
+    sync_to_async and a lambda, both closures over the request."""
+
+    async def __call__(self, request):
+        from asgiref.sync import sync_to_async
+
+        @sync_to_async
+        def note():
+            request.noted = True
+
+        await note()
+        await sync_to_async(lambda: str(request))()
+        return await self.get_response(request)
+
+
 def note_order(request):
     request.noted = True
 

@@ -387,6 +387,28 @@ WITH_TWO = "(as predicted, with 2 of the conditional switches listed above)"
                 NOT_PREDICTED + "str 2",
             ],
         ),
+        # Bridges in a comprehension and a generator expression of its own.
+        (
+            "/sync/",
+            [f"{SUPPORT}.ComprehensionBridgingMiddleware"],
+            [
+                "  measured: 10 switches, 10 hops, 0 loops (as predicted, with 4 of the "
+                "conditional switches listed above)",
+                "  measured: 8 switches, 8 hops, 1 loop (as predicted, with 4 of the "
+                "conditional switches listed above)",
+            ],
+        ),
+        # Bridges of a decorated def and a lambda its async code defines.
+        (
+            "/sync/",
+            [f"{SUPPORT}.DecoratedBridgeMiddleware"],
+            [
+                "  measured: 10 switches, 10 hops, 0 loops (as predicted, with 4 of the "
+                "conditional switches listed above)",
+                "  measured: 8 switches, 8 hops, 1 loop (as predicted, with 4 of the "
+                "conditional switches listed above)",
+            ],
+        ),
         # django-structlog's pattern: two bridges of its own every request.
         (
             "/sync/",

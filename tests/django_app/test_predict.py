@@ -725,3 +725,53 @@ def test_a_call_site_names_only_what_its_first_argument_is():
         (where, _line_in(middleware, "(func=self.prepare)"), prepare),
         (where, _line_in(middleware, "thread_sensitive=False"), prepare),
     ]
+
+
+def test_a_comprehension_of_async_code_is_read_on_every_python():
+    """A list comprehension's and a generator expression's call sites in a
+    middleware's async code, named and placed alike on Python 3.10 to 3.13:
+    the comprehension was read only where Python 3.12 inlines it, the
+    generator expression never."""
+    import sys
+
+    from switchtrace.django_app.predict import OwnBridge, own_bridges
+
+    from .. import test_predict_support as support
+
+    middleware = support.ComprehensionBridgingMiddleware
+    name = "ComprehensionBridgingMiddleware"
+    where = f"{name}.__call__" if sys.version_info >= (3, 11) else "__call__"
+    assert own_bridges(middleware) == [
+        OwnBridge(where, _line_in(middleware, "(self.prepare)"), f"{name}.prepare"),
+        OwnBridge(where, _line_in(middleware, "(str)"), "str"),
+    ]
+
+
+def test_naming_sync_to_async_without_calling_it_is_no_call_site():
+    """A closure over sync_to_async (Python 3.13 only: its cell loaded with
+    LOAD_FAST) and an isinstance of SyncToAsync were call sites of a
+    callable ("")."""
+    from switchtrace.django_app.predict import own_bridges
+
+    from .. import test_predict_support as support
+
+    assert own_bridges(support.NamesTheBridgeMiddleware) == []
+
+
+def test_a_function_defined_at_the_call_site_is_named_by_its_qualified_name():
+    """A def decorated with sync_to_async and a lambda handed to it are
+    named as the crossing names them (were "": never taken; Python 3.11 to
+    3.13 call a decorator with its function above it, as a method's self)."""
+    import sys
+
+    from switchtrace.django_app.predict import OwnBridge, own_bridges
+
+    from .. import test_predict_support as support
+
+    middleware = support.DecoratedBridgeMiddleware
+    name = "DecoratedBridgeMiddleware.__call__"
+    where = name if sys.version_info >= (3, 11) else "__call__"
+    assert own_bridges(middleware) == [
+        OwnBridge(where, _line_in(middleware, "@sync_to_async"), f"{name}.<locals>.note"),
+        OwnBridge(where, _line_in(middleware, "(lambda:"), f"{name}.<locals>.<lambda>"),
+    ]

@@ -119,6 +119,8 @@ _FIRST_LOADS = frozenset(
 _ATTR_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 _BRIDGE_LOADS = _FIRST_LOADS | _ATTR_LOADS
 _JUMPS = frozenset(dis.hasjrel) | frozenset(getattr(dis, "hasjabs", ()))
+#: Whether a call's first argument may sit in the slot above its callable.
+_SELF = sys.version_info >= (3, 11)
 
 
 @dataclass(frozen=True)
@@ -172,15 +174,33 @@ def own_bridges(middleware: Any) -> list[OwnBridge]:
     for function in functions:
         code = function.__code__
         is_async = bool(code.co_flags & inspect.CO_COROUTINE)
-        _bridge_sites(code, owner, function.__globals__, is_async, sites)
+        receiver = code.co_varnames[0] if code.co_argcount and owner is not None else None
+        found: list[OwnBridge] = []
+        _bridge_sites(code, owner, function.__globals__, is_async, found, receiver)
+        # In the order of their lines (a comprehension's code comes after its
+        # function's before Python 3.12, inlined from then on).
+        sites += sorted(found, key=lambda site: site.line)
     return sites
 
 
+#: The code objects of comprehensions (inlined in their function from
+#: Python 3.12, but a generator expression's) run by the code they are in.
+_COMPREHENSIONS = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
+
+
 def _bridge_sites(
-    code: CodeType, owner: type | None, namespace: dict, is_async: bool, sites: list[OwnBridge]
+    code: CodeType,
+    owner: type | None,
+    namespace: dict,
+    is_async: bool,
+    sites: list[OwnBridge],
+    receiver: str | None = None,
+    where: str = "",
 ) -> None:
     """Appends the bridge call sites of ``code`` (if it is a coroutine's) and
-    of the functions defined in it."""
+    of the functions defined in it; a comprehension's are its function's
+    (``where``), read when that is async, whatever the Python version."""
+    where = where or getattr(code, "co_qualname", code.co_name)  # Python 3.10: no qualname
     if is_async:
         instructions = list(dis.get_instructions(code))
         starts = dict(dis.findlinestarts(code))
@@ -188,22 +208,41 @@ def _bridge_sites(
         for n, instruction in enumerate(instructions):
             line = starts.get(instruction.offset) or line
             if instruction.opname in _BRIDGE_LOADS and instruction.argval in BRIDGE_NAMES:
-                bridged = _bridged(instructions[n + 1 :], code, owner, namespace)
-                where = getattr(code, "co_qualname", code.co_name)  # Python 3.10: no qualname
-                sites.append(OwnBridge(where, line, bridged))
+                bridged = _bridged(instructions[n + 1 :], receiver, owner, namespace)
+                if bridged is not None:  # (None: not a call of it)
+                    sites.append(OwnBridge(where, line, bridged))
     for const in code.co_consts:
         if isinstance(const, CodeType):
-            _bridge_sites(
-                const, owner, namespace, bool(const.co_flags & inspect.CO_COROUTINE), sites
-            )
+            # The receiver (self) is the enclosing function's, when shared.
+            inner = receiver if receiver in const.co_freevars else None
+            if const.co_name in _COMPREHENSIONS:
+                _bridge_sites(const, owner, namespace, is_async, sites, inner, where)
+            else:
+                is_coroutine = bool(const.co_flags & inspect.CO_COROUTINE)
+                _bridge_sites(const, owner, namespace, is_coroutine, sites, inner)
+
+
+def _made_name(constants: list[CodeType | str]) -> str:
+    """The qualified name of the function made of the last code constant."""
+    codes = [n for n, const in enumerate(constants) if isinstance(const, CodeType)]
+    if not codes:
+        return ""
+    code = constants[codes[-1]]
+    assert isinstance(code, CodeType)
+    qualname = getattr(code, "co_qualname", None)
+    if isinstance(qualname, str):
+        return qualname
+    after = constants[codes[-1] + 1 :]  # Python 3.10: MAKE_FUNCTION's name
+    return after[0] if after and isinstance(after[0], str) else ""
 
 
 def _bridged(
-    following: list[dis.Instruction], code: CodeType, owner: type | None, namespace: dict
-) -> str:
+    following: list[dis.Instruction], receiver: str | None, owner: type | None, namespace: dict
+) -> str | None:
     """The name of what a ``sync_to_async`` call site bridges, from the
     loads of its first argument (``self.prepare``, ``get_lockout_response``,
-    ``str``); "" when it is anything else: what a call returns
+    ``str``); None when the load is not called; "" when the first argument
+    is anything else: what a call returns
     (``partial(self.prepare, request)``, ``self.pick()``), an item, a local
     or an argument (a callable the code was handed)."""
     chain: list[str] = []
@@ -211,36 +250,59 @@ def _bridged(
     # (its first argument), which nothing before the call consumes.
     depth = 0
     loaded_by = ""
+    named = True
+    made = ""
+    constants: list[CodeType | str] = []
     for n, instruction in enumerate(following):
         opname = instruction.opname
         if opname in ("CACHE", "NOP", "EXTENDED_ARG", "KW_NAMES"):
             continue
         if opname == "PUSH_NULL" and n == 0 and sys.version_info >= (3, 13):
             continue  # Python 3.13: sync_to_async's own, above it
+        if opname == "PRECALL" and not instruction.arg:
+            continue  # Python 3.11: the CALL after it is the call
         if instruction.opcode in _JUMPS:
             return ""
         try:
             if instruction.arg is None:
-                depth += dis.stack_effect(instruction.opcode)
+                effect = dis.stack_effect(instruction.opcode)
             else:
-                depth += dis.stack_effect(instruction.opcode, instruction.arg)
+                effect = dis.stack_effect(instruction.opcode, instruction.arg)
         except ValueError:
             return ""
+        if depth + effect <= 0:
+            # The instruction that consumes sync_to_async: its call, with
+            # the values pushed since as its arguments (and a tuple of the
+            # keywords' names for Python 3.10's and 3.13's), or not a call.
+            if not opname.startswith(("CALL", "PRECALL")) or opname == "CALL_INTRINSIC_1":
+                return None
+            # From Python 3.11, a callable loaded without a NULL (as a
+            # decorator is) takes its first argument in the slot above it.
+            arguments = (instruction.arg or 0) + (opname in ("CALL_FUNCTION_KW", "CALL_KW"))
+            if opname != "CALL_FUNCTION_EX" and depth not in (arguments, arguments + _SELF):
+                return None  # a call of something below it (isinstance(f, SyncToAsync))
+            break
+        depth += effect
+        if opname == "LOAD_CONST" and isinstance(instruction.argval, (CodeType, str)):
+            constants.append(instruction.argval)
         if not chain and opname in _FIRST_LOADS and depth == 1:
             chain.append(str(instruction.argval))
             loaded_by = opname
         elif chain and opname in _ATTR_LOADS and depth == 1:
             chain.append(str(instruction.argval))
-        elif depth <= 0:
-            break  # sync_to_async's call: the chain was its first argument
+        elif opname in ("MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE") and depth == 1:
+            # A function defined there (a decorated def, a lambda): named by
+            # its code's qualified name (Python 3.10: the constant before).
+            made, chain, named = _made_name(constants), [], True
         elif not chain or depth == 1:
-            return ""  # something else made or consumed the first argument
+            named = False  # something else made or consumed the first argument
     else:
         return ""
-    if not chain:
+    if made and named:
+        return made
+    if not chain or not named:
         return ""
     first = chain[0]
-    receiver = code.co_varnames[0] if code.co_argcount else None
     is_global = loaded_by in ("LOAD_GLOBAL", "LOAD_NAME")
     if owner is not None and not is_global and first == receiver and len(chain) > 1:
         target: Any = inspect.getattr_static(owner, chain[1], None)
