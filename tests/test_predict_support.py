@@ -445,6 +445,21 @@ class DecoratedBridgeMiddleware(AsyncOnly):
         return await self.get_response(request)
 
 
+class HookBridgingMiddleware(AsyncOnly):
+    """Bridges a hook of its own (as Django 5.2's RemoteUserMiddleware does
+    for a subclass overriding process_request): the crossing is named as
+    the middleware's hook."""
+
+    async def __call__(self, request):
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(self.process_request)(request)
+        return await self.get_response(request)
+
+    def process_request(self, request):
+        return None
+
+
 def note_order(request):
     request.noted = True
 

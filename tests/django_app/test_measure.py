@@ -419,6 +419,17 @@ WITH_TWO = "(as predicted, with 2 of the conditional switches listed above)"
                 "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
             ],
         ),
+        # A middleware's own bridge of its own hook, named as the hook's.
+        (
+            "/sync/",
+            [f"{SUPPORT}.HookBridgingMiddleware"],
+            [
+                "  measured: 8 switches, 8 hops, 0 loops (as predicted, with 2 of the "
+                "conditional switches listed above)",
+                "  measured: 6 switches, 6 hops, 1 loop (as predicted, with 2 of the "
+                "conditional switches listed above)",
+            ],
+        ),
         # A function middleware's async middleware, bridging a function.
         (
             "/sync/",

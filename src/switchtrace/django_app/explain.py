@@ -519,7 +519,7 @@ def _render_measured(
     # bridged, by name (among the crossings no modelled component made),
     # outside the view: the view's own bridge of the same name is not one.
     bridged = dict(unmodelled)
-    outside = dict(_unmodelled(record, outside_view=True))
+    outside = dict(_unmodelled(record, outside_view=True, hooks=True))
     applicable = [
         c
         for c in prediction.conditional
@@ -566,20 +566,26 @@ def _take(outside: dict[str, int], bridged: dict[str, int], cause: Cause) -> boo
     if outside.get(cause.bridged, 0) < cause.switches:
         return False
     outside[cause.bridged] -= cause.switches
-    bridged[cause.bridged] -= cause.switches
+    if cause.bridged in bridged:  # (not a middleware's hook: never listed)
+        bridged[cause.bridged] -= cause.switches
     return True
 
 
-def _unmodelled(record: RequestRecord, outside_view: bool = False) -> list[tuple[str, int]]:
+def _unmodelled(
+    record: RequestRecord, outside_view: bool = False, hooks: bool = False
+) -> list[tuple[str, int]]:
     """(bridged code, switches) of the crossings made by code that is none of
     the Django components the prediction models (a middleware's own
     sync_to_async of a helper, as django-debug-toolbar's show_toolbar), in
     the order they were made; with ``outside_view``, only those made while
-    the view was not running."""
+    the view was not running; with ``hooks``, a middleware's hooks too (a
+    middleware's own async code bridging its process_request is named so)."""
     record.describe(components.resolve)
     switches: dict[str, int] = {}
     for crossing in record.crossings:
-        if _modelled(crossing, record):
+        if _modelled(crossing, record) and not (
+            hooks and crossing.component is not None and crossing.component.kind == "middleware"
+        ):
             continue
         if outside_view and components.in_view(crossing, record):
             continue
