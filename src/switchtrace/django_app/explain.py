@@ -516,8 +516,9 @@ def _render_measured(
     status = "" if measured.status < 300 else f", of a {response} response"
     unmodelled = _unmodelled(record)
     # A middleware's own bridge is taken only as often as its code was
-    # bridged, by name (among the crossings no modelled component made),
-    # outside the view: the view's own bridge of the same name is not one.
+    # bridged, by name (among the crossings no modelled component made, and
+    # those named as a middleware's hook), outside the view: the view's own
+    # bridge of the same name is not one.
     bridged = dict(unmodelled)
     outside = dict(_unmodelled(record, outside_view=True, hooks=True))
     applicable = [

@@ -139,14 +139,14 @@ def own_bridges(middleware: Any) -> list[OwnBridge]:
     """The ``sync_to_async`` call sites in the async code a middleware runs
     itself: the async methods of its class (``__acall__``, an async
     ``__call__``, the helpers they call; not ``MiddlewareMixin``'s, whose
-    hooks the model counts), or the async functions a function
-    middleware's factory defines. Each costs 2
-    switches every time it runs, under ASGI (and under WSGI inside an
-    async-only middleware). Read from the bytecode, not run: a call site in
-    a branch counts as one that runs, one in a loop as one call, and one in
-    an async method the request never calls as well; a function of another
-    kind that the code calls and that bridges in turn (django-debug-toolbar's
-    ``get_show_toolbar``, a module function) is not looked into."""
+    hooks the model counts), or the async functions a function middleware's
+    factory defines. Each costs 2 switches every time it runs, under ASGI
+    (and under WSGI inside an async-only middleware). Read from the
+    bytecode, not run: a call site in a branch counts as one that runs, one
+    in a loop as one call, and one in an async method the request never
+    calls as well; a function of another kind that the code calls and that
+    bridges in turn (django-debug-toolbar's ``get_show_toolbar``, a module
+    function) is not looked into."""
     from django.utils.deprecation import MiddlewareMixin
 
     # By the objects' types alone: isinstance and getattr would evaluate a
