@@ -617,6 +617,14 @@ def test_every_middleware_django_ships_costs_what_is_predicted(which, path, serv
     ) == expected
 
 
+def _where(qualname: str) -> str:
+    """A call site's function as own_bridges names it: its qualified name
+    (Python 3.10's code objects have none: its name)."""
+    import sys
+
+    return qualname if sys.version_info >= (3, 11) else qualname.rpartition(".")[2]
+
+
 def _line_in(code, text: str) -> int:
     """The line of ``code``'s source (a class, a function) that holds ``text``."""
     import inspect
@@ -636,42 +644,37 @@ def test_the_bridges_of_a_middlewares_own_async_code_are_read_from_its_code():
     Not Django's MiddlewareMixin (whose hooks the model counts), nor a
     function the code calls that bridges in turn (as django-debug-toolbar's
     get_show_toolbar)."""
-    import sys
-
     from django.contrib.sessions.middleware import SessionMiddleware
 
     from switchtrace.django_app.predict import OwnBridge, own_bridges
 
     from .. import test_predict_support as support
 
-    def where(qualname: str) -> str:  # Python 3.10's code objects have no qualname
-        return qualname if sys.version_info >= (3, 11) else qualname.rpartition(".")[2]
-
     structlog = support.StructlogLike
     assert own_bridges(structlog) == [
         OwnBridge(
-            where("StructlogLike.__acall__"),
+            _where("StructlogLike.__acall__"),
             _line_in(structlog, "(self.prepare)"),
             "StructlogLike.prepare",
         ),
         OwnBridge(
-            where("StructlogLike.afinish"),
+            _where("StructlogLike.afinish"),
             _line_in(structlog, "(self.finish)"),
             "StructlogLike.finish",
         ),
     ]
     bridging = support.BridgingMiddleware
     assert own_bridges(bridging) == [
-        OwnBridge(where("BridgingMiddleware.__call__"), _line_in(bridging, "(str)"), "str")
+        OwnBridge(_where("BridgingMiddleware.__call__"), _line_in(bridging, "(str)"), "str")
     ]
     branch = support.BranchBridgingMiddleware
     assert own_bridges(branch) == [
-        OwnBridge(where("BranchBridgingMiddleware.__call__"), _line_in(branch, "(repr)"), "repr")
+        OwnBridge(_where("BranchBridgingMiddleware.__call__"), _line_in(branch, "(repr)"), "repr")
     ]
     function = support.bridging_function
     assert own_bridges(function) == [
         OwnBridge(
-            where("bridging_function.<locals>.middleware"),
+            _where("bridging_function.<locals>.middleware"),
             _line_in(function, "(note_order)"),
             "note_order",
         )
@@ -686,14 +689,12 @@ def test_reading_a_middlewares_code_runs_none_of_the_projects():
     bridges, or that a MIDDLEWARE entry names, is read, never evaluated
     (its factory raises here): a call site of a callable whose name the
     code does not say."""
-    import sys
-
     from switchtrace.django_app.predict import OwnBridge, own_bridges
 
     from .. import test_predict_support as support
 
     lazy = support.LazyHoldingMiddleware
-    where = "LazyHoldingMiddleware.__call__" if sys.version_info >= (3, 11) else "__call__"
+    where = _where("LazyHoldingMiddleware.__call__")
     assert own_bridges(lazy) == [
         OwnBridge(where, _line_in(lazy, "(LAZY_HANDLER)"), ""),
         OwnBridge(where, _line_in(lazy, "(self.handler)"), ""),
@@ -708,14 +709,12 @@ def test_a_call_site_names_only_what_its_first_argument_is():
     a local after the module's function of the same name. Those are call
     sites of a callable the code does not name (""); a keyword func= and a
     thread_sensitive= after the callable do not change it."""
-    import sys
-
     from switchtrace.django_app.predict import own_bridges
 
     from .. import test_predict_support as support
 
     middleware = support.CallSitesMiddleware
-    where = "CallSitesMiddleware.__call__" if sys.version_info >= (3, 11) else "__call__"
+    where = _where("CallSitesMiddleware.__call__")
     prepare = "CallSitesMiddleware.prepare"
     assert [(site.where, site.line, site.bridged) for site in own_bridges(middleware)] == [
         (where, _line_in(middleware, "(partial(self.prepare"), ""),
@@ -732,15 +731,13 @@ def test_a_comprehension_of_async_code_is_read_on_every_python():
     middleware's async code, named and placed alike on Python 3.10 to 3.13:
     the comprehension was read only where Python 3.12 inlines it, the
     generator expression never."""
-    import sys
-
     from switchtrace.django_app.predict import OwnBridge, own_bridges
 
     from .. import test_predict_support as support
 
     middleware = support.ComprehensionBridgingMiddleware
     name = "ComprehensionBridgingMiddleware"
-    where = f"{name}.__call__" if sys.version_info >= (3, 11) else "__call__"
+    where = _where(f"{name}.__call__")
     assert own_bridges(middleware) == [
         OwnBridge(where, _line_in(middleware, "(self.prepare)"), f"{name}.prepare"),
         OwnBridge(where, _line_in(middleware, "(str)"), "str"),
@@ -762,15 +759,13 @@ def test_a_function_defined_at_the_call_site_is_named_by_its_qualified_name():
     """A def decorated with sync_to_async and a lambda handed to it are
     named as the crossing names them (were "": never taken; Python 3.11 to
     3.13 call a decorator with its function above it, as a method's self)."""
-    import sys
-
     from switchtrace.django_app.predict import OwnBridge, own_bridges
 
     from .. import test_predict_support as support
 
     middleware = support.DecoratedBridgeMiddleware
     name = "DecoratedBridgeMiddleware.__call__"
-    where = name if sys.version_info >= (3, 11) else "__call__"
+    where = _where(name)
     assert own_bridges(middleware) == [
         OwnBridge(where, _line_in(middleware, "@sync_to_async"), f"{name}.<locals>.note"),
         OwnBridge(where, _line_in(middleware, "(lambda:"), f"{name}.<locals>.<lambda>"),
