@@ -108,9 +108,7 @@ def recorded(records):
     return list(zip(records, parents, strict=True))
 
 
-@pytest.fixture
-def planned(recorded):
-    """The planned spans of the records above."""
+def plan_all(recorded):
     return [
         plan_spans(
             record,
@@ -121,6 +119,12 @@ def planned(recorded):
         )
         for record, parent in recorded
     ]
+
+
+@pytest.fixture
+def planned(recorded):
+    """The planned spans of the records above."""
+    return plan_all(recorded)
 
 
 def parsed_json(text):
@@ -165,6 +169,27 @@ def test_json_equals_the_sdk_spans_in_otlp_json(planned):
     assert json.loads(ours) == json.loads(to_otlp_json(sdk))
     # And protobuf's JSON parser reads the message the SDK encodes.
     assert parsed_json(ours) == encode_spans(sdk)
+
+
+@pytest.mark.parametrize("opt_in", ["code", "code/dup"])
+def test_the_stable_code_attributes_encode_as_the_sdks(recorded, monkeypatch, opt_in):
+    """With OTEL_SEMCONV_STABILITY_OPT_IN's ``code`` or ``code/dup``, a call
+    site's group of attributes is another, and encodes as the SDK does."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
+    planned = plan_all(recorded)
+    sdk = [
+        span for plan in planned for span in readable_spans(plan, resource=RESOURCE, scope=SCOPE)
+    ]
+    named = [span for span in sdk if "code.function.name" in span.attributes]
+    assert len(named) == 17 - 1 + 3 + 1 + 4  # but the request spans
+    assert all(("code.function" in span.attributes) is (opt_in == "code/dup") for span in named)
+    writer = ProtobufWriter(RESOURCE, SCOPE)
+    assert writer.request([s for plan in planned for s in writer.spans(plan)]) == (
+        encode_spans(sdk).SerializeToString()
+    )
+    writer = JsonWriter(RESOURCE, SCOPE)
+    ours = writer.request([s for plan in planned for s in writer.spans(plan)])
+    assert json.loads(ours) == json.loads(to_otlp_json(sdk))
 
 
 def test_sdk_spans_with_links_and_a_status_message_in_otlp_json():
@@ -813,8 +838,15 @@ LIMITS = {
     "event-count": {"OTEL_SPAN_EVENT_COUNT_LIMIT": "1"},
     "no-event": {"OTEL_SPAN_EVENT_COUNT_LIMIT": "0"},
     "event-attribute-count": {"OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "1"},
-    # At the most a crossing's span has: only the request spans have more.
-    "request-span-only": {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "21"},
+    # At the most a crossing's span has (the code.* attributes under their
+    # old names alone): only the request spans have more.
+    "request-span-only": {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "22"},
+    # Below the most a crossing's span has with the code.* attributes under
+    # both names (25), above that under one: the crossings' spans are cut.
+    "both-code-names": {
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "24",
+        "OTEL_SEMCONV_STABILITY_OPT_IN": "code/dup",
+    },
     # A span attribute count alone, below a crossing's: the crossings' spans
     # under the application's server span (no request span of ours) are cut
     # too. An empty variable is no limit, to the SDK (its "" is unset).
@@ -851,7 +883,8 @@ CAPS = {
     "event-count": ((None, 1, None), True),
     "no-event": ((None, 0, None), True),
     "event-attribute-count": ((None, None, 1), True),
-    "request-span-only": ((21, None, None), True),
+    "request-span-only": ((22, None, None), True),
+    "both-code-names": ((24, None, None), True),
     "span-attribute-count": ((5, None, None), True),
     "event-value-length": ((None, None, None), False),
     "no-count-limits": ((None, None, None), False),
@@ -947,7 +980,7 @@ def test_spans_under_the_sdks_limits_encode_as_the_sdk_makes_and_encodes_them(
         # Only request spans have more attributes (with the sampler's six).
         assert all(s.dropped_attributes == 0 for s in sdk if s not in requests)
         assert [s.dropped_attributes for s in requests] == [
-            max(len(s.attributes) + s.dropped_attributes - 21, 0) for s in requests
+            max(len(s.attributes) + s.dropped_attributes - 22, 0) for s in requests
         ]
         assert requests[0].dropped_attributes > 0
     [request] = [s for s in requests if s.name == "GET sync/"]
@@ -1136,7 +1169,9 @@ def test_an_event_count_limit_of_zero_leaves_off_every_start(records, monkeypatc
     ]
 
 
-def test_without_limits_near_their_defaults_spans_are_left_as_they_are(planned, monkeypatch):
+def test_without_limits_near_their_defaults_spans_are_left_as_they_are(
+    recorded, planned, monkeypatch
+):
     """No length limit and counts far below the caps (the defaults): nothing
     is looked at, the spans are those laid out."""
     for name in LIMIT_VARIABLES:
@@ -1148,15 +1183,21 @@ def test_without_limits_near_their_defaults_spans_are_left_as_they_are(planned, 
     assert limits.apply(spans, 129, 3) is not spans
     monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "1000")
     assert Limits().every_span
+
     # The most a crossing's span has (a crossing that raised, with every
-    # attribute of its site), on which the shortcut relies.
-    counts = [
-        sum(len(group.attributes) for group in span.groups) + len(span.attributes)
-        for plan in planned
-        for span in plan.spans
-        if span.kind != KIND_SERVER
-    ]
-    assert max(counts) == CROSSING_ATTRIBUTES == 21
+    # attribute of its site: the code.* attributes under both names), on
+    # which the shortcut relies.
+    def most(planned):
+        return max(
+            sum(len(group.attributes) for group in span.groups) + len(span.attributes)
+            for plan in planned
+            for span in plan.spans
+            if span.kind != KIND_SERVER
+        )
+
+    assert most(planned) == 22
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "code/dup")
+    assert most(plan_all(recorded)) == CROSSING_ATTRIBUTES == 25
 
 
 # -- through an application's provider ---------------------------------------------

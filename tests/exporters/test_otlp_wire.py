@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 
 import httpx
 import pytest
@@ -51,6 +52,7 @@ def attrs(span) -> dict:
 )
 def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
     receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    stable_code = (kind, protocol) == ("uvicorn", "http/protobuf")
     server = Server(
         kind,
         "shipped",
@@ -60,6 +62,8 @@ def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
             "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_SERVICE_NAME": f"example-{kind}",
             "OTEL_BSP_SCHEDULE_DELAY": "50",
+            # The stable code.* attributes in one of the runs, the old in the others.
+            "OTEL_SEMCONV_STABILITY_OPT_IN": "http,code" if stable_code else "http",
         },
     )
     try:
@@ -99,6 +103,23 @@ def test_default_stack_spans_reach_the_collector(kind, protocol, tmp_path):
             c = attrs(child)
             assert c["thread.id"] != c["switchtrace.caller.thread.id"]
             assert child.trace_id == request.trace_id
+        [view] = [attrs(c) for c in children if c.name == "sync_to_async sync_view"]
+        code = {k: v for k, v in view.items() if k.startswith("code.")}
+        path = code.pop("code.file.path" if stable_code else "code.filepath")
+        assert path.endswith(os.path.join("project", "views.py"))
+        with open(path) as views:
+            line = 1 + next(n for n, text in enumerate(views) if text.startswith("def sync_view("))
+        if stable_code:
+            assert code == {
+                "code.function.name": "project.views.sync_view",
+                "code.line.number": line,
+            }
+        else:
+            assert code == {
+                "code.function": "sync_view",
+                "code.namespace": "project.views",
+                "code.lineno": line,
+            }
         # The request span's counts: the response headers plus the close after them.
         assert int(response.headers["X-Context-Switches"]) == 30
         assert a["switchtrace.context_switches_before_headers"] == 30

@@ -423,6 +423,9 @@ def test_a_5xx_response_and_a_raising_crossing_are_errors(spans, server):
     assert [(s.name, s.attributes["switchtrace.exception"]) for s in raised] == (
         [("sync_to_async raising_view", "ViewError")] if server == "asgi" else []
     )
+    assert [s.attributes["error.type"] for s in raised] == (
+        ["ViewError"] if server == "asgi" else []
+    )
 
 
 def test_a_server_error_is_a_5xx_status_code(records):
@@ -543,6 +546,84 @@ def test_the_known_methods_are_kept_for_a_few_settings(monkeypatch):
     assert sizes == [*range(2, 10), *range(2, 10), *range(2, 6)]
     monkeypatch.delenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS")
     assert spans_module.known_methods() is spans_module.KNOWN_METHODS
+
+
+def test_the_code_attributes_follow_the_semconv_stability_opt_in(records, monkeypatch):
+    """OpenTelemetry's code.* attributes were renamed when they became stable
+    (semantic conventions 1.33): OTEL_SEMCONV_STABILITY_OPT_IN's ``code``
+    gives the stable names, ``code/dup`` both, as its migration guide asks;
+    without either, the names of before. Read as OpenTelemetry's Python
+    instrumentations read the variable: comma-separated, space around a
+    value ignored, case kept. A coroutine (asyncio.run's) is named in full."""
+    from project import views
+
+    with project() as (asgi, wsgi):
+        run_in_server_loop(asgi_request(asgi, "/sync/"))
+        wsgi_request(wsgi, "/asyncio-run/")
+
+    def code_attributes(record, name):
+        plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
+        spans = readable_spans(plan, resource=Resource.create(), scope=None)
+        [span] = [span for span in spans if span.name == name]
+        return {k: v for k, v in span.attributes.items() if k.startswith("code.")}
+
+    def expected(function):
+        code = function.__code__
+        old = {
+            "code.function": function.__name__,
+            "code.namespace": "project.views",
+            "code.filepath": views.__file__,
+            "code.lineno": code.co_firstlineno,
+        }
+        stable = {
+            "code.function.name": f"project.views.{function.__name__}",
+            "code.file.path": views.__file__,
+            "code.line.number": code.co_firstlineno,
+        }
+        return old, stable
+
+    old, stable = expected(views.sync_view)
+    coroutine_old, coroutine_stable = expected(views.noop)
+    cases = [
+        (None, old),
+        ("", old),
+        ("http", old),
+        ("CODE", old),
+        ("code", stable),
+        ("http, code ,database", stable),
+        ("code/dup", {**stable, **old}),
+        ("code,code/dup", {**stable, **old}),
+        ("database/dup, code/dup", {**stable, **old}),
+    ]
+    for setting, attributes in cases:
+        if setting is None:
+            monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
+        else:
+            monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", setting)
+        assert code_attributes(records[0], "sync_to_async sync_view") == attributes, setting
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "code/dup")
+    assert code_attributes(records[1], "asyncio.run noop") == {
+        **coroutine_old,
+        **coroutine_stable,
+    }
+
+
+def test_the_code_conventions_are_kept_for_a_few_settings(monkeypatch):
+    """Each value of OTEL_SEMCONV_STABILITY_OPT_IN is read once, for at most
+    8 values besides unset (the old names, always known)."""
+    from switchtrace.exporters import spans as spans_module
+
+    monkeypatch.setattr(spans_module, "_code_conventions", {None: spans_module.OLD})
+    sizes = []
+    for n in range(20):
+        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", f"code, http{n}")
+        assert spans_module.code_conventions() == spans_module.STABLE
+        assert spans_module._code_conventions[f"code, http{n}"] == spans_module.STABLE
+        sizes.append(len(spans_module._code_conventions))
+    assert sizes == [*range(2, 10), *range(2, 10), *range(2, 6)]
+    monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN")
+    assert spans_module.code_conventions() == spans_module.OLD
+    assert spans_module._code_conventions[None] == spans_module.OLD
 
 
 ARRIVAL_KEYS = (

@@ -3,8 +3,11 @@ anything has happened to it."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import importlib
 import itertools
+import sys
 import threading
 import types
 
@@ -185,8 +188,8 @@ def test_qualified_name_names_what_is_finally_called():
 def test_code_location_of_what_is_no_function():
     coroutine = module_coroutine()
     line = module_coroutine.__code__.co_firstlineno
-    # A coroutine object says no module.
-    assert code_location(coroutine) == CodeLocation("module_coroutine", "", __file__, line)
+    # A coroutine object says no module: it is found by the code's file.
+    assert code_location(coroutine) == CodeLocation("module_coroutine", __name__, __file__, line)
     coroutine.close()
     # A callable instance is located at its class's __call__; two classes' at their own.
     for cls in (CallableInstance, OtherCallable):
@@ -195,6 +198,70 @@ def test_code_location_of_what_is_no_function():
             "__call__", f"{__name__}.{cls.__name__}", __file__, line
         )
     assert code_location(CalledByC()) == CodeLocation("CalledByC", __name__, None, None)
+
+
+class Fetcher:
+    async def fetch(self):
+        pass
+
+    @staticmethod
+    def decorated():
+        @functools.wraps(module_coroutine)
+        async def inner():
+            pass
+
+        return inner
+
+
+def test_a_coroutine_is_named_and_located_by_its_code_after_it_ran():
+    """What ``asyncio.run(view.fetch())`` bridges: the method's class is in
+    its name and namespace on every Python version (3.10's code objects have
+    no qualified name), and its module is found once the coroutine has run
+    (when spans are made), its frame gone; a coroutine of a function that
+    ``functools.wraps`` renamed is named by its own code, where it is located."""
+    line = Fetcher.fetch.__code__.co_firstlineno
+    coroutine = Fetcher().fetch()
+    asyncio.run(coroutine)
+    assert coroutine.cr_frame is None
+    assert qualified_name(coroutine) == "Fetcher.fetch"
+    assert code_location(coroutine) == CodeLocation("fetch", f"{__name__}.Fetcher", __file__, line)
+    coroutine = Fetcher.decorated()()
+    assert coroutine.__qualname__ == "module_coroutine"
+    line = coroutine.cr_code.co_firstlineno
+    if sys.version_info >= (3, 11):
+        name = "Fetcher.decorated.<locals>.inner"
+        namespace = f"{__name__}.Fetcher.decorated.<locals>"
+    else:  # the code's own name alone
+        name, namespace = "inner", __name__
+    assert qualified_name(coroutine) == name
+    assert code_location(coroutine) == CodeLocation("inner", namespace, __file__, line)
+    coroutine.close()
+
+
+def test_a_coroutine_of_code_from_no_module_file_has_no_module():
+    namespace: dict = {}
+    exec(compile("async def made():\n    pass\n", "<made>", "exec"), namespace)
+    coroutine = namespace["made"]()
+    assert code_location(coroutine) == CodeLocation("made", "", "<made>", 1)
+    coroutine.close()
+
+
+def test_a_coroutine_of_a_module_imported_later_is_located_in_it(tmp_path, monkeypatch):
+    """The modules are looked up by file once, and again when a file is not
+    found among them and modules were imported since."""
+    coroutine = module_coroutine()
+    assert code_location(coroutine).namespace == __name__
+    coroutine.close()
+    (tmp_path / "imported_later.py").write_text("async def later():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("imported_later")
+    try:
+        coroutine = module.later()
+        location = code_location(coroutine)
+        coroutine.close()
+    finally:
+        del sys.modules["imported_later"]
+    assert location == CodeLocation("later", "imported_later", module.__file__, 1)
 
 
 def test_code_locations_are_kept_per_code_object_and_bounded(monkeypatch):

@@ -333,6 +333,33 @@ class AttributeGroup:
         return f"<AttributeGroup {dict(self.attributes)!r}>"
 
 
+#: Which names of OpenTelemetry's ``code.*`` attributes a span carries: those
+#: before semantic conventions 1.33 (``code.function``, ``code.namespace``,
+#: ``code.filepath``, ``code.lineno``), the stable ones (``code.function.name``,
+#: ``code.file.path``, ``code.line.number``), or both.
+OLD, STABLE = 1, 2
+_code_conventions: dict[str | None, int] = {None: OLD}
+
+
+def code_conventions() -> int:
+    """:data:`OLD`, :data:`STABLE` or both (``OLD | STABLE``), from
+    ``OTEL_SEMCONV_STABILITY_OPT_IN`` as OpenTelemetry's migration guide for
+    the ``code.*`` attributes asks: a comma-separated list in which ``code``
+    opts in to the stable names and ``code/dup`` to both (it wins over
+    ``code``); its other values (``http``, ``database``) are other
+    instrumentations' concern. Unset, empty or without either: the old names."""
+    setting = os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN") or None
+    conventions = _code_conventions.get(setting)
+    if conventions is None:
+        values = {part.strip() for part in (setting or "").split(",")}
+        conventions = OLD | STABLE if "code/dup" in values else STABLE if "code" in values else OLD
+        if len(_code_conventions) > 8:
+            _code_conventions.clear()
+            _code_conventions[None] = OLD
+        _code_conventions[setting] = conventions
+    return conventions
+
+
 _site_attributes: dict[tuple[Any, ...], tuple[str, AttributeGroup]] = {}
 
 
@@ -343,7 +370,8 @@ def site_attributes(crossing: Crossing) -> tuple[str, AttributeGroup]:
     description = crossing.description
     executor = crossing.executor
     thread_sensitive = crossing.thread_sensitive
-    key = (description, crossing.mechanism, executor, thread_sensitive)
+    conventions = code_conventions()
+    key = (description, crossing.mechanism, executor, thread_sensitive, conventions)
     shared = description is not None and description.shared
     cached = _site_attributes.get(key) if shared else None
     if cached is not None:
@@ -362,12 +390,23 @@ def site_attributes(crossing: Crossing) -> tuple[str, AttributeGroup]:
         attributes.append(("switchtrace.component", str(component)))
     location = description.location if description is not None else None
     if location is not None:
-        attributes.append(("code.function", location.function))
-        attributes.append(("code.namespace", location.namespace))
-        if location.filepath is not None:
-            attributes.append(("code.filepath", location.filepath))
-        if location.lineno is not None:
-            attributes.append(("code.lineno", location.lineno))
+        if conventions & STABLE:
+            # Fully qualified: the module, the class, the function.
+            namespace, function = location.namespace, location.function
+            attributes.append(
+                ("code.function.name", f"{namespace}.{function}" if namespace else function)
+            )
+            if location.filepath is not None:
+                attributes.append(("code.file.path", location.filepath))
+            if location.lineno is not None:
+                attributes.append(("code.line.number", location.lineno))
+        if conventions & OLD:
+            attributes.append(("code.function", location.function))
+            attributes.append(("code.namespace", location.namespace))
+            if location.filepath is not None:
+                attributes.append(("code.filepath", location.filepath))
+            if location.lineno is not None:
+                attributes.append(("code.lineno", location.lineno))
     site = (f"{crossing.mechanism} {crossing.qualname}", AttributeGroup(tuple(attributes)))
     if shared:
         if len(_site_attributes) >= MAX_CACHED:
@@ -439,7 +478,10 @@ def own_attributes(crossing: Crossing) -> Attributes:
     start_ns = crossing.start_ns
     own: Attributes = () if start_ns is None else ((QUEUE_WAIT, start_ns - crossing.call_ns),)
     if crossing.exception is not None:
-        own += (("switchtrace.exception", crossing.exception),)
+        # error.type: the class of error the call ended with (OpenTelemetry's
+        # general conventions for a failed operation), as Python's
+        # instrumentations name an exception's.
+        own += (("switchtrace.exception", crossing.exception), ("error.type", crossing.exception))
     return own
 
 
@@ -523,11 +565,12 @@ class PlannedSpans(NamedTuple):
 
 # -- the SDK's span limits ---------------------------------------------------------
 
-#: The most attributes a crossing's span has: its site's 10 (mechanism,
-#: direction, thread_sensitive, executor, component.kind, component and four
-#: code.*), its threads' 5, its loop's 4 and its own 2 (queue wait,
-#: exception). An attribute count limit at least this high never cuts one.
-CROSSING_ATTRIBUTES = 21
+#: The most attributes a crossing's span has: its site's 13 (mechanism,
+#: direction, thread_sensitive, executor, component.kind, component and
+#: seven code.*, the old names and the stable ones: see code_conventions),
+#: its threads' 5, its loop's 4 and its own 3 (queue wait, exception,
+#: error.type). An attribute count limit at least this high never cuts one.
+CROSSING_ATTRIBUTES = 25
 #: The attributes of an event other than STARTED (loop created, thread started).
 EVENT_ATTRIBUTES = 2
 

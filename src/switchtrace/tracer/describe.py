@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sys
 import types
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -60,8 +61,7 @@ def qualified_name(obj: object) -> str:
     if target is None:
         return "None"
     if is_of_type(target, types.CoroutineType):
-        code = target.cr_code
-        return getattr(code, "co_qualname", code.co_name)
+        return _coroutine_qualname(target)
     if is_of_type(target, types.MethodType):
         return _qualname_of(target.__func__)
     if is_of_type(target, (types.FunctionType, types.BuiltinFunctionType, type)):
@@ -71,6 +71,47 @@ def qualified_name(obj: object) -> str:
         return qualname
     # A callable instance (a middleware object, a handler): name its class.
     return type(target).__qualname__
+
+
+def _coroutine_qualname(coroutine: types.CoroutineType) -> str:
+    """The qualified name of a coroutine's code (``OrderView.fetch``)."""
+    code = coroutine.cr_code
+    qualname = getattr(code, "co_qualname", None)
+    if isinstance(qualname, str):
+        return qualname
+    # Python 3.10: code has no qualified name; the coroutine's own is its
+    # function's, which functools.wraps may have given another function's.
+    own = coroutine.__qualname__
+    return own if own.rpartition(".")[2] == code.co_name else code.co_name
+
+
+#: The modules' names by the files they were loaded from (see :func:`_module_of`).
+_modules_by_file: dict[str, str] = {}
+_modules_seen = 0
+
+
+def _module_of(code: types.CodeType) -> str:
+    """The name of the module defined in the file ``code`` is from ("" if
+    none): a coroutine object does not say its module, and after it has run
+    (when spans are made) its frame and globals are gone. Looked up in the
+    modules loaded, by their ``__file__`` read from their ``__dict__`` alone
+    (a lazy module's ``__getattr__`` is not asked); read again when a file is
+    not found and modules were loaded since."""
+    global _modules_by_file, _modules_seen
+    filename = code.co_filename
+    name = _modules_by_file.get(filename)
+    if name is None and len(sys.modules) != _modules_seen:
+        modules = list(sys.modules.items())
+        by_file: dict[str, str] = {}
+        for module_name, module in modules:
+            if is_of_type(module, types.ModuleType):
+                path = module.__dict__.get("__file__")
+                if isinstance(path, str):
+                    by_file.setdefault(path, module_name)
+        # Replaced whole: another thread naming a crossing reads either.
+        _modules_by_file, _modules_seen = by_file, len(modules)
+        name = by_file.get(filename)
+    return name or ""
 
 
 def _qualname_of(func: object) -> str:
@@ -111,8 +152,14 @@ def code_location(obj: object) -> CodeLocation:
 def _code_location(target: Any) -> CodeLocation:
     if is_of_type(target, types.CoroutineType):
         code = target.cr_code
-        module = attribute(target, "__module__") or ""
-        return CodeLocation(code.co_name, module, code.co_filename, code.co_firstlineno)
+        namespace, _, function = _coroutine_qualname(target).rpartition(".")
+        module = _module_of(code)
+        return CodeLocation(
+            function=function,
+            namespace=f"{module}.{namespace}" if module and namespace else module or namespace,
+            filepath=code.co_filename,
+            lineno=code.co_firstlineno,
+        )
     func = target.__func__ if is_of_type(target, types.MethodType) else target
     if not is_of_type(func, types.FunctionType):
         call = getattr(type(func), "__call__", None)  # noqa: B004
