@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -568,7 +569,10 @@ def test_bench_overhead_makes_every_requests_spans_whatever_the_settings_sample(
     spans measured some spans, or headers only, under 'full spans' (and its
     exported_per_request counted the records, sampled out or not: 1.0)."""
     configured = ExportOptions(
-        exporter=exporter, endpoint="http://127.0.0.1:4318", sample_rate=sample_rate
+        exporter=exporter,
+        endpoint="http://127.0.0.1:4318",
+        sample_rate=sample_rate,
+        excluded_urls=re.compile("sync"),
     )
     spans = overhead_export(configured, "/scratch/spans.jsonl")
     assert spans == dataclasses.replace(
@@ -576,21 +580,27 @@ def test_bench_overhead_makes_every_requests_spans_whatever_the_settings_sample(
         exporter="otlp" if exporter == "otlp" else "file",
         file_path=configured.file_path if exporter == "otlp" else "/scratch/spans.jsonl",
         sample_rate=1.0,
+        excluded_urls=None,
     )
     assert overhead_export(None, "/s.jsonl") == ExportOptions(file_path="/s.jsonl", sample_rate=1.0)
 
 
-def test_bench_overhead_compares_every_requests_span_whatever_the_sampler(tmp_path):
+@pytest.mark.parametrize(
+    "environ",
+    [{"OTEL_TRACES_SAMPLER": "always_off"}, {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "sync"}],
+)
+def test_bench_overhead_compares_every_requests_span_whatever_the_sampler(tmp_path, environ):
     """OTEL_TRACES_SAMPLER=always_off: opentelemetry-instrumentation-django's
-    row measured a middleware that made no span (exported_per_request 0)."""
+    row measured a middleware that made no span (exported_per_request 0);
+    so did a URL OTEL_PYTHON_DJANGO_EXCLUDED_URLS leaves out, in the full
+    spans' row too."""
     args = ["bench", "--overhead", "--servers", "wsgi", "--endpoints", "/sync/",
             "--requests", "3", "--rounds", "2", "--warmup", "1", "--json"]  # fmt: skip
-    out = run(args, tmp_path, OTEL_TRACES_SAMPLER="always_off")
+    out = run(args, tmp_path, **environ)
     assert out.returncode == 0, out.stderr
     rows = {r["mode"]: r for r in json.loads(out.stdout)["rows"]}
-    assert rows["opentelemetry-instrumentation-django"]["exported_per_request"] == {
-        "median": 1.0, "min": 1.0, "max": 1.0
-    }  # fmt: skip
+    for mode in ("opentelemetry-instrumentation-django", "full spans"):
+        assert rows[mode]["exported_per_request"] == {"median": 1.0, "min": 1.0, "max": 1.0}
 
 
 def test_bench_overhead_exports_spans_whatever_the_settings_export(tmp_path):

@@ -27,7 +27,7 @@ def test_every_check_id_is_documented():
     from switchtrace.django_app import checks
 
     ids = set(re.findall(r"switchtrace\.[EW]\d{3}", Path(checks.__file__).read_text()))
-    assert len(ids) == 16
+    assert len(ids) == 17
     for check_id in ids:
         assert f"`{check_id}`" in README, check_id
 

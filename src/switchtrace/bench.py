@@ -916,15 +916,16 @@ def overhead_export(configured: ExportOptions | None, scratch_file: str) -> Expo
     temporary file removed after the run, unless the settings name an OTLP
     collector. Settings that export no spans (EXPORTER "none", "console" or
     "memory", OTEL_SDK_DISABLED) get the file too, and every request's spans
-    are made whatever the settings sample (SAMPLE_RATE, OTEL_TRACES_SAMPLER):
-    the full-spans mode would otherwise measure headers only, or some
-    requests' spans, under its name."""
+    are made whatever the settings sample (SAMPLE_RATE, OTEL_TRACES_SAMPLER)
+    or leave out (OTEL_PYTHON_DJANGO_EXCLUDED_URLS): the full-spans mode
+    would otherwise measure headers only, or some requests' spans, under its
+    name."""
     from .exporters import ExportOptions
 
     spans = configured or ExportOptions()
     if spans.exporter != "otlp":
         spans = dataclasses.replace(spans, exporter="file", file_path=scratch_file)
-    return dataclasses.replace(spans, sample_rate=1.0)
+    return dataclasses.replace(spans, sample_rate=1.0, excluded_urls=None)
 
 
 def _enter(mode: str) -> None:
@@ -1404,7 +1405,8 @@ def _otel_django(variant: str, folder: str, servers: Sequence[str]) -> Iterator[
     provider = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     instrumentor = DjangoInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
+    # And whatever OTEL_PYTHON_DJANGO_EXCLUDED_URLS leaves out (no URL here).
+    instrumentor.instrument(tracer_provider=provider, excluded_urls="")
     try:
         middleware = list(settings.STARTPROJECT_MIDDLEWARE) if variant != "none" else []
         with example.handlers(

@@ -1212,6 +1212,17 @@ SAMPLERS_HINT = (
 RATE_HINT = "Allowed: a number from 0 to 1, e.g. 0.1 to keep one request in ten."
 
 
+def own_messages_with(environ, monkeypatch):
+    """The checks' messages with ``environ`` set, switchtrace enabled. The
+    variables only inside the settings' override: the suite's own settings,
+    restored at its end, make spans too."""
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=BASE_MIDDLEWARE):
+        with monkeypatch.context() as patch:
+            for name, value in environ.items():
+                patch.setenv(name, value)
+            return own_messages()
+
+
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
@@ -1269,14 +1280,7 @@ RATE_HINT = "Allowed: a number from 0 to 1, e.g. 0.1 to keep one request in ten.
     ],
 )
 def test_a_sampler_variable_the_sdk_cannot_use_is_e009(environ, expected, monkeypatch):
-    # The variables only inside the settings' override: the suite's own
-    # settings, restored at its end, make spans too.
-    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=BASE_MIDDLEWARE):
-        with monkeypatch.context() as patch:
-            for name, value in environ.items():
-                patch.setenv(name, value)
-            messages = own_messages()
-    assert messages == [("switchtrace.E009", *expected)]
+    assert own_messages_with(environ, monkeypatch) == [("switchtrace.E009", *expected)]
 
 
 @pytest.mark.parametrize(
@@ -1718,3 +1722,71 @@ def test_the_check_warns_of_each_middleware_django_ships_what_it_costs(which):
         warnings_ = check_middleware_switches()
     assert [w.obj for w in warnings_] == [p for p in middleware if BUILTIN[p][1]]
     assert sum(int(n) for w in warnings_ for n in re.findall(r"(\d+) more", w.msg)) == cost
+
+
+EXCLUDED_HINT = (
+    "Comma-separated Python regular expressions, each searched for in a request's URL without "
+    "its query (e.g. healthz,/static/), as opentelemetry-instrumentation-django reads them."
+)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "healthz, /static/("},
+            "The environment variable OTEL_PYTHON_DJANGO_EXCLUDED_URLS is 'healthz, /static/(', "
+            "which is not a list of regular expressions ('/static/(': missing ), unterminated "
+            "subpattern at position 8).",
+        ),
+        (
+            # The generic variable, read when the instrumentation's is unset or blank.
+            {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": " ", "OTEL_PYTHON_EXCLUDED_URLS": "*.css"},
+            "The environment variable OTEL_PYTHON_EXCLUDED_URLS is '*.css', which is not a list "
+            "of regular expressions ('*.css': nothing to repeat at position 0).",
+        ),
+        (
+            # Each entry is one, but not all of them together.
+            {"OTEL_PYTHON_EXCLUDED_URLS": "(?P<a>x),(?P<a>y)"},
+            "The environment variable OTEL_PYTHON_EXCLUDED_URLS is '(?P<a>x),(?P<a>y)', which is "
+            "not a list of regular expressions (together: redefinition of group name 'a' as "
+            "group 2; was group 1 at position 13).",
+        ),
+    ],
+)
+def test_excluded_urls_that_are_no_regular_expressions_are_e012(environ, message, monkeypatch):
+    messages = own_messages_with(environ, monkeypatch)
+    assert messages == [("switchtrace.E012", message, EXCLUDED_HINT)]
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ", "pattern"),
+    [
+        ({"ENABLED": True}, {}, None),
+        ({"ENABLED": True}, {"OTEL_PYTHON_EXCLUDED_URLS": ""}, None),
+        ({"ENABLED": True}, {"OTEL_PYTHON_EXCLUDED_URLS": " \r"}, None),
+        # Space around each entry is not part of it; empty entries are left
+        # out (an empty one would match every URL).
+        (
+            {"ENABLED": True},
+            {"OTEL_PYTHON_EXCLUDED_URLS": " healthz ,, /static/ ,"},
+            "healthz|/static/",
+        ),
+        # The instrumentation's own variable first.
+        (
+            {"ENABLED": True},
+            {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "ping", "OTEL_PYTHON_EXCLUDED_URLS": "("},
+            "ping",
+        ),
+        # Not read where no span is made.
+        ({"ENABLED": True, "EXPORTER": "console"}, {"OTEL_PYTHON_EXCLUDED_URLS": "("}, None),
+        ({"ENABLED": True, "EXPORTER": "none"}, {"OTEL_PYTHON_EXCLUDED_URLS": "("}, None),
+        ({"ENABLED": True}, {"OTEL_PYTHON_EXCLUDED_URLS": "(", "OTEL_SDK_DISABLED": "true"}, None),
+        ({"ENABLED": False}, {"OTEL_PYTHON_EXCLUDED_URLS": "("}, None),
+    ],
+)
+def test_excluded_urls_read_as_the_instrumentation_reads_them(settings, environ, pattern):
+    config = build_config({"EXPORTER": "memory", **settings}, environ=environ)
+    assert config.problems == ()
+    excluded = config.export.excluded_urls if config.export is not None else None
+    assert (excluded.pattern if excluded is not None else None) == pattern

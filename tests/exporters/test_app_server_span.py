@@ -12,6 +12,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.conf import settings as django_settings
+from django.test import override_settings
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -68,6 +70,25 @@ def test_the_memory_exporter_gets_them():
     assert len(ours) == 16
     assert all(s.parent.span_id == server_span.context.span_id for s in ours)
     assert all(s.context.trace_id == server_span.context.trace_id for s in ours)
+
+
+def test_an_excluded_url_under_an_application_server_span_has_its_spans(monkeypatch):
+    """OTEL_PYTHON_DJANGO_EXCLUDED_URLS leaves out the spans switchtrace
+    would make of a request itself: under an application's server span the
+    application's instrumentation traced it, and the crossings are its."""
+    monkeypatch.setenv("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "/sync/")
+    settings = {"ENABLED": True, "EXPORTER": "memory"}
+    try:
+        server_span, pipeline = serve_under_an_application_server_span(settings)
+    finally:
+        # The suite's pipeline, made again without it.
+        monkeypatch.delenv("OTEL_PYTHON_DJANGO_EXCLUDED_URLS")
+        with override_settings(SWITCHTRACE=django_settings.SWITCHTRACE):
+            pass
+    assert pipeline.options.excluded_urls.pattern == "/sync/"
+    ours = pipeline.exporter.get_finished_spans()
+    assert len(ours) == 16
+    assert all(s.parent.span_id == server_span.context.span_id for s in ours)
 
 
 @pytest.mark.parametrize("kind", ["internal", "unsampled-server"])

@@ -330,6 +330,70 @@ def test_sample_rate_zero_records_no_spans_but_keeps_the_headers(spans):
     assert result.figures() == (30, 30, 0, 1)
 
 
+def test_excluded_urls_make_no_spans_but_keep_the_headers(monkeypatch):
+    """OTEL_PYTHON_DJANGO_EXCLUDED_URLS (else OTEL_PYTHON_EXCLUDED_URLS), as
+    opentelemetry-instrumentation-django reads it: a request whose URL
+    (without its query) one of its regular expressions finds gets no spans,
+    its headers as usual; the others their spans."""
+    monkeypatch.setenv("OTEL_PYTHON_EXCLUDED_URLS", "async")  # not read: the other is set
+    monkeypatch.setenv("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "^http://testserver/sync/$, healthz")
+    settings = {"ENABLED": True, "EXPORTER": "memory"}
+    with project(SWITCHTRACE=settings) as (asgi, wsgi):
+        try:
+            pipeline = telemetry.pipeline()
+            assert pipeline.flush(10)
+            pipeline.exporter.clear()
+            before = (pipeline.records, pipeline.dropped, pipeline.failed)
+            left_out = [
+                run_in_server_loop(asgi_request(asgi, "/sync/")),
+                run_in_server_loop(asgi_request(asgi, "/sync/?q=1")),
+            ]
+            wsgi_request(wsgi, "/sync/")
+            traced = [
+                run_in_server_loop(asgi_request(asgi, "/sync/", scheme="https")),
+                run_in_server_loop(asgi_request(asgi, "/async/")),
+            ]
+            assert pipeline.flush(10)
+            spans = pipeline.exporter.get_finished_spans()
+            after = (pipeline.records, pipeline.dropped, pipeline.failed)
+        finally:
+            # The suite's pipeline is made again as the settings come back:
+            # without them.
+            monkeypatch.delenv("OTEL_PYTHON_EXCLUDED_URLS")
+            monkeypatch.delenv("OTEL_PYTHON_DJANGO_EXCLUDED_URLS")
+    assert [r.figures() for r in left_out + traced] == [(30, 30, 0, 1)] * 3 + [(28, 28, 0, 1)]
+    requests = [s for s in spans if s.kind is trace.SpanKind.SERVER]
+    assert [(s.attributes["url.scheme"], s.name) for s in requests] == [
+        ("https", "GET sync/"),
+        ("http", "GET async/"),
+    ]
+    assert len(spans) == 2 + 16 + 15
+    # Each request was taken (none dropped), five of them.
+    assert tuple(a - b for a, b in zip(after, before, strict=True)) == (5, 0, 0)
+
+
+def test_the_url_excluded_urls_are_searched_in(records):
+    """The request span's scheme, server address, port (but the scheme's
+    default) and path."""
+    from switchtrace.exporters.spans import request_url
+
+    with project() as (asgi, wsgi):
+        run_in_server_loop(asgi_request(asgi, "/sync/?q=1"))
+        run_in_server_loop(
+            asgi_request(asgi, "/sync/", scheme="https", headers=[(b"host", b"[::1]:8443")])
+        )
+        run_in_server_loop(
+            asgi_request(asgi, "/sync/", scheme="https", headers=[(b"host", b"shop.example:443")])
+        )
+        wsgi_request(wsgi, "/async/", HTTP_HOST="shop.example:8000")
+    assert [request_url(record) for record in records] == [
+        "http://testserver/sync/",
+        "https://[::1]:8443/sync/",
+        "https://shop.example/sync/",
+        "http://shop.example:8000/async/",
+    ]
+
+
 @pytest.mark.parametrize(
     ("server", "path", "status"),
     [

@@ -21,6 +21,8 @@
   ``OTEL_TRACES_EXPORTER`` other than ``otlp`` (``otlp_proto_grpc``, ``otlp_proto_http``),
   ``console`` and ``none``, or naming more than one |
 | switchtrace.E011 | error | ``INSTALLED_APPS`` names ``"switchtrace"`` (see switchtrace/apps.py) |
+| switchtrace.E012 | error | (enabled, spans made) an ``OTEL_PYTHON_DJANGO_EXCLUDED_URLS`` (else
+  ``OTEL_PYTHON_EXCLUDED_URLS``) that is not a list of regular expressions |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
 | switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first (but
   for opentelemetry-instrumentation-django's) |

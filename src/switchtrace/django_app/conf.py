@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -375,6 +376,10 @@ def _export_options(
         if sampler_problem is not None:
             problems.append(sampler_problem)
             return None
+    # (The console's lines are written for every request.)
+    excluded_urls = None if exporter == "console" else _excluded_urls(environ, problems)
+    if len(problems) > before:
+        return None
     if exporter == "file":
         unwritable = _unwritable(os.fspath(file_path))
         if unwritable:
@@ -401,6 +406,48 @@ def _export_options(
         file_max_bytes=max_bytes,
         sample_rate=None if rate is None else float(rate),
         queue_size=queue_size,
+        excluded_urls=excluded_urls,
+    )
+
+
+#: Where opentelemetry-instrumentation-django reads the URLs it does not
+#: trace: its own variable, else the one of every Python instrumentation.
+EXCLUDED_URLS_VARIABLES = ("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
+
+
+def _excluded_urls(environ: Mapping[str, str], problems: list[Problem]) -> re.Pattern[str] | None:
+    """The URLs no spans are made for, as opentelemetry-instrumentation-django
+    reads them: comma-separated regular expressions, each searched for in a
+    request's URL, space around each not part of it. Empty entries are left
+    out (the instrumentation's reading makes an empty one, after a trailing
+    comma, match every URL), and an empty or blank variable is unset."""
+    for name in EXCLUDED_URLS_VARIABLES:
+        value = environ.get(name, "")
+        if not value.strip():
+            continue
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                re.compile(entry)
+            except re.error as exc:
+                problems.append(_bad_pattern(name, value, f"{_shown(entry)}: {exc}"))
+                return None
+        try:
+            return re.compile("|".join(entries))
+        except re.error as exc:  # entries that cannot go together ((?i) but first)
+            problems.append(_bad_pattern(name, value, f"together: {exc}"))
+            return None
+    return None
+
+
+def _bad_pattern(name: str, value: str, why: str) -> Problem:
+    return Problem(
+        "switchtrace.E012",
+        f"The environment variable {name} is {_shown(value)}, which is not a list of "
+        f"regular expressions ({why}).",
+        "Comma-separated Python regular expressions, each searched for in a request's "
+        "URL without its query (e.g. healthz,/static/), as "
+        "opentelemetry-instrumentation-django reads them.",
     )
 
 

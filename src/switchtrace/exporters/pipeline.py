@@ -46,6 +46,7 @@ import inspect
 import logging
 import os
 import queue
+import re
 import sys
 import time
 import types
@@ -81,6 +82,7 @@ from .spans import (
     plan_spans,
     readable_spans,
     request_attributes,
+    request_url,
 )
 from .worker import Flush, QueueWorker
 
@@ -124,6 +126,10 @@ class ExportOptions:
     #: None: the sampler from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
     sample_rate: float | None = None
     queue_size: int = 512
+    #: Requests whose URL this finds no spans are made for (None: none left
+    #: out), when no application's server span was active: see
+    #: :meth:`SpanPipeline._excluded`.
+    excluded_urls: re.Pattern[str] | None = None
 
 
 def traces_url(endpoint: str) -> str:
@@ -513,7 +519,10 @@ class SpanPipeline(QueueWorker):
             paused = self._clock() + self._delay < self._retry_at
             built = True
             try:
-                encoded = [] if paused and self._count_lost(item) else self._emit(item)
+                if self._excluded(item) or (paused and self._count_lost(item)):
+                    encoded = []
+                else:
+                    encoded = self._emit(item)
             except Exception as exc:
                 # The record's spans are not made, and it is counted as
                 # dropped. A switchtrace error is the guard's to log; code of
@@ -547,6 +556,20 @@ class SpanPipeline(QueueWorker):
                     batch = pending[: self._batch_size]
                     del pending[: self._batch_size]
                     self._export(batch)
+
+    def _excluded(self, record: tracer.RequestRecord) -> bool:
+        """Whether the request's URL is one of those left out of tracing
+        (OTEL_PYTHON_DJANGO_EXCLUDED_URLS, else OTEL_PYTHON_EXCLUDED_URLS):
+        no span is made of it, as opentelemetry-instrumentation-django makes
+        none. Not when an application's server span was active: its
+        instrumentation traced the request, and the crossings are its
+        children."""
+        pattern = self.options.excluded_urls
+        return (
+            pattern is not None
+            and record.extra.get("otel.server_span") is None
+            and pattern.search(request_url(record)) is not None
+        )
 
     def _count_lost(self, record: tracer.RequestRecord) -> bool:
         """Exports paused: count the spans the pipeline would encode for the

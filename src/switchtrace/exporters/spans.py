@@ -136,6 +136,25 @@ def _http_attributes(record: RequestRecord) -> dict[str, Any]:
     return attributes
 
 
+#: The port a scheme's URL leaves out.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def request_url(record: RequestRecord) -> str:
+    """The request's URL without its query, made of its request span's
+    attributes (``url.scheme``, ``server.address``, ``server.port`` but the
+    scheme's default, ``url.path``): ``https://shop.example/healthz``."""
+    attributes = _http_attributes(record)
+    scheme = str(attributes.get("url.scheme") or "http")
+    host = str(attributes.get("server.address") or "")
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    port = attributes.get("server.port")
+    if port is not None and port != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{attributes.get('url.path') or ''}"
+
+
 #: record.extra's key for the request's :class:`Arrival`, kept only while
 #: spans are made (a pipeline is attached).
 ARRIVAL = "switchtrace.arrival"
