@@ -1765,6 +1765,14 @@ def test_excluded_urls_that_are_no_regular_expressions_are_e012(environ, message
         ({"ENABLED": True}, {}, None),
         ({"ENABLED": True}, {"OTEL_PYTHON_EXCLUDED_URLS": ""}, None),
         ({"ENABLED": True}, {"OTEL_PYTHON_EXCLUDED_URLS": " \r"}, None),
+        # Commas alone: no entry (an empty pattern would match every URL);
+        # the other variable is read then.
+        ({"ENABLED": True}, {"OTEL_PYTHON_EXCLUDED_URLS": " , ,"}, None),
+        (
+            {"ENABLED": True},
+            {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": ",", "OTEL_PYTHON_EXCLUDED_URLS": "ping"},
+            "ping",
+        ),
         # Space around each entry is not part of it; empty entries are left
         # out (an empty one would match every URL).
         (

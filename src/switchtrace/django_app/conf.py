@@ -420,12 +420,15 @@ def _excluded_urls(environ: Mapping[str, str], problems: list[Problem]) -> re.Pa
     reads them: comma-separated regular expressions, each searched for in a
     request's URL, space around each not part of it. Empty entries are left
     out (the instrumentation's reading makes an empty one, after a trailing
-    comma, match every URL), and an empty or blank variable is unset."""
+    comma, match every URL), and a variable of none but those (empty, blank,
+    commas alone) is unset."""
     for name in EXCLUDED_URLS_VARIABLES:
         value = environ.get(name, "")
         if not value.strip():
             continue
         entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if not entries:
+            continue  # commas alone: an empty pattern would leave out every URL
         for entry in entries:
             try:
                 re.compile(entry)
