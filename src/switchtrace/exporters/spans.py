@@ -92,16 +92,30 @@ def known_methods() -> frozenset[str]:
     (An empty OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is unset, as every
     ``OTEL_*`` variable, and so is one of space alone: it made every method
     ``_OTHER``.)"""
-    setting = os.environ.get("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "").strip() or None
-    methods = _known_methods.get(setting)
-    if methods is None:
-        if len(_known_methods) > 8:
-            _known_methods.clear()
-            _known_methods[None] = KNOWN_METHODS
-        methods = _known_methods[setting] = frozenset(
-            name for name in (part.strip() for part in (setting or "").split(",")) if name
-        )
-    return methods
+    return _read_variable(
+        "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS",
+        _known_methods,
+        lambda values: frozenset(value for value in values if value),
+    )
+
+
+def _read_variable(
+    name: str, cache: dict[str | None, Any], parse: Callable[[set[str]], Any]
+) -> Any:
+    """What the comma-separated list of variable ``name`` says, by
+    ``parse(values)`` (each stripped), read once for each of its values;
+    ``cache[None]`` holds what it says unset (empty, or space alone, as
+    every ``OTEL_*`` variable). At most 8 other values are kept: a process
+    that changes it for ever does not grow the cache for ever."""
+    setting = os.environ.get(name, "").strip() or None
+    value = cache.get(setting)
+    if value is None:
+        if len(cache) > 8:
+            unset = cache[None]
+            cache.clear()
+            cache[None] = unset
+        value = cache[setting] = parse({part.strip() for part in str(setting).split(",")})
+    return value
 
 
 def _http_attributes(record: RequestRecord) -> dict[str, Any]:
@@ -367,16 +381,15 @@ def code_conventions() -> int:
     opts in to the stable names and ``code/dup`` to both (it wins over
     ``code``); its other values (``http``, ``database``) are other
     instrumentations' concern. Unset, empty or without either: the old names."""
-    setting = os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN") or None
-    conventions = _code_conventions.get(setting)
-    if conventions is None:
-        values = {part.strip() for part in (setting or "").split(",")}
-        conventions = OLD | STABLE if "code/dup" in values else STABLE if "code" in values else OLD
-        if len(_code_conventions) > 8:
-            _code_conventions.clear()
-            _code_conventions[None] = OLD
-        _code_conventions[setting] = conventions
-    return conventions
+    return int(
+        _read_variable(
+            "OTEL_SEMCONV_STABILITY_OPT_IN",
+            _code_conventions,
+            lambda values: (
+                OLD | STABLE if "code/dup" in values else STABLE if "code" in values else OLD
+            ),
+        )
+    )
 
 
 _site_attributes: dict[tuple[Any, ...], tuple[str, AttributeGroup]] = {}
