@@ -907,6 +907,142 @@ def test_a_middleware_whose_module_raises_on_import_is_named():
     )
 
 
+def switchtraces_own_checks() -> list[tuple[str, str, str | None]]:
+    """What switchtrace's checks say, without Django's (Django >= 5.1's auth
+    check imports every MIDDLEWARE entry and raises what it cannot)."""
+    from switchtrace.django_app import checks as own
+
+    return [
+        (m.id, m.msg, m.hint)
+        for check in (own.check_settings, own.check_middleware_switches, own.check_internal_ips)
+        for m in check()
+    ]
+
+
+UNPRINTABLE = "tests.unprintable_raising.Unprintable: (its message cannot be shown: str() raises)"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        # A key or value whose repr() raises: an int of more digits than
+        # Python converts (ValueError), an exception whose __str__ raises.
+        # Each raised out of the checks (and out of AppConfig.ready).
+        (
+            {"SWITCHTRACE": {"ENABLED": True, 10**5000: 1}},
+            [
+                (
+                    "switchtrace.E002",
+                    "Unknown key <int object> in the SWITCHTRACE setting.",
+                    "Allowed keys: ENABLED, EXPORTER, FILE_MAX_BYTES, FILE_PATH, MAX_EVENTS, "
+                    "OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, "
+                    "SHOW_HEADERS.",
+                )
+            ],
+        ),
+        (
+            {"SWITCHTRACE": {"ENABLED": True, "SHOW_HEADERS": "tests.unprintable_raising.show"}},
+            [
+                (
+                    "switchtrace.E004",
+                    "SWITCHTRACE['SHOW_HEADERS'] = 'tests.unprintable_raising.show' cannot be "
+                    "imported: Unprintable: (its message cannot be shown: str() raises).",
+                    "Allowed: True (every response), False (none), or a callable "
+                    "`(request) -> bool` given as a dotted path or directly.",
+                )
+            ],
+        ),
+        (
+            {"MIDDLEWARE": [MIDDLEWARE_PATH, "tests.unprintable_raising.Middleware", 10**5000]},
+            [
+                (
+                    "switchtrace.E007",
+                    "MIDDLEWARE entry 'tests.unprintable_raising.Middleware' cannot be imported: "
+                    "Unprintable: (its message cannot be shown: str() raises).",
+                    "Fix the dotted path; Django will not start with it.",
+                ),
+                (
+                    "switchtrace.E007",
+                    "MIDDLEWARE entry <int object> cannot be imported: AttributeError: 'int' "
+                    "object has no attribute 'rsplit'.",
+                    "Fix the dotted path; Django will not start with it.",
+                ),
+            ],
+        ),
+        # MIDDLEWARE that is no list: a number raised TypeError out of the
+        # checks; one dotted path (a tuple's comma forgotten) was taken for
+        # a list of its characters, each an E007 of its own, and W001 said
+        # the middleware was not in MIDDLEWARE.
+        *(
+            (
+                {"MIDDLEWARE": value},
+                [
+                    (
+                        "switchtrace.E007",
+                        f"MIDDLEWARE must be a list of dotted paths; it is a {kind}: {value!r}.",
+                        f"For example: MIDDLEWARE = [{MIDDLEWARE_PATH!r}, ...].",
+                    )
+                ],
+            )
+            for value, kind in ((5, "int"), (MIDDLEWARE_PATH, "str"))
+        ),
+    ],
+)
+def test_what_cannot_be_shown_or_iterated_is_an_error_not_an_exception(settings, expected):
+    settings = {"SWITCHTRACE": {"ENABLED": True}, "MIDDLEWARE": BASE_MIDDLEWARE, **settings}
+    with override_settings(**settings):
+        assert switchtraces_own_checks() == expected
+
+
+def test_unset_or_empty_middleware_is_still_no_middleware():
+    for value in (None, [], (), ""):
+        with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=value):
+            assert [m[0] for m in switchtraces_own_checks()] == ["switchtrace.W001"]
+
+
+class _BytesPath:
+    def __fspath__(self):
+        return b"/tmp/t.jsonl"
+
+    def __repr__(self):
+        return "_BytesPath()"
+
+
+class _IntPath(_BytesPath):
+    def __fspath__(self):
+        return 3
+
+    def __repr__(self):
+        return "_IntPath()"
+
+
+class _RaisingPath(_BytesPath):
+    def __fspath__(self):
+        raise OSError("no path")
+
+    def __repr__(self):
+        return "_RaisingPath()"
+
+
+@pytest.mark.parametrize("path", [_BytesPath(), _IntPath(), _RaisingPath()])
+def test_a_file_path_object_that_gives_no_text_path_is_e003(path):
+    """An os.PathLike is taken for FILE_PATH; one whose __fspath__ raised, or
+    gave an int, raised out of the checks; one that gave bytes (refused when
+    given directly) passed, then raised TypeError once the file exporter was
+    chosen."""
+    for enabled in (False, True):
+        config = build_config(
+            {"ENABLED": enabled, "EXPORTER": "file", "FILE_PATH": path}, environ={}
+        )
+        assert [(p.id, p.msg, p.hint) for p in config.problems] == [
+            (
+                "switchtrace.E003",
+                f"SWITCHTRACE['FILE_PATH'] is {path!r}, which is not allowed.",
+                "Allowed: a path to a file in an existing, writable directory.",
+            )
+        ]
+
+
 def test_deploy_check_warns_when_every_client_gets_the_headers():
     def deploy_ids():
         return [

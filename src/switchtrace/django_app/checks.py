@@ -12,7 +12,8 @@
   ``OTEL_EXPORTER_OTLP_TIMEOUT``) that is not a positive number of seconds, or another OTEL_*
   variable the OTLP exporter refuses, or an OTEL_*_LIMIT the SDK's span limits refuse (those two
   leave the headers on) |
-| switchtrace.E007 | error | (enabled) a ``MIDDLEWARE`` entry that cannot be imported |
+| switchtrace.E007 | error | (enabled) a ``MIDDLEWARE`` entry that cannot be imported, or a
+  ``MIDDLEWARE`` that is no list of them (one dotted path, a number) |
 | switchtrace.E008 | error | (enabled) the file exporter's ``FILE_PATH`` cannot be written |
 | switchtrace.E009 | error | (enabled, spans made by switchtrace's own provider,
   ``SAMPLE_RATE`` unset) an ``OTEL_TRACES_SAMPLER`` neither the SDK nor an installed package
@@ -39,7 +40,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import MIDDLEWARE_PATH, build_config, get_config
+from .conf import MIDDLEWARE_PATH, _message, _raised, _shown, build_config, get_config
 
 #: What opentelemetry-instrumentation-django inserts at the top of MIDDLEWARE
 #: when it instruments Django, above switchtrace's where the settings put
@@ -74,8 +75,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="switchtrace.E006",
             )
         )
-    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
-    if MIDDLEWARE_PATH not in middleware:
+    middleware = _middleware()
+    if middleware is None:
+        messages.append(
+            Error(
+                "MIDDLEWARE must be a list of dotted paths; it is a "
+                f"{type(settings.MIDDLEWARE).__name__}: {_shown(settings.MIDDLEWARE)}.",
+                hint=f"For example: MIDDLEWARE = [{MIDDLEWARE_PATH!r}, ...].",
+                id="switchtrace.E007",
+            )
+        )
+    elif MIDDLEWARE_PATH not in middleware:
         messages.append(
             Warning(
                 "switchtrace is enabled but its middleware is not in MIDDLEWARE, so no "
@@ -101,6 +111,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return messages
 
 
+def _middleware() -> list[Any] | None:
+    """MIDDLEWARE as a list (unset or empty: none), or None if it is not a
+    list of dotted paths Django can load: one dotted path (a tuple's comma
+    forgotten), whose characters the checks took for as many entries, or
+    nothing to iterate over (a number), which raised out of the checks.
+    check_settings says so, once, as switchtrace.E007."""
+    middleware = getattr(settings, "MIDDLEWARE", None)
+    if isinstance(middleware, str) and middleware:
+        return None
+    try:
+        return list(middleware or [])
+    except Exception:  # not iterable, or its __bool__ or __iter__ raises
+        return None
+
+
 @register()
 def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Ticket #37177's pattern: async_capable middleware with synchronous hooks.
@@ -115,14 +140,17 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
     if not get_config().enabled:
         return messages
     entries: list[tuple[str, Any]] = []
-    for path in list(getattr(settings, "MIDDLEWARE", None) or []):
+    middleware = _middleware()
+    if middleware is None:  # check_settings says it
+        return messages
+    for path in middleware:
         try:
             entries.append((path, import_string(path)))
         except Exception as exc:  # its module may raise anything on import
-            reason = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
+            reason = _message(exc) if isinstance(exc, ImportError) else _raised(exc)
             messages.append(
                 Error(
-                    f"MIDDLEWARE entry {path!r} cannot be imported: {reason}.",
+                    f"MIDDLEWARE entry {_shown(path)} cannot be imported: {reason}.",
                     hint="Fix the dotted path; Django will not start with it.",
                     id="switchtrace.E007",
                 )
@@ -130,7 +158,7 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
     # Which run in async mode under ASGI: a synchronous-only middleware
     # (WhiteNoise's) makes those above it run synchronously, their hooks
     # then costing nothing. With an entry missing, Django does not start.
-    if len(entries) == len(getattr(settings, "MIDDLEWARE", None) or []):
+    if len(entries) == len(middleware):
         modes, _top = middleware_modes([cls for _path, cls in entries], is_async=True)
         runs_async = [mode for mode, _adapter in modes]
     else:

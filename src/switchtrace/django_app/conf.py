@@ -173,7 +173,7 @@ def _load_show_callback(value: Any, problems: list[Problem]) -> bool | ShowCallb
                 Problem(
                     "switchtrace.E004",
                     f"SWITCHTRACE['SHOW_HEADERS'] = {_shown(value)} cannot be imported: "
-                    f"{type(exc).__name__}: {exc}.",
+                    f"{_raised(exc)}.",
                     f"Allowed: {OPTIONS['SHOW_HEADERS'].allowed}.",
                 )
             )
@@ -233,7 +233,7 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
             problems.append(
                 Problem(
                     "switchtrace.E002",
-                    f"Unknown key {key!r} in the SWITCHTRACE setting.",
+                    f"Unknown key {_shown(key)} in the SWITCHTRACE setting.",
                     "Allowed keys: " + ", ".join(sorted(OPTIONS)) + ".",
                 )
             )
@@ -334,7 +334,8 @@ def _export_options(
     if service is not None and (not isinstance(service, str) or not service):
         problems.append(_wrong("SERVICE_NAME", service))
     file_path = raw.get("FILE_PATH", OPTIONS["FILE_PATH"].default)
-    if not isinstance(file_path, (str, os.PathLike)) or not os.fspath(file_path):
+    path = _text_path(file_path)
+    if not path:
         problems.append(_wrong("FILE_PATH", file_path))
     max_bytes = raw.get("FILE_MAX_BYTES", OPTIONS["FILE_MAX_BYTES"].default)
     if max_bytes is not None and (
@@ -381,7 +382,7 @@ def _export_options(
     if len(problems) > before:
         return None
     if exporter == "file":
-        unwritable = _unwritable(os.fspath(file_path))
+        unwritable = _unwritable(path)
         if unwritable:
             problems.append(
                 Problem(
@@ -402,7 +403,7 @@ def _export_options(
         or environ.get("OTEL_SERVICE_NAME")
         or _resource_service_name(environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
         or "django",
-        file_path=os.fspath(file_path),
+        file_path=path,
         file_max_bytes=max_bytes,
         sample_rate=None if rate is None else float(rate),
         queue_size=queue_size,
@@ -585,6 +586,19 @@ def _is_share(value: str) -> bool:
     return 0 <= share <= 1
 
 
+def _text_path(value: Any) -> str:
+    """The path ``value`` gives as a string, or '' if it gives none: not a
+    string nor an ``os.PathLike``, or one whose ``__fspath__`` raises or
+    gives bytes (as bytes given directly are refused)."""
+    if not isinstance(value, (str, os.PathLike)):
+        return ""
+    try:
+        path = os.fspath(value)
+    except Exception:  # a __fspath__ of the project's that raises, or returns an int
+        return ""
+    return path if isinstance(path, str) else ""
+
+
 def _unwritable(path: str) -> str | None:
     """Why the file exporter could not append to ``path``, or None."""
     if "\0" in path:  # (os.path's tests take it for a path that is not there)
@@ -665,6 +679,20 @@ def _wrong(key: str, value: Any) -> Problem:
         f"SWITCHTRACE[{key!r}] is {_shown(value)}, which is not allowed.",
         f"Allowed: {OPTIONS[key].allowed}.",
     )
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)`` for a message: never raises (an exception of the
+    project's whose ``__str__`` raises)."""
+    try:
+        return str(exc)
+    except Exception:
+        return "(its message cannot be shown: str() raises)"
+
+
+def _raised(exc: BaseException) -> str:
+    """``ClassName: message`` of ``exc`` for a message; never raises."""
+    return f"{type(exc).__name__}: {_message(exc)}"
 
 
 def _shown(value: Any, limit: int = 200) -> str:
