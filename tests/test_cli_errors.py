@@ -83,6 +83,14 @@ SITE = {
         'from plain_settings import *\nINSTALLED_APPS = ["ready_app.ReadyConfig"]\n'
     ),
     "missing_app_settings.py": ('from plain_settings import *\nINSTALLED_APPS = ["shop"]\n'),
+    "unprintable_settings.py": (
+        "class Unprintable(Exception):\n"
+        "    def __str__(self):\n"
+        '        raise RuntimeError("no message")\n'
+        "\n"
+        "\n"
+        "raise Unprintable\n"
+    ),
 }
 
 
@@ -138,6 +146,12 @@ EXPLAIN_BAD_INPUT = [
     ([], {"DJANGO_SETTINGS_MODULE": "syntax_settings"},
      "DJANGO_SETTINGS_MODULE='syntax_settings' cannot be imported: SyntaxError: invalid syntax "
      "(syntax_settings.py, line 1)"),
+    # An exception whose __str__ raises: describing it raised, and the command
+    # said that RuntimeError instead, exit status 1.
+    ([], {"DJANGO_SETTINGS_MODULE": "unprintable_settings"},
+     "DJANGO_SETTINGS_MODULE='unprintable_settings' cannot be imported: "
+     "unprintable_settings.Unprintable: (its message cannot be shown: str() raises) "
+     f"(site{os.sep}unprintable_settings.py, line 6)"),
     ([], {"DJANGO_SETTINGS_MODULE": "missing_app_settings"},
      "Django rejects the settings of DJANGO_SETTINGS_MODULE='missing_app_settings': "
      "ModuleNotFoundError: No module named 'shop'"),
@@ -406,6 +420,10 @@ BAD_BASELINES = [
     (matrix(good_cell(req_per_s={"many": stat(1)})),
      "cell 0 (asgi shipped /sync/): req_per_s has the key 'many'; allowed: a concurrency level "
      "(a positive integer)"),
+    # More digits than int() converts (4300): its ValueError, exit status 1.
+    (matrix(good_cell(req_per_s={"1" * 5000: stat(1)})),
+     "cell 0 (asgi shipped /sync/): req_per_s has the key '11111111111111111111'... (5000 "
+     "characters); allowed: a concurrency level (a positive integer)"),
     (matrix(good_cell(req_per_s={"50": {"median": "fast", "min": 1, "max": 1}})),
      "cell 0 (asgi shipped /sync/): field req_per_s.50.median is the string 'fast'; "
      "allowed: a number"),
@@ -1661,6 +1679,14 @@ UNRECOGNIZED = [
     (["explain", "--url", "/sync/", "explain"],
      "switchtrace explain: error: unrecognized arguments: explain; allowed: --help, --url, "
      "--measure, --project"),
+    # A line break or a CRLF script's '\r' in one: as it was, it broke the
+    # line in two, or wrote the rest of it over its beginning.
+    (["bench", "--json\r"],
+     "switchtrace bench: error: unrecognized arguments: '--json\\r'; allowed: --help, "
+     "--servers, --endpoints, --variants, --concurrency, --requests, --rounds, --warmup, "
+     "--driver, --server, --overhead, --json, --compare, --tolerance, --project"),
+    (["demo", "a\nb", "c d"],
+     "switchtrace demo: error: unrecognized arguments: 'a\\nb' c d; allowed: --help, --project"),
     # Some before the command and some after: the first one decides which
     # parser names them all.
     (["--bogus", "demo", "extra"],

@@ -734,12 +734,26 @@ def _check_cell(where: str, cell: Any) -> None:
             + STAT
         )
     for level in cell["req_per_s"]:
-        if not (level.isascii() and level.isdigit() and level.strip("0")):
+        if not (level.isascii() and level.isdigit() and level.strip("0") and _converts(level)):
+            shown = repr(level)
+            if len(level) > 100:
+                shown = f"{level[:20]!r}... ({len(level)} characters)"
             raise BadBaseline(
-                f"{where}: req_per_s has the key {level!r}; allowed: a concurrency level "
+                f"{where}: req_per_s has the key {shown}; allowed: a concurrency level "
                 "(a positive integer)"
             )
         _check_stat(where, cell["req_per_s"], level, STAT, f"req_per_s.{level}")
+
+
+def _converts(digits: str) -> bool:
+    """Whether int() takes ``digits``: not more than Python's limit on the
+    digits it converts (4300 by default), which raised out of
+    load_baseline, exit status 1, instead of naming the key."""
+    try:
+        int(digits)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_stat(

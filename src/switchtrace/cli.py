@@ -131,9 +131,11 @@ def _unrecognized(
     options = [
         max(action.option_strings, key=len) for action in target._actions if action.option_strings
     ]
-    target.error(
-        f"unrecognized arguments: {' '.join(unrecognized)}; allowed: {', '.join(options)}{tail}"
-    )
+    # One with a line break or another control character in it (a CRLF
+    # script's '\r') is shown as Python writes it: as it is, it broke the
+    # one line in two, or (\r) wrote the rest over its beginning.
+    shown = " ".join(arg if arg.isprintable() else repr(arg) for arg in unrecognized)
+    target.error(f"unrecognized arguments: {shown}; allowed: {', '.join(options)}{tail}")
 
 
 def _guarded(args: argparse.Namespace) -> int:

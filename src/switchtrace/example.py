@@ -287,7 +287,10 @@ def describe_error(exc: BaseException) -> str:
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    message = " ".join(str(exc).split())  # one line, whatever the message holds
+    try:
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+    except Exception:  # an exception class of the project's whose __str__ raises
+        message = "(its message cannot be shown: str() raises)"
     text = f"{name}: {message}" if message else name
     if isinstance(exc, SyntaxError):  # its message names the file and line
         return text
