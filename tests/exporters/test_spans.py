@@ -584,6 +584,10 @@ def test_the_request_span_has_the_scheme_and_a_known_method(records, monkeypatch
     # OTEL_TRACES_SAMPLER: it made every method _OTHER.
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", " \r")
     assert request_span(record)[0] == "GET sync/"
+    # And one of commas alone, as for OTEL_PYTHON_DJANGO_EXCLUDED_URLS: its
+    # empty entries left out, it listed no method, and every one was _OTHER.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", " , ,\r")
+    assert request_span(record)[0] == "GET sync/"
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "FOO, BAR")
     record.attributes["http.request.method"] = "FOO"
     assert request_span(record) == ("FOO sync/", {"http.request.method": "FOO"})

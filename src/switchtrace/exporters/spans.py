@@ -90,12 +90,13 @@ _known_methods: dict[str | None, frozenset[str]] = {None: KNOWN_METHODS}
 def known_methods() -> frozenset[str]:
     """The methods a request span names as they are; any other is ``_OTHER``.
     (An empty OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is unset, as every
-    ``OTEL_*`` variable, and so is one of space alone: it made every method
+    ``OTEL_*`` variable, and so is one of space alone, or of space and commas
+    alone, whose empty entries are left out: it made every method
     ``_OTHER``.)"""
     return _read_variable(
         "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS",
         _known_methods,
-        lambda values: frozenset(value for value in values if value),
+        lambda values: frozenset(value for value in values if value) or KNOWN_METHODS,
     )
 
 
