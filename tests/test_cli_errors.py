@@ -1702,6 +1702,37 @@ def test_an_unrecognized_argument_is_named_with_what_the_command_takes(args, mes
     assert out.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "environ", "message"),
+    [
+        # A CRLF script's last argument ends in '\r': written as it was, the
+        # rest of the line went over its beginning; a line break made two.
+        (
+            ["bench", "--compare", "base.json\r", "--project", "nowhere"],
+            {},
+            "switchtrace bench: error: --compare: 'base.json\\r' does not exist",
+        ),
+        (
+            ["demo", "--project", "nowhere\r"],
+            {},
+            "switchtrace demo: error: --project 'nowhere\\r' is not the example project (no "
+            "such directory); allowed: the examples/project directory of a switchtrace "
+            "checkout, or a copy of it",
+        ),
+        (
+            ["explain", "--project", "a\nb"],
+            {"DJANGO_SETTINGS_MODULE": "plain_settings"},
+            "switchtrace explain: error: --project 'a\\nb' is not a directory; allowed: a "
+            "directory to put on sys.path, holding the package of DJANGO_SETTINGS_MODULE",
+        ),
+    ],
+)
+def test_an_argument_with_a_line_break_in_it_is_named_in_one_line(args, environ, message, tmp_path):
+    out = switchtrace(args, tmp_path, **environ)
+    assert one_line(out, 2) == message
+    assert out.stdout == ""
+
+
 def test_no_command_shows_the_help_and_exit_status_2(tmp_path):
     """``switchtrace`` alone: what it takes, on standard output (as --help
     shows it), and the status of bad input."""

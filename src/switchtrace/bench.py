@@ -681,21 +681,22 @@ def load_baseline(path: str) -> dict[str, Any]:
     """The baseline of ``--compare``, checked whole (every field the comparison
     reads, with its type) before anything is measured; BadBaseline names the
     file, the cell and the field."""
+    given = example.shown(path)
     try:
         data = json.loads(Path(path).read_bytes())
     except FileNotFoundError:
-        raise BadBaseline(f"--compare: {path} does not exist") from None
+        raise BadBaseline(f"--compare: {given} does not exist") from None
     except IsADirectoryError:
         raise BadBaseline(
-            f"--compare: {path} is a directory; allowed: a file written by "
+            f"--compare: {given} is a directory; allowed: a file written by "
             "'switchtrace bench --json'"
         ) from None
     except OSError as exc:
-        raise BadBaseline(f"--compare: {path} cannot be read ({exc.strerror or exc})") from None
+        raise BadBaseline(f"--compare: {given} cannot be read ({exc.strerror or exc})") from None
     except RecursionError:
-        raise BadBaseline(f"--compare: {path} is not a JSON file (nested too deeply)") from None
+        raise BadBaseline(f"--compare: {given} is not a JSON file (nested too deeply)") from None
     except ValueError as exc:
-        raise BadBaseline(f"--compare: {path} is not a JSON file ({exc})") from None
+        raise BadBaseline(f"--compare: {given} is not a JSON file ({exc})") from None
     if (
         not isinstance(data, dict)
         or data.get("format") != FORMAT_VERSION
@@ -703,11 +704,11 @@ def load_baseline(path: str) -> dict[str, Any]:
         or data.get("mode") != "matrix"
     ):
         raise BadBaseline(
-            f"--compare: {path} is not a result of 'switchtrace bench --json' "
+            f"--compare: {given} is not a result of 'switchtrace bench --json' "
             f"(expected an object with format {FORMAT_VERSION}, mode 'matrix' and a cells list)"
         )
     for index, cell in enumerate(data["cells"]):
-        _check_cell(f"--compare: {path}: cell {index}", cell)
+        _check_cell(f"--compare: {given}: cell {index}", cell)
         # Its levels as a run writes them ("050" is 50), to be found by this run's.
         cell["req_per_s"] = {str(int(level)): stat for level, stat in cell["req_per_s"].items()}
     return data
@@ -855,8 +856,9 @@ def no_shared_cell(args: argparse.Namespace, baseline: dict[str, Any]) -> str | 
     shared = set(ours) & set(theirs)
     if not shared:
         return (
-            f"--compare: {args.compare} has none of the cells this run measures, so nothing "
-            f"would be compared; its cells: {', '.join(map(cell_name, theirs)) or 'none'}; "
+            f"--compare: {example.shown(args.compare)} has none of the cells this run "
+            "measures, so nothing would be compared; its cells: "
+            f"{', '.join(map(cell_name, theirs)) or 'none'}; "
             f"this run's: {', '.join(map(cell_name, ours))}; allowed: the --servers, "
             "--endpoints and --variants of a run that shares a cell with it"
         )
@@ -870,7 +872,7 @@ def no_shared_cell(args: argparse.Namespace, baseline: dict[str, Any]) -> str | 
     if measured & set(levels):
         return None
     return (
-        f"--compare: {args.compare} has no figure at this run's concurrency "
+        f"--compare: {example.shown(args.compare)} has no figure at this run's concurrency "
         f"({', '.join(map(str, levels))}) for the cells the two share, so nothing would be "
         f"compared; its levels there: {', '.join(map(str, sorted(measured))) or 'none'}; "
         "allowed: a --concurrency with one of them"

@@ -131,11 +131,10 @@ def _unrecognized(
     options = [
         max(action.option_strings, key=len) for action in target._actions if action.option_strings
     ]
-    # One with a line break or another control character in it (a CRLF
-    # script's '\r') is shown as Python writes it: as it is, it broke the
-    # one line in two, or (\r) wrote the rest over its beginning.
-    shown = " ".join(arg if arg.isprintable() else repr(arg) for arg in unrecognized)
-    target.error(f"unrecognized arguments: {shown}; allowed: {', '.join(options)}{tail}")
+    from .example import shown
+
+    given = " ".join(map(shown, unrecognized))
+    target.error(f"unrecognized arguments: {given}; allowed: {', '.join(options)}{tail}")
 
 
 def _guarded(args: argparse.Namespace) -> int:
@@ -584,7 +583,7 @@ def _explain(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from .example import ProjectNotFound, find_project, setup, setup_django
+    from .example import ProjectNotFound, find_project, setup, setup_django, shown
 
     if args.measure and not args.url:
         print("switchtrace explain: error: --measure needs --url", file=sys.stderr)
@@ -593,8 +592,8 @@ def _explain(args: argparse.Namespace) -> int:
         if args.project:
             if not Path(args.project).is_dir():
                 print(
-                    f"switchtrace explain: error: --project {args.project} is not a directory; "
-                    "allowed: a directory to put on sys.path, holding the package of "
+                    f"switchtrace explain: error: --project {shown(args.project)} is not a "
+                    "directory; allowed: a directory to put on sys.path, holding the package of "
                     "DJANGO_SETTINGS_MODULE",
                     file=sys.stderr,
                 )
@@ -628,11 +627,11 @@ def _explain(args: argparse.Namespace) -> int:
                 )
                 return 2
             print(
-                f"switchtrace explain: error: --project {args.project} is not the example "
+                f"switchtrace explain: error: --project {shown(args.project)} is not the example "
                 "project (it has no project/settings.py), and DJANGO_SETTINGS_MODULE is not "
                 "set; for a project of your own, set it too, e.g. "
                 f"DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain --project "
-                f"{args.project}",
+                f"{shown(args.project)}",
                 file=sys.stderr,
             )
             return 2

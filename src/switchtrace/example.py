@@ -44,6 +44,15 @@ PROJECT_HELP = (
 PACKAGED = Path(__file__).resolve().parent / "example_project"
 
 
+def shown(text: str | os.PathLike[str]) -> str:
+    """An argument or a path given to the command, for its one-line message:
+    as it is, but empty, or with a line break or another character that is
+    not printable (a CRLF script's '\\r', which wrote the rest of the line
+    over its beginning), as Python writes it."""
+    text = os.fspath(text)
+    return text if text and text.isprintable() else repr(text)
+
+
 def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool = True) -> Path:
     """The example project: ``explicit``, $SWITCHTRACE_EXAMPLE_PROJECT,
     examples/project of the checkout switchtrace runs from (editable, or on
@@ -54,10 +63,10 @@ def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool 
     given = None
     if explicit is not None:
         candidates.append(Path(explicit))
-        given = f"--project {explicit}"
+        given = f"--project {shown(explicit)}"
     elif os.environ.get("SWITCHTRACE_EXAMPLE_PROJECT"):
         candidates.append(Path(os.environ["SWITCHTRACE_EXAMPLE_PROJECT"]))
-        given = f"SWITCHTRACE_EXAMPLE_PROJECT={candidates[0]}"
+        given = f"SWITCHTRACE_EXAMPLE_PROJECT={shown(candidates[0])}"
     else:
         # A switchtrace installed from a wheel carries the example
         # (PACKAGED) and has no checkout around it: two levels up from this
