@@ -499,6 +499,14 @@ BENCH_BAD_INPUT = [
      "2 (sync-only, none); allowed: one of shipped, sync-only, none"),
     (["--tolerance", "0.2"],
      "switchtrace bench: error: --tolerance goes with --compare, which it is the tolerance of"),
+    # An empty one (--compare "$BASELINE", the variable unset) compared
+    # nothing and exited 0: a CI gate that always passed.
+    (["--compare", ""],
+     "switchtrace bench: error: --compare '' names no file; allowed: a file written by "
+     "'switchtrace bench --json'"),
+    (["--compare", "", "--tolerance", "0.2"],
+     "switchtrace bench: error: --compare '' names no file; allowed: a file written by "
+     "'switchtrace bench --json'"),
     # Measured as given, the c=50 and c=200 tables had 5 requests in flight.
     (["--requests", "5"],
      "switchtrace bench: error: --requests 5 is fewer than the concurrency level 200 (a "

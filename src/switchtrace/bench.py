@@ -1547,6 +1547,12 @@ def run(args: argparse.Namespace) -> int:
     """The bench command: its exit status; bad input is one line on stderr
     and exit status 2, checked before anything is measured."""
     baseline = None
+    if args.compare == "":
+        # --compare "$BASELINE" with the variable unset: taken for no
+        # --compare, the run compared nothing and exited 0.
+        return _bad_input(
+            "--compare '' names no file; allowed: a file written by 'switchtrace bench --json'"
+        )
     if args.overhead and args.concurrency not in (None, [1]):
         return _bad_input(
             f"--overhead serves one request at a time; --concurrency gave "
