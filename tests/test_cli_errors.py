@@ -526,6 +526,20 @@ def test_bench_bad_input_is_one_line_naming_bench(args, message, tmp_path):
     assert out.stdout == ""
 
 
+@pytest.mark.parametrize("command", ["demo", "explain", "bench"])
+def test_an_empty_project_is_bad_input(command, tmp_path):
+    """--project "$DIR" with the variable unset: explain, with
+    DJANGO_SETTINGS_MODULE set, took it for no --project and explained the
+    settings found without it; demo and bench looked in the current
+    directory."""
+    out = switchtrace([command, "--project", ""], tmp_path, DJANGO_SETTINGS_MODULE="plain_settings")
+    assert one_line(out, 2) == (
+        f"switchtrace {command}: error: argument --project: '' names no directory; allowed: "
+        "a directory"
+    )
+    assert out.stdout == ""
+
+
 def test_bench_help_shows_the_defaults(tmp_path):
     out = switchtrace(["bench", "--help"], tmp_path)
     assert out.returncode == 0

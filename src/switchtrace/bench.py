@@ -197,7 +197,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --compare: a cell counts as slower only beyond this fraction "
         "(default: 0.1)",
     )  # fmt: skip
-    parser.add_argument("--project", help=example.PROJECT_HELP)
+    parser.add_argument("--project", type=example.project_argument, help=example.PROJECT_HELP)
 
 
 def _demo_endpoints() -> tuple[tuple[str, str], ...]:

@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .example import PROJECT_HELP
+    from .example import PROJECT_HELP, project_argument
 
     parser = _Parser(
         prog="switchtrace",
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the example project in-process under WSGI and ASGI, for each "
         "endpoint and middleware variant, and print its switches, hops, loops and threads.",
     )
-    demo.add_argument("--project", help=PROJECT_HELP)
+    demo.add_argument("--project", type=project_argument, help=PROJECT_HELP)
     explain = commands.add_parser(
         "explain",
         help="predict each kind of request's switches from MIDDLEWARE, with causes and fixes",
@@ -67,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--measure", action="store_true", help="also serve one request of each kind (needs --url)"
     )
-    explain.add_argument("--project", help="a directory to put on sys.path first")
+    explain.add_argument(
+        "--project", type=project_argument, help="a directory to put on sys.path first"
+    )
     from .bench import add_arguments
 
     add_arguments(

@@ -6,6 +6,7 @@ tests.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -51,6 +52,16 @@ def shown(text: str | os.PathLike[str]) -> str:
     over its beginning), as Python writes it."""
     text = os.fspath(text)
     return text if text and text.isprintable() else repr(text)
+
+
+def project_argument(value: str) -> str:
+    """argparse's ``type`` of ``--project``: an empty one (``--project
+    "$DIR"`` with the variable unset) is bad input, not the current
+    directory nor no ``--project``, which ``explain`` silently took it for
+    with DJANGO_SETTINGS_MODULE set."""
+    if not value:
+        raise argparse.ArgumentTypeError("'' names no directory; allowed: a directory")
+    return value
 
 
 def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool = True) -> Path:
