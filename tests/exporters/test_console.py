@@ -18,9 +18,12 @@ from django.test import Client, override_settings
 
 from switchtrace import tracer
 from switchtrace.django_app import components, telemetry
+from switchtrace.example import asgi_request, run_in_server_loop, wsgi_request
 from switchtrace.exporters import ConsoleReporter, format_record
 from switchtrace.exporters.console import LOG_INTERVAL
 from switchtrace.testing import record_requests
+
+from ..django_app.test_middleware import project
 
 #: The figures of GET /async-to-sync/ in the test project, no middleware.
 ASYNC_TO_SYNC = "GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, 3 loops, 3 threads"
@@ -35,6 +38,32 @@ def async_to_sync_record():
             Client().get("/async-to-sync/")
     [record] = records
     return record
+
+
+def test_a_path_with_control_characters_cannot_start_a_console_line_of_its_own(records):
+    """A request's path is the client's, decoded by its server (%0D%0A a
+    carriage return and a newline under gunicorn and uvicorn, %1B an escape,
+    %E2%80%A8 a line separator, %E2%80%AE a right-to-left override), and so
+    is its method: the console line shows what is not printable in them
+    (control and format characters, separators but the space, unassigned
+    code points) as the text of its code, so that a client can neither
+    write a line that reads as another request's nor move the terminal's
+    cursor or reorder what it shows. (They were written as they came: the
+    path below made two lines, the second a forged request.)"""
+    forged = "GET /admin/ 200: 0 switches (0 before headers), 0 hops, 0 loops, 0 threads"
+    odd = "\u2028\u202e\uffff\U000e0001/é"
+    with project("none", with_switchtrace_middleware=False) as (asgi, wsgi):
+        wsgi_request(wsgi, "/x\r\n" + forged + "\n\x1b[2J\x85\x7f", query="")
+        run_in_server_loop(asgi_request(asgi, "/y\n" + forged + odd, query="", method="GE\tT"))
+    wsgi_line, asgi_line = (format_record(record) for record in records)
+    assert wsgi_line == (
+        "GET /x\\x0d\\x0a" + forged + "\\x0a\\x1b[2J\\x85\\x7f 404: "
+        "0 switches (0 before headers), 0 hops, 0 loops, 0 threads"
+    )
+    # Printable text, other scripts' included, is shown as it is.
+    shown = "\\u2028\\u202e\\uffff\\U000e0001/é"
+    assert asgi_line.startswith("GE\\x09T /y\\x0a" + forged + shown + " 404: ")
+    assert asgi_line.isprintable()
 
 
 @contextlib.contextmanager
