@@ -311,8 +311,19 @@ def test_a_request_a_live_server_has_not_ended_is_judged_on_its_figures_so_far(s
     )
 
 
-@pytest.mark.parametrize("budget", ["-1", "'ten'", "2.5", "True"])
-def test_a_budget_that_is_not_a_non_negative_integer_is_named(suite, budget):
+@pytest.mark.parametrize(
+    ("budget", "shown"),
+    [
+        ("-1", "-1"),
+        ("'ten'", "'ten'"),
+        ("2.5", "2.5"),
+        ("True", "True"),
+        # Past int's str() limit (4300 digits): the failure was that limit's
+        # ValueError, naming neither the marker nor what it allows.
+        ("-10**5000", "<int object>"),
+    ],
+)
+def test_a_budget_that_is_not_a_non_negative_integer_is_named(suite, budget, shown):
     suite.makepyfile(
         f"""
         import pytest
@@ -326,8 +337,8 @@ def test_a_budget_that_is_not_a_non_negative_integer_is_named(suite, budget):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            f"*@pytest.mark.max_context_switches({budget}) must be a non-negative integer "
-            f"(context switches per request), not {eval(budget)!r}"
+            f"*@pytest.mark.max_context_switches({shown}) must be a non-negative integer "
+            f"(context switches per request), not {shown}"
         ]
     )
     assert "Traceback" not in result.stdout.str()
@@ -335,11 +346,18 @@ def test_a_budget_that_is_not_a_non_negative_integer_is_named(suite, budget):
 
 @pytest.mark.parametrize(
     ("arguments", "given"),
-    [("", "none"), ("budget=0", "budget=0"), ("0, 100", "0, 100"), ("0, n=100", "0, n=100")],
+    [
+        ("", "none"),
+        ("budget=0", "budget=0"),
+        ("0, 100", "0, 100"),
+        ("0, n=100", "0, n=100"),
+        ("10**5000, 1", "<int object>, 1"),
+    ],
 )
 def test_a_marker_without_exactly_one_budget_is_named(suite, arguments, given):
     """No argument was told as 'not None'; a keyword other than n, the same;
-    a second argument was ignored."""
+    a second argument was ignored. An int past str()'s limit (4300 digits)
+    failed with that limit's ValueError instead (found fuzzing the markers)."""
     suite.makepyfile(
         f"""
         import pytest
@@ -354,7 +372,8 @@ def test_a_marker_without_exactly_one_budget_is_named(suite, arguments, given):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            f"@pytest.mark.max_context_switches({arguments}) takes one argument, the budget: a "
+            f"@pytest.mark.max_context_switches({'' if given == 'none' else given}) takes one "
+            "argument, the budget: a "
             "non-negative integer (context switches per request), e.g. "
             f"@pytest.mark.max_context_switches(12); it was given {given}",
             "test_a_marker_without_exactly_one_budget_is_named.py:4: test_it",

@@ -212,6 +212,31 @@ def test_over_budget_judges_a_plain_list_of_records():
     )
 
 
+class _UnshowableBudget:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize(
+    ("budget", "shown"),
+    [
+        (-(10**5000), "<int object>"),  # past int's str() limit: repr() raises
+        (-(10**300), repr(-(10**300))[:197] + "..."),
+        (_UnshowableBudget(), "<_UnshowableBudget object>"),
+    ],
+    ids=["int-past-the-str-limit", "long-int", "broken-repr"],
+)
+def test_a_budget_that_repr_cannot_show_is_named_all_the_same(budget, shown):
+    """The message naming a bad budget was the repr()'s own error: 'Exceeds
+    the limit (4300 digits) for integer string conversion', or the
+    RuntimeError of the object's __repr__ (found fuzzing the budgets)."""
+    with pytest.raises(ValueError) as caught:
+        assert_max_switches(budget)
+    assert str(caught.value) == (
+        f"the budget must be a non-negative integer (context switches per request), not {shown}"
+    )
+
+
 def test_a_block_that_raises_fails_with_its_own_error_not_the_budgets():
     """The block's error is the failure, even with a request over the
     budget in it; and the recording ends (the patches come off)."""
