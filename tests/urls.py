@@ -7,6 +7,7 @@ urlpatterns = [
     *project_urls,
     path("server-timing/", views.own_server_timing),
     path("quoted-server-timing/", views.quoted_server_timing),
+    path("unclosed-server-timing/", views.unclosed_server_timing),
     path("shared/", views.shared_response),
     path("paused-shared/", views.paused_shared_response),
     path("closing-shared/", views.closing_shared_view),

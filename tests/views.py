@@ -19,6 +19,14 @@ def quoted_server_timing(request):
     return response
 
 
+def unclosed_server_timing(request):
+    response = HttpResponse("ok")
+    # Malformed: a quoted desc never closed, and a metric named as one of
+    # switchtrace's (which takes its place) after it.
+    response["Server-Timing"] = 'db;desc="unclosed, switchtrace-hops'
+    return response
+
+
 class ViewError(Exception):
     pass
 

@@ -310,6 +310,32 @@ def test_the_applications_own_server_timing_is_kept():
     )
 
 
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+@pytest.mark.parametrize("variant", ["shipped", "none"])
+def test_an_unclosed_quote_in_the_applications_server_timing_gets_the_metrics_once(server, variant):
+    """'db;desc="unclosed, switchtrace-hops': the quote took in every comma
+    after it, switchtrace's metrics written after it too, so they were not
+    found when the headers were sent, and were added a second time (found
+    fuzzing the headers). A quote never closed quotes nothing: the metric
+    named as switchtrace's is replaced by them, as in a well-formed value."""
+    with project(variant) as handlers:
+        result = serve(server, handlers, "/unclosed-server-timing/")
+    switches, hops, loops, threads = result.figures()
+    assert (server, variant, switches) in {
+        ("asgi", "shipped", 30),
+        ("asgi", "none", 4),
+        ("wsgi", "shipped", 0),
+        ("wsgi", "none", 0),
+    }
+    assert result.headers["Server-Timing"] == (
+        'db;desc="unclosed, '
+        f'switchtrace-switches;desc="Context switches: {switches}", '
+        f'switchtrace-hops;desc="Thread hops: {hops}", '
+        f'switchtrace-loops;desc="Event loops created: {loops}", '
+        f'switchtrace-threads;desc="Threads started: {threads}"'
+    )
+
+
 def cached_project(key_prefix: str, **settings):
     """Django's per-site cache with its UpdateCacheMiddleware placed before
     switchtrace's (first, as Django's documentation asks), so that the
@@ -1598,6 +1624,9 @@ def test_static_files_served_by_the_asgi_static_files_handler(records, tmp_path)
         (', switchtrace-hops;desc="Thread hops: 2", app;dur=1', "app;dur=1"),
         # A backslash outside a quoted string escapes nothing.
         ("app;desc=C:\\,switchtrace-loops", "app;desc=C:\\"),
+        # A quote never closed quotes nothing.
+        ('db;desc="unclosed, switchtrace-hops;desc="Thread hops: 2"', 'db;desc="unclosed'),
+        ('a;desc="b\\", switchtrace-loops, c', 'a;desc="b\\", c'),
         (None, None),
     ],
 )

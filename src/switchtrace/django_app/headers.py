@@ -202,7 +202,9 @@ def _with_ours(server_timing: str | None, ours: str | None) -> str | None:
 def _metrics(server_timing: str) -> list[str]:
     """Split a ``Server-Timing`` value into its metrics, minding the commas
     inside quoted ``desc`` strings (RFC 9110 quoted-string, backslash
-    escapes)."""
+    escapes). A quote never closed (a malformed value) quotes nothing: it
+    took in every comma after it, switchtrace's metrics written after it
+    too, which were then not found and written a second time."""
     metrics, start, quoted, escaped = [], 0, False, False
     for i, char in enumerate(server_timing):
         if escaped:
@@ -215,7 +217,9 @@ def _metrics(server_timing: str) -> list[str]:
             metrics.append(server_timing[start:i].strip())
             start = i + 1
     metrics.append(server_timing[start:].strip())
-    return [m for m in metrics if m]
+    if quoted:
+        metrics = server_timing.split(",")
+    return [m.strip() for m in metrics if m.strip()]
 
 
 class _Rendered(NamedTuple):
