@@ -1832,6 +1832,38 @@ def test_a_show_callback_that_raises_hides_the_headers(server, caplog):
     assert type(logged.exc_info[1]) is KeyError
 
 
+class _Awaitable:
+    def __await__(self):
+        return iter(())
+
+
+def test_a_show_callback_returning_awaitables_of_two_kinds_is_logged_once(caplog):
+    """Once for an awaitable, as the README says: it was logged once for
+    each type of awaitable (a coroutine, then another awaitable object), as
+    for each exception class (found fuzzing SHOW_HEADERS)."""
+    returned = []
+
+    async def decide(request):
+        return True
+
+    def show(request):
+        returned.append(decide(request) if len(returned) % 2 == 0 else _Awaitable())
+        return returned[-1]
+
+    with (
+        caplog.at_level(logging.ERROR, logger="switchtrace"),
+        project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": show}) as handlers,
+    ):
+        results = [serve("wsgi", handlers, "/sync/") for _ in range(4)]
+    assert [type(value).__name__ for value in returned] == ["coroutine", "_Awaitable"] * 2
+    assert [result.figures() for result in results] == [None] * 4
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: SWITCHTRACE['SHOW_HEADERS'] (tests.django_app.test_middleware."
+        "test_a_show_callback_returning_awaitables_of_two_kinds_is_logged_once.<locals>.show) "
+        "returned an awaitable; allowed: True or False; the request gets no headers (logged once)"
+    ]
+
+
 def test_the_middleware_outside_a_recorded_request_leaves_the_response_alone(records):
     """Called where no request is recorded (a test's RequestFactory, a
     handler switchtrace does not serve), in either mode: the view's response,

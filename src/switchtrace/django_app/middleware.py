@@ -171,7 +171,9 @@ def _show(request: Any) -> bool:
     # awaitable would otherwise show the headers to everyone.
     if inspect.iscoroutine(shown):
         shown.close()
-    _refused(config, "returned an awaitable; allowed: True or False", type(shown), None)
+    # Logged once whatever its type (a coroutine, a Future, an object of
+    # the project's), as each exception class is.
+    _refused(config, "returned an awaitable; allowed: True or False", Awaitable, None)
     return False
 
 
