@@ -1832,6 +1832,35 @@ def test_a_show_callback_that_raises_hides_the_headers(server, caplog):
     assert type(logged.exc_info[1]) is KeyError
 
 
+def test_a_show_callback_returning_what_has_no_truth_value_is_named_for_it(caplog):
+    """Its result's bool() raising (a numpy array's "truth value ... is
+    ambiguous") was logged as the callable's own error: "(...) raised
+    ValueError" (found fuzzing SHOW_HEADERS)."""
+
+    class Verdict:
+        def __bool__(self):
+            raise ValueError("ambiguous")
+
+        def __repr__(self):
+            return "<Verdict>"
+
+    def show(request):
+        return Verdict()
+
+    with (
+        caplog.at_level(logging.ERROR, logger="switchtrace"),
+        project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": show}) as handlers,
+    ):
+        result = serve("wsgi", handlers, "/sync/")
+    assert (result.status, result.figures()) == (200, None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: SWITCHTRACE['SHOW_HEADERS'] (tests.django_app.test_middleware."
+        "test_a_show_callback_returning_what_has_no_truth_value_is_named_for_it.<locals>."
+        "show) returned <Verdict>, whose truth value raised ValueError: ambiguous; allowed: "
+        "True or False; the request gets no headers (logged once)"
+    ]
+
+
 class _Awaitable:
     def __await__(self):
         return iter(())

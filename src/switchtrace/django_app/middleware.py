@@ -162,11 +162,16 @@ def _show(request: Any) -> bool:
     # switchtrace's, and is said so; its request gets no headers.
     try:
         shown = show(request)
-        if not inspect.isawaitable(shown):
-            return bool(shown)
     except Exception as exc:
         _refused(config, f"raised {type(exc).__name__}: {exc}", type(exc), exc)
         return False
+    if not inspect.isawaitable(shown):
+        try:
+            return bool(shown)
+        except Exception as exc:  # its result has no truth value (a numpy array)
+            what = f"returned {_shown(shown)}, whose truth value raised {type(exc).__name__}"
+            _refused(config, f"{what}: {exc}; allowed: True or False", type(exc), exc)
+            return False
     # The checks turn async callables away; a plain one returning an
     # awaitable would otherwise show the headers to everyone.
     if inspect.iscoroutine(shown):
