@@ -423,10 +423,24 @@ def test_the_closest_marker_wins_and_two_on_one_test_are_named(suite):
         class TestTwoOnAClass(TestClass):
             def test_two_on_the_class(self):
                 Client().get("/async-to-sync/")
+
+
+        @pytest.mark.max_context_switches()
+        @pytest.mark.max_context_switches(1, 2)
+        def test_two_one_given_nothing():
+            pass
         """
     )
     result = suite.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=5, failed=4)
+    result.assert_outcomes(passed=5, failed=5)
+    # A marker given nothing was shown as nothing: "markers ( and 1, 2)"
+    # (found fuzzing the markers).
+    result.stdout.fnmatch_lines(
+        [
+            "*::test_two_one_given_nothing has two @pytest.mark.max_context_switches markers "
+            "(none and 1, 2): give it one budget",
+        ]
+    )
     result.stdout.fnmatch_lines(
         [
             "*_ TestTwoOnAClass.test_two_on_the_class _*",

@@ -189,7 +189,7 @@ def _budget(item: pytest.Item) -> int:
     if twin is not None:
         raise ValueError(
             f"{node.nodeid or node.name} has two @pytest.mark.{MARKER} markers "
-            f"({_given(twin)} and {_given(marker)}): give it one budget"
+            f"({_given(twin) or 'none'} and {_given(marker) or 'none'}): give it one budget"
         )
 
     if len(marker.args) + len(marker.kwargs) != 1 or set(marker.kwargs) - {"n"}:
