@@ -83,6 +83,17 @@ SITE = {
         'from plain_settings import *\nINSTALLED_APPS = ["ready_app.ReadyConfig"]\n'
     ),
     "missing_app_settings.py": ('from plain_settings import *\nINSTALLED_APPS = ["shop"]\n'),
+    "unprintable_import_mw.py": (
+        "class Unprintable(ImportError):\n"
+        "    def __str__(self):\n"
+        '        raise RuntimeError("no message")\n'
+        "\n"
+        "\n"
+        "raise Unprintable\n"
+    ),
+    "unprintable_mw_settings.py": (
+        'from plain_settings import *\nMIDDLEWARE = ["unprintable_import_mw.Middleware"]\n'
+    ),
     "unprintable_settings.py": (
         "class Unprintable(Exception):\n"
         "    def __str__(self):\n"
@@ -152,6 +163,10 @@ EXPLAIN_BAD_INPUT = [
      "DJANGO_SETTINGS_MODULE='unprintable_settings' cannot be imported: "
      "unprintable_settings.Unprintable: (its message cannot be shown: str() raises) "
      f"(site{os.sep}unprintable_settings.py, line 6)"),
+    # An ImportError of the project's whose __str__ raises: writing it raised.
+    ([], {"DJANGO_SETTINGS_MODULE": "unprintable_mw_settings"},
+     "switchtrace explain: error: MIDDLEWARE entry 'unprintable_import_mw.Middleware' cannot "
+     "be imported: (its message cannot be shown: str() raises)"),
     ([], {"DJANGO_SETTINGS_MODULE": "missing_app_settings"},
      "Django rejects the settings of DJANGO_SETTINGS_MODULE='missing_app_settings': "
      "ModuleNotFoundError: No module named 'shop'"),

@@ -307,10 +307,9 @@ def describe_error(exc: BaseException) -> str:
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    try:
-        message = " ".join(str(exc).split())  # one line, whatever the message holds
-    except Exception:  # an exception class of the project's whose __str__ raises
-        message = "(its message cannot be shown: str() raises)"
+    from .text import message as text_of
+
+    message = " ".join(text_of(exc).split())  # one line, whatever the message holds
     text = f"{name}: {message}" if message else name
     if isinstance(exc, SyntaxError):  # its message names the file and line
         return text

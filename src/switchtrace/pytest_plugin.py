@@ -213,9 +213,9 @@ def _own_markers(cls: type) -> list[pytest.Mark]:
 
 
 def _given(marker: pytest.Mark) -> str:
-    """The marker's arguments as written (each as conf._shown shows it)."""
-    from .django_app.conf import _shown
+    """The marker's arguments as written (each as text.shown shows it)."""
+    from .text import shown
 
-    given = [_shown(arg) for arg in marker.args]
-    given += [f"{name}={_shown(value)}" for name, value in marker.kwargs.items()]
+    given = [shown(arg) for arg in marker.args]
+    given += [f"{name}={shown(value)}" for name, value in marker.kwargs.items()]
     return ", ".join(given)

@@ -32,14 +32,14 @@ _users = 0
 
 def check_budget(budget: Any, where: str = "the budget") -> int:
     """``budget`` as an int, or a ValueError naming what is wrong (the value
-    shown as conf._shown shows it: an int too long for ``repr()``, or an
+    shown as text.shown shows it: an int too long for ``repr()``, or an
     object whose ``__repr__`` raises, made that error another one)."""
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-        from .django_app.conf import _shown
+        from .text import shown
 
         raise ValueError(
             f"{where} must be a non-negative integer (context switches per request), "
-            f"not {_shown(budget)}"
+            f"not {shown(budget)}"
         )
     return budget
 

@@ -1832,32 +1832,72 @@ def test_a_show_callback_that_raises_hides_the_headers(server, caplog):
     assert type(logged.exc_info[1]) is KeyError
 
 
-def test_a_show_callback_returning_what_has_no_truth_value_is_named_for_it(caplog):
-    """Its result's bool() raising (a numpy array's "truth value ... is
-    ambiguous") was logged as the callable's own error: "(...) raised
-    ValueError" (found fuzzing SHOW_HEADERS)."""
-
-    class Verdict:
-        def __bool__(self):
-            raise ValueError("ambiguous")
-
-        def __repr__(self):
-            return "<Verdict>"
-
-    def show(request):
-        return Verdict()
-
+def served_with_show(show, server, caplog):
+    """One /sync/ request with SHOW_HEADERS = show: the result, and what the
+    switchtrace logger said (ERROR and above)."""
     with (
         caplog.at_level(logging.ERROR, logger="switchtrace"),
         project(SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": show}) as handlers,
     ):
-        result = serve("wsgi", handlers, "/sync/")
+        result = serve(server, handlers, "/sync/")
+    return result, [r.getMessage() for r in caplog.records]
+
+
+class _Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no message")
+
+
+class _Verdict:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __bool__(self):
+        raise self.exc
+
+    def __repr__(self):
+        return "<Verdict>"
+
+
+UNPRINTABLE = "(its message cannot be shown: str() raises)"
+
+
+@pytest.mark.parametrize(
+    ("server", "returned", "what"),
+    [
+        # Its result's bool() raising (a numpy array's "truth value ... is
+        # ambiguous") was logged as the callable's own error: "(...) raised
+        # ValueError" (found fuzzing SHOW_HEADERS).
+        (
+            "wsgi",
+            _Verdict(ValueError("ambiguous")),
+            "returned <Verdict>, whose truth value raised ValueError: ambiguous; allowed: "
+            "True or False",
+        ),
+        # An exception of the project's whose __str__ raises: writing its
+        # message raised in switchtrace's middleware, and the request was
+        # taken for an internal error of switchtrace's (swallowed, logged so).
+        (
+            "asgi",
+            _Verdict(_Unprintable()),
+            f"returned <Verdict>, whose truth value raised _Unprintable: {UNPRINTABLE}; "
+            "allowed: True or False",
+        ),
+        ("asgi", _Unprintable(), f"raised _Unprintable: {UNPRINTABLE}"),
+    ],
+)
+def test_a_show_callback_failing_is_named_for_what_failed(server, returned, what, caplog):
+    def show(request):
+        if isinstance(returned, Exception):
+            raise returned
+        return returned
+
+    result, logged = served_with_show(show, server, caplog)
     assert (result.status, result.figures()) == (200, None)
-    assert [r.getMessage() for r in caplog.records] == [
+    assert logged == [
         "switchtrace: SWITCHTRACE['SHOW_HEADERS'] (tests.django_app.test_middleware."
-        "test_a_show_callback_returning_what_has_no_truth_value_is_named_for_it.<locals>."
-        "show) returned <Verdict>, whose truth value raised ValueError: ambiguous; allowed: "
-        "True or False; the request gets no headers (logged once)"
+        "test_a_show_callback_failing_is_named_for_what_failed.<locals>."
+        f"show) {what}; the request gets no headers (logged once)"
     ]
 
 

@@ -40,7 +40,9 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import MIDDLEWARE_PATH, _message, _raised, _shown, build_config, get_config
+from ..text import message as text_of
+from ..text import raised, shown
+from .conf import MIDDLEWARE_PATH, build_config, get_config
 
 #: What opentelemetry-instrumentation-django inserts at the top of MIDDLEWARE
 #: when it instruments Django, above switchtrace's where the settings put
@@ -80,7 +82,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         messages.append(
             Error(
                 "MIDDLEWARE must be a list of dotted paths; it is a "
-                f"{type(settings.MIDDLEWARE).__name__}: {_shown(settings.MIDDLEWARE)}.",
+                f"{type(settings.MIDDLEWARE).__name__}: {shown(settings.MIDDLEWARE)}.",
                 hint=f"For example: MIDDLEWARE = [{MIDDLEWARE_PATH!r}, ...].",
                 id="switchtrace.E007",
             )
@@ -147,10 +149,10 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
         try:
             entries.append((path, import_string(path)))
         except Exception as exc:  # its module may raise anything on import
-            reason = _message(exc) if isinstance(exc, ImportError) else _raised(exc)
+            reason = text_of(exc) if isinstance(exc, ImportError) else raised(exc)
             messages.append(
                 Error(
-                    f"MIDDLEWARE entry {_shown(path)} cannot be imported: {reason}.",
+                    f"MIDDLEWARE entry {shown(path)} cannot be imported: {reason}.",
                     hint="Fix the dotted path; Django will not start with it.",
                     id="switchtrace.E007",
                 )

@@ -29,6 +29,7 @@ from ..exporters.pipeline import (
     ExportOptions,
     application_provider,
 )
+from ..text import raised, shown
 from ..tracer import DEFAULT_MAX_EVENTS
 
 SETTING = "SWITCHTRACE"
@@ -172,8 +173,8 @@ def _load_show_callback(value: Any, problems: list[Problem]) -> bool | ShowCallb
             problems.append(
                 Problem(
                     "switchtrace.E004",
-                    f"SWITCHTRACE['SHOW_HEADERS'] = {_shown(value)} cannot be imported: "
-                    f"{_raised(exc)}.",
+                    f"SWITCHTRACE['SHOW_HEADERS'] = {shown(value)} cannot be imported: "
+                    f"{raised(exc)}.",
                     f"Allowed: {OPTIONS['SHOW_HEADERS'].allowed}.",
                 )
             )
@@ -187,7 +188,7 @@ def _load_show_callback(value: Any, problems: list[Problem]) -> bool | ShowCallb
         problems.append(
             Problem(
                 "switchtrace.E005",
-                f"SWITCHTRACE['SHOW_HEADERS'] is {_shown(given)}, an async callable; "
+                f"SWITCHTRACE['SHOW_HEADERS'] is {shown(given)}, an async callable; "
                 "calling it from "
                 "the synchronous path would cost the switches switchtrace counts.",
                 "Give a plain function `(request) -> bool` that reads the request "
@@ -201,7 +202,7 @@ def _load_show_callback(value: Any, problems: list[Problem]) -> bool | ShowCallb
         problems.append(
             Problem(
                 "switchtrace.E003",
-                f"SWITCHTRACE['SHOW_HEADERS'] is {_shown(given)}, which cannot be called "
+                f"SWITCHTRACE['SHOW_HEADERS'] is {shown(given)}, which cannot be called "
                 "with one argument (the request).",
                 f"Allowed: {OPTIONS['SHOW_HEADERS'].allowed}.",
             )
@@ -233,7 +234,7 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
             problems.append(
                 Problem(
                     "switchtrace.E002",
-                    f"Unknown key {_shown(key)} in the SWITCHTRACE setting.",
+                    f"Unknown key {shown(key)} in the SWITCHTRACE setting.",
                     "Allowed keys: " + ", ".join(sorted(OPTIONS)) + ".",
                 )
             )
@@ -307,7 +308,7 @@ def _export_options(
                     environ_problems.append(
                         Problem(
                             "switchtrace.E006",
-                            f"The environment variable {name} is {_shown(protocol)}, "
+                            f"The environment variable {name} is {shown(protocol)}, "
                             "which switchtrace does not support.",
                             "Allowed: 'grpc' or 'http/protobuf'.",
                         )
@@ -324,7 +325,7 @@ def _export_options(
                 environ_problems.append(
                     Problem(
                         "switchtrace.E006",
-                        f"The environment variable {name} is {_shown(timeout)}, which is not "
+                        f"The environment variable {name} is {shown(timeout)}, which is not "
                         "a positive number of seconds.",
                         "For example: 10 (the OTLP exporters' default).",
                     )
@@ -387,7 +388,7 @@ def _export_options(
             problems.append(
                 Problem(
                     "switchtrace.E008",
-                    f"SWITCHTRACE['FILE_PATH'] is {_shown(file_path)}, which the file "
+                    f"SWITCHTRACE['FILE_PATH'] is {shown(file_path)}, which the file "
                     f"exporter cannot write: {unwritable}.",
                     "Give a path to a file in an existing directory this process may "
                     "write to, or choose another EXPORTER.",
@@ -434,7 +435,7 @@ def _excluded_urls(environ: Mapping[str, str], problems: list[Problem]) -> re.Pa
             try:
                 re.compile(entry)
             except re.error as exc:
-                problems.append(_bad_pattern(name, value, f"{_shown(entry)}: {exc}"))
+                problems.append(_bad_pattern(name, value, f"{shown(entry)}: {exc}"))
                 return None
         try:
             return re.compile("|".join(entries))
@@ -447,7 +448,7 @@ def _excluded_urls(environ: Mapping[str, str], problems: list[Problem]) -> re.Pa
 def _bad_pattern(name: str, value: str, why: str) -> Problem:
     return Problem(
         "switchtrace.E012",
-        f"The environment variable {name} is {_shown(value)}, which is not a list of "
+        f"The environment variable {name} is {shown(value)}, which is not a list of "
         f"regular expressions ({why}).",
         "Comma-separated Python regular expressions, each searched for in a request's "
         "URL without its query (e.g. healthz,/static/), as "
@@ -491,7 +492,7 @@ def _traces_exporter(environ: Mapping[str, str]) -> TracesExporter | None:
         return TracesExporter(
             problem=Problem(
                 "switchtrace.E010",
-                f"The environment variable OTEL_TRACES_EXPORTER is {_shown(value)}, more than "
+                f"The environment variable OTEL_TRACES_EXPORTER is {shown(value)}, more than "
                 "one exporter: switchtrace's spans go to one (SWITCHTRACE['EXPORTER'] is "
                 "unset: this variable says where).",
                 TRACES_EXPORTER_HINT,
@@ -502,7 +503,7 @@ def _traces_exporter(environ: Mapping[str, str]) -> TracesExporter | None:
         return TracesExporter(
             problem=Problem(
                 "switchtrace.E010",
-                f"The environment variable OTEL_TRACES_EXPORTER is {_shown(value)}, an exporter "
+                f"The environment variable OTEL_TRACES_EXPORTER is {shown(value)}, an exporter "
                 "switchtrace does not have (SWITCHTRACE['EXPORTER'] is unset: this variable "
                 "says where its spans go).",
                 TRACES_EXPORTER_HINT,
@@ -548,7 +549,7 @@ def _sampler_problem(environ: Mapping[str, str]) -> Problem | None:
     if name not in SAMPLERS and not is_sampler_entry_point(sampler):
         return Problem(
             "switchtrace.E009",
-            f"The environment variable OTEL_TRACES_SAMPLER is {_shown(sampler)}, a sampler "
+            f"The environment variable OTEL_TRACES_SAMPLER is {shown(sampler)}, a sampler "
             "the OpenTelemetry SDK does not know: it would record every request.",
             "Allowed: " + ", ".join(SAMPLERS) + " (the OpenTelemetry SDK's), the name "
             "of a sampler an installed package registers (entry point group "
@@ -558,9 +559,9 @@ def _sampler_problem(environ: Mapping[str, str]) -> Problem | None:
     if name in RATIO_SAMPLERS and argument and argument.strip() and not _is_share(argument):
         return Problem(
             "switchtrace.E009",
-            f"The environment variable OTEL_TRACES_SAMPLER_ARG is {_shown(argument)}, which "
+            f"The environment variable OTEL_TRACES_SAMPLER_ARG is {shown(argument)}, which "
             "is not a number from 0 to 1 (the share of requests OTEL_TRACES_SAMPLER="
-            f"{_shown(sampler)} keeps): the OpenTelemetry SDK would record every request.",
+            f"{shown(sampler)} keeps): the OpenTelemetry SDK would record every request.",
             "Allowed: a number from 0 to 1, e.g. 0.1 to keep one request in ten.",
         )
     return None
@@ -668,7 +669,7 @@ def _is_seconds(value: str) -> bool:
 def _bad_url(where: str, value: Any, why: str) -> Problem:
     return Problem(
         "switchtrace.E006",
-        f"{where} is {_shown(value)}, {why}.",
+        f"{where} is {shown(value)}, {why}.",
         "For example: http://localhost:4317 (OTLP/gRPC) or http://localhost:4318 (OTLP/HTTP).",
     )
 
@@ -676,33 +677,9 @@ def _bad_url(where: str, value: Any, why: str) -> Problem:
 def _wrong(key: str, value: Any) -> Problem:
     return Problem(
         "switchtrace.E003",
-        f"SWITCHTRACE[{key!r}] is {_shown(value)}, which is not allowed.",
+        f"SWITCHTRACE[{key!r}] is {shown(value)}, which is not allowed.",
         f"Allowed: {OPTIONS[key].allowed}.",
     )
-
-
-def _message(exc: BaseException) -> str:
-    """``str(exc)`` for a message: never raises (an exception of the
-    project's whose ``__str__`` raises)."""
-    try:
-        return str(exc)
-    except Exception:
-        return "(its message cannot be shown: str() raises)"
-
-
-def _raised(exc: BaseException) -> str:
-    """``ClassName: message`` of ``exc`` for a message; never raises."""
-    return f"{type(exc).__name__}: {_message(exc)}"
-
-
-def _shown(value: Any, limit: int = 200) -> str:
-    """``repr(value)`` for a message: never raises (an int too long to
-    convert, a broken ``__repr__``), and never longer than ``limit``."""
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__qualname__} object>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _cache: Config | None = None

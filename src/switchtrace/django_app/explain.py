@@ -29,6 +29,7 @@ from django.template.response import SimpleTemplateResponse
 from django.utils.encoding import repercent_broken_unicode
 from django.utils.module_loading import import_string
 
+from .. import text
 from ..example import describe_error
 from ..plural import count
 from ..tracer import Crossing, RequestRecord
@@ -68,7 +69,9 @@ def check_middleware(paths: Any) -> list[str]:
         try:
             import_string(path)
         except ImportError as exc:
-            raise ExplainError(f"MIDDLEWARE entry {path!r} cannot be imported: {exc}") from None
+            raise ExplainError(
+                f"MIDDLEWARE entry {path!r} cannot be imported: {text.message(exc)}"
+            ) from None
         except Exception as exc:  # its module raised something else on import
             raise ExplainError(
                 f"MIDDLEWARE entry {path!r} cannot be imported: {describe_error(exc)}"

@@ -26,11 +26,11 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.apps import apps
 from django.core.exceptions import MiddlewareNotUsed
 
-from .. import tracer
+from .. import text, tracer
 from ..tracer.guard import swallow
 from . import integration, telemetry
 from .apps import release_startup_errors
-from .conf import Config, _shown, get_config
+from .conf import Config, get_config
 from .headers import stamp, unstamp
 
 logger = logging.getLogger("switchtrace")
@@ -163,14 +163,14 @@ def _show(request: Any) -> bool:
     try:
         shown = show(request)
     except Exception as exc:
-        _refused(config, f"raised {type(exc).__name__}: {exc}", type(exc), exc)
+        _refused(config, f"raised {text.raised(exc)}", type(exc), exc)
         return False
     if not inspect.isawaitable(shown):
         try:
             return bool(shown)
         except Exception as exc:  # its result has no truth value (a numpy array)
-            what = f"returned {_shown(shown)}, whose truth value raised {type(exc).__name__}"
-            _refused(config, f"{what}: {exc}; allowed: True or False", type(exc), exc)
+            what = f"returned {text.shown(shown)}, whose truth value raised {type(exc).__name__}"
+            _refused(config, f"{what}: {text.message(exc)}; allowed: True or False", type(exc), exc)
             return False
     # The checks turn async callables away; a plain one returning an
     # awaitable would otherwise show the headers to everyone.
@@ -200,7 +200,7 @@ def _refused(config: Config, what: str, kind: type, exc: BaseException | None) -
     try:
         name = f"{show.__module__}.{show.__qualname__}"  # type: ignore[union-attr]
     except Exception:  # an object whose __call__ is the callable
-        name = _shown(show)
+        name = text.shown(show)
     logger.error(
         "switchtrace: SWITCHTRACE['SHOW_HEADERS'] (%s) %s; the request gets no headers "
         "(logged once)",

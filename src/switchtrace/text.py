@@ -1,0 +1,32 @@
+"""Values and exceptions in switchtrace's messages. Each function here
+never raises, whatever the project's objects do (an int too long to
+convert, a ``__repr__`` or an exception's ``__str__`` that raises): a
+message about bad input must not become a traceback of its own. Imports
+nothing, so that the pytest plugin and ``switchtrace.testing`` can use it
+without Django or OpenTelemetry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def shown(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for a message, never longer than ``limit``."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__qualname__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def message(exc: BaseException) -> str:
+    """``str(exc)`` for a message."""
+    try:
+        return str(exc)
+    except Exception:
+        return "(its message cannot be shown: str() raises)"
+
+
+def raised(exc: BaseException) -> str:
+    """``ClassName: message`` of ``exc`` for a message."""
+    return f"{type(exc).__name__}: {message(exc)}"
