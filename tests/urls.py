@@ -8,6 +8,7 @@ urlpatterns = [
     path("server-timing/", views.own_server_timing),
     path("quoted-server-timing/", views.quoted_server_timing),
     path("unclosed-server-timing/", views.unclosed_server_timing),
+    path("own-figure-headers/", views.own_figure_headers),
     path("shared/", views.shared_response),
     path("paused-shared/", views.paused_shared_response),
     path("closing-shared/", views.closing_shared_view),

@@ -27,6 +27,16 @@ def unclosed_server_timing(request):
     return response
 
 
+def own_figure_headers(request):
+    """Headers of switchtrace's names, set by the application itself."""
+    response = HttpResponse("ok")
+    response["X-Context-Switches"] = "99"
+    response["X-Thread-Hops"] = "7"
+    response["X-Custom"] = "kept"
+    response["Server-Timing"] = "app;dur=1, switchtrace-loops;dur=5"
+    return response
+
+
 class ViewError(Exception):
     pass
 

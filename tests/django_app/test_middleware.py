@@ -336,6 +336,34 @@ def test_an_unclosed_quote_in_the_applications_server_timing_gets_the_metrics_on
     )
 
 
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+@pytest.mark.parametrize("shown", [True, False])
+def test_headers_of_switchtraces_names_the_application_set_are_switchtraces(server, shown):
+    """As the README says: on a response that carries X-Context-Switches,
+    the four headers and the switchtrace- metrics are replaced by this
+    request's figures, or taken off when it is not shown them; the
+    application's other headers and metrics stay."""
+    settings = {"ENABLED": True, "SHOW_HEADERS": shown}
+    with project(SWITCHTRACE=settings) as handlers:
+        result = serve(server, handlers, "/own-figure-headers/")
+    assert result.headers["X-Custom"] == "kept"
+    if not shown:
+        assert result.figures() is None
+        assert "X-Thread-Hops" not in result.headers
+        assert result.headers["Server-Timing"] == "app;dur=1"
+        return
+    switches, hops, loops, threads = result.figures()
+    # (threads: whether this process's executors had their threads already)
+    assert (switches, hops, loops) == ((30, 30, 0) if server == "asgi" else (0, 0, 0))
+    assert result.headers["Server-Timing"] == (
+        "app;dur=1, "
+        f'switchtrace-switches;desc="Context switches: {switches}", '
+        f'switchtrace-hops;desc="Thread hops: {hops}", '
+        f'switchtrace-loops;desc="Event loops created: {loops}", '
+        f'switchtrace-threads;desc="Threads started: {threads}"'
+    )
+
+
 def cached_project(key_prefix: str, **settings):
     """Django's per-site cache with its UpdateCacheMiddleware placed before
     switchtrace's (first, as Django's documentation asks), so that the
