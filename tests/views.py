@@ -6,35 +6,35 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 
-def own_server_timing(request):
-    response = HttpResponse("ok")
-    response["Server-Timing"] = 'db;dur=53;desc="Database"'
-    return response
+def answering_with(headers):
+    """A view answering "ok" with these headers of the application's own."""
+
+    def view(request):
+        response = HttpResponse("ok")
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
+    return view
 
 
-def quoted_server_timing(request):
-    response = HttpResponse("ok")
-    # A comma and escaped quotes inside a quoted desc (RFC 9110 quoted-string).
-    response["Server-Timing"] = 'cache;desc="stored, \\"fresh\\"", db;dur=53'
-    return response
-
-
-def unclosed_server_timing(request):
-    response = HttpResponse("ok")
-    # Malformed: a quoted desc never closed, and a metric named as one of
-    # switchtrace's (which takes its place) after it.
-    response["Server-Timing"] = 'db;desc="unclosed, switchtrace-hops'
-    return response
-
-
-def own_figure_headers(request):
-    """Headers of switchtrace's names, set by the application itself."""
-    response = HttpResponse("ok")
-    response["X-Context-Switches"] = "99"
-    response["X-Thread-Hops"] = "7"
-    response["X-Custom"] = "kept"
-    response["Server-Timing"] = "app;dur=1, switchtrace-loops;dur=5"
-    return response
+own_server_timing = answering_with({"Server-Timing": 'db;dur=53;desc="Database"'})
+# A comma and escaped quotes inside a quoted desc (RFC 9110 quoted-string).
+quoted_server_timing = answering_with(
+    {"Server-Timing": 'cache;desc="stored, \\"fresh\\"", db;dur=53'}
+)
+# Malformed: a quoted desc never closed, and a metric named as one of
+# switchtrace's (which takes its place) after it.
+unclosed_server_timing = answering_with({"Server-Timing": 'db;desc="unclosed, switchtrace-hops'})
+# Headers of switchtrace's names, set by the application itself.
+own_figure_headers = answering_with(
+    {
+        "X-Context-Switches": "99",
+        "X-Thread-Hops": "7",
+        "X-Custom": "kept",
+        "Server-Timing": "app;dur=1, switchtrace-loops;dur=5",
+    }
+)
 
 
 class ViewError(Exception):
