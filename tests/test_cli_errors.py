@@ -442,6 +442,14 @@ BAD_BASELINES = [
     (matrix(good_cell(req_per_s={"50": {"median": "fast", "min": 1, "max": 1}})),
      "cell 0 (asgi shipped /sync/): field req_per_s.50.median is the string 'fast'; "
      "allowed: a number"),
+    # A cell's names are the file's: a line break made the message two lines,
+    # a long one a line of its length.
+    (matrix(good_cell(server="asgi\nFORGED", seq_us=5)),
+     "--compare: base.json: cell 0 ('asgi\\nFORGED' shipped /sync/): field seq_us is the "
+     "number 5; allowed: null or an object of numbers median, min and max"),
+    (matrix(good_cell(endpoint="/" + "x" * 5000, seq_us=5)),
+     "--compare: base.json: cell 0 (asgi shipped /xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...): "
+     "field seq_us is the number 5"),
     ('{"format": 1, "mode": "matrix", "cells": [', "--compare: base.json is not a JSON file ("),
     ("[" * 100_000, "--compare: base.json is not a JSON file (nested too deeply)"),
     (b"\xff\xfe\x00", "--compare: base.json is not a JSON file ("),
@@ -483,6 +491,27 @@ def test_a_baseline_sharing_no_cell_with_the_run_is_bad_input(tmp_path):
         "measures, so nothing would be compared; its cells: ASGI shipped /sync/; this run's: "
         "WSGI shipped /async/, WSGI sync-only /async/, WSGI none /async/; allowed: the "
         "--servers, --endpoints and --variants of a run that shares a cell with it"
+    )
+    assert out.stdout == ""
+
+
+def test_a_baseline_sharing_no_cell_names_its_cells_on_one_line(tmp_path):
+    """Ten at most, each name bounded and a line break shown as Python
+    writes it: they are what the file says."""
+    cells = [good_cell(endpoint=f"/e{n}/") for n in range(11)]
+    cells[0]["server"] = "asgi\r\nFORGED"
+    cells[1]["variant"] = "v" * 5000
+    (tmp_path / "base.json").write_text(matrix(*cells))
+    args = ["bench", "--compare", "base.json", "--project", "nowhere", "--servers", "wsgi",
+            "--endpoints", "/async/"]  # fmt: skip
+    out = switchtrace(args, tmp_path)
+    others = ", ".join(f"ASGI shipped /e{n}/" for n in range(2, 10))
+    assert one_line(out, 2) == (
+        "switchtrace bench: error: --compare: base.json has none of the cells this run "
+        "measures, so nothing would be compared; its cells: 'ASGI\\r\\nFORGED' shipped /e0/, "
+        f"ASGI {'v' * 37}... /e1/, {others}, and 1 more; this run's: WSGI shipped /async/, "
+        "WSGI sync-only /async/, WSGI none /async/; allowed: the --servers, --endpoints and "
+        "--variants of a run that shares a cell with it"
     )
     assert out.stdout == ""
 

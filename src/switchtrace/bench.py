@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import example
+from . import example, text
 from .plural import count
 
 if TYPE_CHECKING:
@@ -681,7 +681,7 @@ def load_baseline(path: str) -> dict[str, Any]:
     """The baseline of ``--compare``, checked whole (every field the comparison
     reads, with its type) before anything is measured; BadBaseline names the
     file, the cell and the field."""
-    given = example.shown(path)
+    given = text.argument(path)
     try:
         data = json.loads(Path(path).read_bytes())
     except FileNotFoundError:
@@ -726,7 +726,7 @@ def _check_cell(where: str, cell: Any) -> None:
     for field in ("server", "endpoint", "variant"):
         if not isinstance(cell.get(field), str):
             raise BadBaseline(f"{where}: {_field(cell, field)}; allowed: a string")
-    where += f" ({cell['server']} {cell['variant']} {cell['endpoint']})"
+    where += f" ({_part(cell['server'])} {_part(cell['variant'])} {_part(cell['endpoint'])})"
     if cell.get("seq_us") is not None or "seq_us" not in cell:
         _check_stat(where, cell, "seq_us", "null or " + STAT)
     if not isinstance(cell.get("req_per_s"), dict):
@@ -796,7 +796,14 @@ def cell_key(cell: dict[str, Any]) -> tuple[str, str, str]:
 
 def cell_name(key: tuple[str, str, str]) -> str:
     server, endpoint, variant = key
-    return f"{server.upper()} {variant} {endpoint}"
+    return f"{_part(server.upper())} {_part(variant)} {_part(endpoint)}"
+
+
+def _part(value: str) -> str:
+    """A cell's server, endpoint or variant in a one-line message: a
+    baseline's are what its file says, a line break or 5000 characters."""
+    shown = text.argument(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def compare(current: dict[str, Any], baseline: dict[str, Any], tolerance: float = 0.0) -> list[str]:
@@ -855,10 +862,12 @@ def no_shared_cell(args: argparse.Namespace, baseline: dict[str, Any]) -> str | 
     ours = planned_cells(args)
     shared = set(ours) & set(theirs)
     if not shared:
+        named = [cell_name(key) for key in theirs[:10]]
+        if len(theirs) > 10:
+            named.append(f"and {len(theirs) - 10} more")
         return (
-            f"--compare: {example.shown(args.compare)} has none of the cells this run "
-            "measures, so nothing would be compared; its cells: "
-            f"{', '.join(map(cell_name, theirs)) or 'none'}; "
+            f"--compare: {text.argument(args.compare)} has none of the cells this run "
+            f"measures, so nothing would be compared; its cells: {', '.join(named) or 'none'}; "
             f"this run's: {', '.join(map(cell_name, ours))}; allowed: the --servers, "
             "--endpoints and --variants of a run that shares a cell with it"
         )
@@ -872,7 +881,7 @@ def no_shared_cell(args: argparse.Namespace, baseline: dict[str, Any]) -> str | 
     if measured & set(levels):
         return None
     return (
-        f"--compare: {example.shown(args.compare)} has no figure at this run's concurrency "
+        f"--compare: {text.argument(args.compare)} has no figure at this run's concurrency "
         f"({', '.join(map(str, levels))}) for the cells the two share, so nothing would be "
         f"compared; its levels there: {', '.join(map(str, sorted(measured))) or 'none'}; "
         "allowed: a --concurrency with one of them"

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
+from .text import argument
 
 if TYPE_CHECKING:
     import subprocess
@@ -133,9 +134,7 @@ def _unrecognized(
     options = [
         max(action.option_strings, key=len) for action in target._actions if action.option_strings
     ]
-    from .example import shown
-
-    given = " ".join(map(shown, unrecognized))
+    given = " ".join(map(argument, unrecognized))
     target.error(f"unrecognized arguments: {given}; allowed: {', '.join(options)}{tail}")
 
 
@@ -585,7 +584,7 @@ def _explain(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from .example import ProjectNotFound, find_project, setup, setup_django, shown
+    from .example import ProjectNotFound, find_project, setup, setup_django
 
     if args.measure and not args.url:
         print("switchtrace explain: error: --measure needs --url", file=sys.stderr)
@@ -594,7 +593,7 @@ def _explain(args: argparse.Namespace) -> int:
         if args.project:
             if not Path(args.project).is_dir():
                 print(
-                    f"switchtrace explain: error: --project {shown(args.project)} is not a "
+                    f"switchtrace explain: error: --project {argument(args.project)} is not a "
                     "directory; allowed: a directory to put on sys.path, holding the package of "
                     "DJANGO_SETTINGS_MODULE",
                     file=sys.stderr,
@@ -629,11 +628,11 @@ def _explain(args: argparse.Namespace) -> int:
                 )
                 return 2
             print(
-                f"switchtrace explain: error: --project {shown(args.project)} is not the example "
-                "project (it has no project/settings.py), and DJANGO_SETTINGS_MODULE is not "
-                "set; for a project of your own, set it too, e.g. "
+                f"switchtrace explain: error: --project {argument(args.project)} is not the "
+                "example project (it has no project/settings.py), and DJANGO_SETTINGS_MODULE is "
+                "not set; for a project of your own, set it too, e.g. "
                 f"DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain --project "
-                f"{shown(args.project)}",
+                f"{argument(args.project)}",
                 file=sys.stderr,
             )
             return 2

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .plural import count
+from .text import argument
+from .text import message as text_of
 
 #: The middleware variants of the example project (SWITCHTRACE_EXAMPLE_MIDDLEWARE).
 VARIANTS = ("shipped", "sync-only", "none")
@@ -45,15 +47,6 @@ PROJECT_HELP = (
 PACKAGED = Path(__file__).resolve().parent / "example_project"
 
 
-def shown(text: str | os.PathLike[str]) -> str:
-    """An argument or a path given to the command, for its one-line message:
-    as it is, but empty, or with a line break or another character that is
-    not printable (a CRLF script's '\\r', which wrote the rest of the line
-    over its beginning), as Python writes it."""
-    text = os.fspath(text)
-    return text if text and text.isprintable() else repr(text)
-
-
 def project_argument(value: str) -> str:
     """argparse's ``type`` of ``--project``: an empty one (``--project
     "$DIR"`` with the variable unset) is bad input, not the current
@@ -74,10 +67,10 @@ def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool 
     given = None
     if explicit is not None:
         candidates.append(Path(explicit))
-        given = f"--project {shown(explicit)}"
+        given = f"--project {argument(explicit)}"
     elif os.environ.get("SWITCHTRACE_EXAMPLE_PROJECT"):
         candidates.append(Path(os.environ["SWITCHTRACE_EXAMPLE_PROJECT"]))
-        given = f"SWITCHTRACE_EXAMPLE_PROJECT={shown(candidates[0])}"
+        given = f"SWITCHTRACE_EXAMPLE_PROJECT={argument(candidates[0])}"
     else:
         # A switchtrace installed from a wheel carries the example
         # (PACKAGED) and has no checkout around it: two levels up from this
@@ -307,8 +300,6 @@ def describe_error(exc: BaseException) -> str:
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    from .text import message as text_of
-
     message = " ".join(text_of(exc).split())  # one line, whatever the message holds
     text = f"{name}: {message}" if message else name
     if isinstance(exc, SyntaxError):  # its message names the file and line

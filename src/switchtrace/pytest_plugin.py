@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from .text import shown
+
 MARKER = "max_context_switches"
 
 
@@ -214,8 +216,6 @@ def _own_markers(cls: type) -> list[pytest.Mark]:
 
 def _given(marker: pytest.Mark) -> str:
     """The marker's arguments as written (each as text.shown shows it)."""
-    from .text import shown
-
     given = [shown(arg) for arg in marker.args]
     given += [f"{name}={shown(value)}" for name, value in marker.kwargs.items()]
     return ", ".join(given)

@@ -25,6 +25,7 @@ from asgiref.sync import iscoroutinefunction
 
 from . import tracer
 from .plural import count
+from .text import shown
 
 _lock = threading.Lock()
 _users = 0
@@ -35,8 +36,6 @@ def check_budget(budget: Any, where: str = "the budget") -> int:
     shown as text.shown shows it: an int too long for ``repr()``, or an
     object whose ``__repr__`` raises, made that error another one)."""
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-        from .text import shown
-
         raise ValueError(
             f"{where} must be a non-negative integer (context switches per request), "
             f"not {shown(budget)}"

@@ -1,12 +1,13 @@
-"""Values and exceptions in switchtrace's messages. Each function here
-never raises, whatever the project's objects do (an int too long to
-convert, a ``__repr__`` or an exception's ``__str__`` that raises): a
-message about bad input must not become a traceback of its own. Imports
-nothing, so that the pytest plugin and ``switchtrace.testing`` can use it
-without Django or OpenTelemetry."""
+"""Values, arguments and exceptions in switchtrace's messages. Each
+function here never raises, whatever the project's objects do (an int too
+long to convert, a ``__repr__`` or an exception's ``__str__`` that raises):
+a message about bad input must not become a traceback of its own. Imports
+the standard library only, so that the command line, the pytest plugin and
+``switchtrace.testing`` can use it without Django or OpenTelemetry."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -17,6 +18,15 @@ def shown(value: Any, limit: int = 200) -> str:
     except Exception:
         text = f"<{type(value).__qualname__} object>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def argument(value: str | os.PathLike[str]) -> str:
+    """An argument or a path given to a command, for its one-line message:
+    as it is, but empty, or with a line break or another character that is
+    not printable (a CRLF script's '\\r', which wrote the rest of the line
+    over its beginning), as Python writes it."""
+    value = os.fspath(value)
+    return value if value and value.isprintable() else repr(value)
 
 
 def message(exc: BaseException) -> str:

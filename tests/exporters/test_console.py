@@ -46,7 +46,7 @@ def test_a_path_with_control_characters_cannot_start_a_console_line_of_its_own(r
     %E2%80%A8 a line separator, %E2%80%AE a right-to-left override), and so
     is its method: the console line shows what is not printable in them
     (control and format characters, separators but the space, unassigned
-    code points) as the text of its code, so that a client can neither
+    code points) as Python writes them in a string, so that a client can neither
     write a line that reads as another request's nor move the terminal's
     cursor or reorder what it shows. (They were written as they came: the
     path below made two lines, the second a forged request.)"""
@@ -57,12 +57,12 @@ def test_a_path_with_control_characters_cannot_start_a_console_line_of_its_own(r
         run_in_server_loop(asgi_request(asgi, "/y\n" + forged + odd, query="", method="GE\tT"))
     wsgi_line, asgi_line = (format_record(record) for record in records)
     assert wsgi_line == (
-        "GET /x\\x0d\\x0a" + forged + "\\x0a\\x1b[2J\\x85\\x7f 404: "
+        "GET /x\\r\\n" + forged + "\\n\\x1b[2J\\x85\\x7f 404: "
         "0 switches (0 before headers), 0 hops, 0 loops, 0 threads"
     )
     # Printable text, other scripts' included, is shown as it is.
     shown = "\\u2028\\u202e\\uffff\\U000e0001/é"
-    assert asgi_line.startswith("GE\\x09T /y\\x0a" + forged + shown + " 404: ")
+    assert asgi_line.startswith("GE\\tT /y\\n" + forged + shown + " 404: ")
     assert asgi_line.isprintable()
 
 

@@ -426,11 +426,9 @@ def _excluded_urls(environ: Mapping[str, str], problems: list[Problem]) -> re.Pa
     commas alone) is unset."""
     for name in EXCLUDED_URLS_VARIABLES:
         value = environ.get(name, "")
-        if not value.strip():
-            continue
         entries = [entry.strip() for entry in value.split(",") if entry.strip()]
         if not entries:
-            continue  # commas alone: an empty pattern would leave out every URL
+            continue  # unset, blank or commas alone: an empty pattern leaves out every URL
         for entry in entries:
             try:
                 re.compile(entry)

@@ -60,21 +60,14 @@ def top_causes(
 
 def _printable(text: str) -> str:
     """``text`` with each character that is not printable (a control or
-    format character, a separator but the space) shown as the text of its
-    code, ``\\x0a``, ``\\u2028``: a request's method and path are the
+    format character, a separator but the space) written as Python writes it
+    in a string, ``\\n``, ``\\u2028``: a request's method and path are the
     client's (a server decodes %0A in a path into a newline), and must not
     start a line that reads as another request's, nor move the terminal's
     cursor or reorder what it shows."""
     if text.isprintable():
         return text
-    return "".join(char if char.isprintable() else _code(char) for char in text)
-
-
-def _code(char: str) -> str:
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
