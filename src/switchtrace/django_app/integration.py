@@ -643,12 +643,21 @@ def _with_our_send(record: tracer.RequestRecord, args: Any, kwargs: Any) -> tupl
             # sends; the start message's headers are those Django read off
             # the response.
             __traceback_hide__ = True
-            if isinstance(message, dict) and message.get("type") == "http.response.start":
+            kind = message.get("type") if isinstance(message, dict) else None
+            if kind == "http.response.start":
                 try:
                     _stop_reading(record)
                     message = _sent_start(record, message)
                 except Exception:
                     swallow("ASGI send")
+            elif kind == "http.response.body" and not message.get("more_body"):
+                # The last: uvicorn starts the connection's next request,
+                # pipelined or already read, inside this send, in a task
+                # that copies this context. There the request must not be
+                # current: the next one would be taken for its sub-request
+                # (no headers of its own, its crossings counted here).
+                with tracer.no_request():
+                    return await send(message)
             return await send(message)
 
         return send_for_the_request

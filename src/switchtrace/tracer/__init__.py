@@ -59,6 +59,7 @@ __all__ = [
     "install",
     "installed",
     "missing_hooks",
+    "no_request",
     "recording",
     "remove_listener",
     "remove_start_listener",
@@ -162,6 +163,17 @@ def recording(kind: str = "block", max_events: int = DEFAULT_MAX_EVENTS) -> Iter
         yield record
     finally:
         finish_request(record, token)
+
+
+@contextlib.contextmanager
+def no_request() -> Iterator[None]:
+    """No request current in this context for the block: a task created in
+    it, which copies this context, is not part of the request."""
+    token = patches.here.set(None)
+    try:
+        yield
+    finally:
+        put_back(patches.here, token, "no request")
 
 
 def add_listener(listener: Listener) -> None:
