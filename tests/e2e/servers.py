@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -48,6 +49,7 @@ class Server:
         workers: int = 2,
         extra_env: dict[str, str] | None = None,
         threads: int = 8,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.kind = kind
         self.variant = variant
@@ -202,6 +204,7 @@ class Server:
         }.get(kind if kind == "gunicorn-asgi" else kind.partition("-")[0])
         self.workers = workers if self.started else 0
         self.log = records.with_name("server.log")
+        command += extra_args
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 command,

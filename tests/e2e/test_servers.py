@@ -232,6 +232,29 @@ def test_pipelined_requests_each_carry_their_own_figures(server):
         assert recorded[f"p{n}"]["totals"][0] == total, (n, path)
 
 
+def test_pipelined_requests_under_uvicorn_reset_contextvars_each_start_a_thread(tmp_path):
+    """uvicorn's --reset-contextvars (0.45) starts each request in a context
+    of its own: no asgiref ThreadSensitiveContext of the request before
+    comes with it, and every request has all of its route's figures."""
+    server = Server(
+        "uvicorn", "shipped", tmp_path / "records.jsonl", extra_args=["--reset-contextvars"]
+    )
+    try:
+        paths = ["/sync/", "/async/", "/sync/", "/async-to-sync/", "/asyncio-run/", "/sync/"]
+        responses = pipelined(server, paths, "r")
+        recorded = read_records(server, {f"r{n}" for n in range(len(paths))})
+    finally:
+        server.stop()
+    assert "switchtrace: internal error" not in server.output()
+    assert [r.status_code for r in responses] == [200] * len(paths)
+    for n, (path, response) in enumerate(zip(paths, responses, strict=True)):
+        headers, total = EXPECTED["uvicorn", "shipped", path]
+        shown = {name.decode().title(): value.decode() for name, value in response.headers}
+        assert figures(shown) == headers, (n, path)
+        assert recorded[f"r{n}"]["at_headers"] == list(headers), (n, path)
+        assert recorded[f"r{n}"]["totals"][0] == total, (n, path)
+
+
 @pytest.mark.parametrize("kind", ["uvicorn", "gunicorn-asgi"])
 def test_a_client_that_times_out_leaves_a_closed_record_and_a_working_server(kind, tmp_path):
     """The client gives up on /slow/ (it sleeps 5 s) after 0.3 s: the server
