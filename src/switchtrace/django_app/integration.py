@@ -651,11 +651,12 @@ def _with_our_send(record: tracer.RequestRecord, args: Any, kwargs: Any) -> tupl
                 except Exception:
                     swallow("ASGI send")
             elif kind == "http.response.body" and not message.get("more_body"):
-                # The last: uvicorn starts the connection's next request,
-                # pipelined or already read, inside this send, in a task
-                # that copies this context. There the request must not be
-                # current: the next one would be taken for its sub-request
-                # (no headers of its own, its crossings counted here).
+                # The last: uvicorn and daphne start the connection's next
+                # request, pipelined or already read, inside this send, in a
+                # task that copies this context. There the request must not
+                # be current: the next one would be taken for its
+                # sub-request (no headers of its own, its crossings counted
+                # here).
                 with tracer.no_request():
                     return await send(message)
             return await send(message)
