@@ -800,14 +800,14 @@ pipeline = telemetry.pipeline()
 
 
 def run_script(before: str, after: str, env: dict[str, str], tmp_path) -> str:
-    script = "\n".join(
-        [
-            SETUP.format(root=str(ROOT), example=str(EXAMPLE)),
-            textwrap.dedent(before),
-            REQUEST,
-            textwrap.dedent(after),
-        ]
-    )
+    return run_in_example([textwrap.dedent(before), REQUEST, textwrap.dedent(after)], env, tmp_path)
+
+
+def run_in_example(parts: list[str], env: dict[str, str], tmp_path) -> str:
+    """``parts`` run in a process of its own with the example project's
+    settings (its spans to a file in ``tmp_path``): what it printed, once it
+    has exited 0."""
+    script = "\n".join([SETUP.format(root=str(ROOT), example=str(EXAMPLE)), *parts])
     out = subprocess.run(
         [sys.executable, "-c", script],
         env={
@@ -824,16 +824,6 @@ def run_script(before: str, after: str, env: dict[str, str], tmp_path) -> str:
 
 
 def test_an_application_provider_is_used_and_nothing_is_added(tmp_path):
-    before = """
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    app_exporter = InMemorySpanExporter()
-    app_provider = TracerProvider()
-    app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
-    trace.set_tracer_provider(app_provider)
-    """
     after = """
     pipeline.flush(10)
     print(pipeline.own_provider, pipeline.provider is app_provider,
@@ -841,55 +831,65 @@ def test_an_application_provider_is_used_and_nothing_is_added(tmp_path):
           len(app_provider._active_span_processor._span_processors),
           sorted(s.name for s in app_exporter.get_finished_spans()))
     """
-    assert run_script(before, after, {}, tmp_path) == (
+    assert run_script(GLOBAL_APP_PROVIDER, after, {}, tmp_path) == (
         "False True True 1 ['GET async/', 'async_to_sync async_view']"
     )
+
+
+def test_an_asgi_server_span_ended_with_the_last_body_message_takes_no_event(tmp_path):
+    """opentelemetry-instrumentation-asgi's middleware, the provider the
+    application's global one: its SERVER span ends in its send, with the
+    response's last body message, before Django closes the response. The
+    span has the figures of the headers (its whole-request counts too); the
+    thread asgiref starts after it (from 3.12, to join the request's) was
+    an event added to that span when the spans were made, which the SDK
+    refused with a warning, "Tried calling _add_event on an ended span.",
+    on every request."""
+    request = """
+    import logging
+    logged = []
+    class Keep(logging.Handler):
+        def emit(self, record):
+            logged.append(record.getMessage())
+    logging.getLogger().addHandler(Keep(logging.WARNING))
+    import django
+    django.setup()
+    from django.core.asgi import get_asgi_application
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from switchtrace.django_app import telemetry
+    from tests.support import run_asgi
+    result = run_asgi(OpenTelemetryMiddleware(get_asgi_application()), "/sync/")
+    assert telemetry.pipeline().flush(10)
+    spans = app_exporter.get_finished_spans()
+    [server] = [s for s in spans if s.kind is trace.SpanKind.SERVER]
+    ours = [s for s in spans if s.name.startswith(("sync_to_async", "async_to_sync"))]
+    print(result.figures(), server.attributes["switchtrace.context_switches"],
+          server.attributes["switchtrace.context_switches_before_headers"],
+          len(ours), {s.context.trace_id for s in ours} == {server.context.trace_id}, logged)
+    """
+    printed = run_in_example([GLOBAL_APP_PROVIDER, textwrap.dedent(request)], {}, tmp_path)
+    assert printed == "(30, 30, 0, 1) 30 30 16 True []"
 
 
 def test_an_application_provider_set_after_startup_is_used_from_then_on(tmp_path):
     """As a worker sets it in gunicorn's post_fork hook under --preload (what
     OpenTelemetry's documentation advises for pre-forking servers), after
     the app, switchtrace's pipeline with it, was loaded in the master."""
-    script = "\n".join(
-        [
-            SETUP.format(root=str(ROOT), example=str(EXAMPLE)),
-            "import django",
-            "django.setup()",
-            textwrap.dedent(
-                """
-                from opentelemetry import trace
-                from opentelemetry.sdk.trace import TracerProvider
-                from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-                from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
-                    InMemorySpanExporter,
-                )
-                app_exporter = InMemorySpanExporter()
-                app_provider = TracerProvider()
-                app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
-                trace.set_tracer_provider(app_provider)
-                """
-            ),
-            textwrap.dedent(REQUEST),
-            textwrap.dedent(
-                """
-                pipeline.flush(10)
-                print(pipeline.own_provider, pipeline.provider is app_provider,
-                      trace.get_tracer_provider() is app_provider,
-                      sorted(s.name for s in app_exporter.get_finished_spans()),
-                      os.path.exists(os.environ["SWITCHTRACE_EXAMPLE_TRACES"]))
-                """
-            ),
-        ]
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env={"PATH": "/usr/bin:/bin", "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == (
+    after = """
+    pipeline.flush(10)
+    print(pipeline.own_provider, pipeline.provider is app_provider,
+          trace.get_tracer_provider() is app_provider,
+          sorted(s.name for s in app_exporter.get_finished_spans()),
+          os.path.exists(os.environ["SWITCHTRACE_EXAMPLE_TRACES"]))
+    """
+    parts = [
+        "import django",
+        "django.setup()",
+        GLOBAL_APP_PROVIDER,
+        REQUEST,
+        textwrap.dedent(after),
+    ]
+    assert run_in_example(parts, {}, tmp_path) == (
         "False True True ['GET async/', 'async_to_sync async_view'] False"
     )
 
@@ -919,7 +919,7 @@ def test_otel_traces_exporter_is_the_application_providers_concern(tmp_path, val
     """An application's provider set before Django starts (as
     opentelemetry-instrument sets one, with the exporters it read this
     variable for) makes switchtrace's spans: the variable is not read again."""
-    before = APP_PROVIDER + "trace.set_tracer_provider(app_provider)\n"
+    before = GLOBAL_APP_PROVIDER
     after = """
     pipeline.flush(10)
     print(pipeline.provider is app_provider, result.figures(),
@@ -1020,6 +1020,8 @@ app_exporter = InMemorySpanExporter()
 app_provider = TracerProvider()
 app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
 """
+#: The same, the application's global provider.
+GLOBAL_APP_PROVIDER = APP_PROVIDER + "trace.set_tracer_provider(app_provider)\n"
 
 
 @pytest.mark.parametrize("when", ["before startup", "after startup"])

@@ -1032,6 +1032,13 @@ def emit_spans(
         request_span.end(end_time=wall(end_ns))
         return 0
     emitted = 1 if own_request_span else 0
+    # The events of no crossing go on the request span; the application's
+    # may have ended already (opentelemetry-instrumentation-asgi ends its
+    # span with the last body message), and takes none then: the SDK would
+    # warn on each request, "Tried calling _add_event on an ended span".
+    request_events: trace.Span | None = (
+        request_span if own_request_span or request_span.is_recording() else None
+    )
     request_context = trace.set_span_in_context(request_span)
     spans: dict[int, trace.Span] = {}
     try:
@@ -1054,20 +1061,26 @@ def emit_spans(
             emitted += 1
             if pause is not None:
                 pause()
+
+        def events_span(crossing: Crossing | None) -> trace.Span | None:
+            return (spans.get(id(crossing)) if crossing else None) or request_events
+
         for creation in record.loop_creations:
-            target = spans.get(id(creation.crossing)) if creation.crossing else None
-            (target or request_span).add_event(
-                LOOP_CREATED,
-                {"switchtrace.loop.id": creation.loop_id, "thread.name": creation.thread.name},
-                timestamp=creation.at_ns + to_wall,
-            )
+            target = events_span(creation.crossing)
+            if target is not None:
+                target.add_event(
+                    LOOP_CREATED,
+                    {"switchtrace.loop.id": creation.loop_id, "thread.name": creation.thread.name},
+                    timestamp=creation.at_ns + to_wall,
+                )
         for start in record.thread_starts:
-            target = spans.get(id(start.crossing)) if start.crossing else None
-            (target or request_span).add_event(
-                THREAD_STARTED,
-                {"thread.id": start.thread.ident or 0, "thread.name": start.thread.name},
-                timestamp=start.at_ns + to_wall,
-            )
+            target = events_span(start.crossing)
+            if target is not None:
+                target.add_event(
+                    THREAD_STARTED,
+                    {"thread.id": start.thread.ident or 0, "thread.name": start.thread.name},
+                    timestamp=start.at_ns + to_wall,
+                )
     finally:
         # Every span started is ended, even when the application's span
         # processor raised part way (in on_start, on_end): one left open
