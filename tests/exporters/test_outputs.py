@@ -803,13 +803,13 @@ def run_script(before: str, after: str, env: dict[str, str], tmp_path) -> str:
     return run_in_example([textwrap.dedent(before), REQUEST, textwrap.dedent(after)], env, tmp_path)
 
 
-def run_in_example(parts: list[str], env: dict[str, str], tmp_path) -> str:
+def run_in_example(parts: list[str], env: dict[str, str], tmp_path, *args: str) -> str:
     """``parts`` run in a process of its own with the example project's
-    settings (its spans to a file in ``tmp_path``): what it printed, once it
-    has exited 0."""
+    settings (its spans to a file in ``tmp_path``), given ``args``: what it
+    printed, once it has exited 0."""
     script = "\n".join([SETUP.format(root=str(ROOT), example=str(EXAMPLE)), *parts])
     out = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", script, *args],
         env={
             "PATH": "/usr/bin:/bin",
             "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl"),
@@ -836,15 +836,25 @@ def test_an_application_provider_is_used_and_nothing_is_added(tmp_path):
     )
 
 
-def test_an_asgi_server_span_ended_with_the_last_body_message_takes_no_event(tmp_path):
+@pytest.mark.parametrize(
+    ("path", "printed"),
+    [
+        ("/sync/", "(30, 30, 0, 1) 30 30 16 True []"),
+        # The body, from a sync iterator: a sync_to_async of Django's.
+        ("/stream/", "(30, 30, 0, 1) 32 30 17 True []"),
+    ],
+)
+def test_an_asgi_server_span_ended_with_the_last_body_message(path, printed, tmp_path):
     """opentelemetry-instrumentation-asgi's middleware, the provider the
     application's global one: its SERVER span ends in its send, with the
     response's last body message, before Django closes the response. The
-    span has the figures of the headers (its whole-request counts too); the
-    thread asgiref starts after it (from 3.12, to join the request's) was
-    an event added to that span when the spans were made, which the SDK
-    refused with a warning, "Tried calling _add_event on an ended span.",
-    on every request."""
+    span has the figures of that moment as its whole-request counts (a
+    streaming body's switches included: it had those of the headers), the
+    switch spans of the close under it all the same; the thread asgiref
+    starts after it (from 3.12, to join the request's) was an event added
+    to that span when the spans were made, which the SDK refused with a
+    warning, "Tried calling _add_event on an ended span.", on every
+    request."""
     request = """
     import logging
     logged = []
@@ -858,7 +868,7 @@ def test_an_asgi_server_span_ended_with_the_last_body_message_takes_no_event(tmp
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from switchtrace.django_app import telemetry
     from tests.support import run_asgi
-    result = run_asgi(OpenTelemetryMiddleware(get_asgi_application()), "/sync/")
+    result = run_asgi(OpenTelemetryMiddleware(get_asgi_application()), sys.argv[1])
     assert telemetry.pipeline().flush(10)
     spans = app_exporter.get_finished_spans()
     [server] = [s for s in spans if s.kind is trace.SpanKind.SERVER]
@@ -867,8 +877,8 @@ def test_an_asgi_server_span_ended_with_the_last_body_message_takes_no_event(tmp
           server.attributes["switchtrace.context_switches_before_headers"],
           len(ours), {s.context.trace_id for s in ours} == {server.context.trace_id}, logged)
     """
-    printed = run_in_example([GLOBAL_APP_PROVIDER, textwrap.dedent(request)], {}, tmp_path)
-    assert printed == "(30, 30, 0, 1) 30 30 16 True []"
+    parts = [GLOBAL_APP_PROVIDER, textwrap.dedent(request)]
+    assert run_in_example(parts, {}, tmp_path, path) == printed
 
 
 def test_an_application_provider_set_after_startup_is_used_from_then_on(tmp_path):

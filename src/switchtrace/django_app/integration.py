@@ -651,6 +651,15 @@ def _with_our_send(record: tracer.RequestRecord, args: Any, kwargs: Any) -> tupl
                 except Exception:
                     swallow("ASGI send")
             elif kind == "http.response.body" and not message.get("more_body"):
+                # An application's server span that ends with this message
+                # (opentelemetry-instrumentation-asgi's, in its send) gets
+                # the figures so far, a streaming body's included.
+                pipeline = telemetry.pipeline()
+                if pipeline is not None:
+                    try:
+                        pipeline.at_headers(record)
+                    except Exception:
+                        swallow("ASGI last send")
                 # The last: uvicorn and daphne start the connection's next
                 # request, pipelined or already read, inside this send, in a
                 # task that copies this context. There the request must not
