@@ -245,6 +245,11 @@ def test_a_url_that_is_not_a_path_is_bad_input(url):
     )
 
 
+class _RaisingRepr:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
 def test_middleware_that_is_not_a_list_of_importable_paths_is_bad_input():
     from switchtrace.django_app.explain import ExplainError, check_middleware
 
@@ -259,6 +264,8 @@ def test_middleware_that_is_not_a_list_of_importable_paths_is_bad_input():
          "it is a set"),
         ([7], "MIDDLEWARE entry 7 is a int; allowed: the dotted path of a middleware, as a "
          "string"),
+        ([_RaisingRepr()], "MIDDLEWARE entry <_RaisingRepr object> is a _RaisingRepr; allowed: "
+         "the dotted path of a middleware, as a string"),
         (["tests.nowhere.Middleware"], "MIDDLEWARE entry 'tests.nowhere.Middleware' cannot be "
          "imported: No module named 'tests.nowhere'"),
     ]:  # fmt: skip

@@ -63,8 +63,8 @@ def check_middleware(paths: Any) -> list[str]:
     for path in paths:
         if not isinstance(path, str):
             raise ExplainError(
-                f"MIDDLEWARE entry {path!r} is a {type(path).__name__}; allowed: the dotted "
-                "path of a middleware, as a string"
+                f"MIDDLEWARE entry {text.shown(path)} is a {type(path).__name__}; allowed: "
+                "the dotted path of a middleware, as a string"
             )
         try:
             import_string(path)
@@ -145,8 +145,8 @@ def request_host() -> str:
     for pattern in allowed:
         if not isinstance(pattern, str):  # Django's host check would raise on it
             raise ExplainError(
-                f"ALLOWED_HOSTS entry {pattern!r} is a {type(pattern).__name__}; allowed: a host "
-                "name, '.example.com' or '*', as a string"
+                f"ALLOWED_HOSTS entry {text.shown(pattern)} is a {type(pattern).__name__}; "
+                "allowed: a host name, '.example.com' or '*', as a string"
             )
     patterns = list(allowed)
     if settings.DEBUG and not patterns:
