@@ -1034,6 +1034,49 @@ app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
 GLOBAL_APP_PROVIDER = APP_PROVIDER + "trace.set_tracer_provider(app_provider)\n"
 
 
+def test_a_request_the_application_sampler_left_out_gets_no_trace_of_switchtraces(tmp_path):
+    """opentelemetry-instrumentation-django's span of a request, which the
+    application's sampler (parent-based, as OTEL_TRACES_SAMPLER's
+    parentbased_traceidratio) did not sample: switchtrace's spans are made
+    under it, and left out too. switchtrace made its own request span, a
+    root, sampled again: a trace of a request the application had left out
+    (a ratio of 0.5 traced about 75 % of requests). Here the root sampler
+    samples only switchtrace's request spans, which a root of theirs would
+    be. A sampled incoming traceparent: Django's span is sampled, and
+    switchtrace's nest under it."""
+    before = f"""
+    {textwrap.indent(APP_PROVIDER, "    ").strip()}
+    from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
+    class SwitchtracesOnly(Sampler):
+        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None,
+                          links=None, trace_state=None):
+            if "switchtrace.context_switches" in (attributes or {{}}):
+                return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+            return SamplingResult(Decision.DROP)
+        def get_description(self):
+            return "SwitchtracesOnly"
+    app_provider.sampler = ParentBased(SwitchtracesOnly())
+    trace.set_tracer_provider(app_provider)
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    DjangoInstrumentor().instrument()
+    """
+    after = """
+    pipeline.flush(10)
+    left_out = sorted(s.name for s in app_exporter.get_finished_spans())
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    wsgi_request(WSGIHandler(), "/async/", HTTP_TRACEPARENT=parent)
+    pipeline.flush(10)
+    spans = app_exporter.get_finished_spans()
+    print(pipeline.own_provider, result.figures(), left_out,
+          sorted((s.name, s.kind.name) for s in spans),
+          {f"{s.context.trace_id:032x}" for s in spans})
+    """
+    assert run_script(before, after, {}, tmp_path) == (
+        "False (2, 2, 1, 1) [] [('GET async/', 'SERVER'), ('async_to_sync async_view', "
+        "'INTERNAL')] {'0af7651916cd43dd8448eb211c80319c'}"
+    )
+
+
 @pytest.mark.parametrize("when", ["before startup", "after startup"])
 def test_a_sample_rate_the_application_provider_does_not_read_is_logged(tmp_path, when):
     """SAMPLE_RATE is the share of requests switchtrace's own provider

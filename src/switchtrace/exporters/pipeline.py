@@ -424,10 +424,18 @@ class SpanPipeline(QueueWorker):
     # -- on the request's path (cheap) ----------------------------------------
 
     def capture(self, record: tracer.RequestRecord) -> None:
-        """At request start: note the application's server span, if one is active."""
+        """At request start: note the application's server span, if one is
+        active; or the context of a span its sampler did not sample."""
         span = trace.get_current_span()
-        if span.is_recording() and getattr(span, "kind", None) is trace.SpanKind.SERVER:
-            record.extra["otel.server_span"] = span
+        if span.is_recording():
+            if getattr(span, "kind", None) is trace.SpanKind.SERVER:
+                record.extra["otel.server_span"] = span
+            return
+        context = span.get_span_context()
+        # Not an ended span (the previous request's, in a keep-alive
+        # connection's copied context): that one was sampled.
+        if context.is_valid and not context.trace_flags.sampled:
+            record.extra["otel.unsampled"] = span
 
     def at_headers(
         self, record: tracer.RequestRecord, figures: tracer.Figures | None = None
@@ -619,11 +627,19 @@ class SpanPipeline(QueueWorker):
                 self.processor.on_end(span)
             return []
         # The application's provider: through its tracer, so that its own
-        # processors, limits and sampler see every span.
+        # processors, limits and sampler see every span. Under the span of
+        # the request its sampler left out (opentelemetry-instrumentation-
+        # django's, not sampled), if any: a root of ours would be sampled
+        # again, a trace the application decided not to make.
+        unsampled = record.extra.get("otel.unsampled")
         emit_spans(
             record,
             self.tracer,
-            parent=self._parent_of(record),
+            parent=(
+                trace.set_span_in_context(unsampled)
+                if unsampled is not None
+                else self._parent_of(record)
+            ),
             server_span=server_span,
             resolve=self.resolve,
             pause=_yield_gil,
