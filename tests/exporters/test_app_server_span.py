@@ -24,7 +24,7 @@ from switchtrace.exporters.encode import JsonWriter, ProtobufWriter
 
 from ..django_app.test_components import SIGNAL
 from ..django_app.test_middleware import project, serve
-from ..support import asgi_request
+from ..support import asgi_request, run_asgi
 from .receiver import GrpcReceiver, HttpReceiver
 
 
@@ -444,3 +444,31 @@ def test_a_sub_request_after_the_response_leaves_the_request_span_its_figures(
     assert _figures(sub_request_span) == {}
     assert len(ours) == record.context_switches // 2
     assert {span.context.trace_id for span in ours} == {request_span.context.trace_id}
+
+
+def test_the_crossings_before_a_middleware_server_span_starts_are_its_children_all_the_same(
+    otel_django,
+):
+    """ASGI: opentelemetry-instrumentation-django's middleware (sync-only,
+    adapted by Django in a sync_to_async) starts the request's SERVER span
+    inside that crossing, after the request_started signal's. Both are its
+    children, starting before it; the adapter's ends after it, as the
+    response's close (after the headers) does, which is not in its figures.
+    The README says Jaeger draws them so."""
+    result, ours = _served([otel_django], lambda asgi, _wsgi: run_asgi(asgi, "/sync/"))
+    [request_span] = _app_exporter.get_finished_spans()
+    assert result.figures() == (10, 10, 0, 1)
+    under_it = [s.name for s in ours if s.parent.span_id == request_span.context.span_id]
+    assert under_it == [
+        f"sync_to_async {SIGNAL}",
+        "sync_to_async _DjangoMiddleware",
+        "sync_to_async HttpResponseBase.close",
+    ]
+    assert [s.name for s in ours if s.start_time < request_span.start_time] == [
+        f"sync_to_async {SIGNAL}",
+        "sync_to_async _DjangoMiddleware",
+    ]
+    assert [s.name for s in ours if s.end_time > request_span.end_time] == [
+        "sync_to_async _DjangoMiddleware",
+        "sync_to_async HttpResponseBase.close",
+    ]
