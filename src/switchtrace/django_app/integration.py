@@ -708,9 +708,9 @@ def at_headers(record: tracer.RequestRecord, response: Any) -> None:
         # Sent through switchtrace's start_response or send, which write the
         # figures: the object is stamped again only if no other request
         # reads its headers. A request the middleware made no decision for
-        # gets the figures if the response carries some, as restamp does;
-        # so does one whose response a middleware above switchtrace's put in
-        # place of the one it wrote on (a redirect, a 304).
+        # gets the figures if the response carries some, as restamp does; a
+        # response that a middleware above switchtrace's put in place of the
+        # one it wrote on (a redirect, a 304) carries none, and gets none.
         with _readers_lock:
             handled = record.extra.get(_READING) is response
             alone = _read(record, response)
