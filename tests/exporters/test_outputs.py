@@ -1141,7 +1141,7 @@ def test_an_application_span_processor_raising_is_its_error_not_switchtraces(tmp
           sorted(s.name for s in app_exporter.get_finished_spans()))
     """
     lines = run_script(before, after, {}, tmp_path).splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert lines[0].startswith(
         "WARNING switchtrace: the application's OpenTelemetry code raised while switchtrace "
         "made a request's spans, in __main__.Refusing.on_end (<string>, line "
@@ -1153,6 +1153,12 @@ def test_an_application_span_processor_raising_is_its_error_not_switchtraces(tmp
     assert lines[1] == (
         "False 0 2 ['GET async/', 'GET async/', 'async_to_sync async_view', "
         "'async_to_sync async_view']"
+    )
+    # The second request's, which its warning (once for each place) did not
+    # tell, is told as the process ends.
+    assert lines[2] == (
+        "WARNING switchtrace: shut down with the spans of 2 requests dropped in all (the spans "
+        "of 1 request dropped since the last warning)"
     )
 
 

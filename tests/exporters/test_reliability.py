@@ -110,7 +110,10 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(monkeypatch, caplog):
         assert pipeline.flush(10)
         assert len({s.context.trace_id for s in pipeline.exporter.get_finished_spans()}) == 4
     assert [r.getMessage() for r in caplog.records] == [
-        "switchtrace: span queue full (3 records); the spans of 1 request dropped so far"
+        "switchtrace: span queue full (3 records); the spans of 1 request dropped so far",
+        # At most one warning a minute: the rest are told when it shuts down.
+        "switchtrace: shut down with the spans of 7 requests dropped in all (the spans of 6 "
+        "requests dropped since the last warning)",
     ]
 
 
@@ -279,7 +282,10 @@ def test_failed_exports_are_counted_and_logged_at_most_once_a_minute(tmp_path, c
     assert not path.parent.exists()
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
         f"switchtrace: span export failed (cannot append to {path}: No such file or "
-        "directory); 17 spans lost so far (and the spans of 0 requests dropped)"
+        "directory); 17 spans lost so far (and the spans of 0 requests dropped)",
+        # The losses since are told at shutdown: the process may end before
+        # the next warning could come.
+        "switchtrace: shut down with 51 spans lost in all (34 spans lost since the last warning)",
     ]
 
 
@@ -801,7 +807,8 @@ def test_a_switchtrace_error_raised_in_its_own_code_is_its_own(
         assert (pipeline.records, pipeline.dropped, pipeline.failed) == (1, 1, 0)
         assert pipeline.exported == 17
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
-        "switchtrace: internal error in span building (logged once; the request goes on untouched)"
+        "switchtrace: internal error in span building (logged once; the request goes on untouched)",
+        "switchtrace: shut down with the spans of 1 request dropped in all",
     ]
 
 

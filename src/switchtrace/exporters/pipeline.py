@@ -248,16 +248,17 @@ def _package(entry: types.TracebackType) -> str:
     return module.partition(".")[0] if isinstance(module, str) else ""
 
 
-def _log_application_error(exc: BaseException, place: types.TracebackType) -> None:
+def _log_application_error(exc: BaseException, place: types.TracebackType) -> bool:
     """Once for each place: what raised, where (the line the traceback
     entry names: the frame's own line is where it last ran, a ``finally``
-    or a ``with``'s cleanup after the line that raised), with its traceback."""
+    or a ``with``'s cleanup after the line that raised), with its traceback.
+    Whether it was logged (this time)."""
     frame = place.tb_frame
     code = frame.f_code
     module = frame.f_globals.get("__name__")
     key = (str(module), code.co_name, place.tb_lineno, type(exc))
     if key in _application_errors:
-        return
+        return False
     _application_errors.add(key)
     logger.warning(
         "switchtrace: the application's OpenTelemetry code raised while switchtrace made a "
@@ -271,6 +272,7 @@ def _log_application_error(exc: BaseException, place: types.TracebackType) -> No
         exc,
         exc_info=exc,
     )
+    return True
 
 
 def _qualified_name(frame: types.FrameType) -> str:
@@ -359,6 +361,8 @@ class SpanPipeline(QueueWorker):
         self._batch_size = _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
         self._delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MS) / 1000
         self._last_drop_log = self._last_fail_log = -LOG_INTERVAL
+        #: ``failed`` and ``dropped`` as the last warnings told them.
+        self._told = (0, 0)
         #: Exports paused after a failure (the module docstring): none before
         #: ``_retry_at`` on ``_clock``, the pause ``_backoff`` seconds long
         #: (0 after a success). Only the pipeline's thread changes them, but
@@ -539,8 +543,9 @@ class SpanPipeline(QueueWorker):
                 culprit = _application_frame(exc)
                 if culprit is None:
                     swallow("span building")
-                else:
-                    _log_application_error(exc, culprit)
+                elif _log_application_error(exc, culprit):
+                    # Its warning says these spans are dropped.
+                    self._told = (self._told[0], self._told[1] + 1)
                 encoded = []
                 built = False
             # Let go of the record now: this frame would otherwise keep it,
@@ -744,6 +749,7 @@ class SpanPipeline(QueueWorker):
         now = time.monotonic()
         if now - self._last_drop_log >= LOG_INTERVAL:
             self._last_drop_log = now
+            self._told = (self._told[0], self.dropped)
             logger.warning(
                 "switchtrace: span queue full (%s); the spans of %s dropped so far",
                 count(self.options.queue_size, "record"),
@@ -764,6 +770,7 @@ class SpanPipeline(QueueWorker):
         now = time.monotonic()
         if now - self._last_fail_log >= LOG_INTERVAL:
             self._last_fail_log = now
+            self._told = (self.failed, self.dropped)
             logger.warning(
                 "switchtrace: %s; %s lost so far (and the spans of %s dropped)",
                 why,
@@ -803,7 +810,10 @@ class SpanPipeline(QueueWorker):
         # be waiting for records, or in an export: one that fails now starts
         # a pause again, and that was the last attempt).
         self._retry_at = 0.0
+        dropped = self.dropped
         self._stop(timeout)
+        # What it counts as dropped at the deadline, its warning tells.
+        told_at_stop = self.dropped - dropped
         # Still in an export at the deadline (a collector that hangs, or
         # answers after the exporter's retries): the thread counts its spans
         # when the export ends, which a process that exits now never sees.
@@ -819,6 +829,17 @@ class SpanPipeline(QueueWorker):
             self._made.shutdown()
             if self.writer is not None and self.exporter is not None:
                 self.exporter.shutdown()
+        self._tell_the_rest(told_at_stop)
+
+    def _tell_the_rest(self, told_at_stop: int) -> None:
+        """At shutdown, the losses that no warning told (one comes at most
+        once a minute: those after the last would never be seen)."""
+        failed, dropped = self._told
+        untold = _losses(self.failed - failed, self.dropped - dropped - told_at_stop)
+        if untold:
+            in_all = _losses(self.failed, self.dropped)
+            since = "" if untold == in_all else f" ({untold} since the last warning)"
+            logger.warning("switchtrace: shut down with %s in all%s", in_all, since)
 
     def _shut_batch_processor(self, seconds: float) -> None:
         """The SDK's batch processor (exporters without the hook for encoded
@@ -839,6 +860,14 @@ class SpanPipeline(QueueWorker):
                     self._fail(left)
         except Exception:
             swallow("span processor shutdown")
+
+
+def _losses(failed: int, dropped: int) -> str:
+    """``12 spans lost``, ``the spans of 3 requests dropped``, or both."""
+    return " and ".join(
+        ([f"{count(failed, 'span')} lost"] if failed > 0 else [])
+        + ([f"the spans of {count(dropped, 'request')} dropped"] if dropped > 0 else [])
+    )
 
 
 class _Counted(SpanExporter):
