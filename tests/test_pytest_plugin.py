@@ -564,6 +564,54 @@ def test_assert_max_switches_fails_at_the_tests_line(suite):
     )
 
 
+def test_the_marker_on_a_unittest_test_counts_the_test_method_alone(suite):
+    """pytest runs a TestCase's setUp, test method and tearDown in one call,
+    which the marker recorded whole: setUp's requests (the test's fixture)
+    counted against the budget, where the decorator leaves them out. Sync
+    and async test methods (Django makes the latter sync with async_to_sync)."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import pytest
+            from asgiref.sync import async_to_sync
+            from django.test import SimpleTestCase
+
+
+            class Fixtures(SimpleTestCase):
+                def setUp(self):
+                    self.client.get("/async-to-sync/")  # 6 switches
+                    async_to_sync(self.async_client.get)("/sync/")  # 32
+
+                def tearDown(self):
+                    self.client.get("/async-to-sync/")
+
+                @pytest.mark.max_context_switches(2)
+                def test_within(self):
+                    self.client.get("/async/")  # 2
+
+                @pytest.mark.max_context_switches(30)
+                async def test_async_within(self):
+                    await self.async_client.get("/async/")  # 30
+
+                @pytest.mark.max_context_switches(1)
+                def test_over(self):
+                    self.client.get("/async/")
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*Fixtures.test_over*",
+            "1 of 1 request exceeded the budget of 1 context switch per request:",
+            "  GET /async/ 200: 2 switches (2 before headers), 2 hops, 1 loop, 1 thread; top: "
+            "async_view 2",
+            "test_the_marker_on_a_unittest_test_counts_the_test_method_alone.py:22: test_over",
+        ]
+    )
+
+
 def test_assert_max_switches_decorates_async_tests(suite):
     """contextlib's ContextDecorator wraps a coroutine function in a sync
     function: the budget's block ended before the test's coroutine ran, and

@@ -14,6 +14,7 @@ test uses it).
 from __future__ import annotations
 
 import contextlib
+import unittest
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,7 +80,7 @@ def _runtest_call(item: pytest.Item) -> Iterator[None]:
 
     budget, where = _budget_of(item)
     stack, records = _recording(where)
-    with stack:
+    with stack, _the_test_method_only(item, records):
         result = yield
         message = over_budget(records, budget)
     if message is not None:
@@ -101,7 +102,7 @@ def _runtest_call_old_style(item: pytest.Item) -> Iterator[None]:
 
     budget, where = _budget_of(item)
     stack, records = _recording(where)
-    with stack:
+    with stack, _the_test_method_only(item, records):
         outcome: Any = yield
         message = None if outcome.excinfo is not None else over_budget(records, budget)
     if message is not None:
@@ -120,6 +121,37 @@ def _call_begins(item: pytest.Item) -> None:
     fixture = getattr(item, "funcargs", {}).get("switchtrace")
     if isinstance(fixture, SwitchTraceFixture):
         fixture._records.restart()
+
+
+@contextlib.contextmanager
+def _the_test_method_only(item: pytest.Item, records: Any) -> Iterator[None]:
+    """For a unittest ``TestCase``'s test (Django's ``SimpleTestCase``,
+    ``TestCase``), which pytest runs in one call with its ``setUp`` and
+    ``tearDown``: the requests of the test method alone, as under the
+    decorator (``setUp`` is the test's fixture). Through unittest's
+    ``_callTestMethod``, which every version this supports has, and which
+    calls an async test method too (``IsolatedAsyncioTestCase``'s, and
+    Django's, made sync by it before)."""
+    case = getattr(item, "_testcase", None) or getattr(item, "instance", None)
+    call = getattr(case, "_callTestMethod", None)
+    if not isinstance(case, unittest.TestCase) or call is None:
+        yield
+        return
+
+    def the_method_only(method: Any) -> Any:
+        __tracebackhide__ = True
+        records.restart()
+        try:
+            return call(method)
+        finally:
+            records.close()
+
+    case._callTestMethod = the_method_only  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        with contextlib.suppress(AttributeError):
+            del case._callTestMethod  # type: ignore[attr-defined]
 
 
 def _budget_of(item: pytest.Item) -> tuple[int, str]:

@@ -66,11 +66,14 @@ class Recorded(list[tracer.RequestRecord]):
         #: Begun in the recording, not finished: each with the thread it began on.
         self._open: dict[tracer.RequestRecord, int] = {}
         self._given_up: set[tracer.RequestRecord] = set()
+        #: Whether a request begun now is the recording's (see :meth:`close`).
+        self._open_to_more = True
 
     def _begun(self, record: tracer.RequestRecord) -> None:
         # On the thread that opens the record: the test's, or a server's.
         with self._changed:
-            self._open[record] = threading.get_ident()
+            if self._open_to_more:
+                self._open[record] = threading.get_ident()
 
     def _finished(self, record: tracer.RequestRecord) -> None:
         # On the thread that closes the response.
@@ -107,6 +110,13 @@ class Recorded(list[tracer.RequestRecord]):
             self.clear()
             self._open.clear()
             self._given_up.clear()
+            self._open_to_more = True
+
+    def close(self) -> None:
+        """The requests begun from now on are not the recording's (those
+        begun so far still are, as they finish)."""
+        with self._changed:
+            self._open_to_more = False
 
     def split(self) -> tuple[list[tracer.RequestRecord], list[tracer.RequestRecord]]:
         """The requests begun in the recording: those finished, and those
