@@ -1032,6 +1032,47 @@ def test_without_django_settings_the_budget_and_the_fixture_say_so(pytester, mon
     )
 
 
+def test_a_settings_module_that_does_not_import_is_said_so(pytester, monkeypatch):
+    """DJANGO_SETTINGS_MODULE naming a module that is not there: one line
+    naming it, where a traceback through switchtrace's recording ended in
+    Django's settings. A settings module whose own import fails is its
+    error, with its traceback."""
+    pytester.makeini(WITHOUT_PYTEST_DJANGO)
+    pytester.makepyfile(
+        badsettings="import not_installed_anywhere\n",
+        test_it=textwrap.dedent(
+            """
+            import pytest
+
+
+            @pytest.mark.max_context_switches(0)
+            def test_marked():
+                pass
+            """
+        ),
+    )
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "nosuch.settings")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_marked _*",
+            "switchtrace records requests only with Django's settings configured: "
+            "DJANGO_SETTINGS_MODULE='nosuch.settings' cannot be imported (ModuleNotFoundError: "
+            "No module named 'nosuch'); allowed: the dotted path of a settings module on the "
+            "Python path",
+            "test_it.py:4: test_marked",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "badsettings")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["E   ModuleNotFoundError: No module named 'not_installed_anywhere'"]
+    )
+
+
 # -- Under pytest-django and pytest-xdist, as Django projects run it in CI -------
 
 #: Django configured by pytest-django alone: its ini setting, the example

@@ -14,13 +14,14 @@ test uses it).
 from __future__ import annotations
 
 import contextlib
+import os
 import unittest
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .text import shown
+from .text import raised, shown
 
 MARKER = "max_context_switches"
 
@@ -184,6 +185,16 @@ def _recording(where: str = "") -> tuple[contextlib.ExitStack, Any]:
             f"switchtrace records requests only with Django's settings configured: {exc} "
             "(pytest-django sets DJANGO_SETTINGS_MODULE from its option or ini setting; "
             f"or set it and call django.setup() in a conftest.py){where}",
+            pytrace=False,
+        ) from None
+    except ImportError as exc:
+        module = os.environ.get("DJANGO_SETTINGS_MODULE") or ""
+        if not exc.name or not f"{module}.".startswith(f"{exc.name}."):
+            raise  # an import of the settings module's own, say: its error
+        raise pytest.fail.Exception(
+            "switchtrace records requests only with Django's settings configured: "
+            f"DJANGO_SETTINGS_MODULE={shown(module)} cannot be imported ({raised(exc)}); "
+            f"allowed: the dotted path of a settings module on the Python path{where}",
             pytrace=False,
         ) from None
     return stack, records
