@@ -1038,6 +1038,7 @@ def test_a_settings_module_that_does_not_import_is_said_so(pytester, monkeypatch
     Django's settings. A settings module whose own import fails is its
     error, with its traceback."""
     pytester.makeini(WITHOUT_PYTEST_DJANGO)
+    (pytester.mkpydir("cfg") / "settings.py").write_text("from cfg import local\n")
     pytester.makepyfile(
         badsettings="import not_installed_anywhere\n",
         test_it=textwrap.dedent(
@@ -1071,6 +1072,12 @@ def test_a_settings_module_that_does_not_import_is_said_so(pytester, monkeypatch
     result.stdout.fnmatch_lines(
         ["E   ModuleNotFoundError: No module named 'not_installed_anywhere'"]
     )
+    # What a package's settings import from it (its ImportError names the
+    # package, a part of DJANGO_SETTINGS_MODULE) is theirs too.
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "cfg.settings")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["E   ImportError: cannot import name 'local' from 'cfg'*"])
 
 
 # -- Under pytest-django and pytest-xdist, as Django projects run it in CI -------

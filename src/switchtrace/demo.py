@@ -198,6 +198,7 @@ def run(project: str | None, out: TextIO) -> int:
                 f"{', '.join(lost)}{hint}",
                 file=sys.stderr,
             )
+            pipeline.told()
             return 1
         if not pipeline.own_provider:
             out.write(f"\nSpans of every request went {where}.\n")

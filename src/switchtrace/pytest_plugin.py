@@ -187,10 +187,10 @@ def _recording(where: str = "") -> tuple[contextlib.ExitStack, Any]:
             f"or set it and call django.setup() in a conftest.py){where}",
             pytrace=False,
         ) from None
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         module = os.environ.get("DJANGO_SETTINGS_MODULE") or ""
         if not exc.name or not f"{module}.".startswith(f"{exc.name}."):
-            raise  # an import of the settings module's own, say: its error
+            raise  # an import of the settings module's own: its error
         raise pytest.fail.Exception(
             "switchtrace records requests only with Django's settings configured: "
             f"DJANGO_SETTINGS_MODULE={shown(module)} cannot be imported ({raised(exc)}); "

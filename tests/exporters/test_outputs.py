@@ -1077,6 +1077,53 @@ def test_a_request_the_application_sampler_left_out_gets_no_trace_of_switchtrace
     )
 
 
+def test_a_span_left_in_the_context_is_not_taken_for_the_requests(tmp_path):
+    """A keep-alive connection's next request under uvicorn runs in a copy of
+    the previous request's context (without --reset-contextvars), its span
+    in it. One the sampler left out is not this request's when the request
+    comes with a traceparent of another trace: its spans go there (they
+    were lost). One that has ended (sampled, or recorded and not sampled)
+    is not taken at all: switchtrace's request span is a root of its own."""
+    before = f"""
+    {textwrap.indent(APP_PROVIDER, "    ").strip()}
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, SamplingResult, Sampler
+    class RecordOnlyStale(Sampler):
+        def should_sample(self, parent_context, trace_id, name, *args, **kwargs):
+            if name == "stale":
+                return SamplingResult(Decision.RECORD_ONLY)
+            return ALWAYS_ON.should_sample(parent_context, trace_id, name, *args, **kwargs)
+        def get_description(self):
+            return "RecordOnlyStale"
+    app_provider.sampler = RecordOnlyStale()
+    trace.set_tracer_provider(app_provider)
+    """
+    after = """
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    def traced(stale, **environ):
+        pipeline.flush(10)
+        app_exporter.clear()
+        with trace.use_span(stale, end_on_exit=False):
+            wsgi_request(WSGIHandler(), "/async/", **environ)
+        pipeline.flush(10)
+        spans = app_exporter.get_finished_spans()
+        ids = {s.context.trace_id for s in spans}
+        return len(spans), [f"{i:032x}" for i in ids], [s.name for s in spans if s.parent is None]
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    dropped = NonRecordingSpan(SpanContext(7, 9, is_remote=False, trace_flags=TraceFlags(0)))
+    print(traced(dropped, HTTP_TRACEPARENT=parent))
+    ended = app_provider.get_tracer("app").start_span("stale")
+    ended.end()
+    count, ids, roots = traced(ended)
+    print(count, ids != [f"{ended.get_span_context().trace_id:032x}"], roots,
+          ended.get_span_context().trace_flags.sampled)
+    """
+    assert run_script(before, after, {}, tmp_path).splitlines() == [
+        # Under the remote parent: no root here.
+        "(2, ['0af7651916cd43dd8448eb211c80319c'], [])",
+        "2 True ['GET async/'] False",
+    ]
+
+
 @pytest.mark.parametrize("when", ["before startup", "after startup"])
 def test_a_sample_rate_the_application_provider_does_not_read_is_logged(tmp_path, when):
     """SAMPLE_RATE is the share of requests switchtrace's own provider

@@ -289,6 +289,83 @@ def test_failed_exports_are_counted_and_logged_at_most_once_a_minute(tmp_path, c
     ]
 
 
+def test_drops_while_it_shuts_down_are_told_at_its_end(monkeypatch, caplog):
+    """Requests that a server's threads finish while the pipeline shuts down
+    (the queue full behind a slow export): their drops were taken for the
+    ones shutdown's own warning tells, and the last line left them out."""
+    import types
+
+    release = threading.Event()
+
+    def slow_emit(self, record):
+        release.wait(10)
+        return []
+
+    monkeypatch.setattr(pipeline_module.SpanPipeline, "_emit", slow_emit)
+    options = pipeline_module.ExportOptions(exporter="memory", queue_size=2)
+    with caplog.at_level(logging.WARNING, logger="switchtrace"):
+        pipeline = pipeline_module.SpanPipeline(options)
+        pipeline(types.SimpleNamespace(extra={}))
+        while not pipeline._queue.empty():  # the thread holds the first
+            time.sleep(0.01)
+        for _ in range(3):  # two queued, one dropped: the warning
+            pipeline(types.SimpleNamespace(extra={}))
+
+        def finishing():
+            time.sleep(0.3)
+            for _ in range(4):  # the queue still full: dropped, within the minute
+                pipeline(types.SimpleNamespace(extra={}))
+            release.set()
+
+        thread = threading.Thread(target=finishing)
+        thread.start()
+        pipeline.shutdown(5)
+        thread.join()
+    assert pipeline.dropped == 5
+    assert [r.getMessage() for r in caplog.records] == [
+        "switchtrace: span queue full (2 records); the spans of 1 request dropped so far",
+        "switchtrace: shut down with the spans of 5 requests dropped in all (the spans of 4 "
+        "requests dropped since the last warning)",
+    ]
+
+
+def test_a_forked_child_does_not_tell_its_parents_losses(tmp_path):
+    """A pre-forking server's worker, or multiprocessing's fork, from a
+    process whose pipeline had lost spans: the child told them at its exit
+    as its own, and the parent again at its own."""
+    script = textwrap.dedent(
+        f"""
+        import logging, os, sys
+        sys.path[:0] = [{str(ROOT / "src")!r}]
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+        from switchtrace.exporters.pipeline import ExportOptions, SpanPipeline
+        path = {str(tmp_path / "gone" / "t.jsonl")!r}
+        pipeline = SpanPipeline(ExportOptions(exporter="file", file_path=path))
+        pipeline._fail(10)
+        pipeline._fail(5)  # within the minute: untold
+        sys.stdout.flush()
+        child = os.fork()
+        if child == 0:
+            pipeline._fail(2)  # the child's own (within the parent's minute)
+            print("child", pipeline.failed, flush=True)
+            sys.exit(0)
+        os.waitpid(child, 0)
+        print("parent", pipeline.failed, flush=True)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.splitlines() == [
+        "switchtrace: span export failed; 10 spans lost so far (and the spans of 0 requests "
+        "dropped)",
+        "child 2",
+        "switchtrace: shut down with 2 spans lost in all",  # the child's, at its exit
+        "parent 15",
+        "switchtrace: shut down with 15 spans lost in all (5 spans lost since the last warning)",
+    ]
+
+
 def test_a_file_that_cannot_be_written_pauses_no_export(tmp_path, monkeypatch):
     """The pause after a failed export spares a collector and the OTLP
     exporter's error line; a file that could not be appended to (its

@@ -434,11 +434,17 @@ class SpanPipeline(QueueWorker):
         if span.is_recording():
             if getattr(span, "kind", None) is trace.SpanKind.SERVER:
                 record.extra["otel.server_span"] = span
+            record.extra.pop("otel.unsampled", None)
             return
         context = span.get_span_context()
-        # Not an ended span (the previous request's, in a keep-alive
-        # connection's copied context): that one was sampled.
-        if context.is_valid and not context.trace_flags.sampled:
+        # Not a span that has ended (the previous request's, in a keep-alive
+        # connection's copied context): the SDK's has an end time, one its
+        # sampler dropped none.
+        if (
+            context.is_valid
+            and not context.trace_flags.sampled
+            and getattr(span, "end_time", None) is None
+        ):
             record.extra["otel.unsampled"] = span
 
     def at_headers(
@@ -481,6 +487,9 @@ class SpanPipeline(QueueWorker):
     def _after_fork_in_child(self) -> None:
         """Also released in the child: locks that the parent's thread may
         have held at the fork."""
+        # The parent's losses are the parent's to tell.
+        self.failed = self.dropped = 0
+        self._told = (0, 0)
         reinit = getattr(self.exporter, "_at_fork_reinit", None)
         if callable(reinit):
             reinit()
@@ -529,7 +538,7 @@ class SpanPipeline(QueueWorker):
             # only counted, not made (shutdown ends the pause, for its last
             # attempt).
             paused = self._clock() + self._delay < self._retry_at
-            built = True
+            built, told = True, False
             try:
                 if self._excluded(item) or (paused and self._count_lost(item)):
                     encoded = []
@@ -543,9 +552,9 @@ class SpanPipeline(QueueWorker):
                 culprit = _application_frame(exc)
                 if culprit is None:
                     swallow("span building")
-                elif _log_application_error(exc, culprit):
-                    # Its warning says these spans are dropped.
-                    self._told = (self._told[0], self._told[1] + 1)
+                else:
+                    # Its warning, if logged now, says these spans are dropped.
+                    told = _log_application_error(exc, culprit)
                 encoded = []
                 built = False
             # Let go of the record now: this frame would otherwise keep it,
@@ -555,6 +564,8 @@ class SpanPipeline(QueueWorker):
                 self.records += 1
             else:
                 self.dropped += 1
+                if told:
+                    self._told = (self._told[0], self._told[1] + 1)
             self.cpu_ns += time.thread_time_ns() - started
             if not paused:  # (counting spans takes the thread a few µs: no need)
                 _yield_gil()
@@ -636,15 +647,10 @@ class SpanPipeline(QueueWorker):
         # the request its sampler left out (opentelemetry-instrumentation-
         # django's, not sampled), if any: a root of ours would be sampled
         # again, a trace the application decided not to make.
-        unsampled = record.extra.get("otel.unsampled")
         emit_spans(
             record,
             self.tracer,
-            parent=(
-                trace.set_span_in_context(unsampled)
-                if unsampled is not None
-                else self._parent_of(record)
-            ),
+            parent=self._application_parent_of(record),
             server_span=server_span,
             resolve=self.resolve,
             pause=_yield_gil,
@@ -733,6 +739,22 @@ class SpanPipeline(QueueWorker):
         left = max(self._retry_at - self._clock(), 0.0)
         return f"span exports paused after a failed one, for {left:.1f} s more"
 
+    def _application_parent_of(self, record: tracer.RequestRecord) -> Any:
+        """Under the application's provider: the span its sampler left out,
+        if the request has one, else the incoming traceparent. Not one left
+        in the context by the previous request on a keep-alive connection
+        (the OpenTelemetry ASGI middleware's child of it, found there, is)
+        when the request came with a traceparent of another trace."""
+        parent = self._parent_of(record)
+        unsampled = record.extra.get("otel.unsampled")
+        if unsampled is None:
+            return parent
+        if parent is not None:
+            incoming = trace.get_current_span(parent).get_span_context()
+            if incoming.trace_id != unsampled.get_span_context().trace_id:
+                return parent
+        return trace.set_span_in_context(unsampled)
+
     def _parent_of(self, record: tracer.RequestRecord) -> Any:
         carrier = {
             key: value
@@ -810,10 +832,7 @@ class SpanPipeline(QueueWorker):
         # be waiting for records, or in an export: one that fails now starts
         # a pause again, and that was the last attempt).
         self._retry_at = 0.0
-        dropped = self.dropped
         self._stop(timeout)
-        # What it counts as dropped at the deadline, its warning tells.
-        told_at_stop = self.dropped - dropped
         # Still in an export at the deadline (a collector that hangs, or
         # answers after the exporter's retries): the thread counts its spans
         # when the export ends, which a process that exits now never sees.
@@ -829,13 +848,19 @@ class SpanPipeline(QueueWorker):
             self._made.shutdown()
             if self.writer is not None and self.exporter is not None:
                 self.exporter.shutdown()
-        self._tell_the_rest(told_at_stop)
+        self._tell_the_rest()
 
-    def _tell_the_rest(self, told_at_stop: int) -> None:
+    def told(self) -> None:
+        """The losses so far are told (``switchtrace demo``'s own line):
+        shutdown tells only those that come after."""
+        self._told = (self.failed, self.dropped)
+
+    def _tell_the_rest(self) -> None:
         """At shutdown, the losses that no warning told (one comes at most
-        once a minute: those after the last would never be seen)."""
+        once a minute: those after the last would never be seen). Those
+        the shutdown's own warning told, when its time ran out, are not."""
         failed, dropped = self._told
-        untold = _losses(self.failed - failed, self.dropped - dropped - told_at_stop)
+        untold = _losses(self.failed - failed, self.dropped - dropped - self.lost_at_stop)
         if untold:
             in_all = _losses(self.failed, self.dropped)
             since = "" if untold == in_all else f" ({untold} since the last warning)"

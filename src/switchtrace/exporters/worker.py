@@ -48,6 +48,8 @@ class QueueWorker:
     lost_what = "the work of {} not done"
     #: Records never dealt with (subclasses count their other losses here too).
     dropped = 0
+    #: Those of them that shutdown's time ran out on (its warning tells them).
+    lost_at_stop = 0
 
     def _start(self, queue_size: int) -> None:
         """Called once by the subclass's ``__init__``, when it is ready."""
@@ -191,6 +193,7 @@ class QueueWorker:
                 lost += 1
         if lost:
             self.dropped += lost
+            self.lost_at_stop = lost
             logger.warning(
                 "switchtrace: shut down with %s (the shutdown's time ran out)",
                 self.lost_what.format(count(lost, "request")),
