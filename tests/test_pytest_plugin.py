@@ -612,6 +612,51 @@ def test_the_marker_on_a_unittest_test_counts_the_test_method_alone(suite):
     )
 
 
+def test_the_marker_on_a_unittest_test_puts_back_what_it_finds_on_the_instance(suite):
+    """The marker wraps the TestCase instance's _callTestMethod while the
+    test runs: one that another plugin had put on the instance is called
+    within it, and is the instance's again after."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import pytest
+            from django.test import SimpleTestCase
+
+            calls = []
+
+
+            @pytest.fixture(autouse=True)
+            def other_plugin(request):
+                case = request.instance
+                if case is None:
+                    yield
+                    return
+                original = case._callTestMethod
+
+                def theirs(method):
+                    calls.append(method.__name__)
+                    return original(method)
+
+                case._callTestMethod = theirs
+                yield
+                assert case.__dict__["_callTestMethod"] is theirs
+
+
+            class Budgeted(SimpleTestCase):
+                @pytest.mark.max_context_switches(2)
+                def test_within(self):
+                    self.client.get("/async/")
+
+
+            def test_theirs_was_called():
+                assert calls == ["test_within"]
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
 def test_assert_max_switches_decorates_async_tests(suite):
     """contextlib's ContextDecorator wraps a coroutine function in a sync
     function: the budget's block ended before the test's coroutine ran, and

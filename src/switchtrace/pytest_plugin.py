@@ -147,12 +147,17 @@ def _the_test_method_only(item: pytest.Item, records: Any) -> Iterator[None]:
         finally:
             records.close()
 
+    # One of the instance's own (another plugin's) is put back after.
+    own = getattr(case, "__dict__", {}).get("_callTestMethod")
     case._callTestMethod = the_method_only  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        with contextlib.suppress(AttributeError):
-            del case._callTestMethod  # type: ignore[attr-defined]
+        if own is not None:
+            case._callTestMethod = own  # type: ignore[attr-defined]
+        else:
+            with contextlib.suppress(AttributeError):
+                del case._callTestMethod  # type: ignore[attr-defined]
 
 
 def _budget_of(item: pytest.Item) -> tuple[int, str]:
