@@ -1111,6 +1111,16 @@ def test_a_settings_module_that_does_not_import_is_said_so(pytester, monkeypatch
         ]
     )
     assert "Traceback" not in result.stdout.str()
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", ".settings")  # relative: import_module refuses
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "switchtrace records requests only with Django's settings configured: "
+            "DJANGO_SETTINGS_MODULE='.settings' cannot be imported (TypeError: *); allowed: the "
+            "dotted path of a settings module on the Python path",
+        ]
+    )
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "badsettings")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)

@@ -192,9 +192,13 @@ def _recording(where: str = "") -> tuple[contextlib.ExitStack, Any]:
             f"or set it and call django.setup() in a conftest.py){where}",
             pytrace=False,
         ) from None
-    except ModuleNotFoundError as exc:
+    except (ModuleNotFoundError, TypeError) as exc:
+        # TypeError: a relative name ('.settings'), which import_module refuses.
         module = os.environ.get("DJANGO_SETTINGS_MODULE") or ""
-        if not exc.name or not f"{module}.".startswith(f"{exc.name}."):
+        if isinstance(exc, TypeError):
+            if not module.startswith("."):
+                raise
+        elif not exc.name or not f"{module}.".startswith(f"{exc.name}."):
             raise  # an import of the settings module's own: its error
         raise pytest.fail.Exception(
             "switchtrace records requests only with Django's settings configured: "

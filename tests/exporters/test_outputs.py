@@ -1061,9 +1061,19 @@ def test_a_request_the_application_sampler_left_out_gets_no_trace_of_switchtrace
     DjangoInstrumentor().instrument()
     """
     after = """
-    pipeline.flush(10)
-    left_out = sorted(s.name for s in app_exporter.get_finished_spans())
+    # No traceparent; one the application's propagator cannot read (nor can
+    # switchtrace's); one of trace id 0; one that it does not read (B3 only).
+    from opentelemetry import propagate
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for traceparent in ["garbage", "00-" + "0" * 32 + parent[35:]]:
+        wsgi_request(WSGIHandler(), "/async/", HTTP_TRACEPARENT=traceparent)
+    w3c = propagate.get_global_textmap()
+    propagate.set_global_textmap(W3CBaggagePropagator())
+    wsgi_request(WSGIHandler(), "/async/", HTTP_TRACEPARENT=parent)
+    pipeline.flush(10)  # the spans are made in the pipeline's thread
+    propagate.set_global_textmap(w3c)
+    left_out = sorted(s.name for s in app_exporter.get_finished_spans())
     wsgi_request(WSGIHandler(), "/async/", HTTP_TRACEPARENT=parent)
     pipeline.flush(10)
     spans = app_exporter.get_finished_spans()

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, sampling
@@ -438,8 +438,8 @@ class SpanPipeline(QueueWorker):
             return
         context = span.get_span_context()
         # Not a span that has ended (the previous request's, in a keep-alive
-        # connection's copied context): the SDK's has an end time, one its
-        # sampler dropped none.
+        # connection's copied context): the SDK's spans have an end time
+        # then; the NonRecordingSpan of a span its sampler dropped has none.
         if (
             context.is_valid
             and not context.trace_flags.sampled
@@ -741,30 +741,43 @@ class SpanPipeline(QueueWorker):
 
     def _application_parent_of(self, record: tracer.RequestRecord) -> Any:
         """Under the application's provider: the span its sampler left out,
-        if the request has one, else the incoming traceparent. Not one left
-        in the context by the previous request on a keep-alive connection
-        (the OpenTelemetry ASGI middleware's child of it, found there, is)
-        when the request came with a traceparent of another trace."""
-        parent = self._parent_of(record)
+        if the request has one, else the incoming traceparent. Not a span
+        that the previous request left in a keep-alive connection's context
+        (an instrumentation's unsampled child of it, found there, is) when
+        the request came with a sampled traceparent of another trace, as the
+        application's propagator reads it (one it cannot read is no reason)."""
         unsampled = record.extra.get("otel.unsampled")
         if unsampled is None:
-            return parent
-        if parent is not None:
+            return self._parent_of(record)
+        carrier = self._carrier(record)
+        if carrier is not None:
+            parent = propagate.extract(carrier, getter=DefaultGetter())
             incoming = trace.get_current_span(parent).get_span_context()
-            if incoming.trace_id != unsampled.get_span_context().trace_id:
+            if (
+                incoming.is_valid
+                and incoming.trace_flags.sampled
+                and incoming.trace_id != unsampled.get_span_context().trace_id
+            ):
                 return parent
         return trace.set_span_in_context(unsampled)
 
     def _parent_of(self, record: tracer.RequestRecord) -> Any:
+        carrier = self._carrier(record)
+        if carrier is None:
+            return None
+        return self._propagator.extract(carrier, getter=DefaultGetter())
+
+    @staticmethod
+    def _carrier(record: tracer.RequestRecord) -> dict[str, str] | None:
+        """The request's traceparent and tracestate, if it came with a
+        traceparent."""
         carrier = {
             key: value
             for key in ("traceparent", "tracestate")
             if isinstance(value := record.extra.get(key), str)
             and len(value) <= MAX_PROPAGATION_HEADER
         }
-        if "traceparent" not in carrier:
-            return None
-        return self._propagator.extract(carrier, getter=DefaultGetter())
+        return carrier if "traceparent" in carrier else None
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -859,6 +872,10 @@ class SpanPipeline(QueueWorker):
         """At shutdown, the losses that no warning told (one comes at most
         once a minute: those after the last would never be seen). Those
         the shutdown's own warning told, when its time ran out, are not."""
+        if self._pid != os.getpid():
+            # A child forked past the at-fork hooks that served nothing: the
+            # counts are its parent's, for its parent to tell.
+            return
         failed, dropped = self._told
         untold = _losses(self.failed - failed, self.dropped - dropped - self.lost_at_stop)
         if untold:
