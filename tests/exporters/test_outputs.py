@@ -1087,13 +1087,15 @@ def test_a_request_the_application_sampler_left_out_gets_no_trace_of_switchtrace
     )
 
 
-def test_a_span_left_in_the_context_is_not_taken_for_the_requests(tmp_path):
+def test_a_span_left_in_the_context_is_taken_only_if_it_has_not_ended(tmp_path):
     """A keep-alive connection's next request under uvicorn runs in a copy of
     the previous request's context (without --reset-contextvars), its span
-    in it. One the sampler left out is not this request's when the request
-    comes with a traceparent of another trace: its spans go there (they
-    were lost). One that has ended (sampled, or recorded and not sampled)
-    is not taken at all: switchtrace's request span is a root of its own."""
+    in it. One its sampler left out is taken for the request's, whatever
+    traceparent came with the request (an instrumentation makes the
+    request's span its unsampled child: the application's decision, which
+    its sampler is asked again; this one is not parent-based, and samples
+    switchtrace's there). One that has ended (sampled, or recorded and not
+    sampled) is not taken: switchtrace's request span is a root."""
     before = f"""
     {textwrap.indent(APP_PROVIDER, "    ").strip()}
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, SamplingResult, Sampler
@@ -1128,8 +1130,7 @@ def test_a_span_left_in_the_context_is_not_taken_for_the_requests(tmp_path):
           ended.get_span_context().trace_flags.sampled)
     """
     assert run_script(before, after, {}, tmp_path).splitlines() == [
-        # Under the remote parent: no root here.
-        "(2, ['0af7651916cd43dd8448eb211c80319c'], [])",
+        "(2, ['00000000000000000000000000000007'], [])",
         "2 True ['GET async/'] False",
     ]
 

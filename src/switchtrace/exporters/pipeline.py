@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, sampling
@@ -741,24 +741,12 @@ class SpanPipeline(QueueWorker):
 
     def _application_parent_of(self, record: tracer.RequestRecord) -> Any:
         """Under the application's provider: the span its sampler left out,
-        if the request has one, else the incoming traceparent. Not a span
-        that the previous request left in a keep-alive connection's context
-        (an instrumentation's unsampled child of it, found there, is) when
-        the request came with a sampled traceparent of another trace, as the
-        application's propagator reads it (one it cannot read is no reason)."""
+        if the request has one (whatever traceparent came with it: the
+        application's decision, which its sampler is asked again), else the
+        incoming traceparent."""
         unsampled = record.extra.get("otel.unsampled")
         if unsampled is None:
             return self._parent_of(record)
-        carrier = self._carrier(record)
-        if carrier is not None:
-            parent = propagate.extract(carrier, getter=DefaultGetter())
-            incoming = trace.get_current_span(parent).get_span_context()
-            if (
-                incoming.is_valid
-                and incoming.trace_flags.sampled
-                and incoming.trace_id != unsampled.get_span_context().trace_id
-            ):
-                return parent
         return trace.set_span_in_context(unsampled)
 
     def _parent_of(self, record: tracer.RequestRecord) -> Any:
