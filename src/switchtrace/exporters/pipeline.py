@@ -750,22 +750,15 @@ class SpanPipeline(QueueWorker):
         return trace.set_span_in_context(unsampled)
 
     def _parent_of(self, record: tracer.RequestRecord) -> Any:
-        carrier = self._carrier(record)
-        if carrier is None:
-            return None
-        return self._propagator.extract(carrier, getter=DefaultGetter())
-
-    @staticmethod
-    def _carrier(record: tracer.RequestRecord) -> dict[str, str] | None:
-        """The request's traceparent and tracestate, if it came with a
-        traceparent."""
         carrier = {
             key: value
             for key in ("traceparent", "tracestate")
             if isinstance(value := record.extra.get(key), str)
             and len(value) <= MAX_PROPAGATION_HEADER
         }
-        return carrier if "traceparent" in carrier else None
+        if "traceparent" not in carrier:
+            return None
+        return self._propagator.extract(carrier, getter=DefaultGetter())
 
     def _drop(self) -> None:
         self.dropped += 1
