@@ -1084,6 +1084,7 @@ def test_a_settings_module_that_does_not_import_is_said_so(pytester, monkeypatch
     error, with its traceback."""
     pytester.makeini(WITHOUT_PYTEST_DJANGO)
     (pytester.mkpydir("cfg") / "settings.py").write_text("from cfg import local\n")
+    (pytester.mkpydir("cfg2") / "settings.py").write_text("import cfg2.local\n")
     pytester.makepyfile(
         badsettings="import not_installed_anywhere\n",
         test_it=textwrap.dedent(
@@ -1133,6 +1134,10 @@ def test_a_settings_module_that_does_not_import_is_said_so(pytester, monkeypatch
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["E   ImportError: cannot import name 'local' from 'cfg'*"])
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "cfg2.settings")  # a module of its package
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["E   ModuleNotFoundError: No module named 'cfg2.local'"])
 
 
 # -- Under pytest-django and pytest-xdist, as Django projects run it in CI -------

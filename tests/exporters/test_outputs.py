@@ -1061,8 +1061,10 @@ def test_a_request_the_application_sampler_left_out_gets_no_trace_of_switchtrace
     DjangoInstrumentor().instrument()
     """
     after = """
-    # No traceparent; one the application's propagator cannot read (nor can
-    # switchtrace's); one of trace id 0; one that it does not read (B3 only).
+    # Beside the request of no traceparent (REQUEST's): a traceparent that
+    # cannot be read, one of trace id 0, and a sampled one that the
+    # application's propagator does not read (B3 only): under the
+    # application's unsampled span all the same.
     from opentelemetry import propagate
     from opentelemetry.baggage.propagation import W3CBaggagePropagator
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -1071,7 +1073,7 @@ def test_a_request_the_application_sampler_left_out_gets_no_trace_of_switchtrace
     w3c = propagate.get_global_textmap()
     propagate.set_global_textmap(W3CBaggagePropagator())
     wsgi_request(WSGIHandler(), "/async/", HTTP_TRACEPARENT=parent)
-    pipeline.flush(10)  # the spans are made in the pipeline's thread
+    pipeline.flush(10)
     propagate.set_global_textmap(w3c)
     left_out = sorted(s.name for s in app_exporter.get_finished_spans())
     wsgi_request(WSGIHandler(), "/async/", HTTP_TRACEPARENT=parent)

@@ -306,8 +306,10 @@ def test_drops_while_it_shuts_down_are_told_at_its_end(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="switchtrace"):
         pipeline = pipeline_module.SpanPipeline(options)
         pipeline(types.SimpleNamespace(extra={}))
-        while not pipeline._queue.empty():  # the thread holds the first
-            time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while not pipeline._queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the thread holds the first
+        assert pipeline._queue.empty()
         for _ in range(3):  # two queued, one dropped: the warning
             pipeline(types.SimpleNamespace(extra={}))
 
