@@ -533,11 +533,23 @@ def test_no_opentelemetry_django_row_under_asgi_without_its_asgi_package(
     """Without opentelemetry-instrumentation-asgi its middleware lets ASGI
     requests through untraced: the row would compare a middleware that makes
     no span. (None in sys.modules is how Python refuses a module's import.)"""
+    import opentelemetry.instrumentation
+
     from switchtrace import bench
 
+    name = "opentelemetry.instrumentation.django"
+    imported = name in sys.modules
     monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.asgi", None)
-    with bench._otel_django("shipped", str(tmp_path), ["wsgi", "asgi"]) as otel:
-        assert otel is None
+    try:
+        with bench._otel_django("shipped", str(tmp_path), ["wsgi", "asgi"]) as otel:
+            assert otel is None
+    finally:
+        if not imported:
+            # Imported here without the asgi package, its middleware would let
+            # the ASGI requests of the tests after this one through untraced.
+            for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+                del sys.modules[module]
+            vars(opentelemetry.instrumentation).pop("django", None)
     assert capsys.readouterr().err == (
         "switchtrace bench: note: no opentelemetry-instrumentation-django row: it makes "
         "no span for ASGI requests without opentelemetry-instrumentation-asgi (pip install "
