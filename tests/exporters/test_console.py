@@ -211,6 +211,18 @@ def test_the_console_queue_holds_512_records_by_default(block_record, caplog):
     ]
 
 
+def one_drop_told(console, stream, record):
+    """A console of one record's queue, its stream a GatedStream: a line
+    written, one queued and one dropped, that drop told; the console's thread
+    is then held in the queued line's write."""
+    console(record)
+    stream.in_write()
+    console(record)  # queued
+    console(record)  # dropped
+    stream.let_through()  # that line, then the drop told of
+    stream.in_write()  # the queued line
+
+
 def test_the_lines_dropped_are_told_of_once_a_minute_and_only_new_ones(block_record, caplog):
     """A minute is not waited for: the time of the last warning is moved back
     one while the console's thread is held in a write."""
@@ -222,12 +234,7 @@ def test_the_lines_dropped_are_told_of_once_a_minute_and_only_new_ones(block_rec
     ]
     try:
         with caplog.at_level("WARNING", logger="switchtrace"):
-            console(block_record)
-            stream.in_write()
-            console(block_record)  # queued
-            console(block_record)  # dropped
-            stream.let_through()  # that line, then the drop told of
-            stream.in_write()  # the queued line
+            one_drop_told(console, stream, block_record)
             assert warnings_of(caplog) == told[:1]
             console(block_record)  # queued
             console(block_record)  # dropped
@@ -273,6 +280,47 @@ def test_the_lines_a_stream_refuses_are_told_of_once_a_minute(block_record, capl
         f"{lost} so far"
         for lost in ("1 line lost", "3 lines lost")
     ]
+
+
+def test_the_losses_no_warning_told_are_told_at_shutdown(block_record, caplog):
+    """A warning comes at most once a minute: the drops and the refused lines
+    after the last one were never told (a server stopped within the minute
+    of its last warning). The shutdown tells them, once."""
+    stream = GatedStream()
+    console = ConsoleReporter(stream=stream, queue_size=1)
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        one_drop_told(console, stream, block_record)
+        console(block_record)  # queued
+        console(block_record)  # dropped: untold, within the minute
+        console(block_record)  # dropped: untold
+        stream.close()  # the line held, and the next, are refused
+        stream.let_through(2)
+        assert console.flush(10)
+        console.shutdown()
+        console.shutdown()  # once
+    assert (console.written, console.dropped, console.failed) == (1, 3, 2)
+    assert warnings_of(caplog)[0::2] == [
+        "switchtrace: console queue full (1 record); the lines of 1 request dropped so far",
+        "switchtrace: console shut down with the lines of 3 requests dropped and 2 lines lost "
+        "in all (the lines of 2 requests dropped and 1 line lost since the last warning)",
+    ]
+    assert warnings_of(caplog)[1].startswith(
+        "switchtrace: a console line could not be written (ValueError: "
+    )
+
+
+def test_a_console_with_nothing_untold_says_nothing_at_shutdown(block_record, caplog):
+    """Every loss told by its warning: no line at shutdown (the tests above
+    that end with every loss told check this too)."""
+    stream = io.StringIO()
+    stream.close()
+    console = ConsoleReporter(stream=stream)
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        console(block_record)
+        assert console.flush(10)
+        console.shutdown()
+    assert console.failed == 1
+    assert len(warnings_of(caplog)) == 1
 
 
 def test_a_shutdown_writes_the_lines_queued_while_a_line_was_being_written(block_record, caplog):

@@ -121,6 +121,56 @@ def test_a_forked_child_gets_a_console_thread_for_each_live_console_exporter():
     }
 
 
+CONSOLE_LOSSES_SCRIPT = textwrap.dedent(
+    """
+    import io, logging, os, sys
+    sys.path[:0] = [{src!r}]
+    logging.basicConfig(level=logging.WARNING, format="%(process)d %(message)s", stream=sys.stdout)
+    from switchtrace import tracer
+    from switchtrace.exporters.console import ConsoleReporter
+
+    stream = io.StringIO()
+    stream.close()  # every line refused
+    console = ConsoleReporter(stream=stream)
+    with tracer.recording() as record:
+        pass
+    console(record)
+    console.flush(10)  # told: the first warning
+    console(record)
+    console.flush(10)  # untold, within the minute
+    pid = os.fork()
+    if pid == 0:
+        print("child", os.getpid(), console.written, console.dropped, console.failed, flush=True)
+        console(record)
+        console.flush(10)  # the child's own, within the minute of the parent's warning
+        console.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    console.shutdown()
+    print("parent", os.getpid(), status, flush=True)
+    """
+)
+
+
+def test_a_forked_child_tells_its_own_console_losses_not_its_parents():
+    """A pre-forking server's worker forked from a process whose console had
+    lost lines: the child's counts start at nothing, and each process tells
+    its own losses at its shutdown."""
+    stdout = run_script(CONSOLE_LOSSES_SCRIPT)
+    refused, child, child_told, parent_told, parent = stdout.splitlines()
+    parent_pid, child_pid = parent.split()[1], child.split()[1]
+    assert parent == f"parent {parent_pid} 0"
+    assert refused.startswith(f"{parent_pid} switchtrace: a console line could not be written")
+    assert refused.endswith("; 1 line lost so far")
+    assert child == f"child {child_pid} 0 0 0"
+    assert child_told == f"{child_pid} switchtrace: console shut down with 1 line lost in all"
+    assert parent_told == (
+        f"{parent_pid} switchtrace: console shut down with 2 lines lost in all "
+        "(1 line lost since the last warning)"
+    )
+
+
 LOCKED_SCRIPT = textwrap.dedent(
     """
     import json, os, sys

@@ -119,6 +119,8 @@ class ConsoleReporter(QueueWorker):
         #: Records that did not fit in the queue, and how many of them the
         #: last warning told of.
         self._full = self._full_told = 0
+        #: How many of the lines refused the last warning told of.
+        self._failed_told = 0
         self._last_drop_log = self._last_fail_log = -LOG_INTERVAL
         self._start(queue_size)
 
@@ -200,9 +202,44 @@ class ConsoleReporter(QueueWorker):
         now = time.monotonic()
         if now - self._last_fail_log >= LOG_INTERVAL:
             self._last_fail_log = now
+            self._failed_told = self.failed
             logger.warning(
                 "switchtrace: a console line could not be written (%s: %s); %s lost so far",
                 type(exc).__name__,
                 exc,
                 count(self.failed, "line"),
             )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's lines, and its losses, are the parent's to tell.
+        self.written = self.dropped = self.failed = 0
+        self._full = self._full_told = self._failed_told = 0
+        super()._after_fork_in_child()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the thread once it has written what is queued, within
+        ``timeout`` seconds (see :class:`QueueWorker`); then tell the losses
+        that no warning told (one comes at most once a minute)."""
+        if self._stop(timeout):
+            self._tell_the_rest()
+
+    def _tell_the_rest(self) -> None:
+        if self._pid != os.getpid():
+            return  # forked past the at-fork hooks, nothing served: the parent's
+        full, failed = self._full - self._full_told, self.failed - self._failed_told
+        if not (full or failed):
+            return
+        in_all = _losses(self._full, self.failed)
+        untold = _losses(full, failed)
+        since = "" if untold == in_all else f" ({untold} since the last warning)"
+        logger.warning("switchtrace: console shut down with %s in all%s", in_all, since)
+
+
+def _losses(full: int, failed: int) -> str:
+    """``the lines of 3 requests dropped``, ``2 lines lost``, or both."""
+    return " and ".join(
+        ([f"the lines of {count(full, 'request')} dropped"] if full else [])
+        + ([f"{count(failed, 'line')} lost"] if failed else [])
+    )
