@@ -223,6 +223,19 @@ def test_bench_counts_the_switches_without_a_sequential_level(tmp_path):
     }
 
 
+@pytest.mark.parametrize("driver", ["in-process", "server"])
+def test_bench_says_nothing_of_the_streams_served_under_the_other_server(driver, tmp_path):
+    """The example's /stream/ (a sync iterator) under ASGI and /async-stream/
+    under WSGI, served so on purpose: Django's warning of each (as demo
+    leaves them out), in-process and from the servers, was on stderr."""
+    args = ["bench", "--driver", driver, "--endpoints", "/stream/,/async-stream/", "--variants",
+            "none", "--concurrency", "1", "--requests", "1", "--rounds", "1", "--warmup", "0",
+            "--json"]  # fmt: skip
+    out = run(args, tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert len(json.loads(out.stdout)["cells"]) == 4
+
+
 def test_bench_text_header_counts_in_words(tmp_path):
     """It said '1 rounds of 1 requests'."""
     args = ["bench", "--servers", "wsgi", "--endpoints", "/sync/", "--variants", "none",

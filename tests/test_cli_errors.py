@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,9 +106,12 @@ SITE = {
 }
 
 
-def switchtrace(args: list[str], tmp_path: Path, **environ: str) -> subprocess.CompletedProcess:
+def switchtrace(
+    args: list[str], tmp_path: Path, preexec_fn: Any = None, **environ: str
+) -> subprocess.CompletedProcess:
     """``python -m switchtrace ARGS`` in tmp_path, with tmp_path/site, the
-    repository (tests.settings) and the example project importable."""
+    repository (tests.settings) and the example project importable;
+    ``preexec_fn`` as subprocess's."""
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
     for name, text in SITE.items():
@@ -125,6 +129,7 @@ def switchtrace(args: list[str], tmp_path: Path, **environ: str) -> subprocess.C
     return subprocess.run(
         [sys.executable, "-m", "switchtrace", *args],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        preexec_fn=preexec_fn,
     )  # fmt: skip
 
 
@@ -402,6 +407,113 @@ def test_demo_and_bench_when_the_projects_code_raises(command, exception, tmp_pa
     )
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="closes a descriptor before exec")
+@pytest.mark.parametrize("command", ["demo", "explain", "bench"])
+def test_standard_output_closed(command, tmp_path):
+    """Started with its standard output closed (``>&-``): Python's
+    sys.stdout is None, and explain wrote an AttributeError's line, then a
+    traceback from the last flush."""
+    out = switchtrace([command], tmp_path, preexec_fn=lambda: os.close(1))
+    assert one_line(out, 2) == (
+        f"switchtrace {command}: error: standard output is closed; allowed: a terminal, a "
+        "file or a pipe (>/dev/null to discard what it prints)"
+    )
+
+
+#: One request of /sync/ under one server: the first fails.
+ONE_SYNC = ["--endpoints", "/sync/", "--variants", "none", "--concurrency", "1",
+            "--requests", "1", "--rounds", "1", "--warmup", "0"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["demo"],
+        ["bench", "--servers", "asgi", *ONE_SYNC],
+        ["bench", "--servers", "wsgi", *ONE_SYNC],
+        ["bench", "--servers", "wsgi", *ONE_SYNC[:4], "--concurrency", "2", "--requests", "2"],
+        ["bench", "--overhead", "--servers", "asgi", *ONE_SYNC[:2], *ONE_SYNC[6:]],
+    ],
+    ids=["demo", "bench asgi", "bench wsgi", "bench wsgi c=2", "bench --overhead"],
+)
+def test_demo_and_bench_when_a_view_raises(command, tmp_path):
+    """A copy of the example project whose sync view raises: Django turns it
+    into a 500 response, whose figures (Django's error path: 38 switches
+    under ASGI as shipped) demo and the in-process bench printed as the
+    view's, exit status 0. Now the exception, named where the view raised
+    it."""
+    import shutil
+
+    project = tmp_path / "raising"
+    shutil.copytree(EXAMPLE, project)
+    views = project / "project" / "views.py"
+    with views.open("a") as f:
+        f.write('\n\ndef sync_view(request):\n    raise KeyError("no such key")\n')
+    line = views.read_text().splitlines().index('    raise KeyError("no such key")') + 1
+    out = switchtrace([*command, "--project", "raising"], tmp_path)
+    assert one_line(out, 1) == (
+        f"switchtrace {command[0]}: error: KeyError: 'no such key' "
+        f"(raising{os.sep}project{os.sep}views.py, line {line}, in sync_view)"
+    )
+
+
+#: What demo and the in-process bench say of a response of 400 or more.
+NOT_THE_ENDPOINTS = (
+    ": the figures of an error response are not the endpoint's; allowed: endpoints the "
+    "project answers with a status below 400"
+)
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["demo"], "GET /sync/ under ASGI (shipped middleware) answered 404 Not Found"
+         + NOT_THE_ENDPOINTS),
+        (["bench", "--servers", "wsgi", *ONE_SYNC],
+         "GET /sync/ under WSGI (none middleware) answered 404 Not Found" + NOT_THE_ENDPOINTS),
+        (["bench", "--overhead", "--servers", "asgi", *ONE_SYNC[:2], *ONE_SYNC[6:]],
+         "GET /sync/ under ASGI (shipped middleware) answered 404 Not Found"
+         + NOT_THE_ENDPOINTS),
+        (["bench", "--driver", "server", "--servers", "wsgi", *ONE_SYNC],
+         "the WSGI server (gunicorn) answered its first request with HTTP/1.1 404 Not Found"),
+    ],
+    ids=["demo", "bench", "bench --overhead", "bench --driver server"],
+)  # fmt: skip
+def test_demo_and_bench_when_an_endpoint_is_not_served(command, message, tmp_path):
+    """A copy of the example project without the /sync/ route: the 404's
+    figures were printed as the endpoint's, exit status 0."""
+    import shutil
+
+    project = tmp_path / "unrouted"
+    shutil.copytree(EXAMPLE, project)
+    urls = project / "project" / "urls.py"
+    urls.write_text(urls.read_text().replace('path("sync/"', 'path("synced/"'))
+    out = switchtrace([*command, "--project", "unrouted"], tmp_path)
+    assert one_line(out, 1) == f"switchtrace {command[0]}: error: {message}"
+
+
+def test_server_driver_starts_only_the_servers_measured_with_the_endpoint_measured(tmp_path):
+    """--servers asgi started gunicorn too (a gunicorn.conf.py that fails
+    failed the run), and each server's first request was of /sync/ whatever
+    --endpoints said (a /sync/ that raises failed a run of /async/)."""
+    import shutil
+
+    project = tmp_path / "halfbroken"
+    shutil.copytree(EXAMPLE, project)
+    (project / "gunicorn.conf.py").write_text('raise RuntimeError("no gunicorn here")\n')
+    with (project / "project" / "views.py").open("a") as f:
+        f.write('\n\ndef sync_view(request):\n    raise KeyError("no such key")\n')
+    out = switchtrace(
+        ["bench", "--driver", "server", "--servers", "asgi", *ONE_SYNC, "--project",
+         "halfbroken", "--endpoints", "/async/", "--json"], tmp_path
+    )  # fmt: skip
+    assert (out.returncode, out.stderr) == (0, "")
+    cells = json.loads(out.stdout)["cells"]
+    assert [(c["server"], c["endpoint"], c["variant"]) for c in cells] == [
+        ("asgi", "/async/", "none")
+    ]
+
+
 def stat(value):
     return {"median": value, "min": value, "max": value}
 
@@ -455,7 +567,40 @@ BAD_BASELINES = [
     (b"\xff\xfe\x00", "--compare: base.json is not a JSON file ("),
     (None, "--compare: base.json is a directory; allowed: a file written by 'switchtrace "
      "bench --json'"),
+    # JSON's true and 1.0 equal 1 in Python; NaN, Infinity and -1 are numbers.
+    ('{"format": true, "mode": "matrix", "cells": []}',
+     "--compare: base.json is not a result of 'switchtrace bench --json' (expected an object "
+     "with format 1, mode 'matrix' and a cells list)"),
+    ('{"format": 1.0, "mode": "matrix", "cells": []}', "is not a result of 'switchtrace bench"),
+    (matrix(good_cell(seq_us={"median": float("nan"), "min": 1, "max": 1})),
+     "cell 0 (asgi shipped /sync/): field seq_us.median is the number nan; allowed: a number, "
+     "finite and not negative"),
+    (matrix(good_cell(req_per_s={"50": {"median": 1, "min": 1, "max": float("inf")}})),
+     "field req_per_s.50.max is the number inf; allowed: a number, finite and not negative"),
+    (matrix(good_cell(seq_us={"median": 1, "min": -1, "max": 1})),
+     "field seq_us.min is the number -1; allowed: a number, finite and not negative"),
+    # Compared, every cell was "slower" (a server's requests take longer), or
+    # every slowdown hidden.
+    (json.dumps({"format": 1, "mode": "matrix", "driver": "server", "cells": [good_cell()]}),
+     "--compare: base.json was measured with --driver server, this run with --driver "
+     "in-process; allowed: a baseline measured with --driver in-process"),
 ]  # fmt: skip
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_baseline_that_is_not_a_regular_file_is_bad_input(special, tmp_path):
+    """A FIFO blocked the command for ever; /dev/zero was read until memory
+    ran out."""
+    if special == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    elif not os.path.exists(special):
+        pytest.skip(f"no {special}")
+    out = switchtrace(["bench", "--compare", special, "--project", "nowhere"], tmp_path)
+    assert one_line(out, 2) == (
+        f"switchtrace bench: error: --compare: {special} is not a regular file (a FIFO, a "
+        "device); allowed: a file written by 'switchtrace bench --json'"
+    )
 
 
 @pytest.mark.parametrize(("content", "message"), BAD_BASELINES)

@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import platform
 import random
@@ -51,6 +52,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import example, text
@@ -207,7 +209,8 @@ def _demo_endpoints() -> tuple[tuple[str, str], ...]:
 
 
 class ServerFailed(RuntimeError):
-    """A server under ``--driver server`` did not start, or answered 5xx."""
+    """A server under ``--driver server`` did not start, or answered with an
+    error status (400 or more)."""
 
 
 # -- statistics ----------------------------------------------------------------
@@ -271,8 +274,10 @@ class InProcess:
         async_capable flag, which their middleware chain keeps."""
         asgi, wsgi = self._handlers[variant]
         if server == "asgi":
-            return example.run_in_server_loop(_asgi_load(asgi, endpoint, requests, concurrency))
-        return _wsgi_load(wsgi, endpoint, requests, concurrency)
+            return example.run_in_server_loop(
+                _asgi_load(asgi, endpoint, requests, concurrency, variant)
+            )
+        return _wsgi_load(wsgi, endpoint, requests, concurrency, variant)
 
 
 def _threads() -> int:
@@ -283,7 +288,7 @@ def _threads() -> int:
     return threading.active_count() - own_threads()
 
 
-async def _asgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
+async def _asgi_load(handler: Any, endpoint: str, requests: int, concurrency: int, variant: str):
     remaining = requests
     latencies: list[float] = []
     peak = _threads()
@@ -296,6 +301,7 @@ async def _asgi_load(handler: Any, endpoint: str, requests: int, concurrency: in
             start = time.perf_counter()
             result = await example.asgi_request(handler, endpoint)
             latencies.append(time.perf_counter() - start)
+            example.answered(result, "asgi", endpoint, variant)
             figures.append(result.figures())
             peak = max(peak, _threads())
 
@@ -304,7 +310,7 @@ async def _asgi_load(handler: Any, endpoint: str, requests: int, concurrency: in
     return time.perf_counter() - start, latencies, peak, figures
 
 
-def _wsgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
+def _wsgi_load(handler: Any, endpoint: str, requests: int, concurrency: int, variant: str):
     lock = threading.Lock()
     remaining = [requests]
     latencies: list[float] = []
@@ -320,6 +326,7 @@ def _wsgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
             start = time.perf_counter()
             result = example.wsgi_request(handler, endpoint)
             elapsed = time.perf_counter() - start
+            example.answered(result, "wsgi", endpoint, variant)
             with lock:
                 latencies.append(elapsed)
                 figures.append(result.figures())
@@ -341,23 +348,35 @@ def _wsgi_load(handler: Any, endpoint: str, requests: int, concurrency: int):
 
 class Servers:
     """Real servers on loopback: uvicorn for ASGI, gunicorn (gthread) for WSGI,
-    one per variant, started once."""
+    one per variant and server measured, started once; each answers a first
+    request of ``endpoint`` before it counts as started."""
 
     name = "server"
 
-    def __init__(self, project: Path, concurrency: int) -> None:
+    def __init__(
+        self,
+        project: Path,
+        concurrency: int,
+        servers: Sequence[str] = SERVERS,
+        endpoint: str = "/sync/",
+    ) -> None:
         self.project = project
         self.threads = max(concurrency, 1)
+        self.servers = servers
+        self.endpoint = endpoint
         self._servers: dict[tuple[str, str], tuple[subprocess.Popen[bytes], int]] = {}
 
     def open(self, variant: str) -> None:
-        for server in SERVERS:
+        for server in self.servers:
             self._servers[server, variant] = self._start(server, variant)
 
     def _environ(self, server: str, key: str) -> dict[str, str]:
         """The environment of ``server`` for ``key`` (a middleware variant)."""
         # No spans (conf: OTEL_SDK_DISABLED=true means none are made), as in-process.
         env = {**os.environ, "SWITCHTRACE_EXAMPLE_MIDDLEWARE": key, "OTEL_SDK_DISABLED": "true"}
+        # As in-process (example.ignore_streaming_warnings).
+        ignore = f"ignore:{example.STREAMING_WARNING}"
+        env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), ignore]))
         env["PYTHONPATH"] = os.pathsep.join([str(self.project), env.get("PYTHONPATH", "")])
         return env
 
@@ -382,12 +401,13 @@ class Servers:
                     f"{process.returncode} before answering (its own output is above)"
                 )
             try:
-                asyncio.run(_http_load("127.0.0.1", port, "/sync/", 1, 1))
+                asyncio.run(_http_load("127.0.0.1", port, self.endpoint, 1, 1))
                 return process, port
             except OSError:  # not listening yet
                 time.sleep(0.1)
             except Exception as exc:
-                # It answered, but not as a server to measure (5xx): stopped
+                # It answered, but not as a server to measure (an error
+                # status, 400 or more): stopped
                 # here, it was left running after the command, which the
                 # rounds' close() does not know of.
                 process.send_signal(self._stop_signal(server))
@@ -546,7 +566,9 @@ async def _http_load(
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
     """Read one HTTP/1.1 response (Content-Length or chunked body): status and
-    lower-cased headers. A 5xx is an error: the benchmark must not time failures."""
+    lower-cased headers. An error status (400 or more: a 404, a 500) is an
+    error: the benchmark must not time failures, nor a request the project
+    does not serve."""
     lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers = {
@@ -561,7 +583,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
             await reader.readexactly(size + 2)
             if size == 0:
                 break
-    if status >= 500:
+    if status >= 400:
         raise ServerFailed(f"server answered {lines[0]}")
     return status, headers
 
@@ -677,13 +699,42 @@ class BadBaseline(Exception):
     pass
 
 
+class NotARegularFile(OSError):
+    pass
+
+
+def _regular_file_opener(path: str, flags: int) -> int:
+    """Opens ``path`` for reading unless it is not a regular file: a FIFO
+    would block the command for ever, /dev/zero fill its memory. Opened
+    without blocking, then checked (what it is cannot change in between)."""
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        if not S_ISREG(mode):
+            raise NotARegularFile(path)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def load_baseline(path: str) -> dict[str, Any]:
     """The baseline of ``--compare``, checked whole (every field the comparison
     reads, with its type) before anything is measured; BadBaseline names the
     file, the cell and the field."""
     given = text.argument(path)
     try:
-        data = json.loads(Path(path).read_bytes())
+        with open(path, "rb", opener=_regular_file_opener) as f:
+            data = json.loads(f.read())
+    except NotARegularFile:
+        raise BadBaseline(
+            f"--compare: {given} is not a regular file (a FIFO, a device); allowed: a file "
+            "written by 'switchtrace bench --json'"
+        ) from None
     except FileNotFoundError:
         raise BadBaseline(f"--compare: {given} does not exist") from None
     except IsADirectoryError:
@@ -699,6 +750,7 @@ def load_baseline(path: str) -> dict[str, Any]:
         raise BadBaseline(f"--compare: {given} is not a JSON file ({exc})") from None
     if (
         not isinstance(data, dict)
+        or type(data.get("format")) is not int  # not true, not 1.0
         or data.get("format") != FORMAT_VERSION
         or not isinstance(data.get("cells"), list)
         or data.get("mode") != "matrix"
@@ -766,8 +818,15 @@ def _check_stat(
         raise BadBaseline(f"{where}: {_field(holder, key, name)}; allowed: {allowed}")
     for part in ("median", "min", "max"):
         value = stat.get(part)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadBaseline(f"{where}: {_field(stat, part, f'{name}.{part}')}; allowed: a number")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 <= value < math.inf  # NaN, Infinity, or below 0
+        ):
+            raise BadBaseline(
+                f"{where}: {_field(stat, part, f'{name}.{part}')}; allowed: a number, finite "
+                "and not negative"
+            )
 
 
 def _field(holder: dict[str, Any], key: str, name: str | None = None) -> str:
@@ -1024,7 +1083,7 @@ def _overhead_rounds(
         counted = (pipeline.records, pipeline.cpu_ns) if pipeline else (0, 0)
         before = exported()
         start, cpu_start = time.perf_counter(), time.process_time()
-        _serve(handlers[mode], server, endpoint, args.requests)
+        _serve(handlers[mode], server, endpoint, args.requests, variant)
         written(mode)
         per_request = (time.perf_counter() - start) / args.requests * 1e6
         cpu = (time.process_time() - cpu_start) / args.requests * 1e6
@@ -1038,7 +1097,9 @@ def _overhead_rounds(
             )
         samples.setdefault((server, endpoint, mode), []).append(per_request)
         cpu_samples.setdefault((server, endpoint, mode), []).append(cpu)
-        timed = _latencies(handlers[mode], server, endpoint, args.requests, lambda: written(mode))
+        timed = _latencies(
+            handlers[mode], server, endpoint, args.requests, variant, lambda: written(mode)
+        )
         latencies.setdefault((server, endpoint, mode), []).append(statistics.median(timed) * 1e6)
         progress.step(f"{server.upper()} {endpoint} {mode}")
 
@@ -1046,7 +1107,7 @@ def _overhead_rounds(
         for endpoint in args.endpoints:
             for mode in modes:
                 _enter(mode)
-                _serve(handlers[mode], server, endpoint, args.warmup)
+                _serve(handlers[mode], server, endpoint, args.warmup, variant)
                 written(mode)  # the warm-up's spans are not the first round's
     figures = {"us_per_request": samples, "cpu_us_per_request": cpu_samples}
     rows = _interleaved(args, variant, modes, measure, {**figures, "latency_us": latencies})
@@ -1198,8 +1259,15 @@ class OverheadServers(Servers):
     per mode (switchtrace disabled, headers only, full spans), the same
     middleware variant, each serving one request at a time."""
 
-    def __init__(self, project: Path, variant: str, folder: Path, to_file: bool = True) -> None:
-        super().__init__(project, 1)
+    def __init__(
+        self,
+        project: Path,
+        variant: str,
+        folder: Path,
+        to_file: bool = True,
+        endpoint: str = "/sync/",
+    ) -> None:
+        super().__init__(project, 1, endpoint=endpoint)
         self.variant = variant
         self.folder = folder
         #: Where the full-spans server of each server writes (None: to the
@@ -1267,7 +1335,7 @@ def overhead_through_servers(
     with tempfile.TemporaryDirectory(prefix="switchtrace-overhead-") as scratch:
         # As in-process, to a temporary file unless the settings name an OTLP collector.
         to_file = overhead_export(get_config().export, "").exporter == "file"
-        driver = OverheadServers(project, variant, Path(scratch), to_file)
+        driver = OverheadServers(project, variant, Path(scratch), to_file, args.endpoints[0])
         try:
             driver.open_modes(args.servers)
             rows = _overhead_server_rounds(args, progress, driver, variant)
@@ -1443,18 +1511,22 @@ def _otel_django(variant: str, folder: str, servers: Sequence[str]) -> Iterator[
         provider.shutdown()
 
 
-def _serve(handler_pair: tuple[Any, Any], server: str, endpoint: str, requests: int) -> None:
+def _serve(
+    handler_pair: tuple[Any, Any], server: str, endpoint: str, requests: int, variant: str
+) -> None:
     asgi, wsgi = handler_pair
     if server == "asgi":
 
         async def serve() -> None:
             for _ in range(requests):
-                await example.asgi_request(asgi, endpoint)
+                example.answered(
+                    await example.asgi_request(asgi, endpoint), server, endpoint, variant
+                )
 
         example.run_in_server_loop(serve())
     else:
         for _ in range(requests):
-            example.wsgi_request(wsgi, endpoint)
+            example.answered(example.wsgi_request(wsgi, endpoint), server, endpoint, variant)
 
 
 def _latencies(
@@ -1462,6 +1534,7 @@ def _latencies(
     server: str,
     endpoint: str,
     requests: int,
+    variant: str,
     between: Callable[[], None],
 ) -> list[float]:
     """Seconds each of ``requests`` requests took, from the handler's call
@@ -1473,6 +1546,7 @@ def _latencies(
     times: list[float] = []
 
     def timed(result: example.Result) -> None:
+        example.answered(result, server, endpoint, variant)
         if result.received_at is None or result.called_at is None:
             raise RuntimeError(f"{endpoint}: the response was never complete")
         times.append(result.received_at - result.called_at)
@@ -1594,6 +1668,15 @@ def run(args: argparse.Namespace) -> int:
             baseline = load_baseline(args.compare)
         except BadBaseline as exc:
             return _bad_input(str(exc))
+        measured_by = baseline.get("driver")
+        if isinstance(measured_by, str) and measured_by != args.driver:
+            # Through a server a request takes twice as long as in-process:
+            # every cell would be "slower", or every slowdown hidden.
+            return _bad_input(
+                f"--compare: {text.argument(args.compare)} was measured with --driver "
+                f"{text.argument(measured_by)}, this run with --driver {args.driver}; allowed: "
+                f"a baseline measured with --driver {args.driver}"
+            )
         unshared = no_shared_cell(args, baseline)
         if unshared:
             return _bad_input(unshared)
@@ -1605,6 +1688,7 @@ def run(args: argparse.Namespace) -> int:
                 "(pip install uvicorn gunicorn, or --driver in-process)"
             )
     project = example.find_project(args.project)
+    example.ignore_streaming_warnings()
     # What the settings keep disabled is said below, for the settings the
     # run is served with (the matrix's export none); --overhead's full spans
     # need the exporter too.
@@ -1632,8 +1716,9 @@ def run(args: argparse.Namespace) -> int:
             if args.driver == "server":
                 measured = overhead_through_servers(args, progress, project)
             else:
-                measured = overhead(args, progress)
-        except ServerFailed as exc:  # a server that does not start, or answers 5xx
+                with example.answering():
+                    measured = overhead(args, progress)
+        except ServerFailed as exc:  # a server that does not start, or answers an error
             failure = exc
         finally:
             progress.close()
@@ -1651,13 +1736,13 @@ def run(args: argparse.Namespace) -> int:
     cells = len(args.servers) * len(args.endpoints) * len(args.variants)
     progress = Progress(args.rounds * len(args.concurrency) * cells)
     if args.driver == "server":
-        driver: Any = Servers(project, max(args.concurrency))
+        driver: Any = Servers(project, max(args.concurrency), args.servers, args.endpoints[0])
     else:
         driver = InProcess()
     failure = None
     # Restoring the settings after _no_spans applies them again: what that
     # logs about them is no concern of the matrix (see require_enabled).
-    with example.unlogged(*example.settings_messages()), _no_spans():
+    with example.unlogged(*example.settings_messages()), _no_spans(), example.answering():
         try:
             for variant in args.variants:
                 driver.open(variant)
@@ -1667,7 +1752,7 @@ def run(args: argparse.Namespace) -> int:
                 "driver": driver.name,
                 "cells": measure(args, driver, progress),
             }
-        except ServerFailed as exc:  # a server that does not start, or answers 5xx
+        except ServerFailed as exc:  # a server that does not start, or answers an error
             failure = exc
         finally:
             progress.close()

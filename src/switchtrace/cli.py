@@ -99,6 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     global _command
     _command = args.command
+    if sys.stdout is None:  # started with its standard output closed (>&-)
+        if sys.stderr is not None:
+            print(
+                f"switchtrace {args.command}: error: standard output is closed; allowed: a "
+                "terminal, a file or a pipe (>/dev/null to discard what it prints)",
+                file=sys.stderr,
+            )
+        return 2
     status = _guarded(args)
     try:
         sys.stdout.flush()  # here, not at exit, where a reader gone away is a traceback

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -63,13 +62,11 @@ def measure(endpoints: Sequence[str] = ALL_ENDPOINTS) -> dict[str, list[Case]]:
 
     records: list[tracer.RequestRecord] = []
     tracer.add_listener(records.append)
-    # Django warns when a view streams the "wrong" kind of iterator for the
-    # server; the demo does that on purpose.
-    warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume")
+    example.ignore_streaming_warnings()
     cases: dict[str, list[Case]] = {endpoint: [] for endpoint in endpoints}
     try:
         for variant in example.VARIANTS:
-            with example.handlers(variant) as (asgi, wsgi):
+            with example.handlers(variant) as (asgi, wsgi), example.answering():
                 for endpoint in endpoints:
                     for server in SERVERS:
                         for _ in range(2):
@@ -79,6 +76,7 @@ def measure(endpoints: Sequence[str] = ALL_ENDPOINTS) -> dict[str, list[Case]]:
                                 )
                             else:
                                 result = example.wsgi_request(wsgi, endpoint)
+                            example.answered(result, server, endpoint, variant)
                         record = records[-1]
                         totals = record.totals()
                         cases[endpoint].append(

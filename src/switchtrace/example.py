@@ -358,6 +358,81 @@ def handlers(
         MiddlewareMixin.async_capable = saved
 
 
+#: The beginning of Django's warning for a streaming response of the other
+#: kind of iterator than its server's, which the example project's /stream/
+#: and /async-stream/ serve on purpose under the other server.
+STREAMING_WARNING = "StreamingHttpResponse must consume"
+
+
+def ignore_streaming_warnings() -> None:
+    """demo and bench serve those endpoints under both servers: the warning
+    says nothing the tables do not."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=STREAMING_WARNING)
+
+
+class ErrorResponse(SetupError):
+    """A measured request was answered with an error status (400 or more, a
+    404 of an endpoint the project does not serve): its figures are those of
+    Django's error path, not the endpoint's. Exit status 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=1)
+
+
+#: What the project's code raised in the requests of :func:`answering`'s
+#: block (Django's got_request_exception: the uncaught exceptions that it
+#: turns into a 500 response), None outside one.
+_raised: list[BaseException] | None = None
+
+
+def _note_raised(sender: Any, **kwargs: Any) -> None:
+    raised = _raised
+    exc = sys.exc_info()[1]  # sent from the except block of Django's handler
+    if raised is not None and exc is not None:
+        raised.append(exc)
+
+
+@contextlib.contextmanager
+def answering() -> Iterator[None]:
+    """A block whose requests go through :func:`answered`: the exceptions
+    that the project's code raises while they are served are noted."""
+    from django.core.signals import got_request_exception
+
+    global _raised
+    _raised = []
+    got_request_exception.connect(_note_raised, dispatch_uid="switchtrace.example")
+    try:
+        yield
+    finally:
+        got_request_exception.disconnect(dispatch_uid="switchtrace.example")
+        _raised = None
+
+
+def answered(result: Result, server: str, endpoint: str, variant: str) -> Result:
+    """``result``, unless the request was answered with an error status: the
+    exception the project's code raised then (whose traceback names the
+    project's own line), else :class:`ErrorResponse`. The benchmark and the
+    demo must not measure an error response as the endpoint's (in an
+    :func:`answering` block)."""
+    if result.status < 400:
+        return result
+    if _raised:
+        raise _raised[0]
+    from http import HTTPStatus
+
+    try:
+        reason = f" {HTTPStatus(result.status).phrase}"
+    except ValueError:
+        reason = ""
+    raise ErrorResponse(
+        f"GET {endpoint} under {server.upper()} ({variant} middleware) answered "
+        f"{result.status}{reason}: the figures of an error response are not the endpoint's; "
+        "allowed: endpoints the project answers with a status below 400"
+    )
+
+
 _server_loop: asyncio.AbstractEventLoop | None = None
 
 
