@@ -97,7 +97,7 @@ def serve(
         with example.handlers("shipped", switchtrace_middleware=middleware) as handlers:
             for count, around in ((WARMUP, contextlib.nullcontext), (requests, measured)):
                 with around():
-                    bench._serve(handlers, "asgi", "/sync/", count)
+                    bench._serve(handlers, "asgi", "/sync/", count, "shipped")
                     pipeline = telemetry.pipeline()
                     if pipeline is not None and not pipeline.flush(120):
                         raise SystemExit("the span pipeline did not flush")

@@ -495,9 +495,11 @@ STAT_ALLOWED = "an object of numbers median, min and max"
         (good(seq_us=[]),
          f"cell 1 (asgi shipped /sync/): field seq_us is a list; allowed: null or {STAT_ALLOWED}"),
         (good(seq_us={"median": 1, "min": 1}),
-         "cell 1 (asgi shipped /sync/): field seq_us.max is missing; allowed: a number"),
+         "cell 1 (asgi shipped /sync/): field seq_us.max is missing; allowed: a number, finite "
+         "and not negative"),
         (good(seq_us={"median": False, "min": 1, "max": 1}),
-         "cell 1 (asgi shipped /sync/): field seq_us.median is a boolean; allowed: a number"),
+         "cell 1 (asgi shipped /sync/): field seq_us.median is a boolean; allowed: a number, "
+         "finite and not negative"),
         (good(req_per_s=None),
          "cell 1 (asgi shipped /sync/): field req_per_s is null; allowed: an object of "
          f"concurrency level: {STAT_ALLOWED}"),
@@ -516,7 +518,7 @@ STAT_ALLOWED = "an object of numbers median, min and max"
          f"{STAT_ALLOWED}"),
         (good(req_per_s={"50": {"median": 1, "min": "1", "max": 1}}),
          "cell 1 (asgi shipped /sync/): field req_per_s.50.min is the string '1'; allowed: a "
-         "number"),
+         "number, finite and not negative"),
     ],
 )  # fmt: skip
 def test_a_baseline_cell_names_its_wrong_field(cell, message, tmp_path):
@@ -1284,6 +1286,7 @@ def test_each_server_is_run_with_its_command_and_environment(tmp_path, monkeypat
 
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     monkeypatch.setenv("OTEL_SDK_DISABLED", "false")
+    monkeypatch.setenv("PYTHONWARNINGS", "error::DeprecationWarning")
     driver = bench.Servers(tmp_path, 200)
     assert driver._command("asgi", 8001) == [
         sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1",
@@ -1300,6 +1303,9 @@ def test_each_server_is_run_with_its_command_and_environment(tmp_path, monkeypat
         "SWITCHTRACE_EXAMPLE_MIDDLEWARE": "sync-only",
         "OTEL_SDK_DISABLED": "true",
         "PYTHONPATH": f"{tmp_path}{os.pathsep}/elsewhere",
+        # The example's streams served under the other server on purpose:
+        # Django's warning of each left out, as in-process.
+        "PYTHONWARNINGS": "error::DeprecationWarning,ignore:StreamingHttpResponse must consume",
     }
     assert [driver._name(server, "none") for server in ("asgi", "wsgi")] == [
         "the ASGI server (uvicorn)",
@@ -1315,6 +1321,7 @@ def test_each_overhead_server_is_run_in_its_mode(tmp_path, monkeypatch):
 
     for name in ("PYTHONPATH", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"):
         monkeypatch.setenv(name, "x")
+    monkeypatch.delenv("PYTHONWARNINGS", raising=False)
     folder = tmp_path / "scratch"
     folder.mkdir()
     driver = bench.OverheadServers(tmp_path, "shipped", folder)
@@ -1326,6 +1333,7 @@ def test_each_overhead_server_is_run_in_its_mode(tmp_path, monkeypatch):
         "SWITCHTRACE_EXAMPLE_MIDDLEWARE": "shipped",
         "DJANGO_SETTINGS_MODULE": "switchtrace_bench_overhead",
         "PYTHONPATH": os.pathsep.join([str(folder), str(tmp_path), "x"]),
+        "PYTHONWARNINGS": "ignore:StreamingHttpResponse must consume",
     }
     assert driver._environ("asgi", "headers only") == {
         **common, "OTEL_SDK_DISABLED": "true", bench.OVERHEAD_MODE: "headers only"
