@@ -236,6 +236,27 @@ def test_bench_says_nothing_of_the_streams_served_under_the_other_server(driver,
     assert len(json.loads(out.stdout)["cells"]) == 4
 
 
+def test_bench_serves_concurrent_asgi_requests_after_wsgi_ones(tmp_path):
+    """In-process, the WSGI requests' async_to_sync runs in the command's
+    main thread: under asgiref before 3.9 (whose Local keeps one dict that
+    every copy of the context shares) the concurrent ASGI requests then took
+    each other's executor, and the run failed with asgiref's RuntimeError or
+    ValueError, or hung. (The suite's Python 3.10 environment has asgiref
+    3.8.1.)"""
+    args = ["bench", "--servers", "wsgi,asgi", "--endpoints", "/async/", "--variants",
+            "shipped,sync-only", "--concurrency", "5", "--requests", "10", "--rounds", "2",
+            "--warmup", "1", "--json"]  # fmt: skip
+    out = run(args, tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    cells = {(c["server"], c["variant"]): c["switches"] for c in json.loads(out.stdout)["cells"]}
+    assert cells == {
+        ("wsgi", "shipped"): 2,
+        ("wsgi", "sync-only"): 2,
+        ("asgi", "shipped"): 28,
+        ("asgi", "sync-only"): 8,
+    }
+
+
 def test_bench_text_header_counts_in_words(tmp_path):
     """It said '1 rounds of 1 requests'."""
     args = ["bench", "--servers", "wsgi", "--endpoints", "/sync/", "--variants", "none",

@@ -1,8 +1,10 @@
-"""switchtrace.gunicorn's post_worker_init: SIGTERM in uvicorn's worker exits
-through the exit hooks, wherever the signal lands.
+"""switchtrace.gunicorn's post_worker_init: SIGTERM (and SIGINT) in uvicorn's
+worker exits through the exit hooks, wherever the signal lands.
 
-Each case runs in a child interpreter that sends itself SIGTERM at one chosen
-point; the exit hooks are an atexit function that prints ``exit hooks ran``.
+Each case runs in a child interpreter that sends itself the signal at one
+chosen point, both signals at their default action first (as uvicorn's
+worker's ``init_signals`` leaves them); the exit hooks are an atexit function
+that prints ``exit hooks ran``.
 The e2e servers' tests (tests/e2e/test_servers.py) run the hook in gunicorn.
 """
 
@@ -24,6 +26,8 @@ sys.path.insert(0, {src!r})
 from switchtrace.gunicorn import post_worker_init
 
 atexit.register(lambda: print("exit hooks ran", flush=True))
+for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, signal.SIG_DFL)  # uvicorn's worker's init_signals
 post_worker_init(object())
 
 
@@ -54,16 +58,26 @@ def run(coroutine):
 LOOPS = ["asyncio", "uvloop"]  # uvicorn's two loops
 
 
-def child(body: str, loop: str = "asyncio") -> subprocess.CompletedProcess[str]:
+#: The signals uvicorn raises again after its graceful shutdown.
+SIGNALS = ["SIGTERM", "SIGINT"]
+
+
+def child(
+    body: str, loop: str = "asyncio", sig: str = "SIGTERM"
+) -> subprocess.CompletedProcess[str]:
+    """``body`` run after PRELUDE, its SIGTERM read as ``sig``."""
     pytest.importorskip(loop)
-    code = PRELUDE.format(src=str(SRC), loop=loop) + textwrap.dedent(body)
+    code = PRELUDE.format(src=str(SRC), loop=loop) + textwrap.dedent(body).replace("SIGTERM", sig)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.parametrize("sig", SIGNALS)
 @pytest.mark.parametrize("loop", LOOPS)
-def test_uvicorns_raising_the_signal_again_exits_through_the_exit_hooks(loop):
+def test_uvicorns_raising_the_signal_again_exits_through_the_exit_hooks(loop, sig):
     """What uvicorn's Server.serve does after its graceful shutdown: it puts
-    back the handler it found and raises the signal it caught."""
+    back the handler it found and raises the signal it caught. (SIGINT: a
+    terminal's Ctrl-C reaches gunicorn's workers too; the worker died by its
+    default action, and its spans still waiting with it.)"""
     done = child(
         """
         async def serve():
@@ -78,6 +92,7 @@ def test_uvicorns_raising_the_signal_again_exits_through_the_exit_hooks(loop):
         sys.exit(0)
         """,
         loop,
+        sig,
     )
     assert (done.returncode, done.stderr) == (0, "")
     # Raised from the loop's next callback: serve() ends first, as it would
@@ -86,8 +101,9 @@ def test_uvicorns_raising_the_signal_again_exits_through_the_exit_hooks(loop):
     assert "serve returned" in done.stdout
 
 
+@pytest.mark.parametrize("sig", SIGNALS)
 @pytest.mark.parametrize("loop", LOOPS)
-def test_sigterm_before_uvicorn_serves_exits_through_the_exit_hooks(loop):
+def test_sigterm_before_uvicorn_serves_exits_through_the_exit_hooks(loop, sig):
     """While the worker's loop runs uvicorn's start-up (config, lifespan),
     before uvicorn puts a handler of its own."""
     done = child(
@@ -102,6 +118,7 @@ def test_sigterm_before_uvicorn_serves_exits_through_the_exit_hooks(loop):
         print("worker returned", flush=True)
         """,
         loop,
+        sig,
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.splitlines() == ["not interrupted here", "exit hooks ran"]
@@ -135,14 +152,16 @@ def test_sigterm_inside_uvloops_own_start_up_ends_the_worker_as_without_the_hook
     assert (done.returncode, done.stdout, done.stderr) == (-signal.SIGTERM, "", "")
 
 
-def test_sigterm_with_no_loop_running_is_sigterms_default_action():
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_sigterm_with_no_loop_running_is_sigterms_default_action(sig):
     done = child(
         """
         signal.raise_signal(signal.SIGTERM)
         print("not reached", flush=True)
-        """
+        """,
+        sig=sig,
     )
-    assert (done.returncode, done.stdout, done.stderr) == (-signal.SIGTERM, "", "")
+    assert (done.returncode, done.stdout, done.stderr) == (-getattr(signal, sig), "", "")
 
 
 def test_a_worker_with_a_handler_of_its_own_is_left_alone():

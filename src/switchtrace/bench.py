@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import importlib.util
 import json
@@ -274,8 +275,15 @@ class InProcess:
         async_capable flag, which their middleware chain keeps."""
         asgi, wsgi = self._handlers[variant]
         if server == "asgi":
-            return example.run_in_server_loop(
-                _asgi_load(asgi, endpoint, requests, concurrency, variant)
+            # In a context of its own, as an ASGI server's loop is: nothing
+            # of the WSGI requests served in this thread. asgiref before 3.9
+            # keeps what its Local holds (AsyncToSync's executors) in one
+            # dict that its context variable shares with every copy: set
+            # by a WSGI request's async_to_sync here, concurrent ASGI
+            # requests took each other's executor (a RuntimeError, or a hang).
+            return contextvars.Context().run(
+                example.run_in_server_loop,
+                _asgi_load(asgi, endpoint, requests, concurrency, variant),
             )
         return _wsgi_load(wsgi, endpoint, requests, concurrency, variant)
 

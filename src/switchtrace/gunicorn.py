@@ -1,14 +1,17 @@
-"""A gunicorn hook for uvicorn's worker, so that SIGTERM loses no spans.
+"""A gunicorn hook for uvicorn's worker, so that SIGTERM (and SIGINT: Ctrl-C)
+loses no spans.
 
 In ``gunicorn.conf.py`` (gunicorn reads it from its working directory)::
 
     from switchtrace.gunicorn import post_worker_init
 
-uvicorn's worker for gunicorn leaves SIGTERM at its default action, which
-uvicorn raises again after its graceful shutdown: the worker dies without
-running the exit hooks, and the spans still waiting for their batch are
-lost. The hook makes it exit through them. gunicorn's own workers have a
-handler of their own by then and are left alone.
+uvicorn's worker for gunicorn leaves SIGTERM and SIGINT at their default
+action, and uvicorn raises the one it caught again after its graceful
+shutdown: the worker dies without running the exit hooks, and the spans
+still waiting for their batch are lost. (A terminal's Ctrl-C sends SIGINT to
+gunicorn's workers too, not only to its master.) The hook makes it exit
+through them. gunicorn's own workers have handlers of their own by then and
+are left alone.
 """
 
 from __future__ import annotations
@@ -19,14 +22,20 @@ import sys
 from types import FrameType
 from typing import Any
 
+#: The signals that uvicorn's worker leaves at their default action and
+#: raises again after its graceful shutdown.
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 def post_worker_init(worker: Any) -> None:
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, exit_through_the_exit_hooks)
+    for signum in SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, exit_through_the_exit_hooks)
 
 
 def exit_through_the_exit_hooks(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM's handler: ``sys.exit(0)`` from the worker's event loop.
+    """SIGTERM's and SIGINT's handler: ``sys.exit(0)`` from the worker's
+    event loop.
 
     It is raised from a callback of the loop, where loops expect it: the
     signal may interrupt the loop's own Python code (uvloop calls back into
@@ -36,13 +45,14 @@ def exit_through_the_exit_hooks(signum: int, frame: FrameType | None) -> None:
 
     With no event loop running, the worker is not serving: it has not started
     yet (nothing to lose) or its loop has returned and it is on its way out
-    through the exit hooks. SIGTERM then does what it does without the hook.
+    through the exit hooks. The signal then does what it does without the
+    hook.
     This is also the case, with uvloop, while its loop starts or stops.
     """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.raise_signal(signal.SIGTERM)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
         return
     loop.call_soon_threadsafe(sys.exit, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -1484,7 +1485,17 @@ def registered_sampler(tmp_path, monkeypatch):
         f"[opentelemetry_traces_sampler]\nzz_keep_none = {__name__}:keep_none\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    return "zz_keep_none"
+    # The SDK reads the entry points once for the process (a test that had
+    # it look for a sampler before hid this one): read again here, and after.
+    cached = getattr(
+        importlib.import_module("opentelemetry.util._importlib_metadata"),
+        "_original_entry_points_cached",
+        None,
+    )
+    forget = getattr(cached, "cache_clear", lambda: None)
+    forget()
+    yield "zz_keep_none"
+    forget()
 
 
 def test_a_sampler_a_package_registers_is_taken_and_used(registered_sampler, monkeypatch):

@@ -520,7 +520,13 @@ def _refuse(record: logging.LogRecord) -> bool:
 
 
 def _logger_state(logger: logging.Logger) -> tuple:
-    return (logger.handlers, logger.propagate, logger.disabled, logger.level, logger.filters)
+    return (
+        list(logger.handlers),
+        logger.propagate,
+        logger.disabled,
+        logger.level,
+        list(logger.filters),
+    )
 
 
 def _set_logger_state(logger: logging.Logger, state: tuple) -> None:

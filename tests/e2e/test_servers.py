@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import re
 import signal
@@ -140,7 +141,8 @@ def test_each_route_gives_the_tables_figures(server):
             response = client.get(f"{path}?seq-{path}")
             assert response.status_code == 200
             assert figures(response) == EXPECTED[server.kind, server.variant, path][0], path
-    recorded = read_records(server, len(routes))
+    # This test's own (the module's tests share the server and its records).
+    recorded = read_records(server, {f"seq-{path}" for path in routes})
     for path in routes:
         record = recorded[f"seq-{path}"]
         headers, total = EXPECTED[server.kind, server.variant, path]
@@ -168,7 +170,7 @@ def test_fifty_concurrent_mixed_requests_each_carry_their_own_figures(server):
     assert [r.status_code for r in responses] == [200] * 50
     for (n, path), response in zip(plan, responses, strict=True):
         assert figures(response) == EXPECTED[server.kind, server.variant, path][0], (n, path)
-    recorded = read_records(server, len(routes) + 50)
+    recorded = read_records(server, {f"c{n}" for n in range(50)})
     for n, path in plan:
         headers, total = EXPECTED[server.kind, server.variant, path]
         assert recorded[f"c{n}"]["at_headers"] == list(headers), (n, path)
@@ -523,6 +525,41 @@ def test_gunicorns_asgi_worker_stopped_by_sigint_loses_none_of_its_spans(tmp_pat
     spans = _trace_of(tmp_path / "traces.jsonl", "before-sigint")
     assert len(spans) == 20
     assert sum(span["name"] == "async_to_sync noop" for span in spans) == 3
+    assert "switchtrace" not in server.output()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
+def test_gunicorn_with_uvicorns_worker_on_ctrl_c_loses_none_of_its_spans(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole process group:
+    gunicorn's master and its workers. uvicorn's worker leaves SIGINT at its
+    default action, as it does SIGTERM, and raises it again after its
+    graceful shutdown: the worker died by it, and the request's spans still
+    waiting for their batch (here a minute) with it, all 17. The example
+    project's post_worker_init hook now takes SIGINT as it takes SIGTERM."""
+    server = Server(
+        "gunicorn-uvicorn",
+        "shipped",
+        tmp_path / "records.jsonl",
+        workers=1,
+        extra_env={"OTEL_BSP_SCHEDULE_DELAY": "60000"},
+    )
+    try:
+        response = httpx.get(server.url + "/sync/?ctrl-c", timeout=10)
+        assert "ctrl-c" in read_records(server, {"ctrl-c"})
+        workers = _children(server.process.pid)
+        assert len(workers) == 1
+        for pid in [server.process.pid, *workers]:  # the terminal's process group
+            os.kill(pid, signal.SIGINT)
+        server.process.wait(timeout=30)
+    finally:
+        server.stop()
+    assert figures(response) == EXPECTED["gunicorn-uvicorn", "shipped", "/sync/"][0]
+    assert len(_trace_of(tmp_path / "traces.jsonl", "ctrl-c")) == 17
     assert "switchtrace" not in server.output()
 
 

@@ -2046,6 +2046,38 @@ def test_a_request_whose_task_is_destroyed_pending_is_finished_quietly(records):
     assert record.totals() == tracer.Figures(2, 2, 0, 1)
 
 
+def test_a_django_request_closed_from_another_context_is_finished_quietly(records):
+    """An ASGI request as Django's handler serves it, in asgiref's
+    ThreadSensitiveContext, its coroutine closed from another context (what
+    the garbage collector does to a task destroyed pending): the context
+    manager's ``__aexit__`` fails first (asgiref's own token), so the
+    GeneratorExit was one error further back from switchtrace's, which was
+    logged as switchtrace's internal error (the suite's hook fails it). The
+    caller gets asgiref's error, as without switchtrace."""
+
+    async def request() -> None:
+        record, token = tracer.start_request(tracer.ASGI)
+        try:
+            async with ThreadSensitiveContext():
+                await asyncio.sleep(3600)
+        finally:
+            tracer.finish_request(record, token)
+
+    loop = asyncio.new_event_loop()
+    try:
+        coro = request()
+        task = loop.create_task(coro)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert not task.done()  # the request waits
+        with pytest.raises(ValueError, match="thread_sensitive_context"):
+            contextvars.Context().run(coro.close)
+    finally:
+        loop.close()
+    [record] = records
+    assert record.finished
+    assert record.totals() == tracer.Figures(0, 0, 0, 0)
+
+
 async def _resumed_elsewhere(coro: Any) -> Any:
     """Drive ``coro`` by hand: its first step in this context, the rest, once
     what it waits for is done, in a copy of it (an application's own

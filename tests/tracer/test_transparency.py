@@ -241,6 +241,32 @@ def test_thread_sensitive_code_runs_on_the_same_threads():
     assert traced["insensitive_is_caller"] is False
 
 
+def test_the_task_running_async_to_syncs_code_holds_a_coroutine_named_as_asgirefs():
+    """switchtrace's layer around AsyncToSync.main_wrap is the coroutine of
+    the task that runs the awaited code (on the outer loop, or on the one
+    asgiref makes): it was named _trace_main_wrap, in the task's repr and
+    wherever an application names tasks after their coroutine."""
+
+    async def named():
+        coro = asyncio.current_task().get_coro()
+        return coro.__name__, coro.__qualname__
+
+    def from_a_thread_of_the_loop():
+        async def outer():
+            return await sync_to_async(async_to_sync(named))()
+
+        return asyncio.run(outer())
+
+    def on_a_new_loop():
+        return async_to_sync(named)()
+
+    plain, traced = both(from_a_thread_of_the_loop)
+    assert plain == traced == ("main_wrap", "AsyncToSync.main_wrap")
+    plain, traced = both(on_a_new_loop)  # asgiref 3.9 on: its new_loop_wrap's task
+    assert plain == traced
+    assert plain[1].startswith("AsyncToSync.")
+
+
 def test_coroutine_detection_is_unchanged():
     def f():
         return 1

@@ -69,8 +69,23 @@ def put_back(
     try:
         variable.reset(token)
     except ValueError as error:
-        if not isinstance(error.__context__, GeneratorExit):
+        if not _while_closed(error):
             swallow(where)
+
+
+def _while_closed(error: BaseException) -> bool:
+    """Whether ``error`` was raised while a GeneratorExit was being handled:
+    directly, or under the errors that the coroutine's other ``finally``
+    blocks raised before ours (asgiref's ThreadSensitiveContext, whose
+    ``__aexit__`` fails the same way first under Django's ASGI handler)."""
+    seen = 0
+    context = error.__context__
+    while context is not None and seen < 100:  # a chain made by hand may loop
+        if isinstance(context, GeneratorExit):
+            return True
+        context = context.__context__
+        seen += 1
+    return False
 
 
 def reset_reported() -> None:

@@ -522,6 +522,15 @@ async def _trace_main_wrap(record: RequestRecord, crossing: Crossing, call: Any)
         crossing.end_ns = end if returned is None or end < returned else returned
 
 
+# Its coroutine is the one the task running an async_to_sync's code holds, in
+# place of asgiref's: named as asgiref's (a task's repr, an application's task
+# factory or debug log naming tasks after their coroutine), as a wrapt wrapper
+# is named as what it wraps. Its frames keep their own name (tracebacks,
+# profilers).
+_trace_main_wrap.__name__ = "main_wrap"
+_trace_main_wrap.__qualname__ = "AsyncToSync.main_wrap"
+
+
 # -- asyncio.run from synchronous code: same thread, new loop ------------------
 
 
