@@ -803,7 +803,8 @@ def test_what_goes_together_passes_the_checks(argv, tmp_path, monkeypatch, capsy
          "--overhead measures one middleware variant; --variants gave 2 (sync-only, shipped); "
          "allowed: one of shipped, sync-only, none"),
         (["--tolerance", "0", "--overhead"],
-         "--tolerance goes with --compare, which it is the tolerance of"),
+         "--tolerance goes with --compare, which it is the tolerance of; allowed: --tolerance "
+         "with --compare FILE, or neither"),
         (["--compare", "base.json", "--variants", "shipped", "--endpoints", "/sync/"],
          "--compare: base.json has none of the cells this run measures, so nothing would be "
          "compared; its cells: ASGI none /sync/; this run's: ASGI shipped /sync/; allowed: the "
@@ -814,7 +815,8 @@ def test_what_goes_together_passes_the_checks(argv, tmp_path, monkeypatch, capsy
          "compared; its cells: ASGI none /sync/; this run's: ASGI shipped /async/, ASGI "
          "sync-only /async/, ASGI none /async/; allowed: the --servers, --endpoints and "
          "--variants of a run that shares a cell with it"),
-        (["--compare", "missing.json"], "--compare: missing.json does not exist"),
+        (["--compare", "missing.json"], "--compare: missing.json does not exist; allowed: a "
+         "file written by 'switchtrace bench --json'"),
     ],
 )  # fmt: skip
 def test_what_does_not_go_together_is_bad_input(argv, message, tmp_path, monkeypatch, capsys):

@@ -807,7 +807,10 @@ def test_explain_through_manage_py(tmp_path):
         text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2  # bad input, as for switchtrace explain
-    assert bad.stderr.strip() == "CommandError: the URL '/nowhere/' does not resolve to a view"
+    assert bad.stderr.strip() == (
+        "CommandError: the URL '/nowhere/' does not resolve to a view; allowed: a URL of "
+        "ROOT_URLCONF 'project.urls'"
+    )
 
 
 @pytest.mark.parametrize("how", ["script", "module"])
@@ -841,7 +844,8 @@ def test_explain_finds_the_settings_module_in_the_current_directory(how, tmp_pat
     ("args", "environ", "message"),
     [
         (["explain", "--url", "/nowhere/"], {},
-         "switchtrace explain: error: the URL '/nowhere/' does not resolve to a view"),
+         "switchtrace explain: error: the URL '/nowhere/' does not resolve to a view; allowed: "
+         "a URL of ROOT_URLCONF 'project.urls'"),
         (["explain", "--measure"], {}, "switchtrace explain: error: --measure needs --url"),
         (["explain"], {"DJANGO_SETTINGS_MODULE": "tests.broken_settings"},
          "switchtrace explain: error: MIDDLEWARE entry 'shop.middleware.Missing' cannot be "

@@ -180,7 +180,7 @@ EXPLAIN_BAD_INPUT = [
      "DJANGO_SETTINGS_MODULE='project.settings' cannot be imported: "
      "SWITCHTRACE_EXAMPLE_MIDDLEWARE='fast': allowed are shipped, sync-only, none"),
     ([], {"DJANGO_SETTINGS_MODULE": "string_mw_settings"},
-     "switchtrace explain: error: MIDDLEWARE must be a list of dotted paths; it is a str"),
+     "switchtrace explain: error: MIDDLEWARE must be a list of dotted paths; it is of type str"),
     ([], {"DJANGO_SETTINGS_MODULE": "raising_mw_settings"},
      "MIDDLEWARE entry 'raising_mw.Middleware' cannot be imported: ValueError: middleware bug "
      f"(site{os.sep}raising_mw.py, line 1)"),
@@ -355,7 +355,11 @@ def test_explain_puts_the_project_directory_first_on_the_path(tmp_path):
 @pytest.mark.parametrize("command", ["demo", "bench"])
 @pytest.mark.parametrize(
     ("where", "found"),
-    [("nowhere", "no such directory"), ("site", "it has no project/settings.py")],
+    [
+        ("nowhere", "no such directory"),
+        ("site", "it has no project/settings.py"),
+        ("site/plain_urls.py", "not a directory"),
+    ],
 )
 def test_demo_and_bench_name_a_wrong_example_project_variable(command, where, found, tmp_path):
     """$SWITCHTRACE_EXAMPLE_PROJECT, when set, is the only place looked in:
@@ -687,7 +691,8 @@ BENCH_BAD_INPUT = [
      "switchtrace bench: error: --overhead measures one middleware variant; --variants gave "
      "2 (sync-only, none); allowed: one of shipped, sync-only, none"),
     (["--tolerance", "0.2"],
-     "switchtrace bench: error: --tolerance goes with --compare, which it is the tolerance of"),
+     "switchtrace bench: error: --tolerance goes with --compare, which it is the tolerance of; "
+     "allowed: --tolerance with --compare FILE, or neither"),
     # An empty one (--compare "$BASELINE", the variable unset) compared
     # nothing and exited 0: a CI gate that always passed.
     (["--compare", ""],
@@ -1921,7 +1926,8 @@ def test_an_unrecognized_argument_is_named_with_what_the_command_takes(args, mes
         (
             ["bench", "--compare", "base.json\r", "--project", "nowhere"],
             {},
-            "switchtrace bench: error: --compare: 'base.json\\r' does not exist",
+            "switchtrace bench: error: --compare: 'base.json\\r' does not exist; allowed: a "
+            "file written by 'switchtrace bench --json'",
         ),
         (
             ["demo", "--project", "nowhere\r"],

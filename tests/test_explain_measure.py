@@ -279,8 +279,8 @@ def test_the_host_is_derived_from_allowed_hosts_as_django_checks_it():
             assert request_host() == host, allowed
     for allowed, message in [
         (["api.example.com:8000"], "ALLOWED_HOSTS = ['api.example.com:8000'] allows none;"),
-        ("example.com", "ALLOWED_HOSTS must be a list of host names; it is a str"),
-        (["example.com", 7], "ALLOWED_HOSTS entry 7 is a int; allowed: a host name"),
+        ("example.com", "ALLOWED_HOSTS must be a list of host names; it is of type str"),
+        (["example.com", 7], "ALLOWED_HOSTS entry 7 is of type int; allowed: a host name"),
     ]:
         with override_settings(DEBUG=True, ALLOWED_HOSTS=allowed):
             with pytest.raises(ExplainError) as refused:
@@ -343,7 +343,11 @@ def test_a_raising_view_is_one_line_with_debug_on(command, tmp_path):
          "--url 'sync/' is not a path; allowed: a path of the project beginning with '/', "
          "optionally with a query string, e.g. /sync/ or /search/?q=x"),
         (["--measure"], "--measure needs --url"),
-        (["--url", "/nowhere/"], "the URL '/nowhere/' does not resolve to a view"),
+        # urlsplit drops line breaks: it resolved as /sync/.
+        (["--url", "/sync/\n"], "--url '/sync/\\n' holds a control character; allowed: a path "
+         "of the project, with such characters percent-encoded (e.g. %0A)"),
+        (["--url", "/nowhere/"], "the URL '/nowhere/' does not resolve to a view; allowed: a "
+         "URL of ROOT_URLCONF 'fresh_urls'"),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("command", COMMANDS)

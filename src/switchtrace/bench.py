@@ -744,7 +744,10 @@ def load_baseline(path: str) -> dict[str, Any]:
             "written by 'switchtrace bench --json'"
         ) from None
     except FileNotFoundError:
-        raise BadBaseline(f"--compare: {given} does not exist") from None
+        raise BadBaseline(
+            f"--compare: {given} does not exist; allowed: a file written by "
+            "'switchtrace bench --json'"
+        ) from None
     except IsADirectoryError:
         raise BadBaseline(
             f"--compare: {given} is a directory; allowed: a file written by "
@@ -1656,7 +1659,10 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(example.VARIANTS)}"
         )
     if args.tolerance is not None and not args.compare:
-        return _bad_input("--tolerance goes with --compare, which it is the tolerance of")
+        return _bad_input(
+            "--tolerance goes with --compare, which it is the tolerance of; allowed: "
+            "--tolerance with --compare FILE, or neither"
+        )
     args.variants = args.variants or list(example.VARIANTS)
     if not args.overhead and max(args.concurrency or DEFAULT_CONCURRENCY) > args.requests:
         # As ab's -n and -c: the level would not be reached.

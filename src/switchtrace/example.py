@@ -87,7 +87,12 @@ def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool 
             return candidate.resolve()
     if given is not None:
         # Not "pass --project PATH": it was passed, or the variable wins over it.
-        found = "it has no project/settings.py" if candidates[0].is_dir() else "no such directory"
+        if candidates[0].is_dir():
+            found = "it has no project/settings.py"
+        elif candidates[0].exists():
+            found = "not a directory"
+        else:
+            found = "no such directory"
         allowed = "the examples/project directory of a switchtrace checkout, or a copy of it"
         if explicit is None:
             allowed += ", or the variable unset"

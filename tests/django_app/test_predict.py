@@ -258,14 +258,17 @@ def test_middleware_that_is_not_a_list_of_importable_paths_is_bad_input():
     ]
     for middleware, message in [
         ("tests.test_predict_support.AsyncOnly", "MIDDLEWARE must be a list of dotted paths; "
-         "it is a str"),
-        (None, "MIDDLEWARE must be a list of dotted paths; it is a NoneType"),
+         "it is of type str"),
+        (None, "MIDDLEWARE must be a list of dotted paths; it is of type NoneType"),
         ({"tests.test_predict_support.AsyncOnly"}, "MIDDLEWARE must be a list of dotted paths; "
-         "it is a set"),
-        ([7], "MIDDLEWARE entry 7 is a int; allowed: the dotted path of a middleware, as a "
+         "it is of type set"),
+        ([7], "MIDDLEWARE entry 7 is of type int; allowed: the dotted path of a middleware, as a "
          "string"),
-        ([_RaisingRepr()], "MIDDLEWARE entry <_RaisingRepr object> is a _RaisingRepr; allowed: "
-         "the dotted path of a middleware, as a string"),
+        ([_RaisingRepr()], "MIDDLEWARE entry <_RaisingRepr object> is of type _RaisingRepr; "
+         "allowed: the dotted path of a middleware, as a string"),
+        # Django's import error read "MIDDLEWARE entry '' cannot be imported:  doesn't
+        # look like a module path".
+        ([""], "MIDDLEWARE entry '' is empty; allowed: the dotted path of a middleware"),
         (["tests.nowhere.Middleware"], "MIDDLEWARE entry 'tests.nowhere.Middleware' cannot be "
          "imported: No module named 'tests.nowhere'"),
     ]:  # fmt: skip

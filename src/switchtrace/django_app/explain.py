@@ -58,13 +58,18 @@ class ApplicationError(ExplainError):
 def check_middleware(paths: Any) -> list[str]:
     if isinstance(paths, str) or not isinstance(paths, (list, tuple)):
         raise ExplainError(
-            f"MIDDLEWARE must be a list of dotted paths; it is a {type(paths).__name__}"
+            f"MIDDLEWARE must be a list of dotted paths; it is of type {type(paths).__name__}"
         )
     for path in paths:
         if not isinstance(path, str):
             raise ExplainError(
-                f"MIDDLEWARE entry {text.shown(path)} is a {type(path).__name__}; allowed: "
-                "the dotted path of a middleware, as a string"
+                f"MIDDLEWARE entry {text.shown(path)} is of type {type(path).__name__}; "
+                "allowed: the dotted path of a middleware, as a string"
+            )
+        if not path.strip():
+            # (Django's import error for it reads "  doesn't look like a module path".)
+            raise ExplainError(
+                f"MIDDLEWARE entry {path!r} is empty; allowed: the dotted path of a middleware"
             )
         try:
             import_string(path)
@@ -83,6 +88,12 @@ def split_url(url: str) -> tuple[str, str]:
     """(the path to resolve, percent-decoded as Django decodes it; the URL to
     request: that path with its query string) of ``url``, or an ExplainError
     if it is not a path."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        # (urlsplit drops tabs and line breaks: '/sync/\n' resolved as /sync/.)
+        raise ExplainError(
+            f"--url {url!r} holds a control character; allowed: a path of the project, "
+            "with such characters percent-encoded (e.g. %0A)"
+        )
     if not url.startswith("/") or url.startswith("//"):
         raise ExplainError(
             f"--url {url!r} is not a path; allowed: a path of the project beginning with "
@@ -113,7 +124,10 @@ def view_kind(url: str) -> tuple[bool, str]:
     try:
         match = resolve(path)
     except Resolver404:
-        raise ExplainError(f"the URL {url!r} does not resolve to a view") from None
+        raise ExplainError(
+            f"the URL {url!r} does not resolve to a view; allowed: a URL of ROOT_URLCONF "
+            f"{urlconf!r}"
+        ) from None
     except Exception as exc:  # the URLconf (or a module it imports) does not import
         raise ExplainError(
             f"ROOT_URLCONF {urlconf!r} cannot be loaded: {describe_error(exc)}"
@@ -140,12 +154,12 @@ def request_host() -> str:
     allowed = settings.ALLOWED_HOSTS
     if not isinstance(allowed, (list, tuple)):
         raise ExplainError(
-            f"ALLOWED_HOSTS must be a list of host names; it is a {type(allowed).__name__}"
+            f"ALLOWED_HOSTS must be a list of host names; it is of type {type(allowed).__name__}"
         )
     for pattern in allowed:
         if not isinstance(pattern, str):  # Django's host check would raise on it
             raise ExplainError(
-                f"ALLOWED_HOSTS entry {text.shown(pattern)} is a {type(pattern).__name__}; "
+                f"ALLOWED_HOSTS entry {text.shown(pattern)} is of type {type(pattern).__name__}; "
                 "allowed: a host name, '.example.com' or '*', as a string"
             )
     patterns = list(allowed)
