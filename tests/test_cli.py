@@ -784,6 +784,28 @@ def test_explain_predicts_and_measures(tmp_path):
     ) in lines
 
 
+@pytest.mark.parametrize(
+    "url, measured",
+    [
+        ("/stream/", "34 switches, 34 hops, 0 loops"),
+        ("/async-stream/", "4 switches, 4 hops, 2 loops"),
+    ],
+)
+def test_explain_measures_a_stream_of_the_other_kind_without_djangos_warning(
+    url, measured, tmp_path
+):
+    """Django warns of a stream of the other kind of iterator than the
+    server's (/stream/ under ASGI, /async-stream/ under WSGI): its two lines
+    came amid the output, one pointing at switchtrace's code; the prediction
+    already says what it costs."""
+    out = run(["explain", "--url", url, "--measure"], tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert (
+        f"  measured: {measured} (as predicted, with 2 of the conditional switches listed above)"
+        in out.stdout.splitlines()
+    )
+
+
 def test_explain_through_manage_py(tmp_path):
     from .conftest import EXAMPLE
 

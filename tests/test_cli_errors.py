@@ -438,7 +438,13 @@ ONE_SYNC = ["--endpoints", "/sync/", "--variants", "none", "--concurrency", "1",
         ["bench", "--servers", "wsgi", *ONE_SYNC[:4], "--concurrency", "2", "--requests", "2"],
         ["bench", "--overhead", "--servers", "asgi", *ONE_SYNC[:2], *ONE_SYNC[6:]],
     ],
-    ids=["demo", "bench asgi", "bench wsgi", "bench wsgi c=2", "bench --overhead"],
+    ids=[
+        "demo",
+        "bench asgi",
+        "bench wsgi",
+        "bench wsgi c=2",
+        "bench --overhead",
+    ],
 )
 def test_demo_and_bench_when_a_view_raises(command, tmp_path):
     """A copy of the example project whose sync view raises: Django turns it
@@ -494,6 +500,73 @@ def test_demo_and_bench_when_an_endpoint_is_not_served(command, message, tmp_pat
     urls.write_text(urls.read_text().replace('path("sync/"', 'path("synced/"'))
     out = switchtrace([*command, "--project", "unrouted"], tmp_path)
     assert one_line(out, 1) == f"switchtrace {command[0]}: error: {message}"
+
+
+def test_bench_when_an_async_view_raises_under_concurrent_requests(tmp_path):
+    """Under ASGI at a concurrency of 50, the requests still being served
+    when one raised were left pending in the loop: "Task was destroyed but
+    it is pending!" (or an asgiref token's traceback) for each, 90 lines
+    after the command's own."""
+    import shutil
+
+    project = tmp_path / "raising"
+    shutil.copytree(EXAMPLE, project)
+    with (project / "project" / "views.py").open("a") as f:
+        f.write('\n\nasync def async_view(request):\n    raise KeyError("no such key")\n')
+    line = (project / "project" / "views.py").read_text().splitlines().index(
+        '    raise KeyError("no such key")'
+    ) + 1
+    out = switchtrace(
+        ["bench", "--servers", "asgi", "--endpoints", "/async/", "--variants", "shipped",
+         "--concurrency", "50", "--requests", "100", "--rounds", "1", "--warmup", "0",
+         "--project", "raising"], tmp_path
+    )  # fmt: skip
+    assert one_line(out, 1) == (
+        f"switchtrace bench: error: KeyError: 'no such key' "
+        f"(raising{os.sep}project{os.sep}views.py, line {line}, in async_view)"
+    )
+
+
+@pytest.mark.parametrize("driver", ["in-process", "server"])
+def test_an_error_response_is_told_as_its_own_not_as_an_earlier_requests(driver, tmp_path):
+    """/sync/ raises, and a middleware answers its 500 with a 200 (measured:
+    a response of its own); /async-io/ is not routed. The 404 of /async-io/
+    was told as /sync/'s KeyError, noted for the whole run."""
+    import shutil
+
+    project = tmp_path / "stale"
+    shutil.copytree(EXAMPLE, project)
+    with (project / "project" / "views.py").open("a") as f:
+        f.write('\n\ndef sync_view(request):\n    raise KeyError("no such key")\n')
+    urls = project / "project" / "urls.py"
+    urls.write_text(urls.read_text().replace('path("async-io/"', 'path("async-io-x/"'))
+    (project / "project" / "fallback.py").write_text(
+        "from django.http import HttpResponse\n\n\n"
+        "def fallback(get_response):\n"
+        "    def middleware(request):\n"
+        "        response = get_response(request)\n"
+        '        return HttpResponse("sorry") if response.status_code == 500 else response\n\n'
+        "    return middleware\n"
+    )
+    settings = project / "project" / "settings.py"
+    settings.write_text(
+        settings.read_text().replace(
+            "STARTPROJECT_MIDDLEWARE = [\n",
+            'STARTPROJECT_MIDDLEWARE = [\n    "project.fallback.fallback",\n',
+        )
+    )
+    out = switchtrace(
+        ["bench", "--driver", driver, "--servers", "wsgi", "--endpoints", "/sync/,/async-io/",
+         "--variants", "shipped", "--concurrency", "1", "--requests", "2", "--rounds", "1",
+         "--warmup", "0", "--project", "stale"], tmp_path
+    )  # fmt: skip
+    if driver == "server":
+        told = "the WSGI server (gunicorn) answered GET /async-io/ with HTTP/1.1 404 Not Found"
+    else:
+        told = "GET /async-io/ under WSGI (shipped middleware) answered 404 Not Found" + (
+            NOT_THE_ENDPOINTS
+        )
+    assert one_line(out, 1) == f"switchtrace bench: error: {told}"
 
 
 def test_server_driver_starts_only_the_servers_measured_with_the_endpoint_measured(tmp_path):
@@ -583,6 +656,11 @@ BAD_BASELINES = [
      "field req_per_s.50.max is the number inf; allowed: a number, finite and not negative"),
     (matrix(good_cell(seq_us={"median": 1, "min": -1, "max": 1})),
      "field seq_us.min is the number -1; allowed: a number, finite and not negative"),
+    (matrix(good_cell(seq_us={"median": 1, "min": 1, "max": 10**400})),
+     "field seq_us.max is an integer of more than 20 digits; allowed: a number, finite and "
+     "not negative"),
+    (json.dumps({"format": 1, "mode": "matrix", "driver": 5, "cells": []}),
+     "--compare: base.json: field driver is the number 5; allowed: 'in-process' or 'server'"),
     # Compared, every cell was "slower" (a server's requests take longer), or
     # every slowdown hidden.
     (json.dumps({"format": 1, "mode": "matrix", "driver": "server", "cells": [good_cell()]}),
@@ -592,18 +670,35 @@ BAD_BASELINES = [
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
-@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
-def test_a_baseline_that_is_not_a_regular_file_is_bad_input(special, tmp_path):
-    """A FIFO blocked the command for ever; /dev/zero was read until memory
-    ran out."""
+@pytest.mark.parametrize(
+    "special, told",
+    [
+        ("fifo", "is not a JSON file (Expecting value: line 1 column 1 (char 0))"),
+        ("/dev/zero", "is a device or a socket; allowed: a file written by 'switchtrace "
+         "bench --json'"),
+    ],
+)  # fmt: skip
+def test_a_baseline_that_is_no_file_is_bad_input(special, told, tmp_path):
+    """A FIFO with no writer blocked the command for ever (read now, it is
+    empty; a pipe, --compare <(...), is read as a file); /dev/zero was read
+    until memory ran out."""
     if special == "fifo":
         os.mkfifo(tmp_path / "fifo")
     elif not os.path.exists(special):
         pytest.skip(f"no {special}")
     out = switchtrace(["bench", "--compare", special, "--project", "nowhere"], tmp_path)
+    assert one_line(out, 2) == f"switchtrace bench: error: --compare: {special} {told}"
+
+
+def test_a_baseline_larger_than_any_result_is_bad_input(tmp_path):
+    """A pipe that never ends (--compare <(yes)) was read until memory ran
+    out: 64 MiB at most."""
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (64 * 1024 * 1024 + 1))
+    out = switchtrace(["bench", "--compare", "big.json", "--project", "nowhere"], tmp_path)
     assert one_line(out, 2) == (
-        f"switchtrace bench: error: --compare: {special} is not a regular file (a FIFO, a "
-        "device); allowed: a file written by 'switchtrace bench --json'"
+        "switchtrace bench: error: --compare: big.json is larger than 64 MiB; allowed: a file "
+        "written by 'switchtrace bench --json'"
     )
 
 

@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from stat import S_ISDIR, S_ISREG
+from stat import S_ISDIR, S_ISFIFO, S_ISREG
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import example, text
@@ -307,14 +307,23 @@ async def _asgi_load(handler: Any, endpoint: str, requests: int, concurrency: in
         while remaining > 0:
             remaining -= 1
             start = time.perf_counter()
-            result = await example.asgi_request(handler, endpoint)
-            latencies.append(time.perf_counter() - start)
-            example.answered(result, "asgi", endpoint, variant)
+            try:
+                result = await example.asgi_request(handler, endpoint)
+                latencies.append(time.perf_counter() - start)
+                example.answered(result, "asgi", endpoint, variant)
+            except BaseException:
+                remaining = 0  # the others end with the request they serve
+                raise
             figures.append(result.figures())
             peak = max(peak, _threads())
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    # Every worker waited for: one that raised leaves no other's request
+    # pending in the loop (each a traceback at the command's exit).
+    ended = await asyncio.gather(*(worker() for _ in range(concurrency)), return_exceptions=True)
+    for each in ended:
+        if isinstance(each, BaseException):
+            raise each
     return time.perf_counter() - start, latencies, peak, figures
 
 
@@ -481,6 +490,11 @@ class Servers:
             elapsed, latencies, figures = asyncio.run(
                 _http_load("127.0.0.1", port, endpoint, requests, concurrency)
             )
+        except ServerFailed as exc:  # an error status: which server, which request
+            answered = str(exc).removeprefix("server answered ")
+            raise ServerFailed(
+                f"{self._name(server, variant)} answered GET {endpoint} with {answered}"
+            ) from None
         finally:
             stop.set()
             sampler.join()
@@ -711,16 +725,21 @@ class NotARegularFile(OSError):
     pass
 
 
+#: More than this is no ``--json`` result (a pipe that never ends).
+MAX_BASELINE_BYTES = 64 * 1024 * 1024
+
+
 def _regular_file_opener(path: str, flags: int) -> int:
-    """Opens ``path`` for reading unless it is not a regular file: a FIFO
-    would block the command for ever, /dev/zero fill its memory. Opened
-    without blocking, then checked (what it is cannot change in between)."""
+    """Opens ``path`` for reading if it is a file or a pipe (``<(...)``); not
+    a device (/dev/zero filled memory) or a socket. Opened without blocking,
+    so that a FIFO with no writer does not block the command for ever (read,
+    it is empty), then checked (what it is cannot change in between)."""
     fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
     try:
         mode = os.fstat(fd).st_mode
         if S_ISDIR(mode):
             raise IsADirectoryError(path)
-        if not S_ISREG(mode):
+        if not (S_ISREG(mode) or S_ISFIFO(mode)):
             raise NotARegularFile(path)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
@@ -737,11 +756,17 @@ def load_baseline(path: str) -> dict[str, Any]:
     given = text.argument(path)
     try:
         with open(path, "rb", opener=_regular_file_opener) as f:
-            data = json.loads(f.read())
+            content = f.read(MAX_BASELINE_BYTES + 1)
+        if len(content) > MAX_BASELINE_BYTES:
+            raise BadBaseline(
+                f"--compare: {given} is larger than {MAX_BASELINE_BYTES // 2**20} MiB; allowed: a "
+                "file written by 'switchtrace bench --json'"
+            )
+        data = json.loads(content)
     except NotARegularFile:
         raise BadBaseline(
-            f"--compare: {given} is not a regular file (a FIFO, a device); allowed: a file "
-            "written by 'switchtrace bench --json'"
+            f"--compare: {given} is a device or a socket; allowed: a file written by "
+            "'switchtrace bench --json'"
         ) from None
     except FileNotFoundError:
         raise BadBaseline(
@@ -769,6 +794,11 @@ def load_baseline(path: str) -> dict[str, Any]:
         raise BadBaseline(
             f"--compare: {given} is not a result of 'switchtrace bench --json' "
             f"(expected an object with format {FORMAT_VERSION}, mode 'matrix' and a cells list)"
+        )
+    driver = data.get("driver", "in-process")  # (written by every bench --json)
+    if driver not in ("in-process", "server"):
+        raise BadBaseline(
+            f"--compare: {given}: {_field(data, 'driver')}; allowed: 'in-process' or 'server'"
         )
     for index, cell in enumerate(data["cells"]):
         _check_cell(f"--compare: {given}: cell {index}", cell)
@@ -832,12 +862,22 @@ def _check_stat(
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
-            or not 0 <= value < math.inf  # NaN, Infinity, or below 0
+            or not _finite(value)
+            or value < 0
         ):
             raise BadBaseline(
                 f"{where}: {_field(stat, part, f'{name}.{part}')}; allowed: a number, finite "
                 "and not negative"
             )
+
+
+def _finite(value: float) -> bool:
+    """Not NaN nor infinite, and an integer the comparison's floats hold (1
+    and 400 zeros failed it, after the benchmark)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _field(holder: dict[str, Any], key: str, name: str | None = None) -> str:
@@ -853,6 +893,9 @@ def _kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
+    if isinstance(value, int) and abs(value) >= 10**20:
+        # (str() refuses more than 4300 digits.)
+        return "an integer of more than 20 digits"
     if isinstance(value, (int, float)):
         return f"the number {value}"
     if isinstance(value, str):

@@ -13,6 +13,7 @@ import os
 import site
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -388,15 +389,19 @@ class ErrorResponse(SetupError):
 
 #: What the project's code raised in the requests of :func:`answering`'s
 #: block (Django's got_request_exception: the uncaught exceptions that it
-#: turns into a 500 response), None outside one.
-_raised: list[BaseException] | None = None
+#: turns into a 500 response), by request (the id of its ASGI scope or WSGI
+#: environ, which Django's request keeps: Result.key), None outside one.
+_raised: dict[int, BaseException] | None = None
+_raised_lock = threading.Lock()
 
 
-def _note_raised(sender: Any, **kwargs: Any) -> None:
+def _note_raised(sender: Any, request: Any = None, **kwargs: Any) -> None:
     raised = _raised
     exc = sys.exc_info()[1]  # sent from the except block of Django's handler
-    if raised is not None and exc is not None:
-        raised.append(exc)
+    source = getattr(request, "scope", None) or getattr(request, "environ", None)
+    if raised is not None and exc is not None and source is not None:
+        with _raised_lock:
+            raised.setdefault(id(source), exc)
 
 
 @contextlib.contextmanager
@@ -406,7 +411,7 @@ def answering() -> Iterator[None]:
     from django.core.signals import got_request_exception
 
     global _raised
-    _raised = []
+    _raised = {}
     got_request_exception.connect(_note_raised, dispatch_uid="switchtrace.example")
     try:
         yield
@@ -417,14 +422,21 @@ def answering() -> Iterator[None]:
 
 def answered(result: Result, server: str, endpoint: str, variant: str) -> Result:
     """``result``, unless the request was answered with an error status: the
-    exception the project's code raised then (whose traceback names the
-    project's own line), else :class:`ErrorResponse`. The benchmark and the
-    demo must not measure an error response as the endpoint's (in an
-    :func:`answering` block)."""
+    exception the project's code raised in that request (whose traceback
+    names the project's own line), else :class:`ErrorResponse`. The
+    benchmark and the demo must not measure an error response as the
+    endpoint's (in an :func:`answering` block)."""
+    raised = _raised
+    exc = None
+    if raised is not None:
+        with _raised_lock:
+            # Taken whatever the status (a middleware may have answered a
+            # 200 for it): the key, an object's id, may be another's later.
+            exc = raised.pop(result.key, None)
     if result.status < 400:
         return result
-    if _raised:
-        raise _raised[0]
+    if exc is not None:
+        raise exc
     from http import HTTPStatus
 
     try:
@@ -463,6 +475,8 @@ class Result:
     #: ``time.perf_counter()`` just before the handler was called (the
     #: request built: a server's parsing, not the application's work).
     called_at: float | None = None
+    #: The id of the request's ASGI scope or WSGI environ (see answered).
+    key: int = 0
     #: ``time.perf_counter()`` when the client had the whole response: the
     #: last body message sent (ASGI), the body read (WSGI), before Django
     #: closes the response (``request_finished``, switchtrace's record
@@ -542,6 +556,7 @@ async def asgi_request(
         {k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]},
         b"".join(m.get("body", b"") for m in sent[1:]),
         called_at=called_at,
+        key=id(scope),
         received_at=received_at,
     )
 
@@ -589,5 +604,6 @@ def wsgi_request(
         b"".join(parts),
         complete,
         called_at=called_at,
+        key=id(env),
         received_at=received_at,
     )

@@ -269,6 +269,7 @@ def test_middleware_that_is_not_a_list_of_importable_paths_is_bad_input():
         # Django's import error read "MIDDLEWARE entry '' cannot be imported:  doesn't
         # look like a module path".
         ([""], "MIDDLEWARE entry '' is empty; allowed: the dotted path of a middleware"),
+        ([" "], "MIDDLEWARE entry ' ' is blank; allowed: the dotted path of a middleware"),
         (["tests.nowhere.Middleware"], "MIDDLEWARE entry 'tests.nowhere.Middleware' cannot be "
          "imported: No module named 'tests.nowhere'"),
     ]:  # fmt: skip

@@ -309,6 +309,30 @@ def test_the_losses_no_warning_told_are_told_at_shutdown(block_record, caplog):
     )
 
 
+def test_the_shutdowns_line_counts_in_all_the_lines_its_time_ran_out_on(block_record, caplog):
+    """The console's thread held in a write past the shutdown's time: the
+    queued line is told by the shutdown's own warning, the drop before it by
+    the last line, whose "in all" counts both (it said 1)."""
+    stream = GatedStream()
+    console = ConsoleReporter(stream=stream, queue_size=1)
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        console(block_record)
+        stream.in_write()
+        console(block_record)  # queued
+        console(block_record)  # dropped, untold: the thread is held
+        console.shutdown(0.2)
+        stream.let_through()  # the line held, written once the shutdown has given up
+        console._worker.join(10)
+    assert not console._worker.is_alive()
+    assert (console.written, console.dropped, console.failed) == (1, 2, 0)
+    assert warnings_of(caplog) == [
+        "switchtrace: shut down with the console lines of 1 request not written (the "
+        "shutdown's time ran out)",
+        "switchtrace: console shut down with the lines of 2 requests dropped in all (the lines "
+        "of 1 request dropped since the last warning)",
+    ]
+
+
 def test_a_console_with_nothing_untold_says_nothing_at_shutdown(block_record, caplog):
     """Every loss told by its warning: no line at shutdown (the tests above
     that end with every loss told check this too)."""

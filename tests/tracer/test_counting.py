@@ -2123,6 +2123,41 @@ def test_a_bridge_call_resumed_in_another_context_is_reported(raises, swallowed)
     swallowed.clear()
 
 
+def test_a_request_resumed_in_another_context_is_reported_whatever_the_error_carries(swallowed):
+    """The same while the application's error passes through, one raised as
+    a generator's cleanup failed (a GeneratorExit further back in its
+    chain, not the request's close): taken for the close of a task
+    destroyed pending, it was not reported."""
+
+    def generator():
+        try:
+            yield
+        finally:
+            raise KeyError("cleanup failed")  # while its GeneratorExit is handled
+
+    async def request():
+        record, token = tracer.start_request(tracer.ASGI)
+        try:
+            await asyncio.sleep(0.001)
+            closing = generator()
+            next(closing)
+            try:
+                closing.close()
+            except KeyError:
+                raise RuntimeError("the application's") from None
+        finally:
+            tracer.finish_request(record, token)
+
+    async def main():
+        return await _resumed_elsewhere(request())
+
+    raised = asyncio.run(main())
+    assert (type(raised), str(raised)) == (RuntimeError, "the application's")
+    assert isinstance(raised.__context__.__context__, GeneratorExit)
+    assert [(where, type(exc)) for where, exc in swallowed] == [("finish request", ValueError)]
+    swallowed.clear()
+
+
 def test_a_request_resumed_in_another_context_is_reported(records, swallowed):
     """A request's coroutine resumed in another context than it started in:
     finish_request cannot put back the record it made current in the first

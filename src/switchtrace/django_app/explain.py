@@ -69,7 +69,8 @@ def check_middleware(paths: Any) -> list[str]:
         if not path.strip():
             # (Django's import error for it reads "  doesn't look like a module path".)
             raise ExplainError(
-                f"MIDDLEWARE entry {path!r} is empty; allowed: the dotted path of a middleware"
+                f"MIDDLEWARE entry {path!r} is {'blank' if path else 'empty'}; allowed: the "
+                "dotted path of a middleware"
             )
         try:
             import_string(path)
@@ -222,7 +223,13 @@ def measure(server: str, url: str, host: str) -> Measured:
     from django.core.handlers.asgi import ASGIHandler
     from django.core.handlers.wsgi import WSGIHandler
 
-    from ..example import asgi_request, wsgi_request
+    from ..example import asgi_request, ignore_streaming_warnings, wsgi_request
+
+    # Django's warning for a stream of the other kind of iterator than the
+    # server's: the prediction says what it costs ("+2 when the response
+    # streams from a synchronous iterator"); its line, amid the output,
+    # pointed at switchtrace's code that read the body.
+    ignore_streaming_warnings()
     from ..testing import record_requests
     from . import telemetry
 

@@ -228,11 +228,15 @@ class ConsoleReporter(QueueWorker):
     def _tell_the_rest(self) -> None:
         if self._pid != os.getpid():
             return  # forked past the at-fork hooks, nothing served: the parent's
-        full, failed = self._full - self._full_told, self.failed - self._failed_told
-        if not (full or failed):
+        untold = _losses(self._full - self._full_told, self.failed - self._failed_told)
+        # Told here: the thread, if the shutdown's time ran out on it, must
+        # not tell them again once its write ends.
+        self._full_told, self._failed_told = self._full, self.failed
+        if not untold:
             return
-        in_all = _losses(self._full, self.failed)
-        untold = _losses(full, failed)
+        # In all: every line not written (those the shutdown's own warning
+        # told, and those whose record could not be formatted, included).
+        in_all = _losses(self.dropped, self.failed)
         since = "" if untold == in_all else f" ({untold} since the last warning)"
         logger.warning("switchtrace: console shut down with %s in all%s", in_all, since)
 

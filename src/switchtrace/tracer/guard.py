@@ -75,17 +75,16 @@ def put_back(
 
 def _while_closed(error: BaseException) -> bool:
     """Whether ``error`` was raised while a GeneratorExit was being handled:
-    directly, or under the errors that the coroutine's other ``finally``
-    blocks raised before ours (asgiref's ThreadSensitiveContext, whose
-    ``__aexit__`` fails the same way first under Django's ASGI handler)."""
+    directly, or under the same failure of the coroutine's other ``finally``
+    blocks before ours (a ValueError: asgiref's ThreadSensitiveContext,
+    whose ``__aexit__`` resets its own variable first under Django's ASGI
+    handler). Another error on the way is not the close's."""
     seen = 0
     context = error.__context__
-    while context is not None and seen < 100:  # a chain made by hand may loop
-        if isinstance(context, GeneratorExit):
-            return True
+    while isinstance(context, ValueError) and seen < 100:  # a chain made by hand may loop
         context = context.__context__
         seen += 1
-    return False
+    return isinstance(context, GeneratorExit)
 
 
 def reset_reported() -> None:
