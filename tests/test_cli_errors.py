@@ -670,24 +670,59 @@ BAD_BASELINES = [
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
-@pytest.mark.parametrize(
-    "special, told",
-    [
-        ("fifo", "is not a JSON file (Expecting value: line 1 column 1 (char 0))"),
-        ("/dev/zero", "is a device or a socket; allowed: a file written by 'switchtrace "
-         "bench --json'"),
-    ],
-)  # fmt: skip
-def test_a_baseline_that_is_no_file_is_bad_input(special, told, tmp_path):
-    """A FIFO with no writer blocked the command for ever (read now, it is
-    empty; a pipe, --compare <(...), is read as a file); /dev/zero was read
-    until memory ran out."""
-    if special == "fifo":
-        os.mkfifo(tmp_path / "fifo")
-    elif not os.path.exists(special):
-        pytest.skip(f"no {special}")
-    out = switchtrace(["bench", "--compare", special, "--project", "nowhere"], tmp_path)
-    assert one_line(out, 2) == f"switchtrace bench: error: --compare: {special} {told}"
+def test_a_baseline_from_a_named_pipe_is_read_once_its_writer_comes(tmp_path):
+    """As cat reads one (a writer-less FIFO waits; Ctrl-C ends the wait):
+    its content is the baseline's, here refused as no bench result."""
+    import socket
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def write_late() -> None:
+        time.sleep(0.5)
+        with open(fifo, "w") as f:  # waits for the reader
+            f.write("[]")
+
+    writer = threading.Thread(target=write_late, daemon=True)
+    writer.start()
+    out = switchtrace(["bench", "--compare", "fifo", "--project", "nowhere"], tmp_path)
+    writer.join(10)
+    assert one_line(out, 2) == (
+        "switchtrace bench: error: --compare: fifo is not a result of 'switchtrace bench "
+        "--json' (expected an object with format 1, mode 'matrix' and a cells list)"
+    )
+    listening = socket.socket(socket.AF_UNIX)
+    try:
+        listening.bind(str(tmp_path / "sock"))
+        out = switchtrace(["bench", "--compare", "sock", "--project", "nowhere"], tmp_path)
+    finally:
+        listening.close()
+    assert one_line(out, 2) == (
+        "switchtrace bench: error: --compare: sock is a device or a socket; allowed: a file "
+        "written by 'switchtrace bench --json'"
+    )
+
+
+def test_a_baseline_without_its_driver_is_an_in_process_ones(tmp_path):
+    """Every --json result names its driver: one without (made by hand) was
+    compared with any run; it is taken for an in-process one."""
+    (tmp_path / "base.json").write_text(matrix(good_cell()))
+    args = ["bench", "--driver", "server", "--compare", "base.json", "--project", "nowhere"]
+    assert one_line(switchtrace(args, tmp_path), 2) == (
+        "switchtrace bench: error: --compare: base.json was measured with --driver "
+        "in-process, this run with --driver server; allowed: a baseline measured with "
+        "--driver server"
+    )
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_a_baseline_that_is_a_device_is_bad_input(tmp_path):
+    """/dev/zero was read until memory ran out."""
+    out = switchtrace(["bench", "--compare", "/dev/zero", "--project", "nowhere"], tmp_path)
+    assert one_line(out, 2) == (
+        "switchtrace bench: error: --compare: /dev/zero is a device or a socket; allowed: a "
+        "file written by 'switchtrace bench --json'"
+    )
 
 
 def test_a_baseline_larger_than_any_result_is_bad_input(tmp_path):

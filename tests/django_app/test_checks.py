@@ -980,7 +980,8 @@ UNPRINTABLE = "tests.unprintable_raising.Unprintable: (its message cannot be sho
                 [
                     (
                         "switchtrace.E007",
-                        f"MIDDLEWARE must be a list of dotted paths; it is a {kind}: {value!r}.",
+                        "MIDDLEWARE must be a list of dotted paths; it is of type "
+                        f"{kind}: {value!r}.",
                         f"For example: MIDDLEWARE = [{MIDDLEWARE_PATH!r}, ...].",
                     )
                 ],

@@ -81,7 +81,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if middleware is None:
         messages.append(
             Error(
-                "MIDDLEWARE must be a list of dotted paths; it is a "
+                "MIDDLEWARE must be a list of dotted paths; it is of type "
                 f"{type(settings.MIDDLEWARE).__name__}: {shown(settings.MIDDLEWARE)}.",
                 hint=f"For example: MIDDLEWARE = [{MIDDLEWARE_PATH!r}, ...].",
                 id="switchtrace.E007",

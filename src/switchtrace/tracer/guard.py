@@ -75,13 +75,15 @@ def put_back(
 
 def _while_closed(error: BaseException) -> bool:
     """Whether ``error`` was raised while a GeneratorExit was being handled:
-    directly, or under the same failure of the coroutine's other ``finally``
-    blocks before ours (a ValueError: asgiref's ThreadSensitiveContext,
-    whose ``__aexit__`` resets its own variable first under Django's ASGI
-    handler). Another error on the way is not the close's."""
+    directly, or under what a close from another context makes the
+    coroutine's other ``finally`` blocks raise before ours: a ValueError
+    (asgiref's ThreadSensitiveContext, whose ``__aexit__`` resets its own
+    variable first under Django's ASGI handler) or a RuntimeError (Django
+    6.1's handler's TaskGroup, cancelling its tasks on a loop since closed:
+    "Event loop is closed"). Another error on the way is not the close's."""
     seen = 0
     context = error.__context__
-    while isinstance(context, ValueError) and seen < 100:  # a chain made by hand may loop
+    while isinstance(context, (ValueError, RuntimeError)) and seen < 100:  # a loop made by hand
         context = context.__context__
         seen += 1
     return isinstance(context, GeneratorExit)
