@@ -2138,7 +2138,10 @@ def test_a_bridge_call_resumed_in_another_context_is_reported(raises, swallowed)
     swallowed.clear()
 
 
-def test_a_request_resumed_in_another_context_is_reported_whatever_the_error_carries(swallowed):
+@pytest.mark.parametrize("cleanup", [KeyError, RuntimeError, ValueError])
+def test_a_request_resumed_in_another_context_is_reported_whatever_the_error_carries(
+    swallowed, cleanup
+):
     """The same while the application's error passes through, one raised as
     a generator's cleanup failed (a GeneratorExit further back in its
     chain, not the request's close): taken for the close of a task
@@ -2148,7 +2151,7 @@ def test_a_request_resumed_in_another_context_is_reported_whatever_the_error_car
         try:
             yield
         finally:
-            raise KeyError("cleanup failed")  # while its GeneratorExit is handled
+            raise cleanup("cleanup failed")  # while its GeneratorExit is handled
 
     async def request():
         record, token = tracer.start_request(tracer.ASGI)
@@ -2158,7 +2161,7 @@ def test_a_request_resumed_in_another_context_is_reported_whatever_the_error_car
             next(closing)
             try:
                 closing.close()
-            except KeyError:
+            except cleanup:
                 raise RuntimeError("the application's") from None
         finally:
             tracer.finish_request(record, token)

@@ -76,17 +76,24 @@ def put_back(
 def _while_closed(error: BaseException) -> bool:
     """Whether ``error`` was raised while a GeneratorExit was being handled:
     directly, or under what a close from another context makes the
-    coroutine's other ``finally`` blocks raise before ours: a ValueError
-    (asgiref's ThreadSensitiveContext, whose ``__aexit__`` resets its own
-    variable first under Django's ASGI handler) or a RuntimeError (Django
-    6.1's handler's TaskGroup, cancelling its tasks on a loop since closed:
-    "Event loop is closed"). Another error on the way is not the close's."""
+    coroutine's other ``finally`` blocks raise before ours: a context
+    variable's reset refused (asgiref's ThreadSensitiveContext, whose
+    ``__aexit__`` resets its own first under Django's ASGI handler), or
+    "Event loop is closed" (Django 6.1's handler's TaskGroup, cancelling its
+    tasks on a loop since closed). Any other error on the way, an
+    application's, is not the close's: what it carries is not looked into."""
     seen = 0
     context = error.__context__
-    while isinstance(context, (ValueError, RuntimeError)) and seen < 100:  # a loop made by hand
+    while context is not None and _of_a_close(context) and seen < 100:  # a loop made by hand
         context = context.__context__
         seen += 1
     return isinstance(context, GeneratorExit)
+
+
+def _of_a_close(error: BaseException) -> bool:
+    if isinstance(error, ValueError):
+        return str(error).endswith("was created in a different Context")
+    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
 
 
 def reset_reported() -> None:
