@@ -721,15 +721,15 @@ class BadBaseline(Exception):
     pass
 
 
-class NotARegularFile(OSError):
-    pass
+class NotAFileOrPipe(OSError):
+    """A device or a socket, given as a baseline."""
 
 
 #: More than this is no ``--json`` result (a pipe that never ends).
 MAX_BASELINE_BYTES = 64 * 1024 * 1024
 
 
-def _regular_file_opener(path: str, flags: int) -> int:
+def _file_or_pipe_opener(path: str, flags: int) -> int:
     """Opens ``path`` for reading if it is a file or a pipe (``<(...)``, a
     named pipe, which waits for its writer as ``cat`` would: Ctrl-C ends the
     wait); not a device (/dev/zero filled memory) or a socket."""
@@ -737,7 +737,7 @@ def _regular_file_opener(path: str, flags: int) -> int:
     if S_ISDIR(mode):
         raise IsADirectoryError(path)
     if not (S_ISREG(mode) or S_ISFIFO(mode)):
-        raise NotARegularFile(path)
+        raise NotAFileOrPipe(path)
     return os.open(path, flags)
 
 
@@ -747,7 +747,7 @@ def load_baseline(path: str) -> dict[str, Any]:
     file, the cell and the field."""
     given = text.argument(path)
     try:
-        with open(path, "rb", opener=_regular_file_opener) as f:
+        with open(path, "rb", opener=_file_or_pipe_opener) as f:
             content = f.read(MAX_BASELINE_BYTES + 1)
         if len(content) > MAX_BASELINE_BYTES:
             raise BadBaseline(
@@ -755,7 +755,7 @@ def load_baseline(path: str) -> dict[str, Any]:
                 "file written by 'switchtrace bench --json'"
             )
         data = json.loads(content)
-    except NotARegularFile:
+    except NotAFileOrPipe:
         raise BadBaseline(
             f"--compare: {given} is a device or a socket; allowed: a file written by "
             "'switchtrace bench --json'"

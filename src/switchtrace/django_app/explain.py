@@ -224,14 +224,14 @@ def measure(server: str, url: str, host: str) -> Measured:
     from django.core.handlers.wsgi import WSGIHandler
 
     from ..example import asgi_request, ignore_streaming_warnings, wsgi_request
+    from ..testing import record_requests
+    from . import telemetry
 
     # Django's warning for a stream of the other kind of iterator than the
     # server's: the prediction says what it costs ("+2 when the response
     # streams from a synchronous iterator"); its line, amid the output,
     # pointed at switchtrace's code that read the body.
     ignore_streaming_warnings()
-    from ..testing import record_requests
-    from . import telemetry
 
     # As a server passes them: the path percent-decoded (ASGI: as UTF-8;
     # WSGI: its bytes as ISO-8859-1), the query string apart, no fragment.
