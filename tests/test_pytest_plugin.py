@@ -513,8 +513,8 @@ def test_a_marker_given_n_by_keyword(suite):
 def test_assert_max_switches_fails_at_the_tests_line(suite):
     """switchtrace.testing.assert_max_switches as a context manager: the
     failure was raised in contextlib's __exit__, which pytest showed as the
-    failing frame under the test's. (As a decorator, it still fails the
-    test.)"""
+    failing frame under the test's; as a decorator of a sync test, the
+    failing frame shown was ContextDecorator's wrapper in contextlib."""
     suite.makepyfile(
         textwrap.dedent(
             """
@@ -548,6 +548,9 @@ def test_assert_max_switches_fails_at_the_tests_line(suite):
     block = output.split("test_block")[2].split("test_decorated")[0]
     assert "contextlib" not in block
     assert "testing.py" not in block
+    decorated = output.split(" test_decorated _")[1].split(" test_within_budget_then_raising _")[0]
+    assert "contextlib" not in decorated
+    assert "testing.py" not in decorated
     # Nor does the plugin's hook around every test show (here under the
     # decorated test, whose traceback pytest cannot cut at the test's code).
     assert "pytest_plugin.py" not in output
@@ -557,7 +560,10 @@ def test_assert_max_switches_fails_at_the_tests_line(suite):
             "E       AssertionError: 1 of 1 request exceeded the budget of 5 context switches*",
             "test_assert_max_switches_fails_at_the_tests_line.py:6: AssertionError",
             "*test_decorated*",
-            "E       AssertionError: 1 of 1 request exceeded the budget of 5 context switches*",
+            # The test had returned: no frame of its is left to show.
+            "E   AssertionError: 1 of 1 request exceeded the budget of 5 context switches*",
+            "      GET /async-to-sync/ 200: 6 switches *",
+            "All traceback entries are hidden.*",
             "*test_within_budget_then_raising*",
             'E * KeyError: "the block\'s own"',
         ]
@@ -900,9 +906,9 @@ def test_assert_max_switches_on_a_class_keeps_static_and_class_methods_what_they
         ["FAILED *TestBudgeted::test_static_over*", "FAILED *TestBudgeted::test_class_over*"]
     )
     # Each failure's report (the summary's lines are cut to the terminal's
-    # width, unless CI is set).
-    reports = [line for line in result.outlines if line.startswith("E ")]
-    assert [line.split(None, 1)[1] for line in reports if "GET" in line] == 2 * [
+    # width, unless CI is set), the test method's frames all hidden.
+    reports = [line for line in result.outlines if line.startswith("      GET ")]
+    assert [line.strip() for line in reports] == 2 * [
         "GET /async/ 200: 2 switches (2 before headers), 2 hops, 1 loop, 1 thread; "
         "top: async_view 2"
     ]

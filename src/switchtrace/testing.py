@@ -196,7 +196,7 @@ def assert_max_switches(budget: int) -> _Budget:
     return _Budget(check_budget(budget))
 
 
-class _Budget(contextlib.ContextDecorator):
+class _Budget:
     """:func:`assert_max_switches`' context manager: a class, not a
     generator, so that under pytest the failure points at the test's line
     (a generator's is raised in contextlib's ``__exit__``, which pytest
@@ -215,22 +215,30 @@ class _Budget(contextlib.ContextDecorator):
     def __call__(self, func: Any) -> Any:
         if isinstance(func, type):
             return self._decorate_class(func)
-        # ContextDecorator's wrapper is synchronous: around a coroutine
-        # function it recorded nothing (the block ended before the coroutine
-        # ran) and hid that the test is async (Django's async test methods
-        # were never awaited, and passed).
+        # Not contextlib.ContextDecorator's wrapper: under pytest its frame,
+        # in contextlib, was the failure's; and it is synchronous: around a
+        # coroutine function it recorded nothing (the block ended before the
+        # coroutine ran) and hid that the test is async (Django's async test
+        # methods were never awaited, and passed).
         if not iscoroutinefunction(func):
-            inner = super().__call__(func)
+
+            @functools.wraps(func)
+            def inner(*args: Any, **kwargs: Any) -> Any:
+                __tracebackhide__ = True  # under pytest, the failure shows no frame of ours
+                with self._recreate_cm():
+                    return func(*args, **kwargs)
+
         else:
 
             @functools.wraps(func)
             async def inner(*args: Any, **kwargs: Any) -> Any:
-                __tracebackhide__ = True  # under pytest, the failure points at the test
+                __tracebackhide__ = True  # under pytest, the failure shows no frame of ours
                 with self._recreate_cm():
                     return await func(*args, **kwargs)
 
-        inner._switchtrace_budget = self.budget
-        return inner
+        budgeted: Any = inner
+        budgeted._switchtrace_budget = self.budget
+        return budgeted
 
     def _decorate_class(self, cls: type) -> type:
         """Each test method gets the budget, as Django's override_settings
