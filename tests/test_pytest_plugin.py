@@ -4,9 +4,11 @@ example project, as a user's test suite would run it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -1034,6 +1036,67 @@ def test_the_old_style_hook_wrapper_for_pluggy_before_1_1(suite):
     result.stdout.fnmatch_lines(['*KeyError: "the test\'s own"'])
     assert "exceeded the budget of 0" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*max_context_switches(-1) must be a non-negative integer*"])
+
+
+#: A Python with pytest 7.0 and pluggy 1.0 installed, and switchtrace's
+#: requirements (.ci/run makes one): the old-style hook wrapper's own pluggy.
+PYTEST_7 = os.environ.get("SWITCHTRACE_PYTEST_7_PYTHON")
+
+
+@pytest.mark.skipif(not PYTEST_7, reason="SWITCHTRACE_PYTEST_7_PYTHON is not set (.ci/run sets it)")
+def test_under_pluggy_1_0_a_budgets_failure_keeps_the_tests_output(tmp_path):
+    """pluggy 1.0 has no force_exception: the hook wrapper raised, and pluggy
+    then skipped the teardown of the wrappers below it: the test's log was
+    lost and its stdout filed under its teardown (with the progress line's
+    F in it)."""
+    (tmp_path / "tox.ini").write_text(WITHOUT_PYTEST_DJANGO)
+    (tmp_path / "conftest.py").write_text(CONFTEST)
+    (tmp_path / "test_over.py").write_text(
+        textwrap.dedent(
+            """
+            import logging
+
+            import pytest
+            from django.test import Client
+
+
+            @pytest.mark.max_context_switches(1)
+            def test_over():
+                print("printed by test_over")
+                logging.getLogger("app").error("logged by test_over")
+                Client().get("/async/")
+
+
+            def test_next():
+                print("printed by test_next")
+                assert False
+            """
+        )
+    )
+    src = Path(__file__).resolve().parent.parent / "src"
+    out = subprocess.run(
+        [PYTEST_7, "-m", "pytest", "-p", "no:cacheprovider", "-rf"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(src), "CI": "true"},
+    )  # fmt: skip
+    lines = out.stdout.splitlines()
+    assert "pluggy-1.0" in lines[1], out.stdout
+    assert [line.split()[:2] for line in lines if line.startswith("test_over.py ")] == [
+        ["test_over.py", "FF"]
+    ]
+    over = out.stdout.split(" test_over _")[1].split(" test_next _")[0].splitlines()
+    assert over[1:-1] == [
+        "1 of 1 request exceeded the budget of 1 context switch per request:",
+        "  GET /async/ 200: 2 switches (2 before headers), 2 hops, 1 loop, 1 thread; "
+        "top: async_view 2",
+        "test_over.py:8: test_over",
+        "----------------------------- Captured stdout call -----------------------------",
+        "printed by test_over",
+        "------------------------------ Captured log call -------------------------------",
+        "ERROR    app:test_over.py:11 logged by test_over",
+    ], out.stdout
+    assert "Captured stdout teardown" not in out.stdout
+    assert out.returncode == 1
 
 
 def test_without_django_settings_the_budget_and_the_fixture_say_so(pytester, monkeypatch):

@@ -184,6 +184,24 @@ def test_a_streaming_body_the_test_reads_is_outside_the_test_clients_request():
     ] == [(2, 2)]
 
 
+def test_the_test_clients_requests_keep_the_events_max_events_allows():
+    """As a server's do: the test clients' records kept every event, and
+    their exported spans were not those of the same request on a server."""
+    settings = {"ENABLED": False, "MAX_EVENTS": 2}
+    with override_settings(SWITCHTRACE=settings, MIDDLEWARE=[]):
+        with record_requests() as records:
+            Client().get("/async-to-sync/")
+            asyncio.run(AsyncClient().get("/async-to-sync/"))
+    assert [(record.kind, record.context_switches) for record in records] == [
+        (tracer.WSGI, 6),
+        (tracer.ASGI, 12),
+    ]
+    assert [(record.max_events, len(record.crossings), record.dropped) for record in records] == [
+        (2, 2, 3),
+        (2, 2, 4),
+    ]
+
+
 def test_a_handlers_get_response_async_called_outside_a_request_is_left_alone():
     """As a test calls it with a request of its own (an AsyncRequestFactory's):
     no request is being recorded there, and none is begun."""

@@ -111,7 +111,11 @@ def _runtest_call_old_style(item: pytest.Item) -> Iterator[None]:
         if hasattr(outcome, "force_exception"):
             outcome.force_exception(failure)
         else:
-            raise failure
+            # pluggy 1.0: a hook wrapper that raises ends the call without
+            # the other wrappers' teardown (pytest's capture and logging then
+            # filed the test's output under its teardown, and lost its log).
+            # Its outcome holds the exception there, as force_exception sets it.
+            outcome._excinfo = (type(failure), failure, failure.__traceback__)
 
 
 def _call_begins(item: pytest.Item) -> None:

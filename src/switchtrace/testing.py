@@ -298,7 +298,8 @@ def _wrap_client_call(wrapped, instance, args, kwargs):
 
     if integration.in_a_request():
         return integration.as_sub_request(wrapped, args, kwargs)
-    record, token = tracer.start_request(tracer.WSGI)
+    # Kept as the settings bound a server's (MAX_EVENTS): the same spans.
+    record, token = tracer.start_request(tracer.WSGI, integration.get_config().max_events)
     _attributes(record, args[0] if args else kwargs.get("environ", {}), wsgi=True)
     try:
         return wrapped(*args, **kwargs)
@@ -325,7 +326,9 @@ _ANSWERED = "switchtrace.async_client_answered"
 
 async def _trace_async_client(call: Any, scope: Any) -> Any:
     # Django's test AsyncClient, in the test's event loop.
-    record, token = tracer.start_request(tracer.ASGI)
+    from .django_app import integration
+
+    record, token = tracer.start_request(tracer.ASGI, integration.get_config().max_events)
     record.extra[ASYNC_CLIENT] = True
     _attributes(record, scope, wsgi=False)
     try:
