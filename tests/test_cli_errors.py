@@ -84,6 +84,14 @@ SITE = {
         'from plain_settings import *\nINSTALLED_APPS = ["ready_app.ReadyConfig"]\n'
     ),
     "missing_app_settings.py": ('from plain_settings import *\nINSTALLED_APPS = ["shop"]\n'),
+    "time_zone_settings.py": 'from plain_settings import *\nTIME_ZONE = "Mars/Olympus"\n',
+    "logging_settings.py": (
+        "from plain_settings import *\n"
+        "LOGGING = {\n"
+        '    "version": 1,\n'
+        '    "handlers": {"file": {"class": "logging.FileHandler", "filename": "/no/dir/x.log"}},\n'
+        "}\n"
+    ),
     "unprintable_import_mw.py": (
         "class Unprintable(ImportError):\n"
         "    def __str__(self):\n"
@@ -175,6 +183,16 @@ EXPLAIN_BAD_INPUT = [
     ([], {"DJANGO_SETTINGS_MODULE": "missing_app_settings"},
      "Django rejects the settings of DJANGO_SETTINGS_MODULE='missing_app_settings': "
      "ModuleNotFoundError: No module named 'shop'"),
+    # Values Django checks with a ValueError, not ImproperlyConfigured: they were
+    # told as django.setup() raising, exit status 1, as an app's ready() raising is.
+    ([], {"DJANGO_SETTINGS_MODULE": "time_zone_settings"},
+     "switchtrace explain: error: Django rejects the settings of "
+     "DJANGO_SETTINGS_MODULE='time_zone_settings': ValueError: Incorrect timezone setting: "
+     "Mars/Olympus ("),
+    ([], {"DJANGO_SETTINGS_MODULE": "logging_settings"},
+     "switchtrace explain: error: Django rejects the LOGGING setting of "
+     "DJANGO_SETTINGS_MODULE='logging_settings': ValueError: Unable to configure handler 'file', "
+     "from FileNotFoundError: [Errno 2] No such file or directory: '/no/dir/x.log'"),
     # The example project's settings refuse a variant they do not know (SystemExit).
     ([], {"SWITCHTRACE_EXAMPLE_MIDDLEWARE": "fast"},
      "DJANGO_SETTINGS_MODULE='project.settings' cannot be imported: "
@@ -1143,6 +1161,54 @@ def test_a_broken_pipe_with_standard_output_intact_is_an_error(monkeypatch, caps
     )
 
 
+def _stuck_project(tmp_path: Path, then: str = "") -> tuple[Path, Path]:
+    """A copy of the example project whose sync view touches a file (the
+    second path returned), runs ``then`` (lines of code) and never returns."""
+    import shutil
+
+    project = tmp_path / "stuck"
+    shutil.copytree(EXAMPLE, project)
+    views = project / "project" / "views.py"
+    entered = tmp_path / "entered"
+    views.write_text(
+        views.read_text().replace(
+            "def sync_view(request):\n",
+            "def sync_view(request):\n"
+            "    import pathlib, threading\n"
+            f"    pathlib.Path({str(entered)!r}).touch()\n"
+            f"{then}"
+            "    threading.Event().wait()\n",
+        )
+    )
+    return project, entered
+
+
+def _stuck_in_the_view(
+    args: list[str], tmp_path: Path, entered: Path, **environ: str
+) -> subprocess.Popen[str]:
+    """``python -m switchtrace ARGS`` started, once it is in the view of
+    :func:`_stuck_project`."""
+    env = {
+        **os.environ,
+        "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "traces.jsonl"),
+        "SWITCHTRACE_EXAMPLE_DB": str(tmp_path / "db.sqlite3"),
+        **environ,
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "switchtrace", *args],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for _ in range(600):  # the view is entered once Django is set up
+        if entered.exists() or process.poll() is not None:
+            break
+        time.sleep(0.1)
+    if not entered.exists():
+        process.kill()
+        pytest.fail(f"the view was not entered: {process.communicate()}")
+    return process
+
+
 @pytest.mark.parametrize("delivered", ["to the process", "to the view's thread"])
 @pytest.mark.parametrize("command", ["demo", "bench"])
 def test_ctrl_c_in_the_middle_of_a_request_ends_the_command_at_once(command, delivered, tmp_path):
@@ -1153,49 +1219,21 @@ def test_ctrl_c_in_the_middle_of_a_request_ends_the_command_at_once(command, del
     may hand the signal to any thread of the process: taken by the view's, it
     left the main thread asleep in the event loop's wait, the command going on
     for ever (seen in CI, under load); here it is sent to that thread."""
-    import shutil
     import signal
 
-    project = tmp_path / "stuck"
-    shutil.copytree(EXAMPLE, project)
-    views = project / "project" / "views.py"
-    entered = tmp_path / "entered"
     to_itself = (
         "    import signal\n    signal.pthread_kill(threading.get_ident(), signal.SIGINT)\n"
         if delivered == "to the view's thread"
         else ""
     )
-    views.write_text(
-        views.read_text().replace(
-            "def sync_view(request):\n",
-            "def sync_view(request):\n"
-            "    import pathlib, threading\n"
-            f"    pathlib.Path({str(entered)!r}).touch()\n"
-            f"{to_itself}"
-            "    threading.Event().wait()\n",
-        )
-    )
+    project, entered = _stuck_project(tmp_path, to_itself)
     args = [command, "--project", str(project)]
     if command == "bench":
         args += ["--servers", "asgi", "--endpoints", "/sync/", "--variants", "none",
                  "--concurrency", "1", "--requests", "1", "--rounds", "1",
                  "--warmup", "0"]  # fmt: skip
-    env = {
-        **os.environ,
-        "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "traces.jsonl"),
-        "SWITCHTRACE_EXAMPLE_DB": str(tmp_path / "db.sqlite3"),
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "switchtrace", *args],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = _stuck_in_the_view(args, tmp_path, entered)
     try:
-        for _ in range(600):  # the view is entered once Django is set up
-            if entered.exists() or process.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert entered.exists(), process.communicate()
         if delivered == "to the process":
             process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
@@ -1205,6 +1243,39 @@ def test_ctrl_c_in_the_middle_of_a_request_ends_the_command_at_once(command, del
     assert (process.returncode, err) == (130, f"switchtrace {command}: interrupted\n")
     if command == "demo":
         assert out.startswith("switchtrace demo: the example project served in-process")
+
+
+@pytest.mark.parametrize("server", ["wsgi", "asgi"])
+@pytest.mark.parametrize("driver", ["in-process", "server"])
+def test_ctrl_c_during_bench_overhead_leaves_no_temporary_directory(driver, server, tmp_path):
+    """Its spans' directory was left behind, for ever, the command ending at
+    once without its own clean-up: the spans of a full-length run interrupted
+    late were hundreds of MB. Interrupted in a view that never returns."""
+    import signal
+
+    project, entered = _stuck_project(tmp_path)
+    args = ["bench", "--overhead", "--project", str(project), "--servers", server, "--endpoints",
+            "/sync/", "--requests", "1", "--rounds", "1", "--warmup", "0"]  # fmt: skip
+    if driver == "server":
+        args += ["--driver", "server"]
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    process = _stuck_in_the_view(args, tmp_path, entered, TMPDIR=str(scratch))
+    try:
+        assert [path.name[:21] for path in scratch.iterdir()] == ["switchtrace-overhead-"]
+        process.send_signal(signal.SIGINT)
+        err = process.communicate(timeout=30)[1]
+    finally:
+        process.kill()
+        process.wait()
+    # (opentelemetry-instrumentation-django is in the test extra.)
+    note = (
+        "switchtrace bench: note: no opentelemetry-instrumentation-django row: it is measured "
+        "in-process only (without --driver server)\n"
+    )
+    said = (note if driver == "server" else "") + "switchtrace bench: interrupted\n"
+    assert (process.returncode, err) == (130, said)
+    assert list(scratch.iterdir()) == []
 
 
 def _children_of(pid: int) -> list[int]:

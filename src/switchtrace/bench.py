@@ -47,7 +47,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -1012,13 +1011,14 @@ def comparison_summary(
 def overhead(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     """The same request with switchtrace disabled, headers only, and full
     spans, interleaved round by round; ratios to disabled."""
+    from .cli import scratch_directory
     from .django_app import telemetry
     from .django_app.conf import get_config
 
     config = get_config()
     configured = config.export
     with contextlib.ExitStack() as stack:
-        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="switchtrace-overhead-"))
+        scratch = stack.enter_context(scratch_directory("switchtrace-overhead-"))
         spans = overhead_export(configured, os.path.join(scratch, "spans.jsonl"))
         variant = args.variants[0]
         handlers = {}
@@ -1369,6 +1369,7 @@ def overhead_through_servers(
     response is not waited for) and the server's CPU (its children's
     included, the span thread's work too: read once the server is idle);
     latency: each request alone, sent once the server is idle."""
+    from .cli import scratch_directory
     from .django_app.conf import get_config
 
     variant = args.variants[0]
@@ -1378,7 +1379,7 @@ def overhead_through_servers(
             "(without --driver server)",
             file=sys.stderr,
         )
-    with tempfile.TemporaryDirectory(prefix="switchtrace-overhead-") as scratch:
+    with scratch_directory("switchtrace-overhead-") as scratch:
         # As in-process, to a temporary file unless the settings name an OTLP collector.
         to_file = overhead_export(get_config().export, "").exporter == "file"
         driver = OverheadServers(project, variant, Path(scratch), to_file, args.endpoints[0])
@@ -1402,9 +1403,9 @@ def _exported_through_servers(
     for row in rows:
         if row["mode"] == "full spans":
             spans = found[row["server"]].get(row["endpoint"], 0)
-            # Its start-up probe (a /sync/ request), the warm-up, and each
-            # round's requests back to back and alone.
-            probe = 1 if row["endpoint"] == "/sync/" else 0
+            # Its start-up probe (a request to the first endpoint), the
+            # warm-up, and each round's requests back to back and alone.
+            probe = 1 if row["endpoint"] == args.endpoints[0] else 0
             served = probe + args.warmup + 2 * args.rounds * args.requests
             row["exported_per_request"] = spread([spans / served])
 

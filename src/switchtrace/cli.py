@@ -14,6 +14,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import select
@@ -21,7 +22,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
@@ -300,6 +301,10 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
             _started.wait_for(lambda: not _starting, 5)
     _ending.acquire()  # the other one, main thread or watcher, waits for the exit
     _end_children()
+    import shutil
+
+    for path in list(_scratch):  # what the children wrote there is theirs no more
+        shutil.rmtree(path, ignore_errors=True)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -317,6 +322,25 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
 #: Processes the command started that would outlive it (the servers of
 #: ``bench --driver server``), see :func:`adopt`.
 _children: set[subprocess.Popen[bytes]] = set()
+#: The temporary directories of :func:`scratch_directory` in use.
+_scratch: set[str] = set()
+
+
+@contextlib.contextmanager
+def scratch_directory(prefix: str) -> Iterator[str]:
+    """A temporary directory, removed when the block ends, and also when an
+    interruption ends the command without its clean-up (:func:`_interrupted`:
+    ``bench --overhead``'s span files grew there, for ever)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as path:
+        _scratch.add(path)
+        try:
+            yield path
+        finally:
+            _scratch.discard(path)
+
+
 #: The signals besides Ctrl-C that end the command, its processes first,
 #: while it has some (see :func:`adopt`): ``timeout``'s or systemd's SIGTERM,
 #: and the terminal's SIGHUP (closed) and SIGQUIT (Ctrl-\), which no longer

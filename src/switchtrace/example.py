@@ -15,6 +15,7 @@ import sys
 import sysconfig
 import threading
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,16 +273,40 @@ def setup_django() -> None:
     except Exception as exc:
         raise SetupError(f"{what} cannot be imported: {describe_error(exc)}") from None
     import django
+    from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
+    from django.utils.log import configure_logging
 
+    try:
+        # Loading them checks some of their values (TIME_ZONE's a ValueError).
+        settings.INSTALLED_APPS  # noqa: B018
+    except Exception as exc:
+        raise SetupError(f"Django rejects the settings of {what}: {describe_error(exc)}") from None
     try:
         django.setup()
     except (ImproperlyConfigured, ImportError, SyntaxError) as exc:
         raise SetupError(f"Django rejects the settings of {what}: {describe_error(exc)}") from None
     except Exception as exc:
+        if _raised_through(exc, configure_logging.__code__):  # LOGGING's handlers
+            # dictConfig's "Unable to configure handler 'file'", from why:
+            # the project's configuration, not where in logging it failed.
+            said = _named(exc)
+            if exc.__cause__ is not None:
+                said += f", from {_named(exc.__cause__)}"
+            raise SetupError(f"Django rejects the LOGGING setting of {what}: {said}") from None
         raise SetupError(
             f"django.setup() raised with {what}: {describe_error(exc)}", status=1
         ) from None
+
+
+def _raised_through(exc: BaseException, code: types.CodeType) -> bool:
+    """Whether ``exc`` was raised through a frame running ``code``."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _installed_code() -> tuple[str, ...]:
@@ -294,12 +319,8 @@ def _installed_code() -> tuple[str, ...]:
     return tuple(os.path.join(os.path.realpath(root), "") for root in roots)
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line: the exception's class and message, and where it was raised:
-    the innermost frame of the project's own code, where the developer would
-    look (a view calling Django's ``get()``, not Django's line that raised
-    DoesNotExist), else the innermost of real source (importlib's frozen
-    frames are skipped)."""
+def _named(exc: BaseException) -> str:
+    """The exception's class and message, on one line."""
     kind = type(exc)
     name = (
         kind.__qualname__
@@ -307,7 +328,16 @@ def describe_error(exc: BaseException) -> str:
         else f"{kind.__module__}.{kind.__qualname__}"
     )
     message = " ".join(text_of(exc).split())  # one line, whatever the message holds
-    text = f"{name}: {message}" if message else name
+    return f"{name}: {message}" if message else name
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the exception's class and message, and where it was raised:
+    the innermost frame of the project's own code, where the developer would
+    look (a view calling Django's ``get()``, not Django's line that raised
+    DoesNotExist), else the innermost of real source (importlib's frozen
+    frames are skipped)."""
+    text = _named(exc)
     if isinstance(exc, SyntaxError):  # its message names the file and line
         return text
     where = own = None
