@@ -587,6 +587,48 @@ def test_an_error_response_is_told_as_its_own_not_as_an_earlier_requests(driver,
     assert one_line(out, 1) == f"switchtrace bench: error: {told}"
 
 
+@pytest.mark.parametrize("mode", ["matrix", "overhead"])
+def test_a_server_killed_in_the_middle_of_the_run_is_named_with_the_request(mode, tmp_path):
+    """Its error line was asyncio's IncompleteReadError in asyncio's
+    streams.py, naming neither the server nor the request. Each server
+    process answers its first request (the start-up probe) and is killed
+    by its second."""
+    import re
+    import shutil
+
+    project = tmp_path / "killed"
+    shutil.copytree(EXAMPLE, project)
+    with (project / "project" / "views.py").open("a") as f:
+        f.write(
+            "\n\ndef sync_view(request):\n"
+            "    import os, pathlib, signal\n"
+            f"    served = pathlib.Path({str(tmp_path)!r}, str(os.getpid()))\n"
+            "    if served.exists():\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    served.touch()\n"
+            '    return HttpResponse("Hello, world\\n")\n'
+        )
+    args = ["bench", "--driver", "server", "--servers", "asgi", "--endpoints", "/sync/",
+            "--requests", "1", "--rounds", "1", "--warmup", "0", "--project", "killed"]  # fmt: skip
+    if mode == "overhead":
+        args.append("--overhead")
+    else:
+        args += ["--variants", "shipped", "--concurrency", "1"]
+    out = switchtrace(args, tmp_path)
+    if mode == "overhead":  # (opentelemetry-instrumentation-django is in the test extra.)
+        note, line = out.stderr.splitlines()
+        assert note.startswith("switchtrace bench: note: no opentelemetry-instrumentation-django")
+        assert out.returncode == 1
+    else:
+        line = one_line(out, 1)
+    assert re.fullmatch(
+        r"switchtrace bench: error: the ASGI server \(uvicorn\)"
+        + (" with switchtrace (disabled|headers only|full spans)" if mode == "overhead" else "")
+        + " did not answer GET /sync/: it closed the connection; it was killed by SIGKILL",
+        line,
+    ), out.stderr
+
+
 def test_server_driver_starts_only_the_servers_measured_with_the_endpoint_measured(tmp_path):
     """--servers asgi started gunicorn too (a gunicorn.conf.py that fails
     failed the run), and each server's first request was of /sync/ whatever

@@ -474,7 +474,7 @@ class Servers:
         self._servers.clear()
 
     def run(self, server: str, variant: str, endpoint: str, requests: int, concurrency: int):
-        process, port = self._servers[server, variant]
+        process = self._servers[server, variant][0]
         stop = threading.Event()
         peak = [0]
 
@@ -486,18 +486,52 @@ class Servers:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         try:
-            elapsed, latencies, figures = asyncio.run(
-                _http_load("127.0.0.1", port, endpoint, requests, concurrency)
+            elapsed, latencies, figures = self.load(
+                server, variant, endpoint, requests, concurrency
             )
-        except ServerFailed as exc:  # an error status: which server, which request
-            answered = str(exc).removeprefix("server answered ")
-            raise ServerFailed(
-                f"{self._name(server, variant)} answered GET {endpoint} with {answered}"
-            ) from None
         finally:
             stop.set()
             sampler.join()
         return elapsed, latencies, peak[0], figures
+
+    def load(
+        self,
+        server: str,
+        key: str,
+        endpoint: str,
+        requests: int,
+        concurrency: int,
+        pause: Callable[[], None] | None = None,
+    ) -> tuple[float, list[float], list[Any]]:
+        """:func:`_http_load` on a started server; a failure names the
+        server and the request: an error status, or no answer (a server
+        killed, a worker gone: it named asyncio's streams.py)."""
+        process, port = self._servers[server, key]
+        try:
+            return asyncio.run(
+                _http_load("127.0.0.1", port, endpoint, requests, concurrency, pause)
+            )
+        except ServerFailed as exc:  # an error status
+            answered = str(exc).removeprefix("server answered ")
+            raise ServerFailed(
+                f"{self._name(server, key)} answered GET {endpoint} with {answered}"
+            ) from None
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            if isinstance(exc, asyncio.IncompleteReadError):
+                why = "it closed the connection"
+            else:
+                why = exc.strerror or text.message(exc) or type(exc).__name__
+            try:  # a killed server's connections close as it exits
+                status = process.wait(1)
+            except subprocess.TimeoutExpired:  # alive (gunicorn's master)
+                status = None
+            if status is not None and status < 0:
+                why += f"; it was killed by {signal.Signals(-status).name}"
+            elif status is not None:
+                why += f"; it exited with status {status}"
+            raise ServerFailed(
+                f"{self._name(server, key)} did not answer GET {endpoint}: {why}"
+            ) from None
 
 
 def _family(pid: int) -> list[int]:
@@ -1420,9 +1454,9 @@ def _overhead_server_rounds(
     latencies: dict[tuple[str, str, str], list[float]] = {}
 
     def load(server: str, endpoint: str, mode: str, requests: int, alone: bool = False):
-        pid, port = driver.address(server, mode)
+        pid, _port = driver.address(server, mode)
         pause = (lambda: _wait_idle(pid)) if alone else None
-        return asyncio.run(_http_load("127.0.0.1", port, endpoint, requests, 1, pause))
+        return driver.load(server, mode, endpoint, requests, 1, pause)
 
     def measure(server: str, endpoint: str, mode: str) -> None:
         pid, _port = driver.address(server, mode)
