@@ -48,6 +48,15 @@ def exit_through_the_exit_hooks(signum: int, frame: FrameType | None) -> None:
     through the exit hooks. The signal then does what it does without the
     hook.
     This is also the case, with uvloop, while its loop starts or stops.
+
+    uvicorn raises the signal again at the end of its graceful shutdown,
+    from its main task, which then returns: the worker is on its way out
+    through the exit hooks already. A SystemExit raised after the main task
+    has ended broke the loop's own shutdown instead (the stop() that ends
+    ``run_until_complete`` was then still to come, and stopped the loop in
+    the middle of ``shutdown_default_executor()``: "Event loop stopped
+    before Future completed", the worker dying with a traceback): it is
+    raised only while some task is still running.
     """
     try:
         loop = asyncio.get_running_loop()
@@ -55,4 +64,9 @@ def exit_through_the_exit_hooks(signum: int, frame: FrameType | None) -> None:
         signal.signal(signum, signal.SIG_DFL)
         signal.raise_signal(signum)
         return
-    loop.call_soon_threadsafe(sys.exit, 0)
+    loop.call_soon_threadsafe(_exit_unless_ending, loop)
+
+
+def _exit_unless_ending(loop: asyncio.AbstractEventLoop) -> None:
+    if asyncio.all_tasks(loop):  # still serving, or shutting down
+        sys.exit(0)

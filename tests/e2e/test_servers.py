@@ -487,6 +487,35 @@ def test_sigterm_right_after_a_request_loses_none_of_its_spans(kind, spans, tmp_
     assert "switchtrace" not in server.output()
 
 
+def test_gunicorn_with_uvicorns_worker_on_sigterm_after_an_error_response_exits_cleanly(
+    tmp_path,
+):
+    """Django logs a 404 in sync_to_async(thread_sensitive=False): the event
+    loop's default executor then exists, and shutting it down takes more
+    than one turn of the loop. The hook's SystemExit, raised from a callback
+    of the loop when uvicorn raised SIGTERM again at the end of its graceful
+    shutdown, came after the main task had ended: the loop's stale
+    stop() then broke uvicorn's shutdown_default_executor() ("Event loop
+    stopped before Future completed"), and the worker died with a traceback,
+    exit code 255."""
+    server, response, traces = _sigterm_after(
+        "gunicorn-uvicorn", "/nowhere/?before-sigterm", tmp_path, workers=1
+    )
+    assert response.status_code == 404
+    assert server.process.returncode == 0
+    output = server.output()
+    assert "Exception in worker process" not in output, output
+    assert "exited with code" not in output, output
+    # Written by the exit hooks: the request's, its 12 middleware crossings,
+    # request_started's and the response's close, and Django's handling of
+    # the 404 (response_for_exception and log_response).
+    names = [span["name"] for span in _trace_of(traces, "before-sigterm")]
+    assert len(names) == 17
+    assert {"GET", "sync_to_async response_for_exception", "sync_to_async log_response"} <= set(
+        names
+    )
+
+
 def test_under_granian_wsgi_a_view_runs_on_a_thread_python_did_not_start(tmp_path):
     """granian runs WSGI views on threads its Rust runtime started: Python
     names such a thread Dummy-N when it first meets it, and it is not
