@@ -406,13 +406,27 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
             {"ENABLED": True},
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:notaport"},
             "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is "
-            "'http://collector:notaport', whose port is not a number from 0 to 65535.",
+            "'http://collector:notaport', whose port is not a number from 1 to 65535.",
         ),
         (
             {"ENABLED": True, "OTLP_ENDPOINT": "https://collector:65536"},
             {},
             "SWITCHTRACE['OTLP_ENDPOINT'] is 'https://collector:65536', whose port is not a "
-            "number from 0 to 65535.",
+            "number from 1 to 65535.",
+        ),
+        (
+            # The exporters connected to port 80 instead.
+            {"ENABLED": True, "OTLP_ENDPOINT": "http://collector:0"},
+            {},
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://collector:0', whose port is not a number "
+            "from 1 to 65535.",
+        ),
+        (
+            # Read by urlsplit as [::1]: every export failed ("Failed to parse").
+            {"ENABLED": True},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1]x:4318"},
+            "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is 'http://[::1]x:4318', whose "
+            "host is not a name or an [IPv6 address] followed by its port.",
         ),
         (
             {"ENABLED": True, "OTLP_ENDPOINT": "http://:4318"},
@@ -1318,8 +1332,19 @@ def test_the_otlp_endpoint_setting_is_a_base_that_gets_v1_traces():
     assert build_exporter(config.export)._endpoint == "http://c:4318/otlp/v1/traces"
 
 
-@pytest.mark.parametrize("endpoint", ["http://c:4318/v1/traces", "http://c:4318/otlp/v1/traces/"])
-def test_an_otlp_endpoint_setting_ending_in_v1_traces_is_used_as_it_is(endpoint):
+@pytest.mark.parametrize(
+    ("endpoint", "sent_to"),
+    [
+        ("http://c:4318/v1/traces", "http://c:4318/v1/traces"),
+        # Collectors serve /v1/traces alone: a 404 for each export.
+        ("http://c:4318/otlp/v1/traces/", "http://c:4318/otlp/v1/traces"),
+        # The path goes before the query string (appended to the whole URL,
+        # ?tenant=a/v1/traces: a 404); a fragment is never sent.
+        ("http://c:4318?tenant=a", "http://c:4318/v1/traces?tenant=a"),
+        ("http://c:4318/otlp/?tenant=a#top", "http://c:4318/otlp/v1/traces?tenant=a#top"),
+    ],
+)
+def test_an_otlp_endpoint_setting_gets_the_signals_path_once(endpoint, sent_to):
     """A base that already names the signal's path gets no second one (nor
     the default endpoint: the exporter's own, localhost)."""
     from switchtrace.exporters.pipeline import build_exporter
@@ -1327,7 +1352,26 @@ def test_an_otlp_endpoint_setting_ending_in_v1_traces_is_used_as_it_is(endpoint)
     config = build_config({"ENABLED": True, "OTLP_ENDPOINT": endpoint}, environ={})
     assert config.problems == ()
     assert config.export.endpoint_is_traces_url is False
-    assert build_exporter(config.export)._endpoint == endpoint
+    assert build_exporter(config.export)._endpoint == sent_to
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "target"),
+    [
+        ("http://user:secret@c:4317", "c:4317"),
+        ("https://[::1]:4317/ignored", "[::1]:4317"),
+        ("http://c", "c"),
+    ],
+)
+def test_over_grpc_only_the_endpoints_host_and_port_are_used(endpoint, target):
+    """The user name and password made the target unresolvable ("Misformatted
+    domain name"), and were printed in each of the exporter's error lines."""
+    from switchtrace.exporters.pipeline import build_exporter
+
+    settings = {"ENABLED": True, "OTLP_ENDPOINT": endpoint, "OTLP_PROTOCOL": "grpc"}
+    config = build_config(settings, environ={})
+    assert config.problems == ()
+    assert build_exporter(config.export)._endpoint == target
 
 
 def test_otlp_over_grpc_without_an_endpoint_is_the_exporters_default(monkeypatch):

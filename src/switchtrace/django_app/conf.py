@@ -649,10 +649,16 @@ def _not_a_url(value: Any) -> str | None:
         return not_a_url
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return not_a_url
+    host = parts.netloc.rpartition("@")[2]
+    if host.startswith("[") and host.partition("]")[2][:1] not in ("", ":"):
+        # http://[::1]x:4318, which urlsplit reads as [::1]: every export failed.
+        return "whose host is not a name or an [IPv6 address] followed by its port"
     try:
-        parts.port  # noqa: B018  (raises on a malformed port)
+        port = parts.port
     except ValueError:
-        return "whose port is not a number from 0 to 65535"
+        port = 0
+    if port == 0:  # the exporters connected to port 80 (or 443) instead
+        return "whose port is not a number from 1 to 65535"
     return None
 
 

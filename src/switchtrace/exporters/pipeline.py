@@ -53,7 +53,7 @@ import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import DefaultGetter
@@ -133,11 +133,27 @@ class ExportOptions:
 
 
 def traces_url(endpoint: str) -> str:
-    """OTLP/HTTP: a base endpoint gets the signal path appended."""
+    """OTLP/HTTP: a base endpoint gets the signal path appended to its path
+    (before its query string: appended to the whole URL, it made
+    ``?tenant=a/v1/traces``, which collectors answer with a 404), unless
+    the path ends in it already (a slash after it is dropped: collectors
+    serve /v1/traces alone)."""
     parts = urlsplit(endpoint)
-    if parts.path.rstrip("/").endswith("/v1/traces"):
-        return endpoint
-    return endpoint.rstrip("/") + "/v1/traces"
+    path = parts.path.rstrip("/")
+    if not path.endswith("/v1/traces"):
+        path += "/v1/traces"
+    return urlunsplit(parts._replace(path=path))
+
+
+def grpc_target(endpoint: str) -> str:
+    """OTLP/gRPC: the endpoint's host and port alone (not its user name and
+    password, which made the target unresolvable, and were printed in every
+    one of the exporter's error lines)."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return host if parts.port is None else f"{host}:{parts.port}"
 
 
 def build_exporter(options: ExportOptions) -> SpanExporter | None:
@@ -146,8 +162,10 @@ def build_exporter(options: ExportOptions) -> SpanExporter | None:
             exporter_class = _grpc_exporter_class()
             if options.endpoint is None:
                 return exporter_class()
-            parts = urlsplit(options.endpoint)
-            return exporter_class(endpoint=parts.netloc, insecure=parts.scheme != "https")
+            return exporter_class(
+                endpoint=grpc_target(options.endpoint),
+                insecure=urlsplit(options.endpoint).scheme != "https",
+            )
         endpoint = options.endpoint
         if endpoint and not options.endpoint_is_traces_url:
             endpoint = traces_url(endpoint)
