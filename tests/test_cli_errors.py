@@ -85,6 +85,27 @@ SITE = {
     ),
     "missing_app_settings.py": ('from plain_settings import *\nINSTALLED_APPS = ["shop"]\n'),
     "time_zone_settings.py": 'from plain_settings import *\nTIME_ZONE = "Mars/Olympus"\n',
+    "own_logging.py": (
+        "import logging\n"
+        "\n"
+        "\n"
+        "def setup(config):\n"
+        '    raise RuntimeError("logging bug")\n'
+        "\n"
+        "\n"
+        "class Handler(logging.Handler):\n"
+        "    def __init__(self):\n"
+        '        raise NameError("handler bug")\n'
+    ),
+    "logging_config_settings.py": (
+        "from plain_settings import *\n"
+        'LOGGING_CONFIG = "own_logging.setup"\n'
+        'LOGGING = {"version": 1}\n'
+    ),
+    "logging_handler_settings.py": (
+        "from plain_settings import *\n"
+        'LOGGING = {"version": 1, "handlers": {"own": {"()": "own_logging.Handler"}}}\n'
+    ),
     "logging_settings.py": (
         "from plain_settings import *\n"
         "LOGGING = {\n"
@@ -185,10 +206,16 @@ EXPLAIN_BAD_INPUT = [
      "ModuleNotFoundError: No module named 'shop'"),
     # Values Django checks with a ValueError, not ImproperlyConfigured: they were
     # told as django.setup() raising, exit status 1, as an app's ready() raising is.
-    ([], {"DJANGO_SETTINGS_MODULE": "time_zone_settings"},
-     "switchtrace explain: error: Django rejects the settings of "
-     "DJANGO_SETTINGS_MODULE='time_zone_settings': ValueError: Incorrect timezone setting: "
-     "Mars/Olympus ("),
+    # (Django checks TIME_ZONE against /usr/share/zoneinfo, where there is one.)
+    pytest.param(
+        [], {"DJANGO_SETTINGS_MODULE": "time_zone_settings"},
+        "switchtrace explain: error: Django rejects the settings of "
+        "DJANGO_SETTINGS_MODULE='time_zone_settings': ValueError: Incorrect timezone setting: "
+        "Mars/Olympus (",
+        marks=pytest.mark.skipif(
+            not os.path.isdir("/usr/share/zoneinfo"), reason="no /usr/share/zoneinfo"
+        ),
+    ),
     ([], {"DJANGO_SETTINGS_MODULE": "logging_settings"},
      "switchtrace explain: error: Django rejects the LOGGING setting of "
      "DJANGO_SETTINGS_MODULE='logging_settings': ValueError: Unable to configure handler 'file', "
@@ -247,6 +274,27 @@ def test_explain_an_app_ready_that_raises_is_exit_status_1(tmp_path):
         "switchtrace explain: error: django.setup() raised with "
         "DJANGO_SETTINGS_MODULE='ready_settings': RuntimeError: ready bug "
         f"(site{os.sep}ready_app.py, line 8, in ready)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "told"),
+    [
+        ("logging_config_settings",
+         f"RuntimeError: logging bug (site{os.sep}own_logging.py, line 5, in setup)"),
+        # dictConfig's "Unable to configure handler 'own'" has the project's
+        # error for its cause.
+        ("logging_handler_settings",
+         f"NameError: handler bug (site{os.sep}own_logging.py, line 10, in __init__)"),
+    ],
+)  # fmt: skip
+def test_explain_the_projects_logging_code_raising_is_exit_status_1(settings, told, tmp_path):
+    """The project's code, not a setting Django rejects: told where it was
+    raised, as an app's ready() raising is."""
+    out = switchtrace(["explain"], tmp_path, DJANGO_SETTINGS_MODULE=settings)
+    assert one_line(out, 1) == (
+        f"switchtrace explain: error: django.setup() raised with "
+        f"DJANGO_SETTINGS_MODULE={settings!r}: {told}"
     )
 
 
@@ -627,6 +675,24 @@ def test_a_server_killed_in_the_middle_of_the_run_is_named_with_the_request(mode
         + " did not answer GET /sync/: it closed the connection; it was killed by SIGKILL",
         line,
     ), out.stderr
+
+
+def test_the_commands_own_socket_error_is_not_the_servers(tmp_path):
+    """Out of file descriptors for its 200 connections, the command said the
+    server "did not answer", which answered every request it got."""
+    import resource
+
+    def few_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (150, 150))
+
+    out = switchtrace(
+        ["bench", "--driver", "server", "--servers", "asgi", "--endpoints", "/sync/",
+         "--requests", "200", "--rounds", "1", "--warmup", "0", "--variants", "shipped",
+         "--concurrency", "200"], tmp_path, preexec_fn=few_files,
+    )  # fmt: skip
+    assert one_line(out, 1).startswith(
+        "switchtrace bench: error: OSError: [Errno 24] Too many open files ("
+    )
 
 
 def test_server_driver_starts_only_the_servers_measured_with_the_endpoint_measured(tmp_path):
@@ -1287,12 +1353,25 @@ def test_ctrl_c_in_the_middle_of_a_request_ends_the_command_at_once(command, del
         assert out.startswith("switchtrace demo: the example project served in-process")
 
 
-@pytest.mark.parametrize("server", ["wsgi", "asgi"])
-@pytest.mark.parametrize("driver", ["in-process", "server"])
-def test_ctrl_c_during_bench_overhead_leaves_no_temporary_directory(driver, server, tmp_path):
+@pytest.mark.parametrize(
+    ("driver", "server", "signum"),
+    [
+        ("in-process", "wsgi", signal.SIGINT),
+        ("in-process", "asgi", signal.SIGINT),
+        ("server", "wsgi", signal.SIGINT),
+        ("server", "asgi", signal.SIGINT),
+        ("in-process", "asgi", signal.SIGTERM),
+        ("in-process", "wsgi", signal.SIGHUP),
+    ],
+)
+def test_ctrl_c_during_bench_overhead_leaves_no_temporary_directory(
+    driver, server, signum, tmp_path
+):
     """Its spans' directory was left behind, for ever, the command ending at
     once without its own clean-up: the spans of a full-length run interrupted
-    late were hundreds of MB. Interrupted in a view that never returns."""
+    late were hundreds of MB. SIGTERM and SIGHUP, at their default action
+    (but while servers run), killed the command without it, and without its
+    line. Interrupted in a view that never returns."""
     import signal
 
     project, entered = _stuck_project(tmp_path)
@@ -1305,7 +1384,7 @@ def test_ctrl_c_during_bench_overhead_leaves_no_temporary_directory(driver, serv
     process = _stuck_in_the_view(args, tmp_path, entered, TMPDIR=str(scratch))
     try:
         assert [path.name[:21] for path in scratch.iterdir()] == ["switchtrace-overhead-"]
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         err = process.communicate(timeout=30)[1]
     finally:
         process.kill()
@@ -1315,8 +1394,9 @@ def test_ctrl_c_during_bench_overhead_leaves_no_temporary_directory(driver, serv
         "switchtrace bench: note: no opentelemetry-instrumentation-django row: it is measured "
         "in-process only (without --driver server)\n"
     )
-    said = (note if driver == "server" else "") + "switchtrace bench: interrupted\n"
-    assert (process.returncode, err) == (130, said)
+    line = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+    said = (note if driver == "server" else "") + f"switchtrace bench: {line[signum]}\n"
+    assert (process.returncode, err) == (128 + signum, said)
     assert list(scratch.iterdir()) == []
 
 

@@ -516,7 +516,9 @@ class Servers:
             raise ServerFailed(
                 f"{self._name(server, key)} answered GET {endpoint} with {answered}"
             ) from None
-        except (OSError, asyncio.IncompleteReadError) as exc:
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            # Not any OSError: the command's own (too many open files) is no
+            # server's failure.
             if isinstance(exc, asyncio.IncompleteReadError):
                 why = "it closed the connection"
             else:

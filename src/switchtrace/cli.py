@@ -330,15 +330,19 @@ _scratch: set[str] = set()
 def scratch_directory(prefix: str) -> Iterator[str]:
     """A temporary directory, removed when the block ends, and also when an
     interruption ends the command without its clean-up (:func:`_interrupted`:
-    ``bench --overhead``'s span files grew there, for ever)."""
+    ``bench --overhead``'s span files grew there, for ever); SIGTERM, SIGHUP
+    and SIGQUIT end the command through it meanwhile."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix=prefix) as path:
-        _scratch.add(path)
-        try:
-            yield path
-        finally:
-            _scratch.discard(path)
+    directory = tempfile.TemporaryDirectory(prefix=prefix)
+    _scratch.add(directory.name)
+    _catch_ending()  # their default action skipped the clean-up too
+    try:
+        yield directory.name
+    finally:
+        directory.cleanup()
+        _scratch.discard(directory.name)
+        _release_ending()
 
 
 #: The signals besides Ctrl-C that end the command, its processes first,
@@ -496,7 +500,7 @@ def start(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
             _started.notify_all()
         # A signal from here on is the handler's, or, until it is back, _defer's.
         for signum, before in handlers.items():
-            if signum in _ENDING and _children and signum not in _before:
+            if signum in _ENDING and (_children or _scratch) and signum not in _before:
                 _before[signum], before = before, _on_signal  # as adopt() does
             signal.signal(signum, before)
         deferred, _deferred = _deferred, None
@@ -522,6 +526,13 @@ def adopt(process: subprocess.Popen[bytes]) -> None:
     if they had the default action (an ignored one stays ignored). Called from the main thread;
     :func:`disown` once the command has ended the process itself."""
     _children.add(process)
+    _catch_ending()
+
+
+def _catch_ending() -> None:
+    """SIGTERM, SIGHUP and SIGQUIT end the command through
+    :func:`_interrupted` (if they had the default action), from the main
+    thread, until :func:`_release_ending`."""
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in _ENDING:
@@ -532,13 +543,20 @@ def adopt(process: subprocess.Popen[bytes]) -> None:
             _before[signum] = signal.signal(signum, _on_signal)
 
 
+def _release_ending() -> None:
+    """Their actions back, once the command has no process running and no
+    scratch directory (see :func:`adopt`, :func:`scratch_directory`)."""
+    if _children or _scratch or threading.current_thread() is not threading.main_thread():
+        return
+    for signum, before in _before.items():
+        signal.signal(signum, before)
+    _before.clear()
+
+
 def disown(process: subprocess.Popen[bytes]) -> None:
     """``process`` was ended by the command: see :func:`adopt`."""
     _children.discard(process)
-    if not _children and _before and threading.current_thread() is threading.main_thread():
-        for signum, before in _before.items():
-            signal.signal(signum, before)
-        _before.clear()
+    _release_ending()
 
 
 def _on_signal(signum: int, frame: Any) -> None:

@@ -287,16 +287,31 @@ def setup_django() -> None:
     except (ImproperlyConfigured, ImportError, SyntaxError) as exc:
         raise SetupError(f"Django rejects the settings of {what}: {describe_error(exc)}") from None
     except Exception as exc:
-        if _raised_through(exc, configure_logging.__code__):  # LOGGING's handlers
-            # dictConfig's "Unable to configure handler 'file'", from why:
-            # the project's configuration, not where in logging it failed.
-            said = _named(exc)
-            if exc.__cause__ is not None:
-                said += f", from {_named(exc.__cause__)}"
-            raise SetupError(f"Django rejects the LOGGING setting of {what}: {said}") from None
+        raised: BaseException = exc
+        if _raised_through(exc, configure_logging.__code__):
+            raised = exc.__cause__ or exc  # dictConfig's "Unable to configure handler 'file'"
+            if not _in_own_code(raised):
+                # The project's LOGGING refused (a FileHandler's missing
+                # directory): what and why, not where in logging it failed.
+                said = _named(exc) if raised is exc else f"{_named(exc)}, from {_named(raised)}"
+                raise SetupError(f"Django rejects the LOGGING setting of {what}: {said}") from None
+        # An app's ready(), or a LOGGING_CONFIG or handler of the project's, raising.
         raise SetupError(
-            f"django.setup() raised with {what}: {describe_error(exc)}", status=1
+            f"django.setup() raised with {what}: {describe_error(raised)}", status=1
         ) from None
+
+
+def _in_own_code(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised through the project's own code (see
+    :func:`describe_error`)."""
+    installed = _installed_code()
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith("<") and not os.path.realpath(filename).startswith(installed):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _raised_through(exc: BaseException, code: types.CodeType) -> bool:
