@@ -51,6 +51,8 @@ def run(coroutine):
             for task in tasks:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
 """
@@ -99,6 +101,35 @@ def test_uvicorns_raising_the_signal_again_exits_through_the_exit_hooks(loop, si
     # with SIGTERM at its default action.
     assert done.stdout.splitlines()[-1] == "exit hooks ran"
     assert "serve returned" in done.stdout
+
+
+@pytest.mark.parametrize("pending", [False, True], ids=["no task left", "a task left"])
+@pytest.mark.parametrize("loop", LOOPS)
+def test_uvicorns_signal_raised_again_after_an_executors_use_ends_cleanly(loop, pending):
+    """Django logs an error response in run_in_executor's default executor,
+    whose shutdown takes more than one turn of the loop. The SystemExit came
+    after the main task had ended; the loop's pending stop() then broke
+    shutdown_default_executor() ("Event loop stopped before Future
+    completed"): the worker died with a traceback. Also with a task the
+    application left pending (fire and forget)."""
+    done = child(
+        f"""
+        async def serve():
+            await asyncio.get_running_loop().run_in_executor(None, print, "logged")
+            if {pending!r}:
+                asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+            found = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+            signal.signal(signal.SIGTERM, found)
+            signal.raise_signal(signal.SIGTERM)
+
+        run(serve())
+        print("worker returned", flush=True)
+        sys.exit(0)
+        """,
+        loop,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines()[-2:] == ["worker returned", "exit hooks ran"]
 
 
 @pytest.mark.parametrize("sig", SIGNALS)

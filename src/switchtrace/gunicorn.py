@@ -56,7 +56,8 @@ def exit_through_the_exit_hooks(signum: int, frame: FrameType | None) -> None:
     ``run_until_complete`` was then still to come, and stopped the loop in
     the middle of ``shutdown_default_executor()``: "Event loop stopped
     before Future completed", the worker dying with a traceback): it is
-    raised only while some task is still running.
+    not raised once the task the signal interrupted has ended (whatever
+    other tasks the application left pending).
     """
     try:
         loop = asyncio.get_running_loop()
@@ -64,9 +65,9 @@ def exit_through_the_exit_hooks(signum: int, frame: FrameType | None) -> None:
         signal.signal(signum, signal.SIG_DFL)
         signal.raise_signal(signum)
         return
-    loop.call_soon_threadsafe(_exit_unless_ending, loop)
+    loop.call_soon_threadsafe(_exit_unless_ended, asyncio.current_task(loop))
 
 
-def _exit_unless_ending(loop: asyncio.AbstractEventLoop) -> None:
-    if asyncio.all_tasks(loop):  # still serving, or shutting down
+def _exit_unless_ended(interrupted: asyncio.Task[Any] | None) -> None:
+    if interrupted is None or not interrupted.done():
         sys.exit(0)
