@@ -15,6 +15,7 @@ import sys
 import sysconfig
 import threading
 import time
+import traceback
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -304,24 +305,29 @@ def setup_django() -> None:
 def _in_own_code(exc: BaseException) -> bool:
     """Whether ``exc`` was raised through the project's own code (see
     :func:`describe_error`)."""
-    installed = _installed_code()
-    tb = exc.__traceback__
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if not filename.startswith("<") and not os.path.realpath(filename).startswith(installed):
-            return True
-        tb = tb.tb_next
-    return False
+    return any(own for *_, own in _source_frames(exc))
 
 
 def _raised_through(exc: BaseException, code: types.CodeType) -> bool:
     """Whether ``exc`` was raised through a frame running ``code``."""
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code is code:
-            return True
-        tb = tb.tb_next
-    return False
+    return any(frame.f_code is code for frame, _ in traceback.walk_tb(exc.__traceback__))
+
+
+def _source_frames(exc: BaseException) -> list[tuple[str, int, str, bool]]:
+    """The frames of real source ``exc`` was raised through (importlib's
+    frozen ones skipped), outermost first: file, line, function, and whether
+    it is the project's own code (not installed: see :func:`_installed_code`)."""
+    installed = _installed_code()
+    return [
+        (
+            frame.f_code.co_filename,
+            line,
+            frame.f_code.co_name,
+            not os.path.realpath(frame.f_code.co_filename).startswith(installed),
+        )
+        for frame, line in traceback.walk_tb(exc.__traceback__)
+        if not frame.f_code.co_filename.startswith("<")
+    ]
 
 
 def _installed_code() -> tuple[str, ...]:
@@ -355,20 +361,11 @@ def describe_error(exc: BaseException) -> str:
     text = _named(exc)
     if isinstance(exc, SyntaxError):  # its message names the file and line
         return text
-    where = own = None
-    installed = _installed_code()
-    tb = exc.__traceback__
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if not filename.startswith("<"):
-            where = (filename, tb.tb_lineno, tb.tb_frame.f_code.co_name)
-            if not os.path.realpath(filename).startswith(installed):
-                own = where
-        tb = tb.tb_next
-    where = own or where
-    if where is None:
+    frames = _source_frames(exc)
+    if not frames:
         return text
-    filename, line, function = where
+    # The innermost of the project's own, else the innermost.
+    filename, line, function, _ = ([frame for frame in frames if frame[3]] or frames)[-1]
     try:
         relative = os.path.relpath(filename)
     except ValueError:  # another drive
