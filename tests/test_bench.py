@@ -991,6 +991,81 @@ def test_http_load_pauses_before_each_request():
     assert figures == [(1, 7, 1, 0), (2, 7, 1, 0), (3, 7, 1, 0)]
 
 
+def _stalling_server(answers: int, pace: float = 0.0):
+    """A loopback server of the test's own that answers its first
+    ``answers`` requests (each after ``pace`` seconds), then keeps its
+    connections open without answering; what it saw, in order."""
+    import asyncio
+
+    events: list[str] = []
+
+    async def answer(reader, writer):
+        events.append("open")
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the client closed the connection
+                break
+            events.append("request")
+            if events.count("request") > answers:
+                continue  # read, never answered
+            await asyncio.sleep(pace)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        events.append("closed")
+        writer.close()
+
+    return events, answer
+
+
+def _load_stalling(answers: int, requests: int, concurrency: int, stall: float, pace=0.0):
+    import asyncio
+
+    events, answer = _stalling_server(answers, pace)
+
+    async def load():
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            try:
+                return await bench._http_load(
+                    "127.0.0.1", port, "/x/", requests, concurrency, stall=stall
+                )
+            finally:
+                for _ in range(1000):  # until the server has seen each connection closed
+                    if events.count("closed") == events.count("open"):
+                        break
+                    await asyncio.sleep(0.01)
+
+    return events, load
+
+
+def test_http_load_gives_up_on_a_server_that_keeps_its_connections_but_stops_answering():
+    """A server that took the requests and answers none for ``stall``
+    seconds: Stalled, every connection closed; before, the load waited for
+    it for ever (a view waiting for ever, a server stopped with SIGSTOP)."""
+    import asyncio
+
+    for answers, requests, concurrency in ((0, 1, 1), (3, 10, 2), (1, 5, 3)):
+        events, load = _load_stalling(answers, requests, concurrency, stall=0.3)
+        with pytest.raises(bench.Stalled):
+            asyncio.run(load())
+        assert (events.count("open"), events.count("closed")) == (concurrency, concurrency)
+        # Each connection sent one request more than it got answered, no further.
+        assert events.count("request") == answers + concurrency
+
+
+def test_http_load_waits_for_a_slow_server_that_keeps_answering():
+    """Stalled is a window without any response, not a limit on the whole
+    load: 12 responses, 0.05 s apart, take longer than the 0.3 s stall."""
+    import asyncio
+
+    events, load = _load_stalling(12, 12, 1, stall=0.3, pace=0.05)
+    elapsed, latencies, figures = asyncio.run(load())
+    assert (len(latencies), figures) == (12, [None] * 12)
+    assert elapsed > 0.3
+    assert events == ["open"] + ["request"] * 12 + ["closed"]
+
+
 FAMILY = """
 import subprocess, sys, threading, time
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])

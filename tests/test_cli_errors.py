@@ -1186,6 +1186,88 @@ def test_a_server_that_does_not_start_is_ended_and_disowned(
     assert (ended, cli._children, handler) == ([(status, status)], set(), signal.SIG_DFL)
 
 
+# Listens on the port it is given, answers its first ANSWERS requests, then
+# reads requests and answers none, its connections kept open: a view waiting
+# for ever, a server stopped with SIGSTOP.
+SILENT = """
+import asyncio, sys
+
+answered = 0
+
+async def serve(reader, writer):
+    global answered
+    while True:
+        try:
+            await reader.readuntil(b"\\r\\n\\r\\n")
+        except asyncio.IncompleteReadError:
+            break
+        answered += 1
+        if answered <= int(sys.argv[2]):
+            writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(
+    ("answers", "error"),
+    [
+        (0, "did not answer within 1.5 s"),
+        (1, "did not answer GET /sync/: no response came in 0.5 s"),
+    ],
+    ids=["first request", "measured requests"],
+)
+def test_a_server_that_keeps_its_connections_but_stops_answering(answers, error, monkeypatch):
+    """A server that takes the connection and answers nothing: on its first
+    request, killed once its start-up time is over (the 30 s, here 1.5 s);
+    later (its first request answered), the load stops once no response came
+    for STALL (60 s, here 0.5 s), the line naming the request. Before, the
+    command waited for it for ever, though the README promises one line for
+    a server that stops answering."""
+
+    class Silent(bench.Servers):
+        start_timeout = 1.5
+
+        def _command(self, server: str, port: int) -> list[str]:
+            return [sys.executable, "-c", SILENT, str(port), str(answers)]
+
+    started = []
+
+    def start(command, **options):
+        started.append(real_start(command, **options))
+        return started[-1]
+
+    real_start = cli.start
+    monkeypatch.setattr(cli, "start", start)
+    monkeypatch.setattr(cli, "_children", set())
+    monkeypatch.setattr(bench, "STALL", 0.5)
+    sigterm = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    servers = Silent(EXAMPLE, 2, servers=("asgi",))
+    try:
+        with pytest.raises(bench.ServerFailed) as failed:
+            servers.open("none")
+            servers.load("asgi", "none", "/sync/", requests=6, concurrency=2)
+        running = [process.poll() for process in started]
+        servers.close()
+        ended = [process.poll() for process in started]
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+        for process in started:
+            process.kill()
+            process.wait()
+    assert str(failed.value) == f"the ASGI server (uvicorn) {error}"
+    if answers == 0:  # killed by the start-up, no longer the command's
+        assert (running, ended) == ([-signal.SIGKILL], [-signal.SIGKILL])
+    else:  # still running after the error, ended by close() as any server
+        assert (running, ended) == ([None], [-signal.SIGTERM])
+    assert cli._children == set()
+
+
 def test_overhead_through_servers_a_server_not_answering_as_its_mode(tmp_path):
     """A copy of the example project whose settings show switchtrace's
     headers to no request: its headers-only server sends none, and is not

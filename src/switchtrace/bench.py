@@ -213,6 +213,16 @@ class ServerFailed(RuntimeError):
     error status (400 or more)."""
 
 
+#: Seconds without a single response after which a server that keeps its
+#: connections open (a view waiting for ever, a stopped process) counts as
+#: no longer answering, rather than the command waiting for it for ever.
+STALL = 60.0
+
+
+class Stalled(Exception):
+    """No response came in for a whole ``stall`` (see :data:`STALL`)."""
+
+
 # -- statistics ----------------------------------------------------------------
 
 
@@ -368,6 +378,8 @@ class Servers:
     request of ``endpoint`` before it counts as started."""
 
     name = "server"
+    #: Seconds a server has to answer its first request.
+    start_timeout = 30.0
 
     def __init__(
         self,
@@ -408,7 +420,7 @@ class Servers:
 
         # Adopted: ended with the command if a signal ends it.
         process = start(command, cwd=self.project, env=env)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 disown(process)
@@ -417,10 +429,15 @@ class Servers:
                     f"{process.returncode} before answering (its own output is above)"
                 )
             try:
-                asyncio.run(_http_load("127.0.0.1", port, self.endpoint, 1, 1))
+                # A server that takes the connection and never answers is
+                # waited for until the deadline, not for ever.
+                left = max(deadline - time.monotonic(), 0.1)
+                asyncio.run(_http_load("127.0.0.1", port, self.endpoint, 1, 1, stall=left))
                 return process, port
             except OSError:  # not listening yet
                 time.sleep(0.1)
+            except Stalled:
+                break
             except Exception as exc:
                 # It answered, but not as a server to measure (an error
                 # status, 400 or more): stopped
@@ -440,7 +457,9 @@ class Servers:
                 raise
         kill(process)
         disown(process)
-        raise ServerFailed(f"{self._name(server, key)} did not answer within 30 s")
+        raise ServerFailed(
+            f"{self._name(server, key)} did not answer within {self.start_timeout:g} s"
+        )
 
     def _command(self, server: str, port: int) -> list[str]:
         """The command line of ``server`` listening on ``port``."""
@@ -509,17 +528,19 @@ class Servers:
         process, port = self._servers[server, key]
         try:
             return asyncio.run(
-                _http_load("127.0.0.1", port, endpoint, requests, concurrency, pause)
+                _http_load("127.0.0.1", port, endpoint, requests, concurrency, pause, STALL)
             )
         except ServerFailed as exc:  # an error status
             answered = str(exc).removeprefix("server answered ")
             raise ServerFailed(
                 f"{self._name(server, key)} answered GET {endpoint} with {answered}"
             ) from None
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        except (ConnectionError, asyncio.IncompleteReadError, Stalled) as exc:
             # Not any OSError: the command's own (too many open files) is no
             # server's failure.
-            if isinstance(exc, asyncio.IncompleteReadError):
+            if isinstance(exc, Stalled):
+                why = f"no response came in {STALL:g} s"
+            elif isinstance(exc, asyncio.IncompleteReadError):
                 why = "it closed the connection"
             else:
                 why = exc.strerror or text.message(exc) or type(exc).__name__
@@ -585,10 +606,12 @@ async def _http_load(
     requests: int,
     concurrency: int,
     pause: Callable[[], None] | None = None,
+    stall: float | None = None,
 ):
     """A minimal HTTP/1.1 keep-alive load generator: ``concurrency``
     connections; each sends its requests one after the other, after
-    ``pause()`` (untimed, blocking: for one connection) if given."""
+    ``pause()`` (untimed, blocking: for one connection) if given.
+    :class:`Stalled` if no response comes in for ``stall`` seconds."""
     remaining = requests
     latencies: list[float] = []
     figures: list[Any] = []
@@ -617,7 +640,29 @@ async def _http_load(
                 await writer.wait_closed()
 
     start = time.perf_counter()
-    await asyncio.gather(*(connection() for _ in range(min(concurrency, requests))))
+    tasks = [asyncio.ensure_future(connection()) for _ in range(min(concurrency, requests))]
+    try:
+        # Woken every ``stall`` seconds only (nothing added to a request): a
+        # window in which no response came is a stalled server.
+        answered = 0
+        while True:
+            done, pending = await asyncio.wait(
+                tasks, timeout=stall, return_when=asyncio.FIRST_EXCEPTION
+            )
+            for task in done:
+                failure = task.exception()
+                if failure is not None:  # an error status, a connection reset
+                    raise failure
+            if not pending:
+                break
+            if len(latencies) == answered:
+                raise Stalled(stall)
+            answered = len(latencies)
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Each connection closed (its own finally) before the loop ends.
+        await asyncio.gather(*tasks, return_exceptions=True)
     return time.perf_counter() - start, latencies, figures
 
 
