@@ -229,9 +229,35 @@ class AnswersException(MiddlewareMixin):
         return HttpResponse("recovered")
 
 
+def _calls_through_a_bridge(view):
+    """A sync wrapper (functools.wraps) that calls the async ``view`` through
+    async_to_sync itself: sync for Django, its __wrapped__ the async view."""
+    import functools
+
+    from asgiref.sync import async_to_sync
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        return async_to_sync(view)(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _bridged_sync_view():
+    from asgiref.sync import sync_to_async
+
+    def bridged(request):
+        return HttpResponse("ok")
+
+    # The URL's view is the bridge: async for Django, its __wrapped__ the sync view.
+    return sync_to_async(bridged)
+
+
 urlpatterns += [
     path("status/<int:code>/", status_view),
     path("one-bridge/", one_bridge_view),
+    path("bridged-view/", _bridged_sync_view()),
+    path("wrapper-bridging/", _calls_through_a_bridge(async_view)),
 ]
 
 

@@ -294,6 +294,30 @@ WITH_TWO = "(as predicted, with 2 of the conditional switches listed above)"
                 NOT_PREDICTED + "str 2",
             ],
         ),
+        # The URL's view is sync_to_async(a sync view), or a wrapper that
+        # calls an async view through async_to_sync: the bridge is the view's
+        # code, though the crossing's code is the view unwrapped (it was
+        # taken for Django's adaptation of the view: DIFFERS, nothing listed).
+        (
+            "/bridged-view/",
+            [],
+            [
+                "  measured: 6 switches, 6 hops, 0 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "_bridged_sync_view.<locals>.bridged 2",
+                "  measured: 4 switches, 4 hops, 1 loop (DIFFERS from the prediction)",
+                NOT_PREDICTED + "_bridged_sync_view.<locals>.bridged 2",
+            ],
+        ),
+        (
+            "/wrapper-bridging/",
+            [],
+            [
+                "  measured: 8 switches, 8 hops, 0 loops (DIFFERS from the prediction)",
+                NOT_PREDICTED + "async_view 2",
+                "  measured: 2 switches, 2 hops, 1 loop (DIFFERS from the prediction)",
+                NOT_PREDICTED + "async_view 2",
+            ],
+        ),
         # A stream costs by its kind of iterator on the server: an async one
         # under ASGI and a sync one under WSGI take no stream cause, so a
         # middleware's own 2 switches (in a function its code calls, which
@@ -451,6 +475,91 @@ def test_what_a_measured_response_is_compared_with(url, middleware, lines):
     assert [
         line for line in text.splitlines() if line.startswith(("  measured:", NOT_PREDICTED))
     ] == lines
+
+
+def test_a_view_made_atomic_is_still_djangos_adaptation_of_it(monkeypatch):
+    """ATOMIC_REQUESTS: Django bridges transaction.atomic's wrapper around
+    the view; that crossing is the modelled adaptation (the view is inside
+    the wrapper), not the view's code's own."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections.settings["default"], "ATOMIC_REQUESTS", True)
+    text, error = render("/sync/")
+    assert error is None
+    assert measured_lines(text) == [
+        f"{PREDICTED} (as predicted)",
+        "  measured: 0 switches, 0 hops, 0 loops (as predicted)",
+    ]
+
+
+def test_djangos_adaptation_of_a_view_is_the_view_or_its_atomic_wrappers():
+    """The view, or the view inside wrappers around it (make_view_atomic's,
+    one per database with ATOMIC_REQUESTS); not what the view wraps."""
+    import functools
+
+    from django.db import transaction
+
+    from switchtrace.django_app.components import is_adapted_view
+
+    def inner(request):
+        return None
+
+    @functools.wraps(inner)
+    def view(request):
+        return inner(request)
+
+    twice = transaction.atomic(using="other")(transaction.atomic(using="default")(view))
+    assert [is_adapted_view(f, view) for f in (view, twice, inner, None)] == [
+        True, True, False, False]  # fmt: skip
+    assert is_adapted_view(view, None) is False
+
+
+LOCALE = "django.middleware.locale.LocaleMiddleware"
+
+
+def explained(url: str, middleware: list[str]) -> str:
+    out = io.StringIO()
+    with override_settings(
+        ROOT_URLCONF="tests.locale_urls", ALLOWED_HOSTS=["localhost"], MIDDLEWARE=middleware,
+        LANGUAGE_CODE="en", LANGUAGES=[("en", "English"), ("fr", "French")],
+    ):  # fmt: skip
+        explain.render(url, True, out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("url", ["/en/hello/", "/fr/hello/"])
+def test_a_url_of_i18n_patterns_resolves_in_the_language_of_its_prefix(url):
+    """LocaleMiddleware activates the path's language before Django resolves
+    it: /fr/hello/ is served as /en/hello/ is. It was resolved in the
+    project's LANGUAGE_CODE alone: 'does not resolve to a view', exit 2."""
+    text = explained(url, [LOCALE])
+    assert text.splitlines()[0] == f"{url} → hello_view (async view)"
+    assert measured_lines(text) == [
+        "  measured: 8 switches, 8 hops, 0 loops (as predicted)",
+        "  measured: 2 switches, 2 hops, 1 loop (as predicted)",
+    ]
+
+
+def test_without_locale_middleware_only_the_active_languages_prefix_resolves():
+    """As Django serves it: no LocaleMiddleware, no language from the path
+    (/fr/hello/ is a 404 there)."""
+    assert explained("/en/hello/", []).splitlines()[0] == "/en/hello/ → hello_view (async view)"
+    with pytest.raises(explain.ExplainError) as refused:
+        explained("/fr/hello/", [])
+    assert str(refused.value) == (
+        "the URL '/fr/hello/' does not resolve to a view; allowed: a URL of ROOT_URLCONF "
+        "'tests.locale_urls'"
+    )
+
+
+def test_a_path_converter_raising_is_the_projects_code_raising():
+    """Django answers 500: the project's code raised (exit 1), where it did;
+    the URLconf was loaded. It said 'ROOT_URLCONF cannot be loaded', exit 2."""
+    with pytest.raises(explain.ApplicationError) as raised:
+        explained("/item/boom/", [])
+    assert str(raised.value).startswith("resolving '/item/boom/' raised KeyError: 'boom' (")
+    assert str(raised.value).endswith("locale_urls.py, line 18, in to_python)")
+    assert explained("/item/fine/", []).splitlines()[0] == "/item/fine/ → hello_view (async view)"
 
 
 def test_a_400_is_an_error_response_not_compared():

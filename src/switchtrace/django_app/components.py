@@ -618,6 +618,24 @@ def is_view(func: Any, view: Any) -> bool:
     return view is not None and (func is view or _unwrapped(func) is _unwrapped(view))
 
 
+def is_adapted_view(func: Any, view: Any) -> bool:
+    """Whether ``func`` is the request's view as Django's handler hands it
+    to sync_to_async or async_to_sync: the view itself, or the view inside
+    the transaction.atomic wrappers of ATOMIC_REQUESTS (make_view_atomic).
+    Not what the view wraps (``sync_to_async(view)`` as the URL's view,
+    ``functools.wraps`` around a view it calls through a bridge): that
+    crossing is the view's code's own."""
+    if view is None:
+        return False
+    for _ in range(MAX_DEPTH):
+        if func is view:
+            return True
+        func = attribute(func, "__wrapped__")
+        if func is None:
+            return False
+    return False
+
+
 def _unwrapped(func: Any) -> Any:
     """:func:`unwrap`, with the usual case first: a function's attributes are
     in its __dict__, a bound method's in its function's, read there without

@@ -18,7 +18,7 @@ import functools
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.client import responses
 from typing import Any, TextIO
@@ -113,26 +113,41 @@ def split_url(url: str) -> tuple[str, str]:
     return path, parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def view_kind(url: str) -> tuple[bool, str]:
-    """(is the view async, its name) for ``url``, or an ExplainError."""
+def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
+    """(is the view async, its name) for ``url`` as the project's
+    ``middleware`` serve it, or an ExplainError (an ApplicationError when
+    the project's code raises while the URL is resolved: a path
+    converter's)."""
     from asgiref.sync import iscoroutinefunction
-    from django.urls import Resolver404, resolve
+    from django.core.exceptions import ImproperlyConfigured
+    from django.urls import Resolver404, get_resolver, resolve
+    from django.utils import translation
 
     path, _target = split_url(url)
     urlconf = getattr(settings, "ROOT_URLCONF", None)
     if not urlconf:
         raise ExplainError("--url needs the settings' ROOT_URLCONF, which is not set")
     try:
-        match = resolve(path)
+        get_resolver(urlconf).url_patterns  # noqa: B018 (imports it, checks its patterns)
+        language = _path_language(path, urlconf, middleware)
+    except Exception as exc:  # the URLconf (or a module it imports) does not import
+        raise ExplainError(
+            f"ROOT_URLCONF {urlconf!r} cannot be loaded: {describe_error(exc)}"
+        ) from None
+    try:
+        with translation.override(language) if language else contextlib.nullcontext():
+            match = resolve(path)
     except Resolver404:
         raise ExplainError(
             f"the URL {url!r} does not resolve to a view; allowed: a URL of ROOT_URLCONF "
             f"{urlconf!r}"
         ) from None
-    except Exception as exc:  # the URLconf (or a module it imports) does not import
+    except ImproperlyConfigured as exc:  # an include()d URLconf, loaded as it is reached
         raise ExplainError(
             f"ROOT_URLCONF {urlconf!r} cannot be loaded: {describe_error(exc)}"
         ) from None
+    except Exception as exc:  # the project's code (a path converter's to_python)
+        raise ApplicationError(f"resolving {url!r} raised {describe_error(exc)}") from None
     func = match.func
     view_class = getattr(func, "view_class", None)
     is_async = bool(getattr(view_class, "view_is_async", False)) or iscoroutinefunction(func)
@@ -142,6 +157,25 @@ def view_kind(url: str) -> tuple[bool, str]:
     return is_async, target.name if target is not None else getattr(
         func, "__qualname__", repr(func)
     )
+
+
+def _path_language(path: str, urlconf: str, middleware: Sequence[str]) -> str | None:
+    """The language that LocaleMiddleware (or a subclass of it) in
+    ``middleware`` activates from ``path`` before the URL is resolved, where
+    the URLconf has i18n_patterns: /fr/… resolves in French (its prefix, its
+    translated routes). None otherwise (the request's language is then the
+    project's LANGUAGE_CODE, as --measure's request sends no cookie and no
+    Accept-Language)."""
+    from django.conf.urls.i18n import is_language_prefix_patterns_used
+    from django.middleware.locale import LocaleMiddleware
+    from django.utils import translation
+
+    classes = (import_string(entry) for entry in middleware)
+    if not any(isinstance(cls, type) and issubclass(cls, LocaleMiddleware) for cls in classes):
+        return None
+    if not is_language_prefix_patterns_used(urlconf)[0]:
+        return None
+    return translation.get_language_from_path(path)
 
 
 def request_host() -> str:
@@ -473,7 +507,7 @@ def render(url: str | None, do_measure: bool, out: TextIO) -> int:
     target = host = None
     if url is not None:
         _path, target = split_url(url)
-        is_async, name = view_kind(url)
+        is_async, name = view_kind(url, paths)
         cases = [("asgi", is_async), ("wsgi", is_async)]
         if do_measure:
             host = request_host()
@@ -639,7 +673,7 @@ def _modelled(crossing: Crossing, record: RequestRecord) -> bool:
     if component.kind == "signal":
         return component.name in REQUEST_SIGNALS
     if component.kind == "view":
-        return components.is_view(crossing.func, record.extra.get("view"))
+        return components.is_adapted_view(crossing.func, record.extra.get("view"))
     return True
 
 

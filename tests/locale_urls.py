@@ -1,0 +1,28 @@
+"""A URLconf with i18n_patterns and a path converter that raises, for
+explain's tests."""
+
+from django.conf.urls.i18n import i18n_patterns
+from django.http import HttpResponse
+from django.urls import path, register_converter
+
+
+async def hello_view(request, **kwargs):
+    return HttpResponse("hello")
+
+
+class RaisingConverter:
+    regex = "[a-z]+"
+
+    def to_python(self, value):
+        if value == "boom":
+            raise KeyError(value)
+        return value
+
+    def to_url(self, value):
+        return value
+
+
+register_converter(RaisingConverter, "raising")
+
+urlpatterns = [path("item/<raising:name>/", hello_view)]
+urlpatterns += i18n_patterns(path("hello/", hello_view))
