@@ -145,9 +145,10 @@ def test_writers_of_one_file_rotate_it_once(tmp_path, caplog):
     opened_before = os.open(path, os.O_WRONLY | os.O_APPEND)
     first.export(EncodedSpans("b" * 8, 1))
     assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
-    fresh, _readable = second._rotated(opened_before, False)
-    assert os.fstat(fresh).st_ino == path.stat().st_ino  # the first's new file
-    os.close(fresh)
+    try:  # not this line's file any more, and not renamed again
+        assert second._room(opened_before, 9) is False
+    finally:
+        os.close(opened_before)
     assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
     assert second.export(EncodedSpans("c" * 8, 1)) is SpanExportResult.SUCCESS
     assert older.read_text() == "b" * 8 + "\n" and path.read_text() == "c" * 8 + "\n"
@@ -388,12 +389,12 @@ def test_a_file_renamed_by_another_writer_and_not_yet_started_again(tmp_path):
     exporter.export(EncodedSpans("a" * 8, 1))
     opened_before = os.open(path, os.O_WRONLY | os.O_APPEND)
     os.replace(path, older)  # the other writer's rename
-    fresh, _readable = exporter._rotated(opened_before, False)
-    try:
-        assert os.fstat(fresh).st_ino == path.stat().st_ino
-        os.write(fresh, b"b" * 8 + b"\n")
+    try:  # not this line's file any more, and nothing to rename
+        assert exporter._room(opened_before, 9) is False
     finally:
-        os.close(fresh)
+        os.close(opened_before)
+    assert not path.exists()
+    assert exporter.export(EncodedSpans("b" * 8, 1)) is SpanExportResult.SUCCESS
     assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
 
 

@@ -582,6 +582,116 @@ def test_workers_appending_to_one_file_at_once_leave_no_empty_line(tmp_path):
     assert (names.count("child"), names.count("paren")) == (500, 500)
 
 
+WORKERS_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    sys.path[:0] = [{src!r}]
+    from switchtrace.exporters import FileSpanExporter
+    from switchtrace.exporters.encode import EncodedSpans
+
+    path, exports, size, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    # Three workers' exporters appending at once; each rename noted with the
+    # size of the file it put aside.
+    name = "parent"
+    children = []
+    for child in ("first", "second"):
+        pid = os.fork()
+        if pid == 0:
+            name, children = child, []
+            break
+        children.append(pid)
+    replace = os.replace
+
+    def noted(source, destination):
+        with open(path + ".renamed", "a") as notes:
+            notes.write(f"{{os.stat(source).st_size}}\\n")
+        replace(source, destination)
+
+    os.replace = noted
+    exporter = FileSpanExporter(path, None if limit == "none" else int(limit))
+    line = '{{"resourceSpans":[],"x":"' + name[0] * (size - 28) + '"}}'  # size with its newline
+    results = {{exporter.export(EncodedSpans(line, 1)).name for _ in range(exports)}}
+    if name != "parent":
+        os._exit(0 if results == {{"SUCCESS"}} else 1)
+    statuses = [os.waitpid(pid, 0)[1] for pid in children]
+    print(sorted(results), statuses)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="a named pipe")
+def test_workers_writing_to_one_pipe_do_not_mix_their_lines(tmp_path):
+    """FILE_PATH a pipe (/dev/stdout piped to a log shipper, here a named
+    pipe) that three workers write lines of 200 KB to at once: a write of
+    more than PIPE_BUF (4 KiB) to a pipe is not one piece, and the workers'
+    lines came out mixed (of 15 lines, 8 to 13 were not JSON). They take
+    turns on a pipe too: every line is whole."""
+    fifo = tmp_path / "shipper"
+    os.mkfifo(fifo)
+    read: list[bytes] = []
+    # The shipper reads from the start (a pipe without a reader refuses the
+    # workers' open), until the last writer has closed it.
+    pipe = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    held = os.open(fifo, os.O_WRONLY)
+    os.set_blocking(pipe, True)
+
+    def shipper() -> None:
+        with open(pipe, "rb") as stream:
+            read.append(stream.read())
+
+    reader = threading.Thread(target=shipper)
+    reader.start()
+    try:
+        stdout = run_script(WORKERS_SCRIPT, fifo, 5, 200_000, "none")
+    finally:
+        os.close(held)
+        reader.join(30)
+    assert stdout == "['SUCCESS'] [0, 0]\n"
+    lines = read[0].split(b"\n")
+    assert lines.pop() == b""
+    names = sorted(json.loads(line)["x"][0] for line in lines)
+    assert names == ["f"] * 5 + ["p"] * 5 + ["s"] * 5
+
+
+def test_workers_rotating_one_file_keep_each_within_max_bytes(tmp_path):
+    """Each worker measured the file before taking its turn to append: two
+    could each find room for their line, and together take the file past
+    FILE_MAX_BYTES (files of 21000 and 22000 bytes put aside at a 20000
+    limit). The size is looked at in turn: no file put aside holds more
+    than the limit, and every line is whole."""
+    path = tmp_path / "traces.jsonl"
+    stdout = run_script(WORKERS_SCRIPT, path, 200, 1000, 20_000)
+    assert stdout == "['SUCCESS'] [0, 0]\n"
+    renamed = [int(size) for size in (tmp_path / "traces.jsonl.renamed").read_text().split()]
+    # 600 lines of 1000 bytes, 20 to a file: the last file kept, each other renamed once.
+    assert (len(renamed), max(renamed)) == (29, 20_000)
+    for kept in (path, tmp_path / "traces.jsonl.1"):
+        lines = kept.read_text().split("\n")
+        assert lines.pop() == ""
+        assert all(json.loads(line)["x"] for line in lines)
+        assert len(lines) == 20
+
+
+def refuse_the_lock(refused: str, monkeypatch) -> None:
+    """flock as a file system that refuses it (ENOLCK) does: the lock and
+    its release, or (``refused`` "unlock") the release alone."""
+    import fcntl
+
+    from switchtrace.exporters import otlp_json
+
+    class Refusing:
+        LOCK_EX, LOCK_UN, LOCK_NB = fcntl.LOCK_EX, fcntl.LOCK_UN, fcntl.LOCK_NB
+
+        @staticmethod
+        def flock(descriptor, operation):
+            if operation == fcntl.LOCK_UN or refused == "lock and unlock":
+                raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+            # Not waiting: a lock this process left held is a failure here.
+            fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
+
+    monkeypatch.setattr(otlp_json, "fcntl", Refusing)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="flock")
 @pytest.mark.parametrize("refused", ["lock and unlock", "unlock"])
 def test_a_file_system_that_refuses_the_files_lock_still_gets_every_line(
@@ -600,17 +710,7 @@ def test_a_file_system_that_refuses_the_files_lock_still_gets_every_line(
     from switchtrace.exporters import otlp_json
     from switchtrace.exporters.encode import EncodedSpans
 
-    class Refusing:
-        LOCK_EX, LOCK_UN, LOCK_NB = fcntl.LOCK_EX, fcntl.LOCK_UN, fcntl.LOCK_NB
-
-        @staticmethod
-        def flock(descriptor, operation):
-            if operation == fcntl.LOCK_UN or refused == "lock and unlock":
-                raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
-            # Not waiting: a lock this process left held is a failure here.
-            fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
-
-    monkeypatch.setattr(otlp_json, "fcntl", Refusing)
+    refuse_the_lock(refused, monkeypatch)
     path = tmp_path / "traces.jsonl"
     exporter = otlp_json.FileSpanExporter(path)
     descriptors = len(os.listdir("/proc/self/fd"))
@@ -624,6 +724,31 @@ def test_a_file_system_that_refuses_the_files_lock_still_gets_every_line(
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: not held by a lost descriptor
     finally:
         os.close(other)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+@pytest.mark.parametrize("refused", ["lock and unlock", "unlock"])
+def test_a_file_system_that_refuses_the_files_lock_still_has_the_file_renamed(
+    refused, tmp_path, monkeypatch, caplog
+):
+    """The lock refused (ENOLCK), or only its release: the full file is
+    renamed all the same, without a word. The refusal was taken for the
+    rename's: a warning said the file 'cannot be renamed (No locks
+    available)', and the file grew past FILE_MAX_BYTES (refused only
+    the unlock, the file was renamed and the line went into FILE_PATH.1)."""
+    from switchtrace.exporters import otlp_json
+    from switchtrace.exporters.encode import EncodedSpans
+
+    refuse_the_lock(refused, monkeypatch)
+    path = tmp_path / "traces.jsonl"
+    exporter = otlp_json.FileSpanExporter(path, 30)
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        for text in ("a", "b", "c"):
+            line = '{"resourceSpans":[],"x":"' + text + '"}'  # 29 bytes with its newline
+            assert exporter.export(EncodedSpans(line, 1)) is SpanExportResult.SUCCESS
+    assert caplog.records == []
+    assert [json.loads(p.read_text())["x"] for p in (tmp_path / "traces.jsonl.1", path)] == [
+        "b", "c"]  # fmt: skip
 
 
 def test_an_exporter_given_sdk_spans_counts_its_failed_exports_too(monkeypatch, caplog):

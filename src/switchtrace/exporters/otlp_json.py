@@ -47,6 +47,9 @@ def _unlock_file(descriptor: int) -> None:
 #: Opened for reading too, to see whether the file ends with a whole line.
 _APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT
 _APPEND_ONLY = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+#: How many times an export opens the file again after finding it renamed
+#: (by itself, or by another process) before it appends to what it has.
+_ROTATIONS = 3
 _REMOTE_KNOWN = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 
@@ -224,9 +227,12 @@ class FileSpanExporter(SpanExporter):
     (the disk full) leaves part of a line: the next line appended to that
     file, by any of them, then starts on a line of its own (each looks at
     the file's last byte), so that only the lost export's line cannot be
-    read. They take turns (a lock on the file, from that look to the end of
-    the line): a line another one is still writing is not one cut short.
-    A file system that refuses the lock gets the line without it.
+    read. They take turns (a lock on the file, from the look at its size
+    and last byte to the end of the line): a line another one is still
+    writing is not one cut short, two do not both find room under
+    ``max_bytes``, and lines to a pipe (whose writes of more than PIPE_BUF
+    bytes are not one piece) are not mixed. A file system that refuses the
+    lock gets the line without it.
 
     With ``max_bytes``, a file that an export would take past it is first
     renamed ``path + ".1"`` (replacing the one before; if ``path`` is a
@@ -273,40 +279,15 @@ class FileSpanExporter(SpanExporter):
             data = (line + "\n").encode("utf-8")
             written = 0
             try:
-                out, readable = self._open()
+                out, readable = self._turn(len(data))
                 try:
                     size = os.fstat(out).st_size
-                    if self.max_bytes is not None and size and size + len(data) > self.max_bytes:
-                        out, readable = self._rotated(out, readable)
-                        size = os.fstat(out).st_size
-                    if readable:
-                        # Appenders take turns from their look at the last
-                        # byte to the end of their line: a line another
-                        # process was still writing would look cut short,
-                        # and this one begin with a newline (an empty line).
-                        self._locked = out
-                        try:
-                            _lock_file(out)
-                        except OSError:
-                            # A file system that refuses it (NFS without its
-                            # lock daemon: ENOLCK): appended unlocked, as
-                            # before appenders took turns.
-                            self._locked = None
-                        else:
-                            size = os.fstat(out).st_size
                     if self._ends_in_a_line(out, size, readable):
                         data = b"\n" + data
                     while written < len(data):
                         written += os.write(out, data[written:])
                 finally:
-                    if self._locked is not None:
-                        try:
-                            _unlock_file(out)
-                        except OSError:
-                            pass  # closing the descriptor frees it
-                        finally:
-                            self._locked = None
-                    os.close(out)
+                    self._release(out)
             except OSError as exc:
                 self.error = exc
                 if written:
@@ -315,6 +296,97 @@ class FileSpanExporter(SpanExporter):
             self.error = None
             self._torn = False
         return SpanExportResult.SUCCESS
+
+    def _turn(self, length: int) -> tuple[int, bool]:
+        """The file at the path, open for appending (and whether it can be
+        read too), with this process's turn to append ``length`` bytes: the
+        file's lock, held until :meth:`_release`. Appenders take turns from
+        their look at the file (its size, its last byte) to the end of their
+        line: a line another process was still writing would look cut short
+        (this one then beginning with a newline: an empty line), two of them
+        could each find room for their line and together take the file past
+        max_bytes, and a write of more than PIPE_BUF bytes to a pipe is not
+        one piece (two workers' lines to /dev/stdout piped to a log shipper
+        came out mixed). With max_bytes, a file this line would take past it
+        is renamed first, under the lock, and the new file taken in turn."""
+        out, readable = self._open()
+        for _ in range(_ROTATIONS):
+            try:
+                self._take(out)
+                if self.max_bytes is None or self._room(out, length):
+                    return out, readable
+            except BaseException:
+                self._release(out)
+                raise
+            self._release(out)
+            out, readable = self._open()
+        try:  # renamed each time by others meanwhile: appended to the last one
+            self._take(out)
+        except BaseException:
+            self._release(out)
+            raise
+        return out, readable
+
+    def _take(self, out: int) -> None:
+        # Noted first: a fork while this thread waits for the lock leaves
+        # the child a copy of the descriptor, which _at_fork_reinit closes.
+        self._locked = out
+        try:
+            _lock_file(out)
+        except OSError:
+            # A file system that refuses it (NFS without its lock daemon:
+            # ENOLCK): appended unlocked, as before appenders took turns.
+            self._locked = None
+
+    def _release(self, out: int) -> None:
+        if self._locked is not None:
+            try:
+                _unlock_file(out)
+            except OSError:
+                pass  # closing the descriptor frees it
+            finally:
+                self._locked = None
+        os.close(out)
+
+    def _room(self, out: int, length: int) -> bool:
+        """Whether to append ``length`` bytes to the file open on ``out``,
+        this process's turn taken: it is still the file at the path (not
+        renamed by another process meanwhile), and the line keeps it within
+        max_bytes or it cannot be renamed. A full file is renamed here, and
+        False returned: the file now at the path is to be opened."""
+        assert self.max_bytes is not None
+        measured = os.fstat(out)
+        # A path that is a symbolic link stays one: the file it links to is
+        # renamed, beside it (on its own disk).
+        target = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        try:
+            current = os.stat(target)
+        except FileNotFoundError:  # renamed by another process, no new file yet
+            return False
+        except OSError:
+            return True  # (what cannot be looked at cannot be renamed either)
+        if (current.st_ino, current.st_dev) != (measured.st_ino, measured.st_dev):
+            return False  # renamed by another process since this one opened it
+        if not measured.st_size or measured.st_size + length <= self.max_bytes:
+            return True
+        try:
+            os.replace(target, target + ".1")
+        except FileNotFoundError:
+            return False  # (renamed meanwhile by a process that took no lock)
+        except OSError as exc:
+            if not self._unrotatable:
+                self._unrotatable = True
+                logger.warning(
+                    "switchtrace: %s reached SWITCHTRACE['FILE_MAX_BYTES'] (%d bytes) and "
+                    "cannot be renamed to %s.1 (%s): spans are appended to it past that size",
+                    self.path,
+                    self.max_bytes,
+                    target,
+                    exc.strerror or exc,
+                )
+            return True
+        self._unrotatable = False
+        return False
 
     def _open(self) -> tuple[int, bool]:
         """The file, opened for appending; whether it can be read too."""
@@ -350,58 +422,6 @@ class FileSpanExporter(SpanExporter):
             except OSError:
                 pass
         return self._torn
-
-    def _rotated(self, out: int, readable: bool) -> tuple[int, bool]:
-        """The file open on ``out`` (``readable`` or not) is full: renamed,
-        unless another process did it first, and the file now at the path
-        opened (what :meth:`_open` returns), or ``out`` again if it could not
-        be renamed."""
-        # A path that is a symbolic link stays one: the file it links to is
-        # renamed, beside it (on its own disk).
-        target = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
-        try:
-            measured = os.fstat(out)
-            # Writers that find the file full at once take turns (a lock on
-            # the full file itself): between one's look at the path and its
-            # rename, another could rename the file and start a new one,
-            # which the first would then rename over the spans put aside.
-            # (Held, as an append's, on a descriptor a forked child closes.)
-            self._locked = out
-            try:
-                _lock_file(out)
-                try:
-                    try:
-                        current = os.stat(target)
-                    except FileNotFoundError:
-                        current = None
-                    if current is not None and (current.st_ino, current.st_dev) == (
-                        measured.st_ino,
-                        measured.st_dev,
-                    ):
-                        try:
-                            os.replace(target, target + ".1")
-                        except FileNotFoundError:
-                            pass  # renamed by another process since: append to its new file
-                finally:
-                    _unlock_file(out)
-            finally:
-                self._locked = None
-        except OSError as exc:
-            if not self._unrotatable:
-                self._unrotatable = True
-                logger.warning(
-                    "switchtrace: %s reached SWITCHTRACE['FILE_MAX_BYTES'] (%d bytes) and "
-                    "cannot be renamed to %s.1 (%s): spans are appended to it past that size",
-                    self.path,
-                    self.max_bytes,
-                    target,
-                    exc.strerror or exc,
-                )
-            return out, readable
-        fresh = self._open()  # raising, ``out`` is closed by export
-        os.close(out)
-        self._unrotatable = False
-        return fresh
 
     def failure(self) -> str:
         """Why the last export failed, for the pipeline's warning."""
