@@ -671,6 +671,59 @@ def test_a_span_limit_the_sdk_refuses_is_e006_naming_it(monkeypatch, caplog, tmp
     assert telemetry.failure() is None
 
 
+_SPAN_COUNT_LIMIT = """
+import os, sys
+import django
+from django.conf import settings
+
+settings.configure(
+    INSTALLED_APPS=["switchtrace.django_app"],
+    MIDDLEWARE=["switchtrace.django_app.middleware.SwitchTraceMiddleware"],
+    SWITCHTRACE={{"ENABLED": {enabled}, "EXPORTER": "memory"}},
+)
+django.setup()
+from django.core.management import call_command
+try:
+    call_command("check")
+except Exception as exc:
+    print(exc)
+import opentelemetry.sdk.trace as sdk
+print(os.environ["OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"], sdk.SPAN_ATTRIBUTE_COUNT_LIMIT)
+"""
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_a_span_count_limit_the_sdk_refuses_on_import_is_e006_too(enabled):
+    """OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT is read as opentelemetry.sdk.trace is
+    imported, which raised ValueError out of Django's startup, switchtrace
+    disabled too. The import is made with the variable set aside (the
+    variable as it was once it is done); enabled, the SDK's span limits
+    refuse it: E006, as for the other limits."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SPAN_COUNT_LIMIT.format(enabled=enabled)],
+        env={**os.environ, "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "abc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (out.returncode, out.stderr) == (0, "")
+    e006 = (
+        "SystemCheckError: System check identified some issues:\n\nERRORS:\n"
+        "?: (switchtrace.E006) The OpenTelemetry span limits cannot be read, so no spans are "
+        "exported: OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT must be a non-negative integer but got abc."
+        "\n\tHINT: Correct or unset the OTEL_* variable it names, or choose another EXPORTER."
+        "\n\nSystem check identified 1 issue (0 silenced).\n"
+    )
+    if enabled:
+        assert out.stdout == e006 + "abc 128\n"
+    else:
+        assert out.stdout == "System check identified no issues (0 silenced).\nabc 128\n"
+
+
 @pytest.mark.parametrize(
     "value",
     [
