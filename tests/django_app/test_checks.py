@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import re
+import sys
 
 import pytest
 from django.core import checks
@@ -1151,11 +1152,35 @@ def test_headers_shown_to_internal_ips_with_none_is_w005():
 
 
 @pytest.mark.parametrize(
-    "where", ["a directory", "a missing directory", "a NUL character", "a name too long"]
+    "where",
+    [
+        "a directory",
+        "a missing directory",
+        "a NUL character",
+        "a name too long",
+        # Each of these passed, and every export failed (or the check raised).
+        "a name the file system cannot encode",
+        "a directory's name",
+        "a link into a missing directory",
+    ],
 )
 def test_a_file_path_the_file_exporter_cannot_write_is_e008(where, tmp_path):
     longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+    (tmp_path / "link").symlink_to(tmp_path / "gone" / "traces.jsonl")
     path, reason = {
+        "a name the file system cannot encode": (
+            f"{tmp_path}/\ud800.jsonl",  # (a lone surrogate: no encoding has it)
+            f"its name cannot be written in the file system's encoding "
+            f"({sys.getfilesystemencoding()})",
+        ),
+        "a directory's name": (
+            f"{tmp_path}/traces/",
+            "it ends with a path separator, as a directory's name does",
+        ),
+        "a link into a missing directory": (
+            tmp_path / "link",
+            f"the directory {tmp_path / 'gone'} does not exist",
+        ),
         "a directory": (tmp_path, "it is a directory"),
         "a missing directory": (
             tmp_path / "gone" / "traces.jsonl",
@@ -1189,6 +1214,23 @@ def test_a_file_path_the_file_exporter_cannot_write_is_e008(where, tmp_path):
         MIDDLEWARE=BASE_MIDDLEWARE,
     ):
         assert own_messages() == []
+
+
+def test_a_file_path_that_is_a_link_to_a_file_not_made_yet_is_written_through(tmp_path):
+    """A link to a file in a directory that exists: the first export makes
+    the file where the link leads."""
+    from switchtrace.exporters import FileSpanExporter
+    from switchtrace.exporters.encode import EncodedSpans
+
+    (tmp_path / "spans").mkdir()
+    link = tmp_path / "traces.jsonl"
+    link.symlink_to(tmp_path / "spans" / "traces.jsonl")
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True, "FILE_PATH": str(link)}, MIDDLEWARE=BASE_MIDDLEWARE
+    ):
+        assert own_messages() == []
+    FileSpanExporter(link).export(EncodedSpans('{"resourceSpans":[]}', 1))
+    assert (tmp_path / "spans" / "traces.jsonl").read_text() == '{"resourceSpans":[]}\n'
 
 
 _WITHOUT_ROOT = """

@@ -13,6 +13,7 @@ import inspect
 import math
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -602,8 +603,20 @@ def _unwritable(path: str) -> str | None:
     """Why the file exporter could not append to ``path``, or None."""
     if "\0" in path:  # (os.path's tests take it for a path that is not there)
         return "it contains a NUL character"
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:  # (os.path's tests raise it)
+        return (
+            "its name cannot be written in the file system's encoding "
+            f"({sys.getfilesystemencoding()})"
+        )
     if os.path.isdir(path):
         return "it is a directory"
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        return "it ends with a path separator, as a directory's name does"
+    if os.path.islink(path) and not os.path.exists(path):
+        # A link to a file not made yet: made where the link leads.
+        path = os.path.realpath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         return f"the directory {directory} does not exist"
