@@ -514,6 +514,27 @@ def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monk
     assert (check_id, msg) == ("switchtrace.E006", expected)
 
 
+@pytest.mark.parametrize("name", ["OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"])
+def test_a_resource_variable_that_is_not_utf8_is_e006(name, monkeypatch, tmp_path):
+    """'café' from an environment file saved in Latin-1: Python reads the
+    byte as a lone surrogate. Every span's encoding raised ('internal error
+    in span attribute encoding', a traceback, and the check said no issues).
+    Not the console's concern, nor an application provider's."""
+    value = "caf\udce9" if name == "OTEL_SERVICE_NAME" else "team=caf\udce9"
+    monkeypatch.setenv(name, value)
+    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(tmp_path / "t.jsonl")}
+    config = build_config(settings)
+    assert [(p.id, p.msg, p.hint) for p in config.problems] == [
+        (
+            "switchtrace.E006",
+            f"The environment variable {name} is {value!r}, which holds bytes that are not "
+            "UTF-8.",
+            "Write it in UTF-8, or unset it.",
+        )
+    ]
+    assert build_config({**settings, "EXPORTER": "console"}).problems == ()
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_the_general_timeout_is_not_checked_when_the_traces_one_is_set(protocol, monkeypatch):
     """The OTLP exporters read OTEL_EXPORTER_OTLP_TRACES_TIMEOUT first and the
