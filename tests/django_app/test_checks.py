@@ -527,8 +527,7 @@ def test_a_resource_variable_that_is_not_utf8_is_e006(name, monkeypatch, tmp_pat
     assert [(p.id, p.msg, p.hint) for p in config.problems] == [
         (
             "switchtrace.E006",
-            f"The environment variable {name} is {value!r}, which holds bytes that are not "
-            "UTF-8.",
+            f"The environment variable {name} is {value!r}, which holds bytes that are not UTF-8.",
             "Write it in UTF-8, or unset it.",
         )
     ]

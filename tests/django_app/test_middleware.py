@@ -2073,6 +2073,50 @@ def test_the_middleware_without_the_app_says_so(server, instead, message, caplog
     assert [r.getMessage() for r in caplog.records] == [message]
 
 
+_TYPO = (
+    "switchtrace disabled: Unknown key 'SHOW_HEADER' in the SWITCHTRACE setting. "
+    "(switchtrace.E002) Allowed keys: ENABLED, EXPORTER, FILE_MAX_BYTES, FILE_PATH, "
+    "MAX_EVENTS, OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, "
+    "SHOW_HEADERS."
+)
+_NOT_A_BOOL = (
+    "switchtrace disabled: SWITCHTRACE['ENABLED'] is 'yes', which is not allowed. "
+    "(switchtrace.E003) Allowed: True or False."
+)
+
+
+@pytest.mark.parametrize(
+    ("switchtrace", "said"),
+    [
+        ({"ENABLED": True, "SHOW_HEADER": False}, [_TYPO, _MISSING_APP]),  # E002
+        ({"ENABLED": "yes"}, [_NOT_A_BOOL, _MISSING_APP]),  # E003
+        ({"ENABLED": False, "SHOW_HEADER": False}, [_TYPO]),  # turned off
+    ],
+)
+def test_the_middleware_without_the_app_says_so_whatever_else_is_wrong(
+    switchtrace, said, caplog, monkeypatch
+):
+    """A setting with a problem keeps switchtrace disabled, which the app's
+    checks say; without the app, nothing said either: the middleware
+    removed itself in silence. It says the app is missing (the checks tell
+    the rest once it is there), unless the setting turns switchtrace off.
+    (Here the suite's own app, installed in this process, logs the problem
+    first, as a server does not: without the app, the missing app is all
+    it says.)"""
+    from django.conf import settings
+
+    from switchtrace.django_app import middleware
+
+    monkeypatch.setattr(middleware, "_missing_app_told", False)
+    apps = [app for app in settings.INSTALLED_APPS if app != "switchtrace.django_app"]
+    with (
+        caplog.at_level(logging.ERROR, logger="switchtrace"),
+        project(INSTALLED_APPS=apps, SWITCHTRACE=switchtrace) as (_asgi, wsgi),
+    ):
+        assert wsgi_request(wsgi, "/sync/").figures() is None
+    assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == said
+
+
 def test_the_middleware_removes_itself_while_disabled():
     with project(SWITCHTRACE={"ENABLED": False}) as (asgi, wsgi):
         assert not tracer.installed()

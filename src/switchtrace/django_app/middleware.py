@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.apps import apps
+from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
 
 from .. import text, tracer
@@ -57,6 +58,13 @@ def _missing_app_message() -> str:
     )
 
 
+def _not_turned_off() -> bool:
+    """Whether the SWITCHTRACE setting, which has problems (that keep
+    switchtrace disabled), does not say ``"ENABLED": False`` either."""
+    raw = getattr(settings, "SWITCHTRACE", None)
+    return not (isinstance(raw, Mapping) and raw.get("ENABLED") is False)
+
+
 class SwitchTraceMiddleware:
     sync_capable = True
     async_capable = True
@@ -66,18 +74,22 @@ class SwitchTraceMiddleware:
         # checks run in a server), so what start-up held about the settings
         # is logged now.
         release_startup_errors()
-        if not get_config().enabled:
+        config = get_config()
+        if not config.enabled and not (config.problems and _not_turned_off()):
             raise MiddlewareNotUsed("SWITCHTRACE['ENABLED'] is not True")
         if not apps.is_installed("switchtrace.django_app"):
             # Its AppConfig.ready() installs the patches and registers the
             # system checks: without it nothing is recorded, and nothing
-            # else would say so. Once: Django builds a handler for each test
-            # client too.
+            # else would say so (nor would anything say what is wrong with
+            # the settings: its checks say that). Once: Django builds a
+            # handler for each test client too.
             global _missing_app_told
             if not _missing_app_told:
                 _missing_app_told = True
                 logger.error(_missing_app_message())
             raise MiddlewareNotUsed("'switchtrace.django_app' is not in INSTALLED_APPS")
+        if not config.enabled:  # the settings' problems, which the app logged
+            raise MiddlewareNotUsed("SWITCHTRACE has problems (see switchtrace's checks)")
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
