@@ -7,6 +7,8 @@ import logging
 import os
 import re
 import sys
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from django.core import checks
@@ -14,6 +16,7 @@ from django.test import override_settings
 from django.utils.deprecation import MiddlewareMixin
 
 from switchtrace.django_app.conf import MIDDLEWARE_PATH, Config, build_config
+from switchtrace.django_app.middleware import SwitchTraceMiddleware
 
 from .test_predict import BUILTIN, builtin_stack
 
@@ -256,7 +259,7 @@ EXPORT_HINTS = {
         ("FILE_PATH", 42),
         ("SERVICE_NAME", ""),
         # Past either end, a bool (a number to Python), a number as text.
-        *(("SAMPLE_RATE", rate) for rate in (-0.1, 1.1, True, "0.5")),
+        *(("SAMPLE_RATE", rate) for rate in (-0.1, 1.1, True, "0.5", Decimal("NaN"))),
         *(("QUEUE_SIZE", size) for size in (0, 100_001, True, "512")),
     ],
 )
@@ -281,6 +284,9 @@ def test_bad_export_settings_are_e003_naming_what_is_allowed(key, value):
         ({"SAMPLE_RATE": 0}, {"sample_rate": 0.0}),
         ({"SAMPLE_RATE": 1}, {"sample_rate": 1.0}),
         ({"SAMPLE_RATE": 0.25}, {"sample_rate": 0.25}),
+        # Numbers of other kinds (they were refused).
+        ({"SAMPLE_RATE": Decimal("0.5")}, {"sample_rate": 0.5}),
+        ({"SAMPLE_RATE": Fraction(1, 4)}, {"sample_rate": 0.25}),
         ({"QUEUE_SIZE": 1}, {"queue_size": 1}),
         ({"QUEUE_SIZE": 100_000}, {"queue_size": 100_000}),
     ],
@@ -332,6 +338,19 @@ def test_good_settings_give_no_message():
     with override_settings(SWITCHTRACE=None, MIDDLEWARE=[]):
         assert own_messages() == []
         assert build_config(None) == Config()
+
+
+class ProjectsOwnSwitchTrace(SwitchTraceMiddleware):
+    """A project's subclass of the middleware, under its own path."""
+
+
+def test_a_subclass_of_the_middleware_is_the_middleware_to_the_checks():
+    """It adds the headers: W001 said none did. Placed as the middleware is."""
+    own = f"{__name__}.ProjectsOwnSwitchTrace"
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=[own, *BASE_MIDDLEWARE[1:]]):
+        assert own_messages() == []
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=[*BASE_MIDDLEWARE[1:], own]):
+        assert [m[0] for m in own_messages()] == ["switchtrace.W002"]
 
 
 def test_missing_or_misplaced_middleware_is_a_warning():
@@ -1169,6 +1188,12 @@ def test_headers_shown_to_internal_ips_with_none_is_w005():
     assert w005(SWITCHTRACE=show, INTERNAL_IPS=["127.0.0.1"]) == []
     assert w005(SWITCHTRACE={**show, "ENABLED": False}, INTERNAL_IPS=[]) == []
     assert w005(SWITCHTRACE={"ENABLED": True}, INTERNAL_IPS=[]) == []
+
+    class EveryAddress(list):  # the allow-all idiom: empty, and holds any address
+        def __contains__(self, address):
+            return True
+
+    assert w005(SWITCHTRACE=show, INTERNAL_IPS=EveryAddress()) == []
 
 
 @pytest.mark.parametrize(

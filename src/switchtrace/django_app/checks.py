@@ -87,7 +87,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="switchtrace.E007",
             )
         )
-    elif MIDDLEWARE_PATH not in middleware:
+    elif (ours := _our_position(middleware)) is None:
         messages.append(
             Warning(
                 "switchtrace is enabled but its middleware is not in MIDDLEWARE, so no "
@@ -96,10 +96,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="switchtrace.W001",
             )
         )
-    elif any(
-        path not in INSTRUMENTATION_MIDDLEWARE
-        for path in middleware[: middleware.index(MIDDLEWARE_PATH)]
-    ):
+    elif any(path not in INSTRUMENTATION_MIDDLEWARE for path in middleware[:ours]):
         messages.append(
             Warning(
                 "SwitchTraceMiddleware is not first in MIDDLEWARE: a response that a "
@@ -111,6 +108,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return messages
+
+
+def _our_position(middleware: list[Any]) -> int | None:
+    """Where SwitchTraceMiddleware, or a subclass of it (a project's own,
+    named by its own path), is in ``middleware``; None if it is not."""
+    from .middleware import SwitchTraceMiddleware
+
+    for index, path in enumerate(middleware):
+        if path == MIDDLEWARE_PATH:
+            return index
+        if not isinstance(path, str):
+            continue
+        try:
+            entry = import_string(path)
+        except Exception:  # check_middleware_switches says it: E007
+            continue
+        if isinstance(entry, type) and issubclass(entry, SwitchTraceMiddleware):
+            return index
+    return None
 
 
 def _middleware() -> list[Any] | None:
@@ -231,12 +247,25 @@ def check_headers_in_production(app_configs: Any = None, **kwargs: Any) -> list[
     return []
 
 
+def _no_address(addresses: Any) -> bool:
+    """Whether ``addresses`` (INTERNAL_IPS) is empty: not the allow-all idiom,
+    an empty list whose ``__contains__`` says yes to every address."""
+    try:
+        return not addresses and "127.0.0.1" not in addresses
+    except Exception:  # (not the checks' to raise)
+        return False
+
+
 @register()
 def check_internal_ips(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     from .headers import internal_ips
 
     config = get_config()
-    if config.enabled and config.show_headers is internal_ips and not settings.INTERNAL_IPS:
+    if (
+        config.enabled
+        and config.show_headers is internal_ips
+        and _no_address(settings.INTERNAL_IPS)
+    ):
         return [
             Warning(
                 "SWITCHTRACE['SHOW_HEADERS'] shows the headers to the addresses in "

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import os
 import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -346,7 +348,7 @@ def _export_options(
         problems.append(_wrong("FILE_MAX_BYTES", max_bytes))
     rate = raw.get("SAMPLE_RATE")
     if rate is not None and (
-        _is_bool(rate) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1
+        _is_bool(rate) or not isinstance(rate, (numbers.Real, Decimal)) or not _is_rate(rate)
     ):
         problems.append(_wrong("SAMPLE_RATE", rate))
     queue_size = raw.get("QUEUE_SIZE", OPTIONS["QUEUE_SIZE"].default)
@@ -692,6 +694,15 @@ def _not_a_url(value: Any) -> str | None:
     if port == 0:  # the exporters connected to port 80 (or 443) instead
         return "whose port is not a number from 1 to 65535"
     return None
+
+
+def _is_rate(value: numbers.Real | Decimal) -> bool:
+    """From 0 to 1: a float, an int, a Decimal or a Fraction (compared as a
+    float: Decimal('NaN') raises in a comparison)."""
+    try:
+        return 0 <= float(value) <= 1
+    except (OverflowError, ValueError):
+        return False
 
 
 def _is_seconds(value: str) -> bool:
