@@ -1,5 +1,7 @@
-"""A URLconf with i18n_patterns and a path converter that raises, for
-explain's tests."""
+"""A URLconf with i18n_patterns, a path converter that raises, and views
+that are objects, for explain's tests."""
+
+import functools
 
 from django.conf.urls.i18n import i18n_patterns
 from django.http import HttpResponse
@@ -24,5 +26,15 @@ class RaisingConverter:
 
 register_converter(RaisingConverter, "raising")
 
-urlpatterns = [path("item/<raising:name>/", hello_view)]
+
+class CallableView:
+    def __call__(self, request):
+        return HttpResponse("called")
+
+
+urlpatterns = [
+    path("item/<raising:name>/", hello_view),
+    path("object/", CallableView()),
+    path("partial/", functools.partial(hello_view, extra=1)),
+]
 urlpatterns += i18n_patterns(path("hello/", hello_view))

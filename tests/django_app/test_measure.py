@@ -558,8 +558,21 @@ def test_a_path_converter_raising_is_the_projects_code_raising():
     with pytest.raises(explain.ApplicationError) as raised:
         explained("/item/boom/", [])
     assert str(raised.value).startswith("resolving '/item/boom/' raised KeyError: 'boom' (")
-    assert str(raised.value).endswith("locale_urls.py, line 18, in to_python)")
+    assert str(raised.value).endswith("locale_urls.py, line 20, in to_python)")
     assert explained("/item/fine/", []).splitlines()[0] == "/item/fine/ → hello_view (async view)"
+
+
+@pytest.mark.parametrize(
+    ("url", "first"),
+    [
+        ("/object/", "/object/ → CallableView (sync view)"),
+        ("/partial/", "/partial/ → hello_view (async view)"),
+    ],
+)
+def test_a_view_that_is_an_object_is_named_without_its_address(url, first):
+    """A callable object, a functools.partial: named as their crossings
+    are, not by a repr holding an address (<… object at 0x7f…>)."""
+    assert explained(url, []).splitlines()[0] == first
 
 
 def test_a_400_is_an_error_response_not_compared():

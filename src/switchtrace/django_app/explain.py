@@ -33,6 +33,7 @@ from .. import text
 from ..example import describe_error
 from ..plural import count
 from ..tracer import Crossing, RequestRecord
+from ..tracer.describe import qualified_name
 from . import components
 from .predict import Cause, Prediction, predict
 
@@ -154,9 +155,8 @@ def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
     # A class-based view or an API framework's dispatcher by the code that
     # answers GET (the --measure request), as its crossing is named.
     target = components.find_view_target(func, "GET")
-    return is_async, target.name if target is not None else getattr(
-        func, "__qualname__", repr(func)
-    )
+    # (Not a repr: an object's, a functools.partial's, hold an address.)
+    return is_async, target.name if target is not None else qualified_name(func)
 
 
 def _path_language(path: str, urlconf: str, middleware: Sequence[str]) -> str | None:
