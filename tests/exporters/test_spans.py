@@ -394,6 +394,25 @@ def test_the_url_excluded_urls_are_searched_in(records):
     ]
 
 
+def test_a_wsgi_requests_path_is_the_one_the_client_sent(records):
+    """SCRIPT_NAME (the application mounted at /app: gunicorn's SCRIPT_NAME)
+    and PATH_INFO, its bytes (latin-1 text, PEP 3333) read as UTF-8, as
+    Django reads them, and the URL excluded URLs are searched in from it.
+    It was PATH_INFO alone: '/sync/' for '/app/sync/', and '/cafÃ©/'."""
+    from switchtrace.exporters.spans import request_url
+
+    with project() as (_asgi, wsgi):
+        statuses = [
+            wsgi_request(wsgi, "/sync/", SCRIPT_NAME="/app").status,
+            wsgi_request(wsgi, "/caf\xc3\xa9/").status,  # é in UTF-8, as a server hands it
+            wsgi_request(wsgi, "/\xff/").status,  # not UTF-8
+        ]
+    assert statuses == [200, 404, 404]
+    assert [record.attributes["url.path"] for record in records] == [
+        "/app/sync/", "/café/", "/%FF/"]  # fmt: skip
+    assert request_url(records[0]) == "http://testserver/app/sync/"
+
+
 @pytest.mark.parametrize(
     ("server", "path", "status"),
     [

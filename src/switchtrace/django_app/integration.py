@@ -51,6 +51,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpResponseBase
+from django.utils.encoding import repercent_broken_unicode
 
 from .. import tracer
 from ..exporters.pipeline import MAX_PROPAGATION_HEADER
@@ -118,6 +119,23 @@ def _request_attributes(
         record.attributes["url.query"] = query
 
 
+def _wsgi_path(environ: Any) -> str:
+    """The path the client sent: SCRIPT_NAME (where the application is
+    mounted: gunicorn's SCRIPT_NAME, a prefix a proxy strips) and PATH_INFO,
+    whose bytes a WSGI server hands over as latin-1 text (PEP 3333), read as
+    UTF-8 as Django reads PATH_INFO (bytes that are not UTF-8 percent-encoded
+    again). PATH_INFO alone left the mount out ('/sync/' for '/app/sync/'),
+    and '/café/' came out as '/cafÃ©/'; under ASGI ``scope["path"]`` is both."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if path.isascii():
+        return path
+    try:
+        raw = path.encode("iso-8859-1")
+    except UnicodeEncodeError:  # (a server that decoded it already)
+        return path
+    return repercent_broken_unicode(raw).decode()
+
+
 def _wrap_wsgi_call(wrapped, instance, args, kwargs):
     # Runs on the WSGI server's worker thread. The server iterates and closes
     # the response on this thread after we return, so the record stays
@@ -141,7 +159,7 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
             record,
             environ.get("REQUEST_METHOD"),
             environ.get("wsgi.url_scheme"),
-            environ.get("PATH_INFO"),
+            _wsgi_path(environ),
             environ.get("QUERY_STRING"),
         )
         pipeline = telemetry.pipeline()
