@@ -233,6 +233,87 @@ def test_writers_take_turns_renaming_a_full_file(tmp_path, monkeypatch):
     assert older.read_text() == "a" * 8 + "\n" and path.read_text() == "b" * 8 + "\n"
 
 
+def test_a_line_goes_to_the_file_at_the_path_however_often_others_rename_it(tmp_path):
+    """Another writer (its own descriptors, as another worker has) renames
+    the full file between each of this one's opens and its turn, five times
+    over: the line still goes to the file at the path, within the limit.
+    After three it was appended to what this one had open, unlooked at:
+    into FILE_PATH.1, put aside already, past the limit, behind newer lines."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    path = tmp_path / "traces.jsonl"
+
+    def line(text: str) -> EncodedSpans:
+        return EncodedSpans('{"resourceSpans":[],"x":"' + text + '"}', 1)  # 30 bytes: one a file
+
+    this, other = FileSpanExporter(path, 50), FileSpanExporter(path, 50)
+    other.export(line("b0"))
+    opened = this._open
+
+    def renamed_by_the_other_meanwhile():
+        got = opened()
+        if renames[0] < 5:
+            renames[0] += 1
+            other.export(line(f"b{renames[0]}"))  # renames the full file
+        return got
+
+    renames = [0]
+    this._open = renamed_by_the_other_meanwhile
+    assert this.export(line("A")) is SpanExportResult.SUCCESS
+    assert renames == [5]
+    assert [json.loads(p.read_text())["x"] for p in (tmp_path / "traces.jsonl.1", path)] == [
+        "b5", "A"]  # fmt: skip
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_writers_take_turns_on_a_file_and_a_pipe_not_on_a_device(tmp_path, monkeypatch):
+    """A device (/dev/null, a terminal) is one inode for every process of
+    the machine: a lock there would have unrelated processes take turns,
+    and one stopped while it holds it hold up the others. An unlock that
+    raises anything still closes the descriptor."""
+    import fcntl
+
+    from switchtrace.exporters import otlp_json
+    from switchtrace.exporters.encode import EncodedSpans
+
+    taken: list[int] = []
+
+    class Noting:
+        LOCK_EX, LOCK_UN, LOCK_NB = fcntl.LOCK_EX, fcntl.LOCK_UN, fcntl.LOCK_NB
+
+        @staticmethod
+        def flock(descriptor, operation):
+            if operation == fcntl.LOCK_EX:
+                taken.append(descriptor)
+            fcntl.flock(descriptor, operation)
+
+    monkeypatch.setattr(otlp_json, "fcntl", Noting)
+    fifo = tmp_path / "shipper"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        for path, turns in (("/dev/null", 0), (tmp_path / "t.jsonl", 1), (fifo, 1)):
+            taken.clear()
+            exporter = otlp_json.FileSpanExporter(path)
+            assert exporter.export(EncodedSpans('{"resourceSpans":[]}', 1)).name == "SUCCESS"
+            assert len(taken) == turns, path
+    finally:
+        os.close(reader)
+
+    class Interrupted(BaseException):
+        pass
+
+    def unlock(descriptor):
+        raise Interrupted
+
+    monkeypatch.setattr(otlp_json, "_unlock_file", unlock)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(Interrupted):
+        otlp_json.FileSpanExporter(tmp_path / "t.jsonl").export(EncodedSpans("{}", 1))
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+
+
 def test_a_file_path_that_is_a_symlink_stays_one(tmp_path):
     """A FILE_PATH that is a symbolic link (to a file on a larger disk) has
     the file it links to renamed, beside it: renaming the link itself put

@@ -47,9 +47,11 @@ def _unlock_file(descriptor: int) -> None:
 #: Opened for reading too, to see whether the file ends with a whole line.
 _APPEND = os.O_RDWR | os.O_APPEND | os.O_CREAT
 _APPEND_ONLY = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-#: How many times an export opens the file again after finding it renamed
-#: (by itself, or by another process) before it appends to what it has.
-_ROTATIONS = 3
+#: How many times an export opens the file (again, after finding it renamed
+#: by itself or by another process) before it appends to what it has: a
+#: bound where each look finds another file (a file system whose inode
+#: numbers change), well past what appenders renaming at once need.
+_ROTATIONS = 100
 _REMOTE_KNOWN = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 
@@ -269,6 +271,8 @@ class FileSpanExporter(SpanExporter):
         #: The descriptor this process appends on while it holds the file's
         #: lock, which a forked child's copy of it would hold too.
         self._locked: int | None = None
+        #: Whether appenders take turns on what the path names (see _open).
+        self._turns = True
 
     def export(self, spans: Sequence[ReadableSpan] | EncodedSpans) -> SpanExportResult:
         if isinstance(spans, EncodedSpans):
@@ -309,25 +313,25 @@ class FileSpanExporter(SpanExporter):
         one piece (two workers' lines to /dev/stdout piped to a log shipper
         came out mixed). With max_bytes, a file this line would take past it
         is renamed first, under the lock, and the new file taken in turn."""
-        out, readable = self._open()
-        for _ in range(_ROTATIONS):
+        for attempt in range(_ROTATIONS):
+            out, readable = self._open()
             try:
                 self._take(out)
-                if self.max_bytes is None or self._room(out, length):
+                # (Past _ROTATIONS, the file being renamed each time by
+                # others meanwhile: appended to, full or not.)
+                if self.max_bytes is None or attempt == _ROTATIONS - 1:
+                    return out, readable
+                if self._room(out, length):
                     return out, readable
             except BaseException:
                 self._release(out)
                 raise
             self._release(out)
-            out, readable = self._open()
-        try:  # renamed each time by others meanwhile: appended to the last one
-            self._take(out)
-        except BaseException:
-            self._release(out)
-            raise
-        return out, readable
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _take(self, out: int) -> None:
+        if not self._turns:
+            return
         # Noted first: a fork while this thread waits for the lock leaves
         # the child a copy of the descriptor, which _at_fork_reinit closes.
         self._locked = out
@@ -339,14 +343,14 @@ class FileSpanExporter(SpanExporter):
             self._locked = None
 
     def _release(self, out: int) -> None:
-        if self._locked is not None:
-            try:
+        locked, self._locked = self._locked, None
+        try:
+            if locked is not None:
                 _unlock_file(out)
-            except OSError:
-                pass  # closing the descriptor frees it
-            finally:
-                self._locked = None
-        os.close(out)
+        except OSError:
+            pass  # closing the descriptor frees it
+        finally:
+            os.close(out)
 
     def _room(self, out: int, length: int) -> bool:
         """Whether to append ``length`` bytes to the file open on ``out``,
@@ -391,9 +395,13 @@ class FileSpanExporter(SpanExporter):
     def _open(self) -> tuple[int, bool]:
         """The file, opened for appending; whether it can be read too."""
         try:
-            regular = stat.S_ISREG(os.stat(self.path).st_mode)
+            mode = os.stat(self.path).st_mode
         except FileNotFoundError:
-            regular = True  # (created by the open)
+            mode = stat.S_IFREG  # (created by the open)
+        regular = stat.S_ISREG(mode)
+        # Appenders take turns on a file or a pipe; not on a device (a tty,
+        # /dev/null: one lock for every process of the machine writing there).
+        self._turns = regular or stat.S_ISFIFO(mode)
         if not regular:
             # A pipe (/dev/stdout piped to a log shipper, a named pipe) or a
             # device: opened for reading too, this process would be a reader
