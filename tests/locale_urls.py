@@ -4,7 +4,7 @@ that are objects, for explain's tests."""
 import functools
 
 from django.conf.urls.i18n import i18n_patterns
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.urls import path, register_converter
 
 
@@ -18,6 +18,8 @@ class RaisingConverter:
     def to_python(self, value):
         if value == "boom":
             raise KeyError(value)
+        if value == "gone":
+            raise Http404(value)  # Django answers 404
         return value
 
     def to_url(self, value):

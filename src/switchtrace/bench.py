@@ -642,12 +642,14 @@ async def _http_load(
     start = time.perf_counter()
     tasks = [asyncio.ensure_future(connection()) for _ in range(min(concurrency, requests))]
     try:
-        # Woken every ``stall`` seconds only (nothing added to a request): a
-        # window in which no response came is a stalled server.
-        answered = 0
+        # Woken four times a ``stall`` (nothing added to a request): no
+        # response for a whole ``stall`` is a stalled server.
+        answered, since = 0, time.monotonic()
         while True:
             done, pending = await asyncio.wait(
-                tasks, timeout=stall, return_when=asyncio.FIRST_EXCEPTION
+                tasks,
+                timeout=None if stall is None else stall / 4,
+                return_when=asyncio.FIRST_EXCEPTION,
             )
             for task in done:
                 failure = task.exception()
@@ -655,9 +657,10 @@ async def _http_load(
                     raise failure
             if not pending:
                 break
-            if len(latencies) == answered:
+            if len(latencies) != answered:
+                answered, since = len(latencies), time.monotonic()
+            elif stall is not None and time.monotonic() - since >= stall:
                 raise Stalled(stall)
-            answered = len(latencies)
     finally:
         for task in tasks:
             task.cancel()

@@ -350,7 +350,8 @@ def test_a_subclass_of_the_middleware_is_the_middleware_to_the_checks():
     with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=[own, *BASE_MIDDLEWARE[1:]]):
         assert own_messages() == []
     with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=[*BASE_MIDDLEWARE[1:], own]):
-        assert [m[0] for m in own_messages()] == ["switchtrace.W002"]
+        [(check_id, _message, hint)] = own_messages()
+    assert (check_id, hint) == ("switchtrace.W002", f"Move {own!r} to the top of MIDDLEWARE.")
 
 
 def test_missing_or_misplaced_middleware_is_a_warning():
@@ -533,24 +534,58 @@ def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monk
     assert (check_id, msg) == ("switchtrace.E006", expected)
 
 
-@pytest.mark.parametrize("name", ["OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"])
-def test_a_resource_variable_that_is_not_utf8_is_e006(name, monkeypatch, tmp_path):
-    """'café' from an environment file saved in Latin-1: Python reads the
-    byte as a lone surrogate. Every span's encoding raised ('internal error
-    in span attribute encoding', a traceback, and the check said no issues).
-    Not the console's concern, nor an application provider's."""
-    value = "caf\udce9" if name == "OTEL_SERVICE_NAME" else "team=caf\udce9"
-    monkeypatch.setenv(name, value)
-    settings = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(tmp_path / "t.jsonl")}
-    config = build_config(settings)
-    assert [(p.id, p.msg, p.hint) for p in config.problems] == [
+@pytest.mark.parametrize(
+    ("environ", "settings", "problem"),
+    [
+        ({"OTEL_SERVICE_NAME": "caf\udce9"}, {}, "service.name is 'caf\\udce9'"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "team=caf\udce9"}, {}, "team is 'caf\\udce9'"),
         (
-            "switchtrace.E006",
-            f"The environment variable {name} is {value!r}, which holds bytes that are not UTF-8.",
-            "Write it in UTF-8, or unset it.",
+            {"OTEL_RESOURCE_ATTRIBUTES": "service.name=caf\udce9"},
+            {},
+            "service.name is 'caf\\udce9'",
+        ),
+        # Not what the spans' resource holds: the setting's name is.
+        ({"OTEL_SERVICE_NAME": "caf\udce9"}, {"SERVICE_NAME": "shop"}, None),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=caf\udce9"}, {"SERVICE_NAME": "shop"}, None),
+    ],
+)
+def test_a_resource_that_is_not_utf8_is_e006(environ, settings, problem, tmp_path, monkeypatch):
+    """'café' from an environment file saved in Latin-1: Python reads the
+    byte as a lone surrogate, and every span's encoding raised ('internal
+    error in span attribute encoding', a traceback; the check said no
+    issues). Spans off, headers on, as for the span limits; not when
+    SERVICE_NAME names the service instead."""
+    from switchtrace.django_app import telemetry
+
+    from ..support import wsgi_request
+    from .test_middleware import project
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    switchtrace = {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(tmp_path / "t.jsonl")}
+    with project(SWITCHTRACE={**switchtrace, **settings}) as (_asgi, wsgi):
+        made = telemetry.pipeline() is not None
+        assert wsgi_request(wsgi, "/async/").figures() == (2, 2, 1, 1)
+        with override_settings(MIDDLEWARE=BASE_MIDDLEWARE):
+            messages = own_messages()
+        for name in environ:  # (for the suite's own settings, made again as this block ends)
+            monkeypatch.delenv(name)
+    if problem is None:
+        assert (made, messages) == (True, [])
+    else:
+        assert (made, messages) == (
+            False,
+            [
+                (
+                    "switchtrace.E006",
+                    f"The spans' resource cannot be written, so no spans are exported: its "
+                    f"attribute {problem}, which holds bytes that are not UTF-8 (from "
+                    "OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES).",
+                    "Correct or unset the OTEL_* variable it names, or choose another EXPORTER.",
+                )
+            ],
         )
-    ]
-    assert build_config({**settings, "EXPORTER": "console"}).problems == ()
+    assert telemetry.failure() is None
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])

@@ -560,6 +560,11 @@ def test_a_path_converter_raising_is_the_projects_code_raising():
     assert str(raised.value).startswith("resolving '/item/boom/' raised KeyError: 'boom' (")
     assert str(raised.value).endswith("locale_urls.py, line 20, in to_python)")
     assert explained("/item/fine/", []).splitlines()[0] == "/item/fine/ → hello_view (async view)"
+    # Http404 from a converter: Django answers 404, as for a URL that does not resolve.
+    with pytest.raises(explain.ExplainError) as refused:
+        explained("/item/gone/", [])
+    assert type(refused.value) is explain.ExplainError
+    assert str(refused.value).startswith("the URL '/item/gone/' does not resolve to a view")
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 "middleware above it makes itself (a redirect) gets no headers, and one "
                 "that a cache above it serves gets them only if the request that stored "
                 "it was shown them, whatever SHOW_HEADERS says of this request.",
-                hint=f"Move {MIDDLEWARE_PATH!r} to the top of MIDDLEWARE.",
+                # (A subclass of the middleware by its own path.)
+                hint=f"Move {middleware[ours]!r} to the top of MIDDLEWARE.",
                 id="switchtrace.W002",
             )
         )

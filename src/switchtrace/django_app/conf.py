@@ -381,25 +381,6 @@ def _export_options(
         if sampler_problem is not None:
             problems.append(sampler_problem)
             return None
-    if exporter != "console" and not application_provider():
-        # Read into switchtrace's resource, whose text is UTF-8: a value
-        # from an environment file saved in Latin-1 ('caf\xe9') holds bytes
-        # that are not (read as lone surrogates), and every span's encoding
-        # raised.
-        for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
-            value = environ.get(name, "")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                problems.append(
-                    Problem(
-                        "switchtrace.E006",
-                        f"The environment variable {name} is {shown(value)}, which holds "
-                        "bytes that are not UTF-8.",
-                        "Write it in UTF-8, or unset it.",
-                    )
-                )
-                return None
     # (The console's lines are written for every request.)
     excluded_urls = None if exporter == "console" else _excluded_urls(environ, problems)
     if len(problems) > before:

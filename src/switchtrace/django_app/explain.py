@@ -121,7 +121,8 @@ def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
     converter's)."""
     from asgiref.sync import iscoroutinefunction
     from django.core.exceptions import ImproperlyConfigured
-    from django.urls import Resolver404, get_resolver, resolve
+    from django.http import Http404
+    from django.urls import get_resolver, resolve
     from django.utils import translation
 
     path, _target = split_url(url)
@@ -138,7 +139,7 @@ def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
     try:
         with translation.override(language) if language else contextlib.nullcontext():
             match = resolve(path)
-    except Resolver404:
+    except Http404:  # Resolver404, or a path converter's own (Django answers 404)
         raise ExplainError(
             f"the URL {url!r} does not resolve to a view; allowed: a URL of ROOT_URLCONF "
             f"{urlconf!r}"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from .. import tracer
 from ..exporters import ConsoleReporter, ExportOptions, SpanPipeline
-from ..exporters.pipeline import LimitsError
+from ..exporters.pipeline import LimitsError, ResourceError
 from . import components
 
 _lock = threading.Lock()
@@ -52,7 +52,9 @@ def configure(options: ExportOptions | None) -> None:
             # (OTEL_EXPORTER_OTLP_COMPRESSION under gRPC): no spans, the
             # headers as usual, and the reason told at startup (and by the
             # system checks, as switchtrace.E006).
-            if isinstance(exc, LimitsError):
+            if isinstance(exc, ResourceError):
+                _failure = f"The spans' resource cannot be written, so no spans are exported: {exc}"
+            elif isinstance(exc, LimitsError):
                 # OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT and the like, which the
                 # SDK's provider reads (and refuses) when it is made.
                 _failure = (

@@ -323,6 +323,27 @@ class LimitsError(ValueError):
     names it and what it takes)."""
 
 
+class ResourceError(ValueError):
+    """The spans' resource holds text that is not UTF-8, which no span could
+    be encoded with: an OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES from an
+    environment file saved in Latin-1 ('caf\xe9', read by Python as a lone
+    surrogate)."""
+
+
+def _check_resource(resource: Resource) -> None:
+    for key, value in resource.attributes.items():
+        for text in (key, *value) if isinstance(value, (tuple, list)) else (key, value):
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ResourceError(
+                    f"its attribute {key} is {value!r}, which holds bytes that are not UTF-8 "
+                    "(from OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES)"
+                ) from None
+
+
 class SpanPipeline(QueueWorker):
     """A record listener that turns sampled requests into spans."""
 
@@ -413,9 +434,11 @@ class SpanPipeline(QueueWorker):
             except ValueError as exc:  # a provider made now would raise it too
                 raise LimitsError(str(exc)) from None
             self.limits = Limits(span_limits)
+            resource = Resource.create({"service.name": options.service_name})
+            _check_resource(resource)
             self.provider = TracerProvider(
                 sampler=sampler,
-                resource=Resource.create({"service.name": options.service_name}),
+                resource=resource,
                 shutdown_on_exit=False,
                 span_limits=span_limits,
             )
