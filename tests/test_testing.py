@@ -43,6 +43,21 @@ def test_a_recording_inside_another_leaves_the_outer_one_recording():
     assert paths(outer) == ["/async-to-sync/", "/sync/"]
 
 
+def test_a_test_clients_request_has_a_servers_attributes():
+    """Its path as Django reads it (under WSGI, SCRIPT_NAME and PATH_INFO,
+    read as UTF-8: '/café/' was recorded as '/cafÃ©/', and the mount left
+    out), its scheme and its query, as a server's request has them."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as recorded:
+            Client().get("/café/", {"q": "1"})
+            Client().get("/sync/", SCRIPT_NAME="/app")
+            asyncio.run(AsyncClient().get("/sync/", {"q": "2"}, secure=True))
+    assert [
+        (r.attributes["url.path"], r.attributes["url.scheme"], r.attributes.get("url.query"))
+        for r in recorded
+    ] == [("/café/", "http", "q=1"), ("/app/sync/", "http", None), ("/sync/", "https", "q=2")]
+
+
 #: Long enough that a wait which should not happen hangs the test.
 AN_HOUR = 3600.0
 

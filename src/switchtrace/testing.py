@@ -376,13 +376,28 @@ async def _headers_after(call: Any) -> Any:
 
 
 def _attributes(record: tracer.RequestRecord, source: Any, *, wsgi: bool) -> None:
+    # As a server's request gets them (the path as Django reads it: under
+    # WSGI, SCRIPT_NAME and PATH_INFO read as UTF-8).
+    from .django_app.integration import request_attributes, wsgi_path
+
     try:
         if wsgi:
-            record.attributes["http.request.method"] = source.get("REQUEST_METHOD")
-            record.attributes["url.path"] = source.get("PATH_INFO")
+            request_attributes(
+                record,
+                source.get("REQUEST_METHOD"),
+                source.get("wsgi.url_scheme"),
+                wsgi_path(source),
+                source.get("QUERY_STRING"),
+            )
         else:
-            record.attributes["http.request.method"] = source.get("method")
-            record.attributes["url.path"] = source.get("path")
+            query = source.get("query_string", b"")
+            request_attributes(
+                record,
+                source.get("method"),
+                source.get("scheme") or "http",
+                source.get("path"),
+                query.decode("latin-1") if isinstance(query, bytes) else query,
+            )
     except Exception:
         from .tracer.guard import swallow
 

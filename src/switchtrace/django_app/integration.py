@@ -109,7 +109,7 @@ _sub_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
 _HANDLED = "switchtrace.handled"
 
 
-def _request_attributes(
+def request_attributes(
     record: tracer.RequestRecord, method: Any, scheme: Any, path: Any, query: Any
 ) -> None:
     record.attributes["http.request.method"] = method
@@ -119,7 +119,7 @@ def _request_attributes(
         record.attributes["url.query"] = query
 
 
-def _wsgi_path(environ: Any) -> str:
+def wsgi_path(environ: Any) -> str:
     """The path the client sent: SCRIPT_NAME (where the application is
     mounted: gunicorn's SCRIPT_NAME, a prefix a proxy strips) and PATH_INFO,
     whose bytes a WSGI server hands over as latin-1 text (PEP 3333), read as
@@ -155,11 +155,11 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
         adapted.append(record)
     try:
         environ = args[0] if args else kwargs["environ"]
-        _request_attributes(
+        request_attributes(
             record,
             environ.get("REQUEST_METHOD"),
             environ.get("wsgi.url_scheme"),
-            _wsgi_path(environ),
+            wsgi_path(environ),
             environ.get("QUERY_STRING"),
         )
         pipeline = telemetry.pipeline()
@@ -566,7 +566,7 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
     record.extra[SHOWN] = None  # send_response's send is wrapped
     try:
         query = scope.get("query_string", b"")
-        _request_attributes(
+        request_attributes(
             record,
             scope.get("method"),
             scope.get("scheme") or "http",  # the ASGI specification's default
