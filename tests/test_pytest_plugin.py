@@ -496,6 +496,42 @@ def test_a_class_budget_in_pytestmark_beside_other_markers_or_alone(suite):
     )
 
 
+def test_no_frame_of_switchtraces_shows_in_a_failures_traceback(suite):
+    """The project's exception raised through async_to_sync, and a budget
+    failing in an async test method of Django's (run in async_to_sync):
+    pytest showed switchtrace's wrappers among the frames (tracer/patches.py),
+    which set Django's __traceback_hide__ but not pytest's __tracebackhide__."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            from asgiref.sync import async_to_sync
+            from django.test import SimpleTestCase
+            from switchtrace.testing import assert_max_switches
+
+
+            async def fails():
+                raise ValueError("the project's own")
+
+
+            def test_raising_through_a_bridge(switchtrace):
+                async_to_sync(fails)()
+
+
+            class AsyncTests(SimpleTestCase):
+                @assert_max_switches(1)
+                async def test_over_budget(self):
+                    await self.async_client.get("/sync/")
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines(["*ValueError: the project's own*"])
+    result.stdout.fnmatch_lines(["*1 of 1 request exceeded the budget of 1 context switch*"])
+    assert "switchtrace/" not in output.split("= FAILURES =")[1].split("short test summary")[0]
+
+
 def test_a_marker_given_n_by_keyword(suite):
     suite.makepyfile(
         """

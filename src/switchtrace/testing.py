@@ -27,6 +27,11 @@ from . import tracer
 from .plural import count
 from .text import shown
 
+#: pytest leaves this module's frames out of a failure's traceback: a
+#: budget's failure, or a bad budget, points at the test's own line, and
+#: the test clients' wrappers run the project's code (see tracer.patches).
+__tracebackhide__ = True
+
 _lock = threading.Lock()
 _users = 0
 

@@ -64,6 +64,11 @@ from . import components, telemetry
 from .conf import get_config
 from .headers import carries, restamp, rewritten, stamp, stamped, unstamp
 
+#: pytest leaves this module's frames out of a failure's traceback: its
+#: wrappers run Django's handlers and the project's code, whose exception
+#: is its own (see tracer.patches).
+__tracebackhide__ = True
+
 #: Response -> the WSGI records its close ends, oldest first: more than one
 #: when requests in several threads returned the same object.
 _closing: WeakIdentityMap[list[tracer.RequestRecord]] = WeakIdentityMap()

@@ -80,6 +80,12 @@ from .record import (
 )
 from .weak import WeakIdentityMap
 
+#: pytest leaves this module's frames out of a failure's traceback: its
+#: wrappers run the application's code (asgiref's bridges, the loop's and
+#: the threads' calls), whose exception is its own. The wrappers set
+#: Django's and Sentry's __traceback_hide__ themselves.
+__tracebackhide__ = True
+
 logger = logging.getLogger("switchtrace")
 
 #: What is current in this context: the record of the request being served
