@@ -105,6 +105,51 @@ def test_a_request_leaves_no_reference_cycle_of_switchtrace(server, path, record
     # per such bridge, without switchtrace too.
 
 
+class Payload:
+    """What a task returns: freed with it, or kept by a cycle."""
+
+
+async def _made() -> Payload:
+    return Payload()
+
+
+def _run(loop: asyncio.AbstractEventLoop, how: str) -> Payload:
+    if how == "create_task":
+        return loop.run_until_complete(loop.create_task(_made()))
+    if how == "ensure_future":
+        return loop.run_until_complete(asyncio.ensure_future(_made(), loop=loop))
+    [made] = loop.run_until_complete(asyncio.gather(loop.create_task(_made())))
+    return made
+
+
+@pytest.mark.parametrize("how", ["create_task", "ensure_future", "gather"])
+def test_a_task_run_until_complete_is_not_kept_in_a_cycle(how):
+    """A task (a future gathering tasks) holds the copy of the context it
+    was made in, where switchtrace's variable holds the record: the
+    record's crossing kept the task, and the task's result and all it holds
+    went to the cycle collector after the request, freed only when it ran.
+    The crossing keeps the task's coroutine (named after it) instead."""
+    import weakref
+
+    def view():
+        loop = asyncio.new_event_loop()
+        try:
+            return weakref.ref(_run(loop, how))
+        finally:
+            loop.close()
+
+    gc.collect()
+    gc.disable()
+    try:
+        with tracer.recording() as record:
+            result = view()
+        alive = result() is not None
+    finally:
+        gc.enable()
+    assert alive is False
+    assert [c.mechanism for c in record.crossings] == ["loop.run_until_complete"]
+
+
 HOSTILE = [
     (b"x-context-switches", b"0"),
     (b"x-switchtrace", b"off"),

@@ -727,7 +727,9 @@ def _patch_run_until_complete(original: Callable[..., Any]) -> Callable[..., Any
         crossing = token = None
         try:
             thread = _thread()
-            crossing = Crossing(RUN_UNTIL_COMPLETE, None, future, thread, current[1], clock())
+            crossing = Crossing(
+                RUN_UNTIL_COMPLETE, None, _awaited(future), thread, current[1], clock()
+            )
             _claim_loop(self, record, crossing)
             token = _here_set((record, crossing))
             record.start(crossing, thread)
@@ -742,6 +744,19 @@ def _patch_run_until_complete(original: Callable[..., Any]) -> Callable[..., Any
         return result
 
     return run_until_complete
+
+
+def _awaited(future: Any) -> Any:
+    """What a crossing of ``run_until_complete(future)`` keeps to be named
+    by: a task's coroutine, a future's type (gather's), not the future. A
+    task holds the copy of the context it was made in, where switchtrace's
+    variable holds the record: kept by the record's crossing, the task (its
+    result, all it holds) was left to the cycle collector after the request.
+    (A coroutine holds no context; a finished one, no frame.)"""
+    if not asyncio.isfuture(future):
+        return future
+    coroutine = getattr(future, "get_coro", None)
+    return coroutine() if coroutine is not None else type(future)
 
 
 def _switches(loop: Any, future: Any, current: Crossing | None) -> bool:
