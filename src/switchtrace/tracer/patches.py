@@ -178,6 +178,12 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
             swallow("sync_to_async call")
         try:
             result = await original(self, *args, **kwargs)
+        except GeneratorExit:
+            # Closed without being resumed (its task abandoned on a closed
+            # loop, then collected): control never came back to the caller,
+            # and no switch back is counted, whenever the collector runs.
+            _abandoned(crossing, token)
+            raise
         except BaseException as exc:
             _return(record, crossing, token, exc)
             raise
@@ -225,6 +231,21 @@ def _return(
                 if not isinstance(exc, GeneratorExit):
                     swallow(f"{crossing.mechanism} return")
         record.close(crossing, exc)
+    except Exception:
+        swallow(f"{crossing.mechanism} return")
+
+
+def _abandoned(crossing: Crossing | None, token: contextvars.Token[Here | None] | None) -> None:
+    """A caller's coroutine closed while it waited for its crossing: the
+    crossing stays open (its code may still start, and end, on its thread)."""
+    if crossing is None:
+        return
+    try:
+        crossing.exception = "GeneratorExit"
+        if token is not None:
+            _here_reset(token)
+    except ValueError:  # closed from another context (the collector's): quiet
+        pass
     except Exception:
         swallow(f"{crossing.mechanism} return")
 
