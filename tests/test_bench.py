@@ -256,7 +256,8 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_the_matrix_names_each_cell_on_the_progress_line():
+def test_the_matrix_names_each_cell_on_the_progress_line(monkeypatch):
+    monkeypatch.delenv("TERM", raising=False)
     script = {("shipped", 1): [(1.0, [0.5], 2, [None])], ("shipped", 3): [(1.0, [0.5], 2, [None])]}
     args = argparse.Namespace(
         servers=["wsgi"], endpoints=["/async-io/"], variants=["shipped"], concurrency=[1, 3],
@@ -266,6 +267,31 @@ def test_the_matrix_names_each_cell_on_the_progress_line():
     bench.measure(args, ScriptedDriver(script, warmup=0), bench.Progress(2, terminal))
     steps = [step.split("  (~")[0] for step in terminal.getvalue().split("\r\x1b[K")[1:]]
     assert steps == ["[1/2] WSGI /async-io/ shipped c=1", "[2/2] WSGI /async-io/ shipped c=3"]
+
+
+def test_the_progress_line_fits_the_terminal_and_needs_one(monkeypatch):
+    """Cut to the terminal's width (a line that wraps is not cleared by a
+    carriage return: each step left a row behind); none on a terminal that
+    cannot move its cursor back (TERM=dumb), nor with standard error closed
+    (2>&-: bound when the module was imported, it was None, and the command
+    ended with AttributeError)."""
+    monkeypatch.setenv("COLUMNS", "20")
+    monkeypatch.delenv("TERM", raising=False)
+    terminal = Terminal()
+    progress = bench.Progress(2, terminal)
+    progress.step("WSGI /a-long-endpoint-name/ shipped c=1")
+    assert (
+        terminal.getvalue() == "\r\x1b[K[1/2] WSGI /a-long-"
+    )  # 19 columns: the cursor stays on the line
+    monkeypatch.setenv("TERM", "dumb")
+    dumb = Terminal()
+    bench.Progress(2, dumb).step("WSGI /sync/ shipped c=1")
+    assert dumb.getvalue() == ""
+    monkeypatch.setattr(sys, "stderr", None)
+    closed = bench.Progress(2)
+    closed.step("WSGI /sync/ shipped c=1")
+    closed.close()
+    assert closed.live is False
 
 
 def test_the_matrix_without_a_warmup_or_a_sequential_level():

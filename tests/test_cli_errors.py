@@ -2711,3 +2711,76 @@ def test_ctrl_c_that_leaves_a_task_pending_says_nothing_of_it():
     )
     out = _run_alone(script)
     assert (out.returncode, out.stdout, out.stderr) == (0, "collected\n", "")
+
+
+def test_an_ascii_standard_output_gets_ascii_stand_ins(tmp_path):
+    """LC_ALL=C with UTF-8 mode off (or PYTHONIOENCODING=ascii): what
+    explain prints beyond ASCII ('→') raised UnicodeEncodeError, and the
+    command ended with it, exit status 1, its output cut short."""
+    out = switchtrace(["explain"], tmp_path, PYTHONIOENCODING="ascii")
+    assert (out.returncode, out.stderr) == (0, "")
+    fixes = [line for line in out.stdout.splitlines() if line.strip().startswith("->")]
+    assert fixes and fixes[0].startswith("     -> mark SecurityMiddleware sync-only")
+    assert out.stdout.isascii()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full")
+def test_a_full_disk_at_the_last_write_is_one_line(tmp_path):
+    """What is still buffered goes out as the command ends: a full disk
+    there (here /dev/full) was a traceback, and exit status 120."""
+    site = tmp_path / "site"
+    site.mkdir()
+    script = (
+        "import sys\n"
+        # All of it held until the end, as a short output (bench --json) is.
+        "sys.stdout = open('/dev/full', 'w', buffering=1 << 20)\n"
+        "from switchtrace.cli import main\n"
+        "sys.exit(main(['explain']))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(EXAMPLE)]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (out.returncode, out.stderr) == (
+        1,
+        "switchtrace explain: error: cannot write standard output: No space left on device\n",
+    )
+
+
+def test_a_current_directory_removed_meanwhile_is_no_traceback(tmp_path):
+    """Run from a directory removed meanwhile (a build directory cleaned):
+    os.getcwd() raised, in the example project's search and in explain's
+    path, and then again in the error line's own relpath: two tracebacks."""
+    gone = tmp_path / "gone"
+
+    def removed() -> None:  # in the child, before it runs switchtrace
+        os.chdir(gone)
+        os.rmdir(gone)
+
+    gone.mkdir()
+    out = switchtrace(
+        ["explain"], tmp_path, preexec_fn=removed, DJANGO_SETTINGS_MODULE="no_such_settings"
+    )
+    assert one_line(out, 2).startswith(
+        "switchtrace explain: error: DJANGO_SETTINGS_MODULE='no_such_settings'"
+    )
+    gone.mkdir()
+    out = switchtrace(["explain"], tmp_path, preexec_fn=removed)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "explain", "bench"])
+def test_a_project_path_the_system_refuses_is_bad_input(command, tmp_path):
+    """A name longer than the file system allows: Path.is_file() raised
+    (exit status 1, 'OSError: [Errno 36] File name too long')."""
+    long = str(tmp_path / ("a" * 300))
+    message = one_line(switchtrace([command, "--project", long], tmp_path), 2)
+    assert f"--project {long} is not the example project (it cannot be used: File name too " \
+        "long)" in message  # fmt: skip

@@ -43,6 +43,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -236,11 +237,16 @@ def spread(samples: Sequence[float]) -> dict[str, float]:
 class Progress:
     """One updating line on a terminal, nothing when the output is not one."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
         self.total = total
         self.done = 0
-        self.stream = stream
-        self.live = stream.isatty()
+        # Standard error as it is now (None when closed: 2>&-), not when the
+        # module was imported. A terminal that cannot move its cursor back
+        # (TERM=dumb) gets no line either.
+        self.stream: Any = sys.stderr if stream is None else stream
+        self.live = (
+            self.stream is not None and self.stream.isatty() and os.environ.get("TERM") != "dumb"
+        )
         self.started = time.monotonic()
 
     def step(self, label: str) -> None:
@@ -249,7 +255,13 @@ class Progress:
             return
         elapsed = time.monotonic() - self.started
         eta = elapsed / self.done * (self.total - self.done)
-        self.stream.write(f"\r\x1b[K[{self.done}/{self.total}] {label}  (~{eta:.0f} s left)")
+        line = f"[{self.done}/{self.total}] {label}  (~{eta:.0f} s left)"
+        # Cut to the terminal's width: a line that wraps is not cleared by \r.
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns - 1
+        except (AttributeError, OSError, ValueError):
+            width = shutil.get_terminal_size().columns - 1
+        self.stream.write(f"\r\x1b[K{line[:width]}")
         self.stream.flush()
 
     def close(self) -> None:

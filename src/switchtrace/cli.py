@@ -14,6 +14,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import logging
 import os
@@ -108,12 +109,64 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2
+    for stream in (sys.stdout, sys.stderr):
+        _plain_where_needed(stream)
     status = _guarded(args)
     try:
         sys.stdout.flush()  # here, not at exit, where a reader gone away is a traceback
     except BrokenPipeError:
         _reader_gone()
+    except OSError as exc:  # a full disk (> out.json), a file system gone
+        _discard_stdout()
+        print(
+            f"switchtrace {args.command}: error: cannot write standard output: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
     return status
+
+
+#: What the commands print beyond ASCII, and its ASCII stand-in.
+_PLAIN = {"→": "->", "—": "-", "µ": "u", "…": "..."}
+
+
+def _plain_text(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start : error.end]
+    return "".join(_PLAIN.get(character, "?") for character in text), error.end
+
+
+codecs.register_error("switchtrace.plain", _plain_text)
+
+
+def _plain_where_needed(stream: Any) -> None:
+    """A stream whose encoding cannot write what the commands print (ASCII,
+    as LC_ALL=C gives with UTF-8 mode off, or PYTHONIOENCODING=ascii) writes
+    it in ASCII ('->' for '→'); it raised UnicodeEncodeError, and the
+    command ended with it (exit status 1, its output cut short)."""
+    try:
+        "".join(_PLAIN).encode(stream.encoding)
+    except UnicodeEncodeError:
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="switchtrace.plain")
+    except (AttributeError, LookupError, TypeError):  # no encoding to go by
+        pass
+
+
+def _discard_stdout() -> None:
+    """What is still buffered for standard output goes nowhere: the
+    interpreter's last flush would fail again, as a traceback."""
+    try:
+        fd = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (AttributeError, OSError, ValueError):
+        return
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _unrecognized(
@@ -609,6 +662,14 @@ def _end_children(seconds: float = 10) -> None:
             kill(process)
 
 
+def _current_directory() -> str | None:
+    """The current directory, None if it was removed meanwhile."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
 def _reader_gone() -> bool:
     """Whether standard output is a pipe whose reader went away (a
     BrokenPipeError raised elsewhere, by the project's code, is an error of
@@ -622,11 +683,7 @@ def _reader_gone() -> bool:
     except (AttributeError, OSError, ValueError):  # no file behind it, or no poll()
         return False
     if gone:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, fd)
-        finally:
-            os.close(devnull)
+        _discard_stdout()
     return gone
 
 
@@ -634,14 +691,14 @@ def _explain(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from .example import ProjectNotFound, find_project, setup, setup_django
+    from .example import ProjectNotFound, find_project, not_a_project, setup, setup_django
 
     if args.measure and not args.url:
         print("switchtrace explain: error: --measure needs --url", file=sys.stderr)
         return 2
     if os.environ.get("DJANGO_SETTINGS_MODULE"):
         if args.project:
-            if not Path(args.project).is_dir():
+            if not os.path.isdir(args.project):  # (Path's raises for a name too long)
                 print(
                     f"switchtrace explain: error: --project {argument(args.project)} is not a "
                     "directory; allowed: a directory to put on sys.path, holding the package of "
@@ -650,12 +707,12 @@ def _explain(args: argparse.Namespace) -> int:
                 )
                 return 2
             sys.path.insert(0, args.project)
-        elif not {"", os.getcwd()} & set(sys.path):
+        elif (here := _current_directory()) is not None and not {"", here} & set(sys.path):
             # The console script's path starts at its own bin directory, where
             # ``python -m switchtrace`` (and manage.py) start at the project's:
             # find DJANGO_SETTINGS_MODULE from the directory it is run in too,
             # after what is installed.
-            sys.path.append(os.getcwd())
+            sys.path.append(here)
         setup_django()
     else:
         try:
@@ -679,8 +736,8 @@ def _explain(args: argparse.Namespace) -> int:
                 return 2
             print(
                 f"switchtrace explain: error: --project {argument(args.project)} is not the "
-                "example project (it has no project/settings.py), and DJANGO_SETTINGS_MODULE is "
-                "not set; for a project of your own, set it too, e.g. "
+                f"example project ({not_a_project(Path(args.project))}), and "
+                "DJANGO_SETTINGS_MODULE is not set; for a project of your own, set it too, e.g. "
                 f"DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain --project "
                 f"{argument(args.project)}",
                 file=sys.stderr,

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import site
+import stat
 import sys
 import sysconfig
 import threading
@@ -82,20 +83,18 @@ def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool 
         if not PACKAGED.is_dir():
             checkout = Path(__file__).resolve().parents[2]
             candidates.append(checkout / "examples" / "project")
-        candidates.append(Path.cwd() / "examples" / "project")
+        with contextlib.suppress(OSError):  # a current directory removed meanwhile
+            candidates.append(Path.cwd() / "examples" / "project")
         if packaged:
             candidates.append(PACKAGED)
     for candidate in candidates:
-        if (candidate / "project" / "settings.py").is_file():
+        # (os.path's test: Path's raises for a name too long, a directory
+        # that may not be entered.)
+        if os.path.isfile(candidate / "project" / "settings.py"):
             return candidate.resolve()
     if given is not None:
         # Not "pass --project PATH": it was passed, or the variable wins over it.
-        if candidates[0].is_dir():
-            found = "it has no project/settings.py"
-        elif candidates[0].exists():
-            found = "not a directory"
-        else:
-            found = "no such directory"
+        found = not_a_project(candidates[0])
         allowed = "the examples/project directory of a switchtrace checkout, or a copy of it"
         if explicit is None:
             allowed += ", or the variable unset"
@@ -109,6 +108,25 @@ def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool 
         "checkout, or pass --project PATH.",
         candidates,
     )
+
+
+def not_a_project(path: Path) -> str:
+    """Why ``path`` is not the example project, for the error line."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such directory"
+    except OSError as exc:  # a name too long, a parent that may not be entered
+        return f"it cannot be used: {exc.strerror or exc}"
+    if not stat.S_ISDIR(mode):
+        return "not a directory"
+    try:
+        os.stat(path / "project" / "settings.py")
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        return f"its project/settings.py cannot be read: {exc.strerror or exc}"
+    return "it has no project/settings.py"
 
 
 class SetupError(Exception):
@@ -368,7 +386,7 @@ def describe_error(exc: BaseException) -> str:
     filename, line, function, _ = ([frame for frame in frames if frame[3]] or frames)[-1]
     try:
         relative = os.path.relpath(filename)
-    except ValueError:  # another drive
+    except (ValueError, OSError):  # another drive; a current directory removed meanwhile
         relative = filename
     if not relative.startswith(".."):
         filename = relative
