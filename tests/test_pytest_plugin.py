@@ -532,6 +532,33 @@ def test_no_frame_of_switchtraces_shows_in_a_failures_traceback(suite):
     assert "switchtrace/" not in output.split("= FAILURES =")[1].split("short test summary")[0]
 
 
+def test_an_error_raised_in_switchtraces_own_code_shows_its_frames(suite):
+    """Raised by switchtrace's own code (here as if its test client's
+    wrapper failed), outside the guard that logs its errors: its frames
+    show where, rather than the error seeming Django's."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            from django.test import Client
+            from switchtrace import example, tracer
+
+
+            def test_it(switchtrace, monkeypatch):
+                def broken(*args, **kwargs):
+                    example.find_project("/no/such/project")
+
+                monkeypatch.setattr(tracer, "start_request", broken)
+                Client().get("/sync/")
+            """
+        )
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    shown = result.stdout.str().split("= FAILURES =")[1]
+    assert "switchtrace/testing.py" in shown
+    assert "switchtrace/example.py" in shown
+
+
 def test_a_marker_given_n_by_keyword(suite):
     suite.makepyfile(
         """

@@ -320,3 +320,23 @@ def test_the_async_clients_headers_failing_in_switchtrace_leave_the_request_its_
         ("test client headers", ZeroDivisionError)
     ]
     swallowed.clear()
+
+
+def test_django_s_debug_page_shows_no_frame_of_switchtraces():
+    """The project's exception raised while Django resolves the URL (a path
+    converter's), through the test client: the frames of the debug page
+    (Sentry reads the same flag) were switchtrace's wrappers' too."""
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    with override_settings(ROOT_URLCONF="tests.locale_urls"):
+        with record_requests():
+            try:
+                Client().get("/item/boom/")
+            except KeyError:
+                exc_info = sys.exc_info()
+    frames = ExceptionReporter(None, *exc_info).get_traceback_frames()
+    files = [frame["filename"] for frame in frames]
+    assert files[-1].endswith("locale_urls.py")
+    assert [name for name in files if "switchtrace" in name] == []

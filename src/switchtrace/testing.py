@@ -26,11 +26,13 @@ from asgiref.sync import iscoroutinefunction
 from . import tracer
 from .plural import count
 from .text import shown
+from .tracer.guard import raised_elsewhere
 
-#: pytest leaves this module's frames out of a failure's traceback: a
-#: budget's failure, or a bad budget, points at the test's own line, and
-#: the test clients' wrappers run the project's code (see tracer.patches).
-__tracebackhide__ = True
+#: pytest leaves this module's frames out of a failure's traceback: the
+#: test clients' wrappers run the project's code (see
+#: tracer.guard.raised_elsewhere); a budget's failure, or a bad budget,
+#: points at the test's own line.
+__tracebackhide__ = raised_elsewhere
 
 _lock = threading.Lock()
 _users = 0
@@ -40,6 +42,7 @@ def check_budget(budget: Any, where: str = "the budget") -> int:
     """``budget`` as an int, or a ValueError naming what is wrong (the value
     shown as text.shown shows it: an int too long for ``repr()``, or an
     object whose ``__repr__`` raises, made that error another one)."""
+    __tracebackhide__ = True  # the test's bad budget: its own line shown
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
         raise ValueError(
             f"{where} must be a non-negative integer (context switches per request), "
@@ -296,6 +299,7 @@ class _Budget:
 
 
 def _wrap_client_call(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Django's test Client: the request runs and its response is closed inside
     # this call (streaming content excepted). One that a view makes (a
     # sub-request it serves itself) is part of its request, as on a server.
@@ -313,6 +317,7 @@ def _wrap_client_call(wrapped, instance, args, kwargs):
 
 
 def _wrap_async_client_call(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     from .django_app import integration
 
     if integration.in_a_request():
@@ -330,6 +335,7 @@ _ANSWERED = "switchtrace.async_client_answered"
 
 
 async def _trace_async_client(call: Any, scope: Any) -> Any:
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Django's test AsyncClient, in the test's event loop.
     from .django_app import integration
 
@@ -347,6 +353,7 @@ async def _trace_async_client(call: Any, scope: Any) -> Any:
 
 
 def _wrap_get_response_async(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Runs in the task that awaits it. Only the AsyncClient request's own
     # call, the first: one made inside it (a sub-request its view serves)
     # returns the sub-request's response, before the request's headers.
@@ -358,6 +365,7 @@ def _wrap_get_response_async(wrapped, instance, args, kwargs):
 
 
 async def _headers_after(call: Any) -> Any:
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # The AsyncClient has no server to send headers: they would go out when
     # get_response_async returns, before it closes the response (which sends
     # request_finished), as the test Client's get_response does for WSGI.

@@ -57,7 +57,7 @@ from .. import tracer
 from ..exporters.pipeline import MAX_PROPAGATION_HEADER
 from ..exporters.spans import ARRIVAL, Arrival
 from ..tracer.describe import attribute
-from ..tracer.guard import put_back, swallow
+from ..tracer.guard import put_back, raised_elsewhere, swallow
 from ..tracer.patches import Patcher, Target
 from ..tracer.weak import WeakIdentityMap
 from . import components, telemetry
@@ -66,8 +66,8 @@ from .headers import carries, restamp, rewritten, stamp, stamped, unstamp
 
 #: pytest leaves this module's frames out of a failure's traceback: its
 #: wrappers run Django's handlers and the project's code, whose exception
-#: is its own (see tracer.patches).
-__tracebackhide__ = True
+#: is its own (see tracer.guard.raised_elsewhere).
+__tracebackhide__ = raised_elsewhere
 
 #: Response -> the WSGI records its close ends, oldest first: more than one
 #: when requests in several threads returned the same object.
@@ -142,6 +142,7 @@ def wsgi_path(environ: Any) -> str:
 
 
 def _wrap_wsgi_call(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Runs on the WSGI server's worker thread. The server iterates and closes
     # the response on this thread after we return, so the record stays
     # current here until HttpResponseBase.close ends it.
@@ -389,6 +390,7 @@ def serving_a_sub_request() -> bool:
 
 
 def _wrap_get_response(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Runs on the WSGI worker thread; the headers are built from the response
     # as soon as this returns. Only the request's own call, the first: one
     # made inside it (a sub-request its view serves through Django's test
@@ -482,6 +484,7 @@ def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
 
 
 def _wrap_response_close(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Runs wherever the response is closed: for WSGI, the server's worker
     # thread once the body is sent, in the context that called the handler.
     if _closing.get(instance) is None:
@@ -528,6 +531,7 @@ def _closed_record(response: Any) -> tracer.RequestRecord | None:
 
 
 def _wrap_wsgi_to_asgi(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     return _end_adapted_wsgi(wrapped(*args, **kwargs))
 
 
@@ -552,6 +556,7 @@ async def _end_adapted_wsgi(call: Any) -> Any:
 
 
 def _wrap_asgi_call(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     scope = args[0] if args else kwargs.get("scope")
     if not isinstance(scope, dict) or scope.get("type") != "http":
         return wrapped(*args, **kwargs)
@@ -643,6 +648,7 @@ def _propagation(record: tracer.RequestRecord, traceparent: Any, tracestate: Any
 
 
 def _wrap_send_response(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Called in the request's task just before the response start message
     # (a sub-request's: the request's headers are not sent now).
     record = tracer.current_record()
@@ -751,6 +757,7 @@ def at_headers(record: tracer.RequestRecord, response: Any) -> None:
 
 
 def _wrap_adapt_method_mode(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Runs once per adapter, when a handler loads its middleware (startup).
     adapted = wrapped(*args, **kwargs)
     try:
@@ -764,6 +771,7 @@ def _wrap_adapt_method_mode(wrapped, instance, args, kwargs):
 
 
 def _wrap_resolve_request(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     resolved = wrapped(*args, **kwargs)
     record = tracer.current_record()
     if record is not None and not record.finished and not _sub_request.get():
@@ -789,6 +797,7 @@ def _note_the_view(note: Any, what: str) -> None:
 
 
 def _wrap_make_view_atomic(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Called by _get_response(_async) once every process_view let the
     # request through; the view is called as soon as it returns. Noted
     # after it: when it raises (ATOMIC_REQUESTS with an async view), no
@@ -799,6 +808,7 @@ def _wrap_make_view_atomic(wrapped, instance, args, kwargs):
 
 
 def _wrap_view_ended(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # check_response (the view returned) or process_exception_by_middleware
     # (it raised): the first after the view started ends it.
     _note_the_view(components.view_ended, "view end")

@@ -63,7 +63,7 @@ from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, SyncToAsync, markcoroutinefunction
 
 from .describe import attribute
-from .guard import swallow
+from .guard import raised_elsewhere, swallow
 from .record import (
     ASYNC_TO_SYNC,
     ASYNCIO_RUN,
@@ -82,9 +82,10 @@ from .weak import WeakIdentityMap
 
 #: pytest leaves this module's frames out of a failure's traceback: its
 #: wrappers run the application's code (asgiref's bridges, the loop's and
-#: the threads' calls), whose exception is its own. The wrappers set
-#: Django's and Sentry's __traceback_hide__ themselves.
-__tracebackhide__ = True
+#: the threads' calls), whose exception is its own (see
+#: guard.raised_elsewhere). The wrappers set Django's and Sentry's
+#: __traceback_hide__ themselves.
+__tracebackhide__ = raised_elsewhere
 
 logger = logging.getLogger("switchtrace")
 
