@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+from django.test import override_settings
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
@@ -395,9 +396,10 @@ def test_the_url_excluded_urls_are_searched_in(records):
 
 
 def test_a_wsgi_requests_path_is_the_one_the_client_sent(records):
-    """SCRIPT_NAME (the application mounted at /app: gunicorn's SCRIPT_NAME)
-    and PATH_INFO, its bytes (latin-1 text, PEP 3333) read as UTF-8, as
-    Django reads them, and the URL excluded URLs are searched in from it.
+    """Django's request.path: the script name (SCRIPT_NAME, the application
+    mounted at /app: gunicorn's SCRIPT_NAME; Apache's SCRIPT_URL;
+    FORCE_SCRIPT_NAME) and PATH_INFO, its bytes (latin-1 text, PEP 3333)
+    read as UTF-8, and the URL excluded URLs are searched in from it.
     It was PATH_INFO alone: '/sync/' for '/app/sync/', and '/cafÃ©/'."""
     from switchtrace.exporters.spans import request_url
 
@@ -406,10 +408,14 @@ def test_a_wsgi_requests_path_is_the_one_the_client_sent(records):
             wsgi_request(wsgi, "/sync/", SCRIPT_NAME="/app").status,
             wsgi_request(wsgi, "/caf\xc3\xa9/").status,  # é in UTF-8, as a server hands it
             wsgi_request(wsgi, "/\xff/").status,  # not UTF-8
+            # Apache's mod_rewrite: the URL before it rewrote it.
+            wsgi_request(wsgi, "/sync/", SCRIPT_NAME="/x.wsgi", SCRIPT_URL="/app/sync/").status,
         ]
-    assert statuses == [200, 404, 404]
+        with override_settings(FORCE_SCRIPT_NAME="/mounted"):  # a proxy strips the mount
+            statuses.append(wsgi_request(wsgi, "/sync/").status)
+    assert statuses == [200, 404, 404, 200, 200]
     assert [record.attributes["url.path"] for record in records] == [
-        "/app/sync/", "/café/", "/%FF/"]  # fmt: skip
+        "/app/sync/", "/café/", "/%FF/", "/app/sync/", "/mounted/sync/"]  # fmt: skip
     assert request_url(records[0]) == "http://testserver/app/sync/"
 
 

@@ -49,9 +49,8 @@ from typing import Any
 from asgiref.wsgi import WsgiToAsgiInstance
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
-from django.core.handlers.wsgi import WSGIHandler
+from django.core.handlers.wsgi import WSGIHandler, get_path_info, get_script_name
 from django.http import HttpResponseBase
-from django.utils.encoding import repercent_broken_unicode
 
 from .. import tracer
 from ..exporters.pipeline import MAX_PROPAGATION_HEADER
@@ -125,20 +124,20 @@ def request_attributes(
 
 
 def wsgi_path(environ: Any) -> str:
-    """The path the client sent: SCRIPT_NAME (where the application is
-    mounted: gunicorn's SCRIPT_NAME, a prefix a proxy strips) and PATH_INFO,
-    whose bytes a WSGI server hands over as latin-1 text (PEP 3333), read as
-    UTF-8 as Django reads PATH_INFO (bytes that are not UTF-8 percent-encoded
-    again). PATH_INFO alone left the mount out ('/sync/' for '/app/sync/'),
-    and '/café/' came out as '/cafÃ©/'; under ASGI ``scope["path"]`` is both."""
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    if path.isascii():
-        return path
+    """The request's path as Django's WSGIRequest makes it (``request.path``,
+    what the client sent): its script name (SCRIPT_NAME, where the
+    application is mounted; FORCE_SCRIPT_NAME where a proxy strips the
+    mount; Apache's SCRIPT_URL) and PATH_INFO, whose bytes a WSGI server
+    hands over as latin-1 text (PEP 3333), read as UTF-8 (bytes that are not
+    UTF-8 percent-encoded again). PATH_INFO alone left the mount out
+    ('/sync/' for '/app/sync/'), and '/café/' came out as '/cafÃ©/'; under
+    ASGI ``scope["path"]`` is both."""
     try:
-        raw = path.encode("iso-8859-1")
-    except UnicodeEncodeError:  # (a server that decoded it already)
-        return path
-    return repercent_broken_unicode(raw).decode()
+        script_name = get_script_name(environ)
+        path_info = get_path_info(environ) or "/"
+    except UnicodeDecodeError:  # a SCRIPT_NAME that is not UTF-8 (Django raises too)
+        return environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    return f"{script_name.rstrip('/')}/{path_info.replace('/', '', 1)}"  # as WSGIRequest.path
 
 
 def _wrap_wsgi_call(wrapped, instance, args, kwargs):
