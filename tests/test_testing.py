@@ -340,3 +340,22 @@ def test_django_s_debug_page_shows_no_frame_of_switchtraces():
     files = [frame["filename"] for frame in frames]
     assert files[-1].endswith("locale_urls.py")
     assert [name for name in files if "switchtrace" in name] == []
+
+
+def test_a_test_clients_request_is_exported_as_a_servers(spans):
+    """Its request span has the server, client and network attributes a
+    server's has, and the URL excluded URLs are searched in has its host
+    ('http:///sync/' it was, so that OTEL_PYTHON_DJANGO_EXCLUDED_URLS
+    'testserver/sync' left the server's /sync/ out, not the client's)."""
+    from opentelemetry import trace
+
+    from switchtrace.exporters.spans import request_url
+
+    with record_requests() as recorded:
+        Client().get("/sync/", HTTP_USER_AGENT="tests")
+        asyncio.run(AsyncClient().get("/sync/", headers={"user-agent": "tests"}))
+    assert [request_url(record) for record in recorded] == ["http://testserver/sync/"] * 2
+    servers = [s for s in spans() if s.kind is trace.SpanKind.SERVER]
+    assert [
+        (s.attributes["server.address"], s.attributes["user_agent.original"]) for s in servers
+    ] == [("testserver", "tests")] * 2

@@ -389,28 +389,13 @@ async def _headers_after(call: Any) -> Any:
 
 
 def _attributes(record: tracer.RequestRecord, source: Any, *, wsgi: bool) -> None:
-    # As a server's request gets them (the path as Django reads it: under
-    # WSGI, SCRIPT_NAME and PATH_INFO read as UTF-8).
-    from .django_app.integration import request_attributes, wsgi_path
+    # As a server's request gets them (the path as Django reads it), and
+    # while spans are made what its server, client and network attributes
+    # come from: exported as a server's request is.
+    from .django_app.integration import arrived_asgi, arrived_wsgi
 
     try:
-        if wsgi:
-            request_attributes(
-                record,
-                source.get("REQUEST_METHOD"),
-                source.get("wsgi.url_scheme"),
-                wsgi_path(source),
-                source.get("QUERY_STRING"),
-            )
-        else:
-            query = source.get("query_string", b"")
-            request_attributes(
-                record,
-                source.get("method"),
-                source.get("scheme") or "http",
-                source.get("path"),
-                query.decode("latin-1") if isinstance(query, bytes) else query,
-            )
+        (arrived_wsgi if wsgi else arrived_asgi)(record, source)
     except Exception:
         from .tracer.guard import swallow
 

@@ -580,7 +580,7 @@ def test_a_resource_that_is_not_utf8_is_e006(environ, settings, problem, tmp_pat
                     "switchtrace.E006",
                     f"The spans' resource cannot be written, so no spans are exported: its "
                     f"attribute {problem}, which holds bytes that are not UTF-8 (from "
-                    "OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES).",
+                    "SERVICE_NAME, OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES).",
                     "Correct or unset the OTEL_* variable it names, or choose another EXPORTER.",
                 )
             ],

@@ -140,6 +140,69 @@ def wsgi_path(environ: Any) -> str:
     return f"{script_name.rstrip('/')}/{path_info.replace('/', '', 1)}"  # as WSGIRequest.path
 
 
+def arrived_wsgi(record: tracer.RequestRecord, environ: Any) -> None:
+    """A WSGI request's attributes, and while spans are made what its
+    server, client and network attributes and its trace context come from
+    (a test Client's request gets them too: exported as a server's)."""
+    request_attributes(
+        record,
+        environ.get("REQUEST_METHOD"),
+        environ.get("wsgi.url_scheme"),
+        wsgi_path(environ),
+        environ.get("QUERY_STRING"),
+    )
+    pipeline = telemetry.pipeline()
+    if pipeline is not None:
+        _propagation(record, environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
+        record.extra[ARRIVAL] = Arrival(
+            environ.get("HTTP_HOST"),
+            environ.get("HTTP_FORWARDED"),
+            environ.get("HTTP_X_FORWARDED_HOST"),
+            environ.get("HTTP_X_FORWARDED_PROTO"),
+            environ.get("HTTP_X_FORWARDED_FOR"),
+            (environ.get("SERVER_NAME"), environ.get("SERVER_PORT")),
+            (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
+            environ.get("SERVER_PROTOCOL"),
+            environ.get("HTTP_USER_AGENT"),
+        )
+        pipeline.capture(record)
+
+
+def arrived_asgi(record: tracer.RequestRecord, scope: Any) -> None:
+    """:func:`arrived_wsgi` for an ASGI request."""
+    query = scope.get("query_string", b"")
+    request_attributes(
+        record,
+        scope.get("method"),
+        scope.get("scheme") or "http",  # the ASGI specification's default
+        scope.get("path"),
+        query.decode("latin-1") if isinstance(query, bytes) else query,
+    )
+    pipeline = telemetry.pipeline()
+    if pipeline is not None:
+        # A header sent as several fields is one value, joined by commas
+        # (RFC 9110), as WSGI servers join them: a tracestate in pieces is
+        # whole, and two traceparents are no parent (W3C Trace Context).
+        fields: dict[bytes, list[bytes]] = {}
+        for name, value in scope.get("headers", ()):
+            if name in _READ_HEADERS:
+                fields.setdefault(name, []).append(value)
+        joined = {name: b",".join(values) for name, values in fields.items()}
+        _propagation(record, joined.get(b"traceparent"), joined.get(b"tracestate"))
+        record.extra[ARRIVAL] = Arrival(
+            fields[b"host"][0] if b"host" in fields else None,
+            joined.get(b"forwarded"),
+            joined.get(b"x-forwarded-host"),
+            joined.get(b"x-forwarded-proto"),
+            joined.get(b"x-forwarded-for"),
+            scope.get("server"),
+            scope.get("client"),
+            scope.get("http_version"),
+            joined.get(b"user-agent"),
+        )
+        pipeline.capture(record)
+
+
 def _wrap_wsgi_call(wrapped, instance, args, kwargs):
     __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Runs on the WSGI server's worker thread. The server iterates and closes
@@ -159,29 +222,7 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
         # Served through asgiref's WsgiToAsgi: ended when its call returns.
         adapted.append(record)
     try:
-        environ = args[0] if args else kwargs["environ"]
-        request_attributes(
-            record,
-            environ.get("REQUEST_METHOD"),
-            environ.get("wsgi.url_scheme"),
-            wsgi_path(environ),
-            environ.get("QUERY_STRING"),
-        )
-        pipeline = telemetry.pipeline()
-        if pipeline is not None:
-            _propagation(record, environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
-            record.extra[ARRIVAL] = Arrival(
-                environ.get("HTTP_HOST"),
-                environ.get("HTTP_FORWARDED"),
-                environ.get("HTTP_X_FORWARDED_HOST"),
-                environ.get("HTTP_X_FORWARDED_PROTO"),
-                environ.get("HTTP_X_FORWARDED_FOR"),
-                (environ.get("SERVER_NAME"), environ.get("SERVER_PORT")),
-                (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
-                environ.get("SERVER_PROTOCOL"),
-                environ.get("HTTP_USER_AGENT"),
-            )
-            pipeline.capture(record)
+        arrived_wsgi(record, args[0] if args else kwargs["environ"])
     except Exception:
         swallow("WSGI request attributes")
     args, kwargs = _with_our_start_response(record, args, kwargs)
@@ -574,37 +615,7 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
     record, token = tracer.start_request(tracer.ASGI, get_config().max_events)
     record.extra[SHOWN] = None  # send_response's send is wrapped
     try:
-        query = scope.get("query_string", b"")
-        request_attributes(
-            record,
-            scope.get("method"),
-            scope.get("scheme") or "http",  # the ASGI specification's default
-            scope.get("path"),
-            query.decode("latin-1") if isinstance(query, bytes) else query,
-        )
-        pipeline = telemetry.pipeline()
-        if pipeline is not None:
-            # A header sent as several fields is one value, joined by commas
-            # (RFC 9110), as WSGI servers join them: a tracestate in pieces is
-            # whole, and two traceparents are no parent (W3C Trace Context).
-            fields: dict[bytes, list[bytes]] = {}
-            for name, value in scope.get("headers", ()):
-                if name in _READ_HEADERS:
-                    fields.setdefault(name, []).append(value)
-            joined = {name: b",".join(values) for name, values in fields.items()}
-            _propagation(record, joined.get(b"traceparent"), joined.get(b"tracestate"))
-            record.extra[ARRIVAL] = Arrival(
-                fields[b"host"][0] if b"host" in fields else None,
-                joined.get(b"forwarded"),
-                joined.get(b"x-forwarded-host"),
-                joined.get(b"x-forwarded-proto"),
-                joined.get(b"x-forwarded-for"),
-                scope.get("server"),
-                scope.get("client"),
-                scope.get("http_version"),
-                joined.get(b"user-agent"),
-            )
-            pipeline.capture(record)
+        arrived_asgi(record, scope)
     except Exception:
         swallow("ASGI request attributes")
     try:

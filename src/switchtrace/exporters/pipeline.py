@@ -340,7 +340,7 @@ def _check_resource(resource: Resource) -> None:
             except UnicodeEncodeError:
                 raise ResourceError(
                     f"its attribute {key} is {value!r}, which holds bytes that are not UTF-8 "
-                    "(from OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES)"
+                    "(from SERVICE_NAME, OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES)"
                 ) from None
 
 
