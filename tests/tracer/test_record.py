@@ -185,6 +185,23 @@ def test_qualified_name_names_what_is_finally_called():
     assert qualified_name(_wrapper_chain(MAX_DEPTH + 8)) == "layer8"
 
 
+def test_a_file_path_that_is_not_utf8_is_located_as_text():
+    """A project in a directory named in Latin-1 ('café'): Python reads the
+    byte as a lone surrogate, which the SDK's encoder refuses: code.filepath
+    was left out of the span, logged as switchtrace's internal error. Its
+    bytes are \\x escapes now; a coroutine's code too."""
+    namespace: dict = {}
+    exec(compile("def f():\n    pass\nasync def c():\n    pass\n", "/srv/caf\udce9/m.py", "exec"),
+         namespace)  # fmt: skip
+    coroutine = namespace["c"]()
+    try:
+        located = [code_location(namespace["f"]).filepath, code_location(coroutine).filepath]
+    finally:
+        coroutine.close()
+    assert located == ["/srv/caf\\xe9/m.py"] * 2
+    assert code_location(test_a_file_path_that_is_not_utf8_is_located_as_text).filepath == __file__
+
+
 def test_code_location_of_what_is_no_function():
     coroutine = module_coroutine()
     line = module_coroutine.__code__.co_firstlineno
