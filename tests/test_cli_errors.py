@@ -2784,3 +2784,38 @@ def test_a_project_path_the_system_refuses_is_bad_input(command, tmp_path):
     message = one_line(switchtrace([command, "--project", long], tmp_path), 2)
     assert f"--project {long} is not the example project (it cannot be used: File name too " \
         "long)" in message  # fmt: skip
+
+
+def test_the_in_process_loop_is_closed_as_the_command_ends(tmp_path):
+    """Left open, it was a ResourceWarning at exit (with its two sockets):
+    under PYTHONWARNINGS=error, three 'Exception ignored' tracebacks."""
+    args = ["bench", "--requests", "5", "--rounds", "1", "--concurrency", "1", "--endpoints",
+            "/sync/", "--variants", "none", "--servers", "asgi", "--warmup", "0"]  # fmt: skip
+    out = switchtrace(args, tmp_path, PYTHONWARNINGS="error", PYTHONDEVMODE="1")
+    assert (out.returncode, out.stderr) == (0, "")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full")
+def test_version_and_help_to_a_reader_gone_or_a_full_disk(tmp_path):
+    """Printed by argparse as it exits: flushed at exit, where a reader gone
+    away (| true) or a full disk was 'Exception ignored' and a traceback,
+    exit status 120."""
+    gone = _with_stdout_gone(["--version"], tmp_path, False)
+    assert (gone.returncode, gone.stderr) == (0, "")
+    script = (
+        "import sys\n"
+        "sys.stdout = open('/dev/full', 'w', buffering=1 << 20)  # a file on a full disk\n"
+        "from switchtrace.cli import main\n"
+        "sys.exit(main(['bench', '--help']))\n"
+    )
+    full = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert (full.returncode, full.stderr) == (
+        1,
+        "switchtrace: error: cannot write standard output: No space left on device\n",
+    )

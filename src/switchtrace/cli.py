@@ -94,6 +94,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, unrecognized = parser.parse_known_args(argv)
     except KeyboardInterrupt:  # while the modules are imported
         _interrupted(None)
+    except SystemExit:
+        # --help, --version: what they printed is flushed here, not at exit,
+        # where a reader gone away (| true) or a full disk was a traceback.
+        if sys.stdout is not None:
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                _discard_stdout()
+            except OSError as exc:
+                _discard_stdout()
+                print(
+                    f"switchtrace: error: cannot write standard output: {exc.strerror or exc}",
+                    file=sys.stderr,
+                )
+                raise SystemExit(1) from None
+        raise
     if unrecognized:
         _unrecognized(parser, args.command, unrecognized, sys.argv[1:] if argv is None else argv)
     if args.command is None:
@@ -224,15 +240,20 @@ def _guarded(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "demo":
-        from .demo import run
+    from .example import close_server_loop
 
-        return run(args.project, sys.stdout)
-    if args.command == "explain":
-        return _explain(args)
-    from .bench import run as bench
+    try:
+        if args.command == "demo":
+            from .demo import run
 
-    return bench(args)
+            return run(args.project, sys.stdout)
+        if args.command == "explain":
+            return _explain(args)
+        from .bench import run as bench
+
+        return bench(args)
+    finally:
+        close_server_loop()
 
 
 #: The command running, for the Ctrl-C watcher's line.

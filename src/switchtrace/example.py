@@ -524,6 +524,16 @@ def run_in_server_loop(coroutine: Any) -> Any:
     return _server_loop.run_until_complete(coroutine)
 
 
+def close_server_loop() -> None:
+    """Close the loop of :func:`run_in_server_loop`, once the command is
+    done with it (left open, it was a ResourceWarning at exit: an error
+    under ``-W error``)."""
+    global _server_loop
+    loop, _server_loop = _server_loop, None
+    if loop is not None and not loop.is_closed() and not loop.is_running():
+        loop.close()
+
+
 @dataclass
 class Result:
     status: int
