@@ -2724,20 +2724,17 @@ def test_an_ascii_standard_output_gets_ascii_stand_ins(tmp_path):
     assert out.stdout.isascii()
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full")
-def test_a_full_disk_at_the_last_write_is_one_line(tmp_path):
-    """What is still buffered goes out as the command ends: a full disk
-    there (here /dev/full) was a traceback, and exit status 120."""
-    site = tmp_path / "site"
-    site.mkdir()
+def _to_a_full_disk(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """``main(args)`` with standard output a file on a full disk (/dev/full
+    behind a buffer that holds all of it until the end, as a short output,
+    bench --json, is held)."""
     script = (
         "import sys\n"
-        # All of it held until the end, as a short output (bench --json) is.
         "sys.stdout = open('/dev/full', 'w', buffering=1 << 20)\n"
         "from switchtrace.cli import main\n"
-        "sys.exit(main(['explain']))\n"
+        f"sys.exit(main({args!r}))\n"
     )
-    out = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", script],
         cwd=tmp_path,
         env={
@@ -2748,6 +2745,13 @@ def test_a_full_disk_at_the_last_write_is_one_line(tmp_path):
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full")
+def test_a_full_disk_at_the_last_write_is_one_line(tmp_path):
+    """What is still buffered goes out as the command ends: a full disk
+    there was a traceback, and exit status 120."""
+    out = _to_a_full_disk(["explain"], tmp_path)
     assert (out.returncode, out.stderr) == (
         1,
         "switchtrace explain: error: cannot write standard output: No space left on device\n",
@@ -2802,19 +2806,7 @@ def test_version_and_help_to_a_reader_gone_or_a_full_disk(tmp_path):
     exit status 120."""
     gone = _with_stdout_gone(["--version"], tmp_path, False)
     assert (gone.returncode, gone.stderr) == (0, "")
-    script = (
-        "import sys\n"
-        "sys.stdout = open('/dev/full', 'w', buffering=1 << 20)  # a file on a full disk\n"
-        "from switchtrace.cli import main\n"
-        "sys.exit(main(['bench', '--help']))\n"
-    )
-    full = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
+    full = _to_a_full_disk(["bench", "--help"], tmp_path)
     assert (full.returncode, full.stderr) == (
         1,
         "switchtrace: error: cannot write standard output: No space left on device\n",
