@@ -2029,6 +2029,29 @@ def test_a_bridge_call_whose_task_is_destroyed_pending_counts_no_return(caplog):
     assert "Task was destroyed but it is pending!" in caplog.text
 
 
+@pytest.mark.parametrize("thread_sensitive", [False, True])
+def test_a_generatorexit_the_bridged_code_raises_comes_back_as_any_exception(thread_sensitive):
+    """The task resumed with it throws it into its outermost coroutine, and
+    Python closes the coroutines it awaits as it goes: the bridge's caller
+    sees itself closed, as one left pending and collected does, and the
+    switch back went uncounted (1 switch, not 2). Closed by its own loop
+    running, it was resumed: counted."""
+
+    def raises():
+        raise GeneratorExit("the bridged code's own")
+
+    async def main():
+        with tracer.recording() as record:
+            with pytest.raises(GeneratorExit):
+                await sync_to_async(raises, thread_sensitive=thread_sensitive)()
+        return record
+
+    record = asyncio.run(main())
+    [bridge] = record.crossings
+    assert (record.switches_of(bridge), bridge.exception) == (2, "GeneratorExit")
+    assert record.totals().context_switches == 2
+
+
 async def _request() -> str:
     """An ASGI request as the integration opens and ends it, offloading once."""
     record, token = tracer.start_request(tracer.ASGI)

@@ -179,11 +179,18 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
             swallow("sync_to_async call")
         try:
             result = await original(self, *args, **kwargs)
-        except GeneratorExit:
-            # Closed without being resumed (its task abandoned on a closed
-            # loop, then collected): control never came back to the caller,
-            # and no switch back is counted, whenever the collector runs.
-            _abandoned(crossing, token)
+        except GeneratorExit as exc:
+            if _resumed(crossing):
+                # By the bridged code: its task, resumed with it, throws it
+                # into the outermost coroutine, and Python closes the ones
+                # it awaits (this one among them) as it goes.
+                _return(record, crossing, token, exc)
+            else:
+                # Closed without being resumed (its task abandoned on a
+                # closed loop, then collected): control never came back to
+                # the caller, and no switch back is counted, whenever the
+                # collector runs.
+                _abandoned(crossing, token)
             raise
         except BaseException as exc:
             _return(record, crossing, token, exc)
@@ -234,6 +241,14 @@ def _return(
         record.close(crossing, exc)
     except Exception:
         swallow(f"{crossing.mechanism} return")
+
+
+def _resumed(crossing: Crossing | None) -> bool:
+    """Whether a caller's coroutine is closed by its own loop, running it
+    (its task resumed with the exception the bridged code raised), not as
+    the collector destroys a task left pending on a loop closed since."""
+    loop = _get_running_loop()
+    return crossing is not None and loop is not None and id(loop) == crossing.loop_id
 
 
 def _abandoned(crossing: Crossing | None, token: contextvars.Token[Here | None] | None) -> None:
