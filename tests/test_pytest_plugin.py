@@ -521,11 +521,20 @@ def test_no_frame_of_switchtraces_shows_in_a_failures_traceback(suite):
                 @assert_max_switches(1)
                 async def test_over_budget(self):
                     await self.async_client.get("/sync/")
+
+
+            def test_a_call_given_what_it_does_not_take():
+                # Raised in the wrapper's frame, where the call is made.
+                import threading
+                threading.Thread(target=print).start(1)
             """
         )
     )
     result = suite.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(
+        ["*test_no_frame_of_switchtraces_shows_in_a_failures_traceback.py:2*: TypeError"]
+    )
     output = result.stdout.str()
     result.stdout.fnmatch_lines(["*ValueError: the project's own*"])
     result.stdout.fnmatch_lines(["*1 of 1 request exceeded the budget of 1 context switch*"])

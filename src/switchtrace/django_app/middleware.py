@@ -28,7 +28,7 @@ from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
 
 from .. import text, tracer
-from ..tracer.guard import swallow
+from ..tracer.guard import raised_elsewhere, swallow
 from . import integration, telemetry
 from .apps import release_startup_errors
 from .conf import Config, get_config
@@ -38,6 +38,10 @@ logger = logging.getLogger("switchtrace")
 
 
 #: The ERROR of a middleware without its app has been logged.
+#: pytest leaves this module's frames out of a failure's traceback (see
+#: tracer.guard.raised_elsewhere): the middleware runs the project's code.
+__tracebackhide__ = raised_elsewhere
+
 _missing_app_told = False
 
 
@@ -96,6 +100,7 @@ class SwitchTraceMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: Any) -> Any:
+        __traceback_hide__ = True  # (Django's debug page, Sentry)
         if self.async_mode:
             return self.__acall__(request)
         _capture()
@@ -104,6 +109,7 @@ class SwitchTraceMiddleware:
         return response
 
     async def __acall__(self, request: Any) -> Any:
+        __traceback_hide__ = True  # (Django's debug page, Sentry)
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
         _capture()
         response = await get_response(request)

@@ -20,7 +20,9 @@ Values are encoded as the SDK's ``_encode_value`` encodes them: None as an
 empty AnyValue, a list or tuple as an array, a mapping as a key-value list
 (keys made strings). An attribute the SDK cannot encode (an integer outside
 int64, a value of another type, a key that is not a string) is left out, the
-others and the span kept, as the SDK's ``_encode_attributes`` does; it is
+others and the span kept, as the SDK's ``_encode_attributes`` does (text
+with lone surrogates, which the SDK's encoder refuses too, is written with
+escapes instead: see :func:`utf8_text`); it is
 reported through :func:`~switchtrace.tracer.guard.swallow` (logged once in
 production, a failed test under switchtrace's tests). OTLP/JSON follows
 protobuf's JSON mapping: 64-bit integers as strings, NaN and infinities as
@@ -121,6 +123,22 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
 
+def utf8_text(text: str) -> str:
+    """``text`` as UTF-8 can write it: the lone surrogates that stand for
+    bytes that are not UTF-8 (a thread or a module named after a directory
+    named in Latin-1, read by Python with surrogateescape) as ``\\x``
+    escapes, any other lone surrogate as ``\\u``. The SDK's encoder raises
+    for them: the attribute was left out, logged as switchtrace's error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def any_value(value: Any) -> bytes:
     """opentelemetry.proto.common.v1.AnyValue. Raises for what the SDK's
     encoder raises for (an integer outside int64: ValueError; another type:
@@ -134,7 +152,10 @@ def any_value(value: Any) -> bytes:
     if isinstance(value, float):
         return b"\x21" + _pack_double(value)
     if isinstance(value, str):
-        return field(1, value.encode("utf-8"))
+        try:
+            return field(1, value.encode("utf-8"))
+        except UnicodeEncodeError:
+            return field(1, utf8_text(value).encode("utf-8"))
     if value is None:
         return b""  # an empty AnyValue, as the SDK writes None
     if isinstance(value, bytes):
@@ -146,7 +167,7 @@ def any_value(value: Any) -> bytes:
     raise TypeError(f"cannot encode a {type(value).__name__} as an attribute value")
 
 
-_keys = Memo(lambda key: field(1, key.encode("utf-8")))
+_keys = Memo(lambda key: field(1, utf8_text(key).encode("utf-8")))
 
 
 def _key_value(key: str, value: Any) -> bytes:
@@ -338,7 +359,7 @@ def json_value(value: Any) -> str:
         return f'{{"doubleValue":{json_double(value)}}}'
     if isinstance(value, str):
         if not value.isascii():
-            value.encode("utf-8")  # a lone surrogate raises, as in the SDK's protobuf
+            value = utf8_text(value)
         return f'{{"stringValue":{_json_string(value)}}}'
     if value is None:
         return "{}"
@@ -366,13 +387,11 @@ def json_double(value: float) -> str:
 
 
 def checked_key(key: Any) -> str:
-    """``key``, if the SDK's encoder takes it as an attribute key (a string
-    that UTF-8 can encode); else raises as it does."""
+    """``key``, if the SDK's encoder takes it as an attribute key (a string:
+    written as :func:`utf8_text` writes it); else raises as it does."""
     if not isinstance(key, str):
         raise TypeError(f"attribute key {key!r} is not a string")
-    if not key.isascii():
-        key.encode("utf-8")  # a lone surrogate raises, as in the SDK's protobuf
-    return key
+    return key if key.isascii() else utf8_text(key)
 
 
 def _json_key(key: str) -> str:

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ..tracer.guard import swallow
-from .encode import EncodedSpans, checked_key
+from .encode import EncodedSpans, checked_key, utf8_text
 
 logger = logging.getLogger("switchtrace")
 
@@ -176,9 +176,7 @@ def _value(value: Any) -> dict[str, Any]:
             "doubleValue": "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
         }
     if isinstance(value, str):
-        if not value.isascii():
-            value.encode("utf-8")  # a lone surrogate raises, as in the SDK's protobuf
-        return {"stringValue": value}
+        return {"stringValue": value if value.isascii() else utf8_text(value)}
     if value is None:
         return {}
     if isinstance(value, bytes):

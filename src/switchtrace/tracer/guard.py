@@ -111,15 +111,20 @@ def raised_elsewhere(excinfo: Any) -> bool:
     application's code (tracer.patches, the Django integration, the test
     clients'): their frames are left out of a failure's traceback, whose
     exception is the application's, unless switchtrace's own code raised
-    it (its innermost frame is ours, but one that hides itself: a budget's
-    failure): a bug of ours shows where it is."""
+    it (its innermost frame is ours, but one that hides itself, a budget's
+    failure, or a wrapper's: a call of the application's given arguments it
+    does not take raises there): a bug of ours shows where it is."""
     try:
         tb, raised_in = excinfo.tb, None
         while tb is not None:
             frame = tb.tb_frame
             if frame.f_locals.get("__tracebackhide__") is not True:
-                raised_in = frame.f_code.co_filename
+                raised_in = frame
             tb = tb.tb_next
-        return raised_in is None or not raised_in.startswith(_OURS)
+        return (
+            raised_in is None
+            or not raised_in.f_code.co_filename.startswith(_OURS)
+            or raised_in.f_globals.get("__tracebackhide__") is raised_elsewhere
+        )
     except Exception:  # (pytest 7 may give None)
         return True
