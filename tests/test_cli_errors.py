@@ -2804,10 +2804,60 @@ def test_version_and_help_to_a_reader_gone_or_a_full_disk(tmp_path):
     """Printed by argparse as it exits: flushed at exit, where a reader gone
     away (| true) or a full disk was 'Exception ignored' and a traceback,
     exit status 120."""
-    gone = _with_stdout_gone(["--version"], tmp_path, False)
-    assert (gone.returncode, gone.stderr) == (0, "")
+    for args, status in ((["--version"], 0), (["bench", "--help"], 0), ([], 2)):
+        for unbuffered in (False, True):  # (-u: argparse writes at once; 3.10's raised)
+            gone = _with_stdout_gone(args, tmp_path, unbuffered)
+            assert (gone.returncode, gone.stderr) == (status, ""), (args, unbuffered)
     full = _to_a_full_disk(["bench", "--help"], tmp_path)
     assert (full.returncode, full.stderr) == (
         1,
         "switchtrace: error: cannot write standard output: No space left on device\n",
     )
+
+
+def test_an_ascii_standard_error_keeps_its_escapes(tmp_path):
+    """Standard error writes what ASCII lacks with backslash escapes of its
+    own: left as it is ('caf\\xe9', not 'caf?', another path)."""
+    out = switchtrace(["demo", "--project", str(tmp_path / "café")], tmp_path,
+                      PYTHONIOENCODING="ascii")  # fmt: skip
+    assert f"--project {tmp_path}/caf\\xe9 is not the example project" in one_line(out, 2)
+
+
+def test_the_installed_example_run_from_a_removed_directory(tmp_path):
+    """An installed switchtrace (its copy of the example project), run from
+    a directory removed meanwhile: the example writes its traces there.
+    'FileNotFoundError … (pathlib.py …, in cwd)', exit 1, for demo; explain
+    said 'looked in: ' and nothing."""
+    import shutil
+
+    installed = tmp_path / "installed"
+    shutil.copytree(ROOT / "src" / "switchtrace", installed / "switchtrace",
+                    ignore=shutil.ignore_patterns("__pycache__", "example_project"))  # fmt: skip
+    leave_out = shutil.ignore_patterns("__pycache__", "*.jsonl*", "*.sqlite3")
+    shutil.copytree(EXAMPLE, installed / "switchtrace" / "example_project", ignore=leave_out)
+    gone = tmp_path / "gone"
+
+    def removed() -> None:
+        os.chdir(gone)
+        os.rmdir(gone)
+
+    said = []
+    for command in ("demo", "explain"):
+        gone.mkdir()
+        out = subprocess.run(
+            [sys.executable, "-m", "switchtrace", command],
+            env={**{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+                 "PYTHONPATH": str(installed)},
+            capture_output=True, text=True, timeout=60, preexec_fn=removed,
+        )  # fmt: skip
+        said.append(one_line(out, 2))
+    assert said == [
+        "switchtrace demo: error: the current directory no longer exists, and the installed "
+        "example project writes its traces there; allowed: run from a directory that exists, "
+        "or set SWITCHTRACE_EXAMPLE_TRACES to a file path",
+        "switchtrace explain: error: DJANGO_SETTINGS_MODULE is not set, and there is no example "
+        "project to explain instead (the current directory no longer exists); allowed: "
+        "DJANGO_SETTINGS_MODULE naming your project's settings, e.g. from its directory: "
+        "DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain (or python manage.py "
+        "switchtrace_explain)",
+    ]

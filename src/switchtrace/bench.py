@@ -258,9 +258,10 @@ class Progress:
         line = f"[{self.done}/{self.total}] {label}  (~{eta:.0f} s left)"
         # Cut to the terminal's width: a line that wraps is not cleared by \r.
         try:
-            width = os.get_terminal_size(self.stream.fileno()).columns - 1
+            columns = os.get_terminal_size(self.stream.fileno()).columns
         except (AttributeError, OSError, ValueError):
-            width = shutil.get_terminal_size().columns - 1
+            columns = 0
+        width = (columns or shutil.get_terminal_size().columns) - 1  # (0: a size never set)
         self.stream.write(f"\r\x1b[K{line[:width]}")
         self.stream.flush()
 

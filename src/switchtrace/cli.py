@@ -94,6 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, unrecognized = parser.parse_known_args(argv)
     except KeyboardInterrupt:  # while the modules are imported
         _interrupted(None)
+    except OSError as exc:
+        # Unbuffered (python -u), argparse writes --help and --version at
+        # once, and Python 3.10's argparse lets a write's error out.
+        _discard_stdout()
+        if isinstance(exc, BrokenPipeError):
+            return 0
+        print(f"switchtrace: error: cannot write standard output: {exc.strerror or exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except SystemExit:
         # --help, --version: what they printed is flushed here, not at exit,
         # where a reader gone away (| true) or a full disk was a traceback.
@@ -113,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unrecognized:
         _unrecognized(parser, args.command, unrecognized, sys.argv[1:] if argv is None else argv)
     if args.command is None:
-        parser.print_help()
+        try:
+            parser.print_help()
+            sys.stdout.flush()  # here, not at exit: see below
+        except OSError:  # a reader gone away, a full disk
+            _discard_stdout()
         return 2
     global _command
     _command = args.command
@@ -147,11 +160,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 _PLAIN = {"→": "->", "—": "-", "µ": "u", "…": "..."}
 
 
-def _plain_text(error: UnicodeError) -> tuple[str, int]:
+def _plain_text(error: UnicodeError) -> tuple[bytes, int]:
     if not isinstance(error, UnicodeEncodeError):
         raise error
-    text = error.object[error.start : error.end]
-    return "".join(_PLAIN.get(character, "?") for character in text), error.end
+    out = bytearray()
+    for character in error.object[error.start : error.end]:
+        if "\udc80" <= character <= "\udcff":  # a byte surrogateescape read: written back
+            out.append(ord(character) - 0xDC00)
+        else:
+            out += _PLAIN.get(character, "?").encode("ascii")
+    return bytes(out), error.end
 
 
 codecs.register_error("switchtrace.plain", _plain_text)
@@ -163,6 +181,8 @@ def _plain_where_needed(stream: Any) -> None:
     it in ASCII ('->' for '→'); it raised UnicodeEncodeError, and the
     command ended with it (exit status 1, its output cut short)."""
     try:
+        if stream.errors not in ("strict", "surrogateescape"):
+            return  # (standard error's backslashreplace loses nothing)
         "".join(_PLAIN).encode(stream.encoding)
     except UnicodeEncodeError:
         with contextlib.suppress(AttributeError, ValueError):
@@ -744,10 +764,14 @@ def _explain(args: argparse.Namespace) -> int:
             if args.project is None:
                 # Most often run in a project of one's own, from an installed
                 # switchtrace (no checkout, so no example project).
+                looked = (
+                    f"looked in: {', '.join(str(path) for path in exc.looked_in)}"
+                    if exc.looked_in
+                    else "the current directory no longer exists"
+                )
                 print(
                     "switchtrace explain: error: DJANGO_SETTINGS_MODULE is not set, and there "
-                    "is no example project to explain instead (looked in: "
-                    f"{', '.join(str(path) for path in exc.looked_in)}); allowed: "
+                    f"is no example project to explain instead ({looked}); allowed: "
                     "DJANGO_SETTINGS_MODULE naming your "
                     "project's settings, e.g. from its directory: "
                     "DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain (or python "

@@ -147,9 +147,16 @@ def setup(project: Path, settings_module: str = "project.settings") -> None:
         # current directory (its traces, as the demo's last line says) or
         # nowhere (its database, only ever asked SELECT 1), not into
         # site-packages.
-        os.environ.setdefault(
-            "SWITCHTRACE_EXAMPLE_TRACES", str(Path.cwd() / "switchtrace-traces.jsonl")
-        )
+        if "SWITCHTRACE_EXAMPLE_TRACES" not in os.environ:
+            try:
+                here = Path.cwd()
+            except OSError:  # removed meanwhile
+                raise SetupError(
+                    "the current directory no longer exists, and the installed example "
+                    "project writes its traces there; allowed: run from a directory that "
+                    "exists, or set SWITCHTRACE_EXAMPLE_TRACES to a file path"
+                ) from None
+            os.environ["SWITCHTRACE_EXAMPLE_TRACES"] = str(here / "switchtrace-traces.jsonl")
         os.environ.setdefault("SWITCHTRACE_EXAMPLE_DB", ":memory:")
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))

@@ -417,6 +417,11 @@ def test_a_wsgi_requests_path_is_the_one_the_client_sent(records):
     assert [record.attributes["url.path"] for record in records] == [
         "/app/sync/", "/café/", "/%FF/", "/app/sync/", "/mounted/sync/"]  # fmt: skip
     assert request_url(records[0]) == "http://testserver/app/sync/"
+    # Text that is no latin-1 (a server that decoded the bytes itself), which
+    # Django refuses: as it came, not switchtrace's internal error.
+    from switchtrace.django_app.integration import wsgi_path
+
+    assert wsgi_path({"SCRIPT_NAME": "", "PATH_INFO": "/\u0100/"}) == "/\u0100/"
 
 
 @pytest.mark.parametrize(

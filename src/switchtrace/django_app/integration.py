@@ -135,7 +135,7 @@ def wsgi_path(environ: Any) -> str:
     try:
         script_name = get_script_name(environ)
         path_info = get_path_info(environ) or "/"
-    except UnicodeDecodeError:  # a SCRIPT_NAME that is not UTF-8 (Django raises too)
+    except UnicodeError:  # not UTF-8, or not latin-1 text (Django raises too)
         return environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     return f"{script_name.rstrip('/')}/{path_info.replace('/', '', 1)}"  # as WSGIRequest.path
 
