@@ -47,6 +47,7 @@ import weakref
 from typing import Any
 
 from asgiref.wsgi import WsgiToAsgiInstance
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler, get_path_info, get_script_name
@@ -132,6 +133,19 @@ def wsgi_path(environ: Any) -> str:
     UTF-8 percent-encoded again). PATH_INFO alone left the mount out
     ('/sync/' for '/app/sync/'), and '/café/' came out as '/cafÃ©/'; under
     ASGI ``scope["path"]`` is both."""
+    script_name = environ.get("SCRIPT_NAME", "")
+    path_info = environ.get("PATH_INFO", "")
+    if (
+        type(script_name) is str  # (as Django reads them: fast for the usual request)
+        and type(path_info) is str
+        and script_name.isascii()
+        and path_info.isascii()
+        and "SCRIPT_URL" not in environ
+        and "REDIRECT_URL" not in environ
+        and settings.FORCE_SCRIPT_NAME is None
+    ):
+        path_info = path_info or "/"
+        return f"{script_name.rstrip('/')}/{path_info.replace('/', '', 1)}"
     try:
         script_name = get_script_name(environ)
         path_info = get_path_info(environ) or "/"
