@@ -365,3 +365,21 @@ def test_bookkeeping_failing_as_a_runner_is_set_up_is_said_and_the_runner_runs(
         ("asyncio.Runner set-up", TypeError)
     ]
     swallowed.clear()
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "eager_task_factory"), reason="Python 3.12+")
+def test_a_task_that_ran_eagerly_to_its_end_is_named_after_its_type():
+    """Where its coroutine is gone (get_coro() is None: Python 3.12), after
+    its coroutine else: the crossing was named 'None'."""
+    from switchtrace.tracer.describe import qualified_name
+
+    loop = asyncio.new_event_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)
+    try:
+        with tracer.recording() as record:
+            loop.run_until_complete(loop.create_task(_made()))
+    finally:
+        loop.close()
+    names = [qualified_name(c.func) for c in record.crossings]
+    assert names in ([], ["Task"], ["_made"])  # (a finished task may be no switch at all)
+    assert "None" not in names

@@ -37,11 +37,11 @@ from .headers import stamp, unstamp
 logger = logging.getLogger("switchtrace")
 
 
-#: The ERROR of a middleware without its app has been logged.
 #: pytest leaves this module's frames out of a failure's traceback (see
 #: tracer.guard.raised_elsewhere): the middleware runs the project's code.
 __tracebackhide__ = raised_elsewhere
 
+#: The ERROR of a middleware without its app has been logged.
 _missing_app_told = False
 
 

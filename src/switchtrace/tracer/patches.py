@@ -792,8 +792,10 @@ def _awaited(future: Any) -> Any:
     (A coroutine holds no context; a finished one, no frame.)"""
     if not asyncio.isfuture(future):
         return future
-    coroutine = getattr(future, "get_coro", None)
-    return coroutine() if coroutine is not None else type(future)
+    get_coro = getattr(future, "get_coro", None)
+    coroutine = get_coro() if get_coro is not None else None
+    # (None for a task that ran eagerly to its end, Python 3.12+.)
+    return coroutine if coroutine is not None else type(future)
 
 
 def _switches(loop: Any, future: Any, current: Crossing | None) -> bool:
