@@ -2768,15 +2768,20 @@ def test_a_current_directory_removed_meanwhile_is_no_traceback(tmp_path):
         os.chdir(gone)
         os.rmdir(gone)
 
+    # No empty PYTHONPATH entry (the current directory): without one, Python
+    # itself cannot start ("failed to make path absolute").
+    given = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    path = os.pathsep.join([str(tmp_path / "site"), str(ROOT), str(EXAMPLE), *given])
     gone.mkdir()
     out = switchtrace(
-        ["explain"], tmp_path, preexec_fn=removed, DJANGO_SETTINGS_MODULE="no_such_settings"
-    )
+        ["explain"], tmp_path, preexec_fn=removed, DJANGO_SETTINGS_MODULE="no_such_settings",
+        PYTHONPATH=path,
+    )  # fmt: skip
     assert one_line(out, 2).startswith(
         "switchtrace explain: error: DJANGO_SETTINGS_MODULE='no_such_settings'"
     )
     gone.mkdir()
-    out = switchtrace(["explain"], tmp_path, preexec_fn=removed)
+    out = switchtrace(["explain"], tmp_path, preexec_fn=removed, PYTHONPATH=path)
     assert out.returncode == 0, out.stderr
 
 
