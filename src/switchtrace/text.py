@@ -1,7 +1,8 @@
 """Values, arguments and exceptions in switchtrace's messages. Each
 function here never raises, whatever the project's objects do (an int too
 long to convert, a ``__repr__`` or an exception's ``__str__`` that raises):
-a message about bad input must not become a traceback of its own. Imports
+a message about bad input must not become a traceback of its own; and
+text as UTF-8 can write it (:func:`utf8_text`). Imports
 the standard library only, so that the command line, the pytest plugin and
 ``switchtrace.testing`` can use it without Django or OpenTelemetry."""
 
@@ -40,3 +41,23 @@ def message(exc: BaseException) -> str:
 def raised(exc: BaseException) -> str:
     """``ClassName: message`` of ``exc`` for a message."""
     return f"{type(exc).__name__}: {message(exc)}"
+
+
+def utf8_text(text: str) -> str:
+    """``text`` as UTF-8 can write it: the lone surrogates that stand for
+    bytes that are not UTF-8 (a thread or a module named after a directory
+    named in Latin-1, read by Python with surrogateescape) as ``\\x``
+    escapes, any other lone surrogate as ``\\u``. The SDK's encoder raises
+    for them: the attribute was left out, logged as switchtrace's error.
+    Text that is UTF-8 already (ASCII first, the usual case) is returned
+    as it is."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

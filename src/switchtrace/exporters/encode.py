@@ -41,6 +41,7 @@ from typing import Any
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from ..text import utf8_text
 from ..tracer.describe import MAX_CACHED
 from ..tracer.guard import swallow
 from .spans import (
@@ -121,22 +122,6 @@ def field(number: int, payload: bytes) -> bytes:
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
-
-
-def utf8_text(text: str) -> str:
-    """``text`` as UTF-8 can write it: the lone surrogates that stand for
-    bytes that are not UTF-8 (a thread or a module named after a directory
-    named in Latin-1, read by Python with surrogateescape) as ``\\x``
-    escapes, any other lone surrogate as ``\\u``. The SDK's encoder raises
-    for them: the attribute was left out, logged as switchtrace's error."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:
-            return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 def any_value(value: Any) -> bytes:

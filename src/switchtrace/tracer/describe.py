@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import sys
 import types
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from ..text import utf8_text
 from .weak import WeakIdentityMap
 
 MAX_DEPTH = 32
@@ -150,23 +150,6 @@ def code_location(obj: object) -> CodeLocation:
     return _code_location(target)
 
 
-def _text_path(path: str) -> str:
-    """A file path as text UTF-8 can write: the bytes of a name that is not
-    UTF-8 (a project in a directory named in Latin-1, which Python reads as
-    lone surrogates) as \\x escapes. The SDK's encoder refuses a lone
-    surrogate: the attribute was left out, as an error of switchtrace's."""
-    if path.isascii():
-        return path
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            return os.fsencode(path).decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:  # a surrogate no file name's bytes make
-            return path.encode("utf-8", "backslashreplace").decode("utf-8")
-    return path
-
-
 def _code_location(target: Any) -> CodeLocation:
     if is_of_type(target, types.CoroutineType):
         code = target.cr_code
@@ -175,7 +158,7 @@ def _code_location(target: Any) -> CodeLocation:
         return CodeLocation(
             function=function,
             namespace=f"{module}.{namespace}" if module and namespace else module or namespace,
-            filepath=_text_path(code.co_filename),
+            filepath=utf8_text(code.co_filename),
             lineno=code.co_firstlineno,
         )
     func = target.__func__ if is_of_type(target, types.MethodType) else target
@@ -193,7 +176,7 @@ def _code_location(target: Any) -> CodeLocation:
     return CodeLocation(
         function=function,
         namespace=f"{module}.{namespace}" if module and namespace else module or namespace,
-        filepath=_text_path(func_code.co_filename) if func_code is not None else None,
+        filepath=utf8_text(func_code.co_filename) if func_code is not None else None,
         lineno=func_code.co_firstlineno if func_code is not None else None,
     )
 
