@@ -13,6 +13,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from google.protobuf import json_format
@@ -57,6 +58,46 @@ def test_the_file_exporter_writes_otlp_json_lines(tmp_path):
     kinds = sorted(s["kind"] for s in spans)
     assert kinds == [1] * 19 + [2] * 2  # INTERNAL switch spans, two SERVER request spans
     assert {s["name"] for s in spans} >= {"GET sync/", "GET async-to-sync/", "async_to_sync noop"}
+
+
+def next_thread_names() -> tuple[str, str]:
+    """The names the application's next unnamed thread and next executor's
+    thread get (each call takes one number of each counter)."""
+    thread = threading.Thread(target=lambda: None)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        return thread.name, executor.submit(lambda: threading.current_thread().name).result()
+
+
+def numbers(names: tuple[str, str]) -> tuple[int, int]:
+    thread, executor = names
+    return int(thread.split("-")[1].split()[0]), int(executor.split("-")[1].split("_")[0])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"EXPORTER": "file"},
+        {"EXPORTER": "otlp", "OTLP_PROTOCOL": "grpc"},
+        {"EXPORTER": "otlp", "OTLP_PROTOCOL": "http/protobuf"},
+        {"EXPORTER": "console"},
+    ],
+    ids=lambda s: s.get("OTLP_PROTOCOL", s["EXPORTER"]),
+)
+def test_making_the_exporter_takes_no_number_of_the_applications_threads(settings, tmp_path):
+    """The SDK's Resource.create() runs its resource detectors in a
+    ThreadPoolExecutor made without a name prefix, which took a number from
+    the class's counter: the application's next executor's threads were
+    'ThreadPoolExecutor-<n+1>_0', one number on (in its logs' threadName)."""
+    settings = {
+        "ENABLED": True,
+        "FILE_PATH": str(tmp_path / "t.jsonl"),
+        "OTLP_ENDPOINT": "http://127.0.0.1:9",
+        **settings,
+    }
+    thread, executor = numbers(next_thread_names())
+    with project(SWITCHTRACE=settings):
+        assert telemetry.failure() is None and telemetry._listener() is not None
+        assert numbers(next_thread_names()) == (thread + 1, executor + 1)
 
 
 def spans_in(path) -> list[str]:

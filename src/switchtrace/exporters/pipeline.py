@@ -42,7 +42,10 @@ one module-level at-fork hook, holding the pipelines weakly.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import inspect
+import itertools
 import logging
 import os
 import queue
@@ -50,7 +53,7 @@ import re
 import sys
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -330,6 +333,29 @@ class ResourceError(ValueError):
     surrogate)."""
 
 
+@contextlib.contextmanager
+def _executors_numbered_apart() -> Iterator[None]:
+    """The ThreadPoolExecutors made meanwhile numbered apart from the
+    application's. The SDK runs its resource detectors in one made without a
+    name prefix (``Resource.create()``, here and as the OTLP exporters'
+    modules are imported), which takes the next number of the class's
+    counter: the application's next executor's threads would be named one
+    number on ('ThreadPoolExecutor-1_0' for '-0_0', in its logs'
+    threadName). Only while the pipeline is made (at start-up, or when the
+    settings change): an executor another thread makes meanwhile is
+    numbered apart too."""
+    executor = concurrent.futures.ThreadPoolExecutor
+    counter = executor.__dict__.get("_counter")
+    if counter is None:  # a Python that names them otherwise
+        yield
+        return
+    executor._counter = itertools.count().__next__  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        executor._counter = counter  # type: ignore[attr-defined]
+
+
 def _check_resource(resource: Resource) -> None:
     for key, value in resource.attributes.items():
         for text in (key, *value) if isinstance(value, (tuple, list)) else (key, value):
@@ -434,17 +460,18 @@ class SpanPipeline(QueueWorker):
             except ValueError as exc:  # a provider made now would raise it too
                 raise LimitsError(str(exc)) from None
             self.limits = Limits(span_limits)
-            resource = Resource.create({"service.name": options.service_name})
-            _check_resource(resource)
-            self.provider = TracerProvider(
-                sampler=sampler,
-                resource=resource,
-                shutdown_on_exit=False,
-                span_limits=span_limits,
-            )
-            self._made = self.provider
-            self.own_provider = True
-            self.exporter = build_exporter(options)
+            with _executors_numbered_apart():
+                resource = Resource.create({"service.name": options.service_name})
+                _check_resource(resource)
+                self.provider = TracerProvider(
+                    sampler=sampler,
+                    resource=resource,
+                    shutdown_on_exit=False,
+                    span_limits=span_limits,
+                )
+                self._made = self.provider
+                self.own_provider = True
+                self.exporter = build_exporter(options)
             if self.exporter is not None and getattr(self.exporter, "takes_encoded", False):
                 json_out = getattr(self.exporter, "encoding", "protobuf") == "json"
                 self.writer = (JsonWriter if json_out else ProtobufWriter)(
