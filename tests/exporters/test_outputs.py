@@ -1144,6 +1144,41 @@ def test_a_sampler_variable_is_not_switchtraces_concern_under_an_application_pro
     )
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        # The gRPC exporter takes an endpoint without a scheme.
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+        },
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TIMEOUT": "10s"},
+        # FILE_PATH in a directory that does not exist (a read-only working
+        # directory in a container, with the default FILE_PATH).
+        {"SWITCHTRACE_EXAMPLE_TRACES": "/nonexistent/t.jsonl"},
+    ],
+    ids=["endpoint", "protocol", "timeout", "file_path"],
+)
+def test_what_only_switchtraces_own_exporter_reads_is_not_checked_under_an_application_provider(
+    env, tmp_path
+):
+    """switchtrace.E006 and switchtrace.E008 are about the exporter
+    switchtrace's own provider would make. Under the application's provider,
+    set before Django started, switchtrace makes none: a value only that
+    exporter would have refused (the application's own exporters read the
+    OTEL_EXPORTER_OTLP_* variables, and take some switchtrace's does not)
+    disabled switchtrace, the headers with it."""
+    after = """
+    pipeline.flush(10)
+    print(pipeline.provider is app_provider, result.figures(),
+          sorted(s.name for s in app_exporter.get_finished_spans()))
+    """
+    assert run_script(GLOBAL_APP_PROVIDER, after, env, tmp_path) == (
+        "True (2, 2, 1, 1) ['GET async/', 'async_to_sync async_view']"
+    )
+
+
 APP_PROVIDER = """
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider

@@ -264,6 +264,11 @@ def _export_options(
     wrong); the environment (OTEL_* variables, whether FILE_PATH can be
     written) only when switchtrace is enabled and would use it."""
     before = len(problems)
+    #: An application's provider, set before Django started (as
+    #: opentelemetry-instrument sets one), makes switchtrace's spans with its
+    #: own exporters: what only switchtrace's exporter would read (OTEL_*
+    #: variables its exporters read too, FILE_PATH) is not checked then.
+    own_provider = not application_provider()
     exporter = raw.get("EXPORTER")
     if exporter is not None and exporter not in EXPORTERS:
         problems.append(_wrong("EXPORTER", exporter))
@@ -295,7 +300,7 @@ def _export_options(
     # (unless an application's provider, set before Django started, makes
     # the spans: its exporters are then the ones it read that variable for).
     traces_exporter: TracesExporter | None = None
-    if exporter is None and not application_provider():
+    if exporter is None and own_provider:
         traces_exporter = _traces_exporter(environ)
     protocol = raw.get("OTLP_PROTOCOL")
     if protocol is not None and protocol not in PROTOCOLS:
@@ -369,10 +374,10 @@ def _export_options(
             return None
     if exporter is None:
         exporter = "otlp" if endpoint else "file"
-    if exporter == "otlp" and environ_problems:
+    if exporter == "otlp" and environ_problems and own_provider:
         problems.extend(environ_problems)
         return None
-    if rate is None and exporter != "console" and not application_provider():
+    if rate is None and exporter != "console" and own_provider:
         # switchtrace's provider samples as the SDK's default does, from these
         # variables; the SDK takes what it cannot use for every request. (An
         # application's provider, set before Django started, samples with its
@@ -385,7 +390,7 @@ def _export_options(
     excluded_urls = None if exporter == "console" else _excluded_urls(environ, problems)
     if len(problems) > before:
         return None
-    if exporter == "file":
+    if exporter == "file" and own_provider:
         unwritable = _unwritable(path)
         if unwritable:
             problems.append(
