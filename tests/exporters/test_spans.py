@@ -1025,3 +1025,27 @@ def test_an_application_processor_raising_part_way_leaves_no_span_open(records, 
     assert opened.ended[-1] == "GET sync/"
     first = opened.ended[0] if name is None else name  # (the first span ended)
     assert str(raised.value) == f"{hook} of {first}"
+
+
+def test_the_span_whose_on_start_raised_is_the_one_left_open(records):
+    """A processor that saw a span's start before another's on_start raised
+    keeps that span: the SDK never hands it back to be ended (as with the
+    application's own spans that processor refuses). Every other span
+    started is ended: the request span and the two crossings' before it."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from switchtrace.exporters.spans import emit_spans
+
+    with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "none"}) as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    provider = TracerProvider()
+    opened = _Open()
+    provider.add_span_processor(opened)
+    raising = "sync_to_async SessionMiddleware.process_request"
+    provider.add_span_processor(_Raising("on_start", raising))
+    with pytest.raises(RuntimeError, match=f"on_start of {raising}"):
+        emit_spans(record, provider.get_tracer("switchtrace"), resolve=components.resolve)
+    assert list(opened.open.values()) == [raising]
+    assert len(opened.ended) == 3
+    assert opened.ended[-1] == "GET sync/"

@@ -612,11 +612,14 @@ class SpanPipeline(QueueWorker):
                     encoded = []
                 else:
                     encoded = self._emit(item)
-            except Exception as exc:
+            except BaseException as exc:
                 # The record's spans are not made, and it is counted as
                 # dropped. A switchtrace error is the guard's to log; code of
                 # the application's that raised (its span processor, sampler)
-                # is not switchtrace's error, and is logged as its own.
+                # is not switchtrace's error, and is logged as its own. Any
+                # exception (the application's SystemExit too): this thread
+                # is switchtrace's, and ending it would end every later
+                # request's spans.
                 culprit = _application_frame(exc)
                 if culprit is None:
                     swallow("span building")

@@ -1097,24 +1097,25 @@ def _end_spans(
     spans: dict[int, trace.Span],
     request_span: trace.Span | None,
     end_ns: int,
-) -> Exception | None:
+) -> BaseException | None:
     """End the crossings' spans that were started, then ``request_span`` (ours),
-    each with its own end time; the first error raised ending one, if any."""
+    each with its own end time; the first error raised ending one, if any
+    (any exception: this is the pipeline's own thread)."""
     wall = record.wall_time
-    failure: Exception | None = None
+    failure: BaseException | None = None
     for crossing in record.crossings:
         span = spans.get(id(crossing))
         if span is None:
             continue
         try:
             span.end(end_time=wall(crossing.return_ns or crossing.end_ns or end_ns))
-        except Exception as exc:
+        except BaseException as exc:
             failure = failure or exc
     if request_span is not None:
         try:
             if server_error(record):
                 request_span.set_status(_ERROR)
             request_span.end(end_time=wall(end_ns))
-        except Exception as exc:
+        except BaseException as exc:
             failure = failure or exc
     return failure
