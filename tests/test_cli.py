@@ -392,6 +392,27 @@ def test_bench_overhead_through_real_servers(tmp_path):
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
+def test_bench_overhead_through_servers_without_opentelemetry_instrumentation(tmp_path):
+    """The instrumentation packages are optional (README, "Speed"): without
+    any (no opentelemetry.instrumentation package at all), find_spec of
+    opentelemetry.instrumentation.django raised, and the command ended with
+    "error: ModuleNotFoundError", as if the project had raised. There is no
+    row of theirs, and no note of it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['opentelemetry.instrumentation'] = None\n"
+    )
+    args = ["bench", "--overhead", "--driver", "server", "--servers", "wsgi",
+            "--endpoints", "/sync/", "--requests", "1", "--rounds", "1", "--warmup", "0",
+            "--json"]  # fmt: skip
+    out = run(args, tmp_path, PYTHONPATH=str(site))
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    rows = json.loads(out.stdout)["rows"]
+    assert [r["mode"] for r in rows] == ["disabled", "headers only", "full spans"]
+
+
 def test_bench_overhead_through_servers_to_the_settings_collector(tmp_path):
     """With an OTLP collector configured (OTEL_EXPORTER_OTLP_ENDPOINT), the
     full-spans uvicorn exports there, every request's spans whatever

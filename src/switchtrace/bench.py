@@ -1470,7 +1470,7 @@ def overhead_through_servers(
     from .django_app.conf import get_config
 
     variant = args.variants[0]
-    if importlib.util.find_spec("opentelemetry.instrumentation.django") is not None:
+    if installed("opentelemetry.instrumentation.django"):
         print(
             f"switchtrace bench: note: no {OTEL_DJANGO} row: it is measured in-process only "
             "(without --driver server)",
@@ -1613,7 +1613,7 @@ def _otel_django(variant: str, folder: str, servers: Sequence[str]) -> Iterator[
     except ImportError:
         yield None
         return
-    if "asgi" in servers and importlib.util.find_spec("opentelemetry.instrumentation.asgi") is None:
+    if "asgi" in servers and not installed("opentelemetry.instrumentation.asgi"):
         print(
             f"switchtrace bench: note: no {OTEL_DJANGO} row: it makes no span for ASGI "
             "requests without opentelemetry-instrumentation-asgi (pip install "
@@ -1945,9 +1945,17 @@ def _no_spans() -> Iterator[None]:
 
 def missing_servers() -> list[str]:
     """The servers of ``--driver server`` that are not installed."""
-    from importlib.util import find_spec
+    return [name for name in ("uvicorn", "gunicorn") if not installed(name)]
 
-    return [name for name in ("uvicorn", "gunicorn") if find_spec(name) is None]
+
+def installed(name: str) -> bool:
+    """Whether the module ``name`` can be imported, without importing it
+    (but its parent packages, as ``find_spec`` does: which raises when one
+    of them is not installed)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # (ValueError: a module whose __spec__ is None)
+        return False
 
 
 def _emit(results: dict[str, Any], args: argparse.Namespace, renderer: Any) -> None:

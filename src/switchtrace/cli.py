@@ -58,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         "explain",
         help="predict each kind of request's switches from MIDDLEWARE, with causes and fixes",
         description="Predict the context switches of each kind of request from the project's "
-        "MIDDLEWARE (DJANGO_SETTINGS_MODULE; the example project if unset), with their causes "
-        "and fixes.",
+        "MIDDLEWARE (DJANGO_SETTINGS_MODULE; a checkout's example project if unset), with "
+        "their causes and fixes.",
         epilog="Exit status: 0; 2 for bad input (an argument, DJANGO_SETTINGS_MODULE, "
         "MIDDLEWARE, ROOT_URLCONF, or an ALLOWED_HOSTS that no request can pass); 1 when the "
         "project's code raises, or answers a measured request with a status of 400 or more "
@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
             "bench",
             help="benchmark sync vs async hello-world under WSGI and ASGI",
             description="Benchmark the example project's endpoints under WSGI and ASGI for "
-            "each middleware variant and concurrency (Django tickets #37177, #31224).",
+            "each middleware variant and concurrency (Django ticket #37177, and the forum "
+            "thread 'Async Performance' of ticket #31224).",
         )
     )
     return parser
