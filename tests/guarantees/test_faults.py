@@ -383,3 +383,47 @@ def test_a_task_that_ran_eagerly_to_its_end_is_named_after_its_type():
     names = [qualified_name(c.func) for c in record.crossings]
     assert names in ([], ["Task"], ["_made"])  # (a finished task may be no switch at all)
     assert "None" not in names
+
+
+#: Django's test Client reads a streaming body through a generator
+#: (closing_iterator_wrapper) that calls response.close() when the body
+#: ends, and close() closes that same generator, still running (Django
+#: swallows the ValueError). CPython 3.11 and 3.12 then read the call's
+#: inline cache as if the generator were paused in a ``yield from``: a
+#: call it cannot specialize (a wrapt proxy's: switchtrace's close was one)
+#: keeps changing its cache, and once it looks like the instruction
+#: ``yield from`` resumes at, the interpreter takes a stale stack slot for
+#: the iterator it delegates to, and crashes.
+STREAMED_BY_THE_TEST_CLIENT = """
+import os, sys
+sys.path.insert(0, {example!r})
+os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+import django
+django.setup()
+from django.test import Client
+client = Client()
+for _ in range(2000):
+    assert b"".join(client.get("/stream/").streaming_content)
+print("read")
+"""
+
+
+def test_the_test_client_reading_streaming_bodies_does_not_crash_the_interpreter(tmp_path):
+    import subprocess
+    import sys
+
+    from ..conftest import EXAMPLE
+
+    out = subprocess.run(
+        [sys.executable, "-c", STREAMED_BY_THE_TEST_CLIENT.format(example=str(EXAMPLE))],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl"),
+            "SWITCHTRACE_EXAMPLE_DB": str(tmp_path / "db.sqlite3"),
+            "SWITCHTRACE_EXAMPLE_MIDDLEWARE": "none",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (out.returncode, out.stdout) == (0, "read\n"), out.stderr

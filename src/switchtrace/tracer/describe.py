@@ -43,11 +43,21 @@ def is_of_type(obj: object, cls: type | tuple[type, ...]) -> bool:
     return issubclass(type(obj), cls)
 
 
+#: Set on switchtrace's plain-function patches (the tracer's Fast ones):
+#: a method of theirs read off an object is followed to the method it
+#: replaced, bound to the same object, as a wrapt proxy's bound one is.
+PATCH_MARK = "__switchtrace_patch__"
+
+
 def unwrap(obj: Any) -> Any:
     """Follow ``__wrapped__`` and partials to the innermost callable."""
     for _ in range(MAX_DEPTH):
         if is_of_type(obj, functools.partial):
             obj = obj.func
+            continue
+        if is_of_type(obj, types.MethodType) and attribute(obj.__func__, PATCH_MARK):
+            # (response.close, given to sync_to_async by Django)
+            obj = types.MethodType(obj.__func__.__wrapped__, obj.__self__)
             continue
         inner = attribute(obj, "__wrapped__") if not is_of_type(obj, type) else None
         if inner is None or inner is obj:

@@ -62,7 +62,7 @@ import wrapt
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, SyncToAsync, markcoroutinefunction
 
-from .describe import attribute
+from .describe import PATCH_MARK, attribute
 from .guard import raised_elsewhere, swallow
 from .record import (
     ASYNC_TO_SYNC,
@@ -1031,6 +1031,7 @@ class Patcher:
                 switch = [True]
                 if isinstance(how, Fast):
                     replacement: object = how.make(original)  # type: ignore[arg-type]
+                    setattr(replacement, PATCH_MARK, True)
                 else:
                     # Enabled while installed (its switch not empty, asked
                     # in C): one that uninstall has to leave under someone
