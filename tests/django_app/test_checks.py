@@ -1843,6 +1843,56 @@ def test_without_the_middleware_a_wrong_setting_is_logged_at_the_first_request()
     assert lines == ["set up", "built", _UNKNOWN_KEY]
 
 
+#: settings.py importing switchtrace (for a SHOW_HEADERS callable), and a
+#: LOGGING as many projects have it: disable_existing_loggers (dictConfig's
+#: default) disables every logger made before Django configures logging.
+_IMPORTED_BEFORE_LOGGING = """
+import os, sys
+import switchtrace.django_app.headers, switchtrace.testing
+import django
+from django.conf import settings
+settings.configure(
+    INSTALLED_APPS=["switchtrace.django_app"],
+    MIDDLEWARE=[{middleware!r}],
+    ROOT_URLCONF="tests.urls",
+    ALLOWED_HOSTS=["*"],
+    SWITCHTRACE={{"ENABLED": True, "COLOUR": "red"}},
+    LOGGING={{
+        "version": 1,
+        "handlers": {{"stderr": {{"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}}}},
+        "root": {{"handlers": ["stderr"], "level": "INFO"}},
+    }},
+)
+django.setup()
+from django.core.handlers.wsgi import WSGIHandler
+handler = WSGIHandler()
+"""
+
+
+def test_a_wrong_setting_is_logged_when_settings_imported_switchtrace_before_logging():
+    """switchtrace's logger was made as the settings imported switchtrace,
+    before Django configured logging, which disabled it: every message of
+    switchtrace's was lost, where the same settings without the import kept
+    them. It is looked up as it is used."""
+    import os
+    import subprocess
+    import sys
+
+    from ..conftest import EXAMPLE, ROOT
+
+    path = os.pathsep.join([str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORTED_BEFORE_LOGGING.format(middleware=MIDDLEWARE_PATH)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [_UNKNOWN_KEY]
+
+
 @pytest.mark.parametrize(
     ("value", "argument", "expected"),
     [

@@ -7,8 +7,6 @@ from typing import Any
 from django.apps import AppConfig
 from django.core.signals import request_started, setting_changed
 
-logger = logging.getLogger("switchtrace")
-
 
 class SwitchTraceConfig(AppConfig):
     name = "switchtrace.django_app"
@@ -45,7 +43,7 @@ def startup_error(message: str, check_id: str) -> None:
     if _holding:
         _held.append((check_id, message))
     else:
-        logger.error("%s", message)
+        logging.getLogger("switchtrace").error("%s", message)
 
 
 def release_startup_errors() -> None:
@@ -54,7 +52,7 @@ def release_startup_errors() -> None:
     _held.clear()
     request_started.disconnect(dispatch_uid="switchtrace.release")
     for _check_id, message in held:
-        logger.error("%s", message)
+        logging.getLogger("switchtrace").error("%s", message)
 
 
 def discard_startup_errors(silenced: Collection[str] = ()) -> None:

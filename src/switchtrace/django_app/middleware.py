@@ -18,7 +18,6 @@ the figures written here: it ends before the headers are sent.
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -28,14 +27,11 @@ from django.conf import settings
 from django.core.exceptions import MiddlewareNotUsed
 
 from .. import text, tracer
-from ..tracer.guard import raised_elsewhere, swallow
+from ..tracer.guard import logger, raised_elsewhere, swallow
 from . import integration, telemetry
 from .apps import release_startup_errors
 from .conf import Config, get_config
 from .headers import stamp, unstamp
-
-logger = logging.getLogger("switchtrace")
-
 
 #: pytest leaves this module's frames out of a failure's traceback (see
 #: tracer.guard.raised_elsewhere): the middleware runs the project's code.

@@ -10,7 +10,6 @@ nobody reads) holds up no request.
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import sys
@@ -20,11 +19,9 @@ from typing import TextIO
 
 from ..plural import count
 from ..tracer import RequestRecord
-from ..tracer.guard import swallow
+from ..tracer.guard import logger, swallow
 from .spans import Resolve
 from .worker import Flush, QueueWorker
-
-logger = logging.getLogger("switchtrace")
 
 #: At most one warning a minute about lines lost, of each kind.
 LOG_INTERVAL = 60.0

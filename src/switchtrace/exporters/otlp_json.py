@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import math
 import os
 import stat
@@ -26,10 +25,8 @@ except ImportError:  # Windows
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from ..tracer.guard import swallow
+from ..tracer.guard import logger, swallow
 from .encode import EncodedSpans, checked_key, utf8_text
-
-logger = logging.getLogger("switchtrace")
 
 
 def _lock_file(descriptor: int) -> None:

@@ -46,7 +46,6 @@ import concurrent.futures
 import contextlib
 import inspect
 import itertools
-import logging
 import os
 import queue
 import re
@@ -75,7 +74,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from .. import __version__, tracer
 from ..plural import count
 from ..tracer.describe import is_of_type
-from ..tracer.guard import swallow
+from ..tracer.guard import logger, swallow
 from .encode import EncodedSpans, JsonWriter, ProtobufWriter
 from .spans import (
     Limits,
@@ -88,8 +87,6 @@ from .spans import (
     request_url,
 )
 from .worker import Flush, QueueWorker
-
-logger = logging.getLogger("switchtrace")
 
 EXPORTERS = ("otlp", "file", "console", "memory", "none")
 PROTOCOLS = ("grpc", "http/protobuf")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextvars
-import logging
 import os
 import queue
 import sys
@@ -24,9 +23,7 @@ import weakref
 from typing import Any
 
 from ..plural import count
-from ..tracer.guard import swallow
-
-logger = logging.getLogger("switchtrace")
+from ..tracer.guard import logger, swallow
 
 
 class Flush(threading.Event):

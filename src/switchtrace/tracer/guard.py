@@ -16,9 +16,25 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-logger = logging.getLogger("switchtrace")
+
+class _Logger:
+    """The ``switchtrace`` logger, looked up as it is used rather than made
+    as switchtrace is imported. A project whose settings import switchtrace
+    (a SHOW_HEADERS callable) had it made before Django configured logging,
+    and a LOGGING with ``disable_existing_loggers`` (dictConfig's default)
+    disabled it: every message of switchtrace's was lost, where the same
+    settings without the import kept them."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(logging.getLogger("switchtrace"), name)
+
+
+#: What switchtrace logs goes to the ``switchtrace`` logger, through this.
+logger = cast(logging.Logger, _Logger())
 
 ErrorHook = Callable[[BaseException, str], None]
 

@@ -48,7 +48,6 @@ import asyncio.selector_events
 import contextvars
 import functools
 import inspect
-import logging
 import sys
 import threading
 import time
@@ -63,7 +62,7 @@ from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, SyncToAsync, markcoroutinefunction
 
 from .describe import PATCH_MARK, attribute
-from .guard import raised_elsewhere, swallow
+from .guard import logger, raised_elsewhere, swallow
 from .record import (
     ASYNC_TO_SYNC,
     ASYNCIO_RUN,
@@ -87,7 +86,6 @@ from .weak import WeakIdentityMap
 #: __traceback_hide__ themselves.
 __tracebackhide__ = raised_elsewhere
 
-logger = logging.getLogger("switchtrace")
 
 #: What is current in this context: the record of the request being served
 #: and the innermost crossing whose bridged code runs here (the parent of any
