@@ -1774,13 +1774,18 @@ _HANDLER = "from django.core.handlers.wsgi import WSGIHandler\nhandler = WSGIHan
 
 
 def _run_startup(then: str, middleware: list[str], silenced: tuple[str, ...] = ()) -> list[str]:
+    return _stderr_lines(_STARTUP.format(middleware=middleware, then=then, silenced=list(silenced)))
+
+
+def _stderr_lines(code: str) -> list[str]:
+    """What ``code``, run from the checkout with the example project on the
+    path, wrote to stderr, once it has exited 0."""
     import os
     import subprocess
     import sys
 
     from ..conftest import EXAMPLE, ROOT
 
-    code = _STARTUP.format(middleware=middleware, then=then, silenced=list(silenced))
     path = os.pathsep.join([str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -1874,23 +1879,8 @@ def test_a_wrong_setting_is_logged_when_settings_imported_switchtrace_before_log
     before Django configured logging, which disabled it: every message of
     switchtrace's was lost, where the same settings without the import kept
     them. It is looked up as it is used."""
-    import os
-    import subprocess
-    import sys
-
-    from ..conftest import EXAMPLE, ROOT
-
-    path = os.pathsep.join([str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")])
-    out = subprocess.run(
-        [sys.executable, "-c", _IMPORTED_BEFORE_LOGGING.format(middleware=MIDDLEWARE_PATH)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stderr.splitlines() == [_UNKNOWN_KEY]
+    code = _IMPORTED_BEFORE_LOGGING.format(middleware=MIDDLEWARE_PATH)
+    assert _stderr_lines(code) == [_UNKNOWN_KEY]
 
 
 @pytest.mark.parametrize(
