@@ -406,7 +406,8 @@ def test_bench_overhead_through_servers_without_opentelemetry_instrumentation(tm
     args = ["bench", "--overhead", "--driver", "server", "--servers", "wsgi",
             "--endpoints", "/sync/", "--requests", "1", "--rounds", "1", "--warmup", "0",
             "--json"]  # fmt: skip
-    out = run(args, tmp_path, PYTHONPATH=str(site))
+    path = [str(site), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    out = run(args, tmp_path, PYTHONPATH=os.pathsep.join(path))
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     rows = json.loads(out.stdout)["rows"]

@@ -1954,7 +1954,7 @@ def installed(name: str) -> bool:
     of them is not installed)."""
     try:
         return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # (ValueError: a module whose __spec__ is None)
+    except Exception:  # a parent that raises as it is imported, a __spec__ of None
         return False
 
 

@@ -100,6 +100,33 @@ def test_making_the_exporter_takes_no_number_of_the_applications_threads(setting
         assert numbers(next_thread_names()) == (thread + 1, executor + 1)
 
 
+def test_executors_other_threads_make_meanwhile_keep_the_class_numbering(tmp_path):
+    """Only the thread making the pipeline numbers its executors apart:
+    another thread's, made meanwhile, took numbers again from 0, names the
+    application had already given."""
+    names: list[str] = []
+    stop = threading.Event()
+
+    def make_executors():
+        while not stop.is_set():
+            names.append(next_thread_names()[1])
+
+    maker = threading.Thread(target=make_executors)
+    maker.start()
+    try:
+        for n in range(10):
+            settings = {"ENABLED": True, "FILE_PATH": str(tmp_path / f"{n}.jsonl")}
+            with project(SWITCHTRACE=settings):
+                assert telemetry.pipeline() is not None
+    finally:
+        stop.set()
+        maker.join()
+    numbers = [int(name.split("-")[1].split("_")[0]) for name in names]
+    # Each a number on from the one before (another thread's executor may
+    # take one between), none given twice.
+    assert len(numbers) > 10 and numbers == sorted(set(numbers))
+
+
 def spans_in(path) -> list[str]:
     """The request spans' paths in an OTLP/JSON file, line by line."""
     return [

@@ -412,12 +412,13 @@ def test_the_test_client_reading_streaming_bodies_does_not_crash_the_interpreter
     import subprocess
     import sys
 
-    from ..conftest import EXAMPLE
+    from ..conftest import EXAMPLE, ROOT
 
     out = subprocess.run(
         [sys.executable, "-c", STREAMED_BY_THE_TEST_CLIENT.format(example=str(EXAMPLE))],
         env={
             "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT / "src"),  # (the switchtrace under test)
             "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "t.jsonl"),
             "SWITCHTRACE_EXAMPLE_DB": str(tmp_path / "db.sqlite3"),
             "SWITCHTRACE_EXAMPLE_MIDDLEWARE": "none",

@@ -431,3 +431,32 @@ def test_a_view_behind_wrappers_of_any_kind_has_what_it_bridges_named():
     [crossing] = record.crossings
     name = "test_a_view_behind_wrappers_of_any_kind_has_what_it_bridges_named.<locals>.lookup"
     assert (crossing.qualname, str(crossing.component)) == (name, name)
+
+
+class Anything:
+    """A stub whose every attribute is 1 (a catch-all ``__getattr__``)."""
+
+    def __getattr__(self, name):
+        return 1
+
+    def __call__(self, owner):
+        return "called"
+
+
+class Owner:
+    pass
+
+
+def test_a_method_of_a_stub_answering_every_attribute_is_named():
+    """Its function answers switchtrace's patch mark, and its __wrapped__
+    is 1: taken for a patch of switchtrace's, it was followed to a method of
+    1, which raised TypeError out of the naming (the request's spans were
+    dropped). It is named by what its __wrapped__ leads to, as before."""
+    import types
+
+    record, results = recorded(lambda pool: sync_to_async(types.MethodType(Anything(), Owner()))())
+    assert results == ["called"]
+    assert record.totals() == tracer.Figures(2, 2, 0, 0)
+    record.describe(components.resolve)
+    [crossing] = record.crossings
+    assert (crossing.qualname, str(crossing.component)) == ("int", "int")

@@ -50,6 +50,7 @@ import os
 import queue
 import re
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -332,21 +333,26 @@ class ResourceError(ValueError):
 
 @contextlib.contextmanager
 def _executors_numbered_apart() -> Iterator[None]:
-    """The ThreadPoolExecutors made meanwhile numbered apart from the
-    application's. The SDK runs its resource detectors in one made without a
-    name prefix (``Resource.create()``, here and as the OTLP exporters'
-    modules are imported), which takes the next number of the class's
-    counter: the application's next executor's threads would be named one
-    number on ('ThreadPoolExecutor-1_0' for '-0_0', in its logs'
-    threadName). Only while the pipeline is made (at start-up, or when the
-    settings change): an executor another thread makes meanwhile is
-    numbered apart too."""
+    """The ThreadPoolExecutors this thread makes meanwhile numbered apart
+    from the application's, below zero. The SDK runs its resource detectors
+    in one made without a name prefix (``Resource.create()``, here and as
+    the OTLP exporters' modules are imported), which took the next number
+    of the class's counter: the application's next executor's threads
+    were named one number on ('ThreadPoolExecutor-1_0' for '-0_0', in its
+    logs' threadName). Executors other threads make meanwhile take theirs
+    from the class's counter, as always."""
     executor = concurrent.futures.ThreadPoolExecutor
     counter = executor.__dict__.get("_counter")
     if counter is None:  # a Python that names them otherwise
         yield
         return
-    executor._counter = itertools.count().__next__  # type: ignore[attr-defined]
+    apart = itertools.count(-1, -1).__next__
+    here = threading.get_ident()
+
+    def numbered() -> int:
+        return apart() if threading.get_ident() == here else counter()
+
+    executor._counter = staticmethod(numbered)  # type: ignore[attr-defined]
     try:
         yield
     finally:

@@ -55,10 +55,12 @@ def unwrap(obj: Any) -> Any:
         if is_of_type(obj, functools.partial):
             obj = obj.func
             continue
-        if is_of_type(obj, types.MethodType) and attribute(obj.__func__, PATCH_MARK):
+        if is_of_type(obj, types.MethodType) and attribute(obj.__func__, PATCH_MARK) is True:
             # (response.close, given to sync_to_async by Django)
-            obj = types.MethodType(obj.__func__.__wrapped__, obj.__self__)
-            continue
+            replaced = attribute(obj.__func__, "__wrapped__")
+            if callable(replaced):
+                obj = types.MethodType(replaced, obj.__self__)
+                continue
         inner = attribute(obj, "__wrapped__") if not is_of_type(obj, type) else None
         if inner is None or inner is obj:
             return obj
