@@ -1560,6 +1560,32 @@ def test_otlp_over_grpc_without_an_endpoint_is_the_exporters_default(monkeypatch
     assert (exporter._endpoint, exporter.takes_encoded) == ("localhost:4317", True)
 
 
+@pytest.mark.parametrize("blank", ["\r", "  "])
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+)
+@pytest.mark.parametrize(
+    ("protocol", "default"),
+    [("grpc", "localhost:4317"), ("http/protobuf", "http://localhost:4318/v1/traces")],
+)
+def test_an_endpoint_variable_of_space_alone_is_the_exporters_default(
+    blank, variable, protocol, default, monkeypatch
+):
+    """Space alone is unset (a CRLF env file's empty value): the checks
+    found no endpoint, but the exporter, reading the variable itself, took
+    its '\\r' for one, and every span was lost ("Invalid URL", "errors
+    resolving")."""
+    from switchtrace.exporters.pipeline import build_exporter
+
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, blank)
+    settings = {"ENABLED": True, "EXPORTER": "otlp", "OTLP_PROTOCOL": protocol}
+    config = build_config(settings, environ={variable: blank})
+    assert config.problems == ()
+    assert build_exporter(config.export)._endpoint == default
+
+
 SAMPLERS_HINT = (
     "Allowed: always_on, always_off, traceidratio, parentbased_always_on, "
     "parentbased_always_off, parentbased_traceidratio (the OpenTelemetry SDK's), the name "

@@ -157,12 +157,21 @@ def grpc_target(endpoint: str) -> str:
     return host if parts.port is None else f"{host}:{parts.port}"
 
 
+#: The OTLP exporters' own default endpoints, given to them explicitly when
+#: no endpoint is set: a variable of space alone (a CRLF env file's empty
+#: value) is unset, which the exporters, reading it themselves, took for
+#: an endpoint (every span lost).
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/traces"
+
+
 def build_exporter(options: ExportOptions) -> SpanExporter | None:
     if options.exporter == "otlp":
         if options.protocol == "grpc":
             exporter_class = _grpc_exporter_class()
             if options.endpoint is None:
-                return exporter_class()
+                # (as the exporter's own default: TLS as its OTEL_EXPORTER_OTLP_INSECURE says)
+                return exporter_class(endpoint=DEFAULT_GRPC_ENDPOINT)
             return exporter_class(
                 endpoint=grpc_target(options.endpoint),
                 insecure=urlsplit(options.endpoint).scheme != "https",
@@ -170,7 +179,7 @@ def build_exporter(options: ExportOptions) -> SpanExporter | None:
         endpoint = options.endpoint
         if endpoint and not options.endpoint_is_traces_url:
             endpoint = traces_url(endpoint)
-        return _http_exporter_class()(endpoint=endpoint or None)
+        return _http_exporter_class()(endpoint=endpoint or DEFAULT_HTTP_ENDPOINT)
     if options.exporter == "file":
         from .otlp_json import FileSpanExporter
 
