@@ -428,3 +428,78 @@ def test_a_line_that_cannot_be_formatted_is_dropped_counted_and_swallowed(block_
     assert stream.getvalue() == BLOCK_LINE
     assert [(where, type(exc)) for where, exc in swallowed] == [("console line", Unresolvable)]
     swallowed.clear()
+
+
+def _recorded(*funcs, max_events: int = 1000):
+    """The record of a block bridging each of ``funcs`` in turn."""
+
+    async def main():
+        await sync_to_async(lambda: None)()  # (asgiref's thread started outside)
+        with telemetry.detached(), tracer.recording(max_events=max_events) as record:
+            for func in funcs:
+                await sync_to_async(func)()
+        return record
+
+    return asyncio.run(main())
+
+
+def test_a_backslash_in_the_path_is_written_as_python_writes_it(records):
+    """A path holding a backslash then 'n' was written as the path holding a
+    newline is: a reader could not tell a harmless path from an escaped one."""
+    with project("none", with_switchtrace_middleware=False) as (_asgi, wsgi):
+        wsgi_request(wsgi, "/a\\n", query="")
+        wsgi_request(wsgi, "/a\n", query="")
+    lines = [format_record(record) for record in records]
+    assert [line.split(" 404: ")[0] for line in lines] == ["GET /a\\\\n", "GET /a\\n"]
+
+
+def test_a_cause_name_that_is_not_printable_cannot_start_a_line_of_its_own():
+    """Names are the code's, not the client's, but a class made at run time
+    can be named anything: the line split in two, the second a forged
+    request, and the escape reached the terminal."""
+
+    def forged():
+        pass
+
+    forged.__qualname__ = "evil\n\x1b[31mGET /fake/ 200: 0 switches"
+    line = format_record(_recorded(forged))
+    assert line.isprintable()
+    assert line.endswith("; top: evil\\n\\x1b[31mGET /fake/ 200: 0 switches 2")
+
+
+def test_a_line_stays_shorter_than_what_a_pipe_writes_whole(records):
+    """Workers sharing one stderr pipe: the kernel keeps a write whole only
+    up to PIPE_BUF (4096 bytes), and a client's 40,000-character path had
+    another worker's line land in the middle of its own. The path is cut
+    at 400 characters (what is left out counted), a cause's name at 60."""
+
+    def named():
+        pass
+
+    named.__qualname__ = "n" * 200
+    with project("none", with_switchtrace_middleware=False) as (_asgi, wsgi):
+        # (as a WSGI server hands it over: the UTF-8 bytes, read as Latin-1)
+        wsgi_request(wsgi, ("/" + "\u20ac" * 39_999).encode().decode("latin-1"), query="")
+    [record] = records
+    line = format_record(record)
+    assert line.startswith("GET /" + "\u20ac" * 399 + "... (39,600 characters more) 404: ")
+    long_named = format_record(_recorded(named))
+    assert long_named.endswith("; top: " + "n" * 60 + "... (140 characters more) 2")
+    assert len(line.encode()) < 4096
+
+
+def test_top_causes_past_max_events_say_they_name_only_those_kept():
+    """With MAX_EVENTS 1, the second crossing is counted but not kept: the
+    top named the first alone, as if it were all, and said nothing."""
+
+    def first():
+        pass
+
+    def second():
+        pass
+
+    first.__qualname__, second.__qualname__ = "first", "second"
+    line = format_record(_recorded(first, second, second, max_events=1))
+    assert line.endswith(
+        ": 6 switches, 6 hops, 0 loops, 0 threads; top: first 2 (2 events past MAX_EVENTS left out)"
+    )

@@ -55,16 +55,40 @@ def top_causes(
     return causes.most_common(limit)
 
 
-def _printable(text: str) -> str:
+#: The most characters of a request's path, and of its method and of a
+#: cause's name, that a line shows (what is left out is counted): a line
+#: stays under PIPE_BUF (4096 bytes), which a pipe that workers share
+#: writes whole; a longer one (a client's 40,000-character path) had
+#: another worker's line land in the middle of it.
+MAX_PATH = 400
+MAX_NAME = 60
+
+
+def _printable(text: str, limit: int) -> str:
     """``text`` with each character that is not printable (a control or
     format character, a separator but the space) written as Python writes it
-    in a string, ``\\n``, ``\\u2028``: a request's method and path are the
-    client's (a server decodes %0A in a path into a newline), and must not
-    start a line that reads as another request's, nor move the terminal's
-    cursor or reorder what it shows."""
-    if text.isprintable():
+    in a string, ``\\n``, ``\\u2028``, and a backslash as ``\\\\``: a
+    request's method and path are the client's (a server decodes %0A in a
+    path into a newline), and must not start a line that reads as another
+    request's, nor move the terminal's cursor or reorder what it shows; a
+    path holding a backslash and an ``n`` must not read as one holding a
+    newline. At most ``limit`` characters of it, what is left out counted."""
+    if len(text) <= limit and text.isprintable() and "\\" not in text:
         return text
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+    shown: list[str] = []
+    width = 0
+    for at, char in enumerate(text):
+        if char == "\\":
+            piece = "\\\\"
+        elif char.isprintable():
+            piece = char
+        else:
+            piece = ascii(char)[1:-1]
+        if width + len(piece) > limit:
+            return "".join(shown) + f"... ({len(text) - at:,} characters more)"
+        shown.append(piece)
+        width += len(piece)
+    return "".join(shown)
 
 
 def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
@@ -72,7 +96,9 @@ def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
     method = record.attributes.get("http.request.method") or record.kind.upper()
     path = record.attributes.get("url.path") or ""
     status = record.attributes.get("http.response.status_code")
-    head = _printable(f"{method} {path}") + (f" {status}" if status is not None else "")
+    head = f"{_printable(str(method), MAX_NAME)} {_printable(str(path), MAX_PATH)}"
+    if status is not None:
+        head += f" {status}"
     before = f" ({record.at_headers.context_switches} before headers)" if record.at_headers else ""
     line = (
         f"{head}: {count(totals.context_switches, 'switch', 'switches')}{before}, "
@@ -81,7 +107,14 @@ def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
     )
     causes = top_causes(record, resolve)
     if causes:
-        line += "; top: " + ", ".join(f"{name} {count}" for name, count in causes)
+        line += "; top: " + ", ".join(
+            f"{_printable(name, MAX_NAME)} {switches}" for name, switches in causes
+        )
+    if record.dropped:
+        # The top names only what MAX_EVENTS kept: said, as its figures
+        # would otherwise read as the request's.
+        left_out = f"{count(record.dropped, 'event')} past MAX_EVENTS left out"
+        line += f" ({left_out})" if causes else f"; top: none kept ({left_out})"
     return line
 
 
