@@ -1554,19 +1554,29 @@ def test_an_asgi_scope_other_than_http_makes_no_record(scope_type, records):
     assert records == []
 
 
-def test_a_static_file_served_by_runservers_handler_ends_its_record(records, tmp_path):
+@pytest.mark.parametrize("file_wrapper", [None, "wsgiref"])
+def test_a_static_file_served_by_runservers_handler_ends_its_record(
+    records, tmp_path, file_wrapper
+):
     """django.contrib.staticfiles' WSGI handler answers with its own
-    get_response: the record still ends when the server closes the response."""
+    get_response: the record still ends when the server closes the response.
+    Given a server's wsgi.file_wrapper (runserver's, wsgiref's), Django
+    returns the wrapper of the file, not the response: asked whether it
+    carried switchtrace's header, the wrapper was read through, and
+    runserver sent every static file with an empty body."""
+    from wsgiref.util import FileWrapper
+
     from django.contrib.staticfiles.handlers import StaticFilesHandler
 
     (tmp_path / "a.txt").write_text("static\n")
+    environ = {"wsgi.file_wrapper": FileWrapper} if file_wrapper else {}
     with project(DEBUG=True, STATIC_URL="/static/", STATICFILES_DIRS=[str(tmp_path)]) as (
         _asgi,
         wsgi,
     ):
-        result = wsgi_request(StaticFilesHandler(wsgi), "/static/a.txt")
+        result = wsgi_request(StaticFilesHandler(wsgi), "/static/a.txt", **environ)
         assert tracer.current_record() is None
-    assert result.status == 200
+    assert (result.status, result.body) == (200, b"static\n")
     [record] = records
     assert record.finished
     assert record.attributes["url.path"] == "/static/a.txt"

@@ -58,7 +58,7 @@ from django.http import HttpResponseBase
 from .. import tracer
 from ..exporters.pipeline import MAX_PROPAGATION_HEADER
 from ..exporters.spans import ARRIVAL, Arrival
-from ..tracer.describe import attribute
+from ..tracer.describe import attribute, is_of_type
 from ..tracer.guard import put_back, raised_elsewhere, swallow
 from ..tracer.patches import Fast, Patcher, Target
 from ..tracer.weak import WeakIdentityMap
@@ -255,9 +255,20 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
     if record.at_headers is None and not record.finished:
         # A handler whose own get_response bypasses BaseHandler's (the static
         # files handler of runserver): the headers went out in the call.
-        _wsgi_headers(record, response)
+        _wsgi_headers(record, _response_of(response))
     _stop_reading(record)
     return response
+
+
+def _response_of(returned: Any) -> Any:
+    """The response a WSGI handler's return stands for: itself, or, for a
+    file Django hands to the server's ``wsgi.file_wrapper``, the response
+    whose ``close`` Django made the file's (what the server closes); else
+    what was returned."""
+    if is_of_type(returned, HttpResponseBase):
+        return returned
+    owner = attribute(attribute(attribute(returned, "filelike"), "close"), "__self__")
+    return owner if is_of_type(owner, HttpResponseBase) else returned
 
 
 def _with_our_start_response(
@@ -770,7 +781,13 @@ def at_headers(record: tracer.RequestRecord, response: Any) -> None:
     if status is not None:
         record.attributes["http.response.status_code"] = status
     components.remember_response(record, response)
-    if SHOWN in record.extra:
+    if not is_of_type(response, HttpResponseBase):
+        # No response of Django's (a server's wsgi.file_wrapper around a
+        # file): nothing to write on, and asked whether it carried a header
+        # (``in``), an iterator is read through (runserver sent every
+        # static file with an empty body).
+        pass
+    elif SHOWN in record.extra:
         # Sent through switchtrace's start_response or send, which write the
         # figures: the object is stamped again only if no other request
         # reads its headers. A request the middleware made no decision for
