@@ -127,6 +127,36 @@ def test_executors_other_threads_make_meanwhile_keep_the_class_numbering(tmp_pat
     assert len(numbers) > 10 and numbers == sorted(set(numbers))
 
 
+def test_two_pipelines_made_at_once_leave_the_class_numbering_as_it_was():
+    """Two threads making a pipeline at the same moment: the second saved the
+    first's numbering as the class's and put it back when it ended last, and
+    the first thread's executors were numbered below zero from then on."""
+    from switchtrace.exporters.pipeline import _executors_numbered_apart
+
+    original = ThreadPoolExecutor.__dict__["_counter"]
+    first_in, first_out, second_done = threading.Event(), threading.Event(), threading.Event()
+
+    def second() -> None:
+        first_in.wait()
+        with _executors_numbered_apart():
+            first_out.wait(timeout=2)
+        second_done.set()
+
+    other = threading.Thread(target=second)
+    other.start()
+    try:
+        with _executors_numbered_apart():
+            first_in.set()
+            # The second thread may enter here (and then ends last) or wait.
+            second_done.wait(timeout=0.3)
+        first_out.set()
+    finally:
+        first_in.set()
+        first_out.set()
+        other.join()
+    assert ThreadPoolExecutor.__dict__["_counter"] is original
+
+
 def spans_in(path) -> list[str]:
     """The request spans' paths in an OTLP/JSON file, line by line."""
     return [

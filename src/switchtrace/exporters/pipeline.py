@@ -349,23 +349,28 @@ def _executors_numbered_apart() -> Iterator[None]:
     of the class's counter: the application's next executor's threads
     were named one number on ('ThreadPoolExecutor-1_0' for '-0_0', in its
     logs' threadName). Executors other threads make meanwhile take theirs
-    from the class's counter, as always."""
+    from the class's counter, as always. Pipelines are made one at a time:
+    two threads' swaps overlapping put back each other's numbering."""
     executor = concurrent.futures.ThreadPoolExecutor
-    counter = executor.__dict__.get("_counter")
-    if counter is None:  # a Python that names them otherwise
-        yield
-        return
-    apart = itertools.count(-1, -1).__next__
-    here = threading.get_ident()
+    with _numbering:
+        counter = executor.__dict__.get("_counter")
+        if counter is None:  # a Python that names them otherwise
+            yield
+            return
+        apart = itertools.count(-1, -1).__next__
+        here = threading.get_ident()
 
-    def numbered() -> int:
-        return apart() if threading.get_ident() == here else counter()
+        def numbered() -> int:
+            return apart() if threading.get_ident() == here else counter()
 
-    executor._counter = staticmethod(numbered)  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        executor._counter = counter  # type: ignore[attr-defined]
+        executor._counter = staticmethod(numbered)  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            executor._counter = counter  # type: ignore[attr-defined]
+
+
+_numbering = threading.RLock()
 
 
 def _check_resource(resource: Resource) -> None:
