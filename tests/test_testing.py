@@ -182,6 +182,69 @@ def test_a_request_still_running_when_a_recording_ends_is_not_added_to_it():
     assert paths(outer) == ["/sync/", "/async/"]
 
 
+def test_budgets_in_two_threads_each_judge_the_requests_made_in_their_own():
+    """Each thread's block takes its own thread's requests: the other's were
+    in its records too, and a request within its budget failed the other
+    block's."""
+    both_in, both_made = threading.Barrier(2), threading.Barrier(2)
+    outcomes: dict[str, list[str] | BaseException] = {}
+
+    def budgeted(path: str, budget: int) -> None:
+        try:
+            with assert_max_switches(budget) as records:
+                both_in.wait()
+                Client().get(path)
+                both_made.wait()
+            outcomes[path] = paths(records)
+        except BaseException as exc:
+            outcomes[path] = exc
+            both_in.abort()
+            both_made.abort()
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        threads = [
+            threading.Thread(target=budgeted, args=("/sync/", 0)),
+            threading.Thread(target=budgeted, args=("/async-to-sync/", 6)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert outcomes == {"/sync/": ["/sync/"], "/async-to-sync/": ["/async-to-sync/"]}
+
+
+def test_a_request_from_a_thread_without_a_budget_is_the_open_blocks():
+    """A thread the test started (or a live server's) has no block of its
+    own: its requests are those of every block open meanwhile."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as outer, record_requests() as inner:
+            thread = threading.Thread(target=Client().get, args=("/sync/",))
+            thread.start()
+            thread.join()
+    assert (paths(outer), paths(inner)) == (["/sync/"], ["/sync/"])
+
+
+def test_a_budget_entered_again_while_open_says_so():
+    """One object, two blocks open at once (nested, or in two threads): the
+    inner block's end left the outer one judging nothing, and a request over
+    budget passed. Used again after its block, it judges the new block."""
+    budget = assert_max_switches(5)
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with pytest.raises(AssertionError, match="1 of 1 request exceeded the budget of 5"):
+            with budget:
+                Client().get("/async-to-sync/")
+                with pytest.raises(RuntimeError) as reentered:
+                    with budget:
+                        pass
+        with budget as records:
+            Client().get("/sync/")
+    assert paths(records) == ["/sync/"]
+    assert str(reentered.value) == (
+        "this assert_max_switches(5) is already open (a block of it not ended, in this "
+        "thread or another): each block needs its own, call assert_max_switches(5) again"
+    )
+
+
 def test_a_streaming_body_the_test_reads_is_outside_the_test_clients_request():
     """The test Client returns a streaming response unread, its request
     finished and no longer current: reading the body (an async generator,

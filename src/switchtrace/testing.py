@@ -36,6 +36,8 @@ __tracebackhide__ = raised_elsewhere
 
 _lock = threading.Lock()
 _users = 0
+#: The recordings open, each knowing the thread that opened it.
+_open: tuple[Recorded, ...] = ()
 
 
 def check_budget(budget: Any, where: str = "the budget") -> int:
@@ -60,6 +62,10 @@ class Recorded(list[tracer.RequestRecord]):
     """The records of the requests begun inside a recording, in the order
     they finished.
 
+    A request begun on a thread that opened recordings is theirs only (two
+    threads' budgets each judge their own thread's requests); one begun on
+    a thread that opened none (a live server's, a thread the test started,
+    asgiref's and asyncio's) is every open recording's.
     A request served on another thread (a live server's: pytest-django's
     ``live_server``, a uvicorn started by the test) ends when that thread
     closes the response, after the client has read the body and possibly
@@ -79,6 +85,9 @@ class Recorded(list[tracer.RequestRecord]):
 
     def _begun(self, record: tracer.RequestRecord) -> None:
         # On the thread that opens the record: the test's, or a server's.
+        here = threading.get_ident()
+        if self._thread != here and any(other._thread == here for other in _open):
+            return
         with self._changed:
             if self._open_to_more:
                 self._open[record] = threading.get_ident()
@@ -135,8 +144,9 @@ class Recorded(list[tracer.RequestRecord]):
 
 @contextlib.contextmanager
 def record_requests() -> Iterator[Recorded]:
-    """Every request begun inside the block, as it finishes."""
-    global _users
+    """Every request begun inside the block, as it finishes (but those of
+    another thread's recordings: see :class:`Recorded`)."""
+    global _users, _open
     from .django_app import integration
     from .django_app.conf import get_config
 
@@ -149,6 +159,8 @@ def record_requests() -> Iterator[Recorded]:
         client_patcher.install()
         _users += 1
     records = Recorded()
+    with _lock:
+        _open += (records,)
     tracer.add_start_listener(records._begun)
     tracer.add_listener(records._finished)
     try:
@@ -157,6 +169,7 @@ def record_requests() -> Iterator[Recorded]:
         tracer.remove_start_listener(records._begun)
         tracer.remove_listener(records._finished)
         with _lock:
+            _open = tuple(other for other in _open if other is not records)
             _users -= 1
             if _users == 0:
                 client_patcher.uninstall()
@@ -277,8 +290,21 @@ class _Budget:
         return cls
 
     def __enter__(self) -> Recorded:
-        self._recording = record_requests()
-        self._records = self._recording.__enter__()
+        with _lock:
+            if self._recording is not None:
+                # Replaced, the open block's recording ended with the inner
+                # one's, and the open block judged nothing.
+                raise RuntimeError(
+                    f"this assert_max_switches({self.budget}) is already open (a block of it "
+                    "not ended, in this thread or another): each block needs its own, call "
+                    f"assert_max_switches({self.budget}) again"
+                )
+            self._recording = recording = record_requests()
+        try:
+            self._records = recording.__enter__()
+        except BaseException:
+            self._recording = None
+            raise
         return self._records
 
     def __exit__(self, *exc_info: Any) -> None:
