@@ -12,6 +12,7 @@ import threading
 from wsgiref.util import setup_testing_defaults
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import AsyncClient, AsyncRequestFactory, Client, override_settings
@@ -221,6 +222,23 @@ def test_a_request_from_a_thread_without_a_budget_is_the_open_blocks():
             thread = threading.Thread(target=Client().get, args=("/sync/",))
             thread.start()
             thread.join()
+    assert (paths(outer), paths(inner)) == (["/sync/"], ["/sync/"])
+
+
+def test_a_block_inside_async_to_sync_leaves_the_request_the_outer_blocks_too():
+    """The inner block is opened on asgiref's thread, which runs the test's
+    coroutine in a copy of its context: the request made there is both
+    blocks', the thread's and the context's."""
+
+    @async_to_sync
+    async def inner_block():
+        with record_requests() as inner:
+            await AsyncClient().get("/sync/")
+        return inner
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as outer:
+            inner = inner_block()
     assert (paths(outer), paths(inner)) == (["/sync/"], ["/sync/"])
 
 

@@ -15,6 +15,7 @@ enabled. The pytest plugin (``switchtrace.pytest_plugin``) builds on this.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 import threading
@@ -38,6 +39,12 @@ _lock = threading.Lock()
 _users = 0
 #: The recordings open, each knowing the thread that opened it.
 _open: tuple[Recorded, ...] = ()
+#: The recordings opened in this context or the one it was copied from
+#: (asgiref's and asyncio's threads and tasks copy the context); some may
+#: have ended since.
+_opened_here: contextvars.ContextVar[tuple[Recorded, ...]] = contextvars.ContextVar(
+    "switchtrace_recordings", default=()
+)
 
 
 def check_budget(budget: Any, where: str = "the budget") -> int:
@@ -62,10 +69,12 @@ class Recorded(list[tracer.RequestRecord]):
     """The records of the requests begun inside a recording, in the order
     they finished.
 
-    A request begun on a thread that opened recordings is theirs only (two
-    threads' budgets each judge their own thread's requests); one begun on
-    a thread that opened none (a live server's, a thread the test started,
-    asgiref's and asyncio's) is every open recording's.
+    A request is the recordings' opened in its context (and in those it was
+    copied from: a block around an ``async_to_sync``, from the thread that
+    runs it) and on its thread, when there are some: two threads' budgets
+    each judge their own thread's requests. One begun where no recording
+    was opened (a live server's thread, one the test started) is every open
+    recording's.
     A request served on another thread (a live server's: pytest-django's
     ``live_server``, a uvicorn started by the test) ends when that thread
     closes the response, after the client has read the body and possibly
@@ -85,9 +94,13 @@ class Recorded(list[tracer.RequestRecord]):
 
     def _begun(self, record: tracer.RequestRecord) -> None:
         # On the thread that opens the record: the test's, or a server's.
-        here = threading.get_ident()
-        if self._thread != here and any(other._thread == here for other in _open):
-            return
+        here, opened, named = threading.get_ident(), _open, _opened_here.get()
+        # (By identity: records are lists, two empty ones equal.)
+        if self._thread != here and all(other is not self for other in named):
+            if any(other is mine for other in named for mine in opened) or any(
+                other._thread == here for other in opened
+            ):
+                return
         with self._changed:
             if self._open_to_more:
                 self._open[record] = threading.get_ident()
@@ -161,6 +174,7 @@ def record_requests() -> Iterator[Recorded]:
     records = Recorded()
     with _lock:
         _open += (records,)
+    _opened_here.set((*_opened_here.get(), records))
     tracer.add_start_listener(records._begun)
     tracer.add_listener(records._finished)
     try:
@@ -168,6 +182,9 @@ def record_requests() -> Iterator[Recorded]:
     finally:
         tracer.remove_start_listener(records._begun)
         tracer.remove_listener(records._finished)
+        # (Ended in another context, e.g. a fixture's teardown, the record
+        # left in this one is of a recording no longer open: ignored.)
+        _opened_here.set(tuple(other for other in _opened_here.get() if other is not records))
         with _lock:
             _open = tuple(other for other in _open if other is not records)
             _users -= 1
