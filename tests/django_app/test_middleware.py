@@ -1554,7 +1554,29 @@ def test_an_asgi_scope_other_than_http_makes_no_record(scope_type, records):
     assert records == []
 
 
-@pytest.mark.parametrize("file_wrapper", [None, "wsgiref"])
+def _uwsgis_file_wrapper(filelike, block_size=None):
+    # uWSGI's (C): sends the file itself, and gives it back as the body.
+    return filelike
+
+
+class _AnsweringWrapper:
+    """A server's wrapper answering any attribute it does not have by
+    raising (a proxy's): whether it has a status was not asked safely."""
+
+    def __init__(self, filelike, block_size=8192):
+        self._file, self._size = filelike, block_size
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"no {name}")
+
+    def __iter__(self):
+        return iter(lambda: self._file.read(self._size), b"")
+
+    def close(self):
+        self._file.close()
+
+
+@pytest.mark.parametrize("file_wrapper", [None, "wsgiref", "waitress", "uwsgi", "answering"])
 def test_a_static_file_served_by_runservers_handler_ends_its_record(
     records, tmp_path, file_wrapper
 ):
@@ -1563,13 +1585,23 @@ def test_a_static_file_served_by_runservers_handler_ends_its_record(
     Given a server's wsgi.file_wrapper (runserver's, wsgiref's), Django
     returns the wrapper of the file, not the response: asked whether it
     carried switchtrace's header, the wrapper was read through, and
-    runserver sent every static file with an empty body."""
+    runserver sent every static file with an empty body. waitress's wrapper
+    holds the file as ``file``, not ``filelike``, and uWSGI gives the file
+    back: the record ended only with the next request on the thread,
+    without a status, and the last one's spans were never made."""
     from wsgiref.util import FileWrapper
 
     from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from waitress.buffers import ReadOnlyFileBasedBuffer
 
     (tmp_path / "a.txt").write_text("static\n")
-    environ = {"wsgi.file_wrapper": FileWrapper} if file_wrapper else {}
+    wrappers = {
+        "wsgiref": FileWrapper,
+        "waitress": ReadOnlyFileBasedBuffer,
+        "uwsgi": _uwsgis_file_wrapper,
+        "answering": _AnsweringWrapper,
+    }
+    environ = {"wsgi.file_wrapper": wrappers[file_wrapper]} if file_wrapper else {}
     with project(DEBUG=True, STATIC_URL="/static/", STATICFILES_DIRS=[str(tmp_path)]) as (
         _asgi,
         wsgi,
@@ -1580,6 +1612,7 @@ def test_a_static_file_served_by_runservers_handler_ends_its_record(
     [record] = records
     assert record.finished
     assert record.attributes["url.path"] == "/static/a.txt"
+    assert record.attributes["http.response.status_code"] == 200
     assert record.at_headers == tracer.Figures(0, 0, 0, 0)
 
 

@@ -486,6 +486,9 @@ def test_a_line_stays_shorter_than_what_a_pipe_writes_whole(records):
     long_named = format_record(_recorded(named))
     assert long_named.endswith("; top: " + "n" * 60 + "... (140 characters more) 2")
     assert len(line.encode()) < 4096
+    named.__qualname__ = "n" * 61
+    one_more = format_record(_recorded(named))
+    assert one_more.endswith("; top: " + "n" * 60 + "... (1 character more) 2")
 
 
 def test_top_causes_past_max_events_say_they_name_only_those_kept():

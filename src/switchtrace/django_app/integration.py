@@ -267,8 +267,28 @@ def _response_of(returned: Any) -> Any:
     what was returned."""
     if is_of_type(returned, HttpResponseBase):
         return returned
-    owner = attribute(attribute(attribute(returned, "filelike"), "close"), "__self__")
-    return owner if is_of_type(owner, HttpResponseBase) else returned
+    # The file is the wrapper's ``filelike`` (wsgiref's, gunicorn's), its
+    # ``file`` (waitress's), or the wrapper gave it back (uWSGI's).
+    for held in (returned, *_held_by(returned)):
+        owner = attribute(attribute(held, "close"), "__self__")
+        if is_of_type(owner, HttpResponseBase):
+            return owner
+    return returned
+
+
+def _held_by(obj: Any) -> list[Any]:
+    """The values of ``obj``'s attributes, in its ``__dict__`` and slots."""
+    held: list[Any] = []
+    try:
+        held.extend(dict(vars(obj)).values())
+    except Exception:  # none, or not a mapping
+        pass
+    for cls in type(obj).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if isinstance(name, str) and name not in ("__dict__", "__weakref__"):
+                held.append(attribute(obj, name))
+    return held
 
 
 def _with_our_start_response(
@@ -777,7 +797,7 @@ def _sent_start(record: tracer.RequestRecord, message: dict[str, Any]) -> dict[s
 
 def at_headers(record: tracer.RequestRecord, response: Any) -> None:
     figures = record.mark_headers()
-    status = getattr(response, "status_code", None)
+    status = attribute(response, "status_code")  # (a server's file wrapper: any __getattr__)
     if status is not None:
         record.attributes["http.response.status_code"] = status
     components.remember_response(record, response)

@@ -85,7 +85,8 @@ def _printable(text: str, limit: int) -> str:
         else:
             piece = ascii(char)[1:-1]
         if width + len(piece) > limit:
-            return "".join(shown) + f"... ({len(text) - at:,} characters more)"
+            rest = len(text) - at
+            return "".join(shown) + f"... ({rest:,} character{'' if rest == 1 else 's'} more)"
         shown.append(piece)
         width += len(piece)
     return "".join(shown)
