@@ -17,7 +17,7 @@ from switchtrace.django_app import headers as headers_module
 from switchtrace.django_app.conf import MIDDLEWARE_PATH
 from switchtrace.tracer import guard
 
-from ..support import ASGI_THREADS, run_asgi, wsgi_request
+from ..support import ASGI_THREADS, asgi_request, run_asgi, run_in_server_loop, wsgi_request
 
 # (server, path, variant) -> (headers: switches, hops, loops, threads), total switches
 EXPECTED = {
@@ -1637,11 +1637,15 @@ def test_static_files_served_by_the_asgi_static_files_handler(records, tmp_path)
         served = [run_asgi(handler, "/static/a.txt") for _ in range(2)]
         missing = run_asgi(handler, "/static/missing.txt")
         passed_on = run_asgi(handler, "/sync/")
+        since = served[0].headers["Last-Modified"].encode()
+        headers = [(b"host", b"testserver"), (b"if-modified-since", since)]
+        unmodified = run_in_server_loop(asgi_request(handler, "/static/a.txt", headers))
     assert [(r.status, r.body, r.figures()) for r in served] == [(200, b"static\n", None)] * 2
+    assert (unmodified.status, unmodified.body, unmodified.figures()) == (304, b"", None)
     assert (missing.status, missing.figures()) == (404, None)
     sync_headers, sync_total = EXPECTED["asgi", "/sync/", "shipped"]
     assert (passed_on.status, passed_on.figures()) == (200, sync_headers)
-    *served_records, missing_record, passed_on_record = records
+    *served_records, missing_record, passed_on_record, unmodified_record = records
     request_started = ("sync_to_async", SIGNAL, "signal", "request_started", True)
     read = "ASGIStaticFilesHandler.get_response_async"
     serve = (
@@ -1676,6 +1680,22 @@ def test_static_files_served_by_the_asgi_static_files_handler(records, tmp_path)
         ),
     ]
     assert passed_on_record.context_switches == sync_total
+    # A 304 has no body to read: 6 switches, 4 before the headers.
+    assert (unmodified_record.at_headers.context_switches, unmodified_record.context_switches) == (
+        4,
+        6,
+    )
+    assert described(unmodified_record) == [
+        request_started,
+        serve,
+        (
+            "sync_to_async",
+            "HttpResponseBase.close",
+            "response",
+            "HttpResponseNotModified.close",
+            False,
+        ),
+    ]
 
 
 @pytest.mark.parametrize(
