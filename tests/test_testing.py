@@ -8,6 +8,7 @@ that waits at all hangs the test, which pytest-timeout then fails."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from wsgiref.util import setup_testing_defaults
 
@@ -240,6 +241,23 @@ def test_a_block_inside_async_to_sync_leaves_the_request_the_outer_blocks_too():
         with record_requests() as outer:
             inner = inner_block()
     assert (paths(outer), paths(inner)) == (["/sync/"], ["/sync/"])
+
+
+def test_a_request_in_a_context_copied_before_a_block_opened_is_that_blocks_too():
+    """An asyncio test runner's context may be a copy made before the
+    marker's block opened (anyio's, made at its first async fixture;
+    IsolatedAsyncioTestCase's, at its __init__), naming only the fixture's
+    block: a request its sync_to_async thread made was the fixture's alone,
+    and the marker's budget passed it. Both blocks were opened on the same
+    thread: the request is both's."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as fixtures:
+            runners = contextvars.copy_context()
+            with record_requests() as markers:
+                thread = threading.Thread(target=runners.run, args=(Client().get, "/sync/"))
+                thread.start()
+                thread.join()
+    assert (paths(fixtures), paths(markers)) == (["/sync/"], ["/sync/"])
 
 
 def test_a_budget_entered_again_while_open_says_so():

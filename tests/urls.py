@@ -13,6 +13,8 @@ urlpatterns = [
     path("paused-shared/", views.paused_shared_response),
     path("closing-shared/", views.closing_shared_view),
     path("raise/", views.raising_view),
+    path("body-raising/", views.body_raising_view),
+    path("exiting/", views.exiting_view),
     path("async-bridging/", views.async_bridging_view),
     path("robust-signal/", views.robust_signal_view),
     path("async-signal/", views.async_signal_view),

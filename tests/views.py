@@ -1,7 +1,7 @@
 from asgiref.sync import async_to_sync, markcoroutinefunction, sync_to_async
 from django.contrib.auth.decorators import login_required, user_passes_test
 from django.dispatch import Signal
-from django.http import FileResponse, HttpResponse, HttpResponseNotFound
+from django.http import FileResponse, HttpResponse, HttpResponseNotFound, StreamingHttpResponse
 from django.views import View
 from django.views.decorators.cache import never_cache
 
@@ -43,6 +43,20 @@ class ViewError(Exception):
 
 def raising_view(request):
     raise ViewError("raised by the view")
+
+
+def body_raising_view(request):
+    """A streaming body that raises after its first part: past the headers."""
+
+    def parts():
+        yield b"first"
+        raise ViewError("raised by the body")
+
+    return StreamingHttpResponse(parts())
+
+
+def exiting_view(request):
+    raise SystemExit(3)
 
 
 class SyncOnlyMiddleware:

@@ -37,12 +37,15 @@ __tracebackhide__ = raised_elsewhere
 
 _lock = threading.Lock()
 _users = 0
-#: The recordings open, each knowing the thread that opened it.
-_open: tuple[Recorded, ...] = ()
-#: The recordings opened in this context or the one it was copied from
-#: (asgiref's and asyncio's threads and tasks copy the context); some may
-#: have ended since.
-_opened_here: contextvars.ContextVar[tuple[Recorded, ...]] = contextvars.ContextVar(
+#: The open recordings' keys, each with the thread that opened it (a new
+#: dict for each change: read without the lock).
+_open_on: dict[object, int] = {}
+#: The keys of the recordings opened in this context or the one it was
+#: copied from (asgiref's and asyncio's threads and tasks copy the context;
+#: an asyncio test runner's may be a copy made before some opened); some
+#: may have ended since. Keys, not recordings: a context kept for a whole
+#: module keeps no records.
+_opened_here: contextvars.ContextVar[tuple[object, ...]] = contextvars.ContextVar(
     "switchtrace_recordings", default=()
 )
 
@@ -69,12 +72,13 @@ class Recorded(list[tracer.RequestRecord]):
     """The records of the requests begun inside a recording, in the order
     they finished.
 
-    A request is the recordings' opened in its context (and in those it was
-    copied from: a block around an ``async_to_sync``, from the thread that
-    runs it) and on its thread, when there are some: two threads' budgets
-    each judge their own thread's requests. One begun where no recording
-    was opened (a live server's thread, one the test started) is every open
-    recording's.
+    A request begun where recordings are open (in its context, or in one
+    it was copied from: a block around an ``async_to_sync`` or a
+    ``sync_to_async``) is the recordings' opened on their threads: two
+    threads' budgets each judge their own thread's requests, while blocks
+    of one thread (nested, in two of its asyncio tasks) take each other's.
+    One begun where none is open (a live server's thread, a thread the test
+    started) is every open recording's.
     A request served on another thread (a live server's: pytest-django's
     ``live_server``, a uvicorn started by the test) ends when that thread
     closes the response, after the client has read the body and possibly
@@ -85,6 +89,7 @@ class Recorded(list[tracer.RequestRecord]):
     def __init__(self) -> None:
         super().__init__()
         self._thread = threading.get_ident()
+        self._key = object()
         self._changed = threading.Condition()
         #: Begun in the recording, not finished: each with the thread it began on.
         self._open: dict[tracer.RequestRecord, int] = {}
@@ -94,12 +99,11 @@ class Recorded(list[tracer.RequestRecord]):
 
     def _begun(self, record: tracer.RequestRecord) -> None:
         # On the thread that opens the record: the test's, or a server's.
-        here, opened, named = threading.get_ident(), _open, _opened_here.get()
-        # (By identity: records are lists, two empty ones equal.)
-        if self._thread != here and all(other is not self for other in named):
-            if any(other is mine for other in named for mine in opened) or any(
-                other._thread == here for other in opened
-            ):
+        named = _opened_here.get()
+        if named:
+            opened_on = _open_on
+            threads = [opened_on[key] for key in named if key in opened_on]
+            if threads and self._thread not in threads:
                 return
         with self._changed:
             if self._open_to_more:
@@ -159,7 +163,7 @@ class Recorded(list[tracer.RequestRecord]):
 def record_requests() -> Iterator[Recorded]:
     """Every request begun inside the block, as it finishes (but those of
     another thread's recordings: see :class:`Recorded`)."""
-    global _users, _open
+    global _users, _open_on
     from .django_app import integration
     from .django_app.conf import get_config
 
@@ -173,8 +177,8 @@ def record_requests() -> Iterator[Recorded]:
         _users += 1
     records = Recorded()
     with _lock:
-        _open += (records,)
-    _opened_here.set((*_opened_here.get(), records))
+        _open_on = {**_open_on, records._key: records._thread}
+    _opened_here.set((*_opened_here.get(), records._key))
     tracer.add_start_listener(records._begun)
     tracer.add_listener(records._finished)
     try:
@@ -184,9 +188,9 @@ def record_requests() -> Iterator[Recorded]:
         tracer.remove_listener(records._finished)
         # (Ended in another context, e.g. a fixture's teardown, the record
         # left in this one is of a recording no longer open: ignored.)
-        _opened_here.set(tuple(other for other in _opened_here.get() if other is not records))
+        _opened_here.set(tuple(key for key in _opened_here.get() if key is not records._key))
         with _lock:
-            _open = tuple(other for other in _open if other is not records)
+            _open_on = {key: on for key, on in _open_on.items() if key is not records._key}
             _users -= 1
             if _users == 0:
                 client_patcher.uninstall()
@@ -355,6 +359,9 @@ def _wrap_client_call(wrapped, instance, args, kwargs):
     _attributes(record, args[0] if args else kwargs.get("environ", {}), wsgi=True)
     try:
         return wrapped(*args, **kwargs)
+    except BaseException as exc:
+        integration.failed(record, exc)
+        raise
     finally:
         tracer.finish_request(record, token)
 
@@ -391,6 +398,9 @@ async def _trace_async_client(call: Any, scope: Any) -> Any:
         if status is not None:
             record.attributes["http.response.status_code"] = status
         return response
+    except BaseException as exc:
+        integration.failed(record, exc)
+        raise
     finally:
         tracer.finish_request(record, token)
 

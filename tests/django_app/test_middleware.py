@@ -1576,7 +1576,25 @@ class _AnsweringWrapper:
         self._file.close()
 
 
-@pytest.mark.parametrize("file_wrapper", [None, "wsgiref", "waitress", "uwsgi", "answering"])
+class _SlottedWrapper:
+    __slots__ = ("_file",)
+
+    def __init__(self, filelike, block_size=8192):
+        self._file = filelike
+
+    def __iter__(self):
+        return iter(lambda: self._file.read(8192), b"")
+
+    def close(self):
+        self._file.close()
+
+
+_SlottedWrapper.__slots__ = None  # (what a class says of itself after it is made)
+
+
+@pytest.mark.parametrize(
+    "file_wrapper", [None, "wsgiref", "waitress", "uwsgi", "answering", "slots-replaced"]
+)
 def test_a_static_file_served_by_runservers_handler_ends_its_record(
     records, tmp_path, file_wrapper
 ):
@@ -1600,6 +1618,7 @@ def test_a_static_file_served_by_runservers_handler_ends_its_record(
         "waitress": ReadOnlyFileBasedBuffer,
         "uwsgi": _uwsgis_file_wrapper,
         "answering": _AnsweringWrapper,
+        "slots-replaced": _SlottedWrapper,
     }
     environ = {"wsgi.file_wrapper": wrappers[file_wrapper]} if file_wrapper else {}
     with project(DEBUG=True, STATIC_URL="/static/", STATICFILES_DIRS=[str(tmp_path)]) as (

@@ -17,6 +17,7 @@ from opentelemetry.trace import StatusCode
 from switchtrace import tracer
 from switchtrace.django_app import components, telemetry
 from switchtrace.example import run_in_server_loop
+from switchtrace.exporters import format_record
 from switchtrace.exporters.pipeline import MAX_PROPAGATION_HEADER
 from switchtrace.exporters.spans import (
     ARRIVAL,
@@ -30,6 +31,7 @@ from switchtrace.exporters.spans import (
 
 from ..django_app.test_middleware import project
 from ..support import ASGI_THREADS, asgi_request, run_asgi, wsgi_request
+from ..views import ViewError
 
 
 def by_name(spans):
@@ -519,6 +521,52 @@ def test_a_5xx_response_and_a_raising_crossing_are_errors(spans, server):
     )
     assert [s.attributes["error.type"] for s in raised] == (
         ["ViewError"] if server == "asgi" else []
+    )
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_request_that_fails_out_of_the_handler_is_an_error(spans, server, records):
+    """OpenTelemetry's HTTP conventions: a request that fails (an error that
+    keeps the server from sending the whole response) is an error whatever
+    its status, error.type the exception's class. A body raising past the
+    headers under ASGI (the 200 sent), SystemExit from a view (no status
+    sent, the server answers it): both spans were left unset. Under WSGI the
+    server reads the body after the handler returned: its failure is the
+    server's, and the span keeps the response's status."""
+    with project(ROOT_URLCONF="tests.urls") as (asgi, wsgi):
+        serve = (
+            (lambda path: run_asgi(asgi, path))
+            if server == "asgi"
+            else (lambda path: wsgi_request(wsgi, path))
+        )
+        with pytest.raises(ViewError, match="raised by the body"):
+            serve("/body-raising/")
+        if server == "wsgi":  # (in a task under ASGI, SystemExit stops the loop)
+            with pytest.raises(SystemExit):
+                serve("/exiting/")
+    lines = [format_record(record) for record in records]
+    assert lines[-1].startswith(
+        "GET /body-raising/ 200 (raised ViewError): "
+        if server == "asgi"
+        else "GET /exiting/ (raised SystemExit): 0 switches"
+    )
+    requests = [s for s in spans() if s.kind is trace.SpanKind.SERVER]
+    made = [
+        (
+            s.attributes["url.path"],
+            s.attributes.get("http.response.status_code"),
+            s.status.status_code,
+            s.attributes.get("error.type"),
+        )
+        for s in requests
+    ]
+    assert made == (
+        [("/body-raising/", 200, StatusCode.ERROR, "ViewError")]
+        if server == "asgi"
+        else [
+            ("/body-raising/", 200, StatusCode.UNSET, None),
+            ("/exiting/", None, StatusCode.ERROR, "SystemExit"),
+        ]
     )
 
 

@@ -244,7 +244,8 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
     args, kwargs = _with_our_start_response(record, args, kwargs)
     try:
         response = wrapped(*args, **kwargs)
-    except BaseException:
+    except BaseException as exc:
+        failed(record, exc)
         _stop_reading(record)
         tracer.finish_request(record)
         raise
@@ -258,6 +259,15 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
         _wsgi_headers(record, _response_of(response))
     _stop_reading(record)
     return response
+
+
+def failed(record: tracer.RequestRecord, exc: BaseException) -> None:
+    """The request ended with ``exc`` out of Django's handler, to the server
+    (or the test client): a body that raised under ASGI, SystemExit or
+    KeyboardInterrupt from a view, a cancellation. Its span is an error,
+    ``error.type`` the exception's class, as OpenTelemetry's HTTP
+    conventions ask of a request that failed, whatever its status."""
+    record.attributes["error.type"] = type(exc).__qualname__
 
 
 def _response_of(returned: Any) -> Any:
@@ -284,10 +294,14 @@ def _held_by(obj: Any) -> list[Any]:
     except Exception:  # none, or not a mapping
         pass
     for cls in type(obj).__mro__:
-        slots = cls.__dict__.get("__slots__", ())
-        for name in (slots,) if isinstance(slots, str) else slots:
-            if isinstance(name, str) and name not in ("__dict__", "__weakref__"):
-                held.append(attribute(obj, name))
+        # The slots' descriptors, not __slots__ (which a class may change
+        # after it is made).
+        for value in list(vars(cls).values()):
+            if type(value) is types.MemberDescriptorType:
+                try:
+                    held.append(value.__get__(obj, cls))
+                except Exception:  # an empty slot
+                    pass
     return held
 
 
@@ -678,6 +692,9 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
         swallow("ASGI request attributes")
     try:
         return await call
+    except BaseException as exc:
+        failed(record, exc)
+        raise
     finally:
         # Ended first, then done reading: switchtrace's middleware may still
         # run in the request's thread (a sync chain), which a cancellation

@@ -100,6 +100,9 @@ def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
     head = f"{_printable(str(method), MAX_NAME)} {_printable(str(path), MAX_PATH)}"
     if status is not None:
         head += f" {status}"
+    raised = record.attributes.get("error.type")
+    if raised is not None:  # failed out of Django's handler (see integration.failed)
+        head += f" (raised {_printable(str(raised), MAX_NAME)})"
     before = f" ({record.at_headers.context_switches} before headers)" if record.at_headers else ""
     line = (
         f"{head}: {count(totals.context_switches, 'switch', 'switches')}{before}, "

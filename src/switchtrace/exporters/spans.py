@@ -144,9 +144,15 @@ def _http_attributes(record: RequestRecord) -> dict[str, Any]:
         if canonical != method:
             attributes["http.request.method_original"] = method
     attributes.update(_arrival_attributes(record, attributes.get("url.scheme")))
-    if server_error(record):
-        # The HTTP semantic conventions: a server span of a 5xx response is an
-        # error, its error.type the status code.
+    raised = record.attributes.get("error.type")
+    if raised is not None:
+        # The HTTP semantic conventions: a request that failed (an exception
+        # out of Django's handler, before or after its status was sent) is
+        # an error, its error.type the exception's class.
+        attributes["error.type"] = raised
+    elif server_error(record):
+        # And a server span of a 5xx response is one, its error.type the
+        # status code.
         attributes["error.type"] = str(record.attributes["http.response.status_code"])
     return attributes
 
@@ -333,8 +339,11 @@ def _known_method(method: Any) -> str | None:
 
 
 def server_error(record: RequestRecord) -> bool:
-    """Whether the request's span is an error: its response is a 5xx (a 4xx
-    is the client's error, and leaves a server span's status unset)."""
+    """Whether the request's span is an error: it failed (an exception out
+    of Django's handler), or its response is a 5xx (a 4xx is the client's
+    error, and leaves a server span's status unset)."""
+    if record.attributes.get("error.type") is not None:
+        return True
     status = record.attributes.get("http.response.status_code")
     return isinstance(status, int) and status >= 500
 
