@@ -260,6 +260,20 @@ def test_a_request_in_a_context_copied_before_a_block_opened_is_that_blocks_too(
     assert (paths(fixtures), paths(markers)) == (["/sync/"], ["/sync/"])
 
 
+def test_a_recording_leaves_no_context_variable_behind():
+    """Its key is taken out of the context by unsetting the variable it set
+    (asgiref visits every variable of the context at each crossing: one
+    left behind made every later crossing of the test's a little dearer)."""
+    from switchtrace.testing import _opened_here
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests():
+            assert _opened_here in contextvars.copy_context()
+            with record_requests():
+                pass
+        assert _opened_here not in contextvars.copy_context()
+
+
 def test_a_budget_entered_again_while_open_says_so():
     """One object, two blocks open at once (nested, or in two threads): the
     inner block's end left the outer one judging nothing, and a request over

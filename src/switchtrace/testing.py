@@ -178,7 +178,8 @@ def record_requests() -> Iterator[Recorded]:
     records = Recorded()
     with _lock:
         _open_on = {**_open_on, records._key: records._thread}
-    _opened_here.set((*_opened_here.get(), records._key))
+    opened = (*_opened_here.get(), records._key)
+    token = _opened_here.set(opened)
     tracer.add_start_listener(records._begun)
     tracer.add_listener(records._finished)
     try:
@@ -188,13 +189,27 @@ def record_requests() -> Iterator[Recorded]:
         tracer.remove_listener(records._finished)
         # (Ended in another context, e.g. a fixture's teardown, the record
         # left in this one is of a recording no longer open: ignored.)
-        _opened_here.set(tuple(key for key in _opened_here.get() if key is not records._key))
+        _leave(token, opened, records._key)
         with _lock:
             _open_on = {key: on for key, on in _open_on.items() if key is not records._key}
             _users -= 1
             if _users == 0:
                 client_patcher.uninstall()
         integration.release()
+
+
+def _leave(token: contextvars.Token[tuple[object, ...]], opened: Any, key: object) -> None:
+    """The recording's key out of this context: the variable as it was
+    before (unset, if it was: none of switchtrace's left in the test's
+    context, which asgiref copies at each crossing), else, ended out of
+    order or in another context (a fixture's teardown), its key alone."""
+    if _opened_here.get() is opened:
+        try:
+            _opened_here.reset(token)
+            return
+        except (ValueError, RuntimeError):  # another context's token
+            pass
+    _opened_here.set(tuple(other for other in _opened_here.get() if other is not key))
 
 
 def describe_requests(records: list[tracer.RequestRecord]) -> list[str]:
