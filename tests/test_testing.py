@@ -260,6 +260,33 @@ def test_a_request_in_a_context_copied_before_a_block_opened_is_that_blocks_too(
     assert (paths(fixtures), paths(markers)) == (["/sync/"], ["/sync/"])
 
 
+def test_a_request_in_a_context_naming_no_block_is_its_threads_blocks():
+    """A test runner's context copied before any block opened names none:
+    the request made on the thread of an open block is that block's, not
+    also another thread's block's."""
+    others_open, done = threading.Event(), threading.Event()
+    seen = {}
+
+    def other_thread():
+        with record_requests() as others:
+            others_open.set()
+            done.wait(timeout=10)
+        seen["other"] = paths(others)
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        runners = contextvars.copy_context()
+        other = threading.Thread(target=other_thread)
+        other.start()
+        try:
+            others_open.wait(timeout=10)
+            with record_requests() as mine:
+                runners.run(Client().get, "/sync/")
+        finally:
+            done.set()
+            other.join()
+    assert (paths(mine), seen["other"]) == (["/sync/"], [])
+
+
 def test_a_recording_leaves_no_context_variable_behind():
     """Its key is taken out of the context by unsetting the variable it set
     (asgiref visits every variable of the context at each crossing: one

@@ -37,9 +37,10 @@ __tracebackhide__ = raised_elsewhere
 
 _lock = threading.Lock()
 _users = 0
-#: The open recordings' keys, each with the thread that opened it (a new
-#: dict for each change: read without the lock).
-_open_on: dict[object, int] = {}
+#: The open recordings' keys, each with the thread that opened it (its
+#: object: an ident is reused once the thread has ended; a new dict for each
+#: change: read without the lock).
+_open_on: dict[object, threading.Thread] = {}
 #: The keys of the recordings opened in this context or the one it was
 #: copied from (asgiref's and asyncio's threads and tasks copy the context;
 #: an asyncio test runner's may be a copy made before some opened); some
@@ -74,11 +75,11 @@ class Recorded(list[tracer.RequestRecord]):
 
     A request begun where recordings are open (in its context, or in one
     it was copied from: a block around an ``async_to_sync`` or a
-    ``sync_to_async``) is the recordings' opened on their threads: two
-    threads' budgets each judge their own thread's requests, while blocks
-    of one thread (nested, in two of its asyncio tasks) take each other's.
-    One begun where none is open (a live server's thread, a thread the test
-    started) is every open recording's.
+    ``sync_to_async``; else on its thread) is the recordings' opened on
+    their threads: two threads' budgets each judge their own thread's
+    requests, while blocks of one thread (nested, in two of its asyncio
+    tasks) take each other's. One begun where none is open (a live server's
+    thread, a thread the test started) is every open recording's.
     A request served on another thread (a live server's: pytest-django's
     ``live_server``, a uvicorn started by the test) ends when that thread
     closes the response, after the client has read the body and possibly
@@ -89,6 +90,7 @@ class Recorded(list[tracer.RequestRecord]):
     def __init__(self) -> None:
         super().__init__()
         self._thread = threading.get_ident()
+        self._opener = threading.current_thread()
         self._key = object()
         self._changed = threading.Condition()
         #: Begun in the recording, not finished: each with the thread it began on.
@@ -99,11 +101,13 @@ class Recorded(list[tracer.RequestRecord]):
 
     def _begun(self, record: tracer.RequestRecord) -> None:
         # On the thread that opens the record: the test's, or a server's.
-        named = _opened_here.get()
-        if named:
-            opened_on = _open_on
-            threads = [opened_on[key] for key in named if key in opened_on]
-            if threads and self._thread not in threads:
+        opened_on = _open_on
+        if len(opened_on) > 1:
+            threads = [opened_on[key] for key in _opened_here.get() if key in opened_on]
+            if not threads:  # (a context copied before any opened: a test runner's)
+                here = threading.current_thread()
+                threads = [here] if here in opened_on.values() else []
+            if threads and self._opener not in threads:
                 return
         with self._changed:
             if self._open_to_more:
@@ -177,7 +181,7 @@ def record_requests() -> Iterator[Recorded]:
         _users += 1
     records = Recorded()
     with _lock:
-        _open_on = {**_open_on, records._key: records._thread}
+        _open_on = {**_open_on, records._key: records._opener}
     opened = (*_opened_here.get(), records._key)
     token = _opened_here.set(opened)
     tracer.add_start_listener(records._begun)

@@ -570,6 +570,20 @@ def test_a_request_that_fails_out_of_the_handler_is_an_error(spans, server, reco
     )
 
 
+def test_a_body_raising_under_wsgi_to_asgi_is_an_error(records):
+    """asgiref's WsgiToAsgi reads the WSGI body inside its call: a body that
+    raises leaves it, and the request failed, as under ASGI."""
+    from asgiref.wsgi import WsgiToAsgi
+
+    with project(ROOT_URLCONF="tests.urls") as (_asgi, wsgi):
+        with pytest.raises(ViewError, match="raised by the body"):
+            run_asgi(WsgiToAsgi(wsgi), "/body-raising/")
+    [record] = records
+    assert record.finished
+    assert record.attributes["error.type"] == "ViewError"
+    assert format_record(record).startswith("GET /body-raising/ 200 (raised ViewError): ")
+
+
 def test_a_server_error_is_a_5xx_status_code(records):
     """499 is the client's error (the span's status unset, no error.type),
     500 the server's; a status code that is no integer is no error."""

@@ -661,6 +661,11 @@ async def _end_adapted_wsgi(call: Any) -> Any:
     token = _adapted.set(opened)
     try:
         return await call
+    except BaseException as exc:
+        # (Here the body is read inside the call: one that raised too.)
+        for record in opened:
+            failed(record, exc)
+        raise
     finally:
         put_back(_adapted, token, "WsgiToAsgi call")
         for record in opened:
