@@ -1062,6 +1062,46 @@ def switchtraces_own_checks() -> list[tuple[str, str, str | None]]:
     ]
 
 
+class _Unequal:
+    """A value whose ``==`` raises (``in`` asks it)."""
+
+    def __eq__(self, other):
+        raise ValueError("no ==")
+
+    __hash__ = None
+
+    def __repr__(self):
+        return "<unequal>"
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        (
+            "EXPORTER",
+            "None (OTEL_TRACES_EXPORTER's otlp, console or none, else otlp when an OTLP "
+            "endpoint is configured, else file), 'otlp', 'file', 'console', 'memory' or 'none'.",
+        ),
+        (
+            "OTLP_PROTOCOL",
+            "None (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL, else "
+            "'http/protobuf'), 'grpc' or 'http/protobuf'.",
+        ),
+    ],
+)
+def test_a_value_whose_equality_raises_is_e003(key, allowed):
+    """Asked whether it is one of the allowed strings, the value's own
+    ``__eq__`` raised out of the checks, and Django did not start."""
+    with override_settings(SWITCHTRACE={"ENABLED": True, key: _Unequal()}):
+        assert switchtraces_own_checks() == [
+            (
+                "switchtrace.E003",
+                f"SWITCHTRACE['{key}'] is <unequal>, which is not allowed.",
+                f"Allowed: {allowed}",
+            )
+        ]
+
+
 UNPRINTABLE = "tests.unprintable_raising.Unprintable: (its message cannot be shown: str() raises)"
 
 

@@ -257,6 +257,17 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
     return Config(enabled=bool(enabled), show_headers=show, max_events=max_events, export=export)
 
 
+#: What a wrong EXPORTER or OTLP_PROTOCOL is read as, once said wrong: the
+#: value given may be an object whose ``==`` raises.
+_WRONG = "(wrong)"
+
+
+def _one_of(value: Any, allowed: Any) -> bool:
+    """Whether ``value`` is one of the ``allowed`` strings (``in`` alone asks
+    the value's own ``__eq__``, which may raise)."""
+    return isinstance(value, str) and value in allowed
+
+
 def _export_options(
     raw: dict[str, Any], environ: Mapping[str, str], problems: list[Problem], *, enabled: bool
 ) -> ExportOptions | None:
@@ -270,8 +281,9 @@ def _export_options(
     #: variables its exporters read too, FILE_PATH) is not checked then.
     own_provider = not application_provider()
     exporter = raw.get("EXPORTER")
-    if exporter is not None and exporter not in EXPORTERS:
+    if exporter is not None and not _one_of(exporter, EXPORTERS):
         problems.append(_wrong("EXPORTER", exporter))
+        exporter = _WRONG
     endpoint = raw.get("OTLP_ENDPOINT")
     #: The traces-specific variable names the URL spans go to, as it is; the
     #: others are a base that gets /v1/traces (OTLP/HTTP).
@@ -303,8 +315,9 @@ def _export_options(
     if exporter is None and own_provider:
         traces_exporter = _traces_exporter(environ)
     protocol = raw.get("OTLP_PROTOCOL")
-    if protocol is not None and protocol not in PROTOCOLS:
+    if protocol is not None and not _one_of(protocol, PROTOCOLS):
         problems.append(_wrong("OTLP_PROTOCOL", protocol))
+        protocol = _WRONG
     elif protocol is None and traces_exporter is not None and traces_exporter.protocol:
         protocol = traces_exporter.protocol  # otlp_proto_grpc, otlp_proto_http
     elif protocol is None:
