@@ -14,6 +14,8 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 from django.utils.deprecation import MiddlewareMixin
+from django.utils.functional import lazystr
+from django.utils.translation import gettext_lazy
 
 from switchtrace.django_app.conf import MIDDLEWARE_PATH, Config, build_config
 from switchtrace.django_app.middleware import SwitchTraceMiddleware
@@ -1062,6 +1064,18 @@ def switchtraces_own_checks() -> list[tuple[str, str, str | None]]:
     ]
 
 
+class _UnequalText(str):
+    """A string whose ``==`` raises."""
+
+    def __eq__(self, other):
+        raise ValueError("no ==")
+
+    __hash__ = str.__hash__
+
+    def __repr__(self):
+        return "<unequal>"
+
+
 class _Unequal:
     """A value whose ``==`` raises (``in`` asks it)."""
 
@@ -1089,10 +1103,12 @@ class _Unequal:
         ),
     ],
 )
-def test_a_value_whose_equality_raises_is_e003(key, allowed):
+@pytest.mark.parametrize("unequal", [_Unequal(), _UnequalText("(not one)")], ids=["object", "str"])
+def test_a_value_whose_equality_raises_is_e003(key, allowed, unequal):
     """Asked whether it is one of the allowed strings, the value's own
-    ``__eq__`` raised out of the checks, and Django did not start."""
-    with override_settings(SWITCHTRACE={"ENABLED": True, key: _Unequal()}):
+    ``__eq__`` (a str subclass's is asked first) raised out of the checks,
+    and Django did not start."""
+    with override_settings(SWITCHTRACE={"ENABLED": True, key: unequal}):
         assert switchtraces_own_checks() == [
             (
                 "switchtrace.E003",
@@ -1100,6 +1116,20 @@ def test_a_value_whose_equality_raises_is_e003(key, allowed):
                 f"Allowed: {allowed}",
             )
         ]
+
+
+@pytest.mark.parametrize(
+    "text", [lazystr, gettext_lazy, _UnequalText], ids=["lazystr", "gettext_lazy", "str"]
+)
+def test_an_allowed_exporter_or_protocol_given_as_a_lazy_or_odd_string_is_taken(text):
+    """A lazy string is its text, a str subclass its value as a str (its own
+    ``==`` never asked)."""
+    config = build_config(
+        {"ENABLED": True, "EXPORTER": text("otlp"), "OTLP_PROTOCOL": text("grpc")}
+    )
+    assert config.problems == ()
+    assert (type(config.export.exporter), config.export.exporter) == (str, "otlp")
+    assert (type(config.export.protocol), config.export.protocol) == (str, "grpc")
 
 
 UNPRINTABLE = "tests.unprintable_raising.Unprintable: (its message cannot be shown: str() raises)"

@@ -28,6 +28,7 @@ from switchtrace.exporters.spans import (
     plan_spans,
     readable_spans,
 )
+from switchtrace.testing import record_requests
 
 from ..django_app.test_middleware import project
 from ..support import ASGI_THREADS, asgi_request, run_asgi, wsgi_request
@@ -567,6 +568,39 @@ def test_a_request_that_fails_out_of_the_handler_is_an_error(spans, server, reco
             ("/body-raising/", 200, StatusCode.UNSET, None),
             ("/exiting/", None, StatusCode.ERROR, "SystemExit"),
         ]
+    )
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi", "client"])
+def test_a_close_raising_fails_the_request_under_every_server(records, server):
+    """A request_finished receiver raising out of the response's close:
+    under ASGI and Django's test Client the close is inside the handler,
+    which the exception leaves; under a WSGI server the close comes after
+    the handler returned, and the request was not marked failed."""
+    from django.core.signals import request_finished
+    from django.test import Client
+
+    def receiver(**kwargs):
+        raise ViewError("raised by a receiver")
+
+    request_finished.connect(receiver)
+    try:
+        with project() as (asgi, wsgi):
+            with pytest.raises(ViewError, match="raised by a receiver"):
+                if server == "asgi":
+                    run_asgi(asgi, "/sync/")
+                elif server == "wsgi":
+                    wsgi_request(wsgi, "/sync/")
+                else:
+                    with record_requests():
+                        Client().get("/sync/")
+    finally:
+        request_finished.disconnect(receiver)
+    [record] = records
+    assert record.finished
+    assert (record.attributes["http.response.status_code"], record.attributes["error.type"]) == (
+        200,
+        "ViewError",
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
+from django.utils.functional import Promise
 from django.utils.module_loading import import_string
 
 from ..exporters.pipeline import (
@@ -262,10 +263,18 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
 _WRONG = "(wrong)"
 
 
-def _one_of(value: Any, allowed: Any) -> bool:
-    """Whether ``value`` is one of the ``allowed`` strings (``in`` alone asks
-    the value's own ``__eq__``, which may raise)."""
-    return isinstance(value, str) and value in allowed
+def _among(value: Any, allowed: Any) -> str | None:
+    """``value`` as the plain string it is, if one of the ``allowed`` ones (a
+    lazy string is its text); else None. ``in`` alone asks the value's own
+    ``__eq__`` (a str subclass's first), which may raise."""
+    try:
+        text = str(value) if isinstance(value, Promise) else value
+        if not isinstance(text, str):
+            return None
+        text = str.__str__(text)  # a subclass's value as a str
+    except Exception:
+        return None
+    return text if text in allowed else None
 
 
 def _export_options(
@@ -281,9 +290,11 @@ def _export_options(
     #: variables its exporters read too, FILE_PATH) is not checked then.
     own_provider = not application_provider()
     exporter = raw.get("EXPORTER")
-    if exporter is not None and not _one_of(exporter, EXPORTERS):
-        problems.append(_wrong("EXPORTER", exporter))
-        exporter = _WRONG
+    if exporter is not None:
+        plain = _among(exporter, EXPORTERS)
+        if plain is None:
+            problems.append(_wrong("EXPORTER", exporter))
+        exporter = _WRONG if plain is None else plain
     endpoint = raw.get("OTLP_ENDPOINT")
     #: The traces-specific variable names the URL spans go to, as it is; the
     #: others are a base that gets /v1/traces (OTLP/HTTP).
@@ -315,9 +326,11 @@ def _export_options(
     if exporter is None and own_provider:
         traces_exporter = _traces_exporter(environ)
     protocol = raw.get("OTLP_PROTOCOL")
-    if protocol is not None and not _one_of(protocol, PROTOCOLS):
-        problems.append(_wrong("OTLP_PROTOCOL", protocol))
-        protocol = _WRONG
+    if protocol is not None:
+        plain = _among(protocol, PROTOCOLS)
+        if plain is None:
+            problems.append(_wrong("OTLP_PROTOCOL", protocol))
+        protocol = _WRONG if plain is None else plain
     elif protocol is None and traces_exporter is not None and traces_exporter.protocol:
         protocol = traces_exporter.protocol  # otlp_proto_grpc, otlp_proto_http
     elif protocol is None:

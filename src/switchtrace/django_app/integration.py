@@ -604,6 +604,11 @@ def _patch_response_close(original: Callable[[Any], Any]) -> Callable[[Any], Any
             return original(self)
         try:
             return original(self)
+        except BaseException as exc:
+            # (Closed inside Django's handler, under ASGI and by the test
+            # clients, the same exception leaves the handler.)
+            failed(record, exc)
+            raise
         finally:
             tracer.finish_request(record)
 
