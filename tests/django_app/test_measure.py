@@ -722,3 +722,82 @@ def test_the_projects_own_log_records_are_neither_kept_nor_held_back():
         shop_log.removeHandler(own)
     assert (measured.status, measured.logged) == (200, None)
     assert own.messages == ["order 9 looked up"]
+
+
+REMOTE_USER = """
+import sys
+sys.path.insert(0, {src!r})
+import django
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+
+
+async def view(request):
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("", view)]
+settings.configure(
+    INSTALLED_APPS=[
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+        "django.contrib.sessions",
+        "switchtrace.django_app",
+    ],
+    MIDDLEWARE=[
+        "switchtrace.django_app.middleware.SwitchTraceMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.auth.middleware.RemoteUserMiddleware",
+    ],
+    DATABASES={{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": sys.argv[1]}}}},
+    ROOT_URLCONF="__main__",
+    ALLOWED_HOSTS=["testserver"],
+    SECRET_KEY="switchtrace-tests",
+    SWITCHTRACE={{"ENABLED": True, "EXPORTER": "none"}},
+)
+django.setup()
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.db import SessionStore
+from django.core.handlers.asgi import ASGIHandler
+from django.core.management import call_command
+
+from switchtrace.example import asgi_request, run_in_server_loop
+
+call_command("migrate", verbosity=0)
+user = User.objects.create_user("ann")
+session = SessionStore()
+session[SESSION_KEY] = str(user.pk)
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.save()
+handler = ASGIHandler()
+host = (b"host", b"testserver")
+for headers in ([host], [host, (b"cookie", f"sessionid={{session.session_key}}".encode())]):
+    result = run_in_server_loop(asgi_request(handler, "/", headers))
+    print(result.status, result.headers["X-Context-Switches"])
+from switchtrace.django_app.predict import predict
+
+print("predicted", predict("asgi", True, list(settings.MIDDLEWARE)).before_headers)
+"""
+
+
+def test_remote_user_middleware_reading_a_logged_in_user_under_asgi_costs_what_no_prediction_sees(
+    tmp_path,
+):
+    """From Django 5.2 RemoteUserMiddleware is async: no switch of its own.
+    Without its header, though, it reads the request's user to log out a
+    remote one (``await request.auser()``): with a logged-in session, the
+    session and the user are loaded through the async ORM, two
+    sync_to_async, 4 switches that the prediction (reading the middleware's
+    hooks, not what they call) does not count. Before 5.2 it is a sync
+    middleware: 2, logged in or not."""
+    from ..support import run_script
+
+    lines = run_script(REMOTE_USER, tmp_path / "db.sqlite3").splitlines()
+    if django.VERSION >= (5, 2):
+        assert lines == ["200 8", "200 12", "predicted 8"]
+    else:
+        assert lines == ["200 10", "200 10", "predicted 10"]

@@ -567,6 +567,8 @@ BUILTIN = {
     "django.middleware.csp.ContentSecurityPolicyMiddleware": ([], 4),  # Django >= 6.0
     "django.middleware.cache.FetchFromCacheMiddleware": ([], 2),
     "django.middleware.cache.CacheMiddleware": ([], 4),
+    # (Without django.contrib.sites installed: a RequestSite, no query.)
+    "django.contrib.sites.middleware.CurrentSiteMiddleware": ([], 2),
 }
 
 
