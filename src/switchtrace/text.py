@@ -15,7 +15,7 @@ from typing import Any
 def shown(value: Any, limit: int = 200) -> str:
     """``repr(value)`` for a message, never longer than ``limit``."""
     try:
-        text = repr(value)
+        text = str.__str__(repr(value))  # (a __repr__ may return a str subclass)
     except Exception:
         text = f"<{type(value).__qualname__} object>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1076,6 +1076,20 @@ class _UnequalText(str):
         return "<unequal>"
 
 
+class _Unmeasurable(str):
+    """A repr whose length cannot be taken."""
+
+    def __len__(self):
+        raise RuntimeError("no len")
+
+
+class _OddlyShown:
+    """A value whose repr is no plain str."""
+
+    def __repr__(self):
+        return _Unmeasurable("<oddly shown>")
+
+
 class _Unequal:
     """A value whose ``==`` raises (``in`` asks it)."""
 
@@ -1116,6 +1130,17 @@ def test_a_value_whose_equality_raises_is_e003(key, allowed, unequal):
                 f"Allowed: {allowed}",
             )
         ]
+
+
+def test_a_value_whose_repr_is_no_plain_str_is_shown_as_one():
+    """repr() may return a str subclass: its own __len__ raised out of the
+    checks as the value was named."""
+    with override_settings(SWITCHTRACE={"ENABLED": True, "FILE_PATH": _OddlyShown()}):
+        [(code, text, _hint)] = switchtraces_own_checks()
+    assert (code, text) == (
+        "switchtrace.E003",
+        "SWITCHTRACE['FILE_PATH'] is <oddly shown>, which is not allowed.",
+    )
 
 
 @pytest.mark.parametrize(

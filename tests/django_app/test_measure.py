@@ -756,6 +756,10 @@ settings.configure(
     ALLOWED_HOSTS=["testserver"],
     SECRET_KEY="switchtrace-tests",
     SWITCHTRACE={{"ENABLED": True, "EXPORTER": "none"}},
+    AUTHENTICATION_BACKENDS=[
+        "django.contrib.auth.backends.ModelBackend",
+        "django.contrib.auth.backends.RemoteUserBackend",
+    ],
 )
 django.setup()
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -768,15 +772,24 @@ from switchtrace.example import asgi_request, run_in_server_loop
 
 call_command("migrate", verbosity=0)
 user = User.objects.create_user("ann")
-session = SessionStore()
-session[SESSION_KEY] = str(user.pk)
-session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-session.save()
+
+def saved_session(backend):
+    session = SessionStore()
+    if backend is None:
+        session["seen"] = True
+    else:
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = f"django.contrib.auth.backends.{{backend}}"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return (b"cookie", f"sessionid={{session.session_key}}".encode())
+
+
 handler = ASGIHandler()
 host = (b"host", b"testserver")
-for headers in ([host], [host, (b"cookie", f"sessionid={{session.session_key}}".encode())]):
-    result = run_in_server_loop(asgi_request(handler, "/", headers))
+for cookie in ([], [saved_session(None)], [saved_session("ModelBackend")],
+               [saved_session("RemoteUserBackend")]):
+    result = run_in_server_loop(asgi_request(handler, "/", [host, *cookie]))
     print(result.status, result.headers["X-Context-Switches"])
 from switchtrace.django_app.predict import predict
 
@@ -789,15 +802,17 @@ def test_remote_user_middleware_reading_a_logged_in_user_under_asgi_costs_what_n
 ):
     """From Django 5.2 RemoteUserMiddleware is async: no switch of its own.
     Without its header, though, it reads the request's user to log out a
-    remote one (``await request.auser()``): with a logged-in session, the
-    session and the user are loaded through the async ORM, two
-    sync_to_async, 4 switches that the prediction (reading the middleware's
-    hooks, not what they call) does not count. Before 5.2 it is a sync
-    middleware: 2, logged in or not."""
+    remote one (``await request.auser()``), through the async ORM, which the
+    prediction (reading the middleware's hooks, not what they call) does not
+    count: a saved session loaded, 2; and a logged-in user, 4; a user that
+    RemoteUserBackend logged in is logged out, 8 (the session flushed, the
+    user_logged_out signal). Before 5.2 it is a sync middleware: 2, whatever
+    the session holds. Requests without a session, with an anonymous one,
+    with ModelBackend's user, with RemoteUserBackend's."""
     from ..support import run_script
 
     lines = run_script(REMOTE_USER, tmp_path / "db.sqlite3").splitlines()
     if django.VERSION >= (5, 2):
-        assert lines == ["200 8", "200 12", "predicted 8"]
+        assert lines == ["200 8", "200 10", "200 12", "200 16", "predicted 8"]
     else:
-        assert lines == ["200 10", "200 10", "predicted 10"]
+        assert lines == ["200 10"] * 4 + ["predicted 10"]

@@ -597,7 +597,7 @@ def builtin_stack(which: str) -> tuple[list[str], int]:
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
 @pytest.mark.parametrize("path", ["/sync/", "/async/"])
 @pytest.mark.parametrize("which", [*BUILTIN, "all"], ids=lambda p: p.rpartition(".")[2])
-def test_every_middleware_django_ships_costs_what_is_predicted(which, path, server, records):
+def test_django_middleware_and_contribs_cost_what_is_predicted(which, path, server, records):
     """Each of Django's own middleware alone (with what it needs above it),
     and all of them in one stack: the prediction, the measurement and the
     count by hand agree. Under ASGI a sync view costs request_started, its
