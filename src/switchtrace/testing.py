@@ -37,9 +37,8 @@ __tracebackhide__ = raised_elsewhere
 
 _lock = threading.Lock()
 _users = 0
-#: The open recordings' keys, each with the thread that opened it (its
-#: object: an ident is reused once the thread has ended; a new dict for each
-#: change: read without the lock).
+#: The open recordings' keys, each with the thread that opened it (a new
+#: dict for each change: read without the lock).
 _open_on: dict[object, threading.Thread] = {}
 #: The keys of the recordings opened in this context or the one it was
 #: copied from (asgiref's and asyncio's threads and tasks copy the context;
@@ -89,12 +88,13 @@ class Recorded(list[tracer.RequestRecord]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._thread = threading.get_ident()
-        self._opener = threading.current_thread()
+        #: The thread that opened it (its object: an ident is reused once
+        #: the thread has ended).
+        self._thread = threading.current_thread()
         self._key = object()
         self._changed = threading.Condition()
         #: Begun in the recording, not finished: each with the thread it began on.
-        self._open: dict[tracer.RequestRecord, int] = {}
+        self._open: dict[tracer.RequestRecord, threading.Thread] = {}
         self._given_up: set[tracer.RequestRecord] = set()
         #: Whether a request begun now is the recording's (see :meth:`close`).
         self._open_to_more = True
@@ -107,11 +107,11 @@ class Recorded(list[tracer.RequestRecord]):
             if not threads:  # (a context copied before any opened: a test runner's)
                 here = threading.current_thread()
                 threads = [here] if here in opened_on.values() else []
-            if threads and self._opener not in threads:
+            if threads and self._thread not in threads:
                 return
         with self._changed:
             if self._open_to_more:
-                self._open[record] = threading.get_ident()
+                self._open[record] = threading.current_thread()
 
     def _finished(self, record: tracer.RequestRecord) -> None:
         # On the thread that closes the response.
@@ -132,7 +132,7 @@ class Recorded(list[tracer.RequestRecord]):
             return [
                 record
                 for record, thread in self._open.items()
-                if thread != self._thread and record not in self._given_up
+                if thread is not self._thread and record not in self._given_up
             ]
 
         with self._changed:
@@ -181,7 +181,7 @@ def record_requests() -> Iterator[Recorded]:
         _users += 1
     records = Recorded()
     with _lock:
-        _open_on = {**_open_on, records._key: records._opener}
+        _open_on = {**_open_on, records._key: records._thread}
     opened = (*_opened_here.get(), records._key)
     token = _opened_here.set(opened)
     tracer.add_start_listener(records._begun)
