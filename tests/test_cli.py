@@ -802,9 +802,9 @@ def test_explain_predicts_and_measures(tmp_path):
     assert lines.count("  measured: 0 switches, 0 hops, 0 loops (as predicted)") == 1
     assert (
         "     → mark XFrameOptionsMiddleware sync-only (async_capable = False), or rewrite "
-        "XFrameOptionsMiddleware as an async middleware (an async __call__) (made sync-only "
-        "it saves 20: Django then runs every sync-capable middleware above it synchronously "
-        "too; as an async middleware it saves 2)"
+        "XFrameOptionsMiddleware as a sync-and-async middleware (an async __call__ for an "
+        "async get_response) (made sync-only it saves 20: Django then runs every "
+        "sync-capable middleware above it synchronously too; rewritten it saves 2)"
     ) in lines
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 from switchtrace.django_app.conf import OPTIONS
@@ -70,6 +72,7 @@ def test_the_spans_table_lists_every_attribute_the_spans_have_and_no_other(recor
         run_in_server_loop(asgi_request(asgi, "/raise/", headers=client))
         wsgi_request(wsgi, "/async/")
     records[0].attributes["http.request.method"] = "get"
+    asyncio.run(_left_running())  # switchtrace.unfinished
     spans = [
         span
         for record in records
@@ -88,6 +91,25 @@ def test_the_spans_table_lists_every_attribute_the_spans_have_and_no_other(recor
             assert f"`{event.name}`" in events, event.name
             for name in event.attributes or ():
                 assert f"`{name}`" in events, (event.name, name)
+
+
+async def _left_running() -> None:
+    """A record whose sync_to_async was still running as it ended."""
+    from asgiref.sync import sync_to_async
+
+    from switchtrace import tracer
+
+    entered, release = threading.Event(), threading.Event()
+
+    def slow():
+        entered.set()
+        release.wait(10)
+
+    with tracer.recording():
+        task = asyncio.ensure_future(sync_to_async(slow, thread_sensitive=False)())
+        await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)
+    release.set()
+    await task
 
 
 def test_otel_sdk_disabled_turns_the_console_lines_off_and_sample_rate_is_not_theirs():

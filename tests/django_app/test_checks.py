@@ -855,10 +855,10 @@ def test_each_middleware_that_adds_avoidable_switches_under_asgi_is_a_warning():
         "for it (Django ticket #37177)."
     )
     assert messages[1].hint == (
-        "Use a subclass of SessionMiddleware with async_capable = False, or rewrite it as an "
-        "async middleware (an async __call__: MiddlewareMixin runs every hook in "
-        "sync_to_async, and an async hook fails there); 'switchtrace explain' shows what "
-        "each change saves."
+        "Use a subclass of SessionMiddleware with async_capable = False, or rewrite it as a "
+        "sync-and-async middleware (an async __call__ for an async get_response: "
+        "MiddlewareMixin runs every hook in sync_to_async, and an async hook fails there); "
+        "'switchtrace explain' shows what each change saves."
     )
     assert messages[-1].msg.startswith(
         "XFrameOptionsMiddleware is async_capable but its process_response is synchronous: "

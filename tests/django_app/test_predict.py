@@ -79,7 +79,8 @@ def test_causes_and_what_each_fix_saves():
     )
     assert prediction.causes[2].fix == (
         "mark SessionMiddleware sync-only (async_capable = False), or rewrite "
-        "SessionMiddleware as an async middleware (an async __call__)"
+        "SessionMiddleware as a sync-and-async middleware (an async __call__ for an async "
+        "get_response)"
     )
     # The saving is exact: applying the fix to XFrameOptionsMiddleware leaves 12.
     fixed = predict(
@@ -110,19 +111,20 @@ def test_explain_says_when_making_a_middleware_sync_only_saves_nothing_or_costs_
     fixes = [line.strip() for line in out.getvalue().splitlines() if "→" in line]
     assert fixes == [
         "→ mark XFrameOptionsMiddleware sync-only (async_capable = False), or rewrite "
-        "XFrameOptionsMiddleware as an async middleware (an async __call__) (made sync-only it "
-        "costs 2 more here, in the adapters Django then puts around it; as an async middleware "
-        "it saves 2)",
+        "XFrameOptionsMiddleware as a sync-and-async middleware (an async __call__ for an "
+        "async get_response) (made sync-only it costs 2 more here, in the adapters Django then "
+        "puts around it; rewritten it saves 2)",
         "→ mark GZipMiddleware sync-only (async_capable = False), or rewrite GZipMiddleware as "
-        "an async middleware (an async __call__) (made sync-only it saves nothing here: the "
-        "adapters Django then puts around it cost as much; as an async middleware it saves 2)",
+        "a sync-and-async middleware (an async __call__ for an async get_response) (made "
+        "sync-only it saves nothing here: the adapters Django then puts around it cost as "
+        "much; rewritten it saves 2)",
         "→ make the view async (if its work is async)",
     ]
 
 
 def test_explain_says_what_each_fix_saves_when_sync_only_saves_more(records):
     """Made sync-only, XFrameOptionsMiddleware (innermost) saves 20, the whole
-    chain turning synchronous; rewritten as an async middleware it saves only
+    chain turning synchronous; rewritten as a sync-and-async middleware it saves only
     its own 2. The line gave one figure, "(saves 20: ...)", after both fixes."""
     import io
 
@@ -135,17 +137,18 @@ def test_explain_says_what_each_fix_saves_when_sync_only_saves_more(records):
     fixes = [line.strip() for line in out.getvalue().splitlines() if "→" in line]
     assert fixes[2] == (
         "→ mark CommonMiddleware sync-only (async_capable = False), or rewrite "
-        "CommonMiddleware as an async middleware (an async __call__) (made sync-only it saves "
-        "8: Django then runs every sync-capable middleware above it synchronously too; as an "
-        "async middleware it saves 4)"
+        "CommonMiddleware as a sync-and-async middleware (an async __call__ for an async "
+        "get_response) (made sync-only it saves 8: Django then runs every sync-capable "
+        "middleware above it synchronously too; rewritten it saves 4)"
     )
     assert fixes[6] == (
         "→ mark XFrameOptionsMiddleware sync-only (async_capable = False), or rewrite "
-        "XFrameOptionsMiddleware as an async middleware (an async __call__) (made sync-only it "
-        "saves 20: Django then runs every sync-capable middleware above it synchronously too; "
-        "as an async middleware it saves 2)"
+        "XFrameOptionsMiddleware as a sync-and-async middleware (an async __call__ for an "
+        "async get_response) (made sync-only it saves 20: Django then runs every "
+        "sync-capable middleware above it synchronously too; rewritten it saves 2)"
     )
-    # Measured: an async middleware in its place (one that does nothing) saves 2.
+    # Measured: under ASGI, an async middleware in its place (one that does
+    # nothing) saves 2.
     xframe = "django.middleware.clickjacking.XFrameOptionsMiddleware"
     middleware = [
         "tests.test_predict_support.AsyncOnly" if m == xframe else m
@@ -158,6 +161,131 @@ def test_explain_says_what_each_fix_saves_when_sync_only_saves_more(records):
         for _ in range(2):
             run_asgi(asgi, "/sync/")
     assert records[-1].context_switches == 32 - 2
+
+
+def _measured(records, server, middleware, path="/sync/"):
+    with example.handlers("none", switchtrace_middleware=False, MIDDLEWARE=middleware) as (
+        asgi,
+        wsgi,
+    ):
+        for _ in range(2):
+            run_asgi(asgi, path) if server == "asgi" else wsgi_request(wsgi, path)
+    return records[-1].context_switches
+
+
+@pytest.mark.parametrize(
+    ("server", "middleware", "fix", "fixed"),
+    [
+        # Alone under ASGI, a synchronous-only middleware: made async-capable,
+        # the outer sync_to_async and the async_to_sync below it both go.
+        (
+            "asgi",
+            ["OldStyle"],
+            "make OldStyle async-capable too (an async __call__ for an async get_response; "
+            "saves 4)",
+            ["HybridWithoutMixin"],
+        ),
+        # Under WSGI, an async-only middleware below a synchronous one: made
+        # sync-capable, nothing is adapted. (The fix offered was "or the
+        # middleware below it async-capable", where there is none.)
+        (
+            "wsgi",
+            ["tests.django_app.test_checks.SyncOnlyMiddleware", "AsyncOnly"],
+            "make AsyncOnly sync-capable too (sync_capable = True, a synchronous __call__ for a "
+            "synchronous get_response; saves 4)",
+            ["tests.django_app.test_checks.SyncOnlyMiddleware", "HybridWithoutMixin"],
+        ),
+        # Innermost under ASGI below Django's stack, a synchronous-only
+        # middleware: made async-capable, it would turn every MiddlewareMixin
+        # above it async, each hook a sync_to_async (12 switches become 32).
+        # No fix is offered. (It offered that one, or marking "the middleware
+        # next to it" sync-only, already synchronous: nothing changes.)
+        ("asgi", ["startproject", "OldStyle"], "", None),
+        # Under WSGI, an async-only middleware after CommonMiddleware, whose
+        # neighbours below are async-capable already: only making it
+        # sync-capable saves (it offered "or the middleware below it
+        # async-capable", which they are).
+        (
+            "wsgi",
+            ["startproject-common", "AsyncOnly", "startproject-rest"],
+            "make AsyncOnly sync-capable too (sync_capable = True, a synchronous __call__ for a "
+            "synchronous get_response; saves 16)",
+            ["startproject-common", "HybridWithoutMixin", "startproject-rest"],
+        ),
+    ],
+)
+def test_an_adapters_fixes_are_those_that_save_and_save_what_they_say(
+    server, middleware, fix, fixed, records
+):
+    """A middleware Django puts an adapter below: the fixes offered are the
+    changes that remove it and save something, each with its exact saving,
+    measured with the change made (a middleware both sync- and
+    async-capable in its place)."""
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    common = STARTPROJECT_MIDDLEWARE.index("django.middleware.common.CommonMiddleware") + 1
+
+    def paths(names):
+        out = []
+        for name in names:
+            if name == "startproject":
+                out += STARTPROJECT_MIDDLEWARE
+            elif name == "startproject-common":
+                out += STARTPROJECT_MIDDLEWARE[:common]
+            elif name == "startproject-rest":
+                out += STARTPROJECT_MIDDLEWARE[common:]
+            else:
+                out.append(name if "." in name else f"{SUPPORT}.{name}")
+        return out
+
+    middleware = paths(middleware)
+    prediction = predict(server, False, middleware)
+    named = ("AsyncOnly", "OldStyle")
+    [cause] = [c for c in prediction.causes if c.adapter and c.middleware.endswith(named)]
+    assert cause.fix == fix
+    assert _measured(records, server, middleware) == prediction.switches
+    if fixed is not None:
+        saves = int(fix.rsplit("saves ", 1)[1].rstrip(")"))
+        assert _measured(records, server, paths(fixed)) == prediction.switches - saves
+    else:
+        [innermost] = [m for m in middleware if m.endswith("OldStyle")]
+        assert predict(server, False, middleware, overrides={innermost: True}).switches == 32
+        assert prediction.switches == 12
+    out = io.StringIO()
+    _render_case(prediction, out)
+    lines = out.getvalue().splitlines()
+    after = lines[lines.index(f"  2  {cause.what}") + 1].strip()
+    assert after == f"→ {fix}" if fix else not after.startswith("→")
+
+
+def test_an_async_only_middleware_in_place_of_a_synchronous_one_costs_under_wsgi(records):
+    """README, explain: the rewrite offered keeps the synchronous path; one
+    written async-only (here in XFrameOptionsMiddleware's place, innermost)
+    costs 26 switches under WSGI, where the stack cost none."""
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    middleware = [
+        f"{SUPPORT}.AsyncOnly" if m.endswith(".XFrameOptionsMiddleware") else m
+        for m in STARTPROJECT_MIDDLEWARE
+    ]
+    assert predict("wsgi", False, list(STARTPROJECT_MIDDLEWARE)).switches == 0
+    assert predict("wsgi", False, middleware).switches == 26
+    assert _measured(records, "wsgi", middleware) == 26
+
+
+def test_the_hooks_of_a_middleware_django_runs_asynchronously_under_wsgi_say_wsgi(records):
+    """Under WSGI, a MiddlewareMixin above an async-only middleware runs
+    asynchronously, its hooks in sync_to_async: the cause said "per request
+    under ASGI" in the WSGI section."""
+    middleware = ["django.middleware.common.CommonMiddleware", f"{SUPPORT}.AsyncOnly"]
+    prediction = predict("wsgi", False, middleware)
+    [hooks] = [c for c in prediction.causes if c.what.startswith("CommonMiddleware:")]
+    assert hooks.what == (
+        "CommonMiddleware: async_capable but process_request and process_response are "
+        "synchronous: 4 switches per request here, where Django runs it asynchronously "
+        "(Django ticket #37177)"
+    )
+    assert _measured(records, "wsgi", middleware) == prediction.switches == 8
 
 
 def test_async_only_middleware_under_wsgi_creates_a_loop_per_request(records):

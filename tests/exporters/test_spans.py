@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import override_settings
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -158,6 +159,9 @@ def test_a_crossings_span_has_its_times_threads_loop_and_events(spans, records):
             assert [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events] == sorted(
                 events, key=lambda event: event[1]
             )
+            # (asyncio.run's loop, made as it set its Runner up, before
+            # the patched run(), came before its span's start.)
+            assert all(span.start_time <= e.timestamp <= span.end_time for e in span.events)
             hops.append(expected["switchtrace.thread_hop"])
             made.append(sorted(e.name for e in span.events if e.name != STARTED))
     assert hops == [True] * 17 + [False] + [True] * 6
@@ -231,6 +235,73 @@ def test_the_ends_and_events_of_crossings_cut_short_and_of_the_request(records):
             {"switchtrace.loop.id": loop.loop_id, "thread.name": "MainThread"},
         ),
     ]
+
+
+def test_a_call_the_request_left_running_ends_its_span_with_the_request():
+    """A sync_to_async the request left running in a task, cancelled once
+    the request ended: the request counts its start alone (its return came
+    after), and its span agrees in both writers (switchtrace's encoding and
+    the SDK's): it ends with the request, not where its code ended or its
+    caller got the CancelledError later, has no error, and says it was left
+    running. (Its span took the CancelledError, and ended after the
+    request's, whenever the spans were made after the cancellation.)"""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from switchtrace.exporters.spans import emit_spans
+
+    entered, release = threading.Event(), threading.Event()
+
+    def slow():
+        entered.set()
+        release.wait(10)
+
+    async def main():
+        with tracer.recording() as record:
+            task = asyncio.ensure_future(sync_to_async(slow, thread_sensitive=False)())
+            await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        return record
+
+    record = asyncio.run(main())  # (which waits for slow's thread to end)
+    bridge = next(c for c in record.crossings if c.mechanism == tracer.SYNC_TO_ASYNC)
+    assert bridge.exception == "CancelledError"
+    assert bridge.return_ns > record.end_ns and bridge.end_ns > record.end_ns
+    assert record.switches_of(bridge) == 1
+    planned = readable_spans(
+        plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator()),
+        resource=Resource.create(),
+        scope=None,
+    )
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    emit_spans(record, provider.get_tracer("switchtrace"))
+    for written in (planned, exporter.get_finished_spans()):
+        [span] = [s for s in written if s.name.startswith("sync_to_async ")]
+        assert span.end_time == record.wall_time(record.end_ns)
+        assert span.status.status_code is StatusCode.UNSET
+        assert "error.type" not in span.attributes
+        assert "switchtrace.exception" not in span.attributes
+        assert span.attributes["switchtrace.unfinished"] is True
+        [request] = [s for s in written if s.kind is trace.SpanKind.SERVER]
+        assert request.attributes["switchtrace.context_switches"] == 1 + 2 * (
+            len(record.crossings) - 1
+        )
+
+
+def test_a_call_that_returned_in_the_request_is_not_marked_unfinished(records):
+    with project() as (asgi, _wsgi):
+        run_asgi(asgi, "/sync/")
+    [record] = records
+    plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
+    written = readable_spans(plan, resource=Resource.create(), scope=None)
+    assert len(written) == 17
+    assert not any("switchtrace.unfinished" in span.attributes for span in written)
 
 
 def test_nesting_is_real(spans):

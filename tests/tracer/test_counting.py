@@ -1380,7 +1380,46 @@ def test_loop_run_until_complete_from_sync_code_is_two_switches_without_a_hop():
     assert crossing.direction == "sync->async"
     assert crossing.loop_created is True
     assert crossing.loop_id == id(loop)
-    assert record.loop_creations[0].crossing is crossing
+    # Made by the code before the call: an event where it happened (here,
+    # of no crossing), before the call.
+    [creation] = record.loop_creations
+    assert creation.crossing is None
+    assert creation.at_ns < crossing.call_ns
+
+
+def _asyncio_run():
+    asyncio.run(anoop())
+
+
+def _runner_set_up_first():
+    with asyncio.Runner() as runner:
+        runner.run(anoop())
+
+
+@pytest.mark.parametrize("run_it", [_asyncio_run, _runner_set_up_first])
+def test_a_loop_made_ahead_of_its_run_is_an_event_where_it_was_made(run_it):
+    """asyncio.run makes its loop as it sets its Runner up, before it calls
+    the Runner's run(), which switchtrace patches (Python 3.11+): the call
+    began before the loop was made, and the creation is the call's (the
+    call was timed from run(): its span started after the event of the loop
+    it made). ``with asyncio.Runner()``, then ``run()``: the loop was made by
+    the code before the call, which still created a loop for the code it
+    runs (loop.created); the creation is an event where it happened (here,
+    of no crossing), not of a call that had not begun."""
+    if run_it is _runner_set_up_first and not hasattr(asyncio, "Runner"):
+        pytest.skip("asyncio.Runner: Python 3.11+")
+    with tracer.recording() as record:
+        run_it()
+    [run] = record.crossings
+    [creation] = record.loop_creations
+    assert (run.mechanism, run.loop_created, run.loop_id) == ("asyncio.run", True, creation.loop_id)
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+    if run_it is _asyncio_run:
+        assert creation.crossing is run
+        assert run.call_ns <= creation.at_ns <= run.return_ns
+    else:
+        assert creation.crossing is None
+        assert creation.at_ns < run.call_ns
 
 
 @pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")

@@ -64,6 +64,8 @@ def test_asyncio_run_under_uvloops_policy_counts_its_loop(uvloop_policy):
     assert record.totals() == tracer.Figures(2, 0, 1, 0)
     [crossing] = record.crossings
     assert (crossing.mechanism, crossing.loop_created) == ("asyncio.run", True)
+    [creation] = record.loop_creations
+    assert (creation.crossing, creation.at_ns >= crossing.call_ns) == (crossing, True)
 
 
 def test_uvloop_run_counts_its_loop():
@@ -78,6 +80,9 @@ def test_uvloop_run_counts_its_loop():
     assert (crossing.mechanism, crossing.loop_created) == ("asyncio.run", True)
     # Named after the coroutine given, not after uvloop's wrapper of it.
     assert crossing.func is main
+    # Its loop made as it set its Runner up (Python 3.11+), part of the call.
+    [creation] = record.loop_creations
+    assert (creation.crossing, creation.at_ns >= crossing.call_ns) == (crossing, True)
 
 
 def test_run_until_complete_on_a_uvloop_loop_is_two_switches_without_a_hop():
@@ -99,7 +104,9 @@ def test_run_until_complete_on_a_uvloop_loop_is_two_switches_without_a_hop():
         id(loop),
     )
     assert s2a.parent is run
-    assert record.loop_creations[0].crossing is run
+    # Made by the code before the call: an event where it happened.
+    [creation] = record.loop_creations
+    assert (creation.crossing, creation.at_ns < run.call_ns) == (None, True)
 
 
 def test_a_uvloop_loop_kept_after_its_request_keeps_nothing_of_it():

@@ -211,10 +211,10 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
                 f"(Django ticket #37177).{also}"
             )
             hint = (
-                f"Use a subclass of {name} with async_capable = False, or rewrite it as an "
-                "async middleware (an async __call__: MiddlewareMixin runs every hook in "
-                "sync_to_async, and an async hook fails there); 'switchtrace explain' shows "
-                "what each change saves."
+                f"Use a subclass of {name} with async_capable = False, or rewrite it as a "
+                "sync-and-async middleware (an async __call__ for an async get_response: "
+                "MiddlewareMixin runs every hook in sync_to_async, and an async hook fails "
+                "there); 'switchtrace explain' shows what each change saves."
             )
         elif view_is_sync:
             # Adapted to the handler's mode whatever async_capable says.

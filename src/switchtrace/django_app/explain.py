@@ -723,6 +723,8 @@ def _saving(cause: Cause) -> str:
     ``saves`` is what marking it sync-only saves (predicted again with it
     so), and rewriting it as an async middleware saves its own switches."""
     own, saves = cause.switches, cause.saves
+    if cause.adapter:  # its options say what each saves
+        return ""
     if not (cause.middleware and "async_capable" in cause.fix):
         return f" (saves {saves})" if saves else ""
     if saves < 0:
@@ -730,18 +732,18 @@ def _saving(cause: Cause) -> str:
         # with async_to_sync and runs what is above it in sync_to_async.
         return (
             f" (made sync-only it costs {-saves} more here, in the adapters Django then puts "
-            f"around it; as an async middleware it saves {own})"
+            f"around it; rewritten it saves {own})"
         )
     if saves == 0:
         return (
             " (made sync-only it saves nothing here: the adapters Django then puts around it "
-            f"cost as much; as an async middleware it saves {own})"
+            f"cost as much; rewritten it saves {own})"
         )
     if saves > own:
         return (
             f" (made sync-only it saves {saves}: Django then runs every sync-capable "
-            f"middleware above it synchronously too; as an async middleware it saves {own})"
+            f"middleware above it synchronously too; rewritten it saves {own})"
         )
     if saves < own:
-        return f" (made sync-only it saves {saves}; as an async middleware it saves {own})"
+        return f" (made sync-only it saves {saves}; rewritten it saves {own})"
     return f" (saves {saves})"

@@ -19,7 +19,8 @@ import builtins
 import dis
 import inspect
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from types import BuiltinFunctionType, CodeType, FunctionType
 from typing import Any
 
@@ -58,6 +59,9 @@ class Cause:
     #: For a "bridges" cause, the bridged callable's name as the headers and
     #: spans name it ("" when the code does not say).
     bridged: str = ""
+    #: For an adapter Django puts below ``middleware`` ("s2a" or "a2s"): its
+    #: fixes, each with what it saves, are found by predicting them.
+    adapter: str = ""
 
 
 @dataclass
@@ -327,20 +331,25 @@ def _bridged(
 
 
 def middleware_modes(
-    classes: list[Any], is_async: bool, async_capable: list[bool] | None = None
+    classes: list[Any],
+    is_async: bool,
+    async_capable: list[bool] | None = None,
+    sync_capable: list[bool] | None = None,
 ) -> tuple[list[tuple[bool, str | None]], str | None]:
     """Django's ``load_middleware`` for ``classes`` (outermost first) under a
     handler that is async (ASGI) or not: for each, whether it runs in async
     mode and how the handler it calls is adapted to it ("s2a", "a2s" or
     None); then how the handler adapts the whole chain. ``async_capable``
-    overrides the classes' own (what a fix would change)."""
+    and ``sync_capable`` override the classes' own (what a fix would
+    change)."""
     if async_capable is None:
         async_capable = [getattr(cls, "async_capable", False) for cls in classes]
+    if sync_capable is None:
+        sync_capable = [getattr(cls, "sync_capable", True) for cls in classes]
     handler_is_async = is_async
     modes: list[tuple[bool, str | None]] = []
     # Innermost first, as load_middleware builds the chain.
-    for cls, can_async in zip(reversed(classes), reversed(async_capable), strict=True):
-        can_sync = getattr(cls, "sync_capable", True)
+    for can_async, can_sync in zip(reversed(async_capable), reversed(sync_capable), strict=True):
         middleware_is_async = False if (not handler_is_async and can_sync) else can_async
         adapter = None
         if middleware_is_async and not handler_is_async:
@@ -364,10 +373,12 @@ def predict(
     middleware: list[str] | None = None,
     *,
     overrides: dict[str, bool] | None = None,
+    sync_overrides: dict[str, bool] | None = None,
     explain: bool = True,
 ) -> Prediction:
     """``overrides`` maps a middleware path to an async_capable value to
-    assume instead of the class's (used to compute what a fix saves)."""
+    assume instead of the class's, ``sync_overrides`` to a sync_capable one
+    (used to compute what a fix saves)."""
     from django.core import signals
 
     is_async = server == "asgi"
@@ -382,7 +393,11 @@ def predict(
         (overrides or {}).get(path, getattr(cls, "async_capable", False))
         for path, cls in zip(paths, classes, strict=True)
     ]
-    modes, top = middleware_modes(classes, is_async, capable)
+    sync_capable = [
+        (sync_overrides or {}).get(path, getattr(cls, "sync_capable", True))
+        for path, cls in zip(paths, classes, strict=True)
+    ]
+    modes, top = middleware_modes(classes, is_async, capable, sync_capable)
     # path, class, async mode, adapter; outermost first
     chain = [(path, cls, *mode) for path, cls, mode in zip(paths, classes, modes, strict=True)]
 
@@ -462,17 +477,20 @@ def predict(
             if hooks:
                 n = 2 * len(hooks)
                 # (Not "give it async hooks": MiddlewareMixin runs every hook in
-                # sync_to_async, which refuses a coroutine function.)
-                rewrite = f"rewrite {name} as an async middleware (an async __call__)"
+                # sync_to_async, which refuses a coroutine function. Nor an
+                # async-only middleware: under WSGI, Django adapts one with
+                # async_to_sync, and what is below it back.)
+                rewrite = f"rewrite {name} as a sync-and-async middleware ({REWRITE})"
                 fix = (
                     f"mark {name} sync-only (async_capable = False), or {rewrite}"
                     if getattr(cls, "sync_capable", True)
                     else rewrite
                 )
+                where = "under ASGI" if is_async else "here, where Django runs it asynchronously"
                 cause = Cause(
                     f"{name}: async_capable but {' and '.join(hooks)} "
                     f"{'is' if len(hooks) == 1 else 'are'} synchronous: "
-                    f"{n} switches per request under ASGI ({TICKET})",
+                    f"{n} switches per request {where} ({TICKET})",
                     n,
                     fix=fix,
                     middleware=path,
@@ -483,13 +501,12 @@ def predict(
                 (
                     "a2s",
                     Cause(
-                        f"{name} runs synchronously between async code: the handler below "
+                        f"{name} runs synchronously above async code: the handler below "
                         "it is adapted with async_to_sync",
                         2,
                         loops=1,
-                        fix=f"make {name} async-capable, or the middleware next to it "
-                        "sync-only, so the chain changes mode once",
                         middleware=path,
+                        adapter="a2s",
                     ),
                 )
             )
@@ -501,8 +518,8 @@ def predict(
                         f"{name} runs asynchronously above synchronous code: the handler "
                         "below it is adapted with sync_to_async",
                         2,
-                        fix=f"make {name} sync-capable, or the middleware below it async-capable",
                         middleware=path,
+                        adapter="s2a",
                     ),
                 )
             )
@@ -567,10 +584,10 @@ def predict(
     inside_s2a = False
     for kind, cause in path_steps:
         if kind == "a2s" and inside_s2a:
-            cause = Cause(cause.what.split(", with a new")[0] + " (on the outer loop)", 2,
-                          fix=cause.fix, middleware=cause.middleware)  # fmt: skip
+            what = cause.what.split(", with a new")[0] + " (on the outer loop)"
+            cause = replace(cause, what=what, loops=0)
         elif kind == "a2s" and is_async:
-            cause = Cause(cause.what, 2, fix=cause.fix, middleware=cause.middleware)
+            cause = replace(cause, loops=0)
         if kind == "s2a":
             inside_s2a = True
         causes.append(cause)
@@ -702,30 +719,92 @@ def predict(
         )
     del finished_sync
     if explain:
-        _savings(prediction, paths, overrides or {})
+        _savings(prediction, paths, overrides or {}, sync_overrides or {})
     return prediction
 
 
-def _savings(prediction: Prediction, paths: list[str], overrides: dict[str, bool]) -> None:
+#: How a middleware is rewritten to run asynchronously where Django calls it
+#: so, keeping its synchronous path for where Django does not.
+REWRITE = "an async __call__ for an async get_response"
+
+
+def _savings(
+    prediction: Prediction,
+    paths: list[str],
+    overrides: dict[str, bool],
+    sync_overrides: dict[str, bool],
+) -> None:
     """What each middleware fix would save, by predicting again with it applied."""
-    view_is_async = prediction.view == "async"
-    for n, cause in enumerate(prediction.causes):
-        if not cause.middleware or "async_capable" not in cause.fix:
-            continue
+
+    def saving(async_capable: dict[str, bool], sync_capable: dict[str, bool]) -> int:
         fixed = predict(
             prediction.server,
-            view_is_async,
+            prediction.view == "async",
             paths,
-            overrides={**overrides, cause.middleware: False},
+            overrides={**overrides, **async_capable},
+            sync_overrides={**sync_overrides, **sync_capable},
             explain=False,
         )
-        saves = prediction.switches - fixed.switches
-        prediction.causes[n] = Cause(
-            cause.what,
-            cause.switches,
-            cause.loops,
-            cause.after_headers,
-            cause.fix,
-            saves,
-            cause.middleware,
-        )
+        return prediction.switches - fixed.switches
+
+    for n, cause in enumerate(prediction.causes):
+        if cause.adapter:
+            fix = _adapter_fix(cause, paths, overrides, sync_overrides, saving)
+            prediction.causes[n] = replace(cause, fix=fix)
+        elif cause.middleware and "async_capable" in cause.fix:
+            saves = saving({cause.middleware: False}, {})
+            prediction.causes[n] = replace(cause, saves=saves)
+
+
+def _adapter_fix(
+    cause: Cause,
+    paths: list[str],
+    overrides: dict[str, bool],
+    sync_overrides: dict[str, bool],
+    saving: Callable[[dict[str, bool], dict[str, bool]], int],
+) -> str:
+    """The changes that remove the adapter Django puts below a middleware,
+    each with what it saves (predicted with it made), those that save
+    something: making the middleware capable of the mode below it, or the
+    middleware directly below it of the middleware's own mode. None, when
+    the adapter only moves (a synchronous-only middleware innermost under
+    ASGI: made async-capable, every middleware above it turns async, each
+    hook of theirs a sync_to_async)."""
+    path = cause.middleware
+    name = _short(path)
+    at = paths.index(path)
+    below = paths[at + 1] if at + 1 < len(paths) else None
+    below_class = import_string(below) if below is not None else None
+
+    def capable(which: str, of: str, cls: Any, default: bool) -> bool:
+        given = (overrides if which == "async_capable" else sync_overrides).get(of)
+        return getattr(cls, which, default) if given is None else given
+
+    options: list[str] = []
+    if cause.adapter == "a2s":  # it is sync-only, the handler below async
+        saves = saving({path: True}, {})
+        if saves > 0:
+            options.append(f"make {name} async-capable too ({REWRITE}; saves {saves})")
+        if (
+            below is not None
+            and capable("async_capable", below, below_class, False)
+            and capable("sync_capable", below, below_class, True)
+        ):
+            saves = saving({below: False}, {})
+            if saves > 0:
+                options.append(
+                    f"mark {_short(below)}, below it, sync-only (async_capable = False; "
+                    f"saves {saves})"
+                )
+    else:  # async-only, the handler below synchronous
+        saves = saving({}, {path: True})
+        if saves > 0:
+            options.append(
+                f"make {name} sync-capable too (sync_capable = True, a synchronous __call__ "
+                f"for a synchronous get_response; saves {saves})"
+            )
+        if below is not None and not capable("async_capable", below, below_class, False):
+            saves = saving({below: True}, {})
+            if saves > 0:
+                options.append(f"make {_short(below)}, below it, async-capable (saves {saves})")
+    return ", or ".join(options)

@@ -52,6 +52,9 @@ Attributes = tuple[tuple[str, Any], ...]
 
 STARTED = "switchtrace.started"
 QUEUE_WAIT = "switchtrace.queue_wait_ns"
+#: On the span of a call that had not returned to its caller when the
+#: request ended (work the request left running).
+UNFINISHED = "switchtrace.unfinished"
 LOOP_CREATED = "switchtrace.event_loop_created"
 THREAD_STARTED = "switchtrace.thread_started"
 
@@ -515,10 +518,44 @@ def loop_group(crossing: Crossing) -> AttributeGroup:
     return group
 
 
-def own_attributes(crossing: Crossing) -> Attributes:
-    """The attributes of this call alone: its queue wait and outcome."""
+def returned_in(crossing: Crossing, end_ns: int | None) -> bool:
+    """Whether the call returned to its caller before ``end_ns``, the
+    request's end (None: the request has not ended), as the request's
+    figures count its return (:meth:`RequestRecord.switches_of`). A call the
+    request left running that returned later, or never, did not."""
+    returned = crossing.return_ns
+    return returned is not None and (end_ns is None or returned <= end_ns)
+
+
+def span_end(crossing: Crossing, end_ns: int) -> int:
+    """Where a crossing's span ends: at its return, if that came before the
+    request ended at ``end_ns``; else where its code ended, if that came
+    before too (its caller gone); else with the request. (What a call left
+    running does after the request is not the request's, and may still be
+    happening as the spans are made.)"""
+    if returned_in(crossing, end_ns):
+        return crossing.return_ns  # type: ignore[return-value]
+    ended = crossing.end_ns
+    return ended if ended is not None and ended <= end_ns else end_ns
+
+
+def failed(crossing: Crossing, end_ns: int | None) -> bool:
+    """Whether the span of a crossing is an error: its call raised to its
+    caller before the request ended (the return sets ``return_ns`` before
+    ``exception``: an exception seen has its return time seen too)."""
+    return crossing.exception is not None and returned_in(crossing, end_ns)
+
+
+def own_attributes(crossing: Crossing, end_ns: int | None = None) -> Attributes:
+    """The attributes of this call alone: its queue wait and outcome, as it
+    stood when the request ended at ``end_ns`` (None: the outcome as it
+    stands)."""
     start_ns = crossing.start_ns
     own: Attributes = () if start_ns is None else ((QUEUE_WAIT, start_ns - crossing.call_ns),)
+    if not returned_in(crossing, end_ns):
+        # Left running (or abandoned by its caller): its span ends with the
+        # request and counts one switch, its start.
+        return (*own, (UNFINISHED, True))
     if crossing.exception is not None:
         # error.type: the class of error the call ended with (OpenTelemetry's
         # general conventions for a failed operation), as Python's
@@ -527,21 +564,24 @@ def own_attributes(crossing: Crossing) -> Attributes:
     return own
 
 
-def call_attributes(crossing: Crossing) -> tuple[AttributeGroup, AttributeGroup, Attributes]:
+def call_attributes(
+    crossing: Crossing, end_ns: int | None = None
+) -> tuple[AttributeGroup, AttributeGroup, Attributes]:
     """The attributes particular to this call, in three groups: the threads',
     the loop's and flags' (one shared group per distinct value, so that
     encoders encode each once), and the call's own (its queue wait and
-    outcome)."""
+    outcome, as of the request's end at ``end_ns``)."""
     return (
         thread_group(crossing.source_thread, crossing.target_thread),
         loop_group(crossing),
-        own_attributes(crossing),
+        own_attributes(crossing, end_ns),
     )
 
 
-def crossing_attributes(crossing: Crossing) -> dict[str, Any]:
-    """Every attribute of a crossing's span (after :meth:`RequestRecord.describe`)."""
-    threads, loop, own = call_attributes(crossing)
+def crossing_attributes(crossing: Crossing, end_ns: int | None = None) -> dict[str, Any]:
+    """Every attribute of a crossing's span (after :meth:`RequestRecord.describe`),
+    its outcome as of the request's end at ``end_ns`` (None: as it stands)."""
+    threads, loop, own = call_attributes(crossing, end_ns)
     site = site_attributes(crossing)[1]
     return dict(site.attributes + threads.attributes + loop.attributes + own)
 
@@ -898,12 +938,12 @@ def plan_spans(
                 name_,
                 KIND_INTERNAL,
                 crossing.call_ns + to_wall,
-                (crossing.return_ns or crossing.end_ns or end_ns) + to_wall,
+                span_end(crossing, end_ns) + to_wall,
                 (site, threads, loop_group(crossing)),
-                own_attributes(crossing),
+                own_attributes(crossing, end_ns),
                 None if start_ns is None else start_ns + to_wall,
                 events.get(key, ()),
-                crossing.exception is not None,
+                failed(crossing, end_ns),
             )
         )
     # The most events a crossing's span has (STARTED and its own).
@@ -1059,13 +1099,13 @@ def emit_spans(
                 name,
                 context=context,
                 kind=trace.SpanKind.INTERNAL,
-                attributes=crossing_attributes(crossing),
+                attributes=crossing_attributes(crossing, end_ns),
                 start_time=wall(crossing.call_ns),
             )
             spans[id(crossing)] = span
             if crossing.start_ns is not None:
                 span.add_event(STARTED, timestamp=crossing.start_ns + to_wall)
-            if crossing.exception is not None:
+            if failed(crossing, end_ns):
                 span.set_status(_ERROR)
             emitted += 1
             if pause is not None:
@@ -1117,7 +1157,7 @@ def _end_spans(
         if span is None:
             continue
         try:
-            span.end(end_time=wall(crossing.return_ns or crossing.end_ns or end_ns))
+            span.end(end_time=wall(span_end(crossing, end_ns)))
         except BaseException as exc:
             failure = failure or exc
     if request_span is not None:

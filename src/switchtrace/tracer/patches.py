@@ -607,7 +607,7 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
     try:
         if crossing is not None:
             if loop is not None:
-                _claim_loop(loop, record, crossing)
+                _claim_loop(loop, record, crossing, _set_up_by_caller())
                 runner_context = _runner_context(instance, kwargs, record, crossing)
             record.start(crossing, crossing.source_thread)
     except Exception:
@@ -680,9 +680,18 @@ def _leave_context(entered: Any) -> None:
         pass
 
 
-def _claim_loop(loop: Any, record: RequestRecord, crossing: Crossing) -> None:
+def _claim_loop(
+    loop: Any, record: RequestRecord, crossing: Crossing, set_up_for_it: bool = False
+) -> None:
     """``crossing`` runs its code in ``loop``: if the loop was created for
-    the same request ahead of it, the creation is this crossing's."""
+    the same request ahead of it, the crossing created a loop. Its event
+    stays where it happened (on the crossing in progress then, or the
+    request), within that span's time: made by code before the call
+    (``new_event_loop()``, then ``run_until_complete``; ``with
+    asyncio.Runner()``, then ``run()``). With ``set_up_for_it``, the call's
+    own set-up made it a moment before the patch saw the call (asyncio.run
+    sets its Runner up, then calls ``run()``): the call began there, and the
+    creation is its own."""
     crossing.loop_id = id(loop)
     entry = _request_loops.pop(loop, None)
     if entry is None:
@@ -690,8 +699,35 @@ def _claim_loop(loop: Any, record: RequestRecord, crossing: Crossing) -> None:
     creation, owner = entry[0](), entry[1]()
     if owner is record and not crossing.loop_created:
         crossing.loop_created = True
-        if creation is not None:  # None: not kept (the record's max_events)
+        if creation is not None and set_up_for_it:  # None: not kept (MAX_EVENTS)
+            crossing.call_ns = min(crossing.call_ns, creation.at_ns)
             creation.crossing = crossing
+
+
+#: The functions that set an asyncio.Runner up and call its run() at once:
+#: asyncio.run's (Python 3.11+; on 3.10 it is patched itself) and uvloop.run's.
+_RUN_CODE = asyncio.runners.run.__code__ if hasattr(asyncio, "Runner") else None
+
+
+def _set_up_by_caller() -> bool:
+    """Whether the Runner.run being called was called by asyncio.run (or
+    uvloop.run), which set the runner up, making its loop, just before.
+    Read from the caller's frame, past wrapt's own (its pure-Python
+    wrappers, where its extension is not used): once a Runner.run call, rare
+    on a request's path."""
+    try:
+        frame: types.FrameType | None = sys._getframe(2)  # (1: the Runner.run patch)
+    except ValueError:  # called from no Python frame
+        return False
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("wrapt"):
+        frame = frame.f_back
+    if frame is None:
+        return False
+    code = frame.f_code
+    return code is _RUN_CODE or (
+        code.co_name == "run"
+        and code.co_filename.endswith(("uvloop/__init__.py", "uvloop\\__init__.py"))
+    )
 
 
 def _wrap_loop_handles(wrapped, instance, args, kwargs):
