@@ -893,6 +893,10 @@ def test_explain_finds_the_settings_module_in_the_current_directory(how, tmp_pat
          "switchtrace explain: error: the URL '/nowhere/' does not resolve to a view; allowed: "
          "a URL of ROOT_URLCONF 'project.urls'"),
         (["explain", "--measure"], {}, "switchtrace explain: error: --measure needs --url"),
+        # (It said "--measure needs --url", given one.)
+        (["explain", "--url", "", "--measure"], {},
+         "switchtrace explain: error: --url '' is not a path; allowed: a path of the project "
+         "beginning with '/', optionally with a query string, e.g. /sync/ or /search/?q=x"),
         (["explain"], {"DJANGO_SETTINGS_MODULE": "tests.broken_settings"},
          "switchtrace explain: error: MIDDLEWARE entry 'shop.middleware.Missing' cannot be "
          "imported: No module named 'shop'"),

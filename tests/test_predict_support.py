@@ -188,6 +188,18 @@ class AsyncProcessView(MiddlewareMixin):
         return None
 
 
+class SyncProcessView(MiddlewareMixin):
+    """A synchronous process_view and no other hook, as Django's
+    LoginRequiredMiddleware: sync_to_async under ASGI."""
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        return None
+
+
+class SyncOnlyProcessView(SyncProcessView):
+    async_capable = False
+
+
 class SyncTemplateMiddleware(MiddlewareMixin):
     """A synchronous process_template_response: sync_to_async under ASGI."""
 

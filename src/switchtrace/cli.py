@@ -735,7 +735,7 @@ def _explain(args: argparse.Namespace) -> int:
 
     from .example import ProjectNotFound, find_project, not_a_project, setup, setup_django
 
-    if args.measure and not args.url:
+    if args.measure and args.url is None:  # (an empty one is not a path: said below)
         print("switchtrace explain: error: --measure needs --url", file=sys.stderr)
         return 2
     if os.environ.get("DJANGO_SETTINGS_MODULE"):

@@ -258,6 +258,30 @@ def test_an_adapters_fixes_are_those_that_save_and_save_what_they_say(
     assert after == f"→ {fix}" if fix else not after.startswith("→")
 
 
+def test_a_synchronous_process_view_innermost_is_offered_sync_only_too(records):
+    """A middleware with a synchronous process_view and no other hook
+    (LoginRequiredMiddleware), innermost under ASGI: giving it an async
+    process_view saves its 2; marking it sync-only saves more (the whole
+    chain turns synchronous), which explain did not offer. Both measured."""
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    middleware = [*STARTPROJECT_MIDDLEWARE, f"{SUPPORT}.SyncProcessView"]
+    prediction = predict("asgi", False, middleware)
+    [cause] = [c for c in prediction.causes if c.what.startswith("SyncProcessView.")]
+    assert cause.fix == (
+        "give SyncProcessView an async process_view (saves 2), or mark SyncProcessView "
+        "sync-only (async_capable = False; saves 20)"
+    )
+    assert _measured(records, "asgi", middleware) == prediction.switches == 34
+    for replacement, saves in (("AsyncProcessView", 2), ("SyncOnlyProcessView", 20)):
+        fixed = [*STARTPROJECT_MIDDLEWARE, f"{SUPPORT}.{replacement}"]
+        assert _measured(records, "asgi", fixed) == 34 - saves
+    # Where its hooks' line offers sync-only already, this one does not.
+    csrf = predict("asgi", False, list(STARTPROJECT_MIDDLEWARE))
+    [cause] = [c for c in csrf.causes if c.what.startswith("CsrfViewMiddleware.process_view")]
+    assert cause.fix == "give CsrfViewMiddleware an async process_view (saves 2)"
+
+
 def test_an_async_only_middleware_in_place_of_a_synchronous_one_costs_under_wsgi(records):
     """README, explain: the rewrite offered keeps the synchronous path; one
     written async-only (here in XFrameOptionsMiddleware's place, innermost)

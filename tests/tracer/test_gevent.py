@@ -131,3 +131,61 @@ def test_a_thread_counts_once_after_switchtrace_is_turned_off_and_on_under_sentr
         "switchtrace: <class 'concurrent.futures.thread.ThreadPoolExecutor'>.submit "
         "was patched again by someone else; left as it is"
     ]
+
+
+OTHER_GREENLET_SCRIPT = PATCHED + textwrap.dedent(
+    """
+    import asyncio
+    import gevent
+    from asgiref.sync import async_to_sync
+    from switchtrace import tracer
+    from switchtrace.tracer import guard
+
+    swallowed = []
+    guard.set_error_hook(lambda exc, where: swallowed.append((where, repr(exc))))
+    tracer.install()
+
+    async def slow():
+        await asyncio.sleep(0.3)
+
+    def other():
+        # Another request's code, or none's: a greenlet of its own, in a
+        # context of its own, in the same OS thread as the loop above.
+        for _ in range(2):
+            thread = threading.Thread(target=lambda: None)
+            thread.start()
+            thread.join()
+        return len(threading.enumerate())
+
+    with tracer.recording() as record:
+        other_greenlet = gevent.spawn_later(0.1, other)
+        async_to_sync(slow)()  # its loop waits in gevent's select meanwhile
+        other_greenlet.join()
+    print(json.dumps({{
+        "ran": other_greenlet.successful(),
+        "figures": [
+            record.context_switches,
+            record.thread_hops,
+            record.event_loops_created,
+            record.threads_started,
+        ],
+        "said": said,
+        "swallowed": swallowed,
+    }}))
+    """
+)
+
+
+def test_a_thread_another_greenlet_starts_while_a_requests_loop_runs_is_not_the_requests():
+    """Under gevent every greenlet runs in one OS thread, and asyncio finds
+    the loop running there from any of them: a thread that a greenlet
+    outside the request started while the request's async_to_sync loop
+    waited was counted for the request (here 3 threads started, not 1:
+    asgiref's), and under gunicorn's gevent worker for whichever request's
+    loop was running."""
+    assert json.loads(run_script(OTHER_GREENLET_SCRIPT)) == {
+        "ran": True,
+        "figures": [2, 2, 1, 1],
+        "said": [],
+        "swallowed": [],
+    }

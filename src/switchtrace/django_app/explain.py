@@ -723,7 +723,7 @@ def _saving(cause: Cause) -> str:
     ``saves`` is what marking it sync-only saves (predicted again with it
     so), and rewriting it as an async middleware saves its own switches."""
     own, saves = cause.switches, cause.saves
-    if cause.adapter:  # its options say what each saves
+    if cause.adapter or cause.sync_only:  # its options say what each saves
         return ""
     if not (cause.middleware and "async_capable" in cause.fix):
         return f" (saves {saves})" if saves else ""

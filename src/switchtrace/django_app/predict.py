@@ -62,6 +62,9 @@ class Cause:
     #: For an adapter Django puts below ``middleware`` ("s2a" or "a2s"): its
     #: fixes, each with what it saves, are found by predicting them.
     adapter: str = ""
+    #: Whether marking ``middleware`` sync-only is offered beside ``fix``,
+    #: priced by predicting it (a synchronous process_view under ASGI).
+    sync_only: bool = False
 
 
 @dataclass
@@ -544,6 +547,7 @@ def predict(
                         2,
                         fix=f"give {name} an async process_view",
                         middleware=path,
+                        sync_only=True,
                     ),
                 )
             )
@@ -747,9 +751,31 @@ def _savings(
         )
         return prediction.switches - fixed.switches
 
+    def capable(which: str, path: str) -> bool:
+        """A middleware's async_capable or sync_capable, as predicted."""
+        given = (overrides if which == "async_capable" else sync_overrides).get(path)
+        default = which == "sync_capable"
+        return getattr(import_string(path), which, default) if given is None else given
+
     for n, cause in enumerate(prediction.causes):
         if cause.adapter:
-            fix = _adapter_fix(cause, paths, overrides, sync_overrides, saving)
+            fix = _adapter_fix(cause, paths, saving, capable)
+            prediction.causes[n] = replace(cause, fix=fix)
+        elif cause.sync_only:
+            # Its own fix saves its own switches; marking the middleware
+            # sync-only may save more (innermost, the chain turns synchronous),
+            # said here unless its hooks' line says it.
+            fix = f"{cause.fix} (saves {cause.switches})"
+            path = cause.middleware
+            hooks = any(
+                c.middleware == path and "async_capable" in c.fix for c in prediction.causes
+            )
+            if not hooks and capable("async_capable", path) and capable("sync_capable", path):
+                saves = saving({path: False}, {})
+                if saves > 0:
+                    fix += (
+                        f", or mark {_short(path)} sync-only (async_capable = False; saves {saves})"
+                    )
             prediction.causes[n] = replace(cause, fix=fix)
         elif cause.middleware and "async_capable" in cause.fix:
             saves = saving({cause.middleware: False}, {})
@@ -759,9 +785,8 @@ def _savings(
 def _adapter_fix(
     cause: Cause,
     paths: list[str],
-    overrides: dict[str, bool],
-    sync_overrides: dict[str, bool],
     saving: Callable[[dict[str, bool], dict[str, bool]], int],
+    capable: Callable[[str, str], bool],
 ) -> str:
     """The changes that remove the adapter Django puts below a middleware,
     each with what it saves (predicted with it made), those that save
@@ -774,22 +799,12 @@ def _adapter_fix(
     name = _short(path)
     at = paths.index(path)
     below = paths[at + 1] if at + 1 < len(paths) else None
-    below_class = import_string(below) if below is not None else None
-
-    def capable(which: str, of: str, cls: Any, default: bool) -> bool:
-        given = (overrides if which == "async_capable" else sync_overrides).get(of)
-        return getattr(cls, which, default) if given is None else given
-
     options: list[str] = []
     if cause.adapter == "a2s":  # it is sync-only, the handler below async
         saves = saving({path: True}, {})
         if saves > 0:
             options.append(f"make {name} async-capable too ({REWRITE}; saves {saves})")
-        if (
-            below is not None
-            and capable("async_capable", below, below_class, False)
-            and capable("sync_capable", below, below_class, True)
-        ):
+        if below is not None and capable("async_capable", below) and capable("sync_capable", below):
             saves = saving({below: False}, {})
             if saves > 0:
                 options.append(
@@ -803,7 +818,7 @@ def _adapter_fix(
                 f"make {name} sync-capable too (sync_capable = True, a synchronous __call__ "
                 f"for a synchronous get_response; saves {saves})"
             )
-        if below is not None and not capable("async_capable", below, below_class, False):
+        if below is not None and not capable("async_capable", below):
             saves = saving({below: True}, {})
             if saves > 0:
                 options.append(f"make {_short(below)}, below it, async-capable (saves {saves})")

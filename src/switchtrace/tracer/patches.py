@@ -925,13 +925,21 @@ def _loop_owner() -> Here | None:
     crossing, runs in this thread, while the crossing is in progress: code
     of the loop's runner (asyncio.run's shutdown of the default executor,
     in a thread of its own) runs in the thread's own context, where no
-    request is visible."""
+    request is visible. Only in the thread the crossing's code runs in:
+    asyncio finds the loop running in an OS thread from every greenlet of
+    it (gevent), those of other requests, or of none, included."""
     loop = _get_running_loop()
     entry = _crossing_loops.get(loop) if loop is not None else None
     if entry is None:
         return None
     record, crossing = entry[0](), entry[1]()
-    if record is None or crossing is None or record.finished or crossing.return_ns is not None:
+    if (
+        record is None
+        or crossing is None
+        or record.finished
+        or crossing.return_ns is not None
+        or crossing.target_thread is not _thread()
+    ):
         return None
     return record, crossing
 
