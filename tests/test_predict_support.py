@@ -24,7 +24,7 @@ from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpRespons
 from django.template import engines  # noqa: E402
 from django.template.response import TemplateResponse  # noqa: E402
 from django.urls import path  # noqa: E402
-from django.utils.decorators import async_only_middleware  # noqa: E402
+from django.utils.decorators import async_only_middleware, sync_and_async_middleware  # noqa: E402
 from django.utils.deprecation import MiddlewareMixin  # noqa: E402
 
 
@@ -83,6 +83,23 @@ class AsyncTemplateMiddleware(MiddlewareMixin):
 def async_only_function(get_response):
     async def middleware(request):
         return await get_response(request)
+
+    return middleware
+
+
+@sync_and_async_middleware
+def hybrid_function(get_response):
+    """async_only_function made sync-capable too, as Django's documentation
+    writes one."""
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request):
+            return await get_response(request)
+
+    else:
+
+        def middleware(request):
+            return get_response(request)
 
     return middleware
 

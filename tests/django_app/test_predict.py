@@ -195,6 +195,14 @@ def _measured(records, server, middleware, path="/sync/"):
             "synchronous get_response; saves 4)",
             ["tests.django_app.test_checks.SyncOnlyMiddleware", "HybridWithoutMixin"],
         ),
+        # The same, a function middleware: made so with Django's decorator.
+        (
+            "wsgi",
+            ["tests.django_app.test_checks.SyncOnlyMiddleware", "async_only_function"],
+            "make async_only_function sync-capable too (sync_and_async_middleware, a "
+            "synchronous function for a synchronous get_response; saves 4)",
+            ["tests.django_app.test_checks.SyncOnlyMiddleware", "hybrid_function"],
+        ),
         # Innermost under ASGI below Django's stack, a synchronous-only
         # middleware: made async-capable, it would turn every MiddlewareMixin
         # above it async, each hook a sync_to_async (12 switches become 32).
@@ -240,7 +248,7 @@ def test_an_adapters_fixes_are_those_that_save_and_save_what_they_say(
 
     middleware = paths(middleware)
     prediction = predict(server, False, middleware)
-    named = ("AsyncOnly", "OldStyle")
+    named = ("AsyncOnly", "OldStyle", "async_only_function")
     [cause] = [c for c in prediction.causes if c.adapter and c.middleware.endswith(named)]
     assert cause.fix == fix
     assert _measured(records, server, middleware) == prediction.switches
@@ -256,6 +264,36 @@ def test_an_adapters_fixes_are_those_that_save_and_save_what_they_say(
     lines = out.getvalue().splitlines()
     after = lines[lines.index(f"  2  {cause.what}") + 1].strip()
     assert after == f"→ {fix}" if fix else not after.startswith("→")
+
+
+@pytest.mark.parametrize(
+    "middleware",
+    [
+        # An async_to_sync adapter between two async middleware.
+        ["AsyncOnly", "tests.django_app.test_checks.SyncOnlyMiddleware", "AsyncOnly"],
+        # An async process_view's async_to_sync beneath an async-only middleware.
+        ["AsyncOnly", "AsyncProcessView"],
+    ],
+)
+def test_an_async_to_sync_inside_a_wsgi_requests_sync_to_async_on_asgiref_3_8(middleware, records):
+    """README, explain: what the prediction cannot see. Under WSGI, an
+    async_to_sync made inside the sync_to_async below an async-only
+    middleware finds the outer loop: no loop of its own. On asgiref 3.8 it
+    does on the first request only, then makes one more on each."""
+    middleware = [m if "." in m else f"{SUPPORT}.{m}" for m in middleware]
+    prediction = predict("wsgi", False, middleware)
+    with example.handlers("none", switchtrace_middleware=False, MIDDLEWARE=middleware) as (
+        _asgi,
+        wsgi,
+    ):
+        for _ in range(3):
+            wsgi_request(wsgi, "/sync/")
+    more = 1 if ASGIREF < (3, 9) else 0
+    assert [(r.context_switches, r.event_loops_created) for r in records] == [
+        (prediction.switches, prediction.loops),
+        (prediction.switches, prediction.loops + more),
+        (prediction.switches, prediction.loops + more),
+    ]
 
 
 def test_a_synchronous_process_view_innermost_is_offered_sync_only_too(records):
@@ -295,6 +333,28 @@ def test_an_async_only_middleware_in_place_of_a_synchronous_one_costs_under_wsgi
     assert predict("wsgi", False, list(STARTPROJECT_MIDDLEWARE)).switches == 0
     assert predict("wsgi", False, middleware).switches == 26
     assert _measured(records, "wsgi", middleware) == 26
+
+
+def test_the_middleware_below_is_the_one_below_each_entry_of_a_class_listed_twice(records):
+    """The second of two entries of one class: the middleware below it is
+    the one after that entry (OldStyle, which made async-capable saves
+    nothing: no option), not after the first (SyncOnlyMiddleware, above it,
+    which explain offered)."""
+    sync_only = "tests.django_app.test_checks.SyncOnlyMiddleware"
+    middleware = [f"{SUPPORT}.AsyncOnly", sync_only, f"{SUPPORT}.AsyncOnly", f"{SUPPORT}.OldStyle"]
+    prediction = predict("wsgi", False, middleware)
+    first, second = [c.fix for c in prediction.causes if c.what.startswith("AsyncOnly ")]
+    sync_capable = (
+        "make AsyncOnly sync-capable too (sync_capable = True, a synchronous __call__ for a "
+        "synchronous get_response; saves 8)"
+    )
+    assert first == f"{sync_capable}, or make SyncOnlyMiddleware, below it, async-capable (saves 4)"
+    assert second == sync_capable
+    assert _measured(records, "wsgi", middleware) == prediction.switches == 8
+    hybrid = [f"{SUPPORT}.HybridWithoutMixin" if m.endswith("AsyncOnly") else m for m in middleware]
+    assert _measured(records, "wsgi", hybrid) == 0
+    both = [f"{SUPPORT}.HybridWithoutMixin" if m == sync_only else m for m in middleware]
+    assert _measured(records, "wsgi", both) == 8 - 4
 
 
 def test_the_hooks_of_a_middleware_django_runs_asynchronously_under_wsgi_say_wsgi(records):

@@ -11,6 +11,7 @@ import gc
 import inspect
 import itertools
 import operator
+import sys
 import threading
 import time
 import weakref
@@ -1420,6 +1421,23 @@ def test_a_loop_made_ahead_of_its_run_is_an_event_where_it_was_made(run_it):
     else:
         assert creation.crossing is None
         assert creation.at_ns < run.call_ns
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.run's loop_factory: 3.12+")
+def test_a_loop_made_earlier_that_asyncio_runs_loop_factory_returns_is_not_made_by_the_call():
+    """asyncio.run given a loop_factory that returns a loop made before:
+    the call created a loop for its code (loop.created), made where it was
+    made (of no crossing here), and the call began when it was called, not
+    then (its queue wait took in the time between)."""
+    with tracer.recording() as record:
+        loop = asyncio.new_event_loop()
+        asyncio.run(anoop(), loop_factory=lambda: loop)
+    [run] = record.crossings
+    [creation] = record.loop_creations
+    assert (run.mechanism, run.loop_created, run.loop_id) == ("asyncio.run", True, id(loop))
+    assert creation.crossing is None
+    assert creation.at_ns < run.call_ns
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
 
 
 @pytest.mark.skipif(not hasattr(asyncio, "Runner"), reason="asyncio.Runner: Python 3.11+")

@@ -719,9 +719,10 @@ def _render_case(prediction: Prediction, out: TextIO) -> None:
 
 
 def _saving(cause: Cause) -> str:
-    """What the fix saves. For a middleware's "sync-only, or async" fix,
+    """What the fix saves. For a middleware's "sync-only, or rewrite" fix,
     ``saves`` is what marking it sync-only saves (predicted again with it
-    so), and rewriting it as an async middleware saves its own switches."""
+    so), and rewriting it as a sync-and-async middleware saves its own
+    switches. An adapter's fix and a process_view's say their savings."""
     own, saves = cause.switches, cause.saves
     if cause.adapter or cause.sync_only:  # its options say what each saves
         return ""

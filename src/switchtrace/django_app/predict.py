@@ -62,6 +62,9 @@ class Cause:
     #: For an adapter Django puts below ``middleware`` ("s2a" or "a2s"): its
     #: fixes, each with what it saves, are found by predicting them.
     adapter: str = ""
+    #: For an adapter, the middleware's position in MIDDLEWARE (the same
+    #: class may be listed twice).
+    at: int = -1
     #: Whether marking ``middleware`` sync-only is offered beside ``fix``,
     #: priced by predicting it (a synchronous process_view under ASGI).
     sync_only: bool = False
@@ -473,7 +476,7 @@ def predict(
         )
     from django.utils.deprecation import MiddlewareMixin
 
-    for path, cls, is_async_mode, adapter in chain:
+    for at, (path, cls, is_async_mode, adapter) in enumerate(chain):
         name = _short(path)
         if is_async_mode and isinstance(cls, type) and issubclass(cls, MiddlewareMixin):
             hooks = hooks_of(cls)
@@ -510,6 +513,7 @@ def predict(
                         loops=1,
                         middleware=path,
                         adapter="a2s",
+                        at=at,
                     ),
                 )
             )
@@ -523,6 +527,7 @@ def predict(
                         2,
                         middleware=path,
                         adapter="s2a",
+                        at=at,
                     ),
                 )
             )
@@ -797,13 +802,19 @@ def _adapter_fix(
     hook of theirs a sync_to_async)."""
     path = cause.middleware
     name = _short(path)
-    at = paths.index(path)
-    below = paths[at + 1] if at + 1 < len(paths) else None
+    below = paths[cause.at + 1] if cause.at + 1 < len(paths) else None
+    # A function middleware is made both with Django's decorator.
+    function = not isinstance(import_string(path), type)
     options: list[str] = []
     if cause.adapter == "a2s":  # it is sync-only, the handler below async
         saves = saving({path: True}, {})
         if saves > 0:
-            options.append(f"make {name} async-capable too ({REWRITE}; saves {saves})")
+            how = (
+                "sync_and_async_middleware, an async function for an async get_response"
+                if function
+                else REWRITE
+            )
+            options.append(f"make {name} async-capable too ({how}; saves {saves})")
         if below is not None and capable("async_capable", below) and capable("sync_capable", below):
             saves = saving({below: False}, {})
             if saves > 0:
@@ -814,10 +825,12 @@ def _adapter_fix(
     else:  # async-only, the handler below synchronous
         saves = saving({}, {path: True})
         if saves > 0:
-            options.append(
-                f"make {name} sync-capable too (sync_capable = True, a synchronous __call__ "
-                f"for a synchronous get_response; saves {saves})"
+            how = (
+                "sync_and_async_middleware, a synchronous function for a synchronous get_response"
+                if function
+                else "sync_capable = True, a synchronous __call__ for a synchronous get_response"
             )
+            options.append(f"make {name} sync-capable too ({how}; saves {saves})")
         if below is not None and not capable("async_capable", below):
             saves = saving({below: True}, {})
             if saves > 0:

@@ -114,6 +114,9 @@ _unclaimed_loops: WeakIdentityMap[int] = WeakIdentityMap()
 _request_loops: WeakIdentityMap[tuple[weakref.ref[LoopCreation], weakref.ref[RequestRecord]]] = (
     WeakIdentityMap()
 )
+#: asyncio.Runners set up while a request was current -> when their set-up
+#: began, until their run() is called (asyncio.run's: set up, then run()).
+_runner_set_ups: WeakIdentityMap[int] = WeakIdentityMap()
 #: Loops asgiref created for an async_to_sync of a request (its asyncio.run
 #: in a new thread) -> that request and crossing, both held weakly. What
 #: runs there outside the crossing's code, in the thread's own context
@@ -607,7 +610,10 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
     try:
         if crossing is not None:
             if loop is not None:
-                _claim_loop(loop, record, crossing, _set_up_by_caller())
+                set_up_at = _runner_set_ups.pop(instance, None)
+                if set_up_at is not None and not _set_up_by_caller():
+                    set_up_at = None
+                _claim_loop(loop, record, crossing, set_up_at)
                 runner_context = _runner_context(instance, kwargs, record, crossing)
             record.start(crossing, crossing.source_thread)
     except Exception:
@@ -681,17 +687,18 @@ def _leave_context(entered: Any) -> None:
 
 
 def _claim_loop(
-    loop: Any, record: RequestRecord, crossing: Crossing, set_up_for_it: bool = False
+    loop: Any, record: RequestRecord, crossing: Crossing, set_up_at: int | None = None
 ) -> None:
     """``crossing`` runs its code in ``loop``: if the loop was created for
     the same request ahead of it, the crossing created a loop. Its event
     stays where it happened (on the crossing in progress then, or the
     request), within that span's time: made by code before the call
     (``new_event_loop()``, then ``run_until_complete``; ``with
-    asyncio.Runner()``, then ``run()``). With ``set_up_for_it``, the call's
-    own set-up made it a moment before the patch saw the call (asyncio.run
-    sets its Runner up, then calls ``run()``): the call began there, and the
-    creation is its own."""
+    asyncio.Runner()``, then ``run()``; a loop made earlier that
+    asyncio.run's ``loop_factory`` returns). ``set_up_at``: when the call's
+    own set-up began, a moment before the patch saw the call (asyncio.run
+    sets its Runner up, then calls ``run()``): a loop made since is the
+    call's, which began there."""
     crossing.loop_id = id(loop)
     entry = _request_loops.pop(loop, None)
     if entry is None:
@@ -699,8 +706,9 @@ def _claim_loop(
     creation, owner = entry[0](), entry[1]()
     if owner is record and not crossing.loop_created:
         crossing.loop_created = True
-        if creation is not None and set_up_for_it:  # None: not kept (MAX_EVENTS)
-            crossing.call_ns = min(crossing.call_ns, creation.at_ns)
+        # (creation None: not kept, past MAX_EVENTS.)
+        if creation is not None and set_up_at is not None and creation.at_ns >= set_up_at:
+            crossing.call_ns = min(crossing.call_ns, set_up_at)
             creation.crossing = crossing
 
 
@@ -756,8 +764,13 @@ def _wrap_runner_lazy_init(wrapped, instance, args, kwargs):
     # Runner.run of a request makes its crossing current in it for the call
     # (run() calls this again, set up already: then it is left alone).
     before = getattr(instance, "_context", None)
+    # When a request's runner began setting itself up (making its loop):
+    # asyncio.run's call begins there (see _claim_loop).
+    began = clock() if before is None and _here_get() is not None else None
     result = wrapped(*args, **kwargs)
     try:
+        if began is not None:
+            _runner_set_ups[instance] = began
         context = getattr(instance, "_context", None)
         if (
             context is not before
@@ -1230,6 +1243,7 @@ def _uvloop_imported(module: types.ModuleType) -> None:
 def _clear_pending_loops() -> None:
     _unclaimed_loops.clear()
     _request_loops.clear()
+    _runner_set_ups.clear()
     _crossing_loops.clear()
 
 
