@@ -956,7 +956,23 @@ def test_a_middleware_whose_only_synchronous_hook_is_process_view_is_a_warning()
         path,
         "ViewOnlyMiddleware's process_view is synchronous: under ASGI each request that "
         "reaches a view crosses the sync/async boundary 2 more times for it.",
-        "Give ViewOnlyMiddleware an async process_view; 'switchtrace explain' shows what it saves.",
+        "Give ViewOnlyMiddleware an async process_view; 'switchtrace explain' shows what it "
+        "saves, and whether marking ViewOnlyMiddleware sync-only (async_capable = False) "
+        "saves more.",
+    )
+
+
+class SyncOnlyViewMiddleware(ViewOnlyMiddleware):
+    async_capable = False
+
+
+def test_a_sync_only_middleware_whose_process_view_is_synchronous_is_not_told_to_be_sync_only():
+    path = f"{__name__}.SyncOnlyViewMiddleware"
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=[MIDDLEWARE_PATH, path]):
+        [message] = [m for m in checks.run_checks() if m.id == "switchtrace.W003"]
+    assert message.hint == (
+        "Give SyncOnlyViewMiddleware an async process_view; 'switchtrace explain' shows what "
+        "it saves."
     )
 
 

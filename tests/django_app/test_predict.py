@@ -357,6 +357,31 @@ def test_the_middleware_below_is_the_one_below_each_entry_of_a_class_listed_twic
     assert _measured(records, "wsgi", both) == 8 - 4
 
 
+@pytest.mark.parametrize("rewritten", ["RewrittenXFrame", "RewrittenXFrameCall"])
+def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewritten, records):
+    """XFrameOptionsMiddleware rewritten as the fix says, in a subclass with
+    its own __acall__ (or __call__) that runs its hook itself: its hook is no
+    sync_to_async any more. The model still charged it 2 (32 predicted, 30
+    measured), with the same fix, and W003 still warned of it."""
+    from django.core import checks
+    from django.test import override_settings
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    path = f"{SUPPORT}.{rewritten}"
+    middleware = [
+        path if m.endswith(".XFrameOptionsMiddleware") else m for m in STARTPROJECT_MIDDLEWARE
+    ]
+    prediction = predict("asgi", False, middleware)
+    assert not [c for c in prediction.causes if c.middleware == path]
+    assert _measured(records, "asgi", middleware) == prediction.switches == 30
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True},
+        MIDDLEWARE=["switchtrace.django_app.middleware.SwitchTraceMiddleware", *middleware],
+    ):
+        warned = [m.obj for m in checks.run_checks() if m.id == "switchtrace.W003"]
+    assert path not in warned and len(warned) == 6
+
+
 def test_the_hooks_of_a_middleware_django_runs_asynchronously_under_wsgi_say_wsgi(records):
     """Under WSGI, a MiddlewareMixin above an async-only middleware runs
     asynchronously, its hooks in sync_to_async: the cause said "per request

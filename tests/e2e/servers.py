@@ -212,9 +212,11 @@ class Server:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                # A worker of granian or uWSGI can outlive its main process:
-                # see stop.
-                start_new_session=bool(self.workers),
+                # A worker can outlive its main process (granian's, uWSGI's;
+                # once, a uvicorn worker of gunicorn --preload, still serving
+                # after the suite ended): its group of its own, killed at
+                # stop.
+                start_new_session=True,
             )
         self._wait_ready()
 
@@ -282,9 +284,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        if self.workers:
-            # Its workers, if the main process died or was killed first.
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # Its workers, if the main process died or was killed first.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -151,9 +151,8 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
     Only while switchtrace is enabled: installed and turned off (production
     settings), it keeps quiet."""
     from asgiref.sync import iscoroutinefunction
-    from django.utils.deprecation import MiddlewareMixin
 
-    from .predict import HOOKS, middleware_modes
+    from .predict import HOOKS, middleware_modes, runs_hooks_in_sync_to_async
 
     messages: list[Any] = []
     if not get_config().enabled:
@@ -190,7 +189,7 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
         hooks = []
         if (
             in_async_mode
-            and issubclass(cls, MiddlewareMixin)
+            and runs_hooks_in_sync_to_async(cls)
             and getattr(cls, "async_capable", False)
         ):
             hooks = [
@@ -222,7 +221,11 @@ def check_middleware_switches(app_configs: Any = None, **kwargs: Any) -> list[An
                 f"{name}'s process_view is synchronous: under ASGI each request that reaches "
                 "a view crosses the sync/async boundary 2 more times for it."
             )
-            hint = f"Give {name} an async process_view; 'switchtrace explain' shows what it saves."
+            hint = f"Give {name} an async process_view; 'switchtrace explain' shows what it saves"
+            if getattr(cls, "async_capable", False) and getattr(cls, "sync_capable", True):
+                # Innermost, the whole chain then turns synchronous.
+                hint += f", and whether marking {name} sync-only (async_capable = False) saves more"
+            hint += "."
         else:
             continue
         messages.append(Warning(message, hint=hint, obj=path, id="switchtrace.W003"))

@@ -35,6 +35,22 @@ HOOKS = ("process_request", "process_response")
 TICKET = "Django ticket #37177"
 
 
+def runs_hooks_in_sync_to_async(cls: Any) -> bool:
+    """Whether, in async mode, Django's ``MiddlewareMixin`` runs ``cls``'s
+    hooks, each synchronous one in a ``sync_to_async``: not when the class
+    has an ``__acall__`` or ``__call__`` of its own (the rewrite as a
+    sync-and-async middleware, done in a subclass: its async code is read
+    instead, see :func:`own_bridges`)."""
+    from django.utils.deprecation import MiddlewareMixin
+
+    if not (is_of_type(cls, type) and issubclass(cls, MiddlewareMixin)):
+        return False
+    return all(
+        inspect.getattr_static(cls, name, None) is vars(MiddlewareMixin)[name]
+        for name in ("__acall__", "__call__")
+    )
+
+
 @dataclass(frozen=True)
 class Cause:
     """One reason for switches: what, how many per request, and the fix."""
@@ -474,11 +490,10 @@ def predict(
                 ),
             )
         )
-    from django.utils.deprecation import MiddlewareMixin
 
     for at, (path, cls, is_async_mode, adapter) in enumerate(chain):
         name = _short(path)
-        if is_async_mode and isinstance(cls, type) and issubclass(cls, MiddlewareMixin):
+        if is_async_mode and runs_hooks_in_sync_to_async(cls):
             hooks = hooks_of(cls)
             if hooks:
                 n = 2 * len(hooks)
