@@ -293,9 +293,9 @@ def test_a_thread_an_executor_starts_for_an_offload_is_the_offloads():
     asyncio.to_thread (or run_in_executor) submits the function: that start
     is the offload's, as the executor's thread for a sync_to_async is the
     sync_to_async's, not its caller's (here asyncio.run's). The thread that
-    shuts the executor down starts as asyncio.Runner closes, after the run:
-    the request's, of no crossing (Python 3.10's asyncio.run, which has no
-    Runner, starts it inside the run: asyncio.run's)."""
+    shuts the executor down starts as asyncio.run closes its runner, before
+    it returns: asyncio.run's (on Python 3.11+ it was the request's, of no
+    crossing, the call ended as Runner.run returned)."""
 
     async def main():
         await asyncio.to_thread(here)
@@ -310,10 +310,12 @@ def test_a_thread_an_executor_starts_for_an_offload_is_the_offloads():
         "asyncio.to_thread",
         "run_in_executor",
     )
-    closer = None if hasattr(asyncio, "Runner") else run
-    assert [start.crossing for start in record.thread_starts] == [to_thread, closer]
-    assert (to_thread.threads_started, in_executor.threads_started) == (1, 0)
-    assert run.threads_started == (closer is run)
+    assert [start.crossing for start in record.thread_starts] == [to_thread, run]
+    assert (to_thread.threads_started, in_executor.threads_started, run.threads_started) == (
+        1,
+        0,
+        1,
+    )
 
 
 def test_asyncio_run_is_two_switches_without_a_hop():
@@ -1421,6 +1423,33 @@ def test_a_loop_made_ahead_of_its_run_is_an_event_where_it_was_made(run_it):
     else:
         assert creation.crossing is None
         assert creation.at_ns < run.call_ns
+
+
+def test_asyncio_run_returns_once_its_runner_is_closed():
+    """asyncio.run closes its runner before it returns: it cancels the tasks
+    left (here a to_thread's, its function still sleeping in its thread)
+    and shuts its default executor down, waiting for its threads and
+    starting one to do so. All of it is the call's (Python 3.11+ ended the
+    call as Runner.run returned: the offload ended after it, and the
+    shutdown's thread was the caller's)."""
+
+    async def main():
+        asyncio.get_running_loop().create_task(asyncio.to_thread(time.sleep, 0.05))
+        await asyncio.sleep(0)  # the task starts its offload
+
+    with tracer.recording() as record:
+        asyncio.run(main())
+    run, offload = sorted(record.crossings, key=lambda c: c.call_ns)
+    assert (run.mechanism, offload.mechanism, offload.parent) == (
+        "asyncio.run",
+        "asyncio.to_thread",
+        run,
+    )
+    assert offload.call_ns < offload.end_ns <= run.return_ns
+    pool_worker, shutdown = record.thread_starts
+    assert (pool_worker.crossing, shutdown.crossing) == (offload, run)
+    assert run.call_ns <= shutdown.at_ns <= run.return_ns
+    assert record.totals() == tracer.Figures(4, 2, 1, 2)
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.run's loop_factory: 3.12+")

@@ -117,6 +117,13 @@ _request_loops: WeakIdentityMap[tuple[weakref.ref[LoopCreation], weakref.ref[Req
 #: asyncio.Runners set up while a request was current -> when their set-up
 #: began, until their run() is called (asyncio.run's: set up, then run()).
 _runner_set_ups: WeakIdentityMap[int] = WeakIdentityMap()
+#: asyncio.run's runners whose run() has returned -> the return of its
+#: crossing, noted once asyncio.run has closed the runner (its code then).
+_returns_at_close: WeakIdentityMap[
+    tuple[
+        RequestRecord, Crossing | None, contextvars.Token[Here | None] | None, BaseException | None
+    ]
+] = WeakIdentityMap()
 #: Loops asgiref created for an async_to_sync of a request (its asyncio.run
 #: in a new thread) -> that request and crossing, both held weakly. What
 #: runs there outside the crossing's code, in the thread's own context
@@ -586,6 +593,7 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
         return wrapped(*args, **kwargs)
     record = current[0]
     crossing = token = runner_context = loop = None
+    closes = False  # asyncio.run's runner: its call returns once the runner is closed
     try:
         coro = args[0] if args else kwargs.get("main", kwargs.get("coro"))
         # What asyncio.run and Runner.run accept: any collections.abc.Coroutine
@@ -614,6 +622,7 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
                 if set_up_at is not None and not _set_up_by_caller():
                     set_up_at = None
                 _claim_loop(loop, record, crossing, set_up_at)
+                closes = set_up_at is not None
                 runner_context = _runner_context(instance, kwargs, record, crossing)
             record.start(crossing, crossing.source_thread)
     except Exception:
@@ -622,10 +631,19 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
         _leave_context(runner_context)
-        _return(record, crossing, token, exc)
+        if closes:
+            _returns_at_close[instance] = (record, crossing, token, exc)
+        else:
+            _return(record, crossing, token, exc)
         raise
     _leave_context(runner_context)
-    _return(record, crossing, token, None)
+    if closes:
+        # asyncio.run closes the runner before it returns: cancelling the
+        # tasks left, shutting its default executor down (waiting for its
+        # threads, starting one), all the call's.
+        _returns_at_close[instance] = (record, crossing, token, None)
+    else:
+        _return(record, crossing, token, None)
     return result
 
 
@@ -793,6 +811,9 @@ def _wrap_runner_close(wrapped, instance, args, kwargs):
         return wrapped(*args, **kwargs)
     finally:
         _closing_runner.depth = depth
+        pending = _returns_at_close.pop(instance, None)
+        if pending is not None:
+            _return(*pending)
 
 
 # -- loop.run_until_complete from synchronous code: same thread, a loop ---------
@@ -1244,6 +1265,7 @@ def _clear_pending_loops() -> None:
     _unclaimed_loops.clear()
     _request_loops.clear()
     _runner_set_ups.clear()
+    _returns_at_close.clear()
     _crossing_loops.clear()
 
 
