@@ -230,6 +230,15 @@ class RewrittenXFrameCall(XFrameOptionsMiddleware):
         return self.process_response(request, await self.get_response(request))
 
 
+class LoggingXFrame(XFrameOptionsMiddleware):
+    """A __call__ of its own that hands on to MiddlewareMixin's: its hook
+    still runs in sync_to_async."""
+
+    def __call__(self, request):
+        request.logged = True
+        return super().__call__(request)
+
+
 class SyncProcessView(MiddlewareMixin):
     """A synchronous process_view and no other hook, as Django's
     LoginRequiredMiddleware: sync_to_async under ASGI."""

@@ -382,6 +382,21 @@ def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewri
     assert path not in warned and len(warned) == 6
 
 
+def test_a_subclass_whose_own_call_hands_on_to_the_mixins_is_charged_for_its_hooks(records):
+    """A __call__ of its own around MiddlewareMixin's (super().__call__):
+    the hook still runs in sync_to_async, and costs its 2."""
+    from project.settings import STARTPROJECT_MIDDLEWARE
+
+    path = f"{SUPPORT}.LoggingXFrame"
+    middleware = [
+        path if m.endswith(".XFrameOptionsMiddleware") else m for m in STARTPROJECT_MIDDLEWARE
+    ]
+    prediction = predict("asgi", False, middleware)
+    [cause] = [c for c in prediction.causes if c.middleware == path and c.switches == 2]
+    assert cause.what.startswith("LoggingXFrame: async_capable but process_response")
+    assert _measured(records, "asgi", middleware) == prediction.switches == 32
+
+
 def test_the_hooks_of_a_middleware_django_runs_asynchronously_under_wsgi_say_wsgi(records):
     """Under WSGI, a MiddlewareMixin above an async-only middleware runs
     asynchronously, its hooks in sync_to_async: the cause said "per request

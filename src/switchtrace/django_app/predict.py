@@ -38,17 +38,23 @@ TICKET = "Django ticket #37177"
 def runs_hooks_in_sync_to_async(cls: Any) -> bool:
     """Whether, in async mode, Django's ``MiddlewareMixin`` runs ``cls``'s
     hooks, each synchronous one in a ``sync_to_async``: not when the class
-    has an ``__acall__`` or ``__call__`` of its own (the rewrite as a
-    sync-and-async middleware, done in a subclass: its async code is read
-    instead, see :func:`own_bridges`)."""
+    has an ``__acall__`` or ``__call__`` of its own that does not hand on
+    to ``MiddlewareMixin``'s (the rewrite as a sync-and-async middleware,
+    done in a subclass: its async code is read instead, see
+    :func:`own_bridges`). One that names ``__acall__`` or ``__call__``
+    (``super().__call__(request)``, around a log line) is taken to hand on."""
     from django.utils.deprecation import MiddlewareMixin
 
     if not (is_of_type(cls, type) and issubclass(cls, MiddlewareMixin)):
         return False
-    return all(
-        inspect.getattr_static(cls, name, None) is vars(MiddlewareMixin)[name]
-        for name in ("__acall__", "__call__")
-    )
+    for name in ("__acall__", "__call__"):
+        own = inspect.getattr_static(cls, name, None)
+        if own is vars(MiddlewareMixin)[name]:
+            continue
+        code = getattr(own, "__code__", None)
+        if not (type(code) is CodeType and {"__acall__", "__call__"} & set(code.co_names)):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
