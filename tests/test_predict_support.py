@@ -239,6 +239,37 @@ class LoggingXFrame(XFrameOptionsMiddleware):
         return super().__call__(request)
 
 
+class AsyncPathXFrame(XFrameOptionsMiddleware):
+    """An async path of its own in its __call__, MiddlewareMixin's on the
+    synchronous path alone: its hook runs in no sync_to_async."""
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self._async_call(request)
+        return super().__call__(request)
+
+    async def _async_call(self, request):
+        return self.process_response(request, await self.get_response(request))
+
+
+class _LogsCalls:
+    def __call__(self, request):
+        request.logged = True
+        return super().__call__(request)
+
+
+class MixedXFrame(_LogsCalls, XFrameOptionsMiddleware):
+    """MiddlewareMixin's __call__ reached through a mixin's."""
+
+
+class SuperAcallXFrame(XFrameOptionsMiddleware):
+    """An __acall__ of its own around MiddlewareMixin's."""
+
+    async def __acall__(self, request):
+        request.logged = True
+        return await super().__acall__(request)
+
+
 class SyncProcessView(MiddlewareMixin):
     """A synchronous process_view and no other hook, as Django's
     LoginRequiredMiddleware: sync_to_async under ASGI."""

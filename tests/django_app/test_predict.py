@@ -357,7 +357,7 @@ def test_the_middleware_below_is_the_one_below_each_entry_of_a_class_listed_twic
     assert _measured(records, "wsgi", both) == 8 - 4
 
 
-@pytest.mark.parametrize("rewritten", ["RewrittenXFrame", "RewrittenXFrameCall"])
+@pytest.mark.parametrize("rewritten", ["RewrittenXFrame", "RewrittenXFrameCall", "AsyncPathXFrame"])
 def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewritten, records):
     """XFrameOptionsMiddleware rewritten as the fix says, in a subclass with
     its own __acall__ (or __call__) that runs its hook itself: its hook is no
@@ -382,18 +382,22 @@ def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewri
     assert path not in warned and len(warned) == 6
 
 
-def test_a_subclass_whose_own_call_hands_on_to_the_mixins_is_charged_for_its_hooks(records):
-    """A __call__ of its own around MiddlewareMixin's (super().__call__):
-    the hook still runs in sync_to_async, and costs its 2."""
+@pytest.mark.parametrize("subclass", ["LoggingXFrame", "MixedXFrame", "SuperAcallXFrame"])
+def test_a_subclass_whose_own_call_hands_on_to_the_mixins_is_charged_for_its_hooks(
+    subclass, records
+):
+    """A __call__ (or __acall__) of its own around MiddlewareMixin's
+    (super().__call__, through a mixin's too): the hook still runs in
+    sync_to_async, and costs its 2."""
     from project.settings import STARTPROJECT_MIDDLEWARE
 
-    path = f"{SUPPORT}.LoggingXFrame"
+    path = f"{SUPPORT}.{subclass}"
     middleware = [
         path if m.endswith(".XFrameOptionsMiddleware") else m for m in STARTPROJECT_MIDDLEWARE
     ]
     prediction = predict("asgi", False, middleware)
     [cause] = [c for c in prediction.causes if c.middleware == path and c.switches == 2]
-    assert cause.what.startswith("LoggingXFrame: async_capable but process_response")
+    assert cause.what.startswith(f"{subclass}: async_capable but process_response")
     assert _measured(records, "asgi", middleware) == prediction.switches == 32
 
 

@@ -1452,6 +1452,23 @@ def test_asyncio_run_returns_once_its_runner_is_closed():
     assert record.totals() == tracer.Figures(4, 2, 1, 2)
 
 
+def test_asyncio_runs_call_raises_what_closing_its_runner_raised(monkeypatch):
+    """Its caller gets what asyncio.run's close of the runner raised (here
+    its default executor's shutdown): the call's exception too, as on
+    Python 3.10 (on 3.11+ the call had returned with none)."""
+
+    async def failing_shutdown(self, *args, **kwargs):
+        raise RuntimeError("shutdown failed")
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "shutdown_default_executor", failing_shutdown)
+    with tracer.recording() as record:
+        with pytest.raises(RuntimeError, match="shutdown failed"):
+            asyncio.run(anoop())
+    [run] = record.crossings
+    assert (run.mechanism, run.exception) == ("asyncio.run", "RuntimeError")
+    assert record.totals() == tracer.Figures(2, 0, 1, 0)
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.run's loop_factory: 3.12+")
 def test_a_loop_made_earlier_that_asyncio_runs_loop_factory_returns_is_not_made_by_the_call():
     """asyncio.run given a loop_factory that returns a loop made before:

@@ -47,14 +47,40 @@ def runs_hooks_in_sync_to_async(cls: Any) -> bool:
 
     if not (is_of_type(cls, type) and issubclass(cls, MiddlewareMixin)):
         return False
-    for name in ("__acall__", "__call__"):
-        own = inspect.getattr_static(cls, name, None)
-        if own is vars(MiddlewareMixin)[name]:
-            continue
-        code = getattr(own, "__code__", None)
-        if not (type(code) is CodeType and {"__acall__", "__call__"} & set(code.co_names)):
+
+    def hands_on(function: Any) -> bool:
+        code = getattr(function, "__code__", None)
+        return type(code) is CodeType and bool({"__acall__", "__call__"} & set(code.co_names))
+
+    call = inspect.getattr_static(cls, "__call__", None)
+    if call is not vars(MiddlewareMixin)["__call__"]:
+        # Async mode calls __call__: its own, which hands on to the mixin's
+        # (super().__call__) unless it has an async path of its own (an
+        # async method of the class's: __call__ returning its coroutine).
+        if not hands_on(call) or _async_methods(cls, MiddlewareMixin, skip="__acall__"):
             return False
-    return True
+    acall = inspect.getattr_static(cls, "__acall__", None)
+    return acall is vars(MiddlewareMixin)["__acall__"] or hands_on(acall)
+
+
+def _async_methods(cls: type, base: type, skip: str = "") -> list[FunctionType]:
+    """The async methods of ``cls``'s own classes (not ``base``'s, nor
+    ``object``'s), each name once, as the class resolves it; ``skip`` left
+    out."""
+    seen: set[str] = {skip}
+    found: list[FunctionType] = []
+    for klass in type.__getattribute__(cls, "__mro__"):
+        if klass is object or klass is base:
+            continue
+        for name, value in type.__getattribute__(klass, "__dict__").items():
+            if name in seen:
+                continue  # overridden
+            seen.add(name)
+            if is_of_type(value, (classmethod, staticmethod)):
+                value = value.__func__
+            if type(value) is FunctionType and value.__code__.co_flags & inspect.CO_COROUTINE:
+                found.append(value)
+    return found
 
 
 @dataclass(frozen=True)
@@ -188,18 +214,7 @@ def own_bridges(middleware: Any) -> list[OwnBridge]:
     functions: list[FunctionType] = []
     if is_of_type(middleware, type):
         owner = middleware
-        seen: set[str] = set()
-        for klass in type.__getattribute__(middleware, "__mro__"):
-            if klass is object or klass is MiddlewareMixin:
-                continue
-            for name, value in type.__getattribute__(klass, "__dict__").items():
-                if name in seen:
-                    continue  # overridden
-                seen.add(name)
-                if is_of_type(value, (classmethod, staticmethod)):
-                    value = value.__func__
-                if type(value) is FunctionType and value.__code__.co_flags & inspect.CO_COROUTINE:
-                    functions.append(value)
+        functions += _async_methods(middleware, MiddlewareMixin)
     elif type(middleware) is FunctionType:
         functions.append(middleware)  # a function middleware's factory
     sites: list[OwnBridge] = []

@@ -807,13 +807,18 @@ def _wrap_runner_close(wrapped, instance, args, kwargs):
     # Runs on the runner's thread: its run_until_complete calls are its own.
     depth = getattr(_closing_runner, "depth", 0)
     _closing_runner.depth = depth + 1
+    raised: BaseException | None = None
     try:
         return wrapped(*args, **kwargs)
+    except BaseException as exc:
+        raised = exc  # what asyncio.run's caller gets, rather than run()'s
+        raise
     finally:
         _closing_runner.depth = depth
         pending = _returns_at_close.pop(instance, None)
         if pending is not None:
-            _return(*pending)
+            record, crossing, token, ended = pending
+            _return(record, crossing, token, raised or ended)
 
 
 # -- loop.run_until_complete from synchronous code: same thread, a loop ---------
