@@ -605,8 +605,9 @@ def _wrap_asyncio_run(wrapped, instance, args, kwargs):
     except Exception:
         swallow("asyncio.run call")
     if crossing is not None and instance is not None:
-        # Runner.run sets the runner up (asyncio.run's makes its loop here,
-        # with the crossing current) before anything switches; done here,
+        # Runner.run sets the runner up (one not set up yet makes its loop
+        # here, with the crossing current; asyncio.run's was set up by its
+        # ``with``, see _claim_loop) before anything switches; done here,
         # outside the guard, as run() would do it first: a closed runner or
         # a loop_factory that raises raises to the caller, once, and nothing
         # switched.
