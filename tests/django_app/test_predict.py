@@ -275,11 +275,14 @@ def test_an_adapters_fixes_are_those_that_save_and_save_what_they_say(
         ["AsyncOnly", "AsyncProcessView"],
     ],
 )
-def test_an_async_to_sync_inside_a_wsgi_requests_sync_to_async_on_asgiref_3_8(middleware, records):
+def test_an_async_to_sync_inside_a_wsgi_requests_sync_to_async_before_asgiref_3_12(
+    middleware, records
+):
     """README, explain: what the prediction cannot see. Under WSGI, an
     async_to_sync made inside the sync_to_async below an async-only
-    middleware finds the outer loop: no loop of its own. On asgiref 3.8 it
-    does on the first request only, then makes one more on each."""
+    middleware finds the outer loop: no loop of its own. Before asgiref
+    3.12 it does on the first request only, then makes one more on each
+    (measured on 3.8.1, 3.9.1, 3.10.0 and 3.11.0; none on 3.12.0, 3.13.0)."""
     middleware = [m if "." in m else f"{SUPPORT}.{m}" for m in middleware]
     prediction = predict("wsgi", False, middleware)
     with example.handlers("none", switchtrace_middleware=False, MIDDLEWARE=middleware) as (
@@ -288,7 +291,7 @@ def test_an_async_to_sync_inside_a_wsgi_requests_sync_to_async_on_asgiref_3_8(mi
     ):
         for _ in range(3):
             wsgi_request(wsgi, "/sync/")
-    more = 1 if ASGIREF < (3, 9) else 0
+    more = 1 if ASGIREF < (3, 12) else 0
     assert [(r.context_switches, r.event_loops_created) for r in records] == [
         (prediction.switches, prediction.loops),
         (prediction.switches, prediction.loops + more),
