@@ -726,7 +726,7 @@ def _saving(cause: Cause) -> str:
     own, saves = cause.switches, cause.saves
     if cause.adapter or cause.sync_only:  # its options say what each saves
         return ""
-    if not (cause.middleware and "async_capable" in cause.fix):
+    if not cause.mark_or_rewrite:
         return f" (saves {saves})" if saves else ""
     if saves < 0:
         # Near the top of the chain: Django then adapts the handler below it

@@ -116,6 +116,10 @@ class Cause:
     #: Whether marking ``middleware`` sync-only is offered beside ``fix``,
     #: priced by predicting it (a synchronous process_view under ASGI).
     sync_only: bool = False
+    #: Whether ``fix`` offers marking ``middleware`` sync-only or rewriting
+    #: it (its synchronous hooks run in sync_to_async): ``saves`` is then
+    #: what marking it sync-only saves, found by predicting it.
+    mark_or_rewrite: bool = False
 
 
 @dataclass
@@ -523,9 +527,10 @@ def predict(
                 # async-only middleware: under WSGI, Django adapts one with
                 # async_to_sync, and what is below it back.)
                 rewrite = f"rewrite {name} as a sync-and-async middleware ({REWRITE})"
+                mark = bool(getattr(cls, "sync_capable", True))
                 fix = (
                     f"mark {name} sync-only (async_capable = False), or {rewrite}"
-                    if getattr(cls, "sync_capable", True)
+                    if mark
                     else rewrite
                 )
                 where = "under ASGI" if is_async else "here, where Django runs it asynchronously"
@@ -536,6 +541,7 @@ def predict(
                     n,
                     fix=fix,
                     middleware=path,
+                    mark_or_rewrite=mark,
                 )
                 path_steps.append(("hooks", cause))
         if adapter == "a2s":
@@ -808,9 +814,7 @@ def _savings(
             # said here unless its hooks' line says it.
             fix = f"{cause.fix} (saves {cause.switches})"
             path = cause.middleware
-            hooks = any(
-                c.middleware == path and "async_capable" in c.fix for c in prediction.causes
-            )
+            hooks = any(c.middleware == path and c.mark_or_rewrite for c in prediction.causes)
             if not hooks and capable("async_capable", path) and capable("sync_capable", path):
                 saves = saving({path: False}, {})
                 if saves > 0:
@@ -818,7 +822,7 @@ def _savings(
                         f", or mark {_short(path)} sync-only (async_capable = False; saves {saves})"
                     )
             prediction.causes[n] = replace(cause, fix=fix)
-        elif cause.middleware and "async_capable" in cause.fix:
+        elif cause.mark_or_rewrite:
             saves = saving({cause.middleware: False}, {})
             prediction.causes[n] = replace(cause, saves=saves)
 
