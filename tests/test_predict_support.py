@@ -18,6 +18,7 @@ class AsyncOnly:
 # -- what only some requests do, for the prediction tests -------------------------
 
 import asyncio  # noqa: E402
+import functools  # noqa: E402
 import time  # noqa: E402
 
 from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse  # noqa: E402
@@ -262,6 +263,53 @@ class MixedXFrame(_LogsCalls, XFrameOptionsMiddleware):
     """MiddlewareMixin's __call__ reached through a mixin's."""
 
 
+class LoggingAsyncViewXFrame(LoggingXFrame):
+    """LoggingXFrame with an async process_view (what W003 advises):
+    Django adapts that hook apart, its process_response still runs in
+    sync_to_async."""
+
+    async def process_view(self, request, view_func, view_args, view_kwargs):
+        return None
+
+
+class AsyncCallSuperXFrame(XFrameOptionsMiddleware):
+    """An async __call__ of its own that awaits MiddlewareMixin's."""
+
+    sync_capable = False
+
+    async def __call__(self, request):
+        request.logged = True
+        return await super().__call__(request)
+
+
+class _AsyncHelper:
+    async def aclose_things(self):  # an async method the __call__ never names
+        return None
+
+    def __call__(self, request):
+        return super().__call__(request)
+
+
+class HelperXFrame(_AsyncHelper, XFrameOptionsMiddleware):
+    """A mixin's __call__ that hands on, beside an async helper of its own."""
+
+
+def _traced(function):
+    @functools.wraps(function)
+    def traced(*args, **kwargs):
+        return function(*args, **kwargs)
+
+    return traced
+
+
+class DecoratedXFrame(XFrameOptionsMiddleware):
+    """A decorated __call__ (a tracing decorator) that hands on."""
+
+    @_traced
+    def __call__(self, request):
+        return super().__call__(request)
+
+
 class SuperAcallXFrame(XFrameOptionsMiddleware):
     """An __acall__ of its own around MiddlewareMixin's."""
 
@@ -360,6 +408,27 @@ from django.contrib.sessions.middleware import SessionMiddleware  # noqa: E402
 
 class SyncOnlySession(SessionMiddleware):
     """SessionMiddleware marked sync-only, as switchtrace explain's fix says."""
+
+    async_capable = False
+
+
+class RewrittenSession(SessionMiddleware):
+    """SyncOnlySession rewritten as explain's fix for it says: an async
+    __call__ for an async get_response, its hooks called there directly."""
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self._async_call(request)
+        return super().__call__(request)
+
+    async def _async_call(self, request):
+        self.process_request(request)
+        return self.process_response(request, await self.get_response(request))
+
+
+class SyncXFrame(XFrameOptionsMiddleware):
+    """XFrameOptionsMiddleware marked sync-only (RewrittenXFrameCall is it
+    rewritten as a sync-and-async middleware)."""
 
     async_capable = False
 

@@ -209,6 +209,24 @@ def _measured(records, server, middleware, path="/sync/"):
         # No fix is offered. (It offered that one, or marking "the middleware
         # next to it" sync-only, already synchronous: nothing changes.)
         ("asgi", ["startproject", "OldStyle"], "", None),
+        # A sync-only MiddlewareMixin: rewritten as the fix says, its hooks
+        # run in no sync_to_async (priced as marked async-capable, which
+        # leaves them there, it said 2, and nothing for the session alone).
+        (
+            "asgi",
+            ["SyncXFrame", "django.contrib.sessions.middleware.SessionMiddleware"],
+            "make SyncXFrame async-capable too (an async __call__ for an async get_response; "
+            "saves 4), or mark SessionMiddleware, below it, sync-only (async_capable = False; "
+            "saves 4)",
+            ["RewrittenXFrameCall", "django.contrib.sessions.middleware.SessionMiddleware"],
+        ),
+        (
+            "asgi",
+            ["SyncOnlySession"],
+            "make SyncOnlySession async-capable too (an async __call__ for an async "
+            "get_response; saves 4)",
+            ["RewrittenSession"],
+        ),
         # Under WSGI, an async-only middleware after CommonMiddleware, whose
         # neighbours below are async-capable already: only making it
         # sync-capable saves (it offered "or the middleware below it
@@ -248,12 +266,12 @@ def test_an_adapters_fixes_are_those_that_save_and_save_what_they_say(
 
     middleware = paths(middleware)
     prediction = predict(server, False, middleware)
-    named = ("AsyncOnly", "OldStyle", "async_only_function")
+    named = ("AsyncOnly", "OldStyle", "async_only_function", "SyncXFrame", "SyncOnlySession")
     [cause] = [c for c in prediction.causes if c.adapter and c.middleware.endswith(named)]
     assert cause.fix == fix
     assert _measured(records, server, middleware) == prediction.switches
     if fixed is not None:
-        saves = int(fix.rsplit("saves ", 1)[1].rstrip(")"))
+        saves = int(re.search(r"saves (\d+)\)", fix)[1])  # the first fix's
         assert _measured(records, server, paths(fixed)) == prediction.switches - saves
     else:
         [innermost] = [m for m in middleware if m.endswith("OldStyle")]
@@ -385,13 +403,29 @@ def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewri
     assert path not in warned and len(warned) == 6
 
 
-@pytest.mark.parametrize("subclass", ["LoggingXFrame", "MixedXFrame", "SuperAcallXFrame"])
+@pytest.mark.parametrize(
+    "subclass",
+    [
+        "LoggingXFrame",
+        "MixedXFrame",
+        "SuperAcallXFrame",
+        "LoggingAsyncViewXFrame",
+        "AsyncCallSuperXFrame",
+        "HelperXFrame",
+        "DecoratedXFrame",
+    ],
+)
 def test_a_subclass_whose_own_call_hands_on_to_the_mixins_is_charged_for_its_hooks(
     subclass, records
 ):
     """A __call__ (or __acall__) of its own around MiddlewareMixin's
     (super().__call__, through a mixin's too): the hook still runs in
-    sync_to_async, and costs its 2."""
+    sync_to_async, and costs its 2, and W003 warns of it. (Not an async
+    process_view beside it, which Django adapts apart, an async __call__
+    that awaits the mixin's, an async method the __call__ never names, nor
+    a decorator around the __call__.)"""
+    from django.core import checks
+    from django.test import override_settings
     from project.settings import STARTPROJECT_MIDDLEWARE
 
     path = f"{SUPPORT}.{subclass}"
@@ -402,6 +436,12 @@ def test_a_subclass_whose_own_call_hands_on_to_the_mixins_is_charged_for_its_hoo
     [cause] = [c for c in prediction.causes if c.middleware == path and c.switches == 2]
     assert cause.what.startswith(f"{subclass}: async_capable but process_response")
     assert _measured(records, "asgi", middleware) == prediction.switches == 32
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True},
+        MIDDLEWARE=["switchtrace.django_app.middleware.SwitchTraceMiddleware", *middleware],
+    ):
+        warned = [m.obj for m in checks.run_checks() if m.id == "switchtrace.W003"]
+    assert path in warned and len(warned) == 7
 
 
 def test_the_hooks_of_a_middleware_django_runs_asynchronously_under_wsgi_say_wsgi(records):

@@ -42,33 +42,46 @@ def runs_hooks_in_sync_to_async(cls: Any) -> bool:
     to ``MiddlewareMixin``'s (the rewrite as a sync-and-async middleware,
     done in a subclass: its async code is read instead, see
     :func:`own_bridges`). One that names ``__acall__`` or ``__call__``
-    (``super().__call__(request)``, around a log line) is taken to hand on."""
+    (``super().__call__(request)``, around a log line; read through
+    decorators) is taken to hand on, unless its ``__call__`` also names an
+    async method of the class's own, not a hook (``return
+    self.acall(request)`` when async): its own async path."""
     from django.utils.deprecation import MiddlewareMixin
 
     if not (is_of_type(cls, type) and issubclass(cls, MiddlewareMixin)):
         return False
 
-    def hands_on(function: Any) -> bool:
+    def names(function: Any) -> set[str]:
+        try:
+            function = inspect.unwrap(function)
+        except ValueError:  # a cycle of __wrapped__
+            return set()
         code = getattr(function, "__code__", None)
-        return type(code) is CodeType and bool({"__acall__", "__call__"} & set(code.co_names))
+        return set(code.co_names) if type(code) is CodeType else set()
 
+    handing_on = {"__acall__", "__call__"}
     call = inspect.getattr_static(cls, "__call__", None)
     if call is not vars(MiddlewareMixin)["__call__"]:
         # Async mode calls __call__: its own, which hands on to the mixin's
-        # (super().__call__) unless it has an async path of its own (an
-        # async method of the class's: __call__ returning its coroutine).
-        if not hands_on(call) or _async_methods(cls, MiddlewareMixin, skip="__acall__"):
+        # (super().__call__) unless it returns an async path of its own.
+        # (Django adapts process_view and the other hooks apart, whatever
+        # they are: an async one is no path around the mixin's.)
+        named = names(call)
+        if not named & handing_on:
+            return False
+        own_paths = set(_async_methods(cls, MiddlewareMixin)) - handing_on - set(HOOKS)
+        own_paths -= {"process_view", "process_exception", "process_template_response"}
+        if named & own_paths:
             return False
     acall = inspect.getattr_static(cls, "__acall__", None)
-    return acall is vars(MiddlewareMixin)["__acall__"] or hands_on(acall)
+    return acall is vars(MiddlewareMixin)["__acall__"] or bool(names(acall) & handing_on)
 
 
-def _async_methods(cls: type, base: type, skip: str = "") -> list[FunctionType]:
+def _async_methods(cls: type, base: type) -> dict[str, FunctionType]:
     """The async methods of ``cls``'s own classes (not ``base``'s, nor
-    ``object``'s), each name once, as the class resolves it; ``skip`` left
-    out."""
-    seen: set[str] = {skip}
-    found: list[FunctionType] = []
+    ``object``'s), by the name the class resolves each under."""
+    seen: set[str] = set()
+    found: dict[str, FunctionType] = {}
     for klass in type.__getattribute__(cls, "__mro__"):
         if klass is object or klass is base:
             continue
@@ -79,7 +92,7 @@ def _async_methods(cls: type, base: type, skip: str = "") -> list[FunctionType]:
             if is_of_type(value, (classmethod, staticmethod)):
                 value = value.__func__
             if type(value) is FunctionType and value.__code__.co_flags & inspect.CO_COROUTINE:
-                found.append(value)
+                found[name] = value
     return found
 
 
@@ -218,7 +231,7 @@ def own_bridges(middleware: Any) -> list[OwnBridge]:
     functions: list[FunctionType] = []
     if is_of_type(middleware, type):
         owner = middleware
-        functions += _async_methods(middleware, MiddlewareMixin)
+        functions += _async_methods(middleware, MiddlewareMixin).values()
     elif type(middleware) is FunctionType:
         functions.append(middleware)  # a function middleware's factory
     sites: list[OwnBridge] = []
@@ -421,11 +434,14 @@ def predict(
     *,
     overrides: dict[str, bool] | None = None,
     sync_overrides: dict[str, bool] | None = None,
+    rewritten: frozenset[str] = frozenset(),
     explain: bool = True,
 ) -> Prediction:
     """``overrides`` maps a middleware path to an async_capable value to
-    assume instead of the class's, ``sync_overrides`` to a sync_capable one
-    (used to compute what a fix saves)."""
+    assume instead of the class's, ``sync_overrides`` to a sync_capable one;
+    a path in ``rewritten`` is assumed rewritten as a sync-and-async
+    middleware, its hooks called in no sync_to_async (used to compute what a
+    fix saves)."""
     from django.core import signals
 
     is_async = server == "asgi"
@@ -518,7 +534,7 @@ def predict(
 
     for at, (path, cls, is_async_mode, adapter) in enumerate(chain):
         name = _short(path)
-        if is_async_mode and runs_hooks_in_sync_to_async(cls):
+        if is_async_mode and path not in rewritten and runs_hooks_in_sync_to_async(cls):
             hooks = hooks_of(cls)
             if hooks:
                 n = 2 * len(hooks)
@@ -787,13 +803,18 @@ def _savings(
 ) -> None:
     """What each middleware fix would save, by predicting again with it applied."""
 
-    def saving(async_capable: dict[str, bool], sync_capable: dict[str, bool]) -> int:
+    def saving(
+        async_capable: dict[str, bool],
+        sync_capable: dict[str, bool],
+        rewritten: frozenset[str] = frozenset(),
+    ) -> int:
         fixed = predict(
             prediction.server,
             prediction.view == "async",
             paths,
             overrides={**overrides, **async_capable},
             sync_overrides={**sync_overrides, **sync_capable},
+            rewritten=rewritten,
             explain=False,
         )
         return prediction.switches - fixed.switches
@@ -830,7 +851,7 @@ def _savings(
 def _adapter_fix(
     cause: Cause,
     paths: list[str],
-    saving: Callable[[dict[str, bool], dict[str, bool]], int],
+    saving: Callable[..., int],
     capable: Callable[[str, str], bool],
 ) -> str:
     """The changes that remove the adapter Django puts below a middleware,
@@ -847,7 +868,9 @@ def _adapter_fix(
     function = not isinstance(import_string(path), type)
     options: list[str] = []
     if cause.adapter == "a2s":  # it is sync-only, the handler below async
-        saves = saving({path: True}, {})
+        # Rewritten as the fix says, a MiddlewareMixin's hooks are called
+        # directly, not each in a sync_to_async as once marked async-capable.
+        saves = saving({path: True}, {}, frozenset({path}))
         if saves > 0:
             how = (
                 "sync_and_async_middleware, an async function for an async get_response"
