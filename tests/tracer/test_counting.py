@@ -2318,3 +2318,39 @@ def test_a_request_resumed_in_another_context_is_reported(records, swallowed):
     assert record.totals() == tracer.Figures(2, 2, 0, 1)
     assert [(where, type(exc)) for where, exc in swallowed] == [("finish request", ValueError)]
     swallowed.clear()
+
+
+@pytest.mark.parametrize("thread_sensitive", [False, True])
+def test_a_sync_to_async_returning_as_the_request_ends_is_counted_as_switches_of_says(
+    thread_sensitive,
+):
+    """The request ends (on another thread) between the moment the call's
+    return is timed and the moment it is counted: it is not counted, and
+    switches_of, which the spans and the console line read, agrees (it
+    counted the return, by its time before the end)."""
+    loop_thread = []
+
+    def bridged():
+        loop_thread.append("armed")
+
+    async def main():
+        with tracer.recording() as record:
+            own_clock = record.clock
+            loop = threading.get_ident()
+
+            def clock():
+                now = own_clock()
+                if loop_thread == ["armed"] and threading.get_ident() == loop:
+                    loop_thread.append("ended")
+                    record.finish()  # as another thread would, here
+                return now
+
+            record.clock = clock
+            await sync_to_async(bridged, thread_sensitive=thread_sensitive)()
+        return record
+
+    record = asyncio.run(main())
+    assert loop_thread == ["armed", "ended"]
+    [bridge] = record.crossings
+    assert bridge.returned_late
+    assert record.switches_of(bridge) == record.context_switches == 1

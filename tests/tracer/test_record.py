@@ -38,6 +38,7 @@ def test_a_crossing_just_made_holds_only_what_it_was_given():
     assert (crossing.target_thread, crossing.loop_id, crossing.exception) == (None, None, None)
     assert (crossing.loop_created, crossing.threads_started) == (False, 0)
     assert (crossing.before_headers, crossing.description) == (True, None)
+    assert crossing.returned_late is False
     assert (crossing.hop, crossing.queue_wait_ns, crossing.executor) == (False, None, None)
     assert repr(crossing) == "<Crossing sync_to_async len hop=False loop_created=False>"
 
@@ -349,3 +350,59 @@ def test_identity_is_a_number_per_live_object_and_none_without_weak_references()
     first, second = CallableInstance(), CallableInstance()
     assert identity(first) == identity(first) != identity(second)
     assert (identity(1), identity("text"), identity(None)) == (None, None, None)
+
+
+def _racing_record(trigger):
+    """A record whose clock runs ``trigger(record)`` inside the read that
+    returns ``at``, as another thread would between two steps."""
+    times = itertools.count(1)
+    armed = {}
+
+    def clock():
+        t = next(times)
+        if armed.pop("at", None) == t:
+            trigger(record)
+        return t
+
+    record = tracer.RequestRecord("block", clock)
+    return record, armed
+
+
+def _close(crossing, record):
+    record.close(crossing)
+
+
+def test_a_return_racing_the_requests_end_is_counted_as_switches_of_says():
+    """A call the request left running returns as the request ends, on
+    another thread: whichever way the two interleave, the figures and
+    switches_of (which the spans, the console line and explain read) agree
+    on whether its return is the request's. (The end's time was read, then
+    the return counted before the record was marked finished: the figures
+    counted a return that switches_of, by the times, put after the end.)"""
+    other = threading.Thread()
+    for interleaving in ("return inside the end", "end inside the return"):
+        crossing = tracer.Crossing(SYNC_TO_ASYNC, None, len, threading.current_thread(), None, 0)
+        if interleaving == "return inside the end":
+            record, armed = _racing_record(functools.partial(_close, crossing))
+            record.start(crossing, other)
+            armed["at"] = 3  # finish()'s reading of the clock
+            record.finish()
+        else:
+            record, armed = _racing_record(lambda r: r.finish())
+            record.start(crossing, other)
+            armed["at"] = 3  # close()'s reading of the clock
+            record.close(crossing)
+        assert record.finished and crossing.return_ns is not None
+        assert record.switches_of(crossing) == record.context_switches == 1, interleaving
+        assert record.thread_hops == 1, interleaving
+        assert crossing.returned_late, interleaving
+
+
+def test_a_return_before_the_end_is_counted_and_not_late():
+    record = tracer.RequestRecord("block", itertools.count(1).__next__)
+    crossing = tracer.Crossing(SYNC_TO_ASYNC, None, len, threading.current_thread(), None, 0)
+    record.start(crossing, threading.Thread())
+    record.close(crossing)
+    record.finish()
+    assert record.switches_of(crossing) == record.context_switches == 2
+    assert not crossing.returned_late

@@ -45,6 +45,7 @@ from opentelemetry.trace.status import Status, StatusCode
 
 from ..tracer import Component, Crossing, RequestRecord
 from ..tracer.describe import MAX_CACHED
+from ..tracer.record import returned_before
 
 Resolve = Callable[[Crossing, RequestRecord], Component | None]
 #: Attributes as (key, value) pairs, in the order they are exported.
@@ -523,8 +524,7 @@ def returned_in(crossing: Crossing, end_ns: int | None) -> bool:
     request's end (None: the request has not ended), as the request's
     figures count its return (:meth:`RequestRecord.switches_of`). A call the
     request left running that returned later, or never, did not."""
-    returned = crossing.return_ns
-    return returned is not None and (end_ns is None or returned <= end_ns)
+    return returned_before(crossing, end_ns)
 
 
 def span_end(crossing: Crossing, end_ns: int) -> int:

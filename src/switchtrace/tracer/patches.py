@@ -216,10 +216,13 @@ def _patch_sync_to_async_call(original: Callable[..., Any]) -> Callable[..., Any
                 claims.append(CLOSED)  # type: ignore[union-attr]
                 # Started means _arrive ran the code: its finally set end_ns
                 # before the executor gave the future its result.
-                if claims[0] is STARTED and not record.finished:  # type: ignore[index]
-                    next(record._returned)
-                    if crossing.target_thread is not crossing.source_thread:
-                        next(record._hops_returned)
+                if claims[0] is STARTED:  # type: ignore[index]
+                    if record.finished:
+                        crossing.returned_late = True
+                    else:
+                        next(record._returned)
+                        if crossing.target_thread is not crossing.source_thread:
+                            next(record._hops_returned)
             except Exception:
                 swallow("sync_to_async return")
         return result

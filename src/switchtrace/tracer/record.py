@@ -121,6 +121,7 @@ class Crossing:
         "mechanism",
         "parent",
         "return_ns",
+        "returned_late",
         "source_ident",
         "source_thread",
         "start_ns",
@@ -160,6 +161,9 @@ class Crossing:
         self.start_ns: int | None = None
         self.end_ns: int | None = None
         self.return_ns: int | None = None
+        #: Whether its return came once the request had ended, uncounted
+        #: (a call the request left running): see :meth:`RequestRecord.switches_of`.
+        self.returned_late = False
         self.target_thread: threading.Thread | None = None
         #: The executor object that ran the sync side (see :attr:`executor`).
         self.executor_object: object | None = None
@@ -252,6 +256,17 @@ class Component:
 
     def __str__(self) -> str:
         return f"{self.name}.{self.hook}" if self.hook else self.name
+
+
+def returned_before(crossing: Crossing, end_ns: int | None) -> bool:
+    """Whether ``crossing``'s return came before the request's end at
+    ``end_ns`` (None: not ended), as the request's figures count it."""
+    returned = crossing.return_ns
+    return (
+        returned is not None
+        and not crossing.returned_late
+        and (end_ns is None or returned <= end_ns)
+    )
 
 
 class RequestRecord:
@@ -414,6 +429,7 @@ class RequestRecord:
         if end is None or end > now:  # an async_to_sync's end timed after its return
             crossing.end_ns = now
         if self.finished:  # the figures were handed on at the end: they stay
+            crossing.returned_late = True
             return
         next(self._returned)
         if crossing.target_thread is not crossing.source_thread:
@@ -469,8 +485,11 @@ class RequestRecord:
         return self.wall_ns + (ns - self.begin_ns)
 
     def finish(self) -> None:
-        self.end_ns = self.clock()
+        # Marked finished before its end is timed: a return counted (seen
+        # before this) was timed before the end, and one timed after it is
+        # not counted (see switches_of).
         self.finished = True
+        self.end_ns = self.clock()
 
     # -- for renderers, after the response ------------------------------------
 
@@ -487,9 +506,10 @@ class RequestRecord:
         """The switches of ``crossing``, one of :attr:`crossings` (which holds
         those that started), that the request's figures count: its start, and
         its return if that came before the request ended (a call the request
-        left running returns after it, uncounted, or never)."""
-        returned, end = crossing.return_ns, self.end_ns
-        return 2 if returned is not None and (end is None or returned <= end) else 1
+        left running returns after it, uncounted, or never). A return that
+        came as the request ended, timed before its end but seen once the
+        record was finished, was not counted either: ``returned_late``."""
+        return 2 if returned_before(crossing, self.end_ns) else 1
 
     def __repr__(self) -> str:
         return (
