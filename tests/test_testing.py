@@ -499,3 +499,94 @@ def test_a_test_clients_request_is_exported_as_a_servers(spans):
     assert [
         (s.attributes["server.address"], s.attributes["user_agent.original"]) for s in servers
     ] == [("testserver", "tests")] * 2
+
+
+def test_a_request_still_running_when_judged_fails_a_budget_it_is_within_so_far():
+    """What it will cost is not known: it passed, judged on its figures so
+    far (the request's line said it was still running only when over)."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with pytest.raises(AssertionError) as failure:
+            with assert_max_switches(10):
+                body = open_wsgi_request("/async-to-sync/")
+        body.close()
+    assert str(failure.value) == (
+        "1 of 1 request was still running when judged against the budget of 10 context "
+        "switches per request, which counts the whole request: let each end in the test (a "
+        "Channels HttpCommunicator: await communicator.wait()); its figures so far:\n"
+        "  GET /async-to-sync/ 200: 6 switches (6 before headers), 6 hops, 3 loops, "
+        "3 threads; top: async_to_sync_view \u2192 noop 6"
+    )
+
+
+async def _get_by_hand(path: str):
+    """Django's ASGI handler driven in this loop as Channels'
+    HttpCommunicator drives it: the response read, the application left
+    running (the response's close, in a sync_to_async, still to come)."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    answered = asyncio.Event()
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # no disconnect
+
+    async def send(message):
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            answered.set()
+
+    application = asyncio.ensure_future(ASGIHandler()(scope, receive, send))
+    await answered.wait()
+    assert not application.done()
+    return application
+
+
+@pytest.mark.parametrize(("budget", "outcome"), [(5, "failed"), (6, "passed")])
+def test_an_async_budget_waits_for_a_request_its_event_loop_still_runs(budget, outcome):
+    """A budget around an async test (as a decorator or ``async with``):
+    the request it drives in its own event loop, still running when the
+    test ends, is waited for, the loop running, and judged whole: a sync
+    view under ASGI, 4 switches when the response was read (the
+    request_started signal's and the view's), 6 once closed. (It was judged
+    on its 4, and passed a budget of 5.)"""
+    applications = []
+
+    @assert_max_switches(budget)
+    async def decorated():
+        applications.append(await _get_by_hand("/sync/"))
+
+    async def block():
+        async with assert_max_switches(budget):
+            applications.append(await _get_by_hand("/sync/"))
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        for test in (decorated, block):
+            if outcome == "passed":
+                asyncio.run(test())
+            else:
+                with pytest.raises(AssertionError) as failure:
+                    asyncio.run(test())
+                message = str(failure.value)
+                assert message.startswith(
+                    "1 of 1 request exceeded the budget of 5 context switches per request:\n"
+                    "  GET /sync/ 200: 6 switches (4 before headers), 6 hops, 0 loops, "
+                )
+                assert message.endswith(
+                    "; top: request_started 2, sync_view 2, HttpResponse.close 2"
+                )
+    assert [application.done() for application in applications] == [True, True]

@@ -14,11 +14,13 @@ enabled. The pytest plugin (``switchtrace.pytest_plugin``) builds on this.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import functools
 import inspect
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -141,6 +143,23 @@ class Recorded(list[tracer.RequestRecord]):
             )
             self._given_up.update(elsewhere())
 
+    async def asettle(self, timeout: float | None = None) -> None:
+        """:meth:`settle` from an async test, in its event loop: the
+        requests begun in this thread run in that loop (one driven by hand,
+        a Channels ``HttpCommunicator``'s, whose ``get_response()`` returns
+        before Django has closed the response): they are waited for too,
+        the loop running, within the same ``timeout``."""
+        timeout = SETTLE_SECONDS if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+
+        def here() -> bool:
+            with self._changed:
+                return any(thread is self._thread for thread in self._open.values())
+
+        while here() and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        self.settle(max(0.0, deadline - time.monotonic()))
+
     def restart(self) -> None:
         """Forget the requests begun so far, finished or not: one still
         running is no longer the recording's when it ends."""
@@ -224,26 +243,41 @@ def describe_requests(records: list[tracer.RequestRecord]) -> list[str]:
 
 
 def over_budget(records: Recorded | list[tracer.RequestRecord], budget: int) -> str | None:
-    """The failure message if any request exceeds ``budget``, else None.
+    """The failure message if any request exceeds ``budget``, or is still
+    running (what it will cost is not known), else None.
 
-    A :class:`Recorded` is settled first, and its requests still running
-    are judged on their figures so far."""
+    A :class:`Recorded` is settled first (see :meth:`Recorded.settle`), and
+    its requests still running are judged on their figures so far: one over
+    the budget already fails as over it, one within it as still running."""
     judged, running = list(records), list[tracer.RequestRecord]()
     if isinstance(records, Recorded):
         records.settle()
         judged, running = records.split()
     over = [record for record in judged + running if record.context_switches > budget]
-    if not over:
+    unknown = [record for record in running if record not in over]
+    if not (over or unknown):
         return None
-    lines = [
-        line + (" (still running: its figures so far)" if record in running else "")
-        for record, line in zip(over, describe_requests(over), strict=True)
-    ]
-    return (
-        f"{len(over)} of {count(len(judged) + len(running), 'request')} exceeded the budget of "
-        f"{count(budget, 'context switch', 'context switches')} per request:\n"
-        + "\n".join(f"  {line}" for line in lines)
-    )
+    total = count(len(judged) + len(running), "request")
+    budget_text = count(budget, "context switch", "context switches")
+    messages = []
+    if over:
+        lines = [
+            line + (" (still running: its figures so far)" if record in running else "")
+            for record, line in zip(over, describe_requests(over), strict=True)
+        ]
+        messages.append(
+            f"{len(over)} of {total} exceeded the budget of {budget_text} per request:\n"
+            + "\n".join(f"  {line}" for line in lines)
+        )
+    if unknown:
+        messages.append(
+            f"{len(unknown)} of {total} {'was' if len(unknown) == 1 else 'were'} still running "
+            f"when judged against the budget of {budget_text} per request, which counts the "
+            "whole request: let each end in the test (a Channels HttpCommunicator: await "
+            "communicator.wait()); its figures so far:\n"
+            + "\n".join(f"  {line}" for line in describe_requests(unknown))
+        )
+    return "\n".join(messages)
 
 
 def assert_max_switches(budget: int) -> _Budget:
@@ -294,7 +328,7 @@ class _Budget:
             @functools.wraps(func)
             async def inner(*args: Any, **kwargs: Any) -> Any:
                 __tracebackhide__ = True  # under pytest, the failure shows no frame of ours
-                with self._recreate_cm():
+                async with self._recreate_cm():
                     return await func(*args, **kwargs)
 
         budgeted: Any = inner
@@ -359,6 +393,21 @@ class _Budget:
                 recording.__exit__(*exc_info)
         if message is not None:
             raise AssertionError(message)
+
+    async def __aenter__(self) -> Recorded:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """As ``__exit__``, once the requests still running in the test's
+        event loop have ended (see :meth:`Recorded.asettle`)."""
+        __tracebackhide__ = True
+        if exc_info[0] is None:
+            try:
+                await self._records.asettle()
+            except BaseException as exc:  # (cancelled: that is the block's outcome)
+                self.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+        self.__exit__(*exc_info)
 
 
 # -- Django's test client handlers ----------------------------------------------
