@@ -524,20 +524,9 @@ async def _get_by_hand(path: str):
     running (the response's close, in a sync_to_async, still to come)."""
     from django.core.handlers.asgi import ASGIHandler
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
+    from switchtrace.example import http_scope
+
+    scope = http_scope(path)
     messages = [{"type": "http.request", "body": b"", "more_body": False}]
     answered = asyncio.Event()
 

@@ -571,6 +571,30 @@ class Result:
         )
 
 
+def http_scope(
+    path: str,
+    query: str = "",
+    headers: list[Any] | None = None,
+    scheme: str = "http",
+    method: str = "GET",
+) -> dict[str, Any]:
+    """The scope of an HTTP request as an ASGI server gives it."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers or [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+
 async def asgi_request(
     handler: Any,
     path: str,
@@ -587,20 +611,7 @@ async def asgi_request(
     path may hold a '?')."""
     if query is None:
         path, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": scheme,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": headers or [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope(path, query, headers, scheme, method)
     sent: list[dict[str, Any]] = []
     if not body:
         pending = [{"type": "http.request", "body": b"", "more_body": False}]
