@@ -112,6 +112,23 @@ def test_settle_returns_when_the_request_it_waits_for_ends():
             assert paths(records) == ["/sync/"]
 
 
+def test_the_end_of_a_recording_waits_for_a_request_served_elsewhere():
+    """As the end of a budget's block does: a live server's request ends
+    after its client has the body (request_finished, the response's close),
+    and was not the recording's when that came after the block. The request
+    is released while the test holds the recording's lock, so that it can
+    end only once the block's end waits."""
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        served = ServedElsewhere("/sync/")
+        with record_requests() as records:
+            served.__enter__()
+            records._changed.acquire()
+            served.release.set()
+        records._changed.release()
+        served.join()
+    assert paths(records) == ["/sync/"]
+
+
 def test_settle_does_not_wait_for_a_request_begun_on_the_recordings_thread():
     """Nothing else would finish it: a raw WSGI call whose body the test has
     not closed yet."""

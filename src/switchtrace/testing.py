@@ -207,6 +207,9 @@ def record_requests() -> Iterator[Recorded]:
     tracer.add_listener(records._finished)
     try:
         yield records
+        # A request a server in another thread serves ends after its client
+        # has the body (request_finished, the response's close): waited for.
+        records.settle()
     finally:
         tracer.remove_start_listener(records._begun)
         tracer.remove_listener(records._finished)
