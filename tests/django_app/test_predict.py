@@ -378,7 +378,16 @@ def test_the_middleware_below_is_the_one_below_each_entry_of_a_class_listed_twic
     assert _measured(records, "wsgi", both) == 8 - 4
 
 
-@pytest.mark.parametrize("rewritten", ["RewrittenXFrame", "RewrittenXFrameCall", "AsyncPathXFrame"])
+@pytest.mark.parametrize(
+    "rewritten",
+    [
+        "RewrittenXFrame",
+        "RewrittenXFrameCall",
+        "AsyncPathXFrame",
+        "HybridDecoratedXFrame",
+        "DecoratedAsyncPathXFrame",
+    ],
+)
 def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewritten, records):
     """XFrameOptionsMiddleware rewritten as the fix says, in a subclass with
     its own __acall__ (or __call__) that runs its hook itself: its hook is no
@@ -413,6 +422,7 @@ def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewri
         "AsyncCallSuperXFrame",
         "HelperXFrame",
         "DecoratedXFrame",
+        "LogNameXFrame",
     ],
 )
 def test_a_subclass_whose_own_call_hands_on_to_the_mixins_is_charged_for_its_hooks(

@@ -43,38 +43,58 @@ def runs_hooks_in_sync_to_async(cls: Any) -> bool:
     done in a subclass: its async code is read instead, see
     :func:`own_bridges`). One that names ``__acall__`` or ``__call__``
     (``super().__call__(request)``, around a log line; read through
-    decorators) is taken to hand on, unless its ``__call__`` also names an
-    async method of the class's own, not a hook (``return
+    decorators) is taken to hand on, unless its ``__call__`` also reads on
+    ``self`` an async method of the class's own, not a hook (``return
     self.acall(request)`` when async): its own async path."""
     from django.utils.deprecation import MiddlewareMixin
 
     if not (is_of_type(cls, type) and issubclass(cls, MiddlewareMixin)):
         return False
 
-    def names(function: Any) -> set[str]:
-        try:
-            function = inspect.unwrap(function)
-        except ValueError:  # a cycle of __wrapped__
-            return set()
-        code = getattr(function, "__code__", None)
-        return set(code.co_names) if type(code) is CodeType else set()
-
     handing_on = {"__acall__", "__call__"}
     call = inspect.getattr_static(cls, "__call__", None)
     if call is not vars(MiddlewareMixin)["__call__"]:
         # Async mode calls __call__: its own, which hands on to the mixin's
-        # (super().__call__) unless it returns an async path of its own.
-        # (Django adapts process_view and the other hooks apart, whatever
-        # they are: an async one is no path around the mixin's.)
-        named = names(call)
-        if not named & handing_on:
+        # (super().__call__) unless it returns an async path of its own, a
+        # method it reads on self. (Django adapts process_view and the other
+        # hooks apart, whatever they are: an async one is no path around
+        # the mixin's.)
+        if not _names(call) & handing_on:
             return False
         own_paths = set(_async_methods(cls, MiddlewareMixin)) - handing_on - set(HOOKS)
         own_paths -= {"process_view", "process_exception", "process_template_response"}
-        if named & own_paths:
+        if _names(call, on_self=True) & own_paths:
             return False
     acall = inspect.getattr_static(cls, "__acall__", None)
-    return acall is vars(MiddlewareMixin)["__acall__"] or bool(names(acall) & handing_on)
+    return acall is vars(MiddlewareMixin)["__acall__"] or bool(_names(acall) & handing_on)
+
+
+def _names(function: Any, on_self: bool = False) -> set[str]:
+    """The names ``function``'s code reads, and that of the functions it
+    wraps (``__wrapped__``: a decorator's wrapper may be the async path);
+    ``on_self``: only the attributes it reads on its first argument."""
+    names: set[str] = set()
+    for _ in range(100):  # (a chain of __wrapped__ may loop)
+        code = getattr(function, "__code__", None)
+        if type(code) is not CodeType:
+            break
+        if not on_self:
+            names.update(code.co_names)
+        elif code.co_argcount:
+            receiver = code.co_varnames[0]
+            on_receiver = False
+            for instruction in dis.get_instructions(code):
+                opname = instruction.opname
+                if opname in ("CACHE", "EXTENDED_ARG"):
+                    continue
+                if on_receiver and opname in ("LOAD_ATTR", "LOAD_METHOD"):
+                    names.add(instruction.argval)
+                loaded = instruction.argval
+                if isinstance(loaded, tuple) and loaded:  # LOAD_FAST_LOAD_FAST: the last on top
+                    loaded = loaded[-1]
+                on_receiver = opname.startswith("LOAD_FAST") and loaded == receiver
+        function = getattr(function, "__wrapped__", None)
+    return names
 
 
 def _async_methods(cls: type, base: type) -> dict[str, FunctionType]:
@@ -91,8 +111,15 @@ def _async_methods(cls: type, base: type) -> dict[str, FunctionType]:
             seen.add(name)
             if is_of_type(value, (classmethod, staticmethod)):
                 value = value.__func__
-            if type(value) is FunctionType and value.__code__.co_flags & inspect.CO_COROUTINE:
-                found[name] = value
+            # Through a decorator's wrapper (functools.wraps), to the async
+            # function it wraps.
+            for _ in range(100):
+                if type(value) is not FunctionType:
+                    break
+                if value.__code__.co_flags & inspect.CO_COROUTINE:
+                    found[name] = value
+                    break
+                value = getattr(value, "__wrapped__", None)
     return found
 
 
