@@ -18,7 +18,7 @@ from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import AsyncClient, AsyncRequestFactory, Client, override_settings
 
-from switchtrace import tracer
+from switchtrace import testing, tracer
 from switchtrace.django_app import integration
 from switchtrace.testing import assert_max_switches, client_patcher, over_budget, record_requests
 
@@ -600,3 +600,39 @@ def test_an_async_budget_waits_for_a_request_its_event_loop_still_runs(budget, o
                     "; top: request_started 2, sync_view 2, HttpResponse.close 2"
                 )
     assert [application.done() for application in applications] == [True, True]
+
+
+def test_an_async_budget_does_not_wait_for_a_wsgi_request_begun_in_its_thread(monkeypatch):
+    """Only the test's code can close its response: the loop running does
+    not end it (it waited the whole SETTLE_SECONDS for it)."""
+    monkeypatch.setattr(testing, "SETTLE_SECONDS", AN_HOUR)
+    bodies = []
+
+    async def test():
+        async with assert_max_switches(10):
+            bodies.append(open_wsgi_request("/sync/"))
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests():
+            with pytest.raises(AssertionError) as failure:
+                asyncio.run(test())
+            bodies[0].close()
+    assert str(failure.value).startswith("1 of 1 request was still running when judged")
+
+
+def test_the_plugins_recording_does_not_wait_at_its_end(monkeypatch):
+    """The fixture's teardown, after the test: nothing reads its figures
+    then (the marker's budget and the fixture's figures wait as they are
+    read), and a live server's request left running (a stream, a long
+    poll) would have held every such test for SETTLE_SECONDS."""
+    from switchtrace.pytest_plugin import _recording
+
+    monkeypatch.setattr(testing, "SETTLE_SECONDS", AN_HOUR)
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests():  # (Django's handlers held patched until the request ends)
+            stack, records = _recording()
+            with stack:
+                served = ServedElsewhere("/sync/").__enter__()
+            finished, running = records.split()
+            served.__exit__(None, None, None)
+    assert (finished, paths(running)) == ([], ["/sync/"])

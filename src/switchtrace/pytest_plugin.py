@@ -184,11 +184,13 @@ def _recording(where: str = "") -> tuple[contextlib.ExitStack, Any]:
     __tracebackhide__ = True
     from django.core.exceptions import ImproperlyConfigured
 
-    from .testing import record_requests
+    from .testing import _record_requests
 
     stack = contextlib.ExitStack()
     try:
-        records = stack.enter_context(record_requests())
+        # Its end does not wait for a live server's request: the marker's
+        # budget and the fixture's figures wait as they are read.
+        records = stack.enter_context(_record_requests(settle=False))
     except ImproperlyConfigured as exc:
         raise pytest.fail.Exception(
             f"switchtrace records requests only with Django's settings configured: {exc} "

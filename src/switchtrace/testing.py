@@ -144,17 +144,21 @@ class Recorded(list[tracer.RequestRecord]):
             self._given_up.update(elsewhere())
 
     async def asettle(self, timeout: float | None = None) -> None:
-        """:meth:`settle` from an async test, in its event loop: the
+        """:meth:`settle` from an async test, in its event loop: the ASGI
         requests begun in this thread run in that loop (one driven by hand,
         a Channels ``HttpCommunicator``'s, whose ``get_response()`` returns
         before Django has closed the response): they are waited for too,
-        the loop running, within the same ``timeout``."""
+        the loop running, within the same ``timeout``. (Not a WSGI request
+        begun here: only the test's code can close its response.)"""
         timeout = SETTLE_SECONDS if timeout is None else timeout
         deadline = time.monotonic() + timeout
 
         def here() -> bool:
             with self._changed:
-                return any(thread is self._thread for thread in self._open.values())
+                return any(
+                    thread is self._thread and record.kind == tracer.ASGI
+                    for record, thread in self._open.items()
+                )
 
         while here() and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
@@ -182,10 +186,18 @@ class Recorded(list[tracer.RequestRecord]):
             return list(self), list(self._open)
 
 
-@contextlib.contextmanager
-def record_requests() -> Iterator[Recorded]:
+def record_requests() -> contextlib.AbstractContextManager[Recorded]:
     """Every request begun inside the block, as it finishes (but those of
-    another thread's recordings: see :class:`Recorded`)."""
+    another thread's recordings: see :class:`Recorded`), those that a server
+    in another thread still serves waited for at its end (see
+    :meth:`Recorded.settle`)."""
+    return _record_requests(settle=True)
+
+
+@contextlib.contextmanager
+def _record_requests(settle: bool) -> Iterator[Recorded]:
+    """:func:`record_requests`; ``settle``: whether its end waits. (The
+    pytest plugin's fixture and marker wait when their figures are read.)"""
     global _users, _open_on
     from .django_app import integration
     from .django_app.conf import get_config
@@ -207,9 +219,10 @@ def record_requests() -> Iterator[Recorded]:
     tracer.add_listener(records._finished)
     try:
         yield records
-        # A request a server in another thread serves ends after its client
-        # has the body (request_finished, the response's close): waited for.
-        records.settle()
+        if settle:
+            # A request a server in another thread serves ends after its
+            # client has the body (request_finished, the response's close).
+            records.settle()
     finally:
         tracer.remove_start_listener(records._begun)
         tracer.remove_listener(records._finished)
