@@ -475,6 +475,26 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
             "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://collector:4318/\\x1b', which has a space "
             "or a control character in it.",
         ),
+        *(
+            (
+                # host:port: a gRPC target, which OTLP/HTTP does not take.
+                {"ENABLED": True, **setting},
+                {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"},
+                "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is 'collector:4317', "
+                "which is not an http:// or https:// URL.",
+            )
+            for setting in ({}, {"OTLP_PROTOCOL": "http/protobuf"})
+        ),
+        *(
+            (
+                # No gRPC target either: no port, or not a host.
+                {"ENABLED": True, "OTLP_PROTOCOL": "grpc"},
+                {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+                f"The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is {endpoint!r}, which "
+                "is not an http:// or https:// URL.",
+            )
+            for endpoint in ("collector", "collector:0", "col/lector:4317", "[::1:4317", ":4317")
+        ),
         (
             {"ENABLED": True},
             {
@@ -613,6 +633,38 @@ def test_the_general_timeout_is_not_checked_when_the_traces_one_is_set(protocol,
         assert (timeout or exporter._client._timeout) == 5.0
     finally:
         exporter.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "insecure", "secure"),
+    [
+        ("collector:4317", None, True),
+        ("otel_collector:4317", "true", False),
+        ("[::1]:4317", "false", True),
+        ("10.0.0.7:4317", "TRUE", False),
+    ],
+)
+def test_a_grpc_target_is_an_otlp_grpc_endpoint(endpoint, insecure, secure, monkeypatch):
+    """host:port, which gRPC takes as its target (OpenTelemetry's exporter
+    specification has OTLP/gRPC take what the gRPC client takes): no E006,
+    and the exporter sends to it as it is, with TLS unless
+    OTEL_EXPORTER_OTLP_INSECURE is true, as the exporter reads it."""
+    from switchtrace.exporters.pipeline import build_exporter
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    if insecure is not None:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", insecure)
+    for setting, environ in (({"OTLP_PROTOCOL": "grpc"}, {}), ({}, {"PROTOCOL": "grpc"})):
+        for name, value in environ.items():
+            monkeypatch.setenv(f"OTEL_EXPORTER_OTLP_{name}", value)
+        config = build_config({"ENABLED": True, **setting})
+        assert (config.problems, config.enabled) == ((), True)
+        assert (config.export.protocol, config.export.endpoint) == ("grpc", endpoint)
+        exporter = build_exporter(config.export)
+        try:
+            assert (exporter._endpoint, exporter._insecure) == (endpoint, not secure)
+        finally:
+            exporter.shutdown()
 
 
 def test_an_empty_timeout_is_unset_for_the_http_exporter(monkeypatch):

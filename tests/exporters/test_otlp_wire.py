@@ -210,25 +210,46 @@ def test_otel_variables_from_a_crlf_env_file_reach_the_collector(protocol, monke
     '\\r'. The endpoint's passed the check (urlsplit drops it) and every
     export over OTLP/HTTP then failed; 'grpc\\r' kept switchtrace disabled,
     headers and all, as E006, where the SDK's configuration strips it."""
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint + "\r")
+    if protocol == "grpc":  # (http/protobuf is the default)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol + "\r")
+    _one_request_reaches(receiver, protocol=protocol)
+
+
+def _one_request_reaches(receiver, **options):
+    """One default-stack request's 17 spans reach ``receiver``, from the
+    pipeline the environment and ``options`` (its options as it has them)
+    make."""
     from switchtrace.django_app import telemetry
 
     from ..django_app.test_middleware import project
     from ..support import run_asgi
 
-    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint + "\r")
-    if protocol == "grpc":  # (http/protobuf is the default)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol + "\r")
     try:
         with project(SWITCHTRACE={"ENABLED": True}) as (asgi, _wsgi):
             pipeline = telemetry.pipeline()
-            assert pipeline.options.protocol == protocol
+            for name, value in options.items():
+                assert getattr(pipeline.options, name) == value
             assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
             assert pipeline.flush(30)
             assert (pipeline.exported, pipeline.failed) == (17, 0)
     finally:
         receiver.stop()
     assert len(receiver.received.spans()) == 17
+
+
+def test_a_grpc_target_without_a_scheme_reaches_the_collector(monkeypatch):
+    """OTLP/gRPC takes an endpoint of host:port as gRPC does (OpenTelemetry's
+    exporter specification; the Python exporter does): it was E006, which
+    kept switchtrace disabled, and stopped `migrate` and `runserver` for a
+    variable set for another tool. Its TLS is as OTEL_EXPORTER_OTLP_INSECURE
+    says."""
+    receiver = GrpcReceiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"127.0.0.1:{receiver.port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    _one_request_reaches(receiver, protocol="grpc", endpoint=f"127.0.0.1:{receiver.port}")
 
 
 HUGE = 20_000

@@ -10,6 +10,7 @@ disabled rather than failing a request.
 from __future__ import annotations
 
 import inspect
+import ipaddress
 import math
 import numbers
 import os
@@ -302,6 +303,10 @@ def _export_options(
     #: What is wrong in OTEL_* variables: an error only if spans go out over
     #: OTLP (other tools set these too, with values of their own).
     environ_problems: list[Problem] = []
+    #: An endpoint variable's host:port without a scheme: a gRPC target,
+    #: which OTLP/gRPC takes (the exporter's TLS then as its
+    #: OTEL_EXPORTER_OTLP_INSECURE says), and OTLP/HTTP does not.
+    grpc_only: Problem | None = None
     if endpoint is not None:
         why = _not_a_url(endpoint)
         if why is not None:
@@ -317,7 +322,10 @@ def _export_options(
                 why = _not_a_url(endpoint)
                 if why is not None:
                     where = f"The environment variable {name}"
-                    environ_problems.append(_bad_url(where, endpoint, why))
+                    if _is_grpc_target(endpoint):
+                        grpc_only = _bad_url(where, endpoint, why)
+                    else:
+                        environ_problems.append(_bad_url(where, endpoint, why))
                 break
     # With EXPORTER unset, OpenTelemetry's OTEL_TRACES_EXPORTER chooses
     # (unless an application's provider, set before Django started, makes
@@ -348,6 +356,8 @@ def _export_options(
                         )
                     )
                 break
+    if grpc_only is not None and protocol != "grpc":
+        environ_problems.append(grpc_only)
     for name in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
         # Read by the OTLP exporters themselves, the traces-specific one
         # first (the other is then not read): the gRPC one raises at startup
@@ -706,6 +716,29 @@ def _not_a_url(value: Any) -> str | None:
     if port == 0:  # the exporters connected to port 80 (or 443) instead
         return "whose port is not a number from 1 to 65535"
     return None
+
+
+def _is_grpc_target(value: str) -> bool:
+    """Whether ``value`` is a host and port with no scheme (``collector:4317``,
+    ``[::1]:4317``), which gRPC's channels take as their target."""
+    if "://" in value or any(c.isspace() or not c.isprintable() for c in value):
+        return False
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not port.isascii() or not port.isdigit() or len(port) > 5:
+        return False
+    if host.startswith("["):
+        if not host.endswith("]"):
+            return False
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+    elif not all(
+        part and part.isascii() and part.replace("-", "").replace("_", "").isalnum()
+        for part in host.split(".")
+    ):
+        return False
+    return 1 <= int(port) <= 65535
 
 
 def _is_rate(value: numbers.Real | Decimal) -> bool:

@@ -172,6 +172,9 @@ def build_exporter(options: ExportOptions) -> SpanExporter | None:
             if options.endpoint is None:
                 # (as the exporter's own default: TLS as its OTEL_EXPORTER_OTLP_INSECURE says)
                 return exporter_class(endpoint=DEFAULT_GRPC_ENDPOINT)
+            if "://" not in options.endpoint:
+                # A gRPC target (host:port): TLS as its OTEL_EXPORTER_OTLP_INSECURE says.
+                return exporter_class(endpoint=options.endpoint)
             return exporter_class(
                 endpoint=grpc_target(options.endpoint),
                 insecure=urlsplit(options.endpoint).scheme != "https",
