@@ -660,3 +660,24 @@ def test_a_request_cancelled_before_it_ended_fails_a_budget_it_is_within():
         "far, which counts the whole request; figures up to the cancellation:\n"
         "  GET /sync/ 200 (raised CancelledError): 4 switches (4 before headers), 4 hops, 0 loops, "
     )
+
+
+def test_a_request_still_open_when_djangos_handlers_are_unpatched_is_ended():
+    """switchtrace disabled, the last recording's end takes the patches off:
+    a request still open then (a raw WSGI call whose body the test has not
+    closed) would never end, and stayed current in the thread it began in,
+    taking what ran there once a recording patched again (hundreds of
+    switches, over the next tests)."""
+    from asgiref.sync import sync_to_async
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests():
+            body = open_wsgi_request("/async-to-sync/")
+            [record] = [tracer.current_record()]
+        assert not integration.patcher.installed
+        assert record.finished and tracer.current_record() is None
+        figures = record.totals()
+        with record_requests():
+            asyncio.run(sync_to_async(str)())
+        body.close()
+    assert record.totals() == figures == tracer.Figures(6, 6, 3, 3)

@@ -235,6 +235,13 @@ def _record_requests(settle: bool) -> Iterator[Recorded]:
             if _users == 0:
                 client_patcher.uninstall()
         integration.release()
+        if not integration.patcher.installed:
+            # switchtrace disabled, and no recording left: a request still
+            # open would never end (its response's close no longer seen),
+            # and stay current where it began, taking what runs there once
+            # something patches again. Ended now.
+            for record in records.split()[1]:
+                tracer.finish_request(record)
 
 
 def _leave(token: contextvars.Token[tuple[object, ...]], opened: Any, key: object) -> None:
