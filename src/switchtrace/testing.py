@@ -267,7 +267,7 @@ def describe_requests(records: list[tracer.RequestRecord]) -> list[str]:
 
 def over_budget(records: Recorded | list[tracer.RequestRecord], budget: int) -> str | None:
     """The failure message if any request exceeds ``budget``, or is still
-    running or was cancelled (what it costs whole is not known), else None.
+    running (what it will cost is not known), else None.
 
     A :class:`Recorded` is settled first (see :meth:`Recorded.settle`), and
     its requests still running are judged on their figures so far: one over
@@ -278,8 +278,7 @@ def over_budget(records: Recorded | list[tracer.RequestRecord], budget: int) -> 
         judged, running = records.split()
     over = [record for record in judged + running if record.context_switches > budget]
     unknown = [record for record in running if record not in over]
-    cut = [record for record in judged if record not in over and _cancelled(record)]
-    if not (over or unknown or cut):
+    if not (over or unknown):
         return None
     total = count(len(judged) + len(running), "request")
     budget_text = count(budget, "context switch", "context switches")
@@ -301,22 +300,7 @@ def over_budget(records: Recorded | list[tracer.RequestRecord], budget: int) -> 
             "communicator.wait()); its figures so far:\n"
             + "\n".join(f"  {line}" for line in describe_requests(unknown))
         )
-    if cut:
-        messages.append(
-            f"{len(cut)} of {total} {'was' if len(cut) == 1 else 'were'} cancelled before "
-            f"{'it' if len(cut) == 1 else 'they'} ended (a client gone; a test's Channels "
-            "HttpCommunicator collected or stopped before Django closed the response: keep it "
-            f"and await communicator.wait()), within the budget of {budget_text} per request "
-            "so far, which counts the whole request; figures up to the cancellation:\n"
-            + "\n".join(f"  {line}" for line in describe_requests(cut))
-        )
     return "\n".join(messages)
-
-
-def _cancelled(record: tracer.RequestRecord) -> bool:
-    """Whether the request was cut short by a cancellation out of Django's
-    handler (see integration.failed): what it would have cost is not known."""
-    return record.attributes.get("error.type") == "CancelledError"
 
 
 def assert_max_switches(budget: int) -> _Budget:
