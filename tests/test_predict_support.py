@@ -370,6 +370,40 @@ class DecoratedAsyncPathXFrame(XFrameOptionsMiddleware):
         return self.process_response(request, await self.get_response(request))
 
 
+class ClosureXFrame(XFrameOptionsMiddleware):
+    """An async path of its own, in a __call__ whose closure shares self
+    (self is then a cell: LOAD_DEREF, not LOAD_FAST)."""
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.acall(request)
+        response = super().__call__(request)
+        return (lambda: self.process_response(request, response))()
+
+    async def acall(self, request):
+        return self.process_response(request, await self.get_response(request))
+
+
+class _Traced:
+    """A decorator as a class (functools.update_wrapper): __wrapped__, and
+    no code of its own."""
+
+    def __init__(self, function):
+        functools.update_wrapper(self, function)
+        self.function = function
+
+    def __get__(self, instance, owner=None):
+        return self if instance is None else functools.partial(self.function, instance)
+
+
+class ClassDecoratedXFrame(XFrameOptionsMiddleware):
+    """A __call__ that hands on, decorated by a class."""
+
+    @_Traced
+    def __call__(self, request):
+        return super().__call__(request)
+
+
 class SuperAcallXFrame(XFrameOptionsMiddleware):
     """An __acall__ of its own around MiddlewareMixin's."""
 

@@ -71,29 +71,44 @@ def runs_hooks_in_sync_to_async(cls: Any) -> bool:
 
 def _names(function: Any, on_self: bool = False) -> set[str]:
     """The names ``function``'s code reads, and that of the functions it
-    wraps (``__wrapped__``: a decorator's wrapper may be the async path);
-    ``on_self``: only the attributes it reads on its first argument."""
+    wraps (``__wrapped__``, past a wrapper that has no code of its own: a
+    decorator's wrapper may be the async path); ``on_self``: only the
+    attributes it reads on its first argument."""
     names: set[str] = set()
     for _ in range(100):  # (a chain of __wrapped__ may loop)
-        code = getattr(function, "__code__", None)
-        if type(code) is not CodeType:
+        if function is None:
             break
-        if not on_self:
-            names.update(code.co_names)
-        elif code.co_argcount:
-            receiver = code.co_varnames[0]
-            on_receiver = False
-            for instruction in dis.get_instructions(code):
-                opname = instruction.opname
-                if opname in ("CACHE", "EXTENDED_ARG"):
-                    continue
-                if on_receiver and opname in ("LOAD_ATTR", "LOAD_METHOD"):
-                    names.add(instruction.argval)
-                loaded = instruction.argval
-                if isinstance(loaded, tuple) and loaded:  # LOAD_FAST_LOAD_FAST: the last on top
-                    loaded = loaded[-1]
-                on_receiver = opname.startswith("LOAD_FAST") and loaded == receiver
+        code = getattr(function, "__code__", None)
+        if type(code) is CodeType:
+            if not on_self:
+                names.update(code.co_names)
+            elif code.co_argcount:
+                names |= _attributes_read_on(code, code.co_varnames[0])
         function = getattr(function, "__wrapped__", None)
+    return names
+
+
+def _attributes_read_on(code: CodeType, receiver: str) -> set[str]:
+    """The attributes ``code`` reads on its local ``receiver``, and the code
+    nested in it that shares it (a closure, a comprehension up to Python
+    3.11): read there, the receiver is a cell (LOAD_DEREF)."""
+    names: set[str] = set()
+    on_receiver = False
+    for instruction in dis.get_instructions(code):
+        opname = instruction.opname
+        if opname in ("CACHE", "EXTENDED_ARG"):
+            continue
+        if on_receiver and opname in ("LOAD_ATTR", "LOAD_METHOD"):
+            names.add(instruction.argval)
+        loaded = instruction.argval
+        if isinstance(loaded, tuple) and loaded:  # (LOAD_FAST_LOAD_FAST: the last on top)
+            loaded = loaded[-1]
+        # LOAD_FAST and its forms (3.12's _CHECK, 3.13's STORE_FAST_LOAD_FAST).
+        loads = "LOAD_FAST" in opname or opname == "LOAD_DEREF"
+        on_receiver = loads and loaded == receiver
+    for const in code.co_consts:
+        if isinstance(const, CodeType) and receiver in const.co_freevars:
+            names |= _attributes_read_on(const, receiver)
     return names
 
 
