@@ -19,7 +19,7 @@ import builtins
 import dis
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from types import BuiltinFunctionType, CodeType, FunctionType
 from typing import Any
@@ -75,17 +75,25 @@ def _names(function: Any, on_self: bool = False) -> set[str]:
     decorator's wrapper may be the async path); ``on_self``: only the
     attributes it reads on its first argument."""
     names: set[str] = set()
-    for _ in range(100):  # (a chain of __wrapped__ may loop)
-        if function is None:
-            break
-        code = getattr(function, "__code__", None)
+    for wrapped in _wrapped_chain(function):
+        code = getattr(wrapped, "__code__", None)
         if type(code) is CodeType:
             if not on_self:
                 names.update(code.co_names)
             elif code.co_argcount:
                 names |= _attributes_read_on(code, code.co_varnames[0])
-        function = getattr(function, "__wrapped__", None)
     return names
+
+
+def _wrapped_chain(function: Any) -> Iterator[Any]:
+    """``function``, then what it wraps (``__wrapped__``, set by
+    functools.wraps and update_wrapper), and so on: at most 100 (a chain
+    may loop)."""
+    for _ in range(100):
+        if function is None:
+            return
+        yield function
+        function = getattr(function, "__wrapped__", None)
 
 
 def _attributes_read_on(code: CodeType, receiver: str) -> set[str]:
@@ -126,15 +134,15 @@ def _async_methods(cls: type, base: type) -> dict[str, FunctionType]:
             seen.add(name)
             if is_of_type(value, (classmethod, staticmethod)):
                 value = value.__func__
-            # Through a decorator's wrapper (functools.wraps), to the async
-            # function it wraps.
-            for _ in range(100):
-                if type(value) is not FunctionType:
+            # Through a decorator's wrapper, to the async function it wraps
+            # (functions alone: reading another object's attributes could
+            # run the project's code, a lazy object's).
+            for wrapped in _wrapped_chain(value):
+                if type(wrapped) is not FunctionType:
                     break
-                if value.__code__.co_flags & inspect.CO_COROUTINE:
-                    found[name] = value
+                if wrapped.__code__.co_flags & inspect.CO_COROUTINE:
+                    found[name] = wrapped
                     break
-                value = getattr(value, "__wrapped__", None)
     return found
 
 
