@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import gc
 import io
+import signal
 import sys
 import threading
 import weakref
@@ -331,6 +332,32 @@ def test_the_shutdowns_line_counts_in_all_the_lines_its_time_ran_out_on(block_re
         "shutdown's time ran out)",
         "switchtrace: console shut down with the lines of 2 requests dropped in all (the lines "
         "of 1 request dropped since the last warning)",
+    ]
+
+
+def test_a_ctrl_c_during_the_exit_hooks_wait_tells_what_it_leaves(block_record, caplog):
+    """The exit hook's shutdown waits for a line held in its write; a Ctrl-C
+    then (SIGINT, raised once the shutdown has begun) ends the wait with one
+    warning naming the line still queued, and no KeyboardInterrupt."""
+    stream = GatedStream()
+    console = ConsoleReporter(stream=stream, queue_size=2)
+
+    def ctrl_c():
+        console._stopping.wait(10)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        console(block_record)
+        stream.in_write()
+        console(block_record)  # queued
+        interrupt = threading.Thread(target=ctrl_c)
+        interrupt.start()
+        console._shutdown_at_exit()
+        interrupt.join(10)
+        stream.let_through()
+        console._worker.join(10)
+    assert warnings_of(caplog) == [
+        "switchtrace: shutdown interrupted (Ctrl-C) with the console lines of 1 request not written"
     ]
 
 

@@ -185,6 +185,58 @@ def test_process_exit_during_an_export_says_what_it_did_not_export(tmp_path):
     ]
 
 
+def test_a_ctrl_c_during_the_exit_hooks_wait_ends_it_with_one_line(tmp_path):
+    """The same exit, and a Ctrl-C (SIGINT) while the exit hook waits for
+    the export: the wait ends, and what it leaves is told in one line, not
+    in a traceback of switchtrace's."""
+    from ..conftest import EXAMPLE
+
+    receiver = HttpReceiver()
+    receiver.received.mode = "hang"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "30",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "unused.jsonl"),
+    }
+    # Run after switchtrace's exit hook has begun (atexit runs the last
+    # registered first; the pipeline's was registered at django.setup()).
+    script = SHUTDOWN_SCRIPT.format(root=str(ROOT), example=str(EXAMPLE)) + textwrap.dedent(
+        """
+        import atexit, threading
+        def exporting():
+            from switchtrace.django_app import telemetry
+            while not telemetry.pipeline()._exporting:
+                time.sleep(0.01)
+            os.write(1, b"exporting\\n")  # not print: its lock may outlive the process
+        atexit.register(lambda: threading.Thread(target=exporting, daemon=True).start())
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline() == "served\n"
+        assert process.stdout.readline() == "exporting\n"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+        receiver.stop()
+    assert process.returncode == 0, err
+    assert out == ""
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("switchtrace")] == [
+        "switchtrace: shutdown interrupted (Ctrl-C) with 20 spans not exported"
+    ]
+
+
 def wait_for(ready, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not ready():

@@ -935,6 +935,11 @@ class SpanPipeline(QueueWorker):
                 self.exporter.shutdown()
         self._tell_the_rest()
 
+    def _undone(self) -> str:
+        exporting = self._exporting + len(self._pending)
+        in_export = f"{count(exporting, 'span')} not exported" if exporting else ""
+        return " and ".join(filter(None, [super()._undone(), in_export]))
+
     def told(self) -> None:
         """The losses so far are told (``switchtrace demo``'s own line):
         shutdown tells only those that come after."""

@@ -55,7 +55,7 @@ class QueueWorker:
         self._deadline = 0.0
         self._start_worker(queue_size)
         _workers.add(self)
-        atexit.register(self.shutdown)
+        atexit.register(self._shutdown_at_exit)
         self._leave_with_multiprocessing(forked=False)
         _say_if_threads_cannot_run()
 
@@ -131,7 +131,7 @@ class QueueWorker:
         if self._stopping.is_set():
             return
         util = sys.modules["multiprocessing.util"]
-        self._multiprocessing_exit = util.Finalize(None, self.shutdown, exitpriority=0)
+        self._multiprocessing_exit = util.Finalize(None, self._shutdown_at_exit, exitpriority=0)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record queued before it is dealt with; False when
@@ -150,12 +150,36 @@ class QueueWorker:
     def shutdown(self, timeout: float = 5.0) -> None:
         self._stop(timeout)
 
+    def _shutdown_at_exit(self) -> None:
+        """The exit hook: :meth:`shutdown`. A Ctrl-C while it waits (a
+        collector that does not answer, a second Ctrl-C to a server) ends
+        the wait, as asked: what it leaves undone is told in one warning,
+        not in a traceback of switchtrace's."""
+        try:
+            self.shutdown()
+        except KeyboardInterrupt:
+            try:
+                undone = self._undone()
+                logger.warning(
+                    "switchtrace: shutdown interrupted (Ctrl-C)%s",
+                    f" with {undone}" if undone else "",
+                )
+            except KeyboardInterrupt:
+                pass  # a third: the process leaves at once, as asked
+
+    def _undone(self) -> str:
+        """What an interrupted shutdown leaves undone: the records still
+        queued (subclasses add their own)."""
+        items = list(self._queue.queue)
+        queued = sum(1 for item in items if item is not None and not isinstance(item, Flush))
+        return self.lost_what.format(count(queued, "request")) if queued else ""
+
     def _stop(self, timeout: float) -> bool:
         """Stop the thread once it has dealt with what is queued, within
         ``timeout`` seconds; what it has not taken by then is counted as
         dropped (the thread stops as soon as it is free: a daemon thread
         meanwhile). False when already stopped."""
-        atexit.unregister(self.shutdown)
+        atexit.unregister(self._shutdown_at_exit)
         _workers.discard(self)
         if self._multiprocessing_exit is not None:
             self._multiprocessing_exit.cancel()
