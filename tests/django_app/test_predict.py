@@ -387,6 +387,10 @@ def test_the_middleware_below_is_the_one_below_each_entry_of_a_class_listed_twic
         "HybridDecoratedXFrame",
         "DecoratedAsyncPathXFrame",
         "ClosureXFrame",
+        "GetattrXFrame",
+        "TypeOfSelfXFrame",
+        "ClassOfSelfXFrame",
+        "SyncHelperPathXFrame",
     ],
 )
 def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewritten, records):
@@ -425,6 +429,7 @@ def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewri
         "DecoratedXFrame",
         "LogNameXFrame",
         "ClassDecoratedXFrame",
+        "SyncHelperLogsXFrame",
     ],
 )
 def test_a_subclass_whose_own_call_hands_on_to_the_mixins_is_charged_for_its_hooks(

@@ -45,7 +45,9 @@ def runs_hooks_in_sync_to_async(cls: Any) -> bool:
     (``super().__call__(request)``, around a log line; read through
     decorators) is taken to hand on, unless its ``__call__`` also reads on
     ``self`` an async method of the class's own, not a hook (``return
-    self.acall(request)`` when async): its own async path."""
+    self.acall(request)`` when async; or through ``getattr(self, ...)``,
+    ``type(self)``, ``self.__class__``, a synchronous method of its own):
+    its own async path."""
     from django.utils.deprecation import MiddlewareMixin
 
     if not (is_of_type(cls, type) and issubclass(cls, MiddlewareMixin)):
@@ -61,9 +63,9 @@ def runs_hooks_in_sync_to_async(cls: Any) -> bool:
         # the mixin's.)
         if not _names(call) & handing_on:
             return False
-        own_paths = set(_async_methods(cls, MiddlewareMixin)) - handing_on - set(HOOKS)
-        own_paths -= {"process_view", "process_exception", "process_template_response"}
-        if _names(call, on_self=True) & own_paths:
+        hooks = {*HOOKS, "process_view", "process_exception", "process_template_response"}
+        own_paths = set(_async_methods(cls, MiddlewareMixin)) - handing_on - hooks
+        if _read_on_self(cls, MiddlewareMixin, call, handing_on | hooks) & own_paths:
             return False
     acall = inspect.getattr_static(cls, "__acall__", None)
     return acall is vars(MiddlewareMixin)["__acall__"] or bool(_names(acall) & handing_on)
@@ -97,23 +99,41 @@ def _wrapped_chain(function: Any) -> Iterator[Any]:
 
 
 def _attributes_read_on(code: CodeType, receiver: str) -> set[str]:
-    """The attributes ``code`` reads on its local ``receiver``, and the code
-    nested in it that shares it (a closure, a comprehension up to Python
-    3.11): read there, the receiver is a cell (LOAD_DEREF)."""
+    """The attributes ``code`` reads on its local ``receiver`` (also through
+    ``getattr(receiver, "name")``, on ``type(receiver)`` and on
+    ``receiver.__class__``), and in the code nested in it that shares it (a
+    closure, a comprehension up to Python 3.11): read there, the receiver
+    is a cell (LOAD_DEREF)."""
     names: set[str] = set()
     on_receiver = False
+    # The two instructions before (past those that move nothing the
+    # pattern needs): getattr or type, then the receiver.
+    before: list[tuple[str, Any]] = [("", None), ("", None)]
     for instruction in dis.get_instructions(code):
         opname = instruction.opname
-        if opname in ("CACHE", "EXTENDED_ARG"):
+        if opname in ("CACHE", "EXTENDED_ARG", "PUSH_NULL", "PRECALL", "NOP"):
             continue
+        argval = instruction.argval
+        called = before[0][0] in _FIRST_LOADS and before[0][1] in ("getattr", "type")
+        called = called and before[1][0] == "receiver"
         if on_receiver and opname in ("LOAD_ATTR", "LOAD_METHOD"):
-            names.add(instruction.argval)
-        loaded = instruction.argval
-        if isinstance(loaded, tuple) and loaded:  # (LOAD_FAST_LOAD_FAST: the last on top)
-            loaded = loaded[-1]
-        # LOAD_FAST and its forms (3.12's _CHECK, 3.13's STORE_FAST_LOAD_FAST).
-        loads = "LOAD_FAST" in opname or opname == "LOAD_DEREF"
-        on_receiver = loads and loaded == receiver
+            names.add(argval)
+            # self.__class__: the attribute read on it next is the class's.
+            on_receiver = argval == "__class__"
+        elif called and before[0][1] == "getattr" and opname == "LOAD_CONST":
+            if isinstance(argval, str):
+                names.add(argval)
+            on_receiver = False
+        elif called and before[0][1] == "type" and opname.startswith("CALL") and argval == 1:
+            on_receiver = True  # type(self): its attribute read next is the class's
+        else:
+            loaded = argval
+            if isinstance(loaded, tuple) and loaded:  # (LOAD_FAST_LOAD_FAST: the last on top)
+                loaded = loaded[-1]
+            # LOAD_FAST and its forms (3.12's _CHECK, 3.13's STORE_FAST_LOAD_FAST).
+            loads = "LOAD_FAST" in opname or opname == "LOAD_DEREF"
+            on_receiver = loads and loaded == receiver
+        before = [before[1], ("receiver" if on_receiver else opname, argval)]
     for const in code.co_consts:
         if isinstance(const, CodeType) and receiver in const.co_freevars:
             names |= _attributes_read_on(const, receiver)
@@ -123,8 +143,26 @@ def _attributes_read_on(code: CodeType, receiver: str) -> set[str]:
 def _async_methods(cls: type, base: type) -> dict[str, FunctionType]:
     """The async methods of ``cls``'s own classes (not ``base``'s, nor
     ``object``'s), by the name the class resolves each under."""
-    seen: set[str] = set()
     found: dict[str, FunctionType] = {}
+    for name, value in _own_methods(cls, base).items():
+        # Through a decorator's wrapper, to the async function it wraps
+        # (functions alone: reading another object's attributes could run
+        # the project's code, a lazy object's).
+        for wrapped in _wrapped_chain(value):
+            if type(wrapped) is not FunctionType:
+                break
+            if wrapped.__code__.co_flags & inspect.CO_COROUTINE:
+                found[name] = wrapped
+                break
+    return found
+
+
+def _own_methods(cls: type, base: type) -> dict[str, Any]:
+    """What ``cls``'s own classes (not ``base``'s, nor ``object``'s) define,
+    by the name the class resolves each under (a classmethod's or
+    staticmethod's function)."""
+    seen: set[str] = set()
+    found: dict[str, Any] = {}
     for klass in type.__getattribute__(cls, "__mro__"):
         if klass is object or klass is base:
             continue
@@ -134,16 +172,28 @@ def _async_methods(cls: type, base: type) -> dict[str, FunctionType]:
             seen.add(name)
             if is_of_type(value, (classmethod, staticmethod)):
                 value = value.__func__
-            # Through a decorator's wrapper, to the async function it wraps
-            # (functions alone: reading another object's attributes could
-            # run the project's code, a lazy object's).
-            for wrapped in _wrapped_chain(value):
-                if type(wrapped) is not FunctionType:
-                    break
-                if wrapped.__code__.co_flags & inspect.CO_COROUTINE:
-                    found[name] = wrapped
-                    break
+            found[name] = value
     return found
+
+
+def _read_on_self(cls: type, base: type, function: Any, skip: set[str]) -> set[str]:
+    """The attributes ``function`` reads on its first argument, and those
+    that the synchronous methods of ``cls``'s own it reads there read in
+    turn (a helper that returns the async path), but for those in ``skip``."""
+    methods = _own_methods(cls, base)
+    names: set[str] = set()
+    todo = [function]
+    for _ in range(50):  # helpers calling helpers: a bound, and no loop
+        if not todo:
+            break
+        read = _names(todo.pop(), on_self=True) - names
+        names |= read
+        for name in read - skip:
+            helper = methods.get(name)
+            code = getattr(helper, "__code__", None) if type(helper) is FunctionType else None
+            if code is not None and not code.co_flags & inspect.CO_COROUTINE:
+                todo.append(helper)
+    return names
 
 
 @dataclass(frozen=True)
