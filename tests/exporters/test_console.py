@@ -498,7 +498,8 @@ def test_a_line_stays_shorter_than_what_a_pipe_writes_whole(records):
     """Workers sharing one stderr pipe: the kernel keeps a write whole only
     up to PIPE_BUF (4096 bytes), and a client's 40,000-character path had
     another worker's line land in the middle of its own. The path is cut
-    at 400 characters (what is left out counted), a cause's name at 60."""
+    at 400 characters (what is left out counted), a cause's name at 60: where
+    the cut shortens it."""
 
     def named():
         pass
@@ -513,9 +514,24 @@ def test_a_line_stays_shorter_than_what_a_pipe_writes_whole(records):
     long_named = format_record(_recorded(named))
     assert long_named.endswith("; top: " + "n" * 60 + "... (140 characters more) 2")
     assert len(line.encode()) < 4096
+    # Cut only where that shortens it: 1 or 24 characters more are shown
+    # whole (the cut would add "... (24 characters more)"), 25 are cut.
     named.__qualname__ = "n" * 61
-    one_more = format_record(_recorded(named))
-    assert one_more.endswith("; top: " + "n" * 60 + "... (1 character more) 2")
+    assert format_record(_recorded(named)).endswith("; top: " + "n" * 61 + " 2")
+    named.__qualname__ = "n" * 84
+    assert format_record(_recorded(named)).endswith("; top: " + "n" * 84 + " 2")
+    named.__qualname__ = "n" * 85
+    assert format_record(_recorded(named)).endswith(
+        "; top: " + "n" * 60 + "... (25 characters more) 2"
+    )
+    # Escaped, the rest is longer than it reads: 5 NULs are 20 characters,
+    # 6 are 24 (more than "... (6 characters more)").
+    named.__qualname__ = "n" * 60 + "\0" * 5
+    assert format_record(_recorded(named)).endswith("; top: " + "n" * 60 + "\\x00" * 5 + " 2")
+    named.__qualname__ = "n" * 60 + "\0" * 6
+    assert format_record(_recorded(named)).endswith(
+        "; top: " + "n" * 60 + "... (6 characters more) 2"
+    )
 
 
 def test_top_causes_past_max_events_say_they_name_only_those_kept():

@@ -78,18 +78,23 @@ def _printable(text: str, limit: int) -> str:
     shown: list[str] = []
     width = 0
     for at, char in enumerate(text):
-        if char == "\\":
-            piece = "\\\\"
-        elif char.isprintable():
-            piece = char
-        else:
-            piece = ascii(char)[1:-1]
+        piece = _escaped(char)
         if width + len(piece) > limit:
             rest = len(text) - at
-            return "".join(shown) + f"... ({rest:,} character{'' if rest == 1 else 's'} more)"
+            cut = f"... ({rest:,} character{'' if rest == 1 else 's'} more)"
+            # Cut only where that shortens it: a name 3 characters too
+            # long is shown whole, not made 20 characters longer.
+            tail = "" if rest > len(cut) else "".join(map(_escaped, text[at:]))
+            return "".join(shown) + (tail if tail and len(tail) <= len(cut) else cut)
         shown.append(piece)
         width += len(piece)
     return "".join(shown)
+
+
+def _escaped(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    return char if char.isprintable() else ascii(char)[1:-1]
 
 
 def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
