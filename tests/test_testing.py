@@ -690,3 +690,36 @@ def test_a_request_still_open_when_djangos_handlers_are_unpatched_is_ended():
             asyncio.run(sync_to_async(str)())
         body.close()
     assert record.totals() == figures == tracer.Figures(6, 6, 3, 3)
+
+
+def test_a_request_left_open_while_another_threads_recording_holds_the_patches_is_ended():
+    """The same, with two threads' recordings: the test's ends first, with
+    the request open, while the other thread's holds the patches on; when
+    that one ends and takes them off, the request was left open, current in
+    the test's thread (a later recording there added its 4 switches and 1
+    loop to it)."""
+    from asgiref.sync import sync_to_async
+
+    other_open, test_done = threading.Event(), threading.Event()
+
+    def other():
+        with record_requests():
+            other_open.set()
+            test_done.wait(10)
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert other_open.wait(10)
+        with record_requests():
+            body = open_wsgi_request("/async-to-sync/")
+            [record] = [tracer.current_record()]
+        assert integration.patcher.installed and not record.finished
+        test_done.set()
+        thread.join(10)
+        assert not integration.patcher.installed
+        assert record.finished
+        with record_requests():
+            asyncio.run(sync_to_async(str)())
+        body.close()
+    assert record.totals() == tracer.Figures(6, 6, 3, 3)

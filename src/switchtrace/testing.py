@@ -42,6 +42,9 @@ _users = 0
 #: The open recordings' keys, each with the thread that opened it (a new
 #: dict for each change: read without the lock).
 _open_on: dict[object, threading.Thread] = {}
+#: Requests a recording left open while another thread's recording held the
+#: patches on, switchtrace disabled: see :func:`_end_left_open`.
+_left_open: list[tracer.RequestRecord] = []
 #: The keys of the recordings opened in this context or the one it was
 #: copied from (asgiref's and asyncio's threads and tasks copy the context;
 #: an asyncio test runner's may be a copy made before some opened); some
@@ -234,14 +237,30 @@ def _record_requests(settle: bool) -> Iterator[Recorded]:
             _users -= 1
             if _users == 0:
                 client_patcher.uninstall()
-        integration.release()
-        if not integration.patcher.installed:
-            # switchtrace disabled, and no recording left: a request still
-            # open would never end (its response's close no longer seen),
-            # and stay current where it began, taking what runs there once
-            # something patches again. Ended now.
-            for record in records.split()[1]:
-                tracer.finish_request(record)
+        _end_left_open(records.split()[1])
+
+
+def _end_left_open(left: list[tracer.RequestRecord]) -> None:
+    """switchtrace disabled, and no recording left: a request still open
+    would never end (its response's close no longer seen), and stay current
+    where it began, taking what runs there once something patches again.
+    Ended as the patches come off: those of this recording, and those
+    left open by recordings that ended while another thread's held the
+    patches on."""
+    global _left_open
+    from .django_app import integration
+
+    integration.release()
+    with _lock:
+        if integration.patcher.installed:
+            # Kept for the recording that takes them off (those finished
+            # since, as with switchtrace enabled, forgotten).
+            _left_open = [r for r in _left_open if not r.finished] + left
+            return
+        left, _left_open = _left_open + left, []
+    for record in left:
+        if not record.finished:
+            tracer.finish_request(record)
 
 
 def _leave(token: contextvars.Token[tuple[object, ...]], opened: Any, key: object) -> None:
