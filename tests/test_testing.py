@@ -539,13 +539,16 @@ def test_a_request_still_running_when_judged_fails_a_budget_it_is_within_so_far(
     )
 
 
-async def _get_by_hand(path: str, held: bool = False):
+async def _get_by_hand(path: str, held: bool = False, wsgi: bool = False):
     """Django's ASGI handler driven in this loop as Channels'
     HttpCommunicator drives it: the response read, the application left
     running (the response's close, in a sync_to_async, still to come);
     ``held``: its send of the body's last message never returns (until the
-    application is cancelled there)."""
+    application is cancelled there); ``wsgi``: Django's WSGI handler under
+    asgiref's WsgiToAsgi instead."""
+    from asgiref.wsgi import WsgiToAsgi
     from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
 
     from switchtrace.example import http_scope
 
@@ -564,7 +567,8 @@ async def _get_by_hand(path: str, held: bool = False):
             if held:
                 await asyncio.Event().wait()
 
-    application = asyncio.ensure_future(ASGIHandler()(scope, receive, send))
+    handler = WsgiToAsgi(WSGIHandler()) if wsgi else ASGIHandler()
+    application = asyncio.ensure_future(handler(scope, receive, send))
     await answered.wait()
     assert not application.done()
     return application
@@ -604,6 +608,35 @@ def test_an_async_budget_waits_for_a_request_its_event_loop_still_runs(budget, o
                     "; top: request_started 2, sync_view 2, HttpResponse.close 2"
                 )
     assert [application.done() for application in applications] == [True, True]
+
+
+@pytest.mark.parametrize(("budget", "outcome"), [(5, "failed"), (6, "passed")])
+def test_an_async_budget_waits_for_a_wsgi_to_asgi_request_its_event_loop_ends(
+    budget, outcome, monkeypatch
+):
+    """The same with Django's WSGI handler under asgiref's WsgiToAsgi: the
+    request begins in the adapter's sync_to_async thread, and only the
+    test's event loop ends it. The wait held the loop (the whole
+    SETTLE_SECONDS), then failed the budget, however large, as still
+    running."""
+    monkeypatch.setattr("switchtrace.testing.SETTLE_SECONDS", 30.0)
+    applications = []
+
+    async def block():
+        async with assert_max_switches(budget):
+            applications.append(await _get_by_hand("/sync/", wsgi=True))
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        if outcome == "passed":
+            asyncio.run(block())
+        else:
+            with pytest.raises(AssertionError) as failure:
+                asyncio.run(block())
+            assert str(failure.value).startswith(
+                "1 of 1 request exceeded the budget of 5 context switches per request:\n"
+                "  GET /sync/ 200: 6 switches"
+            )
+    assert [application.done() for application in applications] == [True]
 
 
 def test_an_async_budget_does_not_wait_for_a_wsgi_request_begun_in_its_thread(monkeypatch):

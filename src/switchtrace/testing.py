@@ -147,23 +147,26 @@ class Recorded(list[tracer.RequestRecord]):
             self._given_up.update(elsewhere())
 
     async def asettle(self, timeout: float | None = None) -> None:
-        """:meth:`settle` from an async test, in its event loop: the ASGI
-        requests begun in this thread run in that loop (one driven by hand,
-        a Channels ``HttpCommunicator``'s, whose ``get_response()`` returns
-        before Django has closed the response): they are waited for too,
-        the loop running, within the same ``timeout``. (Not a WSGI request
-        begun here: only the test's code can close its response.)"""
+        """:meth:`settle` from an async test, in its event loop, which may
+        be what ends them: the ASGI requests begun in this thread run in
+        that loop (one driven by hand, a Channels ``HttpCommunicator``'s,
+        whose ``get_response()`` returns before Django has closed the
+        response), and a WSGI application under asgiref's ``WsgiToAsgi``
+        driven there is ended by it too. They are waited for with the loop
+        running, within the same ``timeout``. (Not a WSGI request begun in
+        this thread: only the test's code can close its response.)"""
         timeout = SETTLE_SECONDS if timeout is None else timeout
         deadline = time.monotonic() + timeout
 
-        def here() -> bool:
+        def running() -> bool:
             with self._changed:
                 return any(
-                    thread is self._thread and record.kind == tracer.ASGI
+                    record not in self._given_up
+                    and not (thread is self._thread and record.kind == tracer.WSGI)
                     for record, thread in self._open.items()
                 )
 
-        while here() and time.monotonic() < deadline:
+        while running() and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
         self.settle(max(0.0, deadline - time.monotonic()))
 
