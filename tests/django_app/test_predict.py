@@ -623,6 +623,8 @@ SUPPORT = "tests.test_predict_support"
         ("asgi", [], "/sync/", ("request_finished", None), None),
         ("wsgi", [], "/sync/", ("request_started", "WSGIHandler"), None),
         ("wsgi", [], "/sync/", ("request_finished", "WSGIHandler"), None),
+        ("asgi", [], "/raise/", ("got_request_exception", None), (8, 0)),
+        ("wsgi", [], "/raise/", ("got_request_exception", None), (2, 1)),
         ("wsgi", [f"{SUPPORT}.async_only_function"], "/sync/", None, None),
         ("asgi", [f"{SUPPORT}.async_only_function"], "/sync/", None, None),
     ],
@@ -634,7 +636,8 @@ def test_what_only_some_requests_do_is_predicted(
     streaming responses, TemplateResponse's render under ASGI, async
     exception and template-response middleware under WSGI (a loop each),
     async request_finished receivers under ASGI, receivers connected for
-    the handler's class, function middleware (predict() raised)."""
+    the handler's class, function middleware (predict() raised), async
+    got_request_exception receivers (never listed)."""
     from django.core import signals
     from django.core.handlers.wsgi import WSGIHandler
 
@@ -645,7 +648,7 @@ def test_what_only_some_requests_do_is_predicted(
 
         from ..test_predict_support import async_receiver
 
-        if receiver[0] == "request_finished" and not hasattr(signals.request_finished, "asend"):
+        if receiver[0] != "request_started" and not hasattr(signals.request_finished, "asend"):
             pytest.skip("Django 4.2 has no async receivers")
         assert iscoroutinefunction(async_receiver)
         signal = getattr(signals, receiver[0])
@@ -679,7 +682,10 @@ def test_what_only_some_requests_do_is_predicted(
     added = (sum(c.switches for c in taken), sum(c.loops for c in taken))
     assert added == (conditional or (0, 0))
     # The conditional cause that accounts for it is listed.
+    if receiver is not None and receiver[0] == "got_request_exception":
+        path = "got_request_exception"
     listed = {
+        "got_request_exception": "got_request_exception has async receivers",
         "/sync-stream/": "streams from a synchronous iterator",
         "/async-stream/": "streams from an asynchronous iterator",
         "/template/": "TemplateResponse",

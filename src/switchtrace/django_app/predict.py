@@ -858,6 +858,24 @@ def predict(
                     when="body",
                 )
             )
+    # Sent by response_for_exception for an exception that becomes a 500
+    # (not a 404, 403 or 400), with no sender.
+    if _receivers(signals.got_request_exception, None)[1]:
+        bridge = (
+            "Signal.send, inside response_for_exception's sync_to_async, runs them in "
+            "async_to_sync (on the outer loop)"
+            if is_async
+            else "Signal.send runs them in async_to_sync, with a new event loop and thread"
+        )
+        conditional.append(
+            Cause(
+                "when an exception becomes a 500 response: got_request_exception has async "
+                f"receivers: {bridge}",
+                2,
+                loops=0 if is_async else 1,
+                when="error",
+            )
+        )
     if is_async:
         causes.append(
             Cause(
