@@ -546,6 +546,50 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
             "The environment variable OTEL_EXPORTER_OTLP_TRACES_TIMEOUT is '', which is not "
             "a positive number of seconds.",
         ),
+        *(
+            (
+                # Headers the transport cannot send: every export failed, a
+                # -bin key under gRPC as "internal error in span export" with
+                # a traceback (the exporter raised TypeError), the others
+                # with gRPC's or requests' error; the check said no issues.
+                {"ENABLED": True, "OTLP_PROTOCOL": protocol},
+                {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                    "OTEL_EXPORTER_OTLP_HEADERS": "api-key=abc",
+                    f"OTEL_EXPORTER_OTLP_{traces}HEADERS": headers,
+                },
+                f"The environment variable OTEL_EXPORTER_OTLP_{traces}HEADERS holds the header "
+                f"{why}, so every export would fail.",
+            )
+            for protocol, traces, headers, why in (
+                (
+                    "grpc",
+                    "",
+                    "api-key=abc,x-bin=1",
+                    "'x-bin': its key ends in -bin, which gRPC takes for binary metadata (bytes)",
+                ),
+                (
+                    "grpc",
+                    "TRACES_",
+                    "x-key=caf%C3%A9",
+                    "'x-key': its value holds 'é' (percent-decoded), which gRPC does not take",
+                ),
+                (
+                    "http/protobuf",
+                    "TRACES_",
+                    "x-key=%E2%82%AC",
+                    "'x-key': its value holds '€' (percent-decoded), which HTTP does not take",
+                ),
+                (
+                    "http/protobuf",
+                    "",
+                    "x-key=a%0Ab",
+                    "'x-key': its value holds '\\n' (percent-decoded), which HTTP does not take",
+                ),
+                ("http/protobuf", "", "x%28key%29=1", "'x(key)': HTTP does not take its name"),
+                ("grpc", "", "x%2Fkey=1", "'x/key': gRPC does not take its key"),
+            )
+        ),
     ],
 )
 def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monkeypatch):
@@ -554,6 +598,22 @@ def test_a_malformed_endpoint_or_protocol_is_e006(value, environ, expected, monk
     with override_settings(SWITCHTRACE=value, MIDDLEWARE=BASE_MIDDLEWARE):
         [(check_id, msg, _hint)] = own_messages()
     assert (check_id, msg) == ("switchtrace.E006", expected)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "headers"),
+    [
+        ("grpc", "authorization=Bearer%20abc,x-tenant=a.b_c-1"),
+        ("http/protobuf", "Authorization=Bearer abc,x-key=caf%C3%A9"),  # Latin-1
+    ],
+)
+def test_headers_the_transport_sends_are_no_problem(protocol, headers, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", headers)
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True, "OTLP_PROTOCOL": protocol}, MIDDLEWARE=BASE_MIDDLEWARE
+    ):
+        assert own_messages() == []
 
 
 @pytest.mark.parametrize(

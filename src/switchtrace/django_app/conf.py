@@ -375,6 +375,9 @@ def _export_options(
                     )
                 )
             break
+    headers_problem = _headers_problem(environ, protocol)
+    if headers_problem is not None:
+        environ_problems.append(headers_problem)
     service = raw.get("SERVICE_NAME")
     if service is not None and (not isinstance(service, str) or not service):
         problems.append(_wrong("SERVICE_NAME", service))
@@ -756,6 +759,66 @@ def _is_seconds(value: str) -> bool:
     except ValueError:
         return False
     return math.isfinite(seconds) and seconds > 0
+
+
+#: A gRPC metadata key: what gRPC takes (it refuses the call otherwise).
+_GRPC_KEY = re.compile(r"[0-9a-z_.-]+")
+#: An HTTP header's name: a token (RFC 9110), as requests checks it.
+_HTTP_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _headers_problem(environ: Mapping[str, str], protocol: Any) -> Problem | None:
+    """A header of ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` (else
+    ``OTEL_EXPORTER_OTLP_HEADERS``), as the OTLP exporters read it, that
+    their transport cannot send: every export failed, with gRPC's or
+    requests' error (a ``-bin`` key under gRPC: an internal error of
+    switchtrace's, as the exporter raised)."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
+        if environ.get(name):
+            break
+    else:
+        return None
+    from opentelemetry.util.re import parse_env_headers
+
+    try:
+        headers = parse_env_headers(environ[name], liberal=True)
+    except TypeError:  # an SDK that reads them strictly only
+        headers = parse_env_headers(environ[name])
+    for key, value in headers.items():
+        # Not the value itself in the message: it is often a credential.
+        if protocol == "grpc":
+            wrong = next((char for char in value if not " " <= char <= "~"), None)
+            if key.endswith("-bin"):
+                why = "its key ends in -bin, which gRPC takes for binary metadata (bytes)"
+            elif not _GRPC_KEY.fullmatch(key):
+                why = "gRPC does not take its key"
+            elif wrong is not None:
+                why = f"its value holds {shown(wrong)} (percent-decoded), which gRPC does not take"
+            else:
+                continue
+            allowed = (
+                "Allowed under OTLP/gRPC: keys of lowercase letters, digits, '-', '_' and "
+                "'.', not ending in -bin, with values of printable ASCII."
+            )
+        else:
+            wrong = next((char for char in value if char in "\r\n\0" or ord(char) > 0xFF), None)
+            if not _HTTP_NAME.fullmatch(key):
+                why = "HTTP does not take its name"
+            elif wrong is not None:
+                why = f"its value holds {shown(wrong)} (percent-decoded), which HTTP does not take"
+            else:
+                continue
+            allowed = (
+                "Allowed under OTLP/HTTP: names of letters, digits and !#$%&'*+-.^_`|~, with "
+                "values in Latin-1 without line breaks."
+            )
+        return Problem(
+            "switchtrace.E006",
+            f"The environment variable {name} holds the header {shown(key)}: {why}, so "
+            "every export would fail.",
+            allowed,
+        )
+    return None
 
 
 def _bad_url(where: str, value: Any, why: str) -> Problem:
