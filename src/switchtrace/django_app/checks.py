@@ -10,9 +10,9 @@
 | switchtrace.E006 | error | an OTLP endpoint (setting or OTEL_* variable) that is not a URL, an
   unsupported ``OTEL_EXPORTER_OTLP_PROTOCOL``, an ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`` (else
   ``OTEL_EXPORTER_OTLP_TIMEOUT``) that is not a positive number of seconds, a header of
-  ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` (else ``..._HEADERS``) the transport cannot send, or another OTEL_*
-  variable the OTLP exporter refuses, or an OTEL_*_LIMIT the SDK's span limits refuse (those two
-  leave the headers on) |
+  ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` (else ``..._HEADERS``) the transport cannot send, or
+  another OTEL_* variable the OTLP exporter refuses, or an OTEL_*_LIMIT the SDK's span limits
+  refuse (those two leave the headers on) |
 | switchtrace.E007 | error | (enabled) a ``MIDDLEWARE`` entry that cannot be imported, or a
   ``MIDDLEWARE`` that is no list of them (one dotted path, a number) |
 | switchtrace.E008 | error | (enabled) the file exporter's ``FILE_PATH`` cannot be written |
