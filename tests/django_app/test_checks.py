@@ -513,7 +513,7 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
                 "OTEL_EXPORTER_OTLP_TIMEOUT": "abc",
             },
             "The environment variable OTEL_EXPORTER_OTLP_TIMEOUT is 'abc', which is not a "
-            "positive number of seconds.",
+            "positive number of seconds, at most a day (86400).",
         ),
         (
             {"ENABLED": True},
@@ -522,7 +522,7 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
                 "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0",
             },
             "The environment variable OTEL_EXPORTER_OTLP_TRACES_TIMEOUT is '0', which is not "
-            "a positive number of seconds.",
+            "a positive number of seconds, at most a day (86400).",
         ),
         (
             # A number, but no timeout an export could wait out.
@@ -532,7 +532,17 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
                 "OTEL_EXPORTER_OTLP_TIMEOUT": "inf",
             },
             "The environment variable OTEL_EXPORTER_OTLP_TIMEOUT is 'inf', which is not "
-            "a positive number of seconds.",
+            "a positive number of seconds, at most a day (86400).",
+        ),
+        (
+            # Past the platform's time_t: every export failed.
+            {"ENABLED": True},
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "1e10",
+            },
+            "The environment variable OTEL_EXPORTER_OTLP_TIMEOUT is '1e10', which is not "
+            "a positive number of seconds, at most a day (86400).",
         ),
         (
             # Empty: the gRPC exporter raised for it ("could not convert
@@ -544,7 +554,7 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
                 "OTEL_EXPORTER_OTLP_TIMEOUT": "10",
             },
             "The environment variable OTEL_EXPORTER_OTLP_TRACES_TIMEOUT is '', which is not "
-            "a positive number of seconds.",
+            "a positive number of seconds, at most a day (86400).",
         ),
         *(
             (

@@ -370,8 +370,9 @@ def _export_options(
                     Problem(
                         "switchtrace.E006",
                         f"The environment variable {name} is {shown(timeout)}, which is not "
-                        "a positive number of seconds.",
-                        "For example: 10 (the OTLP exporters' default).",
+                        "a positive number of seconds, at most a day (86400).",
+                        "For example: 10 (the OTLP exporters' default; they read seconds, not "
+                        "the milliseconds of OpenTelemetry's specification).",
                     )
                 )
             break
@@ -754,11 +755,14 @@ def _is_rate(value: numbers.Real | Decimal) -> bool:
 
 
 def _is_seconds(value: str) -> bool:
+    """A timeout an export can wait out: from 1e10 on, every export failed
+    (past the platform's time_t under HTTP; gRPC's deadline exceeded, and
+    retried without end)."""
     try:
         seconds = float(value)
     except ValueError:
         return False
-    return math.isfinite(seconds) and seconds > 0
+    return math.isfinite(seconds) and 0 < seconds <= 86400
 
 
 #: A gRPC metadata key: what gRPC takes (it refuses the call otherwise).
