@@ -2392,13 +2392,43 @@ def test_demo_with_its_collector_down_says_so_in_one_line(protocol, tmp_path):
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_EXPORTER_OTLP_TIMEOUT="1",
     )  # fmt: skip
     line = one_line(out, 1)
+    said = {
+        "http/protobuf": "Failed to export spans batch due to timeout, max retries or shutdown",
+        "grpc": f"Failed to export traces to 127.0.0.1:{port}, error code: "
+        "StatusCode.UNAVAILABLE, .*",
+    }[protocol]
     assert re.fullmatch(
         f"switchtrace demo: error: the spans could not all go over OTLP \\({protocol}\\) to "
-        f"{re.escape(endpoint)}: [1-9][0-9]* spans lost; is the collector running\\?",
+        f"{re.escape(endpoint)}: [1-9][0-9]* spans lost \\(the exporter said: {said}\\); is the "
+        "collector running, at that endpoint\\?",
         line,
     ), line
     assert "/async-stream/ — a streaming response from an async generator" in out.stdout
     assert "Spans of every request went" not in out.stdout
+
+
+def test_demo_with_a_collector_that_answers_404_says_what_the_exporter_said(tmp_path):
+    """A traces endpoint without /v1/traces (which the variable takes as it
+    is): the collector runs, and answers 404; the line asked whether it was
+    running, the exporter's reason held back."""
+    import re
+
+    from .exporters.receiver import HttpReceiver
+
+    receiver = HttpReceiver()
+    try:
+        out = switchtrace(["demo"], tmp_path, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.endpoint)
+    finally:
+        receiver.stop()
+    line = one_line(out, 1)
+    # (The number of spans is Django's version's; the words the exporter's.)
+    assert re.fullmatch(
+        "switchtrace demo: error: the spans could not all go over OTLP \\(http/protobuf\\) to "
+        f"{re.escape(receiver.endpoint)}: [1-9][0-9]* spans lost \\(the exporter said: "
+        "Failed to export [a-z ]*batch code: 404, reason: Not Found\\); is the collector "
+        "running, at that endpoint\\?",
+        line,
+    ), line
 
 
 def test_bench_overhead_with_an_otlp_exporter_that_cannot_be_made(tmp_path):

@@ -22,6 +22,7 @@ from typing import TextIO
 
 from . import example
 from .plural import count
+from .text import printable
 
 ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("/sync/", "a sync view returning a fixed response"),
@@ -165,7 +166,7 @@ def run(project: str | None, out: TextIO) -> int:
         "switches = context switches of the whole request (those before the response\n"
         "headers, as in X-Context-Switches); hops, loops and threads started likewise.\n"
     )
-    with _export_failures_unlogged():
+    with _export_failures_unlogged() as said:
         render(measure(), out)
         pipeline = telemetry.pipeline()
         flushed = pipeline.flush(30) if pipeline is not None else True
@@ -188,9 +189,14 @@ def run(project: str | None, out: TextIO) -> int:
             if not flushed:
                 lost.append("some still unsent after 30 s")
             hint = {
-                "otlp": "; is the collector running?",
+                "otlp": "; is the collector running, at that endpoint?",
                 "file": f"; can {options.file_path} be written?",
             }.get(options.exporter, "")
+            if said:
+                # What the exporter last said: a collector that answers 404
+                # (a traces endpoint without /v1/traces), a refused header.
+                words = printable(said[-1].rstrip("."), 300)
+                lost[-1] += f" (the exporter said: {words})"
             print(
                 f"switchtrace demo: error: the spans could not all go {where}: "
                 f"{', '.join(lost)}{hint}",
@@ -211,14 +217,31 @@ def run(project: str | None, out: TextIO) -> int:
     return 0
 
 
+class _Held(logging.Handler):
+    """Keeps the messages of errors it is handed (their text alone)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage().strip()
+        except Exception:  # a message whose arguments do not format
+            return
+        if message:
+            self.messages[:] = [message]  # the last one alone
+
+
 @contextlib.contextmanager
-def _export_failures_unlogged() -> Iterator[None]:
+def _export_failures_unlogged() -> Iterator[list[str]]:
     """The exporters' messages about failed exports (the SDK's retries,
     switchtrace's count of spans lost) held back while the demo runs: it
-    says in one line at the end whether the spans went where it says."""
+    says in one line at the end whether the spans went where it says (with
+    the exporter's last error, given as the list's one item)."""
 
     sdk = logging.getLogger("opentelemetry")
-    held = logging.NullHandler()
+    held = _Held()
     propagate = sdk.propagate
     sdk.addHandler(held)
     sdk.propagate = False
@@ -228,7 +251,7 @@ def _export_failures_unlogged() -> Iterator[None]:
             "switchtrace: span exports paused",
             "switchtrace: span queue full",
         ):
-            yield
+            yield held.messages
     finally:
         sdk.propagate = propagate
         sdk.removeHandler(held)

@@ -61,3 +61,36 @@ def utf8_text(text: str) -> str:
         except UnicodeEncodeError:
             return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` with each character that is not printable (a control or
+    format character, a separator but the space) written as Python writes it
+    in a string, ``\\n``, ``\\u2028``, and a backslash as ``\\\\``: a
+    request's method and path are the client's (a server decodes %0A in a
+    path into a newline), and must not start a line that reads as another
+    request's, nor move the terminal's cursor or reorder what it shows; a
+    path holding a backslash and an ``n`` must not read as one holding a
+    newline. At most ``limit`` characters of it, what is left out counted."""
+    if len(text) <= limit and text.isprintable() and "\\" not in text:
+        return text
+    shown: list[str] = []
+    width = 0
+    for at, char in enumerate(text):
+        piece = _escaped(char)
+        if width + len(piece) > limit:
+            rest = len(text) - at
+            cut = f"... ({rest:,} character{'' if rest == 1 else 's'} more)"
+            # Cut only where that shortens it: a name 3 characters too
+            # long is shown whole, not made 20 characters longer.
+            tail = "" if rest > len(cut) else "".join(map(_escaped, text[at:]))
+            return "".join(shown) + (tail if tail and len(tail) <= len(cut) else cut)
+        shown.append(piece)
+        width += len(piece)
+    return "".join(shown)
+
+
+def _escaped(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    return char if char.isprintable() else ascii(char)[1:-1]

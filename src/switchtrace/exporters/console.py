@@ -18,6 +18,7 @@ from collections import Counter
 from typing import TextIO
 
 from ..plural import count
+from ..text import printable
 from ..tracer import RequestRecord
 from ..tracer.guard import logger, swallow
 from .spans import Resolve
@@ -64,50 +65,17 @@ MAX_PATH = 400
 MAX_NAME = 60
 
 
-def _printable(text: str, limit: int) -> str:
-    """``text`` with each character that is not printable (a control or
-    format character, a separator but the space) written as Python writes it
-    in a string, ``\\n``, ``\\u2028``, and a backslash as ``\\\\``: a
-    request's method and path are the client's (a server decodes %0A in a
-    path into a newline), and must not start a line that reads as another
-    request's, nor move the terminal's cursor or reorder what it shows; a
-    path holding a backslash and an ``n`` must not read as one holding a
-    newline. At most ``limit`` characters of it, what is left out counted."""
-    if len(text) <= limit and text.isprintable() and "\\" not in text:
-        return text
-    shown: list[str] = []
-    width = 0
-    for at, char in enumerate(text):
-        piece = _escaped(char)
-        if width + len(piece) > limit:
-            rest = len(text) - at
-            cut = f"... ({rest:,} character{'' if rest == 1 else 's'} more)"
-            # Cut only where that shortens it: a name 3 characters too
-            # long is shown whole, not made 20 characters longer.
-            tail = "" if rest > len(cut) else "".join(map(_escaped, text[at:]))
-            return "".join(shown) + (tail if tail and len(tail) <= len(cut) else cut)
-        shown.append(piece)
-        width += len(piece)
-    return "".join(shown)
-
-
-def _escaped(char: str) -> str:
-    if char == "\\":
-        return "\\\\"
-    return char if char.isprintable() else ascii(char)[1:-1]
-
-
 def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
     totals = record.totals()
     method = record.attributes.get("http.request.method") or record.kind.upper()
     path = record.attributes.get("url.path") or ""
     status = record.attributes.get("http.response.status_code")
-    head = f"{_printable(str(method), MAX_NAME)} {_printable(str(path), MAX_PATH)}"
+    head = f"{printable(str(method), MAX_NAME)} {printable(str(path), MAX_PATH)}"
     if status is not None:
         head += f" {status}"
     raised = record.attributes.get("error.type")
     if raised is not None:  # failed out of Django's handler (see integration.failed)
-        head += f" (raised {_printable(str(raised), MAX_NAME)})"
+        head += f" (raised {printable(str(raised), MAX_NAME)})"
     before = f" ({record.at_headers.context_switches} before headers)" if record.at_headers else ""
     line = (
         f"{head}: {count(totals.context_switches, 'switch', 'switches')}{before}, "
@@ -117,7 +85,7 @@ def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
     causes = top_causes(record, resolve)
     if causes:
         line += "; top: " + ", ".join(
-            f"{_printable(name, MAX_NAME)} {switches}" for name, switches in causes
+            f"{printable(name, MAX_NAME)} {switches}" for name, switches in causes
         )
     if record.dropped:
         # The top names only what MAX_EVENTS kept: said, as its figures
