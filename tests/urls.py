@@ -26,6 +26,7 @@ urlpatterns = [
     path("aenqueue/", views.aenqueue_view),
     path("listed-then-streamed/", views.listed_then_streamed_view),
     path("to-thread/", views.to_thread_view),
+    path("to-thread-bridging/", views.to_thread_bridging_view),
     path("sub-request/", views.sub_request_view),
     path("async-sub-request/", views.async_sub_request_view),
     path("streamed-sub-request/", views.streamed_sub_request_view),

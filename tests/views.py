@@ -453,6 +453,27 @@ async def to_thread_view(request):
     return HttpResponse("ok")
 
 
+async def to_thread_bridging_view(request):
+    """An offload whose function bridges back into an event loop, and starts
+    a thread of its own."""
+    import asyncio
+    import threading
+
+    from asgiref.sync import async_to_sync
+
+    def work():
+        async def inner():
+            return None
+
+        async_to_sync(inner)()
+        thread = threading.Thread(target=str)
+        thread.start()
+        thread.join()
+
+    await asyncio.to_thread(work)
+    return HttpResponse("ok")
+
+
 class ClassView(View):
     """A class-based view: Django's as_view() makes a closure, the same code
     for every class; its view_class names the view."""

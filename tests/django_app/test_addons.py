@@ -105,6 +105,80 @@ print(json.dumps({"phases": phases, "transactions": len(transactions), "spans": 
 """
 
 
+SENTRY_THREADS_SCRIPT = r"""
+import json, sys
+
+import django
+
+django.setup()
+import sentry_sdk
+
+if sys.argv[1] == "sentry":
+    # After switchtrace, with its default integrations: ThreadingIntegration
+    # wraps every function submitted to a ThreadPoolExecutor.
+    sentry_sdk.init(dsn="http://key@127.0.0.1:9/1", traces_sample_rate=1.0)
+
+from django.core.handlers.wsgi import WSGIHandler
+
+from switchtrace import tracer
+from switchtrace.example import wsgi_request
+from switchtrace.tracer import guard
+
+swallowed = []
+guard.set_error_hook(lambda exc, where: swallowed.append(f"{where}: {exc!r}"))
+records = []
+tracer.add_listener(records.append)
+wsgi_request(WSGIHandler(), "/to-thread-bridging/")
+[record] = records
+record.describe()
+index = {id(c): i for i, c in enumerate(record.crossings)}
+print(json.dumps({
+    "crossings": [
+        [c.mechanism, c.qualname, index.get(id(c.parent)), c.threads_started]
+        for c in record.crossings
+    ],
+    "swallowed": swallowed,
+}))
+"""
+
+
+def test_an_offload_through_sentrys_submit_wrapper_is_asyncio_to_thread_of_its_function():
+    """sentry-sdk set up after switchtrace wraps asyncio.to_thread's partial
+    in a function of its own: the offload read as run_in_executor of
+    sentry's wrapped_fn, and what the function did (a bridge back, a thread
+    it started) as the view's, not the offload's."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")]),
+    }
+    results = []
+    for sentry in ("sentry", "none"):
+        out = subprocess.run(
+            [sys.executable, "-c", SENTRY_THREADS_SCRIPT, sentry],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        results.append(json.loads(out.stdout.splitlines()[-1]))
+    with_sentry, without = results
+    # (mechanism, bridged code, parent's index): the async_to_sync the
+    # offload's function makes is the offload's child.
+    assert [crossing[:3] for crossing in with_sentry["crossings"]] == [
+        ["async_to_sync", "to_thread_bridging_view", None],
+        ["asyncio.to_thread", "to_thread_bridging_view.<locals>.work", 0],
+        ["async_to_sync", "to_thread_bridging_view.<locals>.work.<locals>.inner", 1],
+    ]
+    # The threads each started too (the offload's own Thread, and the one
+    # asgiref starts for its async_to_sync, the offload's), as without it.
+    assert with_sentry == without
+    assert with_sentry["crossings"][1][3] == 2
+    assert with_sentry["swallowed"] == []
+
+
 @pytest.mark.parametrize("order", ["sentry first", "switchtrace first"])
 def test_sentry_sdk_with_tracing_either_order_and_switchtrace_turned_off_and_on(order):
     env = {

@@ -450,6 +450,11 @@ def _offload(
     the offload's crossing with its record."""
     mechanism, target = RUN_IN_EXECUTOR, func
     inner = _to_thread_target(func)
+    #: asyncio.to_thread's partial inside a wrapper of another submit
+    #: patch's (sentry-sdk's ThreadingIntegration): the wrapper calls it.
+    wrapped = None if inner is not None else _wrapped_to_thread(func)
+    if wrapped is not None:
+        inner = _to_thread_target(wrapped)
     if inner is not None:
         mechanism, target = TO_THREAD, inner
     crossing = Crossing(mechanism, None, target, _thread(), current, clock())
@@ -461,6 +466,13 @@ def _offload(
         # context: the crossing is made current there while it runs, so that
         # what the function does (a bridge, a loop, a thread) is recorded.
         call: Any = functools.partial(_within, here, func)
+    elif wrapped is not None:
+        # The wrapper runs the partial itself: the crossing is made current
+        # in the copy of the caller's context that the partial runs the
+        # function in, before any thread has entered it (to_thread makes
+        # one for each call, and leaves it once the function returns).
+        call = func
+        wrapped.func.__self__.run(_here_set, here)
     else:
         # asyncio.to_thread runs it in a copy of the caller's context, which
         # holds the caller's crossing: this one is made current inside it.
@@ -494,6 +506,24 @@ def _to_thread_target(func: Any) -> Any:
         and runner.__name__ == "run"
     ):
         return func.args[0] if func.args else None
+    return None
+
+
+def _wrapped_to_thread(func: Any) -> Any:
+    """asyncio.to_thread's partial, held by ``func``, a wrapper another
+    patch of ``submit`` made around it (a closure: sentry-sdk's
+    ThreadingIntegration, set up after switchtrace, wraps every function
+    submitted to carry its scopes), else None. Its cells are read from C
+    structures, as in :func:`_to_thread_target`."""
+    if type(func) is not types.FunctionType or not func.__closure__:
+        return None
+    for cell in func.__closure__:
+        try:
+            held = cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            continue
+        if _to_thread_target(held) is not None:
+            return held
     return None
 
 
