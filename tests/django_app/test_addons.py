@@ -105,6 +105,26 @@ print(json.dumps({"phases": phases, "transactions": len(transactions), "spans": 
 """
 
 
+def run_script(script: str, arg: str):
+    """``script`` run with ``arg`` under the test settings: the JSON of its
+    last line."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script, arg],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
 SENTRY_THREADS_SCRIPT = r"""
 import json, sys
 
@@ -147,24 +167,7 @@ def test_an_offload_through_sentrys_submit_wrapper_is_asyncio_to_thread_of_its_f
     in a function of its own: the offload read as run_in_executor of
     sentry's wrapped_fn, and what the function did (a bridge back, a thread
     it started) as the view's, not the offload's."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")]),
-    }
-    results = []
-    for sentry in ("sentry", "none"):
-        out = subprocess.run(
-            [sys.executable, "-c", SENTRY_THREADS_SCRIPT, sentry],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        results.append(json.loads(out.stdout.splitlines()[-1]))
-    with_sentry, without = results
+    with_sentry, without = (run_script(SENTRY_THREADS_SCRIPT, arg) for arg in ("sentry", "none"))
     # (mechanism, bridged code, parent's index): the async_to_sync the
     # offload's function makes is the offload's child.
     assert [crossing[:3] for crossing in with_sentry["crossings"]] == [
@@ -181,21 +184,7 @@ def test_an_offload_through_sentrys_submit_wrapper_is_asyncio_to_thread_of_its_f
 
 @pytest.mark.parametrize("order", ["sentry first", "switchtrace first"])
 def test_sentry_sdk_with_tracing_either_order_and_switchtrace_turned_off_and_on(order):
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLE), os.environ.get("PYTHONPATH", "")]),
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", SENTRY_SCRIPT, order],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.splitlines()[-1])
+    result = run_script(SENTRY_SCRIPT, order)
     on = [
         # README's worked example: 30 before the headers, 32 in all.
         ["asgi", ["30", "30", "0", "1"], [[32, 32, 0]]],
