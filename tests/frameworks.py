@@ -2,6 +2,7 @@
 and Channels' database_sync_to_async (imported only by the tests that find
 those packages installed)."""
 
+import adrf.decorators
 import adrf.views
 import adrf.viewsets
 from asgiref.sync import sync_to_async
@@ -10,6 +11,7 @@ from django.http import HttpResponse
 from django.urls import path
 from ninja import NinjaAPI
 from rest_framework import viewsets
+from rest_framework.decorators import api_view
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
@@ -36,6 +38,21 @@ class AsyncOrderView(adrf.views.APIView):
 class AsyncOrderViewSet(adrf.viewsets.ViewSet):
     async def list(self, request):
         return Response([])
+
+
+@api_view(["GET"])
+def order_function(request):
+    return Response({"ok": True})
+
+
+@api_view(["GET"])
+def other_order_function(request):
+    return Response({"ok": True})
+
+
+@adrf.decorators.api_view(["GET"])
+async def async_order_function(request):
+    return Response({"ok": True})
 
 
 api = NinjaAPI(urls_namespace="switchtrace-tests")
@@ -84,6 +101,9 @@ router.register("async-orders", AsyncOrderViewSet, basename="async-order")
 urlpatterns = [
     path("drf/", OrderView.as_view()),
     path("adrf/", AsyncOrderView.as_view()),
+    path("drf-function/", order_function),
+    path("drf-other-function/", other_order_function),
+    path("adrf-function/", async_order_function),
     path("ninja/", api.urls),
     path("channels-db/", channels_db_view),
     path("sync-to-async/", sync_to_async_view),

@@ -137,6 +137,49 @@ def test_adrf(path, cls, handler, records, spans):
 
 
 @pytest.mark.parametrize(
+    ("path", "function"),
+    [("/drf-function/", "order_function"), ("/drf-other-function/", "other_order_function")],
+)
+def test_a_drf_function_view_is_named_after_its_function(path, function, records, spans):
+    """DRF's api_view makes a class, WrappedAPIView, for each function, whose
+    get calls it: every function view was "WrappedAPIView.get", located in
+    DRF's decorator."""
+    with frameworks() as (asgi, wsgi):
+        assert run_asgi(asgi, path).figures() == (6, 6, 0, 1)
+        assert wsgi_request(wsgi, path).figures() == (0, 0, 0, 0)
+    under_asgi, _under_wsgi = records
+    view = ("sync_to_async", function, "view", function, True)
+    assert described(under_asgi) == [SIGNAL_CROSSING, view, render(), close("Response")]
+    [span] = view_spans(spans)
+    assert code_of(span) == (
+        f"sync_to_async {function}",
+        "tests.frameworks",
+        function,
+        ["tests", "frameworks.py"],
+    )
+
+
+def test_an_adrf_function_view_is_named_after_its_function(records, spans):
+    """adrf's api_view likewise; the DRF initial() it bridges is the view's."""
+    with frameworks() as (asgi, wsgi):
+        assert run_asgi(asgi, "/adrf-function/").figures() == (6, 6, 0, 1)
+        assert wsgi_request(wsgi, "/adrf-function/").figures() == (4, 4, 1, 1)
+    under_asgi, under_wsgi = records
+    function = "async_order_function"
+    initial = ("sync_to_async", "APIView.initial", "view", f"{function}.initial", True)
+    assert described(under_asgi) == [SIGNAL_CROSSING, initial, render(), close("Response")]
+    view = ("async_to_sync", function, "view", function, True)
+    assert described(under_wsgi) == [view, initial]
+    named = [code_of(s) for s in view_spans(spans)]
+    assert named[1] == (
+        f"async_to_sync {function}",
+        "tests.frameworks",
+        function,
+        ["tests", "frameworks.py"],
+    )
+
+
+@pytest.mark.parametrize(
     ("path", "asgi_figures", "wsgi_figures", "mechanisms", "function"),
     [
         # A sync operation: Django's view is sync.

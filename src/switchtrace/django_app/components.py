@@ -205,7 +205,7 @@ def _class_view_target(cls: type, actions: Any, method: str) -> ViewTarget:
     """What View.dispatch picks: the method's handler, or for a viewset the
     action its ``actions`` map the method to; HEAD falls back to GET's."""
     allowed = attribute(cls, "http_method_names") or ()
-    name = cls.__qualname__
+    name = class_name(cls)
     if type(actions) is dict:
         action = actions.get(method) or (actions.get("get") if method == "head" else None)
     elif method in allowed:
@@ -214,10 +214,48 @@ def _class_view_target(cls: type, actions: Any, method: str) -> ViewTarget:
     else:
         action = None
     handler = attribute(cls, action) if isinstance(action, str) else None
+    function = _decorated_function(cls, handler)
+    if function is not None:
+        # A class a decorator made around a function (DRF's and adrf's
+        # api_view: "WrappedAPIView" for every one), whose handler calls it.
+        name = qualified_name(function)
+        return ViewTarget(name, function, Component("view", name), cls)
     if not isinstance(action, str) or handler is None or not callable(handler):
         # Not allowed (http_method_not_allowed answers): the class alone.
         return ViewTarget(name, cls, Component("view", name), cls)
     return ViewTarget(f"{name}.{action}", handler, Component("view", name, action), cls)
+
+
+def class_name(cls: type) -> str:
+    """``cls.__qualname__``; for a class a decorator made and renamed after
+    the function it wraps (``__name__`` set, ``__qualname__`` the
+    decorator's own: DRF's api_view), its ``__name__``."""
+    qualname = type.__getattribute__(cls, "__qualname__")
+    name = type.__getattribute__(cls, "__name__")
+    return qualname if qualname.rpartition(".")[2] == name else name
+
+
+def _decorated_function(cls: type, handler: Any) -> types.FunctionType | None:
+    """The function a decorator made ``cls`` for, which ``handler`` calls:
+    the class renamed after it (see :func:`class_name`), and the function
+    held by the handler's closure, of that name and module."""
+    name = type.__getattribute__(cls, "__name__")
+    if type.__getattribute__(cls, "__qualname__").rpartition(".")[2] == name:
+        return None  # a class of its own
+    if type(handler) is not types.FunctionType or not handler.__closure__:
+        return None
+    for cell in handler.__closure__:
+        try:
+            held = cell.cell_contents
+        except ValueError:  # a cell not filled yet
+            continue
+        if (
+            type(held) is types.FunctionType
+            and held.__name__ == name
+            and held.__module__ == type.__getattribute__(cls, "__module__")
+        ):
+            return held
+    return None
 
 
 def _operation_target(view: Any, method: str) -> ViewTarget | None:
@@ -703,7 +741,7 @@ def _describe(func: Any, view: Any, view_target: ViewTarget | None = None) -> Co
             if view_target.owns(owner) and isinstance(name, str):
                 # The view's own method (a class-based async view's
                 # sync_to_async(self.initial)): named after the view's class.
-                return Component("view", type(owner).__qualname__, name)
+                return Component("view", class_name(type(owner)), name)
 
         if _is_signal(owner):  # Django 4.2: sync_to_async(signal.send)
             return Component("signal", _signal_name(owner))
