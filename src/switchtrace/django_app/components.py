@@ -16,7 +16,15 @@ from collections.abc import Hashable
 from typing import Any
 
 from ..tracer import ASGI, ASYNC_TO_SYNC, SYNC_TO_ASYNC, WSGI, Component, Crossing, RequestRecord
-from ..tracer.describe import MAX_DEPTH, attribute, identity, is_of_type, qualified_name, unwrap
+from ..tracer.describe import (
+    MAX_DEPTH,
+    attribute,
+    closure_values,
+    identity,
+    is_of_type,
+    qualified_name,
+    unwrap,
+)
 from ..tracer.weak import WeakIdentityMap
 
 MIDDLEWARE_HOOKS = frozenset(
@@ -242,13 +250,7 @@ def _decorated_function(cls: type, handler: Any) -> types.FunctionType | None:
     name = type.__getattribute__(cls, "__name__")
     if type.__getattribute__(cls, "__qualname__").rpartition(".")[2] == name:
         return None  # a class of its own
-    if type(handler) is not types.FunctionType or not handler.__closure__:
-        return None
-    for cell in handler.__closure__:
-        try:
-            held = cell.cell_contents
-        except ValueError:  # a cell not filled yet
-            continue
+    for held in closure_values(handler):
         if (
             type(held) is types.FunctionType
             and held.__name__ == name

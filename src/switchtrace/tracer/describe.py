@@ -35,6 +35,20 @@ def attribute(obj: object, name: str, default: Any = None) -> Any:
         return default
 
 
+def closure_values(func: object) -> list[Any]:
+    """What the filled cells of ``func``'s closure hold, if it is a plain
+    function (read from its C structures: nothing of the application's
+    runs), else nothing."""
+    values = []
+    if type(func) is types.FunctionType:
+        for cell in func.__closure__ or ():
+            try:
+                values.append(cell.cell_contents)
+            except ValueError:  # a cell not filled yet
+                continue
+    return values
+
+
 def is_of_type(obj: object, cls: type | tuple[type, ...]) -> bool:
     """isinstance by the object's type alone: isinstance also asks the object
     for its ``__class__`` when the type does not match, which a lazy object

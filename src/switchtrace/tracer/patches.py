@@ -61,7 +61,7 @@ import wrapt
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, SyncToAsync, markcoroutinefunction
 
-from .describe import PATCH_MARK, attribute
+from .describe import PATCH_MARK, attribute, closure_values
 from .guard import logger, raised_elsewhere, swallow
 from .record import (
     ASYNC_TO_SYNC,
@@ -515,13 +515,7 @@ def _wrapped_to_thread(func: Any) -> Any:
     ThreadingIntegration, set up after switchtrace, wraps every function
     submitted to carry its scopes), else None. Its cells are read from C
     structures, as in :func:`_to_thread_target`."""
-    if type(func) is not types.FunctionType or not func.__closure__:
-        return None
-    for cell in func.__closure__:
-        try:
-            held = cell.cell_contents
-        except ValueError:  # a cell not filled yet
-            continue
+    for held in closure_values(func):
         if _to_thread_target(held) is not None:
             return held
     return None
