@@ -54,6 +54,7 @@ SITE = {
         'DEBUG = False\nALLOWED_HOSTS = ["example.com"]\nSECURE_SSL_REDIRECT = True\n'
     ),
     "www_settings.py": "from fresh_settings import *\nPREPEND_WWW = True\n",
+    "frameworks_settings.py": 'from fresh_settings import *\nROOT_URLCONF = "tests.frameworks"\n',
     "recovering_settings.py": (
         "from fresh_settings import *\n"
         'MIDDLEWARE = [*MIDDLEWARE, "fresh_urls.RecoveringMiddleware"]\n'
@@ -395,10 +396,27 @@ def test_switches_the_model_does_not_know_are_not_taken_for_conditional_ones(com
     assert (out.returncode, out.stderr) == (0, "")
     measured = [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)]
     assert measured == [
-        "  measured: 36 switches, 36 hops, 0 loops (DIFFERS from the prediction)",
+        "  measured: 36 switches, 36 hops, 0 loops (DIFFERS from the prediction: by the bridge "
+        "calls below)",
         f"{NOT_PREDICTED}sleep 4",
         "  measured: 4 switches, 4 hops, 2 loops (DIFFERS from the prediction)",
         f"{NOT_PREDICTED}sleep 4",
+    ]
+
+
+def test_a_measurement_beside_bridge_calls_of_the_views_own_takes_the_conditional_ones(tmp_path):
+    """adrf's view: its own sync_to_async(self.initial), and its Response's
+    render (a conditional cause: a TemplateResponse under ASGI). It said only
+    DIFFERS, and named initial's 2 of the 4 switches over the prediction."""
+    out = explain("switchtrace", ["--url", "/adrf/", "--measure"], "frameworks_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)] == [
+        "  measured: 34 switches, 34 hops, 0 loops (DIFFERS from the prediction: with 2 of the "
+        "conditional switches listed above, and the bridge calls below)",
+        f"{NOT_PREDICTED}AsyncOrderView.initial 2",
+        "  measured: 4 switches, 4 hops, 1 loop (DIFFERS from the prediction: by the bridge "
+        "calls below)",
+        f"{NOT_PREDICTED}AsyncOrderView.initial 2",
     ]
 
 
@@ -427,9 +445,11 @@ def test_an_async_views_own_bridge_call_is_named_as_not_predicted(url, unknown, 
     assert (out.returncode, out.stderr) == (0, "")
     measured = [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)]
     assert measured == [
-        "  measured: 32 switches, 32 hops, 0 loops (DIFFERS from the prediction)",
+        "  measured: 32 switches, 32 hops, 0 loops (DIFFERS from the prediction: by the bridge "
+        "calls below)",
         f"{NOT_PREDICTED}{unknown} 2",
-        "  measured: 4 switches, 4 hops, 1 loop (DIFFERS from the prediction)",
+        "  measured: 4 switches, 4 hops, 1 loop (DIFFERS from the prediction: by the bridge "
+        "calls below)",
         f"{NOT_PREDICTED}{unknown} 2",
     ]
 
@@ -454,7 +474,8 @@ def test_a_view_that_raised_into_process_exception_takes_the_exception_paths_swi
     out = explain("switchtrace", args, "recovering_settings", tmp_path)
     assert (out.returncode, out.stderr) == (0, "")
     assert [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)] == [
-        "  measured: 16 switches, 16 hops, 0 loops (DIFFERS from the prediction)",
+        "  measured: 16 switches, 16 hops, 0 loops (DIFFERS from the prediction: with 2 of the "
+        "conditional switches listed above, and the bridge calls below)",
         f"{NOT_PREDICTED}sleep 2",
         "  measured: 2 switches, 2 hops, 1 loop (DIFFERS from the prediction)",
         f"{NOT_PREDICTED}sleep 2",
@@ -486,7 +507,8 @@ def test_a_raising_views_error_response_that_a_middleware_replaced_takes_the_exc
     assert (out.returncode, out.stderr) == (0, "")
     assert [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)] == [
         "  measured: 18 switches, 18 hops, 0 loops, of a 302 Found response (DIFFERS from the "
-        "prediction)",
+        "prediction: with 4 of the conditional switches listed above, and the bridge calls "
+        "below)",
         f"{NOT_PREDICTED}sleep 2",
         "  measured: 2 switches, 2 hops, 1 loop, of a 302 Found response (DIFFERS from the "
         "prediction)",
