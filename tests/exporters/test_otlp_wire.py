@@ -252,6 +252,60 @@ def test_a_grpc_target_without_a_scheme_reaches_the_collector(monkeypatch):
     _one_request_reaches(receiver, protocol="grpc", endpoint=f"127.0.0.1:{receiver.port}")
 
 
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "NoCompression"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}, "Gzip"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "none"}, "NoCompression"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": " GZIP\r"}, "Gzip"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": ""}, "NoCompression"),
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"},
+            "Gzip",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "none",
+                "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+            },
+            "NoCompression",
+        ),
+        # Left to the exporter, which refuses it (switchtrace.E006).
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "bogus"}, None),
+    ],
+)
+def test_grpc_compression_is_read_as_the_specification_says(environ, expected, monkeypatch):
+    """The gRPC exporter refused 'none' and an empty value (spans off,
+    E006), and read an empty traces-specific variable rather than the
+    generic one: the specification and the HTTP exporter take 'none' as no
+    compression, and an empty value as unset."""
+    from switchtrace.exporters.pipeline import grpc_compression
+
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    compression = grpc_compression()
+    assert (compression.name if compression is not None else None) == expected
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"OTEL_EXPORTER_OTLP_COMPRESSION": "none"},
+        {"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"},
+    ],
+)
+def test_grpc_exports_with_compression_none_or_unset_reach_the_collector(environ, monkeypatch):
+    receiver = GrpcReceiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    _one_request_reaches(receiver, protocol="grpc")
+
+
 HUGE = 20_000
 
 
