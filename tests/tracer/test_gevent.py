@@ -129,7 +129,7 @@ def test_a_thread_counts_once_after_switchtrace_is_turned_off_and_on_under_sentr
     assert result["counts"] == [1, 0, 1]
     assert result["said"] == [
         "switchtrace: <class 'concurrent.futures.thread.ThreadPoolExecutor'>.submit "
-        "was patched again by someone else; left as it is"
+        "was patched again by someone else; left as it is (said once)"
     ]
 
 

@@ -1105,6 +1105,10 @@ class Patcher:
         #: (owner, attribute) -> the entry of a replacement that uninstall
         #: could not take out: someone patched over it, their patch calling it.
         self._left: dict[tuple[object, str], tuple[object, str, object, object, list[bool]]] = {}
+        #: Those (owner, attribute) whose left patch was told: once each (a
+        #: test suite turning switchtrace off and on around each test told
+        #: them every time).
+        self._told: set[tuple[object, str]] = set()
         self._lock = threading.Lock()
         self.missing: list[str] = []
 
@@ -1181,11 +1185,14 @@ class Patcher:
                 # through until the next install takes it up again; a Fast
                 # one records nothing, no request being recorded meanwhile.
                 self._left[(owner, name)] = entry
-                logger.warning(
-                    "switchtrace: %s.%s was patched again by someone else; left as it is",
-                    owner,
-                    name,
-                )
+                if (owner, name) not in self._told:
+                    self._told.add((owner, name))
+                    logger.warning(
+                        "switchtrace: %s.%s was patched again by someone else; left as it is "
+                        "(said once)",
+                        owner,
+                        name,
+                    )
 
 
 def _reaches(patch: Any, ours: object, depth: int = 0) -> bool:
