@@ -63,6 +63,34 @@ SITE = {
         "from fresh_settings import *\n"
         'MIDDLEWARE = [*MIDDLEWARE, "fresh_urls.LoginRedirectMiddleware"]\n'
     ),
+    # A 500 made into a redirect to an error page, and an async error
+    # reporter (got_request_exception's receiver, as an error tracker's).
+    "reporting_settings.py": (
+        "from fresh_settings import *\n"
+        'MIDDLEWARE = [*MIDDLEWARE, "reporting.FriendlyErrorsMiddleware"]\n'
+    ),
+    "reporting.py": (
+        "from django.core.signals import got_request_exception\n"
+        "from django.http import HttpResponseRedirect\n"
+        "\n"
+        "\n"
+        "async def report(sender, request, **kwargs):\n"
+        "    return None\n"
+        "\n"
+        "\n"
+        "got_request_exception.connect(report)\n"
+        "\n"
+        "\n"
+        "class FriendlyErrorsMiddleware:\n"
+        "    def __init__(self, get_response):\n"
+        "        self.get_response = get_response\n"
+        "\n"
+        "    def __call__(self, request):\n"
+        "        response = self.get_response(request)\n"
+        "        if response.status_code == 500:\n"
+        '            return HttpResponseRedirect("/sorry/")\n'
+        "        return response\n"
+    ),
     "file_export_settings.py": (
         "import os\nfrom fresh_settings import *\n"
         'SWITCHTRACE = {"ENABLED": True, "FILE_PATH": os.environ["TRACES"]}\n'
@@ -479,6 +507,22 @@ def test_a_view_that_raised_into_process_exception_takes_the_exception_paths_swi
         f"{NOT_PREDICTED}sleep 2",
         "  measured: 2 switches, 2 hops, 1 loop (DIFFERS from the prediction)",
         f"{NOT_PREDICTED}sleep 2",
+    ]
+
+
+@pytest.mark.skipif(not hasattr(Signal, "asend"), reason="async receivers need Django >= 5.0")
+def test_a_500_a_middleware_replaced_takes_got_request_exceptions_async_receivers(tmp_path):
+    """The view raises, its 500 becomes a redirect, and an async receiver of
+    got_request_exception reports it: Django's Signal.send of it was taken
+    for a bridge call of the code's own (the cause listed above it, but
+    never taken for a response below 400)."""
+    out = explain("switchtrace", ["--url", "/raise/", "--measure"], "reporting_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)] == [
+        "  measured: 18 switches, 18 hops, 0 loops, of a 302 Found response (as predicted, with "
+        "6 of the conditional switches listed above)",
+        "  measured: 2 switches, 2 hops, 1 loop, of a 302 Found response (as predicted, with 2 "
+        "of the conditional switches listed above)",
     ]
 
 

@@ -846,3 +846,34 @@ class SyncHelperLogsXFrame(XFrameOptionsMiddleware):
 
     async def aclose(self):
         return None
+
+
+class SyncHelperConnectsXFrame(XFrameOptionsMiddleware):
+    """Hands on; a synchronous helper of its own reads an async method of
+    its own on self without returning it (keeps it as a callback)."""
+
+    def __call__(self, request):
+        self._set_up()
+        return super().__call__(request)
+
+    def _set_up(self):
+        self.callbacks = [self._on_started]
+
+    async def _on_started(self, **kwargs):
+        return None
+
+
+class StaticHelperXFrame(XFrameOptionsMiddleware):
+    """Hands on; a staticmethod helper whose first argument (the request)
+    has an attribute named as an async method of the class."""
+
+    def __call__(self, request):
+        self._note(request)
+        return super().__call__(request)
+
+    @staticmethod
+    def _note(request):
+        return getattr(request, "acall", None)
+
+    async def acall(self, request):
+        return self.process_response(request, await self.get_response(request))

@@ -430,6 +430,8 @@ def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewri
         "LogNameXFrame",
         "ClassDecoratedXFrame",
         "SyncHelperLogsXFrame",
+        "SyncHelperConnectsXFrame",
+        "StaticHelperXFrame",
     ],
 )
 def test_a_subclass_whose_own_call_hands_on_to_the_mixins_is_charged_for_its_hooks(
@@ -625,6 +627,16 @@ SUPPORT = "tests.test_predict_support"
         ("wsgi", [], "/sync/", ("request_finished", "WSGIHandler"), None),
         ("asgi", [], "/raise/", ("got_request_exception", None), (8, 0)),
         ("wsgi", [], "/raise/", ("got_request_exception", None), (2, 1)),
+        # Below an async-only middleware, the exception's response is made
+        # inside the sync_to_async Django adapts the handler with: its
+        # async_to_sync runs on that loop.
+        (
+            "wsgi",
+            [f"{SUPPORT}.async_only_function"],
+            "/raise/",
+            ("got_request_exception", None),
+            (2, 0),
+        ),
         ("wsgi", [f"{SUPPORT}.async_only_function"], "/sync/", None, None),
         ("asgi", [f"{SUPPORT}.async_only_function"], "/sync/", None, None),
     ],

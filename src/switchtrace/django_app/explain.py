@@ -674,8 +674,9 @@ def _unmodelled(
     return list(switches.items())
 
 
-#: The signals the prediction models: Django sends them around every request.
-REQUEST_SIGNALS = frozenset({"request_started", "request_finished"})
+#: The signals the prediction models: Django sends them around every request
+#: (and got_request_exception as an exception becomes a 500 response).
+REQUEST_SIGNALS = frozenset({"request_started", "request_finished", "got_request_exception"})
 
 
 def _modelled(crossing: Crossing, record: RequestRecord) -> bool:

@@ -98,17 +98,23 @@ def _wrapped_chain(function: Any) -> Iterator[Any]:
         function = getattr(function, "__wrapped__", None)
 
 
-def _attributes_read_on(code: CodeType, receiver: str) -> set[str]:
+def _attributes_read_on(
+    code: CodeType, receiver: str, returned: set[str] | None = None
+) -> set[str]:
     """The attributes ``code`` reads on its local ``receiver`` (also through
     ``getattr(receiver, "name")``, on ``type(receiver)`` and on
     ``receiver.__class__``), and in the code nested in it that shares it (a
     closure, a comprehension up to Python 3.11): read there, the receiver
-    is a cell (LOAD_DEREF)."""
+    is a cell (LOAD_DEREF). Those of them ``code`` returns (``return
+    self.acall(request)``: read, called, returned) are added to
+    ``returned``, if given."""
     names: set[str] = set()
     on_receiver = False
     # The two instructions before (past those that move nothing the
     # pattern needs): getattr or type, then the receiver.
     before: list[tuple[str, Any]] = [("", None), ("", None)]
+    #: The attribute just read, while what follows may still return it.
+    pending: str | None = None
     for instruction in dis.get_instructions(code):
         opname = instruction.opname
         if opname in ("CACHE", "EXTENDED_ARG", "PUSH_NULL", "PRECALL", "NOP"):
@@ -116,13 +122,14 @@ def _attributes_read_on(code: CodeType, receiver: str) -> set[str]:
         argval = instruction.argval
         called = before[0][0] in _FIRST_LOADS and before[0][1] in ("getattr", "type")
         called = called and before[1][0] == "receiver"
+        read = None
         if on_receiver and opname in ("LOAD_ATTR", "LOAD_METHOD"):
-            names.add(argval)
+            read = argval
             # self.__class__: the attribute read on it next is the class's.
             on_receiver = argval == "__class__"
         elif called and before[0][1] == "getattr" and opname == "LOAD_CONST":
             if isinstance(argval, str):
-                names.add(argval)
+                read = argval
             on_receiver = False
         elif called and before[0][1] == "type" and opname.startswith("CALL") and argval == 1:
             on_receiver = True  # type(self): its attribute read next is the class's
@@ -133,11 +140,37 @@ def _attributes_read_on(code: CodeType, receiver: str) -> set[str]:
             # LOAD_FAST and its forms (3.12's _CHECK, 3.13's STORE_FAST_LOAD_FAST).
             loads = "LOAD_FAST" in opname or opname == "LOAD_DEREF"
             on_receiver = loads and loaded == receiver
+        if read is not None:
+            names.add(read)
+            pending = read if read != "__class__" else pending
+        elif opname == "RETURN_VALUE" and pending is not None and returned is not None:
+            returned.add(pending)
+            pending = None
+        elif not (opname in _ARGUMENT_OPS or opname.startswith("CALL")):
+            pending = None
         before = [before[1], ("receiver" if on_receiver else opname, argval)]
     for const in code.co_consts:
         if isinstance(const, CodeType) and receiver in const.co_freevars:
             names |= _attributes_read_on(const, receiver)
     return names
+
+
+#: What may come between reading an attribute and returning what calling it
+#: gives: its arguments' loads, the call (any CALL form).
+_ARGUMENT_OPS = frozenset(
+    {
+        "LOAD_FAST",
+        "LOAD_FAST_CHECK",
+        "LOAD_FAST_LOAD_FAST",
+        "LOAD_DEREF",
+        "LOAD_CONST",
+        "LOAD_GLOBAL",
+        "LOAD_NAME",
+        "LOAD_ATTR",
+        "LOAD_METHOD",
+        "KW_NAMES",
+    }
+)
 
 
 def _async_methods(cls: type, base: type) -> dict[str, FunctionType]:
@@ -178,21 +211,27 @@ def _own_methods(cls: type, base: type) -> dict[str, Any]:
 
 def _read_on_self(cls: type, base: type, function: Any, skip: set[str]) -> set[str]:
     """The attributes ``function`` reads on its first argument, and those
-    that the synchronous methods of ``cls``'s own it reads there read in
-    turn (a helper that returns the async path), but for those in ``skip``."""
-    methods = _own_methods(cls, base)
-    names: set[str] = set()
-    todo = [function]
+    that the synchronous methods of ``cls``'s own it reads there return
+    (a helper that returns the async path; those it reads, to find the
+    helpers it calls in turn), but for those in ``skip``."""
+    own = _own_methods(cls, base)
+    names = _names(function, on_self=True)
+    read: set[str] = set(names)
+    todo = [name for name in names - skip if name in own]
     for _ in range(50):  # helpers calling helpers: a bound, and no loop
         if not todo:
             break
-        read = _names(todo.pop(), on_self=True) - names
-        names |= read
-        for name in read - skip:
-            helper = methods.get(name)
-            code = getattr(helper, "__code__", None) if type(helper) is FunctionType else None
-            if code is not None and not code.co_flags & inspect.CO_COROUTINE:
-                todo.append(helper)
+        # A plain method, not a staticmethod's function (whose first
+        # argument is no self) nor a classmethod's.
+        helper = inspect.getattr_static(cls, todo.pop(), None)
+        code = getattr(helper, "__code__", None) if type(helper) is FunctionType else None
+        if code is None or code.co_flags & inspect.CO_COROUTINE or not code.co_argcount:
+            continue
+        returned: set[str] = set()
+        more = _attributes_read_on(code, code.co_varnames[0], returned) - read
+        names |= returned
+        read |= more
+        todo += [name for name in more - skip if name in own]
     return names
 
 
@@ -859,21 +898,22 @@ def predict(
                 )
             )
     # Sent by response_for_exception for an exception that becomes a 500
-    # (not a 404, 403 or 400), with no sender.
+    # (not a 404, 403 or 400), with no sender, in the innermost handler's
+    # region (in a sync_to_async there: its async_to_sync on that loop).
     if _receivers(signals.got_request_exception, None)[1]:
         bridge = (
-            "Signal.send, inside response_for_exception's sync_to_async, runs them in "
-            "async_to_sync (on the outer loop)"
-            if is_async
-            else "Signal.send runs them in async_to_sync, with a new event loop and thread"
+            "Signal.send runs them in async_to_sync, with a new event loop and thread"
+            if region_loops
+            else "Signal.send, inside a sync_to_async, runs them in async_to_sync (on the "
+            "outer loop)"
         )
         conditional.append(
             Cause(
                 "when an exception becomes a 500 response: got_request_exception has async "
                 f"receivers: {bridge}",
                 2,
-                loops=0 if is_async else 1,
-                when="error",
+                loops=region_loops,
+                when="exception",
             )
         )
     if is_async:
