@@ -9,7 +9,7 @@
 | switchtrace.E005 | error | ``SHOW_HEADERS`` is an async callable |
 | switchtrace.E006 | error | an OTLP endpoint (setting or OTEL_* variable) that is not a URL, an
   unsupported ``OTEL_EXPORTER_OTLP_PROTOCOL``, an ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`` (else
-  ``OTEL_EXPORTER_OTLP_TIMEOUT``) that is not a positive number of seconds up to a day, a header of
+  ``OTEL_EXPORTER_OTLP_TIMEOUT``) that is not a positive number of seconds up to 1e9, a header of
   ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` (else ``..._HEADERS``) the transport cannot send, or
   another OTEL_* variable the OTLP exporter refuses, or an OTEL_*_LIMIT the SDK's span limits
   refuse (those two leave the headers on) |

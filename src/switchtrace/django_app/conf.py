@@ -370,7 +370,7 @@ def _export_options(
                     Problem(
                         "switchtrace.E006",
                         f"The environment variable {name} is {shown(timeout)}, which is not "
-                        "a positive number of seconds, at most a day (86400).",
+                        "a positive number of seconds, at most 1e9.",
                         "For example: 10 (the OTLP exporters' default; they read seconds, not "
                         "the milliseconds of OpenTelemetry's specification).",
                     )
@@ -757,18 +757,19 @@ def _is_rate(value: numbers.Real | Decimal) -> bool:
 def _is_seconds(value: str) -> bool:
     """A timeout an export can wait out: from 1e10 on, every export failed
     (past the platform's time_t under HTTP; gRPC's deadline exceeded, and
-    retried without end)."""
+    retried without end). 1e9 (31 years) still works."""
     try:
         seconds = float(value)
     except ValueError:
         return False
-    return math.isfinite(seconds) and 0 < seconds <= 86400
+    return math.isfinite(seconds) and 0 < seconds <= 1e9
 
 
 #: A gRPC metadata key: what gRPC takes (it refuses the call otherwise).
 _GRPC_KEY = re.compile(r"[0-9a-z_.-]+")
-#: An HTTP header's name: a token (RFC 9110), as requests checks it.
-_HTTP_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: An HTTP header's name as requests and http.client send it: ASCII, no
+#: colon and no space.
+_HTTP_NAME = re.compile(r"[^:\s][^:\r\n]*")
 
 
 def _headers_problem(environ: Mapping[str, str], protocol: Any) -> Problem | None:
@@ -805,15 +806,15 @@ def _headers_problem(environ: Mapping[str, str], protocol: Any) -> Problem | Non
                 "'.', not ending in -bin, with values of printable ASCII."
             )
         else:
-            wrong = next((char for char in value if char in "\r\n\0" or ord(char) > 0xFF), None)
-            if not _HTTP_NAME.fullmatch(key):
+            wrong = next((char for char in value if char in "\r\n" or ord(char) > 0xFF), None)
+            if not key.isascii() or not _HTTP_NAME.fullmatch(key):
                 why = "HTTP does not take its name"
             elif wrong is not None:
                 why = f"its value holds {shown(wrong)} (percent-decoded), which HTTP does not take"
             else:
                 continue
             allowed = (
-                "Allowed under OTLP/HTTP: names of letters, digits and !#$%&'*+-.^_`|~, with "
+                "Allowed under OTLP/HTTP: names in ASCII, without a colon or a space, with "
                 "values in Latin-1 without line breaks."
             )
         return Problem(
