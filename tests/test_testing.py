@@ -753,6 +753,8 @@ def test_a_request_left_open_while_another_threads_recording_holds_the_patches_i
         assert not integration.patcher.installed
         assert record.finished
         with record_requests():
+            # (Still current in this thread until a recording begins here.)
+            assert tracer.current_record() is None
             asyncio.run(sync_to_async(str)())
         body.close()
     assert record.totals() == tracer.Figures(6, 6, 3, 3)

@@ -212,6 +212,11 @@ def _record_requests(settle: bool) -> Iterator[Recorded]:
     # ImproperlyConfigured there would take the place of the block's own
     # outcome, the test's failure among them. Read now, it comes first.
     get_config()
+    current = tracer.current_record()
+    if current is not None and current.finished:
+        # Ended from another thread as the patches came off (see
+        # _end_left_open), and still current here: no request's now.
+        tracer.finish_request(current)
     integration.hold()
     with _lock:
         client_patcher.install()
