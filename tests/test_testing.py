@@ -758,3 +758,26 @@ def test_a_request_left_open_while_another_threads_recording_holds_the_patches_i
             asyncio.run(sync_to_async(str)())
         body.close()
     assert record.totals() == tracer.Figures(6, 6, 3, 3)
+
+
+def test_a_request_left_open_with_switchtrace_enabled_is_not_kept(monkeypatch):
+    """Enabled, the patches stay on and a request left open ends as any
+    does (or never, and is collected): the recording kept every one, for
+    a recording that would take the patches off, which none does."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr("switchtrace.testing.SETTLE_SECONDS", 0.01)  # (never ends)
+    left = []
+    with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=[]):
+        for _ in range(3):
+            with record_requests() as recorded:
+                # In a thread the test starts, its response never closed.
+                thread = threading.Thread(target=lambda: list(open_wsgi_request("/sync/")))
+                thread.start()
+                thread.join()
+            [record] = recorded.split()[1]
+            left.append(weakref.ref(record))
+            del record, recorded
+        gc.collect()
+        assert [ref() for ref in left] == [None, None, None]

@@ -257,13 +257,16 @@ def _end_left_open(left: list[tracer.RequestRecord]) -> None:
     patches on."""
     global _left_open
     from .django_app import integration
+    from .django_app.conf import get_config
 
     integration.release()
     with _lock:
         if integration.patcher.installed:
-            # Kept for the recording that takes them off (those finished
-            # since, as with switchtrace enabled, forgotten).
-            _left_open = [r for r in _left_open if not r.finished] + left
+            if not get_config().enabled:
+                # Held by another recording: kept for the one that takes
+                # them off (those finished meanwhile forgotten). Enabled,
+                # the patches stay on, and each ends as any request does.
+                _left_open = [r for r in _left_open if not r.finished] + left
             return
         left, _left_open = _left_open + left, []
     for record in left:

@@ -126,6 +126,24 @@ def test_an_async_view_offloading_under_wsgi_counts_every_thread_it_starts(recor
     assert record.totals() == tracer.Figures(4, 4, 1, threads)
 
 
+def test_a_context_of_the_codes_own_in_use_elsewhere_is_not_entered(records):
+    """A function holding partial(context.run, ...) is taken for a wrapper
+    around asyncio.to_thread's, whose context the crossing is made current
+    in; one the executor's worker was inside at the submit raised
+    ("cannot enter context"), logged as switchtrace's internal error, and
+    the offload went unrecorded. It is a plain run_in_executor."""
+    with project("none") as handlers:
+        result = serve("wsgi", handlers, "/reused-context/")
+    assert result.status == 200
+    [record] = records
+    record.describe()
+    assert [(c.mechanism, c.qualname) for c in record.crossings] == [
+        ("async_to_sync", "reused_context_view"),
+        ("asyncio.to_thread", "sleep"),
+        ("run_in_executor", "reused_context_view.<locals>.wrapper"),
+    ]
+
+
 @pytest.mark.parametrize("through", ["client", "get_response", "wsgi_handler"])
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
 def test_a_sub_request_a_view_serves_is_part_of_its_request(server, through, records):

@@ -11,6 +11,7 @@ import io
 import signal
 import sys
 import threading
+import time
 import weakref
 
 import pytest
@@ -343,8 +344,20 @@ def test_a_ctrl_c_during_the_exit_hooks_wait_tells_what_it_leaves(block_record, 
     console = ConsoleReporter(stream=stream, queue_size=2)
 
     def ctrl_c():
-        console._stopping.wait(10)
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        # Once the main thread waits in the join (a signal that comes just
+        # before it blocks is only seen once the wait has timed out).
+        main = threading.main_thread().ident
+        for _ in range(1000):
+            frame = sys._current_frames().get(main)
+            if (
+                frame is not None
+                and frame.f_globals.get("__name__") == "threading"
+                and frame.f_code.co_name in ("_wait_for_tstate_lock", "join")  # (3.13: join)
+            ):
+                break
+            time.sleep(0.01)
+        time.sleep(0.05)
+        signal.pthread_kill(main, signal.SIGINT)
 
     with caplog.at_level("WARNING", logger="switchtrace"):
         console(block_record)
@@ -354,8 +367,10 @@ def test_a_ctrl_c_during_the_exit_hooks_wait_tells_what_it_leaves(block_record, 
         interrupt.start()
         console._shutdown_at_exit()
         interrupt.join(10)
-        stream.let_through()
+        # (The thread, left to itself, writes both lines, then stops.)
+        stream.let_through(2)
         console._worker.join(10)
+    assert not console._worker.is_alive()
     assert warnings_of(caplog) == [
         "switchtrace: shutdown interrupted (Ctrl-C) with the console lines of 1 request not written"
     ]

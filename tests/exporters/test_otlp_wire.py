@@ -271,8 +271,6 @@ def test_a_grpc_target_without_a_scheme_reaches_the_collector(monkeypatch):
             },
             "NoCompression",
         ),
-        # Left to the exporter, which refuses it (switchtrace.E006).
-        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "bogus"}, None),
     ],
 )
 def test_grpc_compression_is_read_as_the_specification_says(environ, expected, monkeypatch):
@@ -286,8 +284,38 @@ def test_grpc_compression_is_read_as_the_specification_says(environ, expected, m
         monkeypatch.delenv(name, raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    compression = grpc_compression()
-    assert (compression.name if compression is not None else None) == expected
+    assert grpc_compression().name == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "bogus"}, "OTEL_EXPORTER_OTLP_COMPRESSION"),
+        # The traces-specific one empty, so unset: the generic one is named
+        # (the exporter named the empty one, 'Invalid value ""').
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "", "OTEL_EXPORTER_OTLP_COMPRESSION": "br"},
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "Bogus"},
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        ),
+    ],
+)
+def test_a_grpc_compression_it_does_not_take_is_refused_as_the_exporter_does(
+    environ, named, monkeypatch
+):
+    from switchtrace.exporters.pipeline import grpc_compression
+
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    value = next(v for v in environ.values() if v).lower()
+    with pytest.raises(Exception) as refused:
+        grpc_compression()
+    assert str(refused.value) == f'Invalid value "{value}" for compression envvar {named}'
 
 
 @pytest.mark.parametrize(

@@ -198,15 +198,25 @@ def grpc_compression() -> Any:
     """OTEL_EXPORTER_OTLP_TRACES_COMPRESSION, else OTEL_EXPORTER_OTLP_COMPRESSION,
     read as OpenTelemetry's specification and the HTTP exporter read them
     (empty, or space alone, is unset; ``none`` is no compression), for the
-    gRPC exporter, which refused both (spans off). None for another value:
-    the exporter reads the variables itself, and refuses what it does not
-    take (switchtrace.E006)."""
+    gRPC exporter, which refused both (spans off). Another value raises as
+    the exporter does (switchtrace.E006), naming the variable that holds it
+    (the exporter named an empty traces-specific one)."""
     from grpc import Compression
 
     for name in ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"):
         value = os.environ.get(name, "").strip().lower()
-        if value:
-            return {"gzip": Compression.Gzip, "none": Compression.NoCompression}.get(value)
+        if not value:
+            continue
+        compression = {"gzip": Compression.Gzip, "none": Compression.NoCompression}.get(value)
+        if compression is None:
+            try:
+                from opentelemetry.exporter.otlp.proto.grpc.exporter import (
+                    InvalidCompressionValueException as Invalid,
+                )
+            except ImportError:  # (an exporter without it)
+                raise ValueError(f'Invalid value "{value}" for compression envvar {name}') from None
+            raise Invalid(name, value)
+        return compression
     return Compression.NoCompression
 
 
