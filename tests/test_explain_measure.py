@@ -68,6 +68,7 @@ SITE = {
     "reporting_settings.py": (
         "from fresh_settings import *\n"
         'MIDDLEWARE = [*MIDDLEWARE, "reporting.FriendlyErrorsMiddleware"]\n'
+        'ROOT_URLCONF = "reporting"\n'
     ),
     "reporting.py": (
         "from django.core.signals import got_request_exception\n"
@@ -87,9 +88,36 @@ SITE = {
         "\n"
         "    def __call__(self, request):\n"
         "        response = self.get_response(request)\n"
-        "        if response.status_code == 500:\n"
+        "        if response.status_code in (404, 500):\n"
         '            return HttpResponseRedirect("/sorry/")\n'
         "        return response\n"
+        "\n"
+        "\n"
+        "def self_reporting(request):\n"
+        "    from django.http import HttpResponse\n"
+        "\n"
+        "    got_request_exception.send(sender=None, request=request)\n"
+        '    return HttpResponse("reported")\n'
+        "\n"
+        "\n"
+        "def bridging_missing(request):\n"
+        "    import asyncio\n"
+        "\n"
+        "    from asgiref.sync import async_to_sync\n"
+        "    from django.http import Http404\n"
+        "\n"
+        "    async_to_sync(asyncio.sleep)(0)\n"
+        '    raise Http404("no such order")\n'
+        "\n"
+        "\n"
+        "from django.urls import path  # noqa: E402\n"
+        "from fresh_urls import urlpatterns as fresh  # noqa: E402\n"
+        "\n"
+        "urlpatterns = [\n"
+        "    *fresh,\n"
+        '    path("self-reporting/", self_reporting),\n'
+        '    path("bridging-missing/", bridging_missing),\n'
+        "]\n"
     ),
     "file_export_settings.py": (
         "import os\nfrom fresh_settings import *\n"
@@ -524,6 +552,43 @@ def test_a_500_a_middleware_replaced_takes_got_request_exceptions_async_receiver
         "  measured: 2 switches, 2 hops, 1 loop, of a 302 Found response (as predicted, with 2 "
         "of the conditional switches listed above)",
     ]
+
+
+@pytest.mark.skipif(not hasattr(Signal, "asend"), reason="async receivers need Django >= 5.0")
+@pytest.mark.parametrize(
+    ("url", "lines"),
+    [
+        # A 404 made a redirect: no got_request_exception (Django sends it
+        # for a 500), so its cause is not taken for the view's own bridge.
+        (
+            "/bridging-missing/",
+            [
+                "  measured: 18 switches, 18 hops, 0 loops, of a 302 Found response (DIFFERS "
+                "from the prediction: with 4 of the conditional switches listed above, and the "
+                "bridge calls below)",
+                f"{NOT_PREDICTED}sleep 2",
+                "  measured: 2 switches, 2 hops, 1 loop, of a 302 Found response (DIFFERS from "
+                "the prediction)",
+                f"{NOT_PREDICTED}sleep 2",
+            ],
+        ),
+        # The view's own send of got_request_exception is the code's own.
+        (
+            "/self-reporting/",
+            [
+                "  measured: 14 switches, 14 hops, 0 loops (DIFFERS from the prediction: by the "
+                "bridge calls below)",
+                f"{NOT_PREDICTED}got_request_exception 2",
+                "  measured: 2 switches, 2 hops, 1 loop (DIFFERS from the prediction)",
+                f"{NOT_PREDICTED}got_request_exception 2",
+            ],
+        ),
+    ],
+)
+def test_got_request_exceptions_cause_is_only_djangos_send_of_it(url, lines, tmp_path):
+    out = explain("switchtrace", ["--url", url, "--measure"], "reporting_settings", tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert [line for line in out.stdout.splitlines() if line.startswith(MEASURED_OR_NOT)] == lines
 
 
 def test_a_raising_views_error_response_that_a_middleware_replaced_takes_the_exception_paths(

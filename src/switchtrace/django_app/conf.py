@@ -768,7 +768,7 @@ def _is_seconds(value: str) -> bool:
 #: A gRPC metadata key: what gRPC takes (it refuses the call otherwise).
 _GRPC_KEY = re.compile(r"[0-9a-z_.-]+")
 #: An HTTP header's name as requests and http.client send it: ASCII, no
-#: colon and no space.
+#: colon and no line break (nor space first, which parsing strips).
 _HTTP_NAME = re.compile(r"[^:\s][^:\r\n]*")
 
 
@@ -814,8 +814,8 @@ def _headers_problem(environ: Mapping[str, str], protocol: Any) -> Problem | Non
             else:
                 continue
             allowed = (
-                "Allowed under OTLP/HTTP: names in ASCII, without a colon or a space, with "
-                "values in Latin-1 without line breaks."
+                "Allowed under OTLP/HTTP: names in ASCII, without a colon or a line break, "
+                "with values in Latin-1 without line breaks."
             )
         return Problem(
             "switchtrace.E006",

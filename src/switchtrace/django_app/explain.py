@@ -675,8 +675,9 @@ def _unmodelled(
 
 
 #: The signals the prediction models: Django sends them around every request
-#: (and got_request_exception as an exception becomes a 500 response).
-REQUEST_SIGNALS = frozenset({"request_started", "request_finished", "got_request_exception"})
+#: (got_request_exception, sent for a 500, is a conditional cause taken by
+#: its name, outside the view: see predict's).
+REQUEST_SIGNALS = frozenset({"request_started", "request_finished"})
 
 
 def _modelled(crossing: Crossing, record: RequestRecord) -> bool:

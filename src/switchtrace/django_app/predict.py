@@ -98,23 +98,17 @@ def _wrapped_chain(function: Any) -> Iterator[Any]:
         function = getattr(function, "__wrapped__", None)
 
 
-def _attributes_read_on(
-    code: CodeType, receiver: str, returned: set[str] | None = None
-) -> set[str]:
+def _attributes_read_on(code: CodeType, receiver: str) -> set[str]:
     """The attributes ``code`` reads on its local ``receiver`` (also through
     ``getattr(receiver, "name")``, on ``type(receiver)`` and on
     ``receiver.__class__``), and in the code nested in it that shares it (a
     closure, a comprehension up to Python 3.11): read there, the receiver
-    is a cell (LOAD_DEREF). Those of them ``code`` returns (``return
-    self.acall(request)``: read, called, returned) are added to
-    ``returned``, if given."""
+    is a cell (LOAD_DEREF)."""
     names: set[str] = set()
     on_receiver = False
     # The two instructions before (past those that move nothing the
     # pattern needs): getattr or type, then the receiver.
     before: list[tuple[str, Any]] = [("", None), ("", None)]
-    #: The attribute just read, while what follows may still return it.
-    pending: str | None = None
     for instruction in dis.get_instructions(code):
         opname = instruction.opname
         if opname in ("CACHE", "EXTENDED_ARG", "PUSH_NULL", "PRECALL", "NOP"):
@@ -122,14 +116,13 @@ def _attributes_read_on(
         argval = instruction.argval
         called = before[0][0] in _FIRST_LOADS and before[0][1] in ("getattr", "type")
         called = called and before[1][0] == "receiver"
-        read = None
         if on_receiver and opname in ("LOAD_ATTR", "LOAD_METHOD"):
-            read = argval
+            names.add(argval)
             # self.__class__: the attribute read on it next is the class's.
             on_receiver = argval == "__class__"
         elif called and before[0][1] == "getattr" and opname == "LOAD_CONST":
             if isinstance(argval, str):
-                read = argval
+                names.add(argval)
             on_receiver = False
         elif called and before[0][1] == "type" and opname.startswith("CALL") and argval == 1:
             on_receiver = True  # type(self): its attribute read next is the class's
@@ -140,14 +133,6 @@ def _attributes_read_on(
             # LOAD_FAST and its forms (3.12's _CHECK, 3.13's STORE_FAST_LOAD_FAST).
             loads = "LOAD_FAST" in opname or opname == "LOAD_DEREF"
             on_receiver = loads and loaded == receiver
-        if read is not None:
-            names.add(read)
-            pending = read if read != "__class__" else pending
-        elif opname == "RETURN_VALUE" and pending is not None and returned is not None:
-            returned.add(pending)
-            pending = None
-        elif not (opname in _ARGUMENT_OPS or opname.startswith("CALL")):
-            pending = None
         before = [before[1], ("receiver" if on_receiver else opname, argval)]
     for const in code.co_consts:
         if isinstance(const, CodeType) and receiver in const.co_freevars:
@@ -155,22 +140,22 @@ def _attributes_read_on(
     return names
 
 
-#: What may come between reading an attribute and returning what calling it
-#: gives: its arguments' loads, the call (any CALL form).
-_ARGUMENT_OPS = frozenset(
-    {
-        "LOAD_FAST",
-        "LOAD_FAST_CHECK",
-        "LOAD_FAST_LOAD_FAST",
-        "LOAD_DEREF",
-        "LOAD_CONST",
-        "LOAD_GLOBAL",
-        "LOAD_NAME",
-        "LOAD_ATTR",
-        "LOAD_METHOD",
-        "KW_NAMES",
-    }
-)
+def _returns_a_value(code: CodeType) -> bool:
+    """Whether ``code`` returns anything but None somewhere (a helper that
+    returns the async path; not one that only keeps a callback)."""
+    previous = None
+    for instruction in dis.get_instructions(code):
+        opname = instruction.opname
+        if opname in ("CACHE", "EXTENDED_ARG", "NOP"):
+            continue
+        if opname == "RETURN_CONST" and instruction.argval is not None:
+            return True
+        if opname == "RETURN_VALUE" and not (
+            previous is not None and previous.opname == "LOAD_CONST" and previous.argval is None
+        ):
+            return True
+        previous = instruction
+    return False
 
 
 def _async_methods(cls: type, base: type) -> dict[str, FunctionType]:
@@ -211,26 +196,32 @@ def _own_methods(cls: type, base: type) -> dict[str, Any]:
 
 def _read_on_self(cls: type, base: type, function: Any, skip: set[str]) -> set[str]:
     """The attributes ``function`` reads on its first argument, and those
-    that the synchronous methods of ``cls``'s own it reads there return
-    (a helper that returns the async path; those it reads, to find the
-    helpers it calls in turn), but for those in ``skip``."""
+    that the synchronous methods of ``cls``'s own it reads there read in
+    turn, if they return a value (a helper that returns the async path:
+    not one that only keeps it as a callback), but for those in ``skip``."""
     own = _own_methods(cls, base)
     names = _names(function, on_self=True)
-    read: set[str] = set(names)
     todo = [name for name in names - skip if name in own]
     for _ in range(50):  # helpers calling helpers: a bound, and no loop
         if not todo:
             break
         # A plain method, not a staticmethod's function (whose first
-        # argument is no self) nor a classmethod's.
+        # argument is no self) nor a classmethod's; through decorators.
         helper = inspect.getattr_static(cls, todo.pop(), None)
-        code = getattr(helper, "__code__", None) if type(helper) is FunctionType else None
-        if code is None or code.co_flags & inspect.CO_COROUTINE or not code.co_argcount:
+        if type(helper) is not FunctionType:
             continue
-        returned: set[str] = set()
-        more = _attributes_read_on(code, code.co_varnames[0], returned) - read
-        names |= returned
-        read |= more
+        read: set[str] = set()
+        for wrapped in _wrapped_chain(helper):
+            code = getattr(wrapped, "__code__", None)
+            if (
+                type(code) is CodeType
+                and not code.co_flags & inspect.CO_COROUTINE
+                and code.co_argcount
+                and _returns_a_value(code)
+            ):
+                read |= _attributes_read_on(code, code.co_varnames[0])
+        more = read - names
+        names |= more
         todo += [name for name in more - skip if name in own]
     return names
 
@@ -913,7 +904,10 @@ def predict(
                 f"receivers: {bridge}",
                 2,
                 loops=region_loops,
-                when="exception",
+                # Taken as a bridge call seen outside the view (Django's send
+                # of it; not a 404's response, nor the view's own send).
+                when="bridges",
+                bridged="got_request_exception",
             )
         )
     if is_async:

@@ -469,18 +469,16 @@ def _offload(
     elif wrapped is not None:
         # The wrapper runs the partial itself: the crossing is made current
         # in the context the partial runs the function in (to_thread's copy
-        # of the caller's, made for this call), before the worker enters
-        # it, and taken out once the function has returned.
-        context = wrapped.func.__self__
+        # of the caller's, made for this call and dropped after it), before
+        # the worker enters it.
+        call = func
         try:
-            token = context.run(_here_set, here)
+            wrapped.func.__self__.run(_here_set, here)
         except RuntimeError:
             # Entered in another thread meanwhile: no copy of to_thread's,
             # but a context the code reuses. A plain run_in_executor.
             crossing.mechanism, crossing.func = RUN_IN_EXECUTOR, func
             call = functools.partial(_within, here, func)
-        else:
-            call = functools.partial(_then_reset, context, token, func)
     else:
         # asyncio.to_thread runs it in a copy of the caller's context, which
         # holds the caller's crossing: this one is made current inside it.
@@ -515,21 +513,6 @@ def _to_thread_target(func: Any) -> Any:
     ):
         return func.args[0] if func.args else None
     return None
-
-
-def _then_reset(
-    context: contextvars.Context, token: Any, func: Callable[..., Any], /, *args: Any, **kwargs: Any
-) -> Any:
-    """Call ``func``, then take the crossing out of ``context`` again (if
-    nothing else has entered it)."""
-    __traceback_hide__ = True
-    try:
-        return func(*args, **kwargs)
-    finally:
-        try:
-            context.run(_here_reset, token)
-        except (RuntimeError, ValueError):
-            pass
 
 
 def _wrapped_to_thread(func: Any) -> Any:
