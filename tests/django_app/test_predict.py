@@ -392,6 +392,7 @@ def test_the_middleware_below_is_the_one_below_each_entry_of_a_class_listed_twic
         "ClassOfSelfXFrame",
         "SyncHelperPathXFrame",
         "ForwardingHelperXFrame",
+        "OrNoneHelperXFrame",
     ],
 )
 def test_a_middleware_rewritten_in_a_subclass_is_not_charged_for_its_hooks(rewritten, records):

@@ -150,8 +150,13 @@ def _returns_a_value(code: CodeType) -> bool:
             continue
         if opname == "RETURN_CONST" and instruction.argval is not None:
             return True
+        # `return None` (up to 3.11): LOAD_CONST None, RETURN_VALUE, that no
+        # jump lands on (a branch's value may: `return self.acall(r) or None`).
         if opname == "RETURN_VALUE" and not (
-            previous is not None and previous.opname == "LOAD_CONST" and previous.argval is None
+            previous is not None
+            and previous.opname == "LOAD_CONST"
+            and previous.argval is None
+            and not instruction.is_jump_target
         ):
             return True
         previous = instruction
