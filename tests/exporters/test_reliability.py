@@ -200,17 +200,17 @@ def test_a_ctrl_c_during_the_exit_hooks_wait_ends_it_with_one_line(tmp_path):
         "OTEL_BSP_SCHEDULE_DELAY": "60000",
         "SWITCHTRACE_EXAMPLE_TRACES": str(tmp_path / "unused.jsonl"),
     }
-    # Run after switchtrace's exit hook has begun (atexit runs the last
-    # registered first; the pipeline's was registered at django.setup()).
+    # Says when the exit hook's export has begun (a daemon thread started
+    # now: Python 3.12 starts no thread once the interpreter is exiting).
     script = SHUTDOWN_SCRIPT.format(root=str(ROOT), example=str(EXAMPLE)) + textwrap.dedent(
         """
-        import atexit, threading
+        import threading
+        from switchtrace.django_app import telemetry
         def exporting():
-            from switchtrace.django_app import telemetry
             while not telemetry.pipeline()._exporting:
                 time.sleep(0.01)
             os.write(1, b"exporting\\n")  # not print: its lock may outlive the process
-        atexit.register(lambda: threading.Thread(target=exporting, daemon=True).start())
+        threading.Thread(target=exporting, daemon=True).start()
         """
     )
     process = subprocess.Popen(
