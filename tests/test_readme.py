@@ -29,7 +29,7 @@ def test_every_check_id_is_documented():
     from switchtrace.django_app import checks
 
     ids = set(re.findall(r"switchtrace\.[EW]\d{3}", Path(checks.__file__).read_text()))
-    assert len(ids) == 17
+    assert len(ids) == 18
     for check_id in ids:
         assert f"`{check_id}`" in README, check_id
 

@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import re
+import subprocess
 import sys
 from decimal import Decimal
 from fractions import Fraction
@@ -2424,6 +2425,64 @@ EXCLUDED_HINT = (
 def test_excluded_urls_that_are_no_regular_expressions_are_e012(environ, message, monkeypatch):
     messages = own_messages_with(environ, monkeypatch)
     assert messages == [("switchtrace.E012", message, EXCLUDED_HINT)]
+
+
+#: The propagators the test extras install: OpenTelemetry's API's own two,
+#: opentelemetry-propagator-b3's two, and sentry-sdk's.
+PROPAGATORS_HINT = (
+    "Allowed: comma-separated names of installed propagators (b3, b3multi, baggage, sentry, "
+    "tracecontext here; b3 and b3multi come with opentelemetry-propagator-b3, jaeger with "
+    "opentelemetry-propagator-jaeger), or none; unset, the default tracecontext,baggage."
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("jaeger", "a propagator no installed package provides: 'jaeger'"),
+        # Names are matched as they are written: no lowercasing, as OpenTelemetry reads them.
+        ("TraceContext,baggage", "a propagator no installed package provides: 'TraceContext'"),
+        ("tracecontext, ", "an empty propagator (a comma too many, or space alone)"),
+        (" ", "an empty propagator (a comma too many, or space alone)"),
+        # One not installed before none still fails the import.
+        ("xray,none", "a propagator no installed package provides: 'xray'"),
+    ],
+)
+def test_propagators_opentelemetry_cannot_load_are_e013(value, named, monkeypatch):
+    """Each fails ``import opentelemetry.propagate`` with a ValueError."""
+    code = f"import os; os.environ['OTEL_PROPAGATORS'] = {value!r}; import opentelemetry.propagate"
+    failed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert "ValueError: Propagator" in failed.stderr
+    messages = own_messages_with({"OTEL_PROPAGATORS": value}, monkeypatch)
+    message = (
+        f"The environment variable OTEL_PROPAGATORS is {value!r}, which names {named}. "
+        "OpenTelemetry's propagate module fails to import with it, and no incoming trace "
+        "context could be read."
+    )
+    assert messages == [("switchtrace.E013", message, PROPAGATORS_HINT)]
+
+
+@pytest.mark.parametrize(
+    "value", ["", "tracecontext", " b3multi , baggage ", "none", "NONE,xray", "sentry"]
+)
+def test_propagators_opentelemetry_loads_are_no_error(value, monkeypatch):
+    code = f"import os; os.environ['OTEL_PROPAGATORS'] = {value!r}; import opentelemetry.propagate"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode
+        == 0
+    )
+    assert own_messages_with({"OTEL_PROPAGATORS": value}, monkeypatch) == []
+
+
+def test_propagators_are_not_read_for_the_console(monkeypatch):
+    """The console exporter makes no spans: no trace context is read."""
+    with override_settings(
+        SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}, MIDDLEWARE=BASE_MIDDLEWARE
+    ):
+        monkeypatch.setenv("OTEL_PROPAGATORS", "jaeger")
+        assert own_messages() == []
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from switchtrace import tracer
 from switchtrace.django_app import telemetry
 from switchtrace.exporters import pipeline as pipeline_module
+from switchtrace.exporters.propagation import TRACE_CONTEXT
 from switchtrace.tracer import guard
 
 from ..django_app.test_middleware import project
@@ -301,7 +303,10 @@ def test_spans_counted_while_paused_follow_the_callers_sampling_decision(receive
         """A request (one span) with ``traceparent``: the spans lost so far."""
         with tracer.recording() as record:
             if traceparent is not None:
-                record.extra["traceparent"] = traceparent
+                record.extra[TRACE_CONTEXT] = (
+                    TraceContextTextMapPropagator(),
+                    {"traceparent": traceparent},
+                )
         pipeline(record)
         assert pipeline.flush(10)
         return pipeline.failed

@@ -19,7 +19,7 @@ from switchtrace import tracer
 from switchtrace.django_app import components, telemetry
 from switchtrace.example import run_in_server_loop
 from switchtrace.exporters import format_record
-from switchtrace.exporters.pipeline import MAX_PROPAGATION_HEADER
+from switchtrace.exporters.propagation import MAX_PROPAGATION_HEADER
 from switchtrace.exporters.spans import (
     ARRIVAL,
     LOOP_CREATED,

@@ -426,6 +426,14 @@ def _export_options(
         if sampler_problem is not None:
             problems.append(sampler_problem)
             return None
+    if exporter != "console":
+        # The propagator requests' trace context is read with (as the
+        # application reads it): one OpenTelemetry cannot load fails the
+        # import of opentelemetry.propagate.
+        propagators_problem = _propagators_problem(environ)
+        if propagators_problem is not None:
+            problems.append(propagators_problem)
+            return None
     # (The console's lines are written for every request.)
     excluded_urls = None if exporter == "console" else _excluded_urls(environ, problems)
     if len(problems) > before:
@@ -613,16 +621,65 @@ def _sampler_problem(environ: Mapping[str, str]) -> Problem | None:
     return None
 
 
+def _propagators_problem(environ: Mapping[str, str]) -> Problem | None:
+    """OTEL_PROPAGATORS as ``opentelemetry.propagate`` reads it when it is
+    imported: comma-separated names of propagators that installed packages
+    register (entry point group ``opentelemetry_propagator``), each without
+    the space around it, and ``none`` (in any case) ends the list with none.
+    Unset or empty is the default (``tracecontext,baggage``); a name it
+    cannot find, an empty one too (space alone, after a trailing comma),
+    fails that import with a ValueError."""
+    value = environ.get("OTEL_PROPAGATORS")
+    if not value:
+        return None
+    for name in value.split(","):
+        name = name.strip()
+        if name.lower() == "none":
+            return None
+        if not _is_entry_point("opentelemetry_propagator", name):
+            installed = sorted(_entry_point_names("opentelemetry_propagator"))
+            return Problem(
+                "switchtrace.E013",
+                f"The environment variable OTEL_PROPAGATORS is {shown(value)}, which names "
+                + (
+                    f"a propagator no installed package provides: {shown(name)}"
+                    if name
+                    else "an empty propagator (a comma too many, or space alone)"
+                )
+                + ". OpenTelemetry's propagate module fails to import with it, and no "
+                "incoming trace context could be read.",
+                "Allowed: comma-separated names of installed propagators ("
+                + ", ".join(installed)
+                + " here; b3 and b3multi come with opentelemetry-propagator-b3, jaeger "
+                "with opentelemetry-propagator-jaeger), or none; unset, the default "
+                "tracecontext,baggage.",
+            )
+    return None
+
+
+def _is_entry_point(group: str, name: str) -> bool:
+    from importlib.metadata import entry_points
+
+    try:
+        return bool(entry_points(group=group, name=name))
+    except Exception:  # a broken distribution on the path: not ours to judge
+        return True
+
+
+def _entry_point_names(group: str) -> set[str]:
+    from importlib.metadata import entry_points
+
+    try:
+        return {entry.name for entry in entry_points(group=group)}
+    except Exception:
+        return set()
+
+
 def is_sampler_entry_point(name: str) -> bool:
     """Whether ``name`` is a sampler a package registers for the SDK's
     configuration (entry point group ``opentelemetry_traces_sampler``, which
     ``opentelemetry-instrument`` and switchtrace's own provider build from)."""
-    from importlib.metadata import entry_points
-
-    try:
-        return bool(entry_points(group="opentelemetry_traces_sampler", name=name.strip()))
-    except Exception:  # a broken distribution on the path: not ours to judge
-        return True
+    return _is_entry_point("opentelemetry_traces_sampler", name.strip())
 
 
 def _is_share(value: str) -> bool:

@@ -56,7 +56,7 @@ from django.core.handlers.wsgi import WSGIHandler, get_path_info, get_script_nam
 from django.http import HttpResponseBase
 
 from .. import tracer
-from ..exporters.pipeline import MAX_PROPAGATION_HEADER
+from ..exporters import propagation
 from ..exporters.spans import ARRIVAL, Arrival
 from ..tracer.describe import attribute, is_of_type
 from ..tracer.guard import put_back, raised_elsewhere, swallow
@@ -169,7 +169,12 @@ def arrived_wsgi(record: tracer.RequestRecord, environ: Any) -> None:
     )
     pipeline = telemetry.pipeline()
     if pipeline is not None:
-        _propagation(record, environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
+        reading = propagation.propagation()
+        propagation.keep(
+            record.extra,
+            reading.textmap,
+            [(field, environ.get(key)) for key, field in reading.environ_keys],
+        )
         record.extra[ARRIVAL] = Arrival(
             environ.get("HTTP_HOST"),
             environ.get("HTTP_FORWARDED"),
@@ -199,12 +204,22 @@ def arrived_asgi(record: tracer.RequestRecord, scope: Any) -> None:
         # A header sent as several fields is one value, joined by commas
         # (RFC 9110), as WSGI servers join them: a tracestate in pieces is
         # whole, and two traceparents are no parent (W3C Trace Context).
+        reading = propagation.propagation()
+        trace_context = reading.header_names
         fields: dict[bytes, list[bytes]] = {}
         for name, value in scope.get("headers", ()):
-            if name in _READ_HEADERS:
+            if name in _READ_HEADERS or name in trace_context:
                 fields.setdefault(name, []).append(value)
         joined = {name: b",".join(values) for name, values in fields.items()}
-        _propagation(record, joined.get(b"traceparent"), joined.get(b"tracestate"))
+        propagation.keep(
+            record.extra,
+            reading.textmap,
+            [
+                (field, value)
+                for name, value in joined.items()
+                for field in trace_context.get(name, ())
+            ],
+        )
         record.extra[ARRIVAL] = Arrival(
             fields[b"host"][0] if b"host" in fields else None,
             joined.get(b"forwarded"),
@@ -716,13 +731,11 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
         _stop_reading(record)
 
 
-#: The request headers switchtrace reads under ASGI, while spans are made:
-#: the W3C trace context and what the request span's server, client and
-#: network attributes come from.
+#: The request headers switchtrace reads under ASGI, while spans are made,
+#: besides the trace context's (see :mod:`..exporters.propagation`): what the
+#: request span's server, client and network attributes come from.
 _READ_HEADERS = frozenset(
     (
-        b"traceparent",
-        b"tracestate",
         b"host",
         b"forwarded",
         b"x-forwarded-host",
@@ -731,15 +744,6 @@ _READ_HEADERS = frozenset(
         b"user-agent",
     )
 )
-
-
-def _propagation(record: tracer.RequestRecord, traceparent: Any, tracestate: Any) -> None:
-    """Keep the incoming W3C trace context, if sane, for the span pipeline."""
-    for key, value in (("traceparent", traceparent), ("tracestate", tracestate)):
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        if isinstance(value, str) and len(value) <= MAX_PROPAGATION_HEADER:
-            record.extra[key] = value
 
 
 def _wrap_send_response(wrapped, instance, args, kwargs):

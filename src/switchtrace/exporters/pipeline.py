@@ -59,7 +59,6 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
-from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
@@ -70,12 +69,12 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .. import __version__, tracer
 from ..plural import count
 from ..tracer.describe import is_of_type
 from ..tracer.guard import logger, swallow
+from . import propagation
 from .encode import EncodedSpans, JsonWriter, ProtobufWriter
 from .spans import (
     Limits,
@@ -91,8 +90,6 @@ from .worker import Flush, QueueWorker
 
 EXPORTERS = ("otlp", "file", "console", "memory", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
-#: Longest traceparent/tracestate header taken from a request; longer ones are ignored.
-MAX_PROPAGATION_HEADER = 512
 #: At most one warning a minute about spans lost, of each kind.
 LOG_INTERVAL = 60.0
 #: How long spans wait for their batch, in ms, unless OTEL_BSP_SCHEDULE_DELAY
@@ -538,7 +535,7 @@ class SpanPipeline(QueueWorker):
                 self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("switchtrace", __version__)
         self._scope = InstrumentationScope("switchtrace", __version__)
-        self._propagator = TraceContextTextMapPropagator()
+        propagation.propagation()  # (its import now, not in a request)
         self._start(options.queue_size)
 
     # -- on the request's path (cheap) ----------------------------------------
@@ -869,15 +866,7 @@ class SpanPipeline(QueueWorker):
         return trace.set_span_in_context(unsampled)
 
     def _parent_of(self, record: tracer.RequestRecord) -> Any:
-        carrier = {
-            key: value
-            for key in ("traceparent", "tracestate")
-            if isinstance(value := record.extra.get(key), str)
-            and len(value) <= MAX_PROPAGATION_HEADER
-        }
-        if "traceparent" not in carrier:
-            return None
-        return self._propagator.extract(carrier, getter=DefaultGetter())
+        return propagation.parent(record.extra)
 
     def _drop(self) -> None:
         self.dropped += 1
