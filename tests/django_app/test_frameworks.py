@@ -7,8 +7,11 @@ views get."""
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import HttpResponse
+from django.utils.decorators import method_decorator
 from django.views import View
+from django.views.decorators.csrf import csrf_exempt
 
 from switchtrace import tracer
 
@@ -331,9 +334,33 @@ class HeadView(View):
         return HttpResponse()
 
 
+class OwnDispatchView(View):
+    """A view that answers every method itself (Strawberry's GraphQLView)."""
+
+    def dispatch(self, request, *args, **kwargs):
+        return HttpResponse("answered")
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class DecoratedDispatchView(OwnDispatchView):
+    """Its dispatch through method_decorator's wrapper."""
+
+
+class GuardedView(LoginRequiredMixin, View):
+    """A mixin's dispatch that hands on to View.dispatch (super()): the
+    handler answers, or http_method_not_allowed."""
+
+    def get(self, request):
+        return HttpResponse("guarded")
+
+
 @pytest.mark.parametrize(
     ("cls", "method", "name"),
     [
+        (OwnDispatchView, "POST", "OwnDispatchView.dispatch"),
+        (DecoratedDispatchView, "GET", "DecoratedDispatchView.dispatch"),
+        (GuardedView, "GET", "GuardedView.get"),
+        (GuardedView, "POST", "GuardedView"),
         (FormView, "GET", "FormView.get"),
         (FormView, "HEAD", "FormView.get"),  # View.setup: no head, get answers
         (FormView, "POST", "FormView.post"),

@@ -229,9 +229,29 @@ def _class_view_target(cls: type, actions: Any, method: str) -> ViewTarget:
         name = qualified_name(function)
         return ViewTarget(name, function, Component("view", name), cls)
     if not isinstance(action, str) or handler is None or not callable(handler):
+        dispatch = attribute(cls, "dispatch")
+        if _answers_itself(dispatch):
+            # A dispatch of its own that picks no handler (Strawberry's
+            # GraphQLView answers every method): what answers.
+            return ViewTarget(
+                f"{name}.dispatch", dispatch, Component("view", name, "dispatch"), cls
+            )
         # Not allowed (http_method_not_allowed answers): the class alone.
         return ViewTarget(name, cls, Component("view", name), cls)
     return ViewTarget(f"{name}.{action}", handler, Component("view", name, action), cls)
+
+
+def _answers_itself(dispatch: Any) -> bool:
+    """Whether a class's ``dispatch`` (through decorators) is a function
+    that neither hands on to another's (``super().dispatch``: the auth
+    mixins') nor picks a handler as View.dispatch does (DRF's too: each
+    falls back to ``http_method_not_allowed``), read from its code."""
+    function = unwrap(dispatch)
+    code = attribute(function, "__code__") if type(function) is types.FunctionType else None
+    if type(code) is not types.CodeType:
+        return False
+    names = code.co_names
+    return "dispatch" not in names and "http_method_not_allowed" not in names
 
 
 def class_name(cls: type) -> str:
