@@ -318,6 +318,26 @@ def test_a_thread_an_executor_starts_for_an_offload_is_the_offloads():
     )
 
 
+def test_anyios_own_offload_is_no_crossing_but_its_thread_is_counted():
+    """anyio's to_thread.run_sync (Starlette's run_in_threadpool) runs the
+    function in a worker thread of anyio's, not through asyncio's executor:
+    no switch nor hop is seen (the README's Definitions say so), but the
+    worker thread it starts is counted, asyncio.run's."""
+    import anyio.to_thread
+
+    ran_on = []
+
+    async def main():
+        await anyio.to_thread.run_sync(lambda: ran_on.append(threading.get_ident()))
+
+    with tracer.recording() as record:
+        asyncio.run(main())
+    assert ran_on != [threading.get_ident()]
+    assert record.totals() == tracer.Figures(2, 0, 1, 1)
+    [run] = record.crossings
+    assert (run.mechanism, run.threads_started) == ("asyncio.run", 1)
+
+
 def test_asyncio_run_is_two_switches_without_a_hop():
     with tracer.recording() as record:
         asyncio.run(anoop())
