@@ -2465,6 +2465,50 @@ def test_propagators_opentelemetry_cannot_load_are_e013(value, named, monkeypatc
 
 
 @pytest.mark.parametrize(
+    ("value", "failure"),
+    [
+        ("missing_module", "ModuleNotFoundError: No module named 'no_such_module_here'"),
+        ("tracecontext,raising", "RuntimeError: cannot start"),
+    ],
+)
+def test_a_propagator_that_does_not_load_is_e013(value, failure, tmp_path, monkeypatch):
+    """Installed (a distribution registers the name), but its module is not
+    there or its class raises when OpenTelemetry makes one: that import
+    fails too."""
+    dist = tmp_path / "broken_propagators-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: broken-propagators\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[opentelemetry_propagator]\n"
+        "missing_module = no_such_module_here:Propagator\n"
+        "raising = raising_propagator:Propagator\n"
+    )
+    (tmp_path / "raising_propagator.py").write_text(
+        "class Propagator:\n    def __init__(self):\n        raise RuntimeError('cannot start')\n"
+    )
+    code = (
+        f"import os, sys; sys.path.insert(0, {str(tmp_path)!r}); "
+        f"os.environ['OTEL_PROPAGATORS'] = {value!r}; import opentelemetry.propagate"
+    )
+    failed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert failed.returncode == 1, failed.stderr
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = value.rpartition(",")[2]
+    [(check_id, message, hint)] = own_messages_with({"OTEL_PROPAGATORS": value}, monkeypatch)
+    assert (check_id, message) == (
+        "switchtrace.E013",
+        f"The environment variable OTEL_PROPAGATORS is {value!r}, which names a propagator "
+        f"that does not load: {name!r} ({failure}). OpenTelemetry's propagate module fails to "
+        "import with it, and no incoming trace context could be read.",
+    )
+    assert "b3, b3multi, baggage, missing_module, raising, sentry, tracecontext here" in hint
+
+
+@pytest.mark.parametrize(
     "value", ["", "tracecontext", " b3multi , baggage ", "none", "NONE,xray", "sentry"]
 )
 def test_propagators_opentelemetry_loads_are_no_error(value, monkeypatch):
@@ -2481,8 +2525,9 @@ def test_propagators_are_not_read_for_the_console(monkeypatch):
     with override_settings(
         SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}, MIDDLEWARE=BASE_MIDDLEWARE
     ):
-        monkeypatch.setenv("OTEL_PROPAGATORS", "jaeger")
-        assert own_messages() == []
+        with monkeypatch.context() as patch:
+            patch.setenv("OTEL_PROPAGATORS", "jaeger")
+            assert own_messages() == []
 
 
 @pytest.mark.parametrize(

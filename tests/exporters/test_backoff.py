@@ -303,9 +303,8 @@ def test_spans_counted_while_paused_follow_the_callers_sampling_decision(receive
         """A request (one span) with ``traceparent``: the spans lost so far."""
         with tracer.recording() as record:
             if traceparent is not None:
-                record.extra[TRACE_CONTEXT] = (
-                    TraceContextTextMapPropagator(),
-                    {"traceparent": traceparent},
+                record.extra[TRACE_CONTEXT] = TraceContextTextMapPropagator().extract(
+                    {"traceparent": traceparent}
                 )
         pipeline(record)
         assert pipeline.flush(10)

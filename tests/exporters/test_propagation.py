@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -56,6 +58,19 @@ def both(asgi_headers, **environ) -> None:
         wsgi_request(wsgi, "/sync/", **environ)
 
 
+def send(headers: dict[str, str]) -> None:
+    """:func:`both`, the headers as a client writes them."""
+    both(
+        [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        **{"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()},
+    )
+
+
+def b3_multi(**more: str) -> dict[str, str]:
+    """B3's several headers, as Envoy writes them, and ``more``."""
+    return {"X-B3-TraceId": TRACE_ID, "X-B3-SpanId": SPAN_ID, **more}
+
+
 def test_b3_single_header_is_the_parent_when_the_application_propagates_b3(spans):
     b3 = f"{TRACE_ID}-{SPAN_ID}-1"
     with global_textmap(B3SingleFormat()):
@@ -68,34 +83,14 @@ def test_b3_multi_headers_are_the_parent_and_a_traceparent_is_not_read(spans):
     is not the application's propagator's, and is not read."""
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     with global_textmap(B3MultiFormat()):
-        both(
-            [
-                (b"x-b3-traceid", TRACE_ID.encode()),
-                (b"x-b3-spanid", SPAN_ID.encode()),
-                (b"x-b3-sampled", b"1"),
-                (b"traceparent", traceparent.encode()),
-            ],
-            HTTP_X_B3_TRACEID=TRACE_ID,
-            HTTP_X_B3_SPANID=SPAN_ID,
-            HTTP_X_B3_SAMPLED="1",
-            HTTP_TRACEPARENT=traceparent,
-        )
+        send(b3_multi(**{"X-B3-Sampled": "1", "traceparent": traceparent}))
     assert parents(spans) == [(TRACE_ID, SPAN_ID)] * 2
 
 
 def test_an_unsampled_b3_parent_leaves_the_request_out(spans):
     """Parent-based sampling follows B3's sampled flag as it follows W3C's."""
     with global_textmap(B3MultiFormat()):
-        both(
-            [
-                (b"x-b3-traceid", TRACE_ID.encode()),
-                (b"x-b3-spanid", SPAN_ID.encode()),
-                (b"x-b3-sampled", b"0"),
-            ],
-            HTTP_X_B3_TRACEID=TRACE_ID,
-            HTTP_X_B3_SPANID=SPAN_ID,
-            HTTP_X_B3_SAMPLED="0",
-        )
+        send(b3_multi(**{"X-B3-Sampled": "0"}))
     assert parents(spans) == []
 
 
@@ -145,12 +140,70 @@ def test_a_propagator_that_raises_starts_a_new_trace_said_once(spans, caplog):
     with global_textmap(CapitalizedPropagator()), caplog.at_level(logging.WARNING, "switchtrace"):
         both([(b"x-amzn-trace-id", b"garbage")], HTTP_X_AMZN_TRACE_ID="garbage")
     assert [parent for _trace, parent in parents(spans)] == [None, None]
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "switchtrace"]
-    assert warning == (
-        "switchtrace: the propagator tests.exporters.test_propagation.CapitalizedPropagator "
-        "raised reading a request's trace context; such requests start a new trace (logged "
-        "once)"
+    [warning] = [r for r in caplog.records if r.name == "switchtrace"]
+    assert warning.getMessage() == (
+        "switchtrace: the trace context propagator raised reading a request's headers; such "
+        "requests start a new trace (logged once)"
     )
+    assert warning.exc_info[0] is ValueError
+
+
+def test_b3_headers_its_fields_do_not_name_are_read(spans):
+    """B3's extract reads the single b3 header first, then the x-b3-* ones,
+    X-B3-Flags too (debug: sampled), whichever format it injects (its
+    ``fields``): a service mesh's B3 is read whichever of the two
+    OTEL_PROPAGATORS names."""
+    b3 = f"{TRACE_ID}-{SPAN_ID}-1"
+    with global_textmap(B3MultiFormat()):
+        both([(b"b3", b3.encode())], HTTP_B3=b3)
+        send(b3_multi(**{"X-B3-Flags": "1"}))
+    with global_textmap(B3SingleFormat()):
+        send(b3_multi(**{"X-B3-Sampled": "1"}))
+    assert parents(spans) == [(TRACE_ID, SPAN_ID)] * 6
+
+
+def test_a_composite_propagator_reads_as_it_does(spans):
+    """tracecontext,b3multi: each in turn, the last that finds a parent
+    winning (CompositePropagator's order), as the application reads it."""
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    b3 = f"{TRACE_ID}-{SPAN_ID}-1"
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    textmap = CompositePropagator([TraceContextTextMapPropagator(), B3MultiFormat()])
+    with global_textmap(textmap):
+        both([(b"traceparent", traceparent.encode())], HTTP_TRACEPARENT=traceparent)
+        both(
+            [(b"traceparent", traceparent.encode()), (b"b3", b3.encode())],
+            HTTP_TRACEPARENT=traceparent,
+            HTTP_B3=b3,
+        )
+    assert (
+        parents(spans)
+        == [("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")] * 2
+        + [(TRACE_ID, SPAN_ID)] * 2
+    )
+
+
+def test_the_applications_current_span_is_no_incoming_parent():
+    """A propagator that finds nothing returns the context it was given
+    (W3C Baggage's: the current one, if given none): switchtrace gives it an
+    empty one, or the current span (an instrumentation's, active around the
+    request) would be taken for the caller's."""
+    from switchtrace.exporters import propagation
+
+    span_context = trace.SpanContext(
+        int(TRACE_ID, 16), int(SPAN_ID, 16), is_remote=False, trace_flags=trace.TraceFlags(1)
+    )
+    token = context_api.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
+    try:
+        extra: dict = {}
+        with global_textmap(W3CBaggagePropagator()):
+            propagation.arrived_wsgi(extra, {"HTTP_BAGGAGE": "k=v"})
+            propagation.arrived_wsgi(extra, {})
+            propagation.arrived_asgi(extra, [])
+    finally:
+        context_api.detach(token)
+    assert extra == {}
 
 
 SCRIPT = """

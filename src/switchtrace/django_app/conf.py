@@ -628,7 +628,8 @@ def _propagators_problem(environ: Mapping[str, str]) -> Problem | None:
     the space around it, and ``none`` (in any case) ends the list with none.
     Unset or empty is the default (``tracecontext,baggage``); a name it
     cannot find, an empty one too (space alone, after a trailing comma),
-    fails that import with a ValueError."""
+    fails that import with a ValueError, and a propagator that raises as it
+    is loaded (its module, its class called) with what it raised."""
     value = environ.get("OTEL_PROPAGATORS")
     if not value:
         return None
@@ -637,23 +638,42 @@ def _propagators_problem(environ: Mapping[str, str]) -> Problem | None:
         if name.lower() == "none":
             return None
         if not _is_entry_point("opentelemetry_propagator", name):
-            installed = sorted(_entry_point_names("opentelemetry_propagator"))
-            return Problem(
-                "switchtrace.E013",
-                f"The environment variable OTEL_PROPAGATORS is {shown(value)}, which names "
-                + (
-                    f"a propagator no installed package provides: {shown(name)}"
-                    if name
-                    else "an empty propagator (a comma too many, or space alone)"
-                )
-                + ". OpenTelemetry's propagate module fails to import with it, and no "
-                "incoming trace context could be read.",
-                "Allowed: comma-separated names of installed propagators ("
-                + ", ".join(installed)
-                + " here; b3 and b3multi come with opentelemetry-propagator-b3, jaeger "
-                "with opentelemetry-propagator-jaeger), or none; unset, the default "
-                "tracecontext,baggage.",
+            what = (
+                f"a propagator no installed package provides: {shown(name)}"
+                if name
+                else "an empty propagator (a comma too many, or space alone)"
             )
+        else:
+            failure = _propagator_failure(name)
+            if failure is None:
+                continue
+            what = f"a propagator that does not load: {shown(name)} ({failure})"
+        installed = sorted(_entry_point_names("opentelemetry_propagator"))
+        return Problem(
+            "switchtrace.E013",
+            f"The environment variable OTEL_PROPAGATORS is {shown(value)}, which names {what}. "
+            "OpenTelemetry's propagate module fails to import with it, and no incoming trace "
+            "context could be read.",
+            "Allowed: comma-separated names of installed propagators ("
+            + ", ".join(installed)
+            + " here; b3 and b3multi come with opentelemetry-propagator-b3, jaeger "
+            "with opentelemetry-propagator-jaeger), or none; unset, the default "
+            "tracecontext,baggage.",
+        )
+    return None
+
+
+def _propagator_failure(name: str) -> str | None:
+    """What loading the propagator ``name`` registers raises, as
+    OpenTelemetry loads it (its class, then an instance): None if it loads."""
+    from importlib.metadata import entry_points
+
+    try:
+        for entry in entry_points(group="opentelemetry_propagator", name=name):
+            entry.load()()
+            break
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 

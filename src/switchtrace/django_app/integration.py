@@ -169,12 +169,7 @@ def arrived_wsgi(record: tracer.RequestRecord, environ: Any) -> None:
     )
     pipeline = telemetry.pipeline()
     if pipeline is not None:
-        reading = propagation.propagation()
-        propagation.keep(
-            record.extra,
-            reading.textmap,
-            [(field, environ.get(key)) for key, field in reading.environ_keys],
-        )
+        propagation.arrived_wsgi(record.extra, environ)
         record.extra[ARRIVAL] = Arrival(
             environ.get("HTTP_HOST"),
             environ.get("HTTP_FORWARDED"),
@@ -201,25 +196,17 @@ def arrived_asgi(record: tracer.RequestRecord, scope: Any) -> None:
     )
     pipeline = telemetry.pipeline()
     if pipeline is not None:
+        headers = scope.get("headers", ())
+        if type(headers) is not list:  # (an iterable of the server's: read once)
+            headers = list(headers)
+        propagation.arrived_asgi(record.extra, headers)
         # A header sent as several fields is one value, joined by commas
-        # (RFC 9110), as WSGI servers join them: a tracestate in pieces is
-        # whole, and two traceparents are no parent (W3C Trace Context).
-        reading = propagation.propagation()
-        trace_context = reading.header_names
+        # (RFC 9110), as WSGI servers join them.
         fields: dict[bytes, list[bytes]] = {}
-        for name, value in scope.get("headers", ()):
-            if name in _READ_HEADERS or name in trace_context:
+        for name, value in headers:
+            if name in _READ_HEADERS:
                 fields.setdefault(name, []).append(value)
         joined = {name: b",".join(values) for name, values in fields.items()}
-        propagation.keep(
-            record.extra,
-            reading.textmap,
-            [
-                (field, value)
-                for name, value in joined.items()
-                for field in trace_context.get(name, ())
-            ],
-        )
         record.extra[ARRIVAL] = Arrival(
             fields[b"host"][0] if b"host" in fields else None,
             joined.get(b"forwarded"),
@@ -732,8 +719,8 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
 
 
 #: The request headers switchtrace reads under ASGI, while spans are made,
-#: besides the trace context's (see :mod:`..exporters.propagation`): what the
-#: request span's server, client and network attributes come from.
+#: besides those of the trace context (see :mod:`..exporters.propagation`):
+#: what the request span's server, client and network attributes come from.
 _READ_HEADERS = frozenset(
     (
         b"host",

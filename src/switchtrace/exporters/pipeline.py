@@ -535,7 +535,7 @@ class SpanPipeline(QueueWorker):
                 self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("switchtrace", __version__)
         self._scope = InstrumentationScope("switchtrace", __version__)
-        propagation.propagation()  # (its import now, not in a request)
+        propagation.load()
         self._start(options.queue_size)
 
     # -- on the request's path (cheap) ----------------------------------------

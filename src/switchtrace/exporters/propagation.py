@@ -1,22 +1,28 @@
-"""The trace context a request comes with, read as the application reads it.
+"""The trace context a request comes with, read with the application's
+propagator.
 
-OpenTelemetry's global propagator says which headers carry it: the one
-``OTEL_PROPAGATORS`` configures (W3C Trace Context and Baggage when it is
-unset; ``b3``, ``b3multi``, ``jaeger``… from the packages that register
-them), or the one the application set with ``set_global_textmap``. The
-headers it reads are copied from the request as it arrives (each up to
-:data:`MAX_PROPAGATION_HEADER` characters); the spans thread extracts the
-parent from them, with the same propagator.
+OpenTelemetry's global propagator says how: the one ``OTEL_PROPAGATORS``
+configures (W3C Trace Context and Baggage when it is unset; ``b3``,
+``b3multi``, ``jaeger``… from the packages that register them), loaded when
+switchtrace's span pipeline starts, or the one the application set with
+``set_global_textmap`` (the one in place as each request arrives). It reads
+the request's headers as it arrives, through getters like those of
+opentelemetry-instrumentation-wsgi and -asgi (whatever headers it asks for:
+B3's extract reads more than its ``fields`` name), each header up to
+:data:`MAX_PROPAGATION_HEADER` characters; the span it finds, if any, is kept
+for the span pipeline. Under ASGI a header sent as several fields is one
+value, joined by commas, as WSGI servers join them (W3C Trace Context: a
+tracestate in pieces is whole, and two traceparents are no parent).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.propagators.textmap import DefaultGetter, TextMapPropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ..tracer.guard import logger
@@ -24,52 +30,25 @@ from ..tracer.guard import logger
 #: Longest trace context header taken from a request; longer ones are ignored.
 MAX_PROPAGATION_HEADER = 512
 
-#: record.extra's key for the trace context headers a request came with
-#: ({the propagator's field name: the value}).
+#: record.extra's key for the context of the span a request's trace context
+#: names (its parent).
 TRACE_CONTEXT = "trace_context"
 
 #: What is read when OpenTelemetry's global propagator cannot be had
 #: (``opentelemetry.propagate`` failing to import: an OTEL_PROPAGATORS naming
-#: a propagator not installed, which switchtrace.E013 reports at startup).
+#: a propagator that does not load, which switchtrace.E013 reports).
 _W3C = TraceContextTextMapPropagator()
 
-
-@dataclass(frozen=True)
-class Propagation:
-    """A propagator and the headers it reads: as WSGI environ keys, and as
-    ASGI header names, each with the field name the propagator asks for."""
-
-    textmap: TextMapPropagator
-    environ_keys: tuple[tuple[str, str], ...]
-    header_names: dict[bytes, tuple[str, ...]]
-
-
-_current: Propagation | None = None
 _get_global_textmap: Callable[[], TextMapPropagator] | None = None
-#: The propagator types whose extract raised (logged once each).
-_told: set[type] = set()
+#: The propagators whose extract raised (logged once each), by identity.
+_told: set[int] = set()
 
 
-def propagation() -> Propagation:
-    """The application's global propagator and its headers (recomputed when
-    the application sets another)."""
-    global _current
-    textmap = _global_textmap()
-    current = _current
-    if current is not None and current.textmap is textmap:
-        return current
-    fields = _fields(textmap)
-    names: dict[bytes, tuple[str, ...]] = {}
-    for field in fields:
-        name = field.lower().encode("latin-1")
-        names[name] = (*names.get(name, ()), field)
-    current = Propagation(
-        textmap,
-        tuple(("HTTP_" + field.upper().replace("-", "_"), field) for field in fields),
-        names,
-    )
-    _current = current
-    return current
+def load() -> None:
+    """Load the application's propagator (OpenTelemetry's propagate module
+    reads OTEL_PROPAGATORS as it is imported): as the pipeline starts, not
+    in a request."""
+    _global_textmap()
 
 
 def _global_textmap() -> TextMapPropagator:
@@ -78,7 +57,7 @@ def _global_textmap() -> TextMapPropagator:
         try:
             from opentelemetry.propagate import get_global_textmap
         except Exception:
-            # OTEL_PROPAGATORS naming one not installed (switchtrace.E013
+            # An OTEL_PROPAGATORS OpenTelemetry cannot load (switchtrace.E013
             # says so where spans are made): tried once, not every request.
             _get_global_textmap = _w3c
             return _W3C
@@ -90,63 +69,79 @@ def _w3c() -> TextMapPropagator:
     return _W3C
 
 
-def _fields(textmap: TextMapPropagator) -> tuple[str, ...]:
-    """The header names ``textmap`` reads (what its ``fields`` says: a
-    propagator's code, which may fail), that can be header names."""
+def _sane(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value if isinstance(value, str) and len(value) <= MAX_PROPAGATION_HEADER else None
+
+
+class _EnvironGetter(Getter[Any]):
+    """A header from a WSGI environ (``HTTP_X_B3_TRACEID``)."""
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        value = _sane(carrier.get("HTTP_" + key.upper().replace("-", "_")))
+        return None if value is None else [value]
+
+    def keys(self, carrier: Any) -> list[str]:
+        return [key[5:].lower().replace("_", "-") for key in carrier if key.startswith("HTTP_")]
+
+
+class _HeadersGetter(Getter[Any]):
+    """A header from an ASGI scope's ``headers``, its fields joined."""
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        name = key.lower().encode("latin-1", "replace")
+        values = [
+            value
+            for field, value in carrier
+            if type(field) is bytes and type(value) is bytes and field.lower() == name
+        ]
+        if not values:
+            return None
+        value = _sane(b",".join(values))
+        return None if value is None else [value]
+
+    def keys(self, carrier: Any) -> list[str]:
+        return [field.decode("latin-1") for field, _value in carrier]
+
+
+_ENVIRON = _EnvironGetter()
+_HEADERS = _HeadersGetter()
+
+
+def arrived_wsgi(extra: dict[str, Any], environ: Any) -> None:
+    """Keep the parent a WSGI request's trace context names, if any."""
+    _keep(extra, environ, _ENVIRON)
+
+
+def arrived_asgi(extra: dict[str, Any], headers: list[Any]) -> None:
+    """Keep the parent an ASGI request's trace context names, if any, from
+    its scope's headers."""
+    _keep(extra, headers, _HEADERS)
+
+
+def _keep(extra: dict[str, Any], carrier: Any, getter: Getter[Any]) -> None:
+    textmap = _global_textmap()
     try:
-        fields = sorted(
-            field
-            for field in textmap.fields
-            if isinstance(field, str) and field and field.isascii() and field.isprintable()
-        )
-    except Exception:
-        logger.warning(
-            "switchtrace: the propagator %s.%s could not say which headers it reads; "
-            "only W3C Trace Context's are read",
-            type(textmap).__module__,
-            type(textmap).__qualname__,
-            exc_info=True,
-        )
-        return ("traceparent", "tracestate")
-    return tuple(fields)
-
-
-def keep(record_extra: dict[str, Any], textmap: Any, found: Iterable[tuple[str, Any]]) -> None:
-    """Keep the trace context headers ``found`` (field, value: a str, or
-    bytes from ASGI) of sane length for the span pipeline, with the
-    propagator they are read with (the one of the request's arrival)."""
-    carrier = {}
-    for field, value in found:
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        if isinstance(value, str) and len(value) <= MAX_PROPAGATION_HEADER:
-            carrier[field] = value
-    if carrier:
-        record_extra[TRACE_CONTEXT] = (textmap, carrier)
-
-
-def parent(record_extra: dict[str, Any]) -> Any:
-    """The incoming span the request's spans are children of, as a context,
-    or None (no trace context, or none the propagator takes: a new trace)."""
-    kept = record_extra.get(TRACE_CONTEXT)
-    if kept is None:
-        return None
-    textmap, carrier = kept
-    try:
-        context = textmap.extract(carrier, getter=DefaultGetter())
+        # An empty context, not the current one: a span of the application's
+        # current here (its instrumentation's) is no incoming parent.
+        context = textmap.extract(carrier, context=Context(), getter=getter)
     except Exception:
         # The propagator's own failure on what a client sent: a new trace,
         # said once for each propagator.
-        if type(textmap) not in _told:
-            _told.add(type(textmap))
+        if id(textmap) not in _told:
+            _told.add(id(textmap))
             logger.warning(
-                "switchtrace: the propagator %s.%s raised reading a request's trace "
-                "context; such requests start a new trace (logged once)",
-                type(textmap).__module__,
-                type(textmap).__qualname__,
+                "switchtrace: the trace context propagator raised reading a request's "
+                "headers; such requests start a new trace (logged once)",
                 exc_info=True,
             )
-        return None
-    if not trace.get_current_span(context).get_span_context().is_valid:
-        return None
-    return context
+        return
+    if trace.get_current_span(context).get_span_context().is_valid:
+        extra[TRACE_CONTEXT] = context
+
+
+def parent(extra: dict[str, Any]) -> Any:
+    """The context of the incoming span the request's spans are children of,
+    or None (a new trace)."""
+    return extra.get(TRACE_CONTEXT)
