@@ -604,10 +604,13 @@ def _render_measured(
     # Response: the 2 of the render were left unexplained).
     beside = None
     if extra is None and unmodelled:
+        # The loops those bridge calls made aside too (an async_to_sync of
+        # the view's own under WSGI makes one).
+        loops = _unmodelled_loops(record)
         beside = _conditionals_taken(
             prediction,
             record.context_switches - sum(switches for _name, switches in unmodelled),
-            record.event_loops_created,
+            record.event_loops_created - sum(loops.get(name, 0) for name, _s in unmodelled),
             applicable,
         )
     if extra is None:
@@ -672,6 +675,17 @@ def _unmodelled(
         name = str(components.resolve.own(crossing, record))
         switches[name] = switches.get(name, 0) + record.switches_of(crossing)
     return list(switches.items())
+
+
+def _unmodelled_loops(record: RequestRecord) -> dict[str, int]:
+    """The event loops the crossings of :func:`_unmodelled` created, by the
+    name of the code bridged."""
+    loops: dict[str, int] = {}
+    for crossing in record.crossings:
+        if crossing.loop_created and not _modelled(crossing, record):
+            name = str(components.resolve.own(crossing, record))
+            loops[name] = loops.get(name, 0) + 1
+    return loops
 
 
 #: The signals the prediction models: Django sends them around every request
