@@ -1,6 +1,6 @@
 """A natively async-only middleware, for the prediction tests."""
 
-from asgiref.sync import markcoroutinefunction
+from asgiref.sync import async_to_sync, markcoroutinefunction, sync_to_async
 
 
 class AsyncOnly:
@@ -912,3 +912,21 @@ class OrNoneHelperXFrame(XFrameOptionsMiddleware):
 
     async def acall(self, request):
         return self.process_response(request, await self.get_response(request))
+
+
+class OwnLoopOuter:
+    """Synchronous-only; its own code runs the rest of the chain in an
+    async_to_sync, handing on through sync_to_async(get_response): above an
+    async-only middleware, Django's adapter runs on its loop."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return async_to_sync(self.acall)(request)
+
+    async def acall(self, request):
+        return await sync_to_async(self.get_response)(request)

@@ -2427,6 +2427,16 @@ def test_excluded_urls_that_are_no_regular_expressions_are_e012(environ, message
     assert messages == [("switchtrace.E012", message, EXCLUDED_HINT)]
 
 
+def propagators_messages(value, monkeypatch):
+    """The checks' messages with OTEL_PROPAGATORS set to ``value``, in a
+    process that has not imported OpenTelemetry's propagate module yet (as
+    Django starts; once imported, it has loaded its propagators and reads
+    the variable no more)."""
+    with monkeypatch.context() as patch:
+        patch.delitem(sys.modules, "opentelemetry.propagate", raising=False)
+        return own_messages_with({"OTEL_PROPAGATORS": value}, monkeypatch)
+
+
 #: The propagators the test extras install: OpenTelemetry's API's own two,
 #: opentelemetry-propagator-b3's two, and sentry-sdk's.
 PROPAGATORS_HINT = (
@@ -2455,7 +2465,7 @@ def test_propagators_opentelemetry_cannot_load_are_e013(value, named, monkeypatc
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert "ValueError: Propagator" in failed.stderr
-    messages = own_messages_with({"OTEL_PROPAGATORS": value}, monkeypatch)
+    messages = propagators_messages(value, monkeypatch)
     message = (
         f"The environment variable OTEL_PROPAGATORS is {value!r}, which names {named}. "
         "OpenTelemetry's propagate module fails to import with it, and no incoming trace "
@@ -2498,7 +2508,7 @@ def test_a_propagator_that_does_not_load_is_e013(value, failure, tmp_path, monke
     assert failed.returncode == 1, failed.stderr
     monkeypatch.syspath_prepend(str(tmp_path))
     name = value.rpartition(",")[2]
-    [(check_id, message, hint)] = own_messages_with({"OTEL_PROPAGATORS": value}, monkeypatch)
+    [(check_id, message, hint)] = propagators_messages(value, monkeypatch)
     assert (check_id, message) == (
         "switchtrace.E013",
         f"The environment variable OTEL_PROPAGATORS is {value!r}, which names a propagator "
@@ -2517,7 +2527,16 @@ def test_propagators_opentelemetry_loads_are_no_error(value, monkeypatch):
         subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode
         == 0
     )
-    assert own_messages_with({"OTEL_PROPAGATORS": value}, monkeypatch) == []
+    assert propagators_messages(value, monkeypatch) == []
+
+
+def test_propagators_are_not_checked_once_opentelemetry_has_loaded_them(monkeypatch):
+    """Imported (by switchtrace's pipeline, by the application), the
+    propagate module has its propagators: a variable set since is read by
+    no one, and does not turn switchtrace off."""
+    import opentelemetry.propagate  # noqa: F401
+
+    assert own_messages_with({"OTEL_PROPAGATORS": "jaeger"}, monkeypatch) == []
 
 
 def test_propagators_are_not_read_for_the_console(monkeypatch):

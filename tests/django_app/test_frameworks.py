@@ -346,6 +346,26 @@ class DecoratedDispatchView(OwnDispatchView):
     """Its dispatch through method_decorator's wrapper."""
 
 
+def _no_wraps(function):
+    """A decorator that copies nothing of the function it wraps."""
+
+    def wrapper(self, request, *args, **kwargs):
+        return function(self, request, *args, **kwargs)
+
+    return wrapper
+
+
+class NoWrapsView(View):
+    """A dispatch handing on to View.dispatch, under that decorator."""
+
+    @_no_wraps
+    def dispatch(self, request, *args, **kwargs):
+        return super().dispatch(request, *args, **kwargs)
+
+    def get(self, request):
+        return HttpResponse("got")
+
+
 class GuardedView(LoginRequiredMixin, View):
     """A mixin's dispatch that hands on to View.dispatch (super()): the
     handler answers, or http_method_not_allowed."""
@@ -361,6 +381,8 @@ class GuardedView(LoginRequiredMixin, View):
         (DecoratedDispatchView, "GET", "DecoratedDispatchView.dispatch"),
         (GuardedView, "GET", "GuardedView.get"),
         (GuardedView, "POST", "GuardedView"),
+        (NoWrapsView, "GET", "NoWrapsView.get"),
+        (NoWrapsView, "POST", "NoWrapsView"),
         (FormView, "GET", "FormView.get"),
         (FormView, "HEAD", "FormView.get"),  # View.setup: no head, get answers
         (FormView, "POST", "FormView.post"),
@@ -383,6 +405,27 @@ def test_a_class_based_views_target_is_what_dispatch_picks(cls, method, name):
         assert (target.name, str(target.component), target.cls) == (name, name, cls)
         handler = name.rpartition(".")[2]
         assert target.code is (getattr(cls, handler) if "." in name else cls)
+
+
+def test_a_method_a_framework_view_has_no_handler_for_is_named_after_its_class():
+    """DRF's dispatch falls back to http_method_not_allowed; adrf's hands on
+    to its async_dispatch (or sync_dispatch), which does: no dispatch of the
+    view's own answers."""
+    from switchtrace.django_app import components
+    from tests.frameworks import AsyncOrderView, AsyncOrderViewSet, OrderView, OrderViewSet
+
+    views = [
+        OrderView.as_view(),
+        OrderViewSet.as_view({"get": "list"}),
+        AsyncOrderView.as_view(),
+        AsyncOrderViewSet.as_view({"get": "list"}),
+    ]
+    assert [components.find_view_target(view, "POST").name for view in views] == [
+        "OrderView",
+        "OrderViewSet",
+        "AsyncOrderView",
+        "AsyncOrderViewSet",
+    ]
 
 
 def test_a_viewsets_head_is_its_get_action_before_drf_adds_it():

@@ -486,6 +486,21 @@ WITH_TWO = "(as predicted, with 2 of the conditional switches listed above)"
                 "conditional switches listed above)",
             ],
         ),
+        # A middleware's own async_to_sync, whose loop Django's adapter below
+        # it runs on: the one loop predicted is the bridge call's, not made
+        # besides it.
+        (
+            "/sync/",
+            [f"{SUPPORT}.OwnLoopOuter", f"{SUPPORT}.AsyncOnly"],
+            [
+                "  measured: 14 switches, 14 hops, 0 loops (DIFFERS from the prediction"
+                ": by the bridge calls below)",
+                NOT_PREDICTED + "OwnLoopOuter.acall 2, AsyncToSync 2",
+                "  measured: 8 switches, 8 hops, 1 loop (DIFFERS from the prediction"
+                ": by the bridge calls below)",
+                NOT_PREDICTED + "OwnLoopOuter.acall 2, AsyncToSync 2",
+            ],
+        ),
     ],
 )
 def test_what_a_measured_response_is_compared_with(url, middleware, lines):

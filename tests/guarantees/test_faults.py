@@ -428,3 +428,45 @@ def test_the_test_client_reading_streaming_bodies_does_not_crash_the_interpreter
         timeout=120,
     )
     assert (out.returncode, out.stdout) == (0, "read\n"), out.stderr
+
+
+def _echo_headers(request):
+    from django.http import HttpResponse
+
+    return HttpResponse(f"{request.headers.get('Host')} {request.headers.get('X-A')}")
+
+
+def _urls():
+    from django.urls import path
+
+    return [path("echo/", _echo_headers)]
+
+
+class _EchoUrls:
+    """A URLconf of the echo view alone."""
+
+    urlpatterns = property(lambda self: _urls())
+
+
+def test_headers_a_server_gives_as_a_generator_reach_the_application():
+    """The ASGI specification allows the scope's headers to be any iterable:
+    one that is read once is Django's to read, not switchtrace's (it read
+    them first, and the view got none: no Host, no cookies)."""
+
+    def with_generator_headers(application):
+        async def app(scope, receive, send):
+            headers = scope["headers"]
+            scope = {**scope, "headers": (item for item in headers)}
+            await application(scope, receive, send)
+
+        return app
+
+    with project(ROOT_URLCONF=_EchoUrls()) as (asgi, _wsgi):
+        result = run_in_server_loop(
+            asgi_request(
+                with_generator_headers(asgi),
+                "/echo/",
+                headers=[(b"host", b"example.com"), (b"x-a", b"1")],
+            )
+        )
+    assert (result.status, result.body) == (200, b"example.com 1")

@@ -244,14 +244,20 @@ def _class_view_target(cls: type, actions: Any, method: str) -> ViewTarget:
 def _answers_itself(dispatch: Any) -> bool:
     """Whether a class's ``dispatch`` (through decorators) is a function
     that neither hands on to another's (``super().dispatch``: the auth
-    mixins') nor picks a handler as View.dispatch does (DRF's too: each
-    falls back to ``http_method_not_allowed``), read from its code."""
+    mixins'; adrf's ``async_dispatch``) nor picks a handler as View.dispatch
+    does (DRF's too: each falls back to ``http_method_not_allowed``), read
+    from its code and that of the functions its closure holds (a decorator's
+    wrapper that did not copy ``__wrapped__``)."""
     function = unwrap(dispatch)
-    code = attribute(function, "__code__") if type(function) is types.FunctionType else None
-    if type(code) is not types.CodeType:
+    if type(function) is not types.FunctionType:
         return False
-    names = code.co_names
-    return "dispatch" not in names and "http_method_not_allowed" not in names
+    for code in [function.__code__] + [
+        held.__code__ for held in closure_values(function) if type(held) is types.FunctionType
+    ]:
+        words = [*code.co_names, *(c for c in code.co_consts if isinstance(c, str))]
+        if any("dispatch" in word or word == "http_method_not_allowed" for word in words):
+            return False
+    return True
 
 
 def class_name(cls: type) -> str:

@@ -631,7 +631,9 @@ def _propagators_problem(environ: Mapping[str, str]) -> Problem | None:
     fails that import with a ValueError, and a propagator that raises as it
     is loaded (its module, its class called) with what it raised."""
     value = environ.get("OTEL_PROPAGATORS")
-    if not value:
+    if not value or "opentelemetry.propagate" in sys.modules:
+        # (Imported, it has loaded its propagators: the variable is not read
+        # again, nor is its value now switchtrace's concern.)
         return None
     for name in value.split(","):
         name = name.strip()

@@ -605,14 +605,19 @@ def _render_measured(
     beside = None
     if extra is None and unmodelled:
         # The loops those bridge calls made aside too (an async_to_sync of
-        # the view's own under WSGI makes one).
+        # the view's own under WSGI makes one), or not (a middleware's own
+        # async_to_sync whose loop Django's adapter below then ran on, not
+        # making the one predicted).
         loops = _unmodelled_loops(record)
+        rest = record.context_switches - sum(switches for _name, switches in unmodelled)
         beside = _conditionals_taken(
             prediction,
-            record.context_switches - sum(switches for _name, switches in unmodelled),
+            rest,
             record.event_loops_created - sum(loops.get(name, 0) for name, _s in unmodelled),
             applicable,
         )
+        if beside is None:
+            beside = _conditionals_taken(prediction, rest, record.event_loops_created, applicable)
     if extra is None:
         verdict = "DIFFERS from the prediction"
         if beside:

@@ -197,8 +197,10 @@ def arrived_asgi(record: tracer.RequestRecord, scope: Any) -> None:
     pipeline = telemetry.pipeline()
     if pipeline is not None:
         headers = scope.get("headers", ())
-        if type(headers) is not list:  # (an iterable of the server's: read once)
-            headers = list(headers)
+        if type(headers) is not list and type(headers) is not tuple:
+            # An iterable the ASGI specification allows, which may be read
+            # once: Django's to read (not read here).
+            headers = []
         propagation.arrived_asgi(record.extra, headers)
         # A header sent as several fields is one value, joined by commas
         # (RFC 9110), as WSGI servers join them.
