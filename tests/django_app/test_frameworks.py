@@ -338,7 +338,14 @@ class OwnDispatchView(View):
     """A view that answers every method itself (Strawberry's GraphQLView)."""
 
     def dispatch(self, request, *args, **kwargs):
+        """Our own dispatch: one answer for every method."""
+        print("dispatching", request.method)
         return HttpResponse("answered")
+
+
+class PrivateView(LoginRequiredMixin, OwnDispatchView):
+    """graphene-django's documented PrivateGraphQLView: the mixin's dispatch
+    hands on (super()) to the view's own."""
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -378,6 +385,9 @@ class GuardedView(LoginRequiredMixin, View):
     ("cls", "method", "name"),
     [
         (OwnDispatchView, "POST", "OwnDispatchView.dispatch"),
+        # View.options is never called: the view's own dispatch answers.
+        (OwnDispatchView, "OPTIONS", "OwnDispatchView.dispatch"),
+        (PrivateView, "GET", "PrivateView.dispatch"),
         (DecoratedDispatchView, "GET", "DecoratedDispatchView.dispatch"),
         (GuardedView, "GET", "GuardedView.get"),
         (GuardedView, "POST", "GuardedView"),
@@ -404,7 +414,9 @@ def test_a_class_based_views_target_is_what_dispatch_picks(cls, method, name):
         target = components.view_target(record)
         assert (target.name, str(target.component), target.cls) == (name, name, cls)
         handler = name.rpartition(".")[2]
-        assert target.code is (getattr(cls, handler) if "." in name else cls)
+        # (The dispatch that answers: the view's own under the mixin's.)
+        owner = OwnDispatchView if cls is PrivateView else cls
+        assert target.code is (getattr(owner, handler) if "." in name else cls)
 
 
 def test_a_method_a_framework_view_has_no_handler_for_is_named_after_its_class():
@@ -425,6 +437,13 @@ def test_a_method_a_framework_view_has_no_handler_for_is_named_after_its_class()
         "OrderViewSet",
         "AsyncOrderView",
         "AsyncOrderViewSet",
+    ]
+    # OPTIONS: APIView.options, which DRF's dispatch finds on a viewset too.
+    assert [components.find_view_target(view, "OPTIONS").name for view in views] == [
+        "OrderView.options",
+        "OrderViewSet.options",
+        "AsyncOrderView.options",
+        "AsyncOrderViewSet.options",
     ]
 
 

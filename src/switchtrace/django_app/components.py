@@ -211,11 +211,19 @@ def _layers(view: Any) -> list[Any]:
 
 def _class_view_target(cls: type, actions: Any, method: str) -> ViewTarget:
     """What View.dispatch picks: the method's handler, or for a viewset the
-    action its ``actions`` map the method to; HEAD falls back to GET's."""
+    action its ``actions`` map the method to (else a handler of the class's
+    own, DRF's ``options``); HEAD falls back to GET's. A dispatch that
+    answers every method itself (Strawberry's and graphene-django's
+    GraphQLView) is what answers, whatever handlers the class has."""
     allowed = attribute(cls, "http_method_names") or ()
     name = class_name(cls)
+    answering = _answering_dispatch(cls)
+    if answering is not None:
+        return ViewTarget(f"{name}.dispatch", answering, Component("view", name, "dispatch"), cls)
     if type(actions) is dict:
         action = actions.get(method) or (actions.get("get") if method == "head" else None)
+        if action is None and method in allowed and attribute(cls, method) is not None:
+            action = method
     elif method in allowed:
         # View.setup: a view with get and no head answers HEAD with get.
         action = "get" if method == "head" and attribute(cls, "head") is None else method
@@ -229,35 +237,48 @@ def _class_view_target(cls: type, actions: Any, method: str) -> ViewTarget:
         name = qualified_name(function)
         return ViewTarget(name, function, Component("view", name), cls)
     if not isinstance(action, str) or handler is None or not callable(handler):
-        dispatch = attribute(cls, "dispatch")
-        if _answers_itself(dispatch):
-            # A dispatch of its own that picks no handler (Strawberry's
-            # GraphQLView answers every method): what answers.
-            return ViewTarget(
-                f"{name}.dispatch", dispatch, Component("view", name, "dispatch"), cls
-            )
         # Not allowed (http_method_not_allowed answers): the class alone.
         return ViewTarget(name, cls, Component("view", name), cls)
     return ViewTarget(f"{name}.{action}", handler, Component("view", name, action), cls)
 
 
-def _answers_itself(dispatch: Any) -> bool:
-    """Whether a class's ``dispatch`` (through decorators) is a function
-    that neither hands on to another's (``super().dispatch``: the auth
-    mixins'; adrf's ``async_dispatch``) nor picks a handler as View.dispatch
-    does (DRF's too: each falls back to ``http_method_not_allowed``), read
-    from its code and that of the functions its closure holds (a decorator's
-    wrapper that did not copy ``__wrapped__``)."""
+def _answering_dispatch(cls: type) -> Any:
+    """The ``dispatch`` of ``cls``'s classes that answers every method itself,
+    reached through those that hand on to the next (``super().dispatch``: the
+    auth mixins', graphene-django's documented ``LoginRequiredMixin`` over
+    its view); None when the first that does not hand on picks a handler
+    (View's and DRF's fall back to ``http_method_not_allowed``, adrf's hands
+    on to its ``async_dispatch``) or cannot be read."""
+    for klass in type.__getattribute__(cls, "__mro__"):
+        dispatch = type.__getattribute__(klass, "__dict__").get("dispatch")
+        if dispatch is None:
+            continue
+        names = _dispatch_names(dispatch)
+        if names is None or "http_method_not_allowed" in names:
+            return None
+        if any(name.endswith("_dispatch") for name in names):
+            return None
+        if "dispatch" not in names:
+            return dispatch
+    return None
+
+
+def _dispatch_names(dispatch: Any) -> set[str] | None:
+    """The names a ``dispatch`` (through decorators) reads, and the strings it
+    holds whole (``getattr(super(), "dispatch")``), with those of the
+    functions its closure holds (a decorator's wrapper that did not copy
+    ``__wrapped__``); None if it is no plain function."""
     function = unwrap(dispatch)
     if type(function) is not types.FunctionType:
-        return False
+        return None
+    names: set[str] = set()
     for code in [function.__code__] + [
         held.__code__ for held in closure_values(function) if type(held) is types.FunctionType
     ]:
-        words = [*code.co_names, *(c for c in code.co_consts if isinstance(c, str))]
-        if any("dispatch" in word or word == "http_method_not_allowed" for word in words):
-            return False
-    return True
+        names.update(code.co_names)
+        # Not a docstring's words, nor a message's: a string that is a name.
+        names.update(c for c in code.co_consts if isinstance(c, str) and c.isidentifier())
+    return names
 
 
 def class_name(cls: type) -> str:
