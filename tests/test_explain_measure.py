@@ -455,7 +455,8 @@ def test_switches_the_model_does_not_know_are_not_taken_for_conditional_ones(com
         "  measured: 36 switches, 36 hops, 0 loops (DIFFERS from the prediction: by the bridge "
         "calls below)",
         f"{NOT_PREDICTED}sleep 4",
-        "  measured: 4 switches, 4 hops, 2 loops (DIFFERS from the prediction)",
+        "  measured: 4 switches, 4 hops, 2 loops (DIFFERS from the prediction: by the bridge "
+        "calls below)",
         f"{NOT_PREDICTED}sleep 4",
     ]
 
@@ -533,7 +534,8 @@ def test_a_view_that_raised_into_process_exception_takes_the_exception_paths_swi
         "  measured: 16 switches, 16 hops, 0 loops (DIFFERS from the prediction: with 2 of the "
         "conditional switches listed above, and the bridge calls below)",
         f"{NOT_PREDICTED}sleep 2",
-        "  measured: 2 switches, 2 hops, 1 loop (DIFFERS from the prediction)",
+        "  measured: 2 switches, 2 hops, 1 loop (DIFFERS from the prediction: by the bridge "
+        "calls below)",
         f"{NOT_PREDICTED}sleep 2",
     ]
 
@@ -568,7 +570,7 @@ def test_a_500_a_middleware_replaced_takes_got_request_exceptions_async_receiver
                 "bridge calls below)",
                 f"{NOT_PREDICTED}sleep 2",
                 "  measured: 2 switches, 2 hops, 1 loop, of a 302 Found response (DIFFERS from "
-                "the prediction)",
+                "the prediction: by the bridge calls below)",
                 f"{NOT_PREDICTED}sleep 2",
             ],
         ),
@@ -579,7 +581,8 @@ def test_a_500_a_middleware_replaced_takes_got_request_exceptions_async_receiver
                 "  measured: 14 switches, 14 hops, 0 loops (DIFFERS from the prediction: by the "
                 "bridge calls below)",
                 f"{NOT_PREDICTED}got_request_exception 2",
-                "  measured: 2 switches, 2 hops, 1 loop (DIFFERS from the prediction)",
+                "  measured: 2 switches, 2 hops, 1 loop (DIFFERS from the prediction: by the "
+                "bridge calls below)",
                 f"{NOT_PREDICTED}got_request_exception 2",
             ],
         ),
@@ -620,7 +623,7 @@ def test_a_raising_views_error_response_that_a_middleware_replaced_takes_the_exc
         "below)",
         f"{NOT_PREDICTED}sleep 2",
         "  measured: 2 switches, 2 hops, 1 loop, of a 302 Found response (DIFFERS from the "
-        "prediction)",
+        "prediction: by the bridge calls below)",
         f"{NOT_PREDICTED}sleep 2",
     ]
 

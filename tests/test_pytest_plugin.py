@@ -1538,3 +1538,86 @@ def test_the_fixture_records_the_tests_own_requests_whatever_its_place(suite):
     )
     result = suite.runpytest_subprocess()
     result.assert_outcomes(passed=2)
+
+
+def test_the_fixture_leaves_out_what_fixtures_do_after_the_test(suite):
+    """Read in a fixture's teardown (an autouse fixture checking a budget),
+    the figures had the requests of the teardowns of the fixtures listed
+    after ``switchtrace``, torn down first; fetched with
+    ``request.getfixturevalue``, they had those of the fixtures set up after
+    it; around a unittest test, those of setUp and tearDown (which the
+    marker left out)."""
+    suite.makepyfile(
+        textwrap.dedent(
+            """
+            import unittest
+
+            import pytest
+            from django.test import Client
+
+            seen = {}
+
+
+            @pytest.fixture
+            def helper():
+                Client().get("/async-to-sync/")
+                yield
+                Client().get("/async-to-sync/")
+
+
+            @pytest.fixture
+            def budget(request, switchtrace):
+                yield
+                seen[request.node.name] = [r.attributes["url.path"] for r in switchtrace.requests]
+                switchtrace.assert_max_switches(0)
+
+
+            @pytest.fixture
+            def fetched(request):
+                watch = request.getfixturevalue("switchtrace")
+                yield
+                seen[request.node.name] = [r.attributes["url.path"] for r in watch.requests]
+
+
+            def test_helper_after(budget, helper):
+                Client().get("/sync/")
+
+
+            def test_helper_before(helper, budget):
+                Client().get("/sync/")
+
+
+            def test_fetched(fetched, helper):
+                Client().get("/sync/")
+
+
+            class TestCaseStyle(unittest.TestCase):
+                @pytest.fixture(autouse=True)
+                def _budget(self, request, switchtrace):
+                    yield
+                    seen[request.node.name] = [
+                        r.attributes["url.path"] for r in switchtrace.requests
+                    ]
+
+                def setUp(self):
+                    Client().get("/async-to-sync/")
+
+                def tearDown(self):
+                    Client().get("/async-to-sync/")
+
+                def test_method(self):
+                    Client().get("/sync/")
+
+
+            def test_zz_what_each_saw():
+                assert seen == {
+                    "test_helper_after": ["/sync/"],
+                    "test_helper_before": ["/sync/"],
+                    "test_fetched": ["/sync/"],
+                    "test_method": ["/sync/"],
+                }
+            """
+        )
+    )
+    result = suite.runpytest_subprocess()
+    result.assert_outcomes(passed=5)

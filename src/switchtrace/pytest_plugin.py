@@ -3,8 +3,8 @@ run of a project that installs switchtrace: it imports nothing heavy until a
 test uses it).
 
 - ``switchtrace`` fixture: every request the test makes (Django ``Client``,
-  ``AsyncClient``, raw ASGI/WSGI calls), from the moment the test function
-  is called (not those of its fixtures), with ``.requests`` and
+  ``AsyncClient``, raw ASGI/WSGI calls) while the test function runs (not
+  those of its fixtures), with ``.requests`` and
   ``.assert_max_switches(n)``.
 - ``@pytest.mark.max_context_switches(n)``: fail a test any of whose requests
   has more than ``n`` context switches, with a message listing each such
@@ -57,11 +57,22 @@ class SwitchTraceFixture:
             raise AssertionError(message)
 
 
+#: The ``switchtrace`` fixtures set up and not yet torn down (the test's,
+#: whether it lists the fixture or a fixture of its fetches it with
+#: ``request.getfixturevalue``).
+_live: list[SwitchTraceFixture] = []
+
+
 @pytest.fixture
 def switchtrace() -> Iterator[SwitchTraceFixture]:
     stack, records = _recording()
-    with stack:
-        yield SwitchTraceFixture(records)
+    fixture = SwitchTraceFixture(records)
+    _live.append(fixture)
+    try:
+        with stack:
+            yield fixture
+    finally:
+        _live.remove(fixture)
 
 
 def _runtest_call(item: pytest.Item) -> Iterator[None]:
@@ -73,15 +84,16 @@ def _runtest_call(item: pytest.Item) -> Iterator[None]:
     # keep it: hidden, it was the only entry, and pytest said "All traceback
     # entries are hidden. Pass `--full-trace` ..." under the message.
     __tracebackhide__ = _not_ours
-    _call_begins(item)
+    fixtures = _call_begins()
     marker = item.get_closest_marker(MARKER)
     if marker is None:
-        return (yield)
+        with _the_test_call_only(item, fixtures):
+            return (yield)
     from .testing import over_budget
 
     budget, where = _budget_of(item)
     stack, records = _recording(where)
-    with stack, _the_test_method_only(item, records):
+    with stack, _the_test_call_only(item, [*fixtures, records]):
         result = yield
         message = over_budget(records, budget)
     if message is not None:
@@ -94,16 +106,17 @@ def _runtest_call_old_style(item: pytest.Item) -> Iterator[None]:
     older releases), which has no new-style ones: the test's outcome is an
     object, and a failure replaces it."""
     __tracebackhide__ = _not_ours
-    _call_begins(item)
+    fixtures = _call_begins()
     marker = item.get_closest_marker(MARKER)
     if marker is None:
-        yield
+        with _the_test_call_only(item, fixtures):
+            yield
         return
     from .testing import over_budget
 
     budget, where = _budget_of(item)
     stack, records = _recording(where)
-    with stack, _the_test_method_only(item, records):
+    with stack, _the_test_call_only(item, [*fixtures, records]):
         outcome: Any = yield
         message = None if outcome.excinfo is not None else over_budget(records, budget)
     if message is not None:
@@ -118,38 +131,46 @@ def _runtest_call_old_style(item: pytest.Item) -> Iterator[None]:
             outcome._excinfo = (type(failure), failure, failure.__traceback__)
 
 
-def _call_begins(item: pytest.Item) -> None:
-    """The test function is about to be called: the ``switchtrace``
-    fixture's requests are the test's from here on. (Recording since the
-    fixture's setup, it had those of the fixtures set up after it, the
-    ones the test lists after it, and not those of the others.)"""
-    fixture = getattr(item, "funcargs", {}).get("switchtrace")
-    if isinstance(fixture, SwitchTraceFixture):
-        fixture._records.restart()
+def _call_begins() -> list[Any]:
+    """The test function is about to be called: the records of the
+    ``switchtrace`` fixtures set up (recording since their setup: they had
+    the requests of the fixtures set up after them, and not those of the
+    others)."""
+    return [fixture._records for fixture in _live]
 
 
 @contextlib.contextmanager
-def _the_test_method_only(item: pytest.Item, records: Any) -> Iterator[None]:
-    """For a unittest ``TestCase``'s test (Django's ``SimpleTestCase``,
-    ``TestCase``), which pytest runs in one call with its ``setUp`` and
-    ``tearDown``: the requests of the test method alone, as under the
-    decorator (``setUp`` is the test's fixture). Through unittest's
-    ``_callTestMethod``, which every version this supports has, and which
-    calls an async test method too (``IsolatedAsyncioTestCase``'s, and
-    Django's, made sync by it before)."""
+def _the_test_call_only(item: pytest.Item, recordings: list[Any]) -> Iterator[None]:
+    """The requests of the test's call alone in each of ``recordings``: not
+    those of fixtures, set up before or torn down after (read in their
+    teardown, an autouse fixture's figures had them). For a unittest
+    ``TestCase``'s test (Django's ``SimpleTestCase``, ``TestCase``), which
+    pytest runs in one call with its ``setUp`` and ``tearDown``: the
+    requests of the test method alone, as under the decorator (``setUp`` is
+    the test's fixture). Through unittest's ``_callTestMethod``, which every
+    version this supports has, and which calls an async test method too
+    (``IsolatedAsyncioTestCase``'s, and Django's, made sync by it before)."""
     case = getattr(item, "_testcase", None) or getattr(item, "instance", None)
     call = getattr(case, "_callTestMethod", None)
     if not isinstance(case, unittest.TestCase) or call is None:
-        yield
+        for records in recordings:
+            records.restart()
+        try:
+            yield
+        finally:
+            for records in recordings:
+                records.close()
         return
 
     def the_method_only(method: Any) -> Any:
         __tracebackhide__ = True
-        records.restart()
+        for records in recordings:
+            records.restart()
         try:
             return call(method)
         finally:
-            records.close()
+            for records in recordings:
+                records.close()
 
     # One of the instance's own (another plugin's) is put back after.
     own = getattr(case, "__dict__", {}).get("_callTestMethod")
