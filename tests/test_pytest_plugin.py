@@ -466,6 +466,53 @@ def test_the_closest_marker_wins_and_two_on_one_test_are_named(suite):
     )
 
 
+def test_a_parametrized_cases_marker_is_closer_than_its_functions(suite):
+    """``pytest.param(..., marks=...)``: pytest puts the case's marker beside
+    its function's, and the two were refused as two markers on the test."""
+    suite.makepyfile(
+        """
+        import pytest
+        from django.test import Client
+
+
+        @pytest.mark.parametrize(
+            "path",
+            [
+                pytest.param(
+                    "/async-to-sync/", marks=pytest.mark.max_context_switches(6), id="own"
+                ),
+                pytest.param("/async-to-sync/", id="functions"),
+                pytest.param(
+                    "/async-to-sync/",
+                    marks=[
+                        pytest.mark.max_context_switches(6),
+                        pytest.mark.max_context_switches(7),
+                    ],
+                    id="two",
+                ),
+            ],
+        )
+        @pytest.mark.max_context_switches(5)
+        def test_cases(path):
+            Client().get(path)
+        """
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_cases[[]functions[]] _*",
+            "1 of 1 request exceeded the budget of 5 context switches per request:",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*::test_cases[[]two[]] has two @pytest.mark.max_context_switches markers "
+            "(6 and 7): give it one budget",
+        ]
+    )
+
+
 def test_a_class_budget_in_pytestmark_beside_other_markers_or_alone(suite):
     """A class's own ``pytestmark`` may be one marker, not a list, and may
     hold other markers beside the budget: only its budget is the class's."""

@@ -252,8 +252,9 @@ def _not_ours(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
 def _budget(item: pytest.Item) -> int:
     """The closest marker's one argument (positional, or ``n=``) as a
     budget, or a ValueError naming what the marker was given. The closest
-    marker wins (the function's over its class's over its module's); two on
-    one of them are a ValueError too, rather than one silently ignored."""
+    marker wins (a parametrized case's over its function's over its class's
+    over its module's); two on one of them are a ValueError too, rather than
+    one silently ignored."""
     from .testing import check_budget
 
     (node, marker), *others = item.iter_markers_with_node(MARKER)
@@ -266,6 +267,17 @@ def _budget(item: pytest.Item) -> int:
             if own:
                 closest = own
                 break
+    # A parametrized case's own (``pytest.param(..., marks=...)``), which
+    # pytest puts beside its function's: the closest of all.
+    cased = [
+        mark
+        for mark in getattr(getattr(item, "callspec", None), "marks", ())
+        if getattr(mark, "name", None) == MARKER
+    ]
+    if cased:
+        # (Written order, as a message names two: the last first, as pytest
+        # stores decorators bottom up.)
+        node, closest = item, cased[::-1]
     marker, twin = closest[0], next(iter(closest[1:]), None)
     if twin is not None:
         raise ValueError(
