@@ -2540,11 +2540,13 @@ def test_propagators_are_not_checked_once_opentelemetry_has_loaded_them(monkeypa
 
 
 def test_propagators_are_not_read_for_the_console(monkeypatch):
-    """The console exporter makes no spans: no trace context is read."""
+    """The console exporter makes no spans: no trace context is read (in a
+    process that has not imported the propagate module, as Django starts)."""
     with override_settings(
         SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}, MIDDLEWARE=BASE_MIDDLEWARE
     ):
         with monkeypatch.context() as patch:
+            patch.delitem(sys.modules, "opentelemetry.propagate", raising=False)
             patch.setenv("OTEL_PROPAGATORS", "jaeger")
             assert own_messages() == []
 

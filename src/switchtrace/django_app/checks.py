@@ -26,7 +26,8 @@
 | switchtrace.E012 | error | (enabled, spans made) an ``OTEL_PYTHON_DJANGO_EXCLUDED_URLS`` (else
   ``OTEL_PYTHON_EXCLUDED_URLS``) that is not a list of regular expressions |
 | switchtrace.E013 | error | (enabled, spans made) an ``OTEL_PROPAGATORS`` naming a propagator no
-  installed package provides (OpenTelemetry's propagate module fails to import) |
+  installed package provides, or one that raises as it loads (OpenTelemetry's propagate module
+  fails to import) |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
 | switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first (but
   for opentelemetry-instrumentation-django's) |
