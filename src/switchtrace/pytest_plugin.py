@@ -153,24 +153,14 @@ def _the_test_call_only(item: pytest.Item, recordings: list[Any]) -> Iterator[No
     case = getattr(item, "_testcase", None) or getattr(item, "instance", None)
     call = getattr(case, "_callTestMethod", None)
     if not isinstance(case, unittest.TestCase) or call is None:
-        for records in recordings:
-            records.restart()
-        try:
+        with _restarted(recordings):
             yield
-        finally:
-            for records in recordings:
-                records.close()
         return
 
     def the_method_only(method: Any) -> Any:
         __tracebackhide__ = True
-        for records in recordings:
-            records.restart()
-        try:
+        with _restarted(recordings):
             return call(method)
-        finally:
-            for records in recordings:
-                records.close()
 
     # One of the instance's own (another plugin's) is put back after.
     own = getattr(case, "__dict__", {}).get("_callTestMethod")
@@ -183,6 +173,18 @@ def _the_test_call_only(item: pytest.Item, recordings: list[Any]) -> Iterator[No
         else:
             with contextlib.suppress(AttributeError):
                 del case._callTestMethod  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _restarted(recordings: list[Any]) -> Iterator[None]:
+    """Each of ``recordings`` records afresh inside, and is closed after."""
+    for records in recordings:
+        records.restart()
+    try:
+        yield
+    finally:
+        for records in recordings:
+            records.close()
 
 
 def _budget_of(item: pytest.Item) -> tuple[int, str]:
