@@ -35,7 +35,7 @@ from ..plural import count
 from ..tracer import Crossing, RequestRecord
 from ..tracer.describe import qualified_name
 from . import components
-from .predict import Cause, Prediction, predict
+from .predict import Cause, Prediction, own_part, predict
 
 CASES = (("asgi", False), ("asgi", True), ("wsgi", False), ("wsgi", True))
 
@@ -767,23 +767,25 @@ def _saving(cause: Cause) -> str:
         return ""
     if not cause.mark_or_rewrite:
         return f" (saves {saves})" if saves else ""
+    # Of what marking it sync-only saves, middleware's own sync_to_async calls.
+    of_them = own_part(cause.saves_own)
     if saves < 0:
         # Near the top of the chain: Django then adapts the handler below it
         # with async_to_sync and runs what is above it in sync_to_async.
         return (
             f" (made sync-only it costs {-saves} more here, in the adapters Django then puts "
-            f"around it; rewritten it saves {own})"
+            f"around it{of_them}; rewritten it saves {own})"
         )
     if saves == 0:
         return (
             " (made sync-only it saves nothing here: the adapters Django then puts around it "
-            f"cost as much; rewritten it saves {own})"
+            f"cost as much{of_them}; rewritten it saves {own})"
         )
     if saves > own:
         return (
-            f" (made sync-only it saves {saves}: Django then runs every sync-capable "
+            f" (made sync-only it saves {saves}{of_them}: Django then runs every sync-capable "
             f"middleware above it synchronously too; rewritten it saves {own})"
         )
     if saves < own:
-        return f" (made sync-only it saves {saves}; rewritten it saves {own})"
-    return f" (saves {saves})"
+        return f" (made sync-only it saves {saves}{of_them}; rewritten it saves {own})"
+    return f" (saves {saves}{of_them})"

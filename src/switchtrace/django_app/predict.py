@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from types import BuiltinFunctionType, CodeType, FunctionType
-from typing import Any
+from typing import Any, NamedTuple
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
@@ -268,6 +268,9 @@ class Cause:
     #: it (its synchronous hooks run in sync_to_async): ``saves`` is then
     #: what marking it sync-only saves, found by predicting it.
     mark_or_rewrite: bool = False
+    #: Of ``saves``, the switches of middleware's own sync_to_async calls
+    #: (conditional causes) that the change stops (negative: starts).
+    saves_own: int = 0
 
 
 @dataclass
@@ -952,19 +955,54 @@ def predict(
 REWRITE = "an async __call__ for an async get_response"
 
 
+class Saved(NamedTuple):
+    """What a change saves: ``switches`` in all, ``own`` of them those of
+    middleware's own sync_to_async calls, listed as conditional (their code
+    is read, not run), which the change stops, turning the mode their
+    middleware runs in (negative: starts)."""
+
+    switches: int
+    own: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.switches}{own_part(self.own)}"
+
+
+def own_part(own: int) -> str:
+    """What of a saving is middleware's own sync_to_async calls."""
+    if own > 0:
+        return (
+            f", counting the {own} of middleware's own sync_to_async calls listed with a + "
+            "that then do not run"
+        )
+    if own < 0:
+        return f", counting {-own} of middleware's own sync_to_async calls that then run"
+    return ""
+
+
+def _own_bridged(prediction: Prediction) -> int:
+    """The switches of middleware's own sync_to_async calls (conditional:
+    each counted as one that runs), which run only where Django calls their
+    middleware asynchronously."""
+    return sum(c.switches for c in prediction.conditional if c.when == "bridges" and c.middleware)
+
+
 def _savings(
     prediction: Prediction,
     paths: list[str],
     overrides: dict[str, bool],
     sync_overrides: dict[str, bool],
 ) -> None:
-    """What each middleware fix would save, by predicting again with it applied."""
+    """What each middleware fix would save, by predicting again with it
+    applied: the switches counted, and those of middleware's own
+    sync_to_async calls that the change stops or starts (a middleware below
+    one made sync-only, run synchronously then: django-structlog's)."""
 
     def saving(
         async_capable: dict[str, bool],
         sync_capable: dict[str, bool],
         rewritten: frozenset[str] = frozenset(),
-    ) -> int:
+    ) -> Saved:
         fixed = predict(
             prediction.server,
             prediction.view == "async",
@@ -974,7 +1012,8 @@ def _savings(
             rewritten=rewritten,
             explain=False,
         )
-        return prediction.switches - fixed.switches
+        own = _own_bridged(prediction) - _own_bridged(fixed)
+        return Saved(prediction.switches - fixed.switches + own, own)
 
     def capable(which: str, path: str) -> bool:
         """A middleware's async_capable or sync_capable, as predicted."""
@@ -995,20 +1034,20 @@ def _savings(
             hooks = any(c.middleware == path and c.mark_or_rewrite for c in prediction.causes)
             if not hooks and capable("async_capable", path) and capable("sync_capable", path):
                 saves = saving({path: False}, {})
-                if saves > 0:
+                if saves.switches > 0:
                     fix += (
                         f", or mark {_short(path)} sync-only (async_capable = False; saves {saves})"
                     )
             prediction.causes[n] = replace(cause, fix=fix)
         elif cause.mark_or_rewrite:
             saves = saving({cause.middleware: False}, {})
-            prediction.causes[n] = replace(cause, saves=saves)
+            prediction.causes[n] = replace(cause, saves=saves.switches, saves_own=saves.own)
 
 
 def _adapter_fix(
     cause: Cause,
     paths: list[str],
-    saving: Callable[..., int],
+    saving: Callable[..., Saved],
     capable: Callable[[str, str], bool],
 ) -> str:
     """The changes that remove the adapter Django puts below a middleware,
@@ -1028,7 +1067,7 @@ def _adapter_fix(
         # Rewritten as the fix says, a MiddlewareMixin's hooks are called
         # directly, not each in a sync_to_async as once marked async-capable.
         saves = saving({path: True}, {}, frozenset({path}))
-        if saves > 0:
+        if saves.switches > 0:
             how = (
                 "sync_and_async_middleware, an async function for an async get_response"
                 if function
@@ -1037,14 +1076,14 @@ def _adapter_fix(
             options.append(f"make {name} async-capable too ({how}; saves {saves})")
         if below is not None and capable("async_capable", below) and capable("sync_capable", below):
             saves = saving({below: False}, {})
-            if saves > 0:
+            if saves.switches > 0:
                 options.append(
                     f"mark {_short(below)}, below it, sync-only (async_capable = False; "
                     f"saves {saves})"
                 )
     else:  # async-only, the handler below synchronous
         saves = saving({}, {path: True})
-        if saves > 0:
+        if saves.switches > 0:
             how = (
                 "sync_and_async_middleware, a synchronous function for a synchronous get_response"
                 if function
@@ -1053,6 +1092,6 @@ def _adapter_fix(
             options.append(f"make {name} sync-capable too ({how}; saves {saves})")
         if below is not None and not capable("async_capable", below):
             saves = saving({below: True}, {})
-            if saves > 0:
+            if saves.switches > 0:
                 options.append(f"make {_short(below)}, below it, async-capable (saves {saves})")
     return ", or ".join(options)
