@@ -786,6 +786,28 @@ def test_compare_flags_only_what_is_slower_beyond_both_spreads():
     assert compare(slower, baseline, tolerance=0.5) == []
 
 
+#: What explain says on stderr when it explains the example project for want
+#: of DJANGO_SETTINGS_MODULE (a checkout's: these tests run in one).
+EXPLAINING_THE_EXAMPLE = (
+    "switchtrace explain: DJANGO_SETTINGS_MODULE is not set: explaining switchtrace's example "
+    f"project, {EXAMPLE} (for a project of your own, set "
+    "it, e.g. DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain)\n"
+)
+
+
+def test_explain_says_it_explains_the_example_project(tmp_path):
+    """Without DJANGO_SETTINGS_MODULE, run from a project of one's own with
+    switchtrace installed from a checkout, explain explained the checkout's
+    example project and said so nowhere: its figures passed for the
+    project's. It says so before them (on bad input, its error is one line alone).
+    Given the project (--project), it says nothing."""
+    out = run(["explain"], tmp_path)
+    assert (out.returncode, out.stderr) == (0, EXPLAINING_THE_EXAMPLE)
+    assert out.stdout.splitlines()[0] == "MIDDLEWARE: 8 entries"
+    out = run(["explain", "--project", str(EXAMPLE)], tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+
+
 def test_explain_predicts_and_measures(tmp_path):
     out = run(["explain", "--url", "/sync/", "--measure"], tmp_path)
     assert out.returncode == 0, out.stderr
@@ -823,7 +845,7 @@ def test_explain_measures_a_stream_of_the_other_kind_without_djangos_warning(
     came amid the output, one pointing at switchtrace's code; the prediction
     already says what it costs."""
     out = run(["explain", "--url", url, "--measure"], tmp_path)
-    assert (out.returncode, out.stderr) == (0, "")
+    assert (out.returncode, out.stderr) == (0, EXPLAINING_THE_EXAMPLE)
     assert (
         f"  measured: {measured} (as predicted, with 2 of the conditional switches listed above)"
         in out.stdout.splitlines()

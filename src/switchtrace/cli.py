@@ -738,6 +738,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.measure and args.url is None:  # (an empty one is not a path: said below)
         print("switchtrace explain: error: --measure needs --url", file=sys.stderr)
         return 2
+    note = ""
     if os.environ.get("DJANGO_SETTINGS_MODULE"):
         if args.project:
             if not os.path.isdir(args.project):  # (Path's raises for a name too long)
@@ -789,11 +790,20 @@ def _explain(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        if args.project is None and not os.environ.get("SWITCHTRACE_EXAMPLE_PROJECT"):
+            # Run in a project of one's own with switchtrace installed from a
+            # checkout, the figures would pass for the project's. Said once
+            # the input is found good (an error is one line, without it).
+            note = (
+                "switchtrace explain: DJANGO_SETTINGS_MODULE is not set: explaining "
+                f"switchtrace's example project, {argument(project)} (for a project of your own, "
+                "set it, e.g. DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain)"
+            )
         setup(project)
     from .django_app.explain import ApplicationError, ExplainError, render
 
     try:
-        return render(args.url, args.measure, sys.stdout)
+        status = render(args.url, args.measure, sys.stdout, note)
     except ApplicationError as exc:
         try:
             sys.stdout.flush()  # the report first, then the error after it
@@ -807,3 +817,4 @@ def _explain(args: argparse.Namespace) -> int:
     except ExplainError as exc:
         print(f"switchtrace explain: error: {exc}", file=sys.stderr)
         return 2
+    return status

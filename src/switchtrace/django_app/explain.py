@@ -17,6 +17,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -497,10 +498,11 @@ def _django_logs() -> Iterator[list[logging.LogRecord]]:
                 logger.setLevel(level)
 
 
-def render(url: str | None, do_measure: bool, out: TextIO) -> int:
+def render(url: str | None, do_measure: bool, out: TextIO, note: str = "") -> int:
     """The prediction of each kind of request (of ``url``'s view), and with
     ``do_measure`` what one request of each measures. Everything that is bad
-    input is checked before the first line is written."""
+    input is checked before the first line is written; ``note`` goes to
+    stderr then, before it."""
     if do_measure and url is None:
         raise ExplainError("--measure needs --url")
     paths = check_middleware(settings.MIDDLEWARE)
@@ -512,6 +514,9 @@ def render(url: str | None, do_measure: bool, out: TextIO) -> int:
         cases = [("asgi", is_async), ("wsgi", is_async)]
         if do_measure:
             host = request_host()
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    if url is not None:
         out.write(f"{url} → {name} ({'async' if is_async else 'sync'} view)\n")
     out.write(f"MIDDLEWARE: {count(len(paths), 'entry', 'entries')}\n")
     for server, is_async in cases:
