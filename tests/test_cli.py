@@ -804,6 +804,9 @@ def test_explain_says_it_explains_the_example_project(tmp_path):
     out = run(["explain"], tmp_path)
     assert (out.returncode, out.stderr) == (0, EXPLAINING_THE_EXAMPLE)
     assert out.stdout.splitlines()[0] == "MIDDLEWARE: 8 entries"
+    # Named by the variable (set for the demo, say): the same.
+    out = run(["explain"], tmp_path, SWITCHTRACE_EXAMPLE_PROJECT=str(EXAMPLE))
+    assert (out.returncode, out.stderr) == (0, EXPLAINING_THE_EXAMPLE)
     out = run(["explain", "--project", str(EXAMPLE)], tmp_path)
     assert (out.returncode, out.stderr) == (0, "")
 

@@ -930,3 +930,40 @@ class OwnLoopOuter:
 
     async def acall(self, request):
         return await sync_to_async(self.get_response)(request)
+
+
+class OneBridgeLike:
+    """Like StructlogLike, with one sync_to_async of its own (2 switches)."""
+
+    sync_capable = async_capable = True
+
+    def __init__(self, get_response):
+        from asgiref.sync import iscoroutinefunction
+
+        self.get_response, self.is_async = get_response, iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        self.prepare(request)
+        return self.get_response(request)
+
+    async def __acall__(self, request):
+        await sync_to_async(self.prepare)(request)
+        return await self.get_response(request)
+
+    def prepare(self, request):
+        request.prepared = True
+
+
+class OneHook(MiddlewareMixin):
+    """One synchronous hook."""
+
+    def process_request(self, request):
+        return None
+
+
+class SyncOneHook(OneHook):
+    async_capable = False

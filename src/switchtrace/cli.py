@@ -790,7 +790,7 @@ def _explain(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        if args.project is None and not os.environ.get("SWITCHTRACE_EXAMPLE_PROJECT"):
+        if args.project is None:
             # Run in a project of one's own with switchtrace installed from a
             # checkout, the figures would pass for the project's. Said once
             # the input is found good (an error is one line, without it).

@@ -238,6 +238,22 @@ def _measured(records, server, middleware, path="/sync/"):
             "synchronous get_response; saves 16)",
             ["startproject-common", "HybridWithoutMixin", "startproject-rest"],
         ),
+        # Made async-capable below a middleware that bridges in its own async
+        # code, a synchronous-only one turns it async: its sync_to_async runs
+        # then, and the saving is net of it (it said 4).
+        (
+            "asgi",
+            ["OneBridgeLike", "OldStyle", "django.contrib.sessions.middleware.SessionMiddleware"],
+            "make OldStyle async-capable too (an async __call__ for an async get_response; "
+            "saves 2, net of the 2 switches of middleware's own sync_to_async calls that then "
+            "run), or mark SessionMiddleware, below it, sync-only (async_capable = False; "
+            "saves 4)",
+            [
+                "OneBridgeLike",
+                "HybridWithoutMixin",
+                "django.contrib.sessions.middleware.SessionMiddleware",
+            ],
+        ),
     ],
 )
 def test_an_adapters_fixes_are_those_that_save_and_save_what_they_say(
@@ -271,7 +287,7 @@ def test_an_adapters_fixes_are_those_that_save_and_save_what_they_say(
     assert cause.fix == fix
     assert _measured(records, server, middleware) == prediction.switches
     if fixed is not None:
-        saves = int(re.search(r"saves (\d+)\)", fix)[1])  # the first fix's
+        saves = int(re.search(r"saves (\d+)[,)]", fix)[1])  # the first fix's
         assert _measured(records, server, paths(fixed)) == prediction.switches - saves
     else:
         [innermost] = [m for m in middleware if m.endswith("OldStyle")]
@@ -983,6 +999,12 @@ def _line_in(code, text: str) -> int:
     return line
 
 
+def structlogs(record):
+    """The crossings of StructlogLike's own sync_to_async calls."""
+    record.describe()
+    return [c.qualname for c in record.crossings if (c.qualname or "").startswith("StructlogLike.")]
+
+
 def test_a_saving_counts_the_own_bridges_that_the_change_stops(records):
     """Made sync-only, a middleware below one that bridges in its own async
     code (django-structlog's RequestMiddleware) turns that one synchronous
@@ -996,23 +1018,54 @@ def test_a_saving_counts_the_own_bridges_that_the_change_stops(records):
     out = io.StringIO()
     _render_case(predict("asgi", False, middleware), out)
     fixes = [line.strip() for line in out.getvalue().splitlines() if "→" in line]
+    # Rewritten, SessionMiddleware stays async, and so does StructlogLike:
+    # its 4 are not among the 4 the rewrite saves (the line gave one figure
+    # for both, "(saves 4, counting ...)").
     assert fixes[:2] == [
         "→ mark SessionMiddleware sync-only (async_capable = False), or rewrite "
         "SessionMiddleware as a sync-and-async middleware (an async __call__ for an async "
-        "get_response) (saves 4, counting the 4 of middleware's own sync_to_async calls "
-        "listed with a + that then do not run)",
+        "get_response) (made sync-only it saves 4, counting the 4 switches of middleware's "
+        "own sync_to_async calls (listed with a +) that then do not run; rewritten it saves 4)",
         "→ mark XFrameOptionsMiddleware sync-only (async_capable = False), or rewrite "
         "XFrameOptionsMiddleware as a sync-and-async middleware (an async __call__ for an "
-        "async get_response) (made sync-only it saves 6, counting the 4 of middleware's own "
-        "sync_to_async calls listed with a + that then do not run: Django then runs every "
-        "sync-capable middleware above it synchronously too; rewritten it saves 2)",
+        "async get_response) (made sync-only it saves 6, counting the 4 switches of "
+        "middleware's own sync_to_async calls (listed with a +) that then do not run: Django "
+        "then runs every sync-capable middleware above it synchronously too; rewritten it "
+        "saves 2)",
     ]
     measured = _measured(records, "asgi", middleware)
     assert measured == 16  # the 12 counted, and StructlogLike's own 4
     sync_session = [middleware[0], f"{SUPPORT}.SyncOnlySession", xframe]
     assert measured - _measured(records, "asgi", sync_session) == 4
+    assert structlogs(records[-1]) == []
+    rewritten = [middleware[0], f"{SUPPORT}.RewrittenSession", xframe]
+    assert measured - _measured(records, "asgi", rewritten) == 4
+    assert structlogs(records[-1]) == ["StructlogLike.prepare", "StructlogLike.finish"]
     sync_xframe = [middleware[0], session, f"{SUPPORT}.SyncXFrame"]
     assert measured - _measured(records, "asgi", sync_xframe) == 6
+
+
+def test_a_saving_of_nothing_counting_own_bridges_says_so(records):
+    """Made sync-only, a middleware's adapters cost as much as its hooks and
+    the own bridge it stops save."""
+    one_hook = f"{SUPPORT}.OneHook"
+    middleware = [f"{SUPPORT}.OneBridgeLike", one_hook, "django.middleware.common.CommonMiddleware"]
+    out = io.StringIO()
+    _render_case(predict("asgi", False, middleware), out)
+    fixes = [line.strip() for line in out.getvalue().splitlines() if "→" in line]
+    assert fixes[0] == (
+        "→ mark OneHook sync-only (async_capable = False), or rewrite OneHook as a "
+        "sync-and-async middleware (an async __call__ for an async get_response) (made "
+        "sync-only it saves nothing here: the adapters Django then puts around it cost as much "
+        "as it saves, counting the 2 switches of middleware's own sync_to_async calls (listed "
+        "with a +) that then do not run; rewritten it saves 2)"
+    )
+    measured = _measured(records, "asgi", middleware)
+    assert (
+        measured
+        - _measured(records, "asgi", [middleware[0], f"{SUPPORT}.SyncOneHook", middleware[2]])
+        == 0
+    )
 
 
 def test_the_bridges_of_a_middlewares_own_async_code_are_read_from_its_code():

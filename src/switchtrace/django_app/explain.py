@@ -772,7 +772,9 @@ def _saving(cause: Cause) -> str:
         return ""
     if not cause.mark_or_rewrite:
         return f" (saves {saves})" if saves else ""
-    # Of what marking it sync-only saves, middleware's own sync_to_async calls.
+    # Of what marking it sync-only saves, middleware's own sync_to_async
+    # calls (a middleware above it then run synchronously); rewritten, it
+    # stays async, and so do they.
     of_them = own_part(cause.saves_own)
     if saves < 0:
         # Near the top of the chain: Django then adapts the handler below it
@@ -784,13 +786,13 @@ def _saving(cause: Cause) -> str:
     if saves == 0:
         return (
             " (made sync-only it saves nothing here: the adapters Django then puts around it "
-            f"cost as much{of_them}; rewritten it saves {own})"
+            f"cost as much{f' as it saves{of_them}' if of_them else ''}; rewritten it saves {own})"
         )
     if saves > own:
         return (
             f" (made sync-only it saves {saves}{of_them}: Django then runs every sync-capable "
             f"middleware above it synchronously too; rewritten it saves {own})"
         )
-    if saves < own:
+    if saves < own or of_them:
         return f" (made sync-only it saves {saves}{of_them}; rewritten it saves {own})"
-    return f" (saves {saves}{of_them})"
+    return f" (saves {saves})"

@@ -972,11 +972,11 @@ def own_part(own: int) -> str:
     """What of a saving is middleware's own sync_to_async calls."""
     if own > 0:
         return (
-            f", counting the {own} of middleware's own sync_to_async calls listed with a + "
-            "that then do not run"
+            f", counting the {own} switches of middleware's own sync_to_async calls (listed "
+            "with a +) that then do not run"
         )
     if own < 0:
-        return f", counting {-own} of middleware's own sync_to_async calls that then run"
+        return f", net of the {-own} switches of middleware's own sync_to_async calls that then run"
     return ""
 
 
