@@ -538,10 +538,8 @@ class BridgingMiddleware(AsyncOnly):
         return await self.get_response(request)
 
 
-class StructlogLike:
-    """django-structlog's RequestMiddleware (11.0): sync- and async-capable,
-    its own __acall__ bridging two of its synchronous methods every request
-    (4 switches under ASGI that no hook of MiddlewareMixin's makes)."""
+class OneBridgeLike:
+    """Like StructlogLike, with one sync_to_async of its own (2 switches)."""
 
     sync_capable = async_capable = True
 
@@ -551,6 +549,25 @@ class StructlogLike:
         self.get_response, self.is_async = get_response, iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        self.prepare(request)
+        return self.get_response(request)
+
+    async def __acall__(self, request):
+        await sync_to_async(self.prepare)(request)
+        return await self.get_response(request)
+
+    def prepare(self, request):
+        request.prepared = True
+
+
+class StructlogLike(OneBridgeLike):
+    """django-structlog's RequestMiddleware (11.0): sync- and async-capable,
+    its own __acall__ bridging two of its synchronous methods every request
+    (4 switches under ASGI that no hook of MiddlewareMixin's makes)."""
 
     def __call__(self, request):
         if self.is_async:
@@ -574,8 +591,8 @@ class StructlogLike:
         self.handle_response(request, response)
         return response
 
-    def prepare(self, request):
-        request.prepared = True
+    def prepare(self, request):  # its own: the crossing is named after it
+        request.prepared = "structlog"
 
     def handle_response(self, request, response):
         response["X-Handled"] = "1"
@@ -930,32 +947,6 @@ class OwnLoopOuter:
 
     async def acall(self, request):
         return await sync_to_async(self.get_response)(request)
-
-
-class OneBridgeLike:
-    """Like StructlogLike, with one sync_to_async of its own (2 switches)."""
-
-    sync_capable = async_capable = True
-
-    def __init__(self, get_response):
-        from asgiref.sync import iscoroutinefunction
-
-        self.get_response, self.is_async = get_response, iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if self.is_async:
-            return self.__acall__(request)
-        self.prepare(request)
-        return self.get_response(request)
-
-    async def __acall__(self, request):
-        await sync_to_async(self.prepare)(request)
-        return await self.get_response(request)
-
-    def prepare(self, request):
-        request.prepared = True
 
 
 class OneHook(MiddlewareMixin):

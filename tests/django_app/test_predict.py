@@ -56,6 +56,13 @@ def test_the_table_rows_beyond_the_variants():
     assert (async_view.switches, async_view.hops, async_view.loops) == (2, 2, 1)
 
 
+def fix_lines(prediction):
+    """The lines of the fixes explain writes for ``prediction``, stripped."""
+    out = io.StringIO()
+    _render_case(prediction, out)
+    return [line.strip() for line in out.getvalue().splitlines() if "→" in line]
+
+
 def test_causes_and_what_each_fix_saves():
     from project.settings import STARTPROJECT_MIDDLEWARE
 
@@ -96,9 +103,6 @@ def test_explain_says_when_making_a_middleware_sync_only_saves_nothing_or_costs_
     """Near the top of the chain, sync-only moves the adapters instead of
     removing them: the explanation must not read as a saving (it said
     nothing, or "(saves -2)")."""
-    import io
-
-    from switchtrace.django_app.explain import _render_case
 
     middleware = [
         "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -106,9 +110,7 @@ def test_explain_says_when_making_a_middleware_sync_only_saves_nothing_or_costs_
     ]
     prediction = predict("asgi", False, middleware)
     assert [(c.switches, c.saves) for c in prediction.causes[1:3]] == [(2, -2), (2, 0)]
-    out = io.StringIO()
-    _render_case(prediction, out)
-    fixes = [line.strip() for line in out.getvalue().splitlines() if "→" in line]
+    fixes = fix_lines(prediction)
     assert fixes == [
         "→ mark XFrameOptionsMiddleware sync-only (async_capable = False), or rewrite "
         "XFrameOptionsMiddleware as a sync-and-async middleware (an async __call__ for an "
@@ -126,15 +128,10 @@ def test_explain_says_what_each_fix_saves_when_sync_only_saves_more(records):
     """Made sync-only, XFrameOptionsMiddleware (innermost) saves 20, the whole
     chain turning synchronous; rewritten as a sync-and-async middleware it saves only
     its own 2. The line gave one figure, "(saves 20: ...)", after both fixes."""
-    import io
 
     from project.settings import STARTPROJECT_MIDDLEWARE
 
-    from switchtrace.django_app.explain import _render_case
-
-    out = io.StringIO()
-    _render_case(predict("asgi", False, list(STARTPROJECT_MIDDLEWARE)), out)
-    fixes = [line.strip() for line in out.getvalue().splitlines() if "→" in line]
+    fixes = fix_lines(predict("asgi", False, list(STARTPROJECT_MIDDLEWARE)))
     assert fixes[2] == (
         "→ mark CommonMiddleware sync-only (async_capable = False), or rewrite "
         "CommonMiddleware as a sync-and-async middleware (an async __call__ for an async "
@@ -1015,9 +1012,7 @@ def test_a_saving_counts_the_own_bridges_that_the_change_stops(records):
     session = "django.contrib.sessions.middleware.SessionMiddleware"
     xframe = "django.middleware.clickjacking.XFrameOptionsMiddleware"
     middleware = [f"{SUPPORT}.StructlogLike", session, xframe]
-    out = io.StringIO()
-    _render_case(predict("asgi", False, middleware), out)
-    fixes = [line.strip() for line in out.getvalue().splitlines() if "→" in line]
+    fixes = fix_lines(predict("asgi", False, middleware))
     # Rewritten, SessionMiddleware stays async, and so does StructlogLike:
     # its 4 are not among the 4 the rewrite saves (the line gave one figure
     # for both, "(saves 4, counting ...)").
@@ -1050,9 +1045,7 @@ def test_a_saving_of_nothing_counting_own_bridges_says_so(records):
     the own bridge it stops save."""
     one_hook = f"{SUPPORT}.OneHook"
     middleware = [f"{SUPPORT}.OneBridgeLike", one_hook, "django.middleware.common.CommonMiddleware"]
-    out = io.StringIO()
-    _render_case(predict("asgi", False, middleware), out)
-    fixes = [line.strip() for line in out.getvalue().splitlines() if "→" in line]
+    fixes = fix_lines(predict("asgi", False, middleware))
     assert fixes[0] == (
         "→ mark OneHook sync-only (async_capable = False), or rewrite OneHook as a "
         "sync-and-async middleware (an async __call__ for an async get_response) (made "
