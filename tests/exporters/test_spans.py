@@ -743,6 +743,56 @@ def test_repeated_trace_context_headers_are_one_header_under_asgi_as_under_wsgi(
         assert format(request.context.trace_id, "032x") not in (first[3:35], second[3:35])
 
 
+def request_span_of(record):
+    plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
+    [span] = readable_spans(plan, resource=Resource.create(), scope=None)[-1:]
+    return span
+
+
+def test_a_root_url_has_no_route(records):
+    """path(""): Django's route is "", which is none (OpenTelemetry's Django
+    instrumentation sets none then): the span was named "GET " with a
+    trailing space and had http.route "", beside the "GET" of requests no
+    route matched."""
+    with project(ROOT_URLCONF="tests.root_urls") as (asgi, wsgi):
+        assert run_asgi(asgi, "/").status == 200
+        assert wsgi_request(wsgi, "/").status == 200
+    assert len(records) == 2
+    for record in records:
+        assert "http.route" not in record.attributes
+        span = request_span_of(record)
+        assert (span.name, span.attributes.get("http.route")) == ("GET", None)
+
+
+def test_url_scheme_is_the_proxys_proto_beside_its_host(records):
+    """OpenTelemetry's HTTP server conventions: url.scheme is "the scheme of
+    the original client request, if known (e.g. from Forwarded#proto,
+    X-Forwarded-Proto ...)". Read where the host is a proxy's (as the port
+    of server.port already was): it said http beside the port 443 of an
+    https host, and the request's URL was http://shop.example:443/sync/."""
+    from switchtrace.exporters.spans import request_url
+
+    cases = [
+        ({b"forwarded": b"for=10.0.0.2;host=shop.example;proto=https"}, "https", 443),
+        (
+            {b"x-forwarded-host": b"shop.example", b"x-forwarded-proto": b"HTTPS, http"},
+            "https",
+            443,
+        ),
+        # Not a scheme of HTTP's: the server's own.
+        ({b"forwarded": b"host=shop.example;proto=wss"}, "http", 80),
+        # No proxy's host: the Host header, and the server's own scheme.
+        ({b"host": b"shop.example", b"x-forwarded-proto": b"https"}, "http", 80),
+    ]
+    with project() as (asgi, _wsgi):
+        for headers, _scheme, _port in cases:
+            run_in_server_loop(asgi_request(asgi, "/sync/", headers=list(headers.items())))
+    for record, (_headers, scheme, port) in zip(records, cases, strict=True):
+        attributes = request_span_of(record).attributes
+        assert (attributes["url.scheme"], attributes["server.port"]) == (scheme, port)
+        assert request_url(record) == f"{scheme}://shop.example/sync/"
+
+
 def test_the_request_span_has_the_scheme_and_a_known_method(records, monkeypatch):
     """OpenTelemetry's HTTP server conventions: url.scheme is required, and a
     method the instrumentation does not know is _OTHER (the span named HTTP),

@@ -874,7 +874,7 @@ def _wrap_resolve_request(wrapped, instance, args, kwargs):
             components.remember_view(record, resolved[0], getattr(request, "method", None))
             match = getattr(request, "resolver_match", None)
             route = getattr(match, "route", None)
-            if route is not None:
+            if route:  # (a root URL's, path(""), is "": no route, as OpenTelemetry's)
                 record.attributes["http.route"] = route
         except Exception:
             swallow("resolve_request")

@@ -284,12 +284,19 @@ def _arrival_attributes(record: RequestRecord, scheme: Any) -> dict[str, Any]:
     # client used, which that proxy names beside it (a proxy ending TLS
     # talks http to the server: its host has port 443, not 80).
     addressed = _forwarded(arrival.forwarded, "host")
+    proto = None
     if addressed is not None:
-        scheme = _forwarded(arrival.forwarded, "proto") or scheme
+        proto = _forwarded(arrival.forwarded, "proto")
     elif (addressed := _first(arrival.forwarded_host)) is not None:
-        scheme = _first(arrival.forwarded_proto) or scheme
+        proto = _first(arrival.forwarded_proto)
     else:
         addressed = _text(arrival.host)
+    if isinstance(proto, str) and proto.lower() in DEFAULT_PORTS:
+        # url.scheme is then the client's too, as the conventions ask ("the
+        # scheme of the original client request, if known (e.g. from
+        # Forwarded#proto, X-Forwarded-Proto ...)"): it said http beside
+        # the port 443 of an https host.
+        scheme = attributes["url.scheme"] = proto.lower()
     address = port = None
     if addressed is not None:
         default = DEFAULT_PORTS.get(scheme.lower()) if isinstance(scheme, str) else None
@@ -358,7 +365,7 @@ def request_span_name(record: RequestRecord) -> str:
     as Django serves it."""
     method = _known_method(record.attributes.get("http.request.method")) or "HTTP"
     route = record.attributes.get("http.route")
-    return f"{method} {route}" if route is not None else str(method)
+    return f"{method} {route}" if route else str(method)
 
 
 # -- a crossing's attributes ------------------------------------------------------
