@@ -1592,8 +1592,9 @@ def test_the_fixture_leaves_out_what_fixtures_do_after_the_test(suite):
     the figures had the requests of the teardowns of the fixtures listed
     after ``switchtrace``, torn down first; fetched with
     ``request.getfixturevalue``, they had those of the fixtures set up after
-    it; around a unittest test, those of setUp and tearDown (which the
-    marker left out)."""
+    it (fetched in the test's body, those torn down after the call); around
+    a unittest test, those of setUp and tearDown (which the marker left
+    out)."""
     suite.makepyfile(
         textwrap.dedent(
             """
@@ -1638,6 +1639,23 @@ def test_the_fixture_leaves_out_what_fixtures_do_after_the_test(suite):
                 Client().get("/sync/")
 
 
+            later = {}
+
+
+            @pytest.fixture
+            def read_later(request):
+                yield
+                seen[request.node.name] = [
+                    r.attributes["url.path"] for r in later["watch"].requests
+                ]
+
+
+            def test_fetched_in_the_body(read_later, request):
+                later["watch"] = request.getfixturevalue("switchtrace")
+                Client().get("/sync/")
+                request.getfixturevalue("helper")  # set up in the call: counted
+
+
             class TestCaseStyle(unittest.TestCase):
                 @pytest.fixture(autouse=True)
                 def _budget(self, request, switchtrace):
@@ -1661,10 +1679,11 @@ def test_the_fixture_leaves_out_what_fixtures_do_after_the_test(suite):
                     "test_helper_after": ["/sync/"],
                     "test_helper_before": ["/sync/"],
                     "test_fetched": ["/sync/"],
+                    "test_fetched_in_the_body": ["/sync/", "/async-to-sync/"],
                     "test_method": ["/sync/"],
                 }
             """
         )
     )
     result = suite.runpytest_subprocess()
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)

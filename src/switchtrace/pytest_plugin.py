@@ -153,8 +153,15 @@ def _the_test_call_only(item: pytest.Item, recordings: list[Any]) -> Iterator[No
     case = getattr(item, "_testcase", None) or getattr(item, "instance", None)
     call = getattr(case, "_callTestMethod", None)
     if not isinstance(case, unittest.TestCase) or call is None:
-        with _restarted(recordings):
-            yield
+        try:
+            with _restarted(recordings):
+                yield
+        finally:
+            # A switchtrace fixture the test fetched in its body
+            # (request.getfixturevalue) records from there to here: not the
+            # teardowns of the fixtures fetched after it, torn down first.
+            for fixture in _live:
+                fixture._records.close()
         return
 
     def the_method_only(method: Any) -> Any:
