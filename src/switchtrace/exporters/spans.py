@@ -272,8 +272,9 @@ def _arrival_attributes(record: RequestRecord, scheme: Any) -> dict[str, Any]:
     """server.*, client.*, network.* and user_agent.original, as the HTTP
     server conventions determine them: server.address and server.port from
     what the client addressed (a proxy's Forwarded host or X-Forwarded-Host,
-    with the port of that proxy's proto or X-Forwarded-Proto if it names
-    none, else the Host header; the listening socket without one), client.address
+    else the Host header, with the port of the scheme the client used if it
+    names none: a proxy's Forwarded proto or X-Forwarded-Proto, which is
+    url.scheme then too; the listening socket without one), client.address
     from the original client (Forwarded for, X-Forwarded-For, else the peer),
     network.peer.* the immediate peer."""
     arrival = record.extra.get(ARRIVAL)
@@ -284,19 +285,21 @@ def _arrival_attributes(record: RequestRecord, scheme: Any) -> dict[str, Any]:
     # client used, which that proxy names beside it (a proxy ending TLS
     # talks http to the server: its host has port 443, not 80).
     addressed = _forwarded(arrival.forwarded, "host")
-    proto = None
-    if addressed is not None:
-        proto = _forwarded(arrival.forwarded, "proto")
-    elif (addressed := _first(arrival.forwarded_host)) is not None:
-        proto = _first(arrival.forwarded_proto)
-    else:
+    if addressed is None:
+        addressed = _first(arrival.forwarded_host)
+    if addressed is None:
         addressed = _text(arrival.host)
-    if isinstance(proto, str) and proto.lower() in DEFAULT_PORTS:
-        # url.scheme is then the client's too, as the conventions ask ("the
-        # scheme of the original client request, if known (e.g. from
-        # Forwarded#proto, X-Forwarded-Proto ...)"): it said http beside
-        # the port 443 of an https host.
-        scheme = attributes["url.scheme"] = proto.lower()
+    # The scheme the client used, as a proxy names it (a proxy ending TLS
+    # passes the Host on and says X-Forwarded-Proto: https): the port of a
+    # host without one, and, one of HTTP's, url.scheme too, as the
+    # conventions ask ("the scheme of the original client request, if known
+    # (e.g. from Forwarded#proto, X-Forwarded-Proto ...)"): it said http
+    # beside the port 443 of an https host.
+    proto = _forwarded(arrival.forwarded, "proto") or _first(arrival.forwarded_proto)
+    if proto:
+        scheme = proto
+        if isinstance(proto, str) and proto.lower() in DEFAULT_PORTS:
+            attributes["url.scheme"] = proto.lower()
     address = port = None
     if addressed is not None:
         default = DEFAULT_PORTS.get(scheme.lower()) if isinstance(scheme, str) else None
