@@ -2747,7 +2747,8 @@ def test_an_ascii_standard_output_gets_ascii_stand_ins(tmp_path):
     """LC_ALL=C with UTF-8 mode off (or PYTHONIOENCODING=ascii): what
     explain prints beyond ASCII ('→') raised UnicodeEncodeError, and the
     command ended with it, exit status 1, its output cut short."""
-    out = switchtrace(["explain"], tmp_path, PYTHONIOENCODING="ascii")
+    # (--project: without it, a note on stderr says the example is explained.)
+    out = switchtrace(["explain", "--project", str(EXAMPLE)], tmp_path, PYTHONIOENCODING="ascii")
     assert (out.returncode, out.stderr) == (0, "")
     fixes = [line for line in out.stdout.splitlines() if line.strip().startswith("->")]
     assert fixes and fixes[0].startswith("     -> mark SecurityMiddleware sync-only")
@@ -2781,7 +2782,7 @@ def _to_a_full_disk(args: list[str], tmp_path: Path) -> subprocess.CompletedProc
 def test_a_full_disk_at_the_last_write_is_one_line(tmp_path):
     """What is still buffered goes out as the command ends: a full disk
     there was a traceback, and exit status 120."""
-    out = _to_a_full_disk(["explain"], tmp_path)
+    out = _to_a_full_disk(["explain", "--project", str(EXAMPLE)], tmp_path)
     assert (out.returncode, out.stderr) == (
         1,
         "switchtrace explain: error: cannot write standard output: No space left on device\n",
