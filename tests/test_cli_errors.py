@@ -2755,6 +2755,15 @@ def test_an_ascii_standard_output_gets_ascii_stand_ins(tmp_path):
     assert out.stdout.isascii()
 
 
+def test_explains_note_is_not_written_to_standard_output_with_standard_error_closed(tmp_path):
+    """Standard error closed (2>&-), Python's sys.stderr is None, and print
+    writes to standard output instead: the note that explain explains the
+    example project came first in its figures."""
+    out = switchtrace(["explain"], tmp_path, preexec_fn=lambda: os.close(2))
+    assert out.returncode == 0
+    assert out.stdout.splitlines()[0] == "MIDDLEWARE: 8 entries"
+
+
 def _to_a_full_disk(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     """``main(args)`` with standard output a file on a full disk (/dev/full
     behind a buffer that holds all of it until the end, as a short output,

@@ -1004,7 +1004,7 @@ def test_the_request_span_names_the_server_the_client_and_the_protocol(spans):
                 **asgi_peer,
             },
         ),
-        # X-Forwarded-Host goes with X-Forwarded-Proto (its first).
+        # X-Forwarded-Host, and X-Forwarded-Proto's first gives the port.
         (
             "asgi",
             {

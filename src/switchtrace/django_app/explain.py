@@ -514,7 +514,7 @@ def render(url: str | None, do_measure: bool, out: TextIO, note: str = "") -> in
         cases = [("asgi", is_async), ("wsgi", is_async)]
         if do_measure:
             host = request_host()
-    if note:
+    if note and sys.stderr is not None:  # (closed, print would write it to stdout)
         print(note, file=sys.stderr, flush=True)
     if url is not None:
         out.write(f"{url} → {name} ({'async' if is_async else 'sync'} view)\n")
@@ -781,7 +781,7 @@ def _saving(cause: Cause) -> str:
         # with async_to_sync and runs what is above it in sync_to_async.
         return (
             f" (made sync-only it costs {-saves} more here, in the adapters Django then puts "
-            f"around it{of_them}; rewritten it saves {own})"
+            f"around it{own_part(cause.saves_own, cost=True)}; rewritten it saves {own})"
         )
     if saves == 0:
         return (

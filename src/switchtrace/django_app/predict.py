@@ -968,16 +968,16 @@ class Saved(NamedTuple):
         return f"{self.switches}{own_part(self.own)}"
 
 
-def own_part(own: int) -> str:
-    """What of a saving is middleware's own sync_to_async calls."""
-    if own > 0:
-        return (
-            f", counting the {own} switches of middleware's own sync_to_async calls (listed "
-            "with a +) that then do not run"
-        )
-    if own < 0:
-        return f", net of the {-own} switches of middleware's own sync_to_async calls that then run"
-    return ""
+def own_part(own: int, cost: bool = False) -> str:
+    """What of a saving (or, ``cost``, of what a change costs) is
+    middleware's own sync_to_async calls that it stops (``own`` > 0) or
+    starts: counted in it, or taken off it."""
+    if not own:
+        return ""
+    stops = own > 0
+    which = "(listed with a +) that then do not run" if stops else "that then run"
+    how = "counting" if stops != cost else "net of"
+    return f", {how} the {abs(own)} switches of middleware's own sync_to_async calls {which}"
 
 
 def _own_bridged(prediction: Prediction) -> int:
@@ -995,7 +995,7 @@ def _savings(
 ) -> None:
     """What each middleware fix would save, by predicting again with it
     applied: the switches counted, and those of middleware's own
-    sync_to_async calls that the change stops or starts (a middleware below
+    sync_to_async calls that the change stops or starts (a middleware above
     one made sync-only, run synchronously then: django-structlog's)."""
 
     def saving(

@@ -281,9 +281,6 @@ def _arrival_attributes(record: RequestRecord, scheme: Any) -> dict[str, Any]:
     if not isinstance(arrival, Arrival):
         return {}
     attributes: dict[str, Any] = {}
-    # A host a proxy names without a port has the port of the scheme the
-    # client used, which that proxy names beside it (a proxy ending TLS
-    # talks http to the server: its host has port 443, not 80).
     addressed = _forwarded(arrival.forwarded, "host")
     if addressed is None:
         addressed = _first(arrival.forwarded_host)
