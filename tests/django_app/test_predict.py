@@ -1040,43 +1040,40 @@ def test_a_saving_counts_the_own_bridges_that_the_change_stops(records):
     assert measured - _measured(records, "asgi", sync_xframe) == 6
 
 
-def test_a_saving_of_nothing_counting_own_bridges_says_so(records):
-    """Made sync-only, a middleware's adapters cost as much as its hooks and
-    the own bridge it stops save."""
-    one_hook = f"{SUPPORT}.OneHook"
-    middleware = [f"{SUPPORT}.OneBridgeLike", one_hook, "django.middleware.common.CommonMiddleware"]
-    fixes = fix_lines(predict("asgi", False, middleware))
-    assert fixes[0] == (
-        "→ mark OneHook sync-only (async_capable = False), or rewrite OneHook as a "
-        "sync-and-async middleware (an async __call__ for an async get_response) (made "
-        "sync-only it saves nothing here: the adapters Django then puts around it cost as much "
-        "as it saves, counting the 2 switches of middleware's own sync_to_async calls (listed "
-        "with a +) that then do not run; rewritten it saves 2)"
-    )
-    measured = _measured(records, "asgi", middleware)
-    assert (
-        measured
-        - _measured(records, "asgi", [middleware[0], f"{SUPPORT}.SyncOneHook", middleware[2]])
-        == 0
-    )
+MARK_OR_REWRITE_ONE_HOOK = (
+    "→ mark OneHook sync-only (async_capable = False), or rewrite OneHook as a sync-and-async "
+    "middleware (an async __call__ for an async get_response) (made sync-only it "
+)
 
 
-def test_a_cost_net_of_the_own_bridges_that_the_change_stops_says_so(records):
-    """Made sync-only (the class, so both of its entries), a middleware
-    costs more in adapters than its hooks and the own bridge it stops save:
-    the cost is net of that bridge (it said "counting" it)."""
-    one_hook, async_only = f"{SUPPORT}.OneHook", f"{SUPPORT}.AsyncOnly"
-    middleware = [f"{SUPPORT}.OneBridgeLike", one_hook, async_only, one_hook]
-    fixes = fix_lines(predict("asgi", False, middleware))
-    assert fixes[0] == (
-        "→ mark OneHook sync-only (async_capable = False), or rewrite OneHook as a "
-        "sync-and-async middleware (an async __call__ for an async get_response) (made "
-        "sync-only it costs 2 more here, in the adapters Django then puts around it, net of "
-        "the 2 switches of middleware's own sync_to_async calls (listed with a +) that then do "
-        "not run; rewritten it saves 2)"
-    )
-    sync_only = [middleware[0], f"{SUPPORT}.SyncOneHook", async_only, f"{SUPPORT}.SyncOneHook"]
-    assert _measured(records, "asgi", sync_only) - _measured(records, "asgi", middleware) == 2
+@pytest.mark.parametrize(
+    ("middleware", "said", "saves"),
+    [
+        # The adapters Django then puts around it cost as much as its hook
+        # and the own bridge it stops save.
+        (
+            ["OneBridgeLike", "OneHook", "django.middleware.common.CommonMiddleware"],
+            "saves nothing here: the adapters Django then puts around it cost as much as it "
+            "saves, counting the 2 switches of middleware's own sync_to_async calls (listed "
+            "with a +) that then do not run; rewritten it saves 2)",
+            0,
+        ),
+        # They cost more (the class made sync-only, so both of its entries):
+        # the cost is net of the own bridge it stops (it said "counting" it).
+        (
+            ["OneBridgeLike", "OneHook", "AsyncOnly", "OneHook"],
+            "costs 2 more here, in the adapters Django then puts around it, net of the 2 "
+            "switches of middleware's own sync_to_async calls (listed with a +) that then do "
+            "not run; rewritten it saves 2)",
+            -2,
+        ),
+    ],
+)
+def test_a_saving_of_nothing_or_a_cost_with_own_bridges_says_so(middleware, said, saves, records):
+    middleware = [name if "." in name else f"{SUPPORT}.{name}" for name in middleware]
+    assert fix_lines(predict("asgi", False, middleware))[0] == MARK_OR_REWRITE_ONE_HOOK + said
+    sync_only = [name.replace(".OneHook", ".SyncOneHook") for name in middleware]
+    assert _measured(records, "asgi", middleware) - _measured(records, "asgi", sync_only) == saves
 
 
 def test_the_bridges_of_a_middlewares_own_async_code_are_read_from_its_code():
