@@ -357,12 +357,15 @@ def test_a_settings_module_calling_sys_exit_is_named(tmp_path):
 
 def test_explain_without_settings_nor_example_project_points_at_django_settings_module(tmp_path):
     """Run in a project of one's own from an installed switchtrace (no
-    checkout): the way out is DJANGO_SETTINGS_MODULE, not the example."""
+    checkout): the way out is DJANGO_SETTINGS_MODULE, not the example. The
+    variable that named the one place looked in is named (it said "looked
+    in: PATH", which the user could not tell the source of)."""
     nowhere = tmp_path / "nowhere"
     out = switchtrace(["explain"], tmp_path, SWITCHTRACE_EXAMPLE_PROJECT=str(nowhere))
     assert one_line(out, 2) == (
         "switchtrace explain: error: DJANGO_SETTINGS_MODULE is not set, and there is no "
-        f"example project to explain instead (looked in: {nowhere}); allowed: "
+        f"example project to explain instead (SWITCHTRACE_EXAMPLE_PROJECT={nowhere}: no such "
+        "directory); allowed: "
         "DJANGO_SETTINGS_MODULE naming your project's settings, e.g. from its directory: "
         "DJANGO_SETTINGS_MODULE=mysite.settings switchtrace explain (or python manage.py "
         "switchtrace_explain)"

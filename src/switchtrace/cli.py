@@ -402,7 +402,8 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
         shutil.rmtree(path, ignore_errors=True)
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # (None: closed as Python started)
+                stream.flush()
         except (OSError, ValueError):  # a reader gone away, a closed stream
             pass
     try:
@@ -766,11 +767,16 @@ def _explain(args: argparse.Namespace) -> int:
             if args.project is None:
                 # Most often run in a project of one's own, from an installed
                 # switchtrace (no checkout, so no example project).
-                looked = (
-                    f"looked in: {', '.join(str(path) for path in exc.looked_in)}"
-                    if exc.looked_in
-                    else "the current directory no longer exists"
-                )
+                variable = os.environ.get("SWITCHTRACE_EXAMPLE_PROJECT")
+                if variable:  # the one place looked in: said why
+                    looked = (
+                        f"SWITCHTRACE_EXAMPLE_PROJECT={argument(variable)}: "
+                        f"{not_a_project(Path(variable))}"
+                    )
+                elif exc.looked_in:
+                    looked = f"looked in: {', '.join(str(path) for path in exc.looked_in)}"
+                else:
+                    looked = "the current directory no longer exists"
                 print(
                     "switchtrace explain: error: DJANGO_SETTINGS_MODULE is not set, and there "
                     f"is no example project to explain instead ({looked}); allowed: "
@@ -811,7 +817,8 @@ def _explain(args: argparse.Namespace) -> int:
             pass  # the reader went away: the error still goes to stderr
         print(f"switchtrace explain: error: {exc}", file=sys.stderr)
         if exc.left_running:  # a thread the interpreter would wait for at exit
-            sys.stderr.flush()
+            if sys.stderr is not None:  # (closed: None)
+                sys.stderr.flush()
             os._exit(1)
         return 1
     except ExplainError as exc:

@@ -351,7 +351,7 @@ class OwnBridge:
 def own_bridges(middleware: Any) -> list[OwnBridge]:
     """The ``sync_to_async`` call sites in the async code a middleware runs
     itself: the async methods of its class (``__acall__``, an async
-    ``__call__``, the helpers they call; not ``MiddlewareMixin``'s, whose
+    ``__call__``, the others; not ``MiddlewareMixin``'s, whose
     hooks the model counts), or the async functions a function middleware's
     factory defines. Each costs 2 switches every time it runs, under ASGI
     (and under WSGI inside an async-only middleware). Read from the
