@@ -40,6 +40,13 @@ def by_name(spans):
     return {s.name: s for s in spans}
 
 
+def request_span_of(record):
+    """The request span planned for ``record`` (the last one planned)."""
+    plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
+    [span] = readable_spans(plan, resource=Resource.create(), scope=None)[-1:]
+    return span
+
+
 def test_asgi_default_stack_sync_view(spans):
     with project() as (asgi, _wsgi):
         result = run_asgi(asgi, "/sync/")
@@ -699,8 +706,7 @@ def test_a_server_error_is_a_5xx_status_code(records):
     made = []
     for status in (499, 500, "500"):
         record.attributes["http.response.status_code"] = status
-        plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
-        [span] = readable_spans(plan, resource=Resource.create(), scope=None)[-1:]
+        span = request_span_of(record)
         made.append((span.status.status_code, span.attributes.get("error.type")))
     assert made == [(StatusCode.UNSET, None), (StatusCode.ERROR, "500"), (StatusCode.UNSET, None)]
 
@@ -743,12 +749,6 @@ def test_repeated_trace_context_headers_are_one_header_under_asgi_as_under_wsgi(
         assert format(request.context.trace_id, "032x") not in (first[3:35], second[3:35])
 
 
-def request_span_of(record):
-    plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
-    [span] = readable_spans(plan, resource=Resource.create(), scope=None)[-1:]
-    return span
-
-
 def test_a_root_url_has_no_route(records):
     """path(""): Django's route is "", which is none (OpenTelemetry's Django
     instrumentation sets none then): the span was named "GET " with a
@@ -764,7 +764,7 @@ def test_a_root_url_has_no_route(records):
         assert (span.name, span.attributes.get("http.route")) == ("GET", None)
 
 
-def test_url_scheme_is_the_proxys_proto_beside_its_host(records):
+def test_url_scheme_and_server_port_follow_the_scheme_a_proxy_names(records):
     """OpenTelemetry's HTTP server conventions: url.scheme is "the scheme of
     the original client request, if known (e.g. from Forwarded#proto,
     X-Forwarded-Proto ...)", which gives server.port too (the host names
@@ -809,8 +809,7 @@ def test_the_request_span_has_the_scheme_and_a_known_method(records, monkeypatch
     assert [r.attributes["url.scheme"] for r in records] == ["https", "https", "http"]
 
     def request_span(record):
-        plan = plan_spans(record, sampler=ALWAYS_ON, ids=RandomIdGenerator())
-        [span] = readable_spans(plan, resource=Resource.create(), scope=None)[-1:]
+        span = request_span_of(record)
         return span.name, {k: v for k, v in span.attributes.items() if "method" in k}
 
     record = records[0]
