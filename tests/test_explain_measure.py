@@ -54,6 +54,12 @@ SITE = {
         'DEBUG = False\nALLOWED_HOSTS = ["example.com"]\nSECURE_SSL_REDIRECT = True\n'
     ),
     "www_settings.py": "from fresh_settings import *\nPREPEND_WWW = True\n",
+    # As startproject writes STATIC_URL (Django makes it /static/); media on
+    # another host.
+    "static_settings.py": (
+        "from fresh_settings import *\n"
+        'STATIC_URL = "static/"\nMEDIA_URL = "https://media.example.com/media/"\n'
+    ),
     "frameworks_settings.py": 'from fresh_settings import *\nROOT_URLCONF = "tests.frameworks"\n',
     "recovering_settings.py": (
         "from fresh_settings import *\n"
@@ -414,6 +420,29 @@ def test_both_commands_say_the_same_of_bad_input(command, args, message, tmp_pat
     out = explain(command, args, "fresh_settings", tmp_path)
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr == f"{COMMANDS[command][1]}{message}\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("/static/app.css",
+         ": it is under STATIC_URL '/static/', whose files are served outside the URLconf (by "
+         "the staticfiles app's handler, WhiteNoise or the web server), with no view for "
+         "switchtrace to explain"),
+        # MEDIA_URL is another host's: its path says nothing of this one's.
+        ("/media/photo.jpg", ""),
+        ("/staticfiles/app.css", ""),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_static_files_url_is_told_why_it_has_no_view(command, url, why, tmp_path):
+    """It said only that the URL does not resolve to a view."""
+    out = explain(command, ["--url", url], "static_settings", tmp_path)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        f"{COMMANDS[command][1]}the URL {url!r} does not resolve to a view{why}; allowed: a URL "
+        "of ROOT_URLCONF 'fresh_urls'\n"
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)

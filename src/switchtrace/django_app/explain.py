@@ -142,8 +142,8 @@ def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
             match = resolve(path)
     except Http404:  # Resolver404, or a path converter's own (Django answers 404)
         raise ExplainError(
-            f"the URL {url!r} does not resolve to a view; allowed: a URL of ROOT_URLCONF "
-            f"{urlconf!r}"
+            f"the URL {url!r} does not resolve to a view{_files_under(path)}; allowed: a URL "
+            f"of ROOT_URLCONF {urlconf!r}"
         ) from None
     except ImproperlyConfigured as exc:  # an include()d URLconf, loaded as it is reached
         raise ExplainError(
@@ -159,6 +159,25 @@ def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
     target = components.find_view_target(func, "GET")
     # (Not a repr: an object's, a functools.partial's, hold an address.)
     return is_async, target.name if target is not None else qualified_name(func)
+
+
+def _files_under(path: str) -> str:
+    """Why ``path`` has no view when it lies under STATIC_URL or MEDIA_URL
+    (a path of this site's, not another host's): those files are served
+    outside the URLconf. Empty otherwise."""
+    for name in ("STATIC_URL", "MEDIA_URL"):
+        try:
+            prefix = urlsplit(str(getattr(settings, name, None) or ""))
+        except ValueError:  # not a URL (the settings' own check says so)
+            continue
+        if prefix.netloc or prefix.path in ("", "/") or not path.startswith(prefix.path):
+            continue
+        return (
+            f": it is under {name} {prefix.path!r}, whose files are served outside the "
+            "URLconf (by the staticfiles app's handler, WhiteNoise or the web server), "
+            "with no view for switchtrace to explain"
+        )
+    return ""
 
 
 def _path_language(path: str, urlconf: str, middleware: Sequence[str]) -> str | None:
