@@ -796,6 +796,49 @@ def test_url_scheme_and_server_port_follow_the_scheme_a_proxy_names(records):
             assert request_url(record) == f"{scheme}://shop.example/sync/"
 
 
+#: A query string as sent -> url.query on the request span.
+QUERIES = [
+    ("sig=abc&q=a%20b", "sig=REDACTED&q=a%20b"),
+    # A pre-signed S3 URL (signature version 4): its credential, token and
+    # signature; the algorithm and expiry are no secret.
+    (
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20261207%2Faws4_request"
+        "&X-Amz-Expires=60&X-Amz-Security-Token=tok&X-Amz-Signature=f00d",
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED"
+        "&X-Amz-Expires=60&X-Amz-Security-Token=REDACTED&X-Amz-Signature=REDACTED",
+    ),
+    # Version 2, and Google's.
+    ("AWSAccessKeyId=AKIA&Expires=1&Signature=s%2B1", "AWSAccessKeyId=REDACTED&Expires=1"
+     "&Signature=REDACTED"),
+    ("X-Goog-Signature=ab&X-Goog-Date=20261207", "X-Goog-Signature=REDACTED&X-Goog-Date=20261207"),
+    # Names match as written (case-sensitive), read as Django reads them;
+    # a parameter without a value has nothing to hide; the rest, order,
+    # encoding and repeats included, is as sent.
+    ("SIG=x&sig&sig=&b=2&sig=1&a=%zz&b=3&sig=2", "SIG=x&sig&sig=&b=2&sig=REDACTED&a=%zz&b=3"
+     "&sig=REDACTED"),
+    ("si%67=x&X-Amz-Signature+=y&q=sig%3Dabc", "si%67=REDACTED&X-Amz-Signature+=y&q=sig%3Dabc"),
+    # No query, no url.query.
+    ("", None),
+]  # fmt: skip
+
+
+def test_url_query_hides_the_values_the_conventions_call_sensitive(records):
+    """OpenTelemetry's url.query: the values of sig, X-Goog-Signature and the
+    AWS pre-signed URLs' credentials and signatures SHOULD be REDACTED by
+    default, the rest of the query kept. It exported them as sent."""
+    with project() as (asgi, wsgi):
+        for query, _redacted in QUERIES:
+            run_in_server_loop(asgi_request(asgi, "/sync/", query=query))
+            wsgi_request(wsgi, f"/sync/?{query}")
+    # The record keeps the query as sent (the testing API shows it).
+    assert [r.attributes.get("url.query") for r in records] == [
+        query or None for query, _redacted in QUERIES for _ in (1, 2)
+    ]
+    assert [request_span_of(r).attributes.get("url.query") for r in records] == [
+        redacted for _query, redacted in QUERIES for _ in (1, 2)
+    ]
+
+
 def test_the_request_span_has_the_scheme_and_a_known_method(records, monkeypatch):
     """OpenTelemetry's HTTP server conventions: url.scheme is required, and a
     method the instrumentation does not know is _OTHER (the span named HTTP),
@@ -1093,7 +1136,11 @@ ARRIVALS = [
     ({"server": ("web-1", True)}, {"server.address": "web-1"}),
     ({"server": ("web-1", 8080, 0), "peer": ("192.0.2.9", 4711, 0)}, {}),
     # Ports from 0 to 65535, as integers (ASGI) and as text.
-    ({"peer": ("192.0.2.9", 0)}, {**PEER, "network.peer.port": 0}),
+    # Port 0 is no connection's (uvicorn's for a client a trusted proxy
+    # names): it said network.peer.port 0.
+    ({"peer": ("192.0.2.9", 0)}, PEER),
+    ({"peer": ("192.0.2.9", "0")}, PEER),
+    ({"peer": ("192.0.2.9", 1)}, {**PEER, "network.peer.port": 1}),
     ({"peer": ("192.0.2.9", 65535)}, {**PEER, "network.peer.port": 65535}),
     ({"peer": ("192.0.2.9", 65536)}, PEER),
     ({"peer": ("192.0.2.9", -1)}, PEER),

@@ -30,6 +30,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
+from urllib.parse import unquote_plus
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
@@ -136,6 +137,9 @@ def _http_attributes(record: RequestRecord) -> dict[str, Any]:
         )
         if (value := record.attributes.get(key)) is not None
     }
+    query = attributes.get("url.query")
+    if query is not None:
+        attributes["url.query"] = redacted_query(str(query))
     method = attributes.get("http.request.method")
     if method is not None:
         # A method the instrumentation does not know is _OTHER (the semantic
@@ -159,6 +163,36 @@ def _http_attributes(record: RequestRecord) -> dict[str, Any]:
         # status code.
         attributes["error.type"] = str(record.attributes["http.response.status_code"])
     return attributes
+
+
+#: The query parameters whose values the HTTP semantic conventions redact by
+#: default (url.query's note, since 1.29: the signatures and credentials of
+#: pre-signed URLs, AWS's old and new, Azure's, Google's), matched as written.
+SENSITIVE_QUERY_PARAMETERS = frozenset(
+    {
+        "AWSAccessKeyId",
+        "Signature",
+        "X-Amz-Credential",
+        "X-Amz-Security-Token",
+        "X-Amz-Signature",
+        "sig",
+        "X-Goog-Signature",
+    }
+)
+
+
+def redacted_query(query: str) -> str:
+    """``query`` with the value of each sensitive parameter
+    (:data:`SENSITIVE_QUERY_PARAMETERS`) replaced by ``REDACTED``, as the
+    semantic conventions ask; everything else as the client sent it (the
+    order, the encoding, blank and repeated parameters). A name is read as
+    Django reads it (``+`` a space, percent-decoded)."""
+    parts = query.split("&")
+    for index, part in enumerate(parts):
+        name, equals, value = part.partition("=")
+        if equals and value and unquote_plus(name) in SENSITIVE_QUERY_PARAMETERS:
+            parts[index] = f"{name}=REDACTED"
+    return "&".join(parts)
 
 
 #: The port a scheme's URL leaves out.
@@ -323,7 +357,9 @@ def _arrival_attributes(record: RequestRecord, scheme: Any) -> dict[str, Any]:
         attributes["client.address"] = client
     if peer_address is not None:
         attributes["network.peer.address"] = peer_address
-        if peer_port is not None:
+        # (Port 0 is no connection's: uvicorn's, for the client a trusted
+        # proxy forwarded.)
+        if peer_port:
             attributes["network.peer.port"] = peer_port
     protocol = _text(arrival.protocol)
     if protocol is not None:
