@@ -386,6 +386,38 @@ def test_a_marker_without_exactly_one_budget_is_named(suite, arguments, given):
     assert "traceback entries are hidden" not in result.stdout.str()
 
 
+def test_where_a_failure_points_is_a_path_from_where_pytest_runs(pytester):
+    """A monorepo's CI runs ``pytest backend/tests`` from above the project,
+    whose pytest.ini is the rootdir: the failure's last line named
+    tests/test_views.py, which is not there, where pytest's own lines name
+    backend/tests/test_views.py."""
+    backend = pytester.mkdir("backend")
+    (backend / "pytest.ini").write_text(WITHOUT_PYTEST_DJANGO)
+    (backend / "conftest.py").write_text(CONFTEST)
+    (backend / "tests").mkdir()
+    (backend / "tests" / "test_views.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+            from django.test import Client
+
+            @pytest.mark.max_context_switches(1)
+            def test_over():
+                Client().get("/async/")
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "backend/tests")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "1 of 1 request exceeded the budget of 1 context switch per request:",
+            "  GET /async/ 200: 2 switches *",
+            f"backend{os.sep}tests{os.sep}test_views.py:5: test_over",
+        ]
+    )
+
+
 def test_the_closest_marker_wins_and_two_on_one_test_are_named(suite):
     """Two markers on one function: the one written first was silently
     ignored (the test passed under a budget of 0)."""

@@ -200,11 +200,21 @@ def _budget_of(item: pytest.Item) -> tuple[int, str]:
     budget fails the test with a message naming it."""
     __tracebackhide__ = True
     path, line, _ = item.location
-    where = f"\n{path}:{line + 1}: {item.name}" if line is not None else ""
+    where = f"\n{_shown(item.config, path)}:{line + 1}: {item.name}" if line is not None else ""
     try:
         return _budget(item), where
     except ValueError as exc:
         raise pytest.fail.Exception(f"{exc}{where}", pytrace=False) from None
+
+
+def _shown(config: pytest.Config, path: str) -> str:
+    """``path`` (an item's location: relative to the rootdir) as pytest's
+    tracebacks show it: relative to the directory pytest was run from (in a
+    monorepo, ``backend/tests/test_views.py`` run from above ``backend``)."""
+    try:
+        return os.path.relpath(config.rootpath / path, config.invocation_params.dir)
+    except ValueError:  # another drive (Windows)
+        return str(config.rootpath / path)
 
 
 def _recording(where: str = "") -> tuple[contextlib.ExitStack, Any]:

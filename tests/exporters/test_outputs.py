@@ -1084,6 +1084,35 @@ def test_an_application_provider_set_after_startup_is_used_from_then_on(tmp_path
     )
 
 
+def test_an_application_provider_set_after_startup_gets_the_last_spans_at_exit(tmp_path):
+    """Its exit hook (the SDK's shutdown_on_exit), registered after
+    switchtrace's, ran first: the records still queued at exit were handed to
+    a provider already shut down, their spans lost untold (here the span
+    thread is held by the first record while the last five requests end)."""
+    script = """
+    import atexit, time
+    atexit.register(lambda: print(len(app_exporter.get_finished_spans())))  # runs last
+    import django
+    django.setup()
+    from django.core.handlers.wsgi import WSGIHandler
+    from opentelemetry.sdk.trace import SpanProcessor
+    from tests.support import wsgi_request
+    {provider}
+    class Slow(SpanProcessor):
+        def on_end(self, span, waited=[]):
+            if not waited:
+                waited.append(time.sleep(0.5))
+    app_provider.add_span_processor(Slow())
+    trace.set_tracer_provider(app_provider)
+    for _ in range(6):
+        wsgi_request(WSGIHandler(), "/async/")
+    """
+    provider = textwrap.indent(APP_PROVIDER, "    ").strip()
+    assert run_in_example([textwrap.dedent(script.format(provider=provider))], {}, tmp_path) == (
+        "12"
+    )
+
+
 def test_otel_sdk_disabled_turns_spans_off_not_headers(tmp_path):
     after = "print(pipeline, result.figures())"
     assert run_script("", after, {"OTEL_SDK_DISABLED": "true"}, tmp_path) == "None (2, 2, 1, 1)"

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from switchtrace import tracer
 from switchtrace.django_app import telemetry
 from switchtrace.exporters import pipeline as pipeline_module
+from switchtrace.plural import count
 
 from ..conftest import ROOT
 from ..django_app.test_middleware import project
@@ -1041,6 +1042,48 @@ def test_a_record_whose_spans_cannot_be_made_is_counted_as_dropped(
     ]
 
 
+def test_an_export_raising_any_exception_loses_its_batch_not_the_thread(
+    tmp_path, monkeypatch, swallowed, caplog
+):
+    """An export that raised SystemExit (or a gevent.Timeout: any exception
+    not an Exception) ended the span thread, silently: its batch never
+    counted, every later record queued until the queue was full and then
+    dropped, and shutdown said its time ran out. (Its warning said the
+    file exporter's last failure: none.)"""
+    path = tmp_path / "traces.jsonl"
+    pipeline = pipeline_module.SpanPipeline(
+        pipeline_module.ExportOptions(exporter="file", file_path=str(path))
+    )
+    export = pipeline.exporter.export
+    calls = []
+
+    def gives_up_once(batch):
+        calls.append(batch)
+        if len(calls) == 1:
+            raise SystemExit("the exporter gave up")
+        return export(batch)
+
+    monkeypatch.setattr(pipeline.exporter, "export", gives_up_once)
+    with caplog.at_level(logging.WARNING, logger="switchtrace"):
+        for _ in range(2):
+            with tracer.recording() as record:
+                pass
+            pipeline(record)
+            assert pipeline.flush(10)
+        pipeline.shutdown()
+    assert [(where, repr(exc)) for where, exc in swallowed] == [
+        ("span export", "SystemExit('the exporter gave up')")
+    ]
+    swallowed.clear()
+    assert (pipeline.records, pipeline.dropped, pipeline.exported, pipeline.failed) == (2, 0, 1, 1)
+    assert len(path.read_text().splitlines()) == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
+        "switchtrace: internal error in span export (logged once; the request goes on untouched)",
+        "switchtrace: span export raised an error; 1 span lost so far (and the spans of 0 "
+        "requests dropped)",
+    ]
+
+
 def test_a_switchtrace_error_raised_in_its_own_code_is_its_own(
     tmp_path, monkeypatch, swallowed, caplog
 ):
@@ -1171,15 +1214,23 @@ def test_shutdown_during_an_export_counts_the_spans_waiting_behind_it(monkeypatc
     ]
 
 
+@pytest.mark.parametrize(
+    ("flushed", "told"),
+    [
+        (True, "a request's spans"),
+        (False, "1 span not exported yet and a request's spans"),
+    ],
+)
 def test_spans_waiting_for_their_batch_when_shutdown_gives_up_are_counted(
-    tmp_path, monkeypatch, caplog
+    flushed, told, tmp_path, monkeypatch, caplog
 ):
     """Batches wait an hour; the first record's span is exported by a
-    flush, and the thread is still laying out the second record when
-    shutdown's time runs out. That record's span, waiting for its batch, is
-    never exported: counted as lost once the thread is free, not left
-    uncounted; and no export being in progress then, the shutdown does not
-    say one was."""
+    flush (or waits for its batch), and the thread is still laying out the
+    second record when shutdown's time runs out. That record's span,
+    waiting for its batch, is never exported: counted as lost once the
+    thread is free, not left uncounted. The shutdown tells them itself (it
+    said nothing: a process that exits then never heard of them), and no
+    export being in progress then, it does not say one was."""
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
     path = tmp_path / "traces.jsonl"
     pipeline = pipeline_module.SpanPipeline(
@@ -1203,7 +1254,8 @@ def test_spans_waiting_for_their_batch_when_shutdown_gives_up_are_counted(
     try:
         with caplog.at_level(logging.WARNING, logger="switchtrace"):
             request()
-            assert pipeline.flush(10)
+            if flushed:
+                assert pipeline.flush(10)
             request()
             assert building.wait(10)
             pipeline.shutdown(timeout=0.1)
@@ -1212,12 +1264,18 @@ def test_spans_waiting_for_their_batch_when_shutdown_gives_up_are_counted(
     finally:
         release.set()
     assert not pipeline._worker.is_alive()
-    assert (pipeline.records, pipeline.dropped, pipeline.exported, pipeline.failed) == (2, 0, 1, 1)
-    assert len(path.read_text().splitlines()) == 1
+    exported = 1 if flushed else 0
+    assert (pipeline.records, pipeline.dropped, pipeline.exported, pipeline.failed) == (
+        2, 0, exported, 2 - exported,
+    )  # fmt: skip
+    assert (len(path.read_text().splitlines()) if path.exists() else 0) == exported
     # No export failed: the warning says what happened.
     assert [r.getMessage() for r in caplog.records] == [
+        f"switchtrace: shut down with {told} still being made when the shutdown's time ran out "
+        "(lost if the process ends first)",
+        # The thread, once free (as after an export in progress then).
         "switchtrace: shut down with spans waiting for their batch (the shutdown's time ran "
-        "out); 1 span lost so far (and the spans of 0 requests dropped)"
+        f"out); {count(2 - exported, 'span')} lost so far (and the spans of 0 requests dropped)",
     ]
 
 

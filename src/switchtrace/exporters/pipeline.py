@@ -42,6 +42,7 @@ one module-level at-fork hook, holding the pipelines weakly.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import inspect
@@ -488,6 +489,8 @@ class SpanPipeline(QueueWorker):
         #: here), for the spans the pipeline lays out itself.
         self.limits: Limits | None = None
         current = trace.get_tracer_provider()
+        #: The global provider as last seen from the request's path.
+        self._global = current
         if _is_configured(current):
             # The application configured OpenTelemetry itself: use its
             # provider, sampler and exporters, and add nothing of ours.
@@ -588,12 +591,26 @@ class SpanPipeline(QueueWorker):
         span = record.extra.get("otel.server_span")
         if span is not None and span.is_recording():
             span.set_attributes(request_attributes(record))
+        if self.own_provider and trace.get_tracer_provider() is not self._global:
+            self._exit_before_application_provider()
         if self._pid != os.getpid():
             self._here()
         try:
             self._queue.put_nowait(record)
         except queue.Full:
             self._drop()
+
+    def _exit_before_application_provider(self) -> None:
+        """The application set its global provider after this pipeline was
+        made (see :meth:`_follow_application_provider`): the SDK's exit hook
+        that shuts it down, registered after ours, would run before it, and
+        the records still queued at exit be handed to a provider already
+        shut down (their spans lost, untold). Ours again, now the newer, so
+        that it runs first."""
+        self._global = trace.get_tracer_provider()
+        if _is_configured(self._global) and not self._stopping.is_set():
+            atexit.unregister(self._shutdown_at_exit)
+            atexit.register(self._shutdown_at_exit)
 
     # -- in the pipeline's thread ---------------------------------------------
 
@@ -813,6 +830,7 @@ class SpanPipeline(QueueWorker):
         started = time.thread_time_ns()
         count = len(pending)
         batch = result = None
+        raised = False
         try:
             # The request's encoding inside the guard too: an error there
             # loses this batch, not the pipeline's thread.
@@ -820,7 +838,10 @@ class SpanPipeline(QueueWorker):
             pending.clear()
             self._exporting = count
             result = self.exporter.export(batch)  # type: ignore[arg-type]
-        except Exception:
+        except BaseException:
+            # Any exception (an exporter's SystemExit, a gevent.Timeout), as
+            # when spans are made: it loses this batch, not the thread.
+            raised = True
             swallow("span export")
         finally:
             self._exporting = 0
@@ -830,10 +851,16 @@ class SpanPipeline(QueueWorker):
             self.exported += count
             self._backoff = 0.0
             return
-        if batch is None:
-            # Our own encoding failed: no collector refused anything, so
+        if raised:
+            # Our own encoding failed, or the exporter raised (an error
+            # logged as switchtrace's): no collector refused anything, so
             # nothing to pause; the next batch is sent when it is due.
-            self._fail(count, "the export request could not be made")
+            self._fail(
+                count,
+                "the export request could not be made"
+                if batch is None
+                else "span export raised an error",
+            )
             return
         if not getattr(self.exporter, "pause_after_failure", True):
             # The file exporter: no collector to spare, no error of its own
@@ -938,13 +965,23 @@ class SpanPipeline(QueueWorker):
         # Still in an export at the deadline (a collector that hangs, or
         # answers after the exporter's retries): the thread counts its spans
         # when the export ends, which a process that exits now never sees.
+        # Or laying out a record's spans (with spans of earlier ones waiting
+        # for their batch, perhaps): the same, for that record's too.
         exporting = self._exporting
-        if exporting and self._here() and self._worker.is_alive():
-            logger.warning(
-                "switchtrace: shut down with %s not exported yet: an export was still in "
-                "progress when the shutdown's time ran out (lost if the process ends first)",
-                count(exporting + len(self._pending), "span"),
-            )
+        if self._here() and self._worker.is_alive():
+            waiting = count(exporting + len(self._pending), "span")
+            if exporting:
+                logger.warning(
+                    "switchtrace: shut down with %s not exported yet: an export was still in "
+                    "progress when the shutdown's time ran out (lost if the process ends first)",
+                    waiting,
+                )
+            else:
+                logger.warning(
+                    "switchtrace: shut down with %sa request's spans still being made when the "
+                    "shutdown's time ran out (lost if the process ends first)",
+                    f"{waiting} not exported yet and " if self._pending else "",
+                )
         if self._made is not None:
             self._shut_batch_processor(max(self._deadline - time.monotonic(), 0.0))
             self._made.shutdown()
