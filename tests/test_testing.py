@@ -700,7 +700,8 @@ def test_a_request_cancelled_before_it_ended_is_judged_on_its_figures_and_says_s
             asyncio.run(test(3))
     assert str(failure.value).startswith(
         "1 of 1 request exceeded the budget of 3 context switches per request:\n"
-        "  GET /sync/ 200 (raised CancelledError): 4 switches (4 before headers), 4 hops, 0 loops, "
+        "  GET /sync/ 200 (raised asyncio.exceptions.CancelledError): 4 switches (4 before "
+        "headers), 4 hops, 0 loops, "
     )
 
 

@@ -278,7 +278,7 @@ def test_a_call_the_request_left_running_ends_its_span_with_the_request():
     mechanisms = sorted(c.mechanism for c in record.crossings)
     assert mechanisms == sorted([tracer.SYNC_TO_ASYNC, tracer.RUN_IN_EXECUTOR])
     bridge = next(c for c in record.crossings if c.mechanism == tracer.SYNC_TO_ASYNC)
-    assert bridge.exception == "CancelledError"
+    assert bridge.exception == "asyncio.exceptions.CancelledError"
     assert bridge.return_ns > record.end_ns and bridge.end_ns > record.end_ns
     assert record.switches_of(bridge) == 1
     planned = readable_spans(
@@ -597,10 +597,10 @@ def test_a_5xx_response_and_a_raising_crossing_are_errors(spans, server):
     assert errors == [*raised, failed]
     # Under WSGI the sync views make no crossing.
     assert [(s.name, s.attributes["switchtrace.exception"]) for s in raised] == (
-        [("sync_to_async raising_view", "ViewError")] if server == "asgi" else []
+        [("sync_to_async raising_view", "tests.views.ViewError")] if server == "asgi" else []
     )
     assert [s.attributes["error.type"] for s in raised] == (
-        ["ViewError"] if server == "asgi" else []
+        ["tests.views.ViewError"] if server == "asgi" else []
     )
 
 
@@ -626,7 +626,7 @@ def test_a_request_that_fails_out_of_the_handler_is_an_error(spans, server, reco
                 serve("/exiting/")
     lines = [format_record(record) for record in records]
     assert lines[-1].startswith(
-        "GET /body-raising/ 200 (raised ViewError): "
+        "GET /body-raising/ 200 (raised tests.views.ViewError): "
         if server == "asgi"
         else "GET /exiting/ (raised SystemExit): 0 switches"
     )
@@ -641,7 +641,7 @@ def test_a_request_that_fails_out_of_the_handler_is_an_error(spans, server, reco
         for s in requests
     ]
     assert made == (
-        [("/body-raising/", 200, StatusCode.ERROR, "ViewError")]
+        [("/body-raising/", 200, StatusCode.ERROR, "tests.views.ViewError")]
         if server == "asgi"
         else [
             ("/body-raising/", 200, StatusCode.UNSET, None),
@@ -679,7 +679,7 @@ def test_a_close_raising_fails_the_request_under_every_server(records, server):
     assert record.finished
     assert (record.attributes["http.response.status_code"], record.attributes["error.type"]) == (
         200,
-        "ViewError",
+        "tests.views.ViewError",
     )
 
 
@@ -693,8 +693,10 @@ def test_a_body_raising_under_wsgi_to_asgi_is_an_error(records):
             run_asgi(WsgiToAsgi(wsgi), "/body-raising/")
     [record] = records
     assert record.finished
-    assert record.attributes["error.type"] == "ViewError"
-    assert format_record(record).startswith("GET /body-raising/ 200 (raised ViewError): ")
+    assert record.attributes["error.type"] == "tests.views.ViewError"
+    assert format_record(record).startswith(
+        "GET /body-raising/ 200 (raised tests.views.ViewError): "
+    )
 
 
 def test_a_server_error_is_a_5xx_status_code(records):

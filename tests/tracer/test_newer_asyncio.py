@@ -125,7 +125,7 @@ def test_a_task_group_cancelling_a_bridge_in_flight_counts_its_two_switches():
     assert [type(e) for e in group_error.exceptions] == [ValueError]
     assert figures == tracer.Figures(2, 2, 0, 1)
     [crossing] = record.crossings
-    assert crossing.exception == "CancelledError"
+    assert crossing.exception == "asyncio.exceptions.CancelledError"
     assert crossing.return_ns is not None
     assert len(finished) == 1
 

@@ -11,6 +11,8 @@ import sys
 import threading
 import types
 
+import pytest
+
 from switchtrace import tracer
 from switchtrace.tracer import describe
 from switchtrace.tracer.describe import (
@@ -406,3 +408,29 @@ def test_a_return_before_the_end_is_counted_and_not_late():
     record.finish()
     assert record.switches_of(crossing) == record.context_switches == 2
     assert not crossing.returned_late
+
+
+class Outer:
+    class Declined(Exception):
+        pass
+
+
+class Unplaced(Exception):
+    __module__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    ("exception", "named"),
+    [
+        (ValueError(), "ValueError"),
+        (asyncio.CancelledError(), "asyncio.exceptions.CancelledError"),
+        (Outer.Declined(), "tests.tracer.test_record.Outer.Declined"),
+        # A class that names no module (a C type's may not): its name alone.
+        (Unplaced(), "Unplaced"),
+    ],
+)
+def test_an_exception_is_named_fully_qualified_as_opentelemetry_names_it(exception, named):
+    """error.type's SHOULD: the exception's fully-qualified class name, as the
+    SDK's exception.type (a built-in's alone). It said Declined: which of a
+    project's Declined did not show."""
+    assert tracer.exception_type(exception) == named

@@ -271,7 +271,7 @@ def failed(record: tracer.RequestRecord, exc: BaseException) -> None:
     KeyboardInterrupt from a view, a cancellation. Its span is an error,
     ``error.type`` the exception's class, as OpenTelemetry's HTTP
     conventions ask of a request that failed, whatever its status."""
-    record.attributes["error.type"] = type(exc).__qualname__
+    record.attributes["error.type"] = tracer.exception_type(exc)
 
 
 def _response_of(returned: Any) -> Any:

@@ -33,6 +33,7 @@ from .record import (
     LoopCreation,
     RequestRecord,
     ThreadStart,
+    exception_type,
 )
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "add_start_listener",
     "current_crossing",
     "current_record",
+    "exception_type",
     "finish_request",
     "install",
     "installed",

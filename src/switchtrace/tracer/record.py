@@ -172,7 +172,8 @@ class Crossing:
         self.loop_id: int | None = None
         self.loop_created = False
         self.threads_started = 0
-        #: Name of the exception class that left the bridged code, if any.
+        #: The exception class that left the bridged code, if any, as
+        #: :func:`exception_type` names it.
         self.exception: str | None = None
         self.before_headers = True
         #: Filled by :meth:`RequestRecord.describe`, after the response.
@@ -225,6 +226,17 @@ class Crossing:
     def __repr__(self) -> str:
         name = self.qualname or attribute(self.func, "__qualname__") or type(self.func).__name__
         return f"<Crossing {self.mechanism} {name} hop={self.hop} loop_created={self.loop_created}>"
+
+
+def exception_type(exception: BaseException) -> str:
+    """The exception's class as OpenTelemetry names it (``error.type``, the
+    SDK's ``exception.type``): fully qualified, ``django.http.response.Http404``,
+    a built-in's name alone, ``ValueError``."""
+    cls = type(exception)
+    module = attribute(cls, "__module__")
+    if isinstance(module, str) and module and module != "builtins":
+        return f"{module}.{cls.__qualname__}"
+    return cls.__qualname__
 
 
 def executor_kind(executor: Any, crossing: Crossing | None) -> str:
@@ -417,7 +429,7 @@ class RequestRecord:
         Written out in the ``sync_to_async`` patch too (see :meth:`start`)."""
         crossing.return_ns = now = self.clock()
         if exception is not None:
-            crossing.exception = type(exception).__qualname__
+            crossing.exception = exception_type(exception)
         claims = crossing.claims
         if claims is not None:
             claims.append(CLOSED)
