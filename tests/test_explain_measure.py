@@ -60,6 +60,16 @@ SITE = {
         "from fresh_settings import *\n"
         'STATIC_URL = "static/"\nMEDIA_URL = "https://media.example.com/media/"\n'
     ),
+    # Mounted at /shop: Django puts it before a relative STATIC_URL and
+    # MEDIA_URL (MEDIA_URL unset is then /shop/), not before the URLconf's
+    # paths.
+    "mounted_static_settings.py": (
+        'from fresh_settings import *\nSTATIC_URL = "static/"\nMEDIA_URL = "/uploads/"\n'
+        'FORCE_SCRIPT_NAME = "/shop"\n'
+    ),
+    "unset_media_settings.py": (
+        'from fresh_settings import *\nSTATIC_URL = "static/"\nFORCE_SCRIPT_NAME = "/shop"\n'
+    ),
     "frameworks_settings.py": 'from fresh_settings import *\nROOT_URLCONF = "tests.frameworks"\n',
     "recovering_settings.py": (
         "from fresh_settings import *\n"
@@ -420,6 +430,39 @@ def test_both_commands_say_the_same_of_bad_input(command, args, message, tmp_pat
     out = explain(command, args, "fresh_settings", tmp_path)
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr == f"{COMMANDS[command][1]}{message}\n"
+
+
+STATIC_WHY = (
+    ": it is under STATIC_URL '{}', whose files are served outside the URLconf (by the "
+    "staticfiles app's handler, WhiteNoise or the web server), with no view for switchtrace to "
+    "explain"
+)
+
+
+@pytest.mark.parametrize(
+    ("settings", "url", "why"),
+    [
+        ("mounted_static_settings", "/static/app.css", STATIC_WHY.format("/shop/static/")),
+        ("mounted_static_settings", "/uploads/a.jpg",
+         ": it is under MEDIA_URL '/uploads/', whose files are served outside the URLconf "
+         "(by the web server), with no view for switchtrace to explain"),
+        # The script name is not the URLconf's: no hint of its own.
+        ("mounted_static_settings", "/shop/static/app.css", ""),
+        # MEDIA_URL unset: the script prefix alone, which is no media.
+        ("unset_media_settings", "/nowhere/", ""),
+    ],
+)  # fmt: skip
+def test_a_static_files_url_of_a_mounted_site_is_told_without_the_mount(
+    settings, url, why, tmp_path
+):
+    """FORCE_SCRIPT_NAME: MEDIA_URL unset was /shop/, and every URL under it
+    was told it was media; /static/... went untold."""
+    out = explain("switchtrace", ["--url", url], settings, tmp_path)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        f"switchtrace explain: error: the URL {url!r} does not resolve to a view{why}; allowed: "
+        "a URL of ROOT_URLCONF 'fresh_urls'\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -549,6 +549,20 @@ def test_a_line_stays_shorter_than_what_a_pipe_writes_whole(records):
     )
 
 
+def test_the_class_a_request_raised_is_shown_with_its_module():
+    """Named with its module first (as OpenTelemetry names it), the class
+    itself was cut at 60 characters: (raised acme_platform.backend.apps....
+    (34 characters more)). Cut at 200."""
+    record = _recorded()
+    deep = "acme_platform.backend.apps.payments.services.gateways.stripe.PaymentGatewayTimeoutError"
+    record.attributes["error.type"] = deep
+    assert format_record(record).startswith(f"BLOCK  (raised {deep}): 0 switches")
+    record.attributes["error.type"] = "x" * 225
+    assert format_record(record).startswith(
+        "BLOCK  (raised " + "x" * 200 + "... (25 characters more)): 0 switches"
+    )
+
+
 def test_top_causes_past_max_events_say_they_name_only_those_kept():
     """With MAX_EVENTS 1, the second crossing is counted but not kept: the
     top named the first alone, as if it were all, and said nothing."""

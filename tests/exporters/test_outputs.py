@@ -1084,14 +1084,24 @@ def test_an_application_provider_set_after_startup_is_used_from_then_on(tmp_path
     )
 
 
-def test_an_application_provider_set_after_startup_gets_the_last_spans_at_exit(tmp_path):
+@pytest.mark.parametrize("before", [0, 1])
+def test_an_application_provider_set_after_startup_gets_the_last_spans_at_exit(before, tmp_path):
     """Its exit hook (the SDK's shutdown_on_exit), registered after
     switchtrace's, ran first: the records still queued at exit were handed to
     a provider already shut down, their spans lost untold (here the span
-    thread is held by the first record while the last five requests end)."""
+    thread is held by the first record it gives the application's provider
+    while the last five requests end). With a request before the provider
+    was set, the span thread may be first to see it, before any request."""
     script = """
-    import atexit, time
-    atexit.register(lambda: print(len(app_exporter.get_finished_spans())))  # runs last
+    import atexit, json, os, time
+
+    def spans():  # the application's, and those switchtrace wrote to its file
+        path = os.environ["SWITCHTRACE_EXAMPLE_TRACES"]
+        lines = open(path).readlines() if os.path.exists(path) else []
+        ours = (json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"] for line in lines)
+        print(len(app_exporter.get_finished_spans()) + sum(map(len, ours)))
+
+    atexit.register(spans)  # runs last
     import django
     django.setup()
     from django.core.handlers.wsgi import WSGIHandler
@@ -1103,14 +1113,17 @@ def test_an_application_provider_set_after_startup_gets_the_last_spans_at_exit(t
             if not waited:
                 waited.append(time.sleep(0.5))
     app_provider.add_span_processor(Slow())
+    for _ in range({before}):
+        wsgi_request(WSGIHandler(), "/async/")
     trace.set_tracer_provider(app_provider)
     for _ in range(6):
         wsgi_request(WSGIHandler(), "/async/")
     """
     provider = textwrap.indent(APP_PROVIDER, "    ").strip()
-    assert run_in_example([textwrap.dedent(script.format(provider=provider))], {}, tmp_path) == (
-        "12"
-    )
+    script = textwrap.dedent(script.format(provider=provider, before=before))
+    # (A request before it: its spans ours, in our file, or the application's,
+    # as the span thread saw the provider then.)
+    assert run_in_example([script], {}, tmp_path) == str(2 * (before + 6))
 
 
 def test_otel_sdk_disabled_turns_spans_off_not_headers(tmp_path):

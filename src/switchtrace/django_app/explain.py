@@ -164,18 +164,29 @@ def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
 def _files_under(path: str) -> str:
     """Why ``path`` has no view when it lies under STATIC_URL or MEDIA_URL
     (a path of this site's, not another host's): those files are served
-    outside the URLconf. Empty otherwise."""
-    for name in ("STATIC_URL", "MEDIA_URL"):
+    outside the URLconf. Empty otherwise. Django puts the script prefix
+    (FORCE_SCRIPT_NAME) before both, which ``path``, resolved as the
+    URLconf sees it, does not have."""
+    from django.urls import get_script_prefix
+
+    script = get_script_prefix()
+    served = {
+        "STATIC_URL": "the staticfiles app's handler, WhiteNoise or the web server",
+        "MEDIA_URL": "the web server",
+    }
+    for name, by in served.items():
         try:
             prefix = urlsplit(str(getattr(settings, name, None) or ""))
         except ValueError:  # not a URL (the settings' own check says so)
             continue
-        if prefix.netloc or prefix.path in ("", "/") or not path.startswith(prefix.path):
+        start = prefix.path
+        if start.startswith(script):
+            start = "/" + start[len(script) :]
+        if prefix.netloc or start in ("", "/") or not path.startswith(start):
             continue
         return (
             f": it is under {name} {prefix.path!r}, whose files are served outside the "
-            "URLconf (by the staticfiles app's handler, WhiteNoise or the web server), "
-            "with no view for switchtrace to explain"
+            f"URLconf (by {by}), with no view for switchtrace to explain"
         )
     return ""
 

@@ -63,6 +63,9 @@ def top_causes(
 #: another worker's line land in the middle of it.
 MAX_PATH = 400
 MAX_NAME = 60
+#: And of the class a request raised, named with its module first
+#: (``acme.payments.gateways.stripe.GatewayTimeout``): the class would be cut.
+MAX_RAISED = 200
 
 
 def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
@@ -75,7 +78,7 @@ def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
         head += f" {status}"
     raised = record.attributes.get("error.type")
     if raised is not None:  # failed out of Django's handler (see integration.failed)
-        head += f" (raised {printable(str(raised), MAX_NAME)})"
+        head += f" (raised {printable(str(raised), MAX_RAISED)})"
     before = f" ({record.at_headers.context_switches} before headers)" if record.at_headers else ""
     line = (
         f"{head}: {count(totals.context_switches, 'switch', 'switches')}{before}, "

@@ -489,8 +489,8 @@ class SpanPipeline(QueueWorker):
         #: here), for the spans the pipeline lays out itself.
         self.limits: Limits | None = None
         current = trace.get_tracer_provider()
-        #: The global provider as last seen from the request's path.
-        self._global = current
+        #: The global provider as the request's path last saw it.
+        self._global = _global_provider()
         if _is_configured(current):
             # The application configured OpenTelemetry itself: use its
             # provider, sampler and exporters, and add nothing of ours.
@@ -591,7 +591,7 @@ class SpanPipeline(QueueWorker):
         span = record.extra.get("otel.server_span")
         if span is not None and span.is_recording():
             span.set_attributes(request_attributes(record))
-        if self.own_provider and trace.get_tracer_provider() is not self._global:
+        if self.own_provider and _global_provider() is not self._global:
             self._exit_before_application_provider()
         if self._pid != os.getpid():
             self._here()
@@ -606,9 +606,11 @@ class SpanPipeline(QueueWorker):
         that shuts it down, registered after ours, would run before it, and
         the records still queued at exit be handed to a provider already
         shut down (their spans lost, untold). Ours again, now the newer, so
-        that it runs first."""
-        self._global = trace.get_tracer_provider()
-        if _is_configured(self._global) and not self._stopping.is_set():
+        that it runs first: from the first request to end after the change,
+        or from the span thread as it follows the provider, whichever comes
+        first."""
+        self._global = _global_provider()
+        if _is_configured(trace.get_tracer_provider()) and not self._stopping.is_set():
             atexit.unregister(self._shutdown_at_exit)
             atexit.register(self._shutdown_at_exit)
 
@@ -803,6 +805,7 @@ class SpanPipeline(QueueWorker):
         self.provider = current
         self.tracer = current.get_tracer("switchtrace", __version__)
         self.own_provider = False
+        self._exit_before_application_provider()
         self._say_sample_rate_unused()
 
     def _say_sample_rate_unused(self) -> None:
@@ -1120,6 +1123,14 @@ def _environ_sampler() -> sampling.Sampler:
             if sampler is not None:
                 return sampler
     return sampling._get_from_env_or_default()
+
+
+def _global_provider() -> Any:
+    """The global provider as OpenTelemetry holds it, None until one is set:
+    read on every request's path, where ``trace.get_tracer_provider()``
+    would look for OTEL_PYTHON_TRACER_PROVIDER in the environment each time
+    (a microsecond, three times the listener's own work)."""
+    return getattr(trace, "_TRACER_PROVIDER", None)
 
 
 def application_provider() -> bool:
