@@ -2389,11 +2389,14 @@ def test_demo_with_its_collector_down_says_so_in_one_line(protocol, tmp_path):
     with socket.socket() as s:  # a loopback port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"
+    # A user and password in it: not shown (they were).
+    endpoint = f"http://apiuser:SECRET@127.0.0.1:{port}"
     out = switchtrace(
         ["demo"], tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_EXPORTER_OTLP_TIMEOUT="1",
     )  # fmt: skip
+    assert "SECRET" not in out.stdout + out.stderr
+    endpoint = f"http://REDACTED:REDACTED@127.0.0.1:{port}"
     line = one_line(out, 1)
     said = {
         "http/protobuf": "Failed to export spans batch due to timeout, max retries or shutdown",

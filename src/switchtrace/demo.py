@@ -22,7 +22,7 @@ from typing import TextIO
 
 from . import example
 from .plural import count
-from .text import printable
+from .text import printable, without_credentials
 
 ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("/sync/", "a sync view returning a fixed response"),
@@ -178,7 +178,8 @@ def run(project: str | None, out: TextIO) -> int:
             where = f"to {options.file_path} (OTLP JSON, one export per line)"
         elif options.exporter == "otlp":
             where = (
-                f"over OTLP ({options.protocol}) to {options.endpoint or 'the default endpoint'}"
+                f"over OTLP ({options.protocol}) to "
+                f"{without_credentials(options.endpoint) or 'the default endpoint'}"
             )
         else:
             where = f"to the {options.exporter} exporter"

@@ -21,6 +21,23 @@ def shown(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def without_credentials(value: Any) -> Any:
+    """An endpoint as a message shows it: a user and password in it (what
+    comes before ``@`` in its authority) replaced by ``REDACTED:REDACTED``,
+    as OpenTelemetry's util-http shows URLs; the headers' values are not
+    shown either."""
+    if not isinstance(value, str):
+        return value
+    scheme, separator, rest = value.partition("://")
+    if not separator:
+        scheme, rest = "", value
+    end = min((at for at in map(rest.find, "/?#") if at >= 0), default=len(rest))
+    _user, at, host = rest[:end].rpartition("@")
+    if not at:
+        return value
+    return f"{scheme}{separator}REDACTED:REDACTED@{host}{rest[end:]}"
+
+
 def argument(value: str | os.PathLike[str]) -> str:
     """An argument or a path given to a command, for its one-line message:
     as it is, but empty, or with a line break or another character that is

@@ -439,6 +439,21 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
             "number from 1 to 65535.",
         ),
         (
+            # A user and password in the endpoint are not shown (they were,
+            # in the check's message and in the log as the app started).
+            {"ENABLED": True},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://apiuser:SECRET@collector.example:0/x"},
+            "The environment variable OTEL_EXPORTER_OTLP_ENDPOINT is "
+            "'https://REDACTED:REDACTED@collector.example:0/x', whose port is not a number from "
+            "1 to 65535.",
+        ),
+        (
+            {"ENABLED": True, "OTLP_ENDPOINT": "http://token@collector:4318/a@b\n"},
+            {},
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://REDACTED:REDACTED@collector:4318/a@b\\n', "
+            "which has a space or a control character in it.",
+        ),
+        (
             # The exporters connected to port 80 instead.
             {"ENABLED": True, "OTLP_ENDPOINT": "http://collector:0"},
             {},

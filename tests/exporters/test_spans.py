@@ -1167,6 +1167,13 @@ ARRIVALS = [
     # address is the peer.
     ({"forwarded": "for;for=198.51.100.1"}, {"client.address": "198.51.100.1"}),
     ({"forwarded_for": ":4711", "peer": ("192.0.2.9", None)}, PEER),
+    # A host or client with a user (and password) is none: it went out as
+    # server.address "alice:secret@shop.example:8443", server.port 80.
+    ({"host": "alice:secret@shop.example:8443"}, {}),
+    ({"host": "alice@shop.example"}, {}),
+    ({"forwarded_host": "bob:secret@shop.example:9443"}, {}),
+    ({"forwarded": 'host="carol:secret@shop.example"'}, {}),
+    ({"forwarded_for": "dave:secret@198.51.100.1", "peer": ("192.0.2.9", None)}, PEER),
 ]
 
 

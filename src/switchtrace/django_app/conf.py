@@ -34,7 +34,7 @@ from ..exporters.pipeline import (
     ExportOptions,
     application_provider,
 )
-from ..text import raised, shown
+from ..text import raised, shown, without_credentials
 from ..tracer import DEFAULT_MAX_EVENTS
 
 SETTING = "SWITCHTRACE"
@@ -908,7 +908,7 @@ def _headers_problem(environ: Mapping[str, str], protocol: Any) -> Problem | Non
 def _bad_url(where: str, value: Any, why: str) -> Problem:
     return Problem(
         "switchtrace.E006",
-        f"{where} is {shown(value)}, {why}.",
+        f"{where} is {shown(without_credentials(value))}, {why}.",
         "For example: http://localhost:4317 (OTLP/gRPC) or http://localhost:4318 (OTLP/HTTP).",
     )
 

@@ -270,7 +270,10 @@ def _port(value: Any) -> int | None:
 def _host_and_port(value: str, default: int | None = None) -> tuple[str | None, int | None]:
     """``example.com:8080``, ``[::1]:8000``, ``10.0.0.1`` as (address, port);
     an IPv6 address without its brackets; ``default`` the port of one
-    without a port (not of one whose port is not a port)."""
+    without a port (not of one whose port is not a port). A host has no
+    ``user:password@`` (a client may write one: not exported)."""
+    if "@" in value:
+        return None, None
     if value.startswith("["):
         address, bracket, rest = value[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
