@@ -22,20 +22,21 @@ def shown(value: Any, limit: int = 200) -> str:
 
 
 def without_credentials(value: Any) -> Any:
-    """An endpoint as a message shows it: a user and password in it (what
-    comes before ``@`` in its authority) replaced by ``REDACTED:REDACTED``,
-    as OpenTelemetry's util-http shows URLs; the headers' values are not
-    shown either."""
+    """An endpoint as a message shows it: a user and password in it
+    replaced by ``REDACTED:REDACTED``, as OpenTelemetry's util-http shows
+    URLs (the headers' values are not shown either). Everything between the
+    scheme and the last ``@`` goes: a password may hold ``/``, ``?`` or
+    ``#`` (a base64 token), and the endpoints shown are those refused, a
+    scheme mistyped (``http//``) among them."""
     if not isinstance(value, str):
         return value
     scheme, separator, rest = value.partition("://")
     if not separator:
         scheme, rest = "", value
-    end = min((at for at in map(rest.find, "/?#") if at >= 0), default=len(rest))
-    _user, at, host = rest[:end].rpartition("@")
+    _user, at, host = rest.rpartition("@")
     if not at:
         return value
-    return f"{scheme}{separator}REDACTED:REDACTED@{host}{rest[end:]}"
+    return f"{scheme}{separator}REDACTED:REDACTED@{host}"
 
 
 def argument(value: str | os.PathLike[str]) -> str:

@@ -448,10 +448,17 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
             "1 to 65535.",
         ),
         (
-            {"ENABLED": True, "OTLP_ENDPOINT": "http://token@collector:4318/a@b\n"},
+            # A base64 token holds a /; a scheme mistyped.
+            {"ENABLED": True, "OTLP_ENDPOINT": "http://apikey:Zm9v/YmFy+c?Q#=@collector:4318\n"},
             {},
-            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://REDACTED:REDACTED@collector:4318/a@b\\n', "
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://REDACTED:REDACTED@collector:4318\\n', "
             "which has a space or a control character in it.",
+        ),
+        (
+            {"ENABLED": True, "OTLP_ENDPOINT": "http//alice:s3cret@collector:4318"},
+            {},
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'REDACTED:REDACTED@collector:4318', which is not an "
+            "http:// or https:// URL.",
         ),
         (
             # The exporters connected to port 80 instead.

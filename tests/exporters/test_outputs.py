@@ -1126,6 +1126,44 @@ def test_an_application_provider_set_after_startup_gets_the_last_spans_at_exit(b
     assert run_in_example([script], {}, tmp_path) == str(2 * (before + 6))
 
 
+def test_the_exit_hook_moved_while_the_exit_hooks_run_still_runs(tmp_path):
+    """The span thread moves it as it follows the application's provider,
+    which may be while Python runs its exit hooks (a request ended then):
+    moved (unregistered, registered again) then, it never ran, and nothing
+    queued was exported, nor the loss told. Here an exit hook of the
+    application's sets its provider and makes the move as the thread
+    would; the request's spans, waiting for their batch, are written all
+    the same."""
+    script = """
+    import atexit, os, time
+
+    def written():  # registered first: runs last
+        path = os.environ["SWITCHTRACE_EXAMPLE_TRACES"]
+        print(len(open(path).readlines()) if os.path.exists(path) else 0)
+
+    atexit.register(written)
+    import django
+    django.setup()
+    from django.core.handlers.wsgi import WSGIHandler
+    from switchtrace.django_app import telemetry
+    from tests.support import wsgi_request
+    {provider}
+    pipeline = telemetry.pipeline()
+
+    def applications_exit_hook():
+        trace.set_tracer_provider(app_provider)
+        pipeline._exit_before_application_provider()
+
+    wsgi_request(WSGIHandler(), "/async/")
+    while not pipeline.records:  # its spans laid out, waiting for their batch
+        time.sleep(0.01)
+    atexit.register(applications_exit_hook)
+    """
+    provider = textwrap.indent(APP_PROVIDER, "    ").strip()
+    script = textwrap.dedent(script.format(provider=provider))
+    assert run_in_example([script], {"OTEL_BSP_SCHEDULE_DELAY": "60000"}, tmp_path) == "1"
+
+
 def test_otel_sdk_disabled_turns_spans_off_not_headers(tmp_path):
     after = "print(pipeline, result.figures())"
     assert run_script("", after, {"OTEL_SDK_DISABLED": "true"}, tmp_path) == "None (2, 2, 1, 1)"

@@ -605,13 +605,14 @@ class SpanPipeline(QueueWorker):
         made (see :meth:`_follow_application_provider`): the SDK's exit hook
         that shuts it down, registered after ours, would run before it, and
         the records still queued at exit be handed to a provider already
-        shut down (their spans lost, untold). Ours again, now the newer, so
-        that it runs first: from the first request to end after the change,
-        or from the span thread as it follows the provider, whichever comes
-        first."""
+        shut down (their spans lost, untold). Ours once more, now the newer,
+        so that it runs first: from the first request to end after the
+        change, or from the span thread as it follows the provider,
+        whichever comes first. The first stays registered (the second
+        shutdown returns at once): one registered while the exit hooks run,
+        which never runs then, must not have taken its place."""
         self._global = _global_provider()
         if _is_configured(trace.get_tracer_provider()) and not self._stopping.is_set():
-            atexit.unregister(self._shutdown_at_exit)
             atexit.register(self._shutdown_at_exit)
 
     # -- in the pipeline's thread ---------------------------------------------
