@@ -6,8 +6,10 @@ environment from the package index and runs the README's test command.
     nox -s "tests(python='3.12', django='6.0', asgiref='3.9.1')"
     nox -l                  # the list
 
-.ci/run runs three of them: the oldest (3.10, Django 4.2, asgiref 3.8.1), the
-machine's default (3.11, Django 5.2), and the newest (3.13, Django 6.1).
+.ci/run runs four of them: the oldest (3.10, Django 4.2, asgiref 3.8.1, and
+wrapt at its floor, as every session with the minimum asgiref here), the
+machine's default (3.11, Django 5.2), 3.12 with Django 6.0 at asgiref 3.9.1,
+and the newest (3.13, Django 6.1).
 """
 
 import nox
@@ -23,6 +25,8 @@ DJANGO = {
     "6.1": (("3.12", "3.13"), "3.9.1"),
 }
 LATEST_ASGIREF = "3.13.0"
+#: pyproject.toml's floor for wrapt, pinned with the minimum asgiref.
+OLDEST_WRAPT = "1.17.0"
 
 MATRIX = [
     (python, django, asgiref)
@@ -38,8 +42,9 @@ def tests(session: nox.Session, python: str, django: str, asgiref: str) -> None:
     venv = f".nox/py{python}-django{django}-asgiref{asgiref}"
     session.run(f"python{python}", "-m", "venv", "--clear", venv, external=True)
     pip = f"{venv}/bin/pip"
+    oldest = [f"wrapt=={OLDEST_WRAPT}"] if asgiref != LATEST_ASGIREF else []
     session.run(pip, "install", "-q", "-e", ".[test]", f"Django=={django}.*",
-                f"asgiref=={asgiref}", external=True)  # fmt: skip
+                f"asgiref=={asgiref}", *oldest, external=True)  # fmt: skip
     session.run(f"{venv}/bin/python", "-m", "pytest", *session.posargs, external=True)
 
 

@@ -67,6 +67,9 @@ SITE = {
         'from fresh_settings import *\nSTATIC_URL = "static/"\nMEDIA_URL = "/uploads/"\n'
         'FORCE_SCRIPT_NAME = "/shop"\n'
     ),
+    "cdn_static_settings.py": (
+        'from fresh_settings import *\nSTATIC_URL = "https://cdn.example.com/static/"\n'
+    ),
     "unset_media_settings.py": (
         'from fresh_settings import *\nSTATIC_URL = "static/"\nFORCE_SCRIPT_NAME = "/shop"\n'
     ),
@@ -450,6 +453,8 @@ STATIC_WHY = (
         ("mounted_static_settings", "/shop/static/app.css", ""),
         # MEDIA_URL unset: the script prefix alone, which is no media.
         ("unset_media_settings", "/nowhere/", ""),
+        # Static files from another host: their path says nothing of this one's.
+        ("cdn_static_settings", "/static/app.css", ""),
     ],
 )  # fmt: skip
 def test_a_static_files_url_of_a_mounted_site_is_told_without_the_mount(

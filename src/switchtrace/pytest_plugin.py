@@ -200,14 +200,16 @@ def _budget_of(item: pytest.Item) -> tuple[int, str]:
     budget fails the test with a message naming it."""
     __tracebackhide__ = True
     path, line, _ = item.location
-    where = f"\n{_shown(item.config, path)}:{line + 1}: {item.name}" if line is not None else ""
+    where = ""
+    if line is not None:
+        where = f"\n{_from_invocation_dir(item.config, path)}:{line + 1}: {item.name}"
     try:
         return _budget(item), where
     except ValueError as exc:
         raise pytest.fail.Exception(f"{exc}{where}", pytrace=False) from None
 
 
-def _shown(config: pytest.Config, path: str) -> str:
+def _from_invocation_dir(config: pytest.Config, path: str) -> str:
     """``path`` (an item's location: relative to the rootdir) as pytest's
     tracebacks show it: relative to the directory pytest was run from (in a
     monorepo, ``backend/tests/test_views.py`` run from above ``backend``)."""

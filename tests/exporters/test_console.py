@@ -547,6 +547,26 @@ def test_a_line_stays_shorter_than_what_a_pipe_writes_whole(records):
     assert format_record(_recorded(named)).endswith(
         "; top: " + "n" * 60 + "... (6 characters more) 2"
     )
+    # A class raised of 4-byte characters beside such a path (and five
+    # causes of 4-byte names): the class is cut at 60, as a name is, not
+    # at 200 (the line was 4,340 bytes).
+    grin = "\U0001f600"
+    record.attributes["error.type"] = grin * 224
+    with_causes = _recorded(*(_named(f"{grin * 83}{n}") for n in range(5)))
+    with_causes.attributes.update(record.attributes, **{"url.path": "/" + grin * 423})
+    crowded = format_record(with_causes)
+    assert f"(raised {grin * 60}... (164 characters more))" in crowded
+    assert len(crowded.encode()) < 4096
+    record.attributes["error.type"] = "x" * 225  # room for it: cut at 200
+    assert "(raised " + "x" * 200 + "... (25 characters more))" in format_record(record)
+
+
+def _named(name: str):
+    def function():
+        pass
+
+    function.__qualname__ = name
+    return function
 
 
 def test_the_class_a_request_raised_is_shown_with_its_module():

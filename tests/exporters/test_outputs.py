@@ -1152,7 +1152,7 @@ def test_the_exit_hook_moved_while_the_exit_hooks_run_still_runs(tmp_path):
 
     def applications_exit_hook():
         trace.set_tracer_provider(app_provider)
-        pipeline._exit_before_application_provider()
+        pipeline._register_exit_hook_again()
 
     wsgi_request(WSGIHandler(), "/async/")
     while not pipeline.records:  # its spans laid out, waiting for their batch

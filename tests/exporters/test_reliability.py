@@ -1042,41 +1042,57 @@ def test_a_record_whose_spans_cannot_be_made_is_counted_as_dropped(
     ]
 
 
+@pytest.mark.parametrize("exporter", ["file", "otlp"])
+@pytest.mark.parametrize("raised", [SystemExit("the exporter gave up"), ValueError("a bug")])
 def test_an_export_raising_any_exception_loses_its_batch_not_the_thread(
-    tmp_path, monkeypatch, swallowed, caplog
+    exporter, raised, tmp_path, monkeypatch, swallowed, caplog
 ):
     """An export that raised SystemExit (or a gevent.Timeout: any exception
     not an Exception) ended the span thread, silently: its batch never
     counted, every later record queued until the queue was full and then
-    dropped, and shutdown said its time ran out. (Its warning said the
-    file exporter's last failure: none.)"""
+    dropped, and shutdown said its time ran out. Its warning said the file
+    exporter's last failure (none); an OTLP exporter's raising paused
+    exports, though no collector had refused anything: the next batch goes
+    when it is due."""
+    from switchtrace.tracer import guard
+
+    guard.reset_reported()  # logged once per place and kind: this test's too
     path = tmp_path / "traces.jsonl"
-    pipeline = pipeline_module.SpanPipeline(
+    receiver = HttpReceiver()
+    options = (
         pipeline_module.ExportOptions(exporter="file", file_path=str(path))
+        if exporter == "file"
+        else pipeline_module.ExportOptions(exporter="otlp", endpoint=receiver.endpoint)
     )
+    pipeline = pipeline_module.SpanPipeline(options)
     export = pipeline.exporter.export
     calls = []
 
     def gives_up_once(batch):
         calls.append(batch)
         if len(calls) == 1:
-            raise SystemExit("the exporter gave up")
+            raise raised
         return export(batch)
 
     monkeypatch.setattr(pipeline.exporter, "export", gives_up_once)
-    with caplog.at_level(logging.WARNING, logger="switchtrace"):
-        for _ in range(2):
-            with tracer.recording() as record:
-                pass
-            pipeline(record)
-            assert pipeline.flush(10)
-        pipeline.shutdown()
-    assert [(where, repr(exc)) for where, exc in swallowed] == [
-        ("span export", "SystemExit('the exporter gave up')")
-    ]
+    try:
+        with caplog.at_level(logging.WARNING, logger="switchtrace"):
+            for _ in range(2):
+                with tracer.recording() as record:
+                    pass
+                pipeline(record)
+                assert pipeline.flush(10)
+                assert pipeline._retry_at == 0.0  # no pause
+            pipeline.shutdown()
+    finally:
+        receiver.stop()
+    assert [(where, repr(exc)) for where, exc in swallowed] == [("span export", repr(raised))]
     swallowed.clear()
     assert (pipeline.records, pipeline.dropped, pipeline.exported, pipeline.failed) == (2, 0, 1, 1)
-    assert len(path.read_text().splitlines()) == 1
+    if exporter == "file":
+        assert len(path.read_text().splitlines()) == 1
+    else:
+        assert receiver.received.span_count == 1
     assert [r.getMessage() for r in caplog.records if r.name == "switchtrace"] == [
         "switchtrace: internal error in span export (logged once; the request goes on untouched)",
         "switchtrace: span export raised an error; 1 span lost so far (and the spans of 0 "

@@ -58,17 +58,26 @@ def top_causes(
 
 #: The most characters of a request's path, and of its method and of a
 #: cause's name, that a line shows (what is left out is counted): a line
-#: stays under PIPE_BUF (4096 bytes), which a pipe that workers share
+#: stays under PIPE_BUF (4096 bytes on Linux), which a pipe that workers share
 #: writes whole; a longer one (a client's 40,000-character path) had
 #: another worker's line land in the middle of it.
 MAX_PATH = 400
 MAX_NAME = 60
 #: And of the class a request raised, named with its module first
-#: (``acme.payments.gateways.stripe.GatewayTimeout``): the class would be cut.
+#: (``acme.payments.gateways.stripe.GatewayTimeout``): the class would be cut;
+#: as a name is, though, where the line would not stay under PIPE_BUF.
 MAX_RAISED = 200
+PIPE_BUF = 4096
 
 
 def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
+    line = _line(record, resolve, MAX_RAISED)
+    if len(line.encode("utf-8", "replace")) >= PIPE_BUF:
+        line = _line(record, resolve, MAX_NAME)
+    return line
+
+
+def _line(record: RequestRecord, resolve: Resolve | None, max_raised: int) -> str:
     totals = record.totals()
     method = record.attributes.get("http.request.method") or record.kind.upper()
     path = record.attributes.get("url.path") or ""
@@ -78,7 +87,7 @@ def format_record(record: RequestRecord, resolve: Resolve | None = None) -> str:
         head += f" {status}"
     raised = record.attributes.get("error.type")
     if raised is not None:  # failed out of Django's handler (see integration.failed)
-        head += f" (raised {printable(str(raised), MAX_RAISED)})"
+        head += f" (raised {printable(str(raised), max_raised)})"
     before = f" ({record.at_headers.context_switches} before headers)" if record.at_headers else ""
     line = (
         f"{head}: {count(totals.context_switches, 'switch', 'switches')}{before}, "

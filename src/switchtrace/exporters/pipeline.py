@@ -592,7 +592,7 @@ class SpanPipeline(QueueWorker):
         if span is not None and span.is_recording():
             span.set_attributes(request_attributes(record))
         if self.own_provider and _global_provider() is not self._global:
-            self._exit_before_application_provider()
+            self._register_exit_hook_again()
         if self._pid != os.getpid():
             self._here()
         try:
@@ -600,7 +600,7 @@ class SpanPipeline(QueueWorker):
         except queue.Full:
             self._drop()
 
-    def _exit_before_application_provider(self) -> None:
+    def _register_exit_hook_again(self) -> None:
         """The application set its global provider after this pipeline was
         made (see :meth:`_follow_application_provider`): the SDK's exit hook
         that shuts it down, registered after ours, would run before it, and
@@ -806,7 +806,7 @@ class SpanPipeline(QueueWorker):
         self.provider = current
         self.tracer = current.get_tracer("switchtrace", __version__)
         self.own_provider = False
-        self._exit_before_application_provider()
+        self._register_exit_hook_again()
         self._say_sample_rate_unused()
 
     def _say_sample_rate_unused(self) -> None:
@@ -857,8 +857,10 @@ class SpanPipeline(QueueWorker):
             return
         if raised:
             # Our own encoding failed, or the exporter raised (an error
-            # logged as switchtrace's): no collector refused anything, so
-            # nothing to pause; the next batch is sent when it is due.
+            # logged as switchtrace's, whatever the exporter: the OTLP
+            # exporters report a collector's refusal as a result, and never
+            # raise for it): no collector refused anything, so nothing to
+            # pause; the next batch is sent when it is due.
             self._fail(
                 count,
                 "the export request could not be made"
@@ -980,11 +982,17 @@ class SpanPipeline(QueueWorker):
                     "progress when the shutdown's time ran out (lost if the process ends first)",
                     waiting,
                 )
+            elif self._pending:
+                logger.warning(
+                    "switchtrace: shut down with %s not exported yet and a request's spans "
+                    "still being made when the shutdown's time ran out (lost if the process "
+                    "ends first)",
+                    waiting,
+                )
             else:
                 logger.warning(
-                    "switchtrace: shut down with %sa request's spans still being made when the "
-                    "shutdown's time ran out (lost if the process ends first)",
-                    f"{waiting} not exported yet and " if self._pending else "",
+                    "switchtrace: shut down with a request's spans still being made when the "
+                    "shutdown's time ran out (lost if the process ends first)"
                 )
         if self._made is not None:
             self._shut_batch_processor(max(self._deadline - time.monotonic(), 0.0))
@@ -1060,7 +1068,7 @@ class _Counted(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             result = self._exporter.export(spans)
-        except Exception:
+        except BaseException:  # (any: counted, then the SDK's to deal with)
             self._fail(len(spans))
             raise
         if result is SpanExportResult.SUCCESS:

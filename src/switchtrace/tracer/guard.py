@@ -51,7 +51,8 @@ def set_error_hook(hook: ErrorHook | None) -> ErrorHook | None:
 
 
 def swallow(where: str) -> None:
-    """Call from an ``except Exception`` block: log once, never raise."""
+    """Call from an ``except`` block (``Exception``; ``BaseException`` in
+    switchtrace's own thread): log once, never raise."""
     exc = sys.exc_info()[1]
     if exc is None:  # pragma: no cover - misuse
         return
