@@ -27,6 +27,7 @@ urlpatterns = [
     path("listed-then-streamed/", views.listed_then_streamed_view),
     path("to-thread/", views.to_thread_view),
     path("to-thread-bridging/", views.to_thread_bridging_view),
+    path("to-thread-given-up/", views.to_thread_given_up_view),
     path("reused-context/", views.reused_context_view),
     path("sub-request/", views.sub_request_view),
     path("async-sub-request/", views.async_sub_request_view),

@@ -453,6 +453,23 @@ async def to_thread_view(request):
     return HttpResponse("ok")
 
 
+#: What to_thread_given_up_view's offload waits for: the test sets it.
+GIVEN_UP_RELEASE = __import__("threading").Event()
+
+
+async def to_thread_given_up_view(request):
+    """An offload the view stops waiting for (``asyncio.wait_for`` timing
+    out): its function runs on after the response, until the test lets it
+    end."""
+    import asyncio
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(GIVEN_UP_RELEASE.wait, 10), 0.01)
+    except asyncio.TimeoutError:
+        return HttpResponse("gave up")
+    return HttpResponse("waited")
+
+
 async def to_thread_bridging_view(request):
     """An offload whose function bridges back into an event loop, and starts
     a thread of its own."""

@@ -448,13 +448,14 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
             "1 to 65535.",
         ),
         (
-            # A base64 token holds a /; a scheme mistyped.
+            # A base64 token holds a / (and here a ? and a #).
             {"ENABLED": True, "OTLP_ENDPOINT": "http://apikey:Zm9v/YmFy+c?Q#=@collector:4318\n"},
             {},
             "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://REDACTED:REDACTED@collector:4318\\n', "
             "which has a space or a control character in it.",
         ),
         (
+            # A scheme mistyped.
             {"ENABLED": True, "OTLP_ENDPOINT": "http//alice:s3cret@collector:4318"},
             {},
             "SWITCHTRACE['OTLP_ENDPOINT'] is 'REDACTED:REDACTED@collector:4318', which is not an "

@@ -126,6 +126,37 @@ def test_an_async_view_offloading_under_wsgi_counts_every_thread_it_starts(recor
     assert record.totals() == tracer.Figures(4, 4, 1, threads)
 
 
+def test_an_offload_the_view_gave_up_on_counts_its_return_as_it_did(records):
+    """``asyncio.wait_for`` timing out on an ``asyncio.to_thread``: the view
+    has control back, and answers, while the function runs on in its
+    thread. Its return was counted when the function ended, after the
+    response: the header had its start alone, an odd count, and the
+    crossing was unfinished. As a cancelled ``sync_to_async``'s, it is
+    counted when the view gets its ``CancelledError``: the figures of an
+    offload that returned, the crossing closed with that exception."""
+    from ..views import GIVEN_UP_RELEASE
+
+    GIVEN_UP_RELEASE.clear()
+    try:
+        with project("none") as handlers:
+            waited = serve("asgi", handlers, "/to-thread/")
+            result = serve("asgi", handlers, "/to-thread-given-up/")
+    finally:
+        GIVEN_UP_RELEASE.set()
+    assert result.body == b"gave up"
+    # (The threads each started depend on the order: the loop's executor.)
+    assert result.figures()[:2] == waited.figures()[:2] == (4, 4)
+    given_up = records[-1]
+    totals = given_up.totals()
+    assert (totals.context_switches, totals.thread_hops) == (6, 6)
+    [offload] = [c for c in given_up.crossings if c.mechanism == "asyncio.to_thread"]
+    assert (offload.mechanism, offload.exception) == (
+        "asyncio.to_thread",
+        "asyncio.exceptions.CancelledError",
+    )
+    assert offload.return_ns is not None
+
+
 def test_a_context_of_the_codes_own_in_use_elsewhere_is_not_entered(records):
     """A function holding partial(context.run, ...) is taken for a wrapper
     around asyncio.to_thread's, whose context the crossing is made current

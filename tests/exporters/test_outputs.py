@@ -1084,6 +1084,36 @@ def test_an_application_provider_set_after_startup_is_used_from_then_on(tmp_path
     )
 
 
+def test_a_provider_named_in_the_environment_is_left_for_the_application_to_make(tmp_path):
+    """OTEL_PYTHON_TRACER_PROVIDER set: ``trace.get_tracer_provider()`` makes
+    the provider it names and sets it as the global one. switchtrace asked
+    it whether the application had set one (its checks and settings, then
+    each pipeline): that made the global provider, one without a processor,
+    taken as the application's (switchtrace's spans lost), and the
+    application's own ``set_tracer_provider`` refused ("Overriding of
+    current TracerProvider is not allowed")."""
+    after = """
+    from django.core.checks import run_checks
+    run_checks()
+    unset = trace._TRACER_PROVIDER is None
+    pipeline.flush(10)
+    mine = pipeline.own_provider
+    {provider}
+    trace.set_tracer_provider(app_provider)
+    wsgi_request(WSGIHandler(), "/async/")
+    pipeline.flush(10)
+    with open(os.environ["SWITCHTRACE_EXAMPLE_TRACES"]) as traces:
+        written = len(traces.readlines())
+    print(unset, mine, trace.get_tracer_provider() is app_provider, written,
+          sorted(s.name for s in app_exporter.get_finished_spans()))
+    """
+    after = after.format(provider=textwrap.indent(APP_PROVIDER, "    ").strip())
+    env = {"OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
+    assert run_script("from opentelemetry import trace", after, env, tmp_path) == (
+        "True True True 1 ['GET async/', 'async_to_sync async_view']"
+    )
+
+
 @pytest.mark.parametrize("before", [0, 1])
 def test_an_application_provider_set_after_startup_gets_the_last_spans_at_exit(before, tmp_path):
     """Its exit hook (the SDK's shutdown_on_exit), registered after
@@ -1126,14 +1156,14 @@ def test_an_application_provider_set_after_startup_gets_the_last_spans_at_exit(b
     assert run_in_example([script], {}, tmp_path) == str(2 * (before + 6))
 
 
-def test_the_exit_hook_moved_while_the_exit_hooks_run_still_runs(tmp_path):
-    """The span thread moves it as it follows the application's provider,
-    which may be while Python runs its exit hooks (a request ended then):
-    moved (unregistered, registered again) then, it never ran, and nothing
-    queued was exported, nor the loss told. Here an exit hook of the
-    application's sets its provider and makes the move as the thread
-    would; the request's spans, waiting for their batch, are written all
-    the same."""
+def test_the_exit_hook_registered_again_while_the_exit_hooks_run_still_runs(tmp_path):
+    """The span thread registers it again as it follows the application's
+    provider, which may be while Python runs its exit hooks (a request
+    ended then): one registered then never runs, and when that one took
+    the first's place (unregistered, registered again), nothing queued was
+    exported, nor the loss told. Here an exit hook of the application's
+    sets its provider and registers it again as the thread would; the
+    request's spans, waiting for their batch, are written all the same."""
     script = """
     import atexit, os, time
 

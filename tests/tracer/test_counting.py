@@ -1390,6 +1390,84 @@ def test_a_call_cancelled_after_a_worker_took_it_counts_nothing():
     assert [c.func for c in record.crossings] == [release.wait]
 
 
+@pytest.mark.parametrize("how", ["asyncio.to_thread", "run_in_executor"])
+def test_an_offload_whose_caller_is_cancelled_returns_then(how):
+    """The caller stops waiting (cancelled) while the function runs: it has
+    control back at once, and the return is counted then, as a cancelled
+    sync_to_async's, with the CancelledError; not when the function ends,
+    which here is after the recording did (one switch of two, the crossing
+    unfinished)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    started, release = threading.Event(), threading.Event()
+
+    def blocks():
+        started.set()
+        release.wait(10)
+
+    async def awaits(future):
+        return await future
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            if how == "asyncio.to_thread":
+                call = asyncio.ensure_future(asyncio.to_thread(blocks))
+            else:  # awaited by a task (a view's) that is cancelled
+                call = asyncio.ensure_future(awaits(loop.run_in_executor(pool, blocks)))
+            await asyncio.sleep(0)  # the task awaits the future
+            while not started.is_set():
+                await asyncio.sleep(0.001)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            figures = record.totals()
+        release.set()
+        return record, figures
+
+    try:
+        record, figures = asyncio.run(main())
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    # The thread of the loop's default executor, or of the pool.
+    assert figures == record.totals() == tracer.Figures(2, 2, 0, 1)
+    [crossing] = record.crossings
+    assert (crossing.mechanism, crossing.func) == (how, blocks)
+    assert crossing.exception == "asyncio.exceptions.CancelledError"
+    assert not crossing.returned_late
+    assert crossing.start_ns <= crossing.return_ns <= crossing.end_ns
+
+
+def test_an_offload_that_ended_before_its_caller_was_cancelled_returns_once():
+    """The function ended (its return counted) before the cancellation
+    reached its future: the cancellation counts nothing more, and the
+    crossing keeps what the function did."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    pool.submit(str).result()  # the pool's thread started
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tracer.recording() as record:
+            call = loop.run_in_executor(pool, str)
+            deadline = time.monotonic() + 10
+            # The loop's thread held until the function has returned: the
+            # future's result cannot reach the caller before the cancel.
+            while record.totals().context_switches < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        return record
+
+    try:
+        record = asyncio.run(main())
+    finally:
+        pool.shutdown(wait=True)
+    assert record.totals() == tracer.Figures(2, 2, 0, 0)
+    [crossing] = record.crossings
+    assert crossing.exception is None
+
+
 def test_loop_run_until_complete_from_sync_code_is_two_switches_without_a_hop():
     with tracer.recording() as record:
         loop = asyncio.new_event_loop()

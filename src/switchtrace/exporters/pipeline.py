@@ -488,9 +488,8 @@ class SpanPipeline(QueueWorker):
         #: The SDK's span limits, read as our provider reads them (once,
         #: here), for the spans the pipeline lays out itself.
         self.limits: Limits | None = None
-        current = trace.get_tracer_provider()
         #: The global provider as the request's path last saw it.
-        self._global = _global_provider()
+        self._global = current = _global_provider()
         if _is_configured(current):
             # The application configured OpenTelemetry itself: use its
             # provider, sampler and exporters, and add nothing of ours.
@@ -612,7 +611,7 @@ class SpanPipeline(QueueWorker):
         shutdown returns at once): one registered while the exit hooks run,
         which never runs then, must not have taken its place."""
         self._global = _global_provider()
-        if _is_configured(trace.get_tracer_provider()) and not self._stopping.is_set():
+        if _is_configured(self._global) and not self._stopping.is_set():
             atexit.register(self._shutdown_at_exit)
 
     # -- in the pipeline's thread ---------------------------------------------
@@ -800,7 +799,7 @@ class SpanPipeline(QueueWorker):
         ``wsgi.py`` after ``get_wsgi_application()``): its provider makes
         the spans of the records from now on, as it would have from the
         start. What is already encoded is still exported by ours."""
-        current = trace.get_tracer_provider()
+        current = _global_provider()
         if current is self.provider or not _is_configured(current):
             return
         self.provider = current
@@ -1135,10 +1134,14 @@ def _environ_sampler() -> sampling.Sampler:
 
 
 def _global_provider() -> Any:
-    """The global provider as OpenTelemetry holds it, None until one is set:
-    read on every request's path, where ``trace.get_tracer_provider()``
-    would look for OTEL_PYTHON_TRACER_PROVIDER in the environment each time
-    (a microsecond, three times the listener's own work)."""
+    """The global provider as OpenTelemetry holds it, None until one is set.
+    Not ``trace.get_tracer_provider()``: with OTEL_PYTHON_TRACER_PROVIDER in
+    the environment, that makes the provider it names and sets it as the
+    global one, which the application's own ``set_tracer_provider`` could
+    then no longer replace ("Overriding of current TracerProvider is not
+    allowed"); and on every request's path it would look in the
+    environment each time (a microsecond, three times the listener's own
+    work)."""
     return getattr(trace, "_TRACER_PROVIDER", None)
 
 
@@ -1147,11 +1150,13 @@ def application_provider() -> bool:
     ``opentelemetry-instrument`` does before the application starts): a
     pipeline made now uses it, its sampler included, and makes none of its
     own."""
-    return _is_configured(trace.get_tracer_provider())
+    return _is_configured(_global_provider())
 
 
 def _is_configured(provider: Any) -> bool:
-    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+    return provider is not None and not isinstance(
+        provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+    )
 
 
 def _env_int(name: str, default: int) -> int:

@@ -54,7 +54,7 @@ import time
 import types
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import wrapt
@@ -66,6 +66,7 @@ from .guard import logger, raised_elsewhere, swallow
 from .record import (
     ASYNC_TO_SYNC,
     ASYNCIO_RUN,
+    CANCELLED,
     CLOSED,
     RUN_IN_EXECUTOR,
     RUN_UNTIL_COMPLETE,
@@ -132,6 +133,12 @@ _returns_at_close: WeakIdentityMap[
 _crossing_loops: WeakIdentityMap[tuple[weakref.ref[RequestRecord], weakref.ref[Crossing]]] = (
     WeakIdentityMap()
 )
+#: The futures of request code's own offloads (asyncio.to_thread,
+#: run_in_executor) -> their crossing, for the caller cancelled while the
+#: function runs (see _wrap_future_cancel).
+_offload_futures: WeakIdentityMap[Here] = WeakIdentityMap()
+#: What a cancelled caller gets, for the crossing's record.
+_CANCELLED_ERROR = asyncio.CancelledError()
 #: Threads closing an asyncio.Runner: its run_until_complete calls (shutting
 #: down async generators and the default executor) are not crossings.
 _closing_runner = threading.local()
@@ -408,13 +415,40 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
         # so that a worker thread it starts for it is the offload's.
         token = _here_set(offload)
         try:
-            return original(self, fn, *args, **kwargs)
+            future = original(self, fn, *args, **kwargs)
         finally:
             _here_reset(token)
+        try:
+            _offload_futures[future] = offload
+        except TypeError:  # a custom executor's future that takes no weak reference
+            pass
+        except Exception:
+            swallow("executor submit")
+        return future
 
     if _fn_is_positional_only(original):
         return submit
     return _fn_by_keyword(submit, original)
+
+
+def _wrap_future_cancel(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    """An offload's caller cancelled (a client gone, ``asyncio.timeout``, a
+    task group's sibling failing): asyncio cancels the executor's future as
+    the caller's task gets its ``CancelledError``, on the loop's thread.
+    The future of a function that runs already is not cancelled, and the
+    function runs on to its end; control is back with the caller now, and
+    the return is counted now, as a cancelled ``sync_to_async``'s is (not
+    when the function ends, maybe after the request did: one switch of
+    two, the crossing unfinished)."""
+    cancelled = wrapped(*args, **kwargs)
+    if not cancelled and _offload_futures:
+        here = _offload_futures.pop(instance)
+        if here is not None and here[1] is not None:
+            try:
+                here[0].close(here[1], _CANCELLED_ERROR, CANCELLED)
+            except Exception:
+                swallow("offload cancel")
+    return cancelled
 
 
 def _fn_is_positional_only(original: Callable[..., Any]) -> bool:
@@ -458,6 +492,7 @@ def _offload(
     if inner is not None:
         mechanism, target = TO_THREAD, inner
     crossing = Crossing(mechanism, None, target, _thread(), current, clock())
+    crossing.claims = []  # its start and its return, on two threads (and see _wrap_future_cancel)
     crossing.executor_object = executor
     crossing.loop_id = id(_get_running_loop())
     here = (record, crossing)
@@ -1074,6 +1109,7 @@ def _targets() -> list[Target]:
         (AsyncToSync, "main_wrap", Fast(_patch_main_wrap)),
         (ThreadPoolExecutor, "submit", Fast(_patch_submit)),
         (CurrentThreadExecutor, "submit", Fast(_patch_submit)),
+        (Future, "cancel", _wrap_future_cancel),
         (asyncio.base_events.BaseEventLoop, "__init__", _wrap_loop_init),
         (asyncio.base_events.BaseEventLoop, "run_until_complete", Fast(_patch_run_until_complete)),
         (_defining(threading.Thread, "start"), "start", _wrap_thread_start),

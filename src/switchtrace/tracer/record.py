@@ -40,6 +40,9 @@ THREAD_TO_LOOP = "sync->async"
 #: What each side of a crossing appends to :attr:`Crossing.claims`.
 STARTED = "started"
 CLOSED = "closed"
+#: An offload's caller cancelled while its function runs (the future's
+#: ``cancel()``), the function still to end: the first of the two closes it.
+CANCELLED = "cancelled"
 
 _TO_LOOP = frozenset({ASYNC_TO_SYNC, ASYNCIO_RUN, RUN_UNTIL_COMPLETE})
 
@@ -423,16 +426,25 @@ class RequestRecord:
         else:
             next(self._dropped)
 
-    def close(self, crossing: Crossing, exception: BaseException | None = None) -> None:
+    def close(
+        self, crossing: Crossing, exception: BaseException | None = None, closer: str = CLOSED
+    ) -> None:
         """Control is back with the caller: the switch back, if it ever left.
 
-        Written out in the ``sync_to_async`` patch too (see :meth:`start`)."""
+        ``closer`` is what this side appends to the crossing's claims: an
+        offload's return is noted both where its caller is cancelled
+        (:data:`CANCELLED`) and where its function ends, and only the first
+        of the two closes it. Written out in the ``sync_to_async`` patch too
+        (see :meth:`start`)."""
+        claims = crossing.claims
+        if claims is not None:
+            claims.append(closer)
+            if claims[0] is STARTED and claims[1] is not closer:
+                return  # closed by the other side already
         crossing.return_ns = now = self.clock()
         if exception is not None:
             crossing.exception = exception_type(exception)
-        claims = crossing.claims
         if claims is not None:
-            claims.append(CLOSED)
             if claims[0] is not STARTED:
                 return
         elif crossing.start_ns is None:
