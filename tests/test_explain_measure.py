@@ -67,6 +67,10 @@ SITE = {
         'from fresh_settings import *\nSTATIC_URL = "static/"\nMEDIA_URL = "/uploads/"\n'
         'FORCE_SCRIPT_NAME = "/shop"\n'
     ),
+    # Its media written absolute, inside the mount.
+    "mounted_media_settings.py": (
+        'from fresh_settings import *\nMEDIA_URL = "/shop/uploads/"\nFORCE_SCRIPT_NAME = "/shop"\n'
+    ),
     "cdn_static_settings.py": (
         'from fresh_settings import *\nSTATIC_URL = "https://cdn.example.com/static/"\n'
     ),
@@ -446,8 +450,11 @@ STATIC_WHY = (
     ("settings", "url", "why"),
     [
         ("mounted_static_settings", "/static/app.css", STATIC_WHY.format("/shop/static/")),
-        ("mounted_static_settings", "/uploads/a.jpg",
-         ": it is under MEDIA_URL '/uploads/', whose files are served outside the URLconf "
+        # An absolute MEDIA_URL stays the host's /uploads/: the URLconf's
+        # /uploads/a.jpg is /shop/uploads/a.jpg, none of its files.
+        ("mounted_static_settings", "/uploads/a.jpg", ""),
+        ("mounted_media_settings", "/uploads/a.jpg",
+         ": it is under MEDIA_URL '/shop/uploads/', whose files are served outside the URLconf "
          "(by the web server), with no view for switchtrace to explain"),
         # The script name is not the URLconf's: no hint of its own.
         ("mounted_static_settings", "/shop/static/app.css", ""),
@@ -461,7 +468,8 @@ def test_a_static_files_url_of_a_mounted_site_is_told_without_the_mount(
     settings, url, why, tmp_path
 ):
     """FORCE_SCRIPT_NAME: MEDIA_URL unset was /shop/, and every URL under it
-    was told it was media; /static/... went untold."""
+    was told it was media; /static/... went untold; a MEDIA_URL written
+    absolute, outside the mount, was taken as under it."""
     out = explain("switchtrace", ["--url", url], settings, tmp_path)
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr == (

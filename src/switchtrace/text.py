@@ -9,6 +9,7 @@ the standard library only, so that the command line, the pytest plugin and
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 
@@ -24,19 +25,32 @@ def shown(value: Any, limit: int = 200) -> str:
 def without_credentials(value: Any) -> Any:
     """An endpoint as a message shows it: a user and password in it
     replaced by ``REDACTED:REDACTED``, as OpenTelemetry's util-http shows
-    URLs (the headers' values are not shown either). Everything between the
-    scheme and the last ``@`` goes: a password may hold ``/``, ``?`` or
-    ``#`` (a base64 token), and the endpoints shown are those refused, a
-    scheme mistyped (``http//``) among them."""
+    URLs (the headers' values are not shown either). The scheme is kept as
+    written (the endpoints shown are those refused: a scheme mistyped,
+    ``http//``, among them). A password may hold ``/``, ``?`` or ``#`` (a
+    base64 token): where what comes before the first of those is no host
+    (``apikey:Zm9v``), everything up to the last ``@`` goes; where it is a
+    host, an ``@`` after it is the path's or the query's
+    (``?tenant=ops@acme``), and the endpoint has no user or password."""
     if not isinstance(value, str):
         return value
-    scheme, separator, rest = value.partition("://")
-    if not separator:
-        scheme, rest = "", value
-    _user, at, host = rest.rpartition("@")
+    scheme = _SCHEME.match(value)
+    start = scheme.end() if scheme else 0
+    rest = value[start:]
+    authority = _AUTHORITY_END.split(rest, maxsplit=1)[0]
+    user, at, _host = authority.rpartition("@")
     if not at:
-        return value
-    return f"{scheme}{separator}REDACTED:REDACTED@{host}"
+        if "@" not in rest or _HOST.fullmatch(authority):
+            return value
+        user = rest.rpartition("@")[0]
+    return f"{value[:start]}REDACTED:REDACTED{value[start + len(user) :]}"
+
+
+#: A scheme and its slashes, as written (``http://``; mistyped, ``http//``).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:?/+")
+_AUTHORITY_END = re.compile(r"[/?#]")
+#: A host, and a port of digits (``collector:4318``, ``[::1]:4317``).
+_HOST = re.compile(r"(\[[^\]]*\]|[^:@\[\]]*)(:[0-9]*)?")
 
 
 def argument(value: str | os.PathLike[str]) -> str:

@@ -455,11 +455,25 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
             "which has a space or a control character in it.",
         ),
         (
-            # A scheme mistyped.
-            {"ENABLED": True, "OTLP_ENDPOINT": "http//alice:s3cret@collector:4318"},
+            # A scheme mistyped: shown as written (a password holding :// too).
+            {"ENABLED": True, "OTLP_ENDPOINT": "http//alice:pa://ss@collector:4318"},
             {},
-            "SWITCHTRACE['OTLP_ENDPOINT'] is 'REDACTED:REDACTED@collector:4318', which is not an "
-            "http:// or https:// URL.",
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http//REDACTED:REDACTED@collector:4318', which is "
+            "not an http:// or https:// URL.",
+        ),
+        (
+            # An @ in the query (or the path) is no user's: host and port shown.
+            {"ENABLED": True, "OTLP_ENDPOINT": "http://collector:0/v1/traces?tenant=ops@acme"},
+            {},
+            "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://collector:0/v1/traces?tenant=ops@acme', "
+            "whose port is not a number from 1 to 65535.",
+        ),
+        (
+            {"ENABLED": True, "OTLP_ENDPOINT": "http://u:p@collector:0/v1/traces?tenant=ops@acme"},
+            {},
+            "SWITCHTRACE['OTLP_ENDPOINT'] is "
+            "'http://REDACTED:REDACTED@collector:0/v1/traces?tenant=ops@acme', "
+            "whose port is not a number from 1 to 65535.",
         ),
         (
             # The exporters connected to port 80 instead.

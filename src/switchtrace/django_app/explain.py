@@ -165,8 +165,10 @@ def _files_under(path: str) -> str:
     """Why ``path`` has no view when it lies under STATIC_URL or MEDIA_URL
     (a path of this site's, not another host's): those files are served
     outside the URLconf. Empty otherwise. Django puts the script prefix
-    (FORCE_SCRIPT_NAME) before both, which ``path``, resolved as the
-    URLconf sees it, does not have."""
+    (FORCE_SCRIPT_NAME) before both when they are relative, which ``path``,
+    resolved as the URLconf sees it, does not have; one written absolute
+    outside that prefix (``/uploads/`` for a site at ``/shop``) is none of
+    the site's URLs."""
     from django.urls import get_script_prefix
 
     script = get_script_prefix()
@@ -182,6 +184,8 @@ def _files_under(path: str) -> str:
         start = prefix.path
         if start.startswith(script):
             start = "/" + start[len(script) :]
+        elif script != "/":
+            continue
         if prefix.netloc or start in ("", "/") or not path.startswith(start):
             continue
         return (
