@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 import os
 import re
@@ -2474,10 +2475,14 @@ def propagators_messages(value, monkeypatch):
         return own_messages_with({"OTEL_PROPAGATORS": value}, monkeypatch)
 
 
+#: sentry-sdk 2.x registers a "sentry" propagator (its OpenTelemetry
+#: integration's, gone in 3.x, which registers none).
+SENTRY_2 = importlib.metadata.version("sentry-sdk").split(".")[0] == "2"
 #: The propagators the test extras install: OpenTelemetry's API's own two,
-#: opentelemetry-propagator-b3's two, and sentry-sdk's.
+#: opentelemetry-propagator-b3's two, and sentry-sdk 2.x's.
+SENTRY = "sentry, " if SENTRY_2 else ""
 PROPAGATORS_HINT = (
-    "Allowed: comma-separated names of installed propagators (b3, b3multi, baggage, sentry, "
+    f"Allowed: comma-separated names of installed propagators (b3, b3multi, baggage, {SENTRY}"
     "tracecontext here; b3 and b3multi come with opentelemetry-propagator-b3, jaeger with "
     "opentelemetry-propagator-jaeger), or none; unset, the default tracecontext,baggage."
 )
@@ -2552,11 +2557,12 @@ def test_a_propagator_that_does_not_load_is_e013(value, failure, tmp_path, monke
         f"that does not load: {name!r} ({failure}). OpenTelemetry's propagate module fails to "
         "import with it, and no incoming trace context could be read.",
     )
-    assert "b3, b3multi, baggage, missing_module, raising, sentry, tracecontext here" in hint
+    assert f"b3, b3multi, baggage, missing_module, raising, {SENTRY}tracecontext here" in hint
 
 
 @pytest.mark.parametrize(
-    "value", ["", "tracecontext", " b3multi , baggage ", "none", "NONE,xray", "sentry"]
+    "value",
+    ["", "tracecontext", " b3multi , baggage ", "none", "NONE,xray"] + ["sentry"] * SENTRY_2,
 )
 def test_propagators_opentelemetry_loads_are_no_error(value, monkeypatch):
     code = f"import os; os.environ['OTEL_PROPAGATORS'] = {value!r}; import opentelemetry.propagate"
@@ -2565,6 +2571,29 @@ def test_propagators_opentelemetry_loads_are_no_error(value, monkeypatch):
         == 0
     )
     assert propagators_messages(value, monkeypatch) == []
+
+
+@pytest.mark.skipif(SENTRY_2, reason="sentry-sdk 2.x registers the sentry propagator")
+@pytest.mark.parametrize("value", ["sentry", "tracecontext,sentry"])
+def test_sentry_3_has_no_sentry_propagator_e013(value, monkeypatch):
+    """OTEL_PROPAGATORS=sentry, as sentry-sdk 2.x's OpenTelemetry setup asked,
+    under sentry-sdk 3.x: OpenTelemetry cannot import its propagate module
+    (in the application too), and switchtrace is disabled, as for any
+    propagator not installed."""
+    code = f"import os; os.environ['OTEL_PROPAGATORS'] = {value!r}; import opentelemetry.propagate"
+    failed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert "ValueError: Propagator sentry not found." in failed.stderr
+    assert propagators_messages(value, monkeypatch) == [
+        (
+            "switchtrace.E013",
+            f"The environment variable OTEL_PROPAGATORS is {value!r}, which names a propagator "
+            "no installed package provides: 'sentry'. OpenTelemetry's propagate module fails "
+            "to import with it, and no incoming trace context could be read.",
+            PROPAGATORS_HINT,
+        )
+    ]
 
 
 def test_propagators_are_not_checked_once_opentelemetry_has_loaded_them(monkeypatch):
