@@ -278,7 +278,7 @@ def test_an_application_provider_set_while_exports_are_paused_makes_the_spans(
             app_exporter = InMemorySpanExporter()
             app_provider = TracerProvider()
             app_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
-            monkeypatch.setattr(trace, "get_tracer_provider", lambda: app_provider)
+            monkeypatch.setattr(trace, "_TRACER_PROVIDER", app_provider)  # as set_tracer_provider
             request()
             assert (pipeline.own_provider, pipeline.provider) == (False, app_provider)
             assert (pipeline.records, pipeline.failed, receiver.received.posts) == (2, 1, 1)

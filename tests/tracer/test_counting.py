@@ -1468,6 +1468,68 @@ def test_an_offload_that_ended_before_its_caller_was_cancelled_returns_once():
     assert crossing.exception is None
 
 
+def test_an_offload_the_code_cancels_itself_and_waits_for_returns_as_its_function_ends():
+    """cancel() called by the code on an executor's future whose function
+    runs (it fails), the code then waiting for the result all the same:
+    nobody was cancelled, and the return is the function's, not a
+    CancelledError at the cancel() call."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    started, release = threading.Event(), threading.Event()
+
+    def blocks():
+        started.set()
+        release.wait(10)
+        return "done"
+
+    async def main():
+        with tracer.recording() as record:
+            future = pool.submit(blocks)
+            assert started.wait(10)
+            refused = future.cancel()
+            release.set()
+            result = await asyncio.wrap_future(future)
+        return record, refused, result
+
+    try:
+        record, refused, result = asyncio.run(main())
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    assert (refused, result) == (False, "done")
+    assert record.totals() == tracer.Figures(2, 2, 0, 1)
+    [crossing] = record.crossings
+    assert crossing.exception is None
+    assert crossing.return_ns >= crossing.end_ns
+
+
+def test_an_offload_whose_future_the_code_keeps_keeps_no_record():
+    """An object keeping the future of its own method, submitted from the
+    loop: the crossing leads to the future (its function, the bound
+    method), and what switchtrace keeps for the future's cancellation
+    kept the record as long as the process."""
+
+    class Job:
+        def __init__(self, pool):
+            self.future = pool.submit(self.run)
+
+        def run(self):
+            return 42
+
+    async def request(pool):
+        with tracer.recording() as record:
+            job = Job(pool)
+            assert await asyncio.wrap_future(job.future) == 42
+        return weakref.ref(record), weakref.ref(job)
+
+    async def main(pool):
+        return [await request(pool) for _ in range(3)]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        refs = asyncio.run(main(pool))
+    collect_garbage()
+    assert [(record(), job()) for record, job in refs] == [(None, None)] * 3
+
+
 def test_loop_run_until_complete_from_sync_code_is_two_switches_without_a_hop():
     with tracer.recording() as record:
         loop = asyncio.new_event_loop()

@@ -134,11 +134,32 @@ _crossing_loops: WeakIdentityMap[tuple[weakref.ref[RequestRecord], weakref.ref[C
     WeakIdentityMap()
 )
 #: The futures of request code's own offloads (asyncio.to_thread,
-#: run_in_executor) -> their crossing, for the caller cancelled while the
-#: function runs (see _wrap_future_cancel).
-_offload_futures: WeakIdentityMap[Here] = WeakIdentityMap()
+#: run_in_executor) -> their record and crossing, held weakly (the code may
+#: keep its future where the crossing leads, in the object whose method it
+#: submitted: a strong hold would keep the record as long as the process),
+#: for the caller cancelled while the function runs (see _wrap_future_cancel).
+_offload_futures: WeakIdentityMap[tuple[weakref.ref[RequestRecord], weakref.ref[Crossing]]] = (
+    WeakIdentityMap()
+)
 #: What a cancelled caller gets, for the crossing's record.
 _CANCELLED_ERROR = asyncio.CancelledError()
+
+
+def _check_cancel_code() -> types.CodeType | None:
+    """The code of asyncio's callback that cancels an executor's future once
+    the asyncio future awaiting it is cancelled (``_call_check_cancel`` in
+    ``asyncio.futures._chain_future``: run_in_executor's, so
+    asyncio.to_thread's, uvloop's too). None if this asyncio has none: an
+    offload's return is then counted as its function ends."""
+    chain = getattr(asyncio.futures, "_chain_future", None)
+    for const in getattr(getattr(chain, "__code__", None), "co_consts", ()):
+        if isinstance(const, types.CodeType) and const.co_name == "_call_check_cancel":
+            return const
+    return None
+
+
+#: The cancellations made there are a caller's (see _wrap_future_cancel).
+_CHECK_CANCEL = _check_cancel_code()
 #: Threads closing an asyncio.Runner: its run_until_complete calls (shutting
 #: down async generators and the default executor) are not crossings.
 _closing_runner = threading.local()
@@ -419,7 +440,9 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             _here_reset(token)
         try:
-            _offload_futures[future] = offload
+            offloaded = offload[1]
+            if offloaded is not None:
+                _offload_futures[future] = (weakref.ref(offload[0]), weakref.ref(offloaded))
         except TypeError:  # a custom executor's future that takes no weak reference
             pass
         except Exception:
@@ -441,11 +464,16 @@ def _wrap_future_cancel(wrapped: Callable[..., Any], instance: Any, args: Any, k
     when the function ends, maybe after the request did: one switch of
     two, the crossing unfinished)."""
     cancelled = wrapped(*args, **kwargs)
-    if not cancelled and _offload_futures:
-        here = _offload_futures.pop(instance)
-        if here is not None and here[1] is not None:
+    # Only asyncio's cancellation for a caller: code that calls cancel() on
+    # an executor's future itself, its function running, may still wait for
+    # the result.
+    if not cancelled and _offload_futures and sys._getframe(1).f_code is _CHECK_CANCEL:
+        held = _offload_futures.pop(instance)
+        if held is not None:
             try:
-                here[0].close(here[1], _CANCELLED_ERROR, CANCELLED)
+                record, crossing = held[0](), held[1]()
+                if record is not None and crossing is not None:
+                    record.close(crossing, _CANCELLED_ERROR, CANCELLED)
             except Exception:
                 swallow("offload cancel")
     return cancelled
