@@ -27,27 +27,31 @@ def without_credentials(value: Any) -> Any:
     replaced by ``REDACTED:REDACTED``, as OpenTelemetry's util-http shows
     URLs (the headers' values are not shown either). The scheme is kept as
     written (the endpoints shown are those refused: a scheme mistyped,
-    ``http//``, among them). A password may hold ``/``, ``?`` or ``#`` (a
-    base64 token): where what comes before the first of those is no host
-    (``apikey:Zm9v``), everything up to the last ``@`` goes; where it is a
-    host, an ``@`` after it is the path's or the query's
-    (``?tenant=ops@acme``), and the endpoint has no user or password."""
+    ``http//``, or one after a space, among them). A password may hold
+    ``/``, ``?``, ``#`` or ``@`` (a base64 token, written unencoded): in
+    doubt, more is hidden rather than a password shown. Everything up to
+    the last ``@`` before the query goes; an ``@`` in the query alone
+    (``?tenant=ops@acme``) is the query's where what comes before it is a
+    host (``collector:4318/v1/traces``), and everything up to it goes
+    otherwise (``apikey:Zm9v/Ym?Fy@collector``)."""
     if not isinstance(value, str):
         return value
     scheme = _SCHEME.match(value)
     start = scheme.end() if scheme else 0
     rest = value[start:]
-    authority = _AUTHORITY_END.split(rest, maxsplit=1)[0]
-    user, at, _host = authority.rpartition("@")
+    head = _QUERY.split(rest, maxsplit=1)[0]
+    user, at, _host = head.rpartition("@")
     if not at:
-        if "@" not in rest or _HOST.fullmatch(authority):
+        if "@" not in rest or _HOST.fullmatch(_AUTHORITY_END.split(rest, maxsplit=1)[0]):
             return value
         user = rest.rpartition("@")[0]
     return f"{value[:start]}REDACTED:REDACTED{value[start + len(user) :]}"
 
 
-#: A scheme and its slashes, as written (``http://``; mistyped, ``http//``).
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:?/+")
+#: Space, a scheme (or none) and its slashes, as written (``http://``;
+#: mistyped, ``http//``; ``//``): matches every value, if only as "".
+_SCHEME = re.compile(r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*:?/+|/+)?")
+_QUERY = re.compile(r"[?#]")
 _AUTHORITY_END = re.compile(r"[/?#]")
 #: A host, and a port of digits (``collector:4318``, ``[::1]:4317``).
 _HOST = re.compile(r"(\[[^\]]*\]|[^:@\[\]]*)(:[0-9]*)?")

@@ -1114,6 +1114,40 @@ def test_a_provider_named_in_the_environment_is_left_for_the_application_to_make
     )
 
 
+def test_a_provider_without_a_processor_is_followed_once_it_has_one(tmp_path):
+    """The provider OTEL_PYTHON_TRACER_PROVIDER names, made the global one by
+    the first ``trace.get_tracer()`` (the application's, an
+    instrumentation's), has no processor until the application adds one:
+    taken as the application's, it had switchtrace's spans, which went
+    nowhere. switchtrace's own provider makes them until the application
+    adds its processor, and the application's from then on."""
+    after = """
+    trace.get_tracer("myapp")
+    environment_provider = trace._TRACER_PROVIDER
+    wsgi_request(WSGIHandler(), "/async/")
+    pipeline.flush(10)
+    mine = pipeline.own_provider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    app_exporter = InMemorySpanExporter()
+    environment_provider.add_span_processor(SimpleSpanProcessor(app_exporter))
+    wsgi_request(WSGIHandler(), "/async/")
+    pipeline.flush(10)
+    with open(os.environ["SWITCHTRACE_EXAMPLE_TRACES"]) as traces:
+        written = sum(
+            len(json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"])
+            for line in traces
+        )
+    print(type(environment_provider).__name__, mine, pipeline.own_provider,
+          pipeline.provider is environment_provider, written,
+          sorted(s.name for s in app_exporter.get_finished_spans()))
+    """
+    env = {"OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
+    assert run_script("import json\nfrom opentelemetry import trace", after, env, tmp_path) == (
+        "TracerProvider True False True 4 ['GET async/', 'async_to_sync async_view']"
+    )
+
+
 @pytest.mark.parametrize("before", [0, 1])
 def test_an_application_provider_set_after_startup_gets_the_last_spans_at_exit(before, tmp_path):
     """Its exit hook (the SDK's shutdown_on_exit), registered after

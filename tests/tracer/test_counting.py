@@ -11,6 +11,8 @@ import gc
 import inspect
 import itertools
 import operator
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -1436,6 +1438,54 @@ def test_an_offload_whose_caller_is_cancelled_returns_then(how):
     assert crossing.exception == "asyncio.exceptions.CancelledError"
     assert not crossing.returned_late
     assert crossing.start_ns <= crossing.return_ns <= crossing.end_ns
+
+
+CANCELLED_OFFLOAD = """
+import asyncio, threading
+from switchtrace import tracer
+tracer.install()
+started, release = threading.Event(), threading.Event()
+
+def blocks():
+    started.set()
+    release.wait(10)
+
+async def main():
+    with tracer.recording() as record:
+        call = asyncio.ensure_future(asyncio.to_thread(blocks))
+        await asyncio.sleep(0)
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        call.cancel()
+        try:
+            await call
+        except asyncio.CancelledError:
+            pass
+        figures = record.totals()
+    release.set()
+    return figures, [c.exception for c in record.crossings]
+
+import wrapt
+print(asyncio.run(main()), wrapt.FunctionWrapper.__module__)
+"""
+
+
+def test_an_offload_whose_caller_is_cancelled_returns_then_under_wraps_pure_python():
+    """wrapt without its C extension (WRAPT_DISABLE_EXTENSIONS): its own
+    frame is between asyncio's callback and switchtrace's wrapper, which
+    took the cancel() for one the code made itself."""
+    out = subprocess.run(
+        [sys.executable, "-c", CANCELLED_OFFLOAD],
+        env={**os.environ, "WRAPT_DISABLE_EXTENSIONS": "true"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (
+        "(Figures(context_switches=2, thread_hops=2, event_loops_created=0, threads_started=1), "
+        "['asyncio.exceptions.CancelledError']) wrapt.wrappers\n"
+    )
 
 
 def test_an_offload_that_ended_before_its_caller_was_cancelled_returns_once():

@@ -145,21 +145,6 @@ _offload_futures: WeakIdentityMap[tuple[weakref.ref[RequestRecord], weakref.ref[
 _CANCELLED_ERROR = asyncio.CancelledError()
 
 
-def _check_cancel_code() -> types.CodeType | None:
-    """The code of asyncio's callback that cancels an executor's future once
-    the asyncio future awaiting it is cancelled (``_call_check_cancel`` in
-    ``asyncio.futures._chain_future``: run_in_executor's, so
-    asyncio.to_thread's, uvloop's too). None if this asyncio has none: an
-    offload's return is then counted as its function ends."""
-    chain = getattr(asyncio.futures, "_chain_future", None)
-    for const in getattr(getattr(chain, "__code__", None), "co_consts", ()):
-        if isinstance(const, types.CodeType) and const.co_name == "_call_check_cancel":
-            return const
-    return None
-
-
-#: The cancellations made there are a caller's (see _wrap_future_cancel).
-_CHECK_CANCEL = _check_cancel_code()
 #: Threads closing an asyncio.Runner: its run_until_complete calls (shutting
 #: down async generators and the default executor) are not crossings.
 _closing_runner = threading.local()
@@ -467,7 +452,7 @@ def _wrap_future_cancel(wrapped: Callable[..., Any], instance: Any, args: Any, k
     # Only asyncio's cancellation for a caller: code that calls cancel() on
     # an executor's future itself, its function running, may still wait for
     # the result.
-    if not cancelled and _offload_futures and sys._getframe(1).f_code is _CHECK_CANCEL:
+    if not cancelled and _offload_futures and _called_by_check_cancel():
         held = _offload_futures.pop(instance)
         if held is not None:
             try:
@@ -477,6 +462,38 @@ def _wrap_future_cancel(wrapped: Callable[..., Any], instance: Any, args: Any, k
             except Exception:
                 swallow("offload cancel")
     return cancelled
+
+
+def _check_cancel_code() -> types.CodeType | None:
+    """The code of asyncio's callback that cancels an executor's future once
+    the asyncio future awaiting it is cancelled (``_call_check_cancel`` in
+    ``asyncio.futures._chain_future``: run_in_executor's, so
+    asyncio.to_thread's, uvloop's too). None if this asyncio has none: an
+    offload's return is then counted as its function ends."""
+    chain = getattr(asyncio.futures, "_chain_future", None)
+    for const in getattr(getattr(chain, "__code__", None), "co_consts", ()):
+        if isinstance(const, types.CodeType) and const.co_name == "_call_check_cancel":
+            return const
+    return None
+
+
+#: The cancellations made there are a caller's (see _wrap_future_cancel).
+_CHECK_CANCEL = _check_cancel_code()
+
+
+def _called_by_check_cancel() -> bool:
+    """Whether the ``cancel()`` being made comes from asyncio's callback: the
+    frame under switchtrace's wrapper, or under wrapt's own frame (its pure
+    Python wrapper, WRAPT_DISABLE_EXTENSIONS) or a subclass's ``cancel``
+    calling its base's."""
+    frame: types.FrameType | None = sys._getframe(2)
+    for _ in range(3):
+        if frame is None:
+            return False
+        if frame.f_code is _CHECK_CANCEL:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _fn_is_positional_only(original: Callable[..., Any]) -> bool:

@@ -1,0 +1,40 @@
+"""How messages show an endpoint: its user and password hidden
+(``without_credentials``, used by the system checks and ``switchtrace demo``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchtrace.text import without_credentials
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "shown"),
+    [
+        ("http://collector:4318", "http://collector:4318"),
+        ("https://u:p@collector.example:0/x", "https://REDACTED:REDACTED@collector.example:0/x"),
+        # A user alone (a token) is hidden too.
+        ("http://apikey@collector", "http://REDACTED:REDACTED@collector"),
+        ("user:pass@collector:4318", "REDACTED:REDACTED@collector:4318"),
+        # A base64 token, unencoded: /, ?, # and = in the password.
+        ("http://apikey:Zm9v/YmFy+c?Q#=@collector:4318", "http://REDACTED:REDACTED@collector:4318"),
+        # An @ in the password, then a /; a password of digits, then a /.
+        ("http://alice:p@ss/word@collector:4318", "http://REDACTED:REDACTED@collector:4318"),
+        ("http://alice:1234/5678@collector:4318", "http://REDACTED:REDACTED@collector:4318"),
+        # The scheme as written: mistyped, after a space, or none but //.
+        ("http//alice:pa://ss@collector:4318", "http//REDACTED:REDACTED@collector:4318"),
+        (" http://alice:s3cret@collector:4318", " http://REDACTED:REDACTED@collector:4318"),
+        ("//alice:s3cret@collector:4318", "//REDACTED:REDACTED@collector:4318"),
+        # An @ in the query is the query's after a host; its own where there
+        # is a user too.
+        ("http://collector:0/v1/traces?tenant=ops@acme",
+         "http://collector:0/v1/traces?tenant=ops@acme"),
+        ("http://u:p@collector/x?t=ops@acme", "http://REDACTED:REDACTED@collector/x?t=ops@acme"),
+        # In doubt, more hidden than a password shown: an @ in the path.
+        ("http://collector:0/ingest/@team", "http://REDACTED:REDACTED@team"),
+        ("", ""),
+        (None, None),
+    ],
+)  # fmt: skip
+def test_an_endpoints_user_and_password_are_never_shown(endpoint, shown):
+    assert without_credentials(endpoint) == shown
