@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from django.utils.translation import gettext_lazy
 
 from switchtrace.text import without_credentials
 
@@ -32,8 +33,15 @@ from switchtrace.text import without_credentials
         ("http://u:p@collector/x?t=ops@acme", "http://REDACTED:REDACTED@collector/x?t=ops@acme"),
         # In doubt, more hidden than a password shown: an @ in the path.
         ("http://collector:0/ingest/@team", "http://REDACTED:REDACTED@team"),
+        # No scheme: a token holding a / is no scheme.
+        ("tokSECRET/abc@collector:4317", "REDACTED:REDACTED@collector:4317"),
+        # Not a str: bytes as bytes, a lazy string as its text.
+        (b"http://user:SECRET@collector:4318", b"http://REDACTED:REDACTED@collector:4318"),
+        (gettext_lazy("http://user:SECRET@collector:4318"),
+         "http://REDACTED:REDACTED@collector:4318"),
         ("", ""),
         (None, None),
+        (4318, 4318),
     ],
 )  # fmt: skip
 def test_an_endpoints_user_and_password_are_never_shown(endpoint, shown):

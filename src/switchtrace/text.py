@@ -34,8 +34,14 @@ def without_credentials(value: Any) -> Any:
     (``?tenant=ops@acme``) is the query's where what comes before it is a
     host (``collector:4318/v1/traces``), and everything up to it goes
     otherwise (``apikey:Zm9v/Ym?Fy@collector``)."""
+    if isinstance(value, bytes):
+        return without_credentials(value.decode("latin-1")).encode("latin-1")
     if not isinstance(value, str):
-        return value
+        try:
+            text = str.__str__(str(value))  # a lazy translation, a str subclass
+        except Exception:
+            return value
+        return without_credentials(text) if "@" in text else value
     scheme = _SCHEME.match(value)
     start = scheme.end() if scheme else 0
     rest = value[start:]
@@ -49,8 +55,10 @@ def without_credentials(value: Any) -> Any:
 
 
 #: Space, a scheme (or none) and its slashes, as written (``http://``;
-#: mistyped, ``http//``; ``//``): matches every value, if only as "".
-_SCHEME = re.compile(r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*:?/+|/+)?")
+#: mistyped, ``http//``; ``//``): matches every value, if only as "". A
+#: scheme without its colon is http's or https's alone (``tok/en@host``
+#: is a token).
+_SCHEME = re.compile(r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*:/+|[Hh][Tt][Tt][Pp][Ss]?/+|/+)?")
 _QUERY = re.compile(r"[?#]")
 _AUTHORITY_END = re.compile(r"[/?#]")
 #: A host, and a port of digits (``collector:4318``, ``[::1]:4317``).

@@ -1154,19 +1154,16 @@ def application_provider() -> bool:
 
 
 def _is_configured(provider: Any) -> bool:
-    """Whether ``provider`` is one the application set up: not the API's
-    placeholders, nor an SDK provider without a span processor, whose
-    spans go nowhere (the one OTEL_PYTHON_TRACER_PROVIDER names, made by
-    the first ``trace.get_tracer()``, before the application adds its
-    processors, if it ever does: switchtrace's own makes the spans until
-    then)."""
-    if provider is None or isinstance(
+    """Whether ``provider`` is one the application set: not the API's
+    placeholders. One without a span processor yet (OTEL_PYTHON_TRACER_PROVIDER's,
+    made by the first ``trace.get_tracer()``, before the application adds its
+    processors) is the application's all the same: its own spans go where it
+    sends them, and switchtrace's with them (a request span of switchtrace's
+    own, in another backend, would lose the application's server span that
+    switchtrace's spans are made under)."""
+    return provider is not None and not isinstance(
         provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-    ):
-        return False
-    active = getattr(provider, "_active_span_processor", None)
-    processors = getattr(active, "_span_processors", None)
-    return not isinstance(processors, tuple) or len(processors) > 0
+    )
 
 
 def _env_int(name: str, default: int) -> int:
