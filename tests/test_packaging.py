@@ -110,6 +110,10 @@ def test_demo_from_the_installed_wheel_outside_a_checkout(wheel, tmp_path):
     }
     # Ahead of this checkout's editable install (a finder after sys.path).
     env["PYTHONPATH"] = str(target)
+    # Where the example's database goes, for the run alone.
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env["TMPDIR"] = str(temporary)
 
     def python(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -120,7 +124,8 @@ def test_demo_from_the_installed_wheel_outside_a_checkout(wheel, tmp_path):
     assert where.stdout == f"{target / 'switchtrace' / '__init__.py'}\n", where.stderr
     before = _sources(target)
 
-    out = python("-m", "switchtrace", "demo")
+    # (Python 3.13 warned of each in-memory database connection left open.)
+    out = python("-W", "always::ResourceWarning", "-m", "switchtrace", "demo")
 
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
@@ -132,6 +137,7 @@ def test_demo_from_the_installed_wheel_outside_a_checkout(wheel, tmp_path):
         f"\n{spans_in(traces)} spans went to {traces} (OTLP JSON, one export per line).\n"
     )
     assert sorted(path.name for path in cwd.iterdir()) == ["switchtrace-traces.jsonl"]
+    assert list(temporary.iterdir()) == []  # the database's directory removed at exit
     assert _sources(target) == before
 
     # explain, run in a project of one's own, does not explain the carried

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import site
 import stat
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import traceback
@@ -145,8 +148,10 @@ def setup(project: Path, settings_module: str = "project.settings") -> None:
     if project == PACKAGED:
         # Installed, not a checkout: what the project writes goes to the
         # current directory (its traces, as the demo's last line says) or
-        # nowhere (its database, only ever asked SELECT 1), not into
-        # site-packages.
+        # to a temporary directory removed at exit (its database, only ever
+        # asked SELECT 1), not into site-packages. Not an in-memory
+        # database: Django never closes one, and Python 3.13 warns of each
+        # connection left open (one a thread) at exit.
         if "SWITCHTRACE_EXAMPLE_TRACES" not in os.environ:
             try:
                 here = Path.cwd()
@@ -157,7 +162,8 @@ def setup(project: Path, settings_module: str = "project.settings") -> None:
                     "exists, or set SWITCHTRACE_EXAMPLE_TRACES to a file path"
                 ) from None
             os.environ["SWITCHTRACE_EXAMPLE_TRACES"] = str(here / "switchtrace-traces.jsonl")
-        os.environ.setdefault("SWITCHTRACE_EXAMPLE_DB", ":memory:")
+        if "SWITCHTRACE_EXAMPLE_DB" not in os.environ:
+            os.environ["SWITCHTRACE_EXAMPLE_DB"] = _temporary_database()
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))
     from_environment = bool(os.environ.get("DJANGO_SETTINGS_MODULE"))
@@ -177,6 +183,18 @@ def setup(project: Path, settings_module: str = "project.settings") -> None:
             f"STARTPROJECT_MIDDLEWARE list; allowed: {unset}the example project's settings "
             "(examples/project, or a copy of it given with --project)"
         )
+
+
+def _temporary_database() -> str:
+    """A database file in a directory of its own, removed as the process
+    exits (the servers ``bench --driver server`` starts share it, and end
+    first); in memory if no temporary directory can be made."""
+    try:
+        directory = tempfile.mkdtemp(prefix="switchtrace-example-")
+    except OSError:
+        return ":memory:"
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return os.path.join(directory, "db.sqlite3")
 
 
 def require_enabled(disabled_ok: bool = False, without_spans: bool = False) -> None:
