@@ -799,12 +799,17 @@ def test_a_console_line_the_stream_refuses_is_counted(caplog):
     read, write = os.pipe()
     os.close(read)
     stream = io.TextIOWrapper(io.FileIO(write, "w"))
-    with caplog.at_level("WARNING", logger="switchtrace"):
-        with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}) as (asgi, _wsgi):
-            console = telemetry._console
-            console.stream = stream
-            assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
-            assert console.flush(10)
+    try:
+        with caplog.at_level("WARNING", logger="switchtrace"):
+            with project(SWITCHTRACE={"ENABLED": True, "EXPORTER": "console"}) as (asgi, _wsgi):
+                console = telemetry._console
+                console.stream = stream
+                assert run_asgi(asgi, "/sync/").figures() == (30, 30, 0, 1)
+                assert console.flush(10)
+    finally:
+        # Closed here, not left to a later test's collection (ResourceWarning).
+        with contextlib.suppress(BrokenPipeError):  # its line, still buffered
+            stream.close()
     assert (console.written, console.dropped, console.failed) == (0, 0, 1)
     assert [r.getMessage() for r in caplog.records] == [
         "switchtrace: a console line could not be written (BrokenPipeError: [Errno 32] "
