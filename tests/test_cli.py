@@ -982,3 +982,19 @@ def test_project_help_names_where_the_example_project_is_found(command, tmp_path
         "examples/project of the switchtrace checkout or of the current directory, else the "
         "copy installed with switchtrace)"
     ) in " ".join(out.stdout.split())
+
+
+def test_the_installed_examples_database_is_removed_without_the_exit_hooks(tmp_path, monkeypatch):
+    """The installed example's database, in a temporary directory the exit
+    hooks remove: the command line ends with os._exit (interrupted; a view
+    explain left running), which runs none, after removing it itself."""
+    import tempfile
+
+    from switchtrace import example
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    database = Path(example._temporary_database())
+    database.write_bytes(b"")
+    assert database.parent.parent == tmp_path
+    example.remove_temporary()
+    assert list(tmp_path.iterdir()) == []

@@ -37,12 +37,20 @@ from switchtrace.text import without_credentials
         ("tokSECRET/abc@collector:4317", "REDACTED:REDACTED@collector:4317"),
         # Not a str: bytes as bytes, a lazy string as its text.
         (b"http://user:SECRET@collector:4318", b"http://REDACTED:REDACTED@collector:4318"),
+        (bytearray(b"http://u:p@h"), bytearray(b"http://REDACTED:REDACTED@h")),
+        # A # is a password's (an endpoint has no fragment).
+        ("http://alice:1234#x@collector:4318", "http://REDACTED:REDACTED@collector:4318"),
         (gettext_lazy("http://user:SECRET@collector:4318"),
          "http://REDACTED:REDACTED@collector:4318"),
         ("", ""),
         (None, None),
         (4318, 4318),
+        # Any other object as it is, whatever its str holds.
+        (ValueError("u@h"), None),
     ],
 )  # fmt: skip
 def test_an_endpoints_user_and_password_are_never_shown(endpoint, shown):
-    assert without_credentials(endpoint) == shown
+    if isinstance(endpoint, Exception):
+        assert without_credentials(endpoint) is endpoint
+    else:
+        assert without_credentials(endpoint) == shown

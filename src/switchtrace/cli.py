@@ -400,6 +400,9 @@ def _interrupted(command: str | None, signum: int = signal.SIGINT) -> NoReturn:
 
     for path in list(_scratch):  # what the children wrote there is theirs no more
         shutil.rmtree(path, ignore_errors=True)
+    example = sys.modules.get("switchtrace.example")  # (not imported: made nothing)
+    if example is not None:
+        example.remove_temporary()  # the installed example's database
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:  # (None: closed as Python started)
@@ -819,6 +822,9 @@ def _explain(args: argparse.Namespace) -> int:
         if exc.left_running:  # a thread the interpreter would wait for at exit
             if sys.stderr is not None:  # (closed: None)
                 sys.stderr.flush()
+            from .example import remove_temporary
+
+            remove_temporary()  # (os._exit runs no exit hook)
             os._exit(1)
         return 1
     except ExplainError as exc:

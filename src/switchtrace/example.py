@@ -188,13 +188,28 @@ def setup(project: Path, settings_module: str = "project.settings") -> None:
 def _temporary_database() -> str:
     """A database file in a directory of its own, removed as the process
     exits (the servers ``bench --driver server`` starts share it, and end
-    first); in memory if no temporary directory can be made."""
+    first), or ends without its exit hooks (:func:`remove_temporary`); in
+    memory if no temporary directory can be made."""
     try:
         directory = tempfile.mkdtemp(prefix="switchtrace-example-")
     except OSError:
         return ":memory:"
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    if not _temporary:
+        atexit.register(remove_temporary)
+    _temporary.append(directory)
     return os.path.join(directory, "db.sqlite3")
+
+
+#: The directories of :func:`_temporary_database`.
+_temporary: list[str] = []
+
+
+def remove_temporary() -> None:
+    """Remove what :func:`_temporary_database` made: at exit, and before the
+    command line's ``os._exit`` (an interruption, a view left running),
+    which runs no exit hook."""
+    while _temporary:
+        shutil.rmtree(_temporary.pop(), ignore_errors=True)
 
 
 def require_enabled(disabled_ok: bool = False, without_spans: bool = False) -> None:

@@ -30,18 +30,20 @@ def without_credentials(value: Any) -> Any:
     ``http//``, or one after a space, among them). A password may hold
     ``/``, ``?``, ``#`` or ``@`` (a base64 token, written unencoded): in
     doubt, more is hidden rather than a password shown. Everything up to
-    the last ``@`` before the query goes; an ``@`` in the query alone
+    the last ``@`` before the query (``?``) goes; an ``@`` in the query alone
     (``?tenant=ops@acme``) is the query's where what comes before it is a
     host (``collector:4318/v1/traces``), and everything up to it goes
     otherwise (``apikey:Zm9v/Ym?Fy@collector``)."""
-    if isinstance(value, bytes):
-        return without_credentials(value.decode("latin-1")).encode("latin-1")
-    if not isinstance(value, str):
+    if isinstance(value, (bytes, bytearray)):
+        return type(value)(without_credentials(value.decode("latin-1")).encode("latin-1"))
+    if type(value).__name__ == "__proxy__":  # a lazy translation (Django's Promise)
         try:
-            text = str.__str__(str(value))  # a lazy translation, a str subclass
+            text = str.__str__(str(value))
         except Exception:
             return value
-        return without_credentials(text) if "@" in text else value
+        return without_credentials(text)
+    if not isinstance(value, str):
+        return value
     scheme = _SCHEME.match(value)
     start = scheme.end() if scheme else 0
     rest = value[start:]
@@ -59,7 +61,8 @@ def without_credentials(value: Any) -> Any:
 #: scheme without its colon is http's or https's alone (``tok/en@host``
 #: is a token).
 _SCHEME = re.compile(r"\s*(?:[A-Za-z][A-Za-z0-9+.-]*:/+|[Hh][Tt][Tt][Pp][Ss]?/+|/+)?")
-_QUERY = re.compile(r"[?#]")
+#: Where the query starts (OTLP endpoints have no fragment: a # is a password's).
+_QUERY = re.compile(r"\?")
 _AUTHORITY_END = re.compile(r"[/?#]")
 #: A host, and a port of digits (``collector:4318``, ``[::1]:4317``).
 _HOST = re.compile(r"(\[[^\]]*\]|[^:@\[\]]*)(:[0-9]*)?")

@@ -463,7 +463,8 @@ def test_the_middleware_opentelemetry_instrumentation_django_puts_first_is_no_w0
             "not an http:// or https:// URL.",
         ),
         (
-            # An @ in the query (or the path) is no user's: host and port shown.
+            # An @ in the query is no user's (one in the path is taken for one): host and
+            # port shown.
             {"ENABLED": True, "OTLP_ENDPOINT": "http://collector:0/v1/traces?tenant=ops@acme"},
             {},
             "SWITCHTRACE['OTLP_ENDPOINT'] is 'http://collector:0/v1/traces?tenant=ops@acme', "

@@ -1488,6 +1488,27 @@ def test_an_offload_whose_caller_is_cancelled_returns_then_under_wraps_pure_pyth
     )
 
 
+def test_an_offloads_future_cancelled_from_no_python_frame_returns_quietly():
+    """cancel() called with no Python frame under it (an exit hook): looking
+    for asyncio's callback there raised ValueError ("call stack is not deep
+    enough") out of cancel()."""
+    script = """
+import atexit, asyncio, concurrent.futures
+from switchtrace import tracer
+tracer.install()
+pool = concurrent.futures.ThreadPoolExecutor(1)
+
+async def main():
+    with tracer.recording():
+        return pool.submit(str)  # an offload's future, done: cancel() returns False
+
+future = asyncio.run(main())
+atexit.register(future.cancel)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr) == (0, "")
+
+
 def test_an_offload_that_ended_before_its_caller_was_cancelled_returns_once():
     """The function ended (its return counted) before the cancellation
     reached its future: the cancellation counts nothing more, and the

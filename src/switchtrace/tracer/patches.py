@@ -486,7 +486,9 @@ def _called_by_check_cancel() -> bool:
     frame under switchtrace's wrapper, or under wrapt's own frame (its pure
     Python wrapper, WRAPT_DISABLE_EXTENSIONS) or a subclass's ``cancel``
     calling its base's."""
-    frame: types.FrameType | None = sys._getframe(2)
+    # (f_back: None, where _getframe(2) raises, for a cancel() called from
+    # no Python frame, an atexit hook.)
+    frame: types.FrameType | None = sys._getframe(1).f_back
     for _ in range(3):
         if frame is None:
             return False
