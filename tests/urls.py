@@ -42,6 +42,8 @@ urlpatterns = [
     path("listing-iterator-stream/", views.listing_iterator_stream_view),
     path("made/", views.made_view),
     path("cached-staff/", views.cached_staff_view),
+    path("members-class/", views.MembersClassView.as_view()),
+    path("staff-class/", views.StaffClassView.as_view()),
     path("class-view/", views.ClassView.as_view()),
     path("body/", views.body_view),
     path("spooled-write/", views.spooled_write_view),

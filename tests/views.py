@@ -2,6 +2,7 @@ from asgiref.sync import async_to_sync, markcoroutinefunction, sync_to_async
 from django.contrib.auth.decorators import login_required, user_passes_test
 from django.dispatch import Signal
 from django.http import FileResponse, HttpResponse, HttpResponseNotFound, StreamingHttpResponse
+from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
@@ -442,6 +443,25 @@ async def cached_staff_view(request):
     """An async view behind a named test of the user, under one more
     decorator."""
     return HttpResponse("staff")
+
+
+class MembersClassView(View):
+    """An async class-based view decorated as Django documents for one
+    (method_decorator on its handler), which applies the decorator afresh on
+    each call: behind login_required."""
+
+    @method_decorator(login_required)
+    async def get(self, request):
+        return HttpResponse("members")
+
+
+class StaffClassView(View):
+    """An async class-based view behind a list of decorators, the project's
+    own named test of the user among them."""
+
+    @method_decorator([never_cache, user_passes_test(is_staff)])
+    async def get(self, request):
+        return HttpResponse("staff")
 
 
 async def to_thread_view(request):

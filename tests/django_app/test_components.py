@@ -713,6 +713,38 @@ def test_a_views_own_closure_is_no_decorators_and_decorators_are_looked_through(
     ]
 
 
+@pytest.mark.skipif(django.VERSION < (5, 1), reason="login_required of async views: Django 5.1")
+def test_the_test_of_a_method_decorator_around_an_async_class_view_is_the_views(records, spans):
+    """method_decorator, Django's way of decorating a class-based view,
+    applies its decorators afresh on each call: no layer of the view holds
+    their wrappers. login_required's lambda was a span named
+    'login_required.<locals>.<lambda>'; the decorators are found in
+    method_decorator's own wrapper around the handler."""
+    with project() as (_asgi, wsgi):
+        members = wsgi_request(wsgi, "/members-class/")
+        staff = wsgi_request(wsgi, "/staff-class/")
+    assert (members.status, staff.status) == (302, 302)
+    reading_the_user = django.VERSION < (5, 2)
+    for record, view, bridged, decorator in zip(
+        records,
+        ["MembersClassView", "StaffClassView"],
+        ["MembersClassView.login_required", "is_staff"],
+        ["login_required", "user_passes_test"],
+        strict=True,
+    ):
+        assert described(record) == [
+            ("async_to_sync", f"{view}.get", "view", f"{view}.get", True),
+            *[("sync_to_async", "get_user", "view", f"{view}.get", True)] * reading_the_user,
+            ("sync_to_async", bridged, "view", f"{view}.{decorator}", True),
+        ]
+    tests = [s for s in spans() if s.name.startswith("sync_to_async") and "get_user" not in s.name]
+    assert [(s.name, s.attributes["switchtrace.component"]) for s in tests] == [
+        ("sync_to_async MembersClassView.login_required", "MembersClassView.login_required"),
+        ("sync_to_async is_staff", "StaffClassView.user_passes_test"),
+    ]
+    assert tests[0].attributes["code.function"] == "<lambda>"
+
+
 def test_a_view_runs_from_its_start_to_its_end():
     """Each time Django calls the view is one run, [start, end) in the
     record's clock: a crossing called at the start is the view's, one called

@@ -220,6 +220,27 @@ def test_code_location_of_what_is_no_function():
     assert code_location(CalledByC()) == CodeLocation("CalledByC", __name__, None, None)
 
 
+def test_functions_of_one_code_named_each_their_own_are_located_by_their_names():
+    """A view factory's views share one code object and may each be named
+    after what they list: each is located under its own name (the location
+    is cached per code and name, not per code alone)."""
+
+    def make_list_view(model):
+        def view(request):
+            pass
+
+        view.__name__ = view.__qualname__ = f"{model}_list"
+        return view
+
+    line = make_list_view("order").__code__.co_firstlineno
+    located = [code_location(make_list_view(model)) for model in ("order", "invoice", "order")]
+    assert located == [
+        CodeLocation("order_list", __name__, __file__, line),
+        CodeLocation("invoice_list", __name__, __file__, line),
+        CodeLocation("order_list", __name__, __file__, line),
+    ]
+
+
 class Fetcher:
     async def fetch(self):
         pass

@@ -569,12 +569,12 @@ class Resolver:
             return None
         func = crossing.func
         view = record.extra.get("view")
-        decorator = _decorator_holding(func, view)
+        target = view_target(record)
+        decorator = _decorator_holding(func, view, target)
         if decorator is not None and _is_lambda(func):
             # A lambda names nothing: the view and the decorator do.
-            component = _describe(func, view, view_target(record))
+            component = _describe(func, view, target)
             return str(component), func
-        target = view_target(record)
         if target is None:
             return None
         if is_view(func, view) or target.runs(_owner(func)):
@@ -619,7 +619,7 @@ class Resolver:
         else:
             view_part = the_view
         # A decorator's test of the view's is named after the view: which view.
-        decorator = _decorator_holding(func, view)
+        decorator = _decorator_holding(func, view, target)
         held: Hashable = None
         if decorator is not None:
             held = (identity(view), decorator)
@@ -739,15 +739,21 @@ def _owner(func: Any) -> Any:
     return target.__self__ if type(target) is types.MethodType else None
 
 
-def _decorator_holding(func: Any, view: Any) -> str | None:
+def _decorator_holding(func: Any, view: Any, target: ViewTarget | None = None) -> str | None:
     """The decorator around the request's view whose wrapper holds ``func``
     (login_required's test of the user, which its wrapper around an async
     view runs in sync_to_async), named after the function that made it: the
     one ``func`` is local to (``login_required``), else the one the wrapper
-    is (``user_passes_test``). None when ``func`` is not a function that a
-    layer of the view around another holds (the view itself is not)."""
+    is (``user_passes_test``); or, for a class-based view, one that
+    ``method_decorator`` puts around its handler for the request's method
+    (``target``). None when ``func`` is not a function that a layer of the
+    view around another holds (the view itself is not)."""
     if view is None or type(func) is not types.FunctionType or func is view:
         return None
+    if target is not None:
+        decorator = _method_decorator_holding(func, target.code)
+        if decorator is not None:
+            return decorator
     layers = _layers(view)
     for layer in layers[:-1]:  # the wrappers, not the innermost view
         for cell in attribute(layer, "__closure__") or ():
@@ -758,11 +764,37 @@ def _decorator_holding(func: Any, view: Any) -> str | None:
             if contents is func:
                 # The wrapper's own __qualname__ is the view's (functools.wraps
                 # copied it): its code's is where it was made (Python 3.11+).
-                code = attribute(layer, "__code__")
-                for qualname in (func.__qualname__, attribute(code, "co_qualname")):
-                    if isinstance(qualname, str) and ".<locals>." in qualname:
-                        return qualname.partition(".<locals>.")[0].rpartition(".")[2]
-                return "decorator"
+                return _maker(func, attribute(attribute(layer, "__code__"), "co_qualname"))
+    return None
+
+
+def _maker(func: types.FunctionType, holder: Any) -> str:
+    """The name of the function that made ``func`` (a closure), else of the
+    one that made the function holding it (qualified name ``holder``)."""
+    for qualname in (func.__qualname__, holder):
+        if isinstance(qualname, str) and ".<locals>." in qualname:
+            return qualname.partition(".<locals>.")[0].rpartition(".")[2]
+    return "decorator"
+
+
+def _method_decorator_holding(func: types.FunctionType, handler: Any) -> str | None:
+    """The decorator that ``method_decorator`` puts around a class-based
+    view's ``handler`` and that made ``func`` (``login_required``'s lambda)
+    or holds it (the decorator ``user_passes_test(test)`` returns holds
+    ``test``), by its name. method_decorator applies its decorators afresh on
+    each call, around the bound method: no layer of the view holds their
+    wrappers, but its own wrapper holds the decorators, in a list."""
+    for layer in _layers(handler):
+        for held in closure_values(layer):
+            if type(held) is not list and type(held) is not tuple:
+                continue
+            for decorator in held:
+                if type(decorator) is not types.FunctionType:
+                    continue
+                if func.__qualname__.startswith(decorator.__qualname__ + ".<locals>."):
+                    return decorator.__name__
+                if any(value is func for value in closure_values(decorator)):
+                    return _maker(func, decorator.__qualname__)
     return None
 
 
@@ -777,7 +809,7 @@ def _describe(func: Any, view: Any, view_target: ViewTarget | None = None) -> Co
             if view_target is not None
             else Component("view", qualified_name(view))
         )
-    decorator = _decorator_holding(func, view)
+    decorator = _decorator_holding(func, view, view_target)
     if decorator is not None:
         name = view_target.component.name if view_target is not None else qualified_name(view)
         return Component("view", name, decorator)

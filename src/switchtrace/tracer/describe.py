@@ -158,15 +158,19 @@ class CodeLocation:
     lineno: int | None
 
 
-_locations: dict[object, CodeLocation] = {}
+_locations: dict[tuple[types.CodeType, str, str], CodeLocation] = {}
 
 
 def code_location(obj: object) -> CodeLocation:
-    """Where ``obj`` (through its wrappers) is defined; cached per code object."""
+    """Where ``obj`` (through its wrappers) is defined; cached per code object
+    and name (the functions a factory makes share their code, and it may name
+    each its own: ``view.__qualname__ = f"{model}_list"``)."""
     target = unwrap(obj)
     func = target.__func__ if is_of_type(target, types.MethodType) else target
-    key = attribute(func, "__code__")
-    if type(key) is types.CodeType:
+    code = attribute(func, "__code__")
+    if type(code) is types.CodeType:
+        module = attribute(func, "__module__")
+        key = (code, _qualname_of(func), module if type(module) is str else "")
         location = _locations.get(key)
         if location is None:
             if len(_locations) >= MAX_CACHED:
