@@ -50,7 +50,7 @@ def test_install_twice_wraps_once_and_uninstall_restores_exactly():
         tracer.uninstall()
         tracer.uninstall()
         assert originals() == before
-        assert all(originals()[key] is before[key] for key in before)
+        assert {key: value for key, value in originals().items() if value is not before[key]} == {}
     finally:
         tracer.install()
 
@@ -277,6 +277,20 @@ def _closing_over(original):
     return patched
 
 
+def _left_said_and_taken_up(patcher, theirs, caplog):
+    """uninstall() leaves ``theirs`` (calling ours) in _Patched.hook and says
+    so; install() takes ours up again in it rather than wrapping it."""
+    with caplog.at_level("WARNING", logger="switchtrace"):
+        patcher.uninstall()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"switchtrace: {_Patched}.hook was patched again by someone else; left as it is (said once)"
+    ]
+    assert vars(_Patched)["hook"] is theirs
+    patcher.install()
+    assert vars(_Patched)["hook"] is theirs
+    assert _Patched().hook() == "its own"
+
+
 def test_ours_under_four_patches_put_over_it_is_left_said_and_taken_up_again(caplog):
     """Four patches put over ours, each closing over the one before (the
     depth Patcher looks down to): uninstall leaves them, ours inside, and
@@ -289,16 +303,7 @@ def test_ours_under_four_patches_put_over_it_is_left_said_and_taken_up_again(cap
         theirs = _closing_over(theirs)
     _Patched.hook = theirs
     try:
-        with caplog.at_level("WARNING", logger="switchtrace"):
-            patcher.uninstall()
-        assert [r.getMessage() for r in caplog.records] == [
-            f"switchtrace: {_Patched}.hook was patched again by someone else; left as it is "
-            "(said once)"
-        ]
-        assert vars(_Patched)["hook"] is theirs
-        patcher.install()
-        assert vars(_Patched)["hook"] is theirs
-        assert _Patched().hook() == "its own"
+        _left_said_and_taken_up(patcher, theirs, caplog)
         caplog.clear()
         with caplog.at_level("WARNING", logger="switchtrace"):
             patcher.uninstall()  # left again: said once is enough
@@ -318,6 +323,232 @@ def test_ours_under_four_patches_put_over_it_is_left_said_and_taken_up_again(cap
         _Patched.hook = hostile
         patcher.install()
         assert vars(_Patched)["hook"].__wrapped__ is hostile
+    finally:
+        patcher.uninstall()
+        _Patched.hook = own
+
+
+def _unwrap_top(owner, name):
+    """OpenTelemetry's ``unwrap``: the wrapper read off the class, if it is a
+    wrapt proxy, replaced by its ``__wrapped__``."""
+    found = getattr(owner, name)
+    proxy = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)  # wrapt 2's base, 1's
+    if isinstance(found, proxy) and hasattr(found, "__wrapped__"):
+        setattr(owner, name, found.__wrapped__)
+
+
+def _instrument_threading(calls):
+    """Patches as OpenTelemetry's threading instrumentor makes them (wrapt's
+    wrap_function_wrapper): ThreadPoolExecutor.submit wrapping the function
+    submitted in a closure of its own, Thread.start, and Timer.start, which
+    puts a wrapper of the Thread.start it finds in Timer's namespace."""
+
+    def otel_style_submit(wrapped, instance, args, kwargs):
+        fn = args[0]
+
+        def wrapped_func(*func_args, **func_kwargs):
+            calls.append("func")
+            return fn(*func_args, **func_kwargs)
+
+        return wrapped(wrapped_func, *args[1:], **kwargs)
+
+    def otel_style_start(wrapped, instance, args, kwargs):
+        calls.append("start")
+        return wrapped(*args, **kwargs)
+
+    wrapt.wrap_function_wrapper(ThreadPoolExecutor, "submit", otel_style_submit)
+    wrapt.wrap_function_wrapper(threading.Thread, "start", otel_style_start)
+    wrapt.wrap_function_wrapper(threading.Timer, "start", otel_style_start)
+
+
+def _uninstrument_threading():
+    for owner, name in ((ThreadPoolExecutor, "submit"), (threading.Thread, "start")):
+        _unwrap_top(owner, name)
+    _unwrap_top(threading.Timer, "start")
+    if vars(threading.Timer).get("start") is threading.Thread.start:
+        del threading.Timer.start
+
+
+def _threads_and_offload():
+    """A thread and a timer started, and a run_in_executor, in a recording:
+    (the record, the offload's result)."""
+
+    def work():
+        return "worked"
+
+    async def offload():
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    with tracer.recording() as record:
+        for thread in (threading.Thread(target=str), threading.Timer(0, str)):
+            thread.start()
+            thread.join()
+        result = asyncio.run(offload())
+    return record, result
+
+
+def test_a_wrapt_patch_of_someones_under_ours_is_called_with_its_instance(caplog):
+    """OpenTelemetry's threading instrumentor set up before switchtrace
+    (``opentelemetry-instrument``, which instruments as the interpreter
+    starts): its wrapt wrapper of ThreadPoolExecutor.submit, called by ours
+    as it was found in the class's namespace, got no instance and the
+    executor as the function, and every submit raised AttributeError (every
+    async view under WSGI, every sync_to_async under ASGI: 500s); and Timer's
+    starts, through its wrapper in Timer's namespace, never reached ours.
+    Each of theirs still runs once a call; uninstalled, theirs are what is
+    there; they unwrapping theirs first, ours is gone and nothing is said."""
+    tracer.uninstall()
+    original = {key: vars(key[0]).get(key[1]) for key in ((ThreadPoolExecutor, "submit"),
+                (threading.Thread, "start"), (threading.Timer, "start"))}  # fmt: skip
+    calls = []
+    _instrument_threading(calls)
+    theirs = {key: vars(key[0])[key[1]] for key in original}
+    try:
+        tracer.install()
+        with ThreadPoolExecutor(1) as executor:
+            assert executor.submit(lambda: "ran").result() == "ran"
+        calls.clear()
+        record, result = _threads_and_offload()
+        assert result == "worked"
+        totals = record.totals()
+        # asyncio.run (two switches, no hop) and the offload; the thread, the
+        # timer, the default executor's worker and the thread asyncio.run
+        # starts to shut that executor down.
+        assert (totals.context_switches, totals.thread_hops, totals.threads_started) == (4, 2, 4)
+        [_run, offload] = record.crossings
+        assert (offload.mechanism, offload.func.__qualname__) == (
+            "run_in_executor",
+            "_threads_and_offload.<locals>.work",
+        )
+        # Theirs once a call: their Timer's wraps their Thread's, five calls.
+        assert calls.count("start") == 5 and calls.count("func") == 1
+        tracer.uninstall()
+        assert {key: vars(key[0])[key[1]] for key in original} == theirs
+        tracer.install()
+        with caplog.at_level("WARNING", logger="switchtrace"):
+            _uninstrument_threading()  # takes out ours, on top, leaving theirs
+            tracer.uninstall()
+        assert caplog.records == []
+    finally:
+        for (owner, name), value in original.items():
+            if value is None:
+                vars(owner).get(name) is not None and delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+        tracer.uninstall()
+        tracer.install()
+
+
+def test_ours_put_back_by_someones_unwrap_is_restored_by_uninstall(caplog):
+    """switchtrace installed, then OpenTelemetry's threading instrumentor,
+    which later unwraps its wrapper read off the class and puts back its
+    ``__wrapped__``: ours as read off the class, a bound wrapper. uninstall()
+    said ours was patched over and left that in the class; it is ours, and
+    the original is put back."""
+    tracer.uninstall()
+    before = originals()
+    tracer.install()
+    calls = []
+    _instrument_threading(calls)
+    try:
+        _uninstrument_threading()
+        assert vars(threading.Thread)["start"] is not before[(threading.Thread, "start")]
+        with caplog.at_level("WARNING", logger="switchtrace"):
+            tracer.uninstall()
+        assert caplog.records == []
+        assert {key: value for key, value in originals().items() if value is not before[key]} == {}
+    finally:
+        tracer.install()
+
+
+def test_an_offload_through_other_submit_patches_over_ours_is_named_after_its_function():
+    """Patches of submit put over ours after install (OpenTelemetry's
+    threading instrumentor's, sentry-sdk's: each wraps the function submitted
+    in a closure made in its patch) handed ours their wrapper: a
+    run_in_executor was named after it (``wrapped_func``), and an
+    asyncio.to_thread under two of them was a run_in_executor of the outer
+    wrapper, what its function bridged not its own."""
+    calls = []
+
+    def closure_submit(wrapped, instance, args, kwargs):
+        fn = args[0]
+
+        def wrapped_fn(*func_args, **func_kwargs):
+            calls.append(fn)
+            return fn(*func_args, **func_kwargs)
+
+        return wrapped(wrapped_fn, *args[1:], **kwargs)
+
+    def work():
+        return "worked"
+
+    def bridging():
+        return AsyncToSync(asyncio.sleep)(0)
+
+    async def offloads():
+        loop = asyncio.get_running_loop()
+        return (await loop.run_in_executor(None, work), await asyncio.to_thread(bridging))
+
+    ours = vars(ThreadPoolExecutor)["submit"]
+    try:
+        for _ in range(2):  # two patches over ours
+            wrapt.wrap_function_wrapper(ThreadPoolExecutor, "submit", closure_submit)
+        with tracer.recording() as record:
+            assert asyncio.run(offloads()) == ("worked", None)
+        # Each patch ran once a call (the outer one holds the inner's wrapper).
+        assert calls.count(work) == 1 and calls.count(bridging) == 0
+        _run, in_executor, to_thread, bridged = record.crossings
+        assert [(c.mechanism, c.func.__qualname__) for c in (in_executor, to_thread)] == [
+            ("run_in_executor", f"{work.__qualname__}"),
+            ("asyncio.to_thread", f"{bridging.__qualname__}"),
+        ]
+        assert (bridged.mechanism, bridged.parent) == ("async_to_sync", to_thread)
+    finally:
+        ThreadPoolExecutor.submit = ours
+
+
+def _fast_hook(original):
+    def hook(self):
+        return original(self)
+
+    return hook
+
+
+def test_a_fast_patch_whose_code_someone_rewrote_is_left_and_taken_up_again(caplog):
+    """ddtrace set up after switchtrace patches the ThreadPoolExecutor.submit
+    it finds, ours, by rewriting its code in place: uninstall() put the
+    original back and took theirs out with it (their context no longer
+    carried into executors, for good). Now it is left as a patch over ours,
+    said once, and install() takes it up again rather than wrapping it."""
+    own = vars(_Patched)["hook"]
+    patcher = patches.Patcher(lambda: [(_Patched, "hook", patches.Fast(_fast_hook))], "test")
+    patcher.install()
+    ours = vars(_Patched)["hook"]
+    ours.__code__ = ours.__code__.replace(co_name="rewritten")  # as ddtrace's wrapping does
+    try:
+        _left_said_and_taken_up(patcher, ours, caplog)
+    finally:
+        patcher.uninstall()
+        _Patched.hook = own
+
+
+def test_a_wrapt_patch_over_ours_read_off_the_class_is_taken_up_again():
+    """New Relic set up after switchtrace wraps the attribute it reads off
+    the class: ours as a wrapt bound wrapper, whose ``__wrapped__`` is past
+    ours. Patcher looked for ours through ``__wrapped__``, missed it, and
+    the next install() wrapped theirs, another layer for each uninstall()
+    and install()."""
+    own = vars(_Patched)["hook"]
+    patcher = patches.Patcher(lambda: [(_Patched, "hook", _passing)], "test")
+    patcher.install()
+    theirs = wrapt.FunctionWrapper(_Patched.hook, _passing)
+    _Patched.hook = theirs
+    try:
+        for _ in range(2):
+            patcher.uninstall()
+            patcher.install()
+            assert vars(_Patched)["hook"] is theirs
+        assert _Patched().hook() == "its own"
     finally:
         patcher.uninstall()
         _Patched.hook = own

@@ -61,7 +61,7 @@ import wrapt
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, SyncToAsync, markcoroutinefunction
 
-from .describe import PATCH_MARK, attribute, closure_values
+from .describe import MAX_DEPTH, PATCH_MARK, attribute, closure_values
 from .guard import logger, raised_elsewhere, swallow
 from .record import (
     ASYNC_TO_SYNC,
@@ -531,11 +531,17 @@ def _offload(
     the offload's crossing with its record."""
     mechanism, target = RUN_IN_EXECUTOR, func
     inner = _to_thread_target(func)
-    #: asyncio.to_thread's partial inside a wrapper of another submit
-    #: patch's (sentry-sdk's ThreadingIntegration): the wrapper calls it.
-    wrapped = None if inner is not None else _wrapped_to_thread(func)
-    if wrapped is not None:
-        inner = _to_thread_target(wrapped)
+    wrapped = None
+    if inner is None:
+        # What another patch of submit, over ours, wrapped (sentry-sdk's,
+        # OpenTelemetry's threading instrumentor's): the wrapper calls it.
+        submitted = _submitted(func)
+        inner = _to_thread_target(submitted)
+        if inner is not None:
+            #: asyncio.to_thread's partial, inside the wrappers.
+            wrapped = submitted
+        else:
+            target = submitted
     if inner is not None:
         mechanism, target = TO_THREAD, inner
     crossing = Crossing(mechanism, None, target, _thread(), current, clock())
@@ -597,16 +603,26 @@ def _to_thread_target(func: Any) -> Any:
     return None
 
 
-def _wrapped_to_thread(func: Any) -> Any:
-    """asyncio.to_thread's partial, held by ``func``, a wrapper another
-    patch of ``submit`` made around it (a closure: sentry-sdk's
-    ThreadingIntegration, set up after switchtrace, wraps every function
-    submitted to carry its scopes), else None. Its cells are read from C
+def _submitted(func: Any) -> Any:
+    """The function submitted, inside the wrappers that other patches of
+    ``submit``, over ours, made around it (closures made by a function named
+    for submit, holding one callable: sentry-sdk's ThreadingIntegration's
+    ``sentry_submit.<locals>.wrapped_fn``, which carries its scopes,
+    OpenTelemetry's threading instrumentor's
+    ``__wrap_thread_pool_submit.<locals>.wrapped_func``, which carries its
+    context); ``func`` itself when it is no such wrapper. Read from C
     structures, as in :func:`_to_thread_target`."""
-    for held in closure_values(func):
-        if _to_thread_target(held) is not None:
-            return held
-    return None
+    for _ in range(MAX_DEPTH):
+        if type(func) is not types.FunctionType:
+            return func
+        maker, local, _name = func.__qualname__.rpartition(".<locals>.")
+        if not local or not maker.rpartition(".")[2].endswith("submit"):
+            return func
+        held = [value for value in closure_values(func) if callable(value)]
+        if len(held) != 1:
+            return func
+        func = held[0]
+    return func
 
 
 # -- async_to_sync: sync thread -> event loop -> sync thread ------------------
@@ -1066,13 +1082,25 @@ def _wrap_thread_start(wrapped, instance, args, kwargs):
     thread = instance if instance is not None else (args[0] if args else None)
     if current is None or not isinstance(thread, threading.Thread):
         return wrapped(*args, **kwargs)
+    if getattr(_starting, "thread", None) is thread:
+        # Ours again, under ours (Timer's start patched, over someone's
+        # wrapper of Thread's, ours): the outer one counts this start.
+        return wrapped(*args, **kwargs)
     at_ns = clock()
-    result = wrapped(*args, **kwargs)
+    _starting.thread = thread
+    try:
+        result = wrapped(*args, **kwargs)
+    finally:
+        _starting.thread = None
     try:
         current[0].thread_started(thread, current[1], at_ns)
     except Exception:
         swallow("thread start")
     return result
+
+
+#: The thread whose start this thread is counting (see _wrap_thread_start).
+_starting = threading.local()
 
 
 def _loop_owner() -> Here | None:
@@ -1160,6 +1188,10 @@ def _targets() -> list[Target]:
         (asyncio.base_events.BaseEventLoop, "__init__", _wrap_loop_init),
         (asyncio.base_events.BaseEventLoop, "run_until_complete", Fast(_patch_run_until_complete)),
         (_defining(threading.Thread, "start"), "start", _wrap_thread_start),
+        # A wrapper of Thread's start that someone put in Timer's namespace
+        # before us (OpenTelemetry's threading instrumentor wraps both):
+        # Timer's starts would not reach ours on Thread.
+        *[(threading.Timer, "start", _wrap_thread_start)] * ("start" in vars(threading.Timer)),
         (asyncio.selector_events.BaseSelectorEventLoop, "_make_self_pipe", _wrap_loop_handles),
         (asyncio.proactor_events.BaseProactorEventLoop, "_make_self_pipe", _wrap_loop_handles),
     ]
@@ -1232,8 +1264,9 @@ class Patcher:
                     continue
                 switch = [True]
                 if isinstance(how, Fast):
-                    replacement: object = how.make(original)  # type: ignore[arg-type]
+                    replacement: object = how.make(_as_called(original, owner))
                     setattr(replacement, PATCH_MARK, True)
+                    setattr(replacement, _MADE_CODE, replacement.__code__)  # type: ignore[attr-defined]
                 else:
                     # Enabled while installed (its switch not empty, asked
                     # in C): one that uninstall has to leave under someone
@@ -1263,11 +1296,20 @@ class Patcher:
                 entry = self._applied.pop()
                 owner, name, original, replacement, switch = entry
                 switch.clear()
-                if vars(owner).get(name) is replacement:
+                current = vars(owner).get(name)
+                if _is_read_off(current, replacement) and not _rewritten(replacement):
+                    # Ours, or ours as read off the class: what wrapt's and
+                    # OpenTelemetry's unwrap put back when they took out a
+                    # wrapper someone put over ours.
                     if original is _INHERITED:
                         delattr(owner, name)
                     else:
                         setattr(owner, name, original)
+                    continue
+                if _is_read_off(current, original) or (current is None and original is _INHERITED):
+                    # Someone took ours out already, putting back what it
+                    # replaced (OpenTelemetry's uninstrument() unwraps the
+                    # wrapper on top, ours, not its own under it).
                     continue
                 # Someone patched over us; their patch, which calls ours, is
                 # left in place, and ours in it: a wrapt one passes calls
@@ -1284,6 +1326,45 @@ class Patcher:
                     )
 
 
+#: Where a :class:`Fast` replacement keeps the code it was made with.
+_MADE_CODE = "__switchtrace_code__"
+
+
+def _rewritten(replacement: object) -> bool:
+    """Whether someone rewrote the code of our :class:`Fast` replacement in
+    place, patching it there (ddtrace's wrapping of ``submit``, set up after
+    switchtrace): taking ours out would take theirs out with it."""
+    made = getattr(replacement, _MADE_CODE, None)
+    return made is not None and getattr(replacement, "__code__", None) is not made
+
+
+def _is_read_off(current: object, attribute: object) -> bool:
+    """Whether ``current``, in an owner's namespace, is ``attribute`` or
+    ``attribute`` as read off the class: a wrapt wrapper's bound one, whose
+    parent it is, which is what ``unwrap`` (OpenTelemetry's) puts back, as
+    it takes the ``__wrapped__`` of the wrapper it reads off the class."""
+    if current is attribute:
+        return True
+    try:
+        return getattr(current, "_self_parent", None) is attribute
+    except Exception:  # an object whose attributes raise: not that one
+        return False
+
+
+def _as_called(original: Any, owner: object) -> Any:
+    """``original``, from the owner's namespace, as a :class:`Fast` patch
+    calls it: with the instance as its first argument. A function is that
+    already; someone's wrapt wrapper put there before ours (OpenTelemetry's
+    threading instrumentor's on ``ThreadPoolExecutor.submit``), called as
+    it is, would hand its wrapper no instance and the executor as the
+    function: read off the class, as Python reads a method, it takes the
+    instance from the first argument."""
+    if type(original) is types.FunctionType:
+        return original
+    get = getattr(type(original), "__get__", None)
+    return original if get is None else get(original, None, owner)
+
+
 def _reaches(patch: Any, ours: object, depth: int = 0) -> bool:
     """Whether calling ``patch`` calls ``ours``: it is ours, or wraps it
     (``__wrapped__``, or a closure over it, as sentry-sdk's patches hold what
@@ -1295,7 +1376,9 @@ def _reaches(patch: Any, ours: object, depth: int = 0) -> bool:
         return False
     inner = [getattr(patch, "__func__", None), getattr(patch, "_self_parent", None)]
     try:
-        inner.append(inspect.unwrap(patch, stop=lambda f: f is ours))
+        # Stopping at ours as read off the class too (a wrapt wrapper's bound
+        # one, whose __wrapped__ is past ours: New Relic wraps that).
+        inner.append(inspect.unwrap(patch, stop=lambda f: _is_read_off(f, ours)))
     except ValueError:  # a cycle of __wrapped__
         pass
     for cell in getattr(patch, "__closure__", None) or ():
