@@ -709,7 +709,7 @@ def test_a_views_own_closure_is_no_decorators_and_decorators_are_looked_through(
     assert described(staff_record) == [
         ("async_to_sync", view, "view", view, True),
         *[("sync_to_async", "get_user", "view", view, True)] * reading_the_user,
-        ("sync_to_async", "is_staff", "view", f"{view}.user_passes_test", True),
+        ("sync_to_async", "is_staff", "view", f"{view}.{USER_PASSES_TEST}", True),
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 import sys
 import threading
@@ -50,7 +51,7 @@ def test_install_twice_wraps_once_and_uninstall_restores_exactly():
         tracer.uninstall()
         tracer.uninstall()
         assert originals() == before
-        assert {key: value for key, value in originals().items() if value is not before[key]} == {}
+        assert all(originals()[key] is before[key] for key in before)
     finally:
         tracer.install()
 
@@ -364,9 +365,7 @@ def _instrument_threading(calls):
 def _uninstrument_threading():
     for owner, name in ((ThreadPoolExecutor, "submit"), (threading.Thread, "start")):
         _unwrap_top(owner, name)
-    _unwrap_top(threading.Timer, "start")
-    if vars(threading.Timer).get("start") is threading.Thread.start:
-        del threading.Timer.start
+    _unwrap_top(threading.Timer, "start")  # what it leaves in Timer's namespace stays
 
 
 def _threads_and_offload():
@@ -458,6 +457,7 @@ def test_ours_put_back_by_someones_unwrap_is_restored_by_uninstall(caplog):
         assert caplog.records == []
         assert {key: value for key, value in originals().items() if value is not before[key]} == {}
     finally:
+        del threading.Timer.start
         tracer.install()
 
 
@@ -552,3 +552,97 @@ def test_a_wrapt_patch_over_ours_read_off_the_class_is_taken_up_again():
     finally:
         patcher.uninstall()
         _Patched.hook = own
+
+
+def test_the_applications_own_closures_submitted_are_named_after_themselves():
+    """Only a patch of submit's own wrapper (a closure made by the code that
+    called ours) is looked through: the application's closures, made by a
+    function named for submit and holding one callable, submitted by
+    asyncio's run_in_executor, are named after themselves."""
+
+    def order_submit(order):
+        notify = functools.partial(str, order)
+
+        def save_and_notify():
+            return notify()
+
+        return save_and_notify
+
+    async def submit():
+        model = dict
+
+        def create():
+            return model(n=8)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, order_submit(7)), await loop.run_in_executor(
+            None, create
+        )
+
+    with tracer.recording() as record:
+        assert asyncio.run(submit()) == ("7", {"n": 8})
+    assert [c.func.__qualname__ for c in record.crossings[1:]] == [
+        f"{order_submit.__qualname__}.<locals>.save_and_notify",
+        f"{submit.__qualname__}.<locals>.create",
+    ]
+
+
+class _InstanceOnly:
+    """Someone's descriptor that binds to instances alone."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def __get__(self, instance, owner):
+        if instance is None:
+            raise AttributeError("bound to instances alone")
+        return functools.partial(self.func, instance)
+
+
+def test_a_patch_under_ours_that_binds_to_instances_alone_is_bound_on_each_call():
+    """Read off the class, such a descriptor raised out of install(), which
+    was left half done (its later patches never made, and said to be
+    installed); as found, it cannot be called with the instance first."""
+    own = vars(_Patched)["hook"]
+    _Patched.hook = _InstanceOnly(own)
+    patcher = patches.Patcher(lambda: [(_Patched, "hook", patches.Fast(_fast_hook))], "test")
+    try:
+        patcher.install()
+        assert _Patched().hook() == "its own"
+    finally:
+        patcher.uninstall()
+        _Patched.hook = own
+
+
+def test_a_thread_started_inside_a_start_leaves_the_outer_start_counted_once():
+    """Someone's patch of Thread.start over ours that starts a thread of its
+    own, with ours also on Timer.start over theirs: the inner start cleared
+    what ours on Timer was counting, and ours on Thread counted the timer
+    a second time."""
+    helpers = []
+
+    def starts_a_helper(wrapped, instance, args, kwargs):
+        if isinstance(instance, threading.Timer) and not helpers:
+            helpers.append(threading.Thread(target=str))
+            helpers[0].start()
+            helpers[0].join()
+        return wrapped(*args, **kwargs)
+
+    tracer.uninstall()
+    before = {c: vars(c).get("start") for c in (threading.Thread, threading.Timer)}
+    tracer.install()
+    try:
+        wrapt.wrap_function_wrapper(threading.Thread, "start", starts_a_helper)
+        wrapt.wrap_function_wrapper(threading.Timer, "start", _passing)
+        tracer.uninstall()
+        tracer.install()  # ours on Timer.start now, over theirs
+        with tracer.recording() as record:
+            timer = threading.Timer(0, str)
+            timer.start()
+            timer.join()
+        assert record.totals().threads_started == 2  # the helper and the timer
+    finally:
+        tracer.uninstall()
+        threading.Thread.start = before[threading.Thread]
+        del threading.Timer.start
+        tracer.install()

@@ -399,7 +399,7 @@ def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
                 fn = functools.partial(_arrive, fn, record, current)
                 caller = (record, current.parent)
             elif _get_running_loop() is not None:
-                fn, offload = _offload(record, self, fn, current)
+                fn, offload = _offload(record, self, fn, current, sys._getframe(1))
         except Exception:
             swallow("executor submit")
         if caller is not None:
@@ -524,18 +524,23 @@ def _fn_by_keyword(submit: Callable[..., Any], original: Callable[..., Any]) -> 
 
 
 def _offload(
-    record: RequestRecord, executor: Any, func: Any, current: Crossing | None
+    record: RequestRecord,
+    executor: Any,
+    func: Any,
+    current: Crossing | None,
+    caller: types.FrameType | None,
 ) -> tuple[functools.partial[Any], Here]:
     """Request code's own offload from the event loop (asyncio.to_thread,
     loop.run_in_executor): what the executor runs instead of ``func``, and
-    the offload's crossing with its record."""
+    the offload's crossing with its record. ``caller`` is the frame that
+    called ``submit``."""
     mechanism, target = RUN_IN_EXECUTOR, func
     inner = _to_thread_target(func)
     wrapped = None
     if inner is None:
         # What another patch of submit, over ours, wrapped (sentry-sdk's,
         # OpenTelemetry's threading instrumentor's): the wrapper calls it.
-        submitted = _submitted(func)
+        submitted = _submitted(func, caller)
         inner = _to_thread_target(submitted)
         if inner is not None:
             #: asyncio.to_thread's partial, inside the wrappers.
@@ -574,6 +579,11 @@ def _offload(
     return functools.partial(_arrive, call, record, crossing), here
 
 
+def _is_wrapts(frame: types.FrameType) -> bool:
+    name = frame.f_globals.get("__name__")
+    return type(name) is str and name.startswith("wrapt.")
+
+
 def _within(here: Here, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Call ``func`` with ``here`` current in this context, then put back
     what was there (the function sees its context as it was given)."""
@@ -603,25 +613,30 @@ def _to_thread_target(func: Any) -> Any:
     return None
 
 
-def _submitted(func: Any) -> Any:
+def _submitted(func: Any, caller: types.FrameType | None) -> Any:
     """The function submitted, inside the wrappers that other patches of
-    ``submit``, over ours, made around it (closures made by a function named
-    for submit, holding one callable: sentry-sdk's ThreadingIntegration's
-    ``sentry_submit.<locals>.wrapped_fn``, which carries its scopes,
+    ``submit``, over ours, made around it: sentry-sdk's ThreadingIntegration's
+    (``sentry_submit.<locals>.wrapped_fn``, which carries its scopes),
     OpenTelemetry's threading instrumentor's
-    ``__wrap_thread_pool_submit.<locals>.wrapped_func``, which carries its
-    context); ``func`` itself when it is no such wrapper. Read from C
-    structures, as in :func:`_to_thread_target`."""
+    (``__wrap_thread_pool_submit.<locals>.wrapped_func``, its context).
+    Each is a closure holding one callable, made by the patch that hands it
+    on, which is the frame that called ours (``caller``; wrapt's own frames
+    aside), or for a wrapper inside another, the frame that called that
+    patch; ``func`` itself when it is no such wrapper (a closure the
+    application made, submitted by asyncio's ``run_in_executor``). Read
+    from C structures, as in :func:`_to_thread_target`."""
+    frame = caller
     for _ in range(MAX_DEPTH):
-        if type(func) is not types.FunctionType:
+        while frame is not None and _is_wrapts(frame):
+            frame = frame.f_back  # pure-Python wrapt's calls of the patch
+        if frame is None or type(func) is not types.FunctionType:
             return func
-        maker, local, _name = func.__qualname__.rpartition(".<locals>.")
-        if not local or not maker.rpartition(".")[2].endswith("submit"):
-            return func
+        if not any(const is func.__code__ for const in frame.f_code.co_consts):
+            return func  # not made by the code that submitted it
         held = [value for value in closure_values(func) if callable(value)]
         if len(held) != 1:
             return func
-        func = held[0]
+        func, frame = held[0], frame.f_back
     return func
 
 
@@ -1087,11 +1102,12 @@ def _wrap_thread_start(wrapped, instance, args, kwargs):
         # wrapper of Thread's, ours): the outer one counts this start.
         return wrapped(*args, **kwargs)
     at_ns = clock()
+    outer = getattr(_starting, "thread", None)  # a thread its start starts
     _starting.thread = thread
     try:
         result = wrapped(*args, **kwargs)
     finally:
-        _starting.thread = None
+        _starting.thread = outer
     try:
         current[0].thread_started(thread, current[1], at_ns)
     except Exception:
@@ -1361,8 +1377,26 @@ def _as_called(original: Any, owner: object) -> Any:
     instance from the first argument."""
     if type(original) is types.FunctionType:
         return original
-    get = getattr(type(original), "__get__", None)
-    return original if get is None else get(original, None, owner)
+    get = _type_get(original)
+    if get is None:
+        return original
+    try:
+        return get(original, None, owner)
+    except Exception:  # a descriptor that binds to instances alone: bound on each call
+        pass
+
+    def bound(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return get(original, self, type(self))(*args, **kwargs)
+
+    return bound
+
+
+def _type_get(obj: object) -> Any:
+    """The ``__get__`` of ``obj``'s type, if it has one (None if reading it raises)."""
+    try:
+        return getattr(type(obj), "__get__", None)
+    except Exception:
+        return None
 
 
 def _reaches(patch: Any, ours: object, depth: int = 0) -> bool:
