@@ -514,24 +514,28 @@ async def to_thread_bridging_view(request):
 async def reused_context_view(request):
     """A copied context of the code's own, reused for jobs a one-worker
     executor runs one after another, each through a function holding
-    partial(context.run, ...), as asyncio.to_thread's is held by a submit
-    wrapper; the second submitted while the worker is inside the context."""
+    partial(context.run, ...), made and submitted by a function named for
+    submit, as asyncio.to_thread's is held by a patch of submit's wrapper;
+    the second submitted while the worker is inside the context."""
     import asyncio
     import contextvars
     import functools
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    loop = asyncio.get_running_loop()
     job = functools.partial(contextvars.copy_context().run, time.sleep, 0.2)
 
-    def wrapper():
-        return job()
-
     with ThreadPoolExecutor(max_workers=1) as one:
-        first = loop.run_in_executor(one, wrapper)
+
+        def one_submit(fn):
+            def wrapper():
+                return fn()
+
+            return asyncio.wrap_future(one.submit(wrapper))
+
+        first = one_submit(job)
         await asyncio.sleep(0.05)  # the worker is now inside the context
-        await asyncio.gather(first, loop.run_in_executor(one, wrapper))
+        await asyncio.gather(first, one_submit(job))
     return HttpResponse("ok")
 
 

@@ -9,6 +9,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import wrapt
 from asgiref.sync import AsyncToSync, SyncToAsync
 
@@ -554,11 +555,19 @@ def test_a_wrapt_patch_over_ours_read_off_the_class_is_taken_up_again():
         _Patched.hook = own
 
 
-def test_the_applications_own_closures_submitted_are_named_after_themselves():
-    """Only a patch of submit's own wrapper (a closure made by the code that
-    called ours) is looked through: the application's closures, made by a
-    function named for submit and holding one callable, submitted by
-    asyncio's run_in_executor, are named after themselves."""
+@pytest.mark.parametrize("loop_factory", ["asyncio", "uvloop"])
+def test_the_applications_own_closures_submitted_are_named_after_themselves(loop_factory):
+    """Only a patch of submit's own wrapper (a closure made by the patch that
+    called ours) is looked through: the application's closures holding one
+    callable are named after themselves, made by a function named for
+    submit, submitted by asyncio's run_in_executor, by uvloop's (compiled:
+    the coroutine that made the closure is the frame that called ours), or
+    by the coroutine's own executor.submit."""
+    if loop_factory == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        new_loop = uvloop.new_event_loop
+    else:
+        new_loop = asyncio.new_event_loop
 
     def order_submit(order):
         notify = functools.partial(str, order)
@@ -575,14 +584,22 @@ def test_the_applications_own_closures_submitted_are_named_after_themselves():
             return model(n=8)
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, order_submit(7)), await loop.run_in_executor(
-            None, create
-        )
+        with ThreadPoolExecutor(1) as executor:
+            return (
+                await loop.run_in_executor(None, order_submit(7)),
+                await loop.run_in_executor(None, create),
+                await asyncio.wrap_future(executor.submit(create)),
+            )
 
-    with tracer.recording() as record:
-        assert asyncio.run(submit()) == ("7", {"n": 8})
+    loop = new_loop()
+    try:
+        with tracer.recording() as record:
+            assert loop.run_until_complete(submit()) == ("7", {"n": 8}, {"n": 8})
+    finally:
+        loop.close()
     assert [c.func.__qualname__ for c in record.crossings[1:]] == [
         f"{order_submit.__qualname__}.<locals>.save_and_notify",
+        f"{submit.__qualname__}.<locals>.create",
         f"{submit.__qualname__}.<locals>.create",
     ]
 

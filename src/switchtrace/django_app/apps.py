@@ -16,7 +16,8 @@ class SwitchTraceConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
 
-        global _holding
+        global _holding, readied
+        readied = True
         setting_changed.connect(_setting_changed, dispatch_uid="switchtrace.setting_changed")
         _holding = True
         try:
@@ -26,6 +27,11 @@ class SwitchTraceConfig(AppConfig):
         if _held:
             request_started.connect(_release_on_request, dispatch_uid="switchtrace.release")
 
+
+#: Whether this app's ready() ran (the app was installed as Django was set
+#: up): ``apps.is_installed()`` tells only of the apps that a
+#: TransactionTestCase's ``available_apps`` leaves, meanwhile.
+readied = False
 
 #: What start-up (``ready()``) has to say about the settings, held until
 #: Django's handler is built (the middleware's ``__init__``) or, without the

@@ -28,6 +28,7 @@ from django.core.exceptions import MiddlewareNotUsed
 
 from .. import text, tracer
 from ..tracer.guard import logger, raised_elsewhere, swallow
+from . import apps as app_config
 from . import integration, telemetry
 from .apps import release_startup_errors
 from .conf import Config, get_config
@@ -58,6 +59,22 @@ def _missing_app_message() -> str:
     )
 
 
+def _app_installed() -> bool:
+    """Whether ``switchtrace.django_app`` is installed. Django's
+    ``apps.is_installed()`` tells only of the apps that a TransactionTestCase's
+    ``available_apps`` leaves, during its tests: then the app is installed if
+    its ready() ran and INSTALLED_APPS still lists it."""
+    if apps.is_installed(APP):
+        return True
+    listed = getattr(settings, "INSTALLED_APPS", ())
+    return app_config.readied and any(
+        entry == APP or (isinstance(entry, str) and entry.startswith(APP + ".")) for entry in listed
+    )
+
+
+APP = "switchtrace.django_app"
+
+
 def _not_turned_off() -> bool:
     """Whether the SWITCHTRACE setting, which has problems (that keep
     switchtrace disabled), does not say ``"ENABLED": False`` either."""
@@ -77,7 +94,7 @@ class SwitchTraceMiddleware:
         config = get_config()
         if not config.enabled and not (config.problems and _not_turned_off()):
             raise MiddlewareNotUsed("SWITCHTRACE['ENABLED'] is not True")
-        if not apps.is_installed("switchtrace.django_app"):
+        if not _app_installed():
             # Its AppConfig.ready() installs the patches and registers the
             # system checks: without it nothing is recorded, and nothing
             # else would say so (nor would anything say what is wrong with

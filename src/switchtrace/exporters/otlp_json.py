@@ -285,10 +285,6 @@ class FileSpanExporter(SpanExporter):
                         data = b"\n" + data
                     while written < len(data):
                         written += os.write(out, data[written:])
-                except OSError:
-                    if written and self._cut_back(out, size):
-                        written = 0
-                    raise
                 finally:
                     self._release(out)
             except OSError as exc:
@@ -415,22 +411,6 @@ class FileSpanExporter(SpanExporter):
             return os.open(self.path, _APPEND, 0o666), True
         except PermissionError:  # may be written, not read
             return os.open(self.path, _APPEND_ONLY, 0o666), False
-
-    def _cut_back(self, out: int, size: int) -> bool:
-        """Take the part of a line an append cut short (the disk full midway)
-        out of the file again, back to the ``size`` it had: a reader that
-        stops at a line it cannot parse reads on past it, and the space is
-        free again. Only in a regular file whose lock this process holds:
-        no other appender's line is cut. Whether it was taken out."""
-        if fcntl is None or self._locked != out:
-            return False
-        try:
-            if not stat.S_ISREG(os.fstat(out).st_mode):
-                return False
-            os.ftruncate(out, size)
-        except OSError:  # (an append-only file: chattr +a)
-            return False
-        return True
 
     def _ends_in_a_line(self, out: int, size: int, readable: bool) -> bool:
         """Whether the file open on ``out`` ends with part of a line (an

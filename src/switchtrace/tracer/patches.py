@@ -579,8 +579,12 @@ def _offload(
     return functools.partial(_arrive, call, record, crossing), here
 
 
+#: Code flags of a coroutine, a generator, an async generator.
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+
+
 def _is_wrapts(frame: types.FrameType) -> bool:
-    name = frame.f_globals.get("__name__")
+    name = dict.get(frame.f_globals, "__name__")
     return type(name) is str and name.startswith("wrapt.")
 
 
@@ -620,19 +624,28 @@ def _submitted(func: Any, caller: types.FrameType | None) -> Any:
     OpenTelemetry's threading instrumentor's
     (``__wrap_thread_pool_submit.<locals>.wrapped_func``, its context).
     Each is a closure holding one callable, made by the patch that hands it
-    on, which is the frame that called ours (``caller``; wrapt's own frames
-    aside), or for a wrapper inside another, the frame that called that
-    patch; ``func`` itself when it is no such wrapper (a closure the
-    application made, submitted by asyncio's ``run_in_executor``). Read
-    from C structures, as in :func:`_to_thread_target`."""
+    on (a function named for submit), which is the frame that called ours
+    (``caller``; wrapt's own frames aside), or for a wrapper inside another,
+    the frame that called that patch; ``func`` itself when it is no such
+    wrapper (a closure the application made). Read from C structures, as
+    in :func:`_to_thread_target`."""
     frame = caller
     for _ in range(MAX_DEPTH):
         while frame is not None and _is_wrapts(frame):
             frame = frame.f_back  # pure-Python wrapt's calls of the patch
         if frame is None or type(func) is not types.FunctionType:
             return func
-        if not any(const is func.__code__ for const in frame.f_code.co_consts):
-            return func  # not made by the code that submitted it
+        code = frame.f_code
+        if (
+            code.co_flags & _ASYNC_CODE
+            or not code.co_name.endswith("submit")
+            or not any(const is func.__code__ for const in code.co_consts)
+        ):
+            # Not made by a patch of submit that hands it on: the
+            # application's, submitted by its coroutine (uvloop's
+            # run_in_executor, compiled, has no frame between them; a
+            # coroutine's own executor.submit), or by a function of its own.
+            return func
         held = [value for value in closure_values(func) if callable(value)]
         if len(held) != 1:
             return func
