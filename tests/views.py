@@ -1,3 +1,5 @@
+from concurrent.futures import ThreadPoolExecutor
+
 from asgiref.sync import async_to_sync, markcoroutinefunction, sync_to_async
 from django.contrib.auth.decorators import login_required, user_passes_test
 from django.dispatch import Signal
@@ -514,29 +516,31 @@ async def to_thread_bridging_view(request):
 async def reused_context_view(request):
     """A copied context of the code's own, reused for jobs a one-worker
     executor runs one after another, each through a function holding
-    partial(context.run, ...), made and submitted by a function named for
-    submit, as asyncio.to_thread's is held by a patch of submit's wrapper;
-    the second submitted while the worker is inside the context."""
+    partial(context.run, ...), made by the executor's own submit (a subclass's,
+    as a patch of submit over switchtrace's makes one around what
+    asyncio.to_thread submits); the second submitted while the worker is
+    inside the context."""
     import asyncio
     import contextvars
     import functools
     import time
-    from concurrent.futures import ThreadPoolExecutor
 
     job = functools.partial(contextvars.copy_context().run, time.sleep, 0.2)
-
-    with ThreadPoolExecutor(max_workers=1) as one:
-
-        def one_submit(fn):
-            def wrapper():
-                return fn()
-
-            return asyncio.wrap_future(one.submit(wrapper))
-
-        first = one_submit(job)
+    with WrappingExecutor(max_workers=1) as one:
+        first = asyncio.wrap_future(one.submit(job))
         await asyncio.sleep(0.05)  # the worker is now inside the context
-        await asyncio.gather(first, one_submit(job))
+        await asyncio.gather(first, asyncio.wrap_future(one.submit(job)))
     return HttpResponse("ok")
+
+
+class WrappingExecutor(ThreadPoolExecutor):
+    """An executor whose submit runs each function in a wrapper of its own."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        def wrapper():
+            return fn(*args, **kwargs)
+
+        return super().submit(wrapper)
 
 
 class ClassView(View):

@@ -14,6 +14,7 @@ import pytest
 
 from switchtrace import example, tracer
 from switchtrace.django_app import headers as headers_module
+from switchtrace.django_app.apps import SwitchTraceConfig
 from switchtrace.django_app.conf import MIDDLEWARE_PATH
 from switchtrace.tracer import guard
 
@@ -171,7 +172,7 @@ def test_a_context_of_the_codes_own_in_use_elsewhere_is_not_entered(records):
     assert [(c.mechanism, c.qualname) for c in record.crossings] == [
         ("async_to_sync", "reused_context_view"),
         ("asyncio.to_thread", "sleep"),
-        ("run_in_executor", "reused_context_view.<locals>.one_submit.<locals>.wrapper"),
+        ("run_in_executor", "WrappingExecutor.submit.<locals>.wrapper"),
     ]
 
 
@@ -2204,23 +2205,44 @@ def test_the_middleware_without_the_app_says_so(server, instead, message, caplog
     assert [r.getMessage() for r in caplog.records] == [message]
 
 
-def test_the_app_left_out_of_a_test_cases_available_apps_is_still_installed(caplog, monkeypatch):
+class ProjectSwitchTraceConfig(SwitchTraceConfig):
+    """A project's own config of the app, listed in INSTALLED_APPS."""
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "switchtrace.django_app",
+        "switchtrace.django_app.apps.SwitchTraceConfig",
+        f"{__name__}.ProjectSwitchTraceConfig",
+    ],
+)
+def test_the_app_left_out_of_a_test_cases_available_apps_is_still_installed(
+    entry, caplog, monkeypatch
+):
     """A TransactionTestCase's ``available_apps`` narrows apps.is_installed()
     to the apps it names, during its tests: the middleware logged that the
     app was missing ("nothing is recorded", an ERROR) and removed itself,
     its responses without the headers, while switchtrace recorded every
-    request all the same."""
+    request all the same. The app listed by its config class too, or by a
+    project's subclass of it."""
     from django.apps import apps
+    from django.conf import settings
+    from django.test import override_settings
 
     from switchtrace.django_app import middleware
 
     monkeypatch.setattr(middleware, "_missing_app_told", False)
-    apps.set_available_apps(["django.contrib.auth", "django.contrib.contenttypes"])
-    try:
-        with caplog.at_level(logging.ERROR, logger="switchtrace"), project() as handlers:
-            result = serve("wsgi", handlers, "/sync/")
-    finally:
-        apps.unset_available_apps()
+    installed = [
+        app if app != "switchtrace.django_app" else entry for app in settings.INSTALLED_APPS
+    ]
+    with override_settings(INSTALLED_APPS=installed):
+        apps.set_available_apps(["django.contrib.auth", "django.contrib.contenttypes"])
+        try:
+            with caplog.at_level(logging.ERROR, logger="switchtrace"), project() as handlers:
+                result = serve("wsgi", handlers, "/sync/")
+        finally:
+            apps.unset_available_apps()
     assert result.figures() == (0, 0, 0, 0)
     assert caplog.records == []
 

@@ -471,7 +471,7 @@ def test_an_offload_through_other_submit_patches_over_ours_is_named_after_its_fu
     wrapper, what its function bridged not its own."""
     calls = []
 
-    def closure_submit(wrapped, instance, args, kwargs):
+    def carrying_context(wrapped, instance, args, kwargs):  # named for no submit
         fn = args[0]
 
         def wrapped_fn(*func_args, **func_kwargs):
@@ -493,7 +493,7 @@ def test_an_offload_through_other_submit_patches_over_ours_is_named_after_its_fu
     ours = vars(ThreadPoolExecutor)["submit"]
     try:
         for _ in range(2):  # two patches over ours
-            wrapt.wrap_function_wrapper(ThreadPoolExecutor, "submit", closure_submit)
+            wrapt.wrap_function_wrapper(ThreadPoolExecutor, "submit", carrying_context)
         with tracer.recording() as record:
             assert asyncio.run(offloads()) == ("worked", None)
         # Each patch ran once a call (the outer one holds the inner's wrapper).
@@ -557,12 +557,13 @@ def test_a_wrapt_patch_over_ours_read_off_the_class_is_taken_up_again():
 
 @pytest.mark.parametrize("loop_factory", ["asyncio", "uvloop"])
 def test_the_applications_own_closures_submitted_are_named_after_themselves(loop_factory):
-    """Only a patch of submit's own wrapper (a closure made by the patch that
-    called ours) is looked through: the application's closures holding one
-    callable are named after themselves, made by a function named for
-    submit, submitted by asyncio's run_in_executor, by uvloop's (compiled:
-    the coroutine that made the closure is the frame that called ours), or
-    by the coroutine's own executor.submit."""
+    """Only a patch of submit's own wrapper (a closure made by a patch over
+    ours, which called ours) is looked through: the application's closures
+    holding one callable are named after themselves, made by a function
+    named for submit, submitted by asyncio's run_in_executor, by uvloop's
+    (compiled: the coroutine that made the closure is the frame that called
+    ours), by the coroutine's own executor.submit, or by a function of its
+    own named for submit that made it."""
     if loop_factory == "uvloop":
         uvloop = pytest.importorskip("uvloop")
         new_loop = uvloop.new_event_loop
@@ -589,18 +590,28 @@ def test_the_applications_own_closures_submitted_are_named_after_themselves(loop
                 await loop.run_in_executor(None, order_submit(7)),
                 await loop.run_in_executor(None, create),
                 await asyncio.wrap_future(executor.submit(create)),
+                await asyncio.wrap_future(now_submit(executor, 9)),
             )
+
+    def now_submit(executor, order):
+        notify = functools.partial(str, order)
+
+        def save_and_notify():
+            return notify()
+
+        return executor.submit(save_and_notify)
 
     loop = new_loop()
     try:
         with tracer.recording() as record:
-            assert loop.run_until_complete(submit()) == ("7", {"n": 8}, {"n": 8})
+            assert loop.run_until_complete(submit()) == ("7", {"n": 8}, {"n": 8}, "9")
     finally:
         loop.close()
     assert [c.func.__qualname__ for c in record.crossings[1:]] == [
         f"{order_submit.__qualname__}.<locals>.save_and_notify",
         f"{submit.__qualname__}.<locals>.create",
         f"{submit.__qualname__}.<locals>.create",
+        f"{now_submit.__qualname__}.<locals>.save_and_notify",
     ]
 
 

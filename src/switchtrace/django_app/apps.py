@@ -16,8 +16,9 @@ class SwitchTraceConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
 
-        global _holding, readied
-        readied = True
+        global _holding
+        # The entries INSTALLED_APPS may list it by: the app, its config class.
+        readied.update((self.name, f"{type(self).__module__}.{type(self).__qualname__}"))
         setting_changed.connect(_setting_changed, dispatch_uid="switchtrace.setting_changed")
         _holding = True
         try:
@@ -28,10 +29,11 @@ class SwitchTraceConfig(AppConfig):
             request_started.connect(_release_on_request, dispatch_uid="switchtrace.release")
 
 
-#: Whether this app's ready() ran (the app was installed as Django was set
-#: up): ``apps.is_installed()`` tells only of the apps that a
-#: TransactionTestCase's ``available_apps`` leaves, meanwhile.
-readied = False
+#: The INSTALLED_APPS entries this app's ready() ran for (the app was
+#: installed as Django was set up), empty before: ``apps.is_installed()``
+#: tells only of the apps that a TransactionTestCase's ``available_apps``
+#: leaves, meanwhile.
+readied: set[str] = set()
 
 #: What start-up (``ready()``) has to say about the settings, held until
 #: Django's handler is built (the middleware's ``__init__``) or, without the

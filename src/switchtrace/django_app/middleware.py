@@ -63,13 +63,11 @@ def _app_installed() -> bool:
     """Whether ``switchtrace.django_app`` is installed. Django's
     ``apps.is_installed()`` tells only of the apps that a TransactionTestCase's
     ``available_apps`` leaves, during its tests: then the app is installed if
-    its ready() ran and INSTALLED_APPS still lists it."""
+    its ready() ran for an entry INSTALLED_APPS still lists."""
     if apps.is_installed(APP):
         return True
     listed = getattr(settings, "INSTALLED_APPS", ())
-    return app_config.readied and any(
-        entry == APP or (isinstance(entry, str) and entry.startswith(APP + ".")) for entry in listed
-    )
+    return any(entry in app_config.readied for entry in listed if isinstance(entry, str))
 
 
 APP = "switchtrace.django_app"

@@ -540,7 +540,7 @@ def _offload(
     if inner is None:
         # What another patch of submit, over ours, wrapped (sentry-sdk's,
         # OpenTelemetry's threading instrumentor's): the wrapper calls it.
-        submitted = _submitted(func, caller)
+        submitted = _submitted(func, caller, executor)
         inner = _to_thread_target(submitted)
         if inner is not None:
             #: asyncio.to_thread's partial, inside the wrappers.
@@ -579,10 +579,6 @@ def _offload(
     return functools.partial(_arrive, call, record, crossing), here
 
 
-#: Code flags of a coroutine, a generator, an async generator.
-_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
-
-
 def _is_wrapts(frame: types.FrameType) -> bool:
     name = dict.get(frame.f_globals, "__name__")
     return type(name) is str and name.startswith("wrapt.")
@@ -617,40 +613,67 @@ def _to_thread_target(func: Any) -> Any:
     return None
 
 
-def _submitted(func: Any, caller: types.FrameType | None) -> Any:
+def _submitted(func: Any, caller: types.FrameType | None, executor: Any) -> Any:
     """The function submitted, inside the wrappers that other patches of
     ``submit``, over ours, made around it: sentry-sdk's ThreadingIntegration's
     (``sentry_submit.<locals>.wrapped_fn``, which carries its scopes),
     OpenTelemetry's threading instrumentor's
     (``__wrap_thread_pool_submit.<locals>.wrapped_func``, its context).
     Each is a closure holding one callable, made by the patch that hands it
-    on (a function named for submit), which is the frame that called ours
-    (``caller``; wrapt's own frames aside), or for a wrapper inside another,
-    the frame that called that patch; ``func`` itself when it is no such
-    wrapper (a closure the application made). Read from C structures, as
-    in :func:`_to_thread_target`."""
+    on, which is the frame that called ours (``caller``; wrapt's own frames
+    aside), or for a wrapper inside another, the frame that called that
+    patch: a frame running the code of a patch put over ours on the
+    executor's class (see :func:`_patches_over_ours`). ``func`` itself when
+    it is no such wrapper (a closure the application made, whatever made
+    and submitted it). Read from C structures, as in
+    :func:`_to_thread_target`."""
     frame = caller
+    patches: list[types.CodeType] | None = None
     for _ in range(MAX_DEPTH):
         while frame is not None and _is_wrapts(frame):
             frame = frame.f_back  # pure-Python wrapt's calls of the patch
         if frame is None or type(func) is not types.FunctionType:
             return func
         code = frame.f_code
-        if (
-            code.co_flags & _ASYNC_CODE
-            or not code.co_name.endswith("submit")
-            or not any(const is func.__code__ for const in code.co_consts)
-        ):
-            # Not made by a patch of submit that hands it on: the
-            # application's, submitted by its coroutine (uvloop's
-            # run_in_executor, compiled, has no frame between them; a
-            # coroutine's own executor.submit), or by a function of its own.
-            return func
+        if not any(const is func.__code__ for const in code.co_consts):
+            return func  # not made by the code that handed it on
+        if patches is None:
+            patches = _patches_over_ours(type(executor))
+        if not any(patch is code for patch in patches):
+            return func  # made and submitted by the application's own code
         held = [value for value in closure_values(func) if callable(value)]
         if len(held) != 1:
             return func
         func, frame = held[0], frame.f_back
     return func
+
+
+def _patches_over_ours(cls: type) -> list[types.CodeType]:
+    """The code of each patch put over ours on ``cls``'s ``submit``: from
+    the attribute its class defines down to ours, through functools.wraps'
+    ``__wrapped__`` (sentry-sdk's), a wrapt wrapper's wrapper function and
+    ``__wrapped__`` (OpenTelemetry's), or else the one function or wrapper
+    a closure holds."""
+    found: Any = vars(_defining(cls, "submit")).get("submit")
+    codes = []
+    for _ in range(MAX_DEPTH):
+        if type(found) is types.FunctionType:
+            if found.__dict__.get(_MADE_CODE) is found.__code__:
+                break  # ours (functools.wraps copies our marks onto a patch over it)
+            codes.append(found.__code__)
+            inner = found.__dict__.get("__wrapped__")
+            if inner is None:
+                held = [v for v in closure_values(found) if callable(v)]
+                inner = held[0] if len(held) == 1 else None
+            found = inner
+        elif attribute(found, "_self_wrapper") is not None:  # a wrapt wrapper
+            wrapper = attribute(found, "_self_wrapper")
+            if type(wrapper) is types.FunctionType:
+                codes.append(wrapper.__code__)
+            found = attribute(found, "__wrapped__")
+        else:
+            break
+    return codes
 
 
 # -- async_to_sync: sync thread -> event loop -> sync thread ------------------
