@@ -486,8 +486,15 @@ def test_an_offload_through_other_submit_patches_over_ours_is_named_after_its_fu
     def bridging():
         return AsyncToSync(asyncio.sleep)(0)
 
+    class OwnSubmit(ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            return super().submit(fn, *args, **kwargs)
+
     async def offloads():
         loop = asyncio.get_running_loop()
+        with OwnSubmit(1) as own:
+            # A subclass's own submit over theirs: found on from the base.
+            await loop.run_in_executor(own, work)
         return (await loop.run_in_executor(None, work), await asyncio.to_thread(bridging))
 
     ours = vars(ThreadPoolExecutor)["submit"]
@@ -497,9 +504,10 @@ def test_an_offload_through_other_submit_patches_over_ours_is_named_after_its_fu
         with tracer.recording() as record:
             assert asyncio.run(offloads()) == ("worked", None)
         # Each patch ran once a call (the outer one holds the inner's wrapper).
-        assert calls.count(work) == 1 and calls.count(bridging) == 0
-        _run, in_executor, to_thread, bridged = record.crossings
-        assert [(c.mechanism, c.func.__qualname__) for c in (in_executor, to_thread)] == [
+        assert calls.count(work) == 2 and calls.count(bridging) == 0
+        _run, in_own, in_executor, to_thread, bridged = record.crossings
+        assert [(c.mechanism, c.func.__qualname__) for c in (in_own, in_executor, to_thread)] == [
+            ("run_in_executor", f"{work.__qualname__}"),
             ("run_in_executor", f"{work.__qualname__}"),
             ("asyncio.to_thread", f"{bridging.__qualname__}"),
         ]
@@ -674,3 +682,38 @@ def test_a_thread_started_inside_a_start_leaves_the_outer_start_counted_once():
         threading.Thread.start = before[threading.Thread]
         del threading.Timer.start
         tracer.install()
+
+
+class _RaisingMro(type):
+    """A metaclass of the application's whose classes answer ``__mro__``
+    with an error."""
+
+    @property
+    def __mro__(cls):
+        raise RuntimeError("no mro here")
+
+
+def test_an_executor_class_whose_metaclass_raises_is_read_not_asked():
+    """switchtrace looks for the patches over its submit in the executor's
+    class: one whose metaclass raises on ``__mro__`` made every offload an
+    internal error (logged, failing this suite) and went unrecorded."""
+
+    def wrapping_submit(self, fn, /, *args, **kwargs):
+        def wrapped():
+            return fn(*args, **kwargs)
+
+        return ThreadPoolExecutor.submit(self, wrapped)
+
+    executor_class = _RaisingMro("Own", (ThreadPoolExecutor,), {"submit": wrapping_submit})
+
+    def work():
+        return 1
+
+    async def main():
+        with executor_class(1) as executor:
+            return await asyncio.get_running_loop().run_in_executor(executor, work)
+
+    with tracer.recording() as record:
+        assert asyncio.run(main()) == 1
+    [_run, offload] = record.crossings
+    assert (offload.mechanism, offload.func.__qualname__) == ("run_in_executor", work.__qualname__)

@@ -653,13 +653,29 @@ def _patches_over_ours(cls: type) -> list[types.CodeType]:
     the attribute its class defines down to ours, through functools.wraps'
     ``__wrapped__`` (sentry-sdk's), a wrapt wrapper's wrapper function and
     ``__wrapped__`` (OpenTelemetry's), or else the one function or wrapper
-    a closure holds."""
-    found: Any = vars(_defining(cls, "submit")).get("submit")
-    codes = []
+    a closure holds; where that ends short of ours (a subclass's own
+    ``submit`` calling ``super().submit``), on from the next class of the
+    MRO that defines one. The application's classes are read, never asked:
+    what cannot be read ends the list."""
+    codes: list[types.CodeType] = []
+    try:
+        mro = type.__dict__["__mro__"].__get__(cls)
+        for klass in mro:
+            found: Any = type.__dict__["__dict__"].__get__(klass).get("submit")
+            if found is not None and _walk_down_to_ours(found, codes):
+                break
+    except Exception:  # (a metaclass of the application's)
+        pass
+    return codes
+
+
+def _walk_down_to_ours(found: Any, codes: list[types.CodeType]) -> bool:
+    """Add to ``codes`` those of the patches from ``found`` down; whether
+    that reached ours."""
     for _ in range(MAX_DEPTH):
         if type(found) is types.FunctionType:
             if found.__dict__.get(_MADE_CODE) is found.__code__:
-                break  # ours (functools.wraps copies our marks onto a patch over it)
+                return True  # ours (functools.wraps copies our marks onto a patch over it)
             codes.append(found.__code__)
             inner = found.__dict__.get("__wrapped__")
             if inner is None:
@@ -672,8 +688,8 @@ def _patches_over_ours(cls: type) -> list[types.CodeType]:
                 codes.append(wrapper.__code__)
             found = attribute(found, "__wrapped__")
         else:
-            break
-    return codes
+            return False
+    return False
 
 
 # -- async_to_sync: sync thread -> event loop -> sync thread ------------------
