@@ -686,25 +686,34 @@ def test_a_thread_started_inside_a_start_leaves_the_outer_start_counted_once():
 
 class _RaisingMro(type):
     """A metaclass of the application's whose classes answer ``__mro__``
-    with an error."""
+    with an error, and note what else they are asked."""
+
+    asked: list[str] = []
 
     @property
     def __mro__(cls):
         raise RuntimeError("no mro here")
 
+    def __getattr__(cls, name):
+        _RaisingMro.asked.append(name)
+        raise AttributeError(name)
+
 
 def test_an_executor_class_whose_metaclass_raises_is_read_not_asked():
     """switchtrace looks for the patches over its submit in the executor's
     class: one whose metaclass raises on ``__mro__`` made every offload an
-    internal error (logged, failing this suite) and went unrecorded."""
+    internal error (logged, failing this suite) and went unrecorded. A
+    subclass's submit calling super() holds its class (``__class__``),
+    which was asked for a wrapt wrapper's attributes."""
 
-    def wrapping_submit(self, fn, /, *args, **kwargs):
-        def wrapped():
-            return fn(*args, **kwargs)
+    class Own(ThreadPoolExecutor, metaclass=_RaisingMro):
+        def submit(self, fn, /, *args, **kwargs):
+            def wrapped():
+                return fn(*args, **kwargs)
 
-        return ThreadPoolExecutor.submit(self, wrapped)
+            return super().submit(wrapped)
 
-    executor_class = _RaisingMro("Own", (ThreadPoolExecutor,), {"submit": wrapping_submit})
+    executor_class = Own
 
     def work():
         return 1
@@ -717,3 +726,4 @@ def test_an_executor_class_whose_metaclass_raises_is_read_not_asked():
         assert asyncio.run(main()) == 1
     [_run, offload] = record.crossings
     assert (offload.mechanism, offload.func.__qualname__) == ("run_in_executor", work.__qualname__)
+    assert _RaisingMro.asked == []

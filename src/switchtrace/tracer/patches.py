@@ -61,7 +61,7 @@ import wrapt
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, SyncToAsync, markcoroutinefunction
 
-from .describe import MAX_DEPTH, PATCH_MARK, attribute, closure_values
+from .describe import MAX_DEPTH, PATCH_MARK, attribute, closure_values, is_of_type
 from .guard import logger, raised_elsewhere, swallow
 from .record import (
     ASYNC_TO_SYNC,
@@ -655,8 +655,9 @@ def _patches_over_ours(cls: type) -> list[types.CodeType]:
     ``__wrapped__`` (OpenTelemetry's), or else the one function or wrapper
     a closure holds; where that ends short of ours (a subclass's own
     ``submit`` calling ``super().submit``), on from the next class of the
-    MRO that defines one. The application's classes are read, never asked:
-    what cannot be read ends the list."""
+    MRO that defines one. The application's classes are read, never asked
+    (what cannot be read ends the list), and of what a closure holds only
+    functions and wrapt's wrappers are looked at."""
     codes: list[types.CodeType] = []
     try:
         mro = type.__dict__["__mro__"].__get__(cls)
@@ -669,6 +670,13 @@ def _patches_over_ours(cls: type) -> list[types.CodeType]:
     return codes
 
 
+_WRAPT_WRAPPERS = (wrapt.FunctionWrapper, wrapt.BoundFunctionWrapper)
+
+
+def _wrapper_or_function(obj: object) -> bool:
+    return type(obj) is types.FunctionType or is_of_type(obj, _WRAPT_WRAPPERS)
+
+
 def _walk_down_to_ours(found: Any, codes: list[types.CodeType]) -> bool:
     """Add to ``codes`` those of the patches from ``found`` down; whether
     that reached ours."""
@@ -679,14 +687,15 @@ def _walk_down_to_ours(found: Any, codes: list[types.CodeType]) -> bool:
             codes.append(found.__code__)
             inner = found.__dict__.get("__wrapped__")
             if inner is None:
-                held = [v for v in closure_values(found) if callable(v)]
+                # (Not a class: super()'s __class__ cell of a subclass's submit.)
+                held = [v for v in closure_values(found) if _wrapper_or_function(v)]
                 inner = held[0] if len(held) == 1 else None
             found = inner
-        elif attribute(found, "_self_wrapper") is not None:  # a wrapt wrapper
-            wrapper = attribute(found, "_self_wrapper")
+        elif is_of_type(found, _WRAPT_WRAPPERS):
+            wrapper = found._self_wrapper
             if type(wrapper) is types.FunctionType:
                 codes.append(wrapper.__code__)
-            found = attribute(found, "__wrapped__")
+            found = found.__wrapped__
         else:
             return False
     return False
