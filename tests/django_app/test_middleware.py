@@ -159,11 +159,12 @@ def test_an_offload_the_view_gave_up_on_counts_its_return_as_it_did(records):
 
 
 def test_a_context_of_the_codes_own_in_use_elsewhere_is_not_entered(records):
-    """A function holding partial(context.run, ...) is taken for a wrapper
-    around asyncio.to_thread's, whose context the crossing is made current
-    in; one the executor's worker was inside at the submit raised
+    """A function holding partial(context.run, ...) that a patch of submit
+    over ours made (here an executor subclass's own submit) is taken for a
+    wrapper around asyncio.to_thread's, whose context the crossing is made
+    current in; one the executor's worker was inside at the submit raised
     ("cannot enter context"), logged as switchtrace's internal error, and
-    the offload went unrecorded. It is a plain run_in_executor."""
+    the offload went unrecorded. It is a run_in_executor of the wrapper."""
     with project("none") as handlers:
         result = serve("wsgi", handlers, "/reused-context/")
     assert result.status == 200

@@ -396,7 +396,8 @@ def test_a_wrapt_patch_of_someones_under_ours_is_called_with_its_instance(caplog
     async view under WSGI, every sync_to_async under ASGI: 500s); and Timer's
     starts, through its wrapper in Timer's namespace, never reached ours.
     Each of theirs still runs once a call; uninstalled, theirs are what is
-    there; they unwrapping theirs first, ours is gone and nothing is said."""
+    there; their uninstrument() run while ours is on top (it unwraps ours,
+    leaving theirs), ours is gone and nothing is said."""
     tracer.uninstall()
     original = {key: vars(key[0]).get(key[1]) for key in ((ThreadPoolExecutor, "submit"),
                 (threading.Thread, "start"), (threading.Timer, "start"))}  # fmt: skip

@@ -781,7 +781,8 @@ def _method_decorator_holding(func: types.FunctionType, handler: Any) -> str | N
     """The decorator that ``method_decorator`` puts around a class-based
     view's ``handler`` and that made ``func`` (``login_required``'s lambda)
     or holds it (the decorator ``user_passes_test(test)`` returns holds
-    ``test``), by its name. method_decorator applies its decorators afresh on
+    ``test``), named after itself or after the function that made it
+    (``user_passes_test``). method_decorator applies its decorators afresh on
     each call, around the bound method: no layer of the view holds their
     wrappers, but its own wrapper holds the decorators, in a list."""
     for layer in _layers(handler):

@@ -162,9 +162,9 @@ _locations: dict[tuple[types.CodeType, str, str], CodeLocation] = {}
 
 
 def code_location(obj: object) -> CodeLocation:
-    """Where ``obj`` (through its wrappers) is defined; cached per code object
-    and name (the functions a factory makes share their code, and it may name
-    each its own: ``view.__qualname__ = f"{model}_list"``)."""
+    """Where ``obj`` (through its wrappers) is defined; cached per code object,
+    name and module (the functions a factory makes share their code, and it
+    may name each its own: ``view.__qualname__ = f"{model}_list"``)."""
     target = unwrap(obj)
     func = target.__func__ if is_of_type(target, types.MethodType) else target
     code = attribute(func, "__code__")

@@ -533,13 +533,15 @@ def _offload(
     """Request code's own offload from the event loop (asyncio.to_thread,
     loop.run_in_executor): what the executor runs instead of ``func``, and
     the offload's crossing with its record. ``caller`` is the frame that
-    called ``submit``."""
+    called our ``submit`` (our adapter's, where asgiref 3.8's
+    CurrentThreadExecutor takes the function by keyword)."""
     mechanism, target = RUN_IN_EXECUTOR, func
     inner = _to_thread_target(func)
     wrapped = None
     if inner is None:
         # What another patch of submit, over ours, wrapped (sentry-sdk's,
-        # OpenTelemetry's threading instrumentor's): the wrapper calls it.
+        # OpenTelemetry's threading instrumentor's, an executor subclass's
+        # own submit): the wrapper calls it.
         submitted = _submitted(func, caller, executor)
         inner = _to_thread_target(submitted)
         if inner is not None:
@@ -569,7 +571,7 @@ def _offload(
             wrapped.func.__self__.run(_here_set, here)
         except RuntimeError:
             # Entered in another thread meanwhile: no copy of to_thread's,
-            # but a context the code reuses. A plain run_in_executor.
+            # but a context the code reuses. A run_in_executor of the wrapper.
             crossing.mechanism, crossing.func = RUN_IN_EXECUTOR, func
             call = functools.partial(_within, here, func)
     else:
@@ -623,9 +625,10 @@ def _submitted(func: Any, caller: types.FrameType | None, executor: Any) -> Any:
     on, which is the frame that called ours (``caller``; wrapt's own frames
     aside), or for a wrapper inside another, the frame that called that
     patch: a frame running the code of a patch put over ours on the
-    executor's class (see :func:`_patches_over_ours`). ``func`` itself when
-    it is no such wrapper (a closure the application made, whatever made
-    and submitted it). Read from C structures, as in
+    executor's class (see :func:`_patches_over_ours`; an executor subclass's
+    own submit calling ``super().submit`` is one). ``func`` itself when it
+    is no such wrapper (any other closure the application made, whatever
+    made and submitted it). Read from C structures, as in
     :func:`_to_thread_target`."""
     frame = caller
     patches: list[types.CodeType] | None = None
@@ -1214,7 +1217,8 @@ class Fast:
     dispatch costs 1.4-1.9 µs per call on the machines this is measured on
     (benchmarks/switch_cost.py), more than the whole budget of 2 µs per
     switch. A plain function made with functools.wraps keeps the name,
-    docstring, ``__wrapped__``, signature and async-ness of the original."""
+    docstring, ``__wrapped__``, signature and async-ness of the original
+    (as a patch calls it: see :func:`_as_called`)."""
 
     __slots__ = ("make",)
 
