@@ -28,9 +28,8 @@ from django.core.exceptions import MiddlewareNotUsed
 
 from .. import text, tracer
 from ..tracer.guard import logger, raised_elsewhere, swallow
-from . import apps as app_config
 from . import integration, telemetry
-from .apps import release_startup_errors
+from .apps import readied, release_startup_errors
 from .conf import Config, get_config
 from .headers import stamp, unstamp
 
@@ -59,6 +58,9 @@ def _missing_app_message() -> str:
     )
 
 
+APP = "switchtrace.django_app"
+
+
 def _app_installed() -> bool:
     """Whether ``switchtrace.django_app`` is installed. Django's
     ``apps.is_installed()`` tells only of the apps that a TransactionTestCase's
@@ -67,10 +69,7 @@ def _app_installed() -> bool:
     if apps.is_installed(APP):
         return True
     listed = getattr(settings, "INSTALLED_APPS", ())
-    return any(entry in app_config.readied for entry in listed if isinstance(entry, str))
-
-
-APP = "switchtrace.django_app"
+    return any(entry in readied for entry in listed if isinstance(entry, str))
 
 
 def _not_turned_off() -> bool:

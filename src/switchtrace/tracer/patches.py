@@ -1161,12 +1161,12 @@ def _wrap_thread_start(wrapped, instance, args, kwargs):
     thread = instance if instance is not None else (args[0] if args else None)
     if current is None or not isinstance(thread, threading.Thread):
         return wrapped(*args, **kwargs)
-    if getattr(_starting, "thread", None) is thread:
+    outer = getattr(_starting, "thread", None)  # a start this one is inside
+    if outer is thread:
         # Ours again, under ours (Timer's start patched, over someone's
         # wrapper of Thread's, ours): the outer one counts this start.
         return wrapped(*args, **kwargs)
     at_ns = clock()
-    outer = getattr(_starting, "thread", None)  # a thread its start starts
     _starting.thread = thread
     try:
         result = wrapped(*args, **kwargs)
@@ -1269,13 +1269,14 @@ def _targets() -> list[Target]:
         (asyncio.base_events.BaseEventLoop, "__init__", _wrap_loop_init),
         (asyncio.base_events.BaseEventLoop, "run_until_complete", Fast(_patch_run_until_complete)),
         (_defining(threading.Thread, "start"), "start", _wrap_thread_start),
-        # A wrapper of Thread's start that someone put in Timer's namespace
-        # before us (OpenTelemetry's threading instrumentor wraps both):
-        # Timer's starts would not reach ours on Thread.
-        *[(threading.Timer, "start", _wrap_thread_start)] * ("start" in vars(threading.Timer)),
         (asyncio.selector_events.BaseSelectorEventLoop, "_make_self_pipe", _wrap_loop_handles),
         (asyncio.proactor_events.BaseProactorEventLoop, "_make_self_pipe", _wrap_loop_handles),
     ]
+    if "start" in vars(threading.Timer):
+        # A wrapper of Thread's start that someone put in Timer's namespace
+        # before us (OpenTelemetry's threading instrumentor wraps both):
+        # Timer's starts would not reach ours on Thread.
+        targets.append((threading.Timer, "start", _wrap_thread_start))
     runner = getattr(asyncio, "Runner", None)
     if runner is not None:
         targets.append((runner, "run", _wrap_asyncio_run))
@@ -1442,26 +1443,18 @@ def _as_called(original: Any, owner: object) -> Any:
     instance from the first argument."""
     if type(original) is types.FunctionType:
         return original
-    get = _type_get(original)
-    if get is None:
-        return original
+    get = None
     try:
-        return get(original, None, owner)
+        get = getattr(type(original), "__get__", None)
+        return original if get is None else get(original, None, owner)
     except Exception:  # a descriptor that binds to instances alone: bound on each call
-        pass
+        if get is None:
+            return original
 
     def bound(self: Any, /, *args: Any, **kwargs: Any) -> Any:
         return get(original, self, type(self))(*args, **kwargs)
 
     return bound
-
-
-def _type_get(obj: object) -> Any:
-    """The ``__get__`` of ``obj``'s type, if it has one (None if reading it raises)."""
-    try:
-        return getattr(type(obj), "__get__", None)
-    except Exception:
-        return None
 
 
 def _reaches(patch: Any, ours: object, depth: int = 0) -> bool:
