@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.dispatch import Signal
 
 from switchtrace import bench, cli
 
@@ -70,6 +71,20 @@ SITE = {
     ),
     "raising_urls.py": 'raise RuntimeError("urls bug")\n',
     "raising_urls_settings.py": 'from plain_settings import *\nROOT_URLCONF = "raising_urls"\n',
+    # An async receiver that a module the URLconf imports connects (as the
+    # views of an app connect theirs).
+    "receiving_urls.py": (
+        "from django.core.signals import request_finished\n"
+        "\n"
+        "\n"
+        "async def on_finished(sender, **kwargs):\n"
+        "    return None\n"
+        "\n"
+        "\n"
+        "request_finished.connect(on_finished)\n"
+        "urlpatterns = []\n"
+    ),
+    "receiving_settings.py": 'from plain_settings import *\nROOT_URLCONF = "receiving_urls"\n',
     "ready_app.py": (
         "from django.apps import AppConfig\n"
         "\n"
@@ -232,6 +247,10 @@ EXPLAIN_BAD_INPUT = [
     (["--url", "/q/"], {"DJANGO_SETTINGS_MODULE": "raising_urls_settings"},
      "ROOT_URLCONF 'raising_urls' cannot be loaded: RuntimeError: urls bug "
      f"(site{os.sep}raising_urls.py, line 1)"),
+    # (Loaded without --url too: what it connects is in every request's figures.)
+    ([], {"DJANGO_SETTINGS_MODULE": "raising_urls_settings"},
+     "switchtrace explain: error: ROOT_URLCONF 'raising_urls' cannot be loaded: RuntimeError: "
+     f"urls bug (site{os.sep}raising_urls.py, line 1)"),
     (["--url", "sync/"], {},
      "switchtrace explain: error: --url 'sync/' is not a path; allowed: a path of the project "
      "beginning with '/', optionally with a query string, e.g. /sync/ or /search/?q=x"),
@@ -2761,6 +2780,34 @@ def test_an_ascii_standard_output_gets_ascii_stand_ins(tmp_path):
     assert out.stdout.isascii()
 
 
+def test_ascii_stand_ins_lose_nothing():
+    """What has no stand-in is written as standard error writes it (a view
+    named café was 'caf?'); a byte the locale could not decode, back as it
+    came."""
+    import switchtrace.cli  # noqa: F401  (registers the error handler)
+
+    assert "/café/ → café\udcff".encode("ascii", "switchtrace.plain") == (
+        b"/caf\\xe9/ -> caf\\xe9\xff"
+    )
+
+
+@pytest.mark.skipif(not hasattr(Signal, "asend"), reason="async receivers need Django >= 5.0")
+def test_explain_without_a_url_predicts_the_receivers_the_urlconf_connects(tmp_path):
+    """A receiver connected as the URLconf is imported is in every request
+    but a server's first: explain without --url left its switches out
+    (WSGI 0 where --url said 2, with a loop)."""
+    out = switchtrace(["explain"], tmp_path, DJANGO_SETTINGS_MODULE="receiving_settings")
+    assert (out.returncode, out.stderr) == (0, "")
+    wsgi_sync = out.stdout.split("WSGI, sync view: ")[1].split("\n\n")[0].splitlines()
+    assert wsgi_sync == [
+        "2 switches (0 before the headers), 2 hops, 1 event loop created",
+        "  2  request_finished has async receivers (receiving_urls.on_finished): Signal.send "
+        "runs them in async_to_sync",
+        "  +2  when the response streams from an asynchronous iterator: Django reads it all in "
+        "one async_to_sync under WSGI, with a new event loop and thread",
+    ]
+
+
 def test_explains_note_is_not_written_to_standard_output_with_standard_error_closed(tmp_path):
     """Standard error closed (2>&-), Python's sys.stderr is None, and print
     writes to standard output instead: the note that explain explains the
@@ -2872,6 +2919,36 @@ def test_an_ascii_standard_error_keeps_its_escapes(tmp_path):
     out = switchtrace(["demo", "--project", str(tmp_path / "café")], tmp_path,
                       PYTHONIOENCODING="ascii")  # fmt: skip
     assert f"--project {tmp_path}/caf\\xe9 is not the example project" in one_line(out, 2)
+
+
+def test_demo_of_a_sourceless_install(tmp_path):
+    """An installed switchtrace compiled beside its sources (compileall -b)
+    and the sources removed: its example project has a settings.pyc, no
+    settings.py, and was 'cannot find the example project', exit 2, with
+    or without --project."""
+    import compileall
+    import shutil
+
+    installed = tmp_path / "installed"
+    shutil.copytree(ROOT / "src" / "switchtrace", installed / "switchtrace",
+                    ignore=shutil.ignore_patterns("__pycache__", "example_project"))  # fmt: skip
+    leave_out = shutil.ignore_patterns("__pycache__", "*.jsonl*", "*.sqlite3")
+    shutil.copytree(EXAMPLE, installed / "switchtrace" / "example_project", ignore=leave_out)
+    assert compileall.compile_dir(installed, legacy=True, quiet=1)
+    for source in installed.rglob("*.py"):
+        source.unlink()
+    out = subprocess.run(
+        [sys.executable, "-m", "switchtrace", "demo"],
+        cwd=tmp_path,
+        env={**{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+             "PYTHONPATH": str(installed)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (out.returncode, out.stderr) == (0, ""), out.stderr
+    assert "\n/sync/ — a sync view returning a fixed response\n" in out.stdout
+    # (The installed example writes its traces to the current directory.)
+    assert out.stdout.endswith(f" went to {tmp_path}/switchtrace-traces.jsonl (OTLP JSON, "
+                               "one export per line).\n")  # fmt: skip
 
 
 def test_the_installed_example_run_from_a_removed_directory(tmp_path):

@@ -105,6 +105,15 @@ def hybrid_function(get_response):
     return middleware
 
 
+def sync_receiver(sender, **kwargs):
+    return None
+
+
+class Receivers:
+    def on_request(self, sender, **kwargs):
+        return None
+
+
 async def async_receiver(sender, **kwargs):
     return None
 
@@ -958,3 +967,14 @@ class OneHook(MiddlewareMixin):
 
 class SyncOneHook(OneHook):
     async_capable = False
+
+
+async def many_bridges_view(request):
+    """More bridge calls than the default MAX_EVENTS keeps in detail (an
+    N+1 of ``aexists()``)."""
+    for _ in range(1100):
+        await sync_to_async(str)()
+    return HttpResponse("ok")
+
+
+urlpatterns += [path("many-bridges/", many_bridges_view)]

@@ -169,7 +169,9 @@ def _plain_text(error: UnicodeError) -> tuple[bytes, int]:
         if "\udc80" <= character <= "\udcff":  # a byte surrogateescape read: written back
             out.append(ord(character) - 0xDC00)
         else:
-            out += _PLAIN.get(character, "?").encode("ascii")
+            # Else as standard error writes it: 'caf\\xe9' names what 'caf?' hid.
+            stand_in = _PLAIN.get(character)
+            out += stand_in.encode() if stand_in else character.encode("ascii", "backslashreplace")
     return bytes(out), error.end
 
 
@@ -179,7 +181,7 @@ codecs.register_error("switchtrace.plain", _plain_text)
 def _plain_where_needed(stream: Any) -> None:
     """A stream whose encoding cannot write what the commands print (ASCII,
     as LC_ALL=C gives with UTF-8 mode off, or PYTHONIOENCODING=ascii) writes
-    it in ASCII ('->' for '→'); it raised UnicodeEncodeError, and the
+    it in ASCII ('->' for '→', 'caf\\xe9' for 'café'); it raised UnicodeEncodeError, and the
     command ended with it (exit status 1, its output cut short)."""
     try:
         if stream.errors not in ("strict", "surrogateescape"):

@@ -64,6 +64,11 @@ def project_argument(value: str) -> str:
     return value
 
 
+#: The example's settings module, as source or sourceless (an installed
+#: switchtrace compiled with ``compileall -b`` and its sources removed).
+_SETTINGS = ("settings.py", "settings.pyc")
+
+
 def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool = True) -> Path:
     """The example project: ``explicit``, $SWITCHTRACE_EXAMPLE_PROJECT,
     examples/project of the checkout switchtrace runs from (editable, or on
@@ -93,7 +98,7 @@ def find_project(explicit: str | os.PathLike[str] | None = None, packaged: bool 
     for candidate in candidates:
         # (os.path's test: Path's raises for a name too long, a directory
         # that may not be entered.)
-        if os.path.isfile(candidate / "project" / "settings.py"):
+        if any(os.path.isfile(candidate / "project" / name) for name in _SETTINGS):
             return candidate.resolve()
     if given is not None:
         # Not "pass --project PATH": it was passed, or the variable wins over it.
@@ -123,12 +128,13 @@ def not_a_project(path: Path) -> str:
         return f"it cannot be used: {exc.strerror or exc}"
     if not stat.S_ISDIR(mode):
         return "not a directory"
-    try:
-        os.stat(path / "project" / "settings.py")
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except OSError as exc:
-        return f"its project/settings.py cannot be read: {exc.strerror or exc}"
+    for name in _SETTINGS:
+        try:
+            os.stat(path / "project" / name)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            return f"its project/{name} cannot be read: {exc.strerror or exc}"
     return "it has no project/settings.py"
 
 

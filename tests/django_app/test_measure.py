@@ -852,3 +852,39 @@ def test_remote_user_middleware_reading_a_logged_in_user_under_asgi_costs_what_n
         assert lines == ["200 8", "200 10", "200 12", "200 16", "predicted 8"]
     else:
         assert lines == ["200 10"] * 4 + ["predicted 10"]
+
+
+@pytest.mark.parametrize("configured", [{}, {"SWITCHTRACE": {"MAX_EVENTS": 0}}])
+def test_a_measured_request_names_its_causes_past_max_events(configured, monkeypatch):
+    """The causes were named from the crossings MAX_EVENTS kept in detail:
+    1,100 bridge calls measured in full (2,204 switches) were listed as 1,994
+    of str (none, DIFFERS with no cause, under MAX_EVENTS 0), and nothing
+    said so. A measured request keeps up to MEASURE_MAX_EVENTS; past those,
+    a line says how many were left out."""
+    text, error = render("/many-bridges/", **configured)
+    assert error is None
+    lines = [
+        line for line in text.splitlines() if line.startswith(("  measured:", "  not in", "  ("))
+    ]
+    assert lines == [
+        "  measured: 2204 switches, 2204 hops, 0 loops (DIFFERS from the prediction: by the "
+        "bridge calls below)",
+        f"{NOT_PREDICTED}str 2200",
+        "  measured: 2202 switches, 2202 hops, 1 loop (DIFFERS from the prediction: by the "
+        "bridge calls below)",
+        f"{NOT_PREDICTED}str 2200",
+    ]
+    monkeypatch.setattr(explain, "MEASURE_MAX_EVENTS", 10)
+    text, error = render("/many-bridges/", **configured)
+    assert error is None
+    lines = [line for line in text.splitlines() if line.startswith(("  measured:", "  ("))]
+    left_out = (
+        "past the 10 a measured request keeps in detail: not named below, nor matched with the "
+        "prediction's causes)"
+    )
+    assert lines == [
+        "  measured: 2204 switches, 2204 hops, 0 loops (DIFFERS from the prediction)",
+        f"  (1092 events {left_out}",  # (of 1,102 crossings)
+        "  measured: 2202 switches, 2202 hops, 1 loop (DIFFERS from the prediction)",
+        f"  (1091 events {left_out}",  # (1,101, and a loop and a thread kept)
+    ]

@@ -623,6 +623,15 @@ def test_a_url_with_bytes_that_are_not_utf8_is_bad_input():
     )
 
 
+def test_a_url_in_utf8_read_in_a_locale_that_is_not_is_its_text():
+    """LC_ALL=C with UTF-8 mode off: '/café/' typed, its two bytes decoded
+    with surrogateescape; as /caf%C3%A9/, not refused as not UTF-8."""
+    from switchtrace.django_app.explain import split_url
+
+    assert split_url("/caf\udcc3\udca9/?q=\udcc3\udca9") == ("/café/", "/café/?q=é")
+    assert split_url("/caf%C3%A9/") == ("/café/", "/caf%C3%A9/")
+
+
 SUPPORT = "tests.test_predict_support"
 
 
@@ -869,6 +878,58 @@ def test_request_started_costs_under_asgi_only_for_synchronous_receivers(receive
     ]
     assert (prediction.switches, prediction.loops) == (4, 0)
     assert (records[-1].context_switches, records[-1].event_loops_created) == (4, 0)
+
+
+def test_the_request_signals_causes_name_the_receivers_there_are():
+    """The cause named Django's reset_queries and close_old_connections
+    whatever the receivers were: Django's disconnected and the project's
+    own connected, it named two that were not there."""
+    from django.core import signals
+
+    from ..test_predict_support import Receivers, async_receiver, sync_receiver
+
+    if not hasattr(signals.request_started, "asend"):
+        pytest.skip("Django 4.2 runs request_started with Signal.send")
+    started, finished = signals.request_started, signals.request_finished
+    saved = started.receivers, finished.receivers
+    bound = [Receivers() for _ in range(4)]
+    try:
+        assert _cause_of(predict("asgi", False, []), "request_started").what == (
+            "request_started has synchronous receivers (Django's reset_queries, "
+            "close_old_connections): Signal.asend runs them in one sync_to_async"
+        )
+        started.receivers = []
+        started.sender_receivers_cache.clear()
+        started.connect(sync_receiver)
+        started.connect(async_receiver)
+        finished.connect(async_receiver)
+        assert _cause_of(predict("asgi", False, []), "request_started").what == (
+            f"request_started has synchronous receivers ({SUPPORT}.sync_receiver): "
+            "Signal.asend runs them in one sync_to_async"
+        )
+        wsgi = predict("wsgi", False, [])
+        assert [_cause_of(wsgi, name).what for name in ("request_started", "request_finished")] == [
+            f"request_started has async receivers ({SUPPORT}.async_receiver): Signal.send "
+            "runs them in async_to_sync",
+            f"request_finished has async receivers ({SUPPORT}.async_receiver): Signal.send "
+            "runs them in async_to_sync",
+        ]
+        for receivers in bound:  # (weak references: kept alive by ``bound``)
+            started.connect(receivers.on_request)
+        assert _cause_of(predict("asgi", False, []), "request_started").what == (
+            f"request_started has synchronous receivers ({SUPPORT}.sync_receiver, "
+            f"{SUPPORT}.Receivers.on_request, {SUPPORT}.Receivers.on_request and 2 more): "
+            "Signal.asend runs them in one sync_to_async"
+        )
+    finally:
+        started.receivers, finished.receivers = saved
+        started.sender_receivers_cache.clear()
+        finished.sender_receivers_cache.clear()
+
+
+def _cause_of(prediction, signal):
+    [cause] = [c for c in prediction.causes if c.what.startswith(f"{signal} has ")]
+    return cause
 
 
 def test_a_fix_that_saves_part_of_a_middlewares_switches_saves_that_measured(records):

@@ -50,6 +50,7 @@ class Server:
         extra_env: dict[str, str] | None = None,
         threads: int = 8,
         extra_args: Sequence[str] = (),
+        application: str = "project.asgi:application",
     ) -> None:
         self.kind = kind
         self.variant = variant
@@ -74,7 +75,7 @@ class Server:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "project.asgi:application",
+                application,
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -238,6 +238,35 @@ def test_pipelined_requests_under_uvicorn_reset_contextvars_each_start_a_thread(
     assert "switchtrace: internal error" not in server.output()
 
 
+def test_a_request_pipelined_after_one_through_wsgi_to_asgi_is_a_request_of_its_own(tmp_path):
+    """asgiref's WsgiToAsgi sends from its thread through async_to_sync,
+    whose task copies that thread's context, the WSGI request current
+    there; uvicorn starts the next request inside the last send: another
+    application's (a router's) thread was counted in the WSGI request (7
+    switches, 7 hops, 1 thread), or its own WSGI request ended it early."""
+    server = Server(
+        "uvicorn",
+        "shipped",
+        tmp_path / "records.jsonl",
+        extra_args=["--lifespan", "off"],
+        application="tests.e2e.adapted:application",
+    )
+    try:
+        for connection in range(3):
+            responses = pipelined(server, ["/sync/", "/other/"], f"c{connection}-")
+            assert [r.status_code for r in responses] == [200, 200]
+            sent = {name.decode().title(): value.decode() for name, value in responses[0].headers}
+            assert figures(sent) == (0, 0, 0, 0)
+            assert not any(name.lower().startswith(b"x-") for name, _ in responses[1].headers)
+        recorded = read_records(server, {f"c{n}-0" for n in range(3)})
+    finally:
+        server.stop()
+    assert "switchtrace: internal error" not in server.output()
+    # Only WsgiToAsgi's three sends (the start, the body, the last empty one).
+    assert sorted(recorded) == ["c0-0", "c1-0", "c2-0"]
+    assert [recorded[f"c{n}-0"]["totals"][:4] for n in range(3)] == [[6, 6, 0, 0]] * 3
+
+
 def assert_each_pipelined_has_its_figures(server, paths, threads_inherited):
     """``paths`` pipelined on one connection: each response has its route's
     figures, at headers and in its record, and its record its route's total.

@@ -220,6 +220,31 @@ def test_code_location_of_what_is_no_function():
     assert code_location(CalledByC()) == CodeLocation("CalledByC", __name__, None, None)
 
 
+def test_a_coroutine_of_a_sourceless_module_is_located_in_its_module(tmp_path, monkeypatch):
+    """A module compiled beside its source (compileall -b) and the source
+    removed: its ``__file__`` is the .pyc, its code's file the .py; the
+    coroutine (asyncio.run's, sourceless) lost its module."""
+    import importlib
+    import py_compile
+
+    source = tmp_path / "sourceless_views.py"
+    source.write_text("async def work():\n    pass\n")
+    py_compile.compile(str(source), cfile=str(source) + "c", doraise=True)
+    source.unlink()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("sourceless_views")
+    try:
+        assert module.__file__ == f"{source}c"
+        coroutine = module.work()
+        try:
+            location = code_location(coroutine)
+        finally:
+            coroutine.close()
+    finally:
+        del sys.modules["sourceless_views"]
+    assert location == CodeLocation("work", "sourceless_views", str(source), 1)
+
+
 def test_functions_of_one_code_named_each_their_own_are_located_by_their_names():
     """A view factory's views share one code object and may each be named
     after what they list: each is located under its own name (the location

@@ -30,7 +30,7 @@ from django.template.response import SimpleTemplateResponse
 from django.utils.encoding import repercent_broken_unicode
 from django.utils.module_loading import import_string
 
-from .. import text
+from .. import text, tracer
 from ..example import describe_error
 from ..plural import count
 from ..tracer import Crossing, RequestRecord
@@ -102,17 +102,38 @@ def split_url(url: str) -> tuple[str, str]:
             f"--url {url!r} is not a path; allowed: a path of the project beginning with "
             "'/', optionally with a query string, e.g. /sync/ or /search/?q=x"
         )
-    parts = urlsplit(url)
     try:
-        # As Django's handlers and test client: bytes that are not UTF-8 stay
-        # percent-encoded (/%FF/ resolves as "/%FF/", not as a replacement char).
-        path = repercent_broken_unicode(unquote_to_bytes(parts.path)).decode()
-    except UnicodeEncodeError:  # undecodable bytes on the command line
+        # The bytes a locale that is not UTF-8 (LC_ALL=C) could not decode
+        # were decoded with surrogateescape: '/café/' is '/caf\udcc3\udca9/'.
+        url = url.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:  # bytes that are not UTF-8 on the command line
         raise ExplainError(
             f"--url {url!r} holds bytes that are not UTF-8; allowed: a path in UTF-8, "
             "with other bytes percent-encoded (e.g. /%FF/)"
         ) from None
+    parts = urlsplit(url)
+    # As Django's handlers and test client: bytes that are not UTF-8 stay
+    # percent-encoded (/%FF/ resolves as "/%FF/", not as a replacement char).
+    path = repercent_broken_unicode(unquote_to_bytes(parts.path)).decode()
     return path, parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def load_urlconf() -> None:
+    """ROOT_URLCONF (if set) imported, as a server's requests import it:
+    the receivers of the request signals that it, or a module it imports,
+    connects are those of every request after the first (their switches
+    were left out without --url). An ExplainError if it does not load."""
+    from django.urls import get_resolver
+
+    urlconf = getattr(settings, "ROOT_URLCONF", None)
+    if not urlconf:
+        return
+    try:
+        get_resolver(urlconf).url_patterns  # noqa: B018 (imports it, checks its patterns)
+    except Exception as exc:  # the URLconf (or a module it imports) does not import
+        raise ExplainError(
+            f"ROOT_URLCONF {urlconf!r} cannot be loaded: {describe_error(exc)}"
+        ) from None
 
 
 def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
@@ -123,15 +144,15 @@ def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
     from asgiref.sync import iscoroutinefunction
     from django.core.exceptions import ImproperlyConfigured
     from django.http import Http404
-    from django.urls import get_resolver, resolve
+    from django.urls import resolve
     from django.utils import translation
 
     path, _target = split_url(url)
     urlconf = getattr(settings, "ROOT_URLCONF", None)
     if not urlconf:
         raise ExplainError("--url needs the settings' ROOT_URLCONF, which is not set")
+    load_urlconf()
     try:
-        get_resolver(urlconf).url_patterns  # noqa: B018 (imports it, checks its patterns)
         language = _path_language(path, urlconf, middleware)
     except Exception as exc:  # the URLconf (or a module it imports) does not import
         raise ExplainError(
@@ -280,6 +301,12 @@ class Measured:
 #: events, a long poll) before it stops, as a client going away.
 MEASURE_SECONDS = 30.0
 
+#: How many crossings (and loop creations, thread starts) a measured request
+#: keeps in detail, whatever the project's MAX_EVENTS: its causes are named
+#: from them (a view's 1,100 ``aexists()`` listed as 1,994 switches under
+#: the default 1,000; none listed under 0). The most MAX_EVENTS allows.
+MEASURE_MAX_EVENTS = 1_000_000
+
 
 def measure(server: str, url: str, host: str) -> Measured:
     """One request through Django's own ASGIHandler or WSGIHandler, driven
@@ -311,32 +338,40 @@ def measure(server: str, url: str, host: str) -> Measured:
     seen = _Seen()
     complete = True
     status: int | None = None
-    with record_requests() as records, _django_logs() as logged, telemetry.detached():
-        try:
-            if server == "asgi":
-                headers = [(b"host", host.encode("ascii"))]
-                decoded = path.decode("utf-8", "replace")
-                handler = seen.watch(ASGIHandler(), "get_response_async")
-                call = asgi_request(handler, decoded, headers, query=parts.query, scheme=scheme)
-                status, complete = _in_thread(lambda: asyncio.run(_bounded(call)), url, server)
-            else:
-                decoded = path.decode("iso-8859-1")
-                environ = {"HTTP_HOST": host, "wsgi.url_scheme": scheme}
-                handler = seen.watch(WSGIHandler(), "get_response")
 
-                def serve() -> tuple[int | None, bool]:
-                    result = wsgi_request(
-                        handler, decoded, query=parts.query, seconds=MEASURE_SECONDS, **environ
-                    )
-                    return result.status, result.complete
+    def in_detail(record: RequestRecord) -> None:
+        record.max_events = MEASURE_MAX_EVENTS
 
-                status, complete = _in_thread(serve, url, server)
-        except ApplicationError:  # left running: said as it is
-            raise
-        except Exception as exc:
-            raise ApplicationError(
-                f"GET {url} under {server.upper()} raised {describe_error(exc)}"
-            ) from None
+    tracer.add_start_listener(in_detail)
+    try:
+        with record_requests() as records, _django_logs() as logged, telemetry.detached():
+            try:
+                if server == "asgi":
+                    headers = [(b"host", host.encode("ascii"))]
+                    decoded = path.decode("utf-8", "replace")
+                    handler = seen.watch(ASGIHandler(), "get_response_async")
+                    call = asgi_request(handler, decoded, headers, query=parts.query, scheme=scheme)
+                    status, complete = _in_thread(lambda: asyncio.run(_bounded(call)), url, server)
+                else:
+                    decoded = path.decode("iso-8859-1")
+                    environ = {"HTTP_HOST": host, "wsgi.url_scheme": scheme}
+                    handler = seen.watch(WSGIHandler(), "get_response")
+
+                    def serve() -> tuple[int | None, bool]:
+                        result = wsgi_request(
+                            handler, decoded, query=parts.query, seconds=MEASURE_SECONDS, **environ
+                        )
+                        return result.status, result.complete
+
+                    status, complete = _in_thread(serve, url, server)
+            except ApplicationError:  # left running: said as it is
+                raise
+            except Exception as exc:
+                raise ApplicationError(
+                    f"GET {url} under {server.upper()} raised {describe_error(exc)}"
+                ) from None
+    finally:
+        tracer.remove_start_listener(in_detail)
     if not records:
         raise ApplicationError(f"GET {url} under {server.upper()} was not recorded")
     record = records[-1]
@@ -548,6 +583,8 @@ def render(url: str | None, do_measure: bool, out: TextIO, note: str = "") -> in
         cases = [("asgi", is_async), ("wsgi", is_async)]
         if do_measure:
             host = request_host()
+    else:
+        load_urlconf()
     if note and sys.stderr is not None:  # (closed, print would write it to stdout)
         print(note, file=sys.stderr, flush=True)
     if url is not None:
@@ -675,6 +712,12 @@ def _render_measured(
     else:
         verdict = "as predicted"
     out.write(f"  measured: {figures}{status} ({verdict})\n")
+    if record.dropped:
+        # (Past MEASURE_MAX_EVENTS: the figures are exact, the names not all.)
+        out.write(
+            f"  ({count(record.dropped, 'event')} past the {MEASURE_MAX_EVENTS:,} a measured "
+            "request keeps in detail: not named below, nor matched with the prediction's causes)\n"
+        )
     if unmodelled and extra is None:
         out.write(
             "  not in the prediction, bridge calls the code makes itself (a view's, a "

@@ -331,20 +331,20 @@ def _with_our_start_response(
 
         return start_response_for_the_request
 
-    replaced = _second_argument_replaced(args, kwargs, "start_response", ours)
+    replaced = _argument_replaced(args, kwargs, "start_response", ours)
     if replaced is None:
         return args, kwargs
     record.extra[SHOWN] = None
     return replaced
 
 
-def _second_argument_replaced(
-    args: Any, kwargs: Any, name: str, replace: Any
+def _argument_replaced(
+    args: Any, kwargs: Any, name: str, replace: Any, index: int = 1
 ) -> tuple[Any, Any] | None:
-    """A call's arguments with its second one (``name`` when given by
+    """A call's arguments with the one at ``index`` (``name`` when given by
     keyword) replaced by ``replace(it)``; None if the call has none."""
-    if len(args) > 1:
-        return (args[0], replace(args[1]), *args[2:]), kwargs
+    if len(args) > index:
+        return (*args[:index], replace(args[index]), *args[index + 1 :]), kwargs
     if name in kwargs:
         return args, {**kwargs, name: replace(kwargs[name])}
     return None
@@ -653,7 +653,36 @@ def _closed_record(response: Any) -> tracer.RequestRecord | None:
 
 def _wrap_wsgi_to_asgi(wrapped, instance, args, kwargs):
     __traceback_hide__ = True  # (Django's debug page, Sentry)
+    if not in_a_request():  # (a view's sub-request: its sends are the view's)
+        replaced = _argument_replaced(args, kwargs, "send", _last_send_outside, index=2)
+        args, kwargs = replaced or (args, kwargs)
     return _end_adapted_wsgi(wrapped(*args, **kwargs))
+
+
+def _last_send_outside(send: Any) -> Any:
+    """The server's ``send`` for asgiref's WsgiToAsgi, its last body message
+    sent outside the request. WsgiToAsgi sends each message from the thread
+    that runs the WSGI application, through an async_to_sync whose task in
+    the server's loop copies that thread's context: the WSGI request's
+    record current there. uvicorn starts the connection's next request
+    inside the last send, in a task copying it: the next request, another
+    application's (a router's) or one more WSGI request, was counted in
+    this one, or ended it early (as a request whose response the server
+    never closed)."""
+
+    @functools.wraps(send)
+    async def send_last_outside(message: Any) -> Any:
+        __traceback_hide__ = True
+        if (
+            isinstance(message, dict)
+            and message.get("type") == "http.response.body"
+            and not message.get("more_body")
+        ):
+            with tracer.no_request():
+                return await send(message)
+        return await send(message)
+
+    return send_last_outside
 
 
 async def _end_adapted_wsgi(call: Any) -> Any:
@@ -789,7 +818,7 @@ def _with_our_send(record: tracer.RequestRecord, args: Any, kwargs: Any) -> tupl
 
         return send_for_the_request
 
-    return _second_argument_replaced(args, kwargs, "send", ours) or (args, kwargs)
+    return _argument_replaced(args, kwargs, "send", ours) or (args, kwargs)
 
 
 def _sent_start(record: tracer.RequestRecord, message: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from ..tracer.describe import is_of_type
+from ..tracer.describe import code_location, is_of_type
 from .components import writes_bodies_in_sync_to_async
 
 HOOKS = ("process_request", "process_response")
@@ -311,16 +311,43 @@ def _short(path: str) -> str:
     return path.rpartition(".")[2]
 
 
-def _receivers(signal: Any, sender: Any) -> tuple[bool, bool]:
-    """(has sync receivers, has async receivers) for what ``sender`` sends
+def _receivers(signal: Any, sender: Any) -> tuple[list[Any], list[Any]]:
+    """(the sync receivers, the async receivers) of what ``sender`` sends
     (Django sends the request signals with the handler's class as sender:
     receivers connected for any sender count, and those for that one),
     feature-detected."""
     live = signal._live_receivers(sender)
     if isinstance(live, tuple) and len(live) == 2:
         sync, asynchronous = live
-        return bool(sync), bool(asynchronous)
-    return bool(live), False  # Django 4.2: every receiver is synchronous
+        return list(sync), list(asynchronous)
+    return list(live), []  # Django 4.2: every receiver is synchronous
+
+
+#: How many of the project's receivers a cause names, before "and N more".
+NAMED_RECEIVERS = 3
+
+
+def receiver_names(receivers: list[Any]) -> str:
+    """``receivers`` as a cause names them: Django's own by their names
+    ("Django's reset_queries, close_old_connections"), the others by module
+    and qualified name. (The cause named Django's two whatever receivers
+    there were: the project's own receiver, Django's disconnected.)"""
+    django: list[str] = []
+    others: list[str] = []
+    for receiver in receivers:
+        location = code_location(receiver)
+        namespace = location.namespace
+        if namespace == "django" or namespace.startswith("django."):
+            django.append(location.function)
+        else:
+            others.append(f"{namespace}.{location.function}" if namespace else location.function)
+    parts = [f"Django's {', '.join(django)}"] if django else []
+    if others:
+        more = len(others) - NAMED_RECEIVERS
+        parts.append(
+            ", ".join(others[:NAMED_RECEIVERS]) + (f" and {more} more" if more > 0 else "")
+        )
+    return "; ".join(parts)
 
 
 #: The names a middleware's async code calls asgiref's sync_to_async by
@@ -621,15 +648,16 @@ def predict(
     if is_async and started_sync:
         causes.append(
             Cause(
-                "request_started has synchronous receivers (Django's reset_queries, "
-                f"close_old_connections): {runs_started} in one sync_to_async",
+                f"request_started has synchronous receivers ({receiver_names(started_sync)}): "
+                f"{runs_started} in one sync_to_async",
                 2,
             )
         )
     if not is_async and started_async:
         causes.append(
             Cause(
-                "request_started has async receivers: Signal.send runs them in async_to_sync",
+                f"request_started has async receivers ({receiver_names(started_async)}): "
+                "Signal.send runs them in async_to_sync",
                 2,
                 loops=1,
             )
@@ -899,7 +927,8 @@ def predict(
     # Sent by response_for_exception for an exception that becomes a 500
     # (not a 404, 403 or 400), with no sender, in the innermost handler's
     # region (in a sync_to_async there: its async_to_sync on that loop).
-    if _receivers(signals.got_request_exception, None)[1]:
+    reporters = _receivers(signals.got_request_exception, None)[1]
+    if reporters:
         bridge = (
             "Signal.send runs them in async_to_sync, with a new event loop and thread"
             if region_loops
@@ -909,7 +938,7 @@ def predict(
         conditional.append(
             Cause(
                 "when an exception becomes a 500 response: got_request_exception has async "
-                f"receivers: {bridge}",
+                f"receivers ({receiver_names(reporters)}): {bridge}",
                 2,
                 loops=region_loops,
                 # Taken as a bridge call seen outside the view (Django's send
@@ -929,8 +958,9 @@ def predict(
         if finished_async:
             causes.append(
                 Cause(
-                    "request_finished has async receivers: Signal.send, inside that "
-                    "sync_to_async, runs them in async_to_sync (on the outer loop)",
+                    f"request_finished has async receivers ({receiver_names(finished_async)}): "
+                    "Signal.send, inside that sync_to_async, runs them in async_to_sync (on "
+                    "the outer loop)",
                     2,
                     after_headers=True,
                 )
@@ -938,7 +968,8 @@ def predict(
     elif finished_async:
         causes.append(
             Cause(
-                "request_finished has async receivers: Signal.send runs them in async_to_sync",
+                f"request_finished has async receivers ({receiver_names(finished_async)}): "
+                "Signal.send runs them in async_to_sync",
                 2,
                 loops=1,
                 after_headers=True,

@@ -122,7 +122,8 @@ def _module_of(code: types.CodeType) -> str:
     none): a coroutine object does not say its module, and after it has run
     (when spans are made) its frame and globals are gone. Looked up in the
     modules loaded, by their ``__file__`` read from their ``__dict__`` alone
-    (a lazy module's ``__getattr__`` is not asked); read again when a file is
+    (a lazy module's ``__getattr__`` is not asked; a sourceless one's, its
+    ``.pyc``, by the source beside it); read again when a file is
     not found and modules were loaded since."""
     global _modules_by_file, _modules_seen
     filename = code.co_filename
@@ -135,6 +136,10 @@ def _module_of(code: types.CodeType) -> str:
                 path = module.__dict__.get("__file__")
                 if isinstance(path, str):
                     by_file.setdefault(path, module_name)
+                    if path.endswith(".pyc"):
+                        # Sourceless (compileall -b): its code's file is the
+                        # source it was compiled from, beside it.
+                        by_file.setdefault(path[:-1], module_name)
         # Replaced whole: another thread naming a crossing reads either.
         _modules_by_file, _modules_seen = by_file, len(modules)
         name = by_file.get(filename)
