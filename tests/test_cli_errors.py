@@ -247,10 +247,6 @@ EXPLAIN_BAD_INPUT = [
     (["--url", "/q/"], {"DJANGO_SETTINGS_MODULE": "raising_urls_settings"},
      "ROOT_URLCONF 'raising_urls' cannot be loaded: RuntimeError: urls bug "
      f"(site{os.sep}raising_urls.py, line 1)"),
-    # (Loaded without --url too: what it connects is in every request's figures.)
-    ([], {"DJANGO_SETTINGS_MODULE": "raising_urls_settings"},
-     "switchtrace explain: error: ROOT_URLCONF 'raising_urls' cannot be loaded: RuntimeError: "
-     f"urls bug (site{os.sep}raising_urls.py, line 1)"),
     (["--url", "sync/"], {},
      "switchtrace explain: error: --url 'sync/' is not a path; allowed: a path of the project "
      "beginning with '/', optionally with a query string, e.g. /sync/ or /search/?q=x"),

@@ -77,6 +77,8 @@ SITE = {
     "unset_media_settings.py": (
         'from fresh_settings import *\nSTATIC_URL = "static/"\nFORCE_SCRIPT_NAME = "/shop"\n'
     ),
+    "raising_urls.py": 'raise RuntimeError("urls bug")\n',
+    "raising_urls_settings.py": 'from fresh_settings import *\nROOT_URLCONF = "raising_urls"\n',
     "frameworks_settings.py": 'from fresh_settings import *\nROOT_URLCONF = "tests.frameworks"\n',
     "recovering_settings.py": (
         "from fresh_settings import *\n"
@@ -326,6 +328,25 @@ def test_measure_sends_a_host_the_project_allows(command, settings, tmp_path):
     assert (out.returncode, out.stderr) == (0, "")
     assert out.stdout.splitlines()[0] == "/sync/ → sync_view (sync view)"
     assert measured(out) == MEASURED
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_urlconf_that_does_not_load_is_a_warning_without_a_url(command, tmp_path):
+    """Without --url the URLconf is loaded for the receivers it connects;
+    one that does not load leaves them out, and says so (exit status 0):
+    the prediction needs no URL."""
+    out = explain(command, [], "raising_urls_settings", tmp_path)
+    warning = (
+        f"ROOT_URLCONF 'raising_urls' cannot be loaded: RuntimeError: urls bug (site{os.sep}"
+        "raising_urls.py, line 1); the request signals' receivers it would connect are not in "
+        "the prediction"
+    )
+    prefix = "switchtrace explain: warning: " if command == "switchtrace" else "warning: "
+    assert (out.returncode, out.stderr) == (0, prefix + warning + "\n")
+    assert out.stdout.startswith("MIDDLEWARE: 7 entries\n")
+    with_url = explain(command, ["--url", "/sync/"], "raising_urls_settings", tmp_path)
+    assert (with_url.returncode, with_url.stdout) == (2, "")
+    assert with_url.stderr == f"{COMMANDS[command][1]}{warning.split(';')[0]}\n"
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -857,7 +857,7 @@ def test_remote_user_middleware_reading_a_logged_in_user_under_asgi_costs_what_n
 @pytest.mark.parametrize("configured", [{}, {"SWITCHTRACE": {"MAX_EVENTS": 0}}])
 def test_a_measured_request_names_its_causes_past_max_events(configured, monkeypatch):
     """The causes were named from the crossings MAX_EVENTS kept in detail:
-    1,100 bridge calls measured in full (2,204 switches) were listed as 1,994
+    1,100 bridge calls measured in full (2,204 switches) were listed as 1,998
     of str (none, DIFFERS with no cause, under MAX_EVENTS 0), and nothing
     said so. A measured request keeps up to MEASURE_MAX_EVENTS; past those,
     a line says how many were left out."""

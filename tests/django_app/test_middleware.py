@@ -1446,6 +1446,50 @@ def test_a_wsgi_application_served_through_asgirefs_wsgi_to_asgi_ends_its_record
     assert tracer.current_record() is None
 
 
+def test_wsgi_to_asgi_gets_the_servers_send_as_asgiref_would(records):
+    """switchtrace hands WsgiToAsgi a send of its own (its last message sent
+    outside the request): for a send object whose attributes raise (a lazy
+    proxy's), functools.wraps raised out of the application; a send not
+    marked async (a callable returning an awaitable) lost asgiref's warning
+    about it. Either way the request is served and counted as before."""
+    import warnings
+
+    from asgiref.wsgi import WsgiToAsgi
+
+    class Proxy:
+        def __init__(self):
+            self.sent = []
+
+        async def __call__(self, message):
+            self.sent.append(message["type"])
+
+        def __getattr__(self, name):
+            if name == "__qualname__":  # (asgiref reads others, with a default)
+                raise RuntimeError(f"no {name} here")
+            raise AttributeError(name)
+
+    unmarked_sent = []
+
+    def unmarked(message):
+        unmarked_sent.append(message["type"])
+        return asyncio.sleep(0)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    proxy = Proxy()
+    with project() as (_asgi, wsgi), warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        for send in (proxy, unmarked):
+            run_in_server_loop(WsgiToAsgi(wsgi)(example.http_scope("/sync/"), receive, send))
+    body = "http.response.body"
+    assert proxy.sent == unmarked_sent == ["http.response.start", body, body]
+    assert [str(w.message) for w in warned] == [
+        "async_to_sync was passed a non-async-marked callable"
+    ]
+    assert [record.context_switches for record in records] == [6, 6]
+
+
 def test_wsgi_to_asgi_keeps_no_record_of_a_response_it_served_before():
     """A response object that outlives its requests (a view's module-level
     response) served through WsgiToAsgi, which never closes it: no finished

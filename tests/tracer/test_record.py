@@ -220,16 +220,20 @@ def test_code_location_of_what_is_no_function():
     assert code_location(CalledByC()) == CodeLocation("CalledByC", __name__, None, None)
 
 
-def test_a_coroutine_of_a_sourceless_module_is_located_in_its_module(tmp_path, monkeypatch):
+@pytest.mark.parametrize("compiled_as", [None, "./sourceless_views.py"])
+def test_a_coroutine_of_a_sourceless_module_is_located_in_its_module(
+    compiled_as, tmp_path, monkeypatch
+):
     """A module compiled beside its source (compileall -b) and the source
-    removed: its ``__file__`` is the .pyc, its code's file the .py; the
+    removed: its ``__file__`` is the .pyc, its code's file the .py (as
+    given to the compiler: relative, compiled in its directory); the
     coroutine (asyncio.run's, sourceless) lost its module."""
     import importlib
     import py_compile
 
     source = tmp_path / "sourceless_views.py"
     source.write_text("async def work():\n    pass\n")
-    py_compile.compile(str(source), cfile=str(source) + "c", doraise=True)
+    py_compile.compile(str(source), cfile=f"{source}c", dfile=compiled_as, doraise=True)
     source.unlink()
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("sourceless_views")
@@ -242,7 +246,7 @@ def test_a_coroutine_of_a_sourceless_module_is_located_in_its_module(tmp_path, m
             coroutine.close()
     finally:
         del sys.modules["sourceless_views"]
-    assert location == CodeLocation("work", "sourceless_views", str(source), 1)
+    assert location == CodeLocation("work", "sourceless_views", compiled_as or str(source), 1)
 
 
 def test_functions_of_one_code_named_each_their_own_are_located_by_their_names():

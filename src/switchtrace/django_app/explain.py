@@ -119,10 +119,11 @@ def split_url(url: str) -> tuple[str, str]:
 
 
 def load_urlconf() -> None:
-    """ROOT_URLCONF (if set) imported, as a server's requests import it:
-    the receivers of the request signals that it, or a module it imports,
-    connects are those of every request after the first (their switches
-    were left out without --url). An ExplainError if it does not load."""
+    """ROOT_URLCONF (if set) imported, as a server's first request imports
+    it: the receivers of the request signals that it, or a module it
+    imports, connects are in the requests' figures from then on (their
+    switches were left out without --url). An ExplainError if it does not
+    load."""
     from django.urls import get_resolver
 
     urlconf = getattr(settings, "ROOT_URLCONF", None)
@@ -303,8 +304,8 @@ MEASURE_SECONDS = 30.0
 
 #: How many crossings (and loop creations, thread starts) a measured request
 #: keeps in detail, whatever the project's MAX_EVENTS: its causes are named
-#: from them (a view's 1,100 ``aexists()`` listed as 1,994 switches under
-#: the default 1,000; none listed under 0). The most MAX_EVENTS allows.
+#: from them (a view's 1,100 ``sync_to_async`` calls listed as 1,998
+#: switches under the default 1,000; none under 0). The most MAX_EVENTS allows.
 MEASURE_MAX_EVENTS = 1_000_000
 
 
@@ -340,7 +341,9 @@ def measure(server: str, url: str, host: str) -> Measured:
     status: int | None = None
 
     def in_detail(record: RequestRecord) -> None:
-        record.max_events = MEASURE_MAX_EVENTS
+        # (Not a request of another thread, in a process serving others.)
+        if threading.current_thread().name == _MEASURE_THREAD:
+            record.max_events = MEASURE_MAX_EVENTS
 
     tracer.add_start_listener(in_detail)
     try:
@@ -402,6 +405,9 @@ def measure(server: str, url: str, host: str) -> Measured:
     )
 
 
+#: The thread a measured request is served in (see :func:`_in_thread`).
+_MEASURE_THREAD = "switchtrace-measure"
+
 #: How long a measured request may take to end after MEASURE_SECONDS (an
 #: ASGI one is cancelled then), before it is left running.
 CANCEL_SECONDS = 5.0
@@ -436,7 +442,7 @@ def _in_thread(serve: Callable[[], tuple[int | None, bool]], url: str, server: s
         except BaseException as exc:  # the project's own, raised again below
             outcome["error"] = exc
 
-    thread = threading.Thread(target=run, name="switchtrace-measure", daemon=True)
+    thread = threading.Thread(target=run, name=_MEASURE_THREAD, daemon=True)
     thread.start()
     thread.join(MEASURE_SECONDS + CANCEL_SECONDS)
     if thread.is_alive():
@@ -567,11 +573,18 @@ def _django_logs() -> Iterator[list[logging.LogRecord]]:
                 logger.setLevel(level)
 
 
-def render(url: str | None, do_measure: bool, out: TextIO, note: str = "") -> int:
+def render(
+    url: str | None,
+    do_measure: bool,
+    out: TextIO,
+    note: str = "",
+    warn: Callable[[str], None] | None = None,
+) -> int:
     """The prediction of each kind of request (of ``url``'s view), and with
     ``do_measure`` what one request of each measures. Everything that is bad
     input is checked before the first line is written; ``note`` goes to
-    stderr then, before it."""
+    stderr then, before it, and then a warning, if any, to ``warn``
+    (default: stderr, as ``switchtrace explain: warning: …``)."""
     if do_measure and url is None:
         raise ExplainError("--measure needs --url")
     paths = check_middleware(settings.MIDDLEWARE)
@@ -583,10 +596,22 @@ def render(url: str | None, do_measure: bool, out: TextIO, note: str = "") -> in
         cases = [("asgi", is_async), ("wsgi", is_async)]
         if do_measure:
             host = request_host()
-    else:
-        load_urlconf()
+    warning = None
+    if url is None:
+        try:
+            load_urlconf()
+        except ExplainError as exc:
+            # (With --url, bad input: that URL cannot be resolved.)
+            warning = (
+                f"{exc}; the request signals' receivers it would connect are not in the prediction"
+            )
     if note and sys.stderr is not None:  # (closed, print would write it to stdout)
         print(note, file=sys.stderr, flush=True)
+    if warning is not None:
+        if warn is not None:
+            warn(warning)
+        elif sys.stderr is not None:
+            print(f"switchtrace explain: warning: {warning}", file=sys.stderr, flush=True)
     if url is not None:
         out.write(f"{url} → {name} ({'async' if is_async else 'sync'} view)\n")
     out.write(f"MIDDLEWARE: {count(len(paths), 'entry', 'entries')}\n")

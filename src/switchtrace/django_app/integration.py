@@ -48,6 +48,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction
 from asgiref.wsgi import WsgiToAsgiInstance
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
@@ -668,9 +669,21 @@ def _last_send_outside(send: Any) -> Any:
     inside the last send, in a task copying it: the next request, another
     application's (a router's) or one more WSGI request, was counted in
     this one, or ended it early (as a request whose response the server
-    never closed)."""
+    never closed). (What an ASGI middleware around WsgiToAsgi bridges in
+    that send is outside it too, as around Django's ASGI handler.)
 
-    @functools.wraps(send)
+    Left as it is when it is not marked async (a server's callable that
+    returns an awaitable): asgiref warns of that, and would not see it."""
+    try:
+        # (As asgiref's AsyncToSync asks.)
+        marked = iscoroutinefunction(send) or iscoroutinefunction(
+            getattr(send, "__call__", send)  # noqa: B004
+        )
+    except Exception:  # (an object whose attributes raise: the server's own)
+        marked = False
+    if not marked:
+        return send
+
     async def send_last_outside(message: Any) -> Any:
         __traceback_hide__ = True
         if (
@@ -682,6 +695,9 @@ def _last_send_outside(send: Any) -> Any:
                 return await send(message)
         return await send(message)
 
+    # Named as the server's send (not functools.wraps: its attributes are
+    # read off an object of the server's, which may raise).
+    send_last_outside.__wrapped__ = send  # type: ignore[attr-defined]
     return send_last_outside
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import sys
 import types
 from collections.abc import Hashable
@@ -123,7 +124,8 @@ def _module_of(code: types.CodeType) -> str:
     (when spans are made) its frame and globals are gone. Looked up in the
     modules loaded, by their ``__file__`` read from their ``__dict__`` alone
     (a lazy module's ``__getattr__`` is not asked; a sourceless one's, its
-    ``.pyc``, by the source beside it); read again when a file is
+    ``.pyc``, by the source beside it, or the path relative to the current
+    directory it was compiled in); read again when a file is
     not found and modules were loaded since."""
     global _modules_by_file, _modules_seen
     filename = code.co_filename
@@ -143,6 +145,13 @@ def _module_of(code: types.CodeType) -> str:
         # Replaced whole: another thread naming a crossing reads either.
         _modules_by_file, _modules_seen = by_file, len(modules)
         name = by_file.get(filename)
+    if name is None and filename.endswith(".py") and not os.path.isabs(filename):
+        # Compiled from a relative path (``compileall -b .`` in a
+        # Dockerfile), which a sourceless module's code keeps: the one
+        # module whose file ends with it.
+        tail = os.sep + os.path.normpath(filename)
+        found = {module for path, module in _modules_by_file.items() if path.endswith(tail)}
+        name = found.pop() if len(found) == 1 else None
     return name or ""
 
 

@@ -29,7 +29,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, url: str | None = None, measure: bool = False, **options: Any):
         # The same messages and exit statuses as ``switchtrace explain``.
         try:
-            render(url, measure, self.stdout)
+            render(
+                url, measure, self.stdout, warn=lambda text: self.stderr.write(f"warning: {text}")
+            )
         except ApplicationError as exc:
             self.stdout.flush()  # the report first, then the error after it
             if exc.left_running:  # a thread the interpreter would wait for at exit
