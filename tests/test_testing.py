@@ -574,6 +574,27 @@ async def _get_by_hand(path: str, held: bool = False, wsgi: bool = False):
     return application
 
 
+@pytest.mark.parametrize("wsgi", [False, True])
+def test_records_of_an_async_block_wait_for_the_requests_its_event_loop_still_runs(wsgi):
+    """``async with record_requests()``, as ``async with
+    assert_max_switches()``: a request the block drives in its event loop,
+    still running when the block ends, is waited for with the loop running
+    (record_requests() had no async form: its block could not let the loop
+    end such a request)."""
+    applications = []
+
+    async def block():
+        async with record_requests() as recorded:
+            applications.append(await _get_by_hand("/sync/", wsgi=wsgi))
+        return recorded
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        recorded = asyncio.run(block())
+    # ASGI: request_started, the view, the close; WsgiToAsgi: its three sends.
+    assert [(record.finished, record.context_switches) for record in recorded] == [(True, 6)]
+    assert [application.done() for application in applications] == [True]
+
+
 @pytest.mark.parametrize(("budget", "outcome"), [(5, "failed"), (6, "passed")])
 def test_an_async_budget_waits_for_a_request_its_event_loop_still_runs(budget, outcome):
     """A budget around an async test (as a decorator or ``async with``):

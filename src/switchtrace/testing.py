@@ -192,12 +192,45 @@ class Recorded(list[tracer.RequestRecord]):
             return list(self), list(self._open)
 
 
-def record_requests() -> contextlib.AbstractContextManager[Recorded]:
+def record_requests() -> _Recording:
     """Every request begun inside the block, as it finishes (but those of
     another thread's recordings: see :class:`Recorded`), those that a server
     in another thread still serves waited for at its end (see
-    :meth:`Recorded.settle`)."""
-    return _record_requests(settle=True)
+    :meth:`Recorded.settle`). ``async with`` waits as well for those that
+    the block's event loop still runs, the loop running (see
+    :meth:`Recorded.asettle`)."""
+    return _Recording()
+
+
+class _Recording:
+    """:func:`record_requests`' context manager, for ``with`` and ``async
+    with``."""
+
+    def __init__(self) -> None:
+        self._recording = _record_requests(settle=False)
+        self._records: Recorded | None = None
+
+    def __enter__(self) -> Recorded:
+        self._records = self._recording.__enter__()
+        return self._records
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        if exc_info[0] is None and self._records is not None:
+            self._records.settle()
+        return self._recording.__exit__(*exc_info)
+
+    async def __aenter__(self) -> Recorded:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        if exc_info[0] is None and self._records is not None:
+            try:
+                await self._records.asettle()
+            except BaseException as exc:  # (cancelled: that is the block's outcome)
+                if not self._recording.__exit__(type(exc), exc, exc.__traceback__):
+                    raise
+                return None
+        return self._recording.__exit__(*exc_info)
 
 
 @contextlib.contextmanager
