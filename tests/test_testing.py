@@ -14,6 +14,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import AsyncClient, AsyncRequestFactory, Client, override_settings
@@ -803,3 +804,26 @@ def test_a_request_left_open_with_switchtrace_enabled_is_not_kept(monkeypatch):
             del record, recorded
         gc.collect()
         assert [ref() for ref in left] == [None, None, None]
+
+
+def test_a_switchtrace_setting_changed_is_read_without_the_app():
+    """Budgets need no switchtrace app in INSTALLED_APPS; the receiver of
+    setting_changed that its ready() connects then is not there: the first
+    SWITCHTRACE read was kept for the whole run (one test's MAX_EVENTS 0 in
+    every later test's records, or a later test's change ignored)."""
+    from django.core.signals import setting_changed
+
+    from switchtrace.django_app import apps as app_module
+    from switchtrace.django_app.conf import get_config
+
+    before = get_config().max_events
+    assert before != 0
+    assert setting_changed.disconnect(dispatch_uid="switchtrace.setting_changed")
+    try:
+        with override_settings(SWITCHTRACE={**settings.SWITCHTRACE, "MAX_EVENTS": 0}):
+            assert get_config().max_events == 0
+        assert get_config().max_events == before
+    finally:
+        setting_changed.connect(
+            app_module._setting_changed, dispatch_uid="switchtrace.setting_changed"
+        )

@@ -1,7 +1,9 @@
 """The ``SWITCHTRACE`` settings dict: its keys, defaults, and validation.
 
 Read through :func:`get_config`, which caches; a ``setting_changed`` receiver
-(connected in the AppConfig) resets the cache, so ``override_settings`` works.
+(connected as this module is imported) resets the cache, so
+``override_settings`` works, with the app installed (whose own receiver then
+applies the change) or without it (the budgets of ``switchtrace.testing``).
 Validation never raises: it returns the problems, which the system checks
 report at startup (``switchtrace.E001`` ...) and which keep switchtrace
 disabled rather than failing a request.
@@ -24,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.utils.functional import Promise
 from django.utils.module_loading import import_string
 
@@ -937,3 +940,13 @@ def get_config() -> Config:
 def reset_config() -> None:
     global _cache
     _cache = None
+
+
+def _setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING:
+        reset_config()
+
+
+# Not the AppConfig's alone: without the app in INSTALLED_APPS (the
+# budgets need none), the first settings read were kept for the whole run.
+setting_changed.connect(_setting_changed, dispatch_uid="switchtrace.config_cache")
