@@ -827,3 +827,70 @@ def test_a_switchtrace_setting_changed_is_read_without_the_app():
         setting_changed.connect(
             app_module._setting_changed, dispatch_uid="switchtrace.setting_changed"
         )
+
+
+@pytest.mark.parametrize("form", ["with", "async with"])
+def test_a_recording_interrupted_while_it_waits_still_ends(form, monkeypatch):
+    """Ctrl-C (or pytest-timeout's signal) while the end of a recording
+    waits for a request another thread serves: the recording ended all the
+    same (the plain ``with`` left it open, the test client patched)."""
+
+    def interrupted(self, timeout=None):
+        raise KeyboardInterrupt
+
+    async def interrupted_async(self, timeout=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(testing.Recorded, "settle", interrupted)
+    monkeypatch.setattr(testing.Recorded, "asettle", interrupted_async)
+
+    # Kept (as a traceback's frame keeps it): not ended by its collection.
+    recording = record_requests()
+
+    async def block():
+        async with recording:
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        if form == "with":
+            with recording:
+                pass
+        else:
+            asyncio.run(block())
+    assert (testing._users, testing._open_on, client_patcher.installed) == (0, {}, False)
+
+
+def test_budgets_without_the_app_leave_nothing_patched_under_an_enabling_setting(tmp_path):
+    """Without the app in INSTALLED_APPS nothing applies SWITCHTRACE: a
+    recording inside override_settings(SWITCHTRACE={"ENABLED": True}) left
+    the patches on when it ended, for the rest of the run (every later
+    request recorded)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import django
+        from django.conf import settings
+
+        settings.configure(SECRET_KEY="x", INSTALLED_APPS=[], MIDDLEWARE=[])
+        django.setup()
+        from django.test import override_settings
+
+        from switchtrace import testing
+        from switchtrace.django_app import integration
+
+        with testing.assert_max_switches(50):
+            pass
+        with override_settings(SWITCHTRACE={"ENABLED": True, "EXPORTER": "none"}):
+            with testing.assert_max_switches(50):
+                print(integration.patcher.installed)
+            print(integration.patcher.installed)
+        print(integration.patcher.installed)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, "True\nFalse\nFalse\n", "")

@@ -216,7 +216,11 @@ class _Recording:
 
     def __exit__(self, *exc_info: Any) -> bool | None:
         if exc_info[0] is None and self._records is not None:
-            self._records.settle()
+            try:
+                self._records.settle()
+            except BaseException as exc:  # (interrupted: that is the block's outcome)
+                self._recording.__exit__(type(exc), exc, exc.__traceback__)  # (returns False)
+                raise
         return self._recording.__exit__(*exc_info)
 
     async def __aenter__(self) -> Recorded:
@@ -227,9 +231,8 @@ class _Recording:
             try:
                 await self._records.asettle()
             except BaseException as exc:  # (cancelled: that is the block's outcome)
-                if not self._recording.__exit__(type(exc), exc, exc.__traceback__):
-                    raise
-                return None
+                self._recording.__exit__(type(exc), exc, exc.__traceback__)  # (returns False)
+                raise
         return self._recording.__exit__(*exc_info)
 
 
@@ -290,12 +293,11 @@ def _end_left_open(left: list[tracer.RequestRecord]) -> None:
     patches on."""
     global _left_open
     from .django_app import integration
-    from .django_app.conf import get_config
 
     integration.release()
     with _lock:
         if integration.patcher.installed:
-            if not get_config().enabled:
+            if not integration.applied():
                 # Held by another recording: kept for the one that takes
                 # them off (those finished meanwhile forgotten). Enabled,
                 # the patches stay on, and each ends as any request does.

@@ -91,11 +91,11 @@ def apply_config() -> None:
             f"switchtrace disabled: {problem.msg} ({problem.id}) {problem.hint}", problem.id
         )
     if config.enabled:
-        integration.install()
+        integration.apply(True)
         telemetry.configure(config.export)
     else:
         telemetry.shutdown()
-        integration.uninstall()
+        integration.apply(False)
 
 
 def _setting_changed(*, setting: str, **kwargs: Any) -> None:

@@ -603,7 +603,8 @@ def render(
         except ExplainError as exc:
             # (With --url, bad input: that URL cannot be resolved.)
             warning = (
-                f"{exc}; the request signals' receivers it would connect are not in the prediction"
+                f"{exc}; the request signals' receivers it would connect may be missing from "
+                "the prediction"
             )
     if note and sys.stderr is not None:  # (closed, print would write it to stdout)
         print(note, file=sys.stderr, flush=True)

@@ -978,6 +978,28 @@ _holds = 0
 _holds_lock = threading.Lock()
 
 
+#: Whether the settings keep the patches on: the app applied a SWITCHTRACE
+#: that enables it (see :func:`apply`). Not a recording's :func:`hold`, nor
+#: an enabling SWITCHTRACE without the app, which nothing applies.
+_applied = False
+
+
+def apply(enabled: bool) -> None:
+    """The app's SWITCHTRACE applied: the patches installed (``enabled``)
+    or taken off (unless a test recording holds them)."""
+    global _applied
+    _applied = enabled
+    if enabled:
+        install()
+    else:
+        uninstall()
+
+
+def applied() -> bool:
+    """Whether the settings, as the app applied them, keep the patches on."""
+    return _applied
+
+
 def install() -> None:
     """Patch asgiref, asyncio, threading and Django's handlers."""
     tracer.install()
@@ -1006,5 +1028,5 @@ def release() -> None:
     global _holds
     with _holds_lock:
         _holds -= 1
-    if not get_config().enabled:
+    if not _applied:
         uninstall()

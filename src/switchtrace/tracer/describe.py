@@ -116,6 +116,9 @@ def _coroutine_qualname(coroutine: types.CoroutineType) -> str:
 #: The modules' names by the files they were loaded from (see :func:`_module_of`).
 _modules_by_file: dict[str, str] = {}
 _modules_seen = 0
+#: The modules' names by the relative paths sourceless code was compiled
+#: from, found in :data:`_modules_by_file` (emptied with it).
+_modules_by_relative_file: dict[str, str] = {}
 
 
 def _module_of(code: types.CodeType) -> str:
@@ -127,7 +130,7 @@ def _module_of(code: types.CodeType) -> str:
     ``.pyc``, by the source beside it, or the path relative to the current
     directory it was compiled in); read again when a file is
     not found and modules were loaded since."""
-    global _modules_by_file, _modules_seen
+    global _modules_by_file, _modules_seen, _modules_by_relative_file
     filename = code.co_filename
     name = _modules_by_file.get(filename)
     if name is None and len(sys.modules) != _modules_seen:
@@ -144,14 +147,22 @@ def _module_of(code: types.CodeType) -> str:
                         by_file.setdefault(path[:-1], module_name)
         # Replaced whole: another thread naming a crossing reads either.
         _modules_by_file, _modules_seen = by_file, len(modules)
+        _modules_by_relative_file = {}
         name = by_file.get(filename)
-    if name is None and filename.endswith(".py") and not os.path.isabs(filename):
+    if (
+        name is None
+        and filename.endswith(".py")
+        and os.sep in filename
+        and not os.path.isabs(filename)
+    ):
         # Compiled from a relative path (``compileall -b .`` in a
-        # Dockerfile), which a sourceless module's code keeps: the one
-        # module whose file ends with it.
-        tail = os.sep + os.path.normpath(filename)
-        found = {module for path, module in _modules_by_file.items() if path.endswith(tail)}
-        name = found.pop() if len(found) == 1 else None
+        # Dockerfile: './shop/views.py'), which a sourceless module's code
+        # keeps: the one module whose file ends with it.
+        name = _modules_by_relative_file.get(filename)
+        if name is None:
+            tail = os.sep + os.path.normpath(filename)
+            found = {module for path, module in _modules_by_file.items() if path.endswith(tail)}
+            name = _modules_by_relative_file[filename] = found.pop() if len(found) == 1 else ""
     return name or ""
 
 
