@@ -320,6 +320,27 @@ def test_a_bad_setting_keeps_switchtrace_disabled_and_logs_why(caplog):
     )
 
 
+def test_a_bad_setting_back_as_overrides_are_undone_is_logged_once(caplog):
+    """The project's own bad SWITCHTRACE was logged again each time a test's
+    override_settings was undone (each test's teardown, under pytest-django's
+    settings fixture); a value a test gives is told of, even an equal one."""
+    project_setting = {"ENABLED": True, "COLOUR": "blue"}
+    with caplog.at_level("ERROR", logger="switchtrace"):
+        with override_settings(SWITCHTRACE=project_setting):
+            for _ in range(3):
+                with override_settings(SWITCHTRACE={"ENABLED": False}):
+                    pass
+            with override_settings(SWITCHTRACE=dict(project_setting)):
+                pass
+    told = [r.getMessage() for r in caplog.records if r.name == "switchtrace"]
+    assert told == [
+        "switchtrace disabled: Unknown key 'COLOUR' in the SWITCHTRACE setting. "
+        "(switchtrace.E002) Allowed keys: ENABLED, EXPORTER, FILE_MAX_BYTES, FILE_PATH, "
+        "MAX_EVENTS, OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, "
+        "SHOW_HEADERS."
+    ] * 2
+
+
 def test_good_settings_give_no_message():
     with override_settings(
         SWITCHTRACE={
@@ -1334,6 +1355,28 @@ def test_an_allowed_exporter_or_protocol_given_as_a_lazy_or_odd_string_is_taken(
     assert config.problems == ()
     assert (type(config.export.exporter), config.export.exporter) == (str, "otlp")
     assert (type(config.export.protocol), config.export.protocol) == (str, "grpc")
+
+
+@pytest.mark.parametrize("lazy", [lazystr, gettext_lazy], ids=["lazystr", "gettext_lazy"])
+def test_every_string_setting_given_as_a_lazy_string_is_its_text(lazy, tmp_path):
+    """Lazy strings were taken for EXPORTER and OTLP_PROTOCOL only: a lazy
+    OTLP_ENDPOINT was "'http://localhost:4318', which is not an http:// or
+    https:// URL", a FILE_PATH, SERVICE_NAME or SHOW_HEADERS path refused as
+    what they are."""
+    config = build_config(
+        {
+            "ENABLED": True,
+            "EXPORTER": "otlp",
+            "OTLP_ENDPOINT": lazy("http://localhost:4318"),
+            "SERVICE_NAME": lazy("shop"),
+            "FILE_PATH": lazy(str(tmp_path / "t.jsonl")),
+            "SHOW_HEADERS": lazy("switchtrace.django_app.headers.internal_ips"),
+        },
+        environ={},
+    )
+    assert config.problems == ()
+    assert (config.export.endpoint, config.export.service_name) == ("http://localhost:4318", "shop")
+    assert config.export.file_path == str(tmp_path / "t.jsonl")
 
 
 UNPRINTABLE = "tests.unprintable_raising.Unprintable: (its message cannot be shown: str() raises)"

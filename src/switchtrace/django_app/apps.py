@@ -76,20 +76,36 @@ def _release_on_request(**kwargs: Any) -> None:
     release_startup_errors()
 
 
+#: The SWITCHTRACE values whose problems were logged, the latest
+#: :data:`_TOLD_OF` (the objects: an equal one a test gives is told of).
+_told_of: list[object] = []
+_TOLD_OF = 32
+
+
 def apply_config() -> None:
     """Install or uninstall the patches to match the ``SWITCHTRACE`` setting.
 
     A wrong setting is reported by the system checks; here it is logged once
     and keeps switchtrace disabled, so that a server that does not run the
     checks still serves every request untouched."""
+    from django.conf import settings
+
     from . import integration, telemetry
-    from .conf import get_config
+    from .conf import SETTING, get_config
 
     config = get_config()
-    for problem in config.problems:
-        startup_error(
-            f"switchtrace disabled: {problem.msg} ({problem.id}) {problem.hint}", problem.id
-        )
+    if config.problems:
+        raw = getattr(settings, SETTING, None)
+        # A value told of already, back (the project's own, as each test's
+        # override_settings is undone), is not told of again.
+        if not any(raw is told for told in _told_of):
+            del _told_of[: -(_TOLD_OF - 1)]
+            _told_of.append(raw)
+            for problem in config.problems:
+                startup_error(
+                    f"switchtrace disabled: {problem.msg} ({problem.id}) {problem.hint}",
+                    problem.id,
+                )
     if config.enabled:
         integration.apply(True)
         telemetry.configure(config.export)

@@ -236,6 +236,9 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
                 ),
             )
         )
+    # A lazy string (gettext_lazy) is its text, for every key: a check
+    # refused one as "not a URL", showing a URL.
+    raw = {key: _text_if_lazy(value) for key, value in raw.items()}
     problems: list[Problem] = []
     for key in raw:
         if key not in OPTIONS:
@@ -265,6 +268,16 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
 #: What a wrong EXPORTER or OTLP_PROTOCOL is read as, once said wrong: the
 #: value given may be an object whose ``==`` raises.
 _WRONG = "(wrong)"
+
+
+def _text_if_lazy(value: Any) -> Any:
+    """A lazy string's text (itself if that raises: refused as what it is)."""
+    if not isinstance(value, Promise):
+        return value
+    try:
+        return str(value)
+    except Exception:
+        return value
 
 
 def _among(value: Any, allowed: Any) -> str | None:
