@@ -333,12 +333,16 @@ def test_a_bad_setting_back_as_overrides_are_undone_is_logged_once(caplog):
             with override_settings(SWITCHTRACE=dict(project_setting)):
                 pass
     told = [r.getMessage() for r in caplog.records if r.name == "switchtrace"]
-    assert told == [
-        "switchtrace disabled: Unknown key 'COLOUR' in the SWITCHTRACE setting. "
-        "(switchtrace.E002) Allowed keys: ENABLED, EXPORTER, FILE_MAX_BYTES, FILE_PATH, "
-        "MAX_EVENTS, OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, "
-        "SHOW_HEADERS."
-    ] * 2
+    assert (
+        told
+        == [
+            "switchtrace disabled: Unknown key 'COLOUR' in the SWITCHTRACE setting. "
+            "(switchtrace.E002) Allowed keys: ENABLED, EXPORTER, FILE_MAX_BYTES, FILE_PATH, "
+            "MAX_EVENTS, OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, "
+            "SHOW_HEADERS."
+        ]
+        * 2
+    )
 
 
 def test_good_settings_give_no_message():
