@@ -3036,3 +3036,55 @@ def test_a_shared_response_closed_by_a_requests_own_code_ends_no_record(
         (tracer.Figures(*second_headers), tracer.Figures(4, 4, 2, 2)),
         (tracer.Figures(2, 2, 1, 1), tracer.Figures(4, 4, 2, 2)),
     ]
+
+
+def test_a_subclass_of_the_apps_config_that_skips_its_ready_is_told(tmp_path):
+    """A project's subclass of SwitchTraceConfig whose ready() does not call
+    super().ready(): nothing patched, no check registered, and nothing said
+    (the middleware took the app for installed); no header either."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import logging
+
+        import django
+        from django.conf import settings
+        from django.http import HttpResponse
+        from django.urls import path
+
+        from switchtrace.django_app.apps import SwitchTraceConfig
+
+
+        class ProjectConfig(SwitchTraceConfig):
+            def ready(self):
+                pass  # (no super().ready())
+
+
+        urlpatterns = [path("", lambda request: HttpResponse("ok"))]
+        settings.configure(
+            SECRET_KEY="x", ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__,
+            INSTALLED_APPS=["__main__.ProjectConfig"],
+            MIDDLEWARE=["switchtrace.django_app.middleware.SwitchTraceMiddleware"],
+            SWITCHTRACE={"ENABLED": True, "EXPORTER": "none"},
+        )
+        django.setup()
+        logging.basicConfig(format="%(levelname)s %(message)s")
+        from django.test import Client
+
+        for _ in range(2):
+            response = Client().get("/")
+            print(response.status_code, response.has_header("X-Context-Switches"))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert (out.returncode, out.stdout) == (0, "200 False\n200 False\n")
+    assert out.stderr == (
+        "ERROR switchtrace disabled: INSTALLED_APPS has __main__.ProjectConfig, whose ready() "
+        "does not call SwitchTraceConfig.ready(), so nothing is recorded and no response "
+        "carries the headers. Call super().ready() in its ready().\n"
+    )

@@ -39,6 +39,8 @@ __tracebackhide__ = raised_elsewhere
 
 #: The ERROR of a middleware without its app has been logged.
 _missing_app_told = False
+#: The ERROR of an app whose ready() did not run has been logged.
+_not_ready_told = False
 
 
 def _missing_app_message() -> str:
@@ -59,6 +61,19 @@ def _missing_app_message() -> str:
 
 
 APP = "switchtrace.django_app"
+
+
+def _not_ready_message() -> str:
+    """What a server logs when the app is installed but its ready() never
+    ran: a project's subclass of SwitchTraceConfig whose ready() does not
+    call ``super().ready()`` (nothing patched, no check registered)."""
+    installed = next((c for c in apps.get_app_configs() if c.name == APP), None)
+    name = f"{type(installed).__module__}.{type(installed).__qualname__}"
+    return (
+        f"switchtrace disabled: INSTALLED_APPS has {name}, whose ready() does not call "
+        "SwitchTraceConfig.ready(), so nothing is recorded and no response carries the "
+        "headers. Call super().ready() in its ready()."
+    )
 
 
 def _app_installed() -> bool:
@@ -102,6 +117,12 @@ class SwitchTraceMiddleware:
                 _missing_app_told = True
                 logger.error(_missing_app_message())
             raise MiddlewareNotUsed("'switchtrace.django_app' is not in INSTALLED_APPS")
+        if not readied:
+            global _not_ready_told
+            if not _not_ready_told:
+                _not_ready_told = True
+                logger.error(_not_ready_message())
+            raise MiddlewareNotUsed("switchtrace.django_app's ready() did not run")
         if not config.enabled:  # the settings' problems, which the app logged
             raise MiddlewareNotUsed("SWITCHTRACE has problems (see switchtrace's checks)")
         self.get_response = get_response
