@@ -894,3 +894,45 @@ def test_budgets_without_the_app_leave_nothing_patched_under_an_enabling_setting
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert (out.returncode, out.stdout, out.stderr) == (0, "True\nFalse\nFalse\n", "")
+
+
+def test_a_budget_failing_under_unittest_shows_the_tests_frames_not_switchtrace_s():
+    """Under unittest (Django's test runner) a failing budget's traceback
+    ended in switchtrace's frames (the decorator's wrapper, the block's
+    __exit__), as unittest shows its own assert methods' no more."""
+    import io
+    import re
+    import unittest
+
+    class Budgeted(unittest.TestCase):
+        @assert_max_switches(1)
+        def test_decorated(self):
+            Client().get("/async/")
+
+        def test_block(self):
+            with assert_max_switches(1):
+                Client().get("/async/")
+
+    stream = io.StringIO()
+    tests = unittest.defaultTestLoader.loadTestsFromTestCase(Budgeted)
+    result = unittest.TextTestRunner(stream=stream, verbosity=0).run(tests)
+    failures = {
+        # (Without the carets Python 3.13 puts under a line.)
+        test.id().rpartition(".")[2]: re.sub(r"(?m)^ *[~^]+\n", "", text)
+        for test, text in result.failures
+    }
+    message = (
+        "AssertionError: 1 of 1 request exceeded the budget of 1 context switch per request:\n"
+        "  GET /async/ 200: 2 switches (2 before headers), 2 hops, 1 loop, 1 thread; top: "
+        "async_view 2\n"
+    )
+    line = Budgeted.test_block.__code__.co_firstlineno + 1
+    assert failures == {
+        "test_block": (
+            "Traceback (most recent call last):\n"
+            f'  File "{__file__}", line {line}, in test_block\n'
+            "    with assert_max_switches(1):\n" + message
+        ),
+        # (No frame left to show: the test's own had returned.)
+        "test_decorated": message,
+    }
