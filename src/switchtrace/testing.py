@@ -36,10 +36,6 @@ from .tracer.guard import raised_elsewhere
 #: tracer.guard.raised_elsewhere); a budget's failure, or a bad budget,
 #: points at the test's own line.
 __tracebackhide__ = raised_elsewhere
-#: unittest (Django's test runner) leaves this module's frames out of a
-#: failure's traceback, as it does its own assert methods': a budget's
-#: failure points at the test's line, or shows the message alone.
-__unittest = True
 
 _lock = threading.Lock()
 _users = 0
