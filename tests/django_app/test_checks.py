@@ -323,7 +323,18 @@ def test_a_bad_setting_keeps_switchtrace_disabled_and_logs_why(caplog):
 def test_a_bad_setting_back_as_overrides_are_undone_is_logged_once(caplog):
     """The project's own bad SWITCHTRACE was logged again each time a test's
     override_settings was undone (each test's teardown, under pytest-django's
-    settings fixture); a value a test gives is told of, even an equal one."""
+    settings fixture); a value a test gives is told of, even an equal one,
+    and so is the same one with other problems (changed in place)."""
+    colour = (
+        "switchtrace disabled: Unknown key 'COLOUR' in the SWITCHTRACE setting. "
+        "(switchtrace.E002) Allowed keys: ENABLED, EXPORTER, FILE_MAX_BYTES, FILE_PATH, "
+        "MAX_EVENTS, OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, "
+        "SHOW_HEADERS."
+    )
+    events = (
+        "switchtrace disabled: SWITCHTRACE['MAX_EVENTS'] is -1, which is not allowed. "
+        "(switchtrace.E003) Allowed: an integer from 0 to 1000000."
+    )
     project_setting = {"ENABLED": True, "COLOUR": "blue"}
     with caplog.at_level("ERROR", logger="switchtrace"):
         with override_settings(SWITCHTRACE=project_setting):
@@ -332,17 +343,11 @@ def test_a_bad_setting_back_as_overrides_are_undone_is_logged_once(caplog):
                     pass
             with override_settings(SWITCHTRACE=dict(project_setting)):
                 pass
+            project_setting["MAX_EVENTS"] = -1
+            with override_settings(SWITCHTRACE=project_setting):
+                pass
     told = [r.getMessage() for r in caplog.records if r.name == "switchtrace"]
-    assert (
-        told
-        == [
-            "switchtrace disabled: Unknown key 'COLOUR' in the SWITCHTRACE setting. "
-            "(switchtrace.E002) Allowed keys: ENABLED, EXPORTER, FILE_MAX_BYTES, FILE_PATH, "
-            "MAX_EVENTS, OTLP_ENDPOINT, OTLP_PROTOCOL, QUEUE_SIZE, SAMPLE_RATE, SERVICE_NAME, "
-            "SHOW_HEADERS."
-        ]
-        * 2
-    )
+    assert told == [colour, colour, colour, events]
 
 
 def test_good_settings_give_no_message():
@@ -1381,6 +1386,24 @@ def test_every_string_setting_given_as_a_lazy_string_is_its_text(lazy, tmp_path)
     assert config.problems == ()
     assert (config.export.endpoint, config.export.service_name) == ("http://localhost:4318", "shop")
     assert config.export.file_path == str(tmp_path / "t.jsonl")
+
+
+def test_a_lazy_object_of_another_type_is_not_taken_for_its_repr():
+    """A lazy bytes or int is refused as what it is, not taken as the text
+    of its repr ("b'shop'", "5")."""
+    from django.utils.functional import lazy
+
+    config = build_config(
+        {
+            "ENABLED": True,
+            "SERVICE_NAME": lazy(lambda: b"shop", bytes)(),
+            "MAX_EVENTS": lazy(lambda: 5, int)(),
+        }
+    )
+    assert [problem.msg for problem in config.problems] == [
+        "SWITCHTRACE['MAX_EVENTS'] is 5, which is not allowed.",
+        "SWITCHTRACE['SERVICE_NAME'] is b'shop', which is not allowed.",
+    ]
 
 
 UNPRINTABLE = "tests.unprintable_raising.Unprintable: (its message cannot be shown: str() raises)"

@@ -3088,3 +3088,58 @@ def test_a_subclass_of_the_apps_config_that_skips_its_ready_is_told(tmp_path):
         "does not call SwitchTraceConfig.ready(), so nothing is recorded and no response "
         "carries the headers. Call super().ready() in its ready().\n"
     )
+
+
+def test_a_handler_built_in_another_apps_ready_before_this_ones_is_not_told_of(tmp_path):
+    """An app listed before switchtrace's that makes a request in its ready()
+    (a warm-up): switchtrace's ready() has not run yet, as it will; that was
+    logged as a subclass that skips it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import logging
+
+        import django
+        from django.apps import AppConfig
+        from django.conf import settings
+        from django.http import HttpResponse
+        from django.urls import path
+
+
+        class WarmConfig(AppConfig):
+            name = "warm"
+            label = "warm"
+            path = "."
+
+            def ready(self):
+                from django.test import Client
+
+                print(Client().get("/").status_code)
+
+
+        import sys, types
+        sys.modules["warm"] = types.ModuleType("warm")
+        urlpatterns = [path("", lambda request: HttpResponse("ok"))]
+        settings.configure(
+            SECRET_KEY="x", ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__,
+            INSTALLED_APPS=["__main__.WarmConfig", "switchtrace.django_app"],
+            MIDDLEWARE=["switchtrace.django_app.middleware.SwitchTraceMiddleware"],
+            SWITCHTRACE={"ENABLED": True, "EXPORTER": "none"},
+        )
+        logging.basicConfig(format="%(levelname)s %(message)s")
+        django.setup()
+        from switchtrace.testing import record_requests
+        from django.test import Client
+
+        with record_requests():
+            response = Client().get("/")
+        print(response.status_code, response["X-Context-Switches"])
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, "200\n200 0\n", "")

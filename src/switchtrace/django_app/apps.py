@@ -76,9 +76,11 @@ def _release_on_request(**kwargs: Any) -> None:
     release_startup_errors()
 
 
-#: The SWITCHTRACE values whose problems were logged, the latest
-#: :data:`_TOLD_OF` (the objects: an equal one a test gives is told of).
-_told_of: list[object] = []
+#: The SWITCHTRACE values whose problems were logged, with those problems,
+#: the latest :data:`_TOLD_OF` (the objects: an equal one a test gives is
+#: told of; so is the same one with other problems, changed in place or by
+#: the environment).
+_told_of: list[tuple[object, tuple[Any, ...]]] = []
 _TOLD_OF = 32
 
 
@@ -96,11 +98,12 @@ def apply_config() -> None:
     config = get_config()
     if config.problems:
         raw = getattr(settings, SETTING, None)
-        # A value told of already, back (the project's own, as each test's
-        # override_settings is undone), is not told of again.
-        if not any(raw is told for told in _told_of):
+        # A value told of already, back with the same problems (the
+        # project's own, as each test's override_settings is undone), is not
+        # told of again.
+        if not any(raw is value and config.problems == told for value, told in _told_of):
             del _told_of[: -(_TOLD_OF - 1)]
-            _told_of.append(raw)
+            _told_of.append((raw, config.problems))
             for problem in config.problems:
                 startup_error(
                     f"switchtrace disabled: {problem.msg} ({problem.id}) {problem.hint}",

@@ -271,11 +271,15 @@ _WRONG = "(wrong)"
 
 
 def _text_if_lazy(value: Any) -> Any:
-    """A lazy string's text (itself if that raises: refused as what it is)."""
+    """A lazy string's text; a lazy object of another type (``lazy(f,
+    bytes)``, whose ``str()`` is its repr), or one that raises, itself:
+    refused as what it is."""
     if not isinstance(value, Promise):
         return value
     try:
-        return str(value)
+        text = str(value)
+        # (Equal to its text only if it is a str: a lazy b"x" is not "b'x'".)
+        return text if type(text) is str and value == text else value
     except Exception:
         return value
 

@@ -117,7 +117,9 @@ class SwitchTraceMiddleware:
                 _missing_app_told = True
                 logger.error(_missing_app_message())
             raise MiddlewareNotUsed("'switchtrace.django_app' is not in INSTALLED_APPS")
-        if not readied:
+        if not readied and apps.ready:
+            # (Not while the apps are still being readied: a handler built in
+            # another app's ready(), a warm-up request, before this one's.)
             global _not_ready_told
             if not _not_ready_told:
                 _not_ready_told = True
