@@ -1404,6 +1404,9 @@ def test_a_lazy_object_of_another_type_is_not_taken_for_its_repr():
         "SWITCHTRACE['MAX_EVENTS'] is 5, which is not allowed.",
         "SWITCHTRACE['SERVICE_NAME'] is b'shop', which is not allowed.",
     ]
+    # Told by its type, not by its ==, which a str subclass's may raise.
+    unequal = build_config({"ENABLED": True, "SERVICE_NAME": lazy(_UnequalText, str)("shop")})
+    assert (unequal.problems, unequal.export.service_name) == ((), "shop")
 
 
 UNPRINTABLE = "tests.unprintable_raising.Unprintable: (its message cannot be shown: str() raises)"

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.utils.functional import Promise
+from django.utils.functional import Promise, _lazy_proxy_unpickle
 from django.utils.module_loading import import_string
 
 from ..exporters.pipeline import (
@@ -273,13 +273,19 @@ _WRONG = "(wrong)"
 def _text_if_lazy(value: Any) -> Any:
     """A lazy string's text; a lazy object of another type (``lazy(f,
     bytes)``, whose ``str()`` is its repr), or one that raises, itself:
-    refused as what it is."""
+    refused as what it is. (Its type told by the result classes Django's
+    proxy pickles itself with, not by its ``==``, which a str subclass's
+    may raise.)"""
     if not isinstance(value, Promise):
         return value
     try:
+        reduced = value.__reduce__()
+        if isinstance(reduced, tuple) and reduced[:1] == (_lazy_proxy_unpickle,):
+            classes = reduced[1][3:]
+            if not any(isinstance(c, type) and issubclass(c, str) for c in classes):
+                return value
         text = str(value)
-        # (Equal to its text only if it is a str: a lazy b"x" is not "b'x'".)
-        return text if type(text) is str and value == text else value
+        return str.__str__(text) if isinstance(text, str) else value
     except Exception:
         return value
 
