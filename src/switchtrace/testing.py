@@ -285,7 +285,8 @@ def _record_requests(settle: bool) -> Iterator[Recorded]:
 
 
 def _end_left_open(left: list[tracer.RequestRecord]) -> None:
-    """switchtrace disabled, and no recording left: a request still open
+    """The patches not kept on by the app's settings (switchtrace disabled,
+    or no app), and no recording left: a request still open
     would never end (its response's close no longer seen), and stay current
     where it began, taking what runs there once something patches again.
     Ended as the patches come off: those of this recording, and those
@@ -299,8 +300,9 @@ def _end_left_open(left: list[tracer.RequestRecord]) -> None:
         if integration.patcher.installed:
             if not integration.applied():
                 # Held by another recording: kept for the one that takes
-                # them off (those finished meanwhile forgotten). Enabled,
-                # the patches stay on, and each ends as any request does.
+                # them off (those finished meanwhile forgotten). Kept on by
+                # the app's settings, the patches stay on, and each ends as
+                # any request does.
                 _left_open = [r for r in _left_open if not r.finished] + left
             return
         left, _left_open = _left_open + left, []
