@@ -686,11 +686,7 @@ def _last_send_outside(send: Any) -> Any:
 
     async def send_last_outside(message: Any) -> Any:
         __traceback_hide__ = True
-        if (
-            isinstance(message, dict)
-            and message.get("type") == "http.response.body"
-            and not message.get("more_body")
-        ):
+        if _is_last_body(message):
             with tracer.no_request():
                 return await send(message)
         return await send(message)
@@ -699,6 +695,17 @@ def _last_send_outside(send: Any) -> Any:
     # read off an object of the server's, which may raise).
     send_last_outside.__wrapped__ = send  # type: ignore[attr-defined]
     return send_last_outside
+
+
+def _is_last_body(message: Any) -> bool:
+    """Whether ``message`` is a response's last body message: the send in
+    which uvicorn and daphne start the connection's next request, in a task
+    copying the sender's context (which must not hold the request then)."""
+    return (
+        isinstance(message, dict)
+        and message.get("type") == "http.response.body"
+        and not message.get("more_body")
+    )
 
 
 async def _end_adapted_wsgi(call: Any) -> Any:
@@ -812,7 +819,7 @@ def _with_our_send(record: tracer.RequestRecord, args: Any, kwargs: Any) -> tupl
                     message = _sent_start(record, message)
                 except Exception:
                     swallow("ASGI send")
-            elif kind == "http.response.body" and not message.get("more_body"):
+            elif _is_last_body(message):
                 # An application's server span that ends with this message
                 # (opentelemetry-instrumentation-asgi's, in its send) gets
                 # the figures so far, a streaming body's included.
