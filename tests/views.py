@@ -519,18 +519,28 @@ async def reused_context_view(request):
     partial(context.run, ...), made by the executor's own submit (a subclass's,
     as a patch of submit over switchtrace's makes one around what
     asyncio.to_thread submits); the second submitted while the worker is
-    inside the context."""
+    inside the context (held there until then)."""
     import asyncio
     import contextvars
     import functools
-    import time
+    import threading
 
-    job = functools.partial(contextvars.copy_context().run, time.sleep, 0.2)
+    entered, release = threading.Event(), threading.Event()
+    job = functools.partial(contextvars.copy_context().run, held_inside, entered, release)
     with WrappingExecutor(max_workers=1) as one:
         first = asyncio.wrap_future(one.submit(job))
-        await asyncio.sleep(0.05)  # the worker is now inside the context
-        await asyncio.gather(first, asyncio.wrap_future(one.submit(job)))
+        while not entered.is_set():  # (no crossing: the worker enters the context)
+            await asyncio.sleep(0.001)
+        second = asyncio.wrap_future(one.submit(job))
+        release.set()
+        await asyncio.gather(first, second)
     return HttpResponse("ok")
+
+
+def held_inside(entered, release):
+    """Say it runs, then wait until released (10 s at most)."""
+    entered.set()
+    release.wait(10)
 
 
 class WrappingExecutor(ThreadPoolExecutor):

@@ -172,7 +172,7 @@ def test_a_context_of_the_codes_own_in_use_elsewhere_is_not_entered(records):
     record.describe()
     assert [(c.mechanism, c.qualname) for c in record.crossings] == [
         ("async_to_sync", "reused_context_view"),
-        ("asyncio.to_thread", "sleep"),
+        ("asyncio.to_thread", "held_inside"),
         ("run_in_executor", "WrappingExecutor.submit.<locals>.wrapper"),
     ]
 
