@@ -1455,9 +1455,15 @@ def test_each_overhead_server_is_run_in_its_mode(tmp_path, monkeypatch):
     )
 
 
+# SIGINT at its default action, the kernel's, not Python's handler: that one
+# only sets a flag, read between bytecodes, and a SIGINT sent just after the
+# line was read (the last sleeper's) could be taken after the last read and
+# before time.sleep began, which then slept on (killed at 10 s, in a CI run).
+# The default also holds where SIGINT was inherited ignored (a shell's
+# background job).
 SLEEPER = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_{}); print(flush=True); "
-    "time.sleep(120)"
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_{}); "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); print(flush=True); time.sleep(120)"
 )
 
 
