@@ -687,8 +687,13 @@ def _last_send_outside(send: Any) -> Any:
     async def send_last_outside(message: Any) -> Any:
         __traceback_hide__ = True
         if _is_last_body(message):
-            with tracer.no_request():
-                return await send(message)
+            # Nor is it one of this call's WSGI requests (_end_adapted_wsgi).
+            token = _adapted.set(None)
+            try:
+                with tracer.no_request():
+                    return await send(message)
+            finally:
+                put_back(_adapted, token, "WsgiToAsgi send")
         return await send(message)
 
     # Named as the server's send (not functools.wraps: its attributes are
