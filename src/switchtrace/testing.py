@@ -244,9 +244,10 @@ def _record_requests(settle: bool) -> Iterator[Recorded]:
     from .django_app import integration
     from .django_app.conf import get_config
 
-    # Django's settings are read at the end too (integration.release): an
-    # ImproperlyConfigured there would take the place of the block's own
-    # outcome, the test's failure among them. Read now, it comes first.
+    # Django's settings first: without them (ImproperlyConfigured) nothing
+    # in the block would be recorded, and that is told before it runs, not
+    # from within (once from the end, integration.release, where it took
+    # the place of the block's own outcome, the test's failure among them).
     get_config()
     current = tracer.current_record()
     if current is not None and current.finished:

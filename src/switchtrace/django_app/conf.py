@@ -27,7 +27,8 @@ from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.utils.functional import Promise, _lazy_proxy_unpickle
+from django.utils import functional
+from django.utils.functional import Promise
 from django.utils.module_loading import import_string
 
 from ..exporters.pipeline import (
@@ -270,6 +271,12 @@ def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
 _WRONG = "(wrong)"
 
 
+#: What Django's lazy proxy pickles itself with, its result classes among
+#: the arguments (private: a Django without it takes every lazy object's
+#: ``str()``).
+_LAZY_UNPICKLE = getattr(functional, "_lazy_proxy_unpickle", object())
+
+
 def _text_if_lazy(value: Any) -> Any:
     """A lazy string's text; a lazy object of another type (``lazy(f,
     bytes)``, whose ``str()`` is its repr), or one that raises, itself:
@@ -280,7 +287,7 @@ def _text_if_lazy(value: Any) -> Any:
         return value
     try:
         reduced = value.__reduce__()
-        if isinstance(reduced, tuple) and reduced[:1] == (_lazy_proxy_unpickle,):
+        if isinstance(reduced, tuple) and reduced[:1] == (_LAZY_UNPICKLE,):
             classes = reduced[1][3:]
             if not any(isinstance(c, type) and issubclass(c, str) for c in classes):
                 return value
