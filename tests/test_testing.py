@@ -596,6 +596,71 @@ def test_records_of_an_async_block_wait_for_the_requests_its_event_loop_still_ru
     assert [application.done() for application in applications] == [True]
 
 
+@pytest.mark.parametrize("wsgi", [False, True])
+def test_records_of_a_plain_block_in_an_event_loop_warn_of_the_requests_it_left(wsgi, monkeypatch):
+    """A plain ``with record_requests()`` in async code cannot let its loop
+    end the requests it drives there (Channels' HttpCommunicator, before
+    its wait()): they are not among its records, which was silent (an
+    empty list), where a budget fails as still running. It warns, naming
+    the async form."""
+    import warnings
+
+    monkeypatch.setattr(testing, "SETTLE_SECONDS", 0.2)  # (WsgiToAsgi's: another thread's)
+    applications = []
+
+    async def block():
+        with record_requests() as recorded:
+            applications.append(await _get_by_hand("/sync/", wsgi=wsgi))
+        await applications[0]
+        return recorded
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            recorded = asyncio.run(block())
+    assert recorded == []
+    assert [(w.category, w.filename, str(w.message)) for w in warned] == [
+        (
+            RuntimeWarning,
+            __file__,
+            "record_requests(): 1 request begun in the block was still running when it "
+            "ended, in an event loop it did not let run, and is not among its records: use "
+            "'async with record_requests()', which waits for them with the loop running (or "
+            "let each end in the block: a Channels HttpCommunicator: await "
+            "communicator.wait())",
+        )
+    ]
+    assert tracer.current_record() is None
+
+
+def test_records_of_a_plain_block_warn_of_no_request_ended_in_it():
+    """No warning where nothing was left: requests that ended in the block
+    (in the loop, or a WSGI one its code left open, which only it can
+    close), and none outside a running loop."""
+    import warnings
+
+    bodies = []
+
+    async def block():
+        with record_requests() as recorded:
+            application = await _get_by_hand("/sync/")
+            await application
+            bodies.append(open_wsgi_request("/sync/"))
+        bodies[0].close()
+        return recorded
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            recorded = asyncio.run(block())
+            with record_requests() as plain:
+                body = open_wsgi_request("/sync/")
+            body.close()
+    assert [w.message for w in warned if w.category is RuntimeWarning] == []
+    assert [r.context_switches for r in recorded] == [6]
+    assert plain == []
+
+
 @pytest.mark.parametrize(("budget", "outcome"), [(5, "failed"), (6, "passed")])
 def test_an_async_budget_waits_for_a_request_its_event_loop_still_runs(budget, outcome):
     """A budget around an async test (as a decorator or ``async with``):

@@ -185,6 +185,21 @@ class Recorded(list[tracer.RequestRecord]):
         with self._changed:
             self._open_to_more = False
 
+    def _left_to_this_loop(self) -> list[tracer.RequestRecord]:
+        """Those not finished, if an event loop runs in this thread: it may
+        be what ends them (see :meth:`asettle`). (Not a WSGI request begun
+        in this thread: only the test's code can close its response.)"""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return []
+        with self._changed:
+            return [
+                record
+                for record, thread in self._open.items()
+                if not (thread is self._thread and record.kind == tracer.WSGI)
+            ]
+
     def split(self) -> tuple[list[tracer.RequestRecord], list[tracer.RequestRecord]]:
         """The requests begun in the recording: those finished, and those
         not finished (yet), taken at one moment."""
@@ -215,13 +230,31 @@ class _Recording:
         return self._records
 
     def __exit__(self, *exc_info: Any) -> bool | None:
+        left: list[tracer.RequestRecord] = []
         if exc_info[0] is None and self._records is not None:
             try:
                 self._records.settle()
             except BaseException as exc:  # (interrupted: that is the block's outcome)
                 self._recording.__exit__(type(exc), exc, exc.__traceback__)  # (returns False)
                 raise
-        return self._recording.__exit__(*exc_info)
+            left = self._records._left_to_this_loop()
+        ended = self._recording.__exit__(*exc_info)
+        if left:
+            # (Once the recording has ended: -W error makes this an exception.)
+            import warnings
+
+            were = "was" if len(left) == 1 else "were"
+            warnings.warn(
+                f"record_requests(): {count(len(left), 'request')} begun in the block {were} "
+                "still running when it ended, in an event loop it did not let run, and "
+                f"{'is' if len(left) == 1 else 'are'} not among its records: use "
+                "'async with record_requests()', which waits for them with the loop running "
+                "(or let each end in the block: a Channels HttpCommunicator: await "
+                "communicator.wait())",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return ended
 
     async def __aenter__(self) -> Recorded:
         return self.__enter__()
