@@ -121,6 +121,37 @@ def test_thread_sensitive_context_starts_one_thread_for_the_first_call():
     assert record.totals().context_switches == 4
 
 
+@pytest.mark.skipif(
+    "executor" not in inspect.signature(ThreadSensitiveContext).parameters,
+    reason="ThreadSensitiveContext(executor=...) is asgiref 3.13's",
+)
+def test_thread_sensitive_context_given_an_executor_counts_its_calls():
+    """asgiref 3.13's ThreadSensitiveContext(executor=...): a
+    ThreadPoolExecutor's calls are counted as the context's own are; one of
+    another kind (whose submit does not call ThreadPoolExecutor's) counts
+    none, as a sync_to_async given one (README, "Limits")."""
+
+    async def main(executor):
+        with tracer.recording() as record:
+            async with ThreadSensitiveContext(executor=executor):
+                first = await sync_to_async(here)()
+                second = await sync_to_async(here)()
+        return record, first, second
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        record, first, second = asyncio.run(main(pool))
+    finally:
+        pool.shutdown()
+    assert first is second
+    assert record.totals() == tracer.Figures(4, 4, 0, 1)
+    assert [c.mechanism for c in record.crossings] == ["sync_to_async"] * 2
+    assert [c.threads_started for c in record.crossings] == [1, 0]
+    record, first, second = asyncio.run(main(_OwnThreadExecutor()))
+    assert record.totals() == tracer.Figures(0, 0, 0, 2)
+    assert record.crossings == []
+
+
 def test_async_to_sync_without_a_loop_creates_a_loop_and_a_thread():
     with tracer.recording() as record:
         async_to_sync(anoop)()
