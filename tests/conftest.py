@@ -25,6 +25,28 @@ from switchtrace.tracer import guard  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_as_from_a_terminal():
+    """Ctrl-C and Ctrl-\\ at their defaults, as a terminal's shell starts a
+    job, for the suite and the processes it starts (which inherit an ignored
+    disposition): a shell's background job without job control (a CI
+    runner's ``cmd &``) gets them ignored, and the tests of what Ctrl-C
+    does (the command's, the exporters' shutdown, the servers') would then
+    wait for one that never comes. (SIGHUP, which nohup ignores: where a
+    test sends it, see test_cli_errors._as_a_job.)"""
+    import signal
+
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGQUIT: signal.SIG_DFL}
+    before = {
+        signum: signal.signal(signum, handler)
+        for signum, handler in defaults.items()
+        if signal.getsignal(signum) == signal.SIG_IGN
+    }
+    yield
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _working_directory_of_its_own(tmp_path_factory):
     """Settings without FILE_PATH write the file exporter's default,
     switchtrace-traces.jsonl, in the working directory: not the checkout's."""

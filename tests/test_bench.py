@@ -1082,13 +1082,15 @@ def test_http_load_gives_up_on_a_server_that_keeps_its_connections_but_stops_ans
 
 def test_http_load_waits_for_a_slow_server_that_keeps_answering():
     """Stalled is a window without any response, not a limit on the whole
-    load: 12 responses, 0.05 s apart, take longer than the 0.3 s stall."""
+    load: 12 responses, 0.1 s apart, take longer than the 1 s stall. (With
+    0.05 s and 0.3 s, the process descheduled for 0.4 s on a loaded box
+    came back to a stall.)"""
     import asyncio
 
-    events, load = _load_stalling(12, 12, 1, stall=0.3, pace=0.05)
+    events, load = _load_stalling(12, 12, 1, stall=1.0, pace=0.1)
     elapsed, latencies, figures = asyncio.run(load())
     assert (len(latencies), figures) == (12, [None] * 12)
-    assert elapsed > 0.3
+    assert elapsed > 1.0
     assert events == ["open"] + ["request"] * 12 + ["closed"]
 
 

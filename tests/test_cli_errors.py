@@ -1403,10 +1403,11 @@ def _stuck_in_the_view(
         **environ,
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "switchtrace", *args],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    with _as_a_job():  # (SIGHUP sent to it: not as nohup left it)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "switchtrace", *args],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
     for _ in range(600):  # the view is entered once Django is set up
         if entered.exists() or process.poll() is not None:
             break

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from switchtrace import tracer
 from switchtrace.django_app import telemetry
 from switchtrace.exporters import pipeline as pipeline_module
+from switchtrace.exporters.worker import Flush
 from switchtrace.plural import count
 
 from ..conftest import ROOT
@@ -963,7 +964,9 @@ def test_a_flush_waiting_when_shutdown_gives_up_returns_false_at_once(monkeypatc
 
             flusher = threading.Thread(target=flush)
             flusher.start()
-            time.sleep(0.2)
+            assert wait_for(  # the flush queued behind the records
+                lambda: any(isinstance(item, Flush) for item in list(pipeline._queue.queue))
+            )
             pipeline.shutdown(timeout=0.5)
             flusher.join(10)
             assert not flusher.is_alive()

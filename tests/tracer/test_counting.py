@@ -2184,7 +2184,11 @@ def test_run_until_complete_called_from_c_with_no_python_caller():
         task.add_done_callback(finished)
         _thread.start_new_thread(context.run, (loop.run_until_complete, task))
         assert done.wait(5)
-        time.sleep(0.05)  # the thread returns from run_until_complete
+        deadline = time.monotonic() + 5  # the thread returns from run_until_complete
+        while loop.is_running() or record.totals().context_switches < 2:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         loop.close()
     assert record.totals().context_switches == 2
     assert [c.mechanism for c in record.crossings] == ["loop.run_until_complete"]
