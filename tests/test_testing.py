@@ -624,21 +624,25 @@ def test_records_of_a_plain_block_in_an_event_loop_warn_of_the_requests_it_left(
             RuntimeWarning,
             __file__,
             "record_requests(): 1 request begun in the block was still running when it "
-            "ended, in an event loop it did not let run, and is not among its records: use "
-            "'async with record_requests()', which waits for them with the loop running (or "
-            "let each end in the block: a Channels HttpCommunicator: await "
-            "communicator.wait())",
+            "ended, in the event loop that a plain 'with' does not let run, and is not among "
+            "its records: let each end in the block (a Channels HttpCommunicator: await "
+            "communicator.wait()), or use 'async with record_requests()', which waits for "
+            "them with the loop running",
         )
     ]
     assert tracer.current_record() is None
 
 
-def test_records_of_a_plain_block_warn_of_no_request_ended_in_it():
-    """No warning where nothing was left: requests that ended in the block
-    (in the loop, or a WSGI one its code left open, which only it can
-    close), and none outside a running loop."""
+def test_records_of_a_plain_block_warn_of_no_request_the_loop_could_not_end(monkeypatch):
+    """No warning for what the block's loop could not have ended either:
+    requests that ended in the block, a WSGI one its code left open (only
+    it can close it), another thread's (a live server's, given up on after
+    SETTLE_SECONDS, as with 'async with'); none outside a running loop.
+    And a budget's plain block says it in its failure alone: a warning
+    under -W error took the failure's place."""
     import warnings
 
+    monkeypatch.setattr(testing, "SETTLE_SECONDS", 0.2)
     bodies = []
 
     async def block():
@@ -647,18 +651,30 @@ def test_records_of_a_plain_block_warn_of_no_request_ended_in_it():
             await application
             bodies.append(open_wsgi_request("/sync/"))
         bodies[0].close()
-        return recorded
+        elsewhere = ServedElsewhere("/sync/")
+        with record_requests() as other:
+            elsewhere.__enter__()  # its request still served as the block ends
+        elsewhere.__exit__(None, None, None)
+        return recorded, other
+
+    async def budget():
+        with assert_max_switches(10):
+            await _get_by_hand("/sync/")
 
     with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
-            recorded = asyncio.run(block())
+            recorded, other = asyncio.run(block())
             with record_requests() as plain:
                 body = open_wsgi_request("/sync/")
             body.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(AssertionError, match=r"^1 of 1 request was still running"):
+                asyncio.run(budget())
     assert [w.message for w in warned if w.category is RuntimeWarning] == []
     assert [r.context_switches for r in recorded] == [6]
-    assert plain == []
+    assert (other, plain) == ([], [])
 
 
 @pytest.mark.parametrize(("budget", "outcome"), [(5, "failed"), (6, "passed")])

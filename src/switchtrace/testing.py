@@ -103,6 +103,9 @@ class Recorded(list[tracer.RequestRecord]):
         self._given_up: set[tracer.RequestRecord] = set()
         #: Whether a request begun now is the recording's (see :meth:`close`).
         self._open_to_more = True
+        #: Those begun in the block's context, or a copy of it (a task, an
+        #: asgiref crossing's thread), not in a server's thread of its own.
+        self._in_its_context: set[tracer.RequestRecord] = set()
 
     def _begun(self, record: tracer.RequestRecord) -> None:
         # On the thread that opens the record: the test's, or a server's.
@@ -117,6 +120,8 @@ class Recorded(list[tracer.RequestRecord]):
         with self._changed:
             if self._open_to_more:
                 self._open[record] = threading.current_thread()
+                if self._key in _opened_here.get():
+                    self._in_its_context.add(record)
 
     def _finished(self, record: tracer.RequestRecord) -> None:
         # On the thread that closes the response.
@@ -186,9 +191,11 @@ class Recorded(list[tracer.RequestRecord]):
             self._open_to_more = False
 
     def _left_to_this_loop(self) -> list[tracer.RequestRecord]:
-        """Those not finished, if an event loop runs in this thread: it may
-        be what ends them (see :meth:`asettle`). (Not a WSGI request begun
-        in this thread: only the test's code can close its response.)"""
+        """Those not finished that an event loop running in this thread may
+        be what ends (see :meth:`asettle`): begun in the block's context (an
+        ASGI request driven in it, a WSGI one in WsgiToAsgi's thread), not in
+        a server's thread of its own. (Not a WSGI request begun in this
+        thread: only the test's code can close its response.)"""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -197,7 +204,8 @@ class Recorded(list[tracer.RequestRecord]):
             return [
                 record
                 for record, thread in self._open.items()
-                if not (thread is self._thread and record.kind == tracer.WSGI)
+                if record in self._in_its_context
+                and not (thread is self._thread and record.kind == tracer.WSGI)
             ]
 
     def split(self) -> tuple[list[tracer.RequestRecord], list[tracer.RequestRecord]]:
@@ -221,9 +229,10 @@ class _Recording:
     """:func:`record_requests`' context manager, for ``with`` and ``async
     with``."""
 
-    def __init__(self) -> None:
+    def __init__(self, warn: bool = True) -> None:
         self._recording = _record_requests(settle=False)
         self._records: Recorded | None = None
+        self._warn = warn
 
     def __enter__(self) -> Recorded:
         self._records = self._recording.__enter__()
@@ -237,20 +246,21 @@ class _Recording:
             except BaseException as exc:  # (interrupted: that is the block's outcome)
                 self._recording.__exit__(type(exc), exc, exc.__traceback__)  # (returns False)
                 raise
-            left = self._records._left_to_this_loop()
+            if self._warn:
+                left = self._records._left_to_this_loop()
         ended = self._recording.__exit__(*exc_info)
         if left:
             # (Once the recording has ended: -W error makes this an exception.)
             import warnings
 
-            were = "was" if len(left) == 1 else "were"
+            one = len(left) == 1
             warnings.warn(
-                f"record_requests(): {count(len(left), 'request')} begun in the block {were} "
-                "still running when it ended, in an event loop it did not let run, and "
-                f"{'is' if len(left) == 1 else 'are'} not among its records: use "
-                "'async with record_requests()', which waits for them with the loop running "
-                "(or let each end in the block: a Channels HttpCommunicator: await "
-                "communicator.wait())",
+                f"record_requests(): {count(len(left), 'request')} begun in the block "
+                f"{'was' if one else 'were'} still running when it ended, in the event loop "
+                f"that a plain 'with' does not let run, and {'is' if one else 'are'} not "
+                "among its records: let each end in the block (a Channels "
+                "HttpCommunicator: await communicator.wait()), or use 'async with "
+                "record_requests()', which waits for them with the loop running",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -497,7 +507,7 @@ class _Budget:
                     "not ended, in this thread or another): each block needs its own, call "
                     f"assert_max_switches({self.budget}) again"
                 )
-            self._recording = recording = record_requests()
+            self._recording = recording = _Recording(warn=False)  # (its failure tells)
         try:
             self._records = recording.__enter__()
         except BaseException:
