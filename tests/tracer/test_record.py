@@ -249,6 +249,33 @@ def test_a_coroutine_of_a_sourceless_module_is_located_in_its_module(
     assert location == CodeLocation("work", "sourceless_views", compiled_as or str(source), 1)
 
 
+def test_a_coroutine_of_a_module_imported_in_place_of_another_is_located(tmp_path, monkeypatch):
+    """A module removed from sys.modules and another of the same name
+    imported from elsewhere (as tests do): the modules read again, though
+    their count is as it was (the new module's coroutine had no module)."""
+    import importlib
+
+    located = []
+    for folder in ("first", "second"):
+        (tmp_path / folder).mkdir()
+        source = tmp_path / folder / "replaced_views.py"
+        source.write_text("async def work():\n    pass\n")
+        monkeypatch.syspath_prepend(str(tmp_path / folder))
+        module = importlib.import_module("replaced_views")
+        try:
+            coroutine = module.work()
+            try:
+                located.append(code_location(coroutine))
+            finally:
+                coroutine.close()
+        finally:
+            del sys.modules["replaced_views"]
+    assert located == [
+        CodeLocation("work", "replaced_views", str(tmp_path / folder / "replaced_views.py"), 1)
+        for folder in ("first", "second")
+    ]
+
+
 def test_functions_of_one_code_named_each_their_own_are_located_by_their_names():
     """A view factory's views share one code object and may each be named
     after what they list: each is located under its own name (the location

@@ -115,10 +115,24 @@ def _coroutine_qualname(coroutine: types.CoroutineType) -> str:
 
 #: The modules' names by the files they were loaded from (see :func:`_module_of`).
 _modules_by_file: dict[str, str] = {}
-_modules_seen = 0
+#: What :data:`_modules_by_file` was read from (see :func:`_modules_now`).
+_modules_seen: tuple[int, object, int] = (0, None, 0)
 #: The modules' names by the relative paths sourceless code was compiled
 #: from, found in :data:`_modules_by_file` (emptied with it).
 _modules_by_relative_file: dict[str, str] = {}
+
+
+def _modules_now() -> tuple[int, object, int]:
+    """``sys.modules`` as told apart from what it was, without reading it
+    whole: its size, its newest entry (dicts keep their order) and that
+    module's identity. A module removed and another of the same name
+    imported in its place (a test's) leaves the size as it was."""
+    modules = sys.modules
+    try:
+        newest = next(reversed(modules))
+        return len(modules), newest, id(modules.get(newest))
+    except (StopIteration, RuntimeError):  # (empty; changed meanwhile)
+        return len(modules), None, 0
 
 
 def _module_of(code: types.CodeType) -> str:
@@ -129,11 +143,12 @@ def _module_of(code: types.CodeType) -> str:
     (a lazy module's ``__getattr__`` is not asked; a sourceless one's, its
     ``.pyc``, by the source beside it, or the path relative to the current
     directory it was compiled in); read again when a file is
-    not found and modules were loaded since."""
+    not found and the modules changed since (see :func:`_modules_now`)."""
     global _modules_by_file, _modules_seen, _modules_by_relative_file
     filename = code.co_filename
     name = _modules_by_file.get(filename)
-    if name is None and len(sys.modules) != _modules_seen:
+    if name is None and _modules_now() != _modules_seen:
+        now = _modules_now()
         modules = list(sys.modules.items())
         by_file: dict[str, str] = {}
         for module_name, module in modules:
@@ -146,7 +161,7 @@ def _module_of(code: types.CodeType) -> str:
                         # source it was compiled from, beside it.
                         by_file.setdefault(path[:-1], module_name)
         # Replaced whole: another thread naming a crossing reads either.
-        _modules_by_file, _modules_seen = by_file, len(modules)
+        _modules_by_file, _modules_seen = by_file, now
         _modules_by_relative_file = {}
         name = by_file.get(filename)
     if (
