@@ -1224,6 +1224,23 @@ def _figured(n: int) -> list[tuple[str, str]]:
             ("X-Threads-Started", "2")]  # fmt: skip
 
 
+def _steady_threads() -> int:
+    """``bench._threads()`` once the threads of earlier tests have ended
+    (a gRPC receiver's, an executor's, winding down one or two tests
+    later): the same threads for half a second, within 5 s. One ending
+    during a load would lower the peak it is compared with."""
+    import threading
+
+    seen, since = set(threading.enumerate()), time.monotonic()
+    deadline = since + 5
+    while time.monotonic() < deadline and time.monotonic() - since < 0.5:
+        time.sleep(0.05)
+        now = set(threading.enumerate())
+        if now != seen:
+            seen, since = now, time.monotonic()
+    return bench._threads()
+
+
 def test_asgi_load_serves_each_request_once_concurrency_at_a_time():
     """4 requests over 2 workers: they arrive in pairs, each request waiting
     for its pair (so that no worker serves them all); the second request
@@ -1249,7 +1266,7 @@ def test_asgi_load_serves_each_request_once_concurrency_at_a_time():
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    base = bench._threads()
+    base = _steady_threads()
     start = time.perf_counter()
     try:
         elapsed, latencies, peak, figures = asyncio.run(bench._asgi_load(app, "/x/", 4, 2, "none"))
@@ -1284,7 +1301,7 @@ def test_wsgi_load_serves_each_request_once_concurrency_at_a_time():
         start_response("200 OK", _figured(n) if n != 3 else [])
         return io.BytesIO(b"ok")  # iterated, then closed
 
-    base = bench._threads()
+    base = _steady_threads()
     start = time.perf_counter()
     elapsed, latencies, peak, figures = bench._wsgi_load(app, "/x/", 4, 2, "none")
     took = time.perf_counter() - start
