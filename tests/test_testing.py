@@ -635,6 +635,42 @@ def test_records_of_a_plain_block_in_an_event_loop_warn_of_the_requests_it_left(
     assert tracer.current_record() is None
 
 
+def test_records_of_a_plain_block_warn_of_a_request_run_in_a_context_of_its_own():
+    """asgiref's ApplicationCommunicator (Channels' HttpCommunicator) runs
+    the application in a new, empty context: its request, begun on the
+    block's thread and left to its loop, is warned of as well. And a
+    recording restarted forgets it."""
+    import warnings
+
+    from asgiref.testing import ApplicationCommunicator
+    from django.core.handlers.asgi import ASGIHandler
+
+    from switchtrace.example import http_scope
+
+    async def block():
+        with record_requests() as recorded:
+            communicator = ApplicationCommunicator(ASGIHandler(), http_scope("/sync/"))
+            await communicator.send_input({"type": "http.request", "body": b""})
+            start = await communicator.receive_output(10)
+            await communicator.receive_output(10)  # the body: not yet closed
+        left = dict(recorded._open), set(recorded._in_its_context)
+        await communicator.wait(10)
+        recorded.restart()
+        return recorded, start, left
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            recorded, start, (opened, in_its_context) = asyncio.run(block())
+    assert start["status"] == 200
+    assert [str(w.message)[:60] for w in warned if w.category is RuntimeWarning] == [
+        "record_requests(): 1 request begun in the block was still ru"
+    ]
+    assert [record.kind for record in opened] == ["asgi"]
+    assert in_its_context == set()  # (its context is a new one)
+    assert (recorded, recorded._open, recorded._in_its_context) == ([], {}, set())
+
+
 def test_records_of_a_plain_block_warn_of_no_request_the_loop_could_not_end(monkeypatch):
     """No warning for what the block's loop could not have ended either:
     requests that ended in the block, a WSGI one its code left open (only
@@ -677,6 +713,10 @@ def test_records_of_a_plain_block_warn_of_no_request_the_loop_could_not_end(monk
                 asyncio.run(budget())
     assert [w.message for w in warned if w.category is RuntimeWarning] == []
     assert [r.context_switches for r in recorded] == [6]
+    # What finished is in the list alone (the WSGI request left open to
+    # the block's end is not, nor was it warned of).
+    assert [r.kind for r in recorded._in_its_context] == [r.kind for r in recorded._open]
+    assert [r.kind for r in recorded._open] == ["wsgi"]
     assert (other, plain) == ([], [])
 
 

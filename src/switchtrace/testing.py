@@ -128,6 +128,7 @@ class Recorded(list[tracer.RequestRecord]):
         with self._changed:
             if self._open.pop(record, None) is None:
                 return
+            self._in_its_context.discard(record)
             self.append(record)
             self._changed.notify_all()
 
@@ -182,6 +183,7 @@ class Recorded(list[tracer.RequestRecord]):
             self.clear()
             self._open.clear()
             self._given_up.clear()
+            self._in_its_context.clear()
             self._open_to_more = True
 
     def close(self) -> None:
@@ -192,9 +194,11 @@ class Recorded(list[tracer.RequestRecord]):
 
     def _left_to_this_loop(self) -> list[tracer.RequestRecord]:
         """Those not finished that an event loop running in this thread may
-        be what ends (see :meth:`asettle`): begun in the block's context (an
-        ASGI request driven in it, a WSGI one in WsgiToAsgi's thread), not in
-        a server's thread of its own. (Not a WSGI request begun in this
+        be what ends (see :meth:`asettle`): begun on this thread (an ASGI
+        request driven in the loop, in a context of its own too: asgiref's
+        ApplicationCommunicator, Channels' HttpCommunicator), or in the
+        block's context on another (a WSGI one in WsgiToAsgi's thread), not
+        in a server's thread of its own. (Not a WSGI request begun in this
         thread: only the test's code can close its response.)"""
         try:
             asyncio.get_running_loop()
@@ -204,7 +208,7 @@ class Recorded(list[tracer.RequestRecord]):
             return [
                 record
                 for record, thread in self._open.items()
-                if record in self._in_its_context
+                if (record in self._in_its_context or thread is self._thread)
                 and not (thread is self._thread and record.kind == tracer.WSGI)
             ]
 

@@ -252,28 +252,46 @@ def test_a_coroutine_of_a_sourceless_module_is_located_in_its_module(
 def test_a_coroutine_of_a_module_imported_in_place_of_another_is_located(tmp_path, monkeypatch):
     """A module removed from sys.modules and another of the same name
     imported from elsewhere (as tests do): the modules read again, though
-    their count is as it was (the new module's coroutine had no module)."""
+    their count is as it was (the new module's coroutine had no module),
+    and the first module freed (the second, at its address, was taken for
+    it). And a module put in place of another that is not the newest
+    entry (monkeypatch.setitem)."""
+    import gc
     import importlib
 
+    def locate(module):
+        coroutine = module.work()
+        try:
+            return code_location(coroutine)
+        finally:
+            coroutine.close()
+
     located = []
-    for folder in ("first", "second"):
+    for folder in ("first", "second", "third"):
         (tmp_path / folder).mkdir()
         source = tmp_path / folder / "replaced_views.py"
         source.write_text("async def work():\n    pass\n")
         monkeypatch.syspath_prepend(str(tmp_path / folder))
-        module = importlib.import_module("replaced_views")
         try:
-            coroutine = module.work()
-            try:
-                located.append(code_location(coroutine))
-            finally:
-                coroutine.close()
+            located.append(locate(importlib.import_module("replaced_views")))
         finally:
             del sys.modules["replaced_views"]
+        gc.collect()
     assert located == [
         CodeLocation("work", "replaced_views", str(tmp_path / folder / "replaced_views.py"), 1)
-        for folder in ("first", "second")
+        for folder in ("first", "second", "third")
     ]
+    # In place of one that is not the newest entry.
+    source = tmp_path / "in_place_views.py"
+    source.write_text("async def work():\n    pass\n")
+    spec = importlib.util.spec_from_file_location("in_place_views", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from switchtrace.tracer import describe
+
+    assert describe._module_of(compile("", "<nothing>", "exec")) == ""  # (the modules read now)
+    monkeypatch.setitem(sys.modules, "email", module)  # (imported long before)
+    assert locate(module).namespace == "email"
 
 
 def test_functions_of_one_code_named_each_their_own_are_located_by_their_names():

@@ -116,23 +116,33 @@ def _coroutine_qualname(coroutine: types.CoroutineType) -> str:
 #: The modules' names by the files they were loaded from (see :func:`_module_of`).
 _modules_by_file: dict[str, str] = {}
 #: What :data:`_modules_by_file` was read from (see :func:`_modules_now`).
-_modules_seen: tuple[int, object, int] = (0, None, 0)
+_modules_seen: tuple[int, object, object] = (0, None, None)
+#: The files not found since :data:`_modules_by_file` was read: each had
+#: it read again once (see :func:`_module_of`).
+_files_missed: set[str] = set()
 #: The modules' names by the relative paths sourceless code was compiled
 #: from, found in :data:`_modules_by_file` (emptied with it).
 _modules_by_relative_file: dict[str, str] = {}
 
 
-def _modules_now() -> tuple[int, object, int]:
+def _modules_now() -> tuple[int, object, object]:
     """``sys.modules`` as told apart from what it was, without reading it
     whole: its size, its newest entry (dicts keep their order) and that
-    module's identity. A module removed and another of the same name
-    imported in its place (a test's) leaves the size as it was."""
+    module itself (kept until the next reading, so that another one is
+    not taken for it at its address). A module removed and another of the
+    same name imported in its place (a test's) leaves the size as it was."""
     modules = sys.modules
     try:
         newest = next(reversed(modules))
-        return len(modules), newest, id(modules.get(newest))
+        return len(modules), newest, modules.get(newest)
     except (StopIteration, RuntimeError):  # (empty; changed meanwhile)
-        return len(modules), None, 0
+        return len(modules), None, None
+
+
+def _modules_changed() -> bool:
+    size, newest, module = _modules_now()
+    seen_size, seen_newest, seen_module = _modules_seen
+    return size != seen_size or newest is not seen_newest or module is not seen_module
 
 
 def _module_of(code: types.CodeType) -> str:
@@ -142,12 +152,14 @@ def _module_of(code: types.CodeType) -> str:
     modules loaded, by their ``__file__`` read from their ``__dict__`` alone
     (a lazy module's ``__getattr__`` is not asked; a sourceless one's, its
     ``.pyc``, by the source beside it, or the path relative to the current
-    directory it was compiled in); read again when a file is
-    not found and the modules changed since (see :func:`_modules_now`)."""
-    global _modules_by_file, _modules_seen, _modules_by_relative_file
+    directory it was compiled in); read again when a file is not found,
+    once for each such file (a module put in place of another, not the
+    newest: ``monkeypatch.setitem(sys.modules, ...)``), then only once the
+    modules changed (see :func:`_modules_now`)."""
+    global _modules_by_file, _modules_seen, _modules_by_relative_file, _files_missed
     filename = code.co_filename
     name = _modules_by_file.get(filename)
-    if name is None and _modules_now() != _modules_seen:
+    if name is None and (filename not in _files_missed or _modules_changed()):
         now = _modules_now()
         modules = list(sys.modules.items())
         by_file: dict[str, str] = {}
@@ -161,9 +173,11 @@ def _module_of(code: types.CodeType) -> str:
                         # source it was compiled from, beside it.
                         by_file.setdefault(path[:-1], module_name)
         # Replaced whole: another thread naming a crossing reads either.
-        _modules_by_file, _modules_seen = by_file, now
+        _modules_by_file, _modules_seen, _files_missed = by_file, now, set()
         _modules_by_relative_file = {}
         name = by_file.get(filename)
+        if name is None:
+            _files_missed.add(filename)
     if (
         name is None
         and filename.endswith(".py")
