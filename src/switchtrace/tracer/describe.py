@@ -14,6 +14,7 @@ import itertools
 import os
 import sys
 import types
+import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -116,33 +117,67 @@ def _coroutine_qualname(coroutine: types.CoroutineType) -> str:
 #: The modules' names by the files they were loaded from (see :func:`_module_of`).
 _modules_by_file: dict[str, str] = {}
 #: What :data:`_modules_by_file` was read from (see :func:`_modules_now`).
-_modules_seen: tuple[int, object, object] = (0, None, None)
-#: The files not found since :data:`_modules_by_file` was read: each had
-#: it read again once (see :func:`_module_of`).
+_modules_seen: tuple[int, object, Any] = (0, None, None)
+#: The files not found since the modules last changed: each had the
+#: modules read again once (see :func:`_module_of`).
 _files_missed: set[str] = set()
 #: The modules' names by the relative paths sourceless code was compiled
 #: from, found in :data:`_modules_by_file` (emptied with it).
 _modules_by_relative_file: dict[str, str] = {}
 
 
-def _modules_now() -> tuple[int, object, object]:
+def _modules_now() -> tuple[int, object, Any]:
     """``sys.modules`` as told apart from what it was, without reading it
     whole: its size, its newest entry (dicts keep their order) and that
-    module itself (kept until the next reading, so that another one is
-    not taken for it at its address). A module removed and another of the
-    same name imported in its place (a test's) leaves the size as it was."""
+    module (a weak reference: another one at its address once it is freed
+    is not taken for it, and it is not kept alive). A module removed and
+    another of the same name imported in its place (a test's) leaves the
+    size as it was."""
     modules = sys.modules
     try:
         newest = next(reversed(modules))
-        return len(modules), newest, modules.get(newest)
+        module = modules.get(newest)
     except (StopIteration, RuntimeError):  # (empty; changed meanwhile)
         return len(modules), None, None
+    try:
+        return len(modules), newest, weakref.ref(module)
+    except TypeError:  # (an object that takes no weak reference: itself)
+        return len(modules), newest, functools.partial(_itself, module)
+
+
+def _itself(value: object) -> object:
+    return value
 
 
 def _modules_changed() -> bool:
     size, newest, module = _modules_now()
     seen_size, seen_newest, seen_module = _modules_seen
-    return size != seen_size or newest is not seen_newest or module is not seen_module
+    return (
+        size != seen_size
+        or newest is not seen_newest
+        or module is None
+        or seen_module is None
+        or module() is not seen_module()
+    )
+
+
+def _module_names_by_file() -> dict[str, str]:
+    """The modules' names by their files (see :func:`_module_of`)."""
+    by_file: dict[str, str] = {}
+    for module_name, module in list(sys.modules.items()):
+        if type(module_name) is not str or not is_of_type(module, types.ModuleType):
+            continue
+        try:
+            path = module.__dict__.get("__file__")
+        except Exception:  # (a module object of the project's making, whose __dict__ raises)
+            continue
+        if isinstance(path, str):
+            by_file.setdefault(path, module_name)
+            if path.endswith(".pyc"):
+                # Sourceless (compileall -b): its code's file is the
+                # source it was compiled from, beside it.
+                by_file.setdefault(path[:-1], module_name)
+    return by_file
 
 
 def _module_of(code: types.CodeType) -> str:
@@ -154,30 +189,25 @@ def _module_of(code: types.CodeType) -> str:
     ``.pyc``, by the source beside it, or the path relative to the current
     directory it was compiled in); read again when a file is not found,
     once for each such file (a module put in place of another, not the
-    newest: ``monkeypatch.setitem(sys.modules, ...)``), then only once the
-    modules changed (see :func:`_modules_now`)."""
+    newest: ``monkeypatch.setitem(sys.modules, ...)``) until the modules
+    change (see :func:`_modules_now`)."""
     global _modules_by_file, _modules_seen, _modules_by_relative_file, _files_missed
     filename = code.co_filename
     name = _modules_by_file.get(filename)
-    if name is None and (filename not in _files_missed or _modules_changed()):
-        now = _modules_now()
-        modules = list(sys.modules.items())
-        by_file: dict[str, str] = {}
-        for module_name, module in modules:
-            if is_of_type(module, types.ModuleType):
-                path = module.__dict__.get("__file__")
-                if isinstance(path, str):
-                    by_file.setdefault(path, module_name)
-                    if path.endswith(".pyc"):
-                        # Sourceless (compileall -b): its code's file is the
-                        # source it was compiled from, beside it.
-                        by_file.setdefault(path[:-1], module_name)
-        # Replaced whole: another thread naming a crossing reads either.
-        _modules_by_file, _modules_seen, _files_missed = by_file, now, set()
-        _modules_by_relative_file = {}
-        name = by_file.get(filename)
-        if name is None:
-            _files_missed.add(filename)
+    if name is None:
+        changed = _modules_changed()
+        if changed or filename not in _files_missed:
+            now = _modules_now()
+            by_file = _module_names_by_file()
+            name = by_file.get(filename)
+            missed = set() if changed else {f for f in _files_missed if f not in by_file}
+            if name is None:
+                if len(missed) >= MAX_CACHED:
+                    missed = set()
+                missed.add(filename)
+            # Replaced whole: another thread naming a crossing reads either.
+            _modules_by_file, _modules_seen, _files_missed = by_file, now, missed
+            _modules_by_relative_file = {}
     if (
         name is None
         and filename.endswith(".py")
