@@ -7,6 +7,7 @@ import asyncio
 import functools
 import importlib
 import itertools
+import os
 import sys
 import threading
 import types
@@ -299,7 +300,9 @@ def test_files_of_no_module_read_the_modules_once_each_until_they_change(monkeyp
     the modules are read once for each, not again at every lookup (two
     such files in turn read them every time: 0.9 ms a crossing with 2,000
     modules); once more when the modules change. A module object whose
-    ``__dict__`` raises, and a name that is not a str, are passed over."""
+    ``__dict__`` raises, and a name that is not a str, are passed over; a
+    ``__file__`` of a str subclass is read as its text (its methods raised
+    out of code_location)."""
     from switchtrace.tracer import describe
 
     class Odd(types.ModuleType):
@@ -308,7 +311,19 @@ def test_files_of_no_module_read_the_modules_once_each_until_they_change(monkeyp
                 raise RuntimeError("no dict")
             return super().__getattribute__(name)
 
+    class OddText(str):
+        def endswith(self, *args):
+            raise RuntimeError("no endswith")
+
+        def __eq__(self, other):
+            raise RuntimeError("no eq")
+
+        __hash__ = str.__hash__
+
+    odd_file = types.ModuleType("odd_file")
+    odd_file.__file__ = OddText(os.path.join(os.sep, "odd", "shop", "views.py"))
     monkeypatch.setitem(sys.modules, "odd_module", Odd("odd_module"))
+    monkeypatch.setitem(sys.modules, "odd_file", odd_file)
     monkeypatch.setitem(sys.modules, 7, types.ModuleType("seven"))  # type: ignore[index]
     reads = []
     read = describe._module_names_by_file
@@ -325,6 +340,8 @@ def test_files_of_no_module_read_the_modules_once_each_until_they_change(monkeyp
         )
         == __name__
     )
+    relative = compile("", os.path.join(".", "shop", "views.py"), "exec")  # (compileall -b .)
+    assert describe._module_of(relative) == "odd_file"  # its file read as the text it is
 
 
 def test_functions_of_one_code_named_each_their_own_are_located_by_their_names():

@@ -137,7 +137,7 @@ def _modules_now() -> tuple[int, object, Any]:
     try:
         newest = next(reversed(modules))
         module = modules.get(newest)
-    except (StopIteration, RuntimeError):  # (empty; changed meanwhile)
+    except Exception:  # (empty; changed meanwhile; a key whose hash raises)
         return len(modules), None, None
     try:
         return len(modules), newest, weakref.ref(module)
@@ -169,14 +169,15 @@ def _module_names_by_file() -> dict[str, str]:
             continue
         try:
             path = module.__dict__.get("__file__")
+            if isinstance(path, str):
+                path = str.__str__(path)  # (a subclass's own methods not asked)
+                by_file.setdefault(path, module_name)
+                if path.endswith(".pyc"):
+                    # Sourceless (compileall -b): its code's file is the
+                    # source it was compiled from, beside it.
+                    by_file.setdefault(path[:-1], module_name)
         except Exception:  # (a module object of the project's making, whose __dict__ raises)
             continue
-        if isinstance(path, str):
-            by_file.setdefault(path, module_name)
-            if path.endswith(".pyc"):
-                # Sourceless (compileall -b): its code's file is the
-                # source it was compiled from, beside it.
-                by_file.setdefault(path[:-1], module_name)
     return by_file
 
 
@@ -191,8 +192,14 @@ def _module_of(code: types.CodeType) -> str:
     once for each such file (a module put in place of another, not the
     newest: ``monkeypatch.setitem(sys.modules, ...)``) until the modules
     change (see :func:`_modules_now`)."""
+    try:
+        return _looked_up(code.co_filename)
+    except Exception:  # (a module or key of the project's making whose methods raise)
+        return ""
+
+
+def _looked_up(filename: str) -> str:
     global _modules_by_file, _modules_seen, _modules_by_relative_file, _files_missed
-    filename = code.co_filename
     name = _modules_by_file.get(filename)
     if name is None:
         changed = _modules_changed()
@@ -201,9 +208,7 @@ def _module_of(code: types.CodeType) -> str:
             by_file = _module_names_by_file()
             name = by_file.get(filename)
             missed = set() if changed else {f for f in _files_missed if f not in by_file}
-            if name is None:
-                if len(missed) >= MAX_CACHED:
-                    missed = set()
+            if name is None and len(missed) < MAX_CACHED:  # (past it, each one read again)
                 missed.add(filename)
             # Replaced whole: another thread naming a crossing reads either.
             _modules_by_file, _modules_seen, _files_missed = by_file, now, missed
