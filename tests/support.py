@@ -7,6 +7,7 @@ import gc
 import inspect
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "collect_garbage",
     "run_asgi",
     "run_script",
+    "wait_for",
     "wsgi_request",
 ]
 
@@ -32,6 +34,17 @@ ASGI_THREADS = 2 if "Thread(" in inspect.getsource(ThreadSensitiveContext.__aexi
 def run_asgi(handler: Any, path: str) -> Result:
     """One request, in a loop that lives on between requests as a server's does."""
     return run_in_server_loop(asgi_request(handler, path))
+
+
+def wait_for(ready: Any, timeout: float = 10.0) -> bool:
+    """Whether ``ready()`` came true within ``timeout`` seconds (another
+    thread's progress, waited for rather than assumed after a sleep)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def collect_garbage() -> None:

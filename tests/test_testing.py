@@ -597,6 +597,15 @@ def test_records_of_an_async_block_wait_for_the_requests_its_event_loop_still_ru
     assert [application.done() for application in applications] == [True]
 
 
+#: record_requests()' warning of one request its plain block left running.
+LEFT_RUNNING = (
+    "record_requests(): 1 request begun in the block was still running when it ended, in the "
+    "event loop that a plain 'with' does not let run, and is not among its records: let each "
+    "end in the block (a Channels HttpCommunicator: await communicator.wait()), or use "
+    "'async with record_requests()', which waits for them with the loop running"
+)
+
+
 @pytest.mark.parametrize("wsgi", [False, True])
 def test_records_of_a_plain_block_in_an_event_loop_warn_of_the_requests_it_left(wsgi, monkeypatch):
     """A plain ``with record_requests()`` in async code cannot let its loop
@@ -625,11 +634,7 @@ def test_records_of_a_plain_block_in_an_event_loop_warn_of_the_requests_it_left(
     assert [(w.filename, str(w.message)) for w in warned if w.category is RuntimeWarning] == [
         (
             __file__,
-            "record_requests(): 1 request begun in the block was still running when it "
-            "ended, in the event loop that a plain 'with' does not let run, and is not among "
-            "its records: let each end in the block (a Channels HttpCommunicator: await "
-            "communicator.wait()), or use 'async with record_requests()', which waits for "
-            "them with the loop running",
+            LEFT_RUNNING,
         )
     ]
     assert tracer.current_record() is None
@@ -663,9 +668,7 @@ def test_records_of_a_plain_block_warn_of_a_request_run_in_a_context_of_its_own(
             warnings.simplefilter("always")
             recorded, start, (opened, in_its_context) = asyncio.run(block())
     assert start["status"] == 200
-    assert [str(w.message)[:60] for w in warned if w.category is RuntimeWarning] == [
-        "record_requests(): 1 request begun in the block was still ru"
-    ]
+    assert [str(w.message) for w in warned if w.category is RuntimeWarning] == [LEFT_RUNNING]
     assert [record.kind for record in opened] == ["asgi"]
     assert in_its_context == set()  # (its context is a new one)
     assert (recorded, recorded._open, recorded._in_its_context) == ([], {}, set())

@@ -18,9 +18,8 @@ from switchtrace.exporters.propagation import TRACE_CONTEXT
 from switchtrace.tracer import guard
 
 from ..django_app.test_middleware import project
-from ..support import run_asgi
+from ..support import run_asgi, wait_for
 from .receiver import GrpcReceiver, HttpReceiver
-from .test_reliability import wait_for
 
 #: Spans of one request to /sync/ under ASGI with the default stack.
 SPANS = 17

@@ -28,7 +28,7 @@ from switchtrace.plural import count
 
 from ..conftest import ROOT
 from ..django_app.test_middleware import project
-from ..support import run_asgi, run_script, wsgi_request
+from ..support import run_asgi, run_script, wait_for, wsgi_request
 from .receiver import GrpcReceiver, HttpReceiver
 
 
@@ -237,15 +237,6 @@ def test_a_ctrl_c_during_the_exit_hooks_wait_ends_it_with_one_line(tmp_path):
     assert [line for line in err.splitlines() if line.startswith("switchtrace")] == [
         "switchtrace: shutdown interrupted (Ctrl-C) with 20 spans not exported"
     ]
-
-
-def wait_for(ready, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])

@@ -26,7 +26,7 @@ from asgiref.sync import AsyncToSync, ThreadSensitiveContext, async_to_sync, syn
 from switchtrace import tracer
 from switchtrace.tracer.record import RUN_UNTIL_COMPLETE
 
-from ..support import collect_garbage
+from ..support import collect_garbage, wait_for
 
 
 def here() -> threading.Thread:
@@ -2184,11 +2184,8 @@ def test_run_until_complete_called_from_c_with_no_python_caller():
         task.add_done_callback(finished)
         _thread.start_new_thread(context.run, (loop.run_until_complete, task))
         assert done.wait(5)
-        deadline = time.monotonic() + 5  # the thread returns from run_until_complete
-        while loop.is_running() or record.totals().context_switches < 2:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
+        # The thread returns from run_until_complete, its return counted.
+        wait_for(lambda: not loop.is_running() and record.totals().context_switches >= 2, 5)
         loop.close()
     assert record.totals().context_switches == 2
     assert [c.mechanism for c in record.crossings] == ["loop.run_until_complete"]

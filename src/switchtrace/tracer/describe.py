@@ -149,8 +149,9 @@ def _itself(value: object) -> object:
     return value
 
 
-def _modules_changed() -> bool:
-    size, newest, module = _modules_now()
+def _modules_changed(now: tuple[int, object, Any]) -> bool:
+    """Whether ``now`` (:func:`_modules_now`) is not what the map was read from."""
+    size, newest, module = now
     seen_size, seen_newest, seen_module = _modules_seen
     return (
         size != seen_size
@@ -202,9 +203,9 @@ def _looked_up(filename: str) -> str:
     global _modules_by_file, _modules_seen, _modules_by_relative_file, _files_missed
     name = _modules_by_file.get(filename)
     if name is None:
-        changed = _modules_changed()
+        now = _modules_now()
+        changed = _modules_changed(now)
         if changed or filename not in _files_missed:
-            now = _modules_now()
             by_file = _module_names_by_file()
             name = by_file.get(filename)
             missed = set() if changed else {f for f in _files_missed if f not in by_file}
