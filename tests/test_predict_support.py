@@ -53,7 +53,16 @@ def raising_view(request):
     raise ValueError("raised on purpose")
 
 
+def _named_with_escapes(request):
+    raise ValueError("red\x1b[31m, retitled\x1b]0;title\x07")
+
+
+# A name a terminal would obey: recolour, retitle the window, clear the screen.
+_named_with_escapes.__qualname__ = "view\x1b[31m\x1b]0;title\x07\x1b[2J"
+
+
 urlpatterns = [
+    path("escapes/", _named_with_escapes),
     path("sync/", sync_view),
     path("template/", template_view),
     path("sync-stream/", sync_stream_view),

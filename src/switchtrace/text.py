@@ -137,7 +137,22 @@ def printable(text: str, limit: int) -> str:
     return "".join(shown)
 
 
+def without_escapes(text: str) -> str:
+    """``text``, its lines kept, with each other character that is not
+    printable written as Python writes it in a string (``\\x1b``): what a
+    project's code names (a view's qualified name, an exception's message)
+    must not move the terminal's cursor, recolour what follows or retitle
+    the window."""
+    if text.isprintable() or all(char == "\n" or char.isprintable() for char in text):
+        return text
+    return "".join(char if char == "\n" else _unless_printable(char) for char in text)
+
+
 def _escaped(char: str) -> str:
     if char == "\\":
         return "\\\\"
+    return _unless_printable(char)
+
+
+def _unless_printable(char: str) -> str:
     return char if char.isprintable() else ascii(char)[1:-1]

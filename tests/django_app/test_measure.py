@@ -648,6 +648,24 @@ def test_a_raising_view_is_told_by_its_exception():
     )
 
 
+def test_what_the_projects_code_names_reaches_the_terminal_without_its_escapes():
+    """A view's name and an exception's message are the project's: written
+    raw, an escape sequence in them recoloured what followed, retitled the
+    window or cleared the screen."""
+    from ..test_predict_support import _named_with_escapes as view
+
+    text, error = render("/escapes/")
+    assert text.splitlines()[0] == (
+        "/escapes/ → view\\x1b[31m\\x1b]0;title\\x07\\x1b[2J (sync view)"
+    )
+    line = view.__code__.co_firstlineno + 1
+    assert str(error) == (
+        "GET /escapes/ under ASGI raised ValueError: red\\x1b[31m, retitled\\x1b]0;title\\x07 "
+        f"({view.__code__.co_filename}, line {line}, in _named_with_escapes)"
+    )
+    assert "\x1b" not in text + str(error)
+
+
 def _receiver_bug(sender, **kwargs):
     raise RuntimeError("receiver bug")
 

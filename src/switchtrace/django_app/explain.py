@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.client import responses
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.conf import settings
@@ -43,6 +43,10 @@ CASES = (("asgi", False), ("asgi", True), ("wsgi", False), ("wsgi", True))
 
 class ExplainError(Exception):
     """Bad input: a message naming what is wrong."""
+
+    def __str__(self) -> str:
+        # A URL pattern's, a view's or an exception's words: the project's
+        return text.without_escapes(super().__str__())
 
 
 class ApplicationError(ExplainError):
@@ -460,6 +464,19 @@ def _in_thread(serve: Callable[[], tuple[int | None, bool]], url: str, server: s
     return outcome["result"]
 
 
+class _Shown:
+    """``out``, to which every line is written as :func:`text.without_escapes` shows it."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, said: str) -> int:
+        return self.out.write(text.without_escapes(said))
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 class _Seen:
     """What a measured request's handler did: the response its get_response
     made, whether it called the view (every process_view let it through:
@@ -587,6 +604,7 @@ def render(
     (default: stderr, as ``switchtrace explain: warning: …``)."""
     if do_measure and url is None:
         raise ExplainError("--measure needs --url")
+    out = cast(TextIO, _Shown(out))
     paths = check_middleware(settings.MIDDLEWARE)
     cases: list[tuple[str, bool]] = list(CASES)
     target = host = None
@@ -609,6 +627,7 @@ def render(
     if note and sys.stderr is not None:  # (closed, print would write it to stdout)
         print(note, file=sys.stderr, flush=True)
     if warning is not None:
+        warning = text.without_escapes(warning)
         if warn is not None:
             warn(warning)
         elif sys.stderr is not None:
