@@ -1705,6 +1705,44 @@ def _problems_without_root(settings: list[dict]) -> list[list[str]]:
     return json.loads(child.stdout)
 
 
+def test_another_users_file_or_link_in_a_directory_every_user_may_write_is_e008(tmp_path):
+    """The exporter refuses it (tests/exporters/test_outputs.py): said at
+    startup rather than by a warning at the first request."""
+    if os.geteuid() != 0:
+        pytest.skip("a file of another user is made by root")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "planted.jsonl").write_text("")
+    (shared / "link.jsonl").symlink_to(tmp_path / "mine")
+    for name in ("planted.jsonl", "link.jsonl"):
+        os.lchown(shared / name, 65534, 65534)
+    (shared / "own.jsonl").write_text("")
+    problems = [
+        [
+            (p.id, p.msg)
+            for p in build_config(
+                {"ENABLED": True, "EXPORTER": "file", "FILE_PATH": str(shared / name)},
+                environ={},
+            ).problems
+        ]
+        for name in ("planted.jsonl", "link.jsonl", "own.jsonl", "new.jsonl")
+    ]
+    uid = os.geteuid()
+    assert problems == [
+        [
+            (
+                "switchtrace.E008",
+                f"SWITCHTRACE['FILE_PATH'] is {str(shared / name)!r}, which the file exporter "
+                f"cannot write: it is {what} of another user (uid 65534) in a directory every "
+                f"user may write, where only a file or link of this process's user (uid {uid}) "
+                f"or of the directory's owner (uid {uid}) is appended to.",
+            )
+        ]
+        for name, what in (("planted.jsonl", "a file"), ("link.jsonl", "a symbolic link"))
+    ] + [[], []]
+
+
 def test_a_file_or_directory_this_process_may_not_write_is_e008():
     """A read-only file, or a directory this process may not create the file
     in (a container's read-only application directory)."""

@@ -434,6 +434,131 @@ def test_a_file_path_that_is_a_symlink_stays_one(tmp_path):
     assert (tmp_path / "logs" / "traces.jsonl").read_text() == "c" * 8 + "\n"
 
 
+#: Another user's: nobody.
+OTHER = 65534
+
+
+@pytest.fixture
+def shared(tmp_path):
+    """A directory every user may write, as /tmp is (without its sticky bit,
+    which the kernel's protected_regular and protected_symlinks need)."""
+    if os.geteuid() != 0:
+        pytest.skip("a file of another user is made by root")
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o777)
+    return directory
+
+
+def _refused(uid: int, what: str = "a file") -> str:
+    return (
+        f"it is {what} of another user (uid {uid}) in a directory every user may write, where "
+        f"only a file or link of this process's user (uid {os.geteuid()}) or of the directory's "
+        f"owner (uid {os.geteuid()}) is appended to"
+    )
+
+
+def test_another_users_file_in_a_shared_directory_is_not_appended_to(shared):
+    """Put there first, at FILE_PATH, by another user: it received every
+    request's spans (paths, queries), readable by that user."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    planted = shared / "traces.jsonl"
+    planted.write_text("planted\n")
+    planted.chmod(0o666)
+    os.chown(planted, OTHER, OTHER)
+    exporter = FileSpanExporter(planted, 10)
+    assert exporter.export(EncodedSpans("a" * 8, 1)) is SpanExportResult.FAILURE
+    assert exporter.failure() == f"cannot append to {planted}: {_refused(OTHER)}"
+    assert planted.read_text() == "planted\n"
+
+
+def test_another_users_link_in_a_shared_directory_is_not_followed(shared, tmp_path):
+    """A link another user put at FILE_PATH, to a file of this user's: the
+    file was appended to and, once full, renamed away (FILE_MAX_BYTES), a
+    new one of spans made in its place."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    victim = tmp_path / "important.db"
+    victim.write_text("x" * 20)
+    link = shared / "traces.jsonl"
+    link.symlink_to(victim)
+    os.lchown(link, OTHER, OTHER)
+    exporter = FileSpanExporter(link, 10)
+    for line in ("a" * 8, "b" * 8):
+        assert exporter.export(EncodedSpans(line, 1)) is SpanExportResult.FAILURE
+    assert exporter.failure() == f"cannot append to {link}: {_refused(OTHER, 'a symbolic link')}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["important.db", "shared"]
+    assert victim.read_text() == "x" * 20
+
+
+@pytest.mark.parametrize("owner", ["this process's user", "the directory's owner"])
+def test_a_file_and_a_link_of_ones_own_in_a_shared_directory_are_appended_to(
+    shared, tmp_path, owner
+):
+    """/tmp/traces.jsonl made by the server itself, or a link to a larger
+    disk made by its user or by the directory's owner (root, for /tmp)."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    if owner == "the directory's owner":
+        os.chown(shared, OTHER, OTHER)
+    (tmp_path / "logs").mkdir()
+    link = shared / "link.jsonl"
+    link.symlink_to(tmp_path / "logs" / "traces.jsonl")
+    plain = shared / "traces.jsonl"
+    for path in (plain, link):
+        for line in ("a" * 8, "b" * 8):
+            assert FileSpanExporter(path, 10).export(EncodedSpans(line, 1)).name == "SUCCESS"
+        if owner == "the directory's owner":
+            os.lchown(path, OTHER, OTHER)
+        assert FileSpanExporter(path, 10).export(EncodedSpans("c" * 8, 1)).name == "SUCCESS"
+    assert plain.read_text() == link.read_text() == "c" * 8 + "\n"
+    assert (shared / "traces.jsonl.1").read_text() == "b" * 8 + "\n"
+    assert (tmp_path / "logs" / "traces.jsonl.1").read_text() == "b" * 8 + "\n"
+    assert link.is_symlink()
+
+
+@pytest.mark.parametrize("what", ["a file", "a symbolic link"])
+def test_another_users_file_made_between_the_look_and_the_open_is_refused(
+    shared, tmp_path, monkeypatch, what
+):
+    """Not there when the exporter looked, another user's by the open: a
+    link is not followed there, and the file opened is checked."""
+    from switchtrace.exporters import otlp_json
+    from switchtrace.exporters.encode import EncodedSpans
+
+    path = shared / "traces.jsonl"
+    victim = tmp_path / "victim"
+    victim.write_text("kept\n")
+    looked = os.lstat
+    planted = []
+
+    def lstat(name, *args, **kwargs):
+        if os.fspath(name) != str(path) or planted:
+            return looked(name, *args, **kwargs)
+        planted.append(what)
+        # The look finds nothing; another user's file or link is there at once.
+        if what == "a file":
+            path.write_text("planted\n")
+        else:
+            path.symlink_to(victim)
+        os.lchown(path, OTHER, OTHER)
+        raise FileNotFoundError(2, "No such file or directory", name)
+
+    exporter = otlp_json.FileSpanExporter(path)
+    monkeypatch.setattr(otlp_json.os, "lstat", lstat)
+    assert exporter.export(EncodedSpans("a" * 8, 1)) is SpanExportResult.FAILURE
+    monkeypatch.undo()
+    assert planted == [what]
+    assert exporter.failure() == f"cannot append to {path}: {_refused(OTHER, what)}"
+    assert victim.read_text() == "kept\n"
+    if what == "a file":
+        assert path.read_text() == "planted\n"
+
+
 def test_a_file_path_of_the_process_stdout_is_never_renamed(tmp_path):
     """FILE_PATH /dev/stdout (or a link to it) of a server whose output goes
     to a file: the file behind it is the server's own log, which rotating

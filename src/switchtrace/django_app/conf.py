@@ -31,6 +31,7 @@ from django.utils import functional
 from django.utils.functional import Promise
 from django.utils.module_loading import import_string
 
+from ..exporters.otlp_json import foreign
 from ..exporters.pipeline import (
     DEFAULT_FILE_MAX_BYTES,
     EXPORTERS,
@@ -773,6 +774,9 @@ def _unwritable(path: str) -> str | None:
         return "it is a directory"
     if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
         return "it ends with a path separator, as a directory's name does"
+    refused = foreign(path)
+    if refused is not None:
+        return refused
     if os.path.islink(path) and not os.path.exists(path):
         # A link to a file not made yet: made where the link leads.
         path = os.path.realpath(path)

@@ -9,6 +9,7 @@ format Jaeger's UI loads and switchtrace's reports read.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import math
 import os
@@ -185,6 +186,39 @@ def _value(value: Any) -> dict[str, Any]:
         pairs = [{"key": checked_key(str(k)), "value": _value(v)} for k, v in value.items()]
         return {"kvlistValue": {"values": pairs} if pairs else {}}
     raise TypeError(f"cannot encode a {type(value).__name__} as an attribute value")
+
+
+def foreign(path: str) -> str | None:
+    """Why the file exporter does not append to ``path``, or None: in a
+    directory every user may write (/tmp, /dev/shm), the file or symbolic
+    link there must be this process's user's or the directory owner's.
+    Another user's could have been put there first, to read the spans, or,
+    as a link, to have a file of this user's appended to and, once full,
+    renamed (the kernel's protected_regular and protected_symlinks guard
+    only sticky directories, and only where they are set)."""
+    try:
+        return _foreign(os.lstat(path), _shared_directory(path))
+    except OSError:  # not there (made by the open), or not looked at: the open says why
+        return None
+
+
+def _shared_directory(path: str) -> os.stat_result | None:
+    """The directory of ``path``, if every user may write in it."""
+    if not hasattr(os, "geteuid"):  # (Windows: no such modes)
+        return None
+    directory = os.stat(os.path.dirname(os.path.abspath(path)))
+    return directory if directory.st_mode & stat.S_IWOTH else None
+
+
+def _foreign(found: os.stat_result, directory: os.stat_result | None) -> str | None:
+    if directory is None or found.st_uid in (os.geteuid(), directory.st_uid):
+        return None
+    what = "a symbolic link" if stat.S_ISLNK(found.st_mode) else "a file"
+    return (
+        f"it is {what} of another user (uid {found.st_uid}) in a directory every user may "
+        f"write, where only a file or link of this process's user (uid {os.geteuid()}) or of "
+        f"the directory's owner (uid {directory.st_uid}) is appended to"
+    )
 
 
 def _stream(path: str) -> bool:
@@ -389,6 +423,13 @@ class FileSpanExporter(SpanExporter):
 
     def _open(self) -> tuple[int, bool]:
         """The file, opened for appending; whether it can be read too."""
+        shared = _shared_directory(self.path)
+        try:
+            found: os.stat_result | None = os.lstat(self.path)
+        except FileNotFoundError:
+            found = None
+        if found is not None and (refused := _foreign(found, shared)):
+            raise PermissionError(errno.EPERM, refused)
         try:
             mode = os.stat(self.path).st_mode
         except FileNotFoundError:
@@ -407,10 +448,23 @@ class FileSpanExporter(SpanExporter):
             out = os.open(self.path, _APPEND_ONLY | os.O_NONBLOCK)
             os.set_blocking(out, True)  # a slow reader holds up this thread, as a disk does
             return out, False
+        # In a shared directory a file not found a moment ago, or found, may
+        # be another user's by now: no link followed, whose the file is seen
+        # once open.
+        guarded = shared is not None and (found is None or not stat.S_ISLNK(found.st_mode))
+        nofollow = getattr(os, "O_NOFOLLOW", 0) if guarded else 0
         try:
-            return os.open(self.path, _APPEND, 0o666), True
+            out, readable = os.open(self.path, _APPEND | nofollow, 0o666), True
         except PermissionError:  # may be written, not read
-            return os.open(self.path, _APPEND_ONLY, 0o666), False
+            out, readable = os.open(self.path, _APPEND_ONLY | nofollow, 0o666), False
+        except OSError as exc:
+            if exc.errno != errno.ELOOP or not nofollow:
+                raise
+            raise PermissionError(errno.EPERM, foreign(self.path) or exc.strerror) from None
+        if guarded and (refused := _foreign(os.fstat(out), shared)):
+            os.close(out)
+            raise PermissionError(errno.EPERM, refused)
+        return out, readable
 
     def _ends_in_a_line(self, out: int, size: int, readable: bool) -> bool:
         """Whether the file open on ``out`` ends with part of a line (an
