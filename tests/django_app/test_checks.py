@@ -1735,8 +1735,8 @@ def test_another_users_file_or_link_in_a_directory_every_user_may_write_is_e008(
                 "switchtrace.E008",
                 f"SWITCHTRACE['FILE_PATH'] is {str(shared / name)!r}, which the file exporter "
                 f"cannot write: it is {what} of another user (uid 65534) in a directory every "
-                f"user may write, where only a file or link of this process's user (uid {uid}) "
-                f"or of the directory's owner (uid {uid}) is appended to.",
+                "user may write, where only a file, named pipe or link of this process's user "
+                f"(uid {uid}) or of the directory's owner (uid {uid}) is appended to.",
             )
         ]
         for name, what in (("planted.jsonl", "a file"), ("link.jsonl", "a symbolic link"))

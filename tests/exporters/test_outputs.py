@@ -453,8 +453,8 @@ def shared(tmp_path):
 def _refused(uid: int, what: str = "a file") -> str:
     return (
         f"it is {what} of another user (uid {uid}) in a directory every user may write, where "
-        f"only a file or link of this process's user (uid {os.geteuid()}) or of the directory's "
-        f"owner (uid {os.geteuid()}) is appended to"
+        f"only a file, named pipe or link of this process's user (uid {os.geteuid()}) or of the "
+        f"directory's owner (uid {os.geteuid()}) is appended to"
     )
 
 
@@ -521,12 +521,57 @@ def test_a_file_and_a_link_of_ones_own_in_a_shared_directory_are_appended_to(
     assert link.is_symlink()
 
 
-@pytest.mark.parametrize("what", ["a file", "a symbolic link"])
+def test_a_hard_link_in_a_shared_directory_is_not_appended_to(shared, tmp_path):
+    """Another user's second name, in /tmp, for a file of this user's (on
+    the same disk, where protected_hardlinks is not set): the file's owner
+    is this user, yet it was appended to and renamed away."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    victim = tmp_path / "settings.py"
+    victim.write_text("SECRET_KEY = 'x'\n")
+    path = shared / "traces.jsonl"
+    os.link(victim, path)
+    exporter = FileSpanExporter(path, 10)
+    assert exporter.export(EncodedSpans("a" * 30, 1)) is SpanExportResult.FAILURE
+    assert exporter.failure() == (
+        f"cannot append to {path}: it is a file with 2 names (hard links) in a directory every "
+        "user may write, where only a file of one name is appended to"
+    )
+    assert victim.read_text() == "SECRET_KEY = 'x'\n"
+    assert sorted(p.name for p in shared.iterdir()) == ["traces.jsonl"]
+
+
+def test_where_a_link_of_ones_own_leads_in_a_shared_directory_is_checked(shared, tmp_path):
+    """The server's own link, to a name in /tmp that another user took first:
+    that user received the spans. A path through a link and ``..`` is in
+    the directory the system finds, not the one its text names."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    taken = shared / "real.jsonl"
+    taken.write_text("")
+    os.chown(taken, OTHER, OTHER)
+    (tmp_path / "app").mkdir()
+    link = tmp_path / "app" / "traces.jsonl"
+    link.symlink_to(taken)
+    (shared / "sub").mkdir()
+    (tmp_path / "app" / "into").symlink_to(shared / "sub")
+    dotted = tmp_path / "app" / "into" / ".." / "real.jsonl"  # shared/real.jsonl
+    for path in (link, dotted):
+        exporter = FileSpanExporter(path)
+        assert exporter.export(EncodedSpans("a" * 8, 1)) is SpanExportResult.FAILURE
+        assert exporter.failure() == f"cannot append to {path}: {_refused(OTHER)}"
+    assert taken.read_text() == ""
+
+
+@pytest.mark.parametrize("what", ["a file", "a symbolic link", "a named pipe"])
 def test_another_users_file_made_between_the_look_and_the_open_is_refused(
     shared, tmp_path, monkeypatch, what
 ):
     """Not there when the exporter looked, another user's by the open: a
-    link is not followed there, and the file opened is checked."""
+    link is not followed there, and what is opened is checked (a named
+    pipe, read by that user, received the spans)."""
     from switchtrace.exporters import otlp_json
     from switchtrace.exporters.encode import EncodedSpans
 
@@ -535,6 +580,7 @@ def test_another_users_file_made_between_the_look_and_the_open_is_refused(
     victim.write_text("kept\n")
     looked = os.lstat
     planted = []
+    readers: list[int] = []
 
     def lstat(name, *args, **kwargs):
         if os.fspath(name) != str(path) or planted:
@@ -543,8 +589,11 @@ def test_another_users_file_made_between_the_look_and_the_open_is_refused(
         # The look finds nothing; another user's file or link is there at once.
         if what == "a file":
             path.write_text("planted\n")
-        else:
+        elif what == "a symbolic link":
             path.symlink_to(victim)
+        else:
+            os.mkfifo(path)
+            readers.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
         os.lchown(path, OTHER, OTHER)
         raise FileNotFoundError(2, "No such file or directory", name)
 
@@ -557,6 +606,9 @@ def test_another_users_file_made_between_the_look_and_the_open_is_refused(
     assert victim.read_text() == "kept\n"
     if what == "a file":
         assert path.read_text() == "planted\n"
+    for reader in readers:
+        assert os.read(reader, 100) == b""  # nothing written (and no writer left)
+        os.close(reader)
 
 
 def test_a_file_path_of_the_process_stdout_is_never_renamed(tmp_path):

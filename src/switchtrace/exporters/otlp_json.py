@@ -190,35 +190,56 @@ def _value(value: Any) -> dict[str, Any]:
 
 def foreign(path: str) -> str | None:
     """Why the file exporter does not append to ``path``, or None: in a
-    directory every user may write (/tmp, /dev/shm), the file or symbolic
-    link there must be this process's user's or the directory owner's.
-    Another user's could have been put there first, to read the spans, or,
-    as a link, to have a file of this user's appended to and, once full,
-    renamed (the kernel's protected_regular and protected_symlinks guard
-    only sticky directories, and only where they are set)."""
+    directory every user may write (/tmp, /dev/shm), what is at the path,
+    and the file a link of one's own there leads to, must be this process's
+    user's or the directory owner's, and a file must have no other name (a
+    hard link). Another user's could have been put there first: a file or
+    a named pipe, to receive the spans; a link (symbolic or hard), to have
+    a file of this user's appended to and, once full, renamed. The kernel's
+    protected_regular, protected_symlinks and protected_hardlinks guard
+    only some of these, and only where they are set."""
     try:
-        return _foreign(os.lstat(path), _shared_directory(path))
+        found = os.lstat(path)
+        refused = _foreign(found, _shared_directory(path))
+        if refused is None and stat.S_ISLNK(found.st_mode):
+            real = os.path.realpath(path)
+            refused = _foreign(os.stat(real), _shared_directory(real))
+        return refused
     except OSError:  # not there (made by the open), or not looked at: the open says why
         return None
 
 
 def _shared_directory(path: str) -> os.stat_result | None:
-    """The directory of ``path``, if every user may write in it."""
+    """The directory ``path`` is in, if every user may write in it (its
+    links and ``..`` resolved as the system resolves them)."""
     if not hasattr(os, "geteuid"):  # (Windows: no such modes)
         return None
-    directory = os.stat(os.path.dirname(os.path.abspath(path)))
+    directory = os.stat(os.path.dirname(path) or os.curdir)
     return directory if directory.st_mode & stat.S_IWOTH else None
 
 
 def _foreign(found: os.stat_result, directory: os.stat_result | None) -> str | None:
-    if directory is None or found.st_uid in (os.geteuid(), directory.st_uid):
+    if directory is None:
         return None
-    what = "a symbolic link" if stat.S_ISLNK(found.st_mode) else "a file"
-    return (
-        f"it is {what} of another user (uid {found.st_uid}) in a directory every user may "
-        f"write, where only a file or link of this process's user (uid {os.geteuid()}) or of "
-        f"the directory's owner (uid {directory.st_uid}) is appended to"
-    )
+    kind = found.st_mode
+    if found.st_uid not in (os.geteuid(), directory.st_uid):
+        what = (
+            "a symbolic link" if stat.S_ISLNK(kind)
+            else "a named pipe" if stat.S_ISFIFO(kind)
+            else "a file"
+        )  # fmt: skip
+        return (
+            f"it is {what} of another user (uid {found.st_uid}) in a directory every user may "
+            f"write, where only a file, named pipe or link of this process's user (uid "
+            f"{os.geteuid()}) or of the directory's owner (uid {directory.st_uid}) is "
+            "appended to"
+        )
+    if stat.S_ISREG(kind) and found.st_nlink > 1:
+        return (
+            f"it is a file with {found.st_nlink} names (hard links) in a directory every user "
+            "may write, where only a file of one name is appended to"
+        )
+    return None
 
 
 def _stream(path: str) -> bool:
@@ -423,47 +444,56 @@ class FileSpanExporter(SpanExporter):
 
     def _open(self) -> tuple[int, bool]:
         """The file, opened for appending; whether it can be read too."""
-        shared = _shared_directory(self.path)
+        # In a directory every user may write, what is there (or where a
+        # link of one's own there leads) is checked, then opened without
+        # following a link and checked again, open: another user's may have
+        # been put there between the look and the open.
         try:
             found: os.stat_result | None = os.lstat(self.path)
         except FileNotFoundError:
             found = None
+        path, shared = self.path, _shared_directory(self.path)
         if found is not None and (refused := _foreign(found, shared)):
             raise PermissionError(errno.EPERM, refused)
+        if found is not None and stat.S_ISLNK(found.st_mode):
+            # One's own link, followed, unless it leads into such a directory.
+            real = os.path.realpath(self.path)
+            if (shared := _shared_directory(real)) is not None:
+                path = real
+        nofollow = getattr(os, "O_NOFOLLOW", 0) if shared is not None else 0
         try:
-            mode = os.stat(self.path).st_mode
+            mode = os.stat(path).st_mode
         except FileNotFoundError:
             mode = stat.S_IFREG  # (created by the open)
         regular = stat.S_ISREG(mode)
         # Appenders take turns on a file or a pipe; not on a device (a tty,
         # /dev/null: one lock for every process of the machine writing there).
         self._turns = regular or stat.S_ISFIFO(mode)
-        if not regular:
-            # A pipe (/dev/stdout piped to a log shipper, a named pipe) or a
-            # device: opened for reading too, this process would be a reader
-            # of its own lines, and with the real reader gone they would go
-            # into the pipe's buffer, reported delivered, until a write that
-            # waits for ever. Written alone, a pipe without a reader refuses
-            # the open (ENXIO: not waited for) or the write (EPIPE).
-            out = os.open(self.path, _APPEND_ONLY | os.O_NONBLOCK)
-            os.set_blocking(out, True)  # a slow reader holds up this thread, as a disk does
-            return out, False
-        # In a shared directory a file not found a moment ago, or found, may
-        # be another user's by now: no link followed, whose the file is seen
-        # once open.
-        guarded = shared is not None and (found is None or not stat.S_ISLNK(found.st_mode))
-        nofollow = getattr(os, "O_NOFOLLOW", 0) if guarded else 0
         try:
-            out, readable = os.open(self.path, _APPEND | nofollow, 0o666), True
-        except PermissionError:  # may be written, not read
-            out, readable = os.open(self.path, _APPEND_ONLY | nofollow, 0o666), False
+            if not regular:
+                # A pipe (/dev/stdout piped to a log shipper, a named pipe) or
+                # a device: opened for reading too, this process would be a
+                # reader of its own lines, and with the real reader gone they
+                # would go into the pipe's buffer, reported delivered, until a
+                # write that waits for ever. Written alone, a pipe without a
+                # reader refuses the open (ENXIO: not waited for) or the write
+                # (EPIPE).
+                out = os.open(path, _APPEND_ONLY | os.O_NONBLOCK | nofollow)
+                readable = False
+            else:
+                try:
+                    out, readable = os.open(path, _APPEND | nofollow, 0o666), True
+                except PermissionError:  # may be written, not read
+                    out, readable = os.open(path, _APPEND_ONLY | nofollow, 0o666), False
         except OSError as exc:
             if exc.errno != errno.ELOOP or not nofollow:
                 raise
-            raise PermissionError(errno.EPERM, foreign(self.path) or exc.strerror) from None
-        if guarded and (refused := _foreign(os.fstat(out), shared)):
+            raise PermissionError(errno.EPERM, foreign(path) or exc.strerror) from None
+        if shared is not None and (refused := _foreign(os.fstat(out), shared)):
             os.close(out)
             raise PermissionError(errno.EPERM, refused)
+        if not regular:
+            os.set_blocking(out, True)  # a slow reader holds up this thread, as a disk does
         return out, readable
 
     def _ends_in_a_line(self, out: int, size: int, readable: bool) -> bool:
