@@ -61,6 +61,8 @@ SITE = {
     ),
     "exiting_settings.py": "import sys\n\nsys.exit()\n",
     "raising_settings.py": 'raise RuntimeError("settings bug")\n',
+    # Escapes a terminal obeys: retitle the window, clear the screen.
+    "escaping_settings.py": 'raise RuntimeError("bad\\x1b]0;title\\x07\\x1b[2J")\n',
     "syntax_settings.py": "SECRET_KEY = \n",
     "string_mw_settings.py": (
         'from plain_settings import *\nMIDDLEWARE = "django.middleware.common.CommonMiddleware"\n'
@@ -203,6 +205,10 @@ EXPLAIN_BAD_INPUT = [
     ([], {"DJANGO_SETTINGS_MODULE": "raising_settings"},
      "DJANGO_SETTINGS_MODULE='raising_settings' cannot be imported: RuntimeError: settings bug "
      f"(site{os.sep}raising_settings.py, line 1)"),
+    ([], {"DJANGO_SETTINGS_MODULE": "escaping_settings"},
+     "DJANGO_SETTINGS_MODULE='escaping_settings' cannot be imported: RuntimeError: "
+     "bad\\x1b]0;title\\x07\\x1b[2J "
+     f"(site{os.sep}escaping_settings.py, line 1)"),
     ([], {"DJANGO_SETTINGS_MODULE": "syntax_settings"},
      "DJANGO_SETTINGS_MODULE='syntax_settings' cannot be imported: SyntaxError: invalid syntax "
      "(syntax_settings.py, line 1)"),

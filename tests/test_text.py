@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.utils.translation import gettext_lazy
 
-from switchtrace.text import without_credentials
+from switchtrace.text import without_credentials, without_escapes
 
 
 @pytest.mark.parametrize(
@@ -54,3 +54,22 @@ def test_an_endpoints_user_and_password_are_never_shown(endpoint, shown):
         assert without_credentials(endpoint) is endpoint
     else:
         assert without_credentials(endpoint) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain, → non-ASCII", "plain, → non-ASCII"),
+        ("two\nlines", "two\nlines"),
+        ("C:\\new\\x", "C:\\new\\x"),  # (a backslash is no escape sequence)
+        ("no-break\xa0space, narrow\u202fone", "no-break\xa0space, narrow\u202fone"),
+        ("red\x1b[31m, title\x1b]0;t\x07", "red\\x1b[31m, title\\x1b]0;t\\x07"),
+        ("tab\there, cr\r", "tab\\there, cr\\r"),
+        ("reordered \u202eabc", "reordered \\u202eabc"),
+        ("line\u2028separator", "line\\u2028separator"),
+    ],
+)
+def test_without_escapes_keeps_lines_and_spaces_and_shows_the_rest(text, shown):
+    """What explain writes of the project's words: a terminal obeys none of
+    it but the line breaks."""
+    assert without_escapes(text) == shown

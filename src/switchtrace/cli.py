@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .text import argument
+from .text import argument, without_escapes
 
 if TYPE_CHECKING:
     import subprocess
@@ -243,13 +243,17 @@ def _guarded(args: argparse.Namespace) -> int:
     """The command's exit status; what goes wrong is one line on stderr."""
     from .example import ProjectNotFound, SetupError
 
+    def error(said: object) -> None:
+        # (What the project's settings or code raised: its words, escapes and all.)
+        print(f"switchtrace {args.command}: error: {without_escapes(str(said))}", file=sys.stderr)
+
     try:
         return _run(args)
     except ProjectNotFound as exc:
-        print(f"switchtrace {args.command}: error: {exc}", file=sys.stderr)
+        error(exc)
         return 2
     except SetupError as exc:
-        print(f"switchtrace {args.command}: error: {exc}", file=sys.stderr)
+        error(exc)
         return exc.status
     except KeyboardInterrupt:
         _interrupted(args.command)
@@ -258,7 +262,7 @@ def _guarded(args: argparse.Namespace) -> int:
             return 0  # | head had what it wanted: nothing to say
         from .example import describe_error
 
-        print(f"switchtrace {args.command}: error: {describe_error(exc)}", file=sys.stderr)
+        error(describe_error(exc))
         return 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from typing import Any
 
 
@@ -138,14 +139,19 @@ def printable(text: str, limit: int) -> str:
 
 
 def without_escapes(text: str) -> str:
-    """``text``, its lines kept, with each other character that is not
-    printable written as Python writes it in a string (``\\x1b``): what a
-    project's code names (a view's qualified name, an exception's message)
-    must not move the terminal's cursor, recolour what follows or retitle
-    the window."""
-    if text.isprintable() or all(char == "\n" or char.isprintable() for char in text):
+    """``text``, its lines and spaces kept (a translation's no-break space),
+    with each other character that is not printable written as Python
+    writes it in a string (``\\x1b``): what a project's code names (a
+    view's qualified name, an exception's message) must not move the
+    terminal's cursor, recolour what follows, retitle the window or reorder
+    the line."""
+    if text.isprintable() or all(_kept(char) for char in text):
         return text
-    return "".join(char if char == "\n" else _unless_printable(char) for char in text)
+    return "".join(char if _kept(char) else _unless_printable(char) for char in text)
+
+
+def _kept(char: str) -> bool:
+    return char.isprintable() or char == "\n" or unicodedata.category(char) == "Zs"
 
 
 def _escaped(char: str) -> str:
