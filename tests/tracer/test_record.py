@@ -13,6 +13,7 @@ import threading
 import types
 
 import pytest
+import wrapt
 
 from switchtrace import tracer
 from switchtrace.tracer import describe
@@ -88,6 +89,19 @@ def test_a_loop_creation_makes_the_loop_its_causes_only_where_the_cause_runs_in_
     assert [(c.at_ns, c.crossing) for c in (outside, runs)] == [(12, None), (4, cause)]
     assert record.loop_creations == [ahead, outside, runs]
     assert record.totals() == tracer.Figures(0, 0, 3, 0)
+
+
+def test_the_figures_at_the_headers_are_those_of_the_first_mark():
+    """The headers went out once: a later mark (a second response start, a
+    wrapper marking again) returns the same figures, whatever came since."""
+    record = tracer.RequestRecord("wsgi", itertools.count(10).__next__)
+    thread = threading.current_thread()
+    record.thread_started(thread, None)
+    first = record.mark_headers()
+    record.loop_created(1, thread, None)
+    assert first == tracer.Figures(0, 0, 0, 1)
+    assert record.mark_headers() is first is record.at_headers
+    assert record.figures() == tracer.Figures(0, 0, 1, 1)
 
 
 def test_describe_names_each_crossing_once_and_asks_until_a_component_is_found():
@@ -187,6 +201,11 @@ def test_qualified_name_names_what_is_finally_called():
     assert [qualified_name(method) for method in bound] == ["named", "Nameless"]
     # __wrapped__ is followed MAX_DEPTH layers deep, no further.
     assert qualified_name(_wrapper_chain(MAX_DEPTH + 8)) == "layer8"
+    # A class is named as it is: a class-level __wrapped__ (a wrapt proxy's
+    # property) is not what calling it calls: it was 'ObjectProxy.__wrapped__'.
+    proxy_class = type("Settings", (wrapt.ObjectProxy,), {})
+    assert qualified_name(proxy_class) == "Settings"
+    assert code_location(proxy_class).function == "Settings"
 
 
 def test_a_file_path_that_is_not_utf8_is_located_as_text():
