@@ -17,9 +17,13 @@ import contextlib
 import os
 import unittest
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from .testing import Recorded
+    from .tracer import RequestRecord
 
 from .text import raised, shown
 
@@ -37,11 +41,11 @@ def pytest_configure(config: pytest.Config) -> None:
 class SwitchTraceFixture:
     """What the ``switchtrace`` fixture gives a test."""
 
-    def __init__(self, records: Any) -> None:
+    def __init__(self, records: Recorded) -> None:
         self._records = records
 
     @property
-    def requests(self) -> list[Any]:
+    def requests(self) -> list[RequestRecord]:
         """The records of the requests the test has made so far, in the
         order they finished (a request a live server still serves is waited
         for: see :meth:`switchtrace.testing.Recorded.settle`)."""

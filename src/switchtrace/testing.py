@@ -21,8 +21,8 @@ import functools
 import inspect
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction
 
@@ -30,6 +30,10 @@ from . import tracer
 from .plural import count
 from .text import shown
 from .tracer.guard import raised_elsewhere
+
+#: A test function, method or class that a budget decorates: given back
+#: with its own type (a decorated test keeps its signature for type checkers).
+_Decorated = TypeVar("_Decorated", bound=Callable[..., Any])
 
 #: pytest leaves this module's frames out of a failure's traceback: the
 #: test clients' wrappers run the project's code (see
@@ -445,9 +449,9 @@ class _Budget:
         # As a decorator: a fresh one for each call.
         return _Budget(self.budget)
 
-    def __call__(self, func: Any) -> Any:
+    def __call__(self, func: _Decorated) -> _Decorated:
         if isinstance(func, type):
-            return self._decorate_class(func)
+            return self._decorate_class(func)  # type: ignore[return-value]  # (the same class)
         # Not contextlib.ContextDecorator's wrapper: under pytest its frame,
         # in contextlib, was the failure's; and it is synchronous: around a
         # coroutine function it recorded nothing (the block ended before the

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from . import patches
+from .describe import CodeLocation, Description
 from .guard import put_back, set_error_hook, swallow
 from .record import (
     ASGI,
@@ -46,9 +47,12 @@ __all__ = [
     "TO_THREAD",
     "WSGI",
     "Clock",
+    "CodeLocation",
     "Component",
     "Crossing",
+    "Description",
     "Figures",
+    "Listener",
     "LoopCreation",
     "RequestRecord",
     "ThreadStart",
