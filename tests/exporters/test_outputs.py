@@ -565,6 +565,67 @@ def test_where_a_link_of_ones_own_leads_in_a_shared_directory_is_checked(shared,
     assert taken.read_text() == ""
 
 
+def test_each_step_of_a_chain_of_links_through_a_shared_directory_is_checked(shared, tmp_path):
+    """The server's own link to a name in /tmp not made yet, where another
+    user then put a link to a file of the server's user: only the last
+    name's directory was looked at (not a shared one), and the file was
+    appended to and renamed away."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter, foreign
+
+    (tmp_path / "private").mkdir()
+    victim = tmp_path / "private" / "victim.log"
+    victim.write_text("precious\n")
+    path = tmp_path / "private" / "traces.jsonl"
+    path.symlink_to(shared / "traces.jsonl")
+    (shared / "traces.jsonl").symlink_to(victim)
+    os.lchown(shared / "traces.jsonl", OTHER, OTHER)
+    assert foreign(str(path)) == _refused(OTHER, "a symbolic link")
+    exporter = FileSpanExporter(path, 10)
+    for line in ("a" * 8, "b" * 8):
+        assert exporter.export(EncodedSpans(line, 1)) is SpanExportResult.FAILURE
+    assert exporter.failure() == f"cannot append to {path}: {_refused(OTHER, 'a symbolic link')}"
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["traces.jsonl", "victim.log"]
+
+
+def test_the_process_stdout_is_appended_to_whatever_file_it_is(shared):
+    """/dev/stdout, the server's output, sent to another user's file in /tmp
+    (or to one deleted since): the file behind the link was judged as a
+    FILE_PATH of its own, refused (E008 at startup), or, deleted, made again
+    under the name '... (deleted)'. It is the server's output, as it is."""
+    output = shared / "server.log"
+    output.write_text("")
+    os.chown(output, OTHER, OTHER)
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from switchtrace.django_app.conf import _unwritable
+        from switchtrace.exporters.encode import EncodedSpans
+        from switchtrace.exporters.otlp_json import FileSpanExporter
+
+        assert _unwritable("/dev/stdout") is None
+        exporter = FileSpanExporter("/dev/stdout", 10)
+        assert exporter.export(EncodedSpans("a" * 8, 1)).name == "SUCCESS", exporter.failure()
+        os.unlink(sys.argv[1])
+        assert exporter.export(EncodedSpans("b" * 8, 1)).name == "SUCCESS", exporter.failure()
+        os.lseek(1, 0, os.SEEK_SET)
+        sys.stderr.write(os.pread(1, 100, 0).decode())
+        """
+    )
+    with open(output, "r+") as out:
+        child = subprocess.run(
+            [sys.executable, "-c", script, str(output)],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=shared,
+        )
+    assert child.returncode == 0, child.stderr
+    assert child.stderr == "a" * 8 + "\n" + "b" * 8 + "\n"
+    assert os.listdir(shared) == []
+
+
 @pytest.mark.parametrize("what", ["a file", "a symbolic link", "a named pipe"])
 def test_another_users_file_made_between_the_look_and_the_open_is_refused(
     shared, tmp_path, monkeypatch, what

@@ -191,22 +191,44 @@ def _value(value: Any) -> dict[str, Any]:
 def foreign(path: str) -> str | None:
     """Why the file exporter does not append to ``path``, or None: in a
     directory every user may write (/tmp, /dev/shm), what is at the path,
-    and the file a link of one's own there leads to, must be this process's
-    user's or the directory owner's, and a file must have no other name (a
-    hard link). Another user's could have been put there first: a file or
-    a named pipe, to receive the spans; a link (symbolic or hard), to have
-    a file of this user's appended to and, once full, renamed. The kernel's
-    protected_regular, protected_symlinks and protected_hardlinks guard
-    only some of these, and only where they are set."""
-    try:
-        found = os.lstat(path)
-        refused = _foreign(found, _shared_directory(path))
-        if refused is None and stat.S_ISLNK(found.st_mode):
-            real = os.path.realpath(path)
-            refused = _foreign(os.stat(real), _shared_directory(real))
-        return refused
-    except OSError:  # not there (made by the open), or not looked at: the open says why
+    and at each step of a link of one's own leading on from there, must be
+    this process's user's or the directory owner's, and a file must have no
+    other name (a hard link). Another user's could have been put there
+    first: a file or a named pipe, to receive the spans; a link (symbolic
+    or hard), to have a file of this user's appended to and, once full,
+    renamed. The kernel's protected_regular, protected_symlinks and
+    protected_hardlinks guard only some of these, and only where they are
+    set. A stream of the process's (/dev/stdout) is not looked at: the
+    server's output is the server's."""
+    if _stream(path):
         return None
+    try:
+        _final(path)
+    except PermissionError as exc:
+        return exc.strerror
+    except OSError:  # not looked at: the open says why
+        pass
+    return None
+
+
+def _final(path: str) -> tuple[str, os.stat_result | None, os.stat_result | None]:
+    """Where ``path``'s links lead, followed one at a time, each step that
+    is in a directory every user may write checked (a PermissionError
+    naming what is refused): the last name, what is there (None: nothing
+    yet), and its directory if every user may write in it."""
+    for _ in range(40):  # as many links as Linux follows
+        shared = _shared_directory(path)
+        try:
+            found = os.lstat(path)
+        except FileNotFoundError:
+            return path, None, shared
+        refused = _foreign(found, shared)
+        if refused is not None:
+            raise PermissionError(errno.EPERM, refused)
+        if not stat.S_ISLNK(found.st_mode):
+            return path, found, shared
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
 
 
 def _shared_directory(path: str) -> os.stat_result | None:
@@ -308,7 +330,8 @@ class FileSpanExporter(SpanExporter):
         self.path = os.fspath(path)
         # /dev/stdout and the like name a stream of the process's (whose
         # file, if any, is the server's own log): appended to, never renamed.
-        self.max_bytes = None if _stream(self.path) else max_bytes
+        self._stream = _stream(self.path)
+        self.max_bytes = None if self._stream else max_bytes
         #: The file could not be renamed once it was full (say, its
         #: directory is read-only): appended to past max_bytes, and said once.
         self._unrotatable = False
@@ -444,22 +467,14 @@ class FileSpanExporter(SpanExporter):
 
     def _open(self) -> tuple[int, bool]:
         """The file, opened for appending; whether it can be read too."""
-        # In a directory every user may write, what is there (or where a
-        # link of one's own there leads) is checked, then opened without
-        # following a link and checked again, open: another user's may have
-        # been put there between the look and the open.
-        try:
-            found: os.stat_result | None = os.lstat(self.path)
-        except FileNotFoundError:
-            found = None
-        path, shared = self.path, _shared_directory(self.path)
-        if found is not None and (refused := _foreign(found, shared)):
-            raise PermissionError(errno.EPERM, refused)
-        if found is not None and stat.S_ISLNK(found.st_mode):
-            # One's own link, followed, unless it leads into such a directory.
-            real = os.path.realpath(self.path)
-            if (shared := _shared_directory(real)) is not None:
-                path = real
+        # In a directory every user may write, what is there, and each step
+        # of a link of one's own, is checked, then the last name is opened
+        # without following a link and checked again, open: another user's
+        # may have been put there between the look and the open. A stream
+        # of the process's (/dev/stdout) is opened as it is.
+        path, shared = self.path, None
+        if not self._stream:
+            path, _found, shared = _final(self.path)
         nofollow = getattr(os, "O_NOFOLLOW", 0) if shared is not None else 0
         try:
             mode = os.stat(path).st_mode
