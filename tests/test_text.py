@@ -67,6 +67,10 @@ def test_an_endpoints_user_and_password_are_never_shown(endpoint, shown):
         ("tab\there, cr\r", "tab\\there, cr\\r"),
         ("reordered \u202eabc", "reordered \\u202eabc"),
         ("line\u2028separator", "line\\u2028separator"),
+        ("isolated \u2066x\u2069, marked \u200f", "isolated \\u2066x\\u2069, marked \\u200f"),
+        # A translation's words: joined, hyphenated where they may break.
+        ("می\u200cشود, 👨\u200d👩, soft\xadhyphen", "می\u200cشود, 👨\u200d👩, soft\xadhyphen"),
+        ("del\x7f, c1\x9b", "del\\x7f, c1\\x9b"),
     ],
 )
 def test_without_escapes_keeps_lines_and_spaces_and_shows_the_rest(text, shown):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from typing import Any
 
 
@@ -138,27 +137,23 @@ def printable(text: str, limit: int) -> str:
     return "".join(shown)
 
 
+#: What a terminal obeys or reorders a line by: the control characters but
+#: the line break, the line and paragraph separators, the bidirectional
+#: marks, embeddings, overrides and isolates.
+_OBEYED = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
 def without_escapes(text: str) -> str:
-    """``text``, its lines and spaces kept (a translation's no-break space),
-    with each other character that is not printable written as Python
-    writes it in a string (``\\x1b``): what a project's code names (a
-    view's qualified name, an exception's message) must not move the
-    terminal's cursor, recolour what follows, retitle the window or reorder
-    the line."""
-    if text.isprintable() or all(_kept(char) for char in text):
-        return text
-    return "".join(char if _kept(char) else _unless_printable(char) for char in text)
-
-
-def _kept(char: str) -> bool:
-    return char.isprintable() or char == "\n" or unicodedata.category(char) == "Zs"
+    """``text``, its lines kept, with each character a terminal obeys or
+    reorders a line by written as Python writes it in a string
+    (``\\x1b``): what a project's code names (a view's qualified name, an
+    exception's message) must not move the terminal's cursor, recolour what
+    follows, retitle the window or reorder the line. The rest is kept as it
+    is: a translation's no-break space, zero-width joiner or soft hyphen."""
+    return _OBEYED.sub(lambda found: ascii(found.group())[1:-1], text)
 
 
 def _escaped(char: str) -> str:
     if char == "\\":
         return "\\\\"
-    return _unless_printable(char)
-
-
-def _unless_printable(char: str) -> str:
     return char if char.isprintable() else ascii(char)[1:-1]
