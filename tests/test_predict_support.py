@@ -61,7 +61,19 @@ def _named_with_escapes(request):
 _named_with_escapes.__qualname__ = "view\x1b[31m\x1b]0;title\x07\x1b[2J"
 
 
+def fills_its_response_view(request):
+    """Its crossing's code holds its response (a closure over it)."""
+    response = HttpResponse()
+
+    async def fill():
+        response.content = b"filled"
+
+    async_to_sync(fill)()
+    return response
+
+
 urlpatterns = [
+    path("fills-its-response/", fills_its_response_view),
     path("escapes/", _named_with_escapes),
     path("sync/", sync_view),
     path("template/", template_view),

@@ -46,6 +46,39 @@ def named(record):
     return [(qualname, kind) for _m, qualname, kind, _c, _b in described(record)]
 
 
+def test_the_description_caches_keep_no_class_or_signal_alive():
+    """A class made per request (a form of modelform_factory's) whose bound
+    method was bridged, and a signal made per request: the description
+    cache held the class (as many as 4,096), the signal names' cache the
+    signal (256), and with them what they hold (a method or a receiver
+    closing over the request)."""
+    import gc
+    import itertools
+    import weakref
+
+    class PerRequest:
+        def save(self):
+            pass
+
+    signal = Signal()
+    record = tracer.RequestRecord(tracer.ASGI, itertools.count().__next__)
+    thread = threading.current_thread()
+    for func in (PerRequest().save, signal.send):
+        record.crossings.append(
+            tracer.Crossing(tracer.SYNC_TO_ASYNC, object(), func, thread, None, 0)
+        )
+    assert [
+        (qualname, str(component)) for _m, qualname, _k, component, _b in described(record)
+    ] == [
+        (f"{PerRequest.__qualname__}.save", f"{PerRequest.__qualname__}.save"),
+        ("Signal.send", "signal"),
+    ]
+    gone = [weakref.ref(PerRequest), weakref.ref(signal)]
+    del PerRequest, signal, record, func
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None]
+
+
 def test_asgi_shipped_middleware_sync_view(records):
     with project() as (asgi, _wsgi):
         run_asgi(asgi, "/sync/")

@@ -3209,3 +3209,44 @@ def test_a_handler_built_in_another_apps_ready_before_this_ones_is_not_told_of(t
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert (out.returncode, out.stdout, out.stderr) == (0, "200\n200 0\n", "")
+
+
+def test_a_wsgi_response_never_closed_is_let_go_once_its_thread_serves_again():
+    """A WSGI middleware that joins the body and never closes the response
+    (``[b"".join(app(environ, start_response))]``): the record waiting for
+    the close ends at the thread's next request, and no longer keeps the
+    response, even one its own crossings hold (a view's closure over it),
+    which kept its entry, and so itself and its request, for ever."""
+    import gc
+    import weakref
+
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test.client import RequestFactory
+    from django.test.utils import override_settings
+
+    figures: list[tuple[str, int]] = []
+
+    def finished(record: tracer.RequestRecord) -> None:
+        figures.append((record.attributes["url.path"], record.context_switches))
+
+    tracer.add_listener(finished)
+    try:
+        with override_settings(
+            ROOT_URLCONF="tests.test_predict_support", ALLOWED_HOSTS=["testserver"], MIDDLEWARE=[]
+        ):
+            handler = WSGIHandler()
+            environ = RequestFactory()._base_environ(PATH_INFO="/fills-its-response/")
+            response = handler(environ, lambda status, headers, exc_info=None: None)
+            assert b"".join(response) == b"filled"  # and never closed
+            left = weakref.ref(response)
+            del response
+            assert figures == []
+            assert wsgi_request(handler, "/sync/").status == 200
+    finally:
+        tracer.remove_listener(finished)
+    from switchtrace.django_app import telemetry
+
+    assert telemetry.pipeline().flush(10)  # (the export queue lets go of both)
+    gc.collect()
+    assert figures == [("/fills-its-response/", 2), ("/sync/", 0)]
+    assert left() is None

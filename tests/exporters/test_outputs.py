@@ -1832,6 +1832,34 @@ def test_an_application_span_processor_raising_is_its_error_not_switchtraces(
     )
 
 
+def test_a_request_whose_spans_the_application_refused_is_let_go(tmp_path):
+    """The traceback of what the application's span processor raised stayed
+    with switchtrace's export thread until the next such error, and with it
+    the frames that made the request's spans: its record, and everything
+    its crossings hold (a view's objects, the request, the response)."""
+    before = f"""
+    {textwrap.indent(APP_PROVIDER, "    ").strip()}
+    from opentelemetry.sdk.trace import SpanProcessor
+    class Refusing(SpanProcessor):
+        def on_end(self, span):
+            if span.name.startswith("async_to_sync"):
+                raise RuntimeError(span.name)
+    app_provider.add_span_processor(Refusing())
+    trace.set_tracer_provider(app_provider)
+    import weakref
+    from switchtrace import tracer
+    refs = []
+    tracer.add_listener(lambda record: refs.append(weakref.ref(record)))
+    """
+    after = """
+    assert pipeline.flush(10)
+    import gc
+    gc.collect()
+    print(pipeline.dropped, [ref() is None for ref in refs])
+    """
+    assert run_script(before, after, {}, tmp_path) == "1 [True]"
+
+
 #: The log's records printed, one a line (the project configures the
 #: "switchtrace" logger's own handler).
 LOG_LINES = """import logging

@@ -8,7 +8,6 @@ middleware each adapter built by ``BaseHandler.adapt_method_mode`` serves
 
 from __future__ import annotations
 
-import functools
 import sys
 import tempfile
 import types
@@ -585,7 +584,7 @@ class Resolver:
         """Everything the component and the qualified name depend on, or None
         when that cannot be told cheaply (the crossing is then described
         afresh). Holds none of the application's objects (see
-        :func:`identity`): classes, names and serial numbers."""
+        :func:`identity`): names and serial numbers."""
         func: Any = crossing.func
         view = record.extra.get("view")
         kind = type(func)
@@ -599,7 +598,9 @@ class Resolver:
         if method is not None:
             owner = method.__self__
             # Per class, except a signal: its name is its identity.
-            owner_key = identity(owner) if _is_signal(owner) else type(owner)
+            # (By identity: a class made per request, a form of
+            # modelform_factory's, is not kept alive by the cache.)
+            owner_key = identity(owner) if _is_signal(owner) else identity(type(owner))
             inner = _function_site(method.__func__)
             site = None if inner is None or owner_key is None else (kind, inner, owner_key)
         else:
@@ -886,7 +887,11 @@ SIGNAL_MODULES = (
 )
 
 
-@functools.lru_cache(maxsize=256)
+#: The signals named so far (at most 256), by identity: a signal made per
+#: request, whose receivers hold the request, is not kept alive.
+_signal_names: WeakIdentityMap[str] = WeakIdentityMap()
+
+
 def _signal_name(signal: Any) -> str:
     """The name a module gives ``signal``: Django's modules of signals first
     (a project's module importing ``request_started`` does not rename it),
@@ -895,6 +900,19 @@ def _signal_name(signal: Any) -> str:
     may import it under another name. Worked out once per signal, after
     the response: the modules are looked through only for a signal that is
     not Django's."""
+    name = _signal_names.get(signal)
+    if name is None:
+        name = _looked_up_signal_name(signal)
+        if len(_signal_names) >= 256:
+            _signal_names.clear()
+        try:
+            _signal_names[signal] = name
+        except TypeError:  # (takes no weak reference: named again next time)
+            pass
+    return name
+
+
+def _looked_up_signal_name(signal: Any) -> str:
     for module_name in SIGNAL_MODULES:
         module = sys.modules.get(module_name)
         if module is None:

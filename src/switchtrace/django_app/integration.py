@@ -115,6 +115,10 @@ _sub_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
 #: record.extra's key, set once WSGIHandler.__call__ has returned for a WSGI
 #: request: it is served no longer, whatever its bookkeeping noted.
 _HANDLED = "switchtrace.handled"
+#: ``record.extra`` key: a weak reference to the response whose close ends a
+#: WSGI record (its entry in ``_closing``), to drop that entry when the
+#: record ends otherwise.
+_CLOSES = "switchtrace.closes"
 
 
 def request_attributes(
@@ -237,6 +241,7 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
     if previous is not None and previous.kind == tracer.WSGI and not previous.finished:
         # The server never closed the previous response on this thread.
         tracer.finish_request(previous)
+        _forget_closing(previous)
     record, _token = tracer.start_request(tracer.WSGI, get_config().max_events)
     adapted = _adapted.get()
     if adapted is not None:
@@ -578,6 +583,7 @@ def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
             return  # WsgiToAsgi closes no response: its call's return ends the record
         with _closing_lock:
             waiting = _closing.get(response)
+            record.extra[_CLOSES] = weakref.ref(response)
             if waiting is None:
                 _closing[response] = [record]
             else:
@@ -587,6 +593,26 @@ def _wsgi_headers(record: tracer.RequestRecord, response: Any) -> None:
                 waiting.append(record)
     except Exception:
         swallow("WSGI headers")
+
+
+def _forget_closing(record: tracer.RequestRecord) -> None:
+    """``record`` ended without its response's close (never called): it no
+    longer waits for it. Kept, it would keep whatever it holds, and a record
+    whose crossings hold the response (a view's closure bridged) would keep
+    the response, and so its own entry, for ever."""
+    try:
+        closes = record.extra.pop(_CLOSES, None)
+        response = closes() if closes is not None else None
+        if response is None:
+            return
+        with _closing_lock:
+            waiting = _closing.get(response)
+            if waiting is not None:
+                waiting[:] = [r for r in waiting if r is not record]
+                if not waiting:
+                    _closing.pop(response)
+    except Exception:
+        swallow("WSGI response left unclosed")
 
 
 def _patch_response_close(original: Callable[[Any], Any]) -> Callable[[Any], Any]:

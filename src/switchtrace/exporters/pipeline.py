@@ -693,8 +693,9 @@ class SpanPipeline(QueueWorker):
                 encoded = []
                 built = False
             # Let go of the record now: this frame would otherwise keep it,
-            # and everything its crossings hold, until the next one comes.
-            item = None
+            # and everything its crossings hold, until the next one comes
+            # (the culprit's traceback holds the frames that built its spans).
+            item = culprit = None
             if built:
                 self.records += 1
             else:
