@@ -589,6 +589,35 @@ def test_each_step_of_a_chain_of_links_through_a_shared_directory_is_checked(sha
     assert sorted(p.name for p in victim.parent.iterdir()) == ["traces.jsonl", "victim.log"]
 
 
+@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no writable /dev/shm")
+def test_another_users_link_in_dev_shm_is_refused_as_in_tmp(tmp_path):
+    """A link under /dev was taken for a stream of the process's (as
+    /dev/stdout is one), and followed unchecked: /dev/shm is a directory
+    every user may write, as /tmp is."""
+    from switchtrace.exporters.encode import EncodedSpans
+    from switchtrace.exporters.otlp_json import FileSpanExporter
+
+    if os.geteuid() != 0:
+        pytest.skip("a file of another user is made by root")
+    victim = tmp_path / "victim.log"
+    victim.write_text("precious\n")
+    link = tempfile.mktemp(dir="/dev/shm", prefix="switchtrace-test-")
+    os.symlink(victim, link)
+    try:
+        os.lchown(link, OTHER, OTHER)
+        exporter = FileSpanExporter(link, 10)
+        assert exporter.export(EncodedSpans("a" * 8, 1)) is SpanExportResult.FAILURE
+        shm = os.stat("/dev/shm")
+        assert exporter.failure() == (
+            f"cannot append to {link}: it is a symbolic link of another user (uid {OTHER}) in a "
+            "directory every user may write, where only a file, named pipe or link of this "
+            f"process's user (uid 0) or of the directory's owner (uid {shm.st_uid}) is appended to"
+        )
+    finally:
+        os.unlink(link)
+    assert victim.read_text() == "precious\n"
+
+
 def test_the_process_stdout_is_appended_to_whatever_file_it_is(shared):
     """/dev/stdout, the server's output, sent to another user's file in /tmp
     (or to one deleted since): the file behind the link was judged as a
@@ -607,23 +636,26 @@ def test_the_process_stdout_is_appended_to_whatever_file_it_is(shared):
         assert _unwritable("/dev/stdout") is None
         exporter = FileSpanExporter("/dev/stdout", 10)
         assert exporter.export(EncodedSpans("a" * 8, 1)).name == "SUCCESS", exporter.failure()
+        linked = FileSpanExporter(sys.argv[2], 10)  # a link of one's own to it
+        assert linked.export(EncodedSpans("l" * 8, 1)).name == "SUCCESS", linked.failure()
         os.unlink(sys.argv[1])
         assert exporter.export(EncodedSpans("b" * 8, 1)).name == "SUCCESS", exporter.failure()
         os.lseek(1, 0, os.SEEK_SET)
         sys.stderr.write(os.pread(1, 100, 0).decode())
         """
     )
+    (shared / "stdout").symlink_to("/dev/stdout")
     with open(output, "r+") as out:
         child = subprocess.run(
-            [sys.executable, "-c", script, str(output)],
+            [sys.executable, "-c", script, str(output), str(shared / "stdout")],
             stdout=out,
             stderr=subprocess.PIPE,
             text=True,
             cwd=shared,
         )
     assert child.returncode == 0, child.stderr
-    assert child.stderr == "a" * 8 + "\n" + "b" * 8 + "\n"
-    assert os.listdir(shared) == []
+    assert child.stderr == "a" * 8 + "\n" + "l" * 8 + "\n" + "b" * 8 + "\n"
+    assert os.listdir(shared) == ["stdout"]
 
 
 @pytest.mark.parametrize("what", ["a file", "a symbolic link", "a named pipe"])

@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import os
+import re
 import stat
 import threading
 from collections.abc import Mapping, Sequence
@@ -198,9 +199,10 @@ def foreign(path: str) -> str | None:
     or hard), to have a file of this user's appended to and, once full,
     renamed. The kernel's protected_regular, protected_symlinks and
     protected_hardlinks guard only some of these, and only where they are
-    set. A stream of the process's (/dev/stdout) is not looked at: the
-    server's output is the server's."""
-    if _stream(path):
+    set. The process's own output (/dev/stdout, /dev/fd/1) is not looked
+    at: the server's output is the server's. The directories on the way
+    are trusted (their owners can do as they please in them)."""
+    if _PROCESS_STREAM.fullmatch(path):
         return None
     try:
         _final(path)
@@ -211,11 +213,16 @@ def foreign(path: str) -> str | None:
     return None
 
 
+#: The process's own output, named as such: written as it is, whatever it is.
+_PROCESS_STREAM = re.compile(r"/dev/(?:stdout|stderr|fd/[0-9]+)|/proc/self/fd/[0-9]+")
+
+
 def _final(path: str) -> tuple[str, os.stat_result | None, os.stat_result | None]:
     """Where ``path``'s links lead, followed one at a time, each step that
     is in a directory every user may write checked (a PermissionError
     naming what is refused): the last name, what is there (None: nothing
-    yet), and its directory if every user may write in it."""
+    yet, or what a link into /proc leads to, which the open follows), and
+    its directory if every user may write in it."""
     for _ in range(40):  # as many links as Linux follows
         shared = _shared_directory(path)
         try:
@@ -227,7 +234,10 @@ def _final(path: str) -> tuple[str, os.stat_result | None, os.stat_result | None
             raise PermissionError(errno.EPERM, refused)
         if not stat.S_ISLNK(found.st_mode):
             return path, found, shared
-        path = os.path.join(os.path.dirname(path), os.readlink(path))
+        target = os.readlink(path)
+        if target.startswith("/proc/"):  # (the process's descriptors: no file to walk to)
+            return target, None, None
+        path = os.path.join(os.path.dirname(path), target)
     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
 
 
@@ -330,8 +340,7 @@ class FileSpanExporter(SpanExporter):
         self.path = os.fspath(path)
         # /dev/stdout and the like name a stream of the process's (whose
         # file, if any, is the server's own log): appended to, never renamed.
-        self._stream = _stream(self.path)
-        self.max_bytes = None if self._stream else max_bytes
+        self.max_bytes = None if _stream(self.path) else max_bytes
         #: The file could not be renamed once it was full (say, its
         #: directory is read-only): appended to past max_bytes, and said once.
         self._unrotatable = False
@@ -472,12 +481,12 @@ class FileSpanExporter(SpanExporter):
         # without following a link and checked again, open: another user's
         # may have been put there between the look and the open. A stream
         # of the process's (/dev/stdout) is opened as it is.
-        path, shared = self.path, None
-        if not self._stream:
-            path, _found, shared = _final(self.path)
+        path, found, shared = self.path, None, None
+        if not _PROCESS_STREAM.fullmatch(self.path):
+            path, found, shared = _final(self.path)
         nofollow = getattr(os, "O_NOFOLLOW", 0) if shared is not None else 0
         try:
-            mode = os.stat(path).st_mode
+            mode = found.st_mode if found is not None else os.stat(path).st_mode
         except FileNotFoundError:
             mode = stat.S_IFREG  # (created by the open)
         regular = stat.S_ISREG(mode)
