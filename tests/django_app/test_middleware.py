@@ -3250,3 +3250,32 @@ def test_a_wsgi_response_never_closed_is_let_go_once_its_thread_serves_again():
     gc.collect()
     assert figures == [("/fills-its-response/", 2), ("/sync/", 0)]
     assert left() is None
+
+
+def test_a_wsgi_response_whose_start_response_raised_is_let_go():
+    """The server's start_response raised (wsgiref's, on a hop-by-hop header
+    such as Connection): the record ended then, and its response, which the
+    server never closes, stayed in the close map for ever, with what the
+    record's crossings hold (here, the response itself)."""
+    import gc
+
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.http import HttpResponse
+    from django.test.client import RequestFactory
+    from django.test.utils import override_settings
+
+    from switchtrace.django_app import telemetry
+
+    def start_response(status, headers, exc_info=None):
+        raise AssertionError("Hop-by-hop headers not allowed")
+
+    with override_settings(
+        ROOT_URLCONF="tests.test_predict_support", ALLOWED_HOSTS=["testserver"], MIDDLEWARE=[]
+    ):
+        environ = RequestFactory()._base_environ(PATH_INFO="/fills-its-response/")
+        with pytest.raises(AssertionError):
+            WSGIHandler()(environ, start_response)
+    assert telemetry.pipeline().flush(10)
+    gc.collect()
+    # (The response is nowhere else to be found: looked for among every object.)
+    assert [o for o in gc.get_objects() if type(o) is HttpResponse and o.content == b"filled"] == []

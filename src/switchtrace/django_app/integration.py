@@ -258,6 +258,7 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
         failed(record, exc)
         _stop_reading(record)
         tracer.finish_request(record)
+        _forget_closing(record)  # (the server's start_response raised: it closes nothing)
         raise
     # Served no longer, whatever the bookkeeping below: a record left current
     # on the thread without its headers (an internal error) must not take
