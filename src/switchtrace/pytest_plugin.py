@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .text import raised, shown
+
 if TYPE_CHECKING:
     from .testing import Recorded
     from .tracer import RequestRecord
-
-from .text import raised, shown
 
 MARKER = "max_context_switches"
 

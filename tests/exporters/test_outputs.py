@@ -447,6 +447,11 @@ def shared(tmp_path):
     directory = tmp_path / "shared"
     directory.mkdir()
     directory.chmod(0o777)
+    try:
+        os.chown(directory, OTHER, OTHER)  # (root of a user namespace may not)
+    except OSError as exc:
+        pytest.skip(f"uid {OTHER} cannot be given a file: {exc}")
+    os.chown(directory, os.geteuid(), os.getegid())
     return directory
 
 
@@ -589,16 +594,17 @@ def test_each_step_of_a_chain_of_links_through_a_shared_directory_is_checked(sha
     assert sorted(p.name for p in victim.parent.iterdir()) == ["traces.jsonl", "victim.log"]
 
 
-@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no writable /dev/shm")
-def test_another_users_link_in_dev_shm_is_refused_as_in_tmp(tmp_path):
+@pytest.mark.skipif(
+    not os.path.isdir("/dev/shm") or not os.stat("/dev/shm").st_mode & 0o002,
+    reason="no /dev/shm that every user may write",
+)
+def test_another_users_link_in_dev_shm_is_refused_as_in_tmp(shared, tmp_path):
     """A link under /dev was taken for a stream of the process's (as
     /dev/stdout is one), and followed unchecked: /dev/shm is a directory
     every user may write, as /tmp is."""
     from switchtrace.exporters.encode import EncodedSpans
     from switchtrace.exporters.otlp_json import FileSpanExporter
 
-    if os.geteuid() != 0:
-        pytest.skip("a file of another user is made by root")
     victim = tmp_path / "victim.log"
     victim.write_text("precious\n")
     link = tempfile.mktemp(dir="/dev/shm", prefix="switchtrace-test-")
@@ -636,26 +642,30 @@ def test_the_process_stdout_is_appended_to_whatever_file_it_is(shared):
         assert _unwritable("/dev/stdout") is None
         exporter = FileSpanExporter("/dev/stdout", 10)
         assert exporter.export(EncodedSpans("a" * 8, 1)).name == "SUCCESS", exporter.failure()
-        linked = FileSpanExporter(sys.argv[2], 10)  # a link of one's own to it
-        assert linked.export(EncodedSpans("l" * 8, 1)).name == "SUCCESS", linked.failure()
+        linked = [FileSpanExporter(link, 10) for link in sys.argv[2:]]  # links of one's own to it
+        for each in linked:
+            assert each.export(EncodedSpans("l" * 8, 1)).name == "SUCCESS", each.failure()
         os.unlink(sys.argv[1])
-        assert exporter.export(EncodedSpans("b" * 8, 1)).name == "SUCCESS", exporter.failure()
+        for each in [exporter, *linked]:
+            assert each.export(EncodedSpans("b" * 8, 1)).name == "SUCCESS", each.failure()
         os.lseek(1, 0, os.SEEK_SET)
         sys.stderr.write(os.pread(1, 100, 0).decode())
         """
     )
-    (shared / "stdout").symlink_to("/dev/stdout")
+    links = {"stdout": "/dev/stdout", "fd": "/dev/fd/1", "relative": "../" * 20 + "proc/self/fd/1"}
+    for name, target in links.items():
+        (shared / name).symlink_to(target)
     with open(output, "r+") as out:
         child = subprocess.run(
-            [sys.executable, "-c", script, str(output), str(shared / "stdout")],
+            [sys.executable, "-c", script, str(output), *(str(shared / name) for name in links)],
             stdout=out,
             stderr=subprocess.PIPE,
             text=True,
             cwd=shared,
         )
     assert child.returncode == 0, child.stderr
-    assert child.stderr == "a" * 8 + "\n" + "l" * 8 + "\n" + "b" * 8 + "\n"
-    assert os.listdir(shared) == ["stdout"]
+    assert child.stderr == "a" * 8 + "\n" + ("l" * 8 + "\n") * 3 + ("b" * 8 + "\n") * 4
+    assert sorted(os.listdir(shared)) == sorted(links)  # nothing made beside them
 
 
 @pytest.mark.parametrize("what", ["a file", "a symbolic link", "a named pipe"])

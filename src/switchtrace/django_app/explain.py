@@ -45,7 +45,8 @@ class ExplainError(Exception):
     """Bad input: a message naming what is wrong."""
 
     def __str__(self) -> str:
-        # A URL pattern's, a view's or an exception's words: the project's
+        # (It may quote a URL pattern, a view's name, an exception's message:
+        # the project's words, escapes and all.)
         return text.without_escapes(super().__str__())
 
 
@@ -471,7 +472,8 @@ class _Shown:
         self.out = out
 
     def write(self, said: str) -> int:
-        return self.out.write(text.without_escapes(said))
+        self.out.write(text.without_escapes(said))
+        return len(said)
 
     def flush(self) -> None:
         self.out.flush()

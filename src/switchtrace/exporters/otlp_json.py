@@ -224,20 +224,22 @@ def _final(path: str) -> tuple[str, os.stat_result | None, os.stat_result | None
     yet, or what a link into /proc leads to, which the open follows), and
     its directory if every user may write in it."""
     for _ in range(40):  # as many links as Linux follows
+        named = os.path.normpath(path)
+        if _PROCESS_STREAM.fullmatch(named) or named.startswith("/proc/"):
+            # The process's output, its descriptors: no file to walk to (a
+            # descriptor's link names a pipe, or a file that may be deleted).
+            return path, None, None
         shared = _shared_directory(path)
         try:
             found = os.lstat(path)
         except FileNotFoundError:
             return path, None, shared
-        refused = _foreign(found, shared)
+        refused = _why_refused(found, shared)
         if refused is not None:
             raise PermissionError(errno.EPERM, refused)
         if not stat.S_ISLNK(found.st_mode):
             return path, found, shared
-        target = os.readlink(path)
-        if target.startswith("/proc/"):  # (the process's descriptors: no file to walk to)
-            return target, None, None
-        path = os.path.join(os.path.dirname(path), target)
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
 
 
@@ -250,7 +252,7 @@ def _shared_directory(path: str) -> os.stat_result | None:
     return directory if directory.st_mode & stat.S_IWOTH else None
 
 
-def _foreign(found: os.stat_result, directory: os.stat_result | None) -> str | None:
+def _why_refused(found: os.stat_result, directory: os.stat_result | None) -> str | None:
     if directory is None:
         return None
     kind = found.st_mode
@@ -513,7 +515,7 @@ class FileSpanExporter(SpanExporter):
             if exc.errno != errno.ELOOP or not nofollow:
                 raise
             raise PermissionError(errno.EPERM, foreign(path) or exc.strerror) from None
-        if shared is not None and (refused := _foreign(os.fstat(out), shared)):
+        if shared is not None and (refused := _why_refused(os.fstat(out), shared)):
             os.close(out)
             raise PermissionError(errno.EPERM, refused)
         if not regular:
