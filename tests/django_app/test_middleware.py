@@ -3279,3 +3279,31 @@ def test_a_wsgi_response_whose_start_response_raised_is_let_go():
     gc.collect()
     # (The response is nowhere else to be found: looked for among every object.)
     assert [o for o in gc.get_objects() if type(o) is HttpResponse and o.content == b"filled"] == []
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_the_max_events_setting_bounds_each_requests_record(server, records):
+    """SWITCHTRACE['MAX_EVENTS'] reaches the record of every request (the
+    tracer's own tests give the bound to the record directly): 1,100 bridge
+    calls, 3 kept in detail, the rest counted as dropped, the figures exact."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test.utils import override_settings
+
+    with override_settings(
+        ROOT_URLCONF="tests.test_predict_support",
+        MIDDLEWARE=[],
+        SWITCHTRACE={"ENABLED": True, "EXPORTER": "memory", "MAX_EVENTS": 3},
+    ):
+        if server == "asgi":
+            assert run_asgi(ASGIHandler(), "/many-bridges/").status == 200
+        else:
+            assert wsgi_request(WSGIHandler(), "/many-bridges/").status == 200
+    (record,) = records
+    assert len(record.crossings) == 3
+    # ASGI: the view's 1,100 calls, and request_started's and request_finished's
+    # receivers, one sync_to_async each; WSGI: the view's calls and its
+    # async_to_sync (its loop, kept: under 3).
+    crossings = 1102 if server == "asgi" else 1101
+    assert (record.context_switches, record.dropped) == (2 * crossings, crossings - 3)
+    assert len(record.loop_creations) == (0 if server == "asgi" else 1)

@@ -553,6 +553,29 @@ def test_a_memo_makes_each_value_once_and_stays_bounded(monkeypatch):
     assert dict(memo) == {5: 10}
 
 
+def test_the_site_attributes_cache_stays_bounded(monkeypatch):
+    """The span name and attributes of a call site are made once, and the
+    cache of them, as every cache by call site, holds at most MAX_CACHED
+    entries (4,096, as the README says), emptied when full."""
+    from switchtrace.exporters import encode, spans
+    from switchtrace.tracer import SYNC_TO_ASYNC, Crossing, Description, describe
+
+    assert describe.MAX_CACHED == encode.MAX_CACHED == spans.MAX_CACHED == 4096
+    monkeypatch.setattr(spans, "MAX_CACHED", 2)
+    monkeypatch.setattr(spans, "_site_attributes", {})
+    sites = {name: Description(name, None, None) for name in "abc"}
+    for description in sites.values():
+        description.shared = True
+    made = []
+    for name in "abac":
+        crossing = Crossing(SYNC_TO_ASYNC, None, None, threading.current_thread(), None, 0)
+        crossing.description = sites[name]
+        made.append(spans.site_attributes(crossing))
+    assert [name for name, _attributes in made] == [f"sync_to_async {n}" for n in "abac"]
+    assert made[2] is made[0]  # the same group for every crossing of a site
+    assert list(spans._site_attributes.values()) == [made[3]]  # full at "c": emptied first
+
+
 # -- values off the beaten path, against the SDK's encoder ----------------------
 
 #: Values the SDK's ``_encode_value`` encodes.

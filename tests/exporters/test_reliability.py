@@ -86,6 +86,14 @@ def test_requests_are_served_whatever_the_collector_does(collector, monkeypatch,
     assert time.monotonic() - started < 30
 
 
+def test_the_pause_after_a_failed_export_is_the_readmes_one_second_doubling_to_thirty():
+    """The tests of the pause (tests/exporters/test_backoff.py) shorten it
+    to run quickly; these are the figures the README gives."""
+    from switchtrace.exporters import pipeline
+
+    assert (pipeline.FAILURE_BACKOFF_S, pipeline.MAX_FAILURE_BACKOFF_S) == (1.0, 30.0)
+
+
 def test_a_full_queue_drops_and_counts_instead_of_waiting(monkeypatch, caplog):
     release = threading.Event()
     building = threading.Event()
