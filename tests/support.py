@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import gc
 import inspect
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from asgiref.sync import ThreadSensitiveContext
 
 from switchtrace.example import Result, asgi_request, run_in_server_loop, wsgi_request
 
 __all__ = [
     "ASGI_THREADS",
+    "NOBODY",
     "Result",
     "asgi_request",
     "collect_garbage",
+    "directory_every_user_may_write",
     "run_asgi",
     "run_script",
     "wait_for",
@@ -29,6 +33,29 @@ __all__ = [
 #: Threads an ASGI request starts in all: the per-request thread of Django's
 #: ThreadSensitiveContext, and, from asgiref 3.12, the thread that joins it.
 ASGI_THREADS = 2 if "Thread(" in inspect.getsource(ThreadSensitiveContext.__aexit__) else 1
+
+
+#: Another user's uid, for the files and links root gives away.
+NOBODY = 65534
+
+
+def directory_every_user_may_write(parent: Path) -> Path:
+    """A new directory in ``parent`` every user may write, as /tmp is
+    (without its sticky bit, which the kernel's protected_regular and
+    protected_symlinks need), where root may give a file to uid
+    :data:`NOBODY`; the test is skipped where it cannot (not root, or the
+    root of a user namespace)."""
+    if os.geteuid() != 0:
+        pytest.skip("a file of another user is made by root")
+    directory = parent / "shared"
+    directory.mkdir()
+    directory.chmod(0o777)
+    try:
+        os.chown(directory, NOBODY, NOBODY)
+    except OSError as exc:
+        pytest.skip(f"uid {NOBODY} cannot be given a file: {exc}")
+    os.chown(directory, os.geteuid(), os.getegid())
+    return directory
 
 
 def run_asgi(handler: Any, path: str) -> Result:

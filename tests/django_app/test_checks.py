@@ -1708,20 +1708,13 @@ def _problems_without_root(settings: list[dict]) -> list[list[str]]:
 def test_another_users_file_or_link_in_a_directory_every_user_may_write_is_e008(tmp_path):
     """The exporter refuses it (tests/exporters/test_outputs.py): said at
     startup rather than by a warning at the first request."""
-    if os.geteuid() != 0:
-        pytest.skip("a file of another user is made by root")
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    try:
-        os.chown(shared, 65534, 65534)  # (root of a user namespace may not)
-    except OSError as exc:
-        pytest.skip(f"uid 65534 cannot be given a file: {exc}")
-    os.chown(shared, 0, 0)
+    from ..support import NOBODY, directory_every_user_may_write
+
+    shared = directory_every_user_may_write(tmp_path)
     (shared / "planted.jsonl").write_text("")
     (shared / "link.jsonl").symlink_to(tmp_path / "mine")
     for name in ("planted.jsonl", "link.jsonl"):
-        os.lchown(shared / name, 65534, 65534)
+        os.lchown(shared / name, NOBODY, NOBODY)
     (shared / "own.jsonl").write_text("")
     problems = [
         [
@@ -1739,7 +1732,7 @@ def test_another_users_file_or_link_in_a_directory_every_user_may_write_is_e008(
             (
                 "switchtrace.E008",
                 f"SWITCHTRACE['FILE_PATH'] is {str(shared / name)!r}, which the file exporter "
-                f"cannot write: it is {what} of another user (uid 65534) in a directory every "
+                f"cannot write: it is {what} of another user (uid {NOBODY}) in a directory every "
                 "user may write, where only a file, named pipe or link of this process's user "
                 f"(uid {uid}) or of the directory's owner (uid {uid}) is appended to.",
             )

@@ -27,7 +27,13 @@ from switchtrace.plural import count
 
 from ..conftest import EXAMPLE, ROOT
 from ..django_app.test_middleware import project
-from ..support import ASGI_THREADS, run_asgi, wsgi_request
+from ..support import (
+    ASGI_THREADS,
+    NOBODY,
+    directory_every_user_may_write,
+    run_asgi,
+    wsgi_request,
+)
 
 
 def test_the_file_exporter_writes_otlp_json_lines(tmp_path):
@@ -434,25 +440,9 @@ def test_a_file_path_that_is_a_symlink_stays_one(tmp_path):
     assert (tmp_path / "logs" / "traces.jsonl").read_text() == "c" * 8 + "\n"
 
 
-#: Another user's: nobody.
-OTHER = 65534
-
-
 @pytest.fixture
 def shared(tmp_path):
-    """A directory every user may write, as /tmp is (without its sticky bit,
-    which the kernel's protected_regular and protected_symlinks need)."""
-    if os.geteuid() != 0:
-        pytest.skip("a file of another user is made by root")
-    directory = tmp_path / "shared"
-    directory.mkdir()
-    directory.chmod(0o777)
-    try:
-        os.chown(directory, OTHER, OTHER)  # (root of a user namespace may not)
-    except OSError as exc:
-        pytest.skip(f"uid {OTHER} cannot be given a file: {exc}")
-    os.chown(directory, os.geteuid(), os.getegid())
-    return directory
+    return directory_every_user_may_write(tmp_path)
 
 
 def _refused(uid: int, what: str = "a file") -> str:
@@ -472,10 +462,10 @@ def test_another_users_file_in_a_shared_directory_is_not_appended_to(shared):
     planted = shared / "traces.jsonl"
     planted.write_text("planted\n")
     planted.chmod(0o666)
-    os.chown(planted, OTHER, OTHER)
+    os.chown(planted, NOBODY, NOBODY)
     exporter = FileSpanExporter(planted, 10)
     assert exporter.export(EncodedSpans("a" * 8, 1)) is SpanExportResult.FAILURE
-    assert exporter.failure() == f"cannot append to {planted}: {_refused(OTHER)}"
+    assert exporter.failure() == f"cannot append to {planted}: {_refused(NOBODY)}"
     assert planted.read_text() == "planted\n"
 
 
@@ -490,11 +480,11 @@ def test_another_users_link_in_a_shared_directory_is_not_followed(shared, tmp_pa
     victim.write_text("x" * 20)
     link = shared / "traces.jsonl"
     link.symlink_to(victim)
-    os.lchown(link, OTHER, OTHER)
+    os.lchown(link, NOBODY, NOBODY)
     exporter = FileSpanExporter(link, 10)
     for line in ("a" * 8, "b" * 8):
         assert exporter.export(EncodedSpans(line, 1)) is SpanExportResult.FAILURE
-    assert exporter.failure() == f"cannot append to {link}: {_refused(OTHER, 'a symbolic link')}"
+    assert exporter.failure() == f"cannot append to {link}: {_refused(NOBODY, 'a symbolic link')}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["important.db", "shared"]
     assert victim.read_text() == "x" * 20
 
@@ -509,7 +499,7 @@ def test_a_file_and_a_link_of_ones_own_in_a_shared_directory_are_appended_to(
     from switchtrace.exporters.otlp_json import FileSpanExporter
 
     if owner == "the directory's owner":
-        os.chown(shared, OTHER, OTHER)
+        os.chown(shared, NOBODY, NOBODY)
     (tmp_path / "logs").mkdir()
     link = shared / "link.jsonl"
     link.symlink_to(tmp_path / "logs" / "traces.jsonl")
@@ -518,7 +508,7 @@ def test_a_file_and_a_link_of_ones_own_in_a_shared_directory_are_appended_to(
         for line in ("a" * 8, "b" * 8):
             assert FileSpanExporter(path, 10).export(EncodedSpans(line, 1)).name == "SUCCESS"
         if owner == "the directory's owner":
-            os.lchown(path, OTHER, OTHER)
+            os.lchown(path, NOBODY, NOBODY)
         assert FileSpanExporter(path, 10).export(EncodedSpans("c" * 8, 1)).name == "SUCCESS"
     assert plain.read_text() == link.read_text() == "c" * 8 + "\n"
     assert (shared / "traces.jsonl.1").read_text() == "b" * 8 + "\n"
@@ -556,7 +546,7 @@ def test_where_a_link_of_ones_own_leads_in_a_shared_directory_is_checked(shared,
 
     taken = shared / "real.jsonl"
     taken.write_text("")
-    os.chown(taken, OTHER, OTHER)
+    os.chown(taken, NOBODY, NOBODY)
     (tmp_path / "app").mkdir()
     link = tmp_path / "app" / "traces.jsonl"
     link.symlink_to(taken)
@@ -566,7 +556,7 @@ def test_where_a_link_of_ones_own_leads_in_a_shared_directory_is_checked(shared,
     for path in (link, dotted):
         exporter = FileSpanExporter(path)
         assert exporter.export(EncodedSpans("a" * 8, 1)) is SpanExportResult.FAILURE
-        assert exporter.failure() == f"cannot append to {path}: {_refused(OTHER)}"
+        assert exporter.failure() == f"cannot append to {path}: {_refused(NOBODY)}"
     assert taken.read_text() == ""
 
 
@@ -584,12 +574,12 @@ def test_each_step_of_a_chain_of_links_through_a_shared_directory_is_checked(sha
     path = tmp_path / "private" / "traces.jsonl"
     path.symlink_to(shared / "traces.jsonl")
     (shared / "traces.jsonl").symlink_to(victim)
-    os.lchown(shared / "traces.jsonl", OTHER, OTHER)
-    assert foreign(str(path)) == _refused(OTHER, "a symbolic link")
+    os.lchown(shared / "traces.jsonl", NOBODY, NOBODY)
+    assert foreign(str(path)) == _refused(NOBODY, "a symbolic link")
     exporter = FileSpanExporter(path, 10)
     for line in ("a" * 8, "b" * 8):
         assert exporter.export(EncodedSpans(line, 1)) is SpanExportResult.FAILURE
-    assert exporter.failure() == f"cannot append to {path}: {_refused(OTHER, 'a symbolic link')}"
+    assert exporter.failure() == f"cannot append to {path}: {_refused(NOBODY, 'a symbolic link')}"
     assert victim.read_text() == "precious\n"
     assert sorted(p.name for p in victim.parent.iterdir()) == ["traces.jsonl", "victim.log"]
 
@@ -610,12 +600,12 @@ def test_another_users_link_in_dev_shm_is_refused_as_in_tmp(shared, tmp_path):
     link = tempfile.mktemp(dir="/dev/shm", prefix="switchtrace-test-")
     os.symlink(victim, link)
     try:
-        os.lchown(link, OTHER, OTHER)
+        os.lchown(link, NOBODY, NOBODY)
         exporter = FileSpanExporter(link, 10)
         assert exporter.export(EncodedSpans("a" * 8, 1)) is SpanExportResult.FAILURE
         shm = os.stat("/dev/shm")
         assert exporter.failure() == (
-            f"cannot append to {link}: it is a symbolic link of another user (uid {OTHER}) in a "
+            f"cannot append to {link}: it is a symbolic link of another user (uid {NOBODY}) in a "
             "directory every user may write, where only a file, named pipe or link of this "
             f"process's user (uid 0) or of the directory's owner (uid {shm.st_uid}) is appended to"
         )
@@ -631,7 +621,7 @@ def test_the_process_stdout_is_appended_to_whatever_file_it_is(shared):
     under the name '... (deleted)'. It is the server's output, as it is."""
     output = shared / "server.log"
     output.write_text("")
-    os.chown(output, OTHER, OTHER)
+    os.chown(output, NOBODY, NOBODY)
     script = textwrap.dedent(
         """
         import os, sys
@@ -697,7 +687,7 @@ def test_another_users_file_made_between_the_look_and_the_open_is_refused(
         else:
             os.mkfifo(path)
             readers.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
-        os.lchown(path, OTHER, OTHER)
+        os.lchown(path, NOBODY, NOBODY)
         raise FileNotFoundError(2, "No such file or directory", name)
 
     exporter = otlp_json.FileSpanExporter(path)
@@ -705,7 +695,7 @@ def test_another_users_file_made_between_the_look_and_the_open_is_refused(
     assert exporter.export(EncodedSpans("a" * 8, 1)) is SpanExportResult.FAILURE
     monkeypatch.undo()
     assert planted == [what]
-    assert exporter.failure() == f"cannot append to {path}: {_refused(OTHER, what)}"
+    assert exporter.failure() == f"cannot append to {path}: {_refused(NOBODY, what)}"
     assert victim.read_text() == "kept\n"
     if what == "a file":
         assert path.read_text() == "planted\n"
