@@ -3307,3 +3307,40 @@ def test_the_max_events_setting_bounds_each_requests_record(server, records):
     crossings = 1102 if server == "asgi" else 1101
     assert (record.context_switches, record.dropped) == (2 * crossings, crossings - 3)
     assert len(record.loop_creations) == (0 if server == "asgi" else 1)
+
+
+class _Stop(BaseException):
+    """As a test's pytest.fail() in a listener of its own raises."""
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_a_listeners_base_exception_leaves_the_server_call_and_the_next_request_counts(
+    server, records
+):
+    """The listener's own choice, not swallowed: it comes out where the
+    record ends (the ASGI call; the WSGI response's close), once switchtrace
+    has done with the request (no longer current on the thread, its
+    response's headers no longer read), and the next request counts as
+    ever."""
+    from switchtrace.django_app import integration
+
+    def stop_once(record):
+        if len(records) == 1:
+            raise _Stop("budget exceeded")
+
+    tracer.add_listener(stop_once)
+    try:
+        with project(**NO_SPANS) as handlers:
+            with pytest.raises(_Stop, match=r"^budget exceeded$"):
+                serve(server, handlers, "/sync/")
+            assert tracer.current_record() is None
+            [first] = records
+            assert first.finished
+            assert integration._READING not in first.extra
+            result = serve(server, handlers, "/sync/")
+    finally:
+        tracer.remove_listener(stop_once)
+    headers, total = EXPECTED[server, "/sync/", "shipped"]
+    assert result.figures() == headers
+    assert [r.context_switches for r in records] == [total, total]
+    assert records[1].at_headers == tracer.Figures(*headers)

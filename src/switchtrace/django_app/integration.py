@@ -240,8 +240,10 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
         return as_sub_request(wrapped, args, kwargs)
     if previous is not None and previous.kind == tracer.WSGI and not previous.finished:
         # The server never closed the previous response on this thread.
-        tracer.finish_request(previous)
-        _forget_closing(previous)
+        try:
+            tracer.finish_request(previous)
+        finally:
+            _forget_closing(previous)
     record, _token = tracer.start_request(tracer.WSGI, get_config().max_events)
     adapted = _adapted.get()
     if adapted is not None:
@@ -257,8 +259,10 @@ def _wrap_wsgi_call(wrapped, instance, args, kwargs):
     except BaseException as exc:
         failed(record, exc)
         _stop_reading(record)
-        tracer.finish_request(record)
-        _forget_closing(record)  # (the server's start_response raised: it closes nothing)
+        try:
+            tracer.finish_request(record)
+        finally:
+            _forget_closing(record)  # (the server's start_response raised: it closes nothing)
         raise
     # Served no longer, whatever the bookkeeping below: a record left current
     # on the thread without its headers (an internal error) must not take
@@ -761,8 +765,17 @@ async def _end_adapted_wsgi(call: Any) -> Any:
         raise
     finally:
         put_back(_adapted, token, "WsgiToAsgi call")
-        for record in opened:
-            tracer.finish_request(record)
+        _finish_all(opened)
+
+
+def _finish_all(records: list[tracer.RequestRecord]) -> None:
+    """Each of ``records`` finished, even once a listener's BaseException
+    comes out of one (raised after the rest)."""
+    if records:
+        try:
+            tracer.finish_request(records[0])
+        finally:
+            _finish_all(records[1:])
 
 
 def _wrap_asgi_call(wrapped, instance, args, kwargs):
@@ -800,8 +813,10 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
         # awaits that thread) does not wait for; under _readers_lock it
         # either reads before the line below, which undoes it, or finds the
         # request ended and reads nothing.
-        tracer.finish_request(record, token)
-        _stop_reading(record)
+        try:
+            tracer.finish_request(record, token)
+        finally:
+            _stop_reading(record)
 
 
 #: The request headers switchtrace reads under ASGI, while spans are made,

@@ -129,11 +129,13 @@ def start_request(
     record = RequestRecord(kind, patches.clock, max_events)
     token = patches.here.set((record, None))
     if _start_listeners:
-        for listener in tuple(_start_listeners):
+        raised = _tell(_start_listeners, record, "start listener")
+        if raised is not None:
             try:
-                listener(record)
-            except Exception:
-                swallow(f"start listener {getattr(listener, '__qualname__', listener)!r}")
+                raise raised
+            finally:
+                del raised
+                finish_request(record, token)
     return record, token
 
 
@@ -145,13 +147,10 @@ def finish_request(
     With a token, the context variable is reset; without one (a WSGI response
     closed after the handler returned), it is cleared if it still holds
     ``record``."""
+    raised = None
     if not record.finished:
         record.finish()
-        for listener in tuple(_listeners):
-            try:
-                listener(record)
-            except Exception:
-                swallow(f"listener {getattr(listener, '__qualname__', listener)!r}")
+        raised = _tell(_listeners, record, "listener")
     try:
         if token is not None:
             put_back(patches.here, token, "finish request")
@@ -159,6 +158,40 @@ def finish_request(
             patches.here.set(None)
     except Exception:
         swallow("finish request")
+    if raised is not None:
+        try:
+            raise raised
+        finally:
+            del raised
+
+
+def _tell(listeners: list[Listener], record: RequestRecord, what: str) -> BaseException | None:
+    """Call every listener with ``record``. What one raises is logged (an
+    ``Exception``), or returned, the first of them, once every other has been
+    called (a ``BaseException`` that is not one, such as KeyboardInterrupt or
+    a test's ``pytest.fail()``: for the caller to raise once its bookkeeping is
+    done, as Python would have it)."""
+    raised = None
+    for listener in tuple(listeners):
+        try:
+            listener(record)
+        except Exception:
+            name = f"{what} {getattr(listener, '__qualname__', listener)!r}"
+            if _ours(listener):
+                swallow(name)
+            else:
+                swallow(f"the application's {name}", theirs=listener)
+        except BaseException as exc:
+            if raised is None:
+                raised = exc
+    return raised
+
+
+def _ours(listener: Listener) -> bool:
+    """Whether ``listener`` is switchtrace's own (its exporters', its test
+    helpers'), whose errors are switchtrace's bugs."""
+    module = getattr(listener, "__module__", None)
+    return isinstance(module, str) and module.startswith("switchtrace.")
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ logger = cast(logging.Logger, _Logger())
 ErrorHook = Callable[[BaseException, str], None]
 
 _error_hook: ErrorHook | None = None
-_reported: set[tuple[str, type[BaseException]]] = set()
+_reported: set[tuple[str, type[BaseException], int | None]] = set()
 _lock = threading.Lock()
 
 
@@ -50,9 +50,12 @@ def set_error_hook(hook: ErrorHook | None) -> ErrorHook | None:
     return previous
 
 
-def swallow(where: str) -> None:
+def swallow(where: str, theirs: object = None) -> None:
     """Call from an ``except`` block (``Exception``; ``BaseException`` in
-    switchtrace's own thread): log once, never raise."""
+    switchtrace's own thread): log once, never raise.
+
+    With ``theirs``, the code that raised is the application's (a listener
+    it added), not switchtrace's: said so, and logged once for that object."""
     exc = sys.exc_info()[1]
     if exc is None:  # pragma: no cover - misuse
         return
@@ -62,16 +65,24 @@ def swallow(where: str) -> None:
             hook(exc, where)
         except Exception:  # pragma: no cover - a broken hook must not break requests
             pass
-    key = (where, type(exc))
+    key = (where, type(exc), None if theirs is None else id(theirs))
     with _lock:
         if key in _reported:
             return
         _reported.add(key)
-    logger.error(
-        "switchtrace: internal error in %s (logged once; the request goes on untouched)",
-        where,
-        exc_info=exc,
-    )
+    if theirs is None:
+        logger.error(
+            "switchtrace: internal error in %s (logged once; the request goes on untouched)",
+            where,
+            exc_info=exc,
+        )
+    else:
+        logger.error(
+            "switchtrace: %s raised; the error is its own, not switchtrace's (logged once for "
+            "it and this exception type; the request goes on untouched)",
+            where,
+            exc_info=exc,
+        )
 
 
 def put_back(
