@@ -14,6 +14,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from switchtrace import tracer
+from switchtrace.django_app.explain import DRF_ASYNC_FIX as DRF
 
 from ..support import ASGI_THREADS, run_asgi, wsgi_request
 from .test_components import SIGNAL, described
@@ -162,6 +163,32 @@ def test_a_drf_function_view_is_named_after_its_function(path, function, records
     )
 
 
+@pytest.mark.parametrize("method", ["POST", "DELETE", "BREW"])
+def test_a_drf_function_view_answering_405_is_located_at_its_function(method, records, spans):
+    """A method the function was not given (DRF's http_method_not_allowed
+    answers): named after the function, and located there too (it was DRF's
+    WrappedAPIView, said to be in the project's module, with no line)."""
+    from ..support import asgi_request, run_in_server_loop
+
+    with frameworks() as (asgi, _wsgi):
+        result = run_in_server_loop(asgi_request(asgi, "/drf-function/", method=method))
+    assert result.status == 405
+    # The 200's six, and Django's log_response of the 405 (its thread the
+    # loop's default executor's, started by whichever request came first).
+    assert result.figures()[:3] == (8, 8, 0)
+    [record] = records
+    view = ("sync_to_async", "order_function", "view", "order_function", True)
+    log = ("sync_to_async", "log_response", "handler", "log_response", True)
+    assert described(record) == [SIGNAL_CROSSING, view, render(), log, close("Response")]
+    [span] = view_spans(spans)
+    assert code_of(span) == (
+        "sync_to_async order_function",
+        "tests.frameworks",
+        "order_function",
+        ["tests", "frameworks.py"],
+    )
+
+
 def test_an_adrf_function_view_is_named_after_its_function(records, spans):
     """adrf's api_view likewise; the DRF initial() it bridges is the view's."""
     with frameworks() as (asgi, wsgi):
@@ -257,22 +284,44 @@ def test_channels_protocol_type_router_serves_django_with_the_same_figures(recor
 @pytest.mark.parametrize(
     ("urlconf", "url", "expected"),
     [
-        ("tests.urls", "/class-view/", (False, "ClassView.get")),
-        ("tests.urls", "/sync/", (False, "sync_view")),
-        ("tests.frameworks", "/orders/", (False, "OrderViewSet.list")),
-        ("tests.frameworks", "/adrf/", (True, "AsyncOrderView.get")),
-        ("tests.frameworks", "/ninja/mixed", (True, "mixed_get")),
+        ("tests.urls", "/class-view/", (False, "ClassView.get", None)),
+        ("tests.urls", "/sync/", (False, "sync_view", None)),
+        ("tests.frameworks", "/orders/", (False, "OrderViewSet.list", DRF)),
+        ("tests.frameworks", "/drf/", (False, "OrderView.get", DRF)),
+        ("tests.frameworks", "/drf-function/", (False, "order_function", DRF)),
+        ("tests.frameworks", "/adrf/", (True, "AsyncOrderView.get", None)),
+        ("tests.frameworks", "/adrf-function/", (True, "async_order_function", None)),
+        ("tests.frameworks", "/async-orders/", (True, "AsyncOrderViewSet.list", None)),
+        ("tests.frameworks", "/ninja/mixed", (True, "mixed_get", None)),
     ],
 )
 def test_explain_names_the_view_as_its_crossing_is_named(urlconf, url, expected):
-    # It said View.as_view.<locals>.view, OrderViewSet, and
-    # PathView.get_view.<locals>.async_view_wrapper.
+    """It said View.as_view.<locals>.view, OrderViewSet, and
+    PathView.get_view.<locals>.async_view_wrapper. A view of DRF's is made
+    async on adrf (an async def handler under DRF's dispatch is a coroutine
+    never awaited): explain said "make the view async"."""
     from django.test.utils import override_settings
 
     from switchtrace.django_app.explain import view_kind
 
     with override_settings(ROOT_URLCONF=urlconf):
         assert view_kind(url) == expected
+
+
+def test_explain_tells_how_to_make_a_drf_view_async():
+    import io
+
+    from django.test.utils import override_settings
+
+    from switchtrace.django_app.explain import render
+
+    out = io.StringIO()
+    with override_settings(ROOT_URLCONF="tests.frameworks", MIDDLEWARE=[]):
+        assert render("/drf/", False, out) == 0
+    assert [line.strip() for line in out.getvalue().splitlines() if "→" in line] == [
+        "/drf/ → OrderView.get (sync view)",
+        f"→ {DRF}",
+    ]
 
 
 def test_a_clients_own_methods_are_not_kept_per_view():

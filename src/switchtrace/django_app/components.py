@@ -230,6 +230,14 @@ def _class_view_target(cls: type, actions: Any, method: str) -> ViewTarget:
         action = None
     handler = attribute(cls, action) if isinstance(action, str) else None
     function = _decorated_function(cls, handler)
+    if function is None and (handler is None or not callable(handler)):
+        # Not allowed: the function all the same, through another method's
+        # handler (for the 405's code location, as for its name).
+        for other in allowed:
+            if isinstance(other, str) and other != action:
+                function = _decorated_function(cls, attribute(cls, other))
+                if function is not None:
+                    break
     if function is not None:
         # A class a decorator made around a function (DRF's and adrf's
         # api_view: "WrappedAPIView" for every one), whose handler calls it.

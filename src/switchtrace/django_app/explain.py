@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.client import responses
-from typing import Any, TextIO, cast
+from typing import Any, NamedTuple, TextIO, cast
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.conf import settings
@@ -142,8 +142,23 @@ def load_urlconf() -> None:
         ) from None
 
 
-def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
-    """(is the view async, its name) for ``url`` as the project's
+class ViewKind(NamedTuple):
+    is_async: bool
+    name: str
+    #: What makes this sync view async, where "make the view async" would
+    #: not do (a DRF view: DRF calls its handlers without awaiting them).
+    async_fix: str | None = None
+
+
+#: The fix for a sync view of Django REST framework's.
+DRF_ASYNC_FIX = (
+    "make the view async on adrf (its APIView, ViewSet or api_view), if its work is async: "
+    "DRF's views are synchronous"
+)
+
+
+def view_kind(url: str, middleware: Sequence[str] = ()) -> ViewKind:
+    """(is the view async, its name, what makes it async) for ``url`` as the project's
     ``middleware`` serve it, or an ExplainError (an ApplicationError when
     the project's code raises while the URL is resolved: a path
     converter's)."""
@@ -185,7 +200,22 @@ def view_kind(url: str, middleware: Sequence[str] = ()) -> tuple[bool, str]:
     # answers GET (the --measure request), as its crossing is named.
     target = components.find_view_target(func, "GET")
     # (Not a repr: an object's, a functools.partial's, hold an address.)
-    return is_async, target.name if target is not None else qualified_name(func)
+    name = target.name if target is not None else qualified_name(func)
+    # (A viewset's view holds its class as "cls" alone.)
+    drf = _of_drf_alone(view_class or getattr(func, "cls", None))
+    return ViewKind(is_async, name, DRF_ASYNC_FIX if drf else None)
+
+
+def _of_drf_alone(view_class: Any) -> bool:
+    """Whether ``view_class`` is a view of DRF's (an APIView, what its
+    api_view makes) and of no framework that makes DRF's views async (adrf)."""
+    try:
+        modules = [k.__module__ for k in type.__getattribute__(view_class, "__mro__")]
+    except TypeError:  # no class
+        return False
+    return "rest_framework.views" in modules and not any(
+        m == "adrf" or m.startswith("adrf.") for m in modules
+    )
 
 
 def _files_under(path: str) -> str:
@@ -609,10 +639,10 @@ def render(
     out = cast(TextIO, _Shown(out))
     paths = check_middleware(settings.MIDDLEWARE)
     cases: list[tuple[str, bool]] = list(CASES)
-    target = host = None
+    target = host = async_fix = None
     if url is not None:
         _path, target = split_url(url)
-        is_async, name = view_kind(url, paths)
+        is_async, name, async_fix = view_kind(url, paths)
         cases = [("asgi", is_async), ("wsgi", is_async)]
         if do_measure:
             host = request_host()
@@ -638,7 +668,7 @@ def render(
         out.write(f"{url} → {name} ({'async' if is_async else 'sync'} view)\n")
     out.write(f"MIDDLEWARE: {count(len(paths), 'entry', 'entries')}\n")
     for server, is_async in cases:
-        prediction = predict(server, is_async, paths)
+        prediction = predict(server, is_async, paths, async_view_fix=async_fix)
         _render_case(prediction, out)
         if target is not None and host is not None:
             _render_measured(server, target, host, prediction, out)

@@ -601,12 +601,14 @@ def predict(
     sync_overrides: dict[str, bool] | None = None,
     rewritten: frozenset[str] = frozenset(),
     explain: bool = True,
+    async_view_fix: str | None = None,
 ) -> Prediction:
     """``overrides`` maps a middleware path to an async_capable value to
     assume instead of the class's, ``sync_overrides`` to a sync_capable one;
     a path in ``rewritten`` is assumed rewritten as a sync-and-async
     middleware, its hooks called in no sync_to_async (used to compute what a
-    fix saves)."""
+    fix saves). ``async_view_fix`` says how to make a sync view async, where
+    that is not by making it ``async def`` (a DRF view's)."""
     from django.core import signals
 
     is_async = server == "asgi"
@@ -796,7 +798,7 @@ def predict(
         view_cause = Cause(
             "a sync view under ASGI runs in sync_to_async",
             2,
-            fix="make the view async (if its work is async)",
+            fix=async_view_fix or "make the view async (if its work is async)",
         )
         path_steps.append(("s2a", view_cause))
     elif not is_async and view_is_async:
