@@ -74,6 +74,17 @@ def test_the_wheel_carries_the_package_and_the_example_project(wheel):
     assert names == expected
 
 
+def test_the_license_is_an_spdx_expression(wheel):
+    """A TOML table (``{ text = ... }``) was deprecated by setuptools, whose
+    builds of it stop on 2027-02-18 (a warning at every build until then)."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(name).decode()
+    assert [line for line in metadata.splitlines() if line.startswith("License")] == [
+        "License-Expression: BSD-3-Clause"
+    ]
+
+
 def test_a_wheel_built_from_the_sdist_carries_the_same(wheel, tmp_path):
     """The sdist (what a release uploads beside the wheel, and what pip builds
     from where no wheel fits) holds what its wheel needs: examples/project
