@@ -359,12 +359,16 @@ def test_explain_names_what_the_view_raised_and_the_projects_line(url, error, tm
     )
 
 
-def test_demo_bad_settings_module(tmp_path):
-    out = switchtrace(["demo"], tmp_path, DJANGO_SETTINGS_MODULE="nope.settings")
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_demo_bad_settings_module(command, tmp_path):
+    """Most often exported for a project of one's own, which demo and bench
+    do not serve: the way to the example project's settings is said too."""
+    out = switchtrace([command], tmp_path, DJANGO_SETTINGS_MODULE="nope.settings")
     assert one_line(out, 2) == (
-        "switchtrace demo: error: DJANGO_SETTINGS_MODULE='nope.settings': no module named 'nope' "
-        "on the Python path; allowed: the dotted name of an importable settings module (add its "
-        "directory with --project or PYTHONPATH)"
+        f"switchtrace {command}: error: DJANGO_SETTINGS_MODULE='nope.settings': no module named "
+        "'nope' on the Python path; allowed: the dotted name of an importable settings module "
+        "(add its directory with --project or PYTHONPATH); or unset DJANGO_SETTINGS_MODULE (set "
+        "in the environment) for the example project's settings"
     )
 
 

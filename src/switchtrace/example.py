@@ -176,7 +176,17 @@ def setup(project: Path, settings_module: str = "project.settings") -> None:
     if not from_environment:  # unset or empty
         os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     os.environ.setdefault("SWITCHTRACE_EXAMPLE_MIDDLEWARE", "shipped")
-    setup_django()
+    try:
+        setup_django()
+    except SetupError as exc:
+        if not from_environment:
+            raise
+        # Exported for a project of one's own, most often: the way out too.
+        raise SetupError(
+            f"{exc}; or unset DJANGO_SETTINGS_MODULE (set in the environment) for the example "
+            "project's settings",
+            exc.status,
+        ) from None
     from django.conf import settings
 
     if not isinstance(getattr(settings, "STARTPROJECT_MIDDLEWARE", None), list):

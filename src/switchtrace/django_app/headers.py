@@ -47,7 +47,9 @@ _stamped: WeakIdentityMap[Figures] = WeakIdentityMap()
 def internal_ips(request: Any) -> bool:
     """A ``SHOW_HEADERS`` callable: the figures for clients whose address is
     in Django's ``INTERNAL_IPS`` (``REMOTE_ADDR``, as django-debug-toolbar
-    decides; behind a proxy, the proxy's address). It reads the request only,
+    decides; behind a proxy, the proxy's address, or the client's where the
+    server takes it from the proxy's X-Forwarded-For: uvicorn's default for a
+    proxy on 127.0.0.1). It reads the request only,
     so it works on the async path too, where ``request.user`` would query the
     database synchronously."""
     return request.META.get("REMOTE_ADDR") in settings.INTERNAL_IPS
