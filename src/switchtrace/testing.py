@@ -358,9 +358,7 @@ def _end_left_open(left: list[tracer.RequestRecord]) -> None:
                 _left_open = [r for r in _left_open if not r.finished] + left
             return
         left, _left_open = _left_open + left, []
-    for record in left:
-        if not record.finished:
-            tracer.finish_request(record)
+    tracer.finish_all([record for record in left if not record.finished])
 
 
 def _leave(token: contextvars.Token[tuple[object, ...]], opened: Any, key: object) -> None:

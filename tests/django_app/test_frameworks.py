@@ -308,6 +308,21 @@ def test_explain_names_the_view_as_its_crossing_is_named(urlconf, url, expected)
         assert view_kind(url) == expected
 
 
+def test_a_class_whose_module_is_no_string_is_no_drf_view():
+    from rest_framework.views import APIView
+
+    from switchtrace.django_app.explain import _of_drf_alone
+
+    odd = type("Odd", (APIView,), {"__module__": None})
+    assert [_of_drf_alone(c) for c in (odd, APIView, None, 42, int)] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
 def test_explain_tells_how_to_make_a_drf_view_async():
     import io
 

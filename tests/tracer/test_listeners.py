@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from switchtrace import tracer
+from switchtrace.tracer import guard
 
 
 class Stop(BaseException):
@@ -99,7 +100,9 @@ def test_switchtraces_own_listener_that_raises_is_an_internal_error(listening, s
     swallowed.clear()
 
 
-def test_a_listeners_base_exception_comes_out_once_every_listener_has_the_record(listening):
+def test_a_listeners_base_exception_comes_out_once_every_listener_has_the_record(
+    listening, swallowed
+):
     """It is not swallowed (a KeyboardInterrupt, a test's pytest.fail() in a
     budget of its own): raised by finish_request once every other listener has
     the record and the record is no longer current, the first of them."""
@@ -122,6 +125,8 @@ def test_a_listeners_base_exception_comes_out_once_every_listener_has_the_record
     assert record.finished
     assert tracer.current_record() is None
     assert raised.value.__context__ is None
+    assert [repr(exc) for _where, exc in swallowed] == ["Stop('second')"]  # (logged)
+    swallowed.clear()
     # Finished once: the listeners are not told again.
     tracer.finish_request(record)
     assert seen == ["first", "second", "third"]
@@ -144,3 +149,103 @@ def test_a_start_listeners_base_exception_ends_the_record_it_opened(listening):
     assert all(r is record for _, r in told)
     assert record.finished
     assert tracer.current_record() is None
+
+
+def test_a_listener_removed_then_added_again_has_its_error_logged_again(
+    listening, swallowed, caplog
+):
+    """Logged once for each listener while it is added: one removed is
+    forgotten (another made later may get its id: a test's closure)."""
+    fail = _failing("again")
+    with caplog.at_level(logging.ERROR, logger="switchtrace"):
+        for _ in range(2):
+            tracer.add_listener(fail)
+            for _ in range(2):
+                with tracer.recording():
+                    pass
+            tracer.remove_listener(fail)
+    assert [str(r.exc_info[1]) for r in caplog.records] == ["again", "again"]
+    assert len(swallowed) == 4
+    swallowed.clear()
+    assert not [key for key in guard._reported if key[2] == id(fail)]
+
+
+def test_a_second_base_exception_is_logged_not_lost(listening, swallowed, caplog):
+    def stop(name):
+        def listener(record):
+            raise Stop(name)
+
+        return listener
+
+    listening(stop("first"))
+    listening(stop("second"))
+    record, token = tracer.start_request(tracer.WSGI)
+    with caplog.at_level(logging.ERROR, logger="switchtrace"):
+        with pytest.raises(Stop, match=r"^first$"):
+            tracer.finish_request(record, token)
+    assert [(r.getMessage(), repr(r.exc_info[1])) for r in caplog.records] == [
+        (
+            "switchtrace: the application's listener 'test_a_second_base_exception_is_logged_"
+            "not_lost.<locals>.stop.<locals>.listener' raised; the error is its own, not "
+            "switchtrace's (logged once for it and this exception type; the request goes on "
+            "untouched)",
+            "Stop('second')",
+        )
+    ]
+    assert [repr(exc) for _where, exc in swallowed] == ["Stop('second')"]
+    swallowed.clear()
+
+
+def test_finish_all_ends_every_record_and_raises_the_first_base_exception(
+    listening, swallowed, caplog
+):
+    """What ends records elsewhere than in their context (asgiref's
+    WsgiToAsgi's, those a test left open): a listener's BaseException on the
+    first left the others unfinished for good."""
+    ended: list[tracer.RequestRecord] = []
+
+    def stop(record):
+        ended.append(record)
+        raise Stop(f"#{len(ended)}")
+
+    listening(stop)
+    records = [tracer.RequestRecord(tracer.WSGI, tracer.patches.clock, 10) for _ in range(3)]
+    with caplog.at_level(logging.ERROR, logger="switchtrace"):
+        with pytest.raises(Stop, match=r"^#1$"):
+            tracer.finish_all(records)
+    assert ended == records
+    assert all(record.finished for record in records)
+    # The two after it: logged once (one place, one exception type).
+    assert [repr(exc) for _where, exc in swallowed] == ["Stop('#2')", "Stop('#3')"]
+    assert [repr(r.exc_info[1]) for r in caplog.records] == ["Stop('#2')"]
+    swallowed.clear()
+
+
+def test_a_listener_that_cannot_be_named_is_named_by_its_type(listening, swallowed, caplog):
+    """Its name was read with getattr and repr, the application's code,
+    inside the except block: what they raised left finish_request before
+    the record was no longer current, the listeners after it untold."""
+
+    class Lazy:
+        def __getattr__(self, name):
+            raise RuntimeError(f"not ready ({name})")
+
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+        def __call__(self, record):
+            raise ValueError("from the proxy")
+
+    told: list[tracer.RequestRecord] = []
+    listening(Lazy())
+    listening(told.append)
+    record, token = tracer.start_request(tracer.WSGI)
+    with caplog.at_level(logging.ERROR, logger="switchtrace"):
+        tracer.finish_request(record, token)
+    assert told == [record]
+    assert tracer.current_record() is None
+    assert [r.getMessage().split(" raised;")[0] for r in caplog.records] == [
+        "switchtrace: the application's listener 'test_a_listener_that_cannot_be_named_is_"
+        "named_by_its_type.<locals>.Lazy object'"
+    ]
+    swallowed.clear()

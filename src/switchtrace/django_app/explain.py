@@ -202,7 +202,7 @@ def view_kind(url: str, middleware: Sequence[str] = ()) -> ViewKind:
     # (Not a repr: an object's, a functools.partial's, hold an address.)
     name = target.name if target is not None else qualified_name(func)
     # (A viewset's view holds its class as "cls" alone.)
-    drf = _of_drf_alone(view_class or getattr(func, "cls", None))
+    drf = _of_drf_alone(view_class or components.attribute(func, "cls"))
     return ViewKind(is_async, name, DRF_ASYNC_FIX if drf else None)
 
 
@@ -214,7 +214,7 @@ def _of_drf_alone(view_class: Any) -> bool:
     except TypeError:  # no class
         return False
     return "rest_framework.views" in modules and not any(
-        m == "adrf" or m.startswith("adrf.") for m in modules
+        isinstance(m, str) and (m == "adrf" or m.startswith("adrf.")) for m in modules
     )
 
 

@@ -765,17 +765,7 @@ async def _end_adapted_wsgi(call: Any) -> Any:
         raise
     finally:
         put_back(_adapted, token, "WsgiToAsgi call")
-        _finish_all(opened)
-
-
-def _finish_all(records: list[tracer.RequestRecord]) -> None:
-    """Each of ``records`` finished, even once a listener's BaseException
-    comes out of one (raised after the rest)."""
-    if records:
-        try:
-            tracer.finish_request(records[0])
-        finally:
-            _finish_all(records[1:])
+        tracer.finish_all(opened)
 
 
 def _wrap_asgi_call(wrapped, instance, args, kwargs):
@@ -795,7 +785,11 @@ async def _trace_asgi(call: Any, scope: dict[str, Any]) -> Any:
     # the request happens inside ``call``, including tasks it creates (which
     # copy this context) and the exit of its ThreadSensitiveContext.
     __traceback_hide__ = True
-    record, token = tracer.start_request(tracer.ASGI, get_config().max_events)
+    try:
+        record, token = tracer.start_request(tracer.ASGI, get_config().max_events)
+    except BaseException:
+        call.close()  # (a listener's BaseException: never awaited)
+        raise
     record.extra[SHOWN] = None  # send_response's send is wrapped
     try:
         arrived_asgi(record, scope)

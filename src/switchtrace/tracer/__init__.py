@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 
 from . import patches
-from .describe import CodeLocation, Description
-from .guard import put_back, set_error_hook, swallow
+from .describe import CodeLocation, Description, attribute
+from .guard import forget, put_back, set_error_hook, swallow
 from .record import (
     ASGI,
     ASYNC_TO_SYNC,
@@ -61,6 +61,7 @@ __all__ = [
     "current_crossing",
     "current_record",
     "exception_type",
+    "finish_all",
     "finish_request",
     "install",
     "installed",
@@ -165,32 +166,84 @@ def finish_request(
             del raised
 
 
+def finish_all(records: list[RequestRecord]) -> None:
+    """:func:`finish_request` for each of ``records`` (ended elsewhere than
+    in their context), every one of them even once a listener's
+    BaseException comes out of one: the first is raised after the rest."""
+    raised = None
+    for record in records:
+        try:
+            finish_request(record)
+        except BaseException as exc:
+            if raised is None:
+                raised = exc
+            else:
+                _tell_lost(exc)
+    if raised is not None:
+        try:
+            raise raised
+        finally:
+            del raised
+
+
 def _tell(listeners: list[Listener], record: RequestRecord, what: str) -> BaseException | None:
     """Call every listener with ``record``. What one raises is logged (an
     ``Exception``), or returned, the first of them, once every other has been
     called (a ``BaseException`` that is not one, such as KeyboardInterrupt or
     a test's ``pytest.fail()``: for the caller to raise once its bookkeeping is
-    done, as Python would have it)."""
+    done, as Python would have it; a later one is logged)."""
     raised = None
     for listener in tuple(listeners):
         try:
             listener(record)
         except Exception:
-            name = f"{what} {getattr(listener, '__qualname__', listener)!r}"
-            if _ours(listener):
-                swallow(name)
-            else:
-                swallow(f"the application's {name}", theirs=listener)
+            _failed(listener, what)
         except BaseException as exc:
             if raised is None:
                 raised = exc
-    return raised
+            else:
+                _failed(listener, what)
+    try:
+        return raised
+    finally:
+        del raised  # (its traceback holds this frame)
+
+
+def _failed(listener: Listener, what: str) -> None:
+    """From the ``except`` block of ``listener``'s error: logged, once."""
+    try:
+        name = f"{what} {_name_of(listener)}"
+        ours = _ours(listener)
+    except Exception:  # pragma: no cover - both let nothing out
+        name, ours = what, False
+    if ours:
+        swallow(name)
+    else:
+        swallow(f"the application's {name}", theirs=listener)
+
+
+def _tell_lost(exc: BaseException) -> None:
+    """A listener's BaseException that another, raised first, takes the
+    place of: logged, as the application's."""
+    try:
+        raise exc
+    except BaseException:
+        swallow("the application's listener (a second BaseException)", theirs=finish_all)
+
+
+def _name_of(listener: Listener) -> str:
+    """``listener``'s qualified name, quoted, or its type's: nothing of the
+    application's runs (its ``__getattr__``, its ``__repr__``)."""
+    name = attribute(listener, "__qualname__")
+    if not isinstance(name, str):
+        name = f"{type(listener).__qualname__} object"
+    return repr(name)
 
 
 def _ours(listener: Listener) -> bool:
     """Whether ``listener`` is switchtrace's own (its exporters', its test
     helpers'), whose errors are switchtrace's bugs."""
-    module = getattr(listener, "__module__", None)
+    module = attribute(listener, "__module__")
     return isinstance(module, str) and module.startswith("switchtrace.")
 
 
@@ -224,6 +277,7 @@ def add_listener(listener: Listener) -> None:
 def remove_listener(listener: Listener) -> None:
     if listener in _listeners:
         _listeners.remove(listener)
+        forget(listener)
 
 
 def add_start_listener(listener: Listener) -> None:
@@ -236,3 +290,4 @@ def add_start_listener(listener: Listener) -> None:
 def remove_start_listener(listener: Listener) -> None:
     if listener in _start_listeners:
         _start_listeners.remove(listener)
+        forget(listener)

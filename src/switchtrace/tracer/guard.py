@@ -50,12 +50,20 @@ def set_error_hook(hook: ErrorHook | None) -> ErrorHook | None:
     return previous
 
 
+def forget(theirs: object) -> None:
+    """What was logged for ``theirs`` (see :func:`swallow`), forgotten: it is
+    no longer used (a listener removed), and another object may get its id."""
+    with _lock:
+        _reported.difference_update([key for key in _reported if key[2] == id(theirs)])
+
+
 def swallow(where: str, theirs: object = None) -> None:
     """Call from an ``except`` block (``Exception``; ``BaseException`` in
     switchtrace's own thread): log once, never raise.
 
     With ``theirs``, the code that raised is the application's (a listener
-    it added), not switchtrace's: said so, and logged once for that object."""
+    it added), not switchtrace's: said so, and logged once for that object
+    until :func:`forget` is called for it."""
     exc = sys.exc_info()[1]
     if exc is None:  # pragma: no cover - misuse
         return
