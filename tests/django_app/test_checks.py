@@ -1159,13 +1159,21 @@ class SyncOnlyViewMiddleware(ViewOnlyMiddleware):
     async_capable = False
 
 
-def test_a_sync_only_middleware_whose_process_view_is_synchronous_is_not_told_to_be_sync_only():
-    path = f"{__name__}.SyncOnlyViewMiddleware"
+class AsyncOnlyViewMiddleware(ViewOnlyMiddleware):
+    sync_capable = False
+
+
+@pytest.mark.parametrize("name", ["SyncOnlyViewMiddleware", "AsyncOnlyViewMiddleware"])
+def test_a_one_mode_middleware_whose_process_view_is_synchronous_is_not_told_to_be_sync_only(
+    name,
+):
+    """Sync-only already; async-only, marked sync-only too it would be
+    neither, which Django refuses at startup."""
+    path = f"{__name__}.{name}"
     with override_settings(SWITCHTRACE={"ENABLED": True}, MIDDLEWARE=[MIDDLEWARE_PATH, path]):
         [message] = [m for m in checks.run_checks() if m.id == "switchtrace.W003"]
     assert message.hint == (
-        "Give SyncOnlyViewMiddleware an async process_view; 'switchtrace explain' shows what "
-        "it saves."
+        f"Give {name} an async process_view; 'switchtrace explain' shows what it saves."
     )
 
 
@@ -1534,6 +1542,37 @@ def test_a_file_path_object_that_gives_no_text_path_is_e003(path):
         ]
 
 
+@pytest.mark.parametrize("value", ["true", "TRUE", " True ", "true\n"])
+def test_otel_sdk_disabled_is_read_as_the_sdk_reads_it(value):
+    """Compared case-insensitively, blanks around it ignored, as the SDK does:
+    no spans are made (the headers stay)."""
+    config = build_config({"ENABLED": True}, environ={"OTEL_SDK_DISABLED": value})
+    assert (config.enabled, config.export, config.problems) == (True, None, ())
+
+
+def test_a_timeout_of_1e9_seconds_is_allowed_and_one_above_is_e006():
+    def problems(seconds: str) -> list[str]:
+        environ = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": seconds,
+        }
+        return [p.id for p in build_config({"ENABLED": True}, environ=environ).problems]
+
+    assert [problems(s) for s in ("1e9", "1000000000", "1000000000.5", "1e10")] == [
+        [],
+        [],
+        ["switchtrace.E006"],
+        ["switchtrace.E006"],
+    ]
+
+
+def test_a_mapping_that_is_no_dict_is_e001():
+    import types
+
+    [problem] = build_config(types.MappingProxyType({"ENABLED": True}), environ={}).problems
+    assert problem.id == "switchtrace.E001"
+
+
 def test_deploy_check_warns_when_every_client_gets_the_headers():
     def deploy_ids():
         return [
@@ -1549,6 +1588,14 @@ def test_deploy_check_warns_when_every_client_gets_the_headers():
         SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": False}, MIDDLEWARE=BASE_MIDDLEWARE
     ):
         assert deploy_ids() == []
+    # Shown to some: what W004 recommends, no warning.
+    for show in ("switchtrace.django_app.headers.internal_ips", lambda request: True):
+        with override_settings(
+            SWITCHTRACE={"ENABLED": True, "SHOW_HEADERS": show},
+            MIDDLEWARE=BASE_MIDDLEWARE,
+            INTERNAL_IPS=["127.0.0.1"],
+        ):
+            assert deploy_ids() == []
     # Installed and off (production settings): nothing shown to anyone.
     with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=BASE_MIDDLEWARE):
         assert deploy_ids() == []
@@ -1576,6 +1623,12 @@ def test_headers_shown_to_internal_ips_with_none_is_w005():
             return True
 
     assert w005(SWITCHTRACE=show, INTERNAL_IPS=EveryAddress()) == []
+
+    class Unreadable(list):  # (not the check's to judge, nor to raise)
+        def __bool__(self):
+            raise RuntimeError("no bool")
+
+    assert w005(SWITCHTRACE=show, INTERNAL_IPS=Unreadable()) == []
 
 
 @pytest.mark.parametrize(

@@ -1954,6 +1954,40 @@ def test_show_headers_to_internal_ips(server, path, records):
     ]
 
 
+def test_internal_ips_reads_the_address_the_server_gave_not_a_forwarding_header():
+    """A client's own X-Forwarded-For names any address it likes."""
+    from django.test import RequestFactory, override_settings
+
+    from switchtrace.django_app.headers import internal_ips
+
+    factory = RequestFactory()
+    with override_settings(INTERNAL_IPS=["127.0.0.1"]):
+        assert [
+            internal_ips(factory.get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded))
+            for remote, forwarded in (
+                ("10.0.0.9", "127.0.0.1"),
+                ("127.0.0.1", "10.0.0.9"),
+            )
+        ] == [False, True]
+
+
+def test_a_request_in_a_context_copied_from_a_finished_one_gets_none_of_its_figures():
+    """A task a request spawned, still running after it, making a request
+    through the test client (which no handler of switchtrace's serves): the
+    finished record is current there, and its figures were not this one's."""
+    import contextvars
+
+    from django.test import Client
+
+    with tracer.recording() as record:
+        context = contextvars.copy_context()
+    assert record.finished
+    response = context.run(Client().get, "/sync/")
+    assert response.status_code == 200
+    assert "X-Context-Switches" not in response
+    assert "Server-Timing" not in response
+
+
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])
 @pytest.mark.parametrize("path", ["/sync/", "/async/", "/async-to-sync/", "/asyncio-run/"])
 def test_the_middleware_adds_no_switch_of_its_own(server, path, records):
