@@ -90,6 +90,18 @@ def test_switch_cost_json():
     assert list(results["bookkeeping"]) == ["sync_to_async", "async_to_sync"]
 
 
+def test_wrapt_dispatch_prints_what_the_readme_shows():
+    out = script("wrapt_dispatch.py", "--rounds", "3", "--calls", "10")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].endswith("3 rounds of 10 calls, medians per call")
+    assert [line.split()[0] for line in lines[1:4]] == ["unpatched", "functools.wraps", "wrapt"]
+    assert lines[4].startswith("  functools.wraps adds ")
+    assert lines[5].startswith("  wrapt adds ")
+    assert lines[6].startswith("  wrapt / functools.wraps: ")
+    assert len(lines) == 7
+
+
 @pytest.mark.parametrize(
     ("name", "args", "message"),
     [
@@ -106,6 +118,7 @@ def test_switch_cost_json():
          "argument --modes: unknown mode 'headers'; allowed: disabled, installed, headers only, "
          "full spans"),
         ("bytecodes.py", ["--top", "0"], "argument --top: must be at least 1, got 0"),
+        ("wrapt_dispatch.py", ["--calls", "0"], "argument --calls: must be at least 1, got 0"),
         ("bytecodes.py", ["--driver", "server", "--modes", "installed"],
          "argument --modes: 'installed' is counted in-process only; with --driver server: "
          "disabled, headers only, full spans"),

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import os
 import sys
 import threading
 import traceback
@@ -40,7 +41,7 @@ def both(scenario: Callable[[], Any]) -> tuple[Any, Any]:
     return plain, traced
 
 
-NO_SWITCH = {"a2s_in_loop", "s2a_of_async", "coroutine_detection"}
+NO_SWITCH = {"a2s_in_loop", "s2a_of_async", "coroutine_detection", "raised_in_patches"}
 
 
 def frames(exc: BaseException) -> list[tuple[str, str, str | None]]:
@@ -182,6 +183,56 @@ def test_djangos_debug_page_shows_the_same_frames():
     assert plain == traced
     assert len(traced) == 5
     assert all(frames[-1][1] in ("fail_sync", "fail_async") for frames in traced)
+
+
+def _debug_page_frames(fail: Callable[[], Any]) -> list[tuple[str, str]]:
+    from django.views.debug import ExceptionReporter
+
+    try:
+        fail()
+    except Exception as exc:
+        return [
+            (os.path.basename(frame["filename"]), frame["function"])
+            for frame in ExceptionReporter(
+                None, type(exc), exc, exc.__traceback__
+            ).get_traceback_frames()
+        ]
+    raise AssertionError("did not raise")
+
+
+def test_djangos_debug_page_leaves_out_the_patches_whose_call_raised():
+    """An error raised inside a patched call itself (an executor shut down,
+    a thread started twice, a loop whose __init__ raises): the executors'
+    submit, Thread.start and the loops' __init__ showed switchtrace's frame
+    (wrapt's, Fast or not) on the page, between the caller's and the
+    library's."""
+
+    class FailingLoop(asyncio.SelectorEventLoop):
+        def __init__(self):
+            super().__init__()
+            self.close()
+            raise AppError("loop")
+
+    def raised_in_patches():
+        executor = ThreadPoolExecutor(1)
+        executor.shutdown()
+
+        async def offload():
+            await asyncio.get_running_loop().run_in_executor(executor, str)
+
+        started = threading.Thread(target=str)
+        started.start()
+        started.join()
+        return [
+            _debug_page_frames(fail)
+            for fail in (lambda: asyncio.run(offload()), started.start, FailingLoop)
+        ]
+
+    plain, traced = both(raised_in_patches)
+    assert [[name for _file, name in frames] for frames in traced] == [
+        [name for _file, name in frames] for frames in plain
+    ]
+    assert all("patches.py" not in file for frames in traced for file, _name in frames)
 
 
 def test_contextvars_flow_both_ways_as_before():

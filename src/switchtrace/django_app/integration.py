@@ -539,6 +539,7 @@ def _wrap_get_response_async(wrapped, instance, args, kwargs):
     # BaseHandler.get_response_async) is part of it, as under WSGI, whose
     # handler answers with get_response (an async view under WSGI serving one
     # runs in its async_to_sync).
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     record = tracer.current_record()
     if record is None or record.finished:
         return wrapped(*args, **kwargs)
@@ -560,6 +561,7 @@ def _wrap_get_response_async(wrapped, instance, args, kwargs):
 
 
 def as_sub_request(wrapped: Any, args: Any, kwargs: Any) -> Any:
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     token = _sub_request.set(True)
     try:
         return wrapped(*args, **kwargs)

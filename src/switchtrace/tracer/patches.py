@@ -374,6 +374,7 @@ def _offload_done(record: RequestRecord, crossing: Crossing, exc: BaseException 
 def _patch_submit(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True  # (Django's debug page, Sentry)
         # Runs on the thread that submits: for a crossing, the event loop's
         # thread, inside loop.run_in_executor (any loop, uvloop included).
         here = _here_get()
@@ -448,6 +449,7 @@ def _wrap_future_cancel(wrapped: Callable[..., Any], instance: Any, args: Any, k
     the return is counted now, as a cancelled ``sync_to_async``'s is (not
     when the function ends, maybe after the request did: one switch of
     two, the crossing unfinished)."""
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     cancelled = wrapped(*args, **kwargs)
     # Only asyncio's cancellation for a caller: code that calls cancel() on
     # an executor's future itself, its function running, may still wait for
@@ -513,6 +515,7 @@ def _fn_by_keyword(submit: Callable[..., Any], original: Callable[..., Any]) -> 
 
     @functools.wraps(original)
     def submit_fn_by_keyword(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True  # (Django's debug page, Sentry)
         if "fn" in kwargs:
             if args:  # fn twice: the original's own TypeError
                 return original(self, *args, **kwargs)
@@ -741,6 +744,7 @@ def _patch_main_wrap(original: Callable[..., Any]) -> Callable[..., Any]:
     # inspect's, from Python 3.12) still see a coroutine function.
     @functools.wraps(original)
     def main_wrap(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True  # (Django's debug page, Sentry)
         call = original(self, *args, **kwargs)
         current = _here_get()
         if current is None:
@@ -968,6 +972,7 @@ def _set_up_by_caller() -> bool:
 
 
 def _wrap_loop_handles(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Where an event loop makes handles of its own as it is constructed, each
     # holding a copy of the context it was made in: asyncio's loops register
     # the reader of their self-pipe (_make_self_pipe, after
@@ -986,6 +991,7 @@ def _wrap_loop_handles(wrapped, instance, args, kwargs):
 
 
 def _wrap_runner_lazy_init(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # asyncio.Runner copies the context it runs coroutines in when it sets
     # itself up (``with Runner()``, get_loop(), the first run()): a runner
     # kept after the request would keep the request's record in it. Its
@@ -1015,6 +1021,7 @@ def _wrap_runner_lazy_init(wrapped, instance, args, kwargs):
 
 
 def _wrap_runner_close(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Runs on the runner's thread: its run_until_complete calls are its own.
     depth = getattr(_closing_runner, "depth", 0)
     _closing_runner.depth = depth + 1
@@ -1121,6 +1128,7 @@ def _switches(loop: Any, future: Any, current: Crossing | None) -> bool:
 
 
 def _wrap_loop_init(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Runs on whichever thread constructs the loop.
     wrapped(*args, **kwargs)
     try:
@@ -1151,6 +1159,7 @@ def _wrap_loop_init(wrapped, instance, args, kwargs):
 
 
 def _wrap_thread_start(wrapped, instance, args, kwargs):
+    __traceback_hide__ = True  # (Django's debug page, Sentry)
     # Runs on the thread that starts ``instance``. The start is timed before
     # the call: the new thread may already be running code when it returns.
     current = _active()
