@@ -98,7 +98,7 @@ def test_wrapt_dispatch_prints_what_the_readme_shows():
     assert [line.split()[0] for line in lines[1:4]] == ["unpatched", "functools.wraps", "wrapt"]
     assert lines[4].startswith("  functools.wraps adds ")
     assert lines[5].startswith("  wrapt adds ")
-    assert lines[6].startswith("  wrapt / functools.wraps: ")
+    assert lines[6].startswith("  what wrapt adds / what functools.wraps adds: ")
     assert len(lines) == 7
 
 

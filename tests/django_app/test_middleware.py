@@ -3399,6 +3399,6 @@ def test_a_start_listeners_base_exception_under_asgi_leaves_no_coroutine_unawait
                 gc.collect()
     finally:
         tracer.remove_start_listener(stop)
-    assert [str(w.message) for w in caught] == []
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
     [record] = records  # (ended: every record opened is, once)
     assert record.finished

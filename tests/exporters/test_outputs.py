@@ -1850,7 +1850,8 @@ def test_an_application_span_processor_raising_is_its_error_not_switchtraces(
         "made a request's spans, in __main__.Refusing.on_end (<string>, line "
     )
     assert lines[0].endswith(
-        f"): {shown}; that request's spans are dropped (logged once for each place)"
+        f"): {shown}; that request's spans are dropped (logged once for each place and "
+        "exception type)"
     )
     assert lines[1] == (
         "False 0 2 ['GET async/', 'GET async/', 'async_to_sync async_view', "
@@ -1939,7 +1940,7 @@ def test_an_application_span_processor_raising_is_named_at_the_line_that_raised(
         "WARNING switchtrace: the application's OpenTelemetry code raised while switchtrace "
         "made a request's spans, in app_otel.Indexing.on_end "
         f"({tmp_path / 'app_otel.py'}, line 10): KeyError: 'async_to_sync async_view'; "
-        "that request's spans are dropped (logged once for each place)",
+        "that request's spans are dropped (logged once for each place and exception type)",
         "0 1",
     ]
 
@@ -1984,7 +1985,7 @@ def test_an_application_sampler_raising_is_named_as_the_applications(tmp_path):
         "WARNING switchtrace: the application's OpenTelemetry code raised while switchtrace "
         "made a request's spans, in app_sampler.Refusing.should_sample "
         f"({tmp_path / 'app_sampler.py'}, line 6): KeyError: 'GET async/'; "
-        "that request's spans are dropped (logged once for each place)",
+        "that request's spans are dropped (logged once for each place and exception type)",
         "True Refusing 0 1",
     ]
 
@@ -2047,6 +2048,6 @@ def test_an_application_span_processor_raising_is_named_by_its_qualified_name(
         "WARNING switchtrace: the application's OpenTelemetry code raised while switchtrace "
         f"made a request's spans, in app_otel.{name} ({tmp_path / 'app_otel.py'}, {line}: "
         "KeyError: 'async_to_sync async_view'; that request's spans are dropped (logged once "
-        "for each place)",
+        "for each place and exception type)",
         "0 1",
     ]

@@ -4,6 +4,7 @@ BaseException raised by one does."""
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import pytest
@@ -151,23 +152,63 @@ def test_a_start_listeners_base_exception_ends_the_record_it_opened(listening):
     assert tracer.current_record() is None
 
 
-def test_a_listener_removed_then_added_again_has_its_error_logged_again(
-    listening, swallowed, caplog
-):
-    """Logged once for each listener while it is added: one removed is
-    forgotten (another made later may get its id: a test's closure)."""
-    fail = _failing("again")
+def test_each_listener_has_its_error_logged_once_while_it_lives(listening, swallowed, caplog):
+    """By identity, while it lives: bound methods of one class, one after
+    another (a test's own object, removed at its end), each logged; by id
+    they were not, another object getting a dead one's id, and removing a
+    bound method (a new object, equal to the one added) forgot nothing."""
+
+    class App:
+        def __init__(self, name):
+            self.name = name
+
+        def on_finish(self, record):
+            raise ValueError(self.name)
+
     with caplog.at_level(logging.ERROR, logger="switchtrace"):
-        for _ in range(2):
-            tracer.add_listener(fail)
+        for name in ("first", "second", "third"):
+            app = App(name)
+            tracer.add_listener(app.on_finish)
             for _ in range(2):
                 with tracer.recording():
                     pass
-            tracer.remove_listener(fail)
-    assert [str(r.exc_info[1]) for r in caplog.records] == ["again", "again"]
-    assert len(swallowed) == 4
+            tracer.remove_listener(app.on_finish)
+            del app
+    assert [str(r.exc_info[1]) for r in caplog.records] == ["first", "second", "third"]
+    assert len(swallowed) == 6
     swallowed.clear()
-    assert not [key for key in guard._reported if key[2] == id(fail)]
+
+
+def test_what_was_logged_for_an_object_goes_with_it(swallowed):
+    class Listener:
+        def __call__(self, record):
+            pass
+
+    listener = Listener()
+    try:
+        raise ValueError("once")
+    except ValueError:
+        guard.swallow("a test's listener", theirs=listener)
+    key = id(listener)
+    assert guard._reported_theirs.get(listener) == {("a test's listener", ValueError)}
+    del listener
+    gc.collect()
+    assert key not in guard._reported_theirs._entries
+    swallowed.clear()
+
+
+def test_a_listener_that_removes_itself_is_logged_once(listening, swallowed, caplog):
+    def once(record):
+        tracer.remove_listener(once)
+        raise ValueError("removed itself")
+
+    tracer.add_listener(once)
+    with caplog.at_level(logging.ERROR, logger="switchtrace"):
+        with tracer.recording():
+            pass
+    assert [str(r.exc_info[1]) for r in caplog.records] == ["removed itself"]
+    assert once not in tracer._listeners
+    swallowed.clear()
 
 
 def test_a_second_base_exception_is_logged_not_lost(listening, swallowed, caplog):
@@ -215,9 +256,9 @@ def test_finish_all_ends_every_record_and_raises_the_first_base_exception(
             tracer.finish_all(records)
     assert ended == records
     assert all(record.finished for record in records)
-    # The two after it: logged once (one place, one exception type).
+    # The two after it: logged, each (once for its record).
     assert [repr(exc) for _where, exc in swallowed] == ["Stop('#2')", "Stop('#3')"]
-    assert [repr(r.exc_info[1]) for r in caplog.records] == ["Stop('#2')"]
+    assert [repr(r.exc_info[1]) for r in caplog.records] == ["Stop('#2')", "Stop('#3')"]
     swallowed.clear()
 
 
@@ -228,7 +269,7 @@ def test_a_listener_that_cannot_be_named_is_named_by_its_type(listening, swallow
 
     class Lazy:
         def __getattr__(self, name):
-            raise RuntimeError(f"not ready ({name})")
+            raise Stop(f"not ready ({name})")  # (not even an Exception)
 
         def __repr__(self):
             raise RuntimeError("no repr")

@@ -207,11 +207,31 @@ def test_djangos_debug_page_leaves_out_the_patches_whose_call_raised():
     (wrapt's, Fast or not) on the page, between the caller's and the
     library's."""
 
-    class FailingLoop(asyncio.SelectorEventLoop):
-        def __init__(self):
-            super().__init__()
-            self.close()
+    class HalfMade(asyncio.SelectorEventLoop):
+        def __del__(self):  # (what a loop made in part has to close)
+            for sock in (vars(self).get("_ssock"), vars(self).get("_csock")):
+                if sock is not None:
+                    sock.close()
+
+    class FailingLoop(HalfMade):
+        def set_debug(self, enabled):  # (called by BaseEventLoop.__init__)
             raise AppError("loop")
+
+    class NoSelector:  # (the loop's self-pipe cannot be registered)
+        pass
+
+    def failing_runner():
+        if sys.version_info < (3, 11):  # (asyncio.Runner is 3.11's)
+            raise AppError("runner")
+
+        def no_loop():
+            raise AppError("runner")
+
+        async def nothing():
+            return None
+
+        with asyncio.Runner(loop_factory=no_loop) as runner:
+            runner.run(nothing())
 
     def raised_in_patches():
         executor = ThreadPoolExecutor(1)
@@ -225,7 +245,13 @@ def test_djangos_debug_page_leaves_out_the_patches_whose_call_raised():
         started.join()
         return [
             _debug_page_frames(fail)
-            for fail in (lambda: asyncio.run(offload()), started.start, FailingLoop)
+            for fail in (
+                lambda: asyncio.run(offload()),
+                started.start,
+                FailingLoop,
+                lambda: HalfMade(NoSelector()),
+                failing_runner,
+            )
         ]
 
     plain, traced = both(raised_in_patches)

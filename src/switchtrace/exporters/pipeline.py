@@ -306,7 +306,7 @@ def _package(entry: types.TracebackType) -> str:
 
 
 def _log_application_error(exc: BaseException, place: types.TracebackType) -> bool:
-    """Once for each place: what raised, where (the line the traceback
+    """Once for each place and exception type: what raised, where (the line the traceback
     entry names: the frame's own line is where it last ran, a ``finally``
     or a ``with``'s cleanup after the line that raised), with its traceback.
     Whether it was logged (this time)."""
@@ -320,7 +320,7 @@ def _log_application_error(exc: BaseException, place: types.TracebackType) -> bo
     logger.warning(
         "switchtrace: the application's OpenTelemetry code raised while switchtrace made a "
         "request's spans, in %s.%s (%s, line %s): %s: %s; that request's spans are dropped "
-        "(logged once for each place)",
+        "(logged once for each place and exception type)",
         module,
         _qualified_name(frame),
         code.co_filename,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
+import types
 from collections.abc import Callable, Iterator
 
 from . import patches
-from .describe import CodeLocation, Description, attribute
-from .guard import forget, put_back, set_error_hook, swallow
+from .describe import CodeLocation, Description
+from .guard import put_back, set_error_hook, swallow
 from .record import (
     ASGI,
     ASYNC_TO_SYNC,
@@ -178,7 +179,7 @@ def finish_all(records: list[RequestRecord]) -> None:
             if raised is None:
                 raised = exc
             else:
-                _tell_lost(exc)
+                _tell_lost(record)
     if raised is not None:
         try:
             raise raised
@@ -211,40 +212,36 @@ def _tell(listeners: list[Listener], record: RequestRecord, what: str) -> BaseEx
 
 def _failed(listener: Listener, what: str) -> None:
     """From the ``except`` block of ``listener``'s error: logged, once."""
-    try:
-        name = f"{what} {_name_of(listener)}"
-        ours = _ours(listener)
-    except Exception:  # pragma: no cover - both let nothing out
-        name, ours = what, False
-    if ours:
-        swallow(name)
+    function = _function_of(listener)
+    if function is not None:
+        name, module = function.__qualname__, function.__module__
     else:
-        swallow(f"the application's {name}", theirs=listener)
+        name = f"{type.__getattribute__(type(listener), '__qualname__')} object"
+        module = type.__getattribute__(type(listener), "__module__")
+    what = f"{what} {str.__repr__(name)}"  # (a str subclass's own repr not run)
+    if isinstance(module, str) and module.startswith("switchtrace."):
+        # switchtrace's own (its exporters', its test helpers'): our bug.
+        swallow(what)
+    else:
+        swallow(f"the application's {what}", theirs=listener)
 
 
-def _tell_lost(exc: BaseException) -> None:
-    """A listener's BaseException that another, raised first, takes the
-    place of: logged, as the application's."""
-    try:
-        raise exc
-    except BaseException:
-        swallow("the application's listener (a second BaseException)", theirs=finish_all)
+def _function_of(listener: Listener) -> types.FunctionType | types.BuiltinFunctionType | None:
+    """The function ``listener`` is, or is a bound method of: read from
+    their C structures, nothing of the application's running (its
+    ``__getattr__``, a ``__qualname__`` property)."""
+    if type(listener) is types.MethodType:
+        listener = listener.__func__
+    if type(listener) in (types.FunctionType, types.BuiltinFunctionType):
+        return listener  # type: ignore[return-value]
+    return None
 
 
-def _name_of(listener: Listener) -> str:
-    """``listener``'s qualified name, quoted, or its type's: nothing of the
-    application's runs (its ``__getattr__``, its ``__repr__``)."""
-    name = attribute(listener, "__qualname__")
-    if not isinstance(name, str):
-        name = f"{type(listener).__qualname__} object"
-    return repr(name)
-
-
-def _ours(listener: Listener) -> bool:
-    """Whether ``listener`` is switchtrace's own (its exporters', its test
-    helpers'), whose errors are switchtrace's bugs."""
-    module = attribute(listener, "__module__")
-    return isinstance(module, str) and module.startswith("switchtrace.")
+def _tell_lost(record: RequestRecord) -> None:
+    """From the ``except`` block of a listener's BaseException that another,
+    raised first for an earlier record, takes the place of: logged, as the
+    application's (once for each record)."""
+    swallow("the application's listener (a second BaseException)", theirs=record)
 
 
 @contextlib.contextmanager
@@ -277,7 +274,6 @@ def add_listener(listener: Listener) -> None:
 def remove_listener(listener: Listener) -> None:
     if listener in _listeners:
         _listeners.remove(listener)
-        forget(listener)
 
 
 def add_start_listener(listener: Listener) -> None:
@@ -290,4 +286,3 @@ def add_start_listener(listener: Listener) -> None:
 def remove_start_listener(listener: Listener) -> None:
     if listener in _start_listeners:
         _start_listeners.remove(listener)
-        forget(listener)

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
+from .weak import WeakIdentityMap
+
 
 class _Logger:
     """The ``switchtrace`` logger, looked up as it is used rather than made
@@ -39,7 +41,9 @@ logger = cast(logging.Logger, _Logger())
 ErrorHook = Callable[[BaseException, str], None]
 
 _error_hook: ErrorHook | None = None
-_reported: set[tuple[str, type[BaseException], int | None]] = set()
+_reported: set[tuple[str, type[BaseException]]] = set()
+#: What was logged for each object of the application's, while it lives.
+_reported_theirs: WeakIdentityMap[set[tuple[str, type[BaseException]]]] = WeakIdentityMap()
 _lock = threading.Lock()
 
 
@@ -50,20 +54,15 @@ def set_error_hook(hook: ErrorHook | None) -> ErrorHook | None:
     return previous
 
 
-def forget(theirs: object) -> None:
-    """What was logged for ``theirs`` (see :func:`swallow`), forgotten: it is
-    no longer used (a listener removed), and another object may get its id."""
-    with _lock:
-        _reported.difference_update([key for key in _reported if key[2] == id(theirs)])
-
-
 def swallow(where: str, theirs: object = None) -> None:
     """Call from an ``except`` block (``Exception``; ``BaseException`` in
     switchtrace's own thread): log once, never raise.
 
     With ``theirs``, the code that raised is the application's (a listener
     it added), not switchtrace's: said so, and logged once for that object
-    until :func:`forget` is called for it."""
+    (by identity, for as long as it lives: another made later, even with the
+    same name, is logged again), or for ``where`` if it cannot be referred to
+    weakly."""
     exc = sys.exc_info()[1]
     if exc is None:  # pragma: no cover - misuse
         return
@@ -73,11 +72,20 @@ def swallow(where: str, theirs: object = None) -> None:
             hook(exc, where)
         except Exception:  # pragma: no cover - a broken hook must not break requests
             pass
-    key = (where, type(exc), None if theirs is None else id(theirs))
+    key = (where, type(exc))
     with _lock:
-        if key in _reported:
+        seen = _reported
+        if theirs is not None:
+            try:
+                found = _reported_theirs.get(theirs)
+                if found is None:
+                    found = _reported_theirs[theirs] = set()
+                seen = found
+            except TypeError:  # not weakly referable (a class with __slots__)
+                pass
+        if key in seen:
             return
-        _reported.add(key)
+        seen.add(key)
     if theirs is None:
         logger.error(
             "switchtrace: internal error in %s (logged once; the request goes on untouched)",
