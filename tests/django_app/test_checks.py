@@ -808,6 +808,24 @@ def test_a_grpc_target_is_an_otlp_grpc_endpoint(endpoint, insecure, secure, monk
             exporter.shutdown()
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "target", "secure"),
+    [("https://collector:4317", "collector:4317", True), ("http://c:4317/", "c:4317", False)],
+)
+def test_a_grpc_url_means_tls_by_its_scheme(endpoint, target, secure):
+    """https:// is TLS, http:// is not (whatever OTEL_EXPORTER_OTLP_INSECURE
+    says: the URL says it)."""
+    from switchtrace.exporters.pipeline import build_exporter
+
+    config = build_config({"ENABLED": True, "OTLP_PROTOCOL": "grpc", "OTLP_ENDPOINT": endpoint})
+    assert (config.problems, config.enabled) == ((), True)
+    exporter = build_exporter(config.export)
+    try:
+        assert (exporter._endpoint, exporter._insecure) == (target, not secure)
+    finally:
+        exporter.shutdown()
+
+
 def test_an_empty_timeout_is_unset_for_the_http_exporter(monkeypatch):
     """The HTTP exporter takes an empty OTEL_EXPORTER_OTLP_TIMEOUT as unset
     (its default, 10 seconds): only the gRPC one raises for it, the E006 of

@@ -70,11 +70,11 @@ def test_a_path_with_control_characters_cannot_start_a_console_line_of_its_own(r
 
 
 @contextlib.contextmanager
-def recording():
+def recording(max_events: int = tracer.DEFAULT_MAX_EVENTS):
     """tracer.recording(), the test settings' span pipeline detached: it
     describes every record in its thread, and these are the console's to
     describe."""
-    with telemetry.detached(), tracer.recording() as record:
+    with telemetry.detached(), tracer.recording(max_events=max_events) as record:
         yield record
 
 
@@ -597,4 +597,28 @@ def test_top_causes_past_max_events_say_they_name_only_those_kept():
     line = format_record(_recorded(first, second, second, max_events=1))
     assert line.endswith(
         ": 6 switches, 6 hops, 0 loops, 0 threads; top: first 2 (2 events past MAX_EVENTS left out)"
+    )
+
+
+async def _nothing() -> None:
+    return None
+
+
+def test_the_figure_before_the_headers_is_of_switches_not_hops():
+    """asyncio.run from sync code: two switches on one thread, no hop (every
+    other line here had as many hops as switches)."""
+    with recording() as record:
+        asyncio.run(_nothing())
+        record.mark_headers()
+    assert format_record(record) == (
+        "BLOCK : 2 switches (2 before headers), 0 hops, 1 loop, 0 threads; top: _nothing 2"
+    )
+
+
+def test_a_line_whose_events_were_all_left_out_says_the_top_names_none():
+    with recording(max_events=0) as record:
+        asyncio.run(_nothing())
+    assert format_record(record) == (
+        "BLOCK : 2 switches, 0 hops, 1 loop, 0 threads; top: none kept (2 events past "
+        "MAX_EVENTS left out)"
     )

@@ -413,6 +413,28 @@ def test_sample_rate_zero_records_no_spans_but_keeps_the_headers(spans):
     assert result.figures() == (30, 30, 0, 1)
 
 
+@pytest.mark.parametrize(("rate", "flags", "spans_made"), [(0, "01", 17), (1, "00", 0)])
+def test_sample_rate_follows_a_sampled_or_unsampled_parent(rate, flags, spans_made):
+    """Parent-based, as the README says: a client's sampled traceparent has
+    its request's spans recorded whatever the rate, an unsampled one none."""
+    traceparent = f"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}"
+    settings = {"ENABLED": True, "EXPORTER": "memory", "SAMPLE_RATE": rate}
+    with project(SWITCHTRACE=settings) as (asgi, _wsgi):
+        pipeline = telemetry.pipeline()
+        assert pipeline.flush(10)
+        pipeline.exporter.clear()
+        result = run_in_server_loop(
+            asgi_request(asgi, "/sync/", headers=[(b"traceparent", traceparent.encode())])
+        )
+        assert pipeline.flush(10)
+        made = pipeline.exporter.get_finished_spans()
+    assert result.figures() == (30, 30, 0, 1)
+    assert len(made) == spans_made
+    assert {format(span.context.trace_id, "032x") for span in made} <= {
+        "0af7651916cd43dd8448eb211c80319c"
+    }
+
+
 def test_excluded_urls_make_no_spans_but_keep_the_headers(monkeypatch):
     """OTEL_PYTHON_DJANGO_EXCLUDED_URLS (else OTEL_PYTHON_EXCLUDED_URLS), as
     opentelemetry-instrumentation-django reads it: a request whose URL
