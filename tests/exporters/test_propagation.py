@@ -134,6 +134,18 @@ def test_a_field_is_asked_for_by_the_propagators_own_name(spans):
     assert parents(spans) == [(TRACE_ID, SPAN_ID)] * 2
 
 
+def test_an_asgi_header_name_not_in_lower_case_is_read_all_the_same(spans):
+    """ASGI asks servers for lower-case names; one that sends them as the
+    client wrote them (a hand-built scope, a server of one's own) still has
+    its traceparent read."""
+    traceparent = f"00-{TRACE_ID}-{SPAN_ID}-01"
+    with project() as (asgi, _wsgi):
+        run_in_server_loop(
+            asgi_request(asgi, "/sync/", headers=[(b"Traceparent", traceparent.encode())])
+        )
+    assert parents(spans) == [(TRACE_ID, SPAN_ID)]
+
+
 def test_a_propagator_that_raises_starts_a_new_trace_said_once(spans, caplog):
     """What a client sent that the propagator fails on: the request's spans
     are a trace of their own, none lost, and a warning says so once."""
