@@ -84,18 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name in names:
         print(f"  {name:16} {median[name]:7.0f} ns")
-    for name in ("functools.wraps", "wrapt"):
-        added = statistics.median(
+    added = {
+        name: statistics.median(
             b - a for a, b in zip(results["unpatched"], results[name], strict=True)
         )
-        print(f"  {name} adds {added:.0f} ns a call (median of the rounds' differences)")
-    ratio = statistics.median(
-        (w - u) / (f - u)
-        for u, f, w in zip(
-            results["unpatched"], results["functools.wraps"], results["wrapt"], strict=True
-        )
-    )
-    print(f"  what wrapt adds / what functools.wraps adds: {ratio:.1f}x")
+        for name in ("functools.wraps", "wrapt")
+    }
+    for name, ns in added.items():
+        print(f"  {name} adds {ns:.0f} ns a call (median of the rounds' differences)")
+    if added["functools.wraps"] > 0:
+        ratio = f"{added['wrapt'] / added['functools.wraps']:.1f}x"
+    else:  # (too few calls to tell them apart)
+        ratio = "not measurable"
+    print(f"  what wrapt adds / what functools.wraps adds: {ratio} (of the medians above)")
     return 0
 
 

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ __all__ = [
     "asgi_request",
     "collect_garbage",
     "directory_every_user_may_write",
+    "raised_by_a_start_listener",
     "run_asgi",
     "run_script",
     "wait_for",
@@ -56,6 +59,33 @@ def directory_every_user_may_write(parent: Path) -> Path:
         pytest.skip(f"uid {NOBODY} cannot be given a file: {exc}")
     os.chown(directory, os.geteuid(), os.getegid())
     return directory
+
+
+class StartListenerStop(BaseException):
+    """As a test's pytest.fail() in a start listener of its own raises."""
+
+
+def raised_by_a_start_listener(serve: Any) -> list[str]:
+    """``serve()`` with a start listener raising :class:`StartListenerStop`,
+    which ``serve`` must let out; the "never awaited" warnings of that and
+    of the garbage collected after it (a coroutine made before the record
+    opened, never closed)."""
+    from switchtrace import tracer
+
+    def stop(record: Any) -> None:
+        raise StartListenerStop("at the start")
+
+    tracer.add_start_listener(stop)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with contextlib.suppress(StartListenerStop):
+                serve()
+                raise AssertionError("the start listener's BaseException did not come out")
+            gc.collect()
+    finally:
+        tracer.remove_start_listener(stop)
+    return [str(w.message) for w in caught if "never awaited" in str(w.message)]
 
 
 def run_asgi(handler: Any, path: str) -> Result:

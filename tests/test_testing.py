@@ -1021,3 +1021,14 @@ def test_budgets_without_the_app_leave_nothing_patched_under_an_enabling_setting
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert (out.returncode, out.stdout, out.stderr) == (0, "True\nFalse\nFalse\n", "")
+
+
+def test_a_start_listeners_base_exception_leaves_no_async_client_coroutine_unawaited():
+    """The AsyncClient's call was made before its record opened, and never
+    closed when the record's start raised."""
+    from .support import raised_by_a_start_listener
+
+    with record_requests() as records:
+        assert raised_by_a_start_listener(lambda: asyncio.run(AsyncClient().get("/sync/"))) == []
+    [record] = records  # (ended: every record opened is, once)
+    assert record.finished

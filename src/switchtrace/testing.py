@@ -597,7 +597,11 @@ async def _trace_async_client(call: Any, scope: Any) -> Any:
     # Django's test AsyncClient, in the test's event loop.
     from .django_app import integration
 
-    record, token = tracer.start_request(tracer.ASGI, integration.get_config().max_events)
+    try:
+        record, token = tracer.start_request(tracer.ASGI, integration.get_config().max_events)
+    except BaseException:
+        call.close()  # (a start listener's BaseException: never awaited)
+        raise
     record.extra[ASYNC_CLIENT] = True
     _attributes(record, scope, wsgi=False)
     try:

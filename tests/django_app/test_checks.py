@@ -813,8 +813,7 @@ def test_a_grpc_target_is_an_otlp_grpc_endpoint(endpoint, insecure, secure, monk
     [("https://collector:4317", "collector:4317", True), ("http://c:4317/", "c:4317", False)],
 )
 def test_a_grpc_url_means_tls_by_its_scheme(endpoint, target, secure):
-    """https:// is TLS, http:// is not (whatever OTEL_EXPORTER_OTLP_INSECURE
-    says: the URL says it)."""
+    """https:// is TLS, http:// is not."""
     from switchtrace.exporters.pipeline import build_exporter
 
     config = build_config({"ENABLED": True, "OTLP_PROTOCOL": "grpc", "OTLP_ENDPOINT": endpoint})

@@ -308,7 +308,7 @@ def test_explain_names_the_view_as_its_crossing_is_named(urlconf, url, expected)
         assert view_kind(url) == expected
 
 
-def test_a_class_whose_module_is_no_string_is_no_drf_view():
+def test_a_class_whose_module_is_no_string_is_judged_without_raising():
     from rest_framework.views import APIView
 
     from switchtrace.django_app.explain import _of_drf_alone

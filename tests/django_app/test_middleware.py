@@ -3383,22 +3383,9 @@ def test_a_listeners_base_exception_leaves_the_server_call_and_the_next_request_
 def test_a_start_listeners_base_exception_under_asgi_leaves_no_coroutine_unawaited(records):
     """Django's handler's coroutine was made before the record opened, and
     never closed: "coroutine 'ASGIHandler.__call__' was never awaited"."""
-    import gc
-    import warnings
+    from ..support import raised_by_a_start_listener
 
-    def stop(record):
-        raise _Stop("at the start")
-
-    tracer.add_start_listener(stop)
-    try:
-        with project(**NO_SPANS) as (asgi, _wsgi):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                with pytest.raises(_Stop, match=r"^at the start$"):
-                    run_asgi(asgi, "/sync/")
-                gc.collect()
-    finally:
-        tracer.remove_start_listener(stop)
-    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+    with project(**NO_SPANS) as (asgi, _wsgi):
+        assert raised_by_a_start_listener(lambda: run_asgi(asgi, "/sync/")) == []
     [record] = records  # (ended: every record opened is, once)
     assert record.finished

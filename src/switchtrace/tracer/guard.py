@@ -73,16 +73,19 @@ def swallow(where: str, theirs: object = None) -> None:
         except Exception:  # pragma: no cover - a broken hook must not break requests
             pass
     key = (where, type(exc))
-    with _lock:
-        seen = _reported
-        if theirs is not None:
+    seen = _reported
+    if theirs is not None:
+        # Made outside the lock: what is made under it may set off a garbage
+        # collection, whose finalizers (a coroutine's finally, ending its
+        # request) may come back here on this thread.
+        found = _reported_theirs.get(theirs)
+        if found is None:
             try:
-                found = _reported_theirs.get(theirs)
-                if found is None:
-                    found = _reported_theirs[theirs] = set()
-                seen = found
+                _reported_theirs[theirs] = found = set()
             except TypeError:  # not weakly referable (a class with __slots__)
-                pass
+                found = _reported
+        seen = found
+    with _lock:
         if key in seen:
             return
         seen.add(key)
@@ -95,7 +98,7 @@ def swallow(where: str, theirs: object = None) -> None:
     else:
         logger.error(
             "switchtrace: %s raised; the error is its own, not switchtrace's (logged once for "
-            "it and this exception type; the request goes on untouched)",
+            "it and this exception type)",
             where,
             exc_info=exc,
         )
