@@ -15,7 +15,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import asgiref.sync
@@ -205,7 +205,8 @@ def test_djangos_debug_page_leaves_out_the_patches_whose_call_raised():
     a thread started twice, a loop whose __init__ raises): the executors'
     submit, Thread.start and the loops' __init__ showed switchtrace's frame
     (wrapt's, Fast or not) on the page, between the caller's and the
-    library's."""
+    library's. Also a Runner's close, CurrentThreadExecutor's submit (with
+    asgiref 3.8's fn= on Python 3.10's run), Future.cancel and main_wrap."""
 
     class HalfMade(asyncio.SelectorEventLoop):
         def __del__(self):  # (what a loop made in part has to close)
@@ -233,6 +234,32 @@ def test_djangos_debug_page_leaves_out_the_patches_whose_call_raised():
         with asyncio.Runner(loop_factory=no_loop) as runner:
             runner.run(nothing())
 
+    def failing_runner_close():
+        if sys.version_info < (3, 11):
+            raise AppError("runner close")
+
+        class FailingClose(asyncio.SelectorEventLoop):
+            def close(self):
+                super().close()
+                raise AppError("runner close")
+
+        async def nothing():
+            return None
+
+        with asyncio.Runner(loop_factory=FailingClose) as runner:
+            runner.run(nothing())
+
+    def submitted_on_its_own_thread(by_keyword):
+        own = CurrentThreadExecutor(
+            *[None] * ("old_executor" in inspect.signature(CurrentThreadExecutor).parameters)
+        )
+        return own.submit(fn=str) if by_keyword else own.submit(str)
+
+    def cancelled_without_its_lock():
+        future: Future[None] = Future()
+        future._condition = None  # type: ignore[assignment]
+        future.cancel()
+
     def raised_in_patches():
         executor = ThreadPoolExecutor(1)
         executor.shutdown()
@@ -251,6 +278,11 @@ def test_djangos_debug_page_leaves_out_the_patches_whose_call_raised():
                 FailingLoop,
                 lambda: HalfMade(NoSelector()),
                 failing_runner,
+                failing_runner_close,
+                lambda: submitted_on_its_own_thread(by_keyword=False),
+                lambda: submitted_on_its_own_thread(by_keyword=True),  # (asgiref 3.8's fn=)
+                cancelled_without_its_lock,
+                AsyncToSync(asyncio.sleep).main_wrap,  # (its arguments missing)
             )
         ]
 
