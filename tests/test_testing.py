@@ -1032,3 +1032,46 @@ def test_a_start_listeners_base_exception_leaves_no_async_client_coroutine_unawa
         assert raised_by_a_start_listener(lambda: asyncio.run(AsyncClient().get("/sync/"))) == []
     [record] = records  # (ended: every record opened is, once)
     assert record.finished
+
+
+class EndListenerStop(BaseException):
+    pass
+
+
+def test_every_request_left_open_is_ended_when_a_listener_raises_a_base_exception(
+    swallowed, caplog, monkeypatch
+):
+    """Two requests left open, ended as the recording's block ends: an end
+    listener's BaseException (a KeyboardInterrupt, a test's pytest.fail())
+    out of the first comes out of the block once the second is ended too,
+    and the second one's is logged, not lost."""
+    import logging
+
+    def stop(record):
+        raise EndListenerStop(f"{record.attributes['url.path']} {left.index(record)}")
+
+    monkeypatch.setattr("switchtrace.testing.SETTLE_SECONDS", 0.01)  # (never end)
+    bodies = []
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        tracer.add_listener(stop)
+        try:
+            with caplog.at_level(logging.ERROR, logger="switchtrace"):
+                with pytest.raises(EndListenerStop) as raised:
+                    with record_requests() as recorded:
+                        for _ in range(2):  # (each on a thread of its own, gone)
+                            thread = threading.Thread(
+                                target=lambda: bodies.append(open_wsgi_request("/sync/"))
+                            )
+                            thread.start()
+                            thread.join()
+                        left = recorded.split()[1]
+        finally:
+            tracer.remove_listener(stop)
+    for body in bodies:
+        body.close()
+    assert paths(left) == ["/sync/", "/sync/"]
+    assert all(record.finished for record in left)
+    assert str(raised.value) == "/sync/ 0"
+    assert [repr(r.exc_info[1]) for r in caplog.records] == ["EndListenerStop('/sync/ 1')"]
+    assert [repr(exc) for _where, exc in swallowed] == ["EndListenerStop('/sync/ 1')"]
+    swallowed.clear()
