@@ -26,10 +26,15 @@ def test_every_setting_is_documented_with_its_default():
 def test_every_check_id_is_documented():
     import re
 
-    from switchtrace.django_app import checks
+    import switchtrace.apps
+    from switchtrace.django_app import apps, checks
 
-    ids = set(re.findall(r"switchtrace\.[EW]\d{3}", Path(checks.__file__).read_text()))
-    assert len(ids) == 18
+    ids = {
+        found
+        for module in (checks, apps, switchtrace.apps)
+        for found in re.findall(r"switchtrace\.[EW]\d{3}", Path(module.__file__).read_text())
+    }
+    assert len(ids) == 19
     for check_id in ids:
         assert f"`{check_id}`" in README, check_id
 

@@ -2567,24 +2567,30 @@ def test_an_otel_traces_exporter_switchtrace_cannot_follow_is_e010(value, messag
     assert messages == [("switchtrace.E010", message, TRACES_EXPORTER_HINT)]
 
 
+def _manage_py_check(tmp_path, settings_module: str):
+    """``django-admin check`` of the project in ``tmp_path``, in a process
+    of its own (the app configs of INSTALLED_APPS are set up there)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "django", "check", "--settings", settings_module],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
 def test_installed_apps_naming_switchtrace_instead_of_its_app_is_e011(tmp_path):
     """``"switchtrace"`` is not the Django app: nothing is recorded, and
     ``manage.py check`` found no issue. Django finds switchtrace/apps.py's
     app for that entry, whose check says so."""
-    import subprocess
-    import sys
-
     (tmp_path / "misnamed_settings.py").write_text(
         'SECRET_KEY = "x"\nINSTALLED_APPS = ["switchtrace"]\n'
         'MIDDLEWARE = ["switchtrace.django_app.middleware.SwitchTraceMiddleware"]\n'
         'SWITCHTRACE = {"ENABLED": True}\n'
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    out = subprocess.run(
-        [sys.executable, "-m", "django", "check", "--settings", "misnamed_settings"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    out = _manage_py_check(tmp_path, "misnamed_settings")
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert (
@@ -2593,6 +2599,40 @@ def test_installed_apps_naming_switchtrace_instead_of_its_app_is_e011(tmp_path):
         "\tHINT: Replace 'switchtrace' with 'switchtrace.django_app' in INSTALLED_APPS.\n"
     ) in out.stderr
     assert "1 issue" in out.stderr
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_subclass_of_the_apps_config_that_skips_its_ready_is_e014(tmp_path, enabled):
+    """A project's SwitchTraceConfig whose ready() does not call
+    super().ready() registers none of switchtrace's checks: ``manage.py
+    check`` found no issue (the middleware alone logged it, once serving).
+    Turned off, nothing is lost, and nothing is said."""
+    (tmp_path / "project_apps.py").write_text(
+        "from switchtrace.django_app.apps import SwitchTraceConfig\n\n\n"
+        "class ProjectConfig(SwitchTraceConfig):\n"
+        "    def ready(self):\n"
+        "        pass\n"
+    )
+    (tmp_path / "skipping_settings.py").write_text(
+        'SECRET_KEY = "x"\nINSTALLED_APPS = ["project_apps.ProjectConfig"]\n'
+        'MIDDLEWARE = ["switchtrace.django_app.middleware.SwitchTraceMiddleware"]\n'
+        f'SWITCHTRACE = {{"ENABLED": {enabled}, "EXPORTER": "none"}}\n'
+    )
+    out = _manage_py_check(tmp_path, "skipping_settings")
+    if not enabled:
+        assert (out.returncode, out.stdout, out.stderr) == (
+            0, "System check identified no issues (0 silenced).\n", ""
+        )  # fmt: skip
+        return
+    assert out.returncode == 1
+    assert out.stderr == (
+        "SystemCheckError: System check identified some issues:\n\nERRORS:\n"
+        "?: (switchtrace.E014) INSTALLED_APPS has project_apps.ProjectConfig, whose ready() does "
+        "not call SwitchTraceConfig.ready(): nothing is recorded, no response carries the "
+        "headers, and switchtrace's other checks are not run.\n"
+        "\tHINT: Call super().ready() in ProjectConfig.ready().\n\n"
+        "System check identified 1 issue (0 silenced).\n"
+    )
 
 
 @pytest.mark.parametrize("which", [*BUILTIN, "all"], ids=lambda p: p.rpartition(".")[2])

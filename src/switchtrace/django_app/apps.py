@@ -4,7 +4,8 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.core import checks
 from django.core.signals import request_started, setting_changed
 
 
@@ -27,6 +28,35 @@ class SwitchTraceConfig(AppConfig):
             _holding = False
         if _held:
             request_started.connect(_release_on_request, dispatch_uid="switchtrace.release")
+
+
+@checks.register
+def check_ready_ran(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """switchtrace.E014: the app is installed through a project's config
+    class whose ready() does not call ``SwitchTraceConfig.ready()``, which
+    patches and registers the other checks. Registered as Django imports
+    this module to find the app's config, so that ``manage.py check`` says
+    it, where it found no issue; only while enabled, as the middleware logs
+    it then."""
+    from .conf import get_config
+    from .middleware import _not_turned_off
+
+    installed = next((c for c in apps.get_app_configs() if c.name == SwitchTraceConfig.name), None)
+    if readied or installed is None:
+        return []
+    config = get_config()
+    if not config.enabled and not (config.problems and _not_turned_off()):
+        return []
+    name = f"{type(installed).__module__}.{type(installed).__qualname__}"
+    return [
+        checks.Error(
+            f"INSTALLED_APPS has {name}, whose ready() does not call SwitchTraceConfig.ready(): "
+            "nothing is recorded, no response carries the headers, and switchtrace's other "
+            "checks are not run.",
+            hint=f"Call super().ready() in {type(installed).__qualname__}.ready().",
+            id="switchtrace.E014",
+        )
+    ]
 
 
 #: The INSTALLED_APPS entries this app's ready() ran for (the app was
