@@ -220,6 +220,76 @@ def test_wsgi_async_stream_is_named_after_the_response_reading_it(records):
     assert top_causes(record, components.resolve) == [("async_stream_view", 2), (reader, 2)]
 
 
+def test_djangos_reading_of_a_stream_is_located_at_its_generator(records):
+    """What Django bridges to read a body of the other kind (the built-in
+    list, a closure of StreamingHttpResponse.__iter__) says nothing of where
+    that body comes from: its span is located at the generator (the code.*
+    attributes), and still named after what was bridged. An iterator that
+    is no generator leaves it located at list. (Descriptions are cached by
+    site: two views' generators read by one closure are two.)"""
+    from django.test import override_settings
+
+    from switchtrace.tracer.describe import CodeLocation
+
+    with project("none") as (asgi, wsgi):
+        run_asgi(asgi, "/bridged-sync-stream/")
+        # One view, one site: a generator, then one inside a map.
+        run_asgi(asgi, "/streamed-sub-request/?through=client")
+        run_asgi(asgi, "/streamed-sub-request/?through=client&wrap=map")
+        # Another view's asynchronous generator read through the same closure.
+        wsgi_request(wsgi, "/streamed-sub-request/?through=client&wrap=async")
+        with override_settings(ROOT_URLCONF="project.urls"):
+            wsgi_request(wsgi, "/async-stream/")
+    for record in records:
+        record.describe(components.resolve)
+    reading = [
+        (c.qualname, c.description.location)
+        for record in records
+        for c in record.crossings
+        if c.component.kind == "response" and c.component.hook in ("__aiter__", "__iter__")
+    ]
+    views, example = sys.modules["tests.views"], sys.modules["project.views"]
+    assert reading == [
+        (
+            "list",
+            CodeLocation(
+                "body",
+                "tests.views.bridged_sync_stream_view.<locals>",
+                views.__file__,
+                views.bridged_sync_stream_view.__code__.co_firstlineno + 13,
+            ),
+        ),
+        (
+            "list",
+            CodeLocation(
+                "body",
+                "tests.views.streamed_sub_request_view.<locals>",
+                views.__file__,
+                views.streamed_sub_request_view.__code__.co_firstlineno + 12,
+            ),
+        ),
+        ("list", CodeLocation("list", "builtins", None, None)),
+        (
+            "StreamingHttpResponse.__iter__.<locals>.to_list",
+            CodeLocation(
+                "asynchronous_body",
+                "tests.views.streamed_sub_request_view.<locals>",
+                views.__file__,
+                views.streamed_sub_request_view.__code__.co_firstlineno + 26,
+            ),
+        ),
+        (
+            "StreamingHttpResponse.__iter__.<locals>.to_list",
+            CodeLocation(
+                "chunks",
+                "project.views.async_stream_view.<locals>",
+                example.__file__,
+                example.async_stream_view.__code__.co_firstlineno + 3,
+            ),
+        ),
+    ]
+
+
 @pytest.mark.skipif(not ASYNC_SIGNALS, reason="async receivers need Django >= 5.0")
 def test_wsgi_async_stream_leaves_request_finished_its_own(records):
     """request_finished's async receivers run, under WSGI, in an async_to_sync

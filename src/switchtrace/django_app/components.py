@@ -17,6 +17,7 @@ from typing import Any
 from ..tracer import ASGI, ASYNC_TO_SYNC, SYNC_TO_ASYNC, WSGI, Component, Crossing, RequestRecord
 from ..tracer.describe import (
     MAX_DEPTH,
+    Generator,
     attribute,
     closure_values,
     identity,
@@ -345,6 +346,9 @@ SYNC_STREAM = "sync_stream"
 #: record.extra's key for the class of a WSGI response that streams from an
 #: asynchronous iterator (see :func:`remember_response`).
 ASYNC_STREAM = "async_stream"
+#: record.extra's key for the generator of either (a :class:`Generator`),
+#: where Django's reading of it is located (see :meth:`Resolver.subject`).
+STREAM_SOURCE = "stream_source"
 
 
 #: What reads a file that django.contrib.staticfiles' ASGI handler serves.
@@ -360,7 +364,9 @@ def remember_response(record: RequestRecord, response: Any) -> None:
     same call in the asynchronous iterator its ``get_response_async`` puts
     in the synchronous one's place; under WSGI an asynchronous one by
     ``StreamingHttpResponse.__iter__``'s ``async_to_sync`` of a closure of
-    its own."""
+    its own. Its spans are located at the iterator's generator (the
+    application's, or Django's GZipMiddleware's around it), not at ``list``
+    or that closure."""
     if attribute(response, "streaming") is not True:
         return
     is_async = attribute(response, "is_async")
@@ -369,8 +375,14 @@ def remember_response(record: RequestRecord, response: Any) -> None:
     elif record.kind == ASGI and is_async is True:
         if _made_by_static_files_handler(attribute(response, "_iterator")):
             record.extra[SYNC_STREAM] = STATIC_STREAM
+        return
     elif record.kind == WSGI and is_async is True:
         record.extra[ASYNC_STREAM] = type(response).__qualname__
+    else:
+        return
+    source = Generator.of(attribute(response, "_iterator"))
+    if source is not None:
+        record.extra[STREAM_SOURCE] = source
 
 
 def _made_by_static_files_handler(iterator: Any) -> bool:
@@ -575,6 +587,13 @@ class Resolver:
         if _adapter(crossing.bridge) is not None:
             return None
         func = crossing.func
+        source = record.extra.get(STREAM_SOURCE)
+        if source is not None and (
+            isinstance(_sync_stream(crossing, record), str) or _async_stream(crossing, record)
+        ):
+            # Django reading the response's generator: named after what it
+            # bridged (list, its closure), located at the generator.
+            return qualified_name(func), source
         view = record.extra.get("view")
         target = view_target(record)
         decorator = _decorator_holding(func, view, target)
@@ -644,7 +663,13 @@ class Resolver:
             caller = identity(view)
             if caller is None:
                 return None
-        streams = (_sync_stream(crossing, record), _async_stream(crossing, record))
+        streams: Hashable = (_sync_stream(crossing, record), _async_stream(crossing, record))
+        source = record.extra.get(STREAM_SOURCE)
+        if source is not None and streams != (None, None):
+            serial = identity(source.code)  # (hashing a code object hashes its contents)
+            if serial is None:
+                return None
+            streams = (streams, serial, source.qualname)
         body = _body_write(crossing, record)
         # Outside the view, Django's handler's functions (plain functions)
         # are the handler's only in its own bridge (sync_to_async), not in

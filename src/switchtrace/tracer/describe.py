@@ -17,7 +17,7 @@ import types
 import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..text import utf8_text
 from .weak import WeakIdentityMap
@@ -270,17 +270,36 @@ def code_location(obj: object) -> CodeLocation:
     return _code_location(target)
 
 
+class Generator:
+    """What :func:`code_location` needs of a generator, synchronous or
+    asynchronous, without the generator (its frame holds what it was made
+    with, the request's objects): its code and qualified name."""
+
+    __slots__ = ("code", "qualname")
+
+    def __init__(self, code: types.CodeType, qualname: str) -> None:
+        self.code = code
+        self.qualname = qualname
+
+    @classmethod
+    def of(cls, iterator: object) -> Generator | None:
+        """For a generator or an asynchronous generator (read from their C
+        structures: nothing of the application's runs), else None."""
+        kind = type(iterator)
+        if kind is types.GeneratorType:
+            generator = cast("types.GeneratorType[Any, Any, Any]", iterator)
+            return cls(generator.gi_code, generator.__qualname__)
+        if kind is types.AsyncGeneratorType:
+            agenerator = cast("types.AsyncGeneratorType[Any, Any]", iterator)
+            return cls(agenerator.ag_code, agenerator.__qualname__)
+        return None
+
+
 def _code_location(target: Any) -> CodeLocation:
     if is_of_type(target, types.CoroutineType):
-        code = target.cr_code
-        namespace, _, function = _coroutine_qualname(target).rpartition(".")
-        module = _module_of(code)
-        return CodeLocation(
-            function=function,
-            namespace=f"{module}.{namespace}" if module and namespace else module or namespace,
-            filepath=utf8_text(code.co_filename),
-            lineno=code.co_firstlineno,
-        )
+        return _location_in(target.cr_code, _coroutine_qualname(target))
+    if type(target) is Generator:
+        return _location_in(target.code, target.qualname)
     func = target.__func__ if is_of_type(target, types.MethodType) else target
     if not is_of_type(func, types.FunctionType):
         call = getattr(type(func), "__call__", None)  # noqa: B004
@@ -298,6 +317,19 @@ def _code_location(target: Any) -> CodeLocation:
         namespace=f"{module}.{namespace}" if module and namespace else module or namespace,
         filepath=utf8_text(func_code.co_filename) if func_code is not None else None,
         lineno=func_code.co_firstlineno if func_code is not None else None,
+    )
+
+
+def _location_in(code: types.CodeType, qualname: str) -> CodeLocation:
+    """The location of ``code``, which has run (its frame, and the globals
+    that say its module, may be gone), named ``qualname``."""
+    namespace, _, function = qualname.rpartition(".")
+    module = _module_of(code)
+    return CodeLocation(
+        function=function,
+        namespace=f"{module}.{namespace}" if module and namespace else module or namespace,
+        filepath=utf8_text(code.co_filename),
+        lineno=code.co_firstlineno,
     )
 
 
