@@ -1945,6 +1945,52 @@ def test_an_application_span_processor_raising_is_named_at_the_line_that_raised(
     ]
 
 
+def _register_sampler(tmp_path, entry_point: str) -> None:
+    """An installed package's sampler for OTEL_TRACES_SAMPLER, as the SDK's
+    configuration finds it (``tmp_path`` on ``sys.path``)."""
+    info = tmp_path / "app_sampler-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: app-sampler\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[opentelemetry_traces_sampler]\n{entry_point}\n")
+
+
+@pytest.mark.parametrize(
+    ("decision", "exported"), [("DROP", False), ("RECORD_ONLY", False), ("RECORD_AND_SAMPLE", True)]
+)
+def test_an_application_samplers_decision_is_followed(tmp_path, decision, exported):
+    """A package's sampler deciding RECORD_ONLY: the SDK's provider records
+    such a span for its processors but exports none (not sampled); no span
+    of switchtrace's is exported either, as for DROP."""
+    (tmp_path / "app_sampler.py").write_text(
+        textwrap.dedent(
+            """\
+            from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+            class Deciding(Sampler):
+                def __init__(self, decision):
+                    self.decision = decision
+                def get_description(self):
+                    return f"Deciding {self.decision.name}"
+                def should_sample(self, parent_context, trace_id, name, *args, **kwargs):
+                    return SamplingResult(self.decision)
+            def deciding(argument):
+                return Deciding(Decision[argument])
+            """
+        )
+    )
+    _register_sampler(tmp_path, "app_deciding = app_sampler:deciding")
+    before = f"""
+    sys.path.insert(0, {str(tmp_path)!r})
+    """
+    after = """
+    pipeline.flush(10)
+    import pathlib
+    path = pathlib.Path(os.environ["SWITCHTRACE_EXAMPLE_TRACES"])
+    print(pipeline.provider.sampler.get_description(), path.exists() and path.read_text() != "")
+    """
+    env = {"OTEL_TRACES_SAMPLER": "app_deciding", "OTEL_TRACES_SAMPLER_ARG": decision}
+    assert run_script(before, after, env, tmp_path) == f"Deciding {decision} {exported}"
+
+
 def test_an_application_sampler_raising_is_named_as_the_applications(tmp_path):
     """switchtrace's own provider samples with the sampler a package
     registers for OTEL_TRACES_SAMPLER, and calls its ``should_sample``
@@ -1964,12 +2010,7 @@ def test_an_application_sampler_raising_is_named_as_the_applications(tmp_path):
             """
         )
     )
-    info = tmp_path / "app_sampler-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: app-sampler\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[opentelemetry_traces_sampler]\napp_refusing = app_sampler:refusing\n"
-    )
+    _register_sampler(tmp_path, "app_refusing = app_sampler:refusing")
     before = f"""
     {LOG_LINES}
     sys.path.insert(0, {str(tmp_path)!r})
