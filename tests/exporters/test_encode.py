@@ -516,6 +516,26 @@ def test_which_exporters_take_encoded_spans(options, writer, tmp_path):
         pipeline.shutdown(timeout=5)
 
 
+def test_the_http_exporter_sends_nothing_once_shut_down():
+    """As the SDK's exporter refuses its spans once shut down (a late batch,
+    the span thread's join having timed out), the encoded ones are refused,
+    not sent."""
+    from .receiver import HttpReceiver
+
+    receiver = HttpReceiver()
+    try:
+        exporter = pipeline_module.build_exporter(
+            ExportOptions(exporter="otlp", protocol="http/protobuf", endpoint=receiver.endpoint)
+        )
+        payload = ExportTraceServiceRequest().SerializeToString()
+        results = [exporter.export(EncodedSpans(payload, 1)).name]
+        exporter.shutdown()
+        results.append(exporter.export(EncodedSpans(payload, 1)).name)
+        assert (results, receiver.received.posts) == (["SUCCESS", "FAILURE"], 1)
+    finally:
+        receiver.stop()
+
+
 def test_an_otlp_exporter_without_the_hook_gets_sdk_spans(monkeypatch):
     """An opentelemetry-exporter-otlp version whose HTTP exporter has no
     ``_client`` (the hook used to send encoded spans) is given SDK spans
