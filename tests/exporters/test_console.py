@@ -561,6 +561,39 @@ def test_a_line_stays_shorter_than_what_a_pipe_writes_whole(records):
     assert "(raised " + "x" * 200 + "... (25 characters more))" in format_record(record)
 
 
+def test_a_line_one_byte_short_of_what_a_pipe_writes_whole_is_kept():
+    """The line and its newline up to PIPE_BUF (4096 bytes) are written
+    whole: a line of 4,095 bytes keeps the class raised at 200 characters;
+    one of 4,096 has it cut at 60, as a name is."""
+    grin = "\U0001f600"
+    # Every field at its longest, cut (but the class raised, 200 characters).
+    record = _recorded(*(_named(f"{grin * 9999}{n}") for n in range(5)))
+    record.attributes.update(
+        {
+            "http.request.method": grin * 10_000,
+            "http.response.status_code": 500,
+            "error.type": grin * 200,
+        }
+    )
+
+    def line_with(path: str) -> str:
+        record.attributes["url.path"] = path
+        return format_record(record)
+
+    # The path's first 400 characters shown, of 1 to 4 bytes each: the line
+    # made 4,095 bytes long, and 4,096.
+    def path(added: int) -> str:  # (bytes over a path of 1-byte characters)
+        grins, rest = divmod(added, 3)
+        shown = grin * grins + "\u00e9\u20ac"[rest - 1 : rest]
+        return "/" + shown + "a" * (399 - len(shown)) + "a" * 99_600
+
+    short = 4095 - len(line_with(path(0)).encode())
+    kept, cut = line_with(path(short)), line_with(path(short + 1))
+    assert (len(kept.encode()), f"(raised {grin * 200})" in kept) == (4095, True)
+    assert f"(raised {grin * 60}... (140 characters more))" in cut
+    assert len(cut.encode()) < 4095
+
+
 def _named(name: str):
     def function():
         pass
