@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 
 import pytest
 
@@ -193,6 +194,46 @@ def test_what_was_logged_for_an_object_goes_with_it(swallowed):
     del listener
     gc.collect()
     assert key not in guard._reported_theirs._entries
+    swallowed.clear()
+
+
+def test_two_threads_first_telling_of_one_listeners_error_log_it_once(
+    swallowed, caplog, monkeypatch
+):
+    """Both find nothing logged for the listener, and each stored a set of
+    its own (outside the lock): each logged it, into its own set."""
+    both_looked = threading.Barrier(2, timeout=10)
+
+    class Interleaved(guard.WeakIdentityMap):
+        __slots__ = ()
+
+        def get(self, obj, default=None):
+            found = super().get(obj, default)
+            both_looked.wait()  # (each found none)
+            return found
+
+    monkeypatch.setattr(guard, "_reported_theirs", Interleaved())
+
+    class Listener:
+        def __call__(self, record):
+            pass
+
+    listener = Listener()
+
+    def tell():
+        try:
+            raise ValueError("at once")
+        except ValueError:
+            guard.swallow("a test's listener", theirs=listener)
+
+    with caplog.at_level(logging.ERROR, logger="switchtrace"):
+        threads = [threading.Thread(target=tell) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert [str(r.exc_info[1]) for r in caplog.records] == ["at once"]
+    assert len(swallowed) == 2
     swallowed.clear()
 
 

@@ -55,3 +55,17 @@ def test_an_entry_replaced_before_its_object_dies_is_not_removed_by_the_old_call
     del obj
     gc.collect()
     assert len(held) == 0
+
+
+def test_setdefault_keeps_the_first_value_and_replaces_another_objects_entry():
+    held: WeakIdentityMap[str] = WeakIdentityMap()
+    obj, other = Unhashable(), Unhashable()
+    assert held.setdefault(obj, "first") == "first"
+    assert held.setdefault(obj, "second") == "first"
+    assert held.get(obj) == "first"
+    held._entries[id(other)] = (weakref.ref(obj), "stale")  # (as under a reused id)
+    assert held.setdefault(other, "its own") == "its own"
+    assert (held.get(other), len(held)) == ("its own", 2)
+    del obj, other
+    gc.collect()
+    assert len(held) == 0

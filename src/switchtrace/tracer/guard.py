@@ -81,7 +81,8 @@ def swallow(where: str, theirs: object = None) -> None:
         found = _reported_theirs.get(theirs)
         if found is None:
             try:
-                _reported_theirs[theirs] = found = set()
+                # (Two threads telling of it at once get one set.)
+                found = _reported_theirs.setdefault(theirs, set())
             except TypeError:  # not weakly referable (a class with __slots__)
                 found = _reported
         seen = found

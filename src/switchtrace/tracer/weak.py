@@ -30,6 +30,22 @@ class WeakIdentityMap(Generic[V]):
         self._entries: dict[int, tuple[weakref.ref[Any], V]] = {}
 
     def __setitem__(self, obj: Any, value: V) -> None:
+        self._entries[id(obj)] = self._entry(obj, value)
+
+    def setdefault(self, obj: Any, value: V) -> V:
+        """The value for ``obj``, ``value`` if it had none: two threads
+        making one each get the same (one atomic dict operation)."""
+        entry = self._entry(obj, value)
+        found = self._entries.setdefault(id(obj), entry)
+        if found is entry:
+            return value
+        if found[0]() is obj:
+            return found[1]
+        # A dead object's entry under this id (its callback not run yet).
+        self._entries[id(obj)] = entry
+        return value
+
+    def _entry(self, obj: Any, value: V) -> tuple[weakref.ref[Any], V]:
         key = id(obj)
         entries = self._entries
 
@@ -39,7 +55,7 @@ class WeakIdentityMap(Generic[V]):
             if entry is not None and entry[0] is ref:
                 entries.pop(key, None)
 
-        entries[key] = (weakref.ref(obj, forget), value)
+        return (weakref.ref(obj, forget), value)
 
     def get(self, obj: Any, default: V | None = None) -> V | None:
         entry = self._entries.get(id(obj))
