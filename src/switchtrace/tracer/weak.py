@@ -30,22 +30,6 @@ class WeakIdentityMap(Generic[V]):
         self._entries: dict[int, tuple[weakref.ref[Any], V]] = {}
 
     def __setitem__(self, obj: Any, value: V) -> None:
-        self._entries[id(obj)] = self._entry(obj, value)
-
-    def setdefault(self, obj: Any, value: V) -> V:
-        """The value for ``obj``, ``value`` if it had none: two threads
-        making one each get the same (one atomic dict operation)."""
-        entry = self._entry(obj, value)
-        found = self._entries.setdefault(id(obj), entry)
-        if found is entry:
-            return value
-        if found[0]() is obj:
-            return found[1]
-        # A dead object's entry under this id (its callback not run yet).
-        self._entries[id(obj)] = entry
-        return value
-
-    def _entry(self, obj: Any, value: V) -> tuple[weakref.ref[Any], V]:
         key = id(obj)
         entries = self._entries
 
@@ -55,7 +39,28 @@ class WeakIdentityMap(Generic[V]):
             if entry is not None and entry[0] is ref:
                 entries.pop(key, None)
 
-        return (weakref.ref(obj, forget), value)
+        entries[key] = (weakref.ref(obj, forget), value)
+
+    def setdefault(self, obj: Any, value: V) -> V:
+        """The value for ``obj``, ``value`` if it had none: two threads
+        making one each get the same (one atomic dict operation). (Its
+        entry made as :meth:`__setitem__` makes one, which is on a request's
+        path: inline there, a call less.)"""
+        key, entries = id(obj), self._entries
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            if entries.get(key, (None,))[0] is ref:  # (see __setitem__)
+                entries.pop(key, None)
+
+        entry = (weakref.ref(obj, forget), value)
+        found = entries.setdefault(key, entry)
+        if found is entry:
+            return value
+        if found[0]() is obj:
+            return found[1]
+        # A dead object's entry under this id (its callback not run yet).
+        entries[key] = entry
+        return value
 
     def get(self, obj: Any, default: V | None = None) -> V | None:
         entry = self._entries.get(id(obj))
