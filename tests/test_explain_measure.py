@@ -447,6 +447,9 @@ def test_a_raising_view_is_one_line_with_debug_on(command, tmp_path):
         # urlsplit drops line breaks: it resolved as /sync/.
         (["--url", "/sync/\n"], "--url '/sync/\\n' holds a control character; allowed: a path "
          "of the project, with such characters percent-encoded (e.g. %0A)"),
+        # DEL (0x7f) is one too: said so, not "does not resolve to a view".
+        (["--url", "/sync/\x7f"], "--url '/sync/\\x7f' holds a control character; allowed: a "
+         "path of the project, with such characters percent-encoded (e.g. %0A)"),
         (["--url", "/nowhere/"], "the URL '/nowhere/' does not resolve to a view; allowed: a "
          "URL of ROOT_URLCONF 'fresh_urls'"),
     ],

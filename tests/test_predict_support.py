@@ -999,3 +999,69 @@ async def many_bridges_view(request):
 
 
 urlpatterns += [path("many-bridges/", many_bridges_view)]
+
+
+class InlineAsyncCall(XFrameOptionsMiddleware):
+    """Its own __call__ is its async path, inline (no helper, no super()):
+    the hooks it calls itself run on the loop, in no sync_to_async."""
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+
+            async def inner():
+                return self.process_response(request, await self.get_response(request))
+
+            return inner()
+        return self.process_response(request, self.get_response(request))
+
+
+class AsyncOnlyMixin(MiddlewareMixin):
+    """Async-only, with a synchronous hook: Django refuses a middleware
+    that is neither sync- nor async-capable, so it cannot be marked sync-only."""
+
+    sync_capable = False
+    async_capable = True
+
+    def process_response(self, request, response):
+        return response
+
+
+class OnlyAsyncCapableFlag:
+    """Says only ``async_capable``: ``sync_capable`` is Django's default, True."""
+
+    async_capable = True
+
+    def process_view(self, request, view, args, kwargs):
+        return None
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+
+#: As Channels' ``channels.db`` names its sync_to_async.
+database_sync_to_async = sync_to_async
+
+
+class ChannelsStyle:
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def lookup(self):
+        return None
+
+    async def __call__(self, request):
+        await database_sync_to_async(self.lookup)()
+        return await self.get_response(request)
+
+
+from django.middleware.locale import LocaleMiddleware  # noqa: E402
+
+
+class ProjectLocale(LocaleMiddleware):
+    pass

@@ -522,3 +522,19 @@ def test_a_viewsets_head_is_its_get_action_before_drf_adds_it():
     names = [components.find_view_target(view, m).name for m in ("GET", "HEAD", "POST")]
     assert names == ["OrderViewSet.list", "OrderViewSet.list", "OrderViewSet"]
     assert view.actions == {"get": "list"}
+
+
+def test_a_ninja_path_of_two_methods_is_each_methods_operation():
+    """django-ninja serves /ninja/mixed's GET and POST by one view: a POST
+    is mixed_post's (its crossings, the view's name), not the first one's."""
+    from django.test import override_settings
+    from django.urls import resolve
+
+    from switchtrace.django_app import components
+
+    with override_settings(ROOT_URLCONF="tests.frameworks"):
+        view = resolve("/ninja/mixed").func
+    assert [components.find_view_target(view, m).name for m in ("GET", "POST")] == [
+        "mixed_get",
+        "mixed_post",
+    ]

@@ -563,12 +563,14 @@ def explained(url: str, middleware: list[str]) -> str:
     return out.getvalue()
 
 
+@pytest.mark.parametrize("locale", [LOCALE, "tests.test_predict_support.ProjectLocale"])
 @pytest.mark.parametrize("url", ["/en/hello/", "/fr/hello/"])
-def test_a_url_of_i18n_patterns_resolves_in_the_language_of_its_prefix(url):
-    """LocaleMiddleware activates the path's language before Django resolves
-    it: /fr/hello/ is served as /en/hello/ is. It was resolved in the
-    project's LANGUAGE_CODE alone: 'does not resolve to a view', exit 2."""
-    text = explained(url, [LOCALE])
+def test_a_url_of_i18n_patterns_resolves_in_the_language_of_its_prefix(url, locale):
+    """LocaleMiddleware (or a project's subclass of it) activates the
+    path's language before Django resolves it: /fr/hello/ is served as
+    /en/hello/ is. It was resolved in the project's LANGUAGE_CODE alone:
+    'does not resolve to a view', exit 2."""
+    text = explained(url, [locale])
     assert text.splitlines()[0] == f"{url} → hello_view (async view)"
     assert measured_lines(text) == [
         "  measured: 8 switches, 8 hops, 0 loops (as predicted)",

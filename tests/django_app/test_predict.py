@@ -729,6 +729,12 @@ def test_what_only_some_requests_do_is_predicted(
     }.get(path)
     if listed is not None:
         assert any(listed in c.what for c in prediction.conditional)
+    if path == "got_request_exception":
+        # Where it says a new event loop, it counts one (under WSGI), and
+        # where it counts none, it says the outer one (under ASGI).
+        [reporting] = [c for c in prediction.conditional if listed in c.what]
+        assert ("with a new event loop" in reporting.what) is (reporting.loops == 1)
+        assert ("(on the outer loop)" in reporting.what) is (reporting.loops == 0)
     if conditional is None:
         assert prediction.before_headers == record.at_headers.context_switches
 
@@ -914,7 +920,14 @@ def test_the_request_signals_causes_name_the_receivers_there_are():
             f"request_finished has async receivers ({SUPPORT}.async_receiver): Signal.send "
             "runs them in async_to_sync",
         ]
-        for receivers in bound:  # (weak references: kept alive by ``bound``)
+        for receivers in bound[:2]:  # (weak references: kept alive by ``bound``)
+            started.connect(receivers.on_request)
+        assert _cause_of(predict("asgi", False, []), "request_started").what == (
+            f"request_started has synchronous receivers ({SUPPORT}.sync_receiver, "
+            f"{SUPPORT}.Receivers.on_request, {SUPPORT}.Receivers.on_request): "
+            "Signal.asend runs them in one sync_to_async"
+        )  # (three named, none more)
+        for receivers in bound[2:]:
             started.connect(receivers.on_request)
         assert _cause_of(predict("asgi", False, []), "request_started").what == (
             f"request_started has synchronous receivers ({SUPPORT}.sync_receiver, "
@@ -1185,6 +1198,67 @@ def test_the_bridges_of_a_middlewares_own_async_code_are_read_from_its_code():
     assert own_bridges(support.HelperBridgingMiddleware) == []
     assert own_bridges(support.AsyncOnly) == []
     assert own_bridges(SessionMiddleware) == []
+
+
+def test_a_middlewares_inline_async_call_runs_its_hooks_itself(records):
+    """A MiddlewareMixin subclass whose own __call__ is its async path, in a
+    nested coroutine function, calls its hooks on the loop: Django adapts
+    nothing, and its hooks cost nothing (4 switches, not 6: the view's)."""
+    from switchtrace.django_app.predict import runs_hooks_in_sync_to_async
+
+    from .. import test_predict_support as support
+
+    assert runs_hooks_in_sync_to_async(support.InlineAsyncCall) is False
+    middleware = [f"{SUPPORT}.InlineAsyncCall"]
+    prediction = predict("asgi", False, middleware)
+    assert _measured(records, "asgi", middleware) == prediction.switches
+
+
+def test_a_middleware_that_cannot_be_marked_sync_only_is_not_told_to_be():
+    """An async-only MiddlewareMixin (sync_capable False) with a synchronous
+    hook: marked sync-only too, it would be neither, which Django refuses
+    at startup. Only the rewrite is offered."""
+    lines = fix_lines(predict("asgi", True, [f"{SUPPORT}.AsyncOnlyMixin"]))
+    assert lines[0] == (
+        "→ rewrite AsyncOnlyMixin as a sync-and-async middleware (an async __call__ for an "
+        "async get_response)"
+    )
+    assert not any("sync-only" in line for line in lines)
+
+
+def test_a_middleware_without_sync_capable_is_sync_capable_as_django_reads_it():
+    """A class that says only async_capable = True is sync-capable too
+    (Django's default): marking it sync-only is offered when that saves
+    switches (innermost, below startproject's stack), not when it saves
+    none (below SecurityMiddleware alone of them)."""
+    from project.settings import STARTPROJECT_MIDDLEWARE as SHIPPED
+
+    flag = f"{SUPPORT}.OnlyAsyncCapableFlag"
+
+    def fixes(middleware):
+        prediction = predict("asgi", False, middleware)
+        return [c.fix for c in prediction.causes if c.what.startswith("OnlyAsyncCapableFlag")]
+
+    assert fixes([*SHIPPED, flag]) == [
+        "give OnlyAsyncCapableFlag an async process_view (saves 2), or mark "
+        "OnlyAsyncCapableFlag sync-only (async_capable = False; saves 20)"
+    ]
+    assert fixes([SHIPPED[0], flag, *SHIPPED[1:]]) == [
+        "give OnlyAsyncCapableFlag an async process_view (saves 2)"
+    ]
+
+
+def test_channels_database_sync_to_async_is_a_middlewares_own_bridge():
+    """Channels' database_sync_to_async (a SyncToAsync subclass under that
+    name) in a middleware's own async code is one of its bridges."""
+    from .. import test_predict_support as support
+
+    prediction = predict("asgi", True, [f"{SUPPORT}.ChannelsStyle"])
+    line = _line_in(support.ChannelsStyle, "(self.lookup)")
+    assert [c.what for c in prediction.conditional if c.when == "bridges"] == [
+        "when ChannelsStyle's own async code reaches its sync_to_async of ChannelsStyle.lookup "
+        f"({_where('ChannelsStyle.__call__')}, line {line})"
+    ]
 
 
 def test_reading_a_middlewares_code_runs_none_of_the_projects():
