@@ -514,18 +514,25 @@ def test_a_wsgi_requests_path_is_the_one_the_client_sent(records):
             wsgi_request(wsgi, "/\xff/").status,  # not UTF-8
             # Apache's mod_rewrite: the URL before it rewrote it.
             wsgi_request(wsgi, "/sync/", SCRIPT_NAME="/x.wsgi", SCRIPT_URL="/app/sync/").status,
+            # A mount ending in "/" (Django strips it), one not in ASCII, and
+            # both with a path not in ASCII (the other way of joining them).
+            wsgi_request(wsgi, "/sync/", SCRIPT_NAME="/app/").status,
+            wsgi_request(wsgi, "/sync/", SCRIPT_NAME="/caf\xc3\xa9").status,
+            wsgi_request(wsgi, "/caf\xc3\xa9/", SCRIPT_NAME="/app/").status,
         ]
         with override_settings(FORCE_SCRIPT_NAME="/mounted"):  # a proxy strips the mount
             statuses.append(wsgi_request(wsgi, "/sync/").status)
-    assert statuses == [200, 404, 404, 200, 200]
+    assert statuses == [200, 404, 404, 200, 200, 200, 404, 200]
     assert [record.attributes["url.path"] for record in records] == [
-        "/app/sync/", "/café/", "/%FF/", "/app/sync/", "/mounted/sync/"]  # fmt: skip
+        "/app/sync/", "/café/", "/%FF/", "/app/sync/", "/app/sync/", "/café/sync/",
+        "/app/café/", "/mounted/sync/"]  # fmt: skip
     assert request_url(records[0]) == "http://testserver/app/sync/"
     # Text that is no latin-1 (a server that decoded the bytes itself), which
-    # Django refuses: as it came, not switchtrace's internal error.
+    # Django refuses: as it came, not switchtrace's internal error; mounted too.
     from switchtrace.django_app.integration import wsgi_path
 
     assert wsgi_path({"SCRIPT_NAME": "", "PATH_INFO": "/\u0100/"}) == "/\u0100/"
+    assert wsgi_path({"SCRIPT_NAME": "/app", "PATH_INFO": "/\u0100/"}) == "/app/\u0100/"
 
 
 @pytest.mark.parametrize(
@@ -1115,6 +1122,17 @@ def test_the_request_span_names_the_server_the_client_and_the_protocol(spans):
                 "network.peer.port": 61000,
                 "network.protocol.version": "1.0",
                 "user_agent.original": "Mozilla/5.0",
+            },
+        ),
+        # WSGI behind a proxy: X-Forwarded-For's first is the client.
+        (
+            "wsgi",
+            {"HTTP_X_FORWARDED_FOR": "203.0.113.7, 10.0.0.2", "REMOTE_ADDR": "192.0.2.9"},
+            {
+                "server.address": "testserver",
+                "server.port": 80,
+                **wsgi_peer,
+                "client.address": "203.0.113.7",
             },
         ),
         # An obfuscated identifier (RFC 7239) is no address either.
