@@ -6,6 +6,7 @@ from . import views
 urlpatterns = [
     *project_urls,
     path("server-timing/", views.own_server_timing),
+    path("latin1-header/", views.latin1_header),
     path("quoted-server-timing/", views.quoted_server_timing),
     path("unclosed-server-timing/", views.unclosed_server_timing),
     path("own-figure-headers/", views.own_figure_headers),

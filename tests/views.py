@@ -22,6 +22,8 @@ def answering_with(headers):
 
 
 own_server_timing = answering_with({"Server-Timing": 'db;dur=53;desc="Database"'})
+# A header value in Latin-1 beyond ASCII, as HTTP allows (Django sends it so).
+latin1_header = answering_with({"Content-Disposition": 'attachment; filename="caf\xe9.txt"'})
 # A comma and escaped quotes inside a quoted desc (RFC 9110 quoted-string).
 quoted_server_timing = answering_with(
     {"Server-Timing": 'cache;desc="stored, \\"fresh\\"", db;dur=53'}

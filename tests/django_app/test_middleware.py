@@ -589,6 +589,20 @@ def test_metrics_added_above_switchtrace_survive_the_second_writing(server, reco
     assert switches == {"asgi": 10, "wsgi": 0}[server]
 
 
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_the_applications_latin1_header_is_sent_as_it_was_when_the_figures_are_rewritten(
+    server,
+):
+    """The headers rewritten as they are sent (a middleware above
+    switchtrace's appended a metric after its figures): a value beyond ASCII
+    is sent in Latin-1, as Django sends it, not re-encoded in UTF-8."""
+    with project("none", MIDDLEWARE=["tests.views.TimingMiddleware", MIDDLEWARE_PATH]) as handlers:
+        result = serve(server, handlers, "/latin1-header/")
+    assert result.figures() is not None
+    assert result.headers["Server-Timing"].endswith(", app;dur=12")
+    assert result.headers["Content-Disposition"] == 'attachment; filename="caf\xe9.txt"'
+
+
 def shown_with_debug_header_else_raises(request):
     if request.headers.get("X-Debug") == "1":
         return True
@@ -3389,3 +3403,61 @@ def test_a_start_listeners_base_exception_under_asgi_leaves_no_coroutine_unawait
         assert raised_by_a_start_listener(lambda: run_asgi(asgi, "/sync/")) == []
     [record] = records  # (ended: every record opened is, once)
     assert record.finished
+
+
+def test_an_outer_asgi_middlewares_bridges_in_send_count_but_the_last_bodys(records):
+    """An ASGI middleware around Django's application that bridges in each
+    send (a metrics middleware's sync_to_async): its crossings are the
+    request's, 2 switches for each message, the start and the body's two
+    parts that say more_body, but not for the last body message, from
+    which a server starts the connection's next request (see the README)."""
+    from asgiref.sync import sync_to_async
+
+    def bridging(asgi):
+        async def outer(scope, receive, send):
+            async def bridging_send(message):
+                await sync_to_async(str)()
+                await send(message)
+
+            await asgi(scope, receive, bridging_send)
+
+        return outer
+
+    with project() as (asgi, _wsgi):
+        results = [
+            run_in_server_loop(asgi_request(bridging(asgi), "/async-stream/")),
+            run_in_server_loop(asgi_request(asgi, "/async-stream/")),
+        ]
+    assert [result.body for result in results] == [b"chunk 0\nchunk 1\nchunk 2\n"] * 2
+    bridged, plain = records
+    assert bridged.context_switches - plain.context_switches == 2 * 4
+
+
+def test_a_request_a_server_starts_inside_the_last_send_is_its_own(records):
+    """As uvicorn and daphne start a keep-alive connection's next request,
+    in a task that copies the context of the last body message's send: it
+    has its own record and its own headers, not the first one's figures as
+    a sub-request."""
+    from switchtrace.example import http_scope
+
+    async def serve_two(asgi):
+        started, pending, never = [], [{"type": "http.request"}], asyncio.Event()
+
+        async def receive():  # (then no disconnect: Django stops listening)
+            if pending:
+                return pending.pop()
+            await never.wait()
+
+        async def send(message):
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                started.append(asyncio.ensure_future(asgi_request(asgi, "/async/")))
+
+        await asgi(http_scope("/sync/"), receive, send)
+        return await started[0]
+
+    with project() as (asgi, _wsgi):
+        second = run_in_server_loop(serve_two(asgi))
+    first, following = records
+    assert [r.attributes["url.path"] for r in records] == ["/sync/", "/async/"]
+    assert second.figures() == tuple(vars(following.at_headers).values())
+    assert second.figures()[0] > 0 and following is not first
