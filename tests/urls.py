@@ -7,6 +7,7 @@ urlpatterns = [
     *project_urls,
     path("server-timing/", views.own_server_timing),
     path("latin1-header/", views.latin1_header),
+    path("wsgi-to-asgi-sub-request/", views.wsgi_to_asgi_sub_request_view),
     path("quoted-server-timing/", views.quoted_server_timing),
     path("unclosed-server-timing/", views.unclosed_server_timing),
     path("own-figure-headers/", views.own_figure_headers),

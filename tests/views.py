@@ -624,6 +624,28 @@ async def async_sub_request_view(request):
     return HttpResponse(inner)
 
 
+async def wsgi_to_asgi_sub_request_view(request):
+    """An async view that serves a sub-request to /sync/ through asgiref's
+    WsgiToAsgi around a WSGIHandler, with a send that bridges for each
+    message (a metrics middleware's)."""
+    from asgiref.wsgi import WsgiToAsgi
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from switchtrace.example import http_scope
+
+    sent, pending = [], [{"type": "http.request"}]
+
+    async def receive():
+        return pending.pop() if pending else {"type": "http.disconnect"}
+
+    async def send(message):
+        await sync_to_async(_sub_request_lookup)()
+        sent.append(message["type"])
+
+    await WsgiToAsgi(WSGIHandler())(http_scope("/sync/"), receive, send)
+    return HttpResponse(",".join(sent))
+
+
 class SubRequestAfterMiddleware:
     """Sync only, above switchtrace's: for a request whose query has
     ``after``, serves a sub-request to /async-to-sync/ through the test

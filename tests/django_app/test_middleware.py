@@ -3461,3 +3461,26 @@ def test_a_request_a_server_starts_inside_the_last_send_is_its_own(records):
     assert [r.attributes["url.path"] for r in records] == ["/sync/", "/async/"]
     assert second.figures() == tuple(vars(following.at_headers).values())
     assert second.figures()[0] > 0 and following is not first
+
+
+def test_a_sub_request_through_wsgi_to_asgi_counts_every_send(records):
+    """asgiref's WsgiToAsgi around a WSGIHandler in an async view, its send
+    bridging for each message: the sub-request's sends are the view's,
+    its last body message's too (WsgiToAsgi's last send is taken out of the
+    request only for a request of its own, on a server)."""
+    from .test_components import SIGNAL
+
+    with project("none") as handlers:
+        result = serve("asgi", handlers, "/wsgi-to-asgi-sub-request/")
+    assert result.body == b"http.response.start,http.response.body,http.response.body"
+    [record] = records
+    record.describe()
+    send = ("async_to_sync", "wsgi_to_asgi_sub_request_view.<locals>.send", 2)
+    lookup = ("sync_to_async", "_sub_request_lookup", 2)
+    assert [(c.mechanism, c.qualname, record.switches_of(c)) for c in record.crossings] == [
+        ("sync_to_async", SIGNAL, 2),  # request_started
+        ("sync_to_async", "WsgiToAsgiInstance.run_wsgi_app", 2),
+        *[send, lookup] * 3,
+        ("sync_to_async", "HttpResponseBase.close", 2),
+    ]
+    assert (result.figures()[0], record.context_switches) == (16, 18)
