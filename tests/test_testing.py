@@ -1075,3 +1075,62 @@ def test_every_request_left_open_is_ended_when_a_listener_raises_a_base_exceptio
     assert [repr(r.exc_info[1]) for r in caplog.records] == ["EndListenerStop('/sync/ 1')"]
     assert [repr(exc) for _where, exc in swallowed] == ["EndListenerStop('/sync/ 1')"]
     swallowed.clear()
+
+
+@pytest.mark.parametrize(
+    ("budget", "shown"), [(-1, "-1"), (True, "True"), ("3", "'3'"), (2.5, "2.5")]
+)
+def test_the_fixtures_budget_is_checked_as_the_decorators_is(budget, shown):
+    """The pytest plugin's ``switchtrace.assert_max_switches(n)``: -1 read
+    as 'exceeded the budget of -1', 2.5 passed, '3' raised a bare
+    TypeError."""
+    from switchtrace.pytest_plugin import SwitchTraceFixture
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as recorded:
+            Client().get("/async/")
+    with pytest.raises(ValueError) as caught:
+        SwitchTraceFixture(recorded).assert_max_switches(budget)
+    assert str(caught.value) == (
+        f"the budget must be a non-negative integer (context switches per request), not {shown}"
+    )
+
+
+def test_one_decorated_coroutine_function_runs_twice_at_once():
+    """Each call has a budget of its own (as a ContextDecorator makes one
+    per call): the second of two gathered calls found the first one's open."""
+
+    @assert_max_switches(10)
+    async def check(path):
+        await AsyncClient().get(path)
+
+    async def both():
+        return await asyncio.gather(check("/async/"), check("/sync/"))
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        assert asyncio.run(both()) == [None, None]
+
+
+def test_a_test_clients_request_that_raises_out_is_told_as_raised():
+    """A view raising SystemExit through the test Client, an AsyncClient
+    request cancelled by wait_for: the budget's line says what it raised,
+    as a server's record does (error.type)."""
+    from switchtrace.testing import describe_requests
+
+    async def cancelled():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(AsyncClient().get("/slow/"), 0.05)
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with record_requests() as recorded:
+            with pytest.raises(SystemExit):
+                Client().get("/exiting/")
+            asyncio.run(cancelled())
+    assert [r.attributes.get("error.type") for r in recorded] == [
+        "SystemExit",
+        "asyncio.exceptions.CancelledError",
+    ]
+    assert [line.split(":")[0] for line in describe_requests(recorded)] == [
+        "GET /exiting/ (raised SystemExit)",
+        "GET /slow/ (raised asyncio.exceptions.CancelledError)",
+    ]
