@@ -910,6 +910,42 @@ def test_a_request_left_open_while_another_threads_recording_holds_the_patches_i
     assert record.totals() == tracer.Figures(6, 6, 3, 3)
 
 
+def test_requests_left_open_by_two_recordings_while_another_holds_the_patches_are_ended():
+    """Two recordings, each on a thread of its own, leave a request open
+    while a third thread's recording holds the patches on: when that one
+    ends, both are ended (the second one's leaving had dropped the first's,
+    which stayed current in its thread)."""
+    other_open, test_done = threading.Event(), threading.Event()
+
+    def other():
+        with record_requests():
+            other_open.set()
+            test_done.wait(10)
+
+    left, bodies = [], []
+
+    def leave_one_open():
+        with record_requests():
+            bodies.append(open_wsgi_request("/async-to-sync/"))
+            left.append(tracer.current_record())
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        holder = threading.Thread(target=other)
+        holder.start()
+        assert other_open.wait(10)
+        for _ in range(2):
+            leaving = threading.Thread(target=leave_one_open)
+            leaving.start()
+            leaving.join()
+        assert [record.finished for record in left] == [False, False]
+        test_done.set()
+        holder.join(10)
+        assert not integration.patcher.installed
+        assert [record.finished for record in left] == [True, True]
+        for body in bodies:
+            body.close()
+
+
 def test_a_request_left_open_with_switchtrace_enabled_is_not_kept(monkeypatch):
     """Enabled, the patches stay on and a request left open ends as any
     does (or never, and is collected): the recording kept every one, for
