@@ -547,7 +547,9 @@ def test_a_parametrized_cases_marker_is_closer_than_its_functions(suite):
 
 def test_a_class_budget_in_pytestmark_beside_other_markers_or_alone(suite):
     """A class's own ``pytestmark`` may be one marker, not a list, and may
-    hold other markers beside the budget: only its budget is the class's."""
+    hold other markers beside the budget: only its budget is the class's,
+    over its base's (given by a decorator, which pytest keeps in the base's
+    pytestmark list)."""
     suite.makepyfile(
         """
         import pytest
@@ -563,12 +565,27 @@ def test_a_class_budget_in_pytestmark_beside_other_markers_or_alone(suite):
 
         class TestSubclass(TestBase):
             pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.max_context_switches(6)]
+
+
+        @pytest.mark.max_context_switches(1)
+        class TestDecoratedBase:
+            def test_it(self):
+                Client().get("/async-to-sync/")
+
+
+        class TestOneMarkerSubclass(TestDecoratedBase):
+            pytestmark = pytest.mark.max_context_switches(6)
         """
     )
     result = suite.runpytest_subprocess("-p", "no:cacheprovider", "-v")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines_random(
-        ["*TestBase::test_it FAILED*", "*TestSubclass::test_it PASSED*"]
+        [
+            "*TestBase::test_it FAILED*",
+            "*TestSubclass::test_it PASSED*",
+            "*TestDecoratedBase::test_it FAILED*",
+            "*TestOneMarkerSubclass::test_it PASSED*",
+        ]
     )
     result.stdout.fnmatch_lines(
         ["1 of 1 request exceeded the budget of 5 context switches per request:"]
