@@ -1324,6 +1324,7 @@ def test_a_settings_module_that_does_not_import_is_said_so(pytester, monkeypatch
     (pytester.mkpydir("cfg2") / "settings.py").write_text("import cfg2.local\n")
     pytester.makepyfile(
         badsettings="import not_installed_anywhere\n",
+        mysite_settings_ci="from mysite_settings import *\n",
         test_it=textwrap.dedent(
             """
             import pytest
@@ -1375,6 +1376,12 @@ def test_a_settings_module_that_does_not_import_is_said_so(pytester, monkeypatch
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["E   ModuleNotFoundError: No module named 'cfg2.local'"])
+    # A missing module whose name begins the settings module's, no package
+    # of it ('mysite_settings' for 'mysite_settings_ci'): theirs too.
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite_settings_ci")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["E   ModuleNotFoundError: No module named 'mysite_settings'"])
 
 
 # -- Under pytest-django and pytest-xdist, as Django projects run it in CI -------
