@@ -1170,3 +1170,47 @@ def test_a_test_clients_request_that_raises_out_is_told_as_raised():
         "GET /exiting/ (raised SystemExit)",
         "GET /slow/ (raised asyncio.exceptions.CancelledError)",
     ]
+
+
+def test_a_block_that_raises_in_a_loop_with_a_request_running_is_not_warned_of():
+    """A plain ``with record_requests()`` block in a loop, a request it
+    began still running, that raises: its own exception comes out, with no
+    warning (under -W error the warning replaced it) and no wait first."""
+    import warnings
+
+    async def block():
+        running = []
+        with pytest.raises(KeyError, match="the block's own"):
+            with record_requests():
+                running.append(await _get_by_hand("/sync/"))
+                raise KeyError("the block's own")
+        await running[0]
+
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            asyncio.run(block())
+    assert [str(w.message) for w in warned if w.category is RuntimeWarning] == []
+
+
+def test_a_budget_whose_block_failed_to_open_opens_again(monkeypatch):
+    """The settings not ready as the block was entered: the same budget's
+    next block said 'already open'."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from switchtrace.django_app import conf
+
+    real = conf.get_config
+
+    def not_ready():
+        monkeypatch.setattr(conf, "get_config", real)
+        raise ImproperlyConfigured("settings not ready")
+
+    monkeypatch.setattr(conf, "get_config", not_ready)
+    budget = assert_max_switches(5)
+    with pytest.raises(ImproperlyConfigured):
+        with budget:
+            pass
+    with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]), budget as recorded:
+        Client().get("/async/")
+    assert [record.context_switches for record in recorded] == [2]
