@@ -1216,7 +1216,8 @@ def test_under_pluggy_1_0_a_budgets_failure_keeps_the_tests_output(tmp_path):
     """pluggy 1.0 has no force_exception: the hook wrapper raised, and pluggy
     then skipped the teardown of the wrappers below it: the test's log was
     lost and its stdout filed under its teardown (with the progress line's
-    F in it)."""
+    F in it). The old-style wrapper's budget of a TestCase's method leaves
+    out its setUp's requests, as the new one's does."""
     (tmp_path / "tox.ini").write_text(WITHOUT_PYTEST_DJANGO)
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "test_over.py").write_text(
@@ -1241,6 +1242,25 @@ def test_under_pluggy_1_0_a_budgets_failure_keeps_the_tests_output(tmp_path):
             """
         )
     )
+    # And a TestCase's method: its budget is of its own requests, not of
+    # those its setUp made (6 switches).
+    (tmp_path / "test_case.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+            from django.test import SimpleTestCase
+
+
+            class Fixtures(SimpleTestCase):
+                def setUp(self):
+                    self.client.get("/async-to-sync/")
+
+                @pytest.mark.max_context_switches(2)
+                def test_within(self):
+                    self.client.get("/async/")
+            """
+        )
+    )
     src = Path(__file__).resolve().parent.parent / "src"
     out = subprocess.run(
         [PYTEST_7, "-m", "pytest", "-p", "no:cacheprovider", "-rf"],
@@ -1249,8 +1269,11 @@ def test_under_pluggy_1_0_a_budgets_failure_keeps_the_tests_output(tmp_path):
     )  # fmt: skip
     lines = out.stdout.splitlines()
     assert "pluggy-1.0" in lines[1], out.stdout
-    assert [line.split()[:2] for line in lines if line.startswith("test_over.py ")] == [
-        ["test_over.py", "FF"]
+    assert [
+        line.split()[:2] for line in lines if line.startswith(("test_case.py ", "test_over.py "))
+    ] == [
+        ["test_case.py", "."],
+        ["test_over.py", "FF"],
     ]
     over = out.stdout.split(" test_over _")[1].split(" test_next _")[0].splitlines()
     assert over[1:-1] == [
