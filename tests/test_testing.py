@@ -932,14 +932,16 @@ def test_requests_left_open_by_two_recordings_while_another_holds_the_patches_ar
     with override_settings(SWITCHTRACE={"ENABLED": False}, MIDDLEWARE=[]):
         holder = threading.Thread(target=other)
         holder.start()
-        assert other_open.wait(10)
-        for _ in range(2):
-            leaving = threading.Thread(target=leave_one_open)
-            leaving.start()
-            leaving.join()
-        assert [record.finished for record in left] == [False, False]
-        test_done.set()
-        holder.join(10)
+        try:
+            assert other_open.wait(10)
+            for _ in range(2):
+                leaving = threading.Thread(target=leave_one_open)
+                leaving.start()
+                leaving.join()
+            assert [record.finished for record in left] == [False, False]
+        finally:
+            test_done.set()
+            holder.join(10)
         assert not integration.patcher.installed
         assert [record.finished for record in left] == [True, True]
         for body in bodies:

@@ -2633,6 +2633,23 @@ def test_a_subclass_of_the_apps_config_that_skips_its_ready_is_e014(tmp_path, en
         "\tHINT: Call super().ready() in ProjectConfig.ready().\n\n"
         "System check identified 1 issue (0 silenced).\n"
     )
+    # A config class of the app that is none of SwitchTraceConfig's: a
+    # super().ready() would be AppConfig's, which does nothing.
+    (tmp_path / "other_apps.py").write_text(
+        "from django.apps import AppConfig\n\nimport switchtrace.django_app.apps\n\n\n"
+        "class OtherConfig(AppConfig):\n"
+        '    name = "switchtrace.django_app"\n'
+        '    label = "switchtrace"\n'
+    )
+    (tmp_path / "other_settings.py").write_text(
+        'from skipping_settings import *\nINSTALLED_APPS = ["other_apps.OtherConfig"]\n'
+    )
+    out = _manage_py_check(tmp_path, "other_settings")
+    assert out.returncode == 1
+    assert (
+        "\tHINT: Make OtherConfig a subclass of switchtrace.django_app.apps.SwitchTraceConfig, "
+        "and call super().ready() in its ready().\n"
+    ) in out.stderr
 
 
 @pytest.mark.parametrize("which", [*BUILTIN, "all"], ids=lambda p: p.rpartition(".")[2])

@@ -591,7 +591,7 @@ def test_a_line_one_byte_short_of_what_a_pipe_writes_whole_is_kept():
     kept, cut = line_with(path(short)), line_with(path(short + 1))
     assert (len(kept.encode()), f"(raised {grin * 200})" in kept) == (4095, True)
     assert f"(raised {grin * 60}... (140 characters more))" in cut
-    assert len(cut.encode()) < 4095
+    assert len(cut.encode()) == 4096 - 140 * 4 + len("... (140 characters more)")
 
 
 def _named(name: str):

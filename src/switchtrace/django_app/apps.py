@@ -35,9 +35,10 @@ def check_ready_ran(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
     """switchtrace.E014: the app is installed through a project's config
     class whose ready() does not call ``SwitchTraceConfig.ready()``, which
     patches and registers the other checks. Registered as Django imports
-    this module to find the app's config, so that ``manage.py check`` says
-    it, where it found no issue; only while enabled, as the middleware logs
-    it then."""
+    this module to find the app's config (or a subclass's module imports
+    it), so that ``manage.py check`` says it, where it found no issue; only
+    while the middleware would log it too (enabled, or settings with
+    problems that do not say ``"ENABLED": False``)."""
     from .conf import get_config
     from .middleware import _not_turned_off
 
@@ -48,12 +49,19 @@ def check_ready_ran(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
     if not config.enabled and not (config.problems and _not_turned_off()):
         return []
     name = f"{type(installed).__module__}.{type(installed).__qualname__}"
+    own = type(installed).__qualname__
+    hint = (
+        f"Call super().ready() in {own}.ready()."
+        if isinstance(installed, SwitchTraceConfig)
+        else f"Make {own} a subclass of switchtrace.django_app.apps.SwitchTraceConfig, and "
+        "call super().ready() in its ready()."
+    )
     return [
         checks.Error(
             f"INSTALLED_APPS has {name}, whose ready() does not call SwitchTraceConfig.ready(): "
             "nothing is recorded, no response carries the headers, and switchtrace's other "
             "checks are not run.",
-            hint=f"Call super().ready() in {type(installed).__qualname__}.ready().",
+            hint=hint,
             id="switchtrace.E014",
         )
     ]

@@ -28,8 +28,9 @@
 | switchtrace.E013 | error | (enabled, spans made) an ``OTEL_PROPAGATORS`` naming a propagator no
   installed package provides, or one that raises as it loads (OpenTelemetry's propagate module
   fails to import) |
-| switchtrace.E014 | error | (enabled) the app's config class's ready() does not call
-  ``SwitchTraceConfig.ready()`` (registered in apps.py: this module's checks are not) |
+| switchtrace.E014 | error | (enabled, or settings with problems not turned off) the app's
+  config class, a SwitchTraceConfig subclass, does not call its ready() (registered in
+  apps.py: this module's checks are not) |
 | switchtrace.W001 | warning | enabled, but the middleware is not in ``MIDDLEWARE`` |
 | switchtrace.W002 | warning | enabled, the middleware in ``MIDDLEWARE`` but not first (but
   for opentelemetry-instrumentation-django's) |

@@ -43,9 +43,10 @@ class WeakIdentityMap(Generic[V]):
 
     def setdefault(self, obj: Any, value: V) -> V:
         """The value for ``obj``, ``value`` if it had none: two threads
-        making one each get the same (one atomic dict operation). (Its
-        entry made as :meth:`__setitem__` makes one, which is on a request's
-        path: inline there, a call less.)"""
+        making one each get the same (one atomic dict operation), but where
+        a dead object's entry is still under its id (its callback not run
+        yet), which each replaces. (Its entry made as :meth:`__setitem__`
+        makes one, which is on a request's path: inline there, a call less.)"""
         key, entries = id(obj), self._entries
 
         def forget(ref: weakref.ref[Any]) -> None:
